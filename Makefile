@@ -1,0 +1,132 @@
+# dsv3 — build, test, bench.  `make` builds ./dsv3 and libdsv3.a.
+#   make test          the whole suite; last line "N passed, N failed, N skipped"
+#   make SAN=1 test    the suite under ASan + UBSan (separate build folder)
+#   make bench         benchmarks (JSON in bench/results/)
+#   make fuzz          libFuzzer targets for the parsers (clang)
+#   make run           the main job (see README)
+# Every source file under src/<layer>/ is picked up by wildcard; tests/test_*.c
+# register themselves, so adding a file needs no edit here.
+
+CC      ?= cc
+BUILD   ?= build
+SAN     ?= 0
+OPT     ?= -O2
+ARCH    ?= -march=native
+# message buffers truncate long paths on purpose, hence -Wno-format-truncation
+WARN    := -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation
+CFLAGS  := -std=gnu11 $(OPT) -g $(ARCH) $(WARN) -fopenmp -Isrc -MMD -MP $(EXTRA_CFLAGS)
+LDLIBS  := -lm -lpthread
+
+ifeq ($(SAN),1)
+  BUILD   := build-san
+  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+endif
+
+# ---- dependencies: found or not, said once ---------------------------------
+PKG := $(shell command -v pkg-config 2>/dev/null)
+have = $(shell $(PKG) --exists $(1) 2>/dev/null && echo yes)
+
+ifeq ($(call have,libcjson),yes)
+  CFLAGS += $(shell $(PKG) --cflags libcjson) -DDS_HAVE_CJSON
+  LDLIBS += $(shell $(PKG) --libs libcjson)
+  FOUND += cJSON
+else
+  $(error cJSON not found: install libcjson-dev (or run 'bash .ci/run' / 'make deps'))
+endif
+ifeq ($(call have,libpcre2-8),yes)
+  CFLAGS += $(shell $(PKG) --cflags libpcre2-8) -DDS_HAVE_PCRE2
+  LDLIBS += $(shell $(PKG) --libs libpcre2-8)
+  FOUND += PCRE2
+else
+  $(error PCRE2 not found: install libpcre2-dev (or run 'make deps'))
+endif
+ifneq ($(NO_BLAS),1)
+ifeq ($(call have,openblas),yes)
+  CFLAGS += $(shell $(PKG) --cflags openblas) -DDS_HAVE_OPENBLAS
+  LDLIBS += $(shell $(PKG) --libs openblas)
+  FOUND += OpenBLAS
+else
+  MISSING += OpenBLAS
+endif
+else
+  MISSING += OpenBLAS
+endif
+ifneq ($(shell command -v mpicc 2>/dev/null),)
+  FOUND += OpenMPI(not-yet-used)
+else
+  MISSING += OpenMPI
+endif
+ifneq ($(shell command -v nvcc 2>/dev/null),)
+  FOUND += CUDA(not-yet-used)
+else
+  MISSING += CUDA
+endif
+
+LIB_SRC  := $(filter-out src/cli/%,$(wildcard src/*/*.c))
+CLI_SRC  := $(wildcard src/cli/*.c)
+TEST_SRC := $(wildcard tests/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+ifeq ($(SAN),1)
+  BIN := $(BUILD)/dsv3
+else
+  BIN := dsv3
+endif
+
+.PHONY: all test bench fuzz run clean deps info fixtures
+all: info $(BIN) libdsv3.a
+
+info:
+	@echo "dsv3 build: found: $(FOUND); not found: $(if $(MISSING),$(MISSING),none)"
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libdsv3.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+libdsv3.a: $(BUILD)/libdsv3.a
+	@cp $< $@
+
+$(BIN): $(CLI_OBJ) $(BUILD)/libdsv3.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdsv3.a $(LDLIBS)
+
+$(BUILD)/test_dsv3: $(TEST_OBJ) $(BUILD)/libdsv3.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libdsv3.a $(LDLIBS)
+
+# Tests run from the project root; CLI tests call $(DSV3) (the binary of this build).
+test: info $(BIN) $(BUILD)/test_dsv3
+	@DSV3=./$(BIN) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/test_dsv3 $(T)
+
+bench: all
+	@mkdir -p bench/results
+	@BUILD=$(BUILD) bash bench/run.sh
+
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZ_SECONDS ?= 30
+fuzz:
+	@mkdir -p build-fuzz
+	@for f in $(FUZZ_SRC); do \
+	  n=$$(basename $$f .c); \
+	  clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -DDS_FUZZ \
+	    $(filter -D% -I%,$(CFLAGS)) $$f $(filter-out src/cli/%,$(LIB_SRC)) -o build-fuzz/$$n -lm -fopenmp $(LDLIBS) || exit 1; \
+	  mkdir -p fuzz/corpus-$$n; \
+	  echo "fuzzing $$n for $(FUZZ_SECONDS)s"; \
+	  ./build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 fuzz/corpus-$$n fuzz/seeds/$$n 2>&1 | tail -3 || exit 1; \
+	done
+
+run: all
+	@bash tools/run_main_job.sh
+
+deps:
+	@bash .ci/install-deps.sh
+
+clean:
+	rm -rf build build-san build-fuzz dsv3 libdsv3.a
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

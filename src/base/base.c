@@ -1,0 +1,287 @@
+/*
+ * base.c — error messages, checked allocation and I/O, RNG, timers, threads.
+ */
+#include "base/base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef DS_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+/* ---- errors -------------------------------------------------------------- */
+static _Thread_local char err_buf[1024];
+
+int ds_err(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int ds_err_prefix(const char *fmt, ...) {
+    char pre[512], old[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    memcpy(old, err_buf, sizeof old);
+    snprintf(err_buf, sizeof err_buf, "%s: %s", pre, old);
+    return -1;
+}
+
+const char *ds_errmsg(void) { return err_buf[0] ? err_buf : "unknown error"; }
+void ds_err_clear(void) { err_buf[0] = 0; }
+
+void ds_die(int code, const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fputs("dsv3: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+/* ---- allocation ---------------------------------------------------------- */
+static void oom(size_t n, const char *file, int line) {
+    ds_die(1, "out of memory allocating %zu bytes at %s:%d", n, file, line);
+}
+
+void *ds_malloc_(size_t n, const char *file, int line) {
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n, file, line);
+    return p;
+}
+
+void *ds_calloc_(size_t n, size_t sz, const char *file, int line) {
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) oom(n * sz, file, line);
+    return p;
+}
+
+void *ds_realloc_(void *q, size_t n, const char *file, int line) {
+    void *p = realloc(q, n ? n : 1);
+    if (!p) oom(n, file, line);
+    return p;
+}
+
+void *ds_aligned_alloc_(size_t n, const char *file, int line) {
+    size_t m = (n + 63) & ~(size_t)63;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, m ? m : 64) != 0) oom(n, file, line);
+    memset(p, 0, m ? m : 64);
+    return p;
+}
+
+void ds_free_aligned(void *p) { free(p); }
+
+char *ds_strdup_(const char *s, const char *file, int line) {
+    size_t n = strlen(s) + 1;
+    char *p = ds_malloc_(n, file, line);
+    memcpy(p, s, n);
+    return p;
+}
+
+/* ---- files ---------------------------------------------------------------- */
+char *ds_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { ds_err("%s: %s", path, strerror(errno)); return NULL; }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = ds_malloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) { cap *= 2; buf = ds_realloc(buf, cap); }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    if (ferror(f)) {
+        ds_err("%s: read error: %s", path, strerror(errno));
+        fclose(f); free(buf); return NULL;
+    }
+    fclose(f);
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+int ds_afile_open(ds_afile *af, const char *path) {
+    size_t n = strlen(path) + 32;
+    af->final_path = ds_strdup(path);
+    af->tmp_path = ds_malloc(n);
+    snprintf(af->tmp_path, n, "%s.tmp.%d", path, (int)getpid());
+    af->f = fopen(af->tmp_path, "wb");
+    if (!af->f) {
+        ds_err("%s: cannot create: %s", af->tmp_path, strerror(errno));
+        free(af->tmp_path); free(af->final_path);
+        af->tmp_path = af->final_path = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void ds_afile_abort(ds_afile *af) {
+    if (af->f) fclose(af->f);
+    if (af->tmp_path) unlink(af->tmp_path);
+    free(af->tmp_path); free(af->final_path);
+    af->f = NULL; af->tmp_path = af->final_path = NULL;
+}
+
+int ds_afile_commit(ds_afile *af) {
+    int bad = ferror(af->f) || fflush(af->f) != 0 || fsync(fileno(af->f)) != 0;
+    int e = errno;
+    if (fclose(af->f) != 0 && !bad) { bad = 1; e = errno; }
+    af->f = NULL;
+    if (bad) {
+        ds_err("%s: write failed: %s (nothing was replaced)", af->final_path, strerror(e));
+        ds_afile_abort(af);
+        return -1;
+    }
+    if (rename(af->tmp_path, af->final_path) != 0) {
+        ds_err("%s: rename failed: %s", af->final_path, strerror(errno));
+        ds_afile_abort(af);
+        return -1;
+    }
+    free(af->tmp_path); free(af->final_path);
+    af->tmp_path = af->final_path = NULL;
+    return 0;
+}
+
+int ds_write_file_atomic(const char *path, const void *data, size_t len) {
+    ds_afile af;
+    if (ds_afile_open(&af, path) != 0) return -1;
+    if (len && fwrite(data, 1, len, af.f) != len) {
+        ds_err("%s: write failed: %s (nothing was replaced)", path, strerror(errno));
+        ds_afile_abort(&af);
+        return -1;
+    }
+    return ds_afile_commit(&af);
+}
+
+int ds_mkdir_p(const char *path) {
+    char *p = ds_strdup(path);
+    for (char *s = p + 1; ; s++) {
+        if (*s == '/' || *s == 0) {
+            char c = *s;
+            *s = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                ds_err("%s: cannot create directory: %s", p, strerror(errno));
+                free(p);
+                return -1;
+            }
+            *s = c;
+            if (!c) break;
+        }
+    }
+    free(p);
+    return 0;
+}
+
+int ds_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+char *ds_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = ds_malloc(a + b + 2);
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+/* ---- RNG ------------------------------------------------------------------ */
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void ds_rng_seed(ds_rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t ds_rng_u64(ds_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t; s[3] = rotl(s[3], 45);
+    return out;
+}
+
+double ds_rng_uniform(ds_rng *r) { return (ds_rng_u64(r) >> 11) * 0x1.0p-53; }
+
+float ds_rng_normal(ds_rng *r) {
+    double u1 = ds_rng_uniform(r), u2 = ds_rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+uint64_t ds_rng_below(ds_rng *r, uint64_t n) {
+    if (n <= 1) return 0;
+    uint64_t lim = UINT64_MAX - UINT64_MAX % n, x;
+    do x = ds_rng_u64(r); while (x >= lim);
+    return x % n;
+}
+
+/* ---- time, threads, logging ------------------------------------------------ */
+double ds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int g_threads = 0;
+
+void ds_set_threads(int n) {
+    if (n <= 0) return;
+    g_threads = n;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+#ifdef DS_HAVE_OPENBLAS
+    openblas_set_num_threads(n);
+#endif
+}
+
+int ds_threads(void) {
+    if (g_threads > 0) return g_threads;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int ds_log_level = DS_LOG_INFO;
+
+void ds_log(int level, const char *fmt, ...) {
+    if (level > ds_log_level) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+uint64_t ds_hash64(const void *data, size_t n, uint64_t h) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ULL; }
+    return h;
+}

@@ -1,0 +1,91 @@
+/*
+ * main.c — the dsv3 binary: global options, then dispatch to a subcommand.
+ *   dsv3 [--threads N] [--quiet|--verbose] <command> [options]
+ */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct { const char *name, *summary; ds_cmd_fn fn; } command;
+static command g_cmds[64];
+static int g_ncmds;
+
+void ds_cli_register(const char *name, const char *summary, ds_cmd_fn fn) {
+    if (g_ncmds < 64) g_cmds[g_ncmds++] = (command){name, summary, fn};
+}
+
+static int cmp_cmd(const void *a, const void *b) {
+    return strcmp(((const command *)a)->name, ((const command *)b)->name);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: dsv3 [--threads N] [--quiet|--verbose] <command> [options]\n\n"
+               "DeepSeek-V3 recipe in C: tokenize, train, evaluate, generate.\n\ncommands:\n");
+    for (int i = 0; i < g_ncmds; i++) fprintf(f, "  %-12s %s\n", g_cmds[i].name, g_cmds[i].summary);
+    fprintf(f, "\nglobal options:\n"
+               "  --threads N   worker threads (OpenMP and BLAS; default: all cores)\n"
+               "  --quiet       only errors on stderr\n"
+               "  --verbose     debug output\n"
+               "  --version     print the version\n"
+               "  --help        this text; 'dsv3 <command> --help' for a command\n");
+}
+
+/* OpenBLAS reads OPENBLAS_CORETYPE once, when the library loads, so it must be
+ * in the environment before exec.  Its DYNAMIC_ARCH detection does not know
+ * every recent CPU and falls back to a slow generic kernel; pick a core type by
+ * the instruction sets this CPU has, and re-exec once. */
+static void select_openblas_core(char **argv) {
+#ifdef DS_HAVE_OPENBLAS
+    if (getenv("OPENBLAS_CORETYPE") || getenv("DS_NO_REEXEC")) return;
+    __builtin_cpu_init();
+    const char *core = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        core = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        core = "Haswell";
+    if (!core) return;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    setenv("DS_NO_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with whatever OpenBLAS chose */
+#else
+    (void)argv;
+#endif
+}
+
+int main(int argc, char **argv) {
+    select_openblas_core(argv);
+    qsort(g_cmds, g_ncmds, sizeof *g_cmds, cmp_cmd);
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--version")) { printf("dsv3 %s\n", DS_VERSION); return 0; }
+        if (!strcmp(a, "--quiet")) { ds_log_level = DS_LOG_QUIET; continue; }
+        if (!strcmp(a, "--verbose")) { ds_log_level = DS_LOG_DEBUG; continue; }
+        if (!strcmp(a, "--threads")) {
+            char *end = NULL;
+            long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (!end || *end || n <= 0 || n > 4096) {
+                fprintf(stderr, "dsv3: --threads needs a positive integer\n");
+                usage(stderr);
+                return 2;
+            }
+            ds_set_threads((int)n);
+            i++;
+            continue;
+        }
+        fprintf(stderr, "dsv3: unknown option '%s'\n", a);
+        usage(stderr);
+        return 2;
+    }
+    if (i >= argc) { usage(stderr); return 2; }
+    for (int c = 0; c < g_ncmds; c++)
+        if (!strcmp(argv[i], g_cmds[c].name)) return g_cmds[c].fn(argc - i, argv + i);
+    fprintf(stderr, "dsv3: unknown command '%s'\n", argv[i]);
+    usage(stderr);
+    return 2;
+}

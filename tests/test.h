@@ -1,0 +1,85 @@
+/*
+ * test.h — the dsv3 test framework.  Each tests/test_*.c file declares tests
+ * with TEST(name) { ... } and they register themselves (constructor), so a new
+ * test file needs no list edits.  The runner (tests/test_main.c) forks per
+ * test: a crash is one failed test, not a lost run.  It ends with the line
+ * "N passed, N failed, N skipped" and exits non-zero on any failure.
+ *
+ * A test fails when any CHECK fails; SKIP("why") marks it skipped (e.g. when
+ * ../shared/data is absent).  Expected values come from independent oracles:
+ * scalar references, finite differences, or fixtures made by tools/.
+ */
+#ifndef DS_TEST_H
+#define DS_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*ds_test_fn)(void);
+void ds_test_register(const char *name, const char *file, ds_test_fn fn);
+extern int ds_test_fails;
+
+#define TEST(name)                                                              \
+    static void test_##name(void);                                              \
+    __attribute__((constructor)) static void test_reg_##name(void) {            \
+        ds_test_register(#name, __FILE__, test_##name);                         \
+    }                                                                           \
+    static void test_##name(void)
+
+#define CHECK(c)                                                                \
+    do {                                                                        \
+        if (!(c)) {                                                             \
+            fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); \
+            ds_test_fails++;                                                    \
+        }                                                                       \
+    } while (0)
+
+#define CHECK_MSG(c, ...)                                                       \
+    do {                                                                        \
+        if (!(c)) {                                                             \
+            fprintf(stderr, "  %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #c); \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fputc('\n', stderr);                                                \
+            ds_test_fails++;                                                    \
+        }                                                                       \
+    } while (0)
+
+/* |a - b| <= tol, with NaN failing. */
+#define CHECK_NEAR(a, b, tol)                                                   \
+    do {                                                                        \
+        double a_ = (double)(a), b_ = (double)(b), t_ = (double)(tol);          \
+        if (!(fabs(a_ - b_) <= t_)) {                                           \
+            fprintf(stderr, "  %s:%d: CHECK_NEAR(%s, %s) failed: %.9g vs %.9g (tol %.3g)\n", \
+                    __FILE__, __LINE__, #a, #b, a_, b_, t_);                    \
+            ds_test_fails++;                                                    \
+        }                                                                       \
+    } while (0)
+
+/* Stop the current test (it counts as failed if any CHECK failed). */
+#define TEST_RETURN_IF_FAILED() do { if (ds_test_fails) return; } while (0)
+
+/* Mark the test skipped and return from it. */
+#define SKIP(...)                                                               \
+    do {                                                                        \
+        fprintf(stderr, "  skip: ");                                            \
+        fprintf(stderr, __VA_ARGS__);                                           \
+        fputc('\n', stderr);                                                    \
+        ds_test_skip();                                                         \
+        return;                                                                 \
+    } while (0)
+void ds_test_skip(void);
+
+/* Path under ../shared (e.g. "data/tinyshakespeare/input.txt"), or NULL when
+ * the file does not exist.  The returned string is static per call site use. */
+const char *ds_test_shared(const char *rel);
+/* Scratch directory for this test (created, unique per test run). */
+const char *ds_test_tmpdir(void);
+/* Run a shell command; returns its exit status (or -1); captures up to cap-1
+ * bytes of combined stdout+stderr into out when out != NULL. */
+int ds_test_sh(char *out, size_t cap, const char *fmt, ...);
+/* Max relative error max|a-b| / max(max|b|, floor) over n floats. */
+double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_);
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * test_main.c — runner for the dsv3 test suite.  Usage:
+ *   build/test_dsv3 [substring ...]   run tests whose file:name contains any substring
+ * Each test runs in a forked child (crash isolation, 900 s alarm).
+ */
+#include "test.h"
+
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct { const char *name, *file; ds_test_fn fn; } test_entry;
+static test_entry *g_tests;
+static int g_ntests, g_cap;
+int ds_test_fails;
+static int g_skipped;
+static char g_tmpdir[512];
+
+void ds_test_register(const char *name, const char *file, ds_test_fn fn) {
+    if (g_ntests == g_cap) {
+        g_cap = g_cap ? 2 * g_cap : 64;
+        g_tests = realloc(g_tests, g_cap * sizeof *g_tests);
+    }
+    g_tests[g_ntests++] = (test_entry){name, file, fn};
+}
+
+void ds_test_skip(void) { g_skipped = 1; }
+
+const char *ds_test_shared(const char *rel) {
+    static _Thread_local char buf[8][1024];
+    static _Thread_local int k;
+    char *p = buf[k++ & 7];
+    const char *root = getenv("DS_SHARED");
+    snprintf(p, 1024, "%s/%s", root ? root : "../shared", rel);
+    struct stat st;
+    return stat(p, &st) == 0 ? p : NULL;
+}
+
+const char *ds_test_tmpdir(void) { return g_tmpdir; }
+
+int ds_test_sh(char *out, size_t cap, const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char full[8400];
+    snprintf(full, sizeof full, "( %s ) 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t n = 0;
+    char tmp[4096];
+    size_t got;
+    while ((got = fread(tmp, 1, sizeof tmp, p)) > 0) {
+        if (out && n + 1 < cap) {
+            size_t c = got < cap - 1 - n ? got : cap - 1 - n;
+            memcpy(out + n, tmp, c);
+            n += c;
+        }
+    }
+    if (out && cap) out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_) {
+    double mx = floor_, md = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d != d) return INFINITY;
+        if (d > md) md = d;
+        if (fabs((double)b[i]) > mx) mx = fabs((double)b[i]);
+    }
+    return md / mx;
+}
+
+static int cmp_tests(const void *a, const void *b) {
+    const test_entry *x = a, *y = b;
+    int c = strcmp(x->file, y->file);
+    return c ? c : 0;
+}
+
+int main(int argc, char **argv) {
+    /* stable order: by file, then by registration order within a file */
+    for (int i = 0; i < g_ntests; i++) g_tests[i].fn = g_tests[i].fn;
+    qsort(g_tests, g_ntests, sizeof *g_tests, cmp_tests);
+    int passed = 0, failed = 0, skipped = 0;
+    char failed_names[8192] = "";
+    snprintf(g_tmpdir, sizeof g_tmpdir, "%s/dsv3-test-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    mkdir(g_tmpdir, 0777);
+    for (int i = 0; i < g_ntests; i++) {
+        test_entry *t = &g_tests[i];
+        if (argc > 1) {
+            int want = 0;
+            char id[512];
+            snprintf(id, sizeof id, "%s:%s", t->file, t->name);
+            for (int a = 1; a < argc; a++) if (strstr(id, argv[a])) want = 1;
+            if (!want) continue;
+        }
+        const char *base = strrchr(t->file, '/');
+        base = base ? base + 1 : t->file;
+        printf("%-28s %-44s ", base, t->name);
+        fflush(stdout);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char dir[700];
+            snprintf(dir, sizeof dir, "%s/%s", g_tmpdir, t->name);
+            mkdir(dir, 0777);
+            snprintf(g_tmpdir, sizeof g_tmpdir, "%s", dir);
+            alarm(900);
+            ds_test_fails = 0;
+            t->fn();
+            fflush(stdout);
+            fflush(stderr);
+            _exit(ds_test_fails ? 1 : g_skipped ? 77 : 0);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double dt = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) { passed++; printf("ok    (%.2fs)\n", dt); }
+        else if (WIFEXITED(st) && WEXITSTATUS(st) == 77) { skipped++; printf("skip\n"); }
+        else {
+            failed++;
+            if (WIFSIGNALED(st)) printf("FAIL  (signal %d)\n", WTERMSIG(st));
+            else printf("FAIL\n");
+            size_t l = strlen(failed_names);
+            snprintf(failed_names + l, sizeof failed_names - l, " %s", t->name);
+        }
+        fflush(stdout);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);
+    if (system(cmd) != 0) { /* best effort */ }
+    if (failed) printf("failed:%s\n", failed_names);
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}
