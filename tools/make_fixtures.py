@@ -4,9 +4,9 @@
 For each configuration in tools/fixture_models.py (v3, v2lite, v2group, norope) it builds a tiny random
 DeepSeek model in FP32 with eager attention, and writes tests/fixtures/model/<name>/:
   config.json, generation_config.json, model.safetensors (per-expert HF names + MTP layers),
-  ids.txt, reference.safetensors, grads.safetensors, fixture_info.json
+  ids.txt, reference.safetensors, grads.safetensors, generate.safetensors, fixture_info.json
 and for v3 also grads_seqaux.safetensors, grads_v2aux.safetensors, grads_mtp.safetensors,
-adamw.safetensors.  The format is documented in tests/fixtures/model/README.md.
+adamw.safetensors (v2group: grads_v2aux; v2lite: grads_ignore).  The format is documented in tests/fixtures/model/README.md.
 
 Usage: python3 tools/make_fixtures.py [--out tests/fixtures/model] [--only NAME ...]
 """
@@ -36,6 +36,7 @@ ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 ADAMW_STEPS = 3
 CLIP = 1.0
 MAX_TRIES = 40
+GEN_TOKENS = 8
 
 
 class NearTie(Exception):
@@ -82,6 +83,7 @@ def build(name, seed):
         out = model(ids, output_hidden_states=True)
         h0 = out.hidden_states[-1]
         assert torch.equal(h0, model.model(ids).last_hidden_state), "hidden_states[-1] is not model.norm output"
+        assert torch.equal(out.hidden_states[0], model.model.embed_tokens(ids)), "hidden_states[0] is not the embedding"
         mtp_logits, _ = mtp_forward(model, mtp, ids, h0)
     ref = {"logits": out.logits.float().contiguous()}
     for i, h in enumerate(out.hidden_states):
@@ -101,6 +103,9 @@ def build(name, seed):
     g.update(grads_dict(model))
     res["grads"] = g
 
+    res["generate"] = greedy(model, ids)
+    if name == "v2lite":
+        res["grads_ignore"] = ignore_grads(model, ids)
     if name == "v3":
         res.update(extra_v3(model, mtp, rec, cfg, ids, moe_layers))
     elif name == "v2group":
@@ -111,6 +116,37 @@ def build(name, seed):
         raise NearTie(f"{name} seed {seed}: routing margin {rec.min_margin:.3g} at layer {rec.where}")
     res["min_margin"] = rec.min_margin
     return res
+
+
+def greedy(model, ids):
+    """Greedy continuation of GEN_TOKENS tokens with HF's KV cache (incremental decode path)."""
+    with torch.no_grad():
+        # explicit all-ones mask: otherwise generate() may treat a token equal to pad_token_id as padding
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=GEN_TOKENS,
+                             min_new_tokens=GEN_TOKENS, do_sample=False, use_cache=True, eos_token_id=None,
+                             pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    logits = torch.stack(out.logits, 1).float().contiguous()           # (B, N, V)
+    top2 = logits.topk(2, dim=-1).values
+    m = (top2[..., 0] - top2[..., 1]).min().item()
+    if m <= fm.MIN_MARGIN:
+        raise NearTie(f"greedy argmax margin {m:.3g}")
+    return {"greedy_ids": out.sequences.to(torch.int64).contiguous(), "greedy_logits": logits}
+
+
+def ignore_grads(model, ids):
+    """CE with some targets ignored (label -100): HF's loss is the mean over the non-ignored targets."""
+    labels = ids.clone()
+    B, T = ids.shape
+    for b in range(B):
+        for t in range(T):
+            if (t + b) % 4 == 0:
+                labels[b, t] = -100
+    model.zero_grad(set_to_none=True)
+    loss = model(ids, labels=labels).loss
+    loss.backward()
+    g = {"labels": labels.contiguous(), "loss": loss.detach().reshape(1).float()}
+    g.update(grads_dict(model))
+    return g
 
 
 def v2aux_grads(model, rec, cfg, ids, moe_layers, scoring):
@@ -241,7 +277,7 @@ def write_all(name, res, outdir):
         meta = {"format": "pt"}
         save_file(res["ref"], os.path.join(tmp, "reference.safetensors"), metadata=meta)
         save_file(res["grads"], os.path.join(tmp, "grads.safetensors"), metadata=meta)
-        for extra in ("grads_seqaux", "grads_v2aux", "grads_mtp", "adamw"):
+        for extra in ("generate", "grads_ignore", "grads_seqaux", "grads_v2aux", "grads_mtp", "adamw"):
             if extra in res:
                 save_file(res[extra], os.path.join(tmp, f"{extra}.safetensors"), metadata=meta)
         info = {"name": name, "seed": res["seed"], "min_routing_margin": res["min_margin"],
