@@ -133,4 +133,6 @@ clean:
 
 # Regenerate the model parity fixtures (needs python3 with torch + transformers).
 fixtures:
+	@python3 -c "import torch, transformers, safetensors" 2>/dev/null || \
+	  { echo "make fixtures: needs python3 with torch, transformers and safetensors"; exit 1; }
 	python3 tools/make_fixtures.py --out tests/fixtures/model
