@@ -6,7 +6,7 @@ DeepSeek model in FP32 with eager attention, and writes tests/fixtures/model/<na
   config.json, generation_config.json, model.safetensors (per-expert HF names + MTP layers),
   ids.txt, reference.safetensors, grads.safetensors, generate.safetensors, fixture_info.json
 and for v3 also grads_seqaux.safetensors, grads_v2aux.safetensors, grads_mtp.safetensors,
-adamw.safetensors (v2group: grads_v2aux; v2lite: grads_ignore).  The format is documented in tests/fixtures/model/README.md.
+adamw.safetensors (v2group: grads_v2aux; v2lite: grads_ignore; norope: grads_mtp).  The format is documented in tests/fixtures/model/README.md.
 
 Usage: python3 tools/make_fixtures.py [--out tests/fixtures/model] [--only NAME ...]
 """
@@ -106,6 +106,8 @@ def build(name, seed):
     res["generate"] = greedy(model, ids)
     if name == "v2lite":
         res["grads_ignore"] = ignore_grads(model, ids)
+    if name == "norope":
+        res["grads_mtp"] = mtp_grads(model, mtp, rec, ids)
     if name == "v3":
         res.update(extra_v3(model, mtp, rec, cfg, ids, moe_layers))
     elif name == "v2group":
@@ -164,26 +166,8 @@ def v2aux_grads(model, rec, cfg, ids, moe_layers, scoring):
     return g
 
 
-def extra_v3(model, mtp, rec, cfg, ids, moe_layers):
-    B, T = ids.shape
-    res = {}
-    # CE + complementary sequence-wise balance loss
-    model.zero_grad(set_to_none=True)
-    rec.clear()
-    ce = model(ids, labels=ids).loss
-    bal, per_layer = aux_losses.seq_balance_loss(rec.calls, cfg, B, T, SEQAUX_ALPHA, "sigmoid", moe_layers)
-    total = ce + bal
-    total.backward()
-    g = {"loss": total.detach().reshape(1), "loss_ce": ce.detach().reshape(1), "loss_bal": bal.detach().reshape(1)}
-    for l, v in per_layer.items():
-        g[f"loss_bal.{l}"] = v.detach().reshape(1)
-    g.update(grads_dict(model))
-    res["grads_seqaux"] = g
-
-    # CE + V2 auxiliary losses (on the sigmoid router: s' = normalised sigmoid affinities)
-    res["grads_v2aux"] = v2aux_grads(model, rec, cfg, ids, moe_layers, "sigmoid")
-
-    # CE + MTP loss (lambda / D) * sum_k CE_k, gradients of main and MTP parameters
+def mtp_grads(model, mtp, rec, ids):
+    """CE + MTP loss (lambda / D) * sum_k CE_k; gradients of the main and the MTP parameters."""
     model.zero_grad(set_to_none=True)
     for m in mtp:
         m.zero_grad(set_to_none=True)
@@ -205,7 +189,29 @@ def extra_v3(model, mtp, rec, cfg, ids, moe_layers):
             gp = p.grad if p.grad is not None else torch.zeros_like(p)
             for dn2, dg in fm.expert_grads_per_expert(dn, gp.detach()).items():
                 g["grad." + dn2] = dg.float().contiguous().clone()
-    res["grads_mtp"] = g
+    return g
+
+
+def extra_v3(model, mtp, rec, cfg, ids, moe_layers):
+    B, T = ids.shape
+    res = {}
+    # CE + complementary sequence-wise balance loss
+    model.zero_grad(set_to_none=True)
+    rec.clear()
+    ce = model(ids, labels=ids).loss
+    bal, per_layer = aux_losses.seq_balance_loss(rec.calls, cfg, B, T, SEQAUX_ALPHA, "sigmoid", moe_layers)
+    total = ce + bal
+    total.backward()
+    g = {"loss": total.detach().reshape(1), "loss_ce": ce.detach().reshape(1), "loss_bal": bal.detach().reshape(1)}
+    for l, v in per_layer.items():
+        g[f"loss_bal.{l}"] = v.detach().reshape(1)
+    g.update(grads_dict(model))
+    res["grads_seqaux"] = g
+
+    # CE + V2 auxiliary losses (on the sigmoid router: s' = normalised sigmoid affinities)
+    res["grads_v2aux"] = v2aux_grads(model, rec, cfg, ids, moe_layers, "sigmoid")
+
+    res["grads_mtp"] = mtp_grads(model, mtp, rec, ids)
 
     # AdamW: 3 steps on the same batch, global-norm clipping 1.0, decay only tensors with ndim >= 2.
     am = copy.deepcopy(model)
