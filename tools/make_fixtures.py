@@ -79,20 +79,27 @@ def build(name, seed):
     res = {"cfg": cfg, "model": model, "mtp": mtp, "ids": ids, "seed": seed}
 
     # ---- forward reference -------------------------------------------------------------------
+    sub, sub_handles = fm.sublayer_outputs(model, mtp)
     with torch.no_grad():
         out = model(ids, output_hidden_states=True)
         h0 = out.hidden_states[-1]
         assert torch.equal(h0, model.model(ids).last_hidden_state), "hidden_states[-1] is not model.norm output"
         assert torch.equal(out.hidden_states[0], model.model.embed_tokens(ids)), "hidden_states[0] is not the embedding"
         mtp_logits, _ = mtp_forward(model, mtp, ids, h0)
+    for h in sub_handles:
+        h.remove()
     ref = {"logits": out.logits.float().contiguous()}
     for i, h in enumerate(out.hidden_states):
         ref[f"hidden_states.{i}"] = h.float().contiguous()
     for k, lg in enumerate(mtp_logits, start=1):
         ref[f"mtp_logits.{k}"] = lg.float().contiguous()
-    for l, _, idx in rec.calls:
+    for (l, z, idx), w in zip(rec.calls, rec.weights):
         Tl = idx.shape[0] // B
-        ref[f"routed_experts.{l}"] = idx.view(B, Tl, -1).sort(-1).values.to(torch.int64).contiguous()
+        order = idx.view(B, Tl, -1).argsort(-1)
+        ref[f"routed_experts.{l}"] = idx.view(B, Tl, -1).gather(-1, order).to(torch.int64).contiguous()
+        ref[f"routed_weights.{l}"] = w.view(B, Tl, -1).gather(-1, order).float().contiguous()
+        ref[f"router_logits.{l}"] = z.view(B, Tl, -1).float().contiguous()
+    ref.update(sub)
     res["ref"] = ref
 
     # ---- CE gradients (HF loss) -----------------------------------------------------------------
