@@ -139,3 +139,9 @@ clean:
 	rm -rf build build-san build-fuzz dsv3 libdsv3.a
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+# Regenerate the model parity fixtures (needs python3 with torch + transformers).
+fixtures:
+	@python3 -c "import torch, transformers, safetensors" 2>/dev/null || \
+	  { echo "make fixtures: needs python3 with torch, transformers and safetensors"; exit 1; }
+	python3 tools/make_fixtures.py --out tests/fixtures/model
