@@ -326,6 +326,11 @@ TEST(bad_wrong_types) {
                       "quantization_config: weight_block_size: expected [rows, cols]");
     expect_edit_error("eos_token_id", "\"x\"", "eos_token_id: expected an integer, a list of integers or null, got string");
     expect_edit_error("hidden_size", "1e300", "hidden_size: expected an integer");
+    /* found by fuzz_config: names must be plain ASCII, the file valid UTF-8 */
+    expect_edit_error("dtype", "\"fl\\u00ffoat\"", "dtype: value contains a non-printable or non-ASCII character");
+    ds_config c;
+    CHECK(ds_config_parse(&c, "{\"model_type\": \"deep\xc0\xafseek_v3\"}", "config.json") != 0);
+    CHECK_MSG(strstr(ds_errmsg(), "config.json: not valid UTF-8 (byte 20)"), "%s", ds_errmsg());
 }
 
 TEST(bad_values) {

@@ -35,28 +35,6 @@
 #define ST_MAX_HEADER 100000000ULL
 
 /* ---- helpers ---------------------------------------------------------------- */
-static int utf8_valid(const unsigned char *s, size_t n, size_t *bad_at) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        int len;
-        uint32_t v, min;
-        if ((c & 0xe0) == 0xc0) { len = 2; v = c & 0x1f; min = 0x80; }
-        else if ((c & 0xf0) == 0xe0) { len = 3; v = c & 0x0f; min = 0x800; }
-        else if ((c & 0xf8) == 0xf0) { len = 4; v = c & 0x07; min = 0x10000; }
-        else { *bad_at = i; return 0; }
-        if (i + (size_t)len > n) { *bad_at = i; return 0; }
-        for (int k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) { *bad_at = i; return 0; }
-            v = (v << 6) | (s[i + k] & 0x3f);
-        }
-        if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) { *bad_at = i; return 0; }
-        i += (size_t)len;
-    }
-    return 1;
-}
-
 static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t k = 0;
     k += (size_t)snprintf(buf + k, cap - k, "[");
@@ -150,7 +128,7 @@ static int parse_tensor(ds_st_file *f, ds_st_tensor *t, const cJSON *v, const ch
 static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *base, size_t data_size) {
     const char *P = f->path;
     size_t bad;
-    if (!utf8_valid((const unsigned char *)hdr, n, &bad))
+    if (!ds_utf8_valid((const unsigned char *)hdr, n, &bad))
         return ds_err("%s: header is not valid UTF-8 (byte %zu)", P, bad);
     char what[600];
     snprintf(what, sizeof what, "%s: header", P);
@@ -609,7 +587,7 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         const ds_st_entry *t = &e[i];
         if (!t->name || !t->name[0]) { rc = ds_err("%s: tensor %lld has no name", path, (long long)i); break; }
         size_t bad;
-        if (!utf8_valid((const unsigned char *)t->name, strlen(t->name), &bad))
+        if (!ds_utf8_valid((const unsigned char *)t->name, strlen(t->name), &bad))
             rc = ds_err("%s: tensor name \"%s\" is not valid UTF-8", path, t->name);
         else if (!strcmp(t->name, "__metadata__")) rc = ds_err("%s: \"__metadata__\" is not a tensor name", path);
         else if ((unsigned)t->dtype >= DS_DTYPE_COUNT) rc = ds_err("%s: %s: invalid dtype", path, t->name);

@@ -163,6 +163,10 @@ static int rd_str(const reader *r, const char *key, char *dst, size_t cap, int r
     if (!cJSON_IsString(v)) return bad_type(r, key, "a string", v);
     if (strlen(v->valuestring) >= cap)
         return ds_err("%s: %s%s: value too long (%zu characters)", r->path, r->prefix, key, strlen(v->valuestring));
+    /* these are names (dtype, activation, ...): printable ASCII only */
+    for (const char *q = v->valuestring; *q; q++)
+        if (*q < 0x20 || *q > 0x7e)
+            return ds_err("%s: %s%s: value contains a non-printable or non-ASCII character", r->path, r->prefix, key);
     snprintf(dst, cap, "%s", v->valuestring);
     return 0;
 }
