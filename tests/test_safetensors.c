@@ -203,6 +203,34 @@ TEST(read_f32_checks_expected_shape) {
     ds_st_set_close(&s);
 }
 
+/* Fast conversions against the scalar reference: every dtype, lengths that
+ * leave SIMD tails, and sizes spanning several thread chunks. */
+TEST(to_f32_fast_matches_reference) {
+    ds_rng r;
+    ds_rng_seed(&r, 3);
+    const int64_t sizes[] = {1, 7, 8, 9, 1000, 200003};
+    for (int d = 0; d < DS_DTYPE_COUNT; d++) {
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            int64_t n = sizes[k];
+            size_t es = ds_dtype_table[d].size;
+            unsigned char *buf = malloc((size_t)n * es + 1);
+            for (size_t i = 0; i < (size_t)n * es + 1; i++) buf[i] = (unsigned char)ds_rng_u64(&r);
+            /* odd address: the mapping gives no alignment guarantee */
+            ds_st_tensor t = {.name = "t", .dtype = (ds_dtype)d, .ndim = 1, .shape = {n}, .numel = n,
+                              .data = buf + 1, .nbytes = (size_t)n * es};
+            float *a = malloc((size_t)n * 4), *b = malloc((size_t)n * 4);
+            CHECK(ds_st_to_f32(&t, a) == 0);
+            CHECK(ds_st_to_f32_ref(&t, b) == 0);
+            int64_t bad = 0;
+            for (int64_t i = 0; i < n; i++) bad += !same_f32(a[i], b[i]);
+            CHECK_MSG(bad == 0, "%s n=%lld: %lld differ", ds_dtype_table[d].st_name, (long long)n, (long long)bad);
+            free(a); free(b); free(buf);
+        }
+    }
+    /* the references themselves, spot values */
+    CHECK(ds_bf16_to_f32(0x3fc0) == 1.5f && ds_f16_to_f32(0x3e00) == 1.5f && ds_e4m3_to_f32(0x7e) == 448.0f);
+}
+
 /* ---- dequant: scalar reference over varied block sizes and ragged edges ------ */
 TEST(fp8_block_dequant_matches_reference_loop) {
     int64_t M = 7, N = 11;

@@ -28,6 +28,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__AVX2__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #include "base/base.h"
 #include "io/json.h"
@@ -423,16 +426,65 @@ static inline float elem_f32(ds_dtype d, const unsigned char *p, int64_t i) {
     }
 }
 
+/* Fast bulk conversions; elem_f32 above is their scalar reference (tests
+ * compare the two over every bit pattern).  Chunks of 64K elements per thread. */
+#define CONV_CHUNK ((int64_t)1 << 16)
+
+static void bf16_to_f32_run(const unsigned char *p, int64_t n, float *out) {
+    int64_t i = 0;
+#ifdef __AVX2__
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(p + 2 * i));
+        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+        _mm256_storeu_ps(out + i, _mm256_castsi256_ps(w));
+    }
+#endif
+    for (; i < n; i++) out[i] = elem_f32(DS_BF16, p, i);
+}
+
+static void f16_to_f32_run(const unsigned char *p, int64_t n, float *out) {
+    int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))));
+#endif
+    for (; i < n; i++) out[i] = elem_f32(DS_F16, p, i);
+}
+
+static void fp8_table(ds_dtype d, float lut[256]) {
+    for (int v = 0; v < 256; v++) lut[v] = d == DS_F8_E4M3 ? ds_e4m3_to_f32((uint8_t)v) : ds_e5m2_to_f32((uint8_t)v);
+}
+
 int ds_st_to_f32(const ds_st_tensor *t, float *out) {
     if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", t->name);
     const unsigned char *p = t->data;
-    if (t->dtype == DS_F32) {
-        if (t->numel) memcpy(out, p, (size_t)t->numel * 4);
-        return 0;
+    const ds_dtype d = t->dtype;
+    const int64_t n = t->numel;
+    float lut[256];
+    if (d == DS_F8_E4M3 || d == DS_F8_E5M2) fp8_table(d, lut);
+    const int64_t nchunks = ds_ceil_div(n, CONV_CHUNK);
+    #pragma omp parallel for schedule(static) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t i0 = c * CONV_CHUNK, m = n - i0 < CONV_CHUNK ? n - i0 : CONV_CHUNK;
+        const size_t es = ds_dtype_table[d].size;
+        switch (d) {
+        case DS_F32: memcpy(out + i0, p + 4 * i0, (size_t)m * 4); break;
+        case DS_BF16: bf16_to_f32_run(p + es * i0, m, out + i0); break;
+        case DS_F16: f16_to_f32_run(p + es * i0, m, out + i0); break;
+        case DS_F8_E4M3:
+        case DS_F8_E5M2:
+            for (int64_t i = 0; i < m; i++) out[i0 + i] = lut[p[i0 + i]];
+            break;
+        default:
+            for (int64_t i = 0; i < m; i++) out[i0 + i] = elem_f32(d, p + es * i0, i);
+        }
     }
-    ds_dtype d = t->dtype;
-    #pragma omp parallel for schedule(static) if (t->numel > (1 << 16))
-    for (int64_t i = 0; i < t->numel; i++) out[i] = elem_f32(d, p, i);
+    return 0;
+}
+
+/* The scalar reference of ds_st_to_f32 (for tests). */
+int ds_st_to_f32_ref(const ds_st_tensor *t, float *out) {
+    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", t->name);
+    for (int64_t i = 0; i < t->numel; i++) out[i] = elem_f32(t->dtype, t->data, i);
     return 0;
 }
 
@@ -457,7 +509,8 @@ int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *s, int64_
     const unsigned char *q = w->data;
     const unsigned char *sp = s->data;
     ds_dtype sd = s->dtype;
-    int e5 = w->dtype == DS_F8_E5M2;
+    float lut[256];
+    fp8_table(w->dtype, lut);
     // W (M, N) = W8 (M, N) * S (ceil(M/bs0), ceil(N/bs1)) broadcast per block
     #pragma omp parallel for schedule(static) if (M * N > (1 << 16))
     for (int64_t i = 0; i < M; i++) {
@@ -465,10 +518,7 @@ int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *s, int64_
         for (int64_t j0 = 0; j0 < N; j0 += bs1) {
             float sc = elem_f32(sd, sp, srow + j0 / bs1);
             int64_t j1 = j0 + bs1 < N ? j0 + bs1 : N;
-            for (int64_t j = j0; j < j1; j++) {
-                uint8_t v = q[i * N + j];
-                out[i * N + j] = (e5 ? ds_e5m2_to_f32(v) : ds_e4m3_to_f32(v)) * sc;
-            }
+            for (int64_t j = j0; j < j1; j++) out[i * N + j] = lut[q[i * N + j]] * sc;
         }
     }
     return 0;

@@ -67,6 +67,8 @@ const ds_st_tensor *ds_st_set_find(const ds_st_set *s, const char *name, const c
 /* Copy a tensor into FP32 (converting bf16/f16/fp8/ints).  For F8 weights the
  * caller applies scale_inv (see ds_st_dequant_fp8_block). */
 int ds_st_to_f32(const ds_st_tensor *t, float *out);
+/* Its scalar reference, one element at a time (tests compare the two). */
+int ds_st_to_f32_ref(const ds_st_tensor *t, float *out);
 /* W[i,j] = fp8(W8[i,j]) * S[i/bs0, j/bs1], ragged edge blocks allowed. */
 int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *scale_inv,
                             int64_t bs0, int64_t bs1, float *out);
