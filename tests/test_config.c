@@ -412,6 +412,11 @@ TEST(v4_and_v5_rope_spellings) {
     CHECK(configs_equal(&x, &y));
     CHECK(x.rope_type == DS_ROPE_YARN && x.rope_theta == 5000 && x.rope_mscale == 0.707 && x.rope_beta_fast == 32);
     CHECK(x.n_routed_experts == 0 && !ds_config_layer_is_moe(&x, 0));
+    /* both present: transformers 5.24 takes rope_scaling and the top-level rope_theta */
+    snprintf(a, sizeof a, base,
+             "\"rope_theta\": 5000, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 16},"
+             " \"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": 7000.0, \"factor\": 8.0}");
+    CHECK(ds_config_parse(&x, a, "a.json") == 0 && x.rope_factor == 4 && x.rope_theta == 5000);
     /* rope_scaling null means no scaling */
     snprintf(a, sizeof a, base, "\"rope_scaling\": null, \"num_mtp_layers\": 2");
     CHECK(ds_config_parse(&x, a, "a.json") == 0 && x.rope_type == DS_ROPE_DEFAULT && x.num_nextn_predict_layers == 2);
