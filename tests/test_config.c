@@ -41,6 +41,7 @@ static const field fields[] = {
     {"quant_block0", F_I64, offsetof(ds_config, quant_block)},
     {"quant_block1", F_I64, offsetof(ds_config, quant_block) + sizeof(int64_t)},
     FS(quant_fmt), FS(quant_activation_scheme), FB(rope_interleave), {"n_eos_token_ids", F_BOOL, offsetof(ds_config, n_eos_token_ids)},
+    FB(output_router_logits), FI(pretraining_tp), FD(aux_loss_alpha), FB(seq_aux),
 };
 #define NFIELDS ((int)(sizeof fields / sizeof fields[0]))
 
@@ -173,6 +174,7 @@ TEST(roundtrip_variants) {
     c.eos_token_ids[0] = c.eos_token_ids[1] = c.eos_token_ids[2] = 0;
     c.pad_token_id = -1; c.tie_word_embeddings = 1; c.num_nextn_predict_layers = 0; c.moe_layer_freq = 2;
     c.rope_interleave = 0; c.attention_bias = 1; c.use_cache = 0; c.torch_dtype[0] = 0;
+    c.output_router_logits = 1; c.pretraining_tp = 2; c.aux_loss_alpha = 0.0001; c.seq_aux = 0;
     snprintf(c.model_type, sizeof c.model_type, "deepseek_v2");
     c.rope_mscale = c.rope_mscale_all_dim = c.rope_attention_factor = 0; c.rope_truncate = 1;
     c.rope_factor = 1.0; c.rope_original_max_position_embeddings = 0; c.rope_beta_fast = 32; c.rope_beta_slow = 1;
@@ -353,6 +355,8 @@ TEST(bad_values) {
     expect_edit_error("rope_parameters", "{\"rope_type\": \"yarn\", \"factor\": -2}", "factor: -2 must be a positive number");
     expect_edit_error("quantization_config", "{\"quant_method\": \"gptq\"}", "quant_method \"gptq\" is not supported");
     expect_edit_error("routed_scaling_factor", "0", "routed_scaling_factor: 0 must be a positive number");
+    expect_edit_error("mlp_bias", "true", "mlp_bias: true is not supported");
+    expect_edit_error("pretraining_tp", "0", "pretraining_tp: 0 is out of range");
     /* greedy top-k may take K from all experts regardless of groups */
     size_t n;
     char *txt = ds_read_file(FIX "/config_v3_tiny.json", &n);

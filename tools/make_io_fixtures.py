@@ -182,6 +182,10 @@ def expected(c, path):
         "rope_interleave": int(bool(getattr(c, "rope_interleave", True))),
         "rope_type": rt,
         "quant_fp8": int(q.get("quant_method") == "fp8"),
+        "output_router_logits": int(bool(getattr(c, "output_router_logits", False))),
+        "pretraining_tp": getattr(c, "pretraining_tp", 1),
+        "aux_loss_alpha": float(getattr(c, "aux_loss_alpha", 0.001)),
+        "seq_aux": int(bool(getattr(c, "seq_aux", True))),
     }
     if rt == "yarn":
         e.update({"rope_factor": rp["factor"],
