@@ -502,3 +502,70 @@ TEST(mutated_headers_never_crash) {
     free(m);
     free(d);
 }
+
+/* Model folder writer: shards + index (read back by the set reader), single
+ * file, and removal of the other form's stale files. */
+TEST(write_model_sharded_and_single) {
+    ds_st_file f;
+    CHECK_MSG(ds_st_open(&f, FIX "/all_dtypes.safetensors") == 0, "%s", ds_errmsg());
+    TEST_RETURN_IF_FAILED();
+    ds_st_entry *en = calloc((size_t)f.n, sizeof *en);
+    int64_t total = 0, params = 0;
+    for (int64_t i = 0; i < f.n; i++) {
+        const ds_st_tensor *t = &f.tensors[f.n - 1 - i]; /* reverse order: the writer sorts */
+        en[i] = (ds_st_entry){t->name, t->dtype, t->ndim, {0}, t->data};
+        memcpy(en[i].shape, t->shape, sizeof t->shape);
+        total += (int64_t)t->nbytes;
+        params += t->numel;
+    }
+    char *dir = ds_path_join(ds_test_tmpdir(), "model");
+    ds_mkdir_p(dir);
+    const char *meta[] = {"format", "pt", NULL};
+    CHECK_MSG(ds_st_write_model(dir, en, f.n, meta, 8192) == 0, "%s", ds_errmsg());
+    char *ip = ds_path_join(dir, "model.safetensors.index.json");
+    size_t n;
+    char *idx = ds_read_file(ip, &n);
+    CHECK(idx != NULL);
+    char want[128];
+    snprintf(want, sizeof want, "{\n  \"metadata\": {\n    \"total_parameters\": %lld,\n    \"total_size\": %lld\n  },\n",
+             (long long)params, (long long)total);
+    CHECK_MSG(idx && strstr(idx, want) == idx, "%s", idx);
+    CHECK(idx && strstr(idx, "\"bf16.all_bits\": \"model-00001-of-"));
+    free(idx);
+    ds_st_set s;
+    CHECK_MSG(ds_st_set_open(&s, dir) == 0, "%s", ds_errmsg());
+    if (!ds_test_fails) {
+        CHECK(s.nfiles > 3 && s.nrefs == f.n);
+        for (int64_t i = 0; i < f.n; i++) {
+            const ds_st_tensor *a = &f.tensors[i], *b = ds_st_set_find(&s, a->name, NULL);
+            CHECK(b && b->dtype == a->dtype && b->nbytes == a->nbytes && !memcmp(a->data, b->data, a->nbytes));
+        }
+        /* every shard but one oversized tensor's stays within the limit */
+        for (int k = 0; k < s.nfiles; k++) {
+            size_t sum = 0;
+            for (int64_t i = 0; i < s.files[k].n; i++) sum += s.files[k].tensors[i].nbytes;
+            CHECK(sum <= 8192 || s.files[k].n == 1);
+        }
+        ds_st_set_close(&s);
+    }
+    /* now a single file: the index and shards go */
+    CHECK(ds_st_write_model(dir, en, f.n, meta, 0) == 0);
+    CHECK(!ds_file_exists(ip));
+    char *one = ds_path_join(dir, "model-00001-of-00002.safetensors");
+    CHECK(!ds_file_exists(one));
+    char *single = ds_path_join(dir, "model.safetensors");
+    CHECK(ds_file_exists(single));
+    /* identical to what the Python library wrote for the same tensors */
+    size_t na, nb;
+    char *a = ds_read_file(FIX "/all_dtypes.safetensors", &na), *b = ds_read_file(single, &nb);
+    CHECK(a && b && na == nb && !memcmp(a, b, na));
+    free(a); free(b);
+    /* and back to shards: the single file goes */
+    CHECK(ds_st_write_model(dir, en, f.n, meta, 30000) == 0);
+    CHECK(!ds_file_exists(single) && ds_file_exists(ip));
+    /* duplicate names are refused */
+    en[1].name = en[0].name;
+    CHECK(ds_st_write_model(dir, en, f.n, meta, 30000) != 0 && strstr(ds_errmsg(), "given twice"));
+    free(one); free(single); free(ip); free(dir); free(en);
+    ds_st_close(&f);
+}

@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -725,4 +726,120 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         return -1;
     }
     return ds_afile_commit(&af);
+}
+
+/* ---- model folder writer (single file or shards + index) -------------------------- */
+static int cmp_entry_ptr_name(const void *a, const void *b) {
+    return strcmp((*(const ds_st_entry *const *)a)->name, (*(const ds_st_entry *const *)b)->name);
+}
+
+/* "model-00001-of-00004.safetensors" */
+static int is_shard_name(const char *s) {
+    unsigned a, b;
+    char tail[32];
+    return strlen(s) == 32 && sscanf(s, "model-%5u-of-%5u%31s", &a, &b, tail) == 3 && !strcmp(tail, ".safetensors");
+}
+
+int ds_st_write_model(const char *dir, const ds_st_entry *e, int64_t n, const char *const *meta, int64_t max_shard) {
+    if (n < 0) return ds_err("%s: negative tensor count", dir);
+    const ds_st_entry **by = ds_malloc((size_t)(n ? n : 1) * sizeof *by);
+    size_t *nb = ds_malloc((size_t)(n ? n : 1) * sizeof *nb);
+    for (int64_t i = 0; i < n; i++) {
+        by[i] = &e[i];
+        if (!e[i].name || !e[i].name[0]) {
+            free(by); free(nb);
+            return ds_err("%s: tensor %lld has no name", dir, (long long)i);
+        }
+    }
+    qsort(by, (size_t)n, sizeof *by, cmp_entry_ptr_name);
+    for (int64_t i = 1; i < n; i++)
+        if (!strcmp(by[i]->name, by[i - 1]->name)) {
+            char nm[256];
+            snprintf(nm, sizeof nm, "%s", by[i]->name);
+            free(by); free(nb);
+            return ds_err("%s: tensor \"%s\" given twice", dir, nm);
+        }
+    int64_t total_bytes = 0, total_params = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t numel = 0;
+        nb[i] = 0;
+        if ((unsigned)by[i]->dtype < DS_DTYPE_COUNT && by[i]->ndim >= 0 && by[i]->ndim <= DS_ST_MAX_DIMS)
+            shape_bytes(by[i]->ndim, by[i]->shape, ds_dtype_table[by[i]->dtype].size, &numel, &nb[i]);
+        total_bytes += (int64_t)nb[i];
+        total_params += numel;
+    }
+    /* shard boundaries: first[k] = index of shard k's first tensor */
+    int64_t *first = ds_malloc((size_t)(n + 2) * sizeof *first);
+    int64_t ns = 0, cur = 0;
+    first[ns++] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (max_shard > 0 && i > first[ns - 1] && cur + (int64_t)nb[i] > max_shard) { first[ns++] = i; cur = 0; }
+        cur += (int64_t)nb[i];
+    }
+    first[ns] = n;
+    int rc = 0;
+    char name[64];
+    if (ns == 1) {
+        char *p = ds_path_join(dir, "model.safetensors");
+        ds_st_entry *tmp = ds_malloc((size_t)(n ? n : 1) * sizeof *tmp);
+        for (int64_t i = 0; i < n; i++) tmp[i] = *by[i];
+        rc = ds_st_write(p, tmp, n, meta);
+        free(tmp);
+        free(p);
+    } else {
+        ds_sbuf idx = {0};
+        ds_sbuf_printf(&idx, "{\n  \"metadata\": {\n    \"total_parameters\": %lld,\n    \"total_size\": %lld\n  },\n"
+                             "  \"weight_map\": {\n", (long long)total_params, (long long)total_bytes);
+        for (int64_t k = 0; k < ns && !rc; k++) {
+            snprintf(name, sizeof name, "model-%05lld-of-%05lld.safetensors", (long long)k + 1, (long long)ns);
+            int64_t m = first[k + 1] - first[k];
+            ds_st_entry *tmp = ds_malloc((size_t)(m ? m : 1) * sizeof *tmp);
+            for (int64_t i = 0; i < m; i++) tmp[i] = *by[first[k] + i];
+            char *p = ds_path_join(dir, name);
+            rc = ds_st_write(p, tmp, m, meta);
+            free(p);
+            free(tmp);
+        }
+        /* weight_map in name order (= shard order) */
+        for (int64_t k = 0; k < ns && !rc; k++) {
+            snprintf(name, sizeof name, "model-%05lld-of-%05lld.safetensors", (long long)k + 1, (long long)ns);
+            for (int64_t i = first[k]; i < first[k + 1]; i++) {
+                ds_sbuf_puts(&idx, "    ");
+                ds_json_put_string(&idx, by[i]->name);
+                ds_sbuf_printf(&idx, ": \"%s\"%s\n", name, i + 1 < n ? "," : "");
+            }
+        }
+        ds_sbuf_puts(&idx, "  }\n}\n");
+        if (!rc) {
+            char *ip = ds_path_join(dir, "model.safetensors.index.json");
+            rc = ds_write_file_atomic(ip, idx.p, idx.n);
+            free(ip);
+        }
+        free(idx.p);
+    }
+    /* remove weight files of an earlier save that this one does not use */
+    if (!rc) {
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            int stale = 0;
+            if (ns == 1) stale = is_shard_name(de->d_name) || !strcmp(de->d_name, "model.safetensors.index.json");
+            else if (!strcmp(de->d_name, "model.safetensors")) stale = 1;
+            else if (is_shard_name(de->d_name)) {
+                unsigned a = 0, b = 0;
+                sscanf(de->d_name, "model-%5u-of-%5u", &a, &b);
+                stale = (int64_t)b != ns || a < 1 || (int64_t)a > ns;
+            }
+            if (stale) {
+                char *p = ds_path_join(dir, de->d_name);
+                unlink(p);
+                free(p);
+            }
+        }
+        if (d) closedir(d);
+    }
+    free(first);
+    free(nb);
+    free(by);
+    return rc;
 }

@@ -99,4 +99,16 @@ typedef struct {
  * nothing is written. */
 int ds_st_write(const char *path, const ds_st_entry *entries, int64_t n, const char *const *meta);
 
+/* Write a model folder's weights: model.safetensors when everything fits in
+ * max_shard_bytes (<= 0: no limit), else shards model-00001-of-0000N.safetensors
+ * (tensors in name order, a new shard when the next tensor would pass the
+ * limit; a tensor larger than the limit gets a shard of its own) and
+ * model.safetensors.index.json as transformers writes it (sorted keys,
+ * metadata total_parameters / total_size).  Each file is written atomically,
+ * the index last; weight files of an earlier save that the new one does not
+ * use (other shard names, a single file replaced by shards or the reverse)
+ * are removed afterwards. */
+int ds_st_write_model(const char *dir, const ds_st_entry *entries, int64_t n, const char *const *meta,
+                      int64_t max_shard_bytes);
+
 #endif
