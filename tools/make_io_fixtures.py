@@ -236,3 +236,18 @@ save(DeepseekV2Config(vocab_size=102400, hidden_size=2048, intermediate_size=109
                                        "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707},
                       scoring_func="softmax", aux_loss_alpha=0.001, seq_aux=True), "config_v2_lite")
 print("wrote", OUT)
+
+# ---- Python's float repr (json.dumps of floats), the oracle for dsv3's JSON number printing ----
+import random  # noqa: E402
+
+rnd = random.Random(5)
+fl = [0.0, -0.0, 1.0, 2.5, 0.1, 1e-06, 1e-05, 0.0001, 0.001, 1e15, 1e16, 1e17, 123456789012345678.0,
+      9007199254740993.0, 0.02, 0.707, 40.0, 10000.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e+308,
+      1 / 3, 2 / 3, 1e22, 1e21, 1e-7, 12345.678]
+fl += [rnd.uniform(-1, 1) * 10 ** rnd.randint(-30, 30) for _ in range(300)]
+fl += [struct.unpack("<d", struct.pack("<Q", rnd.getrandbits(64)))[0] for _ in range(200)]
+with open(os.path.join(OUT, "float_repr.txt"), "w") as f:
+    for v in fl:
+        if v != v or v in (float("inf"), float("-inf")):
+            continue
+        f.write(f"{struct.unpack('<Q', struct.pack('<d', v))[0]:016x} {json.dumps(v)}\n")
