@@ -56,7 +56,7 @@ typedef struct {
     /* rope scaling (rope_scaling or rope_parameters) */
     ds_rope_type rope_type;
     double rope_factor;
-    int64_t rope_original_max_position_embeddings;
+    int64_t rope_original_max_position_embeddings; /* 0 = absent (HF then uses max_position_embeddings) */
     double rope_beta_fast, rope_beta_slow;
     double rope_mscale, rope_mscale_all_dim;  /* 0 = absent */
     double rope_attention_factor;             /* 0 = absent */
