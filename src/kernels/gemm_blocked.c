@@ -140,24 +140,59 @@ static void decode_run(float *dst, const ds_gemm_op_ *op, int64_t idx, int64_t n
     }
 }
 
+#ifdef DS_GEMM_AVX2
+/* dst + j * ldd (j < 8) = column j of the 8x8 block at src (row stride lds). */
+static inline void transpose8x8(float *dst, int64_t ldd, const float *src, int64_t lds) {
+    __m256 r0 = _mm256_load_ps(src), r1 = _mm256_load_ps(src + lds), r2 = _mm256_load_ps(src + 2 * lds),
+           r3 = _mm256_load_ps(src + 3 * lds), r4 = _mm256_load_ps(src + 4 * lds), r5 = _mm256_load_ps(src + 5 * lds),
+           r6 = _mm256_load_ps(src + 6 * lds), r7 = _mm256_load_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    /* in increasing j: with ldd = 6 each store spills 2 zeros into the next row */
+    _mm256_storeu_ps(dst + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
 /* Pack rows [r0, r0 + w) (w = MR or NR; rows >= R are zero) and k in
  * [k0, k0 + KB) (k >= K zero) as dst[k][w], and the rows' scales for this
- * K block into sc[w] (zero for padding rows). */
+ * K block into sc[w] (zero for padding rows).  dst must have 2 floats of
+ * slack after KB * w (the w = 6 transpose spills zeros there). */
 static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w,
                  int64_t R, int64_t k0, int64_t K) {
     int64_t kc = K - k0 < KB ? K - k0 : KB;
     int64_t nr = R - r0 < w ? R - r0 : w;
-    if (kc < KB || nr < w) memset(dst, 0, sizeof(float) * KB * (size_t)w);
     if (op->trans) {
         /* stored (K, R): w contiguous elements per k */
+        if (kc < KB || nr < w) memset(dst, 0, sizeof(float) * KB * (size_t)w);
         for (int64_t k = 0; k < kc; k++) decode_run(dst + k * w, op, (k0 + k) * R + r0, nr);
     } else {
-        /* stored (R, K): decode a run of K per row, then scatter by stride w */
-        float tmp[KB];
-        for (int64_t i = 0; i < nr; i++) {
-            decode_run(tmp, op, (r0 + i) * K + k0, kc);
-            for (int64_t k = 0; k < kc; k++) dst[k * w + i] = tmp[k];
+        /* stored (R, K): decode a run of K per row into tmp[row][k], then
+         * transpose (8x8 blocks with AVX2) */
+        _Alignas(32) float tmp[NR][KB];
+        int rows8 = (w + 7) & ~7;
+        for (int64_t i = 0; i < rows8; i++) {
+            if (i < nr) decode_run(tmp[i], op, (r0 + i) * K + k0, kc);
+            for (int64_t k = i < nr ? kc : 0; k < KB; k++) tmp[i][k] = 0.0f;
         }
+#ifdef DS_GEMM_AVX2
+        for (int rb = 0; rb < rows8; rb += 8)
+            for (int k = 0; k < KB; k += 8) transpose8x8(dst + k * w + rb, w, &tmp[rb][k], KB);
+#else
+        for (int64_t k = 0; k < KB; k++)
+            for (int i = 0; i < w; i++) dst[k * w + i] = tmp[i][k];
+#endif
     }
     for (int i = 0; i < w; i++) sc[i] = i < nr ? ds_gemm_op_scale_(op, r0 + i, k0 / KB, R, K) : 0.0f;
 }
@@ -168,6 +203,7 @@ static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
 #ifdef DS_GEMM_AVX2
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
     for (int k = 0; k < KB; k++) {
         __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8), a;
         const float *ak = ap + k * MR;
@@ -219,9 +255,10 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
     const int64_t tm = ds_ceil_div(M, MC), tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
 #pragma omp parallel
     {
-        float *ap = ds_aligned_alloc(sizeof(float) * (MC * KB + MC));
-        float *bp = ds_aligned_alloc(sizeof(float) * (NC * KB + NC));
-        float *sa = ap + MC * KB, *sb = bp + NC * KB;
+        /* packs, 8 floats of slack (see pack), then the scales */
+        float *ap = ds_aligned_alloc(sizeof(float) * (MC * KB + 8 + MC));
+        float *bp = ds_aligned_alloc(sizeof(float) * (NC * KB + 8 + NC));
+        float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
         float edge[MR * NR] = {0};
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t ti = 0; ti < tm; ti++)
