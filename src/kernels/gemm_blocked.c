@@ -255,9 +255,14 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
     const int64_t tm = ds_ceil_div(M, MC), tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
 #pragma omp parallel
     {
-        /* packs, 8 floats of slack (see pack), then the scales */
-        float *ap = ds_aligned_alloc(sizeof(float) * (MC * KB + 8 + MC));
-        float *bp = ds_aligned_alloc(sizeof(float) * (NC * KB + 8 + NC));
+        /* per-thread packs (kept for the life of the thread: no page faults
+         * per call), 8 floats of slack (see pack), then the scales */
+        static _Thread_local float *tl_ap, *tl_bp;
+        if (!tl_ap) {
+            tl_ap = ds_aligned_alloc(sizeof(float) * (MC * KB + 8 + MC));
+            tl_bp = ds_aligned_alloc(sizeof(float) * (NC * KB + 8 + NC));
+        }
+        float *ap = tl_ap, *bp = tl_bp;
         float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
         float edge[MR * NR] = {0};
 #pragma omp for schedule(dynamic, 1) collapse(2)
@@ -284,7 +289,5 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                         }
                 }
             }
-        ds_free_aligned(ap);
-        ds_free_aligned(bp);
     }
 }
