@@ -22,7 +22,7 @@
 #define DS_GEMM_AVX2 1
 #endif
 
-enum { MR = 6, NR = 16, MC = 96, NC = 256, KB = DS_GEMM_KB };
+enum { MR = 6, NR = 16, MC = 192, NC = 256, KB = DS_GEMM_KB };
 
 const char *ds_gemm_isa_(void) {
 #ifdef DS_GEMM_AVX2
@@ -104,14 +104,19 @@ static void decode_run(float *dst, const ds_gemm_op_ *op, int64_t idx, int64_t n
     case DS_GEMM_E4M3: {
         const uint8_t *s = (const uint8_t *)op->p + idx;
 #ifdef DS_GEMM_AVX2
-        /* (code & 0x7f) << 20 read as FP32 is 2^-120 times the E4M3 magnitude
-         * (normal and subnormal alike); the sign goes on top; 0x7f is NaN */
+        /* magnitude m = code & 0x7f: a normal (m >= 8) is the FP32 pattern
+         * (m << 20) + (120 << 23) (rebias 7 -> 127); a subnormal is m * 2^-9,
+         * computed by int -> float (no FP32 denormals: they are slow); 0x7f
+         * is NaN; the sign goes on top */
         const __m256i m7f = _mm256_set1_epi32(0x7f), m80 = _mm256_set1_epi32(0x80);
-        const __m256 two120 = _mm256_set1_ps(0x1p120f), qnan = _mm256_set1_ps(NAN);
+        const __m256i rebias = _mm256_set1_epi32(120 << 23), eight = _mm256_set1_epi32(8);
+        const __m256 two_m9 = _mm256_set1_ps(0x1p-9f), qnan = _mm256_set1_ps(NAN);
         for (; i + 8 <= n; i += 8) {
             __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + i)));
             __m256i mag = _mm256_and_si256(v, m7f);
-            __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(mag, 20)), two120);
+            __m256 fn = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(mag, 20), rebias));
+            __m256 fs = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), two_m9);
+            __m256 f = _mm256_blendv_ps(fn, fs, _mm256_castsi256_ps(_mm256_cmpgt_epi32(eight, mag)));
             f = _mm256_blendv_ps(f, qnan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, m7f)));
             f = _mm256_or_ps(f, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, m80), 24)));
             _mm256_storeu_ps(dst + i, f);
@@ -252,7 +257,10 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
         if (K <= 0) return;
     }
     const int scaled = A->scale || B->scale;
-    const int64_t tm = ds_ceil_div(M, MC), tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
+    /* MC rows per tile, halved when that leaves fewer than 4 tiles a thread */
+    int64_t mcap = MC, tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
+    if (ds_ceil_div(M, mcap) * tn < 4 * (int64_t)ds_threads()) mcap = MC / 2;
+    const int64_t tm = ds_ceil_div(M, mcap);
 #pragma omp parallel
     {
         /* per-thread packs (kept for the life of the thread: no page faults
@@ -268,8 +276,8 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t ti = 0; ti < tm; ti++)
             for (int64_t tj = 0; tj < tn; tj++) {
-                int64_t m0 = ti * MC, n0 = tj * NC;
-                int64_t mc = M - m0 < MC ? M - m0 : MC, nc = N - n0 < NC ? N - n0 : NC;
+                int64_t m0 = ti * mcap, n0 = tj * NC;
+                int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NC ? N - n0 : NC;
                 int64_t ns = ds_ceil_div(mc, MR), np = ds_ceil_div(nc, NR);
                 for (int64_t kb = 0; kb < nkb; kb++) {
                     for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K);
