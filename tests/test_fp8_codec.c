@@ -106,3 +106,37 @@ TEST(bf16_f16_encode_match_torch) {
     free(b);
     free(h);
 }
+
+/* The quantizers' vector cast (x / s, saturate) gives the scalar encoder's
+ * bits on every input of the fixture (ties, subnormals, NaN, inf, overflow),
+ * and the vector amax skips NaN like fmaxf. */
+TEST(fp8_vector_cast_equals_scalar) {
+    size_t n;
+    float *x = fp8_fixture("enc_in.f32", 4, &n);
+    CHECK(x != NULL);
+    TEST_RETURN_IF_FAILED();
+    uint8_t *q = malloc(n), *qv = malloc(n);
+    float *s = malloc(n * 4);
+    const float divs[] = {1.0f, 0.375f, 3.0f, 1e-3f};
+    for (int f = 0; f < 2; f++)
+        for (int d = 0; d < 4; d++) {
+            ds_fp8_encode_div_sat(q, x, (int64_t)n, divs[d], (ds_fp8_format)f);
+            int bad = 0;
+            for (size_t i = 0; i < n; i++) bad += q[i] != ds_f32_to_fp8(x[i] / divs[d], (ds_fp8_format)f, DS_FP8_SAT);
+            CHECK_MSG(bad == 0, "fmt %d div %g: %d differ", f, divs[d], bad);
+        }
+    for (size_t i = 0; i < n; i++) s[i] = 0.5f + (float)(i % 7);
+    ds_fp8_encode_divv_sat(qv, x, s, (int64_t)n, DS_FP8_E4M3);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad += qv[i] != ds_f32_to_e4m3(x[i] / s[i], DS_FP8_SAT);
+    CHECK_MSG(bad == 0, "divv: %d differ", bad);
+    float v[40];
+    for (int i = 0; i < 40; i++) v[i] = (float)(i - 20);
+    v[3] = NAN;
+    v[33] = NAN;
+    CHECK(ds_f32_amax(v, 40) == 20.0f);
+    v[17] = -1e30f;
+    CHECK(ds_f32_amax(v, 40) == 1e30f);
+    CHECK(ds_f32_amax(v, 0) == 0.0f);
+    free(x); free(q); free(qv); free(s);
+}

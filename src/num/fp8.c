@@ -14,6 +14,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 const ds_fp8_traits ds_fp8_traits_table[2] = {
     [DS_FP8_E4M3] = {"e4m3", 4, 3, 7, 448.0f, 0x1p-6f, 0x1p-9f, 0},
@@ -84,6 +87,93 @@ void ds_fp8_encode(uint8_t *dst, const float *src, int64_t n, ds_fp8_format fmt,
 void ds_fp8_decode(float *dst, const uint8_t *src, int64_t n, ds_fp8_format fmt) {
     const float *t = fmt == DS_FP8_E4M3 ? ds_fp8_e4m3_table : ds_fp8_e5m2_table;
     for (int64_t i = 0; i < n; i++) dst[i] = t[src[i]];
+}
+
+#if defined(__AVX2__)
+/* 8 lanes of ds_f32_to_e4m3(y, DS_FP8_SAT) as int32 codes. */
+static inline __m256i e4m3_sat8(__m256 y) {
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff);
+    __m256i u = _mm256_castps_si256(y);
+    __m256i a = _mm256_and_si256(u, absm);
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80));
+    __m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f800000));
+    a = _mm256_min_epi32(a, _mm256_set1_epi32(0x43e00000));              /* clamp to 448 (inf too) */
+    /* normal: RNE to 3 mantissa bits, rebias */
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, 20), _mm256_set1_epi32(1));
+    __m256i r = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_set1_epi32(0x7ffff), lsb));
+    __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(r, 20), _mm256_set1_epi32(120 << 3));
+    /* subnormal: the FPU rounds a + 2^14 to a multiple of 2^-9 */
+    __m256 t = _mm256_add_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(16384.0f));
+    __m256i cs = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x46800000));
+    __m256i sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3c800000), a);
+    __m256i c = _mm256_blendv_epi8(cn, cs, sub);
+    c = _mm256_blendv_epi8(c, _mm256_set1_epi32(0x7f), nan);
+    return _mm256_or_si256(c, sign);
+}
+/* 32 int32 codes (4 vectors) -> 32 bytes in order. */
+static inline void store32(uint8_t *dst, __m256i c0, __m256i c1, __m256i c2, __m256i c3) {
+    __m256i p01 = _mm256_packs_epi32(c0, c1), p23 = _mm256_packs_epi32(c2, c3);
+    __m256i b = _mm256_packus_epi16(p01, p23);
+    b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)dst, b);
+}
+#endif
+
+void ds_fp8_encode_div_sat(uint8_t *dst, const float *src, int64_t n, float s, ds_fp8_format fmt) {
+    int64_t i = 0;
+#if defined(__AVX2__)
+    if (fmt == DS_FP8_E4M3) {
+        const __m256 vs = _mm256_set1_ps(s);
+        for (; i + 32 <= n; i += 32)
+            store32(dst + i, e4m3_sat8(_mm256_div_ps(_mm256_loadu_ps(src + i), vs)),
+                    e4m3_sat8(_mm256_div_ps(_mm256_loadu_ps(src + i + 8), vs)),
+                    e4m3_sat8(_mm256_div_ps(_mm256_loadu_ps(src + i + 16), vs)),
+                    e4m3_sat8(_mm256_div_ps(_mm256_loadu_ps(src + i + 24), vs)));
+    }
+#endif
+    for (; i < n; i++) dst[i] = ds_f32_to_fp8(src[i] / s, fmt, DS_FP8_SAT);
+}
+
+void ds_fp8_encode_divv_sat(uint8_t *dst, const float *src, const float *s, int64_t n, ds_fp8_format fmt) {
+    int64_t i = 0;
+#if defined(__AVX2__)
+    if (fmt == DS_FP8_E4M3)
+        for (; i + 32 <= n; i += 32)
+            store32(dst + i, e4m3_sat8(_mm256_div_ps(_mm256_loadu_ps(src + i), _mm256_loadu_ps(s + i))),
+                    e4m3_sat8(_mm256_div_ps(_mm256_loadu_ps(src + i + 8), _mm256_loadu_ps(s + i + 8))),
+                    e4m3_sat8(_mm256_div_ps(_mm256_loadu_ps(src + i + 16), _mm256_loadu_ps(s + i + 16))),
+                    e4m3_sat8(_mm256_div_ps(_mm256_loadu_ps(src + i + 24), _mm256_loadu_ps(s + i + 24))));
+#endif
+    for (; i < n; i++) dst[i] = ds_f32_to_fp8(src[i] / s[i], fmt, DS_FP8_SAT);
+}
+
+float ds_f32_amax(const float *src, int64_t n) {
+    float a = 0.0f;
+    int64_t i = 0;
+#if defined(__AVX2__)
+    /* max_ps(x, acc) returns acc when x is NaN: NaN is skipped */
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m0 = _mm256_setzero_ps(), m1 = m0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i), absm), m0);
+        m1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i + 8), absm), m1);
+    }
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_max_ps(m0, m1));
+    for (int j = 0; j < 8; j++) a = fmaxf(a, t[j]);
+#endif
+    for (; i < n; i++) a = fmaxf(a, fabsf(src[i]));
+    return a;
+}
+
+void ds_f32_amax_update(float *am, const float *src, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX2__)
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(am + i, _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i), absm), _mm256_loadu_ps(am + i)));
+#endif
+    for (; i < n; i++) am[i] = fmaxf(am[i], fabsf(src[i]));
 }
 
 int ds_fp8_format_from_name(const char *name) {

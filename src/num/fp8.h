@@ -50,6 +50,15 @@ static inline float ds_fp8_to_f32(uint8_t v, ds_fp8_format fmt) {
 /* Bulk conversions over n elements. */
 void ds_fp8_encode(uint8_t *dst, const float *src, int64_t n, ds_fp8_format fmt, ds_fp8_mode mode);
 void ds_fp8_decode(float *dst, const uint8_t *src, int64_t n, ds_fp8_format fmt);
+/* dst[i] = encode_sat(src[i] / s): the quantizers' cast (AVX2 for E4M3;
+ * the same bits as the scalar encoder). */
+void ds_fp8_encode_div_sat(uint8_t *dst, const float *src, int64_t n, float s, ds_fp8_format fmt);
+/* dst[i] = encode_sat(src[i] / s[i]) (per-element divisors, 128x1 tiles). */
+void ds_fp8_encode_divv_sat(uint8_t *dst, const float *src, const float *s, int64_t n, ds_fp8_format fmt);
+/* max |src[i]| over n values; NaN is skipped (like fmaxf). */
+float ds_f32_amax(const float *src, int64_t n);
+/* am[i] = max(am[i], |src[i]|), NaN skipped. */
+void ds_f32_amax_update(float *am, const float *src, int64_t n);
 /* Parse "e4m3" / "e5m2"; -1 when unknown. */
 int ds_fp8_format_from_name(const char *name);
 

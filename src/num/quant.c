@@ -78,16 +78,13 @@ static inline float group_scale(float a, const ds_quant_opts *o, float fmax) {
 /* amax of a strided 2D patch; NaN is skipped (fmaxf). */
 static inline float patch_amax(const float *x, int64_t ld, int64_t nr, int64_t nc) {
     float a = 0.0f;
-    for (int64_t i = 0; i < nr; i++)
-        for (int64_t j = 0; j < nc; j++) a = fmaxf(a, fabsf(x[i * ld + j]));
+    for (int64_t i = 0; i < nr; i++) a = fmaxf(a, ds_f32_amax(x + i * ld, nc));
     return a;
 }
 
 static inline void patch_cast(uint8_t *q, const float *x, int64_t ld, int64_t nr, int64_t nc,
                               float s, ds_fp8_format fmt) {
-    for (int64_t i = 0; i < nr; i++)
-        for (int64_t j = 0; j < nc; j++)
-            q[i * ld + j] = ds_f32_to_fp8(x[i * ld + j] / s, fmt, DS_FP8_SAT);
+    for (int64_t i = 0; i < nr; i++) ds_fp8_encode_div_sat(q + i * ld, x + i * ld, nc, s, fmt);
 }
 
 static int check_args(const char *what, int64_t rows, int64_t cols, int fmt, int gran) {
@@ -143,17 +140,13 @@ int ds_quantize(uint8_t *q, float *scale, const float *x, int64_t rows, int64_t 
                 int64_t c0 = cbk * G, nc = cols - c0 < G ? cols - c0 : G;
                 float am[DS_QUANT_GROUP];
                 for (int64_t j = 0; j < nc; j++) am[j] = 0.0f;
-                for (int64_t i = 0; i < nr; i++)
-                    for (int64_t j = 0; j < nc; j++) am[j] = fmaxf(am[j], fabsf(x[(r0 + i) * cols + c0 + j]));
+                for (int64_t i = 0; i < nr; i++) ds_f32_amax_update(am, x + (r0 + i) * cols + c0, nc);
                 for (int64_t j = 0; j < nc; j++) {
                     am[j] = group_scale(am[j], o, fmax);
                     scale[b * cols + c0 + j] = am[j];
                 }
                 for (int64_t i = 0; i < nr; i++)
-                    for (int64_t j = 0; j < nc; j++) {
-                        int64_t k = (r0 + i) * cols + c0 + j;
-                        q[k] = ds_f32_to_fp8(x[k] / am[j], o->fmt, DS_FP8_SAT);
-                    }
+                    ds_fp8_encode_divv_sat(q + (r0 + i) * cols + c0, x + (r0 + i) * cols + c0, am, nc, o->fmt);
             }
         break;
     default: /* DS_QUANT_BLOCK_128x128 */
