@@ -5,6 +5,7 @@
  * references (same block order, so the same bits). */
 #include "test.h"
 #include "fp8_fixture.h"
+#include "kernels/fp8_linear.h"
 #include "kernels/gemm_bf16.h"
 #include "kernels/gemm_fp8.h"
 #include "num/dtype.h"
@@ -230,4 +231,34 @@ TEST(bf16_gemm_fast_equals_ref_all_layouts) {
                 CHECK_MSG(calc_diff(c, cd, M * N) < 1e-5, "bf16 diff %g", calc_diff(c, cd, M * N));
                 free(a); free(b); free(ah); free(bh); free(af); free(bf); free(c); free(cr); free(cd);
             }
+}
+
+/* The FP8 linear layer against FP32 math on the unquantized inputs
+ * (DeepGEMM's criterion), and its workspace bound (ASan catches overruns). */
+TEST(fp8_linear_forward_backward_close_to_fp32) {
+    static const int64_t shapes[][3] = {{64, 96, 80}, {200, 130, 260}, {257, 64, 384}};
+    ds_rng r;
+    ds_rng_seed(&r, 15);
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int64_t M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
+        float *x = rand_mat(&r, M, K), *w = rand_w(&r, N, K), *dy = rand_mat(&r, M, N);
+        void *ws = malloc(ds_fp8_linear_workspace(M, N, K));
+        float *y = malloc(4 * (size_t)(M * N)), *dx = malloc(4 * (size_t)(M * K)), *dw = malloc(4 * (size_t)(N * K));
+        for (int64_t i = 0; i < N * K; i++) dw[i] = 0.25f;
+        CHECK(ds_fp8_linear_forward(y, x, w, M, N, K, ws) == 0);
+        CHECK(ds_fp8_linear_backward(dx, dw, dy, x, w, M, N, K, ws) == 0);
+        double *ry = gemm_f64(x, K, 1, w, K, 1, M, N, K);
+        double *rdx = gemm_f64(dy, N, 1, w, 1, K, M, K, N);
+        double *rdw = gemm_f64(dy, 1, N, x, 1, K, N, K, M);
+        for (int64_t i = 0; i < N * K; i++) rdw[i] += 0.25;
+        CHECK_MSG(calc_diff(y, ry, M * N) < 1e-3, "Y diff %g", calc_diff(y, ry, M * N));
+        CHECK_MSG(calc_diff(dx, rdx, M * K) < 1e-3, "dX diff %g", calc_diff(dx, rdx, M * K));
+        CHECK_MSG(calc_diff(dw, rdw, N * K) < 1e-3, "dW diff %g", calc_diff(dw, rdw, N * K));
+        /* skipping a gradient leaves it alone */
+        CHECK(ds_fp8_linear_backward(NULL, dw, dy, x, w, M, N, K, ws) == 0);
+        CHECK(ds_fp8_linear_backward(dx, NULL, dy, x, w, M, N, K, ws) == 0);
+        free(ry); free(rdx); free(rdw); free(x); free(w); free(dy); free(ws); free(y); free(dx); free(dw);
+    }
+    CHECK(ds_fp8_linear_forward(NULL, NULL, NULL, 2, 2, 2, NULL) == -1);
+    CHECK(strstr(ds_errmsg(), "workspace") != NULL);
 }
