@@ -262,3 +262,32 @@ TEST(fp8_linear_forward_backward_close_to_fp32) {
     CHECK(ds_fp8_linear_forward(NULL, NULL, NULL, 2, 2, 2, NULL) == -1);
     CHECK(strstr(ds_errmsg(), "workspace") != NULL);
 }
+
+/* E5M2 operands and tensor/row scales go through the same driver. */
+TEST(fp8_gemm_e5m2_and_coarse_scales) {
+    enum { M = 50, N = 70, K = 333 };
+    ds_rng r;
+    ds_rng_seed(&r, 16);
+    float *x = rand_mat(&r, M, K), *w = rand_w(&r, N, K);
+    const ds_quant_gran ga[] = {DS_QUANT_TENSOR, DS_QUANT_ROW, DS_QUANT_TILE_1x128};
+    for (int f = 0; f < 2; f++)
+        for (int g = 0; g < 3; g++) {
+            ds_quant_opts oa = ds_quant_defaults(ga[g]), ob = ds_quant_defaults(DS_QUANT_ROW);
+            oa.fmt = ob.fmt = (ds_fp8_format)f;
+            uint8_t *aq = malloc(M * K), *bq = malloc(N * K);
+            float *as = malloc(4 * (size_t)ds_quant_scale_count(ga[g], M, K)), *bs = malloc(4 * N);
+            float *ad = malloc(4 * M * K), *bd = malloc(4 * N * K), *c = malloc(4 * M * N), *cr = malloc(4 * M * N);
+            CHECK(ds_quantize(aq, as, x, M, K, &oa) == 0 && ds_quantize(bq, bs, w, N, K, &ob) == 0);
+            ds_dequantize(ad, aq, as, M, K, (ds_fp8_format)f, ga[g]);
+            ds_dequantize(bd, bq, bs, N, K, (ds_fp8_format)f, DS_QUANT_ROW);
+            ds_fp8_operand A = {aq, as, ga[g], 0, (ds_fp8_format)f}, B = {bq, bs, DS_QUANT_ROW, 0, (ds_fp8_format)f};
+            CHECK(ds_fp8_gemm_ex(c, &A, &B, M, N, K, NULL) == 0);
+            CHECK(ds_fp8_gemm_ex_ref(cr, &A, &B, M, N, K, NULL) == 0);
+            CHECK(memcmp(c, cr, 4 * M * N) == 0);
+            double *cd = gemm_f64(ad, K, 1, bd, K, 1, M, N, K);
+            CHECK_MSG(calc_diff(c, cd, M * N) < 1e-9, "fmt %d gran %d: %g", f, g, calc_diff(c, cd, M * N));
+            free(aq); free(bq); free(as); free(bs); free(ad); free(bd); free(c); free(cr); free(cd);
+        }
+    free(x);
+    free(w);
+}

@@ -257,9 +257,10 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
         if (K <= 0) return;
     }
     const int scaled = A->scale || B->scale;
-    /* MC rows per tile, halved when that leaves fewer than 4 tiles a thread */
+    /* MC rows per tile, halved when that leaves fewer than 8 tiles a thread
+     * (dynamic scheduling then evens out the load) */
     int64_t mcap = MC, tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
-    if (ds_ceil_div(M, mcap) * tn < 4 * (int64_t)ds_threads()) mcap = MC / 2;
+    if (ds_ceil_div(M, mcap) * tn < 8 * (int64_t)ds_threads()) mcap = MC / 2;
     const int64_t tm = ds_ceil_div(M, mcap);
 #pragma omp parallel
     {
