@@ -188,7 +188,17 @@ static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w
         _Alignas(32) float tmp[NR][KB];
         int rows8 = (w + 7) & ~7;
         for (int64_t i = 0; i < rows8; i++) {
-            if (i < nr) decode_run(tmp[i], op, (r0 + i) * K + k0, kc);
+            if (i < nr) {
+                decode_run(tmp[i], op, (r0 + i) * K + k0, kc);
+#ifdef DS_GEMM_AVX2
+                /* the next K block of this row is packed next: fetch it now */
+                if (k0 + KB < K) {
+                    int64_t esz = op->elt <= DS_GEMM_E5M2 ? 1 : op->elt == DS_GEMM_BF16 ? 2 : 4;
+                    const char *nx = (const char *)op->p + ((r0 + i) * K + k0 + KB) * esz;
+                    for (int64_t b = 0; b < KB * esz; b += 64) _mm_prefetch(nx + b, _MM_HINT_T0);
+                }
+#endif
+            }
             for (int64_t k = i < nr ? kc : 0; k < KB; k++) tmp[i][k] = 0.0f;
         }
 #ifdef DS_GEMM_AVX2
