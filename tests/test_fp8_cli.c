@@ -51,6 +51,7 @@ TEST(fp8_study_and_bench_bad_input) {
     CHECK(strstr(out, "--k needs") != NULL);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 study --dist cauchy") == 2);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 study --bits 0") == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 study --scaling block") == 2);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 nope") == 2);
     CHECK(strstr(out, "unknown subcommand") != NULL);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 bench --shapes 1,2") == 2);

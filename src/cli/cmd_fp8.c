@@ -70,7 +70,7 @@ static double *gemm_f64_nt(const float *a, const float *b, int64_t M, int64_t N,
 }
 
 static int study(int argc, char **argv) {
-    const char *ks = "128,256,512,1024,2048,4096,8192,16384", *dist = "normal", *json = NULL;
+    const char *ks = "128,256,512,1024,2048,4096,8192,16384", *dist = "normal", *json = NULL, *scaling = "fine";
     long long m = 64, n = 64, bits = 14, chunk = 32, seed = 1;
     ds_opt opts[] = {
         {"--k", DS_OPT_STR, &ks, "LIST  inner sizes (default 128,...,16384)"},
@@ -79,6 +79,7 @@ static int study(int argc, char **argv) {
         {"--bits", DS_OPT_INT, &bits, "N     limited accumulator: significant bits kept (default 14)"},
         {"--chunk", DS_OPT_INT, &chunk, "N     limited accumulator: products aligned together (default 32)"},
         {"--dist", DS_OPT_STR, &dist, "D     normal (default) or uniform (in [0, 1): all sums grow)"},
+        {"--scaling", DS_OPT_STR, &scaling, "S     fine (A 1x128, B 128x128; default) or tensor (one scale each)"},
         {"--seed", DS_OPT_INT, &seed, "N     random seed (default 1)"},
         {"--json", DS_OPT_STR, &json, "FILE  also write the results as JSON"},
     };
@@ -91,20 +92,25 @@ static int study(int argc, char **argv) {
     if (chunk < 1 || chunk > 256) ds_cli_usage_error("fp8 study", "--chunk must be in 1..256");
     int uniform = !strcmp(dist, "uniform");
     if (!uniform && strcmp(dist, "normal")) ds_cli_usage_error("fp8 study", "--dist must be normal or uniform");
+    int per_tensor = !strcmp(scaling, "tensor");
+    if (!per_tensor && strcmp(scaling, "fine")) ds_cli_usage_error("fp8 study", "--scaling must be fine or tensor");
+    const ds_quant_gran ga = per_tensor ? DS_QUANT_TENSOR : DS_QUANT_TILE_1x128;
+    const ds_quant_gran gb = per_tensor ? DS_QUANT_TENSOR : DS_QUANT_BLOCK_128x128;
+    const char *gdesc = per_tensor ? "per-tensor scales" : "A 1x128, B 128x128";
 
     ds_afile af = {0};
     if (json && ds_afile_open(&af, json)) return ds_cli_fail("fp8 study");
     FILE *jf = json ? af.f : NULL;
     if (jf)
-        fprintf(jf, "{\n  \"what\": \"FP8 E4M3 GEMM error vs K: A (%lld, K) 1x128, B (%lld, K) 128x128; "
+        fprintf(jf, "{\n  \"what\": \"FP8 E4M3 GEMM error vs K: A (%lld, K), B (%lld, K), %s; "
                     "reference: float64 GEMM of the dequantized inputs\",\n"
-                    "  \"dist\": \"%s\", \"seed\": %lld, \"limited_bits\": %lld, \"limited_chunk\": %lld,\n  \"rows\": [\n",
-                m, n, dist, seed, bits, chunk);
-    printf("FP8 E4M3 GEMM, A (%lld, K) 1x128, B (%lld, K) 128x128, %s data; error against a float64 GEMM\n"
+                    "  \"dist\": \"%s\", \"scaling\": \"%s\", \"seed\": %lld, \"limited_bits\": %lld, \"limited_chunk\": %lld,\n  \"rows\": [\n",
+                m, n, gdesc, dist, scaling, seed, bits, chunk);
+    printf("FP8 E4M3 GEMM, A (%lld, K), B (%lld, K), %s, %s data; error against a float64 GEMM\n"
            "of the dequantized inputs.  promoted: FP32 promotion every 128 (DeepSeek); limited: whole-K\n"
            "accumulation keeping %lld bits, aligned per %lld products (H800-like, no promotion).\n"
            "rel_rms = ||C-ref|| / ||ref||; max_rel = max |C-ref| / |ref| over |ref| >= 0.1 rms; quant = promoted vs the unquantized inputs.\n\n",
-           m, n, dist, bits, chunk);
+           m, n, gdesc, dist, bits, chunk);
     printf("%7s | %11s %11s %11s | %11s %11s %11s | %11s\n", "K", "prom rel_rms", "prom max_rel", "prom diff",
            "lim rel_rms", "lim max_rel", "lim diff", "quant diff");
     ds_rng r;
@@ -115,16 +121,16 @@ static int study(int argc, char **argv) {
         for (int64_t i = 0; i < m * K; i++) a[i] = uniform ? (float)ds_rng_uniform(&r) : ds_rng_normal(&r);
         for (int64_t i = 0; i < n * K; i++) b[i] = uniform ? (float)ds_rng_uniform(&r) : ds_rng_normal(&r);
         uint8_t *aq = ds_malloc((size_t)(m * K)), *bq = ds_malloc((size_t)(n * K));
-        float *as = ds_malloc(sizeof(float) * (size_t)ds_quant_scale_count(DS_QUANT_TILE_1x128, m, K));
-        float *bs = ds_malloc(sizeof(float) * (size_t)ds_quant_scale_count(DS_QUANT_BLOCK_128x128, n, K));
-        ds_quant_opts qa = ds_quant_defaults(DS_QUANT_TILE_1x128), qb = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
+        float *as = ds_malloc(sizeof(float) * (size_t)ds_quant_scale_count(ga, m, K));
+        float *bs = ds_malloc(sizeof(float) * (size_t)ds_quant_scale_count(gb, n, K));
+        ds_quant_opts qa = ds_quant_defaults(ga), qb = ds_quant_defaults(gb);
+        ds_fp8_operand A = {aq, as, ga, 0, DS_FP8_E4M3}, B = {bq, bs, gb, 0, DS_FP8_E4M3};
         float *ad = ds_malloc(sizeof(float) * (size_t)(m * K)), *bd = ds_malloc(sizeof(float) * (size_t)(n * K));
         float *cp = ds_malloc(sizeof(float) * (size_t)(m * n)), *cl = ds_malloc(sizeof(float) * (size_t)(m * n));
         ds_fp8_gemm_opts lim = {.acc = DS_FP8_ACC_LIMITED, .acc_bits = (int)bits, .acc_chunk = (int)chunk};
         if (ds_quantize(aq, as, a, m, K, &qa) || ds_quantize(bq, bs, b, n, K, &qb) ||
-            ds_dequantize(ad, aq, as, m, K, DS_FP8_E4M3, DS_QUANT_TILE_1x128) ||
-            ds_dequantize(bd, bq, bs, n, K, DS_FP8_E4M3, DS_QUANT_BLOCK_128x128) ||
-            ds_fp8_gemm(cp, aq, as, bq, bs, m, n, K, NULL) || ds_fp8_gemm(cl, aq, as, bq, bs, m, n, K, &lim)) {
+            ds_dequantize(ad, aq, as, m, K, DS_FP8_E4M3, ga) || ds_dequantize(bd, bq, bs, n, K, DS_FP8_E4M3, gb) ||
+            ds_fp8_gemm_ex(cp, &A, &B, m, n, K, NULL) || ds_fp8_gemm_ex(cl, &A, &B, m, n, K, &lim)) {
             if (json) ds_afile_abort(&af);
             return ds_cli_fail("fp8 study");
         }
