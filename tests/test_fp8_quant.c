@@ -3,6 +3,7 @@
  * properties the fixtures do not pin (zero blocks, UE8M0, bad arguments). */
 #include "test.h"
 #include "fp8_fixture.h"
+#include "num/dtype.h"
 #include "num/quant.h"
 
 #include <stdint.h>
@@ -115,4 +116,59 @@ TEST(quant_bad_arguments_fail_with_message) {
     CHECK(strstr(ds_errmsg(), "format") != NULL);
     CHECK(ds_dequantize(x, q, s, 2, -3, DS_FP8_E4M3, DS_QUANT_ROW) == -1);
     CHECK(ds_quant_gran_from_name("64x64") == -1);
+}
+
+/* Error statistics against plain loops over torch's codes and scales. */
+TEST(quant_error_stats_match_torch_casts) {
+    static const char *const names[] = {"tensor", "row", "1x128", "128x128"};
+    size_t nx;
+    float *x = fp8_fixture("quant_x.f32", 4, &nx);
+    CHECK(x && nx == QR * QC);
+    TEST_RETURN_IF_FAILED();
+    double prev_rms = INFINITY;
+    for (int i = 0; i < 4; i++) {
+        char qn[64], sn[64];
+        snprintf(qn, sizeof qn, "quant_%s_e4m3.u8", names[i]);
+        snprintf(sn, sizeof sn, "quant_%s_e4m3.f32", names[i]);
+        size_t nq, ns;
+        uint8_t *wq = fp8_fixture(qn, 1, &nq);
+        float *ws = fp8_fixture(sn, 4, &ns);
+        CHECK(wq && ws);
+        if (!wq || !ws) { free(wq); free(ws); continue; }
+        int g = ds_quant_gran_from_name(names[i]);
+        double sae = 0, se = 0, sx = 0, mx = 0;
+        int64_t nz = 0, nfl = 0;
+        for (int64_t r = 0; r < QR; r++)
+            for (int64_t c = 0; c < QC; c++) {
+                double xv = x[r * QC + c];
+                double y = (double)ds_e4m3_to_f32(wq[r * QC + c]) * ds_quant_scale_at(ws, g, QR, QC, r, c);
+                sae += fabs(y - xv); se += (y - xv) * (y - xv); sx += xv * xv;
+                if (fabs(y - xv) > mx) mx = fabs(y - xv);
+                if (xv != 0) { nz++; nfl += y == 0; }
+            }
+        ds_quant_err e;
+        ds_quant_opts o = ds_quant_defaults(g);
+        CHECK(ds_quant_error(&e, x, QR, QC, &o) == 0);
+        CHECK(e.n == QR * QC && e.n_nonfinite == 0);
+        CHECK_NEAR(e.mae, sae / (QR * QC), 1e-12 * (1 + sae));
+        CHECK_NEAR(e.rel_rms, sqrt(se / sx), 1e-9);
+        CHECK(e.max_err == mx);
+        CHECK(e.amax == 3000);
+        CHECK(e.frac_clamped == 0);                       /* amax scaling never clips */
+        CHECK_NEAR(e.frac_flushed, (double)nfl / nz, 1e-15);
+        /* finer groups: less error (row magnitudes span 2^-12..2^5 here) */
+        if (i == 2) CHECK(e.rel_rms < prev_rms);
+        if (i == 0) CHECK(e.frac_flushed > 0.3);           /* one scale for all: most small rows underflow */
+        prev_rms = e.rel_rms;
+        free(wq);
+        free(ws);
+    }
+    /* clamping shows with a scale that is too small, non-finite inputs are counted */
+    float y[4] = {1, -3, NAN, INFINITY}, s1 = 1.0f / 448.0f; /* 1 -> 448, -3 -> clipped */
+    uint8_t q[4];
+    for (int i = 0; i < 4; i++) q[i] = ds_f32_to_e4m3(y[i] / s1, DS_FP8_SAT);
+    ds_quant_err e;
+    ds_quant_error_of(&e, y, q, &s1, 1, 4, DS_FP8_E4M3, DS_QUANT_TENSOR);
+    CHECK(e.n == 2 && e.n_nonfinite == 2 && e.frac_clamped == 0.5);
+    free(x);
 }

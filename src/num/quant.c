@@ -7,6 +7,7 @@
 #include "base/base.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 ds_quant_opts ds_quant_defaults(ds_quant_gran gran) {
@@ -174,4 +175,50 @@ int ds_dequantize(float *x, const uint8_t *q, const float *scale, int64_t rows, 
         for (int64_t c = 0; c < cols; c++)
             x[r * cols + c] = t[q[r * cols + c]] * ds_quant_scale_at(scale, gran, rows, cols, r, c);
     return 0;
+}
+
+void ds_quant_error_of(ds_quant_err *e, const float *x, const uint8_t *q, const float *scale,
+                       int64_t rows, int64_t cols, ds_fp8_format fmt, ds_quant_gran gran) {
+    const float *t = fmt == DS_FP8_E4M3 ? ds_fp8_e4m3_table : ds_fp8_e5m2_table;
+    /* beyond these |x / s| is clipped (below them it rounds to max anyway) */
+    const float clip = fmt == DS_FP8_E4M3 ? 464.0f : 61440.0f;
+    const int sub_lim = fmt == DS_FP8_E4M3 ? 8 : 4;      /* codes below: subnormal */
+    double sae = 0, se = 0, sx = 0, mx = 0, am = 0;
+    int64_t nclamp = 0, nflush = 0, nsub = 0, nz = 0, nbad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sae, se, sx, nclamp, nflush, nsub, nz, nbad) \
+    reduction(max : mx, am)
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float xv = x[r * cols + c];
+            if (!isfinite(xv)) { nbad++; continue; }
+            uint8_t code = q[r * cols + c];
+            float s = ds_quant_scale_at(scale, gran, rows, cols, r, c);
+            double d = (double)t[code] * s - xv;
+            sae += fabs(d);
+            se += d * d;
+            sx += (double)xv * xv;
+            if (fabs(d) > mx) mx = fabs(d);
+            if (fabsf(xv) > am) am = fabsf(xv);
+            float a = fabsf(xv / s);
+            if (fmt == DS_FP8_E4M3 ? a > clip : a >= clip) nclamp++;
+            if (xv != 0.0f) {
+                nz++;
+                if ((code & 0x7f) == 0) nflush++;
+                else if ((code & 0x7f) < sub_lim) nsub++;
+            }
+        }
+    int64_t n = rows * cols - nbad;
+    *e = (ds_quant_err){n ? sae / n : 0, sx > 0 ? sqrt(se / sx) : 0, mx, am, n ? (double)nclamp / n : 0,
+                        nz ? (double)nflush / nz : 0, nz ? (double)nsub / nz : 0, n, nbad};
+}
+
+int ds_quant_error(ds_quant_err *e, const float *x, int64_t rows, int64_t cols, const ds_quant_opts *o) {
+    if (check_args("quant error", rows, cols, (int)o->fmt, (int)o->gran)) return -1;
+    uint8_t *q = ds_malloc((size_t)(rows * cols > 0 ? rows * cols : 1));
+    float *s = ds_malloc(sizeof(float) * (size_t)(ds_quant_scale_count(o->gran, rows, cols) + 1));
+    int rc = ds_quantize(q, s, x, rows, cols, o);
+    if (!rc) ds_quant_error_of(e, x, q, s, rows, cols, o->fmt, o->gran);
+    free(q);
+    free(s);
+    return rc;
 }

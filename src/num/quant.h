@@ -65,4 +65,23 @@ int ds_quantize(uint8_t *q, float *scale, const float *x, int64_t rows, int64_t 
 int ds_dequantize(float *x, const uint8_t *q, const float *scale, int64_t rows, int64_t cols,
                   ds_fp8_format fmt, ds_quant_gran gran);
 
+/* Quantization error of x under opts (for `dsv3 fp8 analyze`): x is
+ * quantized and dequantized to y, then
+ *   mae      mean |y - x|            rel_rms  ||y - x|| / ||x||
+ *   max_err  max |y - x|             amax     max |x|
+ *   frac_clamped  share of elements clipped by the saturating cast: |x / s|
+ *                 beyond what rounds to max (> 464 E4M3, >= 61440 E5M2); 0
+ *                 with amax scaling, nonzero for scales from elsewhere
+ *   frac_flushed  share of nonzero x that decode to zero
+ *   frac_subnormal share of nonzero x that land on FP8 subnormal codes
+ * Non-finite x are counted in n_nonfinite and left out of the sums. */
+typedef struct {
+    double mae, rel_rms, max_err, amax, frac_clamped, frac_flushed, frac_subnormal;
+    int64_t n, n_nonfinite;
+} ds_quant_err;
+int ds_quant_error(ds_quant_err *e, const float *x, int64_t rows, int64_t cols, const ds_quant_opts *opts);
+/* The same statistics for given codes and scales (from a checkpoint). */
+void ds_quant_error_of(ds_quant_err *e, const float *x, const uint8_t *q, const float *scale,
+                       int64_t rows, int64_t cols, ds_fp8_format fmt, ds_quant_gran gran);
+
 #endif
