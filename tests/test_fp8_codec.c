@@ -3,6 +3,7 @@
 #include "test.h"
 #include "fp8_fixture.h"
 #include "num/dtype.h"
+#include "num/convert.h"
 #include "num/fp8.h"
 
 #include <stdint.h>
@@ -139,4 +140,37 @@ TEST(fp8_vector_cast_equals_scalar) {
     CHECK(ds_f32_amax(v, 40) == 1e30f);
     CHECK(ds_f32_amax(v, 0) == 0.0f);
     free(x); free(q); free(qv); free(s);
+}
+
+/* Bulk conversions match torch on the fixture inputs, through every pair. */
+TEST(convert_bulk_matches_torch) {
+    size_t n, n4, n5, nb;
+    float *x = fp8_fixture("enc_in.f32", 4, &n);
+    uint8_t *e4 = fp8_fixture("enc_e4m3_torch.u8", 1, &n4), *e5 = fp8_fixture("enc_e5m2_torch.u8", 1, &n5);
+    uint16_t *bf = fp8_fixture("enc_bf16.u16", 2, &nb);
+    CHECK(x && e4 && e5 && bf);
+    TEST_RETURN_IF_FAILED();
+    uint8_t *q = malloc(n);
+    uint16_t *h = malloc(2 * n);
+    float *y = malloc(4 * n), *z = malloc(4 * n);
+    CHECK(ds_convert(q, DS_F8_E4M3, x, DS_F32, (int64_t)n) == 0);
+    CHECK(memcmp(q, e4, n) == 0);
+    CHECK(ds_convert(q, DS_F8_E5M2, x, DS_F32, (int64_t)n) == 0);
+    CHECK(memcmp(q, e5, n) == 0);
+    CHECK(ds_convert(h, DS_BF16, x, DS_F32, (int64_t)n) == 0);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isnan(x[i]) && h[i] != bf[i];
+    CHECK(bad == 0);
+    /* BF16 -> E4M3 directly equals BF16 -> F32 -> E4M3 */
+    CHECK(ds_convert(q, DS_F8_E4M3, h, DS_BF16, (int64_t)n) == 0);
+    CHECK(ds_convert(y, DS_F32, h, DS_BF16, (int64_t)n) == 0);
+    for (size_t i = 0; i < n; i++) CHECK(q[i] == ds_f32_to_e4m3(y[i], DS_FP8_TORCH));
+    /* E4M3 -> F16 -> F32 is exact (every E4M3 value is an F16 value) */
+    CHECK(ds_convert(h, DS_F16, e4, DS_F8_E4M3, (int64_t)n) == 0);
+    CHECK(ds_convert(z, DS_F32, h, DS_F16, (int64_t)n) == 0);
+    for (size_t i = 0; i < n; i++) CHECK((isnan(z[i]) && isnan(ds_fp8_e4m3_table[e4[i]])) || z[i] == ds_fp8_e4m3_table[e4[i]]);
+    CHECK(ds_convert(q, DS_I32, x, DS_F32, 4) == -1);
+    CHECK(strstr(ds_errmsg(), "I32") != NULL);
+    CHECK(ds_convert_traits_of(DS_BOOL) == NULL && ds_convert_traits_of(DS_BF16) != NULL);
+    free(x); free(e4); free(e5); free(bf); free(q); free(h); free(y); free(z);
 }
