@@ -32,7 +32,7 @@ import torch
 
 out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/fp8"
 os.makedirs(out, exist_ok=True)
-manifest = [f"torch {torch.__version__}; made by: python3 tools/make_fp8_fixtures.py {out}"]
+manifest = [f"torch {torch.__version__}; made by: python3 tools/make_fp8_fixtures.py tests/fixtures/fp8"]
 
 
 def save(name, t, note=""):
