@@ -291,3 +291,43 @@ TEST(fp8_gemm_e5m2_and_coarse_scales) {
     free(x);
     free(w);
 }
+
+/* Random shapes, layouts and granularities: the fast path gives the
+ * reference's bits every time (edges, transposed packs, partial blocks). */
+TEST(fp8_gemm_random_layouts_fast_equals_ref) {
+    ds_rng r;
+    ds_rng_seed(&r, 17);
+    for (int t = 0; t < 40; t++) {
+        int64_t M = 1 + (int64_t)ds_rng_below(&r, 140), N = 1 + (int64_t)ds_rng_below(&r, 140);
+        int64_t K = 1 + (int64_t)ds_rng_below(&r, 420);
+        ds_fp8_operand op[2];
+        uint8_t *q[2];
+        float *s[2], *x[2];
+        int64_t R[2] = {M, N};
+        for (int i = 0; i < 2; i++) {
+            int trans = (int)ds_rng_below(&r, 2);
+            static const ds_quant_gran g0[] = {DS_QUANT_TENSOR, DS_QUANT_ROW, DS_QUANT_TILE_1x128, DS_QUANT_BLOCK_128x128};
+            static const ds_quant_gran g1[] = {DS_QUANT_TENSOR, DS_QUANT_TILE_128x1, DS_QUANT_BLOCK_128x128};
+            ds_quant_gran g = trans ? g1[ds_rng_below(&r, 3)] : g0[ds_rng_below(&r, 4)];
+            /* stored (R, K) or (K, R) */
+            int64_t rows = trans ? K : R[i], cols = trans ? R[i] : K;
+            x[i] = rand_mat(&r, rows, cols);
+            q[i] = malloc((size_t)(rows * cols));
+            s[i] = malloc(4 * (size_t)ds_quant_scale_count(g, rows, cols));
+            ds_quant_opts o = ds_quant_defaults(g);
+            o.fmt = ds_rng_below(&r, 4) == 0 ? DS_FP8_E5M2 : DS_FP8_E4M3;
+            CHECK(ds_quantize(q[i], s[i], x[i], rows, cols, &o) == 0);
+            op[i] = (ds_fp8_operand){q[i], s[i], g, trans, o.fmt};
+        }
+        float *c = malloc(4 * (size_t)(M * N)), *cr = malloc(4 * (size_t)(M * N));
+        ds_fp8_gemm_opts o = {.accumulate = (int)ds_rng_below(&r, 2)};
+        for (int64_t i = 0; i < M * N; i++) c[i] = cr[i] = (float)(i % 5);
+        CHECK(ds_fp8_gemm_ex(c, &op[0], &op[1], M, N, K, &o) == 0);
+        CHECK(ds_fp8_gemm_ex_ref(cr, &op[0], &op[1], M, N, K, &o) == 0);
+        CHECK_MSG(memcmp(c, cr, 4 * (size_t)(M * N)) == 0, "M %lld N %lld K %lld trans %d/%d gran %d/%d",
+                  (long long)M, (long long)N, (long long)K, op[0].trans, op[1].trans, op[0].gran, op[1].gran);
+        for (int i = 0; i < 2; i++) { free(x[i]); free(q[i]); free(s[i]); }
+        free(c);
+        free(cr);
+    }
+}
