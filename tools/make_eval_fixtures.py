@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""make_eval_fixtures.py: oracle fixtures for the dsv3 evaluation layer (tests/test_eval_parity.c).
+
+Builds a tiny random DeepseekV3ForCausalLM (FP32, vocab 512) with a byte-level BPE
+tokenizer trained by Hugging Face `tokenizers` on TinyShakespeare, saves it as a model
+folder, and scores slices of PIQA, ARC-Easy, HellaSwag, LAMBADA and WikiText-2 with
+lm-evaluation-harness itself (lm_eval.models.huggingface.HFLM, model type "hf"): its
+loglikelihood / loglikelihood_rolling / generate_until requests and its metric functions.
+Prompts are built exactly as lm-eval's task configs build them (see
+docs/tokenizer-eval-data.md section 3); dataset rows come from ../shared/data (the
+lm-eval datasets cannot be downloaded here), with --limit N = the first N rows.
+
+Made with (lm-eval is not a project dependency; a venv is enough):
+    python3 -m venv --system-site-packages /tmp/eval-venv && /tmp/eval-venv/bin/pip install lm-eval
+    /tmp/eval-venv/bin/python tools/make_eval_fixtures.py
+(lm-eval 0.4.13, transformers 5.24, tokenizers 0.23, torch 2.15 CPU)
+
+Writes tests/fixtures/eval/: model/ (config.json, model.safetensors, tokenizer.json, ...),
+scores.json (per-example token ids, log-likelihoods, is_greedy, and the metrics per task),
+greedy_mc.jsonl and greedy_gen.jsonl (hand-checkable tasks built from the model's own
+greedy continuations: the model must get every answer right by construction).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("DS_SHARED", os.path.join(ROOT, "..", "shared"))
+OUT = os.path.join(ROOT, "tests", "fixtures", "eval")
+MAX_LENGTH = 128  # context window used by both sides; small so that truncation and rolling windows happen
+EOT = "<|endoftext|>"
+
+
+def build_tokenizer(model_dir):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=[EOT],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train([os.path.join(SHARED, "data/tinyshakespeare/input.txt")], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT)
+    fast.save_pretrained(model_dir)
+    return fast
+
+
+def build_model(model_dir, vocab):
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+    cfg = DeepseekV3Config(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=2, first_k_dense_replace=1, num_attention_heads=4, num_key_value_heads=4,
+        n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
+        routed_scaling_factor=2.5, norm_topk_prob=True, q_lora_rank=32, kv_lora_rank=16,
+        qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, head_dim=8,
+        max_position_embeddings=MAX_LENGTH, bos_token_id=0, eos_token_id=0,
+        initializer_range=0.2,  # sharper than 0.02, so choices are far from ties
+        tie_word_embeddings=False, num_nextn_predict_layers=0)
+    torch.manual_seed(1234)
+    model = DeepseekV3ForCausalLM(cfg).to(torch.float32).eval()
+    # the router's correction bias is a buffer initialised to zero; give it values so it is exercised
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buf.copy_(torch.randn_like(buf) * 0.1)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    return model
+
+
+def wikitext_documents(raw):
+    """Split wiki.test.raw into articles: a document starts at a top-level heading line
+    ' = Title = ' and runs to the next one; text before the first heading is dropped.
+    (Stands in for EleutherAI/wikitext_document_level, which cannot be downloaded here;
+    dsv3's lm task with docs=wikitext splits the same way.)"""
+    lines = raw.split("\n")
+    docs, cur = [], None
+    for i, line in enumerate(lines):
+        last = i == len(lines) - 1
+        if last and line == "":
+            break
+        piece = line if last else line + "\n"
+        if re.fullmatch(r" = [^=].* = ", line):
+            if cur is not None:
+                docs.append("".join(cur))
+            cur = [piece]
+        elif cur is not None:
+            cur.append(piece)
+    if cur is not None:
+        docs.append("".join(cur))
+    return docs
+
+
+def hellaswag_items(path, limit):
+    lines = open(path, encoding="utf-8").read().split("\n")
+    out = []
+    for k in range(limit):
+        b = lines[6 * k: 6 * k + 6]
+        out.append({"query": b[0], "gold": int(b[1]), "endings": b[2:6]})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--wikitext-docs", type=int, default=2)
+    args = ap.parse_args()
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.api import metrics as M
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks.hellaswag.utils import preprocess as hs_preprocess
+    from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer, process_results as wt_results
+    import lm_eval
+
+    torch.set_num_threads(2)
+    model_dir = os.path.join(OUT, "model")
+    os.makedirs(model_dir, exist_ok=True)
+    tok = build_tokenizer(model_dir)
+    model = build_model(model_dir, len(tok))
+
+    lm = HFLM(pretrained=model_dir, tokenizer=model_dir, max_length=MAX_LENGTH, batch_size=1,
+              device="cpu", dtype="float32")
+    assert lm.prefix_token_id == 0
+
+    def ll_requests(pairs):
+        inst = [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i) for i, p in enumerate(pairs)]
+        return lm.loglikelihood(inst, disable_tqdm=True)
+
+    def encode_pair(ctx, cont):
+        if ctx == "":
+            c = lm.tok_encode(cont, add_special_tokens=False)
+            return ([lm.prefix_token_id], c) if lm.prefix_token_id != c[0] else (c[:1], c[1:])
+        return lm._encode_pair(ctx, cont)
+
+    def mc_task(docs, delim=" "):
+        """docs: list of (context, [choice strings], gold); continuation = delim + choice (target_delimiter)."""
+        examples, accs, norms, bytess = [], [], [], []
+        for ctx, choices, gold in docs:
+            res = ll_requests([(ctx, delim + c) for c in choices])
+            lls = np.array([r[0] for r in res])
+            completion_len = np.array([float(len(c)) for c in choices])
+            byte_len = np.array([float(len(c.encode("utf-8"))) for c in choices])
+            pred, pn, pb = int(np.argmax(lls)), int(np.argmax(lls / completion_len)), int(np.argmax(lls / byte_len))
+            accs.append(1.0 if pred == gold else 0.0)
+            norms.append(1.0 if pn == gold else 0.0)
+            bytess.append(1.0 if pb == gold else 0.0)
+            s = np.sort(lls)[::-1]
+            examples.append({
+                "context": ctx, "choices": choices, "gold": gold,
+                "ids": [list(map(list, encode_pair(ctx, delim + c))) for c in choices],
+                "ll": [float(r[0]) for r in res], "greedy": [bool(r[1]) for r in res],
+                "pred": pred, "pred_norm": pn, "pred_bytes": pb,
+                "margin": float(s[0] - s[1]) if len(s) > 1 else None})
+        met = {}
+        for k, v in (("acc", accs), ("acc_norm", norms), ("acc_bytes", bytess)):
+            met[k] = {"value": M.mean(v), "stderr": M.mean_stderr(v)}
+        return {"kind": "mc", "n": len(docs), "examples": examples, "metrics": met}
+
+    fix = {"tool": "tools/make_eval_fixtures.py", "oracle": "lm-evaluation-harness %s HFLM" % lm_eval.__version__,
+           "max_length": MAX_LENGTH, "prefix_id": lm.prefix_token_id, "limit": args.limit, "tasks": {}}
+    icl = os.path.join(SHARED, "data/llm_foundry_icl")
+
+    # PIQA and ARC-Easy: lm-eval prompt "Question: {q}\nAnswer:", choices with target_delimiter " "
+    for name in ("piqa", "arc_easy"):
+        rows = [json.loads(l) for l in open(os.path.join(icl, name + ".jsonl"), encoding="utf-8")][:args.limit]
+        docs = [(r["query"].rstrip("\n") + "\nAnswer:", r["choices"], r["gold"]) for r in rows]
+        fix["tasks"][name] = mc_task(docs)
+
+    # HellaSwag (6-line file): query and endings through lm-eval's preprocess
+    items = hellaswag_items(os.path.join(SHARED, "data/hellaswag/hellaswag_val_full.txt"), args.limit)
+    fix["tasks"]["hellaswag"] = mc_task([(hs_preprocess(it["query"]), [hs_preprocess(e) for e in it["endings"]], it["gold"]) for it in items])
+
+    # LAMBADA (OpenAI): loglikelihood(context, " " + last word); perplexity and acc (= is_greedy)
+    rows = [json.loads(l) for l in open(os.path.join(icl, "lambada_openai.jsonl"), encoding="utf-8")][:args.limit]
+    res = ll_requests([(r["context"], " " + r["continuation"]) for r in rows])
+    lls = [float(r[0]) for r in res]
+    gr = [1.0 if r[1] else 0.0 for r in res]
+    fix["tasks"]["lambada"] = {
+        "kind": "ll", "n": len(rows),
+        "examples": [{"ids": list(map(list, encode_pair(r["context"], " " + r["continuation"]))), "ll": l, "greedy": bool(g)}
+                     for r, l, g in zip(rows, lls, gr)],
+        "metrics": {"perplexity": {"value": M.perplexity(lls), "stderr": None},
+                    "acc": {"value": M.mean(gr), "stderr": M.mean_stderr(gr)}}}
+
+    # WikiText-2: rolling log-likelihood of the detokenized article; words and bytes of the original page
+    raw = open(os.path.join(SHARED, "data/wikitext2/wiki.test.raw"), encoding="utf-8").read()
+    pages = wikitext_documents(raw)[:args.wikitext_docs]
+    inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(wikitext_detokenizer({"page": p}),), idx=i)
+            for i, p in enumerate(pages)]
+    rl = lm.loglikelihood_rolling(inst, disable_tqdm=True)
+    per = [wt_results({"page": p}, (l,)) for p, l in zip(pages, rl)]
+    ntok = [len(lm.tok_encode(wikitext_detokenizer({"page": p}))) for p in pages]
+    fix["tasks"]["wikitext2"] = {
+        "kind": "lm", "n": len(pages),
+        "examples": [{"ll": float(l), "tokens": n, "words": d["word_perplexity"][1], "bytes": d["byte_perplexity"][1]}
+                     for l, n, d in zip(rl, ntok, per)],
+        "metrics": {"word_perplexity": {"value": M.weighted_perplexity([d["word_perplexity"] for d in per]), "stderr": None},
+                    "byte_perplexity": {"value": M.weighted_perplexity([d["byte_perplexity"] for d in per]), "stderr": None},
+                    "bits_per_byte": {"value": M.bits_per_byte([d["bits_per_byte"] for d in per]), "stderr": None},
+                    "token_perplexity": {"value": math.exp(-sum(rl) / sum(ntok)), "stderr": None}}}
+
+    # Hand-checkable tasks from the model's own greedy continuations (TinyShakespeare lines as contexts)
+    lines = [l for l in open(os.path.join(SHARED, "data/tinyshakespeare/input.txt"), encoding="utf-8").read().split("\n")
+             if len(l) > 30][:200]
+    rng = random.Random(7)
+    greedy = []
+    for ctx in lines:
+        ids = lm.tok_encode(ctx)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=0)
+        new = out[0, len(ids):].tolist()
+        text = tok.decode(new)
+        if 0 in new or len(text.strip()) < 3 or lm.tok_encode(ctx + text) != ids + new:
+            continue
+        greedy.append((ctx, text))
+        if len(greedy) == 12:
+            break
+    mc_rows = []
+    for i, (ctx, ans) in enumerate(greedy):
+        others = [a for j, (_, a) in enumerate(greedy) if j != i]
+        choices = rng.sample(others, 3)
+        gold = rng.randrange(4)
+        choices.insert(gold, ans)
+        mc_rows.append({"query": ctx, "choices": choices, "gold": gold})
+    with open(os.path.join(OUT, "greedy_mc.jsonl"), "w", encoding="utf-8") as f:
+        for r in mc_rows:
+            f.write(json.dumps(r) + "\n")
+    t = mc_task([(r["query"], r["choices"], r["gold"]) for r in mc_rows], delim="")
+    assert t["metrics"]["acc"]["value"] == 1.0, "greedy_mc: the model must pick its own greedy continuation"
+    assert all(e["greedy"][e["gold"]] for e in t["examples"])
+    fix["tasks"]["greedy_mc"] = t
+
+    # generation: prompt -> greedy until "\n" (max 8 new tokens); the answer is the model's own output for
+    # even rows and a wrong string for odd rows, so exact_match is 0.5 by construction
+    inst = [Instance(request_type="generate_until", doc={}, idx=i,
+                     arguments=(p, {"until": ["\n"], "max_gen_toks": 8, "do_sample": False}))
+            for i, p in enumerate(lines[:40])]
+    # keep outputs that decode to whole characters (no U+FFFD from a cut multi-byte sequence)
+    kept = [(r.arguments[0], o) for r, o in zip(inst, lm.generate_until(inst, disable_tqdm=True)) if "\ufffd" not in o][:8]
+    prompts, outs = [k[0] for k in kept], [k[1] for k in kept]
+    gen_rows = [{"prompt": p, "answer": o.strip() if i % 2 == 0 else "not this"} for i, (p, o) in enumerate(zip(prompts, outs))]
+    em = [1.0 if o.strip() == r["answer"].strip() else 0.0 for o, r in zip(outs, gen_rows)]
+    with open(os.path.join(OUT, "greedy_gen.jsonl"), "w", encoding="utf-8") as f:
+        for r in gen_rows:
+            f.write(json.dumps(r) + "\n")
+    fix["tasks"]["greedy_gen"] = {
+        "kind": "gen", "n": len(gen_rows), "until": ["\n"], "max_new": 8,
+        "examples": [{"prompt_ids": lm.tok_encode(r["prompt"]), "generated": o, "exact_match": e} for r, o, e in zip(gen_rows, outs, em)],
+        "metrics": {"exact_match": {"value": M.mean(em), "stderr": M.mean_stderr(em)}}}
+    assert M.mean(em) == 0.5
+
+    with open(os.path.join(OUT, "scores.json"), "w", encoding="utf-8") as f:
+        json.dump(fix, f, indent=1)
+    for name, t in fix["tasks"].items():
+        ms = ", ".join("%s=%.6g" % (k, v["value"]) for k, v in t["metrics"].items())
+        margins = [e["margin"] for e in t["examples"] if e.get("margin") is not None]
+        extra = " (min choice margin %.3g)" % min(margins) if margins else ""
+        print("%-10s n=%-3d %s%s" % (name, t["n"], ms, extra))
+
+
+if __name__ == "__main__":
+    main()
