@@ -97,6 +97,21 @@ def wikitext_documents(raw):
     return docs
 
 
+def fnv1a64(b):
+    h = 0xcbf29ce484222325
+    for c in b:
+        h = ((h ^ c) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def wikitext_digest(page):
+    """sizes and FNV-1a 64 hashes of an article and of its detokenized text (the text itself stays in ../shared)"""
+    from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
+    d = wikitext_detokenizer({"page": page}).encode("utf-8")
+    return {"bytes": len(page.encode("utf-8")), "words": len(re.split(r"\s+", page)), "fnv1a64": fnv1a64(page.encode("utf-8")),
+            "detok_bytes": len(d), "detok_fnv1a64": fnv1a64(d)}
+
+
 def hellaswag_items(path, limit):
     lines = open(path, encoding="utf-8").read().split("\n")
     out = []
@@ -255,6 +270,23 @@ def main():
         "examples": [{"prompt_ids": lm.tok_encode(r["prompt"]), "generated": o, "exact_match": e} for r, o, e in zip(gen_rows, outs, em)],
         "metrics": {"exact_match": {"value": M.mean(em), "stderr": M.mean_stderr(em)}}}
     assert M.mean(em) == 0.5
+
+    # text rules, evaluated by lm-eval's own functions (and Python's str/re semantics)
+    samples = ["  Hello [title] World  [step] done  ", "a [b\nc] d [e] f", "Tab\tsep\u00a0nbsp  end \n",
+               "", "   ", "x", " lead and trail ", "\u3000ideographic\u2003space",
+               "He said \" hi there \" and ( a , b ) [ c ] { d } ' e ' ok", "= = Section = =\n Text @-@ like @,@ 1 @.@ 5 .\n",
+               "The dogs ' bone N 's 5 \u00b0 C ; x : y ! z ? w , v", "( open only", "\" one quote", "Pay $1,234.50 now, or -7 later.",
+               "no digits here", "1 2 3", "x-5y", "#### 42", "It is 3.", "caf\u00e9 na\u00efve \U0001F600 end"]
+    num_re = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+    cases = []
+    for t in samples:
+        nums = [m.group(0) for m in num_re.finditer(t)]
+        cases.append({"text": t, "chars": len(t), "rstrip_chars": len(t.rstrip()),
+                      "words": len(re.split(r"\s+", t)), "hellaswag": hs_preprocess(t),
+                      "wikitext": wikitext_detokenizer({"page": t}), "last_number": nums[-1] if nums else None})
+    with open(os.path.join(OUT, "text_cases.json"), "w", encoding="utf-8") as f:
+        json.dump({"tool": "tools/make_eval_fixtures.py", "wikitext_docs": len(wikitext_documents(raw)),
+                   "wikitext_first": [wikitext_digest(p) for p in wikitext_documents(raw)[:5]], "cases": cases}, f, indent=1)
 
     with open(os.path.join(OUT, "scores.json"), "w", encoding="utf-8") as f:
         json.dump(fix, f, indent=1)
