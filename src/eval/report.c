@@ -18,14 +18,21 @@ static const char *kind_name(ds_task_kind k) {
 }
 
 void ds_eval_print_table(FILE *f, const ds_task *tasks, const ds_task_result *res, int n) {
-    fprintf(f, "%-14s %-4s %-18s %12s   %-10s %8s\n", "task", "kind", "metric", "value", "stderr", "n");
+    fprintf(f, "%-14s %-4s %-18s %12s   %-12s %8s\n", "task", "kind", "metric", "value", "stderr", "n");
     for (int i = 0; i < n; i++) {
         for (int m = 0; m < res[i].n_metrics; m++) {
             const ds_metric *x = &res[i].metrics[m];
-            char se[32] = "";
-            if (x->has_stderr) snprintf(se, sizeof se, "± %.4f", x->stderr_);
-            fprintf(f, "%-14s %-4s %-18s %12.4f   %-10s %8lld\n", m ? "" : tasks[i].name,
-                    m ? "" : kind_name(tasks[i].kind), x->name, x->value, se, (long long)res[i].n);
+            char se[32] = "", v[32];
+            /* large perplexities in exponent form so the columns stay aligned */
+            const char *fmt = fabs(x->value) < 1e6 ? "%.4f" : "%.4e";
+            snprintf(v, sizeof v, fmt, x->value);
+            if (x->has_stderr) {
+                char e[24];
+                snprintf(e, sizeof e, fabs(x->stderr_) < 1e6 ? "%.4f" : "%.4e", x->stderr_);
+                snprintf(se, sizeof se, "± %s", e);
+            }
+            fprintf(f, "%-14s %-4s %-18s %12s   %-12s %8lld\n", m ? "" : tasks[i].name,
+                    m ? "" : kind_name(tasks[i].kind), x->name, v, se, (long long)res[i].n);
         }
     }
 }
