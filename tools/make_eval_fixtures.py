@@ -18,7 +18,9 @@ Made with (lm-eval is not a project dependency; a venv is enough):
 Writes tests/fixtures/eval/: model/ (config.json, model.safetensors, tokenizer.json, ...),
 scores.json (per-example token ids, log-likelihoods, is_greedy, and the metrics per task),
 greedy_mc.jsonl and greedy_gen.jsonl (hand-checkable tasks built from the model's own
-greedy continuations: the model must get every answer right by construction).
+greedy continuations: the model must get every answer right by construction),
+text_cases.json (text rules through lm-eval's functions) and positional_oracle.json (whole
+datasets through lm-eval's TemplateLM with an analytic byte model, see positional_oracle).
 """
 import argparse
 import json
@@ -121,11 +123,112 @@ def hellaswag_items(path, limit):
     return out
 
 
+def positional_oracle(out_path):
+    """Whole-dataset check of dsv3's data handling (prompts, HellaSwag preprocess, pair encoding,
+    left truncation, rolling and strided windows, metrics) against lm-eval's own TemplateLM code
+    path, with a byte tokenizer and an analytic "positional" model that both sides compute
+    exactly: the token t at position p of the (truncated) sequence has log-probability
+    float32(-ln 256 - 0.01 * ((p + t) % 5)); it is greedy when t is the smallest id with
+    (p + t) % 5 == 0.  tests/test_eval_oracle.c implements the same model in C."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.api import metrics as M
+    from lm_eval import utils
+    from lm_eval.tasks.hellaswag.utils import preprocess as hs_preprocess
+    from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer, process_results as wt_results
+
+    class PositionalLM(TemplateLM):
+        def __init__(self, max_length, context_len=1):
+            super().__init__()
+            self.max_length, self.context_len = max_length, context_len
+
+        @property
+        def eot_token_id(self):
+            return 0
+
+        def tok_encode(self, string, add_special_tokens=None, **kw):
+            return list(string.encode("utf-8"))
+
+        def _loglikelihood_tokens(self, requests, **kw):
+            out = []
+            for _, ctx, cont in requests:
+                seq = (ctx + cont)[-(self.max_length + 1):]
+                base = len(seq) - len(cont)
+                ll, greedy = 0.0, True
+                for j, t in enumerate(cont):
+                    p = base + j
+                    ll += float(np.float32(-math.log(256.0) - 0.01 * ((p + t) % 5)))
+                    greedy = greedy and t == (5 - p % 5) % 5
+                out.append((ll, greedy))
+            return out
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            res = []
+            for (string,) in [r.args for r in requests]:
+                windows = list(map(utils.make_disjoint_window, utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=self.context_len)))
+                res.append(sum(ll for ll, _ in self._loglikelihood_tokens([(None,) + w for w in windows])))
+            return res
+
+        def generate_until(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+    icl = os.path.join(SHARED, "data/llm_foundry_icl")
+
+    def mc(lm, docs):
+        preds = ["", "", ""]
+        acc = [[], [], []]
+        for ctx, choices, gold in docs:
+            res = lm.loglikelihood([Instance("loglikelihood", {}, (ctx, " " + c), 0) for c in choices], disable_tqdm=True)
+            lls = np.array([r[0] for r in res])
+            for k, norm in enumerate((None, [float(len(c)) for c in choices], [float(len(c.encode())) for c in choices])):
+                pr = int(np.argmax(lls if norm is None else lls / np.array(norm)))
+                preds[k] += str(pr)
+                acc[k].append(1.0 if pr == gold else 0.0)
+        return {"preds": preds[0], "preds_norm": preds[1], "preds_bytes": preds[2],
+                "metrics": {k: {"value": M.mean(a), "stderr": M.mean_stderr(a)} for k, a in zip(("acc", "acc_norm", "acc_bytes"), acc)}}
+
+    res = {"tool": "tools/make_eval_fixtures.py (positional_oracle)", "tasks": {}}
+    lm = PositionalLM(1100)
+    for name in ("piqa", "arc_easy"):
+        rows = [json.loads(l) for l in open(os.path.join(icl, name + ".jsonl"), encoding="utf-8")]
+        res["tasks"][name] = dict(max_length=1100, **mc(lm, [(r["query"].rstrip("\n") + "\nAnswer:", r["choices"], r["gold"]) for r in rows]))
+    lines = open(os.path.join(SHARED, "data/hellaswag/hellaswag_val_full.txt"), encoding="utf-8").read().split("\n")
+    items = [(hs_preprocess(lines[6 * k]), [hs_preprocess(e) for e in lines[6 * k + 2: 6 * k + 6]], int(lines[6 * k + 1]))
+             for k in range(len(lines) // 6)]
+    res["tasks"]["hellaswag"] = dict(max_length=1100, **mc(lm, items))
+    lm = PositionalLM(256)
+    rows = [json.loads(l) for l in open(os.path.join(icl, "lambada_openai.jsonl"), encoding="utf-8")]
+    r = lm.loglikelihood([Instance("loglikelihood", {}, (x["context"], " " + x["continuation"]), 0) for x in rows], disable_tqdm=True)
+    lls, gr = [a for a, _ in r], [1.0 if b else 0.0 for _, b in r]
+    res["tasks"]["lambada"] = {"max_length": 256, "ll_sum": math.fsum(lls), "metrics": {
+        "perplexity": {"value": M.perplexity(lls), "stderr": None}, "acc": {"value": M.mean(gr), "stderr": M.mean_stderr(gr)}}}
+    raw = open(os.path.join(SHARED, "data/wikitext2/wiki.test.raw"), encoding="utf-8").read()
+    pages = wikitext_documents(raw)
+    for key, L, stride in (("wikitext2", 1100, 1100), ("wikitext2_stride", 256, 64)):
+        lm = PositionalLM(L, context_len=L - stride + 1)
+        rl = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (wikitext_detokenizer({"page": p}),), 0) for p in pages])
+        per = [wt_results({"page": p}, (l,)) for p, l in zip(pages, rl)]
+        res["tasks"][key] = {"max_length": L, "stride": stride, "doc_ll": rl, "metrics": {
+            "word_perplexity": {"value": M.weighted_perplexity([d["word_perplexity"] for d in per]), "stderr": None},
+            "byte_perplexity": {"value": M.weighted_perplexity([d["byte_perplexity"] for d in per]), "stderr": None},
+            "bits_per_byte": {"value": M.bits_per_byte([d["bits_per_byte"] for d in per]), "stderr": None}}}
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(res, f, indent=1)
+    for name, t in res["tasks"].items():
+        print("positional %-16s %s" % (name, ", ".join("%s=%.6g" % (k, v["value"]) for k, v in t["metrics"].items())))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--wikitext-docs", type=int, default=2)
+    ap.add_argument("--positional-only", action="store_true", help="only tests/fixtures/eval/positional_oracle.json")
     args = ap.parse_args()
+    positional_oracle(os.path.join(OUT, "positional_oracle.json"))
+    if args.positional_only:
+        return
 
     from lm_eval.api.instance import Instance
     from lm_eval.api import metrics as M
