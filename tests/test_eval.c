@@ -349,6 +349,20 @@ TEST(generation_stop_sequences_and_last_number) {
     CHECK_NEAR(metric(&r, "exact_match"), 1.0 / 3, 1e-12);
     ds_task_result_free(&r, 0);
     ds_task_free(&t);
+    /* LAMBADA by generation: the copy model continues "... blue." with " blue."; the first word
+     * without its punctuation is the target */
+    const char *lam = "{\"context\": \"red green blue. red green\", \"continuation\": \"blue\"}\n"
+                      "{\"context\": \"red green blue. red green\", \"continuation\": \"pink\"}\n";
+    CHECK(task_from(&t, "gen:lam.jsonl#extract=first_word,until=\\n,max_new=8", lam, &o) == 0);
+    CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
+    CHECK(r.docs[0].extracted && !strcmp(r.docs[0].extracted, "blue"));
+    CHECK(r.docs[0].correct == 1 && r.docs[1].correct == 0);
+    ds_task_result_free(&r, 0);
+    ds_task_free(&t);
+    char *w = ds_extract_first_word("  signs, he said"), *e = ds_extract_first_word(" \n ");
+    CHECK(!strcmp(w, "signs") && !strcmp(e, ""));
+    free(w);
+    free(e);
 }
 
 /* ---- pair encoding and truncation -------------------------------------------------------- */

@@ -28,7 +28,8 @@ static const char *USAGE =
     "--model DIR --task SPEC [--task SPEC ...] [options]\n\n"
     "Task SPEC: a name, or KIND:FILE[#opt=value,...]\n"
     "  piqa, arc_easy, hellaswag   multiple choice (acc, acc_norm, acc_bytes), lm-eval prompts\n"
-    "  lambada                     LAMBADA-OpenAI last word (perplexity, acc = greedy match)\n"
+    "  lambada                     LAMBADA-OpenAI last word (perplexity, acc = greedy match), as lm-eval\n"
+    "  lambada_gen                 LAMBADA by greedy generation: first generated word = the last word\n"
     "  wikitext2                   WikiText-2 articles, rolling windows (bits_per_byte, byte/word/token perplexity)\n"
     "  mc:FILE.jsonl   {query, choices, gold} | {context_options, continuation, gold}; FILE.txt: HellaSwag 6-line\n"
     "  ll:FILE.jsonl   {context, continuation}: log-likelihood of the continuation\n"
@@ -36,7 +37,7 @@ static const char *USAGE =
     "  gen:FILE.jsonl  {prompt, answer}: greedy generation, exact match\n"
     "  options: name=NAME  prompt=qa|raw (mc: qa builds \"<query>\\nAnswer:\")  delim=TEXT (default ' ')\n"
     "           docs=file|lines|wikitext  detok=wikitext|none  stride=N (lm: sliding window, N new tokens per window)\n"
-    "           until=S1|S2 (gen stop sequences, \\n escapes; default \\n\\n)  max_new=N (256)  extract=none|last_number\n"
+    "           until=S1|S2 (gen stop sequences, \\n escapes; default \\n\\n)  max_new=N (256)  extract=none|last_number|first_word\n"
     "Named tasks read files under --data (default $DS_SHARED/data or ../shared/data).\n"
     "--model builtin:uniform-bytes is a byte-level uniform model (bits per byte = 8).";
 

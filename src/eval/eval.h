@@ -8,7 +8,7 @@
  *   lm   rolling log-likelihood of documents: bits_per_byte, byte/word/token perplexity
  *   gen  greedy generation with stop sequences, exact match after answer extraction
  *
- * A task SPEC is a name (piqa, arc_easy, hellaswag, lambada, wikitext2: files under the
+ * A task SPEC is a name (piqa, arc_easy, hellaswag, lambada, lambada_gen, wikitext2: files under the
  * data folder) or KIND:PATH[#opt=val,opt=val...]; see ds_task_parse_spec.
  * Flow: ds_task_load (parse the file into documents) -> ds_task_run (score with a ds_lm)
  * -> ds_eval_print_table / ds_eval_write_json.
@@ -22,7 +22,7 @@
 #include "eval/lm.h"
 
 typedef enum { DS_TASK_MC = 0, DS_TASK_LL, DS_TASK_LM, DS_TASK_GEN } ds_task_kind;
-typedef enum { DS_EXTRACT_NONE = 0, DS_EXTRACT_LAST_NUMBER } ds_extract;
+typedef enum { DS_EXTRACT_NONE = 0, DS_EXTRACT_LAST_NUMBER, DS_EXTRACT_FIRST_WORD } ds_extract;
 typedef enum { DS_DOCS_FILE = 0, DS_DOCS_LINES, DS_DOCS_WIKITEXT } ds_docs_split;
 enum { DS_ON_ERROR_STOP = 0, DS_ON_ERROR_SKIP = 1 };
 
@@ -141,5 +141,6 @@ char *ds_hellaswag_preprocess(const char *s);
 char *ds_wikitext_detokenize(const char *s);
 char *ds_extract_last_number(const char *s);        // NULL when there is none
 char *ds_normalize_answer(const char *s);           // strip, drop ',' and '$', trailing '.'
+char *ds_extract_first_word(const char *s);         // first whitespace-separated word, trailing punctuation dropped
 
 #endif

@@ -335,6 +335,11 @@ static int score_generation(const ds_task *t, const ds_lm *lm, int64_t d, ds_tas
         pred = ds_normalize_answer(dr->extracted);
         ref = ds_normalize_answer(doc->answer);
         dr->correct = x != NULL && !strcmp(pred, ref);
+    } else if (t->extract == DS_EXTRACT_FIRST_WORD) {
+        dr->extracted = ds_extract_first_word(text);
+        pred = ds_strdup(dr->extracted);
+        ref = ds_extract_first_word(doc->answer);
+        dr->correct = pred[0] && !strcmp(pred, ref);
     } else {
         size_t b = 0, e = strlen(text), rb = 0, re_ = strlen(doc->answer);
         while (b < e && strchr(" \t\n\r\f\v", text[b])) b++;

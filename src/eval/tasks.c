@@ -105,7 +105,8 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
     } else if (KEY("extract")) {
         if (VAL("none")) t->extract = DS_EXTRACT_NONE;
         else if (VAL("last_number")) t->extract = DS_EXTRACT_LAST_NUMBER;
-        else return ds_err("task '%s': extract: expected none or last_number", spec);
+        else if (VAL("first_word")) t->extract = DS_EXTRACT_FIRST_WORD;
+        else return ds_err("task '%s': extract: expected none, last_number or first_word", spec);
     } else {
         return ds_err("task '%s': unknown option '%.*s' (name, prompt, delim, stride, docs, detok, until, max_new, extract)",
                       spec, (int)kl, k);
@@ -130,6 +131,7 @@ int ds_task_parse_spec(ds_task *t, const char *spec, const char *data_dir) {
     t->delim = ds_strdup(" ");
     t->max_new = 256;
     static const struct { const char *name, *rel; ds_task_kind kind; int qa, wiki; } named[] = {
+        {"lambada_gen", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_GEN, 0, 0},
         {"piqa", "llm_foundry_icl/piqa.jsonl", DS_TASK_MC, 1, 0},
         {"arc_easy", "llm_foundry_icl/arc_easy.jsonl", DS_TASK_MC, 1, 0},
         {"hellaswag", "hellaswag/hellaswag_val_full.txt", DS_TASK_MC, 0, 0},
@@ -144,7 +146,7 @@ int ds_task_parse_spec(ds_task *t, const char *spec, const char *data_dir) {
         for (k = 0; k < sizeof named / sizeof *named; k++)
             if (strlen(named[k].name) == head && !strncmp(spec, named[k].name, head)) break;
         if (k == sizeof named / sizeof *named)
-            return ds_err("unknown task '%.*s' (known: piqa, arc_easy, hellaswag, lambada, wikitext2; "
+            return ds_err("unknown task '%.*s' (known: piqa, arc_easy, hellaswag, lambada, lambada_gen, wikitext2; "
                           "or mc:FILE, ll:FILE, lm:FILE, gen:FILE)", (int)head, spec);
         snprintf(t->name, sizeof t->name, "%s", named[k].name);
         t->kind = named[k].kind;
@@ -171,6 +173,11 @@ int ds_task_parse_spec(ds_task *t, const char *spec, const char *data_dir) {
         t->until = ds_malloc(sizeof *t->until);
         t->until[0] = ds_strdup("\n\n");
         t->n_until = 1;
+        if (!strcmp(t->name, "lambada_gen")) { /* the last word by greedy generation */
+            t->until[0][1] = 0; /* "\n" */
+            t->max_new = 16;
+            t->extract = DS_EXTRACT_FIRST_WORD;
+        }
     }
     if (hash) {
         const char *p = hash + 1;

@@ -256,3 +256,27 @@ char *ds_normalize_answer(const char *in) {
     s[e - b] = 0;
     return s;
 }
+
+/* The first word of a generation (LAMBADA by generation): skip leading whitespace, take the
+ * run up to the next whitespace, drop trailing ASCII punctuation (LAMBADA targets are bare
+ * words; a model may go on with "." or ","). */
+char *ds_extract_first_word(const char *s) {
+    size_t n = strlen(s), b = 0, e;
+    uint32_t cp;
+    while (b < n) {
+        size_t j = u8next(s, n, b, &cp);
+        if (!py_isspace(cp)) break;
+        b = j;
+    }
+    e = b;
+    while (e < n) {
+        size_t j = u8next(s, n, e, &cp);
+        if (py_isspace(cp)) break;
+        e = j;
+    }
+    while (e > b && ispunct((unsigned char)s[e - 1])) e--;
+    char *r = ds_malloc(e - b + 1);
+    memcpy(r, s + b, e - b);
+    r[e - b] = 0;
+    return r;
+}
