@@ -81,7 +81,8 @@ static int mock_generate(void *ctx, const int32_t *ids, int64_t n, int64_t max_n
 
 /* word pieces: an optional run of spaces glued to the following letters/digits; any other
  * byte alone.  Ids are FNV hashes mod 100000 + 256 (collisions do not matter here). */
-static int64_t mock_encode(void *ctx, const char *s, size_t n, int32_t **ids) {
+static int64_t mock_encode(void *ctx, const char *s, size_t n, int add_special, int32_t **ids) {
+    (void)add_special;
     mock *m = ctx;
     *ids = malloc((n ? n : 1) * sizeof(int32_t));
     int64_t k = 0;
@@ -375,16 +376,16 @@ TEST(encode_pair_as_lm_eval) {
     int64_t nc, nk;
     /* trailing whitespace of the context moves to the continuation: ctx "Answer:", cont " yes" */
     CHECK(ds_eval_encode_pair(&lm, "Answer: ", "yes", &c, &nc, &k, &nk) == 0);
-    int64_t nw = mock_encode(&m, "Answer:", 7, &w);
+    int64_t nw = mock_encode(&m, "Answer:", 7, 1, &w);
     CHECK(nc == nw && !memcmp(c, w, (size_t)nw * 4));
     free(w);
-    nw = mock_encode(&m, " yes", 4, &w);
+    nw = mock_encode(&m, " yes", 4, 1, &w);
     CHECK(nk == 1 && k[0] == w[0]);
     free(w); free(c); free(k);
     /* joint tokenization: ctx "a b" + cont "c d" -> whole ["a", " bc", " d"], ctx ["a", " b"]:
      * the continuation is whole[2:] = [" d"] (lm-eval's rule, not enc(" c d")) */
     CHECK(ds_eval_encode_pair(&lm, "a b", "c d", &c, &nc, &k, &nk) == 0);
-    nw = mock_encode(&m, " d", 2, &w);
+    nw = mock_encode(&m, " d", 2, 1, &w);
     CHECK(nc == 2 && nk == 1 && k[0] == w[0]);
     free(w); free(c); free(k);
     /* the continuation merges entirely into the context's last token: an error, not a crash */

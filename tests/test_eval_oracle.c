@@ -23,8 +23,9 @@ static int pos_loglik(void *ctx, ds_lm_request *reqs, int64_t n) {
     return 0;
 }
 
-static int64_t pos_encode(void *ctx, const char *s, size_t n, int32_t **ids) {
+static int64_t pos_encode(void *ctx, const char *s, size_t n, int add_special, int32_t **ids) {
     (void)ctx;
+    (void)add_special;
     *ids = malloc((n ? n : 1) * sizeof(int32_t));
     for (size_t i = 0; i < n; i++) (*ids)[i] = (unsigned char)s[i];
     return (int64_t)n;

@@ -52,9 +52,12 @@ typedef struct ds_lm {
     int (*generate)(void *ctx, const int32_t *ids, int64_t n, int64_t max_new,
                     ds_lm_stop_fn stop, void *user, int32_t *out, int64_t *n_out);
 
-    /* Tokenize UTF-8 text without adding special tokens (HF tokenizer.encode with no
-     * post-processor template applied).  *ids_out is malloc'd.  Returns the count or -1. */
-    int64_t (*encode)(void *ctx, const char *text, size_t len, int32_t **ids_out);
+    /* Tokenize UTF-8 text.  add_special = 1: as HF tokenizer.encode(text) by default, i.e.
+     * with the tokenizer's post-processor template (e.g. a BOS token), which is what lm-eval's
+     * HFLM.tok_encode does for contexts, pairs, rolling documents and prompts; add_special =
+     * 0: no special tokens (lm-eval's continuation of an empty context).  *ids_out is
+     * malloc'd.  Returns the count or -1. */
+    int64_t (*encode)(void *ctx, const char *text, size_t len, int add_special, int32_t **ids_out);
 
     /* Decode ids to UTF-8 text (special tokens skipped, invalid bytes as U+FFFD).
      * *text_out is malloc'd and NUL-terminated.  Returns its length or -1. */

@@ -57,11 +57,13 @@ int64_t ds_rolling_windows(int64_t n, int64_t max_len, int64_t stride, ds_window
 }
 
 /* ---- pair encoding -------------------------------------------------------------- */
-static int64_t enc(const ds_lm *lm, const char *s, size_t n, int32_t **ids) {
-    int64_t k = lm->encode(lm->ctx, s, n, ids);
+static int64_t enc_special(const ds_lm *lm, const char *s, size_t n, int add_special, int32_t **ids) {
+    int64_t k = lm->encode(lm->ctx, s, n, add_special, ids);
     if (k < 0) return -1;
     return k;
 }
+/* as lm-eval's tok_encode(string): the tokenizer's default special tokens */
+static int64_t enc(const ds_lm *lm, const char *s, size_t n, int32_t **ids) { return enc_special(lm, s, n, 1, ids); }
 
 int ds_eval_encode_pair(const ds_lm *lm, const char *ctx, const char *cont,
                         int32_t **ctx_ids, int64_t *n_ctx, int32_t **cont_ids, int64_t *n_cont) {
@@ -69,7 +71,7 @@ int ds_eval_encode_pair(const ds_lm *lm, const char *ctx, const char *cont,
     size_t lc = strlen(ctx), ln = strlen(cont);
     if (lc == 0) {
         int32_t *c;
-        int64_t k = enc(lm, cont, ln, &c);
+        int64_t k = enc_special(lm, cont, ln, 0, &c); /* lm-eval: add_special_tokens=False */
         if (k < 0) return -1;
         if (k == 0) { free(c); return ds_err("empty continuation"); }
         if (lm->prefix_id < 0) { free(c); return ds_err("empty context and the model has no BOS/EOS token"); }
