@@ -683,3 +683,34 @@ TEST(cli_eval_bad_input_one_line_no_output) {
     rc = ds_test_sh(out, sizeof out, "%s eval --model builtin:uniform-bytes --task mc:/no/such.jsonl", dsv3_bin());
     CHECK(rc == 1 && strstr(out, "/no/such.jsonl"));
 }
+
+/* ---- the logits adaptor --------------------------------------------------------------------- */
+/* logits = log of a known distribution + a per-row shift (log_softmax must remove it):
+ * p(v | position i) proportional to 1 + ((v + i) % 3), vocabulary 6 */
+static int table_logits(void *user, const int32_t *ids, int64_t n, float *logits) {
+    (void)user; (void)ids;
+    for (int64_t i = 0; i < n; i++)
+        for (int v = 0; v < 6; v++) logits[i * 6 + v] = (float)(log(1.0 + (double)((v + i) % 3)) + 10.0 * (double)i);
+    return 0;
+}
+
+TEST(loglik_from_logits_is_log_softmax) {
+    int32_t ctx[3] = {1, 2, 3}, cont[3] = {1, 4, 0};
+    float lp[3];
+    uint8_t gr[3];
+    ds_lm_request q = {ctx, 3, cont, 3, lp, gr};
+    CHECK(ds_lm_loglik_from_logits(table_logits, NULL, 6, &q, 1) == 0);
+    /* cont[j] is predicted by row 2 + j; normalizer sum_v 1 + ((v + i) % 3) = 12 for every row */
+    for (int j = 0; j < 3; j++) {
+        int i = 2 + j, t = cont[j];
+        /* logits near 40 are stored in float: each within 2e-6 (half an ulp), hence 1e-5 */
+        CHECK_NEAR(lp[j], log((1.0 + (double)((t + i) % 3)) / 12.0), 1e-5);
+        /* argmax: the first v with (v + i) % 3 == 2 */
+        int am = (2 - i % 3 + 3) % 3;
+        CHECK(gr[j] == (t == am));
+    }
+    int32_t bad[1] = {9};
+    ds_lm_request b = {ctx, 3, bad, 1, lp, gr};
+    CHECK(ds_lm_loglik_from_logits(table_logits, NULL, 6, &b, 1) != 0);
+    CHECK(strstr(ds_errmsg(), "outside the vocabulary") != NULL);
+}

@@ -66,6 +66,12 @@ typedef struct ds_lm {
     void (*free)(void *ctx); // optional
 } ds_lm;
 
+/* Logits of a sequence: writes (n, vocab) logits for ids[0..n), row i scoring ids[i + 1].
+ * Returns 0, or -1 with ds_err set. */
+typedef int (*ds_logits_fn)(void *user, const int32_t *ids, int64_t n, float *logits);
+/* A loglik callback body for a model that only offers ds_logits_fn (lm_logits.c). */
+int ds_lm_loglik_from_logits(ds_logits_fn fn, void *user, int64_t vocab, ds_lm_request *reqs, int64_t n);
+
 /* A byte-level uniform model: encode = UTF-8 bytes (ids 0..255), every token has
  * log-probability -ln(256), so bits-per-byte is exactly 8 (ids tie: greedy is 1 for
  * id 0 only).  A reference point, and the model `--model builtin:uniform-bytes`. */
