@@ -111,7 +111,7 @@ const ds_metric *ds_result_metric(const ds_task_result *r, const char *name);
 
 void ds_eval_print_table(FILE *f, const ds_task *tasks, const ds_task_result *res, int n);
 /* results JSON, written atomically */
-int ds_eval_write_json(const char *path, const char *model, const ds_eval_opts *o,
+int ds_eval_write_json(const char *path, const ds_lm *lm, const char *model, const ds_eval_opts *o,
                        const ds_task *tasks, const ds_task_result *res, int n);
 
 /* ---- pieces with their own tests ----------------------------------------- */

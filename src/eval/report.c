@@ -41,7 +41,7 @@ static cJSON *num_or_null(double v, int ok) {
     return ok && isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
 }
 
-int ds_eval_write_json(const char *path, const char *model, const ds_eval_opts *o,
+int ds_eval_write_json(const char *path, const ds_lm *lm, const char *model, const ds_eval_opts *o,
                        const ds_task *tasks, const ds_task_result *res, int n) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "dsv3_version", DS_VERSION);
@@ -49,6 +49,8 @@ int ds_eval_write_json(const char *path, const char *model, const ds_eval_opts *
     cJSON *cfg = cJSON_AddObjectToObject(root, "config");
     cJSON_AddNumberToObject(cfg, "limit", (double)o->limit);
     cJSON_AddNumberToObject(cfg, "batch", (double)o->batch);
+    cJSON_AddNumberToObject(cfg, "max_length", (double)lm->max_length);
+    cJSON_AddNumberToObject(cfg, "prefix_id", (double)lm->prefix_id);
     cJSON *all = cJSON_AddObjectToObject(root, "results");
     for (int i = 0; i < n; i++) {
         cJSON *t = cJSON_CreateObject();
