@@ -14,7 +14,15 @@
 /* Bind a model folder (config.json + safetensors + tokenizer.json) to a ds_lm.
  * max_length > 0 overrides the context window (default: config max_position_embeddings).
  * This is the one place that connects the model and tokenizer layers to evaluation;
- * until they are merged it reports that it is not available. */
+ * until they are merged it reports that it is not available.  To fill in:
+ *   lm->ctx        the loaded model + tokenizer (freed by lm->free)
+ *   lm->loglik     ds_lm_loglik_from_logits(forward, ...) or a KV-cached version that runs a
+ *                  shared context once (requests with the same ctx pointer are consecutive)
+ *   lm->generate   greedy decoding with the KV cache, stopping on eos_id or stop()
+ *   lm->encode     tokenizer.encode(text) with the template when add_special (lm-eval's
+ *                  tok_encode), without it otherwise; lm->decode skips special tokens
+ *   lm->prefix_id  BOS, else EOS (lm-eval's prefix_token_id); lm->eos_id
+ * tests/test_eval_parity.c then compares it with lm-eval on tests/fixtures/eval/model. */
 static int eval_bind_model(const char *dir, int64_t max_length, ds_lm *lm) {
     if (!strcmp(dir, "builtin:uniform-bytes")) {
         ds_lm_uniform_bytes(lm, max_length);
@@ -103,7 +111,7 @@ static int run_eval(int argc, char **argv) {
         have_af = 0;
         if (ds_afile_commit(&af)) goto done;
     }
-    if (out && ds_eval_write_json(out, model, &o, tasks, res, n)) goto done;
+    if (out && ds_eval_write_json(out, &lm, model, &o, tasks, res, n)) goto done;
     rc = 0;
 done:
     if (rc) ds_cli_fail("eval");
