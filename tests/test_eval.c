@@ -714,3 +714,36 @@ TEST(loglik_from_logits_is_log_softmax) {
     CHECK(ds_lm_loglik_from_logits(table_logits, NULL, 6, &b, 1) != 0);
     CHECK(strstr(ds_errmsg(), "outside the vocabulary") != NULL);
 }
+
+TEST(context_options_and_context_continuation_rows) {
+    /* context_options (WinoGrande-style): one continuation after each context; acc only.
+     * Copy model: the context that makes " sat" a repetition wins. */
+    ds_lm lm;
+    mock m;
+    mock_lm(&lm, &m, M_COPY, 256);
+    ds_eval_opts o;
+    ds_eval_opts_default(&o);
+    ds_task t;
+    ds_task_result r;
+    const char *f = "{\"context_options\": [\"the dog ran. the dog\", \"the cat sat. the cat\"], \"continuation\": \"sat.\", \"gold\": 1}\n";
+    CHECK(task_from(&t, "mc:w.jsonl", f, &o) == 0);
+    CHECK(t.multi_ctx == 1 && t.docs[0].n == 2 && !strcmp(t.docs[0].cont[0], " sat."));
+    CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
+    CHECK(metric(&r, "acc") == 1.0);
+    CHECK(ds_result_metric(&r, "acc_norm") == NULL);
+    ds_task_result_free(&r, 0);
+    ds_task_free(&t);
+    /* a query/choices row after context_options rows is refused */
+    const char *mixed = "{\"context_options\": [\"a\", \"b\"], \"continuation\": \"c\", \"gold\": 0}\n"
+                        "{\"query\": \"q\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n";
+    CHECK(task_from(&t, "mc:w.jsonl", mixed, &o) != 0);
+    CHECK(strstr(ds_errmsg(), "w.jsonl:2: a query/choices row in a context_options file") != NULL);
+    ds_task_free(&t);
+    /* context + continuation rows in an mc: file are the language-modelling format (ll) */
+    CHECK(task_from(&t, "mc:l.jsonl", "{\"context\": \"abc abc ab\", \"continuation\": \"c\"}\n", &o) == 0);
+    CHECK(t.kind == DS_TASK_LL);
+    CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
+    CHECK(ds_result_metric(&r, "perplexity") != NULL);
+    ds_task_result_free(&r, 0);
+    ds_task_free(&t);
+}

@@ -58,7 +58,7 @@ static int run_eval(int argc, char **argv) {
         {"--model", DS_OPT_STR, &model, "DIR  model folder (or builtin:uniform-bytes)"},
         {"--task", DS_OPT_MULTI, &specs, "SPEC...  tasks to run (repeatable)"},
         {"--limit", DS_OPT_INT, &limit, "N  first N examples of each task (default: all)"},
-        {"--batch", DS_OPT_INT, &batch, "B  requests per model call (default 1)"},
+        {"--batch", DS_OPT_INT, &batch, "B  requests per model call (default 1; a document's choices always go in one call)"},
         {"--out", DS_OPT_STR, &out, "FILE  results JSON (every metric and its stderr)"},
         {"--samples", DS_OPT_STR, &samples, "FILE  per-example results, JSONL"},
         {"--max-length", DS_OPT_INT, &max_length, "N  context window in tokens (default: the model's)"},
