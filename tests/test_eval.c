@@ -160,7 +160,7 @@ TEST(uniform_bytes_bpb_is_8) {
     CHECK(t.docs[0].bytes == 101 && t.docs[1].bytes == 34);
     CHECK(t.docs[0].words == 24 && t.docs[1].words == 7);
     CHECK_NEAR(log(metric(&r, "word_perplexity")), bytes * log(256.0) / words, 1e-5);
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
 }
 
@@ -242,7 +242,7 @@ TEST(rolling_requests_cover_every_token_once) {
     CHECK(m.rec[2].n_ctx == 5 && m.rec[2].tok[0] == 'L' && m.rec[2].n_cont == 4 && m.rec[2].tok[5] == 'Q');
     CHECK(m.calls == 2); /* batch 2: windows {0,1}, {2} */
     CHECK_NEAR(r.docs[0].ll[0], -20.0, 1e-9);
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
 }
 
@@ -277,7 +277,7 @@ TEST(acc_acc_norm_acc_bytes_selection) {
     CHECK_NEAR(metric(&r, "acc_bytes"), 1.0 / 3, 1e-12);
     /* sample stderr of {1,0,0}: sqrt(((2/3)^2 + 2 (1/3)^2) / 2) / sqrt(3) = 1/3 */
     CHECK_NEAR(ds_result_metric(&r, "acc")->stderr_, 1.0 / 3, 1e-12);
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
 }
 
@@ -302,7 +302,7 @@ TEST(copy_model_answers_hand_built_tasks) {
     /* " mat": ' ' follows "the" again (p 0.9), 'm','a','t' copied (0.9 each) */
     CHECK_NEAR(r.docs[0].ll[1], 4 * log(0.9), 1e-5);
     CHECK(m.calls == 2); /* batch 5: documents {0, 1} (3 + 2 requests), then {2} (4) */
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
 
     /* LAMBADA-style: perplexity exp(-mean ll) and acc = whole target greedy */
@@ -324,7 +324,7 @@ TEST(copy_model_answers_hand_built_tasks) {
     CHECK_NEAR(r.docs[0].ll[0], want[0], 1e-4);
     CHECK_NEAR(r.docs[1].ll[0], want[1], 1e-4);
     CHECK_NEAR(metric(&r, "perplexity"), exp(-(want[0] + want[1]) / 2), 1e-3 * exp(-(want[0] + want[1]) / 2));
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
 }
 
@@ -348,7 +348,7 @@ TEST(generation_stop_sequences_and_last_number) {
     CHECK(r.docs[1].correct == 0);
     CHECK(r.docs[2].correct == 0);
     CHECK_NEAR(metric(&r, "exact_match"), 1.0 / 3, 1e-12);
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
     /* LAMBADA by generation: the copy model continues "... blue." with " blue."; the first word
      * without its punctuation is the target */
@@ -358,7 +358,7 @@ TEST(generation_stop_sequences_and_last_number) {
     CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
     CHECK(r.docs[0].extracted && !strcmp(r.docs[0].extracted, "blue"));
     CHECK(r.docs[0].correct == 1 && r.docs[1].correct == 0);
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
     char *w = ds_extract_first_word("  signs, he said"), *e = ds_extract_first_word(" \n ");
     CHECK(!strcmp(w, "signs") && !strcmp(e, ""));
@@ -418,14 +418,14 @@ TEST(left_truncation_and_shared_context) {
     CHECK(m.nrec == 2);
     CHECK(m.rec[0].n_ctx == 6 && m.rec[0].tok[0] == '4' && m.rec[0].n_cont == 3 && m.rec[0].tok[6] == ' ');
     CHECK(m.rec[0].ctx_ptr == m.rec[1].ctx_ptr); /* one context for both choices */
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
     /* a continuation longer than the window is an error naming the line */
     f = "\n{\"query\": \"q\", \"choices\": [\"abcdefghijkl\", \"z\"], \"gold\": 0}\n";
     CHECK(task_from(&t, "mc:mem.jsonl", f, &o) == 0);
     CHECK(ds_task_run(&t, &lm, &o, NULL, &r) != 0);
     CHECK_MSG(strstr(ds_errmsg(), "mem.jsonl:2: choice 0: continuation of 13 tokens") != NULL, "%s", ds_errmsg());
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
 }
 
@@ -456,8 +456,8 @@ TEST(results_do_not_depend_on_batch) {
     CHECK(strncmp(t1.docs[0].ctx[0], "Question: ", 10) == 0);
     CHECK(strlen(t1.docs[0].ctx[0]) > 8 && !strcmp(t1.docs[0].ctx[0] + strlen(t1.docs[0].ctx[0]) - 8, "\nAnswer:"));
     CHECK(t1.docs[0].cont[0][0] == ' ');
-    ds_task_result_free(&r1, 0);
-    ds_task_result_free(&r2, 0);
+    ds_task_result_free(&r1);
+    ds_task_result_free(&r2);
     ds_task_free(&t1);
     ds_task_free(&t2);
 }
@@ -731,7 +731,7 @@ TEST(context_options_and_context_continuation_rows) {
     CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
     CHECK(metric(&r, "acc") == 1.0);
     CHECK(ds_result_metric(&r, "acc_norm") == NULL);
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
     /* a query/choices row after context_options rows is refused */
     const char *mixed = "{\"context_options\": [\"a\", \"b\"], \"continuation\": \"c\", \"gold\": 0}\n"
@@ -744,6 +744,6 @@ TEST(context_options_and_context_continuation_rows) {
     CHECK(t.kind == DS_TASK_LL);
     CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
     CHECK(ds_result_metric(&r, "perplexity") != NULL);
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
 }

@@ -99,7 +99,7 @@ static void check_task(const cJSON *oracle, const char *key, const char *spec) {
         if (cJSON_IsNumber(cJSON_GetObjectItem(m, "stderr")))
             CHECK_NEAR(x->stderr_, num(m, "stderr"), 1e-12);
     }
-    ds_task_result_free(&r, 0);
+    ds_task_result_free(&r);
     ds_task_free(&t);
 }
 

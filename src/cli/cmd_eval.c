@@ -116,7 +116,7 @@ static int run_eval(int argc, char **argv) {
 done:
     if (rc) ds_cli_fail("eval");
     if (have_af) ds_afile_abort(&af);
-    for (int i = 0; i < ran; i++) ds_task_result_free(&res[i], 0);
+    for (int i = 0; i < ran; i++) ds_task_result_free(&res[i]);
     for (int i = 0; i < loaded; i++) ds_task_free(&tasks[i]);
     if (lm.free) lm.free(lm.ctx);
     free(res);

@@ -106,7 +106,7 @@ void ds_task_free(ds_task *t);
 /* Score every document; fills r.  samples (or NULL) gets one JSON line per document. */
 int ds_task_run(const ds_task *t, const ds_lm *lm, const ds_eval_opts *o, FILE *samples,
                 ds_task_result *r);
-void ds_task_result_free(ds_task_result *r, int64_t n_opts_unused);
+void ds_task_result_free(ds_task_result *r);
 const ds_metric *ds_result_metric(const ds_task_result *r, const char *name);
 
 void ds_eval_print_table(FILE *f, const ds_task *tasks, const ds_task_result *res, int n);

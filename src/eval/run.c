@@ -481,8 +481,7 @@ int ds_task_run(const ds_task *t, const ds_lm *lm, const ds_eval_opts *o, FILE *
     return 0;
 }
 
-void ds_task_result_free(ds_task_result *r, int64_t unused) {
-    (void)unused;
+void ds_task_result_free(ds_task_result *r) {
     if (r->docs)
         for (int64_t i = 0; i < r->n; i++) {
             free(r->docs[i].ll);
