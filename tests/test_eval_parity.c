@@ -10,9 +10,13 @@
  * relative 1e-4.
  *
  * Until the model and tokenizer are bound to ds_lm (src/cli/cmd_eval.c, eval_bind_model),
- * `dsv3 eval --model DIR` reports "not available" and this test SKIPs. */
+ * `dsv3 eval --model DIR` reports "not available" and that test SKIPs.  Meanwhile
+ * eval_parity_replay drives the whole pipeline with a replay of what a correct binding
+ * answers (tests/fixtures/eval/replay.json: tokenizer.encode of each string, per-position
+ * log-probabilities from the model in transformers, greedy continuations, decodes). */
 #include "test.h"
 #include "base/base.h"
+#include "eval/eval.h"
 
 #include <cJSON.h>
 
@@ -229,5 +233,185 @@ TEST(eval_parity_with_lm_eval_harness) {
     if (res) CHECK(compare(fix, samples, ns, res, 1) == 0);
     cJSON_Delete(res);
     for (int i = 0; i < ns; i++) cJSON_Delete(samples[i]);
+    cJSON_Delete(fix);
+}
+
+/* ---- the replay model ------------------------------------------------------------------- */
+typedef struct {
+    cJSON *root;
+    int n_enc, n_seq, n_dec, n_gen;
+    const cJSON **enc, **seq, **dec, **gen; /* [key, value...] entries */
+} replay;
+
+static int ids_equal(const cJSON *arr, const int32_t *ids, int64_t n) {
+    if (cJSON_GetArraySize(arr) != n) return 0;
+    int64_t i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, arr) if ((int32_t)v->valuedouble != ids[i++]) return 0;
+    return 1;
+}
+
+static const cJSON *find_ids(const cJSON **list, int n, const int32_t *ids, int64_t len) {
+    for (int i = 0; i < n; i++)
+        if (ids_equal(cJSON_GetArrayItem(list[i], 0), ids, len)) return list[i];
+    return NULL;
+}
+
+static int32_t *ids_of(const cJSON *arr, int64_t *n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t *ids = malloc((size_t)(*n ? *n : 1) * sizeof *ids);
+    int64_t i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, arr) ids[i++] = (int32_t)v->valuedouble;
+    return ids;
+}
+
+static int replay_loglik(void *ctx, ds_lm_request *reqs, int64_t n) {
+    replay *r = ctx;
+    for (int64_t q = 0; q < n; q++) {
+        int64_t T = reqs[q].n_ctx + reqs[q].n_cont;
+        int32_t *full = malloc((size_t)T * sizeof *full);
+        memcpy(full, reqs[q].ctx, (size_t)reqs[q].n_ctx * sizeof *full);
+        memcpy(full + reqs[q].n_ctx, reqs[q].cont, (size_t)reqs[q].n_cont * sizeof *full);
+        const cJSON *e = find_ids(r->seq, r->n_seq, full, T);
+        free(full);
+        if (!e) return ds_err("replay: lm-eval never scored this sequence (%lld tokens)", (long long)T);
+        const char *lp = cJSON_GetArrayItem(e, 1)->valuestring, *gr = cJSON_GetArrayItem(e, 2)->valuestring;
+        char *p = (char *)lp;
+        for (int64_t i = 0; i < reqs[q].n_ctx - 1; i++) strtod(p, &p);
+        for (int64_t j = 0; j < reqs[q].n_cont; j++) {
+            reqs[q].logprobs[j] = (float)strtod(p, &p);
+            reqs[q].greedy[j] = gr[reqs[q].n_ctx - 1 + j] == '1';
+        }
+    }
+    return 0;
+}
+
+static int64_t replay_encode(void *ctx, const char *s, size_t n, int add_special, int32_t **ids) {
+    replay *r = ctx;
+    (void)add_special; /* the fixture tokenizer has no template */
+    for (int i = 0; i < r->n_enc; i++) {
+        const char *t = cJSON_GetArrayItem(r->enc[i], 0)->valuestring;
+        if (strlen(t) == n && !memcmp(t, s, n)) {
+            int64_t k;
+            *ids = ids_of(cJSON_GetArrayItem(r->enc[i], 1), &k);
+            return k;
+        }
+    }
+    *ids = NULL;
+    return ds_err("replay: lm-eval never encoded '%.60s'", s);
+}
+
+static int64_t replay_decode(void *ctx, const int32_t *ids, int64_t n, char **text) {
+    replay *r = ctx;
+    const cJSON *e = find_ids(r->dec, r->n_dec, ids, n);
+    *text = NULL;
+    if (!e) return ds_err("replay: no decode of %lld tokens", (long long)n);
+    *text = ds_strdup(cJSON_GetArrayItem(e, 1)->valuestring);
+    return (int64_t)strlen(*text);
+}
+
+static int replay_generate(void *ctx, const int32_t *ids, int64_t n, int64_t max_new, ds_lm_stop_fn stop, void *user,
+                           int32_t *out, int64_t *n_out) {
+    replay *r = ctx;
+    const cJSON *e = find_ids(r->gen, r->n_gen, ids, n);
+    if (!e) return ds_err("replay: lm-eval never generated after this prompt (%lld tokens)", (long long)n);
+    int64_t k;
+    int32_t *g = ids_of(cJSON_GetArrayItem(e, 1), &k);
+    *n_out = 0;
+    for (int64_t i = 0; i < k && i < max_new; i++) {
+        out[(*n_out)++] = g[i];
+        if (stop(user, out, *n_out)) break;
+    }
+    free(g);
+    return 0;
+}
+
+static int replay_load(replay *r, const char *path) {
+    memset(r, 0, sizeof *r);
+    r->root = load_json(path);
+    if (!r->root) return -1;
+    static const char *keys[4] = {"encode", "seq", "decode", "generate"};
+    const cJSON ***lists[4] = {&r->enc, &r->seq, &r->dec, &r->gen};
+    int *counts[4] = {&r->n_enc, &r->n_seq, &r->n_dec, &r->n_gen};
+    for (int k = 0; k < 4; k++) {
+        const cJSON *a = cJSON_GetObjectItem(r->root, keys[k]), *e;
+        *counts[k] = cJSON_GetArraySize(a);
+        *lists[k] = malloc((size_t)(*counts[k] + 1) * sizeof **lists[k]);
+        int i = 0;
+        cJSON_ArrayForEach(e, a)(*lists[k])[i++] = e;
+    }
+    return 0;
+}
+
+static void replay_free(replay *r) {
+    free(r->enc); free(r->seq); free(r->dec); free(r->gen);
+    cJSON_Delete(r->root);
+}
+
+TEST(eval_parity_replay) {
+    if (!ds_test_shared("data/llm_foundry_icl/piqa.jsonl") || !ds_test_shared("data/hellaswag/hellaswag_val_full.txt") ||
+        !ds_test_shared("data/wikitext2/wiki.test.raw"))
+        SKIP("../shared/data (llm_foundry_icl, hellaswag, wikitext2) not found");
+    cJSON *fix = load_json(FIX "/scores.json");
+    replay rp;
+    CHECK(fix != NULL);
+    CHECK(replay_load(&rp, FIX "/replay.json") == 0);
+    TEST_RETURN_IF_FAILED();
+    ds_lm lm = {0};
+    lm.ctx = &rp;
+    lm.name = "replay";
+    lm.max_length = (int64_t)num(rp.root, "max_length");
+    lm.prefix_id = (int32_t)num(rp.root, "prefix_id");
+    lm.eos_id = 0;
+    lm.loglik = replay_loglik;
+    lm.generate = replay_generate;
+    lm.encode = replay_encode;
+    lm.decode = replay_decode;
+    ds_eval_opts o;
+    ds_eval_opts_default(&o);
+    o.limit = (int64_t)num(fix, "limit");
+    o.batch = 3;
+    char dd[1024];
+    snprintf(dd, sizeof dd, "%s", ds_test_shared("data"));
+    o.data_dir = dd;
+    static const char *specs[] = {"piqa", "arc_easy", "hellaswag", "lambada", "wikitext2",
+                                  "mc:" FIX "/greedy_mc.jsonl#delim=,name=greedy_mc",
+                                  "gen:" FIX "/greedy_gen.jsonl#until=\\n,max_new=8,name=greedy_gen"};
+    enum { NT = sizeof specs / sizeof *specs };
+    ds_task tasks[NT];
+    ds_task_result res[NT];
+    memset(res, 0, sizeof res);
+    char sp[1024];
+    snprintf(sp, sizeof sp, "%s/samples.jsonl", ds_test_tmpdir());
+    FILE *f = fopen(sp, "w");
+    int n = 0;
+    for (; n < NT; n++) {
+        /* the fixture's slices: its limit, and its number of WikiText articles */
+        o.limit = !strcmp(specs[n], "wikitext2") ? (int64_t)num(cJSON_GetObjectItem(cJSON_GetObjectItem(fix, "tasks"), "wikitext2"), "n")
+                                                  : (int64_t)num(fix, "limit");
+        CHECK_MSG(ds_task_load(&tasks[n], specs[n], &o) == 0, "%s: %s", specs[n], ds_errmsg());
+        CHECK_MSG(ds_task_run(&tasks[n], &lm, &o, f, &res[n]) == 0, "%s: %s", specs[n], ds_errmsg());
+        if (ds_test_fails) { n++; break; }
+    }
+    fclose(f);
+    if (!ds_test_fails) {
+        char rp_path[1024];
+        snprintf(rp_path, sizeof rp_path, "%s/results.json", ds_test_tmpdir());
+        CHECK(ds_eval_write_json(rp_path, &lm, "replay", &o, tasks, res, n) == 0);
+        char *s = ds_read_file(sp, NULL);
+        static cJSON *samples[1024];
+        int ns = 0;
+        for (char *line = s ? strtok(s, "\n") : NULL; line && ns < 1024; line = strtok(NULL, "\n"))
+            samples[ns++] = cJSON_Parse(line);
+        free(s);
+        cJSON *rj = load_json(rp_path);
+        CHECK(rj != NULL && ns > 80);
+        if (rj) CHECK(compare(fix, samples, ns, rj, 1) == 0);
+        cJSON_Delete(rj);
+        for (int i = 0; i < ns; i++) cJSON_Delete(samples[i]);
+    }
+    for (int i = 0; i < n; i++) { ds_task_result_free(&res[i]); ds_task_free(&tasks[i]); }
+    replay_free(&rp);
     cJSON_Delete(fix);
 }

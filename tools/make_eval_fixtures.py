@@ -236,6 +236,7 @@ def main():
     from lm_eval.tasks.hellaswag.utils import preprocess as hs_preprocess
     from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer, process_results as wt_results
     import lm_eval
+    from lm_eval import utils as lm_utils
 
     torch.set_num_threads(2)
     model_dir = os.path.join(OUT, "model")
@@ -251,6 +252,33 @@ def main():
         inst = [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i) for i, p in enumerate(pairs)]
         return lm.loglikelihood(inst, disable_tqdm=True)
 
+    # replay: what a correct dsv3 binding of this model would answer, request by request
+    # (tokenizer.encode of every string dsv3 encodes, per-position log-probabilities and argmax
+    # flags of every scored sequence from the model in transformers, greedy continuations and
+    # decodes); tests/test_eval_parity.c drives the whole eval pipeline with it.
+    replay = {"encode": {}, "seq": {}, "decode": {}, "generate": {}}
+
+    def rec_encode(text):
+        replay["encode"][text] = lm.tok_encode(text)
+
+    def rec_seq(seq):
+        seq = list(seq)
+        if len(seq) < 2 or tuple(seq) in replay["seq"]:
+            return
+        with torch.no_grad():
+            logits = model(torch.tensor([seq[:-1]])).logits[0].float()
+        lsm = torch.log_softmax(logits, dim=-1)
+        tgt = torch.tensor(seq[1:])
+        lp = lsm.gather(1, tgt[:, None])[:, 0].tolist()
+        gr = (logits.argmax(dim=-1) == tgt).tolist()
+        replay["seq"][tuple(seq)] = (lp, gr)
+
+    def rec_pair(ctx, cont):
+        rec_encode(ctx.rstrip())
+        rec_encode(ctx + cont)
+        c, k = encode_pair(ctx, cont)
+        rec_seq((c + k)[-(MAX_LENGTH + 1):])
+
     def encode_pair(ctx, cont):
         if ctx == "":
             c = lm.tok_encode(cont, add_special_tokens=False)
@@ -261,6 +289,8 @@ def main():
         """docs: list of (context, [choice strings], gold); continuation = delim + choice (target_delimiter)."""
         examples, accs, norms, bytess = [], [], [], []
         for ctx, choices, gold in docs:
+            for c in choices:
+                rec_pair(ctx, delim + c)
             res = ll_requests([(ctx, delim + c) for c in choices])
             lls = np.array([r[0] for r in res])
             completion_len = np.array([float(len(c)) for c in choices])
@@ -297,6 +327,8 @@ def main():
 
     # LAMBADA (OpenAI): loglikelihood(context, " " + last word); perplexity and acc (= is_greedy)
     rows = [json.loads(l) for l in open(os.path.join(icl, "lambada_openai.jsonl"), encoding="utf-8")][:args.limit]
+    for r in rows:
+        rec_pair(r["context"], " " + r["continuation"])
     res = ll_requests([(r["context"], " " + r["continuation"]) for r in rows])
     lls = [float(r[0]) for r in res]
     gr = [1.0 if r[1] else 0.0 for r in res]
@@ -312,6 +344,12 @@ def main():
     pages = wikitext_documents(raw)[:args.wikitext_docs]
     inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(wikitext_detokenizer({"page": p}),), idx=i)
             for i, p in enumerate(pages)]
+    for p in pages:
+        text = wikitext_detokenizer({"page": p})
+        rec_encode(text)
+        for a, b in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
+                token_list=lm.tok_encode(text), prefix_token=lm.prefix_token_id, max_seq_len=MAX_LENGTH, context_len=1)):
+            rec_seq(a + b)
     rl = lm.loglikelihood_rolling(inst, disable_tqdm=True)
     per = [wt_results({"page": p}, (l,)) for p, l in zip(pages, rl)]
     ntok = [len(lm.tok_encode(wikitext_detokenizer({"page": p}))) for p in pages]
@@ -390,6 +428,26 @@ def main():
     with open(os.path.join(OUT, "text_cases.json"), "w", encoding="utf-8") as f:
         json.dump({"tool": "tools/make_eval_fixtures.py", "wikitext_docs": len(wikitext_documents(raw)),
                    "wikitext_first": [wikitext_digest(p) for p in wikitext_documents(raw)[:5]], "cases": cases}, f, indent=1)
+
+    for r in gen_rows:
+        ids = lm.tok_encode(r["prompt"])[-(MAX_LENGTH - 8):]
+        rec_encode(r["prompt"])
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=0)
+        new = out[0, len(ids):].tolist()
+        if 0 in new:
+            new = new[:new.index(0)]
+        replay["generate"][tuple(ids)] = new
+        for k in range(len(new) + 1):
+            replay["decode"][tuple(new[:k])] = tok.decode(new[:k], skip_special_tokens=True)
+    with open(os.path.join(OUT, "replay.json"), "w", encoding="utf-8") as f:
+        json.dump({"tool": "tools/make_eval_fixtures.py", "max_length": MAX_LENGTH, "prefix_id": lm.prefix_token_id,
+                   "encode": [[t, ids] for t, ids in replay["encode"].items()],
+                   # per position i: log p(seq[i+1] | seq[:i+1]) as float32 in %.9g (exact), argmax flags as 0/1
+                   "seq": [[list(k), " ".join("%.9g" % x for x in v[0]), "".join("1" if g else "0" for g in v[1])]
+                           for k, v in replay["seq"].items()],
+                   "decode": [[list(k), v] for k, v in replay["decode"].items()],
+                   "generate": [[list(k), v] for k, v in replay["generate"].items()]}, f, separators=(",", ":"))
 
     with open(os.path.join(OUT, "scores.json"), "w", encoding="utf-8") as f:
         json.dump(fix, f, indent=1)
