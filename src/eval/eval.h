@@ -134,7 +134,6 @@ double ds_mean_stderr(const double *x, int64_t n);
 
 /* text helpers (UTF-8 in, malloc'd UTF-8 out) */
 int64_t ds_utf8_chars(const char *s, size_t n);     // Python len(str)
-int ds_utf8_valid(const char *s, size_t n, size_t *bad_at);
 int64_t ds_py_word_count(const char *s, size_t n);  // len(re.split(r"\s+", s))
 size_t ds_py_rstrip_len(const char *s, size_t n);   // len(s.rstrip())
 char *ds_hellaswag_preprocess(const char *s);

@@ -9,6 +9,7 @@
  * A bad row is reported as "PATH:LINE: what"; with on_error = skip it is reported as a
  * warning and left out, otherwise loading stops.
  */
+#include "io/json.h"
 #include "eval/eval.h"
 #include "base/base.h"
 
@@ -364,7 +365,7 @@ static int load_jsonl(ds_task *t, const char *buf, size_t len, const ds_eval_opt
         while (k < n && isspace((unsigned char)s[k])) k++;
         if (k == n) continue; /* blank line */
         size_t bad;
-        if (!ds_utf8_valid(s, n, &bad)) {
+        if (!ds_utf8_valid((const unsigned char *)s, n, &bad)) {
             ds_err("invalid UTF-8 at column %zu", bad + 1);
             if (bad_row(t, o, line)) return -1;
             continue;
@@ -385,7 +386,7 @@ static int load_jsonl(ds_task *t, const char *buf, size_t len, const ds_eval_opt
 /* HellaSwag in llama.cpp's 6-line format: "label: ctx", gold, four endings. */
 static int load_hellaswag(ds_task *t, const char *buf, size_t len, const ds_eval_opts *o) {
     size_t bad;
-    if (!ds_utf8_valid(buf, len, &bad)) return ds_err("%s: invalid UTF-8 at byte %zu", t->path, bad);
+    if (!ds_utf8_valid((const unsigned char *)buf, len, &bad)) return ds_err("%s: invalid UTF-8 at byte %zu", t->path, bad);
     int64_t line = 0;
     size_t p = 0;
     while (p < len && !full(t, o)) {
@@ -446,7 +447,7 @@ static int wikitext_heading(const char *s, size_t n) {
 
 static int load_text(ds_task *t, const char *buf, size_t len, const ds_eval_opts *o) {
     size_t bad;
-    if (!ds_utf8_valid(buf, len, &bad)) {
+    if (!ds_utf8_valid((const unsigned char *)buf, len, &bad)) {
         int64_t line = 1;
         for (size_t i = 0; i < bad; i++) line += buf[i] == '\n';
         return ds_err("%s: invalid UTF-8 at byte %zu (line %lld)", t->path, bad, (long long)line);

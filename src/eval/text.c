@@ -52,15 +52,6 @@ int64_t ds_utf8_chars(const char *s, size_t n) {
     return k;
 }
 
-int ds_utf8_valid(const char *s, size_t n, size_t *bad_at) {
-    uint32_t cp;
-    for (size_t i = 0; i < n;) {
-        int l = u8dec((const unsigned char *)s + i, n - i, &cp);
-        if (l < 0) { if (bad_at) *bad_at = i; return 0; }
-        i += (size_t)l;
-    }
-    return 1;
-}
 
 int64_t ds_py_word_count(const char *s, size_t n) {
     int64_t runs = 0;
