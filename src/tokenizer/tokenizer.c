@@ -120,11 +120,12 @@ void ds_pairmap_put(ds_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t n
 
 /* ---- string buffer / JSON writer --------------------------------------------------- */
 void ds_sbuf_put(ds_sbuf *b, const char *s, size_t n) {
+    if (!n && b->p) return;
     if (b->n + n + 1 > b->cap) {
         b->cap = (b->n + n + 1) * 2 + 256;
         b->p = ds_realloc(b->p, b->cap);
     }
-    memcpy(b->p + b->n, s, n);
+    if (n) memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = 0;
 }
@@ -299,6 +300,7 @@ void ds_ids_push(ds_ids *v, int32_t id) {
     v->ids[v->n++] = id;
 }
 static void ids_append(ds_ids *v, const int32_t *a, int64_t n) {
+    if (n <= 0) return;
     if (v->n + n > v->cap) {
         v->cap = (v->n + n) * 2 + 256;
         v->ids = ds_realloc(v->ids, (size_t)v->cap * sizeof *v->ids);
@@ -823,17 +825,22 @@ int ds_tokenizer_merge(const ds_tokenizer *t, int64_t i, const char **a, const c
 
 void ds_tokenizer_describe(const ds_tokenizer *t, char *buf, size_t cap) {
     static const char *bh[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
-    size_t o = 0;
-    buf[0] = 0;
-    for (int i = 0; i < t->nsteps && o < cap; i++) {
+    ds_sbuf b = {0};
+    ds_sbuf_put(&b, "", 0);
+    for (int i = 0; i < t->nsteps; i++) {
         const ds_pstep *st = &t->steps[i];
-        const char *sep = i ? " > " : "";
-        if (st->kind == DS_PS_PREFIX_SPACE) o += (size_t)snprintf(buf + o, cap - o, "%sPrefixSpace", sep);
-        else o += (size_t)snprintf(buf + o, cap - o, "%sSplit(%s %.60s%s, %s%s)", sep,
-                                   st->kind == DS_PS_SPLIT_REGEX ? "Regex" : "String", st->lit,
-                                   st->litlen > 60 ? "..." : "", bh[st->behavior], st->invert ? ", invert" : "");
+        if (i) ds_sbuf_puts(&b, " > ");
+        if (st->kind == DS_PS_PREFIX_SPACE) { ds_sbuf_puts(&b, "PrefixSpace"); continue; }
+        ds_sbuf_puts(&b, st->kind == DS_PS_SPLIT_REGEX ? "Split(Regex " : "Split(String ");
+        /* the pattern as a JSON string: control characters escaped, one line */
+        ds_sbuf_json_str(&b, st->lit, st->litlen);
+        ds_sbuf_puts(&b, ", ");
+        ds_sbuf_puts(&b, bh[st->behavior]);
+        ds_sbuf_puts(&b, st->invert ? ", invert)" : ")");
     }
-    if (t->byte_level && o < cap) snprintf(buf + o, cap - o, "%sByteLevel", o ? " > " : "");
+    if (t->byte_level) ds_sbuf_puts(&b, b.n ? " > ByteLevel" : "ByteLevel");
+    snprintf(buf, cap, "%s", b.p);
+    free(b.p);
 }
 
 /* ---- load ----------------------------------------------------------------------------------- */
