@@ -289,9 +289,10 @@ static ds_tokenizer *train_words(const wcount *wc, const ds_bpe_train_opts *o) {
         merges[nm][1] = b;
         nm++;
         if (nm > o->vocab_size) break; /* only with ids reused over and over */
-        ivec *pos = &T.pool[top.pos];
-        for (int64_t k = 0; k < pos->n; k++) {
-            int32_t wi = pos->v[k];
+        /* a copy: change() may grow the pool (this list itself is not written) */
+        ivec pos = T.pool[top.pos];
+        for (int64_t k = 0; k < pos.n; k++) {
+            int32_t wi = pos.v[k];
             int32_t *s = sym + woff[wi];
             int32_t n = wlen[wi];
             int64_t c = cnt[wi];

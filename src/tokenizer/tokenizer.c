@@ -685,7 +685,9 @@ int ds_tokenizer_encode_batch(const ds_tokenizer *t, int64_t ndocs, const char *
 int64_t ds_tokenizer_encode_parallel(const ds_tokenizer *t, const char *text, size_t len,
                                      const ds_encode_opts *o, ds_ids *out) {
     int nth = ds_threads();
-    const size_t target = 1 << 20;
+    /* about 8 chunks per thread, at least 64 KiB each */
+    size_t target = len / ((size_t)nth * 8);
+    if (target < (1u << 16)) target = 1u << 16;
     if (!t->chunk_safe || nth <= 1 || len < 2 * target || (o && o->add_special)) {
         return ds_tokenizer_encode_ex(t, text, len, o, out);
     }
