@@ -398,3 +398,46 @@ TEST(tokenizer_boundary_bias_split) {
     ds_ids_free(&a); ds_ids_free(&b); ds_ids_free(&c); ds_ids_free(&d);
     ds_tokenizer_free(t);
 }
+
+/* Other pre-tokenizer chains (Split String/Regex, all behaviors, invert, Digits,
+ * ByteLevel add_prefix_space/use_regex) and added-token flags (lstrip, rstrip,
+ * single_word, normalized): llama3_style.json patched, ids from tokenizers. */
+TEST(tokenizer_variants_match_hf) {
+    size_t n;
+    char *base = ds_read_file(FIX "llama3_style.json", &n), *vj = ds_read_file(FIX "cases_variants.json", &n);
+    CHECK(base && vj);
+    if (!base || !vj) { free(base); free(vj); return; }
+    cJSON *vars = cJSON_Parse(vj);
+    const cJSON *v;
+    cJSON_ArrayForEach(v, vars) {
+        const char *vname = cJSON_GetObjectItemCaseSensitive(v, "name")->valuestring;
+        cJSON *root = cJSON_Parse(base);
+        const cJSON *patch = cJSON_GetObjectItemCaseSensitive(v, "patch"), *p;
+        cJSON_ArrayForEach(p, patch) cJSON_ReplaceItemInObjectCaseSensitive(root, p->string, cJSON_Duplicate(p, 1));
+        char *js = cJSON_PrintUnformatted(root);
+        ds_tokenizer *t = ds_tokenizer_load_mem(js, strlen(js), vname);
+        CHECK_MSG(t != NULL, "%s: %s", vname, ds_errmsg());
+        int ok = 0, cnt = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(v, "cases")) {
+            if (!t) break;
+            const char *text = cJSON_GetObjectItemCaseSensitive(c, "text")->valuestring;
+            int32_t *ids;
+            int64_t m = ds_tokenizer_encode(t, text, strlen(text), 1, &ids);
+            char nm[160];
+            snprintf(nm, sizeof nm, "%s: %.40s", vname, text);
+            int same = m >= 0 && ids_equal("ids", nm, ids, m, cJSON_GetObjectItemCaseSensitive(c, "ids"));
+            CHECK(same);
+            ok += same;
+            cnt++;
+            free(ids);
+        }
+        fprintf(stderr, "  %s: %d/%d identical\n", vname, ok, cnt);
+        ds_tokenizer_free(t);
+        cJSON_free(js);
+        cJSON_Delete(root);
+    }
+    cJSON_Delete(vars);
+    free(base);
+    free(vj);
+}

@@ -12,6 +12,10 @@ Writes:
   cases_gpt2.json           ids of GPT-2 (tokenizers, from the cs336 vocab/merges) and tiktoken's
                             gpt2 encoding built from the same files (no download)
   cases_llama3_style.json   ids of llama3_style.json (without and with the BOS template)
+  cases_variants.json       llama3_style.json with other pre-tokenizer chains (Split String/Regex with
+                            every behavior and invert, Digits, ByteLevel add_prefix_space/use_regex)
+                            and added tokens with lstrip/rstrip/single_word/normalized: the
+                            patch ("pre_tokenizer", "added_tokens") and the ids of the short texts
   train_ts1000_gpt2.json    BpeTrainer merges: TinyShakespeare, vocab 1000, GPT-2 pre-tokenizer
   train_ts8000_dsv3.json    BpeTrainer merges: TinyShakespeare, vocab 8000, DeepSeek-V3 pre-tokenizer
 Each cases file: [{"name", "text" | ("file", "off", "len"), "ids", ["ids_special"]}].
@@ -217,6 +221,46 @@ def train_merges(pretok, vocab_size, files, specials):
     return {"vocab_size": vocab_size, "special_tokens": specials, "nvocab": len(m["vocab"]), "merges": merges}
 
 
+def variants(base_path):
+    from tokenizers import AddedToken
+    P = pre_tokenizers
+    chains = {
+        "string_merged_prev": P.Sequence([P.Split(" ", behavior="merged_with_previous"),
+                                          P.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "ws_merged_next_digits_prefix": P.Sequence([P.Split(Regex(r"\s+"), behavior="merged_with_next"),
+                                                    P.Digits(individual_digits=True),
+                                                    P.ByteLevel(add_prefix_space=True, use_regex=True)]),
+        "vowels_contiguous_invert": P.Sequence([P.Split(Regex("[aeiou]"), behavior="contiguous", invert=True),
+                                                P.Digits(individual_digits=False),
+                                                P.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "punct_removed_prefix": P.Sequence([P.Split(Regex(r"\p{P}"), behavior="removed"),
+                                            P.ByteLevel(add_prefix_space=True, use_regex=False)]),
+        "word_digit_eol": P.Sequence([P.Split(Regex(r"\w+|\d+| $"), behavior="isolated"),
+                                      P.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "string_isolated_invert": P.Sequence([P.Split("ab", behavior="isolated", invert=True),
+                                              P.ByteLevel(add_prefix_space=False, use_regex=True)]),
+        "bytelevel_only_prefix": P.ByteLevel(add_prefix_space=True, use_regex=True),
+    }
+    names = [n for n, _ in texts() if not n.startswith("codepoints") and not n.startswith("long")]
+    tx = dict(texts())
+    extra = ["<mask> x <mask>", "a [R]   b [R]\nc", "cat concat cat_ cat. (cat)", "the cat sat", "  <mask>lead",
+             "x<|end_of_text|>  y", "<mask><mask>[R][R]cat"]
+    out = []
+    for name, pre in chains.items():
+        tok = Tokenizer.from_file(base_path)
+        tok.pre_tokenizer = pre
+        out.append({"name": name, "patch": {"pre_tokenizer": json.loads(tok.to_str())["pre_tokenizer"]},
+                    "cases": [{"text": tx[n], "ids": tok.encode(tx[n], add_special_tokens=False).ids} for n in names]})
+    tok = Tokenizer.from_file(base_path)
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True)])
+    tok.add_tokens([AddedToken("[R]", rstrip=True, normalized=False), AddedToken("cat", single_word=True),
+                    AddedToken("the cat", normalized=True)])
+    d = json.loads(tok.to_str())
+    out.append({"name": "added_token_flags", "patch": {"added_tokens": d["added_tokens"]},
+                "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in extra + [tx[n] for n in names]]})
+    return out
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     # DeepSeek-V3
@@ -243,6 +287,7 @@ def main():
     print("wrote llama3_style.json", os.path.getsize(os.path.join(OUT, "llama3_style.json")))
     dump("cases_llama3_style.json", make_cases(lambda s: l3.encode(s, add_special_tokens=False).ids,
                                                lambda s: l3.encode(s, add_special_tokens=True).ids))
+    dump("cases_variants.json", variants(os.path.join(OUT, "llama3_style.json")))
     # trainer parity
     dump("train_ts1000_gpt2.json", train_merges(pre_tokenizers.ByteLevel(add_prefix_space=False), 1000, [TS], ["<|endoftext|>"]))
     dump("train_ts8000_dsv3.json", train_merges(dsv3_pretok(), 8000, [TS], ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"]))
