@@ -2,10 +2,11 @@
  * fuzz_tokenizer_encode.c — libFuzzer target for encode on arbitrary bytes
  * (invalid UTF-8 included) with the Llama-3-style fixture tokenizer, or
  * DeepSeek-V3's when ../shared is present: encode must not fail or crash, and
- * decode(encode(x)) must give x back byte for byte (also streamed).
+ * decode(encode(x)) must give x back byte for byte (also streamed).  NFC
+ * must not crash and must be idempotent.
  */
 #include "base/base.h"
-#include "tokenizer/tokenizer.h"
+#include "tokenizer/tok_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -39,5 +40,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (at + l != size || memcmp(p, data + at, l)) abort();
     free(back);
     ds_ids_free(&v);
+    size_t n1, n2;
+    char *a = ds_nfc((const char *)data, size, &n1);
+    char *b = ds_nfc(a, n1, &n2);
+    if (n1 != n2 || memcmp(a, b, n1)) abort();
+    free(a);
+    free(b);
     return 0;
 }

@@ -441,3 +441,35 @@ TEST(tokenizer_variants_match_hf) {
     free(base);
     free(vj);
 }
+
+/* NFC against Python's unicodedata (fixture): every character with a canonical
+ * decomposition, and random decomposed / reordered / Hangul strings. */
+TEST(tokenizer_nfc_matches_unicodedata) {
+    size_t n;
+    char *js = ds_read_file(FIX "nfc_cases.json", &n);
+    CHECK(js != NULL);
+    if (!js) return;
+    cJSON *arr = cJSON_Parse(js);
+    const cJSON *c;
+    int ok = 0, cnt = 0;
+    cJSON_ArrayForEach(c, arr) {
+        const char *in = cJSON_GetObjectItemCaseSensitive(c, "in")->valuestring;
+        const char *exp = cJSON_GetObjectItemCaseSensitive(c, "out")->valuestring;
+        size_t ol;
+        char *got = ds_nfc(in, strlen(in), &ol);
+        int same = ol == strlen(exp) && !memcmp(got, exp, ol);
+        CHECK_MSG(same || cnt - ok > 5, "NFC case %d differs ('%s' -> '%s', expected '%s')", cnt, in, got, exp);
+        ok += same;
+        cnt++;
+        free(got);
+    }
+    fprintf(stderr, "  %d/%d NFC cases identical\n", ok, cnt);
+    CHECK(ok == cnt && cnt > 1000);
+    /* invalid UTF-8 passes through */
+    size_t ol;
+    char *g = ds_nfc("a\xff" "e\xcc\x81\xe4", 6, &ol);
+    CHECK(ol == 5 && !memcmp(g, "a\xff\xc3\xa9\xe4", 5));
+    free(g);
+    cJSON_Delete(arr);
+    free(js);
+}

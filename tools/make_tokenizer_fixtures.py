@@ -16,6 +16,8 @@ Writes:
                             every behavior and invert, Digits, ByteLevel add_prefix_space/use_regex)
                             and added tokens with lstrip/rstrip/single_word/normalized: the
                             patch ("pre_tokenizer", "added_tokens") and the ids of the short texts
+  nfc_cases.json            NFC (Python unicodedata, Unicode 14) of decomposed/mixed strings and of
+                            every character with a canonical decomposition
   train_ts1000_gpt2.json    BpeTrainer merges: TinyShakespeare, vocab 1000, GPT-2 pre-tokenizer
   train_ts8000_dsv3.json    BpeTrainer merges: TinyShakespeare, vocab 8000, DeepSeek-V3 pre-tokenizer
 Each cases file: [{"name", "text" | ("file", "off", "len"), "ids", ["ids_special"]}].
@@ -221,6 +223,39 @@ def train_merges(pretok, vocab_size, files, specials):
     return {"vocab_size": vocab_size, "special_tokens": specials, "nvocab": len(m["vocab"]), "merges": merges}
 
 
+def nfc_strings():
+    """decomposed, precomposed, reordered and Hangul text for the NFC tests"""
+    rnd = random.Random(99)
+    marks = [c for c in range(0x300, 0x370)] + [0x1DC0, 0x20D0, 0x302A, 0x3099, 0x309A, 0x05B0, 0x0951, 0x093C]
+    bases = [ord(c) for c in "aeiouAEIOUnNcCsSzZyYkKwWgGhH"] + [0x3B1, 0x3B7, 0x3C9, 0x41, 0x304B, 0x30AB, 0x0915]
+    jamo = list(range(0x1100, 0x1113)) + list(range(0x1161, 0x1176)) + list(range(0x11A8, 0x11C3))
+    out = ["e\u0301", "\u00e9", "A\u030a\u0301", "\u1e9b\u0323", "\u0958\u0959", "\u212b\u2126",
+           "\u1100\u1161\u11a8 \uac00\u11a8", "q\u0307\u0323", "\u0344", "\u0f73\u0f75", "a\u0328\u0301\u0300\u0316",
+           "\u3071\u304b\u3099 \u30cf\u309a", "\u00c5\u0301x", "\ufb2c\u05bc", "i\u0307\u0301"]
+    for k in range(45):
+        sb = []
+        for _ in range(rnd.randint(5, 40)):
+            r = rnd.random()
+            if r < 0.35:
+                sb.append(chr(rnd.choice(bases)))
+            elif r < 0.65:
+                sb.append(chr(rnd.choice(marks)))
+            elif r < 0.8:
+                sb.append(chr(rnd.choice(jamo)))
+            elif r < 0.9:
+                sb.append(unicodedata.normalize("NFD", chr(rnd.choice([0xE9, 0x1EA5, 0xAC01, 0x1E0B, 0x212B, 0x3060]))))
+            else:
+                sb.append(" ")
+        out.append("".join(sb))
+    # every character that has a canonical decomposition, alone and decomposed
+    for cp in range(0xC0, 0x30000):
+        c = chr(cp)
+        if unicodedata.category(c) in ("Cn", "Cs") or not unicodedata.decomposition(c) or unicodedata.decomposition(c).startswith("<"):
+            continue
+        out.append(c + unicodedata.normalize("NFD", c) + "\u0301" + c)
+    return out
+
+
 def variants(base_path):
     from tokenizers import AddedToken
     P = pre_tokenizers
@@ -251,6 +286,15 @@ def variants(base_path):
         tok.pre_tokenizer = pre
         out.append({"name": name, "patch": {"pre_tokenizer": json.loads(tok.to_str())["pre_tokenizer"]},
                     "cases": [{"text": tx[n], "ids": tok.encode(tx[n], add_special_tokens=False).ids} for n in names]})
+    # NFC normalizer, on decomposed and mixed text
+    from tokenizers import normalizers
+    nfc_texts = nfc_strings()[:60]
+    for nname, norm in [("nfc", normalizers.NFC()), ("nfc_in_sequence", normalizers.Sequence([normalizers.NFC()]))]:
+        tok = Tokenizer.from_file(base_path)
+        tok.normalizer = norm
+        cs = [tx[n] for n in names] + nfc_texts
+        out.append({"name": nname, "patch": {"normalizer": json.loads(tok.to_str())["normalizer"]},
+                    "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in cs]})
     tok = Tokenizer.from_file(base_path)
     tok.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True)])
     tok.add_tokens([AddedToken("[R]", rstrip=True, normalized=False), AddedToken("cat", single_word=True),
@@ -288,6 +332,7 @@ def main():
     dump("cases_llama3_style.json", make_cases(lambda s: l3.encode(s, add_special_tokens=False).ids,
                                                lambda s: l3.encode(s, add_special_tokens=True).ids))
     dump("cases_variants.json", variants(os.path.join(OUT, "llama3_style.json")))
+    dump("nfc_cases.json", [{"in": t, "out": unicodedata.normalize("NFC", t)} for t in nfc_strings()])
     # trainer parity
     dump("train_ts1000_gpt2.json", train_merges(pre_tokenizers.ByteLevel(add_prefix_space=False), 1000, [TS], ["<|endoftext|>"]))
     dump("train_ts8000_dsv3.json", train_merges(dsv3_pretok(), 8000, [TS], ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"]))

@@ -619,8 +619,16 @@ static int split_added(enc_ctx *e, const ds_trie *tr, const char *s, size_t n, i
     return 0;
 }
 static int allow_special_of(const enc_ctx *e) { return e->o ? e->o->allow_special : 1; }
-static int encode_norm_added(enc_ctx *e, const char *s, size_t n) {
-    return split_added(e, &e->t->trie_norm, s, n, allow_special_of(e), encode_plain);
+/* a gap between raw-matched added tokens: normalize, match normalized added
+ * tokens, pre-tokenize the rest */
+static int encode_normalized(enc_ctx *e, const char *s, size_t n) {
+    const struct ds_tokenizer *t = e->t;
+    char *ns = NULL;
+    if (t->nfc) s = ns = ds_nfc(s, n, &n);
+    int rc = t->has_norm_added ? split_added(e, &t->trie_norm, s, n, allow_special_of(e), encode_plain)
+                               : encode_plain(e, s, n);
+    free(ns);
+    return rc;
 }
 
 int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t len,
@@ -633,9 +641,8 @@ int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t l
         if (t->has_template) ids_append(out, t->post_pre, t->npost_pre);
         else if (t->add_bos && t->bos >= 0) ds_ids_push(out, t->bos);
     }
-    int rc = t->nadded ? split_added(&e, &t->trie_raw, text, len, o ? o->allow_special : 1,
-                                     t->has_norm_added ? encode_norm_added : encode_plain)
-                       : encode_plain(&e, text, len);
+    int rc = t->nadded ? split_added(&e, &t->trie_raw, text, len, o ? o->allow_special : 1, encode_normalized)
+                       : encode_normalized(&e, text, len);
     if (rc) { out->n = before; return -1; }
     if (add) {
         if (t->has_template) ids_append(out, t->post_suf, t->npost_suf);
@@ -989,17 +996,24 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     t->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     t->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
 
-    /* normalizer: null, or an empty Sequence */
+    /* normalizer: null, NFC, or a Sequence of those */
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     if (norm && !cJSON_IsNull(norm)) {
         const cJSON *nt = cJSON_GetObjectItemCaseSensitive(norm, "type");
-        const cJSON *nl = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
         if (!cJSON_IsString(nt)) return ds_err("%s: normalizer.type: missing", name);
-        if (strcmp(nt->valuestring, "Sequence") || (nl && cJSON_GetArraySize(nl) > 0)) {
-            const cJSON *first = nl ? cJSON_GetArrayItem(nl, 0) : NULL;
-            const cJSON *ft = first ? cJSON_GetObjectItemCaseSensitive(first, "type") : NULL;
-            return ds_err("%s: normalizer '%s' is not supported (only none)", name,
-                          cJSON_IsString(ft) ? ft->valuestring : nt->valuestring);
+        if (!strcmp(nt->valuestring, "Sequence")) {
+            const cJSON *nl = cJSON_GetObjectItemCaseSensitive(norm, "normalizers"), *e;
+            if (!cJSON_IsArray(nl)) return ds_err("%s: normalizer.normalizers: missing", name);
+            cJSON_ArrayForEach(e, nl) {
+                const cJSON *et = cJSON_GetObjectItemCaseSensitive(e, "type");
+                if (!cJSON_IsString(et)) return ds_err("%s: normalizer.normalizers: type missing", name);
+                if (strcmp(et->valuestring, "NFC")) return ds_err("%s: normalizer '%s' is not supported (only NFC)", name, et->valuestring);
+                t->nfc = 1;
+            }
+        } else if (!strcmp(nt->valuestring, "NFC")) {
+            t->nfc = 1;
+        } else {
+            return ds_err("%s: normalizer '%s' is not supported (only NFC)", name, nt->valuestring);
         }
     }
     /* pre-tokenizer (sets byte_level) */
@@ -1144,8 +1158,8 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     t->nadded = na;
     for (int64_t k = 0; k < na; k++) {
         ds_added *a = &t->added[k];
-        /* non-special added tokens with normalized=true are matched on normalized text */
-        if (a->normalized && !a->special) { trie_add(&t->trie_norm, a->content, a->len, (int32_t)k); t->has_norm_added = 1; }
+        /* added tokens with normalized=true are matched on normalized text */
+        if (a->normalized) { trie_add(&t->trie_norm, a->content, a->len, (int32_t)k); t->has_norm_added = 1; }
         else trie_add(&t->trie_raw, a->content, a->len, (int32_t)k);
         ds_strmap_put(&t->vocab, a->content, a->len, a->id);
     }
