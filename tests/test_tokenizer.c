@@ -473,3 +473,46 @@ TEST(tokenizer_nfc_matches_unicodedata) {
     cJSON_Delete(arr);
     free(js);
 }
+
+/* Non-byte-level BPE with byte_fallback on (and off with unk + fuse_unk):
+ * whole tokenizer.json files from tokenizers, ids and (with fallback) round trip. */
+TEST(tokenizer_byte_fallback_matches_hf) {
+    size_t n;
+    char *js = ds_read_file(FIX "cases_byte_fallback.json", &n);
+    CHECK(js != NULL);
+    if (!js) return;
+    cJSON *vars = cJSON_Parse(js);
+    const cJSON *v;
+    cJSON_ArrayForEach(v, vars) {
+        const char *vname = cJSON_GetObjectItemCaseSensitive(v, "name")->valuestring;
+        char *tj = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(v, "tokenizer"));
+        ds_tokenizer *t = ds_tokenizer_load_mem(tj, strlen(tj), vname);
+        cJSON_free(tj);
+        CHECK_MSG(t != NULL, "%s: %s", vname, ds_errmsg());
+        if (!t) continue;
+        int ok = 0, cnt = 0, fallback = strstr(vname, "_on") != NULL;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(v, "cases")) {
+            const char *text = cJSON_GetObjectItemCaseSensitive(c, "text")->valuestring;
+            int32_t *ids;
+            int64_t m = ds_tokenizer_encode(t, text, strlen(text), 1, &ids);
+            char nm[160];
+            snprintf(nm, sizeof nm, "%s: %.40s", vname, text);
+            int same = m >= 0 && ids_equal("ids", nm, ids, m, cJSON_GetObjectItemCaseSensitive(c, "ids"));
+            CHECK(same);
+            ok += same;
+            cnt++;
+            if (fallback && m >= 0) {
+                size_t dl;
+                char *back = ds_tokenizer_decode(t, ids, m, 0, &dl);
+                CHECK_MSG(back && dl == strlen(text) && !memcmp(back, text, dl), "%s: round trip", nm);
+                free(back);
+            }
+            free(ids);
+        }
+        fprintf(stderr, "  %s: %d/%d identical\n", vname, ok, cnt);
+        ds_tokenizer_free(t);
+    }
+    cJSON_Delete(vars);
+    free(js);
+}

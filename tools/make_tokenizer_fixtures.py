@@ -16,6 +16,8 @@ Writes:
                             every behavior and invert, Digits, ByteLevel add_prefix_space/use_regex)
                             and added tokens with lstrip/rstrip/single_word/normalized: the
                             patch ("pre_tokenizer", "added_tokens") and the ids of the short texts
+  cases_byte_fallback.json  a non-byte-level BPE (chars, trained here) with <0xXX> tokens: byte_fallback
+                            on, and off with unk + fuse_unk; the whole tokenizer.json and ids
   nfc_cases.json            NFC (Python unicodedata, Unicode 14) of decomposed/mixed strings and of
                             every character with a canonical decomposition
   train_ts1000_gpt2.json    BpeTrainer merges: TinyShakespeare, vocab 1000, GPT-2 pre-tokenizer
@@ -305,6 +307,31 @@ def variants(base_path):
     return out
 
 
+def byte_fallback_tokenizers():
+    """non-byte-level BPE (chars as symbols) trained on TinyShakespeare with a small
+    alphabet, then given <0xXX> byte tokens: byte_fallback on, and off with an
+    unk token (fuse_unk on)"""
+    P = pre_tokenizers
+    base = Tokenizer(models.BPE(unk_token="<unk>"))
+    base.pre_tokenizer = P.Split(Regex(r"\s+|[^\s\w]+"), behavior="isolated")
+    tr = trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>"], limit_alphabet=40, show_progress=False)
+    base.train([TS], tr)
+    m = json.loads(base.to_str())["model"]
+    vocab = dict(m["vocab"])
+    for b in range(256):
+        vocab.setdefault("<0x%02X>" % b, len(vocab))
+    merges = [tuple(x) if isinstance(x, list) else tuple(x.split(" ")) for x in m["merges"]]
+    out = []
+    for name, bf, fuse in [("byte_fallback_on", True, False), ("byte_fallback_off_unk_fused", False, True)]:
+        tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=bf, fuse_unk=fuse))
+        tok.pre_tokenizer = base.pre_tokenizer
+        tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+        cs = [t for n, t in texts() if not n.startswith("codepoints") and not n.startswith("long")]
+        out.append({"name": name, "tokenizer": json.loads(tok.to_str()),
+                    "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in cs]})
+    return out
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     # DeepSeek-V3
@@ -332,6 +359,7 @@ def main():
     dump("cases_llama3_style.json", make_cases(lambda s: l3.encode(s, add_special_tokens=False).ids,
                                                lambda s: l3.encode(s, add_special_tokens=True).ids))
     dump("cases_variants.json", variants(os.path.join(OUT, "llama3_style.json")))
+    dump("cases_byte_fallback.json", byte_fallback_tokenizers())
     dump("nfc_cases.json", [{"in": t, "out": unicodedata.normalize("NFC", t)} for t in nfc_strings()])
     # trainer parity
     dump("train_ts1000_gpt2.json", train_merges(pre_tokenizers.ByteLevel(add_prefix_space=False), 1000, [TS], ["<|endoftext|>"]))

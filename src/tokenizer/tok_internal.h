@@ -89,6 +89,8 @@ typedef struct {
     int32_t *term;           /* node -> index into added[] or -1 */
     int64_t nnodes, cap;
     uint8_t first[256];      /* first byte can start a token */
+    int nfirst;              /* how many bytes can */
+    unsigned char first_byte;
 } ds_trie;
 
 struct ds_tokenizer {

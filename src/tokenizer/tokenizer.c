@@ -218,6 +218,7 @@ static int32_t trie_child(const ds_trie *tr, int32_t node, unsigned char c) {
 }
 static void trie_add(ds_trie *tr, const char *s, size_t n, int32_t idx) {
     int32_t node = 0;
+    if (!tr->first[(unsigned char)s[0]]) { tr->nfirst++; tr->first_byte = (unsigned char)s[0]; }
     tr->first[(unsigned char)s[0]] = 1;
     for (size_t i = 0; i < n; i++) {
         int32_t ch = trie_child(tr, node, (unsigned char)s[i]);
@@ -418,7 +419,7 @@ int64_t ds_bpe_merge_word(const struct ds_tokenizer *t, int32_t *sym, int64_t n)
 }
 
 /* ---- per-thread pre-token cache ------------------------------------------------------ */
-#define CACHE_SLOTS (1u << 16)
+#define CACHE_SLOTS (1u << 18)
 #define CACHE_MAX_KEY 128
 typedef struct {
     uint64_t h;
@@ -455,9 +456,9 @@ static tcache *tcache_get(const struct ds_tokenizer *t) {
     if (!c) {
         c = ds_calloc(1, sizeof *c);
         c->slot = ds_calloc(CACHE_SLOTS, sizeof *c->slot);
-        c->kcap = 1 << 20;
+        c->kcap = 1 << 22;
         c->keys = ds_malloc(c->kcap);
-        c->vcap = 1 << 18;
+        c->vcap = 1 << 20;
         c->vals = ds_malloc(c->vcap * sizeof *c->vals);
         pthread_setspecific(g_cache_key, c);
     }
@@ -592,7 +593,11 @@ static int split_added(enc_ctx *e, const ds_trie *tr, const char *s, size_t n, i
     size_t done = 0;     /* text before this is consumed */
     size_t i = 0;
     while (i < n) {
-        if (!tr->first[(unsigned char)s[i]]) { i++; continue; }
+        if (tr->nfirst == 1) { /* one possible first byte (DeepSeek: '<') */
+            const char *f = memchr(s + i, tr->first_byte, n - i);
+            if (!f) break;
+            i = (size_t)(f - s);
+        } else if (!tr->first[(unsigned char)s[i]]) { i++; continue; }
         size_t mlen = 0;
         int32_t ai = trie_longest(tr, s + i, n - i, &mlen);
         if (ai < 0) { i++; continue; }
@@ -1020,11 +1025,24 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     if (ds_pretok_parse(t, pre)) return ds_err_prefix("%s", name);
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+    int dec_bytefallback = 0;
     if (dec && !cJSON_IsNull(dec)) {
-        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(dec, "type");
+        /* ByteLevel, or ByteFallback / Fuse (alone or in a Sequence) */
+        const cJSON *one = dec, *list = NULL, *dt = cJSON_GetObjectItemCaseSensitive(dec, "type");
         if (!cJSON_IsString(dt)) return ds_err("%s: decoder.type: missing", name);
-        if (strcmp(dt->valuestring, "ByteLevel")) return ds_err("%s: decoder '%s' is not supported (only ByteLevel)", name, dt->valuestring);
-        t->byte_level = 1; /* decode by the inverse byte map */
+        if (!strcmp(dt->valuestring, "Sequence")) {
+            list = cJSON_GetObjectItemCaseSensitive(dec, "decoders");
+            if (!cJSON_IsArray(list)) return ds_err("%s: decoder.decoders: missing", name);
+            one = list->child;
+        }
+        for (; one; one = list ? one->next : NULL) {
+            const cJSON *ot = cJSON_GetObjectItemCaseSensitive(one, "type");
+            const char *ty = cJSON_IsString(ot) ? ot->valuestring : "?";
+            if (!strcmp(ty, "ByteLevel")) t->byte_level = 1; /* decode by the inverse byte map */
+            else if (!strcmp(ty, "ByteFallback")) dec_bytefallback = 1;
+            else if (strcmp(ty, "Fuse")) return ds_err("%s: decoder '%s' is not supported (ByteLevel, ByteFallback, Fuse)", name, ty);
+            if (!list) break;
+        }
     }
 
     /* vocab */
@@ -1071,7 +1089,11 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
         t->byte_id[b] = t->byte_level ? ds_strmap_get(&t->vbytes, &c, 1) : -1;
         char fb[8];
         snprintf(fb, sizeof fb, "<0x%02X>", b);
-        t->bytefb_id[b] = ds_strmap_get(&t->vocab, fb, strlen(fb));
+        int32_t id = t->bytefb_id[b] = ds_strmap_get(&t->vocab, fb, strlen(fb));
+        if (id >= 0 && dec_bytefallback) { /* the ByteFallback decoder turns <0xXX> into the byte */
+            t->tbytes[id][0] = c;
+            t->tblen[id] = 1;
+        }
     }
     t->unk_id = -1;
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
