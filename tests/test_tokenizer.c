@@ -516,3 +516,21 @@ TEST(tokenizer_byte_fallback_matches_hf) {
     cJSON_Delete(vars);
     free(js);
 }
+
+/* DeepSeek-V3: save (tuple merges) -> load gives the same ids on all cases. */
+TEST(tokenizer_deepseek_save_load) {
+    ds_tokenizer *t = load_ds();
+    if (!t) SKIP("../shared/data/deepseek_v3_tokenizer absent");
+    char *p = ds_path_join(ds_test_tmpdir(), "tokenizer.json");
+    CHECK(ds_tokenizer_save(t, p) == 0);
+    ds_tokenizer *u = ds_tokenizer_load(p);
+    CHECK_MSG(u != NULL, "%s", ds_errmsg());
+    if (u) {
+        CHECK(ds_tokenizer_vocab_size(u) == 128815 && ds_tokenizer_num_merges(u) == 127741);
+        CHECK(ds_tokenizer_num_added(u) == 818);
+        check_cases(u, FIX "cases_deepseek_v3.json", 0);
+    }
+    ds_tokenizer_free(u);
+    ds_tokenizer_free(t);
+    free(p);
+}

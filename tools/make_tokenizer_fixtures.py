@@ -40,6 +40,7 @@ WT = os.path.join(SHARED, "data", "wikitext2", "wiki.test.raw")
 
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_PAT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN2_PAT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 DSV3_SPLITS = [
     r"\p{N}{1,3}",
     "[一-龥぀-ゟ゠-ヿ]+",
@@ -277,6 +278,8 @@ def variants(base_path):
         "string_isolated_invert": P.Sequence([P.Split("ab", behavior="isolated", invert=True),
                                               P.ByteLevel(add_prefix_space=False, use_regex=True)]),
         "bytelevel_only_prefix": P.ByteLevel(add_prefix_space=True, use_regex=True),
+        "qwen2_style": P.Sequence([P.Split(Regex(QWEN2_PAT), behavior="isolated"),
+                                   P.ByteLevel(add_prefix_space=False, use_regex=False)]),
     }
     names = [n for n, _ in texts() if not n.startswith("codepoints") and not n.startswith("long")]
     tx = dict(texts())
@@ -286,7 +289,11 @@ def variants(base_path):
     for name, pre in chains.items():
         tok = Tokenizer.from_file(base_path)
         tok.pre_tokenizer = pre
-        out.append({"name": name, "patch": {"pre_tokenizer": json.loads(tok.to_str())["pre_tokenizer"]},
+        patch = {"pre_tokenizer": json.loads(tok.to_str())["pre_tokenizer"]}
+        if name == "qwen2_style":  # Qwen2: NFC normalizer, single digits
+            tok.normalizer = __import__("tokenizers").normalizers.NFC()
+            patch["normalizer"] = json.loads(tok.to_str())["normalizer"]
+        out.append({"name": name, "patch": patch,
                     "cases": [{"text": tx[n], "ids": tok.encode(tx[n], add_special_tokens=False).ids} for n in names]})
     # NFC normalizer, on decomposed and mixed text
     from tokenizers import normalizers

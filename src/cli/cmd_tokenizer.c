@@ -4,6 +4,7 @@
  *   decode: ids (whitespace separated) from files or stdin -> bytes on stdout
  *   info:   vocab size, merges, special tokens, pre-tokenizer chain
  *   train:  byte-level BPE from text files -> tokenizer.json
+ *   convert: load and save again; bench: encode MB/s (for bench/bench_tokenizer.sh)
  */
 #include "cli/cli.h"
 #include "tokenizer/tokenizer.h"
@@ -208,6 +209,22 @@ static int cmd_train(int argc, char **argv) {
     return 0;
 }
 
+/* convert: load and save again (merges in the ["a","b"] form) */
+static int cmd_convert(int argc, char **argv) {
+    const char *tokp = NULL, *out = NULL;
+    ds_opt opts[] = {
+        {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or a folder holding it (required)"},
+        {"--out", DS_OPT_STR, &out, "FILE  tokenizer.json to write (required)"},
+    };
+    ds_cli_parse("tokenizer convert", "--tokenizer PATH --out FILE", argc, argv, opts, 2, NULL, 0, NULL);
+    if (!tokp || !out) ds_cli_usage_error("tokenizer convert", "--tokenizer and --out are required");
+    ds_tokenizer *t = ds_tokenizer_load(tokp);
+    if (!t) return ds_cli_fail("tokenizer convert");
+    int rc = ds_tokenizer_save(t, out);
+    ds_tokenizer_free(t);
+    return rc ? ds_cli_fail("tokenizer convert") : 0;
+}
+
 /* bench: encode MB/s of the given files (concatenated), best of --repeat runs,
  * load time excluded; one JSON line on stdout (used by bench/bench_tokenizer.sh). */
 static int cmd_bench(int argc, char **argv) {
@@ -266,6 +283,7 @@ static int run(int argc, char **argv) {
                    "  decode  token ids (files or stdin) -> text\n"
                    "  info    vocab size, special tokens, pre-tokenizer chain\n"
                    "  train   byte-level BPE from text files -> tokenizer.json\n"
+                   "  convert load and save a tokenizer.json again\n"
                    "  bench   encode speed (MB/s) on files\n"
                    "'dsv3 tokenizer <sub> --help' for options\n");
         return argc < 2 ? 2 : 0;
@@ -276,6 +294,7 @@ static int run(int argc, char **argv) {
     if (!strcmp(sub, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(sub, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(sub, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(sub, "convert")) return cmd_convert(argc - 1, argv + 1);
     fprintf(stderr, "dsv3 tokenizer: unknown subcommand '%s' (encode, decode, info, train)\n", sub);
     return 2;
 }
