@@ -421,9 +421,17 @@ int64_t ds_bpe_merge_word(const struct ds_tokenizer *t, int32_t *sym, int64_t n)
 /* ---- per-thread pre-token cache ------------------------------------------------------ */
 #define CACHE_SLOTS (1u << 18)
 #define CACHE_MAX_KEY 128
+/* One slot, 32 bytes: a hit on a key of <= 8 bytes with <= 2 ids reads only
+ * the slot (one cache line); longer keys / more ids live in the arenas. */
 typedef struct {
     uint64_t h;
-    uint32_t koff, klen, voff, vn;
+    uint64_t k8;          /* the first 8 key bytes, zero padded */
+    uint16_t klen, vn;
+    uint32_t koff;        /* key bytes 8.. in keys[] when klen > 8 */
+    union {
+        int32_t ids[2];   /* vn <= 2 */
+        uint32_t voff;    /* vn > 2: ids in vals[] */
+    } v;
 } centry;
 typedef struct {
     uint64_t serial;
@@ -513,13 +521,15 @@ static void bpe_word(const struct ds_tokenizer *t, tcache *c, const char *s, siz
 
 static void encode_piece(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, ds_ids *out) {
     if (n > CACHE_MAX_KEY) { bpe_word(t, c, s, n, out); return; }
-    uint64_t h = ds_tok_hash(s, n);
+    uint64_t h = ds_tok_hash(s, n), k8 = 0;
+    memcpy(&k8, s, n < 8 ? n : 8);
     uint32_t i = (uint32_t)h & (CACHE_SLOTS - 1);
     for (;;) {
         centry *e = &c->slot[i];
         if (!e->h) break;
-        if (e->h == h && e->klen == n && !memcmp(c->keys + e->koff, s, n)) {
-            ids_append(out, c->vals + e->voff, e->vn);
+        if (e->h == h && e->k8 == k8 && e->klen == n && (n <= 8 || !memcmp(c->keys + e->koff, s + 8, n - 8))) {
+            if (e->vn <= 2) ids_append(out, e->v.ids, e->vn);
+            else ids_append(out, c->vals + e->v.voff, e->vn);
             return;
         }
         i = (i + 1) & (CACHE_SLOTS - 1);
@@ -527,20 +537,28 @@ static void encode_piece(const struct ds_tokenizer *t, tcache *c, const char *s,
     int64_t before = out->n;
     bpe_word(t, c, s, n, out);
     int64_t cnt = out->n - before;
+    if (cnt > 65535) return; /* not cached */
     if (c->used * 4 > CACHE_SLOTS * 3 || c->kn + n > c->kcap || c->vn + (size_t)cnt > c->vcap) {
         tcache_clear(c);
         i = (uint32_t)h & (CACHE_SLOTS - 1);
     }
     centry *e = &c->slot[i];
     e->h = h;
+    e->k8 = k8;
+    e->klen = (uint16_t)n;
+    e->vn = (uint16_t)cnt;
     e->koff = (uint32_t)c->kn;
-    e->klen = (uint32_t)n;
-    e->voff = (uint32_t)c->vn;
-    e->vn = (uint32_t)cnt;
-    memcpy(c->keys + c->kn, s, n);
-    c->kn += n;
-    memcpy(c->vals + c->vn, out->ids + before, (size_t)cnt * sizeof *out->ids);
-    c->vn += (size_t)cnt;
+    if (n > 8) {
+        memcpy(c->keys + c->kn, s + 8, n - 8);
+        c->kn += n - 8;
+    }
+    if (cnt <= 2) {
+        memcpy(e->v.ids, out->ids + before, (size_t)cnt * sizeof *out->ids);
+    } else {
+        e->v.voff = (uint32_t)c->vn;
+        memcpy(c->vals + c->vn, out->ids + before, (size_t)cnt * sizeof *out->ids);
+        c->vn += (size_t)cnt;
+    }
     c->used++;
 }
 
