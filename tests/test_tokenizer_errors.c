@@ -94,6 +94,31 @@ TEST(tokenizer_error_truncated_file) {
     CHECK(ds_tokenizer_load("/no/such/dir") == NULL && strstr(ds_errmsg(), "/no/such/dir/tokenizer.json"));
 }
 
+/* A folder: tokenizer.json + tokenizer_config.json; a broken config is an error that names it. */
+TEST(tokenizer_folder_and_config) {
+    const char *dir = ds_test_tmpdir();
+    char out[2048];
+    int rc = ds_test_sh(out, sizeof out, "cp tests/fixtures/tokenizer/llama3_style.json %s/tokenizer.json && "
+                        "printf '{\"bos_token\": {\"content\": \"<|end_of_text|>\"}, \"add_bos_token\": true}' > %s/tokenizer_config.json",
+                        dir, dir);
+    CHECK(rc == 0);
+    ds_tokenizer *t = ds_tokenizer_load(dir);
+    CHECK_MSG(t != NULL, "%s", ds_errmsg());
+    if (t) CHECK(ds_tokenizer_bos_id(t) == ds_tokenizer_token_to_id(t, "<|end_of_text|>") && ds_tokenizer_add_bos(t));
+    ds_tokenizer_free(t);
+    rc = ds_test_sh(out, sizeof out, "printf '{\"bos_token\": ' > %s/tokenizer_config.json", dir);
+    t = ds_tokenizer_load(dir);
+    CHECK(t == NULL && strstr(ds_errmsg(), "tokenizer_config.json: malformed JSON"));
+    ds_tokenizer_free(t);
+    /* a file whose name does not end in .json loads as a file */
+    rc = ds_test_sh(out, sizeof out, "rm %s/tokenizer_config.json && cp tests/fixtures/tokenizer/llama3_style.json %s/tok.bin", dir, dir);
+    char *p = ds_path_join(dir, "tok.bin");
+    t = ds_tokenizer_load(p);
+    CHECK_MSG(t != NULL, "%s", ds_errmsg());
+    ds_tokenizer_free(t);
+    free(p);
+}
+
 /* Decoding an id out of range is an error, not a read past the table. */
 TEST(tokenizer_error_decode_bad_id) {
     ds_tokenizer *t = ds_tokenizer_load("tests/fixtures/tokenizer/llama3_style.json");

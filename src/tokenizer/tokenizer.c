@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- hashing and maps ------------------------------------------------------------ */
 uint64_t ds_tok_hash(const void *p, size_t n) {
@@ -1258,7 +1259,9 @@ ds_tokenizer *ds_tokenizer_load_mem(const char *json, size_t len, const char *na
 ds_tokenizer *ds_tokenizer_load(const char *path) {
     char *file = NULL, *dir = NULL;
     size_t pl = strlen(path);
-    if (pl > 5 && !strcmp(path + pl - 5, ".json")) {
+    struct stat st;
+    int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    if (!is_dir && (ds_file_exists(path) || (pl > 5 && !strcmp(path + pl - 5, ".json")))) {
         file = ds_strdup(path);
         const char *sl = strrchr(path, '/');
         dir = sl ? ds_strdup(path) : ds_strdup(".");
