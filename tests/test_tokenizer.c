@@ -534,3 +534,100 @@ TEST(tokenizer_deepseek_save_load) {
     ds_tokenizer_free(t);
     free(p);
 }
+
+/* The class table of the fast matcher equals PCRE2's classes (with dsv3's \s
+ * translation) on every codepoint. */
+TEST(tokenizer_fast_classes_match_pcre2) {
+    const char *pats[6] = {"\\p{L}", "\\p{M}", "\\p{N}", "\\p{P}", "\\p{S}", "\\s"};
+    pcre2_code *re[6];
+    for (int k = 0; k < 6; k++) re[k] = ds_regex_compile(pats[k], strlen(pats[k]), "test");
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    int64_t bad = 0;
+    for (uint32_t cp = 0; cp <= 0x10FFFF; cp++) {
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        unsigned char u[4];
+        size_t n;
+        if (cp < 0x80) { u[0] = (unsigned char)cp; n = 1; }
+        else if (cp < 0x800) { u[0] = (unsigned char)(0xC0 | (cp >> 6)); u[1] = (unsigned char)(0x80 | (cp & 0x3F)); n = 2; }
+        else if (cp < 0x10000) {
+            u[0] = (unsigned char)(0xE0 | (cp >> 12)); u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            u[2] = (unsigned char)(0x80 | (cp & 0x3F)); n = 3;
+        } else {
+            u[0] = (unsigned char)(0xF0 | (cp >> 18)); u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+            u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (unsigned char)(0x80 | (cp & 0x3F)); n = 4;
+        }
+        int bits = ds_ucat_bits(cp), want = 0;
+        for (int k = 0; k < 6; k++)
+            if (pcre2_match(re[k], u, n, 0, PCRE2_ANCHORED, md, NULL) >= 0) want |= 1 << k;
+        if (bits != want && bad++ < 5) fprintf(stderr, "  U+%04X: table %#x, PCRE2 %#x\n", cp, bits, want);
+    }
+    CHECK_MSG(bad == 0, "%lld codepoints differ", (long long)bad);
+    for (int k = 0; k < 6; k++) pcre2_code_free(re[k]);
+    pcre2_match_data_free(md);
+}
+
+typedef struct { int64_t *v; int64_t n, cap; const char *base; } pieces_t;
+static void collect_piece(void *ctx, const char *p, size_t n) {
+    pieces_t *pc = ctx;
+    if (pc->n + 2 > pc->cap) { pc->cap = pc->cap * 2 + 64; pc->v = ds_realloc(pc->v, (size_t)pc->cap * sizeof *pc->v); }
+    pc->v[pc->n++] = p - pc->base;
+    pc->v[pc->n++] = (int64_t)n;
+}
+static int same_pieces(const ds_tokenizer *t, const char *s, size_t n) {
+    pieces_t a = {.base = s}, b = {.base = s};
+    ds_tok_no_fast = 0;
+    ds_tokenizer_pretokenize(t, s, n, collect_piece, &a);
+    ds_tok_no_fast = 1;
+    ds_tokenizer_pretokenize(t, s, n, collect_piece, &b);
+    ds_tok_no_fast = 0;
+    int same = a.n == b.n && (a.n == 0 || !memcmp(a.v, b.v, (size_t)a.n * sizeof *a.v));
+    free(a.v);
+    free(b.v);
+    return same;
+}
+
+/* The fast DeepSeek-V3 matcher gives the PCRE2 reference's pieces on every
+ * fixture text, the shared corpora, and random text (classes mixed, invalid UTF-8). */
+TEST(tokenizer_fast_matcher_equals_pcre2) {
+    ds_tokenizer *t = load_ds();
+    if (!t) SKIP("../shared/data/deepseek_v3_tokenizer absent");
+    CHECK(t->steps[2].fast == 1);
+    size_t n;
+    char *js = ds_read_file(FIX "cases_deepseek_v3.json", &n);
+    cJSON *arr = cJSON_Parse(js);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, arr) {
+        size_t tl;
+        char *text = case_text(c, &tl);
+        if (!text) continue;
+        CHECK_MSG(same_pieces(t, text, tl), "%s", cJSON_GetObjectItemCaseSensitive(c, "name")->valuestring);
+        free(text);
+    }
+    cJSON_Delete(arr);
+    free(js);
+    const char *atoms[] = {" ", "  ", "\n", "\r\n", "\t", "\xc2\xa0", "\xe3\x80\x80", "a", "Zq", "\xc3\xa9", "e\xcc\x81",
+                           "\xcc\x81", ".", "!", "$", "+", "\xe2\x80\x94", "\xe2\x82\xac", "(", "'s", "1", "\xd9\xa3",
+                           "\xe4\xb8\xad", "\xe3\x81\x82", "\xf0\x9f\x98\x80", "\xff", "\xe4\xbd", "\x80", "\x01", "_",
+                           "\xe2\x80\x8b", "\xef\xbb\xbf", "\xe1\xa0\x8e", "\xc2\x85", "\xe2\x80\xa8", "-", "\xd7\x90"};
+    int na = (int)(sizeof atoms / sizeof *atoms);
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    char buf[400];
+    for (int it = 0; it < 20000; it++) {
+        size_t len = 0;
+        int k = 1 + (int)ds_rng_below(&r, 30);
+        for (int j = 0; j < k && len + 8 < sizeof buf; j++) {
+            const char *a = atoms[ds_rng_below(&r, (uint64_t)na)];
+            memcpy(buf + len, a, strlen(a));
+            len += strlen(a);
+        }
+        int ok = same_pieces(t, buf, len);
+        CHECK_MSG(ok, "iteration %d", it);
+        if (!ok) {
+            for (size_t j = 0; j < len; j++) fprintf(stderr, "%02x", (unsigned char)buf[j]);
+            fputc('\n', stderr);
+            break;
+        }
+    }
+    ds_tokenizer_free(t);
+}

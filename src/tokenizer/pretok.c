@@ -159,10 +159,24 @@ static size_t utf8_len_at(const unsigned char *s, size_t n, size_t i) {
     return k;
 }
 
+int ds_tok_no_fast = 0;
+
+typedef struct { level_t *l; int64_t prev; } fast_ctx;
+static void fast_push(void *vc, int64_t ms, int64_t me) {
+    fast_ctx *fc = vc;
+    if (fc->prev != ms) push_split(fc->l, fc->prev, ms, 0);
+    push_split(fc->l, ms, me, 1);
+    fc->prev = me;
+}
+
 /* Matches of step st over s[0..n) as (range, is_match) splits covering all of s. */
 static int find_matches(const ds_pstep *st, const char *s, int64_t n, level_t *l) {
     int64_t prev = 0;
-    if (st->kind == DS_PS_SPLIT_STRING) {
+    if (st->fast && !ds_tok_no_fast) {
+        fast_ctx fc = {l, 0};
+        ds_fast_deepseek_matches(s, n, fast_push, &fc);
+        prev = fc.prev;
+    } else if (st->kind == DS_PS_SPLIT_STRING) {
         if (st->litlen == 0) { push_split(l, 0, n, 0); return 0; }
         int64_t off = 0;
         while (off < n) {
@@ -344,7 +358,10 @@ static int add_regex_step(struct ds_tokenizer *t, const char *pat, size_t len, i
     st->lit[len] = 0;
     st->litlen = len;
     for (size_t i = 0; i < sizeof known_regex / sizeof *known_regex; i++)
-        if (strlen(known_regex[i]) == len && !memcmp(known_regex[i], pat, len)) st->known = 1;
+        if (strlen(known_regex[i]) == len && !memcmp(known_regex[i], pat, len)) {
+            st->known = 1;
+            st->fast = i == 2; /* DeepSeek-V3's main regex */
+        }
     t->nsteps++;
     return 0;
 }

@@ -69,8 +69,15 @@ typedef struct {
     char *lit;               /* SPLIT_STRING literal, or the original regex */
     size_t litlen;
     int known;               /* regex is one whose pieces never cross "\n<alnum>" */
+    int fast;                /* DeepSeek-V3's main regex: hand-written matcher (pretok_fast.c) */
 } ds_pstep;
 #define DS_MAX_PSTEPS 16
+
+/* pretok_fast.c: the matches of DeepSeek-V3's main regex, as PCRE2 finds them. */
+void ds_fast_deepseek_matches(const char *s, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx);
+int ds_ucat_bits(uint32_t cp);
+/* 1: use the PCRE2 reference even where a fast matcher exists (tests) */
+extern int ds_tok_no_fast;
 
 /* Compile a Hugging Face (Oniguruma dialect) regex for PCRE2; NULL + ds_err. */
 pcre2_code *ds_regex_compile(const char *pat, size_t len, const char *where);
