@@ -586,14 +586,15 @@ static int same_pieces(const ds_tokenizer *t, const char *s, size_t n) {
     return same;
 }
 
-/* The fast DeepSeek-V3 matcher gives the PCRE2 reference's pieces on every
- * fixture text, the shared corpora, and random text (classes mixed, invalid UTF-8). */
-TEST(tokenizer_fast_matcher_equals_pcre2) {
-    ds_tokenizer *t = load_ds();
-    if (!t) SKIP("../shared/data/deepseek_v3_tokenizer absent");
-    CHECK(t->steps[2].fast == 1);
+/* Each fast matcher (DeepSeek-V3, GPT-2, Llama-3, Qwen2) gives the PCRE2
+ * reference's pieces on every fixture text, and on random text (classes mixed,
+ * contractions, invalid UTF-8). */
+static void check_fast(ds_tokenizer *t, const char *fixture, int kind) {
+    int found = 0;
+    for (int i = 0; i < t->nsteps; i++) found |= t->steps[i].fast == kind;
+    CHECK_MSG(found, "fast matcher %d not selected", kind);
     size_t n;
-    char *js = ds_read_file(FIX "cases_deepseek_v3.json", &n);
+    char *js = ds_read_file(fixture, &n);
     cJSON *arr = cJSON_Parse(js);
     const cJSON *c;
     cJSON_ArrayForEach(c, arr) {
@@ -605,13 +606,15 @@ TEST(tokenizer_fast_matcher_equals_pcre2) {
     }
     cJSON_Delete(arr);
     free(js);
-    const char *atoms[] = {" ", "  ", "\n", "\r\n", "\t", "\xc2\xa0", "\xe3\x80\x80", "a", "Zq", "\xc3\xa9", "e\xcc\x81",
-                           "\xcc\x81", ".", "!", "$", "+", "\xe2\x80\x94", "\xe2\x82\xac", "(", "'s", "1", "\xd9\xa3",
+    const char *atoms[] = {" ", "  ", "\n", "\r\n", "\r", "\t", "\xc2\xa0", "\xe3\x80\x80", "a", "Zq", "\xc3\xa9", "e\xcc\x81",
+                           "\xcc\x81", ".", "!", "$", "+", "\xe2\x80\x94", "\xe2\x82\xac", "(", "'s", "'S", "'re", "'RE", "'Ve",
+                           "'ll", "'LL", "'d", "'t", "'m", "'x", "'", "'\xc5\xbf", "1", "22", "\xd9\xa3", "\xe2\x91\xa0",
                            "\xe4\xb8\xad", "\xe3\x81\x82", "\xf0\x9f\x98\x80", "\xff", "\xe4\xbd", "\x80", "\x01", "_",
-                           "\xe2\x80\x8b", "\xef\xbb\xbf", "\xe1\xa0\x8e", "\xc2\x85", "\xe2\x80\xa8", "-", "\xd7\x90"};
+                           "\xe2\x80\x8b", "\xef\xbb\xbf", "\xe1\xa0\x8e", "\xc2\x85", "\xe2\x80\xa8", "-", "\xd7\x90",
+                           "\xc2\xbd", "\xe2\x85\xa0"};
     int na = (int)(sizeof atoms / sizeof *atoms);
     ds_rng r;
-    ds_rng_seed(&r, 5);
+    ds_rng_seed(&r, 5 + (uint64_t)kind);
     char buf[400];
     for (int it = 0; it < 20000; it++) {
         size_t len = 0;
@@ -622,12 +625,41 @@ TEST(tokenizer_fast_matcher_equals_pcre2) {
             len += strlen(a);
         }
         int ok = same_pieces(t, buf, len);
-        CHECK_MSG(ok, "iteration %d", it);
+        CHECK_MSG(ok, "matcher %d, iteration %d", kind, it);
         if (!ok) {
             for (size_t j = 0; j < len; j++) fprintf(stderr, "%02x", (unsigned char)buf[j]);
             fputc('\n', stderr);
             break;
         }
     }
+}
+
+TEST(tokenizer_fast_matchers_equal_pcre2) {
+    ds_tokenizer *t = load_ds();
+    if (t) check_fast(t, FIX "cases_deepseek_v3.json", DS_FAST_DEEPSEEK);
     ds_tokenizer_free(t);
+    t = load_gpt2();
+    if (t) check_fast(t, FIX "cases_gpt2.json", DS_FAST_GPT2);
+    ds_tokenizer_free(t);
+    t = ds_tokenizer_load(FIX "llama3_style.json");
+    CHECK(t != NULL);
+    if (t) check_fast(t, FIX "cases_llama3_style.json", DS_FAST_LLAMA3);
+    ds_tokenizer_free(t);
+    /* Qwen2: the Llama-3 file with Qwen2's single-digit regex */
+    size_t n;
+    char *base = ds_read_file(FIX "llama3_style.json", &n);
+    cJSON *root = cJSON_Parse(base);
+    cJSON *pre = cJSON_Parse("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+                             "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"
+                             "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"use_regex\":false}]}");
+    CHECK(pre != NULL);
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "pre_tokenizer", pre);
+    char *js = cJSON_PrintUnformatted(root);
+    t = ds_tokenizer_load_mem(js, strlen(js), "qwen2");
+    CHECK_MSG(t != NULL, "%s", ds_errmsg());
+    if (t) check_fast(t, FIX "cases_llama3_style.json", DS_FAST_QWEN2);
+    ds_tokenizer_free(t);
+    cJSON_free(js);
+    cJSON_Delete(root);
+    free(base);
 }

@@ -174,7 +174,7 @@ static int find_matches(const ds_pstep *st, const char *s, int64_t n, level_t *l
     int64_t prev = 0;
     if (st->fast && !ds_tok_no_fast) {
         fast_ctx fc = {l, 0};
-        ds_fast_deepseek_matches(s, n, fast_push, &fc);
+        ds_fast_matches(st->fast, s, n, fast_push, &fc);
         prev = fc.prev;
     } else if (st->kind == DS_PS_SPLIT_STRING) {
         if (st->litlen == 0) { push_split(l, 0, n, 0); return 0; }
@@ -360,7 +360,7 @@ static int add_regex_step(struct ds_tokenizer *t, const char *pat, size_t len, i
     for (size_t i = 0; i < sizeof known_regex / sizeof *known_regex; i++)
         if (strlen(known_regex[i]) == len && !memcmp(known_regex[i], pat, len)) {
             st->known = 1;
-            st->fast = i == 2; /* DeepSeek-V3's main regex */
+            st->fast = i == 2 ? DS_FAST_DEEPSEEK : i == 3 ? DS_FAST_GPT2 : i == 4 ? DS_FAST_LLAMA3 : i == 5 ? DS_FAST_QWEN2 : 0;
         }
     t->nsteps++;
     return 0;

@@ -5,6 +5,7 @@
  *   b) [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+
  *   c)  ?[\p{P}\p{S}]+[\r\n]*
  *   d) \s*[\r\n]+      e) \s+(?!\S)      f) \s+
+ * Also GPT-2's and Llama-3's / Qwen2's regexes (see the functions below).
  * It gives the same matches as the PCRE2 path (the reference, compared in
  * tests/test_tokenizer.c on every fixture text and on random text), without a
  * regex call per pre-token.  Classes come from ucat_tables.h (Unicode 14, as
@@ -62,7 +63,29 @@ static inline int64_t run_of(const unsigned char *s, int64_t n, int64_t i, int m
     return i;
 }
 
-/* The match starting exactly at p, if any: returns its end, or -1. */
+/* Whitespace alternatives at p (s[p] is whitespace):
+ *   with_nl: \s*[\r\n]+ first (up to the last CR/LF of the run), then
+ *   \s+(?!\S) (the run, less its last char when a non-space follows), then \s+. */
+static int64_t ws_tail(const unsigned char *s, int64_t n, int64_t p, int with_nl) {
+    int64_t e = p, last_nl = -1, last_start = p;
+    while (e < n) {
+        uint32_t c;
+        int l, b = char_at(s, n, e, &c, &l);
+        if (!(b & DS_UC_WS)) break;
+        if (c == '\r' || c == '\n') last_nl = e + l;
+        last_start = e;
+        e += l;
+    }
+    if (with_nl && last_nl > 0) return last_nl;
+    if (e >= n) return e;
+    uint32_t cn;
+    int ln, bn = char_at(s, n, e, &cn, &ln);
+    if (bn == UC_INVALID) return e;        /* (?!\S) holds before an invalid byte */
+    if (last_start > p) return last_start; /* give back the last space */
+    return e;                              /* \s+: a single space before a non-space */
+}
+
+/* DeepSeek-V3: the match starting exactly at p, if any: returns its end, or -1. */
 static int64_t match_at(const unsigned char *s, int64_t n, int64_t p) {
     uint32_t c0;
     int l0, b0 = char_at(s, n, p, &c0, &l0);
@@ -94,31 +117,108 @@ static int64_t match_at(const unsigned char *s, int64_t n, int64_t p) {
         return e;
     }
     if (!(b0 & DS_UC_WS)) return -1;
-    /* d) whitespace up to its last CR/LF; e) whitespace not followed by \S; f) whitespace */
-    int64_t e = p, last_nl = -1, last_start = p;
-    while (e < n) {
-        uint32_t c;
-        int l, b = char_at(s, n, e, &c, &l);
-        if (!(b & DS_UC_WS)) break;
-        if (c == '\r' || c == '\n') last_nl = e + 1;
-        last_start = e;
-        e += l;
-    }
-    if (last_nl > 0) return last_nl;
-    if (e >= n) return e;
-    uint32_t cn;
-    int ln, bn = char_at(s, n, e, &cn, &ln);
-    if (bn == UC_INVALID) return e;      /* (?!\S) holds before an invalid byte */
-    if (last_start > p) return last_start; /* give back the last space */
-    return e;                            /* f) a single space before a non-space */
+    return ws_tail(s, n, p, 1);
 }
 
-/* All matches in s[0..n) as (start, end) pairs appended through push. */
-void ds_fast_deepseek_matches(const char *str, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx) {
+/* 's 't 're 've 'm 'll 'd after the apostrophe at p; caseless: also
+ * uppercase ASCII and U+017F (long s, which folds to s) */
+static int64_t contraction(const unsigned char *s, int64_t n, int64_t p, int caseless) {
+    if (s[p] != '\'' || p + 1 >= n) return -1;
+    unsigned a = s[p + 1], b = p + 2 < n ? s[p + 2] : 0;
+    if (caseless) {
+        if (a == 0xC5 && b == 0xBF) return p + 3; /* 'ſ */
+        if (a < 0x80) a |= 0x20;
+        if (b < 0x80 && b) b |= 0x20;
+    }
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return p + 2;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return p + 3;
+    return -1;
+}
+
+/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static int64_t match_at_gpt2(const unsigned char *s, int64_t n, int64_t p) {
+    uint32_t c0;
+    int l0, b0 = char_at(s, n, p, &c0, &l0);
+    if (b0 == UC_INVALID) return -1;
+    int64_t e = contraction(s, n, p, 0);
+    if (e > 0) return e;
+    int b1 = 0, l1 = 0;
+    uint32_t c1 = 0;
+    if (c0 == ' ' && p + 1 < n) b1 = char_at(s, n, p + 1, &c1, &l1);
+    if (c0 == ' ' && (b1 & DS_UC_L)) return run_of(s, n, p + 1, DS_UC_L);
+    if (b0 & DS_UC_L) return run_of(s, n, p, DS_UC_L);
+    if (c0 == ' ' && (b1 & DS_UC_N)) return run_of(s, n, p + 1, DS_UC_N);
+    if (b0 & DS_UC_N) return run_of(s, n, p, DS_UC_N);
+    int64_t q = -1;
+    if (c0 == ' ' && p + 1 < n && b1 != UC_INVALID && !(b1 & (DS_UC_WS | DS_UC_L | DS_UC_N))) q = p + 1;
+    else if (!(b0 & (DS_UC_WS | DS_UC_L | DS_UC_N))) q = p;
+    if (q >= 0) {
+        e = q;
+        while (e < n) {
+            uint32_t c;
+            int l, b = char_at(s, n, e, &c, &l);
+            if (b == UC_INVALID || (b & (DS_UC_WS | DS_UC_L | DS_UC_N))) break;
+            e += l;
+        }
+        return e;
+    }
+    return ws_tail(s, n, p, 0);
+}
+
+/* Llama-3 (digits = 3) and Qwen2 (digits = 1):
+ * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,D}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static int64_t match_at_llama3(const unsigned char *s, int64_t n, int64_t p, int digits) {
+    uint32_t c0;
+    int l0, b0 = char_at(s, n, p, &c0, &l0);
+    if (b0 == UC_INVALID) return -1;
+    int64_t e = contraction(s, n, p, 1);
+    if (e > 0) return e;
+    if (!(b0 & (DS_UC_L | DS_UC_N)) && c0 != '\r' && c0 != '\n' && p + l0 < n) {
+        uint32_t c1;
+        int l1, b1 = char_at(s, n, p + l0, &c1, &l1);
+        if (b1 & DS_UC_L) return run_of(s, n, p + l0, DS_UC_L);
+    }
+    if (b0 & DS_UC_L) return run_of(s, n, p, DS_UC_L);
+    if (b0 & DS_UC_N) {
+        e = p;
+        for (int k = 0; k < digits && e < n; k++) {
+            uint32_t c;
+            int l, b = char_at(s, n, e, &c, &l);
+            if (!(b & DS_UC_N)) break;
+            e += l;
+        }
+        return e;
+    }
+    int64_t q = -1;
+    if (c0 == ' ' && p + 1 < n) {
+        uint32_t c1;
+        int l1, b1 = char_at(s, n, p + 1, &c1, &l1);
+        if (b1 != UC_INVALID && !(b1 & (DS_UC_WS | DS_UC_L | DS_UC_N))) q = p + 1;
+    }
+    if (q < 0 && !(b0 & (DS_UC_WS | DS_UC_L | DS_UC_N))) q = p;
+    if (q >= 0) {
+        e = q;
+        while (e < n) {
+            uint32_t c;
+            int l, b = char_at(s, n, e, &c, &l);
+            if (b == UC_INVALID || (b & (DS_UC_WS | DS_UC_L | DS_UC_N))) break;
+            e += l;
+        }
+        while (e < n && (s[e] == '\r' || s[e] == '\n')) e++;
+        return e;
+    }
+    return ws_tail(s, n, p, 1);
+}
+
+/* All matches in s[0..n) of fast matcher `kind` (DS_FAST_*) as (start, end)
+ * pairs appended through push. */
+void ds_fast_matches(int kind, const char *str, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx) {
     const unsigned char *s = (const unsigned char *)str;
     int64_t p = 0;
     while (p < n) {
-        int64_t e = match_at(s, n, p);
+        int64_t e = kind == DS_FAST_DEEPSEEK ? match_at(s, n, p)
+                    : kind == DS_FAST_GPT2   ? match_at_gpt2(s, n, p)
+                                             : match_at_llama3(s, n, p, kind == DS_FAST_LLAMA3 ? 3 : 1);
         if (e > p) { push(ctx, p, e); p = e; continue; }
         uint32_t cp;
         int l;

@@ -69,12 +69,13 @@ typedef struct {
     char *lit;               /* SPLIT_STRING literal, or the original regex */
     size_t litlen;
     int known;               /* regex is one whose pieces never cross "\n<alnum>" */
-    int fast;                /* DeepSeek-V3's main regex: hand-written matcher (pretok_fast.c) */
+    int fast;                /* DS_FAST_*: a hand-written matcher for this regex (pretok_fast.c) */
 } ds_pstep;
 #define DS_MAX_PSTEPS 16
 
-/* pretok_fast.c: the matches of DeepSeek-V3's main regex, as PCRE2 finds them. */
-void ds_fast_deepseek_matches(const char *s, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx);
+/* pretok_fast.c: the matches of a known regex, as PCRE2 finds them. */
+enum { DS_FAST_NONE = 0, DS_FAST_DEEPSEEK = 1, DS_FAST_GPT2 = 2, DS_FAST_LLAMA3 = 3, DS_FAST_QWEN2 = 4 };
+void ds_fast_matches(int kind, const char *s, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx);
 int ds_ucat_bits(uint32_t cp);
 /* 1: use the PCRE2 reference even where a fast matcher exists (tests) */
 extern int ds_tok_no_fast;
