@@ -14,6 +14,8 @@
  *   $ ^     Ruby: always line anchors -> PCRE2_MULTILINE
  * Invalid UTF-8 in the subject is allowed (PCRE2_MATCH_INVALID_UTF): such
  * bytes never match and end up in the gaps, which the model encodes as bytes.
+ * DeepSeek-V3's, GPT-2's, Llama-3's and Qwen2's regexes are recognized and
+ * run by the hand-written matchers of pretok_fast.c (PCRE2 is their reference).
  */
 #define _GNU_SOURCE
 #include "tokenizer/tok_internal.h"
