@@ -237,16 +237,16 @@ TEST(tokenizer_invalid_utf8_round_trip) {
             /* the streaming decoder gives the same bytes */
             ds_decode_stream s;
             ds_decode_stream_init(&s, all[k], 0);
-            ds_sbuf sb = {0};
-            ds_sbuf_put(&sb, "", 0);
+            ds_tok_sbuf sb = {0};
+            ds_tok_sbuf_put(&sb, "", 0);
             for (int64_t i = 0; i < m; i++) {
                 size_t sl;
                 const char *p = ds_decode_stream_next(&s, ids[i], &sl);
-                ds_sbuf_put(&sb, p, sl);
+                ds_tok_sbuf_put(&sb, p, sl);
             }
             size_t fl;
             const char *p = ds_decode_stream_flush(&s, &fl);
-            ds_sbuf_put(&sb, p, fl);
+            ds_tok_sbuf_put(&sb, p, fl);
             CHECK(sb.n == n && !memcmp(sb.p, buf, n));
             free(sb.p);
             free(back);
@@ -456,7 +456,7 @@ TEST(tokenizer_nfc_matches_unicodedata) {
         const char *in = cJSON_GetObjectItemCaseSensitive(c, "in")->valuestring;
         const char *exp = cJSON_GetObjectItemCaseSensitive(c, "out")->valuestring;
         size_t ol;
-        char *got = ds_nfc(in, strlen(in), &ol);
+        char *got = ds_tok_nfc(in, strlen(in), &ol);
         int same = ol == strlen(exp) && !memcmp(got, exp, ol);
         CHECK_MSG(same || cnt - ok > 5, "NFC case %d differs ('%s' -> '%s', expected '%s')", cnt, in, got, exp);
         ok += same;
@@ -467,7 +467,7 @@ TEST(tokenizer_nfc_matches_unicodedata) {
     CHECK(ok == cnt && cnt > 1000);
     /* invalid UTF-8 passes through */
     size_t ol;
-    char *g = ds_nfc("a\xff" "e\xcc\x81\xe4", 6, &ol);
+    char *g = ds_tok_nfc("a\xff" "e\xcc\x81\xe4", 6, &ol);
     CHECK(ol == 5 && !memcmp(g, "a\xff\xc3\xa9\xe4", 5));
     free(g);
     cJSON_Delete(arr);
@@ -540,7 +540,7 @@ TEST(tokenizer_deepseek_save_load) {
 TEST(tokenizer_fast_classes_match_pcre2) {
     const char *pats[6] = {"\\p{L}", "\\p{M}", "\\p{N}", "\\p{P}", "\\p{S}", "\\s"};
     pcre2_code *re[6];
-    for (int k = 0; k < 6; k++) re[k] = ds_regex_compile(pats[k], strlen(pats[k]), "test");
+    for (int k = 0; k < 6; k++) re[k] = ds_tok_regex_compile(pats[k], strlen(pats[k]), "test");
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     int64_t bad = 0;
     for (uint32_t cp = 0; cp <= 0x10FFFF; cp++) {
@@ -556,7 +556,7 @@ TEST(tokenizer_fast_classes_match_pcre2) {
             u[0] = (unsigned char)(0xF0 | (cp >> 18)); u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
             u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (unsigned char)(0x80 | (cp & 0x3F)); n = 4;
         }
-        int bits = ds_ucat_bits(cp), want = 0;
+        int bits = ds_tok_ucat_bits(cp), want = 0;
         for (int k = 0; k < 6; k++)
             if (pcre2_match(re[k], u, n, 0, PCRE2_ANCHORED, md, NULL) >= 0) want |= 1 << k;
         if (bits != want && bad++ < 5) fprintf(stderr, "  U+%04X: table %#x, PCRE2 %#x\n", cp, bits, want);

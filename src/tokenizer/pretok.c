@@ -6,7 +6,7 @@
  * split boundary.
  *
  * Hugging Face compiles its regexes with Oniguruma (Ruby syntax).  Where that
- * dialect differs from PCRE2 the pattern is translated (ds_regex_compile):
+ * dialect differs from PCRE2 the pattern is translated (ds_tok_regex_compile):
  *   \s \S   Oniguruma: [\t-\r\x85\p{Z}]; PCRE2's \s also has U+180E
  *   \w      Oniguruma: letters, marks, decimal digits, connector punctuation
  *   \h \H   Oniguruma: hex digit (PCRE2: horizontal space)
@@ -31,7 +31,7 @@
 #define WORD_CLASS "\\p{L}\\p{M}\\p{Nd}\\p{Pc}"
 
 static char *translate_regex(const char *p, size_t n) {
-    ds_sbuf b = {0};
+    ds_tok_sbuf b = {0};
     int in_class = 0;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
@@ -39,52 +39,52 @@ static char *translate_regex(const char *p, size_t n) {
             char d = p[i + 1];
             i++;
             switch (d) {
-            case 's': ds_sbuf_puts(&b, in_class ? WS_CLASS : "[" WS_CLASS "]"); break;
+            case 's': ds_tok_sbuf_puts(&b, in_class ? WS_CLASS : "[" WS_CLASS "]"); break;
             case 'S':
-                if (in_class) ds_sbuf_puts(&b, "\\S"); /* rare; PCRE2's own \S */
-                else ds_sbuf_puts(&b, "[^" WS_CLASS "]");
+                if (in_class) ds_tok_sbuf_puts(&b, "\\S"); /* rare; PCRE2's own \S */
+                else ds_tok_sbuf_puts(&b, "[^" WS_CLASS "]");
                 break;
-            case 'w': ds_sbuf_puts(&b, in_class ? WORD_CLASS : "[" WORD_CLASS "]"); break;
+            case 'w': ds_tok_sbuf_puts(&b, in_class ? WORD_CLASS : "[" WORD_CLASS "]"); break;
             case 'W':
-                if (in_class) ds_sbuf_puts(&b, "\\W");
-                else ds_sbuf_puts(&b, "[^" WORD_CLASS "]");
+                if (in_class) ds_tok_sbuf_puts(&b, "\\W");
+                else ds_tok_sbuf_puts(&b, "[^" WORD_CLASS "]");
                 break;
-            case 'h': ds_sbuf_puts(&b, in_class ? "0-9a-fA-F" : "[0-9a-fA-F]"); break;
-            case 'H': ds_sbuf_puts(&b, in_class ? "\\H" : "[^0-9a-fA-F]"); break;
+            case 'h': ds_tok_sbuf_puts(&b, in_class ? "0-9a-fA-F" : "[0-9a-fA-F]"); break;
+            case 'H': ds_tok_sbuf_puts(&b, in_class ? "\\H" : "[^0-9a-fA-F]"); break;
             case 'u':
                 if (i + 4 < n) {
-                    ds_sbuf_puts(&b, "\\x{");
-                    ds_sbuf_put(&b, p + i + 1, 4);
-                    ds_sbuf_puts(&b, "}");
+                    ds_tok_sbuf_puts(&b, "\\x{");
+                    ds_tok_sbuf_put(&b, p + i + 1, 4);
+                    ds_tok_sbuf_puts(&b, "}");
                     i += 4;
                 } else {
-                    ds_sbuf_puts(&b, "\\u");
+                    ds_tok_sbuf_puts(&b, "\\u");
                 }
                 break;
             default: {
                 char e[2] = {'\\', d};
-                ds_sbuf_put(&b, e, 2);
+                ds_tok_sbuf_put(&b, e, 2);
             }
             }
             continue;
         }
         if (c == '[' && !in_class) {
             in_class = 1;
-            ds_sbuf_put(&b, &c, 1);
+            ds_tok_sbuf_put(&b, &c, 1);
             /* a leading ']' or '^]' is literal */
-            if (i + 1 < n && p[i + 1] == '^') { ds_sbuf_put(&b, "^", 1); i++; }
-            if (i + 1 < n && p[i + 1] == ']') { ds_sbuf_puts(&b, "\\]"); i++; }
+            if (i + 1 < n && p[i + 1] == '^') { ds_tok_sbuf_put(&b, "^", 1); i++; }
+            if (i + 1 < n && p[i + 1] == ']') { ds_tok_sbuf_puts(&b, "\\]"); i++; }
             continue;
         }
-        if (c == '[' && in_class) { in_class++; ds_sbuf_put(&b, &c, 1); continue; }
-        if (c == ']' && in_class) { in_class--; ds_sbuf_put(&b, &c, 1); continue; }
-        ds_sbuf_put(&b, &c, 1);
+        if (c == '[' && in_class) { in_class++; ds_tok_sbuf_put(&b, &c, 1); continue; }
+        if (c == ']' && in_class) { in_class--; ds_tok_sbuf_put(&b, &c, 1); continue; }
+        ds_tok_sbuf_put(&b, &c, 1);
     }
-    ds_sbuf_put(&b, "", 1);
+    ds_tok_sbuf_put(&b, "", 1);
     return b.p;
 }
 
-pcre2_code *ds_regex_compile(const char *pat, size_t len, const char *where) {
+pcre2_code *ds_tok_regex_compile(const char *pat, size_t len, const char *where) {
     char *tr = translate_regex(pat, len);
     int err;
     PCRE2_SIZE eoff;
@@ -136,8 +136,8 @@ static tls_pcre *tls_get(void) {
     }
     return t;
 }
-pcre2_match_data *ds_tls_match_data(void) { return tls_get()->md; }
-pcre2_match_context *ds_tls_match_ctx(void) { return tls_get()->mctx; }
+pcre2_match_data *ds_tok_tls_match_data(void) { return tls_get()->md; }
+pcre2_match_context *ds_tok_tls_match_ctx(void) { return tls_get()->mctx; }
 
 /* ---- running the chain ----------------------------------------------------------- */
 typedef struct { int64_t a, b; int m; } split_t; /* [a, b), is match */
@@ -176,7 +176,7 @@ static int find_matches(const ds_pstep *st, const char *s, int64_t n, level_t *l
     int64_t prev = 0;
     if (st->fast && !ds_tok_no_fast) {
         fast_ctx fc = {l, 0};
-        ds_fast_matches(st->fast, s, n, fast_push, &fc);
+        ds_tok_fast_matches(st->fast, s, n, fast_push, &fc);
         prev = fc.prev;
     } else if (st->kind == DS_PS_SPLIT_STRING) {
         if (st->litlen == 0) { push_split(l, 0, n, 0); return 0; }
@@ -353,7 +353,7 @@ static int add_regex_step(struct ds_tokenizer *t, const char *pat, size_t len, i
     st->kind = DS_PS_SPLIT_REGEX;
     st->behavior = bh;
     st->invert = invert;
-    st->re = ds_regex_compile(pat, len, where);
+    st->re = ds_tok_regex_compile(pat, len, where);
     if (!st->re) return -1;
     st->lit = ds_malloc(len + 1);
     memcpy(st->lit, pat, len);

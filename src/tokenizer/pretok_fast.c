@@ -212,7 +212,7 @@ static int64_t match_at_llama3(const unsigned char *s, int64_t n, int64_t p, int
 
 /* All matches in s[0..n) of fast matcher `kind` (DS_FAST_*) as (start, end)
  * pairs appended through push. */
-void ds_fast_matches(int kind, const char *str, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx) {
+void ds_tok_fast_matches(int kind, const char *str, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx) {
     const unsigned char *s = (const unsigned char *)str;
     int64_t p = 0;
     while (p < n) {
@@ -228,7 +228,7 @@ void ds_fast_matches(int kind, const char *str, int64_t n, void (*push)(void *, 
 }
 
 /* Class bits of a codepoint (for the test that compares them with PCRE2). */
-int ds_ucat_bits(uint32_t cp) {
+int ds_tok_ucat_bits(uint32_t cp) {
     if (cp > 0x10FFFF) return 0;
     return ds_ucat_stage2[(size_t)ds_ucat_stage1[cp >> 8] * 256 + (cp & 0xFF)];
 }
