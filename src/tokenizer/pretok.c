@@ -269,12 +269,23 @@ typedef struct {
     const struct ds_tokenizer *t;
     level_t lv[DS_MAX_PSTEPS];
     ds_pretok_fn fn;
+    ds_pretok_batch_fn bfn;
     void *ctx;
+    ds_tok_piece *pc;
+    int64_t npc, pccap;
 } run_state;
 
 static int run_level(run_state *rs, int k, const char *s, int64_t n) {
     if (n <= 0) return 0;
-    if (k == rs->t->nsteps) { rs->fn(rs->ctx, s, (size_t)n); return 0; }
+    if (k == rs->t->nsteps) {
+        if (rs->bfn) {
+            ds_tok_piece one = {s, (size_t)n};
+            rs->bfn(rs->ctx, &one, 1);
+        } else {
+            rs->fn(rs->ctx, s, (size_t)n);
+        }
+        return 0;
+    }
     const ds_pstep *st = &rs->t->steps[k];
     level_t *l = &rs->lv[k];
     if (st->kind == DS_PS_PREFIX_SPACE) {
@@ -294,6 +305,20 @@ static int run_level(run_state *rs, int k, const char *s, int64_t n) {
     /* deeper levels reuse their own vectors, so copy ours out of the way of
      * re-entrancy: level k's vector is not touched by level k+1 */
     int64_t cnt = l->n;
+    if (rs->bfn && k + 1 == rs->t->nsteps) { /* last level: hand the pieces over together */
+        if (rs->pccap < cnt) {
+            rs->pccap = cnt + 64;
+            rs->pc = ds_realloc(rs->pc, (size_t)rs->pccap * sizeof *rs->pc);
+        }
+        int64_t m = 0;
+        for (int64_t i = 0; i < cnt; i++) {
+            split_t x = l->v[i];
+            if (x.m || x.b <= x.a) continue;
+            rs->pc[m++] = (ds_tok_piece){s + x.a, (size_t)(x.b - x.a)};
+        }
+        if (m) rs->bfn(rs->ctx, rs->pc, m);
+        return 0;
+    }
     for (int64_t i = 0; i < cnt; i++) {
         split_t x = l->v[i];
         if (x.m || x.b <= x.a) continue;
@@ -309,11 +334,13 @@ static void rs_free(void *p) {
     run_state *rs = p;
     if (!rs) return;
     for (int i = 0; i < DS_MAX_PSTEPS; i++) { free(rs->lv[i].v); free(rs->lv[i].buf); }
+    free(rs->pc);
     free(rs);
 }
 static void rs_key_make(void) { pthread_key_create(&g_rs_key, rs_free); }
 
-int ds_pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_fn fn, void *ctx) {
+static int pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_fn fn,
+                      ds_pretok_batch_fn bfn, void *ctx) {
     pthread_once(&g_rs_once, rs_key_make);
     run_state *rs = pthread_getspecific(g_rs_key);
     int nested = 0;
@@ -324,11 +351,18 @@ int ds_pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pret
     }
     rs->t = t;
     rs->fn = fn;
+    rs->bfn = bfn;
     rs->ctx = ctx;
     int rc = run_level(rs, 0, s, (int64_t)n);
     rs->t = NULL;
     if (nested) rs_free(rs);
     return rc;
+}
+int ds_pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_fn fn, void *ctx) {
+    return pretok_run(t, s, n, fn, NULL, ctx);
+}
+int ds_pretok_run_batch(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_batch_fn fn, void *ctx) {
+    return pretok_run(t, s, n, NULL, fn, ctx);
 }
 
 /* ---- parsing the pre_tokenizer JSON ---------------------------------------------- */

@@ -139,6 +139,11 @@ struct ds_tokenizer {
 
 /* Apply the pre-tokenizer chain to one segment of text; fn gets each piece. */
 int ds_pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_fn fn, void *ctx);
+/* The same, with the pieces of each last-level split handed over together
+ * (lets encode hash them and prefetch their cache slots ahead of use). */
+typedef struct { const char *p; size_t n; } ds_tok_piece;
+typedef void (*ds_pretok_batch_fn)(void *ctx, const ds_tok_piece *pieces, int64_t n);
+int ds_pretok_run_batch(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_batch_fn fn, void *ctx);
 int ds_pretok_parse(struct ds_tokenizer *t, const void *cjson_pretok);
 void ds_pretok_free(struct ds_tokenizer *t);
 /* per-thread PCRE2 match state */

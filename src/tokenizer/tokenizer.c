@@ -520,9 +520,11 @@ static void bpe_word(const struct ds_tokenizer *t, tcache *c, const char *s, siz
     ids_append(out, sym, m);
 }
 
-static void encode_piece(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, ds_ids *out) {
+/* h: ds_tok_hash(s, n) when the caller has it, else 0 */
+static void encode_piece_h(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, uint64_t h, ds_ids *out) {
     if (n > CACHE_MAX_KEY) { bpe_word(t, c, s, n, out); return; }
-    uint64_t h = ds_tok_hash(s, n), k8 = 0;
+    if (!h) h = ds_tok_hash(s, n);
+    uint64_t k8 = 0;
     memcpy(&k8, s, n < 8 ? n : 8);
     uint32_t i = (uint32_t)h & (CACHE_SLOTS - 1);
     for (;;) {
@@ -563,6 +565,10 @@ static void encode_piece(const struct ds_tokenizer *t, tcache *c, const char *s,
     c->used++;
 }
 
+static void encode_piece(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, ds_ids *out) {
+    encode_piece_h(t, c, s, n, 0, out);
+}
+
 /* ---- encode ---------------------------------------------------------------------------- */
 typedef struct {
     const struct ds_tokenizer *t;
@@ -599,9 +605,29 @@ static void on_piece(void *vctx, const char *s, size_t n) {
     encode_piece(e->t, e->c, s, n, e->out);
 }
 
+/* Pieces in groups of 16: hash all and prefetch their cache slots, then encode
+ * (the slot loads overlap instead of stalling one after the other). */
+static void on_batch(void *vctx, const ds_tok_piece *pc, int64_t np) {
+    enc_ctx *e = vctx;
+    if (e->o && e->o->split_punct_nl_p > 0) {
+        for (int64_t i = 0; i < np; i++) on_piece(e, pc[i].p, pc[i].n);
+        return;
+    }
+    uint64_t h[16];
+    for (int64_t i0 = 0; i0 < np; i0 += 16) {
+        int64_t m = np - i0 < 16 ? np - i0 : 16;
+        for (int64_t j = 0; j < m; j++) {
+            const ds_tok_piece *q = &pc[i0 + j];
+            h[j] = q->n <= CACHE_MAX_KEY ? ds_tok_hash(q->p, q->n) : 0;
+            if (h[j]) __builtin_prefetch(&e->c->slot[(uint32_t)h[j] & (CACHE_SLOTS - 1)]);
+        }
+        for (int64_t j = 0; j < m; j++) encode_piece_h(e->t, e->c, pc[i0 + j].p, pc[i0 + j].n, h[j], e->out);
+    }
+}
+
 static int encode_plain(enc_ctx *e, const char *s, size_t n) {
     if (!n) return 0;
-    return ds_pretok_run(e->t, s, n, on_piece, e);
+    return ds_pretok_run_batch(e->t, s, n, on_batch, e);
 }
 
 /* Split s at added tokens of trie tr (leftmost-longest, non-overlapping, as
