@@ -15,20 +15,32 @@
 #include <sys/stat.h>
 
 /* ---- hashing and maps ------------------------------------------------------------ */
+static inline uint64_t load64(const unsigned char *p) { uint64_t x; memcpy(&x, p, 8); return x; }
+static inline uint64_t load32(const unsigned char *p) { uint32_t x; memcpy(&x, p, 4); return x; }
+
+/* The first min(n, 8) bytes as a zero-padded little-endian word, without a
+ * variable-length copy. */
+static inline uint64_t first8(const unsigned char *s, size_t n) {
+    if (n >= 8) return load64(s);
+    if (n >= 4) return load32(s) | ((load32(s + n - 4) >> (8 * (8 - n))) << 32);
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) x |= (uint64_t)s[i] << (8 * i);
+    return x;
+}
+
 uint64_t ds_tok_hash(const void *p, size_t n) {
     const unsigned char *s = p;
     uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xff51afd7ed558ccdULL);
-    while (n >= 8) {
-        uint64_t x;
-        memcpy(&x, s, 8);
-        h = (h ^ x) * 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 29;
-        s += 8;
-        n -= 8;
+    if (n > 8) {
+        size_t i = 0;
+        for (; i + 8 < n; i += 8) {
+            h = (h ^ load64(s + i)) * 0xbf58476d1ce4e5b9ULL;
+            h ^= h >> 29;
+        }
+        h = (h ^ load64(s + n - 8)) * 0x94d049bb133111ebULL; /* the last 8, overlapping */
+    } else {
+        h = (h ^ first8(s, n)) * 0x94d049bb133111ebULL;
     }
-    uint64_t x = 0;
-    memcpy(&x, s, n);
-    h = (h ^ x) * 0x94d049bb133111ebULL;
     h ^= h >> 31;
     h *= 0xbf58476d1ce4e5b9ULL;
     h ^= h >> 32;
@@ -524,8 +536,7 @@ static void bpe_word(const struct ds_tokenizer *t, tcache *c, const char *s, siz
 static void encode_piece_h(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, uint64_t h, ds_ids *out) {
     if (n > CACHE_MAX_KEY) { bpe_word(t, c, s, n, out); return; }
     if (!h) h = ds_tok_hash(s, n);
-    uint64_t k8 = 0;
-    memcpy(&k8, s, n < 8 ? n : 8);
+    uint64_t k8 = first8((const unsigned char *)s, n);
     uint32_t i = (uint32_t)h & (CACHE_SLOTS - 1);
     for (;;) {
         centry *e = &c->slot[i];
