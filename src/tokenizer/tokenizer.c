@@ -586,8 +586,20 @@ typedef struct {
     tcache *c;
     ds_ids *out;
     const ds_encode_opts *o;
-    ds_rng rng;
+    const char *text;   /* the text given to encode */
+    int64_t doc_off;    /* its offset in the whole document (chunks of encode_parallel) */
+    const char *seg;    /* the segment being pre-tokenized (NFC output or inside text) */
+    int64_t seg_off;    /* its offset in the document */
 } enc_ctx;
+
+/* The split decision of the token-boundary bias for the piece at document
+ * offset off: a hash of (seed, off), so it does not depend on how the text was
+ * cut into chunks or threads. */
+static int bias_split(const enc_ctx *e, const char *piece) {
+    uint64_t off = (uint64_t)(e->seg_off + (piece - e->seg));
+    uint64_t x = ds_tok_mix(e->o->seed ^ ds_tok_mix(off + 0x9E3779B97F4A7C15ULL));
+    return (double)(x >> 11) * 0x1.0p-53 < e->o->split_punct_nl_p;
+}
 
 /* Token-boundary bias: "<punct...>\n..." -> "<punct...>" + "\n..." */
 static int punct_nl_split(const char *s, size_t n, size_t *cut) {
@@ -608,7 +620,7 @@ static void on_piece(void *vctx, const char *s, size_t n) {
     enc_ctx *e = vctx;
     size_t cut;
     if (e->o && e->o->split_punct_nl_p > 0 && punct_nl_split(s, n, &cut) &&
-        ds_rng_uniform(&e->rng) < e->o->split_punct_nl_p) {
+        bias_split(e, s)) {
         encode_piece(e->t, e->c, s, cut, e->out);
         encode_piece(e->t, e->c, s + cut, n - cut, e->out);
         return;
@@ -685,17 +697,18 @@ static int allow_special_of(const enc_ctx *e) { return e->o ? e->o->allow_specia
 static int encode_normalized(enc_ctx *e, const char *s, size_t n) {
     const struct ds_tokenizer *t = e->t;
     char *ns = NULL;
+    e->seg_off = e->doc_off + (s - e->text);
     if (t->nfc) s = ns = ds_tok_nfc(s, n, &n);
+    e->seg = s;
     int rc = t->has_norm_added ? split_added(e, &t->trie_norm, s, n, allow_special_of(e), encode_plain)
                                : encode_plain(e, s, n);
     free(ns);
     return rc;
 }
 
-int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t len,
-                               const ds_encode_opts *o, ds_ids *out) {
-    enc_ctx e = {.t = t, .c = tcache_get(t), .out = out, .o = o};
-    ds_rng_seed(&e.rng, o ? o->seed : 0);
+static int64_t encode_at(const ds_tokenizer *t, const char *text, size_t len, const ds_encode_opts *o,
+                         ds_ids *out, int64_t doc_off) {
+    enc_ctx e = {.t = t, .c = tcache_get(t), .out = out, .o = o, .text = text, .doc_off = doc_off};
     int64_t before = out->n;
     int add = o && o->add_special;
     if (add) {
@@ -710,6 +723,11 @@ int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t l
         else if (t->add_eos && t->eos >= 0) ds_ids_push(out, t->eos);
     }
     return out->n - before;
+}
+
+int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t len,
+                               const ds_encode_opts *o, ds_ids *out) {
+    return encode_at(t, text, len, o, out, 0);
 }
 
 int64_t ds_tokenizer_encode(const ds_tokenizer *t, const char *text, size_t len, int allow_special,
@@ -753,15 +771,13 @@ int ds_tokenizer_encode_batch(const ds_tokenizer *t, int64_t ndocs, const char *
 int64_t ds_tokenizer_encode_parallel(const ds_tokenizer *t, const char *text, size_t len,
                                      const ds_encode_opts *o, ds_ids *out) {
     int nth = ds_threads();
-    /* about 8 chunks per thread, at least 64 KiB each */
-    size_t target = len / ((size_t)nth * 8);
-    if (target < (1u << 16)) target = 1u << 16;
+    /* fixed-size chunks: the cut points do not depend on the thread count */
+    const size_t target = 1u << 18;
     if (!t->chunk_safe || nth <= 1 || len < 2 * target || (o && o->add_special)) {
         return ds_tokenizer_encode_ex(t, text, len, o, out);
     }
     int64_t cap = (int64_t)(len / target) + 2, nc = 0;
-    const char **ptr = ds_malloc((size_t)cap * sizeof *ptr);
-    size_t *ln = ds_malloc((size_t)cap * sizeof *ln);
+    size_t *off = ds_malloc((size_t)(cap + 1) * sizeof *off);
     size_t start = 0;
     while (start < len) {
         size_t end = start + target;
@@ -777,21 +793,33 @@ int64_t ds_tokenizer_encode_parallel(const ds_tokenizer *t, const char *text, si
                 end = p + 1;
             }
         }
-        ptr[nc] = text + start;
-        ln[nc] = end - start;
-        nc++;
+        off[nc++] = start;
         start = end;
     }
+    off[nc] = len;
     ds_ids *parts = ds_calloc((size_t)nc, sizeof *parts);
     ds_encode_opts oo = o ? *o : (ds_encode_opts){.allow_special = 1};
-    int rc = ds_tokenizer_encode_batch(t, nc, ptr, ln, &oo, parts);
+    int fail = 0;
+    char msg[512] = {0};
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < nc; i++) {
+        if (encode_at(t, text + off[i], off[i + 1] - off[i], &oo, &parts[i], (int64_t)off[i]) < 0) {
+#pragma omp critical
+            {
+                if (!fail) snprintf(msg, sizeof msg, "%s", ds_errmsg());
+                fail = 1;
+            }
+        }
+    }
     int64_t before = out->n;
     for (int64_t i = 0; i < nc; i++) {
-        if (!rc) ids_append(out, parts[i].ids, parts[i].n);
+        if (!fail) ids_append(out, parts[i].ids, parts[i].n);
         ds_ids_free(&parts[i]);
     }
-    free(parts); free(ptr); free(ln);
-    return rc ? -1 : out->n - before;
+    free(parts);
+    free(off);
+    if (fail) return ds_err("%s", msg);
+    return out->n - before;
 }
 
 /* ---- decode ------------------------------------------------------------------------------ */

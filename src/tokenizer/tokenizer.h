@@ -53,7 +53,9 @@ typedef struct {
     int add_special;     /* apply the post-processor template (BOS/EOS) */
     /* Token-boundary bias mitigation (DeepSeek-V3 §4.1, docs §9.3): with
      * probability p, a pre-token that joins punctuation with line breaks is
-     * encoded as its two parts (punctuation, line breaks).  rng state: seed. */
+     * encoded as its two parts (punctuation, line breaks).  The choice is a
+     * hash of (seed, byte offset of the piece), so serial and parallel
+     * encoding agree. */
     double split_punct_nl_p;
     uint64_t seed;
 } ds_encode_opts;
@@ -66,9 +68,10 @@ int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t l
  * out[i] receives document i's ids (appended).  0 or -1. */
 int ds_tokenizer_encode_batch(const ds_tokenizer *t, int64_t ndocs, const char *const *texts,
                               const size_t *lens, const ds_encode_opts *o, ds_ids *out);
-/* Encode one large text in parallel (chunks cut where the pre-tokenizer
- * cannot join across, i.e. after "\n" that is followed by a non-space
- * character).  Gives exactly the serial result. */
+/* Encode one large text in parallel (256 KiB chunks cut where no pre-token
+ * can cross: after a "\n" that follows a non-space byte and precedes an ASCII
+ * letter or digit).  Gives exactly the serial result, whatever the thread
+ * count; serial for tokenizers where such cuts are not known to be safe. */
 int64_t ds_tokenizer_encode_parallel(const ds_tokenizer *t, const char *text, size_t len,
                                      const ds_encode_opts *o, ds_ids *out);
 
