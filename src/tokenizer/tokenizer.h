@@ -6,7 +6,7 @@
  *
  * Pipeline of one encode (each step as in `tokenizers`):
  *   text --added tokens (leftmost-longest)--> segments
- *        --normalizer (none)--> --pre-tokenizer chain (Split / Digits /
+ *        --normalizer (none or NFC)--> --pre-tokenizer chain (Split / Digits /
  *        ByteLevel, PCRE2 JIT)--> pre-tokens --BPE by merge rank--> ids
  * Text is bytes: invalid UTF-8 never crashes; such bytes are encoded as their
  * byte tokens, and decode gives the same bytes back.
@@ -119,8 +119,8 @@ int64_t ds_tokenizer_num_added(const ds_tokenizer *t);
  * written into buf (cap bytes). */
 void ds_tokenizer_describe(const ds_tokenizer *t, char *buf, size_t cap);
 
-/* Split text into pre-tokens the way encode does (for tests and tools);
- * calls fn for each piece (bytes before the byte-level map). */
+/* Run only the pre-tokenizer chain on text (no added-token matching, no
+ * normalizer); calls fn for each piece (bytes before the byte-level map). */
 typedef void (*ds_pretok_fn)(void *ctx, const char *piece, size_t len);
 int ds_tokenizer_pretokenize(const ds_tokenizer *t, const char *text, size_t len, ds_pretok_fn fn, void *ctx);
 
