@@ -174,3 +174,19 @@ TEST(tokenizer_cli_encode_decode_info) {
     free(ids);
     ds_tokenizer_free(t);
 }
+
+/* CLI --split-punct-nl: more tokens with P = 1, same text back, bad P is a usage error. */
+TEST(tokenizer_cli_boundary_bias) {
+    const char *p = ds_test_shared("data/deepseek_v3_tokenizer");
+    if (!p) SKIP("../shared/data/deepseek_v3_tokenizer absent");
+    const char *dir = ds_test_tmpdir();
+    char out[4096], out2[4096];
+    int rc = ds_test_sh(out, sizeof out, "printf 'a.\\nb!\\n\\nc' | $DSV3 tokenizer encode --tokenizer %s | wc -w", p);
+    int rc2 = ds_test_sh(out2, sizeof out2, "printf 'a.\\nb!\\n\\nc' | $DSV3 tokenizer encode --split-punct-nl 1 --tokenizer %s "
+                                           "> %s/ids && wc -w < %s/ids", p, dir, dir);
+    CHECK(rc == 0 && rc2 == 0 && atoi(out2) > atoi(out));
+    rc = ds_test_sh(out, sizeof out, "$DSV3 tokenizer decode --tokenizer %s %s/ids", p, dir);
+    CHECK(rc == 0 && !strcmp(out, "a.\nb!\n\nc"));
+    rc = ds_test_sh(out, sizeof out, "echo x | $DSV3 tokenizer encode --split-punct-nl 2 --tokenizer %s", p);
+    CHECK(rc == 2);
+}
