@@ -41,12 +41,21 @@ typedef struct {
 
 int ds_st_open(ds_st_file *f, const char *path);
 void ds_st_close(ds_st_file *f);
+/* Parse a safetensors image held in memory (tests, fuzzing); what names it in
+ * messages; data must outlive f (close with ds_st_close). */
+int ds_st_parse_buffer(ds_st_file *f, const void *data, size_t size, const char *what);
 const ds_st_tensor *ds_st_find(const ds_st_file *f, const char *name);
 
 /* A set of files: one model.safetensors or the shards named by an index. */
 typedef struct {
+    const ds_st_tensor *t;
+    int file; /* index into files */
+} ds_st_ref;
+typedef struct {
     ds_st_file *files;
     int nfiles;
+    ds_st_ref *refs;  /* every tensor of every file, sorted by name (for lookup) */
+    int64_t nrefs;
 } ds_st_set;
 /* dir: a model folder (reads model.safetensors.index.json if present, else
  * model.safetensors), or a path to a single .safetensors file. */
@@ -62,6 +71,14 @@ int ds_st_to_f32(const ds_st_tensor *t, float *out);
 int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *scale_inv,
                             int64_t bs0, int64_t bs1, float *out);
 
+/* Load a tensor into FP32 with a shape check: a shape other than the
+ * expected one is an error ("model.safetensors: model.norm.weight: shape
+ * [32, 64], expected [32, 48]").  An F8 weight that has "<name>_scale_inv"
+ * beside it is dequantized with 128x128 blocks. */
+int ds_st_set_read_f32(const ds_st_set *s, const char *name, int ndim, const int64_t *shape, float *out);
+/* Same for one file. */
+int ds_st_read_f32(const ds_st_file *f, const char *name, int ndim, const int64_t *shape, float *out);
+
 /* Writer: add tensors (data is copied by reference until ds_st_write). */
 typedef struct {
     const char *name;
@@ -70,8 +87,14 @@ typedef struct {
     int64_t shape[DS_ST_MAX_DIMS];
     const void *data;
 } ds_st_entry;
-/* Writes atomically (tmp + fsync + rename); tensors sorted by name, 8-byte
- * aligned header as HF does.  meta: NULL or pairs (key, value, ..., NULL). */
+/* Writes atomically (tmp + fsync + rename), byte for byte as the Python
+ * safetensors library (0.4+) does: data ordered by dtype (8-byte types first,
+ * so every tensor stays aligned), then by name; header JSON without spaces,
+ * listing "__metadata__" first and then the tensors in data order, padded
+ * with spaces to a multiple of 8 bytes.  meta: NULL or pairs (key, value,
+ * ..., NULL), written in key order (HF writes {"format": "pt"}).  Bad entries
+ * (duplicate or empty names, negative shapes, NULL data) are errors and
+ * nothing is written. */
 int ds_st_write(const char *path, const ds_st_entry *entries, int64_t n, const char *const *meta);
 
 #endif

@@ -66,6 +66,10 @@ typedef struct {
     int64_t quant_block[2];          /* weight_block_size, [128,128] */
     char quant_fmt[16];              /* "e4m3" */
     char quant_activation_scheme[16];/* "dynamic" */
+    /* added by config.c (HF v5 fields; see ds_config_default) */
+    int rope_interleave;             /* 1: rotary dims in interleaved pairs (HF default) */
+    int n_eos_token_ids;             /* > 1 when config.json gives eos_token_id as a list */
+    int64_t eos_token_ids[8];        /* that list; eos_token_id is its first entry */
 } ds_config;
 
 /* Defaults of HF DeepseekV3Config. */
@@ -83,7 +87,12 @@ int ds_config_save(const ds_config *c, const char *path);
 
 /* Derived quantities. */
 static inline int64_t ds_config_qk_head_dim(const ds_config *c) { return c->qk_nope_head_dim + c->qk_rope_head_dim; }
-/* Layer l (0-based; MTP layers are l >= num_hidden_layers) is MoE? */
+/* Layer l (0-based; MTP layers are l >= num_hidden_layers) is MoE?
+ * DeepSeek's rule (remote modeling_deepseek.py, vLLM): n_routed_experts > 0,
+ * l >= first_k_dense_replace and l % moe_layer_freq == 0.  HF transformers'
+ * native DeepseekV3/V2 ignore moe_layer_freq (every layer >= first_k_dense_replace
+ * is MoE); the two agree for moe_layer_freq == 1, which every released
+ * checkpoint uses. */
 int ds_config_layer_is_moe(const ds_config *c, int64_t l);
 
 #endif
