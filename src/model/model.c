@@ -15,11 +15,10 @@
 
 static double yarn_mscale(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
 
-static void rope_setup(ds_model *m) {
-    const ds_config *c = &m->cfg;
+void ds_rope_setup(const ds_config *c, float *inv_freq, float *attn_factor_out, float *softmax_scale_out) {
     int64_t d = c->qk_rope_head_dim, h = d / 2;
     double base = c->rope_theta;
-    m->attn_factor = 1.0f;
+    float attn_factor = 1.0f;
     double scale = 1.0 / sqrt((double)ds_config_qk_head_dim(c));
     if (c->rope_type == DS_ROPE_YARN) {
         double f = c->rope_factor;
@@ -39,20 +38,21 @@ static void rope_setup(ds_model *m) {
             float ramp = (float)(((double)i - low) / (high - low));
             ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
             float wext = 1.0f - ramp;
-            m->inv_freq[i] = inter * (1.0f - wext) + extra * wext;
+            inv_freq[i] = inter * (1.0f - wext) + extra * wext;
         }
-        if (c->rope_attention_factor > 0) m->attn_factor = (float)c->rope_attention_factor;
+        if (c->rope_attention_factor > 0) attn_factor = (float)c->rope_attention_factor;
         else if (c->rope_mscale != 0 && c->rope_mscale_all_dim != 0)
-            m->attn_factor = (float)(yarn_mscale(f, c->rope_mscale) / yarn_mscale(f, c->rope_mscale_all_dim));
-        else m->attn_factor = (float)yarn_mscale(f, 1.0);
+            attn_factor = (float)(yarn_mscale(f, c->rope_mscale) / yarn_mscale(f, c->rope_mscale_all_dim));
+        else attn_factor = (float)yarn_mscale(f, 1.0);
         if (c->rope_mscale_all_dim != 0) {
             double ms = yarn_mscale(c->rope_factor > 0 ? c->rope_factor : f, c->rope_mscale_all_dim);
             scale *= ms * ms;
         }
     } else {
-        for (int64_t i = 0; i < h; i++) m->inv_freq[i] = 1.0f / powf((float)base, (float)(2 * i) / (float)d);
+        for (int64_t i = 0; i < h; i++) inv_freq[i] = 1.0f / powf((float)base, (float)(2 * i) / (float)d);
     }
-    m->softmax_scale = (float)scale;
+    *attn_factor_out = attn_factor;
+    *softmax_scale_out = (float)scale;
 }
 
 /* ---- creation ------------------------------------------------------------ */
@@ -124,7 +124,7 @@ int ds_model_create(ds_model *m, const ds_config *c) {
         }
     }
     m->inv_freq = ds_calloc((size_t)(c->qk_rope_head_dim / 2 + 1), sizeof(float));
-    rope_setup(m);
+    ds_rope_setup(c, m->inv_freq, &m->attn_factor, &m->softmax_scale);
     return 0;
 }
 

@@ -125,6 +125,11 @@ const float *ds_acts_hidden(const ds_acts *a, const ds_model *m, int64_t i);
 /* Forward pass; ids (B, T) must be < vocab_size (checked: -1 with ds_err). */
 int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids);
 
+/* RoPE setup (doc §4.4, transformers' _compute_yarn_parameters): inv_freq
+ * (dr/2) YaRN-corrected (or plain) inverse frequencies, the cos/sin factor
+ * (attention_factor) and the softmax scale dq^-1/2 · mscale(s, mscale_all_dim)². */
+void ds_rope_setup(const ds_config *c, float *inv_freq, float *attn_factor, float *softmax_scale);
+
 /* Forward FLOPs per token-batch: 2·(activated matmul params)·B·T + causal
  * attention (q·k and p·v over T(T+1)/2 pairs per head and layer). */
 double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp);
