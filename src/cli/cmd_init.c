@@ -37,7 +37,7 @@ static int run(int argc, char **argv) {
     if (!rc) {
         ds_param_counts pc;
         ds_layout_count(&pc, &m.layout, &c);
-        ds_log(DS_LOG_INFO, "wrote %s: %lld parameters (%lld MTP)\n", out, (long long)pc.total, (long long)pc.mtp);
+        ds_log(DS_LOG_INFO, "wrote %s: %lld parameters (%lld MTP)", out, (long long)pc.total, (long long)pc.mtp);
     }
     ds_model_free(&m);
     return rc ? ds_cli_fail("init") : 0;
