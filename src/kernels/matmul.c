@@ -1,6 +1,11 @@
 /*
  * matmul.c — FP32 linear layer forward: out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias.
- * Fast path: OpenBLAS sgemm.  Fallback (NO_BLAS=1 builds, and tested always):
+ * Fast path: OpenBLAS sgemm, threaded by us: the product is cut into one
+ * slab per OpenMP thread (rows when there are enough, else output columns)
+ * and each thread runs a single-threaded sgemm on its slab.  OpenBLAS's own
+ * thread pool is kept at one thread, because two pools that spin-wait on the
+ * same cores (OpenMP for the other ops, pthreads inside OpenBLAS) halve the
+ * speed on a busy machine.  Fallback (NO_BLAS=1 builds, and tested always):
  * a register-blocked AVX2/FMA kernel (4 rows x 8-wide dot products),
  * OpenMP over row blocks.  Reference: plain triple loop with a double
  * accumulator.
@@ -10,6 +15,11 @@
 #include <stddef.h>
 #ifdef DS_HAVE_OPENBLAS
 #include <cblas.h>
+void openblas_set_num_threads(int);
+int openblas_get_num_threads(void);
+#endif
+#ifdef _OPENMP
+#include <omp.h>
 #endif
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -99,12 +109,31 @@ void ds_matmul_forward(float *out, const float *inp, const float *weight, const 
             for (int64_t o = 0; o < OC; o++) out[n * OC + o] = bias ? bias[o] : 0.0f;
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)C, 1.0f, inp, (int)C,
-                weight, (int)C, 0.0f, out, (int)OC);
-    if (bias) {
-#pragma omp parallel for
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t o = 0; o < OC; o++) out[n * OC + o] += bias[o];
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    int nt = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel() && (double)N * C * OC >= 65536.0) nt = omp_get_max_threads();
+#endif
+    /* slabs: rows if each thread gets >= 16, else columns in multiples of 16 */
+    int by_rows = N >= 16 * (int64_t)nt || OC < 32 * (int64_t)nt;
+    int64_t len = by_rows ? N : OC;
+    int64_t step = (len + nt - 1) / nt;
+    if (!by_rows) step = (step + 15) / 16 * 16;
+    int64_t nslab = (len + step - 1) / step;
+#pragma omp parallel for schedule(static, 1) num_threads(nt) if (nslab > 1)
+    for (int64_t s = 0; s < nslab; s++) {
+        int64_t a = s * step, n = len - a < step ? len - a : step;
+        if (by_rows)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)OC, (int)C, 1.0f, inp + a * C, (int)C,
+                        weight, (int)C, 0.0f, out + a * OC, (int)OC);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)n, (int)C, 1.0f, inp, (int)C,
+                        weight + a * C, (int)C, 0.0f, out + a, (int)OC);
+        if (bias) {
+            int64_t r0 = by_rows ? a : 0, r1 = by_rows ? a + n : N, c0 = by_rows ? 0 : a, c1 = by_rows ? OC : a + n;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t o = c0; o < c1; o++) out[r * OC + o] += bias[o];
+        }
     }
 #else
     ds_matmul_forward_blocked(out, inp, weight, bias, N, C, OC);
