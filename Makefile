@@ -130,3 +130,7 @@ clean:
 	rm -rf build build-san build-fuzz dsv3 libdsv3.a
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+# Regenerate the model parity fixtures (needs python3 with torch + transformers).
+fixtures:
+	python3 tools/make_fixtures.py --out tests/fixtures/model
