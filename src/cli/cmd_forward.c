@@ -9,8 +9,9 @@
  * skipped.  All sequences must have the same length (a batch is a rectangle;
  * no padding is invented): unequal lines are an error naming the line.
  *
- * `dsv3 forward --model DIR --random B,T [--iters K] [--no-mtp]` times the
- * forward on random ids instead and prints one JSON line (used by make bench).
+ * `dsv3 forward --model DIR|--config CONFIG.json|PRESET --random B,T [--iters K] [--no-mtp]`
+ * times the forward on random ids instead and prints one JSON line (used by
+ * make bench); with --config the model is randomly initialised in memory.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "cli/cli.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "model/presets.h"
 
 /* Parse the ids file into (B, T); returns 0 or -1 with ds_err. */
 static int read_ids(const char *path, int64_t V, int32_t **ids_out, int64_t *B_out, int64_t *T_out) {
@@ -103,8 +105,9 @@ static int bench(const ds_model *m, const char *shape, long long iters, int mtp)
     }
     double flops = ds_model_forward_flops(m, B, T, mtp);
     printf("{\"impl\": \"dsv3\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
-           "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"blas\": %s}\n",
-           B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, flops / best / 1e9,
+           "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"flops\": %.6g, \"gflops\": %.2f, "
+           "\"blas\": %s}\n",
+           B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, flops, flops / best / 1e9,
            ds_matmul_uses_blas() ? "true" : "false");
     free(ids);
     ds_acts_free(&a);
@@ -112,11 +115,12 @@ static int bench(const ds_model *m, const char *shape, long long iters, int mtp)
 }
 
 static int run(int argc, char **argv) {
-    const char *model = NULL, *idsf = NULL, *out = NULL, *rnd = NULL;
+    const char *model = NULL, *config = NULL, *idsf = NULL, *out = NULL, *rnd = NULL;
     int hidden = 0, no_mtp = 0;
     long long iters = 5;
     const ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  model folder"},
+        {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  random model in memory (with --random)"},
         {"--ids", DS_OPT_STR, &idsf, "FILE  token ids, one sequence per line (equal lengths)"},
         {"--out", DS_OPT_STR, &out, "OUT.safetensors  where to write logits"},
         {"--hidden", DS_OPT_FLAG, &hidden, "also write hidden_states.{0..L}"},
@@ -125,12 +129,19 @@ static int run(int argc, char **argv) {
         {"--iters", DS_OPT_INT, &iters, "K  timed iterations with --random (default 5)"},
     };
     ds_cli_parse("forward", "--model DIR --ids FILE --out OUT.safetensors [--hidden] [--no-mtp]", argc, argv, opts,
-                 7, NULL, 0, NULL);
-    if (!model) ds_cli_usage_error("forward", "--model is required");
+                 8, NULL, 0, NULL);
+    if (!model && !(config && rnd)) ds_cli_usage_error("forward", "--model is required (or --config with --random)");
     if (!rnd && (!idsf || !out)) ds_cli_usage_error("forward", "--ids and --out are required");
     if (iters <= 0) ds_cli_usage_error("forward", "--iters must be positive");
     ds_model m;
-    if (ds_model_load(&m, model)) return ds_cli_fail("forward");
+    if (model) {
+        if (ds_model_load(&m, model)) return ds_cli_fail("forward");
+    } else {
+        ds_config c;
+        int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
+        if (bad || ds_config_validate(&c, config) || ds_model_create(&m, &c)) return ds_cli_fail("forward");
+        ds_model_init_random(&m, 1);
+    }
     if (rnd) {
         int rc = bench(&m, rnd, iters, !no_mtp);
         ds_model_free(&m);

@@ -13,12 +13,14 @@
 static int run(int argc, char **argv) {
     const char *config = NULL, *out = NULL;
     long long seed = 0;
+    int config_only = 0;
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  config file or preset (tiny, small)"},
         {"--out", DS_OPT_STR, &out, "DIR  model folder to write"},
         {"--seed", DS_OPT_INT, &seed, "S  random seed (default 0)"},
+        {"--config-only", DS_OPT_FLAG, &config_only, "write only config.json"},
     };
-    ds_cli_parse("init", "--config CONFIG.json|PRESET --out DIR [--seed S]", argc, argv, opts, 3, NULL, 0, NULL);
+    ds_cli_parse("init", "--config CONFIG.json|PRESET --out DIR [--seed S]", argc, argv, opts, 4, NULL, 0, NULL);
     if (!config) ds_cli_usage_error("init", "--config is required");
     if (!out) ds_cli_usage_error("init", "--out is required");
     ds_config c;
@@ -29,6 +31,12 @@ static int run(int argc, char **argv) {
         return ds_cli_fail("init");
     } else if (ds_preset(&c, config) || ds_config_validate(&c, config)) {
         return ds_cli_fail("init");
+    }
+    if (config_only) {
+        char *p = ds_path_join(out, "config.json");
+        int bad = ds_mkdir_p(out) || ds_config_save(&c, p);
+        free(p);
+        return bad ? ds_cli_fail("init") : 0;
     }
     ds_model m;
     if (ds_model_create(&m, &c)) return ds_cli_fail("init");
