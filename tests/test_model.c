@@ -346,3 +346,85 @@ TEST(cli_forward_errors) {
     CHECK(ds_test_sh(out, sizeof out, "%s forward --model %s", bin(), m) == 2);
     CHECK(ds_test_sh(out, sizeof out, "%s forward --bogus", bin()) == 2);
 }
+
+/* FP8 checkpoint (doc §8.2): every 2-D weight stored as F8_E4M3 with a
+ * `_scale_inv` per 128x128 block (ragged edges included) loads as
+ * W = fp8(W8) · S[i/128, j/128].  The expected values are decoded here with
+ * the scalar ds_e4m3_to_f32, independently of the loader. */
+TEST(load_fp8_block_scaled_checkpoint) {
+    ds_config c;
+    ds_preset(&c, "tiny");
+    c.hidden_size = 160; /* 160 = 128 + 32: ragged blocks on both axes */
+    c.quant_fp8 = 1;
+    CHECK(ds_config_validate(&c, "test") == 0);
+    ds_model m;
+    CHECK(ds_model_create(&m, &c) == 0);
+    ds_model_init_random(&m, 3);
+    float table[256];
+    for (int b = 0; b < 256; b++) table[b] = ds_e4m3_to_f32((uint8_t)b);
+    int64_t n = m.layout.n, cap = 0;
+    for (int64_t i = 0; i < n; i++) cap += m.layout.p[i].numel;
+    uint8_t *q8 = ds_malloc((size_t)cap);
+    float *scales = ds_malloc((size_t)cap * sizeof(float)), *want = ds_malloc((size_t)m.layout.total * sizeof(float));
+    memcpy(want, m.params, (size_t)m.layout.total * sizeof(float));
+    ds_st_entry *e = ds_calloc((size_t)(2 * n), sizeof *e);
+    char (*names)[128] = ds_calloc((size_t)n, 128);
+    int64_t ne = 0, qoff = 0, soff = 0, nfp8 = 0;
+    ds_rng r;
+    ds_rng_seed(&r, 9);
+    for (int64_t i = 0; i < n; i++) {
+        const ds_param *p = &m.layout.p[i];
+        if (p->flags & DS_PARAM_ALIAS) continue;
+        const float *w = m.params + p->offset;
+        if (p->ndim != 2 || !strstr(p->name, "proj")) {
+            e[ne++] = (ds_st_entry){p->name, DS_F32, p->ndim, {p->shape[0], p->shape[1]}, w};
+            continue;
+        }
+        int64_t R = p->shape[0], C = p->shape[1], br = ds_ceil_div(R, 128), bc = ds_ceil_div(C, 128);
+        float *S = scales + soff;
+        uint8_t *Q = q8 + qoff;
+        for (int64_t k = 0; k < br * bc; k++) S[k] = (float)(0.0002 * (1 + ds_rng_uniform(&r)));
+        for (int64_t a = 0; a < R; a++)
+            for (int64_t b = 0; b < C; b++) {
+                float s = S[(a / 128) * bc + b / 128], x = w[a * C + b] / s;
+                int best = 0;
+                for (int v = 0; v < 256; v++)
+                    if (table[v] == table[v] && fabsf(table[v] - x) < fabsf(table[best] - x)) best = v;
+                Q[a * C + b] = (uint8_t)best;
+                want[p->offset + a * C + b] = table[best] * s;
+            }
+        e[ne++] = (ds_st_entry){p->name, DS_F8_E4M3, 2, {R, C}, Q};
+        snprintf(names[i], 128, "%s_scale_inv", p->name);
+        e[ne++] = (ds_st_entry){names[i], DS_F32, 2, {br, bc}, S};
+        qoff += R * C;
+        soff += br * bc;
+        nfp8++;
+    }
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/fp8", ds_test_tmpdir());
+    ds_mkdir_p(dir);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(ds_st_write(path, e, ne, NULL) == 0);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    CHECK(ds_config_save(&c, path) == 0);
+    ds_model m2;
+    CHECK_MSG(ds_model_load(&m2, dir) == 0, "%s", ds_errmsg());
+    CHECK(nfp8 > 20);
+    if (m2.params) {
+        int64_t bad = 0;
+        for (int64_t i = 0; i < m.layout.n; i++) {
+            const ds_param *p = &m.layout.p[i];
+            for (int64_t j = 0; j < p->numel; j++) bad += m2.params[p->offset + j] != want[p->offset + j];
+        }
+        CHECK_MSG(bad == 0, "%lld values differ", (long long)bad);
+        ds_model_free(&m2);
+    }
+    /* a missing scale is an error naming it */
+    for (int64_t i = 0; i < ne; i++)
+        if (strstr(e[i].name, "_scale_inv")) { e[i] = e[--ne]; break; }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(ds_st_write(path, e, ne, NULL) == 0);
+    CHECK(ds_model_load(&m2, dir) != 0 && strstr(ds_errmsg(), "_scale_inv is missing"));
+    free(q8), free(scales), free(want), free(e), free(names);
+    ds_model_free(&m);
+}
