@@ -91,8 +91,8 @@ TEST(rope_matches_ref_and_rotates_pairs) {
     float *x = randn(&r, n, 1), *a = ds_malloc((size_t)n * 4), *b = ds_malloc((size_t)n * 4);
     memcpy(a, x, (size_t)n * 4);
     memcpy(b, x, (size_t)n * 4);
-    ds_rope_forward_ref(a, cs, sn, B, T, nv, ld, off, dr);
-    ds_rope_forward(b, cs, sn, B, T, nv, ld, off, dr);
+    ds_rope_forward_ref(a, cs, sn, B, T, nv, ld, off, dr, 0);
+    ds_rope_forward(b, cs, sn, B, T, nv, ld, off, dr, 0);
     CHECK(ds_test_max_rel(b, a, (size_t)n, 1e-6) < 1e-6);
     for (int64_t v = 0; v < B * T * nv; v++) {
         int64_t t = (v / nv) % T;
@@ -105,6 +105,17 @@ TEST(rope_matches_ref_and_rotates_pairs) {
             double ang = t * pow(10000.0, -2.0 * p / dr);
             double want = (j - off) % 2 == 0 ? x0 * cos(ang) - x1 * sin(ang) : x0 * sin(ang) + x1 * cos(ang);
             CHECK_NEAR(a[i], want, 1e-5);
+        }
+    }
+    /* halves layout: pair p is (x[p], x[p + dr/2]) */
+    memcpy(a, x, (size_t)n * 4);
+    ds_rope_forward(a, cs, sn, B, T, nv, ld, off, dr, 1);
+    for (int64_t v = 0; v < B * T * nv; v++) {
+        int64_t t = (v / nv) % T;
+        for (int64_t p = 0; p < h; p++) {
+            double x0 = x[v * ld + off + p], x1 = x[v * ld + off + p + h], ang = t * pow(10000.0, -2.0 * p / dr);
+            CHECK_NEAR(a[v * ld + off + p], x0 * cos(ang) - x1 * sin(ang), 1e-5);
+            CHECK_NEAR(a[v * ld + off + p + h], x0 * sin(ang) + x1 * cos(ang), 1e-5);
         }
     }
     free(cs), free(sn), free(x), free(a), free(b);

@@ -18,7 +18,7 @@ struct ds_ops {
     void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight,
                             int64_t N, int64_t C, int64_t ld_out, int64_t ld_in, float eps);
     void (*rope_forward)(float *x, const float *cos_t, const float *sin_t,
-                         int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr);
+                         int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves);
     void (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v,
                               int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale);
     void (*swiglu_forward)(float *out, const float *gate, const float *up, int64_t N, int64_t I);

@@ -41,11 +41,12 @@ void ds_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
  * In place on x viewed as (B, T, nv, ld): for every vector, the dr values at
  * [off, off+dr) are rotated pairwise (x[2i], x[2i+1]) by angle pos·θ'_i with
  * the precomputed cos/sin tables (T, dr/2) (position = index in the sequence;
- * attention_factor already folded into the tables). */
+ * attention_factor already folded into the tables).  halves = 1: pairs
+ * (x[i], x[i+dr/2]) (HF rope_interleave false, NeoX-permuted weights). */
 void ds_rope_forward_ref(float *x, const float *cos_t, const float *sin_t,
-                         int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr);
+                         int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves);
 void ds_rope_forward(float *x, const float *cos_t, const float *sin_t,
-                     int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr);
+                     int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves);
 
 /* ---- attention.c: causal softmax attention -------------------------------
  * out (B, T, NH, DV), lse (B, NH, T) = log Σ exp(scale·q·k) per query (saved

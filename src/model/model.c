@@ -292,10 +292,10 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     } else {
         ops->matmul_forward(a->q, a->ln1, p->q_proj, NULL, N, H, nh * dq);
     }
-    ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr); /* q per head = [nope | rope] */
+    ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, !c->rope_interleave); /* q per head = [nope | rope] */
     ops->matmul_forward(a->kva, a->ln1, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
     ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
-    ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr);
+    ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
     ops->matmul_forward(a->kv, a->ckv, p->kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
     {
         float *k = a->k, *v = a->v;
