@@ -445,8 +445,22 @@ double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp) 
     double mm = (double)pc.activated - (double)c->vocab_size * c->hidden_size * (c->tie_word_embeddings ? 0 : 1);
     double N = (double)B * T;
     double nh = (double)c->num_attention_heads, dq = (double)ds_config_qk_head_dim(c), dv = (double)c->v_head_dim;
-    double att = 2.0 * B * nh * (dq + dv) * ((double)T * (T + 1) / 2) * c->num_hidden_layers;
-    double f = 2.0 * mm * N + att;
-    (void)mtp;
+    double att1 = 2.0 * B * nh * (dq + dv); /* per causal (query, key) pair and layer */
+    double f = 2.0 * mm * N + att1 * ((double)T * (T + 1) / 2) * c->num_hidden_layers;
+    if (mtp) {
+        /* per MTP module: its own weights (K of E experts) + the shared head, on T-k tokens */
+        int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+        for (int64_t k = 1; k <= c->num_nextn_predict_layers && k < T; k++) {
+            double w = (double)c->vocab_size * c->hidden_size;
+            for (int64_t i = 0; i < m->layout.n; i++) {
+                const ds_param *p = &m->layout.p[i];
+                if (p->layer != c->num_hidden_layers + k - 1 || (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)))
+                    continue;
+                w += (p->flags & DS_PARAM_EXPERT) ? (double)p->numel * K / E : (double)p->numel;
+            }
+            double Tk = (double)(T - k);
+            f += 2.0 * w * B * Tk + att1 * (Tk * (Tk + 1) / 2);
+        }
+    }
     return f;
 }

@@ -130,8 +130,9 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
  * (attention_factor) and the softmax scale dq^-1/2 · mscale(s, mscale_all_dim)². */
 void ds_rope_setup(const ds_config *c, float *inv_freq, float *attn_factor, float *softmax_scale);
 
-/* Forward FLOPs per token-batch: 2·(activated matmul params)·B·T + causal
- * attention (q·k and p·v over T(T+1)/2 pairs per head and layer). */
+/* Forward FLOPs: 2·(activated matmul parameters, input embedding excluded)·B·T
+ * + causal attention (q·k and p·v over T(T+1)/2 pairs per head and layer),
+ * plus the MTP modules on T-k tokens each when mtp. */
 double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp);
 
 #endif
