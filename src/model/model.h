@@ -68,7 +68,8 @@ void ds_model_init_random(ds_model *m, uint64_t seed);
  * name the file, the tensor and the expected/actual shape. */
 int ds_model_load(ds_model *m, const char *dir);
 /* Write config.json and model.safetensors (FP32, HF names, MTP copies of the
- * shared embedding/head included) into dir (created). */
+ * shared embedding/head included; transformers-style shards + index beyond
+ * 5 GB) into dir (created). */
 int ds_model_save(const ds_model *m, const char *dir);
 
 /* Saved activations of one block (what the backward pass will need). */
