@@ -187,6 +187,8 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
             CARVE_F(x->m_emb, N * H);
             CARVE_F(x->m_cat, N * 2 * H);
             CARVE_F(x->m_x, N * H);
+            CARVE_F(x->m_e_rstd, N);
+            CARVE_F(x->m_h_rstd, N);
             CARVE_F(x->m_hn, N * H);
             CARVE_F(x->m_hn_rstd, N);
         }
@@ -423,10 +425,10 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
         for (int64_t b = 0; b < B; b++) {
             /* x_i = eh_proj([enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)]), i < Tk */
             ops->embedding_forward(x2->m_emb + b * Tk * H, ids + b * T + k, m->embed, Tk, H);
-            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H, NULL, x2->m_emb + b * Tk * H, p->enorm, Tk, H, 2 * H, H,
-                                 eps);
-            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H + H, NULL, hprev + b * Tp * H, p->hnorm, Tk, H, 2 * H, H,
-                                 eps);
+            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H, x2->m_e_rstd + b * Tk, x2->m_emb + b * Tk * H, p->enorm,
+                                 Tk, H, 2 * H, H, eps);
+            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H + H, x2->m_h_rstd + b * Tk, hprev + b * Tp * H, p->hnorm,
+                                 Tk, H, 2 * H, H, eps);
         }
         ops->matmul_forward(x2->m_x, x2->m_cat, p->eh_proj, NULL, Nk, 2 * H, H);
         block_forward(x2->out, x2, x2->m_x, p, m, ops, a->cos_t, a->sin_t, B, Tk);

@@ -98,7 +98,8 @@ typedef struct {
     float *e_out;                 /* (B*T*K, H) */
     float *out;                   /* (B,T,H) block output */
     /* MTP module input */
-    float *m_emb, *m_cat, *m_x;   /* (B,T,H), (B,T,2H), (B,T,H) */
+    float *m_emb, *m_cat, *m_x;   /* (B,T,H), (B,T,2H) = [enorm(emb) | hnorm(h)], (B,T,H) */
+    float *m_e_rstd, *m_h_rstd;   /* (B,T) rstd of enorm and hnorm */
     float *m_hn, *m_hn_rstd;      /* (B,T,H) shared_head.norm output, (B,T) */
 } ds_block_acts;
 
