@@ -211,7 +211,7 @@ TEST(cli_init_inspect_forward) {
     char ids[700];
     snprintf(ids, sizeof ids, "%s/ids.txt", tmp);
     FILE *f = fopen(ids, "w");
-    fprintf(f, "1 2 3 4 5\n\n6 7 8 9 4095\n");
+    fprintf(f, "1 2 3 4 5\n\n6 7 8 9 8191\n");
     fclose(f);
     rc = ds_test_sh(out, sizeof out, "%s forward --model %s/m --ids %s --out %s/o.safetensors --hidden", bin(), tmp,
                     ids, tmp);
@@ -221,7 +221,7 @@ TEST(cli_init_inspect_forward) {
     ds_st_file o;
     CHECK(ds_st_open(&o, path) == 0);
     const ds_st_tensor *t = ds_st_find(&o, "logits");
-    CHECK(t && t->ndim == 3 && t->shape[0] == 2 && t->shape[1] == 5 && t->shape[2] == 4096);
+    CHECK(t && t->ndim == 3 && t->shape[0] == 2 && t->shape[1] == 5 && t->shape[2] == 8192);
     t = ds_st_find(&o, "mtp_logits.1");
     CHECK(t && t->shape[1] == 4);
     CHECK(ds_st_find(&o, "hidden_states.0") && ds_st_find(&o, "hidden_states.3") && !ds_st_find(&o, "hidden_states.4"));
@@ -308,7 +308,7 @@ TEST(cli_forward_errors) {
     write_text(ids, "1 2 3\n");
     /* ids problems */
     write_text(ids, "1 2 3\n4 5 99999\n");
-    expect_fail("ids.txt:2: token id 99999 is outside the vocabulary [0, 4096)", "forward --model %s --ids %s --out %s",
+    expect_fail("ids.txt:2: token id 99999 is outside the vocabulary [0, 8192)", "forward --model %s --ids %s --out %s",
                 m, ids, o);
     write_text(ids, "1 2 3\n4 -5 6\n");
     expect_fail("outside the vocabulary", "forward --model %s --ids %s --out %s", m, ids, o);
