@@ -1,0 +1,470 @@
+/*
+ * model.c — model creation, random init, activation arena and the FP32
+ * forward pass (doc §2, §4, §5, §7).  Load/save: model_io.c.
+ */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+
+/* ---- RoPE frequencies and scales (doc §4.4, transformers' _compute_yarn_parameters) */
+
+static double yarn_mscale(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
+
+void ds_rope_setup(const ds_config *c, float *inv_freq, float *attn_factor_out, float *softmax_scale_out) {
+    int64_t d = c->qk_rope_head_dim, h = d / 2;
+    double base = c->rope_theta;
+    float attn_factor = 1.0f;
+    double scale = 1.0 / sqrt((double)ds_config_qk_head_dim(c));
+    if (c->rope_type == DS_ROPE_YARN) {
+        double f = c->rope_factor;
+        if (f <= 0 && c->rope_original_max_position_embeddings > 0)
+            f = (double)c->max_position_embeddings / (double)c->rope_original_max_position_embeddings;
+        /* absent original length: transformers uses max_position_embeddings */
+        double L0 = (double)(c->rope_original_max_position_embeddings > 0 ? c->rope_original_max_position_embeddings
+                                                                           : c->max_position_embeddings);
+        double bf = c->rope_beta_fast > 0 ? c->rope_beta_fast : 32, bs = c->rope_beta_slow > 0 ? c->rope_beta_slow : 1;
+        double low = d * log(L0 / (bf * 2 * M_PI)) / (2 * log(base));
+        double high = d * log(L0 / (bs * 2 * M_PI)) / (2 * log(base));
+        if (c->rope_truncate) { low = floor(low); high = ceil(high); }
+        if (low < 0) low = 0;
+        if (high > d - 1) high = (double)(d - 1);
+        if (low == high) high += 0.001;
+        for (int64_t i = 0; i < h; i++) {
+            float pf = powf((float)base, (float)(2 * i) / (float)d);
+            float extra = 1.0f / pf, inter = 1.0f / ((float)f * pf);
+            float ramp = (float)(((double)i - low) / (high - low));
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            float wext = 1.0f - ramp;
+            inv_freq[i] = inter * (1.0f - wext) + extra * wext;
+        }
+        if (c->rope_attention_factor > 0) attn_factor = (float)c->rope_attention_factor;
+        else if (c->rope_mscale != 0 && c->rope_mscale_all_dim != 0)
+            attn_factor = (float)(yarn_mscale(f, c->rope_mscale) / yarn_mscale(f, c->rope_mscale_all_dim));
+        else attn_factor = (float)yarn_mscale(f, 1.0);
+        if (c->rope_mscale_all_dim != 0) {
+            double ms = yarn_mscale(c->rope_factor > 0 ? c->rope_factor : f, c->rope_mscale_all_dim);
+            scale *= ms * ms;
+        }
+    } else {
+        for (int64_t i = 0; i < h; i++) inv_freq[i] = 1.0f / powf((float)base, (float)(2 * i) / (float)d);
+    }
+    *attn_factor_out = attn_factor;
+    *softmax_scale_out = (float)scale;
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+static float *P(ds_model *m, const char *fmt, long long l, long long e) {
+    char name[112];
+    if (e >= 0) snprintf(name, sizeof name, fmt, l, e);
+    else snprintf(name, sizeof name, fmt, l);
+    int64_t i = ds_layout_find(&m->layout, name);
+    return i < 0 ? NULL : m->params + m->layout.p[i].offset;
+}
+
+int ds_model_create(ds_model *m, const ds_config *c) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    if (ds_layout_build(&m->layout, c)) return -1;
+    m->params = ds_aligned_alloc((size_t)m->layout.total * sizeof(float));
+    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, E = c->n_routed_experts;
+    m->nblocks = L + D;
+    m->blocks = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block));
+    m->expert_ptrs = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(float *));
+    m->embed = m->params + m->layout.p[ds_layout_find(&m->layout, "model.embed_tokens.weight")].offset;
+    m->norm = m->params + m->layout.p[ds_layout_find(&m->layout, "model.norm.weight")].offset;
+    m->lm_head = m->params + m->layout.p[ds_layout_find(&m->layout, "lm_head.weight")].offset;
+    for (int64_t l = 0; l < m->nblocks; l++) {
+        ds_block *b = &m->blocks[l];
+        long long ll = (long long)l;
+        b->layer = l;
+        b->moe = ds_config_layer_is_moe(c, l);
+        b->in_norm = P(m, "model.layers.%lld.input_layernorm.weight", ll, -1);
+        b->post_norm = P(m, "model.layers.%lld.post_attention_layernorm.weight", ll, -1);
+        b->q_a = P(m, "model.layers.%lld.self_attn.q_a_proj.weight", ll, -1);
+        b->q_a_bias = P(m, "model.layers.%lld.self_attn.q_a_proj.bias", ll, -1);
+        b->q_a_norm = P(m, "model.layers.%lld.self_attn.q_a_layernorm.weight", ll, -1);
+        b->q_b = P(m, "model.layers.%lld.self_attn.q_b_proj.weight", ll, -1);
+        b->q_proj = P(m, "model.layers.%lld.self_attn.q_proj.weight", ll, -1);
+        b->kv_a = P(m, "model.layers.%lld.self_attn.kv_a_proj_with_mqa.weight", ll, -1);
+        b->kv_a_bias = P(m, "model.layers.%lld.self_attn.kv_a_proj_with_mqa.bias", ll, -1);
+        b->kv_a_norm = P(m, "model.layers.%lld.self_attn.kv_a_layernorm.weight", ll, -1);
+        b->kv_b = P(m, "model.layers.%lld.self_attn.kv_b_proj.weight", ll, -1);
+        b->o_proj = P(m, "model.layers.%lld.self_attn.o_proj.weight", ll, -1);
+        b->o_bias = P(m, "model.layers.%lld.self_attn.o_proj.bias", ll, -1);
+        if (b->moe) {
+            b->router = P(m, "model.layers.%lld.mlp.gate.weight", ll, -1);
+            b->router_bias = P(m, "model.layers.%lld.mlp.gate.e_score_correction_bias", ll, -1);
+            b->eg = m->expert_ptrs + 3 * E * l;
+            b->eu = b->eg + E;
+            b->ed = b->eu + E;
+            for (int64_t e = 0; e < E; e++) {
+                b->eg[e] = P(m, "model.layers.%lld.mlp.experts.%lld.gate_proj.weight", ll, (long long)e);
+                b->eu[e] = P(m, "model.layers.%lld.mlp.experts.%lld.up_proj.weight", ll, (long long)e);
+                b->ed[e] = P(m, "model.layers.%lld.mlp.experts.%lld.down_proj.weight", ll, (long long)e);
+            }
+            b->gate = P(m, "model.layers.%lld.mlp.shared_experts.gate_proj.weight", ll, -1);
+            b->up = P(m, "model.layers.%lld.mlp.shared_experts.up_proj.weight", ll, -1);
+            b->down = P(m, "model.layers.%lld.mlp.shared_experts.down_proj.weight", ll, -1);
+            b->inter = b->gate ? c->moe_intermediate_size * c->n_shared_experts : 0;
+        } else {
+            b->gate = P(m, "model.layers.%lld.mlp.gate_proj.weight", ll, -1);
+            b->up = P(m, "model.layers.%lld.mlp.up_proj.weight", ll, -1);
+            b->down = P(m, "model.layers.%lld.mlp.down_proj.weight", ll, -1);
+            b->inter = c->intermediate_size;
+        }
+        if (l >= L) {
+            b->enorm = P(m, "model.layers.%lld.enorm.weight", ll, -1);
+            b->hnorm = P(m, "model.layers.%lld.hnorm.weight", ll, -1);
+            b->eh_proj = P(m, "model.layers.%lld.eh_proj.weight", ll, -1);
+            b->head_norm = P(m, "model.layers.%lld.shared_head.norm.weight", ll, -1);
+        }
+    }
+    m->inv_freq = ds_calloc((size_t)(c->qk_rope_head_dim / 2 + 1), sizeof(float));
+    ds_rope_setup(c, m->inv_freq, &m->attn_factor, &m->softmax_scale);
+    return 0;
+}
+
+void ds_model_free(ds_model *m) {
+    ds_free_aligned(m->params);
+    free(m->blocks);
+    free(m->expert_ptrs);
+    free(m->inv_freq);
+    ds_layout_free(&m->layout);
+    memset(m, 0, sizeof *m);
+}
+
+void ds_model_init_random(ds_model *m, uint64_t seed) {
+    ds_rng r;
+    ds_rng_seed(&r, seed);
+    float std = (float)m->cfg.initializer_range;
+    for (int64_t i = 0; i < m->layout.n; i++) {
+        const ds_param *p = &m->layout.p[i];
+        if (p->flags & DS_PARAM_ALIAS) continue;
+        float *x = m->params + p->offset;
+        if (p->flags & DS_PARAM_NORM) for (int64_t j = 0; j < p->numel; j++) x[j] = 1.0f;
+        else if (p->flags & DS_PARAM_ZERO) memset(x, 0, (size_t)p->numel * sizeof(float));
+        else for (int64_t j = 0; j < p->numel; j++) x[j] = std * ds_rng_normal(&r);
+    }
+}
+
+/* ---- activations ----------------------------------------------------------- */
+
+typedef struct {
+    float *base;
+    size_t off;
+} carver;
+
+static void *carve(carver *cv, int64_t n) {
+    void *p = cv->base ? (void *)(cv->base + cv->off) : NULL;
+    cv->off += (size_t)((n + 15) / 16 * 16);
+    return p;
+}
+/* int32 / int64 arrays carved in float-sized units */
+#define CARVE_F(ptr, n) (ptr) = carve(cv, (n))
+#define CARVE_I32(ptr, n) (ptr) = carve(cv, (n))
+#define CARVE_I64(ptr, n) (ptr) = carve(cv, 2 * (n))
+
+static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
+    const ds_config *c = &m->cfg;
+    const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
+    const int64_t nh = c->num_attention_heads, dq = ds_config_qk_head_dim(c), dn = c->qk_nope_head_dim;
+    const int64_t dv = c->v_head_dim, dr = c->qk_rope_head_dim, rq = c->q_lora_rank, rkv = c->kv_lora_rank;
+    const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
+    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
+    CARVE_F(a->cos_t, T * (dr / 2));
+    CARVE_F(a->sin_t, T * (dr / 2));
+    CARVE_I32(a->ids, N);
+    CARVE_F(a->emb, N * H);
+    int64_t nb = a->mtp ? L + D : L;
+    for (int64_t l = 0; l < nb; l++) {
+        ds_block_acts *x = &a->blk[l];
+        const ds_block *b = &m->blocks[l];
+        if (l >= L) {
+            CARVE_F(x->m_emb, N * H);
+            CARVE_F(x->m_cat, N * 2 * H);
+            CARVE_F(x->m_x, N * H);
+            CARVE_F(x->m_e_rstd, N);
+            CARVE_F(x->m_h_rstd, N);
+            CARVE_F(x->m_hn, N * H);
+            CARVE_F(x->m_hn_rstd, N);
+        }
+        CARVE_F(x->ln1, N * H);
+        CARVE_F(x->ln1_rstd, N);
+        if (rq > 0) {
+            CARVE_F(x->qa, N * rq);
+            CARVE_F(x->qa_n, N * rq);
+            CARVE_F(x->qa_rstd, N);
+        }
+        CARVE_F(x->q, N * nh * dq);
+        CARVE_F(x->kva, N * (rkv + dr));
+        CARVE_F(x->ckv, N * rkv);
+        CARVE_F(x->ckv_rstd, N);
+        CARVE_F(x->kv, N * nh * (dn + dv));
+        CARVE_F(x->k, N * nh * dq);
+        CARVE_F(x->v, N * nh * dv);
+        CARVE_F(x->att, N * nh * dv);
+        CARVE_F(x->lse, N * nh);
+        CARVE_F(x->attn_proj, N * H);
+        CARVE_F(x->x_mid, N * H);
+        CARVE_F(x->ln2, N * H);
+        CARVE_F(x->ln2_rstd, N);
+        if (b->inter > 0) {
+            CARVE_F(x->h_gate, N * b->inter);
+            CARVE_F(x->h_up, N * b->inter);
+            CARVE_F(x->h_act, N * b->inter);
+        }
+        CARVE_F(x->mlp_out, N * H);
+        if (b->moe) {
+            CARVE_F(x->r_logits, N * E);
+            CARVE_F(x->r_scores, N * E);
+            CARVE_F(x->r_w, N * K);
+            CARVE_I32(x->r_idx, N * K);
+            CARVE_I32(x->order, N * K);
+            CARVE_I32(x->pos, N * K);
+            CARVE_I64(x->counts, E);
+            CARVE_I64(x->offsets, E + 1);
+            CARVE_F(x->xs, N * K * H);
+            CARVE_F(x->e_gate, N * K * Im);
+            CARVE_F(x->e_up, N * K * Im);
+            CARVE_F(x->e_act, N * K * Im);
+            CARVE_F(x->e_out, N * K * H);
+        }
+        CARVE_F(x->out, N * H);
+    }
+    CARVE_F(a->hfinal, N * H);
+    CARVE_F(a->hfinal_rstd, N);
+    CARVE_F(a->logits, N * V);
+    for (int64_t k = 1; a->mtp && k <= D; k++) CARVE_F(a->mtp_logits[k - 1], B * (T - k > 0 ? T - k : 0) * V);
+}
+
+int ds_acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp) {
+    memset(a, 0, sizeof *a);
+    if (B <= 0 || T <= 0) return ds_err("forward: batch and sequence length must be positive (got B=%lld, T=%lld)",
+                                        (long long)B, (long long)T);
+    a->B = B;
+    a->T = T;
+    a->mtp = mtp && m->cfg.num_nextn_predict_layers > 0;
+    a->blk = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block_acts));
+    a->mtp_logits = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
+    carver cv = {NULL, 0};
+    carve_all(&cv, a, m);
+    a->arena_floats = cv.off;
+    a->arena = ds_aligned_alloc(cv.off * sizeof(float));
+    cv = (carver){a->arena, 0};
+    carve_all(&cv, a, m);
+    return 0;
+}
+
+void ds_acts_free(ds_acts *a) {
+    ds_free_aligned(a->arena);
+    free(a->blk);
+    free(a->mtp_logits);
+    memset(a, 0, sizeof *a);
+}
+
+const float *ds_acts_hidden(const ds_acts *a, const ds_model *m, int64_t i) {
+    int64_t L = m->cfg.num_hidden_layers;
+    if (i == 0) return L == 0 ? a->hfinal : a->emb;
+    if (i == L) return a->hfinal;
+    return a->blk[i - 1].out;
+}
+
+/* ---- forward ------------------------------------------------------------------ */
+
+/* Decoder block (doc §2): out = x_mid + MLP(RMSNorm(x_mid)), x_mid = inp + MLA(RMSNorm(inp)).
+ * out (B,T,H), inp (B,T,H). */
+static void block_forward(float *out, ds_block_acts *a, const float *inp, const ds_block *p, const ds_model *m,
+                          const struct ds_ops *ops, const float *cos_t, const float *sin_t, int64_t B, int64_t T) {
+    const ds_config *c = &m->cfg;
+    const int64_t N = B * T, H = c->hidden_size;
+    const int64_t nh = c->num_attention_heads, dq = ds_config_qk_head_dim(c), dn = c->qk_nope_head_dim;
+    const int64_t dv = c->v_head_dim, dr = c->qk_rope_head_dim, rq = c->q_lora_rank, rkv = c->kv_lora_rank;
+    const float eps = (float)c->rms_norm_eps, eps_lat = 1e-6f; /* latent norms: HF default eps (doc §1.2) */
+
+    /* MLA (doc §4.2) */
+    ops->rmsnorm_forward(a->ln1, a->ln1_rstd, inp, p->in_norm, N, H, H, H, eps);
+    if (rq > 0) {
+        ops->matmul_forward(a->qa, a->ln1, p->q_a, p->q_a_bias, N, H, rq);
+        ops->rmsnorm_forward(a->qa_n, a->qa_rstd, a->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
+        ops->matmul_forward(a->q, a->qa_n, p->q_b, NULL, N, rq, nh * dq);
+    } else {
+        ops->matmul_forward(a->q, a->ln1, p->q_proj, NULL, N, H, nh * dq);
+    }
+    ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, !c->rope_interleave); /* q per head = [nope | rope] */
+    ops->matmul_forward(a->kva, a->ln1, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
+    ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
+    ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
+    ops->matmul_forward(a->kv, a->ckv, p->kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
+    {
+        float *k = a->k, *v = a->v;
+        const float *kv = a->kv, *kva = a->kva;
+#pragma omp parallel for schedule(static) if (N * nh * dq > 65536)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t h = 0; h < nh; h++) {
+                const float *src = kv + (n * nh + h) * (dn + dv);
+                float *kd = k + (n * nh + h) * dq;
+                memcpy(kd, src, (size_t)dn * sizeof(float));
+                memcpy(kd + dn, kva + n * (rkv + dr) + rkv, (size_t)dr * sizeof(float));
+                memcpy(v + (n * nh + h) * dv, src + dn, (size_t)dv * sizeof(float));
+            }
+    }
+    ops->attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv, m->softmax_scale);
+    ops->matmul_forward(a->attn_proj, a->att, p->o_proj, p->o_bias, N, nh * dv, H);
+    ops->residual_forward(a->x_mid, inp, a->attn_proj, N * H);
+
+    /* MLP or MoE (doc §2.2, §5) */
+    ops->rmsnorm_forward(a->ln2, a->ln2_rstd, a->x_mid, p->post_norm, N, H, H, H, eps);
+    if (p->moe) {
+        const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
+        ds_route_params rp = {
+            .E = E, .K = K, .G = c->n_group, .Gk = c->topk_group,
+            .sigmoid = c->scoring_func == DS_SCORE_SIGMOID,
+            .group_top2_sum = c->topk_method == DS_TOPK_NOAUX_TC,
+            .norm_topk = c->norm_topk_prob,
+            .scaling = (float)c->routed_scaling_factor,
+        };
+        if (c->topk_method == DS_TOPK_GREEDY) rp.G = rp.Gk = 1;
+        ops->matmul_forward(a->r_logits, a->ln2, p->router, NULL, N, H, E);
+        ops->moe_route_forward(a->r_w, a->r_idx, a->r_scores, a->r_logits, p->router_bias, &rp, N);
+        ds_moe_sort(a->counts, a->offsets, a->order, a->pos, a->r_idx, N, K, E);
+        {
+            float *xs = a->xs;
+            const float *ln2 = a->ln2;
+            const int32_t *order = a->order;
+#pragma omp parallel for schedule(static) if (N * K * H > 65536)
+            for (int64_t s = 0; s < N * K; s++)
+                memcpy(xs + s * H, ln2 + (order[s] / K) * H, (size_t)H * sizeof(float));
+        }
+        /* one GEMM per expert on its contiguous rows; experts in parallel (each
+         * GEMM then runs single-threaded), unless the batch is so small that
+         * splitting inside the GEMMs is better */
+        const int64_t *off = a->offsets, *cnt = a->counts;
+        int par = N * K >= 64 * E;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+        for (int64_t e = 0; e < E; e++) {
+            if (!cnt[e]) continue;
+            ops->matmul_forward(a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], NULL, cnt[e], H, Im);
+            ops->matmul_forward(a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], NULL, cnt[e], H, Im);
+        }
+        ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, N * K, Im);
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+        for (int64_t e = 0; e < E; e++) {
+            if (!cnt[e]) continue;
+            ops->matmul_forward(a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], NULL, cnt[e], Im, H);
+        }
+        /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
+        {
+            float *mo = a->mlp_out;
+            const float *eo = a->e_out, *w = a->r_w;
+            const int32_t *pos = a->pos;
+#pragma omp parallel for schedule(static) if (N * K * H > 65536)
+            for (int64_t n = 0; n < N; n++) {
+                float *y = mo + n * H;
+                for (int64_t i = 0; i < H; i++) y[i] = 0;
+                for (int64_t k = 0; k < K; k++) {
+                    const float *src = eo + (int64_t)pos[n * K + k] * H;
+                    float wk = w[n * K + k];
+                    for (int64_t i = 0; i < H; i++) y[i] += wk * src[i];
+                }
+            }
+        }
+        if (p->inter > 0) {
+            ops->matmul_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
+            ops->matmul_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
+            ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
+            ops->matmul_forward(a->attn_proj, a->h_act, p->down, NULL, N, p->inter, H); /* scratch reuse */
+            ops->residual_forward(a->mlp_out, a->mlp_out, a->attn_proj, N * H);
+        }
+    } else {
+        ops->matmul_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
+        ops->matmul_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
+        ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
+        ops->matmul_forward(a->mlp_out, a->h_act, p->down, NULL, N, p->inter, H);
+    }
+    ops->residual_forward(out, a->x_mid, a->mlp_out, N * H);
+}
+
+int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids) {
+    const ds_config *c = &m->cfg;
+    const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
+    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, h2 = c->qk_rope_head_dim / 2;
+    const float eps = (float)c->rms_norm_eps;
+    for (int64_t n = 0; n < N; n++)
+        if (ids[n] < 0 || ids[n] >= V)
+            return ds_err("token id %lld at sequence %lld, position %lld is outside the vocabulary [0, %lld)",
+                          (long long)ids[n], (long long)(n / T), (long long)(n % T), (long long)V);
+    memcpy(a->ids, ids, (size_t)N * sizeof(int32_t));
+    /* cos/sin tables (T, dr/2): angle = float(pos)·θ'_i in FP32, × attention_factor (doc §4.3) */
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < h2; i++) {
+            float ang = (float)t * m->inv_freq[i];
+            a->cos_t[t * h2 + i] = (float)cos((double)ang) * m->attn_factor;
+            a->sin_t[t * h2 + i] = (float)sin((double)ang) * m->attn_factor;
+        }
+    ops->embedding_forward(a->emb, ids, m->embed, N, H);
+    const float *x = a->emb;
+    for (int64_t l = 0; l < L; l++) {
+        block_forward(a->blk[l].out, &a->blk[l], x, &m->blocks[l], m, ops, a->cos_t, a->sin_t, B, T);
+        x = a->blk[l].out;
+    }
+    ops->rmsnorm_forward(a->hfinal, a->hfinal_rstd, x, m->norm, N, H, H, H, eps);
+    ops->matmul_forward(a->logits, a->hfinal, m->lm_head, NULL, N, H, V);
+    if (!a->mtp) return 0;
+
+    /* MTP modules (doc §7, tests/fixtures/model/README.md) */
+    const float *hprev = a->hfinal; /* h^{k-1}: (B, T-k+1, H) */
+    for (int64_t k = 1; k <= D; k++) {
+        int64_t Tk = T - k, Tp = T - k + 1, Nk = B * Tk;
+        if (Tk <= 0) break;
+        ds_block_acts *x2 = &a->blk[L + k - 1];
+        const ds_block *p = &m->blocks[L + k - 1];
+        for (int64_t b = 0; b < B; b++) {
+            /* x_i = eh_proj([enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)]), i < Tk */
+            ops->embedding_forward(x2->m_emb + b * Tk * H, ids + b * T + k, m->embed, Tk, H);
+            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H, x2->m_e_rstd + b * Tk, x2->m_emb + b * Tk * H, p->enorm,
+                                 Tk, H, 2 * H, H, eps);
+            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H + H, x2->m_h_rstd + b * Tk, hprev + b * Tp * H, p->hnorm,
+                                 Tk, H, 2 * H, H, eps);
+        }
+        ops->matmul_forward(x2->m_x, x2->m_cat, p->eh_proj, NULL, Nk, 2 * H, H);
+        block_forward(x2->out, x2, x2->m_x, p, m, ops, a->cos_t, a->sin_t, B, Tk);
+        ops->rmsnorm_forward(x2->m_hn, x2->m_hn_rstd, x2->out, p->head_norm, Nk, H, H, H, eps);
+        ops->matmul_forward(a->mtp_logits[k - 1], x2->m_hn, m->lm_head, NULL, Nk, H, V);
+        hprev = x2->out;
+    }
+    return 0;
+}
+
+double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp) {
+    const ds_config *c = &m->cfg;
+    ds_param_counts pc;
+    ds_layout_count(&pc, &m->layout, c);
+    /* matmul parameters: the input embedding is a gather, norms are O(H) */
+    double mm = (double)pc.activated - (double)c->vocab_size * c->hidden_size * (c->tie_word_embeddings ? 0 : 1);
+    double N = (double)B * T;
+    double nh = (double)c->num_attention_heads, dq = (double)ds_config_qk_head_dim(c), dv = (double)c->v_head_dim;
+    double att1 = 2.0 * B * nh * (dq + dv); /* per causal (query, key) pair and layer */
+    double f = 2.0 * mm * N + att1 * ((double)T * (T + 1) / 2) * c->num_hidden_layers;
+    if (mtp) {
+        /* per MTP module: its own weights (K of E experts) + the shared head, on T-k tokens */
+        int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+        for (int64_t k = 1; k <= c->num_nextn_predict_layers && k < T; k++) {
+            double w = (double)c->vocab_size * c->hidden_size;
+            for (int64_t i = 0; i < m->layout.n; i++) {
+                const ds_param *p = &m->layout.p[i];
+                if (p->layer != c->num_hidden_layers + k - 1 || (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)))
+                    continue;
+                w += (p->flags & DS_PARAM_EXPERT) ? (double)p->numel * K / E : (double)p->numel;
+            }
+            double Tk = (double)(T - k);
+            f += 2.0 * w * B * Tk + att1 * (Tk * (Tk + 1) / 2);
+        }
+    }
+    return f;
+}

@@ -1,0 +1,140 @@
+/*
+ * model.h — a DeepSeek-V3 model in FP32 on CPU: parameters (one allocation,
+ * carved by the layout table), the activation arena (one allocation sized
+ * from (config, B, T) before the forward), and the forward pass of doc §2
+ * (main model) and §7 (MTP modules).  The model calls kernels only through
+ * a `struct ds_ops` (backend/ops.h).
+ *
+ * Forward semantics (parity target: transformers' DeepseekV3ForCausalLM /
+ * DeepseekV2ForCausalLM in FP32, eager attention):
+ *   x = Emb(ids); per layer: x += MLA(RMSNorm(x)); x += MLP|MoE(RMSNorm(x));
+ *   h = RMSNorm(x); logits = h·lm_headᵀ.
+ *   MTP module k = 1..D (tests/fixtures/model/README.md):
+ *     x_i = eh_proj([enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)]), i < T-k,
+ *     h^k = Block_{L+k-1}(x) (causal, positions 0..T-k-1), h^0 = h,
+ *     mtp_logits^k_i = shared_head.head(shared_head.norm(h^k_i)) predicts t_{i+k+1}.
+ */
+#ifndef DS_MODEL_H
+#define DS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/ops.h"
+#include "model/config.h"
+#include "model/layout.h"
+
+/* Parameter pointers of one decoder block (shapes: doc §3). */
+typedef struct {
+    int64_t layer;
+    int moe;
+    float *in_norm, *post_norm;              /* (H) */
+    float *q_a, *q_a_bias, *q_a_norm, *q_b;  /* (rq,H), (rq), (rq), (nh*dq,rq); NULL without q_lora */
+    float *q_proj;                           /* (nh*dq, H) without q_lora */
+    float *kv_a, *kv_a_bias, *kv_a_norm;     /* (rkv+dr, H), (rkv+dr), (rkv) */
+    float *kv_b;                             /* (nh*(dn+dv), rkv) */
+    float *o_proj, *o_bias;                  /* (H, nh*dv), (H) */
+    float *gate, *up, *down;                 /* dense MLP or shared experts: (Is,H),(Is,H),(H,Is) */
+    int64_t inter;                           /* Is (0: no shared experts) */
+    float *router, *router_bias;             /* (E, H), (E) or NULL */
+    float **eg, **eu, **ed;                  /* routed expert e: (Im,H), (Im,H), (H,Im) */
+    /* MTP module only */
+    float *enorm, *hnorm, *eh_proj, *head_norm; /* (H), (H), (H, 2H), (H) */
+} ds_block;
+
+typedef struct {
+    ds_config cfg;
+    ds_layout layout;
+    float *params;          /* layout.total floats */
+    float *embed;           /* (V, H) */
+    float *norm;            /* (H) */
+    float *lm_head;         /* (V, H) (= embed when tied) */
+    ds_block *blocks;       /* L main blocks, then D MTP modules */
+    int64_t nblocks;
+    float **expert_ptrs;    /* storage behind blocks[].eg/eu/ed */
+    float *inv_freq;        /* (dr/2) YaRN-corrected inverse frequencies */
+    float attn_factor;      /* multiplies cos and sin */
+    float softmax_scale;    /* dq^-1/2 · mscale² */
+} ds_model;
+
+/* Allocate a model for a validated config (parameters zero).  0 or -1. */
+int ds_model_create(ds_model *m, const ds_config *c);
+void ds_model_free(ds_model *m);
+/* HF init: linears, embeddings, router ~ N(0, initializer_range), norms 1,
+ * biases 0. */
+void ds_model_init_random(ds_model *m, uint64_t seed);
+/* Load config.json + safetensors from a model folder.  FP8 (F8_E4M3 with
+ * `<name>_scale_inv`), BF16 and F16 tensors are converted to FP32.  Errors
+ * name the file, the tensor and the expected/actual shape. */
+int ds_model_load(ds_model *m, const char *dir);
+/* Write config.json and model.safetensors (FP32, HF names, MTP copies of the
+ * shared embedding/head included; transformers-style shards + index beyond
+ * 5 GB) into dir (created). */
+int ds_model_save(const ds_model *m, const char *dir);
+
+/* Saved activations of one block (what the backward pass will need). */
+typedef struct {
+    float *ln1, *ln1_rstd;        /* (B,T,H), (B,T) */
+    float *qa, *qa_n, *qa_rstd;   /* (B,T,rq) x2, (B,T) */
+    float *q;                     /* (B,T,nh,dq) after RoPE */
+    float *kva;                   /* (B,T,rkv+dr), k_pe part after RoPE */
+    float *ckv, *ckv_rstd;        /* (B,T,rkv) normalised latent, (B,T) */
+    float *kv;                    /* (B,T,nh,dn+dv) */
+    float *k, *v;                 /* (B,T,nh,dq), (B,T,nh,dv) */
+    float *att, *lse;             /* (B,T,nh*dv), (B,nh,T) */
+    float *attn_proj;             /* (B,T,H) o_proj output */
+    float *x_mid;                 /* (B,T,H) residual after attention */
+    float *ln2, *ln2_rstd;        /* (B,T,H), (B,T) */
+    float *h_gate, *h_up, *h_act; /* (B,T,Is) dense MLP or shared experts */
+    float *mlp_out;               /* (B,T,H) */
+    /* MoE */
+    float *r_logits, *r_scores;   /* (B,T,E) */
+    float *r_w;                   /* (B,T,K) gate weights */
+    int32_t *r_idx;               /* (B,T,K) expert ids, ascending per token */
+    int32_t *order, *pos;         /* (B*T*K) slot ids sorted by expert; inverse */
+    int64_t *counts, *offsets;    /* (E) tokens per expert (load), (E+1) */
+    float *xs;                    /* (B*T*K, H) inputs gathered in expert order */
+    float *e_gate, *e_up, *e_act; /* (B*T*K, Im) */
+    float *e_out;                 /* (B*T*K, H) */
+    float *out;                   /* (B,T,H) block output */
+    /* MTP module input */
+    float *m_emb, *m_cat, *m_x;   /* (B,T,H), (B,T,2H) = [enorm(emb) | hnorm(h)], (B,T,H) */
+    float *m_e_rstd, *m_h_rstd;   /* (B,T) rstd of enorm and hnorm */
+    float *m_hn, *m_hn_rstd;      /* (B,T,H) shared_head.norm output, (B,T) */
+} ds_block_acts;
+
+typedef struct {
+    int64_t B, T;
+    int mtp;                      /* run the MTP modules */
+    float *arena;
+    size_t arena_floats;
+    float *cos_t, *sin_t;         /* (T, dr/2) */
+    float *emb;                   /* (B,T,H) hidden_states.0 */
+    ds_block_acts *blk;           /* nblocks */
+    float *hfinal, *hfinal_rstd;  /* (B,T,H) after model.norm, (B,T) */
+    float *logits;                /* (B,T,V) */
+    float **mtp_logits;           /* D x (B,T-k,V) */
+    int32_t *ids;                 /* (B,T) */
+} ds_acts;
+
+/* Size and allocate the arena for (B, T); mtp = 0 skips the MTP modules. */
+int ds_acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp);
+void ds_acts_free(ds_acts *a);
+/* hidden_states.i as in transformers' output_hidden_states: 0 = embeddings,
+ * i = 1..L-1 output of layer i-1, L = after the final norm. */
+const float *ds_acts_hidden(const ds_acts *a, const ds_model *m, int64_t i);
+
+/* Forward pass; ids (B, T) must be < vocab_size (checked: -1 with ds_err). */
+int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids);
+
+/* RoPE setup (doc §4.4, transformers' _compute_yarn_parameters): inv_freq
+ * (dr/2) YaRN-corrected (or plain) inverse frequencies, the cos/sin factor
+ * (attention_factor) and the softmax scale dq^-1/2 · mscale(s, mscale_all_dim)². */
+void ds_rope_setup(const ds_config *c, float *inv_freq, float *attn_factor, float *softmax_scale);
+
+/* Forward FLOPs: 2·(activated matmul parameters, input embedding excluded)·B·T
+ * + causal attention (q·k and p·v over T(T+1)/2 pairs per head and layer),
+ * plus the MTP modules on T-k tokens each when mtp. */
+double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp);
+
+#endif
