@@ -1,0 +1,211 @@
+/*
+ * test_convert.c — `dsv3 convert` against torch (tests/fixtures/convert from
+ * tools/make_convert_fixtures.py): fp32 -> fp8 and fp8 -> fp32 and fp32 ->
+ * bf16 give byte-identical safetensors files to torch's per-block cast /
+ * weight_dequant / .to(bfloat16) written by the safetensors library; the block
+ * cast equals ds_quantize's 128x128 cast (itself tested against torch);
+ * sharded folders; bad input.
+ */
+#include "test.h"
+
+#include "base/base.h"
+#include "io/model_convert.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "num/quant.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FIX "tests/fixtures/convert"
+
+static int files_equal(const char *a, const char *b) {
+    size_t na, nb;
+    char *pa = ds_read_file(a, &na), *pb = ds_read_file(b, &nb);
+    int eq = pa && pb && na == nb && !memcmp(pa, pb, na);
+    free(pa);
+    free(pb);
+    return eq;
+}
+
+/* Every tensor of set `got` equals the one of file `exp` (dtype, shape, bytes), same names. */
+static int sets_equal(const char *got_dir, const char *exp_path) {
+    ds_st_set g;
+    ds_st_file e;
+    if (ds_st_set_open(&g, got_dir)) return 0;
+    if (ds_st_open(&e, exp_path)) { ds_st_set_close(&g); return 0; }
+    int ok = g.nrefs == e.n;
+    for (int64_t i = 0; ok && i < e.n; i++) {
+        const ds_st_tensor *b = &e.tensors[i], *a = ds_st_set_find(&g, b->name, NULL);
+        ok = a && a->dtype == b->dtype && a->ndim == b->ndim && a->nbytes == b->nbytes &&
+             !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) && !memcmp(a->data, b->data, a->nbytes);
+        if (!ok) fprintf(stderr, "  mismatch: %s\n", b->name);
+    }
+    ds_st_close(&e);
+    ds_st_set_close(&g);
+    return ok;
+}
+
+TEST(convert_linear_names) {
+    const char *yes[] = {"model.layers.0.self_attn.q_a_proj.weight", "model.layers.12.self_attn.q_b_proj.weight",
+                         "model.layers.0.self_attn.q_proj.weight", "model.layers.3.self_attn.kv_a_proj_with_mqa.weight",
+                         "model.layers.3.self_attn.kv_b_proj.weight", "model.layers.3.self_attn.o_proj.weight",
+                         "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight",
+                         "model.layers.0.mlp.down_proj.weight", "model.layers.61.mlp.experts.255.down_proj.weight",
+                         "model.layers.4.mlp.shared_experts.gate_proj.weight", "model.layers.61.self_attn.o_proj.weight"};
+    const char *no[] = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+                        "model.layers.3.mlp.gate.weight", "model.layers.3.mlp.gate.e_score_correction_bias",
+                        "model.layers.61.eh_proj.weight", "model.layers.61.shared_head.head.weight",
+                        "model.layers.61.embed_tokens.weight", "model.layers.0.self_attn.q_a_layernorm.weight",
+                        "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.o_proj.weight_scale_inv",
+                        "model.layers.x.mlp.up_proj.weight", "model.layers.3.mlp.experts.a.up_proj.weight",
+                        "model.layers.0.mlp.up_proj.bias", "layers.0.mlp.up_proj.weight"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) CHECK_MSG(ds_weight_is_fp8_linear(yes[i]), "%s", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++) CHECK_MSG(!ds_weight_is_fp8_linear(no[i]), "%s", no[i]);
+    CHECK(ds_ckpt_format_from_name("fp8") == DS_CKPT_FP8 && ds_ckpt_format_from_name("bf16") == DS_CKPT_BF16 &&
+          ds_ckpt_format_from_name("fp32") == DS_CKPT_FP32 && ds_ckpt_format_from_name("fp16") == -1);
+}
+
+/* ds_fp8_block_cast (any block side) at 128 equals ds_quantize's 128x128 cast,
+ * ragged shapes, a zero block, a tiny block, ue8m0 or not. */
+TEST(convert_block_cast_equals_quantizer) {
+    const int64_t shapes[][2] = {{1, 1}, {130, 7}, {257, 300}, {128, 128}, {576, 200}};
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+        for (int ue = 0; ue < 2; ue++) {
+            int64_t R = shapes[si][0], C = shapes[si][1], n = R * C, ns = ds_ceil_div(R, 128) * ds_ceil_div(C, 128);
+            float *w = ds_malloc(sizeof(float) * (size_t)n), *s1 = ds_malloc(sizeof(float) * (size_t)ns),
+                  *s2 = ds_malloc(sizeof(float) * (size_t)ns);
+            uint8_t *q1 = ds_malloc((size_t)n), *q2 = ds_malloc((size_t)n);
+            for (int64_t i = 0; i < n; i++) {
+                int64_t rr = i / C, cc = i % C;
+                w[i] = ds_rng_normal(&r) * (rr >= 128 && cc < 128 ? 1e-7f : 1.0f);
+                if (rr < 128 && cc >= 128 && cc < 256) w[i] = 0.0f;
+            }
+            ds_quant_opts o = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
+            o.ue8m0 = ue;
+            CHECK(ds_fp8_block_cast(q1, s1, w, R, C, 128, ue) == 0);
+            CHECK(ds_quantize(q2, s2, w, R, C, &o) == 0);
+            CHECK_MSG(!memcmp(q1, q2, (size_t)n) && !memcmp(s1, s2, sizeof(float) * (size_t)ns), "%lldx%lld ue8m0 %d",
+                      (long long)R, (long long)C, ue);
+            free(w); free(s1); free(s2); free(q1); free(q2);
+        }
+    CHECK(ds_fp8_block_cast(NULL, NULL, NULL, 2, 2, 0, 0) != 0);
+}
+
+TEST(convert_matches_torch) {
+    const char *d = ds_test_tmpdir();
+    char out[4096], p[1024], q[1024];
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s/model %s/fp8", FIX, d) == 0);
+    snprintf(p, sizeof p, "%s/fp8/model.safetensors", d);
+    CHECK_MSG(files_equal(p, FIX "/expected_fp8.safetensors"), "fp32 -> fp8 differs from torch's per-block cast");
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 --scale-fmt ue8m0 %s/model %s/fp8u", FIX, d) == 0);
+    snprintf(p, sizeof p, "%s/fp8u/model.safetensors", d);
+    CHECK_MSG(files_equal(p, FIX "/expected_fp8_ue8m0.safetensors"), "ue8m0 cast differs from torch");
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp32 %s/fp8 %s/fp32", d, d) == 0);
+    snprintf(p, sizeof p, "%s/fp32/model.safetensors", d);
+    CHECK_MSG(files_equal(p, FIX "/expected_fp32.safetensors"), "fp8 -> fp32 differs from torch's weight_dequant");
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to bf16 %s/model %s/bf16", FIX, d) == 0);
+    snprintf(p, sizeof p, "%s/bf16/model.safetensors", d);
+    CHECK_MSG(files_equal(p, FIX "/expected_bf16.safetensors"), "fp32 -> bf16 differs from torch .to(bfloat16)");
+    /* fp8 -> fp8 with the same blocks is the identity (every block's amax code is 448) */
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s/fp8 %s/fp8b", d, d) == 0);
+    snprintf(p, sizeof p, "%s/fp8b/model.safetensors", d);
+    snprintf(q, sizeof q, "%s/fp8/model.safetensors", d);
+    CHECK(files_equal(p, q));
+    /* config.json: quantization_config added / removed, dtype; other files copied */
+    ds_config c;
+    snprintf(p, sizeof p, "%s/fp8u/config.json", d);
+    CHECK(ds_config_load(&c, p) == 0);
+    CHECK(c.quant_fp8 && c.quant_block[0] == 128 && c.quant_block[1] == 128 && !strcmp(c.quant_fmt, "e4m3") &&
+          !strcmp(c.quant_scale_fmt, "ue8m0") && !strcmp(c.quant_activation_scheme, "dynamic") &&
+          !strcmp(c.torch_dtype, "bfloat16"));
+    snprintf(p, sizeof p, "%s/fp32/config.json", d);
+    CHECK(ds_config_load(&c, p) == 0);
+    CHECK(!c.quant_fp8 && !strcmp(c.torch_dtype, "float32") && c.hidden_size == 136 && c.intermediate_size == 264);
+    snprintf(p, sizeof p, "%s/bf16/generation_config.json", d);
+    CHECK(files_equal(p, FIX "/model/generation_config.json"));
+}
+
+/* Sharded in, sharded out (kept like the input), same tensors. */
+TEST(convert_sharded) {
+    const char *d = ds_test_tmpdir();
+    char in[1024], o2[1024], p[1024], out[4096];
+    snprintf(in, sizeof in, "%s/sh8", d);
+    ds_convert_opts o = {DS_CKPT_FP8, 128, 0, 150000};
+    CHECK(ds_model_convert(FIX "/model", in, &o) == 0);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", in);
+    CHECK(ds_file_exists(p));
+    CHECK(sets_equal(in, FIX "/expected_fp8.safetensors"));
+    snprintf(o2, sizeof o2, "%s/sh32", d);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp32 %s %s", in, o2) == 0);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", o2);
+    CHECK_MSG(ds_file_exists(p), "sharding of the input kept");
+    CHECK(sets_equal(o2, FIX "/expected_fp32.safetensors"));
+    /* --shard-mb 0: one file again; the stale shards are removed */
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp32 --shard-mb 0 %s %s", in, o2) == 0);
+    CHECK(!ds_file_exists(p));
+    snprintf(p, sizeof p, "%s/model.safetensors", o2);
+    CHECK(files_equal(p, FIX "/expected_fp32.safetensors"));
+}
+
+/* A folder with config.json from the fixture and the given tensors. */
+static void make_folder(const char *dir, const ds_st_entry *e, int64_t n) {
+    char p[1024];
+    ds_mkdir_p(dir);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CHECK(ds_st_write(p, e, n, NULL) == 0);
+    size_t len;
+    char *cfg = ds_read_file(FIX "/model/config.json", &len);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    CHECK(cfg && ds_write_file_atomic(p, cfg, len) == 0);
+    free(cfg);
+}
+
+TEST(convert_bad_input) {
+    const char *d = ds_test_tmpdir();
+    char dir[1024], od[1024], out[4096];
+    static uint8_t w8[200 * 130];
+    static float sc[2 * 2], sc_bad[2 * 1], x[4];
+    for (int i = 0; i < 4; i++) sc[i] = 1.0f;
+    const ds_st_entry w = {"model.layers.0.mlp.up_proj.weight", DS_F8_E4M3, 2, {200, 130}, w8};
+    /* F8 weight without its scale */
+    snprintf(dir, sizeof dir, "%s/noscale", d);
+    make_folder(dir, &w, 1);
+    snprintf(od, sizeof od, "%s/out1", d);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to bf16 %s %s", dir, od) == 1);
+    CHECK_MSG(strstr(out, "model.layers.0.mlp.up_proj.weight_scale_inv") != NULL, "%s", out);
+    CHECK_MSG(!ds_file_exists(od), "nothing written on error");
+    /* scale of the wrong shape */
+    ds_st_entry e2[2] = {w, {"model.layers.0.mlp.up_proj.weight_scale_inv", DS_F32, 2, {2, 1}, sc_bad}};
+    snprintf(dir, sizeof dir, "%s/badscale", d);
+    make_folder(dir, e2, 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp32 %s %s", dir, od) == 1);
+    CHECK_MSG(strstr(out, "[2, 1]") && strstr(out, "expected [2, 2]"), "%s", out);
+    CHECK(!ds_file_exists(od));
+    /* a scale with no FP8 weight beside it */
+    ds_st_entry e3[1] = {{"model.layers.0.mlp.up_proj.weight_scale_inv", DS_F32, 2, {2, 2}, sc}};
+    snprintf(dir, sizeof dir, "%s/orphan", d);
+    make_folder(dir, e3, 1);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s %s", dir, od) == 1);
+    CHECK_MSG(strstr(out, "without an FP8 weight") != NULL, "%s", out);
+    /* a 1-D "linear" weight cannot be block-cast */
+    ds_st_entry e4[1] = {{"model.layers.0.mlp.up_proj.weight", DS_F32, 1, {4}, x}};
+    snprintf(dir, sizeof dir, "%s/oned", d);
+    make_folder(dir, e4, 1);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s %s", dir, od) == 1);
+    CHECK_MSG(strstr(out, "must be 2-D") != NULL, "%s", out);
+    CHECK(!ds_file_exists(od));
+    /* usage errors, missing folder or config, output = input */
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp16 %s/model %s", FIX, od) == 2);
+    CHECK_MSG(strstr(out, "fp16") != NULL, "%s", out);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert %s/model %s", FIX, od) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to bf16 --scale-fmt ue8m0 %s/model %s", FIX, od) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 --scale-fmt e8m0 %s/model %s", FIX, od) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s/nonexistent %s", d, od) == 1);
+    CHECK_MSG(strstr(out, "config.json") != NULL, "%s", out);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s %s", dir, dir) == 1);
+    CHECK_MSG(strstr(out, "must differ") != NULL, "%s", out);
+    CHECK(!ds_file_exists(od));
+}
