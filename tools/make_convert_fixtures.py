@@ -46,6 +46,17 @@ cfg = DeepseekV3Config(
 model = DeepseekV3ForCausalLM(cfg)
 model.save_pretrained(mdir)  # config.json, generation_config.json (weights replaced below)
 sd = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+# DeepSeek's per-expert names (transformers 5 holds the experts fused as
+# mlp.experts.gate_up_proj (E, 2I, H) and down_proj (E, H, I); it splits them
+# back on save and fuses them on load)
+for k in [k for k in sd if k.endswith("mlp.experts.gate_up_proj")]:
+    pre = k[: -len("gate_up_proj")]
+    gu, dn = sd.pop(k), sd.pop(pre + "down_proj")
+    I = gu.shape[1] // 2
+    for e in range(gu.shape[0]):
+        sd[f"{pre}{e}.gate_proj.weight"] = gu[e, :I].clone()
+        sd[f"{pre}{e}.up_proj.weight"] = gu[e, I:].clone()
+        sd[f"{pre}{e}.down_proj.weight"] = dn[e].clone()
 # the MTP layer: a copy of layer 1's structure plus DeepSeek's extra modules
 H, V = cfg.hidden_size, cfg.vocab_size
 for k in list(sd):
