@@ -12,8 +12,10 @@
 #include "io/model_convert.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "num/fp8.h"
 #include "num/quant.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,4 +210,49 @@ TEST(convert_bad_input) {
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s %s", dir, dir) == 1);
     CHECK_MSG(strstr(out, "must differ") != NULL, "%s", out);
     CHECK(!ds_file_exists(od));
+}
+
+/* --block 64: scales [ceil(R/64), ceil(C/64)], weight_block_size [64, 64] in
+ * config.json, and fp8 -> fp32 equals a scalar per-element reference of the
+ * cast and dequantization on the dense down_proj (136, 264; ragged 64-blocks
+ * and the planted outlier). */
+TEST(convert_block_64) {
+    const char *d = ds_test_tmpdir();
+    char out[4096], p[1024];
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 --block 64 %s/model %s/b64", FIX, d) == 0);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp32 %s/b64 %s/b64f", d, d) == 0);
+    ds_config c;
+    snprintf(p, sizeof p, "%s/b64/config.json", d);
+    CHECK(ds_config_load(&c, p) == 0 && c.quant_fp8 && c.quant_block[0] == 64 && c.quant_block[1] == 64);
+    ds_st_set q, f;
+    ds_st_file in;
+    snprintf(p, sizeof p, "%s/b64", d);
+    CHECK(ds_st_set_open(&q, p) == 0);
+    snprintf(p, sizeof p, "%s/b64f", d);
+    CHECK(ds_st_set_open(&f, p) == 0);
+    CHECK(ds_st_open(&in, FIX "/model/model.safetensors") == 0);
+    TEST_RETURN_IF_FAILED();
+    const char *name = "model.layers.0.mlp.down_proj.weight";
+    const ds_st_tensor *sc = ds_st_set_find(&q, "model.layers.0.mlp.down_proj.weight_scale_inv", NULL);
+    const ds_st_tensor *w = ds_st_find(&in, name), *back = ds_st_set_find(&f, name, NULL);
+    CHECK(sc && sc->ndim == 2 && sc->shape[0] == 3 && sc->shape[1] == 5 && w && back && back->dtype == DS_F32);
+    if (sc && w && back) {
+        const float *x = w->data, *y = back->data;
+        const int64_t R = 136, C = 264;
+        int64_t bad = 0;
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t cc = 0; cc < C; cc++) {
+                int64_t r0 = r / 64 * 64, c0 = cc / 64 * 64;
+                float a = 0;
+                for (int64_t i = r0; i < r0 + 64 && i < R; i++)
+                    for (int64_t j = c0; j < c0 + 64 && j < C; j++) a = fmaxf(a, fabsf(x[i * C + j]));
+                float s = (a < 1e-4f ? 1e-4f : a) / 448.0f;
+                float want = ds_e4m3_to_f32(ds_f32_to_e4m3(x[r * C + cc] / s, DS_FP8_SAT)) * s;
+                if (memcmp(&want, &y[r * C + cc], 4)) bad++;
+            }
+        CHECK_MSG(bad == 0, "%lld elements differ from the scalar reference", (long long)bad);
+    }
+    ds_st_close(&in);
+    ds_st_set_close(&q);
+    ds_st_set_close(&f);
 }

@@ -9,13 +9,12 @@
 
 static int cmd_convert(int argc, char **argv) {
     const char *to = NULL, *scale_fmt = NULL;
-    long long block = 128, shard_mb = -1, threads = 0;
+    long long block = 128, shard_mb = -1;
     ds_opt opts[] = {
         {"--to", DS_OPT_STR, &to, "FMT   fp8 (DeepSeek's E4M3 + 128x128 scale_inv), bf16 or fp32 (required)"},
         {"--block", DS_OPT_INT, &block, "N     fp8 block side (default 128)"},
         {"--scale-fmt", DS_OPT_STR, &scale_fmt, "F     fp8 scales: ue8m0 (powers of two, V3.1); default FP32"},
         {"--shard-mb", DS_OPT_INT, &shard_mb, "N     shard size limit in MB (0: one file; default: as the input)"},
-        {"--threads", DS_OPT_INT, &threads, "N     threads (default: all)"},
     };
     const char *pos[2];
     int npos = 0;
@@ -30,7 +29,6 @@ static int cmd_convert(int argc, char **argv) {
     if (block < 1 || block > 65536) ds_cli_usage_error("convert", "--block must be in 1..65536");
     if (fmt != DS_CKPT_FP8 && (scale_fmt || block != 128))
         ds_cli_usage_error("convert", "--block and --scale-fmt apply to --to fp8 only");
-    ds_set_threads((int)threads);
     ds_convert_opts o = {(ds_ckpt_format)fmt, block, scale_fmt != NULL, shard_mb < 0 ? -1 : shard_mb * 1000 * 1000};
     double t0 = ds_now();
     if (ds_model_convert(pos[0], pos[1], &o)) return ds_cli_fail("convert");

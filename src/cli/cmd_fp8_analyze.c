@@ -10,18 +10,16 @@ int ds_cmd_fp8_analyze(int argc, char **argv);
 
 int ds_cmd_fp8_analyze(int argc, char **argv) {
     const char *model = NULL, *json = NULL;
-    long long top = 10, threads = 0;
+    long long top = 10;
     ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR   model folder (or a .safetensors file) (required)"},
         {"--json", DS_OPT_STR, &json, "FILE  write the full analysis as JSON"},
         {"--top", DS_OPT_INT, &top, "N     outliers kept per tensor and overall (default 10)"},
-        {"--threads", DS_OPT_INT, &threads, "N     threads (default: all)"},
     };
     ds_cli_parse("fp8 analyze", "--model DIR [--json OUT] [--top N]", argc, argv, opts, sizeof opts / sizeof *opts,
                  NULL, 0, NULL);
     if (!model) ds_cli_usage_error("fp8 analyze", "--model DIR is required");
     if (top < 0 || top > 100000) ds_cli_usage_error("fp8 analyze", "--top must be in 0..100000");
-    ds_set_threads((int)threads);
     if (ds_fp8_analyze_model(model, top, json, stdout)) return ds_cli_fail("fp8 analyze");
     return 0;
 }

@@ -69,6 +69,7 @@ static void top_insert(ds_outlier *top, int64_t *n_have, int64_t cap, const ds_o
 int64_t ds_find_outliers(ds_outlier *top, int64_t n, const float *w, int64_t rows, int64_t cols) {
     int64_t have = 0;
     const int64_t G = DS_QUANT_GROUP;
+    if (n <= 0) return 0;
     for (int64_t r0 = 0; r0 < rows; r0 += G)
         for (int64_t c0 = 0; c0 < cols; c0 += G) {
             int64_t r1 = r0 + G < rows ? r0 + G : rows, c1 = c0 + G < cols ? c0 + G : cols;
