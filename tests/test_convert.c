@@ -128,6 +128,61 @@ TEST(convert_matches_torch) {
     CHECK(!c.quant_fp8 && !strcmp(c.torch_dtype, "float32") && c.hidden_size == 136 && c.intermediate_size == 264);
     snprintf(p, sizeof p, "%s/bf16/generation_config.json", d);
     CHECK(files_equal(p, FIX "/model/generation_config.json"));
+    /* config.json text: as transformers writes it (Python oracle), and the round trip restores it */
+    snprintf(p, sizeof p, "%s/fp8/config.json", d);
+    CHECK_MSG(files_equal(p, FIX "/expected_fp8_config.json"), "fp8 config.json");
+    snprintf(p, sizeof p, "%s/fp8u/config.json", d);
+    CHECK_MSG(files_equal(p, FIX "/expected_fp8_ue8m0_config.json"), "fp8 ue8m0 config.json");
+    snprintf(p, sizeof p, "%s/bf16/config.json", d);
+    CHECK_MSG(files_equal(p, FIX "/expected_bf16_config.json"), "bf16 config.json");
+    snprintf(p, sizeof p, "%s/fp32/config.json", d);
+    CHECK_MSG(files_equal(p, FIX "/model/config.json"), "fp32 -> fp8 -> fp32 restores config.json byte for byte");
+}
+
+/* A config.json in another style (compact, unsorted, keys dsv3 does not model,
+ * torch_dtype): only quantization_config and the dtype change. */
+TEST(convert_config_kept) {
+    const char *d = ds_test_tmpdir();
+    char p[1024], out[4096];
+    size_t n;
+    char *t = ds_read_file(FIX "/model/config.json", &n);
+    CHECK(t != NULL);
+    if (!t) return;
+    /* compact: drop newlines and indentation outside strings (the fixture has no spaces in strings) */
+    char *c = ds_malloc(n + 256), *w = c;
+    w += sprintf(w, "{\"auto_map\":{\"AutoConfig\":\"configuration_deepseek.DeepseekV3Config\"},");
+    for (size_t i = 1; i < n; i++)
+        if (t[i] != '\n' && t[i] != ' ') *w++ = t[i];
+    *w = 0;
+    char *dt = strstr(c, "\"dtype\"");
+    CHECK(dt != NULL);
+    if (!dt) { free(t); free(c); return; }
+    memmove(dt + 7, dt + 1, strlen(dt + 1) + 1); /* "dtype" -> "torch_dtype" */
+    memcpy(dt, "\"torch_", 7);
+    char in[1024];
+    snprintf(in, sizeof in, "%s/in", d);
+    ds_mkdir_p(in);
+    snprintf(p, sizeof p, "%s/config.json", in);
+    CHECK(ds_write_file_atomic(p, c, strlen(c)) == 0);
+    snprintf(p, sizeof p, "ln -s $PWD/%s/model/model.safetensors %s/model.safetensors", FIX, in);
+    CHECK(system(p) == 0);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s %s/o8", in, d) == 0);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp32 %s/o8 %s/o32", d, d) == 0);
+    snprintf(p, sizeof p, "%s/o8/config.json", d);
+    char *o8 = ds_read_file(p, &n);
+    CHECK(o8 && strstr(o8, "\"auto_map\":{\"AutoConfig\"") && strstr(o8, "\"torch_dtype\":\"bfloat16\"") &&
+          !strstr(o8, "\"dtype\"") &&
+          strstr(o8, "\"quantization_config\":{\"activation_scheme\":\"dynamic\",\"fmt\":\"e4m3\",\"quant_method\":\"fp8\","
+                     "\"weight_block_size\":[128,128]}"));
+    /* back to fp32: the input text again, except the dtype value */
+    snprintf(p, sizeof p, "%s/o32/config.json", d);
+    char *o32 = ds_read_file(p, &n);
+    char *want = ds_malloc(strlen(c) + 16);
+    strcpy(want, c);
+    char *v = strstr(want, "\"torch_dtype\":\"") + 15;
+    CHECK(!strncmp(v, "float32", 7)); /* the fixture is FP32 */
+    CHECK_MSG(o32 && !strcmp(o32, want), "%s", o32 ? o32 : "(none)");
+    free(t); free(c); free(o8); free(o32); free(want);
 }
 
 /* Sharded in, sharded out (kept like the input), same tensors. */

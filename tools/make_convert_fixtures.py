@@ -22,7 +22,11 @@ Writes into OUT:
                      weights by DeepSeek's weight_dequant (q.float() * s per block),
                      the rest .float()
   expected_bf16.safetensors       the FP32 model .to(bfloat16), bias float32
+  expected_{fp8,fp8_ue8m0,bf16}_config.json  model/config.json with quantization_config
+                     added and dtype bfloat16, written as transformers writes configs
+                     (json.dumps(indent=2, sort_keys=True) + newline)
 """
+import json
 import math
 import os
 import sys
@@ -146,4 +150,12 @@ for pow2, name in ((0, "expected_fp8"), (1, "expected_fp8_ue8m0")):
         print(f"codes that x * (448/amax) would change vs x / (amax/448): {diff}")
 save_file({k: keep_dtype(k, v, torch.bfloat16) for k, v in sd.items()},
           os.path.join(out, "expected_bf16.safetensors"), metadata={"format": "pt"})
+base = json.load(open(os.path.join(mdir, "config.json")))
+qc = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}
+for name, q in (("fp8", qc), ("fp8_ue8m0", dict(qc, scale_fmt="ue8m0")), ("bf16", None)):
+    c = dict(base, dtype="bfloat16")
+    if q:
+        c["quantization_config"] = q
+    with open(os.path.join(out, f"expected_{name}_config.json"), "w") as f:
+        f.write(json.dumps(c, indent=2, sort_keys=True) + "\n")
 print("wrote", out, f"(torch {torch.__version__})")

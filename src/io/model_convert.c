@@ -7,6 +7,7 @@
 #include "io/model_convert.h"
 
 #include "base/base.h"
+#include "io/json.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "num/convert.h"
@@ -241,6 +242,125 @@ static int copy_others(const char *in_dir, const char *out_dir) {
     return rc;
 }
 
+
+/* ---- config.json: edited in place, every other byte kept ------------------------
+ * The top-level members are located by a scanner (the text is valid JSON:
+ * ds_config_load parsed it); quantization_config is dropped or replaced,
+ * "dtype" / "torch_dtype" get the new value, and a new quantization_config
+ * goes before the first key that sorts after it (sorted files stay sorted).
+ * Indentation follows the file's own (transformers: two spaces). */
+typedef struct {
+    size_t key0, key1, val0, val1; /* key string [key0, key1) with quotes, value [val0, val1) */
+} member;
+
+static size_t skip_ws(const char *t, size_t i) {
+    while (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r') i++;
+    return i;
+}
+static size_t skip_string(const char *t, size_t i) { /* t[i] == '"' */
+    for (i++; t[i] && t[i] != '"'; i++)
+        if (t[i] == '\\' && t[i + 1]) i++;
+    return t[i] ? i + 1 : i;
+}
+static size_t skip_value(const char *t, size_t i) {
+    if (t[i] == '"') return skip_string(t, i);
+    if (t[i] == '{' || t[i] == '[') {
+        int depth = 0;
+        while (t[i]) {
+            if (t[i] == '"') { i = skip_string(t, i); continue; }
+            if (t[i] == '{' || t[i] == '[') depth++;
+            else if ((t[i] == '}' || t[i] == ']') && --depth == 0) return i + 1;
+            i++;
+        }
+        return i;
+    }
+    while (t[i] && t[i] != ',' && t[i] != '}' && t[i] != ']' && t[i] != ' ' && t[i] != '\n' && t[i] != '\r' && t[i] != '\t') i++;
+    return i;
+}
+static int key_is(const char *t, const member *m, const char *k) {
+    size_t n = strlen(k);
+    return m->key1 - m->key0 == n + 2 && !memcmp(t + m->key0 + 1, k, n);
+}
+
+static char *edit_config(const char *t, const ds_convert_opts *o, const char *path) {
+    size_t i = skip_ws(t, 0), cap = 16, n = 0;
+    if (t[i] != '{') { ds_err("%s: not a JSON object", path); return NULL; }
+    const size_t open = i;
+    member *m = ds_malloc(sizeof *m * cap);
+    i = skip_ws(t, i + 1);
+    while (t[i] == '"') {
+        if (n == cap) m = ds_realloc(m, sizeof *m * (cap *= 2));
+        m[n].key0 = i;
+        m[n].key1 = i = skip_string(t, i);
+        i = skip_ws(t, i);
+        if (t[i] != ':') break;
+        m[n].val0 = i = skip_ws(t, i + 1);
+        m[n].val1 = i = skip_value(t, i);
+        n++;
+        i = skip_ws(t, i);
+        if (t[i] != ',') break;
+        i = skip_ws(t, i + 1);
+    }
+    if (t[i] != '}') { free(m); ds_err("%s: cannot edit (unexpected text at offset %zu)", path, i); return NULL; }
+    const size_t close = i;
+    /* indentation: the whitespace before the first key (or "\n  ") */
+    char ws[64] = "\n  ";
+    if (n) {
+        size_t w = m[0].key0 - open - 1;
+        if (w < sizeof ws) { memcpy(ws, t + open + 1, w); ws[w] = 0; }
+    }
+    const char *ind = strrchr(ws, '\n') ? strrchr(ws, '\n') + 1 : NULL; /* NULL: compact file */
+    ds_sbuf q = {0};
+    if (o->to == DS_CKPT_FP8) {
+        const char *nl = ind ? "\n" : "", *sp = ind ? " " : "";
+        char in1[80], in2[80];
+        snprintf(in1, sizeof in1, "%s%s", ind ? ind : "", ind ? ind : "");
+        snprintf(in2, sizeof in2, "%s%s", in1, ind ? ind : "");
+        ds_sbuf_printf(&q, "\"quantization_config\":%s{%s%s\"activation_scheme\":%s\"dynamic\",%s%s\"fmt\":%s\"e4m3\",%s%s"
+                           "\"quant_method\":%s\"fp8\",", sp, nl, in1, sp, nl, in1, sp, nl, in1, sp);
+        if (o->ue8m0) ds_sbuf_printf(&q, "%s%s\"scale_fmt\":%s\"ue8m0\",", nl, in1, sp);
+        ds_sbuf_printf(&q, "%s%s\"weight_block_size\":%s[%s%s%lld,%s%s%lld%s%s]%s%s}", nl, in1, sp, nl, in2,
+                       (long long)o->block, nl, in2, (long long)o->block, nl, in1, nl, ind ? ind : "");
+    }
+    char *qtext = ds_sbuf_take(&q);
+    const char *dtype = o->to == DS_CKPT_FP32 ? "\"float32\"" : "\"bfloat16\"";
+    ds_sbuf b = {0};
+    ds_sbuf_put(&b, t, open + 1);
+    int first = 1, placed = o->to != DS_CKPT_FP8, have_dtype = 0;
+    for (size_t k = 0; k <= n; k++) {
+        /* the new quantization_config goes before the first key that sorts after it */
+        if (!placed && (k == n || strncmp(t + m[k].key0 + 1, "quantization_config\"", 20) > 0)) {
+            ds_sbuf_puts(&b, first ? "" : ",");
+            ds_sbuf_puts(&b, ws);
+            ds_sbuf_puts(&b, qtext);
+            placed = 1;
+            first = 0;
+        }
+        if (k == n) break;
+        if (key_is(t, &m[k], "quantization_config")) continue; /* dropped, or replaced above */
+        ds_sbuf_puts(&b, first ? "" : ",");
+        ds_sbuf_puts(&b, ws);
+        first = 0;
+        ds_sbuf_put(&b, t + m[k].key0, m[k].val0 - m[k].key0);
+        if (key_is(t, &m[k], "dtype") || key_is(t, &m[k], "torch_dtype")) {
+            ds_sbuf_puts(&b, dtype);
+            have_dtype = 1;
+        } else
+            ds_sbuf_put(&b, t + m[k].val0, m[k].val1 - m[k].val0);
+    }
+    if (!have_dtype) ds_sbuf_printf(&b, "%s%s\"dtype\":%s%s", first ? "" : ",", ws, ind ? " " : "", dtype);
+    /* the closing part: the whitespace before '}' as in the input, then the rest */
+    if (n) { /* keep the whitespace between the last value and '}' */
+        size_t w0 = m[n - 1].val1;
+        ds_sbuf_put(&b, t + w0, close - w0);
+    } else
+        ds_sbuf_puts(&b, ind ? "\n" : "");
+    ds_sbuf_puts(&b, t + close);
+    free(qtext);
+    free(m);
+    return ds_sbuf_take(&b);
+}
+
 int ds_model_convert(const char *in_dir, const char *out_dir, const ds_convert_opts *o) {
     if (o->to != DS_CKPT_FP32 && o->to != DS_CKPT_BF16 && o->to != DS_CKPT_FP8)
         return ds_err("convert: unknown target format %d (fp8, bf16 or fp32)", (int)o->to);
@@ -251,11 +371,16 @@ int ds_model_convert(const char *in_dir, const char *out_dir, const ds_convert_o
         return ds_err("convert: %s: the output folder must differ from the input folder", out_dir);
     char *cpath = ds_path_join(in_dir, "config.json");
     ds_config c;
-    int rc = ds_config_load(&c, cpath);
-    free(cpath);
-    if (rc) return -1;
+    size_t clen;
+    char *ctext_in = ds_read_file(cpath, &clen);
+    int rc = !ctext_in ? -1 : strlen(ctext_in) != clen ? ds_err("%s: contains a NUL byte", cpath)
+                                                     : ds_config_parse(&c, ctext_in, cpath);
     ds_st_set s;
-    if (ds_st_set_open(&s, in_dir)) return -1;
+    if (rc || ds_st_set_open(&s, in_dir)) {
+        free(ctext_in);
+        free(cpath);
+        return -1;
+    }
     out_list out = {0};
     rc = build(&out, &s, &c, o);
     if (!rc) {
@@ -269,28 +394,24 @@ int ds_model_convert(const char *in_dir, const char *out_dir, const ds_convert_o
         ds_st_entry *e = ds_malloc(sizeof *e * (size_t)(out.n > 0 ? out.n : 1));
         for (int64_t i = 0; i < out.n; i++) e[i] = out.v[i].e;
         static const char *const meta[] = {"format", "pt", NULL};
-        /* the config first in memory: an invalid one stops us before any write */
-        if (o->to == DS_CKPT_FP8) {
-            c.quant_fp8 = 1;
-            c.quant_block[0] = c.quant_block[1] = o->block;
-            snprintf(c.quant_fmt, sizeof c.quant_fmt, "e4m3");
-            snprintf(c.quant_activation_scheme, sizeof c.quant_activation_scheme, "dynamic");
-            snprintf(c.quant_scale_fmt, sizeof c.quant_scale_fmt, "%s", o->ue8m0 ? "ue8m0" : "");
-        } else {
-            c.quant_fp8 = 0;
-            c.quant_scale_fmt[0] = 0;
-        }
-        snprintf(c.torch_dtype, sizeof c.torch_dtype, "%s", o->to == DS_CKPT_FP32 ? "float32" : "bfloat16");
+        /* the config first in memory: a bad one stops us before any write */
         char *opath = ds_path_join(out_dir, "config.json");
-        rc = ds_config_validate(&c, opath);
+        char *ctext = edit_config(ctext_in, o, cpath);
+        ds_config chk;
+        rc = !ctext || ds_config_parse(&chk, ctext, opath) || ds_config_validate(&chk, opath) ? -1 : 0;
+        if (!rc && (o->to == DS_CKPT_FP8) != (chk.quant_fp8 != 0))
+            rc = ds_err("%s: quantization_config could not be edited", cpath);
         if (!rc) rc = ds_mkdir_p(out_dir);
         if (!rc) rc = ds_st_write_model(out_dir, e, out.n, meta, shard);
-        if (!rc) rc = ds_config_save(&c, opath);
+        if (!rc) rc = ds_write_file_atomic(opath, ctext, strlen(ctext));
         if (!rc) rc = copy_others(in_dir, out_dir);
         free(opath);
+        free(ctext);
         free(e);
     }
     out_free(&out);
     ds_st_set_close(&s);
+    free(ctext_in);
+    free(cpath);
     return rc;
 }
