@@ -254,6 +254,19 @@ TEST(convert_bad_input) {
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s %s", dir, od) == 1);
     CHECK_MSG(strstr(out, "must be 2-D") != NULL, "%s", out);
     CHECK(!ds_file_exists(od));
+    /* config.json: invalid JSON, a required field missing */
+    const char *bad_cfg[] = {"{\"hidden_size\": 64,", "{\"model_type\": \"deepseek_v3\"}"};
+    const char *bad_msg[] = {"invalid JSON", "missing"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(dir, sizeof dir, "%s/badcfg%d", d, i);
+        make_folder(dir, e4, 1);
+        char p[1100];
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        CHECK(ds_write_file_atomic(p, bad_cfg[i], strlen(bad_cfg[i])) == 0);
+        CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to bf16 %s %s", dir, od) == 1);
+        CHECK_MSG(strstr(out, "config.json") && strstr(out, bad_msg[i]), "%s", out);
+        CHECK(!ds_file_exists(od));
+    }
     /* usage errors, missing folder or config, output = input */
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp16 %s/model %s", FIX, od) == 2);
     CHECK_MSG(strstr(out, "fp16") != NULL, "%s", out);
