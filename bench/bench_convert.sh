@@ -6,13 +6,13 @@
 # (DeepSeek's weight_dequant), against a Python/torch script doing the same
 # (safetensors load_file, DeepGEMM-style per_block_cast / weight_dequant,
 # save_file, then fsync like dsv3's atomic writer).  Same thread count, warm
-# page cache, best of CONV_BENCH_REPS (default 2).  MB/s = input bytes / s.
+# page cache, best of CONV_BENCH_REPS (default 1: the peer takes ~20 s a run here).  MB/s = input bytes / s.
 # Writes bench/results/convert.json.
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 THREADS=${OMP_NUM_THREADS:-2}
-REPS=${CONV_BENCH_REPS:-2}
+REPS=${CONV_BENCH_REPS:-1}
 DIR=$BUILD/bench-data/convert
 BIN=./dsv3
 [ -x "$BIN" ] || { echo "build dsv3 first (make)"; exit 1; }
