@@ -242,7 +242,6 @@ static int copy_others(const char *in_dir, const char *out_dir) {
     return rc;
 }
 
-
 /* ---- config.json: edited in place, every other byte kept ------------------------
  * The top-level members are located by a scanner (the text is valid JSON:
  * ds_config_load parsed it); quantization_config is dropped or replaced,
