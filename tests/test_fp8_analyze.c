@@ -196,6 +196,29 @@ TEST(fp8_analyze_bad_input) {
     CHECK_MSG(strstr(out, "no 2-D float weights") != NULL, "%s", out);
     snprintf(p, sizeof p, "%s/x.json", d);
     CHECK(!ds_file_exists(p));
+    /* NaN and inf weights are counted; non-finite statistics are null (the JSON stays
+     * strict); an empty weight is analyzed */
+    static float wn[3 * 200], we[1];
+    for (int i = 0; i < 600; i++) wn[i] = (float)(i % 7) - 3.0f;
+    wn[5] = NAN;
+    wn[300] = INFINITY;
+    ds_st_entry e3[2] = {{"model.layers.0.self_attn.o_proj.weight", DS_F32, 2, {3, 200}, wn},
+                         {"model.layers.0.self_attn.q_a_proj.weight", DS_F32, 2, {0, 4}, we}};
+    snprintf(p, sizeof p, "%s/nan.safetensors", d);
+    CHECK(ds_st_write(p, e3, 2, NULL) == 0);
+    char js[1100];
+    snprintf(js, sizeof js, "%s/nan.json", d);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 analyze --model %s --json %s", p, js) == 0);
+    cJSON *j = load_json(js);
+    const cJSON *wo = j ? weight(j, "model.layers.0.self_attn.o_proj.weight") : NULL;
+    CHECK(wo && cJSON_GetObjectItem(wo, "nonfinite")->valuedouble == 2 && cJSON_GetObjectItem(wo, "amax")->valuedouble == 3.0);
+    if (wo) { /* the third row has neither NaN nor inf: a finite error in its own row scale */
+        const cJSON *r = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(wo, "error"), "e4m3"), "tensor");
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(r, "rel_rms"))); /* the inf sets the tensor scale */
+    }
+    const cJSON *wz = j ? weight(j, "model.layers.0.self_attn.q_a_proj.weight") : NULL;
+    CHECK(wz && num(cJSON_GetObjectItem(wz, "error"), "e4m3", "tensor", "rel_rms") == 0);
+    cJSON_Delete(j);
     /* an FP8 weight whose scale has the wrong shape */
     static uint8_t q[130 * 130];
     static float s[1];

@@ -103,19 +103,26 @@ typedef struct {
     err_sum e[2][DS_ANALYZE_NSCALE];
 } kind_sum;
 
+/* A number, or null when it is not finite (strict JSON has no NaN/Infinity:
+ * an inf weight makes its group's scale inf and the errors NaN). */
+static void put_num(ds_sbuf *b, double v) {
+    if (isfinite(v)) ds_json_put_double(b, v);
+    else ds_sbuf_puts(b, "null");
+}
+
 static void put_err(ds_sbuf *b, const ds_quant_err *e) {
     ds_sbuf_puts(b, "{\"mae\": ");
-    ds_json_put_double(b, e->mae);
+    put_num(b, e->mae);
     ds_sbuf_puts(b, ", \"rel_rms\": ");
-    ds_json_put_double(b, e->rel_rms);
+    put_num(b, e->rel_rms);
     ds_sbuf_puts(b, ", \"max_err\": ");
-    ds_json_put_double(b, e->max_err);
+    put_num(b, e->max_err);
     ds_sbuf_puts(b, ", \"frac_clamped\": ");
-    ds_json_put_double(b, e->frac_clamped);
+    put_num(b, e->frac_clamped);
     ds_sbuf_puts(b, ", \"frac_flushed\": ");
-    ds_json_put_double(b, e->frac_flushed);
+    put_num(b, e->frac_flushed);
     ds_sbuf_puts(b, ", \"frac_subnormal\": ");
-    ds_json_put_double(b, e->frac_subnormal);
+    put_num(b, e->frac_subnormal);
     ds_sbuf_puts(b, "}");
 }
 
@@ -229,9 +236,10 @@ int ds_fp8_analyze_model(const char *dir, int64_t top_n, const char *json_path, 
         ds_json_put_string(&b, t->name);
         ds_sbuf_printf(&b, ", \"kind\": \"%s\", \"shape\": [%lld, %lld], \"dtype\": \"%s\", \"amax\": ", kind,
                        (long long)R, (long long)C, ds_dtype_table[t->dtype].st_name);
-        ds_json_put_double(&b, e[0][0].amax);
+        put_num(&b, e[0][0].amax);
         ds_sbuf_puts(&b, ", \"rms\": ");
-        ds_json_put_double(&b, R * C > 0 ? sqrt(sx / (double)(R * C)) : 0.0);
+        put_num(&b, R * C > 0 ? sqrt(sx / (double)(R * C)) : 0.0);
+        ds_sbuf_printf(&b, ", \"nonfinite\": %lld", (long long)e[0][0].n_nonfinite);
         ds_sbuf_puts(&b, ",\n     \"error\": ");
         put_err_block(&b, e, "     ");
         ds_sbuf_puts(&b, ",\n     \"outliers\": [");

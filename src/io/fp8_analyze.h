@@ -10,7 +10,7 @@
  *   {"model": DIR, "amax_floor": 0.0001, "formats": ["e4m3", "e5m2"],
  *    "scalings": ["tensor", "row", "1x128", "128x128"],
  *    "outlier_ratio": "|w| / mean |w| of its 128x128 block",
- *    "weights": [{"name", "kind", "shape": [r, c], "dtype", "amax", "rms",
+ *    "weights": [{"name", "kind", "shape": [r, c], "dtype", "amax", "rms", "nonfinite",
  *                 "error": {FMT: {SCALING: {"mae", "rel_rms", "max_err",
  *                           "frac_clamped", "frac_flushed", "frac_subnormal"}}},
  *                 "outliers": [{"row", "col", "value", "block_mean_abs", "ratio"}]}],
@@ -19,7 +19,8 @@
  *    "activations": [], "gradients": []}
  * "activations" and "gradients" hold the same per-tensor records (with the
  * tensor named by layer and site) once the capture pass exists; empty now.
- * Summary errors aggregate over the kind: mae, frac_* weighted by element
+ * rms is over the finite weights; "nonfinite" counts NaN/inf; a statistic
+ * that is not finite (an inf weight makes its group's scale inf) is null.  Summary errors aggregate over the kind: mae, frac_* weighted by element
  * count, rel_rms = sqrt(sum ||y-x||^2 / sum ||x||^2), max_err the maximum.
  */
 #ifndef DS_FP8_ANALYZE_H
