@@ -324,3 +324,45 @@ TEST(convert_block_64) {
     ds_st_set_close(&q);
     ds_st_set_close(&f);
 }
+
+/* An FP8 weight already in the target form is kept as it is (its scales need
+ * not be amax / 448: here the largest code is 1.0 and the scale 0.5, which a
+ * re-quantization would change); other blocks or non-power-of-two scales with
+ * --scale-fmt ue8m0 are re-quantized. */
+TEST(convert_fp8_kept) {
+    const char *d = ds_test_tmpdir();
+    char dir[1024], out[4096], p[1200];
+    static uint8_t q[200 * 130];
+    static float s_half[4] = {0.5f, 0.5f, 0.5f, 0.5f}, s_odd[4] = {0.3f, 0.3f, 0.3f, 0.3f};
+    for (int i = 0; i < 200 * 130; i++) q[i] = (uint8_t)(0x30 + i % 9); /* 0x30 = 0.5 ... 0x38 = 1.0 */
+    for (int k = 0; k < 2; k++) {
+        ds_st_entry e[2] = {{"model.layers.0.mlp.up_proj.weight", DS_F8_E4M3, 2, {200, 130}, q},
+                            {"model.layers.0.mlp.up_proj.weight_scale_inv", DS_F32, 2, {2, 2}, k ? s_odd : s_half}};
+        snprintf(dir, sizeof dir, "%s/in%d", d, k);
+        make_folder(dir, e, 2);
+        for (int ue = 0; ue < 2; ue++) {
+            CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s %s %s/o%d%d", ue ? "--scale-fmt ue8m0" : "", dir,
+                             d, k, ue) == 0);
+            snprintf(p, sizeof p, "%s/o%d%d/model.safetensors", d, k, ue);
+            ds_st_file f;
+            CHECK(ds_st_open(&f, p) == 0);
+            TEST_RETURN_IF_FAILED();
+            const ds_st_tensor *w = ds_st_find(&f, e[0].name), *sc = ds_st_find(&f, e[1].name);
+            int kept = w && sc && !memcmp(w->data, q, sizeof q) && !memcmp(sc->data, e[1].data, 16);
+            CHECK_MSG(kept == !(k == 1 && ue == 1), "scale %g ue8m0 %d: kept %d", k ? 0.3 : 0.5, ue, kept);
+            /* amax 1.0 * 0.3, 0.3 / 448 = 6.7e-4 -> rounded up to 2^-10 */
+            if (!kept && sc) CHECK(((const float *)sc->data)[0] == 0x1p-10f);
+            ds_st_close(&f);
+        }
+    }
+    /* other blocks: re-quantized, values within E4M3 rounding of the input */
+    snprintf(dir, sizeof dir, "%s/in0", d);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 --block 64 %s %s/b64", dir, d) == 0);
+    snprintf(p, sizeof p, "%s/b64/model.safetensors", d);
+    ds_st_file f;
+    CHECK(ds_st_open(&f, p) == 0);
+    TEST_RETURN_IF_FAILED();
+    const ds_st_tensor *sc = ds_st_find(&f, "model.layers.0.mlp.up_proj.weight_scale_inv");
+    CHECK(sc && sc->shape[0] == 4 && sc->shape[1] == 3);
+    ds_st_close(&f);
+}

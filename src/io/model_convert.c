@@ -183,6 +183,30 @@ static int build(out_list *out, const ds_st_set *s, const ds_config *cin, const 
         out_tensor *ot = out_push(out);
         ot->e = (ds_st_entry){t->name, want, t->ndim, {0}, NULL};
         memcpy(ot->e.shape, t->shape, sizeof t->shape);
+        if (fp8_out && t->dtype == DS_F8_E4M3 && bs0 == o->block && bs1 == o->block) {
+            /* already in the target format (E4M3, same blocks, F32 scales of the
+             * right shape, powers of two if ue8m0 is asked for): kept as it is,
+             * never re-quantized (a published checkpoint's scales need not be
+             * amax / 448) */
+            char *sn = with_suffix(t->name, "_scale_inv");
+            const ds_st_tensor *sc = ds_st_set_find(s, sn, NULL);
+            int keep = sc && sc->dtype == DS_F32 && sc->ndim == 2 && sc->shape[0] == ds_ceil_div(t->shape[0], bs0) &&
+                       sc->shape[1] == ds_ceil_div(t->shape[1], bs1);
+            for (int64_t j = 0; keep && o->ue8m0 && j < sc->numel; j++) {
+                uint32_t u;
+                memcpy(&u, (const char *)sc->data + 4 * j, 4);
+                keep = (u & 0x807fffffu) == 0 && ((u >> 23) & 0xff) >= 1 && ((u >> 23) & 0xff) <= 254;
+            }
+            if (keep) {
+                ot->e.data = t->data && t->nbytes ? t->data : (ot->buf = ds_malloc(1));
+                out_tensor *os = out_push(out);
+                os->name_buf = sn;
+                os->e = (ds_st_entry){os->name_buf, DS_F32, 2, {sc->shape[0], sc->shape[1]}, sc->data};
+                if (!sc->data || sc->nbytes == 0) os->e.data = os->buf = ds_malloc(1);
+                continue;
+            }
+            free(sn);
+        }
         if (!fp8_out && t->dtype == want) { /* unchanged: straight from the input mapping */
             ot->e.data = t->data && t->nbytes ? t->data : (ot->buf = ds_malloc(1));
             continue;

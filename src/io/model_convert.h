@@ -9,7 +9,9 @@
  *         "<name>_scale_inv" [ceil(out/b), ceil(in/b)], scale = max(amax, 1e-4)
  *         / 448 per b x b block (ragged edge blocks hold what is left; an
  *         all-zero block gives zero codes and the finite scale 1e-4/448);
- *         every other float tensor BF16
+ *         every other float tensor BF16; an input weight already in this form
+ *         (E4M3, same blocks, F32 scales, powers of two if ue8m0) is kept as
+ *         it is, not re-quantized
  *   bf16  every float tensor BF16          fp32  every float tensor F32
  * In all three, mlp.gate.e_score_correction_bias stays F32 (as DeepSeek ships
  * it) and integer tensors are copied.  config.json gets quantization_config
