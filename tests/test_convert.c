@@ -267,6 +267,20 @@ TEST(convert_bad_input) {
         CHECK_MSG(strstr(out, "config.json") && strstr(out, bad_msg[i]), "%s", out);
         CHECK(!ds_file_exists(od));
     }
+    /* a truncated weight file */
+    {
+        snprintf(dir, sizeof dir, "%s/trunc", d);
+        make_folder(dir, e4, 1);
+        char p[1100];
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        size_t n;
+        char *img = ds_read_file(FIX "/model/model.safetensors", &n);
+        CHECK(img && ds_write_file_atomic(p, img, n / 2) == 0);
+        free(img);
+        CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp8 %s %s", dir, od) == 1);
+        CHECK_MSG(strstr(out, "model.safetensors") != NULL, "%s", out);
+        CHECK(!ds_file_exists(od));
+    }
     /* usage errors, missing folder or config, output = input */
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to fp16 %s/model %s", FIX, od) == 2);
     CHECK_MSG(strstr(out, "fp16") != NULL, "%s", out);
