@@ -480,3 +480,91 @@ TEST(nan_gradient_detected) {
     if (bad) fprintf(stderr, "  first non-finite gradient: %s\n", bad);
     rig_close(&r);
 }
+
+/* ---- CLI: dsv3 forward --grads ------------------------------------------------------------ */
+
+static const char *dsv3_bin(void) {
+    const char *b = getenv("DSV3");
+    return b ? b : "./dsv3";
+}
+
+/* The written file vs a fixture: same key set (plus loss_ce), loss terms within 1e-5,
+ * gradients within GRAD_TOL. */
+static void cli_vs_fixture(const char *fix, const char *file, const char *extra) {
+    if (!have(fix, file)) SKIP("tests/fixtures/model/%s/%s absent (make fixtures)", fix, file);
+    char out[4096], path[512];
+    snprintf(path, sizeof path, "%s/g.safetensors", ds_test_tmpdir());
+    int rc = ds_test_sh(out, sizeof out, "%s forward --model " FIXDIR "%s --ids " FIXDIR "%s/ids.txt --grads %s %s",
+                        dsv3_bin(), fix, fix, path, extra);
+    CHECK_MSG(rc == 0, "dsv3 forward --grads failed: %s", out);
+    if (rc) return;
+    ds_st_file got, ref;
+    char rpath[300];
+    snprintf(rpath, sizeof rpath, FIXDIR "%s/%s", fix, file);
+    CHECK(ds_st_open(&got, path) == 0);
+    CHECK(ds_st_open(&ref, rpath) == 0);
+    /* grads.safetensors has `loss` only; dsv3 always writes `loss_ce` too */
+    int64_t extra_n = ds_st_find(&ref, "loss_ce") ? 0 : 1;
+    CHECK_MSG(got.n == ref.n + extra_n, "%s: %lld tensors written, reference has %lld", fix, (long long)got.n,
+              (long long)ref.n);
+    CHECK(ds_st_find(&got, "loss_ce") != NULL);
+    double worst = 0;
+    for (int64_t i = 0; i < ref.n; i++) {
+        const ds_st_tensor *r = &ref.tensors[i], *g = ds_st_find(&got, r->name);
+        CHECK_MSG(g && g->numel == r->numel && g->dtype == DS_F32, "%s: %s missing or different", fix, r->name);
+        if (!g || g->numel != r->numel) continue;
+        float *a = ds_malloc((size_t)r->numel * sizeof(float)), *b = ds_malloc((size_t)r->numel * sizeof(float));
+        ds_st_to_f32(g, a);
+        ds_st_to_f32(r, b);
+        double e = ds_test_max_rel(a, b, (size_t)r->numel, 1e-30);
+        double tol = strncmp(r->name, "grad.", 5) == 0 ? GRAD_TOL : LOSS_TOL;
+        CHECK_MSG(e < tol, "%s: %s rel err %.3g", fix, r->name, e);
+        worst = fmax(worst, e);
+        free(a);
+        free(b);
+    }
+    fprintf(stderr, "  dsv3 forward --grads %s (%s): %lld tensors, worst rel err %.3g\n", extra, fix, (long long)ref.n,
+            worst);
+    ds_st_close(&got);
+    ds_st_close(&ref);
+}
+
+TEST(cli_grads_v2lite_ce) { cli_vs_fixture("v2lite", "grads.safetensors", ""); }
+TEST(cli_grads_v3_mtp) { cli_vs_fixture("v3", "grads_mtp.safetensors", "--mtp-lambda 0.3"); }
+TEST(cli_grads_v3_seqaux) { cli_vs_fixture("v3", "grads_seqaux.safetensors", "--balance-loss seq:0.01"); }
+TEST(cli_grads_v2group_v2aux) {
+    cli_vs_fixture("v2group", "grads_v2aux.safetensors", "--balance-loss v2:0.01,0.05,0.02");
+}
+
+/* Bad options: one line naming the problem, exit 2, nothing written. */
+TEST(cli_grads_bad_options) {
+    if (!have("v3", "model.safetensors")) SKIP("tests/fixtures/model/v3 absent (make fixtures)");
+    char out[4096], path[512];
+    snprintf(path, sizeof path, "%s/g.safetensors", ds_test_tmpdir());
+    const char *cases[][2] = {
+        {"--balance-loss seq:abc", "seq:ALPHA"},
+        {"--balance-loss v2:0.1,0.2", "v2:A1,A2,A3"},
+        {"--balance-loss foo:1", "expected seq:ALPHA"},
+        {"--balance-loss seq:-1", "seq:ALPHA"},
+        {"--mtp-lambda 0.3 --no-mtp", "drop --no-mtp"},
+        {"--mtp-lambda -1", ">= 0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int rc = ds_test_sh(out, sizeof out, "%s forward --model " FIXDIR "v3 --ids " FIXDIR "v3/ids.txt --grads %s %s",
+                            dsv3_bin(), path, cases[i][0]);
+        CHECK_MSG(rc == 2, "'%s': exit %d (%s)", cases[i][0], rc, out);
+        CHECK_MSG(strstr(out, cases[i][1]) != NULL, "'%s': message '%s'", cases[i][0], out);
+        CHECK(!ds_file_exists(path));
+    }
+    /* --mtp-lambda without --grads */
+    int rc = ds_test_sh(out, sizeof out, "%s forward --model " FIXDIR "v3 --ids " FIXDIR "v3/ids.txt --out %s --mtp-lambda 1",
+                        dsv3_bin(), path);
+    CHECK(rc == 2 && strstr(out, "need --grads"));
+    /* a model without MTP modules cannot have an MTP loss */
+    if (have("v2lite", "model.safetensors")) {
+        rc = ds_test_sh(out, sizeof out, "%s forward --model " FIXDIR "v2lite --ids " FIXDIR "v2lite/ids.txt --grads %s "
+                        "--mtp-lambda 0.3", dsv3_bin(), path);
+        CHECK_MSG(rc == 1 && strstr(out, "no MTP modules"), "v2lite --mtp-lambda: exit %d: %s", rc, out);
+        CHECK(!ds_file_exists(path));
+    }
+}

@@ -64,6 +64,9 @@ typedef struct {
 } ds_loss_opts;
 
 ds_loss_opts ds_loss_opts_default(void);
+/* "seq:ALPHA" or "v2:A1,A2,A3" (weights >= 0) into o->balance and the
+ * weights; "none" clears it.  0 or -1 with ds_err naming the problem. */
+int ds_loss_opts_parse_balance(ds_loss_opts *o, const char *spec);
 
 typedef struct {
     double loss;                  /* total that was differentiated */
