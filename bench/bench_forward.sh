@@ -3,7 +3,7 @@
 # (~104M parameters total, 49M activated per token; MTP off on both sides):
 # dsv3 vs transformers' DeepseekV3ForCausalLM (eager, same config, same
 # thread count) when torch is importable.  Writes bench/results/forward.json.
-#   BENCH_B (1)  BENCH_T (256)  BENCH_THREADS (nproc)  BENCH_ITERS (5)  BENCH_PEER_ITERS (1)
+#   BENCH_B (1)  BENCH_T (256)  BENCH_THREADS (nproc)  BENCH_ITERS (5)  BENCH_PEER_ITERS (3)
 # GFLOP/s = (2 · activated matmul parameters · tokens + causal attention
 # FLOPs) / time; the input embedding (a gather) is not counted.
 set -eu
@@ -12,7 +12,7 @@ B=${BENCH_B:-1}
 T=${BENCH_T:-256}
 TH=${BENCH_THREADS:-$(nproc)}
 IT=${BENCH_ITERS:-5}
-PIT=${BENCH_PEER_ITERS:-1}
+PIT=${BENCH_PEER_ITERS:-3}
 BIN=./dsv3
 [ -x "$BIN" ] || { echo "bench_forward: build ./dsv3 first (make)"; exit 1; }
 mkdir -p bench/results

@@ -12,6 +12,8 @@
  */
 #include "kernels/kernels.h"
 
+#include "base/base.h"
+
 #include <stddef.h>
 #ifdef DS_HAVE_OPENBLAS
 #include <cblas.h>
@@ -109,6 +111,8 @@ void ds_matmul_forward(float *out, const float *inp, const float *weight, const 
             for (int64_t o = 0; o < OC; o++) out[n * OC + o] = bias ? bias[o] : 0.0f;
         return;
     }
+    /* cblas takes int sizes */
+    DS_ASSERT(N <= INT32_MAX && C <= INT32_MAX && OC <= INT32_MAX);
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
     int nt = 1;
 #ifdef _OPENMP

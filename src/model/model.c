@@ -337,17 +337,22 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
             for (int64_t s = 0; s < N * K; s++)
                 memcpy(xs + s * H, ln2 + (order[s] / K) * H, (size_t)H * sizeof(float));
         }
+        /* one GEMM per expert on its contiguous rows; experts in parallel (each
+         * GEMM then runs single-threaded), unless the batch is so small that
+         * splitting inside the GEMMs is better */
+        const int64_t *off = a->offsets, *cnt = a->counts;
+        int par = N * K >= 64 * E;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t e = 0; e < E; e++) {
-            int64_t o = a->offsets[e], cnt = a->counts[e];
-            if (!cnt) continue;
-            ops->matmul_forward(a->e_gate + o * Im, a->xs + o * H, p->eg[e], NULL, cnt, H, Im);
-            ops->matmul_forward(a->e_up + o * Im, a->xs + o * H, p->eu[e], NULL, cnt, H, Im);
+            if (!cnt[e]) continue;
+            ops->matmul_forward(a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], NULL, cnt[e], H, Im);
+            ops->matmul_forward(a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], NULL, cnt[e], H, Im);
         }
         ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, N * K, Im);
+#pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t e = 0; e < E; e++) {
-            int64_t o = a->offsets[e], cnt = a->counts[e];
-            if (!cnt) continue;
-            ops->matmul_forward(a->e_out + o * H, a->e_act + o * Im, p->ed[e], NULL, cnt, Im, H);
+            if (!cnt[e]) continue;
+            ops->matmul_forward(a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], NULL, cnt[e], Im, H);
         }
         /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
         {
