@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# bench_train.sh — one FP32 training step (forward, CE loss, backward,
+# gradient clipping, AdamW) of the `small` preset on CPU, MTP off:
+# dsv3 (`dsv3 bench-train`) vs transformers' DeepseekV3ForCausalLM in train
+# mode (tools/bench_train_torch.py, same config, same thread count) when
+# torch is importable.  Writes bench/results/train.json.
+#   BENCH_B (1)  BENCH_T (256)  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
+set -eu
+cd "$(dirname "$0")/.."
+B=${BENCH_B:-1}
+T=${BENCH_T:-256}
+TH=${BENCH_THREADS:-$(nproc)}
+IT=${BENCH_ITERS:-3}
+PIT=${BENCH_PEER_ITERS:-3}
+BIN=./dsv3
+[ -x "$BIN" ] || { echo "bench_train: build ./dsv3 first (make)"; exit 1; }
+mkdir -p bench/results
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$BIN" init --config small --out "$tmp/small" --config-only
+ours=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT")
+peer=""
+if python3 -c "import torch, transformers" 2>/dev/null; then
+  peer=$(python3 tools/bench_train_torch.py --config "$tmp/small/config.json" --batch "$B" --seq "$T" \
+           --threads "$TH" --iters "$PIT" --warmup 1 2>/dev/null | tail -1) || peer=""
+fi
+OURS="$ours" PEER="$peer" python3 - <<'PY' || { echo "$ours" > bench/results/train.json; cat bench/results/train.json; }
+import json, os
+ours = json.loads(os.environ["OURS"])
+peer = json.loads(os.environ["PEER"]) if os.environ.get("PEER") else None
+res = {"bench": "train", "config": "small", "batch": ours["batch"], "seq": ours["seq"],
+       "threads": ours["threads"], "dsv3": ours}
+print(f"training step (fwd+bwd+clip+AdamW), preset small, B={ours['batch']} T={ours['seq']} threads={ours['threads']}")
+print(f"  {'impl':<14}{'tokens/s (mean)':>16}{'tokens/s (best)':>16}")
+tps_mean = ours["batch"] * ours["seq"] / ours["mean_s"]
+print(f"  {'dsv3':<14}{tps_mean:>16.1f}{ours['tokens_per_s']:>16.1f}"
+      f"   (best step: forward {ours['forward_s']:.3f}s, backward {ours['backward_s']:.3f}s, optimizer {ours['optimizer_s']:.3f}s)")
+if peer:
+    res["transformers"] = peer
+    res["ratio_tokens_per_s_mean"] = tps_mean / peer["tokens_per_s"]
+    print(f"  {'transformers':<14}{peer['tokens_per_s']:>16.1f}")
+    print(f"  ratio dsv3/transformers (mean tokens/s): {res['ratio_tokens_per_s_mean']:.2f}x")
+else:
+    print("  transformers: not available (torch not importable), no ratio")
+json.dump(res, open("bench/results/train.json", "w"), indent=1)
+PY
