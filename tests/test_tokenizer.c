@@ -398,3 +398,139 @@ TEST(tokenizer_boundary_bias_split) {
     ds_ids_free(&a); ds_ids_free(&b); ds_ids_free(&c); ds_ids_free(&d);
     ds_tokenizer_free(t);
 }
+
+/* Other pre-tokenizer chains (Split String/Regex, all behaviors, invert, Digits,
+ * ByteLevel add_prefix_space/use_regex) and added-token flags (lstrip, rstrip,
+ * single_word, normalized): llama3_style.json patched, ids from tokenizers. */
+TEST(tokenizer_variants_match_hf) {
+    size_t n;
+    char *base = ds_read_file(FIX "llama3_style.json", &n), *vj = ds_read_file(FIX "cases_variants.json", &n);
+    CHECK(base && vj);
+    if (!base || !vj) { free(base); free(vj); return; }
+    cJSON *vars = cJSON_Parse(vj);
+    const cJSON *v;
+    cJSON_ArrayForEach(v, vars) {
+        const char *vname = cJSON_GetObjectItemCaseSensitive(v, "name")->valuestring;
+        cJSON *root = cJSON_Parse(base);
+        const cJSON *patch = cJSON_GetObjectItemCaseSensitive(v, "patch"), *p;
+        cJSON_ArrayForEach(p, patch) cJSON_ReplaceItemInObjectCaseSensitive(root, p->string, cJSON_Duplicate(p, 1));
+        char *js = cJSON_PrintUnformatted(root);
+        ds_tokenizer *t = ds_tokenizer_load_mem(js, strlen(js), vname);
+        CHECK_MSG(t != NULL, "%s: %s", vname, ds_errmsg());
+        int ok = 0, cnt = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(v, "cases")) {
+            if (!t) break;
+            const char *text = cJSON_GetObjectItemCaseSensitive(c, "text")->valuestring;
+            int32_t *ids;
+            int64_t m = ds_tokenizer_encode(t, text, strlen(text), 1, &ids);
+            char nm[160];
+            snprintf(nm, sizeof nm, "%s: %.40s", vname, text);
+            int same = m >= 0 && ids_equal("ids", nm, ids, m, cJSON_GetObjectItemCaseSensitive(c, "ids"));
+            CHECK(same);
+            ok += same;
+            cnt++;
+            free(ids);
+        }
+        fprintf(stderr, "  %s: %d/%d identical\n", vname, ok, cnt);
+        ds_tokenizer_free(t);
+        cJSON_free(js);
+        cJSON_Delete(root);
+    }
+    cJSON_Delete(vars);
+    free(base);
+    free(vj);
+}
+
+/* NFC against Python's unicodedata (fixture): every character with a canonical
+ * decomposition, and random decomposed / reordered / Hangul strings. */
+TEST(tokenizer_nfc_matches_unicodedata) {
+    size_t n;
+    char *js = ds_read_file(FIX "nfc_cases.json", &n);
+    CHECK(js != NULL);
+    if (!js) return;
+    cJSON *arr = cJSON_Parse(js);
+    const cJSON *c;
+    int ok = 0, cnt = 0;
+    cJSON_ArrayForEach(c, arr) {
+        const char *in = cJSON_GetObjectItemCaseSensitive(c, "in")->valuestring;
+        const char *exp = cJSON_GetObjectItemCaseSensitive(c, "out")->valuestring;
+        size_t ol;
+        char *got = ds_nfc(in, strlen(in), &ol);
+        int same = ol == strlen(exp) && !memcmp(got, exp, ol);
+        CHECK_MSG(same || cnt - ok > 5, "NFC case %d differs ('%s' -> '%s', expected '%s')", cnt, in, got, exp);
+        ok += same;
+        cnt++;
+        free(got);
+    }
+    fprintf(stderr, "  %d/%d NFC cases identical\n", ok, cnt);
+    CHECK(ok == cnt && cnt > 1000);
+    /* invalid UTF-8 passes through */
+    size_t ol;
+    char *g = ds_nfc("a\xff" "e\xcc\x81\xe4", 6, &ol);
+    CHECK(ol == 5 && !memcmp(g, "a\xff\xc3\xa9\xe4", 5));
+    free(g);
+    cJSON_Delete(arr);
+    free(js);
+}
+
+/* Non-byte-level BPE with byte_fallback on (and off with unk + fuse_unk):
+ * whole tokenizer.json files from tokenizers, ids and (with fallback) round trip. */
+TEST(tokenizer_byte_fallback_matches_hf) {
+    size_t n;
+    char *js = ds_read_file(FIX "cases_byte_fallback.json", &n);
+    CHECK(js != NULL);
+    if (!js) return;
+    cJSON *vars = cJSON_Parse(js);
+    const cJSON *v;
+    cJSON_ArrayForEach(v, vars) {
+        const char *vname = cJSON_GetObjectItemCaseSensitive(v, "name")->valuestring;
+        char *tj = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(v, "tokenizer"));
+        ds_tokenizer *t = ds_tokenizer_load_mem(tj, strlen(tj), vname);
+        cJSON_free(tj);
+        CHECK_MSG(t != NULL, "%s: %s", vname, ds_errmsg());
+        if (!t) continue;
+        int ok = 0, cnt = 0, fallback = strstr(vname, "_on") != NULL;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(v, "cases")) {
+            const char *text = cJSON_GetObjectItemCaseSensitive(c, "text")->valuestring;
+            int32_t *ids;
+            int64_t m = ds_tokenizer_encode(t, text, strlen(text), 1, &ids);
+            char nm[160];
+            snprintf(nm, sizeof nm, "%s: %.40s", vname, text);
+            int same = m >= 0 && ids_equal("ids", nm, ids, m, cJSON_GetObjectItemCaseSensitive(c, "ids"));
+            CHECK(same);
+            ok += same;
+            cnt++;
+            if (fallback && m >= 0) {
+                size_t dl;
+                char *back = ds_tokenizer_decode(t, ids, m, 0, &dl);
+                CHECK_MSG(back && dl == strlen(text) && !memcmp(back, text, dl), "%s: round trip", nm);
+                free(back);
+            }
+            free(ids);
+        }
+        fprintf(stderr, "  %s: %d/%d identical\n", vname, ok, cnt);
+        ds_tokenizer_free(t);
+    }
+    cJSON_Delete(vars);
+    free(js);
+}
+
+/* DeepSeek-V3: save (tuple merges) -> load gives the same ids on all cases. */
+TEST(tokenizer_deepseek_save_load) {
+    ds_tokenizer *t = load_ds();
+    if (!t) SKIP("../shared/data/deepseek_v3_tokenizer absent");
+    char *p = ds_path_join(ds_test_tmpdir(), "tokenizer.json");
+    CHECK(ds_tokenizer_save(t, p) == 0);
+    ds_tokenizer *u = ds_tokenizer_load(p);
+    CHECK_MSG(u != NULL, "%s", ds_errmsg());
+    if (u) {
+        CHECK(ds_tokenizer_vocab_size(u) == 128815 && ds_tokenizer_num_merges(u) == 127741);
+        CHECK(ds_tokenizer_num_added(u) == 818);
+        check_cases(u, FIX "cases_deepseek_v3.json", 0);
+    }
+    ds_tokenizer_free(u);
+    ds_tokenizer_free(t);
+    free(p);
+}

@@ -12,6 +12,14 @@ Writes:
   cases_gpt2.json           ids of GPT-2 (tokenizers, from the cs336 vocab/merges) and tiktoken's
                             gpt2 encoding built from the same files (no download)
   cases_llama3_style.json   ids of llama3_style.json (without and with the BOS template)
+  cases_variants.json       llama3_style.json with other pre-tokenizer chains (Split String/Regex with
+                            every behavior and invert, Digits, ByteLevel add_prefix_space/use_regex)
+                            and added tokens with lstrip/rstrip/single_word/normalized: the
+                            patch ("pre_tokenizer", "added_tokens") and the ids of the short texts
+  cases_byte_fallback.json  a non-byte-level BPE (chars, trained here) with <0xXX> tokens: byte_fallback
+                            on, and off with unk + fuse_unk; the whole tokenizer.json and ids
+  nfc_cases.json            NFC (Python unicodedata, Unicode 14) of decomposed/mixed strings and of
+                            every character with a canonical decomposition
   train_ts1000_gpt2.json    BpeTrainer merges: TinyShakespeare, vocab 1000, GPT-2 pre-tokenizer
   train_ts8000_dsv3.json    BpeTrainer merges: TinyShakespeare, vocab 8000, DeepSeek-V3 pre-tokenizer
 Each cases file: [{"name", "text" | ("file", "off", "len"), "ids", ["ids_special"]}].
@@ -32,6 +40,7 @@ WT = os.path.join(SHARED, "data", "wikitext2", "wiki.test.raw")
 
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_PAT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN2_PAT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 DSV3_SPLITS = [
     r"\p{N}{1,3}",
     "[一-龥぀-ゟ゠-ヿ]+",
@@ -217,6 +226,119 @@ def train_merges(pretok, vocab_size, files, specials):
     return {"vocab_size": vocab_size, "special_tokens": specials, "nvocab": len(m["vocab"]), "merges": merges}
 
 
+def nfc_strings():
+    """decomposed, precomposed, reordered and Hangul text for the NFC tests"""
+    rnd = random.Random(99)
+    marks = [c for c in range(0x300, 0x370)] + [0x1DC0, 0x20D0, 0x302A, 0x3099, 0x309A, 0x05B0, 0x0951, 0x093C]
+    bases = [ord(c) for c in "aeiouAEIOUnNcCsSzZyYkKwWgGhH"] + [0x3B1, 0x3B7, 0x3C9, 0x41, 0x304B, 0x30AB, 0x0915]
+    jamo = list(range(0x1100, 0x1113)) + list(range(0x1161, 0x1176)) + list(range(0x11A8, 0x11C3))
+    out = ["e\u0301", "\u00e9", "A\u030a\u0301", "\u1e9b\u0323", "\u0958\u0959", "\u212b\u2126",
+           "\u1100\u1161\u11a8 \uac00\u11a8", "q\u0307\u0323", "\u0344", "\u0f73\u0f75", "a\u0328\u0301\u0300\u0316",
+           "\u3071\u304b\u3099 \u30cf\u309a", "\u00c5\u0301x", "\ufb2c\u05bc", "i\u0307\u0301"]
+    for k in range(45):
+        sb = []
+        for _ in range(rnd.randint(5, 40)):
+            r = rnd.random()
+            if r < 0.35:
+                sb.append(chr(rnd.choice(bases)))
+            elif r < 0.65:
+                sb.append(chr(rnd.choice(marks)))
+            elif r < 0.8:
+                sb.append(chr(rnd.choice(jamo)))
+            elif r < 0.9:
+                sb.append(unicodedata.normalize("NFD", chr(rnd.choice([0xE9, 0x1EA5, 0xAC01, 0x1E0B, 0x212B, 0x3060]))))
+            else:
+                sb.append(" ")
+        out.append("".join(sb))
+    # every character that has a canonical decomposition, alone and decomposed
+    for cp in range(0xC0, 0x30000):
+        c = chr(cp)
+        if unicodedata.category(c) in ("Cn", "Cs") or not unicodedata.decomposition(c) or unicodedata.decomposition(c).startswith("<"):
+            continue
+        out.append(c + unicodedata.normalize("NFD", c) + "\u0301" + c)
+    return out
+
+
+def variants(base_path):
+    from tokenizers import AddedToken
+    P = pre_tokenizers
+    chains = {
+        "string_merged_prev": P.Sequence([P.Split(" ", behavior="merged_with_previous"),
+                                          P.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "ws_merged_next_digits_prefix": P.Sequence([P.Split(Regex(r"\s+"), behavior="merged_with_next"),
+                                                    P.Digits(individual_digits=True),
+                                                    P.ByteLevel(add_prefix_space=True, use_regex=True)]),
+        "vowels_contiguous_invert": P.Sequence([P.Split(Regex("[aeiou]"), behavior="contiguous", invert=True),
+                                                P.Digits(individual_digits=False),
+                                                P.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "punct_removed_prefix": P.Sequence([P.Split(Regex(r"\p{P}"), behavior="removed"),
+                                            P.ByteLevel(add_prefix_space=True, use_regex=False)]),
+        "word_digit_eol": P.Sequence([P.Split(Regex(r"\w+|\d+| $"), behavior="isolated"),
+                                      P.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "string_isolated_invert": P.Sequence([P.Split("ab", behavior="isolated", invert=True),
+                                              P.ByteLevel(add_prefix_space=False, use_regex=True)]),
+        "bytelevel_only_prefix": P.ByteLevel(add_prefix_space=True, use_regex=True),
+        "qwen2_style": P.Sequence([P.Split(Regex(QWEN2_PAT), behavior="isolated"),
+                                   P.ByteLevel(add_prefix_space=False, use_regex=False)]),
+    }
+    names = [n for n, _ in texts() if not n.startswith("codepoints") and not n.startswith("long")]
+    tx = dict(texts())
+    extra = ["<mask> x <mask>", "a [R]   b [R]\nc", "cat concat cat_ cat. (cat)", "the cat sat", "  <mask>lead",
+             "x<|end_of_text|>  y", "<mask><mask>[R][R]cat"]
+    out = []
+    for name, pre in chains.items():
+        tok = Tokenizer.from_file(base_path)
+        tok.pre_tokenizer = pre
+        patch = {"pre_tokenizer": json.loads(tok.to_str())["pre_tokenizer"]}
+        if name == "qwen2_style":  # Qwen2: NFC normalizer, single digits
+            tok.normalizer = __import__("tokenizers").normalizers.NFC()
+            patch["normalizer"] = json.loads(tok.to_str())["normalizer"]
+        out.append({"name": name, "patch": patch,
+                    "cases": [{"text": tx[n], "ids": tok.encode(tx[n], add_special_tokens=False).ids} for n in names]})
+    # NFC normalizer, on decomposed and mixed text
+    from tokenizers import normalizers
+    nfc_texts = nfc_strings()[:60]
+    for nname, norm in [("nfc", normalizers.NFC()), ("nfc_in_sequence", normalizers.Sequence([normalizers.NFC()]))]:
+        tok = Tokenizer.from_file(base_path)
+        tok.normalizer = norm
+        cs = [tx[n] for n in names] + nfc_texts
+        out.append({"name": nname, "patch": {"normalizer": json.loads(tok.to_str())["normalizer"]},
+                    "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in cs]})
+    tok = Tokenizer.from_file(base_path)
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True)])
+    tok.add_tokens([AddedToken("[R]", rstrip=True, normalized=False), AddedToken("cat", single_word=True),
+                    AddedToken("the cat", normalized=True)])
+    d = json.loads(tok.to_str())
+    out.append({"name": "added_token_flags", "patch": {"added_tokens": d["added_tokens"]},
+                "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in extra + [tx[n] for n in names]]})
+    return out
+
+
+def byte_fallback_tokenizers():
+    """non-byte-level BPE (chars as symbols) trained on TinyShakespeare with a small
+    alphabet, then given <0xXX> byte tokens: byte_fallback on, and off with an
+    unk token (fuse_unk on)"""
+    P = pre_tokenizers
+    base = Tokenizer(models.BPE(unk_token="<unk>"))
+    base.pre_tokenizer = P.Split(Regex(r"\s+|[^\s\w]+"), behavior="isolated")
+    tr = trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>"], limit_alphabet=40, show_progress=False)
+    base.train([TS], tr)
+    m = json.loads(base.to_str())["model"]
+    vocab = dict(m["vocab"])
+    for b in range(256):
+        vocab.setdefault("<0x%02X>" % b, len(vocab))
+    merges = [tuple(x) if isinstance(x, list) else tuple(x.split(" ")) for x in m["merges"]]
+    out = []
+    for name, bf, fuse in [("byte_fallback_on", True, False), ("byte_fallback_off_unk_fused", False, True)]:
+        tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=bf, fuse_unk=fuse))
+        tok.pre_tokenizer = base.pre_tokenizer
+        tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+        cs = [t for n, t in texts() if not n.startswith("codepoints") and not n.startswith("long")]
+        out.append({"name": name, "tokenizer": json.loads(tok.to_str()),
+                    "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in cs]})
+    return out
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     # DeepSeek-V3
@@ -243,6 +365,9 @@ def main():
     print("wrote llama3_style.json", os.path.getsize(os.path.join(OUT, "llama3_style.json")))
     dump("cases_llama3_style.json", make_cases(lambda s: l3.encode(s, add_special_tokens=False).ids,
                                                lambda s: l3.encode(s, add_special_tokens=True).ids))
+    dump("cases_variants.json", variants(os.path.join(OUT, "llama3_style.json")))
+    dump("cases_byte_fallback.json", byte_fallback_tokenizers())
+    dump("nfc_cases.json", [{"in": t, "out": unicodedata.normalize("NFC", t)} for t in nfc_strings()])
     # trainer parity
     dump("train_ts1000_gpt2.json", train_merges(pre_tokenizers.ByteLevel(add_prefix_space=False), 1000, [TS], ["<|endoftext|>"]))
     dump("train_ts8000_dsv3.json", train_merges(dsv3_pretok(), 8000, [TS], ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"]))

@@ -51,14 +51,23 @@ static void wc_add(void *ctx, const char *s, size_t n) {
     w->n++;
 }
 
+/* Special tokens to cut out of the text: lengths and possible first bytes. */
+typedef struct {
+    const char *const *tok;
+    size_t len[64];
+    int n;
+    uint8_t first[256];
+} specials_t;
+
 /* A sequence: cut at special tokens, then pre-tokenize each part. */
-static int count_seq(const ds_tokenizer *pt, const ds_bpe_train_opts *o, const char *s, size_t n, wcount *w) {
+static int count_seq(const ds_tokenizer *pt, const specials_t *sp, const char *s, size_t n, wcount *w) {
     size_t i = 0, done = 0;
-    while (i < n && o->nspecial) {
+    while (i < n && sp->n) {
+        if (!sp->first[(unsigned char)s[i]]) { i++; continue; }
         int hit = 0;
-        for (int k = 0; k < o->nspecial; k++) {
-            size_t l = strlen(o->special[k]);
-            if (l && i + l <= n && !memcmp(s + i, o->special[k], l)) {
+        for (int k = 0; k < sp->n; k++) {
+            size_t l = sp->len[k];
+            if (l && i + l <= n && !memcmp(s + i, sp->tok[k], l)) {
                 if (i > done && ds_pretok_run(pt, s + done, i - done, wc_add, w)) return -1;
                 i += l;
                 done = i;
@@ -289,9 +298,10 @@ static ds_tokenizer *train_words(const wcount *wc, const ds_bpe_train_opts *o) {
         merges[nm][1] = b;
         nm++;
         if (nm > o->vocab_size) break; /* only with ids reused over and over */
-        ivec *pos = &T.pool[top.pos];
-        for (int64_t k = 0; k < pos->n; k++) {
-            int32_t wi = pos->v[k];
+        /* a copy: change() may grow the pool (this list itself is not written) */
+        ivec pos = T.pool[top.pos];
+        for (int64_t k = 0; k < pos.n; k++) {
+            int32_t wi = pos.v[k];
             int32_t *s = sym + woff[wi];
             int32_t n = wlen[wi];
             int64_t c = cnt[wi];
@@ -367,6 +377,12 @@ ds_tokenizer *ds_bpe_train_texts(const char *const *texts, const size_t *lens, i
         return NULL;
     }
     if ((int)o->pretok < 0 || o->pretok > DS_PRETOK_LLAMA3) { ds_err("train: unknown pre-tokenizer %d", (int)o->pretok); return NULL; }
+    if (o->nspecial > 64) { ds_err("train: at most 64 special tokens"); return NULL; }
+    specials_t sps = {.tok = o->special, .n = o->nspecial};
+    for (int k = 0; k < o->nspecial; k++) {
+        sps.len[k] = strlen(o->special[k]);
+        if (sps.len[k]) sps.first[(unsigned char)o->special[k][0]] = 1;
+    }
     ds_tokenizer *pt = pretok_only(o->pretok);
     if (!pt) return NULL;
     double t0 = ds_now();
@@ -404,13 +420,13 @@ ds_tokenizer *ds_bpe_train_texts(const char *const *texts, const size_t *lens, i
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < nseq; i++) {
         wcount *w = &wcs[omp_get_thread_num()];
-        if (!o->split_lines) { if (count_seq(pt, o, sp[i], sl[i], w)) fail = 1; continue; }
+        if (!o->split_lines) { if (count_seq(pt, &sps, sp[i], sl[i], w)) fail = 1; continue; }
         const char *s = sp[i];
         size_t n = sl[i], p = 0;
         while (p < n && !fail) {
             const char *nl = memchr(s + p, '\n', n - p);
             size_t e = nl ? (size_t)(nl - s) + 1 : n;
-            if (count_seq(pt, o, s + p, e - p, w)) fail = 1;
+            if (count_seq(pt, &sps, s + p, e - p, w)) fail = 1;
             p = e;
         }
     }

@@ -418,7 +418,7 @@ static int parse_one(struct ds_tokenizer *t, const cJSON *j, const char *where, 
             ds_pstep *st = &t->steps[t->nsteps++];
             memset(st, 0, sizeof *st);
             st->kind = DS_PS_PREFIX_SPACE;
-            st->known = 1;
+            st->known = 0; /* a chunk cut would add a space: no chunked encoding */
         }
         /* use_regex defaults to true */
         if (!ur || cJSON_IsTrue(ur))

@@ -89,6 +89,8 @@ typedef struct {
     int32_t *term;           /* node -> index into added[] or -1 */
     int64_t nnodes, cap;
     uint8_t first[256];      /* first byte can start a token */
+    int nfirst;              /* how many bytes can */
+    unsigned char first_byte;
 } ds_trie;
 
 struct ds_tokenizer {
@@ -114,6 +116,7 @@ struct ds_tokenizer {
     int64_t nadded;
     ds_trie trie_raw, trie_norm;  /* added tokens with normalized false / true */
     int has_norm_added;
+    int nfc;                      /* normalizer NFC */
     ds_pstep steps[DS_MAX_PSTEPS];
     int nsteps;
     int chunk_safe;               /* encode_parallel may cut after "\n" */
@@ -133,6 +136,10 @@ void ds_pretok_free(struct ds_tokenizer *t);
 /* per-thread PCRE2 match state */
 pcre2_match_data *ds_tls_match_data(void);
 pcre2_match_context *ds_tls_match_ctx(void);
+
+/* NFC normalization (nfc.c); invalid UTF-8 bytes pass through. Returns a
+ * malloc'd buffer. */
+char *ds_nfc(const char *s, size_t n, size_t *outlen);
 
 /* ---- references kept for tests ---------------------------------------------------- */
 /* BPE of one pre-token given its initial symbol ids: the fast path (rank array

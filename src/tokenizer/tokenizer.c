@@ -120,11 +120,12 @@ void ds_pairmap_put(ds_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t n
 
 /* ---- string buffer / JSON writer --------------------------------------------------- */
 void ds_sbuf_put(ds_sbuf *b, const char *s, size_t n) {
+    if (!n && b->p) return;
     if (b->n + n + 1 > b->cap) {
         b->cap = (b->n + n + 1) * 2 + 256;
         b->p = ds_realloc(b->p, b->cap);
     }
-    memcpy(b->p + b->n, s, n);
+    if (n) memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = 0;
 }
@@ -217,6 +218,7 @@ static int32_t trie_child(const ds_trie *tr, int32_t node, unsigned char c) {
 }
 static void trie_add(ds_trie *tr, const char *s, size_t n, int32_t idx) {
     int32_t node = 0;
+    if (!tr->first[(unsigned char)s[0]]) { tr->nfirst++; tr->first_byte = (unsigned char)s[0]; }
     tr->first[(unsigned char)s[0]] = 1;
     for (size_t i = 0; i < n; i++) {
         int32_t ch = trie_child(tr, node, (unsigned char)s[i]);
@@ -299,6 +301,7 @@ void ds_ids_push(ds_ids *v, int32_t id) {
     v->ids[v->n++] = id;
 }
 static void ids_append(ds_ids *v, const int32_t *a, int64_t n) {
+    if (n <= 0) return;
     if (v->n + n > v->cap) {
         v->cap = (v->n + n) * 2 + 256;
         v->ids = ds_realloc(v->ids, (size_t)v->cap * sizeof *v->ids);
@@ -416,7 +419,7 @@ int64_t ds_bpe_merge_word(const struct ds_tokenizer *t, int32_t *sym, int64_t n)
 }
 
 /* ---- per-thread pre-token cache ------------------------------------------------------ */
-#define CACHE_SLOTS (1u << 16)
+#define CACHE_SLOTS (1u << 18)
 #define CACHE_MAX_KEY 128
 typedef struct {
     uint64_t h;
@@ -453,9 +456,9 @@ static tcache *tcache_get(const struct ds_tokenizer *t) {
     if (!c) {
         c = ds_calloc(1, sizeof *c);
         c->slot = ds_calloc(CACHE_SLOTS, sizeof *c->slot);
-        c->kcap = 1 << 20;
+        c->kcap = 1 << 22;
         c->keys = ds_malloc(c->kcap);
-        c->vcap = 1 << 18;
+        c->vcap = 1 << 20;
         c->vals = ds_malloc(c->vcap * sizeof *c->vals);
         pthread_setspecific(g_cache_key, c);
     }
@@ -590,7 +593,11 @@ static int split_added(enc_ctx *e, const ds_trie *tr, const char *s, size_t n, i
     size_t done = 0;     /* text before this is consumed */
     size_t i = 0;
     while (i < n) {
-        if (!tr->first[(unsigned char)s[i]]) { i++; continue; }
+        if (tr->nfirst == 1) { /* one possible first byte (DeepSeek: '<') */
+            const char *f = memchr(s + i, tr->first_byte, n - i);
+            if (!f) break;
+            i = (size_t)(f - s);
+        } else if (!tr->first[(unsigned char)s[i]]) { i++; continue; }
         size_t mlen = 0;
         int32_t ai = trie_longest(tr, s + i, n - i, &mlen);
         if (ai < 0) { i++; continue; }
@@ -617,8 +624,16 @@ static int split_added(enc_ctx *e, const ds_trie *tr, const char *s, size_t n, i
     return 0;
 }
 static int allow_special_of(const enc_ctx *e) { return e->o ? e->o->allow_special : 1; }
-static int encode_norm_added(enc_ctx *e, const char *s, size_t n) {
-    return split_added(e, &e->t->trie_norm, s, n, allow_special_of(e), encode_plain);
+/* a gap between raw-matched added tokens: normalize, match normalized added
+ * tokens, pre-tokenize the rest */
+static int encode_normalized(enc_ctx *e, const char *s, size_t n) {
+    const struct ds_tokenizer *t = e->t;
+    char *ns = NULL;
+    if (t->nfc) s = ns = ds_nfc(s, n, &n);
+    int rc = t->has_norm_added ? split_added(e, &t->trie_norm, s, n, allow_special_of(e), encode_plain)
+                               : encode_plain(e, s, n);
+    free(ns);
+    return rc;
 }
 
 int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t len,
@@ -631,9 +646,8 @@ int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t l
         if (t->has_template) ids_append(out, t->post_pre, t->npost_pre);
         else if (t->add_bos && t->bos >= 0) ds_ids_push(out, t->bos);
     }
-    int rc = t->nadded ? split_added(&e, &t->trie_raw, text, len, o ? o->allow_special : 1,
-                                     t->has_norm_added ? encode_norm_added : encode_plain)
-                       : encode_plain(&e, text, len);
+    int rc = t->nadded ? split_added(&e, &t->trie_raw, text, len, o ? o->allow_special : 1, encode_normalized)
+                       : encode_normalized(&e, text, len);
     if (rc) { out->n = before; return -1; }
     if (add) {
         if (t->has_template) ids_append(out, t->post_suf, t->npost_suf);
@@ -683,7 +697,9 @@ int ds_tokenizer_encode_batch(const ds_tokenizer *t, int64_t ndocs, const char *
 int64_t ds_tokenizer_encode_parallel(const ds_tokenizer *t, const char *text, size_t len,
                                      const ds_encode_opts *o, ds_ids *out) {
     int nth = ds_threads();
-    const size_t target = 1 << 20;
+    /* about 8 chunks per thread, at least 64 KiB each */
+    size_t target = len / ((size_t)nth * 8);
+    if (target < (1u << 16)) target = 1u << 16;
     if (!t->chunk_safe || nth <= 1 || len < 2 * target || (o && o->add_special)) {
         return ds_tokenizer_encode_ex(t, text, len, o, out);
     }
@@ -823,17 +839,22 @@ int ds_tokenizer_merge(const ds_tokenizer *t, int64_t i, const char **a, const c
 
 void ds_tokenizer_describe(const ds_tokenizer *t, char *buf, size_t cap) {
     static const char *bh[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
-    size_t o = 0;
-    buf[0] = 0;
-    for (int i = 0; i < t->nsteps && o < cap; i++) {
+    ds_sbuf b = {0};
+    ds_sbuf_put(&b, "", 0);
+    for (int i = 0; i < t->nsteps; i++) {
         const ds_pstep *st = &t->steps[i];
-        const char *sep = i ? " > " : "";
-        if (st->kind == DS_PS_PREFIX_SPACE) o += (size_t)snprintf(buf + o, cap - o, "%sPrefixSpace", sep);
-        else o += (size_t)snprintf(buf + o, cap - o, "%sSplit(%s %.60s%s, %s%s)", sep,
-                                   st->kind == DS_PS_SPLIT_REGEX ? "Regex" : "String", st->lit,
-                                   st->litlen > 60 ? "..." : "", bh[st->behavior], st->invert ? ", invert" : "");
+        if (i) ds_sbuf_puts(&b, " > ");
+        if (st->kind == DS_PS_PREFIX_SPACE) { ds_sbuf_puts(&b, "PrefixSpace"); continue; }
+        ds_sbuf_puts(&b, st->kind == DS_PS_SPLIT_REGEX ? "Split(Regex " : "Split(String ");
+        /* the pattern as a JSON string: control characters escaped, one line */
+        ds_sbuf_json_str(&b, st->lit, st->litlen);
+        ds_sbuf_puts(&b, ", ");
+        ds_sbuf_puts(&b, bh[st->behavior]);
+        ds_sbuf_puts(&b, st->invert ? ", invert)" : ")");
     }
-    if (t->byte_level && o < cap) snprintf(buf + o, cap - o, "%sByteLevel", o ? " > " : "");
+    if (t->byte_level) ds_sbuf_puts(&b, b.n ? " > ByteLevel" : "ByteLevel");
+    snprintf(buf, cap, "%s", b.p);
+    free(b.p);
 }
 
 /* ---- load ----------------------------------------------------------------------------------- */
@@ -980,28 +1001,48 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     t->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     t->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
 
-    /* normalizer: null, or an empty Sequence */
+    /* normalizer: null, NFC, or a Sequence of those */
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     if (norm && !cJSON_IsNull(norm)) {
         const cJSON *nt = cJSON_GetObjectItemCaseSensitive(norm, "type");
-        const cJSON *nl = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
         if (!cJSON_IsString(nt)) return ds_err("%s: normalizer.type: missing", name);
-        if (strcmp(nt->valuestring, "Sequence") || (nl && cJSON_GetArraySize(nl) > 0)) {
-            const cJSON *first = nl ? cJSON_GetArrayItem(nl, 0) : NULL;
-            const cJSON *ft = first ? cJSON_GetObjectItemCaseSensitive(first, "type") : NULL;
-            return ds_err("%s: normalizer '%s' is not supported (only none)", name,
-                          cJSON_IsString(ft) ? ft->valuestring : nt->valuestring);
+        if (!strcmp(nt->valuestring, "Sequence")) {
+            const cJSON *nl = cJSON_GetObjectItemCaseSensitive(norm, "normalizers"), *e;
+            if (!cJSON_IsArray(nl)) return ds_err("%s: normalizer.normalizers: missing", name);
+            cJSON_ArrayForEach(e, nl) {
+                const cJSON *et = cJSON_GetObjectItemCaseSensitive(e, "type");
+                if (!cJSON_IsString(et)) return ds_err("%s: normalizer.normalizers: type missing", name);
+                if (strcmp(et->valuestring, "NFC")) return ds_err("%s: normalizer '%s' is not supported (only NFC)", name, et->valuestring);
+                t->nfc = 1;
+            }
+        } else if (!strcmp(nt->valuestring, "NFC")) {
+            t->nfc = 1;
+        } else {
+            return ds_err("%s: normalizer '%s' is not supported (only NFC)", name, nt->valuestring);
         }
     }
     /* pre-tokenizer (sets byte_level) */
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     if (ds_pretok_parse(t, pre)) return ds_err_prefix("%s", name);
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+    int dec_bytefallback = 0;
     if (dec && !cJSON_IsNull(dec)) {
-        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(dec, "type");
+        /* ByteLevel, or ByteFallback / Fuse (alone or in a Sequence) */
+        const cJSON *one = dec, *list = NULL, *dt = cJSON_GetObjectItemCaseSensitive(dec, "type");
         if (!cJSON_IsString(dt)) return ds_err("%s: decoder.type: missing", name);
-        if (strcmp(dt->valuestring, "ByteLevel")) return ds_err("%s: decoder '%s' is not supported (only ByteLevel)", name, dt->valuestring);
-        t->byte_level = 1; /* decode by the inverse byte map */
+        if (!strcmp(dt->valuestring, "Sequence")) {
+            list = cJSON_GetObjectItemCaseSensitive(dec, "decoders");
+            if (!cJSON_IsArray(list)) return ds_err("%s: decoder.decoders: missing", name);
+            one = list->child;
+        }
+        for (; one; one = list ? one->next : NULL) {
+            const cJSON *ot = cJSON_GetObjectItemCaseSensitive(one, "type");
+            const char *ty = cJSON_IsString(ot) ? ot->valuestring : "?";
+            if (!strcmp(ty, "ByteLevel")) t->byte_level = 1; /* decode by the inverse byte map */
+            else if (!strcmp(ty, "ByteFallback")) dec_bytefallback = 1;
+            else if (strcmp(ty, "Fuse")) return ds_err("%s: decoder '%s' is not supported (ByteLevel, ByteFallback, Fuse)", name, ty);
+            if (!list) break;
+        }
     }
 
     /* vocab */
@@ -1048,7 +1089,11 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
         t->byte_id[b] = t->byte_level ? ds_strmap_get(&t->vbytes, &c, 1) : -1;
         char fb[8];
         snprintf(fb, sizeof fb, "<0x%02X>", b);
-        t->bytefb_id[b] = ds_strmap_get(&t->vocab, fb, strlen(fb));
+        int32_t id = t->bytefb_id[b] = ds_strmap_get(&t->vocab, fb, strlen(fb));
+        if (id >= 0 && dec_bytefallback) { /* the ByteFallback decoder turns <0xXX> into the byte */
+            t->tbytes[id][0] = c;
+            t->tblen[id] = 1;
+        }
     }
     t->unk_id = -1;
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
@@ -1135,8 +1180,8 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     t->nadded = na;
     for (int64_t k = 0; k < na; k++) {
         ds_added *a = &t->added[k];
-        /* non-special added tokens with normalized=true are matched on normalized text */
-        if (a->normalized && !a->special) { trie_add(&t->trie_norm, a->content, a->len, (int32_t)k); t->has_norm_added = 1; }
+        /* added tokens with normalized=true are matched on normalized text */
+        if (a->normalized) { trie_add(&t->trie_norm, a->content, a->len, (int32_t)k); t->has_norm_added = 1; }
         else trie_add(&t->trie_raw, a->content, a->len, (int32_t)k);
         ds_strmap_put(&t->vocab, a->content, a->len, a->id);
     }
