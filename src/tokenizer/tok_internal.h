@@ -8,6 +8,7 @@
 #define DS_TOK_INTERNAL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include "io/json.h"
 #include <pcre2.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -150,9 +151,7 @@ int64_t ds_bpe_merge_word_ref(const struct ds_tokenizer *t, int32_t *sym, int64_
 int64_t ds_bpe_merge_word_heap(const struct ds_tokenizer *t, int32_t *sym, int64_t n);
 
 /* JSON string writer used by save and by the trainer. */
-typedef struct { char *p; size_t n, cap; } ds_sbuf;
-void ds_sbuf_put(ds_sbuf *b, const char *s, size_t n);
-void ds_sbuf_puts(ds_sbuf *b, const char *s);
+/* ds_sbuf (growable text) comes from io/json.h */
 void ds_sbuf_json_str(ds_sbuf *b, const char *s, size_t n);
 /* Write a complete tokenizer.json: vocab toks[0..nvocab) (NULL = hole),
  * merges as pairs of token strings. */

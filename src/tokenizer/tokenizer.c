@@ -119,17 +119,6 @@ void ds_pairmap_put(ds_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t n
 }
 
 /* ---- string buffer / JSON writer --------------------------------------------------- */
-void ds_sbuf_put(ds_sbuf *b, const char *s, size_t n) {
-    if (!n && b->p) return;
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2 + 256;
-        b->p = ds_realloc(b->p, b->cap);
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-void ds_sbuf_puts(ds_sbuf *b, const char *s) { ds_sbuf_put(b, s, strlen(s)); }
 void ds_sbuf_json_str(ds_sbuf *b, const char *s, size_t n) {
     ds_sbuf_put(b, "\"", 1);
     size_t run = 0;
