@@ -308,6 +308,7 @@ int ds_train(const ds_train_opts *o) {
     int32_t *win = ds_malloc((size_t)(B * (T + 1)) * sizeof(int32_t));
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t)), *tgt = ds_malloc((size_t)(B * T) * sizeof(int32_t));
     int64_t nb = m.nblocks, Ee = E > 0 ? E : 1;
+    int64_t nrun = mtp ? nb : L; /* blocks that run (and route) in a training step */
     int64_t *load = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *vload = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *tok_bytes = ds_calloc((size_t)c->vocab_size, sizeof(int64_t));
@@ -417,7 +418,7 @@ int ds_train(const ds_train_opts *o) {
                 break;
             }
             loss += lt.loss, ce += lt.ce, mtpl += lt.mtp, bal += lt.bal;
-            for (int64_t l = 0; l < nb; l++)
+            for (int64_t l = 0; l < nrun; l++)
                 if (m.blocks[l].moe)
                     for (int64_t e = 0; e < E; e++) load[l * Ee + e] += a.blk[l].counts[e];
         }
@@ -457,7 +458,7 @@ int ds_train(const ds_train_opts *o) {
         double worst = 0;
         int collapsed = 0;
         int64_t worst_layer = -1;
-        for (int64_t l = 0; l < nb; l++) {
+        for (int64_t l = 0; l < nrun; l++) {
             if (!m.blocks[l].moe) continue;
             if (gamma > 0 && m.blocks[l].router_bias)
                 ds_balance_bias_update(m.blocks[l].router_bias, load + l * Ee, E, (float)gamma);
