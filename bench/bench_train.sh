@@ -31,14 +31,24 @@ peer = json.loads(os.environ["PEER"]) if os.environ.get("PEER") else None
 res = {"bench": "train", "config": "small", "batch": ours["batch"], "seq": ours["seq"],
        "threads": ours["threads"], "dsv3": ours}
 print(f"training step (fwd+bwd+clip+AdamW), preset small, B={ours['batch']} T={ours['seq']} threads={ours['threads']}")
-print(f"  {'impl':<14}{'tokens/s (mean)':>16}{'tokens/s (best)':>16}")
+# FLOPs per step: 3 x forward (6 x activated matmul params x tokens + causal attention)
+fl = ours.get("flops_per_step", 0.0)
+peak = ours.get("peak_flops", 0.0)
+if fl and peak:
+    print(f"  FLOPs per step {fl / 1e9:.2f} G (6 x activated params x tokens + attention); "
+          f"FP32 peak {peak / 1e9:.0f} GFLOP/s (FMA lanes x 2 x 2 pipes x max clock x threads)")
+print(f"  {'impl':<14}{'tokens/s (mean)':>16}{'tokens/s (best)':>16}{'GFLOP/s (mean)':>16}{'MFU':>8}")
 tps_mean = ours["batch"] * ours["seq"] / ours["mean_s"]
-print(f"  {'dsv3':<14}{tps_mean:>16.1f}{ours['tokens_per_s']:>16.1f}"
+gf = fl / ours["mean_s"] / 1e9 if fl else 0.0
+res["gflops_mean"] = gf
+res["mfu_mean"] = gf * 1e9 / peak if peak else 0.0
+print(f"  {'dsv3':<14}{tps_mean:>16.1f}{ours['tokens_per_s']:>16.1f}{gf:>16.2f}{100 * res['mfu_mean']:>7.1f}%"
       f"   (best step: forward {ours['forward_s']:.3f}s, backward {ours['backward_s']:.3f}s, optimizer {ours['optimizer_s']:.3f}s)")
 if peer:
     res["transformers"] = peer
     res["ratio_tokens_per_s_mean"] = tps_mean / peer["tokens_per_s"]
-    print(f"  {'transformers':<14}{peer['tokens_per_s']:>16.1f}")
+    pgf = fl * peer["tokens_per_s"] / (ours["batch"] * ours["seq"]) / 1e9 if fl else 0.0
+    print(f"  {'transformers':<14}{peer['tokens_per_s']:>16.1f}{'':>16}{pgf:>16.2f}{100 * pgf * 1e9 / peak if peak else 0:>7.1f}%")
     print(f"  ratio dsv3/transformers (mean tokens/s): {res['ratio_tokens_per_s_mean']:.2f}x")
 else:
     print("  transformers: not available (torch not importable), no ratio")

@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "model/presets.h"
 #include "train/adamw.h"
+#include "train/trainer.h"
 
 static int run(int argc, char **argv) {
     const char *config = NULL, *rnd = NULL;
@@ -72,8 +73,9 @@ static int run(int argc, char **argv) {
     }
     printf("{\"impl\": \"dsv3\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
-           "\"optimizer_s\": %.6f, \"last_loss\": %.6f}\n",
-           B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss);
+           "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g}\n",
+           B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
+           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_cpu_peak_flops(ds_threads(), NULL, 0));
     free(ids);
     free(mom);
     free(vel);

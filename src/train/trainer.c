@@ -225,6 +225,9 @@ int ds_train(const ds_train_opts *o) {
     if (!o->data) return ds_err("--data DIR is required");
     if (!is_dir(o->data)) return ds_err("%s: data folder not found (make it with `dsv3 data prepare`)", o->data);
     if (o->batch <= 0 || o->seq <= 1 || o->accum <= 0) return ds_err("--batch, --seq (> 1) and --grad-accum must be positive");
+    if (o->precision != DS_PREC_FP32)
+        return ds_err("--precision bf16: not available yet in dsv3 train (fp32 only; BF16 GEMMs are not wired into "
+                      "the training step)");
     if (!o->resume && !o->config) return ds_err("--config PRESET|config.json is required for a new run");
     if (!o->resume && !o->steps && !o->tokens && !(o->minutes > 0))
         return ds_err("a budget is required: --steps N, --tokens N or --minutes M");
@@ -480,6 +483,11 @@ int ds_train(const ds_train_opts *o) {
             bar.total = (double)st.total_steps;
             ds_log(DS_LOG_INFO, "budget %.1f min: %.3f s/step -> %lld steps", o->minutes, per,
                    (long long)st.total_steps);
+        }
+        if (o->minutes > 0 && !o->steps && !o->tokens && ds_now() - t_start > o->minutes * 60 &&
+            st.total_steps > st.step) {
+            ds_log(DS_LOG_INFO, "time budget of %.1f min used up at step %lld", o->minutes, (long long)st.step);
+            st.total_steps = st.step; /* the machine got slower than the first steps said */
         }
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
         if (o->log_every > 0 && (st.step % o->log_every == 0 || st.step == st.total_steps)) {
