@@ -26,7 +26,7 @@ static int run(int argc, char **argv) {
         {"--batch", DS_OPT_INT, &batch, "B  sequences per micro-batch (default 8)"},
         {"--seq", DS_OPT_INT, &seq, "T  tokens per sequence (default 128)"},
         {"--grad-accum", DS_OPT_INT, &accum, "A  micro-batches per step (default 1)"},
-        {"--precision", DS_OPT_STR, &precision, "fp32  GEMM precision (fp32)"},
+        {"--precision", DS_OPT_STR, &precision, "fp32|bf16  GEMM inputs (default fp32; bf16: FP32 sums and master weights)"},
         {"--balance", DS_OPT_STR, &balance, "aux-free|aux-loss|none  load balancing (default aux-free)"},
         {"--bias-gamma", DS_OPT_FLOAT, &o.gamma, "G  bias update speed γ (default 0.001)"},
         {"--gamma-until", DS_OPT_FLOAT, &o.gamma_until, "F  γ is 0 after this fraction of the run (default 0.97)"},

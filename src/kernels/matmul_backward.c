@@ -8,6 +8,7 @@
  * Without BLAS: OpenMP loops with contiguous inner loops the compiler
  * vectorises.  Reference: plain loops with double accumulators.
  */
+#include "kernels/matmul_bf16.h"
 #include "kernels/backward.h"
 
 #include <string.h>
@@ -55,6 +56,10 @@ static int nthreads(int64_t work) {
 void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, int64_t N, int64_t C, int64_t OC, int acc) {
     if (N <= 0) return;
+    if (ds_matmul_bf16_mode) { /* --precision bf16 (matmul_bf16.h) */
+        ds_matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, acc);
+        return;
+    }
     int nt = nthreads(N * C * OC);
 #ifdef DS_HAVE_OPENBLAS
     if (dinp) {

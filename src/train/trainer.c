@@ -13,6 +13,7 @@
 
 #include "base/base.h"
 #include "model/backward.h"
+#include "kernels/matmul_bf16.h"
 #include "model/presets.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
@@ -225,9 +226,6 @@ int ds_train(const ds_train_opts *o) {
     if (!o->data) return ds_err("--data DIR is required");
     if (!is_dir(o->data)) return ds_err("%s: data folder not found (make it with `dsv3 data prepare`)", o->data);
     if (o->batch <= 0 || o->seq <= 1 || o->accum <= 0) return ds_err("--batch, --seq (> 1) and --grad-accum must be positive");
-    if (o->precision != DS_PREC_FP32)
-        return ds_err("--precision bf16: not available yet in dsv3 train (fp32 only; BF16 GEMMs are not wired into "
-                      "the training step)");
     if (!o->resume && !o->config) return ds_err("--config PRESET|config.json is required for a new run");
     if (!o->resume && !o->steps && !o->tokens && !(o->minutes > 0))
         return ds_err("a budget is required: --steps N, --tokens N or --minutes M");
@@ -381,10 +379,17 @@ int ds_train(const ds_train_opts *o) {
            (long long)pc.total, (long long)pc.activated, (long long)pc.mtp, (long long)c->vocab_size,
            (long long)tr.nwin);
     ds_log(DS_LOG_INFO, "peak FP32: %s", how);
+    ds_log(DS_LOG_INFO, "precision %s (GEMM inputs), FP32 master weights; AdamW moments %s",
+           o->precision == DS_PREC_BF16 ? "bf16" : "fp32", m16 ? "bf16" : "fp32");
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);
 
+    /* --precision bf16: every linear layer's GEMMs (forward, input and weight
+     * gradients) take BF16-rounded inputs with FP32 sums; validation and
+     * sampling run in FP32 */
+    struct ds_ops ops = ds_ops_cpu;
+    if (o->precision == DS_PREC_BF16) ops.matmul_forward = ds_matmul_forward_bf16;
     ds_adamw_hparams hp = ds_adamw_default(st.peak_lr);
     hp.weight_decay = o->weight_decay;
     double t_start = ds_now(), t_train = 0;
@@ -416,7 +421,10 @@ int ds_train(const ds_train_opts *o) {
                     tgt[b * T + t] = win[b * (T + 1) + t + 1];
                 }
             ds_loss_terms lt;
-            if (ds_model_forward(&m, &a, &ds_ops_cpu, ids) || ds_model_backward(&m, &a, &g, &w, tgt, &lo, &lt)) {
+            ds_matmul_bf16_mode = o->precision == DS_PREC_BF16;
+            int bad = ds_model_forward(&m, &a, &ops, ids) || ds_model_backward(&m, &a, &g, &w, tgt, &lo, &lt);
+            ds_matmul_bf16_mode = 0;
+            if (bad) {
                 rc = -1;
                 break;
             }
