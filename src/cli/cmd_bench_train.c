@@ -9,29 +9,37 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 #include "model/backward.h"
 #include "model/model.h"
 #include "model/presets.h"
+#include "kernels/matmul_bf16.h"
 #include "train/adamw.h"
 #include "train/trainer.h"
 
 static int run(int argc, char **argv) {
-    const char *config = NULL, *rnd = NULL;
+    const char *config = NULL, *rnd = NULL, *prec = "fp32";
     long long iters = 3;
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  model (randomly initialised)"},
         {"--random", DS_OPT_STR, &rnd, "B,T  batch of random token ids"},
         {"--iters", DS_OPT_INT, &iters, "K  timed steps (default 3, after one warm-up step)"},
+        {"--precision", DS_OPT_STR, &prec, "fp32|bf16  GEMM inputs (kernels/matmul_bf16.h)"},
     };
-    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 3, NULL, 0,
+    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 4, NULL, 0,
                  NULL);
     if (!config || !rnd) ds_cli_usage_error("bench-train", "--config and --random are required");
     long long B = 0, T = 0;
     if (sscanf(rnd, "%lld,%lld", &B, &T) != 2 || B <= 0 || T <= 0)
         ds_cli_usage_error("bench-train", "--random: expected B,T (e.g. 1,256), got '%s'", rnd);
     if (iters <= 0) ds_cli_usage_error("bench-train", "--iters must be positive");
+    int bf16 = !strcmp(prec, "bf16");
+    if (!bf16 && strcmp(prec, "fp32")) ds_cli_usage_error("bench-train", "--precision: fp32 or bf16, got '%s'", prec);
+    struct ds_ops ops = ds_ops_cpu;
+    if (bf16) ops.matmul_forward = ds_matmul_forward_bf16;
+    ds_matmul_bf16_mode = bf16;
     ds_config c;
     ds_model m;
     int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
@@ -53,7 +61,7 @@ static int run(int argc, char **argv) {
     for (long long it = 0; it <= iters; it++) {
         double t0 = ds_now();
         ds_grads_zero(&g);
-        if (ds_model_forward(&m, &a, &ds_ops_cpu, ids)) return ds_cli_fail("bench-train");
+        if (ds_model_forward(&m, &a, &ops, ids)) return ds_cli_fail("bench-train");
         double t1 = ds_now();
         ds_loss_terms t;
         if (ds_model_backward(&m, &a, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
@@ -71,10 +79,10 @@ static int run(int argc, char **argv) {
         sum += t3 - t0;
         if (t3 - t0 < best) best = t3 - t0, bf = t1 - t0, bb = t2 - t1, bo = t3 - t2;
     }
-    printf("{\"impl\": \"dsv3\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
+    printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
            "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g}\n",
-           B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
+           prec, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
            3.0 * ds_model_forward_flops(&m, B, T, 0), ds_cpu_peak_flops(ds_threads(), NULL, 0));
     free(ids);
     free(mom);
