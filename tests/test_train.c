@@ -157,6 +157,14 @@ TEST(train_resume_bit_exact) {
     CHECK(strlen(la) > 0);
     CHECK_MSG(strcmp(la, lb) == 0, "losses differ:\n%s\n%s", la, lb);
     free(la), free(lb);
+    /* --keep 2: the checkpoints of steps 4 and 8 are left, the one of step 3 is gone */
+    const char *kept[] = {"ckpt-4", "ckpt-8"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/two/%s/model.safetensors", tmp, kept[i]);
+        CHECK(ds_file_exists(a));
+    }
+    snprintf(a, sizeof a, "%s/two/ckpt-3", tmp);
+    CHECK(!ds_file_exists(a));
     /* resuming a finished run is an error, not a silent no-op */
     rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/two %s", bin(), tmp, tmp, args);
     CHECK(rc != 0 && strstr(out, "already did 8 of 8"));
