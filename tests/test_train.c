@@ -165,6 +165,10 @@ TEST(train_resume_bit_exact) {
     }
     snprintf(a, sizeof a, "%s/two/ckpt-3", tmp);
     CHECK(!ds_file_exists(a));
+    /* other batches cannot continue a run bit-exactly: refused */
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/two --steps 12 --batch 8 --seq 16",
+                    bin(), tmp, tmp);
+    CHECK_MSG(rc != 0 && strstr(out, "differ from the run's 4, 32, 2"), "%s", out);
     /* resuming a finished run is an error, not a silent no-op */
     rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/two %s", bin(), tmp, tmp, args);
     CHECK(rc != 0 && strstr(out, "already did 8 of 8"));

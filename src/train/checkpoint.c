@@ -55,16 +55,16 @@ static int fault_at(const char *what, int64_t step) {
 
 static int write_state(const char *path, const ds_train_state *st, const void *mom, const void *vel, int64_t n,
                        int m16) {
-    int64_t step[1] = {st->step}, loader[1] = {st->loader}, rng[4], budget[4];
+    int64_t step[1] = {st->step}, loader[1] = {st->loader}, rng[4], budget[7];
     for (int i = 0; i < 4; i++) rng[i] = (int64_t)st->rng[i];
     budget[0] = st->total_steps, budget[1] = st->warmup, budget[2] = st->tokens_per_step;
-    budget[3] = (int64_t)st->data_hash;
+    budget[3] = (int64_t)st->data_hash, budget[4] = st->batch, budget[5] = st->seq, budget[6] = st->accum;
     double hp[6] = {st->peak_lr, st->min_lr, st->decay_start, st->gamma, st->gamma_until, st->tokens_seen};
     ds_dtype md = m16 ? DS_BF16 : DS_F32;
     ds_st_entry e[] = {
         {"adam.m", md, 1, {n}, mom},       {"adam.v", md, 1, {n}, vel},
         {"step", DS_I64, 1, {1}, step},    {"loader", DS_I64, 1, {1}, loader},
-        {"rng", DS_I64, 1, {4}, rng},      {"budget", DS_I64, 1, {4}, budget},
+        {"rng", DS_I64, 1, {4}, rng},      {"budget", DS_I64, 1, {7}, budget},
         {"hparams", DS_F64, 1, {6}, hp},
     };
     static const char *const meta[] = {"format", "dsv3-train-state", NULL};
@@ -188,12 +188,12 @@ int ds_ckpt_load_state(const char *dir, ds_train_state *st, void *mom, void *vel
     int rc = ds_st_open(&f, p);
     free(p);
     if (rc) return -1;
-    int64_t step, loader, rng[4], budget[4];
+    int64_t step, loader, rng[4], budget[7];
     double hp[6];
     ds_dtype md = m16 ? DS_BF16 : DS_F32;
     size_t ms = m16 ? 2 : 4;
     rc = read_exact(&f, "step", DS_I64, 1, &step, 8) || read_exact(&f, "loader", DS_I64, 1, &loader, 8) ||
-         read_exact(&f, "rng", DS_I64, 4, rng, 8) || read_exact(&f, "budget", DS_I64, 4, budget, 8) ||
+         read_exact(&f, "rng", DS_I64, 4, rng, 8) || read_exact(&f, "budget", DS_I64, 7, budget, 8) ||
          read_exact(&f, "hparams", DS_F64, 6, hp, 8) || read_exact(&f, "adam.m", md, n, mom, ms) ||
          read_exact(&f, "adam.v", md, n, vel, ms);
     ds_st_close(&f);
@@ -201,7 +201,7 @@ int ds_ckpt_load_state(const char *dir, ds_train_state *st, void *mom, void *vel
     st->step = step, st->loader = loader;
     for (int i = 0; i < 4; i++) st->rng[i] = (uint64_t)rng[i];
     st->total_steps = budget[0], st->warmup = budget[1], st->tokens_per_step = budget[2];
-    st->data_hash = (uint64_t)budget[3];
+    st->data_hash = (uint64_t)budget[3], st->batch = budget[4], st->seq = budget[5], st->accum = budget[6];
     st->peak_lr = hp[0], st->min_lr = hp[1], st->decay_start = hp[2], st->gamma = hp[3];
     st->gamma_until = hp[4], st->tokens_seen = hp[5];
     return 0;

@@ -7,7 +7,7 @@
  *   step             I64 (1)  optimizer steps done
  *   loader           I64 (1)  batches consumed by the loader
  *   rng              I64 (4)  sampling RNG state (xoshiro256**)
- *   budget           I64 (4)  total steps, warmup, batch·seq·accum tokens per step, data hash
+ *   budget           I64 (7)  total steps, warmup, tokens per step, data hash, batch, seq, accum
  *   hparams          F64 (6)  peak lr, min lr, decay start, γ, γ until, tokens seen
  *
  * (router correction biases are model tensors, e_score_correction_bias).
@@ -29,7 +29,7 @@ typedef struct {
     int64_t step;
     int64_t loader;
     uint64_t rng[4];
-    int64_t total_steps, warmup, tokens_per_step;
+    int64_t total_steps, warmup, tokens_per_step, batch, seq, accum;
     uint64_t data_hash;
     double peak_lr, min_lr, decay_start, gamma, gamma_until, tokens_seen;
 } ds_train_state;

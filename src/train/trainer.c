@@ -329,9 +329,10 @@ int ds_train(const ds_train_opts *o) {
             ds_err("%s: the data's tokenizer differs from the one the run was trained with", o->data);
             goto out1;
         }
-        if (st.tokens_per_step != tokens_per_step) {
-            ds_err("--resume %s: batch x seq x grad-accum = %lld tokens per step, the run used %lld", o->resume,
-                   (long long)tokens_per_step, (long long)st.tokens_per_step);
+        if (st.batch != B || st.seq != T || st.accum != A) {
+            ds_err("--resume %s: --batch %lld --seq %lld --grad-accum %lld differ from the run's %lld, %lld, %lld "
+                   "(a bit-exact resume needs the same batches)", o->resume, (long long)B, (long long)T, (long long)A,
+                   (long long)st.batch, (long long)st.seq, (long long)st.accum);
             goto out1;
         }
         memcpy(rng.s, st.rng, sizeof rng.s);
@@ -340,6 +341,7 @@ int ds_train(const ds_train_opts *o) {
         st.peak_lr = o->lr, st.min_lr = o->min_lr, st.decay_start = o->decay_start;
         st.gamma = o->gamma, st.gamma_until = o->gamma_until, st.warmup = o->warmup;
         st.tokens_per_step = tokens_per_step, st.data_hash = hash;
+        st.batch = B, st.seq = T, st.accum = A;
         st.total_steps = -1;
     }
     /* budget: an explicit one replaces the stored one */
