@@ -136,6 +136,8 @@ static void carve_bwd(carver *cv, ds_bwd *w, const ds_model *m) {
     w->targets = carve(cv, N);
     w->mtp_targets = carve(cv, N);
     w->dm_cat = carve(cv, N * 2 * H);
+    w->row_loss = carve(cv, N);
+    w->rstd = carve(cv, N);
 }
 
 int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T) {
@@ -314,6 +316,17 @@ static double balance_layer(float *dscores, const ds_block_acts *a, const ds_mod
     return total;
 }
 
+/* rstd (N) = 1/sqrt(mean(x²) + eps) of rows with stride ld (the MTP enorm and
+ * hnorm do not save it in the forward). */
+static void rstd_rows(float *rstd, const float *x, int64_t N, int64_t C, int64_t ld, float eps) {
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        float ss = 0;
+        for (int64_t c = 0; c < C; c++) ss += x[n * ld + c] * x[n * ld + c];
+        rstd[n] = 1.0f / sqrtf(ss / (float)C + eps);
+    }
+}
+
 /* ---- model backward ------------------------------------------------------------- */
 
 int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, const int32_t *targets,
@@ -360,7 +373,7 @@ int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, con
             int64_t cnt = ds_count_targets(tg, B, T, k, o->ignore);
             double denom = o->mtp_denom[k - 1] > 0 ? o->mtp_denom[k - 1] : (double)cnt;
             double wk = o->mtp_lambda / (double)D;
-            double sum = ds_cross_entropy(w->dlogits, NULL, a->mtp_logits[k - 1], w->mtp_targets, Nk, V, o->ignore,
+            double sum = ds_cross_entropy(w->dlogits, w->row_loss, NULL, a->mtp_logits[k - 1], w->mtp_targets, Nk, V, o->ignore,
                                           denom > 0 ? (float)(wk / denom) : 0.0f);
             t->mtp_count[k - 1] = cnt;
             t->mtp_ce[k - 1] = denom > 0 ? sum / denom : 0.0;
@@ -374,12 +387,14 @@ int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, con
             /* x = eh_proj([enorm(emb) ; hnorm(h^{k-1})]) */
             ds_matmul_backward(w->dm_cat, G(p->eh_proj), NULL, w->dx, x2->m_cat, p->eh_proj, Nk, 2 * H, H, 0);
             memset(w->dtmp, 0, (size_t)(Nk * H) * sizeof(float));
-            ds_rmsnorm_backward(w->dtmp, G(p->enorm), w->dm_cat, x2->m_emb, p->enorm, NULL, Nk, H, H, 2 * H, H, eps);
+            rstd_rows(w->rstd, x2->m_emb, Nk, H, H, eps);
+            ds_rmsnorm_backward(w->dtmp, G(p->enorm), w->dm_cat, x2->m_emb, p->enorm, w->rstd, Nk, H, H, 2 * H, H, eps);
             const float *hprev = k == 1 ? a->hfinal : a->blk[L + k - 2].out;
             for (int64_t b = 0; b < B; b++) {
                 ds_embedding_backward(G(m->embed), w->dtmp + b * Tk * H, a->ids + b * T + k, Tk, H);
+                rstd_rows(w->rstd, hprev + b * Tp * H, Tk, H, H, eps);
                 ds_rmsnorm_backward(w->dh[k - 1] + b * Tp * H, G(p->hnorm), w->dm_cat + b * Tk * 2 * H + H,
-                                    hprev + b * Tp * H, p->hnorm, NULL, Tk, H, H, 2 * H, H, eps);
+                                    hprev + b * Tp * H, p->hnorm, w->rstd, Tk, H, H, 2 * H, H, eps);
             }
         }
     }
@@ -388,7 +403,7 @@ int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, con
     int64_t cnt = 0;
     int64_t cnt_all = ds_count_targets(tg, B, T, 0, o->ignore);
     double denom = o->ce_denom > 0 ? o->ce_denom : (double)cnt_all;
-    double sum = ds_cross_entropy(w->dlogits, &cnt, a->logits, tg, N, V, o->ignore, denom > 0 ? (float)(1.0 / denom) : 0.0f);
+    double sum = ds_cross_entropy(w->dlogits, w->row_loss, &cnt, a->logits, tg, N, V, o->ignore, denom > 0 ? (float)(1.0 / denom) : 0.0f);
     t->ce_count = cnt;
     t->ce = denom > 0 ? sum / denom : 0.0;
     if (cnt == 0) ds_log(DS_LOG_INFO, "warning: no counted targets in the batch (all ignored): CE loss 0, no CE gradient");

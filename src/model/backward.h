@@ -99,6 +99,7 @@ typedef struct {
     int32_t *targets;            /* (B,T) */
     int32_t *mtp_targets;        /* (B,T) */
     float *dm_cat;               /* (B,T,2H) */
+    float *row_loss, *rstd;      /* (B,T) per-token CE losses, recomputed RMSNorm rstd */
 } ds_bwd;
 
 int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T);
