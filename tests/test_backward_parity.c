@@ -250,12 +250,7 @@ TEST(adamw_v3_three_steps) {
         double norm = ds_clip_grad_norm(r.g.g, r.g.n, 1.0);
         snprintf(nm, sizeof nm, "grad_norm.%d", s);
         check_term(&f, "v3 adamw", nm, norm);
-        for (int64_t i = 0; i < r.m.layout.n; i++) {
-            const ds_param *p = &r.m.layout.p[i];
-            if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER | DS_PARAM_MTP)) continue;
-            ds_adamw_step(r.m.params + p->offset, r.g.g + p->offset, mom + p->offset, vel + p->offset, NULL, NULL,
-                          p->numel, p->ndim >= 2, s, &h);
-        }
+        ds_model_adamw_step(&r.m, &r.g, mom, vel, s, &h, 0);
         for (int64_t i = 0; i < r.m.layout.n; i++) {
             const ds_param *p = &r.m.layout.p[i];
             if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_MTP)) continue;

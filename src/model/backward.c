@@ -16,6 +16,7 @@
 #include "io/safetensors.h"
 #include "kernels/backward.h"
 #include "kernels/balance_loss.h"
+#include "train/adamw.h"
 
 /* ---- gradient buffer --------------------------------------------------------- */
 
@@ -435,6 +436,31 @@ int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, con
 #undef G
     t->loss = t->ce + t->mtp + t->bal;
     return 0;
+}
+
+/* ---- optimizer over the model ---------------------------------------------------------- */
+
+void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, int64_t t, const ds_adamw_hparams *h,
+                         int mtp) {
+    const ds_layout *lo = &m->layout;
+    int64_t start = -1, end = -1;
+    int dec = 0;
+    for (int64_t i = 0; i <= lo->n; i++) {
+        const ds_param *p = i < lo->n ? &lo->p[i] : NULL;
+        int skip = p && ((p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) || ((p->flags & DS_PARAM_MTP) && !mtp));
+        if (p && skip) continue;
+        int d = p ? p->ndim >= 2 : -1;
+        /* extend the run when this tensor starts where the run's padded end is */
+        if (p && start >= 0 && d == dec && p->offset == (end + 15) / 16 * 16) {
+            end = p->offset + p->numel;
+            continue;
+        }
+        if (start >= 0)
+            ds_adamw_step(m->params + start, g->g + start, m1 + start, v1 + start, NULL, NULL, end - start, dec, t,
+                          h);
+        if (!p) break;
+        start = p->offset, end = p->offset + p->numel, dec = d;
+    }
 }
 
 /* ---- writing ------------------------------------------------------------------------ */
