@@ -7,7 +7,8 @@
  *   dq_i = scale Σ_j dS_ij k_j,  dk_j = scale Σ_i dS_ij q_i
  * Reference: plain loops with double accumulators.  Fast: OpenMP over
  * (batch, head) — dk and dv of one head are only touched by its own thread —
- * one pass over the (i, j ≤ i) pairs, no scratch memory.
+ * one pass over the (i, j ≤ i) pairs, no scratch memory; the dot products
+ * are SIMD reductions (`omp simd`: vectorised partial sums).
  */
 #include "kernels/backward.h"
 
@@ -68,12 +69,15 @@ void ds_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                 const float *qi = q + bq + i * sq, *doi = dout + bv + i * sv, *oi = out + bv + i * sv;
                 float *dqi = dq + bq + i * sq;
                 float L = lse[(b * NH + h) * T + i], delta = 0;
+#pragma omp simd reduction(+ : delta)
                 for (int64_t d = 0; d < DV; d++) delta += doi[d] * oi[d];
                 for (int64_t d = 0; d < DQ; d++) dqi[d] = 0;
                 for (int64_t j = 0; j <= i; j++) {
                     const float *kj = k + bq + j * sq, *vj = v + bv + j * sv;
                     float s = 0, dp = 0;
+#pragma omp simd reduction(+ : s)
                     for (int64_t d = 0; d < DQ; d++) s += qi[d] * kj[d];
+#pragma omp simd reduction(+ : dp)
                     for (int64_t d = 0; d < DV; d++) dp += doi[d] * vj[d];
                     float p = expf(scale * s - L), gs = scale * p * (dp - delta);
                     float *dvj = dv + bv + j * sv, *dkj = dk + bq + j * sq;

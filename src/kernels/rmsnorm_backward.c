@@ -44,6 +44,7 @@ void ds_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
             const float *x = inp + n * ld_in, *dy = dout + n * ld_dout;
             float r = rstd ? rstd[n] : row_rstd(x, C, eps);
             float dot = 0;
+#pragma omp simd reduction(+ : dot)
             for (int64_t c = 0; c < C; c++) dot += weight[c] * dy[c] * x[c];
             dot *= r / (float)C;
             float *dx = dinp + n * ld_din;
