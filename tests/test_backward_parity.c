@@ -287,12 +287,13 @@ TEST(adamw_v3_three_steps) {
  * ~1e-5 plus O(h²) curvature (measured agreement 0.06% or better on the
  * largest elements): tolerance 1% of |g| + 1e-4.  A perturbation
  * that changes any routing decision is not used (the loss has a kink there). */
-static double total_loss(rig *r, const ds_loss_opts *o, ds_grads *scratch) {
+static double total_loss_t(rig *r, const ds_loss_opts *o, ds_grads *scratch, const int32_t *targets) {
     ds_loss_terms t;
     ds_model_forward(&r->m, &r->a, &ds_ops_cpu, r->ids);
-    ds_model_backward(&r->m, &r->a, scratch, &r->w, NULL, o, &t);
+    ds_model_backward(&r->m, &r->a, scratch, &r->w, targets, o, &t);
     return t.loss;
 }
+static double total_loss(rig *r, const ds_loss_opts *o, ds_grads *scratch) { return total_loss_t(r, o, scratch, NULL); }
 
 static int routing_equal(const rig *r, const int32_t *ref, int64_t n_per, int64_t nb) {
     for (int64_t l = 0; l < nb; l++)
@@ -347,6 +348,61 @@ TEST(mtp_grad_finite_differences) {
     }
     CHECK(used >= 8);
     free(route);
+    ds_grads_free(&scratch);
+    rig_close(&r);
+}
+
+/* Partly ignored targets (every third target and the whole second half of
+ * sequence 1 set to -100) on v2lite: the loss is the mean over the remaining
+ * targets; gradient of a few parameters by central differences as above. */
+TEST(ignored_targets_finite_differences) {
+    if (!have("v2lite", "model.safetensors")) SKIP("tests/fixtures/model/v2lite absent (make fixtures)");
+    rig r;
+    if (rig_open(&r, "v2lite", 0)) return;
+    ds_loss_opts o = ds_loss_opts_default();
+    int32_t *tg = ds_malloc((size_t)(r.B * r.T) * sizeof(int32_t));
+    ds_targets_from_ids(tg, r.ids, r.B, r.T, o.ignore);
+    for (int64_t i = 0; i < r.B * r.T; i++)
+        if (i % 3 == 0 || i >= r.T + r.T / 2) tg[i] = DS_IGNORE_INDEX;
+    ds_grads scratch;
+    ds_grads_create(&scratch, &r.m);
+    ds_loss_terms t;
+    CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, tg, &o, &t) == 0);
+    CHECK(t.ce_count == ds_count_targets(tg, r.B, r.T, 0, o.ignore) && t.ce_count > 0 && t.ce_count < r.B * (r.T - 1));
+    const int64_t nb = r.m.nblocks, n_per = r.B * r.T * r.m.cfg.num_experts_per_tok;
+    int32_t *route = ds_calloc((size_t)(nb * n_per), sizeof(int32_t));
+    for (int64_t l = 0; l < nb; l++)
+        if (r.a.blk[l].r_idx) memcpy(route + l * n_per, r.a.blk[l].r_idx, (size_t)n_per * sizeof(int32_t));
+    const char *names[] = {"model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.q_proj.weight",
+                           "model.layers.1.mlp.gate.weight", "model.layers.1.post_attention_layernorm.weight"};
+    int used = 0;
+    for (size_t q = 0; q < sizeof names / sizeof *names; q++) {
+        int64_t i = ds_layout_find(&r.m.layout, names[q]);
+        CHECK(i >= 0);
+        if (i < 0) continue;
+        const ds_param *p = &r.m.layout.p[i];
+        int64_t j = 0;
+        for (int64_t e = 1; e < p->numel; e++)
+            if (fabsf(r.g.g[p->offset + e]) > fabsf(r.g.g[p->offset + j])) j = e;
+        float *x = r.m.params + p->offset + j, x0 = *x;
+        const float h = 1e-3f;
+        *x = x0 + h;
+        double lp = total_loss_t(&r, &o, &scratch, tg);
+        int ok = routing_equal(&r, route, n_per, nb);
+        *x = x0 - h;
+        double lm = total_loss_t(&r, &o, &scratch, tg);
+        ok = ok && routing_equal(&r, route, n_per, nb);
+        *x = x0;
+        double fd = (lp - lm) / (double)((x0 + h) - (x0 - h)), an = r.g.g[p->offset + j];
+        if (!ok) continue;
+        used++;
+        CHECK_MSG(fabs(fd - an) < 0.01 * fabs(an) + 1e-4, "%s: analytic %.6g vs finite difference %.6g", names[q], an,
+                  fd);
+    }
+    CHECK(used >= 4);
+    free(route);
+    free(tg);
     ds_grads_free(&scratch);
     rig_close(&r);
 }
