@@ -174,6 +174,14 @@ static void run_fixture(const char *fix, const char *file, const ds_loss_opts *o
     fprintf(stderr, "  %s/%s: loss %.7f (ref %.7f), worst gradient rel err %.3g on %s\n", fix, file, t.loss,
             scalar(&f, "loss"), worst, worst_name);
     CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
+    /* the correction bias only selects experts: its gradient slot stays 0 */
+    for (int64_t i = 0; i < r.m.layout.n; i++) {
+        const ds_param *p = &r.m.layout.p[i];
+        if (!(p->flags & DS_PARAM_BUFFER)) continue;
+        int64_t nz = 0;
+        for (int64_t j = 0; j < p->numel; j++) nz += r.g.g[p->offset + j] != 0;
+        CHECK_MSG(nz == 0, "%s: %s has a non-zero gradient", fix, p->name);
+    }
     ds_st_close(&f);
     rig_close(&r);
 }
