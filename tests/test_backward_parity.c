@@ -139,13 +139,14 @@ static void rig_close(rig *r) {
     ds_model_free(&r->m);
 }
 
-static void run_fixture(const char *fix, const char *file, const ds_loss_opts *o, int mtp) {
+static void run_fixture_ops(const char *fix, const char *file, const ds_loss_opts *o, int mtp,
+                            const struct ds_ops *ops) {
     if (!have(fix, file)) SKIP("tests/fixtures/model/%s/%s absent (make fixtures)", fix, file);
     rig r;
     if (rig_open(&r, fix, mtp)) return;
-    CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
+    CHECK(ds_model_forward(&r.m, &r.a, ops, r.ids) == 0);
     ds_loss_terms t;
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, ops, &r.g, &r.w, NULL, o, &t) == 0);
     char path[300];
     snprintf(path, sizeof path, FIXDIR "%s/%s", fix, file);
     ds_st_file f;
@@ -171,8 +172,8 @@ static void run_fixture(const char *fix, const char *file, const ds_loss_opts *o
     }
     char worst_name[160] = "";
     double worst = compare_grads(&f, &r.m, &r.g, mtp, fix, worst_name);
-    fprintf(stderr, "  %s/%s: loss %.7f (ref %.7f), worst gradient rel err %.3g on %s\n", fix, file, t.loss,
-            scalar(&f, "loss"), worst, worst_name);
+    fprintf(stderr, "  %s/%s [%s]: loss %.7f (ref %.7f), worst gradient rel err %.3g on %s\n", fix, file, ops->name,
+            t.loss, scalar(&f, "loss"), worst, worst_name);
     CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
     /* the correction bias only selects experts: its gradient slot stays 0 */
     for (int64_t i = 0; i < r.m.layout.n; i++) {
@@ -184,6 +185,10 @@ static void run_fixture(const char *fix, const char *file, const ds_loss_opts *o
     }
     ds_st_close(&f);
     rig_close(&r);
+}
+
+static void run_fixture(const char *fix, const char *file, const ds_loss_opts *o, int mtp) {
+    run_fixture_ops(fix, file, o, mtp, &ds_ops_cpu);
 }
 
 TEST(grads_v3_ce) {
@@ -226,6 +231,24 @@ TEST(grads_v3_mtp) {
     run_fixture("v3", "grads_mtp.safetensors", &o, 1);
 }
 
+/* The whole forward and backward through the scalar references (ds_ops_ref):
+ * checks the reference kernels themselves against transformers. */
+TEST(grads_v3_mtp_reference_ops) {
+    ds_loss_opts o = ds_loss_opts_default();
+    o.mtp_lambda = 0.3;
+    run_fixture_ops("v3", "grads_mtp.safetensors", &o, 1, &ds_ops_ref);
+}
+TEST(grads_v2group_v2aux_reference_ops) {
+    ds_loss_opts o = ds_loss_opts_default();
+    o.balance = DS_BAL_V2;
+    o.a1 = 0.01, o.a2 = 0.05, o.a3 = 0.02;
+    run_fixture_ops("v2group", "grads_v2aux.safetensors", &o, 0, &ds_ops_ref);
+}
+TEST(grads_v2lite_reference_ops) {
+    ds_loss_opts o = ds_loss_opts_default();
+    run_fixture_ops("v2lite", "grads.safetensors", &o, 0, &ds_ops_ref);
+}
+
 /* 3 AdamW steps (lr 1e-3, β 0.9/0.95, eps 1e-8, wd 0.1 on ndim ≥ 2, clip 1.0)
  * on the CE loss vs torch.optim.AdamW: loss and gradient norm before each
  * step (rel < 1e-5) and every parameter after each step, two ways:
@@ -251,7 +274,7 @@ TEST(adamw_v3_three_steps) {
         ds_grads_zero(&r.g);
         CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
         ds_loss_terms t;
-        CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, &o, &t) == 0);
+        CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == 0);
         char nm[160];
         snprintf(nm, sizeof nm, "loss.%d", s);
         check_term(&f, "v3 adamw", nm, t.loss);
@@ -298,7 +321,7 @@ TEST(adamw_v3_three_steps) {
 static double total_loss_t(rig *r, const ds_loss_opts *o, ds_grads *scratch, const int32_t *targets) {
     ds_loss_terms t;
     ds_model_forward(&r->m, &r->a, &ds_ops_cpu, r->ids);
-    ds_model_backward(&r->m, &r->a, scratch, &r->w, targets, o, &t);
+    ds_model_backward(&r->m, &r->a, &ds_ops_cpu, scratch, &r->w, targets, o, &t);
     return t.loss;
 }
 static double total_loss(rig *r, const ds_loss_opts *o, ds_grads *scratch) { return total_loss_t(r, o, scratch, NULL); }
@@ -376,7 +399,7 @@ TEST(ignored_targets_finite_differences) {
     ds_grads_create(&scratch, &r.m);
     ds_loss_terms t;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, tg, &o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, tg, &o, &t) == 0);
     CHECK(t.ce_count == ds_count_targets(tg, r.B, r.T, 0, o.ignore) && t.ce_count > 0 && t.ce_count < r.B * (r.T - 1));
     const int64_t nb = r.m.nblocks, n_per = r.B * r.T * r.m.cfg.num_experts_per_tok;
     int32_t *route = ds_calloc((size_t)(nb * n_per), sizeof(int32_t));
@@ -434,7 +457,7 @@ TEST(grad_accumulation_matches_big_batch) {
     o.alpha = 0.01;
     ds_loss_terms big;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, &o, &big) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &big) == 0);
 
     const int64_t T = r.T;
     int32_t *tg = ds_malloc((size_t)(r.B * T) * sizeof(int32_t));
@@ -453,7 +476,7 @@ TEST(grad_accumulation_matches_big_batch) {
     for (int64_t b = 0; b < r.B; b++) {
         ds_loss_terms t;
         CHECK(ds_model_forward(&r.m, &a1, &ds_ops_cpu, r.ids + b * T) == 0);
-        CHECK(ds_model_backward(&r.m, &a1, &g1, &w1, tg + b * T, &om, &t) == 0);
+        CHECK(ds_model_backward(&r.m, &a1, &ds_ops_cpu, &g1, &w1, tg + b * T, &om, &t) == 0);
         loss += t.loss;
     }
     CHECK_MSG(fabs(loss - big.loss) < 1e-6 * big.loss, "accumulated loss %.9g vs %.9g", loss, big.loss);
@@ -487,7 +510,7 @@ TEST(all_targets_ignored) {
     for (int64_t i = 0; i < r.B * r.T; i++) tg[i] = DS_IGNORE_INDEX;
     ds_loss_terms t;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, tg, &o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, tg, &o, &t) == 0);
     CHECK(t.loss == 0 && t.ce == 0 && t.mtp == 0 && t.ce_count == 0);
     int64_t nonzero = 0;
     for (int64_t i = 0; i < r.g.n; i++) nonzero += r.g.g[i] != 0;
@@ -495,13 +518,13 @@ TEST(all_targets_ignored) {
     CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
     /* a target outside the vocabulary that is not the ignore id is an error */
     tg[5] = (int32_t)r.m.cfg.vocab_size;
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, tg, &o, &t) == -1);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, tg, &o, &t) == -1);
     CHECK(strstr(ds_errmsg(), "position 5") != NULL);
     /* MTP loss without MTP activations is an error, not a crash */
     ds_acts a0;
     CHECK(ds_acts_create(&a0, &r.m, r.B, r.T, 0) == 0);
     CHECK(ds_model_forward(&r.m, &a0, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &a0, &r.g, &r.w, NULL, &o, &t) == -1);
+    CHECK(ds_model_backward(&r.m, &a0, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == -1);
     CHECK(strstr(ds_errmsg(), "MTP") != NULL);
     ds_acts_free(&a0);
     free(tg);
@@ -517,7 +540,7 @@ TEST(nan_gradient_detected) {
     ds_loss_opts o = ds_loss_opts_default();
     ds_loss_terms t;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, &o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == 0);
     CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
     int64_t i = ds_layout_find(&r.m.layout, "model.layers.2.mlp.experts.3.down_proj.weight");
     CHECK(i >= 0);
@@ -532,7 +555,7 @@ TEST(nan_gradient_detected) {
     i = ds_layout_find(&r.m.layout, "model.norm.weight");
     r.m.params[r.m.layout.p[i].offset] = NAN;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, &o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == 0);
     bad = ds_grads_check_finite(&r.g, &r.m);
     CHECK(bad != NULL);
     CHECK(isnan(t.loss));

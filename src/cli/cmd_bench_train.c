@@ -55,7 +55,7 @@ static int run(int argc, char **argv) {
         if (ds_model_forward(&m, &a, &ds_ops_cpu, ids)) return ds_cli_fail("bench-train");
         double t1 = ds_now();
         ds_loss_terms t;
-        if (ds_model_backward(&m, &a, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
+        if (ds_model_backward(&m, &a, &ds_ops_cpu, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
         double t2 = ds_now();
         ds_clip_grad_norm(g.g, g.n, 1.0);
         ds_model_adamw_step(&m, &g, mom, vel, it + 1, &h, 0);

@@ -113,14 +113,15 @@ void ds_targets_from_ids(int32_t *targets, const int32_t *ids, int64_t B, int64_
  * depth k: position i < T-k uses targets[b, i+k]). */
 int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k, int32_t ignore);
 
-/* Losses and backward after ds_model_forward(m, a, ...) on the same batch.
+/* Losses and backward after ds_model_forward(m, a, ...) on the same batch,
+ * through the backward entries of ops (ds_ops_cpu, or ds_ops_ref in tests).
  * targets (B,T) or NULL (= ds_targets_from_ids).  The MTP loss needs acts
  * created with mtp = 1 (mtp_lambda > 0 otherwise is an error).  Adds every
  * parameter's gradient into g; writes the loss terms.  A batch with no
  * counted target has CE 0 and contributes no CE gradient (a warning is
  * logged).  Returns 0 or -1 with ds_err (bad targets, bad options). */
-int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, const int32_t *targets,
-                      const ds_loss_opts *o, ds_loss_terms *terms);
+int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                      const int32_t *targets,                      const ds_loss_opts *o, ds_loss_terms *terms);
 
 /* One AdamW step (train/adamw.h) over every trained parameter of m (no
  * aliases, no buffers; MTP parameters only when mtp), weight decay on
