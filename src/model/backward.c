@@ -222,20 +222,23 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
         ds_route_params rp = route_params(c);
         ops->moe_combine_backward(w->de_out, w->dw, dout, a->e_out, a->r_w, a->pos, N, K, H);
+        /* experts in parallel, each one's GEMMs single-threaded (nested
+         * regions inside the kernels are inactive): one parallel region per
+         * layer instead of several per expert; every expert writes only its
+         * own weight gradients and its own rows of de_* and dxs */
+        const int64_t *offs = a->offsets, *cnts = a->counts;
+#pragma omp parallel for schedule(dynamic, 1)
         for (int64_t e = 0; e < E; e++) {
-            int64_t o = a->offsets[e], cnt = a->counts[e];
+            int64_t o = offs[e], cnt = cnts[e];
             if (!cnt) continue;
             ops->matmul_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im, p->ed[e],
-                               cnt, Im, H, 0);
-        }
-        ops->swiglu_backward(w->de_gate, w->de_up, w->de_act, a->e_gate, a->e_up, N * K, Im);
-        for (int64_t e = 0; e < E; e++) {
-            int64_t o = a->offsets[e], cnt = a->counts[e];
-            if (!cnt) continue;
+                                 cnt, Im, H, 0);
+            ops->swiglu_backward(w->de_gate + o * Im, w->de_up + o * Im, w->de_act + o * Im, a->e_gate + o * Im,
+                                 a->e_up + o * Im, cnt, Im);
             ops->matmul_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H, p->eg[e], cnt,
-                               H, Im, 0);
-            ops->matmul_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H, p->eu[e], cnt, H,
-                               Im, 1);
+                                 H, Im, 0);
+            ops->matmul_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H, p->eu[e], cnt,
+                                 H, Im, 1);
         }
         memset(w->dln2, 0, (size_t)(N * H) * sizeof(float));
         ds_moe_gather_backward(w->dln2, w->dxs, a->pos, N, K, H);
