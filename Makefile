@@ -125,7 +125,9 @@ fuzz:
 	    $(filter -D% -I%,$(CFLAGS)) $$f $(filter-out src/cli/%,$(LIB_SRC)) -o build-fuzz/$$n -lm -fopenmp $(LDLIBS) || exit 1; \
 	  mkdir -p fuzz/corpus-$$n; \
 	  echo "fuzzing $$n for $(FUZZ_SECONDS)s"; \
-	  ./build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 fuzz/corpus-$$n fuzz/seeds/$$n 2>&1 | tail -3 || exit 1; \
+	  ./build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -artifact_prefix=build-fuzz/$$n- \
+	    fuzz/corpus-$$n fuzz/seeds/$$n > build-fuzz/$$n.log 2>&1; st=$$?; tail -3 build-fuzz/$$n.log; \
+	  if [ $$st -ne 0 ]; then echo "fuzz: $$n failed (log: build-fuzz/$$n.log)"; exit 1; fi; \
 	done
 
 run: deps

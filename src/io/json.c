@@ -12,10 +12,17 @@
 
 #include "base/base.h"
 
+static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
 cJSON *ds_json_parse(const char *text, size_t len, const char *what) {
     size_t i = 0;
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) i++;
     if (i == len) { ds_err("%s: empty (expected a JSON object)", what); return NULL; }
+    size_t bad;
+    if (!ds_utf8_valid((const unsigned char *)text, len, &bad)) {
+        ds_err("%s: not valid UTF-8 (byte %zu)", what, bad);
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (j) {
@@ -113,6 +120,17 @@ static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
     if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
     *cp = v;
     return len;
+}
+
+int ds_utf8_valid(const unsigned char *s, size_t n, size_t *bad_at) {
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        int len = utf8_decode(s + i, n - i, &cp);
+        if (!len) { if (bad_at) *bad_at = i; return 0; }
+        i += (size_t)len;
+    }
+    return 1;
 }
 
 void ds_json_put_string(ds_sbuf *b, const char *str) {

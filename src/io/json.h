@@ -19,6 +19,10 @@
  * NULL and sets "<what>: invalid JSON at line L, column C" (or "...: empty"). */
 cJSON *ds_json_parse(const char *text, size_t len, const char *what);
 
+/* 1 when s[0..n) is valid UTF-8 (no overlongs, surrogates or values past
+ * U+10FFFF); else 0 with the offset of the first bad byte in *bad_at. */
+int ds_utf8_valid(const unsigned char *s, size_t n, size_t *bad_at);
+
 /* Name of a JSON value's type for messages: "string", "number", "object", ... */
 const char *ds_json_type_name(const cJSON *v);
 

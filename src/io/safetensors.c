@@ -25,9 +25,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__AVX2__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #include "base/base.h"
 #include "io/json.h"
@@ -35,28 +39,6 @@
 #define ST_MAX_HEADER 100000000ULL
 
 /* ---- helpers ---------------------------------------------------------------- */
-static int utf8_valid(const unsigned char *s, size_t n, size_t *bad_at) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        int len;
-        uint32_t v, min;
-        if ((c & 0xe0) == 0xc0) { len = 2; v = c & 0x1f; min = 0x80; }
-        else if ((c & 0xf0) == 0xe0) { len = 3; v = c & 0x0f; min = 0x800; }
-        else if ((c & 0xf8) == 0xf0) { len = 4; v = c & 0x07; min = 0x10000; }
-        else { *bad_at = i; return 0; }
-        if (i + (size_t)len > n) { *bad_at = i; return 0; }
-        for (int k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) { *bad_at = i; return 0; }
-            v = (v << 6) | (s[i + k] & 0x3f);
-        }
-        if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) { *bad_at = i; return 0; }
-        i += (size_t)len;
-    }
-    return 1;
-}
-
 static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t k = 0;
     k += (size_t)snprintf(buf + k, cap - k, "[");
@@ -150,7 +132,7 @@ static int parse_tensor(ds_st_file *f, ds_st_tensor *t, const cJSON *v, const ch
 static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *base, size_t data_size) {
     const char *P = f->path;
     size_t bad;
-    if (!utf8_valid((const unsigned char *)hdr, n, &bad))
+    if (!ds_utf8_valid((const unsigned char *)hdr, n, &bad))
         return ds_err("%s: header is not valid UTF-8 (byte %zu)", P, bad);
     char what[600];
     snprintf(what, sizeof what, "%s: header", P);
@@ -445,16 +427,65 @@ static inline float elem_f32(ds_dtype d, const unsigned char *p, int64_t i) {
     }
 }
 
+/* Fast bulk conversions; elem_f32 above is their scalar reference (tests
+ * compare the two over every bit pattern).  Chunks of 64K elements per thread. */
+#define CONV_CHUNK ((int64_t)1 << 16)
+
+static void bf16_to_f32_run(const unsigned char *p, int64_t n, float *out) {
+    int64_t i = 0;
+#ifdef __AVX2__
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(p + 2 * i));
+        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+        _mm256_storeu_ps(out + i, _mm256_castsi256_ps(w));
+    }
+#endif
+    for (; i < n; i++) out[i] = elem_f32(DS_BF16, p, i);
+}
+
+static void f16_to_f32_run(const unsigned char *p, int64_t n, float *out) {
+    int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))));
+#endif
+    for (; i < n; i++) out[i] = elem_f32(DS_F16, p, i);
+}
+
+static void fp8_table(ds_dtype d, float lut[256]) {
+    for (int v = 0; v < 256; v++) lut[v] = d == DS_F8_E4M3 ? ds_e4m3_to_f32((uint8_t)v) : ds_e5m2_to_f32((uint8_t)v);
+}
+
 int ds_st_to_f32(const ds_st_tensor *t, float *out) {
     if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", t->name);
     const unsigned char *p = t->data;
-    if (t->dtype == DS_F32) {
-        if (t->numel) memcpy(out, p, (size_t)t->numel * 4);
-        return 0;
+    const ds_dtype d = t->dtype;
+    const int64_t n = t->numel;
+    float lut[256];
+    if (d == DS_F8_E4M3 || d == DS_F8_E5M2) fp8_table(d, lut);
+    const int64_t nchunks = ds_ceil_div(n, CONV_CHUNK);
+    #pragma omp parallel for schedule(static) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t i0 = c * CONV_CHUNK, m = n - i0 < CONV_CHUNK ? n - i0 : CONV_CHUNK;
+        const size_t es = ds_dtype_table[d].size;
+        switch (d) {
+        case DS_F32: memcpy(out + i0, p + 4 * i0, (size_t)m * 4); break;
+        case DS_BF16: bf16_to_f32_run(p + es * i0, m, out + i0); break;
+        case DS_F16: f16_to_f32_run(p + es * i0, m, out + i0); break;
+        case DS_F8_E4M3:
+        case DS_F8_E5M2:
+            for (int64_t i = 0; i < m; i++) out[i0 + i] = lut[p[i0 + i]];
+            break;
+        default:
+            for (int64_t i = 0; i < m; i++) out[i0 + i] = elem_f32(d, p + es * i0, i);
+        }
     }
-    ds_dtype d = t->dtype;
-    #pragma omp parallel for schedule(static) if (t->numel > (1 << 16))
-    for (int64_t i = 0; i < t->numel; i++) out[i] = elem_f32(d, p, i);
+    return 0;
+}
+
+/* The scalar reference of ds_st_to_f32 (for tests). */
+int ds_st_to_f32_ref(const ds_st_tensor *t, float *out) {
+    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", t->name);
+    for (int64_t i = 0; i < t->numel; i++) out[i] = elem_f32(t->dtype, t->data, i);
     return 0;
 }
 
@@ -479,7 +510,8 @@ int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *s, int64_
     const unsigned char *q = w->data;
     const unsigned char *sp = s->data;
     ds_dtype sd = s->dtype;
-    int e5 = w->dtype == DS_F8_E5M2;
+    float lut[256];
+    fp8_table(w->dtype, lut);
     // W (M, N) = W8 (M, N) * S (ceil(M/bs0), ceil(N/bs1)) broadcast per block
     #pragma omp parallel for schedule(static) if (M * N > (1 << 16))
     for (int64_t i = 0; i < M; i++) {
@@ -487,10 +519,7 @@ int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *s, int64_
         for (int64_t j0 = 0; j0 < N; j0 += bs1) {
             float sc = elem_f32(sd, sp, srow + j0 / bs1);
             int64_t j1 = j0 + bs1 < N ? j0 + bs1 : N;
-            for (int64_t j = j0; j < j1; j++) {
-                uint8_t v = q[i * N + j];
-                out[i * N + j] = (e5 ? ds_e5m2_to_f32(v) : ds_e4m3_to_f32(v)) * sc;
-            }
+            for (int64_t j = j0; j < j1; j++) out[i * N + j] = lut[q[i * N + j]] * sc;
         }
     }
     return 0;
@@ -609,7 +638,7 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         const ds_st_entry *t = &e[i];
         if (!t->name || !t->name[0]) { rc = ds_err("%s: tensor %lld has no name", path, (long long)i); break; }
         size_t bad;
-        if (!utf8_valid((const unsigned char *)t->name, strlen(t->name), &bad))
+        if (!ds_utf8_valid((const unsigned char *)t->name, strlen(t->name), &bad))
             rc = ds_err("%s: tensor name \"%s\" is not valid UTF-8", path, t->name);
         else if (!strcmp(t->name, "__metadata__")) rc = ds_err("%s: \"__metadata__\" is not a tensor name", path);
         else if ((unsigned)t->dtype >= DS_DTYPE_COUNT) rc = ds_err("%s: %s: invalid dtype", path, t->name);
@@ -697,4 +726,120 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         return -1;
     }
     return ds_afile_commit(&af);
+}
+
+/* ---- model folder writer (single file or shards + index) -------------------------- */
+static int cmp_entry_ptr_name(const void *a, const void *b) {
+    return strcmp((*(const ds_st_entry *const *)a)->name, (*(const ds_st_entry *const *)b)->name);
+}
+
+/* "model-00001-of-00004.safetensors" */
+static int is_shard_name(const char *s) {
+    unsigned a, b;
+    char tail[32];
+    return strlen(s) == 32 && sscanf(s, "model-%5u-of-%5u%31s", &a, &b, tail) == 3 && !strcmp(tail, ".safetensors");
+}
+
+int ds_st_write_model(const char *dir, const ds_st_entry *e, int64_t n, const char *const *meta, int64_t max_shard) {
+    if (n < 0) return ds_err("%s: negative tensor count", dir);
+    const ds_st_entry **by = ds_malloc((size_t)(n ? n : 1) * sizeof *by);
+    size_t *nb = ds_malloc((size_t)(n ? n : 1) * sizeof *nb);
+    for (int64_t i = 0; i < n; i++) {
+        by[i] = &e[i];
+        if (!e[i].name || !e[i].name[0]) {
+            free(by); free(nb);
+            return ds_err("%s: tensor %lld has no name", dir, (long long)i);
+        }
+    }
+    qsort(by, (size_t)n, sizeof *by, cmp_entry_ptr_name);
+    for (int64_t i = 1; i < n; i++)
+        if (!strcmp(by[i]->name, by[i - 1]->name)) {
+            char nm[256];
+            snprintf(nm, sizeof nm, "%s", by[i]->name);
+            free(by); free(nb);
+            return ds_err("%s: tensor \"%s\" given twice", dir, nm);
+        }
+    int64_t total_bytes = 0, total_params = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t numel = 0;
+        nb[i] = 0;
+        if ((unsigned)by[i]->dtype < DS_DTYPE_COUNT && by[i]->ndim >= 0 && by[i]->ndim <= DS_ST_MAX_DIMS)
+            shape_bytes(by[i]->ndim, by[i]->shape, ds_dtype_table[by[i]->dtype].size, &numel, &nb[i]);
+        total_bytes += (int64_t)nb[i];
+        total_params += numel;
+    }
+    /* shard boundaries: first[k] = index of shard k's first tensor */
+    int64_t *first = ds_malloc((size_t)(n + 2) * sizeof *first);
+    int64_t ns = 0, cur = 0;
+    first[ns++] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (max_shard > 0 && i > first[ns - 1] && cur + (int64_t)nb[i] > max_shard) { first[ns++] = i; cur = 0; }
+        cur += (int64_t)nb[i];
+    }
+    first[ns] = n;
+    int rc = 0;
+    char name[64];
+    if (ns == 1) {
+        char *p = ds_path_join(dir, "model.safetensors");
+        ds_st_entry *tmp = ds_malloc((size_t)(n ? n : 1) * sizeof *tmp);
+        for (int64_t i = 0; i < n; i++) tmp[i] = *by[i];
+        rc = ds_st_write(p, tmp, n, meta);
+        free(tmp);
+        free(p);
+    } else {
+        ds_sbuf idx = {0};
+        ds_sbuf_printf(&idx, "{\n  \"metadata\": {\n    \"total_parameters\": %lld,\n    \"total_size\": %lld\n  },\n"
+                             "  \"weight_map\": {\n", (long long)total_params, (long long)total_bytes);
+        for (int64_t k = 0; k < ns && !rc; k++) {
+            snprintf(name, sizeof name, "model-%05lld-of-%05lld.safetensors", (long long)k + 1, (long long)ns);
+            int64_t m = first[k + 1] - first[k];
+            ds_st_entry *tmp = ds_malloc((size_t)(m ? m : 1) * sizeof *tmp);
+            for (int64_t i = 0; i < m; i++) tmp[i] = *by[first[k] + i];
+            char *p = ds_path_join(dir, name);
+            rc = ds_st_write(p, tmp, m, meta);
+            free(p);
+            free(tmp);
+        }
+        /* weight_map in name order (= shard order) */
+        for (int64_t k = 0; k < ns && !rc; k++) {
+            snprintf(name, sizeof name, "model-%05lld-of-%05lld.safetensors", (long long)k + 1, (long long)ns);
+            for (int64_t i = first[k]; i < first[k + 1]; i++) {
+                ds_sbuf_puts(&idx, "    ");
+                ds_json_put_string(&idx, by[i]->name);
+                ds_sbuf_printf(&idx, ": \"%s\"%s\n", name, i + 1 < n ? "," : "");
+            }
+        }
+        ds_sbuf_puts(&idx, "  }\n}\n");
+        if (!rc) {
+            char *ip = ds_path_join(dir, "model.safetensors.index.json");
+            rc = ds_write_file_atomic(ip, idx.p, idx.n);
+            free(ip);
+        }
+        free(idx.p);
+    }
+    /* remove weight files of an earlier save that this one does not use */
+    if (!rc) {
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            int stale = 0;
+            if (ns == 1) stale = is_shard_name(de->d_name) || !strcmp(de->d_name, "model.safetensors.index.json");
+            else if (!strcmp(de->d_name, "model.safetensors")) stale = 1;
+            else if (is_shard_name(de->d_name)) {
+                unsigned a = 0, b = 0;
+                sscanf(de->d_name, "model-%5u-of-%5u", &a, &b);
+                stale = (int64_t)b != ns || a < 1 || (int64_t)a > ns;
+            }
+            if (stale) {
+                char *p = ds_path_join(dir, de->d_name);
+                unlink(p);
+                free(p);
+            }
+        }
+        if (d) closedir(d);
+    }
+    free(first);
+    free(nb);
+    free(by);
+    return rc;
 }

@@ -67,6 +67,8 @@ const ds_st_tensor *ds_st_set_find(const ds_st_set *s, const char *name, const c
 /* Copy a tensor into FP32 (converting bf16/f16/fp8/ints).  For F8 weights the
  * caller applies scale_inv (see ds_st_dequant_fp8_block). */
 int ds_st_to_f32(const ds_st_tensor *t, float *out);
+/* Its scalar reference, one element at a time (tests compare the two). */
+int ds_st_to_f32_ref(const ds_st_tensor *t, float *out);
 /* W[i,j] = fp8(W8[i,j]) * S[i/bs0, j/bs1], ragged edge blocks allowed. */
 int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *scale_inv,
                             int64_t bs0, int64_t bs1, float *out);
@@ -96,5 +98,17 @@ typedef struct {
  * (duplicate or empty names, negative shapes, NULL data) are errors and
  * nothing is written. */
 int ds_st_write(const char *path, const ds_st_entry *entries, int64_t n, const char *const *meta);
+
+/* Write a model folder's weights: model.safetensors when everything fits in
+ * max_shard_bytes (<= 0: no limit), else shards model-00001-of-0000N.safetensors
+ * (tensors in name order, a new shard when the next tensor would pass the
+ * limit; a tensor larger than the limit gets a shard of its own) and
+ * model.safetensors.index.json as transformers writes it (sorted keys,
+ * metadata total_parameters / total_size).  Each file is written atomically,
+ * the index last; weight files of an earlier save that the new one does not
+ * use (other shard names, a single file replaced by shards or the reverse)
+ * are removed afterwards. */
+int ds_st_write_model(const char *dir, const ds_st_entry *entries, int64_t n, const char *const *meta,
+                      int64_t max_shard_bytes);
 
 #endif

@@ -15,7 +15,7 @@ void ds_swiglu_forward_ref(float *out, const float *gate, const float *up, int64
 
 void ds_swiglu_forward(float *out, const float *gate, const float *up, int64_t N, int64_t I) {
     int64_t n = N * I;
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];

@@ -75,6 +75,9 @@ void ds_config_default(ds_config *c) {
     snprintf(c->quant_fmt, sizeof c->quant_fmt, "e4m3");
     snprintf(c->quant_activation_scheme, sizeof c->quant_activation_scheme, "dynamic");
     c->rope_interleave = 1;
+    c->pretraining_tp = 1;
+    c->aux_loss_alpha = 0.001;
+    c->seq_aux = 1;
 }
 
 /* HF DeepseekV2Config defaults where they differ from V3's.  V2 routing is
@@ -163,6 +166,10 @@ static int rd_str(const reader *r, const char *key, char *dst, size_t cap, int r
     if (!cJSON_IsString(v)) return bad_type(r, key, "a string", v);
     if (strlen(v->valuestring) >= cap)
         return ds_err("%s: %s%s: value too long (%zu characters)", r->path, r->prefix, key, strlen(v->valuestring));
+    /* these are names (dtype, activation, ...): printable ASCII only */
+    for (const char *q = v->valuestring; *q; q++)
+        if (*q < 0x20 || *q > 0x7e)
+            return ds_err("%s: %s%s: value contains a non-printable or non-ASCII character", r->path, r->prefix, key);
     snprintf(dst, cap, "%s", v->valuestring);
     return 0;
 }
@@ -220,6 +227,7 @@ static int parse_quant(ds_config *c, const cJSON *root, const char *path) {
     c->quant_fp8 = 1;
     if (rd_str(&r, "fmt", c->quant_fmt, sizeof c->quant_fmt, 0, 0)) return -1;
     if (rd_str(&r, "activation_scheme", c->quant_activation_scheme, sizeof c->quant_activation_scheme, 0, 0)) return -1;
+    if (rd_str(&r, "scale_fmt", c->quant_scale_fmt, sizeof c->quant_scale_fmt, 0, 1)) return -1;
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
     if (b && !cJSON_IsNull(b)) {
         if (!cJSON_IsArray(b) || cJSON_GetArraySize(b) != 2)
@@ -320,6 +328,13 @@ static int parse_root(ds_config *c, const cJSON *root, const char *path) {
     if (rd_bool(&r, "attention_bias", &c->attention_bias)) return -1;
     if (rd_bool(&r, "use_cache", &c->use_cache)) return -1;
     if (rd_bool(&r, "rope_interleave", &c->rope_interleave)) return -1;
+    if (rd_bool(&r, "output_router_logits", &c->output_router_logits)) return -1;
+    if (rd_bool(&r, "seq_aux", &c->seq_aux)) return -1;
+    if (rd_int(&r, "pretraining_tp", &c->pretraining_tp, 0, 1, 1)) return -1;
+    if (rd_num(&r, "aux_loss_alpha", &c->aux_loss_alpha, 0)) return -1;
+    int mlp_bias = 0;
+    if (rd_bool(&r, "mlp_bias", &mlp_bias)) return -1;
+    if (mlp_bias) return ds_err("%s: mlp_bias: true is not supported (DeepSeek MLPs have no biases)", path);
     if (rd_str(&r, "hidden_act", c->hidden_act, sizeof c->hidden_act, 0, 0)) return -1;
     if (rd_str(&r, "torch_dtype", c->torch_dtype, sizeof c->torch_dtype, 0, 1)) return -1;
     if (rd_str(&r, "dtype", c->torch_dtype, sizeof c->torch_dtype, 0, 1)) return -1;
@@ -375,6 +390,7 @@ int ds_config_validate(const ds_config *c, const char *path) {
         {"first_k_dense_replace", c->first_k_dense_replace, 0},
         {"moe_layer_freq", c->moe_layer_freq, 1},
         {"num_nextn_predict_layers", c->num_nextn_predict_layers, 0},
+        {"pretraining_tp", c->pretraining_tp, 1},
     };
     for (size_t i = 0; i < sizeof rng / sizeof rng[0]; i++) {
         if (rng[i].v < rng[i].min)
@@ -421,6 +437,8 @@ int ds_config_validate(const ds_config *c, const char *path) {
         return ds_err("%s: rope_theta: %g must be a positive number", path, c->rope_theta);
     if (!(c->initializer_range >= 0) || !isfinite(c->initializer_range))
         return ds_err("%s: initializer_range: %g must be a non-negative number", path, c->initializer_range);
+    if (!(c->aux_loss_alpha >= 0) || !isfinite(c->aux_loss_alpha))
+        return ds_err("%s: aux_loss_alpha: %g must be a non-negative number", path, c->aux_loss_alpha);
     if (!(c->attention_dropout >= 0 && c->attention_dropout <= 1))
         return ds_err("%s: attention_dropout: %g must be in [0, 1]", path, c->attention_dropout);
     if (strcmp(c->hidden_act, "silu"))
@@ -440,6 +458,9 @@ int ds_config_validate(const ds_config *c, const char *path) {
         if (c->quant_block[0] < 1 || c->quant_block[1] < 1 || c->quant_block[0] > 65536 || c->quant_block[1] > 65536)
             return ds_err("%s: quantization_config: weight_block_size: [%lld, %lld] must be positive", path,
                           (long long)c->quant_block[0], (long long)c->quant_block[1]);
+        if (c->quant_scale_fmt[0] && strcmp(c->quant_scale_fmt, "ue8m0"))
+            return ds_err("%s: quantization_config: scale_fmt: \"%s\" is not supported (ue8m0 or null)", path,
+                          c->quant_scale_fmt);
         if (strcmp(c->quant_fmt, "e4m3") && strcmp(c->quant_fmt, "e5m2"))
             return ds_err("%s: quantization_config: fmt: \"%s\" is not supported (e4m3 or e5m2)", path, c->quant_fmt);
     }
@@ -539,6 +560,10 @@ char *ds_config_to_json(const ds_config *c) {
     PUT("attention_bias", r_bool(c->attention_bias));
     PUT("use_cache", r_bool(c->use_cache));
     PUT("rope_interleave", r_bool(c->rope_interleave));
+    PUT("output_router_logits", r_bool(c->output_router_logits));
+    PUT("pretraining_tp", r_int(c->pretraining_tp));
+    PUT("aux_loss_alpha", r_num(c->aux_loss_alpha));
+    PUT("seq_aux", r_bool(c->seq_aux));
     PUT("bos_token_id", r_int_or_null(c->bos_token_id, -1));
     PUT("pad_token_id", r_int_or_null(c->pad_token_id, -1));
     if (c->n_eos_token_ids > 1) {
@@ -574,14 +599,16 @@ char *ds_config_to_json(const ds_config *c) {
         PUT("rope_parameters", r_obj(r, m));
     }
     if (c->quant_fp8) {
-        kv q[4];
+        kv q[5];
         ds_sbuf b = {0};
         ds_sbuf_printf(&b, "[\n      %lld,\n      %lld\n    ]", (long long)c->quant_block[0], (long long)c->quant_block[1]);
         q[0].key = "quant_method"; q[0].val = r_str("fp8");
         q[1].key = "fmt"; q[1].val = r_str(c->quant_fmt);
         q[2].key = "activation_scheme"; q[2].val = r_str(c->quant_activation_scheme);
         q[3].key = "weight_block_size"; q[3].val = ds_sbuf_take(&b);
-        PUT("quantization_config", r_obj(q, 4));
+        int nq = 4;
+        if (c->quant_scale_fmt[0]) { q[4].key = "scale_fmt"; q[4].val = r_str(c->quant_scale_fmt); nq = 5; }
+        PUT("quantization_config", r_obj(q, nq));
     }
 #undef PUT
     qsort(t, (size_t)n, sizeof *t, cmp_kv);

@@ -56,7 +56,7 @@ typedef struct {
     /* rope scaling (rope_scaling or rope_parameters) */
     ds_rope_type rope_type;
     double rope_factor;
-    int64_t rope_original_max_position_embeddings;
+    int64_t rope_original_max_position_embeddings; /* 0 = absent (HF then uses max_position_embeddings) */
     double rope_beta_fast, rope_beta_slow;
     double rope_mscale, rope_mscale_all_dim;  /* 0 = absent */
     double rope_attention_factor;             /* 0 = absent */
@@ -70,6 +70,11 @@ typedef struct {
     int rope_interleave;             /* 1: rotary dims in interleaved pairs (HF default) */
     int n_eos_token_ids;             /* > 1 when config.json gives eos_token_id as a list */
     int64_t eos_token_ids[8];        /* that list; eos_token_id is its first entry */
+    int output_router_logits;        /* HF flag, default 0 (kept for round trips) */
+    int64_t pretraining_tp;          /* HF flag, default 1 (kept for round trips) */
+    double aux_loss_alpha;           /* DeepSeek remote code / V2 files: 0.001 */
+    int seq_aux;                     /* sequence-wise aux loss (V2 files): 1 */
+    char quant_scale_fmt[16];        /* quantization_config.scale_fmt: "" or "ue8m0" (V3.1) */
 } ds_config;
 
 /* Defaults of HF DeepseekV3Config. */

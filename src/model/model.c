@@ -24,7 +24,9 @@ void ds_rope_setup(const ds_config *c, float *inv_freq, float *attn_factor_out, 
         double f = c->rope_factor;
         if (f <= 0 && c->rope_original_max_position_embeddings > 0)
             f = (double)c->max_position_embeddings / (double)c->rope_original_max_position_embeddings;
-        double L0 = (double)c->rope_original_max_position_embeddings;
+        /* absent original length: transformers uses max_position_embeddings */
+        double L0 = (double)(c->rope_original_max_position_embeddings > 0 ? c->rope_original_max_position_embeddings
+                                                                           : c->max_position_embeddings);
         double bf = c->rope_beta_fast > 0 ? c->rope_beta_fast : 32, bs = c->rope_beta_slow > 0 ? c->rope_beta_slow : 1;
         double low = d * log(L0 / (bf * 2 * M_PI)) / (2 * log(base));
         double high = d * log(L0 / (bs * 2 * M_PI)) / (2 * log(base));
@@ -187,6 +189,8 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
             CARVE_F(x->m_emb, N * H);
             CARVE_F(x->m_cat, N * 2 * H);
             CARVE_F(x->m_x, N * H);
+            CARVE_F(x->m_e_rstd, N);
+            CARVE_F(x->m_h_rstd, N);
             CARVE_F(x->m_hn, N * H);
             CARVE_F(x->m_hn_rstd, N);
         }
@@ -423,10 +427,10 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
         for (int64_t b = 0; b < B; b++) {
             /* x_i = eh_proj([enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)]), i < Tk */
             ops->embedding_forward(x2->m_emb + b * Tk * H, ids + b * T + k, m->embed, Tk, H);
-            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H, NULL, x2->m_emb + b * Tk * H, p->enorm, Tk, H, 2 * H, H,
-                                 eps);
-            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H + H, NULL, hprev + b * Tp * H, p->hnorm, Tk, H, 2 * H, H,
-                                 eps);
+            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H, x2->m_e_rstd + b * Tk, x2->m_emb + b * Tk * H, p->enorm,
+                                 Tk, H, 2 * H, H, eps);
+            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H + H, x2->m_h_rstd + b * Tk, hprev + b * Tp * H, p->hnorm,
+                                 Tk, H, 2 * H, H, eps);
         }
         ops->matmul_forward(x2->m_x, x2->m_cat, p->eh_proj, NULL, Nk, 2 * H, H);
         block_forward(x2->out, x2, x2->m_x, p, m, ops, a->cos_t, a->sin_t, B, Tk);
@@ -445,8 +449,22 @@ double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp) 
     double mm = (double)pc.activated - (double)c->vocab_size * c->hidden_size * (c->tie_word_embeddings ? 0 : 1);
     double N = (double)B * T;
     double nh = (double)c->num_attention_heads, dq = (double)ds_config_qk_head_dim(c), dv = (double)c->v_head_dim;
-    double att = 2.0 * B * nh * (dq + dv) * ((double)T * (T + 1) / 2) * c->num_hidden_layers;
-    double f = 2.0 * mm * N + att;
-    (void)mtp;
+    double att1 = 2.0 * B * nh * (dq + dv); /* per causal (query, key) pair and layer */
+    double f = 2.0 * mm * N + att1 * ((double)T * (T + 1) / 2) * c->num_hidden_layers;
+    if (mtp) {
+        /* per MTP module: its own weights (K of E experts) + the shared head, on T-k tokens */
+        int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+        for (int64_t k = 1; k <= c->num_nextn_predict_layers && k < T; k++) {
+            double w = (double)c->vocab_size * c->hidden_size;
+            for (int64_t i = 0; i < m->layout.n; i++) {
+                const ds_param *p = &m->layout.p[i];
+                if (p->layer != c->num_hidden_layers + k - 1 || (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)))
+                    continue;
+                w += (p->flags & DS_PARAM_EXPERT) ? (double)p->numel * K / E : (double)p->numel;
+            }
+            double Tk = (double)(T - k);
+            f += 2.0 * w * B * Tk + att1 * (Tk * (Tk + 1) / 2);
+        }
+    }
     return f;
 }

@@ -68,7 +68,8 @@ void ds_model_init_random(ds_model *m, uint64_t seed);
  * name the file, the tensor and the expected/actual shape. */
 int ds_model_load(ds_model *m, const char *dir);
 /* Write config.json and model.safetensors (FP32, HF names, MTP copies of the
- * shared embedding/head included) into dir (created). */
+ * shared embedding/head included; transformers-style shards + index beyond
+ * 5 GB) into dir (created). */
 int ds_model_save(const ds_model *m, const char *dir);
 
 /* Saved activations of one block (what the backward pass will need). */
@@ -97,7 +98,8 @@ typedef struct {
     float *e_out;                 /* (B*T*K, H) */
     float *out;                   /* (B,T,H) block output */
     /* MTP module input */
-    float *m_emb, *m_cat, *m_x;   /* (B,T,H), (B,T,2H), (B,T,H) */
+    float *m_emb, *m_cat, *m_x;   /* (B,T,H), (B,T,2H) = [enorm(emb) | hnorm(h)], (B,T,H) */
+    float *m_e_rstd, *m_h_rstd;   /* (B,T) rstd of enorm and hnorm */
     float *m_hn, *m_hn_rstd;      /* (B,T,H) shared_head.norm output, (B,T) */
 } ds_block_acts;
 
@@ -130,8 +132,9 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
  * (attention_factor) and the softmax scale dq^-1/2 · mscale(s, mscale_all_dim)². */
 void ds_rope_setup(const ds_config *c, float *inv_freq, float *attn_factor, float *softmax_scale);
 
-/* Forward FLOPs per token-batch: 2·(activated matmul params)·B·T + causal
- * attention (q·k and p·v over T(T+1)/2 pairs per head and layer). */
+/* Forward FLOPs: 2·(activated matmul parameters, input embedding excluded)·B·T
+ * + causal attention (q·k and p·v over T(T+1)/2 pairs per head and layer),
+ * plus the MTP modules on T-k tokens each when mtp. */
 double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp);
 
 #endif

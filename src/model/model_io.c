@@ -95,10 +95,9 @@ int ds_model_save(const ds_model *m, const char *dir) {
     int64_t n = 0;
     for (int64_t i = 0; i < m->layout.n; i++)
         if (!(m->cfg.tie_word_embeddings && !strcmp(e[i].name, "lm_head.weight"))) e[n++] = e[i];
+    /* shards of at most 5 GB, as transformers' save_pretrained does by default */
     static const char *const meta[] = {"format", "pt", NULL};
-    char *wpath = ds_path_join(dir, "model.safetensors");
-    int rc = ds_st_write(wpath, e, n, meta);
-    free(wpath);
+    int rc = ds_st_write_model(dir, e, n, meta, (int64_t)5000000000LL);
     free(e);
     if (rc) return -1;
     char *cpath = ds_path_join(dir, "config.json");
