@@ -650,3 +650,37 @@ TEST(cli_grads_bad_options) {
         CHECK(!ds_file_exists(path));
     }
 }
+
+/* One token per sequence: no next-token target at all.  The CLI still writes
+ * the file, with loss 0 and all-zero gradients, and warns on stderr. */
+TEST(cli_grads_no_targets) {
+    if (!have("v3", "model.safetensors")) SKIP("tests/fixtures/model/v3 absent (make fixtures)");
+    char out[4096], path[512], ids[512];
+    snprintf(path, sizeof path, "%s/g.safetensors", ds_test_tmpdir());
+    snprintf(ids, sizeof ids, "%s/ids.txt", ds_test_tmpdir());
+    FILE *f = fopen(ids, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("5\n7\n", f);
+    fclose(f);
+    int rc = ds_test_sh(out, sizeof out, "%s forward --model " FIXDIR "v3 --ids %s --grads %s --mtp-lambda 0.3",
+                        dsv3_bin(), ids, path);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
+    CHECK_MSG(strstr(out, "no counted targets") != NULL, "no warning: %s", out);
+    ds_st_file g;
+    if (ds_st_open(&g, path)) {
+        CHECK_MSG(0, "%s not written: %s", path, ds_errmsg());
+        return;
+    }
+    CHECK(scalar(&g, "loss") == 0 && scalar(&g, "loss_ce") == 0 && scalar(&g, "loss_mtp") == 0);
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < g.n; i++) {
+        const ds_st_tensor *t = &g.tensors[i];
+        float *x = ds_malloc((size_t)t->numel * sizeof(float));
+        ds_st_to_f32(t, x);
+        for (int64_t j = 0; j < t->numel; j++) nonzero += x[j] != 0;
+        free(x);
+    }
+    CHECK_MSG(nonzero == 0, "%lld non-zero values", (long long)nonzero);
+    ds_st_close(&g);
+}
