@@ -58,7 +58,7 @@ static int run(int argc, char **argv) {
         if (ds_model_backward(&m, &a, &ds_ops_cpu, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
         double t2 = ds_now();
         ds_clip_grad_norm(g.g, g.n, 1.0);
-        ds_model_adamw_step(&m, &g, mom, vel, it + 1, &h, 0);
+        ds_model_adamw_step(&m, &g, mom, vel, NULL, NULL, it + 1, &h, 0);
         double t3 = ds_now();
         loss = t.loss;
         if (it == 0) continue; /* warm-up */

@@ -444,8 +444,8 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
 
 /* ---- optimizer over the model ---------------------------------------------------------- */
 
-void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, int64_t t, const ds_adamw_hparams *h,
-                         int mtp) {
+void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, uint16_t *m16, uint16_t *v16,
+                         int64_t t, const ds_adamw_hparams *h, int mtp) {
     const ds_layout *lo = &m->layout;
     int64_t start = -1, end = -1;
     int dec = 0;
@@ -460,7 +460,8 @@ void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, i
             continue;
         }
         if (start >= 0)
-            ds_adamw_step(m->params + start, g->g + start, m1 + start, v1 + start, NULL, NULL, end - start, dec, t,
+            ds_adamw_step(m->params + start, g->g + start, m1 ? m1 + start : NULL, v1 ? v1 + start : NULL,
+                          m16 ? m16 + start : NULL, v16 ? v16 + start : NULL, end - start, dec, t,
                           h);
         if (!p) break;
         start = p->offset, end = p->offset + p->numel, dec = d;

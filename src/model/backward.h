@@ -127,9 +127,10 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
  * aliases, no buffers; MTP parameters only when mtp), weight decay on
  * tensors with ndim >= 2.  Consecutive tensors with the same decay setting
  * are updated in one call (the zero padding between them stays zero).
- * m1, v1: FP32 moments of g->n floats.  t: step number after this update. */
-void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, int64_t t, const ds_adamw_hparams *h,
-                         int mtp);
+ * Moments of g->n elements: FP32 m1, v1 (m16, v16 NULL) or BF16 m16, v16
+ * (m1, v1 NULL).  t: step number after this update. */
+void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, uint16_t *m16, uint16_t *v16,
+                         int64_t t, const ds_adamw_hparams *h, int mtp);
 
 /* Write `loss`, the loss terms and `grad.<HF name>` for every trained
  * parameter (no aliases, no buffers; MTP parameters only when mtp) as F32
