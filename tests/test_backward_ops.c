@@ -342,20 +342,23 @@ TEST(cross_entropy_fd_and_fast) {
     double ref_loss;
     ce_fwd(&ref_loss, dzd, &c);
     int64_t cnt = 0, cnt2 = 0;
-    double l1 = ds_cross_entropy_ref(dz, &cnt, z, t, N, V, -100, 1.0f);
+    float *rl = fa(N), *rl2 = fa(N);
+    double l1 = ds_cross_entropy_ref(dz, rl, &cnt, z, t, N, V, -100, 1.0f);
     CHECK(cnt == 7);
     CHECK_NEAR(l1, ref_loss, 1e-6 * fabs(ref_loss));
     CHECK_FD("cross-entropy dlogits", dz, g, N * V);
     for (int64_t i = 0; i < V; i++) CHECK(dz[1 * V + i] == 0 && dz[6 * V + i] == 0); /* ignored rows */
-    double l2 = ds_cross_entropy(dz2, &cnt2, z, t, N, V, -100, 1.0f);
+    double l2 = ds_cross_entropy(dz2, rl2, &cnt2, z, t, N, V, -100, 1.0f);
+    CHECK_FAST("cross-entropy row losses", rl2, rl, N);
+    CHECK(rl2[1] == 0 && rl2[6] == 0);
     CHECK(cnt2 == 7);
     CHECK_NEAR(l2, ref_loss, 1e-6 * fabs(ref_loss));
     CHECK_FAST("cross-entropy dlogits", dz2, dz, N * V);
     /* dscale scales the gradient; no logits buffer needed for the loss alone */
-    CHECK_NEAR(ds_cross_entropy(NULL, NULL, z, t, N, V, -100, 0.5f), l2, 1e-12);
-    ds_cross_entropy(dz2, NULL, z, t, N, V, -100, 0.25f);
+    CHECK_NEAR(ds_cross_entropy(NULL, rl2, NULL, z, t, N, V, -100, 0.5f), l2, 1e-12);
+    ds_cross_entropy(dz2, rl2, NULL, z, t, N, V, -100, 0.25f);
     for (int64_t i = 0; i < N * V; i++) CHECK_NEAR(dz2[i], 0.25 * dz[i], 1e-6);
-    free(z); free(dz); free(dz2); free(dzd); free(g);
+    free(z); free(dz); free(dz2); free(dzd); free(g); free(rl); free(rl2);
 }
 
 /* ---- MoE router weights ---------------------------------------------------------------

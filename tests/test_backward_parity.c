@@ -31,8 +31,8 @@
 #define FIXDIR "tests/fixtures/model/"
 #define GRAD_TOL 2e-5
 #define LOSS_TOL 1e-5
-#define ADAMW_TOL 3e-2
-#define ADAMW_REL 5e-5
+#define ADAMW_TOL 5e-2
+#define ADAMW_REL 1e-4
 
 static int32_t *read_ids(const char *path, int64_t *B, int64_t *T) {
     FILE *f = fopen(path, "r");
@@ -139,13 +139,14 @@ static void rig_close(rig *r) {
     ds_model_free(&r->m);
 }
 
-static void run_fixture(const char *fix, const char *file, const ds_loss_opts *o, int mtp) {
+static void run_fixture_ops(const char *fix, const char *file, const ds_loss_opts *o, int mtp,
+                            const struct ds_ops *ops) {
     if (!have(fix, file)) SKIP("tests/fixtures/model/%s/%s absent (make fixtures)", fix, file);
     rig r;
     if (rig_open(&r, fix, mtp)) return;
-    CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
+    CHECK(ds_model_forward(&r.m, &r.a, ops, r.ids) == 0);
     ds_loss_terms t;
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, ops, &r.g, &r.w, NULL, o, &t) == 0);
     char path[300];
     snprintf(path, sizeof path, FIXDIR "%s/%s", fix, file);
     ds_st_file f;
@@ -171,11 +172,23 @@ static void run_fixture(const char *fix, const char *file, const ds_loss_opts *o
     }
     char worst_name[160] = "";
     double worst = compare_grads(&f, &r.m, &r.g, mtp, fix, worst_name);
-    fprintf(stderr, "  %s/%s: loss %.7f (ref %.7f), worst gradient rel err %.3g on %s\n", fix, file, t.loss,
-            scalar(&f, "loss"), worst, worst_name);
+    fprintf(stderr, "  %s/%s [%s]: loss %.7f (ref %.7f), worst gradient rel err %.3g on %s\n", fix, file, ops->name,
+            t.loss, scalar(&f, "loss"), worst, worst_name);
     CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
+    /* the correction bias only selects experts: its gradient slot stays 0 */
+    for (int64_t i = 0; i < r.m.layout.n; i++) {
+        const ds_param *p = &r.m.layout.p[i];
+        if (!(p->flags & DS_PARAM_BUFFER)) continue;
+        int64_t nz = 0;
+        for (int64_t j = 0; j < p->numel; j++) nz += r.g.g[p->offset + j] != 0;
+        CHECK_MSG(nz == 0, "%s: %s has a non-zero gradient", fix, p->name);
+    }
     ds_st_close(&f);
     rig_close(&r);
+}
+
+static void run_fixture(const char *fix, const char *file, const ds_loss_opts *o, int mtp) {
+    run_fixture_ops(fix, file, o, mtp, &ds_ops_cpu);
 }
 
 TEST(grads_v3_ce) {
@@ -218,23 +231,45 @@ TEST(grads_v3_mtp) {
     run_fixture("v3", "grads_mtp.safetensors", &o, 1);
 }
 
+/* The whole forward and backward through the scalar references (ds_ops_ref):
+ * checks the reference kernels themselves against transformers. */
+TEST(grads_v3_mtp_reference_ops) {
+    ds_loss_opts o = ds_loss_opts_default();
+    o.mtp_lambda = 0.3;
+    run_fixture_ops("v3", "grads_mtp.safetensors", &o, 1, &ds_ops_ref);
+}
+TEST(grads_v2group_v2aux_reference_ops) {
+    ds_loss_opts o = ds_loss_opts_default();
+    o.balance = DS_BAL_V2;
+    o.a1 = 0.01, o.a2 = 0.05, o.a3 = 0.02;
+    run_fixture_ops("v2group", "grads_v2aux.safetensors", &o, 0, &ds_ops_ref);
+}
+TEST(grads_v2lite_reference_ops) {
+    ds_loss_opts o = ds_loss_opts_default();
+    run_fixture_ops("v2lite", "grads.safetensors", &o, 0, &ds_ops_ref);
+}
+
 /* 3 AdamW steps (lr 1e-3, β 0.9/0.95, eps 1e-8, wd 0.1 on ndim ≥ 2, clip 1.0)
  * on the CE loss vs torch.optim.AdamW: loss and gradient norm before each
  * step (rel < 1e-5) and every parameter after each step, two ways:
- *   - max|a-b| < 0.03·lr: the step-1 update is lr·g/(|g|+eps), so where |g|
+ *   - max|a-b| < 0.05·lr: the step-1 update is lr·g/(|g|+eps), so where |g|
  *     is ~1e-8 (comparable to eps) a gradient difference of 1e-10 (1e-6 of the
- *     tensor's max, the FP32 summation-order noise above) moves it by ~0.006 lr
- *     (measured worst); a sign or bias-correction mistake moves it by ~1 lr;
- *   - max|a-b| / max|ref| < 5e-5 (measured 1.4e-5): catches a missing or
- *     misplaced weight decay, which changes p by lr·wd·p ≈ 1e-4 relative.
- */
-TEST(adamw_v3_three_steps) {
+ *     tensor's max, the FP32 summation-order noise above) moves it by ~0.01 lr
+ *     (measured worst 0.011 lr, 0.016 lr in the sanitizer build whose
+ *     vectorisation differs).  A sign or bias-correction mistake moves
+ *     parameters by ~1 lr, and decaying a 1-D norm weight (p ≈ 1) that must
+ *     not decay moves it by lr·wd = 0.1 lr;
+ *   - max|a-b| / max|ref| < 1e-4 (measured 1.7e-5, 3.4e-5 under the
+ *     sanitizers, from the same near-eps elements).
+ * AdamW's own arithmetic is tested against torch in test_adamw.c. */
+static void adamw_three_steps(int bf16, double tol_lr, double tol_rel) {
     if (!have("v3", "adamw.safetensors")) SKIP("tests/fixtures/model/v3/adamw.safetensors absent (make fixtures)");
     rig r;
     if (rig_open(&r, "v3", 0)) return;
     ds_st_file f;
     CHECK(ds_st_open(&f, FIXDIR "v3/adamw.safetensors") == 0);
     float *mom = ds_calloc((size_t)r.g.n, sizeof(float)), *vel = ds_calloc((size_t)r.g.n, sizeof(float));
+    uint16_t *m16 = ds_calloc((size_t)r.g.n, sizeof(uint16_t)), *v16 = ds_calloc((size_t)r.g.n, sizeof(uint16_t));
     ds_adamw_hparams h = ds_adamw_default(1e-3);
     ds_loss_opts o = ds_loss_opts_default();
     double worst = 0, worst_rel = 0;
@@ -243,19 +278,15 @@ TEST(adamw_v3_three_steps) {
         ds_grads_zero(&r.g);
         CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
         ds_loss_terms t;
-        CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, &o, &t) == 0);
+        CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == 0);
         char nm[160];
         snprintf(nm, sizeof nm, "loss.%d", s);
         check_term(&f, "v3 adamw", nm, t.loss);
         double norm = ds_clip_grad_norm(r.g.g, r.g.n, 1.0);
         snprintf(nm, sizeof nm, "grad_norm.%d", s);
         check_term(&f, "v3 adamw", nm, norm);
-        for (int64_t i = 0; i < r.m.layout.n; i++) {
-            const ds_param *p = &r.m.layout.p[i];
-            if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER | DS_PARAM_MTP)) continue;
-            ds_adamw_step(r.m.params + p->offset, r.g.g + p->offset, mom + p->offset, vel + p->offset, NULL, NULL,
-                          p->numel, p->ndim >= 2, s, &h);
-        }
+        if (bf16) ds_model_adamw_step(&r.m, &r.g, NULL, NULL, m16, v16, s, &h, 0);
+        else ds_model_adamw_step(&r.m, &r.g, mom, vel, NULL, NULL, s, &h, 0);
         for (int64_t i = 0; i < r.m.layout.n; i++) {
             const ds_param *p = &r.m.layout.p[i];
             if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_MTP)) continue;
@@ -270,19 +301,28 @@ TEST(adamw_v3_three_steps) {
             for (int64_t j = 0; j < p->numel; j++) e = fmax(e, fabs((double)r.m.params[p->offset + j] - ref[j]));
             e /= h.lr; /* in units of the step size */
             free(ref);
-            CHECK_MSG(e < ADAMW_TOL, "adamw: %s max abs err %.3g lr", nm, e);
-            CHECK_MSG(rel < ADAMW_REL, "adamw: %s rel err %.3g", nm, rel);
+            CHECK_MSG(e < tol_lr, "adamw: %s max abs err %.3g lr", nm, e);
+            CHECK_MSG(rel < tol_rel, "adamw: %s rel err %.3g", nm, rel);
             worst_rel = fmax(worst_rel, rel);
             if (!(e <= worst)) worst = e, snprintf(worst_name, sizeof worst_name, "%s", nm);
         }
     }
-    fprintf(stderr, "  v3 adamw: 3 steps, worst parameter abs err %.3g lr on %s, worst rel err %.3g\n", worst,
-            worst_name, worst_rel);
+    fprintf(stderr, "  v3 adamw (%s moments): 3 steps, worst parameter abs err %.3g lr on %s, worst rel err %.3g\n",
+            bf16 ? "BF16" : "FP32", worst, worst_name, worst_rel);
+    free(m16);
+    free(v16);
     free(mom);
     free(vel);
     ds_st_close(&f);
     rig_close(&r);
 }
+
+TEST(adamw_v3_three_steps) { adamw_three_steps(0, ADAMW_TOL, ADAMW_REL); }
+/* BF16 moments (DeepSeek-V3) against torch's FP32-moment run: m and v are
+ * rounded to 8 significant bits after each update, so each update moves by
+ * up to ~2^-8 of its size (~0.004 lr) on top of the noise above: same
+ * tolerances (measured: as FP32 within 1e-4 lr). */
+TEST(adamw_v3_three_steps_bf16_moments) { adamw_three_steps(1, ADAMW_TOL, ADAMW_REL); }
 
 /* ---- MTP gradient by finite differences --------------------------------------
  * Total loss CE + 0.3·CE_1 of v3 as a function of single parameters (the
@@ -292,12 +332,13 @@ TEST(adamw_v3_three_steps) {
  * ~1e-5 plus O(h²) curvature (measured agreement 0.06% or better on the
  * largest elements): tolerance 1% of |g| + 1e-4.  A perturbation
  * that changes any routing decision is not used (the loss has a kink there). */
-static double total_loss(rig *r, const ds_loss_opts *o, ds_grads *scratch) {
+static double total_loss_t(rig *r, const ds_loss_opts *o, ds_grads *scratch, const int32_t *targets) {
     ds_loss_terms t;
     ds_model_forward(&r->m, &r->a, &ds_ops_cpu, r->ids);
-    ds_model_backward(&r->m, &r->a, scratch, &r->w, NULL, o, &t);
+    ds_model_backward(&r->m, &r->a, &ds_ops_cpu, scratch, &r->w, targets, o, &t);
     return t.loss;
 }
+static double total_loss(rig *r, const ds_loss_opts *o, ds_grads *scratch) { return total_loss_t(r, o, scratch, NULL); }
 
 static int routing_equal(const rig *r, const int32_t *ref, int64_t n_per, int64_t nb) {
     for (int64_t l = 0; l < nb; l++)
@@ -356,6 +397,61 @@ TEST(mtp_grad_finite_differences) {
     rig_close(&r);
 }
 
+/* Partly ignored targets (every third target and the whole second half of
+ * sequence 1 set to -100) on v2lite: the loss is the mean over the remaining
+ * targets; gradient of a few parameters by central differences as above. */
+TEST(ignored_targets_finite_differences) {
+    if (!have("v2lite", "model.safetensors")) SKIP("tests/fixtures/model/v2lite absent (make fixtures)");
+    rig r;
+    if (rig_open(&r, "v2lite", 0)) return;
+    ds_loss_opts o = ds_loss_opts_default();
+    int32_t *tg = ds_malloc((size_t)(r.B * r.T) * sizeof(int32_t));
+    ds_targets_from_ids(tg, r.ids, r.B, r.T, o.ignore);
+    for (int64_t i = 0; i < r.B * r.T; i++)
+        if (i % 3 == 0 || i >= r.T + r.T / 2) tg[i] = DS_IGNORE_INDEX;
+    ds_grads scratch;
+    ds_grads_create(&scratch, &r.m);
+    ds_loss_terms t;
+    CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, tg, &o, &t) == 0);
+    CHECK(t.ce_count == ds_count_targets(tg, r.B, r.T, 0, o.ignore) && t.ce_count > 0 && t.ce_count < r.B * (r.T - 1));
+    const int64_t nb = r.m.nblocks, n_per = r.B * r.T * r.m.cfg.num_experts_per_tok;
+    int32_t *route = ds_calloc((size_t)(nb * n_per), sizeof(int32_t));
+    for (int64_t l = 0; l < nb; l++)
+        if (r.a.blk[l].r_idx) memcpy(route + l * n_per, r.a.blk[l].r_idx, (size_t)n_per * sizeof(int32_t));
+    const char *names[] = {"model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.q_proj.weight",
+                           "model.layers.1.mlp.gate.weight", "model.layers.1.post_attention_layernorm.weight"};
+    int used = 0;
+    for (size_t q = 0; q < sizeof names / sizeof *names; q++) {
+        int64_t i = ds_layout_find(&r.m.layout, names[q]);
+        CHECK(i >= 0);
+        if (i < 0) continue;
+        const ds_param *p = &r.m.layout.p[i];
+        int64_t j = 0;
+        for (int64_t e = 1; e < p->numel; e++)
+            if (fabsf(r.g.g[p->offset + e]) > fabsf(r.g.g[p->offset + j])) j = e;
+        float *x = r.m.params + p->offset + j, x0 = *x;
+        const float h = 1e-3f;
+        *x = x0 + h;
+        double lp = total_loss_t(&r, &o, &scratch, tg);
+        int ok = routing_equal(&r, route, n_per, nb);
+        *x = x0 - h;
+        double lm = total_loss_t(&r, &o, &scratch, tg);
+        ok = ok && routing_equal(&r, route, n_per, nb);
+        *x = x0;
+        double fd = (lp - lm) / (double)((x0 + h) - (x0 - h)), an = r.g.g[p->offset + j];
+        if (!ok) continue;
+        used++;
+        CHECK_MSG(fabs(fd - an) < 0.01 * fabs(an) + 1e-4, "%s: analytic %.6g vs finite difference %.6g", names[q], an,
+                  fd);
+    }
+    CHECK(used >= 4);
+    free(route);
+    free(tg);
+    ds_grads_free(&scratch);
+    rig_close(&r);
+}
+
 /* ---- gradient accumulation ----------------------------------------------------
  * 2 micro-batches of 1 sequence (global denominators: CE and MTP target
  * counts of the whole batch, 2 sequences for the balance loss) vs one batch
@@ -375,7 +471,7 @@ TEST(grad_accumulation_matches_big_batch) {
     o.alpha = 0.01;
     ds_loss_terms big;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, &o, &big) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &big) == 0);
 
     const int64_t T = r.T;
     int32_t *tg = ds_malloc((size_t)(r.B * T) * sizeof(int32_t));
@@ -394,7 +490,7 @@ TEST(grad_accumulation_matches_big_batch) {
     for (int64_t b = 0; b < r.B; b++) {
         ds_loss_terms t;
         CHECK(ds_model_forward(&r.m, &a1, &ds_ops_cpu, r.ids + b * T) == 0);
-        CHECK(ds_model_backward(&r.m, &a1, &g1, &w1, tg + b * T, &om, &t) == 0);
+        CHECK(ds_model_backward(&r.m, &a1, &ds_ops_cpu, &g1, &w1, tg + b * T, &om, &t) == 0);
         loss += t.loss;
     }
     CHECK_MSG(fabs(loss - big.loss) < 1e-6 * big.loss, "accumulated loss %.9g vs %.9g", loss, big.loss);
@@ -428,7 +524,7 @@ TEST(all_targets_ignored) {
     for (int64_t i = 0; i < r.B * r.T; i++) tg[i] = DS_IGNORE_INDEX;
     ds_loss_terms t;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, tg, &o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, tg, &o, &t) == 0);
     CHECK(t.loss == 0 && t.ce == 0 && t.mtp == 0 && t.ce_count == 0);
     int64_t nonzero = 0;
     for (int64_t i = 0; i < r.g.n; i++) nonzero += r.g.g[i] != 0;
@@ -436,13 +532,13 @@ TEST(all_targets_ignored) {
     CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
     /* a target outside the vocabulary that is not the ignore id is an error */
     tg[5] = (int32_t)r.m.cfg.vocab_size;
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, tg, &o, &t) == -1);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, tg, &o, &t) == -1);
     CHECK(strstr(ds_errmsg(), "position 5") != NULL);
     /* MTP loss without MTP activations is an error, not a crash */
     ds_acts a0;
     CHECK(ds_acts_create(&a0, &r.m, r.B, r.T, 0) == 0);
     CHECK(ds_model_forward(&r.m, &a0, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &a0, &r.g, &r.w, NULL, &o, &t) == -1);
+    CHECK(ds_model_backward(&r.m, &a0, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == -1);
     CHECK(strstr(ds_errmsg(), "MTP") != NULL);
     ds_acts_free(&a0);
     free(tg);
@@ -458,7 +554,7 @@ TEST(nan_gradient_detected) {
     ds_loss_opts o = ds_loss_opts_default();
     ds_loss_terms t;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, &o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == 0);
     CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
     int64_t i = ds_layout_find(&r.m.layout, "model.layers.2.mlp.experts.3.down_proj.weight");
     CHECK(i >= 0);
@@ -473,7 +569,7 @@ TEST(nan_gradient_detected) {
     i = ds_layout_find(&r.m.layout, "model.norm.weight");
     r.m.params[r.m.layout.p[i].offset] = NAN;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
-    CHECK(ds_model_backward(&r.m, &r.a, &r.g, &r.w, NULL, &o, &t) == 0);
+    CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == 0);
     bad = ds_grads_check_finite(&r.g, &r.m);
     CHECK(bad != NULL);
     CHECK(isnan(t.loss));
@@ -567,4 +663,38 @@ TEST(cli_grads_bad_options) {
         CHECK_MSG(rc == 1 && strstr(out, "no MTP modules"), "v2lite --mtp-lambda: exit %d: %s", rc, out);
         CHECK(!ds_file_exists(path));
     }
+}
+
+/* One token per sequence: no next-token target at all.  The CLI still writes
+ * the file, with loss 0 and all-zero gradients, and warns on stderr. */
+TEST(cli_grads_no_targets) {
+    if (!have("v3", "model.safetensors")) SKIP("tests/fixtures/model/v3 absent (make fixtures)");
+    char out[4096], path[512], ids[512];
+    snprintf(path, sizeof path, "%s/g.safetensors", ds_test_tmpdir());
+    snprintf(ids, sizeof ids, "%s/ids.txt", ds_test_tmpdir());
+    FILE *f = fopen(ids, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("5\n7\n", f);
+    fclose(f);
+    int rc = ds_test_sh(out, sizeof out, "%s forward --model " FIXDIR "v3 --ids %s --grads %s --mtp-lambda 0.3",
+                        dsv3_bin(), ids, path);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
+    CHECK_MSG(strstr(out, "no counted targets") != NULL, "no warning: %s", out);
+    ds_st_file g;
+    if (ds_st_open(&g, path)) {
+        CHECK_MSG(0, "%s not written: %s", path, ds_errmsg());
+        return;
+    }
+    CHECK(scalar(&g, "loss") == 0 && scalar(&g, "loss_ce") == 0 && scalar(&g, "loss_mtp") == 0);
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < g.n; i++) {
+        const ds_st_tensor *t = &g.tensors[i];
+        float *x = ds_malloc((size_t)t->numel * sizeof(float));
+        ds_st_to_f32(t, x);
+        for (int64_t j = 0; j < t->numel; j++) nonzero += x[j] != 0;
+        free(x);
+    }
+    CHECK_MSG(nonzero == 0, "%lld non-zero values", (long long)nonzero);
+    ds_st_close(&g);
 }

@@ -64,15 +64,10 @@ static int run(int argc, char **argv) {
         if (ds_model_forward(&m, &a, &ops, ids)) return ds_cli_fail("bench-train");
         double t1 = ds_now();
         ds_loss_terms t;
-        if (ds_model_backward(&m, &a, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
+        if (ds_model_backward(&m, &a, &ds_ops_cpu, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
         double t2 = ds_now();
         ds_clip_grad_norm(g.g, g.n, 1.0);
-        for (int64_t i = 0; i < m.layout.n; i++) {
-            const ds_param *p = &m.layout.p[i];
-            if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER | DS_PARAM_MTP)) continue;
-            ds_adamw_step(m.params + p->offset, g.g + p->offset, mom + p->offset, vel + p->offset, NULL, NULL,
-                          p->numel, p->ndim >= 2, it + 1, &h);
-        }
+        ds_model_adamw_step(&m, &g, mom, vel, NULL, NULL, it + 1, &h, 0);
         double t3 = ds_now();
         loss = t.loss;
         if (it == 0) continue; /* warm-up */

@@ -70,14 +70,16 @@ void ds_embedding_backward(float *dwte, const float *dout, const int32_t *ids, i
 
 /* ---- cross_entropy.c: loss_n = logsumexp(logits_n) − logits_n[target_n] --
  * Rows whose target equals `ignore` contribute nothing.  Returns Σ_n loss_n
- * over the counted rows (double); *count (may be NULL) gets their number.
+ * over the counted rows (summed in double, in row order); losses (N) gets
+ * every row's loss (0 on ignored rows; required by the fast version, may be
+ * NULL for the reference); *count (may be NULL) the number of counted rows.
  * dlogits (N, V) (may be NULL, may alias logits) = dscale·(softmax − onehot)
  * on counted rows, 0 on ignored rows (written).  Targets outside [0, V) other
  * than `ignore` are the caller's to reject. */
-double ds_cross_entropy_ref(float *dlogits, int64_t *count, const float *logits, const int32_t *targets, int64_t N,
-                            int64_t V, int32_t ignore, float dscale);
-double ds_cross_entropy(float *dlogits, int64_t *count, const float *logits, const int32_t *targets, int64_t N,
-                        int64_t V, int32_t ignore, float dscale);
+double ds_cross_entropy_ref(float *dlogits, float *losses, int64_t *count, const float *logits,
+                            const int32_t *targets, int64_t N, int64_t V, int32_t ignore, float dscale);
+double ds_cross_entropy(float *dlogits, float *losses, int64_t *count, const float *logits, const int32_t *targets,
+                        int64_t N, int64_t V, int32_t ignore, float dscale);
 
 /* ---- moe_backward.c ---------------------------------------------------------
  * Router: weights w (N, K) were computed from the unbiased scores s (N, E) of

@@ -9,13 +9,10 @@
 #include "kernels/backward.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "base/base.h"
-
-double ds_cross_entropy_ref(float *dlogits, int64_t *count, const float *logits, const int32_t *targets, int64_t N,
-                            int64_t V, int32_t ignore, float dscale) {
+double ds_cross_entropy_ref(float *dlogits, float *losses, int64_t *count, const float *logits,
+                            const int32_t *targets, int64_t N, int64_t V, int32_t ignore, float dscale) {
     double total = 0;
     int64_t cnt = 0;
     for (int64_t n = 0; n < N; n++) {
@@ -23,6 +20,7 @@ double ds_cross_entropy_ref(float *dlogits, int64_t *count, const float *logits,
         float *dz = dlogits ? dlogits + n * V : NULL;
         if (targets[n] == ignore) {
             if (dz) memset(dz, 0, (size_t)V * sizeof(float));
+            if (losses) losses[n] = 0;
             continue;
         }
         double mx = -INFINITY, s = 0;
@@ -30,6 +28,7 @@ double ds_cross_entropy_ref(float *dlogits, int64_t *count, const float *logits,
         for (int64_t v = 0; v < V; v++) s += exp((double)z[v] - mx);
         double lse = mx + log(s);
         total += lse - z[targets[n]];
+        if (losses) losses[n] = (float)(lse - z[targets[n]]);
         cnt++;
         if (dz)
             for (int64_t v = 0; v < V; v++)
@@ -39,16 +38,15 @@ double ds_cross_entropy_ref(float *dlogits, int64_t *count, const float *logits,
     return total;
 }
 
-double ds_cross_entropy(float *dlogits, int64_t *count, const float *logits, const int32_t *targets, int64_t N,
-                        int64_t V, int32_t ignore, float dscale) {
-    double *loss = ds_malloc((size_t)(N > 0 ? N : 1) * sizeof(double));
+double ds_cross_entropy(float *dlogits, float *loss, int64_t *count, const float *logits, const int32_t *targets,
+                        int64_t N, int64_t V, int32_t ignore, float dscale) {
 #pragma omp parallel for schedule(static) if (N * V > 65536)
     for (int64_t n = 0; n < N; n++) {
         const float *z = logits + n * V;
         float *dz = dlogits ? dlogits + n * V : NULL;
         int32_t t = targets[n];
         if (t == ignore) {
-            loss[n] = NAN;
+            loss[n] = 0;
             if (dz) memset(dz, 0, (size_t)V * sizeof(float));
             continue;
         }
@@ -57,7 +55,7 @@ double ds_cross_entropy(float *dlogits, int64_t *count, const float *logits, con
         for (int64_t v = 0; v < V; v++) s += expf(z[v] - mx);
         float lse = mx + logf(s);
         float zt = z[t];
-        loss[n] = (double)lse - (double)zt;
+        loss[n] = lse - zt;
         if (dz) {
             for (int64_t v = 0; v < V; v++) dz[v] = dscale * expf(z[v] - lse);
             dz[t] -= dscale;
@@ -67,7 +65,6 @@ double ds_cross_entropy(float *dlogits, int64_t *count, const float *logits, con
     int64_t cnt = 0;
     for (int64_t n = 0; n < N; n++)
         if (targets[n] != ignore) total += loss[n], cnt++;
-    free(loss);
     if (count) *count = cnt;
     return total;
 }

@@ -14,6 +14,8 @@
 #include <string.h>
 #ifdef DS_HAVE_OPENBLAS
 #include <cblas.h>
+void openblas_set_num_threads(int);
+int openblas_get_num_threads(void);
 #endif
 #ifdef _OPENMP
 #include <omp.h>
@@ -43,6 +45,14 @@ void ds_matmul_backward_ref(float *dinp, float *dweight, float *dbias, const flo
         }
 }
 
+static int omp_in_parallel_safe(void) {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
 static int nthreads(int64_t work) {
 #ifdef _OPENMP
     if (work < (1 << 15)) return 1;
@@ -61,7 +71,12 @@ void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
         return;
     }
     int nt = nthreads(N * C * OC);
+#ifdef _OPENMP
+    if (omp_in_parallel()) nt = 1; /* called per expert from a parallel loop */
+#endif
 #ifdef DS_HAVE_OPENBLAS
+    /* OpenBLAS single-threaded: we cut the work into slabs ourselves */
+    if (!omp_in_parallel_safe() && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
     if (dinp) {
         /* dinp (N, C) = dout (N, OC) · weight (OC, C): slabs of rows */
         int64_t per = (N + nt - 1) / nt;

@@ -1,20 +1,14 @@
 /*
  * rmsnorm_backward.c — backward of y = w ⊙ x · rstd, rstd = 1/sqrt(mean(x²) + eps):
  *   g = w ⊙ dy,  dx = rstd · (g − x̂ · mean(g ⊙ x̂)),  dw += Σ_n dy ⊙ x̂,  x̂ = x·rstd.
- * Fast version: OpenMP over rows for dx; dw is reduced per thread into a
- * private row and then added in a fixed order (deterministic for a given
- * thread count).
+ * Fast version: OpenMP over rows for dx, then over column chunks for dw
+ * (no scratch memory; deterministic).  With rstd NULL the second pass
+ * recomputes each row's rstd per chunk (O(N·C·chunks): meant for small
+ * tensors; the model passes saved or precomputed rstd on its hot paths).
  */
 #include "kernels/backward.h"
 
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "base/base.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 static inline float row_rstd(const float *x, int64_t C, float eps) {
     float ss = 0;
@@ -42,35 +36,35 @@ void ds_rmsnorm_backward_ref(float *dinp, float *dweight, const float *dout, con
 void ds_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                          const float *rstd, int64_t N, int64_t C, int64_t ld_din, int64_t ld_dout, int64_t ld_in,
                          float eps) {
-    int nt = 1;
-#ifdef _OPENMP
-    if (N * C > 16384) nt = omp_get_max_threads();
-#endif
-    float *part = dweight ? ds_calloc((size_t)nt * (size_t)C, sizeof(float)) : NULL;
-#pragma omp parallel num_threads(nt)
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *dw = part ? part + (size_t)tid * (size_t)C : NULL;
-#pragma omp for schedule(static)
+    const int par = N * C > 16384;
+    /* pass 1, rows: dx */
+    if (dinp) {
+#pragma omp parallel for schedule(static) if (par)
         for (int64_t n = 0; n < N; n++) {
             const float *x = inp + n * ld_in, *dy = dout + n * ld_dout;
             float r = rstd ? rstd[n] : row_rstd(x, C, eps);
             float dot = 0;
+#pragma omp simd reduction(+ : dot)
             for (int64_t c = 0; c < C; c++) dot += weight[c] * dy[c] * x[c];
             dot *= r / (float)C;
-            float *dx = dinp ? dinp + n * ld_din : NULL;
-            if (dx)
-                for (int64_t c = 0; c < C; c++) dx[c] += r * (weight[c] * dy[c] - x[c] * r * dot);
-            if (dw)
-                for (int64_t c = 0; c < C; c++) dw[c] += dy[c] * x[c] * r;
+            float *dx = dinp + n * ld_din;
+            for (int64_t c = 0; c < C; c++) dx[c] += r * (weight[c] * dy[c] - x[c] * r * dot);
         }
     }
+    /* pass 2, column chunks: dw (each thread owns its columns; rows summed in
+     * order, so the result does not depend on the thread count) */
     if (dweight) {
-        for (int t = 0; t < nt; t++)
-            for (int64_t c = 0; c < C; c++) dweight[c] += part[(size_t)t * (size_t)C + c];
-        free(part);
+        const int64_t CH = 32, nch = (C + CH - 1) / CH;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t ch = 0; ch < nch; ch++) {
+            int64_t c0 = ch * CH, c1 = c0 + CH < C ? c0 + CH : C;
+            float acc[32] = {0};
+            for (int64_t n = 0; n < N; n++) {
+                const float *x = inp + n * ld_in, *dy = dout + n * ld_dout;
+                float r = rstd ? rstd[n] : row_rstd(x, C, eps);
+                for (int64_t c = c0; c < c1; c++) acc[c - c0] += dy[c] * x[c] * r;
+            }
+            for (int64_t c = c0; c < c1; c++) dweight[c] += acc[c - c0];
+        }
     }
 }

@@ -16,6 +16,7 @@
 #include "io/safetensors.h"
 #include "kernels/backward.h"
 #include "kernels/balance_loss.h"
+#include "train/adamw.h"
 
 /* ---- gradient buffer --------------------------------------------------------- */
 
@@ -136,6 +137,8 @@ static void carve_bwd(carver *cv, ds_bwd *w, const ds_model *m) {
     w->targets = carve(cv, N);
     w->mtp_targets = carve(cv, N);
     w->dm_cat = carve(cv, N * 2 * H);
+    w->row_loss = carve(cv, N);
+    w->rstd = carve(cv, N);
 }
 
 int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T) {
@@ -190,19 +193,20 @@ static ds_route_params route_params(const ds_config *c) {
 /* Dense MLP or shared experts: y = down(silu(gate(x)) ⊙ up(x)); dln2 gets
  * dx written (acc 0) or added (acc 1). */
 static void mlp_backward(float *dln2, const float *dy, const ds_block_acts *a, const ds_block *p, const ds_model *m,
-                         ds_grads *g, ds_bwd *w, int64_t N, int acc) {
+                         const struct ds_ops *ops, ds_grads *g, ds_bwd *w, int64_t N, int acc) {
     const int64_t H = m->cfg.hidden_size, I = p->inter;
-    ds_matmul_backward(w->dh_act, ds_grad_of(g, m, p->down), NULL, dy, a->h_act, p->down, N, I, H, 0);
-    ds_swiglu_backward(w->dh_gate, w->dh_up, w->dh_act, a->h_gate, a->h_up, N, I);
-    ds_matmul_backward(dln2, ds_grad_of(g, m, p->gate), NULL, w->dh_gate, a->ln2, p->gate, N, H, I, acc);
-    ds_matmul_backward(dln2, ds_grad_of(g, m, p->up), NULL, w->dh_up, a->ln2, p->up, N, H, I, 1);
+    ops->matmul_backward(w->dh_act, ds_grad_of(g, m, p->down), NULL, dy, a->h_act, p->down, N, I, H, 0);
+    ops->swiglu_backward(w->dh_gate, w->dh_up, w->dh_act, a->h_gate, a->h_up, N, I);
+    ops->matmul_backward(dln2, ds_grad_of(g, m, p->gate), NULL, w->dh_gate, a->ln2, p->gate, N, H, I, acc);
+    ops->matmul_backward(dln2, ds_grad_of(g, m, p->up), NULL, w->dh_up, a->ln2, p->up, N, H, I, 1);
 }
 
 /* dinp (B*T, H) written = ∂L/∂inp given dout (B*T, H) = ∂L/∂out; dscores
  * (B*T, E) gradient reaching the router affinities directly (balance losses)
  * or NULL.  Mirror of model.c's block_forward. */
 static void block_backward(float *dinp, const float *dout, const float *inp, const ds_block_acts *a,
-                           const ds_block *p, const ds_model *m, ds_grads *g, ds_bwd *w, const float *cos_t,
+                           const ds_block *p, const ds_model *m, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                           const float *cos_t,
                            const float *sin_t, int64_t B, int64_t T, const float *dscores) {
     const ds_config *c = &m->cfg;
     const int64_t N = B * T, H = c->hidden_size;
@@ -217,35 +221,38 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
     if (p->moe) {
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
         ds_route_params rp = route_params(c);
-        ds_moe_combine_backward(w->de_out, w->dw, dout, a->e_out, a->r_w, a->pos, N, K, H);
+        ops->moe_combine_backward(w->de_out, w->dw, dout, a->e_out, a->r_w, a->pos, N, K, H);
+        /* experts in parallel, each one's GEMMs single-threaded (nested
+         * regions inside the kernels are inactive): one parallel region per
+         * layer instead of several per expert; every expert writes only its
+         * own weight gradients and its own rows of de_* and dxs */
+        const int64_t *offs = a->offsets, *cnts = a->counts;
+#pragma omp parallel for schedule(dynamic, 1)
         for (int64_t e = 0; e < E; e++) {
-            int64_t o = a->offsets[e], cnt = a->counts[e];
+            int64_t o = offs[e], cnt = cnts[e];
             if (!cnt) continue;
-            ds_matmul_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im, p->ed[e],
-                               cnt, Im, H, 0);
-        }
-        ds_swiglu_backward(w->de_gate, w->de_up, w->de_act, a->e_gate, a->e_up, N * K, Im);
-        for (int64_t e = 0; e < E; e++) {
-            int64_t o = a->offsets[e], cnt = a->counts[e];
-            if (!cnt) continue;
-            ds_matmul_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H, p->eg[e], cnt,
-                               H, Im, 0);
-            ds_matmul_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H, p->eu[e], cnt, H,
-                               Im, 1);
+            ops->matmul_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im, p->ed[e],
+                                 cnt, Im, H, 0);
+            ops->swiglu_backward(w->de_gate + o * Im, w->de_up + o * Im, w->de_act + o * Im, a->e_gate + o * Im,
+                                 a->e_up + o * Im, cnt, Im);
+            ops->matmul_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H, p->eg[e], cnt,
+                                 H, Im, 0);
+            ops->matmul_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H, p->eu[e], cnt,
+                                 H, Im, 1);
         }
         memset(w->dln2, 0, (size_t)(N * H) * sizeof(float));
         ds_moe_gather_backward(w->dln2, w->dxs, a->pos, N, K, H);
-        ds_moe_route_backward(w->dr_logits, w->dw, dscores, a->r_scores, a->r_idx, &rp, N);
-        ds_matmul_backward(w->dln2, G(p->router), NULL, w->dr_logits, a->ln2, p->router, N, H, E, 1);
-        if (p->inter > 0) mlp_backward(w->dln2, dout, a, p, m, g, w, N, 1);
+        ops->moe_route_backward(w->dr_logits, w->dw, dscores, a->r_scores, a->r_idx, &rp, N);
+        ops->matmul_backward(w->dln2, G(p->router), NULL, w->dr_logits, a->ln2, p->router, N, H, E, 1);
+        if (p->inter > 0) mlp_backward(w->dln2, dout, a, p, m, ops, g, w, N, 1);
     } else {
-        mlp_backward(w->dln2, dout, a, p, m, g, w, N, 0);
+        mlp_backward(w->dln2, dout, a, p, m, ops, g, w, N, 0);
     }
-    ds_rmsnorm_backward(w->dxmid, G(p->post_norm), w->dln2, a->x_mid, p->post_norm, a->ln2_rstd, N, H, H, H, H, eps);
+    ops->rmsnorm_backward(w->dxmid, G(p->post_norm), w->dln2, a->x_mid, p->post_norm, a->ln2_rstd, N, H, H, H, H, eps);
 
     /* MLA: x_mid = inp + o_proj(attention) */
-    ds_matmul_backward(w->datt, G(p->o_proj), G(p->o_bias), w->dxmid, a->att, p->o_proj, N, nh * dv, H, 0);
-    ds_attention_backward(w->dq, w->dk, w->dv, w->datt, a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv,
+    ops->matmul_backward(w->datt, G(p->o_proj), G(p->o_bias), w->dxmid, a->att, p->o_proj, N, nh * dv, H, 0);
+    ops->attention_backward(w->dq, w->dk, w->dv, w->datt, a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv,
                           m->softmax_scale);
     {
         /* k = [k_nope (per head) | k_pe (shared)], v: back into kv and kva */
@@ -264,23 +271,23 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
             }
         }
     }
-    ds_matmul_backward(w->dckv, G(p->kv_b), NULL, w->dkv, a->ckv, p->kv_b, N, rkv, nh * (dn + dv), 0);
-    ds_rope_backward(w->dkva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
-    ds_rmsnorm_backward(w->dkva, G(p->kv_a_norm), w->dckv, a->kva, p->kv_a_norm, a->ckv_rstd, N, rkv, rkv + dr, rkv,
+    ops->matmul_backward(w->dckv, G(p->kv_b), NULL, w->dkv, a->ckv, p->kv_b, N, rkv, nh * (dn + dv), 0);
+    ops->rope_backward(w->dkva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
+    ops->rmsnorm_backward(w->dkva, G(p->kv_a_norm), w->dckv, a->kva, p->kv_a_norm, a->ckv_rstd, N, rkv, rkv + dr, rkv,
                         rkv + dr, eps_lat);
-    ds_matmul_backward(w->dln1, G(p->kv_a), G(p->kv_a_bias), w->dkva, a->ln1, p->kv_a, N, H, rkv + dr, 0);
-    ds_rope_backward(w->dq, cos_t, sin_t, B, T, nh, dq, dn, dr, halves);
+    ops->matmul_backward(w->dln1, G(p->kv_a), G(p->kv_a_bias), w->dkva, a->ln1, p->kv_a, N, H, rkv + dr, 0);
+    ops->rope_backward(w->dq, cos_t, sin_t, B, T, nh, dq, dn, dr, halves);
     if (rq > 0) {
-        ds_matmul_backward(w->dqa_n, G(p->q_b), NULL, w->dq, a->qa_n, p->q_b, N, rq, nh * dq, 0);
+        ops->matmul_backward(w->dqa_n, G(p->q_b), NULL, w->dq, a->qa_n, p->q_b, N, rq, nh * dq, 0);
         memset(w->dqa, 0, (size_t)(N * rq) * sizeof(float));
-        ds_rmsnorm_backward(w->dqa, G(p->q_a_norm), w->dqa_n, a->qa, p->q_a_norm, a->qa_rstd, N, rq, rq, rq, rq,
+        ops->rmsnorm_backward(w->dqa, G(p->q_a_norm), w->dqa_n, a->qa, p->q_a_norm, a->qa_rstd, N, rq, rq, rq, rq,
                             eps_lat);
-        ds_matmul_backward(w->dln1, G(p->q_a), G(p->q_a_bias), w->dqa, a->ln1, p->q_a, N, H, rq, 1);
+        ops->matmul_backward(w->dln1, G(p->q_a), G(p->q_a_bias), w->dqa, a->ln1, p->q_a, N, H, rq, 1);
     } else {
-        ds_matmul_backward(w->dln1, G(p->q_proj), NULL, w->dq, a->ln1, p->q_proj, N, H, nh * dq, 1);
+        ops->matmul_backward(w->dln1, G(p->q_proj), NULL, w->dq, a->ln1, p->q_proj, N, H, nh * dq, 1);
     }
     memcpy(dinp, w->dxmid, (size_t)(N * H) * sizeof(float));
-    ds_rmsnorm_backward(dinp, G(p->in_norm), w->dln1, inp, p->in_norm, a->ln1_rstd, N, H, H, H, H, eps);
+    ops->rmsnorm_backward(dinp, G(p->in_norm), w->dln1, inp, p->in_norm, a->ln1_rstd, N, H, H, H, H, eps);
 #undef G
 }
 
@@ -314,10 +321,21 @@ static double balance_layer(float *dscores, const ds_block_acts *a, const ds_mod
     return total;
 }
 
+/* rstd (N) = 1/sqrt(mean(x²) + eps) of rows with stride ld (the MTP enorm and
+ * hnorm do not save it in the forward). */
+static void rstd_rows(float *rstd, const float *x, int64_t N, int64_t C, int64_t ld, float eps) {
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        float ss = 0;
+        for (int64_t c = 0; c < C; c++) ss += x[n * ld + c] * x[n * ld + c];
+        rstd[n] = 1.0f / sqrtf(ss / (float)C + eps);
+    }
+}
+
 /* ---- model backward ------------------------------------------------------------- */
 
-int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, const int32_t *targets,
-                      const ds_loss_opts *o, ds_loss_terms *t) {
+int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                      const int32_t *targets,                      const ds_loss_opts *o, ds_loss_terms *t) {
     const ds_config *c = &m->cfg;
     const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
@@ -360,26 +378,28 @@ int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, con
             int64_t cnt = ds_count_targets(tg, B, T, k, o->ignore);
             double denom = o->mtp_denom[k - 1] > 0 ? o->mtp_denom[k - 1] : (double)cnt;
             double wk = o->mtp_lambda / (double)D;
-            double sum = ds_cross_entropy(w->dlogits, NULL, a->mtp_logits[k - 1], w->mtp_targets, Nk, V, o->ignore,
+            double sum = ops->cross_entropy(w->dlogits, w->row_loss, NULL, a->mtp_logits[k - 1], w->mtp_targets, Nk, V, o->ignore,
                                           denom > 0 ? (float)(wk / denom) : 0.0f);
             t->mtp_count[k - 1] = cnt;
             t->mtp_ce[k - 1] = denom > 0 ? sum / denom : 0.0;
             t->mtp += wk * t->mtp_ce[k - 1];
             if (cnt == 0) ds_log(DS_LOG_INFO, "warning: MTP depth %lld has no counted targets: loss 0", (long long)k);
             /* logits = head(shared_head.norm(h^k)) */
-            ds_matmul_backward(w->dtmp, G(m->lm_head), NULL, w->dlogits, x2->m_hn, m->lm_head, Nk, H, V, 0);
-            ds_rmsnorm_backward(w->dh[k], G(p->head_norm), w->dtmp, x2->out, p->head_norm, x2->m_hn_rstd, Nk, H, H, H,
+            ops->matmul_backward(w->dtmp, G(m->lm_head), NULL, w->dlogits, x2->m_hn, m->lm_head, Nk, H, V, 0);
+            ops->rmsnorm_backward(w->dh[k], G(p->head_norm), w->dtmp, x2->out, p->head_norm, x2->m_hn_rstd, Nk, H, H, H,
                                 H, eps);
-            block_backward(w->dx, w->dh[k], x2->m_x, x2, p, m, g, w, a->cos_t, a->sin_t, B, Tk, NULL);
+            block_backward(w->dx, w->dh[k], x2->m_x, x2, p, m, ops, g, w, a->cos_t, a->sin_t, B, Tk, NULL);
             /* x = eh_proj([enorm(emb) ; hnorm(h^{k-1})]) */
-            ds_matmul_backward(w->dm_cat, G(p->eh_proj), NULL, w->dx, x2->m_cat, p->eh_proj, Nk, 2 * H, H, 0);
+            ops->matmul_backward(w->dm_cat, G(p->eh_proj), NULL, w->dx, x2->m_cat, p->eh_proj, Nk, 2 * H, H, 0);
             memset(w->dtmp, 0, (size_t)(Nk * H) * sizeof(float));
-            ds_rmsnorm_backward(w->dtmp, G(p->enorm), w->dm_cat, x2->m_emb, p->enorm, NULL, Nk, H, H, 2 * H, H, eps);
+            rstd_rows(w->rstd, x2->m_emb, Nk, H, H, eps);
+            ops->rmsnorm_backward(w->dtmp, G(p->enorm), w->dm_cat, x2->m_emb, p->enorm, w->rstd, Nk, H, H, 2 * H, H, eps);
             const float *hprev = k == 1 ? a->hfinal : a->blk[L + k - 2].out;
             for (int64_t b = 0; b < B; b++) {
-                ds_embedding_backward(G(m->embed), w->dtmp + b * Tk * H, a->ids + b * T + k, Tk, H);
-                ds_rmsnorm_backward(w->dh[k - 1] + b * Tp * H, G(p->hnorm), w->dm_cat + b * Tk * 2 * H + H,
-                                    hprev + b * Tp * H, p->hnorm, NULL, Tk, H, H, 2 * H, H, eps);
+                ops->embedding_backward(G(m->embed), w->dtmp + b * Tk * H, a->ids + b * T + k, Tk, H);
+                rstd_rows(w->rstd, hprev + b * Tp * H, Tk, H, H, eps);
+                ops->rmsnorm_backward(w->dh[k - 1] + b * Tp * H, G(p->hnorm), w->dm_cat + b * Tk * 2 * H + H,
+                                    hprev + b * Tp * H, p->hnorm, w->rstd, Tk, H, H, 2 * H, H, eps);
             }
         }
     }
@@ -388,14 +408,14 @@ int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, con
     int64_t cnt = 0;
     int64_t cnt_all = ds_count_targets(tg, B, T, 0, o->ignore);
     double denom = o->ce_denom > 0 ? o->ce_denom : (double)cnt_all;
-    double sum = ds_cross_entropy(w->dlogits, &cnt, a->logits, tg, N, V, o->ignore, denom > 0 ? (float)(1.0 / denom) : 0.0f);
+    double sum = ops->cross_entropy(w->dlogits, w->row_loss, &cnt, a->logits, tg, N, V, o->ignore, denom > 0 ? (float)(1.0 / denom) : 0.0f);
     t->ce_count = cnt;
     t->ce = denom > 0 ? sum / denom : 0.0;
     if (cnt == 0) ds_log(DS_LOG_INFO, "warning: no counted targets in the batch (all ignored): CE loss 0, no CE gradient");
-    ds_matmul_backward(w->dh[0], G(m->lm_head), NULL, w->dlogits, a->hfinal, m->lm_head, N, H, V, 1);
+    ops->matmul_backward(w->dh[0], G(m->lm_head), NULL, w->dlogits, a->hfinal, m->lm_head, N, H, V, 1);
     const float *xl = L > 0 ? a->blk[L - 1].out : a->emb;
     memset(w->dx, 0, (size_t)(N * H) * sizeof(float));
-    ds_rmsnorm_backward(w->dx, G(m->norm), w->dh[0], xl, m->norm, a->hfinal_rstd, N, H, H, H, H, eps);
+    ops->rmsnorm_backward(w->dx, G(m->norm), w->dh[0], xl, m->norm, a->hfinal_rstd, N, H, H, H, H, eps);
 
     /* blocks, last to first */
     const double seq_denom = o->seq_denom > 0 ? o->seq_denom : (double)B;
@@ -411,15 +431,41 @@ int ds_model_backward(const ds_model *m, ds_acts *a, ds_grads *g, ds_bwd *w, con
             dsc = w->dscores;
         }
         const float *inp = l > 0 ? a->blk[l - 1].out : a->emb;
-        block_backward(dnext, dcur, inp, &a->blk[l], p, m, g, w, a->cos_t, a->sin_t, B, T, dsc);
+        block_backward(dnext, dcur, inp, &a->blk[l], p, m, ops, g, w, a->cos_t, a->sin_t, B, T, dsc);
         float *tmp = dcur;
         dcur = dnext;
         dnext = tmp;
     }
-    ds_embedding_backward(G(m->embed), dcur, a->ids, N, H);
+    ops->embedding_backward(G(m->embed), dcur, a->ids, N, H);
 #undef G
     t->loss = t->ce + t->mtp + t->bal;
     return 0;
+}
+
+/* ---- optimizer over the model ---------------------------------------------------------- */
+
+void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, uint16_t *m16, uint16_t *v16,
+                         int64_t t, const ds_adamw_hparams *h, int mtp) {
+    const ds_layout *lo = &m->layout;
+    int64_t start = -1, end = -1;
+    int dec = 0;
+    for (int64_t i = 0; i <= lo->n; i++) {
+        const ds_param *p = i < lo->n ? &lo->p[i] : NULL;
+        int skip = p && ((p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) || ((p->flags & DS_PARAM_MTP) && !mtp));
+        if (p && skip) continue;
+        int d = p ? p->ndim >= 2 : -1;
+        /* extend the run when this tensor starts where the run's padded end is */
+        if (p && start >= 0 && d == dec && p->offset == (end + 15) / 16 * 16) {
+            end = p->offset + p->numel;
+            continue;
+        }
+        if (start >= 0)
+            ds_adamw_step(m->params + start, g->g + start, m1 ? m1 + start : NULL, v1 ? v1 + start : NULL,
+                          m16 ? m16 + start : NULL, v16 ? v16 + start : NULL, end - start, dec, t,
+                          h);
+        if (!p) break;
+        start = p->offset, end = p->offset + p->numel, dec = d;
+    }
 }
 
 /* ---- writing ------------------------------------------------------------------------ */
