@@ -38,8 +38,10 @@ static int run(int argc, char **argv) {
     int bf16 = !strcmp(prec, "bf16");
     if (!bf16 && strcmp(prec, "fp32")) ds_cli_usage_error("bench-train", "--precision: fp32 or bf16, got '%s'", prec);
     struct ds_ops ops = ds_ops_cpu;
-    if (bf16) ops.matmul_forward = ds_matmul_forward_bf16;
-    ds_matmul_bf16_mode = bf16;
+    if (bf16) {
+        ops.matmul_forward = ds_matmul_forward_bf16;
+        ops.matmul_backward = ds_matmul_backward_bf16;
+    }
     ds_config c;
     ds_model m;
     int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
@@ -64,7 +66,7 @@ static int run(int argc, char **argv) {
         if (ds_model_forward(&m, &a, &ops, ids)) return ds_cli_fail("bench-train");
         double t1 = ds_now();
         ds_loss_terms t;
-        if (ds_model_backward(&m, &a, &ds_ops_cpu, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
+        if (ds_model_backward(&m, &a, &ops, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
         double t2 = ds_now();
         ds_clip_grad_norm(g.g, g.n, 1.0);
         ds_model_adamw_step(&m, &g, mom, vel, NULL, NULL, it + 1, &h, 0);

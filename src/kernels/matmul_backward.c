@@ -66,10 +66,6 @@ static int nthreads(int64_t work) {
 void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, int64_t N, int64_t C, int64_t OC, int acc) {
     if (N <= 0) return;
-    if (ds_matmul_bf16_mode) { /* --precision bf16 (matmul_bf16.h) */
-        ds_matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight, N, C, OC, acc);
-        return;
-    }
     int nt = nthreads(N * C * OC);
 #ifdef _OPENMP
     if (omp_in_parallel()) nt = 1; /* called per expert from a parallel loop */

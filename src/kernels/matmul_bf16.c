@@ -9,11 +9,12 @@
 #include "base/base.h"
 #include "kernels/gemm_bf16.h"
 
-int ds_matmul_bf16_mode = 0;
 
-/* Grow-only conversion scratch (three operands at most). */
-static uint16_t *scratch[3];
-static size_t scratch_n[3];
+/* Grow-only conversion scratch (three operands at most), one set per thread:
+ * the MoE layers call the linear layers of different experts from a parallel
+ * loop. */
+static _Thread_local uint16_t *scratch[3];
+static _Thread_local size_t scratch_n[3];
 
 static uint16_t *to_bf16(int slot, const float *x, int64_t n) {
     if ((size_t)n > scratch_n[slot]) {

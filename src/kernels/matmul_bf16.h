@@ -8,18 +8,15 @@
  * Rounding to BF16 is to nearest even; sums run in FP32 (kernels/gemm_bf16.h).
  * Master weights, gradients and every other op stay FP32.
  *
- * ds_matmul_bf16_mode = 1 makes ds_matmul_backward take this path (the model's
- * backward calls it directly; the forward goes through the ops table, so
- * the trainer swaps matmul_forward there).  The conversion scratch grows once
- * and is reused: call from one thread at a time (the GEMM itself is parallel).
+ * The trainer selects it by swapping matmul_forward and matmul_backward in its
+ * copy of the ops table.  The conversion scratch grows once per thread and is
+ * reused, so experts may run in parallel.
  * The _ref versions use ds_bf16_gemm_ref (plain C, same bits).
  */
 #ifndef DS_MATMUL_BF16_H
 #define DS_MATMUL_BF16_H
 
 #include <stdint.h>
-
-extern int ds_matmul_bf16_mode;
 
 void ds_matmul_forward_bf16(float *out, const float *inp, const float *weight, const float *bias, int64_t N,
                             int64_t C, int64_t OC);

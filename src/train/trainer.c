@@ -391,7 +391,10 @@ int ds_train(const ds_train_opts *o) {
      * gradients) take BF16-rounded inputs with FP32 sums; validation and
      * sampling run in FP32 */
     struct ds_ops ops = ds_ops_cpu;
-    if (o->precision == DS_PREC_BF16) ops.matmul_forward = ds_matmul_forward_bf16;
+    if (o->precision == DS_PREC_BF16) { /* BF16 GEMM inputs, FP32 sums, in both directions */
+        ops.matmul_forward = ds_matmul_forward_bf16;
+        ops.matmul_backward = ds_matmul_backward_bf16;
+    }
     ds_adamw_hparams hp = ds_adamw_default(st.peak_lr);
     hp.weight_decay = o->weight_decay;
     double t_start = ds_now(), t_train = 0;
@@ -423,9 +426,7 @@ int ds_train(const ds_train_opts *o) {
                     tgt[b * T + t] = win[b * (T + 1) + t + 1];
                 }
             ds_loss_terms lt;
-            ds_matmul_bf16_mode = o->precision == DS_PREC_BF16;
-            int bad = ds_model_forward(&m, &a, &ops, ids) || ds_model_backward(&m, &a, &g, &w, tgt, &lo, &lt);
-            ds_matmul_bf16_mode = 0;
+            int bad = ds_model_forward(&m, &a, &ops, ids) || ds_model_backward(&m, &a, &ops, &g, &w, tgt, &lo, &lt);
             if (bad) {
                 rc = -1;
                 break;
