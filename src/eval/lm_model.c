@@ -2,11 +2,15 @@
  * lm_model.c — a model folder (config.json + safetensors + tokenizer.json) as a
  * ds_lm: the binding of the model and tokenizer layers to evaluation.
  *
- * Scoring runs the FP32 forward (batch 1) on (ctx + cont)[:-1] and takes
- * log-softmax rows (ds_lm_loglik_from_logits).  The activation arena is sized
- * for the longest sequence seen so far and reused: with B = 1 every buffer of
- * the arena is laid out per position, so a shorter sequence runs in the same
- * arena by lowering acts.T.  Greedy generation re-runs the forward on the
+ * Scoring: the requests of one multiple-choice document (consecutive, same ctx
+ * pointer) run as one batched FP32 forward, B = number of choices, each row
+ * (ctx + cont)[:-1] right-padded to the longest one.  Exact: attention is
+ * causal and the MoE routing is per token (no capacity), so padding after a
+ * row's last real position changes none of its logits.  Log-softmax is taken
+ * only at the continuation rows (ds_lm_score_rows), straight from the arena.
+ * The activation arena is sized for the largest (B, T) seen so far and reused:
+ * every buffer is laid out densely by (B, T), so a smaller batch runs in the
+ * same arena by lowering acts.B and acts.T.  Greedy generation re-runs the
  * growing sequence (simple and exact; the KV-cached engine is in src/infer/).
  */
 #include <stdlib.h>
@@ -22,31 +26,67 @@ typedef struct {
     ds_model m;
     ds_tokenizer *tok;
     ds_acts acts;
-    int64_t acts_cap; /* positions the arena was sized for (0 = none yet) */
+    int64_t cap_B, cap_T; /* (B, T) the arena was sized for (0 = none yet) */
 } lm_model;
 
-static int run_forward(lm_model *lm, const int32_t *ids, int64_t n) {
-    if (n > lm->acts_cap) {
-        if (lm->acts_cap) ds_acts_free(&lm->acts);
-        int64_t cap = 64;
-        while (cap < n) cap *= 2;
-        if (ds_acts_create(&lm->acts, &lm->m, 1, cap, 0) != 0) { lm->acts_cap = 0; return -1; }
-        lm->acts_cap = cap;
+/* Forward of ids (B, T), rows packed densely. */
+static int run_forward_batch(lm_model *lm, const int32_t *ids, int64_t B, int64_t T) {
+    if (B > lm->cap_B || T > lm->cap_T) {
+        int64_t cb = lm->cap_B > B ? lm->cap_B : B, ct = lm->cap_T > 64 ? lm->cap_T : 64;
+        while (ct < T) ct *= 2;
+        if (lm->cap_B) ds_acts_free(&lm->acts);
+        lm->cap_B = lm->cap_T = 0;
+        if (ds_acts_create(&lm->acts, &lm->m, cb, ct, 0) != 0) return -1;
+        lm->cap_B = cb;
+        lm->cap_T = ct;
     }
-    lm->acts.T = n; /* B = 1: see the header comment */
+    lm->acts.B = B; /* see the header comment */
+    lm->acts.T = T;
     return ds_model_forward(&lm->m, &lm->acts, &ds_ops_cpu, ids);
 }
 
-static int logits_fn(void *user, const int32_t *ids, int64_t n, float *logits) {
-    lm_model *lm = user;
-    if (run_forward(lm, ids, n) != 0) return -1;
-    memcpy(logits, lm->acts.logits, (size_t)n * (size_t)lm->m.cfg.vocab_size * sizeof(float));
-    return 0;
-}
+static int run_forward(lm_model *lm, const int32_t *ids, int64_t n) { return run_forward_batch(lm, ids, 1, n); }
+
+/* Most rows in one batched forward (a document with more choices runs in several). */
+#define LM_MAX_BATCH 16
 
 static int loglik(void *ctx, ds_lm_request *reqs, int64_t n) {
     lm_model *lm = ctx;
-    return ds_lm_loglik_from_logits(logits_fn, lm, lm->m.cfg.vocab_size, reqs, n);
+    const int64_t V = lm->m.cfg.vocab_size;
+    int32_t *ids = NULL;
+    size_t ids_cap = 0;
+    int rc = 0;
+    for (int64_t r0 = 0; r0 < n && !rc;) {
+        /* a group: consecutive requests sharing the context array */
+        int64_t r1 = r0 + 1;
+        while (r1 < n && r1 - r0 < LM_MAX_BATCH && reqs[r1].ctx == reqs[r0].ctx && reqs[r1].n_ctx == reqs[r0].n_ctx) r1++;
+        int64_t B = r1 - r0, T = 0;
+        for (int64_t r = r0; r < r1; r++) {
+            const ds_lm_request *q = &reqs[r];
+            if (q->n_ctx < 1 || q->n_cont < 1) { rc = ds_err("loglik: empty context or continuation"); break; }
+            if (q->n_ctx + q->n_cont - 1 > T) T = q->n_ctx + q->n_cont - 1;
+        }
+        if (rc) break;
+        if ((size_t)(B * T) > ids_cap) {
+            free(ids);
+            ids_cap = (size_t)(B * T);
+            ids = ds_malloc(ids_cap * sizeof *ids);
+        }
+        for (int64_t r = r0; r < r1; r++) { // row (ctx + cont)[:-1], right-padded with its last token
+            const ds_lm_request *q = &reqs[r];
+            int32_t *row = ids + (r - r0) * T;
+            int64_t len = q->n_ctx + q->n_cont - 1;
+            memcpy(row, q->ctx, (size_t)q->n_ctx * sizeof *row);
+            memcpy(row + q->n_ctx, q->cont, (size_t)(q->n_cont - 1) * sizeof *row);
+            for (int64_t t = len; t < T; t++) row[t] = row[len - 1];
+        }
+        if (run_forward_batch(lm, ids, B, T) != 0) { rc = -1; break; }
+        for (int64_t r = r0; r < r1 && !rc; r++)
+            rc = ds_lm_score_rows(lm->acts.logits + (size_t)((r - r0) * T) * (size_t)V, V, &reqs[r]); // (T, V)
+        r0 = r1;
+    }
+    free(ids);
+    return rc;
 }
 
 static int generate(void *ctx, const int32_t *ids, int64_t n, int64_t max_new, ds_lm_stop_fn stop, void *user,
@@ -113,7 +153,7 @@ static int64_t decode(void *ctx, const int32_t *ids, int64_t n, char **text_out)
 
 static void lm_free(void *ctx) {
     lm_model *lm = ctx;
-    if (lm->acts_cap) ds_acts_free(&lm->acts);
+    if (lm->cap_B) ds_acts_free(&lm->acts);
     ds_model_free(&lm->m);
     ds_tokenizer_free(lm->tok);
     free(lm);
