@@ -6,7 +6,12 @@
 # (transformers, FP32, CPU) on the same model folder and the same thread count
 # (tools/bench_eval_lmeval.py), skipped with a message when lm-eval/torch are absent.
 # Writes bench/results/eval.json and prints the side-by-side table with the ratio.
-#   BENCH_N (20)  BENCH_THREADS ("1 2")  BENCH_PEER_BATCH (1: lm-eval's default batch_size)
+#   BENCH_N (20)  BENCH_THREADS ("1 2")
+#   BENCH_BATCH (1: both defaults): dsv3 --batch (requests per model call; a document's
+#   choices always share one batched forward) and lm-eval's HFLM batch_size
+#   BENCH_ROUNDS (2): dsv3 and the peer run alternately, round after round, and each
+#   side reports its best round (a load spike from other jobs on a shared machine
+#   then does not fall on one side only)
 #   BENCH_EVAL_DIR (build/bench_eval_model: the model folder, made once and reused)
 # Timed: the scoring only (dsv3's per-task "seconds" in its results JSON; the peer's
 # HFLM.loglikelihood call), model loading excluded on both sides; CPU time is the
@@ -16,7 +21,8 @@ set -eu
 cd "$(dirname "$0")/.."
 N=${BENCH_N:-20}
 THREADS=${BENCH_THREADS:-"1 2"}
-PB=${BENCH_PEER_BATCH:-1}
+PB=${BENCH_BATCH:-1}
+ROUNDS=${BENCH_ROUNDS:-2}
 DIR=${BENCH_EVAL_DIR:-build/bench_eval_model}
 BIN=./dsv3
 SHARED=${DS_SHARED:-../shared}
@@ -39,30 +45,45 @@ trap 'rm -rf "$tmp"' EXIT
 havepeer=0
 python3 -c "import torch, transformers, lm_eval" 2>/dev/null && havepeer=1
 [ $havepeer = 1 ] || echo "bench_eval: lm-eval/torch/transformers not importable, peer skipped (pip install lm-eval)"
-for th in $THREADS; do
-  "$BIN" --threads "$th" eval --model "$DIR" --task piqa --limit "$N" --data "$SHARED/data" --no-progress \
-    --samples "$tmp/samples_$th.jsonl" --out "$tmp/ours_$th.json" >/dev/null
-  if [ $havepeer = 1 ]; then
-    python3 tools/bench_eval_lmeval.py --model "$DIR" --data "$PIQA" --limit "$N" --threads "$th" --batch "$PB" \
-      2>/dev/null | tail -1 > "$tmp/peer_$th.json" || rm -f "$tmp/peer_$th.json"
-  fi
+for r in $(seq "$ROUNDS"); do
+  for th in $THREADS; do
+    "$BIN" --threads "$th" eval --model "$DIR" --task piqa --limit "$N" --batch "$PB" --data "$SHARED/data" --no-progress \
+      --samples "$tmp/samples_${th}_$r.jsonl" --out "$tmp/ours_${th}_$r.json" >/dev/null
+    if [ $havepeer = 1 ]; then
+      python3 tools/bench_eval_lmeval.py --model "$DIR" --data "$PIQA" --limit "$N" --threads "$th" --batch "$PB" \
+        2>/dev/null | tail -1 > "$tmp/peer_${th}_$r.json" || rm -f "$tmp/peer_${th}_$r.json"
+    fi
+  done
 done
-TMP="$tmp" THREADS="$THREADS" N="$N" python3 - <<'PY'
+TMP="$tmp" THREADS="$THREADS" N="$N" ROUNDS="$ROUNDS" python3 - <<'PY'
 import json, os
 tmp, threads = os.environ["TMP"], os.environ["THREADS"].split()
 res = {"bench": "eval", "task": "piqa", "examples": int(os.environ["N"]), "model": "small preset (104M, vocab 32000)", "runs": []}
-print(f"dsv3 eval, PIQA first {res['examples']} documents, preset small (~104M), FP32 CPU; scoring time, loading excluded")
+print(f"dsv3 eval, PIQA first {res['examples']} documents, preset small (~104M), FP32 CPU; scoring time, loading excluded; "
+      f"best of {os.environ['ROUNDS']} alternating rounds")
 print(f"  {'threads':>7}  {'impl':<26}{'examples/s':>11}{'seconds':>9}{'CPU s':>8}{'CPU s/ex':>9}")
+R = int(os.environ["ROUNDS"])
+res["rounds"] = R
 for th in threads:
-    o = json.load(open(f"{tmp}/ours_{th}.json"))["results"]["piqa"]
-    ours = {"examples": o["n"], "seconds": o["seconds"], "cpu_seconds": o["cpu_seconds"],
+    best = None
+    for r in range(1, R + 1):
+        d = json.load(open(f"{tmp}/ours_{th}_{r}.json"))
+        if best is None or d["results"]["piqa"]["seconds"] < best[0]["results"]["piqa"]["seconds"]:
+            best = (d, r)
+    d, rb = best
+    o = d["results"]["piqa"]
+    ours = {"examples": o["n"], "batch": d["config"]["batch"], "seconds": o["seconds"], "cpu_seconds": o["cpu_seconds"],
             "examples_per_s": o["n"] / o["seconds"], "acc": o["metrics"]["acc"]["value"]}
     run = {"threads": int(th), "dsv3": ours}
-    rows = [("dsv3", ours)]
-    p = f"{tmp}/peer_{th}.json"
-    if os.path.exists(p) and os.path.getsize(p):
-        peer = json.loads(open(p).read())
-        samples = [json.loads(l) for l in open(f"{tmp}/samples_{th}.jsonl")]
+    rows = [(f"dsv3 (batch {ours['batch']})", ours)]
+    peers = []
+    for r in range(1, R + 1):
+        p = f"{tmp}/peer_{th}_{r}.json"
+        if os.path.exists(p) and os.path.getsize(p):
+            peers.append(json.loads(open(p).read()))
+    if peers:
+        peer = min(peers, key=lambda x: x["seconds"])
+        samples = [json.loads(l) for l in open(f"{tmp}/samples_{th}_{rb}.jsonl")]
         diff = max(abs(a - b) for s, pl in zip(samples, peer["ll"]) for a, b in zip(s["ll"], pl))
         agree = sum(int(max(range(len(pl)), key=lambda i: pl[i]) == s["pred"]) for s, pl in zip(samples, peer["ll"]))
         peer_ll = peer.pop("ll")
