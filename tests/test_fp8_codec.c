@@ -112,7 +112,7 @@ TEST(bf16_f16_encode_match_torch) {
  * bits on every input of the fixture (ties, subnormals, NaN, inf, overflow),
  * and the vector amax skips NaN like fmaxf. */
 TEST(fp8_vector_cast_equals_scalar) {
-    size_t n;
+    size_t n = 0;
     float *x = fp8_fixture("enc_in.f32", 4, &n);
     CHECK(x != NULL);
     TEST_RETURN_IF_FAILED();

@@ -15,7 +15,7 @@ static void check_case(const char *gran_name, ds_fp8_format fmt, int ue8m0) {
     const char *fn = fmt == DS_FP8_E4M3 ? "e4m3" : "e5m2";
     snprintf(qn, sizeof qn, "quant_%s_%s%s.u8", gran_name, fn, ue8m0 ? "_ue8m0" : "");
     snprintf(sn, sizeof sn, "quant_%s_%s%s.f32", gran_name, fn, ue8m0 ? "_ue8m0" : "");
-    size_t nx, nq, ns;
+    size_t nx = 0, nq = 0, ns = 0;
     float *x = fp8_fixture("quant_x.f32", 4, &nx);
     uint8_t *wq = fp8_fixture(qn, 1, &nq);
     float *ws = fp8_fixture(sn, 4, &ns);

@@ -118,4 +118,18 @@ void ds_progress_start(ds_progress *p, const char *label, double total, const ch
 void ds_progress_update(ds_progress *p, double done);
 void ds_progress_end(ds_progress *p, double done);
 
+/* ---- arenas carved in two passes ------------------------------------------ */
+/* Pass 1 with base = NULL counts the floats a layout needs (cv.off); pass 2 with
+ * base = the allocation hands out the same pointers.  Each piece is rounded up
+ * to 16 floats (64 bytes), so every carved pointer stays 64-byte aligned. */
+typedef struct {
+    float *base;
+    size_t off;
+} ds_carver;
+static inline void *ds_carve(ds_carver *cv, int64_t n) {
+    void *p = cv->base ? (void *)(cv->base + cv->off) : NULL;
+    cv->off += (size_t)((n + 15) / 16 * 16);
+    return p;
+}
+
 #endif

@@ -80,16 +80,8 @@ int ds_loss_opts_parse_balance(ds_loss_opts *o, const char *spec) {
 
 /* ---- scratch ------------------------------------------------------------------ */
 
-typedef struct {
-    float *base;
-    size_t off;
-} carver;
-
-static void *carve(carver *cv, int64_t n) {
-    void *p = cv->base ? (void *)(cv->base + cv->off) : NULL;
-    cv->off += (size_t)((n + 15) / 16 * 16);
-    return p;
-}
+typedef ds_carver carver; /* base.h */
+#define carve ds_carve
 
 static void carve_bwd(carver *cv, ds_bwd *w, const ds_model *m) {
     const ds_config *c = &m->cfg;

@@ -155,16 +155,8 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
 
 /* ---- activations ----------------------------------------------------------- */
 
-typedef struct {
-    float *base;
-    size_t off;
-} carver;
-
-static void *carve(carver *cv, int64_t n) {
-    void *p = cv->base ? (void *)(cv->base + cv->off) : NULL;
-    cv->off += (size_t)((n + 15) / 16 * 16);
-    return p;
-}
+typedef ds_carver carver; /* base.h */
+#define carve ds_carve
 /* int32 / int64 arrays carved in float-sized units */
 #define CARVE_F(ptr, n) (ptr) = carve(cv, (n))
 #define CARVE_I32(ptr, n) (ptr) = carve(cv, (n))
