@@ -32,14 +32,14 @@ ifeq ($(call have,libcjson),yes)
   LDLIBS += $(shell $(PKG) --libs libcjson)
   FOUND += cJSON
 else
-  $(error cJSON not found: install libcjson-dev (or run 'bash .ci/run' / 'make deps'))
+  REQUIRED_MISSING += libcjson-dev
 endif
 ifeq ($(call have,libpcre2-8),yes)
   CFLAGS += $(shell $(PKG) --cflags libpcre2-8) -DDS_HAVE_PCRE2
   LDLIBS += $(shell $(PKG) --libs libpcre2-8)
   FOUND += PCRE2
 else
-  $(error PCRE2 not found: install libpcre2-dev (or run 'make deps'))
+  REQUIRED_MISSING += libpcre2-dev
 endif
 ifneq ($(NO_BLAS),1)
 ifeq ($(call have,openblas),yes)
@@ -76,13 +76,16 @@ else
   BIN := dsv3
 endif
 
-.PHONY: all test bench fuzz run clean deps info fixtures
+.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests
 all: info $(BIN) libdsv3.a
 
 info:
 	@echo "dsv3 build: found: $(FOUND); not found: $(if $(MISSING),$(MISSING),none)"
 
-$(BUILD)/%.o: %.c
+check-deps:
+	@if [ -n "$(REQUIRED_MISSING)" ]; then echo "dsv3: missing required packages: $(REQUIRED_MISSING) (run 'make deps')" >&2; exit 1; fi
+
+$(BUILD)/%.o: %.c | check-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -99,9 +102,14 @@ $(BIN): $(CLI_OBJ) $(BUILD)/libdsv3.a
 $(BUILD)/test_dsv3: $(TEST_OBJ) $(BUILD)/libdsv3.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libdsv3.a $(LDLIBS)
 
-# Tests run from the project root; CLI tests call $(DSV3) (the binary of this build).
-test: info $(BIN) $(BUILD)/test_dsv3
+# `make test` and `make run` first install missing Debian packages (a no-op
+# when present), then build in a sub-make that sees them.
+# Tests run from the project root; CLI tests call $$DSV3 (the binary of this build).
+test: deps
+	@$(MAKE) --no-print-directory build-tests
 	@DSV3=./$(BIN) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/test_dsv3 $(T)
+
+build-tests: info $(BIN) $(BUILD)/test_dsv3
 
 bench: all
 	@mkdir -p bench/results
@@ -122,7 +130,8 @@ fuzz:
 	  if [ $$st -ne 0 ]; then echo "fuzz: $$n failed (log: build-fuzz/$$n.log)"; exit 1; fi; \
 	done
 
-run: all
+run: deps
+	@$(MAKE) --no-print-directory all
 	@bash tools/run_main_job.sh
 
 deps:
@@ -135,4 +144,6 @@ clean:
 
 # Regenerate the model parity fixtures (needs python3 with torch + transformers).
 fixtures:
+	@python3 -c "import torch, transformers, safetensors" 2>/dev/null || \
+	  { echo "make fixtures: needs python3 with torch, transformers and safetensors"; exit 1; }
 	python3 tools/make_fixtures.py --out tests/fixtures/model

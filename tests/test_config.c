@@ -41,7 +41,7 @@ static const field fields[] = {
     {"quant_block0", F_I64, offsetof(ds_config, quant_block)},
     {"quant_block1", F_I64, offsetof(ds_config, quant_block) + sizeof(int64_t)},
     FS(quant_fmt), FS(quant_activation_scheme), FB(rope_interleave), {"n_eos_token_ids", F_BOOL, offsetof(ds_config, n_eos_token_ids)},
-    FB(output_router_logits), FI(pretraining_tp), FD(aux_loss_alpha), FB(seq_aux),
+    FB(output_router_logits), FI(pretraining_tp), FD(aux_loss_alpha), FB(seq_aux), FS(quant_scale_fmt),
 };
 #define NFIELDS ((int)(sizeof fields / sizeof fields[0]))
 
@@ -164,13 +164,13 @@ TEST(roundtrip_variants) {
     c.rope_type = DS_ROPE_YARN; c.rope_factor = 4.0; c.rope_original_max_position_embeddings = 16;
     c.rope_mscale = 0.707; c.rope_mscale_all_dim = 1.0; c.rope_attention_factor = 1.25; c.rope_truncate = 0;
     c.rope_beta_fast = 16; c.rope_beta_slow = 0.5; c.rms_norm_eps = 1e-5; c.rope_theta = 12345.678;
-    c.quant_fp8 = 1; c.pad_token_id = 3; c.n_eos_token_ids = 3; c.eos_token_ids[0] = 1; c.eos_token_ids[1] = 7;
+    c.quant_fp8 = 1; snprintf(c.quant_scale_fmt, sizeof c.quant_scale_fmt, "ue8m0"); c.pad_token_id = 3; c.n_eos_token_ids = 3; c.eos_token_ids[0] = 1; c.eos_token_ids[1] = 7;
     c.eos_token_ids[2] = 9; c.eos_token_id = 1; c.routed_scaling_factor = 1.0 / 3.0; c.initializer_range = 0.006;
     snprintf(c.torch_dtype, sizeof c.torch_dtype, "float32");
     roundtrip(&c);
     /* V2-Lite-like: softmax, greedy, no q_lora, no top-k normalization, no rope scaling, nulls */
     c.scoring_func = DS_SCORE_SOFTMAX; c.topk_method = DS_TOPK_GREEDY; c.q_lora_rank = 0; c.norm_topk_prob = 0;
-    c.rope_type = DS_ROPE_DEFAULT; c.quant_fp8 = 0; c.bos_token_id = -1; c.eos_token_id = -1; c.n_eos_token_ids = 0;
+    c.rope_type = DS_ROPE_DEFAULT; c.quant_fp8 = 0; c.quant_scale_fmt[0] = 0; c.bos_token_id = -1; c.eos_token_id = -1; c.n_eos_token_ids = 0;
     c.eos_token_ids[0] = c.eos_token_ids[1] = c.eos_token_ids[2] = 0;
     c.pad_token_id = -1; c.tie_word_embeddings = 1; c.num_nextn_predict_layers = 0; c.moe_layer_freq = 2;
     c.rope_interleave = 0; c.attention_bias = 1; c.use_cache = 0; c.torch_dtype[0] = 0;
@@ -356,6 +356,8 @@ TEST(bad_values) {
     expect_edit_error("quantization_config", "{\"quant_method\": \"gptq\"}", "quant_method \"gptq\" is not supported");
     expect_edit_error("routed_scaling_factor", "0", "routed_scaling_factor: 0 must be a positive number");
     expect_edit_error("mlp_bias", "true", "mlp_bias: true is not supported");
+    expect_edit_error("quantization_config", "{\"quant_method\": \"fp8\", \"scale_fmt\": \"e5m2\"}",
+                      "quantization_config: scale_fmt: \"e5m2\" is not supported");
     expect_edit_error("pretraining_tp", "0", "pretraining_tp: 0 is out of range");
     /* greedy top-k may take K from all experts regardless of groups */
     size_t n;

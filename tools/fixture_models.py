@@ -205,6 +205,7 @@ class RouterRecorder:
     def __init__(self, modules_by_layer, cfg):
         self.cfg = cfg
         self.calls = []
+        self.weights = []  # topk_weights of each call, parallel to self.calls
         self.min_margin = float("inf")
         self.where = None
         self.handles = []
@@ -213,6 +214,7 @@ class RouterRecorder:
 
     def clear(self):
         self.calls = []
+        self.weights = []
 
     def remove(self):
         for h in self.handles:
@@ -220,8 +222,9 @@ class RouterRecorder:
 
     def _hook(self, l):
         def fn(mod, inp, out):
-            logits, _, idx = out
+            logits, w, idx = out
             self.calls.append((l, logits, idx))
+            self.weights.append(w.detach())
             m = routing_margin(mod, logits.detach(), idx)
             if m < self.min_margin:
                 self.min_margin, self.where = m, l
@@ -270,3 +273,20 @@ def routers_by_layer(model, mtp_modules=()):
         if hasattr(m.block.mlp, "gate"):
             out[m.layer_idx] = m.block.mlp.gate
     return out
+
+
+def sublayer_outputs(model, mtp_modules=()):
+    """Forward hooks capturing each decoder layer's attention output (before the residual add) and
+    MLP/MoE output (before the residual add). Returns (store dict, handles)."""
+    store = {}
+    handles = []
+    layers = [(l, layer) for l, layer in enumerate(model.model.layers)] + [(m.layer_idx, m.block) for m in mtp_modules]
+    for l, layer in layers:
+        def attn_hook(mod, inp, out, l=l):
+            store[f"attn_out.{l}"] = out[0].detach().float().contiguous().clone()
+
+        def mlp_hook(mod, inp, out, l=l):
+            store[f"mlp_out.{l}"] = out.detach().float().contiguous().clone()
+        handles.append(layer.self_attn.register_forward_hook(attn_hook))
+        handles.append(layer.mlp.register_forward_hook(mlp_hook))
+    return store, handles

@@ -4,9 +4,9 @@
 For each configuration in tools/fixture_models.py (v3, v2lite, v2group, norope) it builds a tiny random
 DeepSeek model in FP32 with eager attention, and writes tests/fixtures/model/<name>/:
   config.json, generation_config.json, model.safetensors (per-expert HF names + MTP layers),
-  ids.txt, reference.safetensors, grads.safetensors, fixture_info.json
+  ids.txt, reference.safetensors, grads.safetensors, generate.safetensors, fixture_info.json
 and for v3 also grads_seqaux.safetensors, grads_v2aux.safetensors, grads_mtp.safetensors,
-adamw.safetensors.  The format is documented in tests/fixtures/model/README.md.
+adamw.safetensors (v2group: grads_v2aux; v2lite: grads_ignore; norope: grads_mtp).  The format is documented in tests/fixtures/model/README.md.
 
 Usage: python3 tools/make_fixtures.py [--out tests/fixtures/model] [--only NAME ...]
 """
@@ -36,6 +36,7 @@ ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 ADAMW_STEPS = 3
 CLIP = 1.0
 MAX_TRIES = 40
+GEN_TOKENS = 8
 
 
 class NearTie(Exception):
@@ -78,19 +79,27 @@ def build(name, seed):
     res = {"cfg": cfg, "model": model, "mtp": mtp, "ids": ids, "seed": seed}
 
     # ---- forward reference -------------------------------------------------------------------
+    sub, sub_handles = fm.sublayer_outputs(model, mtp)
     with torch.no_grad():
         out = model(ids, output_hidden_states=True)
         h0 = out.hidden_states[-1]
         assert torch.equal(h0, model.model(ids).last_hidden_state), "hidden_states[-1] is not model.norm output"
+        assert torch.equal(out.hidden_states[0], model.model.embed_tokens(ids)), "hidden_states[0] is not the embedding"
         mtp_logits, _ = mtp_forward(model, mtp, ids, h0)
+    for h in sub_handles:
+        h.remove()
     ref = {"logits": out.logits.float().contiguous()}
     for i, h in enumerate(out.hidden_states):
         ref[f"hidden_states.{i}"] = h.float().contiguous()
     for k, lg in enumerate(mtp_logits, start=1):
         ref[f"mtp_logits.{k}"] = lg.float().contiguous()
-    for l, _, idx in rec.calls:
+    for (l, z, idx), w in zip(rec.calls, rec.weights):
         Tl = idx.shape[0] // B
-        ref[f"routed_experts.{l}"] = idx.view(B, Tl, -1).sort(-1).values.to(torch.int64).contiguous()
+        order = idx.view(B, Tl, -1).argsort(-1)
+        ref[f"routed_experts.{l}"] = idx.view(B, Tl, -1).gather(-1, order).to(torch.int64).contiguous()
+        ref[f"routed_weights.{l}"] = w.view(B, Tl, -1).gather(-1, order).float().contiguous()
+        ref[f"router_logits.{l}"] = z.view(B, Tl, -1).float().contiguous()
+    ref.update(sub)
     res["ref"] = ref
 
     # ---- CE gradients (HF loss) -----------------------------------------------------------------
@@ -101,6 +110,11 @@ def build(name, seed):
     g.update(grads_dict(model))
     res["grads"] = g
 
+    res["generate"] = greedy(model, ids)
+    if name == "v2lite":
+        res["grads_ignore"] = ignore_grads(model, ids)
+    if name == "norope":
+        res["grads_mtp"] = mtp_grads(model, mtp, rec, ids)
     if name == "v3":
         res.update(extra_v3(model, mtp, rec, cfg, ids, moe_layers))
     elif name == "v2group":
@@ -111,6 +125,37 @@ def build(name, seed):
         raise NearTie(f"{name} seed {seed}: routing margin {rec.min_margin:.3g} at layer {rec.where}")
     res["min_margin"] = rec.min_margin
     return res
+
+
+def greedy(model, ids):
+    """Greedy continuation of GEN_TOKENS tokens with HF's KV cache (incremental decode path)."""
+    with torch.no_grad():
+        # explicit all-ones mask: otherwise generate() may treat a token equal to pad_token_id as padding
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=GEN_TOKENS,
+                             min_new_tokens=GEN_TOKENS, do_sample=False, use_cache=True, eos_token_id=None,
+                             pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    logits = torch.stack(out.logits, 1).float().contiguous()           # (B, N, V)
+    top2 = logits.topk(2, dim=-1).values
+    m = (top2[..., 0] - top2[..., 1]).min().item()
+    if m <= fm.MIN_MARGIN:
+        raise NearTie(f"greedy argmax margin {m:.3g}")
+    return {"greedy_ids": out.sequences.to(torch.int64).contiguous(), "greedy_logits": logits}
+
+
+def ignore_grads(model, ids):
+    """CE with some targets ignored (label -100): HF's loss is the mean over the non-ignored targets."""
+    labels = ids.clone()
+    B, T = ids.shape
+    for b in range(B):
+        for t in range(T):
+            if (t + b) % 4 == 0:
+                labels[b, t] = -100
+    model.zero_grad(set_to_none=True)
+    loss = model(ids, labels=labels).loss
+    loss.backward()
+    g = {"labels": labels.contiguous(), "loss": loss.detach().reshape(1).float()}
+    g.update(grads_dict(model))
+    return g
 
 
 def v2aux_grads(model, rec, cfg, ids, moe_layers, scoring):
@@ -125,6 +170,32 @@ def v2aux_grads(model, rec, cfg, ids, moe_layers, scoring):
          "loss_expert": exp.detach().reshape(1), "loss_device": dev.detach().reshape(1),
          "loss_comm": comm.detach().reshape(1)}
     g.update(grads_dict(model))
+    return g
+
+
+def mtp_grads(model, mtp, rec, ids):
+    """CE + MTP loss (lambda / D) * sum_k CE_k; gradients of the main and the MTP parameters."""
+    model.zero_grad(set_to_none=True)
+    for m in mtp:
+        m.zero_grad(set_to_none=True)
+    rec.clear()
+    out = model(ids, labels=ids, output_hidden_states=True)
+    ce = out.loss
+    lg, _ = mtp_forward(model, mtp, ids, out.hidden_states[-1])
+    lm = mtp_loss(lg, ids, MTP_LAMBDA)
+    (ce + lm).backward()
+    g = {"loss": (ce + lm).detach().reshape(1), "loss_ce": ce.detach().reshape(1), "loss_mtp": lm.detach().reshape(1)}
+    for k, x in enumerate(lg, start=1):
+        tgt = ids[:, k + 1:]
+        xk = x[:, : tgt.shape[1]]
+        g[f"loss_mtp.{k}"] = torch.nn.functional.cross_entropy(
+            xk.reshape(-1, xk.shape[-1]), tgt.reshape(-1)).detach().reshape(1)
+    g.update(grads_dict(model))
+    for m in mtp:
+        for dn, (n, p) in zip(m.param_names_ds(), m.named_parameters()):
+            gp = p.grad if p.grad is not None else torch.zeros_like(p)
+            for dn2, dg in fm.expert_grads_per_expert(dn, gp.detach()).items():
+                g["grad." + dn2] = dg.float().contiguous().clone()
     return g
 
 
@@ -147,29 +218,7 @@ def extra_v3(model, mtp, rec, cfg, ids, moe_layers):
     # CE + V2 auxiliary losses (on the sigmoid router: s' = normalised sigmoid affinities)
     res["grads_v2aux"] = v2aux_grads(model, rec, cfg, ids, moe_layers, "sigmoid")
 
-    # CE + MTP loss (lambda / D) * sum_k CE_k, gradients of main and MTP parameters
-    model.zero_grad(set_to_none=True)
-    for m in mtp:
-        m.zero_grad(set_to_none=True)
-    rec.clear()
-    out = model(ids, labels=ids, output_hidden_states=True)
-    ce = out.loss
-    lg, _ = mtp_forward(model, mtp, ids, out.hidden_states[-1])
-    lm = mtp_loss(lg, ids, MTP_LAMBDA)
-    (ce + lm).backward()
-    g = {"loss": (ce + lm).detach().reshape(1), "loss_ce": ce.detach().reshape(1), "loss_mtp": lm.detach().reshape(1)}
-    for k, x in enumerate(lg, start=1):
-        tgt = ids[:, k + 1:]
-        xk = x[:, : tgt.shape[1]]
-        g[f"loss_mtp.{k}"] = torch.nn.functional.cross_entropy(
-            xk.reshape(-1, xk.shape[-1]), tgt.reshape(-1)).detach().reshape(1)
-    g.update(grads_dict(model))
-    for m in mtp:
-        for dn, (n, p) in zip(m.param_names_ds(), m.named_parameters()):
-            gp = p.grad if p.grad is not None else torch.zeros_like(p)
-            for dn2, dg in fm.expert_grads_per_expert(dn, gp.detach()).items():
-                g["grad." + dn2] = dg.float().contiguous().clone()
-    res["grads_mtp"] = g
+    res["grads_mtp"] = mtp_grads(model, mtp, rec, ids)
 
     # AdamW: 3 steps on the same batch, global-norm clipping 1.0, decay only tensors with ndim >= 2.
     am = copy.deepcopy(model)
@@ -241,7 +290,7 @@ def write_all(name, res, outdir):
         meta = {"format": "pt"}
         save_file(res["ref"], os.path.join(tmp, "reference.safetensors"), metadata=meta)
         save_file(res["grads"], os.path.join(tmp, "grads.safetensors"), metadata=meta)
-        for extra in ("grads_seqaux", "grads_v2aux", "grads_mtp", "adamw"):
+        for extra in ("generate", "grads_ignore", "grads_seqaux", "grads_v2aux", "grads_mtp", "adamw"):
             if extra in res:
                 save_file(res[extra], os.path.join(tmp, f"{extra}.safetensors"), metadata=meta)
         info = {"name": name, "seed": res["seed"], "min_routing_margin": res["min_margin"],

@@ -227,6 +227,7 @@ static int parse_quant(ds_config *c, const cJSON *root, const char *path) {
     c->quant_fp8 = 1;
     if (rd_str(&r, "fmt", c->quant_fmt, sizeof c->quant_fmt, 0, 0)) return -1;
     if (rd_str(&r, "activation_scheme", c->quant_activation_scheme, sizeof c->quant_activation_scheme, 0, 0)) return -1;
+    if (rd_str(&r, "scale_fmt", c->quant_scale_fmt, sizeof c->quant_scale_fmt, 0, 1)) return -1;
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
     if (b && !cJSON_IsNull(b)) {
         if (!cJSON_IsArray(b) || cJSON_GetArraySize(b) != 2)
@@ -457,6 +458,9 @@ int ds_config_validate(const ds_config *c, const char *path) {
         if (c->quant_block[0] < 1 || c->quant_block[1] < 1 || c->quant_block[0] > 65536 || c->quant_block[1] > 65536)
             return ds_err("%s: quantization_config: weight_block_size: [%lld, %lld] must be positive", path,
                           (long long)c->quant_block[0], (long long)c->quant_block[1]);
+        if (c->quant_scale_fmt[0] && strcmp(c->quant_scale_fmt, "ue8m0"))
+            return ds_err("%s: quantization_config: scale_fmt: \"%s\" is not supported (ue8m0 or null)", path,
+                          c->quant_scale_fmt);
         if (strcmp(c->quant_fmt, "e4m3") && strcmp(c->quant_fmt, "e5m2"))
             return ds_err("%s: quantization_config: fmt: \"%s\" is not supported (e4m3 or e5m2)", path, c->quant_fmt);
     }
@@ -595,14 +599,16 @@ char *ds_config_to_json(const ds_config *c) {
         PUT("rope_parameters", r_obj(r, m));
     }
     if (c->quant_fp8) {
-        kv q[4];
+        kv q[5];
         ds_sbuf b = {0};
         ds_sbuf_printf(&b, "[\n      %lld,\n      %lld\n    ]", (long long)c->quant_block[0], (long long)c->quant_block[1]);
         q[0].key = "quant_method"; q[0].val = r_str("fp8");
         q[1].key = "fmt"; q[1].val = r_str(c->quant_fmt);
         q[2].key = "activation_scheme"; q[2].val = r_str(c->quant_activation_scheme);
         q[3].key = "weight_block_size"; q[3].val = ds_sbuf_take(&b);
-        PUT("quantization_config", r_obj(q, 4));
+        int nq = 4;
+        if (c->quant_scale_fmt[0]) { q[4].key = "scale_fmt"; q[4].val = r_str(c->quant_scale_fmt); nq = 5; }
+        PUT("quantization_config", r_obj(q, nq));
     }
 #undef PUT
     qsort(t, (size_t)n, sizeof *t, cmp_kv);

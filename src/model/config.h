@@ -74,6 +74,7 @@ typedef struct {
     int64_t pretraining_tp;          /* HF flag, default 1 (kept for round trips) */
     double aux_loss_alpha;           /* DeepSeek remote code / V2 files: 0.001 */
     int seq_aux;                     /* sequence-wise aux loss (V2 files): 1 */
+    char quant_scale_fmt[16];        /* quantization_config.scale_fmt: "" or "ue8m0" (V3.1) */
 } ds_config;
 
 /* Defaults of HF DeepseekV3Config. */
