@@ -150,6 +150,10 @@ int64_t ds_bpe_merge_word_ref(const struct ds_tokenizer *t, int32_t *sym, int64_
 int64_t ds_bpe_merge_word_heap(const struct ds_tokenizer *t, int32_t *sym, int64_t n);
 
 /* JSON string writer used by save and by the trainer. */
+/* the tokenizer keeps its own string buffer; renamed so it does not clash
+ * with io/json.h's ds_sbuf_put/ds_sbuf_puts when both are linked */
+#define ds_sbuf_put ds_tok_sbuf_put
+#define ds_sbuf_puts ds_tok_sbuf_puts
 typedef struct { char *p; size_t n, cap; } ds_sbuf;
 void ds_sbuf_put(ds_sbuf *b, const char *s, size_t n);
 void ds_sbuf_puts(ds_sbuf *b, const char *s);
