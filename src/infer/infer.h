@@ -61,6 +61,11 @@ typedef struct {
     float *logits;                  /* (B, chunk, V) or (B, 1, V) with last_only */
     float *m_emb, *m_cat, *m_hn;    /* MTP input: (N,H), (N,2H), (N,H) */
     float *mtp_logits;              /* (B, chunk, V) or (B, 1, V) */
+    /* tests only: when set, the speculative loop proposes forced_drafts[i]
+     * for output token i (i < n_forced) instead of the MTP argmax (the MTP
+     * module still runs), to drive both the accept and the reject path */
+    const int32_t *forced_drafts;
+    int64_t n_forced;
 } ds_engine;
 
 /* max_len: cache positions per sequence (≤ max_position_embeddings);
@@ -117,7 +122,7 @@ typedef int (*ds_token_fn)(void *ctx, int32_t id);
 typedef struct {
     int64_t max_tokens;
     ds_sample_params sp;
-    const int64_t *eos; /* stop tokens (not emitted to the callback... they are counted and kept in out) */
+    const int64_t *eos; /* stop ids: the EOS is kept in out and passed to the callback, then generation stops */
     int neos;
     int speculative;    /* 1: MTP speculative decoding (greedy only) */
 } ds_gen_opts;

@@ -19,6 +19,12 @@
 
 int ds_gen_emit_(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx);
 
+/* the draft for output token i: the MTP module's greedy choice */
+static int32_t pick_draft(const ds_engine *e, int64_t i) {
+    if (e->forced_drafts && i < e->n_forced) return e->forced_drafts[i];
+    return ds_argmax(e->mtp_logits, e->m->cfg.vocab_size);
+}
+
 int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
                             int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st) {
     const ds_config *c = &e->m->cfg;
@@ -27,6 +33,8 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
     if (C < 2) return ds_err("speculative: the engine must take 2 tokens per step");
     float *hb = ds_malloc((size_t)((C + 1) * H) * sizeof(float)); /* (C+1, H) states waiting for the MTP module */
     int32_t *nb = ds_malloc((size_t)(C + 1) * sizeof(int32_t));
+    memset(st, 0, sizeof *st);
+    st->prompt_tokens = P;
     int64_t pend = 0; /* rows of hb whose successor token is not known yet (0 or 1) */
     int rc = 0, stop = 0;
     *nout = 0;
@@ -51,7 +59,7 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
         stop = ds_gen_emit_(o, tok, out, nout, fn, ctx);
         if (!stop && *nout < N) {
             rc = ds_engine_mtp_step(e, hb, &tok, 1, 1);
-            draft = ds_argmax(e->mtp_logits, V);
+            draft = pick_draft(e, *nout);
         }
     }
     while (!rc && !stop && *nout < N) {
@@ -86,7 +94,7 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
             rc = ds_engine_mtp_step(e, hb, &g1, 1, 1);
             tok = g1;
         }
-        draft = ds_argmax(e->mtp_logits, V);
+        draft = pick_draft(e, *nout);
     }
     st->decode_s = ds_now() - t1;
     st->new_tokens = *nout;
