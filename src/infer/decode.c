@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/gemv.h"
 #include "infer/infer.h"
 
 typedef struct {
@@ -122,6 +123,14 @@ void ds_engine_free(ds_engine *e) {
 
 void ds_engine_reset(ds_engine *e) { e->pos = e->mtp_pos = 0; }
 
+/* out (N, OC) = inp · weightᵀ (+ bias): the few-row kernel for decode steps
+ * with the fast CPU ops, the ops table otherwise (prefill, reference runs) */
+static void mm(const ds_engine *e, float *out, const float *inp, const float *w, const float *bias, int64_t N,
+               int64_t C, int64_t OC) {
+    if (N <= DS_GEMV_MAX_ROWS && e->ops == &ds_ops_cpu) ds_gemv_forward(out, inp, w, bias, N, C, OC);
+    else e->ops->matmul_forward(out, inp, w, bias, N, C, OC);
+}
+
 /* Absorbed MLA for B sequences of n new tokens at positions pos..pos+n-1
  * (doc §4.5): att (B·n, nh·dv) from q (B·n, nh, dq) (rope applied) and the
  * cache layer (ckv (B, max_len, rkv), kpe (B, max_len, dr), filled up to
@@ -205,14 +214,14 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
 
     ops->rmsnorm_forward(e->ln, NULL, x, p->in_norm, N, H, H, H, eps);
     if (rq > 0) {
-        ops->matmul_forward(e->qa, e->ln, p->q_a, p->q_a_bias, N, H, rq);
+        mm(e, e->qa, e->ln, p->q_a, p->q_a_bias, N, H, rq);
         ops->rmsnorm_forward(e->qan, NULL, e->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
-        ops->matmul_forward(e->q, e->qan, p->q_b, NULL, N, rq, nh * dq);
+        mm(e, e->q, e->qan, p->q_b, NULL, N, rq, nh * dq);
     } else {
-        ops->matmul_forward(e->q, e->ln, p->q_proj, NULL, N, H, nh * dq);
+        mm(e, e->q, e->ln, p->q_proj, NULL, N, H, nh * dq);
     }
     ops->rope_forward(e->q, e->cos_t + pos * h2, e->sin_t + pos * h2, B, n, nh, dq, dn, dr, halves);
-    ops->matmul_forward(e->kva, e->ln, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
+    mm(e, e->kva, e->ln, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
     for (int64_t b = 0; b < B; b++)
         ops->rmsnorm_forward(ckv + (b * Lmax + pos) * rkv, NULL, e->kva + b * n * (rkv + dr), p->kv_a_norm, n, rkv,
                              rkv, rkv + dr, eps_lat);
@@ -221,7 +230,7 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
         for (int64_t i = 0; i < n; i++)
             memcpy(kpe + (b * Lmax + pos + i) * dr, e->kva + (b * n + i) * (rkv + dr) + rkv, (size_t)dr * sizeof(float));
     mla_absorbed(e, e->att, e->qabs, e->q, ckv, kpe, p->kv_b, pos, n);
-    ops->matmul_forward(e->proj, e->att, p->o_proj, p->o_bias, N, nh * dv, H);
+    mm(e, e->proj, e->att, p->o_proj, p->o_bias, N, nh * dv, H);
     ops->residual_forward(x, x, e->proj, N * H);
 
     /* MLP or MoE, per token (doc §2.2, §5.2) */
@@ -236,7 +245,7 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
             .scaling = (float)c->routed_scaling_factor,
         };
         if (c->topk_method == DS_TOPK_GREEDY) rp.G = rp.Gk = 1;
-        ops->matmul_forward(e->r_logits, e->ln2, p->router, NULL, N, H, E);
+        mm(e, e->r_logits, e->ln2, p->router, NULL, N, H, E);
         ops->moe_route_forward(e->r_w, e->r_idx, e->r_scores, e->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(e->counts, e->offsets, e->order, e->spos, e->r_idx, N, K, E);
         for (int64_t s = 0; s < N * K; s++) memcpy(e->xs + s * H, e->ln2 + (e->order[s] / K) * H, (size_t)H * sizeof(float));
@@ -245,14 +254,14 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t ex = 0; ex < E; ex++) {
             if (!cnt[ex]) continue;
-            ops->matmul_forward(e->eg + off[ex] * Im, e->xs + off[ex] * H, p->eg[ex], NULL, cnt[ex], H, Im);
-            ops->matmul_forward(e->eu + off[ex] * Im, e->xs + off[ex] * H, p->eu[ex], NULL, cnt[ex], H, Im);
+            mm(e, e->eg + off[ex] * Im, e->xs + off[ex] * H, p->eg[ex], NULL, cnt[ex], H, Im);
+            mm(e, e->eu + off[ex] * Im, e->xs + off[ex] * H, p->eu[ex], NULL, cnt[ex], H, Im);
         }
         ops->swiglu_forward(e->ea, e->eg, e->eu, N * K, Im);
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t ex = 0; ex < E; ex++) {
             if (!cnt[ex]) continue;
-            ops->matmul_forward(e->eo + off[ex] * H, e->ea + off[ex] * Im, p->ed[ex], NULL, cnt[ex], Im, H);
+            mm(e, e->eo + off[ex] * H, e->ea + off[ex] * Im, p->ed[ex], NULL, cnt[ex], Im, H);
         }
         /* mlp[r] = Σ_k w[r,k] · expert_k(ln2[r])  (+ shared experts) */
         for (int64_t r = 0; r < N; r++) {
@@ -265,17 +274,17 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
             }
         }
         if (p->inter > 0) {
-            ops->matmul_forward(e->hg, e->ln2, p->gate, NULL, N, H, p->inter);
-            ops->matmul_forward(e->hu, e->ln2, p->up, NULL, N, H, p->inter);
+            mm(e, e->hg, e->ln2, p->gate, NULL, N, H, p->inter);
+            mm(e, e->hu, e->ln2, p->up, NULL, N, H, p->inter);
             ops->swiglu_forward(e->ha, e->hg, e->hu, N, p->inter);
-            ops->matmul_forward(e->proj, e->ha, p->down, NULL, N, p->inter, H);
+            mm(e, e->proj, e->ha, p->down, NULL, N, p->inter, H);
             ops->residual_forward(e->mlp, e->mlp, e->proj, N * H);
         }
     } else {
-        ops->matmul_forward(e->hg, e->ln2, p->gate, NULL, N, H, p->inter);
-        ops->matmul_forward(e->hu, e->ln2, p->up, NULL, N, H, p->inter);
+        mm(e, e->hg, e->ln2, p->gate, NULL, N, H, p->inter);
+        mm(e, e->hu, e->ln2, p->up, NULL, N, H, p->inter);
         ops->swiglu_forward(e->ha, e->hg, e->hu, N, p->inter);
-        ops->matmul_forward(e->mlp, e->ha, p->down, NULL, N, p->inter, H);
+        mm(e, e->mlp, e->ha, p->down, NULL, N, p->inter, H);
     }
     ops->residual_forward(x, x, e->mlp, N * H);
 }
@@ -299,15 +308,15 @@ static void head(ds_engine *e, float *logits, const float *hs, const float *norm
     const int64_t B = e->B, H = c->hidden_size, V = c->vocab_size;
     (void)norm;
     if (!last_only) {
-        e->ops->matmul_forward(logits, hs, e->m->lm_head, NULL, B * n, H, V);
+        mm(e, logits, hs, e->m->lm_head, NULL, B * n, H, V);
         return;
     }
     if (B == 1) {
-        e->ops->matmul_forward(logits, hs + (n - 1) * H, e->m->lm_head, NULL, 1, H, V);
+        mm(e, logits, hs + (n - 1) * H, e->m->lm_head, NULL, 1, H, V);
         return;
     }
     for (int64_t b = 0; b < B; b++) memcpy(e->proj + b * H, hs + (b * n + n - 1) * H, (size_t)H * sizeof(float));
-    e->ops->matmul_forward(logits, e->proj, e->m->lm_head, NULL, B, H, V);
+    mm(e, logits, e->proj, e->m->lm_head, NULL, B, H, V);
 }
 
 int ds_engine_step(ds_engine *e, const int32_t *ids, int64_t n, int last_only) {
@@ -358,7 +367,7 @@ int ds_engine_mtp_step(ds_engine *e, const float *h, const int32_t *next, int64_
     e->ops->embedding_forward(e->m_emb, next, m->embed, N, H);
     e->ops->rmsnorm_forward(e->m_cat, NULL, e->m_emb, p->enorm, N, H, 2 * H, H, eps);
     e->ops->rmsnorm_forward(e->m_cat + H, NULL, h, p->hnorm, N, H, 2 * H, H, eps);
-    e->ops->matmul_forward(e->x, e->m_cat, p->eh_proj, NULL, N, 2 * H, H);
+    mm(e, e->x, e->m_cat, p->eh_proj, NULL, N, 2 * H, H);
     layer_step(e, p, L, e->x, e->mtp_pos, n);
     e->ops->rmsnorm_forward(e->m_hn, NULL, e->x, p->head_norm, N, H, H, H, eps);
     head(e, e->mtp_logits, e->m_hn, NULL, n, last_only);
