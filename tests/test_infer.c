@@ -472,3 +472,29 @@ TEST(speculative_forced_drafts_some_wrong) {
     speculative_forced("v3", 3);
     speculative_forced("norope", 2);
 }
+
+/* the decode GEMV against the scalar matmul reference (kernels/matmul.c) */
+#include "infer/gemv.h"
+TEST(gemv_matches_reference) {
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    const int64_t shapes[][3] = {{1, 512, 1536}, {2, 37, 5}, {3, 129, 64}, {4, 8, 33}, {1, 1, 1}, {2, 2048, 96}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *x = ds_malloc((size_t)(N * C) * sizeof(float)), *w = ds_malloc((size_t)(OC * C) * sizeof(float));
+        float *b = ds_malloc((size_t)OC * sizeof(float)), *o1 = ds_malloc((size_t)(N * OC) * sizeof(float));
+        float *o2 = ds_malloc((size_t)(N * OC) * sizeof(float));
+        for (int64_t i = 0; i < N * C; i++) x[i] = ds_rng_normal(&r);
+        for (int64_t i = 0; i < OC * C; i++) w[i] = ds_rng_normal(&r);
+        for (int64_t i = 0; i < OC; i++) b[i] = ds_rng_normal(&r);
+        for (int bias = 0; bias < 2; bias++) {
+            ds_gemv_forward(o1, x, w, bias ? b : NULL, N, C, OC);
+            ds_matmul_forward_ref(o2, x, w, bias ? b : NULL, N, C, OC);
+            /* FP32 sums of C products in another order: error ~ sqrt(C)·eps relative to the row scale */
+            double e = ds_test_max_rel(o1, o2, (size_t)(N * OC), 1e-30);
+            CHECK_MSG(e < 1e-5, "N=%lld C=%lld OC=%lld bias=%d: rel err %.3g", (long long)N, (long long)C,
+                      (long long)OC, bias, e);
+        }
+        free(x), free(w), free(b), free(o1), free(o2);
+    }
+}
