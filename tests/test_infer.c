@@ -89,7 +89,7 @@ static int32_t *prompt_of(const fixture *f) {
 }
 
 /* HF greedy through the cache: B = 2 in lockstep, prefill (chunk) then N-1 single steps */
-static void greedy_vs_hf(const char *name, int64_t chunk) {
+static void greedy_vs_hf_ops(const char *name, int64_t chunk, const struct ds_ops *ops) {
     fixture f;
     int r = fix_load(&f, name);
     if (r) {
@@ -98,7 +98,7 @@ static void greedy_vs_hf(const char *name, int64_t chunk) {
     }
     const int64_t B = f.B, T = f.T, N = f.N, V = f.V;
     ds_engine e;
-    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, B, T + N, chunk, 0) == 0);
+    CHECK(ds_engine_create(&e, &f.m, ops, B, T + N, chunk, 0) == 0);
     int32_t *prompt = prompt_of(&f);
     CHECK(ds_engine_prefill(&e, prompt, T) == 0);
     double worst = 0;
@@ -114,8 +114,8 @@ static void greedy_vs_hf(const char *name, int64_t chunk) {
         }
         if (s + 1 < N) CHECK(ds_engine_step(&e, next, 1, 1) == 0);
     }
-    fprintf(stderr, "  %s (chunk %lld): %lld greedy steps, worst logits rel err %.3g\n", name, (long long)chunk,
-            (long long)N, worst);
+    fprintf(stderr, "  %s (chunk %lld, %s): %lld greedy steps, worst logits rel err %.3g\n", name, (long long)chunk,
+            ops->name, (long long)N, worst);
     CHECK_MSG(bad_ids == 0, "%s: %d generated ids differ from transformers", name, bad_ids);
     CHECK_MSG(worst < TOL, "%s: step logits rel err %.3g", name, worst);
     CHECK(e.pos == T + N - 1);
@@ -124,6 +124,9 @@ static void greedy_vs_hf(const char *name, int64_t chunk) {
     fix_free(&f);
 }
 
+static void greedy_vs_hf(const char *name, int64_t chunk) { greedy_vs_hf_ops(name, chunk, &ds_ops_cpu); }
+
+TEST(greedy_matches_transformers_reference_ops) { greedy_vs_hf_ops("v3", 24, &ds_ops_ref); }
 TEST(greedy_matches_transformers_v3) { greedy_vs_hf("v3", 24); }
 TEST(greedy_matches_transformers_v2lite) { greedy_vs_hf("v2lite", 24); }
 TEST(greedy_matches_transformers_v2group) { greedy_vs_hf("v2group", 24); }
