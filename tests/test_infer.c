@@ -293,7 +293,11 @@ TEST(generate_stops_and_errors) {
     o.max_tokens = 100;
     CHECK(ds_generate(&f.m, &ds_ops_cpu, longp, 60, &o, out, &n, NULL, NULL, &st) == 0);
     CHECK(n == 4);
-    o.speculative = 1;
+    int32_t plain4[4];
+    memcpy(plain4, out, sizeof plain4);
+    o.speculative = 1; /* the verify steps stay inside the clamped cache */
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, longp, 60, &o, out, &n, NULL, NULL, &st) == 0);
+    CHECK(n == 4 && memcmp(out, plain4, sizeof plain4) == 0);
     o.sp.temperature = 0.7;
     CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, T, &o, out, &n, NULL, NULL, &st) == -1);
     CHECK(strstr(ds_errmsg(), "greedy") != NULL);
