@@ -9,9 +9,7 @@
 
 #include "infer/infer.h"
 
-/* Appends id; returns 1 (EOS), 2 (callback stop) or 0. */
-int ds_gen_emit_(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx);
-int ds_gen_emit_(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx) {
+int ds_gen_emit(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx) {
     out[(*n)++] = id;
     if (fn && fn(ctx, id)) return 2;
     for (int i = 0; i < o->neos; i++)
@@ -60,7 +58,7 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
     st->prefill_s = t1 - t0;
     while (!rc) {
         int32_t id = ds_sample(&s, e.logits);
-        int stop = ds_gen_emit_(&oo, id, out, nout, fn, ctx);
+        int stop = ds_gen_emit(&oo, id, out, nout, fn, ctx);
         if (stop) {
             st->stopped = stop;
             break;

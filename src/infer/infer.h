@@ -138,6 +138,9 @@ typedef struct {
  * max_position_embeddings, speculative without MTP or with sampling. */
 int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prompt, int64_t P, const ds_gen_opts *o,
                 int32_t *out, int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);
+/* Internal to generate.c/speculative.c: append id to out, call fn; returns
+ * 1 (EOS), 2 (fn asked to stop) or 0. */
+int ds_gen_emit(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx);
 /* The speculative loop (speculative.c); e was created with mtp = 1, batch 1. */
 int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
                             int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);

@@ -17,7 +17,6 @@
 
 #include "infer/infer.h"
 
-int ds_gen_emit_(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx);
 
 /* the draft for output token i: the MTP module's greedy choice */
 static int32_t pick_draft(const ds_engine *e, int64_t i) {
@@ -56,7 +55,7 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
     int32_t tok = 0, draft = 0;
     if (!rc) {
         tok = ds_argmax(e->logits, V);
-        stop = ds_gen_emit_(o, tok, out, nout, fn, ctx);
+        stop = ds_gen_emit(o, tok, out, nout, fn, ctx);
         if (!stop && *nout < N) {
             rc = ds_engine_mtp_step(e, hb, &tok, 1, 1);
             draft = pick_draft(e, *nout);
@@ -66,7 +65,7 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
         if (N - *nout == 1) { /* one token left: a plain step */
             rc = ds_engine_step(e, &tok, 1, 1);
             st->steps++;
-            if (!rc) stop = ds_gen_emit_(o, ds_argmax(e->logits, V), out, nout, fn, ctx);
+            if (!rc) stop = ds_gen_emit(o, ds_argmax(e->logits, V), out, nout, fn, ctx);
             break;
         }
         int64_t pos = e->pos;
@@ -79,9 +78,9 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
         memcpy(hb, e->hfinal, (size_t)(2 * H) * sizeof(float));
         if (g1 == draft) {
             st->accepted++;
-            stop = ds_gen_emit_(o, g1, out, nout, fn, ctx);
+            stop = ds_gen_emit(o, g1, out, nout, fn, ctx);
             if (stop || *nout >= N) break;
-            stop = ds_gen_emit_(o, g2, out, nout, fn, ctx);
+            stop = ds_gen_emit(o, g2, out, nout, fn, ctx);
             if (stop || *nout >= N) break;
             nb[0] = g1;
             nb[1] = g2;
@@ -89,7 +88,7 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
             tok = g2;
         } else {
             ds_engine_rewind(e, pos + 1);
-            stop = ds_gen_emit_(o, g1, out, nout, fn, ctx);
+            stop = ds_gen_emit(o, g1, out, nout, fn, ctx);
             if (stop || *nout >= N) break;
             rc = ds_engine_mtp_step(e, hb, &g1, 1, 1);
             tok = g1;
