@@ -41,8 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(back);
     ds_ids_free(&v);
     size_t n1, n2;
-    char *a = ds_nfc((const char *)data, size, &n1);
-    char *b = ds_nfc(a, n1, &n2);
+    char *a = ds_tok_nfc((const char *)data, size, &n1);
+    char *b = ds_tok_nfc(a, n1, &n2);
     if (n1 != n2 || memcmp(a, b, n1)) abort();
     free(a);
     free(b);

@@ -237,16 +237,16 @@ TEST(tokenizer_invalid_utf8_round_trip) {
             /* the streaming decoder gives the same bytes */
             ds_decode_stream s;
             ds_decode_stream_init(&s, all[k], 0);
-            ds_sbuf sb = {0};
-            ds_sbuf_put(&sb, "", 0);
+            ds_tok_sbuf sb = {0};
+            ds_tok_sbuf_put(&sb, "", 0);
             for (int64_t i = 0; i < m; i++) {
                 size_t sl;
                 const char *p = ds_decode_stream_next(&s, ids[i], &sl);
-                ds_sbuf_put(&sb, p, sl);
+                ds_tok_sbuf_put(&sb, p, sl);
             }
             size_t fl;
             const char *p = ds_decode_stream_flush(&s, &fl);
-            ds_sbuf_put(&sb, p, fl);
+            ds_tok_sbuf_put(&sb, p, fl);
             CHECK(sb.n == n && !memcmp(sb.p, buf, n));
             free(sb.p);
             free(back);
@@ -335,13 +335,16 @@ TEST(tokenizer_parallel_equals_serial) {
         for (int f = 0; f < 2 && all[k]; f++) {
             size_t n;
             char *text = ds_read_file(files[f], &n);
-            ds_ids a = {0}, b = {0};
-            ds_encode_opts o = {.allow_special = 1};
-            CHECK(ds_tokenizer_encode_ex(all[k], text, n, &o, &a) > 0);
-            CHECK(ds_tokenizer_encode_parallel(all[k], text, n, &o, &b) == a.n);
-            CHECK(a.n == b.n && !memcmp(a.ids, b.ids, (size_t)a.n * 4));
-            ds_ids_free(&a);
-            ds_ids_free(&b);
+            for (int bias = 0; bias < 2; bias++) {
+                /* with the token-boundary bias too: its choices do not depend on chunks */
+                ds_ids a = {0}, b = {0};
+                ds_encode_opts o = {.allow_special = 1, .split_punct_nl_p = bias ? 0.5 : 0, .seed = 77};
+                CHECK(ds_tokenizer_encode_ex(all[k], text, n, &o, &a) > 0);
+                CHECK(ds_tokenizer_encode_parallel(all[k], text, n, &o, &b) == a.n);
+                CHECK_MSG(a.n == b.n && !memcmp(a.ids, b.ids, (size_t)a.n * 4), "tokenizer %d file %d bias %d", k, f, bias);
+                ds_ids_free(&a);
+                ds_ids_free(&b);
+            }
             free(text);
         }
         ds_tokenizer_free(all[k]);
@@ -456,7 +459,7 @@ TEST(tokenizer_nfc_matches_unicodedata) {
         const char *in = cJSON_GetObjectItemCaseSensitive(c, "in")->valuestring;
         const char *exp = cJSON_GetObjectItemCaseSensitive(c, "out")->valuestring;
         size_t ol;
-        char *got = ds_nfc(in, strlen(in), &ol);
+        char *got = ds_tok_nfc(in, strlen(in), &ol);
         int same = ol == strlen(exp) && !memcmp(got, exp, ol);
         CHECK_MSG(same || cnt - ok > 5, "NFC case %d differs ('%s' -> '%s', expected '%s')", cnt, in, got, exp);
         ok += same;
@@ -467,7 +470,7 @@ TEST(tokenizer_nfc_matches_unicodedata) {
     CHECK(ok == cnt && cnt > 1000);
     /* invalid UTF-8 passes through */
     size_t ol;
-    char *g = ds_nfc("a\xff" "e\xcc\x81\xe4", 6, &ol);
+    char *g = ds_tok_nfc("a\xff" "e\xcc\x81\xe4", 6, &ol);
     CHECK(ol == 5 && !memcmp(g, "a\xff\xc3\xa9\xe4", 5));
     free(g);
     cJSON_Delete(arr);
@@ -533,4 +536,133 @@ TEST(tokenizer_deepseek_save_load) {
     ds_tokenizer_free(u);
     ds_tokenizer_free(t);
     free(p);
+}
+
+/* The class table of the fast matcher equals PCRE2's classes (with dsv3's \s
+ * translation) on every codepoint. */
+TEST(tokenizer_fast_classes_match_pcre2) {
+    const char *pats[6] = {"\\p{L}", "\\p{M}", "\\p{N}", "\\p{P}", "\\p{S}", "\\s"};
+    pcre2_code *re[6];
+    for (int k = 0; k < 6; k++) re[k] = ds_tok_regex_compile(pats[k], strlen(pats[k]), "test");
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    int64_t bad = 0;
+    for (uint32_t cp = 0; cp <= 0x10FFFF; cp++) {
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        unsigned char u[4];
+        size_t n;
+        if (cp < 0x80) { u[0] = (unsigned char)cp; n = 1; }
+        else if (cp < 0x800) { u[0] = (unsigned char)(0xC0 | (cp >> 6)); u[1] = (unsigned char)(0x80 | (cp & 0x3F)); n = 2; }
+        else if (cp < 0x10000) {
+            u[0] = (unsigned char)(0xE0 | (cp >> 12)); u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            u[2] = (unsigned char)(0x80 | (cp & 0x3F)); n = 3;
+        } else {
+            u[0] = (unsigned char)(0xF0 | (cp >> 18)); u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+            u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (unsigned char)(0x80 | (cp & 0x3F)); n = 4;
+        }
+        int bits = ds_tok_ucat_bits(cp), want = 0;
+        for (int k = 0; k < 6; k++)
+            if (pcre2_match(re[k], u, n, 0, PCRE2_ANCHORED, md, NULL) >= 0) want |= 1 << k;
+        if (bits != want && bad++ < 5) fprintf(stderr, "  U+%04X: table %#x, PCRE2 %#x\n", cp, bits, want);
+    }
+    CHECK_MSG(bad == 0, "%lld codepoints differ", (long long)bad);
+    for (int k = 0; k < 6; k++) pcre2_code_free(re[k]);
+    pcre2_match_data_free(md);
+}
+
+typedef struct { int64_t *v; int64_t n, cap; const char *base; } pieces_t;
+static void collect_piece(void *ctx, const char *p, size_t n) {
+    pieces_t *pc = ctx;
+    if (pc->n + 2 > pc->cap) { pc->cap = pc->cap * 2 + 64; pc->v = ds_realloc(pc->v, (size_t)pc->cap * sizeof *pc->v); }
+    pc->v[pc->n++] = p - pc->base;
+    pc->v[pc->n++] = (int64_t)n;
+}
+static int same_pieces(const ds_tokenizer *t, const char *s, size_t n) {
+    pieces_t a = {.base = s}, b = {.base = s};
+    ds_tok_no_fast = 0;
+    ds_tokenizer_pretokenize(t, s, n, collect_piece, &a);
+    ds_tok_no_fast = 1;
+    ds_tokenizer_pretokenize(t, s, n, collect_piece, &b);
+    ds_tok_no_fast = 0;
+    int same = a.n == b.n && (a.n == 0 || !memcmp(a.v, b.v, (size_t)a.n * sizeof *a.v));
+    free(a.v);
+    free(b.v);
+    return same;
+}
+
+/* Each fast matcher (DeepSeek-V3, GPT-2, Llama-3, Qwen2) gives the PCRE2
+ * reference's pieces on every fixture text, and on random text (classes mixed,
+ * contractions, invalid UTF-8). */
+static void check_fast(ds_tokenizer *t, const char *fixture, int kind) {
+    int found = 0;
+    for (int i = 0; i < t->nsteps; i++) found |= t->steps[i].fast == kind;
+    CHECK_MSG(found, "fast matcher %d not selected", kind);
+    size_t n;
+    char *js = ds_read_file(fixture, &n);
+    cJSON *arr = cJSON_Parse(js);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, arr) {
+        size_t tl;
+        char *text = case_text(c, &tl);
+        if (!text) continue;
+        CHECK_MSG(same_pieces(t, text, tl), "%s", cJSON_GetObjectItemCaseSensitive(c, "name")->valuestring);
+        free(text);
+    }
+    cJSON_Delete(arr);
+    free(js);
+    const char *atoms[] = {" ", "  ", "\n", "\r\n", "\r", "\t", "\xc2\xa0", "\xe3\x80\x80", "a", "Zq", "\xc3\xa9", "e\xcc\x81",
+                           "\xcc\x81", ".", "!", "$", "+", "\xe2\x80\x94", "\xe2\x82\xac", "(", "'s", "'S", "'re", "'RE", "'Ve",
+                           "'ll", "'LL", "'d", "'t", "'m", "'x", "'", "'\xc5\xbf", "1", "22", "\xd9\xa3", "\xe2\x91\xa0",
+                           "\xe4\xb8\xad", "\xe3\x81\x82", "\xf0\x9f\x98\x80", "\xff", "\xe4\xbd", "\x80", "\x01", "_",
+                           "\xe2\x80\x8b", "\xef\xbb\xbf", "\xe1\xa0\x8e", "\xc2\x85", "\xe2\x80\xa8", "-", "\xd7\x90",
+                           "\xc2\xbd", "\xe2\x85\xa0"};
+    int na = (int)(sizeof atoms / sizeof *atoms);
+    ds_rng r;
+    ds_rng_seed(&r, 5 + (uint64_t)kind);
+    char buf[400];
+    for (int it = 0; it < 20000; it++) {
+        size_t len = 0;
+        int k = 1 + (int)ds_rng_below(&r, 30);
+        for (int j = 0; j < k && len + 8 < sizeof buf; j++) {
+            const char *a = atoms[ds_rng_below(&r, (uint64_t)na)];
+            memcpy(buf + len, a, strlen(a));
+            len += strlen(a);
+        }
+        int ok = same_pieces(t, buf, len);
+        CHECK_MSG(ok, "matcher %d, iteration %d", kind, it);
+        if (!ok) {
+            for (size_t j = 0; j < len; j++) fprintf(stderr, "%02x", (unsigned char)buf[j]);
+            fputc('\n', stderr);
+            break;
+        }
+    }
+}
+
+TEST(tokenizer_fast_matchers_equal_pcre2) {
+    ds_tokenizer *t = load_ds();
+    if (t) check_fast(t, FIX "cases_deepseek_v3.json", DS_FAST_DEEPSEEK);
+    ds_tokenizer_free(t);
+    t = load_gpt2();
+    if (t) check_fast(t, FIX "cases_gpt2.json", DS_FAST_GPT2);
+    ds_tokenizer_free(t);
+    t = ds_tokenizer_load(FIX "llama3_style.json");
+    CHECK(t != NULL);
+    if (t) check_fast(t, FIX "cases_llama3_style.json", DS_FAST_LLAMA3);
+    ds_tokenizer_free(t);
+    /* Qwen2: the Llama-3 file with Qwen2's single-digit regex */
+    size_t n;
+    char *base = ds_read_file(FIX "llama3_style.json", &n);
+    cJSON *root = cJSON_Parse(base);
+    cJSON *pre = cJSON_Parse("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+                             "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"
+                             "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"use_regex\":false}]}");
+    CHECK(pre != NULL);
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "pre_tokenizer", pre);
+    char *js = cJSON_PrintUnformatted(root);
+    t = ds_tokenizer_load_mem(js, strlen(js), "qwen2");
+    CHECK_MSG(t != NULL, "%s", ds_errmsg());
+    if (t) check_fast(t, FIX "cases_llama3_style.json", DS_FAST_QWEN2);
+    ds_tokenizer_free(t);
+    cJSON_free(js);
+    cJSON_Delete(root);
+    free(base);
 }

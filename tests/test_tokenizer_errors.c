@@ -94,6 +94,31 @@ TEST(tokenizer_error_truncated_file) {
     CHECK(ds_tokenizer_load("/no/such/dir") == NULL && strstr(ds_errmsg(), "/no/such/dir/tokenizer.json"));
 }
 
+/* A folder: tokenizer.json + tokenizer_config.json; a broken config is an error that names it. */
+TEST(tokenizer_folder_and_config) {
+    const char *dir = ds_test_tmpdir();
+    char out[2048];
+    int rc = ds_test_sh(out, sizeof out, "cp tests/fixtures/tokenizer/llama3_style.json %s/tokenizer.json && "
+                        "printf '{\"bos_token\": {\"content\": \"<|end_of_text|>\"}, \"add_bos_token\": true}' > %s/tokenizer_config.json",
+                        dir, dir);
+    CHECK(rc == 0);
+    ds_tokenizer *t = ds_tokenizer_load(dir);
+    CHECK_MSG(t != NULL, "%s", ds_errmsg());
+    if (t) CHECK(ds_tokenizer_bos_id(t) == ds_tokenizer_token_to_id(t, "<|end_of_text|>") && ds_tokenizer_add_bos(t));
+    ds_tokenizer_free(t);
+    rc = ds_test_sh(out, sizeof out, "printf '{\"bos_token\": ' > %s/tokenizer_config.json", dir);
+    t = ds_tokenizer_load(dir);
+    CHECK(t == NULL && strstr(ds_errmsg(), "tokenizer_config.json: malformed JSON"));
+    ds_tokenizer_free(t);
+    /* a file whose name does not end in .json loads as a file */
+    rc = ds_test_sh(out, sizeof out, "rm %s/tokenizer_config.json && cp tests/fixtures/tokenizer/llama3_style.json %s/tok.bin", dir, dir);
+    char *p = ds_path_join(dir, "tok.bin");
+    t = ds_tokenizer_load(p);
+    CHECK_MSG(t != NULL, "%s", ds_errmsg());
+    ds_tokenizer_free(t);
+    free(p);
+}
+
 /* Decoding an id out of range is an error, not a read past the table. */
 TEST(tokenizer_error_decode_bad_id) {
     ds_tokenizer *t = ds_tokenizer_load("tests/fixtures/tokenizer/llama3_style.json");
@@ -148,4 +173,20 @@ TEST(tokenizer_cli_encode_decode_info) {
     CHECK(rc == 0 && strstr(out, "vocab_size: 3000") && strstr(out, "ByteLevel") && strstr(out, "bos: 0"));
     free(ids);
     ds_tokenizer_free(t);
+}
+
+/* CLI --split-punct-nl: more tokens with P = 1, same text back, bad P is a usage error. */
+TEST(tokenizer_cli_boundary_bias) {
+    const char *p = ds_test_shared("data/deepseek_v3_tokenizer");
+    if (!p) SKIP("../shared/data/deepseek_v3_tokenizer absent");
+    const char *dir = ds_test_tmpdir();
+    char out[4096], out2[4096];
+    int rc = ds_test_sh(out, sizeof out, "printf 'a.\\nb!\\n\\nc' | $DSV3 tokenizer encode --tokenizer %s | wc -w", p);
+    int rc2 = ds_test_sh(out2, sizeof out2, "printf 'a.\\nb!\\n\\nc' | $DSV3 tokenizer encode --split-punct-nl 1 --tokenizer %s "
+                                           "> %s/ids && wc -w < %s/ids", p, dir, dir);
+    CHECK(rc == 0 && rc2 == 0 && atoi(out2) > atoi(out));
+    rc = ds_test_sh(out, sizeof out, "$DSV3 tokenizer decode --tokenizer %s %s/ids", p, dir);
+    CHECK(rc == 0 && !strcmp(out, "a.\nb!\n\nc"));
+    rc = ds_test_sh(out, sizeof out, "echo x | $DSV3 tokenizer encode --split-punct-nl 2 --tokenizer %s", p);
+    CHECK(rc == 2);
 }

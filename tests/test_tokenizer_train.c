@@ -14,11 +14,11 @@
 /* CS336's worked example (docs §1.1): words low x5, lower x2, widest x3, newest x6
  * (one per line, so "\n" pieces hold no pairs) give exactly these 12 merges. */
 TEST(train_cs336_worked_example) {
-    ds_sbuf b = {0};
+    ds_tok_sbuf b = {0};
     const char *words[] = {"low", "lower", "widest", "newest"};
     const int reps[] = {5, 2, 3, 6};
     for (int w = 0; w < 4; w++)
-        for (int r = 0; r < reps[w]; r++) { ds_sbuf_puts(&b, words[w]); ds_sbuf_puts(&b, "\n"); }
+        for (int r = 0; r < reps[w]; r++) { ds_tok_sbuf_puts(&b, words[w]); ds_tok_sbuf_puts(&b, "\n"); }
     const char *sp[] = {"<|endoftext|>"};
     ds_bpe_train_opts o = {.vocab_size = 1 + 256 + 12, .special = sp, .nspecial = 1, .pretok = DS_PRETOK_GPT2,
                            .tie = DS_TIE_LEX, .split_lines = 0};

@@ -33,21 +33,21 @@ static const char *DECODER_JSON = "{\"type\":\"ByteLevel\",\"add_prefix_space\":
 
 /* ---- word counting ----------------------------------------------------------------- */
 typedef struct {
-    ds_strmap map;      /* word bytes -> index into cnt */
+    ds_tok_strmap map;      /* word bytes -> index into cnt */
     int64_t *cnt;
     int64_t n, cap;
 } wcount;
 
 static void wc_add(void *ctx, const char *s, size_t n) {
     wcount *w = ctx;
-    int32_t i = ds_strmap_get(&w->map, s, n);
+    int32_t i = ds_tok_strmap_get(&w->map, s, n);
     if (i >= 0) { w->cnt[i]++; return; }
     if (w->n == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 1024;
         w->cnt = ds_realloc(w->cnt, (size_t)w->cap * sizeof *w->cnt);
     }
     w->cnt[w->n] = 1;
-    ds_strmap_put(&w->map, s, n, (int32_t)w->n);
+    ds_tok_strmap_put(&w->map, s, n, (int32_t)w->n);
     w->n++;
 }
 
@@ -99,9 +99,9 @@ typedef struct {
     char **tb;            /* bytes of each id */
     uint32_t *tl;
     int64_t ntok, tcap;
-    ds_strmap tmap;       /* bytes -> id */
+    ds_tok_strmap tmap;       /* bytes -> id */
     /* pairs */
-    ds_pairmap pmap;      /* (a, b) -> pair index (in rank field) */
+    ds_tok_pairmap pmap;      /* (a, b) -> pair index (in rank field) */
     int32_t (*pair)[2];
     int64_t *pcount;
     int32_t *newpos;      /* pair -> pos list being filled in this merge, or -1 */
@@ -118,7 +118,7 @@ typedef struct {
 
 static int32_t pair_index(trainer *T, int32_t a, int32_t b) {
     int32_t r, x;
-    if (ds_pairmap_get(&T->pmap, a, b, &r, &x)) return r;
+    if (ds_tok_pairmap_get(&T->pmap, a, b, &r, &x)) return r;
     if (T->npair == T->pcap) {
         T->pcap = T->pcap ? 2 * T->pcap : 1 << 16;
         T->pair = ds_realloc(T->pair, (size_t)T->pcap * sizeof *T->pair);
@@ -130,7 +130,7 @@ static int32_t pair_index(trainer *T, int32_t a, int32_t b) {
     T->pair[i][1] = b;
     T->pcount[i] = 0;
     T->newpos[i] = -1;
-    ds_pairmap_put(&T->pmap, a, b, i, 0);
+    ds_tok_pairmap_put(&T->pmap, a, b, i, 0);
     return i;
 }
 
@@ -194,7 +194,7 @@ static hitem heap_pop(trainer *T) {
 }
 
 static int32_t add_token(trainer *T, const char *b, size_t n) {
-    int32_t id = ds_strmap_get(&T->tmap, b, n);
+    int32_t id = ds_tok_strmap_get(&T->tmap, b, n);
     if (id >= 0) return id;
     if (T->ntok == T->tcap) {
         T->tcap = T->tcap ? 2 * T->tcap : 1024;
@@ -206,7 +206,7 @@ static int32_t add_token(trainer *T, const char *b, size_t n) {
     memcpy(T->tb[id], b, n);
     T->tb[id][n] = 0;
     T->tl[id] = (uint32_t)n;
-    ds_strmap_put(&T->tmap, T->tb[id], n, id);
+    ds_tok_strmap_put(&T->tmap, T->tb[id], n, id);
     return id;
 }
 
@@ -230,8 +230,8 @@ static void change(trainer *T, touch_t *tt, int32_t a, int32_t b, int delta, int
 
 static ds_tokenizer *train_words(const wcount *wc, const ds_bpe_train_opts *o) {
     trainer T = {.tie = o->tie};
-    ds_strmap_init(&T.tmap, (uint64_t)o->vocab_size + 512);
-    ds_pairmap_init(&T.pmap, 1 << 16);
+    ds_tok_strmap_init(&T.tmap, (uint64_t)o->vocab_size + 512);
+    ds_tok_pairmap_init(&T.pmap, 1 << 16);
     /* ids: specials, then the alphabet */
     for (int k = 0; k < o->nspecial; k++) add_token(&T, o->special[k], strlen(o->special[k]));
     int32_t byte_id[256];
@@ -248,7 +248,7 @@ static ds_tokenizer *train_words(const wcount *wc, const ds_bpe_train_opts *o) {
     }
     /* words as symbol ids */
     int64_t nw = wc->n, nsym = 0;
-    const ds_strmap *m = &wc->map;
+    const ds_tok_strmap *m = &wc->map;
     int64_t *woff = ds_malloc((size_t)(nw + 1) * sizeof *woff), *cnt = ds_malloc((size_t)(nw + 1) * sizeof *cnt);
     int32_t *wlen = ds_malloc((size_t)(nw + 1) * sizeof *wlen);
     for (uint64_t i = 0; i < m->cap; i++) if (m->h[i]) nsym += m->klen[i];
@@ -336,14 +336,14 @@ static ds_tokenizer *train_words(const wcount *wc, const ds_bpe_train_opts *o) {
     for (int64_t i = 0; i < T.ntok; i++) {
         if (i < o->nspecial) { toks[i] = ds_strdup(T.tb[i]); continue; }
         toks[i] = ds_malloc(2 * T.tl[i] + 1);
-        ds_bytes_to_mapped((const unsigned char *)T.tb[i], T.tl[i], toks[i]);
+        ds_tok_bytes_to_mapped((const unsigned char *)T.tb[i], T.tl[i], toks[i]);
     }
     const char **ma = ds_malloc((size_t)(nm + 1) * sizeof *ma), **mb = ds_malloc((size_t)(nm + 1) * sizeof *mb);
     for (int64_t i = 0; i < nm; i++) { ma[i] = toks[merges[i][0]]; mb[i] = toks[merges[i][1]]; }
     ds_added *added = ds_calloc((size_t)o->nspecial + 1, sizeof *added);
     for (int k = 0; k < o->nspecial; k++)
         added[k] = (ds_added){.content = (char *)o->special[k], .len = strlen(o->special[k]), .id = k, .special = 1};
-    ds_sbuf js = {0};
+    ds_tok_sbuf js = {0};
     ds_tok_write_json(&js, (const char *const *)toks, T.ntok, ma, mb, nm, added, o->nspecial, "null",
                       PRETOK_JSON[o->pretok], "null", DECODER_JSON, NULL, 0, 0);
     ds_tokenizer *t = ds_tokenizer_load_mem(js.p, js.n, "trained tokenizer");
@@ -355,17 +355,17 @@ static ds_tokenizer *train_words(const wcount *wc, const ds_bpe_train_opts *o) {
     for (int64_t i = 0; i < T.npool; i++) free(T.pool[i].v);
     free(T.pool); free(T.freel); free(T.h);
     free(T.pair); free(T.pcount); free(T.newpos);
-    ds_strmap_free(&T.tmap);
-    ds_pairmap_free(&T.pmap);
+    ds_tok_strmap_free(&T.tmap);
+    ds_tok_pairmap_free(&T.pmap);
     free(woff); free(cnt); free(wlen); free(sym);
     return t;
 }
 
 static ds_tokenizer *pretok_only(ds_pretok_kind k) {
-    ds_sbuf b = {0};
-    ds_sbuf_puts(&b, "{\"pre_tokenizer\":");
-    ds_sbuf_puts(&b, PRETOK_JSON[k]);
-    ds_sbuf_puts(&b, ",\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}");
+    ds_tok_sbuf b = {0};
+    ds_tok_sbuf_puts(&b, "{\"pre_tokenizer\":");
+    ds_tok_sbuf_puts(&b, PRETOK_JSON[k]);
+    ds_tok_sbuf_puts(&b, ",\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}");
     ds_tokenizer *t = ds_tokenizer_load_mem(b.p, b.n, "pre-tokenizer");
     free(b.p);
     return t;
@@ -415,7 +415,7 @@ ds_tokenizer *ds_bpe_train_texts(const char *const *texts, const size_t *lens, i
     }
     int nth = omp_get_max_threads();
     wcount *wcs = ds_calloc((size_t)nth, sizeof *wcs);
-    for (int i = 0; i < nth; i++) ds_strmap_init(&wcs[i].map, 1 << 16);
+    for (int i = 0; i < nth; i++) ds_tok_strmap_init(&wcs[i].map, 1 << 16);
     int fail = 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < nseq; i++) {
@@ -435,10 +435,10 @@ ds_tokenizer *ds_bpe_train_texts(const char *const *texts, const size_t *lens, i
         /* merge the per-thread counts into the first */
         wcount *w0 = &wcs[0];
         for (int k = 1; k < nth; k++) {
-            const ds_strmap *m = &wcs[k].map;
+            const ds_tok_strmap *m = &wcs[k].map;
             for (uint64_t i = 0; i < m->cap; i++) {
                 if (!m->h[i]) continue;
-                int32_t j = ds_strmap_get(&w0->map, m->key[i], m->klen[i]);
+                int32_t j = ds_tok_strmap_get(&w0->map, m->key[i], m->klen[i]);
                 if (j < 0) {
                     wc_add(w0, m->key[i], m->klen[i]);
                     j = (int32_t)w0->n - 1;
@@ -453,7 +453,7 @@ ds_tokenizer *ds_bpe_train_texts(const char *const *texts, const size_t *lens, i
     } else {
         ds_err_prefix("train");
     }
-    for (int i = 0; i < nth; i++) { ds_strmap_free(&wcs[i].map); free(wcs[i].cnt); }
+    for (int i = 0; i < nth; i++) { ds_tok_strmap_free(&wcs[i].map); free(wcs[i].cnt); }
     free(wcs); free(sp); free(sl);
     ds_tokenizer_free(pt);
     return t;

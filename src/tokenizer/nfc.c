@@ -105,29 +105,29 @@ static uint32_t next_cp(const unsigned char *s, size_t n, size_t *k) {
     return cp;
 }
 
-static void put_cp(ds_sbuf *b, uint32_t c) {
+static void put_cp(ds_tok_sbuf *b, uint32_t c) {
     char o[4];
-    if (c >= RAWBYTE) { o[0] = (char)(c - RAWBYTE); ds_sbuf_put(b, o, 1); }
-    else if (c < 0x80) { o[0] = (char)c; ds_sbuf_put(b, o, 1); }
-    else if (c < 0x800) { o[0] = (char)(0xC0 | (c >> 6)); o[1] = (char)(0x80 | (c & 0x3F)); ds_sbuf_put(b, o, 2); }
+    if (c >= RAWBYTE) { o[0] = (char)(c - RAWBYTE); ds_tok_sbuf_put(b, o, 1); }
+    else if (c < 0x80) { o[0] = (char)c; ds_tok_sbuf_put(b, o, 1); }
+    else if (c < 0x800) { o[0] = (char)(0xC0 | (c >> 6)); o[1] = (char)(0x80 | (c & 0x3F)); ds_tok_sbuf_put(b, o, 2); }
     else if (c < 0x10000) {
         o[0] = (char)(0xE0 | (c >> 12)); o[1] = (char)(0x80 | ((c >> 6) & 0x3F)); o[2] = (char)(0x80 | (c & 0x3F));
-        ds_sbuf_put(b, o, 3);
+        ds_tok_sbuf_put(b, o, 3);
     } else {
         o[0] = (char)(0xF0 | (c >> 18)); o[1] = (char)(0x80 | ((c >> 12) & 0x3F));
         o[2] = (char)(0x80 | ((c >> 6) & 0x3F)); o[3] = (char)(0x80 | (c & 0x3F));
-        ds_sbuf_put(b, o, 4);
+        ds_tok_sbuf_put(b, o, 4);
     }
 }
 
 /* NFC of s[0..n) into a new malloc'd buffer; *outlen its length. */
-char *ds_nfc(const char *s, size_t n, size_t *outlen) {
-    ds_sbuf b = {0};
-    ds_sbuf_put(&b, "", 0);
+char *ds_tok_nfc(const char *s, size_t n, size_t *outlen) {
+    ds_tok_sbuf b = {0};
+    ds_tok_sbuf_put(&b, "", 0);
     size_t i = 0;
     while (i < n && (unsigned char)s[i] < 0x80) i++;
     if (i == n) { /* ASCII is NFC */
-        ds_sbuf_put(&b, s, n);
+        ds_tok_sbuf_put(&b, s, n);
         *outlen = b.n;
         return b.p;
     }

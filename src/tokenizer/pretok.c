@@ -6,7 +6,7 @@
  * split boundary.
  *
  * Hugging Face compiles its regexes with Oniguruma (Ruby syntax).  Where that
- * dialect differs from PCRE2 the pattern is translated (ds_regex_compile):
+ * dialect differs from PCRE2 the pattern is translated (ds_tok_regex_compile):
  *   \s \S   Oniguruma: [\t-\r\x85\p{Z}]; PCRE2's \s also has U+180E
  *   \w      Oniguruma: letters, marks, decimal digits, connector punctuation
  *   \h \H   Oniguruma: hex digit (PCRE2: horizontal space)
@@ -14,6 +14,8 @@
  *   $ ^     Ruby: always line anchors -> PCRE2_MULTILINE
  * Invalid UTF-8 in the subject is allowed (PCRE2_MATCH_INVALID_UTF): such
  * bytes never match and end up in the gaps, which the model encodes as bytes.
+ * DeepSeek-V3's, GPT-2's, Llama-3's and Qwen2's regexes are recognized and
+ * run by the hand-written matchers of pretok_fast.c (PCRE2 is their reference).
  */
 #define _GNU_SOURCE
 #include "tokenizer/tok_internal.h"
@@ -29,7 +31,7 @@
 #define WORD_CLASS "\\p{L}\\p{M}\\p{Nd}\\p{Pc}"
 
 static char *translate_regex(const char *p, size_t n) {
-    ds_sbuf b = {0};
+    ds_tok_sbuf b = {0};
     int in_class = 0;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
@@ -37,52 +39,52 @@ static char *translate_regex(const char *p, size_t n) {
             char d = p[i + 1];
             i++;
             switch (d) {
-            case 's': ds_sbuf_puts(&b, in_class ? WS_CLASS : "[" WS_CLASS "]"); break;
+            case 's': ds_tok_sbuf_puts(&b, in_class ? WS_CLASS : "[" WS_CLASS "]"); break;
             case 'S':
-                if (in_class) ds_sbuf_puts(&b, "\\S"); /* rare; PCRE2's own \S */
-                else ds_sbuf_puts(&b, "[^" WS_CLASS "]");
+                if (in_class) ds_tok_sbuf_puts(&b, "\\S"); /* rare; PCRE2's own \S */
+                else ds_tok_sbuf_puts(&b, "[^" WS_CLASS "]");
                 break;
-            case 'w': ds_sbuf_puts(&b, in_class ? WORD_CLASS : "[" WORD_CLASS "]"); break;
+            case 'w': ds_tok_sbuf_puts(&b, in_class ? WORD_CLASS : "[" WORD_CLASS "]"); break;
             case 'W':
-                if (in_class) ds_sbuf_puts(&b, "\\W");
-                else ds_sbuf_puts(&b, "[^" WORD_CLASS "]");
+                if (in_class) ds_tok_sbuf_puts(&b, "\\W");
+                else ds_tok_sbuf_puts(&b, "[^" WORD_CLASS "]");
                 break;
-            case 'h': ds_sbuf_puts(&b, in_class ? "0-9a-fA-F" : "[0-9a-fA-F]"); break;
-            case 'H': ds_sbuf_puts(&b, in_class ? "\\H" : "[^0-9a-fA-F]"); break;
+            case 'h': ds_tok_sbuf_puts(&b, in_class ? "0-9a-fA-F" : "[0-9a-fA-F]"); break;
+            case 'H': ds_tok_sbuf_puts(&b, in_class ? "\\H" : "[^0-9a-fA-F]"); break;
             case 'u':
                 if (i + 4 < n) {
-                    ds_sbuf_puts(&b, "\\x{");
-                    ds_sbuf_put(&b, p + i + 1, 4);
-                    ds_sbuf_puts(&b, "}");
+                    ds_tok_sbuf_puts(&b, "\\x{");
+                    ds_tok_sbuf_put(&b, p + i + 1, 4);
+                    ds_tok_sbuf_puts(&b, "}");
                     i += 4;
                 } else {
-                    ds_sbuf_puts(&b, "\\u");
+                    ds_tok_sbuf_puts(&b, "\\u");
                 }
                 break;
             default: {
                 char e[2] = {'\\', d};
-                ds_sbuf_put(&b, e, 2);
+                ds_tok_sbuf_put(&b, e, 2);
             }
             }
             continue;
         }
         if (c == '[' && !in_class) {
             in_class = 1;
-            ds_sbuf_put(&b, &c, 1);
+            ds_tok_sbuf_put(&b, &c, 1);
             /* a leading ']' or '^]' is literal */
-            if (i + 1 < n && p[i + 1] == '^') { ds_sbuf_put(&b, "^", 1); i++; }
-            if (i + 1 < n && p[i + 1] == ']') { ds_sbuf_puts(&b, "\\]"); i++; }
+            if (i + 1 < n && p[i + 1] == '^') { ds_tok_sbuf_put(&b, "^", 1); i++; }
+            if (i + 1 < n && p[i + 1] == ']') { ds_tok_sbuf_puts(&b, "\\]"); i++; }
             continue;
         }
-        if (c == '[' && in_class) { in_class++; ds_sbuf_put(&b, &c, 1); continue; }
-        if (c == ']' && in_class) { in_class--; ds_sbuf_put(&b, &c, 1); continue; }
-        ds_sbuf_put(&b, &c, 1);
+        if (c == '[' && in_class) { in_class++; ds_tok_sbuf_put(&b, &c, 1); continue; }
+        if (c == ']' && in_class) { in_class--; ds_tok_sbuf_put(&b, &c, 1); continue; }
+        ds_tok_sbuf_put(&b, &c, 1);
     }
-    ds_sbuf_put(&b, "", 1);
+    ds_tok_sbuf_put(&b, "", 1);
     return b.p;
 }
 
-pcre2_code *ds_regex_compile(const char *pat, size_t len, const char *where) {
+pcre2_code *ds_tok_regex_compile(const char *pat, size_t len, const char *where) {
     char *tr = translate_regex(pat, len);
     int err;
     PCRE2_SIZE eoff;
@@ -134,8 +136,8 @@ static tls_pcre *tls_get(void) {
     }
     return t;
 }
-pcre2_match_data *ds_tls_match_data(void) { return tls_get()->md; }
-pcre2_match_context *ds_tls_match_ctx(void) { return tls_get()->mctx; }
+pcre2_match_data *ds_tok_tls_match_data(void) { return tls_get()->md; }
+pcre2_match_context *ds_tok_tls_match_ctx(void) { return tls_get()->mctx; }
 
 /* ---- running the chain ----------------------------------------------------------- */
 typedef struct { int64_t a, b; int m; } split_t; /* [a, b), is match */
@@ -159,10 +161,24 @@ static size_t utf8_len_at(const unsigned char *s, size_t n, size_t i) {
     return k;
 }
 
+int ds_tok_no_fast = 0;
+
+typedef struct { level_t *l; int64_t prev; } fast_ctx;
+static void fast_push(void *vc, int64_t ms, int64_t me) {
+    fast_ctx *fc = vc;
+    if (fc->prev != ms) push_split(fc->l, fc->prev, ms, 0);
+    push_split(fc->l, ms, me, 1);
+    fc->prev = me;
+}
+
 /* Matches of step st over s[0..n) as (range, is_match) splits covering all of s. */
 static int find_matches(const ds_pstep *st, const char *s, int64_t n, level_t *l) {
     int64_t prev = 0;
-    if (st->kind == DS_PS_SPLIT_STRING) {
+    if (st->fast && !ds_tok_no_fast) {
+        fast_ctx fc = {l, 0};
+        ds_tok_fast_matches(st->fast, s, n, fast_push, &fc);
+        prev = fc.prev;
+    } else if (st->kind == DS_PS_SPLIT_STRING) {
         if (st->litlen == 0) { push_split(l, 0, n, 0); return 0; }
         int64_t off = 0;
         while (off < n) {
@@ -253,12 +269,23 @@ typedef struct {
     const struct ds_tokenizer *t;
     level_t lv[DS_MAX_PSTEPS];
     ds_pretok_fn fn;
+    ds_pretok_batch_fn bfn;
     void *ctx;
+    ds_tok_piece *pc;
+    int64_t npc, pccap;
 } run_state;
 
 static int run_level(run_state *rs, int k, const char *s, int64_t n) {
     if (n <= 0) return 0;
-    if (k == rs->t->nsteps) { rs->fn(rs->ctx, s, (size_t)n); return 0; }
+    if (k == rs->t->nsteps) {
+        if (rs->bfn) {
+            ds_tok_piece one = {s, (size_t)n};
+            rs->bfn(rs->ctx, &one, 1);
+        } else {
+            rs->fn(rs->ctx, s, (size_t)n);
+        }
+        return 0;
+    }
     const ds_pstep *st = &rs->t->steps[k];
     level_t *l = &rs->lv[k];
     if (st->kind == DS_PS_PREFIX_SPACE) {
@@ -278,6 +305,20 @@ static int run_level(run_state *rs, int k, const char *s, int64_t n) {
     /* deeper levels reuse their own vectors, so copy ours out of the way of
      * re-entrancy: level k's vector is not touched by level k+1 */
     int64_t cnt = l->n;
+    if (rs->bfn && k + 1 == rs->t->nsteps) { /* last level: hand the pieces over together */
+        if (rs->pccap < cnt) {
+            rs->pccap = cnt + 64;
+            rs->pc = ds_realloc(rs->pc, (size_t)rs->pccap * sizeof *rs->pc);
+        }
+        int64_t m = 0;
+        for (int64_t i = 0; i < cnt; i++) {
+            split_t x = l->v[i];
+            if (x.m || x.b <= x.a) continue;
+            rs->pc[m++] = (ds_tok_piece){s + x.a, (size_t)(x.b - x.a)};
+        }
+        if (m) rs->bfn(rs->ctx, rs->pc, m);
+        return 0;
+    }
     for (int64_t i = 0; i < cnt; i++) {
         split_t x = l->v[i];
         if (x.m || x.b <= x.a) continue;
@@ -293,11 +334,13 @@ static void rs_free(void *p) {
     run_state *rs = p;
     if (!rs) return;
     for (int i = 0; i < DS_MAX_PSTEPS; i++) { free(rs->lv[i].v); free(rs->lv[i].buf); }
+    free(rs->pc);
     free(rs);
 }
 static void rs_key_make(void) { pthread_key_create(&g_rs_key, rs_free); }
 
-int ds_pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_fn fn, void *ctx) {
+static int pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_fn fn,
+                      ds_pretok_batch_fn bfn, void *ctx) {
     pthread_once(&g_rs_once, rs_key_make);
     run_state *rs = pthread_getspecific(g_rs_key);
     int nested = 0;
@@ -308,11 +351,18 @@ int ds_pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pret
     }
     rs->t = t;
     rs->fn = fn;
+    rs->bfn = bfn;
     rs->ctx = ctx;
     int rc = run_level(rs, 0, s, (int64_t)n);
     rs->t = NULL;
     if (nested) rs_free(rs);
     return rc;
+}
+int ds_pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_fn fn, void *ctx) {
+    return pretok_run(t, s, n, fn, NULL, ctx);
+}
+int ds_pretok_run_batch(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_batch_fn fn, void *ctx) {
+    return pretok_run(t, s, n, NULL, fn, ctx);
 }
 
 /* ---- parsing the pre_tokenizer JSON ---------------------------------------------- */
@@ -337,14 +387,17 @@ static int add_regex_step(struct ds_tokenizer *t, const char *pat, size_t len, i
     st->kind = DS_PS_SPLIT_REGEX;
     st->behavior = bh;
     st->invert = invert;
-    st->re = ds_regex_compile(pat, len, where);
+    st->re = ds_tok_regex_compile(pat, len, where);
     if (!st->re) return -1;
     st->lit = ds_malloc(len + 1);
     memcpy(st->lit, pat, len);
     st->lit[len] = 0;
     st->litlen = len;
     for (size_t i = 0; i < sizeof known_regex / sizeof *known_regex; i++)
-        if (strlen(known_regex[i]) == len && !memcmp(known_regex[i], pat, len)) st->known = 1;
+        if (strlen(known_regex[i]) == len && !memcmp(known_regex[i], pat, len)) {
+            st->known = 1;
+            st->fast = i == 2 ? DS_FAST_DEEPSEEK : i == 3 ? DS_FAST_GPT2 : i == 4 ? DS_FAST_LLAMA3 : i == 5 ? DS_FAST_QWEN2 : 0;
+        }
     t->nsteps++;
     return 0;
 }

@@ -32,23 +32,23 @@ typedef struct {
     uint32_t *klen;
     int32_t *val;
     uint64_t cap, n;      /* cap is a power of two */
-} ds_strmap;
-void ds_strmap_init(ds_strmap *m, uint64_t expect);
-void ds_strmap_free(ds_strmap *m);
+} ds_tok_strmap;
+void ds_tok_strmap_init(ds_tok_strmap *m, uint64_t expect);
+void ds_tok_strmap_free(ds_tok_strmap *m);
 /* Insert or overwrite. */
-void ds_strmap_put(ds_strmap *m, const char *k, size_t n, int32_t v);
-int32_t ds_strmap_get(const ds_strmap *m, const char *k, size_t n); /* -1 if absent */
+void ds_tok_strmap_put(ds_tok_strmap *m, const char *k, size_t n, int32_t v);
+int32_t ds_tok_strmap_get(const ds_tok_strmap *m, const char *k, size_t n); /* -1 if absent */
 
 /* (id_a, id_b) -> (rank, new id) for BPE merges. */
 typedef struct {
     uint64_t *key;        /* (a << 32 | b) + 1; 0 = empty */
     int32_t *rank, *newid;
     uint64_t cap, n;
-} ds_pairmap;
-void ds_pairmap_init(ds_pairmap *m, uint64_t expect);
-void ds_pairmap_free(ds_pairmap *m);
-void ds_pairmap_put(ds_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t newid);
-static inline int ds_pairmap_get(const ds_pairmap *m, int32_t a, int32_t b, int32_t *rank, int32_t *newid) {
+} ds_tok_pairmap;
+void ds_tok_pairmap_init(ds_tok_pairmap *m, uint64_t expect);
+void ds_tok_pairmap_free(ds_tok_pairmap *m);
+void ds_tok_pairmap_put(ds_tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t newid);
+static inline int ds_tok_pairmap_get(const ds_tok_pairmap *m, int32_t a, int32_t b, int32_t *rank, int32_t *newid) {
     uint64_t k = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     uint64_t i = ds_tok_mix(k) & (m->cap - 1);
     for (;;) {
@@ -69,11 +69,19 @@ typedef struct {
     char *lit;               /* SPLIT_STRING literal, or the original regex */
     size_t litlen;
     int known;               /* regex is one whose pieces never cross "\n<alnum>" */
+    int fast;                /* DS_FAST_*: a hand-written matcher for this regex (pretok_fast.c) */
 } ds_pstep;
 #define DS_MAX_PSTEPS 16
 
+/* pretok_fast.c: the matches of a known regex, as PCRE2 finds them. */
+enum { DS_FAST_NONE = 0, DS_FAST_DEEPSEEK = 1, DS_FAST_GPT2 = 2, DS_FAST_LLAMA3 = 3, DS_FAST_QWEN2 = 4 };
+void ds_tok_fast_matches(int kind, const char *s, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx);
+int ds_tok_ucat_bits(uint32_t cp);
+/* 1: use the PCRE2 reference even where a fast matcher exists (tests) */
+extern int ds_tok_no_fast;
+
 /* Compile a Hugging Face (Oniguruma dialect) regex for PCRE2; NULL + ds_err. */
-pcre2_code *ds_regex_compile(const char *pat, size_t len, const char *where);
+pcre2_code *ds_tok_regex_compile(const char *pat, size_t len, const char *where);
 
 /* ---- the tokenizer ------------------------------------------------------------ */
 typedef struct {
@@ -85,7 +93,7 @@ typedef struct {
 
 /* byte trie of added tokens: node i's children in a hash on (i << 8 | byte) */
 typedef struct {
-    ds_pairmap edges;        /* key (node, byte) -> child in rank field */
+    ds_tok_pairmap edges;        /* key (node, byte) -> child in rank field */
     int32_t *term;           /* node -> index into added[] or -1 */
     int64_t nnodes, cap;
     uint8_t first[256];      /* first byte can start a token */
@@ -103,11 +111,11 @@ struct ds_tokenizer {
     char **mtok, **mbytes;        /* (nids) model.vocab string and its bytes (maps point here) */
     uint32_t *mblen;
     int64_t nvocab;               /* entries of model.vocab */
-    ds_strmap vocab;              /* token string -> id (model vocab and added tokens) */
-    ds_strmap vbytes;             /* raw bytes -> id (model vocab only) */
+    ds_tok_strmap vocab;              /* token string -> id (model vocab and added tokens) */
+    ds_tok_strmap vbytes;             /* raw bytes -> id (model vocab only) */
     int64_t nmerges;
     int32_t (*merges)[2];         /* (nmerges, 2) in rank order */
-    ds_pairmap pairs;
+    ds_tok_pairmap pairs;
     int32_t byte_id[256];         /* id of the single-byte token, -1 if none */
     int byte_level, ignore_merges, byte_fallback, fuse_unk;
     int32_t unk_id;
@@ -131,15 +139,20 @@ struct ds_tokenizer {
 
 /* Apply the pre-tokenizer chain to one segment of text; fn gets each piece. */
 int ds_pretok_run(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_fn fn, void *ctx);
+/* The same, with the pieces of each last-level split handed over together
+ * (lets encode hash them and prefetch their cache slots ahead of use). */
+typedef struct { const char *p; size_t n; } ds_tok_piece;
+typedef void (*ds_pretok_batch_fn)(void *ctx, const ds_tok_piece *pieces, int64_t n);
+int ds_pretok_run_batch(const struct ds_tokenizer *t, const char *s, size_t n, ds_pretok_batch_fn fn, void *ctx);
 int ds_pretok_parse(struct ds_tokenizer *t, const void *cjson_pretok);
 void ds_pretok_free(struct ds_tokenizer *t);
 /* per-thread PCRE2 match state */
-pcre2_match_data *ds_tls_match_data(void);
-pcre2_match_context *ds_tls_match_ctx(void);
+pcre2_match_data *ds_tok_tls_match_data(void);
+pcre2_match_context *ds_tok_tls_match_ctx(void);
 
 /* NFC normalization (nfc.c); invalid UTF-8 bytes pass through. Returns a
  * malloc'd buffer. */
-char *ds_nfc(const char *s, size_t n, size_t *outlen);
+char *ds_tok_nfc(const char *s, size_t n, size_t *outlen);
 
 /* ---- references kept for tests ---------------------------------------------------- */
 /* BPE of one pre-token given its initial symbol ids: the fast path (rank array
@@ -150,23 +163,19 @@ int64_t ds_bpe_merge_word_ref(const struct ds_tokenizer *t, int32_t *sym, int64_
 int64_t ds_bpe_merge_word_heap(const struct ds_tokenizer *t, int32_t *sym, int64_t n);
 
 /* JSON string writer used by save and by the trainer. */
-/* the tokenizer keeps its own string buffer; renamed so it does not clash
- * with io/json.h's ds_sbuf_put/ds_sbuf_puts when both are linked */
-#define ds_sbuf_put ds_tok_sbuf_put
-#define ds_sbuf_puts ds_tok_sbuf_puts
-typedef struct { char *p; size_t n, cap; } ds_sbuf;
-void ds_sbuf_put(ds_sbuf *b, const char *s, size_t n);
-void ds_sbuf_puts(ds_sbuf *b, const char *s);
-void ds_sbuf_json_str(ds_sbuf *b, const char *s, size_t n);
+typedef struct { char *p; size_t n, cap; } ds_tok_sbuf;
+void ds_tok_sbuf_put(ds_tok_sbuf *b, const char *s, size_t n);
+void ds_tok_sbuf_puts(ds_tok_sbuf *b, const char *s);
+void ds_tok_sbuf_json_str(ds_tok_sbuf *b, const char *s, size_t n);
 /* Write a complete tokenizer.json: vocab toks[0..nvocab) (NULL = hole),
  * merges as pairs of token strings. */
-void ds_tok_write_json(ds_sbuf *b, const char *const *toks, int64_t ntoks,
+void ds_tok_write_json(ds_tok_sbuf *b, const char *const *toks, int64_t ntoks,
                        const char *const *ma, const char *const *mb, int64_t nmerges,
                        const ds_added *added, int64_t nadded, const char *normalizer,
                        const char *pretok, const char *post, const char *decoder,
                        const char *unk, int byte_fallback, int ignore_merges);
 /* byte-level map: UTF-8 of the mapped string of bytes s[0..n) into out
  * (needs 2n+1 bytes); returns the length. */
-size_t ds_bytes_to_mapped(const unsigned char *s, size_t n, char *out);
+size_t ds_tok_bytes_to_mapped(const unsigned char *s, size_t n, char *out);
 
 #endif

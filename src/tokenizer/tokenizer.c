@@ -12,22 +12,35 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- hashing and maps ------------------------------------------------------------ */
+static inline uint64_t load64(const unsigned char *p) { uint64_t x; memcpy(&x, p, 8); return x; }
+static inline uint64_t load32(const unsigned char *p) { uint32_t x; memcpy(&x, p, 4); return x; }
+
+/* The first min(n, 8) bytes as a zero-padded little-endian word, without a
+ * variable-length copy. */
+static inline uint64_t first8(const unsigned char *s, size_t n) {
+    if (n >= 8) return load64(s);
+    if (n >= 4) return load32(s) | ((load32(s + n - 4) >> (8 * (8 - n))) << 32);
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) x |= (uint64_t)s[i] << (8 * i);
+    return x;
+}
+
 uint64_t ds_tok_hash(const void *p, size_t n) {
     const unsigned char *s = p;
     uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xff51afd7ed558ccdULL);
-    while (n >= 8) {
-        uint64_t x;
-        memcpy(&x, s, 8);
-        h = (h ^ x) * 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 29;
-        s += 8;
-        n -= 8;
+    if (n > 8) {
+        size_t i = 0;
+        for (; i + 8 < n; i += 8) {
+            h = (h ^ load64(s + i)) * 0xbf58476d1ce4e5b9ULL;
+            h ^= h >> 29;
+        }
+        h = (h ^ load64(s + n - 8)) * 0x94d049bb133111ebULL; /* the last 8, overlapping */
+    } else {
+        h = (h ^ first8(s, n)) * 0x94d049bb133111ebULL;
     }
-    uint64_t x = 0;
-    memcpy(&x, s, n);
-    h = (h ^ x) * 0x94d049bb133111ebULL;
     h ^= h >> 31;
     h *= 0xbf58476d1ce4e5b9ULL;
     h ^= h >> 32;
@@ -40,7 +53,7 @@ static uint64_t pow2_at_least(uint64_t n) {
     return c;
 }
 
-void ds_strmap_init(ds_strmap *m, uint64_t expect) {
+void ds_tok_strmap_init(ds_tok_strmap *m, uint64_t expect) {
     m->cap = pow2_at_least(expect * 2 + 16);
     m->n = 0;
     m->h = ds_calloc(m->cap, sizeof *m->h);
@@ -48,12 +61,12 @@ void ds_strmap_init(ds_strmap *m, uint64_t expect) {
     m->klen = ds_calloc(m->cap, sizeof *m->klen);
     m->val = ds_calloc(m->cap, sizeof *m->val);
 }
-void ds_strmap_free(ds_strmap *m) {
+void ds_tok_strmap_free(ds_tok_strmap *m) {
     free(m->h); free(m->key); free(m->klen); free(m->val);
     memset(m, 0, sizeof *m);
 }
-static void strmap_grow(ds_strmap *m) {
-    ds_strmap o = *m;
+static void strmap_grow(ds_tok_strmap *m) {
+    ds_tok_strmap o = *m;
     m->cap *= 2;
     m->n = 0;
     m->h = ds_calloc(m->cap, sizeof *m->h);
@@ -61,10 +74,10 @@ static void strmap_grow(ds_strmap *m) {
     m->klen = ds_calloc(m->cap, sizeof *m->klen);
     m->val = ds_calloc(m->cap, sizeof *m->val);
     for (uint64_t i = 0; i < o.cap; i++)
-        if (o.h[i]) ds_strmap_put(m, o.key[i], o.klen[i], o.val[i]);
-    ds_strmap_free(&o);
+        if (o.h[i]) ds_tok_strmap_put(m, o.key[i], o.klen[i], o.val[i]);
+    ds_tok_strmap_free(&o);
 }
-void ds_strmap_put(ds_strmap *m, const char *k, size_t n, int32_t v) {
+void ds_tok_strmap_put(ds_tok_strmap *m, const char *k, size_t n, int32_t v) {
     if ((m->n + 1) * 2 > m->cap) strmap_grow(m);
     uint64_t h = ds_tok_hash(k, n), i = h & (m->cap - 1);
     while (m->h[i]) {
@@ -77,7 +90,7 @@ void ds_strmap_put(ds_strmap *m, const char *k, size_t n, int32_t v) {
     m->val[i] = v;
     m->n++;
 }
-int32_t ds_strmap_get(const ds_strmap *m, const char *k, size_t n) {
+int32_t ds_tok_strmap_get(const ds_tok_strmap *m, const char *k, size_t n) {
     if (!m->cap) return -1;
     uint64_t h = ds_tok_hash(k, n), i = h & (m->cap - 1);
     while (m->h[i]) {
@@ -87,27 +100,27 @@ int32_t ds_strmap_get(const ds_strmap *m, const char *k, size_t n) {
     return -1;
 }
 
-void ds_pairmap_init(ds_pairmap *m, uint64_t expect) {
+void ds_tok_pairmap_init(ds_tok_pairmap *m, uint64_t expect) {
     m->cap = pow2_at_least(expect * 2 + 16);
     m->n = 0;
     m->key = ds_calloc(m->cap, sizeof *m->key);
     m->rank = ds_calloc(m->cap, sizeof *m->rank);
     m->newid = ds_calloc(m->cap, sizeof *m->newid);
 }
-void ds_pairmap_free(ds_pairmap *m) {
+void ds_tok_pairmap_free(ds_tok_pairmap *m) {
     free(m->key); free(m->rank); free(m->newid);
     memset(m, 0, sizeof *m);
 }
-void ds_pairmap_put(ds_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t newid) {
+void ds_tok_pairmap_put(ds_tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t newid) {
     if ((m->n + 1) * 2 > m->cap) {
-        ds_pairmap o = *m;
-        ds_pairmap_init(m, o.cap);
+        ds_tok_pairmap o = *m;
+        ds_tok_pairmap_init(m, o.cap);
         for (uint64_t i = 0; i < o.cap; i++)
             if (o.key[i]) {
                 uint64_t k = o.key[i] - 1;
-                ds_pairmap_put(m, (int32_t)(k >> 32), (int32_t)(uint32_t)k, o.rank[i], o.newid[i]);
+                ds_tok_pairmap_put(m, (int32_t)(k >> 32), (int32_t)(uint32_t)k, o.rank[i], o.newid[i]);
             }
-        ds_pairmap_free(&o);
+        ds_tok_pairmap_free(&o);
     }
     uint64_t k = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     uint64_t i = ds_tok_mix(k) & (m->cap - 1);
@@ -119,7 +132,7 @@ void ds_pairmap_put(ds_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t n
 }
 
 /* ---- string buffer / JSON writer --------------------------------------------------- */
-void ds_sbuf_put(ds_sbuf *b, const char *s, size_t n) {
+void ds_tok_sbuf_put(ds_tok_sbuf *b, const char *s, size_t n) {
     if (!n && b->p) return;
     if (b->n + n + 1 > b->cap) {
         b->cap = (b->n + n + 1) * 2 + 256;
@@ -129,27 +142,27 @@ void ds_sbuf_put(ds_sbuf *b, const char *s, size_t n) {
     b->n += n;
     b->p[b->n] = 0;
 }
-void ds_sbuf_puts(ds_sbuf *b, const char *s) { ds_sbuf_put(b, s, strlen(s)); }
-void ds_sbuf_json_str(ds_sbuf *b, const char *s, size_t n) {
-    ds_sbuf_put(b, "\"", 1);
+void ds_tok_sbuf_puts(ds_tok_sbuf *b, const char *s) { ds_tok_sbuf_put(b, s, strlen(s)); }
+void ds_tok_sbuf_json_str(ds_tok_sbuf *b, const char *s, size_t n) {
+    ds_tok_sbuf_put(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') continue;
-        ds_sbuf_put(b, s + run, i - run);
+        ds_tok_sbuf_put(b, s + run, i - run);
         run = i + 1;
         char e[8];
         switch (c) {
-        case '"': ds_sbuf_puts(b, "\\\""); break;
-        case '\\': ds_sbuf_puts(b, "\\\\"); break;
-        case '\n': ds_sbuf_puts(b, "\\n"); break;
-        case '\r': ds_sbuf_puts(b, "\\r"); break;
-        case '\t': ds_sbuf_puts(b, "\\t"); break;
-        default: snprintf(e, sizeof e, "\\u%04x", c); ds_sbuf_puts(b, e);
+        case '"': ds_tok_sbuf_puts(b, "\\\""); break;
+        case '\\': ds_tok_sbuf_puts(b, "\\\\"); break;
+        case '\n': ds_tok_sbuf_puts(b, "\\n"); break;
+        case '\r': ds_tok_sbuf_puts(b, "\\r"); break;
+        case '\t': ds_tok_sbuf_puts(b, "\\t"); break;
+        default: snprintf(e, sizeof e, "\\u%04x", c); ds_tok_sbuf_puts(b, e);
         }
     }
-    ds_sbuf_put(b, s + run, n - run);
-    ds_sbuf_put(b, "\"", 1);
+    ds_tok_sbuf_put(b, s + run, n - run);
+    ds_tok_sbuf_put(b, "\"", 1);
 }
 
 /* ---- byte-level map ------------------------------------------------------------- */
@@ -169,7 +182,7 @@ uint32_t ds_byte_to_cp(uint8_t b) {
     pthread_once(&g_map_once, map_init);
     return g_b2c[b];
 }
-size_t ds_bytes_to_mapped(const unsigned char *s, size_t n, char *out) {
+size_t ds_tok_bytes_to_mapped(const unsigned char *s, size_t n, char *out) {
     pthread_once(&g_map_once, map_init);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
@@ -202,19 +215,19 @@ static int64_t mapped_to_bytes(const char *s, size_t n, char *out) {
 /* ---- added-token trie --------------------------------------------------------------- */
 static void trie_init(ds_trie *tr) {
     memset(tr, 0, sizeof *tr);
-    ds_pairmap_init(&tr->edges, 64);
+    ds_tok_pairmap_init(&tr->edges, 64);
     tr->cap = 64;
     tr->term = ds_malloc((size_t)tr->cap * sizeof *tr->term);
     tr->term[0] = -1;
     tr->nnodes = 1;
 }
 static void trie_free(ds_trie *tr) {
-    ds_pairmap_free(&tr->edges);
+    ds_tok_pairmap_free(&tr->edges);
     free(tr->term);
 }
 static int32_t trie_child(const ds_trie *tr, int32_t node, unsigned char c) {
     int32_t r, x;
-    return ds_pairmap_get(&tr->edges, node, c, &r, &x) ? r : -1;
+    return ds_tok_pairmap_get(&tr->edges, node, c, &r, &x) ? r : -1;
 }
 static void trie_add(ds_trie *tr, const char *s, size_t n, int32_t idx) {
     int32_t node = 0;
@@ -229,7 +242,7 @@ static void trie_add(ds_trie *tr, const char *s, size_t n, int32_t idx) {
             }
             ch = (int32_t)tr->nnodes++;
             tr->term[ch] = -1;
-            ds_pairmap_put(&tr->edges, node, (unsigned char)s[i], ch, 0);
+            ds_tok_pairmap_put(&tr->edges, node, (unsigned char)s[i], ch, 0);
         }
         node = ch;
     }
@@ -321,7 +334,7 @@ int64_t ds_bpe_merge_word_ref(const struct ds_tokenizer *t, int32_t *sym, int64_
         int64_t bi = -1;
         for (int64_t i = 0; i + 1 < n; i++) {
             int32_t r, id;
-            if (ds_pairmap_get(&t->pairs, sym[i], sym[i + 1], &r, &id) && r < best) { best = r; bi = i; bid = id; }
+            if (ds_tok_pairmap_get(&t->pairs, sym[i], sym[i + 1], &r, &id) && r < best) { best = r; bi = i; bid = id; }
         }
         if (bi < 0) return n;
         sym[bi] = bid;
@@ -367,7 +380,7 @@ int64_t ds_bpe_merge_word_heap(const struct ds_tokenizer *t, int32_t *sym, int64
     for (int64_t i = 0; i < n; i++) { prv[i] = i - 1; nxt[i] = i + 1 < n ? i + 1 : -1; }
     for (int64_t i = 0; i + 1 < n; i++) {
         int32_t r, id;
-        if (ds_pairmap_get(&t->pairs, sym[i], sym[i + 1], &r, &id)) hpush(h, &hn, (hent){r, id, i});
+        if (ds_tok_pairmap_get(&t->pairs, sym[i], sym[i + 1], &r, &id)) hpush(h, &hn, (hent){r, id, i});
     }
     while (hn) {
         hent top = hpop(h, &hn);
@@ -375,16 +388,16 @@ int64_t ds_bpe_merge_word_heap(const struct ds_tokenizer *t, int32_t *sym, int64
         if (dead[p] || nxt[p] < 0) continue;
         int64_t q = nxt[p];
         int32_t r, id;
-        if (!ds_pairmap_get(&t->pairs, sym[p], sym[q], &r, &id) || id != top.newid) continue;
+        if (!ds_tok_pairmap_get(&t->pairs, sym[p], sym[q], &r, &id) || id != top.newid) continue;
         sym[p] = id;
         dead[q] = 1;
         nxt[p] = nxt[q];
         if (nxt[q] >= 0) prv[nxt[q]] = p;
-        if (prv[p] >= 0 && ds_pairmap_get(&t->pairs, sym[prv[p]], sym[p], &r, &id)) {
+        if (prv[p] >= 0 && ds_tok_pairmap_get(&t->pairs, sym[prv[p]], sym[p], &r, &id)) {
             if (hn + 2 > 2 * n + 4) { /* cannot happen: at most one push per merge side */ }
             hpush(h, &hn, (hent){r, id, prv[p]});
         }
-        if (nxt[p] >= 0 && ds_pairmap_get(&t->pairs, sym[p], sym[nxt[p]], &r, &id)) hpush(h, &hn, (hent){r, id, p});
+        if (nxt[p] >= 0 && ds_tok_pairmap_get(&t->pairs, sym[p], sym[nxt[p]], &r, &id)) hpush(h, &hn, (hent){r, id, p});
     }
     int64_t m = 0;
     for (int64_t i = 0; i >= 0; i = nxt[i]) sym[m++] = sym[i];
@@ -399,7 +412,7 @@ int64_t ds_bpe_merge_word(const struct ds_tokenizer *t, int32_t *sym, int64_t n)
     if (n > 256) return ds_bpe_merge_word_heap(t, sym, n);
     int32_t rank[256], nid[256];
     for (int64_t i = 0; i + 1 < n; i++)
-        if (!ds_pairmap_get(&t->pairs, sym[i], sym[i + 1], &rank[i], &nid[i])) rank[i] = INT32_MAX;
+        if (!ds_tok_pairmap_get(&t->pairs, sym[i], sym[i + 1], &rank[i], &nid[i])) rank[i] = INT32_MAX;
     for (;;) {
         int32_t best = INT32_MAX;
         int64_t bi = -1;
@@ -411,9 +424,9 @@ int64_t ds_bpe_merge_word(const struct ds_tokenizer *t, int32_t *sym, int64_t n)
         memmove(rank + bi + 1, rank + bi + 2, (size_t)(n > bi + 3 ? n - bi - 3 : 0) * sizeof *rank);
         memmove(nid + bi + 1, nid + bi + 2, (size_t)(n > bi + 3 ? n - bi - 3 : 0) * sizeof *nid);
         n--;
-        if (bi > 0 && !ds_pairmap_get(&t->pairs, sym[bi - 1], sym[bi], &rank[bi - 1], &nid[bi - 1]))
+        if (bi > 0 && !ds_tok_pairmap_get(&t->pairs, sym[bi - 1], sym[bi], &rank[bi - 1], &nid[bi - 1]))
             rank[bi - 1] = INT32_MAX;
-        if (bi + 1 < n && !ds_pairmap_get(&t->pairs, sym[bi], sym[bi + 1], &rank[bi], &nid[bi]))
+        if (bi + 1 < n && !ds_tok_pairmap_get(&t->pairs, sym[bi], sym[bi + 1], &rank[bi], &nid[bi]))
             rank[bi] = INT32_MAX;
     }
 }
@@ -479,7 +492,7 @@ static _Atomic uint64_t g_serial = 1;
 /* Initial symbols of a pre-token, then merges; appends ids to out. */
 static void bpe_word(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, ds_ids *out) {
     if (t->ignore_merges) {
-        int32_t id = ds_strmap_get(&t->vbytes, s, n);
+        int32_t id = ds_tok_strmap_get(&t->vbytes, s, n);
         if (id >= 0) { ds_ids_push(out, id); return; }
     }
     if ((int64_t)n * 4 + 8 > c->symcap) {
@@ -498,7 +511,7 @@ static void bpe_word(const struct ds_tokenizer *t, tcache *c, const char *s, siz
         for (size_t i = 0; i < n;) {
             size_t k;
             (void)utf8_dec((const unsigned char *)s + i, n - i, &k);
-            int32_t id = ds_strmap_get(&t->vbytes, s + i, k);
+            int32_t id = ds_tok_strmap_get(&t->vbytes, s + i, k);
             if (id >= 0) sym[m++] = id;
             else if (t->byte_fallback && t->bytefb_id[(unsigned char)s[i]] >= 0) {
                 for (size_t j = 0; j < k; j++) {
@@ -519,10 +532,11 @@ static void bpe_word(const struct ds_tokenizer *t, tcache *c, const char *s, siz
     ids_append(out, sym, m);
 }
 
-static void encode_piece(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, ds_ids *out) {
+/* h: ds_tok_hash(s, n) when the caller has it, else 0 */
+static void encode_piece_h(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, uint64_t h, ds_ids *out) {
     if (n > CACHE_MAX_KEY) { bpe_word(t, c, s, n, out); return; }
-    uint64_t h = ds_tok_hash(s, n), k8 = 0;
-    memcpy(&k8, s, n < 8 ? n : 8);
+    if (!h) h = ds_tok_hash(s, n);
+    uint64_t k8 = first8((const unsigned char *)s, n);
     uint32_t i = (uint32_t)h & (CACHE_SLOTS - 1);
     for (;;) {
         centry *e = &c->slot[i];
@@ -562,14 +576,30 @@ static void encode_piece(const struct ds_tokenizer *t, tcache *c, const char *s,
     c->used++;
 }
 
+static void encode_piece(const struct ds_tokenizer *t, tcache *c, const char *s, size_t n, ds_ids *out) {
+    encode_piece_h(t, c, s, n, 0, out);
+}
+
 /* ---- encode ---------------------------------------------------------------------------- */
 typedef struct {
     const struct ds_tokenizer *t;
     tcache *c;
     ds_ids *out;
     const ds_encode_opts *o;
-    ds_rng rng;
+    const char *text;   /* the text given to encode */
+    int64_t doc_off;    /* its offset in the whole document (chunks of encode_parallel) */
+    const char *seg;    /* the segment being pre-tokenized (NFC output or inside text) */
+    int64_t seg_off;    /* its offset in the document */
 } enc_ctx;
+
+/* The split decision of the token-boundary bias for the piece at document
+ * offset off: a hash of (seed, off), so it does not depend on how the text was
+ * cut into chunks or threads. */
+static int bias_split(const enc_ctx *e, const char *piece) {
+    uint64_t off = (uint64_t)(e->seg_off + (piece - e->seg));
+    uint64_t x = ds_tok_mix(e->o->seed ^ ds_tok_mix(off + 0x9E3779B97F4A7C15ULL));
+    return (double)(x >> 11) * 0x1.0p-53 < e->o->split_punct_nl_p;
+}
 
 /* Token-boundary bias: "<punct...>\n..." -> "<punct...>" + "\n..." */
 static int punct_nl_split(const char *s, size_t n, size_t *cut) {
@@ -590,7 +620,7 @@ static void on_piece(void *vctx, const char *s, size_t n) {
     enc_ctx *e = vctx;
     size_t cut;
     if (e->o && e->o->split_punct_nl_p > 0 && punct_nl_split(s, n, &cut) &&
-        ds_rng_uniform(&e->rng) < e->o->split_punct_nl_p) {
+        bias_split(e, s)) {
         encode_piece(e->t, e->c, s, cut, e->out);
         encode_piece(e->t, e->c, s + cut, n - cut, e->out);
         return;
@@ -598,9 +628,29 @@ static void on_piece(void *vctx, const char *s, size_t n) {
     encode_piece(e->t, e->c, s, n, e->out);
 }
 
+/* Pieces in groups of 16: hash all and prefetch their cache slots, then encode
+ * (the slot loads overlap instead of stalling one after the other). */
+static void on_batch(void *vctx, const ds_tok_piece *pc, int64_t np) {
+    enc_ctx *e = vctx;
+    if (e->o && e->o->split_punct_nl_p > 0) {
+        for (int64_t i = 0; i < np; i++) on_piece(e, pc[i].p, pc[i].n);
+        return;
+    }
+    uint64_t h[16];
+    for (int64_t i0 = 0; i0 < np; i0 += 16) {
+        int64_t m = np - i0 < 16 ? np - i0 : 16;
+        for (int64_t j = 0; j < m; j++) {
+            const ds_tok_piece *q = &pc[i0 + j];
+            h[j] = q->n <= CACHE_MAX_KEY ? ds_tok_hash(q->p, q->n) : 0;
+            if (h[j]) __builtin_prefetch(&e->c->slot[(uint32_t)h[j] & (CACHE_SLOTS - 1)]);
+        }
+        for (int64_t j = 0; j < m; j++) encode_piece_h(e->t, e->c, pc[i0 + j].p, pc[i0 + j].n, h[j], e->out);
+    }
+}
+
 static int encode_plain(enc_ctx *e, const char *s, size_t n) {
     if (!n) return 0;
-    return ds_pretok_run(e->t, s, n, on_piece, e);
+    return ds_pretok_run_batch(e->t, s, n, on_batch, e);
 }
 
 /* Split s at added tokens of trie tr (leftmost-longest, non-overlapping, as
@@ -647,17 +697,18 @@ static int allow_special_of(const enc_ctx *e) { return e->o ? e->o->allow_specia
 static int encode_normalized(enc_ctx *e, const char *s, size_t n) {
     const struct ds_tokenizer *t = e->t;
     char *ns = NULL;
-    if (t->nfc) s = ns = ds_nfc(s, n, &n);
+    e->seg_off = e->doc_off + (s - e->text);
+    if (t->nfc) s = ns = ds_tok_nfc(s, n, &n);
+    e->seg = s;
     int rc = t->has_norm_added ? split_added(e, &t->trie_norm, s, n, allow_special_of(e), encode_plain)
                                : encode_plain(e, s, n);
     free(ns);
     return rc;
 }
 
-int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t len,
-                               const ds_encode_opts *o, ds_ids *out) {
-    enc_ctx e = {.t = t, .c = tcache_get(t), .out = out, .o = o};
-    ds_rng_seed(&e.rng, o ? o->seed : 0);
+static int64_t encode_at(const ds_tokenizer *t, const char *text, size_t len, const ds_encode_opts *o,
+                         ds_ids *out, int64_t doc_off) {
+    enc_ctx e = {.t = t, .c = tcache_get(t), .out = out, .o = o, .text = text, .doc_off = doc_off};
     int64_t before = out->n;
     int add = o && o->add_special;
     if (add) {
@@ -672,6 +723,11 @@ int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t l
         else if (t->add_eos && t->eos >= 0) ds_ids_push(out, t->eos);
     }
     return out->n - before;
+}
+
+int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t len,
+                               const ds_encode_opts *o, ds_ids *out) {
+    return encode_at(t, text, len, o, out, 0);
 }
 
 int64_t ds_tokenizer_encode(const ds_tokenizer *t, const char *text, size_t len, int allow_special,
@@ -715,15 +771,13 @@ int ds_tokenizer_encode_batch(const ds_tokenizer *t, int64_t ndocs, const char *
 int64_t ds_tokenizer_encode_parallel(const ds_tokenizer *t, const char *text, size_t len,
                                      const ds_encode_opts *o, ds_ids *out) {
     int nth = ds_threads();
-    /* about 8 chunks per thread, at least 64 KiB each */
-    size_t target = len / ((size_t)nth * 8);
-    if (target < (1u << 16)) target = 1u << 16;
+    /* fixed-size chunks: the cut points do not depend on the thread count */
+    const size_t target = 1u << 18;
     if (!t->chunk_safe || nth <= 1 || len < 2 * target || (o && o->add_special)) {
         return ds_tokenizer_encode_ex(t, text, len, o, out);
     }
     int64_t cap = (int64_t)(len / target) + 2, nc = 0;
-    const char **ptr = ds_malloc((size_t)cap * sizeof *ptr);
-    size_t *ln = ds_malloc((size_t)cap * sizeof *ln);
+    size_t *off = ds_malloc((size_t)(cap + 1) * sizeof *off);
     size_t start = 0;
     while (start < len) {
         size_t end = start + target;
@@ -739,21 +793,33 @@ int64_t ds_tokenizer_encode_parallel(const ds_tokenizer *t, const char *text, si
                 end = p + 1;
             }
         }
-        ptr[nc] = text + start;
-        ln[nc] = end - start;
-        nc++;
+        off[nc++] = start;
         start = end;
     }
+    off[nc] = len;
     ds_ids *parts = ds_calloc((size_t)nc, sizeof *parts);
     ds_encode_opts oo = o ? *o : (ds_encode_opts){.allow_special = 1};
-    int rc = ds_tokenizer_encode_batch(t, nc, ptr, ln, &oo, parts);
+    int fail = 0;
+    char msg[512] = {0};
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < nc; i++) {
+        if (encode_at(t, text + off[i], off[i + 1] - off[i], &oo, &parts[i], (int64_t)off[i]) < 0) {
+#pragma omp critical
+            {
+                if (!fail) snprintf(msg, sizeof msg, "%s", ds_errmsg());
+                fail = 1;
+            }
+        }
+    }
     int64_t before = out->n;
     for (int64_t i = 0; i < nc; i++) {
-        if (!rc) ids_append(out, parts[i].ids, parts[i].n);
+        if (!fail) ids_append(out, parts[i].ids, parts[i].n);
         ds_ids_free(&parts[i]);
     }
-    free(parts); free(ptr); free(ln);
-    return rc ? -1 : out->n - before;
+    free(parts);
+    free(off);
+    if (fail) return ds_err("%s", msg);
+    return out->n - before;
 }
 
 /* ---- decode ------------------------------------------------------------------------------ */
@@ -764,8 +830,8 @@ const char *ds_tokenizer_token_bytes(const ds_tokenizer *t, int32_t id, size_t *
 }
 
 char *ds_tokenizer_decode(const ds_tokenizer *t, const int32_t *ids, int64_t n, int skip_special, size_t *len) {
-    ds_sbuf b = {0};
-    ds_sbuf_put(&b, "", 0);
+    ds_tok_sbuf b = {0};
+    ds_tok_sbuf_put(&b, "", 0);
     for (int64_t i = 0; i < n; i++) {
         size_t l;
         const char *s = ds_tokenizer_token_bytes(t, ids[i], &l);
@@ -776,7 +842,7 @@ char *ds_tokenizer_decode(const ds_tokenizer *t, const int32_t *ids, int64_t n, 
             return NULL;
         }
         if (skip_special && t->is_special[ids[i]]) continue;
-        ds_sbuf_put(&b, s, l);
+        ds_tok_sbuf_put(&b, s, l);
     }
     if (len) *len = b.n;
     return b.p;
@@ -840,7 +906,7 @@ const char *ds_tokenizer_id_to_token(const ds_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->nids ? t->tok[id] : NULL;
 }
 int32_t ds_tokenizer_token_to_id(const ds_tokenizer *t, const char *token) {
-    return ds_strmap_get(&t->vocab, token, strlen(token));
+    return ds_tok_strmap_get(&t->vocab, token, strlen(token));
 }
 int32_t ds_tokenizer_bos_id(const ds_tokenizer *t) { return t->bos; }
 int32_t ds_tokenizer_eos_id(const ds_tokenizer *t) { return t->eos; }
@@ -857,20 +923,20 @@ int ds_tokenizer_merge(const ds_tokenizer *t, int64_t i, const char **a, const c
 
 void ds_tokenizer_describe(const ds_tokenizer *t, char *buf, size_t cap) {
     static const char *bh[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
-    ds_sbuf b = {0};
-    ds_sbuf_put(&b, "", 0);
+    ds_tok_sbuf b = {0};
+    ds_tok_sbuf_put(&b, "", 0);
     for (int i = 0; i < t->nsteps; i++) {
         const ds_pstep *st = &t->steps[i];
-        if (i) ds_sbuf_puts(&b, " > ");
-        if (st->kind == DS_PS_PREFIX_SPACE) { ds_sbuf_puts(&b, "PrefixSpace"); continue; }
-        ds_sbuf_puts(&b, st->kind == DS_PS_SPLIT_REGEX ? "Split(Regex " : "Split(String ");
+        if (i) ds_tok_sbuf_puts(&b, " > ");
+        if (st->kind == DS_PS_PREFIX_SPACE) { ds_tok_sbuf_puts(&b, "PrefixSpace"); continue; }
+        ds_tok_sbuf_puts(&b, st->kind == DS_PS_SPLIT_REGEX ? "Split(Regex " : "Split(String ");
         /* the pattern as a JSON string: control characters escaped, one line */
-        ds_sbuf_json_str(&b, st->lit, st->litlen);
-        ds_sbuf_puts(&b, ", ");
-        ds_sbuf_puts(&b, bh[st->behavior]);
-        ds_sbuf_puts(&b, st->invert ? ", invert)" : ")");
+        ds_tok_sbuf_json_str(&b, st->lit, st->litlen);
+        ds_tok_sbuf_puts(&b, ", ");
+        ds_tok_sbuf_puts(&b, bh[st->behavior]);
+        ds_tok_sbuf_puts(&b, st->invert ? ", invert)" : ")");
     }
-    if (t->byte_level) ds_sbuf_puts(&b, b.n ? " > ByteLevel" : "ByteLevel");
+    if (t->byte_level) ds_tok_sbuf_puts(&b, b.n ? " > ByteLevel" : "ByteLevel");
     snprintf(buf, cap, "%s", b.p);
     free(b.p);
 }
@@ -886,10 +952,10 @@ void ds_tokenizer_free(ds_tokenizer *t) {
     }
     free(t->tok); free(t->tbytes); free(t->tblen); free(t->is_special);
     free(t->mtok); free(t->mbytes); free(t->mblen);
-    ds_strmap_free(&t->vocab);
-    ds_strmap_free(&t->vbytes);
+    ds_tok_strmap_free(&t->vocab);
+    ds_tok_strmap_free(&t->vbytes);
     free(t->merges);
-    ds_pairmap_free(&t->pairs);
+    ds_tok_pairmap_free(&t->pairs);
     for (int64_t i = 0; i < t->nadded; i++) free(t->added[i].content);
     free(t->added);
     trie_free(&t->trie_raw);
@@ -1085,8 +1151,8 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     }
     ensure_ids(t, maxid + 1);
     t->nvocab = nv;
-    ds_strmap_init(&t->vocab, (uint64_t)(nv + na));
-    ds_strmap_init(&t->vbytes, (uint64_t)nv);
+    ds_tok_strmap_init(&t->vocab, (uint64_t)(nv + na));
+    ds_tok_strmap_init(&t->vbytes, (uint64_t)nv);
     cJSON_ArrayForEach(x, vocab) {
         int32_t id = (int32_t)x->valuedouble;
         set_token(t, id, x->string, strlen(x->string));
@@ -1099,15 +1165,15 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
         t->mbytes[id] = ds_malloc(t->tblen[id] + 1);
         memcpy(t->mbytes[id], t->tbytes[id], t->tblen[id] + 1);
         t->mblen[id] = t->tblen[id];
-        ds_strmap_put(&t->vocab, t->mtok[id], strlen(t->mtok[id]), id);
-        ds_strmap_put(&t->vbytes, t->mbytes[id], t->mblen[id], id);
+        ds_tok_strmap_put(&t->vocab, t->mtok[id], strlen(t->mtok[id]), id);
+        ds_tok_strmap_put(&t->vbytes, t->mbytes[id], t->mblen[id], id);
     }
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
-        t->byte_id[b] = t->byte_level ? ds_strmap_get(&t->vbytes, &c, 1) : -1;
+        t->byte_id[b] = t->byte_level ? ds_tok_strmap_get(&t->vbytes, &c, 1) : -1;
         char fb[8];
         snprintf(fb, sizeof fb, "<0x%02X>", b);
-        int32_t id = t->bytefb_id[b] = ds_strmap_get(&t->vocab, fb, strlen(fb));
+        int32_t id = t->bytefb_id[b] = ds_tok_strmap_get(&t->vocab, fb, strlen(fb));
         if (id >= 0 && dec_bytefallback) { /* the ByteFallback decoder turns <0xXX> into the byte */
             t->tbytes[id][0] = c;
             t->tblen[id] = 1;
@@ -1117,14 +1183,14 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (cJSON_IsString(unk)) {
         t->model_unk = ds_strdup(unk->valuestring);
-        t->unk_id = ds_strmap_get(&t->vocab, unk->valuestring, strlen(unk->valuestring));
+        t->unk_id = ds_tok_strmap_get(&t->vocab, unk->valuestring, strlen(unk->valuestring));
         if (t->unk_id < 0) return ds_err("%s: model.unk_token '%.40s' is not in the vocab", name, unk->valuestring);
     }
 
     /* merges: "a b" or ["a", "b"] */
     int64_t nm = merges ? cJSON_GetArraySize(merges) : 0;
     t->merges = ds_malloc((size_t)(nm + 1) * sizeof *t->merges);
-    ds_pairmap_init(&t->pairs, (uint64_t)nm);
+    ds_tok_pairmap_init(&t->pairs, (uint64_t)nm);
     char *cat = NULL;
     size_t catcap = 0;
     i = 0;
@@ -1149,7 +1215,7 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
             free(cat);
             return ds_err("%s: model.merges[%d]: neither \"a b\" nor [\"a\", \"b\"]", name, i);
         }
-        int32_t ia = ds_strmap_get(&t->vocab, a, al), ib = ds_strmap_get(&t->vocab, b, bl);
+        int32_t ia = ds_tok_strmap_get(&t->vocab, a, al), ib = ds_tok_strmap_get(&t->vocab, b, bl);
         if (ia < 0 || ib < 0) {
             free(cat);
             return ds_err("%s: model.merges[%d]: unknown token '%.*s'", name, i, (int)(ia < 0 ? al : bl), ia < 0 ? a : b);
@@ -1157,7 +1223,7 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
         if (al + bl + 1 > catcap) { catcap = (al + bl) * 2 + 64; cat = ds_realloc(cat, catcap); }
         memcpy(cat, a, al);
         memcpy(cat + al, b, bl);
-        int32_t nid = ds_strmap_get(&t->vocab, cat, al + bl);
+        int32_t nid = ds_tok_strmap_get(&t->vocab, cat, al + bl);
         if (nid < 0) {
             ds_err("%s: model.merges[%d]: merged token '%.*s' is not in the vocab", name, i, (int)(al + bl), cat);
             free(cat);
@@ -1165,7 +1231,7 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
         }
         t->merges[i][0] = ia;
         t->merges[i][1] = ib;
-        ds_pairmap_put(&t->pairs, ia, ib, i, nid);
+        ds_tok_pairmap_put(&t->pairs, ia, ib, i, nid);
         i++;
     }
     free(cat);
@@ -1201,7 +1267,7 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
         /* added tokens with normalized=true are matched on normalized text */
         if (a->normalized) { trie_add(&t->trie_norm, a->content, a->len, (int32_t)k); t->has_norm_added = 1; }
         else trie_add(&t->trie_raw, a->content, a->len, (int32_t)k);
-        ds_strmap_put(&t->vocab, a->content, a->len, a->id);
+        ds_tok_strmap_put(&t->vocab, a->content, a->len, a->id);
     }
 
     const cJSON *post = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
@@ -1223,9 +1289,9 @@ static void guess_bos_eos(ds_tokenizer *t) {
     if (t->bos < 0 && t->has_template && t->npost_pre > 0) t->bos = t->post_pre[0];
     if (t->eos < 0 && t->has_template && t->npost_suf > 0) t->eos = t->post_suf[t->npost_suf - 1];
     for (size_t k = 0; k < sizeof bos_names / sizeof *bos_names && t->bos < 0; k++)
-        t->bos = ds_strmap_get(&t->vocab, bos_names[k], strlen(bos_names[k]));
+        t->bos = ds_tok_strmap_get(&t->vocab, bos_names[k], strlen(bos_names[k]));
     for (size_t k = 0; k < sizeof eos_names / sizeof *eos_names && t->eos < 0; k++)
-        t->eos = ds_strmap_get(&t->vocab, eos_names[k], strlen(eos_names[k]));
+        t->eos = ds_tok_strmap_get(&t->vocab, eos_names[k], strlen(eos_names[k]));
 }
 
 static ds_tokenizer *tok_new(void) {
@@ -1258,7 +1324,9 @@ ds_tokenizer *ds_tokenizer_load_mem(const char *json, size_t len, const char *na
 ds_tokenizer *ds_tokenizer_load(const char *path) {
     char *file = NULL, *dir = NULL;
     size_t pl = strlen(path);
-    if (pl > 5 && !strcmp(path + pl - 5, ".json")) {
+    struct stat st;
+    int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    if (!is_dir && (ds_file_exists(path) || (pl > 5 && !strcmp(path + pl - 5, ".json")))) {
         file = ds_strdup(path);
         const char *sl = strrchr(path, '/');
         dir = sl ? ds_strdup(path) : ds_strdup(".");
@@ -1285,8 +1353,8 @@ ds_tokenizer *ds_tokenizer_load(const char *path) {
             } else {
                 const char *b = cfg_token(cfg, "bos_token"), *e = cfg_token(cfg, "eos_token");
                 int32_t id;
-                if (b && (id = ds_strmap_get(&t->vocab, b, strlen(b))) >= 0) t->bos = id;
-                if (e && (id = ds_strmap_get(&t->vocab, e, strlen(e))) >= 0) t->eos = id;
+                if (b && (id = ds_tok_strmap_get(&t->vocab, b, strlen(b))) >= 0) t->bos = id;
+                if (e && (id = ds_tok_strmap_get(&t->vocab, e, strlen(e))) >= 0) t->eos = id;
                 t->add_bos = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token"));
                 t->add_eos = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "add_eos_token"));
             }
@@ -1301,65 +1369,65 @@ ds_tokenizer *ds_tokenizer_load(const char *path) {
 }
 
 /* ---- save ----------------------------------------------------------------------------------- */
-void ds_tok_write_json(ds_sbuf *b, const char *const *toks, int64_t ntoks,
+void ds_tok_write_json(ds_tok_sbuf *b, const char *const *toks, int64_t ntoks,
                        const char *const *ma, const char *const *mb, int64_t nmerges,
                        const ds_added *added, int64_t nadded, const char *normalizer,
                        const char *pretok, const char *post, const char *decoder,
                        const char *unk, int byte_fallback, int ignore_merges) {
     char num[64];
-    ds_sbuf_puts(b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
+    ds_tok_sbuf_puts(b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
     for (int64_t i = 0; i < nadded; i++) {
         const ds_added *a = &added[i];
         snprintf(num, sizeof num, "%s\n    {\"id\": %d, \"content\": ", i ? "," : "", a->id);
-        ds_sbuf_puts(b, num);
-        ds_sbuf_json_str(b, a->content, a->len);
+        ds_tok_sbuf_puts(b, num);
+        ds_tok_sbuf_json_str(b, a->content, a->len);
         snprintf(num, sizeof num, ", \"single_word\": %s, ", a->single_word ? "true" : "false");
-        ds_sbuf_puts(b, num);
+        ds_tok_sbuf_puts(b, num);
         snprintf(num, sizeof num, "\"lstrip\": %s, ", a->lstrip ? "true" : "false");
-        ds_sbuf_puts(b, num);
+        ds_tok_sbuf_puts(b, num);
         snprintf(num, sizeof num, "\"rstrip\": %s, ", a->rstrip ? "true" : "false");
-        ds_sbuf_puts(b, num);
+        ds_tok_sbuf_puts(b, num);
         snprintf(num, sizeof num, "\"normalized\": %s, ", a->normalized ? "true" : "false");
-        ds_sbuf_puts(b, num);
+        ds_tok_sbuf_puts(b, num);
         snprintf(num, sizeof num, "\"special\": %s}", a->special ? "true" : "false");
-        ds_sbuf_puts(b, num);
+        ds_tok_sbuf_puts(b, num);
     }
-    ds_sbuf_puts(b, nadded ? "\n  ],\n" : "],\n");
-    ds_sbuf_puts(b, "  \"normalizer\": ");
-    ds_sbuf_puts(b, normalizer ? normalizer : "null");
-    ds_sbuf_puts(b, ",\n  \"pre_tokenizer\": ");
-    ds_sbuf_puts(b, pretok ? pretok : "null");
-    ds_sbuf_puts(b, ",\n  \"post_processor\": ");
-    ds_sbuf_puts(b, post ? post : "null");
-    ds_sbuf_puts(b, ",\n  \"decoder\": ");
-    ds_sbuf_puts(b, decoder ? decoder : "null");
-    ds_sbuf_puts(b, ",\n  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": ");
-    if (unk) ds_sbuf_json_str(b, unk, strlen(unk));
-    else ds_sbuf_puts(b, "null");
-    ds_sbuf_puts(b, ",\n    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n"
+    ds_tok_sbuf_puts(b, nadded ? "\n  ],\n" : "],\n");
+    ds_tok_sbuf_puts(b, "  \"normalizer\": ");
+    ds_tok_sbuf_puts(b, normalizer ? normalizer : "null");
+    ds_tok_sbuf_puts(b, ",\n  \"pre_tokenizer\": ");
+    ds_tok_sbuf_puts(b, pretok ? pretok : "null");
+    ds_tok_sbuf_puts(b, ",\n  \"post_processor\": ");
+    ds_tok_sbuf_puts(b, post ? post : "null");
+    ds_tok_sbuf_puts(b, ",\n  \"decoder\": ");
+    ds_tok_sbuf_puts(b, decoder ? decoder : "null");
+    ds_tok_sbuf_puts(b, ",\n  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": ");
+    if (unk) ds_tok_sbuf_json_str(b, unk, strlen(unk));
+    else ds_tok_sbuf_puts(b, "null");
+    ds_tok_sbuf_puts(b, ",\n    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n"
                     "    \"fuse_unk\": false,\n    \"byte_fallback\": ");
-    ds_sbuf_puts(b, byte_fallback ? "true" : "false");
-    ds_sbuf_puts(b, ",\n    \"ignore_merges\": ");
-    ds_sbuf_puts(b, ignore_merges ? "true" : "false");
-    ds_sbuf_puts(b, ",\n    \"vocab\": {");
+    ds_tok_sbuf_puts(b, byte_fallback ? "true" : "false");
+    ds_tok_sbuf_puts(b, ",\n    \"ignore_merges\": ");
+    ds_tok_sbuf_puts(b, ignore_merges ? "true" : "false");
+    ds_tok_sbuf_puts(b, ",\n    \"vocab\": {");
     int first = 1;
     for (int64_t i = 0; i < ntoks; i++) {
         if (!toks[i]) continue;
-        ds_sbuf_puts(b, first ? "\n      " : ",\n      ");
+        ds_tok_sbuf_puts(b, first ? "\n      " : ",\n      ");
         first = 0;
-        ds_sbuf_json_str(b, toks[i], strlen(toks[i]));
+        ds_tok_sbuf_json_str(b, toks[i], strlen(toks[i]));
         snprintf(num, sizeof num, ": %lld", (long long)i);
-        ds_sbuf_puts(b, num);
+        ds_tok_sbuf_puts(b, num);
     }
-    ds_sbuf_puts(b, "\n    },\n    \"merges\": [");
+    ds_tok_sbuf_puts(b, "\n    },\n    \"merges\": [");
     for (int64_t i = 0; i < nmerges; i++) {
-        ds_sbuf_puts(b, i ? ",\n      [" : "\n      [");
-        ds_sbuf_json_str(b, ma[i], strlen(ma[i]));
-        ds_sbuf_puts(b, ", ");
-        ds_sbuf_json_str(b, mb[i], strlen(mb[i]));
-        ds_sbuf_puts(b, "]");
+        ds_tok_sbuf_puts(b, i ? ",\n      [" : "\n      [");
+        ds_tok_sbuf_json_str(b, ma[i], strlen(ma[i]));
+        ds_tok_sbuf_puts(b, ", ");
+        ds_tok_sbuf_json_str(b, mb[i], strlen(mb[i]));
+        ds_tok_sbuf_puts(b, "]");
     }
-    ds_sbuf_puts(b, "\n    ]\n  }\n}\n");
+    ds_tok_sbuf_puts(b, "\n    ]\n  }\n}\n");
 }
 
 int ds_tokenizer_save(const ds_tokenizer *t, const char *path) {
@@ -1367,7 +1435,7 @@ int ds_tokenizer_save(const ds_tokenizer *t, const char *path) {
     const char **ma = ds_malloc((size_t)(t->nmerges + 1) * sizeof *ma);
     const char **mb = ds_malloc((size_t)(t->nmerges + 1) * sizeof *mb);
     for (int64_t i = 0; i < t->nmerges; i++) { ma[i] = t->mtok[t->merges[i][0]]; mb[i] = t->mtok[t->merges[i][1]]; }
-    ds_sbuf b = {0};
+    ds_tok_sbuf b = {0};
     const char *const *toks = (const char *const *)t->mtok;
     ds_tok_write_json(&b, toks, t->nids, ma, mb, t->nmerges, t->added, t->nadded, t->j_normalizer, t->j_pretok,
                       t->j_post, t->j_decoder, t->model_unk, t->byte_fallback, t->ignore_merges);

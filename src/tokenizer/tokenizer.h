@@ -6,7 +6,7 @@
  *
  * Pipeline of one encode (each step as in `tokenizers`):
  *   text --added tokens (leftmost-longest)--> segments
- *        --normalizer (none)--> --pre-tokenizer chain (Split / Digits /
+ *        --normalizer (none or NFC)--> --pre-tokenizer chain (Split / Digits /
  *        ByteLevel, PCRE2 JIT)--> pre-tokens --BPE by merge rank--> ids
  * Text is bytes: invalid UTF-8 never crashes; such bytes are encoded as their
  * byte tokens, and decode gives the same bytes back.
@@ -53,7 +53,9 @@ typedef struct {
     int add_special;     /* apply the post-processor template (BOS/EOS) */
     /* Token-boundary bias mitigation (DeepSeek-V3 §4.1, docs §9.3): with
      * probability p, a pre-token that joins punctuation with line breaks is
-     * encoded as its two parts (punctuation, line breaks).  rng state: seed. */
+     * encoded as its two parts (punctuation, line breaks).  The choice is a
+     * hash of (seed, byte offset of the piece), so serial and parallel
+     * encoding agree. */
     double split_punct_nl_p;
     uint64_t seed;
 } ds_encode_opts;
@@ -66,9 +68,10 @@ int64_t ds_tokenizer_encode_ex(const ds_tokenizer *t, const char *text, size_t l
  * out[i] receives document i's ids (appended).  0 or -1. */
 int ds_tokenizer_encode_batch(const ds_tokenizer *t, int64_t ndocs, const char *const *texts,
                               const size_t *lens, const ds_encode_opts *o, ds_ids *out);
-/* Encode one large text in parallel (chunks cut where the pre-tokenizer
- * cannot join across, i.e. after "\n" that is followed by a non-space
- * character).  Gives exactly the serial result. */
+/* Encode one large text in parallel (256 KiB chunks cut where no pre-token
+ * can cross: after a "\n" that follows a non-space byte and precedes an ASCII
+ * letter or digit).  Gives exactly the serial result, whatever the thread
+ * count; serial for tokenizers where such cuts are not known to be safe. */
 int64_t ds_tokenizer_encode_parallel(const ds_tokenizer *t, const char *text, size_t len,
                                      const ds_encode_opts *o, ds_ids *out);
 
@@ -116,8 +119,8 @@ int64_t ds_tokenizer_num_added(const ds_tokenizer *t);
  * written into buf (cap bytes). */
 void ds_tokenizer_describe(const ds_tokenizer *t, char *buf, size_t cap);
 
-/* Split text into pre-tokens the way encode does (for tests and tools);
- * calls fn for each piece (bytes before the byte-level map). */
+/* Run only the pre-tokenizer chain on text (no added-token matching, no
+ * normalizer); calls fn for each piece (bytes before the byte-level map). */
 typedef void (*ds_pretok_fn)(void *ctx, const char *piece, size_t len);
 int ds_tokenizer_pretokenize(const ds_tokenizer *t, const char *text, size_t len, ds_pretok_fn fn, void *ctx);
 

@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""make_eval_fixtures.py: oracle fixtures for the dsv3 evaluation layer (tests/test_eval_parity.c).
+
+Builds a tiny random DeepseekV3ForCausalLM (FP32, vocab 512) with a byte-level BPE
+tokenizer trained by Hugging Face `tokenizers` on TinyShakespeare, saves it as a model
+folder, and scores slices of PIQA, ARC-Easy, HellaSwag, LAMBADA and WikiText-2 with
+lm-evaluation-harness itself (lm_eval.models.huggingface.HFLM, model type "hf"): its
+loglikelihood / loglikelihood_rolling / generate_until requests and its metric functions.
+Prompts are built exactly as lm-eval's task configs build them (see
+docs/tokenizer-eval-data.md section 3); dataset rows come from ../shared/data (the
+lm-eval datasets cannot be downloaded here), with --limit N = the first N rows.
+
+Made with (lm-eval is not a project dependency; a venv is enough):
+    python3 -m venv --system-site-packages /tmp/eval-venv && /tmp/eval-venv/bin/pip install lm-eval
+    /tmp/eval-venv/bin/python tools/make_eval_fixtures.py
+(lm-eval 0.4.13, transformers 5.24, tokenizers 0.23, torch 2.15 CPU)
+
+Writes tests/fixtures/eval/: model/ (config.json, model.safetensors, tokenizer.json, ...),
+scores.json (per-example token ids, log-likelihoods, is_greedy, and the metrics per task),
+greedy_mc.jsonl and greedy_gen.jsonl (hand-checkable tasks built from the model's own
+greedy continuations: the model must get every answer right by construction),
+text_cases.json (text rules through lm-eval's functions) and positional_oracle.json (whole
+datasets through lm-eval's TemplateLM with an analytic byte model, see positional_oracle).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("DS_SHARED", os.path.join(ROOT, "..", "shared"))
+OUT = os.path.join(ROOT, "tests", "fixtures", "eval")
+MAX_LENGTH = 128  # context window used by both sides; small so that truncation and rolling windows happen
+EOT = "<|endoftext|>"
+
+
+def build_tokenizer(model_dir):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=[EOT],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train([os.path.join(SHARED, "data/tinyshakespeare/input.txt")], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT)
+    fast.save_pretrained(model_dir)
+    return fast
+
+
+def build_model(model_dir, vocab):
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+    cfg = DeepseekV3Config(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=2, first_k_dense_replace=1, num_attention_heads=4, num_key_value_heads=4,
+        n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
+        routed_scaling_factor=2.5, norm_topk_prob=True, q_lora_rank=32, kv_lora_rank=16,
+        qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, head_dim=8,
+        max_position_embeddings=MAX_LENGTH, bos_token_id=0, eos_token_id=0,
+        initializer_range=0.2,  # sharper than 0.02, so choices are far from ties
+        tie_word_embeddings=False, num_nextn_predict_layers=0)
+    torch.manual_seed(1234)
+    model = DeepseekV3ForCausalLM(cfg).to(torch.float32).eval()
+    # the router's correction bias is a buffer initialised to zero; give it values so it is exercised
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buf.copy_(torch.randn_like(buf) * 0.1)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    return model
+
+
+def wikitext_documents(raw):
+    """Split wiki.test.raw into articles: a document starts at a top-level heading line
+    ' = Title = ' and runs to the next one; text before the first heading is dropped.
+    (Stands in for EleutherAI/wikitext_document_level, which cannot be downloaded here;
+    dsv3's lm task with docs=wikitext splits the same way.)"""
+    lines = raw.split("\n")
+    docs, cur = [], None
+    for i, line in enumerate(lines):
+        last = i == len(lines) - 1
+        if last and line == "":
+            break
+        piece = line if last else line + "\n"
+        if re.fullmatch(r" = [^=].* = ", line):
+            if cur is not None:
+                docs.append("".join(cur))
+            cur = [piece]
+        elif cur is not None:
+            cur.append(piece)
+    if cur is not None:
+        docs.append("".join(cur))
+    return docs
+
+
+def fnv1a64(b):
+    h = 0xcbf29ce484222325
+    for c in b:
+        h = ((h ^ c) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def wikitext_digest(page):
+    """sizes and FNV-1a 64 hashes of an article and of its detokenized text (the text itself stays in ../shared)"""
+    from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
+    d = wikitext_detokenizer({"page": page}).encode("utf-8")
+    return {"bytes": len(page.encode("utf-8")), "words": len(re.split(r"\s+", page)), "fnv1a64": fnv1a64(page.encode("utf-8")),
+            "detok_bytes": len(d), "detok_fnv1a64": fnv1a64(d)}
+
+
+def hellaswag_items(path, limit):
+    lines = open(path, encoding="utf-8").read().split("\n")
+    out = []
+    for k in range(limit):
+        b = lines[6 * k: 6 * k + 6]
+        out.append({"query": b[0], "gold": int(b[1]), "endings": b[2:6]})
+    return out
+
+
+def positional_oracle(out_path):
+    """Whole-dataset check of dsv3's data handling (prompts, HellaSwag preprocess, pair encoding,
+    left truncation, rolling and strided windows, metrics) against lm-eval's own TemplateLM code
+    path, with a byte tokenizer and an analytic "positional" model that both sides compute
+    exactly: the token t at position p of the (truncated) sequence has log-probability
+    float32(-ln 256 - 0.01 * ((p + t) % 5)); it is greedy when t is the smallest id with
+    (p + t) % 5 == 0.  tests/test_eval_oracle.c implements the same model in C."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.api import metrics as M
+    from lm_eval import utils
+    from lm_eval.tasks.hellaswag.utils import preprocess as hs_preprocess
+    from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer, process_results as wt_results
+
+    class PositionalLM(TemplateLM):
+        def __init__(self, max_length, context_len=1):
+            super().__init__()
+            self.max_length, self.context_len = max_length, context_len
+
+        @property
+        def eot_token_id(self):
+            return 0
+
+        def tok_encode(self, string, add_special_tokens=None, **kw):
+            return list(string.encode("utf-8"))
+
+        def _loglikelihood_tokens(self, requests, **kw):
+            out = []
+            for _, ctx, cont in requests:
+                seq = (ctx + cont)[-(self.max_length + 1):]
+                base = len(seq) - len(cont)
+                ll, greedy = 0.0, True
+                for j, t in enumerate(cont):
+                    p = base + j
+                    ll += float(np.float32(-math.log(256.0) - 0.01 * ((p + t) % 5)))
+                    greedy = greedy and t == (5 - p % 5) % 5
+                out.append((ll, greedy))
+            return out
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            res = []
+            for (string,) in [r.args for r in requests]:
+                windows = list(map(utils.make_disjoint_window, utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=self.context_len)))
+                res.append(sum(ll for ll, _ in self._loglikelihood_tokens([(None,) + w for w in windows])))
+            return res
+
+        def generate_until(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+    icl = os.path.join(SHARED, "data/llm_foundry_icl")
+
+    def mc(lm, docs):
+        preds = ["", "", ""]
+        acc = [[], [], []]
+        for ctx, choices, gold in docs:
+            res = lm.loglikelihood([Instance("loglikelihood", {}, (ctx, " " + c), 0) for c in choices], disable_tqdm=True)
+            lls = np.array([r[0] for r in res])
+            for k, norm in enumerate((None, [float(len(c)) for c in choices], [float(len(c.encode())) for c in choices])):
+                pr = int(np.argmax(lls if norm is None else lls / np.array(norm)))
+                preds[k] += str(pr)
+                acc[k].append(1.0 if pr == gold else 0.0)
+        return {"preds": preds[0], "preds_norm": preds[1], "preds_bytes": preds[2],
+                "metrics": {k: {"value": M.mean(a), "stderr": M.mean_stderr(a)} for k, a in zip(("acc", "acc_norm", "acc_bytes"), acc)}}
+
+    res = {"tool": "tools/make_eval_fixtures.py (positional_oracle)", "tasks": {}}
+    lm = PositionalLM(1100)
+    for name in ("piqa", "arc_easy"):
+        rows = [json.loads(l) for l in open(os.path.join(icl, name + ".jsonl"), encoding="utf-8")]
+        res["tasks"][name] = dict(max_length=1100, **mc(lm, [(r["query"].rstrip("\n") + "\nAnswer:", r["choices"], r["gold"]) for r in rows]))
+    lines = open(os.path.join(SHARED, "data/hellaswag/hellaswag_val_full.txt"), encoding="utf-8").read().split("\n")
+    items = [(hs_preprocess(lines[6 * k]), [hs_preprocess(e) for e in lines[6 * k + 2: 6 * k + 6]], int(lines[6 * k + 1]))
+             for k in range(len(lines) // 6)]
+    res["tasks"]["hellaswag"] = dict(max_length=1100, **mc(lm, items))
+    lm = PositionalLM(256)
+    rows = [json.loads(l) for l in open(os.path.join(icl, "lambada_openai.jsonl"), encoding="utf-8")]
+    r = lm.loglikelihood([Instance("loglikelihood", {}, (x["context"], " " + x["continuation"]), 0) for x in rows], disable_tqdm=True)
+    lls, gr = [a for a, _ in r], [1.0 if b else 0.0 for _, b in r]
+    res["tasks"]["lambada"] = {"max_length": 256, "ll_sum": math.fsum(lls), "metrics": {
+        "perplexity": {"value": M.perplexity(lls), "stderr": None}, "acc": {"value": M.mean(gr), "stderr": M.mean_stderr(gr)}}}
+    raw = open(os.path.join(SHARED, "data/wikitext2/wiki.test.raw"), encoding="utf-8").read()
+    pages = wikitext_documents(raw)
+    for key, L, stride in (("wikitext2", 1100, 1100), ("wikitext2_stride", 256, 64)):
+        lm = PositionalLM(L, context_len=L - stride + 1)
+        rl = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (wikitext_detokenizer({"page": p}),), 0) for p in pages])
+        per = [wt_results({"page": p}, (l,)) for p, l in zip(pages, rl)]
+        res["tasks"][key] = {"max_length": L, "stride": stride, "doc_ll": rl, "metrics": {
+            "word_perplexity": {"value": M.weighted_perplexity([d["word_perplexity"] for d in per]), "stderr": None},
+            "byte_perplexity": {"value": M.weighted_perplexity([d["byte_perplexity"] for d in per]), "stderr": None},
+            "bits_per_byte": {"value": M.bits_per_byte([d["bits_per_byte"] for d in per]), "stderr": None}}}
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(res, f, indent=1)
+    for name, t in res["tasks"].items():
+        print("positional %-16s %s" % (name, ", ".join("%s=%.6g" % (k, v["value"]) for k, v in t["metrics"].items())))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--wikitext-docs", type=int, default=2)
+    ap.add_argument("--positional-only", action="store_true", help="only tests/fixtures/eval/positional_oracle.json")
+    args = ap.parse_args()
+    positional_oracle(os.path.join(OUT, "positional_oracle.json"))
+    if args.positional_only:
+        return
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.api import metrics as M
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks.hellaswag.utils import preprocess as hs_preprocess
+    from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer, process_results as wt_results
+    import lm_eval
+    from lm_eval import utils as lm_utils
+
+    torch.set_num_threads(2)
+    model_dir = os.path.join(OUT, "model")
+    os.makedirs(model_dir, exist_ok=True)
+    tok = build_tokenizer(model_dir)
+    model = build_model(model_dir, len(tok))
+
+    lm = HFLM(pretrained=model_dir, tokenizer=model_dir, max_length=MAX_LENGTH, batch_size=1,
+              device="cpu", dtype="float32")
+    assert lm.prefix_token_id == 0
+
+    def ll_requests(pairs):
+        inst = [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i) for i, p in enumerate(pairs)]
+        return lm.loglikelihood(inst, disable_tqdm=True)
+
+    # replay: what a correct dsv3 binding of this model would answer, request by request
+    # (tokenizer.encode of every string dsv3 encodes, per-position log-probabilities and argmax
+    # flags of every scored sequence from the model in transformers, greedy continuations and
+    # decodes); tests/test_eval_parity.c drives the whole eval pipeline with it.
+    replay = {"encode": {}, "seq": {}, "decode": {}, "generate": {}}
+
+    def rec_encode(text):
+        replay["encode"][text] = lm.tok_encode(text)
+
+    def rec_seq(seq):
+        seq = list(seq)
+        if len(seq) < 2 or tuple(seq) in replay["seq"]:
+            return
+        with torch.no_grad():
+            logits = model(torch.tensor([seq[:-1]])).logits[0].float()
+        lsm = torch.log_softmax(logits, dim=-1)
+        tgt = torch.tensor(seq[1:])
+        lp = lsm.gather(1, tgt[:, None])[:, 0].tolist()
+        gr = (logits.argmax(dim=-1) == tgt).tolist()
+        replay["seq"][tuple(seq)] = (lp, gr)
+
+    def rec_pair(ctx, cont):
+        rec_encode(ctx.rstrip())
+        rec_encode(ctx + cont)
+        c, k = encode_pair(ctx, cont)
+        rec_seq((c + k)[-(MAX_LENGTH + 1):])
+
+    def encode_pair(ctx, cont):
+        if ctx == "":
+            c = lm.tok_encode(cont, add_special_tokens=False)
+            return ([lm.prefix_token_id], c) if lm.prefix_token_id != c[0] else (c[:1], c[1:])
+        return lm._encode_pair(ctx, cont)
+
+    def mc_task(docs, delim=" "):
+        """docs: list of (context, [choice strings], gold); continuation = delim + choice (target_delimiter)."""
+        examples, accs, norms, bytess = [], [], [], []
+        for ctx, choices, gold in docs:
+            for c in choices:
+                rec_pair(ctx, delim + c)
+            res = ll_requests([(ctx, delim + c) for c in choices])
+            lls = np.array([r[0] for r in res])
+            completion_len = np.array([float(len(c)) for c in choices])
+            byte_len = np.array([float(len(c.encode("utf-8"))) for c in choices])
+            pred, pn, pb = int(np.argmax(lls)), int(np.argmax(lls / completion_len)), int(np.argmax(lls / byte_len))
+            accs.append(1.0 if pred == gold else 0.0)
+            norms.append(1.0 if pn == gold else 0.0)
+            bytess.append(1.0 if pb == gold else 0.0)
+            s = np.sort(lls)[::-1]
+            examples.append({
+                "context": ctx, "choices": choices, "gold": gold,
+                "ids": [list(map(list, encode_pair(ctx, delim + c))) for c in choices],
+                "ll": [float(r[0]) for r in res], "greedy": [bool(r[1]) for r in res],
+                "pred": pred, "pred_norm": pn, "pred_bytes": pb,
+                "margin": float(s[0] - s[1]) if len(s) > 1 else None})
+        met = {}
+        for k, v in (("acc", accs), ("acc_norm", norms), ("acc_bytes", bytess)):
+            met[k] = {"value": M.mean(v), "stderr": M.mean_stderr(v)}
+        return {"kind": "mc", "n": len(docs), "examples": examples, "metrics": met}
+
+    fix = {"tool": "tools/make_eval_fixtures.py", "oracle": "lm-evaluation-harness %s HFLM" % lm_eval.__version__,
+           "max_length": MAX_LENGTH, "prefix_id": lm.prefix_token_id, "limit": args.limit, "tasks": {}}
+    icl = os.path.join(SHARED, "data/llm_foundry_icl")
+
+    # PIQA and ARC-Easy: lm-eval prompt "Question: {q}\nAnswer:", choices with target_delimiter " "
+    for name in ("piqa", "arc_easy"):
+        rows = [json.loads(l) for l in open(os.path.join(icl, name + ".jsonl"), encoding="utf-8")][:args.limit]
+        docs = [(r["query"].rstrip("\n") + "\nAnswer:", r["choices"], r["gold"]) for r in rows]
+        fix["tasks"][name] = mc_task(docs)
+
+    # HellaSwag (6-line file): query and endings through lm-eval's preprocess
+    items = hellaswag_items(os.path.join(SHARED, "data/hellaswag/hellaswag_val_full.txt"), args.limit)
+    fix["tasks"]["hellaswag"] = mc_task([(hs_preprocess(it["query"]), [hs_preprocess(e) for e in it["endings"]], it["gold"]) for it in items])
+
+    # LAMBADA (OpenAI): loglikelihood(context, " " + last word); perplexity and acc (= is_greedy)
+    rows = [json.loads(l) for l in open(os.path.join(icl, "lambada_openai.jsonl"), encoding="utf-8")][:args.limit]
+    for r in rows:
+        rec_pair(r["context"], " " + r["continuation"])
+    res = ll_requests([(r["context"], " " + r["continuation"]) for r in rows])
+    lls = [float(r[0]) for r in res]
+    gr = [1.0 if r[1] else 0.0 for r in res]
+    fix["tasks"]["lambada"] = {
+        "kind": "ll", "n": len(rows),
+        "examples": [{"ids": list(map(list, encode_pair(r["context"], " " + r["continuation"]))), "ll": l, "greedy": bool(g)}
+                     for r, l, g in zip(rows, lls, gr)],
+        "metrics": {"perplexity": {"value": M.perplexity(lls), "stderr": None},
+                    "acc": {"value": M.mean(gr), "stderr": M.mean_stderr(gr)}}}
+
+    # WikiText-2: rolling log-likelihood of the detokenized article; words and bytes of the original page
+    raw = open(os.path.join(SHARED, "data/wikitext2/wiki.test.raw"), encoding="utf-8").read()
+    pages = wikitext_documents(raw)[:args.wikitext_docs]
+    inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(wikitext_detokenizer({"page": p}),), idx=i)
+            for i, p in enumerate(pages)]
+    for p in pages:
+        text = wikitext_detokenizer({"page": p})
+        rec_encode(text)
+        for a, b in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
+                token_list=lm.tok_encode(text), prefix_token=lm.prefix_token_id, max_seq_len=MAX_LENGTH, context_len=1)):
+            rec_seq(a + b)
+    rl = lm.loglikelihood_rolling(inst, disable_tqdm=True)
+    per = [wt_results({"page": p}, (l,)) for p, l in zip(pages, rl)]
+    ntok = [len(lm.tok_encode(wikitext_detokenizer({"page": p}))) for p in pages]
+    fix["tasks"]["wikitext2"] = {
+        "kind": "lm", "n": len(pages),
+        "examples": [{"ll": float(l), "tokens": n, "words": d["word_perplexity"][1], "bytes": d["byte_perplexity"][1]}
+                     for l, n, d in zip(rl, ntok, per)],
+        "metrics": {"word_perplexity": {"value": M.weighted_perplexity([d["word_perplexity"] for d in per]), "stderr": None},
+                    "byte_perplexity": {"value": M.weighted_perplexity([d["byte_perplexity"] for d in per]), "stderr": None},
+                    "bits_per_byte": {"value": M.bits_per_byte([d["bits_per_byte"] for d in per]), "stderr": None},
+                    "token_perplexity": {"value": math.exp(-sum(rl) / sum(ntok)), "stderr": None}}}
+
+    # Hand-checkable tasks from the model's own greedy continuations (TinyShakespeare lines as contexts)
+    lines = [l for l in open(os.path.join(SHARED, "data/tinyshakespeare/input.txt"), encoding="utf-8").read().split("\n")
+             if len(l) > 30][:200]
+    rng = random.Random(7)
+    greedy = []
+    for ctx in lines:
+        ids = lm.tok_encode(ctx)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=0)
+        new = out[0, len(ids):].tolist()
+        text = tok.decode(new)
+        if 0 in new or len(text.strip()) < 3 or lm.tok_encode(ctx + text) != ids + new:
+            continue
+        greedy.append((ctx, text))
+        if len(greedy) == 12:
+            break
+    mc_rows = []
+    for i, (ctx, ans) in enumerate(greedy):
+        others = [a for j, (_, a) in enumerate(greedy) if j != i]
+        choices = rng.sample(others, 3)
+        gold = rng.randrange(4)
+        choices.insert(gold, ans)
+        mc_rows.append({"query": ctx, "choices": choices, "gold": gold})
+    with open(os.path.join(OUT, "greedy_mc.jsonl"), "w", encoding="utf-8") as f:
+        for r in mc_rows:
+            f.write(json.dumps(r) + "\n")
+    t = mc_task([(r["query"], r["choices"], r["gold"]) for r in mc_rows], delim="")
+    assert t["metrics"]["acc"]["value"] == 1.0, "greedy_mc: the model must pick its own greedy continuation"
+    assert all(e["greedy"][e["gold"]] for e in t["examples"])
+    fix["tasks"]["greedy_mc"] = t
+
+    # generation: prompt -> greedy until "\n" (max 8 new tokens); the answer is the model's own output for
+    # even rows and a wrong string for odd rows, so exact_match is 0.5 by construction
+    inst = [Instance(request_type="generate_until", doc={}, idx=i,
+                     arguments=(p, {"until": ["\n"], "max_gen_toks": 8, "do_sample": False}))
+            for i, p in enumerate(lines[:40])]
+    # keep outputs that decode to whole characters (no U+FFFD from a cut multi-byte sequence)
+    kept = [(r.arguments[0], o) for r, o in zip(inst, lm.generate_until(inst, disable_tqdm=True)) if "\ufffd" not in o][:8]
+    prompts, outs = [k[0] for k in kept], [k[1] for k in kept]
+    gen_rows = [{"prompt": p, "answer": o.strip() if i % 2 == 0 else "not this"} for i, (p, o) in enumerate(zip(prompts, outs))]
+    em = [1.0 if o.strip() == r["answer"].strip() else 0.0 for o, r in zip(outs, gen_rows)]
+    with open(os.path.join(OUT, "greedy_gen.jsonl"), "w", encoding="utf-8") as f:
+        for r in gen_rows:
+            f.write(json.dumps(r) + "\n")
+    fix["tasks"]["greedy_gen"] = {
+        "kind": "gen", "n": len(gen_rows), "until": ["\n"], "max_new": 8,
+        "examples": [{"prompt_ids": lm.tok_encode(r["prompt"]), "generated": o, "exact_match": e} for r, o, e in zip(gen_rows, outs, em)],
+        "metrics": {"exact_match": {"value": M.mean(em), "stderr": M.mean_stderr(em)}}}
+    assert M.mean(em) == 0.5
+
+    # text rules, evaluated by lm-eval's own functions (and Python's str/re semantics)
+    samples = ["  Hello [title] World  [step] done  ", "a [b\nc] d [e] f", "Tab\tsep\u00a0nbsp  end \n",
+               "", "   ", "x", " lead and trail ", "\u3000ideographic\u2003space",
+               "He said \" hi there \" and ( a , b ) [ c ] { d } ' e ' ok", "= = Section = =\n Text @-@ like @,@ 1 @.@ 5 .\n",
+               "The dogs ' bone N 's 5 \u00b0 C ; x : y ! z ? w , v", "( open only", "\" one quote", "Pay $1,234.50 now, or -7 later.",
+               "no digits here", "1 2 3", "x-5y", "#### 42", "It is 3.", "caf\u00e9 na\u00efve \U0001F600 end"]
+    num_re = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+    cases = []
+    for t in samples:
+        nums = [m.group(0) for m in num_re.finditer(t)]
+        cases.append({"text": t, "chars": len(t), "rstrip_chars": len(t.rstrip()),
+                      "words": len(re.split(r"\s+", t)), "hellaswag": hs_preprocess(t),
+                      "wikitext": wikitext_detokenizer({"page": t}), "last_number": nums[-1] if nums else None})
+    with open(os.path.join(OUT, "text_cases.json"), "w", encoding="utf-8") as f:
+        json.dump({"tool": "tools/make_eval_fixtures.py", "wikitext_docs": len(wikitext_documents(raw)),
+                   "wikitext_first": [wikitext_digest(p) for p in wikitext_documents(raw)[:5]], "cases": cases}, f, indent=1)
+
+    for r in gen_rows:
+        ids = lm.tok_encode(r["prompt"])[-(MAX_LENGTH - 8):]
+        rec_encode(r["prompt"])
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=0)
+        new = out[0, len(ids):].tolist()
+        if 0 in new:
+            new = new[:new.index(0)]
+        replay["generate"][tuple(ids)] = new
+        for k in range(len(new) + 1):
+            replay["decode"][tuple(new[:k])] = tok.decode(new[:k], skip_special_tokens=True)
+    with open(os.path.join(OUT, "replay.json"), "w", encoding="utf-8") as f:
+        json.dump({"tool": "tools/make_eval_fixtures.py", "max_length": MAX_LENGTH, "prefix_id": lm.prefix_token_id,
+                   "encode": [[t, ids] for t, ids in replay["encode"].items()],
+                   # per position i: log p(seq[i+1] | seq[:i+1]) as float32 in %.9g (exact), argmax flags as 0/1
+                   "seq": [[list(k), " ".join("%.9g" % x for x in v[0]), "".join("1" if g else "0" for g in v[1])]
+                           for k, v in replay["seq"].items()],
+                   "decode": [[list(k), v] for k, v in replay["decode"].items()],
+                   "generate": [[list(k), v] for k, v in replay["generate"].items()]}, f, separators=(",", ":"))
+
+    with open(os.path.join(OUT, "scores.json"), "w", encoding="utf-8") as f:
+        json.dump(fix, f, indent=1)
+    for name, t in fix["tasks"].items():
+        ms = ", ".join("%s=%.6g" % (k, v["value"]) for k, v in t["metrics"].items())
+        margins = [e["margin"] for e in t["examples"] if e.get("margin") is not None]
+        extra = " (min choice margin %.3g)" % min(margins) if margins else ""
+        print("%-10s n=%-3d %s%s" % (name, t["n"], ms, extra))
+
+
+if __name__ == "__main__":
+    main()
