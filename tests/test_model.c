@@ -211,7 +211,7 @@ TEST(cli_init_inspect_forward) {
     char ids[700];
     snprintf(ids, sizeof ids, "%s/ids.txt", tmp);
     FILE *f = fopen(ids, "w");
-    fprintf(f, "1 2 3 4 5\n\n6 7 8 9 4095\n");
+    fprintf(f, "1 2 3 4 5\n\n6 7 8 9 8191\n");
     fclose(f);
     rc = ds_test_sh(out, sizeof out, "%s forward --model %s/m --ids %s --out %s/o.safetensors --hidden", bin(), tmp,
                     ids, tmp);
@@ -221,7 +221,7 @@ TEST(cli_init_inspect_forward) {
     ds_st_file o;
     CHECK(ds_st_open(&o, path) == 0);
     const ds_st_tensor *t = ds_st_find(&o, "logits");
-    CHECK(t && t->ndim == 3 && t->shape[0] == 2 && t->shape[1] == 5 && t->shape[2] == 4096);
+    CHECK(t && t->ndim == 3 && t->shape[0] == 2 && t->shape[1] == 5 && t->shape[2] == 8192);
     t = ds_st_find(&o, "mtp_logits.1");
     CHECK(t && t->shape[1] == 4);
     CHECK(ds_st_find(&o, "hidden_states.0") && ds_st_find(&o, "hidden_states.3") && !ds_st_find(&o, "hidden_states.4"));
@@ -308,7 +308,7 @@ TEST(cli_forward_errors) {
     write_text(ids, "1 2 3\n");
     /* ids problems */
     write_text(ids, "1 2 3\n4 5 99999\n");
-    expect_fail("ids.txt:2: token id 99999 is outside the vocabulary [0, 4096)", "forward --model %s --ids %s --out %s",
+    expect_fail("ids.txt:2: token id 99999 is outside the vocabulary [0, 8192)", "forward --model %s --ids %s --out %s",
                 m, ids, o);
     write_text(ids, "1 2 3\n4 -5 6\n");
     expect_fail("outside the vocabulary", "forward --model %s --ids %s --out %s", m, ids, o);
@@ -427,4 +427,41 @@ TEST(load_fp8_block_scaled_checkpoint) {
     CHECK(ds_model_load(&m2, dir) != 0 && strstr(ds_errmsg(), "_scale_inv is missing"));
     free(q8), free(scales), free(want), free(e), free(names);
     ds_model_free(&m);
+}
+
+/* A transformers-style sharded folder (model-0000i-of-0000N.safetensors +
+ * model.safetensors.index.json) loads like a single file. */
+TEST(load_sharded_folder) {
+    ds_config c;
+    ds_preset(&c, "tiny");
+    ds_model m, m2;
+    CHECK(ds_model_create(&m, &c) == 0);
+    ds_model_init_random(&m, 21);
+    ds_st_entry *e = ds_calloc((size_t)m.layout.n, sizeof *e);
+    for (int64_t i = 0; i < m.layout.n; i++) {
+        const ds_param *p = &m.layout.p[i];
+        e[i] = (ds_st_entry){p->name, DS_F32, p->ndim, {p->shape[0], p->shape[1]}, m.params + p->offset};
+    }
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/sharded", ds_test_tmpdir());
+    ds_mkdir_p(dir);
+    CHECK(ds_st_write_model(dir, e, m.layout.n, NULL, 1 << 20) == 0); /* 1 MiB shards */
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    CHECK(ds_file_exists(path));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    CHECK(ds_config_save(&c, path) == 0);
+    CHECK_MSG(ds_model_load(&m2, dir) == 0, "%s", ds_errmsg());
+    if (m2.params) {
+        CHECK(memcmp(m.params, m2.params, (size_t)m.layout.total * sizeof(float)) == 0);
+        ds_model_free(&m2);
+    }
+    free(e);
+    ds_model_free(&m);
+}
+
+TEST(cli_inspect_errors) {
+    char out[4096];
+    int rc = ds_test_sh(out, sizeof out, "%s inspect %s/none", bin(), ds_test_tmpdir());
+    CHECK_MSG(rc == 1 && strstr(out, "config.json"), "%s", out);
+    CHECK(ds_test_sh(out, sizeof out, "%s inspect", bin()) == 2);
 }

@@ -1,7 +1,7 @@
 /*
  * matmul.c — FP32 linear layer forward: out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias.
  * Fast path: OpenBLAS sgemm, threaded by us: the product is cut into one
- * slab per OpenMP thread (rows when there are enough, else output columns)
+ * slab per OpenMP thread (along the larger of N and OC)
  * and each thread runs a single-threaded sgemm on its slab.  OpenBLAS's own
  * thread pool is kept at one thread, because two pools that spin-wait on the
  * same cores (OpenMP for the other ops, pthreads inside OpenBLAS) halve the
@@ -118,8 +118,10 @@ void ds_matmul_forward(float *out, const float *inp, const float *weight, const 
 #ifdef _OPENMP
     if (!omp_in_parallel() && (double)N * C * OC >= 65536.0) nt = omp_get_max_threads();
 #endif
-    /* slabs: rows if each thread gets >= 16, else columns in multiples of 16 */
-    int by_rows = N >= 16 * (int64_t)nt || OC < 32 * (int64_t)nt;
+    /* Each slab's sgemm packs its whole share of both operands, so cut the
+     * larger one: output columns (the weight rows) when OC >= N, else the
+     * input rows; column slabs are multiples of 16. */
+    int by_rows = N > OC || OC < 32 * (int64_t)nt;
     int64_t len = by_rows ? N : OC;
     int64_t step = (len + nt - 1) / nt;
     if (!by_rows) step = (step + 15) / 16 * 16;

@@ -24,7 +24,9 @@ void ds_rope_setup(const ds_config *c, float *inv_freq, float *attn_factor_out, 
         double f = c->rope_factor;
         if (f <= 0 && c->rope_original_max_position_embeddings > 0)
             f = (double)c->max_position_embeddings / (double)c->rope_original_max_position_embeddings;
-        double L0 = (double)c->rope_original_max_position_embeddings;
+        /* absent original length: transformers uses max_position_embeddings */
+        double L0 = (double)(c->rope_original_max_position_embeddings > 0 ? c->rope_original_max_position_embeddings
+                                                                           : c->max_position_embeddings);
         double bf = c->rope_beta_fast > 0 ? c->rope_beta_fast : 32, bs = c->rope_beta_slow > 0 ? c->rope_beta_slow : 1;
         double low = d * log(L0 / (bf * 2 * M_PI)) / (2 * log(base));
         double high = d * log(L0 / (bs * 2 * M_PI)) / (2 * log(base));

@@ -37,7 +37,7 @@ static void common(ds_config *c) {
 int ds_preset(ds_config *c, const char *name) {
     if (!strcmp(name, "tiny")) {
         common(c);
-        c->vocab_size = 4096;
+        c->vocab_size = 8192;
         c->hidden_size = 128;
         c->intermediate_size = 384;
         c->moe_intermediate_size = 64;

@@ -2,7 +2,7 @@
  * presets.h — named model configurations for `dsv3 init --config PRESET`:
  * DeepSeek-V3 shapes in miniature (MLA with q_lora, a dense first layer,
  * shared + routed experts in groups with noaux_tc routing, YaRN, MTP depth 1).
- *   tiny   ~ 3.6M parameters, for tests and smoke runs
+ *   tiny   ~ 2.9M parameters (+0.3M MTP), for tests and smoke runs
  *   small  ~ 100M parameters (total), the `make bench` configuration
  */
 #ifndef DS_PRESETS_H
