@@ -150,10 +150,7 @@ static void mla_absorbed(ds_engine *e, float *att, float *qabs, const float *q, 
         const float *w = kv_b + h * (dn + dv) * rkv;
         float *qa = qabs + rh * rkv;
         for (int64_t j = 0; j < rkv; j++) qa[j] = 0;
-        for (int64_t d = 0; d < dn; d++) {
-            const float a = qn[d], *wr = w + d * rkv;
-            for (int64_t j = 0; j < rkv; j++) qa[j] += a * wr[j];
-        }
+        for (int64_t d = 0; d < dn; d++) ds_axpy_f32(qa, qn[d], w + d * rkv, rkv);
     }
     /* per (sequence, head, query): scores over the cached positions 0..t, softmax, latent mix, W_UV */
     const int64_t work = B * nh * n;
@@ -166,10 +163,7 @@ static void mla_absorbed(ds_engine *e, float *att, float *qabs, const float *q, 
         float mx = -INFINITY;
         for (int64_t j = 0; j <= t; j++) {
             const float *cj = C + j * rkv, *kj = KP + j * dr;
-            float a = 0, p = 0;
-            for (int64_t k = 0; k < rkv; k++) a += qa[k] * cj[k];
-            for (int64_t k = 0; k < dr; k++) p += qpe[k] * kj[k];
-            float v = (a + p) * scale;
+            float v = (ds_dot_f32(qa, cj, rkv) + ds_dot_f32(qpe, kj, dr)) * scale;
             s[j] = v;
             if (v > mx) mx = v;
         }
@@ -180,21 +174,13 @@ static void mla_absorbed(ds_engine *e, float *att, float *qabs, const float *q, 
             sum += ev;
         }
         for (int64_t k = 0; k < rkv; k++) ctx[k] = 0;
-        for (int64_t j = 0; j <= t; j++) {
-            const float pj = s[j], *cj = C + j * rkv;
-            for (int64_t k = 0; k < rkv; k++) ctx[k] += pj * cj[k];
-        }
+        for (int64_t j = 0; j <= t; j++) ds_axpy_f32(ctx, s[j], C + j * rkv, rkv);
         const float inv = 1.0f / sum;
         for (int64_t k = 0; k < rkv; k++) ctx[k] *= inv;
         /* o_h = W_UV_h · x   (W_UV_h (dv, rkv)) */
         const float *wv = kv_b + (h * (dn + dv) + dn) * rkv;
         float *o = att + r * nh * dv + h * dv;
-        for (int64_t v = 0; v < dv; v++) {
-            float a = 0;
-            const float *wr = wv + v * rkv;
-            for (int64_t k = 0; k < rkv; k++) a += wr[k] * ctx[k];
-            o[v] = a;
-        }
+        for (int64_t v = 0; v < dv; v++) o[v] = ds_dot_f32(wv + v * rkv, ctx, rkv);
     }
 }
 
