@@ -61,6 +61,10 @@ TEST(generate_cli_ids_and_speculative) {
     CHECK(strstr(out, "greedy") != NULL);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --top-p 0") == 1);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model /nonexistent --ids --prompt 1") == 1);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v2lite --ids --prompt 1 "
+                     "--speculative mtp") == 1);
+    CHECK(strstr(out, "MTP module") != NULL);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --max-tokens 0") == 0);
     /* sampling with a seed is reproducible */
     char a[4096], b[4096];
     CHECK(ds_test_sh(a, sizeof a, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-tokens 12 --ignore-eos "
