@@ -674,9 +674,9 @@ TEST(cli_eval_bad_input_one_line_no_output) {
     CHECK_MSG(rc == 0, "%s", out);
     CHECK(strstr(out, "bad.jsonl:2: malformed JSON (skipped)") != NULL);
     CHECK(ds_file_exists(jp));
-    /* a real model folder cannot be loaded yet: a clear message */
-    rc = ds_test_sh(out, sizeof out, "%s eval --model tests/fixtures/eval/model --task mc:%s --on-error skip", dsv3_bin(), p);
-    CHECK(rc == 1 && strstr(out, "not available") != NULL);
+    /* a model folder that does not exist: a clear message naming it */
+    rc = ds_test_sh(out, sizeof out, "%s eval --model /no/such/model --task mc:%s --on-error skip", dsv3_bin(), p);
+    CHECK(rc == 1 && strstr(out, "/no/such/model") != NULL);
     /* usage errors exit 2 */
     rc = ds_test_sh(out, sizeof out, "%s eval --task mc:%s", dsv3_bin(), p);
     CHECK(rc == 2 && strstr(out, "--model is required"));

@@ -10,9 +10,8 @@
  * token counts, greedy flags, predictions and accuracies identical; perplexities within a
  * relative 1e-4.
  *
- * Until the model and tokenizer are bound to ds_lm (src/cli/cmd_eval.c, eval_bind_model),
- * `dsv3 eval --model DIR` reports "not available" and that test SKIPs.  Meanwhile
- * eval_parity_replay drives the whole pipeline with a replay of what a correct binding
+ * eval_parity_with_lm_eval_harness runs `dsv3 eval` on the fixture model folder (the
+ * binding in src/eval/lm_model.c); eval_parity_replay drives the whole pipeline with a replay of what a correct binding
  * answers (tests/fixtures/eval/replay.json: tokenizer.encode of each string, per-position
  * log-probabilities from the model in transformers, greedy continuations, decodes). */
 #include "test.h"
@@ -215,15 +214,12 @@ TEST(eval_parity_with_lm_eval_harness) {
     static char out[65536];
     int rc = ds_test_sh(out, sizeof out,
                         "%s eval --model " FIX "/model --max-length %d --limit %d --data %s/data --no-progress "
-                        "--task piqa arc_easy hellaswag lambada wikitext2 "
+                        "--task piqa arc_easy hellaswag lambada 'wikitext2#limit=%d' "
                         "'mc:" FIX "/greedy_mc.jsonl#delim=,name=greedy_mc' "
                         "'gen:" FIX "/greedy_gen.jsonl#until=\\n,max_new=8,name=greedy_gen' "
                         "--samples %s/samples.jsonl --out %s/results.json",
-                        bin, max_len, limit, shared, dir, dir);
-    if (rc != 0 && strstr(out, "not available")) {
-        cJSON_Delete(fix);
-        SKIP("dsv3 eval cannot load a model folder in this build (eval_bind_model): %.200s", out);
-    }
+                        bin, max_len, limit, shared, (int)num(cJSON_GetObjectItem(cJSON_GetObjectItem(fix, "tasks"), "wikitext2"), "n"),
+                        dir, dir);
     CHECK_MSG(rc == 0, "dsv3 eval failed: %s", out);
     if (rc) { cJSON_Delete(fix); return; }
     char path[1024];

@@ -285,3 +285,47 @@ uint64_t ds_hash64(const void *data, size_t n, uint64_t h) {
     for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ULL; }
     return h;
 }
+
+/* ---- progress bar ------------------------------------------------------------ */
+void ds_progress_start(ds_progress *p, const char *label, double total, const char *unit) {
+    p->label = label;
+    p->unit = unit;
+    p->total = total;
+    p->t0 = p->last = ds_now();
+    p->tty = isatty(2);
+}
+
+static void fmt_eta(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "--:--"); return; }
+    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
+    if (h) snprintf(buf, n, "%d:%02d:%02d", h, m, sec);
+    else snprintf(buf, n, "%02d:%02d", m, sec);
+}
+
+static void progress_draw(ds_progress *p, double done, int final) {
+    double now = ds_now(), el = now - p->t0, rate = el > 0 ? done / el : 0;
+    double frac = p->total > 0 ? done / p->total : 0;
+    if (frac > 1) frac = 1;
+    char eta[32];
+    fmt_eta(eta, sizeof eta, final ? el : (rate > 0 ? (p->total - done) / rate : -1));
+    char bar[31];
+    int fill = (int)(frac * 30);
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    fprintf(stderr, "%s%s [%s] %5.1f%% %.3g %s/s %s %s%s", p->tty ? "\r" : "", p->label, bar, 100 * frac,
+            rate, p->unit, final ? "took" : "eta", eta, (final || !p->tty) ? "\n" : "");
+    fflush(stderr);
+    p->last = now;
+}
+
+void ds_progress_update(ds_progress *p, double done) {
+    if (ds_log_level < DS_LOG_INFO) return;
+    double now = ds_now();
+    if (now - p->last < (p->tty ? 0.1 : 10.0)) return;
+    progress_draw(p, done, 0);
+}
+
+void ds_progress_end(ds_progress *p, double done) {
+    if (ds_log_level < DS_LOG_INFO) return;
+    progress_draw(p, done, 1);
+}

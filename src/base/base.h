@@ -106,4 +106,16 @@ static inline int64_t ds_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b
 uint64_t ds_hash64(const void *data, size_t n, uint64_t h);
 #define DS_HASH64_INIT 0xcbf29ce484222325ULL
 
+/* ---- progress bar --------------------------------------------------------- */
+/* One line on stderr, redrawn at most 10 times a second when stderr is a
+ * terminal (otherwise a plain line every ~10 s): label, percent, rate, ETA. */
+typedef struct {
+    const char *label, *unit;
+    double total, t0, last;
+    int tty;
+} ds_progress;
+void ds_progress_start(ds_progress *p, const char *label, double total, const char *unit);
+void ds_progress_update(ds_progress *p, double done);
+void ds_progress_end(ds_progress *p, double done);
+
 #endif

@@ -11,25 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Bind a model folder (config.json + safetensors + tokenizer.json) to a ds_lm.
- * max_length > 0 overrides the context window (default: config max_position_embeddings).
- * This is the one place that connects the model and tokenizer layers to evaluation;
- * until they are merged it reports that it is not available.  To fill in:
- *   lm->ctx        the loaded model + tokenizer (freed by lm->free)
- *   lm->loglik     ds_lm_loglik_from_logits(forward, ...) or a KV-cached version that runs a
- *                  shared context once (requests with the same ctx pointer are consecutive)
- *   lm->generate   greedy decoding with the KV cache, stopping on eos_id or stop()
- *   lm->encode     tokenizer.encode(text) with the template when add_special (lm-eval's
- *                  tok_encode), without it otherwise; lm->decode skips special tokens
- *   lm->prefix_id  BOS, else EOS (lm-eval's prefix_token_id); lm->eos_id
- * tests/test_eval_parity.c then compares it with lm-eval on tests/fixtures/eval/model. */
+/* Bind a model folder (config.json + safetensors + tokenizer.json) to a ds_lm
+ * (src/eval/lm_model.c), or the built-in byte-level uniform model. */
 static int eval_bind_model(const char *dir, int64_t max_length, ds_lm *lm) {
     if (!strcmp(dir, "builtin:uniform-bytes")) {
         ds_lm_uniform_bytes(lm, max_length);
         return 0;
     }
-    (void)lm;
-    return ds_err("model loading not available in this build (%s); only --model builtin:uniform-bytes", dir);
+    return ds_lm_from_model_dir(lm, dir, max_length);
 }
 
 static const char *USAGE =
@@ -46,6 +35,7 @@ static const char *USAGE =
     "  options: name=NAME  prompt=qa|raw (mc: qa builds \"<query>\\nAnswer:\")  delim=TEXT (default ' ')\n"
     "           docs=file|lines|wikitext  detok=wikitext|none  stride=N (lm: sliding window, N new tokens per window)\n"
     "           until=S1|S2 (gen stop sequences, \\n escapes; default \\n\\n)  max_new=N (256)  extract=none|last_number|first_word\n"
+    "           limit=N (first N documents of this task, overrides --limit)\n"
     "Named tasks read files under --data (default $DS_SHARED/data or ../shared/data).\n"
     "--model builtin:uniform-bytes is a byte-level uniform model (bits per byte = 8).";
 

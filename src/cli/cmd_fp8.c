@@ -1,7 +1,8 @@
 /*
  * cmd_fp8.c — `dsv3 fp8 study`: the accumulation study (FP8 GEMM error vs K,
  * with DeepSeek's promotion every 128 and with an emulated limited tensor-core
- * accumulator); `dsv3 fp8 bench`: FP8 / BF16 / FP32 GEMM throughput.
+ * accumulator); `dsv3 fp8 bench`: FP8 / BF16 / FP32 GEMM throughput;
+ * `dsv3 fp8 analyze` is in cmd_fp8_analyze.c.
  */
 #include "cli/cli.h"
 #include "kernels/gemm_bf16.h"
@@ -256,17 +257,21 @@ static int bench(int argc, char **argv) {
     return 0;
 }
 
+int ds_cmd_fp8_analyze(int argc, char **argv); /* cmd_fp8_analyze.c */
+
 static int cmd_fp8(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         FILE *f = argc < 2 ? stderr : stdout;
-        fprintf(f, "usage: dsv3 fp8 <study|bench> [options]\n"
+        fprintf(f, "usage: dsv3 fp8 <study|bench|analyze> [options]\n"
                    "  study   FP8 GEMM error vs K with and without promotion (table, --json FILE)\n"
-                   "  bench   FP8 / BF16 / FP32 GEMM GFLOP/s (table, --json FILE)\n");
+                   "  bench   FP8 / BF16 / FP32 GEMM GFLOP/s (table, --json FILE)\n"
+                   "  analyze quantization error of a model's weights per scaling and format (table, --json FILE)\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "study")) return study(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return bench(argc - 1, argv + 1);
-    fprintf(stderr, "dsv3 fp8: unknown subcommand '%s' (study, bench)\n", argv[1]);
+    if (!strcmp(argv[1], "analyze")) return ds_cmd_fp8_analyze(argc - 1, argv + 1);
+    fprintf(stderr, "dsv3 fp8: unknown subcommand '%s' (study, bench, analyze)\n", argv[1]);
     return 2;
 }
-DS_COMMAND("fp8", "FP8 tools: accumulation study, GEMM bench", cmd_fp8)
+DS_COMMAND("fp8", "FP8 tools: accumulation study, GEMM bench, weight analysis", cmd_fp8)

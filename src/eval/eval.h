@@ -55,6 +55,7 @@ typedef struct {
     int detok_wikitext;
     char **until; int n_until;     // GEN stop sequences
     int64_t max_new;               // GEN
+    int64_t limit;                 // first N documents of this task (0: the run's --limit)
     ds_extract extract;            // GEN
     /* documents */
     ds_eval_doc *docs;

@@ -77,4 +77,8 @@ int ds_lm_loglik_from_logits(ds_logits_fn fn, void *user, int64_t vocab, ds_lm_r
  * id 0 only).  A reference point, and the model `--model builtin:uniform-bytes`. */
 void ds_lm_uniform_bytes(ds_lm *lm, int64_t max_length);
 
+/* A model folder (config.json, safetensors, tokenizer.json) as a ds_lm (lm_model.c).
+ * max_length <= 0: the config's max_position_embeddings.  0, or -1 with ds_err. */
+int ds_lm_from_model_dir(ds_lm *lm, const char *dir, int64_t max_length);
+
 #endif

@@ -86,6 +86,8 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
         free(l);
     } else if (KEY("stride")) {
         if (parse_i64(v, vl, &t->stride) || t->stride < 1) return ds_err("task '%s': stride: expected a positive integer", spec);
+    } else if (KEY("limit")) {
+        if (parse_i64(v, vl, &t->limit) || t->limit < 1) return ds_err("task '%s': limit: expected a positive integer", spec);
     } else if (KEY("max_new")) {
         if (parse_i64(v, vl, &t->max_new) || t->max_new < 1) return ds_err("task '%s': max_new: expected a positive integer", spec);
     } else if (KEY("docs")) {
@@ -109,7 +111,7 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
         else if (VAL("first_word")) t->extract = DS_EXTRACT_FIRST_WORD;
         else return ds_err("task '%s': extract: expected none, last_number or first_word", spec);
     } else {
-        return ds_err("task '%s': unknown option '%.*s' (name, prompt, delim, stride, docs, detok, until, max_new, extract)",
+        return ds_err("task '%s': unknown option '%.*s' (name, prompt, delim, stride, docs, detok, until, max_new, extract, limit)",
                       spec, (int)kl, k);
     }
     return 0;
@@ -350,7 +352,10 @@ static int bad_row(ds_task *t, const ds_eval_opts *o, int64_t line) {
     return -1;
 }
 
-static int full(const ds_task *t, const ds_eval_opts *o) { return o->limit > 0 && t->n_docs >= o->limit; }
+static int full(const ds_task *t, const ds_eval_opts *o) {
+    int64_t lim = t->limit > 0 ? t->limit : o->limit;
+    return lim > 0 && t->n_docs >= lim;
+}
 
 static int load_jsonl(ds_task *t, const char *buf, size_t len, const ds_eval_opts *o) {
     int64_t line = 0;

@@ -1,0 +1,123 @@
+/* test_data.c — `dsv3 data prepare`: shards decode back to the input documents,
+ * splits, JSONL, and bad input. */
+#include "test.h"
+#include "base/base.h"
+#include "io/shard.h"
+#include "tokenizer/tokenizer.h"
+
+static const char *dsv3(void) { return getenv("DSV3") ? getenv("DSV3") : "./dsv3"; }
+
+/* A small corpus and a tokenizer trained on it with the CLI. */
+static int setup(char *tokpath, size_t cap) {
+    const char *d = ds_test_tmpdir();
+    char *corpus = ds_path_join(d, "corpus.txt");
+    FILE *f = fopen(corpus, "w");
+    for (int i = 0; i < 200; i++)
+        fprintf(f, "Line %d: the quick brown fox, jumps over the lazy dog!\n\nSecond paragraph %d.\n\n", i, i * 7);
+    fclose(f);
+    snprintf(tokpath, cap, "%s/tok.json", d);
+    int rc = ds_test_sh(NULL, 0, "%s --quiet tokenizer train --input %s --vocab-size 300 --special-tokens '<s>' '</s>' --out %s",
+                        dsv3(), corpus, tokpath);
+    free(corpus);
+    return rc;
+}
+
+/* Concatenate the documents of a shard (dropping separators) and decode. */
+static char *decode_shard(const ds_tokenizer *tok, const char *path, int64_t *ndocs) {
+    ds_shard s;
+    if (ds_shard_open(&s, path, 0) != 0) return NULL;
+    int32_t *ids = malloc(s.n_tokens * sizeof *ids);
+    int64_t n = 0;
+    for (uint64_t i = 0; i < s.n_tokens; i++) {
+        int32_t t = ds_shard_token(&s, i);
+        if (t != s.sep_id) ids[n++] = t;
+    }
+    *ndocs = (int64_t)s.n_docs;
+    size_t len;
+    char *txt = ds_tokenizer_decode(tok, ids, n, 0, &len);
+    free(ids);
+    ds_shard_close(&s);
+    return txt;
+}
+
+TEST(data_prepare_blank_docs_roundtrip) {
+    char tokpath[512], out[600], cmd_out[4096];
+    CHECK(setup(tokpath, sizeof tokpath) == 0);
+    TEST_RETURN_IF_FAILED();
+    snprintf(out, sizeof out, "%s/shards", ds_test_tmpdir());
+    int rc = ds_test_sh(cmd_out, sizeof cmd_out, "%s --quiet data prepare --tokenizer %s --input %s/corpus.txt --out %s --docs blank --val-fraction 0.1",
+                        dsv3(), tokpath, ds_test_tmpdir(), out);
+    CHECK_MSG(rc == 0, "%s", cmd_out);
+    TEST_RETURN_IF_FAILED();
+    ds_tokenizer *tok = ds_tokenizer_load(tokpath);
+    CHECK(tok != NULL);
+    char p_train[700], p_val[700];
+    snprintf(p_train, sizeof p_train, "%s/train_000.bin", out);
+    snprintf(p_val, sizeof p_val, "%s/val_000.bin", out);
+    int64_t nt = 0, nv = 0;
+    char *tr = decode_shard(tok, p_train, &nt), *va = decode_shard(tok, p_val, &nv);
+    CHECK(tr && va);
+    TEST_RETURN_IF_FAILED();
+    /* 400 documents in all; about 10% went to validation */
+    CHECK(nt + nv == 400);
+    CHECK(nv > 15 && nv < 70);
+    /* every paragraph text appears in exactly one split */
+    int found = 0;
+    for (int i = 0; i < 200; i++) {
+        char a[128];
+        snprintf(a, sizeof a, "Line %d: the quick brown fox, jumps over the lazy dog!", i);
+        int in_t = strstr(tr, a) != NULL, in_v = strstr(va, a) != NULL;
+        CHECK(in_t + in_v == 1);
+        found += in_t + in_v;
+    }
+    CHECK(found == 200);
+    /* the tokenizer was copied, and its hash is what the shards carry */
+    char tj[700];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", out);
+    size_t len;
+    char *bytes = ds_read_file(tj, &len);
+    CHECK(bytes != NULL);
+    ds_shard s;
+    CHECK(ds_shard_open(&s, p_train, ds_hash64(bytes, len, DS_HASH64_INIT)) == 0);
+    ds_shard_close(&s);
+    free(bytes); free(tr); free(va);
+    ds_tokenizer_free(tok);
+}
+
+TEST(data_prepare_jsonl_and_errors) {
+    char tokpath[512], buf[4096];
+    CHECK(setup(tokpath, sizeof tokpath) == 0);
+    TEST_RETURN_IF_FAILED();
+    const char *d = ds_test_tmpdir();
+    char *jl = ds_path_join(d, "docs.jsonl");
+    FILE *f = fopen(jl, "w");
+    for (int i = 0; i < 50; i++) fprintf(f, "{\"text\": \"document number %d\\nwith a second line\", \"id\": %d}\n", i, i);
+    fclose(f);
+    int rc = ds_test_sh(buf, sizeof buf, "%s --quiet data prepare --tokenizer %s --input %s --out %s/j --val-fraction 0", dsv3(), tokpath, jl, d);
+    CHECK_MSG(rc == 0, "%s", buf);
+    ds_tokenizer *tok = ds_tokenizer_load(tokpath);
+    char p[700];
+    snprintf(p, sizeof p, "%s/j/train_000.bin", d);
+    int64_t nd = 0;
+    char *txt = tok ? decode_shard(tok, p, &nd) : NULL;
+    CHECK(txt && nd == 50 && strstr(txt, "document number 49\nwith a second line"));
+    free(txt);
+    ds_tokenizer_free(tok);
+    /* a malformed line: the error names the file and line */
+    f = fopen(jl, "a");
+    fprintf(f, "{\"text\": \"ok\"}\n{not json\n");
+    fclose(f);
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input %s --out %s/bad", dsv3(), tokpath, jl, d);
+    CHECK(rc == 1);
+    CHECK_MSG(strstr(buf, "docs.jsonl:52: malformed JSON") != NULL, "%s", buf);
+    snprintf(p, sizeof p, "%s/bad/train_000.bin", d);
+    CHECK(!ds_file_exists(p)); /* nothing partial written */
+    /* missing input, missing tokenizer, bad option */
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input /nonexistent.txt --out %s/x", dsv3(), tokpath, d);
+    CHECK(rc == 1 && strstr(buf, "/nonexistent.txt"));
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer /nonexistent/tok.json --input %s --out %s/x", dsv3(), jl, d);
+    CHECK(rc == 1 && strstr(buf, "/nonexistent/tok.json"));
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input %s --out %s/x --docs nope", dsv3(), tokpath, jl, d);
+    CHECK(rc == 2);
+    free(jl);
+}
