@@ -53,6 +53,7 @@ static void carve_all(carver *cv, ds_engine *e) {
     e->r_idx = carve(cv, N * (K > 0 ? K : 1));
     e->order = carve(cv, N * (K > 0 ? K : 1));
     e->spos = carve(cv, N * (K > 0 ? K : 1));
+    e->chunk_ids = carve(cv, N);
     e->counts = carve(cv, 2 * (E + 1));
     e->offsets = carve(cv, 2 * (E + 2));
     e->xs = carve(cv, N * K * H);
@@ -330,14 +331,13 @@ int ds_engine_prefill(ds_engine *e, const int32_t *ids, int64_t P) {
         }
         return 0;
     }
-    int32_t *tmp = ds_malloc((size_t)(e->B * e->chunk) * sizeof(int32_t));
+    int32_t *tmp = e->chunk_ids;
     int rc = 0;
     for (int64_t s = 0; s < P && !rc; s += e->chunk) {
         int64_t n = P - s < e->chunk ? P - s : e->chunk;
         for (int64_t b = 0; b < e->B; b++) memcpy(tmp + b * n, ids + b * P + s, (size_t)n * sizeof(int32_t));
         rc = ds_engine_step(e, tmp, n, 1);
     }
-    free(tmp);
     return rc;
 }
 

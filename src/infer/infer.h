@@ -52,7 +52,7 @@ typedef struct {
     size_t arena_floats;
     float *x, *ln, *qa, *qan, *q, *kva, *qabs, *att, *proj, *ln2;    /* per-row activations */
     float *r_logits, *r_scores, *r_w, *mlp, *hg, *hu, *ha;
-    int32_t *r_idx, *order, *spos;
+    int32_t *r_idx, *order, *spos, *chunk_ids; /* ..., (B, chunk) prefill chunk gather */
     int64_t *counts, *offsets;
     float *xs, *eg, *eu, *ea, *eo;  /* (N*K, ·) MoE rows in expert order */
     float *sc;                      /* (nthreads, max_len) attention scores */
