@@ -142,8 +142,17 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 
-# Regenerate the model parity fixtures (needs python3 with torch + transformers).
+# Regenerate every oracle fixture (needs python3 with torch, transformers,
+# tokenizers, tiktoken, safetensors).  The eval fixtures also need lm-eval: see
+# the docstring of tools/make_eval_fixtures.py (a venv is enough).
 fixtures:
-	@python3 -c "import torch, transformers, safetensors" 2>/dev/null || \
-	  { echo "make fixtures: needs python3 with torch, transformers and safetensors"; exit 1; }
+	@python3 -c "import torch, transformers, safetensors, tokenizers, tiktoken" 2>/dev/null || \
+	  { echo "make fixtures: needs python3 with torch, transformers, safetensors, tokenizers, tiktoken"; exit 1; }
 	python3 tools/make_fixtures.py --out tests/fixtures/model
+	python3 tools/make_train_fixtures.py
+	python3 tools/make_io_fixtures.py
+	python3 tools/make_fp8_fixtures.py tests/fixtures/fp8
+	python3 tools/make_convert_fixtures.py tests/fixtures/convert
+	python3 tools/make_tokenizer_fixtures.py
+	@python3 -c "import lm_eval" 2>/dev/null && python3 tools/make_eval_fixtures.py || \
+	  echo "make fixtures: lm-eval not installed; eval fixtures left as they are (tools/make_eval_fixtures.py)"

@@ -15,6 +15,15 @@ const struct ds_ops ds_ops_cpu = {
     .embedding_forward = ds_embedding_forward,
     .residual_forward = ds_residual_forward,
     .moe_route_forward = ds_moe_route_forward,
+    .matmul_backward = ds_matmul_backward,
+    .rmsnorm_backward = ds_rmsnorm_backward,
+    .rope_backward = ds_rope_backward,
+    .attention_backward = ds_attention_backward,
+    .swiglu_backward = ds_swiglu_backward,
+    .embedding_backward = ds_embedding_backward,
+    .cross_entropy = ds_cross_entropy,
+    .moe_route_backward = ds_moe_route_backward,
+    .moe_combine_backward = ds_moe_combine_backward,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -27,4 +36,13 @@ const struct ds_ops ds_ops_ref = {
     .embedding_forward = ds_embedding_forward_ref,
     .residual_forward = ds_residual_forward_ref,
     .moe_route_forward = ds_moe_route_forward_ref,
+    .matmul_backward = ds_matmul_backward_ref,
+    .rmsnorm_backward = ds_rmsnorm_backward_ref,
+    .rope_backward = ds_rope_backward_ref,
+    .attention_backward = ds_attention_backward_ref,
+    .swiglu_backward = ds_swiglu_backward_ref,
+    .embedding_backward = ds_embedding_backward_ref,
+    .cross_entropy = ds_cross_entropy_ref,
+    .moe_route_backward = ds_moe_route_backward_ref,
+    .moe_combine_backward = ds_moe_combine_backward_ref,
 };

@@ -4,11 +4,13 @@
  * scalar references can be swapped in without touching src/model/.
  *   ds_ops_cpu — the fast CPU kernels (OpenMP, BLAS, SIMD)
  *   ds_ops_ref — the scalar references (slow; tests run whole models with it)
- * Signatures and shapes: kernels/kernels.h.
+ * Signatures and shapes: kernels/kernels.h (forward), kernels/backward.h
+ * (backward entries, at the end of the struct).
  */
 #ifndef DS_OPS_H
 #define DS_OPS_H
 
+#include "kernels/backward.h"
 #include "kernels/kernels.h"
 
 struct ds_ops {
@@ -26,6 +28,26 @@ struct ds_ops {
     void (*residual_forward)(float *out, const float *a, const float *b, int64_t n);
     void (*moe_route_forward)(float *weights, int32_t *idx, float *scores, const float *logits,
                               const float *bias, const ds_route_params *p, int64_t N);
+    /* backward (kernels/backward.h) */
+    void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, int64_t N, int64_t C, int64_t OC, int acc);
+    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                             const float *rstd, int64_t N, int64_t C, int64_t ld_din, int64_t ld_dout, int64_t ld_in,
+                             float eps);
+    void (*rope_backward)(float *dx, const float *cos_t, const float *sin_t, int64_t B, int64_t T, int64_t nv,
+                          int64_t ld, int64_t off, int64_t dr, int halves);
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                               const float *lse, const float *q, const float *k, const float *v, int64_t B,
+                               int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale);
+    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                            int64_t N, int64_t I);
+    void (*embedding_backward)(float *dwte, const float *dout, const int32_t *ids, int64_t BT, int64_t C);
+    double (*cross_entropy)(float *dlogits, float *losses, int64_t *count, const float *logits,
+                            const int32_t *targets, int64_t N, int64_t V, int32_t ignore, float dscale);
+    void (*moe_route_backward)(float *dlogits, const float *dw, const float *dscores, const float *scores,
+                               const int32_t *idx, const ds_route_params *p, int64_t N);
+    void (*moe_combine_backward)(float *de_out, float *dw, const float *dy, const float *e_out, const float *w,
+                                 const int32_t *pos, int64_t N, int64_t K, int64_t H);
 };
 
 extern const struct ds_ops ds_ops_cpu;

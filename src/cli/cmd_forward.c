@@ -9,6 +9,12 @@
  * skipped.  All sequences must have the same length (a batch is a rectangle;
  * no padding is invented): unequal lines are an error naming the line.
  *
+ * With --grads OUT.safetensors it also runs the backward (model/backward.h)
+ * on the next-token CE loss (+ λ·MTP loss with --mtp-lambda L, + a balance
+ * loss with --balance-loss seq:ALPHA | v2:A1,A2,A3) and writes `loss`, the
+ * loss terms and `grad.<HF name>` for every trained parameter (--out is then
+ * optional).
+ *
  * `dsv3 forward --model DIR|--config CONFIG.json|PRESET --random B,T [--iters K] [--no-mtp]`
  * times the forward on random ids instead and prints one JSON line (used by
  * make bench); with --config the model is randomly initialised in memory.
@@ -20,6 +26,7 @@
 
 #include "cli/cli.h"
 #include "io/safetensors.h"
+#include "model/backward.h"
 #include "model/model.h"
 #include "model/presets.h"
 
@@ -115,8 +122,9 @@ static int bench(const ds_model *m, const char *shape, long long iters, int mtp)
 }
 
 static int run(int argc, char **argv) {
-    const char *model = NULL, *config = NULL, *idsf = NULL, *out = NULL, *rnd = NULL;
+    const char *model = NULL, *config = NULL, *idsf = NULL, *out = NULL, *rnd = NULL, *grads = NULL, *bal = NULL;
     int hidden = 0, no_mtp = 0;
+    double mtp_lambda = 0;
     long long iters = 5;
     const ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  model folder"},
@@ -127,11 +135,22 @@ static int run(int argc, char **argv) {
         {"--no-mtp", DS_OPT_FLAG, &no_mtp, "skip the MTP modules"},
         {"--random", DS_OPT_STR, &rnd, "B,T  time the forward on random ids (prints JSON)"},
         {"--iters", DS_OPT_INT, &iters, "K  timed iterations with --random (default 5)"},
+        {"--grads", DS_OPT_STR, &grads, "OUT.safetensors  also run the backward; write loss terms and gradients"},
+        {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L  MTP loss weight λ with --grads (default 0)"},
+        {"--balance-loss", DS_OPT_STR, &bal, "seq:ALPHA | v2:A1,A2,A3  balance loss with --grads"},
     };
-    ds_cli_parse("forward", "--model DIR --ids FILE --out OUT.safetensors [--hidden] [--no-mtp]", argc, argv, opts,
-                 8, NULL, 0, NULL);
+    ds_cli_parse("forward",
+                 "--model DIR --ids FILE [--out OUT.safetensors] [--hidden] [--no-mtp] [--grads OUT.safetensors "
+                 "[--mtp-lambda L] [--balance-loss seq:A|v2:A1,A2,A3]]",
+                 argc, argv, opts, 11, NULL, 0, NULL);
     if (!model && !(config && rnd)) ds_cli_usage_error("forward", "--model is required (or --config with --random)");
-    if (!rnd && (!idsf || !out)) ds_cli_usage_error("forward", "--ids and --out are required");
+    if (!rnd && (!idsf || (!out && !grads))) ds_cli_usage_error("forward", "--ids and --out (or --grads) are required");
+    ds_loss_opts lo = ds_loss_opts_default();
+    lo.mtp_lambda = mtp_lambda;
+    if ((mtp_lambda != 0 || bal) && !grads) ds_cli_usage_error("forward", "--mtp-lambda and --balance-loss need --grads");
+    if (!(mtp_lambda >= 0)) ds_cli_usage_error("forward", "--mtp-lambda must be >= 0");
+    if (mtp_lambda > 0 && no_mtp) ds_cli_usage_error("forward", "--mtp-lambda needs the MTP modules (drop --no-mtp)");
+    if (bal && ds_loss_opts_parse_balance(&lo, bal)) ds_cli_usage_error("forward", "%s", ds_errmsg());
     if (iters <= 0) ds_cli_usage_error("forward", "--iters must be positive");
     ds_model m;
     if (model) {
@@ -156,7 +175,21 @@ static int run(int argc, char **argv) {
     ds_acts a;
     int rc = ds_acts_create(&a, &m, B, T, !no_mtp);
     if (!rc) rc = ds_model_forward(&m, &a, &ds_ops_cpu, ids);
-    if (!rc) {
+    if (!rc && mtp_lambda > 0 && !a.mtp) rc = ds_err("--mtp-lambda: the model has no MTP modules");
+    if (!rc && grads) {
+        ds_grads g;
+        ds_bwd w;
+        ds_loss_terms t;
+        ds_grads_create(&g, &m);
+        rc = ds_bwd_create(&w, &m, B, T);
+        if (!rc) rc = ds_model_backward(&m, &a, &ds_ops_cpu, &g, &w, NULL, &lo, &t);
+        const char *bad = rc ? NULL : ds_grads_check_finite(&g, &m);
+        if (bad) ds_log(DS_LOG_INFO, "warning: gradient of %s is not finite", bad);
+        if (!rc) rc = ds_grads_write(grads, &m, &g, &t, mtp_lambda > 0, lo.balance);
+        ds_bwd_free(&w);
+        ds_grads_free(&g);
+    }
+    if (!rc && out) {
         const ds_config *c = &m.cfg;
         int64_t L = c->num_hidden_layers, D = a.mtp ? c->num_nextn_predict_layers : 0;
         ds_st_entry *e = ds_calloc((size_t)(1 + D + L + 1), sizeof *e);

@@ -93,6 +93,7 @@ typedef struct {
     int64_t n;           // documents scored
     ds_doc_result *docs; // (n)
     double seconds;
+    double cpu_seconds; // process CPU time (all threads) spent on the task
 } ds_task_result;
 
 void ds_eval_opts_default(ds_eval_opts *o);

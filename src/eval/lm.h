@@ -70,6 +70,11 @@ typedef struct ds_lm {
  * Returns 0, or -1 with ds_err set. */
 typedef int (*ds_logits_fn)(void *user, const int32_t *ids, int64_t n, float *logits);
 /* A loglik callback body for a model that only offers ds_logits_fn (lm_logits.c). */
+/* Fill q->logprobs and q->greedy from the logits (rows, vocab) of the sequence
+ * (ctx + cont)[:-1] (row n_ctx - 1 + j scores cont[j]; only those n_cont rows are
+ * read): log-softmax in double, greedy = first argmax == cont[j].  0, or -1 with ds_err
+ * (a token id outside the vocabulary). */
+int ds_lm_score_rows(const float *logits, int64_t vocab, ds_lm_request *q);
 int ds_lm_loglik_from_logits(ds_logits_fn fn, void *user, int64_t vocab, ds_lm_request *reqs, int64_t n);
 
 /* A byte-level uniform model: encode = UTF-8 bytes (ids 0..255), every token has

@@ -13,6 +13,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+int ds_lm_score_rows(const float *logits, int64_t vocab, ds_lm_request *q) {
+    for (int64_t j = 0; j < q->n_cont; j++) {
+        const float *row = logits + (size_t)(q->n_ctx - 1 + j) * (size_t)vocab; // (V)
+        int32_t t = q->cont[j];
+        if (t < 0 || t >= vocab) return ds_err("loglik: token id %d outside the vocabulary (%lld)", t, (long long)vocab);
+        int64_t am = 0;
+        for (int64_t v = 1; v < vocab; v++)
+            if (row[v] > row[am]) am = v;
+        double mx = row[am], s = 0;
+        for (int64_t v = 0; v < vocab; v++) s += exp((double)row[v] - mx);
+        q->logprobs[j] = (float)((double)row[t] - mx - log(s));
+        q->greedy[j] = am == t;
+    }
+    return 0;
+}
+
 int ds_lm_loglik_from_logits(ds_logits_fn fn, void *user, int64_t vocab, ds_lm_request *reqs, int64_t n) {
     int64_t cap = 0;
     for (int64_t r = 0; r < n; r++)
@@ -27,18 +43,7 @@ int ds_lm_loglik_from_logits(ds_logits_fn fn, void *user, int64_t vocab, ds_lm_r
         memcpy(ids, q->ctx, (size_t)q->n_ctx * sizeof *ids);
         memcpy(ids + q->n_ctx, q->cont, (size_t)(q->n_cont - 1) * sizeof *ids);
         if (fn(user, ids, T, logits)) { rc = -1; break; }
-        for (int64_t j = 0; j < q->n_cont; j++) {
-            const float *row = logits + (size_t)(q->n_ctx - 1 + j) * (size_t)vocab; // (V)
-            int32_t t = q->cont[j];
-            if (t < 0 || t >= vocab) { rc = ds_err("loglik: token id %d outside the vocabulary (%lld)", t, (long long)vocab); break; }
-            int64_t am = 0;
-            for (int64_t v = 1; v < vocab; v++)
-                if (row[v] > row[am]) am = v;
-            double mx = row[am], s = 0;
-            for (int64_t v = 0; v < vocab; v++) s += exp((double)row[v] - mx);
-            q->logprobs[j] = (float)((double)row[t] - mx - log(s));
-            q->greedy[j] = am == t;
-        }
+        rc = ds_lm_score_rows(logits, vocab, q);
     }
     free(ids);
     free(logits);

@@ -1,7 +1,7 @@
 /*
  * report.c — evaluation results: the terminal table and the results JSON
  *   {"dsv3_version", "model", "config": {limit, batch, max_length, prefix_id},
- *    "results": {TASK: {"kind", "source", "n", "skipped", "seconds",
+ *    "results": {TASK: {"kind", "source", "n", "skipped", "seconds", "cpu_seconds",
  *                       "metrics": {NAME: {"value", "stderr"}}}}}
  * A stderr lm-eval does not define (corpus perplexities) is null.
  */
@@ -59,6 +59,7 @@ int ds_eval_write_json(const char *path, const ds_lm *lm, const char *model, con
         cJSON_AddNumberToObject(t, "n", (double)res[i].n);
         cJSON_AddNumberToObject(t, "skipped", (double)tasks[i].n_skipped);
         cJSON_AddNumberToObject(t, "seconds", res[i].seconds);
+        cJSON_AddNumberToObject(t, "cpu_seconds", res[i].cpu_seconds);
         cJSON *ms = cJSON_AddObjectToObject(t, "metrics");
         for (int m = 0; m < res[i].n_metrics; m++) {
             const ds_metric *x = &res[i].metrics[m];

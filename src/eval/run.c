@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- statistics (lm-eval api/metrics.py mean, sample_stddev, mean_stderr) ---- */
@@ -451,6 +452,7 @@ int ds_task_run(const ds_task *t, const ds_lm *lm, const ds_eval_opts *o, FILE *
     r->docs = ds_calloc((size_t)t->n_docs, sizeof *r->docs);
     progress pg = {t->name, t->n_docs, ds_now(), 0, o->progress && ds_log_level >= DS_LOG_INFO};
     double t0 = ds_now();
+    clock_t c0 = clock();
     int rc = 0;
     int64_t d = 0;
     while (d < t->n_docs && !rc) {
@@ -477,6 +479,7 @@ int ds_task_run(const ds_task *t, const ds_lm *lm, const ds_eval_opts *o, FILE *
     }
     progress_show(&pg, r->n, 1);
     r->seconds = ds_now() - t0;
+    r->cpu_seconds = (double)(clock() - c0) / CLOCKS_PER_SEC;
     compute_metrics(t, r);
     return 0;
 }

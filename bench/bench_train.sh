@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# bench_train.sh — one FP32 training step (forward, CE loss, backward,
+# gradient clipping, AdamW) of the `small` preset on CPU, MTP off:
+# dsv3 (`dsv3 bench-train`) vs transformers' DeepseekV3ForCausalLM in train
+# mode (tools/bench_train_torch.py, same config, same thread count) when
+# torch is importable; also dsv3 with --precision bf16 (BF16 GEMM inputs, FP32
+# sums).  Prints tokens/s, GFLOP/s (3 x forward FLOPs: 6 x activated params x
+# tokens + attention) and MFU.  Writes bench/results/train.json.
+#   BENCH_B (1)  BENCH_T (256)  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
+set -eu
+cd "$(dirname "$0")/.."
+B=${BENCH_B:-1}
+T=${BENCH_T:-256}
+TH=${BENCH_THREADS:-$(nproc)}
+IT=${BENCH_ITERS:-3}
+PIT=${BENCH_PEER_ITERS:-3}
+BIN=./dsv3
+[ -x "$BIN" ] || { echo "bench_train: build ./dsv3 first (make)"; exit 1; }
+mkdir -p bench/results
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$BIN" init --config small --out "$tmp/small" --config-only
+ours=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT")
+ours16=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision bf16) || ours16=""
+peer=""
+if python3 -c "import torch, transformers" 2>/dev/null; then
+  peer=$(python3 tools/bench_train_torch.py --config "$tmp/small/config.json" --batch "$B" --seq "$T" \
+           --threads "$TH" --iters "$PIT" --warmup 1 2>/dev/null | tail -1) || peer=""
+fi
+OURS="$ours" OURS16="$ours16" PEER="$peer" python3 - <<'PY' || { echo "$ours" > bench/results/train.json; cat bench/results/train.json; }
+import json, os
+ours = json.loads(os.environ["OURS"])
+peer = json.loads(os.environ["PEER"]) if os.environ.get("PEER") else None
+ours16 = json.loads(os.environ["OURS16"]) if os.environ.get("OURS16") else None
+res = {"bench": "train", "config": "small", "batch": ours["batch"], "seq": ours["seq"],
+       "threads": ours["threads"], "dsv3": ours}
+print(f"training step (fwd+bwd+clip+AdamW), preset small, B={ours['batch']} T={ours['seq']} threads={ours['threads']}")
+# FLOPs per step: 3 x forward (6 x activated matmul params x tokens + causal attention)
+fl = ours.get("flops_per_step", 0.0)
+peak = ours.get("peak_flops", 0.0)
+if fl and peak:
+    print(f"  FLOPs per step {fl / 1e9:.2f} G (6 x activated params x tokens + attention); "
+          f"FP32 peak {peak / 1e9:.0f} GFLOP/s (FMA lanes x 2 x 2 pipes x max clock x threads)")
+print(f"  {'impl':<14}{'tokens/s (mean)':>16}{'tokens/s (best)':>16}{'GFLOP/s (mean)':>16}{'MFU':>8}")
+tps_mean = ours["batch"] * ours["seq"] / ours["mean_s"]
+gf = fl / ours["mean_s"] / 1e9 if fl else 0.0
+res["gflops_mean"] = gf
+res["mfu_mean"] = gf * 1e9 / peak if peak else 0.0
+print(f"  {'dsv3':<14}{tps_mean:>16.1f}{ours['tokens_per_s']:>16.1f}{gf:>16.2f}{100 * res['mfu_mean']:>7.1f}%"
+      f"   (best step: forward {ours['forward_s']:.3f}s, backward {ours['backward_s']:.3f}s, optimizer {ours['optimizer_s']:.3f}s)")
+if ours16:
+    res["dsv3_bf16"] = ours16
+    t16 = ours16["batch"] * ours16["seq"] / ours16["mean_s"]
+    g16 = fl / ours16["mean_s"] / 1e9 if fl else 0.0
+    res["bf16_tokens_per_s_mean"] = t16
+    print(f"  {'dsv3 bf16':<14}{t16:>16.1f}{ours16['tokens_per_s']:>16.1f}{g16:>16.2f}{100 * g16 * 1e9 / peak if peak else 0:>7.1f}%"
+          f"   (BF16 GEMM inputs, FP32 sums; MFU against the FP32 peak)")
+if peer:
+    res["transformers"] = peer
+    res["ratio_tokens_per_s_mean"] = tps_mean / peer["tokens_per_s"]
+    pgf = fl * peer["tokens_per_s"] / (ours["batch"] * ours["seq"]) / 1e9 if fl else 0.0
+    print(f"  {'transformers':<14}{peer['tokens_per_s']:>16.1f}{'':>16}{pgf:>16.2f}{100 * pgf * 1e9 / peak if peak else 0:>7.1f}%")
+    print(f"  ratio dsv3/transformers (mean tokens/s): {res['ratio_tokens_per_s_mean']:.2f}x")
+else:
+    print("  transformers: not available (torch not importable), no ratio")
+json.dump(res, open("bench/results/train.json", "w"), indent=1)
+PY

@@ -1,0 +1,93 @@
+/*
+ * cmd_bench_train.c — `dsv3 bench-train --config CONFIG.json|PRESET --random B,T [--iters K]`
+ * times one FP32 training step on random token ids of a randomly initialised
+ * model (the same step as tools/bench_train_torch.py): forward, CE loss with
+ * labels = ids, backward, global gradient-norm clipping at 1.0, AdamW (lr
+ * 1e-3, β 0.9/0.95, eps 1e-8, wd 0.1 on tensors with ndim ≥ 2).  MTP off.
+ * Prints one JSON line (used by bench/bench_train.sh): best/mean step time,
+ * tokens/s, and the forward / backward / optimizer split of the best step.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "model/backward.h"
+#include "model/model.h"
+#include "model/presets.h"
+#include "kernels/matmul_bf16.h"
+#include "train/adamw.h"
+#include "train/trainer.h"
+
+static int run(int argc, char **argv) {
+    const char *config = NULL, *rnd = NULL, *prec = "fp32";
+    long long iters = 3;
+    const ds_opt opts[] = {
+        {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  model (randomly initialised)"},
+        {"--random", DS_OPT_STR, &rnd, "B,T  batch of random token ids"},
+        {"--iters", DS_OPT_INT, &iters, "K  timed steps (default 3, after one warm-up step)"},
+        {"--precision", DS_OPT_STR, &prec, "fp32|bf16  GEMM inputs (kernels/matmul_bf16.h)"},
+    };
+    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 4, NULL, 0,
+                 NULL);
+    if (!config || !rnd) ds_cli_usage_error("bench-train", "--config and --random are required");
+    long long B = 0, T = 0;
+    if (sscanf(rnd, "%lld,%lld", &B, &T) != 2 || B <= 0 || T <= 0)
+        ds_cli_usage_error("bench-train", "--random: expected B,T (e.g. 1,256), got '%s'", rnd);
+    if (iters <= 0) ds_cli_usage_error("bench-train", "--iters must be positive");
+    int bf16 = !strcmp(prec, "bf16");
+    if (!bf16 && strcmp(prec, "fp32")) ds_cli_usage_error("bench-train", "--precision: fp32 or bf16, got '%s'", prec);
+    struct ds_ops ops = ds_ops_cpu;
+    if (bf16) {
+        ops.matmul_forward = ds_matmul_forward_bf16;
+        ops.matmul_backward = ds_matmul_backward_bf16;
+    }
+    ds_config c;
+    ds_model m;
+    int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
+    if (bad || ds_config_validate(&c, config) || ds_model_create(&m, &c)) return ds_cli_fail("bench-train");
+    ds_model_init_random(&m, 1);
+    ds_acts a;
+    ds_grads g;
+    ds_bwd w;
+    if (ds_acts_create(&a, &m, B, T, 0) || ds_bwd_create(&w, &m, B, T)) return ds_cli_fail("bench-train");
+    ds_grads_create(&g, &m);
+    float *mom = ds_calloc((size_t)g.n, sizeof(float)), *vel = ds_calloc((size_t)g.n, sizeof(float));
+    int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t));
+    ds_rng r;
+    ds_rng_seed(&r, 1234);
+    for (long long i = 0; i < B * T; i++) ids[i] = (int32_t)ds_rng_below(&r, (uint64_t)c.vocab_size);
+    ds_loss_opts lo = ds_loss_opts_default();
+    ds_adamw_hparams h = ds_adamw_default(1e-3);
+    double best = 1e30, sum = 0, bf = 0, bb = 0, bo = 0, loss = 0;
+    for (long long it = 0; it <= iters; it++) {
+        double t0 = ds_now();
+        ds_grads_zero(&g);
+        if (ds_model_forward(&m, &a, &ops, ids)) return ds_cli_fail("bench-train");
+        double t1 = ds_now();
+        ds_loss_terms t;
+        if (ds_model_backward(&m, &a, &ops, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
+        double t2 = ds_now();
+        ds_clip_grad_norm(g.g, g.n, 1.0);
+        ds_model_adamw_step(&m, &g, mom, vel, NULL, NULL, it + 1, &h, 0);
+        double t3 = ds_now();
+        loss = t.loss;
+        if (it == 0) continue; /* warm-up */
+        sum += t3 - t0;
+        if (t3 - t0 < best) best = t3 - t0, bf = t1 - t0, bb = t2 - t1, bo = t3 - t2;
+    }
+    printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
+           "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
+           "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g}\n",
+           prec, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
+           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_cpu_peak_flops(ds_threads(), NULL, 0));
+    free(ids);
+    free(mom);
+    free(vel);
+    ds_grads_free(&g);
+    ds_bwd_free(&w);
+    ds_acts_free(&a);
+    ds_model_free(&m);
+    return 0;
+}
+DS_COMMAND("bench-train", "time FP32 training steps (forward, backward, clip, AdamW) on random ids", run)

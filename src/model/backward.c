@@ -1,0 +1,519 @@
+/*
+ * backward.c — losses and the FP32 backward pass of the main model and the
+ * MTP modules (backward.h), the mirror of model.c's forward.  Kernels:
+ * kernels/backward.h (fast versions) and the balance losses of
+ * kernels/balance_loss.h.  Parameter gradients are added into ds_grads;
+ * activation gradients live in the ds_bwd scratch (allocated once).
+ */
+#include "model/backward.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "io/safetensors.h"
+#include "kernels/backward.h"
+#include "kernels/balance_loss.h"
+#include "train/adamw.h"
+
+/* ---- gradient buffer --------------------------------------------------------- */
+
+int ds_grads_create(ds_grads *g, const ds_model *m) {
+    g->n = m->layout.total;
+    g->g = ds_aligned_alloc((size_t)(g->n > 0 ? g->n : 1) * sizeof(float));
+    ds_grads_zero(g);
+    return 0;
+}
+
+void ds_grads_free(ds_grads *g) {
+    ds_free_aligned(g->g);
+    memset(g, 0, sizeof *g);
+}
+
+void ds_grads_zero(ds_grads *g) { memset(g->g, 0, (size_t)g->n * sizeof(float)); }
+
+const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m) {
+    for (int64_t i = 0; i < m->layout.n; i++) {
+        const ds_param *p = &m->layout.p[i];
+        if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
+        const float *x = g->g + p->offset;
+        for (int64_t j = 0; j < p->numel; j++)
+            if (!isfinite(x[j])) return p->name;
+    }
+    return NULL;
+}
+
+ds_loss_opts ds_loss_opts_default(void) {
+    ds_loss_opts o;
+    memset(&o, 0, sizeof o);
+    o.ignore = DS_IGNORE_INDEX;
+    return o;
+}
+
+int ds_loss_opts_parse_balance(ds_loss_opts *o, const char *spec) {
+    double a = -1, b = -1, c = -1;
+    char tail;
+    if (strcmp(spec, "none") == 0) {
+        o->balance = DS_BAL_NONE;
+        return 0;
+    }
+    if (strncmp(spec, "seq:", 4) == 0) {
+        if (sscanf(spec + 4, "%lf%c", &a, &tail) != 1 || !(a >= 0) || !isfinite(a))
+            return ds_err("--balance-loss '%s': expected seq:ALPHA with ALPHA >= 0 (e.g. seq:0.0001)", spec);
+        o->balance = DS_BAL_SEQ;
+        o->alpha = a;
+        return 0;
+    }
+    if (strncmp(spec, "v2:", 3) == 0) {
+        if (sscanf(spec + 3, "%lf,%lf,%lf%c", &a, &b, &c, &tail) != 3 || !(a >= 0 && b >= 0 && c >= 0) ||
+            !isfinite(a + b + c))
+            return ds_err("--balance-loss '%s': expected v2:A1,A2,A3 with weights >= 0 (e.g. v2:0.003,0.05,0.02)",
+                          spec);
+        o->balance = DS_BAL_V2;
+        o->a1 = a, o->a2 = b, o->a3 = c;
+        return 0;
+    }
+    return ds_err("--balance-loss '%s': expected seq:ALPHA, v2:A1,A2,A3 or none", spec);
+}
+
+/* ---- scratch ------------------------------------------------------------------ */
+
+typedef struct {
+    float *base;
+    size_t off;
+} carver;
+
+static void *carve(carver *cv, int64_t n) {
+    void *p = cv->base ? (void *)(cv->base + cv->off) : NULL;
+    cv->off += (size_t)((n + 15) / 16 * 16);
+    return p;
+}
+
+static void carve_bwd(carver *cv, ds_bwd *w, const ds_model *m) {
+    const ds_config *c = &m->cfg;
+    const int64_t N = w->B * w->T, H = c->hidden_size, V = c->vocab_size;
+    const int64_t nh = c->num_attention_heads, dq = ds_config_qk_head_dim(c), dn = c->qk_nope_head_dim;
+    const int64_t dv = c->v_head_dim, dr = c->qk_rope_head_dim, rq = c->q_lora_rank, rkv = c->kv_lora_rank;
+    const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
+    const int64_t D = c->num_nextn_predict_layers;
+    int64_t inter = 1;
+    for (int64_t l = 0; l < m->nblocks; l++)
+        if (m->blocks[l].inter > inter) inter = m->blocks[l].inter;
+    w->dlogits = carve(cv, N * V);
+    w->dx = carve(cv, N * H);
+    w->dx2 = carve(cv, N * H);
+    for (int64_t k = 0; k <= D; k++) {
+        float *p = carve(cv, N * H);
+        if (cv->base) w->dh[k] = p;
+    }
+    w->dln1 = carve(cv, N * H);
+    w->dqa = carve(cv, N * (rq > 0 ? rq : 1));
+    w->dqa_n = carve(cv, N * (rq > 0 ? rq : 1));
+    w->dq = carve(cv, N * nh * dq);
+    w->dkva = carve(cv, N * (rkv + dr));
+    w->dckv = carve(cv, N * rkv);
+    w->dkv = carve(cv, N * nh * (dn + dv));
+    w->dk = carve(cv, N * nh * dq);
+    w->dv = carve(cv, N * nh * dv);
+    w->datt = carve(cv, N * nh * dv);
+    w->dxmid = carve(cv, N * H);
+    w->dln2 = carve(cv, N * H);
+    w->dh_gate = carve(cv, N * inter);
+    w->dh_up = carve(cv, N * inter);
+    w->dh_act = carve(cv, N * inter);
+    w->dtmp = carve(cv, N * H);
+    w->dscores = carve(cv, N * (E > 0 ? E : 1));
+    w->dr_logits = carve(cv, N * (E > 0 ? E : 1));
+    w->dw = carve(cv, N * (K > 0 ? K : 1));
+    w->dxs = carve(cv, N * K * H);
+    w->de_gate = carve(cv, N * K * Im);
+    w->de_up = carve(cv, N * K * Im);
+    w->de_act = carve(cv, N * K * Im);
+    w->de_out = carve(cv, N * K * H);
+    w->coef = carve(cv, E > 0 ? E : 1);
+    w->sel = carve(cv, (w->T * (E > 0 ? E : 1) + 3) / 4);
+    w->targets = carve(cv, N);
+    w->mtp_targets = carve(cv, N);
+    w->dm_cat = carve(cv, N * 2 * H);
+    w->row_loss = carve(cv, N);
+    w->rstd = carve(cv, N);
+}
+
+int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T) {
+    memset(w, 0, sizeof *w);
+    if (B <= 0 || T <= 0) return ds_err("backward: batch and sequence length must be positive");
+    w->B = B;
+    w->T = T;
+    w->dh = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
+    carver cv = {NULL, 0};
+    carve_bwd(&cv, w, m);
+    w->arena_floats = cv.off;
+    w->arena = ds_aligned_alloc(cv.off * sizeof(float));
+    cv = (carver){w->arena, 0};
+    carve_bwd(&cv, w, m);
+    return 0;
+}
+
+void ds_bwd_free(ds_bwd *w) {
+    ds_free_aligned(w->arena);
+    free(w->dh);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---- targets -------------------------------------------------------------------- */
+
+void ds_targets_from_ids(int32_t *targets, const int32_t *ids, int64_t B, int64_t T, int32_t ignore) {
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) targets[b * T + t] = t + 1 < T ? ids[b * T + t + 1] : ignore;
+}
+
+int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k, int32_t ignore) {
+    int64_t n = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i + k < T; i++) n += targets[b * T + i + k] != ignore;
+    return n;
+}
+
+/* ---- block backward -------------------------------------------------------------- */
+
+static ds_route_params route_params(const ds_config *c) {
+    ds_route_params rp = {
+        .E = c->n_routed_experts, .K = c->num_experts_per_tok, .G = c->n_group, .Gk = c->topk_group,
+        .sigmoid = c->scoring_func == DS_SCORE_SIGMOID,
+        .group_top2_sum = c->topk_method == DS_TOPK_NOAUX_TC,
+        .norm_topk = c->norm_topk_prob,
+        .scaling = (float)c->routed_scaling_factor,
+    };
+    if (c->topk_method == DS_TOPK_GREEDY) rp.G = rp.Gk = 1;
+    return rp;
+}
+
+/* Dense MLP or shared experts: y = down(silu(gate(x)) ⊙ up(x)); dln2 gets
+ * dx written (acc 0) or added (acc 1). */
+static void mlp_backward(float *dln2, const float *dy, const ds_block_acts *a, const ds_block *p, const ds_model *m,
+                         const struct ds_ops *ops, ds_grads *g, ds_bwd *w, int64_t N, int acc) {
+    const int64_t H = m->cfg.hidden_size, I = p->inter;
+    ops->matmul_backward(w->dh_act, ds_grad_of(g, m, p->down), NULL, dy, a->h_act, p->down, N, I, H, 0);
+    ops->swiglu_backward(w->dh_gate, w->dh_up, w->dh_act, a->h_gate, a->h_up, N, I);
+    ops->matmul_backward(dln2, ds_grad_of(g, m, p->gate), NULL, w->dh_gate, a->ln2, p->gate, N, H, I, acc);
+    ops->matmul_backward(dln2, ds_grad_of(g, m, p->up), NULL, w->dh_up, a->ln2, p->up, N, H, I, 1);
+}
+
+/* dinp (B*T, H) written = ∂L/∂inp given dout (B*T, H) = ∂L/∂out; dscores
+ * (B*T, E) gradient reaching the router affinities directly (balance losses)
+ * or NULL.  Mirror of model.c's block_forward. */
+static void block_backward(float *dinp, const float *dout, const float *inp, const ds_block_acts *a,
+                           const ds_block *p, const ds_model *m, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                           const float *cos_t,
+                           const float *sin_t, int64_t B, int64_t T, const float *dscores) {
+    const ds_config *c = &m->cfg;
+    const int64_t N = B * T, H = c->hidden_size;
+    const int64_t nh = c->num_attention_heads, dq = ds_config_qk_head_dim(c), dn = c->qk_nope_head_dim;
+    const int64_t dv = c->v_head_dim, dr = c->qk_rope_head_dim, rq = c->q_lora_rank, rkv = c->kv_lora_rank;
+    const float eps = (float)c->rms_norm_eps, eps_lat = 1e-6f;
+    const int halves = !c->rope_interleave;
+#define G(x) ds_grad_of(g, m, (x))
+
+    /* out = x_mid + mlp_out */
+    memcpy(w->dxmid, dout, (size_t)(N * H) * sizeof(float));
+    if (p->moe) {
+        const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
+        ds_route_params rp = route_params(c);
+        ops->moe_combine_backward(w->de_out, w->dw, dout, a->e_out, a->r_w, a->pos, N, K, H);
+        /* experts in parallel, each one's GEMMs single-threaded (nested
+         * regions inside the kernels are inactive): one parallel region per
+         * layer instead of several per expert; every expert writes only its
+         * own weight gradients and its own rows of de_* and dxs */
+        const int64_t *offs = a->offsets, *cnts = a->counts;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t e = 0; e < E; e++) {
+            int64_t o = offs[e], cnt = cnts[e];
+            if (!cnt) continue;
+            ops->matmul_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im, p->ed[e],
+                                 cnt, Im, H, 0);
+            ops->swiglu_backward(w->de_gate + o * Im, w->de_up + o * Im, w->de_act + o * Im, a->e_gate + o * Im,
+                                 a->e_up + o * Im, cnt, Im);
+            ops->matmul_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H, p->eg[e], cnt,
+                                 H, Im, 0);
+            ops->matmul_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H, p->eu[e], cnt,
+                                 H, Im, 1);
+        }
+        memset(w->dln2, 0, (size_t)(N * H) * sizeof(float));
+        ds_moe_gather_backward(w->dln2, w->dxs, a->pos, N, K, H);
+        ops->moe_route_backward(w->dr_logits, w->dw, dscores, a->r_scores, a->r_idx, &rp, N);
+        ops->matmul_backward(w->dln2, G(p->router), NULL, w->dr_logits, a->ln2, p->router, N, H, E, 1);
+        if (p->inter > 0) mlp_backward(w->dln2, dout, a, p, m, ops, g, w, N, 1);
+    } else {
+        mlp_backward(w->dln2, dout, a, p, m, ops, g, w, N, 0);
+    }
+    ops->rmsnorm_backward(w->dxmid, G(p->post_norm), w->dln2, a->x_mid, p->post_norm, a->ln2_rstd, N, H, H, H, H, eps);
+
+    /* MLA: x_mid = inp + o_proj(attention) */
+    ops->matmul_backward(w->datt, G(p->o_proj), G(p->o_bias), w->dxmid, a->att, p->o_proj, N, nh * dv, H, 0);
+    ops->attention_backward(w->dq, w->dk, w->dv, w->datt, a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv,
+                          m->softmax_scale);
+    {
+        /* k = [k_nope (per head) | k_pe (shared)], v: back into kv and kva */
+        float *dkv = w->dkv, *dkva = w->dkva;
+        const float *dk = w->dk, *dvv = w->dv;
+#pragma omp parallel for schedule(static) if (N * nh * dq > 65536)
+        for (int64_t n = 0; n < N; n++) {
+            float *kp = dkva + n * (rkv + dr);
+            memset(kp, 0, (size_t)(rkv + dr) * sizeof(float));
+            for (int64_t h = 0; h < nh; h++) {
+                const float *src = dk + (n * nh + h) * dq;
+                float *dst = dkv + (n * nh + h) * (dn + dv);
+                memcpy(dst, src, (size_t)dn * sizeof(float));
+                memcpy(dst + dn, dvv + (n * nh + h) * dv, (size_t)dv * sizeof(float));
+                for (int64_t j = 0; j < dr; j++) kp[rkv + j] += src[dn + j];
+            }
+        }
+    }
+    ops->matmul_backward(w->dckv, G(p->kv_b), NULL, w->dkv, a->ckv, p->kv_b, N, rkv, nh * (dn + dv), 0);
+    ops->rope_backward(w->dkva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
+    ops->rmsnorm_backward(w->dkva, G(p->kv_a_norm), w->dckv, a->kva, p->kv_a_norm, a->ckv_rstd, N, rkv, rkv + dr, rkv,
+                        rkv + dr, eps_lat);
+    ops->matmul_backward(w->dln1, G(p->kv_a), G(p->kv_a_bias), w->dkva, a->ln1, p->kv_a, N, H, rkv + dr, 0);
+    ops->rope_backward(w->dq, cos_t, sin_t, B, T, nh, dq, dn, dr, halves);
+    if (rq > 0) {
+        ops->matmul_backward(w->dqa_n, G(p->q_b), NULL, w->dq, a->qa_n, p->q_b, N, rq, nh * dq, 0);
+        memset(w->dqa, 0, (size_t)(N * rq) * sizeof(float));
+        ops->rmsnorm_backward(w->dqa, G(p->q_a_norm), w->dqa_n, a->qa, p->q_a_norm, a->qa_rstd, N, rq, rq, rq, rq,
+                            eps_lat);
+        ops->matmul_backward(w->dln1, G(p->q_a), G(p->q_a_bias), w->dqa, a->ln1, p->q_a, N, H, rq, 1);
+    } else {
+        ops->matmul_backward(w->dln1, G(p->q_proj), NULL, w->dq, a->ln1, p->q_proj, N, H, nh * dq, 1);
+    }
+    memcpy(dinp, w->dxmid, (size_t)(N * H) * sizeof(float));
+    ops->rmsnorm_backward(dinp, G(p->in_norm), w->dln1, inp, p->in_norm, a->ln1_rstd, N, H, H, H, H, eps);
+#undef G
+}
+
+/* Balance losses of one main-model MoE layer: adds α·∂/∂s into dscores (B*T, E)
+ * and returns the layer's total (after α, averaged over seq_denom sequences). */
+static double balance_layer(float *dscores, const ds_block_acts *a, const ds_model *m, ds_bwd *w,
+                            const ds_loss_opts *o, double seq_denom, ds_loss_terms *t) {
+    const ds_config *c = &m->cfg;
+    const int64_t B = w->B, T = w->T, E = c->n_routed_experts, K = c->num_experts_per_tok;
+    const int normalize = c->scoring_func == DS_SCORE_SIGMOID;
+    int64_t D = 1, M = 1;
+    double ae = o->alpha, ad = 0, ac = 0;
+    if (o->balance == DS_BAL_V2) {
+        D = c->n_group > 0 ? c->n_group : 1;
+        M = c->topk_group > 0 ? c->topk_group : 1;
+        ae = o->a1, ad = o->a2, ac = o->a3;
+    }
+    double total = 0;
+    for (int64_t b = 0; b < B; b++) {
+        const float *s = a->r_scores + b * T * E;
+        memset(w->sel, 0, (size_t)(T * E));
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t k = 0; k < K; k++) w->sel[i * E + a->r_idx[(b * T + i) * K + k]] = 1;
+        ds_balance_terms r = ds_balance_loss_forward(w->coef, s, w->sel, T, E, K, D, M, normalize, ae, ad, ac);
+        ds_balance_loss_backward(dscores + b * T * E, w->coef, s, T, E, normalize, 1.0 / seq_denom);
+        t->bal_expert += ae * r.expert / seq_denom;
+        t->bal_device += ad * r.device / seq_denom;
+        t->bal_comm += ac * r.comm / seq_denom;
+        total += (ae * r.expert + ad * r.device + ac * r.comm) / seq_denom;
+    }
+    return total;
+}
+
+/* rstd (N) = 1/sqrt(mean(x²) + eps) of rows with stride ld (the MTP enorm and
+ * hnorm do not save it in the forward). */
+static void rstd_rows(float *rstd, const float *x, int64_t N, int64_t C, int64_t ld, float eps) {
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        float ss = 0;
+        for (int64_t c = 0; c < C; c++) ss += x[n * ld + c] * x[n * ld + c];
+        rstd[n] = 1.0f / sqrtf(ss / (float)C + eps);
+    }
+}
+
+/* ---- model backward ------------------------------------------------------------- */
+
+int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                      const int32_t *targets,                      const ds_loss_opts *o, ds_loss_terms *t) {
+    const ds_config *c = &m->cfg;
+    const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
+    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
+    const float eps = (float)c->rms_norm_eps;
+    memset(t, 0, sizeof *t);
+    if (w->B != B || w->T != T)
+        return ds_err("backward: scratch is for B=%lld, T=%lld but the activations are B=%lld, T=%lld",
+                      (long long)w->B, (long long)w->T, (long long)B, (long long)T);
+    if (o->mtp_lambda < 0 || o->alpha < 0 || o->a1 < 0 || o->a2 < 0 || o->a3 < 0)
+        return ds_err("backward: loss weights must be >= 0");
+    const int use_mtp = o->mtp_lambda > 0 && D > 0;
+    if (use_mtp && !a->mtp) return ds_err("backward: --mtp-lambda needs the forward to run the MTP modules");
+    if (use_mtp && D > DS_MAX_MTP) return ds_err("backward: at most %d MTP modules", DS_MAX_MTP);
+    if (o->balance == DS_BAL_V2 && c->n_routed_experts % (c->n_group > 0 ? c->n_group : 1))
+        return ds_err("backward: v2 balance loss: n_routed_experts %lld is not a multiple of n_group %lld",
+                      (long long)c->n_routed_experts, (long long)c->n_group);
+    if (targets) {
+        for (int64_t n = 0; n < N; n++)
+            if (targets[n] != o->ignore && (targets[n] < 0 || targets[n] >= V))
+                return ds_err("backward: target %lld at sequence %lld, position %lld is outside the vocabulary [0, "
+                              "%lld) and not the ignore id %d",
+                              (long long)targets[n], (long long)(n / T), (long long)(n % T), (long long)V, o->ignore);
+        memcpy(w->targets, targets, (size_t)N * sizeof(int32_t));
+    } else {
+        ds_targets_from_ids(w->targets, a->ids, B, T, o->ignore);
+    }
+    const int32_t *tg = w->targets;
+#define G(x) ds_grad_of(g, m, (x))
+    for (int64_t k = 0; k <= D; k++) memset(w->dh[k], 0, (size_t)(N * H) * sizeof(float));
+
+    /* MTP modules, last to first: module k's input gradient flows into h^{k-1} */
+    if (use_mtp) {
+        for (int64_t k = D; k >= 1; k--) {
+            const int64_t Tk = T - k, Tp = T - k + 1, Nk = B * Tk;
+            if (Tk <= 0) continue;
+            const ds_block_acts *x2 = &a->blk[L + k - 1];
+            const ds_block *p = &m->blocks[L + k - 1];
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t i = 0; i < Tk; i++) w->mtp_targets[b * Tk + i] = tg[b * T + i + k];
+            int64_t cnt = ds_count_targets(tg, B, T, k, o->ignore);
+            double denom = o->mtp_denom[k - 1] > 0 ? o->mtp_denom[k - 1] : (double)cnt;
+            double wk = o->mtp_lambda / (double)D;
+            double sum = ops->cross_entropy(w->dlogits, w->row_loss, NULL, a->mtp_logits[k - 1], w->mtp_targets, Nk, V, o->ignore,
+                                          denom > 0 ? (float)(wk / denom) : 0.0f);
+            t->mtp_count[k - 1] = cnt;
+            t->mtp_ce[k - 1] = denom > 0 ? sum / denom : 0.0;
+            t->mtp += wk * t->mtp_ce[k - 1];
+            if (cnt == 0) ds_log(DS_LOG_INFO, "warning: MTP depth %lld has no counted targets: loss 0", (long long)k);
+            /* logits = head(shared_head.norm(h^k)) */
+            ops->matmul_backward(w->dtmp, G(m->lm_head), NULL, w->dlogits, x2->m_hn, m->lm_head, Nk, H, V, 0);
+            ops->rmsnorm_backward(w->dh[k], G(p->head_norm), w->dtmp, x2->out, p->head_norm, x2->m_hn_rstd, Nk, H, H, H,
+                                H, eps);
+            block_backward(w->dx, w->dh[k], x2->m_x, x2, p, m, ops, g, w, a->cos_t, a->sin_t, B, Tk, NULL);
+            /* x = eh_proj([enorm(emb) ; hnorm(h^{k-1})]) */
+            ops->matmul_backward(w->dm_cat, G(p->eh_proj), NULL, w->dx, x2->m_cat, p->eh_proj, Nk, 2 * H, H, 0);
+            memset(w->dtmp, 0, (size_t)(Nk * H) * sizeof(float));
+            rstd_rows(w->rstd, x2->m_emb, Nk, H, H, eps);
+            ops->rmsnorm_backward(w->dtmp, G(p->enorm), w->dm_cat, x2->m_emb, p->enorm, w->rstd, Nk, H, H, 2 * H, H, eps);
+            const float *hprev = k == 1 ? a->hfinal : a->blk[L + k - 2].out;
+            for (int64_t b = 0; b < B; b++) {
+                ops->embedding_backward(G(m->embed), w->dtmp + b * Tk * H, a->ids + b * T + k, Tk, H);
+                rstd_rows(w->rstd, hprev + b * Tp * H, Tk, H, H, eps);
+                ops->rmsnorm_backward(w->dh[k - 1] + b * Tp * H, G(p->hnorm), w->dm_cat + b * Tk * 2 * H + H,
+                                    hprev + b * Tp * H, p->hnorm, w->rstd, Tk, H, H, 2 * H, H, eps);
+            }
+        }
+    }
+
+    /* main model: CE, head, final norm */
+    int64_t cnt = 0;
+    int64_t cnt_all = ds_count_targets(tg, B, T, 0, o->ignore);
+    double denom = o->ce_denom > 0 ? o->ce_denom : (double)cnt_all;
+    double sum = ops->cross_entropy(w->dlogits, w->row_loss, &cnt, a->logits, tg, N, V, o->ignore, denom > 0 ? (float)(1.0 / denom) : 0.0f);
+    t->ce_count = cnt;
+    t->ce = denom > 0 ? sum / denom : 0.0;
+    if (cnt == 0) ds_log(DS_LOG_INFO, "warning: no counted targets in the batch (all ignored): CE loss 0, no CE gradient");
+    ops->matmul_backward(w->dh[0], G(m->lm_head), NULL, w->dlogits, a->hfinal, m->lm_head, N, H, V, 1);
+    const float *xl = L > 0 ? a->blk[L - 1].out : a->emb;
+    memset(w->dx, 0, (size_t)(N * H) * sizeof(float));
+    ops->rmsnorm_backward(w->dx, G(m->norm), w->dh[0], xl, m->norm, a->hfinal_rstd, N, H, H, H, H, eps);
+
+    /* blocks, last to first */
+    const double seq_denom = o->seq_denom > 0 ? o->seq_denom : (double)B;
+    float *dcur = w->dx, *dnext = w->dx2;
+    for (int64_t l = L - 1; l >= 0; l--) {
+        const ds_block *p = &m->blocks[l];
+        const float *dsc = NULL;
+        if (p->moe && o->balance != DS_BAL_NONE) {
+            memset(w->dscores, 0, (size_t)(N * c->n_routed_experts) * sizeof(float));
+            double lb = balance_layer(w->dscores, &a->blk[l], m, w, o, seq_denom, t);
+            t->bal += lb;
+            if (l < DS_MAX_BAL_LAYERS) t->bal_layer[l] = lb;
+            dsc = w->dscores;
+        }
+        const float *inp = l > 0 ? a->blk[l - 1].out : a->emb;
+        block_backward(dnext, dcur, inp, &a->blk[l], p, m, ops, g, w, a->cos_t, a->sin_t, B, T, dsc);
+        float *tmp = dcur;
+        dcur = dnext;
+        dnext = tmp;
+    }
+    ops->embedding_backward(G(m->embed), dcur, a->ids, N, H);
+#undef G
+    t->loss = t->ce + t->mtp + t->bal;
+    return 0;
+}
+
+/* ---- optimizer over the model ---------------------------------------------------------- */
+
+void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, uint16_t *m16, uint16_t *v16,
+                         int64_t t, const ds_adamw_hparams *h, int mtp) {
+    const ds_layout *lo = &m->layout;
+    int64_t start = -1, end = -1;
+    int dec = 0;
+    for (int64_t i = 0; i <= lo->n; i++) {
+        const ds_param *p = i < lo->n ? &lo->p[i] : NULL;
+        int skip = p && ((p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) || ((p->flags & DS_PARAM_MTP) && !mtp));
+        if (p && skip) continue;
+        int d = p ? p->ndim >= 2 : -1;
+        /* extend the run when this tensor starts where the run's padded end is */
+        if (p && start >= 0 && d == dec && p->offset == (end + 15) / 16 * 16) {
+            end = p->offset + p->numel;
+            continue;
+        }
+        if (start >= 0)
+            ds_adamw_step(m->params + start, g->g + start, m1 ? m1 + start : NULL, v1 ? v1 + start : NULL,
+                          m16 ? m16 + start : NULL, v16 ? v16 + start : NULL, end - start, dec, t,
+                          h);
+        if (!p) break;
+        start = p->offset, end = p->offset + p->numel, dec = d;
+    }
+}
+
+/* ---- writing ------------------------------------------------------------------------ */
+
+int ds_grads_write(const char *path, const ds_model *m, const ds_grads *g, const ds_loss_terms *t, int mtp,
+                   int balance) {
+    const ds_layout *lo = &m->layout;
+    const int64_t L = m->cfg.num_hidden_layers, D = m->cfg.num_nextn_predict_layers;
+    int64_t cap = lo->n + 16 + D + L;
+    ds_st_entry *e = ds_calloc((size_t)cap, sizeof *e);
+    char (*names)[128] = ds_calloc((size_t)cap, 128);
+    float *vals = ds_calloc((size_t)cap, sizeof(float));
+    int64_t n = 0;
+#define SCALAR(val, ...)                                                          \
+    do {                                                                          \
+        snprintf(names[n], 128, __VA_ARGS__);                                     \
+        vals[n] = (float)(val);                                                   \
+        e[n] = (ds_st_entry){names[n], DS_F32, 1, {1}, &vals[n]};                 \
+        n++;                                                                      \
+    } while (0)
+    SCALAR(t->loss, "loss");
+    SCALAR(t->ce, "loss_ce");
+    if (mtp) {
+        SCALAR(t->mtp, "loss_mtp");
+        for (int64_t k = 1; k <= D && k <= DS_MAX_MTP; k++) SCALAR(t->mtp_ce[k - 1], "loss_mtp.%lld", (long long)k);
+    }
+    if (balance == DS_BAL_SEQ) {
+        SCALAR(t->bal, "loss_bal");
+        for (int64_t l = 0; l < L && l < DS_MAX_BAL_LAYERS; l++)
+            if (m->blocks[l].moe) SCALAR(t->bal_layer[l], "loss_bal.%lld", (long long)l);
+    } else if (balance == DS_BAL_V2) {
+        SCALAR(t->bal_expert, "loss_expert");
+        SCALAR(t->bal_device, "loss_device");
+        SCALAR(t->bal_comm, "loss_comm");
+    }
+#undef SCALAR
+    for (int64_t i = 0; i < lo->n; i++) {
+        const ds_param *p = &lo->p[i];
+        if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
+        if ((p->flags & DS_PARAM_MTP) && !mtp) continue;
+        snprintf(names[n], 128, "grad.%s", p->name);
+        e[n] = (ds_st_entry){names[n], DS_F32, p->ndim, {p->shape[0], p->shape[1]}, g->g + p->offset};
+        n++;
+    }
+    static const char *const meta[] = {"format", "pt", NULL};
+    int rc = ds_st_write(path, e, n, meta);
+    free(e);
+    free(names);
+    free(vals);
+    return rc;
+}

@@ -1,0 +1,600 @@
+/*
+ * trainer.c — the training loop of trainer.h, validation, MFU accounting and
+ * the end-of-run sampler.
+ */
+#include "train/trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "model/backward.h"
+#include "kernels/matmul_bf16.h"
+#include "model/presets.h"
+#include "tokenizer/tokenizer.h"
+#include "train/adamw.h"
+#include "train/balance.h"
+#include "train/checkpoint.h"
+#include "train/loader.h"
+
+ds_train_opts ds_train_opts_default(void) {
+    ds_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.batch = 8, o.seq = 128, o.accum = 1;
+    o.balance = DS_TRAIN_AUX_FREE;
+    o.gamma = 0.001, o.gamma_until = 0.97;
+    o.v2_a1 = 0.003, o.v2_a2 = 0.05, o.v2_a3 = 0.02; /* DeepSeek-V2 */
+    o.mtp_lambda = 0.3;                                /* DeepSeek-V3, first 10T tokens */
+    o.lr = 3e-3, o.min_lr = 3e-4, o.weight_decay = 0.1, o.clip = 1.0, o.decay_start = 0.5;
+    o.warmup = 20;
+    o.eval_every = 100, o.eval_batches = 16, o.save_every = 0, o.keep = 2, o.log_every = 1;
+    o.seed = 1234;
+    o.sample_tokens = 64, o.temperature = 0.8;
+    return o;
+}
+
+/* ---- CPU peak ----------------------------------------------------------- */
+
+double ds_cpu_peak_flops(int threads, char *how, size_t cap) {
+#if defined(__AVX512F__)
+    int lanes = 16;
+    const char *isa = "AVX-512";
+#elif defined(__AVX2__) && defined(__FMA__)
+    int lanes = 8;
+    const char *isa = "AVX2+FMA";
+#else
+    int lanes = 4;
+    const char *isa = "SSE";
+#endif
+    double ghz = 0;
+    const char *src = "cpufreq max";
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", "r");
+    if (f) {
+        long long khz = 0;
+        if (fscanf(f, "%lld", &khz) == 1) ghz = khz / 1e6;
+        fclose(f);
+    }
+    if (ghz <= 0) {
+        src = "/proc/cpuinfo MHz";
+        f = fopen("/proc/cpuinfo", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f)) {
+            double mhz;
+            if (!strncmp(line, "cpu MHz", 7) && sscanf(strchr(line, ':') + 1, "%lf", &mhz) == 1 && mhz / 1e3 > ghz)
+                ghz = mhz / 1e3;
+        }
+        if (f) fclose(f);
+    }
+    if (ghz <= 0) ghz = 2.0, src = "assumed";
+    if (threads < 1) threads = 1;
+    double peak = (double)lanes * 2 * 2 * ghz * 1e9 * threads;
+    if (how)
+        snprintf(how, cap, "%s: %d lanes x 2 (FMA) x 2 pipes x %.2f GHz (%s) x %d cores = %.0f GFLOP/s", isa, lanes,
+                 ghz, src, threads, peak / 1e9);
+    return peak;
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Mean CE of positions with a target, per row of logits (V): adds Σ −log p(y)
+ * in nats (double). */
+static double ce_sum(const float *logits, const int32_t *targets, int64_t N, int64_t V) {
+    double s = 0;
+    for (int64_t i = 0; i < N; i++) {
+        const float *l = logits + i * V;
+        float mx = l[0];
+        for (int64_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+        double z = 0;
+        for (int64_t j = 0; j < V; j++) z += exp((double)(l[j] - mx));
+        s += log(z) + mx - l[targets[i]];
+    }
+    return s;
+}
+
+typedef struct {
+    double loss, bpb, maxvio;
+    int64_t tokens, bytes;
+    int ok;
+} eval_result;
+
+/* Validation over up to nb batches of the val split (file order). */
+static eval_result evaluate(const ds_model *m, ds_acts *a, ds_loader *val, int64_t nb, const int64_t *tok_bytes,
+                            int32_t *win, int32_t *ids, int32_t *tgt, int64_t *load) {
+    eval_result r = {0};
+    if (!val || val->nbatches == 0) return r;
+    const ds_config *c = &m->cfg;
+    int64_t B = a->B, T = a->T, E = c->n_routed_experts;
+    if (nb <= 0 || nb > val->nbatches) nb = val->nbatches;
+    int64_t L = c->num_hidden_layers;
+    memset(load, 0, sizeof(int64_t) * (size_t)(L * (E > 0 ? E : 1)));
+    double nats = 0;
+    ds_loader_seek(val, 0);
+    for (int64_t b = 0; b < nb; b++) {
+        ds_loader_next(val, win);
+        for (int64_t s = 0; s < B; s++)
+            for (int64_t t = 0; t < T; t++) {
+                ids[s * T + t] = win[s * (T + 1) + t];
+                tgt[s * T + t] = win[s * (T + 1) + t + 1];
+                r.bytes += tok_bytes[tgt[s * T + t]];
+            }
+        if (ds_model_forward(m, a, &ds_ops_cpu, ids)) return r;
+        nats += ce_sum(a->logits, tgt, B * T, c->vocab_size);
+        for (int64_t l = 0; l < L; l++)
+            if (m->blocks[l].moe)
+                for (int64_t e = 0; e < E; e++) load[l * E + e] += a->blk[l].counts[e];
+        r.tokens += B * T;
+    }
+    r.loss = nats / (double)r.tokens;
+    r.bpb = r.bytes ? nats / log(2.0) / (double)r.bytes : 0;
+    for (int64_t l = 0; l < L; l++)
+        if (m->blocks[l].moe) {
+            ds_routing_stats rs = ds_routing_stats_of(load + l * E, E);
+            if (rs.maxvio > r.maxvio) r.maxvio = rs.maxvio;
+        }
+    r.ok = 1;
+    return r;
+}
+
+/* ---- sampler -------------------------------------------------------------- */
+
+char *ds_sample_text(const ds_model *m, const ds_tokenizer *tok, const char *prompt, int64_t ntokens,
+                     double temperature, uint64_t seed, int64_t ctx) {
+    int32_t *pids = NULL;
+    int64_t n0 = ds_tokenizer_encode(tok, prompt, strlen(prompt), 0, &pids);
+    if (n0 < 0) return NULL;
+    int32_t bos = ds_tokenizer_bos_id(tok);
+    if (bos < 0) bos = ds_tokenizer_eos_id(tok);
+    /* documents start after the separator in the shards */
+    int32_t *seq = ds_malloc((size_t)(n0 + ntokens + 1) * sizeof(int32_t));
+    int64_t n = 0;
+    if (bos >= 0) seq[n++] = bos;
+    memcpy(seq + n, pids, (size_t)n0 * sizeof(int32_t));
+    n += n0;
+    int64_t start = n;
+    free(pids);
+    ds_acts a;
+    if (ds_acts_create(&a, m, 1, ctx, 0)) {
+        free(seq);
+        return NULL;
+    }
+    int64_t V = m->cfg.vocab_size, Vt = ds_tokenizer_vocab_size(tok);
+    if (Vt > V) Vt = V;
+    int32_t *win = ds_calloc((size_t)ctx, sizeof(int32_t));
+    double *p = ds_malloc((size_t)V * sizeof(double));
+    ds_rng r;
+    ds_rng_seed(&r, seed);
+    for (int64_t i = 0; i < ntokens; i++) {
+        int64_t lo = n > ctx ? n - ctx : 0, len = n - lo;
+        memcpy(win, seq + lo, (size_t)len * sizeof(int32_t));
+        for (int64_t t = len; t < ctx; t++) win[t] = 0; /* causal: later positions do not matter */
+        if (ds_model_forward(m, &a, &ds_ops_cpu, win)) break;
+        const float *l = a.logits + (len - 1) * V;
+        int32_t next = 0;
+        if (temperature <= 0) {
+            for (int64_t j = 1; j < Vt; j++)
+                if (l[j] > l[next]) next = (int32_t)j;
+        } else {
+            double mx = l[0], z = 0;
+            for (int64_t j = 1; j < Vt; j++) mx = l[j] > mx ? l[j] : mx;
+            for (int64_t j = 0; j < Vt; j++) z += p[j] = exp((l[j] - mx) / temperature);
+            double u = ds_rng_uniform(&r) * z;
+            next = (int32_t)(Vt - 1);
+            for (int64_t j = 0; j < Vt; j++)
+                if ((u -= p[j]) < 0) { next = (int32_t)j; break; }
+        }
+        if (next == bos || next == ds_tokenizer_eos_id(tok)) break;
+        seq[n++] = next;
+    }
+    char *gen = ds_tokenizer_decode(tok, seq + start, n - start, 1, NULL);
+    size_t lp = strlen(prompt), lg = gen ? strlen(gen) : 0;
+    char *out = ds_malloc(lp + lg + 1);
+    memcpy(out, prompt, lp);
+    if (gen) memcpy(out + lp, gen, lg);
+    out[lp + lg] = 0;
+    free(gen);
+    free(p);
+    free(win);
+    free(seq);
+    ds_acts_free(&a);
+    return out;
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static const char *balance_name(int b) {
+    return b == DS_TRAIN_AUX_FREE ? "aux-free" : b == DS_TRAIN_AUX_LOSS ? "aux-loss" : "none";
+}
+
+static int fault_nan_at(int64_t step) {
+    const char *f = getenv("DSV3_FAULT");
+    return f && !strncmp(f, "nan:", 4) && atoll(f + 4) == step;
+}
+
+int ds_train(const ds_train_opts *o) {
+    int rc = -1;
+    const char *run = o->out ? o->out : o->resume;
+    if (!run) return ds_err("--out RUN is required");
+    if (!o->data) return ds_err("--data DIR is required");
+    if (!is_dir(o->data)) return ds_err("%s: data folder not found (make it with `dsv3 data prepare`)", o->data);
+    if (o->batch <= 0 || o->seq <= 1 || o->accum <= 0) return ds_err("--batch, --seq (> 1) and --grad-accum must be positive");
+    if (!o->resume && !o->config) return ds_err("--config PRESET|config.json is required for a new run");
+    if (!o->resume && !o->steps && !o->tokens && !(o->minutes > 0))
+        return ds_err("a budget is required: --steps N, --tokens N or --minutes M");
+
+    /* tokenizer of the data: its hash ties the shards to it */
+    char *tjpath = ds_path_join(o->data, "tokenizer.json");
+    size_t tjlen;
+    char *tj = ds_read_file(tjpath, &tjlen);
+    if (!tj) {
+        free(tjpath);
+        return ds_err_prefix("data folder %s", o->data);
+    }
+    uint64_t hash = ds_hash64(tj, tjlen, DS_HASH64_INIT);
+    ds_tokenizer *tok = ds_tokenizer_load_mem(tj, tjlen, tjpath);
+    free(tj);
+    if (!tok) {
+        free(tjpath);
+        return -1;
+    }
+
+    /* model */
+    ds_model m;
+    memset(&m, 0, sizeof m);
+    char *resume_dir = NULL;
+    ds_train_state st;
+    memset(&st, 0, sizeof st);
+    int have_model = 0;
+    ds_loader tr, va;
+    memset(&tr, 0, sizeof tr), memset(&va, 0, sizeof va);
+    int have_tr = 0, have_va = 0;
+    if (o->resume) {
+        resume_dir = ds_ckpt_latest(o->resume);
+        if (!resume_dir) goto out0;
+        if (ds_model_load(&m, resume_dir)) goto out0;
+    } else {
+        ds_config c;
+        int bad = (strchr(o->config, '/') || strstr(o->config, ".json")) ? ds_config_load(&c, o->config)
+                                                                         : ds_preset(&c, o->config);
+        if (bad) goto out0;
+        int64_t tv = ds_tokenizer_vocab_size(tok);
+        if (!strchr(o->config, '/') && !strstr(o->config, ".json")) {
+            /* a preset takes the data's vocabulary and special ids */
+            c.vocab_size = tv;
+            int32_t b = ds_tokenizer_bos_id(tok), e = ds_tokenizer_eos_id(tok);
+            c.bos_token_id = b >= 0 ? b : e;
+            c.eos_token_id = e >= 0 ? e : b;
+        }
+        if (ds_config_validate(&c, o->config) || ds_model_create(&m, &c)) goto out0;
+        ds_model_init_random(&m, o->seed);
+    }
+    have_model = 1;
+    const ds_config *c = &m.cfg;
+
+    /* data */
+    if (ds_loader_open(&tr, o->data, "train", o->batch, o->seq, o->seed, 1, 0, 1, hash)) goto out0;
+    have_tr = 1;
+    if (tr.vocab_size > (uint32_t)c->vocab_size) {
+        ds_err("%s: shards have vocab %u but the model has %lld", o->data, tr.vocab_size, (long long)c->vocab_size);
+        goto out0;
+    }
+    if (tr.nbatches == 0) {
+        ds_err("%s: too little training data for one batch of %lld x %lld tokens", o->data, (long long)o->batch,
+               (long long)(o->seq + 1));
+        goto out0;
+    }
+    if (ds_loader_open(&va, o->data, "val", o->batch, o->seq, o->seed, 0, 0, 1, hash) == 0) have_va = 1;
+    else ds_log(DS_LOG_INFO, "no validation data (%s): validation off", ds_errmsg());
+
+    /* buffers */
+    int64_t B = o->batch, T = o->seq, A = o->accum, E = c->n_routed_experts, L = c->num_hidden_layers;
+    int mtp = o->mtp_lambda > 0 && c->num_nextn_predict_layers > 0;
+    ds_acts a, ea;
+    ds_grads g;
+    ds_bwd w;
+    if (ds_acts_create(&a, &m, B, T, mtp)) goto out0;
+    if (ds_acts_create(&ea, &m, B, T, 0) || ds_bwd_create(&w, &m, B, T)) goto out0;
+    ds_grads_create(&g, &m);
+    int m16 = o->bf16_moments;
+    size_t msz = m16 ? 2 : 4;
+    void *mom = ds_calloc((size_t)g.n, msz), *vel = ds_calloc((size_t)g.n, msz);
+    int32_t *win = ds_malloc((size_t)(B * (T + 1)) * sizeof(int32_t));
+    int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t)), *tgt = ds_malloc((size_t)(B * T) * sizeof(int32_t));
+    int64_t nb = m.nblocks, Ee = E > 0 ? E : 1;
+    int64_t nrun = mtp ? nb : L; /* blocks that run (and route) in a training step */
+    int64_t *load = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
+    int64_t *vload = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
+    int64_t *tok_bytes = ds_calloc((size_t)c->vocab_size, sizeof(int64_t));
+    for (int64_t i = 0; i < c->vocab_size && i < ds_tokenizer_vocab_size(tok); i++) {
+        size_t len = 0;
+        if (!ds_tokenizer_is_special(tok, (int32_t)i) && ds_tokenizer_token_bytes(tok, (int32_t)i, &len))
+            tok_bytes[i] = (int64_t)len;
+    }
+
+    /* state */
+    int64_t tokens_per_step = A * B * T;
+    ds_rng rng;
+    ds_rng_seed(&rng, o->seed ^ 0x5eed);
+    if (o->resume) {
+        if (ds_ckpt_load_state(resume_dir, &st, mom, vel, g.n, m16)) goto out1;
+        if (st.data_hash != hash) {
+            ds_err("%s: the data's tokenizer differs from the one the run was trained with", o->data);
+            goto out1;
+        }
+        if (st.batch != B || st.seq != T || st.accum != A) {
+            ds_err("--resume %s: --batch %lld --seq %lld --grad-accum %lld differ from the run's %lld, %lld, %lld "
+                   "(a bit-exact resume needs the same batches)", o->resume, (long long)B, (long long)T, (long long)A,
+                   (long long)st.batch, (long long)st.seq, (long long)st.accum);
+            goto out1;
+        }
+        memcpy(rng.s, st.rng, sizeof rng.s);
+        ds_loader_seek(&tr, (uint64_t)st.loader);
+    } else {
+        st.peak_lr = o->lr, st.min_lr = o->min_lr, st.decay_start = o->decay_start;
+        st.gamma = o->gamma, st.gamma_until = o->gamma_until, st.warmup = o->warmup;
+        st.tokens_per_step = tokens_per_step, st.data_hash = hash;
+        st.batch = B, st.seq = T, st.accum = A;
+        st.total_steps = -1;
+    }
+    /* budget: an explicit one replaces the stored one */
+    if (o->steps > 0) st.total_steps = o->steps;
+    else if (o->tokens > 0) st.total_steps = ds_ceil_div(o->tokens, tokens_per_step);
+    else if (o->minutes > 0) st.total_steps = -1; /* fixed after timing a few steps */
+    if (o->resume && st.total_steps >= 0 && st.step >= st.total_steps) {
+        ds_err("--resume %s: the run already did %lld of %lld steps (give a larger --steps)", o->resume,
+               (long long)st.step, (long long)st.total_steps);
+        goto out1;
+    }
+    if (ds_mkdir_p(run)) goto out1;
+    char *logpath = ds_path_join(run, "train_log.jsonl");
+    FILE *logf = fopen(logpath, o->resume ? "a" : "w");
+    if (!logf) {
+        ds_err("%s: cannot open for writing", logpath);
+        free(logpath);
+        goto out1;
+    }
+    free(logpath);
+
+    ds_loss_opts lo = ds_loss_opts_default();
+    lo.mtp_lambda = mtp ? o->mtp_lambda : 0;
+    if (o->balance == DS_TRAIN_AUX_LOSS) lo.balance = DS_BAL_V2, lo.a1 = o->v2_a1, lo.a2 = o->v2_a2, lo.a3 = o->v2_a3;
+    else if (o->balance == DS_TRAIN_AUX_FREE && o->seq_alpha > 0) lo.balance = DS_BAL_SEQ, lo.alpha = o->seq_alpha;
+    lo.ce_denom = (double)(A * B * T);
+    for (int64_t k = 1; k <= c->num_nextn_predict_layers && k <= DS_MAX_MTP; k++)
+        lo.mtp_denom[k - 1] = (double)(A * B * (T - k));
+    lo.seq_denom = (double)(A * B);
+
+    char how[256];
+    double peak = ds_cpu_peak_flops(ds_threads(), how, sizeof how);
+    double step_flops = 3.0 * ds_model_forward_flops(&m, B, T, mtp) * (double)A;
+    ds_param_counts pc;
+    ds_layout_count(&pc, &m.layout, c);
+    ds_log(DS_LOG_INFO, "model: %lld parameters (%lld activated), %lld MTP; vocab %lld; data: %lld train windows",
+           (long long)pc.total, (long long)pc.activated, (long long)pc.mtp, (long long)c->vocab_size,
+           (long long)tr.nwin);
+    ds_log(DS_LOG_INFO, "peak FP32: %s", how);
+    ds_log(DS_LOG_INFO, "precision %s (GEMM inputs), FP32 master weights; AdamW moments %s",
+           o->precision == DS_PREC_BF16 ? "bf16" : "fp32", m16 ? "bf16" : "fp32");
+    ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
+           balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
+           (long long)T, st.peak_lr);
+
+    /* --precision bf16: every linear layer's GEMMs (forward, input and weight
+     * gradients) take BF16-rounded inputs with FP32 sums; validation and
+     * sampling run in FP32 */
+    struct ds_ops ops = ds_ops_cpu;
+    if (o->precision == DS_PREC_BF16) { /* BF16 GEMM inputs, FP32 sums, in both directions */
+        ops.matmul_forward = ds_matmul_forward_bf16;
+        ops.matmul_backward = ds_matmul_backward_bf16;
+    }
+    ds_adamw_hparams hp = ds_adamw_default(st.peak_lr);
+    hp.weight_decay = o->weight_decay;
+    double t_start = ds_now(), t_train = 0;
+    int64_t timed = 0, skipped = 0, last_saved = o->resume ? st.step : -1;
+    ds_progress bar;
+    int64_t stop_at = o->stop_after > 0 ? o->stop_after : INT64_MAX;
+    ds_progress_start(&bar, "train", st.total_steps > 0 ? (double)st.total_steps : 0, "step");
+    int tty = isatty(2);
+    rc = 0;
+    while (st.total_steps < 0 || st.step < st.total_steps) {
+        if (st.step >= stop_at) break;
+        int64_t s = st.step;
+        int64_t total = st.total_steps > 0 ? st.total_steps : INT64_MAX / 4;
+        ds_lr_schedule sch = {st.peak_lr, st.min_lr, st.min_lr, st.warmup, 0, 0, INT64_MAX};
+        sch.stable_end = st.total_steps > 0 ? (int64_t)(st.decay_start * (double)total) : INT64_MAX / 2;
+        if (sch.stable_end < sch.warmup) sch.stable_end = sch.warmup;
+        sch.decay_end = st.total_steps > 0 ? total : INT64_MAX / 2;
+        double lr = ds_lr_at(&sch, s);
+        hp.lr = lr;
+        double t0 = ds_now();
+        ds_grads_zero(&g);
+        memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
+        double loss = 0, ce = 0, mtpl = 0, bal = 0;
+        for (int64_t k = 0; k < A; k++) {
+            ds_loader_next(&tr, win);
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t t = 0; t < T; t++) {
+                    ids[b * T + t] = win[b * (T + 1) + t];
+                    tgt[b * T + t] = win[b * (T + 1) + t + 1];
+                }
+            ds_loss_terms lt;
+            int bad = ds_model_forward(&m, &a, &ops, ids) || ds_model_backward(&m, &a, &ops, &g, &w, tgt, &lo, &lt);
+            if (bad) {
+                rc = -1;
+                break;
+            }
+            loss += lt.loss, ce += lt.ce, mtpl += lt.mtp, bal += lt.bal;
+            for (int64_t l = 0; l < nrun; l++)
+                if (m.blocks[l].moe)
+                    for (int64_t e = 0; e < E; e++) load[l * Ee + e] += a.blk[l].counts[e];
+        }
+        if (rc) break;
+        if (fault_nan_at(s + 1)) loss = NAN, g.g[0] = NAN;
+        const char *badg = isfinite(loss) ? ds_grads_check_finite(&g, &m) : "loss";
+        if (badg) {
+            if (o->skip_nonfinite) {
+                skipped++;
+                ds_log(DS_LOG_INFO, "step %lld: non-finite %s (loss %g): step skipped (--skip-nonfinite)",
+                       (long long)(s + 1), badg, loss);
+                fprintf(logf, "{\"step\": %lld, \"skipped\": \"non-finite %s\"}\n", (long long)(s + 1), badg);
+                st.step++;
+                st.loader = (int64_t)ds_loader_tell(&tr);
+                continue;
+            }
+            char keep[64] = "no checkpoint was saved yet";
+            if (last_saved >= 0) snprintf(keep, sizeof keep, "last good checkpoint ckpt-%lld kept", (long long)last_saved);
+            ds_err("step %lld: loss is %s (non-finite %s); stopping, %s (lower --lr, or --skip-nonfinite)",
+                   (long long)(s + 1), isnan(loss) ? "NaN" : isfinite(loss) ? "finite" : "Inf", badg, keep);
+            rc = -1;
+            break;
+        }
+        double gnorm = o->clip > 0 ? ds_clip_grad_norm(g.g, g.n, o->clip) : ds_grad_norm(g.g, g.n);
+        for (int64_t i = 0; i < m.layout.n; i++) {
+            const ds_param *p = &m.layout.p[i];
+            if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
+            if ((p->flags & DS_PARAM_MTP) && !mtp) continue;
+            float *mp = m16 ? NULL : (float *)mom + p->offset, *vp = m16 ? NULL : (float *)vel + p->offset;
+            uint16_t *mp16 = m16 ? (uint16_t *)mom + p->offset : NULL, *vp16 = m16 ? (uint16_t *)vel + p->offset : NULL;
+            ds_adamw_step(m.params + p->offset, g.g + p->offset, mp, vp, mp16, vp16, p->numel, p->ndim >= 2, s + 1,
+                          &hp);
+        }
+        /* balance: bias update from the loads of the whole step; metrics */
+        double gamma = (o->balance == DS_TRAIN_AUX_FREE && (st.total_steps < 0 || (double)s < st.gamma_until * (double)total))
+                           ? st.gamma : 0.0;
+        double worst = 0;
+        int collapsed = 0;
+        int64_t worst_layer = -1;
+        for (int64_t l = 0; l < nrun; l++) {
+            if (!m.blocks[l].moe) continue;
+            if (gamma > 0 && m.blocks[l].router_bias)
+                ds_balance_bias_update(m.blocks[l].router_bias, load + l * Ee, E, (float)gamma);
+            if (l >= L) continue; /* metrics: main layers */
+            ds_routing_stats rs = ds_routing_stats_of(load + l * Ee, E);
+            if (rs.maxvio >= worst) worst = rs.maxvio, worst_layer = l;
+            collapsed |= rs.collapsed;
+        }
+        double dt = ds_now() - t0;
+        st.step++;
+        st.loader = (int64_t)ds_loader_tell(&tr);
+        st.tokens_seen += (double)tokens_per_step;
+        memcpy(st.rng, rng.s, sizeof st.rng);
+        if (st.step > 1) t_train += dt, timed++; /* the first step warms caches */
+        if (st.total_steps < 0 && timed >= 3) {
+            double per = t_train / (double)timed, left = o->minutes * 60 * 0.92 - (ds_now() - t_start);
+            st.total_steps = st.step + (left > 0 ? (int64_t)(left / per) : 0);
+            if (st.total_steps < st.step + 1) st.total_steps = st.step + 1;
+            bar.total = (double)st.total_steps;
+            ds_log(DS_LOG_INFO, "budget %.1f min: %.3f s/step -> %lld steps", o->minutes, per,
+                   (long long)st.total_steps);
+        }
+        if (o->minutes > 0 && !o->steps && !o->tokens && ds_now() - t_start > o->minutes * 60 &&
+            st.total_steps > st.step) {
+            ds_log(DS_LOG_INFO, "time budget of %.1f min used up at step %lld", o->minutes, (long long)st.step);
+            st.total_steps = st.step; /* the machine got slower than the first steps said */
+        }
+        double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
+        if (o->log_every > 0 && (st.step % o->log_every == 0 || st.step == st.total_steps)) {
+            if (tty) fputs("\r\033[K", stderr);
+            printf("step %6lld | loss %.4f | ce %.4f | mtp %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | %.1f GFLOP/s | "
+                   "MFU %.1f%% | maxvio %.2f%s\n",
+                   (long long)st.step, loss, ce, mtpl, lr, gnorm, tps, gf, 100 * gf * 1e9 / peak, worst,
+                   collapsed ? " COLLAPSED" : "");
+            fflush(stdout);
+        }
+        if (collapsed && (st.step % 50 == 1 || o->log_every == 1))
+            ds_log(DS_LOG_INFO,
+                   "warning: step %lld: MoE layer %lld looks collapsed (busiest expert > 4x its fair share, or over half "
+                   "the experts idle)", (long long)st.step, (long long)worst_layer);
+        fprintf(logf,
+                "{\"step\": %lld, \"loss\": %.8g, \"ce\": %.8g, \"mtp\": %.8g, \"balance_loss\": %.8g, \"lr\": %.8g, "
+                "\"grad_norm\": %.8g, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"mfu\": %.5f, \"gamma\": %g, "
+                "\"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, \"load\": [",
+                (long long)st.step, loss, ce, mtpl, bal, lr, gnorm, tps, gf, gf * 1e9 / peak, gamma, worst, collapsed,
+                st.tokens_seen);
+        for (int64_t l = 0, first = 1; l < L; l++) {
+            if (!m.blocks[l].moe) continue;
+            fprintf(logf, "%s[", first ? "" : ", ");
+            for (int64_t e = 0; e < E; e++) fprintf(logf, "%s%lld", e ? "," : "", (long long)load[l * Ee + e]);
+            fputc(']', logf);
+            first = 0;
+        }
+        fputs("]}\n", logf);
+        fflush(logf);
+        ds_progress_update(&bar, (double)st.step);
+        int last = st.step == st.total_steps || st.step == stop_at;
+        if (have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
+            eval_result er = evaluate(&m, &ea, &va, o->eval_batches, tok_bytes, win, ids, tgt, vload);
+            if (er.ok) {
+                if (tty) fputs("\r\033[K", stderr);
+                printf("eval step %lld | val loss %.4f | val bpb %.4f | val maxvio %.3f | %lld tokens, %lld bytes\n",
+                       (long long)st.step, er.loss, er.bpb, er.maxvio, (long long)er.tokens, (long long)er.bytes);
+                fflush(stdout);
+                fprintf(logf, "{\"step\": %lld, \"val_loss\": %.8g, \"val_bpb\": %.8g, \"val_maxvio\": %.6g, "
+                              "\"val_tokens\": %lld, \"val_bytes\": %lld}\n",
+                        (long long)st.step, er.loss, er.bpb, er.maxvio, (long long)er.tokens, (long long)er.bytes);
+                fflush(logf);
+            }
+        }
+        if ((o->save_every > 0 && st.step % o->save_every == 0) || last) {
+            if (ds_ckpt_save(run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
+                rc = -1;
+                break;
+            }
+            last_saved = st.step;
+        }
+    }
+    ds_progress_end(&bar, (double)st.step);
+    if (rc == 0 && st.step > last_saved) {
+        /* a run stopped by --stop-after between saves */
+        if (ds_ckpt_save(run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) rc = -1;
+    }
+    if (rc == 0) {
+        double el = ds_now() - t_start;
+        ds_log(DS_LOG_INFO, "done: %lld steps, %.0f tokens in %.1f s (%lld skipped); model in %s/latest",
+               (long long)st.step, st.tokens_seen, el, (long long)skipped, run);
+        if (timed)
+            ds_log(DS_LOG_INFO, "mean step %.3f s: %.0f tokens/s, %.2f GFLOP/s, MFU %.1f%% of %.0f GFLOP/s",
+                   t_train / timed, (double)tokens_per_step * timed / t_train, step_flops * timed / t_train / 1e9,
+                   100 * step_flops * timed / t_train / peak, peak / 1e9);
+        if (o->sample_prompts) {
+            char *ps = ds_strdup(o->sample_prompts), *save = NULL;
+            int k = 0;
+            for (char *pr = strtok_r(ps, "|", &save); pr; pr = strtok_r(NULL, "|", &save), k++) {
+                char *txt = ds_sample_text(&m, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k, T);
+                if (!txt) {
+                    rc = -1;
+                    break;
+                }
+                printf("sample %d: %s\n", k + 1, txt);
+                free(txt);
+            }
+            free(ps);
+        }
+    }
+    fclose(logf);
+out1:
+    free(mom), free(vel), free(win), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
+    ds_grads_free(&g);
+    ds_bwd_free(&w);
+    ds_acts_free(&a);
+    ds_acts_free(&ea);
+    goto out;
+out0:
+    rc = -1;
+out:
+    if (have_tr) ds_loader_close(&tr);
+    if (have_va) ds_loader_close(&va);
+    if (have_model) ds_model_free(&m);
+    free(resume_dir);
+    free(tjpath);
+    ds_tokenizer_free(tok);
+    return rc;
+}

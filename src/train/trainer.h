@@ -1,0 +1,68 @@
+/*
+ * trainer.h — the training loop behind `dsv3 train`: token shards (loader.h)
+ * → forward → CE (+MTP λ, +balance loss) → backward over A micro-batches →
+ * gradient clipping → AdamW → auxiliary-loss-free bias update (balance.h) →
+ * one log line per step (stdout and RUN/train_log.jsonl) → validation
+ * (loss, bits per byte, MaxVio over the validation set) → checkpoints
+ * (checkpoint.h) that resume bit-exactly.
+ *
+ * Step s (0-based) uses global batches s·A .. s·A+A-1 of the loader; the
+ * learning rate of step s is ds_lr_at(schedule, s); γ is the bias step while
+ * s < gamma_until·total, then 0 (DeepSeek-V3 keeps 0.001 for the first 14.3T
+ * of 14.8T tokens, i.e. ~97% of the run).
+ */
+#ifndef DS_TRAINER_H
+#define DS_TRAINER_H
+
+#include <stdint.h>
+
+#include "model/model.h"
+
+enum { DS_TRAIN_AUX_FREE = 0, DS_TRAIN_AUX_LOSS = 1, DS_TRAIN_BAL_NONE = 2 };
+enum { DS_PREC_FP32 = 0, DS_PREC_BF16 = 1 };
+
+typedef struct {
+    const char *config;      /* preset name or config.json (new runs) */
+    const char *data;        /* folder of `dsv3 data prepare` */
+    const char *out;         /* run folder */
+    const char *resume;      /* run folder to continue (NULL: new run) */
+    int64_t steps, tokens;   /* budget: steps, or tokens (0: unset) */
+    double minutes;          /* budget in wall-clock minutes (0: unset) */
+    int64_t batch, seq, accum;
+    int precision;           /* DS_PREC_* */
+    int balance;             /* DS_TRAIN_* */
+    double gamma, gamma_until;
+    double seq_alpha;        /* V3 sequence-wise loss on top of aux-free (0: off) */
+    double v2_a1, v2_a2, v2_a3;
+    double mtp_lambda;
+    double lr, min_lr, weight_decay, clip, decay_start; /* decay_start: fraction of the run */
+    int64_t warmup;
+    int bf16_moments;
+    int64_t eval_every, eval_batches, save_every, keep, log_every;
+    uint64_t seed;
+    int skip_nonfinite;
+    int64_t stop_after;      /* end this invocation after that many steps in total (tests of resume) */
+    const char *sample_prompts; /* '|'-separated prompts for samples at the end (NULL: none) */
+    int64_t sample_tokens;
+    double temperature;
+} ds_train_opts;
+
+ds_train_opts ds_train_opts_default(void);
+/* Runs (or resumes) a training run.  0, or -1 with ds_err (bad input,
+ * non-finite loss, failed save: the last good checkpoint is left intact). */
+int ds_train(const ds_train_opts *o);
+
+/* This CPU's FP32 peak in FLOP/s for `threads` cores: FMA lanes (16 with
+ * AVX-512, 8 with AVX2, 4 otherwise) x 2 (multiply-add) x 2 FMA pipes x the
+ * maximum clock (cpufreq, else /proc/cpuinfo) x threads.  how: a short
+ * description of where the figure came from. */
+double ds_cpu_peak_flops(int threads, char *how, size_t cap);
+
+/* Text continuation of a prompt by full forward passes over the last `ctx`
+ * tokens (no KV cache): temperature 0 = greedy.  Returns a malloc'ed string
+ * (prompt included) or NULL with ds_err. */
+struct ds_tokenizer;
+char *ds_sample_text(const ds_model *m, const struct ds_tokenizer *tok, const char *prompt, int64_t ntokens,
+                     double temperature, uint64_t seed, int64_t ctx);
+
+#endif
