@@ -1,0 +1,221 @@
+/*
+ * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-tokens N]
+ *   [--temperature T --top-p P --top-k K --seed S] [--stop STR] [--ignore-eos]
+ *   [--ids] [--speculative mtp] [--json]`
+ * Tokenizes the prompt with DIR/tokenizer.json (BOS added when its
+ * tokenizer_config says so), prints the prompt and streams the continuation
+ * as it is generated (KV-cached decoding, infer/), then reports tokens/s on
+ * stderr.  --ids: the prompt is token ids (spaces or commas) and the output is
+ * the generated ids on one line; no tokenizer is needed.  Generation stops at
+ * --max-tokens, an EOS id of config.json/the tokenizer (unless --ignore-eos)
+ * or when the text so far ends with a --stop string.  --json adds a
+ * one-line JSON summary on stdout (used by make bench).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "infer/infer.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct {
+    int ids_mode;
+    ds_decode_stream ds;
+    const char *stop;
+    char *text;  /* generated text so far (for --stop) */
+    size_t n, cap;
+    int failed;
+} stream_ctx;
+
+static int on_token(void *vctx, int32_t id) {
+    stream_ctx *s = vctx;
+    if (s->ids_mode) {
+        printf("%d ", id);
+        fflush(stdout);
+        return 0;
+    }
+    size_t len = 0;
+    const char *b = ds_decode_stream_next(&s->ds, id, &len);
+    if (!b) {
+        s->failed = 1;
+        return 1;
+    }
+    fwrite(b, 1, len, stdout);
+    fflush(stdout);
+    if (s->stop && *s->stop) {
+        if (s->n + len + 1 > s->cap) {
+            s->cap = (s->n + len + 1) * 2;
+            s->text = ds_realloc(s->text, s->cap);
+        }
+        memcpy(s->text + s->n, b, len);
+        s->n += len;
+        s->text[s->n] = 0;
+        size_t sl = strlen(s->stop), old = s->n - len; /* a match must end inside the new bytes */
+        if (strstr(s->text + (old + 1 >= sl ? old + 1 - sl : 0), s->stop)) return 1;
+    }
+    return 0;
+}
+
+/* "1 2, 3" -> ids; 0 or -1 with ds_err */
+static int parse_ids(const char *txt, int64_t V, int32_t **out, int64_t *n) {
+    int64_t cap = 64, k = 0;
+    int32_t *ids = ds_malloc((size_t)cap * sizeof(int32_t));
+    const char *p = txt;
+    for (;;) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno) {
+            free(ids);
+            return ds_err("--prompt: '%.20s' is not a token id (with --ids the prompt is integers)", p);
+        }
+        if (v < 0 || v >= V) {
+            free(ids);
+            return ds_err("--prompt: token id %lld is outside the vocabulary [0, %lld)", v, (long long)V);
+        }
+        if (k == cap) ids = ds_realloc(ids, (size_t)(cap *= 2) * sizeof(int32_t));
+        ids[k++] = (int32_t)v;
+        p = end;
+    }
+    *out = ids;
+    *n = k;
+    return 0;
+}
+
+static int run(int argc, char **argv) {
+    const char *model = NULL, *prompt = NULL, *spec = NULL, *stop = NULL;
+    long long max_tokens = 64, top_k = 0, seed = 0;
+    double temperature = 0, top_p = 1;
+    int ids_mode = 0, ignore_eos = 0, json = 0;
+    const ds_opt opts[] = {
+        {"--model", DS_OPT_STR, &model, "DIR  model folder (config.json, safetensors, tokenizer.json)"},
+        {"--prompt", DS_OPT_STR, &prompt, "TEXT  the prompt (token ids with --ids)"},
+        {"--max-tokens", DS_OPT_INT, &max_tokens, "N  tokens to generate (default 64)"},
+        {"--temperature", DS_OPT_FLOAT, &temperature, "T  sampling temperature; 0 = greedy (default)"},
+        {"--top-p", DS_OPT_FLOAT, &top_p, "P  nucleus sampling mass (default 1 = off)"},
+        {"--top-k", DS_OPT_INT, &top_k, "K  sample among the K most likely (default 0 = off)"},
+        {"--seed", DS_OPT_INT, &seed, "S  sampling seed (default 0)"},
+        {"--stop", DS_OPT_STR, &stop, "STR  stop when the generated text contains STR"},
+        {"--ignore-eos", DS_OPT_FLAG, &ignore_eos, "do not stop at EOS"},
+        {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
+        {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (greedy only)"},
+        {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
+    };
+    const char *usage = "--model DIR --prompt TEXT [--max-tokens N --temperature T --top-p P --top-k K --seed S] "
+                        "[--ids] [--speculative mtp]";
+    ds_cli_parse("generate", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (!model) ds_cli_usage_error("generate", "--model is required");
+    if (!prompt) ds_cli_usage_error("generate", "--prompt is required");
+    if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("generate", "--speculative: unknown method '%s' (known: mtp)", spec);
+    if (max_tokens < 0) ds_cli_usage_error("generate", "--max-tokens must be ≥ 0");
+    if (!*prompt) {
+        ds_err("the prompt is empty");
+        return ds_cli_fail("generate");
+    }
+    ds_tokenizer *tok = NULL;
+    if (!ids_mode) {
+        char *tp = ds_path_join(model, "tokenizer.json");
+        if (!ds_file_exists(tp)) {
+            ds_err("%s: no tokenizer.json in the model folder (give token ids with --ids)", model);
+            free(tp);
+            return ds_cli_fail("generate");
+        }
+        tok = ds_tokenizer_load(tp);
+        free(tp);
+        if (!tok) return ds_cli_fail("generate");
+    }
+    ds_model m;
+    if (ds_model_load(&m, model)) {
+        ds_tokenizer_free(tok);
+        return ds_cli_fail("generate");
+    }
+    const ds_config *c = &m.cfg;
+    int32_t *ids = NULL, *out = NULL;
+    int64_t P = 0, nout = 0;
+    int rc = 0;
+    if (ids_mode) {
+        rc = parse_ids(prompt, c->vocab_size, &ids, &P);
+    } else {
+        int32_t *enc = NULL;
+        int64_t n = ds_tokenizer_encode(tok, prompt, strlen(prompt), 1, &enc);
+        if (n < 0) rc = -1;
+        else {
+            int bos = ds_tokenizer_add_bos(tok) && ds_tokenizer_bos_id(tok) >= 0;
+            ids = ds_malloc((size_t)(n + 1) * sizeof(int32_t));
+            if (bos) ids[P++] = ds_tokenizer_bos_id(tok);
+            memcpy(ids + P, enc, (size_t)n * sizeof(int32_t));
+            P += n;
+            free(enc);
+            for (int64_t i = 0; i < P && !rc; i++)
+                if (ids[i] >= c->vocab_size)
+                    rc = ds_err("tokenizer.json gives id %d, beyond the model's vocab_size %lld", ids[i],
+                                (long long)c->vocab_size);
+        }
+    }
+    if (!rc && P == 0) rc = ds_err("the prompt is empty");
+    if (!rc && P >= c->max_position_embeddings)
+        rc = ds_err("the prompt has %lld tokens; the model takes at most %lld positions (max_position_embeddings)",
+                    (long long)P, (long long)c->max_position_embeddings);
+    int64_t eos[10];
+    int neos = 0;
+    if (!ignore_eos) {
+        for (int i = 0; i < c->n_eos_token_ids && neos < 8; i++) eos[neos++] = c->eos_token_ids[i];
+        if (c->n_eos_token_ids <= 1 && c->eos_token_id >= 0 && neos == 0) eos[neos++] = c->eos_token_id;
+        if (tok && ds_tokenizer_eos_id(tok) >= 0) eos[neos++] = ds_tokenizer_eos_id(tok);
+    }
+    stream_ctx sc = {.ids_mode = ids_mode, .stop = stop};
+    if (tok) ds_decode_stream_init(&sc.ds, tok, 1);
+    ds_gen_stats st;
+    memset(&st, 0, sizeof st);
+    if (!rc) {
+        if (!ids_mode) {
+            fwrite(prompt, 1, strlen(prompt), stdout);
+            fflush(stdout);
+        }
+        ds_gen_opts o = {
+            .max_tokens = max_tokens,
+            .sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed},
+            .eos = eos, .neos = neos, .speculative = spec != NULL,
+        };
+        ds_sampler probe; /* validate the sampling options before any work */
+        rc = ds_sampler_init(&probe, &o.sp, c->vocab_size);
+        if (!rc) ds_sampler_free(&probe);
+        out = ds_malloc((size_t)(max_tokens + 1) * sizeof(int32_t));
+        if (!rc) rc = ds_generate(&m, &ds_ops_cpu, ids, P, &o, out, &nout, on_token, &sc, &st);
+        if (sc.failed) rc = -1;
+        if (tok) {
+            size_t len = 0;
+            const char *b = ds_decode_stream_flush(&sc.ds, &len);
+            if (b) fwrite(b, 1, len, stdout);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    if (!rc) {
+        double tps = st.decode_s > 0 ? (double)(st.new_tokens > 1 ? st.new_tokens - 1 : 0) / st.decode_s : 0;
+        fprintf(stderr, "dsv3 generate: prompt %lld tokens in %.3f s (%.1f tokens/s); %lld new tokens, %.2f tokens/s",
+                (long long)P, st.prefill_s, st.prefill_s > 0 ? P / st.prefill_s : 0, (long long)st.new_tokens, tps);
+        if (spec)
+            fprintf(stderr, "; MTP drafts accepted %lld/%lld (%.1f%%), %lld verify steps", (long long)st.accepted,
+                    (long long)st.drafted, st.drafted ? 100.0 * st.accepted / st.drafted : 0.0, (long long)st.steps);
+        fprintf(stderr, "%s\n", st.stopped == 1 ? " (stopped at EOS)" : st.stopped == 2 ? " (stop string)" : "");
+        if (json)
+            printf("{\"impl\": \"dsv3%s\", \"threads\": %d, \"prompt_tokens\": %lld, \"new_tokens\": %lld, "
+                   "\"prefill_s\": %.6f, \"decode_s\": %.6f, \"tokens_per_s\": %.2f, \"drafted\": %lld, "
+                   "\"accepted\": %lld}\n",
+                   spec ? "-mtp" : "", ds_threads(), (long long)P, (long long)st.new_tokens, st.prefill_s, st.decode_s,
+                   tps, (long long)st.drafted, (long long)st.accepted);
+    }
+    free(sc.text);
+    free(ids);
+    free(out);
+    ds_tokenizer_free(tok);
+    ds_model_free(&m);
+    return rc ? ds_cli_fail("generate") : 0;
+}
+DS_COMMAND("generate", "generate text (or token ids) with KV-cached decoding, optionally MTP-speculative", run)

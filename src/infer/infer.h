@@ -1,0 +1,148 @@
+/*
+ * infer.h — the inference path: the MLA latent KV cache, the decode engine
+ * (prefill + single-token steps in MLA's absorbed form, doc §4.5 and
+ * Appendix B), sampling, batch-1 generation and MTP speculative decoding
+ * (doc §7.4).
+ *
+ * Absorbed attention for head h (W_UK_h = kv_b rows [h(dn+dv), h(dn+dv)+dn),
+ * W_UV_h = the next dv rows, both (·, rkv)):
+ *   q_abs = W_UK_hᵀ q_nope                       (rkv)
+ *   s_j   = (q_abs·c_j + q_pe·k_pe_j) · scale     j = 0..t (causal)
+ *   x     = Σ_j softmax(s)_j c_j                  (rkv)
+ *   o_h   = W_UV_h x                              (dv), then o_proj.
+ * The cache holds only c_j = kv_a_layernorm(latent) (rkv) and the rotated
+ * k_pe_j (dr) per layer and position: (rkv + dr) floats per token per layer.
+ *
+ * Batch: B sequences advance in lockstep (same prompt length); speculative
+ * decoding and ds_generate are batch 1.  Everything is allocated once in
+ * ds_engine_create (caches sized for max_len); steps allocate nothing.
+ */
+#ifndef DS_INFER_H
+#define DS_INFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/ops.h"
+#include "base/base.h"
+#include "model/model.h"
+
+/* ---- kv_cache.c: the latent cache ------------------------------------------ */
+typedef struct {
+    int64_t B, max_len, nlayers, rkv, dr;
+    float *mem;      /* one allocation */
+    float **ckv;     /* per layer (B, max_len, rkv) normalised latent */
+    float **kpe;     /* per layer (B, max_len, dr) rotated rope key */
+} ds_kv_cache;
+int ds_kv_cache_create(ds_kv_cache *kc, int64_t nlayers, int64_t B, int64_t max_len, int64_t rkv, int64_t dr);
+void ds_kv_cache_free(ds_kv_cache *kc);
+/* Bytes per token per layer (for messages and docs). */
+static inline size_t ds_kv_cache_token_bytes(const ds_kv_cache *kc) { return (size_t)(kc->rkv + kc->dr) * sizeof(float); }
+
+/* ---- decode.c: the engine ----------------------------------------------------- */
+typedef struct {
+    const ds_model *m;
+    const struct ds_ops *ops;
+    int64_t B, max_len, chunk;  /* sequences, cache length, max tokens per step per sequence */
+    int mtp;                    /* MTP module 1 has its own cache (layer L of kc) */
+    int64_t pos, mtp_pos;       /* tokens cached per sequence: main model, MTP module */
+    ds_kv_cache kc;             /* L layers (+1 for MTP) */
+    float *cos_t, *sin_t;       /* (max_len, dr/2) */
+    float *arena;               /* scratch, carved below; N = B*chunk rows */
+    size_t arena_floats;
+    float *x, *ln, *qa, *qan, *q, *kva, *qabs, *att, *proj, *ln2;    /* per-row activations */
+    float *r_logits, *r_scores, *r_w, *mlp, *hg, *hu, *ha;
+    int32_t *r_idx, *order, *spos, *chunk_ids; /* ..., (B, chunk) prefill chunk gather */
+    int64_t *counts, *offsets;
+    float *xs, *eg, *eu, *ea, *eo;  /* (N*K, ·) MoE rows in expert order */
+    float *sc;                      /* (nthreads, max_len) attention scores */
+    int nthreads;
+    float *hfinal;                  /* (B, chunk, H) main model after model.norm */
+    float *logits;                  /* (B, chunk, V) or (B, 1, V) with last_only */
+    float *m_emb, *m_cat, *m_hn;    /* MTP input: (N,H), (N,2H), (N,H) */
+    float *mtp_logits;              /* (B, chunk, V) or (B, 1, V) */
+    /* tests only: when set, the speculative loop proposes forced_drafts[i]
+     * for output token i (i < n_forced) instead of the MTP argmax (the MTP
+     * module still runs), to drive both the accept and the reject path */
+    const int32_t *forced_drafts;
+    int64_t n_forced;
+} ds_engine;
+
+/* max_len: cache positions per sequence (≤ max_position_embeddings);
+ * chunk: tokens per sequence one step may process (prefill is chunked);
+ * mtp: also run MTP module 1 (needs num_nextn_predict_layers ≥ 1). */
+int ds_engine_create(ds_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t max_len,
+                     int64_t chunk, int mtp);
+void ds_engine_free(ds_engine *e);
+/* Forget everything cached. */
+void ds_engine_reset(ds_engine *e);
+/* Process ids (B, n), n ≤ chunk, at positions pos..pos+n-1 of every sequence
+ * and append them to the cache.  e->hfinal gets (B, n, H); e->logits gets
+ * (B, n, V), or only the last position's (B, 1, V) with last_only.  0 or -1
+ * (cache full, bad id: ds_err). */
+int ds_engine_step(ds_engine *e, const int32_t *ids, int64_t n, int last_only);
+/* Prefill a prompt of any length (chunks of e->chunk); e->logits holds the
+ * last position's logits (B, 1, V) afterwards. */
+int ds_engine_prefill(ds_engine *e, const int32_t *ids, int64_t P);
+/* MTP module 1 on n positions p = mtp_pos..: input h (B, n, H) = the main
+ * model's final-norm states at p and next (B, n) = the tokens at p+1; it
+ * predicts the token at p+2.  e->mtp_logits (B, n, V) or (B, 1, V). */
+int ds_engine_mtp_step(ds_engine *e, const float *h, const int32_t *next, int64_t n, int last_only);
+/* Drop cached positions ≥ pos (speculative rejection). */
+static inline void ds_engine_rewind(ds_engine *e, int64_t pos) { if (pos < e->pos) e->pos = pos; }
+static inline void ds_engine_mtp_rewind(ds_engine *e, int64_t pos) { if (pos < e->mtp_pos) e->mtp_pos = pos; }
+
+/* ---- sampling.c ----------------------------------------------------------------- */
+typedef struct {
+    double temperature;  /* ≤ 0: greedy (argmax) */
+    int64_t top_k;       /* 0: off */
+    double top_p;        /* ≥ 1: off; else keep the smallest most-probable set with mass ≥ top_p */
+    uint64_t seed;
+} ds_sample_params;
+typedef struct {
+    ds_sample_params p;
+    int64_t V;
+    ds_rng rng;
+    float *prob;    /* (V) */
+    int32_t *idx;   /* (V) */
+} ds_sampler;
+int ds_sampler_init(ds_sampler *s, const ds_sample_params *p, int64_t V);
+void ds_sampler_free(ds_sampler *s);
+/* Index of the largest value (the first one on ties). */
+int32_t ds_argmax(const float *x, int64_t n);
+/* The distribution the sampler draws from: prob (V) after temperature,
+ * top-k, top-p and renormalisation (greedy: one-hot on the argmax). */
+void ds_sampler_probs(ds_sampler *s, float *prob, const float *logits);
+/* Draw one token from logits (V). */
+int32_t ds_sample(ds_sampler *s, const float *logits);
+
+/* ---- generate.c / speculative.c: batch-1 generation ------------------------------ */
+/* Called with each new token; a non-zero return stops generation (stop string). */
+typedef int (*ds_token_fn)(void *ctx, int32_t id);
+typedef struct {
+    int64_t max_tokens;
+    ds_sample_params sp;
+    const int64_t *eos; /* stop ids: the EOS is kept in out and passed to the callback, then generation stops */
+    int neos;
+    int speculative;    /* 1: MTP speculative decoding (greedy only) */
+} ds_gen_opts;
+typedef struct {
+    int64_t prompt_tokens, new_tokens;
+    double prefill_s, decode_s;
+    int64_t steps;              /* main-model decode steps */
+    int64_t drafted, accepted;  /* MTP drafts checked, drafts accepted */
+    int stopped;                /* 1: EOS, 2: callback */
+} ds_gen_stats;
+/* Generates up to max_tokens ids after prompt (P ids) into out; *nout the
+ * count.  Errors: empty prompt, prompt + max_tokens beyond the model's
+ * max_position_embeddings, speculative without MTP or with sampling. */
+int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prompt, int64_t P, const ds_gen_opts *o,
+                int32_t *out, int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);
+/* Internal to generate.c/speculative.c: append id to out, call fn; returns
+ * 1 (EOS), 2 (fn asked to stop) or 0. */
+int ds_gen_emit(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx);
+/* The speculative loop (speculative.c); e was created with mtp = 1, batch 1. */
+int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
+                            int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);
+
+#endif

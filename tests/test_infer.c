@@ -1,0 +1,507 @@
+/*
+ * test_infer.c — the inference engine against its oracles:
+ *  - transformers' greedy generation through its KV cache
+ *    (tests/fixtures/model/<cfg>/generate.safetensors): same ids, per-step
+ *    logits within 1e-5 of max|logit|;
+ *  - the full-sequence forward pass (ds_model_forward, expanded MLA): the
+ *    absorbed, cached, chunked prefill and decode logits at every position;
+ *  - the MTP reference (reference.safetensors mtp_logits.1) for the MTP
+ *    module run through its own cache;
+ *  - speculative decoding gives exactly the plain greedy ids.
+ * Tolerance 1e-5 relative to max|ref|: both sides are FP32 and differ only
+ * in summation order (absorbed vs expanded attention, online vs two-pass
+ * softmax, BLAS blocking): measured ~1e-6; a wrong position, cache slot or
+ * rope offset moves the logits by 1e-2 or more.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "infer/infer.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "test.h"
+
+#define FIXDIR "tests/fixtures/model/"
+#define TOL 1e-5
+
+typedef struct {
+    ds_model m;
+    int64_t B, T, N, V;
+    int32_t *gids;  /* (B, T+N) */
+    float *glog;    /* (B, N, V) */
+    float *mtp1;    /* (B, T-1, V) or NULL */
+} fixture;
+
+static int fix_load(fixture *f, const char *name) {
+    char dir[256], p[300];
+    memset(f, 0, sizeof *f);
+    snprintf(dir, sizeof dir, FIXDIR "%s", name);
+    snprintf(p, sizeof p, "%s/generate.safetensors", dir);
+    if (!ds_file_exists(p)) return 1;
+    if (ds_model_load(&f->m, dir)) {
+        CHECK_MSG(0, "%s: %s", name, ds_errmsg());
+        return -1;
+    }
+    ds_st_file g;
+    CHECK(ds_st_open(&g, p) == 0);
+    const ds_st_tensor *ti = ds_st_find(&g, "greedy_ids"), *tl = ds_st_find(&g, "greedy_logits");
+    CHECK(ti && tl && ti->ndim == 2 && tl->ndim == 3);
+    if (!ti || !tl) return -1;
+    f->B = ti->shape[0];
+    f->N = tl->shape[1];
+    f->T = ti->shape[1] - f->N;
+    f->V = f->m.cfg.vocab_size;
+    CHECK(tl->shape[2] == f->V);
+    float *tmp = ds_malloc((size_t)ti->numel * sizeof(float));
+    ds_st_to_f32(ti, tmp);
+    f->gids = ds_malloc((size_t)ti->numel * sizeof(int32_t));
+    for (int64_t i = 0; i < ti->numel; i++) f->gids[i] = (int32_t)tmp[i];
+    free(tmp);
+    f->glog = ds_malloc((size_t)tl->numel * sizeof(float));
+    ds_st_to_f32(tl, f->glog);
+    ds_st_close(&g);
+    snprintf(p, sizeof p, "%s/reference.safetensors", dir);
+    ds_st_file r;
+    if (f->m.cfg.num_nextn_predict_layers > 0 && ds_st_open(&r, p) == 0) {
+        const ds_st_tensor *t = ds_st_find(&r, "mtp_logits.1");
+        if (t && t->numel == f->B * (f->T - 1) * f->V) {
+            f->mtp1 = ds_malloc((size_t)t->numel * sizeof(float));
+            ds_st_to_f32(t, f->mtp1);
+        }
+        ds_st_close(&r);
+    }
+    return 0;
+}
+
+static void fix_free(fixture *f) {
+    ds_model_free(&f->m);
+    free(f->gids);
+    free(f->glog);
+    free(f->mtp1);
+}
+
+/* prompt rows (B, T) out of greedy_ids (B, T+N) */
+static int32_t *prompt_of(const fixture *f) {
+    int32_t *p = ds_malloc((size_t)(f->B * f->T) * sizeof(int32_t));
+    for (int64_t b = 0; b < f->B; b++) memcpy(p + b * f->T, f->gids + b * (f->T + f->N), (size_t)f->T * sizeof(int32_t));
+    return p;
+}
+
+/* HF greedy through the cache: B = 2 in lockstep, prefill (chunk) then N-1 single steps */
+static void greedy_vs_hf_ops(const char *name, int64_t chunk, const struct ds_ops *ops) {
+    fixture f;
+    int r = fix_load(&f, name);
+    if (r) {
+        if (r > 0) SKIP("%s: no generate.safetensors", name);
+        return;
+    }
+    const int64_t B = f.B, T = f.T, N = f.N, V = f.V;
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &f.m, ops, B, T + N, chunk, 0) == 0);
+    int32_t *prompt = prompt_of(&f);
+    CHECK(ds_engine_prefill(&e, prompt, T) == 0);
+    double worst = 0;
+    int bad_ids = 0;
+    for (int64_t s = 0; s < N; s++) {
+        int32_t next[8];
+        for (int64_t b = 0; b < B; b++) {
+            const float *ref = f.glog + (b * N + s) * V, *got = e.logits + b * V;
+            double err = ds_test_max_rel(got, ref, (size_t)V, 1e-30);
+            worst = err > worst ? err : worst;
+            next[b] = ds_argmax(got, V);
+            bad_ids += next[b] != f.gids[b * (T + N) + T + s];
+        }
+        if (s + 1 < N) CHECK(ds_engine_step(&e, next, 1, 1) == 0);
+    }
+    fprintf(stderr, "  %s (chunk %lld, %s): %lld greedy steps, worst logits rel err %.3g\n", name, (long long)chunk,
+            ops->name, (long long)N, worst);
+    CHECK_MSG(bad_ids == 0, "%s: %d generated ids differ from transformers", name, bad_ids);
+    CHECK_MSG(worst < TOL, "%s: step logits rel err %.3g", name, worst);
+    CHECK(e.pos == T + N - 1);
+    free(prompt);
+    ds_engine_free(&e);
+    fix_free(&f);
+}
+
+static void greedy_vs_hf(const char *name, int64_t chunk) { greedy_vs_hf_ops(name, chunk, &ds_ops_cpu); }
+
+TEST(greedy_matches_transformers_reference_ops) { greedy_vs_hf_ops("v3", 24, &ds_ops_ref); }
+TEST(greedy_matches_transformers_v3) { greedy_vs_hf("v3", 24); }
+TEST(greedy_matches_transformers_v2lite) { greedy_vs_hf("v2lite", 24); }
+TEST(greedy_matches_transformers_v2group) { greedy_vs_hf("v2group", 24); }
+TEST(greedy_matches_transformers_norope) { greedy_vs_hf("norope", 24); }
+TEST(greedy_matches_transformers_chunked_prefill) { greedy_vs_hf("v3", 5); }
+
+/* every cached position's logits (chunked prefill with all logits, then
+ * single steps) equal the full forward of the whole sequence */
+static void cached_vs_forward(const char *name) {
+    fixture f;
+    if (fix_load(&f, name)) return;
+    const int64_t B = f.B, TT = f.T + f.N, V = f.V;
+    ds_acts a;
+    CHECK(ds_acts_create(&a, &f.m, B, TT, 0) == 0);
+    CHECK(ds_model_forward(&f.m, &a, &ds_ops_cpu, f.gids) == 0);
+    ds_engine e;
+    const int64_t chunk = 7;
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, B, TT, chunk, 0) == 0);
+    double worst = 0;
+    int32_t tmp[64];
+    for (int64_t s = 0; s < TT;) {
+        int64_t n = s < f.T ? (f.T - s < chunk ? f.T - s : chunk) : 1; /* prompt in chunks, then decode steps */
+        for (int64_t b = 0; b < B; b++) memcpy(tmp + b * n, f.gids + b * TT + s, (size_t)n * sizeof(int32_t));
+        CHECK(ds_engine_step(&e, tmp, n, 0) == 0);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < n; i++) {
+                double err = ds_test_max_rel(e.logits + (b * n + i) * V, a.logits + (b * TT + s + i) * V, (size_t)V, 1e-30);
+                worst = err > worst ? err : worst;
+            }
+        s += n;
+    }
+    fprintf(stderr, "  %s: %lld positions, cached vs full forward worst rel err %.3g\n", name, (long long)TT, worst);
+    CHECK_MSG(worst < TOL, "%s: rel err %.3g", name, worst);
+    ds_engine_free(&e);
+    ds_acts_free(&a);
+    fix_free(&f);
+}
+
+TEST(cached_equals_forward_v3) { cached_vs_forward("v3"); }
+TEST(cached_equals_forward_v2lite) { cached_vs_forward("v2lite"); }
+TEST(cached_equals_forward_v2group) { cached_vs_forward("v2group"); }
+TEST(cached_equals_forward_norope) { cached_vs_forward("norope"); }
+
+/* MTP module 1 through its own cache vs the MTP reference (tools/mtp_reference.py) */
+static void mtp_vs_reference(const char *name) {
+    fixture f;
+    if (fix_load(&f, name)) return;
+    CHECK(f.mtp1 != NULL);
+    if (!f.mtp1) {
+        fix_free(&f);
+        return;
+    }
+    const int64_t B = f.B, T = f.T, V = f.V, H = f.m.cfg.hidden_size;
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, B, T, T, 1) == 0);
+    int32_t *prompt = prompt_of(&f);
+    CHECK(ds_engine_step(&e, prompt, T, 0) == 0);
+    /* state i with token i+1, i = 0..T-2; fed in two pieces to exercise the cache */
+    float *h = ds_malloc((size_t)(B * T * H) * sizeof(float));
+    int32_t nx[64];
+    int64_t cut = 10, done = 0;
+    double worst = 0;
+    while (done < T - 1) {
+        int64_t n = done == 0 ? cut : T - 1 - cut;
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(h + b * n * H, e.hfinal + (b * T + done) * H, (size_t)(n * H) * sizeof(float));
+            memcpy(nx + b * n, prompt + b * T + done + 1, (size_t)n * sizeof(int32_t));
+        }
+        CHECK(ds_engine_mtp_step(&e, h, nx, n, 0) == 0);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < n; i++) {
+                double err = ds_test_max_rel(e.mtp_logits + (b * n + i) * V, f.mtp1 + (b * (T - 1) + done + i) * V,
+                                             (size_t)V, 1e-30);
+                worst = err > worst ? err : worst;
+            }
+        done += n;
+    }
+    fprintf(stderr, "  %s: MTP module 1 cached vs reference worst rel err %.3g\n", name, worst);
+    CHECK_MSG(worst < TOL, "%s: mtp rel err %.3g", name, worst);
+    free(h);
+    free(prompt);
+    ds_engine_free(&e);
+    fix_free(&f);
+}
+
+TEST(mtp_cached_matches_reference_v3) { mtp_vs_reference("v3"); }
+TEST(mtp_cached_matches_reference_norope) { mtp_vs_reference("norope"); }
+
+/* speculative (MTP draft, 2-token verify) gives the plain greedy ids */
+static void speculative_vs_greedy(const char *name) {
+    fixture f;
+    if (fix_load(&f, name)) return;
+    const int64_t T = f.T, NG = 24;
+    for (int64_t b = 0; b < f.B; b++) {
+        const int32_t *prompt = f.gids + b * (T + f.N);
+        ds_gen_opts o = {.max_tokens = NG, .sp = {.temperature = 0, .top_p = 1}};
+        int32_t plain[64], spec[64], spec2[64];
+        int64_t np = 0, ns = 0, ns2 = 0;
+        ds_gen_stats sp, ss, ss2;
+        CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, T, &o, plain, &np, NULL, NULL, &sp) == 0);
+        o.speculative = 1;
+        CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, T, &o, spec, &ns, NULL, NULL, &ss) == 0);
+        CHECK(np == NG && ns == NG);
+        for (int64_t i = 0; i < f.N && i < np; i++) CHECK(plain[i] == f.gids[b * (T + f.N) + T + i]);
+        int diff = 0;
+        for (int64_t i = 0; i < NG; i++) diff += plain[i] != spec[i];
+        CHECK_MSG(diff == 0, "%s seq %lld: speculative differs from greedy at %d positions", name, (long long)b, diff);
+        CHECK(ss.drafted > 0 && ss.accepted <= ss.drafted);
+        CHECK(ss.steps < sp.steps || ss.accepted == 0);
+        /* small chunks: the MTP prefill pairs states and tokens across chunk borders */
+        ds_engine e;
+        CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, T + NG, 5, 1) == 0);
+        o.max_tokens = NG;
+        memset(&ss2, 0, sizeof ss2);
+        CHECK(ds_generate_speculative(&e, prompt, T, &o, spec2, &ns2, NULL, NULL, &ss2) == 0);
+        CHECK(ns2 == NG && memcmp(spec2, spec, (size_t)NG * sizeof(int32_t)) == 0);
+        CHECK(ss2.accepted == ss.accepted);
+        ds_engine_free(&e);
+        fprintf(stderr, "  %s seq %lld: %lld tokens, %lld drafts, %lld accepted, main steps %lld (plain %lld)\n", name,
+                (long long)b, (long long)NG, (long long)ss.drafted, (long long)ss.accepted, (long long)ss.steps,
+                (long long)sp.steps);
+    }
+    fix_free(&f);
+}
+
+TEST(speculative_equals_greedy_v3) { speculative_vs_greedy("v3"); }
+TEST(speculative_equals_greedy_norope) { speculative_vs_greedy("norope"); }
+
+static int stop_at_3(void *ctx, int32_t id) {
+    int *n = ctx;
+    (void)id;
+    return ++*n >= 3;
+}
+
+TEST(generate_stops_and_errors) {
+    fixture f;
+    if (fix_load(&f, "v3")) SKIP("no v3 fixture");
+    const int64_t T = f.T;
+    const int32_t *prompt = f.gids;
+    int32_t out[128];
+    int64_t n = 0;
+    ds_gen_stats st;
+    /* EOS: the 2nd greedy token as EOS stops after it (kept in the output) */
+    int64_t eos = f.gids[T + 1];
+    ds_gen_opts o = {.max_tokens = 8, .sp = {.temperature = 0, .top_p = 1}, .eos = &eos, .neos = 1};
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, T, &o, out, &n, NULL, NULL, &st) == 0);
+    CHECK(st.stopped == 1 && n >= 2 && out[n - 1] == eos);
+    o.speculative = 1;
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, T, &o, out, &n, NULL, NULL, &st) == 0);
+    CHECK(st.stopped == 1 && n >= 2 && out[n - 1] == eos);
+    /* callback stop */
+    o.neos = 0;
+    int cnt = 0;
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, T, &o, out, &n, stop_at_3, &cnt, &st) == 0);
+    CHECK(n == 3 && st.stopped == 2);
+    o.speculative = 0;
+    /* errors */
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, 0, &o, out, &n, NULL, NULL, &st) == -1);
+    CHECK(strstr(ds_errmsg(), "empty") != NULL);
+    int32_t longp[64] = {0};
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, longp, 64, &o, out, &n, NULL, NULL, &st) == -1);
+    CHECK(strstr(ds_errmsg(), "max_position_embeddings") != NULL);
+    /* max tokens are clamped to the positions left */
+    o.max_tokens = 100;
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, longp, 60, &o, out, &n, NULL, NULL, &st) == 0);
+    CHECK(n == 4);
+    int32_t plain4[4];
+    memcpy(plain4, out, sizeof plain4);
+    o.speculative = 1; /* the verify steps stay inside the clamped cache */
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, longp, 60, &o, out, &n, NULL, NULL, &st) == 0);
+    CHECK(n == 4 && memcmp(out, plain4, sizeof plain4) == 0);
+    o.sp.temperature = 0.7;
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, T, &o, out, &n, NULL, NULL, &st) == -1);
+    CHECK(strstr(ds_errmsg(), "greedy") != NULL);
+    /* engine: cache full, bad id, no MTP */
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, 4, 4, 0) == 0);
+    int32_t ids[5] = {1, 2, 3, 4, 5};
+    CHECK(ds_engine_step(&e, ids, 5, 1) == -1);
+    CHECK(ds_engine_step(&e, ids, 4, 1) == 0);
+    CHECK(ds_engine_step(&e, ids, 1, 1) == -1 && strstr(ds_errmsg(), "cache full"));
+    ds_engine_rewind(&e, 0);
+    int32_t bad = (int32_t)f.V;
+    CHECK(ds_engine_step(&e, &bad, 1, 1) == -1 && strstr(ds_errmsg(), "vocabulary"));
+    CHECK(ds_engine_mtp_step(&e, e.hfinal, ids, 1, 1) == -1);
+    ds_engine_free(&e);
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, 65, 4, 0) == -1);
+    fix_free(&f);
+}
+
+/* ---- sampler ---------------------------------------------------------------------- */
+
+static const float LG[8] = {2.0f, 1.0f, 0.5f, 3.0f, -1.0f, 0.0f, 1.0f, 2.5f};
+
+static void softmax_ref(double *p, const float *x, int64_t n, double T) {
+    double mx = -1e300, s = 0;
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int64_t i = 0; i < n; i++) s += (p[i] = exp((x[i] - mx) / T));
+    for (int64_t i = 0; i < n; i++) p[i] /= s;
+}
+
+TEST(sampler_greedy_and_low_temperature) {
+    ds_sampler s;
+    ds_sample_params p = {.temperature = 0, .top_p = 1, .seed = 1};
+    CHECK(ds_sampler_init(&s, &p, 8) == 0);
+    CHECK(ds_sample(&s, LG) == 3);
+    ds_sampler_free(&s);
+    p.temperature = 1e-3; /* gap 0.5 / 1e-3: the runner-up has probability e^-500 */
+    CHECK(ds_sampler_init(&s, &p, 8) == 0);
+    for (int i = 0; i < 100; i++) CHECK(ds_sample(&s, LG) == 3);
+    ds_sampler_free(&s);
+    float tie[4] = {1, 5, 5, 0};
+    CHECK(ds_argmax(tie, 4) == 1);
+    p.temperature = -1;
+    CHECK(ds_sampler_init(&s, &p, 8) == -1);
+    p.temperature = 1;
+    p.top_p = 0;
+    CHECK(ds_sampler_init(&s, &p, 8) == -1);
+    p.top_p = 1.5;
+    CHECK(ds_sampler_init(&s, &p, 8) == -1);
+    p.top_p = 1;
+    p.top_k = -2;
+    CHECK(ds_sampler_init(&s, &p, 8) == -1);
+}
+
+TEST(sampler_top_p_keeps_smallest_set) {
+    double ref[8];
+    softmax_ref(ref, LG, 8, 1.0);
+    /* sorted: 3 (0.363), 7 (0.220), 0 (0.134), 1/6 (0.049 each), ... */
+    int order[8] = {3, 7, 0, 1, 6, 2, 5, 4};
+    for (double tp = 0.05; tp <= 1.0; tp += 0.05) {
+        ds_sampler s;
+        ds_sample_params p = {.temperature = 1, .top_p = tp, .seed = 1};
+        CHECK(ds_sampler_init(&s, &p, 8) == 0);
+        float prob[8];
+        ds_sampler_probs(&s, prob, LG);
+        int k = 0;
+        double cum = 0;
+        while (cum < tp - 1e-12 && k < 8) cum += ref[order[k++]];
+        double kept = 0;
+        for (int i = 0; i < k; i++) kept += ref[order[i]];
+        for (int i = 0; i < 8; i++) {
+            double want = i < k ? ref[order[i]] / kept : 0;
+            CHECK_NEAR(prob[order[i]], want, 1e-6);
+        }
+        ds_sampler_free(&s);
+    }
+}
+
+TEST(sampler_top_k_and_frequencies) {
+    /* temperature 0.7, top-k 4: expected distribution from a float64 softmax over the 4 largest */
+    double T = 0.7, ref[8], sub[4];
+    float top[4];
+    int ids[4] = {3, 7, 0, 1}; /* 1 and 6 tie at 1.0: the lower id is kept */
+    for (int i = 0; i < 4; i++) top[i] = LG[ids[i]];
+    softmax_ref(sub, top, 4, T);
+    memset(ref, 0, sizeof ref);
+    for (int i = 0; i < 4; i++) ref[ids[i]] = sub[i];
+    ds_sampler s;
+    ds_sample_params p = {.temperature = T, .top_k = 4, .top_p = 1, .seed = 42};
+    CHECK(ds_sampler_init(&s, &p, 8) == 0);
+    float prob[8];
+    ds_sampler_probs(&s, prob, LG);
+    for (int i = 0; i < 8; i++) CHECK_NEAR(prob[i], ref[i], 1e-6);
+    const int n = 200000;
+    int cnt[8] = {0};
+    for (int i = 0; i < n; i++) cnt[ds_sample(&s, LG)]++;
+    for (int i = 0; i < 8; i++) {
+        double sd = sqrt(n * ref[i] * (1 - ref[i]));
+        CHECK_MSG(fabs(cnt[i] - n * ref[i]) <= 5 * sd + (ref[i] == 0 ? 0 : 1), "token %d: %d draws, expected %.1f", i,
+                  cnt[i], n * ref[i]);
+    }
+    ds_sampler_free(&s);
+    /* no filter: plain softmax frequencies; the same seed gives the same draws */
+    double full[8];
+    softmax_ref(full, LG, 8, 1.3);
+    ds_sample_params q = {.temperature = 1.3, .top_p = 1, .seed = 7};
+    ds_sampler a, b;
+    CHECK(ds_sampler_init(&a, &q, 8) == 0 && ds_sampler_init(&b, &q, 8) == 0);
+    int ca[8] = {0}, same = 1;
+    for (int i = 0; i < n; i++) {
+        int32_t x = ds_sample(&a, LG), y = ds_sample(&b, LG);
+        same &= x == y;
+        ca[x]++;
+    }
+    CHECK(same);
+    for (int i = 0; i < 8; i++) {
+        double sd = sqrt(n * full[i] * (1 - full[i]));
+        CHECK_MSG(fabs(ca[i] - n * full[i]) <= 5 * sd, "token %d: %d draws, expected %.1f", i, ca[i], n * full[i]);
+    }
+    ds_sampler_free(&a);
+    ds_sampler_free(&b);
+}
+
+/* Drafts forced right or wrong (the fixtures' random MTP modules are rarely
+ * right): the output stays the greedy one, and afterwards both caches (main
+ * layers and the MTP layer) equal those of a fresh one-shot pass over the
+ * final sequence — so accept, reject and rewind keep the caches exact. */
+static void speculative_forced(const char *name, int every) {
+    fixture f;
+    if (fix_load(&f, name)) return;
+    const int64_t T = f.T, NG = 20, V = f.V, H = f.m.cfg.hidden_size, L = f.m.cfg.num_hidden_layers;
+    const int32_t *prompt = f.gids;
+    ds_gen_opts o = {.max_tokens = NG, .sp = {.temperature = 0, .top_p = 1}};
+    int32_t plain[64], spec[64], forced[64];
+    int64_t np = 0, ns = 0;
+    ds_gen_stats st;
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, prompt, T, &o, plain, &np, NULL, NULL, &st) == 0);
+    for (int64_t i = 0; i < NG; i++) forced[i] = (every && i % every == every - 1) ? (plain[i] + 1) % (int32_t)V : plain[i];
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, T + NG, 6, 1) == 0);
+    e.forced_drafts = forced;
+    e.n_forced = NG;
+    o.speculative = 1;
+    CHECK(ds_generate_speculative(&e, prompt, T, &o, spec, &ns, NULL, NULL, &st) == 0);
+    CHECK(ns == NG && memcmp(spec, plain, (size_t)NG * sizeof(int32_t)) == 0);
+    fprintf(stderr, "  %s (every %d-th draft wrong): %lld drafts, %lld accepted, %lld main steps\n", name, every,
+            (long long)st.drafted, (long long)st.accepted, (long long)st.steps);
+    CHECK(st.accepted > 0 && (every == 0 ? st.accepted == st.drafted : st.accepted < st.drafted));
+    /* one-shot reference over the sequence prompt + out */
+    int32_t seq[128];
+    memcpy(seq, prompt, (size_t)T * sizeof(int32_t));
+    memcpy(seq + T, spec, (size_t)NG * sizeof(int32_t));
+    ds_engine r;
+    CHECK(ds_engine_create(&r, &f.m, &ds_ops_cpu, 1, T + NG, T + NG, 1) == 0);
+    CHECK(ds_engine_step(&r, seq, e.pos, 0) == 0);
+    CHECK(e.mtp_pos <= e.pos);
+    float *h = ds_malloc((size_t)((T + NG) * H) * sizeof(float));
+    memcpy(h, r.hfinal, (size_t)(e.mtp_pos * H) * sizeof(float));
+    CHECK(ds_engine_mtp_step(&r, h, seq + 1, e.mtp_pos, 0) == 0);
+    double worst = 0;
+    for (int64_t l = 0; l <= L; l++) {
+        int64_t npos = l < L ? e.pos : e.mtp_pos;
+        double a = ds_test_max_rel(e.kc.ckv[l], r.kc.ckv[l], (size_t)(npos * e.kc.rkv), 1e-30);
+        double b = ds_test_max_rel(e.kc.kpe[l], r.kc.kpe[l], (size_t)(npos * e.kc.dr), 1e-30);
+        worst = a > worst ? a : worst;
+        worst = b > worst ? b : worst;
+    }
+    double ml = ds_test_max_rel(e.mtp_logits, r.mtp_logits + (e.mtp_pos - 1) * V, (size_t)V, 1e-30);
+    fprintf(stderr, "  %s: caches vs one-shot worst rel err %.3g, last MTP logits %.3g\n", name, worst, ml);
+    CHECK(worst < TOL && ml < TOL);
+    free(h);
+    ds_engine_free(&r);
+    ds_engine_free(&e);
+    fix_free(&f);
+}
+
+TEST(speculative_forced_drafts_all_right) { speculative_forced("v3", 0); }
+TEST(speculative_forced_drafts_some_wrong) {
+    speculative_forced("v3", 3);
+    speculative_forced("norope", 2);
+}
+
+/* the decode GEMV against the scalar matmul reference (kernels/matmul.c) */
+#include "infer/gemv.h"
+TEST(gemv_matches_reference) {
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    const int64_t shapes[][3] = {{1, 512, 1536}, {2, 37, 5}, {3, 129, 64}, {4, 8, 33}, {1, 1, 1}, {2, 2048, 96}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *x = ds_malloc((size_t)(N * C) * sizeof(float)), *w = ds_malloc((size_t)(OC * C) * sizeof(float));
+        float *b = ds_malloc((size_t)OC * sizeof(float)), *o1 = ds_malloc((size_t)(N * OC) * sizeof(float));
+        float *o2 = ds_malloc((size_t)(N * OC) * sizeof(float));
+        for (int64_t i = 0; i < N * C; i++) x[i] = ds_rng_normal(&r);
+        for (int64_t i = 0; i < OC * C; i++) w[i] = ds_rng_normal(&r);
+        for (int64_t i = 0; i < OC; i++) b[i] = ds_rng_normal(&r);
+        for (int bias = 0; bias < 2; bias++) {
+            ds_gemv_forward(o1, x, w, bias ? b : NULL, N, C, OC);
+            ds_matmul_forward_ref(o2, x, w, bias ? b : NULL, N, C, OC);
+            /* FP32 sums of C products in another order: error ~ sqrt(C)·eps relative to the row scale */
+            double e = ds_test_max_rel(o1, o2, (size_t)(N * OC), 1e-30);
+            CHECK_MSG(e < 1e-5, "N=%lld C=%lld OC=%lld bias=%d: rel err %.3g", (long long)N, (long long)C,
+                      (long long)OC, bias, e);
+        }
+        free(x), free(w), free(b), free(o1), free(o2);
+    }
+}
