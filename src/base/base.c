@@ -95,9 +95,7 @@ char *ds_strdup_(const char *s, const char *file, int line) {
 }
 
 /* ---- files ---------------------------------------------------------------- */
-char *ds_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { ds_err("%s: %s", path, strerror(errno)); return NULL; }
+char *ds_read_stream(FILE *f, const char *name, size_t *len) {
     size_t cap = 1 << 16, n = 0;
     char *buf = ds_malloc(cap);
     for (;;) {
@@ -107,12 +105,20 @@ char *ds_read_file(const char *path, size_t *len) {
         if (got == 0) break;
     }
     if (ferror(f)) {
-        ds_err("%s: read error: %s", path, strerror(errno));
-        fclose(f); free(buf); return NULL;
+        ds_err("%s: read error: %s", name, strerror(errno));
+        free(buf);
+        return NULL;
     }
-    fclose(f);
     buf[n] = 0;
     if (len) *len = n;
+    return buf;
+}
+
+char *ds_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { ds_err("%s: %s", path, strerror(errno)); return NULL; }
+    char *buf = ds_read_stream(f, path, len);
+    fclose(f);
     return buf;
 }
 

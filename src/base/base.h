@@ -64,6 +64,8 @@ void ds_free_aligned(void *p);
 /* Read a whole file (NUL-terminated for convenience; *len excludes the NUL).
  * Returns NULL and sets the error ("path: No such file or directory"). */
 char *ds_read_file(const char *path, size_t *len);
+/* The same for an open stream (e.g. stdin); name is used in messages. */
+char *ds_read_stream(FILE *f, const char *name, size_t *len);
 /* Write atomically: path.tmp.<pid>, fsync, rename.  Nothing is left behind
  * on failure and an existing file at path stays intact. */
 int ds_write_file_atomic(const char *path, const void *data, size_t len);

@@ -14,20 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *read_stream(FILE *f, size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *b = ds_malloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) { cap *= 2; b = ds_realloc(b, cap); }
-        size_t r = fread(b + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
-    }
-    if (ferror(f)) { free(b); ds_err("stdin: read error"); return NULL; }
-    b[n] = 0;
-    *len = n;
-    return b;
-}
 
 static int write_all(const void *p, size_t n) {
     if (n && fwrite(p, 1, n, stdout) != n) return ds_err("stdout: write failed");
@@ -74,7 +60,7 @@ static int cmd_encode(int argc, char **argv) {
     int rc = 0;
     for (int i = 0; i < (npos ? npos : 1) && !rc; i++) {
         size_t n;
-        char *text = npos ? ds_read_file(pos[i], &n) : read_stream(stdin, &n);
+        char *text = npos ? ds_read_file(pos[i], &n) : ds_read_stream(stdin, "stdin", &n);
         if (!text) { rc = -1; break; }
         ds_ids v = {0};
         if (ds_tokenizer_encode_parallel(t, text, n, &o, &v) < 0 || print_ids(t, &v, tokens)) rc = -1;
@@ -122,7 +108,7 @@ static int cmd_decode(int argc, char **argv) {
     int rc = 0;
     for (int i = 0; i < (npos ? npos : 1) && !rc; i++) {
         size_t n;
-        char *text = npos ? ds_read_file(pos[i], &n) : read_stream(stdin, &n);
+        char *text = npos ? ds_read_file(pos[i], &n) : ds_read_stream(stdin, "stdin", &n);
         if (!text) { rc = -1; break; }
         ds_decode_stream ds;
         ds_decode_stream_init(&ds, t, skip);

@@ -224,14 +224,7 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
     ops->rmsnorm_forward(e->ln2, NULL, x, p->post_norm, N, H, H, H, eps);
     if (p->moe) {
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
-        ds_route_params rp = {
-            .E = E, .K = K, .G = c->n_group, .Gk = c->topk_group,
-            .sigmoid = c->scoring_func == DS_SCORE_SIGMOID,
-            .group_top2_sum = c->topk_method == DS_TOPK_NOAUX_TC,
-            .norm_topk = c->norm_topk_prob,
-            .scaling = (float)c->routed_scaling_factor,
-        };
-        if (c->topk_method == DS_TOPK_GREEDY) rp.G = rp.Gk = 1;
+        ds_route_params rp = ds_route_params_of(c);
         mm(e, e->r_logits, e->ln2, p->router, NULL, N, H, E);
         ops->moe_route_forward(e->r_w, e->r_idx, e->r_scores, e->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(e->counts, e->offsets, e->order, e->spos, e->r_idx, N, K, E);

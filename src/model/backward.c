@@ -170,17 +170,6 @@ int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k
 
 /* ---- block backward -------------------------------------------------------------- */
 
-static ds_route_params route_params(const ds_config *c) {
-    ds_route_params rp = {
-        .E = c->n_routed_experts, .K = c->num_experts_per_tok, .G = c->n_group, .Gk = c->topk_group,
-        .sigmoid = c->scoring_func == DS_SCORE_SIGMOID,
-        .group_top2_sum = c->topk_method == DS_TOPK_NOAUX_TC,
-        .norm_topk = c->norm_topk_prob,
-        .scaling = (float)c->routed_scaling_factor,
-    };
-    if (c->topk_method == DS_TOPK_GREEDY) rp.G = rp.Gk = 1;
-    return rp;
-}
 
 /* Dense MLP or shared experts: y = down(silu(gate(x)) ⊙ up(x)); dln2 gets
  * dx written (acc 0) or added (acc 1). */
@@ -212,7 +201,7 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
     memcpy(w->dxmid, dout, (size_t)(N * H) * sizeof(float));
     if (p->moe) {
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
-        ds_route_params rp = route_params(c);
+        ds_route_params rp = ds_route_params_of(c);
         ops->moe_combine_backward(w->de_out, w->dw, dout, a->e_out, a->r_w, a->pos, N, K, H);
         /* experts in parallel, each one's GEMMs single-threaded (nested
          * regions inside the kernels are inactive): one parallel region per

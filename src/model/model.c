@@ -153,6 +153,20 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
     }
 }
 
+/* Router settings of a config (doc §5.2): greedy is group-limited selection
+ * with a single group. */
+ds_route_params ds_route_params_of(const ds_config *c) {
+    ds_route_params rp = {
+        .E = c->n_routed_experts, .K = c->num_experts_per_tok, .G = c->n_group, .Gk = c->topk_group,
+        .sigmoid = c->scoring_func == DS_SCORE_SIGMOID,
+        .group_top2_sum = c->topk_method == DS_TOPK_NOAUX_TC,
+        .norm_topk = c->norm_topk_prob,
+        .scaling = (float)c->routed_scaling_factor,
+    };
+    if (c->topk_method == DS_TOPK_GREEDY) rp.G = rp.Gk = 1;
+    return rp;
+}
+
 /* ---- activations ----------------------------------------------------------- */
 
 typedef ds_carver carver; /* base.h */
@@ -314,14 +328,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     ops->rmsnorm_forward(a->ln2, a->ln2_rstd, a->x_mid, p->post_norm, N, H, H, H, eps);
     if (p->moe) {
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
-        ds_route_params rp = {
-            .E = E, .K = K, .G = c->n_group, .Gk = c->topk_group,
-            .sigmoid = c->scoring_func == DS_SCORE_SIGMOID,
-            .group_top2_sum = c->topk_method == DS_TOPK_NOAUX_TC,
-            .norm_topk = c->norm_topk_prob,
-            .scaling = (float)c->routed_scaling_factor,
-        };
-        if (c->topk_method == DS_TOPK_GREEDY) rp.G = rp.Gk = 1;
+        ds_route_params rp = ds_route_params_of(c);
         ops->matmul_forward(a->r_logits, a->ln2, p->router, NULL, N, H, E);
         ops->moe_route_forward(a->r_w, a->r_idx, a->r_scores, a->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(a->counts, a->offsets, a->order, a->pos, a->r_idx, N, K, E);

@@ -124,6 +124,9 @@ void ds_acts_free(ds_acts *a);
  * i = 1..L-1 output of layer i-1, L = after the final norm. */
 const float *ds_acts_hidden(const ds_acts *a, const ds_model *m, int64_t i);
 
+/* The router settings of a config (selection rule, groups, scoring, scaling). */
+ds_route_params ds_route_params_of(const ds_config *c);
+
 /* Forward pass; ids (B, T) must be < vocab_size (checked: -1 with ds_err). */
 int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids);
 
