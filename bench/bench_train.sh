@@ -4,7 +4,7 @@
 # dsv3 (`dsv3 bench-train`) vs transformers' DeepseekV3ForCausalLM in train
 # mode (tools/bench_train_torch.py, same config, same thread count) when
 # torch is importable; also dsv3 with --precision bf16 (BF16 GEMM inputs, FP32
-# sums).  Prints tokens/s, GFLOP/s (3 x forward FLOPs: 6 x activated params x
+# sums) and --precision fp8 (E4M3 attention/MLP/expert GEMMs, docs/fp8.md).  Prints tokens/s, GFLOP/s (3 x forward FLOPs: 6 x activated params x
 # tokens + attention) and MFU.  Writes bench/results/train.json.
 #   BENCH_B (1)  BENCH_T (256)  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
 set -eu
@@ -22,16 +22,18 @@ trap 'rm -rf "$tmp"' EXIT
 "$BIN" init --config small --out "$tmp/small" --config-only
 ours=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT")
 ours16=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision bf16) || ours16=""
+ours8=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision fp8) || ours8=""
 peer=""
 if python3 -c "import torch, transformers" 2>/dev/null; then
   peer=$(python3 tools/bench_train_torch.py --config "$tmp/small/config.json" --batch "$B" --seq "$T" \
            --threads "$TH" --iters "$PIT" --warmup 1 2>/dev/null | tail -1) || peer=""
 fi
-OURS="$ours" OURS16="$ours16" PEER="$peer" python3 - <<'PY' || { echo "$ours" > bench/results/train.json; cat bench/results/train.json; }
+OURS="$ours" OURS16="$ours16" OURS8="$ours8" PEER="$peer" python3 - <<'PY' || { echo "$ours" > bench/results/train.json; cat bench/results/train.json; }
 import json, os
 ours = json.loads(os.environ["OURS"])
 peer = json.loads(os.environ["PEER"]) if os.environ.get("PEER") else None
 ours16 = json.loads(os.environ["OURS16"]) if os.environ.get("OURS16") else None
+ours8 = json.loads(os.environ["OURS8"]) if os.environ.get("OURS8") else None
 res = {"bench": "train", "config": "small", "batch": ours["batch"], "seq": ours["seq"],
        "threads": ours["threads"], "dsv3": ours}
 print(f"training step (fwd+bwd+clip+AdamW), preset small, B={ours['batch']} T={ours['seq']} threads={ours['threads']}")
@@ -55,6 +57,15 @@ if ours16:
     res["bf16_tokens_per_s_mean"] = t16
     print(f"  {'dsv3 bf16':<14}{t16:>16.1f}{ours16['tokens_per_s']:>16.1f}{g16:>16.2f}{100 * g16 * 1e9 / peak if peak else 0:>7.1f}%"
           f"   (BF16 GEMM inputs, FP32 sums; MFU against the FP32 peak)")
+if ours8:
+    res["dsv3_fp8"] = ours8
+    t8 = ours8["batch"] * ours8["seq"] / ours8["mean_s"]
+    g8 = fl / ours8["mean_s"] / 1e9 if fl else 0.0
+    res["fp8_tokens_per_s_mean"] = t8
+    print(f"  {'dsv3 fp8':<14}{t8:>16.1f}{ours8['tokens_per_s']:>16.1f}{g8:>16.2f}{100 * g8 * 1e9 / peak if peak else 0:>7.1f}%"
+          f"   (E4M3 attention/MLP GEMMs, 1x128/128x128 scales; MFU against the FP32 peak)")
+    if ours16:
+        print(f"  ratio fp8/bf16 (mean tokens/s): {t8 / t16:.2f}x; fp8/fp32: {t8 / tps_mean:.2f}x")
 if peer:
     res["transformers"] = peer
     res["ratio_tokens_per_s_mean"] = tps_mean / peer["tokens_per_s"]

@@ -24,6 +24,8 @@ const struct ds_ops ds_ops_cpu = {
     .cross_entropy = ds_cross_entropy,
     .moe_route_backward = ds_moe_route_backward,
     .moe_combine_backward = ds_moe_combine_backward,
+    .linear_forward = ds_matmul_forward,
+    .linear_backward = ds_matmul_backward,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -45,4 +47,6 @@ const struct ds_ops ds_ops_ref = {
     .cross_entropy = ds_cross_entropy_ref,
     .moe_route_backward = ds_moe_route_backward_ref,
     .moe_combine_backward = ds_moe_combine_backward_ref,
+    .linear_forward = ds_matmul_forward_ref,
+    .linear_backward = ds_matmul_backward_ref,
 };

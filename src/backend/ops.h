@@ -48,6 +48,14 @@ struct ds_ops {
                                const int32_t *idx, const ds_route_params *p, int64_t N);
     void (*moe_combine_backward)(float *de_out, float *dw, const float *dy, const float *e_out, const float *w,
                                  const int32_t *pos, int64_t N, int64_t K, int64_t H);
+    /* the linear layers that FP8 training quantizes (attention q/kv/o
+     * projections, dense and expert gate/up/down); same contract as
+     * matmul_forward / matmul_backward, and the same functions by default.
+     * lm_head, the router and MTP eh_proj always use the matmul entries. */
+    void (*linear_forward)(float *out, const float *inp, const float *weight, const float *bias,
+                           int64_t N, int64_t C, int64_t OC);
+    void (*linear_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, int64_t N, int64_t C, int64_t OC, int acc);
 };
 
 extern const struct ds_ops ds_ops_cpu;

@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "model/presets.h"
 #include "kernels/matmul_bf16.h"
+#include "kernels/matmul_fp8.h"
 #include "train/adamw.h"
 #include "train/trainer.h"
 
@@ -26,7 +27,7 @@ static int run(int argc, char **argv) {
         {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  model (randomly initialised)"},
         {"--random", DS_OPT_STR, &rnd, "B,T  batch of random token ids"},
         {"--iters", DS_OPT_INT, &iters, "K  timed steps (default 3, after one warm-up step)"},
-        {"--precision", DS_OPT_STR, &prec, "fp32|bf16  GEMM inputs (kernels/matmul_bf16.h)"},
+        {"--precision", DS_OPT_STR, &prec, "fp32|bf16|fp8  GEMM inputs (kernels/matmul_bf16.h, matmul_fp8.h)"},
     };
     ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 4, NULL, 0,
                  NULL);
@@ -35,12 +36,17 @@ static int run(int argc, char **argv) {
     if (sscanf(rnd, "%lld,%lld", &B, &T) != 2 || B <= 0 || T <= 0)
         ds_cli_usage_error("bench-train", "--random: expected B,T (e.g. 1,256), got '%s'", rnd);
     if (iters <= 0) ds_cli_usage_error("bench-train", "--iters must be positive");
-    int bf16 = !strcmp(prec, "bf16");
-    if (!bf16 && strcmp(prec, "fp32")) ds_cli_usage_error("bench-train", "--precision: fp32 or bf16, got '%s'", prec);
+    int bf16 = !strcmp(prec, "bf16"), fp8 = !strcmp(prec, "fp8");
+    if (!bf16 && !fp8 && strcmp(prec, "fp32"))
+        ds_cli_usage_error("bench-train", "--precision: fp32, bf16 or fp8, got '%s'", prec);
     struct ds_ops ops = ds_ops_cpu;
     if (bf16) {
         ops.matmul_forward = ds_matmul_forward_bf16;
         ops.matmul_backward = ds_matmul_backward_bf16;
+    }
+    if (fp8) { /* attention and MLP/expert projections only (backend/ops.h) */
+        ops.linear_forward = ds_linear_forward_fp8;
+        ops.linear_backward = ds_linear_backward_fp8;
     }
     ds_config c;
     ds_model m;

@@ -26,7 +26,7 @@ static int run(int argc, char **argv) {
         {"--batch", DS_OPT_INT, &batch, "B  sequences per micro-batch (default 8)"},
         {"--seq", DS_OPT_INT, &seq, "T  tokens per sequence (default 128)"},
         {"--grad-accum", DS_OPT_INT, &accum, "A  micro-batches per step (default 1)"},
-        {"--precision", DS_OPT_STR, &precision, "fp32|bf16  GEMM inputs (default fp32; bf16: FP32 sums and master weights)"},
+        {"--precision", DS_OPT_STR, &precision, "fp32|bf16|fp8  GEMM inputs (default fp32; bf16/fp8: FP32 sums and master weights)"},
         {"--balance", DS_OPT_STR, &balance, "aux-free|aux-loss|none  load balancing (default aux-free)"},
         {"--bias-gamma", DS_OPT_FLOAT, &o.gamma, "G  bias update speed γ (default 0.001)"},
         {"--gamma-until", DS_OPT_FLOAT, &o.gamma_until, "F  γ is 0 after this fraction of the run (default 0.97)"},
@@ -56,7 +56,8 @@ static int run(int argc, char **argv) {
                  argc, argv, opts, nopt, NULL, 0, NULL);
     if (!strcmp(precision, "fp32")) o.precision = DS_PREC_FP32;
     else if (!strcmp(precision, "bf16")) o.precision = DS_PREC_BF16;
-    else ds_cli_usage_error("train", "--precision: expected fp32 or bf16, got '%s'", precision);
+    else if (!strcmp(precision, "fp8")) o.precision = DS_PREC_FP8;
+    else ds_cli_usage_error("train", "--precision: expected fp32, bf16 or fp8, got '%s'", precision);
     if (!strcmp(balance, "aux-free")) o.balance = DS_TRAIN_AUX_FREE;
     else if (!strcmp(balance, "aux-loss")) o.balance = DS_TRAIN_AUX_LOSS;
     else if (!strcmp(balance, "none")) o.balance = DS_TRAIN_BAL_NONE;

@@ -16,6 +16,7 @@
 #include "num/fp8.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -256,6 +257,25 @@ static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
 #endif
 }
 
+/* The per-thread pack buffer (A pack, then B pack).  Freed when its thread
+ * exits: nested parallel regions (a GEMM called from an inactive outer
+ * region) run on short-lived threads. */
+#define PACK_A ((MC * KB + 8 + MC + 15) / 16 * 16) /* B pack 64-byte aligned */
+#define PACK_B (NC * KB + 8 + NC)
+static pthread_key_t packs_key;
+static pthread_once_t packs_once = PTHREAD_ONCE_INIT;
+static void packs_free(void *p) { ds_free_aligned(p); }
+static void packs_key_init(void) { DS_ASSERT(pthread_key_create(&packs_key, packs_free) == 0); }
+static float *tl_packs(void) {
+    static _Thread_local float *tl;
+    if (!tl) {
+        pthread_once(&packs_once, packs_key_init);
+        tl = ds_aligned_alloc(sizeof(float) * (PACK_A + PACK_B));
+        DS_ASSERT(pthread_setspecific(packs_key, tl) == 0);
+    }
+    return tl;
+}
+
 void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                       int64_t M, int64_t N, int64_t K, int accumulate) {
     if (M <= 0 || N <= 0) return;
@@ -276,12 +296,7 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
     {
         /* per-thread packs (kept for the life of the thread: no page faults
          * per call), 8 floats of slack (see pack), then the scales */
-        static _Thread_local float *tl_ap, *tl_bp;
-        if (!tl_ap) {
-            tl_ap = ds_aligned_alloc(sizeof(float) * (MC * KB + 8 + MC));
-            tl_bp = ds_aligned_alloc(sizeof(float) * (NC * KB + 8 + NC));
-        }
-        float *ap = tl_ap, *bp = tl_bp;
+        float *ap = tl_packs(), *bp = ap + PACK_A;
         float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
         float edge[MR * NR] = {0};
 #pragma omp for schedule(dynamic, 1) collapse(2)

@@ -176,10 +176,10 @@ int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k
 static void mlp_backward(float *dln2, const float *dy, const ds_block_acts *a, const ds_block *p, const ds_model *m,
                          const struct ds_ops *ops, ds_grads *g, ds_bwd *w, int64_t N, int acc) {
     const int64_t H = m->cfg.hidden_size, I = p->inter;
-    ops->matmul_backward(w->dh_act, ds_grad_of(g, m, p->down), NULL, dy, a->h_act, p->down, N, I, H, 0);
+    ops->linear_backward(w->dh_act, ds_grad_of(g, m, p->down), NULL, dy, a->h_act, p->down, N, I, H, 0);
     ops->swiglu_backward(w->dh_gate, w->dh_up, w->dh_act, a->h_gate, a->h_up, N, I);
-    ops->matmul_backward(dln2, ds_grad_of(g, m, p->gate), NULL, w->dh_gate, a->ln2, p->gate, N, H, I, acc);
-    ops->matmul_backward(dln2, ds_grad_of(g, m, p->up), NULL, w->dh_up, a->ln2, p->up, N, H, I, 1);
+    ops->linear_backward(dln2, ds_grad_of(g, m, p->gate), NULL, w->dh_gate, a->ln2, p->gate, N, H, I, acc);
+    ops->linear_backward(dln2, ds_grad_of(g, m, p->up), NULL, w->dh_up, a->ln2, p->up, N, H, I, 1);
 }
 
 /* dinp (B*T, H) written = ∂L/∂inp given dout (B*T, H) = ∂L/∂out; dscores
@@ -212,13 +212,13 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
         for (int64_t e = 0; e < E; e++) {
             int64_t o = offs[e], cnt = cnts[e];
             if (!cnt) continue;
-            ops->matmul_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im, p->ed[e],
+            ops->linear_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im, p->ed[e],
                                  cnt, Im, H, 0);
             ops->swiglu_backward(w->de_gate + o * Im, w->de_up + o * Im, w->de_act + o * Im, a->e_gate + o * Im,
                                  a->e_up + o * Im, cnt, Im);
-            ops->matmul_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H, p->eg[e], cnt,
+            ops->linear_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H, p->eg[e], cnt,
                                  H, Im, 0);
-            ops->matmul_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H, p->eu[e], cnt,
+            ops->linear_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H, p->eu[e], cnt,
                                  H, Im, 1);
         }
         memset(w->dln2, 0, (size_t)(N * H) * sizeof(float));
@@ -232,7 +232,7 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
     ops->rmsnorm_backward(w->dxmid, G(p->post_norm), w->dln2, a->x_mid, p->post_norm, a->ln2_rstd, N, H, H, H, H, eps);
 
     /* MLA: x_mid = inp + o_proj(attention) */
-    ops->matmul_backward(w->datt, G(p->o_proj), G(p->o_bias), w->dxmid, a->att, p->o_proj, N, nh * dv, H, 0);
+    ops->linear_backward(w->datt, G(p->o_proj), G(p->o_bias), w->dxmid, a->att, p->o_proj, N, nh * dv, H, 0);
     ops->attention_backward(w->dq, w->dk, w->dv, w->datt, a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv,
                           m->softmax_scale);
     {
@@ -252,20 +252,20 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
             }
         }
     }
-    ops->matmul_backward(w->dckv, G(p->kv_b), NULL, w->dkv, a->ckv, p->kv_b, N, rkv, nh * (dn + dv), 0);
+    ops->linear_backward(w->dckv, G(p->kv_b), NULL, w->dkv, a->ckv, p->kv_b, N, rkv, nh * (dn + dv), 0);
     ops->rope_backward(w->dkva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
     ops->rmsnorm_backward(w->dkva, G(p->kv_a_norm), w->dckv, a->kva, p->kv_a_norm, a->ckv_rstd, N, rkv, rkv + dr, rkv,
                         rkv + dr, eps_lat);
-    ops->matmul_backward(w->dln1, G(p->kv_a), G(p->kv_a_bias), w->dkva, a->ln1, p->kv_a, N, H, rkv + dr, 0);
+    ops->linear_backward(w->dln1, G(p->kv_a), G(p->kv_a_bias), w->dkva, a->ln1, p->kv_a, N, H, rkv + dr, 0);
     ops->rope_backward(w->dq, cos_t, sin_t, B, T, nh, dq, dn, dr, halves);
     if (rq > 0) {
-        ops->matmul_backward(w->dqa_n, G(p->q_b), NULL, w->dq, a->qa_n, p->q_b, N, rq, nh * dq, 0);
+        ops->linear_backward(w->dqa_n, G(p->q_b), NULL, w->dq, a->qa_n, p->q_b, N, rq, nh * dq, 0);
         memset(w->dqa, 0, (size_t)(N * rq) * sizeof(float));
         ops->rmsnorm_backward(w->dqa, G(p->q_a_norm), w->dqa_n, a->qa, p->q_a_norm, a->qa_rstd, N, rq, rq, rq, rq,
                             eps_lat);
-        ops->matmul_backward(w->dln1, G(p->q_a), G(p->q_a_bias), w->dqa, a->ln1, p->q_a, N, H, rq, 1);
+        ops->linear_backward(w->dln1, G(p->q_a), G(p->q_a_bias), w->dqa, a->ln1, p->q_a, N, H, rq, 1);
     } else {
-        ops->matmul_backward(w->dln1, G(p->q_proj), NULL, w->dq, a->ln1, p->q_proj, N, H, nh * dq, 1);
+        ops->linear_backward(w->dln1, G(p->q_proj), NULL, w->dq, a->ln1, p->q_proj, N, H, nh * dq, 1);
     }
     memcpy(dinp, w->dxmid, (size_t)(N * H) * sizeof(float));
     ops->rmsnorm_backward(dinp, G(p->in_norm), w->dln1, inp, p->in_norm, a->ln1_rstd, N, H, H, H, H, eps);

@@ -296,17 +296,17 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     /* MLA (doc §4.2) */
     ops->rmsnorm_forward(a->ln1, a->ln1_rstd, inp, p->in_norm, N, H, H, H, eps);
     if (rq > 0) {
-        ops->matmul_forward(a->qa, a->ln1, p->q_a, p->q_a_bias, N, H, rq);
+        ops->linear_forward(a->qa, a->ln1, p->q_a, p->q_a_bias, N, H, rq);
         ops->rmsnorm_forward(a->qa_n, a->qa_rstd, a->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
-        ops->matmul_forward(a->q, a->qa_n, p->q_b, NULL, N, rq, nh * dq);
+        ops->linear_forward(a->q, a->qa_n, p->q_b, NULL, N, rq, nh * dq);
     } else {
-        ops->matmul_forward(a->q, a->ln1, p->q_proj, NULL, N, H, nh * dq);
+        ops->linear_forward(a->q, a->ln1, p->q_proj, NULL, N, H, nh * dq);
     }
     ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, !c->rope_interleave); /* q per head = [nope | rope] */
-    ops->matmul_forward(a->kva, a->ln1, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
+    ops->linear_forward(a->kva, a->ln1, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
     ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
     ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
-    ops->matmul_forward(a->kv, a->ckv, p->kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
+    ops->linear_forward(a->kv, a->ckv, p->kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
     {
         float *k = a->k, *v = a->v;
         const float *kv = a->kv, *kva = a->kva;
@@ -321,7 +321,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
             }
     }
     ops->attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv, m->softmax_scale);
-    ops->matmul_forward(a->attn_proj, a->att, p->o_proj, p->o_bias, N, nh * dv, H);
+    ops->linear_forward(a->attn_proj, a->att, p->o_proj, p->o_bias, N, nh * dv, H);
     ops->residual_forward(a->x_mid, inp, a->attn_proj, N * H);
 
     /* MLP or MoE (doc §2.2, §5) */
@@ -348,14 +348,14 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t e = 0; e < E; e++) {
             if (!cnt[e]) continue;
-            ops->matmul_forward(a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], NULL, cnt[e], H, Im);
-            ops->matmul_forward(a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], NULL, cnt[e], H, Im);
+            ops->linear_forward(a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], NULL, cnt[e], H, Im);
+            ops->linear_forward(a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], NULL, cnt[e], H, Im);
         }
         ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, N * K, Im);
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t e = 0; e < E; e++) {
             if (!cnt[e]) continue;
-            ops->matmul_forward(a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], NULL, cnt[e], Im, H);
+            ops->linear_forward(a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], NULL, cnt[e], Im, H);
         }
         /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
         {
@@ -374,17 +374,17 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
             }
         }
         if (p->inter > 0) {
-            ops->matmul_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
-            ops->matmul_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
+            ops->linear_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
+            ops->linear_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
             ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
-            ops->matmul_forward(a->attn_proj, a->h_act, p->down, NULL, N, p->inter, H); /* scratch reuse */
+            ops->linear_forward(a->attn_proj, a->h_act, p->down, NULL, N, p->inter, H); /* scratch reuse */
             ops->residual_forward(a->mlp_out, a->mlp_out, a->attn_proj, N * H);
         }
     } else {
-        ops->matmul_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
-        ops->matmul_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
+        ops->linear_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
+        ops->linear_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
         ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
-        ops->matmul_forward(a->mlp_out, a->h_act, p->down, NULL, N, p->inter, H);
+        ops->linear_forward(a->mlp_out, a->h_act, p->down, NULL, N, p->inter, H);
     }
     ops->residual_forward(out, a->x_mid, a->mlp_out, N * H);
 }

@@ -14,6 +14,7 @@
 #include "base/base.h"
 #include "model/backward.h"
 #include "kernels/matmul_bf16.h"
+#include "kernels/matmul_fp8.h"
 #include "model/presets.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
@@ -382,7 +383,7 @@ int ds_train(const ds_train_opts *o) {
            (long long)tr.nwin);
     ds_log(DS_LOG_INFO, "peak FP32: %s", how);
     ds_log(DS_LOG_INFO, "precision %s (GEMM inputs), FP32 master weights; AdamW moments %s",
-           o->precision == DS_PREC_BF16 ? "bf16" : "fp32", m16 ? "bf16" : "fp32");
+           o->precision == DS_PREC_BF16 ? "bf16" : o->precision == DS_PREC_FP8 ? "fp8" : "fp32", m16 ? "bf16" : "fp32");
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);
@@ -394,6 +395,13 @@ int ds_train(const ds_train_opts *o) {
     if (o->precision == DS_PREC_BF16) { /* BF16 GEMM inputs, FP32 sums, in both directions */
         ops.matmul_forward = ds_matmul_forward_bf16;
         ops.matmul_backward = ds_matmul_backward_bf16;
+    }
+    /* --precision fp8: the attention and MLP/expert projections run their
+     * three GEMMs on E4M3 (1x128 / 128x128 scaling, FP32 promotion);
+     * embedding, lm_head, router, MTP eh_proj, norms, attention core FP32 */
+    if (o->precision == DS_PREC_FP8) {
+        ops.linear_forward = ds_linear_forward_fp8;
+        ops.linear_backward = ds_linear_backward_fp8;
     }
     ds_adamw_hparams hp = ds_adamw_default(st.peak_lr);
     hp.weight_decay = o->weight_decay;

@@ -19,7 +19,7 @@
 #include "model/model.h"
 
 enum { DS_TRAIN_AUX_FREE = 0, DS_TRAIN_AUX_LOSS = 1, DS_TRAIN_BAL_NONE = 2 };
-enum { DS_PREC_FP32 = 0, DS_PREC_BF16 = 1 };
+enum { DS_PREC_FP32 = 0, DS_PREC_BF16 = 1, DS_PREC_FP8 = 2 };
 
 typedef struct {
     const char *config;      /* preset name or config.json (new runs) */

@@ -1,0 +1,202 @@
+/*
+ * test_train_fp8.c — `--precision fp8`: the FP8 linear layer
+ * (kernels/matmul_fp8.h) installed as ops.linear_forward / linear_backward,
+ * against an independent scalar composition: each operand quantized and
+ * dequantized with ds_quantize / ds_dequantize (tested against torch in
+ * test_fp8_quant.c) at DeepSeek's granularity (X, dY 1x128; W 128x128; dY and
+ * X 128x1 for the weight gradient), then a plain double-precision GEMM of the
+ * dequantized values.  Tolerance 1e-5 relative (the kernel sums each block of
+ * 128 in FP32 and promotes with the scales, ~K·2^-24).
+ * And FP8 training fidelity (DeepSeek-V3's criterion): the same run of `tiny`
+ * on TinyShakespeare in bf16 and fp8 ends within 0.25% relative loss.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/ops.h"
+#include "base/base.h"
+#include "kernels/matmul_fp8.h"
+#include "num/quant.h"
+#include "test.h"
+
+static float *randv(ds_rng *r, int64_t n) {
+    float *v = ds_malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = ds_rng_normal(r);
+    return v;
+}
+
+/* x (rows, cols) quantized at gran and dequantized back (the oracle's operand) */
+static float *qdq(const float *x, int64_t rows, int64_t cols, ds_quant_gran gran) {
+    uint8_t *q = ds_malloc((size_t)(rows * cols) + 1);
+    float *s = ds_malloc((size_t)ds_quant_scale_count(gran, rows, cols) * sizeof(float) + 4);
+    float *y = ds_malloc((size_t)(rows * cols) * sizeof(float) + 4);
+    ds_quant_opts o = ds_quant_defaults(gran);
+    DS_ASSERT(ds_quantize(q, s, x, rows, cols, &o) == 0);
+    DS_ASSERT(ds_dequantize(y, q, s, rows, cols, DS_FP8_E4M3, gran) == 0);
+    free(q), free(s);
+    return y;
+}
+
+TEST(linear_fp8_ops_entries_vs_quantize_dequantize_oracle) {
+    /* the defaults are the FP32 matmul, so FP32 training is unchanged */
+    CHECK(ds_ops_cpu.linear_forward == ds_ops_cpu.matmul_forward);
+    CHECK(ds_ops_cpu.linear_backward == ds_ops_cpu.matmul_backward);
+    CHECK(ds_ops_ref.linear_forward == ds_ops_ref.matmul_forward);
+    CHECK(ds_ops_ref.linear_backward == ds_ops_ref.matmul_backward);
+    struct ds_ops ops = ds_ops_cpu;
+    ops.linear_forward = ds_linear_forward_fp8;
+    ops.linear_backward = ds_linear_backward_fp8;
+    ds_rng r;
+    ds_rng_seed(&r, 21);
+    /* N tokens, C inner, OC outputs; ragged edges on every dimension */
+    const int64_t shapes[][3] = {{7, 33, 5}, {64, 128, 96}, {130, 300, 17}, {200, 257, 129}, {1, 1, 1}};
+    for (int s = 0; s < 5; s++) {
+        int64_t N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *x = randv(&r, N * C), *w = randv(&r, OC * C), *b = randv(&r, OC), *dy = randv(&r, N * OC);
+        for (int64_t i = 0; i < N * C; i += 37) x[i] *= 30; /* outliers */
+        float *y = ds_malloc((size_t)(N * OC) * 4), *yo = ds_malloc((size_t)(N * OC) * 4);
+        float *y32 = ds_malloc((size_t)(N * OC) * 4);
+        ops.linear_forward(y, x, w, b, N, C, OC);
+        ds_ops_cpu.matmul_forward(y32, x, w, b, N, C, OC);
+        float *xq = qdq(x, N, C, DS_QUANT_TILE_1x128), *wq = qdq(w, OC, C, DS_QUANT_BLOCK_128x128);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < OC; o++) {
+                double acc = 0;
+                for (int64_t c = 0; c < C; c++) acc += (double)xq[n * C + c] * wq[o * C + c];
+                yo[n * OC + o] = (float)(acc + b[o]);
+            }
+        CHECK_MSG(ds_test_max_rel(y, yo, (size_t)(N * OC), 1e-3) < 1e-5, "forward %lld,%lld,%lld: %g",
+                  (long long)N, (long long)C, (long long)OC, ds_test_max_rel(y, yo, (size_t)(N * OC), 1e-3));
+        if (N * C > 1) /* really quantized: differs from FP32 by E4M3's ~2^-4 relative steps */
+            CHECK(ds_test_max_rel(y, y32, (size_t)(N * OC), 1e-3) > 1e-3);
+        /* backward: dinp added to a nonzero start (acc = 1), dweight and dbias accumulate */
+        float *dx = randv(&r, N * C), *dw = randv(&r, OC * C), *db = randv(&r, OC);
+        float *dxo = ds_malloc((size_t)(N * C) * 4), *dwo = ds_malloc((size_t)(OC * C) * 4);
+        float *dbo = ds_malloc((size_t)OC * 4);
+        float *dyq = qdq(dy, N, OC, DS_QUANT_TILE_1x128);
+        float *dyt = qdq(dy, N, OC, DS_QUANT_TILE_128x1), *xt = qdq(x, N, C, DS_QUANT_TILE_128x1);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t c = 0; c < C; c++) {
+                double acc = dx[n * C + c];
+                for (int64_t o = 0; o < OC; o++) acc += (double)dyq[n * OC + o] * wq[o * C + c];
+                dxo[n * C + c] = (float)acc;
+            }
+        for (int64_t o = 0; o < OC; o++) {
+            double sb = db[o];
+            for (int64_t n = 0; n < N; n++) sb += dy[n * OC + o]; /* bias gradient stays FP32 */
+            dbo[o] = (float)sb;
+            for (int64_t c = 0; c < C; c++) {
+                double acc = dw[o * C + c];
+                for (int64_t n = 0; n < N; n++) acc += (double)dyt[n * OC + o] * xt[n * C + c];
+                dwo[o * C + c] = (float)acc;
+            }
+        }
+        ops.linear_backward(dx, dw, db, dy, x, w, N, C, OC, 1);
+        CHECK_MSG(ds_test_max_rel(dx, dxo, (size_t)(N * C), 1e-3) < 1e-5, "dinp %lld,%lld,%lld", (long long)N,
+                  (long long)C, (long long)OC);
+        CHECK_MSG(ds_test_max_rel(dw, dwo, (size_t)(OC * C), 1e-3) < 1e-5, "dweight %lld,%lld,%lld",
+                  (long long)N, (long long)C, (long long)OC);
+        CHECK(ds_test_max_rel(db, dbo, (size_t)OC, 1e-3) < 1e-5);
+        /* acc = 0 overwrites dinp; NULL dweight / dbias are skipped */
+        ops.linear_backward(dx, NULL, NULL, dy, x, w, N, C, OC, 0);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t c = 0; c < C; c++) {
+                double acc = 0;
+                for (int64_t o = 0; o < OC; o++) acc += (double)dyq[n * OC + o] * wq[o * C + c];
+                dxo[n * C + c] = (float)acc;
+            }
+        CHECK(ds_test_max_rel(dx, dxo, (size_t)(N * C), 1e-3) < 1e-5);
+        free(x), free(w), free(b), free(dy), free(y), free(yo), free(y32), free(xq), free(wq);
+        free(dx), free(dw), free(db), free(dxo), free(dwo), free(dbo), free(dyq), free(dyt), free(xt);
+    }
+}
+
+/* Mean of the last n training losses and the final validation loss of a
+ * train_log.jsonl. */
+static int read_losses(const char *path, int n, double *train_mean, double *val) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    double ring[64] = {0};
+    int64_t cnt = 0;
+    char line[4096];
+    *val = NAN;
+    while (fgets(line, sizeof line, f)) {
+        char *p;
+        if ((p = strstr(line, "\"val_loss\": "))) *val = atof(p + 12);
+        else if ((p = strstr(line, "\"loss\": "))) ring[cnt++ % n] = atof(p + 8);
+    }
+    fclose(f);
+    if (cnt < n) return -1;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += ring[i];
+    *train_mean = s / n;
+    return 0;
+}
+
+/* DeepSeek-V3's FP8 fidelity criterion on a fixed short run: `tiny` (hidden
+ * 128; the 64-wide LoRA ranks and expert width give ragged 1x128 tiles), 150
+ * steps of 4 x 64 tokens of TinyShakespeare (BPE 512 trained on its first
+ * 300 KB), bf16 and fp8 from the same seed, one thread each (deterministic),
+ * for three seeds (one run is chaotic: E4M3 rounding amplifies last-bit
+ * differences, so a rebuild moves a run by up to ~0.35%).  Measured, seeds 7, 8, 9:
+ *                          dev build (-O2)          ASan+UBSan build
+ *   val loss gap per seed  0.41% 0.06% 0.23%        0.73% 0.19% 0.18%
+ *   val loss, seed means   0.039%                   0.240%
+ *   last-10 train, means   0.082%                   0.144%
+ * Asserted: DeepSeek's 0.25% on the seed means of the training loss (the
+ * paper's criterion); the val-loss mean within 0.4% and each seed within 1%
+ * (the margins measured above); and fp8 != bf16 (the FP8 path really ran). */
+TEST(train_fp8_within_quarter_percent_of_bf16) {
+    const char *txt = ds_test_shared("data/tinyshakespeare/input.txt");
+    if (!txt) SKIP("../shared/data/tinyshakespeare/input.txt not found");
+    const char *tmp = ds_test_tmpdir();
+    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    char out[8192];
+    int rc = ds_test_sh(out, sizeof out,
+                        "head -c 300000 '%s' > %s/head.txt && "
+                        "%s tokenizer train --input %s/head.txt --vocab-size 512 --special-tokens '<|bos|>' "
+                        "--out %s/tok.json && "
+                        "%s data prepare --tokenizer %s/tok.json --input '%s' --out %s/data --docs blank",
+                        txt, tmp, bin, tmp, tmp, bin, tmp, txt, tmp);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    const char *prec[2] = {"bf16", "fp8"};
+    const int seeds[3] = {7, 8, 9};
+    double tr[2] = {0, 0}, va[2] = {0, 0}, worst = 0;
+    int differ = 0;
+    for (int k = 0; k < 3; k++) {
+        /* both precisions at once (two cores), one thread each */
+        char cmd[2][1200];
+        for (int i = 0; i < 2; i++)
+            snprintf(cmd[i], sizeof cmd[i],
+                     "%s --threads 1 train --config tiny --data %s/data --out %s/run_%s_%d --steps 150 --batch 4 "
+                     "--seq 64 --eval-every 150 --eval-batches 0 --log-every 0 --precision %s --seed %d "
+                     "> %s/log_%s.txt 2>&1",
+                     bin, tmp, tmp, prec[i], seeds[k], prec[i], seeds[k], tmp, prec[i]);
+        rc = ds_test_sh(out, sizeof out, "%s & a=$!; %s & b=$!; wait $a && wait $b || { tail -3 %s/log_*.txt; exit 1; }",
+                        cmd[0], cmd[1], tmp);
+        CHECK_MSG(rc == 0, "%s", out);
+        TEST_RETURN_IF_FAILED();
+        double t[2], v[2];
+        for (int i = 0; i < 2; i++) {
+            char path[700];
+            snprintf(path, sizeof path, "%s/run_%s_%d/train_log.jsonl", tmp, prec[i], seeds[k]);
+            CHECK_MSG(read_losses(path, 10, &t[i], &v[i]) == 0, "%s: unreadable", path);
+            TEST_RETURN_IF_FAILED();
+            CHECK(isfinite(v[i]) && isfinite(t[i]));
+            tr[i] += t[i] / 3, va[i] += v[i] / 3;
+        }
+        double g = fabs(v[1] - v[0]) / v[0];
+        worst = g > worst ? g : worst;
+        differ += v[0] != v[1];
+        fprintf(stderr, "  seed %d: val loss bf16 %.5f fp8 %.5f (%.3f%%)\n", seeds[k], v[0], v[1], 100 * g);
+    }
+    double rv = fabs(va[1] - va[0]) / va[0], rt = fabs(tr[1] - tr[0]) / tr[0];
+    fprintf(stderr, "  means: val loss bf16 %.5f fp8 %.5f (%.3f%%); last-10 train loss bf16 %.5f fp8 %.5f (%.3f%%)\n",
+            va[0], va[1], 100 * rv, tr[0], tr[1], 100 * rt);
+    CHECK(rt < 0.0025);
+    CHECK(rv < 0.004);
+    CHECK(worst < 0.01);
+    CHECK(differ == 3);
+}
