@@ -27,6 +27,7 @@
 #include "model/model.h"
 #include "train/adamw.h"
 #include "test.h"
+#include "fixture_ids.h"
 
 #define FIXDIR "tests/fixtures/model/"
 #define GRAD_TOL 2e-5
@@ -34,22 +35,6 @@
 #define ADAMW_TOL 5e-2
 #define ADAMW_REL 1e-4
 
-static int32_t *read_ids(const char *path, int64_t *B, int64_t *T) {
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    int32_t *ids = ds_malloc(1 << 16);
-    int64_t n = 0, b = 0, t = 0;
-    char line[8192];
-    while (fgets(line, sizeof line, f)) {
-        int64_t cnt = 0;
-        for (char *p = strtok(line, " \t\r\n"); p; p = strtok(NULL, " \t\r\n")) ids[n++] = atoi(p), cnt++;
-        if (cnt) b++, t = cnt;
-    }
-    fclose(f);
-    *B = b;
-    *T = t;
-    return ids;
-}
 
 static int have(const char *fix, const char *file) {
     char p[256];

@@ -23,25 +23,10 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "test.h"
+#include "fixture_ids.h"
 
 #define FIXDIR "tests/fixtures/model/"
 
-static int32_t *read_ids(const char *path, int64_t *B, int64_t *T) {
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    int32_t *ids = ds_malloc(1 << 16);
-    int64_t n = 0, b = 0, t = 0;
-    char line[8192];
-    while (fgets(line, sizeof line, f)) {
-        int64_t cnt = 0;
-        for (char *p = strtok(line, " \t\r\n"); p; p = strtok(NULL, " \t\r\n")) ids[n++] = atoi(p), cnt++;
-        if (cnt) b++, t = cnt;
-    }
-    fclose(f);
-    *B = b;
-    *T = t;
-    return ids;
-}
 
 static double cmp(const ds_st_file *ref, const char *name, const float *got, int64_t n, const char *fix) {
     const ds_st_tensor *t = ds_st_find(ref, name);
