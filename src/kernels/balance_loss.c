@@ -4,7 +4,7 @@
  */
 #include "kernels/balance_loss.h"
 
-#include <stdlib.h>
+#include <string.h>
 
 #include "base/base.h"
 
@@ -13,7 +13,12 @@ ds_balance_terms ds_balance_loss_forward(float *coef, const float *s, const uint
                                          double a_exp, double a_dev, double a_comm) {
     ds_balance_terms r = {0, 0, 0};
     DS_ASSERT(T > 0 && E > 0 && K > 0 && D > 0 && E % D == 0 && M > 0);
-    double *P = ds_calloc(E, sizeof *P), *f = ds_calloc(E, sizeof *f), *g = ds_calloc(D, sizeof *g);
+    /* called per layer and sequence inside the training step: no heap allocation
+     * (E and D are small, at most a few hundred) */
+    double P[E], f[E], g[D];
+    memset(P, 0, sizeof P);
+    memset(f, 0, sizeof f);
+    memset(g, 0, sizeof g);
     int64_t per = E / D;
     for (int64_t t = 0; t < T; t++) {
         const float *st = s + t * E;
@@ -42,7 +47,6 @@ ds_balance_terms ds_balance_loss_forward(float *coef, const float *s, const uint
             if (coef) coef[i] = (float)(a_exp * f[i] + a_dev * fd + a_comm * gd);
         }
     }
-    free(P); free(f); free(g);
     return r;
 }
 
