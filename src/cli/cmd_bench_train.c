@@ -23,13 +23,16 @@
 static int run(int argc, char **argv) {
     const char *config = NULL, *rnd = NULL, *prec = "fp32";
     long long iters = 3;
+    int cache = 0, m16 = 0;
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  model (randomly initialised)"},
         {"--random", DS_OPT_STR, &rnd, "B,T  batch of random token ids"},
         {"--iters", DS_OPT_INT, &iters, "K  timed steps (default 3, after one warm-up step)"},
         {"--precision", DS_OPT_STR, &prec, "fp32|bf16|fp8  GEMM inputs (kernels/matmul_bf16.h, matmul_fp8.h)"},
+        {"--fp8-cache", DS_OPT_FLAG, &cache, "  with --precision fp8: linear inputs for the weight gradients kept in FP8"},
+        {"--bf16-moments", DS_OPT_FLAG, &m16, "  AdamW moments in BF16"},
     };
-    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 4, NULL, 0,
+    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 6, NULL, 0,
                  NULL);
     if (!config || !rnd) ds_cli_usage_error("bench-train", "--config and --random are required");
     long long B = 0, T = 0;
@@ -39,6 +42,7 @@ static int run(int argc, char **argv) {
     int bf16 = !strcmp(prec, "bf16"), fp8 = !strcmp(prec, "fp8");
     if (!bf16 && !fp8 && strcmp(prec, "fp32"))
         ds_cli_usage_error("bench-train", "--precision: fp32, bf16 or fp8, got '%s'", prec);
+    if (cache && !fp8) ds_cli_usage_error("bench-train", "--fp8-cache needs --precision fp8");
     struct ds_ops ops = ds_ops_cpu;
     if (bf16) {
         ops.matmul_forward = ds_matmul_forward_bf16;
@@ -56,9 +60,17 @@ static int run(int argc, char **argv) {
     ds_acts a;
     ds_grads g;
     ds_bwd w;
-    if (ds_acts_create(&a, &m, B, T, 0) || ds_bwd_create(&w, &m, B, T)) return ds_cli_fail("bench-train");
+    if (ds_acts_create_ex(&a, &m, B, T, 0, cache ? DS_ACTS_FP8_CACHE : 0) || ds_bwd_create(&w, &m, B, T))
+        return ds_cli_fail("bench-train");
     ds_grads_create(&g, &m);
-    float *mom = ds_calloc((size_t)g.n, sizeof(float)), *vel = ds_calloc((size_t)g.n, sizeof(float));
+    ds_train_memory mem;
+    ds_train_memory_of(&mem, &m, B, T, 0, m16, fp8 ? DS_PREC_FP8 : bf16 ? DS_PREC_BF16 : DS_PREC_FP32, cache,
+                       w.arena_floats * sizeof(float));
+    ds_train_memory_log(&mem);
+    char memj[640];
+    ds_train_memory_json(memj, sizeof memj, &mem);
+    float *mom = m16 ? NULL : ds_calloc((size_t)g.n, sizeof(float)), *vel = m16 ? NULL : ds_calloc((size_t)g.n, sizeof(float));
+    uint16_t *mom16 = m16 ? ds_calloc((size_t)g.n, 2) : NULL, *vel16 = m16 ? ds_calloc((size_t)g.n, 2) : NULL;
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t));
     ds_rng r;
     ds_rng_seed(&r, 1234);
@@ -75,21 +87,23 @@ static int run(int argc, char **argv) {
         if (ds_model_backward(&m, &a, &ops, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
         double t2 = ds_now();
         ds_clip_grad_norm(g.g, g.n, 1.0);
-        ds_model_adamw_step(&m, &g, mom, vel, NULL, NULL, it + 1, &h, 0);
+        ds_model_adamw_step(&m, &g, mom, vel, mom16, vel16, it + 1, &h, 0);
         double t3 = ds_now();
         loss = t.loss;
         if (it == 0) continue; /* warm-up */
         sum += t3 - t0;
         if (t3 - t0 < best) best = t3 - t0, bf = t1 - t0, bb = t2 - t1, bo = t3 - t2;
     }
-    printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
+    printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"fp8_cache\": %d, \"bf16_moments\": %d, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
-           "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g}\n",
-           prec, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
-           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_cpu_peak_flops(ds_threads(), NULL, 0));
+           "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g, %s}\n",
+           prec, cache, m16, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
+           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_cpu_peak_flops(ds_threads(), NULL, 0), memj);
     free(ids);
     free(mom);
     free(vel);
+    free(mom16);
+    free(vel16);
     ds_grads_free(&g);
     ds_bwd_free(&w);
     ds_acts_free(&a);

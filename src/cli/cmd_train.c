@@ -14,7 +14,7 @@ static int run(int argc, char **argv) {
     long long steps = 0, tokens = 0, batch = o.batch, seq = o.seq, accum = o.accum, warmup = o.warmup;
     long long eval_every = o.eval_every, eval_batches = o.eval_batches, save_every = 0, keep = o.keep;
     long long seed = (long long)o.seed, stop_after = 0, log_every = o.log_every, sample_tokens = o.sample_tokens;
-    int skip = 0, m16 = 0;
+    int skip = 0, m16 = 0, cache = 0;
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &o.config, "PRESET|config.json  model (new run; presets: tiny, small)"},
         {"--data", DS_OPT_STR, &o.data, "DIR  output of `dsv3 data prepare`"},
@@ -39,6 +39,7 @@ static int run(int argc, char **argv) {
         {"--weight-decay", DS_OPT_FLOAT, &o.weight_decay, "W  AdamW weight decay (default 0.1)"},
         {"--clip", DS_OPT_FLOAT, &o.clip, "N  gradient-norm clipping (default 1; 0 = off)"},
         {"--bf16-moments", DS_OPT_FLAG, &m16, "  AdamW moments in BF16"},
+        {"--fp8-cache", DS_OPT_FLAG, &cache, "  with --precision fp8: keep linear inputs for the weight gradients in FP8"},
         {"--eval-every", DS_OPT_INT, &eval_every, "N  validation every N steps (default 100; 0 = end only)"},
         {"--eval-batches", DS_OPT_INT, &eval_batches, "N  validation batches (default 16; 0 = all)"},
         {"--save-every", DS_OPT_INT, &save_every, "N  checkpoint every N steps (default: end only)"},
@@ -58,6 +59,7 @@ static int run(int argc, char **argv) {
     else if (!strcmp(precision, "bf16")) o.precision = DS_PREC_BF16;
     else if (!strcmp(precision, "fp8")) o.precision = DS_PREC_FP8;
     else ds_cli_usage_error("train", "--precision: expected fp32, bf16 or fp8, got '%s'", precision);
+    if (cache && o.precision != DS_PREC_FP8) ds_cli_usage_error("train", "--fp8-cache needs --precision fp8");
     if (!strcmp(balance, "aux-free")) o.balance = DS_TRAIN_AUX_FREE;
     else if (!strcmp(balance, "aux-loss")) o.balance = DS_TRAIN_AUX_LOSS;
     else if (!strcmp(balance, "none")) o.balance = DS_TRAIN_BAL_NONE;
@@ -72,7 +74,7 @@ static int run(int argc, char **argv) {
     o.steps = steps, o.tokens = tokens, o.batch = batch, o.seq = seq, o.accum = accum, o.warmup = warmup;
     o.eval_every = eval_every, o.eval_batches = eval_batches, o.save_every = save_every, o.keep = keep;
     o.seed = (uint64_t)seed, o.stop_after = stop_after, o.log_every = log_every, o.sample_tokens = sample_tokens;
-    o.skip_nonfinite = skip, o.bf16_moments = m16, o.sample_prompts = prompts;
+    o.skip_nonfinite = skip, o.bf16_moments = m16, o.fp8_cache = cache, o.sample_prompts = prompts;
     if (ds_train(&o)) return ds_cli_fail("train");
     return 0;
 }

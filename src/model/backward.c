@@ -176,8 +176,10 @@ int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k
 static void mlp_backward(float *dln2, const float *dy, const ds_block_acts *a, const ds_block *p, const ds_model *m,
                          const struct ds_ops *ops, ds_grads *g, ds_bwd *w, int64_t N, int acc) {
     const int64_t H = m->cfg.hidden_size, I = p->inter;
+    ds_fp8_act_load(a->h_act, &a->fp8_h_act, N, I); /* FP8 cache -> staging (no-op when off) */
     ops->linear_backward(w->dh_act, ds_grad_of(g, m, p->down), NULL, dy, a->h_act, p->down, N, I, H, 0);
     ops->swiglu_backward(w->dh_gate, w->dh_up, w->dh_act, a->h_gate, a->h_up, N, I);
+    ds_fp8_act_load(a->ln2, &a->fp8_ln2, N, H); /* dense layers; overwrites h_act's staging */
     ops->linear_backward(dln2, ds_grad_of(g, m, p->gate), NULL, w->dh_gate, a->ln2, p->gate, N, H, I, acc);
     ops->linear_backward(dln2, ds_grad_of(g, m, p->up), NULL, w->dh_up, a->ln2, p->up, N, H, I, 1);
 }
@@ -208,18 +210,30 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
          * layer instead of several per expert; every expert writes only its
          * own weight gradients and its own rows of de_* and dxs */
         const int64_t *offs = a->offsets, *cnts = a->counts;
+        /* with the FP8 cache, e_act and xs share one staging buffer: two
+         * passes (down + SwiGLU, then gate/up), each after its dequantization;
+         * the same GEMMs on the same operands as the single fused pass */
+        const int split = a->fp8_xs.q != NULL;
+        for (int ph = split; ph <= 2 * split; ph++) {
+            if (ph == 1) ds_fp8_act_load(a->e_act, &a->fp8_e_act, N * K, Im);
+            if (ph == 2) ds_fp8_act_load(a->xs, &a->fp8_xs, N * K, H);
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t e = 0; e < E; e++) {
-            int64_t o = offs[e], cnt = cnts[e];
-            if (!cnt) continue;
-            ops->linear_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im, p->ed[e],
-                                 cnt, Im, H, 0);
-            ops->swiglu_backward(w->de_gate + o * Im, w->de_up + o * Im, w->de_act + o * Im, a->e_gate + o * Im,
-                                 a->e_up + o * Im, cnt, Im);
-            ops->linear_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H, p->eg[e], cnt,
-                                 H, Im, 0);
-            ops->linear_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H, p->eu[e], cnt,
-                                 H, Im, 1);
+            for (int64_t e = 0; e < E; e++) {
+                int64_t o = offs[e], cnt = cnts[e];
+                if (!cnt) continue;
+                if (ph != 2) {
+                    ops->linear_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im,
+                                         p->ed[e], cnt, Im, H, 0);
+                    ops->swiglu_backward(w->de_gate + o * Im, w->de_up + o * Im, w->de_act + o * Im,
+                                         a->e_gate + o * Im, a->e_up + o * Im, cnt, Im);
+                }
+                if (ph != 1) {
+                    ops->linear_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H,
+                                         p->eg[e], cnt, H, Im, 0);
+                    ops->linear_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H,
+                                         p->eu[e], cnt, H, Im, 1);
+                }
+            }
         }
         memset(w->dln2, 0, (size_t)(N * H) * sizeof(float));
         ds_moe_gather_backward(w->dln2, w->dxs, a->pos, N, K, H);
@@ -252,13 +266,16 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
             }
         }
     }
+    ds_fp8_act_load(a->ckv, &a->fp8_ckv, N, rkv); /* FP8 cache -> staging (no-op when off) */
     ops->linear_backward(w->dckv, G(p->kv_b), NULL, w->dkv, a->ckv, p->kv_b, N, rkv, nh * (dn + dv), 0);
     ops->rope_backward(w->dkva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
     ops->rmsnorm_backward(w->dkva, G(p->kv_a_norm), w->dckv, a->kva, p->kv_a_norm, a->ckv_rstd, N, rkv, rkv + dr, rkv,
                         rkv + dr, eps_lat);
+    ds_fp8_act_load(a->ln1, &a->fp8_ln1, N, H);
     ops->linear_backward(w->dln1, G(p->kv_a), G(p->kv_a_bias), w->dkva, a->ln1, p->kv_a, N, H, rkv + dr, 0);
     ops->rope_backward(w->dq, cos_t, sin_t, B, T, nh, dq, dn, dr, halves);
     if (rq > 0) {
+        ds_fp8_act_load(a->qa_n, &a->fp8_qa_n, N, rq);
         ops->linear_backward(w->dqa_n, G(p->q_b), NULL, w->dq, a->qa_n, p->q_b, N, rq, nh * dq, 0);
         memset(w->dqa, 0, (size_t)(N * rq) * sizeof(float));
         ops->rmsnorm_backward(w->dqa, G(p->q_a_norm), w->dqa_n, a->qa, p->q_a_norm, a->qa_rstd, N, rq, rq, rq, rq,

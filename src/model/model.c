@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "num/quant.h"
 
 /* ---- RoPE frequencies and scales (doc §4.4, transformers' _compute_yarn_parameters) */
 
@@ -175,6 +176,14 @@ typedef ds_carver carver; /* base.h */
 #define CARVE_F(ptr, n) (ptr) = carve(cv, (n))
 #define CARVE_I32(ptr, n) (ptr) = carve(cv, (n))
 #define CARVE_I64(ptr, n) (ptr) = carve(cv, 2 * (n))
+/* an FP8-cached activation (rows, cols): codes (bytes) and 1x128 scales;
+ * its FP32 pointer goes to the staging buffer */
+#define CARVE_Q(c, ptr, stg, rows, cols)                                                        \
+    do {                                                                                       \
+        (c).q = carve(cv, ((rows) * (cols) + 3) / 4);                                          \
+        (c).s = carve(cv, ds_quant_scale_count(DS_QUANT_TILE_1x128, (rows), (cols)));          \
+        (ptr) = (stg);                                                                         \
+    } while (0)
 
 static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
     const ds_config *c = &m->cfg;
@@ -183,11 +192,25 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
     const int64_t dv = c->v_head_dim, dr = c->qk_rope_head_dim, rq = c->q_lora_rank, rkv = c->kv_lora_rank;
     const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
+    const int cache = (a->flags & DS_ACTS_FP8_CACHE) != 0;
     CARVE_F(a->cos_t, T * (dr / 2));
     CARVE_F(a->sin_t, T * (dr / 2));
     CARVE_I32(a->ids, N);
     CARVE_F(a->emb, N * H);
     int64_t nb = a->mtp ? L + D : L;
+    if (cache) {
+        /* FP32 staging of the cached inputs: one block at a time, one of
+         * {ln1, dense ln2, h_act, xs, e_act} and one of {qa_n, ckv} live */
+        int64_t s1 = H, s2 = rq > rkv ? rq : rkv;
+        for (int64_t l = 0; l < nb; l++) {
+            const ds_block *b = &m->blocks[l];
+            if (b->inter > s1) s1 = b->inter;
+            if (b->moe && K * H > s1) s1 = K * H;
+            if (b->moe && K * Im > s1) s1 = K * Im;
+        }
+        CARVE_F(a->stage, N * s1);
+        CARVE_F(a->stage2, N * s2);
+    }
     for (int64_t l = 0; l < nb; l++) {
         ds_block_acts *x = &a->blk[l];
         const ds_block *b = &m->blocks[l];
@@ -200,16 +223,19 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
             CARVE_F(x->m_hn, N * H);
             CARVE_F(x->m_hn_rstd, N);
         }
-        CARVE_F(x->ln1, N * H);
+        if (cache) CARVE_Q(x->fp8_ln1, x->ln1, a->stage, N, H);
+        else CARVE_F(x->ln1, N * H);
         CARVE_F(x->ln1_rstd, N);
         if (rq > 0) {
             CARVE_F(x->qa, N * rq);
-            CARVE_F(x->qa_n, N * rq);
+            if (cache) CARVE_Q(x->fp8_qa_n, x->qa_n, a->stage2, N, rq);
+            else CARVE_F(x->qa_n, N * rq);
             CARVE_F(x->qa_rstd, N);
         }
         CARVE_F(x->q, N * nh * dq);
         CARVE_F(x->kva, N * (rkv + dr));
-        CARVE_F(x->ckv, N * rkv);
+        if (cache) CARVE_Q(x->fp8_ckv, x->ckv, a->stage2, N, rkv);
+        else CARVE_F(x->ckv, N * rkv);
         CARVE_F(x->ckv_rstd, N);
         CARVE_F(x->kv, N * nh * (dn + dv));
         CARVE_F(x->k, N * nh * dq);
@@ -218,12 +244,14 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
         CARVE_F(x->lse, N * nh);
         CARVE_F(x->attn_proj, N * H);
         CARVE_F(x->x_mid, N * H);
-        CARVE_F(x->ln2, N * H);
+        if (cache && !b->moe) CARVE_Q(x->fp8_ln2, x->ln2, a->stage, N, H);
+        else CARVE_F(x->ln2, N * H); /* MoE: also the FP32 router's input */
         CARVE_F(x->ln2_rstd, N);
         if (b->inter > 0) {
             CARVE_F(x->h_gate, N * b->inter);
             CARVE_F(x->h_up, N * b->inter);
-            CARVE_F(x->h_act, N * b->inter);
+            if (cache) CARVE_Q(x->fp8_h_act, x->h_act, a->stage, N, b->inter);
+            else CARVE_F(x->h_act, N * b->inter);
         }
         CARVE_F(x->mlp_out, N * H);
         if (b->moe) {
@@ -235,10 +263,12 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
             CARVE_I32(x->pos, N * K);
             CARVE_I64(x->counts, E);
             CARVE_I64(x->offsets, E + 1);
-            CARVE_F(x->xs, N * K * H);
+            if (cache) CARVE_Q(x->fp8_xs, x->xs, a->stage, N * K, H);
+            else CARVE_F(x->xs, N * K * H);
             CARVE_F(x->e_gate, N * K * Im);
             CARVE_F(x->e_up, N * K * Im);
-            CARVE_F(x->e_act, N * K * Im);
+            if (cache) CARVE_Q(x->fp8_e_act, x->e_act, a->stage, N * K, Im);
+            else CARVE_F(x->e_act, N * K * Im);
             CARVE_F(x->e_out, N * K * H);
         }
         CARVE_F(x->out, N * H);
@@ -250,11 +280,16 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
 }
 
 int ds_acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp) {
+    return ds_acts_create_ex(a, m, B, T, mtp, 0);
+}
+
+int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp, int flags) {
     memset(a, 0, sizeof *a);
     if (B <= 0 || T <= 0) return ds_err("forward: batch and sequence length must be positive (got B=%lld, T=%lld)",
                                         (long long)B, (long long)T);
     a->B = B;
     a->T = T;
+    a->flags = flags;
     a->mtp = mtp && m->cfg.num_nextn_predict_layers > 0;
     a->blk = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block_acts));
     a->mtp_logits = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
@@ -265,6 +300,32 @@ int ds_acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp)
     cv = (carver){a->arena, 0};
     carve_all(&cv, a, m);
     return 0;
+}
+
+size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags) {
+    if (B <= 0 || T <= 0) return 0;
+    ds_acts a;
+    memset(&a, 0, sizeof a);
+    a.B = B, a.T = T, a.flags = flags;
+    a.mtp = mtp && m->cfg.num_nextn_predict_layers > 0;
+    a.blk = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block_acts));
+    a.mtp_logits = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
+    carver cv = {NULL, 0};
+    carve_all(&cv, &a, m);
+    free(a.blk);
+    free(a.mtp_logits);
+    return cv.off * sizeof(float);
+}
+
+void ds_fp8_act_store(const ds_fp8_act *c, const float *x, int64_t rows, int64_t cols) {
+    if (!c->q || rows <= 0) return;
+    ds_quant_opts o = ds_quant_defaults(DS_QUANT_TILE_1x128);
+    DS_ASSERT(ds_quantize(c->q, c->s, x, rows, cols, &o) == 0);
+}
+
+void ds_fp8_act_load(float *x, const ds_fp8_act *c, int64_t rows, int64_t cols) {
+    if (!c->q || rows <= 0) return;
+    DS_ASSERT(ds_dequantize(x, c->q, c->s, rows, cols, DS_FP8_E4M3, DS_QUANT_TILE_1x128) == 0);
 }
 
 void ds_acts_free(ds_acts *a) {
@@ -299,14 +360,17 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
         ops->linear_forward(a->qa, a->ln1, p->q_a, p->q_a_bias, N, H, rq);
         ops->rmsnorm_forward(a->qa_n, a->qa_rstd, a->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
         ops->linear_forward(a->q, a->qa_n, p->q_b, NULL, N, rq, nh * dq);
+        ds_fp8_act_store(&a->fp8_qa_n, a->qa_n, N, rq); /* FP8 cache (no-op when off) */
     } else {
         ops->linear_forward(a->q, a->ln1, p->q_proj, NULL, N, H, nh * dq);
     }
     ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, !c->rope_interleave); /* q per head = [nope | rope] */
     ops->linear_forward(a->kva, a->ln1, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
+    ds_fp8_act_store(&a->fp8_ln1, a->ln1, N, H);
     ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
     ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
     ops->linear_forward(a->kv, a->ckv, p->kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
+    ds_fp8_act_store(&a->fp8_ckv, a->ckv, N, rkv);
     {
         float *k = a->k, *v = a->v;
         const float *kv = a->kv, *kva = a->kva;
@@ -351,12 +415,14 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
             ops->linear_forward(a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], NULL, cnt[e], H, Im);
             ops->linear_forward(a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], NULL, cnt[e], H, Im);
         }
+        ds_fp8_act_store(&a->fp8_xs, a->xs, N * K, H);
         ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, N * K, Im);
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t e = 0; e < E; e++) {
             if (!cnt[e]) continue;
             ops->linear_forward(a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], NULL, cnt[e], Im, H);
         }
+        ds_fp8_act_store(&a->fp8_e_act, a->e_act, N * K, Im);
         /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
         {
             float *mo = a->mlp_out;
@@ -378,13 +444,16 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
             ops->linear_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
             ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
             ops->linear_forward(a->attn_proj, a->h_act, p->down, NULL, N, p->inter, H); /* scratch reuse */
+            ds_fp8_act_store(&a->fp8_h_act, a->h_act, N, p->inter);
             ops->residual_forward(a->mlp_out, a->mlp_out, a->attn_proj, N * H);
         }
     } else {
         ops->linear_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
         ops->linear_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
+        ds_fp8_act_store(&a->fp8_ln2, a->ln2, N, H); /* before h_act reuses the staging */
         ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
         ops->linear_forward(a->mlp_out, a->h_act, p->down, NULL, N, p->inter, H);
+        ds_fp8_act_store(&a->fp8_h_act, a->h_act, N, p->inter);
     }
     ops->residual_forward(out, a->x_mid, a->mlp_out, N * H);
 }

@@ -72,7 +72,20 @@ int ds_model_load(ds_model *m, const char *dir);
  * 5 GB) into dir (created). */
 int ds_model_save(const ds_model *m, const char *dir);
 
-/* Saved activations of one block (what the backward pass will need). */
+/* A saved activation in FP8 (--fp8-cache): E4M3 codes (rows, cols) and
+ * 1x128 tile scales (rows, ceil(cols/128)), the same codes the forward GEMM
+ * quantizes (num/quant.h, DS_QUANT_TILE_1x128); q == NULL: not cached. */
+typedef struct {
+    uint8_t *q;
+    float *s;
+} ds_fp8_act;
+
+/* Saved activations of one block (what the backward pass will need).
+ * With DS_ACTS_FP8_CACHE, ln1, qa_n, ckv, h_act, xs, e_act and (dense
+ * layers) ln2 — inputs of FP8 linears that the backward needs only for the
+ * weight-gradient GEMM — point into a shared FP32 staging buffer that lives
+ * only while the forward (or the backward) uses them; what is kept is the
+ * FP8 copy in fp8_* below. */
 typedef struct {
     float *ln1, *ln1_rstd;        /* (B,T,H), (B,T) */
     float *qa, *qa_n, *qa_rstd;   /* (B,T,rq) x2, (B,T) */
@@ -101,6 +114,10 @@ typedef struct {
     float *m_emb, *m_cat, *m_x;   /* (B,T,H), (B,T,2H) = [enorm(emb) | hnorm(h)], (B,T,H) */
     float *m_e_rstd, *m_h_rstd;   /* (B,T) rstd of enorm and hnorm */
     float *m_hn, *m_hn_rstd;      /* (B,T,H) shared_head.norm output, (B,T) */
+    /* FP8 cache (DS_ACTS_FP8_CACHE), else all q == NULL */
+    ds_fp8_act fp8_ln1, fp8_qa_n, fp8_ckv; /* (B,T,H), (B,T,rq), (B,T,rkv) */
+    ds_fp8_act fp8_ln2, fp8_h_act;         /* (B,T,H) dense layers only, (B,T,Is) */
+    ds_fp8_act fp8_xs, fp8_e_act;          /* (B*T*K, H), (B*T*K, Im) */
 } ds_block_acts;
 
 typedef struct {
@@ -115,10 +132,30 @@ typedef struct {
     float *logits;                /* (B,T,V) */
     float **mtp_logits;           /* D x (B,T-k,V) */
     int32_t *ids;                 /* (B,T) */
+    int flags;                    /* DS_ACTS_* */
+    float *stage, *stage2;        /* FP32 staging of the cached inputs (DS_ACTS_FP8_CACHE) */
 } ds_acts;
+
+/* DS_ACTS_FP8_CACHE (`dsv3 train --precision fp8 --fp8-cache`): keep the
+ * inputs of FP8 linears that only the weight gradient needs as E4M3 1x128
+ * tiles (ds_fp8_act) instead of FP32; the backward dequantizes them into the
+ * staging buffers and the FP8 weight-gradient GEMM re-quantizes them to 128x1
+ * tiles.  Inputs also needed in FP32 elsewhere stay FP32: att (attention
+ * backward), ln2 of MoE layers (the FP32 router's weight gradient).
+ * Staging: stage (B*T*max(H, Is, K*H, K*Im)) holds ln1, dense ln2, h_act,
+ * xs, e_act; stage2 (B*T*max(rq, rkv)) holds qa_n, ckv. */
+enum { DS_ACTS_FP8_CACHE = 1 };
 
 /* Size and allocate the arena for (B, T); mtp = 0 skips the MTP modules. */
 int ds_acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp);
+/* The same with flags (DS_ACTS_*). */
+int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp, int flags);
+/* Bytes of the arena ds_acts_create_ex would allocate (the same sizing code). */
+size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags);
+/* Cache an activation: quantize x (rows, cols) into c (no-op when c->q is
+ * NULL); restore: x = dequantize(c) (no-op when c->q is NULL). */
+void ds_fp8_act_store(const ds_fp8_act *c, const float *x, int64_t rows, int64_t cols);
+void ds_fp8_act_load(float *x, const ds_fp8_act *c, int64_t rows, int64_t cols);
 void ds_acts_free(ds_acts *a);
 /* hidden_states.i as in transformers' output_hidden_states: 0 = embeddings,
  * i = 1..L-1 output of layer i-1, L = after the final norm. */

@@ -14,6 +14,7 @@
 #include "base/base.h"
 #include "model/backward.h"
 #include "kernels/matmul_bf16.h"
+#include "kernels/fp8_linear.h"
 #include "kernels/matmul_fp8.h"
 #include "model/presets.h"
 #include "tokenizer/tokenizer.h"
@@ -21,6 +22,63 @@
 #include "train/balance.h"
 #include "train/checkpoint.h"
 #include "train/loader.h"
+
+/* ---- memory report ------------------------------------------------------------- */
+
+void ds_train_memory_of(ds_train_memory *r, const ds_model *m, int64_t B, int64_t T, int mtp, int bf16_moments,
+                        int precision, int fp8_cache, size_t bwd_bytes) {
+    const ds_config *c = &m->cfg;
+    memset(r, 0, sizeof *r);
+    size_t n = (size_t)m->layout.total;
+    r->params = r->grads = n * sizeof(float);
+    r->moments_fp32 = 2 * n * sizeof(float);
+    r->moments = bf16_moments ? 2 * n * sizeof(uint16_t) : r->moments_fp32;
+    r->acts_fp32 = ds_acts_arena_bytes(m, B, T, mtp, 0);
+    r->acts_fp8 = ds_acts_arena_bytes(m, B, T, mtp, DS_ACTS_FP8_CACHE);
+    r->acts = precision == DS_PREC_FP8 && fp8_cache ? r->acts_fp8 : r->acts_fp32;
+    r->bwd = bwd_bytes;
+    if (precision == DS_PREC_FP8) {
+        /* every FP8 linear (rows, out, in), rows <= B*T (an expert sees a token at most once);
+         * plus the FP32 input gradient when it is accumulated */
+        const int64_t N = B * T, H = c->hidden_size, nh = c->num_attention_heads, dq = ds_config_qk_head_dim(c);
+        const int64_t dn = c->qk_nope_head_dim, dv = c->v_head_dim, dr = c->qk_rope_head_dim;
+        const int64_t rq = c->q_lora_rank, rkv = c->kv_lora_rank, Im = c->moe_intermediate_size;
+        int64_t I = c->intermediate_size > Im * c->n_shared_experts ? c->intermediate_size : Im * c->n_shared_experts;
+        const int64_t lin[][2] = {{rq > 0 ? rq : nh * dq, H}, {nh * dq, rq > 0 ? rq : H}, {rkv + dr, H},
+                                  {nh * (dn + dv), rkv},     {H, nh * dv},               {I, H},
+                                  {H, I},                    {Im, H},                    {H, Im}};
+        size_t best = 0;
+        for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++) {
+            size_t ws = ds_fp8_linear_workspace(N, lin[i][0], lin[i][1]) + (size_t)(N * lin[i][1]) * sizeof(float);
+            if (ws > best) best = ws;
+        }
+        r->fp8_ws = best;
+    }
+    r->total = r->params + r->grads + r->moments + r->acts + r->bwd + r->fp8_ws * (size_t)ds_threads();
+}
+
+static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
+
+void ds_train_memory_log(const ds_train_memory *r) {
+    ds_log(DS_LOG_INFO, "memory: parameters %.1f MiB, gradients %.1f MiB, AdamW moments %.1f MiB (%s; FP32 %.1f MiB)",
+           mib(r->params), mib(r->grads), mib(r->moments), r->moments < r->moments_fp32 ? "bf16" : "fp32",
+           mib(r->moments_fp32));
+    ds_log(DS_LOG_INFO, "memory: activation arena %.1f MiB (FP32 %.1f MiB, with --fp8-cache %.1f MiB: %.1f MiB saved, %.1f%%)",
+           mib(r->acts), mib(r->acts_fp32), mib(r->acts_fp8), mib(r->acts_fp32 - r->acts_fp8),
+           r->acts_fp32 ? 100.0 * (double)(r->acts_fp32 - r->acts_fp8) / (double)r->acts_fp32 : 0.0);
+    ds_log(DS_LOG_INFO, "memory: backward workspace %.1f MiB, FP8 quantization workspace %.1f MiB per thread; "
+           "total %.1f MiB (--bf16-moments saves %.1f MiB)",
+           mib(r->bwd), mib(r->fp8_ws), mib(r->total), mib(r->moments_fp32 / 2));
+}
+
+void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r) {
+    snprintf(buf, cap,
+             "\"mem_params\": %zu, \"mem_grads\": %zu, \"mem_moments\": %zu, \"mem_moments_fp32\": %zu, "
+             "\"mem_acts\": %zu, \"mem_acts_fp32\": %zu, \"mem_acts_fp8_cache\": %zu, \"mem_bwd\": %zu, "
+             "\"mem_fp8_ws_per_thread\": %zu, \"mem_total\": %zu",
+             r->params, r->grads, r->moments, r->moments_fp32, r->acts, r->acts_fp32, r->acts_fp8, r->bwd, r->fp8_ws,
+             r->total);
+}
 
 ds_train_opts ds_train_opts_default(void) {
     ds_train_opts o;
@@ -301,7 +359,12 @@ int ds_train(const ds_train_opts *o) {
     ds_acts a, ea;
     ds_grads g;
     ds_bwd w;
-    if (ds_acts_create(&a, &m, B, T, mtp)) goto out0;
+    if (o->fp8_cache && o->precision != DS_PREC_FP8) {
+        ds_err("--fp8-cache needs --precision fp8");
+        goto out0;
+    }
+    int cache = o->precision == DS_PREC_FP8 && o->fp8_cache;
+    if (ds_acts_create_ex(&a, &m, B, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
     if (ds_acts_create(&ea, &m, B, T, 0) || ds_bwd_create(&w, &m, B, T)) goto out0;
     ds_grads_create(&g, &m);
     int m16 = o->bf16_moments;
@@ -384,6 +447,10 @@ int ds_train(const ds_train_opts *o) {
     ds_log(DS_LOG_INFO, "peak FP32: %s", how);
     ds_log(DS_LOG_INFO, "precision %s (GEMM inputs), FP32 master weights; AdamW moments %s",
            o->precision == DS_PREC_BF16 ? "bf16" : o->precision == DS_PREC_FP8 ? "fp8" : "fp32", m16 ? "bf16" : "fp32");
+    if (cache) ds_log(DS_LOG_INFO, "fp8 cache: linear inputs saved for the weight gradients in E4M3 1x128 tiles");
+    ds_train_memory mem;
+    ds_train_memory_of(&mem, &m, B, T, mtp, m16, o->precision, cache, w.arena_floats * sizeof(float));
+    ds_train_memory_log(&mem);
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);

@@ -38,6 +38,7 @@ typedef struct {
     double lr, min_lr, weight_decay, clip, decay_start; /* decay_start: fraction of the run */
     int64_t warmup;
     int bf16_moments;
+    int fp8_cache;           /* with DS_PREC_FP8: FP8-cached linear inputs (DS_ACTS_FP8_CACHE) */
     int64_t eval_every, eval_batches, save_every, keep, log_every;
     uint64_t seed;
     int skip_nonfinite;
@@ -48,6 +49,28 @@ typedef struct {
 } ds_train_opts;
 
 ds_train_opts ds_train_opts_default(void);
+
+/* Memory of a training step (bytes), printed at the start of `dsv3 train`
+ * and `dsv3 bench-train` and recorded in bench-train's JSON. */
+typedef struct {
+    size_t params, grads;      /* FP32 master weights, FP32 gradients */
+    size_t moments;            /* AdamW m and v (FP32 or BF16) */
+    size_t moments_fp32;       /* ... what FP32 moments take */
+    size_t acts;               /* the training activation arena as allocated */
+    size_t acts_fp32;          /* ... without the FP8 cache */
+    size_t acts_fp8;           /* ... with the FP8 cache (DS_ACTS_FP8_CACHE) */
+    size_t bwd;                /* backward workspace (ds_bwd) */
+    size_t fp8_ws;             /* FP8 quantization workspace per thread (largest linear), 0 unless fp8 */
+    size_t total;              /* params + grads + moments + acts + bwd + fp8_ws x threads */
+} ds_train_memory;
+
+/* bwd_bytes: the ds_bwd arena (w.arena_floats · 4). */
+void ds_train_memory_of(ds_train_memory *r, const ds_model *m, int64_t B, int64_t T, int mtp, int bf16_moments,
+                        int precision, int fp8_cache, size_t bwd_bytes);
+/* One ds_log line per item, with what --bf16-moments / --fp8-cache save. */
+void ds_train_memory_log(const ds_train_memory *r);
+/* The same as JSON members ("mem_params": ..., no braces) into buf. */
+void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r);
 /* Runs (or resumes) a training run.  0, or -1 with ds_err (bad input,
  * non-finite loss, failed save: the last good checkpoint is left intact). */
 int ds_train(const ds_train_opts *o);
