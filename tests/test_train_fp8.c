@@ -161,37 +161,49 @@ TEST(train_fp8_within_quarter_percent_of_bf16) {
                         txt, tmp, bin, tmp, tmp, bin, tmp, txt, tmp);
     CHECK_MSG(rc == 0, "%s", out);
     TEST_RETURN_IF_FAILED();
-    const char *prec[2] = {"bf16", "fp8"};
+    /* run 2: fp8 with --fp8-cache (model/model.h DS_ACTS_FP8_CACHE), same seeds */
+    const char *prec[3] = {"bf16", "fp8", "fp8"}, *extra[3] = {"", "", "--fp8-cache"}, *tag[3] = {"bf16", "fp8", "fp8c"};
     const int seeds[3] = {7, 8, 9};
-    double tr[2] = {0, 0}, va[2] = {0, 0}, worst = 0;
-    int differ = 0;
+    double tr[3] = {0, 0, 0}, va[3] = {0, 0, 0}, worst = 0, worstc = 0;
+    int differ = 0, differc = 0;
     for (int k = 0; k < 3; k++) {
-        /* both precisions at once (two cores), one thread each */
-        char cmd[2][1200];
-        for (int i = 0; i < 2; i++)
+        /* the three runs at once (two cores), one thread each */
+        char cmd[3][1200];
+        for (int i = 0; i < 3; i++)
             snprintf(cmd[i], sizeof cmd[i],
                      "%s --threads 1 train --config tiny --data %s/data --out %s/run_%s_%d --steps 150 --batch 4 "
-                     "--seq 64 --eval-every 150 --eval-batches 0 --log-every 0 --precision %s --seed %d "
+                     "--seq 64 --eval-every 150 --eval-batches 0 --log-every 0 --precision %s %s --seed %d "
                      "> %s/log_%s.txt 2>&1",
-                     bin, tmp, tmp, prec[i], seeds[k], prec[i], seeds[k], tmp, prec[i]);
-        rc = ds_test_sh(out, sizeof out, "%s & a=$!; %s & b=$!; wait $a && wait $b || { tail -3 %s/log_*.txt; exit 1; }",
-                        cmd[0], cmd[1], tmp);
+                     bin, tmp, tmp, tag[i], seeds[k], prec[i], extra[i], seeds[k], tmp, tag[i]);
+        rc = ds_test_sh(out, sizeof out,
+                        "%s & a=$!; %s & b=$!; %s & c=$!; wait $a && wait $b && wait $c || { tail -3 %s/log_*.txt; exit 1; }",
+                        cmd[0], cmd[1], cmd[2], tmp);
         CHECK_MSG(rc == 0, "%s", out);
         TEST_RETURN_IF_FAILED();
-        double t[2], v[2];
-        for (int i = 0; i < 2; i++) {
+        double t[3], v[3];
+        for (int i = 0; i < 3; i++) {
             char path[700];
-            snprintf(path, sizeof path, "%s/run_%s_%d/train_log.jsonl", tmp, prec[i], seeds[k]);
+            snprintf(path, sizeof path, "%s/run_%s_%d/train_log.jsonl", tmp, tag[i], seeds[k]);
             CHECK_MSG(read_losses(path, 10, &t[i], &v[i]) == 0, "%s: unreadable", path);
             TEST_RETURN_IF_FAILED();
             CHECK(isfinite(v[i]) && isfinite(t[i]));
             tr[i] += t[i] / 3, va[i] += v[i] / 3;
         }
-        double g = fabs(v[1] - v[0]) / v[0];
+        double g = fabs(v[1] - v[0]) / v[0], gc = fabs(v[2] - v[0]) / v[0];
         worst = g > worst ? g : worst;
+        worstc = gc > worstc ? gc : worstc;
         differ += v[0] != v[1];
-        fprintf(stderr, "  seed %d: val loss bf16 %.5f fp8 %.5f (%.3f%%)\n", seeds[k], v[0], v[1], 100 * g);
+        differc += v[2] != v[1];
+        fprintf(stderr, "  seed %d: val loss bf16 %.5f fp8 %.5f (%.3f%%) fp8+cache %.5f (%.3f%%)\n", seeds[k], v[0],
+                v[1], 100 * g, v[2], 100 * gc);
     }
+    double rvc = fabs(va[2] - va[0]) / va[0], rtc = fabs(tr[2] - tr[0]) / tr[0];
+    fprintf(stderr, "  fp8 --fp8-cache means: val loss %.5f (%.3f%%); last-10 train loss %.5f (%.3f%%)\n", va[2],
+            100 * rvc, tr[2], 100 * rtc);
+    CHECK(rtc < 0.0025);
+    CHECK(rvc < 0.004);
+    CHECK(worstc < 0.01);
+    CHECK(differc == 3); /* the cache changes the weight gradients, so the runs differ */
     double rv = fabs(va[1] - va[0]) / va[0], rt = fabs(tr[1] - tr[0]) / tr[0];
     fprintf(stderr, "  means: val loss bf16 %.5f fp8 %.5f (%.3f%%); last-10 train loss bf16 %.5f fp8 %.5f (%.3f%%)\n",
             va[0], va[1], 100 * rv, tr[0], tr[1], 100 * rt);
