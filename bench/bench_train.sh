@@ -4,7 +4,9 @@
 # dsv3 (`dsv3 bench-train`) vs transformers' DeepseekV3ForCausalLM in train
 # mode (tools/bench_train_torch.py, same config, same thread count) when
 # torch is importable; also dsv3 with --precision bf16 (BF16 GEMM inputs, FP32
-# sums) and --precision fp8 (E4M3 attention/MLP/expert GEMMs, docs/fp8.md).  Prints tokens/s, GFLOP/s (3 x forward FLOPs: 6 x activated params x
+# sums), --precision fp8 (E4M3 attention/MLP/expert GEMMs, docs/fp8.md) and
+# fp8 with --fp8-cache (linear inputs for the weight gradients kept in E4M3),
+# with the activation arena each one allocates.  Prints tokens/s, GFLOP/s (3 x forward FLOPs: 6 x activated params x
 # tokens + attention) and MFU.  Writes bench/results/train.json.
 #   BENCH_B (1)  BENCH_T (256)  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
 set -eu
@@ -23,17 +25,19 @@ trap 'rm -rf "$tmp"' EXIT
 ours=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT")
 ours16=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision bf16) || ours16=""
 ours8=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision fp8) || ours8=""
+ours8c=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision fp8 --fp8-cache) || ours8c=""
 peer=""
 if python3 -c "import torch, transformers" 2>/dev/null; then
   peer=$(python3 tools/bench_train_torch.py --config "$tmp/small/config.json" --batch "$B" --seq "$T" \
            --threads "$TH" --iters "$PIT" --warmup 1 2>/dev/null | tail -1) || peer=""
 fi
-OURS="$ours" OURS16="$ours16" OURS8="$ours8" PEER="$peer" python3 - <<'PY' || { echo "$ours" > bench/results/train.json; cat bench/results/train.json; }
+OURS="$ours" OURS16="$ours16" OURS8="$ours8" OURS8C="$ours8c" PEER="$peer" python3 - <<'PY' || { echo "$ours" > bench/results/train.json; cat bench/results/train.json; }
 import json, os
 ours = json.loads(os.environ["OURS"])
 peer = json.loads(os.environ["PEER"]) if os.environ.get("PEER") else None
 ours16 = json.loads(os.environ["OURS16"]) if os.environ.get("OURS16") else None
 ours8 = json.loads(os.environ["OURS8"]) if os.environ.get("OURS8") else None
+ours8c = json.loads(os.environ["OURS8C"]) if os.environ.get("OURS8C") else None
 res = {"bench": "train", "config": "small", "batch": ours["batch"], "seq": ours["seq"],
        "threads": ours["threads"], "dsv3": ours}
 print(f"training step (fwd+bwd+clip+AdamW), preset small, B={ours['batch']} T={ours['seq']} threads={ours['threads']}")
@@ -66,6 +70,16 @@ if ours8:
           f"   (E4M3 attention/MLP GEMMs, 1x128/128x128 scales; MFU against the FP32 peak)")
     if ours16:
         print(f"  ratio fp8/bf16 (mean tokens/s): {t8 / t16:.2f}x; fp8/fp32: {t8 / tps_mean:.2f}x")
+if ours8 and ours8c:
+    res["dsv3_fp8_cache"] = ours8c
+    t8c = ours8c["batch"] * ours8c["seq"] / ours8c["mean_s"]
+    g8c = fl / ours8c["mean_s"] / 1e9 if fl else 0.0
+    res["fp8_cache_tokens_per_s_mean"] = t8c
+    print(f"  {'dsv3 fp8 cache':<14}{t8c:>16.1f}{ours8c['tokens_per_s']:>16.1f}{g8c:>16.2f}{100 * g8c * 1e9 / peak if peak else 0:>7.1f}%"
+          f"   (--fp8-cache; {t8c / t8:.2f}x fp8)")
+    mb = lambda k: ours8c.get(k, 0) / 2**20
+    print(f"  activation arena: {mb('mem_acts_fp32'):.1f} MiB, with --fp8-cache {mb('mem_acts_fp8_cache'):.1f} MiB "
+          f"({mb('mem_acts_fp32') - mb('mem_acts_fp8_cache'):.1f} MiB saved)")
 if peer:
     res["transformers"] = peer
     res["ratio_tokens_per_s_mean"] = tps_mean / peer["tokens_per_s"]

@@ -204,6 +204,10 @@ TEST(train_fp8_within_quarter_percent_of_bf16) {
     CHECK(rvc < 0.004);
     CHECK(worstc < 0.01);
     CHECK(differc == 3); /* the cache changes the weight gradients, so the runs differ */
+    /* `dsv3 train` prints the memory report, with the cache in use */
+    rc = ds_test_sh(out, sizeof out, "grep -c 'memory: activation arena' %s/log_fp8c.txt && "
+                    "grep -q 'fp8 cache: linear inputs' %s/log_fp8c.txt", tmp, tmp);
+    CHECK_MSG(rc == 0, "%s", out);
     double rv = fabs(va[1] - va[0]) / va[0], rt = fabs(tr[1] - tr[0]) / tr[0];
     fprintf(stderr, "  means: val loss bf16 %.5f fp8 %.5f (%.3f%%); last-10 train loss bf16 %.5f fp8 %.5f (%.3f%%)\n",
             va[0], va[1], 100 * rv, tr[0], tr[1], 100 * rt);
