@@ -66,18 +66,20 @@ void ds_train_memory_log(const ds_train_memory *r) {
     ds_log(DS_LOG_INFO, "memory: activation arena %.1f MiB (FP32 %.1f MiB, with --fp8-cache %.1f MiB: %.1f MiB saved, %.1f%%)",
            mib(r->acts), mib(r->acts_fp32), mib(r->acts_fp8), mib(r->acts_fp32 - r->acts_fp8),
            r->acts_fp32 ? 100.0 * (double)(r->acts_fp32 - r->acts_fp8) / (double)r->acts_fp32 : 0.0);
-    ds_log(DS_LOG_INFO, "memory: backward workspace %.1f MiB, FP8 quantization workspace %.1f MiB per thread; "
+    char ev[64] = "";
+    if (r->eval_acts) snprintf(ev, sizeof ev, ", validation arena %.1f MiB", mib(r->eval_acts));
+    ds_log(DS_LOG_INFO, "memory: backward workspace %.1f MiB, FP8 quantization workspace %.1f MiB per thread%s; "
            "total %.1f MiB (--bf16-moments saves %.1f MiB)",
-           mib(r->bwd), mib(r->fp8_ws), mib(r->total), mib(r->moments_fp32 / 2));
+           mib(r->bwd), mib(r->fp8_ws), ev, mib(r->total), mib(r->moments_fp32 / 2));
 }
 
 void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r) {
     snprintf(buf, cap,
              "\"mem_params\": %zu, \"mem_grads\": %zu, \"mem_moments\": %zu, \"mem_moments_fp32\": %zu, "
              "\"mem_acts\": %zu, \"mem_acts_fp32\": %zu, \"mem_acts_fp8_cache\": %zu, \"mem_bwd\": %zu, "
-             "\"mem_fp8_ws_per_thread\": %zu, \"mem_total\": %zu",
+             "\"mem_fp8_ws_per_thread\": %zu, \"mem_eval_acts\": %zu, \"mem_total\": %zu",
              r->params, r->grads, r->moments, r->moments_fp32, r->acts, r->acts_fp32, r->acts_fp8, r->bwd, r->fp8_ws,
-             r->total);
+             r->eval_acts, r->total);
 }
 
 ds_train_opts ds_train_opts_default(void) {
@@ -450,6 +452,8 @@ int ds_train(const ds_train_opts *o) {
     if (cache) ds_log(DS_LOG_INFO, "fp8 cache: linear inputs saved for the weight gradients in E4M3 1x128 tiles");
     ds_train_memory mem;
     ds_train_memory_of(&mem, &m, B, T, mtp, m16, o->precision, cache, w.arena_floats * sizeof(float));
+    mem.eval_acts = ea.arena_floats * sizeof(float);
+    mem.total += mem.eval_acts;
     ds_train_memory_log(&mem);
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,

@@ -61,7 +61,8 @@ typedef struct {
     size_t acts_fp8;           /* ... with the FP8 cache (DS_ACTS_FP8_CACHE) */
     size_t bwd;                /* backward workspace (ds_bwd) */
     size_t fp8_ws;             /* FP8 quantization workspace per thread (largest linear), 0 unless fp8 */
-    size_t total;              /* params + grads + moments + acts + bwd + fp8_ws x threads */
+    size_t eval_acts;          /* forward-only arena for validation (dsv3 train; 0 from ds_train_memory_of) */
+    size_t total;              /* params + grads + moments + acts + bwd + fp8_ws x threads + eval_acts */
 } ds_train_memory;
 
 /* bwd_bytes: the ds_bwd arena (w.arena_floats · 4). */
