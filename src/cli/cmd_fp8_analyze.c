@@ -36,7 +36,7 @@ int ds_cmd_fp8_analyze(int argc, char **argv) {
     if (!model) ds_cli_usage_error("fp8 analyze", "--model DIR is required");
     if (top < 0 || top > 100000) ds_cli_usage_error("fp8 analyze", "--top must be in 0..100000");
     if (batch < 0 || batch > 65536 || seq < 0 || seq > 1048576 || batches < 1 || batches > 1000000)
-        ds_cli_usage_error("fp8 analyze", "--batch must be in 1..65536, --seq in 1..1048576, --batches >= 1");
+        ds_cli_usage_error("fp8 analyze", "--batch must be in 1..65536, --seq in 1..1048576 (0: default), --batches >= 1");
     if (!(mtp_lambda >= 0)) ds_cli_usage_error("fp8 analyze", "--mtp-lambda must be >= 0");
     if (strcmp(split, "train") && strcmp(split, "val")) ds_cli_usage_error("fp8 analyze", "--split must be train or val");
     ds_capture_result cap;

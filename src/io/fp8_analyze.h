@@ -1,6 +1,7 @@
 /*
- * fp8_analyze.h — `dsv3 fp8 analyze`, weights part: for every 2-D weight of a
- * model folder, the FP8 quantization error (num/quant.h ds_quant_error: mean
+ * fp8_analyze.h — `dsv3 fp8 analyze`: for every 2-D weight of a model folder
+ * (and, given the records of a capture pass, every linear layer's input
+ * activation and output gradient), the FP8 quantization error (num/quant.h ds_quant_error: mean
  * abs error, relative RMS error, max error, fraction clamped, fraction flushed
  * to zero, fraction subnormal) under per-tensor, per-channel (row), 1x128 and
  * 128x128 scaling, in E4M3 and E5M2; the outliers that drive it (largest |w|
