@@ -15,6 +15,7 @@
 
 #include "infer/gemv.h"
 #include "infer/infer.h"
+#include "num/quant.h"
 
 typedef struct {
     float *base;
@@ -194,6 +195,20 @@ static void mla_absorbed(ds_engine *e, float *att, float *qabs, const float *q, 
     }
 }
 
+/* x (n, C) <- dequant(act_quant(x)) in place (1x128 tiles).  With an
+ * FP8-resident kv_b the forward runs kv_b on the quantized latent; caching the
+ * latent after the same round trip makes the absorbed attention compute what
+ * the FP8 forward computes (up to FP32 rounding).  (DeepSeek's absorb mode
+ * caches the unquantized latent: a difference of one activation quantization.) */
+static void fp8_roundtrip(float *x, int64_t n, int64_t C) {
+    uint8_t *q;
+    float *s;
+    ds_fp8w_workspace(n, C, &q, &s);
+    ds_quant_opts o = ds_quant_defaults(DS_QUANT_TILE_1x128);
+    (void)ds_quantize(q, s, x, n, C, &o);
+    (void)ds_dequantize(x, q, s, n, C, DS_FP8_E4M3, DS_QUANT_TILE_1x128);
+}
+
 /* One decoder block on x (B·n, H) in place: x += MLA(RMSNorm(x)); x += MLP|MoE(RMSNorm(x)).
  * cl: cache layer; positions pos..pos+n-1. */
 static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, int64_t pos, int64_t n) {
@@ -221,6 +236,8 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
     for (int64_t b = 0; b < B; b++)
         ops->rmsnorm_forward(ckv + (b * Lmax + pos) * rkv, NULL, e->kva + b * n * (rkv + dr), p->kv_a_norm, n, rkv,
                              rkv, rkv + dr, eps_lat);
+    if (p->kv_b8)
+        for (int64_t b = 0; b < B; b++) fp8_roundtrip(ckv + (b * Lmax + pos) * rkv, n, rkv);
     ops->rope_forward(e->kva, e->cos_t + pos * h2, e->sin_t + pos * h2, B, n, 1, rkv + dr, rkv, dr, halves);
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i < n; i++)
