@@ -29,19 +29,17 @@ void ds_gemv_forward(float *out, const float *inp, const float *weight, const fl
 #include "num/quant.h"
 
 #ifdef __AVX2__
-/* 8 E4M3 codes -> FP32: a normal magnitude m (8..126) is the FP32 pattern
- * (m << 20) + (120 << 23) (exponent rebias 7 -> 127); a subnormal (m < 8) is
- * m · 2^-9 (int -> float, no FP32 denormals); the sign bit goes on top.
+/* 16 E4M3 codes -> 2 x 8 FP32, each 2^-8 times the code's value: the bits
+ * s.eeee.mmm placed as the FP16 s.0eeee.mmm0000000 are the same number scaled
+ * by 2^(7-15) = 2^-8, normals and subnormals alike (F16C converts exactly);
+ * the caller folds the 2^8 into the block scale (exact: a power of two).
  * 0x7f (NaN) never occurs in a checkpoint made by a saturating cast. */
-static inline __m256 e4m3x8(const uint8_t *p) {
-    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-    const __m256i mag = _mm256_and_si256(v, _mm256_set1_epi32(0x7f));
-    const __m256 fn = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
-    const __m256 fs = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(0x1p-9f));
-    const __m256 sub = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag));
-    const __m256 f = _mm256_blendv_ps(fn, fs, sub);
-    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
-    return _mm256_or_ps(f, _mm256_castsi256_ps(sign));
+static inline void e4m3x16(const uint8_t *p, __m256 *lo, __m256 *hi) {
+    const __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    const __m256i h = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(v, 8), _mm256_set1_epi16((short)0x8000)),
+                                      _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(0x3f80)));
+    *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
 }
 
 static inline float hsum8(__m256 t) {
@@ -49,6 +47,27 @@ static inline float hsum8(__m256 t) {
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
     return _mm_cvtss_f32(h);
+}
+
+/* bs[n] = Σ_{k in [k0, k1)} xd[n, k] · w[k] over whole 16s (NN rows, a
+ * constant after inlining so the accumulators stay in registers); returns
+ * the first k not done */
+static inline __attribute__((always_inline)) int64_t block_dot(float *bs, const float *xd, int64_t C,
+                                                               const uint8_t *wr, int64_t k0, int64_t k1, const int NN) {
+    __m256 a0[DS_GEMV_MAX_ROWS], a1[DS_GEMV_MAX_ROWS];
+    for (int n = 0; n < NN; n++) a0[n] = a1[n] = _mm256_setzero_ps();
+    int64_t k = k0;
+    for (; k + 16 <= k1; k += 16) {
+        __m256 w0, w1;
+        e4m3x16(wr + k, &w0, &w1);
+        for (int n = 0; n < NN; n++) {
+            a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
+            a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 8), w1, a1[n]);
+        }
+    }
+    /* back to the codes' scale: x 2^8 exactly */
+    for (int n = 0; n < NN; n++) bs[n] = hsum8(_mm256_add_ps(a0[n], a1[n])) * 256.0f;
+    return k;
 }
 #endif
 
@@ -80,20 +99,14 @@ void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const 
             float bs[DS_GEMV_MAX_ROWS] = {0};
             int64_t k = k0;
 #ifdef __AVX2__
-            __m256 a0[DS_GEMV_MAX_ROWS], a1[DS_GEMV_MAX_ROWS];
-            for (int64_t n = 0; n < N; n++) a0[n] = a1[n] = _mm256_setzero_ps();
-            for (; k + 16 <= k1; k += 16) {
-                const __m256 w0 = e4m3x8(wr + k), w1 = e4m3x8(wr + k + 8);
-                for (int64_t n = 0; n < N; n++) {
-                    a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
-                    a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 8), w1, a1[n]);
+            if (k1 - k0 >= 16) {
+                switch (N) {
+                case 1: k = block_dot(bs, xd, C, wr, k0, k1, 1); break;
+                case 2: k = block_dot(bs, xd, C, wr, k0, k1, 2); break;
+                case 3: k = block_dot(bs, xd, C, wr, k0, k1, 3); break;
+                default: k = block_dot(bs, xd, C, wr, k0, k1, 4); break;
                 }
             }
-            for (; k + 8 <= k1; k += 8) {
-                const __m256 w0 = e4m3x8(wr + k);
-                for (int64_t n = 0; n < N; n++) a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
-            }
-            for (int64_t n = 0; n < N; n++) bs[n] = hsum8(_mm256_add_ps(a0[n], a1[n]));
 #endif
             for (; k < k1; k++) {
                 const float wv = ds_fp8_e4m3_table[wr[k]];

@@ -54,10 +54,11 @@ void ds_gemv_forward(float *out, const float *inp, const float *weight, const fl
 
 /* The same for an FP8 weight (linear_fp8w.h semantics): inp quantized 1x128,
  * then per output feature and 128-block an FP32 block sum of decoded codes
- * (weights read as bytes, E4M3 -> FP32 in registers, AVX2), promoted with
+ * (weights read as bytes, E4M3 -> FP16 bits -> FP32 in registers, F16C), promoted with
  * fmaf(bsum, x_s · w_s, acc) as the GEMM does.  Reference:
  * ds_linear_fp8w_forward_ref; equal up to FP32 reassociation inside the
- * block sums (8 lanes x 2 accumulators here, sequential there). */
+ * block sums (8 lanes x 2 accumulators here, sequential there; the
+ * products themselves are exact in FP32). */
 void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N, int64_t C,
                           int64_t OC);
 
