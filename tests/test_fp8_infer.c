@@ -205,7 +205,8 @@ static void make_w(ds_fp8w *w, uint8_t **q, float **s, int64_t OC, int64_t C, ds
 TEST(fp8_linear_cpu_equals_ref_and_gemv_within_reassociation) {
     ds_rng r;
     ds_rng_seed(&r, 7);
-    const int64_t shapes[][3] = {{1, 264, 136}, {3, 136, 264}, {4, 300, 17}, {7, 128, 256}, {130, 264, 136}, {2, 5, 3}};
+    const int64_t shapes[][3] = {{1, 264, 136}, {3, 136, 264}, {4, 300, 17}, {2, 148, 40}, {1, 176, 9},
+                                 {7, 128, 256}, {130, 264, 136}, {2, 5, 3}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
         ds_fp8w w;

@@ -42,6 +42,22 @@ static inline void e4m3x16(const uint8_t *p, __m256 *lo, __m256 *hi) {
     *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
 }
 
+/* 32 codes -> 4 x 8 FP32 (same 2^-8 scaling): each byte lands in the high
+ * half of a 16-bit lane (unpack with zero), an arithmetic shift by one puts
+ * the exponent and mantissa where FP16 has them and copies the sign into bit
+ * 14, which is then cleared.  unpack works per 128-bit lane: lo holds codes
+ * 0-7 | 16-23, hi 8-15 | 24-31. */
+static inline void e4m3x32(const uint8_t *p, __m256 *f0, __m256 *f1, __m256 *f2, __m256 *f3) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)p), z = _mm256_setzero_si256();
+    const __m256i keep = _mm256_set1_epi16((short)0xbfff);
+    const __m256i lo = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpacklo_epi8(z, v), 1), keep);
+    const __m256i hi = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpackhi_epi8(z, v), 1), keep);
+    *f0 = _mm256_cvtph_ps(_mm256_castsi256_si128(lo));
+    *f1 = _mm256_cvtph_ps(_mm256_castsi256_si128(hi));
+    *f2 = _mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1));
+    *f3 = _mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1));
+}
+
 static inline float hsum8(__m256 t) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -57,6 +73,16 @@ static inline __attribute__((always_inline)) int64_t block_dot(float *bs, const 
     __m256 a0[DS_GEMV_MAX_ROWS], a1[DS_GEMV_MAX_ROWS];
     for (int n = 0; n < NN; n++) a0[n] = a1[n] = _mm256_setzero_ps();
     int64_t k = k0;
+    for (; k + 32 <= k1; k += 32) {
+        __m256 w0, w1, w2, w3;
+        e4m3x32(wr + k, &w0, &w1, &w2, &w3);
+        for (int n = 0; n < NN; n++) {
+            a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
+            a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 8), w1, a1[n]);
+            a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 16), w2, a0[n]);
+            a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 24), w3, a1[n]);
+        }
+    }
     for (; k + 16 <= k1; k += 16) {
         __m256 w0, w1;
         e4m3x16(wr + k, &w0, &w1);
