@@ -65,35 +65,53 @@ static inline float hsum8(__m256 t) {
     return _mm_cvtss_f32(h);
 }
 
-/* bs[n] = Σ_{k in [k0, k1)} xd[n, k] · w[k] over whole 16s (NN rows, a
- * constant after inlining so the accumulators stay in registers); returns
- * the first k not done */
-static inline __attribute__((always_inline)) int64_t block_dot(float *bs, const float *xd, int64_t C,
-                                                               const uint8_t *wr, int64_t k0, int64_t k1, const int NN) {
-    __m256 a0[DS_GEMV_MAX_ROWS], a1[DS_GEMV_MAX_ROWS];
-    for (int n = 0; n < NN; n++) a0[n] = a1[n] = _mm256_setzero_ps();
-    int64_t k = k0;
-    for (; k + 32 <= k1; k += 32) {
-        __m256 w0, w1, w2, w3;
-        e4m3x32(wr + k, &w0, &w1, &w2, &w3);
-        for (int n = 0; n < NN; n++) {
-            a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
-            a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 8), w1, a1[n]);
-            a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 16), w2, a0[n]);
-            a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 24), w3, a1[n]);
+/* res[n] (NN rows, a constant after inlining so the accumulators stay in
+ * registers) = Σ_kb Σ_{k in kb} xd[n, k]·w[k] · xs[n, kb]·ws[kb]: per block
+ * 8-lane sums over whole 16s of codes, promoted lane-wise into a vector
+ * accumulator with the block's scales (one horizontal sum per row, not per
+ * block); the < 16 leftover codes of a ragged block are summed in scalar */
+static inline __attribute__((always_inline)) void row_fp8(float *res, const float *xd, int64_t C, const float *xs,
+                                                          int64_t CB, const uint8_t *wr, const float *wsr, const int NN) {
+    __m256 acc[DS_GEMV_MAX_ROWS];
+    float accs[DS_GEMV_MAX_ROWS];
+    for (int n = 0; n < NN; n++) acc[n] = _mm256_setzero_ps(), accs[n] = 0.0f;
+    for (int64_t kb = 0; kb < CB; kb++) {
+        const int64_t k0 = kb * DS_QUANT_GROUP, k1 = k0 + DS_QUANT_GROUP < C ? k0 + DS_QUANT_GROUP : C;
+        __m256 a0[DS_GEMV_MAX_ROWS], a1[DS_GEMV_MAX_ROWS];
+        for (int n = 0; n < NN; n++) a0[n] = a1[n] = _mm256_setzero_ps();
+        int64_t k = k0;
+        for (; k + 32 <= k1; k += 32) {
+            __m256 w0, w1, w2, w3;
+            e4m3x32(wr + k, &w0, &w1, &w2, &w3);
+            for (int n = 0; n < NN; n++) {
+                a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
+                a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 8), w1, a1[n]);
+                a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 16), w2, a0[n]);
+                a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 24), w3, a1[n]);
+            }
+        }
+        for (; k + 16 <= k1; k += 16) {
+            __m256 w0, w1;
+            e4m3x16(wr + k, &w0, &w1);
+            for (int n = 0; n < NN; n++) {
+                a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
+                a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 8), w1, a1[n]);
+            }
+        }
+        const float wsc = wsr[kb];
+        /* the codes were decoded at 2^-8 of their value: x 2^8 (exact) with the scales */
+        for (int n = 0; n < NN; n++)
+            acc[n] = _mm256_fmadd_ps(_mm256_add_ps(a0[n], a1[n]), _mm256_set1_ps(xs[n * CB + kb] * wsc * 256.0f), acc[n]);
+        if (k < k1) {
+            float t[DS_GEMV_MAX_ROWS] = {0};
+            for (; k < k1; k++) {
+                const float wv = ds_fp8_e4m3_table[wr[k]];
+                for (int n = 0; n < NN; n++) t[n] = fmaf(xd[n * C + k], wv, t[n]);
+            }
+            for (int n = 0; n < NN; n++) accs[n] = fmaf(t[n], xs[n * CB + kb] * wsc, accs[n]);
         }
     }
-    for (; k + 16 <= k1; k += 16) {
-        __m256 w0, w1;
-        e4m3x16(wr + k, &w0, &w1);
-        for (int n = 0; n < NN; n++) {
-            a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
-            a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 8), w1, a1[n]);
-        }
-    }
-    /* back to the codes' scale: x 2^8 exactly */
-    for (int n = 0; n < NN; n++) bs[n] = hsum8(_mm256_add_ps(a0[n], a1[n])) * 256.0f;
-    return k;
+    for (int n = 0; n < NN; n++) res[n] = hsum8(acc[n]) + accs[n];
 }
 #endif
 
@@ -120,27 +138,24 @@ void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const 
         const uint8_t *wr = wq + o * C;
         const float *wsr = ws + (o / G) * CB;
         float acc[DS_GEMV_MAX_ROWS] = {0};
+#ifdef __AVX2__
+        switch (N) {
+        case 1: row_fp8(acc, xd, C, s, CB, wr, wsr, 1); break;
+        case 2: row_fp8(acc, xd, C, s, CB, wr, wsr, 2); break;
+        case 3: row_fp8(acc, xd, C, s, CB, wr, wsr, 3); break;
+        default: row_fp8(acc, xd, C, s, CB, wr, wsr, 4); break;
+        }
+#else
         for (int64_t kb = 0; kb < CB; kb++) {
             const int64_t k0 = kb * G, k1 = k0 + G < C ? k0 + G : C;
             float bs[DS_GEMV_MAX_ROWS] = {0};
-            int64_t k = k0;
-#ifdef __AVX2__
-            if (k1 - k0 >= 16) {
-                switch (N) {
-                case 1: k = block_dot(bs, xd, C, wr, k0, k1, 1); break;
-                case 2: k = block_dot(bs, xd, C, wr, k0, k1, 2); break;
-                case 3: k = block_dot(bs, xd, C, wr, k0, k1, 3); break;
-                default: k = block_dot(bs, xd, C, wr, k0, k1, 4); break;
-                }
-            }
-#endif
-            for (; k < k1; k++) {
+            for (int64_t k = k0; k < k1; k++) {
                 const float wv = ds_fp8_e4m3_table[wr[k]];
                 for (int64_t n = 0; n < N; n++) bs[n] = fmaf(xd[n * C + k], wv, bs[n]);
             }
-            const float wsc = wsr[kb];
-            for (int64_t n = 0; n < N; n++) acc[n] = fmaf(bs[n], s[n * CB + kb] * wsc, acc[n]);
+            for (int64_t n = 0; n < N; n++) acc[n] = fmaf(bs[n], s[n * CB + kb] * wsr[kb], acc[n]);
         }
+#endif
         const float b = bias ? bias[o] : 0.0f;
         for (int64_t n = 0; n < N; n++) out[n * OC + o] = acc[n] + b;
     }
