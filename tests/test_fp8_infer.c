@@ -415,6 +415,8 @@ TEST(fp8_resident_cli_forward_generate) {
         CHECK(ds_test_max_rel(b, rd, (size_t)n2, 0) < 1e-5);
     }
     free(a), free(b), free(ra), free(rd);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 inspect %s --memory", dir) == 0);
+    CHECK_MSG(strstr(out, "in memory") && strstr(out, "FP8 0.16 MiB (170304 params)"), "%s", out);
     /* --grads needs FP32 parameters: it loads dequantized */
     snprintf(p1, sizeof p1, "%s/g.safetensors", ds_test_tmpdir());
     CHECK_MSG(ds_test_sh(out, sizeof out, "$DSV3 forward --model %s --ids " FIX "ids.txt --grads %s", dir, p1) == 0, "%s",
