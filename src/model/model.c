@@ -227,7 +227,7 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
     float std = (float)m->cfg.initializer_range;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
-        if (p->flags & DS_PARAM_ALIAS) continue;
+        if ((p->flags & DS_PARAM_ALIAS) || p->offset < 0) continue; /* FP8-resident: no FP32 storage */
         float *x = m->params + p->offset;
         if (p->flags & DS_PARAM_NORM) for (int64_t j = 0; j < p->numel; j++) x[j] = 1.0f;
         else if (p->flags & DS_PARAM_ZERO) memset(x, 0, (size_t)p->numel * sizeof(float));
