@@ -26,6 +26,7 @@ const struct ds_ops ds_ops_cpu = {
     .moe_combine_backward = ds_moe_combine_backward,
     .linear_forward = ds_matmul_forward,
     .linear_backward = ds_matmul_backward,
+    .linear_fp8w_forward = ds_linear_fp8w_forward,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -49,4 +50,5 @@ const struct ds_ops ds_ops_ref = {
     .moe_combine_backward = ds_moe_combine_backward_ref,
     .linear_forward = ds_matmul_forward_ref,
     .linear_backward = ds_matmul_backward_ref,
+    .linear_fp8w_forward = ds_linear_fp8w_forward_ref,
 };

@@ -12,6 +12,7 @@
 
 #include "kernels/backward.h"
 #include "kernels/kernels.h"
+#include "kernels/linear_fp8w.h"
 
 struct ds_ops {
     const char *name;
@@ -56,6 +57,10 @@ struct ds_ops {
                            int64_t N, int64_t C, int64_t OC);
     void (*linear_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                             const float *weight, int64_t N, int64_t C, int64_t OC, int acc);
+    /* the same linears when the weight is FP8-resident (kernels/linear_fp8w.h):
+     * out (N, OC) = act_quant(inp (N, C)) · W8ᵀ block-scaled + bias; forward only */
+    void (*linear_fp8w_forward)(float *out, const float *inp, const ds_fp8w *w, const float *bias,
+                                int64_t N, int64_t C, int64_t OC);
 };
 
 extern const struct ds_ops ds_ops_cpu;

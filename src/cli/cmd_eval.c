@@ -6,6 +6,7 @@
  */
 #include "cli/cli.h"
 #include "eval/eval.h"
+#include "model/model.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +14,13 @@
 
 /* Bind a model folder (config.json + safetensors + tokenizer.json) to a ds_lm
  * (src/eval/lm_model.c), or the built-in byte-level uniform model. */
-static int eval_bind_model(const char *dir, int64_t max_length, ds_lm *lm) {
+static int eval_bind_model(const char *dir, int64_t max_length, int dequant, ds_lm *lm) {
     if (!strcmp(dir, "builtin:uniform-bytes")) {
         ds_lm_uniform_bytes(lm, max_length);
         return 0;
     }
-    return ds_lm_from_model_dir(lm, dir, max_length);
+    ds_load_opts o = {.fp8_resident = !dequant};
+    return ds_lm_from_model_dir_ex(lm, dir, max_length, &o);
 }
 
 static const char *USAGE =
@@ -42,7 +44,7 @@ static const char *USAGE =
 static int run_eval(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *samples = NULL, *data = NULL, *on_error = "stop";
     long long limit = 0, batch = 1, max_length = 0;
-    int no_progress = 0;
+    int no_progress = 0, dequant = 0;
     ds_strlist specs = {0};
     ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  model folder (or builtin:uniform-bytes)"},
@@ -55,6 +57,7 @@ static int run_eval(int argc, char **argv) {
         {"--on-error", DS_OPT_STR, &on_error, "stop|skip  a malformed example stops the run or is skipped"},
         {"--data", DS_OPT_STR, &data, "DIR  data folder for named tasks"},
         {"--no-progress", DS_OPT_FLAG, &no_progress, "no progress bar"},
+        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 weights to FP32 on load (default: FP8 linears stay FP8)"},
     };
     int nopts = (int)(sizeof opts / sizeof *opts);
     ds_cli_parse("eval", USAGE, argc, argv, opts, nopts, NULL, 0, NULL);
@@ -88,7 +91,7 @@ static int run_eval(int argc, char **argv) {
     int have_af = 0;
     for (; loaded < n; loaded++)
         if (ds_task_load(&tasks[loaded], specs.v[loaded], &o)) { loaded++; goto done; }
-    if (eval_bind_model(model, max_length, &lm)) goto done;
+    if (eval_bind_model(model, max_length, dequant, &lm)) goto done;
     if (samples) {
         if (ds_afile_open(&af, samples)) goto done;
         have_af = 1;

@@ -15,6 +15,10 @@
  * loss terms and `grad.<HF name>` for every trained parameter (--out is then
  * optional).
  *
+ * An FP8 checkpoint keeps its F8_E4M3 linears in FP8 (act_quant 1x128 +
+ * block-scaled FP8 GEMM, docs/fp8.md) unless --dequant (or --grads) widens
+ * them to FP32 on load.
+ *
  * `dsv3 forward --model DIR|--config CONFIG.json|PRESET --random B,T [--iters K] [--no-mtp]`
  * times the forward on random ids instead and prints one JSON line (used by
  * make bench); with --config the model is randomly initialised in memory.
@@ -123,7 +127,7 @@ static int bench(const ds_model *m, const char *shape, long long iters, int mtp)
 
 static int run(int argc, char **argv) {
     const char *model = NULL, *config = NULL, *idsf = NULL, *out = NULL, *rnd = NULL, *grads = NULL, *bal = NULL;
-    int hidden = 0, no_mtp = 0;
+    int hidden = 0, no_mtp = 0, dequant = 0;
     double mtp_lambda = 0;
     long long iters = 5;
     const ds_opt opts[] = {
@@ -138,11 +142,12 @@ static int run(int argc, char **argv) {
         {"--grads", DS_OPT_STR, &grads, "OUT.safetensors  also run the backward; write loss terms and gradients"},
         {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L  MTP loss weight λ with --grads (default 0)"},
         {"--balance-loss", DS_OPT_STR, &bal, "seq:ALPHA | v2:A1,A2,A3  balance loss with --grads"},
+        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 weights to FP32 on load (default: FP8 linears stay FP8)"},
     };
     ds_cli_parse("forward",
                  "--model DIR --ids FILE [--out OUT.safetensors] [--hidden] [--no-mtp] [--grads OUT.safetensors "
                  "[--mtp-lambda L] [--balance-loss seq:A|v2:A1,A2,A3]]",
-                 argc, argv, opts, 11, NULL, 0, NULL);
+                 argc, argv, opts, 12, NULL, 0, NULL);
     if (!model && !(config && rnd)) ds_cli_usage_error("forward", "--model is required (or --config with --random)");
     if (!rnd && (!idsf || (!out && !grads))) ds_cli_usage_error("forward", "--ids and --out (or --grads) are required");
     ds_loss_opts lo = ds_loss_opts_default();
@@ -154,7 +159,10 @@ static int run(int argc, char **argv) {
     if (iters <= 0) ds_cli_usage_error("forward", "--iters must be positive");
     ds_model m;
     if (model) {
-        if (ds_model_load(&m, model)) return ds_cli_fail("forward");
+        /* gradients need FP32 parameters: --grads loads dequantized */
+        ds_load_opts lopt = {.fp8_resident = !dequant && !grads};
+        if (ds_model_load_ex(&m, model, &lopt)) return ds_cli_fail("forward");
+        ds_model_log_weight_mem(&m);
     } else {
         ds_config c;
         int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
@@ -217,4 +225,4 @@ static int run(int argc, char **argv) {
     ds_model_free(&m);
     return rc ? ds_cli_fail("forward") : 0;
 }
-DS_COMMAND("forward", "run the FP32 forward pass on token ids; write logits (and MTP logits, hidden states)", run)
+DS_COMMAND("forward", "run the forward pass on token ids; write logits (and MTP logits, hidden states)", run)

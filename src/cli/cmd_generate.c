@@ -91,7 +91,7 @@ static int run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *spec = NULL, *stop = NULL;
     long long max_tokens = 64, top_k = 0, seed = 0;
     double temperature = 0, top_p = 1;
-    int ids_mode = 0, ignore_eos = 0, json = 0;
+    int ids_mode = 0, ignore_eos = 0, json = 0, dequant = 0;
     const ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  model folder (config.json, safetensors, tokenizer.json)"},
         {"--prompt", DS_OPT_STR, &prompt, "TEXT  the prompt (token ids with --ids)"},
@@ -105,6 +105,7 @@ static int run(int argc, char **argv) {
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (greedy only)"},
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
+        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 weights to FP32 on load (default: FP8 linears stay FP8)"},
     };
     const char *usage = "--model DIR --prompt TEXT [--max-tokens N --temperature T --top-p P --top-k K --seed S] "
                         "[--ids] [--speculative mtp]";
@@ -130,10 +131,12 @@ static int run(int argc, char **argv) {
         if (!tok) return ds_cli_fail("generate");
     }
     ds_model m;
-    if (ds_model_load(&m, model)) {
+    ds_load_opts lopt = {.fp8_resident = !dequant};
+    if (ds_model_load_ex(&m, model, &lopt)) {
         ds_tokenizer_free(tok);
         return ds_cli_fail("generate");
     }
+    ds_model_log_weight_mem(&m);
     const ds_config *c = &m.cfg;
     int32_t *ids = NULL, *out = NULL;
     int64_t P = 0, nout = 0;

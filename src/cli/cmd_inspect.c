@@ -1,7 +1,9 @@
 /*
- * cmd_inspect.c — `dsv3 inspect DIR [--tensors]`: config summary, parameter
- * counts (total / activated per token / MTP, from the layout table), memory by
- * dtype of the stored tensors, and with --tensors the tensor list.
+ * cmd_inspect.c — `dsv3 inspect DIR [--tensors] [--memory]`: config summary,
+ * parameter counts (total / activated per token / MTP, from the layout table),
+ * memory by dtype of the stored tensors, with --tensors the tensor list, and
+ * with --memory the resident weight memory of the model loaded as forward /
+ * generate / eval load it (FP8 linears kept FP8; loads the weights).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include "cli/cli.h"
 #include "io/safetensors.h"
 #include "model/layout.h"
+#include "model/model.h"
 
 static void human(char *buf, size_t cap, double n) {
     if (n >= 1e9) snprintf(buf, cap, "%.2fB", n / 1e9);
@@ -18,11 +21,14 @@ static void human(char *buf, size_t cap, double n) {
 }
 
 static int run(int argc, char **argv) {
-    int tensors = 0;
-    const ds_opt opts[] = {{"--tensors", DS_OPT_FLAG, &tensors, "also list every tensor"}};
+    int tensors = 0, memory = 0;
+    const ds_opt opts[] = {
+        {"--tensors", DS_OPT_FLAG, &tensors, "also list every tensor"},
+        {"--memory", DS_OPT_FLAG, &memory, "load the model and print its resident weight memory (FP8 kept FP8)"},
+    };
     const char *pos[1];
     int npos = 0;
-    ds_cli_parse("inspect", "DIR [--tensors]", argc, argv, opts, 1, pos, 1, &npos);
+    ds_cli_parse("inspect", "DIR [--tensors] [--memory]", argc, argv, opts, 2, pos, 1, &npos);
     if (npos != 1) ds_cli_usage_error("inspect", "expected one model folder");
     const char *dir = pos[0];
     char *cpath = ds_path_join(dir, "config.json");
@@ -96,6 +102,17 @@ static int run(int argc, char **argv) {
     }
     ds_st_set_close(&s);
     ds_layout_free(&lo);
+    if (memory) {
+        ds_model m;
+        ds_load_opts o = {.fp8_resident = 1};
+        if (ds_model_load_ex(&m, dir, &o)) return ds_cli_fail("inspect");
+        ds_weight_mem w;
+        ds_model_weight_mem(&m, &w);
+        char buf[320];
+        ds_weight_mem_str(&w, buf, sizeof buf);
+        printf("in memory (forward, generate, eval; --dequant: all FP32): %s\n", buf);
+        ds_model_free(&m);
+    }
     return 0;
 }
 DS_COMMAND("inspect", "print a model folder's config, parameter counts and tensors", run)

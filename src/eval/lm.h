@@ -85,5 +85,9 @@ void ds_lm_uniform_bytes(ds_lm *lm, int64_t max_length);
 /* A model folder (config.json, safetensors, tokenizer.json) as a ds_lm (lm_model.c).
  * max_length <= 0: the config's max_position_embeddings.  0, or -1 with ds_err. */
 int ds_lm_from_model_dir(ds_lm *lm, const char *dir, int64_t max_length);
+/* The same with load options (o NULL = FP32; o->fp8_resident keeps FP8
+ * linears in FP8, model/model.h). */
+struct ds_load_opts;
+int ds_lm_from_model_dir_ex(ds_lm *lm, const char *dir, int64_t max_length, const struct ds_load_opts *o);
 
 #endif

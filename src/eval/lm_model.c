@@ -172,8 +172,13 @@ static void lm_free(void *ctx) {
 }
 
 int ds_lm_from_model_dir(ds_lm *out, const char *dir, int64_t max_length) {
+    return ds_lm_from_model_dir_ex(out, dir, max_length, NULL);
+}
+
+int ds_lm_from_model_dir_ex(ds_lm *out, const char *dir, int64_t max_length, const struct ds_load_opts *o) {
     lm_model *lm = ds_calloc(1, sizeof *lm);
-    if (ds_model_load(&lm->m, dir) != 0) { free(lm); return -1; }
+    if (ds_model_load_ex(&lm->m, dir, o) != 0) { free(lm); return -1; }
+    ds_model_log_weight_mem(&lm->m);
     lm->tok = ds_tokenizer_load(dir);
     if (!lm->tok) {
         ds_model_free(&lm->m);

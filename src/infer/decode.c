@@ -15,6 +15,7 @@
 
 #include "infer/gemv.h"
 #include "infer/infer.h"
+#include "num/quant.h"
 
 typedef struct {
     float *base;
@@ -124,12 +125,21 @@ void ds_engine_free(ds_engine *e) {
 
 void ds_engine_reset(ds_engine *e) { e->pos = e->mtp_pos = 0; }
 
-/* out (N, OC) = inp · weightᵀ (+ bias): the few-row kernel for decode steps
- * with the fast CPU ops, the ops table otherwise (prefill, reference runs) */
-static void mm(const ds_engine *e, float *out, const float *inp, const float *w, const float *bias, int64_t N,
-               int64_t C, int64_t OC) {
-    if (N <= DS_GEMV_MAX_ROWS && e->ops == &ds_ops_cpu) ds_gemv_forward(out, inp, w, bias, N, C, OC);
-    else e->ops->matmul_forward(out, inp, w, bias, N, C, OC);
+/* out (N, OC) = inp · weightᵀ (+ bias), weight FP32 (w) or FP8-resident (w8,
+ * then inp is quantized 1x128 first, linear_fp8w.h): the few-row kernels for
+ * decode steps with the fast CPU ops, the ops table otherwise (prefill,
+ * reference runs) */
+static void mm(const ds_engine *e, float *out, const float *inp, const float *w, const ds_fp8w *w8, const float *bias,
+               int64_t N, int64_t C, int64_t OC) {
+    const int few = N <= DS_GEMV_MAX_ROWS && e->ops == &ds_ops_cpu;
+    if (w8) {
+        if (few) ds_gemv_fp8w_forward(out, inp, w8, bias, N, C, OC);
+        else ds_linear_any(e->ops, out, inp, NULL, w8, bias, N, C, OC);
+    } else if (few) {
+        ds_gemv_forward(out, inp, w, bias, N, C, OC);
+    } else {
+        e->ops->matmul_forward(out, inp, w, bias, N, C, OC);
+    }
 }
 
 /* Absorbed MLA for B sequences of n new tokens at positions pos..pos+n-1
@@ -185,6 +195,20 @@ static void mla_absorbed(ds_engine *e, float *att, float *qabs, const float *q, 
     }
 }
 
+/* x (n, C) <- dequant(act_quant(x)) in place (1x128 tiles).  With an
+ * FP8-resident kv_b the forward runs kv_b on the quantized latent; caching the
+ * latent after the same round trip makes the absorbed attention compute what
+ * the FP8 forward computes (up to FP32 rounding).  (DeepSeek's absorb mode
+ * caches the unquantized latent: a difference of one activation quantization.) */
+static void fp8_roundtrip(float *x, int64_t n, int64_t C) {
+    uint8_t *q;
+    float *s;
+    ds_fp8w_workspace(n, C, &q, &s);
+    ds_quant_opts o = ds_quant_defaults(DS_QUANT_TILE_1x128);
+    (void)ds_quantize(q, s, x, n, C, &o);
+    (void)ds_dequantize(x, q, s, n, C, DS_FP8_E4M3, DS_QUANT_TILE_1x128);
+}
+
 /* One decoder block on x (B·n, H) in place: x += MLA(RMSNorm(x)); x += MLP|MoE(RMSNorm(x)).
  * cl: cache layer; positions pos..pos+n-1. */
 static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, int64_t pos, int64_t n) {
@@ -201,23 +225,25 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
 
     ops->rmsnorm_forward(e->ln, NULL, x, p->in_norm, N, H, H, H, eps);
     if (rq > 0) {
-        mm(e, e->qa, e->ln, p->q_a, p->q_a_bias, N, H, rq);
+        mm(e, e->qa, e->ln, p->q_a, p->q_a8, p->q_a_bias, N, H, rq);
         ops->rmsnorm_forward(e->qan, NULL, e->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
-        mm(e, e->q, e->qan, p->q_b, NULL, N, rq, nh * dq);
+        mm(e, e->q, e->qan, p->q_b, p->q_b8, NULL, N, rq, nh * dq);
     } else {
-        mm(e, e->q, e->ln, p->q_proj, NULL, N, H, nh * dq);
+        mm(e, e->q, e->ln, p->q_proj, p->q_proj8, NULL, N, H, nh * dq);
     }
     ops->rope_forward(e->q, e->cos_t + pos * h2, e->sin_t + pos * h2, B, n, nh, dq, dn, dr, halves);
-    mm(e, e->kva, e->ln, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
+    mm(e, e->kva, e->ln, p->kv_a, p->kv_a8, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
     for (int64_t b = 0; b < B; b++)
         ops->rmsnorm_forward(ckv + (b * Lmax + pos) * rkv, NULL, e->kva + b * n * (rkv + dr), p->kv_a_norm, n, rkv,
                              rkv, rkv + dr, eps_lat);
+    if (p->kv_b8)
+        for (int64_t b = 0; b < B; b++) fp8_roundtrip(ckv + (b * Lmax + pos) * rkv, n, rkv);
     ops->rope_forward(e->kva, e->cos_t + pos * h2, e->sin_t + pos * h2, B, n, 1, rkv + dr, rkv, dr, halves);
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i < n; i++)
             memcpy(kpe + (b * Lmax + pos + i) * dr, e->kva + (b * n + i) * (rkv + dr) + rkv, (size_t)dr * sizeof(float));
     mla_absorbed(e, e->att, e->qabs, e->q, ckv, kpe, p->kv_b, pos, n);
-    mm(e, e->proj, e->att, p->o_proj, p->o_bias, N, nh * dv, H);
+    mm(e, e->proj, e->att, p->o_proj, p->o_proj8, p->o_bias, N, nh * dv, H);
     ops->residual_forward(x, x, e->proj, N * H);
 
     /* MLP or MoE, per token (doc §2.2, §5.2) */
@@ -225,7 +251,7 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
     if (p->moe) {
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
         ds_route_params rp = ds_route_params_of(c);
-        mm(e, e->r_logits, e->ln2, p->router, NULL, N, H, E);
+        mm(e, e->r_logits, e->ln2, p->router, NULL, NULL, N, H, E);
         ops->moe_route_forward(e->r_w, e->r_idx, e->r_scores, e->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(e->counts, e->offsets, e->order, e->spos, e->r_idx, N, K, E);
         for (int64_t s = 0; s < N * K; s++) memcpy(e->xs + s * H, e->ln2 + (e->order[s] / K) * H, (size_t)H * sizeof(float));
@@ -234,14 +260,14 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t ex = 0; ex < E; ex++) {
             if (!cnt[ex]) continue;
-            mm(e, e->eg + off[ex] * Im, e->xs + off[ex] * H, p->eg[ex], NULL, cnt[ex], H, Im);
-            mm(e, e->eu + off[ex] * Im, e->xs + off[ex] * H, p->eu[ex], NULL, cnt[ex], H, Im);
+            mm(e, e->eg + off[ex] * Im, e->xs + off[ex] * H, p->eg[ex], p->eg8 ? p->eg8[ex] : NULL, NULL, cnt[ex], H, Im);
+            mm(e, e->eu + off[ex] * Im, e->xs + off[ex] * H, p->eu[ex], p->eu8 ? p->eu8[ex] : NULL, NULL, cnt[ex], H, Im);
         }
         ops->swiglu_forward(e->ea, e->eg, e->eu, N * K, Im);
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t ex = 0; ex < E; ex++) {
             if (!cnt[ex]) continue;
-            mm(e, e->eo + off[ex] * H, e->ea + off[ex] * Im, p->ed[ex], NULL, cnt[ex], Im, H);
+            mm(e, e->eo + off[ex] * H, e->ea + off[ex] * Im, p->ed[ex], p->ed8 ? p->ed8[ex] : NULL, NULL, cnt[ex], Im, H);
         }
         /* mlp[r] = Σ_k w[r,k] · expert_k(ln2[r])  (+ shared experts) */
         for (int64_t r = 0; r < N; r++) {
@@ -254,17 +280,17 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
             }
         }
         if (p->inter > 0) {
-            mm(e, e->hg, e->ln2, p->gate, NULL, N, H, p->inter);
-            mm(e, e->hu, e->ln2, p->up, NULL, N, H, p->inter);
+            mm(e, e->hg, e->ln2, p->gate, p->gate8, NULL, N, H, p->inter);
+            mm(e, e->hu, e->ln2, p->up, p->up8, NULL, N, H, p->inter);
             ops->swiglu_forward(e->ha, e->hg, e->hu, N, p->inter);
-            mm(e, e->proj, e->ha, p->down, NULL, N, p->inter, H);
+            mm(e, e->proj, e->ha, p->down, p->down8, NULL, N, p->inter, H);
             ops->residual_forward(e->mlp, e->mlp, e->proj, N * H);
         }
     } else {
-        mm(e, e->hg, e->ln2, p->gate, NULL, N, H, p->inter);
-        mm(e, e->hu, e->ln2, p->up, NULL, N, H, p->inter);
+        mm(e, e->hg, e->ln2, p->gate, p->gate8, NULL, N, H, p->inter);
+        mm(e, e->hu, e->ln2, p->up, p->up8, NULL, N, H, p->inter);
         ops->swiglu_forward(e->ha, e->hg, e->hu, N, p->inter);
-        mm(e, e->mlp, e->ha, p->down, NULL, N, p->inter, H);
+        mm(e, e->mlp, e->ha, p->down, p->down8, NULL, N, p->inter, H);
     }
     ops->residual_forward(x, x, e->mlp, N * H);
 }
@@ -288,15 +314,15 @@ static void head(ds_engine *e, float *logits, const float *hs, const float *norm
     const int64_t B = e->B, H = c->hidden_size, V = c->vocab_size;
     (void)norm;
     if (!last_only) {
-        mm(e, logits, hs, e->m->lm_head, NULL, B * n, H, V);
+        mm(e, logits, hs, e->m->lm_head, NULL, NULL, B * n, H, V);
         return;
     }
     if (B == 1) {
-        mm(e, logits, hs + (n - 1) * H, e->m->lm_head, NULL, 1, H, V);
+        mm(e, logits, hs + (n - 1) * H, e->m->lm_head, NULL, NULL, 1, H, V);
         return;
     }
     for (int64_t b = 0; b < B; b++) memcpy(e->proj + b * H, hs + (b * n + n - 1) * H, (size_t)H * sizeof(float));
-    mm(e, logits, e->proj, e->m->lm_head, NULL, B, H, V);
+    mm(e, logits, e->proj, e->m->lm_head, NULL, NULL, B, H, V);
 }
 
 int ds_engine_step(ds_engine *e, const int32_t *ids, int64_t n, int last_only) {
@@ -346,7 +372,7 @@ int ds_engine_mtp_step(ds_engine *e, const float *h, const int32_t *next, int64_
     e->ops->embedding_forward(e->m_emb, next, m->embed, N, H);
     e->ops->rmsnorm_forward(e->m_cat, NULL, e->m_emb, p->enorm, N, H, 2 * H, H, eps);
     e->ops->rmsnorm_forward(e->m_cat + H, NULL, h, p->hnorm, N, H, 2 * H, H, eps);
-    mm(e, e->x, e->m_cat, p->eh_proj, NULL, N, 2 * H, H);
+    mm(e, e->x, e->m_cat, p->eh_proj, NULL, NULL, N, 2 * H, H);
     layer_step(e, p, L, e->x, e->mtp_pos, n);
     e->ops->rmsnorm_forward(e->m_hn, NULL, e->x, p->head_norm, N, H, H, H, eps);
     head(e, e->mtp_logits, e->m_hn, NULL, n, last_only);

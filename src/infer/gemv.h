@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include "kernels/linear_fp8w.h"
+
 #ifdef __AVX2__
 #include <immintrin.h>
 #endif
@@ -49,5 +51,15 @@ static inline void ds_axpy_f32(float *y, float a, const float *x, int64_t n) {
 /* out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC or NULL); any N, meant for N ≤ DS_GEMV_MAX_ROWS */
 void ds_gemv_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int64_t C,
                      int64_t OC);
+
+/* The same for an FP8 weight (linear_fp8w.h semantics): inp quantized 1x128,
+ * then per output feature and 128-block an FP32 block sum of decoded codes
+ * (weights read as bytes, E4M3 -> FP16 bits -> FP32 in registers, F16C), promoted with
+ * fmaf(bsum, x_s · w_s, acc) as the GEMM does.  Reference:
+ * ds_linear_fp8w_forward_ref; equal up to FP32 reassociation inside the
+ * block sums (8 lanes x 2 accumulators here, sequential there; the
+ * products themselves are exact in FP32). */
+void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N, int64_t C,
+                          int64_t OC);
 
 #endif

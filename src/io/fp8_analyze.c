@@ -93,14 +93,146 @@ int64_t ds_find_outliers(ds_outlier *top, int64_t n, const float *w, int64_t row
     return have;
 }
 
+/* ---- aggregated errors ---------------------------------------------------------- */
+
+const ds_quant_gran ds_capture_grans[DS_CAPTURE_NSCALE] = {DS_QUANT_TENSOR, DS_QUANT_ROW, DS_QUANT_TILE_1x128,
+                                                           DS_QUANT_TILE_128x1, DS_QUANT_BLOCK_128x128};
+
+void ds_err_sum_add(ds_err_sum *a, const ds_quant_err *q, double sx) {
+    a->sae += q->mae * (double)q->n;
+    a->se += q->rel_rms * q->rel_rms * sx;
+    a->sx += sx;
+    if (q->max_err > a->max_err) a->max_err = q->max_err;
+    a->nclamp += q->frac_clamped * (double)q->n;
+    a->nflush += q->frac_flushed * (double)q->n;
+    a->nsub += q->frac_subnormal * (double)q->n;
+    a->n += q->n;
+}
+
+void ds_err_sum_merge(ds_err_sum *a, const ds_err_sum *b) {
+    a->sae += b->sae, a->se += b->se, a->sx += b->sx;
+    if (b->max_err > a->max_err) a->max_err = b->max_err;
+    a->nclamp += b->nclamp, a->nflush += b->nflush, a->nsub += b->nsub;
+    a->n += b->n;
+}
+
+ds_quant_err ds_err_sum_result(const ds_err_sum *a) {
+    double n = a->n > 0 ? (double)a->n : 1;
+    return (ds_quant_err){a->sae / n, a->sx > 0 ? sqrt(a->se / a->sx) : 0, a->max_err, 0,
+                          a->nclamp / n, a->nflush / n, a->nsub / n, a->n, 0};
+}
+
+/* e[f][g] for the ng scalings grans of x (rows, cols); 0 or -1.  Small
+ * tensors: the cases side by side (one parallel region instead of one per
+ * case inside ds_quant_error; barriers are costly when the cores are
+ * shared); large ones: ds_quant_error's own threads.  Inside a parallel
+ * region (routed experts) everything runs on the calling thread. */
+static int analyze_cases(ds_quant_err e[2][DS_CAPTURE_NSCALE], const float *x, int64_t R, int64_t C,
+                         const ds_quant_gran *grans, int ng) {
+    int bad[2 * DS_CAPTURE_NSCALE] = {0};
+    #pragma omp parallel for schedule(dynamic) if (R * C < (1 << 20))
+    for (int fg = 0; fg < 2 * ng; fg++) {
+        const int f = fg / ng, g = fg % ng;
+        ds_quant_opts o = ds_quant_defaults(grans[g]);
+        o.fmt = fmts[f];
+        bad[fg] = ds_quant_error(&e[f][g], x, R, C, &o);
+    }
+    for (int fg = 0; fg < 2 * ng; fg++)
+        if (bad[fg]) return -1;
+    return 0;
+}
+
+static double sum_sq_finite(const float *x, int64_t n) {
+    double sx = 0;
+    for (int64_t j = 0; j < n; j++)
+        if (isfinite(x[j])) sx += (double)x[j] * x[j];
+    return sx;
+}
+
+/* Insert o into top (n_have of cap, sorted by ratio, largest first). */
+static void rec_top_insert(ds_rec_outlier *top, int64_t *n_have, int64_t cap, const ds_rec_outlier *o) {
+    if (cap <= 0) return;
+    if (*n_have == cap && !(o->o.ratio > top[cap - 1].o.ratio)) return;
+    int64_t i = *n_have < cap ? (*n_have)++ : cap - 1;
+    while (i > 0 && top[i - 1].o.ratio < o->o.ratio) {
+        top[i] = top[i - 1];
+        i--;
+    }
+    top[i] = *o;
+}
+
+static int stats_check_cols(ds_tensor_stats *s, int64_t cols) {
+    if (s->calls > 0 && s->cols != cols)
+        return ds_err("fp8 analyze: a tensor of %lld columns after ones of %lld", (long long)cols, (long long)s->cols);
+    s->cols = cols;
+    return 0;
+}
+
+int ds_tensor_stats_add(ds_tensor_stats *s, const float *x, int64_t rows, int64_t cols, int64_t top_n,
+                        const char *weight) {
+    if (rows < 0 || cols < 0) return ds_err("fp8 analyze: negative tensor shape");
+    if (stats_check_cols(s, cols)) return -1;
+    ds_quant_err e[2][DS_CAPTURE_NSCALE];
+    if (analyze_cases(e, x, rows, cols, ds_capture_grans, DS_CAPTURE_NSCALE)) return -1;
+    double sx = sum_sq_finite(x, rows * cols);
+    for (int f = 0; f < 2; f++)
+        for (int g = 0; g < DS_CAPTURE_NSCALE; g++) ds_err_sum_add(&s->e[f][g], &e[f][g], sx);
+    if (top_n > 0) {
+        if (!s->top) s->top = ds_calloc((size_t)top_n, sizeof *s->top);
+        ds_outlier *o = ds_malloc(sizeof *o * (size_t)top_n);
+        int64_t no = ds_find_outliers(o, top_n, x, rows, cols);
+        for (int64_t j = 0; j < no; j++) {
+            ds_rec_outlier r = {o[j], s->calls, weight};
+            rec_top_insert(s->top, &s->ntop, top_n, &r);
+        }
+        free(o);
+    }
+    if (e[0][0].amax > s->amax) s->amax = e[0][0].amax;
+    s->sx += sx;
+    s->n += e[0][0].n;
+    s->nonfinite += e[0][0].n_nonfinite;
+    s->rows += rows;
+    s->calls++;
+    return 0;
+}
+
+int ds_tensor_stats_merge(ds_tensor_stats *dst, const ds_tensor_stats *src, int64_t top_n) {
+    if (!src->calls) return 0;
+    if (stats_check_cols(dst, src->cols)) return -1;
+    for (int f = 0; f < 2; f++)
+        for (int g = 0; g < DS_CAPTURE_NSCALE; g++) ds_err_sum_merge(&dst->e[f][g], &src->e[f][g]);
+    if (top_n > 0 && src->ntop > 0) {
+        if (!dst->top) dst->top = ds_calloc((size_t)top_n, sizeof *dst->top);
+        for (int64_t j = 0; j < src->ntop; j++) rec_top_insert(dst->top, &dst->ntop, top_n, &src->top[j]);
+    }
+    if (src->amax > dst->amax) dst->amax = src->amax;
+    dst->sx += src->sx;
+    dst->n += src->n;
+    dst->nonfinite += src->nonfinite;
+    dst->rows += src->rows;
+    dst->calls += src->calls;
+    return 0;
+}
+
+void ds_tensor_stats_free(ds_tensor_stats *s) {
+    free(s->top);
+    memset(s, 0, sizeof *s);
+}
+
+void ds_capture_result_free(ds_capture_result *r) {
+    for (int k = 0; k < 2; k++) {
+        for (int64_t i = 0; i < r->nrec[k]; i++) ds_tensor_stats_free(&r->rec[k][i].s);
+        free(r->rec[k]);
+    }
+    for (int64_t i = 0; i < r->nnames; i++) free(r->names[i]);
+    free(r->names);
+    memset(r, 0, sizeof *r);
+}
+
 /* Sums for the per-kind summary. */
 typedef struct {
-    double sae, se, sx, max_err, nclamp, nflush, nsub;
-    int64_t n;
-} err_sum;
-typedef struct {
     int64_t tensors, params;
-    err_sum e[2][DS_ANALYZE_NSCALE];
+    ds_err_sum e[2][DS_CAPTURE_NSCALE];
 } kind_sum;
 
 /* A number, or null when it is not finite (strict JSON has no NaN/Infinity:
@@ -126,12 +258,13 @@ static void put_err(ds_sbuf *b, const ds_quant_err *e) {
     ds_sbuf_puts(b, "}");
 }
 
-static void put_err_block(ds_sbuf *b, ds_quant_err e[2][DS_ANALYZE_NSCALE], const char *ind) {
+static void put_err_block(ds_sbuf *b, ds_quant_err e[2][DS_CAPTURE_NSCALE], const ds_quant_gran *grans, int ng,
+                          const char *ind) {
     ds_sbuf_puts(b, "{");
     for (int f = 0; f < 2; f++) {
         ds_sbuf_printf(b, "%s\n%s  \"%s\": {", f ? "," : "", ind, fmt_names[f]);
-        for (int g = 0; g < DS_ANALYZE_NSCALE; g++) {
-            ds_sbuf_printf(b, "%s\n%s    \"%s\": ", g ? "," : "", ind, ds_quant_gran_name(ds_analyze_grans[g]));
+        for (int g = 0; g < ng; g++) {
+            ds_sbuf_printf(b, "%s\n%s    \"%s\": ", g ? "," : "", ind, ds_quant_gran_name(grans[g]));
             put_err(b, &e[f][g]);
         }
         ds_sbuf_printf(b, "\n%s  }", ind);
@@ -160,7 +293,104 @@ typedef struct {
     const char *name;
 } named_outlier;
 
+/* Per-kind summary of the records at one capture site into ks. */
+static void rec_kind_sums(kind_sum *ks, const ds_tensor_rec *rec, int64_t nrec) {
+    memset(ks, 0, sizeof(kind_sum) * NKINDS);
+    for (int64_t i = 0; i < nrec; i++) {
+        kind_sum *k = &ks[kind_index(rec[i].kind)];
+        k->tensors++;
+        k->params += rec[i].s.rows * rec[i].s.cols;
+        for (int f = 0; f < 2; f++)
+            for (int g = 0; g < DS_CAPTURE_NSCALE; g++) ds_err_sum_merge(&k->e[f][g], &rec[i].s.e[f][g]);
+    }
+}
+
+static void put_summary(ds_sbuf *b, const kind_sum *ks, const ds_quant_gran *grans, int ng, const char *count_key) {
+    int first = 1;
+    for (int ki = 0; ki < NKINDS; ki++) {
+        const kind_sum *k = &ks[ki];
+        if (!k->tensors) continue;
+        ds_quant_err agg[2][DS_CAPTURE_NSCALE];
+        for (int f = 0; f < 2; f++)
+            for (int g = 0; g < ng; g++) agg[f][g] = ds_err_sum_result(&k->e[f][g]);
+        ds_sbuf_printf(b, "%s\n    \"%s\": {\"tensors\": %lld, \"%s\": %lld, \"error\": ", first ? "" : ",", kinds[ki],
+                       (long long)k->tensors, count_key, (long long)k->params);
+        first = 0;
+        put_err_block(b, agg, grans, ng, "    ");
+        ds_sbuf_puts(b, "}");
+    }
+}
+
+static void put_records(ds_sbuf *b, const ds_tensor_rec *rec, int64_t nrec) {
+    for (int64_t i = 0; i < nrec; i++) {
+        const ds_tensor_rec *r = &rec[i];
+        const ds_tensor_stats *st = &r->s;
+        ds_sbuf_puts(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ");
+        ds_json_put_string(b, r->name);
+        ds_sbuf_printf(b, ", \"kind\": \"%s\", \"weights\": %lld, \"calls\": %lld, \"shape\": [%lld, %lld], \"amax\": ",
+                       r->kind, (long long)r->weights, (long long)st->calls, (long long)st->rows, (long long)st->cols);
+        put_num(b, st->amax);
+        ds_sbuf_puts(b, ", \"rms\": ");
+        put_num(b, st->n > 0 ? sqrt(st->sx / (double)st->n) : 0.0);
+        ds_sbuf_printf(b, ", \"nonfinite\": %lld", (long long)st->nonfinite);
+        ds_sbuf_puts(b, ",\n     \"error\": ");
+        ds_quant_err e[2][DS_CAPTURE_NSCALE];
+        for (int f = 0; f < 2; f++)
+            for (int g = 0; g < DS_CAPTURE_NSCALE; g++) e[f][g] = ds_err_sum_result(&st->e[f][g]);
+        put_err_block(b, e, ds_capture_grans, DS_CAPTURE_NSCALE, "     ");
+        ds_sbuf_puts(b, ",\n     \"outliers\": [");
+        for (int64_t j = 0; j < st->ntop; j++) {
+            const ds_rec_outlier *o = &st->top[j];
+            ds_sbuf_puts(b, j ? ", {\"weight\": " : "{\"weight\": ");
+            ds_json_put_string(b, o->weight ? o->weight : "");
+            ds_sbuf_printf(b, ", \"call\": %lld, ", (long long)o->call);
+            ds_sbuf_printf(b, "\"row\": %lld, \"col\": %lld, \"value\": ", (long long)o->o.row, (long long)o->o.col);
+            ds_json_put_double(b, o->o.value);
+            ds_sbuf_puts(b, ", \"block_mean_abs\": ");
+            ds_json_put_double(b, o->o.block_mean_abs);
+            ds_sbuf_puts(b, ", \"ratio\": ");
+            ds_json_put_double(b, o->o.ratio);
+            ds_sbuf_puts(b, "}");
+        }
+        ds_sbuf_puts(b, "]}");
+    }
+}
+
+/* The terminal table of one set of kind sums. */
+static void print_table(FILE *table, const kind_sum *ks, const ds_quant_gran *grans, int ng, const char *what,
+                        const char *count_col) {
+    for (int f = 0; f < 2; f++) {
+        fprintf(table, "\n%s, %s: relative RMS error ||q(x) - x|| / ||x|| and %% of nonzero values flushed to zero\n",
+                what, f ? "E5M2" : "E4M3");
+        fprintf(table, "%-8s %7s %11s |", "kind", "tensors", count_col);
+        for (int g = 0; g < ng; g++) fprintf(table, " %9s", ds_quant_gran_name(grans[g]));
+        fprintf(table, " |");
+        for (int g = 0; g < ng; g++) fprintf(table, " %8s", ds_quant_gran_name(grans[g]));
+        fprintf(table, "\n");
+        for (int ki = 0; ki < NKINDS; ki++) {
+            const kind_sum *k = &ks[ki];
+            if (!k->tensors) continue;
+            fprintf(table, "%-8s %7lld %11lld |", kinds[ki], (long long)k->tensors, (long long)k->params);
+            for (int g = 0; g < ng; g++) {
+                const ds_err_sum *a = &k->e[f][g];
+                fprintf(table, " %9.3e", a->sx > 0 ? sqrt(a->se / a->sx) : 0.0);
+            }
+            fprintf(table, " |");
+            for (int g = 0; g < ng; g++) {
+                const ds_err_sum *a = &k->e[f][g];
+                fprintf(table, " %7.3f%%", a->n ? 100.0 * a->nflush / (double)a->n : 0.0);
+            }
+            fprintf(table, "\n");
+        }
+    }
+}
+
 int ds_fp8_analyze_model(const char *dir, int64_t top_n, const char *json_path, FILE *table) {
+    return ds_fp8_analyze_report(dir, top_n, NULL, json_path, table);
+}
+
+int ds_fp8_analyze_report(const char *dir, int64_t top_n, const ds_capture_result *cap, const char *json_path,
+                          FILE *table) {
     if (top_n < 0) return ds_err("fp8 analyze: --top %lld must not be negative", (long long)top_n);
     ds_st_set s;
     if (ds_st_set_open(&s, dir)) return -1;
@@ -188,24 +418,13 @@ int ds_fp8_analyze_model(const char *dir, int64_t top_n, const char *json_path, 
             rc = -1;
             break;
         }
-        ds_quant_err e[2][DS_ANALYZE_NSCALE];
-        int bad[2 * DS_ANALYZE_NSCALE] = {0};
-        /* small tensors: the 8 cases side by side (one parallel region instead
-         * of one per case inside ds_quant_error; barriers are costly when the
-         * cores are shared); large ones: ds_quant_error's own threads */
-        #pragma omp parallel for schedule(dynamic) if (R * C < (1 << 20))
-        for (int fg = 0; fg < 2 * DS_ANALYZE_NSCALE; fg++) {
-            const int f = fg / DS_ANALYZE_NSCALE, g = fg % DS_ANALYZE_NSCALE;
-            ds_quant_opts o = ds_quant_defaults(ds_analyze_grans[g]);
-            o.fmt = fmts[f];
-            bad[fg] = ds_quant_error(&e[f][g], w, R, C, &o);
+        ds_quant_err e[2][DS_CAPTURE_NSCALE];
+        if (analyze_cases(e, w, R, C, ds_analyze_grans, DS_ANALYZE_NSCALE)) {
+            rc = ds_err_prefix("%s: %s", file, t->name);
+            free(w);
+            break;
         }
-        for (int fg = 0; fg < 2 * DS_ANALYZE_NSCALE; fg++)
-            if (bad[fg]) rc = ds_err_prefix("%s: %s", file, t->name);
-        if (rc) { free(w); break; }
-        double sx = 0;
-        for (int64_t j = 0; j < R * C; j++)
-            if (isfinite(w[j])) sx += (double)w[j] * w[j];
+        double sx = sum_sq_finite(w, R * C);
         int64_t nt = ds_find_outliers(top, top_n, w, R, C);
         free(w);
         const char *kind = ds_weight_kind(t->name);
@@ -213,18 +432,7 @@ int ds_fp8_analyze_model(const char *dir, int64_t top_n, const char *json_path, 
         k->tensors++;
         k->params += R * C;
         for (int f = 0; f < 2; f++)
-            for (int g = 0; g < DS_ANALYZE_NSCALE; g++) {
-                err_sum *a = &k->e[f][g];
-                const ds_quant_err *q = &e[f][g];
-                a->sae += q->mae * (double)q->n;
-                a->se += q->rel_rms * q->rel_rms * sx;
-                a->sx += sx;
-                if (q->max_err > a->max_err) a->max_err = q->max_err;
-                a->nclamp += q->frac_clamped * (double)q->n;
-                a->nflush += q->frac_flushed * (double)q->n;
-                a->nsub += q->frac_subnormal * (double)q->n;
-                a->n += q->n;
-            }
+            for (int g = 0; g < DS_ANALYZE_NSCALE; g++) ds_err_sum_add(&k->e[f][g], &e[f][g], sx);
         for (int64_t j = 0; j < nt; j++) { /* the overall top list (names live while s is open) */
             named_outlier no = {top[j], t->name};
             if (nall == top_n && !(no.o.ratio > all[top_n - 1].o.ratio)) break;
@@ -241,7 +449,7 @@ int ds_fp8_analyze_model(const char *dir, int64_t top_n, const char *json_path, 
         put_num(&b, R * C > 0 ? sqrt(sx / (double)(R * C)) : 0.0);
         ds_sbuf_printf(&b, ", \"nonfinite\": %lld", (long long)e[0][0].n_nonfinite);
         ds_sbuf_puts(&b, ",\n     \"error\": ");
-        put_err_block(&b, e, "     ");
+        put_err_block(&b, e, ds_analyze_grans, DS_ANALYZE_NSCALE, "     ");
         ds_sbuf_puts(&b, ",\n     \"outliers\": [");
         for (int64_t j = 0; j < nt; j++) {
             ds_sbuf_puts(&b, j ? ", " : "");
@@ -249,63 +457,57 @@ int ds_fp8_analyze_model(const char *dir, int64_t top_n, const char *json_path, 
         }
         ds_sbuf_puts(&b, "]}");
     }
+    kind_sum cks[2][NKINDS];
+    if (cap)
+        for (int k = 0; k < 2; k++) rec_kind_sums(cks[k], cap->rec[k], cap->nrec[k]);
     if (!rc) {
         ds_sbuf_puts(&b, "\n  ],\n  \"summary\": {");
-        int first = 1;
-        for (int ki = 0; ki < NKINDS; ki++) {
-            kind_sum *k = &ks[ki];
-            if (!k->tensors) continue;
-            ds_quant_err agg[2][DS_ANALYZE_NSCALE];
-            for (int f = 0; f < 2; f++)
-                for (int g = 0; g < DS_ANALYZE_NSCALE; g++) {
-                    err_sum *a = &k->e[f][g];
-                    double n = a->n > 0 ? (double)a->n : 1;
-                    agg[f][g] = (ds_quant_err){a->sae / n, a->sx > 0 ? sqrt(a->se / a->sx) : 0, a->max_err, 0,
-                                               a->nclamp / n, a->nflush / n, a->nsub / n, a->n, 0};
-                }
-            ds_sbuf_printf(&b, "%s\n    \"%s\": {\"tensors\": %lld, \"params\": %lld, \"error\": ", first ? "" : ",",
-                           kinds[ki], (long long)k->tensors, (long long)k->params);
-            first = 0;
-            put_err_block(&b, agg, "    ");
-            ds_sbuf_puts(&b, "}");
-        }
+        put_summary(&b, ks, ds_analyze_grans, DS_ANALYZE_NSCALE, "params");
         ds_sbuf_puts(&b, "\n  },\n  \"top_outliers\": [");
         for (int64_t j = 0; j < nall; j++) {
             ds_sbuf_puts(&b, j ? ",\n    " : "\n    ");
             put_outlier(&b, all[j].name, &all[j].o);
         }
-        ds_sbuf_puts(&b, "\n  ],\n  \"activations\": [],\n  \"gradients\": []\n}\n");
+        if (!cap) {
+            ds_sbuf_puts(&b, "\n  ],\n  \"activations\": [],\n  \"gradients\": []\n}\n");
+        } else {
+            ds_sbuf_puts(&b, "\n  ],\n  \"capture\": {\"data\": ");
+            ds_json_put_string(&b, cap->data ? cap->data : "");
+            ds_sbuf_puts(&b, ", \"split\": ");
+            ds_json_put_string(&b, cap->split ? cap->split : "");
+            ds_sbuf_printf(&b, ", \"batch\": %lld, \"seq\": %lld, \"batches\": %lld, \"mtp_lambda\": ",
+                           (long long)cap->batch, (long long)cap->seq, (long long)cap->batches);
+            ds_json_put_double(&b, cap->mtp_lambda);
+            ds_sbuf_puts(&b, ", \"loss\": ");
+            put_num(&b, cap->loss);
+            ds_sbuf_puts(&b, ",\n    \"scalings\": [\"tensor\", \"row\", \"1x128\", \"128x1\", \"128x128\"]},\n"
+                             "  \"activations\": [");
+            put_records(&b, cap->rec[DS_CAPTURE_INPUT], cap->nrec[DS_CAPTURE_INPUT]);
+            ds_sbuf_puts(&b, "\n  ],\n  \"gradients\": [");
+            put_records(&b, cap->rec[DS_CAPTURE_GRAD_OUTPUT], cap->nrec[DS_CAPTURE_GRAD_OUTPUT]);
+            ds_sbuf_puts(&b, "\n  ],\n  \"activation_summary\": {");
+            put_summary(&b, cks[DS_CAPTURE_INPUT], ds_capture_grans, DS_CAPTURE_NSCALE, "elements");
+            ds_sbuf_puts(&b, "\n  },\n  \"gradient_summary\": {");
+            put_summary(&b, cks[DS_CAPTURE_GRAD_OUTPUT], ds_capture_grans, DS_CAPTURE_NSCALE, "elements");
+            ds_sbuf_puts(&b, "\n  }\n}\n");
+        }
         if (nw == 0) rc = ds_err("%s: no 2-D float weights to analyze", dir);
     }
     char *text = ds_sbuf_take(&b);
     if (!rc && json_path) rc = ds_write_file_atomic(json_path, text, strlen(text));
     if (!rc && table) {
-        for (int f = 0; f < 2; f++) {
-            fprintf(table, "%s%s: relative RMS error ||q(w) - w|| / ||w|| and %% of nonzero weights flushed to zero\n",
-                    f ? "\n" : "", f ? "E5M2" : "E4M3");
-            fprintf(table, "%-8s %7s %11s | %9s %9s %9s %9s | %8s %8s %8s %8s\n", "kind", "tensors", "params",
-                    "tensor", "row", "1x128", "128x128", "tensor", "row", "1x128", "128x128");
-            for (int ki = 0; ki < NKINDS; ki++) {
-                kind_sum *k = &ks[ki];
-                if (!k->tensors) continue;
-                fprintf(table, "%-8s %7lld %11lld |", kinds[ki], (long long)k->tensors, (long long)k->params);
-                for (int g = 0; g < DS_ANALYZE_NSCALE; g++) {
-                    err_sum *a = &k->e[f][g];
-                    fprintf(table, " %9.3e", a->sx > 0 ? sqrt(a->se / a->sx) : 0.0);
-                }
-                fprintf(table, " |");
-                for (int g = 0; g < DS_ANALYZE_NSCALE; g++) {
-                    err_sum *a = &k->e[f][g];
-                    fprintf(table, " %7.3f%%", a->n ? 100.0 * a->nflush / (double)a->n : 0.0);
-                }
-                fprintf(table, "\n");
-            }
-        }
+        print_table(table, ks, ds_analyze_grans, DS_ANALYZE_NSCALE, "weights", "params");
         if (nall) {
             fprintf(table, "\ntop %lld outliers (|w| / mean |w| of its 128x128 block):\n", (long long)nall);
             for (int64_t j = 0; j < nall; j++)
                 fprintf(table, "  %8.1f  %-50s [%lld, %lld] = %.6g (block mean |w| %.3g)\n", all[j].o.ratio, all[j].name,
                         (long long)all[j].o.row, (long long)all[j].o.col, all[j].o.value, all[j].o.block_mean_abs);
+        }
+        if (cap) {
+            print_table(table, cks[DS_CAPTURE_INPUT], ds_capture_grans, DS_CAPTURE_NSCALE,
+                        "activations X (input of each linear)", "elements");
+            print_table(table, cks[DS_CAPTURE_GRAD_OUTPUT], ds_capture_grans, DS_CAPTURE_NSCALE,
+                        "gradients dY (output gradient of each linear)", "elements");
         }
     }
     free(text);

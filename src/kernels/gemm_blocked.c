@@ -281,7 +281,7 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
     if (M <= 0 || N <= 0) return;
     if (!accumulate || K <= 0) {
         if (!accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * N >= 65536)
             for (int64_t m = 0; m < M; m++) memset(C + m * N, 0, sizeof(float) * (size_t)N);
         }
         if (K <= 0) return;
@@ -292,7 +292,8 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
     int64_t mcap = MC, tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
     if (ds_ceil_div(M, mcap) * tn < 8 * (int64_t)ds_threads()) mcap = MC / 2;
     const int64_t tm = ds_ceil_div(M, mcap);
-#pragma omp parallel
+    /* small products (decode-sized prefill chunks, tiny models) are not worth a fork */
+#pragma omp parallel if ((double)M * N * K >= 262144.0)
     {
         /* per-thread packs (kept for the life of the thread: no page faults
          * per call), 8 floats of slack (see pack), then the scales */

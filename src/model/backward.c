@@ -339,6 +339,7 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
     const float eps = (float)c->rms_norm_eps;
     memset(t, 0, sizeof *t);
+    if (ds_model_require_f32(m, "backward")) return -1;
     if (w->B != B || w->T != T)
         return ds_err("backward: scratch is for B=%lld, T=%lld but the activations are B=%lld, T=%lld",
                       (long long)w->B, (long long)w->T, (long long)B, (long long)T);

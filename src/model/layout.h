@@ -24,6 +24,7 @@ enum {
     DS_PARAM_BUFFER = 8,    /* not trained by gradient (e_score_correction_bias) */
     DS_PARAM_EXPERT = 16,   /* a routed expert's weight */
     DS_PARAM_ALIAS = 32,    /* shares storage with entry `alias_of` */
+    DS_PARAM_FP8 = 64,      /* FP8-resident (model.h fp8w); owns no floats (offset -1) unless kv_b */
 };
 
 typedef struct {

@@ -65,18 +65,73 @@ static float *P(ds_model *m, const char *fmt, long long l, long long e) {
     if (e >= 0) snprintf(name, sizeof name, fmt, l, e);
     else snprintf(name, sizeof name, fmt, l);
     int64_t i = ds_layout_find(&m->layout, name);
-    return i < 0 ? NULL : m->params + m->layout.p[i].offset;
+    return i < 0 || m->layout.p[i].offset < 0 ? NULL : m->params + m->layout.p[i].offset;
 }
 
-int ds_model_create(ds_model *m, const ds_config *c) {
+/* the FP8-resident descriptor of a tensor, or NULL */
+static const ds_fp8w *P8(ds_model *m, const char *fmt, long long l, long long e) {
+    if (!m->fp8w) return NULL;
+    char name[112];
+    if (e >= 0) snprintf(name, sizeof name, fmt, l, e);
+    else snprintf(name, sizeof name, fmt, l);
+    int64_t i = ds_layout_find(&m->layout, name);
+    return i < 0 || !m->fp8w[i].q ? NULL : &m->fp8w[i];
+}
+
+/* Flag the FP8-resident entries, re-offset the FP32 allocation without them
+ * (kv_b keeps its floats: the absorbed MLA reads it in FP32) and carve the
+ * code and scale allocations. */
+static void setup_fp8(ds_model *m, const uint8_t *fp8) {
+    ds_layout *lo = &m->layout;
+    int64_t total = 0, nq = 0, ns = 0;
+    for (int64_t i = 0; i < lo->n; i++) {
+        ds_param *p = &lo->p[i];
+        if (p->flags & DS_PARAM_ALIAS) continue;
+        int keep_f32 = 1;
+        if (fp8[i] && p->ndim == 2) {
+            p->flags |= DS_PARAM_FP8;
+            keep_f32 = strstr(p->name, "kv_b_proj.weight") != NULL;
+            nq += p->numel;
+            ns += ds_quant_scale_count(DS_QUANT_BLOCK_128x128, p->shape[0], p->shape[1]);
+        }
+        p->offset = keep_f32 ? total : -1;
+        if (keep_f32) total += (p->numel + 15) / 16 * 16;
+    }
+    for (int64_t i = 0; i < lo->n; i++)
+        if (lo->p[i].flags & DS_PARAM_ALIAS) lo->p[i].offset = lo->p[lo->p[i].alias_of].offset;
+    lo->total = total;
+    m->fp8_numel = nq;
+    m->fp8_scale_numel = ns;
+    m->fp8_codes = ds_aligned_alloc((size_t)(nq > 0 ? nq : 1));
+    m->fp8_scales = ds_aligned_alloc((size_t)(ns > 0 ? ns : 1) * sizeof(float));
+    memset(m->fp8_codes, 0, (size_t)nq);
+    memset(m->fp8_scales, 0, (size_t)ns * sizeof(float));
+    m->fp8w = ds_calloc((size_t)lo->n, sizeof(ds_fp8w));
+    int64_t oq = 0, os = 0;
+    for (int64_t i = 0; i < lo->n; i++) {
+        const ds_param *p = &lo->p[i];
+        if (!(p->flags & DS_PARAM_FP8)) continue;
+        m->fp8w[i] = (ds_fp8w){m->fp8_codes + oq, m->fp8_scales + os, p->shape[0], p->shape[1]};
+        oq += p->numel;
+        os += ds_quant_scale_count(DS_QUANT_BLOCK_128x128, p->shape[0], p->shape[1]);
+    }
+}
+
+int ds_model_create(ds_model *m, const ds_config *c) { return ds_model_create_ex(m, c, NULL); }
+
+int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *fp8) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     if (ds_layout_build(&m->layout, c)) return -1;
-    m->params = ds_aligned_alloc((size_t)m->layout.total * sizeof(float));
+    int any = 0;
+    for (int64_t i = 0; fp8 && i < m->layout.n; i++) any |= fp8[i] != 0;
+    if (any) setup_fp8(m, fp8);
+    m->params = ds_aligned_alloc((size_t)(m->layout.total > 0 ? m->layout.total : 1) * sizeof(float));
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, E = c->n_routed_experts;
     m->nblocks = L + D;
     m->blocks = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block));
     m->expert_ptrs = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(float *));
+    if (m->fp8w) m->expert_fp8 = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(ds_fp8w *));
     m->embed = m->params + m->layout.p[ds_layout_find(&m->layout, "model.embed_tokens.weight")].offset;
     m->norm = m->params + m->layout.p[ds_layout_find(&m->layout, "model.norm.weight")].offset;
     m->lm_head = m->params + m->layout.p[ds_layout_find(&m->layout, "lm_head.weight")].offset;
@@ -98,6 +153,12 @@ int ds_model_create(ds_model *m, const ds_config *c) {
         b->kv_b = P(m, "model.layers.%lld.self_attn.kv_b_proj.weight", ll, -1);
         b->o_proj = P(m, "model.layers.%lld.self_attn.o_proj.weight", ll, -1);
         b->o_bias = P(m, "model.layers.%lld.self_attn.o_proj.bias", ll, -1);
+        b->q_a8 = P8(m, "model.layers.%lld.self_attn.q_a_proj.weight", ll, -1);
+        b->q_b8 = P8(m, "model.layers.%lld.self_attn.q_b_proj.weight", ll, -1);
+        b->q_proj8 = P8(m, "model.layers.%lld.self_attn.q_proj.weight", ll, -1);
+        b->kv_a8 = P8(m, "model.layers.%lld.self_attn.kv_a_proj_with_mqa.weight", ll, -1);
+        b->kv_b8 = P8(m, "model.layers.%lld.self_attn.kv_b_proj.weight", ll, -1);
+        b->o_proj8 = P8(m, "model.layers.%lld.self_attn.o_proj.weight", ll, -1);
         if (b->moe) {
             b->router = P(m, "model.layers.%lld.mlp.gate.weight", ll, -1);
             b->router_bias = P(m, "model.layers.%lld.mlp.gate.e_score_correction_bias", ll, -1);
@@ -109,14 +170,30 @@ int ds_model_create(ds_model *m, const ds_config *c) {
                 b->eu[e] = P(m, "model.layers.%lld.mlp.experts.%lld.up_proj.weight", ll, (long long)e);
                 b->ed[e] = P(m, "model.layers.%lld.mlp.experts.%lld.down_proj.weight", ll, (long long)e);
             }
+            if (m->expert_fp8) {
+                b->eg8 = m->expert_fp8 + 3 * E * l;
+                b->eu8 = b->eg8 + E;
+                b->ed8 = b->eu8 + E;
+                for (int64_t e = 0; e < E; e++) {
+                    b->eg8[e] = P8(m, "model.layers.%lld.mlp.experts.%lld.gate_proj.weight", ll, (long long)e);
+                    b->eu8[e] = P8(m, "model.layers.%lld.mlp.experts.%lld.up_proj.weight", ll, (long long)e);
+                    b->ed8[e] = P8(m, "model.layers.%lld.mlp.experts.%lld.down_proj.weight", ll, (long long)e);
+                }
+            }
             b->gate = P(m, "model.layers.%lld.mlp.shared_experts.gate_proj.weight", ll, -1);
             b->up = P(m, "model.layers.%lld.mlp.shared_experts.up_proj.weight", ll, -1);
             b->down = P(m, "model.layers.%lld.mlp.shared_experts.down_proj.weight", ll, -1);
-            b->inter = b->gate ? c->moe_intermediate_size * c->n_shared_experts : 0;
+            b->gate8 = P8(m, "model.layers.%lld.mlp.shared_experts.gate_proj.weight", ll, -1);
+            b->up8 = P8(m, "model.layers.%lld.mlp.shared_experts.up_proj.weight", ll, -1);
+            b->down8 = P8(m, "model.layers.%lld.mlp.shared_experts.down_proj.weight", ll, -1);
+            b->inter = b->gate || b->gate8 ? c->moe_intermediate_size * c->n_shared_experts : 0;
         } else {
             b->gate = P(m, "model.layers.%lld.mlp.gate_proj.weight", ll, -1);
             b->up = P(m, "model.layers.%lld.mlp.up_proj.weight", ll, -1);
             b->down = P(m, "model.layers.%lld.mlp.down_proj.weight", ll, -1);
+            b->gate8 = P8(m, "model.layers.%lld.mlp.gate_proj.weight", ll, -1);
+            b->up8 = P8(m, "model.layers.%lld.mlp.up_proj.weight", ll, -1);
+            b->down8 = P8(m, "model.layers.%lld.mlp.down_proj.weight", ll, -1);
             b->inter = c->intermediate_size;
         }
         if (l >= L) {
@@ -136,6 +213,10 @@ void ds_model_free(ds_model *m) {
     free(m->blocks);
     free(m->expert_ptrs);
     free(m->inv_freq);
+    ds_free_aligned(m->fp8_codes);
+    ds_free_aligned(m->fp8_scales);
+    free(m->fp8w);
+    free(m->expert_fp8);
     ds_layout_free(&m->layout);
     memset(m, 0, sizeof *m);
 }
@@ -146,7 +227,7 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
     float std = (float)m->cfg.initializer_range;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
-        if (p->flags & DS_PARAM_ALIAS) continue;
+        if ((p->flags & DS_PARAM_ALIAS) || p->offset < 0) continue; /* FP8-resident: no FP32 storage */
         float *x = m->params + p->offset;
         if (p->flags & DS_PARAM_NORM) for (int64_t j = 0; j < p->numel; j++) x[j] = 1.0f;
         else if (p->flags & DS_PARAM_ZERO) memset(x, 0, (size_t)p->numel * sizeof(float));
@@ -344,6 +425,9 @@ const float *ds_acts_hidden(const ds_acts *a, const ds_model *m, int64_t i) {
 
 /* ---- forward ------------------------------------------------------------------ */
 
+/* a block's linear W (FP32 p->W or FP8-resident p->W8) */
+#define LIN(out, inp, W, bias, N_, C_, OC_) ds_linear_any(ops, out, inp, p->W, p->W##8, bias, N_, C_, OC_)
+
 /* Decoder block (doc §2): out = x_mid + MLP(RMSNorm(x_mid)), x_mid = inp + MLA(RMSNorm(inp)).
  * out (B,T,H), inp (B,T,H). */
 static void block_forward(float *out, ds_block_acts *a, const float *inp, const ds_block *p, const ds_model *m,
@@ -357,19 +441,19 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     /* MLA (doc §4.2) */
     ops->rmsnorm_forward(a->ln1, a->ln1_rstd, inp, p->in_norm, N, H, H, H, eps);
     if (rq > 0) {
-        ops->linear_forward(a->qa, a->ln1, p->q_a, p->q_a_bias, N, H, rq);
+        LIN(a->qa, a->ln1, q_a, p->q_a_bias, N, H, rq);
         ops->rmsnorm_forward(a->qa_n, a->qa_rstd, a->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
-        ops->linear_forward(a->q, a->qa_n, p->q_b, NULL, N, rq, nh * dq);
+        LIN(a->q, a->qa_n, q_b, NULL, N, rq, nh * dq);
         ds_fp8_act_store(&a->fp8_qa_n, a->qa_n, N, rq); /* FP8 cache (no-op when off) */
     } else {
-        ops->linear_forward(a->q, a->ln1, p->q_proj, NULL, N, H, nh * dq);
+        LIN(a->q, a->ln1, q_proj, NULL, N, H, nh * dq);
     }
     ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, !c->rope_interleave); /* q per head = [nope | rope] */
-    ops->linear_forward(a->kva, a->ln1, p->kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
+    LIN(a->kva, a->ln1, kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
     ds_fp8_act_store(&a->fp8_ln1, a->ln1, N, H);
     ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
     ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
-    ops->linear_forward(a->kv, a->ckv, p->kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
+    LIN(a->kv, a->ckv, kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
     ds_fp8_act_store(&a->fp8_ckv, a->ckv, N, rkv);
     {
         float *k = a->k, *v = a->v;
@@ -385,7 +469,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
             }
     }
     ops->attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv, m->softmax_scale);
-    ops->linear_forward(a->attn_proj, a->att, p->o_proj, p->o_bias, N, nh * dv, H);
+    LIN(a->attn_proj, a->att, o_proj, p->o_bias, N, nh * dv, H);
     ops->residual_forward(a->x_mid, inp, a->attn_proj, N * H);
 
     /* MLP or MoE (doc §2.2, §5) */
@@ -412,15 +496,15 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t e = 0; e < E; e++) {
             if (!cnt[e]) continue;
-            ops->linear_forward(a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], NULL, cnt[e], H, Im);
-            ops->linear_forward(a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], NULL, cnt[e], H, Im);
+            ds_linear_any(ops, a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], p->eg8 ? p->eg8[e] : NULL, NULL, cnt[e], H, Im);
+            ds_linear_any(ops, a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], p->eu8 ? p->eu8[e] : NULL, NULL, cnt[e], H, Im);
         }
         ds_fp8_act_store(&a->fp8_xs, a->xs, N * K, H);
         ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, N * K, Im);
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t e = 0; e < E; e++) {
             if (!cnt[e]) continue;
-            ops->linear_forward(a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], NULL, cnt[e], Im, H);
+            ds_linear_any(ops, a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], p->ed8 ? p->ed8[e] : NULL, NULL, cnt[e], Im, H);
         }
         ds_fp8_act_store(&a->fp8_e_act, a->e_act, N * K, Im);
         /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
@@ -440,19 +524,19 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
             }
         }
         if (p->inter > 0) {
-            ops->linear_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
-            ops->linear_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
+            LIN(a->h_gate, a->ln2, gate, NULL, N, H, p->inter);
+            LIN(a->h_up, a->ln2, up, NULL, N, H, p->inter);
             ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
-            ops->linear_forward(a->attn_proj, a->h_act, p->down, NULL, N, p->inter, H); /* scratch reuse */
+            LIN(a->attn_proj, a->h_act, down, NULL, N, p->inter, H); /* scratch reuse */
             ds_fp8_act_store(&a->fp8_h_act, a->h_act, N, p->inter);
             ops->residual_forward(a->mlp_out, a->mlp_out, a->attn_proj, N * H);
         }
     } else {
-        ops->linear_forward(a->h_gate, a->ln2, p->gate, NULL, N, H, p->inter);
-        ops->linear_forward(a->h_up, a->ln2, p->up, NULL, N, H, p->inter);
+        LIN(a->h_gate, a->ln2, gate, NULL, N, H, p->inter);
+        LIN(a->h_up, a->ln2, up, NULL, N, H, p->inter);
         ds_fp8_act_store(&a->fp8_ln2, a->ln2, N, H); /* before h_act reuses the staging */
         ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
-        ops->linear_forward(a->mlp_out, a->h_act, p->down, NULL, N, p->inter, H);
+        LIN(a->mlp_out, a->h_act, down, NULL, N, p->inter, H);
         ds_fp8_act_store(&a->fp8_h_act, a->h_act, N, p->inter);
     }
     ops->residual_forward(out, a->x_mid, a->mlp_out, N * H);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "backend/ops.h"
+#include "kernels/linear_fp8w.h"
 #include "model/config.h"
 #include "model/layout.h"
 
@@ -40,6 +41,12 @@ typedef struct {
     float **eg, **eu, **ed;                  /* routed expert e: (Im,H), (Im,H), (H,Im) */
     /* MTP module only */
     float *enorm, *hnorm, *eh_proj, *head_norm; /* (H), (H), (H, 2H), (H) */
+    /* FP8-resident linears (model loaded with fp8_resident): the same
+     * weights as E4M3 codes + 128x128 scales, NULL where FP32.  Where one is
+     * set the FP32 pointer above is NULL, except kv_b (kept in FP32 too for
+     * the decode engine's absorbed MLA). */
+    const ds_fp8w *q_a8, *q_b8, *q_proj8, *kv_a8, *kv_b8, *o_proj8, *gate8, *up8, *down8;
+    const ds_fp8w **eg8, **eu8, **ed8;       /* routed experts (E) or NULL */
 } ds_block;
 
 typedef struct {
@@ -55,6 +62,15 @@ typedef struct {
     float *inv_freq;        /* (dr/2) YaRN-corrected inverse frequencies */
     float attn_factor;      /* multiplies cos and sin */
     float softmax_scale;    /* dq^-1/2 · mscale² */
+    /* FP8-resident weights (ds_model_load_ex with fp8_resident; all NULL/0
+     * otherwise): E4M3 codes and FP32 block scales of the layout entries
+     * flagged DS_PARAM_FP8, one allocation each; fp8w (layout.n) describes
+     * them (.q NULL for other entries); expert_fp8 backs blocks[].eg8/eu8/ed8. */
+    uint8_t *fp8_codes;
+    float *fp8_scales;
+    int64_t fp8_numel, fp8_scale_numel;
+    ds_fp8w *fp8w;
+    const ds_fp8w **expert_fp8;
 } ds_model;
 
 /* Allocate a model for a validated config (parameters zero).  0 or -1. */
@@ -67,6 +83,46 @@ void ds_model_init_random(ds_model *m, uint64_t seed);
  * `<name>_scale_inv`), BF16 and F16 tensors are converted to FP32.  Errors
  * name the file, the tensor and the expected/actual shape. */
 int ds_model_load(ds_model *m, const char *dir);
+
+typedef struct ds_load_opts {
+    /* keep F8_E4M3 linear weights (attention q_a/q_b/q/kv_a/kv_b/o, dense,
+     * shared and routed expert gate/up/down) in FP8: codes + the checkpoint's
+     * 128x128 weight_scale_inv; they own no FP32 storage (kv_b also gets an
+     * FP32 copy for the absorbed MLA).  Other F8 tensors are dequantized.
+     * Such a model runs forward and decode only (backward, save refuse). */
+    int fp8_resident;
+} ds_load_opts;
+int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
+/* Allocate a model whose layout entries with fp8[i] != 0 are FP8-resident
+ * (as ds_model_create otherwise; codes and scales zero). */
+int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *fp8);
+
+/* Resident weight memory. */
+typedef struct {
+    int64_t fp8_params;     /* FP8-resident parameters (1 byte each) */
+    int64_t fp8_bytes;      /* their codes */
+    int64_t scale_bytes;    /* their FP32 block scales */
+    int64_t f32_bytes;      /* the FP32 parameter allocation */
+    int64_t total_bytes;    /* the three above */
+    int64_t params;         /* parameters owned (aliases counted once) */
+    int64_t f32_equiv_bytes, bf16_equiv_bytes; /* the same model all in FP32 / BF16 */
+} ds_weight_mem;
+void ds_model_weight_mem(const ds_model *m, ds_weight_mem *w);
+/* One line: "resident weights: FP8 … + scales … + FP32 … = … (FP32 model …, BF16 …)". */
+void ds_weight_mem_str(const ds_weight_mem *w, char *buf, size_t cap);
+/* That line on stderr: always for an FP8-resident model, with --verbose otherwise. */
+void ds_model_log_weight_mem(const ds_model *m);
+/* -1 with ds_err naming what when m holds FP8-resident weights (backward,
+ * training, save need FP32 parameters). */
+int ds_model_require_f32(const ds_model *m, const char *what);
+
+/* The FP8-weight linear dispatch of the forward and the decode engine:
+ * ops->linear_fp8w_forward when w8 is set, else ops->linear_forward. */
+static inline void ds_linear_any(const struct ds_ops *ops, float *out, const float *inp, const float *w,
+                                 const ds_fp8w *w8, const float *bias, int64_t N, int64_t C, int64_t OC) {
+    if (w8) (ops->linear_fp8w_forward ? ops->linear_fp8w_forward : ds_linear_fp8w_forward)(out, inp, w8, bias, N, C, OC);
+    else ops->linear_forward(out, inp, w, bias, N, C, OC);
+}
 /* Write config.json and model.safetensors (FP32, HF names, MTP copies of the
  * shared embedding/head included; transformers-style shards + index beyond
  * 5 GB) into dir (created). */

@@ -6,6 +6,10 @@
  * their `<name>_scale_inv` 128x128 block scales (doc §8.2).  Alias entries
  * (MTP copies of the shared embedding/head, a tied lm_head) are not read:
  * their storage is the source tensor's.
+ *
+ * FP8-resident loading (ds_load_opts.fp8_resident): the F8_E4M3 linear
+ * weights are copied as codes with their scales (checked: present, float,
+ * (ceil(rows/128), ceil(cols/128))) into the model's FP8 allocations instead.
  */
 #include "model/model.h"
 
@@ -15,6 +19,7 @@
 
 #include "base/base.h"
 #include "io/safetensors.h"
+#include "num/quant.h"
 
 static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t n = 0;
@@ -22,6 +27,46 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     for (int i = 0; i < ndim && n < cap; i++)
         n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+/* Codes and scales of FP8-resident entry i (weight t in file). */
+static int load_fp8_resident(ds_model *m, int64_t i, const ds_st_tensor *t, const ds_st_set *s, const char *file) {
+    const ds_param *p = &m->layout.p[i];
+    char sname[128];
+    snprintf(sname, sizeof sname, "%s_scale_inv", p->name);
+    const char *sfile = NULL;
+    const ds_st_tensor *sc = ds_st_set_find(s, sname, &sfile);
+    if (!sc) return ds_err("%s: tensor %s is F8_E4M3 but %s is missing", file, p->name, sname);
+    int64_t want[2];
+    ds_quant_scale_shape(DS_QUANT_BLOCK_128x128, p->shape[0], p->shape[1], want);
+    if (!ds_dtype_table[sc->dtype].is_float)
+        return ds_err("%s: tensor %s: scale dtype %s, expected a float type", sfile, sname,
+                      ds_dtype_table[sc->dtype].st_name);
+    if (sc->ndim != 2 || sc->shape[0] != want[0] || sc->shape[1] != want[1]) {
+        char a[96], b[64];
+        shape_str(a, sizeof a, sc->ndim, sc->shape);
+        shape_str(b, sizeof b, 2, want);
+        return ds_err("%s: tensor %s: shape %s, expected %s for the 128x128 blocks of %s [%lld, %lld]", sfile, sname, a,
+                      b, p->name, (long long)p->shape[0], (long long)p->shape[1]);
+    }
+    ds_fp8w *w = &m->fp8w[i];
+    memcpy((uint8_t *)w->q, t->data, (size_t)p->numel);
+    if (ds_st_to_f32(sc, (float *)w->scale)) return ds_err_prefix("%s: tensor %s", sfile, sname);
+    return 0;
+}
+
+/* A linear weight the forward runs through linear_forward (attention
+ * projections, dense / shared / routed expert MLP): the FP8-resident kind. */
+static int is_fp8_linear(const ds_param *p) {
+    if (p->ndim != 2 || (p->flags & DS_PARAM_ALIAS)) return 0;
+    if (!strstr(p->name, ".self_attn.") && !strstr(p->name, ".mlp.")) return 0;
+    size_t n = strlen(p->name);
+    static const char *const suf[] = {"_proj.weight", "_proj_with_mqa.weight"};
+    for (int k = 0; k < 2; k++) {
+        size_t ns = strlen(suf[k]);
+        if (n > ns && !strcmp(p->name + n - ns, suf[k])) return 1;
+    }
+    return 0;
 }
 
 static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir) {
@@ -41,6 +86,10 @@ static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir) {
             shape_str(got, sizeof got, t->ndim, t->shape);
             return ds_err("%s: tensor %s: shape %s, config.json implies %s", file, p->name, got, want);
         }
+        if (p->flags & DS_PARAM_FP8) {
+            if (load_fp8_resident(m, i, t, s, file)) return -1;
+            if (p->offset < 0) continue; /* else (kv_b) also dequantized below */
+        }
         float *dst = m->params + p->offset;
         if (t->dtype == DS_F32 || t->dtype == DS_BF16 || t->dtype == DS_F16) {
             if (ds_st_to_f32(t, dst)) return ds_err_prefix("%s: tensor %s", file, p->name);
@@ -59,7 +108,9 @@ static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir) {
     return 0;
 }
 
-int ds_model_load(ds_model *m, const char *dir) {
+int ds_model_load(ds_model *m, const char *dir) { return ds_model_load_ex(m, dir, NULL); }
+
+int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
     memset(m, 0, sizeof *m);
     char *cpath = ds_path_join(dir, "config.json");
     ds_config c;
@@ -67,10 +118,30 @@ int ds_model_load(ds_model *m, const char *dir) {
     if (!rc) rc = ds_config_validate(&c, cpath);
     free(cpath);
     if (rc) return -1;
-    if (ds_model_create(m, &c)) return -1;
     ds_st_set s;
-    if (ds_st_set_open(&s, dir)) {
-        ds_model_free(m);
+    if (ds_st_set_open(&s, dir)) return -1;
+    uint8_t *fp8 = NULL;
+    /* FP8 residency needs DeepSeek's 128x128 weight blocks (other block sizes are dequantized) */
+    int blk128 = (c.quant_block[0] <= 0 || c.quant_block[0] == 128) && (c.quant_block[1] <= 0 || c.quant_block[1] == 128);
+    if (o && o->fp8_resident && blk128) {
+        ds_layout lo;
+        if (ds_layout_build(&lo, &c)) {
+            ds_st_set_close(&s);
+            return -1;
+        }
+        fp8 = ds_calloc((size_t)(lo.n > 0 ? lo.n : 1), 1);
+        for (int64_t i = 0; i < lo.n; i++) {
+            const ds_st_tensor *t = is_fp8_linear(&lo.p[i]) ? ds_st_set_find(&s, lo.p[i].name, NULL) : NULL;
+            int same = t && t->dtype == DS_F8_E4M3 && t->ndim == 2 && t->shape[0] == lo.p[i].shape[0] &&
+                       t->shape[1] == lo.p[i].shape[1];
+            fp8[i] = (uint8_t)same; /* a wrong shape is reported by the load loop */
+        }
+        ds_layout_free(&lo);
+    }
+    rc = ds_model_create_ex(m, &c, fp8);
+    free(fp8);
+    if (rc) {
+        ds_st_set_close(&s);
         return -1;
     }
     rc = load_tensors(m, &s, dir);
@@ -79,7 +150,48 @@ int ds_model_load(ds_model *m, const char *dir) {
     return rc;
 }
 
+int ds_model_require_f32(const ds_model *m, const char *what) {
+    if (!m->fp8w) return 0;
+    return ds_err("%s needs FP32 parameters, but the model holds FP8-resident weights (load it dequantized: --dequant)",
+                  what);
+}
+
+void ds_model_weight_mem(const ds_model *m, ds_weight_mem *w) {
+    memset(w, 0, sizeof *w);
+    for (int64_t i = 0; i < m->layout.n; i++) {
+        const ds_param *p = &m->layout.p[i];
+        if (p->flags & DS_PARAM_ALIAS) continue;
+        w->params += p->numel;
+        if (p->flags & DS_PARAM_FP8) w->fp8_params += p->numel;
+    }
+    w->fp8_bytes = m->fp8_numel;
+    w->scale_bytes = m->fp8_scale_numel * (int64_t)sizeof(float);
+    w->f32_bytes = m->layout.total * (int64_t)sizeof(float);
+    w->total_bytes = w->fp8_bytes + w->scale_bytes + w->f32_bytes;
+    w->f32_equiv_bytes = w->params * 4;
+    w->bf16_equiv_bytes = w->params * 2;
+}
+
+static double mib(int64_t b) { return (double)b / (1024.0 * 1024.0); }
+
+void ds_weight_mem_str(const ds_weight_mem *w, char *buf, size_t cap) {
+    snprintf(buf, cap,
+             "resident weights: FP8 %.2f MiB (%lld params) + scales %.1f KiB + FP32 %.2f MiB = %.2f MiB "
+             "(all-FP32 model %.2f MiB, all-BF16 %.2f MiB)",
+             mib(w->fp8_bytes), (long long)w->fp8_params, (double)w->scale_bytes / 1024.0, mib(w->f32_bytes), mib(w->total_bytes),
+             mib(w->f32_equiv_bytes), mib(w->bf16_equiv_bytes));
+}
+
+void ds_model_log_weight_mem(const ds_model *m) {
+    ds_weight_mem w;
+    ds_model_weight_mem(m, &w);
+    char buf[320];
+    ds_weight_mem_str(&w, buf, sizeof buf);
+    ds_log(m->fp8w ? DS_LOG_INFO : DS_LOG_DEBUG, "%s", buf);
+}
+
 int ds_model_save(const ds_model *m, const char *dir) {
+    if (ds_model_require_f32(m, "save")) return -1;
     if (ds_mkdir_p(dir)) return -1;
     ds_st_entry *e = ds_calloc((size_t)m->layout.n, sizeof *e);
     for (int64_t i = 0; i < m->layout.n; i++) {

@@ -121,7 +121,7 @@ int ds_quantize(uint8_t *q, float *scale, const float *x, int64_t rows, int64_t 
         }
         break;
     case DS_QUANT_TILE_1x128:
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= 65536)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t b = 0; b < cb; b++) {
                 int64_t c0 = b * G, nc = cols - c0 < G ? cols - c0 : G;
@@ -170,7 +170,7 @@ int ds_dequantize(float *x, const uint8_t *q, const float *scale, int64_t rows, 
                   ds_fp8_format fmt, ds_quant_gran gran) {
     if (check_args("dequantize", rows, cols, (int)fmt, (int)gran)) return -1;
     const float *t = fmt == DS_FP8_E4M3 ? ds_fp8_e4m3_table : ds_fp8_e5m2_table;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= 65536)
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++)
             x[r * cols + c] = t[q[r * cols + c]] * ds_quant_scale_at(scale, gran, rows, cols, r, c);

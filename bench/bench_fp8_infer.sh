@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# bench_fp8_infer.sh — FP8-resident inference vs FP32 on the `small` preset
+# (random init, seed 1): the FP32 folder and the same model after
+# `dsv3 convert --to fp8` (E4M3 linears + 128x128 scales, BF16 rest), loaded
+# resident in FP8 (the default).  Prefill forward tokens/s (`dsv3 forward
+# --random 1,T`), batch-1 greedy decode tokens/s (`dsv3 generate --ids`,
+# tokens after the first), and the resident weight memory (the line dsv3
+# prints: FP8 codes, scales, FP32); and the decode matmul alone (bench/gemv_fp8.c:
+# one row x (OC, C) weights streamed from memory, FP32 vs FP8 gemv, at the
+# small preset's shapes).  Writes bench/results/fp8_infer.json.
+#   BENCH_T (256)  BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS ("1 2")
+set -eu
+cd "$(dirname "$0")/.."
+T=${BENCH_T:-256}
+P=${BENCH_PROMPT:-32}
+NEW=${BENCH_NEW:-32}
+THREADS=${BENCH_THREADS:-"1 2"}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # see bench_generate.sh
+BIN=./dsv3
+[ -x "$BIN" ] || { echo "bench_fp8_infer: build ./dsv3 first (make)"; exit 1; }
+BUILD=${BUILD:-build}
+mkdir -p bench/results
+PKG="libcjson libpcre2-8 openblas"
+cc -std=gnu11 -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags $PKG 2>/dev/null) bench/gemv_fp8.c \
+   "$BUILD/libdsv3.a" -o "$BUILD/gemv_fp8" -lm $(pkg-config --libs $PKG 2>/dev/null)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$BIN" init --config small --out "$tmp/fp32" --seed 1 >/dev/null 2>&1
+"$BIN" convert --to fp8 "$tmp/fp32" "$tmp/fp8" >/dev/null 2>&1
+prompt=$(python3 -c "import random; random.seed(0); print(' '.join(str(random.randrange(32000)) for _ in range($P)))")
+mem8=$("$BIN" --verbose forward --model "$tmp/fp8" --random 1,8 --iters 1 --no-mtp 2>&1 >/dev/null | grep "resident weights" | tail -1)
+mem32=$("$BIN" --verbose forward --model "$tmp/fp32" --random 1,8 --iters 1 --no-mtp 2>&1 >/dev/null | grep "resident weights" | tail -1)
+gemv=""
+for shape in "1536 512" "512 1536" "32000 512"; do
+  gemv="$gemv$(OMP_NUM_THREADS=1 "$BUILD/gemv_fp8" $shape 5)"$'\n'
+done
+lines=""
+for th in $THREADS; do
+  for m in fp8 fp32; do
+    f=$("$BIN" --threads "$th" forward --model "$tmp/$m" --random 1,"$T" --iters 3 --no-mtp 2>/dev/null | tail -1)
+    g=$("$BIN" --threads "$th" generate --model "$tmp/$m" --ids --prompt "$prompt" --max-tokens "$NEW" --ignore-eos --json 2>/dev/null | tail -1)
+    lines="$lines$th|$m|$f|$g"$'\n'
+  done
+done
+GEMV="$gemv" LINES="$lines" MEM8="$mem8" MEM32="$mem32" T="$T" python3 - <<'PY'
+import json, os, re
+def mem(line):
+    nums = [float(x) for x in re.findall(r"([0-9.]+) (?:MiB|KiB)", line)]
+    keys = ["fp8_mib", "scales_kib", "fp32_mib", "total_mib", "all_fp32_mib", "all_bf16_mib"]
+    return dict(zip(keys, nums)) if len(nums) == 6 else {"line": line}
+m8, m32 = mem(os.environ["MEM8"]), mem(os.environ["MEM32"])
+print("FP8-resident vs FP32 inference, preset small (random init)")
+print(f"  resident weights  FP8 model: {os.environ['MEM8'].split(': ', 1)[-1]}")
+print(f"                    FP32 model: {m32.get('total_mib', '?')} MiB")
+print(f"  {'threads':>7} {'weights':>8} {'prefill T=' + os.environ['T']:>14} {'decode':>10}   (tokens/s)")
+rows = []
+for line in os.environ["LINES"].strip().split("\n"):
+    th, m, f, g = line.split("|")
+    f, g = json.loads(f), json.loads(g)
+    rows.append({"threads": int(th), "weights": m, "forward": f, "generate": g})
+    print(f"  {th:>7} {m:>8} {f['tokens_per_s']:>14.1f} {g['tokens_per_s']:>10.1f}")
+for th in sorted({r["threads"] for r in rows}):
+    a = {r["weights"]: r for r in rows if r["threads"] == th}
+    if "fp8" in a and "fp32" in a:
+        print(f"  {th:>7} fp8/fp32 {a['fp8']['forward']['tokens_per_s'] / a['fp32']['forward']['tokens_per_s']:>13.2f}x "
+              f"{a['fp8']['generate']['tokens_per_s'] / a['fp32']['generate']['tokens_per_s']:>9.2f}x")
+gemv = [json.loads(l) for l in os.environ["GEMV"].strip().split("\n")]
+print("  decode matmul, 1 row, 1 thread (giga-weights/s; weights from memory)")
+for g in gemv:
+    print(f"  {g['oc']:>6}x{g['c']:<5} fp32 {g['fp32_gweights_per_s']:.2f} ({g['fp32_gb_per_s']:.1f} GB/s)  "
+          f"fp8 {g['fp8_gweights_per_s']:.2f} ({g['fp8_gb_per_s']:.1f} GB/s)  {g['speedup']:.2f}x")
+json.dump({"bench": "fp8_infer", "config": "small", "memory": {"fp8": m8, "fp32": m32}, "rows": rows, "gemv": gemv},
+          open("bench/results/fp8_infer.json", "w"), indent=1)
+PY
