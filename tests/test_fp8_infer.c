@@ -217,7 +217,7 @@ static void make_w(ds_fp8w *w, uint8_t **q, float **s, int64_t OC, int64_t C, ds
     *s = ds_malloc((size_t)ds_quant_scale_count(DS_QUANT_BLOCK_128x128, OC, C) * sizeof(float));
     ds_quant_opts o = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
     ds_quantize(*q, *s, x, OC, C, &o);
-    *w = (ds_fp8w){*q, *s, OC, C};
+    *w = (ds_fp8w){*q, *s, OC, C, NULL};
     free(x);
 }
 
@@ -357,37 +357,65 @@ TEST(fp8_resident_memory_from_layout) {
     CHECK(dir != NULL);
     ds_model m, md;
     if (!dir || load(&m, dir, 1) || load(&md, dir, 0)) return;
-    int64_t fp8 = 0, sc = 0, f32 = 0, nlin = 0;
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ds_st_file f;
+    CHECK(ds_st_open(&f, path) == 0);
+    TEST_RETURN_IF_FAILED();
+    /* expected residency from the layout table and the checkpoint's dtypes:
+     * F8 linears -> FP8 codes + 128x128 scales; BF16 matmul weights (router,
+     * embedding, lm_head, eh_proj) -> BF16; the rest (and kv_b's copy) FP32;
+     * BF16 and FP32 entries padded to 16 elements */
+    int64_t fp8 = 0, sc = 0, f32 = 0, nlin = 0, b16 = 0, b16p = 0, nb16 = 0;
     for (int64_t i = 0; i < md.layout.n; i++) {
         const ds_param *p = &md.layout.p[i];
         if (p->flags & DS_PARAM_ALIAS) continue;
+        const ds_st_tensor *t = ds_st_find(&f, p->name);
+        CHECK_MSG(t != NULL, "%s", p->name);
+        if (!t) continue;
         size_t n = strlen(p->name);
         int lin = p->ndim == 2 && (strstr(p->name, ".self_attn.") || strstr(p->name, ".mlp.")) &&
                   ((n > 12 && !strcmp(p->name + n - 12, "_proj.weight")) || strstr(p->name, "kv_a_proj_with_mqa.weight"));
+        int mat = p->ndim == 2 && (lin || strstr(p->name, ".mlp.gate.weight") || strstr(p->name, "embed_tokens") ||
+                                   strstr(p->name, "lm_head") || strstr(p->name, "eh_proj"));
         int kvb = strstr(p->name, "kv_b_proj.weight") != NULL;
-        if (lin) {
+        int is8 = lin && t->dtype == DS_F8_E4M3, is16 = mat && t->dtype == DS_BF16;
+        if (is8) {
             nlin++;
             fp8 += p->numel;
             sc += ((p->shape[0] + 127) / 128) * ((p->shape[1] + 127) / 128) * 4;
         }
-        if (!lin || kvb) f32 += (p->numel + 15) / 16 * 16 * 4;
-        CHECK_MSG(!lin || (m.layout.p[i].flags & DS_PARAM_FP8), "%s", p->name);
+        if (is16) {
+            nb16++;
+            b16p += p->numel;
+            b16 += (p->numel + 15) / 16 * 16 * 2;
+        }
+        if (!(is8 || is16) || kvb) f32 += (p->numel + 15) / 16 * 16 * 4;
+        CHECK_MSG(!is8 || (m.layout.p[i].flags & DS_PARAM_FP8), "%s", p->name);
+        CHECK_MSG(!is16 || (m.layout.p[i].flags & DS_PARAM_BF16), "%s", p->name);
+        CHECK_MSG(is8 || is16 || !(m.layout.p[i].flags & (DS_PARAM_FP8 | DS_PARAM_BF16)), "%s", p->name);
     }
+    ds_st_close(&f);
     ds_weight_mem w, wd;
     ds_model_weight_mem(&m, &w);
     ds_model_weight_mem(&md, &wd);
-    printf("%lld FP8 linears: %lld B codes + %lld B scales + %lld B FP32 (dequantized: %lld B) ", (long long)nlin,
-           (long long)w.fp8_bytes, (long long)w.scale_bytes, (long long)w.f32_bytes, (long long)wd.f32_bytes);
+    printf("%lld FP8 linears: %lld B codes + %lld B scales; %lld BF16 matmuls: %lld B; %lld B FP32 (dequantized: %lld B) ",
+           (long long)nlin, (long long)w.fp8_bytes, (long long)w.scale_bytes, (long long)nb16, (long long)w.bf16_bytes,
+           (long long)w.f32_bytes, (long long)wd.f32_bytes);
     CHECK(nlin > 0 && w.fp8_params == fp8);
     CHECK(w.fp8_bytes == fp8);
     CHECK(w.scale_bytes == sc);
+    CHECK(nb16 == 5 && w.bf16_params == b16p && w.bf16_bytes == b16); /* embed, lm_head, 2 routers, eh_proj */
     CHECK(w.f32_bytes == f32);
-    CHECK(wd.fp8_bytes == 0 && wd.scale_bytes == 0 && wd.f32_bytes == md.layout.total * 4);
+    CHECK(w.total_bytes == fp8 + sc + b16 + f32);
+    CHECK(wd.fp8_bytes == 0 && wd.scale_bytes == 0 && wd.bf16_bytes == 0 && wd.f32_bytes == md.layout.total * 4);
     CHECK(w.params == wd.params && w.bf16_equiv_bytes == 2 * w.params);
     /* the FP32 pointers of resident linears are gone; kv_b stays */
     const ds_block *b = &m.blocks[1];
     CHECK(!b->q_a && b->q_a8 && !b->o_proj && b->o_proj8 && b->kv_b && b->kv_b8 && !b->eg[0] && b->eg8[0]);
-    CHECK(b->router && m.blocks[2].eh_proj);
+    CHECK(!b->router && b->router8 && b->router8->b16 && !m.blocks[2].eh_proj && m.blocks[2].eh_proj8);
+    CHECK(!m.embed && m.embed8 && !m.lm_head && m.lm_head8 && m.lm_head8->b16 != m.embed8->b16);
+    CHECK(md.embed && !md.embed8 && md.lm_head && !md.lm_head8 && md.blocks[1].router && !md.blocks[1].router8);
     ds_model_free(&m);
     ds_model_free(&md);
 }

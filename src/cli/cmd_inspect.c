@@ -108,7 +108,7 @@ static int run(int argc, char **argv) {
         if (ds_model_load_ex(&m, dir, &o)) return ds_cli_fail("inspect");
         ds_weight_mem w;
         ds_model_weight_mem(&m, &w);
-        char buf[320];
+        char buf[400];
         ds_weight_mem_str(&w, buf, sizeof buf);
         printf("in memory (forward, generate, eval; --dequant: all FP32): %s\n", buf);
         ds_model_free(&m);

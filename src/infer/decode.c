@@ -125,15 +125,16 @@ void ds_engine_free(ds_engine *e) {
 
 void ds_engine_reset(ds_engine *e) { e->pos = e->mtp_pos = 0; }
 
-/* out (N, OC) = inp · weightᵀ (+ bias), weight FP32 (w) or FP8-resident (w8,
- * then inp is quantized 1x128 first, linear_fp8w.h): the few-row kernels for
- * decode steps with the fast CPU ops, the ops table otherwise (prefill,
- * reference runs) */
+/* out (N, OC) = inp · weightᵀ (+ bias), weight FP32 (w), FP8-resident (w8,
+ * then inp is quantized 1x128 first, linear_fp8w.h) or BF16-resident (w8->b16):
+ * the few-row kernels for decode steps with the fast CPU ops, the ops table
+ * otherwise (prefill, reference runs) */
 static void mm(const ds_engine *e, float *out, const float *inp, const float *w, const ds_fp8w *w8, const float *bias,
                int64_t N, int64_t C, int64_t OC) {
     const int few = N <= DS_GEMV_MAX_ROWS && e->ops == &ds_ops_cpu;
     if (w8) {
-        if (few) ds_gemv_fp8w_forward(out, inp, w8, bias, N, C, OC);
+        if (few && w8->b16) ds_gemv_bf16w_forward(out, inp, w8, bias, N, C, OC);
+        else if (few) ds_gemv_fp8w_forward(out, inp, w8, bias, N, C, OC);
         else ds_linear_any(e->ops, out, inp, NULL, w8, bias, N, C, OC);
     } else if (few) {
         ds_gemv_forward(out, inp, w, bias, N, C, OC);
@@ -236,7 +237,7 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
     for (int64_t b = 0; b < B; b++)
         ops->rmsnorm_forward(ckv + (b * Lmax + pos) * rkv, NULL, e->kva + b * n * (rkv + dr), p->kv_a_norm, n, rkv,
                              rkv, rkv + dr, eps_lat);
-    if (p->kv_b8)
+    if (p->kv_b8 && p->kv_b8->q) /* FP8, not BF16 */
         for (int64_t b = 0; b < B; b++) fp8_roundtrip(ckv + (b * Lmax + pos) * rkv, n, rkv);
     ops->rope_forward(e->kva, e->cos_t + pos * h2, e->sin_t + pos * h2, B, n, 1, rkv + dr, rkv, dr, halves);
     for (int64_t b = 0; b < B; b++)
@@ -251,7 +252,7 @@ static void layer_step(ds_engine *e, const ds_block *p, int64_t cl, float *x, in
     if (p->moe) {
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
         ds_route_params rp = ds_route_params_of(c);
-        mm(e, e->r_logits, e->ln2, p->router, NULL, NULL, N, H, E);
+        mm(e, e->r_logits, e->ln2, p->router, p->router8, NULL, N, H, E);
         ops->moe_route_forward(e->r_w, e->r_idx, e->r_scores, e->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(e->counts, e->offsets, e->order, e->spos, e->r_idx, N, K, E);
         for (int64_t s = 0; s < N * K; s++) memcpy(e->xs + s * H, e->ln2 + (e->order[s] / K) * H, (size_t)H * sizeof(float));
@@ -314,15 +315,15 @@ static void head(ds_engine *e, float *logits, const float *hs, const float *norm
     const int64_t B = e->B, H = c->hidden_size, V = c->vocab_size;
     (void)norm;
     if (!last_only) {
-        mm(e, logits, hs, e->m->lm_head, NULL, NULL, B * n, H, V);
+        mm(e, logits, hs, e->m->lm_head, e->m->lm_head8, NULL, B * n, H, V);
         return;
     }
     if (B == 1) {
-        mm(e, logits, hs + (n - 1) * H, e->m->lm_head, NULL, NULL, 1, H, V);
+        mm(e, logits, hs + (n - 1) * H, e->m->lm_head, e->m->lm_head8, NULL, 1, H, V);
         return;
     }
     for (int64_t b = 0; b < B; b++) memcpy(e->proj + b * H, hs + (b * n + n - 1) * H, (size_t)H * sizeof(float));
-    mm(e, logits, e->proj, e->m->lm_head, NULL, NULL, B, H, V);
+    mm(e, logits, e->proj, e->m->lm_head, e->m->lm_head8, NULL, B, H, V);
 }
 
 int ds_engine_step(ds_engine *e, const int32_t *ids, int64_t n, int last_only) {
@@ -330,7 +331,7 @@ int ds_engine_step(ds_engine *e, const int32_t *ids, int64_t n, int last_only) {
     const ds_config *c = &m->cfg;
     if (check_ids(e, ids, n, e->pos, "decode")) return -1;
     const int64_t N = e->B * n, H = c->hidden_size;
-    e->ops->embedding_forward(e->x, ids, m->embed, N, H);
+    ds_embed_any(e->ops, e->x, ids, m->embed, m->embed8, N, H);
     for (int64_t l = 0; l < c->num_hidden_layers; l++) layer_step(e, &m->blocks[l], l, e->x, e->pos, n);
     e->ops->rmsnorm_forward(e->hfinal, NULL, e->x, m->norm, N, H, H, H, (float)c->rms_norm_eps);
     head(e, e->logits, e->hfinal, m->norm, n, last_only);
@@ -369,10 +370,10 @@ int ds_engine_mtp_step(ds_engine *e, const float *h, const int32_t *next, int64_
     const float eps = (float)c->rms_norm_eps;
     const ds_block *p = &m->blocks[L];
     /* x_i = eh_proj([enorm(Emb(t_{i+1})) ; hnorm(h_i)])  (doc §7.1) */
-    e->ops->embedding_forward(e->m_emb, next, m->embed, N, H);
+    ds_embed_any(e->ops, e->m_emb, next, m->embed, m->embed8, N, H);
     e->ops->rmsnorm_forward(e->m_cat, NULL, e->m_emb, p->enorm, N, H, 2 * H, H, eps);
     e->ops->rmsnorm_forward(e->m_cat + H, NULL, h, p->hnorm, N, H, 2 * H, H, eps);
-    mm(e, e->x, e->m_cat, p->eh_proj, NULL, NULL, N, 2 * H, H);
+    mm(e, e->x, e->m_cat, p->eh_proj, p->eh_proj8, NULL, N, 2 * H, H);
     layer_step(e, p, L, e->x, e->mtp_pos, n);
     e->ops->rmsnorm_forward(e->m_hn, NULL, e->x, p->head_norm, N, H, H, H, eps);
     head(e, e->mtp_logits, e->m_hn, NULL, n, last_only);

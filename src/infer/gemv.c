@@ -161,3 +161,70 @@ void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const 
     }
     if (xd != xf) free(xd);
 }
+
+/* ---- BF16 weights ---------------------------------------------------------------- */
+
+#include "num/dtype.h"
+
+#ifdef __AVX2__
+/* 8 BF16 -> 8 FP32 (exact) */
+static inline __m256 bf16x8(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+/* res[n] (NN rows, a constant after inlining) = Σ_k x[n, k]·widen(w[k]) */
+static inline __attribute__((always_inline)) void row_bf16(float *res, const float *x, int64_t C,
+                                                           const uint16_t *wr, const int NN) {
+    __m256 a0[DS_GEMV_MAX_ROWS], a1[DS_GEMV_MAX_ROWS], a2[DS_GEMV_MAX_ROWS], a3[DS_GEMV_MAX_ROWS];
+    for (int n = 0; n < NN; n++) a0[n] = a1[n] = a2[n] = a3[n] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= C; k += 32) {
+        const __m256 w0 = bf16x8(wr + k), w1 = bf16x8(wr + k + 8), w2 = bf16x8(wr + k + 16), w3 = bf16x8(wr + k + 24);
+        for (int n = 0; n < NN; n++) {
+            a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(x + n * C + k), w0, a0[n]);
+            a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(x + n * C + k + 8), w1, a1[n]);
+            a2[n] = _mm256_fmadd_ps(_mm256_loadu_ps(x + n * C + k + 16), w2, a2[n]);
+            a3[n] = _mm256_fmadd_ps(_mm256_loadu_ps(x + n * C + k + 24), w3, a3[n]);
+        }
+    }
+    for (; k + 8 <= C; k += 8) {
+        const __m256 w0 = bf16x8(wr + k);
+        for (int n = 0; n < NN; n++) a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(x + n * C + k), w0, a0[n]);
+    }
+    for (int n = 0; n < NN; n++) {
+        float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0[n], a1[n]), _mm256_add_ps(a2[n], a3[n])));
+        for (int64_t j = k; j < C; j++) s = fmaf(x[n * C + j], ds_bf16_to_f32(wr[j]), s);
+        res[n] = s;
+    }
+}
+#endif
+
+void ds_gemv_bf16w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N, int64_t C,
+                           int64_t OC) {
+    if (N <= 0 || OC <= 0) return;
+    if (N > DS_GEMV_MAX_ROWS) {
+        ds_linear_bf16w_forward(out, inp, w, bias, N, C, OC);
+        return;
+    }
+    const uint16_t *wb = w->b16;
+#pragma omp parallel for schedule(static) if (OC * C >= 65536)
+    for (int64_t o = 0; o < OC; o++) {
+        const uint16_t *wr = wb + o * C;
+        float acc[DS_GEMV_MAX_ROWS] = {0};
+#ifdef __AVX2__
+        switch (N) {
+        case 1: row_bf16(acc, inp, C, wr, 1); break;
+        case 2: row_bf16(acc, inp, C, wr, 2); break;
+        case 3: row_bf16(acc, inp, C, wr, 3); break;
+        default: row_bf16(acc, inp, C, wr, 4); break;
+        }
+#else
+        for (int64_t k = 0; k < C; k++) {
+            const float wv = ds_bf16_to_f32(wr[k]);
+            for (int64_t n = 0; n < N; n++) acc[n] = fmaf(inp[n * C + k], wv, acc[n]);
+        }
+#endif
+        const float b = bias ? bias[o] : 0.0f;
+        for (int64_t n = 0; n < N; n++) out[n * OC + o] = acc[n] + b;
+    }
+}

@@ -62,4 +62,13 @@ void ds_gemv_forward(float *out, const float *inp, const float *weight, const fl
 void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N, int64_t C,
                           int64_t OC);
 
+/* The same for a BF16-resident weight (w->b16): each weight row streamed once
+ * as BF16 (AVX2: 8 x u16 zero-extended, shifted left 16 = the exact FP32;
+ * scalar fallback) and dotted with the N FP32 input rows, 8 lanes x 4
+ * accumulators per row.  Reference: ds_linear_bf16w_forward_ref; equal up to
+ * FP32 reassociation (the products are the same FP32 fmas, their sum order
+ * differs). */
+void ds_gemv_bf16w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N, int64_t C,
+                           int64_t OC);
+
 #endif

@@ -1,6 +1,7 @@
 /*
  * linear_fp8w.c — the FP8-weight linear (linear_fp8w.h): act_quant 1x128 of
  * the input, then the block-scaled FP8 GEMM with FP32 promotion, then bias.
+ * A BF16-resident descriptor (w->b16) goes to linear_bf16w.c.
  */
 #include "kernels/linear_fp8w.h"
 
@@ -52,10 +53,18 @@ static void linear(float *out, const float *inp, const ds_fp8w *w, const float *
 
 void ds_linear_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N, int64_t C,
                             int64_t OC) {
+    if (w->b16) {
+        ds_linear_bf16w_forward(out, inp, w, bias, N, C, OC);
+        return;
+    }
     linear(out, inp, w, bias, N, C, OC, 0);
 }
 
 void ds_linear_fp8w_forward_ref(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N,
                                 int64_t C, int64_t OC) {
+    if (w->b16) {
+        ds_linear_bf16w_forward_ref(out, inp, w, bias, N, C, OC);
+        return;
+    }
     linear(out, inp, w, bias, N, C, OC, 1);
 }

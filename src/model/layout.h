@@ -25,6 +25,7 @@ enum {
     DS_PARAM_EXPERT = 16,   /* a routed expert's weight */
     DS_PARAM_ALIAS = 32,    /* shares storage with entry `alias_of` */
     DS_PARAM_FP8 = 64,      /* FP8-resident (model.h fp8w); owns no floats (offset -1) unless kv_b */
+    DS_PARAM_BF16 = 128,    /* BF16-resident (model.h fp8w[i].b16); owns no floats (offset -1) unless kv_b */
 };
 
 typedef struct {

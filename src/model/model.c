@@ -75,24 +75,28 @@ static const ds_fp8w *P8(ds_model *m, const char *fmt, long long l, long long e)
     if (e >= 0) snprintf(name, sizeof name, fmt, l, e);
     else snprintf(name, sizeof name, fmt, l);
     int64_t i = ds_layout_find(&m->layout, name);
-    return i < 0 || !m->fp8w[i].q ? NULL : &m->fp8w[i];
+    return i < 0 || (!m->fp8w[i].q && !m->fp8w[i].b16) ? NULL : &m->fp8w[i];
 }
 
-/* Flag the FP8-resident entries, re-offset the FP32 allocation without them
- * (kv_b keeps its floats: the absorbed MLA reads it in FP32) and carve the
- * code and scale allocations. */
-static void setup_fp8(ds_model *m, const uint8_t *fp8) {
+/* Flag the FP8- and BF16-resident entries, re-offset the FP32 allocation
+ * without them (kv_b keeps its floats: the absorbed MLA reads it in FP32) and
+ * carve the code, scale and BF16 allocations. */
+static void setup_fp8(ds_model *m, const uint8_t *res) {
     ds_layout *lo = &m->layout;
-    int64_t total = 0, nq = 0, ns = 0;
+    int64_t total = 0, nq = 0, ns = 0, nb = 0;
     for (int64_t i = 0; i < lo->n; i++) {
         ds_param *p = &lo->p[i];
         if (p->flags & DS_PARAM_ALIAS) continue;
         int keep_f32 = 1;
-        if (fp8[i] && p->ndim == 2) {
+        if (res[i] == DS_RESIDENT_FP8 && p->ndim == 2) {
             p->flags |= DS_PARAM_FP8;
             keep_f32 = strstr(p->name, "kv_b_proj.weight") != NULL;
             nq += p->numel;
             ns += ds_quant_scale_count(DS_QUANT_BLOCK_128x128, p->shape[0], p->shape[1]);
+        } else if (res[i] == DS_RESIDENT_BF16 && p->ndim == 2) {
+            p->flags |= DS_PARAM_BF16;
+            keep_f32 = strstr(p->name, "kv_b_proj.weight") != NULL;
+            nb += (p->numel + 15) / 16 * 16; /* 32-byte aligned rows of the allocation */
         }
         p->offset = keep_f32 ? total : -1;
         if (keep_f32) total += (p->numel + 15) / 16 * 16;
@@ -106,35 +110,47 @@ static void setup_fp8(ds_model *m, const uint8_t *fp8) {
     m->fp8_scales = ds_aligned_alloc((size_t)(ns > 0 ? ns : 1) * sizeof(float));
     memset(m->fp8_codes, 0, (size_t)nq);
     memset(m->fp8_scales, 0, (size_t)ns * sizeof(float));
+    m->bf16_numel = nb;
+    m->bf16_w = ds_aligned_alloc((size_t)(nb > 0 ? nb : 1) * sizeof(uint16_t));
+    memset(m->bf16_w, 0, (size_t)nb * sizeof(uint16_t));
     m->fp8w = ds_calloc((size_t)lo->n, sizeof(ds_fp8w));
-    int64_t oq = 0, os = 0;
+    int64_t oq = 0, os = 0, ob = 0;
     for (int64_t i = 0; i < lo->n; i++) {
         const ds_param *p = &lo->p[i];
-        if (!(p->flags & DS_PARAM_FP8)) continue;
-        m->fp8w[i] = (ds_fp8w){m->fp8_codes + oq, m->fp8_scales + os, p->shape[0], p->shape[1]};
-        oq += p->numel;
-        os += ds_quant_scale_count(DS_QUANT_BLOCK_128x128, p->shape[0], p->shape[1]);
+        if (p->flags & DS_PARAM_FP8) {
+            m->fp8w[i] = (ds_fp8w){m->fp8_codes + oq, m->fp8_scales + os, p->shape[0], p->shape[1], NULL};
+            oq += p->numel;
+            os += ds_quant_scale_count(DS_QUANT_BLOCK_128x128, p->shape[0], p->shape[1]);
+        } else if (p->flags & DS_PARAM_BF16) {
+            m->fp8w[i] = (ds_fp8w){NULL, NULL, p->shape[0], p->shape[1], m->bf16_w + ob};
+            ob += (p->numel + 15) / 16 * 16;
+        }
     }
+    /* aliases (tied head, MTP copies) describe their source's weight */
+    for (int64_t i = 0; i < lo->n; i++)
+        if (lo->p[i].flags & DS_PARAM_ALIAS) m->fp8w[i] = m->fp8w[lo->p[i].alias_of];
 }
 
 int ds_model_create(ds_model *m, const ds_config *c) { return ds_model_create_ex(m, c, NULL); }
 
-int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *fp8) {
+int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     if (ds_layout_build(&m->layout, c)) return -1;
     int any = 0;
-    for (int64_t i = 0; fp8 && i < m->layout.n; i++) any |= fp8[i] != 0;
-    if (any) setup_fp8(m, fp8);
+    for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
+    if (any) setup_fp8(m, res);
     m->params = ds_aligned_alloc((size_t)(m->layout.total > 0 ? m->layout.total : 1) * sizeof(float));
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, E = c->n_routed_experts;
     m->nblocks = L + D;
     m->blocks = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block));
     m->expert_ptrs = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(float *));
     if (m->fp8w) m->expert_fp8 = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(ds_fp8w *));
-    m->embed = m->params + m->layout.p[ds_layout_find(&m->layout, "model.embed_tokens.weight")].offset;
-    m->norm = m->params + m->layout.p[ds_layout_find(&m->layout, "model.norm.weight")].offset;
-    m->lm_head = m->params + m->layout.p[ds_layout_find(&m->layout, "lm_head.weight")].offset;
+    m->embed = P(m, "model.embed_tokens.weight", 0, -1);
+    m->norm = P(m, "model.norm.weight", 0, -1);
+    m->lm_head = P(m, "lm_head.weight", 0, -1);
+    m->embed8 = P8(m, "model.embed_tokens.weight", 0, -1);
+    m->lm_head8 = P8(m, "lm_head.weight", 0, -1);
     for (int64_t l = 0; l < m->nblocks; l++) {
         ds_block *b = &m->blocks[l];
         long long ll = (long long)l;
@@ -161,6 +177,7 @@ int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *fp8) {
         b->o_proj8 = P8(m, "model.layers.%lld.self_attn.o_proj.weight", ll, -1);
         if (b->moe) {
             b->router = P(m, "model.layers.%lld.mlp.gate.weight", ll, -1);
+            b->router8 = P8(m, "model.layers.%lld.mlp.gate.weight", ll, -1);
             b->router_bias = P(m, "model.layers.%lld.mlp.gate.e_score_correction_bias", ll, -1);
             b->eg = m->expert_ptrs + 3 * E * l;
             b->eu = b->eg + E;
@@ -200,6 +217,7 @@ int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *fp8) {
             b->enorm = P(m, "model.layers.%lld.enorm.weight", ll, -1);
             b->hnorm = P(m, "model.layers.%lld.hnorm.weight", ll, -1);
             b->eh_proj = P(m, "model.layers.%lld.eh_proj.weight", ll, -1);
+            b->eh_proj8 = P8(m, "model.layers.%lld.eh_proj.weight", ll, -1);
             b->head_norm = P(m, "model.layers.%lld.shared_head.norm.weight", ll, -1);
         }
     }
@@ -215,6 +233,7 @@ void ds_model_free(ds_model *m) {
     free(m->inv_freq);
     ds_free_aligned(m->fp8_codes);
     ds_free_aligned(m->fp8_scales);
+    ds_free_aligned(m->bf16_w);
     free(m->fp8w);
     free(m->expert_fp8);
     ds_layout_free(&m->layout);
@@ -477,7 +496,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     if (p->moe) {
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
         ds_route_params rp = ds_route_params_of(c);
-        ops->matmul_forward(a->r_logits, a->ln2, p->router, NULL, N, H, E);
+        ds_matmul_any(ops, a->r_logits, a->ln2, p->router, p->router8, N, H, E);
         ops->moe_route_forward(a->r_w, a->r_idx, a->r_scores, a->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(a->counts, a->offsets, a->order, a->pos, a->r_idx, N, K, E);
         {
@@ -559,14 +578,14 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
             a->cos_t[t * h2 + i] = (float)cos((double)ang) * m->attn_factor;
             a->sin_t[t * h2 + i] = (float)sin((double)ang) * m->attn_factor;
         }
-    ops->embedding_forward(a->emb, ids, m->embed, N, H);
+    ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
     const float *x = a->emb;
     for (int64_t l = 0; l < L; l++) {
         block_forward(a->blk[l].out, &a->blk[l], x, &m->blocks[l], m, ops, a->cos_t, a->sin_t, B, T);
         x = a->blk[l].out;
     }
     ops->rmsnorm_forward(a->hfinal, a->hfinal_rstd, x, m->norm, N, H, H, H, eps);
-    ops->matmul_forward(a->logits, a->hfinal, m->lm_head, NULL, N, H, V);
+    ds_matmul_any(ops, a->logits, a->hfinal, m->lm_head, m->lm_head8, N, H, V);
     if (!a->mtp) return 0;
 
     /* MTP modules (doc §7, tests/fixtures/model/README.md) */
@@ -578,16 +597,16 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
         const ds_block *p = &m->blocks[L + k - 1];
         for (int64_t b = 0; b < B; b++) {
             /* x_i = eh_proj([enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)]), i < Tk */
-            ops->embedding_forward(x2->m_emb + b * Tk * H, ids + b * T + k, m->embed, Tk, H);
+            ds_embed_any(ops, x2->m_emb + b * Tk * H, ids + b * T + k, m->embed, m->embed8, Tk, H);
             ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H, x2->m_e_rstd + b * Tk, x2->m_emb + b * Tk * H, p->enorm,
                                  Tk, H, 2 * H, H, eps);
             ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H + H, x2->m_h_rstd + b * Tk, hprev + b * Tp * H, p->hnorm,
                                  Tk, H, 2 * H, H, eps);
         }
-        ops->matmul_forward(x2->m_x, x2->m_cat, p->eh_proj, NULL, Nk, 2 * H, H);
+        ds_matmul_any(ops, x2->m_x, x2->m_cat, p->eh_proj, p->eh_proj8, Nk, 2 * H, H);
         block_forward(x2->out, x2, x2->m_x, p, m, ops, a->cos_t, a->sin_t, B, Tk);
         ops->rmsnorm_forward(x2->m_hn, x2->m_hn_rstd, x2->out, p->head_norm, Nk, H, H, H, eps);
-        ops->matmul_forward(a->mtp_logits[k - 1], x2->m_hn, m->lm_head, NULL, Nk, H, V);
+        ds_matmul_any(ops, a->mtp_logits[k - 1], x2->m_hn, m->lm_head, m->lm_head8, Nk, H, V);
         hprev = x2->out;
     }
     return 0;

@@ -47,6 +47,9 @@ typedef struct {
      * the decode engine's absorbed MLA). */
     const ds_fp8w *q_a8, *q_b8, *q_proj8, *kv_a8, *kv_b8, *o_proj8, *gate8, *up8, *down8;
     const ds_fp8w **eg8, **eu8, **ed8;       /* routed experts (E) or NULL */
+    /* BF16-resident (b16 set) where the checkpoint stores them in BF16; the
+     * linears above may be BF16-resident too (same descriptor, b16 set) */
+    const ds_fp8w *router8, *eh_proj8;
 } ds_block;
 
 typedef struct {
@@ -71,6 +74,13 @@ typedef struct {
     int64_t fp8_numel, fp8_scale_numel;
     ds_fp8w *fp8w;
     const ds_fp8w **expert_fp8;
+    /* BF16-resident weights (same load mode): the entries flagged
+     * DS_PARAM_BF16, one allocation of bf16_numel u16, described by fp8w[i].b16.
+     * embed8 / lm_head8 are set when the embedding / head is BF16-resident
+     * (embed / lm_head are then NULL; a tied head shares the table). */
+    uint16_t *bf16_w;
+    int64_t bf16_numel;
+    const ds_fp8w *embed8, *lm_head8;
 } ds_model;
 
 /* Allocate a model for a validated config (parameters zero).  0 or -1. */
@@ -85,43 +95,66 @@ void ds_model_init_random(ds_model *m, uint64_t seed);
 int ds_model_load(ds_model *m, const char *dir);
 
 typedef struct ds_load_opts {
-    /* keep F8_E4M3 linear weights (attention q_a/q_b/q/kv_a/kv_b/o, dense,
-     * shared and routed expert gate/up/down) in FP8: codes + the checkpoint's
-     * 128x128 weight_scale_inv; they own no FP32 storage (kv_b also gets an
-     * FP32 copy for the absorbed MLA).  Other F8 tensors are dequantized.
+    /* resident load: keep F8_E4M3 linear weights (attention q_a/q_b/q/kv_a/
+     * kv_b/o, dense, shared and routed expert gate/up/down) in FP8: codes +
+     * the checkpoint's 128x128 weight_scale_inv; and keep the 2-D matmul
+     * weights stored in BF16 (those linears, the router gate.weight,
+     * embed_tokens, lm_head, MTP eh_proj) in BF16.  They own no FP32 storage
+     * (kv_b also gets an FP32 copy for the absorbed MLA).  Other F8 tensors
+     * are dequantized, F16 and F32 ones stay FP32, norms and biases FP32.
      * Such a model runs forward and decode only (backward, save refuse). */
     int fp8_resident;
 } ds_load_opts;
 int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
-/* Allocate a model whose layout entries with fp8[i] != 0 are FP8-resident
- * (as ds_model_create otherwise; codes and scales zero). */
-int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *fp8);
+/* Values of ds_model_create_ex's per-entry residency array. */
+enum { DS_RESIDENT_F32 = 0, DS_RESIDENT_FP8 = 1, DS_RESIDENT_BF16 = 2 };
+/* Allocate a model whose 2-D layout entries with res[i] = DS_RESIDENT_FP8 /
+ * DS_RESIDENT_BF16 are FP8- / BF16-resident (as ds_model_create otherwise;
+ * codes, scales and BF16 weights zero). */
+int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res);
 
 /* Resident weight memory. */
 typedef struct {
     int64_t fp8_params;     /* FP8-resident parameters (1 byte each) */
     int64_t fp8_bytes;      /* their codes */
     int64_t scale_bytes;    /* their FP32 block scales */
+    int64_t bf16_params;    /* BF16-resident parameters */
+    int64_t bf16_bytes;     /* their 2 bytes each */
     int64_t f32_bytes;      /* the FP32 parameter allocation */
-    int64_t total_bytes;    /* the three above */
+    int64_t total_bytes;    /* fp8 + scale + bf16 + f32 bytes */
     int64_t params;         /* parameters owned (aliases counted once) */
     int64_t f32_equiv_bytes, bf16_equiv_bytes; /* the same model all in FP32 / BF16 */
 } ds_weight_mem;
 void ds_model_weight_mem(const ds_model *m, ds_weight_mem *w);
-/* One line: "resident weights: FP8 … + scales … + FP32 … = … (FP32 model …, BF16 …)". */
+/* One line: "resident weights: FP8 … + scales … + BF16 … + FP32 … = … (FP32 model …, BF16 …)". */
 void ds_weight_mem_str(const ds_weight_mem *w, char *buf, size_t cap);
-/* That line on stderr: always for an FP8-resident model, with --verbose otherwise. */
+/* That line on stderr: always for a resident (FP8/BF16) model, with --verbose otherwise. */
 void ds_model_log_weight_mem(const ds_model *m);
-/* -1 with ds_err naming what when m holds FP8-resident weights (backward,
+/* -1 with ds_err naming what when m holds FP8/BF16-resident weights (backward,
  * training, save need FP32 parameters). */
 int ds_model_require_f32(const ds_model *m, const char *what);
 
-/* The FP8-weight linear dispatch of the forward and the decode engine:
- * ops->linear_fp8w_forward when w8 is set, else ops->linear_forward. */
+/* The resident-weight linear dispatch of the forward and the decode engine:
+ * ops->linear_fp8w_forward when w8 is set (FP8 or BF16, linear_fp8w.h), else
+ * ops->linear_forward. */
 static inline void ds_linear_any(const struct ds_ops *ops, float *out, const float *inp, const float *w,
                                  const ds_fp8w *w8, const float *bias, int64_t N, int64_t C, int64_t OC) {
     if (w8) (ops->linear_fp8w_forward ? ops->linear_fp8w_forward : ds_linear_fp8w_forward)(out, inp, w8, bias, N, C, OC);
     else ops->linear_forward(out, inp, w, bias, N, C, OC);
+}
+/* The same for the matmuls that stay FP32 in FP8 training (router, lm_head,
+ * eh_proj): ops->matmul_forward when w8 is NULL. */
+static inline void ds_matmul_any(const struct ds_ops *ops, float *out, const float *inp, const float *w,
+                                 const ds_fp8w *w8, int64_t N, int64_t C, int64_t OC) {
+    if (w8) (ops->linear_fp8w_forward ? ops->linear_fp8w_forward : ds_linear_fp8w_forward)(out, inp, w8, NULL, N, C, OC);
+    else ops->matmul_forward(out, inp, w, NULL, N, C, OC);
+}
+/* Token embeddings out (N, H) of ids (N): the FP32 table through
+ * ops->embedding_forward, or the BF16-resident one widened per row. */
+static inline void ds_embed_any(const struct ds_ops *ops, float *out, const int32_t *ids, const float *embed,
+                                const ds_fp8w *embed8, int64_t N, int64_t H) {
+    if (embed8) ds_embedding_bf16_forward(out, ids, embed8->b16, N, H);
+    else ops->embedding_forward(out, ids, embed, N, H);
 }
 /* Write config.json and model.safetensors (FP32, HF names, MTP copies of the
  * shared embedding/head included; transformers-style shards + index beyond

@@ -7,9 +7,11 @@
  * (MTP copies of the shared embedding/head, a tied lm_head) are not read:
  * their storage is the source tensor's.
  *
- * FP8-resident loading (ds_load_opts.fp8_resident): the F8_E4M3 linear
+ * Resident loading (ds_load_opts.fp8_resident): the F8_E4M3 linear
  * weights are copied as codes with their scales (checked: present, float,
- * (ceil(rows/128), ceil(cols/128))) into the model's FP8 allocations instead.
+ * (ceil(rows/128), ceil(cols/128))) into the model's FP8 allocations instead,
+ * and the BF16 2-D matmul weights (linears, router, embedding, lm_head,
+ * eh_proj) as BF16 bits into its BF16 allocation.
  */
 #include "model/model.h"
 
@@ -69,6 +71,20 @@ static int is_fp8_linear(const ds_param *p) {
     return 0;
 }
 
+/* A 2-D matmul weight outside those linears that may stay BF16-resident: the
+ * router, the embedding table, lm_head, the MTP eh_proj. */
+static int is_bf16_matmul(const ds_param *p) {
+    if (p->ndim != 2 || (p->flags & DS_PARAM_ALIAS)) return 0;
+    size_t n = strlen(p->name);
+    static const char *const suf[] = {".mlp.gate.weight", "embed_tokens.weight", "lm_head.weight", "eh_proj.weight",
+                                      "shared_head.head.weight"};
+    for (int k = 0; k < 5; k++) {
+        size_t ns = strlen(suf[k]);
+        if (n >= ns && !strcmp(p->name + n - ns, suf[k])) return 1;
+    }
+    return 0;
+}
+
 static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir) {
     const ds_config *c = &m->cfg;
     int64_t b0 = c->quant_block[0] > 0 ? c->quant_block[0] : 128, b1 = c->quant_block[1] > 0 ? c->quant_block[1] : 128;
@@ -89,6 +105,11 @@ static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir) {
         if (p->flags & DS_PARAM_FP8) {
             if (load_fp8_resident(m, i, t, s, file)) return -1;
             if (p->offset < 0) continue; /* else (kv_b) also dequantized below */
+        }
+        if (p->flags & DS_PARAM_BF16) {
+            /* the bits as stored (little-endian u16, like the host) */
+            memcpy((uint16_t *)m->fp8w[i].b16, t->data, (size_t)p->numel * sizeof(uint16_t));
+            if (p->offset < 0) continue; /* else (kv_b) also widened below */
         }
         float *dst = m->params + p->offset;
         if (t->dtype == DS_F32 || t->dtype == DS_BF16 || t->dtype == DS_F16) {
@@ -123,7 +144,7 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
     uint8_t *fp8 = NULL;
     /* FP8 residency needs DeepSeek's 128x128 weight blocks (other block sizes are dequantized) */
     int blk128 = (c.quant_block[0] <= 0 || c.quant_block[0] == 128) && (c.quant_block[1] <= 0 || c.quant_block[1] == 128);
-    if (o && o->fp8_resident && blk128) {
+    if (o && o->fp8_resident) {
         ds_layout lo;
         if (ds_layout_build(&lo, &c)) {
             ds_st_set_close(&s);
@@ -131,10 +152,12 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
         }
         fp8 = ds_calloc((size_t)(lo.n > 0 ? lo.n : 1), 1);
         for (int64_t i = 0; i < lo.n; i++) {
-            const ds_st_tensor *t = is_fp8_linear(&lo.p[i]) ? ds_st_set_find(&s, lo.p[i].name, NULL) : NULL;
-            int same = t && t->dtype == DS_F8_E4M3 && t->ndim == 2 && t->shape[0] == lo.p[i].shape[0] &&
-                       t->shape[1] == lo.p[i].shape[1];
-            fp8[i] = (uint8_t)same; /* a wrong shape is reported by the load loop */
+            const int lin = is_fp8_linear(&lo.p[i]);
+            const ds_st_tensor *t = lin || is_bf16_matmul(&lo.p[i]) ? ds_st_set_find(&s, lo.p[i].name, NULL) : NULL;
+            int same = t && t->ndim == 2 && t->shape[0] == lo.p[i].shape[0] && t->shape[1] == lo.p[i].shape[1];
+            /* a wrong shape is reported by the load loop */
+            if (same && lin && blk128 && t->dtype == DS_F8_E4M3) fp8[i] = DS_RESIDENT_FP8;
+            else if (same && t->dtype == DS_BF16) fp8[i] = DS_RESIDENT_BF16;
         }
         ds_layout_free(&lo);
     }
@@ -152,8 +175,8 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
 
 int ds_model_require_f32(const ds_model *m, const char *what) {
     if (!m->fp8w) return 0;
-    return ds_err("%s needs FP32 parameters, but the model holds FP8-resident weights (load it dequantized: --dequant)",
-                  what);
+    return ds_err("%s needs FP32 parameters, but the model holds FP8-resident or BF16-resident weights (load it "
+                  "dequantized: --dequant)", what);
 }
 
 void ds_model_weight_mem(const ds_model *m, ds_weight_mem *w) {
@@ -163,11 +186,13 @@ void ds_model_weight_mem(const ds_model *m, ds_weight_mem *w) {
         if (p->flags & DS_PARAM_ALIAS) continue;
         w->params += p->numel;
         if (p->flags & DS_PARAM_FP8) w->fp8_params += p->numel;
+        if (p->flags & DS_PARAM_BF16) w->bf16_params += p->numel;
     }
     w->fp8_bytes = m->fp8_numel;
     w->scale_bytes = m->fp8_scale_numel * (int64_t)sizeof(float);
+    w->bf16_bytes = m->bf16_numel * (int64_t)sizeof(uint16_t);
     w->f32_bytes = m->layout.total * (int64_t)sizeof(float);
-    w->total_bytes = w->fp8_bytes + w->scale_bytes + w->f32_bytes;
+    w->total_bytes = w->fp8_bytes + w->scale_bytes + w->bf16_bytes + w->f32_bytes;
     w->f32_equiv_bytes = w->params * 4;
     w->bf16_equiv_bytes = w->params * 2;
 }
@@ -176,16 +201,17 @@ static double mib(int64_t b) { return (double)b / (1024.0 * 1024.0); }
 
 void ds_weight_mem_str(const ds_weight_mem *w, char *buf, size_t cap) {
     snprintf(buf, cap,
-             "resident weights: FP8 %.2f MiB (%lld params) + scales %.1f KiB + FP32 %.2f MiB = %.2f MiB "
-             "(all-FP32 model %.2f MiB, all-BF16 %.2f MiB)",
-             mib(w->fp8_bytes), (long long)w->fp8_params, (double)w->scale_bytes / 1024.0, mib(w->f32_bytes), mib(w->total_bytes),
+             "resident weights: FP8 %.2f MiB (%lld params) + scales %.1f KiB + BF16 %.2f MiB (%lld params) + "
+             "FP32 %.2f MiB = %.2f MiB (all-FP32 model %.2f MiB, all-BF16 %.2f MiB)",
+             mib(w->fp8_bytes), (long long)w->fp8_params, (double)w->scale_bytes / 1024.0, mib(w->bf16_bytes),
+             (long long)w->bf16_params, mib(w->f32_bytes), mib(w->total_bytes),
              mib(w->f32_equiv_bytes), mib(w->bf16_equiv_bytes));
 }
 
 void ds_model_log_weight_mem(const ds_model *m) {
     ds_weight_mem w;
     ds_model_weight_mem(m, &w);
-    char buf[320];
+    char buf[400];
     ds_weight_mem_str(&w, buf, sizeof buf);
     ds_log(m->fp8w ? DS_LOG_INFO : DS_LOG_DEBUG, "%s", buf);
 }
