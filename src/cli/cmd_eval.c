@@ -57,7 +57,7 @@ static int run_eval(int argc, char **argv) {
         {"--on-error", DS_OPT_STR, &on_error, "stop|skip  a malformed example stops the run or is skipped"},
         {"--data", DS_OPT_STR, &data, "DIR  data folder for named tasks"},
         {"--no-progress", DS_OPT_FLAG, &no_progress, "no progress bar"},
-        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 weights to FP32 on load (default: FP8 linears stay FP8)"},
+        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
     int nopts = (int)(sizeof opts / sizeof *opts);
     ds_cli_parse("eval", USAGE, argc, argv, opts, nopts, NULL, 0, NULL);

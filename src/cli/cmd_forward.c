@@ -142,7 +142,7 @@ static int run(int argc, char **argv) {
         {"--grads", DS_OPT_STR, &grads, "OUT.safetensors  also run the backward; write loss terms and gradients"},
         {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L  MTP loss weight λ with --grads (default 0)"},
         {"--balance-loss", DS_OPT_STR, &bal, "seq:ALPHA | v2:A1,A2,A3  balance loss with --grads"},
-        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 weights to FP32 on load (default: FP8 linears stay FP8)"},
+        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
     ds_cli_parse("forward",
                  "--model DIR --ids FILE [--out OUT.safetensors] [--hidden] [--no-mtp] [--grads OUT.safetensors "

@@ -105,7 +105,7 @@ static int run(int argc, char **argv) {
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (greedy only)"},
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
-        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 weights to FP32 on load (default: FP8 linears stay FP8)"},
+        {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
     const char *usage = "--model DIR --prompt TEXT [--max-tokens N --temperature T --top-p P --top-k K --seed S] "
                         "[--ids] [--speculative mtp]";
