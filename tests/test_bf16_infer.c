@@ -13,7 +13,7 @@
  *    max|logit|; the decode engine (gemv steps, batch 1 and 2, MTP steps) and
  *    greedy generation equal the resident forward;
  *  - memory: the resident bytes equal the count from the layout table;
- *  - bad input (truncated BF16 file), backward/save refuse, CLI.
+ *  - bad input (truncated BF16 file, wrong shape), backward/save refuse, CLI.
  * The FP8 folder (FP8 linears + BF16 embedding/head/router/eh_proj) is
  * covered against its torch oracle by tests/test_fp8_infer.c.
  */
@@ -316,8 +316,9 @@ TEST(bf16_resident_memory_from_layout) {
     }
 }
 
-/* a BF16 folder whose model.safetensors is cut short: one line naming the
- * file, resident or not; nothing written; backward and save refuse */
+/* a BF16 folder whose model.safetensors is cut short, or whose tensor shape
+ * disagrees with config.json: one line naming the file (and tensor), resident
+ * or not; nothing written; backward and save refuse */
 TEST(bf16_resident_bad_input) {
     const char *src = bf16_dir(0);
     CHECK(src != NULL);
@@ -337,6 +338,24 @@ TEST(bf16_resident_bad_input) {
     snprintf(p, sizeof p, "%s/o.safetensors", dir);
     int st = ds_test_sh(out, sizeof out, "$DSV3 forward --model %s --ids " V3 "/ids.txt --out %s", dir, p);
     CHECK_MSG(st == 1 && strstr(out, "model.safetensors") && !strstr(out, "\n\n"), "exit %d: %s", st, out);
+    CHECK(!ds_file_exists(p));
+    /* a BF16 tensor whose shape the config does not imply (vocab 256 -> 300):
+     * not made resident, reported by the load loop with both shapes */
+    snprintf(dir, sizeof dir, "%s/bf16_shape", ds_test_tmpdir());
+    CHECK(ds_test_sh(out, sizeof out, "mkdir -p %s && cp %s/model.safetensors %s/ && sed 's/\"vocab_size\": 256/"
+                     "\"vocab_size\": 300/' %s/config.json > %s/config.json && grep -q '\"vocab_size\": 300' "
+                     "%s/config.json", dir, src, dir, src, dir, dir) == 0);
+    for (int res = 0; res <= 1; res++) {
+        ds_load_opts o = {.fp8_resident = res};
+        CHECK(ds_model_load_ex(&m, dir, &o) != 0);
+        const char *msg = ds_errmsg();
+        CHECK_MSG(strstr(msg, "model.safetensors") && strstr(msg, "embed_tokens.weight") && strstr(msg, "[256, 64]") &&
+                      strstr(msg, "[300, 64]") && !strchr(msg, '\n'),
+                  "%s", msg);
+    }
+    snprintf(p, sizeof p, "%s/o.safetensors", dir);
+    st = ds_test_sh(out, sizeof out, "$DSV3 forward --model %s --ids " V3 "/ids.txt --out %s", dir, p);
+    CHECK_MSG(st == 1 && strstr(out, "embed_tokens.weight") && !strstr(out, "\n\n"), "exit %d: %s", st, out);
     CHECK(!ds_file_exists(p));
     /* backward and save need FP32 parameters */
     if (load(&m, src, 1)) return;

@@ -6,6 +6,9 @@
  * 4 accumulators, scalar fallback), OpenMP over output features.
  * out (N, OC), inp (N, C), weight (OC, C), bias (OC) or NULL.  Reference:
  * ds_matmul_forward_ref (kernels/matmul.c); tests/test_infer.c compares.
+ * The same for FP8-resident weights (ds_gemv_fp8w_forward, tested in
+ * tests/test_fp8_infer.c) and BF16-resident ones (ds_gemv_bf16w_forward,
+ * tests/test_bf16_infer.c).
  */
 #include "infer/gemv.h"
 
