@@ -34,6 +34,7 @@
 #include "num/dtype.h"
 #include "test.h"
 #include "fixture_ids.h"
+#include "resident_check.h"
 
 #define V3 "tests/fixtures/model/v3"
 
@@ -52,32 +53,6 @@ static const char *bf16_dir(int tie) {
                           "grep -q '\"tie_word_embeddings\": true' %s/config.json", dir, dir) != 0)
         return NULL;
     return dir;
-}
-
-static int load(ds_model *m, const char *dir, int resident) {
-    ds_load_opts o = {.fp8_resident = resident};
-    int rc = ds_model_load_ex(m, dir, &o);
-    CHECK_MSG(rc == 0, "%s", ds_errmsg());
-    return rc;
-}
-
-/* logits (B, T, V) and the first MTP module's (B, T-1, V) (mtp may be NULL) */
-static float *forward_logits(const ds_model *m, const struct ds_ops *ops, const int32_t *ids, int64_t B, int64_t T,
-                             float **mtp) {
-    ds_acts a;
-    const int64_t V = m->cfg.vocab_size;
-    if (ds_acts_create(&a, m, B, T, mtp != NULL)) return NULL;
-    float *out = NULL;
-    if (ds_model_forward(m, &a, ops, ids) == 0) {
-        out = ds_malloc((size_t)(B * T * V) * sizeof(float));
-        memcpy(out, a.logits, (size_t)(B * T * V) * sizeof(float));
-        if (mtp) {
-            *mtp = ds_malloc((size_t)(B * (T - 1) * V) * sizeof(float));
-            memcpy(*mtp, a.mtp_logits[0], (size_t)(B * (T - 1) * V) * sizeof(float));
-        }
-    }
-    ds_acts_free(&a);
-    return out;
 }
 
 /* ---- kernels ----------------------------------------------------------------- */
@@ -155,8 +130,8 @@ TEST(bf16_resident_forward_equals_dequant) {
         const char *dir = bf16_dir(tie);
         CHECK(dir != NULL);
         ds_model m, md;
-        if (!dir || load(&m, dir, 1)) continue;
-        if (load(&md, dir, 0)) {
+        if (!dir || rc_load(&m, dir, 1)) continue;
+        if (rc_load(&md, dir, 0)) {
             ds_model_free(&m);
             continue;
         }
@@ -170,10 +145,10 @@ TEST(bf16_resident_forward_equals_dequant) {
         CHECK(m.embed8 && m.lm_head8 && !m.embed && !m.lm_head && m.blocks[1].router8 && m.blocks[3].eh_proj8);
         CHECK(tie ? m.lm_head8->b16 == m.embed8->b16 : m.lm_head8->b16 != m.embed8->b16);
         float *mc = NULL, *mr = NULL, *mq = NULL, *mqr = NULL;
-        float *cpu = forward_logits(&m, &ds_ops_cpu, ids, B, T, &mc);
-        float *rf = forward_logits(&m, &ds_ops_ref, ids, B, T, &mr);
-        float *dq = forward_logits(&md, &ds_ops_cpu, ids, B, T, &mq);
-        float *dqr = forward_logits(&md, &ds_ops_ref, ids, B, T, &mqr);
+        float *cpu = rc_forward_logits(&m, &ds_ops_cpu, ids, B, T, &mc);
+        float *rf = rc_forward_logits(&m, &ds_ops_ref, ids, B, T, &mr);
+        float *dq = rc_forward_logits(&md, &ds_ops_cpu, ids, B, T, &mq);
+        float *dqr = rc_forward_logits(&md, &ds_ops_ref, ids, B, T, &mqr);
         CHECK(cpu && rf && dq && dqr && mc && mr && mq && mqr);
         if (cpu && rf && dq && dqr && mc && mr && mq && mqr) {
             double e1 = ds_test_max_rel(cpu, dq, (size_t)n, 0), e2 = ds_test_max_rel(rf, dq, (size_t)n, 0);
@@ -204,75 +179,16 @@ TEST(bf16_resident_decode_matches_forward) {
     CHECK(ids && dir);
     TEST_RETURN_IF_FAILED();
     ds_model m;
-    if (load(&m, dir, 1)) return;
-    const int64_t V = m.cfg.vocab_size;
+    if (rc_load(&m, dir, 1)) return;
     float *mtp = NULL;
-    float *full = forward_logits(&m, &ds_ops_cpu, ids, B, T, &mtp);
+    float *full = rc_forward_logits(&m, &ds_ops_cpu, ids, B, T, &mtp);
     CHECK(full && mtp);
-    double worst = 0, worst_mtp = 0;
-    /* B = 1 per sequence: prefill 4 tokens (chunks of 1 or 5), then steps of
-     * one token, each followed by the MTP module on (h_t, t_{t+1}) */
-    for (int chunk = 1; chunk <= 5 && full && mtp; chunk += 4)
-        for (int64_t b = 0; b < B; b++) {
-            ds_engine e;
-            CHECK(ds_engine_create(&e, &m, &ds_ops_cpu, 1, T, chunk, 1) == 0);
-            const int64_t P = 4;
-            CHECK(ds_engine_prefill(&e, ids + b * T, P) == 0);
-            double err = ds_test_max_rel(e.logits, full + (b * T + P - 1) * V, (size_t)V, 0);
-            if (err > worst) worst = err;
-            for (int64_t t = P; t < T; t++) {
-                CHECK(ds_engine_step(&e, ids + b * T + t, 1, 1) == 0);
-                err = ds_test_max_rel(e.logits, full + (b * T + t) * V, (size_t)V, 0);
-                if (err > worst) worst = err;
-            }
-            ds_engine_free(&e);
-            /* MTP: main steps one token at a time, the module right behind */
-            CHECK(ds_engine_create(&e, &m, &ds_ops_cpu, 1, T, 1, 1) == 0);
-            for (int64_t t = 0; t + 1 < T; t++) {
-                CHECK(ds_engine_step(&e, ids + b * T + t, 1, 1) == 0);
-                CHECK(ds_engine_mtp_step(&e, e.hfinal, ids + b * T + t + 1, 1, 1) == 0);
-                err = ds_test_max_rel(e.mtp_logits, mtp + (b * (T - 1) + t) * V, (size_t)V, 0);
-                if (err > worst_mtp) worst_mtp = err;
-            }
-            ds_engine_free(&e);
-        }
-    /* both sequences in lockstep (2-row gemv) */
-    if (full && B == 2) {
-        ds_engine e;
-        CHECK(ds_engine_create(&e, &m, &ds_ops_cpu, 2, T, 3, 0) == 0);
-        const int64_t P = 5;
-        int32_t pr[2 * 5], nx[2];
-        for (int64_t b = 0; b < 2; b++) memcpy(pr + b * P, ids + b * T, (size_t)P * sizeof(int32_t));
-        CHECK(ds_engine_prefill(&e, pr, P) == 0);
-        for (int64_t t = P; t < T; t++) {
-            for (int64_t b = 0; b < 2; b++) nx[b] = ids[b * T + t];
-            CHECK(ds_engine_step(&e, nx, 1, 1) == 0);
-            for (int64_t b = 0; b < 2; b++) {
-                double err = ds_test_max_rel(e.logits + b * V, full + (b * T + t) * V, (size_t)V, 0);
-                if (err > worst) worst = err;
-            }
-        }
-        ds_engine_free(&e);
+    if (full && mtp) {
+        double worst_mtp = 0, worst = rc_decode_vs_forward(&m, ids, B, T, full, mtp, &worst_mtp);
+        printf("decode vs forward %.2e, MTP steps %.2e ", worst, worst_mtp);
+        CHECK_MSG(worst < 1e-5 && worst_mtp < 1e-5, "%.3e %.3e", worst, worst_mtp);
     }
-    printf("decode vs forward %.2e, MTP steps %.2e ", worst, worst_mtp);
-    CHECK_MSG(worst < 1e-5 && worst_mtp < 1e-5, "%.3e %.3e", worst, worst_mtp);
-    /* greedy generation: each token is the forward's argmax on the sequence so far */
-    int32_t out[8];
-    int64_t nout = 0;
-    ds_gen_opts o = {.max_tokens = 6, .sp = {.temperature = 0, .top_p = 1}};
-    ds_gen_stats st;
-    CHECK_MSG(ds_generate(&m, &ds_ops_cpu, ids, 4, &o, out, &nout, NULL, NULL, &st) == 0, "%s", ds_errmsg());
-    CHECK(nout == 6);
-    int32_t seq[10];
-    memcpy(seq, ids, 4 * sizeof(int32_t));
-    memcpy(seq + 4, out, 6 * sizeof(int32_t));
-    float *lg = forward_logits(&m, &ds_ops_cpu, seq, 1, 10, NULL);
-    for (int64_t i = 0; lg && i < 6; i++) {
-        const float *row = lg + (3 + i) * V;
-        int32_t am = ds_argmax(row, V);
-        CHECK_MSG(am == out[i] || fabsf(row[am] - row[out[i]]) < 1e-4f, "step %lld: %d vs %d", (long long)i, am, out[i]);
-    }
-    free(lg);
+    rc_check_greedy(&m, ids);
     free(full);
     free(mtp);
     free(ids);
@@ -286,8 +202,8 @@ TEST(bf16_resident_memory_from_layout) {
         const char *dir = bf16_dir(tie);
         CHECK(dir != NULL);
         ds_model m, md;
-        if (!dir || load(&m, dir, 1)) continue;
-        if (load(&md, dir, 0)) {
+        if (!dir || rc_load(&m, dir, 1)) continue;
+        if (rc_load(&md, dir, 0)) {
             ds_model_free(&m);
             continue;
         }
@@ -358,7 +274,7 @@ TEST(bf16_resident_bad_input) {
     CHECK_MSG(st == 1 && strstr(out, "embed_tokens.weight") && !strstr(out, "\n\n"), "exit %d: %s", st, out);
     CHECK(!ds_file_exists(p));
     /* backward and save need FP32 parameters */
-    if (load(&m, src, 1)) return;
+    if (rc_load(&m, src, 1)) return;
     ds_acts a;
     ds_grads g;
     ds_bwd w;

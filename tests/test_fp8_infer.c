@@ -36,6 +36,7 @@
 #include "num/quant.h"
 #include "test.h"
 #include "fixture_ids.h"
+#include "resident_check.h"
 
 #define CONV "tests/fixtures/convert/"
 #define FIX "tests/fixtures/fp8infer/"
@@ -75,27 +76,6 @@ static double calc_diff(const float *x, const float *y, int64_t n) {
     return 1.0 - 2.0 * xy / ss;
 }
 
-static int load(ds_model *m, const char *dir, int resident) {
-    ds_load_opts o = {.fp8_resident = resident};
-    int rc = ds_model_load_ex(m, dir, &o);
-    CHECK_MSG(rc == 0, "%s", ds_errmsg());
-    return rc;
-}
-
-/* logits (B, T, V) of the full forward (no MTP) */
-static float *forward_logits(const ds_model *m, const struct ds_ops *ops, const int32_t *ids, int64_t B, int64_t T) {
-    ds_acts a;
-    if (ds_acts_create(&a, m, B, T, 0)) return NULL;
-    float *out = NULL;
-    if (ds_model_forward(m, &a, ops, ids) == 0) {
-        size_t n = (size_t)(B * T * m->cfg.vocab_size);
-        out = ds_malloc(n * sizeof(float));
-        memcpy(out, a.logits, n * sizeof(float));
-    }
-    ds_acts_free(&a);
-    return out;
-}
-
 TEST(fp8_resident_forward_matches_deepseek_linear_oracle) {
     const char *dir = fp8_dir();
     int64_t B = 0, T = 0, nref = 0, ndq = 0;
@@ -105,13 +85,13 @@ TEST(fp8_resident_forward_matches_deepseek_linear_oracle) {
     CHECK(dir && ids && ref && refdq);
     TEST_RETURN_IF_FAILED();
     ds_model m, md;
-    CHECK(load(&m, dir, 1) == 0 && load(&md, dir, 0) == 0);
+    CHECK(rc_load(&m, dir, 1) == 0 && rc_load(&md, dir, 0) == 0);
     TEST_RETURN_IF_FAILED();
     CHECK(nref == B * T * m.cfg.vocab_size);
     CHECK(m.fp8w && !md.fp8w);
-    float *cpu = forward_logits(&m, &ds_ops_cpu, ids, B, T);
-    float *rf = forward_logits(&m, &ds_ops_ref, ids, B, T);
-    float *dq = forward_logits(&md, &ds_ops_cpu, ids, B, T);
+    float *cpu = rc_forward_logits(&m, &ds_ops_cpu, ids, B, T, NULL);
+    float *rf = rc_forward_logits(&m, &ds_ops_ref, ids, B, T, NULL);
+    float *dq = rc_forward_logits(&md, &ds_ops_cpu, ids, B, T, NULL);
     CHECK(cpu && rf && dq);
     if (cpu && rf && dq) {
         double e_cpu = ds_test_max_rel(cpu, ref, (size_t)nref, 0), e_ref = ds_test_max_rel(rf, ref, (size_t)nref, 0);
@@ -144,66 +124,15 @@ TEST(fp8_resident_decode_matches_forward) {
     CHECK(dir && ids);
     TEST_RETURN_IF_FAILED();
     ds_model m;
-    if (load(&m, dir, 1)) return;
-    const int64_t V = m.cfg.vocab_size;
-    float *full = forward_logits(&m, &ds_ops_cpu, ids, B, T);
+    if (rc_load(&m, dir, 1)) return;
+    float *full = rc_forward_logits(&m, &ds_ops_cpu, ids, B, T, NULL);
     CHECK(full != NULL);
-    double worst = 0;
-    for (int chunk = 1; chunk <= 5 && full; chunk += 4) {
-        /* B = 1 per sequence: prefill 4 tokens in chunks, then steps of one token */
-        for (int64_t b = 0; b < B; b++) {
-            ds_engine e;
-            CHECK(ds_engine_create(&e, &m, &ds_ops_cpu, 1, T, chunk, 0) == 0);
-            const int64_t P = 4;
-            CHECK(ds_engine_prefill(&e, ids + b * T, P) == 0);
-            double err = ds_test_max_rel(e.logits, full + (b * T + P - 1) * V, (size_t)V, 0);
-            if (err > worst) worst = err;
-            for (int64_t t = P; t < T; t++) {
-                CHECK(ds_engine_step(&e, ids + b * T + t, 1, 1) == 0);
-                err = ds_test_max_rel(e.logits, full + (b * T + t) * V, (size_t)V, 0);
-                if (err > worst) worst = err;
-            }
-            ds_engine_free(&e);
-        }
+    if (full) {
+        double worst = rc_decode_vs_forward(&m, ids, B, T, full, NULL, NULL);
+        printf("decode vs forward %.2e ", worst);
+        CHECK_MSG(worst < 1e-5, "%.3e", worst);
     }
-    /* both sequences in lockstep (B = 2: 2-row FP8 gemv steps) */
-    if (full && B == 2) {
-        ds_engine e;
-        CHECK(ds_engine_create(&e, &m, &ds_ops_cpu, 2, T, 3, 0) == 0);
-        const int64_t P = 5;
-        int32_t pr[2 * 5], nx[2];
-        for (int64_t b = 0; b < 2; b++) memcpy(pr + b * P, ids + b * T, (size_t)P * sizeof(int32_t));
-        CHECK(ds_engine_prefill(&e, pr, P) == 0);
-        for (int64_t t = P; t < T; t++) {
-            for (int64_t b = 0; b < 2; b++) nx[b] = ids[b * T + t];
-            CHECK(ds_engine_step(&e, nx, 1, 1) == 0);
-            for (int64_t b = 0; b < 2; b++) {
-                double err = ds_test_max_rel(e.logits + b * V, full + (b * T + t) * V, (size_t)V, 0);
-                if (err > worst) worst = err;
-            }
-        }
-        ds_engine_free(&e);
-    }
-    printf("decode vs forward %.2e ", worst);
-    CHECK_MSG(worst < 1e-5, "%.3e", worst);
-    /* greedy generation: the argmax chain equals the forward's on its own output */
-    int32_t out[8];
-    int64_t nout = 0;
-    ds_gen_opts o = {.max_tokens = 6, .sp = {.temperature = 0, .top_p = 1}};
-    ds_gen_stats st;
-    CHECK_MSG(ds_generate(&m, &ds_ops_cpu, ids, 4, &o, out, &nout, NULL, NULL, &st) == 0, "%s", ds_errmsg());
-    CHECK(nout == 6);
-    int32_t seq[10];
-    memcpy(seq, ids, 4 * sizeof(int32_t));
-    memcpy(seq + 4, out, 6 * sizeof(int32_t));
-    float *lg = forward_logits(&m, &ds_ops_cpu, seq, 1, 10);
-    for (int64_t i = 0; lg && i < 6; i++) {
-        const float *row = lg + (3 + i) * V;
-        int32_t am = ds_argmax(row, V);
-        /* a different id is only acceptable on a near tie */
-        CHECK_MSG(am == out[i] || fabsf(row[am] - row[out[i]]) < 1e-4f, "step %lld: %d vs %d", (long long)i, am, out[i]);
-    }
-    free(lg);
+    rc_check_greedy(&m, ids);
     free(full);
     free(ids);
     ds_model_free(&m);
@@ -331,7 +260,7 @@ TEST(fp8_resident_bad_scale_errors) {
     }
     /* backward and save refuse a resident model */
     const char *dir = fp8_dir();
-    if (!dir || load(&m, dir, 1)) return;
+    if (!dir || rc_load(&m, dir, 1)) return;
     ds_acts a;
     ds_grads g;
     ds_bwd w;
@@ -356,7 +285,7 @@ TEST(fp8_resident_memory_from_layout) {
     const char *dir = fp8_dir();
     CHECK(dir != NULL);
     ds_model m, md;
-    if (!dir || load(&m, dir, 1) || load(&md, dir, 0)) return;
+    if (!dir || rc_load(&m, dir, 1) || rc_load(&md, dir, 0)) return;
     char path[600];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     ds_st_file f;
