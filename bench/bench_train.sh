@@ -48,35 +48,34 @@ if fl and peak:
     print(f"  FLOPs per step {fl / 1e9:.2f} G (6 x activated params x tokens + attention); "
           f"FP32 peak {peak / 1e9:.0f} GFLOP/s (FMA lanes x 2 x 2 pipes x max clock x threads)")
 print(f"  {'impl':<14}{'tokens/s (mean)':>16}{'tokens/s (best)':>16}{'GFLOP/s (mean)':>16}{'MFU':>8}")
-tps_mean = ours["batch"] * ours["seq"] / ours["mean_s"]
-gf = fl / ours["mean_s"] / 1e9 if fl else 0.0
+def row(label, r, note):
+    """print one dsv3 row; returns (mean tokens/s, mean GFLOP/s)"""
+    t = r["batch"] * r["seq"] / r["mean_s"]
+    g = fl / r["mean_s"] / 1e9 if fl else 0.0
+    mfu = 100 * g * 1e9 / peak if peak else 0.0
+    print(f"  {label:<14}{t:>16.1f}{r['tokens_per_s']:>16.1f}{g:>16.2f}{mfu:>7.1f}%   ({note})")
+    return t, g
+
+
+tps_mean, gf = row("dsv3", ours, f"best step: forward {ours['forward_s']:.3f}s, backward {ours['backward_s']:.3f}s, "
+                   f"optimizer {ours['optimizer_s']:.3f}s")
 res["gflops_mean"] = gf
 res["mfu_mean"] = gf * 1e9 / peak if peak else 0.0
-print(f"  {'dsv3':<14}{tps_mean:>16.1f}{ours['tokens_per_s']:>16.1f}{gf:>16.2f}{100 * res['mfu_mean']:>7.1f}%"
-      f"   (best step: forward {ours['forward_s']:.3f}s, backward {ours['backward_s']:.3f}s, optimizer {ours['optimizer_s']:.3f}s)")
 if ours16:
     res["dsv3_bf16"] = ours16
-    t16 = ours16["batch"] * ours16["seq"] / ours16["mean_s"]
-    g16 = fl / ours16["mean_s"] / 1e9 if fl else 0.0
+    t16, _ = row("dsv3 bf16", ours16, "BF16 GEMM inputs, FP32 sums; MFU against the FP32 peak")
     res["bf16_tokens_per_s_mean"] = t16
-    print(f"  {'dsv3 bf16':<14}{t16:>16.1f}{ours16['tokens_per_s']:>16.1f}{g16:>16.2f}{100 * g16 * 1e9 / peak if peak else 0:>7.1f}%"
-          f"   (BF16 GEMM inputs, FP32 sums; MFU against the FP32 peak)")
 if ours8:
     res["dsv3_fp8"] = ours8
-    t8 = ours8["batch"] * ours8["seq"] / ours8["mean_s"]
-    g8 = fl / ours8["mean_s"] / 1e9 if fl else 0.0
+    t8, _ = row("dsv3 fp8", ours8, "E4M3 attention/MLP GEMMs, 1x128/128x128 scales; MFU against the FP32 peak")
     res["fp8_tokens_per_s_mean"] = t8
-    print(f"  {'dsv3 fp8':<14}{t8:>16.1f}{ours8['tokens_per_s']:>16.1f}{g8:>16.2f}{100 * g8 * 1e9 / peak if peak else 0:>7.1f}%"
-          f"   (E4M3 attention/MLP GEMMs, 1x128/128x128 scales; MFU against the FP32 peak)")
     if ours16:
         print(f"  ratio fp8/bf16 (mean tokens/s): {t8 / t16:.2f}x; fp8/fp32: {t8 / tps_mean:.2f}x")
 if ours8 and ours8c:
     res["dsv3_fp8_cache"] = ours8c
     t8c = ours8c["batch"] * ours8c["seq"] / ours8c["mean_s"]
-    g8c = fl / ours8c["mean_s"] / 1e9 if fl else 0.0
+    row("dsv3 fp8 cache", ours8c, f"--fp8-cache; {t8c / t8:.2f}x fp8")
     res["fp8_cache_tokens_per_s_mean"] = t8c
-    print(f"  {'dsv3 fp8 cache':<14}{t8c:>16.1f}{ours8c['tokens_per_s']:>16.1f}{g8c:>16.2f}{100 * g8c * 1e9 / peak if peak else 0:>7.1f}%"
-          f"   (--fp8-cache; {t8c / t8:.2f}x fp8)")
     mb = lambda k: ours8c.get(k, 0) / 2**20
     print(f"  activation arena: {mb('mem_acts_fp32'):.1f} MiB, with --fp8-cache {mb('mem_acts_fp8_cache'):.1f} MiB "
           f"({mb('mem_acts_fp32') - mb('mem_acts_fp8_cache'):.1f} MiB saved)")

@@ -13,6 +13,7 @@
 
 #include "base/base.h"
 #include "infer/infer.h"
+#include "model/backward.h"
 #include "model/model.h"
 #include "test.h"
 
@@ -122,6 +123,26 @@ static void rc_check_greedy(const ds_model *m, const int32_t *ids) {
         CHECK_MSG(am == out[i] || fabsf(row[am] - row[out[i]]) < 1e-4f, "step %lld: %d vs %d", (long long)i, am, out[i]);
     }
     free(lg);
+}
+
+/* backward and save need FP32 parameters: both refuse the resident model m
+ * with an error naming its kind (what: "FP8-resident", "BF16-resident") */
+static void rc_check_refuses_training(ds_model *m, const char *what) {
+    ds_acts a;
+    ds_grads g;
+    ds_bwd w;
+    ds_loss_terms t;
+    int32_t ids[4] = {1, 2, 3, 4};
+    CHECK(ds_acts_create(&a, m, 1, 4, 0) == 0 && ds_model_forward(m, &a, &ds_ops_cpu, ids) == 0);
+    ds_loss_opts lo = ds_loss_opts_default();
+    CHECK(ds_bwd_create(&w, m, 1, 4) == 0);
+    g.g = NULL;
+    CHECK(ds_model_backward(m, &a, &ds_ops_cpu, &g, &w, NULL, &lo, &t) != 0 && strstr(ds_errmsg(), what));
+    char sdir[600];
+    snprintf(sdir, sizeof sdir, "%s/saved", ds_test_tmpdir());
+    CHECK(ds_model_save(m, sdir) != 0 && strstr(ds_errmsg(), what));
+    ds_bwd_free(&w);
+    ds_acts_free(&a);
 }
 
 #endif
