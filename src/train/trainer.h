@@ -46,9 +46,26 @@ typedef struct {
     const char *sample_prompts; /* '|'-separated prompts for samples at the end (NULL: none) */
     int64_t sample_tokens;
     double temperature;
+    const char *resume_overrides; /* JSON object of the options a resume changed (--override), or NULL */
 } ds_train_opts;
 
 ds_train_opts ds_train_opts_default(void);
+
+/* The options that shape a run, as the JSON object kept in every checkpoint
+ * ("train_options": config, precision, balance, bias_gamma, gamma_until,
+ * seq_aux_alpha, mtp_lambda, lr, min_lr, warmup, decay_start, weight_decay,
+ * clip, bf16_moments, fp8_cache, seed, batch, seq, grad_accum, threads). */
+void ds_train_options_json(const ds_train_opts *o, char *buf, size_t cap);
+/* The options RUN/latest was trained with, on top of defaults: *saved gets
+ * every option of the JSON above; *has_json is 0 for checkpoints of older
+ * versions (then only lr, min_lr, warmup, decay_start, bias_gamma,
+ * gamma_until, batch, seq, grad_accum are known, from the state tensors).
+ * *threads: the thread count of the run (0: unknown).  *step: its step. */
+int ds_train_saved_opts(const char *run, ds_train_opts *saved, int *has_json, int64_t *threads, int64_t *step);
+/* Removes from RUN/train_log.jsonl the records of steps after `step` (written
+ * by an invocation that was killed or failed before its next checkpoint), so
+ * a resume from `step` logs each step once.  *dropped: how many. */
+int ds_train_log_truncate(const char *run, int64_t step, int64_t *dropped);
 
 /* Memory of a training step (bytes), printed at the start of `dsv3 train`
  * and `dsv3 bench-train` and recorded in bench-train's JSON. */
