@@ -174,6 +174,15 @@ static int run(int argc, char **argv) {
             if (olen >= sizeof overrides) olen = sizeof overrides - 1;
         }
         snprintf(overrides + olen, sizeof overrides - olen, "}");
+        /* how the run logs, validates and saves: kept unless given again */
+        if (has_json) {
+            if (!ds_cli_given(&eval_every)) o.eval_every = sv.eval_every;
+            if (!ds_cli_given(&eval_batches)) o.eval_batches = sv.eval_batches;
+            if (!ds_cli_given(&save_every)) o.save_every = sv.save_every;
+            if (!ds_cli_given(&keep)) o.keep = sv.keep;
+            if (!ds_cli_given(&log_every)) o.log_every = sv.log_every;
+            if (!ds_cli_given(&skip)) o.skip_nonfinite = sv.skip_nonfinite;
+        }
         o.resume_overrides = overrides;
         if (threads > 0 && threads != ds_threads())
             ds_log(DS_LOG_INFO, "warning: the run used %lld threads, this resume %d: a bit-exact continuation needs "

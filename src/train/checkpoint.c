@@ -183,6 +183,19 @@ static int read_exact(const ds_st_file *f, const char *name, ds_dtype dt, int64_
     return 0;
 }
 
+void ds_ckpt_remove_partial(const char *run) {
+    DIR *d = opendir(run);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".tmp-ckpt-", 10)) continue;
+        char *p = ds_path_join(run, e->d_name);
+        rm_flat_dir(p);
+        free(p);
+    }
+    closedir(d);
+}
+
 int ds_ckpt_load_state_only(const char *dir, ds_train_state *st) {
     return ds_ckpt_load_state(dir, st, NULL, NULL, 0, 0);
 }

@@ -46,6 +46,8 @@ char *ds_ckpt_latest(const char *run);
 /* Reads train_state.safetensors of a checkpoint folder into st and the
  * moments (n values each, F32 or BF16 as m16 says; a mismatch is an error). */
 int ds_ckpt_load_state(const char *dir, ds_train_state *st, void *mom, void *vel, int64_t n, int m16);
+/* Removes RUN/.tmp-ckpt-* folders left by saves that were killed. */
+void ds_ckpt_remove_partial(const char *run);
 /* The same without the moments (mom, vel not read): what a resume restores. */
 int ds_ckpt_load_state_only(const char *dir, ds_train_state *st);
 

@@ -119,9 +119,13 @@ void ds_train_options_json(const ds_train_opts *o, char *buf, size_t cap) {
     };
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) ds_sbuf_printf(&b, ", \"%s\": %.17g", d[i].k, d[i].v);
     ds_sbuf_printf(&b, ", \"warmup\": %lld, \"bf16_moments\": %d, \"fp8_cache\": %d, \"seed\": %llu, \"batch\": %lld, "
-                       "\"seq\": %lld, \"grad_accum\": %lld, \"threads\": %d}",
+                       "\"seq\": %lld, \"grad_accum\": %lld, \"threads\": %d",
                    (long long)o->warmup, o->bf16_moments, o->fp8_cache, (unsigned long long)o->seed, (long long)o->batch,
                    (long long)o->seq, (long long)o->accum, ds_threads());
+    ds_sbuf_printf(&b, ", \"eval_every\": %lld, \"eval_batches\": %lld, \"save_every\": %lld, \"keep\": %lld, "
+                       "\"log_every\": %lld, \"skip_nonfinite\": %d}",
+                   (long long)o->eval_every, (long long)o->eval_batches, (long long)o->save_every, (long long)o->keep,
+                   (long long)o->log_every, o->skip_nonfinite);
     char *t = ds_sbuf_take(&b);
     snprintf(buf, cap, "%s", t);
     free(t);
@@ -173,6 +177,9 @@ int ds_train_saved_opts(const char *run, ds_train_opts *saved, int *has_json, in
         {"seed", 0, 0, 0, &saved->seed},               {"batch", 0, &saved->batch, 0, 0},
         {"seq", 0, &saved->seq, 0, 0},                 {"grad_accum", 0, &saved->accum, 0, 0},
         {"threads", 0, threads, 0, 0},
+        {"eval_every", 0, &saved->eval_every, 0, 0},   {"eval_batches", 0, &saved->eval_batches, 0, 0},
+        {"save_every", 0, &saved->save_every, 0, 0},   {"keep", 0, &saved->keep, 0, 0},
+        {"log_every", 0, &saved->log_every, 0, 0},     {"skip_nonfinite", 0, 0, &saved->skip_nonfinite, 0},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         v = cJSON_GetObjectItemCaseSensitive(j, f[i].k);
@@ -550,6 +557,7 @@ int ds_train(const ds_train_opts *o) {
     }
     if (ds_mkdir_p(run)) goto out1;
     if (o->resume) {
+        ds_ckpt_remove_partial(run); /* the temp folder of a save that was killed */
         /* records past the checkpoint (an invocation killed or failed before
          * its next save) are dropped: those steps run again */
         int64_t dropped;

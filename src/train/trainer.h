@@ -54,7 +54,9 @@ ds_train_opts ds_train_opts_default(void);
 /* The options that shape a run, as the JSON object kept in every checkpoint
  * ("train_options": config, precision, balance, bias_gamma, gamma_until,
  * seq_aux_alpha, mtp_lambda, lr, min_lr, warmup, decay_start, weight_decay,
- * clip, bf16_moments, fp8_cache, seed, batch, seq, grad_accum, threads). */
+ * clip, bf16_moments, fp8_cache, seed, batch, seq, grad_accum, threads),
+ * and those a resume takes unless given again (eval_every, eval_batches,
+ * save_every, keep, log_every, skip_nonfinite). */
 void ds_train_options_json(const ds_train_opts *o, char *buf, size_t cap);
 /* The options RUN/latest was trained with, on top of defaults: *saved gets
  * every option of the JSON above; *has_json is 0 for checkpoints of older
