@@ -79,7 +79,7 @@ int ds_suggest(const char *word, const char *const *cands, int n, const char **o
     return nout;
 }
 
-char *ds_suggest_text(char *buf, unsigned long cap, const char *word, const char *const *cands, int n) {
+char *ds_suggest_text(char *buf, size_t cap, const char *word, const char *const *cands, int n) {
     const char *best[3];
     int k = ds_suggest(word, cands, n, best, 3);
     if (!cap) return buf;

@@ -10,6 +10,8 @@
 #ifndef DS_SUGGEST_H
 #define DS_SUGGEST_H
 
+#include <stddef.h>
+
 /* Distance between a and b (case-insensitive). */
 int ds_edit_distance(const char *a, const char *b);
 
@@ -20,6 +22,6 @@ int ds_suggest(const char *word, const char *const *cands, int n, const char **o
 
 /* "did you mean 'a' or 'b'?" for ds_suggest's result into buf ("" when
  * there is none); returns buf. */
-char *ds_suggest_text(char *buf, unsigned long cap, const char *word, const char *const *cands, int n);
+char *ds_suggest_text(char *buf, size_t cap, const char *word, const char *const *cands, int n);
 
 #endif

@@ -112,6 +112,8 @@ static int run(int argc, char **argv) {
     if (!o.out && !o.resume) ds_cli_usage_error("train", "--out RUN (or --resume RUN) is required");
     if (!o.resume && !o.config) ds_cli_usage_error("train", "--config PRESET|config.json is required");
     if (override && !o.resume) ds_cli_usage_error("train", "--override needs --resume");
+    if (!o.resume && !steps && !tokens && !(o.minutes > 0))
+        ds_cli_usage_error("train", "a budget is required: --steps N, --tokens N or --minutes M");
     if (!o.resume) ds_cli_check_config("train", o.config);
     o.steps = steps, o.tokens = tokens, o.batch = batch, o.seq = seq, o.accum = accum, o.warmup = warmup;
     o.eval_every = eval_every, o.eval_batches = eval_batches, o.save_every = save_every, o.keep = keep;
