@@ -92,7 +92,10 @@ void ds_train_memory_log(const ds_train_memory *r);
 /* The same as JSON members ("mem_params": ..., no braces) into buf. */
 void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r);
 /* Runs (or resumes) a training run.  0, or -1 with ds_err (bad input,
- * non-finite loss, failed save: the last good checkpoint is left intact). */
+ * non-finite loss, failed save: the last good checkpoint is left intact).
+ * A resume takes the schedule, γ, precision, ... from o, not from the
+ * checkpoint: fill o from ds_train_saved_opts first (`dsv3 train` does, and
+ * lets --override replace single values). */
 int ds_train(const ds_train_opts *o);
 
 /* This CPU's FP32 peak in FLOP/s for `threads` cores: FMA lanes (16 with
