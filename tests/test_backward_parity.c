@@ -628,7 +628,7 @@ TEST(cli_grads_bad_options) {
         {"--balance-loss foo:1", "expected seq:ALPHA"},
         {"--balance-loss seq:-1", "seq:ALPHA"},
         {"--mtp-lambda 0.3 --no-mtp", "drop --no-mtp"},
-        {"--mtp-lambda -1", ">= 0"},
+        {"--mtp-lambda -1", "allowed: [0, inf)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int rc = ds_test_sh(out, sizeof out, "%s forward --model " FIXDIR "v3 --ids " FIXDIR "v3/ids.txt --grads %s %s",

@@ -103,6 +103,27 @@ static char *losses(const char *path) {
     return out;
 }
 
+/* Each of the steps 1..n has exactly one {"step": k, "loss": ...} record, in order. */
+static int steps_logged_once(const char *path, int n) {
+    size_t len;
+    char *s = ds_read_file(path, &len);
+    if (!s) return 0;
+    int next = 1, ok = 1;
+    for (char *l = strtok(s, "\n"); l; l = strtok(NULL, "\n")) {
+        int k;
+        if (sscanf(l, "{\"step\": %d, \"loss\":", &k) != 1 || !strstr(l, "\"loss\":")) continue;
+        if (k != next) {
+            fprintf(stderr, "  %s: step %d logged where step %d was expected\n", path, k, next);
+            ok = 0;
+            break;
+        }
+        next++;
+    }
+    free(s);
+    if (ok && next != n + 1) fprintf(stderr, "  %s: %d steps logged, expected %d\n", path, next - 1, n);
+    return ok && next == n + 1;
+}
+
 /* tiny on TinyShakespeare, vocab 1024, 80 steps of 4 x 64 tokens (20k tokens),
  * seed 1234, MTP off: CE starts at ln(1024) = 6.93; measured validation
  * loss after 80 steps 5.43 (bpb 3.10); asserted < 5.8. */
@@ -119,7 +140,7 @@ TEST(train_loss_goes_down_tinyshakespeare) {
                         bin(), tmp, tmp);
     CHECK_MSG(rc == 0, "%s", out);
     snprintf(lp, sizeof lp, "%s/run/train_log.jsonl", tmp);
-    double l0 = first_value(lp, "ce"), vl = last_value(lp, "val_loss"), bpb = last_value(lp, "val_bpb");
+    double l0 = first_value(lp, "loss"), vl = last_value(lp, "val_loss"), bpb = last_value(lp, "val_bpb");
     fprintf(stderr, "  first CE %.4f (ln V = %.4f), val loss %.4f, val bpb %.4f\n", l0, log(1024.0), vl, bpb);
     CHECK_NEAR(l0, log(1024.0), 0.3);
     CHECK_MSG(vl < 5.8, "val loss %.4f", vl);
@@ -135,7 +156,8 @@ TEST(train_resume_bit_exact) {
     char out[8192], a[600], b[600];
     const char *args = "--batch 4 --seq 32 --eval-every 0 --log-every 0 --warmup 2 --steps 8 --grad-accum 2 "
                        "--bias-gamma 0.01";
-    int rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/one %s", bin(), tmp, tmp, args);
+    int rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/one %s --save-every 3", bin(),
+                        tmp, tmp, args);
     CHECK_MSG(rc == 0, "%s", out);
     rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/two %s --stop-after 4 --save-every 3",
                     bin(), tmp, tmp, args);
@@ -157,18 +179,21 @@ TEST(train_resume_bit_exact) {
     CHECK(strlen(la) > 0);
     CHECK_MSG(strcmp(la, lb) == 0, "losses differ:\n%s\n%s", la, lb);
     free(la), free(lb);
-    /* --keep 2: the checkpoints of steps 4 and 8 are left, the one of step 3 is gone */
-    const char *kept[] = {"ckpt-4", "ckpt-8"};
+    /* the resume kept --save-every 3 and --keep 2: the checkpoints of steps 6 and 8 are left, those of
+     * steps 3 and 4 are gone */
+    const char *kept[] = {"ckpt-6", "ckpt-8"};
     for (int i = 0; i < 2; i++) {
         snprintf(a, sizeof a, "%s/two/%s/model.safetensors", tmp, kept[i]);
         CHECK(ds_file_exists(a));
     }
     snprintf(a, sizeof a, "%s/two/ckpt-3", tmp);
     CHECK(!ds_file_exists(a));
+    snprintf(a, sizeof a, "%s/two/ckpt-4", tmp);
+    CHECK(!ds_file_exists(a));
     /* other batches cannot continue a run bit-exactly: refused */
     rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/two --steps 12 --batch 8 --seq 16",
                     bin(), tmp, tmp);
-    CHECK_MSG(rc != 0 && strstr(out, "differ from the run's 4, 32, 2"), "%s", out);
+    CHECK_MSG(rc == 2 && strstr(out, "--batch 8 differs from the run's 4"), "%s", out);
     /* resuming a finished run is an error, not a silent no-op */
     rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/two %s", bin(), tmp, tmp, args);
     CHECK(rc != 0 && strstr(out, "already did 8 of 8"));
@@ -274,6 +299,9 @@ TEST(train_failures_keep_last_checkpoint) {
     CHECK(ds_file_exists(p) && same_file(p, q));
     rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/full %s", bin(), tmp, tmp, common);
     CHECK_MSG(rc == 0, "resume after the failed save: %s", out);
+    /* the steps 3 and 4 logged before the failed save ran again: logged once each */
+    snprintf(p, sizeof p, "%s/full/train_log.jsonl", tmp);
+    CHECK_MSG(steps_logged_once(p, 6), "%s", p);
 
     rc = ds_test_sh(out, sizeof out, "DSV3_FAULT=nan:3 %s --threads 1 train --config tiny --data %s/data --out %s/nan %s", bin(),
                     tmp, tmp, common);
@@ -295,6 +323,127 @@ TEST(train_failures_keep_last_checkpoint) {
     free(s);
     snprintf(p, sizeof p, "%s/skip/ckpt-6/model.safetensors", tmp);
     CHECK(ds_file_exists(p));
+}
+
+/* --resume restores the run's options: a bf16 run resumed without
+ * --precision continues in bf16, bit-exactly (before, it continued in fp32);
+ * a conflicting --lr is a usage error unless --override (then logged);
+ * --config of another model is refused. */
+TEST(train_resume_restores_options) {
+    const char *tmp = synthetic_data();
+    CHECK(tmp != NULL);
+    TEST_RETURN_IF_FAILED();
+    char out[8192], a[600], b[600];
+    const char *args = "--batch 2 --seq 16 --eval-every 0 --log-every 0 --steps 6";
+    const char *shape = "--precision bf16 --warmup 2 --lr 5e-3 --mtp-lambda 0.5 --seed 7 --bias-gamma 0.01 --clip 0.5";
+    int rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/ro1 %s %s", bin(), tmp,
+                        tmp, args, shape);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/ro2 %s %s --stop-after 3 && "
+                    "cp -r %s/ro2 %s/ro3", bin(), tmp, tmp, args, shape, tmp, tmp);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    /* only the data and the folder: everything else comes from the checkpoint */
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/ro2 --log-every 0", bin(), tmp, tmp);
+    CHECK_MSG(rc == 0 && strstr(out, "precision bf16"), "%s", out);
+    const char *files[] = {"latest/model.safetensors", "latest/train_state.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/ro1/%s", tmp, files[i]);
+        snprintf(b, sizeof b, "%s/ro2/%s", tmp, files[i]);
+        CHECK_MSG(same_file(a, b), "%s differs", files[i]);
+    }
+    snprintf(a, sizeof a, "%s/ro1/train_log.jsonl", tmp);
+    snprintf(b, sizeof b, "%s/ro2/train_log.jsonl", tmp);
+    char *la = losses(a), *lb = losses(b);
+    CHECK_MSG(strlen(la) > 0 && strcmp(la, lb) == 0, "losses differ:\n%s\n%s", la, lb);
+    free(la), free(lb);
+    CHECK(steps_logged_once(b, 6));
+    /* a conflicting option: exit 2, nothing written */
+    snprintf(b, sizeof b, "%s/ro3/train_log.jsonl", tmp);
+    size_t len0 = 0, len1 = 0;
+    free(ds_read_file(b, &len0));
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/ro3 --lr 1e-3", bin(), tmp, tmp);
+    CHECK_MSG(rc == 2 && strstr(out, "--lr 0.001 differs from the run's 0.005") && strstr(out, "--override"), "rc %d: %s",
+              rc, out);
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/ro3 --precision fp32", bin(), tmp, tmp);
+    CHECK_MSG(rc == 2 && strstr(out, "--precision fp32 differs from the run's bf16"), "rc %d: %s", rc, out);
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/ro3 --config small", bin(), tmp, tmp);
+    CHECK_MSG(rc == 2 && strstr(out, "the model comes from the checkpoint"), "rc %d: %s", rc, out);
+    free(ds_read_file(b, &len1));
+    CHECK(len0 > 0 && len1 == len0);
+    /* the same value is no conflict; --override changes it, says so and logs it */
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/ro3 --lr 5e-3 --precision bf16 "
+                    "--stop-after 4 --log-every 0", bin(), tmp, tmp);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/ro3 --lr 1e-3 --override --log-every 1",
+                    bin(), tmp, tmp);
+    CHECK_MSG(rc == 0 && strstr(out, "--lr 0.001 replaces the run's 0.005"), "rc %d: %s", rc, out);
+    size_t len;
+    char *s = ds_read_file(b, &len);
+    CHECK_MSG(s && strstr(s, "{\"resume_step\": 4, \"overrides\": {\"lr\": [\"0.005\", \"0.001\"]}}"), "%s", s);
+    free(s);
+    CHECK(steps_logged_once(b, 6));
+    /* the override is kept: a later resume takes 1e-3 as the run's */
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/ro3 --steps 7 --lr 5e-3", bin(), tmp, tmp);
+    CHECK_MSG(rc == 2 && strstr(out, "differs from the run's 0.001"), "rc %d: %s", rc, out);
+}
+
+/* A kill during the save of step 6 (the log has steps 5 and 6, RUN/latest is
+ * still ckpt-4, a partial .tmp-ckpt-6 is left): the resume logs each step
+ * once and leaves no temp folder. */
+TEST(train_resume_after_kill_during_save) {
+    const char *tmp = synthetic_data();
+    CHECK(tmp != NULL);
+    TEST_RETURN_IF_FAILED();
+    char out[8192], p[700];
+    const char *args = "--batch 2 --seq 16 --eval-every 3 --eval-batches 2 --log-every 0 --save-every 2 --keep 5";
+    int rc = ds_test_sh(out, sizeof out,
+                        "%s --threads 1 train --config tiny --data %s/data --out %s/kill %s --steps 6 && cd %s/kill && "
+                        "mv ckpt-6 .tmp-ckpt-6 && rm .tmp-ckpt-6/train_state.safetensors && ln -sfn ckpt-4 latest",
+                        bin(), tmp, tmp, args, tmp);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/kill --steps 8", bin(), tmp, tmp);
+    CHECK_MSG(rc == 0 && strstr(out, "records after step 4 dropped"), "%s", out);
+    snprintf(p, sizeof p, "%s/kill/train_log.jsonl", tmp);
+    CHECK(steps_logged_once(p, 8));
+    size_t len;
+    char *s = ds_read_file(p, &len);
+    /* validation at step 6 once (the one of the resumed run), at step 3 once */
+    int n6 = 0, n3 = 0;
+    for (char *q = s; q && (q = strstr(q, "\"val_loss\"")); q++) {
+        char *l = q;
+        while (l > s && l[-1] != '\n') l--;
+        n6 += !strncmp(l, "{\"step\": 6,", 11);
+        n3 += !strncmp(l, "{\"step\": 3,", 11);
+    }
+    free(s);
+    CHECK_MSG(n6 == 1 && n3 == 1, "validation records: step 3 x%d, step 6 x%d", n3, n6);
+    snprintf(p, sizeof p, "%s/kill/.tmp-ckpt-6", tmp);
+    CHECK(!ds_file_exists(p));
+}
+
+/* Past `ulimit -f` a checkpoint write fails with EFBIG: one line naming the
+ * file, exit 1, no temp folder (before: SIGXFSZ killed the run silently and
+ * left .tmp-ckpt-N). */
+TEST(train_file_size_limit_is_a_clear_error) {
+    const char *tmp = synthetic_data();
+    CHECK(tmp != NULL);
+    TEST_RETURN_IF_FAILED();
+    char out[8192], p[700];
+    /* model.safetensors of tiny at vocab ~300 is ~3.3 MB; the limit is 1000 KiB */
+    int rc = ds_test_sh(out, sizeof out,
+                        "bash -c 'ulimit -f 1000; exec %s --threads 1 --quiet train --config tiny --data %s/data --out %s/fsz "
+                        "--batch 2 --seq 16 --steps 2 --eval-every 0 --log-every 0'",
+                        bin(), tmp, tmp);
+    CHECK_MSG(rc == 1, "rc %d: %s", rc, out);
+    CHECK_MSG(strstr(out, "dsv3 train: saving checkpoint") && strstr(out, "model.safetensors: write failed: File too large") &&
+              strstr(out, "ulimit -f"), "%s", out);
+    CHECK_MSG(strchr(out, '\n') == out + strlen(out) - 1, "not one line: %s", out);
+    snprintf(p, sizeof p, "%s/fsz/.tmp-ckpt-2", tmp);
+    CHECK(!ds_file_exists(p));
+    snprintf(p, sizeof p, "%s/fsz/ckpt-2", tmp);
+    CHECK(!ds_file_exists(p));
 }
 
 /* A folder written by the trainer loads in transformers with the same logits. */

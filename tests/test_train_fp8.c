@@ -112,8 +112,8 @@ TEST(linear_fp8_ops_entries_vs_quantize_dequantize_oracle) {
     }
 }
 
-/* Mean of the last n training losses and the final validation loss of a
- * train_log.jsonl. */
+/* Mean of the last n training losses (total_loss: CE + λ·MTP, the objective)
+ * and the final validation loss of a train_log.jsonl. */
 static int read_losses(const char *path, int n, double *train_mean, double *val) {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
@@ -124,7 +124,7 @@ static int read_losses(const char *path, int n, double *train_mean, double *val)
     while (fgets(line, sizeof line, f)) {
         char *p;
         if ((p = strstr(line, "\"val_loss\": "))) *val = atof(p + 12);
-        else if ((p = strstr(line, "\"loss\": "))) ring[cnt++ % n] = atof(p + 8);
+        else if ((p = strstr(line, "\"total_loss\": "))) ring[cnt++ % n] = atof(p + 14);
     }
     fclose(f);
     if (cnt < n) return -1;

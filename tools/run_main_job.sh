@@ -39,7 +39,7 @@ rm -rf "$RUN/train"
 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} ./dsv3 --threads "$THREADS" train --config tiny --data "$RUN/data" \
   --out "$RUN/train" --minutes "$MINUTES" --batch 8 --seq 128 --lr 4e-3 --min-lr 4e-4 --warmup 30 \
   --mtp-lambda 0.3 --bias-gamma 0.005 --eval-every 100 --eval-batches 8 --log-every 10 \
-  --sample "In the beginning|And Jesus said unto them|The LORD is my shepherd" --sample-tokens 60 --temperature 0.7 \
+  --sample "In the beginning|And Jesus said unto them|The LORD is my shepherd" --max-new-tokens 60 --temperature 0.7 \
   | tee "$RUN/train.out"
 
 echo "== result"

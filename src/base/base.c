@@ -122,6 +122,11 @@ char *ds_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+const char *ds_write_strerror(int e) {
+    if (e == EFBIG) return "File too large: the file size limit (ulimit -f) was reached";
+    return strerror(e);
+}
+
 int ds_afile_open(ds_afile *af, const char *path) {
     size_t n = strlen(path) + 32;
     af->final_path = ds_strdup(path);
@@ -150,7 +155,7 @@ int ds_afile_commit(ds_afile *af) {
     if (fclose(af->f) != 0 && !bad) { bad = 1; e = errno; }
     af->f = NULL;
     if (bad) {
-        ds_err("%s: write failed: %s (nothing was replaced)", af->final_path, strerror(e));
+        ds_err("%s: write failed: %s (nothing was replaced)", af->final_path, ds_write_strerror(e));
         ds_afile_abort(af);
         return -1;
     }
@@ -168,7 +173,7 @@ int ds_write_file_atomic(const char *path, const void *data, size_t len) {
     ds_afile af;
     if (ds_afile_open(&af, path) != 0) return -1;
     if (len && fwrite(data, 1, len, af.f) != len) {
-        ds_err("%s: write failed: %s (nothing was replaced)", path, strerror(errno));
+        ds_err("%s: write failed: %s (nothing was replaced)", path, ds_write_strerror(errno));
         ds_afile_abort(&af);
         return -1;
     }

@@ -69,6 +69,9 @@ char *ds_read_stream(FILE *f, const char *name, size_t *len);
 /* Write atomically: path.tmp.<pid>, fsync, rename.  Nothing is left behind
  * on failure and an existing file at path stays intact. */
 int ds_write_file_atomic(const char *path, const void *data, size_t len);
+/* strerror for a failed write; EFBIG (past `ulimit -f`, SIGXFSZ being
+ * ignored by the dsv3 binary) says so, like the full disk it amounts to. */
+const char *ds_write_strerror(int e);
 /* Atomic writer for streamed output: ds_afile_open gives a FILE* on a temp
  * name; ds_afile_commit flushes, fsyncs, checks for write errors (full disk)
  * and renames; ds_afile_abort removes the temp file. */

@@ -4,14 +4,27 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/suggest.h"
+#include "model/presets.h"
+
+void ds_cli_print_examples(FILE *f, const char *cmd) {
+    const char *const *ex = ds_cli_examples(cmd);
+    if (!ex || !ex[0]) return;
+    fprintf(f, "examples:\n");
+    for (int i = 0; ex[i]; i++) fprintf(f, "  %s\n", ex[i]);
+}
 
 void ds_cli_usage(FILE *f, const char *cmd, const char *usage, const ds_opt *opts, int nopts) {
     fprintf(f, "usage: dsv3 %s %s\n", cmd, usage ? usage : "[options]");
     if (nopts) fprintf(f, "options:\n");
-    for (int i = 0; i < nopts; i++) fprintf(f, "  %-16s %s\n", opts[i].name, opts[i].help ? opts[i].help : "");
+    for (int i = 0; i < nopts; i++)
+        if (opts[i].help) fprintf(f, "  %-16s %s\n", opts[i].name, opts[i].help);
     fprintf(f, "  %-16s %s\n", "--help", "this text");
+    ds_cli_print_examples(f, cmd);
 }
 
 void ds_cli_usage_error(const char *cmd, const char *fmt, ...) {
@@ -31,10 +44,73 @@ int ds_cli_fail(const char *cmd) {
     return 1;
 }
 
+void ds_cli_check_choice(const char *cmd, const char *what, const char *word, const char *const *cands, int n) {
+    for (int i = 0; i < n; i++)
+        if (cands[i] && !strcmp(word, cands[i])) return;
+    char dym[512], known[1024];
+    size_t len = 0;
+    known[0] = 0;
+    for (int i = 0; i < n && len < sizeof known; i++)
+        if (cands[i]) len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", len ? ", " : "", cands[i]);
+    ds_suggest_text(dym, sizeof dym, word, cands, n);
+    ds_cli_usage_error(cmd, "%s '%s'; %s%sknown: %s", what, word, dym, dym[0] ? " " : "", known);
+}
+
+void ds_cli_check_config(const char *cmd, const char *config) {
+    if (!config || strchr(config, '/') || strstr(config, ".json") || ds_file_exists(config)) return;
+    int n = 0;
+    const char *const *names = ds_preset_list(&n);
+    ds_cli_check_choice(cmd, "--config: unknown preset", config, names, n);
+}
+
+/* Which destinations the last parse set (ds_cli_given). */
+static const void *g_given[256];
+static int g_ngiven;
+
+int ds_cli_given(const void *dst) {
+    for (int i = 0; i < g_ngiven; i++)
+        if (g_given[i] == dst) return 1;
+    return 0;
+}
+
+static void fmt_bound(char *buf, size_t cap, double v, int is_int) {
+    if (isinf(v)) snprintf(buf, cap, "%s", v < 0 ? "-inf" : "inf");
+    else if (is_int) snprintf(buf, cap, "%.0f", v);
+    else snprintf(buf, cap, "%g", v);
+}
+
+/* Exit 2 when v is outside o's range (or not finite). */
+static void check_range(const char *cmd, const ds_opt *o, double v, const char *val) {
+    int is_int = o->kind == DS_OPT_INT;
+    int bad = !isfinite(v);
+    if (o->check & DS_CHECK_MIN) bad |= (o->check & DS_CHECK_MIN_OPEN) ? !(v > o->min) : !(v >= o->min);
+    if (o->check & DS_CHECK_MAX) bad |= (o->check & DS_CHECK_MAX_OPEN) ? !(v < o->max) : !(v <= o->max);
+    if (!bad) return;
+    char lo[32], hi[32];
+    fmt_bound(lo, sizeof lo, (o->check & DS_CHECK_MIN) ? o->min : -INFINITY, is_int);
+    fmt_bound(hi, sizeof hi, (o->check & DS_CHECK_MAX) ? o->max : INFINITY, is_int);
+    int lo_open = !(o->check & DS_CHECK_MIN) || (o->check & DS_CHECK_MIN_OPEN);
+    int hi_open = !(o->check & DS_CHECK_MAX) || (o->check & DS_CHECK_MAX_OPEN);
+    ds_cli_usage_error(cmd, "%s: got '%s'; allowed: %c%s, %s%c%s", o->name, val, lo_open ? '(' : '[', lo, hi,
+                       hi_open ? ')' : ']', is_int ? " (an integer)" : "");
+}
+
+static void unknown_option(const char *cmd, const char *a, size_t klen, const ds_opt *opts, int nopts) {
+    const char **names = ds_malloc((size_t)(nopts + 1) * sizeof *names);
+    for (int k = 0; k < nopts; k++) names[k] = opts[k].help ? opts[k].name : NULL;
+    names[nopts] = "--help";
+    char word[256], dym[512];
+    snprintf(word, sizeof word, "%.*s", (int)(klen < 200 ? klen : 200), a);
+    ds_suggest_text(dym, sizeof dym, word, names, nopts + 1);
+    free(names);
+    ds_cli_usage_error(cmd, "unknown option '%s'%s%s", word, dym[0] ? "; " : "", dym);
+}
+
 void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
                   const ds_opt *opts, int nopts, const char **positional,
                   int max_pos, int *npos) {
     int np = 0;
+    g_ngiven = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -47,11 +123,8 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
             const ds_opt *o = NULL;
             for (int k = 0; k < nopts; k++)
                 if (strlen(opts[k].name) == klen && !strncmp(opts[k].name, a, klen)) o = &opts[k];
-            if (!o) {
-                fprintf(stderr, "dsv3 %s: unknown option '%.*s'\n", cmd, (int)klen, a);
-                ds_cli_usage(stderr, cmd, usage, opts, nopts);
-                exit(2);
-            }
+            if (!o) unknown_option(cmd, a, klen, opts, nopts);
+            if (g_ngiven < (int)(sizeof g_given / sizeof *g_given)) g_given[g_ngiven++] = o->dst;
             if (o->kind == DS_OPT_FLAG) {
                 if (eq) ds_cli_usage_error(cmd, "option %s takes no value", o->name);
                 *(int *)o->dst = 1;
@@ -65,13 +138,18 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
             case DS_OPT_STR: *(const char **)o->dst = val; break;
             case DS_OPT_INT: {
                 long long v = strtoll(val, &end, 10);
-                if (!*val || *end || errno) ds_cli_usage_error(cmd, "option %s needs an integer, got '%s'", o->name, val);
+                if (!*val || *end || errno) {
+                    if (o->check) check_range(cmd, o, NAN, val);
+                    ds_cli_usage_error(cmd, "option %s needs an integer, got '%s'", o->name, val);
+                }
+                if (o->check) check_range(cmd, o, (double)v, val);
                 *(long long *)o->dst = v;
                 break;
             }
             case DS_OPT_FLOAT: {
                 double v = strtod(val, &end);
                 if (!*val || *end || errno) ds_cli_usage_error(cmd, "option %s needs a number, got '%s'", o->name, val);
+                check_range(cmd, o, v, val);
                 *(double *)o->dst = v;
                 break;
             }

@@ -6,17 +6,36 @@
  * command name.  Return 0 on success, 1 on a runtime error (after printing the
  * one-line message with ds_cli_fail), 2 on a usage error.
  *
- * Options: fill a ds_opt table and call ds_cli_parse.  "--help" prints usage and
- * exits 0; an unknown option or a missing value prints one line plus usage and
- * exits 2.  Remaining positional arguments are returned in order.
+ * Options: fill a ds_opt table and call ds_cli_parse.  "--help" prints usage
+ * (ending with the command's examples, src/cli/examples.c) and exits 0; an
+ * unknown option (with "did you mean" the nearest listed names), a missing
+ * value, or a value out of the option's range prints one line and exits 2.
+ * Remaining positional arguments are returned in order.
+ *
+ * An entry whose help is NULL is a hidden alias: parsed like any option, not
+ * listed by ds_cli_usage and never suggested (old spellings kept working:
+ * {"--sample-tokens", DS_OPT_INT, &n, NULL} beside {"--max-new-tokens", ...}).
+ *
+ * Range checks (INT and FLOAT): the trailing fields, set with the macros
+ * below after the four positional ones:
+ *   {"--lr", DS_OPT_FLOAT, &lr, "LR  peak learning rate", DS_GT(0)}
+ *   {"--top-p", DS_OPT_FLOAT, &p, "P  nucleus mass", DS_RANGE(0, 1)}
+ * A FLOAT option always rejects NaN and +-inf.  The error names the allowed
+ * range: "dsv3 train: --lr: got 'nan'; allowed: (0, inf)".
  */
 #ifndef DS_CLI_H
 #define DS_CLI_H
 
 #include "base/base.h"
 
+/* Option tables list the four leading ds_opt fields positionally and set the
+ * range fields by designator (or not at all). */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 typedef int (*ds_cmd_fn)(int argc, char **argv);
 void ds_cli_register(const char *name, const char *summary, ds_cmd_fn fn);
+/* Names of the registered commands (sorted once main has started); *n their count. */
+const char *const *ds_cli_command_names(int *n);
 
 #define DS_COMMAND(name_, summary_, fn_)                                     \
     __attribute__((constructor)) static void ds_cmd_reg_##fn_(void) {         \
@@ -31,8 +50,21 @@ typedef struct {
     void *dst;          /* int* (FLAG), long long* (INT), const char** (STR), double* (FLOAT),
                            ds_strlist* (MULTI: repeatable, and takes all following
                            non-option words) */
-    const char *help;   /* "DIR  model folder" */
+    const char *help;   /* "DIR  model folder"; NULL: hidden alias */
+    int check;          /* DS_CHECK_* bits */
+    double min, max;    /* bounds checked when DS_CHECK_MIN / DS_CHECK_MAX */
 } ds_opt;
+
+enum {
+    DS_CHECK_MIN = 1,      /* value >= min */
+    DS_CHECK_MAX = 2,      /* value <= max */
+    DS_CHECK_MIN_OPEN = 4, /* with DS_CHECK_MIN: value > min */
+    DS_CHECK_MAX_OPEN = 8, /* with DS_CHECK_MAX: value < max */
+};
+#define DS_MIN(a) .check = DS_CHECK_MIN, .min = (a)
+#define DS_GT(a) .check = DS_CHECK_MIN | DS_CHECK_MIN_OPEN, .min = (a)
+#define DS_RANGE(a, b) .check = DS_CHECK_MIN | DS_CHECK_MAX, .min = (a), .max = (b)
+#define DS_RANGE_OPEN_MIN(a, b) .check = DS_CHECK_MIN | DS_CHECK_MIN_OPEN | DS_CHECK_MAX, .min = (a), .max = (b)
 
 typedef struct { const char **v; int n; } ds_strlist;
 
@@ -42,6 +74,21 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
                   const ds_opt *opts, int nopts, const char **positional,
                   int max_pos, int *npos);
 void ds_cli_usage(FILE *f, const char *cmd, const char *usage, const ds_opt *opts, int nopts);
+/* Whether the last ds_cli_parse set dst from the command line (through any
+ * option, alias included, that writes to dst). */
+int ds_cli_given(const void *dst);
+/* Up to 3 runnable examples of a command ("generate", "tokenizer train"),
+ * NULL-terminated (src/cli/examples.c: one table of all commands' examples),
+ * or NULL when it has none; ds_cli_usage prints them last. */
+const char *const *ds_cli_examples(const char *cmd);
+/* "examples:" and the command's examples into f (nothing when it has none). */
+void ds_cli_print_examples(FILE *f, const char *cmd);
+/* Exit 2 with "dsv3 <cmd>: <what> 'word'; did you mean ...? (known: ...)"
+ * when word is not one of the n candidates; returns when it is. */
+void ds_cli_check_choice(const char *cmd, const char *what, const char *word, const char *const *cands, int n);
+/* --config PRESET|config.json: a word that names no file and no preset
+ * exits 2 with the nearest preset names. */
+void ds_cli_check_config(const char *cmd, const char *config);
 /* Print "dsv3 <cmd>: <ds_errmsg()>" and return 1. */
 int ds_cli_fail(const char *cmd);
 /* Print "dsv3 <cmd>: <msg>" and exit 2 (usage error). */

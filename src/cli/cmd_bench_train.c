@@ -27,7 +27,7 @@ static int run(int argc, char **argv) {
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  model (randomly initialised)"},
         {"--random", DS_OPT_STR, &rnd, "B,T  batch of random token ids"},
-        {"--iters", DS_OPT_INT, &iters, "K  timed steps (default 3, after one warm-up step)"},
+        {"--iters", DS_OPT_INT, &iters, "K  timed steps (default 3, after one warm-up step)", DS_RANGE(1, 1000000)},
         {"--precision", DS_OPT_STR, &prec, "fp32|bf16|fp8  GEMM inputs (kernels/matmul_bf16.h, matmul_fp8.h)"},
         {"--fp8-cache", DS_OPT_FLAG, &cache, "  with --precision fp8: linear inputs for the weight gradients kept in FP8"},
         {"--bf16-moments", DS_OPT_FLAG, &m16, "  AdamW moments in BF16"},
@@ -35,6 +35,9 @@ static int run(int argc, char **argv) {
     ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 6, NULL, 0,
                  NULL);
     if (!config || !rnd) ds_cli_usage_error("bench-train", "--config and --random are required");
+    ds_cli_check_config("bench-train", config);
+    static const char *const precs[] = {"fp32", "bf16", "fp8"};
+    ds_cli_check_choice("bench-train", "--precision: unknown value", prec, precs, 3);
     long long B = 0, T = 0;
     if (sscanf(rnd, "%lld,%lld", &B, &T) != 2 || B <= 0 || T <= 0)
         ds_cli_usage_error("bench-train", "--random: expected B,T (e.g. 1,256), got '%s'", rnd);

@@ -12,7 +12,7 @@ static int cmd_convert(int argc, char **argv) {
     long long block = 128, shard_mb = -1;
     ds_opt opts[] = {
         {"--to", DS_OPT_STR, &to, "FMT   fp8 (DeepSeek's E4M3 + 128x128 scale_inv), bf16 or fp32 (required)"},
-        {"--block", DS_OPT_INT, &block, "N     fp8 block side (default 128)"},
+        {"--block", DS_OPT_INT, &block, "N     fp8 block side (default 128)", DS_RANGE(1, 65536)},
         {"--scale-fmt", DS_OPT_STR, &scale_fmt, "F     fp8 scales: ue8m0 (powers of two, V3.1); default FP32"},
         {"--shard-mb", DS_OPT_INT, &shard_mb, "N     shard size limit in MB (0: one file; default: as the input)"},
     };
@@ -22,8 +22,9 @@ static int cmd_convert(int argc, char **argv) {
                  pos, 2, &npos);
     if (npos != 2) ds_cli_usage_error("convert", "expected IN_DIR and OUT_DIR");
     if (!to) ds_cli_usage_error("convert", "--to is required (fp8, bf16 or fp32)");
+    static const char *const fmts[] = {"fp8", "bf16", "fp32"};
     int fmt = ds_ckpt_format_from_name(to);
-    if (fmt < 0) ds_cli_usage_error("convert", "--to: unknown format '%s' (fp8, bf16 or fp32)", to);
+    if (fmt < 0) ds_cli_check_choice("convert", "--to: unknown format", to, fmts, 3);
     if (scale_fmt && strcmp(scale_fmt, "ue8m0"))
         ds_cli_usage_error("convert", "--scale-fmt: unknown '%s' (ue8m0, or leave it out for FP32 scales)", scale_fmt);
     if (block < 1 || block > 65536) ds_cli_usage_error("convert", "--block must be in 1..65536");

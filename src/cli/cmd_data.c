@@ -349,6 +349,7 @@ static int cmd_data(int argc, char **argv) {
         FILE *f = argc < 2 ? stderr : stdout;
         fprintf(f, "usage: dsv3 data prepare --tokenizer T --input PATH... --out DIR [options]\n"
                    "  'dsv3 data prepare --help' for the options\n");
+        ds_cli_print_examples(f, "data");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "prepare")) return prepare(argc - 1, argv + 1);

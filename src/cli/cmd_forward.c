@@ -138,9 +138,9 @@ static int run(int argc, char **argv) {
         {"--hidden", DS_OPT_FLAG, &hidden, "also write hidden_states.{0..L}"},
         {"--no-mtp", DS_OPT_FLAG, &no_mtp, "skip the MTP modules"},
         {"--random", DS_OPT_STR, &rnd, "B,T  time the forward on random ids (prints JSON)"},
-        {"--iters", DS_OPT_INT, &iters, "K  timed iterations with --random (default 5)"},
+        {"--iters", DS_OPT_INT, &iters, "K  timed iterations with --random (default 5)", DS_RANGE(1, 1000000)},
         {"--grads", DS_OPT_STR, &grads, "OUT.safetensors  also run the backward; write loss terms and gradients"},
-        {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L  MTP loss weight λ with --grads (default 0)"},
+        {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L  MTP loss weight λ with --grads (default 0)", DS_MIN(0)},
         {"--balance-loss", DS_OPT_STR, &bal, "seq:ALPHA | v2:A1,A2,A3  balance loss with --grads"},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
@@ -149,6 +149,7 @@ static int run(int argc, char **argv) {
                  "[--mtp-lambda L] [--balance-loss seq:A|v2:A1,A2,A3]]",
                  argc, argv, opts, 12, NULL, 0, NULL);
     if (!model && !(config && rnd)) ds_cli_usage_error("forward", "--model is required (or --config with --random)");
+    if (!model) ds_cli_check_config("forward", config);
     if (!rnd && (!idsf || (!out && !grads))) ds_cli_usage_error("forward", "--ids and --out (or --grads) are required");
     ds_loss_opts lo = ds_loss_opts_default();
     lo.mtp_lambda = mtp_lambda;

@@ -75,13 +75,13 @@ static int study(int argc, char **argv) {
     long long m = 64, n = 64, bits = 14, chunk = 32, seed = 1;
     ds_opt opts[] = {
         {"--k", DS_OPT_STR, &ks, "LIST  inner sizes (default 128,...,16384)"},
-        {"--m", DS_OPT_INT, &m, "N     rows of A (default 64)"},
-        {"--n", DS_OPT_INT, &n, "N     rows of B (default 64)"},
-        {"--bits", DS_OPT_INT, &bits, "N     limited accumulator: significant bits kept (default 14)"},
-        {"--chunk", DS_OPT_INT, &chunk, "N     limited accumulator: products aligned together (default 32)"},
+        {"--m", DS_OPT_INT, &m, "N     rows of A (default 64)", DS_RANGE(1, 4096)},
+        {"--n", DS_OPT_INT, &n, "N     rows of B (default 64)", DS_RANGE(1, 4096)},
+        {"--bits", DS_OPT_INT, &bits, "N     limited accumulator: significant bits kept (default 14)", DS_RANGE(1, 40)},
+        {"--chunk", DS_OPT_INT, &chunk, "N     limited accumulator: products aligned together (default 32)", DS_RANGE(1, 256)},
         {"--dist", DS_OPT_STR, &dist, "D     normal (default) or uniform (in [0, 1): all sums grow)"},
         {"--scaling", DS_OPT_STR, &scaling, "S     fine (A 1x128, B 128x128; default) or tensor (one scale each)"},
-        {"--seed", DS_OPT_INT, &seed, "N     random seed (default 1)"},
+        {"--seed", DS_OPT_INT, &seed, "N     random seed (default 1)", DS_MIN(0)},
         {"--json", DS_OPT_STR, &json, "FILE  also write the results as JSON"},
     };
     ds_cli_parse("fp8 study", "[options]", argc, argv, opts, sizeof opts / sizeof *opts, NULL, 0, NULL);
@@ -91,10 +91,11 @@ static int study(int argc, char **argv) {
     if (m <= 0 || n <= 0 || m > 4096 || n > 4096) ds_cli_usage_error("fp8 study", "--m and --n must be in 1..4096");
     if (bits < 1 || bits > 40) ds_cli_usage_error("fp8 study", "--bits must be in 1..40");
     if (chunk < 1 || chunk > 256) ds_cli_usage_error("fp8 study", "--chunk must be in 1..256");
+    static const char *const dists[] = {"normal", "uniform"}, *const scalings[] = {"fine", "tensor"};
+    ds_cli_check_choice("fp8 study", "--dist: unknown value", dist, dists, 2);
+    ds_cli_check_choice("fp8 study", "--scaling: unknown value", scaling, scalings, 2);
     int uniform = !strcmp(dist, "uniform");
-    if (!uniform && strcmp(dist, "normal")) ds_cli_usage_error("fp8 study", "--dist must be normal or uniform");
     int per_tensor = !strcmp(scaling, "tensor");
-    if (!per_tensor && strcmp(scaling, "fine")) ds_cli_usage_error("fp8 study", "--scaling must be fine or tensor");
     const ds_quant_gran ga = per_tensor ? DS_QUANT_TENSOR : DS_QUANT_TILE_1x128;
     const ds_quant_gran gb = per_tensor ? DS_QUANT_TENSOR : DS_QUANT_BLOCK_128x128;
     const char *gdesc = per_tensor ? "per-tensor scales" : "A 1x128, B 128x128";
@@ -176,7 +177,7 @@ static int bench(int argc, char **argv) {
     ds_opt opts[] = {
         {"--preset", DS_OPT_STR, &preset, "P     small (~100M model), deepseek (V3 expert and dense), all (default)"},
         {"--shapes", DS_OPT_STR, &shapes, "LIST  M,N,K[;M,N,K...] instead of a preset"},
-        {"--reps", DS_OPT_INT, &reps, "N     timed runs per GEMM, best kept (default 2, after one warm-up)"},
+        {"--reps", DS_OPT_INT, &reps, "N     timed runs per GEMM, best kept (default 2, after one warm-up)", DS_RANGE(1, 100)},
         {"--json", DS_OPT_STR, &json, "FILE  write the results as JSON"},
     };
     ds_cli_parse("fp8 bench", "[options]", argc, argv, opts, sizeof opts / sizeof *opts, NULL, 0, NULL);
@@ -191,6 +192,8 @@ static int bench(int argc, char **argv) {
             ns++;
         }
     } else {
+        static const char *const presets[] = {"small", "deepseek", "all"};
+        ds_cli_check_choice("fp8 bench", "--preset: unknown value", preset, presets, 3);
         int sm = !strcmp(preset, "small") || !strcmp(preset, "all"), dsp = !strcmp(preset, "deepseek") || !strcmp(preset, "all");
         if (!sm && !dsp) ds_cli_usage_error("fp8 bench", "--preset must be small, deepseek or all");
         if (sm) for (int i = 0; i < 4; i++, ns++) memcpy(sh[ns], small_shapes[i], sizeof sh[ns]);
@@ -266,12 +269,14 @@ static int cmd_fp8(int argc, char **argv) {
                    "  study   FP8 GEMM error vs K with and without promotion (table, --json FILE)\n"
                    "  bench   FP8 / BF16 / FP32 GEMM GFLOP/s (table, --json FILE)\n"
                    "  analyze quantization error of a model's weights per scaling and format (table, --json FILE)\n");
+        ds_cli_print_examples(f, "fp8");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "study")) return study(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "analyze")) return ds_cmd_fp8_analyze(argc - 1, argv + 1);
-    fprintf(stderr, "dsv3 fp8: unknown subcommand '%s' (study, bench, analyze)\n", argv[1]);
+    static const char *const subs[] = {"study", "bench", "analyze"};
+    ds_cli_check_choice("fp8", "unknown subcommand", argv[1], subs, 3);
     return 2;
 }
 DS_COMMAND("fp8", "FP8 tools: accumulation study, GEMM bench, weight analysis", cmd_fp8)

@@ -27,7 +27,7 @@ int ds_cmd_fp8_analyze(int argc, char **argv) {
         {"--batch", DS_OPT_INT, &batch, "B     sequences per batch (default 4)"},
         {"--seq", DS_OPT_INT, &seq, "T     tokens per sequence (default min(256, max_position_embeddings))"},
         {"--batches", DS_OPT_INT, &batches, "N     forward/backward passes (default 1)"},
-        {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L     MTP loss weight when the model has MTP (default 0.3)"},
+        {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L     MTP loss weight when the model has MTP (default 0.3)", DS_MIN(0)},
     };
     ds_cli_parse("fp8 analyze",
                  "--model DIR [--json OUT] [--top N] [--data SHARDS [--split S] [--batch B] [--seq T] [--batches N] "

@@ -17,12 +17,13 @@ static int run(int argc, char **argv) {
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  config file or preset (tiny, small)"},
         {"--out", DS_OPT_STR, &out, "DIR  model folder to write"},
-        {"--seed", DS_OPT_INT, &seed, "S  random seed (default 0)"},
+        {"--seed", DS_OPT_INT, &seed, "S  random seed (default 0)", DS_MIN(0)},
         {"--config-only", DS_OPT_FLAG, &config_only, "write only config.json"},
     };
     ds_cli_parse("init", "--config CONFIG.json|PRESET --out DIR [--seed S]", argc, argv, opts, 4, NULL, 0, NULL);
     if (!config) ds_cli_usage_error("init", "--config is required");
     if (!out) ds_cli_usage_error("init", "--out is required");
+    ds_cli_check_config("init", config);
     ds_config c;
     if (ds_file_exists(config)) {
         if (ds_config_load(&c, config) || ds_config_validate(&c, config)) return ds_cli_fail("init");

@@ -279,6 +279,7 @@ static int run(int argc, char **argv) {
                    "  convert load and save a tokenizer.json again\n"
                    "  bench   encode speed (MB/s) on files\n"
                    "'dsv3 tokenizer <sub> --help' for options\n");
+        ds_cli_print_examples(f, "tokenizer");
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1];

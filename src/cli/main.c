@@ -4,9 +4,13 @@
  */
 #include "cli/cli.h"
 
+#include <signal.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "base/suggest.h"
 
 typedef struct { const char *name, *summary; ds_cmd_fn fn; } command;
 static command g_cmds[64];
@@ -14,6 +18,14 @@ static int g_ncmds;
 
 void ds_cli_register(const char *name, const char *summary, ds_cmd_fn fn) {
     if (g_ncmds < 64) g_cmds[g_ncmds++] = (command){name, summary, fn};
+}
+
+static const char *g_names[64];
+
+const char *const *ds_cli_command_names(int *n) {
+    for (int i = 0; i < g_ncmds; i++) g_names[i] = g_cmds[i].name;
+    *n = g_ncmds;
+    return g_names;
 }
 
 static int cmp_cmd(const void *a, const void *b) {
@@ -30,6 +42,7 @@ static void usage(FILE *f) {
                "  --verbose     debug output\n"
                "  --version     print the version\n"
                "  --help        this text; 'dsv3 <command> --help' for a command\n");
+    ds_cli_print_examples(f, "");
 }
 
 /* OpenBLAS reads OPENBLAS_CORETYPE once, when the library loads, so it must be
@@ -70,6 +83,9 @@ static void select_openblas_core(char **argv) {
 
 int main(int argc, char **argv) {
     select_openblas_core(argv);
+    /* past a file size limit (ulimit -f) a write fails with EFBIG, reported
+     * with the file's name like a full disk, instead of a silent kill */
+    signal(SIGXFSZ, SIG_IGN);
     qsort(g_cmds, g_ncmds, sizeof *g_cmds, cmp_cmd);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -82,22 +98,31 @@ int main(int argc, char **argv) {
             char *end = NULL;
             long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
             if (!end || *end || n <= 0 || n > 4096) {
-                fprintf(stderr, "dsv3: --threads needs a positive integer\n");
-                usage(stderr);
+                fprintf(stderr, "dsv3: --threads: got '%s'; allowed: [1, 4096] (an integer)\n",
+                        i + 1 < argc ? argv[i + 1] : "");
                 return 2;
             }
             ds_set_threads((int)n);
             i++;
             continue;
         }
-        fprintf(stderr, "dsv3: unknown option '%s'\n", a);
-        usage(stderr);
+        static const char *const globals[] = {"--threads", "--quiet", "--verbose", "--version", "--help"};
+        char dym[256];
+        ds_suggest_text(dym, sizeof dym, a, globals, 5);
+        /* a command's option before the command */
+        fprintf(stderr, "dsv3: unknown global option '%s'%s%s (command options go after the command)\n", a,
+                dym[0] ? "; " : "", dym);
+        fprintf(stderr, "try 'dsv3 --help'\n");
         return 2;
     }
     if (i >= argc) { usage(stderr); return 2; }
     for (int c = 0; c < g_ncmds; c++)
         if (!strcmp(argv[i], g_cmds[c].name)) return g_cmds[c].fn(argc - i, argv + i);
-    fprintf(stderr, "dsv3: unknown command '%s'\n", argv[i]);
-    usage(stderr);
+    int n;
+    const char *const *names = ds_cli_command_names(&n);
+    char dym[256];
+    ds_suggest_text(dym, sizeof dym, argv[i], names, n);
+    fprintf(stderr, "dsv3: unknown command '%s'%s%s\n", argv[i], dym[0] ? "; " : "", dym);
+    fprintf(stderr, "try 'dsv3 --help' for the commands\n");
     return 2;
 }

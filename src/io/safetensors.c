@@ -721,7 +721,7 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
     free(nbytes);
     free(ord);
     if (bad) {
-        ds_err("%s: write failed: %s (nothing was replaced)", path, strerror(errno));
+        ds_err("%s: write failed: %s (nothing was replaced)", path, ds_write_strerror(errno));
         ds_afile_abort(&af);
         return -1;
     }

@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "base/suggest.h"
+
+static const char *const g_presets[] = {"tiny", "small"};
 
 static void common(ds_config *c) {
     ds_config_default(c);
@@ -81,7 +84,14 @@ int ds_preset(ds_config *c, const char *name) {
         c->max_position_embeddings = 4096;
         return 0;
     }
-    return ds_err("unknown preset '%s' (known: %s)", name, ds_preset_names());
+    char dym[256];
+    ds_suggest_text(dym, sizeof dym, name, g_presets, 2);
+    return ds_err("unknown preset '%s'%s%s (known: %s)", name, dym[0] ? "; " : "", dym, ds_preset_names());
 }
 
 const char *ds_preset_names(void) { return "tiny, small"; }
+
+const char *const *ds_preset_list(int *n) {
+    *n = (int)(sizeof g_presets / sizeof g_presets[0]);
+    return g_presets;
+}

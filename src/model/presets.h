@@ -14,5 +14,7 @@
 int ds_preset(ds_config *c, const char *name);
 /* "tiny, small" */
 const char *ds_preset_names(void);
+/* The preset names as an array; *n their count. */
+const char *const *ds_preset_list(int *n);
 
 #endif

@@ -67,7 +67,8 @@ static int write_state(const char *path, const ds_train_state *st, const void *m
         {"rng", DS_I64, 1, {4}, rng},      {"budget", DS_I64, 1, {7}, budget},
         {"hparams", DS_F64, 1, {6}, hp},
     };
-    static const char *const meta[] = {"format", "dsv3-train-state", NULL};
+    const char *const meta[] = {"format", "dsv3-train-state", st->options[0] ? "train_options" : NULL,
+                                st->options, NULL};
     return ds_st_write(path, e, 7, meta);
 }
 
@@ -182,6 +183,23 @@ static int read_exact(const ds_st_file *f, const char *name, ds_dtype dt, int64_
     return 0;
 }
 
+void ds_ckpt_remove_partial(const char *run) {
+    DIR *d = opendir(run);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".tmp-ckpt-", 10)) continue;
+        char *p = ds_path_join(run, e->d_name);
+        rm_flat_dir(p);
+        free(p);
+    }
+    closedir(d);
+}
+
+int ds_ckpt_load_state_only(const char *dir, ds_train_state *st) {
+    return ds_ckpt_load_state(dir, st, NULL, NULL, 0, 0);
+}
+
 int ds_ckpt_load_state(const char *dir, ds_train_state *st, void *mom, void *vel, int64_t n, int m16) {
     char *p = ds_path_join(dir, "train_state.safetensors");
     ds_st_file f;
@@ -194,8 +212,11 @@ int ds_ckpt_load_state(const char *dir, ds_train_state *st, void *mom, void *vel
     size_t ms = m16 ? 2 : 4;
     rc = read_exact(&f, "step", DS_I64, 1, &step, 8) || read_exact(&f, "loader", DS_I64, 1, &loader, 8) ||
          read_exact(&f, "rng", DS_I64, 4, rng, 8) || read_exact(&f, "budget", DS_I64, 7, budget, 8) ||
-         read_exact(&f, "hparams", DS_F64, 6, hp, 8) || read_exact(&f, "adam.m", md, n, mom, ms) ||
-         read_exact(&f, "adam.v", md, n, vel, ms);
+         read_exact(&f, "hparams", DS_F64, 6, hp, 8) || (mom && read_exact(&f, "adam.m", md, n, mom, ms)) ||
+         (vel && read_exact(&f, "adam.v", md, n, vel, ms));
+    st->options[0] = 0;
+    for (int64_t i = 0; !rc && i < f.n_meta; i++)
+        if (!strcmp(f.meta_keys[i], "train_options")) snprintf(st->options, sizeof st->options, "%s", f.meta_vals[i]);
     ds_st_close(&f);
     if (rc) return -1;
     st->step = step, st->loader = loader;

@@ -9,6 +9,9 @@
  *   rng              I64 (4)  sampling RNG state (xoshiro256**)
  *   budget           I64 (7)  total steps, warmup, tokens per step, data hash, batch, seq, accum
  *   hparams          F64 (6)  peak lr, min lr, decay start, γ, γ until, tokens seen
+ *   __metadata__ "train_options": JSON object of the options that shape the
+ *                    run (precision, lr, seed, ...; trainer.h), restored by a
+ *                    resume (absent in checkpoints of older versions)
  *
  * (router correction biases are model tensors, e_score_correction_bias).
  * A save is atomic: everything is written into RUN/.tmp-ckpt-<step>, fsynced,
@@ -32,6 +35,7 @@ typedef struct {
     int64_t total_steps, warmup, tokens_per_step, batch, seq, accum;
     uint64_t data_hash;
     double peak_lr, min_lr, decay_start, gamma, gamma_until, tokens_seen;
+    char options[2048];      /* "train_options" JSON ("" when absent) */
 } ds_train_state;
 
 /* m16: moments are BF16 (uint16) arrays, else F32.  keep <= 0: keep all. */
@@ -42,5 +46,9 @@ char *ds_ckpt_latest(const char *run);
 /* Reads train_state.safetensors of a checkpoint folder into st and the
  * moments (n values each, F32 or BF16 as m16 says; a mismatch is an error). */
 int ds_ckpt_load_state(const char *dir, ds_train_state *st, void *mom, void *vel, int64_t n, int m16);
+/* Removes RUN/.tmp-ckpt-* folders left by saves that were killed. */
+void ds_ckpt_remove_partial(const char *run);
+/* The same without the moments (mom, vel not read): what a resume restores. */
+int ds_ckpt_load_state_only(const char *dir, ds_train_state *st);
 
 #endif

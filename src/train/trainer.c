@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "io/json.h"
 #include "model/backward.h"
 #include "kernels/matmul_bf16.h"
 #include "kernels/fp8_linear.h"
@@ -96,6 +97,141 @@ ds_train_opts ds_train_opts_default(void) {
     o.seed = 1234;
     o.sample_tokens = 64, o.temperature = 0.8;
     return o;
+}
+
+/* ---- the options a checkpoint keeps ------------------------------------- */
+
+static const char *prec_name(int p) { return p == DS_PREC_BF16 ? "bf16" : p == DS_PREC_FP8 ? "fp8" : "fp32"; }
+
+static const char *balance_name(int b) {
+    return b == DS_TRAIN_AUX_FREE ? "aux-free" : b == DS_TRAIN_AUX_LOSS ? "aux-loss" : "none";
+}
+
+void ds_train_options_json(const ds_train_opts *o, char *buf, size_t cap) {
+    ds_sbuf b = {0};
+    ds_sbuf_puts(&b, "{\"config\": ");
+    ds_json_put_string(&b, o->config ? o->config : "");
+    ds_sbuf_printf(&b, ", \"precision\": \"%s\", \"balance\": \"%s\"", prec_name(o->precision), balance_name(o->balance));
+    const struct { const char *k; double v; } d[] = {
+        {"bias_gamma", o->gamma}, {"gamma_until", o->gamma_until}, {"seq_aux_alpha", o->seq_alpha},
+        {"mtp_lambda", o->mtp_lambda}, {"lr", o->lr}, {"min_lr", o->min_lr}, {"decay_start", o->decay_start},
+        {"weight_decay", o->weight_decay}, {"clip", o->clip},
+    };
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) ds_sbuf_printf(&b, ", \"%s\": %.17g", d[i].k, d[i].v);
+    ds_sbuf_printf(&b, ", \"warmup\": %lld, \"bf16_moments\": %d, \"fp8_cache\": %d, \"seed\": %llu, \"batch\": %lld, "
+                       "\"seq\": %lld, \"grad_accum\": %lld, \"threads\": %d",
+                   (long long)o->warmup, o->bf16_moments, o->fp8_cache, (unsigned long long)o->seed, (long long)o->batch,
+                   (long long)o->seq, (long long)o->accum, ds_threads());
+    ds_sbuf_printf(&b, ", \"eval_every\": %lld, \"eval_batches\": %lld, \"save_every\": %lld, \"keep\": %lld, "
+                       "\"log_every\": %lld, \"skip_nonfinite\": %d}",
+                   (long long)o->eval_every, (long long)o->eval_batches, (long long)o->save_every, (long long)o->keep,
+                   (long long)o->log_every, o->skip_nonfinite);
+    char *t = ds_sbuf_take(&b);
+    snprintf(buf, cap, "%s", t);
+    free(t);
+}
+
+int ds_train_saved_opts(const char *run, ds_train_opts *saved, int *has_json, int64_t *threads, int64_t *step) {
+    *saved = ds_train_opts_default();
+    *has_json = 0, *threads = 0;
+    char *dir = ds_ckpt_latest(run);
+    if (!dir) return -1;
+    ds_train_state st;
+    int rc = ds_ckpt_load_state_only(dir, &st);
+    if (rc) {
+        free(dir);
+        return -1;
+    }
+    *step = st.step;
+    saved->lr = st.peak_lr, saved->min_lr = st.min_lr, saved->decay_start = st.decay_start;
+    saved->gamma = st.gamma, saved->gamma_until = st.gamma_until, saved->warmup = st.warmup;
+    saved->batch = st.batch, saved->seq = st.seq, saved->accum = st.accum;
+    if (!st.options[0]) {
+        free(dir);
+        return 0;
+    }
+    char what[600];
+    snprintf(what, sizeof what, "%s/train_state.safetensors: train_options", dir);
+    free(dir);
+    cJSON *j = ds_json_parse(st.options, strlen(st.options), what);
+    if (!j) return -1;
+    static char config[1024]; /* the saved config outlives this call (one resume per process) */
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "config")) && cJSON_IsString(v) && v->valuestring[0]) {
+        snprintf(config, sizeof config, "%s", v->valuestring);
+        saved->config = config;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "precision")) && cJSON_IsString(v))
+        saved->precision = !strcmp(v->valuestring, "bf16") ? DS_PREC_BF16 : !strcmp(v->valuestring, "fp8") ? DS_PREC_FP8 : DS_PREC_FP32;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "balance")) && cJSON_IsString(v))
+        saved->balance = !strcmp(v->valuestring, "aux-loss") ? DS_TRAIN_AUX_LOSS
+                         : !strcmp(v->valuestring, "none")   ? DS_TRAIN_BAL_NONE
+                                                             : DS_TRAIN_AUX_FREE;
+    struct { const char *k; double *d; int64_t *i; int *n; uint64_t *u; } f[] = {
+        {"bias_gamma", &saved->gamma, 0, 0, 0},       {"gamma_until", &saved->gamma_until, 0, 0, 0},
+        {"seq_aux_alpha", &saved->seq_alpha, 0, 0, 0}, {"mtp_lambda", &saved->mtp_lambda, 0, 0, 0},
+        {"lr", &saved->lr, 0, 0, 0},                   {"min_lr", &saved->min_lr, 0, 0, 0},
+        {"decay_start", &saved->decay_start, 0, 0, 0}, {"weight_decay", &saved->weight_decay, 0, 0, 0},
+        {"clip", &saved->clip, 0, 0, 0},               {"warmup", 0, &saved->warmup, 0, 0},
+        {"bf16_moments", 0, 0, &saved->bf16_moments, 0}, {"fp8_cache", 0, 0, &saved->fp8_cache, 0},
+        {"seed", 0, 0, 0, &saved->seed},               {"batch", 0, &saved->batch, 0, 0},
+        {"seq", 0, &saved->seq, 0, 0},                 {"grad_accum", 0, &saved->accum, 0, 0},
+        {"threads", 0, threads, 0, 0},
+        {"eval_every", 0, &saved->eval_every, 0, 0},   {"eval_batches", 0, &saved->eval_batches, 0, 0},
+        {"save_every", 0, &saved->save_every, 0, 0},   {"keep", 0, &saved->keep, 0, 0},
+        {"log_every", 0, &saved->log_every, 0, 0},     {"skip_nonfinite", 0, 0, &saved->skip_nonfinite, 0},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        v = cJSON_GetObjectItemCaseSensitive(j, f[i].k);
+        if (!v || !cJSON_IsNumber(v)) continue;
+        if (f[i].d) *f[i].d = v->valuedouble;
+        else if (f[i].i) *f[i].i = (int64_t)v->valuedouble;
+        else if (f[i].n) *f[i].n = (int)v->valuedouble;
+        else *f[i].u = (uint64_t)v->valuedouble;
+    }
+    cJSON_Delete(j);
+    *has_json = 1;
+    return 0;
+}
+
+/* The step of a train_log.jsonl line ({"step": N, ...}), or -1. */
+static int64_t log_line_step(const char *line) {
+    static const char key[] = "{\"step\": ";
+    if (strncmp(line, key, sizeof key - 1)) return -1;
+    return strtoll(line + sizeof key - 1, NULL, 10);
+}
+
+int ds_train_log_truncate(const char *run, int64_t step, int64_t *dropped) {
+    *dropped = 0;
+    char *path = ds_path_join(run, "train_log.jsonl");
+    if (!ds_file_exists(path)) {
+        free(path);
+        return 0;
+    }
+    size_t len;
+    char *s = ds_read_file(path, &len);
+    if (!s) {
+        free(path);
+        return -1;
+    }
+    char *out = ds_malloc(len + 1);
+    size_t n = 0;
+    for (char *line = s; line < s + len;) {
+        char *nl = memchr(line, '\n', (size_t)(s + len - line));
+        size_t ll = nl ? (size_t)(nl - line + 1) : (size_t)(s + len - line);
+        if (!nl) {
+            (*dropped)++; /* a record cut short by the kill */
+        } else if (log_line_step(line) > step) {
+            (*dropped)++;
+        } else {
+            memcpy(out + n, line, ll);
+            n += ll;
+        }
+        line += ll;
+    }
+    int rc = *dropped ? ds_write_file_atomic(path, out, n) : 0;
+    free(s), free(out), free(path);
+    return rc;
 }
 
 /* ---- CPU peak ----------------------------------------------------------- */
@@ -271,10 +407,6 @@ char *ds_sample_text(const ds_model *m, const ds_tokenizer *tok, const char *pro
 
 /* ---- the loop ---------------------------------------------------------------- */
 
-static const char *balance_name(int b) {
-    return b == DS_TRAIN_AUX_FREE ? "aux-free" : b == DS_TRAIN_AUX_LOSS ? "aux-loss" : "none";
-}
-
 static int fault_nan_at(int64_t step) {
     const char *f = getenv("DSV3_FAULT");
     return f && !strncmp(f, "nan:", 4) && atoll(f + 4) == step;
@@ -358,6 +490,7 @@ int ds_train(const ds_train_opts *o) {
     /* buffers */
     int64_t B = o->batch, T = o->seq, A = o->accum, E = c->n_routed_experts, L = c->num_hidden_layers;
     int mtp = o->mtp_lambda > 0 && c->num_nextn_predict_layers > 0;
+    int64_t mtp_depth = mtp ? (c->num_nextn_predict_layers < DS_MAX_MTP ? c->num_nextn_predict_layers : DS_MAX_MTP) : 0;
     ds_acts a, ea;
     ds_grads g;
     ds_bwd w;
@@ -404,12 +537,15 @@ int ds_train(const ds_train_opts *o) {
         memcpy(rng.s, st.rng, sizeof rng.s);
         ds_loader_seek(&tr, (uint64_t)st.loader);
     } else {
-        st.peak_lr = o->lr, st.min_lr = o->min_lr, st.decay_start = o->decay_start;
-        st.gamma = o->gamma, st.gamma_until = o->gamma_until, st.warmup = o->warmup;
         st.tokens_per_step = tokens_per_step, st.data_hash = hash;
         st.batch = B, st.seq = T, st.accum = A;
         st.total_steps = -1;
     }
+    /* the schedule and γ: the run's own on a resume (`dsv3 train` restores
+     * them into o), or what --override gave */
+    st.peak_lr = o->lr, st.min_lr = o->min_lr, st.decay_start = o->decay_start;
+    st.gamma = o->gamma, st.gamma_until = o->gamma_until, st.warmup = o->warmup;
+    ds_train_options_json(o, st.options, sizeof st.options);
     /* budget: an explicit one replaces the stored one */
     if (o->steps > 0) st.total_steps = o->steps;
     else if (o->tokens > 0) st.total_steps = ds_ceil_div(o->tokens, tokens_per_step);
@@ -420,6 +556,16 @@ int ds_train(const ds_train_opts *o) {
         goto out1;
     }
     if (ds_mkdir_p(run)) goto out1;
+    if (o->resume) {
+        ds_ckpt_remove_partial(run); /* the temp folder of a save that was killed */
+        /* records past the checkpoint (an invocation killed or failed before
+         * its next save) are dropped: those steps run again */
+        int64_t dropped;
+        if (ds_train_log_truncate(run, st.step, &dropped)) goto out1;
+        if (dropped)
+            ds_log(DS_LOG_INFO, "train_log.jsonl: %lld records after step %lld dropped (no checkpoint had them)",
+                   (long long)dropped, (long long)st.step);
+    }
     char *logpath = ds_path_join(run, "train_log.jsonl");
     FILE *logf = fopen(logpath, o->resume ? "a" : "w");
     if (!logf) {
@@ -428,6 +574,11 @@ int ds_train(const ds_train_opts *o) {
         goto out1;
     }
     free(logpath);
+    if (o->resume) {
+        fprintf(logf, "{\"resume_step\": %lld, \"overrides\": %s}\n", (long long)st.step,
+                o->resume_overrides ? o->resume_overrides : "{}");
+        fflush(logf);
+    }
 
     ds_loss_opts lo = ds_loss_opts_default();
     lo.mtp_lambda = mtp ? o->mtp_lambda : 0;
@@ -458,6 +609,8 @@ int ds_train(const ds_train_opts *o) {
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);
+    ds_log(DS_LOG_INFO, "logged: loss = next-token cross-entropy%s%s", mtp ? ", mtp_loss = MTP cross-entropy (mean over depths)" : "",
+           mtp || lo.balance != DS_BAL_NONE ? ", total = loss + λ·mtp_loss + balance loss (the objective)" : "");
 
     /* --precision bf16: every linear layer's GEMMs (forward, input and weight
      * gradients) take BF16-rounded inputs with FP32 sums; validation and
@@ -496,7 +649,7 @@ int ds_train(const ds_train_opts *o) {
         double t0 = ds_now();
         ds_grads_zero(&g);
         memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
-        double loss = 0, ce = 0, mtpl = 0, bal = 0;
+        double loss = 0, ce = 0, mtp_ce = 0, bal = 0;
         for (int64_t k = 0; k < A; k++) {
             ds_loader_next(&tr, win);
             for (int64_t b = 0; b < B; b++)
@@ -510,7 +663,8 @@ int ds_train(const ds_train_opts *o) {
                 rc = -1;
                 break;
             }
-            loss += lt.loss, ce += lt.ce, mtpl += lt.mtp, bal += lt.bal;
+            loss += lt.loss, ce += lt.ce, bal += lt.bal;
+            for (int64_t k = 0; k < mtp_depth; k++) mtp_ce += lt.mtp_ce[k] / (double)mtp_depth;
             for (int64_t l = 0; l < nrun; l++)
                 if (m.blocks[l].moe)
                     for (int64_t e = 0; e < E; e++) load[l * Ee + e] += a.blk[l].counts[e];
@@ -582,9 +736,12 @@ int ds_train(const ds_train_opts *o) {
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
         if (o->log_every > 0 && (st.step % o->log_every == 0 || st.step == st.total_steps)) {
             if (tty) fputs("\r\033[K", stderr);
-            printf("step %6lld | loss %.4f | ce %.4f | mtp %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | %.1f GFLOP/s | "
+            char mtps[64] = "";
+            if (mtp_depth) snprintf(mtps, sizeof mtps, " | mtp_loss %.4f | total %.4f", mtp_ce, loss);
+            else if (bal != 0) snprintf(mtps, sizeof mtps, " | total %.4f", loss);
+            printf("step %6lld | loss %.4f%s | lr %.2e | gnorm %.3f | %.0f tok/s | %.1f GFLOP/s | "
                    "MFU %.1f%% | maxvio %.2f%s\n",
-                   (long long)st.step, loss, ce, mtpl, lr, gnorm, tps, gf, 100 * gf * 1e9 / peak, worst,
+                   (long long)st.step, ce, mtps, lr, gnorm, tps, gf, 100 * gf * 1e9 / peak, worst,
                    collapsed ? " COLLAPSED" : "");
             fflush(stdout);
         }
@@ -593,10 +750,10 @@ int ds_train(const ds_train_opts *o) {
                    "warning: step %lld: MoE layer %lld looks collapsed (busiest expert > 4x its fair share, or over half "
                    "the experts idle)", (long long)st.step, (long long)worst_layer);
         fprintf(logf,
-                "{\"step\": %lld, \"loss\": %.8g, \"ce\": %.8g, \"mtp\": %.8g, \"balance_loss\": %.8g, \"lr\": %.8g, "
-                "\"grad_norm\": %.8g, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"mfu\": %.5f, \"gamma\": %g, "
-                "\"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, \"load\": [",
-                (long long)st.step, loss, ce, mtpl, bal, lr, gnorm, tps, gf, gf * 1e9 / peak, gamma, worst, collapsed,
+                "{\"step\": %lld, \"loss\": %.8g, \"mtp_loss\": %.8g, \"balance_loss\": %.8g, \"total_loss\": %.8g, "
+                "\"lr\": %.8g, \"grad_norm\": %.8g, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"mfu\": %.5f, "
+                "\"gamma\": %g, \"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, \"load\": [",
+                (long long)st.step, ce, mtp_ce, bal, loss, lr, gnorm, tps, gf, gf * 1e9 / peak, gamma, worst, collapsed,
                 st.tokens_seen);
         for (int64_t l = 0, first = 1; l < L; l++) {
             if (!m.blocks[l].moe) continue;

@@ -46,9 +46,28 @@ typedef struct {
     const char *sample_prompts; /* '|'-separated prompts for samples at the end (NULL: none) */
     int64_t sample_tokens;
     double temperature;
+    const char *resume_overrides; /* JSON object of the options a resume changed (--override), or NULL */
 } ds_train_opts;
 
 ds_train_opts ds_train_opts_default(void);
+
+/* The options that shape a run, as the JSON object kept in every checkpoint
+ * ("train_options": config, precision, balance, bias_gamma, gamma_until,
+ * seq_aux_alpha, mtp_lambda, lr, min_lr, warmup, decay_start, weight_decay,
+ * clip, bf16_moments, fp8_cache, seed, batch, seq, grad_accum, threads),
+ * and those a resume takes unless given again (eval_every, eval_batches,
+ * save_every, keep, log_every, skip_nonfinite). */
+void ds_train_options_json(const ds_train_opts *o, char *buf, size_t cap);
+/* The options RUN/latest was trained with, on top of defaults: *saved gets
+ * every option of the JSON above; *has_json is 0 for checkpoints of older
+ * versions (then only lr, min_lr, warmup, decay_start, bias_gamma,
+ * gamma_until, batch, seq, grad_accum are known, from the state tensors).
+ * *threads: the thread count of the run (0: unknown).  *step: its step. */
+int ds_train_saved_opts(const char *run, ds_train_opts *saved, int *has_json, int64_t *threads, int64_t *step);
+/* Removes from RUN/train_log.jsonl the records of steps after `step` (written
+ * by an invocation that was killed or failed before its next checkpoint), so
+ * a resume from `step` logs each step once.  *dropped: how many. */
+int ds_train_log_truncate(const char *run, int64_t step, int64_t *dropped);
 
 /* Memory of a training step (bytes), printed at the start of `dsv3 train`
  * and `dsv3 bench-train` and recorded in bench-train's JSON. */
@@ -73,7 +92,10 @@ void ds_train_memory_log(const ds_train_memory *r);
 /* The same as JSON members ("mem_params": ..., no braces) into buf. */
 void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r);
 /* Runs (or resumes) a training run.  0, or -1 with ds_err (bad input,
- * non-finite loss, failed save: the last good checkpoint is left intact). */
+ * non-finite loss, failed save: the last good checkpoint is left intact).
+ * A resume takes the schedule, γ, precision, ... from o, not from the
+ * checkpoint: fill o from ds_train_saved_opts first (`dsv3 train` does, and
+ * lets --override replace single values). */
 int ds_train(const ds_train_opts *o);
 
 /* This CPU's FP32 peak in FLOP/s for `threads` cores: FMA lanes (16 with

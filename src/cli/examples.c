@@ -1,0 +1,58 @@
+/*
+ * examples.c — the runnable examples every `--help` ends with, for all
+ * commands in one table (cli.h ds_cli_examples): "" is `dsv3 --help`, a
+ * command group's own help ("tokenizer") is listed beside its subcommands
+ * ("tokenizer train").  tests/test_cli.c runs each example with --help
+ * appended, so every option in them must exist.  No pipes or redirections:
+ * each example is one dsv3 command line.
+ */
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct {
+    const char *cmd;
+    const char *ex[3]; /* NULL-terminated */
+} examples;
+
+static const examples g_examples[] = {
+    {"", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --special-tokens '<|bos|>' '<|eos|>' --out tok.json",
+          "dsv3 train --config tiny --data data --out run --minutes 10", NULL}},
+    {"train", {"dsv3 train --config tiny --data data --out run --minutes 10 --precision bf16",
+               "dsv3 train --data data --resume run --steps 2000", NULL}},
+    {"bench-train", {"dsv3 bench-train --config small --random 8,256 --iters 3 --precision bf16", NULL}},
+    {"convert", {"dsv3 convert --to fp8 run/latest run-fp8", "dsv3 convert --to bf16 run-fp8 run-bf16", NULL}},
+    {"data", {"dsv3 data prepare --tokenizer tok.json --input corpus.txt --out data --docs line", NULL}},
+    {"data prepare", {"dsv3 data prepare --tokenizer tok.json --input corpus.txt --out data --docs line",
+                      "dsv3 data prepare --tokenizer tok.json --input docs.jsonl --out data --val-fraction 0.01", NULL}},
+    {"eval", {"dsv3 eval --model run/latest --task lm:heldout.txt",
+              "dsv3 eval --model run/latest --task piqa arc_easy --limit 200 --out results.json", NULL}},
+    {"forward", {"dsv3 forward --model run/latest --ids ids.txt --out logits.safetensors --hidden",
+                 "dsv3 forward --config tiny --random 4,128 --iters 5", NULL}},
+    {"fp8", {"dsv3 fp8 study --k 128,4096,16384", "dsv3 fp8 analyze --model run/latest --json fp8.json", NULL}},
+    {"fp8 study", {"dsv3 fp8 study --k 128,4096,16384 --json study.json", NULL}},
+    {"fp8 bench", {"dsv3 fp8 bench --preset small --json bench.json", NULL}},
+    {"fp8 analyze", {"dsv3 fp8 analyze --model run/latest --json fp8.json",
+                     "dsv3 fp8 analyze --model run/latest --data data --batches 2", NULL}},
+    {"generate", {"dsv3 generate --model run/latest --prompt 'In the beginning' --temperature 0.7 --top-p 0.9",
+                  "dsv3 generate --model run/latest --prompt 'The LORD is' --speculative mtp", NULL}},
+    {"init", {"dsv3 init --config tiny --out tiny-model --seed 1", "dsv3 init --config config.json --out model", NULL}},
+    {"inspect", {"dsv3 inspect run/latest --memory", NULL}},
+    {"tokenizer", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --special-tokens '<|bos|>' --out tok.json",
+                   "dsv3 tokenizer encode --tokenizer tok.json --tokens corpus.txt", NULL}},
+    {"tokenizer encode", {"dsv3 tokenizer encode --tokenizer tok.json --tokens corpus.txt",
+                          "dsv3 tokenizer encode --tokenizer run/latest --add-special corpus.txt", NULL}},
+    {"tokenizer decode", {"dsv3 tokenizer decode --tokenizer tok.json ids.txt", NULL}},
+    {"tokenizer info", {"dsv3 tokenizer info --tokenizer run/latest", NULL}},
+    {"tokenizer train", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --special-tokens '<|bos|>' '<|eos|>' "
+                         "--out tok.json",
+                         "dsv3 tokenizer train --input corpus.txt --vocab-size 1024 --tie-break lex --out tok.json", NULL}},
+    {"tokenizer convert", {"dsv3 tokenizer convert --tokenizer tokenizer.json --out tok.json", NULL}},
+    {"tokenizer bench", {"dsv3 tokenizer bench --tokenizer tok.json corpus.txt", NULL}},
+};
+
+const char *const *ds_cli_examples(const char *cmd) {
+    for (size_t i = 0; i < sizeof g_examples / sizeof g_examples[0]; i++)
+        if (!strcmp(g_examples[i].cmd, cmd)) return g_examples[i].ex;
+    return NULL;
+}
