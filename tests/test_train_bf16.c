@@ -12,7 +12,9 @@
 
 #include "base/base.h"
 #include "kernels/matmul_bf16.h"
+#include "backend/ops.h"
 #include "num/dtype.h"
+#include "train/trainer.h"
 #include "test.h"
 
 static float rb(float x) { return ds_bf16_to_f32(ds_f32_to_bf16(x)); }
@@ -119,4 +121,37 @@ TEST(train_bf16_tracks_fp32) {
     fprintf(stderr, "  final loss fp32 %.5f, bf16 %.5f\n", loss[0], loss[1]);
     CHECK(fabs(loss[1] - loss[0]) < 0.02 * loss[0]);
     CHECK(loss[0] != loss[1]);
+}
+
+/* The table `train --precision bf16` (and bench-train) runs on: both the
+ * matmul entries (lm_head, router, eh_proj) and the linear entries (attention,
+ * MLP and expert projections) must round their inputs to BF16.  Oracle: the
+ * BF16-rounded inputs summed in double, as above.  Inputs with bits below
+ * BF16's precision make an FP32 GEMM differ from the oracle by far more than
+ * the tolerance (checked: the fp32 table must miss it). */
+TEST(train_bf16_table_rounds_every_gemm) {
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    const int64_t N = 9, C = 64, OC = 11;
+    float *x = randv(&r, N * C), *w = randv(&r, OC * C), *y = ds_malloc((size_t)(N * OC) * 4),
+          *yo = ds_malloc((size_t)(N * OC) * 4);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < OC; o++) {
+            double acc = 0;
+            for (int64_t c = 0; c < C; c++) acc += (double)rb(x[n * C + c]) * rb(w[o * C + c]);
+            yo[n * OC + o] = (float)acc;
+        }
+    for (int prec = DS_PREC_FP32; prec <= DS_PREC_BF16; prec++) {
+        struct ds_ops ops;
+        ds_train_ops(&ops, prec);
+        for (int e = 0; e < 2; e++) {
+            (e ? ops.linear_forward : ops.matmul_forward)(y, x, w, NULL, N, C, OC);
+            double err = ds_test_max_rel(y, yo, (size_t)(N * OC), 1e-3);
+            if (prec == DS_PREC_BF16)
+                CHECK_MSG(err < 1e-5, "bf16 table, %s entry: %.3g from the BF16 oracle", e ? "linear" : "matmul", err);
+            else
+                CHECK_MSG(err > 1e-4, "fp32 table, %s entry: %.3g, expected FP32 sums of unrounded inputs", e ? "linear" : "matmul", err);
+        }
+    }
+    free(x), free(w), free(y), free(yo);
 }

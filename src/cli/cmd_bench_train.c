@@ -15,8 +15,6 @@
 #include "model/backward.h"
 #include "model/model.h"
 #include "model/presets.h"
-#include "kernels/matmul_bf16.h"
-#include "kernels/matmul_fp8.h"
 #include "train/adamw.h"
 #include "train/trainer.h"
 
@@ -46,15 +44,8 @@ static int run(int argc, char **argv) {
     if (!bf16 && !fp8 && strcmp(prec, "fp32"))
         ds_cli_usage_error("bench-train", "--precision: fp32, bf16 or fp8, got '%s'", prec);
     if (cache && !fp8) ds_cli_usage_error("bench-train", "--fp8-cache needs --precision fp8");
-    struct ds_ops ops = ds_ops_cpu;
-    if (bf16) {
-        ops.matmul_forward = ds_matmul_forward_bf16;
-        ops.matmul_backward = ds_matmul_backward_bf16;
-    }
-    if (fp8) { /* attention and MLP/expert projections only (backend/ops.h) */
-        ops.linear_forward = ds_linear_forward_fp8;
-        ops.linear_backward = ds_linear_backward_fp8;
-    }
+    struct ds_ops ops;
+    ds_train_ops(&ops, bf16 ? DS_PREC_BF16 : fp8 ? DS_PREC_FP8 : DS_PREC_FP32);
     ds_config c;
     ds_model m;
     int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);

@@ -83,6 +83,28 @@ void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r) {
              r->eval_acts, r->total);
 }
 
+/* The CPU ops table of a training precision.
+ * bf16: every GEMM (the linear layers and the lm_head, router and MTP eh_proj
+ * matmuls; forward, input and weight gradients) takes BF16-rounded inputs
+ * with FP32 sums.  The linear entries are set as well as the matmul ones:
+ * ds_ops_cpu's linear entries are FP32 functions of their own, not calls
+ * through matmul_forward.
+ * fp8: the attention and MLP/expert projections run their three GEMMs on
+ * E4M3 (1x128 / 128x128 scaling, FP32 promotion); embedding, lm_head,
+ * router, MTP eh_proj, norms and the attention core stay FP32, as in
+ * DeepSeek-V3.  Validation and sampling run in FP32 either way. */
+void ds_train_ops(struct ds_ops *ops, int precision) {
+    *ops = ds_ops_cpu;
+    if (precision == DS_PREC_BF16) {
+        ops->matmul_forward = ops->linear_forward = ds_matmul_forward_bf16;
+        ops->matmul_backward = ops->linear_backward = ds_matmul_backward_bf16;
+    }
+    if (precision == DS_PREC_FP8) {
+        ops->linear_forward = ds_linear_forward_fp8;
+        ops->linear_backward = ds_linear_backward_fp8;
+    }
+}
+
 ds_train_opts ds_train_opts_default(void) {
     ds_train_opts o;
     memset(&o, 0, sizeof o);
@@ -612,21 +634,8 @@ int ds_train(const ds_train_opts *o) {
     ds_log(DS_LOG_INFO, "logged: loss = next-token cross-entropy%s%s", mtp ? ", mtp_loss = MTP cross-entropy (mean over depths)" : "",
            mtp || lo.balance != DS_BAL_NONE ? ", total = loss + λ·mtp_loss + balance loss (the objective)" : "");
 
-    /* --precision bf16: every linear layer's GEMMs (forward, input and weight
-     * gradients) take BF16-rounded inputs with FP32 sums; validation and
-     * sampling run in FP32 */
-    struct ds_ops ops = ds_ops_cpu;
-    if (o->precision == DS_PREC_BF16) { /* BF16 GEMM inputs, FP32 sums, in both directions */
-        ops.matmul_forward = ds_matmul_forward_bf16;
-        ops.matmul_backward = ds_matmul_backward_bf16;
-    }
-    /* --precision fp8: the attention and MLP/expert projections run their
-     * three GEMMs on E4M3 (1x128 / 128x128 scaling, FP32 promotion);
-     * embedding, lm_head, router, MTP eh_proj, norms, attention core FP32 */
-    if (o->precision == DS_PREC_FP8) {
-        ops.linear_forward = ds_linear_forward_fp8;
-        ops.linear_backward = ds_linear_backward_fp8;
-    }
+    struct ds_ops ops;
+    ds_train_ops(&ops, o->precision);
     ds_adamw_hparams hp = ds_adamw_default(st.peak_lr);
     hp.weight_decay = o->weight_decay;
     double t_start = ds_now(), t_train = 0;

@@ -50,6 +50,9 @@ typedef struct {
 } ds_train_opts;
 
 ds_train_opts ds_train_opts_default(void);
+/* *ops = the CPU ops table that trains in `precision` (DS_PREC_*). */
+struct ds_ops;
+void ds_train_ops(struct ds_ops *ops, int precision);
 
 /* The options that shape a run, as the JSON object kept in every checkpoint
  * ("train_options": config, precision, balance, bias_gamma, gamma_until,
