@@ -375,7 +375,7 @@ TEST(encode_pair_as_lm_eval) {
     int32_t *c, *k, *w;
     int64_t nc, nk;
     /* trailing whitespace of the context moves to the continuation: ctx "Answer:", cont " yes" */
-    CHECK(ds_eval_encode_pair(&lm, "Answer: ", "yes", &c, &nc, &k, &nk) == 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "Answer: ", "yes", &c, &nc, &k, &nk) == 0);
     int64_t nw = mock_encode(&m, "Answer:", 7, 1, &w);
     CHECK(nc == nw && !memcmp(c, w, (size_t)nw * 4));
     free(w);
@@ -384,20 +384,20 @@ TEST(encode_pair_as_lm_eval) {
     free(w); free(c); free(k);
     /* joint tokenization: ctx "a b" + cont "c d" -> whole ["a", " bc", " d"], ctx ["a", " b"]:
      * the continuation is whole[2:] = [" d"] (lm-eval's rule, not enc(" c d")) */
-    CHECK(ds_eval_encode_pair(&lm, "a b", "c d", &c, &nc, &k, &nk) == 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "a b", "c d", &c, &nc, &k, &nk) == 0);
     nw = mock_encode(&m, " d", 2, 1, &w);
     CHECK(nc == 2 && nk == 1 && k[0] == w[0]);
     free(w); free(c); free(k);
     /* the continuation merges entirely into the context's last token: an error, not a crash */
-    CHECK(ds_eval_encode_pair(&lm, "ab", "cd", &c, &nc, &k, &nk) != 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "ab", "cd", &c, &nc, &k, &nk) != 0);
     CHECK(strstr(ds_errmsg(), "empty") != NULL);
     /* empty context: [prefix] + enc(cont); a continuation starting with the prefix token keeps it as context */
     m.word_tok = 0;
-    CHECK(ds_eval_encode_pair(&lm, "", "hi", &c, &nc, &k, &nk) == 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "", "hi", &c, &nc, &k, &nk) == 0);
     CHECK(nc == 1 && c[0] == 0 && nk == 2 && k[0] == 'h');
     free(c); free(k);
     lm.prefix_id = 'h';
-    CHECK(ds_eval_encode_pair(&lm, "", "hi", &c, &nc, &k, &nk) == 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "", "hi", &c, &nc, &k, &nk) == 0);
     CHECK(nc == 1 && c[0] == 'h' && nk == 1 && k[0] == 'i');
     free(c); free(k);
 }
