@@ -13,14 +13,17 @@ lm-eval datasets cannot be downloaded here), with --limit N = the first N rows.
 Made with (lm-eval is not a project dependency; a venv is enough):
     python3 -m venv --system-site-packages /tmp/eval-venv && /tmp/eval-venv/bin/pip install lm-eval
     /tmp/eval-venv/bin/python tools/make_eval_fixtures.py
-(lm-eval 0.4.13, transformers 5.24, tokenizers 0.23, torch 2.15 CPU)
+(lm-eval 0.4.13, transformers 5.24, tokenizers 0.23, torch 2.15 CPU; scores_dsv3tok.json:
+lm-eval 0.4.13, transformers 5.25; lm-eval's HFLM also imports accelerate and psutil)
 
 Writes tests/fixtures/eval/: model/ (config.json, model.safetensors, tokenizer.json, ...),
 scores.json (per-example token ids, log-likelihoods, is_greedy, and the metrics per task),
 greedy_mc.jsonl and greedy_gen.jsonl (hand-checkable tasks built from the model's own
 greedy continuations: the model must get every answer right by construction),
 text_cases.json (text rules through lm-eval's functions) and positional_oracle.json (whole
-datasets through lm-eval's TemplateLM with an analytic byte model, see positional_oracle).
+datasets through lm-eval's TemplateLM with an analytic byte model, see positional_oracle),
+and scores_dsv3tok.json + dsv3tok/ (DeepSeek-V3's 129,280-token tokenizer, both BOS settings
+of HFLM, see dsv3_vocab_fixtures; --dsv3tok-only makes just these).
 """
 import argparse
 import json
