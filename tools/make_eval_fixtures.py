@@ -398,6 +398,55 @@ def dsv3_vocab_fixtures(limit, wikitext_docs):
     shutil.rmtree(tmp)
 
 
+def bos_cases(out_path):
+    """lm-eval's HFLM.tok_encode (its own code, on a bare HFLM with only a tokenizer) for the
+    tokenizer of tests/fixtures/eval/model under four post-processor / tokenizer_config.json
+    variants, with add_bos_token unset and True, tokenizers loaded as HFLM loads them
+    (AutoTokenizer.from_pretrained(DIR[, add_bos_token=True])).  tests/test_eval_batch.c
+    rebuilds each variant and requires the same ids from the model binding."""
+    import shutil
+    import tempfile
+    from transformers import AutoTokenizer
+    from lm_eval.models.huggingface import HFLM
+    src = os.path.join(OUT, "model")
+    base = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
+    bos_tok = {"SpecialToken": {"id": EOT, "type_id": 0}}
+    seq = {"Sequence": {"id": "A", "type_id": 0}}
+    specials = {EOT: {"id": EOT, "ids": [0], "tokens": [EOT]}}
+    variants = {
+        "template_plain": ({"type": "TemplateProcessing", "single": [seq], "pair": [seq], "special_tokens": {}}, {}),
+        "template_plain_config_add_bos": ({"type": "TemplateProcessing", "single": [seq], "pair": [seq], "special_tokens": {}},
+                                          {"add_bos_token": True}),
+        "bytelevel_config_add_bos": ({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": True},
+                                     {"add_bos_token": True}),
+        "template_bos": ({"type": "TemplateProcessing", "single": [bos_tok, seq], "pair": [bos_tok, seq], "special_tokens": specials}, {}),
+        "template_bos_eos": ({"type": "TemplateProcessing", "single": [bos_tok, seq, {"SpecialToken": {"id": EOT, "type_id": 0}}],
+                              "pair": [bos_tok, seq], "special_tokens": specials}, {"add_bos_token": False}),
+    }
+    texts = ["Hello world", " leading space", EOT + "Hello", "a" + EOT]
+    out = {"tool": "tools/make_eval_fixtures.py (bos_cases)", "texts": texts, "variants": {}}
+    for name, (pp, cfg_extra) in variants.items():
+        tmp = tempfile.mkdtemp(prefix="bos-")
+        t = dict(base)
+        t["post_processor"] = pp
+        json.dump(t, open(os.path.join(tmp, "tokenizer.json"), "w", encoding="utf-8"))
+        cfg = json.load(open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8"))
+        cfg.update(cfg_extra)
+        json.dump(cfg, open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8"))
+        v = {"post_processor": pp, "tokenizer_config": cfg}
+        for key, add_bos in (("default", None), ("add_bos", True)):
+            lm = HFLM.__new__(HFLM)
+            lm.tokenizer = AutoTokenizer.from_pretrained(tmp, **({} if add_bos is None else {"add_bos_token": True}))
+            lm.add_bos_token = add_bos
+            lm.custom_prefix_token_id = None
+            v[key] = [HFLM.tok_encode(lm, x) for x in texts]
+        out["variants"][name] = v
+        shutil.rmtree(tmp)
+        print("bos %-30s default %s  add_bos %s" % (name, v["default"][0], v["add_bos"][0]))
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=20)
@@ -408,7 +457,12 @@ def main():
     ap.add_argument("--dsv3tok-limit", type=int, default=8)
     args = ap.parse_args()
     if args.dsv3tok_only:
+        bos_cases(os.path.join(OUT, "bos_cases.json"))
+        bos_cases(os.path.join(OUT, "bos_cases.json"))
+    if os.path.exists(os.path.join(DSV3_TOK, "tokenizer.json")):
         dsv3_vocab_fixtures(args.dsv3tok_limit, 1)
+    else:
+        print("make_eval_fixtures: %s not found; scores_dsv3tok.json left as it is" % DSV3_TOK)
         return
     positional_oracle(os.path.join(OUT, "positional_oracle.json"))
     if args.positional_only:
@@ -640,7 +694,11 @@ def main():
         margins = [e["margin"] for e in t["examples"] if e.get("margin") is not None]
         extra = " (min choice margin %.3g)" % min(margins) if margins else ""
         print("%-10s n=%-3d %s%s" % (name, t["n"], ms, extra))
-    dsv3_vocab_fixtures(args.dsv3tok_limit, 1)
+    bos_cases(os.path.join(OUT, "bos_cases.json"))
+    if os.path.exists(os.path.join(DSV3_TOK, "tokenizer.json")):
+        dsv3_vocab_fixtures(args.dsv3tok_limit, 1)
+    else:
+        print("make_eval_fixtures: %s not found; scores_dsv3tok.json left as it is" % DSV3_TOK)
 
 
 if __name__ == "__main__":
