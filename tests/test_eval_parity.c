@@ -293,7 +293,7 @@ static int replay_loglik(void *ctx, ds_lm_request *reqs, int64_t n) {
 
 static int64_t replay_encode(void *ctx, const char *s, size_t n, int add_special, int32_t **ids) {
     replay *r = ctx;
-    (void)add_special; /* the fixture tokenizer has no template */
+    (void)add_special; /* the fixture tokenizer adds nothing by default (eval runs without add_bos) */
     for (int i = 0; i < r->n_enc; i++) {
         const char *t = cJSON_GetArrayItem(r->enc[i], 0)->valuestring;
         if (strlen(t) == n && !memcmp(t, s, n)) {
