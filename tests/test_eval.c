@@ -938,3 +938,20 @@ TEST(cli_eval_one_failing_task_keeps_the_others) {
     CHECK(s && strstr(s, "\"task\":\"first\"") && strstr(s, "\"task\":\"last\"") && !strstr(s, "\"task\":\"bad\""));
     free(s);
 }
+
+TEST(cli_eval_init_folder_takes_tokenizer_option) {
+    const char *dir = ds_test_tmpdir();
+    char out[8192];
+    int rc = ds_test_sh(out, sizeof out, "%s init --config tiny --out %s/m && printf 'one two three\\nfour\\n' > %s/t.txt",
+                        dsv3_bin(), dir, dir);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, "%s eval --model %s/m --task 'lm:%s/t.txt#docs=lines' --no-progress", dsv3_bin(), dir, dir);
+    CHECK_MSG(rc == 1 && strstr(out, "/m: no tokenizer.json (give one with --tokenizer FILE)"), "rc %d: %s", rc, out);
+    rc = ds_test_sh(out, sizeof out, "%s eval --model %s/m --tokenizer tests/fixtures/eval/model/tokenizer.json "
+                    "--task 'lm:%s/t.txt#docs=lines' --no-progress --out %s/r.json", dsv3_bin(), dir, dir, dir);
+    CHECK_MSG(rc == 0 && strstr(out, "bits_per_byte"), "rc %d: %s", rc, out);
+    /* a tokenizer that does not exist: the message names it */
+    rc = ds_test_sh(out, sizeof out, "%s eval --model %s/m --tokenizer /no/such/tokenizer.json --task 'lm:%s/t.txt' --no-progress",
+                    dsv3_bin(), dir, dir);
+    CHECK_MSG(rc == 1 && strstr(out, "/no/such/tokenizer.json"), "rc %d: %s", rc, out);
+}
