@@ -155,17 +155,18 @@ static int edit_distance(const char *a, size_t la, const char *b) {
     return d[lb];
 }
 
-static const struct { const char *name, *rel; ds_task_kind kind; int qa, wiki; const char *alias_of; } NAMED[] = {
-    {"lambada_openai", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0, 0, NULL},
-    {"wikitext", "wikitext2/wiki.test.raw", DS_TASK_LM, 0, 1, NULL},
-    {"arc_easy", "llm_foundry_icl/arc_easy.jsonl", DS_TASK_MC, 1, 0, NULL},
-    {"arc_challenge", "llm_foundry_icl/arc_challenge.jsonl", DS_TASK_MC, 1, 0, NULL},
-    {"winogrande", "llm_foundry_icl/winogrande.jsonl", DS_TASK_MC, 0, 0, NULL},
-    {"hellaswag", "hellaswag/hellaswag_val_full.txt", DS_TASK_MC, 0, 0, NULL},
-    {"piqa", "llm_foundry_icl/piqa.jsonl", DS_TASK_MC, 1, 0, NULL},
-    {"lambada_gen", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_GEN, 0, 0, NULL},
-    {"lambada", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0, 0, "lambada_openai"},
-    {"wikitext2", "wikitext2/wiki.test.raw", DS_TASK_LM, 0, 1, "wikitext"},
+/* lm-eval's names first; the last two are the names dsv3 used before (aliases, results keep the name given) */
+static const struct { const char *name, *rel; ds_task_kind kind; int qa, wiki; } NAMED[] = {
+    {"lambada_openai", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0, 0},
+    {"wikitext", "wikitext2/wiki.test.raw", DS_TASK_LM, 0, 1},
+    {"arc_easy", "llm_foundry_icl/arc_easy.jsonl", DS_TASK_MC, 1, 0},
+    {"arc_challenge", "llm_foundry_icl/arc_challenge.jsonl", DS_TASK_MC, 1, 0},
+    {"winogrande", "llm_foundry_icl/winogrande.jsonl", DS_TASK_MC, 0, 0},
+    {"hellaswag", "hellaswag/hellaswag_val_full.txt", DS_TASK_MC, 0, 0},
+    {"piqa", "llm_foundry_icl/piqa.jsonl", DS_TASK_MC, 1, 0},
+    {"lambada_gen", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_GEN, 0, 0},
+    {"lambada", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0, 0},
+    {"wikitext2", "wikitext2/wiki.test.raw", DS_TASK_LM, 0, 1},
 };
 enum { N_NAMED = sizeof NAMED / sizeof *NAMED };
 
@@ -204,23 +205,21 @@ int ds_task_parse_spec(ds_task *t, const char *spec, const char *data_dir) {
     t->delim = ds_strdup(" ");
     t->max_new = 256;
     t->add_bos = -1;
-#define named NAMED
     const char *colon = strchr(spec, ':');
     const char *hash = colon ? strchr(colon, '#') : strchr(spec, '#');
     size_t head = hash ? (size_t)(hash - spec) : strlen(spec);
     if (!colon || (size_t)(colon - spec) > head) {
         size_t k;
         for (k = 0; k < N_NAMED; k++)
-            if (strlen(named[k].name) == head && !strncmp(spec, named[k].name, head)) break;
+            if (strlen(NAMED[k].name) == head && !strncmp(spec, NAMED[k].name, head)) break;
         if (k == N_NAMED) return unknown_task(spec, head);
-        snprintf(t->name, sizeof t->name, "%s", named[k].name);
-        t->kind = named[k].kind;
-        t->prompt_qa = named[k].qa;
-        if (named[k].wiki) { t->docs_split = DS_DOCS_WIKITEXT; t->detok_wikitext = 1; }
+        snprintf(t->name, sizeof t->name, "%s", NAMED[k].name);
+        t->kind = NAMED[k].kind;
+        t->prompt_qa = NAMED[k].qa;
+        if (NAMED[k].wiki) { t->docs_split = DS_DOCS_WIKITEXT; t->detok_wikitext = 1; }
         char *dir = ds_strdup(data_dir ? data_dir : "../shared/data");
-        t->path = ds_path_join(dir, named[k].rel);
+        t->path = ds_path_join(dir, NAMED[k].rel);
         free(dir);
-#undef named
     } else {
         size_t kl = (size_t)(colon - spec);
         if (kl == 2 && !strncmp(spec, "mc", 2)) t->kind = DS_TASK_MC;
