@@ -458,11 +458,7 @@ def main():
     args = ap.parse_args()
     if args.dsv3tok_only:
         bos_cases(os.path.join(OUT, "bos_cases.json"))
-        bos_cases(os.path.join(OUT, "bos_cases.json"))
-    if os.path.exists(os.path.join(DSV3_TOK, "tokenizer.json")):
         dsv3_vocab_fixtures(args.dsv3tok_limit, 1)
-    else:
-        print("make_eval_fixtures: %s not found; scores_dsv3tok.json left as it is" % DSV3_TOK)
         return
     positional_oracle(os.path.join(OUT, "positional_oracle.json"))
     if args.positional_only:
