@@ -81,11 +81,11 @@ static int mock_generate(void *ctx, const int32_t *ids, int64_t n, int64_t max_n
 
 /* word pieces: an optional run of spaces glued to the following letters/digits; any other
  * byte alone.  Ids are FNV hashes mod 100000 + 256 (collisions do not matter here). */
-static int64_t mock_encode(void *ctx, const char *s, size_t n, int add_special, int32_t **ids) {
-    (void)add_special;
+static int64_t mock_encode(void *ctx, const char *s, size_t n, int mode, int32_t **ids) {
     mock *m = ctx;
-    *ids = malloc((n ? n : 1) * sizeof(int32_t));
+    *ids = malloc((n + 1) * sizeof(int32_t));
     int64_t k = 0;
+    if (mode == DS_LM_ENC_BOS) (*ids)[k++] = 0; /* the mock's BOS (= its prefix id) */
     if (!m->word_tok) {
         for (size_t i = 0; i < n; i++) (*ids)[k++] = (unsigned char)s[i];
         return k;
@@ -375,7 +375,7 @@ TEST(encode_pair_as_lm_eval) {
     int32_t *c, *k, *w;
     int64_t nc, nk;
     /* trailing whitespace of the context moves to the continuation: ctx "Answer:", cont " yes" */
-    CHECK(ds_eval_encode_pair(&lm, "Answer: ", "yes", &c, &nc, &k, &nk) == 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "Answer: ", "yes", &c, &nc, &k, &nk) == 0);
     int64_t nw = mock_encode(&m, "Answer:", 7, 1, &w);
     CHECK(nc == nw && !memcmp(c, w, (size_t)nw * 4));
     free(w);
@@ -384,20 +384,20 @@ TEST(encode_pair_as_lm_eval) {
     free(w); free(c); free(k);
     /* joint tokenization: ctx "a b" + cont "c d" -> whole ["a", " bc", " d"], ctx ["a", " b"]:
      * the continuation is whole[2:] = [" d"] (lm-eval's rule, not enc(" c d")) */
-    CHECK(ds_eval_encode_pair(&lm, "a b", "c d", &c, &nc, &k, &nk) == 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "a b", "c d", &c, &nc, &k, &nk) == 0);
     nw = mock_encode(&m, " d", 2, 1, &w);
     CHECK(nc == 2 && nk == 1 && k[0] == w[0]);
     free(w); free(c); free(k);
     /* the continuation merges entirely into the context's last token: an error, not a crash */
-    CHECK(ds_eval_encode_pair(&lm, "ab", "cd", &c, &nc, &k, &nk) != 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "ab", "cd", &c, &nc, &k, &nk) != 0);
     CHECK(strstr(ds_errmsg(), "empty") != NULL);
     /* empty context: [prefix] + enc(cont); a continuation starting with the prefix token keeps it as context */
     m.word_tok = 0;
-    CHECK(ds_eval_encode_pair(&lm, "", "hi", &c, &nc, &k, &nk) == 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "", "hi", &c, &nc, &k, &nk) == 0);
     CHECK(nc == 1 && c[0] == 0 && nk == 2 && k[0] == 'h');
     free(c); free(k);
     lm.prefix_id = 'h';
-    CHECK(ds_eval_encode_pair(&lm, "", "hi", &c, &nc, &k, &nk) == 0);
+    CHECK(ds_eval_encode_pair(&lm, 0, "", "hi", &c, &nc, &k, &nk) == 0);
     CHECK(nc == 1 && c[0] == 'h' && nk == 1 && k[0] == 'i');
     free(c); free(k);
 }
@@ -746,4 +746,212 @@ TEST(context_options_and_context_continuation_rows) {
     CHECK(ds_result_metric(&r, "perplexity") != NULL);
     ds_task_result_free(&r);
     ds_task_free(&t);
+}
+
+/* ---- BOS, task names, WinoGrande, empty choices, failing tasks ------------------------------ */
+TEST(add_bos_reaches_every_encoding_but_the_empty_context_continuation) {
+    ds_lm lm;
+    mock m;
+    mock_lm(&lm, &m, M_RECORD, 256);
+    ds_eval_opts o;
+    ds_eval_opts_default(&o);
+    ds_task t;
+    ds_task_result r;
+    /* default: no BOS */
+    CHECK(task_from(&t, "ll:x.jsonl", "{\"context\": \"ab\", \"continuation\": \"c\"}\n", &o) == 0);
+    CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
+    CHECK(m.nrec == 1 && m.rec[0].n_ctx == 2 && m.rec[0].tok[0] == 'a');
+    ds_task_result_free(&r);
+    /* --add-bos: contexts start with BOS; the continuation does not get one */
+    m.nrec = 0;
+    o.add_bos = 1;
+    CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
+    CHECK(m.nrec == 1 && m.rec[0].n_ctx == 3 && m.rec[0].tok[0] == 0 && m.rec[0].tok[1] == 'a' && m.rec[0].n_cont == 2);
+    CHECK(m.rec[0].tok[3] == ' ' && m.rec[0].tok[4] == 'c');
+    ds_task_result_free(&r);
+    ds_task_free(&t);
+    /* the task option overrides the run's setting, both ways */
+    m.nrec = 0;
+    CHECK(task_from(&t, "ll:x.jsonl#add_bos=0", "{\"context\": \"ab\", \"continuation\": \"c\"}\n", &o) == 0);
+    CHECK(ds_task_add_bos(&t, &o) == 0);
+    CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
+    CHECK(m.nrec == 1 && m.rec[0].n_ctx == 2);
+    ds_task_result_free(&r);
+    ds_task_free(&t);
+    o.add_bos = 0;
+    CHECK(ds_task_parse_spec(&t, "piqa#add_bos=true", NULL) == 0 && ds_task_add_bos(&t, &o) == 1);
+    ds_task_free(&t);
+    CHECK(ds_task_parse_spec(&t, "piqa#add_bos=maybe", NULL) != 0 && strstr(ds_errmsg(), "add_bos: expected 1 or 0"));
+    ds_task_free(&t);
+    /* rolling windows: the document's own BOS is the first predicted token (lm-eval tok_encode) */
+    m.nrec = 0;
+    o.add_bos = 1;
+    CHECK(task_from(&t, "lm:x.txt", "xyz", &o) == 0);
+    CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
+    CHECK(r.docs[0].n_tokens[0] == 4 && m.rec[0].n_ctx == 1 && m.rec[0].tok[0] == 0 && m.rec[0].tok[1] == 0);
+    ds_task_result_free(&r);
+    ds_task_free(&t);
+}
+
+TEST(task_names_as_lm_eval_and_aliases) {
+    ds_task t;
+    static const struct { const char *spec, *name, *file; ds_task_kind kind; int qa; } c[] = {
+        {"lambada_openai", "lambada_openai", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0},
+        {"lambada", "lambada", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0},
+        {"wikitext", "wikitext", "wikitext2/wiki.test.raw", DS_TASK_LM, 0},
+        {"wikitext2", "wikitext2", "wikitext2/wiki.test.raw", DS_TASK_LM, 0},
+        {"arc_easy", "arc_easy", "llm_foundry_icl/arc_easy.jsonl", DS_TASK_MC, 1},
+        {"arc_challenge", "arc_challenge", "llm_foundry_icl/arc_challenge.jsonl", DS_TASK_MC, 1},
+        {"winogrande", "winogrande", "llm_foundry_icl/winogrande.jsonl", DS_TASK_MC, 0},
+        {"hellaswag", "hellaswag", "hellaswag/hellaswag_val_full.txt", DS_TASK_MC, 0},
+        {"piqa", "piqa", "llm_foundry_icl/piqa.jsonl", DS_TASK_MC, 1},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        CHECK_MSG(ds_task_parse_spec(&t, c[i].spec, "D") == 0, "%s: %s", c[i].spec, ds_errmsg());
+        char want[256];
+        snprintf(want, sizeof want, "D/%s", c[i].file);
+        CHECK_MSG(!strcmp(t.name, c[i].name) && !strcmp(t.path, want) && t.kind == c[i].kind && t.prompt_qa == c[i].qa,
+                  "%s: name %s path %s", c[i].spec, t.name, t.path);
+        if (t.kind == DS_TASK_LM) CHECK(t.docs_split == DS_DOCS_WIKITEXT && t.detok_wikitext);
+        ds_task_free(&t);
+    }
+    static const struct { const char *spec, *hint; } typo[] = {
+        {"arc_chalenge", "did you mean arc_challenge?"},
+        {"hellaswg", "did you mean hellaswag?"},
+        {"winogrand#limit=3", "did you mean winogrande?"},
+        {"lambada_open", "lambada_openai"},
+        {"arc", "arc_easy"},
+    };
+    for (size_t i = 0; i < sizeof typo / sizeof *typo; i++) {
+        CHECK(ds_task_parse_spec(&t, typo[i].spec, NULL) != 0);
+        CHECK_MSG(strstr(ds_errmsg(), typo[i].hint) && strstr(ds_errmsg(), "unknown task"), "%s: %s", typo[i].spec, ds_errmsg());
+        ds_task_free(&t);
+    }
+    CHECK(ds_task_parse_spec(&t, "zzzzzzzz", NULL) != 0 && !strstr(ds_errmsg(), "did you mean"));
+    ds_task_free(&t);
+}
+
+TEST(winogrande_partial_scoring_rows) {
+    ds_eval_opts o;
+    ds_eval_opts_default(&o);
+    ds_task t;
+    /* lm-eval preprocess_winogrande: idx = sentence.index("_"); contexts sentence[:idx] + option;
+     * target sentence[idx+1:].strip(); answer "1" -> 0 */
+    const char *f = "{\"sentence\": \"The cup fell on the rug and the _ broke.  \", \"option1\": \"cup\", \"option2\": \"rug\", \"answer\": \"1\"}\n"
+                    "{\"sentence\": \"A _ b_c\", \"option1\": \"x\", \"option2\": \"y\", \"answer\": \"2\"}\n";
+    CHECK(task_from(&t, "mc:w.jsonl", f, &o) == 0);
+    CHECK(t.multi_ctx == 1 && t.n_docs == 2);
+    if (t.n_docs == 2) {
+        CHECK(!strcmp(t.docs[0].ctx[0], "The cup fell on the rug and the cup"));
+        CHECK(!strcmp(t.docs[0].ctx[1], "The cup fell on the rug and the rug"));
+        CHECK(!strcmp(t.docs[0].cont[0], " broke.") && !strcmp(t.docs[0].cont[1], " broke.") && t.docs[0].gold == 0);
+        CHECK(!strcmp(t.docs[1].ctx[1], "A y") && !strcmp(t.docs[1].cont[0], " b_c") && t.docs[1].gold == 1);
+    }
+    ds_task_free(&t);
+    static const struct { const char *row, *msg; } bad[] = {
+        {"{\"sentence\": \"no blank\", \"option1\": \"a\", \"option2\": \"b\", \"answer\": \"1\"}", "w.jsonl:1: sentence: no '_' blank"},
+        {"{\"sentence\": \"a _ b\", \"option1\": \"a\", \"option2\": \"b\", \"answer\": \"3\"}", "w.jsonl:1: answer: expected \"1\" or \"2\""},
+        {"{\"sentence\": \"a _ b\", \"option1\": \"a\", \"answer\": \"1\"}", "w.jsonl:1: option2: missing"},
+        {"{\"sentence\": \"a _ b\", \"option1\": \"\", \"option2\": \"b\", \"answer\": \"1\"}", "w.jsonl:1: option1: empty answer choice"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK(task_from(&t, "mc:w.jsonl", bad[i].row, &o) != 0);
+        CHECK_MSG(strstr(ds_errmsg(), bad[i].msg) != NULL, "got '%s', want '%s'", ds_errmsg(), bad[i].msg);
+        ds_task_free(&t);
+    }
+}
+
+TEST(empty_answer_choice_is_an_error_or_skipped) {
+    ds_eval_opts o;
+    ds_eval_opts_default(&o);
+    ds_task t;
+    const char *f = "{\"query\": \"q\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n"
+                    "{\"query\": \"q\", \"choices\": [\"a\", \"\"], \"gold\": 0}\n"
+                    "{\"query\": \"r\", \"choices\": [\"c\", \"d\"], \"gold\": 1}\n";
+    CHECK(task_from(&t, "mc:x.jsonl", f, &o) != 0);
+    CHECK_MSG(strstr(ds_errmsg(), "x.jsonl:2: choices[1]: empty answer choice") != NULL, "%s", ds_errmsg());
+    ds_task_free(&t);
+    o.on_error = DS_ON_ERROR_SKIP;
+    CHECK(task_from(&t, "mc:x.jsonl", f, &o) == 0);
+    CHECK(t.n_docs == 2 && t.n_skipped == 1 && t.docs[1].line == 3);
+    ds_task_free(&t);
+    o.on_error = DS_ON_ERROR_STOP;
+    CHECK(task_from(&t, "mc:x.jsonl", "{\"context_options\": [\"a\", \"\"], \"continuation\": \"c\", \"gold\": 0}\n", &o) != 0);
+    CHECK(strstr(ds_errmsg(), "x.jsonl:1: context_options[1]: empty answer choice") != NULL);
+    ds_task_free(&t);
+    CHECK(task_from(&t, "mc:h.txt", "ctx\n1\na\n\nc\nd\n", &o) != 0);
+    CHECK_MSG(strstr(ds_errmsg(), "h.txt:1: ending 1 (line 4): empty answer choice") != NULL, "%s", ds_errmsg());
+    ds_task_free(&t);
+}
+
+TEST(cli_eval_usage_errors_exit_2) {
+    char out[8192];
+    static const struct { const char *args, *msg; } c[] = {
+        {"--task arc_chalenge", "did you mean arc_challenge?"},
+        {"--task piqa wikitext3", "unknown task 'wikitext3'; did you mean wikitext"},
+        {"--task 'piqa#add_bos=2'", "add_bos: expected 1 or 0"},
+        {"--task piqa --limit -3", "--limit -3 is out of range (0.."},
+        {"--task piqa --batch 0", "--batch 0 is out of range (1.."},
+        {"--task piqa --max-length -1", "--max-length -1 is out of range"},
+        {"--task piqa --on-error maybe", "expected stop or skip"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        int rc = ds_test_sh(out, sizeof out, "%s eval --model builtin:uniform-bytes %s", dsv3_bin(), c[i].args);
+        CHECK_MSG(rc == 2 && strstr(out, c[i].msg), "%s: rc %d: %s", c[i].args, rc, out);
+    }
+    /* a folder without tokenizer.json (as dsv3 init makes): the message says what to add */
+    int rc = ds_test_sh(out, sizeof out, "%s eval --model tests/fixtures/eval/dsv3tok --task lm:x.txt", dsv3_bin());
+    CHECK_MSG(rc == 1 && strstr(out, "tests/fixtures/eval/dsv3tok: no tokenizer.json (give one with --tokenizer FILE)"), "%s", out);
+}
+
+TEST(cli_eval_one_failing_task_keeps_the_others) {
+    const char *dir = ds_test_tmpdir();
+    char out[8192], p[1024];
+    snprintf(p, sizeof p, "%s/a.txt", dir);
+    FILE *f = fopen(p, "w");
+    fputs("one two\n", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/bad.jsonl", dir);
+    f = fopen(p, "w");
+    fputs("{\"query\": \"q\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n{\"query\": \"q\", \"choices\": [\"\", \"b\"], \"gold\": 0}\n", f);
+    fclose(f);
+    int rc = ds_test_sh(out, sizeof out,
+                        "%s eval --model builtin:uniform-bytes --task 'lm:%s/a.txt#name=first' mc:%s/bad.jsonl "
+                        "mc:%s/missing.jsonl 'lm:%s/a.txt#name=last' --out %s/r.json --samples %s/s.jsonl",
+                        dsv3_bin(), dir, dir, dir, dir, dir, dir);
+    CHECK_MSG(rc == 1, "rc %d: %s", rc, out);
+    CHECK_MSG(strstr(out, "bad.jsonl:2: choices[0]: empty answer choice") && strstr(out, "missing.jsonl") &&
+              strstr(out, "2 of 4 tasks failed"), "%s", out);
+    CHECK(strstr(out, "first") && strstr(out, "last") && strstr(out, "8.0000"));
+    char jp[1024];
+    snprintf(jp, sizeof jp, "%s/r.json", dir);
+    char *js = ds_read_file(jp, NULL);
+    CHECK(js != NULL);
+    cJSON *j = js ? cJSON_Parse(js) : NULL;
+    free(js);
+    cJSON *res = cJSON_GetObjectItem(j, "results"), *errs = cJSON_GetObjectItem(j, "errors");
+    CHECK(cJSON_GetObjectItem(res, "first") && cJSON_GetObjectItem(res, "last") && cJSON_GetArraySize(res) == 2);
+    CHECK(cJSON_GetArraySize(errs) == 2 && cJSON_IsString(cJSON_GetObjectItem(errs, "bad")));
+    cJSON_Delete(j);
+    snprintf(jp, sizeof jp, "%s/s.jsonl", dir);
+    char *s = ds_read_file(jp, NULL);
+    CHECK(s && strstr(s, "\"task\":\"first\"") && strstr(s, "\"task\":\"last\"") && !strstr(s, "\"task\":\"bad\""));
+    free(s);
+}
+
+TEST(cli_eval_init_folder_takes_tokenizer_option) {
+    const char *dir = ds_test_tmpdir();
+    char out[8192];
+    int rc = ds_test_sh(out, sizeof out, "%s init --config tiny --out %s/m && printf 'one two three\\nfour\\n' > %s/t.txt",
+                        dsv3_bin(), dir, dir);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, "%s eval --model %s/m --task 'lm:%s/t.txt#docs=lines' --no-progress", dsv3_bin(), dir, dir);
+    CHECK_MSG(rc == 1 && strstr(out, "/m: no tokenizer.json (give one with --tokenizer FILE)"), "rc %d: %s", rc, out);
+    rc = ds_test_sh(out, sizeof out, "%s eval --model %s/m --tokenizer tests/fixtures/eval/model/tokenizer.json "
+                    "--task 'lm:%s/t.txt#docs=lines' --no-progress --out %s/r.json", dsv3_bin(), dir, dir, dir);
+    CHECK_MSG(rc == 0 && strstr(out, "bits_per_byte"), "rc %d: %s", rc, out);
+    /* a tokenizer that does not exist: the message names it */
+    rc = ds_test_sh(out, sizeof out, "%s eval --model %s/m --tokenizer /no/such/tokenizer.json --task 'lm:%s/t.txt' --no-progress",
+                    dsv3_bin(), dir, dir);
+    CHECK_MSG(rc == 1 && strstr(out, "/no/such/tokenizer.json"), "rc %d: %s", rc, out);
 }

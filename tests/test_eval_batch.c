@@ -88,3 +88,63 @@ TEST(eval_score_rows_matches_direct_softmax) {
     cont[0] = V; // outside the vocabulary
     CHECK(ds_lm_score_rows(logits, V, &q) != 0);
 }
+
+/* The binding's tokenization against lm-eval's HFLM.tok_encode (tests/fixtures/eval/bos_cases.json,
+ * tools/make_eval_fixtures.py bos_cases): the fixture tokenizer under several post-processors and
+ * tokenizer_config.json add_bos_token values, HFLM's default and add_bos_token=True.  Under
+ * transformers 5.x only tokenizer.json's template counts by default; add_bos_token=True makes it
+ * "BOS $A"; a text starting with the BOS text gets no special tokens. */
+#include <cJSON.h>
+TEST(eval_encode_bos_as_lm_eval_hflm) {
+    char *js = ds_read_file("tests/fixtures/eval/bos_cases.json", NULL), *tj = ds_read_file(FIX "/tokenizer.json", NULL);
+    if (!js || !tj) { free(js); free(tj); SKIP("tests/fixtures/eval/bos_cases.json or " FIX " not found"); }
+    cJSON *fix = cJSON_Parse(js), *tok = cJSON_Parse(tj);
+    free(js);
+    free(tj);
+    CHECK(fix && tok);
+    TEST_RETURN_IF_FAILED();
+    const cJSON *texts = cJSON_GetObjectItem(fix, "texts"), *v;
+    int nvar = 0;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(fix, "variants")) {
+        char dir[1024], p[1100];
+        snprintf(dir, sizeof dir, "%s/%s", ds_test_tmpdir(), v->string);
+        CHECK(ds_mkdir_p(dir) == 0);
+        cJSON_ReplaceItemInObject(tok, "post_processor", cJSON_Duplicate(cJSON_GetObjectItem(v, "post_processor"), 1));
+        char *s = cJSON_Print(tok);
+        snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+        CHECK(ds_write_file_atomic(p, s, strlen(s)) == 0);
+        free(s);
+        s = cJSON_Print(cJSON_GetObjectItem(v, "tokenizer_config"));
+        snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+        CHECK(ds_write_file_atomic(p, s, strlen(s)) == 0);
+        free(s);
+        ds_lm lm;
+        snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+        CHECK_MSG(ds_lm_from_model_dir_ex(&lm, FIX, p, 128, NULL) == 0, "%s: %s", v->string, ds_errmsg());
+        if (ds_test_fails) break;
+        static const char *const keys[2] = {"default", "add_bos"};
+        for (int m = 0; m < 2; m++) {
+            int i = 0;
+            const cJSON *want, *text;
+            cJSON_ArrayForEach(want, cJSON_GetObjectItem(v, keys[m])) {
+                text = cJSON_GetArrayItem(texts, i++);
+                int32_t *ids = NULL;
+                int64_t n = lm.encode(lm.ctx, text->valuestring, strlen(text->valuestring), m ? DS_LM_ENC_BOS : DS_LM_ENC_DEFAULT, &ids);
+                int same = n == cJSON_GetArraySize(want);
+                for (int64_t k = 0; same && k < n; k++) same = ids[k] == (int32_t)cJSON_GetArrayItem(want, (int)k)->valuedouble;
+                CHECK_MSG(same, "%s %s '%s': %lld ids, first %d", v->string, keys[m], text->valuestring, (long long)n, n > 0 ? ids[0] : -1);
+                free(ids);
+            }
+        }
+        /* the continuation of an empty context: no special tokens in any variant */
+        int32_t *ids = NULL;
+        int64_t n = lm.encode(lm.ctx, "Hello world", 11, DS_LM_ENC_PLAIN, &ids);
+        CHECK(n == 6 && ids[0] != 0 && ids[n - 1] != 0);
+        free(ids);
+        lm.free(lm.ctx);
+        nvar++;
+    }
+    CHECK(nvar == 5);
+    cJSON_Delete(tok);
+    cJSON_Delete(fix);
+}

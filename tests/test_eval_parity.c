@@ -293,7 +293,7 @@ static int replay_loglik(void *ctx, ds_lm_request *reqs, int64_t n) {
 
 static int64_t replay_encode(void *ctx, const char *s, size_t n, int add_special, int32_t **ids) {
     replay *r = ctx;
-    (void)add_special; /* the fixture tokenizer has no template */
+    (void)add_special; /* the fixture tokenizer adds nothing by default (eval runs without add_bos) */
     for (int i = 0; i < r->n_enc; i++) {
         const char *t = cJSON_GetArrayItem(r->enc[i], 0)->valuestring;
         if (strlen(t) == n && !memcmp(t, s, n)) {
@@ -402,7 +402,7 @@ TEST(eval_parity_replay) {
     if (!ds_test_fails) {
         char rp_path[1024];
         snprintf(rp_path, sizeof rp_path, "%s/results.json", ds_test_tmpdir());
-        CHECK(ds_eval_write_json(rp_path, &lm, "replay", &o, tasks, res, n) == 0);
+        CHECK(ds_eval_write_json(rp_path, &lm, "replay", &o, tasks, res, n, NULL) == 0);
         char *s = ds_read_file(sp, NULL);
         static cJSON *samples[1024];
         int ns = 0;
@@ -417,5 +417,114 @@ TEST(eval_parity_replay) {
     }
     for (int i = 0; i < n; i++) { ds_task_result_free(&res[i]); ds_task_free(&tasks[i]); }
     replay_free(&rp);
+    cJSON_Delete(fix);
+}
+
+/* ---- DeepSeek-V3's tokenizer, both BOS settings ------------------------------------------- */
+/* tests/fixtures/eval/scores_dsv3tok.json: lm-eval's HFLM on a tiny BF16 model with DeepSeek-V3's
+ * 129,280-token vocabulary and tokenizer (../shared/data/deepseek_v3_tokenizer, whose
+ * tokenizer_config.json says add_bos_token: true), as HFLM(pretrained=DIR) ("default": no BOS
+ * under transformers 5.x) and HFLM(..., add_bos_token=True) ("add_bos").  Tasks under lm-eval's
+ * names; arc_challenge and winogrande on tests/fixtures/eval/{arc_challenge,winogrande}.jsonl. */
+
+/* the tasks of one setting, each renamed NAME + suffix (and only those in keep, if given) */
+static cJSON *setting_tasks(const cJSON *fix, const char *setting, const char *suffix, const char *const *keep) {
+    cJSON *src = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(fix, "settings"), setting), "tasks");
+    cJSON *o = cJSON_CreateObject(), *tasks = cJSON_AddObjectToObject(o, "tasks"), *t;
+    cJSON_ArrayForEach(t, src) {
+        int k = !keep;
+        for (int i = 0; keep && keep[i]; i++) k |= !strcmp(keep[i], t->string);
+        if (!k) continue;
+        char name[96];
+        snprintf(name, sizeof name, "%s%s", t->string, suffix);
+        cJSON_AddItemToObject(tasks, name, cJSON_Duplicate(t, 1));
+    }
+    return o;
+}
+
+static int read_samples(const char *path, cJSON **samples, int cap) {
+    char *s = ds_read_file(path, NULL);
+    int ns = 0;
+    for (char *line = s ? strtok(s, "\n") : NULL; line && ns < cap; line = strtok(NULL, "\n")) samples[ns++] = cJSON_Parse(line);
+    free(s);
+    return ns;
+}
+
+TEST(eval_parity_deepseek_v3_tokenizer_both_bos_settings) {
+    if (!ds_test_shared("data/deepseek_v3_tokenizer/tokenizer.json") || !ds_test_shared("data/llm_foundry_icl/piqa.jsonl") ||
+        !ds_test_shared("data/hellaswag/hellaswag_val_full.txt") || !ds_test_shared("data/wikitext2/wiki.test.raw"))
+        SKIP("../shared/data (deepseek_v3_tokenizer, llm_foundry_icl, hellaswag, wikitext2) not found");
+    cJSON *fix = load_json(FIX "/scores_dsv3tok.json");
+    CHECK_MSG(fix != NULL, "%s", FIX "/scores_dsv3tok.json missing or malformed");
+    if (!fix) return;
+    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    const char *dir = ds_test_tmpdir();
+    char tokdir[1024], shared[1024];
+    snprintf(tokdir, sizeof tokdir, "%s", ds_test_shared("data/deepseek_v3_tokenizer"));
+    snprintf(shared, sizeof shared, "%s", ds_test_shared("data"));
+    static char out[65536];
+    /* a data folder for the named tasks: ../shared/data plus the ARC-Challenge and WinoGrande fixtures */
+    int rc = ds_test_sh(out, sizeof out,
+                        "set -e; cd %s; D=%s/data; mkdir -p $D/llm_foundry_icl; S=$(cd %s && pwd); "
+                        "for f in piqa arc_easy lambada_openai; do ln -sf $S/llm_foundry_icl/$f.jsonl $D/llm_foundry_icl/; done; "
+                        "ln -sf $S/hellaswag $S/wikitext2 $D/; ln -sf $(pwd)/" FIX "/arc_challenge.jsonl $(pwd)/" FIX "/winogrande.jsonl $D/llm_foundry_icl/",
+                        ".", dir, shared);
+    CHECK_MSG(rc == 0, "%s", out);
+    int limit = (int)num(fix, "limit"), max_len = (int)num(fix, "max_length"), wdocs = (int)num(fix, "wikitext_docs");
+    /* 1: the fixture folder has no tokenizer.json (as one made by dsv3 init): --tokenizer; every task
+     * in the default setting and again with the task option add_bos=1 */
+    rc = ds_test_sh(out, sizeof out,
+                    "%s eval --model " FIX "/dsv3tok --tokenizer %s/tokenizer.json --max-length %d --limit %d --data %s/data "
+                    "--no-progress --task piqa arc_easy arc_challenge hellaswag winogrande lambada_openai 'wikitext#limit=%d' "
+                    "'piqa#add_bos=1,name=piqa_bos' 'arc_easy#add_bos=1,name=arc_easy_bos' "
+                    "'arc_challenge#add_bos=1,name=arc_challenge_bos' 'hellaswag#add_bos=1,name=hellaswag_bos' "
+                    "'winogrande#add_bos=1,name=winogrande_bos' 'lambada_openai#add_bos=1,name=lambada_openai_bos' "
+                    "'wikitext#add_bos=1,name=wikitext_bos,limit=%d' --samples %s/s1.jsonl --out %s/r1.json",
+                    bin, tokdir, max_len, limit, dir, wdocs, wdocs, dir, dir);
+    CHECK_MSG(rc == 0, "dsv3 eval failed: %s", out);
+    static cJSON *samples[1024];
+    char path[1024];
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/s1.jsonl", dir);
+        int ns = read_samples(path, samples, 1024);
+        snprintf(path, sizeof path, "%s/r1.json", dir);
+        cJSON *res = load_json(path);
+        CHECK(res != NULL && ns > 90);
+        cJSON *def = setting_tasks(fix, "default", "", NULL), *bos = setting_tasks(fix, "add_bos", "_bos", NULL);
+        fprintf(stderr, "\n  default:");
+        if (res) CHECK(compare(def, samples, ns, res, 1) == 0);
+        fprintf(stderr, "  add_bos=1:");
+        if (res) CHECK(compare(bos, samples, ns, res, 1) == 0);
+        /* the two settings are several nats apart: each fixture separates them */
+        cJSON *swapped = setting_tasks(fix, "add_bos", "", NULL);
+        if (res) CHECK(compare(swapped, samples, ns, res, 0) > 20);
+        cJSON_Delete(swapped);
+        cJSON_Delete(def);
+        cJSON_Delete(bos);
+        cJSON_Delete(res);
+        for (int i = 0; i < ns; i++) cJSON_Delete(samples[i]);
+    }
+    /* 2: a model folder with the tokenizer files in it, and --add-bos for the whole run */
+    rc = ds_test_sh(out, sizeof out,
+                    "set -e; M=%s/m; mkdir -p $M; cp " FIX "/dsv3tok/config.json " FIX "/dsv3tok/model.safetensors $M/; "
+                    "T=$(cd %s && pwd); ln -sf $T/tokenizer.json $T/tokenizer_config.json $M/; "
+                    "%s eval --model $M --add-bos --max-length %d --limit %d --data %s/data --no-progress --task piqa winogrande "
+                    "--samples %s/s2.jsonl --out %s/r2.json",
+                    dir, tokdir, bin, max_len, limit, dir, dir, dir);
+    CHECK_MSG(rc == 0, "dsv3 eval --add-bos failed: %s", out);
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/s2.jsonl", dir);
+        int ns = read_samples(path, samples, 1024);
+        snprintf(path, sizeof path, "%s/r2.json", dir);
+        cJSON *res = load_json(path);
+        static const char *const keep[] = {"piqa", "winogrande", NULL};
+        cJSON *bos = setting_tasks(fix, "add_bos", "", keep);
+        fprintf(stderr, "  --add-bos:");
+        if (res) CHECK(compare(bos, samples, ns, res, 1) == 0);
+        CHECK(res && cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(res, "config"), "add_bos")));
+        cJSON_Delete(bos);
+        cJSON_Delete(res);
+        for (int i = 0; i < ns; i++) cJSON_Delete(samples[i]);
+    }
     cJSON_Delete(fix);
 }

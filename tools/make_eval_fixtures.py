@@ -13,14 +13,17 @@ lm-eval datasets cannot be downloaded here), with --limit N = the first N rows.
 Made with (lm-eval is not a project dependency; a venv is enough):
     python3 -m venv --system-site-packages /tmp/eval-venv && /tmp/eval-venv/bin/pip install lm-eval
     /tmp/eval-venv/bin/python tools/make_eval_fixtures.py
-(lm-eval 0.4.13, transformers 5.24, tokenizers 0.23, torch 2.15 CPU)
+(lm-eval 0.4.13, transformers 5.24, tokenizers 0.23, torch 2.15 CPU; scores_dsv3tok.json:
+lm-eval 0.4.13, transformers 5.25; lm-eval's HFLM also imports accelerate and psutil)
 
 Writes tests/fixtures/eval/: model/ (config.json, model.safetensors, tokenizer.json, ...),
 scores.json (per-example token ids, log-likelihoods, is_greedy, and the metrics per task),
 greedy_mc.jsonl and greedy_gen.jsonl (hand-checkable tasks built from the model's own
 greedy continuations: the model must get every answer right by construction),
 text_cases.json (text rules through lm-eval's functions) and positional_oracle.json (whole
-datasets through lm-eval's TemplateLM with an analytic byte model, see positional_oracle).
+datasets through lm-eval's TemplateLM with an analytic byte model, see positional_oracle),
+and scores_dsv3tok.json + dsv3tok/ (DeepSeek-V3's 129,280-token tokenizer, both BOS settings
+of HFLM, see dsv3_vocab_fixtures; --dsv3tok-only makes just these).
 """
 import argparse
 import json
@@ -220,12 +223,243 @@ def positional_oracle(out_path):
         print("positional %-16s %s" % (name, ", ".join("%s=%.6g" % (k, v["value"]) for k, v in t["metrics"].items())))
 
 
+DSV3_TOK = os.path.join(SHARED, "data", "deepseek_v3_tokenizer")
+DSV3_DIR = os.path.join(OUT, "dsv3tok")
+
+
+def dsv3_vocab_fixtures(limit, wikitext_docs):
+    """The lm-eval oracle on a model with DeepSeek-V3's 129,280-token vocabulary and its
+    tokenizer (../shared/data/deepseek_v3_tokenizer), in both BOS settings of lm-eval's HFLM:
+    "default" (HFLM(pretrained=DIR): with transformers 5.x the tokenizer applies only
+    tokenizer.json's post-processor, which here adds nothing, so no BOS although
+    tokenizer_config.json says add_bos_token: true) and "add_bos" (HFLM(..., add_bos_token=True):
+    every encoded context, pair and rolling document starts with BOS).  Tasks under lm-eval's
+    names, on rows of ../shared/data and on tests/fixtures/eval/{arc_challenge,winogrande}.jsonl,
+    with prompts and choices from lm-eval's own task functions (arc yaml templates, hellaswag
+    preprocess, winogrande partial scoring, wikitext detokenizer).
+
+    Writes tests/fixtures/eval/dsv3tok/{config.json,model.safetensors} (BF16, hidden size 8)
+    and tests/fixtures/eval/scores_dsv3tok.json.  The tokenizer files are not copied: the
+    test assembles the model folder from these and ../shared/data."""
+    import shutil
+    import tempfile
+    import yaml
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+    from lm_eval.api.instance import Instance
+    from lm_eval.api import metrics as M
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval import utils as lm_utils
+    import lm_eval
+    import lm_eval.tasks as lm_tasks
+    from lm_eval.tasks.hellaswag.utils import preprocess as hs_preprocess
+    from lm_eval.tasks.winogrande import preprocess_winogrande as wg
+    from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer, process_results as wt_results
+
+    torch.set_num_threads(2)
+    os.makedirs(DSV3_DIR, exist_ok=True)
+    cfg = DeepseekV3Config(
+        vocab_size=129280, hidden_size=8, intermediate_size=16, moe_intermediate_size=8,
+        num_hidden_layers=2, first_k_dense_replace=1, num_attention_heads=2, num_key_value_heads=2,
+        n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
+        routed_scaling_factor=2.5, norm_topk_prob=True, q_lora_rank=8, kv_lora_rank=8,
+        qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=4, head_dim=4,
+        max_position_embeddings=MAX_LENGTH, bos_token_id=0, eos_token_id=1,
+        initializer_range=0.3, tie_word_embeddings=False, num_nextn_predict_layers=0)
+    torch.manual_seed(4321)
+    model = DeepseekV3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buf.copy_(torch.randn_like(buf) * 0.1)
+    model = model.to(torch.bfloat16)
+    tmp = tempfile.mkdtemp(prefix="dsv3tok-")
+    model.save_pretrained(tmp, safe_serialization=True)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(tmp, f), os.path.join(DSV3_DIR, f))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(DSV3_TOK, f), os.path.join(tmp, f))
+
+    arc_yaml = open(os.path.join(os.path.dirname(lm_tasks.__file__), "arc", "arc_easy.yaml"), encoding="utf-8").read()
+    arc_cfg = yaml.safe_load("\n".join(l for l in arc_yaml.split("\n") if "!function" not in l))
+    icl = os.path.join(SHARED, "data/llm_foundry_icl")
+
+    def arc_docs(path):
+        out = []
+        for l in open(path, encoding="utf-8").read().split("\n")[:limit]:
+            if not l.strip():
+                continue
+            r = json.loads(l)
+            labels = [chr(65 + i) for i in range(len(r["choices"]))]
+            doc = {"question": r["query"][len("Question: "):] if r["query"].startswith("Question: ") else r["query"],
+                   "choices": {"text": r["choices"], "label": labels}, "answerKey": labels[r["gold"]]}
+            ctx = lm_utils.apply_template(arc_cfg["doc_to_text"], doc)
+            choices = r["choices"]  # doc_to_choice "{{choices.text}}"
+            gold = int(lm_utils.apply_template(arc_cfg["doc_to_target"], doc))
+            out.append(([(ctx, " " + c) for c in choices], choices, gold))
+        return out
+
+    settings = {}
+    for key, add_bos in (("default", None), ("add_bos", True)):
+        kw = {} if add_bos is None else {"add_bos_token": add_bos}
+        lm = HFLM(pretrained=tmp, tokenizer=tmp, max_length=MAX_LENGTH, batch_size=1, device="cpu", dtype="float32", **kw)
+        assert lm.prefix_token_id == 0
+        probe = lm.tok_encode("Hello world")
+        assert (probe[0] == 0) == (add_bos is True), probe
+
+        def encode_pair(ctx, cont):
+            if ctx == "":
+                c = lm.tok_encode(cont, add_special_tokens=False)
+                return ([lm.prefix_token_id], c) if lm.prefix_token_id != c[0] else (c[:1], c[1:])
+            return lm._encode_pair(ctx, cont)
+
+        def mc(docs, norms=True):
+            """docs: ([(context, continuation) per choice], [choice strings for the normalizers], gold)"""
+            ex, acc, accn, accb = [], [], [], []
+            for reqs, choices, gold in docs:
+                res = lm.loglikelihood([Instance("loglikelihood", {}, r, i) for i, r in enumerate(reqs)], disable_tqdm=True)
+                lls = np.array([r[0] for r in res])
+                pred = int(np.argmax(lls))
+                pn = int(np.argmax(lls / np.array([float(len(c)) for c in choices])))
+                pb = int(np.argmax(lls / np.array([float(len(c.encode("utf-8"))) for c in choices])))
+                acc.append(1.0 if pred == gold else 0.0)
+                accn.append(1.0 if pn == gold else 0.0)
+                accb.append(1.0 if pb == gold else 0.0)
+                s = np.sort(lls)[::-1]
+                ex.append({"requests": [list(r) for r in reqs], "gold": gold,
+                           "ids": [list(map(list, encode_pair(*r))) for r in reqs],
+                           "ll": [float(r[0]) for r in res], "greedy": [bool(r[1]) for r in res],
+                           "pred": pred, "pred_norm": pn, "pred_bytes": pb, "margin": float(s[0] - s[1])})
+            met = {"acc": {"value": M.mean(acc), "stderr": M.mean_stderr(acc)}}
+            if norms:
+                met["acc_norm"] = {"value": M.mean(accn), "stderr": M.mean_stderr(accn)}
+                met["acc_bytes"] = {"value": M.mean(accb), "stderr": M.mean_stderr(accb)}
+            return {"kind": "mc", "n": len(docs), "examples": ex, "metrics": met}
+
+        tasks = {}
+        rows = [json.loads(l) for l in open(os.path.join(icl, "piqa.jsonl"), encoding="utf-8")][:limit]
+        tasks["piqa"] = mc([([(r["query"].rstrip("\n") + "\nAnswer:", " " + c) for c in r["choices"]], r["choices"], r["gold"])
+                            for r in rows])
+        tasks["arc_easy"] = mc(arc_docs(os.path.join(icl, "arc_easy.jsonl")))
+        tasks["arc_challenge"] = mc(arc_docs(os.path.join(OUT, "arc_challenge.jsonl")))
+        items = hellaswag_items(os.path.join(SHARED, "data/hellaswag/hellaswag_val_full.txt"), limit)
+        hs = []
+        for it in items:
+            ends = [hs_preprocess(e) for e in it["endings"]]
+            hs.append(([(hs_preprocess(it["query"]), " " + e) for e in ends], ends, it["gold"]))
+        tasks["hellaswag"] = mc(hs)
+        # winogrande: lm-eval's partial scoring through its own doc_to_text / doc_to_choice / doc_to_target
+        wdocs = [json.loads(l) for l in open(os.path.join(OUT, "winogrande.jsonl"), encoding="utf-8") if l.strip()][:limit]
+        wt = []
+        for d in wdocs:
+            target = wg.doc_to_target(d)
+            wt.append(([(c, " " + target) for c in wg.doc_to_choice(d)], [target, target], wg.doc_to_text(d)))
+        tasks["winogrande"] = mc(wt, norms=False)
+        # lambada_openai: loglikelihood(context, " " + last word); perplexity, acc = is_greedy
+        rows = [json.loads(l) for l in open(os.path.join(icl, "lambada_openai.jsonl"), encoding="utf-8")][:limit]
+        res = lm.loglikelihood([Instance("loglikelihood", {}, (r["context"], " " + r["continuation"]), i)
+                                for i, r in enumerate(rows)], disable_tqdm=True)
+        lls, gr = [float(r[0]) for r in res], [1.0 if r[1] else 0.0 for r in res]
+        tasks["lambada_openai"] = {
+            "kind": "ll", "n": len(rows),
+            "examples": [{"ids": list(map(list, encode_pair(r["context"], " " + r["continuation"]))), "ll": l, "greedy": bool(g)}
+                         for r, l, g in zip(rows, lls, gr)],
+            "metrics": {"perplexity": {"value": M.perplexity(lls), "stderr": None},
+                        "acc": {"value": M.mean(gr), "stderr": M.mean_stderr(gr)}}}
+        # wikitext: rolling log-likelihood of the detokenized article
+        raw = open(os.path.join(SHARED, "data/wikitext2/wiki.test.raw"), encoding="utf-8").read()
+        pages = wikitext_documents(raw)[:wikitext_docs]
+        rl = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (wikitext_detokenizer({"page": p}),), i)
+                                       for i, p in enumerate(pages)], disable_tqdm=True)
+        per = [wt_results({"page": p}, (l,)) for p, l in zip(pages, rl)]
+        ntok = [len(lm.tok_encode(wikitext_detokenizer({"page": p}))) for p in pages]
+        tasks["wikitext"] = {
+            "kind": "lm", "n": len(pages),
+            "examples": [{"ll": float(l), "tokens": n, "words": d["word_perplexity"][1], "bytes": d["byte_perplexity"][1]}
+                         for l, n, d in zip(rl, ntok, per)],
+            "metrics": {"word_perplexity": {"value": M.weighted_perplexity([d["word_perplexity"] for d in per]), "stderr": None},
+                        "byte_perplexity": {"value": M.weighted_perplexity([d["byte_perplexity"] for d in per]), "stderr": None},
+                        "bits_per_byte": {"value": M.bits_per_byte([d["bits_per_byte"] for d in per]), "stderr": None},
+                        "token_perplexity": {"value": math.exp(-sum(rl) / sum(ntok)), "stderr": None}}}
+        settings[key] = {"hflm_args": kw, "first_ids_of_hello_world": probe, "tasks": tasks}
+        for name, t in tasks.items():
+            ms = ", ".join("%s=%.6g" % (k, v["value"]) for k, v in t["metrics"].items())
+            margins = [e["margin"] for e in t["examples"] if e.get("margin") is not None]
+            print("dsv3tok %-8s %-15s n=%-3d %s%s" % (key, name, t["n"], ms, " (min margin %.3g)" % min(margins) if margins else ""))
+        del lm
+    # how far the two settings are apart (the reason both are fixtures)
+    d = [abs(a - b) for a, b in zip(settings["default"]["tasks"]["piqa"]["examples"][0]["ll"],
+                                   settings["add_bos"]["tasks"]["piqa"]["examples"][0]["ll"])]
+    print("dsv3tok: piqa example 0, |ll(default) - ll(add_bos)| per choice:", ["%.3f" % x for x in d])
+    with open(os.path.join(OUT, "scores_dsv3tok.json"), "w", encoding="utf-8") as f:
+        json.dump({"tool": "tools/make_eval_fixtures.py (dsv3_vocab_fixtures)",
+                   "oracle": "lm-evaluation-harness %s HFLM" % lm_eval.__version__,
+                   "max_length": MAX_LENGTH, "prefix_id": 0, "limit": limit, "wikitext_docs": wikitext_docs,
+                   "settings": settings}, f, indent=1)
+    shutil.rmtree(tmp)
+
+
+def bos_cases(out_path):
+    """lm-eval's HFLM.tok_encode (its own code, on a bare HFLM with only a tokenizer) for the
+    tokenizer of tests/fixtures/eval/model under four post-processor / tokenizer_config.json
+    variants, with add_bos_token unset and True, tokenizers loaded as HFLM loads them
+    (AutoTokenizer.from_pretrained(DIR[, add_bos_token=True])).  tests/test_eval_batch.c
+    rebuilds each variant and requires the same ids from the model binding."""
+    import shutil
+    import tempfile
+    from transformers import AutoTokenizer
+    from lm_eval.models.huggingface import HFLM
+    src = os.path.join(OUT, "model")
+    base = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
+    bos_tok = {"SpecialToken": {"id": EOT, "type_id": 0}}
+    seq = {"Sequence": {"id": "A", "type_id": 0}}
+    specials = {EOT: {"id": EOT, "ids": [0], "tokens": [EOT]}}
+    variants = {
+        "template_plain": ({"type": "TemplateProcessing", "single": [seq], "pair": [seq], "special_tokens": {}}, {}),
+        "template_plain_config_add_bos": ({"type": "TemplateProcessing", "single": [seq], "pair": [seq], "special_tokens": {}},
+                                          {"add_bos_token": True}),
+        "bytelevel_config_add_bos": ({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": True},
+                                     {"add_bos_token": True}),
+        "template_bos": ({"type": "TemplateProcessing", "single": [bos_tok, seq], "pair": [bos_tok, seq], "special_tokens": specials}, {}),
+        "template_bos_eos": ({"type": "TemplateProcessing", "single": [bos_tok, seq, {"SpecialToken": {"id": EOT, "type_id": 0}}],
+                              "pair": [bos_tok, seq], "special_tokens": specials}, {"add_bos_token": False}),
+    }
+    texts = ["Hello world", " leading space", EOT + "Hello", "a" + EOT]
+    out = {"tool": "tools/make_eval_fixtures.py (bos_cases)", "texts": texts, "variants": {}}
+    for name, (pp, cfg_extra) in variants.items():
+        tmp = tempfile.mkdtemp(prefix="bos-")
+        t = dict(base)
+        t["post_processor"] = pp
+        json.dump(t, open(os.path.join(tmp, "tokenizer.json"), "w", encoding="utf-8"))
+        cfg = json.load(open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8"))
+        cfg.update(cfg_extra)
+        json.dump(cfg, open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8"))
+        v = {"post_processor": pp, "tokenizer_config": cfg}
+        for key, add_bos in (("default", None), ("add_bos", True)):
+            lm = HFLM.__new__(HFLM)
+            lm.tokenizer = AutoTokenizer.from_pretrained(tmp, **({} if add_bos is None else {"add_bos_token": True}))
+            lm.add_bos_token = add_bos
+            lm.custom_prefix_token_id = None
+            v[key] = [HFLM.tok_encode(lm, x) for x in texts]
+        out["variants"][name] = v
+        shutil.rmtree(tmp)
+        print("bos %-30s default %s  add_bos %s" % (name, v["default"][0], v["add_bos"][0]))
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--wikitext-docs", type=int, default=2)
     ap.add_argument("--positional-only", action="store_true", help="only tests/fixtures/eval/positional_oracle.json")
+    ap.add_argument("--dsv3tok-only", action="store_true",
+                    help="only the DeepSeek-V3-vocabulary fixtures (tests/fixtures/eval/dsv3tok, scores_dsv3tok.json)")
+    ap.add_argument("--dsv3tok-limit", type=int, default=8)
     args = ap.parse_args()
+    if args.dsv3tok_only:
+        bos_cases(os.path.join(OUT, "bos_cases.json"))
+        dsv3_vocab_fixtures(args.dsv3tok_limit, 1)
+        return
     positional_oracle(os.path.join(OUT, "positional_oracle.json"))
     if args.positional_only:
         return
@@ -456,6 +690,11 @@ def main():
         margins = [e["margin"] for e in t["examples"] if e.get("margin") is not None]
         extra = " (min choice margin %.3g)" % min(margins) if margins else ""
         print("%-10s n=%-3d %s%s" % (name, t["n"], ms, extra))
+    bos_cases(os.path.join(OUT, "bos_cases.json"))
+    if os.path.exists(os.path.join(DSV3_TOK, "tokenizer.json")):
+        dsv3_vocab_fixtures(args.dsv3tok_limit, 1)
+    else:
+        print("make_eval_fixtures: %s not found; scores_dsv3tok.json left as it is" % DSV3_TOK)
 
 
 if __name__ == "__main__":

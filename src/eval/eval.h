@@ -8,8 +8,12 @@
  *   lm   rolling log-likelihood of documents: bits_per_byte, byte/word/token perplexity
  *   gen  greedy generation with stop sequences, exact match after answer extraction
  *
- * A task SPEC is a name (piqa, arc_easy, hellaswag, lambada, lambada_gen, wikitext2: files under the
- * data folder) or KIND:PATH[#opt=val,opt=val...]; see ds_task_parse_spec.
+ * A task SPEC is a name as lm-eval spells it (lambada_openai, wikitext, arc_easy, arc_challenge,
+ * winogrande, hellaswag, piqa; lambada_gen; aliases lambada and wikitext2: files under the data
+ * folder) or KIND:PATH[#opt=val,opt=val...]; see ds_task_parse_spec.
+ * BOS: by default text is encoded as lm-eval's HFLM encodes it without add_bos_token (under
+ * transformers 5.x: tokenizer.json's post-processor only, tokenizer_config.json's add_bos_token
+ * is not applied); add_bos (ds_eval_opts, or the task option add_bos=1) = HFLM(add_bos_token=True).
  * Flow: ds_task_load (parse the file into documents) -> ds_task_run (score with a ds_lm)
  * -> ds_eval_print_table / ds_eval_write_json.
  */
@@ -56,6 +60,7 @@ typedef struct {
     char **until; int n_until;     // GEN stop sequences
     int64_t max_new;               // GEN
     int64_t limit;                 // first N documents of this task (0: the run's --limit)
+    int add_bos;                   // -1: the run's add_bos; 0/1: this task's (option add_bos=)
     ds_extract extract;            // GEN
     /* documents */
     ds_eval_doc *docs;
@@ -67,6 +72,7 @@ typedef struct {
     int64_t batch;     // requests per loglik call (>= 1)
     int on_error;      // DS_ON_ERROR_STOP or DS_ON_ERROR_SKIP (malformed lines)
     int progress;      // progress bar on stderr
+    int add_bos;       // encode as lm-eval's HFLM(add_bos_token=True) (see above)
     const char *data_dir; // for named tasks
 } ds_eval_opts;
 
@@ -97,8 +103,11 @@ typedef struct {
 } ds_task_result;
 
 void ds_eval_opts_default(ds_eval_opts *o);
-/* Parse a SPEC into t (no file read yet).  Names resolve under data_dir. */
+/* Parse a SPEC into t (no file read yet).  Names resolve under data_dir.  An unknown
+ * name is an error that suggests the nearest known names. */
 int ds_task_parse_spec(ds_task *t, const char *spec, const char *data_dir);
+/* The BOS setting a task runs with (its add_bos option, else o->add_bos). */
+int ds_task_add_bos(const ds_task *t, const ds_eval_opts *o);
 /* Parse the SPEC and read its documents (applies limit and on_error). */
 int ds_task_load(ds_task *t, const char *spec, const ds_eval_opts *o);
 /* Load documents from an in-memory buffer already named by t (tests use this). */
@@ -111,15 +120,17 @@ int ds_task_run(const ds_task *t, const ds_lm *lm, const ds_eval_opts *o, FILE *
 void ds_task_result_free(ds_task_result *r);
 const ds_metric *ds_result_metric(const ds_task_result *r, const char *name);
 
-void ds_eval_print_table(FILE *f, const ds_task *tasks, const ds_task_result *res, int n);
+/* errors (or NULL): per task, its error message, or NULL when it ran; failed tasks are left
+ * out of the table and listed under "errors" in the JSON. */
+void ds_eval_print_table(FILE *f, const ds_task *tasks, const ds_task_result *res, int n, const char *const *errors);
 /* results JSON, written atomically */
 int ds_eval_write_json(const char *path, const ds_lm *lm, const char *model, const ds_eval_opts *o,
-                       const ds_task *tasks, const ds_task_result *res, int n);
+                       const ds_task *tasks, const ds_task_result *res, int n, const char *const *errors);
 
 /* ---- pieces with their own tests ----------------------------------------- */
 /* lm-eval's pair encoding (_encode_pair, and the empty-context rule of loglikelihood):
  * ctx/cont ids, malloc'd.  Returns 0 or -1. */
-int ds_eval_encode_pair(const ds_lm *lm, const char *ctx, const char *cont,
+int ds_eval_encode_pair(const ds_lm *lm, int add_bos, const char *ctx, const char *cont,
                         int32_t **ctx_ids, int64_t *n_ctx, int32_t **cont_ids, int64_t *n_cont);
 
 /* lm-eval rolling windows (get_rolling_token_windows + make_disjoint_window) over n
@@ -138,6 +149,7 @@ double ds_mean_stderr(const double *x, int64_t n);
 int64_t ds_utf8_chars(const char *s, size_t n);     // Python len(str)
 int64_t ds_py_word_count(const char *s, size_t n);  // len(re.split(r"\s+", s))
 size_t ds_py_rstrip_len(const char *s, size_t n);   // len(s.rstrip())
+char *ds_py_strip(const char *s);                   // s.strip()
 char *ds_hellaswag_preprocess(const char *s);
 char *ds_wikitext_detokenize(const char *s);
 char *ds_extract_last_number(const char *s);        // NULL when there is none

@@ -31,6 +31,8 @@ typedef struct {
     uint8_t *greedy;      // out (n_cont): 1 when cont[j] is the argmax of its distribution
 } ds_lm_request;
 
+enum { DS_LM_ENC_PLAIN = 0, DS_LM_ENC_DEFAULT = 1, DS_LM_ENC_BOS = 2 };
+
 /* Greedy generation stop test: called after each new token with all tokens generated so
  * far; returns 1 to stop. */
 typedef int (*ds_lm_stop_fn)(void *user, const int32_t *out, int64_t n_out);
@@ -52,12 +54,18 @@ typedef struct ds_lm {
     int (*generate)(void *ctx, const int32_t *ids, int64_t n, int64_t max_new,
                     ds_lm_stop_fn stop, void *user, int32_t *out, int64_t *n_out);
 
-    /* Tokenize UTF-8 text.  add_special = 1: as HF tokenizer.encode(text) by default, i.e.
-     * with the tokenizer's post-processor template (e.g. a BOS token), which is what lm-eval's
-     * HFLM.tok_encode does for contexts, pairs, rolling documents and prompts; add_special =
-     * 0: no special tokens (lm-eval's continuation of an empty context).  *ids_out is
-     * malloc'd.  Returns the count or -1. */
-    int64_t (*encode)(void *ctx, const char *text, size_t len, int add_special, int32_t **ids_out);
+    /* Tokenize UTF-8 text as lm-eval's HFLM.tok_encode does; mode is one of:
+     *   DS_LM_ENC_PLAIN    no special tokens (add_special_tokens=False: the continuation of
+     *                      an empty context)
+     *   DS_LM_ENC_DEFAULT  HFLM without add_bos_token under transformers 5.x: only the
+     *                      post-processor template of tokenizer.json (e.g. a Llama-3 BOS);
+     *                      tokenizer_config.json's add_bos_token is NOT applied (DeepSeek-V3:
+     *                      no BOS)
+     *   DS_LM_ENC_BOS      HFLM(add_bos_token=True): BOS + text (the template becomes "BOS $A")
+     * With DEFAULT and BOS, a text that already starts with the prefix token's text gets no
+     * special tokens (lm-eval's has_bos_prefix).  *ids_out is malloc'd.  Returns the count
+     * or -1. */
+    int64_t (*encode)(void *ctx, const char *text, size_t len, int mode, int32_t **ids_out);
 
     /* Decode ids to UTF-8 text (special tokens skipped, invalid bytes as U+FFFD).
      * *text_out is malloc'd and NUL-terminated.  Returns its length or -1. */
@@ -86,8 +94,10 @@ void ds_lm_uniform_bytes(ds_lm *lm, int64_t max_length);
  * max_length <= 0: the config's max_position_embeddings.  0, or -1 with ds_err. */
 int ds_lm_from_model_dir(ds_lm *lm, const char *dir, int64_t max_length);
 /* The same with load options (o NULL = FP32; o->fp8_resident keeps FP8
- * linears in FP8, model/model.h). */
+ * linears in FP8, model/model.h) and a tokenizer (tokenizer.json or a folder
+ * holding it; NULL: the model folder's). */
 struct ds_load_opts;
-int ds_lm_from_model_dir_ex(ds_lm *lm, const char *dir, int64_t max_length, const struct ds_load_opts *o);
+int ds_lm_from_model_dir_ex(ds_lm *lm, const char *dir, const char *tokenizer, int64_t max_length,
+                            const struct ds_load_opts *o);
 
 #endif

@@ -28,6 +28,9 @@ typedef struct {
     ds_tokenizer *tok;
     ds_acts acts;
     int64_t cap; /* tokens the arena was sized for, as (1, cap) (0 = none yet) */
+    int32_t bos; /* -1 when none */
+    const char *prefix_text; /* the prefix token's text (lm-eval's has_bos_prefix) */
+    size_t prefix_text_len;
 } lm_model;
 
 /* Forward of ids (B, T), rows packed densely, in the arena sized (1, cap) with
@@ -125,10 +128,19 @@ static int generate(void *ctx, const int32_t *ids, int64_t n, int64_t max_new, d
     return rc;
 }
 
-static int64_t encode(void *ctx, const char *text, size_t len, int add_special, int32_t **ids_out) {
+/* lm-eval's HFLM.tok_encode (see lm.h for the modes).  Under transformers 5.x the
+ * tokenizer applies tokenizer.json's post-processor and ignores tokenizer_config.json's
+ * add_bos_token; HFLM(add_bos_token=True) replaces the template by "BOS $A". */
+static int64_t encode(void *ctx, const char *text, size_t len, int mode, int32_t **ids_out) {
     lm_model *lm = ctx;
-    ds_encode_opts o = {.allow_special = 1, .add_special = add_special};
+    ds_encode_opts o = {.allow_special = 1, .add_special = 0};
     ds_ids v = {0};
+    int bos = mode == DS_LM_ENC_BOS && lm->bos >= 0;
+    if (mode != DS_LM_ENC_PLAIN && lm->prefix_text_len && len >= lm->prefix_text_len &&
+        !memcmp(text, lm->prefix_text, lm->prefix_text_len))
+        mode = DS_LM_ENC_PLAIN, bos = 0; /* has_bos_prefix: the text brings its own */
+    if (mode == DS_LM_ENC_DEFAULT) o.add_special = ds_tokenizer_has_template(lm->tok);
+    if (bos) ds_ids_push(&v, lm->bos);
     if (ds_tokenizer_encode_ex(lm->tok, text, len, &o, &v) < 0) { ds_ids_free(&v); return -1; }
     if (!v.ids) ds_ids_push(&v, 0), v.n = 0; /* a non-NULL empty array */
     *ids_out = v.ids;
@@ -172,21 +184,28 @@ static void lm_free(void *ctx) {
 }
 
 int ds_lm_from_model_dir(ds_lm *out, const char *dir, int64_t max_length) {
-    return ds_lm_from_model_dir_ex(out, dir, max_length, NULL);
+    return ds_lm_from_model_dir_ex(out, dir, NULL, max_length, NULL);
 }
 
-int ds_lm_from_model_dir_ex(ds_lm *out, const char *dir, int64_t max_length, const struct ds_load_opts *o) {
+int ds_lm_from_model_dir_ex(ds_lm *out, const char *dir, const char *tokenizer, int64_t max_length,
+                            const struct ds_load_opts *o) {
+    if (!tokenizer) { /* say how to go on when the folder has no tokenizer (dsv3 init makes none) */
+        char *tp = ds_path_join(dir, "tokenizer.json");
+        int have = ds_file_exists(tp) || !ds_file_exists(dir);
+        free(tp);
+        if (!have) return ds_err("%s: no tokenizer.json (give one with --tokenizer FILE)", dir);
+    }
     lm_model *lm = ds_calloc(1, sizeof *lm);
     if (ds_model_load_ex(&lm->m, dir, o) != 0) { free(lm); return -1; }
     ds_model_log_weight_mem(&lm->m);
-    lm->tok = ds_tokenizer_load(dir);
+    lm->tok = ds_tokenizer_load(tokenizer ? tokenizer : dir);
     if (!lm->tok) {
         ds_model_free(&lm->m);
         free(lm);
         return -1;
     }
     if (ds_tokenizer_vocab_size(lm->tok) > lm->m.cfg.vocab_size) {
-        ds_err("%s: tokenizer has %lld tokens, more than the model's vocab_size %lld", dir,
+        ds_err("%s: tokenizer has %lld tokens, more than the model's vocab_size %lld", tokenizer ? tokenizer : dir,
                (long long)ds_tokenizer_vocab_size(lm->tok), (long long)lm->m.cfg.vocab_size);
         lm_free(lm);
         return -1;
@@ -197,6 +216,9 @@ int ds_lm_from_model_dir_ex(ds_lm *out, const char *dir, int64_t max_length, con
     out->max_length = max_length > 0 ? max_length : lm->m.cfg.max_position_embeddings;
     int32_t bos = ds_tokenizer_bos_id(lm->tok), eos = ds_tokenizer_eos_id(lm->tok);
     out->prefix_id = bos >= 0 ? bos : eos;
+    lm->bos = bos;
+    if (out->prefix_id >= 0) lm->prefix_text = ds_tokenizer_token_bytes(lm->tok, out->prefix_id, &lm->prefix_text_len);
+    if (!lm->prefix_text) lm->prefix_text_len = 0;
     out->eos_id = eos;
     out->loglik = loglik;
     out->generate = generate;

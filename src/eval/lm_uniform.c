@@ -27,9 +27,10 @@ static int uniform_generate(void *ctx, const int32_t *ids, int64_t n, int64_t ma
     return 0;
 }
 
-static int64_t uniform_encode(void *ctx, const char *text, size_t len, int add_special, int32_t **ids) {
+/* bytes only, in every mode: the byte model has no BOS (its prefix id 0 is the NUL byte) */
+static int64_t uniform_encode(void *ctx, const char *text, size_t len, int mode, int32_t **ids) {
     (void)ctx;
-    (void)add_special;
+    (void)mode;
     *ids = ds_malloc((len ? len : 1) * sizeof(int32_t));
     for (size_t i = 0; i < len; i++) (*ids)[i] = (unsigned char)text[i];
     return (int64_t)len;

@@ -1,8 +1,9 @@
 /*
  * report.c — evaluation results: the terminal table and the results JSON
- *   {"dsv3_version", "model", "config": {limit, batch, max_length, prefix_id},
- *    "results": {TASK: {"kind", "source", "n", "skipped", "seconds", "cpu_seconds",
- *                       "metrics": {NAME: {"value", "stderr"}}}}}
+ *   {"dsv3_version", "model", "config": {limit, batch, max_length, prefix_id, add_bos},
+ *    "results": {TASK: {"kind", "source", "n", "skipped", "add_bos", "seconds", "cpu_seconds",
+ *                       "metrics": {NAME: {"value", "stderr"}}}},
+ *    "errors": {TASK: "message"}}   (only when a task failed)
  * A stderr lm-eval does not define (corpus perplexities) is null.
  */
 #include "eval/eval.h"
@@ -17,9 +18,13 @@ static const char *kind_name(ds_task_kind k) {
     return k == DS_TASK_MC ? "mc" : k == DS_TASK_LL ? "ll" : k == DS_TASK_LM ? "lm" : "gen";
 }
 
-void ds_eval_print_table(FILE *f, const ds_task *tasks, const ds_task_result *res, int n) {
+void ds_eval_print_table(FILE *f, const ds_task *tasks, const ds_task_result *res, int n, const char *const *errors) {
     fprintf(f, "%-14s %-4s %-18s %12s   %-12s %8s\n", "task", "kind", "metric", "value", "stderr", "n");
     for (int i = 0; i < n; i++) {
+        if (errors && errors[i]) {
+            fprintf(f, "%-14s %-4s %-18s %12s\n", tasks[i].name, kind_name(tasks[i].kind), "(failed)", "-");
+            continue;
+        }
         for (int m = 0; m < res[i].n_metrics; m++) {
             const ds_metric *x = &res[i].metrics[m];
             char se[32] = "", v[32];
@@ -42,7 +47,7 @@ static cJSON *num_or_null(double v, int ok) {
 }
 
 int ds_eval_write_json(const char *path, const ds_lm *lm, const char *model, const ds_eval_opts *o,
-                       const ds_task *tasks, const ds_task_result *res, int n) {
+                       const ds_task *tasks, const ds_task_result *res, int n, const char *const *errors) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "dsv3_version", DS_VERSION);
     cJSON_AddStringToObject(root, "model", model ? model : "");
@@ -51,13 +56,24 @@ int ds_eval_write_json(const char *path, const ds_lm *lm, const char *model, con
     cJSON_AddNumberToObject(cfg, "batch", (double)o->batch);
     cJSON_AddNumberToObject(cfg, "max_length", (double)lm->max_length);
     cJSON_AddNumberToObject(cfg, "prefix_id", (double)lm->prefix_id);
+    cJSON_AddBoolToObject(cfg, "add_bos", o->add_bos);
     cJSON *all = cJSON_AddObjectToObject(root, "results");
+    cJSON *errs = NULL;
     for (int i = 0; i < n; i++) {
+        if (errors && errors[i]) {
+            if (!errs) errs = cJSON_CreateObject();
+            char key[80];
+            snprintf(key, sizeof key, "%s", tasks[i].name);
+            for (int k = 2; cJSON_GetObjectItemCaseSensitive(errs, key); k++) snprintf(key, sizeof key, "%s_%d", tasks[i].name, k);
+            cJSON_AddStringToObject(errs, key, errors[i]);
+            continue;
+        }
         cJSON *t = cJSON_CreateObject();
         cJSON_AddStringToObject(t, "kind", kind_name(tasks[i].kind));
         cJSON_AddStringToObject(t, "source", tasks[i].path);
         cJSON_AddNumberToObject(t, "n", (double)res[i].n);
         cJSON_AddNumberToObject(t, "skipped", (double)tasks[i].n_skipped);
+        cJSON_AddBoolToObject(t, "add_bos", ds_task_add_bos(&tasks[i], o));
         cJSON_AddNumberToObject(t, "seconds", res[i].seconds);
         cJSON_AddNumberToObject(t, "cpu_seconds", res[i].cpu_seconds);
         cJSON *ms = cJSON_AddObjectToObject(t, "metrics");
@@ -75,6 +91,7 @@ int ds_eval_write_json(const char *path, const ds_lm *lm, const char *model, con
             snprintf(key, sizeof key, "%s_%d", tasks[i].name, k);
         cJSON_AddItemToObject(all, key, t);
     }
+    if (errs) cJSON_AddItemToObject(root, "errors", errs);
     char *s = cJSON_Print(root);
     cJSON_Delete(root);
     size_t len = strlen(s);

@@ -58,21 +58,23 @@ int64_t ds_rolling_windows(int64_t n, int64_t max_len, int64_t stride, ds_window
 }
 
 /* ---- pair encoding -------------------------------------------------------------- */
-static int64_t enc_special(const ds_lm *lm, const char *s, size_t n, int add_special, int32_t **ids) {
-    int64_t k = lm->encode(lm->ctx, s, n, add_special, ids);
+static int64_t enc_special(const ds_lm *lm, const char *s, size_t n, int mode, int32_t **ids) {
+    int64_t k = lm->encode(lm->ctx, s, n, mode, ids);
     if (k < 0) return -1;
     return k;
 }
-/* as lm-eval's tok_encode(string): the tokenizer's default special tokens */
-static int64_t enc(const ds_lm *lm, const char *s, size_t n, int32_t **ids) { return enc_special(lm, s, n, 1, ids); }
+/* as lm-eval's tok_encode(string): HFLM's default, or add_bos_token=True */
+static int64_t enc(const ds_lm *lm, int add_bos, const char *s, size_t n, int32_t **ids) {
+    return enc_special(lm, s, n, add_bos ? DS_LM_ENC_BOS : DS_LM_ENC_DEFAULT, ids);
+}
 
-int ds_eval_encode_pair(const ds_lm *lm, const char *ctx, const char *cont,
+int ds_eval_encode_pair(const ds_lm *lm, int add_bos, const char *ctx, const char *cont,
                         int32_t **ctx_ids, int64_t *n_ctx, int32_t **cont_ids, int64_t *n_cont) {
     *ctx_ids = *cont_ids = NULL;
     size_t lc = strlen(ctx), ln = strlen(cont);
     if (lc == 0) {
         int32_t *c;
-        int64_t k = enc_special(lm, cont, ln, 0, &c); /* lm-eval: add_special_tokens=False */
+        int64_t k = enc_special(lm, cont, ln, DS_LM_ENC_PLAIN, &c); /* lm-eval: add_special_tokens=False */
         if (k < 0) return -1;
         if (k == 0) { free(c); return ds_err("empty continuation"); }
         if (lm->prefix_id < 0) { free(c); return ds_err("empty context and the model has no BOS/EOS token"); }
@@ -100,10 +102,10 @@ int ds_eval_encode_pair(const ds_lm *lm, const char *ctx, const char *cont,
     memcpy(whole, ctx, lc);
     memcpy(whole + lc, cont, ln + 1);
     int32_t *w, *c;
-    int64_t nw = enc(lm, whole, lc + ln, &w);
+    int64_t nw = enc(lm, add_bos, whole, lc + ln, &w);
     free(whole);
     if (nw < 0) return -1;
-    int64_t nc = enc(lm, ctx, keep, &c);
+    int64_t nc = enc(lm, add_bos, ctx, keep, &c);
     if (nc < 0) { free(w); return -1; }
     if (keep == 0) { /* an all-whitespace context: lm-eval would assert; say so */
         free(w);
@@ -175,7 +177,7 @@ typedef struct {
 } pair_ids;
 
 /* Score documents [d0, d1) of an MC or LL task in one loglik call. */
-static int score_pairs(const ds_task *t, const ds_lm *lm, int64_t d0, int64_t d1, ds_task_result *r) {
+static int score_pairs(const ds_task *t, const ds_lm *lm, int add_bos, int64_t d0, int64_t d1, ds_task_result *r) {
     int64_t nreq = 0;
     for (int64_t d = d0; d < d1; d++) nreq += t->docs[d].n;
     pair_ids *ids = ds_calloc((size_t)nreq, sizeof *ids);
@@ -186,7 +188,7 @@ static int score_pairs(const ds_task *t, const ds_lm *lm, int64_t d0, int64_t d1
         const ds_eval_doc *doc = &t->docs[d];
         for (int i = 0; i < doc->n; i++, k++) {
             pair_ids *p = &ids[k];
-            if (ds_eval_encode_pair(lm, doc->ctx[i], doc->cont[i], &p->ctx, &p->n_ctx, &p->cont, &p->n_cont)) {
+            if (ds_eval_encode_pair(lm, add_bos, doc->ctx[i], doc->cont[i], &p->ctx, &p->n_ctx, &p->cont, &p->n_cont)) {
                 rc = ds_err_prefix("%s:%lld: choice %d", t->path, (long long)doc->line, i);
                 break;
             }
@@ -252,14 +254,14 @@ static int score_pairs(const ds_task *t, const ds_lm *lm, int64_t d0, int64_t d1
 }
 
 /* Rolling log-likelihood of one LM document; windows are scored `batch` at a time. */
-static int score_rolling(const ds_task *t, const ds_lm *lm, int64_t d, int64_t batch, ds_task_result *r) {
+static int score_rolling(const ds_task *t, const ds_lm *lm, int add_bos, int64_t d, int64_t batch, ds_task_result *r) {
     const ds_eval_doc *doc = &t->docs[d];
     ds_doc_result *dr = &r->docs[d];
     dr->ll = ds_calloc(1, sizeof(double));
     dr->greedy = ds_calloc(1, 1);
     dr->n_tokens = ds_calloc(1, sizeof(int64_t));
     int32_t *tok;
-    int64_t n = enc(lm, doc->text, strlen(doc->text), &tok);
+    int64_t n = enc(lm, add_bos, doc->text, strlen(doc->text), &tok);
     if (n < 0) return ds_err_prefix("%s:%lld", t->path, (long long)doc->line);
     dr->n_tokens[0] = n;
     if (n > 0 && lm->prefix_id < 0) { free(tok); return ds_err("%s: rolling windows need a BOS/EOS token and the model has none", t->name); }
@@ -305,7 +307,7 @@ static int stop_on_sequences(void *user, const int32_t *out, int64_t n) {
     return hit;
 }
 
-static int score_generation(const ds_task *t, const ds_lm *lm, int64_t d, ds_task_result *r) {
+static int score_generation(const ds_task *t, const ds_lm *lm, int add_bos, int64_t d, ds_task_result *r) {
     const ds_eval_doc *doc = &t->docs[d];
     ds_doc_result *dr = &r->docs[d];
     if (!lm->generate) return ds_err("%s: this model cannot generate", t->name);
@@ -313,7 +315,7 @@ static int score_generation(const ds_task *t, const ds_lm *lm, int64_t d, ds_tas
         return ds_err("%s: max_new (%lld) must be less than the context window (%lld)", t->name,
                       (long long)t->max_new, (long long)lm->max_length);
     int32_t *ids;
-    int64_t n = enc(lm, doc->ctx[0], strlen(doc->ctx[0]), &ids);
+    int64_t n = enc(lm, add_bos, doc->ctx[0], strlen(doc->ctx[0]), &ids);
     if (n < 0) return ds_err_prefix("%s:%lld", t->path, (long long)doc->line);
     int64_t keep = lm->max_length - t->max_new, drop = n > keep ? n - keep : 0;
     int32_t *out = ds_malloc((size_t)t->max_new * sizeof *out);
@@ -449,6 +451,7 @@ int ds_task_run(const ds_task *t, const ds_lm *lm, const ds_eval_opts *o, FILE *
         return ds_err("%s: stride %lld is larger than the context window %lld", t->name, (long long)t->stride,
                       (long long)lm->max_length);
     int64_t batch = o->batch > 0 ? o->batch : 1;
+    int add_bos = ds_task_add_bos(t, o);
     r->docs = ds_calloc((size_t)t->n_docs, sizeof *r->docs);
     progress pg = {t->name, t->n_docs, ds_now(), 0, o->progress && ds_log_level >= DS_LOG_INFO};
     double t0 = ds_now();
@@ -460,11 +463,11 @@ int ds_task_run(const ds_task *t, const ds_lm *lm, const ds_eval_opts *o, FILE *
         if (t->kind == DS_TASK_MC || t->kind == DS_TASK_LL) {
             int64_t nreq = t->docs[d].n;
             while (d1 < t->n_docs && nreq + t->docs[d1].n <= batch) nreq += t->docs[d1++].n;
-            rc = score_pairs(t, lm, d, d1, r);
+            rc = score_pairs(t, lm, add_bos, d, d1, r);
         } else if (t->kind == DS_TASK_LM) {
-            rc = score_rolling(t, lm, d, batch, r);
+            rc = score_rolling(t, lm, add_bos, d, batch, r);
         } else {
-            rc = score_generation(t, lm, d, r);
+            rc = score_generation(t, lm, add_bos, d, r);
         }
         if (!rc && samples)
             for (int64_t k = d; k < d1; k++) write_sample(samples, t, k, &r->docs[k]);

@@ -2,6 +2,8 @@
  * tasks.c — task SPEC parsing and the readers of evaluation data files:
  *   llm-foundry ICL JSONL   {"query", "choices", "gold"}            (mc)
  *                           {"context_options", "continuation", "gold"} (mc, several contexts)
+ *   WinoGrande JSONL        {"sentence", "option1", "option2", "answer"} (mc, several contexts:
+ *                           lm-eval's partial scoring, see winogrande_row)
  *                           {"context", "continuation"}              (ll, e.g. LAMBADA)
  *   HellaSwag 6-line text   label: ctx / gold / 4 endings             (mc, lm-eval preprocess)
  *   generation JSONL        {"prompt", "answer"} (or context/continuation) (gen)
@@ -86,6 +88,10 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
         free(l);
     } else if (KEY("stride")) {
         if (parse_i64(v, vl, &t->stride) || t->stride < 1) return ds_err("task '%s': stride: expected a positive integer", spec);
+    } else if (KEY("add_bos")) {
+        if (VAL("1") || VAL("true")) t->add_bos = 1;
+        else if (VAL("0") || VAL("false")) t->add_bos = 0;
+        else return ds_err("task '%s': add_bos: expected 1 or 0 (true or false)", spec);
     } else if (KEY("limit")) {
         if (parse_i64(v, vl, &t->limit) || t->limit < 1) return ds_err("task '%s': limit: expected a positive integer", spec);
     } else if (KEY("max_new")) {
@@ -111,7 +117,7 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
         else if (VAL("first_word")) t->extract = DS_EXTRACT_FIRST_WORD;
         else return ds_err("task '%s': extract: expected none, last_number or first_word", spec);
     } else {
-        return ds_err("task '%s': unknown option '%.*s' (name, prompt, delim, stride, docs, detok, until, max_new, extract, limit)",
+        return ds_err("task '%s': unknown option '%.*s' (name, prompt, delim, stride, docs, detok, until, max_new, extract, limit, add_bos)",
                       spec, (int)kl, k);
     }
     return 0;
@@ -129,34 +135,90 @@ static void set_name_from_path(ds_task *t, const char *path) {
     t->name[n] = 0;
 }
 
+/* Levenshtein distance, ASCII case-insensitive (short names only) */
+static int edit_distance(const char *a, size_t la, const char *b) {
+    size_t lb = strlen(b);
+    if (la > 63 || lb > 63) return 99;
+    int d[64];
+    for (size_t j = 0; j <= lb; j++) d[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = d[0];
+        d[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = d[j];
+            int sub = diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            int v = d[j - 1] + 1 < up + 1 ? d[j - 1] + 1 : up + 1;
+            d[j] = sub < v ? sub : v;
+            diag = up;
+        }
+    }
+    return d[lb];
+}
+
+/* lm-eval's names first; the last two are the names dsv3 used before (aliases, results keep the name given) */
+static const struct { const char *name, *rel; ds_task_kind kind; int qa, wiki; } NAMED[] = {
+    {"lambada_openai", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0, 0},
+    {"wikitext", "wikitext2/wiki.test.raw", DS_TASK_LM, 0, 1},
+    {"arc_easy", "llm_foundry_icl/arc_easy.jsonl", DS_TASK_MC, 1, 0},
+    {"arc_challenge", "llm_foundry_icl/arc_challenge.jsonl", DS_TASK_MC, 1, 0},
+    {"winogrande", "llm_foundry_icl/winogrande.jsonl", DS_TASK_MC, 0, 0},
+    {"hellaswag", "hellaswag/hellaswag_val_full.txt", DS_TASK_MC, 0, 0},
+    {"piqa", "llm_foundry_icl/piqa.jsonl", DS_TASK_MC, 1, 0},
+    {"lambada_gen", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_GEN, 0, 0},
+    {"lambada", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0, 0},
+    {"wikitext2", "wikitext2/wiki.test.raw", DS_TASK_LM, 0, 1},
+};
+enum { N_NAMED = sizeof NAMED / sizeof *NAMED };
+
+/* "unknown task 'x'; did you mean a or b? ..." */
+static int unknown_task(const char *spec, size_t head) {
+    int best[3] = {-1, -1, -1}, bd[3] = {99, 99, 99};
+    int lim = head / 3 > 2 ? (int)(head / 3) : 2;
+    for (int k = 0; k < N_NAMED; k++) {
+        int dist = edit_distance(spec, head, NAMED[k].name);
+        size_t ln = strlen(NAMED[k].name);
+        if (dist > lim && !(head >= 3 && (!strncmp(spec, NAMED[k].name, head < ln ? head : ln)))) continue;
+        for (int j = 0; j < 3; j++)
+            if (dist < bd[j]) {
+                for (int m = 2; m > j; m--) best[m] = best[m - 1], bd[m] = bd[m - 1];
+                best[j] = k, bd[j] = dist;
+                break;
+            }
+    }
+    char hint[256] = "";
+    if (best[0] >= 0) {
+        size_t n = (size_t)snprintf(hint, sizeof hint, "; did you mean ");
+        for (int j = 0; j < 3 && best[j] >= 0; j++)
+            n += (size_t)snprintf(hint + n, sizeof hint - n, "%s%s", j ? (j + 1 < 3 && best[j + 1] >= 0 ? ", " : " or ") : "",
+                                  NAMED[best[j]].name);
+        snprintf(hint + n, sizeof hint - n, "?");
+    }
+    return ds_err("unknown task '%.*s'%s (tasks: lambada_openai, wikitext, arc_easy, arc_challenge, winogrande, hellaswag, "
+                  "piqa, lambada_gen; aliases lambada, wikitext2; or mc:FILE, ll:FILE, lm:FILE, gen:FILE)",
+                  (int)head, spec, hint);
+}
+
+int ds_task_add_bos(const ds_task *t, const ds_eval_opts *o) { return t->add_bos >= 0 ? t->add_bos : o->add_bos; }
+
 int ds_task_parse_spec(ds_task *t, const char *spec, const char *data_dir) {
     memset(t, 0, sizeof *t);
     t->delim = ds_strdup(" ");
     t->max_new = 256;
-    static const struct { const char *name, *rel; ds_task_kind kind; int qa, wiki; } named[] = {
-        {"lambada_gen", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_GEN, 0, 0},
-        {"piqa", "llm_foundry_icl/piqa.jsonl", DS_TASK_MC, 1, 0},
-        {"arc_easy", "llm_foundry_icl/arc_easy.jsonl", DS_TASK_MC, 1, 0},
-        {"hellaswag", "hellaswag/hellaswag_val_full.txt", DS_TASK_MC, 0, 0},
-        {"lambada", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0, 0},
-        {"wikitext2", "wikitext2/wiki.test.raw", DS_TASK_LM, 0, 1},
-    };
+    t->add_bos = -1;
     const char *colon = strchr(spec, ':');
     const char *hash = colon ? strchr(colon, '#') : strchr(spec, '#');
     size_t head = hash ? (size_t)(hash - spec) : strlen(spec);
     if (!colon || (size_t)(colon - spec) > head) {
         size_t k;
-        for (k = 0; k < sizeof named / sizeof *named; k++)
-            if (strlen(named[k].name) == head && !strncmp(spec, named[k].name, head)) break;
-        if (k == sizeof named / sizeof *named)
-            return ds_err("unknown task '%.*s' (known: piqa, arc_easy, hellaswag, lambada, lambada_gen, wikitext2; "
-                          "or mc:FILE, ll:FILE, lm:FILE, gen:FILE)", (int)head, spec);
-        snprintf(t->name, sizeof t->name, "%s", named[k].name);
-        t->kind = named[k].kind;
-        t->prompt_qa = named[k].qa;
-        if (named[k].wiki) { t->docs_split = DS_DOCS_WIKITEXT; t->detok_wikitext = 1; }
+        for (k = 0; k < N_NAMED; k++)
+            if (strlen(NAMED[k].name) == head && !strncmp(spec, NAMED[k].name, head)) break;
+        if (k == N_NAMED) return unknown_task(spec, head);
+        snprintf(t->name, sizeof t->name, "%s", NAMED[k].name);
+        t->kind = NAMED[k].kind;
+        t->prompt_qa = NAMED[k].qa;
+        if (NAMED[k].wiki) { t->docs_split = DS_DOCS_WIKITEXT; t->detok_wikitext = 1; }
         char *dir = ds_strdup(data_dir ? data_dir : "../shared/data");
-        t->path = ds_path_join(dir, named[k].rel);
+        t->path = ds_path_join(dir, NAMED[k].rel);
         free(dir);
     } else {
         size_t kl = (size_t)(colon - spec);
@@ -265,6 +327,41 @@ static const char *json_str(const cJSON *o, const char *key) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* WinoGrande as lm-eval's winogrande task scores it (partial evaluation): with i = the index
+ * of the first "_" in sentence, option k is the context sentence[:i] + option_k, and the
+ * continuation (the same for both) is " " + sentence[i+1:].strip(); answer "1" or "2"; acc. */
+static int winogrande_row(ds_task *t, const cJSON *o, int64_t line) {
+    const char *sent = json_str(o, "sentence"), *opt[2] = {json_str(o, "option1"), json_str(o, "option2")};
+    if (!sent) return ds_err("sentence: not a string");
+    for (int k = 0; k < 2; k++) {
+        if (!opt[k]) return ds_err("option%d: missing or not a string", k + 1);
+        if (!opt[k][0]) return ds_err("option%d: empty answer choice", k + 1);
+    }
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answer");
+    int g = -1;
+    if (cJSON_IsString(a) && (!strcmp(a->valuestring, "1") || !strcmp(a->valuestring, "2"))) g = a->valuestring[0] - '1';
+    else if (cJSON_IsNumber(a) && (a->valuedouble == 1 || a->valuedouble == 2)) g = (int)a->valuedouble - 1;
+    if (g < 0) return ds_err("answer: expected \"1\" or \"2\"");
+    const char *blank = strchr(sent, '_');
+    if (!blank) return ds_err("sentence: no '_' blank");
+    if (t->n_docs && !t->multi_ctx) return ds_err("a WinoGrande row in a query/choices file");
+    t->multi_ctx = 1;
+    size_t pre = (size_t)(blank - sent);
+    char *target = ds_py_strip(blank + 1);
+    ds_eval_doc *d = new_doc(t, line, 2);
+    for (int k = 0; k < 2; k++) {
+        size_t lo = strlen(opt[k]);
+        d->ctx[k] = ds_malloc(pre + lo + 1);
+        memcpy(d->ctx[k], sent, pre);
+        memcpy(d->ctx[k] + pre, opt[k], lo + 1);
+        d->cont[k] = concat(t->delim, target);
+        set_choice_len(d, k, target);
+    }
+    d->gold = g;
+    free(target);
+    return 0;
+}
+
 /* Parse one JSONL row into a document; returns 0, or -1 with ds_err("what"). */
 static int jsonl_row(ds_task *t, const cJSON *o, int64_t line) {
     if (!cJSON_IsObject(o)) return ds_err("not a JSON object");
@@ -283,6 +380,7 @@ static int jsonl_row(ds_task *t, const cJSON *o, int64_t line) {
         d->answer = ds_strdup(a);
         return 0;
     }
+    if (t->kind == DS_TASK_MC && cJSON_GetObjectItemCaseSensitive(o, "sentence")) return winogrande_row(t, o, line);
     const char *ctx = json_str(o, "context"), *cont = json_str(o, "continuation");
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(o, "choices");
     const cJSON *copts = cJSON_GetObjectItemCaseSensitive(o, "context_options");
@@ -305,9 +403,12 @@ static int jsonl_row(ds_task *t, const cJSON *o, int64_t line) {
     if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) < 1)
         return ds_err("%s: not a non-empty array", choices ? "choices" : "context_options");
     int n = cJSON_GetArraySize(list);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (!cJSON_IsString(cJSON_GetArrayItem(list, i)))
             return ds_err("%s[%d]: not a string", choices ? "choices" : "context_options", i);
+        if (!cJSON_GetArrayItem(list, i)->valuestring[0])
+            return ds_err("%s[%d]: empty answer choice", choices ? "choices" : "context_options", i);
+    }
     if (!gold) return ds_err("gold: missing");
     if (!cJSON_IsNumber(gold) || gold->valuedouble != (double)(int)gold->valuedouble)
         return ds_err("gold: not an integer");
@@ -412,6 +513,9 @@ static int load_hellaswag(ds_task *t, const char *buf, size_t len, const ds_eval
         long g = got >= 2 ? strtol(l[1], &end, 10) : -1;
         if (got < 6) rc = ds_err("truncated item (%d of 6 lines)", got);
         else if (!l[1][0] || *end || g < 0 || g > 3) rc = ds_err("gold label '%s' (line %lld) is not 0..3", l[1], (long long)first + 1);
+        for (int i = 0; i < 4 && !rc; i++)
+            if (!l[2 + i][strspn(l[2 + i], " \t\r")])
+                rc = ds_err("ending %d (line %lld): empty answer choice", i, (long long)first + 2 + i);
         if (!rc) {
             ds_eval_doc *d = new_doc(t, first, 4);
             char *c = ds_hellaswag_preprocess(l[0]);

@@ -90,6 +90,15 @@ static void py_strip(const char *s, size_t *b, size_t *e) {
     *e = i + ds_py_rstrip_len(s + i, *e - i);
 }
 
+char *ds_py_strip(const char *s) {
+    size_t b = 0, e = strlen(s);
+    py_strip(s, &b, &e);
+    char *r = ds_malloc(e - b + 1);
+    memcpy(r, s + b, e - b);
+    r[e - b] = 0;
+    return r;
+}
+
 /* ---- a growable string ---------------------------------------------------- */
 typedef struct { char *p; size_t n, cap; } sbuf;
 static void sb_put(sbuf *b, const char *s, size_t n) {

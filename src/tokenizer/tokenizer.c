@@ -911,6 +911,7 @@ int32_t ds_tokenizer_token_to_id(const ds_tokenizer *t, const char *token) {
 int32_t ds_tokenizer_bos_id(const ds_tokenizer *t) { return t->bos; }
 int32_t ds_tokenizer_eos_id(const ds_tokenizer *t) { return t->eos; }
 int ds_tokenizer_add_bos(const ds_tokenizer *t) { return t->add_bos || (t->has_template && t->npost_pre > 0); }
+int ds_tokenizer_has_template(const ds_tokenizer *t) { return t->has_template; }
 int ds_tokenizer_is_special(const ds_tokenizer *t, int32_t id) { return id >= 0 && id < t->nids && t->is_special[id]; }
 int64_t ds_tokenizer_num_merges(const ds_tokenizer *t) { return t->nmerges; }
 int64_t ds_tokenizer_num_added(const ds_tokenizer *t) { return t->nadded; }

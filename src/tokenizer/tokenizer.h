@@ -111,6 +111,7 @@ int32_t ds_tokenizer_token_to_id(const ds_tokenizer *t, const char *token);
 int32_t ds_tokenizer_bos_id(const ds_tokenizer *t); /* -1 when none */
 int32_t ds_tokenizer_eos_id(const ds_tokenizer *t); /* -1 when none */
 int ds_tokenizer_add_bos(const ds_tokenizer *t);    /* tokenizer_config add_bos_token */
+int ds_tokenizer_has_template(const ds_tokenizer *t); /* tokenizer.json has a TemplateProcessing post-processor */
 int ds_tokenizer_is_special(const ds_tokenizer *t, int32_t id);
 /* One-line descriptions for `dsv3 tokenizer info`. */
 int64_t ds_tokenizer_num_merges(const ds_tokenizer *t);
