@@ -14,6 +14,42 @@
 
 static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 
+static uint64_t key_hash(const char *k) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *k; k++) h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+    return h;
+}
+
+/* Duplicate keys: the last one wins, as in Python's json module (and so in
+ * transformers, which reads config.json with it).  cJSON keeps every member
+ * and its lookups find the first, so the earlier members of each repeated key
+ * are removed here, in every object of the tree. */
+static void keep_last_keys(cJSON *node) {
+    int64_t n = 0;
+    for (cJSON *c = node->child; c; c = c->next) {
+        if (cJSON_IsObject(c) || cJSON_IsArray(c)) keep_last_keys(c);
+        n++;
+    }
+    if (!cJSON_IsObject(node) || n < 2) return;
+    cJSON **items = ds_malloc((size_t)n * sizeof *items);
+    int64_t k = 0;
+    for (cJSON *c = node->child; c; c = c->next) items[k++] = c;
+    size_t cap = 4;
+    while (cap < 2 * (size_t)n) cap *= 2;
+    cJSON **seen = ds_calloc(cap, sizeof *seen);
+    for (int64_t i = n - 1; i >= 0; i--) {
+        const char *key = items[i]->string ? items[i]->string : "";
+        size_t h = (size_t)key_hash(key) & (cap - 1);
+        int dup = 0;
+        for (; seen[h]; h = (h + 1) & (cap - 1))
+            if (!strcmp(seen[h]->string ? seen[h]->string : "", key)) { dup = 1; break; }
+        if (dup) cJSON_Delete(cJSON_DetachItemViaPointer(node, items[i]));
+        else seen[h] = items[i];
+    }
+    free(seen);
+    free(items);
+}
+
 cJSON *ds_json_parse(const char *text, size_t len, const char *what) {
     size_t i = 0;
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) i++;
@@ -29,7 +65,10 @@ cJSON *ds_json_parse(const char *text, size_t len, const char *what) {
         /* only whitespace may follow the value */
         size_t k = (size_t)(end - text);
         while (k < len && (text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r' || text[k] == 0)) k++;
-        if (k == len) return j;
+        if (k == len) {
+            keep_last_keys(j);
+            return j;
+        }
         cJSON_Delete(j);
         end = text + k;
     }
