@@ -17,6 +17,8 @@
 #include <cJSON.h>
 
 #include "base/base.h"
+#include "infer/infer.h"
+#include "model/backward.h"
 #include "model/model.h"
 #include "model/presets.h"
 #include "test.h"
@@ -143,6 +145,18 @@ TEST(limits_memory_check_before_allocating) {
     CHECK(ds_acts_create(&a, &m, (int64_t)1 << 40, (int64_t)1 << 40, 1) != 0 && strstr(ds_errmsg(), "too many tokens"));
     CHECK(ds_acts_create(&a, &m, 2, 8, 1) == 0);
     ds_acts_free(&a);
+    /* the backward buffers, the KV cache and the decode buffers: checked too */
+    ds_bwd w;
+    CHECK(ds_bwd_create(&w, &m, 1, 1 << 20) != 0);
+    CHECK_MSG(strstr(ds_errmsg(), "backward buffers for 1 x 1048576 tokens: "), "%s", ds_errmsg());
+    CHECK(ds_bwd_create(&w, &m, 2, 8) == 0);
+    ds_bwd_free(&w);
+    m.cfg.max_position_embeddings = (int64_t)1 << 24;
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &m, &ds_ops_cpu, 1, (int64_t)1 << 24, 256, 0) != 0);
+    CHECK_MSG(strstr(ds_errmsg(), "the KV cache for 1 x 16777216 positions: "), "%s", ds_errmsg());
+    CHECK(ds_engine_create(&e, &m, &ds_ops_cpu, 1, 64, 16, 0) == 0);
+    ds_engine_free(&e);
     ds_model_free(&m);
     if (save) setenv("DSV3_MEM_LIMIT", save, 1);
     else unsetenv("DSV3_MEM_LIMIT");
