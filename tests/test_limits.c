@@ -88,13 +88,21 @@ TEST(limits_every_dimension_has_an_upper_bound) {
 TEST(limits_layout_size_overflow_is_an_error) {
     ds_config c;
     CHECK(ds_preset(&c, "tiny") == 0);
-    c.vocab_size = (int64_t)1 << 31;
-    c.hidden_size = (int64_t)1 << 40;
+    c.vocab_size = (int64_t)1 << 30;
+    c.hidden_size = (int64_t)1 << 30;
+    c.num_attention_heads = (int64_t)1 << 30;
+    c.v_head_dim = (int64_t)1 << 30;
     int64_t n = -1, floats = -1;
     CHECK(ds_layout_size(&c, &n, &floats) != 0);
     CHECK_MSG(strstr(ds_errmsg(), "overflows 64-bit"), "%s", ds_errmsg());
     ds_layout lo;
     CHECK(ds_layout_build(&lo, &c) != 0 && lo.p == NULL);
+    /* what the old code multiplied (layout.c:38, UBSan): vocab 2^31 x hidden 2^40 */
+    c.vocab_size = (int64_t)1 << 31;
+    c.hidden_size = (int64_t)1 << 40;
+    CHECK(ds_layout_size(&c, &n, &floats) != 0);
+    CHECK_MSG(strstr(ds_errmsg(), "hidden_size: 1099511627776 is out of range for the parameter layout"), "%s",
+              ds_errmsg());
     /* int64 products fine, their sum past int64: 4096 x (2^40 + ...) */
     CHECK(ds_preset(&c, "tiny") == 0);
     c.hidden_size = (int64_t)1 << 30;
@@ -105,7 +113,7 @@ TEST(limits_layout_size_overflow_is_an_error) {
     /* too many layers for the counting pass itself */
     CHECK(ds_preset(&c, "tiny") == 0);
     c.num_hidden_layers = 1000000000;
-    CHECK(ds_layout_size(&c, &n, &floats) != 0 && strstr(ds_errmsg(), "too large"));
+    CHECK(ds_layout_size(&c, &n, &floats) != 0 && strstr(ds_errmsg(), "num_hidden_layers: 1000000000 is out of range"));
     /* DeepSeek-V3: counted without building, same as the built table */
     ds_config_default(&c);
     CHECK(ds_layout_size(&c, &n, &floats) == 0);

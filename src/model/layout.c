@@ -151,16 +151,25 @@ int ds_layout_size(const ds_config *c, int64_t *entries, int64_t *floats) {
     *entries = *floats = 0;
     if (c->hidden_size <= 0 || c->vocab_size <= 0 || c->num_hidden_layers < 0 || c->num_nextn_predict_layers < 0)
         return ds_err("config: hidden_size, vocab_size and layer counts must be positive");
-    /* the sizes are bounded by ds_config_validate; these bounds keep a config
-     * that skipped it from counting for hours (the dry pass is linear in
-     * layers x experts) */
-    if (c->num_hidden_layers > DS_MAX_LAYERS || c->num_nextn_predict_layers > DS_MAX_MTP_LAYERS ||
-        c->n_routed_experts > DS_MAX_ROUTED_EXPERTS)
-        return ds_err("config: num_hidden_layers %lld, num_nextn_predict_layers %lld or n_routed_experts %lld is "
-                      "too large (at most %lld, %lld, %lld)",
-                      (long long)c->num_hidden_layers, (long long)c->num_nextn_predict_layers,
-                      (long long)c->n_routed_experts, (long long)DS_MAX_LAYERS, (long long)DS_MAX_MTP_LAYERS,
-                      (long long)DS_MAX_ROUTED_EXPERTS);
+    /* ds_config_validate bounds the sizes far lower; these bounds hold for a
+     * config that skipped it: the counting pass is linear in layers x experts,
+     * and products of two sizes formed before add() stay inside int64 */
+    const int64_t g = (int64_t)1 << 30;
+    struct { const char *key; int64_t v, max; } lim[] = {
+        {"num_hidden_layers", c->num_hidden_layers, DS_MAX_LAYERS},
+        {"num_nextn_predict_layers", c->num_nextn_predict_layers, DS_MAX_MTP_LAYERS},
+        {"n_routed_experts", c->n_routed_experts, DS_MAX_ROUTED_EXPERTS},
+        {"hidden_size", c->hidden_size, g}, {"vocab_size", c->vocab_size, g},
+        {"intermediate_size", c->intermediate_size, g}, {"moe_intermediate_size", c->moe_intermediate_size, g},
+        {"n_shared_experts", c->n_shared_experts, g}, {"num_attention_heads", c->num_attention_heads, g},
+        {"q_lora_rank", c->q_lora_rank, g}, {"kv_lora_rank", c->kv_lora_rank, g},
+        {"qk_nope_head_dim", c->qk_nope_head_dim, g}, {"qk_rope_head_dim", c->qk_rope_head_dim, g},
+        {"v_head_dim", c->v_head_dim, g},
+    };
+    for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++)
+        if (lim[i].v > lim[i].max || lim[i].v < 0)
+            return ds_err("config: %s: %lld is out of range for the parameter layout (0 to %lld)", lim[i].key,
+                          (long long)lim[i].v, (long long)lim[i].max);
     ds_layout lo;
     memset(&lo, 0, sizeof lo);
     builder b = {&lo, 0, 1, 0};
