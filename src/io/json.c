@@ -20,10 +20,11 @@ static uint64_t key_hash(const char *k) {
     return h;
 }
 
-/* Duplicate keys: the last one wins, as in Python's json module (and so in
- * transformers, which reads config.json with it).  cJSON keeps every member
- * and its lookups find the first, so the earlier members of each repeated key
- * are removed here, in every object of the tree. */
+/* Duplicate keys: the last value wins at the place of the first, as in
+ * Python's json module (a dict keeps the first insertion's position) and so
+ * in transformers, which reads config.json with it.  cJSON keeps every member
+ * and its lookups find the first, so each repeated member replaces the first
+ * one of its key here, in every object of the tree. */
 static void keep_last_keys(cJSON *node) {
     int64_t n = 0;
     for (cJSON *c = node->child; c; c = c->next) {
@@ -31,26 +32,33 @@ static void keep_last_keys(cJSON *node) {
         n++;
     }
     if (!cJSON_IsObject(node) || n < 2) return;
-    cJSON **items = ds_malloc((size_t)n * sizeof *items);
-    int64_t k = 0;
-    for (cJSON *c = node->child; c; c = c->next) items[k++] = c;
     size_t cap = 4;
     while (cap < 2 * (size_t)n) cap *= 2;
     cJSON **seen = ds_calloc(cap, sizeof *seen);
-    for (int64_t i = n - 1; i >= 0; i--) {
-        const char *key = items[i]->string ? items[i]->string : "";
+    for (cJSON *c = node->child, *next; c; c = next) {
+        next = c->next;
+        const char *key = c->string ? c->string : "";
         size_t h = (size_t)key_hash(key) & (cap - 1);
-        int dup = 0;
         for (; seen[h]; h = (h + 1) & (cap - 1))
-            if (!strcmp(seen[h]->string ? seen[h]->string : "", key)) { dup = 1; break; }
-        if (dup) cJSON_Delete(cJSON_DetachItemViaPointer(node, items[i]));
-        else seen[h] = items[i];
+            if (!strcmp(seen[h]->string ? seen[h]->string : "", key)) break;
+        if (!seen[h]) {
+            seen[h] = c;
+            continue;
+        }
+        cJSON_DetachItemViaPointer(node, c);
+        cJSON_ReplaceItemViaPointer(node, seen[h], c); /* frees the earlier member */
+        seen[h] = c;
     }
     free(seen);
-    free(items);
 }
 
-cJSON *ds_json_parse(const char *text, size_t len, const char *what) {
+static cJSON *parse(const char *text, size_t len, const char *what, int last_wins);
+
+cJSON *ds_json_parse(const char *text, size_t len, const char *what) { return parse(text, len, what, 1); }
+
+cJSON *ds_json_parse_keep_dups(const char *text, size_t len, const char *what) { return parse(text, len, what, 0); }
+
+static cJSON *parse(const char *text, size_t len, const char *what, int last_wins) {
     size_t i = 0;
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) i++;
     if (i == len) { ds_err("%s: empty (expected a JSON object)", what); return NULL; }
@@ -66,7 +74,7 @@ cJSON *ds_json_parse(const char *text, size_t len, const char *what) {
         size_t k = (size_t)(end - text);
         while (k < len && (text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r' || text[k] == 0)) k++;
         if (k == len) {
-            keep_last_keys(j);
+            if (last_wins) keep_last_keys(j);
             return j;
         }
         cJSON_Delete(j);
