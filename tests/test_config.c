@@ -427,3 +427,37 @@ TEST(v4_and_v5_rope_spellings) {
     snprintf(a, sizeof a, base, "\"rope_scaling\": null, \"num_mtp_layers\": 2");
     CHECK(ds_config_parse(&x, a, "a.json") == 0 && x.rope_type == DS_ROPE_DEFAULT && x.num_nextn_predict_layers == 2);
 }
+
+/* A key repeated in config.json keeps its last value, at the top level and
+ * inside rope_parameters: what transformers (Python's json module) reads,
+ * config_dup_keys.expected.txt from tools/make_dup_keys_fixture.py.  cJSON
+ * alone would return the first. */
+TEST(config_duplicate_keys_last_wins) {
+    ds_config c;
+    CHECK_MSG(ds_config_load(&c, FIX "/config_dup_keys.json") == 0, "%s", ds_errmsg());
+    TEST_RETURN_IF_FAILED();
+    size_t n;
+    char *txt = ds_read_file(FIX "/config_dup_keys.expected.txt", &n);
+    CHECK(txt != NULL);
+    if (!txt) return;
+    int checked = 0;
+    char *save = NULL;
+    for (char *ln = strtok_r(txt, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+        char key[64], val[64], got[64];
+        if (sscanf(ln, "%63s %63s", key, val) != 2) continue;
+        const field *f = NULL;
+        for (int i = 0; i < NFIELDS; i++) if (!strcmp(fields[i].name, key)) f = &fields[i];
+        CHECK_MSG(f != NULL, "no field %s", key);
+        if (!f) continue;
+        field_str(&c, f, got, sizeof got);
+        if (f->kind == F_DBL) CHECK_MSG(strtod(got, NULL) == strtod(val, NULL), "%s = %s, transformers reads %s", key, got, val);
+        else CHECK_MSG(!strcmp(got, val), "%s = %s, transformers reads %s", key, got, val);
+        checked++;
+    }
+    CHECK(checked == 8);
+    free(txt);
+    CHECK(c.n_eos_token_ids <= 1); /* the list [1, 5] was replaced by 7 */
+    /* a later duplicate that is bad is the one checked */
+    CHECK(ds_config_parse(&c, "{\"model_type\": \"deepseek_v3\", \"model_type\": \"llama\"}", "config.json") != 0);
+    CHECK_MSG(strstr(ds_errmsg(), "unknown model type \"llama\""), "%s", ds_errmsg());
+}

@@ -121,3 +121,97 @@ TEST(data_prepare_jsonl_and_errors) {
     CHECK(rc == 2);
     free(jl);
 }
+
+/* The bytes of every file of a flat folder, concatenated with their names
+ * (for "untouched" comparisons). */
+static char *folder_bytes(const char *dir) {
+    char buf[256];
+    char *listing = NULL;
+    size_t cap = 0;
+    FILE *m = open_memstream(&listing, &cap);
+    snprintf(buf, sizeof buf, "ls -1 %s", dir);
+    FILE *ls = popen(buf, "r");
+    char name[256];
+    while (ls && fgets(name, sizeof name, ls)) {
+        name[strcspn(name, "\n")] = 0;
+        char *p = ds_path_join(dir, name);
+        size_t len = 0;
+        char *b = ds_read_file(p, &len);
+        fprintf(m, "%s %zu\n", name, len);
+        if (b) fwrite(b, 1, len, m);
+        free(b);
+        free(p);
+    }
+    if (ls) pclose(ls);
+    fclose(m);
+    return listing;
+}
+
+/* Entries of tmpdir whose name starts with prefix (leftover temporaries). */
+static int count_prefixed(const char *dir, const char *prefix) {
+    char out[4096];
+    ds_test_sh(out, sizeof out, "ls -1a %s | grep -c '^%s' || true", dir, prefix);
+    return atoi(out);
+}
+
+TEST(data_prepare_failure_leaves_existing_folder_untouched) {
+    char tokpath[512], buf[4096];
+    CHECK(setup(tokpath, sizeof tokpath) == 0);
+    TEST_RETURN_IF_FAILED();
+    const char *d = ds_test_tmpdir();
+    char out[600], other_tok[600];
+    snprintf(out, sizeof out, "%s/data", d);
+    int rc = ds_test_sh(buf, sizeof buf, "%s --quiet data prepare --tokenizer %s --input %s/corpus.txt --out %s --docs blank",
+                        dsv3(), tokpath, d, out);
+    CHECK_MSG(rc == 0, "%s", buf);
+    TEST_RETURN_IF_FAILED();
+    char *before = folder_bytes(out);
+    CHECK(before && strstr(before, "tokenizer.json ") && strstr(before, "train_000.bin "));
+    /* a second tokenizer (different vocabulary), so a replaced folder would differ */
+    snprintf(other_tok, sizeof other_tok, "%s/tok2.json", d);
+    rc = ds_test_sh(buf, sizeof buf, "%s --quiet tokenizer train --input %s/corpus.txt --vocab-size 280 --special-tokens '<s>' --out %s",
+                    dsv3(), d, other_tok);
+    CHECK_MSG(rc == 0, "%s", buf);
+    char *bad = ds_path_join(d, "bad.jsonl");
+    CHECK(ds_write_file_atomic(bad, "{\"text\": \"fine\"}\n{not json\n", 27) == 0);
+    /* 1. an existing data folder without --force: refused before anything is written */
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input %s/corpus.txt --out %s", dsv3(), other_tok, d, out);
+    CHECK_MSG(rc == 1 && strstr(buf, "already holds a data folder") && strstr(buf, "--force"), "%d %s", rc, buf);
+    /* 2. --force, but an input fails halfway: the old folder stays */
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input %s/corpus.txt %s --out %s --force", dsv3(),
+                    other_tok, d, bad, out);
+    CHECK_MSG(rc == 1 && strstr(buf, "bad.jsonl:2: malformed JSON"), "%d %s", rc, buf);
+    /* 3. an unreadable / missing input, a bad --sep: checked before writing */
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input %s/nope.txt --out %s --force", dsv3(), other_tok, d, out);
+    CHECK(rc == 1 && strstr(buf, "nope.txt"));
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input %s/corpus.txt --out %s --force --sep '<zz>'", dsv3(),
+                    other_tok, d, out);
+    CHECK(rc == 1 && strstr(buf, "--sep '<zz>' is not a token"));
+    char *after = folder_bytes(out);
+    CHECK_MSG(after && !strcmp(before, after), "the data folder changed");
+    CHECK(count_prefixed(d, "data.tmp-") == 0 && count_prefixed(d, "data.old-") == 0);
+    /* 4. a failed run into a new folder leaves no folder */
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input %s --out %s/fresh", dsv3(), tokpath, bad, d);
+    CHECK(rc == 1);
+    char fresh[700];
+    snprintf(fresh, sizeof fresh, "%s/fresh", d);
+    CHECK(!ds_file_exists(fresh) && count_prefixed(d, "fresh.tmp-") == 0);
+    /* 5. a folder with other files is never written into, even with --force */
+    char mine[700];
+    snprintf(mine, sizeof mine, "%s/mine", d);
+    ds_mkdir_p(mine);
+    char *note = ds_path_join(mine, "notes.txt");
+    CHECK(ds_write_file_atomic(note, "keep", 4) == 0);
+    rc = ds_test_sh(buf, sizeof buf, "%s data prepare --tokenizer %s --input %s/corpus.txt --out %s --force", dsv3(), tokpath, d, mine);
+    CHECK_MSG(rc == 1 && strstr(buf, "holds files other than a data folder's"), "%s", buf);
+    /* 6. --force that succeeds replaces the folder whole: the new tokenizer, no old shards */
+    rc = ds_test_sh(buf, sizeof buf, "%s --quiet data prepare --tokenizer %s --input %s/corpus.txt --out %s --force --shard-tokens 1024",
+                    dsv3(), other_tok, d, out);
+    CHECK_MSG(rc == 0, "%s", buf);
+    char *t2 = ds_path_join(out, "tokenizer.json");
+    size_t l1 = 0, l2 = 0;
+    char *a = ds_read_file(t2, &l1), *b = ds_read_file(other_tok, &l2);
+    CHECK(a && b && l1 == l2 && !memcmp(a, b, l1));
+    CHECK(count_prefixed(d, "data.tmp-") == 0 && count_prefixed(d, "data.old-") == 0);
+    free(a); free(b); free(t2); free(note); free(bad); free(before); free(after);
+}

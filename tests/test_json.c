@@ -71,3 +71,34 @@ TEST(parse_errors_have_positions) {
     CHECK(ds_json_int64(num, &v) == 0 && v == -42);
     cJSON_Delete(num);
 }
+
+/* A repeated key keeps its last value (Python's json.loads: {"a": 1, "a": 2}
+ * is {"a": 2}), at the position of the first, in nested objects and in big
+ * ones (expected text: Python's json.dumps(json.loads(t), separators=(",",
+ * ":"))); ds_json_parse_keep_dups keeps them all. */
+TEST(json_duplicate_keys_last_wins) {
+    const char *t = "{\"a\": 1, \"b\": {\"x\": [1], \"x\": {\"y\": 1, \"y\": 3}}, \"a\": 2, \"c\": [{\"k\": 0, \"k\": 5}]}";
+    cJSON *j = ds_json_parse(t, strlen(t), "t.json");
+    CHECK(j != NULL);
+    if (!j) return;
+    char *s = cJSON_PrintUnformatted(j);
+    CHECK_MSG(!strcmp(s, "{\"a\":2,\"b\":{\"x\":{\"y\":3}},\"c\":[{\"k\":5}]}"), "%s", s);
+    free(s);
+    cJSON_Delete(j);
+    j = ds_json_parse_keep_dups(t, strlen(t), "t.json");
+    CHECK(j && cJSON_GetArraySize(j) == 4);
+    cJSON_Delete(j);
+    /* 20000 members, every key twice: 10000 remain with the second values */
+    ds_sbuf b = {0};
+    ds_sbuf_puts(&b, "{");
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < 10000; i++) ds_sbuf_printf(&b, "%s\"k%d\": %d", r || i ? ", " : "", i, i + r * 100000);
+    ds_sbuf_puts(&b, "}");
+    char *big = ds_sbuf_take(&b);
+    j = ds_json_parse(big, strlen(big), "big.json");
+    CHECK(j && cJSON_GetArraySize(j) == 10000);
+    CHECK(j && cJSON_GetObjectItemCaseSensitive(j, "k0")->valueint == 100000);
+    CHECK(j && cJSON_GetObjectItemCaseSensitive(j, "k9999")->valueint == 109999);
+    cJSON_Delete(j);
+    free(big);
+}

@@ -133,7 +133,10 @@ typedef struct {
 } ds_carver;
 static inline void *ds_carve(ds_carver *cv, int64_t n) {
     void *p = cv->base ? (void *)(cv->base + cv->off) : NULL;
-    cv->off += (size_t)((n + 15) / 16 * 16);
+    /* the count saturates at SIZE_MAX (sizes past any memory) instead of wrapping */
+    size_t r;
+    if (n < 0 || n > INT64_MAX - 15 || __builtin_add_overflow(cv->off, (size_t)((n + 15) / 16 * 16), &r)) r = SIZE_MAX;
+    cv->off = r;
     return p;
 }
 

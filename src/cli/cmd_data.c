@@ -14,12 +14,23 @@
  * (format: src/io/shard.h), each preceded by the separator (BOS, else EOS).
  * --split-prob P applies the token-boundary randomization (DeepSeek-V3 §4.1)
  * to the training split.  tokenizer.json is copied to DIR.
+ *
+ * Nothing is written before every input is checked (the tokenizer loads, a
+ * separator exists, every input file is readable, DIR is new, empty, or -
+ * with --force - a data folder of dsv3's).  The folder is built as
+ * DIR.tmp-XXXXXX beside DIR and renamed to DIR at the end (with --force,
+ * swapped with the old folder, which is then deleted), so a failed run
+ * leaves an existing DIR as it was and no partial DIR behind.
  */
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 
@@ -239,11 +250,92 @@ static int queue_jsonl(docbatch *b, char *buf, size_t len, const char *path, dou
     return 0;
 }
 
+/* A file name dsv3 data prepare writes: tokenizer.json, train_NNN.bin, val_NNN.bin. */
+static int is_data_file(const char *name) {
+    if (!strcmp(name, "tokenizer.json")) return 1;
+    const char *rest = !strncmp(name, "train_", 6) ? name + 6 : !strncmp(name, "val_", 4) ? name + 4 : NULL;
+    if (!rest || !isdigit((unsigned char)rest[0])) return 0;
+    while (isdigit((unsigned char)*rest)) rest++;
+    return !strcmp(rest, ".bin");
+}
+
+/* What is at out: 0 nothing, 1 an empty folder, 2 a data folder (only
+ * data files); -1 with a message for anything else. */
+static int out_state(const char *out) {
+    struct stat st;
+    if (stat(out, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        return ds_err("%s: %s", out, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) return ds_err("%s: exists and is not a folder", out);
+    DIR *d = opendir(out);
+    if (!d) return ds_err("%s: cannot open folder: %s", out, strerror(errno));
+    int n = 0, other = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        n++;
+        if (!is_data_file(e->d_name)) other = 1;
+    }
+    closedir(d);
+    if (other) return ds_err("%s: exists and holds files other than a data folder's (refusing to write there)", out);
+    return n ? 2 : 1;
+}
+
+/* Delete a flat folder this command made (its files, then itself). */
+static void remove_flat(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char *p = ds_path_join(dir, e->d_name);
+            unlink(p);
+            free(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* Put the finished folder tmp at out (state: out_state(out) before the run). */
+static int install(const char *tmp, const char *out, int state) {
+    if (state == 1 && rmdir(out) != 0) return ds_err("%s: cannot replace the empty folder: %s", out, strerror(errno));
+    if (state != 2) {
+        if (rename(tmp, out) != 0) return ds_err("%s: cannot rename %s to it: %s", out, tmp, strerror(errno));
+        return 0;
+    }
+    /* swap atomically where the file system can; else two renames */
+#ifdef RENAME_EXCHANGE
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_EXCHANGE) == 0) {
+        remove_flat(tmp); /* now the old folder */
+        return 0;
+    }
+#endif
+    size_t n = strlen(out) + 32;
+    char *old = ds_malloc(n);
+    snprintf(old, n, "%s.old-%d", out, (int)getpid());
+    if (rename(out, old) != 0) {
+        free(old);
+        return ds_err("%s: cannot move the old folder aside: %s", out, strerror(errno));
+    }
+    if (rename(tmp, out) != 0) {
+        int err = errno;
+        rename(old, out);
+        free(old);
+        return ds_err("%s: cannot rename %s to it: %s", out, tmp, strerror(err));
+    }
+    remove_flat(old);
+    free(old);
+    return 0;
+}
+
 static int prepare(int argc, char **argv) {
     const char *tokpath = NULL, *out = NULL, *docs = "file", *sep = NULL;
     ds_strlist inputs = {0};
     double valf = 0.01, splitp = 0;
     long long seed = 1234, shard_tokens = 100000000;
+    int force = 0;
     ds_opt opts[] = {
         {"--tokenizer", DS_OPT_STR, &tokpath, "PATH     tokenizer.json (or its folder)"},
         {"--input", DS_OPT_MULTI, &inputs, "PATH...  .txt / .jsonl files or folders of them"},
@@ -254,6 +346,7 @@ static int prepare(int argc, char **argv) {
         {"--seed", DS_OPT_INT, &seed, "S        seed of the split and randomization (1234)"},
         {"--shard-tokens", DS_OPT_INT, &shard_tokens, "N        tokens per shard (100M)"},
         {"--sep", DS_OPT_STR, &sep, "TOKEN    document separator (default: BOS, else EOS, else special id 0)"},
+        {"--force", DS_OPT_FLAG, &force, "         replace DIR when it is an existing data folder"},
     };
     int nopts = sizeof opts / sizeof *opts;
     ds_cli_parse("data prepare", "--tokenizer T --input PATH... --out DIR [options]", argc, argv, opts,
@@ -267,19 +360,18 @@ static int prepare(int argc, char **argv) {
     if (!(splitp >= 0 && splitp <= 1)) ds_cli_usage_error("data prepare", "--split-prob must be in [0, 1]");
     if (shard_tokens < 1024) ds_cli_usage_error("data prepare", "--shard-tokens must be at least 1024");
 
+    /* ---- check every input before writing anything ---- */
     ds_tokenizer *tok = ds_tokenizer_load(tokpath);
     if (!tok) return ds_cli_fail("data prepare");
     /* hash the exact tokenizer.json bytes; copy them beside the shards */
     struct stat st;
     char *tjpath = (stat(tokpath, &st) == 0 && S_ISDIR(st.st_mode)) ? ds_path_join(tokpath, "tokenizer.json")
                                                                     : ds_strdup(tokpath);
-    size_t tjlen;
+    size_t tjlen = 0;
     char *tj = ds_read_file(tjpath, &tjlen);
-    if (!tj || ds_mkdir_p(out) != 0) { free(tjpath); ds_tokenizer_free(tok); return ds_cli_fail("data prepare"); }
     prep p = {0};
     p.tok = tok;
-    p.outdir = out;
-    p.hash = ds_hash64(tj, tjlen, DS_HASH64_INIT);
+    p.hash = tj ? ds_hash64(tj, tjlen, DS_HASH64_INIT) : 0;
     p.vocab = (uint32_t)ds_tokenizer_vocab_size(tok);
     if (sep) p.sep = ds_tokenizer_token_to_id(tok, sep);
     else if (ds_tokenizer_bos_id(tok) >= 0) p.sep = ds_tokenizer_bos_id(tok);
@@ -288,19 +380,53 @@ static int prepare(int argc, char **argv) {
     p.shard_tokens = shard_tokens;
     p.train_opts = (ds_encode_opts){.allow_special = 0, .split_punct_nl_p = splitp, .seed = (uint64_t)seed};
     p.val_opts = (ds_encode_opts){.allow_special = 0};
-    int rc = 0;
-    if (p.sep < 0 && sep) rc = ds_err("%s: --sep '%s' is not a token of this tokenizer", tjpath, sep);
-    else if (p.sep < 0)
+    int rc = tj ? 0 : -1;
+    if (rc == 0 && p.sep < 0 && sep) rc = ds_err("%s: --sep '%s' is not a token of this tokenizer", tjpath, sep);
+    else if (rc == 0 && p.sep < 0)
         rc = ds_err("%s: the tokenizer has no BOS, EOS or special token to separate documents (use --sep)", tjpath);
-    else ds_log(DS_LOG_INFO, "document separator: id %d %s", p.sep, ds_tokenizer_id_to_token(tok, p.sep));
-    char *tjout = ds_path_join(out, "tokenizer.json");
-    if (rc == 0) rc = ds_write_file_atomic(tjout, tj, tjlen);
-    free(tjout);
-    free(tj);
-
     strvec files = {0};
     for (int i = 0; i < inputs.n && rc == 0; i++) rc = collect(inputs.v[i], &files);
     if (rc == 0 && files.n == 0) rc = ds_err("no .txt or .jsonl input files found");
+    for (int i = 0; i < files.n && rc == 0; i++) {
+        FILE *f = fopen(files.v[i], "rb");
+        if (!f) rc = ds_err("%s: cannot read: %s", files.v[i], strerror(errno));
+        else fclose(f);
+    }
+    /* the output: new, an empty folder, or (--force) a data folder to replace */
+    char *outdir = ds_strdup(out);
+    for (size_t k = strlen(outdir); k > 1 && outdir[k - 1] == '/'; k--) outdir[k - 1] = 0;
+    int state = rc == 0 ? out_state(outdir) : 0;
+    if (state < 0) rc = -1;
+    if (rc == 0 && state == 2 && !force)
+        rc = ds_err("%s: already holds a data folder (tokenizer.json, shards); --force replaces it", outdir);
+    /* ---- build it beside the output ---- */
+    char *tmp = NULL;
+    if (rc == 0) {
+        char *slash = strrchr(outdir, '/');
+        if (slash && slash != outdir) {
+            *slash = 0;
+            rc = ds_mkdir_p(outdir);
+            *slash = '/';
+        }
+    }
+    if (rc == 0) {
+        size_t n = strlen(outdir) + 16;
+        tmp = ds_malloc(n);
+        snprintf(tmp, n, "%s.tmp-XXXXXX", outdir);
+        if (!mkdtemp(tmp)) {
+            rc = ds_err("%s: cannot create: %s", tmp, strerror(errno));
+            free(tmp);
+            tmp = NULL;
+        }
+    }
+    p.outdir = tmp;
+    if (rc == 0) ds_log(DS_LOG_INFO, "document separator: id %d %s", p.sep, ds_tokenizer_id_to_token(tok, p.sep));
+    if (rc == 0) {
+        char *tjout = ds_path_join(tmp, "tokenizer.json");
+        rc = ds_write_file_atomic(tjout, tj, tjlen);
+        free(tjout);
+    }
+    free(tj);
     size_t total = 0;
     for (int i = 0; i < files.n; i++)
         if (stat(files.v[i], &st) == 0) total += (size_t)st.st_size;
@@ -326,6 +452,10 @@ static int prepare(int argc, char **argv) {
             else ds_shard_writer_abort(&p.w[s]);
         }
     if (rc == 0 && p.docs[0] == 0) rc = ds_err("no training documents (all input went to validation or was empty)");
+    if (rc == 0) rc = install(tmp, outdir, state);
+    else if (tmp) remove_flat(tmp);
+    free(tmp);
+    free(outdir);
     double dt = ds_now() - t0;
     if (rc == 0) {
         ds_progress_end(&p.prog, (double)total / 1e6);

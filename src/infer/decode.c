@@ -101,6 +101,12 @@ int ds_engine_create(ds_engine *e, const ds_model *m, const struct ds_ops *ops, 
         return -1;
     carver cv = {NULL, 0};
     carve_all(&cv, e);
+    /* the count saturates (ds_carve); checked before allocating */
+    if (ds_mem_check(cv.off > (size_t)INT64_MAX / sizeof(float) ? -1 : (int64_t)(cv.off * sizeof(float)),
+                     "the decode buffers")) {
+        ds_kv_cache_free(&e->kc);
+        return -1;
+    }
     e->arena_floats = cv.off;
     e->arena = ds_aligned_alloc(cv.off * sizeof(float));
     memset(e->arena, 0, cv.off * sizeof(float));

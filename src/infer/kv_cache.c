@@ -8,12 +8,20 @@
 #include <string.h>
 
 #include "infer/infer.h"
+#include "model/layout.h"
 
 int ds_kv_cache_create(ds_kv_cache *kc, int64_t nlayers, int64_t B, int64_t max_len, int64_t rkv, int64_t dr) {
     memset(kc, 0, sizeof *kc);
     if (nlayers <= 0 || B <= 0 || max_len <= 0 || rkv <= 0 || dr < 0)
         return ds_err("kv cache: bad sizes (layers %lld, batch %lld, length %lld)", (long long)nlayers, (long long)B,
                       (long long)max_len);
+    int64_t per_l, bytes;
+    if (__builtin_mul_overflow(B, max_len, &per_l) || __builtin_mul_overflow(per_l, rkv + dr, &per_l) ||
+        __builtin_mul_overflow(per_l, nlayers, &bytes) || __builtin_mul_overflow(bytes, (int64_t)sizeof(float), &bytes))
+        bytes = -1;
+    char what[96];
+    snprintf(what, sizeof what, "the KV cache for %lld x %lld positions", (long long)B, (long long)max_len);
+    if (ds_mem_check(bytes, what)) return -1;
     kc->B = B;
     kc->max_len = max_len;
     kc->nlayers = nlayers;

@@ -14,7 +14,51 @@
 
 static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 
-cJSON *ds_json_parse(const char *text, size_t len, const char *what) {
+static uint64_t key_hash(const char *k) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *k; k++) h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+    return h;
+}
+
+/* Duplicate keys: the last value wins at the place of the first, as in
+ * Python's json module (a dict keeps the first insertion's position) and so
+ * in transformers, which reads config.json with it.  cJSON keeps every member
+ * and its lookups find the first, so each repeated member replaces the first
+ * one of its key here, in every object of the tree. */
+static void keep_last_keys(cJSON *node) {
+    int64_t n = 0;
+    for (cJSON *c = node->child; c; c = c->next) {
+        if (cJSON_IsObject(c) || cJSON_IsArray(c)) keep_last_keys(c);
+        n++;
+    }
+    if (!cJSON_IsObject(node) || n < 2) return;
+    size_t cap = 4;
+    while (cap < 2 * (size_t)n) cap *= 2;
+    cJSON **seen = ds_calloc(cap, sizeof *seen);
+    for (cJSON *c = node->child, *next; c; c = next) {
+        next = c->next;
+        const char *key = c->string ? c->string : "";
+        size_t h = (size_t)key_hash(key) & (cap - 1);
+        for (; seen[h]; h = (h + 1) & (cap - 1))
+            if (!strcmp(seen[h]->string ? seen[h]->string : "", key)) break;
+        if (!seen[h]) {
+            seen[h] = c;
+            continue;
+        }
+        cJSON_DetachItemViaPointer(node, c);
+        cJSON_ReplaceItemViaPointer(node, seen[h], c); /* frees the earlier member */
+        seen[h] = c;
+    }
+    free(seen);
+}
+
+static cJSON *parse(const char *text, size_t len, const char *what, int last_wins);
+
+cJSON *ds_json_parse(const char *text, size_t len, const char *what) { return parse(text, len, what, 1); }
+
+cJSON *ds_json_parse_keep_dups(const char *text, size_t len, const char *what) { return parse(text, len, what, 0); }
+
+static cJSON *parse(const char *text, size_t len, const char *what, int last_wins) {
     size_t i = 0;
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) i++;
     if (i == len) { ds_err("%s: empty (expected a JSON object)", what); return NULL; }
@@ -29,7 +73,10 @@ cJSON *ds_json_parse(const char *text, size_t len, const char *what) {
         /* only whitespace may follow the value */
         size_t k = (size_t)(end - text);
         while (k < len && (text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r' || text[k] == 0)) k++;
-        if (k == len) return j;
+        if (k == len) {
+            if (last_wins) keep_last_keys(j);
+            return j;
+        }
         cJSON_Delete(j);
         end = text + k;
     }

@@ -16,8 +16,13 @@
 #include <cJSON.h>
 
 /* Parse len bytes of text (need not be NUL-terminated).  On failure returns
- * NULL and sets "<what>: invalid JSON at line L, column C" (or "...: empty"). */
+ * NULL and sets "<what>: invalid JSON at line L, column C" (or "...: empty").
+ * A key repeated in an object keeps its last value, as Python's json.load
+ * does (the earlier members are removed from the tree). */
 cJSON *ds_json_parse(const char *text, size_t len, const char *what);
+/* The same, keeping every member of a repeated key (for readers that refuse
+ * duplicates themselves: safetensors headers). */
+cJSON *ds_json_parse_keep_dups(const char *text, size_t len, const char *what);
 
 /* 1 when s[0..n) is valid UTF-8 (no overlongs, surrogates or values past
  * U+10FFFF); else 0 with the offset of the first bad byte in *bad_at. */

@@ -136,7 +136,7 @@ static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *ba
         return ds_err("%s: header is not valid UTF-8 (byte %zu)", P, bad);
     char what[600];
     snprintf(what, sizeof what, "%s: header", P);
-    cJSON *root = ds_json_parse(hdr, n, what);
+    cJSON *root = ds_json_parse_keep_dups(hdr, n, what); /* a repeated tensor name is refused below */
     if (!root) return -1;
     if (!cJSON_IsObject(root)) {
         ds_err("%s: header: expected a JSON object, got %s", P, ds_json_type_name(root));

@@ -136,11 +136,21 @@ static void carve_bwd(carver *cv, ds_bwd *w, const ds_model *m) {
 int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T) {
     memset(w, 0, sizeof *w);
     if (B <= 0 || T <= 0) return ds_err("backward: batch and sequence length must be positive");
+    int64_t N;
+    if (__builtin_mul_overflow(B, T, &N) || N > ((int64_t)1 << 32))
+        return ds_err("backward: batch %lld x sequence length %lld is too many tokens", (long long)B, (long long)T);
     w->B = B;
     w->T = T;
     w->dh = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
     carver cv = {NULL, 0};
     carve_bwd(&cv, w, m);
+    /* the count saturates (ds_carve); checked before allocating */
+    char what[96];
+    snprintf(what, sizeof what, "backward buffers for %lld x %lld tokens", (long long)B, (long long)T);
+    if (ds_mem_check(cv.off > (size_t)INT64_MAX / sizeof(float) ? -1 : (int64_t)(cv.off * sizeof(float)), what)) {
+        ds_bwd_free(w);
+        return -1;
+    }
     w->arena_floats = cv.off;
     w->arena = ds_aligned_alloc(cv.off * sizeof(float));
     cv = (carver){w->arena, 0};

@@ -372,34 +372,36 @@ int ds_config_load(ds_config *c, const char *path) {
 int ds_config_validate(const ds_config *c, const char *path) {
     if (strcmp(c->model_type, "deepseek_v3") && strcmp(c->model_type, "deepseek_v2"))
         return ds_err("%s: model_type: unknown model type \"%s\" (expected deepseek_v3 or deepseek_v2)", path, c->model_type);
-    struct { const char *key; int64_t v; int64_t min; } rng[] = {
-        {"vocab_size", c->vocab_size, 1},
-        {"hidden_size", c->hidden_size, 1},
-        {"intermediate_size", c->intermediate_size, 1},
-        {"num_hidden_layers", c->num_hidden_layers, 1},
-        {"num_attention_heads", c->num_attention_heads, 1},
-        {"num_key_value_heads", c->num_key_value_heads, 1},
-        {"kv_lora_rank", c->kv_lora_rank, 1},
-        {"q_lora_rank", c->q_lora_rank, 0},
-        {"qk_nope_head_dim", c->qk_nope_head_dim, 1},
-        {"qk_rope_head_dim", c->qk_rope_head_dim, 2},
-        {"v_head_dim", c->v_head_dim, 1},
-        {"max_position_embeddings", c->max_position_embeddings, 1},
-        {"n_routed_experts", c->n_routed_experts, 0},
-        {"n_shared_experts", c->n_shared_experts, 0},
-        {"first_k_dense_replace", c->first_k_dense_replace, 0},
-        {"moe_layer_freq", c->moe_layer_freq, 1},
-        {"num_nextn_predict_layers", c->num_nextn_predict_layers, 0},
-        {"pretraining_tp", c->pretraining_tp, 1},
+    /* max: the size limits of config.h; 2^40 for counts that size nothing
+     * (low enough that no product of two of them overflows int64) */
+    const int64_t big = (int64_t)1 << 40;
+    struct { const char *key; int64_t v; int64_t min, max; } rng[] = {
+        {"vocab_size", c->vocab_size, 1, DS_MAX_VOCAB},
+        {"hidden_size", c->hidden_size, 1, DS_MAX_HIDDEN},
+        {"intermediate_size", c->intermediate_size, 1, DS_MAX_INTERMEDIATE},
+        {"num_hidden_layers", c->num_hidden_layers, 1, DS_MAX_LAYERS},
+        {"num_attention_heads", c->num_attention_heads, 1, DS_MAX_HEADS},
+        {"num_key_value_heads", c->num_key_value_heads, 1, DS_MAX_HEADS},
+        {"kv_lora_rank", c->kv_lora_rank, 1, DS_MAX_LORA_RANK},
+        {"q_lora_rank", c->q_lora_rank, 0, DS_MAX_LORA_RANK},
+        {"qk_nope_head_dim", c->qk_nope_head_dim, 1, DS_MAX_HEAD_DIM},
+        {"qk_rope_head_dim", c->qk_rope_head_dim, 2, DS_MAX_HEAD_DIM},
+        {"v_head_dim", c->v_head_dim, 1, DS_MAX_HEAD_DIM},
+        {"max_position_embeddings", c->max_position_embeddings, 1, DS_MAX_POSITIONS},
+        {"n_routed_experts", c->n_routed_experts, 0, DS_MAX_ROUTED_EXPERTS},
+        {"n_shared_experts", c->n_shared_experts, 0, DS_MAX_SHARED_EXPERTS},
+        {"first_k_dense_replace", c->first_k_dense_replace, 0, big},
+        {"moe_layer_freq", c->moe_layer_freq, 1, big},
+        {"num_nextn_predict_layers", c->num_nextn_predict_layers, 0, DS_MAX_MTP_LAYERS},
+        {"pretraining_tp", c->pretraining_tp, 1, big},
     };
     for (size_t i = 0; i < sizeof rng / sizeof rng[0]; i++) {
         if (rng[i].v < rng[i].min)
             return ds_err("%s: %s: %lld is out of range (must be >= %lld)", path, rng[i].key,
                           (long long)rng[i].v, (long long)rng[i].min);
-        /* 2^40: far above any real model, low enough that products of two
-         * sizes cannot overflow int64 */
-        if (rng[i].v > ((int64_t)1 << 40))
-            return ds_err("%s: %s: %lld is too large", path, rng[i].key, (long long)rng[i].v);
+        if (rng[i].v > rng[i].max)
+            return ds_err("%s: %s: %lld is too large (at most %lld)", path, rng[i].key, (long long)rng[i].v,
+                          (long long)rng[i].max);
     }
     if (c->num_key_value_heads != c->num_attention_heads)
         return ds_err("%s: num_key_value_heads: %lld must equal num_attention_heads (%lld) for MLA", path,
@@ -408,8 +410,9 @@ int ds_config_validate(const ds_config *c, const char *path) {
         return ds_err("%s: qk_rope_head_dim: %lld must be even (rotary pairs)", path, (long long)c->qk_rope_head_dim);
     int64_t E = c->n_routed_experts;
     if (E > 0) {
-        if (c->moe_intermediate_size < 1 || c->moe_intermediate_size > ((int64_t)1 << 40))
-            return ds_err("%s: moe_intermediate_size: %lld is out of range (must be >= 1)", path, (long long)c->moe_intermediate_size);
+        if (c->moe_intermediate_size < 1 || c->moe_intermediate_size > DS_MAX_MOE_INTERMEDIATE)
+            return ds_err("%s: moe_intermediate_size: %lld is out of range (1 to %lld)", path,
+                          (long long)c->moe_intermediate_size, (long long)DS_MAX_MOE_INTERMEDIATE);
         if (c->num_experts_per_tok < 1 || c->num_experts_per_tok > E)
             return ds_err("%s: num_experts_per_tok: %lld is out of range (1 to n_routed_experts = %lld)", path,
                           (long long)c->num_experts_per_tok, (long long)E);
@@ -446,8 +449,9 @@ int ds_config_validate(const ds_config *c, const char *path) {
     if (c->rope_type == DS_ROPE_YARN) {
         if (!(c->rope_factor > 0) || !isfinite(c->rope_factor))
             return ds_err("%s: rope_parameters: factor: %g must be a positive number", path, c->rope_factor);
-        if (c->rope_original_max_position_embeddings < 0)
-            return ds_err("%s: rope_parameters: original_max_position_embeddings: must be >= 1", path);
+        if (c->rope_original_max_position_embeddings < 0 || c->rope_original_max_position_embeddings > DS_MAX_POSITIONS)
+            return ds_err("%s: rope_parameters: original_max_position_embeddings: %lld is out of range (1 to %lld)",
+                          path, (long long)c->rope_original_max_position_embeddings, (long long)DS_MAX_POSITIONS);
         if (!isfinite(c->rope_beta_fast) || !isfinite(c->rope_beta_slow) || !isfinite(c->rope_mscale) ||
             !isfinite(c->rope_mscale_all_dim) || !isfinite(c->rope_attention_factor))
             return ds_err("%s: rope_parameters: values must be finite numbers", path);

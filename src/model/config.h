@@ -84,7 +84,27 @@ void ds_config_default(ds_config *c);
  * ("config.json: kv_lora_rank: missing"). */
 int ds_config_parse(ds_config *c, const char *json, const char *path);
 int ds_config_load(ds_config *c, const char *path);
-/* Consistency checks (experts divisible by groups, even rope dims, ...). */
+/* Upper limits of the sizes (ds_config_validate refuses a config beyond
+ * them).  Generous next to DeepSeek-V3 671B (given in parentheses), they
+ * keep every product of sizes the code forms far inside int64 and refuse a
+ * config.json whose numbers are garbage before anything is allocated.  The
+ * memory a model needs is checked separately against the machine
+ * (ds_mem_check, layout.h). */
+#define DS_MAX_VOCAB ((int64_t)1 << 22)        /* vocab_size 4194304 (129280) */
+#define DS_MAX_HIDDEN ((int64_t)65536)          /* hidden_size (7168) */
+#define DS_MAX_INTERMEDIATE ((int64_t)1 << 18)  /* intermediate_size 262144 (18432) */
+#define DS_MAX_MOE_INTERMEDIATE ((int64_t)65536) /* moe_intermediate_size (2048) */
+#define DS_MAX_LAYERS ((int64_t)1024)           /* num_hidden_layers (61) */
+#define DS_MAX_HEADS ((int64_t)1024)            /* num_attention_heads, num_key_value_heads (128) */
+#define DS_MAX_LORA_RANK ((int64_t)65536)       /* q_lora_rank (1536), kv_lora_rank (512) */
+#define DS_MAX_HEAD_DIM ((int64_t)4096)         /* qk_nope (128), qk_rope (64), v_head_dim (128) */
+#define DS_MAX_POSITIONS ((int64_t)1 << 24)     /* max_position_embeddings 16777216 (163840) */
+#define DS_MAX_ROUTED_EXPERTS ((int64_t)4096)   /* n_routed_experts (256) */
+#define DS_MAX_SHARED_EXPERTS ((int64_t)64)     /* n_shared_experts (1) */
+#define DS_MAX_MTP_LAYERS ((int64_t)64)         /* num_nextn_predict_layers (1) */
+
+/* Consistency checks (experts divisible by groups, even rope dims, ...) and
+ * the limits above. */
 int ds_config_validate(const ds_config *c, const char *path);
 /* Serialize as HF config.json (caller frees). */
 char *ds_config_to_json(const ds_config *c);

@@ -45,7 +45,11 @@ typedef struct {
     int64_t total;    /* floats owned (aliases excluded) */
 } ds_layout;
 
-/* Build the table for a (validated) config.  Returns 0 or -1 with ds_err. */
+/* Entries and owned floats of the table a config implies, counted without
+ * building it (overflow-checked).  0 or -1 with ds_err. */
+int ds_layout_size(const ds_config *c, int64_t *entries, int64_t *floats);
+/* Build the table for a (validated) config.  Returns 0 or -1 with ds_err
+ * (sizes that overflow, a table larger than the memory). */
 int ds_layout_build(ds_layout *lo, const ds_config *c);
 void ds_layout_free(ds_layout *lo);
 /* Index of a name, or -1. */
@@ -58,5 +62,14 @@ typedef struct {
     int64_t buffers;    /* e.g. e_score_correction_bias */
 } ds_param_counts;
 void ds_layout_count(ds_param_counts *pc, const ds_layout *lo, const ds_config *c);
+
+/* Memory the process may use, in bytes: $DSV3_MEM_LIMIT when set (bytes,
+ * or with a K/M/G/T suffix), else the physical memory (lowered to the
+ * address-space limit, ulimit -v, when one is set). */
+int64_t ds_mem_available(void);
+/* 0 when an allocation of bytes fits ds_mem_available(); else -1 with
+ * "<what>: N bytes (..) needed, more than the M bytes (..) of memory available".
+ * bytes < 0 stands for a size that overflowed. */
+int ds_mem_check(int64_t bytes, const char *what);
 
 #endif

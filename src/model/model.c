@@ -78,10 +78,34 @@ static const ds_fp8w *P8(ds_model *m, const char *fmt, long long l, long long e)
     return i < 0 || (!m->fp8w[i].q && !m->fp8w[i].b16) ? NULL : &m->fp8w[i];
 }
 
+/* Bytes of the weight allocations of m (its layout set up), overflow-checked:
+ * -1 when they overflow. */
+static int64_t weight_bytes(const ds_model *m) {
+    int64_t f32, s, b, t;
+    if (__builtin_mul_overflow(m->layout.total, (int64_t)sizeof(float), &f32) ||
+        __builtin_mul_overflow(m->fp8_scale_numel, (int64_t)sizeof(float), &s) ||
+        __builtin_mul_overflow(m->bf16_numel, (int64_t)sizeof(uint16_t), &b) ||
+        __builtin_add_overflow(f32, s, &t) || __builtin_add_overflow(t, b, &t) ||
+        __builtin_add_overflow(t, m->fp8_numel, &t))
+        return -1;
+    return t;
+}
+
+/* The weights need more memory than the machine has: -1 with a message. */
+static int check_weight_mem(const ds_model *m) {
+    int64_t params = 0;
+    for (int64_t i = 0; i < m->layout.n; i++)
+        if (!(m->layout.p[i].flags & DS_PARAM_ALIAS)) params += m->layout.p[i].numel;
+    char what[96];
+    snprintf(what, sizeof what, "model weights (%lld parameters)", (long long)params);
+    return ds_mem_check(weight_bytes(m), what);
+}
+
 /* Flag the FP8- and BF16-resident entries, re-offset the FP32 allocation
  * without them (kv_b keeps its floats: the absorbed MLA reads it in FP32) and
- * carve the code, scale and BF16 allocations. */
-static void setup_fp8(ds_model *m, const uint8_t *res) {
+ * carve the code, scale and BF16 allocations (after checking that they and
+ * the FP32 allocation fit in memory: -1 with nothing allocated). */
+static int setup_fp8(ds_model *m, const uint8_t *res) {
     ds_layout *lo = &m->layout;
     int64_t total = 0, nq = 0, ns = 0, nb = 0;
     for (int64_t i = 0; i < lo->n; i++) {
@@ -106,11 +130,12 @@ static void setup_fp8(ds_model *m, const uint8_t *res) {
     lo->total = total;
     m->fp8_numel = nq;
     m->fp8_scale_numel = ns;
+    m->bf16_numel = nb;
+    if (check_weight_mem(m)) return -1;
     m->fp8_codes = ds_aligned_alloc((size_t)(nq > 0 ? nq : 1));
     m->fp8_scales = ds_aligned_alloc((size_t)(ns > 0 ? ns : 1) * sizeof(float));
     memset(m->fp8_codes, 0, (size_t)nq);
     memset(m->fp8_scales, 0, (size_t)ns * sizeof(float));
-    m->bf16_numel = nb;
     m->bf16_w = ds_aligned_alloc((size_t)(nb > 0 ? nb : 1) * sizeof(uint16_t));
     memset(m->bf16_w, 0, (size_t)nb * sizeof(uint16_t));
     m->fp8w = ds_calloc((size_t)lo->n, sizeof(ds_fp8w));
@@ -129,6 +154,7 @@ static void setup_fp8(ds_model *m, const uint8_t *res) {
     /* aliases (tied head, MTP copies) describe their source's weight */
     for (int64_t i = 0; i < lo->n; i++)
         if (lo->p[i].flags & DS_PARAM_ALIAS) m->fp8w[i] = m->fp8w[lo->p[i].alias_of];
+    return 0;
 }
 
 int ds_model_create(ds_model *m, const ds_config *c) { return ds_model_create_ex(m, c, NULL); }
@@ -139,7 +165,10 @@ int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res) {
     if (ds_layout_build(&m->layout, c)) return -1;
     int any = 0;
     for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
-    if (any) setup_fp8(m, res);
+    if (any ? setup_fp8(m, res) : check_weight_mem(m)) {
+        ds_layout_free(&m->layout);
+        return -1;
+    }
     m->params = ds_aligned_alloc((size_t)(m->layout.total > 0 ? m->layout.total : 1) * sizeof(float));
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, E = c->n_routed_experts;
     m->nblocks = L + D;
@@ -387,6 +416,11 @@ int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int m
     memset(a, 0, sizeof *a);
     if (B <= 0 || T <= 0) return ds_err("forward: batch and sequence length must be positive (got B=%lld, T=%lld)",
                                         (long long)B, (long long)T);
+    /* B*T tokens times any product of two config sizes (each bounded by
+     * ds_config_validate, products < 2^28) stays inside int64 */
+    int64_t N;
+    if (__builtin_mul_overflow(B, T, &N) || N > ((int64_t)1 << 32))
+        return ds_err("forward: batch %lld x sequence length %lld is too many tokens", (long long)B, (long long)T);
     a->B = B;
     a->T = T;
     a->flags = flags;
@@ -395,6 +429,16 @@ int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int m
     a->mtp_logits = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
     carver cv = {NULL, 0};
     carve_all(&cv, a, m);
+    /* the arena beside the weights must fit in memory (cv.off saturates) */
+    int64_t bytes = cv.off > (size_t)INT64_MAX / sizeof(float) ? -1 : (int64_t)(cv.off * sizeof(float));
+    int64_t wb = weight_bytes(m);
+    if (bytes >= 0 && (wb < 0 || __builtin_add_overflow(bytes, wb, &wb))) bytes = -1;
+    char what[128];
+    snprintf(what, sizeof what, "activations for %lld x %lld tokens, with the weights", (long long)B, (long long)T);
+    if (ds_mem_check(bytes < 0 ? -1 : wb, what)) {
+        ds_acts_free(a);
+        return -1;
+    }
     a->arena_floats = cv.off;
     a->arena = ds_aligned_alloc(cv.off * sizeof(float));
     cv = (carver){a->arena, 0};
@@ -403,7 +447,9 @@ int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int m
 }
 
 size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags) {
+    int64_t N;
     if (B <= 0 || T <= 0) return 0;
+    if (__builtin_mul_overflow(B, T, &N) || N > ((int64_t)1 << 32)) return SIZE_MAX;
     ds_acts a;
     memset(&a, 0, sizeof a);
     a.B = B, a.T = T, a.flags = flags;

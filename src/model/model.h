@@ -91,7 +91,8 @@ void ds_model_free(ds_model *m);
 void ds_model_init_random(ds_model *m, uint64_t seed);
 /* Load config.json + safetensors from a model folder.  FP8 (F8_E4M3 with
  * `<name>_scale_inv`), BF16 and F16 tensors are converted to FP32.  Errors
- * name the file, the tensor and the expected/actual shape. */
+ * name the file, the tensor and the expected/actual shape; a weight holding
+ * NaN or infinity is an error too (see ds_load_opts.allow_nonfinite). */
 int ds_model_load(ds_model *m, const char *dir);
 
 typedef struct ds_load_opts {
@@ -104,6 +105,10 @@ typedef struct ds_load_opts {
      * are dequantized, F16 and F32 ones stay FP32, norms and biases FP32.
      * Such a model runs forward and decode only (backward, save refuse). */
     int fp8_resident;
+    /* load weights holding NaN or infinity (by default, and unless
+     * $DSV3_ALLOW_NONFINITE is set to something other than 0, such a tensor
+     * is an error naming it and its first bad element) */
+    int allow_nonfinite;
 } ds_load_opts;
 int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
 /* Values of ds_model_create_ex's per-entry residency array. */

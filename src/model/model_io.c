@@ -15,6 +15,8 @@
  */
 #include "model/model.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +87,70 @@ static int is_bf16_matmul(const ds_param *p) {
     return 0;
 }
 
-static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir) {
+/* ---- non-finite weights --------------------------------------------------------
+ * A NaN or infinity in a weight makes every logit NaN downstream; the load
+ * refuses it, naming the tensor and the first bad element.  The scans are
+ * branch-free per 4096-element block (they vectorize; blocks in parallel) and
+ * locate the element only in a block that has one. */
+#define DEF_FIRST_BAD(fn, T, BAD)                                                        \
+    static int64_t fn(const T *x, int64_t n) {                                          \
+        const int64_t nb = (n + 4095) / 4096;                                           \
+        int64_t first = INT64_MAX;                                                      \
+        _Pragma("omp parallel for schedule(static) reduction(min : first) if (nb > 16)") \
+        for (int64_t k = 0; k < nb; k++) {                                              \
+            const int64_t i = k * 4096, e = n - i < 4096 ? n : i + 4096;                \
+            int bad = 0;                                                                \
+            for (int64_t j = i; j < e; j++) bad |= BAD(x[j]);                           \
+            if (bad)                                                                    \
+                for (int64_t j = i; j < e; j++)                                         \
+                    if (BAD(x[j])) {                                                    \
+                        if (j < first) first = j;                                       \
+                        break;                                                          \
+                    }                                                                   \
+        }                                                                               \
+        return first == INT64_MAX ? -1 : first;                                         \
+    }
+#define BAD_F32(v) (!(fabsf(v) <= FLT_MAX))
+#define BAD_BF16(v) (((v) & 0x7f80) == 0x7f80) /* exponent all ones */
+#define BAD_E4M3(v) (((v) & 0x7f) == 0x7f)     /* S.1111.111 is NaN (E4M3 has no infinity) */
+DEF_FIRST_BAD(first_bad_f32, float, BAD_F32)
+DEF_FIRST_BAD(first_bad_bf16, uint16_t, BAD_BF16)
+DEF_FIRST_BAD(first_bad_e4m3, uint8_t, BAD_E4M3)
+
+static int nonfinite_err(const char *file, const char *name, const ds_param *p, int64_t at, const char *what) {
+    if (p->ndim == 2)
+        return ds_err("%s: tensor %s: non-finite %s at [%lld, %lld] (flat index %lld); refusing to load the model "
+                      "(DSV3_ALLOW_NONFINITE=1 loads it anyway)",
+                      file, name, what, (long long)(at / p->shape[1]), (long long)(at % p->shape[1]), (long long)at);
+    return ds_err("%s: tensor %s: non-finite %s at [%lld]; refusing to load the model (DSV3_ALLOW_NONFINITE=1 loads "
+                  "it anyway)", file, name, what, (long long)at);
+}
+
+/* Entry i as loaded (FP32 floats, FP8 codes and scales, BF16 bits) holds only
+ * finite values, else -1 with the message above. */
+static int check_finite(const ds_model *m, int64_t i, const char *file) {
+    const ds_param *p = &m->layout.p[i];
+    int64_t at;
+    if (p->offset >= 0 && (at = first_bad_f32(m->params + p->offset, p->numel)) >= 0) {
+        char what[48];
+        float v = m->params[p->offset + at];
+        snprintf(what, sizeof what, "value %s", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+        return nonfinite_err(file, p->name, p, at, what);
+    }
+    if (p->flags & DS_PARAM_BF16 && (at = first_bad_bf16(m->fp8w[i].b16, p->numel)) >= 0)
+        return nonfinite_err(file, p->name, p, at, "BF16 value");
+    if (p->flags & DS_PARAM_FP8) {
+        const ds_fp8w *w = &m->fp8w[i];
+        if ((at = first_bad_e4m3(w->q, p->numel)) >= 0) return nonfinite_err(file, p->name, p, at, "FP8 code (NaN)");
+        int64_t ns = ds_quant_scale_count(DS_QUANT_BLOCK_128x128, p->shape[0], p->shape[1]);
+        if ((at = first_bad_f32(w->scale, ns)) >= 0)
+            return ds_err("%s: tensor %s_scale_inv: non-finite scale at flat index %lld; refusing to load the model "
+                          "(DSV3_ALLOW_NONFINITE=1 loads it anyway)", file, p->name, (long long)at);
+    }
+    return 0;
+}
+
+static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir, int check) {
     const ds_config *c = &m->cfg;
     int64_t b0 = c->quant_block[0] > 0 ? c->quant_block[0] : 128, b1 = c->quant_block[1] > 0 ? c->quant_block[1] : 128;
     for (int64_t i = 0; i < m->layout.n; i++) {
@@ -104,12 +169,18 @@ static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir) {
         }
         if (p->flags & DS_PARAM_FP8) {
             if (load_fp8_resident(m, i, t, s, file)) return -1;
-            if (p->offset < 0) continue; /* else (kv_b) also dequantized below */
+            if (p->offset < 0) {
+                if (check && check_finite(m, i, file)) return -1;
+                continue; /* else (kv_b) also dequantized below */
+            }
         }
         if (p->flags & DS_PARAM_BF16) {
             /* the bits as stored (little-endian u16, like the host) */
             memcpy((uint16_t *)m->fp8w[i].b16, t->data, (size_t)p->numel * sizeof(uint16_t));
-            if (p->offset < 0) continue; /* else (kv_b) also widened below */
+            if (p->offset < 0) {
+                if (check && check_finite(m, i, file)) return -1;
+                continue; /* else (kv_b) also widened below */
+            }
         }
         float *dst = m->params + p->offset;
         if (t->dtype == DS_F32 || t->dtype == DS_BF16 || t->dtype == DS_F16) {
@@ -125,6 +196,7 @@ static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir) {
             return ds_err("%s: tensor %s: dtype %s is not a supported weight type (F32, BF16, F16, F8_E4M3)", file,
                           p->name, ds_dtype_table[t->dtype].st_name);
         }
+        if (check && check_finite(m, i, file)) return -1;
     }
     return 0;
 }
@@ -167,7 +239,11 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
         ds_st_set_close(&s);
         return -1;
     }
-    rc = load_tensors(m, &s, dir);
+    const char *allow = getenv("DSV3_ALLOW_NONFINITE");
+    int check = !(o && o->allow_nonfinite) && !(allow && *allow && strcmp(allow, "0"));
+    double t0 = ds_now();
+    rc = load_tensors(m, &s, dir, check);
+    ds_log(DS_LOG_DEBUG, "loaded %s in %.3f s%s", dir, ds_now() - t0, check ? " (finite-checked)" : "");
     ds_st_set_close(&s);
     if (rc) ds_model_free(m);
     return rc;
