@@ -189,7 +189,13 @@ int ds_lm_from_model_dir(ds_lm *out, const char *dir, int64_t max_length) {
 
 int ds_lm_from_model_dir_ex(ds_lm *out, const char *dir, const char *tokenizer, int64_t max_length,
                             const struct ds_load_opts *o) {
-    if (!tokenizer) { /* say how to go on when the folder has no tokenizer (dsv3 init makes none) */
+    if (!tokenizer) { /* say how to go on when the folder has no tokenizer (dsv3 init makes none),
+                         * after the cheaper and more basic check of its config */
+        char *cp = ds_path_join(dir, "config.json");
+        ds_config c;
+        int bad = ds_file_exists(cp) && ds_config_load(&c, cp) != 0;
+        free(cp);
+        if (bad) return -1;
         char *tp = ds_path_join(dir, "tokenizer.json");
         int have = ds_file_exists(tp) || !ds_file_exists(dir);
         free(tp);
