@@ -25,6 +25,7 @@
 
 #include "cli/cli.h"
 #include "io/shard.h"
+#include "tokenizer/tok_config.h"
 #include "tokenizer/tokenizer.h"
 
 typedef struct {
@@ -295,6 +296,7 @@ static int prepare(int argc, char **argv) {
     else ds_log(DS_LOG_INFO, "document separator: id %d %s", p.sep, ds_tokenizer_id_to_token(tok, p.sep));
     char *tjout = ds_path_join(out, "tokenizer.json");
     if (rc == 0) rc = ds_write_file_atomic(tjout, tj, tjlen);
+    if (rc == 0) rc = ds_folder_write_tokenizer(out, tokpath, 0); /* and tokenizer_config.json (BOS/EOS) */
     free(tjout);
     free(tj);
 

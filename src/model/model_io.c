@@ -22,6 +22,7 @@
 #include "base/base.h"
 #include "io/safetensors.h"
 #include "num/quant.h"
+#include "tokenizer/tok_config.h"
 
 static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t n = 0;
@@ -141,6 +142,18 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
     if (rc) return -1;
     ds_st_set s;
     if (ds_st_set_open(&s, dir)) return -1;
+    if (c.num_nextn_predict_layers > 0) {
+        /* transformers writes num_nextn_predict_layers (default 1) but never the MTP
+         * weights: with none of model.layers.<L>.* present the model loads without MTP */
+        char pre[48];
+        int n = snprintf(pre, sizeof pre, "model.layers.%lld.", (long long)c.num_hidden_layers), any = 0;
+        for (int64_t i = 0; i < s.nrefs && !any; i++) any = !strncmp(s.refs[i].t->name, pre, (size_t)n);
+        if (!any) {
+            ds_log(DS_LOG_INFO, "%s: config.json has num_nextn_predict_layers %lld but the folder holds no MTP weights "
+                   "(%s*); loading the model without MTP", dir, (long long)c.num_nextn_predict_layers, pre);
+            c.num_nextn_predict_layers = 0;
+        }
+    }
     uint8_t *fp8 = NULL;
     /* FP8 residency needs DeepSeek's 128x128 weight blocks (other block sizes are dequantized) */
     int blk128 = (c.quant_block[0] <= 0 || c.quant_block[0] == 128) && (c.quant_block[1] <= 0 || c.quant_block[1] == 128);
@@ -241,5 +254,14 @@ int ds_model_save(const ds_model *m, const char *dir) {
     char *cpath = ds_path_join(dir, "config.json");
     rc = ds_config_save(&m->cfg, cpath);
     free(cpath);
+    if (!rc) rc = ds_model_save_generation_config(&m->cfg, dir);
     return rc;
+}
+
+int ds_model_save_generation_config(const ds_config *c, const char *dir) {
+    int64_t eos[8];
+    int neos = 0;
+    for (int i = 0; i < c->n_eos_token_ids && neos < 8; i++) eos[neos++] = c->eos_token_ids[i];
+    if (neos == 0 && c->eos_token_id >= 0) eos[neos++] = c->eos_token_id;
+    return ds_generation_config_write(dir, c->bos_token_id, eos, neos);
 }
