@@ -164,7 +164,7 @@ static int cmd_train(int argc, char **argv) {
         {"--bos", DS_OPT_STR, &bos, "TOK  beginning-of-sequence token, id 0 (default " DS_DEEPSEEK_BOS ")"},
         {"--eos", DS_OPT_STR, &eos, "TOK  end-of-sequence token, id 1 (default " DS_DEEPSEEK_EOS ")"},
         {"--special-tokens", DS_OPT_MULTI, &special, "TOK...  more special tokens (ids after BOS and EOS)"},
-        {"--no-special-tokens", DS_OPT_FLAG, &nospecial, "no BOS, EOS or other special token"},
+        {"--no-special-tokens", DS_OPT_FLAG, &nospecial, "no BOS and EOS (only the --special-tokens given, if any)"},
         {"--pretokenizer", DS_OPT_STR, &pre, "deepseek-v3|gpt2|llama3 (default deepseek-v3)"},
         {"--tie-break", DS_OPT_STR, &tie, "hf|lex: equal counts -> smaller id pair (tokenizers) or greater byte pair (CS336)"},
         {"--split-lines", DS_OPT_FLAG, &lines, "each line is a sequence (default with --tie-break hf)"},
@@ -187,8 +187,8 @@ static int cmd_train(int argc, char **argv) {
     if (!input.n) ds_cli_usage_error("tokenizer train", "--input is required");
     if (!out) ds_cli_usage_error("tokenizer train", "--out is required");
     if (vocab < 257 || vocab > 16000000) ds_cli_usage_error("tokenizer train", "--vocab-size must be in [257, 16000000]");
-    if (nospecial && (bos || eos || special.n))
-        ds_cli_usage_error("tokenizer train", "--no-special-tokens cannot be combined with --bos, --eos or --special-tokens");
+    if (nospecial && (bos || eos))
+        ds_cli_usage_error("tokenizer train", "--no-special-tokens cannot be combined with --bos or --eos");
     if ((bos && !*bos) || (eos && !*eos)) ds_cli_usage_error("tokenizer train", "--bos and --eos need a non-empty token");
     if (!nospecial) {
         if (!bos) bos = DS_DEEPSEEK_BOS;
