@@ -40,14 +40,14 @@ static int cmd_encode(int argc, char **argv) {
     const char *tokp = NULL;
     int tokens = 0, no_special = 0, bos = 0;
     double split_p = 0;
-    long long seed = 0;
+    long long seed = 1234;
     ds_opt opts[] = {
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or a folder holding it (required)"},
         {"--tokens", DS_OPT_FLAG, &tokens, "print token strings instead of ids"},
         {"--no-special", DS_OPT_FLAG, &no_special, "treat special tokens in the text as plain text"},
         {"--add-special", DS_OPT_FLAG, &bos, "add BOS/EOS as the post-processor / tokenizer_config says"},
         {"--split-punct-nl", DS_OPT_FLOAT, &split_p, "P  token-boundary bias: split punctuation+newline tokens with probability P"},
-        {"--seed", DS_OPT_INT, &seed, "N  seed for --split-punct-nl (default 0)"},
+        {"--seed", DS_OPT_INT, &seed, "N  seed for --split-punct-nl (default 1234)"},
     };
     const char *pos[256];
     int npos = 0;
