@@ -5,7 +5,8 @@
  * generation_config.json and its tokenizer files, a folder saved by
  * transformers with num_nextn_predict_layers 1 but no MTP weights loads and
  * generation stops at its EOS as transformers' does
- * (tests/fixtures/model/nomtp, tools/make_folder_fixtures.py), generate's
+ * (tests/fixtures/model/nomtp, tools/make_folder_fixtures.py: its logits and
+ * greedy ids are transformers'), generate's
  * option names and checks, and the README's example run verbatim.  The
  * transformers cross-checks (tools/check_folder_hf.py, check_hf_load.py) run
  * when python3 imports torch and transformers, and are skipped otherwise.
@@ -229,6 +230,28 @@ TEST(folder_without_mtp_weights_loads_and_stops_at_eos) {
     CHECK(ds_test_sh(out, sizeof out, "echo '%s' > %s/ids.txt && $DSV3 forward --model " NOMTP " --ids %s/ids.txt --out "
                      "%s/o.safetensors --no-mtp && $DSV3 forward --model " NOMTP " --ids %s/ids.txt --out %s/o.safetensors",
                      p, dir, dir, dir, dir, dir) == 0);
+    /* its logits are transformers' */
+    char op[700];
+    snprintf(op, sizeof op, "%s/o.safetensors", dir);
+    ds_st_file ref, got;
+    if (ds_st_open(&ref, NOMTP "/reference.safetensors") == 0) {
+        if (ds_st_open(&got, op) == 0) {
+            const ds_st_tensor *r = ds_st_find(&ref, "logits"), *g = ds_st_find(&got, "logits");
+            CHECK(r && g && r->numel == g->numel);
+            if (r && g && r->numel == g->numel) {
+                float *a = ds_malloc((size_t)r->numel * sizeof(float)), *b = ds_malloc((size_t)r->numel * sizeof(float));
+                ds_st_to_f32(r, a);
+                ds_st_to_f32(g, b);
+                double e = ds_test_max_rel(b, a, (size_t)r->numel, 1e-6);
+                CHECK_MSG(e < 1e-5, "logits max rel err %.3g", e);
+                free(a), free(b);
+            }
+            ds_st_close(&got);
+        } else {
+            CHECK_MSG(0, "%s", ds_errmsg());
+        }
+        ds_st_close(&ref);
+    }
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " NOMTP " --ids --prompt '%s' --speculative mtp", p) == 1);
     CHECK(strstr(out, "MTP module") != NULL);
 }

@@ -5,8 +5,10 @@ which holds no MTP weights, plus transformers' greedy generation on it (the orac
 tests/test_folders.c):
 
   config.json, generation_config.json, model.safetensors   save_pretrained's output, untouched
+  ids.txt                the prompt (for dsv3 forward / tools/check_hf_load.py)
   reference.safetensors
     prompt_ids  (1, P)   the prompt
+    logits      (1, P, V) transformers' logits of the reloaded folder on the prompt
     free_ids    (1, N)   greedy continuation with eos_token_id=None (min_new_tokens = N)
     eos_ids     (1, K)   greedy continuation of the reloaded folder with its own generation_config:
                          it stops at the EOS (the K-th token), which was chosen as a token the free
@@ -76,8 +78,12 @@ def main():
     back = AutoModelForCausalLM.from_pretrained(a.out).float().eval()
     stopped = greedy(back, ids, max_new_tokens=N)
     assert stopped[0].tolist() == seq[:k + 1], (stopped[0].tolist(), seq)
+    with torch.no_grad():
+        logits = back(ids).logits.float().contiguous()
+    with open(os.path.join(a.out, "ids.txt"), "w") as f:
+        f.write(" ".join(map(str, ids[0].tolist())) + "\n")
     save_file({"prompt_ids": ids.to(torch.int64).contiguous(), "free_ids": free.to(torch.int64).contiguous(),
-               "eos_ids": stopped.to(torch.int64).contiguous()},
+               "eos_ids": stopped.to(torch.int64).contiguous(), "logits": logits},
               os.path.join(a.out, "reference.safetensors"), metadata={"format": "pt"})
     import transformers
     with open(os.path.join(a.out, "fixture_info.json"), "w") as f:
