@@ -142,15 +142,16 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
     if (rc) return -1;
     ds_st_set s;
     if (ds_st_set_open(&s, dir)) return -1;
+    /* transformers writes num_nextn_predict_layers (default 1) but never the MTP
+     * weights: with none of model.layers.<L>.* present the model loads without MTP
+     * (said once the load succeeded) */
+    int64_t mtp_dropped = 0;
+    char mtp_pre[48];
     if (c.num_nextn_predict_layers > 0) {
-        /* transformers writes num_nextn_predict_layers (default 1) but never the MTP
-         * weights: with none of model.layers.<L>.* present the model loads without MTP */
-        char pre[48];
-        int n = snprintf(pre, sizeof pre, "model.layers.%lld.", (long long)c.num_hidden_layers), any = 0;
-        for (int64_t i = 0; i < s.nrefs && !any; i++) any = !strncmp(s.refs[i].t->name, pre, (size_t)n);
+        int n = snprintf(mtp_pre, sizeof mtp_pre, "model.layers.%lld.", (long long)c.num_hidden_layers), any = 0;
+        for (int64_t i = 0; i < s.nrefs && !any; i++) any = !strncmp(s.refs[i].t->name, mtp_pre, (size_t)n);
         if (!any) {
-            ds_log(DS_LOG_INFO, "%s: config.json has num_nextn_predict_layers %lld but the folder holds no MTP weights "
-                   "(%s*); loading the model without MTP", dir, (long long)c.num_nextn_predict_layers, pre);
+            mtp_dropped = c.num_nextn_predict_layers;
             c.num_nextn_predict_layers = 0;
         }
     }
@@ -183,6 +184,9 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
     rc = load_tensors(m, &s, dir);
     ds_st_set_close(&s);
     if (rc) ds_model_free(m);
+    else if (mtp_dropped)
+        ds_log(DS_LOG_INFO, "%s: config.json has num_nextn_predict_layers %lld but the folder holds no MTP weights "
+               "(%s*); loaded without MTP", dir, (long long)mtp_dropped, mtp_pre);
     return rc;
 }
 
