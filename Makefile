@@ -149,6 +149,7 @@ fixtures:
 	@python3 -c "import torch, transformers, safetensors, tokenizers, tiktoken" 2>/dev/null || \
 	  { echo "make fixtures: needs python3 with torch, transformers, safetensors, tokenizers, tiktoken"; exit 1; }
 	python3 tools/make_fixtures.py --out tests/fixtures/model
+	python3 tools/make_folder_fixtures.py --out tests/fixtures/model/nomtp
 	python3 tools/make_train_fixtures.py
 	python3 tools/make_io_fixtures.py
 	python3 tools/make_fp8_fixtures.py tests/fixtures/fp8

@@ -35,7 +35,7 @@ if [ ! -f "$DIR/model.safetensors" ] || [ ! -f "$DIR/tokenizer.json" ]; then
   rm -rf "$DIR"
   "$BIN" init --config small --out "$DIR" >/dev/null 2>&1
   "$BIN" tokenizer train --input "$SHARED/data/tinyshakespeare/input.txt" "$SHARED/data/wikitext2/wiki.test.raw" \
-    --vocab-size 32000 --special-tokens '<|endoftext|>' --out "$DIR/tokenizer.json" >/dev/null 2>&1
+    --vocab-size 32000 --no-special-tokens --special-tokens '<|endoftext|>' --out "$DIR/tokenizer.json" >/dev/null 2>&1
   printf '{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}\n' \
     > "$DIR/tokenizer_config.json"
 fi

@@ -43,7 +43,7 @@ lines=""
 for th in $THREADS; do
   for m in fp8 bf16 fp32; do
     f=$("$BIN" --threads "$th" forward --model "$tmp/$m" --random 1,"$T" --iters 3 --no-mtp 2>/dev/null | tail -1)
-    g=$("$BIN" --threads "$th" generate --model "$tmp/$m" --ids --prompt "$prompt" --max-tokens "$NEW" --ignore-eos --json 2>/dev/null | tail -1)
+    g=$("$BIN" --threads "$th" generate --model "$tmp/$m" --ids --prompt "$prompt" --max-new-tokens "$NEW" --ignore-eos --json 2>/dev/null | tail -1)
     lines="$lines$th|$m|$f|$g"$'\n'
   done
 done

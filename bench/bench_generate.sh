@@ -29,8 +29,8 @@ have_torch=0
 python3 -c "import torch, transformers" 2>/dev/null && have_torch=1
 lines=""
 for th in $THREADS; do
-  a=$("$BIN" --threads "$th" generate --model "$tmp/small" --ids --prompt "$prompt" --max-tokens "$NEW" --ignore-eos --json 2>/dev/null | tail -1)
-  b=$("$BIN" --threads "$th" generate --model "$tmp/small" --ids --prompt "$prompt" --max-tokens "$NEW" --ignore-eos --json --speculative mtp 2>/dev/null | tail -1)
+  a=$("$BIN" --threads "$th" generate --model "$tmp/small" --ids --prompt "$prompt" --max-new-tokens "$NEW" --ignore-eos --json 2>/dev/null | tail -1)
+  b=$("$BIN" --threads "$th" generate --model "$tmp/small" --ids --prompt "$prompt" --max-new-tokens "$NEW" --ignore-eos --json --speculative mtp 2>/dev/null | tail -1)
   c=""
   if [ "$have_torch" = 1 ]; then
     c=$(python3 tools/bench_generate_torch.py --config "$tmp/small/config.json" --seq "$P" --new "$NEW" --threads "$th" 2>/dev/null | tail -1) || c=""

@@ -36,12 +36,12 @@ TEST(generate_cli_ids_and_speculative) {
     char prompt[512] = "", out[8192], want[512] = "";
     for (int64_t i = 0; i < 24; i++) snprintf(prompt + strlen(prompt), sizeof prompt - strlen(prompt), "%d ", ref[i]);
     for (int64_t i = 24; i < n; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%d ", ref[i]);
-    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-tokens %lld --ignore-eos",
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-new-tokens %lld --ignore-eos",
                      prompt, (long long)(n - 24)) == 0);
     CHECK_MSG(strncmp(out, want, strlen(want)) == 0, "got '%s', want '%s'", out, want);
     CHECK(strstr(out, "tokens/s") != NULL);
     CHECK(ds_test_sh(out, sizeof out,
-                     "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-tokens %lld --ignore-eos --speculative mtp",
+                     "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-new-tokens %lld --ignore-eos --speculative mtp",
                      prompt, (long long)(n - 24)) == 0);
     CHECK_MSG(strncmp(out, want, strlen(want)) == 0, "got '%s', want '%s'", out, want);
     CHECK(strstr(out, "MTP drafts accepted") != NULL);
@@ -57,19 +57,19 @@ TEST(generate_cli_ids_and_speculative) {
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt '%s'", longp) == 1);
     CHECK(strstr(out, "max_position_embeddings") != NULL);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --speculative foo") == 2);
-    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --speculative mtp --temperature 1") == 1);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --speculative mtp --temperature 1") == 2);
     CHECK(strstr(out, "greedy") != NULL);
-    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --top-p 0") == 1);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --top-p 0") == 2);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model /nonexistent --ids --prompt 1") == 1);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v2lite --ids --prompt 1 "
                      "--speculative mtp") == 1);
     CHECK(strstr(out, "MTP module") != NULL);
-    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --max-tokens 0") == 0);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 --max-new-tokens 0") == 0);
     /* sampling with a seed is reproducible */
     char a[4096], b[4096];
-    CHECK(ds_test_sh(a, sizeof a, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-tokens 12 --ignore-eos "
+    CHECK(ds_test_sh(a, sizeof a, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-new-tokens 12 --ignore-eos "
                      "--temperature 1.5 --top-k 50 --top-p 0.95 --seed 7 2>/dev/null", prompt) == 0);
-    CHECK(ds_test_sh(b, sizeof b, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-tokens 12 --ignore-eos "
+    CHECK(ds_test_sh(b, sizeof b, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-new-tokens 12 --ignore-eos "
                      "--temperature 1.5 --top-k 50 --top-p 0.95 --seed 7 2>/dev/null", prompt) == 0);
     CHECK(strcmp(a, b) == 0);
 }
@@ -99,7 +99,7 @@ TEST(generate_cli_text_mode) {
     char ids[256] = "";
     for (int64_t i = 0; i < np; i++) snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%d ", pid[i]);
     /* the --ids run is the oracle for the text run (same model, same greedy path) */
-    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --ids --prompt '%s' --max-tokens 6 --ignore-eos 2>/dev/null",
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens 6 --ignore-eos 2>/dev/null",
                      dir, ids) == 0);
     int32_t gen[16];
     int ng = 0;
@@ -109,7 +109,7 @@ TEST(generate_cli_text_mode) {
     char *dec = ds_tokenizer_decode(t, gen, ng, 1, &dl);
     char want[256];
     snprintf(want, sizeof want, "%s%.*s\n", prompt, (int)dl, dec);
-    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --prompt '%s' --max-tokens 6 --ignore-eos 2>/dev/null",
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --prompt '%s' --max-new-tokens 6 --ignore-eos 2>/dev/null",
                      dir, prompt) == 0);
     CHECK_MSG(memcmp(out, want, strlen(want)) == 0, "text mode printed '%s'", out);
     /* --stop: stop once the continuation contains its first 2 bytes */
@@ -117,7 +117,7 @@ TEST(generate_cli_text_mode) {
         char stop[8];
         memcpy(stop, dec, 2);
         stop[2] = 0;
-        CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --prompt '%s' --max-tokens 6 --ignore-eos --stop '%s' 2>&1",
+        CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --prompt '%s' --max-new-tokens 6 --ignore-eos --stop '%s' 2>&1",
                          dir, prompt, stop) == 0);
         CHECK(strstr(out, "stop string") != NULL);
     } else {

@@ -159,7 +159,7 @@ TEST(train_fp8_within_quarter_percent_of_bf16) {
     char out[8192];
     int rc = ds_test_sh(out, sizeof out,
                         "head -c 300000 '%s' > %s/head.txt && "
-                        "%s tokenizer train --input %s/head.txt --vocab-size 512 --special-tokens '<|bos|>' "
+                        "%s tokenizer train --input %s/head.txt --vocab-size 512 --no-special-tokens --special-tokens '<|bos|>' "
                         "--out %s/tok.json && "
                         "%s data prepare --tokenizer %s/tok.json --input '%s' --out %s/data --docs blank",
                         txt, tmp, bin, tmp, tmp, bin, tmp, txt, tmp);

@@ -26,7 +26,7 @@ echo "== corpus: $(wc -c < "$corpus") bytes, $(wc -l < "$corpus") lines in $corp
 
 echo "== tokenizer: byte-level BPE, vocab 4096"
 ./dsv3 --threads "$THREADS" tokenizer train --input "$corpus" --vocab-size 4096 \
-  --special-tokens '<|begin_of_text|>' '<|end_of_text|>' --out "$RUN/tokenizer.json"
+  --bos '<|begin_of_text|>' --eos '<|end_of_text|>' --out "$RUN/tokenizer.json"
 
 echo "== data: one document per line, 1% validation"
 rm -rf "$RUN/data"

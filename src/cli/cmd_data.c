@@ -36,6 +36,7 @@
 
 #include "cli/cli.h"
 #include "io/shard.h"
+#include "tokenizer/tok_config.h"
 #include "tokenizer/tokenizer.h"
 
 typedef struct {
@@ -250,9 +251,9 @@ static int queue_jsonl(docbatch *b, char *buf, size_t len, const char *path, dou
     return 0;
 }
 
-/* A file name dsv3 data prepare writes: tokenizer.json, train_NNN.bin, val_NNN.bin. */
+/* A file name dsv3 data prepare writes: tokenizer.json, tokenizer_config.json, train_NNN.bin, val_NNN.bin. */
 static int is_data_file(const char *name) {
-    if (!strcmp(name, "tokenizer.json")) return 1;
+    if (!strcmp(name, "tokenizer.json") || !strcmp(name, "tokenizer_config.json")) return 1;
     const char *rest = !strncmp(name, "train_", 6) ? name + 6 : !strncmp(name, "val_", 4) ? name + 4 : NULL;
     if (!rest || !isdigit((unsigned char)rest[0])) return 0;
     while (isdigit((unsigned char)*rest)) rest++;
@@ -425,6 +426,7 @@ static int prepare(int argc, char **argv) {
         char *tjout = ds_path_join(tmp, "tokenizer.json");
         rc = ds_write_file_atomic(tjout, tj, tjlen);
         free(tjout);
+        if (rc == 0) rc = ds_folder_write_tokenizer(tmp, tokpath, 0); /* and tokenizer_config.json (BOS/EOS) */
     }
     free(tj);
     size_t total = 0;

@@ -72,7 +72,7 @@ static double *gemm_f64_nt(const float *a, const float *b, int64_t M, int64_t N,
 
 static int study(int argc, char **argv) {
     const char *ks = "128,256,512,1024,2048,4096,8192,16384", *dist = "normal", *json = NULL, *scaling = "fine";
-    long long m = 64, n = 64, bits = 14, chunk = 32, seed = 1;
+    long long m = 64, n = 64, bits = 14, chunk = 32, seed = 1234;
     ds_opt opts[] = {
         {"--k", DS_OPT_STR, &ks, "LIST  inner sizes (default 128,...,16384)"},
         {"--m", DS_OPT_INT, &m, "N     rows of A (default 64)", DS_RANGE(1, 4096)},
@@ -81,7 +81,7 @@ static int study(int argc, char **argv) {
         {"--chunk", DS_OPT_INT, &chunk, "N     limited accumulator: products aligned together (default 32)", DS_RANGE(1, 256)},
         {"--dist", DS_OPT_STR, &dist, "D     normal (default) or uniform (in [0, 1): all sums grow)"},
         {"--scaling", DS_OPT_STR, &scaling, "S     fine (A 1x128, B 128x128; default) or tensor (one scale each)"},
-        {"--seed", DS_OPT_INT, &seed, "N     random seed (default 1)", DS_MIN(0)},
+        {"--seed", DS_OPT_INT, &seed, "N     random seed (default 1234)", DS_MIN(0)},
         {"--json", DS_OPT_STR, &json, "FILE  also write the results as JSON"},
     };
     ds_cli_parse("fp8 study", "[options]", argc, argv, opts, sizeof opts / sizeof *opts, NULL, 0, NULL);

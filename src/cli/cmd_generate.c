@@ -1,17 +1,21 @@
 /*
- * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-tokens N]
+ * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-new-tokens N]
  *   [--temperature T --top-p P --top-k K --seed S] [--stop STR] [--ignore-eos]
- *   [--ids] [--speculative mtp] [--json]`
- * Tokenizes the prompt with DIR/tokenizer.json (BOS added when its
- * tokenizer_config says so), prints the prompt and streams the continuation
- * as it is generated (KV-cached decoding, infer/), then reports tokens/s on
- * stderr.  --ids: the prompt is token ids (spaces or commas) and the output is
- * the generated ids on one line; no tokenizer is needed.  Generation stops at
- * --max-tokens, an EOS id of config.json/the tokenizer (unless --ignore-eos)
- * or when the text so far ends with a --stop string.  --json adds a
- * one-line JSON summary on stdout (used by make bench).
+ *   [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
+ * Tokenizes the prompt with DIR/tokenizer.json or --tokenizer (BOS added when
+ * its tokenizer_config says so), prints the prompt and streams the
+ * continuation as it is generated (KV-cached decoding, infer/), then reports
+ * tokens/s on stderr.  --ids: the prompt is token ids (spaces or commas) and
+ * the output is the generated ids on one line; no tokenizer is needed.
+ * Generation stops after --max-new-tokens (cut, with a note, to what the
+ * context leaves), at an EOS id of generation_config.json, config.json or the
+ * tokenizer (unless --ignore-eos), or when the text so far contains a --stop
+ * string.  The sampler options are checked before the model is loaded.
+ * --json adds a one-line JSON summary on stdout (used by make bench).
  */
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +23,7 @@
 #include "cli/cli.h"
 #include "infer/infer.h"
 #include "model/model.h"
+#include "tokenizer/tok_config.h"
 #include "tokenizer/tokenizer.h"
 
 typedef struct {
@@ -87,19 +92,29 @@ static int parse_ids(const char *txt, int64_t V, int32_t **out, int64_t *n) {
     return 0;
 }
 
+static void add_eos(int64_t *eos, int *neos, int cap, int64_t id) {
+    if (id < 0) return;
+    for (int i = 0; i < *neos; i++)
+        if (eos[i] == id) return;
+    if (*neos < cap) eos[(*neos)++] = id;
+}
+
 static int run(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *spec = NULL, *stop = NULL;
-    long long max_tokens = 64, top_k = 0, seed = 0;
+    const char *model = NULL, *prompt = NULL, *spec = NULL, *stop = NULL, *tokp = NULL;
+    long long max_new = LLONG_MIN, top_k = 0, seed = 1234; /* LLONG_MIN: not given, 64 */
     double temperature = 0, top_p = 1;
     int ids_mode = 0, ignore_eos = 0, json = 0, dequant = 0;
     const ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  model folder (config.json, safetensors, tokenizer.json)"},
         {"--prompt", DS_OPT_STR, &prompt, "TEXT  the prompt (token ids with --ids)"},
-        {"--max-tokens", DS_OPT_INT, &max_tokens, "N  tokens to generate (default 64)"},
-        {"--temperature", DS_OPT_FLOAT, &temperature, "T  sampling temperature; 0 = greedy (default)"},
-        {"--top-p", DS_OPT_FLOAT, &top_p, "P  nucleus sampling mass (default 1 = off)"},
-        {"--top-k", DS_OPT_INT, &top_k, "K  sample among the K most likely (default 0 = off)"},
-        {"--seed", DS_OPT_INT, &seed, "S  sampling seed (default 0)"},
+        {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or its folder (default: the model folder's)"},
+        {"--max-new-tokens", DS_OPT_INT, &max_new, "N  tokens to generate at most (default 64; the context may cut it)"},
+        {"--max-tokens", DS_OPT_INT, &max_new, NULL},    /* old spelling */
+        {"--sample-tokens", DS_OPT_INT, &max_new, NULL}, /* old spelling */
+        {"--temperature", DS_OPT_FLOAT, &temperature, "T  sampling temperature >= 0; 0 = greedy (default)"},
+        {"--top-p", DS_OPT_FLOAT, &top_p, "P  nucleus sampling mass in (0, 1] (default 1 = off)"},
+        {"--top-k", DS_OPT_INT, &top_k, "K  sample among the K most likely, K >= 0 (default 0 = off)"},
+        {"--seed", DS_OPT_INT, &seed, "S  sampling seed (default 1234)"},
         {"--stop", DS_OPT_STR, &stop, "STR  stop when the generated text contains STR"},
         {"--ignore-eos", DS_OPT_FLAG, &ignore_eos, "do not stop at EOS"},
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
@@ -107,22 +122,32 @@ static int run(int argc, char **argv) {
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
-    const char *usage = "--model DIR --prompt TEXT [--max-tokens N --temperature T --top-p P --top-k K --seed S] "
-                        "[--ids] [--speculative mtp]";
-    ds_cli_parse("generate", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --temperature T --top-p P --top-k K --seed S] "
+                        "[--stop STR] [--tokenizer PATH] [--ids] [--speculative mtp]";
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    ds_cli_parse("generate", usage, argc, argv, opts, nopts, NULL, 0, NULL);
     if (!model) ds_cli_usage_error("generate", "--model is required");
     if (!prompt) ds_cli_usage_error("generate", "--prompt is required");
     if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("generate", "--speculative: unknown method '%s' (known: mtp)", spec);
-    if (max_tokens < 0) ds_cli_usage_error("generate", "--max-tokens must be ≥ 0");
+    const int max_given = max_new != LLONG_MIN;
+    if (!max_given) max_new = 64;
+    if (max_new < 0) ds_cli_usage_error("generate", "--max-new-tokens must be >= 0 (got %lld)", max_new);
+    /* the sampler's ranges, checked before the model is loaded */
+    if (!(temperature >= 0) || isinf(temperature))
+        ds_cli_usage_error("generate", "--temperature must be a finite number >= 0 (0 = greedy), got %g", temperature);
+    if (!(top_p > 0 && top_p <= 1)) ds_cli_usage_error("generate", "--top-p must be in (0, 1], got %g", top_p);
+    if (top_k < 0) ds_cli_usage_error("generate", "--top-k must be >= 0 (0 = off), got %lld", top_k);
+    if (spec && temperature > 0)
+        ds_cli_usage_error("generate", "--speculative mtp is greedy only (use --temperature 0)");
     if (!*prompt) {
         ds_err("the prompt is empty");
         return ds_cli_fail("generate");
     }
     ds_tokenizer *tok = NULL;
-    if (!ids_mode) {
-        char *tp = ds_path_join(model, "tokenizer.json");
-        if (!ds_file_exists(tp)) {
-            ds_err("%s: no tokenizer.json in the model folder (give token ids with --ids)", model);
+    if (!ids_mode || tokp) {
+        char *tp = tokp ? ds_strdup(tokp) : ds_path_join(model, "tokenizer.json");
+        if (!tokp && !ds_file_exists(tp)) {
+            ds_err("%s: no tokenizer.json in the model folder (give one with --tokenizer, or token ids with --ids)", model);
             free(tp);
             return ds_cli_fail("generate");
         }
@@ -164,12 +189,24 @@ static int run(int argc, char **argv) {
     if (!rc && P >= c->max_position_embeddings)
         rc = ds_err("the prompt has %lld tokens; the model takes at most %lld positions (max_position_embeddings)",
                     (long long)P, (long long)c->max_position_embeddings);
-    int64_t eos[10];
-    int neos = 0;
+    /* stop ids: generation_config.json's, config.json's and the tokenizer's EOS */
+    int64_t eos[24], geos[8];
+    int neos = 0, ngeos = 0;
     if (!ignore_eos) {
-        for (int i = 0; i < c->n_eos_token_ids && neos < 8; i++) eos[neos++] = c->eos_token_ids[i];
-        if (c->n_eos_token_ids <= 1 && c->eos_token_id >= 0 && neos == 0) eos[neos++] = c->eos_token_id;
-        if (tok && ds_tokenizer_eos_id(tok) >= 0) eos[neos++] = ds_tokenizer_eos_id(tok);
+        if (!rc) rc = ds_generation_config_eos(model, geos, 8, &ngeos);
+        for (int i = 0; i < ngeos; i++) add_eos(eos, &neos, 24, geos[i]);
+        for (int i = 0; i < c->n_eos_token_ids; i++) add_eos(eos, &neos, 24, c->eos_token_ids[i]);
+        if (c->n_eos_token_ids <= 1) add_eos(eos, &neos, 24, c->eos_token_id);
+        if (tok) add_eos(eos, &neos, 24, ds_tokenizer_eos_id(tok));
+    }
+    /* the context bounds the new tokens: say so once (when asked for more), and allocate only for what fits */
+    if (!rc && P + max_new > c->max_position_embeddings) {
+        int64_t room = c->max_position_embeddings - P;
+        if (max_given)
+            fprintf(stderr, "dsv3 generate: --max-new-tokens %lld cut to %lld: the %lld-token prompt leaves room for %lld "
+                    "(max_position_embeddings %lld)\n", max_new, (long long)room, (long long)P, (long long)room,
+                    (long long)c->max_position_embeddings);
+        max_new = room;
     }
     stream_ctx sc = {.ids_mode = ids_mode, .stop = stop};
     if (tok) ds_decode_stream_init(&sc.ds, tok, 1);
@@ -181,14 +218,14 @@ static int run(int argc, char **argv) {
             fflush(stdout);
         }
         ds_gen_opts o = {
-            .max_tokens = max_tokens,
+            .max_tokens = max_new,
             .sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed},
             .eos = eos, .neos = neos, .speculative = spec != NULL,
         };
         ds_sampler probe; /* validate the sampling options before any work */
         rc = ds_sampler_init(&probe, &o.sp, c->vocab_size);
         if (!rc) ds_sampler_free(&probe);
-        out = ds_malloc((size_t)(max_tokens + 1) * sizeof(int32_t));
+        out = ds_malloc((size_t)(max_new + 1) * sizeof(int32_t));
         if (!rc) rc = ds_generate(&m, &ds_ops_cpu, ids, P, &o, out, &nout, on_token, &sc, &st);
         if (sc.failed) rc = -1;
         if (tok) {

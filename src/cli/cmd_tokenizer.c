@@ -3,10 +3,12 @@
  *   encode: text from files (one output line per file) or stdin -> ids (or --tokens)
  *   decode: ids (whitespace separated) from files or stdin -> bytes on stdout
  *   info:   vocab size, merges, special tokens, pre-tokenizer chain
- *   train:  byte-level BPE from text files -> tokenizer.json
+ *   train:  byte-level BPE from text files -> tokenizer.json + tokenizer_config.json
+ *           (BOS and EOS are special tokens 0 and 1 unless --no-special-tokens)
  *   convert: load and save again; bench: encode MB/s (for bench/bench_tokenizer.sh)
  */
 #include "cli/cli.h"
+#include "tokenizer/tok_config.h"
 #include "tokenizer/tokenizer.h"
 
 #include <errno.h>
@@ -38,14 +40,14 @@ static int cmd_encode(int argc, char **argv) {
     const char *tokp = NULL;
     int tokens = 0, no_special = 0, bos = 0;
     double split_p = 0;
-    long long seed = 0;
+    long long seed = 1234;
     ds_opt opts[] = {
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or a folder holding it (required)"},
         {"--tokens", DS_OPT_FLAG, &tokens, "print token strings instead of ids"},
         {"--no-special", DS_OPT_FLAG, &no_special, "treat special tokens in the text as plain text"},
         {"--add-special", DS_OPT_FLAG, &bos, "add BOS/EOS as the post-processor / tokenizer_config says"},
         {"--split-punct-nl", DS_OPT_FLOAT, &split_p, "P  token-boundary bias: split punctuation+newline tokens with probability P"},
-        {"--seed", DS_OPT_INT, &seed, "N  seed for --split-punct-nl (default 0)"},
+        {"--seed", DS_OPT_INT, &seed, "N  seed for --split-punct-nl (default 1234)"},
     };
     const char *pos[256];
     int npos = 0;
@@ -154,26 +156,48 @@ static int cmd_info(int argc, char **argv) {
 static int cmd_train(int argc, char **argv) {
     ds_strlist input = {0}, special = {0};
     long long vocab = 0, minf = 0;
-    const char *pre = "deepseek-v3", *tie = "hf", *out = NULL;
-    int lines = 0, nolines = 0;
+    const char *pre = "deepseek-v3", *tie = "hf", *out = NULL, *bos = NULL, *eos = NULL;
+    int lines = 0, nolines = 0, nospecial = 0;
     ds_opt opts[] = {
         {"--input", DS_OPT_MULTI, &input, "FILE...  training text files (required)"},
         {"--vocab-size", DS_OPT_INT, &vocab, "N  final vocabulary size, special tokens included (required)"},
-        {"--special-tokens", DS_OPT_MULTI, &special, "TOK...  special tokens (ids 0..k-1)"},
+        {"--bos", DS_OPT_STR, &bos, "TOK  beginning-of-sequence token, id 0 (default " DS_DEEPSEEK_BOS ")"},
+        {"--eos", DS_OPT_STR, &eos, "TOK  end-of-sequence token, id 1 (default " DS_DEEPSEEK_EOS ")"},
+        {"--special-tokens", DS_OPT_MULTI, &special, "TOK...  more special tokens (ids after BOS and EOS)"},
+        {"--no-special-tokens", DS_OPT_FLAG, &nospecial, "no BOS and EOS (only the --special-tokens given, if any)"},
         {"--pretokenizer", DS_OPT_STR, &pre, "deepseek-v3|gpt2|llama3 (default deepseek-v3)"},
         {"--tie-break", DS_OPT_STR, &tie, "hf|lex: equal counts -> smaller id pair (tokenizers) or greater byte pair (CS336)"},
         {"--split-lines", DS_OPT_FLAG, &lines, "each line is a sequence (default with --tie-break hf)"},
         {"--no-split-lines", DS_OPT_FLAG, &nolines, "each file is a sequence, split at special tokens (default with lex)"},
         {"--min-frequency", DS_OPT_INT, &minf, "N  stop when the best pair is rarer"},
-        {"--out", DS_OPT_STR, &out, "FILE  tokenizer.json to write (required)"},
+        {"--out", DS_OPT_STR, &out, "FILE  tokenizer.json to write (required); tokenizer_config.json goes beside it"},
     };
-    ds_cli_parse("tokenizer train", "--input FILE... --vocab-size N --out FILE [options]", argc, argv, opts,
-                 (int)(sizeof opts / sizeof *opts), NULL, 0, NULL);
+    const char *usage = "--input FILE... --vocab-size N --out FILE [options]";
+    const int nopts = (int)(sizeof opts / sizeof *opts);
+    ds_cli_parse("tokenizer train", usage, argc, argv, opts, nopts, NULL, 0, NULL);
     if (!input.n) ds_cli_usage_error("tokenizer train", "--input is required");
     if (!out) ds_cli_usage_error("tokenizer train", "--out is required");
     if (vocab < 257 || vocab > 16000000) ds_cli_usage_error("tokenizer train", "--vocab-size must be in [257, 16000000]");
-    ds_bpe_train_opts o = {.vocab_size = vocab, .special = special.v, .nspecial = special.n, .min_frequency = minf,
-                           .verbose = ds_log_level >= DS_LOG_INFO};
+    if (nospecial && (bos || eos))
+        ds_cli_usage_error("tokenizer train", "--no-special-tokens cannot be combined with --bos or --eos");
+    if ((bos && !*bos) || (eos && !*eos)) ds_cli_usage_error("tokenizer train", "--bos and --eos need a non-empty token");
+    if (!nospecial) {
+        if (!bos) bos = DS_DEEPSEEK_BOS;
+        if (!eos) eos = DS_DEEPSEEK_EOS;
+        if (!strcmp(bos, eos)) ds_cli_usage_error("tokenizer train", "--bos and --eos must differ (both '%s')", bos);
+    }
+    /* BOS, EOS, then the other special tokens (a repeat of BOS or EOS is dropped) */
+    const char **sp = ds_malloc(((size_t)special.n + 2) * sizeof *sp);
+    int nsp = 0;
+    if (bos) sp[nsp++] = bos;
+    if (eos) sp[nsp++] = eos;
+    for (int i = 0; i < special.n; i++) {
+        int dup = 0;
+        for (int k = 0; k < nsp; k++) dup |= !strcmp(sp[k], special.v[i]);
+        if (!dup) sp[nsp++] = special.v[i];
+    }
+    ds_bpe_train_opts o = {.vocab_size = vocab, .special = sp, .nspecial = nsp, .min_frequency = minf,
+                           .verbose = ds_log_level >= DS_LOG_INFO, .bos = bos};
     if (!strcmp(pre, "deepseek-v3")) o.pretok = DS_PRETOK_DEEPSEEK_V3;
     else if (!strcmp(pre, "gpt2")) o.pretok = DS_PRETOK_GPT2;
     else if (!strcmp(pre, "llama3")) o.pretok = DS_PRETOK_LLAMA3;
@@ -188,12 +212,21 @@ static int cmd_train(int argc, char **argv) {
     ds_tokenizer *t = ds_bpe_train(input.v, input.n, &o);
     free(input.v);
     free(special.v);
+    free(sp);
     if (!t) return ds_cli_fail("tokenizer train");
-    if (ds_tokenizer_save(t, out)) { ds_tokenizer_free(t); return ds_cli_fail("tokenizer train"); }
-    ds_log(DS_LOG_INFO, "tokenizer train: %lld tokens, %lld merges in %.2f s -> %s",
-           (long long)ds_tokenizer_vocab_size(t), (long long)ds_tokenizer_num_merges(t), ds_now() - t0, out);
+    /* tokenizer_config.json first: a tokenizer.json is never left without the config it was trained with */
+    char *cfgp = ds_tokenizer_config_path_of(out), *dir = ds_strdup(cfgp);
+    dir[strlen(dir) - strlen("tokenizer_config.json")] = 0;
+    int rc = *dir ? ds_mkdir_p(dir) : 0;
+    free(dir);
+    if (!rc) rc = ds_tokenizer_config_write(cfgp, bos, eos, bos != NULL, 0);
+    if (!rc) rc = ds_tokenizer_save(t, out);
+    if (!rc)
+        ds_log(DS_LOG_INFO, "tokenizer train: %lld tokens, %lld merges in %.2f s -> %s (and %s)",
+               (long long)ds_tokenizer_vocab_size(t), (long long)ds_tokenizer_num_merges(t), ds_now() - t0, out, cfgp);
+    free(cfgp);
     ds_tokenizer_free(t);
-    return 0;
+    return rc ? ds_cli_fail("tokenizer train") : 0;
 }
 
 /* convert: load and save again (merges in the ["a","b"] form) */

@@ -16,7 +16,7 @@ typedef struct {
 } examples;
 
 static const examples g_examples[] = {
-    {"", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --special-tokens '<|bos|>' '<|eos|>' --out tok.json",
+    {"", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --bos '<|bos|>' --eos '<|eos|>' --out tok/tokenizer.json",
           "dsv3 train --config tiny --data data --out run --minutes 10", NULL}},
     {"train", {"dsv3 train --config tiny --data data --out run --minutes 10 --precision bf16",
                "dsv3 train --data data --resume run --steps 2000", NULL}},
@@ -34,19 +34,19 @@ static const examples g_examples[] = {
     {"fp8 bench", {"dsv3 fp8 bench --preset small --json bench.json", NULL}},
     {"fp8 analyze", {"dsv3 fp8 analyze --model run/latest --json fp8.json",
                      "dsv3 fp8 analyze --model run/latest --data data --batches 2", NULL}},
-    {"generate", {"dsv3 generate --model run/latest --prompt 'In the beginning' --temperature 0.7 --top-p 0.9",
-                  "dsv3 generate --model run/latest --prompt 'The LORD is' --speculative mtp", NULL}},
-    {"init", {"dsv3 init --config tiny --out tiny-model --seed 1", "dsv3 init --config config.json --out model", NULL}},
+    {"generate", {"dsv3 generate --model run/latest --prompt 'To be, or not' --max-new-tokens 40",
+                  "dsv3 generate --model run/latest --prompt 'JULIET:' --temperature 0.8 --top-p 0.95 --stop 'ROMEO:'", NULL}},
+    {"init", {"dsv3 init --config tiny --out tiny-model --seed 1", "dsv3 init --config tiny --tokenizer tok --out model", NULL}},
     {"inspect", {"dsv3 inspect run/latest --memory", NULL}},
-    {"tokenizer", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --special-tokens '<|bos|>' --out tok.json",
+    {"tokenizer", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --out tok/tokenizer.json",
                    "dsv3 tokenizer encode --tokenizer tok.json --tokens corpus.txt", NULL}},
     {"tokenizer encode", {"dsv3 tokenizer encode --tokenizer tok.json --tokens corpus.txt",
                           "dsv3 tokenizer encode --tokenizer run/latest --add-special corpus.txt", NULL}},
     {"tokenizer decode", {"dsv3 tokenizer decode --tokenizer tok.json ids.txt", NULL}},
     {"tokenizer info", {"dsv3 tokenizer info --tokenizer run/latest", NULL}},
-    {"tokenizer train", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --special-tokens '<|bos|>' '<|eos|>' "
-                         "--out tok.json",
-                         "dsv3 tokenizer train --input corpus.txt --vocab-size 1024 --tie-break lex --out tok.json", NULL}},
+    {"tokenizer train", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --out tok.json",
+                         "dsv3 tokenizer train --input a.txt b.txt --vocab-size 32000 --bos '<|bos|>' --eos '<|eos|>' "
+                         "--special-tokens '<|pad|>' --out tok/tokenizer.json", NULL}},
     {"tokenizer convert", {"dsv3 tokenizer convert --tokenizer tokenizer.json --out tok.json", NULL}},
     {"tokenizer bench", {"dsv3 tokenizer bench --tokenizer tok.json corpus.txt", NULL}},
 };

@@ -161,10 +161,12 @@ static inline void ds_embed_any(const struct ds_ops *ops, float *out, const int3
     if (embed8) ds_embedding_bf16_forward(out, ids, embed8->b16, N, H);
     else ops->embedding_forward(out, ids, embed, N, H);
 }
-/* Write config.json and model.safetensors (FP32, HF names, MTP copies of the
- * shared embedding/head included; transformers-style shards + index beyond
- * 5 GB) into dir (created). */
+/* Write config.json, generation_config.json and model.safetensors (FP32, HF
+ * names, MTP copies of the shared embedding/head included; transformers-style
+ * shards + index beyond 5 GB) into dir (created). */
 int ds_model_save(const ds_model *m, const char *dir);
+/* dir/generation_config.json: config.json's bos_token_id and eos_token_id(s). */
+int ds_model_save_generation_config(const ds_config *c, const char *dir);
 
 /* A saved activation in FP8 (--fp8-cache): E4M3 codes (rows, cols) and
  * 1x128 tile scales (rows, ceil(cols/128)), the same codes the forward GEMM

@@ -24,6 +24,7 @@
 #include "base/base.h"
 #include "io/safetensors.h"
 #include "num/quant.h"
+#include "tokenizer/tok_config.h"
 
 static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t n = 0;
@@ -213,6 +214,19 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
     if (rc) return -1;
     ds_st_set s;
     if (ds_st_set_open(&s, dir)) return -1;
+    /* transformers writes num_nextn_predict_layers (default 1) but never the MTP
+     * weights: with none of model.layers.<L>.* present the model loads without MTP
+     * (said once the load succeeded) */
+    int64_t mtp_dropped = 0;
+    char mtp_pre[48];
+    if (c.num_nextn_predict_layers > 0) {
+        int n = snprintf(mtp_pre, sizeof mtp_pre, "model.layers.%lld.", (long long)c.num_hidden_layers), any = 0;
+        for (int64_t i = 0; i < s.nrefs && !any; i++) any = !strncmp(s.refs[i].t->name, mtp_pre, (size_t)n);
+        if (!any) {
+            mtp_dropped = c.num_nextn_predict_layers;
+            c.num_nextn_predict_layers = 0;
+        }
+    }
     uint8_t *fp8 = NULL;
     /* FP8 residency needs DeepSeek's 128x128 weight blocks (other block sizes are dequantized) */
     int blk128 = (c.quant_block[0] <= 0 || c.quant_block[0] == 128) && (c.quant_block[1] <= 0 || c.quant_block[1] == 128);
@@ -246,6 +260,9 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
     ds_log(DS_LOG_DEBUG, "loaded %s in %.3f s%s", dir, ds_now() - t0, check ? " (finite-checked)" : "");
     ds_st_set_close(&s);
     if (rc) ds_model_free(m);
+    else if (mtp_dropped)
+        ds_log(DS_LOG_INFO, "%s: config.json has num_nextn_predict_layers %lld but the folder holds no MTP weights "
+               "(%s*); loaded without MTP", dir, (long long)mtp_dropped, mtp_pre);
     return rc;
 }
 
@@ -317,5 +334,14 @@ int ds_model_save(const ds_model *m, const char *dir) {
     char *cpath = ds_path_join(dir, "config.json");
     rc = ds_config_save(&m->cfg, cpath);
     free(cpath);
+    if (!rc) rc = ds_model_save_generation_config(&m->cfg, dir);
     return rc;
+}
+
+int ds_model_save_generation_config(const ds_config *c, const char *dir) {
+    int64_t eos[8];
+    int neos = 0;
+    for (int i = 0; i < c->n_eos_token_ids && neos < 8; i++) eos[neos++] = c->eos_token_ids[i];
+    if (neos == 0 && c->eos_token_id >= 0) eos[neos++] = c->eos_token_id;
+    return ds_generation_config_write(dir, c->bos_token_id, eos, neos);
 }

@@ -343,9 +343,31 @@ static ds_tokenizer *train_words(const wcount *wc, const ds_bpe_train_opts *o) {
     ds_added *added = ds_calloc((size_t)o->nspecial + 1, sizeof *added);
     for (int k = 0; k < o->nspecial; k++)
         added[k] = (ds_added){.content = (char *)o->special[k], .len = strlen(o->special[k]), .id = k, .special = 1};
-    ds_tok_sbuf js = {0};
+    ds_tok_sbuf js = {0}, post = {0};
+    if (o->bos) {
+        /* "<bos> $A" (and "<bos> $A <bos> $B" for pairs), as transformers writes for add_bos_token */
+        int32_t bid = 0;
+        for (int k = 0; k < o->nspecial; k++)
+            if (!strcmp(o->special[k], o->bos)) { bid = k; break; }
+        char num[32];
+        ds_tok_sbuf_puts(&post, "{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":");
+        ds_tok_sbuf_json_str(&post, o->bos, strlen(o->bos));
+        ds_tok_sbuf_puts(&post, ",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":[{\"SpecialToken\":{\"id\":");
+        ds_tok_sbuf_json_str(&post, o->bos, strlen(o->bos));
+        ds_tok_sbuf_puts(&post, ",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},{\"SpecialToken\":{\"id\":");
+        ds_tok_sbuf_json_str(&post, o->bos, strlen(o->bos));
+        ds_tok_sbuf_puts(&post, ",\"type_id\":1}},{\"Sequence\":{\"id\":\"B\",\"type_id\":1}}],\"special_tokens\":{");
+        ds_tok_sbuf_json_str(&post, o->bos, strlen(o->bos));
+        ds_tok_sbuf_puts(&post, ":{\"id\":");
+        ds_tok_sbuf_json_str(&post, o->bos, strlen(o->bos));
+        snprintf(num, sizeof num, ",\"ids\":[%d],\"tokens\":[", bid);
+        ds_tok_sbuf_puts(&post, num);
+        ds_tok_sbuf_json_str(&post, o->bos, strlen(o->bos));
+        ds_tok_sbuf_puts(&post, "]}}}");
+    }
     ds_tok_write_json(&js, (const char *const *)toks, T.ntok, ma, mb, nm, added, o->nspecial, "null",
-                      PRETOK_JSON[o->pretok], "null", DECODER_JSON, NULL, 0, 0);
+                      PRETOK_JSON[o->pretok], o->bos ? post.p : "null", DECODER_JSON, NULL, 0, 0);
+    free(post.p);
     ds_tokenizer *t = ds_tokenizer_load_mem(js.p, js.n, "trained tokenizer");
     free(js.p);
     free(added); free(ma); free(mb);
@@ -449,7 +471,8 @@ ds_tokenizer *ds_bpe_train_texts(const char *const *texts, const size_t *lens, i
         }
         if (o->verbose)
             ds_log(DS_LOG_INFO, "train: %lld distinct words counted in %.2f s", (long long)w0->n, ds_now() - t0);
-        t = train_words(w0, o);
+        if (w0->n == 0) ds_err("train: the input has no text to learn merges from (empty, or only special tokens)");
+        else t = train_words(w0, o);
     } else {
         ds_err_prefix("train");
     }
@@ -467,7 +490,11 @@ ds_tokenizer *ds_bpe_train(const char *const *files, int nfiles, const ds_bpe_tr
     int i;
     for (i = 0; i < nfiles; i++)
         if (!(texts[i] = ds_read_file(files[i], &lens[i]))) break;
-    if (i == nfiles) t = ds_bpe_train_texts((const char *const *)texts, lens, nfiles, o);
+    size_t total = 0;
+    for (int k = 0; k < i; k++) total += lens[k];
+    if (i == nfiles && total == 0)
+        ds_err("%s%s: empty, nothing to train on", files[0], nfiles > 1 ? " and the other input files" : "");
+    else if (i == nfiles) t = ds_bpe_train_texts((const char *const *)texts, lens, nfiles, o);
     for (i = 0; i < nfiles; i++) free(texts[i]);
     free(texts);
     free(lens);

@@ -144,6 +144,9 @@ typedef struct {
     int split_lines;
     int64_t min_frequency;
     int verbose;
+    /* one of special, or NULL: the post-processor adds it in front of every
+     * sequence (TemplateProcessing), as tokenizer_config's add_bos_token does */
+    const char *bos;
 } ds_bpe_train_opts;
 
 /* Train on the given files; returns a tokenizer (ByteLevel BPE with the

@@ -14,6 +14,7 @@
 
 #include "base/base.h"
 #include "io/safetensors.h"
+#include "tokenizer/tok_config.h"
 
 /* Remove a flat folder (checkpoints hold no subfolders). */
 static void rm_flat_dir(const char *dir) {
@@ -36,15 +37,6 @@ static int fsync_path(const char *path) {
     int rc = fsync(fd);
     close(fd);
     return rc ? ds_err("%s: fsync: %s", path, strerror(errno)) : 0;
-}
-
-static int copy_file(const char *src, const char *dst) {
-    size_t len;
-    char *data = ds_read_file(src, &len);
-    if (!data) return -1;
-    int rc = ds_write_file_atomic(dst, data, len);
-    free(data);
-    return rc;
 }
 
 static int fault_at(const char *what, int64_t step) {
@@ -115,7 +107,7 @@ int ds_ckpt_save(const char *run, const ds_model *m, const char *tokenizer_json,
     snprintf(name, sizeof name, "ckpt-%lld", (long long)st->step);
     snprintf(tmpname, sizeof tmpname, ".tmp-%s", name);
     char *fin = ds_path_join(run, name), *tmp = ds_path_join(run, tmpname);
-    char *tj = ds_path_join(tmp, "tokenizer.json"), *sp = ds_path_join(tmp, "train_state.safetensors");
+    char *sp = ds_path_join(tmp, "train_state.safetensors");
     int rc = -1;
     rm_flat_dir(tmp); /* a leftover of an interrupted save */
     if (ds_mkdir_p(tmp)) goto out;
@@ -125,7 +117,8 @@ int ds_ckpt_save(const char *run, const ds_model *m, const char *tokenizer_json,
                name);
         goto fail;
     }
-    if (tokenizer_json && copy_file(tokenizer_json, tj)) goto fail;
+    /* tokenizer.json and tokenizer_config.json (the data's, or one made from its BOS/EOS) */
+    if (tokenizer_json && ds_folder_write_tokenizer(tmp, tokenizer_json, m->cfg.max_position_embeddings)) goto fail;
     if (write_state(sp, st, mom, vel, n, m16)) goto fail;
     if (fsync_path(tmp)) goto fail;
     rm_flat_dir(fin); /* a same-step checkpoint is replaced */
@@ -151,7 +144,7 @@ fail:
     ds_err_prefix("saving checkpoint %s", fin);
     rm_flat_dir(tmp);
 out:
-    free(fin), free(tmp), free(tj), free(sp);
+    free(fin), free(tmp), free(sp);
     return rc;
 }
 

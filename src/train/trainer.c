@@ -454,7 +454,7 @@ int ds_train(const ds_train_opts *o) {
         return ds_err_prefix("data folder %s", o->data);
     }
     uint64_t hash = ds_hash64(tj, tjlen, DS_HASH64_INIT);
-    ds_tokenizer *tok = ds_tokenizer_load_mem(tj, tjlen, tjpath);
+    ds_tokenizer *tok = ds_tokenizer_load(tjpath); /* with DATA/tokenizer_config.json: its BOS/EOS */
     free(tj);
     if (!tok) {
         free(tjpath);
