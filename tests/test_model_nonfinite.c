@@ -144,7 +144,8 @@ TEST(model_nonfinite_cli_forward_generate_eval_refuse) {
     char cmds[3][1024];
     snprintf(cmds[0], sizeof cmds[0], "forward --model %s --ids %s --out %s/o.safetensors", d, ids, tmp);
     snprintf(cmds[1], sizeof cmds[1], "generate --model %s --ids --prompt '1 2 3' --max-tokens 2", d);
-    snprintf(cmds[2], sizeof cmds[2], "eval --model %s --task mc:%s", d, task);
+    /* the folder has no tokenizer (as dsv3 init makes it): eval takes one */
+    snprintf(cmds[2], sizeof cmds[2], "eval --model %s --tokenizer tests/fixtures/eval/model/tokenizer.json --task mc:%s", d, task);
     for (int i = 0; i < 3; i++) {
         int rc = ds_test_sh(out, sizeof out, "%s %s", bin(), cmds[i]);
         CHECK_MSG(rc == 1 && strstr(out, want), "exit %d for %s: %s", rc, cmds[i], out);
