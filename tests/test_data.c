@@ -215,3 +215,55 @@ TEST(data_prepare_failure_leaves_existing_folder_untouched) {
     CHECK(count_prefixed(d, "data.tmp-") == 0 && count_prefixed(d, "data.old-") == 0);
     free(a); free(b); free(t2); free(note); free(bad); free(before); free(after);
 }
+
+/* A tokenizer with BOS and EOS (tokenizer train's default): every document is
+ * written as BOS ... EOS, so a model trained on the shards learns to end a
+ * document with EOS (and generate stops there); with --sep only the
+ * separator precedes each document, as before. */
+TEST(data_prepare_documents_end_with_eos) {
+    char tokpath[512], out[600], cmd_out[4096];
+    CHECK(setup(tokpath, sizeof tokpath) == 0);
+    TEST_RETURN_IF_FAILED();
+    ds_tokenizer *tok = ds_tokenizer_load(tokpath);
+    CHECK(tok != NULL);
+    TEST_RETURN_IF_FAILED();
+    int32_t bos = ds_tokenizer_bos_id(tok), eos = ds_tokenizer_eos_id(tok);
+    CHECK(bos >= 0 && eos >= 0 && bos != eos);
+    for (int with_sep = 0; with_sep < 2; with_sep++) {
+        snprintf(out, sizeof out, "%s/shards%d", ds_test_tmpdir(), with_sep);
+        int rc = ds_test_sh(cmd_out, sizeof cmd_out,
+                            "%s --quiet data prepare --tokenizer %s --input %s/corpus.txt --out %s --docs blank "
+                            "--val-fraction 0 %s",
+                            dsv3(), tokpath, ds_test_tmpdir(), out, with_sep ? "--sep '</s>'" : "");
+        CHECK_MSG(rc == 0, "%s", cmd_out);
+        TEST_RETURN_IF_FAILED();
+        char p[700];
+        snprintf(p, sizeof p, "%s/train_000.bin", out);
+        ds_shard s;
+        CHECK(ds_shard_open(&s, p, 0) == 0);
+        TEST_RETURN_IF_FAILED();
+        int64_t nb = 0, ne = 0, bad = 0;
+        int32_t sep = ds_tokenizer_token_to_id(tok, "</s>");
+        for (uint64_t i = 0; i < s.n_tokens; i++) {
+            int32_t t = ds_shard_token(&s, i);
+            if (!with_sep) {
+                nb += t == bos, ne += t == eos;
+                /* BOS opens the shard and follows each EOS; EOS closes it */
+                if (t == bos && i > 0 && ds_shard_token(&s, i - 1) != eos) bad++;
+                if (t == eos && i + 1 < s.n_tokens && ds_shard_token(&s, i + 1) != bos) bad++;
+            } else {
+                nb += t == sep, ne += t == eos;
+            }
+        }
+        CHECK(s.n_docs == 400);
+        if (!with_sep) {
+            CHECK(ds_shard_token(&s, 0) == bos && ds_shard_token(&s, s.n_tokens - 1) == eos);
+            CHECK_MSG(nb == 400 && ne == 400 && bad == 0, "BOS %lld EOS %lld misplaced %lld", (long long)nb,
+                      (long long)ne, (long long)bad);
+        } else {
+            CHECK_MSG(nb == 400 && ne == 0, "sep %lld EOS %lld", (long long)nb, (long long)ne);
+        }
+        ds_shard_close(&s);
+    }
+    ds_tokenizer_free(tok);
+}

@@ -11,7 +11,9 @@
  * (seeded, so the split is reproducible); a corpus of a single document gives
  * its last F of lines to validation instead.  Documents are tokenized in
  * parallel in batches and written as DIR/train_NNN.bin and DIR/val_NNN.bin
- * (format: src/io/shard.h), each preceded by the separator (BOS, else EOS).
+ * (format: src/io/shard.h), each preceded by the separator (BOS, else EOS)
+ * and, when the tokenizer has both BOS and EOS and no --sep is given,
+ * followed by EOS.
  * --split-prob P applies the token-boundary randomization (DeepSeek-V3 §4.1)
  * to the training split.  tokenizer.json is copied to DIR.
  *
@@ -123,6 +125,7 @@ typedef struct {
     const char *outdir;
     uint32_t vocab;
     int32_t sep;
+    int32_t end;               /* EOS after each document (BOS ... EOS), or -1 */
     uint64_t hash;
     int64_t shard_tokens;
     ds_encode_opts train_opts, val_opts;
@@ -168,6 +171,7 @@ static int flush(prep *p, docbatch *b) {
             p->open[s] = 0;
         }
         if (rc == 0 && !p->open[s]) rc = open_shard(p, s);
+        if (p->end >= 0) ds_ids_push(&ids[i], p->end);
         if (rc == 0) rc = ds_shard_writer_doc(&p->w[s], ids[i].ids, ids[i].n);
         p->tokens[s] += ids[i].n + 1;
         p->docs[s]++;
@@ -378,6 +382,13 @@ static int prepare(int argc, char **argv) {
     else if (ds_tokenizer_bos_id(tok) >= 0) p.sep = ds_tokenizer_bos_id(tok);
     else if (ds_tokenizer_eos_id(tok) >= 0) p.sep = ds_tokenizer_eos_id(tok);
     else p.sep = ds_tokenizer_is_special(tok, 0) ? 0 : -1; /* trained tokenizers put specials first */
+    /* a tokenizer with both BOS and EOS (tokenizer train makes them): each
+     * document is BOS ... EOS, so a trained model learns to end a document
+     * with EOS and generation stops there; --sep keeps one separator only */
+    p.end = -1;
+    if (!sep && p.sep >= 0 && p.sep == ds_tokenizer_bos_id(tok) && ds_tokenizer_eos_id(tok) >= 0 &&
+        ds_tokenizer_eos_id(tok) != p.sep)
+        p.end = ds_tokenizer_eos_id(tok);
     p.shard_tokens = shard_tokens;
     p.train_opts = (ds_encode_opts){.allow_special = 0, .split_punct_nl_p = splitp, .seed = (uint64_t)seed};
     p.val_opts = (ds_encode_opts){.allow_special = 0};
@@ -421,7 +432,8 @@ static int prepare(int argc, char **argv) {
         }
     }
     p.outdir = tmp;
-    if (rc == 0) ds_log(DS_LOG_INFO, "document separator: id %d %s", p.sep, ds_tokenizer_id_to_token(tok, p.sep));
+    if (rc == 0) ds_log(DS_LOG_INFO, "document separator: id %d %s%s%s", p.sep, ds_tokenizer_id_to_token(tok, p.sep),
+                        p.end >= 0 ? ", each document ended by " : "", p.end >= 0 ? ds_tokenizer_id_to_token(tok, p.end) : "");
     if (rc == 0) {
         char *tjout = ds_path_join(tmp, "tokenizer.json");
         rc = ds_write_file_atomic(tjout, tj, tjlen);
