@@ -115,7 +115,8 @@ bench: all
 	@mkdir -p bench/results
 	@BUILD=$(BUILD) bash bench/run.sh
 
-FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+# FUZZ_TARGETS="fuzz_tokenizer_load ..." runs only those; FUZZ_SECONDS per target
+FUZZ_SRC := $(if $(FUZZ_TARGETS),$(addprefix fuzz/,$(addsuffix .c,$(FUZZ_TARGETS))),$(wildcard fuzz/fuzz_*.c))
 FUZZ_SECONDS ?= 30
 fuzz:
 	@mkdir -p build-fuzz

@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include "tokenizer/tok_internal.h"
 #include "base/base.h"
+#include "base/quote.h"
 
 #include <cJSON.h>
 #include <pthread.h>
@@ -495,14 +496,14 @@ static int parse_behavior(const cJSON *j, const char *where) {
     if (!strcmp(s, "MergedWithPrevious")) return DS_BH_MERGED_PREV;
     if (!strcmp(s, "MergedWithNext")) return DS_BH_MERGED_NEXT;
     if (!strcmp(s, "Contiguous")) return DS_BH_CONTIGUOUS;
-    return ds_err("%s: behavior '%s' is not supported", where, s);
+    return ds_err("%s: behavior %s is not supported", where, ds_quote(s));
 }
 
 static int parse_one(struct ds_tokenizer *t, const cJSON *j, const char *where, int last) {
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(j, "type");
     if (!cJSON_IsString(ty)) return ds_err("%s: type: missing", where);
     const char *type = ty->valuestring;
-    if (t->byte_level) return ds_err("%s: %s after ByteLevel is not supported (ByteLevel must be last)", where, type);
+    if (t->byte_level) return ds_err("%s: %s after ByteLevel is not supported (ByteLevel must be last)", where, ds_quote(type));
     if (!strcmp(type, "Sequence")) {
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "pretokenizers");
         if (!cJSON_IsArray(arr)) return ds_err("%s: pretokenizers: missing", where);
@@ -563,7 +564,7 @@ static int parse_one(struct ds_tokenizer *t, const cJSON *j, const char *where, 
         t->byte_level = 1;
         return 0;
     }
-    return ds_err("%s: pre-tokenizer type '%s' is not supported", where, type);
+    return ds_err("%s: pre-tokenizer type %s is not supported", where, ds_quote(type));
 }
 
 int ds_pretok_parse(struct ds_tokenizer *t, const void *cj) {
