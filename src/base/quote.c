@@ -38,7 +38,7 @@ static size_t quote_into(char *out, size_t cap, const char *s, size_t n, char q)
     /* room: quote + text + "..." + quote + NUL */
     size_t lim = cap - 6, o = 0;
     const unsigned char *u = (const unsigned char *)s;
-    out[o++] = q;
+    if (q) out[o++] = q;
     size_t i = 0;
     while (i < n) {
         char piece[16];
@@ -54,7 +54,7 @@ static size_t quote_into(char *out, size_t cap, const char *s, size_t n, char q)
             if (c == '\n') pl = (size_t)snprintf(piece, sizeof piece, "\\n");
             else if (c == '\r') pl = (size_t)snprintf(piece, sizeof piece, "\\r");
             else if (c == '\t') pl = (size_t)snprintf(piece, sizeof piece, "\\t");
-            else if (c == '\\' || c == (unsigned char)q) pl = (size_t)snprintf(piece, sizeof piece, "\\%c", c);
+            else if (c == '\\' || (q && c == (unsigned char)q)) pl = (size_t)snprintf(piece, sizeof piece, "\\%c", c);
             else if (c < 0x20 || c == 0x7F) pl = (size_t)snprintf(piece, sizeof piece, "\\x%02X", c);
             else { piece[0] = (char)c; pl = 1; }
         } else if (invisible(cp)) {
@@ -74,7 +74,7 @@ static size_t quote_into(char *out, size_t cap, const char *s, size_t n, char q)
         o += pl;
         i += adv;
     }
-    out[o++] = q;
+    if (q) out[o++] = q;
     out[o] = 0;
     return o;
 }
@@ -97,3 +97,4 @@ static const char *slot_quote(const char *s, size_t n, char q) {
 const char *ds_quote_n(const char *s, size_t n) { return slot_quote(s, n, '\''); }
 const char *ds_quote(const char *s) { return slot_quote(s, s ? strlen(s) : 0, '\''); }
 const char *ds_dquote(const char *s) { return slot_quote(s, s ? strlen(s) : 0, '"'); }
+const char *ds_esc(const char *s) { return slot_quote(s, s ? strlen(s) : 0, 0); }

@@ -25,6 +25,9 @@
 const char *ds_quote(const char *s);
 /* the same in double quotes (\" escaped), for messages that quote JSON values so */
 const char *ds_dquote(const char *s);
+/* escaped and bounded but not quoted, for names in a "path: name: why" position
+ * (a clean name prints as itself) */
+const char *ds_esc(const char *s);
 /* the first n bytes of s (NUL bytes included, escaped) */
 const char *ds_quote_n(const char *s, size_t n);
 /* write the quoted form of s[0..n) to out (size cap >= 16); returns its length */

@@ -48,7 +48,7 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
             for (int k = 0; k < nopts; k++)
                 if (strlen(opts[k].name) == klen && !strncmp(opts[k].name, a, klen)) o = &opts[k];
             if (!o) {
-                fprintf(stderr, "dsv3 %s: unknown option '%.*s'\n", cmd, (int)klen, a);
+                fprintf(stderr, "dsv3 %s: unknown option %s\n", cmd, ds_quote_n(a, klen));
                 ds_cli_usage(stderr, cmd, usage, opts, nopts);
                 exit(2);
             }
@@ -65,13 +65,13 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
             case DS_OPT_STR: *(const char **)o->dst = val; break;
             case DS_OPT_INT: {
                 long long v = strtoll(val, &end, 10);
-                if (!*val || *end || errno) ds_cli_usage_error(cmd, "option %s needs an integer, got '%s'", o->name, val);
+                if (!*val || *end || errno) ds_cli_usage_error(cmd, "option %s needs an integer, got %s", o->name, ds_quote(val));
                 *(long long *)o->dst = v;
                 break;
             }
             case DS_OPT_FLOAT: {
                 double v = strtod(val, &end);
-                if (!*val || *end || errno) ds_cli_usage_error(cmd, "option %s needs a number, got '%s'", o->name, val);
+                if (!*val || *end || errno) ds_cli_usage_error(cmd, "option %s needs a number, got %s", o->name, ds_quote(val));
                 *(double *)o->dst = v;
                 break;
             }
@@ -86,7 +86,7 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
             }
             continue;
         }
-        if (np >= max_pos || !positional) ds_cli_usage_error(cmd, "unexpected argument '%s'", a);
+        if (np >= max_pos || !positional) ds_cli_usage_error(cmd, "unexpected argument %s", ds_quote(a));
         positional[np++] = a;
     }
     if (npos) *npos = np;

@@ -87,7 +87,7 @@ static int study(int argc, char **argv) {
     ds_cli_parse("fp8 study", "[options]", argc, argv, opts, sizeof opts / sizeof *opts, NULL, 0, NULL);
     int64_t kv[64];
     int nk = parse_list(ks, kv, 64);
-    if (nk <= 0) ds_cli_usage_error("fp8 study", "--k needs a comma list of positive integers, got '%s'", ks);
+    if (nk <= 0) ds_cli_usage_error("fp8 study", "--k needs a comma list of positive integers, got %s", ds_quote(ks));
     if (m <= 0 || n <= 0 || m > 4096 || n > 4096) ds_cli_usage_error("fp8 study", "--m and --n must be in 1..4096");
     if (bits < 1 || bits > 40) ds_cli_usage_error("fp8 study", "--bits must be in 1..40");
     if (chunk < 1 || chunk > 256) ds_cli_usage_error("fp8 study", "--chunk must be in 1..256");
@@ -187,7 +187,7 @@ static int bench(int argc, char **argv) {
         snprintf(buf, sizeof buf, "%s", shapes);
         for (char *tok = strtok(buf, ";"); tok; tok = strtok(NULL, ";")) {
             if (ns >= 64 || parse_list(tok, sh[ns], 3) != 3)
-                ds_cli_usage_error("fp8 bench", "--shapes needs M,N,K[;M,N,K...], got '%s'", shapes);
+                ds_cli_usage_error("fp8 bench", "--shapes needs M,N,K[;M,N,K...], got %s", ds_quote(shapes));
             ns++;
         }
     } else {
@@ -271,7 +271,7 @@ static int cmd_fp8(int argc, char **argv) {
     if (!strcmp(argv[1], "study")) return study(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "analyze")) return ds_cmd_fp8_analyze(argc - 1, argv + 1);
-    fprintf(stderr, "dsv3 fp8: unknown subcommand '%s' (study, bench, analyze)\n", argv[1]);
+    fprintf(stderr, "dsv3 fp8: unknown subcommand %s (study, bench, analyze)\n", ds_quote(argv[1]));
     return 2;
 }
 DS_COMMAND("fp8", "FP8 tools: accumulation study, GEMM bench, weight analysis", cmd_fp8)

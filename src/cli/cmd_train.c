@@ -58,12 +58,12 @@ static int run(int argc, char **argv) {
     if (!strcmp(precision, "fp32")) o.precision = DS_PREC_FP32;
     else if (!strcmp(precision, "bf16")) o.precision = DS_PREC_BF16;
     else if (!strcmp(precision, "fp8")) o.precision = DS_PREC_FP8;
-    else ds_cli_usage_error("train", "--precision: expected fp32, bf16 or fp8, got '%s'", precision);
+    else ds_cli_usage_error("train", "--precision: expected fp32, bf16 or fp8, got %s", ds_quote(precision));
     if (cache && o.precision != DS_PREC_FP8) ds_cli_usage_error("train", "--fp8-cache needs --precision fp8");
     if (!strcmp(balance, "aux-free")) o.balance = DS_TRAIN_AUX_FREE;
     else if (!strcmp(balance, "aux-loss")) o.balance = DS_TRAIN_AUX_LOSS;
     else if (!strcmp(balance, "none")) o.balance = DS_TRAIN_BAL_NONE;
-    else ds_cli_usage_error("train", "--balance: expected aux-free, aux-loss or none, got '%s'", balance);
+    else ds_cli_usage_error("train", "--balance: expected aux-free, aux-loss or none, got %s", ds_quote(balance));
     if (steps < 0 || tokens < 0 || o.minutes < 0 || batch <= 0 || seq <= 1 || accum <= 0 || keep < 0)
         ds_cli_usage_error("train", "budgets must be >= 0, --batch/--grad-accum > 0, --seq > 1");
     if (o.gamma < 0 || o.mtp_lambda < 0 || o.seq_alpha < 0 || o.lr <= 0 || o.min_lr < 0)

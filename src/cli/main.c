@@ -90,14 +90,14 @@ int main(int argc, char **argv) {
             i++;
             continue;
         }
-        fprintf(stderr, "dsv3: unknown option '%s'\n", a);
+        fprintf(stderr, "dsv3: unknown option %s\n", ds_quote(a));
         usage(stderr);
         return 2;
     }
     if (i >= argc) { usage(stderr); return 2; }
     for (int c = 0; c < g_ncmds; c++)
         if (!strcmp(argv[i], g_cmds[c].name)) return g_cmds[c].fn(argc - i, argv + i);
-    fprintf(stderr, "dsv3: unknown command '%s'\n", argv[i]);
+    fprintf(stderr, "dsv3: unknown command %s\n", ds_quote(argv[i]));
     usage(stderr);
     return 2;
 }

@@ -12,7 +12,6 @@
 #include "io/json.h"
 #include "eval/eval.h"
 #include "base/base.h"
-#include "base/quote.h"
 
 #include <cJSON.h>
 #include <ctype.h>

@@ -87,7 +87,7 @@ static void file_free(ds_st_file *f) {
 
 /* ---- header parsing ------------------------------------------------------------ */
 static int parse_tensor(ds_st_file *f, ds_st_tensor *t, const cJSON *v, const char *base, size_t data_size) {
-    const char *P = f->path, *name = t->name;
+    const char *P = f->path, *name = ds_esc(t->name); /* from the file */
     if (!cJSON_IsObject(v)) return ds_err("%s: %s: expected an object, got %s", P, name, ds_json_type_name(v));
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(v, "shape");
@@ -95,7 +95,7 @@ static int parse_tensor(ds_st_file *f, ds_st_tensor *t, const cJSON *v, const ch
     if (!dt) return ds_err("%s: %s: dtype: missing", P, name);
     if (!cJSON_IsString(dt)) return ds_err("%s: %s: dtype: expected a string, got %s", P, name, ds_json_type_name(dt));
     int d = ds_dtype_from_st_name(dt->valuestring);
-    if (d < 0) return ds_err("%s: %s: unknown dtype \"%.40s\"", P, name, dt->valuestring);
+    if (d < 0) return ds_err("%s: %s: unknown dtype %s", P, name, ds_dquote(dt->valuestring));
     t->dtype = (ds_dtype)d;
     if (!sh) return ds_err("%s: %s: shape: missing", P, name);
     if (!cJSON_IsArray(sh)) return ds_err("%s: %s: shape: expected an array, got %s", P, name, ds_json_type_name(sh));
@@ -158,7 +158,7 @@ static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *ba
             f->meta_vals = ds_calloc((size_t)(m ? m : 1), sizeof(char *));
             for (const cJSON *kv = it->child; kv; kv = kv->next) {
                 if (!cJSON_IsString(kv)) {
-                    rc = ds_err("%s: __metadata__: %s: expected a string, got %s", P, kv->string, ds_json_type_name(kv));
+                    rc = ds_err("%s: __metadata__: %s: expected a string, got %s", P, ds_esc(kv->string), ds_json_type_name(kv));
                     break;
                 }
                 f->meta_keys[f->n_meta] = ds_strdup(kv->string);
@@ -178,7 +178,7 @@ static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *ba
     qsort(f->tensors, (size_t)f->n, sizeof *f->tensors, cmp_tensor_name);
     for (int64_t i = 1; i < f->n; i++)
         if (!strcmp(f->tensors[i].name, f->tensors[i - 1].name))
-            return ds_err("%s: tensor \"%s\" appears twice in the header", P, f->tensors[i].name);
+            return ds_err("%s: tensor %s appears twice in the header", P, ds_dquote(f->tensors[i].name));
     /* no overlap: sort by start, each must begin at or after the previous end */
     if (f->n > 1) {
         const ds_st_tensor **by = ds_malloc((size_t)f->n * sizeof *by);
@@ -187,8 +187,8 @@ static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *ba
         for (int64_t i = 1; i < f->n; i++) {
             const ds_st_tensor *a = by[i - 1], *b = by[i];
             if (a->nbytes && b->nbytes && (const char *)b->data < (const char *)a->data + a->nbytes) {
-                ds_err("%s: tensors \"%s\" and \"%s\" overlap (data_offsets [%lld, %lld] and [%lld, %lld])", P, a->name,
-                       b->name, (long long)((const char *)a->data - base),
+                ds_err("%s: tensors %s and %s overlap (data_offsets [%lld, %lld] and [%lld, %lld])", P, ds_dquote(a->name),
+                       ds_dquote(b->name), (long long)((const char *)a->data - base),
                        (long long)((const char *)a->data - base + (int64_t)a->nbytes),
                        (long long)((const char *)b->data - base),
                        (long long)((const char *)b->data - base + (int64_t)b->nbytes));
@@ -282,7 +282,7 @@ static int set_build_refs(ds_st_set *s) {
     qsort(s->refs, (size_t)s->nrefs, sizeof *s->refs, cmp_ref);
     for (int64_t i = 1; i < s->nrefs; i++)
         if (!strcmp(s->refs[i].t->name, s->refs[i - 1].t->name))
-            return ds_err("%s: tensor \"%s\" is also in %s", s->files[s->refs[i].file].path, s->refs[i].t->name,
+            return ds_err("%s: tensor %s is also in %s", s->files[s->refs[i].file].path, ds_dquote(s->refs[i].t->name),
                           s->files[s->refs[i - 1].file].path);
     return 0;
 }
@@ -311,10 +311,10 @@ static int set_open_index(ds_st_set *s, const char *dir, const char *ipath) {
     char **names = NULL;
     int nn = 0, cap = 0;
     for (const cJSON *it = rc ? NULL : wm->child; it; it = it->next) {
-        if (!cJSON_IsString(it)) { rc = ds_err("%s: weight_map: %s: expected a file name", ipath, it->string); break; }
+        if (!cJSON_IsString(it)) { rc = ds_err("%s: weight_map: %s: expected a file name", ipath, ds_esc(it->string)); break; }
         if (!shard_name_ok(it->valuestring)) {
-            rc = ds_err("%s: weight_map: %s: shard name \"%s\" must be a relative path inside the folder", ipath,
-                        it->string, it->valuestring);
+            rc = ds_err("%s: weight_map: %s: shard name %s must be a relative path inside the folder", ipath,
+                        ds_esc(it->string), ds_dquote(it->valuestring));
             break;
         }
         int k = 0;
@@ -330,7 +330,7 @@ static int set_open_index(ds_st_set *s, const char *dir, const char *ipath) {
         for (int k = 0; k < nn && !rc; k++) {
             char *p = ds_path_join(dir, names[k]);
             if (ds_st_open(&s->files[k], p) != 0) {
-                if (!ds_file_exists(p)) ds_err("%s: shard \"%s\" is missing (%s)", ipath, names[k], p);
+                if (!ds_file_exists(p)) ds_err("%s: shard %s is missing (%s)", ipath, ds_dquote(names[k]), ds_esc(p));
                 rc = -1;
             } else {
                 s->nfiles++;
@@ -343,7 +343,7 @@ static int set_open_index(ds_st_set *s, const char *dir, const char *ipath) {
         int k = 0;
         for (; k < nn; k++) if (!strcmp(names[k], it->valuestring)) break;
         if (!ds_st_find(&s->files[k], it->string)) {
-            rc = ds_err("%s: tensor \"%s\" is not in shard %s as the index says", ipath, it->string, names[k]);
+            rc = ds_err("%s: tensor %s is not in shard %s as the index says", ipath, ds_dquote(it->string), ds_esc(names[k]));
             break;
         }
     }
@@ -639,7 +639,7 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         if (!t->name || !t->name[0]) { rc = ds_err("%s: tensor %lld has no name", path, (long long)i); break; }
         size_t bad;
         if (!ds_utf8_valid((const unsigned char *)t->name, strlen(t->name), &bad))
-            rc = ds_err("%s: tensor name \"%s\" is not valid UTF-8", path, t->name);
+            rc = ds_err("%s: tensor name %s is not valid UTF-8", path, ds_dquote(t->name));
         else if (!strcmp(t->name, "__metadata__")) rc = ds_err("%s: \"__metadata__\" is not a tensor name", path);
         else if ((unsigned)t->dtype >= DS_DTYPE_COUNT) rc = ds_err("%s: %s: invalid dtype", path, t->name);
         else if (t->ndim < 0 || t->ndim > DS_ST_MAX_DIMS)
@@ -657,7 +657,7 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         for (int64_t i = 0; i < n; i++) keys[i] = (entry_key){dtype_rank(e[i].dtype), e[i].name, i};
         qsort(keys, (size_t)n, sizeof *keys, cmp_key_name);
         for (int64_t i = 1; i < n && !rc; i++)
-            if (!strcmp(keys[i].name, keys[i - 1].name)) rc = ds_err("%s: tensor \"%s\" given twice", path, keys[i].name);
+            if (!strcmp(keys[i].name, keys[i - 1].name)) rc = ds_err("%s: tensor %s given twice", path, ds_dquote(keys[i].name));
         qsort(keys, (size_t)n, sizeof *keys, cmp_key_order);
         for (int64_t i = 0; i < n; i++) ord[i] = keys[i].idx;
         free(keys);
@@ -665,7 +665,7 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
     int64_t nmeta = 0;
     if (!rc && meta) {
         while (meta[2 * nmeta]) {
-            if (!meta[2 * nmeta + 1]) { rc = ds_err("%s: metadata key \"%s\" has no value", path, meta[2 * nmeta]); break; }
+            if (!meta[2 * nmeta + 1]) { rc = ds_err("%s: metadata key %s has no value", path, ds_dquote(meta[2 * nmeta])); break; }
             nmeta++;
         }
     }
@@ -757,7 +757,7 @@ int ds_st_write_model(const char *dir, const ds_st_entry *e, int64_t n, const ch
             char nm[256];
             snprintf(nm, sizeof nm, "%s", by[i]->name);
             free(by); free(nb);
-            return ds_err("%s: tensor \"%s\" given twice", dir, nm);
+            return ds_err("%s: tensor %s given twice", dir, ds_dquote(nm));
         }
     int64_t total_bytes = 0, total_params = 0;
     for (int64_t i = 0; i < n; i++) {

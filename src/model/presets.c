@@ -81,7 +81,7 @@ int ds_preset(ds_config *c, const char *name) {
         c->max_position_embeddings = 4096;
         return 0;
     }
-    return ds_err("unknown preset '%s' (known: %s)", name, ds_preset_names());
+    return ds_err("unknown preset %s (known: %s)", ds_quote(name), ds_preset_names());
 }
 
 const char *ds_preset_names(void) { return "tiny, small"; }

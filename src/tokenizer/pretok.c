@@ -23,7 +23,6 @@
 #define _GNU_SOURCE
 #include "tokenizer/tok_internal.h"
 #include "base/base.h"
-#include "base/quote.h"
 
 #include <cJSON.h>
 #include <pthread.h>

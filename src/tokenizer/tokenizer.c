@@ -6,7 +6,6 @@
  */
 #include "tokenizer/tok_internal.h"
 #include "base/base.h"
-#include "base/quote.h"
 #include "io/json.h"
 
 #include <cJSON.h>
