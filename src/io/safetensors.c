@@ -456,7 +456,7 @@ static void fp8_table(ds_dtype d, float lut[256]) {
 }
 
 int ds_st_to_f32(const ds_st_tensor *t, float *out) {
-    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", t->name);
+    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", ds_esc(t->name));
     const unsigned char *p = t->data;
     const ds_dtype d = t->dtype;
     const int64_t n = t->numel;
@@ -484,19 +484,19 @@ int ds_st_to_f32(const ds_st_tensor *t, float *out) {
 
 /* The scalar reference of ds_st_to_f32 (for tests). */
 int ds_st_to_f32_ref(const ds_st_tensor *t, float *out) {
-    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", t->name);
+    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", ds_esc(t->name));
     for (int64_t i = 0; i < t->numel; i++) out[i] = elem_f32(t->dtype, t->data, i);
     return 0;
 }
 
 int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *s, int64_t bs0, int64_t bs1, float *out) {
     if (w->dtype != DS_F8_E4M3 && w->dtype != DS_F8_E5M2)
-        return ds_err("%s: expected an F8_E4M3 or F8_E5M2 weight for block dequantization, got %s", w->name,
+        return ds_err("%s: expected an F8_E4M3 or F8_E5M2 weight for block dequantization, got %s", ds_esc(w->name),
                       ds_dtype_table[w->dtype].st_name);
-    if (w->ndim != 2) return ds_err("%s: block-scaled F8 weight must be 2-D, got %d dimensions", w->name, w->ndim);
-    if (bs0 < 1 || bs1 < 1) return ds_err("%s: block size %lldx%lld is not positive", w->name, (long long)bs0, (long long)bs1);
+    if (w->ndim != 2) return ds_err("%s: block-scaled F8 weight must be 2-D, got %d dimensions", ds_esc(w->name), w->ndim);
+    if (bs0 < 1 || bs1 < 1) return ds_err("%s: block size %lldx%lld is not positive", ds_esc(w->name), (long long)bs0, (long long)bs1);
     if (!ds_dtype_table[s->dtype].is_float)
-        return ds_err("%s: scale must be a float tensor, got %s", s->name, ds_dtype_table[s->dtype].st_name);
+        return ds_err("%s: scale must be a float tensor, got %s", ds_esc(s->name), ds_dtype_table[s->dtype].st_name);
     int64_t M = w->shape[0], N = w->shape[1];
     int64_t sm = ds_ceil_div(M, bs0), sn = ds_ceil_div(N, bs1);
     if (s->ndim != 2 || s->shape[0] != sm || s->shape[1] != sn) {
@@ -504,7 +504,7 @@ int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *s, int64_
         shape_str(a, sizeof a, s->ndim, s->shape);
         int64_t want[2] = {sm, sn};
         shape_str(b, sizeof b, 2, want);
-        return ds_err("%s: shape %s, expected %s for weight %s [%lld, %lld] in %lldx%lld blocks", s->name, a, b, w->name,
+        return ds_err("%s: shape %s, expected %s for weight %s [%lld, %lld] in %lldx%lld blocks", ds_esc(s->name), a, b, ds_esc(w->name),
                       (long long)M, (long long)N, (long long)bs0, (long long)bs1);
     }
     const unsigned char *q = w->data;
@@ -641,15 +641,15 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         if (!ds_utf8_valid((const unsigned char *)t->name, strlen(t->name), &bad))
             rc = ds_err("%s: tensor name %s is not valid UTF-8", path, ds_dquote(t->name));
         else if (!strcmp(t->name, "__metadata__")) rc = ds_err("%s: \"__metadata__\" is not a tensor name", path);
-        else if ((unsigned)t->dtype >= DS_DTYPE_COUNT) rc = ds_err("%s: %s: invalid dtype", path, t->name);
+        else if ((unsigned)t->dtype >= DS_DTYPE_COUNT) rc = ds_err("%s: %s: invalid dtype", path, ds_esc(t->name));
         else if (t->ndim < 0 || t->ndim > DS_ST_MAX_DIMS)
-            rc = ds_err("%s: %s: %d dimensions (0 to %d)", path, t->name, t->ndim, DS_ST_MAX_DIMS);
+            rc = ds_err("%s: %s: %d dimensions (0 to %d)", path, ds_esc(t->name), t->ndim, DS_ST_MAX_DIMS);
         else {
             int64_t numel;
             if (shape_bytes(t->ndim, t->shape, ds_dtype_table[t->dtype].size, &numel, &nbytes[i]) != 0)
-                rc = ds_err("%s: %s: shape is negative or overflows", path, t->name);
+                rc = ds_err("%s: %s: shape is negative or overflows", path, ds_esc(t->name));
             else if (nbytes[i] && !t->data)
-                rc = ds_err("%s: %s: no data", path, t->name);
+                rc = ds_err("%s: %s: no data", path, ds_esc(t->name));
         }
     }
     if (!rc && n > 1) {
