@@ -558,8 +558,8 @@ TEST(tokenizer_classes_match_oniguruma) {
     cJSON *root = cJSON_Parse(js);
     const char *keys[7] = {"L", "M", "N", "P", "S", "s", "Nd"};
     const int tbits[7] = {DS_UC_L, DS_UC_M, DS_UC_N, DS_UC_P, DS_UC_S, DS_UC_WS, DS_UC_ND};
-    const char *pats[7] = {"\\p{L}", "\\p{M}", "\\p{N}", "\\p{P}", "\\p{S}", "\\s", "\\p{Nd}"};
-    const char *npats[7] = {"[^\\p{L}]", "\\P{M}", "[^\\p{N}x]", "\\p{^P}", "[\\P{S}]", "\\S", "[^\\p{Nd}]"};
+    const char *pats[7] = {"\\p{L}", "\\p{M}", "\\p{N}", "\\p{P}", "\\p{S}", "\\s", "\\d"};
+    const char *npats[7] = {"[^\\p{L}]", "\\P{M}", "[^\\p{N}x]", "\\p{^P}", "[\\P{S}]", "\\S", "[\\D]"};
     cJSON *inv[7];
     pcre2_code *re[7], *nre[7];
     for (int k = 0; k < 7; k++) {

@@ -9,6 +9,7 @@
  * dialect differs from PCRE2 the pattern is translated (ds_tok_regex_compile):
  *   \s \S   Oniguruma: [\t-\r\x85\p{Z}]; PCRE2's \s also has U+180E
  *   \w      Oniguruma: letters, marks, decimal digits, connector punctuation
+ *   \d \D   Oniguruma: \p{Nd} (Unicode 16.0, below)
  *   \p{L} \p{M} \p{N} \p{P} \p{S} \p{Nd} (and \P, \p{^..})
  *           explicit code point ranges from ucat_tables.h: tokenizers' Oniguruma
  *           has Unicode 16.0's categories, PCRE2 10.42 has 14.0's
@@ -74,6 +75,7 @@ static int cls_index(const char *name, size_t n) {
         if (strlen(names[k]) == n && !memcmp(names[k], name, n)) return k;
     return -1;
 }
+#define ND_K 5
 #define WORD_K 6
 
 static void put_class(ds_tok_sbuf *b, int in_class, int k, int neg, const char *extra) {
@@ -98,6 +100,8 @@ static char *translate_regex(const char *p, size_t n) {
                 else ds_tok_sbuf_puts(&b, "[^" WS_CLASS "]");
                 break;
             case 'w': put_class(&b, in_class, WORD_K, 0, "\\p{Pc}"); break;
+            case 'd': put_class(&b, in_class, ND_K, 0, NULL); break;
+            case 'D': put_class(&b, in_class, ND_K, 1, NULL); break;
             case 'p':
             case 'P': {
                 /* \pL, \p{L}, \p{^L}, \P{L} */
