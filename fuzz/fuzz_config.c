@@ -8,6 +8,7 @@
 
 #include "base/base.h"
 #include "model/config.h"
+#include "fuzz_msg.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -25,8 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int64_t l = 0; l < 4; l++) (void)ds_config_layer_is_moe(&c, l);
         free(a);
         free(b);
-    } else if (strncmp(ds_errmsg(), "config.json: ", 13) != 0) {
-        abort(); /* every message names the file */
+    } else {
+        if (strncmp(ds_errmsg(), "config.json: ", 13) != 0) abort(); /* every message names the file */
+        ds_fuzz_check_msg(ds_errmsg());
     }
     free(text);
     return 0;

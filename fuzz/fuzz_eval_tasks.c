@@ -4,6 +4,7 @@
  * Any input must give documents or a clean error, never a crash or a leak. */
 #include "eval/eval.h"
 #include "base/base.h"
+#include "fuzz_msg.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (ds_task_parse_spec(&t, specs[s], NULL) == 0) {
                 FILE *keep = stderr;
                 stderr = fopen("/dev/null", "w"); /* skip-mode warnings */
-                ds_task_load_buffer(&t, buf, size, &o);
+                if (ds_task_load_buffer(&t, buf, size, &o) != 0) ds_fuzz_check_msg(ds_errmsg());
                 fclose(stderr);
                 stderr = keep;
             }

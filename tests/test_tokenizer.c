@@ -445,9 +445,11 @@ TEST(tokenizer_variants_match_hf) {
     free(vj);
 }
 
-/* NFC against Python's unicodedata (fixture): every character with a canonical
- * decomposition, and random decomposed / reordered / Hangul strings. */
-TEST(tokenizer_nfc_matches_unicodedata) {
+/* NFC against tokenizers' NFC normalizer (fixture): every character with a
+ * canonical decomposition or a combining class (Unicode 17.0's lists: tokenizers
+ * knows only 9.0's), random decomposed / reordered / Hangul strings, and the
+ * Unicode 15/16/17 texts. */
+TEST(tokenizer_nfc_matches_hf) {
     size_t n;
     char *js = ds_read_file(FIX "nfc_cases.json", &n);
     CHECK(js != NULL);
@@ -538,14 +540,38 @@ TEST(tokenizer_deepseek_save_load) {
     free(p);
 }
 
-/* The class table of the fast matcher equals PCRE2's classes (with dsv3's \s
- * translation) on every codepoint. */
-TEST(tokenizer_fast_classes_match_pcre2) {
-    const char *pats[6] = {"\\p{L}", "\\p{M}", "\\p{N}", "\\p{P}", "\\p{S}", "\\s"};
-    pcre2_code *re[6];
-    for (int k = 0; k < 6; k++) re[k] = ds_tok_regex_compile(pats[k], strlen(pats[k]), "test");
+/* The class table (ucat_tables.h) and the translated regex classes of the
+ * PCRE2 path both equal the classes of tokenizers' own regex engine
+ * (ucat_oniguruma.json: inversion lists of \p{L} \p{M} \p{N} \p{P} \p{S}
+ * \p{Nd} \s, asked of tokenizers) on every codepoint. */
+static int inv_has(const cJSON *inv, uint32_t cp, int *pos) {
+    /* inv is sorted and cp only increases: advance *pos */
+    int n = cJSON_GetArraySize(inv);
+    while (*pos < n && (uint32_t)cJSON_GetArrayItem(inv, *pos)->valuedouble <= cp) (*pos)++;
+    return *pos & 1;
+}
+TEST(tokenizer_classes_match_oniguruma) {
+    size_t jn;
+    char *js = ds_read_file(FIX "ucat_oniguruma.json", &jn);
+    CHECK(js != NULL);
+    if (!js) return;
+    cJSON *root = cJSON_Parse(js);
+    const char *keys[7] = {"L", "M", "N", "P", "S", "s", "Nd"};
+    const int tbits[7] = {DS_UC_L, DS_UC_M, DS_UC_N, DS_UC_P, DS_UC_S, DS_UC_WS, DS_UC_ND};
+    const char *pats[7] = {"\\p{L}", "\\p{M}", "\\p{N}", "\\p{P}", "\\p{S}", "\\s", "\\d"};
+    const char *npats[7] = {"[^\\p{L}]", "\\P{M}", "[^\\p{N}x]", "\\p{^P}", "[\\P{S}]", "\\S", "[\\D]"};
+    cJSON *inv[7];
+    pcre2_code *re[7], *nre[7];
+    for (int k = 0; k < 7; k++) {
+        inv[k] = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
+        CHECK(cJSON_IsArray(inv[k]) && cJSON_GetArraySize(inv[k]) > 2);
+        re[k] = ds_tok_regex_compile(pats[k], strlen(pats[k]), "test");
+        nre[k] = ds_tok_regex_compile(npats[k], strlen(npats[k]), "test");
+        CHECK(re[k] && nre[k]);
+    }
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-    int64_t bad = 0;
+    int pos[7] = {0};
+    int64_t bad = 0, nnew = 0;
     for (uint32_t cp = 0; cp <= 0x10FFFF; cp++) {
         if (cp >= 0xD800 && cp <= 0xDFFF) continue;
         unsigned char u[4];
@@ -559,14 +585,29 @@ TEST(tokenizer_fast_classes_match_pcre2) {
             u[0] = (unsigned char)(0xF0 | (cp >> 18)); u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
             u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (unsigned char)(0x80 | (cp & 0x3F)); n = 4;
         }
-        int bits = ds_tok_ucat_bits(cp), want = 0;
-        for (int k = 0; k < 6; k++)
-            if (pcre2_match(re[k], u, n, 0, PCRE2_ANCHORED, md, NULL) >= 0) want |= 1 << k;
-        if (bits != want && bad++ < 5) fprintf(stderr, "  U+%04X: table %#x, PCRE2 %#x\n", cp, bits, want);
+        int bits = ds_tok_ucat_bits(cp);
+        for (int k = 0; k < 7; k++) {
+            int want = inv_has(inv[k], cp, &pos[k]);
+            int tab = (bits & tbits[k]) != 0;
+            int rx = pcre2_match(re[k], u, n, 0, PCRE2_ANCHORED, md, NULL) >= 0;
+            int nrx = pcre2_match(nre[k], u, n, 0, PCRE2_ANCHORED, md, NULL) >= 0;
+            if (k == 2 && cp == 'x') nrx = !want; /* [^\p{N}x] leaves x out */
+            if (tab != want || rx != want || nrx == want) {
+                if (bad++ < 8)
+                    fprintf(stderr, "  U+%04X %s: tokenizers %d, table %d, regex %d, negated %d\n", cp, keys[k], want, tab, rx, nrx);
+            }
+        }
+        nnew += cp >= 0x10D40 && cp <= 0x10D49 && (bits & DS_UC_ND); /* Garay digits, Unicode 16.0 */
     }
-    CHECK_MSG(bad == 0, "%lld codepoints differ", (long long)bad);
-    for (int k = 0; k < 6; k++) pcre2_code_free(re[k]);
+    CHECK_MSG(bad == 0, "%lld class memberships differ", (long long)bad);
+    CHECK(nnew == 10);
+    for (int k = 0; k < 7; k++) {
+        pcre2_code_free(re[k]);
+        pcre2_code_free(nre[k]);
+    }
     pcre2_match_data_free(md);
+    cJSON_Delete(root);
+    free(js);
 }
 
 typedef struct { int64_t *v; int64_t n, cap; const char *base; } pieces_t;

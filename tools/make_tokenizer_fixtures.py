@@ -18,14 +18,22 @@ Writes:
                             patch ("pre_tokenizer", "added_tokens") and the ids of the short texts
   cases_byte_fallback.json  a non-byte-level BPE (chars, trained here) with <0xXX> tokens: byte_fallback
                             on, and off with unk + fuse_unk; the whole tokenizer.json and ids
-  nfc_cases.json            NFC (Python unicodedata, Unicode 14) of decomposed/mixed strings and of
-                            every character with a canonical decomposition
+  nfc_cases.json            NFC (tokenizers' normalizers.NFC) of decomposed/mixed strings, of every
+                            character with a canonical decomposition and of every combining mark
+                            (Unicode 17.0's lists), and of the Unicode 15/16/17 texts
+  ucat_oniguruma.json       which codepoints tokenizers' regex engine puts in \p{L} \p{M} \p{N} \p{P}
+                            \p{S} \p{Nd} \s (inversion lists), and the Unicode version they equal
   train_ts1000_gpt2.json    BpeTrainer merges: TinyShakespeare, vocab 1000, GPT-2 pre-tokenizer
   train_ts8000_dsv3.json    BpeTrainer merges: TinyShakespeare, vocab 8000, DeepSeek-V3 pre-tokenizer
 Each cases file: [{"name", "text" | ("file", "off", "len"), "ids", ["ids_special"]}].
 Text slices of shared corpora are stored by offset to keep the fixtures small.
+
+The Unicode 15.0 / 15.1 / 16.0 / 17.0 texts and the version probe need the unicodedata2
+package at those versions, each in its own folder:
+    for v in 15.0.0 15.1.0 16.0.0 17.0.0; do pip install --target /tmp/ud2-$v unicodedata2==$v; done
+(UD2_DIR=/tmp/ud2- is the prefix).
 """
-import json, os, sys, random, unicodedata
+import importlib, json, os, sys, random, unicodedata
 
 from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders, processors, trainers
 import tiktoken
@@ -46,6 +54,132 @@ DSV3_SPLITS = [
     "[一-龥぀-ゟ゠-ヿ]+",
     "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
 ]
+
+UD2_DIR = os.environ.get("UD2_DIR", "/tmp/ud2-")
+_UCD = {}
+
+
+def ucd(version):
+    """unicodedata2 at `version` (from UD2_DIR + version), or Python's own unicodedata"""
+    if version == unicodedata.unidata_version:
+        return unicodedata
+    if version not in _UCD:
+        sys.path.insert(0, UD2_DIR + version)
+        for m in [m for m in sys.modules if m.startswith("unicodedata2")]:
+            del sys.modules[m]
+        mod = importlib.import_module("unicodedata2")
+        sys.path.pop(0)
+        if mod.unidata_version != version:
+            sys.exit("need unicodedata2==%s in %s%s (found %s)" % (version, UD2_DIR, version, mod.unidata_version))
+        _UCD[version] = mod
+    return _UCD[version]
+
+
+def new_in(version, prev, lo, hi):
+    """codepoints of [lo, hi] assigned in `version` but not in `prev`, by category"""
+    a, b = ucd(version), ucd(prev)
+    out = {}
+    for c in range(lo, hi + 1):
+        if b.category(chr(c)) == "Cn" and a.category(chr(c)) != "Cn":
+            out.setdefault(a.category(chr(c))[0] if a.category(chr(c)) != "Nd" else "Nd", []).append(chr(c))
+    return out
+
+
+def script_text(label, version, prev, lo, hi, rnd):
+    """words of the letters and marks of a block new in `version`, its digits and punctuation,
+    between ASCII words, spaces, newlines and Latin punctuation"""
+    g = new_in(version, prev, lo, hi)
+    letters, marks = g.get("L", []), g.get("M", [])
+    parts = [label + ":"]
+    for k in range(24):
+        w = []
+        for _ in range(rnd.randint(1, 6)):
+            if letters:
+                w.append(rnd.choice(letters))
+            if marks and rnd.random() < 0.4:
+                w.append(rnd.choice(marks))
+        if marks and rnd.random() < 0.15:
+            w.insert(0, rnd.choice(marks))  # a mark after a space or at the start
+        parts.append("".join(w))
+        r = rnd.random()
+        if r < 0.2 and g.get("Nd"):
+            parts.append("".join(rnd.choice(g["Nd"]) for _ in range(rnd.randint(1, 5))))
+        elif r < 0.3 and g.get("N"):
+            parts.append("".join(rnd.choice(g["N"]) for _ in range(rnd.randint(1, 4))))
+        elif r < 0.45 and g.get("P"):
+            parts[-1] += rnd.choice(g["P"])
+        elif r < 0.55 and g.get("S"):
+            parts.append(rnd.choice(g["S"]) * rnd.randint(1, 3))
+        elif r < 0.65:
+            parts[-1] += rnd.choice([",", ".", "!", "'s", "\n", "-x", "12", "\u00a0"])
+        elif r < 0.75:
+            parts.append(rnd.choice(["the", "word", "42", "(a)"]))
+    return " ".join(parts)
+
+
+def compositions_new_in(version, prev):
+    """canonical pairs whose composite is new in `version`, as decomposed and composed text"""
+    a, b = ucd(version), ucd(prev)
+    out = []
+    for c in range(0x80, 0x30000):
+        ch = chr(c)
+        if b.category(ch) != "Cn" or a.category(ch) == "Cn":
+            continue
+        d = a.decomposition(ch)
+        if d and not d.startswith("<") and len(d.split()) == 2:
+            out.append(a.normalize("NFD", ch) + " " + ch)
+    return " ".join(out)
+
+
+def unicode_new_texts():
+    """texts with characters added in Unicode 15.0, 15.1, 16.0 and 17.0"""
+    rnd = random.Random(1515)
+    t = [
+        ("unicode15_0_kawi", script_text("Kawi", "15.0.0", "14.0.0", 0x11F00, 0x11F5F, rnd)),
+        ("unicode15_0_nag_mundari", script_text("Nag Mundari", "15.0.0", "14.0.0", 0x1E4D0, 0x1E4FF, rnd)),
+        ("unicode15_0_misc", script_text("Kaktovik", "15.0.0", "14.0.0", 0x1D2C0, 0x1D2DF, rnd) + " "
+         + script_text("Cyrillic Ext-D", "15.0.0", "14.0.0", 0x1E030, 0x1E08F, rnd) + " "
+         + script_text("Devanagari Ext-A", "15.0.0", "14.0.0", 0x11B00, 0x11B5F, rnd)
+         + " \u0cf3\u0cb8\u0cf3 \u0ece\u0e81\u0ece \U00031350\U00031351\U000323af \U00010efd\u0628\U00010eff"),
+        ("unicode15_1_cjk_ext_i", "CJK I: " + "".join(chr(c) for c in range(0x2EBF0, 0x2EC10)) + " \u4e2d\U0002ebf0\u6587 "
+         + "\u2ffc\u2ffd\u2ffe\u2fff\u31ef \u2ffc\u4e00\u4e8c 1\U0002ee5d2"),
+        ("unicode16_0_garay", script_text("Garay", "16.0.0", "15.1.0", 0x10D40, 0x10D8F, rnd)),
+        ("unicode16_0_todhri", script_text("Todhri", "16.0.0", "15.1.0", 0x105C0, 0x105FF, rnd)),
+        ("unicode16_0_kirat_rai", script_text("Kirat Rai", "16.0.0", "15.1.0", 0x16D40, 0x16D7F, rnd)),
+        ("unicode16_0_tulu_tigalari", script_text("Tulu-Tigalari", "16.0.0", "15.1.0", 0x11380, 0x113FF, rnd)),
+        ("unicode16_0_gurung_khema", script_text("Gurung Khema", "16.0.0", "15.1.0", 0x16100, 0x1613F, rnd)),
+        ("unicode16_0_misc", script_text("Sunuwar", "16.0.0", "15.1.0", 0x11BC0, 0x11BFF, rnd) + " "
+         + script_text("Ol Onal", "16.0.0", "15.1.0", 0x1E5D0, 0x1E5FF, rnd) + " "
+         + script_text("Myanmar Ext-C", "16.0.0", "15.1.0", 0x116D0, 0x116FF, rnd) + " "
+         + script_text("Legacy Computing", "16.0.0", "15.1.0", 0x1CC00, 0x1CEBF, rnd)
+         + " \u0897\u0628 \u1c89\u1c8a \u1c89x \ua7cb\ua7cc\ua7cd\ua7da\ua7db\ua7dc \u2427\u2428\u2429 a\u2427b"
+         + " \U00013460\U00013461 \U0001ccf0\U0001ccf9"),
+        ("unicode16_0_compositions", compositions_new_in("16.0.0", "15.1.0")),
+        ("unicode17_0", script_text("Sidetic", "17.0.0", "16.0.0", 0x10940, 0x1095F, rnd) + " "
+         + script_text("Tolong Siki", "17.0.0", "16.0.0", 0x11DB0, 0x11DEF, rnd) + " "
+         + script_text("Beria Erfe", "17.0.0", "16.0.0", 0x16EA0, 0x16EDF, rnd) + " \u20c1100 \u0c5c\u0cdc"),
+    ]
+    # codepoints whose category differs between Unicode 14.0 and 16.0 or 17.0 (all of the
+    # non-Lo ones, every 8th Lo), so that a table of the wrong version fails
+    u14, u16, u17 = ucd("14.0.0"), ucd("16.0.0"), ucd("17.0.0")
+    ch = [c for c in range(1, 0x110000) if not 0xD800 <= c < 0xE000
+          and (u14.category(chr(c)) != u16.category(chr(c)) or u14.category(chr(c)) != u17.category(chr(c)))]
+    ch = [c for i, c in enumerate(ch) if u17.category(chr(c)) != "Lo" or i % 8 == 0]
+    for i in range(0, len(ch), 2048):
+        s = []
+        for c in ch[i:i + 2048]:
+            k = rnd.random()
+            s.append(chr(c))
+            if k < 0.15:
+                s.append(" ")
+            elif k < 0.2:
+                s.append("a")
+            elif k < 0.23:
+                s.append("\n")
+            elif k < 0.26:
+                s.append("1")
+        t.append(("newcodepoints_%05x" % ch[i], "".join(s)))
+    return t
 
 
 def texts():
@@ -88,9 +222,8 @@ def texts():
         ("markdown", "# Title\n\n* item one\n* item two\n\n```python\nprint('x')\n```\n\n| a | b |\n|---|---|\n"),
     ]
     # every BMP codepoint class, in groups (catches \s, \p{L}, \p{N}, \p{P}, \p{S}, \p{M} differences).
-    # Codepoints unassigned in Unicode 14 (Python 3.11's tables, the same version as PCRE2 10.42's)
-    # are left out: tokenizers' Oniguruma knows a newer Unicode and classifies some of them
-    # (e.g. U+2427..U+2429, new in Unicode 16) differently.  A known, documented difference.
+    # Codepoints unassigned in Unicode 14 are left out here (they keep the fixtures of earlier
+    # releases unchanged); unicode_new_texts() covers those of 15.0 .. 17.0.
     rnd = random.Random(1234)
     def assigned(c):
         return unicodedata.category(chr(c)) not in ("Cn", "Cs")
@@ -116,7 +249,7 @@ def texts():
     alphabet = "ab c\n\t .,;!?'\"()[]{}0123456789xyz\r-_/\\#@ é中あ😀"
     for k in range(8):
         t.append(("soup_%d" % k, "".join(rnd.choice(alphabet) for _ in range(800))))
-    return t
+    return t + unicode_new_texts()
 
 
 def corpus_slices():
@@ -250,12 +383,62 @@ def nfc_strings():
             else:
                 sb.append(" ")
         out.append("".join(sb))
-    # every character that has a canonical decomposition, alone and decomposed
+    # every character that has a canonical decomposition (Unicode 14), alone and decomposed
     for cp in range(0xC0, 0x30000):
         c = chr(cp)
         if unicodedata.category(c) in ("Cn", "Cs") or not unicodedata.decomposition(c) or unicodedata.decomposition(c).startswith("<"):
             continue
         out.append(c + unicodedata.normalize("NFD", c) + "\u0301" + c)
+    return out
+
+
+def nfc_strings_new():
+    """the characters that Unicode 15.0 .. 17.0 gave a canonical decomposition or a combining
+    class (and every combining mark), composed and decomposed, and around U+0316 (class 220)
+    so that a wrong class reorders differently"""
+    u17 = ucd("17.0.0")
+    out = []
+    for cp in range(0x80, 0x110000):
+        c = chr(cp)
+        if 0xD800 <= cp < 0xE000:
+            continue
+        d = u17.decomposition(c)
+        if d and not d.startswith("<") and (unicodedata.category(c) == "Cn" or unicodedata.decomposition(c) != d):
+            out.append(c + " " + u17.normalize("NFD", c) + "\u0301")
+        if u17.combining(c):
+            out.append("a" + c + "\u0316 a\u0316" + c + " " + c + "\u0345")
+    return out
+
+
+def oniguruma_classes():
+    """inversion lists of the codepoints that tokenizers' regex engine (Oniguruma) matches with
+    \p{L} \p{M} \p{N} \p{P} \p{S} \p{Nd} \s, and which Unicode version's categories they equal"""
+    cps = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    allstr = "".join(chr(c) for c in cps)
+    pats = {"L": r"\p{L}", "M": r"\p{M}", "N": r"\p{N}", "P": r"\p{P}", "S": r"\p{S}", "Nd": r"\p{Nd}", "s": r"\s"}
+    sets = {}
+    for k, p in pats.items():
+        pieces = pre_tokenizers.Split(Regex(p), behavior="removed").pre_tokenize_str(allstr)
+        rest = set("".join(x for x, _ in pieces))
+        sets[k] = set(c for c in cps if chr(c) not in rest)
+    def expect(ud, k):
+        if k == "s":
+            return set(c for c in cps if 9 <= c <= 13 or c == 0x85 or ud.category(chr(c))[0] == "Z")
+        if k == "Nd":
+            return set(c for c in cps if ud.category(chr(c)) == "Nd")
+        return set(c for c in cps if ud.category(chr(c))[0] == k)
+    equal = [v for v in ["14.0.0", "15.0.0", "15.1.0", "16.0.0", "17.0.0"]
+             if all(expect(ucd(v), k) == sets[k] for k in pats)]
+    print("tokenizers' regex classes equal Unicode", equal, file=sys.stderr)
+    out = {"unicode": equal}
+    for k in pats:
+        inv, prev = [], False
+        for c in range(0x110001):
+            cur = c in sets[k]
+            if cur != prev:
+                inv.append(c)
+                prev = cur
+        out[k] = inv
     return out
 
 
@@ -281,7 +464,7 @@ def variants(base_path):
         "qwen2_style": P.Sequence([P.Split(Regex(QWEN2_PAT), behavior="isolated"),
                                    P.ByteLevel(add_prefix_space=False, use_regex=False)]),
     }
-    names = [n for n, _ in texts() if not n.startswith("codepoints") and not n.startswith("long")]
+    names = [n for n, _ in texts() if not n.startswith(("codepoints", "newcodepoints", "long"))]
     tx = dict(texts())
     extra = ["<mask> x <mask>", "a [R]   b [R]\nc", "cat concat cat_ cat. (cat)", "the cat sat", "  <mask>lead",
              "x<|end_of_text|>  y", "<mask><mask>[R][R]cat"]
@@ -333,7 +516,7 @@ def byte_fallback_tokenizers():
         tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=bf, fuse_unk=fuse))
         tok.pre_tokenizer = base.pre_tokenizer
         tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
-        cs = [t for n, t in texts() if not n.startswith("codepoints") and not n.startswith("long")]
+        cs = [t for n, t in texts() if not n.startswith(("codepoints", "newcodepoints", "long"))]
         out.append({"name": name, "tokenizer": json.loads(tok.to_str()),
                     "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in cs]})
     return out
@@ -367,7 +550,12 @@ def main():
                                                lambda s: l3.encode(s, add_special_tokens=True).ids))
     dump("cases_variants.json", variants(os.path.join(OUT, "llama3_style.json")))
     dump("cases_byte_fallback.json", byte_fallback_tokenizers())
-    dump("nfc_cases.json", [{"in": t, "out": unicodedata.normalize("NFC", t)} for t in nfc_strings()])
+    # NFC: tokenizers' normalizer is the oracle (its tables are older than Python's, see
+    # tools/gen_nfc_tables.py)
+    nfc = __import__("tokenizers").normalizers.NFC()
+    nts = nfc_strings() + nfc_strings_new() + [t for n, t in unicode_new_texts() if not n.startswith("newcodepoints")]
+    dump("nfc_cases.json", [{"in": t, "out": nfc.normalize_str(t)} for t in nts])
+    dump("ucat_oniguruma.json", oniguruma_classes())
     # trainer parity
     dump("train_ts1000_gpt2.json", train_merges(pre_tokenizers.ByteLevel(add_prefix_space=False), 1000, [TS], ["<|endoftext|>"]))
     dump("train_ts8000_dsv3.json", train_merges(dsv3_pretok(), 8000, [TS], ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"]))

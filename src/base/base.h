@@ -33,6 +33,8 @@ int ds_err(const char *fmt, ...) DS_PRINTF(1, 2);
 int ds_err_prefix(const char *fmt, ...) DS_PRINTF(1, 2);
 const char *ds_errmsg(void);
 void ds_err_clear(void);
+/* ds_quote(text): input echoed in a message, quoted and escaped (base/quote.h) */
+#include "base/quote.h"
 /* Print "dsv3: msg" to stderr and exit(code). */
 DS_NORETURN void ds_die(int code, const char *fmt, ...) DS_PRINTF(2, 3);
 

@@ -53,7 +53,7 @@ void ds_cli_check_choice(const char *cmd, const char *what, const char *word, co
     for (int i = 0; i < n && len < sizeof known; i++)
         if (cands[i]) len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", len ? ", " : "", cands[i]);
     ds_suggest_text(dym, sizeof dym, word, cands, n);
-    ds_cli_usage_error(cmd, "%s '%s'; %s%sknown: %s", what, word, dym, dym[0] ? " " : "", known);
+    ds_cli_usage_error(cmd, "%s %s; %s%sknown: %s", what, ds_quote(word), dym, dym[0] ? " " : "", known);
 }
 
 void ds_cli_check_config(const char *cmd, const char *config) {
@@ -91,7 +91,7 @@ static void check_range(const char *cmd, const ds_opt *o, double v, const char *
     fmt_bound(hi, sizeof hi, (o->check & DS_CHECK_MAX) ? o->max : INFINITY, is_int);
     int lo_open = !(o->check & DS_CHECK_MIN) || (o->check & DS_CHECK_MIN_OPEN);
     int hi_open = !(o->check & DS_CHECK_MAX) || (o->check & DS_CHECK_MAX_OPEN);
-    ds_cli_usage_error(cmd, "%s: got '%s'; allowed: %c%s, %s%c%s", o->name, val, lo_open ? '(' : '[', lo, hi,
+    ds_cli_usage_error(cmd, "%s: got %s; allowed: %c%s, %s%c%s", o->name, ds_quote(val), lo_open ? '(' : '[', lo, hi,
                        hi_open ? ')' : ']', is_int ? " (an integer)" : "");
 }
 
@@ -103,7 +103,7 @@ static void unknown_option(const char *cmd, const char *a, size_t klen, const ds
     snprintf(word, sizeof word, "%.*s", (int)(klen < 200 ? klen : 200), a);
     ds_suggest_text(dym, sizeof dym, word, names, nopts + 1);
     free(names);
-    ds_cli_usage_error(cmd, "unknown option '%s'%s%s", word, dym[0] ? "; " : "", dym);
+    ds_cli_usage_error(cmd, "unknown option %s%s%s", ds_quote(word), dym[0] ? "; " : "", dym);
 }
 
 void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
@@ -140,7 +140,7 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
                 long long v = strtoll(val, &end, 10);
                 if (!*val || *end || errno) {
                     if (o->check) check_range(cmd, o, NAN, val);
-                    ds_cli_usage_error(cmd, "option %s needs an integer, got '%s'", o->name, val);
+                    ds_cli_usage_error(cmd, "option %s needs an integer, got %s", o->name, ds_quote(val));
                 }
                 if (o->check) check_range(cmd, o, (double)v, val);
                 *(long long *)o->dst = v;
@@ -148,7 +148,7 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
             }
             case DS_OPT_FLOAT: {
                 double v = strtod(val, &end);
-                if (!*val || *end || errno) ds_cli_usage_error(cmd, "option %s needs a number, got '%s'", o->name, val);
+                if (!*val || *end || errno) ds_cli_usage_error(cmd, "option %s needs a number, got %s", o->name, ds_quote(val));
                 check_range(cmd, o, v, val);
                 *(double *)o->dst = v;
                 break;
@@ -164,7 +164,7 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
             }
             continue;
         }
-        if (np >= max_pos || !positional) ds_cli_usage_error(cmd, "unexpected argument '%s'", a);
+        if (np >= max_pos || !positional) ds_cli_usage_error(cmd, "unexpected argument %s", ds_quote(a));
         positional[np++] = a;
     }
     if (npos) *npos = np;

@@ -38,11 +38,11 @@ static int run(int argc, char **argv) {
     ds_cli_check_choice("bench-train", "--precision: unknown value", prec, precs, 3);
     long long B = 0, T = 0;
     if (sscanf(rnd, "%lld,%lld", &B, &T) != 2 || B <= 0 || T <= 0)
-        ds_cli_usage_error("bench-train", "--random: expected B,T (e.g. 1,256), got '%s'", rnd);
+        ds_cli_usage_error("bench-train", "--random: expected B,T (e.g. 1,256), got %s", ds_quote(rnd));
     if (iters <= 0) ds_cli_usage_error("bench-train", "--iters must be positive");
     int bf16 = !strcmp(prec, "bf16"), fp8 = !strcmp(prec, "fp8");
     if (!bf16 && !fp8 && strcmp(prec, "fp32"))
-        ds_cli_usage_error("bench-train", "--precision: fp32, bf16 or fp8, got '%s'", prec);
+        ds_cli_usage_error("bench-train", "--precision: fp32, bf16 or fp8, got %s", ds_quote(prec));
     if (cache && !fp8) ds_cli_usage_error("bench-train", "--fp8-cache needs --precision fp8");
     struct ds_ops ops;
     ds_train_ops(&ops, bf16 ? DS_PREC_BF16 : fp8 ? DS_PREC_FP8 : DS_PREC_FP32);

@@ -26,7 +26,7 @@ static int cmd_convert(int argc, char **argv) {
     int fmt = ds_ckpt_format_from_name(to);
     if (fmt < 0) ds_cli_check_choice("convert", "--to: unknown format", to, fmts, 3);
     if (scale_fmt && strcmp(scale_fmt, "ue8m0"))
-        ds_cli_usage_error("convert", "--scale-fmt: unknown '%s' (ue8m0, or leave it out for FP32 scales)", scale_fmt);
+        ds_cli_usage_error("convert", "--scale-fmt: unknown %s (ue8m0, or leave it out for FP32 scales)", ds_quote(scale_fmt));
     if (block < 1 || block > 65536) ds_cli_usage_error("convert", "--block must be in 1..65536");
     if (fmt != DS_CKPT_FP8 && (scale_fmt || block != 128))
         ds_cli_usage_error("convert", "--block and --scale-fmt apply to --to fp8 only");

@@ -360,7 +360,7 @@ static int prepare(int argc, char **argv) {
         ds_cli_usage_error("data prepare", "--tokenizer, --input and --out are required");
     int mode = !strcmp(docs, "file") ? DOCS_FILE : !strcmp(docs, "blank") ? DOCS_BLANK
              : !strcmp(docs, "line") ? DOCS_LINE : -1;
-    if (mode < 0) ds_cli_usage_error("data prepare", "--docs must be file, blank or line, not '%s'", docs);
+    if (mode < 0) ds_cli_usage_error("data prepare", "--docs must be file, blank or line, not %s", ds_quote(docs));
     if (!(valf >= 0 && valf < 1)) ds_cli_usage_error("data prepare", "--val-fraction must be in [0, 1)");
     if (!(splitp >= 0 && splitp <= 1)) ds_cli_usage_error("data prepare", "--split-prob must be in [0, 1]");
     if (shard_tokens < 1024) ds_cli_usage_error("data prepare", "--shard-tokens must be at least 1024");
@@ -393,7 +393,7 @@ static int prepare(int argc, char **argv) {
     p.train_opts = (ds_encode_opts){.allow_special = 0, .split_punct_nl_p = splitp, .seed = (uint64_t)seed};
     p.val_opts = (ds_encode_opts){.allow_special = 0};
     int rc = tj ? 0 : -1;
-    if (rc == 0 && p.sep < 0 && sep) rc = ds_err("%s: --sep '%s' is not a token of this tokenizer", tjpath, sep);
+    if (rc == 0 && p.sep < 0 && sep) rc = ds_err("%s: --sep %s is not a token of this tokenizer", tjpath, ds_quote(sep));
     else if (rc == 0 && p.sep < 0)
         rc = ds_err("%s: the tokenizer has no BOS, EOS or special token to separate documents (use --sep)", tjpath);
     strvec files = {0};
@@ -497,7 +497,7 @@ static int cmd_data(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "prepare")) return prepare(argc - 1, argv + 1);
-    fprintf(stderr, "dsv3 data: unknown subcommand '%s'\n", argv[1]);
+    fprintf(stderr, "dsv3 data: unknown subcommand %s\n", ds_quote(argv[1]));
     return 2;
 }
 

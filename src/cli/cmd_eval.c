@@ -81,7 +81,7 @@ static int run_eval(int argc, char **argv) {
     if (max_length < 0 || max_length > 16777216)
         ds_cli_usage_error("eval", "--max-length %lld is out of range (1..16777216, or 0 = the model's)", max_length);
     if (strcmp(on_error, "stop") && strcmp(on_error, "skip"))
-        ds_cli_usage_error("eval", "--on-error '%s': expected stop or skip", on_error);
+        ds_cli_usage_error("eval", "--on-error %s: expected stop or skip", ds_quote(on_error));
 
     char data_buf[4096];
     if (!data) {

@@ -58,8 +58,8 @@ static int read_ids(const char *path, int64_t V, int32_t **ids_out, int64_t *B_o
             if (end == q || (*end && *end != ' ' && *end != '\t' && *end != '\r')) {
                 char *tok_end = q;
                 while (*tok_end && *tok_end != ' ' && *tok_end != '\t' && *tok_end != '\r') tok_end++;
-                rc = ds_err("%s:%lld: '%.*s' is not a token id (integers separated by spaces)", path, (long long)line,
-                            (int)(tok_end - q > 32 ? 32 : tok_end - q), q);
+                rc = ds_err("%s:%lld: %s is not a token id (integers separated by spaces)", path, (long long)line,
+                            ds_quote_n(q, (size_t)(tok_end - q > 32 ? 32 : tok_end - q)));
                 break;
             }
             if (errno || v < 0 || v >= V) {
@@ -98,7 +98,7 @@ static int read_ids(const char *path, int64_t V, int32_t **ids_out, int64_t *B_o
 static int bench(const ds_model *m, const char *shape, long long iters, int mtp) {
     long long B = 0, T = 0;
     if (sscanf(shape, "%lld,%lld", &B, &T) != 2 || B <= 0 || T <= 0)
-        return ds_err("--random: expected B,T (e.g. 1,512), got '%s'", shape);
+        return ds_err("--random: expected B,T (e.g. 1,512), got %s", ds_quote(shape));
     ds_acts a;
     if (ds_acts_create(&a, m, B, T, mtp)) return -1;
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t));

@@ -87,7 +87,7 @@ static int study(int argc, char **argv) {
     ds_cli_parse("fp8 study", "[options]", argc, argv, opts, sizeof opts / sizeof *opts, NULL, 0, NULL);
     int64_t kv[64];
     int nk = parse_list(ks, kv, 64);
-    if (nk <= 0) ds_cli_usage_error("fp8 study", "--k needs a comma list of positive integers, got '%s'", ks);
+    if (nk <= 0) ds_cli_usage_error("fp8 study", "--k needs a comma list of positive integers, got %s", ds_quote(ks));
     if (m <= 0 || n <= 0 || m > 4096 || n > 4096) ds_cli_usage_error("fp8 study", "--m and --n must be in 1..4096");
     if (bits < 1 || bits > 40) ds_cli_usage_error("fp8 study", "--bits must be in 1..40");
     if (chunk < 1 || chunk > 256) ds_cli_usage_error("fp8 study", "--chunk must be in 1..256");
@@ -188,7 +188,7 @@ static int bench(int argc, char **argv) {
         snprintf(buf, sizeof buf, "%s", shapes);
         for (char *tok = strtok(buf, ";"); tok; tok = strtok(NULL, ";")) {
             if (ns >= 64 || parse_list(tok, sh[ns], 3) != 3)
-                ds_cli_usage_error("fp8 bench", "--shapes needs M,N,K[;M,N,K...], got '%s'", shapes);
+                ds_cli_usage_error("fp8 bench", "--shapes needs M,N,K[;M,N,K...], got %s", ds_quote(shapes));
             ns++;
         }
     } else {

@@ -77,7 +77,7 @@ static int parse_ids(const char *txt, int64_t V, int32_t **out, int64_t *n) {
         long long v = strtoll(p, &end, 10);
         if (end == p || errno) {
             free(ids);
-            return ds_err("--prompt: '%.20s' is not a token id (with --ids the prompt is integers)", p);
+            return ds_err("--prompt: %s is not a token id (with --ids the prompt is integers)", ds_quote_n(p, strnlen(p, 20)));
         }
         if (v < 0 || v >= V) {
             free(ids);
@@ -128,7 +128,7 @@ static int run(int argc, char **argv) {
     ds_cli_parse("generate", usage, argc, argv, opts, nopts, NULL, 0, NULL);
     if (!model) ds_cli_usage_error("generate", "--model is required");
     if (!prompt) ds_cli_usage_error("generate", "--prompt is required");
-    if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("generate", "--speculative: unknown method '%s' (known: mtp)", spec);
+    if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("generate", "--speculative: unknown method %s (known: mtp)", ds_quote(spec));
     const int max_given = max_new != LLONG_MIN;
     if (!max_given) max_new = 64;
     if (max_new < 0) ds_cli_usage_error("generate", "--max-new-tokens must be >= 0 (got %lld)", max_new);

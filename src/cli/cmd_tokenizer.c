@@ -184,7 +184,7 @@ static int cmd_train(int argc, char **argv) {
     if (!nospecial) {
         if (!bos) bos = DS_DEEPSEEK_BOS;
         if (!eos) eos = DS_DEEPSEEK_EOS;
-        if (!strcmp(bos, eos)) ds_cli_usage_error("tokenizer train", "--bos and --eos must differ (both '%s')", bos);
+        if (!strcmp(bos, eos)) ds_cli_usage_error("tokenizer train", "--bos and --eos must differ (both %s)", ds_quote(bos));
     }
     /* BOS, EOS, then the other special tokens (a repeat of BOS or EOS is dropped) */
     const char **sp = ds_malloc(((size_t)special.n + 2) * sizeof *sp);
@@ -201,10 +201,10 @@ static int cmd_train(int argc, char **argv) {
     if (!strcmp(pre, "deepseek-v3")) o.pretok = DS_PRETOK_DEEPSEEK_V3;
     else if (!strcmp(pre, "gpt2")) o.pretok = DS_PRETOK_GPT2;
     else if (!strcmp(pre, "llama3")) o.pretok = DS_PRETOK_LLAMA3;
-    else ds_cli_usage_error("tokenizer train", "--pretokenizer must be deepseek-v3, gpt2 or llama3, not '%s'", pre);
+    else ds_cli_usage_error("tokenizer train", "--pretokenizer must be deepseek-v3, gpt2 or llama3, not %s", ds_quote(pre));
     if (!strcmp(tie, "hf")) o.tie = DS_TIE_HF;
     else if (!strcmp(tie, "lex")) o.tie = DS_TIE_LEX;
-    else ds_cli_usage_error("tokenizer train", "--tie-break must be hf or lex, not '%s'", tie);
+    else ds_cli_usage_error("tokenizer train", "--tie-break must be hf or lex, not %s", ds_quote(tie));
     o.split_lines = o.tie == DS_TIE_HF;
     if (lines) o.split_lines = 1;
     if (nolines) o.split_lines = 0;
@@ -322,7 +322,7 @@ static int run(int argc, char **argv) {
     if (!strcmp(sub, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(sub, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(sub, "convert")) return cmd_convert(argc - 1, argv + 1);
-    fprintf(stderr, "dsv3 tokenizer: unknown subcommand '%s' (encode, decode, info, train)\n", sub);
+    fprintf(stderr, "dsv3 tokenizer: unknown subcommand %s (encode, decode, info, train)\n", ds_quote(sub));
     return 2;
 }
 DS_COMMAND("tokenizer", "encode, decode, inspect and train byte-level BPE tokenizers", run)

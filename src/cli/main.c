@@ -98,8 +98,8 @@ int main(int argc, char **argv) {
             char *end = NULL;
             long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
             if (!end || *end || n <= 0 || n > 4096) {
-                fprintf(stderr, "dsv3: --threads: got '%s'; allowed: [1, 4096] (an integer)\n",
-                        i + 1 < argc ? argv[i + 1] : "");
+                fprintf(stderr, "dsv3: --threads: got %s; allowed: [1, 4096] (an integer)\n",
+                        ds_quote(i + 1 < argc ? argv[i + 1] : ""));
                 return 2;
             }
             ds_set_threads((int)n);
@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
         char dym[256];
         ds_suggest_text(dym, sizeof dym, a, globals, 5);
         /* a command's option before the command */
-        fprintf(stderr, "dsv3: unknown global option '%s'%s%s (command options go after the command)\n", a,
+        fprintf(stderr, "dsv3: unknown global option %s%s%s (command options go after the command)\n", ds_quote(a),
                 dym[0] ? "; " : "", dym);
         fprintf(stderr, "try 'dsv3 --help'\n");
         return 2;
@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     const char *const *names = ds_cli_command_names(&n);
     char dym[256];
     ds_suggest_text(dym, sizeof dym, argv[i], names, n);
-    fprintf(stderr, "dsv3: unknown command '%s'%s%s\n", argv[i], dym[0] ? "; " : "", dym);
+    fprintf(stderr, "dsv3: unknown command %s%s%s\n", ds_quote(argv[i]), dym[0] ? "; " : "", dym);
     fprintf(stderr, "try 'dsv3 --help' for the commands\n");
     return 2;
 }

@@ -72,13 +72,13 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
 #define KEY(s) (kl == strlen(s) && !strncmp(k, s, kl))
 #define VAL(s) (vl == strlen(s) && !strncmp(v, s, vl))
     if (KEY("name")) {
-        if (vl == 0 || vl >= sizeof t->name) return ds_err("task '%s': name: empty or longer than 63 bytes", spec);
+        if (vl == 0 || vl >= sizeof t->name) return ds_err("task %s: name: empty or longer than 63 bytes", ds_quote(spec));
         memcpy(t->name, v, vl);
         t->name[vl] = 0;
     } else if (KEY("prompt")) {
         if (VAL("qa")) t->prompt_qa = 1;
         else if (VAL("raw")) t->prompt_qa = 0;
-        else return ds_err("task '%s': prompt: expected qa or raw", spec);
+        else return ds_err("task %s: prompt: expected qa or raw", ds_quote(spec));
     } else if (KEY("delim")) {
         int n;
         char **l = unescape_list(v, vl, &n);
@@ -87,38 +87,38 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
         for (int i = 1; i < n; i++) free(l[i]);
         free(l);
     } else if (KEY("stride")) {
-        if (parse_i64(v, vl, &t->stride) || t->stride < 1) return ds_err("task '%s': stride: expected a positive integer", spec);
+        if (parse_i64(v, vl, &t->stride) || t->stride < 1) return ds_err("task %s: stride: expected a positive integer", ds_quote(spec));
     } else if (KEY("add_bos")) {
         if (VAL("1") || VAL("true")) t->add_bos = 1;
         else if (VAL("0") || VAL("false")) t->add_bos = 0;
-        else return ds_err("task '%s': add_bos: expected 1 or 0 (true or false)", spec);
+        else return ds_err("task %s: add_bos: expected 1 or 0 (true or false)", ds_quote(spec));
     } else if (KEY("limit")) {
-        if (parse_i64(v, vl, &t->limit) || t->limit < 1) return ds_err("task '%s': limit: expected a positive integer", spec);
+        if (parse_i64(v, vl, &t->limit) || t->limit < 1) return ds_err("task %s: limit: expected a positive integer", ds_quote(spec));
     } else if (KEY("max_new")) {
-        if (parse_i64(v, vl, &t->max_new) || t->max_new < 1) return ds_err("task '%s': max_new: expected a positive integer", spec);
+        if (parse_i64(v, vl, &t->max_new) || t->max_new < 1) return ds_err("task %s: max_new: expected a positive integer", ds_quote(spec));
     } else if (KEY("docs")) {
         if (VAL("file")) t->docs_split = DS_DOCS_FILE;
         else if (VAL("lines")) t->docs_split = DS_DOCS_LINES;
         else if (VAL("wikitext")) t->docs_split = DS_DOCS_WIKITEXT;
-        else return ds_err("task '%s': docs: expected file, lines or wikitext", spec);
+        else return ds_err("task %s: docs: expected file, lines or wikitext", ds_quote(spec));
     } else if (KEY("detok")) {
         if (VAL("wikitext")) t->detok_wikitext = 1;
         else if (VAL("none")) t->detok_wikitext = 0;
-        else return ds_err("task '%s': detok: expected wikitext or none", spec);
+        else return ds_err("task %s: detok: expected wikitext or none", ds_quote(spec));
     } else if (KEY("until")) {
         for (int i = 0; i < t->n_until; i++) free(t->until[i]);
         free(t->until);
         t->until = unescape_list(v, vl, &t->n_until);
         for (int i = 0; i < t->n_until; i++)
-            if (!t->until[i][0]) return ds_err("task '%s': until: empty stop sequence", spec);
+            if (!t->until[i][0]) return ds_err("task %s: until: empty stop sequence", ds_quote(spec));
     } else if (KEY("extract")) {
         if (VAL("none")) t->extract = DS_EXTRACT_NONE;
         else if (VAL("last_number")) t->extract = DS_EXTRACT_LAST_NUMBER;
         else if (VAL("first_word")) t->extract = DS_EXTRACT_FIRST_WORD;
-        else return ds_err("task '%s': extract: expected none, last_number or first_word", spec);
+        else return ds_err("task %s: extract: expected none, last_number or first_word", ds_quote(spec));
     } else {
-        return ds_err("task '%s': unknown option '%.*s' (name, prompt, delim, stride, docs, detok, until, max_new, extract, limit, add_bos)",
-                      spec, (int)kl, k);
+        return ds_err("task %s: unknown option %s (name, prompt, delim, stride, docs, detok, until, max_new, extract, limit, add_bos)",
+                      ds_quote(spec), ds_quote_n(k, kl));
     }
     return 0;
 #undef KEY
@@ -193,9 +193,9 @@ static int unknown_task(const char *spec, size_t head) {
                                   NAMED[best[j]].name);
         snprintf(hint + n, sizeof hint - n, "?");
     }
-    return ds_err("unknown task '%.*s'%s (tasks: lambada_openai, wikitext, arc_easy, arc_challenge, winogrande, hellaswag, "
+    return ds_err("unknown task %s%s (tasks: lambada_openai, wikitext, arc_easy, arc_challenge, winogrande, hellaswag, "
                   "piqa, lambada_gen; aliases lambada, wikitext2; or mc:FILE, ll:FILE, lm:FILE, gen:FILE)",
-                  (int)head, spec, hint);
+                  ds_quote_n(spec, head), hint);
 }
 
 int ds_task_add_bos(const ds_task *t, const ds_eval_opts *o) { return t->add_bos >= 0 ? t->add_bos : o->add_bos; }
@@ -226,9 +226,9 @@ int ds_task_parse_spec(ds_task *t, const char *spec, const char *data_dir) {
         else if (kl == 2 && !strncmp(spec, "ll", 2)) t->kind = DS_TASK_LL;
         else if (kl == 2 && !strncmp(spec, "lm", 2)) t->kind = DS_TASK_LM;
         else if (kl == 3 && !strncmp(spec, "gen", 3)) t->kind = DS_TASK_GEN;
-        else return ds_err("task '%s': unknown kind '%.*s' (mc, ll, lm, gen)", spec, (int)kl, spec);
+        else return ds_err("task %s: unknown kind %s (mc, ll, lm, gen)", ds_quote(spec), ds_quote_n(spec, kl));
         size_t pl = head - kl - 1;
-        if (pl == 0) return ds_err("task '%s': missing file path", spec);
+        if (pl == 0) return ds_err("task %s: missing file path", ds_quote(spec));
         t->path = ds_malloc(pl + 1);
         memcpy(t->path, colon + 1, pl);
         t->path[pl] = 0;
@@ -251,7 +251,7 @@ int ds_task_parse_spec(ds_task *t, const char *spec, const char *data_dir) {
             const char *e = p;
             while (*e && *e != ',') e += (*e == '\\' && e[1]) ? 2 : 1;
             const char *eq = memchr(p, '=', (size_t)(e - p));
-            if (!eq) return ds_err("task '%s': option '%.*s' needs a value (opt=value)", spec, (int)(e - p), p);
+            if (!eq) return ds_err("task %s: option %s needs a value (opt=value)", ds_quote(spec), ds_quote_n(p, (size_t)(e - p)));
             if (apply_option(t, spec, p, (size_t)(eq - p), eq + 1, (size_t)(e - eq - 1))) return -1;
             p = *e ? e + 1 : e;
         }
@@ -512,7 +512,7 @@ static int load_hellaswag(ds_task *t, const char *buf, size_t len, const ds_eval
         char *end = NULL;
         long g = got >= 2 ? strtol(l[1], &end, 10) : -1;
         if (got < 6) rc = ds_err("truncated item (%d of 6 lines)", got);
-        else if (!l[1][0] || *end || g < 0 || g > 3) rc = ds_err("gold label '%s' (line %lld) is not 0..3", l[1], (long long)first + 1);
+        else if (!l[1][0] || *end || g < 0 || g > 3) rc = ds_err("gold label %s (line %lld) is not 0..3", ds_quote(l[1]), (long long)first + 1);
         for (int i = 0; i < 4 && !rc; i++)
             if (!l[2 + i][strspn(l[2 + i], " \t\r")])
                 rc = ds_err("ending %d (line %lld): empty answer choice", i, (long long)first + 2 + i);

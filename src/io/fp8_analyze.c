@@ -420,7 +420,7 @@ int ds_fp8_analyze_report(const char *dir, int64_t top_n, const ds_capture_resul
         }
         ds_quant_err e[2][DS_CAPTURE_NSCALE];
         if (analyze_cases(e, w, R, C, ds_analyze_grans, DS_ANALYZE_NSCALE)) {
-            rc = ds_err_prefix("%s: %s", file, t->name);
+            rc = ds_err_prefix("%s: %s", file, ds_esc(t->name));
             free(w);
             break;
         }

@@ -131,7 +131,7 @@ static float *to_f32(const ds_st_set *s, const ds_st_tensor *t, const char *file
         const ds_st_tensor *sc = ds_st_set_find(s, sn, NULL);
         int rc;
         if (!sc)
-            rc = ds_err("%s: %s: %s weight without %s (an FP8 checkpoint needs its block scales)", file, t->name,
+            rc = ds_err("%s: %s: %s weight without %s (an FP8 checkpoint needs its block scales)", file, ds_esc(t->name),
                         ds_dtype_table[t->dtype].st_name, sn);
         else if ((rc = ds_st_dequant_fp8_block(t, sc, bs0, bs1, x)) != 0)
             ds_err_prefix("%s", file);
@@ -140,7 +140,7 @@ static float *to_f32(const ds_st_set *s, const ds_st_tensor *t, const char *file
         return x;
     }
     if (ds_st_to_f32(t, x)) {
-        ds_err_prefix("%s: %s", file, t->name);
+        ds_err_prefix("%s: %s", file, ds_esc(t->name));
         free(x);
         return NULL;
     }
@@ -161,7 +161,7 @@ static int build(out_list *out, const ds_st_set *s, const ds_config *cin, const 
             const ds_st_tensor *w = ds_st_set_find(s, wn, NULL);
             int bad = !w || (w->dtype != DS_F8_E4M3 && w->dtype != DS_F8_E5M2);
             free(wn);
-            if (bad) return ds_err("%s: %s: a block scale without an FP8 weight beside it", file, t->name);
+            if (bad) return ds_err("%s: %s: a block scale without an FP8 weight beside it", file, ds_esc(t->name));
             continue; /* consumed with its weight */
         }
         const int is_f8 = t->dtype == DS_F8_E4M3 || t->dtype == DS_F8_E5M2;
@@ -174,9 +174,9 @@ static int build(out_list *out, const ds_st_set *s, const ds_config *cin, const 
         }
         const int fp8_out = o->to == DS_CKPT_FP8 && ds_weight_is_fp8_linear(t->name);
         if (fp8_out && t->ndim != 2)
-            return ds_err("%s: %s: a linear weight must be 2-D, got %d dimensions", file, t->name, t->ndim);
+            return ds_err("%s: %s: a linear weight must be 2-D, got %d dimensions", file, ds_esc(t->name), t->ndim);
         if (is_f8 && !fp8_out && t->ndim != 2)
-            return ds_err("%s: %s: block-scaled F8 weight must be 2-D, got %d dimensions", file, t->name, t->ndim);
+            return ds_err("%s: %s: block-scaled F8 weight must be 2-D, got %d dimensions", file, ds_esc(t->name), t->ndim);
         ds_dtype want = fp8_out ? DS_F8_E4M3
                         : ends_with(t->name, "e_score_correction_bias") ? DS_F32
                         : o->to == DS_CKPT_FP32 ? DS_F32 : DS_BF16;
@@ -232,7 +232,7 @@ static int build(out_list *out, const ds_st_set *s, const ds_config *cin, const 
         ot->e.data = ot->buf = ds_malloc(nb);
         int rc = ds_convert(ot->buf, want, x, DS_F32, t->numel);
         free(x);
-        if (rc) return ds_err_prefix("%s: %s", file, t->name);
+        if (rc) return ds_err_prefix("%s: %s", file, ds_esc(t->name));
     }
     return 0;
 }

@@ -87,7 +87,7 @@ static void file_free(ds_st_file *f) {
 
 /* ---- header parsing ------------------------------------------------------------ */
 static int parse_tensor(ds_st_file *f, ds_st_tensor *t, const cJSON *v, const char *base, size_t data_size) {
-    const char *P = f->path, *name = t->name;
+    const char *P = f->path, *name = ds_esc(t->name); /* from the file */
     if (!cJSON_IsObject(v)) return ds_err("%s: %s: expected an object, got %s", P, name, ds_json_type_name(v));
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(v, "shape");
@@ -95,7 +95,7 @@ static int parse_tensor(ds_st_file *f, ds_st_tensor *t, const cJSON *v, const ch
     if (!dt) return ds_err("%s: %s: dtype: missing", P, name);
     if (!cJSON_IsString(dt)) return ds_err("%s: %s: dtype: expected a string, got %s", P, name, ds_json_type_name(dt));
     int d = ds_dtype_from_st_name(dt->valuestring);
-    if (d < 0) return ds_err("%s: %s: unknown dtype \"%.40s\"", P, name, dt->valuestring);
+    if (d < 0) return ds_err("%s: %s: unknown dtype %s", P, name, ds_dquote(dt->valuestring));
     t->dtype = (ds_dtype)d;
     if (!sh) return ds_err("%s: %s: shape: missing", P, name);
     if (!cJSON_IsArray(sh)) return ds_err("%s: %s: shape: expected an array, got %s", P, name, ds_json_type_name(sh));
@@ -158,7 +158,7 @@ static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *ba
             f->meta_vals = ds_calloc((size_t)(m ? m : 1), sizeof(char *));
             for (const cJSON *kv = it->child; kv; kv = kv->next) {
                 if (!cJSON_IsString(kv)) {
-                    rc = ds_err("%s: __metadata__: %s: expected a string, got %s", P, kv->string, ds_json_type_name(kv));
+                    rc = ds_err("%s: __metadata__: %s: expected a string, got %s", P, ds_esc(kv->string), ds_json_type_name(kv));
                     break;
                 }
                 f->meta_keys[f->n_meta] = ds_strdup(kv->string);
@@ -178,7 +178,7 @@ static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *ba
     qsort(f->tensors, (size_t)f->n, sizeof *f->tensors, cmp_tensor_name);
     for (int64_t i = 1; i < f->n; i++)
         if (!strcmp(f->tensors[i].name, f->tensors[i - 1].name))
-            return ds_err("%s: tensor \"%s\" appears twice in the header", P, f->tensors[i].name);
+            return ds_err("%s: tensor %s appears twice in the header", P, ds_dquote(f->tensors[i].name));
     /* no overlap: sort by start, each must begin at or after the previous end */
     if (f->n > 1) {
         const ds_st_tensor **by = ds_malloc((size_t)f->n * sizeof *by);
@@ -187,8 +187,8 @@ static int parse_header(ds_st_file *f, const char *hdr, size_t n, const char *ba
         for (int64_t i = 1; i < f->n; i++) {
             const ds_st_tensor *a = by[i - 1], *b = by[i];
             if (a->nbytes && b->nbytes && (const char *)b->data < (const char *)a->data + a->nbytes) {
-                ds_err("%s: tensors \"%s\" and \"%s\" overlap (data_offsets [%lld, %lld] and [%lld, %lld])", P, a->name,
-                       b->name, (long long)((const char *)a->data - base),
+                ds_err("%s: tensors %s and %s overlap (data_offsets [%lld, %lld] and [%lld, %lld])", P, ds_dquote(a->name),
+                       ds_dquote(b->name), (long long)((const char *)a->data - base),
                        (long long)((const char *)a->data - base + (int64_t)a->nbytes),
                        (long long)((const char *)b->data - base),
                        (long long)((const char *)b->data - base + (int64_t)b->nbytes));
@@ -282,7 +282,7 @@ static int set_build_refs(ds_st_set *s) {
     qsort(s->refs, (size_t)s->nrefs, sizeof *s->refs, cmp_ref);
     for (int64_t i = 1; i < s->nrefs; i++)
         if (!strcmp(s->refs[i].t->name, s->refs[i - 1].t->name))
-            return ds_err("%s: tensor \"%s\" is also in %s", s->files[s->refs[i].file].path, s->refs[i].t->name,
+            return ds_err("%s: tensor %s is also in %s", s->files[s->refs[i].file].path, ds_dquote(s->refs[i].t->name),
                           s->files[s->refs[i - 1].file].path);
     return 0;
 }
@@ -311,10 +311,10 @@ static int set_open_index(ds_st_set *s, const char *dir, const char *ipath) {
     char **names = NULL;
     int nn = 0, cap = 0;
     for (const cJSON *it = rc ? NULL : wm->child; it; it = it->next) {
-        if (!cJSON_IsString(it)) { rc = ds_err("%s: weight_map: %s: expected a file name", ipath, it->string); break; }
+        if (!cJSON_IsString(it)) { rc = ds_err("%s: weight_map: %s: expected a file name", ipath, ds_esc(it->string)); break; }
         if (!shard_name_ok(it->valuestring)) {
-            rc = ds_err("%s: weight_map: %s: shard name \"%s\" must be a relative path inside the folder", ipath,
-                        it->string, it->valuestring);
+            rc = ds_err("%s: weight_map: %s: shard name %s must be a relative path inside the folder", ipath,
+                        ds_esc(it->string), ds_dquote(it->valuestring));
             break;
         }
         int k = 0;
@@ -330,7 +330,7 @@ static int set_open_index(ds_st_set *s, const char *dir, const char *ipath) {
         for (int k = 0; k < nn && !rc; k++) {
             char *p = ds_path_join(dir, names[k]);
             if (ds_st_open(&s->files[k], p) != 0) {
-                if (!ds_file_exists(p)) ds_err("%s: shard \"%s\" is missing (%s)", ipath, names[k], p);
+                if (!ds_file_exists(p)) ds_err("%s: shard %s is missing (%s)", ipath, ds_dquote(names[k]), ds_esc(p));
                 rc = -1;
             } else {
                 s->nfiles++;
@@ -343,7 +343,7 @@ static int set_open_index(ds_st_set *s, const char *dir, const char *ipath) {
         int k = 0;
         for (; k < nn; k++) if (!strcmp(names[k], it->valuestring)) break;
         if (!ds_st_find(&s->files[k], it->string)) {
-            rc = ds_err("%s: tensor \"%s\" is not in shard %s as the index says", ipath, it->string, names[k]);
+            rc = ds_err("%s: tensor %s is not in shard %s as the index says", ipath, ds_dquote(it->string), ds_esc(names[k]));
             break;
         }
     }
@@ -456,7 +456,7 @@ static void fp8_table(ds_dtype d, float lut[256]) {
 }
 
 int ds_st_to_f32(const ds_st_tensor *t, float *out) {
-    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", t->name);
+    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", ds_esc(t->name));
     const unsigned char *p = t->data;
     const ds_dtype d = t->dtype;
     const int64_t n = t->numel;
@@ -484,19 +484,19 @@ int ds_st_to_f32(const ds_st_tensor *t, float *out) {
 
 /* The scalar reference of ds_st_to_f32 (for tests). */
 int ds_st_to_f32_ref(const ds_st_tensor *t, float *out) {
-    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", t->name);
+    if ((unsigned)t->dtype >= DS_DTYPE_COUNT) return ds_err("%s: invalid dtype", ds_esc(t->name));
     for (int64_t i = 0; i < t->numel; i++) out[i] = elem_f32(t->dtype, t->data, i);
     return 0;
 }
 
 int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *s, int64_t bs0, int64_t bs1, float *out) {
     if (w->dtype != DS_F8_E4M3 && w->dtype != DS_F8_E5M2)
-        return ds_err("%s: expected an F8_E4M3 or F8_E5M2 weight for block dequantization, got %s", w->name,
+        return ds_err("%s: expected an F8_E4M3 or F8_E5M2 weight for block dequantization, got %s", ds_esc(w->name),
                       ds_dtype_table[w->dtype].st_name);
-    if (w->ndim != 2) return ds_err("%s: block-scaled F8 weight must be 2-D, got %d dimensions", w->name, w->ndim);
-    if (bs0 < 1 || bs1 < 1) return ds_err("%s: block size %lldx%lld is not positive", w->name, (long long)bs0, (long long)bs1);
+    if (w->ndim != 2) return ds_err("%s: block-scaled F8 weight must be 2-D, got %d dimensions", ds_esc(w->name), w->ndim);
+    if (bs0 < 1 || bs1 < 1) return ds_err("%s: block size %lldx%lld is not positive", ds_esc(w->name), (long long)bs0, (long long)bs1);
     if (!ds_dtype_table[s->dtype].is_float)
-        return ds_err("%s: scale must be a float tensor, got %s", s->name, ds_dtype_table[s->dtype].st_name);
+        return ds_err("%s: scale must be a float tensor, got %s", ds_esc(s->name), ds_dtype_table[s->dtype].st_name);
     int64_t M = w->shape[0], N = w->shape[1];
     int64_t sm = ds_ceil_div(M, bs0), sn = ds_ceil_div(N, bs1);
     if (s->ndim != 2 || s->shape[0] != sm || s->shape[1] != sn) {
@@ -504,7 +504,7 @@ int ds_st_dequant_fp8_block(const ds_st_tensor *w, const ds_st_tensor *s, int64_
         shape_str(a, sizeof a, s->ndim, s->shape);
         int64_t want[2] = {sm, sn};
         shape_str(b, sizeof b, 2, want);
-        return ds_err("%s: shape %s, expected %s for weight %s [%lld, %lld] in %lldx%lld blocks", s->name, a, b, w->name,
+        return ds_err("%s: shape %s, expected %s for weight %s [%lld, %lld] in %lldx%lld blocks", ds_esc(s->name), a, b, ds_esc(w->name),
                       (long long)M, (long long)N, (long long)bs0, (long long)bs1);
     }
     const unsigned char *q = w->data;
@@ -639,17 +639,17 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         if (!t->name || !t->name[0]) { rc = ds_err("%s: tensor %lld has no name", path, (long long)i); break; }
         size_t bad;
         if (!ds_utf8_valid((const unsigned char *)t->name, strlen(t->name), &bad))
-            rc = ds_err("%s: tensor name \"%s\" is not valid UTF-8", path, t->name);
+            rc = ds_err("%s: tensor name %s is not valid UTF-8", path, ds_dquote(t->name));
         else if (!strcmp(t->name, "__metadata__")) rc = ds_err("%s: \"__metadata__\" is not a tensor name", path);
-        else if ((unsigned)t->dtype >= DS_DTYPE_COUNT) rc = ds_err("%s: %s: invalid dtype", path, t->name);
+        else if ((unsigned)t->dtype >= DS_DTYPE_COUNT) rc = ds_err("%s: %s: invalid dtype", path, ds_esc(t->name));
         else if (t->ndim < 0 || t->ndim > DS_ST_MAX_DIMS)
-            rc = ds_err("%s: %s: %d dimensions (0 to %d)", path, t->name, t->ndim, DS_ST_MAX_DIMS);
+            rc = ds_err("%s: %s: %d dimensions (0 to %d)", path, ds_esc(t->name), t->ndim, DS_ST_MAX_DIMS);
         else {
             int64_t numel;
             if (shape_bytes(t->ndim, t->shape, ds_dtype_table[t->dtype].size, &numel, &nbytes[i]) != 0)
-                rc = ds_err("%s: %s: shape is negative or overflows", path, t->name);
+                rc = ds_err("%s: %s: shape is negative or overflows", path, ds_esc(t->name));
             else if (nbytes[i] && !t->data)
-                rc = ds_err("%s: %s: no data", path, t->name);
+                rc = ds_err("%s: %s: no data", path, ds_esc(t->name));
         }
     }
     if (!rc && n > 1) {
@@ -657,7 +657,7 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
         for (int64_t i = 0; i < n; i++) keys[i] = (entry_key){dtype_rank(e[i].dtype), e[i].name, i};
         qsort(keys, (size_t)n, sizeof *keys, cmp_key_name);
         for (int64_t i = 1; i < n && !rc; i++)
-            if (!strcmp(keys[i].name, keys[i - 1].name)) rc = ds_err("%s: tensor \"%s\" given twice", path, keys[i].name);
+            if (!strcmp(keys[i].name, keys[i - 1].name)) rc = ds_err("%s: tensor %s given twice", path, ds_dquote(keys[i].name));
         qsort(keys, (size_t)n, sizeof *keys, cmp_key_order);
         for (int64_t i = 0; i < n; i++) ord[i] = keys[i].idx;
         free(keys);
@@ -665,7 +665,7 @@ int ds_st_write(const char *path, const ds_st_entry *e, int64_t n, const char *c
     int64_t nmeta = 0;
     if (!rc && meta) {
         while (meta[2 * nmeta]) {
-            if (!meta[2 * nmeta + 1]) { rc = ds_err("%s: metadata key \"%s\" has no value", path, meta[2 * nmeta]); break; }
+            if (!meta[2 * nmeta + 1]) { rc = ds_err("%s: metadata key %s has no value", path, ds_dquote(meta[2 * nmeta])); break; }
             nmeta++;
         }
     }
@@ -757,7 +757,7 @@ int ds_st_write_model(const char *dir, const ds_st_entry *e, int64_t n, const ch
             char nm[256];
             snprintf(nm, sizeof nm, "%s", by[i]->name);
             free(by); free(nb);
-            return ds_err("%s: tensor \"%s\" given twice", dir, nm);
+            return ds_err("%s: tensor %s given twice", dir, ds_dquote(nm));
         }
     int64_t total_bytes = 0, total_params = 0;
     for (int64_t i = 0; i < n; i++) {

@@ -61,7 +61,7 @@ int ds_loss_opts_parse_balance(ds_loss_opts *o, const char *spec) {
     }
     if (strncmp(spec, "seq:", 4) == 0) {
         if (sscanf(spec + 4, "%lf%c", &a, &tail) != 1 || !(a >= 0) || !isfinite(a))
-            return ds_err("--balance-loss '%s': expected seq:ALPHA with ALPHA >= 0 (e.g. seq:0.0001)", spec);
+            return ds_err("--balance-loss %s: expected seq:ALPHA with ALPHA >= 0 (e.g. seq:0.0001)", ds_quote(spec));
         o->balance = DS_BAL_SEQ;
         o->alpha = a;
         return 0;
@@ -69,13 +69,13 @@ int ds_loss_opts_parse_balance(ds_loss_opts *o, const char *spec) {
     if (strncmp(spec, "v2:", 3) == 0) {
         if (sscanf(spec + 3, "%lf,%lf,%lf%c", &a, &b, &c, &tail) != 3 || !(a >= 0 && b >= 0 && c >= 0) ||
             !isfinite(a + b + c))
-            return ds_err("--balance-loss '%s': expected v2:A1,A2,A3 with weights >= 0 (e.g. v2:0.003,0.05,0.02)",
-                          spec);
+            return ds_err("--balance-loss %s: expected v2:A1,A2,A3 with weights >= 0 (e.g. v2:0.003,0.05,0.02)",
+                          ds_quote(spec));
         o->balance = DS_BAL_V2;
         o->a1 = a, o->a2 = b, o->a3 = c;
         return 0;
     }
-    return ds_err("--balance-loss '%s': expected seq:ALPHA, v2:A1,A2,A3 or none", spec);
+    return ds_err("--balance-loss %s: expected seq:ALPHA, v2:A1,A2,A3 or none", ds_quote(spec));
 }
 
 /* ---- scratch ------------------------------------------------------------------ */

@@ -197,7 +197,7 @@ static int parse_rope(ds_config *c, const cJSON *root, const char *path) {
     if (rd_str(&r, t ? "rope_type" : "type", type, sizeof type, 0, 0)) return -1;
     if (!type[0] || !strcmp(type, "default")) return 0;
     if (strcmp(type, "yarn") != 0)
-        return ds_err("%s: %s: rope type \"%s\" is not supported (default or yarn)", path, name, type);
+        return ds_err("%s: %s: rope type %s is not supported (default or yarn)", path, name, ds_dquote(type));
     c->rope_type = DS_ROPE_YARN;
     if (rd_num(&r, "factor", &c->rope_factor, 1)) return -1;
     if (rd_int(&r, "original_max_position_embeddings", &c->rope_original_max_position_embeddings, 0, 1, 0)) return -1;
@@ -223,7 +223,7 @@ static int parse_quant(ds_config *c, const cJSON *root, const char *path) {
     char method[32] = "";
     if (rd_str(&r, "quant_method", method, sizeof method, 1, 0)) return -1;
     if (strcmp(method, "fp8") != 0)
-        return ds_err("%s: quantization_config: quant_method \"%s\" is not supported (fp8)", path, method);
+        return ds_err("%s: quantization_config: quant_method %s is not supported (fp8)", path, ds_dquote(method));
     c->quant_fp8 = 1;
     if (rd_str(&r, "fmt", c->quant_fmt, sizeof c->quant_fmt, 0, 0)) return -1;
     if (rd_str(&r, "activation_scheme", c->quant_activation_scheme, sizeof c->quant_activation_scheme, 0, 0)) return -1;
@@ -251,7 +251,7 @@ static int parse_enum(const reader *r, const char *key, int *dst, const char *co
         size_t l = strlen(list);
         snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", names[i]);
     }
-    return ds_err("%s: %s: unknown value \"%s\" (expected one of: %s)", r->path, key, s, list);
+    return ds_err("%s: %s: unknown value %s (expected one of: %s)", r->path, key, ds_dquote(s), list);
 }
 
 static const char *const score_names[] = {"softmax", "sigmoid"};
@@ -264,7 +264,7 @@ static int parse_root(ds_config *c, const cJSON *root, const char *path) {
     if (rd_str(&r, "model_type", mt, sizeof mt, 1, 0)) return -1;
     if (!strcmp(mt, "deepseek_v3")) ds_config_default(c);
     else if (!strcmp(mt, "deepseek_v2")) config_default_v2(c);
-    else return ds_err("%s: model_type: unknown model type \"%s\" (expected deepseek_v3 or deepseek_v2)", path, mt);
+    else return ds_err("%s: model_type: unknown model type %s (expected deepseek_v3 or deepseek_v2)", path, ds_dquote(mt));
 
     struct { const char *key; int64_t *dst; int required; } ints[] = {
         {"vocab_size", &c->vocab_size, 1},
@@ -371,7 +371,7 @@ int ds_config_load(ds_config *c, const char *path) {
 /* ---- validation -------------------------------------------------------------- */
 int ds_config_validate(const ds_config *c, const char *path) {
     if (strcmp(c->model_type, "deepseek_v3") && strcmp(c->model_type, "deepseek_v2"))
-        return ds_err("%s: model_type: unknown model type \"%s\" (expected deepseek_v3 or deepseek_v2)", path, c->model_type);
+        return ds_err("%s: model_type: unknown model type %s (expected deepseek_v3 or deepseek_v2)", path, ds_dquote(c->model_type));
     /* max: the size limits of config.h; 2^40 for counts that size nothing
      * (low enough that no product of two of them overflows int64) */
     const int64_t big = (int64_t)1 << 40;
@@ -445,7 +445,7 @@ int ds_config_validate(const ds_config *c, const char *path) {
     if (!(c->attention_dropout >= 0 && c->attention_dropout <= 1))
         return ds_err("%s: attention_dropout: %g must be in [0, 1]", path, c->attention_dropout);
     if (strcmp(c->hidden_act, "silu"))
-        return ds_err("%s: hidden_act: \"%s\" is not supported (silu)", path, c->hidden_act);
+        return ds_err("%s: hidden_act: %s is not supported (silu)", path, ds_dquote(c->hidden_act));
     if (c->rope_type == DS_ROPE_YARN) {
         if (!(c->rope_factor > 0) || !isfinite(c->rope_factor))
             return ds_err("%s: rope_parameters: factor: %g must be a positive number", path, c->rope_factor);
@@ -463,10 +463,10 @@ int ds_config_validate(const ds_config *c, const char *path) {
             return ds_err("%s: quantization_config: weight_block_size: [%lld, %lld] must be positive", path,
                           (long long)c->quant_block[0], (long long)c->quant_block[1]);
         if (c->quant_scale_fmt[0] && strcmp(c->quant_scale_fmt, "ue8m0"))
-            return ds_err("%s: quantization_config: scale_fmt: \"%s\" is not supported (ue8m0 or null)", path,
-                          c->quant_scale_fmt);
+            return ds_err("%s: quantization_config: scale_fmt: %s is not supported (ue8m0 or null)", path,
+                          ds_dquote(c->quant_scale_fmt));
         if (strcmp(c->quant_fmt, "e4m3") && strcmp(c->quant_fmt, "e5m2"))
-            return ds_err("%s: quantization_config: fmt: \"%s\" is not supported (e4m3 or e5m2)", path, c->quant_fmt);
+            return ds_err("%s: quantization_config: fmt: %s is not supported (e4m3 or e5m2)", path, ds_dquote(c->quant_fmt));
     }
     if (c->n_eos_token_ids < 0 || c->n_eos_token_ids > 8)
         return ds_err("%s: eos_token_id: list length %d out of range", path, c->n_eos_token_ids);

@@ -86,7 +86,7 @@ int ds_preset(ds_config *c, const char *name) {
     }
     char dym[256];
     ds_suggest_text(dym, sizeof dym, name, g_presets, 2);
-    return ds_err("unknown preset '%s'%s%s (known: %s)", name, dym[0] ? "; " : "", dym, ds_preset_names());
+    return ds_err("unknown preset %s%s%s (known: %s)", ds_quote(name), dym[0] ? "; " : "", dym, ds_preset_names());
 }
 
 const char *ds_preset_names(void) { return "tiny, small"; }

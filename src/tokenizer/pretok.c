@@ -9,6 +9,10 @@
  * dialect differs from PCRE2 the pattern is translated (ds_tok_regex_compile):
  *   \s \S   Oniguruma: [\t-\r\x85\p{Z}]; PCRE2's \s also has U+180E
  *   \w      Oniguruma: letters, marks, decimal digits, connector punctuation
+ *   \d \D   Oniguruma: \p{Nd} (Unicode 16.0, below)
+ *   \p{L} \p{M} \p{N} \p{P} \p{S} \p{Nd} (and \P, \p{^..})
+ *           explicit code point ranges from ucat_tables.h: tokenizers' Oniguruma
+ *           has Unicode 16.0's categories, PCRE2 10.42 has 14.0's
  *   \h \H   Oniguruma: hex digit (PCRE2: horizontal space)
  *   \uHHHH  Ruby escape -> \x{HHHH}
  *   $ ^     Ruby: always line anchors -> PCRE2_MULTILINE
@@ -28,7 +32,58 @@
 
 /* ---- regex dialect translation ---------------------------------------------- */
 #define WS_CLASS "\\t-\\r\\x{85}\\p{Z}"
-#define WORD_CLASS "\\p{L}\\p{M}\\p{Nd}\\p{Pc}"
+
+/* The code points whose ucat_tables.h bits meet mask (or, negated, do not),
+ * as the inside of a PCRE2 class: "\x{41}-\x{5A}\x{61}-\x{7A}...".  Built once
+ * per (mask, negation); surrogates end a range (PCRE2 rejects them in UTF mode). */
+enum { NCLS = 8 };
+/* the Digits pre-tokenizer's class (Rust's char::is_numeric), a name of dsv3's own */
+#define DIGITS_PROP "dsv3_rust_is_numeric"
+static const int cls_masks[NCLS] = {DS_UC_L, DS_UC_M, DS_UC_N, DS_UC_P, DS_UC_S, DS_UC_ND,
+                                    DS_UC_L | DS_UC_M | DS_UC_ND, DS_UC_NUM};
+static char *cls_ranges[NCLS][2];
+static pthread_once_t cls_once = PTHREAD_ONCE_INIT;
+static void cls_build(void) {
+    for (int k = 0; k < NCLS; k++)
+        for (int neg = 0; neg < 2; neg++) {
+            ds_tok_sbuf b = {0};
+            int64_t start = -1;
+            for (uint32_t cp = 0; cp <= 0x110000; cp++) {
+                int in = cp < 0x110000 && !(cp >= 0xD800 && cp <= 0xDFFF) &&
+                         (((ds_tok_ucat_bits(cp) & cls_masks[k]) != 0) != neg);
+                if (in && start < 0) start = cp;
+                if (!in && start >= 0) {
+                    char e[48];
+                    if ((uint32_t)start == cp - 1) snprintf(e, sizeof e, "\\x{%X}", (unsigned)start);
+                    else snprintf(e, sizeof e, "\\x{%X}-\\x{%X}", (unsigned)start, cp - 1);
+                    ds_tok_sbuf_puts(&b, e);
+                    start = -1;
+                }
+            }
+            ds_tok_sbuf_put(&b, "", 1);
+            cls_ranges[k][neg] = b.p;
+        }
+}
+static const char *cls_of(int k, int neg) {
+    pthread_once(&cls_once, cls_build);
+    return cls_ranges[k][neg];
+}
+/* the class of a property name in \p{...}, or -1 (left to PCRE2) */
+static int cls_index(const char *name, size_t n) {
+    static const char *names[] = {"L", "M", "N", "P", "S", "Nd", "", DIGITS_PROP};
+    for (int k = 0; k < NCLS; k++)
+        if (strlen(names[k]) == n && !memcmp(names[k], name, n)) return k;
+    return -1;
+}
+#define ND_K 5
+#define WORD_K 6
+
+static void put_class(ds_tok_sbuf *b, int in_class, int k, int neg, const char *extra) {
+    if (!in_class) ds_tok_sbuf_puts(b, "[");
+    ds_tok_sbuf_puts(b, cls_of(k, neg));
+    if (extra) ds_tok_sbuf_puts(b, extra);
+    if (!in_class) ds_tok_sbuf_puts(b, "]");
+}
 
 static char *translate_regex(const char *p, size_t n) {
     ds_tok_sbuf b = {0};
@@ -44,10 +99,43 @@ static char *translate_regex(const char *p, size_t n) {
                 if (in_class) ds_tok_sbuf_puts(&b, "\\S"); /* rare; PCRE2's own \S */
                 else ds_tok_sbuf_puts(&b, "[^" WS_CLASS "]");
                 break;
-            case 'w': ds_tok_sbuf_puts(&b, in_class ? WORD_CLASS : "[" WORD_CLASS "]"); break;
+            case 'w': put_class(&b, in_class, WORD_K, 0, "\\p{Pc}"); break;
+            case 'd': put_class(&b, in_class, ND_K, 0, NULL); break;
+            case 'D': put_class(&b, in_class, ND_K, 1, NULL); break;
+            case 'p':
+            case 'P': {
+                /* \pL, \p{L}, \p{^L}, \P{L} */
+                const char *name = p + i + 1;
+                size_t nl = 0, skip = 0;
+                int neg = d == 'P';
+                if (i + 1 < n && p[i + 1] == '{') {
+                    const char *e = memchr(p + i + 2, '}', n - i - 2);
+                    if (e) {
+                        name = p + i + 2;
+                        if (name < e && *name == '^') { neg = !neg; name++; }
+                        nl = (size_t)(e - name);
+                        skip = (size_t)(e - (p + i));
+                    }
+                } else if (i + 1 < n) {
+                    nl = 1;
+                    skip = 1;
+                }
+                int k = nl ? cls_index(name, nl) : -1;
+                if (k >= 0) {
+                    put_class(&b, in_class, k, neg, NULL);
+                    i += skip;
+                } else {
+                    char e2[2] = {'\\', d};
+                    ds_tok_sbuf_put(&b, e2, 2);
+                }
+                break;
+            }
             case 'W':
                 if (in_class) ds_tok_sbuf_puts(&b, "\\W");
-                else ds_tok_sbuf_puts(&b, "[^" WORD_CLASS "]");
+                else {
+                    ds_tok_sbuf_puts(&b, "[^");
+                    put_class(&b, 1, WORD_K, 0, "\\p{Pc}]");
+                }
                 break;
             case 'h': ds_tok_sbuf_puts(&b, in_class ? "0-9a-fA-F" : "[0-9a-fA-F]"); break;
             case 'H': ds_tok_sbuf_puts(&b, in_class ? "\\H" : "[^0-9a-fA-F]"); break;
@@ -411,14 +499,14 @@ static int parse_behavior(const cJSON *j, const char *where) {
     if (!strcmp(s, "MergedWithPrevious")) return DS_BH_MERGED_PREV;
     if (!strcmp(s, "MergedWithNext")) return DS_BH_MERGED_NEXT;
     if (!strcmp(s, "Contiguous")) return DS_BH_CONTIGUOUS;
-    return ds_err("%s: behavior '%s' is not supported", where, s);
+    return ds_err("%s: behavior %s is not supported", where, ds_quote(s));
 }
 
 static int parse_one(struct ds_tokenizer *t, const cJSON *j, const char *where, int last) {
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(j, "type");
     if (!cJSON_IsString(ty)) return ds_err("%s: type: missing", where);
     const char *type = ty->valuestring;
-    if (t->byte_level) return ds_err("%s: %s after ByteLevel is not supported (ByteLevel must be last)", where, type);
+    if (t->byte_level) return ds_err("%s: %s after ByteLevel is not supported (ByteLevel must be last)", where, ds_quote(type));
     if (!strcmp(type, "Sequence")) {
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "pretokenizers");
         if (!cJSON_IsArray(arr)) return ds_err("%s: pretokenizers: missing", where);
@@ -458,8 +546,8 @@ static int parse_one(struct ds_tokenizer *t, const cJSON *j, const char *where, 
     }
     if (!strcmp(type, "Digits")) {
         const cJSON *ind = cJSON_GetObjectItemCaseSensitive(j, "individual_digits");
-        /* tokenizers splits on char::is_numeric, i.e. \p{N} */
-        if (add_regex_step(t, "\\p{N}", 5, cJSON_IsTrue(ind) ? DS_BH_ISOLATED : DS_BH_CONTIGUOUS, 0, where)) return -1;
+        /* tokenizers splits on Rust's char::is_numeric, i.e. \p{N} of Unicode 17.0 */
+        if (add_regex_step(t, "\\p{" DIGITS_PROP "}", strlen("\\p{" DIGITS_PROP "}"), cJSON_IsTrue(ind) ? DS_BH_ISOLATED : DS_BH_CONTIGUOUS, 0, where)) return -1;
         t->steps[t->nsteps - 1].known = 1;
         return 0;
     }
@@ -479,7 +567,7 @@ static int parse_one(struct ds_tokenizer *t, const cJSON *j, const char *where, 
         t->byte_level = 1;
         return 0;
     }
-    return ds_err("%s: pre-tokenizer type '%s' is not supported", where, type);
+    return ds_err("%s: pre-tokenizer type %s is not supported", where, ds_quote(type));
 }
 
 int ds_pretok_parse(struct ds_tokenizer *t, const void *cj) {

@@ -8,14 +8,14 @@
  * Also GPT-2's and Llama-3's / Qwen2's regexes (see the functions below).
  * It gives the same matches as the PCRE2 path (the reference, compared in
  * tests/test_tokenizer.c on every fixture text and on random text), without a
- * regex call per pre-token.  Classes come from ucat_tables.h (Unicode 14, as
- * PCRE2 10.42); bytes that are not valid UTF-8 match nothing, as with
+ * regex call per pre-token.  Classes come from ucat_tables.h (Unicode 16.0, as
+ * tokenizers' Oniguruma; the PCRE2 path uses the same table); bytes that are not valid UTF-8 match nothing, as with
  * PCRE2_MATCH_INVALID_UTF, and end a lookahead like the end of the subject.
  */
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/ucat_tables.h"
 
-#define UC_INVALID 0x80 /* not valid UTF-8: in no class, and not \S either */
+#define UC_INVALID 0x100 /* not valid UTF-8: in no class, and not \S either */
 
 /* class bits and length of the character at s[i] (i < n) */
 static inline int char_at(const unsigned char *s, int64_t n, int64_t i, uint32_t *cpo, int *len) {

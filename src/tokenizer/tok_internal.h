@@ -76,6 +76,11 @@ typedef struct {
 /* pretok_fast.c: the matches of a known regex, as PCRE2 finds them. */
 enum { DS_FAST_NONE = 0, DS_FAST_DEEPSEEK = 1, DS_FAST_GPT2 = 2, DS_FAST_LLAMA3 = 3, DS_FAST_QWEN2 = 4 };
 void ds_tok_fast_matches(int kind, const char *s, int64_t n, void (*push)(void *, int64_t, int64_t), void *ctx);
+/* Unicode classes of a codepoint (ucat_tables.h, Unicode 16.0 as tokenizers' Oniguruma):
+ * White_Space is Oniguruma's \s (U+0009..U+000D, U+0085, Z*), ND is Nd; NUM is Unicode
+ * 17.0's N, the Rust char::is_numeric of tokenizers' Digits pre-tokenizer */
+enum { DS_UC_L = 1, DS_UC_M = 2, DS_UC_N = 4, DS_UC_P = 8, DS_UC_S = 16, DS_UC_WS = 32, DS_UC_ND = 64,
+       DS_UC_NUM = 128 };
 int ds_tok_ucat_bits(uint32_t cp);
 /* 1: use the PCRE2 reference even where a fast matcher exists (tests) */
 extern int ds_tok_no_fast;

@@ -6,6 +6,7 @@
  */
 #include "tokenizer/tok_internal.h"
 #include "base/base.h"
+#include "io/json.h"
 
 #include <cJSON.h>
 #include <pthread.h>
@@ -1038,10 +1039,10 @@ static int parse_post(ds_tokenizer *t, const cJSON *j, const char *where) {
             if (!cJSON_IsString(idj)) return ds_err("%s: single: item is neither SpecialToken nor Sequence", where);
             const cJSON *def = sp ? cJSON_GetObjectItemCaseSensitive(sp, idj->valuestring) : NULL;
             const cJSON *ids = def ? cJSON_GetObjectItemCaseSensitive(def, "ids") : NULL;
-            if (!cJSON_IsArray(ids)) return ds_err("%s: special_tokens: '%s' missing", where, idj->valuestring);
+            if (!cJSON_IsArray(ids)) return ds_err("%s: special_tokens: %s missing", where, ds_quote(idj->valuestring));
             const cJSON *x;
             cJSON_ArrayForEach(x, ids) {
-                if (!cJSON_IsNumber(x)) return ds_err("%s: special_tokens: '%s': bad id", where, idj->valuestring);
+                if (!cJSON_IsNumber(x)) return ds_err("%s: special_tokens: %s: bad id", where, ds_quote(idj->valuestring));
                 int32_t **arr = seen_a ? &t->post_suf : &t->post_pre;
                 int *cnt = seen_a ? &t->npost_suf : &t->npost_pre;
                 *arr = ds_realloc(*arr, (size_t)(*cnt + 1) * sizeof **arr);
@@ -1050,7 +1051,7 @@ static int parse_post(ds_tokenizer *t, const cJSON *j, const char *where) {
         }
         return 0;
     }
-    return ds_err("%s: post-processor type '%s' is not supported", where, type);
+    return ds_err("%s: post-processor type %s is not supported", where, ds_quote(type));
 }
 
 static const char *cfg_token(const cJSON *cfg, const char *key) {
@@ -1063,13 +1064,15 @@ static const char *cfg_token(const cJSON *cfg, const char *key) {
     return NULL;
 }
 
+static int utf8_ok(const char *s) { return ds_utf8_valid((const unsigned char *)s, strlen(s), NULL); }
+
 static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     if (!cJSON_IsObject(root)) return ds_err("%s: not a JSON object", name);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) return ds_err("%s: model: missing", name);
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(model, "type");
     if (ty && !cJSON_IsString(ty)) return ds_err("%s: model.type: not a string", name);
-    if (ty && strcmp(ty->valuestring, "BPE")) return ds_err("%s: model.type '%s' is not supported (only BPE)", name, ty->valuestring);
+    if (ty && strcmp(ty->valuestring, "BPE")) return ds_err("%s: model.type %s is not supported (only BPE)", name, ds_quote(ty->valuestring));
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (!cJSON_IsObject(vocab)) return ds_err("%s: model.vocab: missing", name);
@@ -1097,13 +1100,13 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
             cJSON_ArrayForEach(e, nl) {
                 const cJSON *et = cJSON_GetObjectItemCaseSensitive(e, "type");
                 if (!cJSON_IsString(et)) return ds_err("%s: normalizer.normalizers: type missing", name);
-                if (strcmp(et->valuestring, "NFC")) return ds_err("%s: normalizer '%s' is not supported (only NFC)", name, et->valuestring);
+                if (strcmp(et->valuestring, "NFC")) return ds_err("%s: normalizer %s is not supported (only NFC)", name, ds_quote(et->valuestring));
                 t->nfc = 1;
             }
         } else if (!strcmp(nt->valuestring, "NFC")) {
             t->nfc = 1;
         } else {
-            return ds_err("%s: normalizer '%s' is not supported (only NFC)", name, nt->valuestring);
+            return ds_err("%s: normalizer %s is not supported (only NFC)", name, ds_quote(nt->valuestring));
         }
     }
     /* pre-tokenizer (sets byte_level) */
@@ -1125,7 +1128,7 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
             const char *ty = cJSON_IsString(ot) ? ot->valuestring : "?";
             if (!strcmp(ty, "ByteLevel")) t->byte_level = 1; /* decode by the inverse byte map */
             else if (!strcmp(ty, "ByteFallback")) dec_bytefallback = 1;
-            else if (strcmp(ty, "Fuse")) return ds_err("%s: decoder '%s' is not supported (ByteLevel, ByteFallback, Fuse)", name, ty);
+            else if (strcmp(ty, "Fuse")) return ds_err("%s: decoder %s is not supported (ByteLevel, ByteFallback, Fuse)", name, ds_quote(ty));
             if (!list) break;
         }
     }
@@ -1134,7 +1137,8 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     int64_t nv = cJSON_GetArraySize(vocab), maxid = -1;
     cJSON_ArrayForEach(x, vocab) {
         if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble > 16777216 || x->valuedouble != (double)(int64_t)x->valuedouble)
-            return ds_err("%s: model.vocab['%.40s']: id is not an integer in [0, 2^24]", name, x->string);
+            return ds_err("%s: model.vocab[%s]: id is not an integer in [0, 2^24]", name, ds_quote(x->string));
+        if (!utf8_ok(x->string)) return ds_err("%s: model.vocab[%s]: token is not valid UTF-8", name, ds_quote(x->string));
         if ((int64_t)x->valuedouble > maxid) maxid = (int64_t)x->valuedouble;
     }
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
@@ -1147,6 +1151,8 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
         if (!cJSON_IsNumber(idj) || idj->valuedouble < 0 || idj->valuedouble > 16777216)
             return ds_err("%s: added_tokens[%d].id: missing or out of range", name, i);
         if (!cJSON_IsString(c) || !c->valuestring[0]) return ds_err("%s: added_tokens[%d].content: missing or empty", name, i);
+        if (!utf8_ok(c->valuestring))
+            return ds_err("%s: added_tokens[%d].content %s: not valid UTF-8", name, i, ds_quote(c->valuestring));
         if ((int64_t)idj->valuedouble > maxid) maxid = (int64_t)idj->valuedouble;
         i++;
     }
@@ -1185,7 +1191,7 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
     if (cJSON_IsString(unk)) {
         t->model_unk = ds_strdup(unk->valuestring);
         t->unk_id = ds_tok_strmap_get(&t->vocab, unk->valuestring, strlen(unk->valuestring));
-        if (t->unk_id < 0) return ds_err("%s: model.unk_token '%.40s' is not in the vocab", name, unk->valuestring);
+        if (t->unk_id < 0) return ds_err("%s: model.unk_token %s is not in the vocab", name, ds_quote(unk->valuestring));
     }
 
     /* merges: "a b" or ["a", "b"] */
@@ -1202,7 +1208,7 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
         if (cJSON_IsString(x)) {
             a = x->valuestring;
             sp = strchr(a, ' ');
-            if (!sp || sp == a || !sp[1]) { free(cat); return ds_err("%s: model.merges[%d]: '%.60s' is not \"a b\"", name, i, a); }
+            if (!sp || sp == a || !sp[1]) { free(cat); return ds_err("%s: model.merges[%d]: %s is not \"a b\"", name, i, ds_quote(a)); }
             al = (size_t)(sp - a);
             b = sp + 1;
             bl = strlen(b);
@@ -1216,17 +1222,21 @@ static int load_json(ds_tokenizer *t, const cJSON *root, const char *name) {
             free(cat);
             return ds_err("%s: model.merges[%d]: neither \"a b\" nor [\"a\", \"b\"]", name, i);
         }
+        if (!ds_utf8_valid((const unsigned char *)a, al, NULL) || !ds_utf8_valid((const unsigned char *)b, bl, NULL)) {
+            free(cat);
+            return ds_err("%s: model.merges[%d]: %s %s: not valid UTF-8", name, i, ds_quote_n(a, al), ds_quote_n(b, bl));
+        }
         int32_t ia = ds_tok_strmap_get(&t->vocab, a, al), ib = ds_tok_strmap_get(&t->vocab, b, bl);
         if (ia < 0 || ib < 0) {
             free(cat);
-            return ds_err("%s: model.merges[%d]: unknown token '%.*s'", name, i, (int)(ia < 0 ? al : bl), ia < 0 ? a : b);
+            return ds_err("%s: model.merges[%d]: unknown token %s", name, i, ia < 0 ? ds_quote_n(a, al) : ds_quote_n(b, bl));
         }
         if (al + bl + 1 > catcap) { catcap = (al + bl) * 2 + 64; cat = ds_realloc(cat, catcap); }
         memcpy(cat, a, al);
         memcpy(cat + al, b, bl);
         int32_t nid = ds_tok_strmap_get(&t->vocab, cat, al + bl);
         if (nid < 0) {
-            ds_err("%s: model.merges[%d]: merged token '%.*s' is not in the vocab", name, i, (int)(al + bl), cat);
+            ds_err("%s: model.merges[%d]: merged token %s is not in the vocab", name, i, ds_quote_n(cat, al + bl));
             free(cat);
             return -1;
         }

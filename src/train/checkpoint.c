@@ -168,9 +168,9 @@ char *ds_ckpt_latest(const char *run) {
 
 static int read_exact(const ds_st_file *f, const char *name, ds_dtype dt, int64_t n, void *out, size_t esz) {
     const ds_st_tensor *t = ds_st_find(f, name);
-    if (!t) return ds_err("%s: tensor '%s' missing", f->path, name);
+    if (!t) return ds_err("%s: tensor %s missing", f->path, ds_quote(name));
     if (t->dtype != dt || t->ndim != 1 || t->numel != n)
-        return ds_err("%s: tensor '%s': expected %lld values of dtype %d, found %lld of dtype %d", f->path, name,
+        return ds_err("%s: tensor %s: expected %lld values of dtype %d, found %lld of dtype %d", f->path, ds_quote(name),
                       (long long)n, (int)dt, (long long)t->numel, (int)t->dtype);
     memcpy(out, t->data, (size_t)n * esz);
     return 0;
