@@ -17,6 +17,10 @@ static int clean_line(const char *m, int cli) {
     if (cli) {
         if (n == 0 || m[n - 1] != '\n') return 0;
         n--;
+        /* a usage error (exit 2) may add the hint line "try 'dsv3 CMD --help'" */
+        const char *hint = n ? memchr(m, '\n', n) : NULL;
+        if (hint && !strncmp(hint + 1, "try 'dsv3 ", 10) && !memchr(hint + 1, '\n', n - (size_t)(hint + 1 - m)))
+            n = (size_t)(hint - m);
     }
     if (n == 0) return 0;
     for (size_t i = 0; i < n; i++) {
