@@ -354,7 +354,7 @@ TEST(generation_stop_sequences_and_last_number) {
      * without its punctuation is the target */
     const char *lam = "{\"context\": \"red green blue. red green\", \"continuation\": \"blue\"}\n"
                       "{\"context\": \"red green blue. red green\", \"continuation\": \"pink\"}\n";
-    CHECK(task_from(&t, "gen:lam.jsonl#extract=first_word,until=\\n,max_new=8", lam, &o) == 0);
+    CHECK(task_from(&t, "gen:lam.jsonl#extract=first_word,until=\\n,max_new_tokens=8", lam, &o) == 0);
     CHECK(ds_task_run(&t, &lm, &o, NULL, &r) == 0);
     CHECK(r.docs[0].extracted && !strcmp(r.docs[0].extracted, "blue"));
     CHECK(r.docs[0].correct == 1 && r.docs[1].correct == 0);

@@ -38,7 +38,7 @@ static const char *USAGE =
     "  gen:FILE.jsonl  {prompt, answer}: greedy generation, exact match\n"
     "  options: name=NAME  prompt=qa|raw (mc: qa builds \"<query>\\nAnswer:\")  delim=TEXT (default ' ')\n"
     "           docs=file|lines|wikitext  detok=wikitext|none  stride=N (lm: sliding window, N new tokens per window)\n"
-    "           until=S1|S2 (gen stop sequences, \\n escapes; default \\n\\n)  max_new=N (256)  extract=none|last_number|first_word\n"
+    "           until=S1|S2 (gen stop sequences, \\n escapes; default \\n\\n)  max_new_tokens=N (256)  extract=none|last_number|first_word\n"
     "           limit=N (first N documents of this task, overrides --limit)  add_bos=1|0 (overrides --add-bos)\n"
     "Named tasks read files under --data (default $DS_SHARED/data or ../shared/data): llm_foundry_icl/{piqa,arc_easy,\n"
     "arc_challenge,winogrande,lambada_openai}.jsonl, hellaswag/hellaswag_val_full.txt, wikitext2/wiki.test.raw.\n"

@@ -94,8 +94,9 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
         else return ds_err("task %s: add_bos: expected 1 or 0 (true or false)", ds_quote(spec));
     } else if (KEY("limit")) {
         if (parse_i64(v, vl, &t->limit) || t->limit < 1) return ds_err("task %s: limit: expected a positive integer", ds_quote(spec));
-    } else if (KEY("max_new")) {
-        if (parse_i64(v, vl, &t->max_new) || t->max_new < 1) return ds_err("task %s: max_new: expected a positive integer", ds_quote(spec));
+    } else if (KEY("max_new_tokens") || KEY("max_new")) { /* transformers' name; max_new kept as an alias */
+        if (parse_i64(v, vl, &t->max_new) || t->max_new < 1)
+            return ds_err("task %s: max_new_tokens: expected a positive integer", ds_quote(spec));
     } else if (KEY("docs")) {
         if (VAL("file")) t->docs_split = DS_DOCS_FILE;
         else if (VAL("lines")) t->docs_split = DS_DOCS_LINES;
@@ -117,7 +118,7 @@ static int apply_option(ds_task *t, const char *spec, const char *k, size_t kl, 
         else if (VAL("first_word")) t->extract = DS_EXTRACT_FIRST_WORD;
         else return ds_err("task %s: extract: expected none, last_number or first_word", ds_quote(spec));
     } else {
-        return ds_err("task %s: unknown option %s (name, prompt, delim, stride, docs, detok, until, max_new, extract, limit, add_bos)",
+        return ds_err("task %s: unknown option %s (name, prompt, delim, stride, docs, detok, until, max_new_tokens, extract, limit, add_bos)",
                       ds_quote(spec), ds_quote_n(k, kl));
     }
     return 0;
