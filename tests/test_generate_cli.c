@@ -120,6 +120,13 @@ TEST(generate_cli_text_mode) {
         CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --prompt '%s' --max-new-tokens 6 --ignore-eos --stop '%s' 2>&1",
                          dir, prompt, stop) == 0);
         CHECK(strstr(out, "stop string") != NULL);
+        /* several --stop strings: any one of them stops it; none that occurs does not */
+        CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --prompt '%s' --max-new-tokens 6 --ignore-eos "
+                         "--stop 'zq#never' '%s' 2>&1", dir, prompt, stop) == 0);
+        CHECK(strstr(out, "stop string") != NULL);
+        CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --prompt '%s' --max-new-tokens 6 --ignore-eos "
+                         "--stop 'zq#never' --stop 'qz#never' 2>&1", dir, prompt) == 0);
+        CHECK(strstr(out, "stop string") == NULL);
     } else {
         fprintf(stderr, "  --stop not checked: the continuation starts with quote or NUL bytes\n");
     }

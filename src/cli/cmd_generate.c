@@ -1,6 +1,6 @@
 /*
  * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-new-tokens N]
- *   [--temperature T --top-p P --top-k K --seed S] [--stop STR] [--ignore-eos]
+ *   [--temperature T --top-p P --top-k K --seed S] [--stop STR...] [--ignore-eos]
  *   [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
  * Tokenizes the prompt with DIR/tokenizer.json or --tokenizer (BOS added when
  * its tokenizer_config says so), prints the prompt and streams the
@@ -29,7 +29,7 @@
 typedef struct {
     int ids_mode;
     ds_decode_stream ds;
-    const char *stop;
+    ds_strlist stop;
     char *text;  /* generated text so far (for --stop) */
     size_t n, cap;
     int failed;
@@ -50,7 +50,7 @@ static int on_token(void *vctx, int32_t id) {
     }
     fwrite(b, 1, len, stdout);
     fflush(stdout);
-    if (s->stop && *s->stop) {
+    if (s->stop.n) {
         if (s->n + len + 1 > s->cap) {
             s->cap = (s->n + len + 1) * 2;
             s->text = ds_realloc(s->text, s->cap);
@@ -58,8 +58,11 @@ static int on_token(void *vctx, int32_t id) {
         memcpy(s->text + s->n, b, len);
         s->n += len;
         s->text[s->n] = 0;
-        size_t sl = strlen(s->stop), old = s->n - len; /* a match must end inside the new bytes */
-        if (strstr(s->text + (old + 1 >= sl ? old + 1 - sl : 0), s->stop)) return 1;
+        for (int i = 0; i < s->stop.n; i++) {
+            const char *w = s->stop.v[i];
+            size_t sl = strlen(w), old = s->n - len; /* a match must end inside the new bytes */
+            if (sl && strstr(s->text + (old + 1 >= sl ? old + 1 - sl : 0), w)) return 1;
+        }
     }
     return 0;
 }
@@ -100,7 +103,8 @@ static void add_eos(int64_t *eos, int *neos, int cap, int64_t id) {
 }
 
 static int run(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *spec = NULL, *stop = NULL, *tokp = NULL;
+    const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL;
+    ds_strlist stop = {0};
     long long max_new = LLONG_MIN, top_k = 0, seed = 1234; /* LLONG_MIN: not given, 64 */
     double temperature = 0, top_p = 1;
     int ids_mode = 0, ignore_eos = 0, json = 0, dequant = 0;
@@ -115,7 +119,7 @@ static int run(int argc, char **argv) {
         {"--top-p", DS_OPT_FLOAT, &top_p, "P  nucleus sampling mass in (0, 1] (default 1 = off)"},
         {"--top-k", DS_OPT_INT, &top_k, "K  sample among the K most likely, K >= 0 (default 0 = off)"},
         {"--seed", DS_OPT_INT, &seed, "S  sampling seed (default 1234)"},
-        {"--stop", DS_OPT_STR, &stop, "STR  stop when the generated text contains STR"},
+        {"--stop", DS_OPT_MULTI, &stop, "STR... stop when the generated text contains any STR (repeatable)"},
         {"--ignore-eos", DS_OPT_FLAG, &ignore_eos, "do not stop at EOS"},
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (greedy only)"},
@@ -123,7 +127,7 @@ static int run(int argc, char **argv) {
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
     const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --temperature T --top-p P --top-k K --seed S] "
-                        "[--stop STR] [--tokenizer PATH] [--ids] [--speculative mtp]";
+                        "[--stop STR...] [--tokenizer PATH] [--ids] [--speculative mtp]";
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     ds_cli_parse("generate", usage, argc, argv, opts, nopts, NULL, 0, NULL);
     if (!model) ds_cli_usage_error("generate", "--model is required");
@@ -252,6 +256,7 @@ static int run(int argc, char **argv) {
                    tps, (long long)st.drafted, (long long)st.accepted);
     }
     free(sc.text);
+    free(stop.v);
     free(ids);
     free(out);
     ds_tokenizer_free(tok);
