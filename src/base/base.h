@@ -89,6 +89,8 @@ int ds_mkdir_p(const char *path);
 int ds_file_exists(const char *path);
 /* Join a directory and a file name into a new string. */
 char *ds_path_join(const char *dir, const char *name);
+/* Remove a flat folder: its files, then the folder (no subfolders; errors ignored). */
+void ds_remove_flat_dir(const char *dir);
 
 /* ---- RNG: xoshiro256** seeded by splitmix64; state is 4 x uint64 -------- */
 typedef struct { uint64_t s[4]; } ds_rng;

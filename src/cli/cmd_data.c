@@ -287,22 +287,6 @@ static int out_state(const char *out) {
     return n ? 2 : 1;
 }
 
-/* Delete a flat folder this command made (its files, then itself). */
-static void remove_flat(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char *p = ds_path_join(dir, e->d_name);
-            unlink(p);
-            free(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 /* Put the finished folder tmp at out (state: out_state(out) before the run). */
 static int install(const char *tmp, const char *out, int state) {
     if (state == 1 && rmdir(out) != 0) return ds_err("%s: cannot replace the empty folder: %s", out, strerror(errno));
@@ -313,7 +297,7 @@ static int install(const char *tmp, const char *out, int state) {
     /* swap atomically where the file system can; else two renames */
 #ifdef RENAME_EXCHANGE
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_EXCHANGE) == 0) {
-        remove_flat(tmp); /* now the old folder */
+        ds_remove_flat_dir(tmp); /* now the old folder */
         return 0;
     }
 #endif
@@ -330,7 +314,7 @@ static int install(const char *tmp, const char *out, int state) {
         free(old);
         return ds_err("%s: cannot rename %s to it: %s", out, tmp, strerror(err));
     }
-    remove_flat(old);
+    ds_remove_flat_dir(old);
     free(old);
     return 0;
 }
@@ -467,7 +451,7 @@ static int prepare(int argc, char **argv) {
         }
     if (rc == 0 && p.docs[0] == 0) rc = ds_err("no training documents (all input went to validation or was empty)");
     if (rc == 0) rc = install(tmp, outdir, state);
-    else if (tmp) remove_flat(tmp);
+    else if (tmp) ds_remove_flat_dir(tmp);
     free(tmp);
     free(outdir);
     double dt = ds_now() - t0;

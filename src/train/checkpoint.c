@@ -16,21 +16,6 @@
 #include "io/safetensors.h"
 #include "tokenizer/tok_config.h"
 
-/* Remove a flat folder (checkpoints hold no subfolders). */
-static void rm_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *p = ds_path_join(dir, e->d_name);
-        unlink(p);
-        free(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static int fsync_path(const char *path) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return ds_err("%s: cannot open for fsync: %s", path, strerror(errno));
@@ -95,7 +80,7 @@ static void prune(const char *run, int64_t keep) {
         char name[64];
         snprintf(name, sizeof name, "ckpt-%lld", (long long)steps[i]);
         char *p = ds_path_join(run, name);
-        rm_flat_dir(p);
+        ds_remove_flat_dir(p);
         free(p);
     }
     free(steps);
@@ -109,7 +94,7 @@ int ds_ckpt_save(const char *run, const ds_model *m, const char *tokenizer_json,
     char *fin = ds_path_join(run, name), *tmp = ds_path_join(run, tmpname);
     char *sp = ds_path_join(tmp, "train_state.safetensors");
     int rc = -1;
-    rm_flat_dir(tmp); /* a leftover of an interrupted save */
+    ds_remove_flat_dir(tmp); /* a leftover of an interrupted save */
     if (ds_mkdir_p(tmp)) goto out;
     if (ds_model_save(m, tmp)) goto fail;
     if (fault_at("save", st->step)) {
@@ -121,7 +106,7 @@ int ds_ckpt_save(const char *run, const ds_model *m, const char *tokenizer_json,
     if (tokenizer_json && ds_folder_write_tokenizer(tmp, tokenizer_json, m->cfg.max_position_embeddings)) goto fail;
     if (write_state(sp, st, mom, vel, n, m16)) goto fail;
     if (fsync_path(tmp)) goto fail;
-    rm_flat_dir(fin); /* a same-step checkpoint is replaced */
+    ds_remove_flat_dir(fin); /* a same-step checkpoint is replaced */
     if (rename(tmp, fin)) {
         ds_err("%s: rename to %s: %s", tmp, fin, strerror(errno));
         goto fail;
@@ -142,7 +127,7 @@ int ds_ckpt_save(const char *run, const ds_model *m, const char *tokenizer_json,
     goto out;
 fail:
     ds_err_prefix("saving checkpoint %s", fin);
-    rm_flat_dir(tmp);
+    ds_remove_flat_dir(tmp);
 out:
     free(fin), free(tmp), free(sp);
     return rc;
@@ -183,7 +168,7 @@ void ds_ckpt_remove_partial(const char *run) {
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, ".tmp-ckpt-", 10)) continue;
         char *p = ds_path_join(run, e->d_name);
-        rm_flat_dir(p);
+        ds_remove_flat_dir(p);
         free(p);
     }
     closedir(d);
