@@ -63,7 +63,7 @@ else
   MISSING += CUDA
 endif
 
-LIB_SRC  := $(filter-out src/cli/%,$(wildcard src/*/*.c))
+LIB_SRC  := $(filter-out src/cli/%,$(wildcard src/*/*.c src/backend/*/*.c))
 CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

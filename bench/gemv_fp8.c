@@ -10,7 +10,7 @@
 #include <stdlib.h>
 
 #include "base/base.h"
-#include "infer/gemv.h"
+#include "backend/cpu/gemv.h"
 #include "num/dtype.h"
 #include "num/quant.h"
 

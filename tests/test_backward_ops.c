@@ -3,7 +3,7 @@
  * every fast backward kernel against its scalar reference.
  *
  * Oracle: each test has its own double-precision forward of the op (plain
- * loops written from the equation in kernels/backward.h), a random
+ * loops written from the equation in backend/cpu/backward.h), a random
  * projection L = Σ r ⊙ out, and central differences of L in double with
  * h = 1e-6: truncation error O(h²) ~ 1e-12, rounding ~1e-16/h ~ 1e-10, so
  * the FD gradient is exact to ~1e-9 relative.  The kernels under test run in
@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "kernels/backward.h"
+#include "backend/cpu/backward.h"
 #include "test.h"
 
 #define FD_TOL 1e-5

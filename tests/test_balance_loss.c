@@ -1,7 +1,7 @@
 /* test_balance_loss.c — balance losses: closed-form cases and finite differences. */
 #include "test.h"
 #include "base/base.h"
-#include "kernels/balance_loss.h"
+#include "backend/cpu/balance_loss.h"
 
 /* Random scores: sigmoid of N(0,1) logits, or a softmax of them. */
 static void make_scores(float *s, uint8_t *sel, int64_t T, int64_t E, int64_t K, int softmax, ds_rng *r) {

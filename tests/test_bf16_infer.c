@@ -23,12 +23,12 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "infer/gemv.h"
+#include "backend/cpu/gemv.h"
 #include "infer/infer.h"
 #include "io/safetensors.h"
-#include "kernels/gemm_bf16.h"
-#include "kernels/kernels.h"
-#include "kernels/linear_fp8w.h"
+#include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/linear_fp8w.h"
 #include "model/backward.h"
 #include "model/model.h"
 #include "num/dtype.h"

@@ -33,7 +33,7 @@
 
 #include "backend/ops.h"
 #include "base/base.h"
-#include "kernels/matmul_fp8.h"
+#include "backend/cpu/matmul_fp8.h"
 #include "model/backward.h"
 #include "model/model.h"
 #include "model/presets.h"

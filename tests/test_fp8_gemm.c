@@ -5,9 +5,9 @@
  * references (same block order, so the same bits). */
 #include "test.h"
 #include "fp8_fixture.h"
-#include "kernels/fp8_linear.h"
-#include "kernels/gemm_bf16.h"
-#include "kernels/gemm_fp8.h"
+#include "backend/cpu/fp8_linear.h"
+#include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/gemm_fp8.h"
 #include "num/dtype.h"
 #include "num/quant.h"
 

@@ -27,10 +27,10 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "infer/gemv.h"
+#include "backend/cpu/gemv.h"
 #include "infer/infer.h"
 #include "io/safetensors.h"
-#include "kernels/linear_fp8w.h"
+#include "backend/cpu/linear_fp8w.h"
 #include "model/backward.h"
 #include "model/model.h"
 #include "num/quant.h"

@@ -480,8 +480,8 @@ TEST(speculative_forced_drafts_some_wrong) {
     speculative_forced("norope", 2);
 }
 
-/* the decode GEMV against the scalar matmul reference (kernels/matmul.c) */
-#include "infer/gemv.h"
+/* the decode GEMV against the scalar matmul reference (backend/cpu/matmul.c) */
+#include "backend/cpu/gemv.h"
 TEST(gemv_matches_reference) {
     ds_rng r;
     ds_rng_seed(&r, 5);

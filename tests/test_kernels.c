@@ -1,6 +1,6 @@
 /*
  * test_kernels.c — op-level tests: every fast kernel against its scalar
- * reference (kernels/kernels.h) on random inputs with awkward sizes (not
+ * reference (backend/cpu/kernels.h) on random inputs with awkward sizes (not
  * multiples of the SIMD width or the block sizes), plus a few properties the
  * references must have themselves (softmax rows sum to 1, rotation keeps norms).
  * Tolerances are relative to the largest reference value: FP32 with a
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "kernels/kernels.h"
+#include "backend/cpu/kernels.h"
 #include "test.h"
 
 static float *randn(ds_rng *r, int64_t n, float s) {

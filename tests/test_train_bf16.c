@@ -1,6 +1,6 @@
 /*
  * test_train_bf16.c — `--precision bf16`: the BF16-input linear layer
- * (kernels/matmul_bf16.h) against (a) its _ref version, bit for bit, and (b)
+ * (backend/cpu/matmul_bf16.h) against (a) its _ref version, bit for bit, and (b)
  * an independent scalar oracle: inputs rounded to BF16 with
  * ds_f32_to_bf16 (tested against torch in test_fp8_codec.c), products summed
  * in double; tolerance 1e-5 relative (FP32 sums over K <= 300 terms, ~K·2^-24).
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "kernels/matmul_bf16.h"
+#include "backend/cpu/matmul_bf16.h"
 #include "backend/ops.h"
 #include "num/dtype.h"
 #include "train/trainer.h"

@@ -1,6 +1,6 @@
 /*
  * test_train_fp8.c — `--precision fp8`: the FP8 linear layer
- * (kernels/matmul_fp8.h) installed as ops.linear_forward / linear_backward,
+ * (backend/cpu/matmul_fp8.h) installed as ops.linear_forward / linear_backward,
  * against an independent scalar composition: each operand quantized and
  * dequantized with ds_quantize / ds_dequantize (tested against torch in
  * test_fp8_quant.c) at DeepSeek's granularity (X, dY 1x128; W 128x128; dY and
@@ -16,7 +16,7 @@
 
 #include "backend/ops.h"
 #include "base/base.h"
-#include "kernels/matmul_fp8.h"
+#include "backend/cpu/matmul_fp8.h"
 #include "num/quant.h"
 #include "test.h"
 

@@ -4,15 +4,15 @@
  * scalar references can be swapped in without touching src/model/.
  *   ds_ops_cpu — the fast CPU kernels (OpenMP, BLAS, SIMD)
  *   ds_ops_ref — the scalar references (slow; tests run whole models with it)
- * Signatures and shapes: kernels/kernels.h (forward), kernels/backward.h
+ * Signatures and shapes: backend/cpu/kernels.h (forward), backend/cpu/backward.h
  * (backward entries, at the end of the struct).
  */
 #ifndef DS_OPS_H
 #define DS_OPS_H
 
-#include "kernels/backward.h"
-#include "kernels/kernels.h"
-#include "kernels/linear_fp8w.h"
+#include "backend/cpu/backward.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/linear_fp8w.h"
 
 struct ds_ops {
     const char *name;
@@ -29,7 +29,7 @@ struct ds_ops {
     void (*residual_forward)(float *out, const float *a, const float *b, int64_t n);
     void (*moe_route_forward)(float *weights, int32_t *idx, float *scores, const float *logits,
                               const float *bias, const ds_route_params *p, int64_t N);
-    /* backward (kernels/backward.h) */
+    /* backward (backend/cpu/backward.h) */
     void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                             const float *weight, int64_t N, int64_t C, int64_t OC, int acc);
     void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
@@ -57,7 +57,7 @@ struct ds_ops {
                            int64_t N, int64_t C, int64_t OC);
     void (*linear_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                             const float *weight, int64_t N, int64_t C, int64_t OC, int acc);
-    /* the same linears when the weight is FP8-resident (kernels/linear_fp8w.h):
+    /* the same linears when the weight is FP8-resident (backend/cpu/linear_fp8w.h):
      * out (N, OC) = act_quant(inp (N, C)) · W8ᵀ block-scaled + bias; forward only */
     void (*linear_fp8w_forward)(float *out, const float *inp, const ds_fp8w *w, const float *bias,
                                 int64_t N, int64_t C, int64_t OC);

@@ -26,7 +26,7 @@ static int run(int argc, char **argv) {
         {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  model (randomly initialised)"},
         {"--random", DS_OPT_STR, &rnd, "B,T  batch of random token ids"},
         {"--iters", DS_OPT_INT, &iters, "K  timed steps (default 3, after one warm-up step)", DS_RANGE(1, 1000000)},
-        {"--precision", DS_OPT_STR, &prec, "fp32|bf16|fp8  GEMM inputs (kernels/matmul_bf16.h, matmul_fp8.h)"},
+        {"--precision", DS_OPT_STR, &prec, "fp32|bf16|fp8  GEMM inputs (backend/cpu/matmul_bf16.h, matmul_fp8.h)"},
         {"--fp8-cache", DS_OPT_FLAG, &cache, "  with --precision fp8: linear inputs for the weight gradients kept in FP8"},
         {"--bf16-moments", DS_OPT_FLAG, &m16, "  AdamW moments in BF16"},
     };

@@ -5,8 +5,8 @@
  * `dsv3 fp8 analyze` is in cmd_fp8_analyze.c.
  */
 #include "cli/cli.h"
-#include "kernels/gemm_bf16.h"
-#include "kernels/gemm_fp8.h"
+#include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/gemm_fp8.h"
 #include "num/dtype.h"
 #include "num/quant.h"
 

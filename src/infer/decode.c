@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "infer/gemv.h"
+#include "backend/cpu/gemv.h"
 #include "infer/infer.h"
 #include "num/quant.h"
 

@@ -1,8 +1,8 @@
 /*
  * backward.c — losses and the FP32 backward pass of the main model and the
  * MTP modules (backward.h), the mirror of model.c's forward.  Kernels:
- * kernels/backward.h (fast versions) and the balance losses of
- * kernels/balance_loss.h.  Parameter gradients are added into ds_grads;
+ * backend/cpu/backward.h (fast versions) and the balance losses of
+ * backend/cpu/balance_loss.h.  Parameter gradients are added into ds_grads;
  * activation gradients live in the ds_bwd scratch (allocated once).
  */
 #include "model/backward.h"
@@ -14,8 +14,8 @@
 
 #include "base/base.h"
 #include "io/safetensors.h"
-#include "kernels/backward.h"
-#include "kernels/balance_loss.h"
+#include "backend/cpu/backward.h"
+#include "backend/cpu/balance_loss.h"
 #include "train/adamw.h"
 
 /* ---- gradient buffer --------------------------------------------------------- */

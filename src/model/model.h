@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "backend/ops.h"
-#include "kernels/linear_fp8w.h"
+#include "backend/cpu/linear_fp8w.h"
 #include "model/config.h"
 #include "model/layout.h"
 

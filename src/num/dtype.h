@@ -1,6 +1,6 @@
 /*
  * dtype.h — element types and their traits; scalar conversions.
- * Fast (vector) conversions live in kernels/; these are the references.
+ * Fast (vector) conversions live in backend/cpu/; these are the references.
  */
 #ifndef DS_DTYPE_H
 #define DS_DTYPE_H

@@ -1,0 +1,328 @@
+/*
+ * gemm_blocked.c — packed, blocked GEMM driver for BF16 and block-scaled FP8
+ * (see gemm_blocked.h for the arithmetic).
+ *
+ * Blocking (BLIS style): C is cut into MC x NC tiles, one OpenMP task each.
+ * For each K block of 128, a tile packs its A rows into strips of MR = 6 rows
+ * laid out [k][6] and its B rows into panels of NR = 16 laid out [k][16],
+ * decoding to FP32 on the way (FP8 by bit trick or table, BF16 by shift), with
+ * the per-row scales beside them.  The 6x16 micro-kernel keeps 12 AVX2
+ * accumulators over the 128 k steps, then promotes them into C.  Edges are
+ * zero-padded in the packs and written back through a 6x16 scratch tile.
+ */
+#include "backend/cpu/gemm_blocked.h"
+#include "base/base.h"
+#include "num/dtype.h"
+#include "num/fp8.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define DS_GEMM_AVX2 1
+#endif
+
+enum { MR = 6, NR = 16, MC = 192, NC = 256, KB = DS_GEMM_KB };
+
+const char *ds_gemm_isa_(void) {
+#ifdef DS_GEMM_AVX2
+    return "avx2+fma";
+#else
+    return "scalar";
+#endif
+}
+
+int ds_gemm_check_op_(const char *what, const ds_gemm_op_ *op) {
+    if (!op->p) return ds_err("%s: no data", what);
+    if ((unsigned)op->elt > DS_GEMM_F32) return ds_err("%s: unknown element type %d", what, (int)op->elt);
+    if (!op->scale) return 0;
+    switch (op->gran) {
+    case DS_QUANT_TENSOR:
+    case DS_QUANT_BLOCK_128x128: return 0;
+    case DS_QUANT_ROW:
+    case DS_QUANT_TILE_1x128:
+        if (op->trans)
+            return ds_err("%s: %s scales run along the stored rows, but the operand is stored (K, rows): "
+                          "quantize it 128x1", what, ds_quant_gran_name(op->gran));
+        return 0;
+    case DS_QUANT_TILE_128x1:
+        if (!op->trans)
+            return ds_err("%s: 128x1 scales need the operand stored (K, rows); stored (rows, K) takes 1x128", what);
+        return 0;
+    default: return ds_err("%s: unknown granularity %d", what, (int)op->gran);
+    }
+}
+
+static inline float elt_at(const ds_gemm_op_ *op, int64_t idx) {
+    switch (op->elt) {
+    case DS_GEMM_E4M3: return ds_fp8_e4m3_table[((const uint8_t *)op->p)[idx]];
+    case DS_GEMM_E5M2: return ds_fp8_e5m2_table[((const uint8_t *)op->p)[idx]];
+    case DS_GEMM_BF16: return ds_bf16_to_f32(((const uint16_t *)op->p)[idx]);
+    default: return ((const float *)op->p)[idx];
+    }
+}
+
+float ds_gemm_op_at_(const ds_gemm_op_ *op, int64_t r, int64_t k, int64_t R, int64_t K) {
+    return elt_at(op, op->trans ? k * R + r : r * K + k);
+}
+
+float ds_gemm_op_scale_(const ds_gemm_op_ *op, int64_t r, int64_t kb, int64_t R, int64_t K) {
+    if (!op->scale) return 1.0f;
+    int64_t k = kb * KB;
+    return op->trans ? ds_quant_scale_at(op->scale, op->gran, K, R, k, r)
+                     : ds_quant_scale_at(op->scale, op->gran, R, K, r, k);
+}
+
+/* ---- scalar reference ------------------------------------------------------ */
+void ds_gemm_blocked_ref_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
+                          int64_t M, int64_t N, int64_t K, int accumulate) {
+    int scaled = A->scale || B->scale;
+    int64_t nkb = ds_ceil_div(K, KB);
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            float c = accumulate ? C[m * N + n] : 0.0f;
+            for (int64_t kb = 0; kb < nkb; kb++) {
+                float bsum = 0.0f;
+                int64_t k1 = (kb + 1) * KB < K ? (kb + 1) * KB : K;
+                for (int64_t k = kb * KB; k < k1; k++)
+                    bsum = fmaf(ds_gemm_op_at_(A, m, k, M, K), ds_gemm_op_at_(B, n, k, N, K), bsum);
+                if (scaled)
+                    c = fmaf(bsum, ds_gemm_op_scale_(A, m, kb, M, K) * ds_gemm_op_scale_(B, n, kb, N, K), c);
+                else
+                    c = c + bsum;
+            }
+            C[m * N + n] = c;
+        }
+}
+
+/* ---- decoding for the packs ------------------------------------------------ */
+/* dst[0..n) = FP32 of n contiguous elements starting at element index idx. */
+static void decode_run(float *dst, const ds_gemm_op_ *op, int64_t idx, int64_t n) {
+    int64_t i = 0;
+    switch (op->elt) {
+    case DS_GEMM_E4M3: {
+        const uint8_t *s = (const uint8_t *)op->p + idx;
+#ifdef DS_GEMM_AVX2
+        /* magnitude m = code & 0x7f: a normal (m >= 8) is the FP32 pattern
+         * (m << 20) + (120 << 23) (rebias 7 -> 127); a subnormal is m * 2^-9,
+         * computed by int -> float (no FP32 denormals: they are slow); 0x7f
+         * is NaN; the sign goes on top */
+        const __m256i m7f = _mm256_set1_epi32(0x7f), m80 = _mm256_set1_epi32(0x80);
+        const __m256i rebias = _mm256_set1_epi32(120 << 23), eight = _mm256_set1_epi32(8);
+        const __m256 two_m9 = _mm256_set1_ps(0x1p-9f), qnan = _mm256_set1_ps(NAN);
+        for (; i + 8 <= n; i += 8) {
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + i)));
+            __m256i mag = _mm256_and_si256(v, m7f);
+            __m256 fn = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(mag, 20), rebias));
+            __m256 fs = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), two_m9);
+            __m256 f = _mm256_blendv_ps(fn, fs, _mm256_castsi256_ps(_mm256_cmpgt_epi32(eight, mag)));
+            f = _mm256_blendv_ps(f, qnan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, m7f)));
+            f = _mm256_or_ps(f, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, m80), 24)));
+            _mm256_storeu_ps(dst + i, f);
+        }
+#endif
+        for (; i < n; i++) dst[i] = ds_fp8_e4m3_table[s[i]];
+        break;
+    }
+    case DS_GEMM_E5M2: {
+        const uint8_t *s = (const uint8_t *)op->p + idx;
+        for (; i < n; i++) dst[i] = ds_fp8_e5m2_table[s[i]];
+        break;
+    }
+    case DS_GEMM_BF16: {
+        const uint16_t *s = (const uint16_t *)op->p + idx;
+#ifdef DS_GEMM_AVX2
+        for (; i + 8 <= n; i += 8) {
+            __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + i)));
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+        }
+#endif
+        for (; i < n; i++) dst[i] = ds_bf16_to_f32(s[i]);
+        break;
+    }
+    default: memcpy(dst, (const float *)op->p + idx, (size_t)n * 4); break;
+    }
+}
+
+#ifdef DS_GEMM_AVX2
+/* dst + j * ldd (j < 8) = column j of the 8x8 block at src (row stride lds). */
+static inline void transpose8x8(float *dst, int64_t ldd, const float *src, int64_t lds) {
+    __m256 r0 = _mm256_load_ps(src), r1 = _mm256_load_ps(src + lds), r2 = _mm256_load_ps(src + 2 * lds),
+           r3 = _mm256_load_ps(src + 3 * lds), r4 = _mm256_load_ps(src + 4 * lds), r5 = _mm256_load_ps(src + 5 * lds),
+           r6 = _mm256_load_ps(src + 6 * lds), r7 = _mm256_load_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    /* in increasing j: with ldd = 6 each store spills 2 zeros into the next row */
+    _mm256_storeu_ps(dst + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+/* Pack rows [r0, r0 + w) (w = MR or NR; rows >= R are zero) and k in
+ * [k0, k0 + KB) (k >= K zero) as dst[k][w], and the rows' scales for this
+ * K block into sc[w] (zero for padding rows).  dst must have 2 floats of
+ * slack after KB * w (the w = 6 transpose spills zeros there). */
+static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w,
+                 int64_t R, int64_t k0, int64_t K) {
+    int64_t kc = K - k0 < KB ? K - k0 : KB;
+    int64_t nr = R - r0 < w ? R - r0 : w;
+    if (op->trans) {
+        /* stored (K, R): w contiguous elements per k */
+        if (kc < KB || nr < w) memset(dst, 0, sizeof(float) * KB * (size_t)w);
+        for (int64_t k = 0; k < kc; k++) decode_run(dst + k * w, op, (k0 + k) * R + r0, nr);
+    } else {
+        /* stored (R, K): decode a run of K per row into tmp[row][k], then
+         * transpose (8x8 blocks with AVX2) */
+        _Alignas(32) float tmp[NR][KB];
+        int rows8 = (w + 7) & ~7;
+        for (int64_t i = 0; i < rows8; i++) {
+            if (i < nr) {
+                decode_run(tmp[i], op, (r0 + i) * K + k0, kc);
+#ifdef DS_GEMM_AVX2
+                /* the next K block of this row is packed next: fetch it now */
+                if (k0 + KB < K) {
+                    int64_t esz = op->elt <= DS_GEMM_E5M2 ? 1 : op->elt == DS_GEMM_BF16 ? 2 : 4;
+                    const char *nx = (const char *)op->p + ((r0 + i) * K + k0 + KB) * esz;
+                    for (int64_t b = 0; b < KB * esz; b += 64) _mm_prefetch(nx + b, _MM_HINT_T0);
+                }
+#endif
+            }
+            for (int64_t k = i < nr ? kc : 0; k < KB; k++) tmp[i][k] = 0.0f;
+        }
+#ifdef DS_GEMM_AVX2
+        for (int rb = 0; rb < rows8; rb += 8)
+            for (int k = 0; k < KB; k += 8) transpose8x8(dst + k * w + rb, w, &tmp[rb][k], KB);
+#else
+        for (int64_t k = 0; k < KB; k++)
+            for (int i = 0; i < w; i++) dst[k * w + i] = tmp[i][k];
+#endif
+    }
+    for (int i = 0; i < w; i++) sc[i] = i < nr ? ds_gemm_op_scale_(op, r0 + i, k0 / KB, R, K) : 0.0f;
+}
+
+/* ---- micro-kernel: C (6, 16) at c with row stride ldc ---------------------- */
+static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
+                        const float *sa, const float *sb, int scaled) {
+#ifdef DS_GEMM_AVX2
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
+    for (int k = 0; k < KB; k++) {
+        __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8), a;
+        const float *ak = ap + k * MR;
+        a = _mm256_broadcast_ss(ak + 0); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(ak + 1); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(ak + 2); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(ak + 3); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+        a = _mm256_broadcast_ss(ak + 4); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+        a = _mm256_broadcast_ss(ak + 5); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+    }
+    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    __m256 sb0 = _mm256_loadu_ps(sb), sb1 = _mm256_loadu_ps(sb + 8);
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + i * ldc;
+        __m256 x0 = _mm256_loadu_ps(ci), x1 = _mm256_loadu_ps(ci + 8);
+        if (scaled) {
+            __m256 s = _mm256_broadcast_ss(sa + i);
+            x0 = _mm256_fmadd_ps(acc[i][0], _mm256_mul_ps(s, sb0), x0);
+            x1 = _mm256_fmadd_ps(acc[i][1], _mm256_mul_ps(s, sb1), x1);
+        } else {
+            x0 = _mm256_add_ps(x0, acc[i][0]);
+            x1 = _mm256_add_ps(x1, acc[i][1]);
+        }
+        _mm256_storeu_ps(ci, x0);
+        _mm256_storeu_ps(ci + 8, x1);
+    }
+#else
+    float acc[MR][NR] = {{0}};
+    for (int k = 0; k < KB; k++)
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) acc[i][j] = fmaf(ap[k * MR + i], bp[k * NR + j], acc[i][j]);
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++)
+            c[i * ldc + j] = scaled ? fmaf(acc[i][j], sa[i] * sb[j], c[i * ldc + j]) : c[i * ldc + j] + acc[i][j];
+#endif
+}
+
+/* The per-thread pack buffer (A pack, then B pack).  Freed when its thread
+ * exits: nested parallel regions (a GEMM called from an inactive outer
+ * region) run on short-lived threads. */
+#define PACK_A ((MC * KB + 8 + MC + 15) / 16 * 16) /* B pack 64-byte aligned */
+#define PACK_B (NC * KB + 8 + NC)
+static pthread_key_t packs_key;
+static pthread_once_t packs_once = PTHREAD_ONCE_INIT;
+static void packs_free(void *p) { ds_free_aligned(p); }
+static void packs_key_init(void) { DS_ASSERT(pthread_key_create(&packs_key, packs_free) == 0); }
+static float *tl_packs(void) {
+    static _Thread_local float *tl;
+    if (!tl) {
+        pthread_once(&packs_once, packs_key_init);
+        tl = ds_aligned_alloc(sizeof(float) * (PACK_A + PACK_B));
+        DS_ASSERT(pthread_setspecific(packs_key, tl) == 0);
+    }
+    return tl;
+}
+
+void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
+                      int64_t M, int64_t N, int64_t K, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    if (!accumulate || K <= 0) {
+        if (!accumulate) {
+#pragma omp parallel for schedule(static) if (M * N >= 65536)
+            for (int64_t m = 0; m < M; m++) memset(C + m * N, 0, sizeof(float) * (size_t)N);
+        }
+        if (K <= 0) return;
+    }
+    const int scaled = A->scale || B->scale;
+    /* MC rows per tile, halved when that leaves fewer than 8 tiles a thread
+     * (dynamic scheduling then evens out the load) */
+    int64_t mcap = MC, tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
+    if (ds_ceil_div(M, mcap) * tn < 8 * (int64_t)ds_threads()) mcap = MC / 2;
+    const int64_t tm = ds_ceil_div(M, mcap);
+    /* small products (decode-sized prefill chunks, tiny models) are not worth a fork */
+#pragma omp parallel if ((double)M * N * K >= 262144.0)
+    {
+        /* per-thread packs (kept for the life of the thread: no page faults
+         * per call), 8 floats of slack (see pack), then the scales */
+        float *ap = tl_packs(), *bp = ap + PACK_A;
+        float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
+        float edge[MR * NR] = {0};
+#pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int64_t ti = 0; ti < tm; ti++)
+            for (int64_t tj = 0; tj < tn; tj++) {
+                int64_t m0 = ti * mcap, n0 = tj * NC;
+                int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NC ? N - n0 : NC;
+                int64_t ns = ds_ceil_div(mc, MR), np = ds_ceil_div(nc, NR);
+                for (int64_t kb = 0; kb < nkb; kb++) {
+                    for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K);
+                    for (int64_t p = 0; p < np; p++) pack(bp + p * NR * KB, sb + p * NR, B, n0 + p * NR, NR, N, kb * KB, K);
+                    for (int64_t p = 0; p < np; p++)
+                        for (int64_t s = 0; s < ns; s++) {
+                            int64_t mi = m0 + s * MR, nj = n0 + p * NR;
+                            int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < NR ? N - nj : NR;
+                            float *c = C + mi * N + nj;
+                            if (h == MR && w == NR) {
+                                kernel_6x16(c, N, ap + s * MR * KB, bp + p * NR * KB, sa + s * MR, sb + p * NR, scaled);
+                            } else {
+                                for (int64_t i = 0; i < h; i++) memcpy(edge + i * NR, c + i * N, sizeof(float) * (size_t)w);
+                                kernel_6x16(edge, NR, ap + s * MR * KB, bp + p * NR * KB, sa + s * MR, sb + p * NR, scaled);
+                                for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * NR, sizeof(float) * (size_t)w);
+                            }
+                        }
+                }
+            }
+    }
+}

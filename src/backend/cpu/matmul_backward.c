@@ -1,0 +1,131 @@
+/*
+ * matmul_backward.c — backward of out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias:
+ *   dinp = dout · weight        (N, C)
+ *   dweight += doutᵀ · inp      (OC, C)
+ *   dbias += Σ_n dout           (OC)
+ * Fast path: OpenBLAS sgemm, cut into one slab per OpenMP thread (rows of
+ * dinp, rows of dweight) with OpenBLAS single-threaded, as the forward does.
+ * Without BLAS: OpenMP loops with contiguous inner loops the compiler
+ * vectorises.  Reference: plain loops with double accumulators.
+ */
+#include "backend/cpu/matmul_bf16.h"
+#include "backend/cpu/backward.h"
+
+#include <string.h>
+#ifdef DS_HAVE_OPENBLAS
+#include <cblas.h>
+void openblas_set_num_threads(int);
+int openblas_get_num_threads(void);
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void ds_matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, int64_t N, int64_t C, int64_t OC, int acc) {
+    if (dinp)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t c = 0; c < C; c++) {
+                double s = acc ? dinp[n * C + c] : 0.0;
+                for (int64_t o = 0; o < OC; o++) s += (double)dout[n * OC + o] * weight[o * C + c];
+                dinp[n * C + c] = (float)s;
+            }
+    if (dweight)
+        for (int64_t o = 0; o < OC; o++)
+            for (int64_t c = 0; c < C; c++) {
+                double s = 0;
+                for (int64_t n = 0; n < N; n++) s += (double)dout[n * OC + o] * inp[n * C + c];
+                dweight[o * C + c] += (float)s;
+            }
+    if (dbias)
+        for (int64_t o = 0; o < OC; o++) {
+            double s = 0;
+            for (int64_t n = 0; n < N; n++) s += dout[n * OC + o];
+            dbias[o] += (float)s;
+        }
+}
+
+static int omp_in_parallel_safe(void) {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
+static int nthreads(int64_t work) {
+#ifdef _OPENMP
+    if (work < (1 << 15)) return 1;
+    return omp_get_max_threads();
+#else
+    (void)work;
+    return 1;
+#endif
+}
+
+void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, int64_t N, int64_t C, int64_t OC, int acc) {
+    if (N <= 0) return;
+    int nt = nthreads(N * C * OC);
+#ifdef _OPENMP
+    if (omp_in_parallel()) nt = 1; /* called per expert from a parallel loop */
+#endif
+#ifdef DS_HAVE_OPENBLAS
+    /* OpenBLAS single-threaded: we cut the work into slabs ourselves */
+    if (!omp_in_parallel_safe() && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    if (dinp) {
+        /* dinp (N, C) = dout (N, OC) · weight (OC, C): slabs of rows */
+        int64_t per = (N + nt - 1) / nt;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+        for (int s = 0; s < nt; s++) {
+            int64_t n0 = s * per, nr = N - n0 < per ? N - n0 : per;
+            if (nr > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)C, (int)OC, 1.0f,
+                            dout + n0 * OC, (int)OC, weight, (int)C, acc ? 1.0f : 0.0f, dinp + n0 * C, (int)C);
+        }
+    }
+    if (dweight) {
+        /* dweight (OC, C) += doutᵀ (OC, N) · inp (N, C): slabs of dweight rows */
+        int64_t per = (OC + nt - 1) / nt;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+        for (int s = 0; s < nt; s++) {
+            int64_t o0 = s * per, no = OC - o0 < per ? OC - o0 : per;
+            if (no > 0)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)no, (int)C, (int)N, 1.0f, dout + o0,
+                            (int)OC, inp, (int)C, 1.0f, dweight + o0 * C, (int)C);
+        }
+    }
+#else
+    if (dinp) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            float *d = dinp + n * C;
+            if (!acc) memset(d, 0, (size_t)C * sizeof(float));
+            for (int64_t o = 0; o < OC; o++) {
+                float g = dout[n * OC + o];
+                const float *w = weight + o * C;
+                for (int64_t c = 0; c < C; c++) d[c] += g * w[c];
+            }
+        }
+    }
+    if (dweight) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t o = 0; o < OC; o++) {
+            float *dw = dweight + o * C;
+            for (int64_t n = 0; n < N; n++) {
+                float g = dout[n * OC + o];
+                const float *x = inp + n * C;
+                for (int64_t c = 0; c < C; c++) dw[c] += g * x[c];
+            }
+        }
+    }
+#endif
+    if (dbias) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t o = 0; o < OC; o++) {
+            float s = 0;
+            for (int64_t n = 0; n < N; n++) s += dout[n * OC + o];
+            dbias[o] += s;
+        }
+    }
+}

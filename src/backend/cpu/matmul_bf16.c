@@ -1,0 +1,73 @@
+/*
+ * matmul_bf16.c — BF16-input linear layer forward and backward
+ * (matmul_bf16.h) on top of the BF16 GEMM of gemm_bf16.c.
+ */
+#include "backend/cpu/matmul_bf16.h"
+
+#include <string.h>
+
+#include "base/base.h"
+#include "backend/cpu/gemm_bf16.h"
+
+
+/* Grow-only conversion scratch (three operands at most), one set per thread:
+ * the MoE layers call the linear layers of different experts from a parallel
+ * loop. */
+static _Thread_local uint16_t *scratch[3];
+static _Thread_local size_t scratch_n[3];
+
+static uint16_t *to_bf16(int slot, const float *x, int64_t n) {
+    if ((size_t)n > scratch_n[slot]) {
+        ds_free_aligned(scratch[slot]);
+        scratch[slot] = ds_aligned_alloc((size_t)n * sizeof(uint16_t));
+        scratch_n[slot] = (size_t)n;
+    }
+    ds_f32_to_bf16_n(scratch[slot], x, n);
+    return scratch[slot];
+}
+
+typedef int (*gemm_fn)(float *, const uint16_t *, int, const uint16_t *, int, int64_t, int64_t, int64_t, int);
+
+static void forward(gemm_fn gemm, float *out, const float *inp, const float *weight, const float *bias, int64_t N,
+                    int64_t C, int64_t OC) {
+    if (N <= 0) return;
+    uint16_t *x = to_bf16(0, inp, N * C), *w = to_bf16(1, weight, OC * C);
+    DS_ASSERT(gemm(out, x, 0, w, 0, N, OC, C, 0) == 0); /* out (N, OC) = x · wᵀ */
+    if (bias)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < OC; o++) out[n * OC + o] += bias[o];
+}
+
+static void backward(gemm_fn gemm, float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int64_t C, int64_t OC, int acc) {
+    if (N <= 0) return;
+    uint16_t *dy = to_bf16(0, dout, N * OC);
+    if (dinp) {
+        uint16_t *w = to_bf16(1, weight, OC * C);
+        DS_ASSERT(gemm(dinp, dy, 0, w, 1, N, C, OC, acc) == 0); /* (N, C) = dy (N, OC) · w (OC, C) */
+    }
+    if (dweight) {
+        uint16_t *x = to_bf16(2, inp, N * C);
+        DS_ASSERT(gemm(dweight, dy, 1, x, 1, OC, C, N, 1) == 0); /* (OC, C) += dyᵀ · x */
+    }
+    if (dbias)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < OC; o++) dbias[o] += dout[n * OC + o];
+}
+
+void ds_matmul_forward_bf16(float *out, const float *inp, const float *weight, const float *bias, int64_t N,
+                            int64_t C, int64_t OC) {
+    forward(ds_bf16_gemm, out, inp, weight, bias, N, C, OC);
+}
+void ds_matmul_forward_bf16_ref(float *out, const float *inp, const float *weight, const float *bias, int64_t N,
+                                int64_t C, int64_t OC) {
+    forward(ds_bf16_gemm_ref, out, inp, weight, bias, N, C, OC);
+}
+void ds_matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                             const float *weight, int64_t N, int64_t C, int64_t OC, int acc) {
+    backward(ds_bf16_gemm, dinp, dweight, dbias, dout, inp, weight, N, C, OC, acc);
+}
+void ds_matmul_backward_bf16_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                 const float *weight, int64_t N, int64_t C, int64_t OC, int acc) {
+    backward(ds_bf16_gemm_ref, dinp, dweight, dbias, dout, inp, weight, N, C, OC, acc);
+}

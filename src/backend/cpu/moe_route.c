@@ -1,0 +1,148 @@
+/*
+ * moe_route.c — the DeepSeekMoE router (doc §5.2) and the counting sort of
+ * token-slots by expert used to run each expert on contiguous rows.
+ *
+ * Per token (FP32 throughout, as HF):
+ *   s  = sigmoid(logits)  or softmax(logits)          unbiased affinities
+ *   sb = s + e_score_correction_bias                   selection only
+ *   group limit (G > 1): group score = sum of top-2 sb (noaux_tc) or max
+ *     (group_limited_greedy); keep the Gk best groups, others -> -inf
+ *   idx = top-K of sb;  w = s[idx];  w /= Σw + 1e-20 if norm_topk;  w *= scaling
+ * The K (idx, w) pairs are returned sorted by expert id (the order of HF's
+ * topk(sorted=False) is unspecified; the sum over experts does not depend on it
+ * beyond rounding).
+ */
+#include "backend/cpu/kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+
+/* One token.  sel (E) scratch; work done in `double` when dbl (reference). */
+static void route_one(float *w, int32_t *idx, float *s, const float *logit, const float *bias,
+                      const ds_route_params *p, float *sel, float *gs, int dbl) {
+    int64_t E = p->E, K = p->K, G = p->G > 0 ? p->G : 1, Gk = p->Gk > 0 ? p->Gk : G;
+    if (p->sigmoid) {
+        for (int64_t e = 0; e < E; e++)
+            s[e] = dbl ? (float)(1.0 / (1.0 + exp(-(double)logit[e]))) : 1.0f / (1.0f + expf(-logit[e]));
+    } else {
+        float mx = -INFINITY;
+        for (int64_t e = 0; e < E; e++) mx = logit[e] > mx ? logit[e] : mx;
+        if (dbl) {
+            double sum = 0;
+            for (int64_t e = 0; e < E; e++) sum += exp((double)logit[e] - mx);
+            for (int64_t e = 0; e < E; e++) s[e] = (float)(exp((double)logit[e] - mx) / sum);
+        } else {
+            float sum = 0;
+            for (int64_t e = 0; e < E; e++) sum += (s[e] = expf(logit[e] - mx));
+            float inv = 1.0f / sum;
+            for (int64_t e = 0; e < E; e++) s[e] *= inv;
+        }
+    }
+    for (int64_t e = 0; e < E; e++) sel[e] = s[e] + (bias ? bias[e] : 0.0f);
+    if (G > 1 && Gk < G) {
+        int64_t per = E / G;
+        for (int64_t g = 0; g < G; g++) {
+            const float *x = sel + g * per;
+            if (p->group_top2_sum) {
+                float a = -INFINITY, b = -INFINITY; /* a >= b: the two largest */
+                for (int64_t i = 0; i < per; i++) {
+                    if (x[i] > a) { b = a; a = x[i]; }
+                    else if (x[i] > b) b = x[i];
+                }
+                gs[g] = per >= 2 ? a + b : a;
+            } else {
+                float a = -INFINITY;
+                for (int64_t i = 0; i < per; i++) a = x[i] > a ? x[i] : a;
+                gs[g] = a;
+            }
+        }
+        /* drop the G - Gk weakest groups (ties: the later group is dropped
+         * first, matching a stable top-Gk that prefers lower indices) */
+        for (int64_t r = 0; r < G - Gk; r++) {
+            int64_t worst = -1;
+            for (int64_t g = 0; g < G; g++)
+                if (gs[g] != INFINITY && (worst < 0 || gs[g] <= gs[worst])) worst = g;
+            gs[worst] = INFINITY; /* marked dropped */
+            for (int64_t i = 0; i < per; i++) sel[worst * per + i] = -INFINITY;
+        }
+    }
+    /* top-K by repeated arg-max (K is small); a pick is never taken twice */
+    for (int64_t k = 0; k < K; k++) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < E; e++) {
+            int taken = 0;
+            for (int64_t j = 0; j < k; j++) taken |= idx[j] == e;
+            if (!taken && (best < 0 || sel[e] > sel[best])) best = e;
+        }
+        idx[k] = (int32_t)best;
+    }
+    /* sort the K picks by expert id (insertion sort) */
+    for (int64_t i = 1; i < K; i++) {
+        int32_t x = idx[i];
+        int64_t j = i - 1;
+        while (j >= 0 && idx[j] > x) { idx[j + 1] = idx[j]; j--; }
+        idx[j + 1] = x;
+    }
+    if (dbl) {
+        double sum = 0;
+        for (int64_t k = 0; k < K; k++) sum += s[idx[k]];
+        for (int64_t k = 0; k < K; k++) {
+            double x = s[idx[k]];
+            if (p->norm_topk) x /= sum + 1e-20;
+            w[k] = (float)(x * p->scaling);
+        }
+    } else {
+        float sum = 0;
+        for (int64_t k = 0; k < K; k++) sum += s[idx[k]];
+        for (int64_t k = 0; k < K; k++) {
+            float x = s[idx[k]];
+            if (p->norm_topk) x /= sum + 1e-20f;
+            w[k] = x * p->scaling;
+        }
+    }
+}
+
+void ds_moe_route_forward_ref(float *weights, int32_t *idx, float *scores, const float *logits,
+                              const float *bias, const ds_route_params *p, int64_t N) {
+    float *sel = ds_malloc((size_t)p->E * sizeof(float));
+    float *gs = ds_malloc((size_t)(p->G > 0 ? p->G : 1) * sizeof(float));
+    for (int64_t n = 0; n < N; n++)
+        route_one(weights + n * p->K, idx + n * p->K, scores + n * p->E, logits + n * p->E, bias, p, sel, gs, 1);
+    free(sel);
+    free(gs);
+}
+
+void ds_moe_route_forward(float *weights, int32_t *idx, float *scores, const float *logits,
+                          const float *bias, const ds_route_params *p, int64_t N) {
+#pragma omp parallel if (N * p->E > 8192)
+    {
+        float *sel = ds_malloc((size_t)p->E * sizeof(float));
+        float *gs = ds_malloc((size_t)(p->G > 0 ? p->G : 1) * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            route_one(weights + n * p->K, idx + n * p->K, scores + n * p->E, logits + n * p->E, bias, p, sel,
+                      gs, 0);
+        free(sel);
+        free(gs);
+    }
+}
+
+void ds_moe_sort(int64_t *counts, int64_t *offsets, int32_t *order, int32_t *pos,
+                 const int32_t *idx, int64_t N, int64_t K, int64_t E) {
+    memset(counts, 0, (size_t)E * sizeof(int64_t));
+    for (int64_t i = 0; i < N * K; i++) counts[idx[i]]++;
+    offsets[0] = 0;
+    for (int64_t e = 0; e < E; e++) offsets[e + 1] = offsets[e] + counts[e];
+    /* stable placement: slot ids ascending within each expert; offsets[e]
+     * serves as the fill pointer and is shifted back afterwards */
+    for (int64_t i = 0; i < N * K; i++) {
+        int64_t at = offsets[idx[i]]++;
+        order[at] = (int32_t)i;
+        pos[i] = (int32_t)at;
+    }
+    for (int64_t e = E; e > 0; e--) offsets[e] = offsets[e - 1];
+    offsets[0] = 0;
+}
