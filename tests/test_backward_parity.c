@@ -26,6 +26,7 @@
 #include "model/backward.h"
 #include "model/model.h"
 #include "train/adamw.h"
+#include "train/optim.h"
 #include "test.h"
 #include "fixture_ids.h"
 

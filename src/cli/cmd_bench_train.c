@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "model/presets.h"
 #include "train/adamw.h"
+#include "train/optim.h"
 #include "train/trainer.h"
 
 static int run(int argc, char **argv) {

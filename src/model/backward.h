@@ -28,7 +28,6 @@
 #include <stdint.h>
 
 #include "model/model.h"
-#include "train/adamw.h"
 
 #define DS_IGNORE_INDEX (-100)
 #define DS_MAX_MTP 16
@@ -122,15 +121,6 @@ int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k
  * logged).  Returns 0 or -1 with ds_err (bad targets, bad options). */
 int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
                       const int32_t *targets,                      const ds_loss_opts *o, ds_loss_terms *terms);
-
-/* One AdamW step (train/adamw.h) over every trained parameter of m (no
- * aliases, no buffers; MTP parameters only when mtp), weight decay on
- * tensors with ndim >= 2.  Consecutive tensors with the same decay setting
- * are updated in one call (the zero padding between them stays zero).
- * Moments of g->n elements: FP32 m1, v1 (m16, v16 NULL) or BF16 m16, v16
- * (m1, v1 NULL).  t: step number after this update. */
-void ds_model_adamw_step(ds_model *m, const ds_grads *g, float *m1, float *v1, uint16_t *m16, uint16_t *v16,
-                         int64_t t, const ds_adamw_hparams *h, int mtp);
 
 /* Write `loss`, the loss terms and `grad.<HF name>` for every trained
  * parameter (no aliases, no buffers; MTP parameters only when mtp) as F32

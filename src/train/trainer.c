@@ -20,6 +20,7 @@
 #include "model/presets.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
+#include "train/optim.h"
 #include "train/balance.h"
 #include "train/checkpoint.h"
 #include "train/loader.h"
@@ -699,15 +700,8 @@ int ds_train(const ds_train_opts *o) {
             break;
         }
         double gnorm = o->clip > 0 ? ds_clip_grad_norm(g.g, g.n, o->clip) : ds_grad_norm(g.g, g.n);
-        for (int64_t i = 0; i < m.layout.n; i++) {
-            const ds_param *p = &m.layout.p[i];
-            if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
-            if ((p->flags & DS_PARAM_MTP) && !mtp) continue;
-            float *mp = m16 ? NULL : (float *)mom + p->offset, *vp = m16 ? NULL : (float *)vel + p->offset;
-            uint16_t *mp16 = m16 ? (uint16_t *)mom + p->offset : NULL, *vp16 = m16 ? (uint16_t *)vel + p->offset : NULL;
-            ds_adamw_step(m.params + p->offset, g.g + p->offset, mp, vp, mp16, vp16, p->numel, p->ndim >= 2, s + 1,
-                          &hp);
-        }
+        ds_model_adamw_step(&m, &g, m16 ? NULL : (float *)mom, m16 ? NULL : (float *)vel, m16 ? (uint16_t *)mom : NULL,
+                            m16 ? (uint16_t *)vel : NULL, s + 1, &hp, mtp);
         /* balance: bias update from the loads of the whole step; metrics */
         double gamma = (o->balance == DS_TRAIN_AUX_FREE && (st.total_steps < 0 || (double)s < st.gamma_until * (double)total))
                            ? st.gamma : 0.0;
