@@ -9,7 +9,7 @@
 #include "test.h"
 
 #include "base/base.h"
-#include "io/model_convert.h"
+#include "model/model_convert.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "num/fp8.h"

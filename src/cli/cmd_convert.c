@@ -1,9 +1,9 @@
 /*
  * cmd_convert.c — `dsv3 convert --to fp8|bf16|fp32 IN_DIR OUT_DIR`: rewrite a
- * model folder in another weight format (io/model_convert.h).
+ * model folder in another weight format (model/model_convert.h).
  */
 #include "cli/cli.h"
-#include "io/model_convert.h"
+#include "model/model_convert.h"
 
 #include <string.h>
 

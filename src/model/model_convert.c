@@ -4,7 +4,7 @@
  * that keep their dtype point into the input mapping), then the weights are
  * written with ds_st_write_model, then config.json, then the other files.
  */
-#include "io/model_convert.h"
+#include "model/model_convert.h"
 
 #include "base/base.h"
 #include "io/json.h"
