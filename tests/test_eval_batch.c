@@ -120,7 +120,7 @@ TEST(eval_encode_bos_as_lm_eval_hflm) {
         free(s);
         ds_lm lm;
         snprintf(p, sizeof p, "%s/tokenizer.json", dir);
-        CHECK_MSG(ds_lm_from_model_dir_ex(&lm, FIX, p, 128, NULL) == 0, "%s: %s", v->string, ds_errmsg());
+        CHECK_MSG(ds_lm_from_model_dir_ex(&lm, FIX, p, 128, NULL, NULL) == 0, "%s: %s", v->string, ds_errmsg());
         if (ds_test_fails) break;
         static const char *const keys[2] = {"default", "add_bos"};
         for (int m = 0; m < 2; m++) {

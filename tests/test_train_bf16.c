@@ -143,7 +143,7 @@ TEST(train_bf16_table_rounds_every_gemm) {
         }
     for (int prec = DS_PREC_FP32; prec <= DS_PREC_BF16; prec++) {
         struct ds_ops ops;
-        ds_train_ops(&ops, prec);
+        CHECK(ds_backend_table(&ops, "cpu", prec) == 0);
         for (int e = 0; e < 2; e++) {
             (e ? ops.linear_forward : ops.matmul_forward)(y, x, w, NULL, N, C, OC);
             double err = ds_test_max_rel(y, yo, (size_t)(N * OC), 1e-3);

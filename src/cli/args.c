@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "base/suggest.h"
 #include "model/presets.h"
 
@@ -54,6 +55,14 @@ void ds_cli_check_choice(const char *cmd, const char *what, const char *word, co
         if (cands[i]) len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", len ? ", " : "", cands[i]);
     ds_suggest_text(dym, sizeof dym, word, cands, n);
     ds_cli_usage_error(cmd, "%s %s; %s%sknown: %s", what, ds_quote(word), dym, dym[0] ? " " : "", known);
+}
+
+const struct ds_ops *ds_cli_device(const char *cmd, const char *device) {
+    if (!device) device = "cpu";
+    ds_cli_check_choice(cmd, "--device: unknown device", device, ds_backend_devices, ds_backend_ndevices);
+    const struct ds_ops *ops = ds_backend_get(device);
+    if (!ops) exit(ds_cli_fail(cmd));
+    return ops;
 }
 
 void ds_cli_check_config(const char *cmd, const char *config) {

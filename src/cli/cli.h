@@ -89,6 +89,12 @@ void ds_cli_check_choice(const char *cmd, const char *what, const char *word, co
 /* --config PRESET|config.json: a word that names no file and no preset
  * exits 2 with the nearest preset names. */
 void ds_cli_check_config(const char *cmd, const char *config);
+/* --device NAME (DS_DEVICE_HELP): an unknown NAME exits 2 with "did you
+ * mean"; a device this dsv3 has no backend for (cuda without a CUDA build)
+ * exits 1 with one line.  Returns the device's FP32 ops table. */
+#define DS_DEVICE_HELP "cpu|cuda  where the model runs (default cpu; cuda needs a CUDA build)"
+struct ds_ops;
+const struct ds_ops *ds_cli_device(const char *cmd, const char *device);
 /* Print "dsv3 <cmd>: <ds_errmsg()>" and return 1. */
 int ds_cli_fail(const char *cmd);
 /* Print "dsv3 <cmd>: <msg>" and exit 2 (usage error). */

@@ -20,7 +20,7 @@
 #include "train/trainer.h"
 
 static int run(int argc, char **argv) {
-    const char *config = NULL, *rnd = NULL, *prec = "fp32";
+    const char *config = NULL, *rnd = NULL, *prec = "fp32", *device = "cpu";
     long long iters = 3;
     int cache = 0, m16 = 0;
     const ds_opt opts[] = {
@@ -28,10 +28,11 @@ static int run(int argc, char **argv) {
         {"--random", DS_OPT_STR, &rnd, "B,T  batch of random token ids"},
         {"--iters", DS_OPT_INT, &iters, "K  timed steps (default 3, after one warm-up step)", DS_RANGE(1, 1000000)},
         {"--precision", DS_OPT_STR, &prec, "fp32|bf16|fp8  GEMM inputs (backend/cpu/matmul_bf16.h, matmul_fp8.h)"},
+        {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--fp8-cache", DS_OPT_FLAG, &cache, "  with --precision fp8: linear inputs for the weight gradients kept in FP8"},
         {"--bf16-moments", DS_OPT_FLAG, &m16, "  AdamW moments in BF16"},
     };
-    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 6, NULL, 0,
+    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 7, NULL, 0,
                  NULL);
     if (!config || !rnd) ds_cli_usage_error("bench-train", "--config and --random are required");
     ds_cli_check_config("bench-train", config);
@@ -45,8 +46,10 @@ static int run(int argc, char **argv) {
     if (!bf16 && !fp8 && strcmp(prec, "fp32"))
         ds_cli_usage_error("bench-train", "--precision: fp32, bf16 or fp8, got %s", ds_quote(prec));
     if (cache && !fp8) ds_cli_usage_error("bench-train", "--fp8-cache needs --precision fp8");
+    const int precision = bf16 ? DS_PREC_BF16 : fp8 ? DS_PREC_FP8 : DS_PREC_FP32;
+    ds_cli_device("bench-train", device);
     struct ds_ops ops;
-    ds_train_ops(&ops, bf16 ? DS_PREC_BF16 : fp8 ? DS_PREC_FP8 : DS_PREC_FP32);
+    if (ds_backend_table(&ops, device, precision)) return ds_cli_fail("bench-train");
     ds_config c;
     ds_model m;
     int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
@@ -59,7 +62,7 @@ static int run(int argc, char **argv) {
         return ds_cli_fail("bench-train");
     ds_grads_create(&g, &m);
     ds_train_memory mem;
-    ds_train_memory_of(&mem, &m, B, T, 0, m16, fp8 ? DS_PREC_FP8 : bf16 ? DS_PREC_BF16 : DS_PREC_FP32, cache,
+    ds_train_memory_of(&mem, &m, B, T, 0, m16, precision, cache,
                        w.arena_floats * sizeof(float));
     ds_train_memory_log(&mem);
     char memj[640];

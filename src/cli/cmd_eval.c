@@ -14,13 +14,14 @@
 
 /* Bind a model folder (config.json + safetensors + tokenizer.json, or the tokenizer
  * given) to a ds_lm (src/eval/lm_model.c), or the built-in byte-level uniform model. */
-static int eval_bind_model(const char *dir, const char *tokenizer, int64_t max_length, int dequant, ds_lm *lm) {
+static int eval_bind_model(const char *dir, const char *tokenizer, int64_t max_length, int dequant,
+                           const struct ds_ops *ops, ds_lm *lm) {
     if (!strcmp(dir, "builtin:uniform-bytes")) {
         ds_lm_uniform_bytes(lm, max_length);
         return 0;
     }
     ds_load_opts o = {.fp8_resident = !dequant};
-    return ds_lm_from_model_dir_ex(lm, dir, tokenizer, max_length, &o);
+    return ds_lm_from_model_dir_ex(lm, dir, tokenizer, max_length, &o, ops);
 }
 
 static const char *USAGE =
@@ -53,6 +54,7 @@ static const char *USAGE =
 
 static int run_eval(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *samples = NULL, *data = NULL, *on_error = "stop", *tokenizer = NULL;
+    const char *device = "cpu";
     long long limit = 0, batch = 1, max_length = 0;
     int no_progress = 0, dequant = 0, add_bos = 0;
     ds_strlist specs = {0};
@@ -69,6 +71,7 @@ static int run_eval(int argc, char **argv) {
         {"--on-error", DS_OPT_STR, &on_error, "stop|skip  a malformed example stops its task or is skipped (counted)"},
         {"--data", DS_OPT_STR, &data, "DIR  data folder for named tasks"},
         {"--no-progress", DS_OPT_FLAG, &no_progress, "no progress bar"},
+        {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
     int nopts = (int)(sizeof opts / sizeof *opts);
@@ -82,6 +85,7 @@ static int run_eval(int argc, char **argv) {
         ds_cli_usage_error("eval", "--max-length %lld is out of range (1..16777216, or 0 = the model's)", max_length);
     if (strcmp(on_error, "stop") && strcmp(on_error, "skip"))
         ds_cli_usage_error("eval", "--on-error %s: expected stop or skip", ds_quote(on_error));
+    const struct ds_ops *ops = ds_cli_device("eval", device);
 
     char data_buf[4096];
     if (!data) {
@@ -112,7 +116,7 @@ static int run_eval(int argc, char **argv) {
     ds_lm lm = {0};
     ds_afile af = {0};
     int have_af = 0, failed = 0;
-    if (eval_bind_model(model, tokenizer, max_length, dequant, &lm)) goto done;
+    if (eval_bind_model(model, tokenizer, max_length, dequant, ops, &lm)) goto done;
     if (samples) {
         if (ds_afile_open(&af, samples)) goto done;
         have_af = 1;

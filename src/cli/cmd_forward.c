@@ -95,7 +95,7 @@ static int read_ids(const char *path, int64_t V, int32_t **ids_out, int64_t *B_o
     return 0;
 }
 
-static int bench(const ds_model *m, const char *shape, long long iters, int mtp) {
+static int bench(const ds_model *m, const struct ds_ops *ops, const char *shape, long long iters, int mtp) {
     long long B = 0, T = 0;
     if (sscanf(shape, "%lld,%lld", &B, &T) != 2 || B <= 0 || T <= 0)
         return ds_err("--random: expected B,T (e.g. 1,512), got %s", ds_quote(shape));
@@ -105,11 +105,11 @@ static int bench(const ds_model *m, const char *shape, long long iters, int mtp)
     ds_rng r;
     ds_rng_seed(&r, 1234);
     for (long long i = 0; i < B * T; i++) ids[i] = (int32_t)ds_rng_below(&r, (uint64_t)m->cfg.vocab_size);
-    if (ds_model_forward(m, &a, &ds_ops_cpu, ids)) return -1; /* warm-up */
+    if (ds_model_forward(m, &a, ops, ids)) return -1; /* warm-up */
     double best = 1e30, sum = 0;
     for (long long it = 0; it < iters; it++) {
         double t0 = ds_now();
-        ds_model_forward(m, &a, &ds_ops_cpu, ids);
+        ds_model_forward(m, &a, ops, ids);
         double dt = ds_now() - t0;
         sum += dt;
         if (dt < best) best = dt;
@@ -127,6 +127,7 @@ static int bench(const ds_model *m, const char *shape, long long iters, int mtp)
 
 static int run(int argc, char **argv) {
     const char *model = NULL, *config = NULL, *idsf = NULL, *out = NULL, *rnd = NULL, *grads = NULL, *bal = NULL;
+    const char *device = "cpu";
     int hidden = 0, no_mtp = 0, dequant = 0;
     double mtp_lambda = 0;
     long long iters = 5;
@@ -143,11 +144,12 @@ static int run(int argc, char **argv) {
         {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L  MTP loss weight λ with --grads (default 0)", DS_MIN(0)},
         {"--balance-loss", DS_OPT_STR, &bal, "seq:ALPHA | v2:A1,A2,A3  balance loss with --grads"},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
+        {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
     };
     ds_cli_parse("forward",
                  "--model DIR --ids FILE [--out OUT.safetensors] [--hidden] [--no-mtp] [--grads OUT.safetensors "
                  "[--mtp-lambda L] [--balance-loss seq:A|v2:A1,A2,A3]]",
-                 argc, argv, opts, 12, NULL, 0, NULL);
+                 argc, argv, opts, 13, NULL, 0, NULL);
     if (!model && !(config && rnd)) ds_cli_usage_error("forward", "--model is required (or --config with --random)");
     if (!model) ds_cli_check_config("forward", config);
     if (!rnd && (!idsf || (!out && !grads))) ds_cli_usage_error("forward", "--ids and --out (or --grads) are required");
@@ -158,6 +160,7 @@ static int run(int argc, char **argv) {
     if (mtp_lambda > 0 && no_mtp) ds_cli_usage_error("forward", "--mtp-lambda needs the MTP modules (drop --no-mtp)");
     if (bal && ds_loss_opts_parse_balance(&lo, bal)) ds_cli_usage_error("forward", "%s", ds_errmsg());
     if (iters <= 0) ds_cli_usage_error("forward", "--iters must be positive");
+    const struct ds_ops *ops = ds_cli_device("forward", device);
     ds_model m;
     if (model) {
         /* gradients need FP32 parameters: --grads loads dequantized */
@@ -171,7 +174,7 @@ static int run(int argc, char **argv) {
         ds_model_init_random(&m, 1);
     }
     if (rnd) {
-        int rc = bench(&m, rnd, iters, !no_mtp);
+        int rc = bench(&m, ops, rnd, iters, !no_mtp);
         ds_model_free(&m);
         return rc ? ds_cli_fail("forward") : 0;
     }
@@ -183,7 +186,7 @@ static int run(int argc, char **argv) {
     }
     ds_acts a;
     int rc = ds_acts_create(&a, &m, B, T, !no_mtp);
-    if (!rc) rc = ds_model_forward(&m, &a, &ds_ops_cpu, ids);
+    if (!rc) rc = ds_model_forward(&m, &a, ops, ids);
     if (!rc && mtp_lambda > 0 && !a.mtp) rc = ds_err("--mtp-lambda: the model has no MTP modules");
     if (!rc && grads) {
         ds_grads g;
@@ -191,7 +194,7 @@ static int run(int argc, char **argv) {
         ds_loss_terms t;
         ds_grads_create(&g, &m);
         rc = ds_bwd_create(&w, &m, B, T);
-        if (!rc) rc = ds_model_backward(&m, &a, &ds_ops_cpu, &g, &w, NULL, &lo, &t);
+        if (!rc) rc = ds_model_backward(&m, &a, ops, &g, &w, NULL, &lo, &t);
         const char *bad = rc ? NULL : ds_grads_check_finite(&g, &m);
         if (bad) ds_log(DS_LOG_INFO, "warning: gradient of %s is not finite", bad);
         if (!rc) rc = ds_grads_write(grads, &m, &g, &t, mtp_lambda > 0, lo.balance);

@@ -103,7 +103,7 @@ static void add_eos(int64_t *eos, int *neos, int cap, int64_t id) {
 }
 
 static int run(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL;
+    const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL, *device = "cpu";
     ds_strlist stop = {0};
     long long max_new = LLONG_MIN, top_k = 0, seed = 1234; /* LLONG_MIN: not given, 64 */
     double temperature = 0, top_p = 1;
@@ -124,6 +124,7 @@ static int run(int argc, char **argv) {
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (greedy only)"},
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
+        {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
     const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --temperature T --top-p P --top-k K --seed S] "
@@ -143,6 +144,7 @@ static int run(int argc, char **argv) {
     if (top_k < 0) ds_cli_usage_error("generate", "--top-k must be >= 0 (0 = off), got %lld", top_k);
     if (spec && temperature > 0)
         ds_cli_usage_error("generate", "--speculative mtp is greedy only (use --temperature 0)");
+    const struct ds_ops *ops = ds_cli_device("generate", device);
     if (!*prompt) {
         ds_err("the prompt is empty");
         return ds_cli_fail("generate");
@@ -230,7 +232,7 @@ static int run(int argc, char **argv) {
         rc = ds_sampler_init(&probe, &o.sp, c->vocab_size);
         if (!rc) ds_sampler_free(&probe);
         out = ds_malloc((size_t)(max_new + 1) * sizeof(int32_t));
-        if (!rc) rc = ds_generate(&m, &ds_ops_cpu, ids, P, &o, out, &nout, on_token, &sc, &st);
+        if (!rc) rc = ds_generate(&m, ops, ids, P, &o, out, &nout, on_token, &sc, &st);
         if (sc.failed) rc = -1;
         if (tok) {
             size_t len = 0;

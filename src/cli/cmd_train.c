@@ -73,6 +73,7 @@ static int run(int argc, char **argv) {
         {"--seq", DS_OPT_INT, &seq, "T  tokens per sequence (default 128)", DS_RANGE(2, 1 << 24)},
         {"--grad-accum", DS_OPT_INT, &accum, "A  micro-batches per step (default 1)", DS_RANGE(1, 1 << 20)},
         {"--precision", DS_OPT_STR, &precision, "fp32|bf16|fp8  GEMM inputs (default fp32; bf16/fp8: FP32 sums and master weights)"},
+        {"--device", DS_OPT_STR, &o.device, DS_DEVICE_HELP},
         {"--balance", DS_OPT_STR, &balance, "aux-free|aux-loss|none  load balancing (default aux-free)"},
         {"--bias-gamma", DS_OPT_FLOAT, &o.gamma, "G  bias update speed γ (default 0.001)", DS_MIN(0)},
         {"--gamma-until", DS_OPT_FLOAT, &o.gamma_until, "F  γ is 0 after this fraction of the run (default 0.97)", DS_RANGE(0, 1)},
@@ -104,6 +105,7 @@ static int run(int argc, char **argv) {
                  argc, argv, opts, nopt, NULL, 0, NULL);
     ds_cli_check_choice("train", "--precision: unknown value", precision, g_prec, 3);
     ds_cli_check_choice("train", "--balance: unknown value", balance, g_bal, 3);
+    ds_cli_device("train", o.device);
     for (int i = 0; i < 3; i++) {
         if (!strcmp(precision, g_prec[i])) o.precision = i;
         if (!strcmp(balance, g_bal[i])) o.balance = i;

@@ -94,10 +94,12 @@ void ds_lm_uniform_bytes(ds_lm *lm, int64_t max_length);
  * max_length <= 0: the config's max_position_embeddings.  0, or -1 with ds_err. */
 int ds_lm_from_model_dir(ds_lm *lm, const char *dir, int64_t max_length);
 /* The same with load options (o NULL = FP32; o->fp8_resident keeps FP8
- * linears in FP8, model/model.h) and a tokenizer (tokenizer.json or a folder
- * holding it; NULL: the model folder's). */
+ * linears in FP8, model/model.h), a tokenizer (tokenizer.json or a folder
+ * holding it; NULL: the model folder's) and the ops table the forwards run
+ * through (backend/backend.h ds_backend_get; NULL: the "cpu" one). */
 struct ds_load_opts;
+struct ds_ops;
 int ds_lm_from_model_dir_ex(ds_lm *lm, const char *dir, const char *tokenizer, int64_t max_length,
-                            const struct ds_load_opts *o);
+                            const struct ds_load_opts *o, const struct ds_ops *ops);
 
 #endif

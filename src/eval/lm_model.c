@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "base/base.h"
 #include "eval/lm.h"
 #include "io/json.h"
@@ -26,6 +27,7 @@
 typedef struct {
     ds_model m;
     ds_tokenizer *tok;
+    const struct ds_ops *ops; /* the table the forwards run through */
     ds_acts acts;
     int64_t cap; /* tokens the arena was sized for, as (1, cap) (0 = none yet) */
     int32_t bos; /* -1 when none */
@@ -46,7 +48,7 @@ static int run_forward_batch(lm_model *lm, const int32_t *ids, int64_t B, int64_
     }
     lm->acts.B = B;
     lm->acts.T = T;
-    return ds_model_forward(&lm->m, &lm->acts, &ds_ops_cpu, ids);
+    return ds_model_forward(&lm->m, &lm->acts, lm->ops, ids);
 }
 
 static int run_forward(lm_model *lm, const int32_t *ids, int64_t n) { return run_forward_batch(lm, ids, 1, n); }
@@ -184,11 +186,12 @@ static void lm_free(void *ctx) {
 }
 
 int ds_lm_from_model_dir(ds_lm *out, const char *dir, int64_t max_length) {
-    return ds_lm_from_model_dir_ex(out, dir, NULL, max_length, NULL);
+    return ds_lm_from_model_dir_ex(out, dir, NULL, max_length, NULL, NULL);
 }
 
 int ds_lm_from_model_dir_ex(ds_lm *out, const char *dir, const char *tokenizer, int64_t max_length,
-                            const struct ds_load_opts *o) {
+                            const struct ds_load_opts *o, const struct ds_ops *ops) {
+    if (!ops && !(ops = ds_backend_get("cpu"))) return -1;
     if (!tokenizer) { /* say how to go on when the folder has no tokenizer (dsv3 init makes none),
                          * after the cheaper and more basic check of its config */
         char *cp = ds_path_join(dir, "config.json");
@@ -202,6 +205,7 @@ int ds_lm_from_model_dir_ex(ds_lm *out, const char *dir, const char *tokenizer, 
         if (!have) return ds_err("%s: no tokenizer.json (give one with --tokenizer FILE)", dir);
     }
     lm_model *lm = ds_calloc(1, sizeof *lm);
+    lm->ops = ops;
     if (ds_model_load_ex(&lm->m, dir, o) != 0) { free(lm); return -1; }
     ds_model_log_weight_mem(&lm->m);
     lm->tok = ds_tokenizer_load(tokenizer ? tokenizer : dir);

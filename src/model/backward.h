@@ -113,7 +113,7 @@ void ds_targets_from_ids(int32_t *targets, const int32_t *ids, int64_t B, int64_
 int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k, int32_t ignore);
 
 /* Losses and backward after ds_model_forward(m, a, ...) on the same batch,
- * through the backward entries of ops (ds_ops_cpu, or ds_ops_ref in tests).
+ * through the backward entries of ops (the run's table, backend/backend.h).
  * targets (B,T) or NULL (= ds_targets_from_ids).  The MTP loss needs acts
  * created with mtp = 1 (mtp_lambda > 0 otherwise is an error).  Adds every
  * parameter's gradient into g; writes the loss terms.  A batch with no

@@ -5,6 +5,7 @@
  */
 #include "train/fp8_capture.h"
 
+#include "backend/backend.h"
 #include "base/base.h"
 #include "model/backward.h"
 #include "train/loader.h"
@@ -199,6 +200,8 @@ int ds_fp8_capture_analyze(ds_capture_result *res, const char *dir, const ds_fp8
     if (!o->data) return ds_err("fp8 analyze: no data folder given");
     if (o->batch < 0 || o->seq < 0 || o->batches <= 0 || o->top_n < 0 || !(o->mtp_lambda >= 0))
         return ds_err("fp8 analyze: --batch, --seq must be >= 0 (0 = default), --batches > 0, --mtp-lambda >= 0");
+    const struct ds_ops *base = ds_backend_get(o->device);
+    if (!base) return -1;
     ds_model m;
     if (ds_model_load(&m, dir)) return -1;
     const ds_config *c = &m.cfg;
@@ -243,7 +246,7 @@ int ds_fp8_capture_analyze(ds_capture_result *res, const char *dir, const ds_fp8
     ds_loss_opts lo = ds_loss_opts_default();
     lo.mtp_lambda = mtp ? o->mtp_lambda : 0;
     struct ds_ops ops;
-    rc = ds_capture_begin(&ops, &ds_ops_cpu, &m, on_tensor, &ctx);
+    rc = ds_capture_begin(&ops, base, &m, on_tensor, &ctx);
     const int began = !rc;
     double loss = 0;
     for (int64_t bi = 0; bi < o->batches && !rc; bi++) {

@@ -13,10 +13,8 @@
 
 #include "base/base.h"
 #include "io/json.h"
+#include "backend/cpu/fp8_linear.h" /* ds_fp8_linear_workspace, the memory report (until step 6 of docs/engine.md) */
 #include "model/backward.h"
-#include "backend/cpu/matmul_bf16.h"
-#include "backend/cpu/fp8_linear.h"
-#include "backend/cpu/matmul_fp8.h"
 #include "model/presets.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
@@ -82,28 +80,6 @@ void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r) {
              "\"mem_fp8_ws_per_thread\": %zu, \"mem_eval_acts\": %zu, \"mem_total\": %zu",
              r->params, r->grads, r->moments, r->moments_fp32, r->acts, r->acts_fp32, r->acts_fp8, r->bwd, r->fp8_ws,
              r->eval_acts, r->total);
-}
-
-/* The CPU ops table of a training precision.
- * bf16: every GEMM (the linear layers and the lm_head, router and MTP eh_proj
- * matmuls; forward, input and weight gradients) takes BF16-rounded inputs
- * with FP32 sums.  The linear entries are set as well as the matmul ones:
- * ds_ops_cpu's linear entries are FP32 functions of their own, not calls
- * through matmul_forward.
- * fp8: the attention and MLP/expert projections run their three GEMMs on
- * E4M3 (1x128 / 128x128 scaling, FP32 promotion); embedding, lm_head,
- * router, MTP eh_proj, norms and the attention core stay FP32, as in
- * DeepSeek-V3.  Validation and sampling run in FP32 either way. */
-void ds_train_ops(struct ds_ops *ops, int precision) {
-    *ops = ds_ops_cpu;
-    if (precision == DS_PREC_BF16) {
-        ops->matmul_forward = ops->linear_forward = ds_matmul_forward_bf16;
-        ops->matmul_backward = ops->linear_backward = ds_matmul_backward_bf16;
-    }
-    if (precision == DS_PREC_FP8) {
-        ops->linear_forward = ds_linear_forward_fp8;
-        ops->linear_backward = ds_linear_backward_fp8;
-    }
 }
 
 ds_train_opts ds_train_opts_default(void) {
@@ -327,7 +303,7 @@ typedef struct {
 } eval_result;
 
 /* Validation over up to nb batches of the val split (file order). */
-static eval_result evaluate(const ds_model *m, ds_acts *a, ds_loader *val, int64_t nb, const int64_t *tok_bytes,
+static eval_result evaluate(const ds_model *m, const struct ds_ops *ops, ds_acts *a, ds_loader *val, int64_t nb, const int64_t *tok_bytes,
                             int32_t *win, int32_t *ids, int32_t *tgt, int64_t *load) {
     eval_result r = {0};
     if (!val || val->nbatches == 0) return r;
@@ -346,7 +322,7 @@ static eval_result evaluate(const ds_model *m, ds_acts *a, ds_loader *val, int64
                 tgt[s * T + t] = win[s * (T + 1) + t + 1];
                 r.bytes += tok_bytes[tgt[s * T + t]];
             }
-        if (ds_model_forward(m, a, &ds_ops_cpu, ids)) return r;
+        if (ds_model_forward(m, a, ops, ids)) return r;
         nats += ce_sum(a->logits, tgt, B * T, c->vocab_size);
         for (int64_t l = 0; l < L; l++)
             if (m->blocks[l].moe)
@@ -366,7 +342,7 @@ static eval_result evaluate(const ds_model *m, ds_acts *a, ds_loader *val, int64
 
 /* ---- sampler -------------------------------------------------------------- */
 
-char *ds_sample_text(const ds_model *m, const ds_tokenizer *tok, const char *prompt, int64_t ntokens,
+char *ds_sample_text(const ds_model *m, const struct ds_ops *ops, const ds_tokenizer *tok, const char *prompt, int64_t ntokens,
                      double temperature, uint64_t seed, int64_t ctx) {
     int32_t *pids = NULL;
     int64_t n0 = ds_tokenizer_encode(tok, prompt, strlen(prompt), 0, &pids);
@@ -396,7 +372,7 @@ char *ds_sample_text(const ds_model *m, const ds_tokenizer *tok, const char *pro
         int64_t lo = n > ctx ? n - ctx : 0, len = n - lo;
         memcpy(win, seq + lo, (size_t)len * sizeof(int32_t));
         for (int64_t t = len; t < ctx; t++) win[t] = 0; /* causal: later positions do not matter */
-        if (ds_model_forward(m, &a, &ds_ops_cpu, win)) break;
+        if (ds_model_forward(m, &a, ops, win)) break;
         const float *l = a.logits + (len - 1) * V;
         int32_t next = 0;
         if (temperature <= 0) {
@@ -445,6 +421,11 @@ int ds_train(const ds_train_opts *o) {
     if (!o->resume && !o->config) return ds_err("--config PRESET|config.json is required for a new run");
     if (!o->resume && !o->steps && !o->tokens && !(o->minutes > 0))
         return ds_err("a budget is required: --steps N, --tokens N or --minutes M");
+    /* the step's table (GEMMs in the run's precision); validation and
+     * sampling run in FP32 on the same device */
+    struct ds_ops ops;
+    const struct ds_ops *fp32 = ds_backend_get(o->device);
+    if (!fp32 || ds_backend_table(&ops, o->device, o->precision)) return -1;
 
     /* tokenizer of the data: its hash ties the shards to it */
     char *tjpath = ds_path_join(o->data, "tokenizer.json");
@@ -635,8 +616,6 @@ int ds_train(const ds_train_opts *o) {
     ds_log(DS_LOG_INFO, "logged: loss = next-token cross-entropy%s%s", mtp ? ", mtp_loss = MTP cross-entropy (mean over depths)" : "",
            mtp || lo.balance != DS_BAL_NONE ? ", total = loss + λ·mtp_loss + balance loss (the objective)" : "");
 
-    struct ds_ops ops;
-    ds_train_ops(&ops, o->precision);
     ds_adamw_hparams hp = ds_adamw_default(st.peak_lr);
     hp.weight_decay = o->weight_decay;
     double t_start = ds_now(), t_train = 0;
@@ -770,7 +749,7 @@ int ds_train(const ds_train_opts *o) {
         ds_progress_update(&bar, (double)st.step);
         int last = st.step == st.total_steps || st.step == stop_at;
         if (have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
-            eval_result er = evaluate(&m, &ea, &va, o->eval_batches, tok_bytes, win, ids, tgt, vload);
+            eval_result er = evaluate(&m, fp32, &ea, &va, o->eval_batches, tok_bytes, win, ids, tgt, vload);
             if (er.ok) {
                 if (tty) fputs("\r\033[K", stderr);
                 printf("eval step %lld | val loss %.4f | val bpb %.4f | val maxvio %.3f | %lld tokens, %lld bytes\n",
@@ -807,7 +786,7 @@ int ds_train(const ds_train_opts *o) {
             char *ps = ds_strdup(o->sample_prompts), *save = NULL;
             int k = 0;
             for (char *pr = strtok_r(ps, "|", &save); pr; pr = strtok_r(NULL, "|", &save), k++) {
-                char *txt = ds_sample_text(&m, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k, T);
+                char *txt = ds_sample_text(&m, fp32, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k, T);
                 if (!txt) {
                     rc = -1;
                     break;

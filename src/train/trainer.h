@@ -16,10 +16,10 @@
 
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "model/model.h"
 
 enum { DS_TRAIN_AUX_FREE = 0, DS_TRAIN_AUX_LOSS = 1, DS_TRAIN_BAL_NONE = 2 };
-enum { DS_PREC_FP32 = 0, DS_PREC_BF16 = 1, DS_PREC_FP8 = 2 };
 
 typedef struct {
     const char *config;      /* preset name or config.json (new runs) */
@@ -29,7 +29,8 @@ typedef struct {
     int64_t steps, tokens;   /* budget: steps, or tokens (0: unset) */
     double minutes;          /* budget in wall-clock minutes (0: unset) */
     int64_t batch, seq, accum;
-    int precision;           /* DS_PREC_* */
+    int precision;           /* DS_PREC_* (backend/backend.h) */
+    const char *device;      /* ds_backend_table device (NULL: "cpu") */
     int balance;             /* DS_TRAIN_* */
     double gamma, gamma_until;
     double seq_alpha;        /* V3 sequence-wise loss on top of aux-free (0: off) */
@@ -50,9 +51,6 @@ typedef struct {
 } ds_train_opts;
 
 ds_train_opts ds_train_opts_default(void);
-/* *ops = the CPU ops table that trains in `precision` (DS_PREC_*). */
-struct ds_ops;
-void ds_train_ops(struct ds_ops *ops, int precision);
 
 /* The options that shape a run, as the JSON object kept in every checkpoint
  * ("train_options": config, precision, balance, bias_gamma, gamma_until,
@@ -107,11 +105,11 @@ int ds_train(const ds_train_opts *o);
  * description of where the figure came from. */
 double ds_cpu_peak_flops(int threads, char *how, size_t cap);
 
-/* Text continuation of a prompt by full forward passes over the last `ctx`
- * tokens (no KV cache): temperature 0 = greedy.  Returns a malloc'ed string
+/* Text continuation of a prompt by full forward passes (through `ops`) over
+ * the last `ctx` tokens (no KV cache): temperature 0 = greedy.  Returns a malloc'ed string
  * (prompt included) or NULL with ds_err. */
 struct ds_tokenizer;
-char *ds_sample_text(const ds_model *m, const struct ds_tokenizer *tok, const char *prompt, int64_t ntokens,
+char *ds_sample_text(const ds_model *m, const struct ds_ops *ops, const struct ds_tokenizer *tok, const char *prompt, int64_t ntokens,
                      double temperature, uint64_t seed, int64_t ctx);
 
 #endif
