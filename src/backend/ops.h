@@ -61,6 +61,12 @@ struct ds_ops {
      * out (N, OC) = act_quant(inp (N, C)) · W8ᵀ block-scaled + bias; forward only */
     void (*linear_fp8w_forward)(float *out, const float *inp, const ds_fp8w *w, const float *bias,
                                 int64_t N, int64_t C, int64_t OC);
+    /* the MoE row moves (backend/cpu/kernels.h, moe_rows.c): gather each
+     * token-slot's row into expert-sorted order; weighted sum of the K expert
+     * outputs back per token */
+    void (*moe_permute)(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H);
+    void (*moe_combine_forward)(float *y, const float *e_out, const float *w, const int32_t *pos,
+                                int64_t N, int64_t K, int64_t H);
 };
 
 extern const struct ds_ops ds_ops_cpu;

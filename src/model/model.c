@@ -545,14 +545,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
         ds_matmul_any(ops, a->r_logits, a->ln2, p->router, p->router8, N, H, E);
         ops->moe_route_forward(a->r_w, a->r_idx, a->r_scores, a->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(a->counts, a->offsets, a->order, a->pos, a->r_idx, N, K, E);
-        {
-            float *xs = a->xs;
-            const float *ln2 = a->ln2;
-            const int32_t *order = a->order;
-#pragma omp parallel for schedule(static) if (N * K * H > 65536)
-            for (int64_t s = 0; s < N * K; s++)
-                memcpy(xs + s * H, ln2 + (order[s] / K) * H, (size_t)H * sizeof(float));
-        }
+        ops->moe_permute(a->xs, a->ln2, a->order, N, K, H);
         /* one GEMM per expert on its contiguous rows; experts in parallel (each
          * GEMM then runs single-threaded), unless the batch is so small that
          * splitting inside the GEMMs is better */
@@ -573,21 +566,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
         }
         ds_fp8_act_store(&a->fp8_e_act, a->e_act, N * K, Im);
         /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
-        {
-            float *mo = a->mlp_out;
-            const float *eo = a->e_out, *w = a->r_w;
-            const int32_t *pos = a->pos;
-#pragma omp parallel for schedule(static) if (N * K * H > 65536)
-            for (int64_t n = 0; n < N; n++) {
-                float *y = mo + n * H;
-                for (int64_t i = 0; i < H; i++) y[i] = 0;
-                for (int64_t k = 0; k < K; k++) {
-                    const float *src = eo + (int64_t)pos[n * K + k] * H;
-                    float wk = w[n * K + k];
-                    for (int64_t i = 0; i < H; i++) y[i] += wk * src[i];
-                }
-            }
-        }
+        ops->moe_combine_forward(a->mlp_out, a->e_out, a->r_w, a->pos, N, K, H);
         if (p->inter > 0) {
             LIN(a->h_gate, a->ln2, gate, NULL, N, H, p->inter);
             LIN(a->h_up, a->ln2, up, NULL, N, H, p->inter);

@@ -98,4 +98,15 @@ void ds_moe_route_forward(float *weights, int32_t *idx, float *scores, const flo
 void ds_moe_sort(int64_t *counts, int64_t *offsets, int32_t *order, int32_t *pos,
                  const int32_t *idx, int64_t N, int64_t K, int64_t E);
 
+/* ---- moe_rows.c: the MoE permute and forward combine ---------------------
+ * permute: xs (N*K, H), xs[s] = x[order[s] / K] (order from ds_moe_sort).
+ * combine: y (N, H), y[n] = Σ_k w[n,k]·e_out[pos[n,k]] summed in k order
+ * from 0; e_out (N*K, H) in expert-sorted order, w (N, K), pos (N*K). */
+void ds_moe_permute_ref(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H);
+void ds_moe_permute(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H);
+void ds_moe_combine_forward_ref(float *y, const float *e_out, const float *w, const int32_t *pos,
+                                int64_t N, int64_t K, int64_t H);
+void ds_moe_combine_forward(float *y, const float *e_out, const float *w, const int32_t *pos,
+                            int64_t N, int64_t K, int64_t H);
+
 #endif
