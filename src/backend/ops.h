@@ -67,6 +67,10 @@ struct ds_ops {
     void (*moe_permute)(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H);
     void (*moe_combine_forward)(float *y, const float *e_out, const float *w, const int32_t *pos,
                                 int64_t N, int64_t K, int64_t H);
+    /* the MLA K/V split (backend/cpu/kernels.h, mla_kv.c): k = [k_nope ; k_pe]
+     * per head, v from kv */
+    void (*mla_kv_assemble)(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
+                            int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
 };
 
 extern const struct ds_ops ds_ops_cpu;

@@ -520,19 +520,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
     LIN(a->kv, a->ckv, kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
     ds_fp8_act_store(&a->fp8_ckv, a->ckv, N, rkv);
-    {
-        float *k = a->k, *v = a->v;
-        const float *kv = a->kv, *kva = a->kva;
-#pragma omp parallel for schedule(static) if (N * nh * dq > 65536)
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t h = 0; h < nh; h++) {
-                const float *src = kv + (n * nh + h) * (dn + dv);
-                float *kd = k + (n * nh + h) * dq;
-                memcpy(kd, src, (size_t)dn * sizeof(float));
-                memcpy(kd + dn, kva + n * (rkv + dr) + rkv, (size_t)dr * sizeof(float));
-                memcpy(v + (n * nh + h) * dv, src + dn, (size_t)dv * sizeof(float));
-            }
-    }
+    ops->mla_kv_assemble(a->k, a->v, a->kv, a->kva, N, nh, dn, dv, rkv, dr);
     ops->attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv, m->softmax_scale);
     LIN(a->attn_proj, a->att, o_proj, p->o_bias, N, nh * dv, H);
     ops->residual_forward(a->x_mid, inp, a->attn_proj, N * H);

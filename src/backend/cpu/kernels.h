@@ -109,4 +109,13 @@ void ds_moe_combine_forward_ref(float *y, const float *e_out, const float *w, co
 void ds_moe_combine_forward(float *y, const float *e_out, const float *w, const int32_t *pos,
                             int64_t N, int64_t K, int64_t H);
 
+/* ---- mla_kv.c: the MLA K/V split ------------------------------------------
+ * kv (N, nh, dn+dv) per head [k_nope | v]; kva (N, rkv+dr) [latent | k_pe];
+ * k (N, nh, dn+dr) per head [k_nope | k_pe] (k_pe the same for every head),
+ * v (N, nh, dv). */
+void ds_mla_kv_assemble_ref(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
+                            int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
+void ds_mla_kv_assemble(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
+                        int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
+
 #endif

@@ -29,6 +29,7 @@ const struct ds_ops ds_ops_cpu = {
     .linear_fp8w_forward = ds_linear_fp8w_forward,
     .moe_permute = ds_moe_permute,
     .moe_combine_forward = ds_moe_combine_forward,
+    .mla_kv_assemble = ds_mla_kv_assemble,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -55,4 +56,5 @@ const struct ds_ops ds_ops_ref = {
     .linear_fp8w_forward = ds_linear_fp8w_forward_ref,
     .moe_permute = ds_moe_permute_ref,
     .moe_combine_forward = ds_moe_combine_forward_ref,
+    .mla_kv_assemble = ds_mla_kv_assemble_ref,
 };
