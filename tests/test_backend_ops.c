@@ -123,3 +123,41 @@ TEST(backend_ops_mla_kv_assemble) {
         free(kv), free(kva), free(k_c), free(k_r), free(v_c), free(v_r);
     }
 }
+
+TEST(backend_ops_rope_tables) {
+    static const int64_t sh[][2] = {{7, 3}, {1, 1}, {33, 5}, {300, 64}}; /* T, h2; the last one splits over threads */
+    static const float factors[] = {1.0f, 1.3f, 1.0f, 0.7f};
+    for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
+        const int64_t T = sh[si][0], h2 = sh[si][1], n = T * h2;
+        const float af = factors[si];
+        float *inv = malloc((size_t)h2 * sizeof(float));
+        float *c_c = malloc((size_t)(n + 1) * sizeof(float)), *s_c = malloc((size_t)(n + 1) * sizeof(float));
+        float *c_r = malloc((size_t)n * sizeof(float)), *s_r = malloc((size_t)n * sizeof(float));
+        for (int64_t i = 0; i < h2; i++) inv[i] = (float)pow(10000.0, -2.0 * (double)i / (double)(2 * h2));
+        memset(c_c, 0xff, (size_t)(n + 1) * sizeof(float));
+        memset(s_c, 0xff, (size_t)(n + 1) * sizeof(float));
+        ds_ops_cpu.rope_tables(c_c, s_c, inv, af, T, h2);
+        ds_ops_ref.rope_tables(c_r, s_r, inv, af, T, h2);
+        CHECK_MSG(same_bits(c_c, c_r, n) && same_bits(s_c, s_r, n), "rope_tables cpu != ref at T=%lld h2=%lld",
+                  (long long)T, (long long)h2);
+        uint32_t tc, ts; /* the element past the end stays untouched */
+        memcpy(&tc, c_c + n, 4);
+        memcpy(&ts, s_c + n, 4);
+        CHECK(tc == 0xffffffffu && ts == 0xffffffffu);
+        /* oracle: the definition element by element, and cos² + sin² = attn_factor² */
+        int bad = 0;
+        double worst = 0;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t i = 0; i < h2; i++) {
+                float ang = (float)t * inv[i];
+                float wc = (float)cos((double)ang) * af, ws = (float)sin((double)ang) * af;
+                if (memcmp(&wc, &c_r[t * h2 + i], 4) || memcmp(&ws, &s_r[t * h2 + i], 4)) bad++;
+                double c = c_r[t * h2 + i], s = s_r[t * h2 + i];
+                worst = fmax(worst, fabs(c * c + s * s - (double)af * af));
+            }
+        CHECK_MSG(!bad, "rope_tables ref != oracle in %d places at T=%lld h2=%lld", bad, (long long)T, (long long)h2);
+        CHECK_NEAR(worst, 0, 1e-6);
+        CHECK(c_r[0] == af && s_r[0] == 0); /* position 0: angle 0 */
+        free(inv), free(c_c), free(s_c), free(c_r), free(s_r);
+    }
+}

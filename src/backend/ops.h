@@ -71,6 +71,9 @@ struct ds_ops {
      * per head, v from kv */
     void (*mla_kv_assemble)(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
                             int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
+    /* the RoPE cos/sin tables (T, h2) (backend/cpu/kernels.h, rope_tables.c) */
+    void (*rope_tables)(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T,
+                        int64_t h2);
 };
 
 extern const struct ds_ops ds_ops_cpu;

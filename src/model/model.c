@@ -585,12 +585,7 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
                           (long long)ids[n], (long long)(n / T), (long long)(n % T), (long long)V);
     memcpy(a->ids, ids, (size_t)N * sizeof(int32_t));
     /* cos/sin tables (T, dr/2): angle = float(pos)·θ'_i in FP32, × attention_factor (doc §4.3) */
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < h2; i++) {
-            float ang = (float)t * m->inv_freq[i];
-            a->cos_t[t * h2 + i] = (float)cos((double)ang) * m->attn_factor;
-            a->sin_t[t * h2 + i] = (float)sin((double)ang) * m->attn_factor;
-        }
+    ops->rope_tables(a->cos_t, a->sin_t, m->inv_freq, m->attn_factor, T, h2);
     ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
     const float *x = a->emb;
     for (int64_t l = 0; l < L; l++) {

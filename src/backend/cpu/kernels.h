@@ -118,4 +118,11 @@ void ds_mla_kv_assemble_ref(float *k, float *v, const float *kv, const float *kv
 void ds_mla_kv_assemble(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
                         int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
 
+/* ---- rope_tables.c: the RoPE cos/sin tables -------------------------------
+ * cos_t, sin_t (T, h2): cos/sin(float(t)·inv_freq[i]) (angle in FP32, the
+ * trigonometry in double, rounded to float) × attn_factor; inv_freq (h2). */
+void ds_rope_tables_ref(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T,
+                        int64_t h2);
+void ds_rope_tables(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T, int64_t h2);
+
 #endif

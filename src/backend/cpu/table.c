@@ -30,6 +30,7 @@ const struct ds_ops ds_ops_cpu = {
     .moe_permute = ds_moe_permute,
     .moe_combine_forward = ds_moe_combine_forward,
     .mla_kv_assemble = ds_mla_kv_assemble,
+    .rope_tables = ds_rope_tables,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -57,4 +58,5 @@ const struct ds_ops ds_ops_ref = {
     .moe_permute = ds_moe_permute_ref,
     .moe_combine_forward = ds_moe_combine_forward_ref,
     .mla_kv_assemble = ds_mla_kv_assemble_ref,
+    .rope_tables = ds_rope_tables_ref,
 };
