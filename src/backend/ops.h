@@ -61,6 +61,19 @@ struct ds_ops {
      * out (N, OC) = act_quant(inp (N, C)) · W8ᵀ block-scaled + bias; forward only */
     void (*linear_fp8w_forward)(float *out, const float *inp, const ds_fp8w *w, const float *bias,
                                 int64_t N, int64_t C, int64_t OC);
+    /* the MoE row moves (backend/cpu/kernels.h, moe_rows.c): gather each
+     * token-slot's row into expert-sorted order; weighted sum of the K expert
+     * outputs back per token */
+    void (*moe_permute)(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H);
+    void (*moe_combine_forward)(float *y, const float *e_out, const float *w, const int32_t *pos,
+                                int64_t N, int64_t K, int64_t H);
+    /* the MLA K/V split (backend/cpu/kernels.h, mla_kv.c): k = [k_nope ; k_pe]
+     * per head, v from kv */
+    void (*mla_kv_assemble)(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
+                            int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
+    /* the RoPE cos/sin tables (T, h2) (backend/cpu/kernels.h, rope_tables.c) */
+    void (*rope_tables)(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T,
+                        int64_t h2);
 };
 
 extern const struct ds_ops ds_ops_cpu;

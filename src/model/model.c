@@ -520,19 +520,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
     LIN(a->kv, a->ckv, kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
     ds_fp8_act_store(&a->fp8_ckv, a->ckv, N, rkv);
-    {
-        float *k = a->k, *v = a->v;
-        const float *kv = a->kv, *kva = a->kva;
-#pragma omp parallel for schedule(static) if (N * nh * dq > 65536)
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t h = 0; h < nh; h++) {
-                const float *src = kv + (n * nh + h) * (dn + dv);
-                float *kd = k + (n * nh + h) * dq;
-                memcpy(kd, src, (size_t)dn * sizeof(float));
-                memcpy(kd + dn, kva + n * (rkv + dr) + rkv, (size_t)dr * sizeof(float));
-                memcpy(v + (n * nh + h) * dv, src + dn, (size_t)dv * sizeof(float));
-            }
-    }
+    ops->mla_kv_assemble(a->k, a->v, a->kv, a->kva, N, nh, dn, dv, rkv, dr);
     ops->attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv, m->softmax_scale);
     LIN(a->attn_proj, a->att, o_proj, p->o_bias, N, nh * dv, H);
     ops->residual_forward(a->x_mid, inp, a->attn_proj, N * H);
@@ -545,14 +533,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
         ds_matmul_any(ops, a->r_logits, a->ln2, p->router, p->router8, N, H, E);
         ops->moe_route_forward(a->r_w, a->r_idx, a->r_scores, a->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(a->counts, a->offsets, a->order, a->pos, a->r_idx, N, K, E);
-        {
-            float *xs = a->xs;
-            const float *ln2 = a->ln2;
-            const int32_t *order = a->order;
-#pragma omp parallel for schedule(static) if (N * K * H > 65536)
-            for (int64_t s = 0; s < N * K; s++)
-                memcpy(xs + s * H, ln2 + (order[s] / K) * H, (size_t)H * sizeof(float));
-        }
+        ops->moe_permute(a->xs, a->ln2, a->order, N, K, H);
         /* one GEMM per expert on its contiguous rows; experts in parallel (each
          * GEMM then runs single-threaded), unless the batch is so small that
          * splitting inside the GEMMs is better */
@@ -573,21 +554,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
         }
         ds_fp8_act_store(&a->fp8_e_act, a->e_act, N * K, Im);
         /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
-        {
-            float *mo = a->mlp_out;
-            const float *eo = a->e_out, *w = a->r_w;
-            const int32_t *pos = a->pos;
-#pragma omp parallel for schedule(static) if (N * K * H > 65536)
-            for (int64_t n = 0; n < N; n++) {
-                float *y = mo + n * H;
-                for (int64_t i = 0; i < H; i++) y[i] = 0;
-                for (int64_t k = 0; k < K; k++) {
-                    const float *src = eo + (int64_t)pos[n * K + k] * H;
-                    float wk = w[n * K + k];
-                    for (int64_t i = 0; i < H; i++) y[i] += wk * src[i];
-                }
-            }
-        }
+        ops->moe_combine_forward(a->mlp_out, a->e_out, a->r_w, a->pos, N, K, H);
         if (p->inter > 0) {
             LIN(a->h_gate, a->ln2, gate, NULL, N, H, p->inter);
             LIN(a->h_up, a->ln2, up, NULL, N, H, p->inter);
@@ -618,12 +585,7 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
                           (long long)ids[n], (long long)(n / T), (long long)(n % T), (long long)V);
     memcpy(a->ids, ids, (size_t)N * sizeof(int32_t));
     /* cos/sin tables (T, dr/2): angle = float(pos)·θ'_i in FP32, × attention_factor (doc §4.3) */
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < h2; i++) {
-            float ang = (float)t * m->inv_freq[i];
-            a->cos_t[t * h2 + i] = (float)cos((double)ang) * m->attn_factor;
-            a->sin_t[t * h2 + i] = (float)sin((double)ang) * m->attn_factor;
-        }
+    ops->rope_tables(a->cos_t, a->sin_t, m->inv_freq, m->attn_factor, T, h2);
     ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
     const float *x = a->emb;
     for (int64_t l = 0; l < L; l++) {

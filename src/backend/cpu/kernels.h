@@ -98,4 +98,31 @@ void ds_moe_route_forward(float *weights, int32_t *idx, float *scores, const flo
 void ds_moe_sort(int64_t *counts, int64_t *offsets, int32_t *order, int32_t *pos,
                  const int32_t *idx, int64_t N, int64_t K, int64_t E);
 
+/* ---- moe_rows.c: the MoE permute and forward combine ---------------------
+ * permute: xs (N*K, H), xs[s] = x[order[s] / K] (order from ds_moe_sort).
+ * combine: y (N, H), y[n] = Σ_k w[n,k]·e_out[pos[n,k]] summed in k order
+ * from 0; e_out (N*K, H) in expert-sorted order, w (N, K), pos (N*K). */
+void ds_moe_permute_ref(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H);
+void ds_moe_permute(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H);
+void ds_moe_combine_forward_ref(float *y, const float *e_out, const float *w, const int32_t *pos,
+                                int64_t N, int64_t K, int64_t H);
+void ds_moe_combine_forward(float *y, const float *e_out, const float *w, const int32_t *pos,
+                            int64_t N, int64_t K, int64_t H);
+
+/* ---- mla_kv.c: the MLA K/V split ------------------------------------------
+ * kv (N, nh, dn+dv) per head [k_nope | v]; kva (N, rkv+dr) [latent | k_pe];
+ * k (N, nh, dn+dr) per head [k_nope | k_pe] (k_pe the same for every head),
+ * v (N, nh, dv). */
+void ds_mla_kv_assemble_ref(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
+                            int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
+void ds_mla_kv_assemble(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
+                        int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
+
+/* ---- rope_tables.c: the RoPE cos/sin tables -------------------------------
+ * cos_t, sin_t (T, h2): cos/sin(float(t)·inv_freq[i]) (angle in FP32, the
+ * trigonometry in double, rounded to float) × attn_factor; inv_freq (h2). */
+void ds_rope_tables_ref(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T,
+                        int64_t h2);
+void ds_rope_tables(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T, int64_t h2);
+
 #endif

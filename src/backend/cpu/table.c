@@ -27,6 +27,10 @@ const struct ds_ops ds_ops_cpu = {
     .linear_forward = ds_matmul_forward,
     .linear_backward = ds_matmul_backward,
     .linear_fp8w_forward = ds_linear_fp8w_forward,
+    .moe_permute = ds_moe_permute,
+    .moe_combine_forward = ds_moe_combine_forward,
+    .mla_kv_assemble = ds_mla_kv_assemble,
+    .rope_tables = ds_rope_tables,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -51,4 +55,8 @@ const struct ds_ops ds_ops_ref = {
     .linear_forward = ds_matmul_forward_ref,
     .linear_backward = ds_matmul_backward_ref,
     .linear_fp8w_forward = ds_linear_fp8w_forward_ref,
+    .moe_permute = ds_moe_permute_ref,
+    .moe_combine_forward = ds_moe_combine_forward_ref,
+    .mla_kv_assemble = ds_mla_kv_assemble_ref,
+    .rope_tables = ds_rope_tables_ref,
 };
