@@ -104,6 +104,23 @@ static char *losses(const char *path) {
 }
 
 /* Each of the steps 1..n has exactly one {"step": k, "loss": ...} record, in order. */
+/* Two runs under tmp ended in the same state: the named files of each are
+ * byte-identical and their train_log.jsonl losses are equal (and not empty). */
+static void check_same_runs(const char *tmp, const char *r1, const char *r2, const char *const *files, int nfiles) {
+    char a[700], b[700];
+    for (int i = 0; i < nfiles; i++) {
+        snprintf(a, sizeof a, "%s/%s/%s", tmp, r1, files[i]);
+        snprintf(b, sizeof b, "%s/%s/%s", tmp, r2, files[i]);
+        CHECK_MSG(same_file(a, b), "%s differs", files[i]);
+    }
+    snprintf(a, sizeof a, "%s/%s/train_log.jsonl", tmp, r1);
+    snprintf(b, sizeof b, "%s/%s/train_log.jsonl", tmp, r2);
+    char *la = losses(a), *lb = losses(b);
+    CHECK(strlen(la) > 0);
+    CHECK_MSG(strcmp(la, lb) == 0, "losses differ:\n%s\n%s", la, lb);
+    free(la), free(lb);
+}
+
 static int steps_logged_once(const char *path, int n) {
     size_t len;
     char *s = ds_read_file(path, &len);
@@ -153,7 +170,7 @@ TEST(train_resume_bit_exact) {
     const char *tmp = synthetic_data();
     CHECK(tmp != NULL);
     TEST_RETURN_IF_FAILED();
-    char out[8192], a[600], b[600];
+    char out[8192], a[600];
     const char *args = "--batch 4 --seq 32 --eval-every 0 --log-every 0 --warmup 2 --steps 8 --grad-accum 2 "
                        "--bias-gamma 0.01";
     int rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/one %s --save-every 3", bin(),
@@ -168,17 +185,7 @@ TEST(train_resume_bit_exact) {
     CHECK_MSG(rc == 0, "%s", out);
     TEST_RETURN_IF_FAILED();
     const char *files[] = {"latest/model.safetensors", "latest/train_state.safetensors", "latest/config.json"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(a, sizeof a, "%s/one/%s", tmp, files[i]);
-        snprintf(b, sizeof b, "%s/two/%s", tmp, files[i]);
-        CHECK_MSG(same_file(a, b), "%s differs", files[i]);
-    }
-    snprintf(a, sizeof a, "%s/one/train_log.jsonl", tmp);
-    snprintf(b, sizeof b, "%s/two/train_log.jsonl", tmp);
-    char *la = losses(a), *lb = losses(b);
-    CHECK(strlen(la) > 0);
-    CHECK_MSG(strcmp(la, lb) == 0, "losses differ:\n%s\n%s", la, lb);
-    free(la), free(lb);
+    check_same_runs(tmp, "one", "two", files, 3);
     /* the resume kept --save-every 3 and --keep 2: the checkpoints of steps 6 and 8 are left, those of
      * steps 3 and 4 are gone */
     const char *kept[] = {"ckpt-6", "ckpt-8"};
@@ -333,7 +340,7 @@ TEST(train_resume_restores_options) {
     const char *tmp = synthetic_data();
     CHECK(tmp != NULL);
     TEST_RETURN_IF_FAILED();
-    char out[8192], a[600], b[600];
+    char out[8192], b[600];
     const char *args = "--batch 2 --seq 16 --eval-every 0 --log-every 0 --steps 6";
     const char *shape = "--precision bf16 --warmup 2 --lr 5e-3 --mtp-lambda 0.5 --seed 7 --bias-gamma 0.01 --clip 0.5";
     int rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/ro1 %s %s", bin(), tmp,
@@ -347,16 +354,8 @@ TEST(train_resume_restores_options) {
     rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --data %s/data --resume %s/ro2 --log-every 0", bin(), tmp, tmp);
     CHECK_MSG(rc == 0 && strstr(out, "precision bf16"), "%s", out);
     const char *files[] = {"latest/model.safetensors", "latest/train_state.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(a, sizeof a, "%s/ro1/%s", tmp, files[i]);
-        snprintf(b, sizeof b, "%s/ro2/%s", tmp, files[i]);
-        CHECK_MSG(same_file(a, b), "%s differs", files[i]);
-    }
-    snprintf(a, sizeof a, "%s/ro1/train_log.jsonl", tmp);
+    check_same_runs(tmp, "ro1", "ro2", files, 2);
     snprintf(b, sizeof b, "%s/ro2/train_log.jsonl", tmp);
-    char *la = losses(a), *lb = losses(b);
-    CHECK_MSG(strlen(la) > 0 && strcmp(la, lb) == 0, "losses differ:\n%s\n%s", la, lb);
-    free(la), free(lb);
     CHECK(steps_logged_once(b, 6));
     /* a conflicting option: exit 2, nothing written */
     snprintf(b, sizeof b, "%s/ro3/train_log.jsonl", tmp);
