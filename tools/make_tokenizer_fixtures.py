@@ -131,6 +131,24 @@ def compositions_new_in(version, prev):
     return " ".join(out)
 
 
+def codepoint_soup(cps, rnd):
+    """The codepoints in order, with a space, 'a', a newline or '1' after some (rnd draws one
+    number per codepoint, so the same rnd state gives the same text)."""
+    s = []
+    for c in cps:
+        k = rnd.random()
+        s.append(chr(c))
+        if k < 0.15:
+            s.append(" ")
+        elif k < 0.2:
+            s.append("a")
+        elif k < 0.23:
+            s.append("\n")
+        elif k < 0.26:
+            s.append("1")
+    return "".join(s)
+
+
 def unicode_new_texts():
     """texts with characters added in Unicode 15.0, 15.1, 16.0 and 17.0"""
     rnd = random.Random(1515)
@@ -166,19 +184,7 @@ def unicode_new_texts():
           and (u14.category(chr(c)) != u16.category(chr(c)) or u14.category(chr(c)) != u17.category(chr(c)))]
     ch = [c for i, c in enumerate(ch) if u17.category(chr(c)) != "Lo" or i % 8 == 0]
     for i in range(0, len(ch), 2048):
-        s = []
-        for c in ch[i:i + 2048]:
-            k = rnd.random()
-            s.append(chr(c))
-            if k < 0.15:
-                s.append(" ")
-            elif k < 0.2:
-                s.append("a")
-            elif k < 0.23:
-                s.append("\n")
-            elif k < 0.26:
-                s.append("1")
-        t.append(("newcodepoints_%05x" % ch[i], "".join(s)))
+        t.append(("newcodepoints_%05x" % ch[i], codepoint_soup(ch[i:i + 2048], rnd)))
     return t
 
 
@@ -231,20 +237,7 @@ def texts():
     cps += [c for c in range(0xA000, 0x10000) if assigned(c)]
     cps += [c for c in range(0x1F300, 0x1F700) if assigned(c)]
     for i in range(0, len(cps), 2048):
-        chunk = cps[i:i + 2048]
-        s = []
-        for c in chunk:
-            k = rnd.random()
-            s.append(chr(c))
-            if k < 0.15:
-                s.append(" ")
-            elif k < 0.2:
-                s.append("a")
-            elif k < 0.23:
-                s.append("\n")
-            elif k < 0.26:
-                s.append("1")
-        t.append(("codepoints_%05x" % chunk[0], "".join(s)))
+        t.append(("codepoints_%05x" % cps[i], codepoint_soup(cps[i:i + 2048], rnd)))
     # random soup of ASCII-ish characters
     alphabet = "ab c\n\t .,;!?'\"()[]{}0123456789xyz\r-_/\\#@ é中あ😀"
     for k in range(8):
