@@ -227,6 +227,41 @@ DSV3_TOK = os.path.join(SHARED, "data", "deepseek_v3_tokenizer")
 DSV3_DIR = os.path.join(OUT, "dsv3tok")
 
 
+def make_encode_pair(lm):
+    """lm-eval's (context, continuation) split, with its empty-context rule (prefix token first)."""
+    def encode_pair(ctx, cont):
+        if ctx == "":
+            c = lm.tok_encode(cont, add_special_tokens=False)
+            return ([lm.prefix_token_id], c) if lm.prefix_token_id != c[0] else (c[:1], c[1:])
+        return lm._encode_pair(ctx, cont)
+    return encode_pair
+
+
+def ll_task_record(rows, res, encode_pair):
+    """A LAMBADA-style task: loglikelihood(context, " " + continuation); perplexity, acc = is_greedy."""
+    from lm_eval.api import metrics as M
+    lls, gr = [float(r[0]) for r in res], [1.0 if r[1] else 0.0 for r in res]
+    return {
+        "kind": "ll", "n": len(rows),
+        "examples": [{"ids": list(map(list, encode_pair(r["context"], " " + r["continuation"]))), "ll": l, "greedy": bool(g)}
+                     for r, l, g in zip(rows, lls, gr)],
+        "metrics": {"perplexity": {"value": M.perplexity(lls), "stderr": None},
+                    "acc": {"value": M.mean(gr), "stderr": M.mean_stderr(gr)}}}
+
+
+def lm_task_record(rl, ntok, per):
+    """A rolling-loglikelihood task (WikiText): per-page ll, tokens, words, bytes; lm-eval's aggregates."""
+    from lm_eval.api import metrics as M
+    return {
+        "kind": "lm", "n": len(rl),
+        "examples": [{"ll": float(l), "tokens": n, "words": d["word_perplexity"][1], "bytes": d["byte_perplexity"][1]}
+                     for l, n, d in zip(rl, ntok, per)],
+        "metrics": {"word_perplexity": {"value": M.weighted_perplexity([d["word_perplexity"] for d in per]), "stderr": None},
+                    "byte_perplexity": {"value": M.weighted_perplexity([d["byte_perplexity"] for d in per]), "stderr": None},
+                    "bits_per_byte": {"value": M.bits_per_byte([d["bits_per_byte"] for d in per]), "stderr": None},
+                    "token_perplexity": {"value": math.exp(-sum(rl) / sum(ntok)), "stderr": None}}}
+
+
 def dsv3_vocab_fixtures(limit, wikitext_docs):
     """The lm-eval oracle on a model with DeepSeek-V3's 129,280-token vocabulary and its
     tokenizer (../shared/data/deepseek_v3_tokenizer), in both BOS settings of lm-eval's HFLM:
@@ -306,11 +341,7 @@ def dsv3_vocab_fixtures(limit, wikitext_docs):
         probe = lm.tok_encode("Hello world")
         assert (probe[0] == 0) == (add_bos is True), probe
 
-        def encode_pair(ctx, cont):
-            if ctx == "":
-                c = lm.tok_encode(cont, add_special_tokens=False)
-                return ([lm.prefix_token_id], c) if lm.prefix_token_id != c[0] else (c[:1], c[1:])
-            return lm._encode_pair(ctx, cont)
+        encode_pair = make_encode_pair(lm)
 
         def mc(docs, norms=True):
             """docs: ([(context, continuation) per choice], [choice strings for the normalizers], gold)"""
@@ -358,13 +389,7 @@ def dsv3_vocab_fixtures(limit, wikitext_docs):
         rows = [json.loads(l) for l in open(os.path.join(icl, "lambada_openai.jsonl"), encoding="utf-8")][:limit]
         res = lm.loglikelihood([Instance("loglikelihood", {}, (r["context"], " " + r["continuation"]), i)
                                 for i, r in enumerate(rows)], disable_tqdm=True)
-        lls, gr = [float(r[0]) for r in res], [1.0 if r[1] else 0.0 for r in res]
-        tasks["lambada_openai"] = {
-            "kind": "ll", "n": len(rows),
-            "examples": [{"ids": list(map(list, encode_pair(r["context"], " " + r["continuation"]))), "ll": l, "greedy": bool(g)}
-                         for r, l, g in zip(rows, lls, gr)],
-            "metrics": {"perplexity": {"value": M.perplexity(lls), "stderr": None},
-                        "acc": {"value": M.mean(gr), "stderr": M.mean_stderr(gr)}}}
+        tasks["lambada_openai"] = ll_task_record(rows, res, encode_pair)
         # wikitext: rolling log-likelihood of the detokenized article
         raw = open(os.path.join(SHARED, "data/wikitext2/wiki.test.raw"), encoding="utf-8").read()
         pages = wikitext_documents(raw)[:wikitext_docs]
@@ -372,14 +397,7 @@ def dsv3_vocab_fixtures(limit, wikitext_docs):
                                        for i, p in enumerate(pages)], disable_tqdm=True)
         per = [wt_results({"page": p}, (l,)) for p, l in zip(pages, rl)]
         ntok = [len(lm.tok_encode(wikitext_detokenizer({"page": p}))) for p in pages]
-        tasks["wikitext"] = {
-            "kind": "lm", "n": len(pages),
-            "examples": [{"ll": float(l), "tokens": n, "words": d["word_perplexity"][1], "bytes": d["byte_perplexity"][1]}
-                         for l, n, d in zip(rl, ntok, per)],
-            "metrics": {"word_perplexity": {"value": M.weighted_perplexity([d["word_perplexity"] for d in per]), "stderr": None},
-                        "byte_perplexity": {"value": M.weighted_perplexity([d["byte_perplexity"] for d in per]), "stderr": None},
-                        "bits_per_byte": {"value": M.bits_per_byte([d["bits_per_byte"] for d in per]), "stderr": None},
-                        "token_perplexity": {"value": math.exp(-sum(rl) / sum(ntok)), "stderr": None}}}
+        tasks["wikitext"] = lm_task_record(rl, ntok, per)
         settings[key] = {"hflm_args": kw, "first_ids_of_hello_world": probe, "tasks": tasks}
         for name, t in tasks.items():
             ms = ", ".join("%s=%.6g" % (k, v["value"]) for k, v in t["metrics"].items())
@@ -513,11 +531,7 @@ def main():
         c, k = encode_pair(ctx, cont)
         rec_seq((c + k)[-(MAX_LENGTH + 1):])
 
-    def encode_pair(ctx, cont):
-        if ctx == "":
-            c = lm.tok_encode(cont, add_special_tokens=False)
-            return ([lm.prefix_token_id], c) if lm.prefix_token_id != c[0] else (c[:1], c[1:])
-        return lm._encode_pair(ctx, cont)
+    encode_pair = make_encode_pair(lm)
 
     def mc_task(docs, delim=" "):
         """docs: list of (context, [choice strings], gold); continuation = delim + choice (target_delimiter)."""
@@ -564,14 +578,7 @@ def main():
     for r in rows:
         rec_pair(r["context"], " " + r["continuation"])
     res = ll_requests([(r["context"], " " + r["continuation"]) for r in rows])
-    lls = [float(r[0]) for r in res]
-    gr = [1.0 if r[1] else 0.0 for r in res]
-    fix["tasks"]["lambada"] = {
-        "kind": "ll", "n": len(rows),
-        "examples": [{"ids": list(map(list, encode_pair(r["context"], " " + r["continuation"]))), "ll": l, "greedy": bool(g)}
-                     for r, l, g in zip(rows, lls, gr)],
-        "metrics": {"perplexity": {"value": M.perplexity(lls), "stderr": None},
-                    "acc": {"value": M.mean(gr), "stderr": M.mean_stderr(gr)}}}
+    fix["tasks"]["lambada"] = ll_task_record(rows, res, encode_pair)
 
     # WikiText-2: rolling log-likelihood of the detokenized article; words and bytes of the original page
     raw = open(os.path.join(SHARED, "data/wikitext2/wiki.test.raw"), encoding="utf-8").read()
@@ -587,14 +594,7 @@ def main():
     rl = lm.loglikelihood_rolling(inst, disable_tqdm=True)
     per = [wt_results({"page": p}, (l,)) for p, l in zip(pages, rl)]
     ntok = [len(lm.tok_encode(wikitext_detokenizer({"page": p}))) for p in pages]
-    fix["tasks"]["wikitext2"] = {
-        "kind": "lm", "n": len(pages),
-        "examples": [{"ll": float(l), "tokens": n, "words": d["word_perplexity"][1], "bytes": d["byte_perplexity"][1]}
-                     for l, n, d in zip(rl, ntok, per)],
-        "metrics": {"word_perplexity": {"value": M.weighted_perplexity([d["word_perplexity"] for d in per]), "stderr": None},
-                    "byte_perplexity": {"value": M.weighted_perplexity([d["byte_perplexity"] for d in per]), "stderr": None},
-                    "bits_per_byte": {"value": M.bits_per_byte([d["bits_per_byte"] for d in per]), "stderr": None},
-                    "token_perplexity": {"value": math.exp(-sum(rl) / sum(ntok)), "stderr": None}}}
+    fix["tasks"]["wikitext2"] = lm_task_record(rl, ntok, per)
 
     # Hand-checkable tasks from the model's own greedy continuations (TinyShakespeare lines as contexts)
     lines = [l for l in open(os.path.join(SHARED, "data/tinyshakespeare/input.txt"), encoding="utf-8").read().split("\n")
