@@ -14,6 +14,7 @@
 #include "io/json.h"
 #include "eval/eval.h"
 #include "base/base.h"
+#include "base/suggest.h"
 
 #include <cJSON.h>
 #include <ctype.h>
@@ -136,26 +137,6 @@ static void set_name_from_path(ds_task *t, const char *path) {
     t->name[n] = 0;
 }
 
-/* Levenshtein distance, ASCII case-insensitive (short names only) */
-static int edit_distance(const char *a, size_t la, const char *b) {
-    size_t lb = strlen(b);
-    if (la > 63 || lb > 63) return 99;
-    int d[64];
-    for (size_t j = 0; j <= lb; j++) d[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int diag = d[0];
-        d[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int up = d[j];
-            int sub = diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            int v = d[j - 1] + 1 < up + 1 ? d[j - 1] + 1 : up + 1;
-            d[j] = sub < v ? sub : v;
-            diag = up;
-        }
-    }
-    return d[lb];
-}
-
 /* lm-eval's names first; the last two are the names dsv3 used before (aliases, results keep the name given) */
 static const struct { const char *name, *rel; ds_task_kind kind; int qa, wiki; } NAMED[] = {
     {"lambada_openai", "llm_foundry_icl/lambada_openai.jsonl", DS_TASK_LL, 0, 0},
@@ -171,27 +152,18 @@ static const struct { const char *name, *rel; ds_task_kind kind; int qa, wiki; }
 };
 enum { N_NAMED = sizeof NAMED / sizeof *NAMED };
 
-/* "unknown task 'x'; did you mean a or b? ..." */
+/* "unknown task 'x'; did you mean a or b? ..." (the nearest names by base/suggest) */
 static int unknown_task(const char *spec, size_t head) {
-    int best[3] = {-1, -1, -1}, bd[3] = {99, 99, 99};
-    int lim = head / 3 > 2 ? (int)(head / 3) : 2;
-    for (int k = 0; k < N_NAMED; k++) {
-        int dist = edit_distance(spec, head, NAMED[k].name);
-        size_t ln = strlen(NAMED[k].name);
-        if (dist > lim && !(head >= 3 && (!strncmp(spec, NAMED[k].name, head < ln ? head : ln)))) continue;
-        for (int j = 0; j < 3; j++)
-            if (dist < bd[j]) {
-                for (int m = 2; m > j; m--) best[m] = best[m - 1], bd[m] = bd[m - 1];
-                best[j] = k, bd[j] = dist;
-                break;
-            }
-    }
+    char word[64];
+    snprintf(word, sizeof word, "%.*s", (int)(head < 63 ? head : 63), spec);
+    const char *names[N_NAMED], *best[3];
+    for (int k = 0; k < N_NAMED; k++) names[k] = NAMED[k].name;
+    int nb = head < 64 ? ds_suggest(word, names, N_NAMED, best, 3) : 0;
     char hint[256] = "";
-    if (best[0] >= 0) {
+    if (nb > 0) {
         size_t n = (size_t)snprintf(hint, sizeof hint, "; did you mean ");
-        for (int j = 0; j < 3 && best[j] >= 0; j++)
-            n += (size_t)snprintf(hint + n, sizeof hint - n, "%s%s", j ? (j + 1 < 3 && best[j + 1] >= 0 ? ", " : " or ") : "",
-                                  NAMED[best[j]].name);
+        for (int j = 0; j < nb; j++)
+            n += (size_t)snprintf(hint + n, sizeof hint - n, "%s%s", j ? (j + 1 < nb ? ", " : " or ") : "", best[j]);
         snprintf(hint + n, sizeof hint - n, "?");
     }
     return ds_err("unknown task %s%s (tasks: lambada_openai, wikitext, arc_easy, arc_challenge, winogrande, hellaswag, "
