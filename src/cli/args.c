@@ -66,7 +66,7 @@ const struct ds_ops *ds_cli_device(const char *cmd, const char *device) {
 }
 
 void ds_cli_check_config(const char *cmd, const char *config) {
-    if (!config || strchr(config, '/') || strstr(config, ".json") || ds_file_exists(config)) return;
+    if (!config || ds_config_is_path(config) || ds_file_exists(config)) return;
     int n = 0;
     const char *const *names = ds_preset_list(&n);
     ds_cli_check_choice(cmd, "--config: unknown preset", config, names, n);

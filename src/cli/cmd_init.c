@@ -34,7 +34,7 @@ static int run(int argc, char **argv) {
     ds_config c;
     if (ds_file_exists(config)) {
         if (ds_config_load(&c, config) || ds_config_validate(&c, config)) return ds_cli_fail("init");
-    } else if (strchr(config, '/') || strstr(config, ".json")) {
+    } else if (ds_config_is_path(config)) {
         ds_err("%s: No such file or directory", config);
         return ds_cli_fail("init");
     } else if (ds_preset(&c, config) || ds_config_validate(&c, config)) {

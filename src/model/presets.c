@@ -95,3 +95,5 @@ const char *const *ds_preset_list(int *n) {
     *n = (int)(sizeof g_presets / sizeof g_presets[0]);
     return g_presets;
 }
+
+int ds_config_is_path(const char *s) { return strchr(s, '/') != NULL || strstr(s, ".json") != NULL; }

@@ -14,6 +14,8 @@
 int ds_preset(ds_config *c, const char *name);
 /* "tiny, small" */
 const char *ds_preset_names(void);
+/* 1 when a --config value names a config.json file (holds '/' or ".json"), 0 for a preset name. */
+int ds_config_is_path(const char *s);
 /* The preset names as an array; *n their count. */
 const char *const *ds_preset_list(int *n);
 

@@ -459,11 +459,11 @@ int ds_train(const ds_train_opts *o) {
         if (ds_model_load(&m, resume_dir)) goto out0;
     } else {
         ds_config c;
-        int bad = (strchr(o->config, '/') || strstr(o->config, ".json")) ? ds_config_load(&c, o->config)
+        int bad = ds_config_is_path(o->config) ? ds_config_load(&c, o->config)
                                                                          : ds_preset(&c, o->config);
         if (bad) goto out0;
         int64_t tv = ds_tokenizer_vocab_size(tok);
-        if (!strchr(o->config, '/') && !strstr(o->config, ".json")) {
+        if (!ds_config_is_path(o->config)) {
             /* a preset takes the data's vocabulary and special ids */
             c.vocab_size = tv;
             int32_t b = ds_tokenizer_bos_id(tok), e = ds_tokenizer_eos_id(tok);
