@@ -14,6 +14,22 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/linear_fp8w.h"
 
+#include <stdint.h>
+
+/* ---- optimizer types (train/) ----------------------------------------------
+ * AdamW hyper-parameters (torch.optim.AdamW semantics, train/adamw.h), and a
+ * segment of the flat parameter buffer that the `adamw` entry updates: the
+ * elements [off, off + n) of p, g and the moments, with or without weight
+ * decay. */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+} ds_adamw_hparams;
+
+typedef struct {
+    int64_t off, n;
+    int decay;
+} ds_optim_seg;
+
 struct ds_ops {
     const char *name;
     void (*matmul_forward)(float *out, const float *inp, const float *weight, const float *bias,
@@ -74,6 +90,21 @@ struct ds_ops {
     /* the RoPE cos/sin tables (T, h2) (backend/cpu/kernels.h, rope_tables.c) */
     void (*rope_tables)(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T,
                         int64_t h2);
+    /* ---- optimizer and balancing (train/; backend/cpu/optim.h) ----
+     * sumsq: Σ x² over x (n), accumulated in double over a fixed block
+     * decomposition (the same bits for any thread count); non-finite iff an
+     * element is.  Synchronises (host value).
+     * adamw: one AdamW step (train/adamw.h) over the segments seg[0..nseg)
+     * ([host]) of the flat buffers p, g and the moments m, v (FP32, or BF16
+     * when bf16_moments; moments indexed like p); the gradient is read as
+     * g·gscale (the clip coefficient; 1 for none) and left unchanged.
+     * t: the step number after this update (1 for the first).
+     * bias_update: the aux-loss-free balancing step (train/balance.h),
+     * bias[i] += gamma·sign(mean(load) − load[i]), load [host] (E). */
+    double (*sumsq)(const float *x, int64_t n);
+    void (*adamw)(float *p, const float *g, void *m, void *v, int bf16_moments, const ds_optim_seg *seg,
+                  int64_t nseg, int64_t t, const ds_adamw_hparams *h, float gscale);
+    void (*bias_update)(float *bias, const int64_t *load, int64_t E, float gamma);
 };
 
 extern const struct ds_ops ds_ops_cpu;

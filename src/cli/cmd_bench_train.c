@@ -7,6 +7,7 @@
  * Prints one JSON line (used by bench/bench_train.sh): best/mean step time,
  * tokens/s, and the forward / backward / optimizer split of the best step.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +68,7 @@ static int run(int argc, char **argv) {
     ds_train_memory_log(&mem);
     char memj[640];
     ds_train_memory_json(memj, sizeof memj, &mem);
-    float *mom = m16 ? NULL : ds_calloc((size_t)g.n, sizeof(float)), *vel = m16 ? NULL : ds_calloc((size_t)g.n, sizeof(float));
-    uint16_t *mom16 = m16 ? ds_calloc((size_t)g.n, 2) : NULL, *vel16 = m16 ? ds_calloc((size_t)g.n, 2) : NULL;
+    void *mom = ds_calloc((size_t)g.n, m16 ? 2 : 4), *vel = ds_calloc((size_t)g.n, m16 ? 2 : 4);
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t));
     ds_rng r;
     ds_rng_seed(&r, 1234);
@@ -84,8 +84,8 @@ static int run(int argc, char **argv) {
         ds_loss_terms t;
         if (ds_model_backward(&m, &a, &ops, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
         double t2 = ds_now();
-        ds_clip_grad_norm(g.g, g.n, 1.0);
-        ds_model_adamw_step(&m, &g, mom, vel, mom16, vel16, it + 1, &h, 0);
+        double ss = ops.sumsq(g.g, g.n); /* the trainer's step: norm, clip, AdamW */
+        ds_model_adamw_step(&ops, &m, &g, mom, vel, m16, it + 1, &h, ds_clip_coef(sqrt(ss), 1.0), 0);
         double t3 = ds_now();
         loss = t.loss;
         if (it == 0) continue; /* warm-up */
@@ -100,8 +100,6 @@ static int run(int argc, char **argv) {
     free(ids);
     free(mom);
     free(vel);
-    free(mom16);
-    free(vel16);
     ds_grads_free(&g);
     ds_bwd_free(&w);
     ds_acts_free(&a);

@@ -33,13 +33,11 @@ void ds_grads_free(ds_grads *g) {
 
 void ds_grads_zero(ds_grads *g) { memset(g->g, 0, (size_t)g->n * sizeof(float)); }
 
-const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m) {
+const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m, const struct ds_ops *ops) {
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
         if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
-        const float *x = g->g + p->offset;
-        for (int64_t j = 0; j < p->numel; j++)
-            if (!isfinite(x[j])) return p->name;
+        if (!isfinite(ops->sumsq(g->g + p->offset, p->numel))) return p->name;
     }
     return NULL;
 }

@@ -46,8 +46,10 @@ static inline float *ds_grad_of(const ds_grads *g, const ds_model *m, const floa
     return param ? g->g + (param - m->params) : NULL;
 }
 /* Name of the first parameter whose gradient holds a NaN or Inf (layout
- * order, aliases and buffers skipped), or NULL when all are finite. */
-const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m);
+ * order, aliases and buffers skipped), or NULL when all are finite: one
+ * ops->sumsq per tensor (non-finite iff an element is).  The trainer calls it
+ * only to name the tensor once the global sumsq came out non-finite. */
+const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m, const struct ds_ops *ops);
 
 enum { DS_BAL_NONE = 0, DS_BAL_SEQ = 1, DS_BAL_V2 = 2 };
 

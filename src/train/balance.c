@@ -1,17 +1,8 @@
 /*
- * balance.c — aux-loss-free bias update and routing metrics (balance.h).
+ * balance.c — routing metrics (balance.h).  The bias update is the ops entry
+ * `bias_update` (backend/ops.h).
  */
 #include "train/balance.h"
-
-void ds_balance_bias_update(float *bias, const int64_t *load, int64_t E, float gamma) {
-    double mean = 0;
-    for (int64_t i = 0; i < E; i++) mean += (double)load[i];
-    mean /= (double)E;
-    for (int64_t i = 0; i < E; i++) {
-        double d = mean - (double)load[i];
-        bias[i] += d > 0 ? gamma : d < 0 ? -gamma : 0.0f;
-    }
-}
 
 ds_routing_stats ds_routing_stats_of(const int64_t *load, int64_t E) {
     ds_routing_stats s = {0};

@@ -15,7 +15,8 @@
 
 #include <stdint.h>
 
-void ds_balance_bias_update(float *bias /* (E) */, const int64_t *load /* (E) */, int64_t E, float gamma);
+/* The update is the ops entry `bias_update` (backend/ops.h), given the
+ * step's host load counts of a layer. */
 
 typedef struct {
     double maxvio;        /* max load / mean load - 1 */

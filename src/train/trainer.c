@@ -660,7 +660,11 @@ int ds_train(const ds_train_opts *o) {
         }
         if (rc) break;
         if (fault_nan_at(s + 1)) loss = NAN, g.g[0] = NAN;
-        const char *badg = isfinite(loss) ? ds_grads_check_finite(&g, &m) : "loss";
+        /* one reduction: the global norm, and non-finite iff a gradient is */
+        double ss = isfinite(loss) ? ops.sumsq(g.g, g.n) : NAN;
+        const char *badg = NULL;
+        if (!isfinite(loss)) badg = "loss";
+        else if (!isfinite(ss) && !(badg = ds_grads_check_finite(&g, &m, &ops))) badg = "gradient buffer";
         if (badg) {
             if (o->skip_nonfinite) {
                 skipped++;
@@ -678,9 +682,8 @@ int ds_train(const ds_train_opts *o) {
             rc = -1;
             break;
         }
-        double gnorm = o->clip > 0 ? ds_clip_grad_norm(g.g, g.n, o->clip) : ds_grad_norm(g.g, g.n);
-        ds_model_adamw_step(&m, &g, m16 ? NULL : (float *)mom, m16 ? NULL : (float *)vel, m16 ? (uint16_t *)mom : NULL,
-                            m16 ? (uint16_t *)vel : NULL, s + 1, &hp, mtp);
+        double gnorm = sqrt(ss);
+        ds_model_adamw_step(&ops, &m, &g, mom, vel, m16, s + 1, &hp, ds_clip_coef(gnorm, o->clip), mtp);
         /* balance: bias update from the loads of the whole step; metrics */
         double gamma = (o->balance == DS_TRAIN_AUX_FREE && (st.total_steps < 0 || (double)s < st.gamma_until * (double)total))
                            ? st.gamma : 0.0;
@@ -690,7 +693,7 @@ int ds_train(const ds_train_opts *o) {
         for (int64_t l = 0; l < nrun; l++) {
             if (!m.blocks[l].moe) continue;
             if (gamma > 0 && m.blocks[l].router_bias)
-                ds_balance_bias_update(m.blocks[l].router_bias, load + l * Ee, E, (float)gamma);
+                ops.bias_update(m.blocks[l].router_bias, load + l * Ee, E, (float)gamma);
             if (l >= L) continue; /* metrics: main layers */
             ds_routing_stats rs = ds_routing_stats_of(load + l * Ee, E);
             if (rs.maxvio >= worst) worst = rs.maxvio, worst_layer = l;

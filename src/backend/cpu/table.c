@@ -5,6 +5,8 @@
  */
 #include "backend/ops.h"
 
+#include "backend/cpu/optim.h"
+
 const struct ds_ops ds_ops_cpu = {
     .name = "cpu",
     .matmul_forward = ds_matmul_forward,
@@ -31,6 +33,10 @@ const struct ds_ops ds_ops_cpu = {
     .moe_combine_forward = ds_moe_combine_forward,
     .mla_kv_assemble = ds_mla_kv_assemble,
     .rope_tables = ds_rope_tables,
+    /* optimizer and balancing (train/) */
+    .sumsq = ds_sumsq,
+    .adamw = ds_adamw,
+    .bias_update = ds_bias_update,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -59,4 +65,8 @@ const struct ds_ops ds_ops_ref = {
     .moe_combine_forward = ds_moe_combine_forward_ref,
     .mla_kv_assemble = ds_mla_kv_assemble_ref,
     .rope_tables = ds_rope_tables_ref,
+    /* optimizer and balancing (train/) */
+    .sumsq = ds_sumsq_ref,
+    .adamw = ds_adamw_ref,
+    .bias_update = ds_bias_update,
 };
