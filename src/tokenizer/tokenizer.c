@@ -914,6 +914,15 @@ int32_t ds_tokenizer_eos_id(const ds_tokenizer *t) { return t->eos; }
 int ds_tokenizer_add_bos(const ds_tokenizer *t) { return t->add_bos || (t->has_template && t->npost_pre > 0); }
 int ds_tokenizer_has_template(const ds_tokenizer *t) { return t->has_template; }
 int ds_tokenizer_is_special(const ds_tokenizer *t, int32_t id) { return id >= 0 && id < t->nids && t->is_special[id]; }
+
+void ds_tokenizer_byte_lengths(const ds_tokenizer *t, int64_t *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        size_t len = 0;
+        out[i] = i <= INT32_MAX && !ds_tokenizer_is_special(t, (int32_t)i) && ds_tokenizer_token_bytes(t, (int32_t)i, &len)
+                     ? (int64_t)len
+                     : 0;
+    }
+}
 int64_t ds_tokenizer_num_merges(const ds_tokenizer *t) { return t->nmerges; }
 int64_t ds_tokenizer_num_added(const ds_tokenizer *t) { return t->nadded; }
 int ds_tokenizer_merge(const ds_tokenizer *t, int64_t i, const char **a, const char **b) {

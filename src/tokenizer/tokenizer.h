@@ -113,6 +113,9 @@ int32_t ds_tokenizer_eos_id(const ds_tokenizer *t); /* -1 when none */
 int ds_tokenizer_add_bos(const ds_tokenizer *t);    /* tokenizer_config add_bos_token */
 int ds_tokenizer_has_template(const ds_tokenizer *t); /* tokenizer.json has a TemplateProcessing post-processor */
 int ds_tokenizer_is_special(const ds_tokenizer *t, int32_t id);
+/* out[i] for i < n: the number of text bytes token i decodes to; 0 for
+ * special tokens and ids the tokenizer lacks (the bytes of bits per byte). */
+void ds_tokenizer_byte_lengths(const ds_tokenizer *t, int64_t *out, int64_t n);
 /* One-line descriptions for `dsv3 tokenizer info`. */
 int64_t ds_tokenizer_num_merges(const ds_tokenizer *t);
 int64_t ds_tokenizer_num_added(const ds_tokenizer *t);

@@ -10,6 +10,7 @@
 #include "model/backward.h"
 #include "train/loader.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,14 +137,13 @@ typedef struct {
     const ds_model *m;
     ds_tensor_stats *st;  /* (layout.n, 2) */
     int64_t top_n;
-    int failed;
+    atomic_int failed;    /* set from the expert GEMMs' threads */
 } cap_ctx;
 
 static void on_tensor(void *vctx, int64_t param, int site, const float *x, int64_t rows, int64_t cols) {
     cap_ctx *c = vctx;
     if (ds_tensor_stats_add(&c->st[param * 2 + site], x, rows, cols, c->top_n, c->m->layout.p[param].name)) {
-#pragma omp atomic write
-        c->failed = 1;
+        atomic_store(&c->failed, 1);
     }
 }
 
@@ -239,7 +239,6 @@ int ds_fp8_capture_analyze(ds_capture_result *res, const char *dir, const ds_fp8
         ds_model_free(&m);
         return -1;
     }
-    int32_t *win = ds_malloc(sizeof(int32_t) * (size_t)(B * (T + 1)));
     int32_t *ids = ds_malloc(sizeof(int32_t) * (size_t)(B * T)), *tgt = ds_malloc(sizeof(int32_t) * (size_t)(B * T));
     cap_ctx ctx = {&m, ds_calloc((size_t)(2 * (m.layout.n > 0 ? m.layout.n : 1)), sizeof(ds_tensor_stats)), o->top_n,
                    0};
@@ -250,23 +249,19 @@ int ds_fp8_capture_analyze(ds_capture_result *res, const char *dir, const ds_fp8
     const int began = !rc;
     double loss = 0;
     for (int64_t bi = 0; bi < o->batches && !rc; bi++) {
-        ds_loader_next(&l, win);
-        for (int64_t s = 0; s < B && !rc; s++)
-            for (int64_t t = 0; t <= T; t++) {
-                int32_t v = win[s * (T + 1) + t];
-                if (v < 0 || v >= V) {
-                    rc = ds_err("%s: token id %d (batch %lld, sequence %lld, position %lld) is outside the model's "
-                                "vocabulary [0, %lld)",
-                                o->data, v, (long long)bi, (long long)s, (long long)t, (long long)V);
-                    break;
-                }
-                if (t < T) ids[s * T + t] = v;
-                if (t > 0) tgt[s * T + t - 1] = v;
-            }
+        ds_loader_next_batch(&l, ids, tgt);
+        for (int64_t i = 0; i < B * T && !rc; i++) { /* host: ids */
+            int bad_id = ids[i] < 0 || ids[i] >= V, bad_tgt = tgt[i] < 0 || tgt[i] >= V;
+            if (bad_id || bad_tgt) /* window position i % T (the input) or i % T + 1 (its target) */
+                rc = ds_err("%s: token id %d (batch %lld, sequence %lld, position %lld) is outside the model's "
+                            "vocabulary [0, %lld)",
+                            o->data, bad_id ? ids[i] : tgt[i], (long long)bi, (long long)(i / T),
+                            (long long)(i % T + !bad_id), (long long)V);
+        }
         if (!rc) rc = ds_model_forward(&m, &a, &ops, ids);
         ds_loss_terms terms;
         if (!rc) rc = ds_model_backward(&m, &a, &ops, &g, &w, tgt, &lo, &terms);
-        if (!rc && ctx.failed) rc = ds_err_prefix("fp8 analyze: capture");
+        if (!rc && atomic_load(&ctx.failed)) rc = ds_err_prefix("fp8 analyze: capture");
         if (!rc) loss += terms.loss;
     }
     if (began) ds_capture_end();
@@ -281,7 +276,7 @@ int ds_fp8_capture_analyze(ds_capture_result *res, const char *dir, const ds_fp8
     for (int64_t i = 0; i < 2 * m.layout.n; i++) ds_tensor_stats_free(&ctx.st[i]);
     free(ctx.st);
     if (rc) ds_capture_result_free(res);
-    free(win);
+
     free(ids);
     free(tgt);
     ds_bwd_free(&w);

@@ -41,6 +41,10 @@ int ds_loader_open(ds_loader *l, const char *dir, const char *split, int64_t B, 
 void ds_loader_close(ds_loader *l);
 /* Fills out (B, T+1) with the next batch; returns the epoch it came from. */
 int64_t ds_loader_next(ds_loader *l, int32_t *out);
+/* The same batch split for a training step: ids (B, T) = window positions
+ * 0..T-1 (the model's inputs), tgt (B, T) = positions 1..T (next-token
+ * targets). */
+int64_t ds_loader_next_batch(ds_loader *l, int32_t *ids, int32_t *tgt);
 /* Position: batches consumed by this rank.  ds_loader_seek restores it. */
 static inline uint64_t ds_loader_tell(const ds_loader *l) { return l->consumed; }
 static inline void ds_loader_seek(ds_loader *l, uint64_t consumed) { l->consumed = consumed; }

@@ -281,21 +281,6 @@ static int is_dir(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Mean CE of positions with a target, per row of logits (V): adds Σ −log p(y)
- * in nats (double). */
-static double ce_sum(const float *logits, const int32_t *targets, int64_t N, int64_t V) {
-    double s = 0;
-    for (int64_t i = 0; i < N; i++) {
-        const float *l = logits + i * V;
-        float mx = l[0];
-        for (int64_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        double z = 0;
-        for (int64_t j = 0; j < V; j++) z += exp((double)(l[j] - mx));
-        s += log(z) + mx - l[targets[i]];
-    }
-    return s;
-}
-
 typedef struct {
     double loss, bpb, maxvio;
     int64_t tokens, bytes;
@@ -304,30 +289,26 @@ typedef struct {
 
 /* Validation over up to nb batches of the val split (file order). */
 static eval_result evaluate(const ds_model *m, const struct ds_ops *ops, ds_acts *a, ds_loader *val, int64_t nb, const int64_t *tok_bytes,
-                            int32_t *win, int32_t *ids, int32_t *tgt, int64_t *load) {
+                            float *losses, int32_t *ids, int32_t *tgt, int64_t *load) {
     eval_result r = {0};
     if (!val || val->nbatches == 0) return r;
     const ds_config *c = &m->cfg;
-    int64_t B = a->B, T = a->T, E = c->n_routed_experts;
+    int64_t nt = a->B * a->T, E = c->n_routed_experts;
     if (nb <= 0 || nb > val->nbatches) nb = val->nbatches;
     int64_t L = c->num_hidden_layers;
     memset(load, 0, sizeof(int64_t) * (size_t)(L * (E > 0 ? E : 1)));
     double nats = 0;
     ds_loader_seek(val, 0);
     for (int64_t b = 0; b < nb; b++) {
-        ds_loader_next(val, win);
-        for (int64_t s = 0; s < B; s++)
-            for (int64_t t = 0; t < T; t++) {
-                ids[s * T + t] = win[s * (T + 1) + t];
-                tgt[s * T + t] = win[s * (T + 1) + t + 1];
-                r.bytes += tok_bytes[tgt[s * T + t]];
-            }
+        ds_loader_next_batch(val, ids, tgt);
+        for (int64_t i = 0; i < nt; i++) r.bytes += tok_bytes[tgt[i]];
         if (ds_model_forward(m, a, ops, ids)) return r;
-        nats += ce_sum(a->logits, tgt, B * T, c->vocab_size);
+        /* Σ −log p(target) of the batch (every position counts) */
+        nats += ops->cross_entropy(NULL, losses, NULL, a->logits, tgt, nt, c->vocab_size, DS_IGNORE_INDEX, 1.0f);
         for (int64_t l = 0; l < L; l++)
             if (m->blocks[l].moe)
                 for (int64_t e = 0; e < E; e++) load[l * E + e] += a->blk[l].counts[e];
-        r.tokens += B * T;
+        r.tokens += nt;
     }
     r.loss = nats / (double)r.tokens;
     r.bpb = r.bytes ? nats / log(2.0) / (double)r.bytes : 0;
@@ -509,18 +490,14 @@ int ds_train(const ds_train_opts *o) {
     int m16 = o->bf16_moments;
     size_t msz = m16 ? 2 : 4;
     void *mom = ds_calloc((size_t)g.n, msz), *vel = ds_calloc((size_t)g.n, msz);
-    int32_t *win = ds_malloc((size_t)(B * (T + 1)) * sizeof(int32_t));
+    float *losses = ds_malloc((size_t)(B * T) * sizeof(float)); /* validation CE per position */
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t)), *tgt = ds_malloc((size_t)(B * T) * sizeof(int32_t));
     int64_t nb = m.nblocks, Ee = E > 0 ? E : 1;
     int64_t nrun = mtp ? nb : L; /* blocks that run (and route) in a training step */
     int64_t *load = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *vload = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *tok_bytes = ds_calloc((size_t)c->vocab_size, sizeof(int64_t));
-    for (int64_t i = 0; i < c->vocab_size && i < ds_tokenizer_vocab_size(tok); i++) {
-        size_t len = 0;
-        if (!ds_tokenizer_is_special(tok, (int32_t)i) && ds_tokenizer_token_bytes(tok, (int32_t)i, &len))
-            tok_bytes[i] = (int64_t)len;
-    }
+    ds_tokenizer_byte_lengths(tok, tok_bytes, c->vocab_size);
 
     /* state */
     int64_t tokens_per_step = A * B * T;
@@ -640,12 +617,7 @@ int ds_train(const ds_train_opts *o) {
         memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
         double loss = 0, ce = 0, mtp_ce = 0, bal = 0;
         for (int64_t k = 0; k < A; k++) {
-            ds_loader_next(&tr, win);
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t t = 0; t < T; t++) {
-                    ids[b * T + t] = win[b * (T + 1) + t];
-                    tgt[b * T + t] = win[b * (T + 1) + t + 1];
-                }
+            ds_loader_next_batch(&tr, ids, tgt);
             ds_loss_terms lt;
             int bad = ds_model_forward(&m, &a, &ops, ids) || ds_model_backward(&m, &a, &ops, &g, &w, tgt, &lo, &lt);
             if (bad) {
@@ -752,7 +724,7 @@ int ds_train(const ds_train_opts *o) {
         ds_progress_update(&bar, (double)st.step);
         int last = st.step == st.total_steps || st.step == stop_at;
         if (have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
-            eval_result er = evaluate(&m, fp32, &ea, &va, o->eval_batches, tok_bytes, win, ids, tgt, vload);
+            eval_result er = evaluate(&m, fp32, &ea, &va, o->eval_batches, tok_bytes, losses, ids, tgt, vload);
             if (er.ok) {
                 if (tty) fputs("\r\033[K", stderr);
                 printf("eval step %lld | val loss %.4f | val bpb %.4f | val maxvio %.3f | %lld tokens, %lld bytes\n",
@@ -802,7 +774,7 @@ int ds_train(const ds_train_opts *o) {
     }
     fclose(logf);
 out1:
-    free(mom), free(vel), free(win), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
+    free(mom), free(vel), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
     ds_grads_free(&g);
     ds_bwd_free(&w);
     ds_acts_free(&a);
