@@ -190,11 +190,13 @@ TEST(fp8_cache_memory_report_and_bad_flags) {
     CHECK(ds_preset(&c, "tiny") == 0);
     DS_ASSERT(ds_model_create(&m, &c) == 0);
     ds_train_memory r;
-    ds_train_memory_of(&r, &m, 4, 64, 0, 1, DS_PREC_FP8, 1, 1000);
+    struct ds_ops t8, t16;
+    CHECK(ds_backend_table(&t8, "cpu", DS_PREC_FP8) == 0 && ds_backend_table(&t16, "cpu", DS_PREC_BF16) == 0);
+    ds_train_memory_of(&r, &m, &t8, 4, 64, 0, 1, DS_PREC_FP8, 1, 1000);
     size_t n = (size_t)m.layout.total;
     CHECK(r.params == 4 * n && r.grads == 4 * n && r.moments == 4 * n && r.moments_fp32 == 8 * n);
     CHECK(r.acts == r.acts_fp8 && r.acts_fp8 < r.acts_fp32 && r.bwd == 1000 && r.fp8_ws > 0);
-    ds_train_memory_of(&r, &m, 4, 64, 0, 0, DS_PREC_BF16, 0, 1000);
+    ds_train_memory_of(&r, &m, &t16, 4, 64, 0, 0, DS_PREC_BF16, 0, 1000);
     CHECK(r.acts == r.acts_fp32 && r.moments == 8 * n && r.fp8_ws == 0);
     ds_model_free(&m);
 

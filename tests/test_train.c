@@ -475,3 +475,30 @@ TEST(train_checkpoint_loads_in_transformers) {
     CHECK_MSG(rc == 0, "%s", out);
     fprintf(stderr, "  %s", strstr(out, "check_hf_load") ? strstr(out, "check_hf_load") : out);
 }
+
+/* The samples printed after training (--sample, greedy) are ds_generate's:
+ * the same text as `dsv3 generate` on the saved checkpoint, and a
+ * continuation of the prompt. */
+TEST(train_samples_match_generate) {
+    const char *tmp = synthetic_data();
+    CHECK(tmp != NULL);
+    TEST_RETURN_IF_FAILED();
+    char out[8192], gen[2][4096];
+    int rc = ds_test_sh(out, sizeof out,
+                        "%s --threads 1 train --config tiny --data %s/data --out %s/s --batch 4 --seq 32 --eval-every 0 "
+                        "--log-every 0 --steps 40 --sample 'the king|a land' --max-new-tokens 12 --temperature 0 2>/dev/null",
+                        bin(), tmp, tmp);
+    CHECK_MSG(rc == 0, "%s", out);
+    const char *prompts[2] = {"the king", "a land"};
+    for (int k = 0; k < 2; k++) {
+        rc = ds_test_sh(gen[k], sizeof gen[k], "%s --threads 1 generate --model %s/s/latest --prompt '%s' --max-new-tokens 12 2>/dev/null",
+                        bin(), tmp, prompts[k]);
+        CHECK_MSG(rc == 0, "%s", gen[k]);
+        size_t n = strlen(gen[k]);
+        while (n && gen[k][n - 1] == '\n') gen[k][--n] = 0;
+        char want[4200];
+        snprintf(want, sizeof want, "sample %d: %s\n", k + 1, gen[k]);
+        CHECK_MSG(strstr(out, want) != NULL, "train printed:\n%s\ngenerate: %s", out, gen[k]);
+        CHECK_MSG(strncmp(gen[k], prompts[k], strlen(prompts[k])) == 0 && n > strlen(prompts[k]), "%s", gen[k]);
+    }
+}

@@ -9,6 +9,7 @@
 
 #include "backend/cpu/matmul_bf16.h"
 #include "backend/cpu/matmul_fp8.h"
+#include "backend/cpu/optim.h"
 
 /* "ref" is left out on purpose: the scalar references are for tests, not a
  * --device of the CLI. */
@@ -45,6 +46,7 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision) {
     if (precision == DS_PREC_FP8) {
         ops->linear_forward = ds_linear_forward_fp8;
         ops->linear_backward = ds_linear_backward_fp8;
+        ops->linear_workspace = ds_linear_workspace_fp8;
     }
     return 0;
 }

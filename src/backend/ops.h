@@ -14,6 +14,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/linear_fp8w.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* ---- optimizer types (train/) ----------------------------------------------
@@ -100,11 +101,15 @@ struct ds_ops {
      * g·gscale (the clip coefficient; 1 for none) and left unchanged.
      * t: the step number after this update (1 for the first).
      * bias_update: the aux-loss-free balancing step (train/balance.h),
-     * bias[i] += gamma·sign(mean(load) − load[i]), load [host] (E). */
+     * bias[i] += gamma·sign(mean(load) − load[i]), load [host] (E).
+     * linear_workspace: the bytes per thread the linear entries need for an
+     * (N, C) x (OC, C)ᵀ GEMM and its backward (0 when none; the FP8 table's
+     * quantized copies); the trainer's memory report. */
     double (*sumsq)(const float *x, int64_t n);
     void (*adamw)(float *p, const float *g, void *m, void *v, int bf16_moments, const ds_optim_seg *seg,
                   int64_t nseg, int64_t t, const ds_adamw_hparams *h, float gscale);
     void (*bias_update)(float *bias, const int64_t *load, int64_t E, float gamma);
+    size_t (*linear_workspace)(int64_t N, int64_t C, int64_t OC);
 };
 
 extern const struct ds_ops ds_ops_cpu;

@@ -63,7 +63,7 @@ static int run(int argc, char **argv) {
         return ds_cli_fail("bench-train");
     ds_grads_create(&g, &m);
     ds_train_memory mem;
-    ds_train_memory_of(&mem, &m, B, T, 0, m16, precision, cache,
+    ds_train_memory_of(&mem, &m, &ops, B, T, 0, m16, precision, cache,
                        w.arena_floats * sizeof(float));
     ds_train_memory_log(&mem);
     char memj[640];

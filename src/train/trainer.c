@@ -13,9 +13,9 @@
 
 #include "base/base.h"
 #include "io/json.h"
-#include "backend/cpu/fp8_linear.h" /* ds_fp8_linear_workspace, the memory report (until step 6 of docs/engine.md) */
 #include "model/backward.h"
 #include "model/presets.h"
+#include "infer/infer.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
 #include "train/optim.h"
@@ -25,8 +25,8 @@
 
 /* ---- memory report ------------------------------------------------------------- */
 
-void ds_train_memory_of(ds_train_memory *r, const ds_model *m, int64_t B, int64_t T, int mtp, int bf16_moments,
-                        int precision, int fp8_cache, size_t bwd_bytes) {
+void ds_train_memory_of(ds_train_memory *r, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t T, int mtp,
+                        int bf16_moments, int precision, int fp8_cache, size_t bwd_bytes) {
     const ds_config *c = &m->cfg;
     memset(r, 0, sizeof *r);
     size_t n = (size_t)m->layout.total;
@@ -37,9 +37,8 @@ void ds_train_memory_of(ds_train_memory *r, const ds_model *m, int64_t B, int64_
     r->acts_fp8 = ds_acts_arena_bytes(m, B, T, mtp, DS_ACTS_FP8_CACHE);
     r->acts = precision == DS_PREC_FP8 && fp8_cache ? r->acts_fp8 : r->acts_fp32;
     r->bwd = bwd_bytes;
-    if (precision == DS_PREC_FP8) {
-        /* every FP8 linear (rows, out, in), rows <= B*T (an expert sees a token at most once);
-         * plus the FP32 input gradient when it is accumulated */
+    {
+        /* every linear (rows, out, in), rows <= B*T (an expert sees a token at most once) */
         const int64_t N = B * T, H = c->hidden_size, nh = c->num_attention_heads, dq = ds_config_qk_head_dim(c);
         const int64_t dn = c->qk_nope_head_dim, dv = c->v_head_dim, dr = c->qk_rope_head_dim;
         const int64_t rq = c->q_lora_rank, rkv = c->kv_lora_rank, Im = c->moe_intermediate_size;
@@ -49,7 +48,7 @@ void ds_train_memory_of(ds_train_memory *r, const ds_model *m, int64_t B, int64_
                                   {H, I},                    {Im, H},                    {H, Im}};
         size_t best = 0;
         for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++) {
-            size_t ws = ds_fp8_linear_workspace(N, lin[i][0], lin[i][1]) + (size_t)(N * lin[i][1]) * sizeof(float);
+            size_t ws = ops->linear_workspace(N, lin[i][1], lin[i][0]);
             if (ws > best) best = ws;
         }
         r->fp8_ws = best;
@@ -323,65 +322,47 @@ static eval_result evaluate(const ds_model *m, const struct ds_ops *ops, ds_acts
 
 /* ---- sampler -------------------------------------------------------------- */
 
+/* generation stops at an id the tokenizer cannot decode (a model vocabulary
+ * larger than the tokenizer's) */
+static int outside_vocab(void *ctx, int32_t id) { return id >= *(const int64_t *)ctx; }
+
 char *ds_sample_text(const ds_model *m, const struct ds_ops *ops, const ds_tokenizer *tok, const char *prompt, int64_t ntokens,
-                     double temperature, uint64_t seed, int64_t ctx) {
+                     double temperature, uint64_t seed) {
     int32_t *pids = NULL;
     int64_t n0 = ds_tokenizer_encode(tok, prompt, strlen(prompt), 0, &pids);
     if (n0 < 0) return NULL;
-    int32_t bos = ds_tokenizer_bos_id(tok);
-    if (bos < 0) bos = ds_tokenizer_eos_id(tok);
+    int32_t bos = ds_tokenizer_bos_id(tok), eos = ds_tokenizer_eos_id(tok);
+    if (bos < 0) bos = eos;
     /* documents start after the separator in the shards */
-    int32_t *seq = ds_malloc((size_t)(n0 + ntokens + 1) * sizeof(int32_t));
+    int32_t *seq = ds_malloc((size_t)(n0 + 1) * sizeof(int32_t));
     int64_t n = 0;
     if (bos >= 0) seq[n++] = bos;
     memcpy(seq + n, pids, (size_t)n0 * sizeof(int32_t));
     n += n0;
-    int64_t start = n;
     free(pids);
-    ds_acts a;
-    if (ds_acts_create(&a, m, 1, ctx, 0)) {
-        free(seq);
+    int64_t maxp = m->cfg.max_position_embeddings, skip = n >= maxp ? n - maxp + 1 : 0; /* the prompt's last positions */
+    int64_t stop[2], nstop = 0, Vt = ds_tokenizer_vocab_size(tok);
+    if (bos >= 0) stop[nstop++] = bos;
+    if (eos >= 0 && eos != bos) stop[nstop++] = eos;
+    ds_gen_opts go = {.max_tokens = ntokens, .sp = {temperature, 0, 1.0, seed}, .eos = stop, .neos = (int)nstop};
+    int32_t *gen_ids = ds_malloc((size_t)(ntokens > 0 ? ntokens : 1) * sizeof(int32_t));
+    int64_t ng = 0;
+    ds_gen_stats st;
+    int rc = ds_generate(m, ops, seq + skip, n - skip, &go, gen_ids, &ng, outside_vocab, &Vt, &st);
+    free(seq);
+    if (rc) {
+        free(gen_ids);
         return NULL;
     }
-    int64_t V = m->cfg.vocab_size, Vt = ds_tokenizer_vocab_size(tok);
-    if (Vt > V) Vt = V;
-    int32_t *win = ds_calloc((size_t)ctx, sizeof(int32_t));
-    double *p = ds_malloc((size_t)V * sizeof(double));
-    ds_rng r;
-    ds_rng_seed(&r, seed);
-    for (int64_t i = 0; i < ntokens; i++) {
-        int64_t lo = n > ctx ? n - ctx : 0, len = n - lo;
-        memcpy(win, seq + lo, (size_t)len * sizeof(int32_t));
-        for (int64_t t = len; t < ctx; t++) win[t] = 0; /* causal: later positions do not matter */
-        if (ds_model_forward(m, &a, ops, win)) break;
-        const float *l = a.logits + (len - 1) * V;
-        int32_t next = 0;
-        if (temperature <= 0) {
-            for (int64_t j = 1; j < Vt; j++)
-                if (l[j] > l[next]) next = (int32_t)j;
-        } else {
-            double mx = l[0], z = 0;
-            for (int64_t j = 1; j < Vt; j++) mx = l[j] > mx ? l[j] : mx;
-            for (int64_t j = 0; j < Vt; j++) z += p[j] = exp((l[j] - mx) / temperature);
-            double u = ds_rng_uniform(&r) * z;
-            next = (int32_t)(Vt - 1);
-            for (int64_t j = 0; j < Vt; j++)
-                if ((u -= p[j]) < 0) { next = (int32_t)j; break; }
-        }
-        if (next == bos || next == ds_tokenizer_eos_id(tok)) break;
-        seq[n++] = next;
-    }
-    char *gen = ds_tokenizer_decode(tok, seq + start, n - start, 1, NULL);
+    if (st.stopped && ng > 0) ng--; /* the separator, EOS or undecodable id is not text */
+    char *gen = ds_tokenizer_decode(tok, gen_ids, ng, 1, NULL);
+    free(gen_ids);
     size_t lp = strlen(prompt), lg = gen ? strlen(gen) : 0;
     char *out = ds_malloc(lp + lg + 1);
     memcpy(out, prompt, lp);
     if (gen) memcpy(out + lp, gen, lg);
     out[lp + lg] = 0;
     free(gen);
-    free(p);
-    free(win);
-    free(seq);
-    ds_acts_free(&a);
     return out;
 }
 
@@ -583,7 +564,7 @@ int ds_train(const ds_train_opts *o) {
            o->precision == DS_PREC_BF16 ? "bf16" : o->precision == DS_PREC_FP8 ? "fp8" : "fp32", m16 ? "bf16" : "fp32");
     if (cache) ds_log(DS_LOG_INFO, "fp8 cache: linear inputs saved for the weight gradients in E4M3 1x128 tiles");
     ds_train_memory mem;
-    ds_train_memory_of(&mem, &m, B, T, mtp, m16, o->precision, cache, w.arena_floats * sizeof(float));
+    ds_train_memory_of(&mem, &m, &ops, B, T, mtp, m16, o->precision, cache, w.arena_floats * sizeof(float));
     mem.eval_acts = ea.arena_floats * sizeof(float);
     mem.total += mem.eval_acts;
     ds_train_memory_log(&mem);
@@ -761,7 +742,7 @@ int ds_train(const ds_train_opts *o) {
             char *ps = ds_strdup(o->sample_prompts), *save = NULL;
             int k = 0;
             for (char *pr = strtok_r(ps, "|", &save); pr; pr = strtok_r(NULL, "|", &save), k++) {
-                char *txt = ds_sample_text(&m, fp32, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k, T);
+                char *txt = ds_sample_text(&m, fp32, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k);
                 if (!txt) {
                     rc = -1;
                     break;

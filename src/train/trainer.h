@@ -85,9 +85,11 @@ typedef struct {
     size_t total;              /* params + grads + moments + acts + bwd + fp8_ws x threads + eval_acts */
 } ds_train_memory;
 
-/* bwd_bytes: the ds_bwd arena (w.arena_floats · 4). */
-void ds_train_memory_of(ds_train_memory *r, const ds_model *m, int64_t B, int64_t T, int mtp, int bf16_moments,
-                        int precision, int fp8_cache, size_t bwd_bytes);
+/* ops: the run's table (its linear_workspace); precision: DS_PREC_* of the
+ * run (the FP8 activation cache counts only under fp8); bwd_bytes: the
+ * ds_bwd arena (w.arena_floats · 4). */
+void ds_train_memory_of(ds_train_memory *r, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t T, int mtp,
+                        int bf16_moments, int precision, int fp8_cache, size_t bwd_bytes);
 /* One ds_log line per item, with what --bf16-moments / --fp8-cache save. */
 void ds_train_memory_log(const ds_train_memory *r);
 /* The same as JSON members ("mem_params": ..., no braces) into buf. */
@@ -105,11 +107,13 @@ int ds_train(const ds_train_opts *o);
  * description of where the figure came from. */
 double ds_cpu_peak_flops(int threads, char *how, size_t cap);
 
-/* Text continuation of a prompt by full forward passes (through `ops`) over
- * the last `ctx` tokens (no KV cache): temperature 0 = greedy.  Returns a malloc'ed string
- * (prompt included) or NULL with ds_err. */
+/* Text continuation of a prompt after the document separator (BOS, else
+ * EOS), by ds_generate (infer/: KV-cached decode through `ops`):
+ * temperature 0 = greedy; stops at the separator, EOS, an id the tokenizer
+ * lacks, or after ntokens.  Returns a malloc'ed string (prompt included) or
+ * NULL with ds_err. */
 struct ds_tokenizer;
 char *ds_sample_text(const ds_model *m, const struct ds_ops *ops, const struct ds_tokenizer *tok, const char *prompt, int64_t ntokens,
-                     double temperature, uint64_t seed, int64_t ctx);
+                     double temperature, uint64_t seed);
 
 #endif

@@ -34,4 +34,11 @@ void ds_adamw(float *p, const float *g, void *m, void *v, int bf16_moments, cons
  * small: the same function serves both tables). */
 void ds_bias_update(float *bias, const int64_t *load, int64_t E, float gamma);
 
+/* ---- linear_workspace.c: the `linear_workspace` entry ----
+ * none: the FP32 and BF16 linears allocate nothing per thread (0);
+ * fp8: ds_fp8_linear_workspace (the quantized operands and scales) plus the
+ * FP32 input gradient the backward accumulates from. */
+size_t ds_linear_workspace_none(int64_t N, int64_t C, int64_t OC);
+size_t ds_linear_workspace_fp8(int64_t N, int64_t C, int64_t OC);
+
 #endif

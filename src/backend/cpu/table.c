@@ -37,6 +37,7 @@ const struct ds_ops ds_ops_cpu = {
     .sumsq = ds_sumsq,
     .adamw = ds_adamw,
     .bias_update = ds_bias_update,
+    .linear_workspace = ds_linear_workspace_none,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -69,4 +70,5 @@ const struct ds_ops ds_ops_ref = {
     .sumsq = ds_sumsq_ref,
     .adamw = ds_adamw_ref,
     .bias_update = ds_bias_update,
+    .linear_workspace = ds_linear_workspace_none,
 };
