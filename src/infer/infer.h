@@ -68,7 +68,8 @@ int ds_engine_step(ds_engine *e, const int32_t *ids, int64_t n, int last_only);
 int ds_engine_prefill(ds_engine *e, const int32_t *ids, int64_t P);
 /* MTP module 1 on n positions p = mtp_pos..: input h (B, n, H) = the main
  * model's final-norm states at p and next (B, n) = the tokens at p+1; it
- * predicts the token at p+2.  e->mtp_logits (B, n, V) or (B, 1, V). */
+ * predicts the token at p+2.  e->mtp_logits (B, n, V) or (B, 1, V).  h may
+ * be (rows of) e->hfinal: an MTP step leaves it unchanged. */
 int ds_engine_mtp_step(ds_engine *e, const float *h, const int32_t *next, int64_t n, int last_only);
 /* Drop cached positions ≥ pos (speculative rejection). */
 static inline void ds_engine_rewind(ds_engine *e, int64_t pos) { if (pos < e->pos) e->pos = pos; }
@@ -84,14 +85,13 @@ typedef struct {
 typedef struct {
     ds_sample_params p;
     int64_t V;
+    const struct ds_ops *ops;   /* the table that holds the logits */
     ds_rng rng;
     float *prob;    /* (V) */
     int32_t *idx;   /* (V) */
 } ds_sampler;
-int ds_sampler_init(ds_sampler *s, const ds_sample_params *p, int64_t V);
+int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_params *p, int64_t V);
 void ds_sampler_free(ds_sampler *s);
-/* Index of the largest value (the first one on ties). */
-int32_t ds_argmax(const float *x, int64_t n);
 /* The distribution the sampler draws from: prob (V) after temperature,
  * top-k, top-p and renormalisation (greedy: one-hot on the argmax). */
 void ds_sampler_probs(ds_sampler *s, float *prob, const float *logits);
