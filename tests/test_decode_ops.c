@@ -272,3 +272,53 @@ TEST(decode_ops_sample_probs_pick) {
             CHECK_MSG(t[k]->sample_pick(pr, 6, draws[d].u) == draws[d].id, "sample_pick %s u=%g", t[k]->name,
                       draws[d].u);
 }
+
+/* The few-row GEMVs sit inside the cpu table's linears (docs/engine.md §3.3):
+ * for N ≤ 4 rows its matmul, linear and resident-weight entries give the GEMV
+ * kernels' bits, above that the GEMM's; the ref table stays the scalar GEMM
+ * at every N. */
+#include "backend/cpu/gemv.h"
+#include "backend/cpu/kernels.h"
+#include "num/dtype.h"
+TEST(decode_ops_cpu_linears_take_gemv_for_few_rows) {
+    ds_rng r;
+    ds_rng_seed(&r, 17);
+    const int64_t C = 256, OC = 160, NMAX = 6;
+    float *x = ds_malloc((size_t)(NMAX * C) * sizeof(float)), *w = ds_malloc((size_t)(OC * C) * sizeof(float));
+    float *b = ds_malloc((size_t)OC * sizeof(float));
+    float *o1 = ds_malloc((size_t)(NMAX * OC) * sizeof(float)), *o2 = ds_malloc((size_t)(NMAX * OC) * sizeof(float));
+    fill(&r, x, NMAX * C);
+    fill(&r, w, OC * C);
+    fill(&r, b, OC);
+    uint8_t *q = ds_malloc((size_t)(OC * C));
+    float *sc = ds_malloc((size_t)(2 * 2) * sizeof(float));
+    uint16_t *wb = ds_malloc((size_t)(OC * C) * sizeof(uint16_t));
+    for (int64_t i = 0; i < OC * C; i++) {
+        q[i] = (uint8_t)(ds_rng_below(&r, 0x7e) | (ds_rng_below(&r, 2) << 7)); /* any finite E4M3 code */
+        wb[i] = ds_f32_to_bf16(w[i]);
+    }
+    for (int i = 0; i < 4; i++) sc[i] = 0.01f * (float)(i + 1);
+    const ds_fp8w w8 = {q, sc, OC, C, NULL}, w16 = {NULL, NULL, OC, C, wb};
+    for (int64_t N = 1; N <= NMAX; N++) {
+        const size_t nb = (size_t)(N * OC) * sizeof(float);
+        ds_ops_cpu.matmul_forward(o1, x, w, b, N, C, OC);
+        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_forward(o2, x, w, b, N, C, OC);
+        else ds_matmul_forward(o2, x, w, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu matmul_forward N=%lld: not the %s", (long long)N,
+                  N <= DS_GEMV_MAX_ROWS ? "GEMV" : "GEMM");
+        ds_ops_cpu.linear_forward(o1, x, w, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_forward N=%lld", (long long)N);
+        ds_ops_cpu.linear_fp8w_forward(o1, x, &w8, b, N, C, OC);
+        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_fp8w_forward(o2, x, &w8, b, N, C, OC);
+        else ds_linear_fp8w_forward(o2, x, &w8, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_fp8w_forward (FP8) N=%lld", (long long)N);
+        ds_ops_cpu.linear_fp8w_forward(o1, x, &w16, b, N, C, OC);
+        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_bf16w_forward(o2, x, &w16, b, N, C, OC);
+        else ds_linear_bf16w_forward(o2, x, &w16, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_fp8w_forward (BF16) N=%lld", (long long)N);
+        ds_ops_ref.matmul_forward(o1, x, w, b, N, C, OC);
+        ds_matmul_forward_ref(o2, x, w, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "ref matmul_forward N=%lld is not the scalar GEMM", (long long)N);
+    }
+    free(x), free(w), free(b), free(o1), free(o2), free(q), free(sc), free(wb);
+}

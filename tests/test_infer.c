@@ -508,3 +508,32 @@ TEST(gemv_matches_reference) {
         free(x), free(w), free(b), free(o1), free(o2);
     }
 }
+
+/* ds_model_forward_ex's checks: a cache needs the inference activations, the
+ * positions must fit the cache, n the activations, ids the vocabulary; one
+ * line each, nothing cached moves */
+TEST(forward_ex_checks_cache_positions_ids) {
+    fixture f;
+    if (fix_load(&f, "v3")) return;
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, 8, 4, 0) == 0);
+    ds_acts a;
+    CHECK(ds_acts_create(&a, &f.m, 1, 4, 0) == 0);
+    int32_t ids[5] = {1, 2, 3, 4, 5};
+    ds_fwd_opts o = {.kv = &e.kc, .pos = 0, .n = 4};
+    CHECK(ds_model_forward_ex(&f.m, &a, &ds_ops_cpu, ids, &o) == -1 && strstr(ds_errmsg(), "inference activations"));
+    o.pos = 6;
+    CHECK(ds_model_forward_ex(&f.m, &e.a, &ds_ops_cpu, ids, &o) == -1 && strstr(ds_errmsg(), "positions 6..9"));
+    o.pos = 0, o.n = 5;
+    CHECK(ds_model_forward_ex(&f.m, &e.a, &ds_ops_cpu, ids, &o) == -1 && strstr(ds_errmsg(), "5 tokens per sequence"));
+    o.n = 2, o.pos = 3;
+    ids[1] = (int32_t)f.V;
+    CHECK(ds_model_forward_ex(&f.m, &e.a, &ds_ops_cpu, ids, &o) == -1 &&
+          strstr(ds_errmsg(), "at sequence 0, position 4 is outside the vocabulary"));
+    ids[1] = 2;
+    CHECK(ds_model_forward_ex(&f.m, &e.a, &ds_ops_cpu, ids, &o) == 0);
+    CHECK(e.pos == 0); /* the engine's count is the engine's business */
+    ds_acts_free(&a);
+    ds_engine_free(&e);
+    fix_free(&f);
+}

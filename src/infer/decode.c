@@ -91,8 +91,8 @@ int ds_engine_prefill(ds_engine *e, const int32_t *ids, int64_t P) {
     int rc = 0;
     for (int64_t s = 0; s < P && !rc; s += e->chunk) {
         int64_t n = P - s < e->chunk ? P - s : e->chunk;
-        for (int64_t b = 0; b < e->B; b++) /* host: ids */
-            memcpy(tmp + b * n, ids + b * P + s, (size_t)n * sizeof(int32_t)); /* host: ids */
+        for (int64_t b = 0; b < e->B; b++)
+            memcpy(tmp + b * n, ids + b * P + s, (size_t)n * sizeof(int32_t));
         rc = ds_engine_step(e, tmp, n, 1);
     }
     return rc;

@@ -606,7 +606,7 @@ static void lm_head(const ds_model *m, ds_acts *a, const struct ds_ops *ops, flo
         if (B == 1) {
             x = hs + (n - 1) * H;
         } else {
-            for (int64_t b = 0; b < B; b++) a->last_rows[b] = (int32_t)(b * n + n - 1); /* host: meta */
+            for (int64_t b = 0; b < B; b++) a->last_rows[b] = (int32_t)(b * n + n - 1);
             ops->gather_rows(tmp, hs, a->last_rows, B, H);
             x = tmp;
         }
@@ -722,7 +722,7 @@ int ds_model_mtp_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *
         return ds_err("mtp: module %lld is not part of these activations", (long long)k);
     int64_t n;
     if (check_opts(m, a, o, L + k - 1, &n)) return -1;
-    for (int64_t i = 0; i < a->B * n; i++) /* host: ids */
+    for (int64_t i = 0; i < a->B * n; i++)
         if (next[i] < 0 || next[i] >= V)
             return ds_err("mtp: token id %lld is outside the vocabulary [0, %lld)", (long long)next[i], (long long)V);
     const float *cs, *sn;
