@@ -84,7 +84,7 @@ struct ds_ops {
     void (*mla_absorbed_attention)(float *att, const float *q, const float *ckv, const float *kpe,
                                    const float *kv_b, int64_t B, int64_t n, int64_t pos, int64_t Lmax, int64_t nh,
                                    int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale);
-    /* dst (n,H) = rows idx[0..n) of src */
+    /* dst (n,H) = rows idx[0..n) of src; idx [host] (a device backend uploads it) */
     void (*gather_rows)(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
     /* E4M3 1x128 tiles: q (R,C) codes, s (R,ceil(C/128)) scales of x (R,C), and back */
     void (*act_quant_1x128)(uint8_t *q, float *s, const float *x, int64_t R, int64_t C);
