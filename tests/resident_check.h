@@ -119,7 +119,8 @@ static void rc_check_greedy(const ds_model *m, const int32_t *ids) {
     CHECK(lg != NULL);
     for (int64_t i = 0; lg && i < 6; i++) {
         const float *row = lg + (3 + i) * V;
-        int32_t am = ds_argmax(row, V);
+        int32_t am;
+        ds_ops_ref.argmax_rows(&am, row, 1, V);
         CHECK_MSG(am == out[i] || fabsf(row[am] - row[out[i]]) < 1e-4f, "step %lld: %d vs %d", (long long)i, am, out[i]);
     }
     free(lg);

@@ -109,7 +109,7 @@ static void greedy_vs_hf_ops(const char *name, int64_t chunk, const struct ds_op
             const float *ref = f.glog + (b * N + s) * V, *got = e.logits + b * V;
             double err = ds_test_max_rel(got, ref, (size_t)V, 1e-30);
             worst = err > worst ? err : worst;
-            next[b] = ds_argmax(got, V);
+            ops->argmax_rows(&next[b], got, 1, V);
             bad_ids += next[b] != f.gids[b * (T + N) + T + s];
         }
         if (s + 1 < N) CHECK(ds_engine_step(&e, next, 1, 1) == 0);
@@ -331,25 +331,28 @@ static void softmax_ref(double *p, const float *x, int64_t n, double T) {
 TEST(sampler_greedy_and_low_temperature) {
     ds_sampler s;
     ds_sample_params p = {.temperature = 0, .top_p = 1, .seed = 1};
-    CHECK(ds_sampler_init(&s, &p, 8) == 0);
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 8) == 0);
     CHECK(ds_sample(&s, LG) == 3);
     ds_sampler_free(&s);
     p.temperature = 1e-3; /* gap 0.5 / 1e-3: the runner-up has probability e^-500 */
-    CHECK(ds_sampler_init(&s, &p, 8) == 0);
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 8) == 0);
     for (int i = 0; i < 100; i++) CHECK(ds_sample(&s, LG) == 3);
     ds_sampler_free(&s);
     float tie[4] = {1, 5, 5, 0};
-    CHECK(ds_argmax(tie, 4) == 1);
+    int32_t am[2];
+    ds_ops_cpu.argmax_rows(&am[0], tie, 1, 4);
+    ds_ops_ref.argmax_rows(&am[1], tie, 1, 4);
+    CHECK(am[0] == 1 && am[1] == 1);
     p.temperature = -1;
-    CHECK(ds_sampler_init(&s, &p, 8) == -1);
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 8) == -1);
     p.temperature = 1;
     p.top_p = 0;
-    CHECK(ds_sampler_init(&s, &p, 8) == -1);
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 8) == -1);
     p.top_p = 1.5;
-    CHECK(ds_sampler_init(&s, &p, 8) == -1);
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 8) == -1);
     p.top_p = 1;
     p.top_k = -2;
-    CHECK(ds_sampler_init(&s, &p, 8) == -1);
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 8) == -1);
 }
 
 TEST(sampler_top_p_keeps_smallest_set) {
@@ -360,7 +363,7 @@ TEST(sampler_top_p_keeps_smallest_set) {
     for (double tp = 0.05; tp <= 1.0; tp += 0.05) {
         ds_sampler s;
         ds_sample_params p = {.temperature = 1, .top_p = tp, .seed = 1};
-        CHECK(ds_sampler_init(&s, &p, 8) == 0);
+        CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 8) == 0);
         float prob[8];
         ds_sampler_probs(&s, prob, LG);
         int k = 0;
@@ -387,7 +390,7 @@ TEST(sampler_top_k_and_frequencies) {
     for (int i = 0; i < 4; i++) ref[ids[i]] = sub[i];
     ds_sampler s;
     ds_sample_params p = {.temperature = T, .top_k = 4, .top_p = 1, .seed = 42};
-    CHECK(ds_sampler_init(&s, &p, 8) == 0);
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 8) == 0);
     float prob[8];
     ds_sampler_probs(&s, prob, LG);
     for (int i = 0; i < 8; i++) CHECK_NEAR(prob[i], ref[i], 1e-6);
@@ -405,7 +408,7 @@ TEST(sampler_top_k_and_frequencies) {
     softmax_ref(full, LG, 8, 1.3);
     ds_sample_params q = {.temperature = 1.3, .top_p = 1, .seed = 7};
     ds_sampler a, b;
-    CHECK(ds_sampler_init(&a, &q, 8) == 0 && ds_sampler_init(&b, &q, 8) == 0);
+    CHECK(ds_sampler_init(&a, &ds_ops_cpu, &q, 8) == 0 && ds_sampler_init(&b, &ds_ops_cpu, &q, 8) == 0);
     int ca[8] = {0}, same = 1;
     for (int i = 0; i < n; i++) {
         int32_t x = ds_sample(&a, LG), y = ds_sample(&b, LG);
@@ -504,4 +507,33 @@ TEST(gemv_matches_reference) {
         }
         free(x), free(w), free(b), free(o1), free(o2);
     }
+}
+
+/* ds_model_forward_ex's checks: a cache needs the inference activations, the
+ * positions must fit the cache, n the activations, ids the vocabulary; one
+ * line each, nothing cached moves */
+TEST(forward_ex_checks_cache_positions_ids) {
+    fixture f;
+    if (fix_load(&f, "v3")) return;
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, 8, 4, 0) == 0);
+    ds_acts a;
+    CHECK(ds_acts_create(&a, &f.m, 1, 4, 0) == 0);
+    int32_t ids[5] = {1, 2, 3, 4, 5};
+    ds_fwd_opts o = {.kv = &e.kc, .pos = 0, .n = 4};
+    CHECK(ds_model_forward_ex(&f.m, &a, &ds_ops_cpu, ids, &o) == -1 && strstr(ds_errmsg(), "inference activations"));
+    o.pos = 6;
+    CHECK(ds_model_forward_ex(&f.m, &e.a, &ds_ops_cpu, ids, &o) == -1 && strstr(ds_errmsg(), "positions 6..9"));
+    o.pos = 0, o.n = 5;
+    CHECK(ds_model_forward_ex(&f.m, &e.a, &ds_ops_cpu, ids, &o) == -1 && strstr(ds_errmsg(), "5 tokens per sequence"));
+    o.n = 2, o.pos = 3;
+    ids[1] = (int32_t)f.V;
+    CHECK(ds_model_forward_ex(&f.m, &e.a, &ds_ops_cpu, ids, &o) == -1 &&
+          strstr(ds_errmsg(), "at sequence 0, position 4 is outside the vocabulary"));
+    ids[1] = 2;
+    CHECK(ds_model_forward_ex(&f.m, &e.a, &ds_ops_cpu, ids, &o) == 0);
+    CHECK(e.pos == 0); /* the engine's count is the engine's business */
+    ds_acts_free(&a);
+    ds_engine_free(&e);
+    fix_free(&f);
 }

@@ -110,6 +110,29 @@ struct ds_ops {
                   int64_t nseg, int64_t t, const ds_adamw_hparams *h, float gscale);
     void (*bias_update)(float *bias, const int64_t *load, int64_t E, float gamma);
     size_t (*linear_workspace)(int64_t N, int64_t C, int64_t OC);
+    /* ---- decode and sampling (eng-infer; backend/cpu/decode.h, docs/engine.md §3.3) ---- */
+    /* the latent cache: ckv (B,Lmax,rkv), kpe (B,Lmax,dr) rows pos..pos+n-1 of each
+     * sequence from c (B*n,rkv) and the rotated rope tail of kva (B*n,rkv+dr) */
+    void (*kv_append)(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
+                      int64_t Lmax, int64_t rkv, int64_t dr);
+    /* absorbed MLA attention over the cache: att (B*n, nh*dv) from q (B*n,nh,dn+dr)
+     * (rope applied) at positions pos..pos+n-1, kv_b (nh*(dn+dv), rkv) FP32 */
+    void (*mla_absorbed_attention)(float *att, const float *q, const float *ckv, const float *kpe,
+                                   const float *kv_b, int64_t B, int64_t n, int64_t pos, int64_t Lmax, int64_t nh,
+                                   int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale);
+    /* dst (n,H) = rows idx[0..n) of src; idx [host] (a device backend uploads it) */
+    void (*gather_rows)(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
+    /* E4M3 1x128 tiles: q (R,C) codes, s (R,ceil(C/128)) scales of x (R,C), and back */
+    void (*act_quant_1x128)(uint8_t *q, float *s, const float *x, int64_t R, int64_t C);
+    void (*act_dequant_1x128)(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C);
+    /* out[host] (N) = argmax of each row of x (N,V), first on ties */
+    void (*argmax_rows)(int32_t *out, const float *x, int64_t N, int64_t V);
+    /* the sampler's distribution prob (V) of logits (V): temperature (≤ 0: one-hot
+     * argmax), top-k (0 off), top-p (≥ 1 off); scratch (V) */
+    void (*sample_probs)(float *prob, int32_t *scratch, const float *logits, int64_t V, double temperature,
+                         int64_t top_k, double top_p);
+    /* the token drawn from prob (V) with u in [0,1) from the host RNG */
+    int32_t (*sample_pick)(const float *prob, int64_t V, double u);
 };
 
 extern const struct ds_ops ds_ops_cpu;

@@ -229,7 +229,7 @@ static int run(int argc, char **argv) {
             .eos = eos, .neos = neos, .speculative = spec != NULL,
         };
         ds_sampler probe; /* validate the sampling options before any work */
-        rc = ds_sampler_init(&probe, &o.sp, c->vocab_size);
+        rc = ds_sampler_init(&probe, ops, &o.sp, c->vocab_size);
         if (!rc) ds_sampler_free(&probe);
         out = ds_malloc((size_t)(max_new + 1) * sizeof(int32_t));
         if (!rc) rc = ds_generate(&m, ops, ids, P, &o, out, &nout, on_token, &sc, &st);

@@ -11,8 +11,8 @@
  * only at the continuation rows (ds_lm_score_rows), straight from the arena.
  * The activation arena is sized as (1, cap) for the most tokens B * T seen so
  * far and reused: every buffer is laid out densely by (B, T) (or by position,
- * T <= cap), so any B * T <= cap runs in it by setting acts.B and acts.T.  Greedy generation re-runs the
- * forward on the growing sequence (simple and exact; the KV-cached engine is in src/infer/).
+ * T <= cap), so any B * T <= cap runs in it by setting acts.B and acts.T.  Greedy generation is
+ * ds_generate (src/infer/: prefill, then one cached decode step per token).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +20,7 @@
 #include "backend/backend.h"
 #include "base/base.h"
 #include "eval/lm.h"
+#include "infer/infer.h"
 #include "io/json.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -50,8 +51,6 @@ static int run_forward_batch(lm_model *lm, const int32_t *ids, int64_t B, int64_
     lm->acts.T = T;
     return ds_model_forward(&lm->m, &lm->acts, lm->ops, ids);
 }
-
-static int run_forward(lm_model *lm, const int32_t *ids, int64_t n) { return run_forward_batch(lm, ids, 1, n); }
 
 /* Limits of one batched forward: rows, and rows x padded length.  The forward
  * writes B * T * vocab logits; past a few hundred tokens they no longer stay in
@@ -106,28 +105,31 @@ static int loglik(void *ctx, ds_lm_request *reqs, int64_t n) {
     return rc;
 }
 
+/* ds_generate's token callback over the evaluator's stop test (all tokens so far) */
+typedef struct {
+    ds_lm_stop_fn stop;
+    void *user;
+    const int32_t *out;
+    int64_t k;
+} gen_stop;
+
+static int gen_token(void *ctx, int32_t id) {
+    gen_stop *g = ctx;
+    (void)id;
+    g->k++;
+    return g->stop && g->stop(g->user, g->out, g->k);
+}
+
+/* greedy through the KV-cached engine (infer/, the one generation loop): stops at
+ * the tokenizer's EOS (kept), at the stop test, or after max_new tokens */
 static int generate(void *ctx, const int32_t *ids, int64_t n, int64_t max_new, ds_lm_stop_fn stop, void *user,
                     int32_t *out, int64_t *n_out) {
     lm_model *lm = ctx;
-    const int64_t V = lm->m.cfg.vocab_size;
-    int32_t *seq = ds_malloc((size_t)(n + max_new) * sizeof *seq);
-    memcpy(seq, ids, (size_t)n * sizeof *seq);
-    int32_t eos = ds_tokenizer_eos_id(lm->tok);
-    int64_t k = 0;
-    int rc = 0;
-    while (k < max_new) {
-        if (run_forward(lm, seq, n + k) != 0) { rc = -1; break; }
-        const float *row = lm->acts.logits + (size_t)(n + k - 1) * (size_t)V;
-        int32_t best = 0;
-        for (int64_t v = 1; v < V; v++)
-            if (row[v] > row[best]) best = (int32_t)v;
-        seq[n + k] = best;
-        out[k++] = best;
-        if (best == eos || (stop && stop(user, out, k))) break;
-    }
-    *n_out = k;
-    free(seq);
-    return rc;
+    int64_t eos = ds_tokenizer_eos_id(lm->tok);
+    ds_gen_opts o = {.max_tokens = max_new, .sp = {.temperature = 0, .top_p = 1}, .eos = &eos, .neos = eos >= 0};
+    gen_stop g = {stop, user, out, 0};
+    ds_gen_stats st;
+    return ds_generate(&lm->m, lm->ops, ids, n, &o, out, n_out, gen_token, &g, &st);
 }
 
 /* lm-eval's HFLM.tok_encode (see lm.h for the modes).  Under transformers 5.x the

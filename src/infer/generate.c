@@ -48,7 +48,7 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
         return rc;
     }
     ds_sampler s;
-    if (ds_sampler_init(&s, &o->sp, c->vocab_size)) {
+    if (ds_sampler_init(&s, ops, &o->sp, c->vocab_size)) {
         ds_engine_free(&e);
         return -1;
     }

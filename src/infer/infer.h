@@ -1,6 +1,7 @@
 /*
- * infer.h — the inference path: the MLA latent KV cache, the decode engine
- * (prefill + single-token steps in MLA's absorbed form, doc §4.5 and
+ * infer.h — the inference path: the decode engine (prefill + single-token
+ * steps over the model's own forward, ds_model_forward_ex, with MLA in its
+ * absorbed form over the latent cache model/kv_cache.h, doc §4.5 and
  * Appendix B), sampling, batch-1 generation and MTP speculative decoding
  * (doc §7.4).
  *
@@ -27,17 +28,7 @@
 #include "base/base.h"
 #include "model/model.h"
 
-/* ---- kv_cache.c: the latent cache ------------------------------------------ */
-typedef struct {
-    int64_t B, max_len, nlayers, rkv, dr;
-    float *mem;      /* one allocation */
-    float **ckv;     /* per layer (B, max_len, rkv) normalised latent */
-    float **kpe;     /* per layer (B, max_len, dr) rotated rope key */
-} ds_kv_cache;
-int ds_kv_cache_create(ds_kv_cache *kc, int64_t nlayers, int64_t B, int64_t max_len, int64_t rkv, int64_t dr);
-void ds_kv_cache_free(ds_kv_cache *kc);
-/* Bytes per token per layer (for messages and docs). */
-static inline size_t ds_kv_cache_token_bytes(const ds_kv_cache *kc) { return (size_t)(kc->rkv + kc->dr) * sizeof(float); }
+/* the latent cache: model/kv_cache.h (ds_kv_cache) */
 
 /* ---- decode.c: the engine ----------------------------------------------------- */
 typedef struct {
@@ -47,20 +38,11 @@ typedef struct {
     int mtp;                    /* MTP module 1 has its own cache (layer L of kc) */
     int64_t pos, mtp_pos;       /* tokens cached per sequence: main model, MTP module */
     ds_kv_cache kc;             /* L layers (+1 for MTP) */
-    float *cos_t, *sin_t;       /* (max_len, dr/2) */
-    float *arena;               /* scratch, carved below; N = B*chunk rows */
-    size_t arena_floats;
-    float *x, *ln, *qa, *qan, *q, *kva, *qabs, *att, *proj, *ln2;    /* per-row activations */
-    float *r_logits, *r_scores, *r_w, *mlp, *hg, *hu, *ha;
-    int32_t *r_idx, *order, *spos, *chunk_ids; /* ..., (B, chunk) prefill chunk gather */
-    int64_t *counts, *offsets;
-    float *xs, *eg, *eu, *ea, *eo;  /* (N*K, ·) MoE rows in expert order */
-    float *sc;                      /* (nthreads, max_len) attention scores */
-    int nthreads;
-    float *hfinal;                  /* (B, chunk, H) main model after model.norm */
-    float *logits;                  /* (B, chunk, V) or (B, 1, V) with last_only */
-    float *m_emb, *m_cat, *m_hn;    /* MTP input: (N,H), (N,2H), (N,H) */
-    float *mtp_logits;              /* (B, chunk, V) or (B, 1, V) */
+    ds_acts a;                  /* the model's inference activations (DS_ACTS_INFER, B x chunk rows) */
+    int32_t *chunk_ids;         /* (B, chunk) prefill chunk gather (host) */
+    float *hfinal;              /* (B, chunk, H) main model after model.norm (= a.hfinal) */
+    float *logits;              /* (B, chunk, V) or (B, 1, V) with last_only (= a.logits) */
+    float *mtp_logits;          /* (B, chunk, V) or (B, 1, V) (= a.mtp_logits[0]) */
     /* tests only: when set, the speculative loop proposes forced_drafts[i]
      * for output token i (i < n_forced) instead of the MTP argmax (the MTP
      * module still runs), to drive both the accept and the reject path */
@@ -86,7 +68,8 @@ int ds_engine_step(ds_engine *e, const int32_t *ids, int64_t n, int last_only);
 int ds_engine_prefill(ds_engine *e, const int32_t *ids, int64_t P);
 /* MTP module 1 on n positions p = mtp_pos..: input h (B, n, H) = the main
  * model's final-norm states at p and next (B, n) = the tokens at p+1; it
- * predicts the token at p+2.  e->mtp_logits (B, n, V) or (B, 1, V). */
+ * predicts the token at p+2.  e->mtp_logits (B, n, V) or (B, 1, V).  h may
+ * be (rows of) e->hfinal: an MTP step leaves it unchanged. */
 int ds_engine_mtp_step(ds_engine *e, const float *h, const int32_t *next, int64_t n, int last_only);
 /* Drop cached positions ≥ pos (speculative rejection). */
 static inline void ds_engine_rewind(ds_engine *e, int64_t pos) { if (pos < e->pos) e->pos = pos; }
@@ -102,14 +85,13 @@ typedef struct {
 typedef struct {
     ds_sample_params p;
     int64_t V;
+    const struct ds_ops *ops;   /* the table that holds the logits */
     ds_rng rng;
     float *prob;    /* (V) */
     int32_t *idx;   /* (V) */
 } ds_sampler;
-int ds_sampler_init(ds_sampler *s, const ds_sample_params *p, int64_t V);
+int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_params *p, int64_t V);
 void ds_sampler_free(ds_sampler *s);
-/* Index of the largest value (the first one on ties). */
-int32_t ds_argmax(const float *x, int64_t n);
 /* The distribution the sampler draws from: prob (V) after temperature,
  * top-k, top-p and renormalisation (greedy: one-hot on the argmax). */
 void ds_sampler_probs(ds_sampler *s, float *prob, const float *logits);

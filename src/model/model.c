@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "model/mla.h"
 #include "num/quant.h"
 
 /* ---- RoPE frequencies and scales (doc §4.4, transformers' _compute_yarn_parameters) */
@@ -321,9 +322,11 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
     const int64_t dv = c->v_head_dim, dr = c->qk_rope_head_dim, rq = c->q_lora_rank, rkv = c->kv_lora_rank;
     const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
-    const int cache = (a->flags & DS_ACTS_FP8_CACHE) != 0;
-    CARVE_F(a->cos_t, T * (dr / 2));
-    CARVE_F(a->sin_t, T * (dr / 2));
+    const int infer = (a->flags & DS_ACTS_INFER) != 0;
+    const int cache = !infer && (a->flags & DS_ACTS_FP8_CACHE) != 0;
+    const int64_t TR = infer ? a->rope_len : T; /* rope table rows */
+    CARVE_F(a->cos_t, TR * (dr / 2));
+    CARVE_F(a->sin_t, TR * (dr / 2));
     CARVE_I32(a->ids, N);
     CARVE_F(a->emb, N * H);
     int64_t nb = a->mtp ? L + D : L;
@@ -340,10 +343,21 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
         CARVE_F(a->stage, N * s1);
         CARVE_F(a->stage2, N * s2);
     }
-    for (int64_t l = 0; l < nb; l++) {
-        ds_block_acts *x = &a->blk[l];
+    /* DS_ACTS_INFER: one set shaped for every block (MoE if any is, the widest
+     * dense/shared MLP, the MTP inputs), shared by all blocks below */
+    ds_block shape;
+    memset(&shape, 0, sizeof shape);
+    int lat8 = 0;
+    for (int64_t l = 0; infer && l < nb; l++) {
         const ds_block *b = &m->blocks[l];
-        if (l >= L) {
+        shape.moe |= b->moe;
+        if (b->inter > shape.inter) shape.inter = b->inter;
+        lat8 |= b->kv_b8 && b->kv_b8->q;
+    }
+    for (int64_t l = 0; l < (infer ? (nb > 0) : nb); l++) {
+        ds_block_acts *x = &a->blk[l];
+        const ds_block *b = infer ? &shape : &m->blocks[l];
+        if (l >= L || (infer && a->mtp)) {
             CARVE_F(x->m_emb, N * H);
             CARVE_F(x->m_cat, N * 2 * H);
             CARVE_F(x->m_x, N * H);
@@ -366,11 +380,16 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
         if (cache) CARVE_Q(x->fp8_ckv, x->ckv, a->stage2, N, rkv);
         else CARVE_F(x->ckv, N * rkv);
         CARVE_F(x->ckv_rstd, N);
-        CARVE_F(x->kv, N * nh * (dn + dv));
-        CARVE_F(x->k, N * nh * dq);
-        CARVE_F(x->v, N * nh * dv);
+        if (!infer) { /* the expanded attention's buffers */
+            CARVE_F(x->kv, N * nh * (dn + dv));
+            CARVE_F(x->k, N * nh * dq);
+            CARVE_F(x->v, N * nh * dv);
+            CARVE_F(x->lse, N * nh);
+        } else if (lat8) {
+            x->lat8.q = carve(cv, (N * rkv + 3) / 4);
+            x->lat8.s = carve(cv, ds_quant_scale_count(DS_QUANT_TILE_1x128, N, rkv));
+        }
         CARVE_F(x->att, N * nh * dv);
-        CARVE_F(x->lse, N * nh);
         CARVE_F(x->attn_proj, N * H);
         CARVE_F(x->x_mid, N * H);
         if (cache && !b->moe) CARVE_Q(x->fp8_ln2, x->ln2, a->stage, N, H);
@@ -402,17 +421,30 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
         }
         CARVE_F(x->out, N * H);
     }
+    for (int64_t l = 1; infer && l < nb; l++) a->blk[l] = a->blk[0];
     CARVE_F(a->hfinal, N * H);
     CARVE_F(a->hfinal_rstd, N);
     CARVE_F(a->logits, N * V);
-    for (int64_t k = 1; a->mtp && k <= D; k++) CARVE_F(a->mtp_logits[k - 1], B * (T - k > 0 ? T - k : 0) * V);
+    for (int64_t k = 1; a->mtp && k <= D; k++) /* inference: all B x T rows of any step */
+        CARVE_F(a->mtp_logits[k - 1], B * (infer ? T : T - k > 0 ? T - k : 0) * V);
 }
 
 int ds_acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp) {
     return ds_acts_create_ex(a, m, B, T, mtp, 0);
 }
 
+static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rope_len, int mtp, int flags);
+
 int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp, int flags) {
+    return acts_create(a, m, B, T, T, mtp, flags & ~DS_ACTS_INFER);
+}
+
+int ds_acts_create_infer(ds_acts *a, const ds_model *m, int64_t B, int64_t chunk, int64_t max_len, int mtp) {
+    if (max_len < chunk) max_len = chunk;
+    return acts_create(a, m, B, chunk, max_len, mtp, DS_ACTS_INFER);
+}
+
+static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rope_len, int mtp, int flags) {
     memset(a, 0, sizeof *a);
     if (B <= 0 || T <= 0) return ds_err("forward: batch and sequence length must be positive (got B=%lld, T=%lld)",
                                         (long long)B, (long long)T);
@@ -423,9 +455,11 @@ int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int m
         return ds_err("forward: batch %lld x sequence length %lld is too many tokens", (long long)B, (long long)T);
     a->B = B;
     a->T = T;
+    a->rope_len = rope_len;
     a->flags = flags;
     a->mtp = mtp && m->cfg.num_nextn_predict_layers > 0;
     a->blk = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block_acts));
+    a->last_rows = ds_calloc((size_t)B, sizeof(int32_t));
     a->mtp_logits = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
     carver cv = {NULL, 0};
     carve_all(&cv, a, m);
@@ -452,7 +486,7 @@ size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int
     if (__builtin_mul_overflow(B, T, &N) || N > ((int64_t)1 << 32)) return SIZE_MAX;
     ds_acts a;
     memset(&a, 0, sizeof a);
-    a.B = B, a.T = T, a.flags = flags;
+    a.B = B, a.T = T, a.rope_len = T, a.flags = flags & ~DS_ACTS_INFER;
     a.mtp = mtp && m->cfg.num_nextn_predict_layers > 0;
     a.blk = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block_acts));
     a.mtp_logits = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
@@ -478,6 +512,7 @@ void ds_acts_free(ds_acts *a) {
     ds_free_aligned(a->arena);
     free(a->blk);
     free(a->mtp_logits);
+    free(a->last_rows);
     memset(a, 0, sizeof *a);
 }
 
@@ -494,36 +529,16 @@ const float *ds_acts_hidden(const ds_acts *a, const ds_model *m, int64_t i) {
 #define LIN(out, inp, W, bias, N_, C_, OC_) ds_linear_any(ops, out, inp, p->W, p->W##8, bias, N_, C_, OC_)
 
 /* Decoder block (doc §2): out = x_mid + MLP(RMSNorm(x_mid)), x_mid = inp + MLA(RMSNorm(inp)).
- * out (B,T,H), inp (B,T,H). */
+ * out (B,T,H), inp (B,T,H) (out may be inp); kv: the latent cache layer or NULL (mla.h). */
 static void block_forward(float *out, ds_block_acts *a, const float *inp, const ds_block *p, const ds_model *m,
-                          const struct ds_ops *ops, const float *cos_t, const float *sin_t, int64_t B, int64_t T) {
+                          const struct ds_ops *ops, const float *cos_t, const float *sin_t, int64_t B, int64_t T,
+                          const ds_mla_cache *kv) {
     const ds_config *c = &m->cfg;
     const int64_t N = B * T, H = c->hidden_size;
-    const int64_t nh = c->num_attention_heads, dq = ds_config_qk_head_dim(c), dn = c->qk_nope_head_dim;
-    const int64_t dv = c->v_head_dim, dr = c->qk_rope_head_dim, rq = c->q_lora_rank, rkv = c->kv_lora_rank;
-    const float eps = (float)c->rms_norm_eps, eps_lat = 1e-6f; /* latent norms: HF default eps (doc §1.2) */
+    const float eps = (float)c->rms_norm_eps;
 
-    /* MLA (doc §4.2) */
-    ops->rmsnorm_forward(a->ln1, a->ln1_rstd, inp, p->in_norm, N, H, H, H, eps);
-    if (rq > 0) {
-        LIN(a->qa, a->ln1, q_a, p->q_a_bias, N, H, rq);
-        ops->rmsnorm_forward(a->qa_n, a->qa_rstd, a->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
-        LIN(a->q, a->qa_n, q_b, NULL, N, rq, nh * dq);
-        ds_fp8_act_store(&a->fp8_qa_n, a->qa_n, N, rq); /* FP8 cache (no-op when off) */
-    } else {
-        LIN(a->q, a->ln1, q_proj, NULL, N, H, nh * dq);
-    }
-    ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, !c->rope_interleave); /* q per head = [nope | rope] */
-    LIN(a->kva, a->ln1, kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
-    ds_fp8_act_store(&a->fp8_ln1, a->ln1, N, H);
-    ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
-    ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
-    LIN(a->kv, a->ckv, kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
-    ds_fp8_act_store(&a->fp8_ckv, a->ckv, N, rkv);
-    ops->mla_kv_assemble(a->k, a->v, a->kv, a->kva, N, nh, dn, dv, rkv, dr);
-    ops->attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv, m->softmax_scale);
-    LIN(a->attn_proj, a->att, o_proj, p->o_bias, N, nh * dv, H);
-    ops->residual_forward(a->x_mid, inp, a->attn_proj, N * H);
+    /* MLA (doc §4.2, §4.5; mla.c) */
+    ds_mla_forward(a, inp, p, m, ops, cos_t, sin_t, B, T, kv);
 
     /* MLP or MoE (doc §2.2, §5) */
     ops->rmsnorm_forward(a->ln2, a->ln2_rstd, a->x_mid, p->post_norm, N, H, H, H, eps);
@@ -574,49 +589,146 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     ops->residual_forward(out, a->x_mid, a->mlp_out, N * H);
 }
 
-int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids) {
+/* the cache layer cl for n tokens at o->pos, or NULL without a cache */
+static const ds_mla_cache *cache_layer(ds_mla_cache *buf, const ds_fwd_opts *o, int64_t cl) {
+    if (!o || !o->kv) return NULL;
+    *buf = (ds_mla_cache){o->kv->ckv[cl], o->kv->kpe[cl], o->pos, o->kv->max_len};
+    return buf;
+}
+
+/* logits (rows, V) of the final states hs (B, n, H): every row, or each sequence's last one (B, V) */
+static void lm_head(const ds_model *m, ds_acts *a, const struct ds_ops *ops, float *logits, float *hs, float *tmp,
+                    int64_t B, int64_t n, int last_only) {
+    const int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    const float *x = hs;
+    int64_t rows = B * n;
+    if (last_only && n > 1) {
+        if (B == 1) {
+            x = hs + (n - 1) * H;
+        } else {
+            for (int64_t b = 0; b < B; b++) a->last_rows[b] = (int32_t)(b * n + n - 1);
+            ops->gather_rows(tmp, hs, a->last_rows, B, H);
+            x = tmp;
+        }
+        rows = B;
+    }
+    ds_matmul_any(ops, logits, x, m->lm_head, m->lm_head8, rows, H, V);
+}
+
+/* checks of ds_model_forward_ex / ds_model_mtp_forward_ex; *n the tokens per sequence */
+static int check_opts(const ds_model *m, const ds_acts *a, const ds_fwd_opts *o, int64_t cl, int64_t *n) {
+    *n = o->n ? o->n : a->T;
+    if (*n < 1 || *n > a->T)
+        return ds_err("forward: %lld tokens per sequence, the activations take 1..%lld", (long long)*n, (long long)a->T);
+    if (!o->kv) return 0;
+    if (!(a->flags & DS_ACTS_INFER)) return ds_err("forward: a latent cache needs inference activations");
+    if (o->kv->B != a->B || cl >= o->kv->nlayers || o->kv->rkv != m->cfg.kv_lora_rank)
+        return ds_err("forward: the cache (batch %lld, %lld layers) does not fit the model and batch %lld",
+                      (long long)o->kv->B, (long long)o->kv->nlayers, (long long)a->B);
+    if (o->pos < 0 || o->pos + *n > o->kv->max_len || o->pos + *n > a->rope_len)
+        return ds_err("forward: positions %lld..%lld are beyond the cache (%lld positions)", (long long)o->pos,
+                      (long long)(o->pos + *n - 1), (long long)o->kv->max_len);
+    return 0;
+}
+
+/* the cos/sin rows of position pos: an inference set builds its tables once
+ * (rope_len positions); a training set per forward for its T positions */
+static void rope_rows(const ds_model *m, ds_acts *a, const struct ds_ops *ops, int64_t pos, const float **cs,
+                      const float **sn) {
+    const int64_t h2 = m->cfg.qk_rope_head_dim / 2;
+    if (!(a->flags & DS_ACTS_INFER) || !a->rope_ready) {
+        /* cos/sin tables: angle = float(pos)·θ'_i in FP32, × attention_factor (doc §4.3) */
+        ops->rope_tables(a->cos_t, a->sin_t, m->inv_freq, m->attn_factor, a->rope_len, h2);
+        a->rope_ready = 1;
+    }
+    *cs = a->cos_t + pos * h2;
+    *sn = a->sin_t + pos * h2;
+}
+
+/* MTP module k (doc §7, tests/fixtures/model/README.md) on B sequences of n
+ * rows: x_i = eh_proj([enorm(Emb(ids_i)) ; hnorm(h_i)]), ids row b at
+ * ids + b*ids_ld, states row b at h + b*h_ld*H; then its block and head. */
+static void mtp_module(const ds_model *m, ds_acts *a, const struct ds_ops *ops, int64_t k, const int32_t *ids,
+                       int64_t ids_ld, const float *h, int64_t h_ld, int64_t B, int64_t n, const float *cs,
+                       const float *sn, const ds_mla_cache *kv, int last_only) {
     const ds_config *c = &m->cfg;
-    const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
-    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, h2 = c->qk_rope_head_dim / 2;
+    const int64_t H = c->hidden_size, L = c->num_hidden_layers, Nk = B * n;
     const float eps = (float)c->rms_norm_eps;
-    for (int64_t n = 0; n < N; n++)
-        if (ids[n] < 0 || ids[n] >= V)
+    ds_block_acts *x2 = &a->blk[L + k - 1];
+    const ds_block *p = &m->blocks[L + k - 1];
+    for (int64_t b = 0; b < B; b++) {
+        ds_embed_any(ops, x2->m_emb + b * n * H, ids + b * ids_ld, m->embed, m->embed8, n, H);
+        ops->rmsnorm_forward(x2->m_cat + b * n * 2 * H, x2->m_e_rstd + b * n, x2->m_emb + b * n * H, p->enorm, n, H,
+                             2 * H, H, eps);
+        ops->rmsnorm_forward(x2->m_cat + b * n * 2 * H + H, x2->m_h_rstd + b * n, h + b * h_ld * H, p->hnorm, n, H,
+                             2 * H, H, eps);
+    }
+    ds_matmul_any(ops, x2->m_x, x2->m_cat, p->eh_proj, p->eh_proj8, Nk, 2 * H, H);
+    block_forward(x2->out, x2, x2->m_x, p, m, ops, cs, sn, B, n, kv);
+    ops->rmsnorm_forward(x2->m_hn, x2->m_hn_rstd, x2->out, p->head_norm, Nk, H, H, H, eps);
+    lm_head(m, a, ops, a->mtp_logits[k - 1], x2->m_hn, x2->attn_proj, B, n, last_only);
+}
+
+int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids) {
+    const ds_fwd_opts o = {0};
+    return ds_model_forward_ex(m, a, ops, ids, &o);
+}
+
+int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids,
+                        const ds_fwd_opts *o) {
+    const ds_config *c = &m->cfg;
+    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
+    int64_t n;
+    if (check_opts(m, a, o, L > 0 ? L - 1 : 0, &n)) return -1;
+    const int64_t B = a->B, T = n, N = B * T, H = c->hidden_size, V = c->vocab_size;
+    const float eps = (float)c->rms_norm_eps;
+    for (int64_t i = 0; i < N; i++) /* host: ids */
+        if (ids[i] < 0 || ids[i] >= V)
             return ds_err("token id %lld at sequence %lld, position %lld is outside the vocabulary [0, %lld)",
-                          (long long)ids[n], (long long)(n / T), (long long)(n % T), (long long)V);
-    memcpy(a->ids, ids, (size_t)N * sizeof(int32_t));
-    /* cos/sin tables (T, dr/2): angle = float(pos)·θ'_i in FP32, × attention_factor (doc §4.3) */
-    ops->rope_tables(a->cos_t, a->sin_t, m->inv_freq, m->attn_factor, T, h2);
+                          (long long)ids[i], (long long)(i / T), (long long)(o->pos + i % T), (long long)V);
+    memcpy(a->ids, ids, (size_t)N * sizeof(int32_t)); /* host: ids */
+    const float *cs, *sn;
+    rope_rows(m, a, ops, o->pos, &cs, &sn);
     ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
     const float *x = a->emb;
+    ds_mla_cache kvl;
     for (int64_t l = 0; l < L; l++) {
-        block_forward(a->blk[l].out, &a->blk[l], x, &m->blocks[l], m, ops, a->cos_t, a->sin_t, B, T);
+        block_forward(a->blk[l].out, &a->blk[l], x, &m->blocks[l], m, ops, cs, sn, B, T, cache_layer(&kvl, o, l));
         x = a->blk[l].out;
     }
     ops->rmsnorm_forward(a->hfinal, a->hfinal_rstd, x, m->norm, N, H, H, H, eps);
-    ds_matmul_any(ops, a->logits, a->hfinal, m->lm_head, m->lm_head8, N, H, V);
-    if (!a->mtp) return 0;
+    /* last_only gathers into the (free by now) o_proj scratch of block 0 */
+    lm_head(m, a, ops, a->logits, a->hfinal, a->blk[0].attn_proj, B, T, o->last_only);
+    if (!a->mtp || o->kv) return 0;
 
-    /* MTP modules (doc §7, tests/fixtures/model/README.md) */
-    const float *hprev = a->hfinal; /* h^{k-1}: (B, T-k+1, H) */
+    /* MTP modules (training form): module k on positions i < T-k, with
+     * tokens t_{i+k} and the previous depth's states h^{k-1} (T-k+1 rows per
+     * sequence, h^0 = h) */
+    const float *hprev = a->hfinal;
     for (int64_t k = 1; k <= D; k++) {
-        int64_t Tk = T - k, Tp = T - k + 1, Nk = B * Tk;
+        int64_t Tk = T - k, Tp = T - k + 1;
         if (Tk <= 0) break;
-        ds_block_acts *x2 = &a->blk[L + k - 1];
-        const ds_block *p = &m->blocks[L + k - 1];
-        for (int64_t b = 0; b < B; b++) {
-            /* x_i = eh_proj([enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)]), i < Tk */
-            ds_embed_any(ops, x2->m_emb + b * Tk * H, ids + b * T + k, m->embed, m->embed8, Tk, H);
-            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H, x2->m_e_rstd + b * Tk, x2->m_emb + b * Tk * H, p->enorm,
-                                 Tk, H, 2 * H, H, eps);
-            ops->rmsnorm_forward(x2->m_cat + b * Tk * 2 * H + H, x2->m_h_rstd + b * Tk, hprev + b * Tp * H, p->hnorm,
-                                 Tk, H, 2 * H, H, eps);
-        }
-        ds_matmul_any(ops, x2->m_x, x2->m_cat, p->eh_proj, p->eh_proj8, Nk, 2 * H, H);
-        block_forward(x2->out, x2, x2->m_x, p, m, ops, a->cos_t, a->sin_t, B, Tk);
-        ops->rmsnorm_forward(x2->m_hn, x2->m_hn_rstd, x2->out, p->head_norm, Nk, H, H, H, eps);
-        ds_matmul_any(ops, a->mtp_logits[k - 1], x2->m_hn, m->lm_head, m->lm_head8, Nk, H, V);
-        hprev = x2->out;
+        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0);
+        hprev = a->blk[L + k - 1].out;
     }
+    return 0;
+}
+
+int ds_model_mtp_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops, int64_t k, const float *h,
+                            const int32_t *next, const ds_fwd_opts *o) {
+    const ds_config *c = &m->cfg;
+    const int64_t L = c->num_hidden_layers, V = c->vocab_size;
+    if (!a->mtp || k < 1 || k > c->num_nextn_predict_layers)
+        return ds_err("mtp: module %lld is not part of these activations", (long long)k);
+    int64_t n;
+    if (check_opts(m, a, o, L + k - 1, &n)) return -1;
+    for (int64_t i = 0; i < a->B * n; i++)
+        if (next[i] < 0 || next[i] >= V)
+            return ds_err("mtp: token id %lld is outside the vocabulary [0, %lld)", (long long)next[i], (long long)V);
+    const float *cs, *sn;
+    rope_rows(m, a, ops, o->pos, &cs, &sn);
+    ds_mla_cache kvl;
+    mtp_module(m, a, ops, k, next, n, h, n, a->B, n, cs, sn, cache_layer(&kvl, o, L + k - 1), o->last_only);
     return 0;
 }
 

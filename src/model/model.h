@@ -23,6 +23,7 @@
 #include "backend/ops.h"
 #include "backend/cpu/linear_fp8w.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
 #include "model/layout.h"
 
 /* Parameter pointers of one decoder block (shapes: doc §3). */
@@ -214,6 +215,9 @@ typedef struct {
     ds_fp8_act fp8_ln1, fp8_qa_n, fp8_ckv; /* (B,T,H), (B,T,rq), (B,T,rkv) */
     ds_fp8_act fp8_ln2, fp8_h_act;         /* (B,T,H) dense layers only, (B,T,Is) */
     ds_fp8_act fp8_xs, fp8_e_act;          /* (B*T*K, H), (B*T*K, Im) */
+    /* DS_ACTS_INFER with an FP8-resident kv_b: the cached latent's 1x128
+     * round trip (codes (B*T, rkv), scales), else NULL */
+    ds_fp8_act lat8;
 } ds_block_acts;
 
 typedef struct {
@@ -230,6 +234,11 @@ typedef struct {
     int32_t *ids;                 /* (B,T) */
     int flags;                    /* DS_ACTS_* */
     float *stage, *stage2;        /* FP32 staging of the cached inputs (DS_ACTS_FP8_CACHE) */
+    /* DS_ACTS_INFER: cos/sin cover rope_len positions (built by the first
+     * forward, rope_ready), last_rows (B) host row indices of the head */
+    int64_t rope_len;
+    int rope_ready;
+    int32_t *last_rows;
 } ds_acts;
 
 /* DS_ACTS_FP8_CACHE (`dsv3 train --precision fp8 --fp8-cache`): keep the
@@ -241,11 +250,20 @@ typedef struct {
  * Staging: stage (B*T*max(H, Is, K*H, K*Im)) holds ln1, dense ln2, h_act,
  * xs, e_act; stage2 (B*T*max(rq, rkv)) holds qa_n, ckv. */
 enum { DS_ACTS_FP8_CACHE = 1 };
+/* DS_ACTS_INFER (ds_acts_create_infer, the decode engine): one set of block
+ * buffers sized for B x T rows (T = the engine's chunk) that every block
+ * points at, nothing kept for a backward; the expanded-attention buffers
+ * (kv, k, v, lse) are left out: such a set runs ds_model_forward_ex with a
+ * latent cache only.  cos/sin tables cover max_len positions. */
+enum { DS_ACTS_INFER = 2 };
 
 /* Size and allocate the arena for (B, T); mtp = 0 skips the MTP modules. */
 int ds_acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp);
 /* The same with flags (DS_ACTS_*). */
 int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp, int flags);
+/* An inference set (DS_ACTS_INFER) for B sequences of up to `chunk` tokens per
+ * forward and positions < max_len; mtp: room for the MTP modules' inputs. */
+int ds_acts_create_infer(ds_acts *a, const ds_model *m, int64_t B, int64_t chunk, int64_t max_len, int mtp);
 /* Bytes of the arena ds_acts_create_ex would allocate (the same sizing code). */
 size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags);
 /* Cache an activation: quantize x (rows, cols) into c (no-op when c->q is
@@ -262,6 +280,31 @@ ds_route_params ds_route_params_of(const ds_config *c);
 
 /* Forward pass; ids (B, T) must be < vocab_size (checked: -1 with ds_err). */
 int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids);
+
+/* Options of ds_model_forward_ex (zero: ds_model_forward). */
+typedef struct {
+    /* the latent cache (model/kv_cache.h): main layer l uses cache layer l,
+     * MTP module k layer L+k-1.  NULL: the training form (expanded MLA over
+     * the B x n tokens alone).  With a cache, `a` must be a DS_ACTS_INFER set
+     * and the tokens sit at positions pos..pos+n-1 of every sequence: their
+     * latents are appended and MLA runs absorbed over cache rows 0..pos+i. */
+    ds_kv_cache *kv;
+    int64_t pos;
+    int64_t n;          /* tokens per sequence, 1..a->T (0: a->T) */
+    int last_only;      /* logits of each sequence's last token only: a->logits (B, V) */
+} ds_fwd_opts;
+/* The forward of ids (B, n) with options; the blocks are those of training.
+ * Rows are (b, i) -> b*n + i in a->hfinal and a->logits.  The MTP modules run
+ * (training form, a->mtp) only without a cache.  0 or -1 (bad id, a cache
+ * without an inference set, positions beyond the cache: ds_err). */
+int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids,
+                        const ds_fwd_opts *o);
+/* MTP module k on given states: h (B, n, H) = the main model's final-norm
+ * states at positions p = o->pos.. and next (B, n) the tokens at p+k; its
+ * logits (predicting p+k+1) in a->mtp_logits[k-1] ((B, n, V), or (B, V) with
+ * last_only).  Needs a->mtp; with o->kv the module's cache layer is L+k-1. */
+int ds_model_mtp_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops, int64_t k, const float *h,
+                            const int32_t *next, const ds_fwd_opts *o);
 
 /* RoPE setup (doc §4.4, transformers' _compute_yarn_parameters): inv_freq
  * (dr/2) YaRN-corrected (or plain) inverse frequencies, the cos/sin factor

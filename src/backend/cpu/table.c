@@ -6,10 +6,28 @@
 #include "backend/ops.h"
 
 #include "backend/cpu/optim.h"
+#include "backend/cpu/decode.h"
+#include "backend/cpu/gemv.h"
+
+/* The FP32 and resident-weight linears pick the few-row GEMVs (gemv.c) for
+ * N ≤ DS_GEMV_MAX_ROWS (decode steps, experts with few tokens): BLAS sgemm
+ * packs the whole weight on every call, which costs more than the multiply. */
+static void matmul_forward_cpu(float *out, const float *inp, const float *w, const float *bias, int64_t N, int64_t C,
+                               int64_t OC) {
+    if (N <= DS_GEMV_MAX_ROWS) ds_gemv_forward(out, inp, w, bias, N, C, OC);
+    else ds_matmul_forward(out, inp, w, bias, N, C, OC);
+}
+
+static void linear_fp8w_forward_cpu(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N,
+                                    int64_t C, int64_t OC) {
+    if (N > DS_GEMV_MAX_ROWS) ds_linear_fp8w_forward(out, inp, w, bias, N, C, OC);
+    else if (w->b16) ds_gemv_bf16w_forward(out, inp, w, bias, N, C, OC);
+    else ds_gemv_fp8w_forward(out, inp, w, bias, N, C, OC);
+}
 
 const struct ds_ops ds_ops_cpu = {
     .name = "cpu",
-    .matmul_forward = ds_matmul_forward,
+    .matmul_forward = matmul_forward_cpu,
     .rmsnorm_forward = ds_rmsnorm_forward,
     .rope_forward = ds_rope_forward,
     .attention_forward = ds_attention_forward,
@@ -26,9 +44,9 @@ const struct ds_ops ds_ops_cpu = {
     .cross_entropy = ds_cross_entropy,
     .moe_route_backward = ds_moe_route_backward,
     .moe_combine_backward = ds_moe_combine_backward,
-    .linear_forward = ds_matmul_forward,
+    .linear_forward = matmul_forward_cpu,
     .linear_backward = ds_matmul_backward,
-    .linear_fp8w_forward = ds_linear_fp8w_forward,
+    .linear_fp8w_forward = linear_fp8w_forward_cpu,
     .moe_permute = ds_moe_permute,
     .moe_combine_forward = ds_moe_combine_forward,
     .mla_kv_assemble = ds_mla_kv_assemble,
@@ -38,6 +56,15 @@ const struct ds_ops ds_ops_cpu = {
     .adamw = ds_adamw,
     .bias_update = ds_bias_update,
     .linear_workspace = ds_linear_workspace_none,
+    /* decode and sampling (eng-infer) */
+    .kv_append = ds_kv_append,
+    .mla_absorbed_attention = ds_mla_absorbed_attention,
+    .gather_rows = ds_gather_rows,
+    .act_quant_1x128 = ds_act_quant_1x128,
+    .act_dequant_1x128 = ds_act_dequant_1x128,
+    .argmax_rows = ds_argmax_rows,
+    .sample_probs = ds_sample_probs,
+    .sample_pick = ds_sample_pick,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -71,4 +98,13 @@ const struct ds_ops ds_ops_ref = {
     .adamw = ds_adamw_ref,
     .bias_update = ds_bias_update,
     .linear_workspace = ds_linear_workspace_none,
+    /* decode and sampling (eng-infer) */
+    .kv_append = ds_kv_append_ref,
+    .mla_absorbed_attention = ds_mla_absorbed_attention_ref,
+    .gather_rows = ds_gather_rows_ref,
+    .act_quant_1x128 = ds_act_quant_1x128,
+    .act_dequant_1x128 = ds_act_dequant_1x128,
+    .argmax_rows = ds_argmax_rows_ref,
+    .sample_probs = ds_sample_probs,
+    .sample_pick = ds_sample_pick,
 };

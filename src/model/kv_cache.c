@@ -4,10 +4,13 @@
  * key k_pe (qk_rope_head_dim), one allocation sized for max_len positions.
  *   mem = [layer 0: ckv (B, max_len, rkv) | kpe (B, max_len, dr)] [layer 1 ...]
  */
+#include "model/kv_cache.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "infer/infer.h"
+#include "base/base.h"
 #include "model/layout.h"
 
 int ds_kv_cache_create(ds_kv_cache *kc, int64_t nlayers, int64_t B, int64_t max_len, int64_t rkv, int64_t dr) {

@@ -1,0 +1,54 @@
+/*
+ * decode.h — the decode and sampling entries of the ops table (backend/ops.h,
+ * docs/engine.md §3.3): the latent cache append and the absorbed MLA attention
+ * (mla_decode.c), row gather and the 1x128 activation round trip (rows.c),
+ * argmax and the sampler's logits post-processing (sampling.c).  Each has a
+ * scalar reference (`*_ref`) for ds_ops_ref.
+ */
+#ifndef DS_CPU_DECODE_H
+#define DS_CPU_DECODE_H
+
+#include <stdint.h>
+
+/* ckv (B, Lmax, rkv), kpe (B, Lmax, dr): rows pos..pos+n-1 of each sequence b
+ * get c[b*n + i] (rkv) and the rope tail kva[b*n + i][rkv..rkv+dr) (rows of
+ * kva are rkv + dr wide). */
+void ds_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
+                  int64_t Lmax, int64_t rkv, int64_t dr);
+void ds_kv_append_ref(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
+                      int64_t Lmax, int64_t rkv, int64_t dr);
+
+/* Absorbed MLA attention (infer.h, doc §4.5) for B sequences of n queries at
+ * positions pos..pos+n-1, reading cache rows 0..pos+i (causal):
+ *   q (B*n, nh, dn+dr) per head [q_nope | q_pe], rope applied;
+ *   kv_b (nh*(dn+dv), rkv): per head W_UK_h (dn rows) then W_UV_h (dv rows);
+ *   q_abs = W_UK_hᵀ q_nope; s_j = (q_abs·c_j + q_pe·kpe_j)·scale; x = Σ_j softmax(s)_j c_j;
+ *   att (B*n, nh*dv): o_h = W_UV_h x. */
+void ds_mla_absorbed_attention(float *att, const float *q, const float *ckv, const float *kpe, const float *kv_b,
+                               int64_t B, int64_t n, int64_t pos, int64_t Lmax, int64_t nh, int64_t dn, int64_t dv,
+                               int64_t dr, int64_t rkv, float scale);
+void ds_mla_absorbed_attention_ref(float *att, const float *q, const float *ckv, const float *kpe, const float *kv_b,
+                                   int64_t B, int64_t n, int64_t pos, int64_t Lmax, int64_t nh, int64_t dn,
+                                   int64_t dv, int64_t dr, int64_t rkv, float scale);
+
+/* dst[r] = src[idx[r]] for r < n, rows of H floats (idx on the host here). */
+void ds_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
+void ds_gather_rows_ref(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
+/* E4M3 codes q (R, C) and scales s (R, ceil(C/128)) of x (R, C) in 1x128
+ * tiles (num/quant.h DS_QUANT_TILE_1x128), and back. */
+void ds_act_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t C);
+void ds_act_dequant_1x128(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C);
+
+/* out[r] = the index of the largest x[r, :] (the first one on ties), r < N. */
+void ds_argmax_rows(int32_t *out, const float *x, int64_t N, int64_t V);
+void ds_argmax_rows_ref(int32_t *out, const float *x, int64_t N, int64_t V);
+/* The sampler's distribution (infer/sampling.c): prob (V) from logits (V)
+ * after temperature, top-k (0: off), top-p (≥ 1: off) and renormalisation,
+ * in double; temperature ≤ 0: one-hot on the argmax.  scratch (V) ints. */
+void ds_sample_probs(float *prob, int32_t *scratch, const float *logits, int64_t V, double temperature,
+                     int64_t top_k, double top_p);
+/* The token drawn from prob (V) with u in [0, 1): the first i whose
+ * cumulative mass exceeds u·Σprob (tokens of probability 0 skipped). */
+int32_t ds_sample_pick(const float *prob, int64_t V, double u);
+
+#endif

@@ -1,0 +1,324 @@
+/*
+ * test_decode_ops.c — the decode and sampling entries of the ops table
+ * (backend/cpu/decode.h, docs/engine.md §3.3): each CPU entry against its
+ * scalar reference (ds_ops_ref) and both against an oracle written here from
+ * the entry's definition, on odd shapes and on ones large enough for the CPU
+ * entries to split over threads.
+ *  - kv_append: exact placement, nothing else written;
+ *  - mla_absorbed_attention: against the expanded attention in double (keys
+ *    k_j = [W_UK c_j ; k_pe_j], values W_UV c_j, causal softmax), the algebra
+ *    the absorbed form rests on;
+ *  - gather_rows, act_quant/dequant_1x128, argmax_rows, sample_probs,
+ *    sample_pick.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/ops.h"
+#include "base/base.h"
+#include "test.h"
+
+static void fill(ds_rng *r, float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = ds_rng_normal(r);
+}
+
+static float *nan_buf(int64_t n) {
+    float *x = ds_malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    memset(x, 0xff, (size_t)(n > 0 ? n : 1) * sizeof(float));
+    return x;
+}
+
+TEST(decode_ops_kv_append) {
+    /* B, n, pos, Lmax, rkv, dr */
+    static const int64_t sh[][6] = {{1, 1, 0, 1, 1, 0}, {2, 3, 4, 9, 7, 2}, {3, 5, 11, 16, 33, 6}};
+    ds_rng r;
+    ds_rng_seed(&r, 3);
+    for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
+        const int64_t B = sh[si][0], n = sh[si][1], pos = sh[si][2], Lmax = sh[si][3], rkv = sh[si][4], dr = sh[si][5];
+        float *c = ds_malloc((size_t)(B * n * rkv) * sizeof(float)), *kva = ds_malloc((size_t)(B * n * (rkv + dr)) * sizeof(float));
+        fill(&r, c, B * n * rkv);
+        fill(&r, kva, B * n * (rkv + dr));
+        const struct ds_ops *t[2] = {&ds_ops_cpu, &ds_ops_ref};
+        for (int k = 0; k < 2; k++) {
+            float *ckv = nan_buf(B * Lmax * rkv), *kpe = nan_buf(B * Lmax * dr);
+            t[k]->kv_append(ckv, kpe, c, kva, B, n, pos, Lmax, rkv, dr);
+            int bad = 0;
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t j = 0; j < Lmax; j++) {
+                    int in = j >= pos && j < pos + n;
+                    for (int64_t i = 0; i < rkv; i++) {
+                        float got = ckv[(b * Lmax + j) * rkv + i];
+                        if (in ? got != c[(b * n + j - pos) * rkv + i] : !isnan(got)) bad++;
+                    }
+                    for (int64_t i = 0; i < dr; i++) {
+                        float got = kpe[(b * Lmax + j) * dr + i];
+                        if (in ? got != kva[(b * n + j - pos) * (rkv + dr) + rkv + i] : !isnan(got)) bad++;
+                    }
+                }
+            CHECK_MSG(!bad, "kv_append %s: %d wrong elements at shape %zu", t[k]->name, bad, si);
+            free(ckv), free(kpe);
+        }
+        free(c), free(kva);
+    }
+}
+
+/* the expanded attention of one query row in double: out (nh*dv) */
+static void expanded_oracle(double *out, const float *q, const float *ckv, const float *kpe, const float *kv_b,
+                            int64_t t, int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale) {
+    const int64_t dq = dn + dr;
+    double *s = malloc((size_t)(t + 1) * sizeof(double));
+    for (int64_t h = 0; h < nh; h++) {
+        const float *wk = kv_b + h * (dn + dv) * rkv, *wv = wk + dn * rkv, *qh = q + h * dq;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j <= t; j++) {
+            double d = 0;
+            for (int64_t i = 0; i < dn; i++) { /* k_nope = W_UK c_j */
+                double k = 0;
+                for (int64_t x = 0; x < rkv; x++) k += (double)wk[i * rkv + x] * ckv[j * rkv + x];
+                d += (double)qh[i] * k;
+            }
+            for (int64_t i = 0; i < dr; i++) d += (double)qh[dn + i] * kpe[j * dr + i];
+            s[j] = d * scale;
+            if (s[j] > mx) mx = s[j];
+        }
+        for (int64_t j = 0; j <= t; j++) sum += s[j] = exp(s[j] - mx);
+        for (int64_t v = 0; v < dv; v++) {
+            double o = 0;
+            for (int64_t j = 0; j <= t; j++) {
+                double val = 0; /* v_j = W_UV c_j */
+                for (int64_t x = 0; x < rkv; x++) val += (double)wv[v * rkv + x] * ckv[j * rkv + x];
+                o += s[j] / sum * val;
+            }
+            out[h * dv + v] = o;
+        }
+    }
+    free(s);
+}
+
+TEST(decode_ops_mla_absorbed_attention) {
+    /* B, n, pos, Lmax, nh, dn, dv, dr, rkv; the last two split over threads */
+    static const int64_t sh[][9] = {{1, 1, 0, 1, 1, 1, 1, 0, 1},       {2, 3, 4, 9, 3, 5, 4, 2, 7},
+                                    {1, 2, 30, 40, 4, 16, 16, 8, 33},   {3, 1, 70, 80, 5, 8, 7, 6, 129},
+                                    {2, 4, 10, 16, 8, 32, 16, 8, 64}};
+    ds_rng r;
+    ds_rng_seed(&r, 11);
+    for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
+        const int64_t B = sh[si][0], n = sh[si][1], pos = sh[si][2], Lmax = sh[si][3], nh = sh[si][4];
+        const int64_t dn = sh[si][5], dv = sh[si][6], dr = sh[si][7], rkv = sh[si][8], dq = dn + dr, N = B * n;
+        const float scale = 1.0f / sqrtf((float)dq);
+        float *q = ds_malloc((size_t)(N * nh * dq) * sizeof(float));
+        float *ckv = ds_malloc((size_t)(B * Lmax * rkv) * sizeof(float));
+        float *kpe = ds_malloc((size_t)(B * Lmax * dr + 1) * sizeof(float));
+        float *kv_b = ds_malloc((size_t)(nh * (dn + dv) * rkv) * sizeof(float));
+        fill(&r, q, N * nh * dq);
+        fill(&r, ckv, B * Lmax * rkv);
+        fill(&r, kpe, B * Lmax * dr);
+        fill(&r, kv_b, nh * (dn + dv) * rkv);
+        /* positions past pos+n-1 hold garbage the causal mask must not read */
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = pos + n; j < Lmax; j++) ckv[(b * Lmax + j) * rkv] = NAN;
+        float *att_c = nan_buf(N * nh * dv), *att_r = nan_buf(N * nh * dv);
+        ds_ops_cpu.mla_absorbed_attention(att_c, q, ckv, kpe, kv_b, B, n, pos, Lmax, nh, dn, dv, dr, rkv, scale);
+        ds_ops_ref.mla_absorbed_attention(att_r, q, ckv, kpe, kv_b, B, n, pos, Lmax, nh, dn, dv, dr, rkv, scale);
+        double *want = malloc((size_t)(N * nh * dv) * sizeof(double));
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < n; i++)
+                expanded_oracle(want + (b * n + i) * nh * dv, q + (b * n + i) * nh * dq, ckv + b * Lmax * rkv,
+                                kpe + b * Lmax * dr, kv_b, pos + i, nh, dn, dv, dr, rkv, scale);
+        double mx = 1e-30, ec = 0, er = 0;
+        for (int64_t i = 0; i < N * nh * dv; i++) mx = fabs(want[i]) > mx ? fabs(want[i]) : mx;
+        for (int64_t i = 0; i < N * nh * dv; i++) {
+            double a = isnan(att_c[i]) ? INFINITY : fabs(att_c[i] - want[i]) / mx;
+            double b = isnan(att_r[i]) ? INFINITY : fabs(att_r[i] - want[i]) / mx;
+            ec = a > ec ? a : ec;
+            er = b > er ? b : er;
+        }
+        /* FP32 sums over rkv, dn and the positions in another order than the oracle's double */
+        CHECK_MSG(ec < 1e-5 && er < 1e-5, "absorbed attention shape %zu: cpu err %.3g, ref err %.3g", si, ec, er);
+        free(q), free(ckv), free(kpe), free(kv_b), free(att_c), free(att_r), free(want);
+    }
+}
+
+TEST(decode_ops_gather_rows) {
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    const int64_t S = 13, H = 37, n = 6;
+    const int32_t idx[6] = {12, 0, 5, 5, 7, 1};
+    float *src = ds_malloc((size_t)(S * H) * sizeof(float));
+    fill(&r, src, S * H);
+    const struct ds_ops *t[2] = {&ds_ops_cpu, &ds_ops_ref};
+    for (int k = 0; k < 2; k++) {
+        float *dst = nan_buf(n * H + 1);
+        t[k]->gather_rows(dst, src, idx, n, H);
+        CHECK(!memcmp(dst + 0 * H, src + 12 * H, (size_t)H * 4) && !memcmp(dst + 3 * H, src + 5 * H, (size_t)H * 4));
+        int bad = 0;
+        for (int64_t i = 0; i < n * H; i++) bad += dst[i] != src[idx[i / H] * H + i % H];
+        CHECK_MSG(!bad && isnan(dst[n * H]), "gather_rows %s: %d wrong", t[k]->name, bad);
+        free(dst);
+    }
+    free(src);
+}
+
+TEST(decode_ops_act_quant_roundtrip) {
+    ds_rng r;
+    ds_rng_seed(&r, 9);
+    const int64_t R = 5, C = 300, G = (C + 127) / 128;
+    float *x = ds_malloc((size_t)(R * C) * sizeof(float)), *y = ds_malloc((size_t)(R * C) * sizeof(float));
+    fill(&r, x, R * C);
+    x[7] = 0;
+    x[C + 3] = 1e-12f; /* underflows to a subnormal or zero code */
+    uint8_t *q = ds_malloc((size_t)(R * C));
+    float *s = ds_malloc((size_t)(R * G) * sizeof(float));
+    ds_ops_cpu.act_quant_1x128(q, s, x, R, C);
+    ds_ops_cpu.act_dequant_1x128(y, q, s, R, C);
+    int bad = 0;
+    for (int64_t i = 0; i < R; i++)
+        for (int64_t g = 0; g < G; g++) {
+            double amax = 0;
+            for (int64_t j = g * 128; j < C && j < g * 128 + 128; j++) amax = fmax(amax, fabs(x[i * C + j]));
+            /* the tile scale maps amax to E4M3's largest value 448 */
+            if (fabs(s[i * G + g] - amax / 448) > 1e-6 * amax) bad++;
+            for (int64_t j = g * 128; j < C && j < g * 128 + 128; j++) {
+                double e = fabs(y[i * C + j] - x[i * C + j]);
+                /* 3 mantissa bits: half an ulp is 2^-4 relative; subnormals: 2^-10 of the scale */
+                if (e > fabs(x[i * C + j]) / 16 + s[i * G + g] * 0x1p-10 * 1.0001) bad++;
+            }
+        }
+    CHECK_MSG(!bad, "act 1x128 round trip: %d values or scales off", bad);
+    CHECK(y[7] == 0);
+    free(x), free(y), free(q), free(s);
+}
+
+TEST(decode_ops_argmax_rows) {
+    ds_rng r;
+    ds_rng_seed(&r, 2);
+    const int64_t N = 9, V = 10007; /* large enough for the CPU entry to split rows */
+    float *x = ds_malloc((size_t)(N * V) * sizeof(float));
+    fill(&r, x, N * V);
+    x[3 * V + 17] = x[3 * V + 4000] = 50; /* a tie: the first one */
+    x[5 * V + V - 1] = 60;                /* the last column */
+    for (int64_t i = 0; i < V; i++) x[7 * V + i] = -1; /* all equal: 0 */
+    const struct ds_ops *t[2] = {&ds_ops_cpu, &ds_ops_ref};
+    for (int k = 0; k < 2; k++) {
+        int32_t out[9];
+        t[k]->argmax_rows(out, x, N, V);
+        int bad = 0;
+        for (int64_t n = 0; n < N; n++) {
+            int64_t best = 0;
+            for (int64_t i = 1; i < V; i++)
+                if (x[n * V + i] > x[n * V + best]) best = i;
+            bad += out[n] != best;
+        }
+        CHECK_MSG(!bad && out[3] == 17 && out[5] == V - 1 && out[7] == 0, "argmax_rows %s: %d rows wrong", t[k]->name,
+                  bad);
+    }
+    free(x);
+}
+
+/* oracle of sample_probs: sort by value (ties by index), keep top-k, then the
+ * smallest prefix with mass ≥ top_p of the top-k distribution, softmax(l/T) over it */
+static void probs_oracle(double *p, const float *l, int64_t V, double T, int64_t top_k, double top_p) {
+    int64_t *o = malloc((size_t)V * sizeof(int64_t));
+    for (int64_t i = 0; i < V; i++) o[i] = i;
+    for (int64_t i = 1; i < V; i++) /* insertion sort, stable: ties keep index order */
+        for (int64_t j = i; j > 0 && l[o[j]] > l[o[j - 1]]; j--) {
+            int64_t t = o[j];
+            o[j] = o[j - 1];
+            o[j - 1] = t;
+        }
+    int64_t keep = top_k > 0 && top_k < V ? top_k : V;
+    double z = 0;
+    for (int64_t i = 0; i < keep; i++) z += exp((l[o[i]] - l[o[0]]) / T);
+    if (top_p < 1) {
+        double cum = 0;
+        int64_t i = 0;
+        while (i < keep && (cum += exp((l[o[i]] - l[o[0]]) / T) / z) < top_p) i++;
+        keep = i < keep ? i + 1 : keep;
+        z = 0;
+        for (i = 0; i < keep; i++) z += exp((l[o[i]] - l[o[0]]) / T);
+    }
+    for (int64_t i = 0; i < V; i++) p[i] = 0;
+    for (int64_t i = 0; i < keep; i++) p[o[i]] = exp((l[o[i]] - l[o[0]]) / T) / z;
+    free(o);
+}
+
+TEST(decode_ops_sample_probs_pick) {
+    const float lg[9] = {0.5f, 2.0f, -1.0f, 2.0f, 1.5f, 0.0f, 3.0f, -2.0f, 1.0f};
+    const int64_t V = 9;
+    const struct { double T; int64_t k; double p; } cases[] = {
+        {0, 0, 1}, {1, 0, 1}, {0.7, 0, 1}, {1, 3, 1}, {1, 0, 0.6}, {2, 4, 0.5}, {1, 2, 1}, {1, 9, 0.999}};
+    const struct ds_ops *t[2] = {&ds_ops_cpu, &ds_ops_ref};
+    for (int k = 0; k < 2; k++)
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            float prob[9];
+            int32_t scratch[9];
+            double want[9];
+            t[k]->sample_probs(prob, scratch, lg, V, cases[c].T, cases[c].k, cases[c].p);
+            if (cases[c].T <= 0) {
+                for (int64_t i = 0; i < V; i++) want[i] = i == 6;
+            } else {
+                probs_oracle(want, lg, V, cases[c].T, cases[c].k, cases[c].p);
+            }
+            double e = 0;
+            for (int64_t i = 0; i < V; i++) e = fmax(e, fabs(prob[i] - want[i]));
+            CHECK_MSG(e < 1e-6, "sample_probs %s case %zu: max err %.3g", t[k]->name, c, e);
+        }
+    /* the draw: first token whose cumulative mass exceeds u, zero-probability tokens skipped */
+    const float pr[6] = {0, 0.25f, 0, 0.5f, 0.25f, 0};
+    const struct { double u; int32_t id; } draws[] = {{0, 1}, {0.2499, 1}, {0.2501, 3}, {0.7499, 3}, {0.7501, 4}, {0.99999, 4}};
+    for (int k = 0; k < 2; k++)
+        for (size_t d = 0; d < sizeof draws / sizeof draws[0]; d++)
+            CHECK_MSG(t[k]->sample_pick(pr, 6, draws[d].u) == draws[d].id, "sample_pick %s u=%g", t[k]->name,
+                      draws[d].u);
+}
+
+/* The few-row GEMVs sit inside the cpu table's linears (docs/engine.md §3.3):
+ * for N ≤ 4 rows its matmul, linear and resident-weight entries give the GEMV
+ * kernels' bits, above that the GEMM's; the ref table stays the scalar GEMM
+ * at every N. */
+#include "backend/cpu/gemv.h"
+#include "backend/cpu/kernels.h"
+#include "num/dtype.h"
+TEST(decode_ops_cpu_linears_take_gemv_for_few_rows) {
+    ds_rng r;
+    ds_rng_seed(&r, 17);
+    const int64_t C = 256, OC = 160, NMAX = 6;
+    float *x = ds_malloc((size_t)(NMAX * C) * sizeof(float)), *w = ds_malloc((size_t)(OC * C) * sizeof(float));
+    float *b = ds_malloc((size_t)OC * sizeof(float));
+    float *o1 = ds_malloc((size_t)(NMAX * OC) * sizeof(float)), *o2 = ds_malloc((size_t)(NMAX * OC) * sizeof(float));
+    fill(&r, x, NMAX * C);
+    fill(&r, w, OC * C);
+    fill(&r, b, OC);
+    uint8_t *q = ds_malloc((size_t)(OC * C));
+    float *sc = ds_malloc((size_t)(2 * 2) * sizeof(float));
+    uint16_t *wb = ds_malloc((size_t)(OC * C) * sizeof(uint16_t));
+    for (int64_t i = 0; i < OC * C; i++) {
+        q[i] = (uint8_t)(ds_rng_below(&r, 0x7e) | (ds_rng_below(&r, 2) << 7)); /* any finite E4M3 code */
+        wb[i] = ds_f32_to_bf16(w[i]);
+    }
+    for (int i = 0; i < 4; i++) sc[i] = 0.01f * (float)(i + 1);
+    const ds_fp8w w8 = {q, sc, OC, C, NULL}, w16 = {NULL, NULL, OC, C, wb};
+    for (int64_t N = 1; N <= NMAX; N++) {
+        const size_t nb = (size_t)(N * OC) * sizeof(float);
+        ds_ops_cpu.matmul_forward(o1, x, w, b, N, C, OC);
+        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_forward(o2, x, w, b, N, C, OC);
+        else ds_matmul_forward(o2, x, w, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu matmul_forward N=%lld: not the %s", (long long)N,
+                  N <= DS_GEMV_MAX_ROWS ? "GEMV" : "GEMM");
+        ds_ops_cpu.linear_forward(o1, x, w, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_forward N=%lld", (long long)N);
+        ds_ops_cpu.linear_fp8w_forward(o1, x, &w8, b, N, C, OC);
+        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_fp8w_forward(o2, x, &w8, b, N, C, OC);
+        else ds_linear_fp8w_forward(o2, x, &w8, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_fp8w_forward (FP8) N=%lld", (long long)N);
+        ds_ops_cpu.linear_fp8w_forward(o1, x, &w16, b, N, C, OC);
+        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_bf16w_forward(o2, x, &w16, b, N, C, OC);
+        else ds_linear_bf16w_forward(o2, x, &w16, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_fp8w_forward (BF16) N=%lld", (long long)N);
+        ds_ops_ref.matmul_forward(o1, x, w, b, N, C, OC);
+        ds_matmul_forward_ref(o2, x, w, b, N, C, OC);
+        CHECK_MSG(!memcmp(o1, o2, nb), "ref matmul_forward N=%lld is not the scalar GEMM", (long long)N);
+    }
+    free(x), free(w), free(b), free(o1), free(o2), free(q), free(sc), free(wb);
+}
