@@ -160,7 +160,7 @@ static void run_fixture_ops(const char *fix, const char *file, const ds_loss_opt
     double worst = compare_grads(&f, &r.m, &r.g, mtp, fix, worst_name);
     fprintf(stderr, "  %s/%s [%s]: loss %.7f (ref %.7f), worst gradient rel err %.3g on %s\n", fix, file, ops->name,
             t.loss, scalar(&f, "loss"), worst, worst_name);
-    CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
+    CHECK(ds_grads_check_finite(&r.g, &r.m, &ds_ops_cpu) == NULL);
     /* the correction bias only selects experts: its gradient slot stays 0 */
     for (int64_t i = 0; i < r.m.layout.n; i++) {
         const ds_param *p = &r.m.layout.p[i];
@@ -515,7 +515,7 @@ TEST(all_targets_ignored) {
     int64_t nonzero = 0;
     for (int64_t i = 0; i < r.g.n; i++) nonzero += r.g.g[i] != 0;
     CHECK_MSG(nonzero == 0, "%lld non-zero gradient values", (long long)nonzero);
-    CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
+    CHECK(ds_grads_check_finite(&r.g, &r.m, &ds_ops_cpu) == NULL);
     /* a target outside the vocabulary that is not the ignore id is an error */
     tg[5] = (int32_t)r.m.cfg.vocab_size;
     CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, tg, &o, &t) == -1);
@@ -541,14 +541,14 @@ TEST(nan_gradient_detected) {
     ds_loss_terms t;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
     CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == 0);
-    CHECK(ds_grads_check_finite(&r.g, &r.m) == NULL);
+    CHECK(ds_grads_check_finite(&r.g, &r.m, &ds_ops_cpu) == NULL);
     int64_t i = ds_layout_find(&r.m.layout, "model.layers.2.mlp.experts.3.down_proj.weight");
     CHECK(i >= 0);
     r.g.g[r.m.layout.p[i].offset + 7] = NAN;
-    const char *bad = ds_grads_check_finite(&r.g, &r.m);
+    const char *bad = ds_grads_check_finite(&r.g, &r.m, &ds_ops_cpu);
     CHECK(bad && strcmp(bad, "model.layers.2.mlp.experts.3.down_proj.weight") == 0);
     r.g.g[r.m.layout.p[i].offset + 7] = INFINITY;
-    bad = ds_grads_check_finite(&r.g, &r.m);
+    bad = ds_grads_check_finite(&r.g, &r.m, &ds_ops_cpu);
     CHECK(bad && strcmp(bad, "model.layers.2.mlp.experts.3.down_proj.weight") == 0);
     /* a NaN parameter in the last norm poisons the head gradient */
     ds_grads_zero(&r.g);
@@ -556,7 +556,7 @@ TEST(nan_gradient_detected) {
     r.m.params[r.m.layout.p[i].offset] = NAN;
     CHECK(ds_model_forward(&r.m, &r.a, &ds_ops_cpu, r.ids) == 0);
     CHECK(ds_model_backward(&r.m, &r.a, &ds_ops_cpu, &r.g, &r.w, NULL, &o, &t) == 0);
-    bad = ds_grads_check_finite(&r.g, &r.m);
+    bad = ds_grads_check_finite(&r.g, &r.m, &ds_ops_cpu);
     CHECK(bad != NULL);
     CHECK(isnan(t.loss));
     if (bad) fprintf(stderr, "  first non-finite gradient: %s\n", bad);

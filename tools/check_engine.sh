@@ -26,13 +26,14 @@
 #       /* host: io */ (the loader writing a tensor from the mapped file into
 #       host-visible weights, until load goes through copy_h2d).
 #   R5  in S, memcpy/memset/memmove whose arguments hold such a token, with
-#       the same escapes.
+#       the same escapes (the table's ops->memset and copies are not these).
 #   R6  #include "X/..." in src/Y/ with X != Y and rank(X) >= rank(Y):
 #       base 0, num 1, io 2, tokenizer 3, backend 3, dist 4, model 5, infer 6,
 #       train 7, eval 7, serve 8, cli 9 (tokenizer above io: it reads
 #       tokenizer.json through io/json.h).
 # Tagged lines are listed (`file:line: tagged: text`, not violations); more
-# than MAX_TAGGED (12) of them is a violation (`R4: N tagged host loops > 12`).
+# than MAX_TAGGED (12) host loops (ids, meta tags; io tags are not loops) is
+# a violation (`R4: N tagged host loops > 12`).
 # Exempt: src/model/model_convert.c from R1, R4, R5 — checkpoint conversion
 # reads safetensors files and writes others on the host; no table is involved,
 # nothing it touches is device memory.  Comments and string literals are not
@@ -181,7 +182,7 @@ out=$(for f in "${files[@]}"; do
                 s = substr(s, RSTART + RLENGTH)
             }
             s = code; hit5 = 0
-            while (match(s, /(^|[^A-Za-z0-9_])(memcpy|memset|memmove)[ \t]*\(/)) {
+            while (match(s, /(^|[^A-Za-z0-9_>.])(memcpy|memset|memmove)[ \t]*\(/)) {
                 if (has_extent(paren_arg(s, RSTART))) hit5 = 1
                 s = substr(s, RSTART + RLENGTH)
             }
@@ -193,7 +194,8 @@ done)
 
 viol=$(printf '%s\n' "$out" | grep -E '^[^:]+:[0-9]+: R[1-6]:' || true)
 tagged=$(printf '%s\n' "$out" | grep -E '^[^:]+:[0-9]+: tagged:' || true)
-ntag=0; [ -n "$tagged" ] && ntag=$(printf '%s\n' "$tagged" | wc -l)
+# the cap counts host loops (ids, meta); io tags mark the loader's copies
+ntag=0; [ -n "$tagged" ] && ntag=$(printf '%s\n' "$tagged" | grep -vc '/\* host: io \*/')
 [ -n "$tagged" ] && printf '%s\n' "$tagged"
 [ -n "$viol" ] && printf '%s\n' "$viol"
 over=0

@@ -195,7 +195,7 @@ static int run(int argc, char **argv) {
         ds_grads_create(&g, &m);
         rc = ds_bwd_create(&w, &m, B, T);
         if (!rc) rc = ds_model_backward(&m, &a, ops, &g, &w, NULL, &lo, &t);
-        const char *bad = rc ? NULL : ds_grads_check_finite(&g, &m);
+        const char *bad = rc ? NULL : ds_grads_check_finite(&g, &m, ops);
         if (bad) ds_log(DS_LOG_INFO, "warning: gradient of %s is not finite", bad);
         if (!rc) rc = ds_grads_write(grads, &m, &g, &t, mtp_lambda > 0, lo.balance);
         ds_bwd_free(&w);

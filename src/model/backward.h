@@ -46,8 +46,9 @@ static inline float *ds_grad_of(const ds_grads *g, const ds_model *m, const floa
     return param ? g->g + (param - m->params) : NULL;
 }
 /* Name of the first parameter whose gradient holds a NaN or Inf (layout
- * order, aliases and buffers skipped), or NULL when all are finite. */
-const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m);
+ * order, aliases and buffers skipped), or NULL when all are finite: one
+ * ops->sumsq over the buffer, per tensor only when it is not finite. */
+const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m, const struct ds_ops *ops);
 
 enum { DS_BAL_NONE = 0, DS_BAL_SEQ = 1, DS_BAL_V2 = 2 };
 
@@ -99,7 +100,10 @@ typedef struct {
     int32_t *targets;            /* (B,T) */
     int32_t *mtp_targets;        /* (B,T) */
     float *dm_cat;               /* (B,T,2H) */
-    float *row_loss, *rstd;      /* (B,T) per-token CE losses, recomputed RMSNorm rstd */
+    float *row_loss;             /* (B,T) per-token CE losses */
+    float **expert_grads;        /* [host] 3E: the gradients of one MoE layer's gate, up, down experts */
+    int32_t *targets_h;          /* [host] (B,T) the targets */
+    int32_t *ids_h;              /* [host] (B,T) the ids, then an MTP depth's targets (staging) */
 } ds_bwd;
 
 int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T);

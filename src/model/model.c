@@ -4,6 +4,8 @@
  */
 #include "model/model.h"
 
+#include "model/moe.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,9 +279,9 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
         const ds_param *p = &m->layout.p[i];
         if ((p->flags & DS_PARAM_ALIAS) || p->offset < 0) continue; /* FP8-resident: no FP32 storage */
         float *x = m->params + p->offset;
-        if (p->flags & DS_PARAM_NORM) for (int64_t j = 0; j < p->numel; j++) x[j] = 1.0f;
-        else if (p->flags & DS_PARAM_ZERO) memset(x, 0, (size_t)p->numel * sizeof(float));
-        else for (int64_t j = 0; j < p->numel; j++) x[j] = std * ds_rng_normal(&r);
+        if (p->flags & DS_PARAM_NORM) ds_fill_f32(x, p->numel, 1.0f);
+        else if (p->flags & DS_PARAM_ZERO) ds_fill_f32(x, p->numel, 0.0f);
+        else ds_rng_fill_normal(&r, x, p->numel, std);
     }
 }
 
@@ -443,6 +445,13 @@ int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int m
     a->arena = ds_aligned_alloc(cv.off * sizeof(float));
     cv = (carver){a->arena, 0};
     carve_all(&cv, a, m);
+    /* the host side of each MoE layer: its load counts and offsets */
+    const int64_t E = m->cfg.n_routed_experts;
+    a->host = ds_calloc((size_t)(m->nblocks * (2 * E + 1) + 1), sizeof(int64_t));
+    for (int64_t l = 0; l < m->nblocks; l++) {
+        a->blk[l].counts_h = a->host + l * (2 * E + 1);
+        a->blk[l].offsets_h = a->blk[l].counts_h + E;
+    }
     return 0;
 }
 
@@ -463,19 +472,19 @@ size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int
     return cv.off * sizeof(float);
 }
 
-void ds_fp8_act_store(const ds_fp8_act *c, const float *x, int64_t rows, int64_t cols) {
+void ds_fp8_act_store(const struct ds_ops *ops, const ds_fp8_act *c, const float *x, int64_t rows, int64_t cols) {
     if (!c->q || rows <= 0) return;
-    ds_quant_opts o = ds_quant_defaults(DS_QUANT_TILE_1x128);
-    DS_ASSERT(ds_quantize(c->q, c->s, x, rows, cols, &o) == 0);
+    ops->act_quant_1x128(c->q, c->s, x, rows, cols);
 }
 
-void ds_fp8_act_load(float *x, const ds_fp8_act *c, int64_t rows, int64_t cols) {
+void ds_fp8_act_load(const struct ds_ops *ops, float *x, const ds_fp8_act *c, int64_t rows, int64_t cols) {
     if (!c->q || rows <= 0) return;
-    DS_ASSERT(ds_dequantize(x, c->q, c->s, rows, cols, DS_FP8_E4M3, DS_QUANT_TILE_1x128) == 0);
+    ops->act_dequant_1x128(x, c->q, c->s, rows, cols);
 }
 
 void ds_acts_free(ds_acts *a) {
     ds_free_aligned(a->arena);
+    free(a->host);
     free(a->blk);
     free(a->mtp_logits);
     memset(a, 0, sizeof *a);
@@ -509,17 +518,17 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
         LIN(a->qa, a->ln1, q_a, p->q_a_bias, N, H, rq);
         ops->rmsnorm_forward(a->qa_n, a->qa_rstd, a->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
         LIN(a->q, a->qa_n, q_b, NULL, N, rq, nh * dq);
-        ds_fp8_act_store(&a->fp8_qa_n, a->qa_n, N, rq); /* FP8 cache (no-op when off) */
+        ds_fp8_act_store(ops, &a->fp8_qa_n, a->qa_n, N, rq); /* FP8 cache (no-op when off) */
     } else {
         LIN(a->q, a->ln1, q_proj, NULL, N, H, nh * dq);
     }
     ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, !c->rope_interleave); /* q per head = [nope | rope] */
     LIN(a->kva, a->ln1, kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
-    ds_fp8_act_store(&a->fp8_ln1, a->ln1, N, H);
+    ds_fp8_act_store(ops, &a->fp8_ln1, a->ln1, N, H);
     ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
     ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, !c->rope_interleave);
     LIN(a->kv, a->ckv, kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
-    ds_fp8_act_store(&a->fp8_ckv, a->ckv, N, rkv);
+    ds_fp8_act_store(ops, &a->fp8_ckv, a->ckv, N, rkv);
     ops->mla_kv_assemble(a->k, a->v, a->kv, a->kva, N, nh, dn, dv, rkv, dr);
     ops->attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv, m->softmax_scale);
     LIN(a->attn_proj, a->att, o_proj, p->o_bias, N, nh * dv, H);
@@ -528,48 +537,14 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     /* MLP or MoE (doc §2.2, §5) */
     ops->rmsnorm_forward(a->ln2, a->ln2_rstd, a->x_mid, p->post_norm, N, H, H, H, eps);
     if (p->moe) {
-        const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
-        ds_route_params rp = ds_route_params_of(c);
-        ds_matmul_any(ops, a->r_logits, a->ln2, p->router, p->router8, N, H, E);
-        ops->moe_route_forward(a->r_w, a->r_idx, a->r_scores, a->r_logits, p->router_bias, &rp, N);
-        ds_moe_sort(a->counts, a->offsets, a->order, a->pos, a->r_idx, N, K, E);
-        ops->moe_permute(a->xs, a->ln2, a->order, N, K, H);
-        /* one GEMM per expert on its contiguous rows; experts in parallel (each
-         * GEMM then runs single-threaded), unless the batch is so small that
-         * splitting inside the GEMMs is better */
-        const int64_t *off = a->offsets, *cnt = a->counts;
-        int par = N * K >= 64 * E;
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int64_t e = 0; e < E; e++) {
-            if (!cnt[e]) continue;
-            ds_linear_any(ops, a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], p->eg8 ? p->eg8[e] : NULL, NULL, cnt[e], H, Im);
-            ds_linear_any(ops, a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], p->eu8 ? p->eu8[e] : NULL, NULL, cnt[e], H, Im);
-        }
-        ds_fp8_act_store(&a->fp8_xs, a->xs, N * K, H);
-        ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, N * K, Im);
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int64_t e = 0; e < E; e++) {
-            if (!cnt[e]) continue;
-            ds_linear_any(ops, a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], p->ed8 ? p->ed8[e] : NULL, NULL, cnt[e], Im, H);
-        }
-        ds_fp8_act_store(&a->fp8_e_act, a->e_act, N * K, Im);
-        /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
-        ops->moe_combine_forward(a->mlp_out, a->e_out, a->r_w, a->pos, N, K, H);
-        if (p->inter > 0) {
-            LIN(a->h_gate, a->ln2, gate, NULL, N, H, p->inter);
-            LIN(a->h_up, a->ln2, up, NULL, N, H, p->inter);
-            ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
-            LIN(a->attn_proj, a->h_act, down, NULL, N, p->inter, H); /* scratch reuse */
-            ds_fp8_act_store(&a->fp8_h_act, a->h_act, N, p->inter);
-            ops->residual_forward(a->mlp_out, a->mlp_out, a->attn_proj, N * H);
-        }
+        ds_moe_forward(a, p, m, ops, N); /* moe.c */
     } else {
         LIN(a->h_gate, a->ln2, gate, NULL, N, H, p->inter);
         LIN(a->h_up, a->ln2, up, NULL, N, H, p->inter);
-        ds_fp8_act_store(&a->fp8_ln2, a->ln2, N, H); /* before h_act reuses the staging */
+        ds_fp8_act_store(ops, &a->fp8_ln2, a->ln2, N, H); /* before h_act reuses the staging */
         ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
         LIN(a->mlp_out, a->h_act, down, NULL, N, p->inter, H);
-        ds_fp8_act_store(&a->fp8_h_act, a->h_act, N, p->inter);
+        ds_fp8_act_store(ops, &a->fp8_h_act, a->h_act, N, p->inter);
     }
     ops->residual_forward(out, a->x_mid, a->mlp_out, N * H);
 }
@@ -579,11 +554,11 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
     const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, h2 = c->qk_rope_head_dim / 2;
     const float eps = (float)c->rms_norm_eps;
-    for (int64_t n = 0; n < N; n++)
+    for (int64_t n = 0; n < N; n++) /* host: ids */
         if (ids[n] < 0 || ids[n] >= V)
             return ds_err("token id %lld at sequence %lld, position %lld is outside the vocabulary [0, %lld)",
                           (long long)ids[n], (long long)(n / T), (long long)(n % T), (long long)V);
-    memcpy(a->ids, ids, (size_t)N * sizeof(int32_t));
+    ops->copy_h2d(a->ids, ids, (size_t)N * sizeof(int32_t));
     /* cos/sin tables (T, dr/2): angle = float(pos)·θ'_i in FP32, × attention_factor (doc §4.3) */
     ops->rope_tables(a->cos_t, a->sin_t, m->inv_freq, m->attn_factor, T, h2);
     ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
@@ -633,7 +608,7 @@ double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp) 
     if (mtp) {
         /* per MTP module: its own weights (K of E experts) + the shared head, on T-k tokens */
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
-        for (int64_t k = 1; k <= c->num_nextn_predict_layers && k < T; k++) {
+        for (int64_t k = 1; k <= c->num_nextn_predict_layers && k < T; k++) { /* host: meta */
             double w = (double)c->vocab_size * c->hidden_size;
             for (int64_t i = 0; i < m->layout.n; i++) {
                 const ds_param *p = &m->layout.p[i];

@@ -55,7 +55,7 @@ static int load_fp8_resident(ds_model *m, int64_t i, const ds_st_tensor *t, cons
                       b, p->name, (long long)p->shape[0], (long long)p->shape[1]);
     }
     ds_fp8w *w = &m->fp8w[i];
-    memcpy((uint8_t *)w->q, t->data, (size_t)p->numel);
+    memcpy((uint8_t *)w->q, t->data, (size_t)p->numel); /* host: io */
     if (ds_st_to_f32(sc, (float *)w->scale)) return ds_err_prefix("%s: tensor %s", sfile, sname);
     return 0;
 }
@@ -177,7 +177,7 @@ static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir, int ch
         }
         if (p->flags & DS_PARAM_BF16) {
             /* the bits as stored (little-endian u16, like the host) */
-            memcpy((uint16_t *)m->fp8w[i].b16, t->data, (size_t)p->numel * sizeof(uint16_t));
+            memcpy((uint16_t *)m->fp8w[i].b16, t->data, (size_t)p->numel * sizeof(uint16_t)); /* host: io */
             if (p->offset < 0) {
                 if (check && check_finite(m, i, file)) return -1;
                 continue; /* else (kv_b) also widened below */

@@ -660,7 +660,7 @@ int ds_train(const ds_train_opts *o) {
         }
         if (rc) break;
         if (fault_nan_at(s + 1)) loss = NAN, g.g[0] = NAN;
-        const char *badg = isfinite(loss) ? ds_grads_check_finite(&g, &m) : "loss";
+        const char *badg = isfinite(loss) ? ds_grads_check_finite(&g, &m, &ops) : "loss";
         if (badg) {
             if (o->skip_nonfinite) {
                 skipped++;
