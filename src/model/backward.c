@@ -19,17 +19,21 @@
 
 int ds_grads_create(ds_grads *g, const ds_model *m) {
     g->n = m->layout.total;
-    g->g = ds_aligned_alloc((size_t)(g->n > 0 ? g->n : 1) * sizeof(float));
-    ds_grads_zero(g);
+    g->mem = m->mem;
+    g->g = ds_model_mem_alloc(g->mem, (size_t)g->n * sizeof(float)); /* zero-filled */
+    if (!g->g) return ds_err("gradients: the %s device could not allocate them", g->mem->name);
     return 0;
 }
 
 void ds_grads_free(ds_grads *g) {
-    ds_free_aligned(g->g);
+    ds_model_mem_free(g->mem, g->g);
     memset(g, 0, sizeof *g);
 }
 
-void ds_grads_zero(ds_grads *g) { memset(g->g, 0, (size_t)g->n * sizeof(float)); }
+void ds_grads_zero(ds_grads *g) {
+    if (g->mem) g->mem->memset(g->g, 0, (size_t)g->n * sizeof(float));
+    else memset(g->g, 0, (size_t)g->n * sizeof(float));
+}
 
 /* one reduction over the whole buffer (finite iff every element is, the sum
  * being in double); per tensor only to name the bad one */
@@ -152,14 +156,19 @@ int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T) {
         return -1;
     }
     w->arena_floats = cv.off;
-    w->arena = ds_aligned_alloc(cv.off * sizeof(float));
+    w->mem = m->mem;
+    w->arena = ds_model_mem_alloc(w->mem, cv.off * sizeof(float));
+    if (!w->arena) {
+        ds_bwd_free(w);
+        return ds_err("%s: the %s device could not allocate them", what, m->mem->name);
+    }
     cv = (carver){w->arena, 0};
     carve_bwd(&cv, w, m);
     return 0;
 }
 
 void ds_bwd_free(ds_bwd *w) {
-    ds_free_aligned(w->arena);
+    ds_model_mem_free(w->mem, w->arena);
     free(w->dh);
     free(w->expert_grads);
     free(w->targets_h);
@@ -404,6 +413,13 @@ int ds_grads_write(const char *path, const ds_model *m, const ds_grads *g, const
     char (*names)[128] = ds_calloc((size_t)cap, 128);
     float *vals = ds_calloc((size_t)cap, sizeof(float));
     int64_t n = 0;
+    /* gradients on a device: written from a host copy */
+    const float *gh = g->g;
+    float *staged = NULL;
+    if (g->mem && !g->mem->host_visible) {
+        gh = staged = ds_malloc((size_t)(g->n > 0 ? g->n : 1) * sizeof(float));
+        g->mem->copy_d2h(staged, g->g, (size_t)g->n * sizeof(float));
+    }
 #define SCALAR(val, ...)                                                          \
     do {                                                                          \
         snprintf(names[n], 128, __VA_ARGS__);                                     \
@@ -432,7 +448,7 @@ int ds_grads_write(const char *path, const ds_model *m, const ds_grads *g, const
         if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
         if ((p->flags & DS_PARAM_MTP) && !mtp) continue;
         snprintf(names[n], 128, "grad.%s", p->name);
-        e[n] = (ds_st_entry){names[n], DS_F32, p->ndim, {p->shape[0], p->shape[1]}, g->g + p->offset};
+        e[n] = (ds_st_entry){names[n], DS_F32, p->ndim, {p->shape[0], p->shape[1]}, gh + p->offset};
         n++;
     }
     static const char *const meta[] = {"format", "pt", NULL};
@@ -440,5 +456,6 @@ int ds_grads_write(const char *path, const ds_model *m, const ds_grads *g, const
     free(e);
     free(names);
     free(vals);
+    free(staged);
     return rc;
 }

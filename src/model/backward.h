@@ -36,6 +36,7 @@
 typedef struct {
     float *g;             /* layout.total floats, same offsets as ds_model.params */
     int64_t n;
+    const struct ds_ops *mem; /* the model's: where g lives (NULL: host) */
 } ds_grads;
 
 int ds_grads_create(ds_grads *g, const ds_model *m);
@@ -84,6 +85,7 @@ typedef struct {
 /* Scratch of the backward pass, allocated once for (model, B, T). */
 typedef struct {
     int64_t B, T;
+    const struct ds_ops *mem;    /* the model's: where the arena lives (NULL: host) */
     float *arena;
     size_t arena_floats;
     /* main stream */

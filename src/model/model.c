@@ -134,13 +134,14 @@ static int setup_fp8(ds_model *m, const uint8_t *res) {
     m->fp8_scale_numel = ns;
     m->bf16_numel = nb;
     if (check_weight_mem(m)) return -1;
-    m->fp8_codes = ds_aligned_alloc((size_t)(nq > 0 ? nq : 1));
-    m->fp8_scales = ds_aligned_alloc((size_t)(ns > 0 ? ns : 1) * sizeof(float));
-    memset(m->fp8_codes, 0, (size_t)nq);
-    memset(m->fp8_scales, 0, (size_t)ns * sizeof(float));
-    m->bf16_w = ds_aligned_alloc((size_t)(nb > 0 ? nb : 1) * sizeof(uint16_t));
-    memset(m->bf16_w, 0, (size_t)nb * sizeof(uint16_t));
     m->fp8w = ds_calloc((size_t)lo->n, sizeof(ds_fp8w));
+    return 0;
+}
+
+/* The FP8/BF16 descriptors of the resident entries over the code, scale and
+ * BF16 allocations (again after they moved, ds_model_to). */
+static void describe_fp8(ds_model *m) {
+    const ds_layout *lo = &m->layout;
     int64_t oq = 0, os = 0, ob = 0;
     for (int64_t i = 0; i < lo->n; i++) {
         const ds_param *p = &lo->p[i];
@@ -156,27 +157,50 @@ static int setup_fp8(ds_model *m, const uint8_t *res) {
     /* aliases (tied head, MTP copies) describe their source's weight */
     for (int64_t i = 0; i < lo->n; i++)
         if (lo->p[i].flags & DS_PARAM_ALIAS) m->fp8w[i] = m->fp8w[lo->p[i].alias_of];
-    return 0;
+}
+
+/* ---- weight memory: the table's (m->mem), or host memory when there is none */
+
+void *ds_model_mem_alloc(const struct ds_ops *mem, size_t bytes) {
+    return mem ? mem->alloc(bytes ? bytes : 1) : ds_aligned_alloc(bytes ? bytes : 1);
+}
+
+void ds_model_mem_free(const struct ds_ops *mem, void *p) {
+    if (!p) return;
+    if (mem) mem->free(p);
+    else ds_free_aligned(p);
+}
+
+/* The weight allocations (zero-filled): FP32 parameters, and for a resident
+ * model its codes, scales and BF16 weights.  -1 (nothing left allocated)
+ * when the table's alloc fails. */
+static int alloc_weights(ds_model *m) {
+    m->params = ds_model_mem_alloc(m->mem, (size_t)m->layout.total * sizeof(float));
+    if (m->fp8w) {
+        m->fp8_codes = ds_model_mem_alloc(m->mem, (size_t)m->fp8_numel);
+        m->fp8_scales = ds_model_mem_alloc(m->mem, (size_t)m->fp8_scale_numel * sizeof(float));
+        m->bf16_w = ds_model_mem_alloc(m->mem, (size_t)m->bf16_numel * sizeof(uint16_t));
+    }
+    if (m->params && (!m->fp8w || (m->fp8_codes && m->fp8_scales && m->bf16_w))) return 0;
+    ds_model_mem_free(m->mem, m->params);
+    ds_model_mem_free(m->mem, m->fp8_codes);
+    ds_model_mem_free(m->mem, m->fp8_scales);
+    ds_model_mem_free(m->mem, m->bf16_w);
+    m->params = NULL, m->fp8_codes = NULL, m->fp8_scales = NULL, m->bf16_w = NULL;
+    return -1;
 }
 
 int ds_model_create(ds_model *m, const ds_config *c) { return ds_model_create_ex(m, c, NULL); }
 
 int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res) {
-    memset(m, 0, sizeof *m);
-    m->cfg = *c;
-    if (ds_layout_build(&m->layout, c)) return -1;
-    int any = 0;
-    for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
-    if (any ? setup_fp8(m, res) : check_weight_mem(m)) {
-        ds_layout_free(&m->layout);
-        return -1;
-    }
-    m->params = ds_aligned_alloc((size_t)(m->layout.total > 0 ? m->layout.total : 1) * sizeof(float));
-    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, E = c->n_routed_experts;
-    m->nblocks = L + D;
-    m->blocks = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block));
-    m->expert_ptrs = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(float *));
-    if (m->fp8w) m->expert_fp8 = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(ds_fp8w *));
+    return ds_model_create_on(m, c, res, NULL);
+}
+
+/* The parameter pointers of the blocks, the head and the experts (from
+ * m->params and m->fp8w; again after the weights moved, ds_model_to). */
+static void bind(ds_model *m) {
+    const ds_config *c = &m->cfg;
+    const int64_t L = c->num_hidden_layers, E = c->n_routed_experts;
     m->embed = P(m, "model.embed_tokens.weight", 0, -1);
     m->norm = P(m, "model.norm.weight", 0, -1);
     m->lm_head = P(m, "lm_head.weight", 0, -1);
@@ -252,19 +276,81 @@ int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res) {
             b->head_norm = P(m, "model.layers.%lld.shared_head.norm.weight", ll, -1);
         }
     }
+}
+
+int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->mem = mem;
+    if (ds_layout_build(&m->layout, c)) return -1;
+    int any = 0;
+    for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
+    if (any ? setup_fp8(m, res) : check_weight_mem(m)) {
+        free(m->fp8w);
+        ds_layout_free(&m->layout);
+        return -1;
+    }
+    if (alloc_weights(m)) {
+        free(m->fp8w);
+        ds_layout_free(&m->layout);
+        return ds_err("model weights: the %s device could not allocate them", mem ? mem->name : "host");
+    }
+    if (m->fp8w) describe_fp8(m);
+    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, E = c->n_routed_experts;
+    m->nblocks = L + D;
+    m->blocks = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block));
+    m->expert_ptrs = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(float *));
+    if (m->fp8w) m->expert_fp8 = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(ds_fp8w *));
+    bind(m);
     m->inv_freq = ds_calloc((size_t)(c->qk_rope_head_dim / 2 + 1), sizeof(float));
     ds_rope_setup(c, m->inv_freq, &m->attn_factor, &m->softmax_scale);
     return 0;
 }
 
+/* one allocation of n bytes from m->mem to a fresh one of mem: *p replaced */
+static int move_alloc(void **p, size_t n, const struct ds_ops *from, const struct ds_ops *to) {
+    void *q = ds_model_mem_alloc(to, n);
+    if (!q) return -1;
+    if (n) {
+        if (!from) to->copy_h2d(q, *p, n);
+        else if (from->host_visible) to->copy_h2d(q, *p, n);
+        else if (to->host_visible) from->copy_d2h(q, *p, n);
+        else { /* between two devices: through the host */
+            void *h = ds_malloc(n);
+            from->copy_d2h(h, *p, n);
+            to->copy_h2d(q, h, n);
+            free(h);
+        }
+    }
+    ds_model_mem_free(from, *p);
+    *p = q;
+    return 0;
+}
+
+int ds_model_to(ds_model *m, const struct ds_ops *mem) {
+    if (mem == m->mem) return 0;
+    const struct ds_ops *from = m->mem;
+    if (move_alloc((void **)&m->params, (size_t)m->layout.total * sizeof(float), from, mem)) goto fail;
+    if (m->fp8w && (move_alloc((void **)&m->fp8_codes, (size_t)m->fp8_numel, from, mem) ||
+                    move_alloc((void **)&m->fp8_scales, (size_t)m->fp8_scale_numel * sizeof(float), from, mem) ||
+                    move_alloc((void **)&m->bf16_w, (size_t)m->bf16_numel * sizeof(uint16_t), from, mem)))
+        goto fail;
+    m->mem = mem;
+    if (m->fp8w) describe_fp8(m);
+    bind(m);
+    return 0;
+fail:
+    return ds_err("model weights: the %s device could not allocate them", mem ? mem->name : "host");
+}
+
 void ds_model_free(ds_model *m) {
-    ds_free_aligned(m->params);
+    ds_model_mem_free(m->mem, m->params);
     free(m->blocks);
     free(m->expert_ptrs);
     free(m->inv_freq);
-    ds_free_aligned(m->fp8_codes);
-    ds_free_aligned(m->fp8_scales);
-    ds_free_aligned(m->bf16_w);
+    ds_model_mem_free(m->mem, m->fp8_codes);
+    ds_model_mem_free(m->mem, m->fp8_scales);
+    ds_model_mem_free(m->mem, m->bf16_w);
     free(m->fp8w);
     free(m->expert_fp8);
     ds_layout_free(&m->layout);
@@ -275,14 +361,20 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
     ds_rng r;
     ds_rng_seed(&r, seed);
     float std = (float)m->cfg.initializer_range;
+    /* filled on the host: in place when the weights are host-visible, else
+     * per tensor into a staging buffer copied to the device */
+    const int staged = m->mem && !m->mem->host_visible;
+    float *stage = NULL;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
         if ((p->flags & DS_PARAM_ALIAS) || p->offset < 0) continue; /* FP8-resident: no FP32 storage */
-        float *x = m->params + p->offset;
+        float *x = staged ? (stage = ds_realloc(stage, (size_t)p->numel * sizeof(float))) : m->params + p->offset;
         if (p->flags & DS_PARAM_NORM) ds_fill_f32(x, p->numel, 1.0f);
         else if (p->flags & DS_PARAM_ZERO) ds_fill_f32(x, p->numel, 0.0f);
         else ds_rng_fill_normal(&r, x, p->numel, std);
+        if (staged) m->mem->copy_h2d(m->params + p->offset, x, (size_t)p->numel * sizeof(float));
     }
+    free(stage);
 }
 
 /* Router settings of a config (doc §5.2): greedy is group-limited selection
@@ -442,7 +534,12 @@ int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int m
         return -1;
     }
     a->arena_floats = cv.off;
-    a->arena = ds_aligned_alloc(cv.off * sizeof(float));
+    a->mem = m->mem;
+    a->arena = ds_model_mem_alloc(a->mem, cv.off * sizeof(float));
+    if (!a->arena) {
+        ds_acts_free(a);
+        return ds_err("%s: the %s device could not allocate them", what, m->mem ? m->mem->name : "host");
+    }
     cv = (carver){a->arena, 0};
     carve_all(&cv, a, m);
     /* the host side of each MoE layer: its load counts and offsets */
@@ -483,7 +580,7 @@ void ds_fp8_act_load(const struct ds_ops *ops, float *x, const ds_fp8_act *c, in
 }
 
 void ds_acts_free(ds_acts *a) {
-    ds_free_aligned(a->arena);
+    ds_model_mem_free(a->mem, a->arena);
     free(a->host);
     free(a->blk);
     free(a->mtp_logits);

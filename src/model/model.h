@@ -54,6 +54,10 @@ typedef struct {
 typedef struct {
     ds_config cfg;
     ds_layout layout;
+    /* the table whose memory holds the weights (params, codes, scales, BF16
+     * weights) and, after them, the arenas and gradients made for this model;
+     * NULL: host memory (ds_aligned_alloc) */
+    const struct ds_ops *mem;
     float *params;          /* layout.total floats */
     float *embed;           /* (V, H) */
     float *norm;            /* (H) */
@@ -108,6 +112,9 @@ typedef struct ds_load_opts {
      * $DSV3_ALLOW_NONFINITE is set to something other than 0, such a tensor
      * is an error naming it and its first bad element) */
     int allow_nonfinite;
+    /* the table whose memory the weights go to (ds_model_to after the load
+     * on the host); NULL: host memory */
+    const struct ds_ops *mem;
 } ds_load_opts;
 int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
 /* Values of ds_model_create_ex's per-entry residency array. */
@@ -116,6 +123,18 @@ enum { DS_RESIDENT_F32 = 0, DS_RESIDENT_FP8 = 1, DS_RESIDENT_BF16 = 2 };
  * DS_RESIDENT_BF16 are FP8- / BF16-resident (as ds_model_create otherwise;
  * codes, scales and BF16 weights zero). */
 int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res);
+/* The same with the weights in the memory of table mem (its alloc; NULL: host
+ * memory); the model's arenas, gradients and backward buffers follow it. */
+int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem);
+/* Move the weights of m into the memory of mem (alloc, copy, free the old;
+ * pointers rebound): a loaded or initialised host model onto a device.  Make
+ * the arenas after the move.  0, or -1 with ds_err (the model unchanged
+ * where the first allocation failed). */
+int ds_model_to(ds_model *m, const struct ds_ops *mem);
+/* Allocation in the memory of a table (NULL: host memory; zero-filled, at
+ * least one byte), and its release (NULL pointers ignored). */
+void *ds_model_mem_alloc(const struct ds_ops *mem, size_t bytes);
+void ds_model_mem_free(const struct ds_ops *mem, void *p);
 
 /* Resident weight memory. */
 typedef struct {
@@ -220,6 +239,7 @@ typedef struct {
 typedef struct {
     int64_t B, T;
     int mtp;                      /* run the MTP modules */
+    const struct ds_ops *mem;     /* the model's: where the arena lives (NULL: host) */
     float *arena;
     size_t arena_floats;
     float *cos_t, *sin_t;         /* (T, dr/2) */
