@@ -3,6 +3,7 @@
 #   make SAN=1 test    the suite under ASan + UBSan (separate build folder)
 #   make bench         benchmarks (JSON in bench/results/)
 #   make fuzz          libFuzzer targets for the parsers (clang)
+#   make check-engine  the engine rule of docs/engine.md §2.6 (tools/check_engine.sh)
 #   make run           the main job (see README)
 # Every source file under src/<layer>/ is picked up by wildcard; tests/test_*.c
 # register themselves, so adding a file needs no edit here.
@@ -76,7 +77,7 @@ else
   BIN := dsv3
 endif
 
-.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests
+.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests check-engine
 all: info $(BIN) libdsv3.a
 
 info:
@@ -114,6 +115,9 @@ test: deps
 	@DSV3=./$(BIN) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/test_dsv3 $(T)
 
 build-tests: info $(BIN) $(BUILD)/test_dsv3
+
+check-engine:
+	@bash tools/check_engine.sh
 
 bench: all
 	@mkdir -p bench/results

@@ -92,6 +92,9 @@ TEST(backend_tables) {
             struct ds_ops rest = ops;
             rest.matmul_forward = bases[d]->matmul_forward, rest.matmul_backward = bases[d]->matmul_backward;
             rest.linear_forward = bases[d]->linear_forward, rest.linear_backward = bases[d]->linear_backward;
+            /* the FP8 linears need quantized copies: their workspace size goes with them */
+            rest.linear_workspace = bases[d]->linear_workspace;
+            if (prec == DS_PREC_FP8) CHECK(ops.linear_workspace != bases[d]->linear_workspace);
             CHECK_MSG(!memcmp(&rest, bases[d], sizeof rest), "%s prec %d: an entry besides the GEMMs differs",
                       devs[d], prec);
             if (prec == DS_PREC_FP32) CHECK(!memcmp(&ops, bases[d], sizeof ops));

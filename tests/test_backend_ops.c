@@ -5,13 +5,22 @@
  * written here from the entry's definition (backend/cpu/kernels.h), on odd
  * shapes and on one large enough for the CPU entries to split over threads.
  * The sums keep the reference's order (k ascending from 0), so the oracle is
- * exact too.
+ * exact too.  The entries of steps 4-6 (moe_sort, grouped_linear_*, the row
+ * moves' backwards, embedding_bf16, act_quant/dequant, balance_loss, sumsq,
+ * memory) are checked the same way on docs/engine.md §4.2's odd shapes, with
+ * oracles from their definitions (a double GEMM, adjoint identities, the
+ * E4M3 scale rule) and, for grouped_linear, a counting table that sees every
+ * expert GEMM go through `self`.
  */
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/ops.h"
 #include "base/base.h"
+#include "num/dtype.h"
+#include "num/quant.h"
 #include "test.h"
 
 static void fill(ds_rng *r, float *x, int64_t n) {
@@ -159,5 +168,359 @@ TEST(backend_ops_rope_tables) {
         CHECK_NEAR(worst, 0, 1e-6);
         CHECK(c_r[0] == af && s_r[0] == 0); /* position 0: angle 0 */
         free(inv), free(c_c), free(s_c), free(c_r), free(s_r);
+    }
+}
+
+/* ---- the entries of steps 4-6 (model side) ------------------------------------- */
+
+static const struct ds_ops *const tables[] = {&ds_ops_cpu, &ds_ops_ref};
+
+/* shapes: N tokens, K experts each of E, row width H (docs/engine.md §4.2: N 1, 3, 17; H 5, 129; E 3, 7; K 1, 2) */
+static const int64_t odd[][4] = {{1, 1, 3, 5}, {3, 2, 7, 129}, {17, 2, 3, 5}, {17, 1, 7, 129}, {301, 2, 3, 33}};
+
+TEST(backend_ops_moe_sort) {
+    ds_rng r;
+    ds_rng_seed(&r, 43);
+    for (size_t si = 0; si < sizeof odd / sizeof odd[0]; si++) {
+        const int64_t N = odd[si][0], K = odd[si][1], E = odd[si][2], S = N * K;
+        int32_t *idx = malloc((size_t)S * 4), *order = malloc((size_t)S * 4), *pos = malloc((size_t)S * 4);
+        int64_t *cnt = malloc((size_t)E * 8), *off = malloc((size_t)(E + 1) * 8);
+        random_idx(&r, idx, N, K, E);
+        for (int t = 0; t < 2; t++) {
+            memset(order, 0xff, (size_t)S * 4);
+            tables[t]->moe_sort(cnt, off, order, pos, idx, N, K, E);
+            /* oracle: counts by counting, offsets their prefix sums, order lists
+             * the slots of expert 0, then 1, ... each ascending; pos inverts order */
+            int bad = 0;
+            int64_t at = 0;
+            for (int64_t e = 0; e < E; e++) {
+                int64_t c = 0;
+                if (off[e] != at) bad++;
+                for (int64_t s = 0; s < S; s++)
+                    if (idx[s] == e) {
+                        if (order[at] != s || pos[s] != at) bad++;
+                        at++, c++;
+                    }
+                if (cnt[e] != c) bad++;
+            }
+            if (off[E] != S) bad++;
+            CHECK_MSG(!bad, "%s moe_sort: %d wrong at N=%lld K=%lld E=%lld", tables[t]->name, bad, (long long)N,
+                      (long long)K, (long long)E);
+        }
+        free(idx), free(order), free(pos), free(cnt), free(off);
+    }
+}
+
+/* the counting wrapper: a table whose linear entries count their calls, so a
+ * grouped entry is seen to go through self (FP8 capture depends on it) */
+static struct ds_ops counted;
+static const struct ds_ops *counted_base;
+static int n_linear_calls;
+static void count_fwd(float *out, const float *inp, const float *w, const float *b, int64_t N, int64_t C, int64_t OC) {
+    __atomic_fetch_add(&n_linear_calls, 1, __ATOMIC_RELAXED);
+    counted_base->linear_forward(out, inp, w, b, N, C, OC);
+}
+static void count_fwd8(float *out, const float *inp, const ds_fp8w *w, const float *b, int64_t N, int64_t C,
+                       int64_t OC) {
+    __atomic_fetch_add(&n_linear_calls, 1, __ATOMIC_RELAXED);
+    counted_base->linear_fp8w_forward(out, inp, w, b, N, C, OC);
+}
+static void count_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int64_t N,
+                      int64_t C, int64_t OC, int acc) {
+    __atomic_fetch_add(&n_linear_calls, 1, __ATOMIC_RELAXED);
+    counted_base->linear_backward(dinp, dw, db, dout, inp, w, N, C, OC, acc);
+}
+
+TEST(backend_ops_grouped_linear) {
+    ds_rng r;
+    ds_rng_seed(&r, 44);
+    for (size_t si = 0; si < sizeof odd / sizeof odd[0]; si++) {
+        const int64_t N = odd[si][0], K = odd[si][1], E = odd[si][2], C = odd[si][3], OC = 7 + (int64_t)si * 5;
+        const int64_t R = N * K;
+        int32_t *idx = malloc((size_t)R * 4), *order = malloc((size_t)R * 4), *pos = malloc((size_t)R * 4);
+        int64_t *cnt = malloc((size_t)E * 8), *off = malloc((size_t)(E + 1) * 8);
+        random_idx(&r, idx, N, K, E);
+        ds_moe_sort(cnt, off, order, pos, idx, N, K, E);
+        float *inp = malloc((size_t)(R * C) * 4), *dout = malloc((size_t)(R * OC) * 4);
+        float *wall = malloc((size_t)(E * OC * C) * 4), *out[2], *dinp[2], *dwall[2];
+        const float **w = malloc((size_t)E * sizeof *w);
+        float **dw[2];
+        fill(&r, inp, R * C), fill(&r, dout, R * OC), fill(&r, wall, E * OC * C);
+        for (int64_t e = 0; e < E; e++) w[e] = wall + e * OC * C;
+        int64_t used = 0;
+        for (int64_t e = 0; e < E; e++) used += cnt[e] > 0;
+        for (int t = 0; t < 2; t++) {
+            counted = *tables[t];
+            counted_base = tables[t];
+            counted.linear_forward = count_fwd, counted.linear_backward = count_bwd;
+            out[t] = malloc((size_t)(R * OC) * 4), dinp[t] = malloc((size_t)(R * C) * 4);
+            dwall[t] = calloc((size_t)(E * OC * C), 4), dw[t] = malloc((size_t)E * sizeof(float *));
+            for (int64_t e = 0; e < E; e++) dw[t][e] = dwall[t] + e * OC * C;
+            memset(out[t], 0xff, (size_t)(R * OC) * 4);
+            n_linear_calls = 0;
+            counted.grouped_linear_forward(&counted, out[t], inp, w, NULL, cnt, off, E, C, OC);
+            CHECK_MSG(n_linear_calls == used, "%s grouped forward: %d linear calls for %lld experts with rows",
+                      tables[t]->name, n_linear_calls, (long long)used);
+            n_linear_calls = 0;
+            memset(dinp[t], 0, (size_t)(R * C) * 4);
+            counted.grouped_linear_backward(&counted, dinp[t], dw[t], dout, inp, w, cnt, off, E, C, OC, 0);
+            counted.grouped_linear_backward(&counted, dinp[t], dw[t], dout, inp, w, cnt, off, E, C, OC, 1);
+            CHECK(n_linear_calls == 2 * used);
+            /* oracle in double: out_s = inp_s · W_eᵀ for the expert e owning sorted row s;
+             * dinp = 2·dout·W_e (written, then added), dW_e = 2·Σ_s dout_sᵀ inp_s */
+            double worst = 0, worst_d = 0, worst_w = 0;
+            for (int64_t e = 0; e < E; e++)
+                for (int64_t s = off[e]; s < off[e] + cnt[e]; s++) {
+                    for (int64_t o = 0; o < OC; o++) {
+                        double a = 0;
+                        for (int64_t c = 0; c < C; c++) a += (double)inp[s * C + c] * w[e][o * C + c];
+                        worst = fmax(worst, fabs(out[t][s * OC + o] - a) / (1 + fabs(a)));
+                    }
+                    for (int64_t c = 0; c < C; c++) {
+                        double a = 0;
+                        for (int64_t o = 0; o < OC; o++) a += (double)dout[s * OC + o] * w[e][o * C + c];
+                        worst_d = fmax(worst_d, fabs(dinp[t][s * C + c] - 2 * a) / (1 + fabs(a)));
+                    }
+                }
+            for (int64_t e = 0; e < E; e++)
+                for (int64_t o = 0; o < OC; o++)
+                    for (int64_t c = 0; c < C; c++) {
+                        double a = 0;
+                        for (int64_t s = off[e]; s < off[e] + cnt[e]; s++) a += (double)dout[s * OC + o] * inp[s * C + c];
+                        worst_w = fmax(worst_w, fabs(dw[t][e][o * C + c] - 2 * a) / (1 + fabs(a)));
+                    }
+            CHECK_MSG(worst < 1e-5 && worst_d < 1e-5 && worst_w < 1e-5,
+                      "%s grouped linear vs oracle: out %.3g dinp %.3g dw %.3g (shape %zu)", tables[t]->name, worst,
+                      worst_d, worst_w, si);
+        }
+        /* the same GEMMs as the linear entries give, one expert at a time (bit
+         * for bit, but for cpu with the experts in parallel, R >= 64·E: each
+         * GEMM then runs on one thread, which may sum in another order) */
+        const int exact_cpu = R < 64 * E;
+        float *y = malloc((size_t)(R * OC) * 4);
+        for (int t = 0; t < 2; t++) {
+            for (int64_t e = 0; e < E; e++)
+                if (cnt[e]) tables[t]->linear_forward(y + off[e] * OC, inp + off[e] * C, w[e], NULL, cnt[e], C, OC);
+            CHECK_MSG((t == 0 && !exact_cpu) || same_bits(y, out[t], R * OC),
+                      "%s grouped forward != linear per expert (shape %zu)", tables[t]->name, si);
+        }
+        /* FP8-resident experts: through linear_fp8w_forward, per expert */
+        uint8_t *q = malloc((size_t)(E * OC * C));
+        int64_t ns = ds_quant_scale_count(DS_QUANT_BLOCK_128x128, OC, C);
+        float *sc = malloc((size_t)(E * ns) * 4);
+        ds_fp8w *d8 = calloc((size_t)E, sizeof *d8);
+        const ds_fp8w **w8 = calloc((size_t)E, sizeof *w8);
+        ds_quant_opts qo = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
+        for (int64_t e = 0; e < E; e++) {
+            CHECK(ds_quantize(q + e * OC * C, sc + e * ns, w[e], OC, C, &qo) == 0);
+            d8[e] = (ds_fp8w){q + e * OC * C, sc + e * ns, OC, C, NULL};
+            w8[e] = e % 2 ? &d8[e] : NULL; /* odd experts FP8-resident, even ones FP32 */
+        }
+        for (int t = 0; t < 2; t++) {
+            counted = *tables[t];
+            counted_base = tables[t];
+            counted.linear_forward = count_fwd, counted.linear_fp8w_forward = count_fwd8;
+            n_linear_calls = 0;
+            counted.grouped_linear_forward(&counted, out[t], inp, w, w8, cnt, off, E, C, OC);
+            CHECK(n_linear_calls == used);
+            for (int64_t e = 0; e < E; e++) {
+                if (!cnt[e]) continue;
+                if (w8[e]) tables[t]->linear_fp8w_forward(y + off[e] * OC, inp + off[e] * C, w8[e], NULL, cnt[e], C, OC);
+                else tables[t]->linear_forward(y + off[e] * OC, inp + off[e] * C, w[e], NULL, cnt[e], C, OC);
+            }
+            CHECK_MSG((t == 0 && !exact_cpu) || same_bits(y, out[t], R * OC),
+                      "%s grouped forward with FP8 experts != per-expert entries (shape %zu)", tables[t]->name, si);
+            CHECK(ds_test_max_rel(out[t], y, (size_t)(R * OC), 1e-3) < 1e-5);
+        }
+        free(q), free(sc), free(d8), free(w8), free(y);
+        for (int t = 0; t < 2; t++) free(out[t]), free(dinp[t]), free(dwall[t]), free(dw[t]);
+        free(idx), free(order), free(pos), free(cnt), free(off), free(inp), free(dout), free(wall), free(w);
+    }
+}
+
+static double dot(const float *a, const float *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* the row moves' backwards are the adjoints of their forwards:
+ * <dxs, permute(x)> = <permute_backward(dxs), x>,
+ * <dk, K(kv, kva)> + <dv, V(kv)> = <dkv, kv> + <dkva, kva> */
+TEST(backend_ops_row_move_backwards) {
+    ds_rng r;
+    ds_rng_seed(&r, 45);
+    for (size_t si = 0; si < sizeof odd / sizeof odd[0]; si++) {
+        const int64_t N = odd[si][0], K = odd[si][1], E = odd[si][2], H = odd[si][3], S = N * K;
+        int32_t *idx = malloc((size_t)S * 4), *order = malloc((size_t)S * 4), *pos = malloc((size_t)S * 4);
+        int64_t *cnt = malloc((size_t)E * 8), *off = malloc((size_t)(E + 1) * 8);
+        random_idx(&r, idx, N, K, E);
+        ds_moe_sort(cnt, off, order, pos, idx, N, K, E);
+        float *x = malloc((size_t)(N * H) * 4), *dxs = malloc((size_t)(S * H) * 4), *xs = malloc((size_t)(S * H) * 4);
+        float *dx[2] = {malloc((size_t)(N * H) * 4), malloc((size_t)(N * H) * 4)};
+        fill(&r, x, N * H), fill(&r, dxs, S * H);
+        ds_ops_ref.moe_permute(xs, x, order, N, K, H);
+        for (int t = 0; t < 2; t++) {
+            fill(&r, dx[t], N * H);
+            float *base = malloc((size_t)(N * H) * 4);
+            memcpy(base, dx[t], (size_t)(N * H) * 4);
+            tables[t]->moe_permute_backward(dx[t], dxs, pos, N, K, H); /* added */
+            for (int64_t i = 0; i < N * H; i++) dx[t][i] -= base[i];
+            double lhs = dot(dxs, xs, S * H), rhs = dot(dx[t], x, N * H);
+            CHECK_MSG(fabs(lhs - rhs) <= 1e-4 * (1 + fabs(lhs)), "%s permute_backward adjoint: %.9g vs %.9g",
+                      tables[t]->name, lhs, rhs);
+            free(base);
+        }
+        free(idx), free(order), free(pos), free(cnt), free(off), free(x), free(dxs), free(xs), free(dx[0]), free(dx[1]);
+    }
+    for (size_t si = 0; si < sizeof kv_shapes / sizeof kv_shapes[0]; si++) {
+        const int64_t N = kv_shapes[si][0], nh = kv_shapes[si][1], dn = kv_shapes[si][2], dv = kv_shapes[si][3];
+        const int64_t rkv = kv_shapes[si][4], dr = kv_shapes[si][5], dq = dn + dr;
+        const int64_t nkv = N * nh * (dn + dv), nkva = N * (rkv + dr), nk = N * nh * dq, nv = N * nh * dv;
+        float *kv = malloc((size_t)nkv * 4), *kva = malloc((size_t)nkva * 4), *k = malloc((size_t)(nk + 1) * 4);
+        float *v = malloc((size_t)(nv + 1) * 4), *dk = malloc((size_t)(nk + 1) * 4), *dvv = malloc((size_t)(nv + 1) * 4);
+        float *dkv[2], *dkva[2];
+        fill(&r, kv, nkv), fill(&r, kva, nkva), fill(&r, dk, nk), fill(&r, dvv, nv);
+        ds_ops_ref.mla_kv_assemble(k, v, kv, kva, N, nh, dn, dv, rkv, dr);
+        for (int t = 0; t < 2; t++) {
+            dkv[t] = malloc((size_t)(nkv + 1) * 4), dkva[t] = malloc((size_t)(nkva + 1) * 4);
+            memset(dkv[t], 0xff, (size_t)(nkv + 1) * 4), memset(dkva[t], 0xff, (size_t)(nkva + 1) * 4);
+            tables[t]->mla_kv_assemble_backward(dkv[t], dkva[t], dk, dvv, N, nh, dn, dv, rkv, dr);
+            double lhs = dot(dk, k, nk) + dot(dvv, v, nv), rhs = dot(dkv[t], kv, nkv) + dot(dkva[t], kva, nkva);
+            CHECK_MSG(fabs(lhs - rhs) <= 1e-4 * (1 + fabs(lhs)), "%s kv_assemble_backward adjoint: %.9g vs %.9g",
+                      tables[t]->name, lhs, rhs);
+            uint32_t t1, t2; /* nothing written past the ends */
+            memcpy(&t1, dkv[t] + nkv, 4), memcpy(&t2, dkva[t] + nkva, 4);
+            CHECK(t1 == 0xffffffffu && t2 == 0xffffffffu);
+        }
+        CHECK_MSG(same_bits(dkv[0], dkv[1], nkv) && same_bits(dkva[0], dkva[1], nkva),
+                  "kv_assemble_backward cpu != ref at shape %zu", si);
+        free(kv), free(kva), free(k), free(v), free(dk), free(dvv);
+        for (int t = 0; t < 2; t++) free(dkv[t]), free(dkva[t]);
+    }
+}
+
+TEST(backend_ops_embedding_bf16_act_quant) {
+    ds_rng r;
+    ds_rng_seed(&r, 46);
+    static const int64_t sh[][3] = {{1, 5, 3}, {17, 129, 7}, {300, 260, 11}}; /* N, C, V */
+    for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
+        const int64_t N = sh[si][0], C = sh[si][1], V = sh[si][2];
+        uint16_t *tb = malloc((size_t)(V * C) * 2);
+        int32_t *ids = malloc((size_t)N * 4);
+        float *o[2] = {malloc((size_t)(N * C) * 4), malloc((size_t)(N * C) * 4)};
+        for (int64_t i = 0; i < V * C; i++) tb[i] = ds_f32_to_bf16(ds_rng_normal(&r));
+        for (int64_t n = 0; n < N; n++) ids[n] = (int32_t)ds_rng_below(&r, (uint64_t)V);
+        int bad = 0;
+        for (int t = 0; t < 2; t++) {
+            tables[t]->embedding_bf16_forward(o[t], ids, tb, N, C);
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t c = 0; c < C; c++) {
+                    uint32_t bits = (uint32_t)tb[ids[n] * C + c] << 16; /* oracle: BF16 is the top half of FP32 */
+                    float want;
+                    memcpy(&want, &bits, 4);
+                    bad += memcmp(&want, &o[t][n * C + c], 4) != 0;
+                }
+        }
+        CHECK_MSG(!bad, "embedding_bf16 != widened table in %d places (shape %zu)", bad, si);
+        /* act quant 1x128: one scale per row and 128 columns, s = max(amax, 1e-4)/448,
+         * codes within E4M3's rounding of x/s */
+        const int64_t nt = (C + 127) / 128;
+        float *x = malloc((size_t)(N * C) * 4), *s = malloc((size_t)(N * nt) * 4), *y = malloc((size_t)(N * C) * 4);
+        uint8_t *q = malloc((size_t)(N * C));
+        fill(&r, x, N * C);
+        if (N > 1) for (int64_t c = 0; c < C; c++) x[C + c] = 1e-7f * x[C + c]; /* a row under the amax floor */
+        for (int t = 0; t < 2; t++) {
+            tables[t]->act_quant_1x128(q, s, x, N, C);
+            tables[t]->act_dequant_1x128(y, q, s, N, C);
+            int bad_s = 0, bad_x = 0;
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t j = 0; j < nt; j++) {
+                    float amax = 0;
+                    for (int64_t c = j * 128; c < C && c < (j + 1) * 128; c++) amax = fmaxf(amax, fabsf(x[n * C + c]));
+                    float want = fmaxf(amax, 1e-4f) / 448.0f, got = s[n * nt + j];
+                    bad_s += fabsf(got - want) > 1e-6f * want;
+                    for (int64_t c = j * 128; c < C && c < (j + 1) * 128; c++)
+                        bad_x += fabsf(y[n * C + c] - x[n * C + c]) > fabsf(x[n * C + c]) / 16 + got / 512 * 1.0001f;
+                }
+            CHECK_MSG(!bad_s && !bad_x, "%s act_quant_1x128: %d scales, %d values off (shape %zu)", tables[t]->name,
+                      bad_s, bad_x, si);
+        }
+        free(tb), free(ids), free(o[0]), free(o[1]), free(x), free(s), free(y), free(q);
+    }
+}
+
+TEST(backend_ops_balance_loss_entry) {
+    ds_rng r;
+    ds_rng_seed(&r, 47);
+    const int64_t T = 13, E = 6, K = 2, G = 3, M = 2;
+    float *s = malloc((size_t)(T * E) * 4), *ds[2], *coef = malloc((size_t)E * 4), *coef2 = malloc((size_t)E * 4);
+    int32_t *idx = malloc((size_t)(T * K) * 4);
+    uint8_t *sel = malloc((size_t)(T * E)), *sel2 = calloc((size_t)(T * E), 1);
+    for (int64_t i = 0; i < T * E; i++) s[i] = (float)ds_rng_uniform(&r);
+    random_idx(&r, idx, T, K, E);
+    for (int64_t i = 0; i < T; i++) /* oracle of sel: 1 at the chosen experts */
+        for (int64_t k = 0; k < K; k++) sel2[i * E + idx[i * K + k]] = 1;
+    float *ds2 = calloc((size_t)(T * E), 4);
+    ds_balance_terms want = ds_balance_loss_forward(coef2, s, sel2, T, E, K, G, M, 1, 0.1, 0.2, 0.3);
+    ds_balance_loss_backward(ds2, coef2, s, T, E, 1, 0.5);
+    for (int t = 0; t < 2; t++) {
+        ds[t] = calloc((size_t)(T * E), 4);
+        memset(sel, 7, (size_t)(T * E)); /* stale scratch must not matter */
+        ds_balance_terms got;
+        tables[t]->balance_loss(ds[t], coef, sel, s, idx, T, E, K, G, M, 1, 0.1, 0.2, 0.3, 0.5, &got);
+        CHECK(got.expert == want.expert && got.device == want.device && got.comm == want.comm);
+        CHECK(same_bits(ds[t], ds2, T * E) && memcmp(sel, sel2, (size_t)(T * E)) == 0);
+        CHECK(want.expert > 0 && want.comm > 0);
+        free(ds[t]);
+    }
+    free(s), free(coef), free(coef2), free(idx), free(sel), free(sel2), free(ds2);
+}
+
+TEST(backend_ops_sumsq_memory) {
+    static const int64_t ns[] = {0, 1, 5, 129, 70001, 300007};
+    ds_rng r;
+    ds_rng_seed(&r, 48);
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        const int64_t n = ns[i];
+        float *x = malloc((size_t)(n + 1) * 4);
+        fill(&r, x, n);
+        long double want = 0;
+        for (int64_t j = 0; j < n; j++) want += (long double)x[j] * x[j];
+        for (int t = 0; t < 2; t++) {
+            double got = tables[t]->sumsq(x, n);
+            CHECK_MSG(fabsl(got - want) <= 1e-12L * (1 + want), "%s sumsq n=%lld: %.17g vs %.17Lg", tables[t]->name,
+                      (long long)n, got, want);
+        }
+        if (n > 100) { /* huge finite values stay finite; one Inf or NaN among them does not */
+            for (int64_t j = 0; j < n; j++) x[j] = 3e38f;
+            for (int t = 0; t < 2; t++) CHECK(isfinite(tables[t]->sumsq(x, n)));
+            x[n / 2 + 1] = INFINITY;
+            for (int t = 0; t < 2; t++) CHECK(!isfinite(tables[t]->sumsq(x, n)));
+            x[n / 2 + 1] = NAN;
+            for (int t = 0; t < 2; t++) CHECK(isnan(tables[t]->sumsq(x, n)));
+        }
+        free(x);
+    }
+    /* memory: alloc zero-filled and 64-byte aligned; memset and the copies move bytes */
+    for (int t = 0; t < 2; t++) {
+        const struct ds_ops *o = tables[t];
+        CHECK(o->host_visible == 1);
+        unsigned char *a = o->alloc(1000), *b = o->alloc(1000), h[1000];
+        CHECK(a && b && ((uintptr_t)a & 63) == 0);
+        int zero = 1;
+        for (int i = 0; i < 1000; i++) zero &= a[i] == 0;
+        CHECK(zero);
+        for (int i = 0; i < 1000; i++) h[i] = (unsigned char)(i * 7);
+        o->copy_h2d(a, h, 1000);
+        o->copy_d2d(b, a, 999);
+        o->memset(b + 10, 0xab, 5);
+        o->sync();
+        unsigned char back[1000];
+        o->copy_d2h(back, b, 1000);
+        int bad = 0;
+        for (int i = 0; i < 1000; i++) bad += back[i] != (i >= 10 && i < 15 ? 0xab : i < 999 ? h[i] : 0);
+        CHECK_MSG(!bad, "%s memory entries: %d bytes wrong", o->name, bad);
+        o->free(a), o->free(b);
     }
 }

@@ -469,7 +469,7 @@ TEST(moe_combine_gather_backward_fd_and_fast) {
     double *rx = da(NK * H), *xd = da(N * H), *gx = da(N * H);
     fill(dxs, rx, NK * H, 1.0f);
     fd(gx, ga_fwd, &c, xd, N * H, rx, NK * H);
-    ds_moe_gather_backward(dx, dxs, pos, N, K, H);
+    ds_moe_permute_backward(dx, dxs, pos, N, K, H);
     CHECK_FD("gather dx", dx, gx, N * H);
     free(in); free(dy); free(deo); free(dw); free(deo2); free(dw2); free(din); free(r); free(g);
     free(dxs); free(dx); free(rx); free(xd); free(gx);

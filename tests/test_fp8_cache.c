@@ -236,8 +236,8 @@ TEST(fp8_cache_linear_wgrad_meets_deepgemm_criterion) {
         uint8_t *q = ds_malloc((size_t)(N * C));
         float *sc = ds_malloc((size_t)(N * ((C + 127) / 128)) * 4);
         ds_fp8_act c = {q, sc};
-        ds_fp8_act_store(&c, x, N, C);
-        ds_fp8_act_load(xc, &c, N, C);
+        ds_fp8_act_store(&ds_ops_cpu, &c, x, N, C);
+        ds_fp8_act_load(&ds_ops_cpu, xc, &c, N, C);
         float *d32 = ds_calloc((size_t)(OC * C), 4), *d8 = ds_calloc((size_t)(OC * C), 4);
         float *d8c = ds_calloc((size_t)(OC * C), 4);
         ds_ops_cpu.matmul_backward(NULL, d32, NULL, dy, x, w, N, C, OC, 0);

@@ -14,12 +14,17 @@
 /* "ref" is left out on purpose: the scalar references are for tests, not a
  * --device of the CLI. */
 const char *const ds_backend_devices[] = {"cpu", "cuda"};
+
+/* backend/fakedev.c: the cpu kernels over memory the host cannot touch
+ * (tests; like "ref", not a --device of the CLI) */
+extern const struct ds_ops ds_ops_fakedev;
 const int ds_backend_ndevices = 2;
 
 const struct ds_ops *ds_backend_get(const char *device) {
     if (!device) device = "cpu";
     if (!strcmp(device, "cpu")) return &ds_ops_cpu;
     if (!strcmp(device, "ref")) return &ds_ops_ref;
+    if (!strcmp(device, "fakedev")) return &ds_ops_fakedev;
     if (!strcmp(device, "cuda")) {
         ds_err("--device cuda: this dsv3 was built without CUDA");
         return NULL;
@@ -37,6 +42,7 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision) {
     if (!base) return -1;
     if (precision != DS_PREC_FP32 && precision != DS_PREC_BF16 && precision != DS_PREC_FP8)
         return ds_err("precision %d: unknown (fp32, bf16, fp8)", precision);
+    if (base == &ds_ops_fakedev && precision != DS_PREC_FP32) return ds_err("fakedev: FP32 only");
     *ops = *base;
     int ref = base == &ds_ops_ref;
     if (precision == DS_PREC_BF16) {

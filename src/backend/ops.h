@@ -10,7 +10,10 @@
 #ifndef DS_OPS_H
 #define DS_OPS_H
 
+#include <stddef.h>
+
 #include "backend/cpu/backward.h"
+#include "backend/cpu/balance_loss.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/linear_fp8w.h"
 
@@ -133,6 +136,47 @@ struct ds_ops {
                          int64_t top_k, double top_p);
     /* the token drawn from prob (V) with u in [0,1) from the host RNG */
     int32_t (*sample_pick)(const float *prob, int64_t V, double u);
+    /* ---- engine, model side (docs/engine.md steps 4-6; backend/cpu/kernels.h,
+     * backward.h, memory.c).  [dev] pointers are memory of this table (its
+     * alloc), [host] host memory; host_visible = 1: the two coincide. */
+    int host_visible;
+    void *(*alloc)(size_t bytes);                 /* 64-byte aligned, zero-filled; NULL + ds_err on failure */
+    void (*free)(void *p);
+    void (*memset)(void *dst, int byte, size_t bytes);
+    void (*copy_h2d)(void *dst, const void *src, size_t bytes);
+    void (*copy_d2h)(void *dst, const void *src, size_t bytes);   /* dst valid on return */
+    void (*copy_d2d)(void *dst, const void *src, size_t bytes);
+    void (*sync)(void);
+    /* load count + expert-sorted slots: counts (E), offsets (E+1), order, pos (N*K) of idx (N,K) */
+    void (*moe_sort)(int64_t *counts, int64_t *offsets, int32_t *order, int32_t *pos, const int32_t *idx,
+                     int64_t N, int64_t K, int64_t E);
+    /* per expert e with counts[e] rows at offsets[e] of the expert-sorted rows:
+     * out (R,OC) rows = inp (R,C) rows · W_eᵀ, through self->linear_forward, or
+     * self->linear_fp8w_forward where w8 && w8[e] (FP8/BF16-resident);
+     * w, w8 [host] arrays of E [dev] weights (w8 may be NULL); counts, offsets [host] */
+    void (*grouped_linear_forward)(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
+                                   const ds_fp8w *const *w8, const int64_t *counts, const int64_t *offsets, int64_t E,
+                                   int64_t C, int64_t OC);
+    /* out (N,C) = widen(wte[ids[n]]) of a BF16 table wte (V,C) */
+    void (*embedding_bf16_forward)(float *out, const int32_t *ids, const uint16_t *wte, int64_t N, int64_t C);
+    /* backward of grouped_linear_forward (FP32 weights): per expert through
+     * self->linear_backward: dinp rows written (acc 0) or added (acc 1),
+     * dw[e] (OC,C) += */
+    void (*grouped_linear_backward)(const struct ds_ops *self, float *dinp, float *const *dw, const float *dout,
+                                    const float *inp, const float *const *w, const int64_t *counts,
+                                    const int64_t *offsets, int64_t E, int64_t C, int64_t OC, int acc);
+    /* backward of mla_kv_assemble: dkv (N,nh,dn+dv) written, dkva (N,rkv+dr)
+     * written (latent part 0, k_pe part = Σ over heads) from dk (N,nh,dn+dr), dv (N,nh,dv) */
+    void (*mla_kv_assemble_backward)(float *dkv, float *dkva, const float *dk, const float *dv, int64_t N,
+                                     int64_t nh, int64_t dn, int64_t dv_, int64_t rkv, int64_t dr);
+    /* backward of moe_permute: dx (N,H) += Σ_k dxs[pos[n,k]] (dxs (N*K,H)) */
+    void (*moe_permute_backward)(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H);
+    /* balance losses of one sequence (balance_loss.h): dscores (T,E) +=
+     * scale·dL/ds; coef (E), sel (T,E) scratch; scores (T,E), idx (T,K);
+     * G device groups, M devices per token; terms [host] before the weights */
+    void (*balance_loss)(float *dscores, float *coef, uint8_t *sel, const float *scores, const int32_t *idx,
+                         int64_t T, int64_t E, int64_t K, int64_t G, int64_t M, int normalize, double a_exp,
+                         double a_dev, double a_comm, double scale, ds_balance_terms *terms);
 };
 
 extern const struct ds_ops ds_ops_cpu;

@@ -260,6 +260,14 @@ float ds_rng_normal(ds_rng *r) {
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+void ds_rng_fill_normal(ds_rng *r, float *x, int64_t n, float std) {
+    for (int64_t i = 0; i < n; i++) x[i] = std * ds_rng_normal(r);
+}
+
+void ds_fill_f32(float *x, int64_t n, float v) {
+    for (int64_t i = 0; i < n; i++) x[i] = v;
+}
+
 uint64_t ds_rng_below(ds_rng *r, uint64_t n) {
     if (n <= 1) return 0;
     uint64_t lim = UINT64_MAX - UINT64_MAX % n, x;

@@ -99,6 +99,10 @@ uint64_t ds_rng_u64(ds_rng *r);
 double ds_rng_uniform(ds_rng *r);          /* [0, 1) with 53 bits */
 float ds_rng_normal(ds_rng *r);            /* N(0, 1), Box-Muller */
 uint64_t ds_rng_below(ds_rng *r, uint64_t n); /* uniform in [0, n) */
+/* Host fills (model init, docs/engine.md §1.1): x[i] = std·N(0,1) drawn in
+ * order i = 0..n-1; x[i] = v. */
+void ds_rng_fill_normal(ds_rng *r, float *x, int64_t n, float std);
+void ds_fill_f32(float *x, int64_t n, float v);
 
 /* ---- time, threads, logging --------------------------------------------- */
 double ds_now(void); /* seconds, monotonic */

@@ -1,8 +1,7 @@
 /*
  * backward.c — losses and the FP32 backward pass of the main model and the
- * MTP modules (backward.h), the mirror of model.c's forward.  Kernels:
- * backend/cpu/backward.h (fast versions) and the balance losses of
- * backend/cpu/balance_loss.h.  Parameter gradients are added into ds_grads;
+ * MTP modules (backward.h), the mirror of model.c's forward (the MoE layer's
+ * in moe.c), through the ops table.  Parameter gradients are added into ds_grads;
  * activation gradients live in the ds_bwd scratch (allocated once).
  */
 #include "model/backward.h"
@@ -14,26 +13,32 @@
 
 #include "base/base.h"
 #include "io/safetensors.h"
-#include "backend/cpu/backward.h"
-#include "backend/cpu/balance_loss.h"
+#include "model/moe.h"
 
 /* ---- gradient buffer --------------------------------------------------------- */
 
 int ds_grads_create(ds_grads *g, const ds_model *m) {
     g->n = m->layout.total;
-    g->g = ds_aligned_alloc((size_t)(g->n > 0 ? g->n : 1) * sizeof(float));
-    ds_grads_zero(g);
+    g->mem = m->mem;
+    g->g = ds_model_mem_alloc(g->mem, (size_t)g->n * sizeof(float)); /* zero-filled */
+    if (!g->g) return ds_err("gradients: the %s device could not allocate them", g->mem->name);
     return 0;
 }
 
 void ds_grads_free(ds_grads *g) {
-    ds_free_aligned(g->g);
+    ds_model_mem_free(g->mem, g->g);
     memset(g, 0, sizeof *g);
 }
 
-void ds_grads_zero(ds_grads *g) { memset(g->g, 0, (size_t)g->n * sizeof(float)); }
+void ds_grads_zero(ds_grads *g) {
+    if (g->mem) g->mem->memset(g->g, 0, (size_t)g->n * sizeof(float));
+    else memset(g->g, 0, (size_t)g->n * sizeof(float));
+}
 
+/* one reduction over the whole buffer (finite iff every element is, the sum
+ * being in double); per tensor only to name the bad one */
 const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m, const struct ds_ops *ops) {
+    if (isfinite(ops->sumsq(g->g, g->n))) return NULL;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
         if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
@@ -127,7 +132,6 @@ static void carve_bwd(carver *cv, ds_bwd *w, const ds_model *m) {
     w->mtp_targets = carve(cv, N);
     w->dm_cat = carve(cv, N * 2 * H);
     w->row_loss = carve(cv, N);
-    w->rstd = carve(cv, N);
 }
 
 int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T) {
@@ -139,6 +143,9 @@ int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T) {
     w->B = B;
     w->T = T;
     w->dh = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
+    w->expert_grads = ds_calloc((size_t)(3 * m->cfg.n_routed_experts + 1), sizeof(float *));
+    w->targets_h = ds_calloc((size_t)N, sizeof(int32_t));
+    w->ids_h = ds_calloc((size_t)N, sizeof(int32_t));
     carver cv = {NULL, 0};
     carve_bwd(&cv, w, m);
     /* the count saturates (ds_carve); checked before allocating */
@@ -149,15 +156,23 @@ int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T) {
         return -1;
     }
     w->arena_floats = cv.off;
-    w->arena = ds_aligned_alloc(cv.off * sizeof(float));
+    w->mem = m->mem;
+    w->arena = ds_model_mem_alloc(w->mem, cv.off * sizeof(float));
+    if (!w->arena) {
+        ds_bwd_free(w);
+        return ds_err("%s: the %s device could not allocate them", what, m->mem->name);
+    }
     cv = (carver){w->arena, 0};
     carve_bwd(&cv, w, m);
     return 0;
 }
 
 void ds_bwd_free(ds_bwd *w) {
-    ds_free_aligned(w->arena);
+    ds_model_mem_free(w->mem, w->arena);
     free(w->dh);
+    free(w->expert_grads);
+    free(w->targets_h);
+    free(w->ids_h);
     memset(w, 0, sizeof *w);
 }
 
@@ -165,13 +180,13 @@ void ds_bwd_free(ds_bwd *w) {
 
 void ds_targets_from_ids(int32_t *targets, const int32_t *ids, int64_t B, int64_t T, int32_t ignore) {
     for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++) targets[b * T + t] = t + 1 < T ? ids[b * T + t + 1] : ignore;
+        for (int64_t t = 0; t < T; t++) targets[b * T + t] = t + 1 < T ? ids[b * T + t + 1] : ignore; /* host: ids */
 }
 
 int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k, int32_t ignore) {
     int64_t n = 0;
     for (int64_t b = 0; b < B; b++)
-        for (int64_t i = 0; i + k < T; i++) n += targets[b * T + i + k] != ignore;
+        for (int64_t i = 0; i + k < T; i++) n += targets[b * T + i + k] != ignore; /* host: ids */
     return n;
 }
 
@@ -183,10 +198,10 @@ int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k
 static void mlp_backward(float *dln2, const float *dy, const ds_block_acts *a, const ds_block *p, const ds_model *m,
                          const struct ds_ops *ops, ds_grads *g, ds_bwd *w, int64_t N, int acc) {
     const int64_t H = m->cfg.hidden_size, I = p->inter;
-    ds_fp8_act_load(a->h_act, &a->fp8_h_act, N, I); /* FP8 cache -> staging (no-op when off) */
+    ds_fp8_act_load(ops, a->h_act, &a->fp8_h_act, N, I); /* FP8 cache -> staging (no-op when off) */
     ops->linear_backward(w->dh_act, ds_grad_of(g, m, p->down), NULL, dy, a->h_act, p->down, N, I, H, 0);
     ops->swiglu_backward(w->dh_gate, w->dh_up, w->dh_act, a->h_gate, a->h_up, N, I);
-    ds_fp8_act_load(a->ln2, &a->fp8_ln2, N, H); /* dense layers; overwrites h_act's staging */
+    ds_fp8_act_load(ops, a->ln2, &a->fp8_ln2, N, H); /* dense layers; overwrites h_act's staging */
     ops->linear_backward(dln2, ds_grad_of(g, m, p->gate), NULL, w->dh_gate, a->ln2, p->gate, N, H, I, acc);
     ops->linear_backward(dln2, ds_grad_of(g, m, p->up), NULL, w->dh_up, a->ln2, p->up, N, H, I, 1);
 }
@@ -207,45 +222,9 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
 #define G(x) ds_grad_of(g, m, (x))
 
     /* out = x_mid + mlp_out */
-    memcpy(w->dxmid, dout, (size_t)(N * H) * sizeof(float));
+    ops->copy_d2d(w->dxmid, dout, (size_t)(N * H) * sizeof(float));
     if (p->moe) {
-        const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
-        ds_route_params rp = ds_route_params_of(c);
-        ops->moe_combine_backward(w->de_out, w->dw, dout, a->e_out, a->r_w, a->pos, N, K, H);
-        /* experts in parallel, each one's GEMMs single-threaded (nested
-         * regions inside the kernels are inactive): one parallel region per
-         * layer instead of several per expert; every expert writes only its
-         * own weight gradients and its own rows of de_* and dxs */
-        const int64_t *offs = a->offsets, *cnts = a->counts;
-        /* with the FP8 cache, e_act and xs share one staging buffer: two
-         * passes (down + SwiGLU, then gate/up), each after its dequantization;
-         * the same GEMMs on the same operands as the single fused pass */
-        const int split = a->fp8_xs.q != NULL;
-        for (int ph = split; ph <= 2 * split; ph++) {
-            if (ph == 1) ds_fp8_act_load(a->e_act, &a->fp8_e_act, N * K, Im);
-            if (ph == 2) ds_fp8_act_load(a->xs, &a->fp8_xs, N * K, H);
-#pragma omp parallel for schedule(dynamic, 1)
-            for (int64_t e = 0; e < E; e++) {
-                int64_t o = offs[e], cnt = cnts[e];
-                if (!cnt) continue;
-                if (ph != 2) {
-                    ops->linear_backward(w->de_act + o * Im, G(p->ed[e]), NULL, w->de_out + o * H, a->e_act + o * Im,
-                                         p->ed[e], cnt, Im, H, 0);
-                    ops->swiglu_backward(w->de_gate + o * Im, w->de_up + o * Im, w->de_act + o * Im,
-                                         a->e_gate + o * Im, a->e_up + o * Im, cnt, Im);
-                }
-                if (ph != 1) {
-                    ops->linear_backward(w->dxs + o * H, G(p->eg[e]), NULL, w->de_gate + o * Im, a->xs + o * H,
-                                         p->eg[e], cnt, H, Im, 0);
-                    ops->linear_backward(w->dxs + o * H, G(p->eu[e]), NULL, w->de_up + o * Im, a->xs + o * H,
-                                         p->eu[e], cnt, H, Im, 1);
-                }
-            }
-        }
-        memset(w->dln2, 0, (size_t)(N * H) * sizeof(float));
-        ds_moe_gather_backward(w->dln2, w->dxs, a->pos, N, K, H);
-        ops->moe_route_backward(w->dr_logits, w->dw, dscores, a->r_scores, a->r_idx, &rp, N);
-        ops->matmul_backward(w->dln2, G(p->router), NULL, w->dr_logits, a->ln2, p->router, N, H, E, 1);
+        ds_moe_backward(dout, dscores, a, p, m, ops, g, w, N); /* moe.c */
         if (p->inter > 0) mlp_backward(w->dln2, dout, a, p, m, ops, g, w, N, 1);
     } else {
         mlp_backward(w->dln2, dout, a, p, m, ops, g, w, N, 0);
@@ -256,50 +235,35 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
     ops->linear_backward(w->datt, G(p->o_proj), G(p->o_bias), w->dxmid, a->att, p->o_proj, N, nh * dv, H, 0);
     ops->attention_backward(w->dq, w->dk, w->dv, w->datt, a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv,
                           m->softmax_scale);
-    {
-        /* k = [k_nope (per head) | k_pe (shared)], v: back into kv and kva */
-        float *dkv = w->dkv, *dkva = w->dkva;
-        const float *dk = w->dk, *dvv = w->dv;
-#pragma omp parallel for schedule(static) if (N * nh * dq > 65536)
-        for (int64_t n = 0; n < N; n++) {
-            float *kp = dkva + n * (rkv + dr);
-            memset(kp, 0, (size_t)(rkv + dr) * sizeof(float));
-            for (int64_t h = 0; h < nh; h++) {
-                const float *src = dk + (n * nh + h) * dq;
-                float *dst = dkv + (n * nh + h) * (dn + dv);
-                memcpy(dst, src, (size_t)dn * sizeof(float));
-                memcpy(dst + dn, dvv + (n * nh + h) * dv, (size_t)dv * sizeof(float));
-                for (int64_t j = 0; j < dr; j++) kp[rkv + j] += src[dn + j];
-            }
-        }
-    }
-    ds_fp8_act_load(a->ckv, &a->fp8_ckv, N, rkv); /* FP8 cache -> staging (no-op when off) */
+    /* k = [k_nope (per head) | k_pe (shared)], v: back into kv and kva */
+    ops->mla_kv_assemble_backward(w->dkv, w->dkva, w->dk, w->dv, N, nh, dn, dv, rkv, dr);
+    ds_fp8_act_load(ops, a->ckv, &a->fp8_ckv, N, rkv); /* FP8 cache -> staging (no-op when off) */
     ops->linear_backward(w->dckv, G(p->kv_b), NULL, w->dkv, a->ckv, p->kv_b, N, rkv, nh * (dn + dv), 0);
     ops->rope_backward(w->dkva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
     ops->rmsnorm_backward(w->dkva, G(p->kv_a_norm), w->dckv, a->kva, p->kv_a_norm, a->ckv_rstd, N, rkv, rkv + dr, rkv,
                         rkv + dr, eps_lat);
-    ds_fp8_act_load(a->ln1, &a->fp8_ln1, N, H);
+    ds_fp8_act_load(ops, a->ln1, &a->fp8_ln1, N, H);
     ops->linear_backward(w->dln1, G(p->kv_a), G(p->kv_a_bias), w->dkva, a->ln1, p->kv_a, N, H, rkv + dr, 0);
     ops->rope_backward(w->dq, cos_t, sin_t, B, T, nh, dq, dn, dr, halves);
     if (rq > 0) {
-        ds_fp8_act_load(a->qa_n, &a->fp8_qa_n, N, rq);
+        ds_fp8_act_load(ops, a->qa_n, &a->fp8_qa_n, N, rq);
         ops->linear_backward(w->dqa_n, G(p->q_b), NULL, w->dq, a->qa_n, p->q_b, N, rq, nh * dq, 0);
-        memset(w->dqa, 0, (size_t)(N * rq) * sizeof(float));
+        ops->memset(w->dqa, 0, (size_t)(N * rq) * sizeof(float));
         ops->rmsnorm_backward(w->dqa, G(p->q_a_norm), w->dqa_n, a->qa, p->q_a_norm, a->qa_rstd, N, rq, rq, rq, rq,
                             eps_lat);
         ops->linear_backward(w->dln1, G(p->q_a), G(p->q_a_bias), w->dqa, a->ln1, p->q_a, N, H, rq, 1);
     } else {
         ops->linear_backward(w->dln1, G(p->q_proj), NULL, w->dq, a->ln1, p->q_proj, N, H, nh * dq, 1);
     }
-    memcpy(dinp, w->dxmid, (size_t)(N * H) * sizeof(float));
+    ops->copy_d2d(dinp, w->dxmid, (size_t)(N * H) * sizeof(float));
     ops->rmsnorm_backward(dinp, G(p->in_norm), w->dln1, inp, p->in_norm, a->ln1_rstd, N, H, H, H, H, eps);
 #undef G
 }
 
 /* Balance losses of one main-model MoE layer: adds α·∂/∂s into dscores (B*T, E)
  * and returns the layer's total (after α, averaged over seq_denom sequences). */
-static double balance_layer(float *dscores, const ds_block_acts *a, const ds_model *m, ds_bwd *w,
-                            const ds_loss_opts *o, double seq_denom, ds_loss_terms *t) {
+static double balance_layer(float *dscores, const ds_block_acts *a, const ds_model *m, const struct ds_ops *ops,
+                            ds_bwd *w, const ds_loss_opts *o, double seq_denom, ds_loss_terms *t) {
     const ds_config *c = &m->cfg;
     const int64_t B = w->B, T = w->T, E = c->n_routed_experts, K = c->num_experts_per_tok;
     const int normalize = c->scoring_func == DS_SCORE_SIGMOID;
@@ -312,29 +276,15 @@ static double balance_layer(float *dscores, const ds_block_acts *a, const ds_mod
     }
     double total = 0;
     for (int64_t b = 0; b < B; b++) {
-        const float *s = a->r_scores + b * T * E;
-        memset(w->sel, 0, (size_t)(T * E));
-        for (int64_t i = 0; i < T; i++)
-            for (int64_t k = 0; k < K; k++) w->sel[i * E + a->r_idx[(b * T + i) * K + k]] = 1;
-        ds_balance_terms r = ds_balance_loss_forward(w->coef, s, w->sel, T, E, K, D, M, normalize, ae, ad, ac);
-        ds_balance_loss_backward(dscores + b * T * E, w->coef, s, T, E, normalize, 1.0 / seq_denom);
+        ds_balance_terms r;
+        ops->balance_loss(dscores + b * T * E, w->coef, w->sel, a->r_scores + b * T * E, a->r_idx + b * T * K, T, E,
+                          K, D, M, normalize, ae, ad, ac, 1.0 / seq_denom, &r);
         t->bal_expert += ae * r.expert / seq_denom;
         t->bal_device += ad * r.device / seq_denom;
         t->bal_comm += ac * r.comm / seq_denom;
         total += (ae * r.expert + ad * r.device + ac * r.comm) / seq_denom;
     }
     return total;
-}
-
-/* rstd (N) = 1/sqrt(mean(x²) + eps) of rows with stride ld (the MTP enorm and
- * hnorm do not save it in the forward). */
-static void rstd_rows(float *rstd, const float *x, int64_t N, int64_t C, int64_t ld, float eps) {
-#pragma omp parallel for schedule(static) if (N * C > 65536)
-    for (int64_t n = 0; n < N; n++) {
-        float ss = 0;
-        for (int64_t c = 0; c < C; c++) ss += x[n * ld + c] * x[n * ld + c];
-        rstd[n] = 1.0f / sqrtf(ss / (float)C + eps);
-    }
 }
 
 /* ---- model backward ------------------------------------------------------------- */
@@ -359,18 +309,21 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
         return ds_err("backward: v2 balance loss: n_routed_experts %lld is not a multiple of n_group %lld",
                       (long long)c->n_routed_experts, (long long)c->n_group);
     if (targets) {
-        for (int64_t n = 0; n < N; n++)
+        for (int64_t n = 0; n < N; n++) /* host: ids */
             if (targets[n] != o->ignore && (targets[n] < 0 || targets[n] >= V))
                 return ds_err("backward: target %lld at sequence %lld, position %lld is outside the vocabulary [0, "
                               "%lld) and not the ignore id %d",
                               (long long)targets[n], (long long)(n / T), (long long)(n % T), (long long)V, o->ignore);
-        memcpy(w->targets, targets, (size_t)N * sizeof(int32_t));
+        ops->copy_h2d(w->targets, targets, (size_t)N * sizeof(int32_t));
+        ops->copy_h2d(w->targets_h, targets, (size_t)N * sizeof(int32_t)); /* host to host */
     } else {
-        ds_targets_from_ids(w->targets, a->ids, B, T, o->ignore);
+        ops->copy_d2h(w->ids_h, a->ids, (size_t)N * sizeof(int32_t));
+        ds_targets_from_ids(w->targets_h, w->ids_h, B, T, o->ignore);
+        ops->copy_h2d(w->targets, w->targets_h, (size_t)N * sizeof(int32_t));
     }
-    const int32_t *tg = w->targets;
+    const int32_t *tg = w->targets_h; /* [host] */
 #define G(x) ds_grad_of(g, m, (x))
-    for (int64_t k = 0; k <= D; k++) memset(w->dh[k], 0, (size_t)(N * H) * sizeof(float));
+    for (int64_t k = 0; k <= D; k++) ops->memset(w->dh[k], 0, (size_t)(N * H) * sizeof(float));
 
     /* MTP modules, last to first: module k's input gradient flows into h^{k-1} */
     if (use_mtp) {
@@ -379,8 +332,9 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
             if (Tk <= 0) continue;
             const ds_block_acts *x2 = &a->blk[L + k - 1];
             const ds_block *p = &m->blocks[L + k - 1];
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t i = 0; i < Tk; i++) w->mtp_targets[b * Tk + i] = tg[b * T + i + k];
+            for (int64_t b = 0; b < B; b++) /* the targets of depth k: staged in ids_h, then to the device */
+                for (int64_t i = 0; i < Tk; i++) w->ids_h[b * Tk + i] = tg[b * T + i + k]; /* host: ids */
+            ops->copy_h2d(w->mtp_targets, w->ids_h, (size_t)Nk * sizeof(int32_t));
             int64_t cnt = ds_count_targets(tg, B, T, k, o->ignore);
             double denom = o->mtp_denom[k - 1] > 0 ? o->mtp_denom[k - 1] : (double)cnt;
             double wk = o->mtp_lambda / (double)D;
@@ -397,15 +351,15 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
             block_backward(w->dx, w->dh[k], x2->m_x, x2, p, m, ops, g, w, a->cos_t, a->sin_t, B, Tk, NULL);
             /* x = eh_proj([enorm(emb) ; hnorm(h^{k-1})]) */
             ops->matmul_backward(w->dm_cat, G(p->eh_proj), NULL, w->dx, x2->m_cat, p->eh_proj, Nk, 2 * H, H, 0);
-            memset(w->dtmp, 0, (size_t)(Nk * H) * sizeof(float));
-            rstd_rows(w->rstd, x2->m_emb, Nk, H, H, eps);
-            ops->rmsnorm_backward(w->dtmp, G(p->enorm), w->dm_cat, x2->m_emb, p->enorm, w->rstd, Nk, H, H, 2 * H, H, eps);
+            ops->memset(w->dtmp, 0, (size_t)(Nk * H) * sizeof(float));
+            /* rstd NULL: recomputed by the entry from its input (the same
+             * float sums as the forward's rmsnorm before it saved them) */
+            ops->rmsnorm_backward(w->dtmp, G(p->enorm), w->dm_cat, x2->m_emb, p->enorm, NULL, Nk, H, H, 2 * H, H, eps);
             const float *hprev = k == 1 ? a->hfinal : a->blk[L + k - 2].out;
             for (int64_t b = 0; b < B; b++) {
                 ops->embedding_backward(G(m->embed), w->dtmp + b * Tk * H, a->ids + b * T + k, Tk, H);
-                rstd_rows(w->rstd, hprev + b * Tp * H, Tk, H, H, eps);
                 ops->rmsnorm_backward(w->dh[k - 1] + b * Tp * H, G(p->hnorm), w->dm_cat + b * Tk * 2 * H + H,
-                                    hprev + b * Tp * H, p->hnorm, w->rstd, Tk, H, H, 2 * H, H, eps);
+                                    hprev + b * Tp * H, p->hnorm, NULL, Tk, H, H, 2 * H, H, eps);
             }
         }
     }
@@ -420,7 +374,7 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
     if (cnt == 0) ds_log(DS_LOG_INFO, "warning: no counted targets in the batch (all ignored): CE loss 0, no CE gradient");
     ops->matmul_backward(w->dh[0], G(m->lm_head), NULL, w->dlogits, a->hfinal, m->lm_head, N, H, V, 1);
     const float *xl = L > 0 ? a->blk[L - 1].out : a->emb;
-    memset(w->dx, 0, (size_t)(N * H) * sizeof(float));
+    ops->memset(w->dx, 0, (size_t)(N * H) * sizeof(float));
     ops->rmsnorm_backward(w->dx, G(m->norm), w->dh[0], xl, m->norm, a->hfinal_rstd, N, H, H, H, H, eps);
 
     /* blocks, last to first */
@@ -430,8 +384,8 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
         const ds_block *p = &m->blocks[l];
         const float *dsc = NULL;
         if (p->moe && o->balance != DS_BAL_NONE) {
-            memset(w->dscores, 0, (size_t)(N * c->n_routed_experts) * sizeof(float));
-            double lb = balance_layer(w->dscores, &a->blk[l], m, w, o, seq_denom, t);
+            ops->memset(w->dscores, 0, (size_t)(N * c->n_routed_experts) * sizeof(float));
+            double lb = balance_layer(w->dscores, &a->blk[l], m, ops, w, o, seq_denom, t);
             t->bal += lb;
             if (l < DS_MAX_BAL_LAYERS) t->bal_layer[l] = lb;
             dsc = w->dscores;
@@ -459,6 +413,13 @@ int ds_grads_write(const char *path, const ds_model *m, const ds_grads *g, const
     char (*names)[128] = ds_calloc((size_t)cap, 128);
     float *vals = ds_calloc((size_t)cap, sizeof(float));
     int64_t n = 0;
+    /* gradients on a device: written from a host copy */
+    const float *gh = g->g;
+    float *staged = NULL;
+    if (g->mem && !g->mem->host_visible) {
+        gh = staged = ds_malloc((size_t)(g->n > 0 ? g->n : 1) * sizeof(float));
+        g->mem->copy_d2h(staged, g->g, (size_t)g->n * sizeof(float));
+    }
 #define SCALAR(val, ...)                                                          \
     do {                                                                          \
         snprintf(names[n], 128, __VA_ARGS__);                                     \
@@ -487,7 +448,7 @@ int ds_grads_write(const char *path, const ds_model *m, const ds_grads *g, const
         if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
         if ((p->flags & DS_PARAM_MTP) && !mtp) continue;
         snprintf(names[n], 128, "grad.%s", p->name);
-        e[n] = (ds_st_entry){names[n], DS_F32, p->ndim, {p->shape[0], p->shape[1]}, g->g + p->offset};
+        e[n] = (ds_st_entry){names[n], DS_F32, p->ndim, {p->shape[0], p->shape[1]}, gh + p->offset};
         n++;
     }
     static const char *const meta[] = {"format", "pt", NULL};
@@ -495,5 +456,6 @@ int ds_grads_write(const char *path, const ds_model *m, const ds_grads *g, const
     free(e);
     free(names);
     free(vals);
+    free(staged);
     return rc;
 }

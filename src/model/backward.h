@@ -36,6 +36,7 @@
 typedef struct {
     float *g;             /* layout.total floats, same offsets as ds_model.params */
     int64_t n;
+    const struct ds_ops *mem; /* the model's: where g lives (NULL: host) */
 } ds_grads;
 
 int ds_grads_create(ds_grads *g, const ds_model *m);
@@ -85,6 +86,7 @@ typedef struct {
 /* Scratch of the backward pass, allocated once for (model, B, T). */
 typedef struct {
     int64_t B, T;
+    const struct ds_ops *mem;    /* the model's: where the arena lives (NULL: host) */
     float *arena;
     size_t arena_floats;
     /* main stream */
@@ -101,7 +103,10 @@ typedef struct {
     int32_t *targets;            /* (B,T) */
     int32_t *mtp_targets;        /* (B,T) */
     float *dm_cat;               /* (B,T,2H) */
-    float *row_loss, *rstd;      /* (B,T) per-token CE losses, recomputed RMSNorm rstd */
+    float *row_loss;             /* (B,T) per-token CE losses */
+    float **expert_grads;        /* [host] 3E: the gradients of one MoE layer's gate, up, down experts */
+    int32_t *targets_h;          /* [host] (B,T) the targets */
+    int32_t *ids_h;              /* [host] (B,T) the ids, then an MTP depth's targets (staging) */
 } ds_bwd;
 
 int ds_bwd_create(ds_bwd *w, const ds_model *m, int64_t B, int64_t T);

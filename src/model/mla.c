@@ -24,19 +24,19 @@ void ds_mla_forward(ds_block_acts *a, const float *inp, const ds_block *p, const
         LIN(a->qa, a->ln1, q_a, p->q_a_bias, N, H, rq);
         ops->rmsnorm_forward(a->qa_n, a->qa_rstd, a->qa, p->q_a_norm, N, rq, rq, rq, eps_lat);
         LIN(a->q, a->qa_n, q_b, NULL, N, rq, nh * dq);
-        ds_fp8_act_store(&a->fp8_qa_n, a->qa_n, N, rq); /* FP8 cache (no-op when off) */
+        ds_fp8_act_store(ops, &a->fp8_qa_n, a->qa_n, N, rq); /* FP8 cache (no-op when off) */
     } else {
         LIN(a->q, a->ln1, q_proj, NULL, N, H, nh * dq);
     }
     ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, halves); /* q per head = [nope | rope] */
     LIN(a->kva, a->ln1, kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
-    ds_fp8_act_store(&a->fp8_ln1, a->ln1, N, H);
+    ds_fp8_act_store(ops, &a->fp8_ln1, a->ln1, N, H);
     ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
     ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
     if (!kv) {
         /* expanded: per head k = [W_UK c ; k_pe], v = W_UV c, causal attention over the T tokens */
         LIN(a->kv, a->ckv, kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
-        ds_fp8_act_store(&a->fp8_ckv, a->ckv, N, rkv);
+        ds_fp8_act_store(ops, &a->fp8_ckv, a->ckv, N, rkv);
         ops->mla_kv_assemble(a->k, a->v, a->kv, a->kva, N, nh, dn, dv, rkv, dr);
         ops->attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, nh, dq, dv, m->softmax_scale);
     } else {

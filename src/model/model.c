@@ -4,6 +4,8 @@
  */
 #include "model/model.h"
 
+#include "model/moe.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,13 +135,14 @@ static int setup_fp8(ds_model *m, const uint8_t *res) {
     m->fp8_scale_numel = ns;
     m->bf16_numel = nb;
     if (check_weight_mem(m)) return -1;
-    m->fp8_codes = ds_aligned_alloc((size_t)(nq > 0 ? nq : 1));
-    m->fp8_scales = ds_aligned_alloc((size_t)(ns > 0 ? ns : 1) * sizeof(float));
-    memset(m->fp8_codes, 0, (size_t)nq);
-    memset(m->fp8_scales, 0, (size_t)ns * sizeof(float));
-    m->bf16_w = ds_aligned_alloc((size_t)(nb > 0 ? nb : 1) * sizeof(uint16_t));
-    memset(m->bf16_w, 0, (size_t)nb * sizeof(uint16_t));
     m->fp8w = ds_calloc((size_t)lo->n, sizeof(ds_fp8w));
+    return 0;
+}
+
+/* The FP8/BF16 descriptors of the resident entries over the code, scale and
+ * BF16 allocations (again after they moved, ds_model_to). */
+static void describe_fp8(ds_model *m) {
+    const ds_layout *lo = &m->layout;
     int64_t oq = 0, os = 0, ob = 0;
     for (int64_t i = 0; i < lo->n; i++) {
         const ds_param *p = &lo->p[i];
@@ -155,27 +158,50 @@ static int setup_fp8(ds_model *m, const uint8_t *res) {
     /* aliases (tied head, MTP copies) describe their source's weight */
     for (int64_t i = 0; i < lo->n; i++)
         if (lo->p[i].flags & DS_PARAM_ALIAS) m->fp8w[i] = m->fp8w[lo->p[i].alias_of];
-    return 0;
+}
+
+/* ---- weight memory: the table's (m->mem), or host memory when there is none */
+
+void *ds_model_mem_alloc(const struct ds_ops *mem, size_t bytes) {
+    return mem ? mem->alloc(bytes ? bytes : 1) : ds_aligned_alloc(bytes ? bytes : 1);
+}
+
+void ds_model_mem_free(const struct ds_ops *mem, void *p) {
+    if (!p) return;
+    if (mem) mem->free(p);
+    else ds_free_aligned(p);
+}
+
+/* The weight allocations (zero-filled): FP32 parameters, and for a resident
+ * model its codes, scales and BF16 weights.  -1 (nothing left allocated)
+ * when the table's alloc fails. */
+static int alloc_weights(ds_model *m) {
+    m->params = ds_model_mem_alloc(m->mem, (size_t)m->layout.total * sizeof(float));
+    if (m->fp8w) {
+        m->fp8_codes = ds_model_mem_alloc(m->mem, (size_t)m->fp8_numel);
+        m->fp8_scales = ds_model_mem_alloc(m->mem, (size_t)m->fp8_scale_numel * sizeof(float));
+        m->bf16_w = ds_model_mem_alloc(m->mem, (size_t)m->bf16_numel * sizeof(uint16_t));
+    }
+    if (m->params && (!m->fp8w || (m->fp8_codes && m->fp8_scales && m->bf16_w))) return 0;
+    ds_model_mem_free(m->mem, m->params);
+    ds_model_mem_free(m->mem, m->fp8_codes);
+    ds_model_mem_free(m->mem, m->fp8_scales);
+    ds_model_mem_free(m->mem, m->bf16_w);
+    m->params = NULL, m->fp8_codes = NULL, m->fp8_scales = NULL, m->bf16_w = NULL;
+    return -1;
 }
 
 int ds_model_create(ds_model *m, const ds_config *c) { return ds_model_create_ex(m, c, NULL); }
 
 int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res) {
-    memset(m, 0, sizeof *m);
-    m->cfg = *c;
-    if (ds_layout_build(&m->layout, c)) return -1;
-    int any = 0;
-    for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
-    if (any ? setup_fp8(m, res) : check_weight_mem(m)) {
-        ds_layout_free(&m->layout);
-        return -1;
-    }
-    m->params = ds_aligned_alloc((size_t)(m->layout.total > 0 ? m->layout.total : 1) * sizeof(float));
-    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, E = c->n_routed_experts;
-    m->nblocks = L + D;
-    m->blocks = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block));
-    m->expert_ptrs = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(float *));
-    if (m->fp8w) m->expert_fp8 = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(ds_fp8w *));
+    return ds_model_create_on(m, c, res, NULL);
+}
+
+/* The parameter pointers of the blocks, the head and the experts (from
+ * m->params and m->fp8w; again after the weights moved, ds_model_to). */
+static void bind(ds_model *m) {
+    const ds_config *c = &m->cfg;
+    const int64_t L = c->num_hidden_layers, E = c->n_routed_experts;
     m->embed = P(m, "model.embed_tokens.weight", 0, -1);
     m->norm = P(m, "model.norm.weight", 0, -1);
     m->lm_head = P(m, "lm_head.weight", 0, -1);
@@ -251,19 +277,81 @@ int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res) {
             b->head_norm = P(m, "model.layers.%lld.shared_head.norm.weight", ll, -1);
         }
     }
+}
+
+int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->mem = mem;
+    if (ds_layout_build(&m->layout, c)) return -1;
+    int any = 0;
+    for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
+    if (any ? setup_fp8(m, res) : check_weight_mem(m)) {
+        free(m->fp8w);
+        ds_layout_free(&m->layout);
+        return -1;
+    }
+    if (alloc_weights(m)) {
+        free(m->fp8w);
+        ds_layout_free(&m->layout);
+        return ds_err("model weights: the %s device could not allocate them", mem ? mem->name : "host");
+    }
+    if (m->fp8w) describe_fp8(m);
+    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers, E = c->n_routed_experts;
+    m->nblocks = L + D;
+    m->blocks = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block));
+    m->expert_ptrs = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(float *));
+    if (m->fp8w) m->expert_fp8 = ds_calloc((size_t)(3 * E * m->nblocks + 1), sizeof(ds_fp8w *));
+    bind(m);
     m->inv_freq = ds_calloc((size_t)(c->qk_rope_head_dim / 2 + 1), sizeof(float));
     ds_rope_setup(c, m->inv_freq, &m->attn_factor, &m->softmax_scale);
     return 0;
 }
 
+/* one allocation of n bytes from m->mem to a fresh one of mem: *p replaced */
+static int move_alloc(void **p, size_t n, const struct ds_ops *from, const struct ds_ops *to) {
+    void *q = ds_model_mem_alloc(to, n);
+    if (!q) return -1;
+    if (n) {
+        if (!from) to->copy_h2d(q, *p, n);
+        else if (from->host_visible) to->copy_h2d(q, *p, n);
+        else if (to->host_visible) from->copy_d2h(q, *p, n);
+        else { /* between two devices: through the host */
+            void *h = ds_malloc(n);
+            from->copy_d2h(h, *p, n);
+            to->copy_h2d(q, h, n);
+            free(h);
+        }
+    }
+    ds_model_mem_free(from, *p);
+    *p = q;
+    return 0;
+}
+
+int ds_model_to(ds_model *m, const struct ds_ops *mem) {
+    if (mem == m->mem) return 0;
+    const struct ds_ops *from = m->mem;
+    if (move_alloc((void **)&m->params, (size_t)m->layout.total * sizeof(float), from, mem)) goto fail;
+    if (m->fp8w && (move_alloc((void **)&m->fp8_codes, (size_t)m->fp8_numel, from, mem) ||
+                    move_alloc((void **)&m->fp8_scales, (size_t)m->fp8_scale_numel * sizeof(float), from, mem) ||
+                    move_alloc((void **)&m->bf16_w, (size_t)m->bf16_numel * sizeof(uint16_t), from, mem)))
+        goto fail;
+    m->mem = mem;
+    if (m->fp8w) describe_fp8(m);
+    bind(m);
+    return 0;
+fail:
+    return ds_err("model weights: the %s device could not allocate them", mem ? mem->name : "host");
+}
+
 void ds_model_free(ds_model *m) {
-    ds_free_aligned(m->params);
+    ds_model_mem_free(m->mem, m->params);
     free(m->blocks);
     free(m->expert_ptrs);
     free(m->inv_freq);
-    ds_free_aligned(m->fp8_codes);
-    ds_free_aligned(m->fp8_scales);
-    ds_free_aligned(m->bf16_w);
+    ds_model_mem_free(m->mem, m->fp8_codes);
+    ds_model_mem_free(m->mem, m->fp8_scales);
+    ds_model_mem_free(m->mem, m->bf16_w);
     free(m->fp8w);
     free(m->expert_fp8);
     ds_layout_free(&m->layout);
@@ -274,14 +362,20 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
     ds_rng r;
     ds_rng_seed(&r, seed);
     float std = (float)m->cfg.initializer_range;
+    /* filled on the host: in place when the weights are host-visible, else
+     * per tensor into a staging buffer copied to the device */
+    const int staged = m->mem && !m->mem->host_visible;
+    float *stage = NULL;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
         if ((p->flags & DS_PARAM_ALIAS) || p->offset < 0) continue; /* FP8-resident: no FP32 storage */
-        float *x = m->params + p->offset;
-        if (p->flags & DS_PARAM_NORM) for (int64_t j = 0; j < p->numel; j++) x[j] = 1.0f;
-        else if (p->flags & DS_PARAM_ZERO) memset(x, 0, (size_t)p->numel * sizeof(float));
-        else for (int64_t j = 0; j < p->numel; j++) x[j] = std * ds_rng_normal(&r);
+        float *x = staged ? (stage = ds_realloc(stage, (size_t)p->numel * sizeof(float))) : m->params + p->offset;
+        if (p->flags & DS_PARAM_NORM) ds_fill_f32(x, p->numel, 1.0f);
+        else if (p->flags & DS_PARAM_ZERO) ds_fill_f32(x, p->numel, 0.0f);
+        else ds_rng_fill_normal(&r, x, p->numel, std);
+        if (staged) m->mem->copy_h2d(m->params + p->offset, x, (size_t)p->numel * sizeof(float));
     }
+    free(stage);
 }
 
 /* Router settings of a config (doc §5.2): greedy is group-limited selection
@@ -474,9 +568,21 @@ static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int6
         return -1;
     }
     a->arena_floats = cv.off;
-    a->arena = ds_aligned_alloc(cv.off * sizeof(float));
+    a->mem = m->mem;
+    a->arena = ds_model_mem_alloc(a->mem, cv.off * sizeof(float));
+    if (!a->arena) {
+        ds_acts_free(a);
+        return ds_err("%s: the %s device could not allocate them", what, m->mem ? m->mem->name : "host");
+    }
     cv = (carver){a->arena, 0};
     carve_all(&cv, a, m);
+    /* the host side of each MoE layer: its load counts and offsets */
+    const int64_t E = m->cfg.n_routed_experts;
+    a->host = ds_calloc((size_t)(m->nblocks * (2 * E + 1) + 1), sizeof(int64_t));
+    for (int64_t l = 0; l < m->nblocks; l++) {
+        a->blk[l].counts_h = a->host + l * (2 * E + 1);
+        a->blk[l].offsets_h = a->blk[l].counts_h + E;
+    }
     return 0;
 }
 
@@ -497,19 +603,19 @@ size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int
     return cv.off * sizeof(float);
 }
 
-void ds_fp8_act_store(const ds_fp8_act *c, const float *x, int64_t rows, int64_t cols) {
+void ds_fp8_act_store(const struct ds_ops *ops, const ds_fp8_act *c, const float *x, int64_t rows, int64_t cols) {
     if (!c->q || rows <= 0) return;
-    ds_quant_opts o = ds_quant_defaults(DS_QUANT_TILE_1x128);
-    DS_ASSERT(ds_quantize(c->q, c->s, x, rows, cols, &o) == 0);
+    ops->act_quant_1x128(c->q, c->s, x, rows, cols);
 }
 
-void ds_fp8_act_load(float *x, const ds_fp8_act *c, int64_t rows, int64_t cols) {
+void ds_fp8_act_load(const struct ds_ops *ops, float *x, const ds_fp8_act *c, int64_t rows, int64_t cols) {
     if (!c->q || rows <= 0) return;
-    DS_ASSERT(ds_dequantize(x, c->q, c->s, rows, cols, DS_FP8_E4M3, DS_QUANT_TILE_1x128) == 0);
+    ops->act_dequant_1x128(x, c->q, c->s, rows, cols);
 }
 
 void ds_acts_free(ds_acts *a) {
-    ds_free_aligned(a->arena);
+    ds_model_mem_free(a->mem, a->arena);
+    free(a->host);
     free(a->blk);
     free(a->mtp_logits);
     free(a->last_rows);
@@ -543,48 +649,14 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
     /* MLP or MoE (doc §2.2, §5) */
     ops->rmsnorm_forward(a->ln2, a->ln2_rstd, a->x_mid, p->post_norm, N, H, H, H, eps);
     if (p->moe) {
-        const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
-        ds_route_params rp = ds_route_params_of(c);
-        ds_matmul_any(ops, a->r_logits, a->ln2, p->router, p->router8, N, H, E);
-        ops->moe_route_forward(a->r_w, a->r_idx, a->r_scores, a->r_logits, p->router_bias, &rp, N);
-        ds_moe_sort(a->counts, a->offsets, a->order, a->pos, a->r_idx, N, K, E);
-        ops->moe_permute(a->xs, a->ln2, a->order, N, K, H);
-        /* one GEMM per expert on its contiguous rows; experts in parallel (each
-         * GEMM then runs single-threaded), unless the batch is so small that
-         * splitting inside the GEMMs is better */
-        const int64_t *off = a->offsets, *cnt = a->counts;
-        int par = N * K >= 64 * E;
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int64_t e = 0; e < E; e++) {
-            if (!cnt[e]) continue;
-            ds_linear_any(ops, a->e_gate + off[e] * Im, a->xs + off[e] * H, p->eg[e], p->eg8 ? p->eg8[e] : NULL, NULL, cnt[e], H, Im);
-            ds_linear_any(ops, a->e_up + off[e] * Im, a->xs + off[e] * H, p->eu[e], p->eu8 ? p->eu8[e] : NULL, NULL, cnt[e], H, Im);
-        }
-        ds_fp8_act_store(&a->fp8_xs, a->xs, N * K, H);
-        ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, N * K, Im);
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int64_t e = 0; e < E; e++) {
-            if (!cnt[e]) continue;
-            ds_linear_any(ops, a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], p->ed8 ? p->ed8[e] : NULL, NULL, cnt[e], Im, H);
-        }
-        ds_fp8_act_store(&a->fp8_e_act, a->e_act, N * K, Im);
-        /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
-        ops->moe_combine_forward(a->mlp_out, a->e_out, a->r_w, a->pos, N, K, H);
-        if (p->inter > 0) {
-            LIN(a->h_gate, a->ln2, gate, NULL, N, H, p->inter);
-            LIN(a->h_up, a->ln2, up, NULL, N, H, p->inter);
-            ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
-            LIN(a->attn_proj, a->h_act, down, NULL, N, p->inter, H); /* scratch reuse */
-            ds_fp8_act_store(&a->fp8_h_act, a->h_act, N, p->inter);
-            ops->residual_forward(a->mlp_out, a->mlp_out, a->attn_proj, N * H);
-        }
+        ds_moe_forward(a, p, m, ops, N); /* moe.c */
     } else {
         LIN(a->h_gate, a->ln2, gate, NULL, N, H, p->inter);
         LIN(a->h_up, a->ln2, up, NULL, N, H, p->inter);
-        ds_fp8_act_store(&a->fp8_ln2, a->ln2, N, H); /* before h_act reuses the staging */
+        ds_fp8_act_store(ops, &a->fp8_ln2, a->ln2, N, H); /* before h_act reuses the staging */
         ops->swiglu_forward(a->h_act, a->h_gate, a->h_up, N, p->inter);
         LIN(a->mlp_out, a->h_act, down, NULL, N, p->inter, H);
-        ds_fp8_act_store(&a->fp8_h_act, a->h_act, N, p->inter);
+        ds_fp8_act_store(ops, &a->fp8_h_act, a->h_act, N, p->inter);
     }
     ops->residual_forward(out, a->x_mid, a->mlp_out, N * H);
 }
@@ -686,7 +758,7 @@ int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops,
         if (ids[i] < 0 || ids[i] >= V)
             return ds_err("token id %lld at sequence %lld, position %lld is outside the vocabulary [0, %lld)",
                           (long long)ids[i], (long long)(i / T), (long long)(o->pos + i % T), (long long)V);
-    memcpy(a->ids, ids, (size_t)N * sizeof(int32_t)); /* host: ids */
+    ops->copy_h2d(a->ids, ids, (size_t)N * sizeof(int32_t));
     const float *cs, *sn;
     rope_rows(m, a, ops, o->pos, &cs, &sn);
     ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
@@ -745,7 +817,7 @@ double ds_model_forward_flops(const ds_model *m, int64_t B, int64_t T, int mtp) 
     if (mtp) {
         /* per MTP module: its own weights (K of E experts) + the shared head, on T-k tokens */
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
-        for (int64_t k = 1; k <= c->num_nextn_predict_layers && k < T; k++) {
+        for (int64_t k = 1; k <= c->num_nextn_predict_layers && k < T; k++) { /* host: meta */
             double w = (double)c->vocab_size * c->hidden_size;
             for (int64_t i = 0; i < m->layout.n; i++) {
                 const ds_param *p = &m->layout.p[i];

@@ -21,7 +21,6 @@
 #include <stdint.h>
 
 #include "backend/ops.h"
-#include "backend/cpu/linear_fp8w.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/layout.h"
@@ -56,6 +55,10 @@ typedef struct {
 typedef struct {
     ds_config cfg;
     ds_layout layout;
+    /* the table whose memory holds the weights (params, codes, scales, BF16
+     * weights) and, after them, the arenas and gradients made for this model;
+     * NULL: host memory (ds_aligned_alloc) */
+    const struct ds_ops *mem;
     float *params;          /* layout.total floats */
     float *embed;           /* (V, H) */
     float *norm;            /* (H) */
@@ -110,6 +113,9 @@ typedef struct ds_load_opts {
      * $DSV3_ALLOW_NONFINITE is set to something other than 0, such a tensor
      * is an error naming it and its first bad element) */
     int allow_nonfinite;
+    /* the table whose memory the weights go to (ds_model_to after the load
+     * on the host); NULL: host memory */
+    const struct ds_ops *mem;
 } ds_load_opts;
 int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
 /* Values of ds_model_create_ex's per-entry residency array. */
@@ -118,6 +124,18 @@ enum { DS_RESIDENT_F32 = 0, DS_RESIDENT_FP8 = 1, DS_RESIDENT_BF16 = 2 };
  * DS_RESIDENT_BF16 are FP8- / BF16-resident (as ds_model_create otherwise;
  * codes, scales and BF16 weights zero). */
 int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res);
+/* The same with the weights in the memory of table mem (its alloc; NULL: host
+ * memory); the model's arenas, gradients and backward buffers follow it. */
+int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem);
+/* Move the weights of m into the memory of mem (alloc, copy, free the old;
+ * pointers rebound): a loaded or initialised host model onto a device.  Make
+ * the arenas after the move.  0, or -1 with ds_err (the model unchanged
+ * where the first allocation failed). */
+int ds_model_to(ds_model *m, const struct ds_ops *mem);
+/* Allocation in the memory of a table (NULL: host memory; zero-filled, at
+ * least one byte), and its release (NULL pointers ignored). */
+void *ds_model_mem_alloc(const struct ds_ops *mem, size_t bytes);
+void ds_model_mem_free(const struct ds_ops *mem, void *p);
 
 /* Resident weight memory. */
 typedef struct {
@@ -141,25 +159,26 @@ void ds_model_log_weight_mem(const ds_model *m);
 int ds_model_require_f32(const ds_model *m, const char *what);
 
 /* The resident-weight linear dispatch of the forward and the decode engine:
- * ops->linear_fp8w_forward when w8 is set (FP8 or BF16, linear_fp8w.h), else
- * ops->linear_forward. */
+ * ops->linear_fp8w_forward when w8 is set (FP8 or BF16), else
+ * ops->linear_forward (every entry of a table is set). */
 static inline void ds_linear_any(const struct ds_ops *ops, float *out, const float *inp, const float *w,
                                  const ds_fp8w *w8, const float *bias, int64_t N, int64_t C, int64_t OC) {
-    if (w8) (ops->linear_fp8w_forward ? ops->linear_fp8w_forward : ds_linear_fp8w_forward)(out, inp, w8, bias, N, C, OC);
+    if (w8) ops->linear_fp8w_forward(out, inp, w8, bias, N, C, OC);
     else ops->linear_forward(out, inp, w, bias, N, C, OC);
 }
 /* The same for the matmuls that stay FP32 in FP8 training (router, lm_head,
  * eh_proj): ops->matmul_forward when w8 is NULL. */
 static inline void ds_matmul_any(const struct ds_ops *ops, float *out, const float *inp, const float *w,
                                  const ds_fp8w *w8, int64_t N, int64_t C, int64_t OC) {
-    if (w8) (ops->linear_fp8w_forward ? ops->linear_fp8w_forward : ds_linear_fp8w_forward)(out, inp, w8, NULL, N, C, OC);
+    if (w8) ops->linear_fp8w_forward(out, inp, w8, NULL, N, C, OC);
     else ops->matmul_forward(out, inp, w, NULL, N, C, OC);
 }
 /* Token embeddings out (N, H) of ids (N): the FP32 table through
- * ops->embedding_forward, or the BF16-resident one widened per row. */
+ * ops->embedding_forward, or the BF16-resident one through
+ * ops->embedding_bf16_forward (widened per row). */
 static inline void ds_embed_any(const struct ds_ops *ops, float *out, const int32_t *ids, const float *embed,
                                 const ds_fp8w *embed8, int64_t N, int64_t H) {
-    if (embed8) ds_embedding_bf16_forward(out, ids, embed8->b16, N, H);
+    if (embed8) ops->embedding_bf16_forward(out, ids, embed8->b16, N, H);
     else ops->embedding_forward(out, ids, embed, N, H);
 }
 /* Write config.json, generation_config.json and model.safetensors (FP32, HF
@@ -203,6 +222,7 @@ typedef struct {
     int32_t *r_idx;               /* (B,T,K) expert ids, ascending per token */
     int32_t *order, *pos;         /* (B*T*K) slot ids sorted by expert; inverse */
     int64_t *counts, *offsets;    /* (E) tokens per expert (load), (E+1) */
+    int64_t *counts_h, *offsets_h; /* [host] copies of counts, offsets (the GEMM sizes) */
     float *xs;                    /* (B*T*K, H) inputs gathered in expert order */
     float *e_gate, *e_up, *e_act; /* (B*T*K, Im) */
     float *e_out;                 /* (B*T*K, H) */
@@ -223,6 +243,7 @@ typedef struct {
 typedef struct {
     int64_t B, T;
     int mtp;                      /* run the MTP modules */
+    const struct ds_ops *mem;     /* the model's: where the arena lives (NULL: host) */
     float *arena;
     size_t arena_floats;
     float *cos_t, *sin_t;         /* (T, dr/2) */
@@ -232,6 +253,7 @@ typedef struct {
     float *logits;                /* (B,T,V) */
     float **mtp_logits;           /* D x (B,T-k,V) */
     int32_t *ids;                 /* (B,T) */
+    int64_t *host;                /* [host] allocation behind the blocks' counts_h, offsets_h */
     int flags;                    /* DS_ACTS_* */
     float *stage, *stage2;        /* FP32 staging of the cached inputs (DS_ACTS_FP8_CACHE) */
     /* DS_ACTS_INFER: cos/sin cover rope_len positions (built by the first
@@ -267,9 +289,10 @@ int ds_acts_create_infer(ds_acts *a, const ds_model *m, int64_t B, int64_t chunk
 /* Bytes of the arena ds_acts_create_ex would allocate (the same sizing code). */
 size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags);
 /* Cache an activation: quantize x (rows, cols) into c (no-op when c->q is
- * NULL); restore: x = dequantize(c) (no-op when c->q is NULL). */
-void ds_fp8_act_store(const ds_fp8_act *c, const float *x, int64_t rows, int64_t cols);
-void ds_fp8_act_load(float *x, const ds_fp8_act *c, int64_t rows, int64_t cols);
+ * NULL); restore: x = dequantize(c) (no-op when c->q is NULL); through
+ * ops->act_quant_1x128 / act_dequant_1x128. */
+void ds_fp8_act_store(const struct ds_ops *ops, const ds_fp8_act *c, const float *x, int64_t rows, int64_t cols);
+void ds_fp8_act_load(const struct ds_ops *ops, float *x, const ds_fp8_act *c, int64_t rows, int64_t cols);
 void ds_acts_free(ds_acts *a);
 /* hidden_states.i as in transformers' output_hidden_states: 0 = embeddings,
  * i = 1..L-1 output of layer i-1, L = after the final norm. */

@@ -55,7 +55,7 @@ static int load_fp8_resident(ds_model *m, int64_t i, const ds_st_tensor *t, cons
                       b, p->name, (long long)p->shape[0], (long long)p->shape[1]);
     }
     ds_fp8w *w = &m->fp8w[i];
-    memcpy((uint8_t *)w->q, t->data, (size_t)p->numel);
+    memcpy((uint8_t *)w->q, t->data, (size_t)p->numel); /* host: io */
     if (ds_st_to_f32(sc, (float *)w->scale)) return ds_err_prefix("%s: tensor %s", sfile, sname);
     return 0;
 }
@@ -177,7 +177,7 @@ static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir, int ch
         }
         if (p->flags & DS_PARAM_BF16) {
             /* the bits as stored (little-endian u16, like the host) */
-            memcpy((uint16_t *)m->fp8w[i].b16, t->data, (size_t)p->numel * sizeof(uint16_t));
+            memcpy((uint16_t *)m->fp8w[i].b16, t->data, (size_t)p->numel * sizeof(uint16_t)); /* host: io */
             if (p->offset < 0) {
                 if (check && check_finite(m, i, file)) return -1;
                 continue; /* else (kv_b) also widened below */
@@ -259,6 +259,8 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
     rc = load_tensors(m, &s, dir, check);
     ds_log(DS_LOG_DEBUG, "loaded %s in %.3f s%s", dir, ds_now() - t0, check ? " (finite-checked)" : "");
     ds_st_set_close(&s);
+    /* loaded on the host; then onto the caller's table */
+    if (!rc && o && o->mem) rc = ds_model_to(m, o->mem);
     if (rc) ds_model_free(m);
     else if (mtp_dropped)
         ds_log(DS_LOG_INFO, "%s: config.json has num_nextn_predict_layers %lld but the folder holds no MTP weights "
@@ -312,6 +314,13 @@ void ds_model_log_weight_mem(const ds_model *m) {
 int ds_model_save(const ds_model *m, const char *dir) {
     if (ds_model_require_f32(m, "save")) return -1;
     if (ds_mkdir_p(dir)) return -1;
+    /* weights on a device: written from a host copy */
+    const float *params = m->params;
+    float *staged = NULL;
+    if (m->mem && !m->mem->host_visible) {
+        params = staged = ds_malloc((size_t)(m->layout.total > 0 ? m->layout.total : 1) * sizeof(float));
+        m->mem->copy_d2h(staged, m->params, (size_t)m->layout.total * sizeof(float));
+    }
     ds_st_entry *e = ds_calloc((size_t)m->layout.n, sizeof *e);
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
@@ -320,7 +329,7 @@ int ds_model_save(const ds_model *m, const char *dir) {
         e[i].ndim = p->ndim;
         e[i].shape[0] = p->shape[0];
         e[i].shape[1] = p->shape[1];
-        e[i].data = m->params + p->offset;
+        e[i].data = params + p->offset;
     }
     /* a tied lm_head is not written (HF leaves it out) */
     int64_t n = 0;
@@ -330,6 +339,7 @@ int ds_model_save(const ds_model *m, const char *dir) {
     static const char *const meta[] = {"format", "pt", NULL};
     int rc = ds_st_write_model(dir, e, n, meta, (int64_t)5000000000LL);
     free(e);
+    free(staged);
     if (rc) return -1;
     char *cpath = ds_path_join(dir, "config.json");
     rc = ds_config_save(&m->cfg, cpath);

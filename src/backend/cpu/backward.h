@@ -98,7 +98,27 @@ void ds_moe_combine_backward_ref(float *de_out, float *dw, const float *dy, cons
                                  const int32_t *pos, int64_t N, int64_t K, int64_t H);
 void ds_moe_combine_backward(float *de_out, float *dw, const float *dy, const float *e_out, const float *w,
                              const int32_t *pos, int64_t N, int64_t K, int64_t H);
-/* Gather backward: dx[n] += Σ_k dxs[pos[n,k]]  (dx (N, H), dxs (N*K, H)). */
-void ds_moe_gather_backward(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H);
+/* Permute backward: dx[n] += Σ_k dxs[pos[n,k]]  (dx (N, H), dxs (N*K, H)),
+ * k in order from 0 (both versions: same bits). */
+void ds_moe_permute_backward_ref(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H);
+void ds_moe_permute_backward(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H);
+
+/* ---- grouped_linear.c: backward of ds_grouped_linear_forward (FP32 weights)
+ * through self->linear_backward per expert: dinp rows written (acc 0) or
+ * added (acc 1), dw[e] (OC, C) += (ops.h grouped_linear_backward). */
+void ds_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw, const float *dout,
+                                const float *inp, const float *const *w, const int64_t *counts,
+                                const int64_t *offsets, int64_t E, int64_t C, int64_t OC, int acc);
+void ds_grouped_linear_backward_ref(const struct ds_ops *self, float *dinp, float *const *dw, const float *dout,
+                                    const float *inp, const float *const *w, const int64_t *counts,
+                                    const int64_t *offsets, int64_t E, int64_t C, int64_t OC, int acc);
+
+/* ---- mla_kv.c: backward of ds_mla_kv_assemble: dkv (N, nh, dn+dv) written
+ * [dk_nope | dv] per head; dkva (N, rkv+dr) written: latent part 0, k_pe part
+ * = Σ_h dk_pe (h ascending). */
+void ds_mla_kv_assemble_backward_ref(float *dkv, float *dkva, const float *dk, const float *dv, int64_t N,
+                                     int64_t nh, int64_t dn, int64_t dv_, int64_t rkv, int64_t dr);
+void ds_mla_kv_assemble_backward(float *dkv, float *dkva, const float *dk, const float *dv, int64_t N, int64_t nh,
+                                 int64_t dn, int64_t dv_, int64_t rkv, int64_t dr);
 
 #endif

@@ -66,3 +66,13 @@ void ds_balance_loss_backward(float *ds, const float *coef, const float *s, int6
         for (int64_t j = 0; j < E; j++) dst[j] += (float)(k * (coef[j] / S - cs / (S * S)));
     }
 }
+
+void ds_balance_loss_seq(float *ds, float *coef, uint8_t *sel, const float *s, const int32_t *idx, int64_t T,
+                         int64_t E, int64_t K, int64_t D, int64_t M, int normalize, double a_exp, double a_dev,
+                         double a_comm, double scale, ds_balance_terms *terms) {
+    memset(sel, 0, (size_t)(T * E));
+    for (int64_t i = 0; i < T; i++)
+        for (int64_t k = 0; k < K; k++) sel[i * E + idx[i * K + k]] = 1;
+    *terms = ds_balance_loss_forward(coef, s, sel, T, E, K, D, M, normalize, a_exp, a_dev, a_comm);
+    ds_balance_loss_backward(ds, coef, s, T, E, normalize, scale);
+}

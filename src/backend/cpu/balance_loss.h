@@ -38,4 +38,11 @@ void ds_balance_loss_backward(float *ds /* (T, E) */, const float *coef /* (E) *
                               const float *s /* (T, E) */, int64_t T, int64_t E, int normalize,
                               double scale);
 
+/* One sequence end to end (the ops entry balance_loss): sel (T, E) built
+ * from idx (T, K), *terms = the forward's terms (before the weights), coef
+ * (E) as above, ds (T, E) += scale * dL/ds. */
+void ds_balance_loss_seq(float *ds, float *coef, uint8_t *sel, const float *s, const int32_t *idx, int64_t T,
+                         int64_t E, int64_t K, int64_t D, int64_t M, int normalize, double a_exp, double a_dev,
+                         double a_comm, double scale, ds_balance_terms *terms);
+
 #endif

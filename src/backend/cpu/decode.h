@@ -34,11 +34,6 @@ void ds_mla_absorbed_attention_ref(float *att, const float *q, const float *ckv,
 /* dst[r] = src[idx[r]] for r < n, rows of H floats (idx on the host here). */
 void ds_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
 void ds_gather_rows_ref(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
-/* E4M3 codes q (R, C) and scales s (R, ceil(C/128)) of x (R, C) in 1x128
- * tiles (num/quant.h DS_QUANT_TILE_1x128), and back. */
-void ds_act_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t C);
-void ds_act_dequant_1x128(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C);
-
 /* out[r] = the index of the largest x[r, :] (the first one on ties), r < N. */
 void ds_argmax_rows(int32_t *out, const float *x, int64_t N, int64_t V);
 void ds_argmax_rows_ref(int32_t *out, const float *x, int64_t N, int64_t V);

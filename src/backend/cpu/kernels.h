@@ -11,7 +11,10 @@
 #ifndef DS_KERNELS_H
 #define DS_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "backend/cpu/linear_fp8w.h"
 
 /* ---- matmul.c: out = inp · weightᵀ (+ bias) ------------------------------
  * out (N, OC), inp (N, C), weight (OC, C) row-major as PyTorch stores Linear
@@ -124,5 +127,32 @@ void ds_mla_kv_assemble(float *k, float *v, const float *kv, const float *kva, i
 void ds_rope_tables_ref(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T,
                         int64_t h2);
 void ds_rope_tables(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T, int64_t h2);
+
+/* ---- the engine entries of the model side (docs/engine.md steps 4-6) ------
+ * Signatures and contracts: the matching entries of struct ds_ops
+ * (backend/ops.h).  cpu and ref share one function where the code is scalar. */
+struct ds_ops;
+/* memory.c: host memory (aligned malloc, memcpy, memset; sync a no-op) */
+void *ds_cpu_alloc(size_t bytes);
+void ds_cpu_free(void *p);
+void ds_cpu_memset(void *dst, int byte, size_t bytes);
+void ds_cpu_copy(void *dst, const void *src, size_t bytes);
+void ds_cpu_sync(void);
+/* grouped_linear.c: per-expert GEMMs over expert-sorted rows through
+ * self->linear_* (the fast version runs experts in parallel, each GEMM then
+ * single-threaded, in the forward when R >= 64·E and always in the backward;
+ * the reference runs them in order) */
+void ds_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
+                               const ds_fp8w *const *w8, const int64_t *counts, const int64_t *offsets, int64_t E,
+                               int64_t C, int64_t OC);
+void ds_grouped_linear_forward_ref(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
+                                   const ds_fp8w *const *w8, const int64_t *counts, const int64_t *offsets, int64_t E,
+                                   int64_t C, int64_t OC);
+/* act_quant.c: 1x128-tile E4M3 quantization of activations (num/quant.h
+ * defaults: amax floor 1e-4, saturating); one implementation for cpu and ref */
+void ds_act_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t C);
+void ds_act_dequant_1x128(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C);
+/* linear_bf16w.c: the scalar reference of ds_embedding_bf16_forward */
+void ds_embedding_bf16_forward_ref(float *out, const int32_t *ids, const uint16_t *table, int64_t N, int64_t C);
 
 #endif

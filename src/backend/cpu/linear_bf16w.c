@@ -5,7 +5,7 @@
  * driver's packs (gemm_blocked.h: A = inp F32 (N, C), B = W BF16 (OC, C),
  * unscaled: per 128 of C an FP32 block sum added to the output).
  */
-#include "backend/cpu/linear_fp8w.h"
+#include "backend/cpu/kernels.h"
 
 #include <string.h>
 
@@ -45,4 +45,9 @@ void ds_embedding_bf16_forward(float *out, const int32_t *ids, const uint16_t *t
         float *dst = out + n * C;
         for (int64_t i = 0; i < C; i++) dst[i] = ds_bf16_to_f32(src[i]);
     }
+}
+
+void ds_embedding_bf16_forward_ref(float *out, const int32_t *ids, const uint16_t *table, int64_t N, int64_t C) {
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < C; i++) out[n * C + i] = ds_bf16_to_f32(table[(int64_t)ids[n] * C + i]);
 }

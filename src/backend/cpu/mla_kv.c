@@ -5,7 +5,7 @@
  * A scalar reference (`*_ref`, the oracle of tests/test_backend_ops.c) and an
  * OpenMP version over the tokens; both only copy, so they agree bit for bit.
  */
-#include "backend/cpu/kernels.h"
+#include "backend/cpu/backward.h"
 
 #include <string.h>
 
@@ -34,4 +34,37 @@ void ds_mla_kv_assemble(float *k, float *v, const float *kv, const float *kva, i
             memcpy(kd + dn, kva + n * (rkv + dr) + rkv, (size_t)dr * sizeof(float));
             memcpy(v + (n * nh + h) * dv, src + dn, (size_t)dv * sizeof(float));
         }
+}
+
+void ds_mla_kv_assemble_backward_ref(float *dkv, float *dkva, const float *dk, const float *dv, int64_t N,
+                                     int64_t nh, int64_t dn, int64_t dv_, int64_t rkv, int64_t dr) {
+    const int64_t dq = dn + dr;
+    for (int64_t n = 0; n < N; n++) {
+        float *kp = dkva + n * (rkv + dr);
+        for (int64_t i = 0; i < rkv + dr; i++) kp[i] = 0;
+        for (int64_t h = 0; h < nh; h++) {
+            const float *src = dk + (n * nh + h) * dq;
+            float *dst = dkv + (n * nh + h) * (dn + dv_);
+            for (int64_t i = 0; i < dn; i++) dst[i] = src[i];
+            for (int64_t i = 0; i < dv_; i++) dst[dn + i] = dv[(n * nh + h) * dv_ + i];
+            for (int64_t j = 0; j < dr; j++) kp[rkv + j] += src[dn + j];
+        }
+    }
+}
+
+void ds_mla_kv_assemble_backward(float *dkv, float *dkva, const float *dk, const float *dv, int64_t N, int64_t nh,
+                                 int64_t dn, int64_t dv_, int64_t rkv, int64_t dr) {
+    const int64_t dq = dn + dr;
+#pragma omp parallel for schedule(static) if (N * nh * dq > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        float *kp = dkva + n * (rkv + dr);
+        memset(kp, 0, (size_t)(rkv + dr) * sizeof(float));
+        for (int64_t h = 0; h < nh; h++) {
+            const float *src = dk + (n * nh + h) * dq;
+            float *dst = dkv + (n * nh + h) * (dn + dv_);
+            memcpy(dst, src, (size_t)dn * sizeof(float));
+            memcpy(dst + dn, dv + (n * nh + h) * dv_, (size_t)dv_ * sizeof(float));
+            for (int64_t j = 0; j < dr; j++) kp[rkv + j] += src[dn + j];
+        }
+    }
 }

@@ -105,7 +105,13 @@ void ds_moe_combine_backward(float *de_out, float *dw, const float *dy, const fl
     }
 }
 
-void ds_moe_gather_backward(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H) {
+void ds_moe_permute_backward_ref(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H) {
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t i = 0; i < H; i++) dx[n * H + i] += dxs[(int64_t)pos[n * K + k] * H + i];
+}
+
+void ds_moe_permute_backward(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H) {
 #pragma omp parallel for schedule(static) if (N * K * H > 65536)
     for (int64_t n = 0; n < N; n++) {
         float *d = dx + n * H;

@@ -65,6 +65,22 @@ const struct ds_ops ds_ops_cpu = {
     .argmax_rows = ds_argmax_rows,
     .sample_probs = ds_sample_probs,
     .sample_pick = ds_sample_pick,
+    /* engine, model side */
+    .host_visible = 1,
+    .alloc = ds_cpu_alloc,
+    .free = ds_cpu_free,
+    .memset = ds_cpu_memset,
+    .copy_h2d = ds_cpu_copy,
+    .copy_d2h = ds_cpu_copy,
+    .copy_d2d = ds_cpu_copy,
+    .sync = ds_cpu_sync,
+    .moe_sort = ds_moe_sort,
+    .grouped_linear_forward = ds_grouped_linear_forward,
+    .embedding_bf16_forward = ds_embedding_bf16_forward,
+    .grouped_linear_backward = ds_grouped_linear_backward,
+    .mla_kv_assemble_backward = ds_mla_kv_assemble_backward,
+    .moe_permute_backward = ds_moe_permute_backward,
+    .balance_loss = ds_balance_loss_seq,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -107,4 +123,20 @@ const struct ds_ops ds_ops_ref = {
     .argmax_rows = ds_argmax_rows_ref,
     .sample_probs = ds_sample_probs,
     .sample_pick = ds_sample_pick,
+    /* engine, model side */
+    .host_visible = 1,
+    .alloc = ds_cpu_alloc,
+    .free = ds_cpu_free,
+    .memset = ds_cpu_memset,
+    .copy_h2d = ds_cpu_copy,
+    .copy_d2h = ds_cpu_copy,
+    .copy_d2d = ds_cpu_copy,
+    .sync = ds_cpu_sync,
+    .moe_sort = ds_moe_sort,
+    .grouped_linear_forward = ds_grouped_linear_forward_ref,
+    .embedding_bf16_forward = ds_embedding_bf16_forward_ref,
+    .grouped_linear_backward = ds_grouped_linear_backward_ref,
+    .mla_kv_assemble_backward = ds_mla_kv_assemble_backward_ref,
+    .moe_permute_backward = ds_moe_permute_backward_ref,
+    .balance_loss = ds_balance_loss_seq,
 };

@@ -1,0 +1,224 @@
+/*
+ * fakedev.c — a test device (docs/engine.md §4.1): the cpu kernels over
+ * memory the host cannot touch.  Its alloc hands out whole pages that stay
+ * PROT_NONE except while one of its entries runs, so code above the
+ * backend that reads or writes device memory directly (instead of through
+ * copy_d2h / copy_h2d or an entry) faults at once.  host_visible = 0.
+ * ds_backend_get("fakedev") returns it (tests only; not a --device choice);
+ * FP32 only.  Every entry of struct ds_ops needs its wrapper here: a NULL
+ * entry would crash the first test that reaches it.
+ *
+ * Entries nest (grouped_linear_* call self->linear_* from several threads):
+ * a depth count under a mutex unprotects on the way in to depth 1 and
+ * protects on the way out of it.
+ */
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "backend/cpu/backward.h"
+#include "backend/cpu/balance_loss.h"
+#include "backend/ops.h"
+#include "base/base.h"
+
+/* Device memory: one reserved span of address space, handed out bottom up
+ * (page-rounded, never reused: tests are short), so protecting it all is one
+ * mprotect of the used part — a multi-threaded process pays a TLB shootdown
+ * per call, and entries are called thousands of times per step. */
+#define SPAN ((size_t)1 << 36)
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char *base;
+static size_t used;
+static int depth;
+static struct { void *p; size_t n; } *live; /* allocations, for fd_free's size */
+static size_t nlive, caplive;
+
+static void enter(void) {
+    pthread_mutex_lock(&mu);
+    if (depth++ == 0 && used) DS_ASSERT(mprotect(base, used, PROT_READ | PROT_WRITE) == 0);
+    pthread_mutex_unlock(&mu);
+}
+
+static void leave(void) {
+    pthread_mutex_lock(&mu);
+    if (--depth == 0 && used) DS_ASSERT(mprotect(base, used, PROT_NONE) == 0);
+    pthread_mutex_unlock(&mu);
+}
+
+static void *fd_alloc(size_t bytes) {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = ((bytes ? bytes : 1) + pg - 1) / pg * pg;
+    pthread_mutex_lock(&mu);
+    if (!base) {
+        void *p = mmap(NULL, SPAN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        base = p == MAP_FAILED ? NULL : p;
+    }
+    void *p = NULL;
+    if (base && n <= SPAN - used) {
+        p = base + used;
+        used += n;
+        if (depth) DS_ASSERT(mprotect(p, n, PROT_READ | PROT_WRITE) == 0);
+        if (nlive == caplive) live = ds_realloc(live, (caplive = caplive ? 2 * caplive : 64) * sizeof *live);
+        live[nlive].p = p, live[nlive].n = n, nlive++;
+    }
+    pthread_mutex_unlock(&mu);
+    if (!p) ds_err("fakedev: cannot allocate %zu bytes", bytes);
+    return p; /* fresh anonymous pages: zero-filled */
+}
+
+/* the pages go back to the system; the addresses are not handed out again */
+static void fd_free(void *p) {
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; p && i < nlive; i++)
+        if (live[i].p == p) {
+            madvise(p, live[i].n, MADV_DONTNEED);
+            live[i] = live[--nlive];
+            break;
+        }
+    pthread_mutex_unlock(&mu);
+}
+
+static void fd_copy(void *dst, const void *src, size_t n) {
+    enter();
+    if (n && dst != src) memcpy(dst, src, n);
+    leave();
+}
+
+static void fd_memset(void *dst, int byte, size_t n) {
+    enter();
+    if (n) memset(dst, byte, n);
+    leave();
+}
+
+static void fd_sync(void) {}
+
+/* a wrapper per entry: V for void entries, R for entries returning a value */
+#define V(name, params, args)                                                                                  \
+    static void fd_##name params {                                                                             \
+        enter();                                                                                               \
+        ds_ops_cpu.name args;                                                                                  \
+        leave();                                                                                               \
+    }
+#define R(type, name, params, args)                                                                            \
+    static type fd_##name params {                                                                             \
+        enter();                                                                                               \
+        type r_ = ds_ops_cpu.name args;                                                                        \
+        leave();                                                                                               \
+        return r_;                                                                                             \
+    }
+
+V(matmul_forward, (float *o, const float *i, const float *w, const float *b, int64_t N, int64_t C, int64_t OC),
+  (o, i, w, b, N, C, OC))
+V(linear_forward, (float *o, const float *i, const float *w, const float *b, int64_t N, int64_t C, int64_t OC),
+  (o, i, w, b, N, C, OC))
+V(rmsnorm_forward,
+  (float *o, float *r, const float *i, const float *w, int64_t N, int64_t C, int64_t lo, int64_t li, float e),
+  (o, r, i, w, N, C, lo, li, e))
+V(rope_forward,
+  (float *x, const float *c, const float *s, int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr,
+   int h),
+  (x, c, s, B, T, nv, ld, off, dr, h))
+V(attention_forward,
+  (float *o, float *l, const float *q, const float *k, const float *v, int64_t B, int64_t T, int64_t nh, int64_t dq,
+   int64_t dv, float sc),
+  (o, l, q, k, v, B, T, nh, dq, dv, sc))
+V(swiglu_forward, (float *o, const float *g, const float *u, int64_t N, int64_t I), (o, g, u, N, I))
+V(embedding_forward, (float *o, const int32_t *ids, const float *w, int64_t N, int64_t C), (o, ids, w, N, C))
+V(residual_forward, (float *o, const float *a, const float *b, int64_t n), (o, a, b, n))
+V(moe_route_forward,
+  (float *w, int32_t *idx, float *s, const float *l, const float *b, const ds_route_params *p, int64_t N),
+  (w, idx, s, l, b, p, N))
+V(matmul_backward,
+  (float *di, float *dw, float *db, const float *d, const float *i, const float *w, int64_t N, int64_t C, int64_t OC,
+   int acc),
+  (di, dw, db, d, i, w, N, C, OC, acc))
+V(linear_backward,
+  (float *di, float *dw, float *db, const float *d, const float *i, const float *w, int64_t N, int64_t C, int64_t OC,
+   int acc),
+  (di, dw, db, d, i, w, N, C, OC, acc))
+V(rmsnorm_backward,
+  (float *di, float *dw, const float *d, const float *i, const float *w, const float *r, int64_t N, int64_t C,
+   int64_t l1, int64_t l2, int64_t l3, float e),
+  (di, dw, d, i, w, r, N, C, l1, l2, l3, e))
+V(rope_backward,
+  (float *x, const float *c, const float *s, int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr,
+   int h),
+  (x, c, s, B, T, nv, ld, off, dr, h))
+V(attention_backward,
+  (float *dq, float *dk, float *dv, const float *d, const float *o, const float *l, const float *q, const float *k,
+   const float *v, int64_t B, int64_t T, int64_t nh, int64_t DQ, int64_t DV, float sc),
+  (dq, dk, dv, d, o, l, q, k, v, B, T, nh, DQ, DV, sc))
+V(swiglu_backward, (float *dg, float *du, const float *d, const float *g, const float *u, int64_t N, int64_t I),
+  (dg, du, d, g, u, N, I))
+V(embedding_backward, (float *dw, const float *d, const int32_t *ids, int64_t N, int64_t C), (dw, d, ids, N, C))
+R(double, cross_entropy,
+  (float *dl, float *ls, int64_t *cnt, const float *l, const int32_t *t, int64_t N, int64_t V, int32_t ig, float ds),
+  (dl, ls, cnt, l, t, N, V, ig, ds))
+V(moe_route_backward,
+  (float *dl, const float *dw, const float *ds, const float *s, const int32_t *idx, const ds_route_params *p,
+   int64_t N),
+  (dl, dw, ds, s, idx, p, N))
+V(moe_combine_backward,
+  (float *de, float *dw, const float *dy, const float *e, const float *w, const int32_t *pos, int64_t N, int64_t K,
+   int64_t H),
+  (de, dw, dy, e, w, pos, N, K, H))
+V(linear_fp8w_forward, (float *o, const float *i, const ds_fp8w *w, const float *b, int64_t N, int64_t C, int64_t OC),
+  (o, i, w, b, N, C, OC))
+V(moe_permute, (float *xs, const float *x, const int32_t *o, int64_t N, int64_t K, int64_t H), (xs, x, o, N, K, H))
+V(moe_combine_forward, (float *y, const float *e, const float *w, const int32_t *pos, int64_t N, int64_t K, int64_t H),
+  (y, e, w, pos, N, K, H))
+V(mla_kv_assemble,
+  (float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh, int64_t dn, int64_t dv, int64_t rkv,
+   int64_t dr),
+  (k, v, kv, kva, N, nh, dn, dv, rkv, dr))
+V(rope_tables, (float *c, float *s, const float *f, float af, int64_t T, int64_t h2), (c, s, f, af, T, h2))
+V(moe_sort, (int64_t *c, int64_t *o, int32_t *ord, int32_t *pos, const int32_t *idx, int64_t N, int64_t K, int64_t E),
+  (c, o, ord, pos, idx, N, K, E))
+V(embedding_bf16_forward, (float *o, const int32_t *ids, const uint16_t *w, int64_t N, int64_t C), (o, ids, w, N, C))
+V(act_quant_1x128, (uint8_t *q, float *s, const float *x, int64_t R, int64_t C), (q, s, x, R, C))
+V(act_dequant_1x128, (float *x, const uint8_t *q, const float *s, int64_t R, int64_t C), (x, q, s, R, C))
+V(mla_kv_assemble_backward,
+  (float *dkv, float *dkva, const float *dk, const float *dv, int64_t N, int64_t nh, int64_t dn, int64_t dv_,
+   int64_t rkv, int64_t dr),
+  (dkv, dkva, dk, dv, N, nh, dn, dv_, rkv, dr))
+V(moe_permute_backward, (float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H),
+  (dx, dxs, pos, N, K, H))
+V(balance_loss,
+  (float *ds, float *coef, uint8_t *sel, const float *s, const int32_t *idx, int64_t T, int64_t E, int64_t K,
+   int64_t G, int64_t M, int nz, double a1, double a2, double a3, double sc, ds_balance_terms *t),
+  (ds, coef, sel, s, idx, T, E, K, G, M, nz, a1, a2, a3, sc, t))
+R(double, sumsq, (const float *x, int64_t n), (x, n))
+
+/* the grouped entries run the cpu loop over experts with `self` (the calls
+ * nest: each expert's linear entry enters again) */
+static void fd_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
+                                      const ds_fp8w *const *w8, const int64_t *cnt, const int64_t *off, int64_t E,
+                                      int64_t C, int64_t OC) {
+    enter();
+    ds_ops_cpu.grouped_linear_forward(self, out, inp, w, w8, cnt, off, E, C, OC);
+    leave();
+}
+
+static void fd_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw, const float *dout,
+                                       const float *inp, const float *const *w, const int64_t *cnt, const int64_t *off,
+                                       int64_t E, int64_t C, int64_t OC, int acc) {
+    enter();
+    ds_ops_cpu.grouped_linear_backward(self, dinp, dw, dout, inp, w, cnt, off, E, C, OC, acc);
+    leave();
+}
+
+#define E_(name) .name = fd_##name
+const struct ds_ops ds_ops_fakedev = {
+    .name = "fakedev",
+    E_(matmul_forward), E_(rmsnorm_forward), E_(rope_forward), E_(attention_forward), E_(swiglu_forward),
+    E_(embedding_forward), E_(residual_forward), E_(moe_route_forward), E_(matmul_backward), E_(rmsnorm_backward),
+    E_(rope_backward), E_(attention_backward), E_(swiglu_backward), E_(embedding_backward), E_(cross_entropy),
+    E_(moe_route_backward), E_(moe_combine_backward), E_(linear_forward), E_(linear_backward),
+    E_(linear_fp8w_forward), E_(moe_permute), E_(moe_combine_forward), E_(mla_kv_assemble), E_(rope_tables),
+    .host_visible = 0,
+    .alloc = fd_alloc, .free = fd_free, .memset = fd_memset, .copy_h2d = fd_copy, .copy_d2h = fd_copy,
+    .copy_d2d = fd_copy, .sync = fd_sync,
+    E_(moe_sort), E_(grouped_linear_forward), E_(embedding_bf16_forward), E_(act_quant_1x128),
+    E_(act_dequant_1x128), E_(grouped_linear_backward), E_(mla_kv_assemble_backward), E_(moe_permute_backward),
+    E_(balance_loss), E_(sumsq),
+};

@@ -1,0 +1,74 @@
+/*
+ * test_engine_lint.c — tools/check_engine.sh, the engine rule of
+ * docs/engine.md §2.6: on a fixture tree with one violation of each rule it
+ * prints exactly those lines (tests/fixtures/engine_lint/expected.txt, written
+ * by hand from the rules) and fails; more than 12 tagged host loops fail; and
+ * the folders already cleaned (src/model/) pass.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "test.h"
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+TEST(engine_lint_fixture) {
+    static char out[16384];
+    int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh --root tests/fixtures/engine_lint 2>&1");
+    const char *want = slurp("tests/fixtures/engine_lint/expected.txt");
+    CHECK(want != NULL);
+    TEST_RETURN_IF_FAILED();
+    CHECK_MSG(rc == 1, "exit status %d, want 1", rc);
+    CHECK_MSG(strcmp(out, want) == 0, "output:\n%s\nwant:\n%s", out, want);
+    /* every rule shows exactly once */
+    for (int r = 1; r <= 6; r++) {
+        char tag[8];
+        snprintf(tag, sizeof tag, ": R%d:", r);
+        const char *p = strstr(out, tag);
+        CHECK_MSG(p && !strstr(p + 1, tag), "rule R%d not exactly once", r);
+    }
+    /* --report: counts, exit 0 */
+    rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh --report --root tests/fixtures/engine_lint 2>&1");
+    CHECK(rc == 0 && strstr(out, "\nR4 1\n") && strstr(out, "\ntagged 1\n"));
+    /* a folder list checks only those folders: the io fixture alone has R6 only */
+    rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh --root tests/fixtures/engine_lint src/io 2>&1");
+    CHECK_MSG(rc == 1 && !strcmp(out, "src/io/r.c:4: R6: #include \"model/m.h\"\n"), "src/io only: %s", out);
+    rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh --root tests/fixtures/engine_lint src/nope 2>&1");
+    CHECK_MSG(rc == 2 && strstr(out, "src/nope"), "missing folder: rc %d, %s", rc, out);
+}
+
+/* The cap on tagged host loops: 13 tagged loops in scope fail. */
+TEST(engine_lint_tag_cap) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/tree", ds_test_tmpdir());
+    char out[8192];
+    CHECK(ds_test_sh(NULL, 0, "mkdir -p %s/src/model", dir) == 0);
+    snprintf(path, sizeof path, "%s/src/model/t.c", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    TEST_RETURN_IF_FAILED();
+    fprintf(f, "void f(int *ids, long N) {\n");
+    for (int i = 0; i < 13; i++) fprintf(f, "    for (long n = 0; n < N; n++) ids[n] = 0; /* host: ids */\n");
+    fprintf(f, "}\n");
+    fclose(f);
+    int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh --root %s 2>&1", dir);
+    CHECK_MSG(rc == 1 && strstr(out, "R4: 13 tagged host loops > 12\n"), "rc %d: %s", rc, out);
+}
+/* src/model/ holds no loop over tensor data, no OpenMP, no kernel name
+ * (R1-R5 of §2.6; R6 for its includes).  The lead extends the list as
+ * src/train/, src/infer/ and the others are cleaned. */
+TEST(engine_lint_clean_folders) {
+    static char out[65536];
+    int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh src/model 2>&1");
+    CHECK_MSG(rc == 0, "tools/check_engine.sh src/model: exit %d\n%s", rc, out);
+}
