@@ -21,6 +21,7 @@ static const examples g_examples[] = {
     {"train", {"dsv3 train --config tiny --data data --out run --minutes 10 --precision bf16",
                "dsv3 train --data data --resume run --steps 2000", NULL}},
     {"bench-train", {"dsv3 bench-train --config small --random 8,256 --iters 3 --precision bf16", NULL}},
+    {"comm-check", {"dsv3 comm-check", "dsv3 comm-check --ranks-per-node 2", NULL}},
     {"convert", {"dsv3 convert --to fp8 run/latest run-fp8", "dsv3 convert --to bf16 run-fp8 run-bf16", NULL}},
     {"data", {"dsv3 data prepare --tokenizer tok.json --input corpus.txt --out data --docs line", NULL}},
     {"data prepare", {"dsv3 data prepare --tokenizer tok.json --input corpus.txt --out data --docs line",
