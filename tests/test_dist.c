@@ -9,8 +9,10 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "base/base.h"
 #include "dist/check.h"
 #include "dist/comm.h"
+#include "model/model.h"
 #include "test.h"
 
 /* environment of every mpirun here: root allowed, oversubscribed 2 cores,
@@ -76,4 +78,183 @@ TEST(comm_mpi_collectives_np2_np4) {
     /* 4 ranks, 3 per node: not equal nodes, one line, non-zero */
     rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 comm-check --ranks-per-node 3 2>&1", 60, 4);
     CHECK_MSG(rc != 0 && strstr(out, "--ranks-per-node 3 does not divide the 4 ranks"), "rc %d:\n%s", rc, out);
+}
+
+/* ---- training over several processes ------------------------------------ */
+
+/* word salad (~50 KB): tokenizer of 300 and shards in DIR/data */
+static const char *dist_data(void) {
+    const char *tmp = ds_test_tmpdir();
+    static const char *w[] = {"the", "king", "and", "queen", "of", "a", "land", "where", "rivers", "run",
+                              "to", "sea", "with", "light", "upon", "hills", "shall", "come", "unto", "them"};
+    char path[600];
+    snprintf(path, sizeof path, "%s/corpus.txt", tmp);
+    FILE *f = fopen(path, "w");
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    for (int line = 0; line < 1500; line++) {
+        int n = 4 + (int)ds_rng_below(&r, 8);
+        for (int i = 0; i < n; i++) fprintf(f, "%s%s", i ? " " : "", w[ds_rng_below(&r, 20)]);
+        fputs(".\n", f);
+    }
+    fclose(f);
+    char out[4096];
+    int rc = ds_test_sh(out, sizeof out,
+                        "$DSV3 tokenizer train --input %s --vocab-size 300 --special-tokens '<|bos|>' '<|eos|>' --out %s/tok.json"
+                        " && $DSV3 data prepare --tokenizer %s/tok.json --input %s --out %s/data --docs line --val-fraction 0.05",
+                        path, tmp, tmp, path, tmp);
+    if (rc) fprintf(stderr, "  prepare: %s\n", out);
+    return rc ? NULL : tmp;
+}
+
+#define MAXSTEPS 64
+typedef struct {
+    int n;
+    double loss[MAXSTEPS];
+    char load[MAXSTEPS][256];
+    double grad_bytes[MAXSTEPS], param_bytes[MAXSTEPS];
+} run_log;
+
+/* the step records of RUN/train_log.jsonl */
+static int read_log(const char *run, run_log *L) {
+    memset(L, 0, sizeof *L);
+    char path[700];
+    snprintf(path, sizeof path, "%s/train_log.jsonl", run);
+    size_t len;
+    char *s = ds_read_file(path, &len);
+    if (!s) return -1;
+    for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "{\"step\": ", 9) || !strstr(line, "\"loss\": ")) continue;
+        int k = atoi(line + 9) - 1;
+        if (k < 0 || k >= MAXSTEPS) continue;
+        L->loss[k] = atof(strstr(line, "\"loss\": ") + 8);
+        const char *ld = strstr(line, "\"load\": ");
+        if (ld) snprintf(L->load[k], sizeof L->load[k], "%s", ld);
+        const char *g = strstr(line, "\"grad\": "), *p = strstr(line, "\"param\": ");
+        if (g) L->grad_bytes[k] = atof(g + 8);
+        if (p) L->param_bytes[k] = atof(p + 9);
+        if (k + 1 > L->n) L->n = k + 1;
+    }
+    free(s);
+    return 0;
+}
+
+/* losses equal within rel, loads equal exactly, over n steps */
+static void check_same_training(const run_log *a, const run_log *b, int n, double rel, const char *what) {
+    CHECK_MSG(a->n == n && b->n == n, "%s: %d and %d steps logged, expected %d", what, a->n, b->n, n);
+    double worst = 0;
+    for (int k = 0; k < n && k < a->n && k < b->n; k++) {
+        double d = fabs(a->loss[k] - b->loss[k]) / fabs(a->loss[k]);
+        if (d > worst) worst = d;
+        CHECK_MSG(d <= rel, "%s: step %d loss %.8g vs %.8g (rel %.2g)", what, k + 1, a->loss[k], b->loss[k], d);
+        CHECK_MSG(!strcmp(a->load[k], b->load[k]), "%s: step %d loads differ:\n %s\n %s", what, k + 1, a->load[k], b->load[k]);
+    }
+    fprintf(stderr, "  %s: %d steps, worst loss difference %.2g relative\n", what, n, worst);
+}
+
+#define TRAIN_ARGS "--threads 1 train --config tiny --seq 32 --eval-every 0 --lr 3e-3 --warmup 5"
+
+/* 20 steps of tiny on 2 processes (data parallel, ZeRO-1) against one
+ * process with the same global batch: losses within 1e-5, expert loads and
+ * router biases exactly equal; the same with gradient accumulation; the
+ * traffic of a step is the analytic one */
+TEST(dp_train_np2_equals_one_process) {
+    NEED_MPI();
+    const char *d = dist_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384], r1[600], r2[600];
+    for (int accum = 1; accum <= 2; accum++) {
+        snprintf(r1, sizeof r1, "%s/one-a%d", d, accum);
+        snprintf(r2, sizeof r2, "%s/two-a%d", d, accum);
+        int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --grad-accum %d 2>&1",
+                            d, r1, accum);
+        CHECK_MSG(rc == 0, "one process: %s", out);
+        rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --grad-accum %d 2>&1",
+                        120, 2, d, r2, accum);
+        CHECK_MSG(rc == 0, "2 processes: %s", out);
+        CHECK_MSG(strstr(out, "data parallel over 2 processes (mpi): 2 rows of each batch per process"), "%s", out);
+        CHECK_MSG(count_lines(out, "step     20 |") == 1, "only rank 0 logs steps:\n%s", out);
+        TEST_RETURN_IF_FAILED();
+        run_log a, b;
+        CHECK(read_log(r1, &a) == 0 && read_log(r2, &b) == 0);
+        check_same_training(&a, &b, 20, 1e-5, accum == 1 ? "P=2 vs P=1" : "P=2 vs P=1, --grad-accum 2");
+        /* ZeRO-1 traffic seen by rank 0: reduce-scatter sends N - n0 floats, the
+         * all-gather n0 floats to the other rank: 4·N bytes together; the
+         * norm's all-reduce of one double counts 2·(P-1)/P·8 = 8 bytes */
+        const char *z = strstr(out, "AdamW moments of ");
+        long long n0 = 0, N = 0;
+        CHECK(z && sscanf(z, "AdamW moments of %lld of %lld", &n0, &N) == 2);
+        CHECK_MSG(b.grad_bytes[3] == 4.0 * (double)(N - n0) + 8 && b.param_bytes[3] == 4.0 * (double)n0,
+                  "grad %.0f param %.0f bytes, N %lld n0 %lld", b.grad_bytes[3], b.param_bytes[3], N, n0);
+        /* router biases: the same updates from the same global loads */
+        char p1[700], p2[700];
+        snprintf(p1, sizeof p1, "%s/latest", r1);
+        snprintf(p2, sizeof p2, "%s/latest", r2);
+        ds_model m1, m2;
+        CHECK(ds_model_load(&m1, p1) == 0 && ds_model_load(&m2, p2) == 0);
+        TEST_RETURN_IF_FAILED();
+        int nb = 0;
+        for (int64_t l = 0; l < m1.nblocks; l++)
+            if (m1.blocks[l].router_bias) {
+                nb++;
+                CHECK_MSG(!memcmp(m1.blocks[l].router_bias, m2.blocks[l].router_bias,
+                                  (size_t)m1.cfg.n_routed_experts * sizeof(float)), "block %lld: router biases differ", (long long)l);
+            }
+        CHECK(nb > 0);
+        CHECK(ds_test_max_rel(m2.params, m1.params, (size_t)m1.layout.total, 1e-3) < 1e-4);
+        ds_model_free(&m1), ds_model_free(&m2);
+    }
+}
+
+/* a run saved on 2 processes resumes on 2 bit-exactly (the same checkpoint
+ * files as the run that was never stopped) and on 1 process with equal
+ * losses */
+TEST(dp_resume_np2_np2_and_np1) {
+    NEED_MPI();
+    const char *d = dist_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384];
+    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/full --steps 12 --batch 4 --save-every 6 2>&1",
+                        120, 2, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/part --steps 12 --batch 4 --save-every 6 --stop-after 6 2>&1",
+                    120, 2, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, "cp -r %s/part %s/part1", d, d);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --data %s/data --resume %s/part 2>&1", 120, 2, d, d);
+    CHECK_MSG(rc == 0, "resume on 2: %s", out);
+    rc = ds_test_sh(out, sizeof out, "$DSV3 --threads 1 train --data %s/data --resume %s/part1 2>&1", d, d);
+    CHECK_MSG(rc == 0, "resume on 1: %s", out);
+    TEST_RETURN_IF_FAILED();
+    for (int f = 0; f < 2; f++) {
+        const char *file = f ? "train_state.safetensors" : "model.safetensors";
+        rc = ds_test_sh(out, sizeof out, "cmp %s/full/ckpt-12/%s %s/part/ckpt-12/%s", d, file, d, file);
+        CHECK_MSG(rc == 0, "resume on 2 processes: %s differs: %s", file, out);
+    }
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/full", d);
+    snprintf(b, sizeof b, "%s/part1", d);
+    run_log la, lb;
+    CHECK(read_log(a, &la) == 0 && read_log(b, &lb) == 0);
+    check_same_training(&la, &lb, 12, 1e-5, "saved on 2, resumed on 1");
+}
+
+/* a process killed in the middle of a step: the job ends non-zero within
+ * the time bound with mpirun's line naming the rank, and the last
+ * checkpoint still loads; a batch that does not split is one line, exit 1 */
+TEST(dp_killed_rank_and_bad_batch) {
+    NEED_MPI();
+    const char *d = dist_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384];
+    double t0 = ds_now();
+    int rc = ds_test_sh(out, sizeof out, "DSV3_FAULT=die:1:5 " MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/k --steps 20 --batch 4 --save-every 2 2>&1",
+                        60, 2, d, d);
+    double dt = ds_now() - t0;
+    CHECK_MSG(rc != 0 && rc != 124 && dt < 50, "rc %d after %.1f s:\n%s", rc, dt, out);
+    CHECK_MSG(strstr(out, "rank 1") && strstr(out, "signal 9"), "%s", out);
+    rc = ds_test_sh(out, sizeof out, "$DSV3 inspect %s/k/latest 2>&1 && test -d %s/k/ckpt-4 && ! test -d %s/k/ckpt-6", d, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/b --steps 2 --batch 3 2>&1", 60, 2, d, d);
+    CHECK_MSG(rc != 0 && strstr(out, "--batch 3 is not a multiple of the 2 processes"), "rc %d: %s", rc, out);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "dist/comm.h"
 #include "train/trainer.h"
 
 static const char *const g_prec[] = {"fp32", "bf16", "fp8"};
@@ -193,7 +194,13 @@ static int run(int argc, char **argv) {
                    "the same --threads", (long long)threads, ds_threads());
     }
     if (o.fp8_cache && o.precision != DS_PREC_FP8) ds_cli_usage_error("train", "--fp8-cache needs --precision fp8");
-    if (ds_train(&o)) return ds_cli_fail("train");
+    if (ds_train(&o)) {
+        ds_cli_fail("train");
+        /* under mpirun: the other processes stop too instead of waiting in a collective */
+        if (ds_comm_is_distributed()) ds_comm_abort(1, NULL);
+        return 1;
+    }
+    ds_comm_finalize();
     return 0;
 }
 DS_COMMAND("train", "train or resume a DeepSeek-V3-style model on token shards", run)

@@ -87,14 +87,16 @@ static void make_perm(ds_loader *l, int64_t epoch) {
     l->perm_epoch = epoch;
 }
 
-int64_t ds_loader_next(ds_loader *l, int32_t *out) {
+int64_t ds_loader_next(ds_loader *l, int32_t *out) { return ds_loader_next_rows(l, out, 0, l->B); }
+
+int64_t ds_loader_next_rows(ds_loader *l, int32_t *out, int64_t r0, int64_t r1) {
     uint64_t g = l->consumed * (uint64_t)l->world + (uint64_t)l->rank;
     int64_t epoch = (int64_t)(g / (uint64_t)l->nbatches), b = (int64_t)(g % (uint64_t)l->nbatches);
     if (epoch != l->perm_epoch) make_perm(l, epoch);
-    for (int64_t i = 0; i < l->B; i++) {
+    for (int64_t i = r0; i < r1; i++) {
         int64_t w = l->perm[b * l->B + i];
         const ds_shard *s = &l->shards[l->win_shard[w]];
-        for (int64_t t = 0; t <= l->T; t++) out[i * (l->T + 1) + t] = ds_shard_token(s, (uint64_t)(l->win_start[w] + t));
+        for (int64_t t = 0; t <= l->T; t++) out[(i - r0) * (l->T + 1) + t] = ds_shard_token(s, (uint64_t)(l->win_start[w] + t));
     }
     l->consumed++;
     return epoch;

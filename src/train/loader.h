@@ -41,6 +41,9 @@ int ds_loader_open(ds_loader *l, const char *dir, const char *split, int64_t B, 
 void ds_loader_close(ds_loader *l);
 /* Fills out (B, T+1) with the next batch; returns the epoch it came from. */
 int64_t ds_loader_next(ds_loader *l, int32_t *out);
+/* The same, rows r0 .. r1-1 only (out: (r1 - r0, T+1)): data parallelism,
+ * where each rank reads its slice of every batch. */
+int64_t ds_loader_next_rows(ds_loader *l, int32_t *out, int64_t r0, int64_t r1);
 /* Position: batches consumed by this rank.  ds_loader_seek restores it. */
 static inline uint64_t ds_loader_tell(const ds_loader *l) { return l->consumed; }
 static inline void ds_loader_seek(ds_loader *l, uint64_t consumed) { l->consumed = consumed; }
