@@ -26,6 +26,7 @@ static const examples g_examples[] = {
     {"data", {"dsv3 data prepare --tokenizer tok.json --input corpus.txt --out data --docs line", NULL}},
     {"data prepare", {"dsv3 data prepare --tokenizer tok.json --input corpus.txt --out data --docs line",
                       "dsv3 data prepare --tokenizer tok.json --input docs.jsonl --out data --val-fraction 0.01", NULL}},
+    {"ep-check", {"dsv3 ep-check --ep 1", "dsv3 ep-check --ep 1 --dispatch-precision fp8 --tol 0.05", NULL}},
     {"eval", {"dsv3 eval --model run/latest --task lm:heldout.txt",
               "dsv3 eval --model run/latest --task piqa arc_easy --limit 200 --out results.json", NULL}},
     {"forward", {"dsv3 forward --model run/latest --ids ids.txt --out logits.safetensors --hidden",

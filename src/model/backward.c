@@ -6,6 +6,7 @@
  * activation gradients live in the ds_bwd scratch (allocated once).
  */
 #include "model/backward.h"
+#include "model/moe_ep.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -214,6 +215,10 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
         const int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
         ds_route_params rp = ds_route_params_of(c);
         ops->moe_combine_backward(w->de_out, w->dw, dout, a->e_out, a->r_w, a->pos, N, K, H);
+        if (m->ep) { /* expert parallelism (model/moe_ep.h) */
+            ds_moe_ep_backward(m, ops, p, g, w->de_out, w->dxs, N);
+            goto gathered;
+        }
         /* experts in parallel, each one's GEMMs single-threaded (nested
          * regions inside the kernels are inactive): one parallel region per
          * layer instead of several per expert; every expert writes only its
@@ -244,6 +249,7 @@ static void block_backward(float *dinp, const float *dout, const float *inp, con
                 }
             }
         }
+    gathered:
         memset(w->dln2, 0, (size_t)(N * H) * sizeof(float));
         ds_moe_gather_backward(w->dln2, w->dxs, a->pos, N, K, H);
         ops->moe_route_backward(w->dr_logits, w->dw, dscores, a->r_scores, a->r_idx, &rp, N);

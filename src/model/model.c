@@ -3,6 +3,7 @@
  * forward pass (doc §2, §4, §5, §7).  Load/save: model_io.c.
  */
 #include "model/model.h"
+#include "model/moe_ep.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -534,6 +535,10 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
         ops->moe_route_forward(a->r_w, a->r_idx, a->r_scores, a->r_logits, p->router_bias, &rp, N);
         ds_moe_sort(a->counts, a->offsets, a->order, a->pos, a->r_idx, N, K, E);
         ops->moe_permute(a->xs, a->ln2, a->order, N, K, H);
+        if (m->ep) { /* expert parallelism (model/moe_ep.h): the owners' experts */
+            ds_moe_ep_forward(m, ops, p, a, N);
+            goto combine;
+        }
         /* one GEMM per expert on its contiguous rows; experts in parallel (each
          * GEMM then runs single-threaded), unless the batch is so small that
          * splitting inside the GEMMs is better */
@@ -553,6 +558,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
             ds_linear_any(ops, a->e_out + off[e] * H, a->e_act + off[e] * Im, p->ed[e], p->ed8 ? p->ed8[e] : NULL, NULL, cnt[e], Im, H);
         }
         ds_fp8_act_store(&a->fp8_e_act, a->e_act, N * K, Im);
+    combine:
         /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
         ops->moe_combine_forward(a->mlp_out, a->e_out, a->r_w, a->pos, N, K, H);
         if (p->inter > 0) {

@@ -24,6 +24,7 @@
 #include "train/checkpoint.h"
 #include "train/loader.h"
 #include "train/zero.h"
+#include "model/moe_ep.h"
 
 /* ---- memory report ------------------------------------------------------------- */
 
@@ -540,6 +541,10 @@ int ds_train(const ds_train_opts *o) {
         goto out0;
     }
     int cache = o->precision == DS_PREC_FP8 && o->fp8_cache;
+    if (o->ep > 0 && cache) {
+        ds_err("--ep with --fp8-cache is not supported yet");
+        goto out0;
+    }
     if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
     if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
     ds_grads_create(&g, &m);
@@ -548,6 +553,13 @@ int ds_train(const ds_train_opts *o) {
     /* ZeRO-1: the moments of this rank's block only */
     ds_zero1 zero;
     ds_zero1_init(&zero, world, g.n);
+    ds_moe_ep epx;
+    int have_ep = 0;
+    memset(&epx, 0, sizeof epx);
+    if (o->ep > 0) {
+        if (ds_moe_ep_create(&epx, &m, world, o->ep, o->dispatch, o->ranks_per_node)) goto out0;
+        have_ep = 1;
+    }
     int64_t nmom = P > 1 ? zero.hi - zero.lo : g.n;
     void *mom = ds_calloc((size_t)nmom + 1, msz), *vel = ds_calloc((size_t)nmom + 1, msz);
     int32_t *win = ds_malloc((size_t)(B * (T + 1)) * sizeof(int32_t));
@@ -666,6 +678,12 @@ int ds_train(const ds_train_opts *o) {
     mem.eval_acts = ea.arena_floats * sizeof(float);
     mem.total += mem.eval_acts;
     ds_train_memory_log(&mem);
+    if (have_ep)
+        ds_log(DS_LOG_INFO, "expert parallel: groups of %d processes (data-parallel degree %d), experts %lld..%lld of "
+               "%lld here; dispatch %s, combine %s; %d node(s)", o->ep, P / o->ep, (long long)epx.ep.first_expert,
+               (long long)(epx.ep.first_expert + epx.ep.experts_per_rank - 1), (long long)E,
+               o->dispatch == DS_EP_FP8 ? "fp8 (E4M3, 1x128 scales)" : o->dispatch == DS_EP_BF16 ? "bf16" : "fp32",
+               epx.combine == DS_EP_BF16 ? "bf16" : "fp32", epx.nnodes);
     if (P > 1)
         ds_log(DS_LOG_INFO, "data parallel over %d processes (%s): %lld rows of each batch per process; ZeRO-1: "
                "AdamW moments of %lld of %lld parameters per process (%.1f MiB)", P, world->transport, (long long)Bl,
@@ -696,7 +714,7 @@ int ds_train(const ds_train_opts *o) {
         double lr = ds_lr_at(&sch, s);
         hp.lr = lr;
         double t0 = ds_now();
-        ds_comm_stats comm0 = world->stats;
+        ds_comm_stats comm0 = world->stats, ep0 = have_ep ? epx.ep.comm->stats : world->stats;
         ds_grads_zero(&g);
         memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
         double loss = 0, ce = 0, mtp_ce = 0, bal = 0;
@@ -708,7 +726,9 @@ int ds_train(const ds_train_opts *o) {
                     tgt[b * T + t] = win[b * (T + 1) + t + 1];
                 }
             ds_loss_terms lt;
+            m.ep = have_ep ? &epx : NULL; /* the step's MoE layers over the expert-parallel group */
             int bad = ds_model_forward(&m, &a, &ops, ids) || ds_model_backward(&m, &a, &ops, &g, &w, tgt, &lo, &lt);
+            m.ep = NULL;
             if (bad) {
                 rc = -1;
                 break;
@@ -800,7 +820,7 @@ int ds_train(const ds_train_opts *o) {
             st.total_steps = st.step; /* the machine got slower than the first steps said */
         }
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
-        char comm_s[160] = "", comm_j[256] = "";
+        char comm_s[256] = "", comm_j[384] = "";
         if (P > 1) {
             const ds_comm_stats *cs = &world->stats;
             snprintf(comm_j, sizeof comm_j, "\"comm_bytes\": {\"grad\": %.0f, \"param\": %.0f, \"dispatch\": %.0f, "
@@ -814,6 +834,24 @@ int ds_train(const ds_train_opts *o) {
                      (cs->bytes[DS_COMM_PARAM] - comm0.bytes[DS_COMM_PARAM]) / 1e6,
                      (cs->bytes[DS_COMM_DISPATCH] - comm0.bytes[DS_COMM_DISPATCH]) / 1e6,
                      (cs->bytes[DS_COMM_COMBINE] - comm0.bytes[DS_COMM_COMBINE]) / 1e6, cs->wait_s - comm0.wait_s);
+        }
+        if (have_ep) { /* the group's traffic and node-limited routing, summed over the world */
+            ds_comm_stats *es = &epx.ep.comm->stats;
+            double v[4] = {es->bytes[DS_COMM_DISPATCH] - ep0.bytes[DS_COMM_DISPATCH],
+                           es->bytes[DS_COMM_COMBINE] - ep0.bytes[DS_COMM_COMBINE], (double)epx.node_sum,
+                           (double)epx.tok_layers};
+            int64_t mx = epx.node_max;
+            if (ds_allreduce(world, v, 4, DS_COMM_F64, DS_COMM_SUM) || ds_allreduce(world, &mx, 1, DS_COMM_I64, DS_COMM_MAX)) {
+                rc = -1;
+                break;
+            }
+            size_t k = strlen(comm_s);
+            snprintf(comm_s + k, sizeof comm_s - k, " | ep MB dispatch %.2f combine %.2f, nodes/token %.2f max %lld",
+                     v[0] / 1e6, v[1] / 1e6, v[3] > 0 ? v[2] / v[3] : 0.0, (long long)mx);
+            k = strlen(comm_j);
+            snprintf(comm_j + k, sizeof comm_j - k, "\"ep_dispatch_bytes\": %.0f, \"ep_combine_bytes\": %.0f, "
+                     "\"nodes_per_token\": %.6f, \"nodes_max\": %lld, ", v[0], v[1], v[3] > 0 ? v[2] / v[3] : 0.0, (long long)mx);
+            epx.node_sum = epx.tok_layers = epx.node_max = 0;
         }
         if (lead && o->log_every > 0 && (st.step % o->log_every == 0 || st.step == st.total_steps)) {
             if (tty) fputs("\r\033[K", stderr);
@@ -899,6 +937,7 @@ int ds_train(const ds_train_opts *o) {
     fclose(logf);
 out1:
     ds_zero1_free(&zero);
+    if (have_ep) ds_moe_ep_free(&epx);
     free(mom), free(vel), free(win), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
     ds_grads_free(&g);
     ds_bwd_free(&w);
