@@ -258,3 +258,89 @@ TEST(dp_killed_rank_and_bad_batch) {
     rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/b --steps 2 --batch 3 2>&1", 60, 2, d, d);
     CHECK_MSG(rc != 0 && strstr(out, "--batch 3 is not a multiple of the 2 processes"), "rc %d: %s", rc, out);
 }
+
+/* ---- expert parallelism -------------------------------------------------- */
+
+/* the MoE layers (and the whole tiny model around them) under EP 2 and 4,
+ * and EP 2 x DP 2, against one process: logits, loss and gradient within
+ * 1e-6 relative with an FP32 dispatch; a BF16 or FP8 dispatch against the
+ * one process with the same rounding within 1e-3 */
+TEST(ep_moe_layers_match_one_process) {
+    NEED_MPI();
+    char out[16384];
+    const struct { int np, ep; const char *prec; double tol; } c[] = {
+        {2, 2, "fp32", 1e-6}, {4, 4, "fp32", 1e-6}, {4, 2, "fp32", 1e-6}, {2, 2, "bf16", 1e-3}, {2, 2, "fp8", 1e-3},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 ep-check --ep %d --batch 4 --dispatch-precision %s --tol %g 2>&1",
+                            60, c[i].np, c[i].ep, c[i].prec, c[i].tol);
+        CHECK_MSG(rc == 0 && count_lines(out, "dispatch against") == (strcmp(c[i].prec, "fp32") ? c[i].np : 0) &&
+                      count_lines(out, "computed here;") == c[i].np,
+                  "np %d ep %d %s: rc %d\n%s", c[i].np, c[i].ep, c[i].prec, rc, out);
+    }
+    /* the check fails on a wrong exchange: received rows left in arrival order */
+    int rc = ds_test_sh(out, sizeof out, "DSV3_FAULT=ep-order " MPIRUN "$DSV3 --threads 1 ep-check --ep 2 2>&1", 60, 2);
+    CHECK_MSG(rc != 0 && strstr(out, "difference over --tol"), "rc %d\n%s", rc, out);
+}
+
+/* 20 steps of tiny at EP 2 (2 processes) and EP 2 x DP 2 (4 processes)
+ * against one process: losses within 1e-5, loads and router biases equal */
+TEST(ep_train_matches_one_process) {
+    NEED_MPI();
+    const char *d = dist_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384], r1[600], r2[600];
+    snprintf(r1, sizeof r1, "%s/one", d);
+    int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 2>&1", d, r1);
+    CHECK_MSG(rc == 0, "%s", out);
+    run_log a, b;
+    CHECK(read_log(r1, &a) == 0);
+    const struct { int np, ep; } c[] = {{2, 2}, {4, 2}};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(r2, sizeof r2, "%s/ep%d-np%d", d, c[i].ep, c[i].np);
+        rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --ep %d 2>&1",
+                        180, c[i].np, d, r2, c[i].ep);
+        CHECK_MSG(rc == 0 && strstr(out, "expert parallel: groups of 2 processes") && strstr(out, "| ep MB dispatch"),
+                  "np %d: %s", c[i].np, out);
+        TEST_RETURN_IF_FAILED();
+        CHECK(read_log(r2, &b) == 0);
+        check_same_training(&a, &b, 20, 1e-5, c[i].np == 2 ? "EP 2 vs one process" : "EP 2 x DP 2 vs one process");
+        char p1[700], p2[700];
+        snprintf(p1, sizeof p1, "%s/latest", r1);
+        snprintf(p2, sizeof p2, "%s/latest", r2);
+        ds_model m1, m2;
+        CHECK(ds_model_load(&m1, p1) == 0 && ds_model_load(&m2, p2) == 0);
+        TEST_RETURN_IF_FAILED();
+        for (int64_t l = 0; l < m1.nblocks; l++)
+            if (m1.blocks[l].router_bias)
+                CHECK_MSG(!memcmp(m1.blocks[l].router_bias, m2.blocks[l].router_bias,
+                                  (size_t)m1.cfg.n_routed_experts * sizeof(float)), "block %lld: router biases differ", (long long)l);
+        ds_model_free(&m1), ds_model_free(&m2);
+    }
+}
+
+/* node-limited routing: 4 processes as 2 simulated nodes of 2, EP 4, a
+ * model whose 2 routing groups are the nodes and topk_group 1: no token's
+ * dispatch reaches a second node; with tiny's 4 groups, top 2, some do */
+TEST(ep_node_limited_routing) {
+    NEED_MPI();
+    const char *d = dist_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384];
+    int rc = ds_test_sh(out, sizeof out, "$DSV3 init --config tiny --out %s/m >/dev/null 2>&1 && sed -e 's/\"n_group\": 4/\"n_group\": 2/' "
+                        "-e 's/\"topk_group\": 2/\"topk_group\": 1/' %s/m/config.json > %s/g2.json && grep -q '\"topk_group\": 1' %s/g2.json",
+                        d, d, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    for (int limited = 1; limited >= 0; limited--) {
+        char cfg[600];
+        if (limited) snprintf(cfg, sizeof cfg, "%s/g2.json", d);
+        else snprintf(cfg, sizeof cfg, "tiny");
+        rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --config %s --seq 32 --eval-every 0 --data %s/data --out %s/nl%d "
+                        "--steps 4 --batch 4 --ep 4 --ranks-per-node 2 2>&1", 120, 4, cfg, d, d, limited);
+        CHECK_MSG(rc == 0 && strstr(out, "2 node(s)"), "%s", out);
+        int n1 = count_lines(out, "max 1\n"), n2 = count_lines(out, "max 2\n");
+        if (limited) CHECK_MSG(n1 == 4 && n2 == 0, "topk_group 1: a token reached 2 nodes:\n%s", out);
+        else CHECK_MSG(n2 >= 1, "tiny (4 groups, top 2): no token reached 2 nodes:\n%s", out);
+    }
+}

@@ -5,8 +5,11 @@
  * expert-parallel groups of E processes (model/moe_ep.h), each process
  * taking B/P rows, against the same model run in this process alone on all
  * B rows: the logits of this rank's rows, the loss and the all-reduced
- * gradient.  Prints the largest relative differences; exits 1 when one is
- * over --tol (default 1e-6).
+ * gradient.  With a BF16 or FP8 dispatch the one-process run applies the
+ * same rounding (an expert-parallel group of 1), and the distance of both
+ * to the unrounded model is printed too (the precision's own error).
+ * Prints the largest relative differences; exits 1 when one is over --tol
+ * (default 1e-6).
  */
 #include <math.h>
 #include <stdio.h>
@@ -83,11 +86,30 @@ static int run(int argc, char **argv) {
         ds_acts_create(&a2, &m, Bl, T, mtp) || ds_bwd_create(&w2, &m, Bl, T) || ds_grads_create(&g2, &m))
         return ds_cli_fail("ep-check");
     ds_grads_zero(&g1), ds_grads_zero(&g2);
+    int prec = ds_ep_precision_from_name(disp);
+    /* the unrounded model: its logits kept for the precision's error */
+    float *l0 = NULL;
+    if (prec != DS_EP_FP32) {
+        if (ds_model_forward(&m, &a1, &ops, ids)) return ds_cli_fail("ep-check");
+        l0 = malloc((size_t)(B * T * V) * sizeof(float));
+        memcpy(l0, a1.logits, (size_t)(B * T * V) * sizeof(float));
+    }
+    ds_moe_ep x1;
+    int have1 = 0;
+    if (prec != DS_EP_FP32) {
+        if (ds_moe_ep_create(&x1, &m, w, 1, prec, 0)) {
+            ds_cli_fail("ep-check");
+            ds_comm_abort(1, NULL);
+        }
+        have1 = 1;
+        m.ep = &x1;
+    }
     if (ds_model_forward(&m, &a1, &ops, ids) || ds_model_backward(&m, &a1, &ops, &g1, &w1, tgt, &lo, &t1))
         return ds_cli_fail("ep-check");
+    m.ep = NULL;
     /* this rank's rows with the experts over the group */
     ds_moe_ep x;
-    if (ds_moe_ep_create(&x, &m, w, (int)ep, ds_ep_precision_from_name(disp), 0)) {
+    if (ds_moe_ep_create(&x, &m, w, (int)ep, prec, 0)) {
         ds_cli_fail("ep-check");
         ds_comm_abort(1, NULL);
     }
@@ -110,9 +132,14 @@ static int run(int argc, char **argv) {
     printf("ep-check: rank %d of %d, ep %lld, dispatch %s: %lld rows routed here, %lld computed here; logits %.3g, "
            "loss %.3g, gradient %.3g (relative to max |value|); nodes/token max %lld\n",
            R, P, ep, disp, (long long)el, (long long)x.rows_local, dl, dloss, dg, (long long)mx);
+    if (l0)
+        printf("ep-check: rank %d: %s dispatch against the unrounded model: logits %.3g\n", R, disp,
+               max_rel(a2.logits, l0 + R * Bl * T * V, Bl * T * V));
     fflush(stdout);
     int bad = !(dl <= tol && dg <= tol && dloss <= tol);
     ds_moe_ep_free(&x);
+    if (have1) ds_moe_ep_free(&x1);
+    free(l0);
     ds_acts_free(&a1), ds_acts_free(&a2), ds_bwd_free(&w1), ds_bwd_free(&w2), ds_grads_free(&g1), ds_grads_free(&g2);
     ds_model_free(&m);
     free(ids), free(tgt);
