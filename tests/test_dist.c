@@ -344,3 +344,40 @@ TEST(ep_node_limited_routing) {
         else CHECK_MSG(n2 >= 1, "tiny (4 groups, top 2): no token reached 2 nodes:\n%s", out);
     }
 }
+
+/* saved at 4 processes (EP 2 x DP 2): resumed at 4 bit-exactly, at 2 (EP 2)
+ * and at 1 with losses within 1e-5 of the run that never stopped */
+TEST(ep_resume_4_to_4_2_1) {
+    NEED_MPI();
+    const char *d = dist_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384];
+    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/full --steps 10 --batch 4 --ep 2 2>&1",
+                        180, 4, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/part --steps 10 --batch 4 --ep 2 --stop-after 5 2>&1"
+                    " && cp -r %s/part %s/p2 && cp -r %s/part %s/p1", 180, 4, d, d, d, d, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --data %s/data --resume %s/part --ep 2 2>&1", 180, 4, d, d);
+    CHECK_MSG(rc == 0, "resume at 4: %s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --data %s/data --resume %s/p2 --ep 2 2>&1", 180, 2, d, d);
+    CHECK_MSG(rc == 0, "resume at 2: %s", out);
+    rc = ds_test_sh(out, sizeof out, "$DSV3 --threads 1 train --data %s/data --resume %s/p1 2>&1", d, d);
+    CHECK_MSG(rc == 0, "resume at 1: %s", out);
+    TEST_RETURN_IF_FAILED();
+    for (int f = 0; f < 2; f++) {
+        const char *file = f ? "train_state.safetensors" : "model.safetensors";
+        rc = ds_test_sh(out, sizeof out, "cmp %s/full/ckpt-10/%s %s/part/ckpt-10/%s", d, file, d, file);
+        CHECK_MSG(rc == 0, "resume at 4: %s differs: %s", file, out);
+    }
+    run_log a, b;
+    char p[600];
+    snprintf(p, sizeof p, "%s/full", d);
+    CHECK(read_log(p, &a) == 0);
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/%s", d, k ? "p1" : "p2");
+        CHECK(read_log(p, &b) == 0);
+        check_same_training(&a, &b, 10, 1e-5, k ? "saved at 4, resumed at 1" : "saved at 4, resumed at 2");
+    }
+}
