@@ -18,6 +18,8 @@ typedef struct {
 static const examples g_examples[] = {
     {"", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --bos '<|bos|>' --eos '<|eos|>' --out tok/tokenizer.json",
           "dsv3 train --config tiny --data data --out run --minutes 10", NULL}},
+    {"plan", {"dsv3 plan --config deepseek-v3 --gpus 2048 --gpus-per-node 8 --ep 64 --pp 16",
+              "dsv3 plan --config small --gpus 8 --gpus-per-node 8 --ep 8 --pp 1 --global-batch 64 --seq 1024", NULL}},
     {"train", {"dsv3 train --config tiny --data data --out run --minutes 10 --precision bf16",
                "dsv3 train --data data --resume run --steps 2000", NULL}},
     {"bench-train", {"dsv3 bench-train --config small --random 8,256 --iters 3 --precision bf16", NULL}},
