@@ -12,6 +12,7 @@ BIN=./dsv3
 ST=${BENCH_STEPS:-6}
 command -v mpirun >/dev/null || { echo "bench_dist: no mpirun, skipped"; exit 0; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+mkdir -p bench/results
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 - "$tmp/c.txt" <<'PY'
