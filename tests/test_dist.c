@@ -241,8 +241,9 @@ TEST(dp_resume_np2_np2_and_np1) {
 
 /* a process killed in the middle of a step: the job ends non-zero within
  * the time bound with mpirun's line naming the rank, and the last
- * checkpoint still loads; a batch that does not split is one line, exit 1 */
-TEST(dp_killed_rank_and_bad_batch) {
+ * checkpoint still loads; a batch that does not split is one line, exit 1;
+ * a --minutes budget ends every process at the same step */
+TEST(dp_killed_rank_bad_batch_time_budget) {
     NEED_MPI();
     const char *d = dist_data();
     if (!d) { CHECK(0); return; }
@@ -257,6 +258,9 @@ TEST(dp_killed_rank_and_bad_batch) {
     CHECK_MSG(rc == 0, "%s", out);
     rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/b --steps 2 --batch 3 2>&1", 60, 2, d, d);
     CHECK_MSG(rc != 0 && strstr(out, "--batch 3 is not a multiple of the 2 processes"), "rc %d: %s", rc, out);
+    /* a time budget: rank 0's clock fixes the step count of both (no rank left waiting) */
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/t --minutes 0.03 --batch 4 2>&1", 60, 2, d, d);
+    CHECK_MSG(rc == 0 && strstr(out, "done: "), "rc %d: %s", rc, out);
 }
 
 /* ---- expert parallelism -------------------------------------------------- */

@@ -819,6 +819,10 @@ int ds_train(const ds_train_opts *o) {
             ds_log(DS_LOG_INFO, "time budget of %.1f min used up at step %lld", o->minutes, (long long)st.step);
             st.total_steps = st.step; /* the machine got slower than the first steps said */
         }
+        if (P > 1 && o->minutes > 0 && ds_bcast(world, &st.total_steps, 1, DS_COMM_I64, 0)) {
+            rc = -1; /* a time budget: rank 0's clock decides for all */
+            break;
+        }
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
         char comm_s[256] = "", comm_j[384] = "";
         if (P > 1) {
