@@ -11,7 +11,9 @@
 #include "base/base.h"
 
 static ds_comm *g_world;
+#ifdef DS_HAVE_MPI
 static int g_mpi_started;
+#endif
 
 size_t ds_comm_dtype_size(ds_comm_dtype dt) {
     switch (dt) {
