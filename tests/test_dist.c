@@ -259,6 +259,15 @@ TEST(dp_killed_rank_bad_batch_time_budget) {
     CHECK_MSG(strstr(out, "rank 1") && strstr(out, "signal 9"), "%s", out);
     rc = ds_test_sh(out, sizeof out, "$DSV3 inspect %s/k/latest 2>&1 && test -d %s/k/ckpt-4 && ! test -d %s/k/ckpt-6", d, d, d);
     CHECK_MSG(rc == 0, "%s", out);
+    /* rank 0's save fails (disk full): its line, then MPI_Abort stops the other process (which, when
+     * it gets there first, says "checkpoint: rank 0 failed to save"); ckpt-2 stays, no temp folder */
+    rc = ds_test_sh(out, sizeof out, "DSV3_FAULT=save:4 " MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/s --steps 8 --batch 4 --save-every 2 2>&1",
+                    60, 2, d, d);
+    CHECK_MSG(rc != 0 && rc != 124 && strstr(out, "No space left on device") && strstr(out, "MPI_ABORT"),
+              "rc %d:\n%s", rc, out);
+    rc = ds_test_sh(out, sizeof out, "$DSV3 inspect %s/s/latest >/dev/null 2>&1 && test -d %s/s/ckpt-2 && ! test -d %s/s/ckpt-4 && "
+                    "! ls -d %s/s/.tmp* 2>/dev/null", d, d, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
     rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/b --steps 2 --batch 3 2>&1", 60, 2, d, d);
     CHECK_MSG(rc != 0 && strstr(out, "--batch 3 is not a multiple of the 2 processes"), "rc %d: %s", rc, out);
     /* a time budget: rank 0's clock fixes the step count of both (no rank left waiting) */
