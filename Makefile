@@ -53,10 +53,15 @@ endif
 else
   MISSING += OpenBLAS
 endif
-ifneq ($(shell command -v mpicc 2>/dev/null),)
-  FOUND += OpenMPI(not-yet-used)
+# MPI: the flags of the mpicc wrapper, so one compiler builds everything
+# (NO_MPI=1: a one-rank build without it)
+MPICC := $(if $(filter 1,$(NO_MPI)),,$(shell command -v mpicc 2>/dev/null))
+ifneq ($(MPICC),)
+  CFLAGS += $(shell $(MPICC) --showme:compile 2>/dev/null) -DDS_HAVE_MPI
+  LDLIBS += $(shell $(MPICC) --showme:link 2>/dev/null)
+  FOUND += OpenMPI
 else
-  MISSING += OpenMPI
+  MISSING += OpenMPI(one-rank-build)
 endif
 ifneq ($(shell command -v nvcc 2>/dev/null),)
   FOUND += CUDA(not-yet-used)

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "dist/comm.h"
+#include "dist/ep.h"
 #include "train/trainer.h"
 
 static const char *const g_prec[] = {"fp32", "bf16", "fp8"};
@@ -60,6 +62,9 @@ static int run(int argc, char **argv) {
     long long eval_every = o.eval_every, eval_batches = o.eval_batches, save_every = 0, keep = o.keep;
     long long seed = (long long)o.seed, stop_after = 0, log_every = o.log_every, max_new = o.sample_tokens;
     int skip = 0, m16 = 0, cache = 0, override = 0;
+    long long ep = 0, rpn = 0;
+    const char *dispatch = "fp32";
+    static const char *const g_disp[] = {"fp32", "bf16", "fp8"};
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &o.config, "PRESET|config.json  model (new run; presets: tiny, small)"},
         {"--data", DS_OPT_STR, &o.data, "DIR  output of `dsv3 data prepare`"},
@@ -99,6 +104,11 @@ static int run(int argc, char **argv) {
         {"--max-new-tokens", DS_OPT_INT, &max_new, "N  tokens per sample (default 64)", DS_RANGE(0, 1 << 20)},
         {"--sample-tokens", DS_OPT_INT, &max_new, NULL, DS_RANGE(0, 1 << 20)}, /* old name */
         {"--temperature", DS_OPT_FLOAT, &o.temperature, "T  sampling temperature (default 0.8; 0 = greedy)", DS_MIN(0)},
+        {"--ep", DS_OPT_INT, &ep, "E  under mpirun: routed experts split over groups of E processes (default: none)",
+         DS_RANGE(1, 1 << 20)},
+        {"--dispatch-precision", DS_OPT_STR, &dispatch, "fp32|bf16|fp8  with --ep: rows sent to the experts' owners (default fp32)"},
+        {"--ranks-per-node", DS_OPT_INT, &rpn, "N  with --ep: count routing per simulated node of N processes (default: real nodes)",
+         DS_RANGE(0, 1 << 20)},
     };
     const int nopt = (int)(sizeof opts / sizeof opts[0]);
     ds_cli_parse("train", "--config PRESET|config.json --data DIR --out RUN --steps N|--tokens N|--minutes M [...]",
@@ -110,6 +120,9 @@ static int run(int argc, char **argv) {
         if (!strcmp(precision, g_prec[i])) o.precision = i;
         if (!strcmp(balance, g_bal[i])) o.balance = i;
     }
+    ds_cli_check_choice("train", "--dispatch-precision: unknown value", dispatch, g_disp, 3);
+    if (ds_cli_given(&dispatch) && !ep) ds_cli_usage_error("train", "--dispatch-precision needs --ep E");
+    o.ep = (int)ep, o.dispatch = ds_ep_precision_from_name(dispatch), o.ranks_per_node = (int)rpn;
     if (!o.data) ds_cli_usage_error("train", "--data DIR is required");
     if (!o.out && !o.resume) ds_cli_usage_error("train", "--out RUN (or --resume RUN) is required");
     if (!o.resume && !o.config) ds_cli_usage_error("train", "--config PRESET|config.json is required");
@@ -193,7 +206,13 @@ static int run(int argc, char **argv) {
                    "the same --threads", (long long)threads, ds_threads());
     }
     if (o.fp8_cache && o.precision != DS_PREC_FP8) ds_cli_usage_error("train", "--fp8-cache needs --precision fp8");
-    if (ds_train(&o)) return ds_cli_fail("train");
+    if (ds_train(&o)) {
+        ds_cli_fail("train");
+        /* under mpirun: the other processes stop too instead of waiting in a collective */
+        if (ds_comm_is_distributed()) ds_comm_abort(1, NULL);
+        return 1;
+    }
+    ds_comm_finalize();
     return 0;
 }
 DS_COMMAND("train", "train or resume a DeepSeek-V3-style model on token shards", run)

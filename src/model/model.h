@@ -85,6 +85,8 @@ typedef struct {
     uint16_t *bf16_w;
     int64_t bf16_numel;
     const ds_fp8w *embed8, *lm_head8;
+    /* expert parallelism (model/moe_ep.h) while a training step runs, else NULL */
+    struct ds_moe_ep *ep;
 } ds_model;
 
 /* Allocate a model for a validated config (parameters zero).  0 or -1. */

@@ -6,6 +6,7 @@
  * once per layer for the GEMM sizes.
  */
 #include "model/moe.h"
+#include "model/moe_ep.h"
 
 void ds_moe_forward(ds_block_acts *a, const ds_block *p, const ds_model *m, const struct ds_ops *ops, int64_t N) {
     const ds_config *c = &m->cfg;
@@ -18,13 +19,17 @@ void ds_moe_forward(ds_block_acts *a, const ds_block *p, const ds_model *m, cons
     ops->copy_d2h(a->counts_h, a->counts, (size_t)E * sizeof(int64_t));      /* GEMM sizes, logs, bias update */
     ops->copy_d2h(a->offsets_h, a->offsets, (size_t)(E + 1) * sizeof(int64_t));
     ops->moe_permute(a->xs, a->ln2, a->order, N, K, H);
-    const int64_t *cnt = a->counts_h, *off = a->offsets_h;
-    ops->grouped_linear_forward(ops, a->e_gate, a->xs, (const float *const *)p->eg, p->eg8, cnt, off, E, H, Im);
-    ops->grouped_linear_forward(ops, a->e_up, a->xs, (const float *const *)p->eu, p->eu8, cnt, off, E, H, Im);
-    ds_fp8_act_store(ops, &a->fp8_xs, a->xs, R, H); /* FP8 cache (no-op when off), before e_act reuses the staging */
-    ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, R, Im);
-    ops->grouped_linear_forward(ops, a->e_out, a->e_act, (const float *const *)p->ed, p->ed8, cnt, off, E, Im, H);
-    ds_fp8_act_store(ops, &a->fp8_e_act, a->e_act, R, Im);
+    if (m->ep) { /* expert parallelism (model/moe_ep.h): the rows go to their experts' owners and back */
+        ds_moe_ep_forward(m, ops, p, a, N);
+    } else {
+        const int64_t *cnt = a->counts_h, *off = a->offsets_h;
+        ops->grouped_linear_forward(ops, a->e_gate, a->xs, (const float *const *)p->eg, p->eg8, cnt, off, E, H, Im);
+        ops->grouped_linear_forward(ops, a->e_up, a->xs, (const float *const *)p->eu, p->eu8, cnt, off, E, H, Im);
+        ds_fp8_act_store(ops, &a->fp8_xs, a->xs, R, H); /* FP8 cache (no-op when off), before e_act reuses the staging */
+        ops->swiglu_forward(a->e_act, a->e_gate, a->e_up, R, Im);
+        ops->grouped_linear_forward(ops, a->e_out, a->e_act, (const float *const *)p->ed, p->ed8, cnt, off, E, Im, H);
+        ds_fp8_act_store(ops, &a->fp8_e_act, a->e_act, R, Im);
+    }
     /* combine: mlp_out[n] = Σ_k w[n,k]·e_out[pos[n,k]]  (+ shared experts below) */
     ops->moe_combine_forward(a->mlp_out, a->e_out, a->r_w, a->pos, N, K, H);
     if (p->inter > 0) {
@@ -51,17 +56,21 @@ void ds_moe_backward(const float *dy, const float *dscores, const ds_block_acts 
         dd[e] = ds_grad_of(g, m, p->ed[e]);
     }
     ops->moe_combine_backward(w->de_out, w->dw, dy, a->e_out, a->r_w, a->pos, N, K, H);
-    /* with the FP8 cache, e_act and xs share one staging buffer: the down +
-     * SwiGLU pass after e_act's dequantization, the gate/up pass after xs's */
-    ds_fp8_act_load(ops, a->e_act, &a->fp8_e_act, R, Im);
-    ops->grouped_linear_backward(ops, w->de_act, dd, w->de_out, a->e_act, (const float *const *)p->ed, cnt, off, E,
-                                 Im, H, 0);
-    ops->swiglu_backward(w->de_gate, w->de_up, w->de_act, a->e_gate, a->e_up, R, Im);
-    ds_fp8_act_load(ops, a->xs, &a->fp8_xs, R, H);
-    ops->grouped_linear_backward(ops, w->dxs, dg, w->de_gate, a->xs, (const float *const *)p->eg, cnt, off, E, H,
-                                 Im, 0);
-    ops->grouped_linear_backward(ops, w->dxs, du, w->de_up, a->xs, (const float *const *)p->eu, cnt, off, E, H, Im,
-                                 1);
+    if (m->ep) {
+        ds_moe_ep_backward(m, ops, p, g, w->de_out, w->dxs, N);
+    } else {
+        /* with the FP8 cache, e_act and xs share one staging buffer: the down +
+         * SwiGLU pass after e_act's dequantization, the gate/up pass after xs's */
+        ds_fp8_act_load(ops, a->e_act, &a->fp8_e_act, R, Im);
+        ops->grouped_linear_backward(ops, w->de_act, dd, w->de_out, a->e_act, (const float *const *)p->ed, cnt, off, E,
+                                     Im, H, 0);
+        ops->swiglu_backward(w->de_gate, w->de_up, w->de_act, a->e_gate, a->e_up, R, Im);
+        ds_fp8_act_load(ops, a->xs, &a->fp8_xs, R, H);
+        ops->grouped_linear_backward(ops, w->dxs, dg, w->de_gate, a->xs, (const float *const *)p->eg, cnt, off, E, H,
+                                     Im, 0);
+        ops->grouped_linear_backward(ops, w->dxs, du, w->de_up, a->xs, (const float *const *)p->eu, cnt, off, E, H, Im,
+                                     1);
+    }
     ops->memset(w->dln2, 0, (size_t)(N * H) * sizeof(float));
     ops->moe_permute_backward(w->dln2, w->dxs, a->pos, N, K, H);
     ops->moe_route_backward(w->dr_logits, w->dw, dscores, a->r_scores, a->r_idx, &rp, N);

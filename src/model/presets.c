@@ -9,7 +9,7 @@
 #include "base/base.h"
 #include "base/suggest.h"
 
-static const char *const g_presets[] = {"tiny", "small"};
+static const char *const g_presets[] = {"tiny", "small", "deepseek-v3"};
 
 static void common(ds_config *c) {
     ds_config_default(c);
@@ -84,12 +84,42 @@ int ds_preset(ds_config *c, const char *name) {
         c->max_position_embeddings = 4096;
         return 0;
     }
+    if (!strcmp(name, "deepseek-v3")) {
+        /* DeepSeek-V3 (671B), the published config.json; for `dsv3 plan` and
+         * `dsv3 inspect`-style accounting (far beyond this machine's memory) */
+        common(c);
+        c->vocab_size = 129280;
+        c->hidden_size = 7168;
+        c->intermediate_size = 18432;
+        c->moe_intermediate_size = 2048;
+        c->num_hidden_layers = 61;
+        c->first_k_dense_replace = 3;
+        c->num_attention_heads = 128;
+        c->num_key_value_heads = 128;
+        c->q_lora_rank = 1536;
+        c->kv_lora_rank = 512;
+        c->qk_nope_head_dim = 128;
+        c->qk_rope_head_dim = 64;
+        c->v_head_dim = 128;
+        c->n_routed_experts = 256;
+        c->n_shared_experts = 1;
+        c->num_experts_per_tok = 8;
+        c->n_group = 8;
+        c->topk_group = 4;
+        c->routed_scaling_factor = 2.5;
+        c->num_nextn_predict_layers = 1;
+        c->rope_factor = 40;
+        c->rope_original_max_position_embeddings = 4096;
+        c->max_position_embeddings = 163840;
+        c->quant_fp8 = 1;
+        return 0;
+    }
     char dym[256];
-    ds_suggest_text(dym, sizeof dym, name, g_presets, 2);
+    ds_suggest_text(dym, sizeof dym, name, g_presets, 3);
     return ds_err("unknown preset %s%s%s (known: %s)", ds_quote(name), dym[0] ? "; " : "", dym, ds_preset_names());
 }
 
-const char *ds_preset_names(void) { return "tiny, small"; }
+const char *ds_preset_names(void) { return "tiny, small, deepseek-v3"; }
 
 const char *const *ds_preset_list(int *n) {
     *n = (int)(sizeof g_presets / sizeof g_presets[0]);

@@ -87,26 +87,31 @@ static void make_perm(ds_loader *l, int64_t epoch) {
     l->perm_epoch = epoch;
 }
 
-/* The next batch's windows into out (B, T+1), or split into ids and tgt. */
-static int64_t next_windows(ds_loader *l, int32_t *out, int32_t *ids, int32_t *tgt) {
+/* Rows r0 .. r1-1 of the next batch's windows into out (r1 - r0, T+1), or
+ * split into ids and tgt. */
+static int64_t next_windows(ds_loader *l, int32_t *out, int32_t *ids, int32_t *tgt, int64_t r0, int64_t r1) {
     uint64_t g = l->consumed * (uint64_t)l->world + (uint64_t)l->rank;
     int64_t epoch = (int64_t)(g / (uint64_t)l->nbatches), b = (int64_t)(g % (uint64_t)l->nbatches);
     if (epoch != l->perm_epoch) make_perm(l, epoch);
     const int64_t T = l->T;
-    for (int64_t i = 0; i < l->B; i++) {
-        int64_t w = l->perm[b * l->B + i];
+    for (int64_t i = r0; i < r1; i++) {
+        int64_t w = l->perm[b * l->B + i], o = i - r0;
         const ds_shard *s = &l->shards[l->win_shard[w]];
         for (int64_t t = 0; t <= T; t++) { /* host: ids */
             int32_t v = ds_shard_token(s, (uint64_t)(l->win_start[w] + t));
-            if (out) out[i * (T + 1) + t] = v;
-            if (ids && t < T) ids[i * T + t] = v;
-            if (tgt && t > 0) tgt[i * T + t - 1] = v;
+            if (out) out[o * (T + 1) + t] = v;
+            if (ids && t < T) ids[o * T + t] = v;
+            if (tgt && t > 0) tgt[o * T + t - 1] = v;
         }
     }
     l->consumed++;
     return epoch;
 }
 
-int64_t ds_loader_next(ds_loader *l, int32_t *out) { return next_windows(l, out, NULL, NULL); }
+int64_t ds_loader_next(ds_loader *l, int32_t *out) { return next_windows(l, out, NULL, NULL, 0, l->B); }
 
-int64_t ds_loader_next_batch(ds_loader *l, int32_t *ids, int32_t *tgt) { return next_windows(l, NULL, ids, tgt); }
+int64_t ds_loader_next_batch(ds_loader *l, int32_t *ids, int32_t *tgt) { return next_windows(l, NULL, ids, tgt, 0, l->B); }
+
+int64_t ds_loader_next_batch_rows(ds_loader *l, int32_t *ids, int32_t *tgt, int64_t r0, int64_t r1) {
+    return next_windows(l, NULL, ids, tgt, r0, r1);
+}

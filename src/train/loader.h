@@ -45,6 +45,9 @@ int64_t ds_loader_next(ds_loader *l, int32_t *out);
  * 0..T-1 (the model's inputs), tgt (B, T) = positions 1..T (next-token
  * targets). */
 int64_t ds_loader_next_batch(ds_loader *l, int32_t *ids, int32_t *tgt);
+/* The same, rows r0 .. r1-1 only (ids, tgt: (r1 - r0, T)): data
+ * parallelism, where each rank reads its slice of every batch. */
+int64_t ds_loader_next_batch_rows(ds_loader *l, int32_t *ids, int32_t *tgt, int64_t r0, int64_t r1);
 /* Position: batches consumed by this rank.  ds_loader_seek restores it. */
 static inline uint64_t ds_loader_tell(const ds_loader *l) { return l->consumed; }
 static inline void ds_loader_seek(ds_loader *l, uint64_t consumed) { l->consumed = consumed; }

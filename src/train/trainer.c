@@ -5,6 +5,7 @@
 #include "train/trainer.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@
 #include "train/balance.h"
 #include "train/checkpoint.h"
 #include "train/loader.h"
+#include "train/zero.h"
+#include "model/moe_ep.h"
 
 /* ---- memory report ------------------------------------------------------------- */
 
@@ -368,6 +371,31 @@ char *ds_sample_text(const ds_model *m, const struct ds_ops *ops, const ds_token
 
 /* ---- the loop ---------------------------------------------------------------- */
 
+/* A checkpoint of a run over world->size processes: the moment blocks
+ * gathered, rank 0 writes (atomically, checkpoint.h), every rank learns
+ * whether it worked. */
+static int save_all(ds_comm *world, ds_zero1 *z, const char *run, const ds_model *m, const char *tjpath,
+                    const ds_train_state *st, const void *mom, const void *vel, int64_t n, int m16, int64_t keep) {
+    if (world->size == 1) return ds_ckpt_save(run, m, tjpath, st, mom, vel, n, m16, keep);
+    int es = m16 ? 2 : 4;
+    void *fm = ds_malloc((size_t)n * (size_t)es), *fv = ds_malloc((size_t)n * (size_t)es);
+    int64_t rc = ds_zero1_gather_state(z, mom, fm, es) || ds_zero1_gather_state(z, vel, fv, es);
+    if (!rc && world->rank == 0) rc = ds_ckpt_save(run, m, tjpath, st, fm, fv, n, m16, keep) != 0;
+    free(fm), free(fv);
+    if (ds_bcast(world, &rc, 1, DS_COMM_I64, 0)) return -1;
+    if (rc && world->rank != 0) return ds_err("checkpoint: rank 0 failed to save (its message above)");
+    return rc ? -1 : 0;
+}
+
+/* DSV3_FAULT=die:RANK:STEP — that process is killed (SIGKILL) in the middle
+ * of that step, before its gradient collective (tests of a dying rank) */
+static void fault_die_at(int rank, int64_t step) {
+    const char *f = getenv("DSV3_FAULT");
+    int r;
+    long long s;
+    if (f && sscanf(f, "die:%d:%lld", &r, &s) == 2 && r == rank && s == step) raise(SIGKILL);
+}
+
 static int fault_nan_at(int64_t step) {
     const char *f = getenv("DSV3_FAULT");
     return f && !strncmp(f, "nan:", 4) && atoll(f + 4) == step;
@@ -388,6 +416,15 @@ int ds_train(const ds_train_opts *o) {
     struct ds_ops ops;
     const struct ds_ops *fp32 = ds_backend_get(o->device);
     if (!fp32 || ds_backend_table(&ops, o->device, o->precision)) return -1;
+    /* many processes (mpirun): each rank trains rows [R·B/P, (R+1)·B/P) of
+     * every batch; rank 0 logs, validates and writes checkpoints */
+    ds_comm *world = ds_comm_world();
+    const int P = world->size, R = world->rank, lead = R == 0;
+    if (o->batch > 0 && o->batch % P)
+        return ds_err("--batch %lld is not a multiple of the %d processes (each takes an equal slice)",
+                      (long long)o->batch, P);
+    int log_level0 = ds_log_level;
+    if (!lead) ds_log_level = DS_LOG_QUIET;
 
     /* tokenizer of the data: its hash ties the shards to it */
     char *tjpath = ds_path_join(o->data, "tokenizer.json");
@@ -455,6 +492,7 @@ int ds_train(const ds_train_opts *o) {
 
     /* buffers */
     int64_t B = o->batch, T = o->seq, A = o->accum, E = c->n_routed_experts, L = c->num_hidden_layers;
+    const int64_t Bl = B / P, r0 = R * Bl; /* this rank's rows of each batch */
     int mtp = o->mtp_lambda > 0 && c->num_nextn_predict_layers > 0;
     int64_t mtp_depth = mtp ? (c->num_nextn_predict_layers < DS_MAX_MTP ? c->num_nextn_predict_layers : DS_MAX_MTP) : 0;
     ds_acts a, ea;
@@ -465,12 +503,27 @@ int ds_train(const ds_train_opts *o) {
         goto out0;
     }
     int cache = o->precision == DS_PREC_FP8 && o->fp8_cache;
-    if (ds_acts_create_ex(&a, &m, B, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
-    if (ds_acts_create(&ea, &m, B, T, 0) || ds_bwd_create(&w, &m, B, T)) goto out0;
+    if (o->ep > 0 && cache) {
+        ds_err("--ep with --fp8-cache is not supported yet");
+        goto out0;
+    }
+    if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
+    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
     ds_grads_create(&g, &m);
     int m16 = o->bf16_moments;
     size_t msz = m16 ? 2 : 4;
-    void *mom = ds_calloc((size_t)g.n, msz), *vel = ds_calloc((size_t)g.n, msz);
+    /* ZeRO-1: the moments of this rank's block only */
+    ds_zero1 zero;
+    ds_zero1_init(&zero, world, g.n);
+    ds_moe_ep epx;
+    int have_ep = 0;
+    memset(&epx, 0, sizeof epx);
+    if (o->ep > 0) {
+        if (ds_moe_ep_create(&epx, &m, world, o->ep, o->dispatch, o->ranks_per_node)) goto out0;
+        have_ep = 1;
+    }
+    int64_t nmom = P > 1 ? zero.hi - zero.lo : g.n;
+    void *mom = ds_calloc((size_t)nmom + 1, msz), *vel = ds_calloc((size_t)nmom + 1, msz);
     float *losses = ds_malloc((size_t)(B * T) * sizeof(float)); /* validation CE per position */
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t)), *tgt = ds_malloc((size_t)(B * T) * sizeof(int32_t));
     int64_t nb = m.nblocks, Ee = E > 0 ? E : 1;
@@ -485,7 +538,18 @@ int ds_train(const ds_train_opts *o) {
     ds_rng rng;
     ds_rng_seed(&rng, o->seed ^ 0x5eed);
     if (o->resume) {
-        if (ds_ckpt_load_state(resume_dir, &st, mom, vel, g.n, m16)) goto out1;
+        if (P == 1) {
+            if (ds_ckpt_load_state(resume_dir, &st, mom, vel, g.n, m16)) goto out1;
+        } else {
+            void *fm = ds_malloc((size_t)g.n * msz), *fv = ds_malloc((size_t)g.n * msz);
+            int bad = ds_ckpt_load_state(resume_dir, &st, fm, fv, g.n, m16);
+            if (!bad) {
+                memcpy(mom, (char *)fm + (size_t)zero.lo * msz, (size_t)nmom * msz);
+                memcpy(vel, (char *)fv + (size_t)zero.lo * msz, (size_t)nmom * msz);
+            }
+            free(fm), free(fv);
+            if (bad) goto out1;
+        }
         if (st.data_hash != hash) {
             ds_err("%s: the data's tokenizer differs from the one the run was trained with", o->data);
             goto out1;
@@ -518,7 +582,11 @@ int ds_train(const ds_train_opts *o) {
         goto out1;
     }
     if (ds_mkdir_p(run)) goto out1;
-    if (o->resume) {
+    if (P > 1 && !o->resume) { /* one model: rank 0's initialization */
+        ds_comm_set_kind(world, DS_COMM_PARAM);
+        if (ds_bcast(world, m.params, m.layout.total, DS_COMM_F32, 0)) goto out1;
+    }
+    if (o->resume && lead) {
         ds_ckpt_remove_partial(run); /* the temp folder of a save that was killed */
         /* records past the checkpoint (an invocation killed or failed before
          * its next save) are dropped: those steps run again */
@@ -529,7 +597,7 @@ int ds_train(const ds_train_opts *o) {
                    (long long)dropped, (long long)st.step);
     }
     char *logpath = ds_path_join(run, "train_log.jsonl");
-    FILE *logf = fopen(logpath, o->resume ? "a" : "w");
+    FILE *logf = fopen(lead ? logpath : "/dev/null", o->resume && lead ? "a" : "w");
     if (!logf) {
         ds_err("%s: cannot open for writing", logpath);
         free(logpath);
@@ -552,7 +620,7 @@ int ds_train(const ds_train_opts *o) {
     lo.seq_denom = (double)(A * B);
 
     char how[256];
-    double peak = ds_cpu_peak_flops(ds_threads(), how, sizeof how);
+    double peak = ds_cpu_peak_flops(ds_threads(), how, sizeof how) * P;
     double step_flops = 3.0 * ds_model_forward_flops(&m, B, T, mtp) * (double)A;
     ds_param_counts pc;
     ds_layout_count(&pc, &m.layout, c);
@@ -568,6 +636,16 @@ int ds_train(const ds_train_opts *o) {
     mem.eval_acts = ea.arena_floats * sizeof(float);
     mem.total += mem.eval_acts;
     ds_train_memory_log(&mem);
+    if (have_ep)
+        ds_log(DS_LOG_INFO, "expert parallel: groups of %d processes (data-parallel degree %d), experts %lld..%lld of "
+               "%lld here; dispatch %s, combine %s; %d node(s)", o->ep, P / o->ep, (long long)epx.ep.first_expert,
+               (long long)(epx.ep.first_expert + epx.ep.experts_per_rank - 1), (long long)E,
+               o->dispatch == DS_EP_FP8 ? "fp8 (E4M3, 1x128 scales)" : o->dispatch == DS_EP_BF16 ? "bf16" : "fp32",
+               epx.combine == DS_EP_BF16 ? "bf16" : "fp32", epx.nnodes);
+    if (P > 1)
+        ds_log(DS_LOG_INFO, "data parallel over %d processes (%s): %lld rows of each batch per process; ZeRO-1: "
+               "AdamW moments of %lld of %lld parameters per process (%.1f MiB)", P, world->transport, (long long)Bl,
+               (long long)nmom, (long long)g.n, (double)nmom * 2 * (double)msz / 1048576.0);
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);
@@ -594,13 +672,16 @@ int ds_train(const ds_train_opts *o) {
         double lr = ds_lr_at(&sch, s);
         hp.lr = lr;
         double t0 = ds_now();
+        ds_comm_stats comm0 = world->stats, ep0 = have_ep ? epx.ep.comm->stats : world->stats;
         ds_grads_zero(&g);
         memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
         double loss = 0, ce = 0, mtp_ce = 0, bal = 0;
         for (int64_t k = 0; k < A; k++) {
-            ds_loader_next_batch(&tr, ids, tgt);
+            ds_loader_next_batch_rows(&tr, ids, tgt, r0, r0 + Bl);
             ds_loss_terms lt;
+            m.ep = have_ep ? &epx : NULL; /* the step's MoE layers over the expert-parallel group */
             int bad = ds_model_forward(&m, &a, &ops, ids) || ds_model_backward(&m, &a, &ops, &g, &w, tgt, &lo, &lt);
+            m.ep = NULL;
             if (bad) {
                 rc = -1;
                 break;
@@ -612,12 +693,25 @@ int ds_train(const ds_train_opts *o) {
                     for (int64_t e = 0; e < E; e++) load[l * Ee + e] += a.blk[l].counts[e];
         }
         if (rc) break;
+        fault_die_at(R, s + 1);
         if (fault_nan_at(s + 1)) loss = NAN, g.g[0] = NAN;
         /* one reduction: the global norm, and non-finite iff a gradient is */
         double ss = isfinite(loss) ? ops.sumsq(g.g, g.n) : NAN;
         const char *badg = NULL;
         if (!isfinite(loss)) badg = "loss";
         else if (!isfinite(ss) && !(badg = ds_grads_check_finite(&g, &m, &ops))) badg = "gradient buffer";
+        if (P > 1) { /* global loss terms, loads and finiteness */
+            double t4[4] = {loss, ce, bal, mtp_ce};
+            int64_t anybad = badg != NULL;
+            if (ds_allreduce(world, t4, 4, DS_COMM_F64, DS_COMM_SUM) ||
+                ds_allreduce(world, load, nb * Ee, DS_COMM_I64, DS_COMM_SUM) ||
+                ds_allreduce(world, &anybad, 1, DS_COMM_I64, DS_COMM_MAX)) {
+                rc = -1;
+                break;
+            }
+            loss = t4[0], ce = t4[1], bal = t4[2], mtp_ce = t4[3];
+            if (anybad && !badg) badg = isfinite(loss) ? "gradient (on another process)" : "loss";
+        }
         if (badg) {
             if (o->skip_nonfinite) {
                 skipped++;
@@ -635,8 +729,16 @@ int ds_train(const ds_train_opts *o) {
             rc = -1;
             break;
         }
-        double gnorm = sqrt(ss);
-        ds_model_adamw_step(&ops, &m, &g, mom, vel, m16, s + 1, &hp, ds_clip_coef(gnorm, o->clip), mtp);
+        double gnorm;
+        if (P > 1) {
+            if (ds_zero1_step(&zero, &ops, &m, &g, mom, vel, m16, s + 1, &hp, mtp, o->clip, &gnorm)) {
+                rc = -1;
+                break;
+            }
+        } else {
+            gnorm = sqrt(ss);
+            ds_model_adamw_step(&ops, &m, &g, mom, vel, m16, s + 1, &hp, ds_clip_coef(gnorm, o->clip), mtp);
+        }
         /* balance: bias update from the loads of the whole step; metrics */
         double gamma = (o->balance == DS_TRAIN_AUX_FREE && (st.total_steps < 0 || (double)s < st.gamma_until * (double)total))
                            ? st.gamma : 0.0;
@@ -671,16 +773,53 @@ int ds_train(const ds_train_opts *o) {
             ds_log(DS_LOG_INFO, "time budget of %.1f min used up at step %lld", o->minutes, (long long)st.step);
             st.total_steps = st.step; /* the machine got slower than the first steps said */
         }
+        if (P > 1 && o->minutes > 0 && ds_bcast(world, &st.total_steps, 1, DS_COMM_I64, 0)) {
+            rc = -1; /* a time budget: rank 0's clock decides for all */
+            break;
+        }
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
-        if (o->log_every > 0 && (st.step % o->log_every == 0 || st.step == st.total_steps)) {
+        char comm_s[256] = "", comm_j[384] = "";
+        if (P > 1) {
+            const ds_comm_stats *cs = &world->stats;
+            snprintf(comm_j, sizeof comm_j, "\"comm_bytes\": {\"grad\": %.0f, \"param\": %.0f, \"dispatch\": %.0f, "
+                     "\"combine\": %.0f, \"other\": %.0f}, \"comm_wait_s\": %.6f, ",
+                     cs->bytes[DS_COMM_GRAD] - comm0.bytes[DS_COMM_GRAD], cs->bytes[DS_COMM_PARAM] - comm0.bytes[DS_COMM_PARAM],
+                     cs->bytes[DS_COMM_DISPATCH] - comm0.bytes[DS_COMM_DISPATCH],
+                     cs->bytes[DS_COMM_COMBINE] - comm0.bytes[DS_COMM_COMBINE],
+                     cs->bytes[DS_COMM_OTHER] - comm0.bytes[DS_COMM_OTHER], cs->wait_s - comm0.wait_s);
+            snprintf(comm_s, sizeof comm_s, " | comm MB grad %.2f param %.2f dispatch %.2f combine %.2f, wait %.3f s",
+                     (cs->bytes[DS_COMM_GRAD] - comm0.bytes[DS_COMM_GRAD]) / 1e6,
+                     (cs->bytes[DS_COMM_PARAM] - comm0.bytes[DS_COMM_PARAM]) / 1e6,
+                     (cs->bytes[DS_COMM_DISPATCH] - comm0.bytes[DS_COMM_DISPATCH]) / 1e6,
+                     (cs->bytes[DS_COMM_COMBINE] - comm0.bytes[DS_COMM_COMBINE]) / 1e6, cs->wait_s - comm0.wait_s);
+        }
+        if (have_ep) { /* the group's traffic and node-limited routing, summed over the world */
+            ds_comm_stats *es = &epx.ep.comm->stats;
+            double v[4] = {es->bytes[DS_COMM_DISPATCH] - ep0.bytes[DS_COMM_DISPATCH],
+                           es->bytes[DS_COMM_COMBINE] - ep0.bytes[DS_COMM_COMBINE], (double)epx.node_sum,
+                           (double)epx.tok_layers};
+            int64_t mx = epx.node_max;
+            if (ds_allreduce(world, v, 4, DS_COMM_F64, DS_COMM_SUM) || ds_allreduce(world, &mx, 1, DS_COMM_I64, DS_COMM_MAX)) {
+                rc = -1;
+                break;
+            }
+            size_t k = strlen(comm_s);
+            snprintf(comm_s + k, sizeof comm_s - k, " | ep MB dispatch %.2f combine %.2f, nodes/token %.2f max %lld",
+                     v[0] / 1e6, v[1] / 1e6, v[3] > 0 ? v[2] / v[3] : 0.0, (long long)mx);
+            k = strlen(comm_j);
+            snprintf(comm_j + k, sizeof comm_j - k, "\"ep_dispatch_bytes\": %.0f, \"ep_combine_bytes\": %.0f, "
+                     "\"nodes_per_token\": %.6f, \"nodes_max\": %lld, ", v[0], v[1], v[3] > 0 ? v[2] / v[3] : 0.0, (long long)mx);
+            epx.node_sum = epx.tok_layers = epx.node_max = 0;
+        }
+        if (lead && o->log_every > 0 && (st.step % o->log_every == 0 || st.step == st.total_steps)) {
             if (tty) fputs("\r\033[K", stderr);
             char mtps[64] = "";
             if (mtp_depth) snprintf(mtps, sizeof mtps, " | mtp_loss %.4f | total %.4f", mtp_ce, loss);
             else if (bal != 0) snprintf(mtps, sizeof mtps, " | total %.4f", loss);
             printf("step %6lld | loss %.4f%s | lr %.2e | gnorm %.3f | %.0f tok/s | %.1f GFLOP/s | "
-                   "MFU %.1f%% | maxvio %.2f%s\n",
+                   "MFU %.1f%% | maxvio %.2f%s%s\n",
                    (long long)st.step, ce, mtps, lr, gnorm, tps, gf, 100 * gf * 1e9 / peak, worst,
-                   collapsed ? " COLLAPSED" : "");
+                   collapsed ? " COLLAPSED" : "", comm_s);
             fflush(stdout);
         }
         if (collapsed && (st.step % 50 == 1 || o->log_every == 1))
@@ -690,9 +829,9 @@ int ds_train(const ds_train_opts *o) {
         fprintf(logf,
                 "{\"step\": %lld, \"loss\": %.8g, \"mtp_loss\": %.8g, \"balance_loss\": %.8g, \"total_loss\": %.8g, "
                 "\"lr\": %.8g, \"grad_norm\": %.8g, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"mfu\": %.5f, "
-                "\"gamma\": %g, \"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, \"load\": [",
+                "\"gamma\": %g, \"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, %s\"load\": [",
                 (long long)st.step, ce, mtp_ce, bal, loss, lr, gnorm, tps, gf, gf * 1e9 / peak, gamma, worst, collapsed,
-                st.tokens_seen);
+                st.tokens_seen, comm_j);
         for (int64_t l = 0, first = 1; l < L; l++) {
             if (!m.blocks[l].moe) continue;
             fprintf(logf, "%s[", first ? "" : ", ");
@@ -704,7 +843,7 @@ int ds_train(const ds_train_opts *o) {
         fflush(logf);
         ds_progress_update(&bar, (double)st.step);
         int last = st.step == st.total_steps || st.step == stop_at;
-        if (have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
+        if (lead && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
             eval_result er = evaluate(&m, fp32, &ea, &va, o->eval_batches, tok_bytes, losses, ids, tgt, vload);
             if (er.ok) {
                 if (tty) fputs("\r\033[K", stderr);
@@ -718,7 +857,7 @@ int ds_train(const ds_train_opts *o) {
             }
         }
         if ((o->save_every > 0 && st.step % o->save_every == 0) || last) {
-            if (ds_ckpt_save(run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
+            if (save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
                 rc = -1;
                 break;
             }
@@ -728,9 +867,9 @@ int ds_train(const ds_train_opts *o) {
     ds_progress_end(&bar, (double)st.step);
     if (rc == 0 && st.step > last_saved) {
         /* a run stopped by --stop-after between saves */
-        if (ds_ckpt_save(run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) rc = -1;
+        if (save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) rc = -1;
     }
-    if (rc == 0) {
+    if (rc == 0 && lead) {
         double el = ds_now() - t_start;
         ds_log(DS_LOG_INFO, "done: %lld steps, %.0f tokens in %.1f s (%lld skipped); model in %s/latest",
                (long long)st.step, st.tokens_seen, el, (long long)skipped, run);
@@ -755,6 +894,8 @@ int ds_train(const ds_train_opts *o) {
     }
     fclose(logf);
 out1:
+    ds_zero1_free(&zero);
+    if (have_ep) ds_moe_ep_free(&epx);
     free(mom), free(vel), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
     ds_grads_free(&g);
     ds_bwd_free(&w);
@@ -770,5 +911,6 @@ out:
     free(resume_dir);
     free(tjpath);
     ds_tokenizer_free(tok);
+    ds_log_level = log_level0;
     return rc;
 }

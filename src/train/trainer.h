@@ -48,6 +48,10 @@ typedef struct {
     int64_t sample_tokens;
     double temperature;
     const char *resume_overrides; /* JSON object of the options a resume changed (--override), or NULL */
+    /* many processes (mpirun; README "Many processes and machines") */
+    int ep;                  /* expert-parallel group size (0: no expert parallelism) */
+    int dispatch;            /* DS_EP_* precision of the dispatch (dist/ep.h) */
+    int ranks_per_node;      /* simulated nodes of that many ranks (0: the real ones) */
 } ds_train_opts;
 
 ds_train_opts ds_train_opts_default(void);

@@ -1,0 +1,68 @@
+/*
+ * ep.h — expert parallelism: the rows of an MoE layer travel to the ranks
+ * that own their experts and back (docs/engine.md §2.4).  Knows rows,
+ * counts and ranks, not models.
+ *
+ * The routed experts 0..E-1 are split over the ep_size ranks of an
+ * expert-parallel group in contiguous runs: rank j of the group owns
+ * experts [j·E/ep_size, (j+1)·E/ep_size).  Groups are consecutive world
+ * ranks (world rank r is in group r / ep_size); the data-parallel degree is
+ * world size / ep_size.
+ *
+ * A layer's rows `xs` (R rows of H) are sorted by expert (counts per global
+ * expert, as the MoE sort makes them), so the rows for each owner are one
+ * contiguous run.  ds_ep_plan_make exchanges the counts (all-to-all), then
+ * ds_ep_send moves rows: DS_EP_TO_OWNER gives the owner its rows grouped by
+ * local expert (expert-major, then source rank, then the source's order),
+ * DS_EP_TO_HOME is the exact inverse.  Precision: FP32, BF16, or FP8 E4M3
+ * with one FP32 scale per 1x128 tile of a row (DeepSeek-V3's dispatch),
+ * scales beside the codes.  The rounding is applied with ep_size 1 too, so a
+ * run's numerics do not depend on how many ranks it uses.
+ */
+#ifndef DS_EP_H
+#define DS_EP_H
+
+#include <stdint.h>
+
+#include "dist/comm.h"
+
+enum { DS_EP_FP32 = 0, DS_EP_BF16 = 1, DS_EP_FP8 = 2 };
+enum { DS_EP_TO_OWNER = 0, DS_EP_TO_HOME = 1 };
+
+typedef struct {
+    ds_comm *comm;                 /* the expert-parallel group */
+    int size, rank;
+    int64_t n_experts, experts_per_rank, first_expert;
+    int64_t nodes_touched, tokens_routed; /* node-limited routing count (ds_ep_count_nodes) */
+} ds_ep;
+
+/* The plan of one layer's exchange (kept for the backward). */
+typedef struct {
+    int64_t *scount, *sdispl, *rcount, *rdispl; /* rows per group rank */
+    int64_t *rc_e;          /* (size, El) rows from source s for local expert j */
+    int64_t *local_counts;  /* (El) rows per local expert */
+    int64_t *local_offsets; /* (El + 1) */
+    int64_t *perm;          /* (R_recv) received row i goes to grouped row perm[i] */
+    int64_t R_send, R_recv, cap;
+    int size;
+} ds_ep_plan;
+
+/* Splits world into groups of ep_size consecutive ranks (ep_size divides
+ * the world size and n_experts). */
+int ds_ep_init(ds_ep *ep, ds_comm *world, int ep_size, int64_t n_experts);
+void ds_ep_free(ds_ep *ep);
+void ds_ep_plan_free(ds_ep_plan *p);
+/* counts (n_experts) of this rank's rows: exchanges them, fills the plan.
+ * Returns the rows this rank receives (p->R_recv), or -1 with ds_err. */
+int64_t ds_ep_plan_make(ds_ep *ep, ds_ep_plan *p, const int64_t *counts);
+/* Moves rows of width H along the plan: TO_OWNER src (R_send, H) -> dst
+ * (R_recv, H); TO_HOME src (R_recv, H) -> dst (R_send, H).  precision
+ * DS_EP_*; kind: the comm kind the bytes count under. */
+int ds_ep_send(ds_ep *ep, const ds_ep_plan *p, const float *src, float *dst, int64_t H, int dir, int precision,
+               ds_comm_kind kind);
+/* The rounding a transfer at `precision` applies, in place (rows of H). */
+void ds_ep_round(float *x, int64_t rows, int64_t H, int precision);
+/* "fp32" / "bf16" / "fp8" -> DS_EP_*, -1 when unknown */
+int ds_ep_precision_from_name(const char *s);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * zero.h — data parallelism with ZeRO-1 over a communicator (dist/comm.h):
+ * the flat gradient buffer (model/backward.h ds_grads, layout offsets) is
+ * reduce-scattered so that rank r holds the summed gradient of its block
+ * [lo, hi) of the parameters; the global gradient norm is the all-reduced
+ * sum of the blocks' squares; AdamW runs on the block only, with moments of
+ * hi - lo elements (the sharded optimizer state); the parameters are then
+ * all-gathered so every rank holds the whole updated model.
+ *
+ * Blocks are balanced and 16-float aligned; a block may be empty.  On one
+ * rank every step is the one-process step (same AdamW calls, same order).
+ */
+#ifndef DS_ZERO_H
+#define DS_ZERO_H
+
+#include <stdint.h>
+
+#include "dist/comm.h"
+#include "model/backward.h"
+#include "model/model.h"
+#include "backend/ops.h"
+#include "train/adamw.h"
+
+typedef struct {
+    ds_comm *comm;
+    int64_t n, lo, hi; /* whole buffer, this rank's block */
+    int64_t *counts;   /* (size) block lengths */
+    float *gshard;     /* (hi - lo) the reduced gradient block */
+} ds_zero1;
+
+int ds_zero1_init(ds_zero1 *z, ds_comm *c, int64_t n);
+void ds_zero1_free(ds_zero1 *z);
+/* One optimizer step: reduce-scatter g->g, global norm (clipped to clip
+ * when clip > 0, torch's clip_grad_norm_ coefficient), AdamW of the block
+ * (the `adamw` entry over ds_optim_segments clipped to [lo, hi); moments
+ * are block-sized, FP32 or BF16 bits), all-gather of m->params.
+ * *gnorm: the global norm before clipping. */
+int ds_zero1_step(ds_zero1 *z, const struct ds_ops *ops, ds_model *m, const ds_grads *g, void *mom, void *vel,
+                  int bf16_moments, int64_t t, const ds_adamw_hparams *h, int mtp, double clip, double *gnorm);
+/* The whole moment vector (n elements of esize bytes, 4 or 2) from the
+ * blocks: every rank gets it (checkpoints are written by rank 0). */
+int ds_zero1_gather_state(ds_zero1 *z, const void *block, void *full, int esize);
+
+#endif
