@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/train_hooks.h"
 #include "train/trainer.h"
 
 static const char *const g_prec[] = {"fp32", "bf16", "fp8"};
@@ -59,7 +60,8 @@ static int run(int argc, char **argv) {
     long long steps = 0, tokens = 0, batch = o.batch, seq = o.seq, accum = o.accum, warmup = o.warmup;
     long long eval_every = o.eval_every, eval_batches = o.eval_batches, save_every = 0, keep = o.keep;
     long long seed = (long long)o.seed, stop_after = 0, log_every = o.log_every, max_new = o.sample_tokens;
-    int skip = 0, m16 = 0, cache = 0, override = 0;
+    int skip = 0, m16 = 0, cache = 0, override = 0, report = 0;
+    const char *tensorboard = NULL;
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &o.config, "PRESET|config.json  model (new run; presets: tiny, small)"},
         {"--data", DS_OPT_STR, &o.data, "DIR  output of `dsv3 data prepare`"},
@@ -99,6 +101,8 @@ static int run(int argc, char **argv) {
         {"--max-new-tokens", DS_OPT_INT, &max_new, "N  tokens per sample (default 64)", DS_RANGE(0, 1 << 20)},
         {"--sample-tokens", DS_OPT_INT, &max_new, NULL, DS_RANGE(0, 1 << 20)}, /* old name */
         {"--temperature", DS_OPT_FLOAT, &o.temperature, "T  sampling temperature (default 0.8; 0 = greedy)", DS_MIN(0)},
+        {"--report", DS_OPT_FLAG, &report, "  write RUN/report.html at every evaluation (dsv3 report)"},
+        {"--tensorboard", DS_OPT_STR, &tensorboard, "DIR  TensorBoard event files of the logged scalars in DIR"},
     };
     const int nopt = (int)(sizeof opts / sizeof opts[0]);
     ds_cli_parse("train", "--config PRESET|config.json --data DIR --out RUN --steps N|--tokens N|--minutes M [...]",
@@ -193,7 +197,12 @@ static int run(int argc, char **argv) {
                    "the same --threads", (long long)threads, ds_threads());
     }
     if (o.fp8_cache && o.precision != DS_PREC_FP8) ds_cli_usage_error("train", "--fp8-cache needs --precision fp8");
-    if (ds_train(&o)) return ds_cli_fail("train");
+    ds_train_hooks hooks = {0};
+    hooks.report = report, hooks.tb_dir = tensorboard;
+    ds_train_hooks_attach(&hooks, &o);
+    int rc = ds_train(&o);
+    if (ds_train_hooks_end(&hooks) && !rc) rc = -1;
+    if (rc) return ds_cli_fail("train");
     return 0;
 }
 DS_COMMAND("train", "train or resume a DeepSeek-V3-style model on token shards", run)

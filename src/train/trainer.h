@@ -48,6 +48,11 @@ typedef struct {
     int64_t sample_tokens;
     double temperature;
     const char *resume_overrides; /* JSON object of the options a resume changed (--override), or NULL */
+    /* report: called after each step's records are in RUN/train_log.jsonl and
+     * any checkpoint of the step is saved (evaluated: the step was a validation
+     * step); non-zero stops the run (the hook has set ds_err).  NULL: none. */
+    int (*on_step)(void *ctx, const char *run, int64_t step, int evaluated);
+    void *on_step_ctx;
 } ds_train_opts;
 
 ds_train_opts ds_train_opts_default(void);
