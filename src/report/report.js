@@ -3,6 +3,13 @@
  * each plotted line also carries its raw values (data-x, data-y) for tests. */
 (function () {
 "use strict";
+window.addEventListener("error", function (e) {
+  document.body.setAttribute("data-error", String(e.message));
+  var d = document.createElement("div");
+  d.className = "err";
+  d.textContent = "report script error: " + e.message;
+  document.body.insertBefore(d, document.body.firstChild);
+});
 var D = JSON.parse(document.getElementById("dsv3-data").textContent);
 var VERIFY = location.hash.indexOf("verify") >= 0;
 var NS = "http://www.w3.org/2000/svg";
@@ -650,11 +657,6 @@ function render() {
   window.scrollTo(0, y);
 }
 
-window.addEventListener("error", function (e) {
-  document.body.setAttribute("data-error", String(e.message));
-  var d = el("div", { "class": "err" }, null, "report script error: " + e.message);
-  document.body.insertBefore(d, document.body.firstChild);
-});
 controls(document.getElementById("app"));
 render();
 })();
