@@ -106,7 +106,8 @@ TEST(cli_every_help_ends_with_examples_that_parse) {
     static const char *const cmds[] = {"", "train", "bench-train", "convert", "data", "data prepare", "eval",
                                        "forward", "fp8", "fp8 study", "fp8 bench", "fp8 analyze", "generate",
                                        "init", "inspect", "tokenizer", "tokenizer encode", "tokenizer decode",
-                                       "tokenizer info", "tokenizer train", "tokenizer convert", "tokenizer bench"};
+                                       "tokenizer info", "tokenizer train", "tokenizer convert", "tokenizer bench",
+                                       "report", "ablate"};
     static char out[32768];
     /* every registered command is in the list above */
     int rc = sh(out, sizeof out, "--help");
