@@ -418,7 +418,15 @@ TEST(ablate_cli) {
         free(info);
     }
     char *page = slurp(dir, "abl/report.html");
-    CHECK(page && strstr(page, "\"ablation\": {\"what\": \"balance\"") != NULL);
+    CHECK(page && strstr(page, "\"what\": \"balance\"") != NULL);
     CHECK(page && strstr(page, "\"variant\": \"aux-loss\"") != NULL);
+    free(page);
+    /* the page remade from OUT/ablation.json, from another folder */
+    CHECK(ds_test_sh(out, sizeof out, "cd / && %s%s report --ablation %s%s/abl/ablation.json --out %s%s/again.html",
+                     bin()[0] == '/' ? "" : "$OLDPWD/", bin(), dir[0] == '/' ? "" : "$OLDPWD/", dir,
+                     dir[0] == '/' ? "" : "$OLDPWD/", dir) == 0);
+    page = slurp(dir, "again.html");
+    CHECK(page && strstr(page, "\"ablation\": {\"baseline\": null, \"what\": \"balance\"") != NULL);
+    CHECK(page && strstr(page, "\"label\": \"none\"") != NULL);
     free(page);
 }

@@ -251,7 +251,7 @@ static int run(int argc, char **argv) {
                                              "multi-token prediction — depth 1 vs none",
                                              "precision — fp32 vs bf16 vs fp8"};
         ds_sbuf a = {0};
-        ds_sbuf_puts(&a, "{\"what\": ");
+        ds_sbuf_printf(&a, "{\"baseline\": %s, \"what\": ", w == 2 ? "\"bf16\"" : "null");
         ds_json_put_string(&a, what);
         ds_sbuf_puts(&a, ", \"title\": ");
         ds_json_put_string(&a, titles[w]);
@@ -285,7 +285,11 @@ static int run(int argc, char **argv) {
         snprintf(title, sizeof title, "dsv3 ablation: %s", what);
         ro.title = title, ro.labels = labels, ro.ablation_json = ab;
         ro.baseline = w == 2 ? "bf16" : NULL;
-        rc = ds_report_write(rr, nv, &ro, page);
+        /* the summary beside the runs: `dsv3 report --ablation OUT/ablation.json` remakes the page */
+        char *apath = ds_path_join(out, "ablation.json");
+        rc = ds_write_file_atomic(apath, ab, strlen(ab));
+        free(apath);
+        if (!rc) rc = ds_report_write(rr, nv, &ro, page);
         if (!rc) fprintf(stderr, "dsv3 ablate: wrote %s\n", page);
         free(page), free(ab);
     }

@@ -380,10 +380,10 @@ function layerLoads(r) {
   return layers;
 }
 
-function heatmap(parent, r, li, rows) {
+function heatmap(parent, r, li, rows, title) {
   var E = rows[0].load.length, n = rows.length;
   var card = el("div", { "class": "card", "data-chart": "heatmap-" + li }, parent);
-  el("div", { "class": "t" }, card, "MoE layer " + li + ": expert load over " + (state.x === "tokens" ? "tokens" : "steps") + " (share ÷ fair share)");
+  el("div", { "class": "t" }, card, (title || "MoE layer " + li) + ": expert load over " + (state.x === "tokens" ? "tokens" : "steps") + " (share ÷ fair share)");
   var cols = Math.min(n, E > 64 ? 120 : 200), W = 460, H = 250, L = 36, R = 52, T = 6, B = 32;
   var svg = sv("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "shape-rendering": "crispEdges" }, card);
   var cw = (W - L - R) / cols, ch = (H - T - B) / E;
@@ -425,6 +425,15 @@ function heatmap(parent, r, li, rows) {
 }
 
 function routing(app) {
+  var withLoads = D.runs.filter(function (q) { return layerLoads(q).length > 0; });
+  if (withLoads.length > 1) { /* the runs side by side: the last MoE layer of each */
+    el("h2", {}, app, "Routing: the runs side by side");
+    var gg = el("div", { "class": "grid" }, app);
+    withLoads.forEach(function (q) {
+      var ls = layerLoads(q), li = ls.length - 1;
+      heatmap(gg, q, li, ls[li], q.label + ", MoE layer " + li);
+    });
+  }
   var r = D.runs[state.run] || D.runs[0];
   el("h2", {}, app, "Routing" + (D.runs.length > 1 ? ": " + r.label : ""));
   var layers = layerLoads(r);
@@ -532,7 +541,8 @@ function barChart(parent, title, groups, names, id) { /* groups: [{label, values
       var rect = sv("rect", { x: L + i * gw + gw * 0.1 + j * bw, y: H - B - h, width: bw * 0.92, height: h, fill: COLORS[j % COLORS.length] }, svg);
       sv("title", {}, rect, g.label + " " + names[j] + ": " + fmt(v, 4));
     });
-    sv("text", { x: L + (i + 0.5) * gw, y: H - B + 13, "text-anchor": "middle" }, ax, g.label);
+    sv("text", { x: L + (i + 0.5) * gw, y: H - B + 13, "text-anchor": "end", "font-size": 9,
+      transform: "rotate(-35 " + (L + (i + 0.5) * gw) + " " + (H - B + 13) + ")" }, ax, g.label);
   });
   var lg = el("div", { "class": "legend" }, card);
   names.forEach(function (n, j) { var it = el("span", {}, lg); el("span", { "class": "sw", style: "background:" + COLORS[j % COLORS.length] }, it); it.appendChild(document.createTextNode(n)); });
