@@ -14,6 +14,8 @@
  * Budget: the first variant trains for --minutes M; the others the same
  * number of steps (so the same tokens), whatever time that takes.
  */
+#define _GNU_SOURCE /* nftw */
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +121,49 @@ static void put_num(ds_sbuf *b, const char *key, double v) {
     else ds_sbuf_puts(b, "null");
 }
 
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) {
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+
+/* Steps of --minutes M: a 4-step probe run of the first variant (into
+ * OUT/.probe, removed after) times a step; every variant then runs that many
+ * steps with the same schedule. */
+static int64_t calibrate(const ds_train_opts *first, const char *out, double minutes) {
+    ds_train_opts o = *first;
+    char *probe = ds_path_join(out, ".probe");
+    o.out = probe, o.steps = 4, o.minutes = 0, o.eval_every = 0, o.log_every = 0, o.on_step = NULL;
+    o.save_every = 0, o.keep = 1;
+    int64_t steps = -1;
+    if (ds_train(&o) == 0) {
+        double per = 0;
+        int n = 0;
+        char *p = ds_path_join(probe, "train_log.jsonl");
+        size_t len;
+        char *s = ds_read_file(p, &len);
+        free(p);
+        for (char *line = s ? strtok(s, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+            cJSON *j = cJSON_Parse(line);
+            double st = num(j, "step"), tps = num(j, "tokens_per_s");
+            if (st >= 2 && tps > 0) per += (double)(o.batch * o.seq * o.accum) / tps, n++; /* step 1 warms caches */
+            cJSON_Delete(j);
+        }
+        free(s);
+        if (n > 0) {
+            per /= n;
+            steps = (int64_t)(minutes * 60.0 / per);
+            if (steps < 1) steps = 1;
+            fprintf(stderr, "dsv3 ablate: probe: %.3f s/step -> %lld steps of each variant in %.1f min\n", per,
+                    (long long)steps, minutes);
+        } else {
+            ds_err("the probe run logged no timed step");
+        }
+    }
+    nftw(probe, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(probe);
+    return steps;
+}
+
 static int run(int argc, char **argv) {
     const char *data = NULL, *preset = "tiny", *what = NULL, *out = NULL, *prompts = NULL;
     double minutes = 0;
@@ -166,6 +211,15 @@ static int run(int argc, char **argv) {
 
     ds_sbuf vj = {0};
     int64_t fixed_steps = steps;
+    if (!fixed_steps) { /* --minutes: the steps of every variant, from a probe of the first */
+        ds_train_opts o = ds_train_opts_default();
+        const variant *v = &g_variants[w][0];
+        o.config = preset, o.data = data, o.batch = batch, o.seq = seq, o.seed = (uint64_t)seed, o.lr = lr;
+        o.min_lr = lr / 10, o.gamma = gamma, o.balance = v->balance, o.precision = v->precision;
+        o.mtp_lambda = v->mtp_lambda;
+        fixed_steps = calibrate(&o, out, minutes);
+        if (fixed_steps < 1) return ds_cli_fail("ablate");
+    }
     double secs[3] = {0};
     int rc = 0;
     for (int i = 0; i < nv && !rc; i++) {
@@ -175,11 +229,8 @@ static int run(int argc, char **argv) {
         o.batch = batch, o.seq = seq, o.seed = (uint64_t)seed, o.lr = lr, o.min_lr = lr / 10, o.gamma = gamma;
         o.balance = v->balance, o.precision = v->precision, o.mtp_lambda = v->mtp_lambda;
         o.eval_every = eval_every, o.eval_batches = eval_batches, o.log_every = 0;
-        if (fixed_steps > 0) o.steps = fixed_steps;
-        else o.minutes = minutes;
-        fprintf(stderr, "dsv3 ablate: %s (%d/%d): %s, %s\n", v->name, i + 1, nv, v->desc,
-                fixed_steps > 0 ? "same steps as the first" : "time budget");
-        if (fixed_steps > 0) fprintf(stderr, "dsv3 ablate: %lld steps\n", (long long)fixed_steps);
+        o.steps = fixed_steps;
+        fprintf(stderr, "dsv3 ablate: %s (%d/%d): %s, %lld steps\n", v->name, i + 1, nv, v->desc, (long long)fixed_steps);
         ds_train_hooks h = {0};
         h.report = 1, h.label = v->name;
         ds_train_hooks_attach(&h, &o);
@@ -190,7 +241,6 @@ static int run(int argc, char **argv) {
         }
         secs[i] = ds_now() - t0;
         cJSON *lt = last_record(runs[i], "loss"), *lv = last_record(runs[i], "val_loss");
-        if (fixed_steps <= 0) fixed_steps = (int64_t)num(lt, "step");
         ds_sbuf_printf(&vj, "%s{\"variant\": ", i ? ",\n" : "");
         ds_json_put_string(&vj, v->name);
         ds_sbuf_puts(&vj, ", \"run\": ");
@@ -257,10 +307,10 @@ static int run(int argc, char **argv) {
         ds_json_put_string(&a, titles[w]);
         char setup[1024];
         snprintf(setup, sizeof setup,
-                 "preset %s, data %s, seed %lld, batch %lld x %lld tokens, %lld steps each (the first variant's "
-                 "%s), peak lr %g, %d threads; validation on %s",
+                 "preset %s, data %s, seed %lld, batch %lld x %lld tokens, %lld steps each (%s), same schedule; "
+                 "peak lr %g, %d threads; validation on %s",
                  preset, data, seed, batch, seq, (long long)fixed_steps,
-                 minutes > 0 ? "time budget" : "--steps", lr, ds_threads(),
+                 minutes > 0 ? "--minutes for one variant, timed by a 4-step probe" : "--steps", lr, ds_threads(),
                  eval_batches ? "the first --eval-batches batches" : "the whole validation split");
         ds_sbuf_puts(&a, ", \"setup\": ");
         ds_json_put_string(&a, setup);

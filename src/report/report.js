@@ -180,7 +180,7 @@ function chart(parent, spec) {
       if (s.nolegend) return;
       var it = el("span", s.x.length ? {} : { "class": "na" }, lg);
       el("span", { "class": "sw", style: "background:" + s.color }, it);
-      it.appendChild(document.createTextNode(s.label + (s.x.length ? "" : " (not logged)")));
+      it.appendChild(document.createTextNode(s.label + (s.x.length ? "" : s.zero ? " (0 throughout)" : " (not logged)")));
     });
     (spec.notes || []).forEach(function (n) { el("span", { "class": "na" }, lg, n); });
   }
@@ -201,9 +201,10 @@ function metricSeries(key, opt) {
       if (!(key in x)) return;
       xs.push(xOf(r, x)); ys.push(opt.scale ? x[key] * opt.scale : x[key]);
     });
-    if (opt.zeroIsAbsent && ys.every(function (v) { return v === 0; })) { xs = []; ys = []; }
+    var zero = false;
+    if (opt.zeroIsAbsent && xs.length && ys.every(function (v) { return v === 0; })) { xs = []; ys = []; zero = true; }
     var sm = opt.val || opt.nosmooth ? ys : ema(ys, state.smooth);
-    return { label: r.label, color: r.color, x: xs, y: sm, raw: ys, run: i, metric: key, points: opt.val };
+    return { label: r.label, color: r.color, x: xs, y: sm, raw: ys, run: i, metric: key, points: opt.val, zero: zero };
   });
 }
 
@@ -272,7 +273,8 @@ function ablation(app) {
     v.forEach(function (row, i) {
       var r = el("tr", {}, t);
       cols.forEach(function (c, j) {
-        var val = row[c], td = el("td", { "class": typeof val === "number" ? "n" : "" }, r, typeof val === "number" ? fmt(val, 5) : val === null || val === undefined ? "–" : String(val));
+        var val = row[c], txt = typeof val === "number" ? (c === "tokens" ? fmtTokens(val) : c === "steps" ? String(val) : fmt(val, 5)) : val === null || val === undefined ? "–" : String(val);
+        var td = el("td", { "class": typeof val === "number" ? "n" : "" }, r, txt);
         if (j === 0) td.style.borderLeft = "4px solid " + COLORS[i % COLORS.length];
       });
     });
