@@ -345,6 +345,7 @@ static int run(int argc, char **argv) {
     }
     free(vtext);
     for (int i = 0; i < nv; i++) free(runs[i]);
+    free(tasks.v);
     return rc ? ds_cli_fail("ablate") : 0;
 }
 DS_COMMAND("ablate", "train the variants DeepSeek compares (balance, MTP, precision) and write one report", run)

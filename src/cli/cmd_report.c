@@ -66,7 +66,12 @@ static int run(int argc, char **argv) {
         if (npos == 0) {
             for (int i = 0; i < k; i++) pos[i] = abl_runs[i];
             npos = k;
-            if (!labels.n) labels.v = abl_labels, labels.n = k;
+            if (!labels.n) {
+                free(labels.v);
+                labels.v = ds_malloc(sizeof *labels.v * (size_t)(k > 0 ? k : 1));
+                for (int i = 0; i < k; i++) labels.v[i] = abl_labels[i];
+                labels.n = k;
+            }
         }
     }
     if (npos < 1) ds_cli_usage_error("report", "give at least one RUN folder (the --out of `dsv3 train`)");
@@ -78,7 +83,7 @@ static int run(int argc, char **argv) {
     o.extra_json = attach.v, o.n_extra = attach.n, o.quiet = quiet, o.ablation_json = abl_text;
     int wrc = ds_report_write(pos, npos, &o, out);
     if (wrc) {
-        cJSON_Delete(abl), free(abl_text);
+        cJSON_Delete(abl), free(abl_text), free(labels.v), free(attach.v);
         return ds_cli_fail("report");
     }
     if (tb) {
@@ -98,11 +103,14 @@ static int run(int argc, char **argv) {
             ds_tb_tail *t = ds_tb_tail_open(log, dir);
             int rc = !t || ds_tb_tail_close(t);
             free(log), free(dir);
-            if (rc) return ds_cli_fail("report");
+            if (rc) {
+                cJSON_Delete(abl), free(abl_text), free(labels.v), free(attach.v);
+                return ds_cli_fail("report");
+            }
         }
     }
     if (!quiet) fprintf(stderr, "dsv3 report: wrote %s (%d run%s)\n", out, npos, npos > 1 ? "s" : "");
-    cJSON_Delete(abl), free(abl_text);
+    cJSON_Delete(abl), free(abl_text), free(labels.v), free(attach.v);
     return 0;
 }
 DS_COMMAND("report", "an HTML page of training runs: curves, routing, FP8 gap, evals, configs", run)
