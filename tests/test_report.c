@@ -146,6 +146,11 @@ TEST(train_report_run_info_and_bias) {
     }
     cJSON_Delete(recs);
     free(page), free(info);
+    /* no validation step in the run: the page of the last step */
+    CHECK(make_run(dir, "noval", 3, "--report --eval-every 0") == 0);
+    page = slurp(dir, "noval/report.html");
+    CHECK(page && strstr(page, "{\"step\": 3, ") != NULL);
+    free(page);
 }
 
 /* ---- the page in headless Chromium ------------------------------------------- */

@@ -133,9 +133,22 @@ int ds_write_run_info(const char *run, const ds_train_opts *o) {
     return rc;
 }
 
+static int write_report(ds_train_hooks *h, const char *run) {
+    char *out = ds_path_join(run, "report.html");
+    const char *runs[1] = {run};
+    const char *labels[1] = {h->label};
+    ds_report_opts ro = {0};
+    ro.labels = h->label ? labels : NULL;
+    ro.quiet = 1;
+    int rc = ds_report_write(runs, 1, &ro, out);
+    free(out);
+    return rc ? ds_err_prefix("--report") : 0;
+}
+
 static int on_step(void *ctx, const char *run, int64_t step, int evaluated) {
     ds_train_hooks *h = ctx;
     (void)step;
+    h->run = run;
     if (!h->started) {
         h->started = 1;
         char *p = ds_path_join(run, "run.json");
@@ -151,16 +164,10 @@ static int on_step(void *ctx, const char *run, int64_t step, int evaluated) {
     }
     if (h->tb && ds_tb_tail_poll(h->tb)) return -1;
     if (h->report && evaluated) {
-        char *out = ds_path_join(run, "report.html");
-        const char *runs[1] = {run};
-        const char *labels[1] = {h->label};
-        ds_report_opts ro = {0};
-        ro.labels = h->label ? labels : NULL;
-        ro.quiet = 1;
-        int rc = ds_report_write(runs, 1, &ro, out);
-        free(out);
-        if (rc) return ds_err_prefix("--report");
+        if (write_report(h, run)) return -1;
+        h->reported = step;
     }
+    h->last = step;
     return 0;
 }
 
@@ -172,6 +179,8 @@ void ds_train_hooks_attach(ds_train_hooks *h, ds_train_opts *o) {
 
 int ds_train_hooks_end(ds_train_hooks *h) {
     int rc = ds_tb_tail_close(h->tb);
+    /* the last step's page when it was no validation step (no validation split) */
+    if (h->report && h->run && h->reported != h->last && write_report(h, h->run)) rc = -1;
     h->tb = NULL;
     return rc;
 }

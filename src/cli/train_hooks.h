@@ -18,6 +18,8 @@ typedef struct {
     const char *label;   /* the run's name in its report (NULL: the folder's) */
     int started;
     ds_tb_tail *tb;
+    const char *run;         /* the run folder, once a step ran */
+    int64_t reported, last;  /* the steps of the last page and of the last step */
 } ds_train_hooks;
 
 /* Points o->on_step at h (h must outlive ds_train). */
