@@ -435,3 +435,47 @@ TEST(ablate_cli) {
     CHECK(page && strstr(page, "\"label\": \"none\"") != NULL);
     free(page);
 }
+
+TEST(report_thins_routing_arrays_of_long_logs) {
+    /* 1200 records with loads: every scalar stays, the per-expert arrays of
+     * every 3rd record (and the last) do: at most 500 */
+    const char *dir = ds_test_tmpdir();
+    char p[2048], out[4096];
+    snprintf(p, sizeof p, "%s/long", dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/long/train_log.jsonl", dir);
+    FILE *f = fopen(p, "w");
+    for (int s = 1; s <= 1200; s++)
+        fprintf(f, "{\"step\": %d, \"loss\": %.17g, \"load\": [[%d, 2, 3, 4]], \"bias\": [[0.5, 0, 0, -0.5]]}\n", s,
+                5.0 / s, s);
+    fclose(f);
+    CHECK(ds_test_sh(out, sizeof out, "%s report %s/long --out %s/long.html", bin(), dir, dir) == 0);
+    char *page = slurp(dir, "long.html");
+    CHECK(page != NULL);
+    if (!page) return;
+    char *a = strstr(page, "id=\"dsv3-data\">"), *b = a ? strstr(a, "</script>") : NULL;
+    CHECK(a && b);
+    if (!a || !b) return;
+    *b = 0;
+    cJSON *d = cJSON_Parse(a + strlen("id=\"dsv3-data\">"));
+    CHECK(d != NULL);
+    const cJSON *recs = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "runs"), 0), "records");
+    CHECK(cJSON_GetArraySize(recs) == 1200);
+    int nload = 0, k = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs) {
+        k++;
+        CHECK(cJSON_GetObjectItemCaseSensitive(r, "loss")->valuedouble == 5.0 / k); /* exact, thinned or not */
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(r, "load");
+        if (l) {
+            nload++;
+            CHECK(cJSON_GetArrayItem(cJSON_GetArrayItem(l, 0), 0)->valuedouble == k);
+            CHECK(cJSON_GetObjectItemCaseSensitive(r, "bias") != NULL);
+        } else {
+            CHECK(cJSON_GetObjectItemCaseSensitive(r, "bias") == NULL);
+        }
+    }
+    CHECK_MSG(nload == 401, "%d records keep their loads", nload);
+    cJSON_Delete(d);
+    free(page);
+}

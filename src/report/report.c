@@ -131,6 +131,36 @@ static void put_run_results(ds_sbuf *b, const char *run, int quiet) {
     ds_sbuf_puts(b, "]");
 }
 
+/* A copy of a log line without its "load" and "bias" members (arrays of
+ * numbers), cut out of the text; NULL when the result would not be a JSON
+ * object without them (then the line is kept whole). */
+static char *strip_arrays(const char *line, size_t n) {
+    char *t = ds_malloc(n + 1);
+    memcpy(t, line, n);
+    t[n] = 0;
+    static const char *const keys[] = {", \"load\": [", ", \"bias\": ["};
+    for (int k = 0; k < 2; k++) {
+        char *a = strstr(t, keys[k]);
+        if (!a) continue;
+        char *q = a + strlen(keys[k]);
+        int depth = 1;
+        for (; *q && depth; q++) depth += *q == '[' ? 1 : *q == ']' ? -1 : 0;
+        if (depth) {
+            free(t);
+            return NULL;
+        }
+        memmove(a, q, strlen(q) + 1);
+    }
+    cJSON *j = cJSON_Parse(t);
+    int ok = cJSON_IsObject(j) && !cJSON_GetObjectItemCaseSensitive(j, "load") && !cJSON_GetObjectItemCaseSensitive(j, "bias");
+    cJSON_Delete(j);
+    if (!ok) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
 /* The valid records of train_log.jsonl as a JSON array, and the skipped
  * lines as [{"line": N, "why": "..."}]. */
 static int put_log(ds_sbuf *b, const char *run, const char *label, int quiet) {
@@ -145,6 +175,13 @@ static int put_log(ds_sbuf *b, const char *run, const char *label, int quiet) {
         free(path);
         return -1;
     }
+    /* per-expert arrays (load, bias) of at most MAX_ROUTING records, evenly
+     * spaced, stay in the page: a long run of a large MoE would otherwise
+     * make it hundreds of MB; every scalar of every record stays */
+    enum { MAX_ROUTING = 500 };
+    int64_t nload = 0;
+    for (const char *q = s; (q = strstr(q, "\"load\": [")); q++) nload++;
+    int64_t stride = nload > MAX_ROUTING ? (nload + MAX_ROUTING - 1) / MAX_ROUTING : 1, kload = 0, thinned = 0;
     ds_sbuf sk = {0};
     ds_sbuf_puts(b, ", \"records\": [");
     int64_t nrec = 0, nskip = 0, lineno = 0;
@@ -170,6 +207,14 @@ static int put_log(ds_sbuf *b, const char *run, const char *label, int quiet) {
                      ds_json_type_name(j));
             why = whybuf;
         }
+        char *thin = NULL;
+        if (!why && cJSON_GetObjectItemCaseSensitive(j, "load")) {
+            if (stride > 1 && kload % stride != 0 && kload != nload - 1) {
+                thin = strip_arrays(line, ll); /* the rest of the text as written: the same numbers */
+                thinned++;
+            }
+            kload++;
+        }
         cJSON_Delete(j);
         if (why) {
             if (nskip < 1000) {
@@ -182,11 +227,15 @@ static int put_log(ds_sbuf *b, const char *run, const char *label, int quiet) {
             continue;
         }
         if (nrec++) ds_sbuf_puts(b, ",\n");
-        put_embedded(b, line, ll);
+        if (thin) put_embedded(b, thin, strlen(thin));
+        else put_embedded(b, line, ll);
+        free(thin);
     }
     if (!quiet && nskip > 5) fprintf(stderr, "dsv3 report: %s: %lld lines skipped in all\n", path, (long long)nskip);
     if (!quiet && nrec == 0) fprintf(stderr, "dsv3 report: %s: no valid records (run %s)\n", path, label);
-    ds_sbuf_printf(b, "], \"skipped_total\": %lld, \"skipped\": [", (long long)nskip);
+    ds_sbuf_printf(b, "], \"routing_every\": %lld, \"skipped_total\": %lld, \"skipped\": [", (long long)stride,
+                   (long long)nskip);
+    (void)thinned;
     char *t = ds_sbuf_take(&sk);
     if (t) ds_sbuf_puts(b, t);
     free(t);

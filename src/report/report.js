@@ -84,12 +84,13 @@ function ema(ys, w) { /* TensorBoard's debiased exponential moving average */
   return out;
 }
 function niceTicks(lo, hi, n) {
+  if (!isFinite(lo) || !isFinite(hi)) return [];
   if (!(hi > lo)) { hi = lo + 1; lo = lo - 1; }
   var step = Math.pow(10, Math.floor(Math.log10((hi - lo) / n)));
   var err = (hi - lo) / n / step;
   if (err >= 7.5) step *= 10; else if (err >= 3.5) step *= 5; else if (err >= 1.5) step *= 2;
   var t = [], v = Math.ceil(lo / step) * step;
-  for (; v <= hi + step * 1e-9; v += step) t.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  for (var k = 0; v <= hi + step * 1e-9 && k < 50; v += step, k++) t.push(Math.abs(v) < step * 1e-9 ? 0 : v);
   return t;
 }
 function logTicks(lo, hi) {
@@ -118,11 +119,17 @@ function chart(parent, spec) {
     el("div", { "class": "none" }, card, spec.empty || "not logged by these runs");
     return card;
   }
-  var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs);
+  function lo(a) { var m = Infinity; for (var i = 0; i < a.length; i++) if (a[i] < m) m = a[i]; return m; }
+  function hi(a) { var m = -Infinity; for (var i = 0; i < a.length; i++) if (a[i] > m) m = a[i]; return m; }
+  var x0 = lo(xs), x1 = hi(xs);
   if (x1 === x0) { x0 -= 1; x1 += 1; }
-  var y0 = Math.min.apply(null, ys), y1 = Math.max.apply(null, ys);
+  var y0 = lo(ys), y1 = hi(ys);
   if (spec.logy) { y0 = Math.log10(y0); y1 = Math.log10(y1); }
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+  var mag = Math.max(Math.abs(y0), Math.abs(y1));
+  if (y1 - y0 <= mag * 1e-9) { /* flat (up to rounding, e.g. a smoothed constant): a band around it */
+    var mid = (y0 + y1) / 2, half = mag > 0 ? mag * 0.05 : 0.5;
+    y0 = mid - half; y1 = mid + half;
+  }
   var pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
   function px(v) { return L + (v - x0) / (x1 - x0) * (W - L - R); }
   function py(v) { return T + (1 - ((spec.logy ? Math.log10(v) : v) - y0) / (y1 - y0)) * (H - T - B); }
@@ -138,7 +145,7 @@ function chart(parent, spec) {
   niceTicks(x0, x1, 5).forEach(function (v) {
     var x = px(v);
     sv("line", { x1: x, x2: x, y1: H - B, y2: H - B + 4 }, ax);
-    sv("text", { x: x, y: H - B + 15, "text-anchor": "middle" }, ax, state.x === "tokens" ? fmtTokens(v) : fmt(v));
+    sv("text", { x: x, y: H - B + 15, "text-anchor": x > W - R - 16 ? "end" : "middle" }, ax, state.x === "tokens" ? fmtTokens(v) : fmt(v));
   });
   sv("line", { x1: L, x2: W - R, y1: H - B, y2: H - B }, ax);
   sv("line", { x1: L, x2: L, y1: T, y2: H - B }, ax);
@@ -157,8 +164,8 @@ function chart(parent, spec) {
     if (h.label) sv("text", { x: W - R - 4, y: py(h.y) - 4, "text-anchor": "end", "font-size": 10, fill: h.color || "#555" }, plot, h.label);
   });
   spec.series.forEach(function (s) {
-    var d = "", pen = false;
-    for (var i = 0; i < s.x.length; i++) {
+    var d = "", pen = false, stride = Math.max(1, Math.ceil(s.x.length / 3000)); /* long runs: every k-th point drawn */
+    for (var i = 0; i < s.x.length; i += (stride > 1 && i + stride >= s.x.length && i !== s.x.length - 1) ? s.x.length - 1 - i : stride) {
       var ok = isnum(s.x[i]) && isnum(s.y[i]) && (!spec.logy || s.y[i] > 0);
       if (!ok) { pen = false; continue; }
       d += (pen ? "L" : "M") + px(s.x[i]).toFixed(1) + " " + py(s.y[i]).toFixed(1);
@@ -384,6 +391,7 @@ function layerLoads(r) {
 
 function heatmap(parent, r, li, rows, title) {
   var E = rows[0].load.length, n = rows.length;
+  if (!E) return;
   var card = el("div", { "class": "card", "data-chart": "heatmap-" + li }, parent);
   el("div", { "class": "t" }, card, (title || "MoE layer " + li) + ": expert load over " + (state.x === "tokens" ? "tokens" : "steps") + " (share ÷ fair share)");
   var cols = Math.min(n, E > 64 ? 120 : 200), W = 460, H = 250, L = 36, R = 52, T = 6, B = 32;
