@@ -426,6 +426,23 @@ TEST(ablate_cli) {
     CHECK(page && strstr(page, "\"what\": \"balance\"") != NULL);
     CHECK(page && strstr(page, "\"variant\": \"aux-loss\"") != NULL);
     free(page);
+    /* --what mtp: the MTP acceptance measures are percentages */
+    rc = ds_test_sh(out, sizeof out,
+                    "cd %s && %s%s --threads 2 ablate --data data --what mtp --steps 3 --batch 2 --seq 32 --eval-every 3 "
+                    "--out ablm --prompts 'the king' --gen-tokens 8 2>&1",
+                    dir, bin()[0] == '/' ? "" : "$OLDPWD/", bin());
+    CHECK_MSG(rc == 0, "%.2000s", out);
+    char *aj = slurp(dir, "ablm/ablation.json");
+    cJSON *j = aj ? cJSON_Parse(aj) : NULL;
+    const cJSON *v0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "variants"), 0);
+    const cJSON *v1 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "variants"), 1);
+    const cJSON *pv = cJSON_GetObjectItemCaseSensitive(v0, "mtp_acceptance_val_pct");
+    const cJSON *pg = cJSON_GetObjectItemCaseSensitive(v0, "mtp_acceptance_generated_pct");
+    CHECK(cJSON_IsNumber(pv) && pv->valuedouble >= 0 && pv->valuedouble <= 100);
+    CHECK(cJSON_IsNumber(pg) && pg->valuedouble >= 0 && pg->valuedouble <= 100);
+    CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(v1, "mtp_acceptance_val_pct"))); /* no MTP: not measured */
+    cJSON_Delete(j);
+    free(aj);
     /* the page remade from OUT/ablation.json, from another folder */
     CHECK(ds_test_sh(out, sizeof out, "cd / && %s%s report --ablation %s%s/abl/ablation.json --out %s%s/again.html",
                      bin()[0] == '/' ? "" : "$OLDPWD/", bin(), dir[0] == '/' ? "" : "$OLDPWD/", dir,
