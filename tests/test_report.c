@@ -364,6 +364,15 @@ TEST(report_bad_input) {
     CHECK(strstr(out, "neither") != NULL);
     CHECK(ds_test_sh(out, sizeof out, "%s report %s/cut --out %s/c2.html --baseline bf16", bin(), dir, dir) == 1);
     CHECK(strstr(out, "not one of the runs") != NULL);
+    /* a raw control character inside a string: valid for cJSON, not for the
+     * page's JSON.parse: skipped (found by fuzz/fuzz_report_log.c) */
+    snprintf(p, sizeof p, "%s/cut/train_log.jsonl", dir);
+    CHECK(ds_write_file_atomic(p, "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"skipped\": \"a\tb\"}\n", 52) == 0);
+    CHECK(ds_test_sh(out, sizeof out, "%s report %s/cut --out %s/c4.html", bin(), dir, dir) == 0);
+    CHECK(strstr(out, "line 2: a control character inside a string") != NULL);
+    page = slurp(dir, "c4.html");
+    CHECK(page && strstr(page, "\"skipped_total\": 1") != NULL);
+    free(page);
     /* a script end tag inside a logged string cannot end the data block */
     snprintf(p, sizeof p, "%s/cut/train_log.jsonl", dir);
     CHECK(ds_write_file_atomic(p, "{\"step\": 1, \"skipped\": \"</script><b>\"}\n", 38) == 0);

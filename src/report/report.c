@@ -20,6 +20,24 @@ static int is_dir(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* 1 when JSON text has no raw control byte inside a string and no NUL at
+ * all: cJSON accepts those, the page's JSON.parse does not. */
+static int json_text_ok(const char *s, size_t n) {
+    int in = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0) return 0;
+        if (in) {
+            if (c < 0x20) return 0;
+            if (c == '\\') i++;
+            else if (c == '"') in = 0;
+        } else if (c == '"') {
+            in = 1;
+        }
+    }
+    return 1;
+}
+
 /* JSON text (already validated) into the page: "</" becomes "<\/" so that no
  * string in it can end the <script> element (the same string to JSON.parse). */
 static void put_embedded(ds_sbuf *b, const char *s, size_t n) {
@@ -53,6 +71,11 @@ static void put_json_file(ds_sbuf *b, const char *path, int quiet) {
     }
     char *s = ds_read_file(path, &len);
     cJSON *j = s ? ds_json_parse(s, len, path) : NULL;
+    if (j && !json_text_ok(s, len)) {
+        cJSON_Delete(j);
+        j = NULL;
+        ds_err("%s: a control character inside a string", path);
+    }
     if (!j) {
         if (!quiet) fprintf(stderr, "dsv3 report: warning: %s\n", ds_errmsg());
         ds_sbuf_puts(b, "null");
@@ -85,6 +108,11 @@ static int put_result_file(ds_sbuf *b, const char *path, int *first, int quiet, 
         return 0;
     }
     cJSON *j = ds_json_parse(s, len, path);
+    if (j && !json_text_ok(s, len)) {
+        cJSON_Delete(j);
+        j = NULL;
+        ds_err("%s: a control character inside a string", path);
+    }
     int k = json_kind(j);
     if (!k && named) {
         free(s);
@@ -201,6 +229,9 @@ static int put_log(ds_sbuf *b, const char *run, const char *label, int quiet) {
         char whybuf[256];
         if (!j) {
             snprintf(whybuf, sizeof whybuf, "%s%s", ds_errmsg(), nl ? "" : " (the last line, cut short)");
+            why = whybuf;
+        } else if (!json_text_ok(line, ll)) {
+            snprintf(whybuf, sizeof whybuf, "line %lld: a control character inside a string", (long long)lineno);
             why = whybuf;
         } else if (!cJSON_IsObject(j)) {
             snprintf(whybuf, sizeof whybuf, "line %lld: a JSON %s, not an object", (long long)lineno,
