@@ -367,7 +367,7 @@ TEST(report_bad_input) {
     /* a raw control character inside a string: valid for cJSON, not for the
      * page's JSON.parse: skipped (found by fuzz/fuzz_report_log.c) */
     snprintf(p, sizeof p, "%s/cut/train_log.jsonl", dir);
-    CHECK(ds_write_file_atomic(p, "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"skipped\": \"a\tb\"}\n", 52) == 0);
+    CHECK(ds_write_file_atomic(p, "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"skipped\": \"a\tb\"}\n", 53) == 0);
     CHECK(ds_test_sh(out, sizeof out, "%s report %s/cut --out %s/c4.html", bin(), dir, dir) == 0);
     CHECK(strstr(out, "line 2: a control character inside a string") != NULL);
     page = slurp(dir, "c4.html");
