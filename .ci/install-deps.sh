@@ -2,7 +2,7 @@
 # Install the Debian packages dsv3 needs to build and test, when missing.
 set -euo pipefail
 need=()
-for p in build-essential pkg-config libopenblas-dev libpcre2-dev libcjson-dev libopenmpi-dev openmpi-bin bible-kjv; do
+for p in build-essential pkg-config libopenblas-dev libpcre2-dev libcjson-dev libopenmpi-dev openmpi-bin bible-kjv chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -107,7 +107,7 @@ TEST(cli_every_help_ends_with_examples_that_parse) {
                                        "forward", "fp8", "fp8 study", "fp8 bench", "fp8 analyze", "generate",
                                        "init", "inspect", "tokenizer", "tokenizer encode", "tokenizer decode",
                                        "tokenizer info", "tokenizer train", "tokenizer convert", "tokenizer bench",
-                                       "comm-check", "ep-check", "plan"};
+                                       "comm-check", "ep-check", "plan", "report", "ablate"};
     static char out[32768];
     /* every registered command is in the list above */
     int rc = sh(out, sizeof out, "--help");

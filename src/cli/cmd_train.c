@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "dist/comm.h"
 #include "dist/ep.h"
+#include "cli/train_hooks.h"
 #include "train/trainer.h"
 
 static const char *const g_prec[] = {"fp32", "bf16", "fp8"};
@@ -61,7 +62,8 @@ static int run(int argc, char **argv) {
     long long steps = 0, tokens = 0, batch = o.batch, seq = o.seq, accum = o.accum, warmup = o.warmup;
     long long eval_every = o.eval_every, eval_batches = o.eval_batches, save_every = 0, keep = o.keep;
     long long seed = (long long)o.seed, stop_after = 0, log_every = o.log_every, max_new = o.sample_tokens;
-    int skip = 0, m16 = 0, cache = 0, override = 0;
+    int skip = 0, m16 = 0, cache = 0, override = 0, report = 0;
+    const char *tensorboard = NULL;
     long long ep = 0, rpn = 0;
     const char *dispatch = "fp32";
     static const char *const g_disp[] = {"fp32", "bf16", "fp8"};
@@ -109,6 +111,8 @@ static int run(int argc, char **argv) {
         {"--dispatch-precision", DS_OPT_STR, &dispatch, "fp32|bf16|fp8  with --ep: rows sent to the experts' owners (default fp32)"},
         {"--ranks-per-node", DS_OPT_INT, &rpn, "N  with --ep: count routing per simulated node of N processes (default: real nodes)",
          DS_RANGE(0, 1 << 20)},
+        {"--report", DS_OPT_FLAG, &report, "  write RUN/report.html at every evaluation (dsv3 report)"},
+        {"--tensorboard", DS_OPT_STR, &tensorboard, "DIR  TensorBoard event files of the logged scalars in DIR"},
     };
     const int nopt = (int)(sizeof opts / sizeof opts[0]);
     ds_cli_parse("train", "--config PRESET|config.json --data DIR --out RUN --steps N|--tokens N|--minutes M [...]",
@@ -206,7 +210,12 @@ static int run(int argc, char **argv) {
                    "the same --threads", (long long)threads, ds_threads());
     }
     if (o.fp8_cache && o.precision != DS_PREC_FP8) ds_cli_usage_error("train", "--fp8-cache needs --precision fp8");
-    if (ds_train(&o)) {
+    ds_train_hooks hooks = {0};
+    hooks.report = report, hooks.tb_dir = tensorboard;
+    ds_train_hooks_attach(&hooks, &o);
+    int rc = ds_train(&o);
+    if (ds_train_hooks_end(&hooks) && !rc) rc = -1;
+    if (rc) {
         ds_cli_fail("train");
         /* under mpirun: the other processes stop too instead of waiting in a collective */
         if (ds_comm_is_distributed()) ds_comm_abort(1, NULL);

@@ -839,7 +839,16 @@ int ds_train(const ds_train_opts *o) {
             fputc(']', logf);
             first = 0;
         }
-        fputs("]}\n", logf);
+        fputc(']', logf);
+        /* report: the router biases of the main MoE layers (aux-loss-free balancing) */
+        int64_t nbias = 0;
+        for (int64_t l = 0; l < L; l++) {
+            if (!m.blocks[l].moe || !m.blocks[l].router_bias) continue;
+            fputs(nbias++ ? ", [" : ", \"bias\": [[", logf);
+            for (int64_t e = 0; e < E; e++) fprintf(logf, "%s%.6g", e ? "," : "", (double)m.blocks[l].router_bias[e]);
+            fputc(']', logf);
+        }
+        fputs(nbias ? "]}\n" : "}\n", logf);
         fflush(logf);
         ds_progress_update(&bar, (double)st.step);
         int last = st.step == st.total_steps || st.step == stop_at;
@@ -862,6 +871,11 @@ int ds_train(const ds_train_opts *o) {
                 break;
             }
             last_saved = st.step;
+        }
+        if (lead && o->on_step && o->on_step(o->on_step_ctx, run, st.step,
+                                     have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last))) {
+            rc = -1;
+            break;
         }
     }
     ds_progress_end(&bar, (double)st.step);

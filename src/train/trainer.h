@@ -52,6 +52,11 @@ typedef struct {
     int ep;                  /* expert-parallel group size (0: no expert parallelism) */
     int dispatch;            /* DS_EP_* precision of the dispatch (dist/ep.h) */
     int ranks_per_node;      /* simulated nodes of that many ranks (0: the real ones) */
+    /* report: called after each step's records are in RUN/train_log.jsonl and
+     * any checkpoint of the step is saved (evaluated: the step was a validation
+     * step); non-zero stops the run (the hook has set ds_err).  NULL: none. */
+    int (*on_step)(void *ctx, const char *run, int64_t step, int evaluated);
+    void *on_step_ctx;
 } ds_train_opts;
 
 ds_train_opts ds_train_opts_default(void);
