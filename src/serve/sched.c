@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/base.h"
 
@@ -41,6 +42,7 @@ struct ds_sched {
     ds_engine pre;
     int pre_slot;
     float *lsm; /* (V) log-softmax scratch */
+    int step_delay_us; /* tests: DSV3_SERVE_STEP_DELAY_MS slows every iteration so batching is observable */
     ds_sched_stats st;
 };
 
@@ -332,6 +334,7 @@ static void *loop(void *arg) {
             }
             sample_emit(s, r, s->eng[i].logits, &s->last[i]);
         }
+        if (s->step_delay_us) usleep(s->step_delay_us);
         pthread_mutex_lock(&s->mu);
         if (nstep) {
             s->st.steps++;
@@ -352,6 +355,8 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->neos = neos < 32 ? neos : 32;
     memcpy(s->eos, eos, (size_t)s->neos * sizeof(int64_t));
     s->pre_slot = -1;
+    const char *dl = getenv("DSV3_SERVE_STEP_DELAY_MS");
+    if (dl) s->step_delay_us = atoi(dl) * 1000;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->progress, NULL);

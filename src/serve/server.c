@@ -107,7 +107,7 @@ static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int statu
 
 /* ---- request parameters ----------------------------------------------------------------- */
 typedef struct {
-    int chat, stream, include_usage, echo, token_ids;
+    int chat, stream, include_usage, echo, token_ids, ignore_eos;
     int64_t max_tokens; /* -1: not given */
     ds_sample_params sp;
     int logprobs, top_logprobs; /* logprobs: 0/1; top: alternatives */
@@ -179,6 +179,7 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     if (get_int(g, j, "seed", INT64_MIN / 2, INT64_MAX / 2, &seed)) return -1;
     if (get_bool(g, j, "stream", &g->stream)) return -1;
     if (get_bool(g, j, "return_token_ids", &g->token_ids)) return -1;
+    if (get_bool(g, j, "ignore_eos", &g->ignore_eos)) return -1; /* extension, as vLLM's */
     const cJSON *so = field(j, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so)) return bad(g, "stream_options", "'stream_options' must be an object");
@@ -646,6 +647,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     r->max_tokens = maxt;
     r->sp = g.sp;
     r->top_logprobs = g.logprobs ? g.top_logprobs : -1;
+    r->ignore_eos = g.ignore_eos;
     for (int i = 0; i < g.nstop; i++) r->stop[i] = ds_strdup(g.stop[i]);
     r->nstop = g.nstop;
     if (S->stopping || ds_sched_submit(cfg->sched, r)) {
