@@ -582,3 +582,58 @@ TEST(serve_startup_errors) {
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --port 70000", dir) == 2);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative mtp", dir) == 2);
 }
+
+static int metric(int port, const char *name) {
+    char *o;
+    int v = -1;
+    if (http(port, "GET", "/metrics", NULL, NULL, &o) == 200) {
+        char key[128];
+        snprintf(key, sizeof key, "\n%s ", name);
+        const char *p = strstr(o, key);
+        if (p) v = atoi(p + strlen(key));
+    }
+    free(o);
+    return v;
+}
+
+typedef struct { int port; int status; char *body; } bg_req;
+static void *bg_stream(void *arg) {
+    bg_req *b = arg;
+    char pj[512], req[1024];
+    prompt_json(pj, sizeof pj, 8, 0);
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": 40, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true}", pj);
+    b->status = http(b->port, "POST", "/v1/completions", NULL, req, &b->body);
+    return NULL;
+}
+
+/* a full queue answers 503 with Retry-After; SIGTERM lets the running stream finish, then exits 0 */
+TEST(serve_queue_full_and_shutdown) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "20", 1);
+    SETUP("--max-batch 1 --max-queue 1 --shutdown-grace 20");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    bg_req a = {.port = S.port}, b = {.port = S.port};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, bg_stream, &a);
+    for (int i = 0; i < 100 && metric(S.port, "dsv3_batch_size") < 1; i++) usleep(20000);
+    pthread_create(&tb, NULL, bg_stream, &b);
+    for (int i = 0; i < 100 && metric(S.port, "dsv3_queue_depth") < 1; i++) usleep(20000);
+    CHECK(metric(S.port, "dsv3_queue_depth") == 1);
+    char raw[512], *o;
+    snprintf(raw, sizeof raw, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 33\r\n\r\n"
+             "{\"prompt\": \"hi\", \"max_tokens\": 2}");
+    int fd = dial(S.port);
+    CHECK(send(fd, raw, strlen(raw), MSG_NOSIGNAL) > 0);
+    char buf[2048];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_WAITALL);
+    buf[n > 0 ? n : 0] = 0;
+    close(fd);
+    CHECK_MSG(strstr(buf, " 503 ") && strstr(buf, "Retry-After: 1") && strstr(buf, "\"error\""), "%s", buf);
+    (void)o;
+    /* SIGTERM while both run: the grace period lets them finish */
+    CHECK(server_stop(&S) == 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK_MSG(a.status == 200 && strstr(a.body, "\"finish_reason\": \"length\"") && strstr(a.body, "data: [DONE]"), "%s", a.body);
+    CHECK_MSG(b.status == 200 && strstr(b.body, "data: [DONE]"), "%s", b.body);
+    free(a.body), free(b.body);
+}
