@@ -14,6 +14,7 @@
 #include "io/json.h"
 #include "test.h"
 #include "tokenizer/jinja.h"
+#include "tokenizer/tok_config.h"
 
 #define FIX "tests/fixtures/chat/templates.json"
 
@@ -88,4 +89,38 @@ TEST(chat_template_unsupported_fails_at_parse) {
     CHECK(r == NULL && strstr(ds_errmsg(), "undefined"));
     free(r);
     ds_jinja_free(j);
+}
+
+/* dsv3 init with a tokenizer whose tokenizer_config.json has no chat template:
+ * the model folder gets DeepSeek-V3's, so it chats; serve/chat load it. */
+TEST(chat_template_init_writes_one) {
+    const char *dir = ds_test_tmpdir();
+    char out[8192], path[600];
+    snprintf(path, sizeof path, "%s/tok/corpus.txt", dir);
+    CHECK(ds_test_sh(out, sizeof out, "mkdir -p %s/tok && printf 'hello world, hello chat\\n%%.0s' $(seq 50) > %s", dir, path) == 0);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 tokenizer train --input %s --vocab-size 300 --out %s/tok/tokenizer.json", path, dir) == 0);
+    /* the same config without its chat_template */
+    char cfgp[600];
+    snprintf(cfgp, sizeof cfgp, "%s/tok/tokenizer_config.json", dir);
+    size_t n;
+    char *txt = ds_read_file(cfgp, &n);
+    CHECK(txt != NULL);
+    if (!txt) return;
+    cJSON *cfg = cJSON_Parse(txt);
+    free(txt);
+    cJSON_DeleteItemFromObject(cfg, "chat_template");
+    char *s = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    CHECK(ds_write_file_atomic(cfgp, s, strlen(s)) == 0);
+    free(s);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 init --config tiny --tokenizer %s/tok --out %s/model", dir, dir) == 0);
+    snprintf(cfgp, sizeof cfgp, "%s/model/tokenizer_config.json", dir);
+    txt = ds_read_file(cfgp, &n);
+    cfg = txt ? cJSON_Parse(txt) : NULL;
+    free(txt);
+    const cJSON *ct = cJSON_GetObjectItem(cfg, "chat_template");
+    CHECK(cJSON_IsString(ct) && !strcmp(ct->valuestring, ds_deepseek_v3_chat_template));
+    cJSON_Delete(cfg);
+    /* and it renders a conversation */
+    CHECK(ds_test_sh(out, sizeof out, "printf 'hello\\n' | $DSV3 chat --model %s/model --max-new-tokens 3", dir) == 0);
 }
