@@ -92,6 +92,13 @@ int ds_engine_mtp_step(ds_engine *e, const float *h, const int32_t *next, int64_
 static inline void ds_engine_rewind(ds_engine *e, int64_t pos) { if (pos < e->pos) e->pos = pos; }
 static inline void ds_engine_mtp_rewind(ds_engine *e, int64_t pos) { if (pos < e->mtp_pos) e->mtp_pos = pos; }
 
+/* ---- decode_rows.c: continuous batching (serve) ----------------------------------- */
+/* One new token for each of n sequences at their own positions: sequence i is
+ * cache row rows[i] (< e->B) at position pos[i], its token ids[i]; e->logits
+ * gets (n, V).  Each sequence's numbers equal a batch-1 ds_engine_step's at
+ * that position.  n ≤ e->B · e->chunk.  0 or -1 (ds_err). */
+int ds_engine_step_rows(ds_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n);
+
 /* ---- sampling.c ----------------------------------------------------------------- */
 typedef struct {
     double temperature;  /* ≤ 0: greedy (argmax) */

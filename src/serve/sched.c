@@ -1,13 +1,14 @@
 /*
  * sched.c — the continuous-batching scheduler (see sched.h).
  *
- * Engines: every slot has a batch-1 ds_engine whose cache holds its
- * sequence (chunk 2: decode steps only); one more engine with chunk
+ * Engines: one decode engine with a cache row per slot runs the batched
+ * steps (ds_engine_step_rows: every running sequence at its own position,
+ * the weights read once per step); one batch-1 engine with chunk
  * prefill_chunk runs prompts.  When a prompt is done its latent cache is
- * copied into the slot's engine (adopt_cache, the one place that knows the
- * cache layout), so the large (chunk, vocab) scratch exists once, not per
- * slot.  The decode steps are the same ds_engine_step calls `dsv3 generate`
- * makes, at the same positions, hence the same greedy tokens.
+ * copied into the slot's row (adopt_cache, the one place that knows the
+ * cache layout), so the large (chunk, vocab) scratch exists once.  Each
+ * sequence's arithmetic is that of `dsv3 generate`'s batch-1 steps at the
+ * same positions, hence the same greedy tokens alone or in a batch.
  */
 #include "serve/sched.h"
 
@@ -38,7 +39,11 @@ struct ds_sched {
     int *state;
     int64_t *prefilled;
     int32_t *last;
-    ds_engine *eng;
+    int64_t *pos;      /* per slot: tokens in its cache row */
+    int64_t *b_rows, *b_pos; /* the step's gather */
+    int32_t *b_ids;
+    int *b_slot;
+    ds_engine dec;     /* max_batch cache rows, one token per row per step */
     ds_engine pre;
     int pre_slot;
     float *lsm; /* (V) log-softmax scratch */
@@ -230,15 +235,16 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
     if (r->nout >= r->max_tokens) finish(s, r, "length");
 }
 
-/* The slot engine takes over the prefill engine's cache (positions 0..P). */
-static void adopt_cache(ds_engine *dst, const ds_engine *src) {
+/* Cache row `row` of the decode engine takes over the prefill engine's cache
+ * (positions 0..src->pos); the one place that knows the cache layout
+ * (kv_cache.c: per layer (B, max_len, rkv) latents and (B, max_len, dr) keys). */
+static void adopt_cache(ds_engine *dst, int64_t row, const ds_engine *src) {
     const ds_kv_cache *a = &src->kc;
     ds_kv_cache *b = &dst->kc;
     for (int64_t l = 0; l < a->nlayers; l++) {
-        memcpy(b->ckv[l], a->ckv[l], (size_t)(src->pos * a->rkv) * sizeof(float));
-        memcpy(b->kpe[l], a->kpe[l], (size_t)(src->pos * a->dr) * sizeof(float));
+        memcpy(b->ckv[l] + row * b->max_len * b->rkv, a->ckv[l], (size_t)(src->pos * a->rkv) * sizeof(float));
+        memcpy(b->kpe[l] + row * b->max_len * b->dr, a->kpe[l], (size_t)(src->pos * a->dr) * sizeof(float));
     }
-    dst->pos = src->pos;
 }
 
 static void sample_emit(ds_sched *s, ds_sreq *r, const float *logits, int32_t *last) {
@@ -313,26 +319,35 @@ static void *loop(void *arg) {
                 finish(s, r, "error");
                 pthread_mutex_unlock(&s->mu);
             } else if ((s->prefilled[i] += n) == r->P) {
-                adopt_cache(&s->eng[i], &s->pre);
+                adopt_cache(&s->dec, i, &s->pre);
+                s->pos[i] = r->P;
                 s->state[i] = SLOT_DECODE;
                 s->pre_slot = -1;
                 fresh[i] = 1;
                 sample_emit(s, r, s->pre.logits, &s->last[i]);
             }
         }
-        /* one decode step for every running sequence */
+        /* one batched decode step for every running sequence, each at its own position */
         for (int i = 0; i < B; i++) {
             ds_sreq *r = s->slot[i];
             if (!r || s->state[i] != SLOT_DECODE || fresh[i] || r->done || r->cancel) continue;
-            nstep++;
-            if (ds_engine_step(&s->eng[i], &s->last[i], 1, 1)) {
-                ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
-                pthread_mutex_lock(&s->mu);
-                finish(s, r, "error");
-                pthread_mutex_unlock(&s->mu);
-                continue;
+            s->b_ids[nstep] = s->last[i];
+            s->b_rows[nstep] = i;
+            s->b_pos[nstep] = s->pos[i];
+            s->b_slot[nstep++] = i;
+        }
+        if (nstep && ds_engine_step_rows(&s->dec, s->b_ids, s->b_rows, s->b_pos, nstep)) {
+            ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
+            pthread_mutex_lock(&s->mu);
+            for (int k = 0; k < nstep; k++) finish(s, s->slot[s->b_slot[k]], "error");
+            pthread_mutex_unlock(&s->mu);
+        } else {
+            const int64_t V = s->m->cfg.vocab_size;
+            for (int k = 0; k < nstep; k++) {
+                int i = s->b_slot[k];
+                s->pos[i]++;
+                sample_emit(s, s->slot[i], s->dec.logits + k * V, &s->last[i]);
             }
-            sample_emit(s, r, s->eng[i].logits, &s->last[i]);
         }
         if (s->step_delay_us) usleep(s->step_delay_us);
         pthread_mutex_lock(&s->mu);
@@ -365,17 +380,15 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->state = ds_calloc((size_t)B, sizeof(int));
     s->prefilled = ds_calloc((size_t)B, sizeof(int64_t));
     s->last = ds_calloc((size_t)B, sizeof(int32_t));
-    s->eng = ds_calloc((size_t)B, sizeof(ds_engine));
+    s->pos = ds_calloc((size_t)B, sizeof(int64_t));
+    s->b_rows = ds_calloc((size_t)B, sizeof(int64_t));
+    s->b_pos = ds_calloc((size_t)B, sizeof(int64_t));
+    s->b_ids = ds_calloc((size_t)B, sizeof(int32_t));
+    s->b_slot = ds_calloc((size_t)B, sizeof(int));
     int64_t chunk = o->prefill_chunk < o->ctx ? o->prefill_chunk : o->ctx;
     if (chunk < 2) chunk = 2;
     s->o.prefill_chunk = chunk;
-    int ok = ds_engine_create(&s->pre, m, ops, 1, o->ctx, chunk, 0) == 0;
-    int made = 0;
-    for (; ok && made < B; made++)
-        if (ds_engine_create(&s->eng[made], m, ops, 1, o->ctx, 2, 0)) ok = 0;
-    if (!ok) {
-        for (int i = 0; i < made - 1; i++) ds_engine_free(&s->eng[i]);
-        s->o.max_batch = 0;
+    if (ds_engine_create(&s->pre, m, ops, 1, o->ctx, chunk, 0) || ds_engine_create(&s->dec, m, ops, B, o->ctx, 1, 0)) {
         ds_sched_free(s);
         return NULL;
     }
@@ -408,9 +421,10 @@ void ds_sched_free(ds_sched *s) {
     }
     pthread_cond_broadcast(&s->progress);
     pthread_mutex_unlock(&s->mu);
-    for (int i = 0; i < s->o.max_batch; i++) ds_engine_free(&s->eng[i]);
+    if (s->dec.m) ds_engine_free(&s->dec);
     if (s->pre.m) ds_engine_free(&s->pre);
-    free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->eng), free(s->lsm);
+    free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->lsm);
+    free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->progress);
     pthread_mutex_destroy(&s->mu);
