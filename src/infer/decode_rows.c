@@ -137,7 +137,8 @@ static void layer_rows(ds_engine *e, const ds_block *p, int64_t cl, float *x, co
         ds_moe_sort(e->counts, e->offsets, e->order, e->spos, e->r_idx, N, K, E);
         for (int64_t s = 0; s < N * K; s++) memcpy(e->xs + s * H, e->ln2 + (e->order[s] / K) * H, (size_t)H * sizeof(float));
         const int64_t *off = e->offsets, *cnt = e->counts;
-        int par = N * K >= 64 * E;
+        /* several sequences spread over many experts: one expert per thread (each computed as alone) */
+        int par = N > 1;
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t ex = 0; ex < E; ex++) {
             if (!cnt[ex]) continue;

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# bench_serve.sh — serving throughput (generated tokens/s) and time to first
+# token of `dsv3 serve` at concurrency 1, 8 and 32 on the `small` preset
+# (random init, FP32, CPU), against transformers generating the same requests
+# as one batch (tools/bench_serve.py).  The model folder gets a small byte-level
+# tokenizer (prompts are token ids below 256).  Writes bench/results/serve.json.
+#   BENCH_CONC ("1 8 32")  BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS (2)
+# llama.cpp's llama-server is not compared (no GGUF conversion of this architecture here).
+set -eu
+cd "$(dirname "$0")/.."
+CONC=${BENCH_CONC:-"1 8 32"}
+P=${BENCH_PROMPT:-32}
+NEW=${BENCH_NEW:-32}
+TH=${BENCH_THREADS:-2}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+BIN=./dsv3
+[ -x "$BIN" ] || { echo "bench_serve: build ./dsv3 first (make)"; exit 1; }
+"$BIN" serve --help >/dev/null 2>&1 || { echo "bench_serve: this dsv3 has no server (libmicrohttpd)"; exit 0; }
+mkdir -p bench/results
+tmp=$(mktemp -d)
+pid=""
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+"$BIN" init --config small --out "$tmp/small" --seed 1 >/dev/null 2>&1
+printf 'the quick brown fox jumps over the lazy dog\n%.0s' $(seq 20) > "$tmp/c.txt"
+"$BIN" --quiet tokenizer train --input "$tmp/c.txt" --vocab-size 300 --no-special-tokens --out "$tmp/tok/tokenizer.json" >/dev/null 2>&1
+maxb=$(echo $CONC | tr ' ' '\n' | sort -n | tail -1)
+"$BIN" --threads "$TH" serve --model "$tmp/small" --tokenizer "$tmp/tok" --port 0 --max-batch "$maxb" --ctx 256 \
+  2> "$tmp/log" & pid=$!
+for _ in $(seq 100); do grep -q listening "$tmp/log" && break; sleep 0.1; done
+port=$(grep -o '127.0.0.1:[0-9]*' "$tmp/log" | cut -d: -f2)
+[ -n "$port" ] || { cat "$tmp/log"; exit 1; }
+python3 tools/bench_serve.py --url "http://127.0.0.1:$port" --conc $CONC --seq "$P" --new "$NEW" > "$tmp/dsv3.jsonl"
+kill $pid; wait $pid 2>/dev/null || true; pid=""
+: > "$tmp/tf.jsonl"
+if python3 -c "import torch, transformers" 2>/dev/null; then
+  python3 tools/bench_serve.py --config "$tmp/small/config.json" --conc $CONC --seq "$P" --new "$NEW" --threads "$TH" \
+    > "$tmp/tf.jsonl" 2>/dev/null || : > "$tmp/tf.jsonl"
+fi
+D="$tmp/dsv3.jsonl" T="$tmp/tf.jsonl" python3 - <<'PY'
+import json, os
+d = [json.loads(l) for l in open(os.environ["D"]) if l.strip()]
+t = {r["concurrency"]: r for r in (json.loads(l) for l in open(os.environ["T"]) if l.strip())}
+rows = []
+print("serving, preset small, FP32: generated tokens/s and time to first token")
+print(f"  {'conc':>4} {'dsv3':>9} {'batch':>6} {'ttft':>8} {'transformers':>13} {'ttft':>8} {'dsv3/tf':>8}")
+for r in d:
+    c = r["concurrency"]
+    tf = t.get(c)
+    row = {"concurrency": c, "dsv3": r}
+    if tf:
+        row["transformers"] = tf
+        row["ratio_tokens_per_s"] = r["tokens_per_s"] / tf["tokens_per_s"]
+    rows.append(row)
+    print(f"  {c:>4} {r['tokens_per_s']:>9.1f} {r['mean_batch']:>6.1f} {r['ttft_s']:>8.3f} "
+          f"{(tf['tokens_per_s'] if tf else float('nan')):>13.1f} {(tf['ttft_s'] if tf else float('nan')):>8.3f} "
+          f"{(str(round(row['ratio_tokens_per_s'], 2)) + 'x') if tf else 'n/a':>8}")
+json.dump({"bench": "serve", "config": "small", "rows": rows}, open("bench/results/serve.json", "w"), indent=1)
+PY
