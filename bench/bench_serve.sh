@@ -15,7 +15,7 @@ TH=${BENCH_THREADS:-2}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 BIN=./dsv3
 [ -x "$BIN" ] || { echo "bench_serve: build ./dsv3 first (make)"; exit 1; }
-"$BIN" serve --help >/dev/null 2>&1 || { echo "bench_serve: this dsv3 has no server (libmicrohttpd)"; exit 0; }
+if "$BIN" serve --model /nonexistent 2>&1 | grep -q "without libmicrohttpd"; then echo "bench_serve: this dsv3 has no server (libmicrohttpd)"; exit 0; fi
 mkdir -p bench/results
 tmp=$(mktemp -d)
 pid=""

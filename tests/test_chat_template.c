@@ -81,6 +81,19 @@ TEST(chat_template_unsupported_fails_at_parse) {
                   "%s: got %s", bad[i][0], j ? "parsed" : ds_errmsg());
         ds_jinja_free(j);
     }
+    /* a runaway template stops with a message (bounded steps and memory) */
+    const char *loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    ds_jinja *lj = ds_jinja_parse(loop, strlen(loop));
+    char *lr = lj ? ds_jinja_render(lj, NULL) : NULL;
+    CHECK(lj && !lr && strstr(ds_errmsg(), "runs too long"));
+    free(lr);
+    ds_jinja_free(lj);
+    const char *big = "{% set s = namespace(v='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set s.v = s.v ~ s.v %}{% endfor %}";
+    lj = ds_jinja_parse(big, strlen(big));
+    lr = lj ? ds_jinja_render(lj, NULL) : NULL;
+    CHECK(lj && !lr && (strstr(ds_errmsg(), "too long") || strstr(ds_errmsg(), "runs too long")));
+    free(lr);
+    ds_jinja_free(lj);
     /* render-time errors: undefined arithmetic, namespace misuse */
     const char *src = "{{ nothing + 'x' }}";
     ds_jinja *j = ds_jinja_parse(src, strlen(src));

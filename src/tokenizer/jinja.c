@@ -22,7 +22,7 @@
 
 /* ---- arena ------------------------------------------------------------------ */
 typedef struct ablock { struct ablock *next; size_t used, cap; char mem[]; } ablock;
-typedef struct { ablock *head; } arena;
+typedef struct { ablock *head; size_t total; } arena;
 
 static void *aalloc(arena *a, size_t n) {
     n = (n + 15) & ~(size_t)15;
@@ -34,6 +34,7 @@ static void *aalloc(arena *a, size_t n) {
     }
     void *p = a->head->mem + a->head->used;
     a->head->used += n;
+    a->total += n;
     return p;
 }
 static void afree(arena *a) {
@@ -289,6 +290,12 @@ static int lex_fail(lexer *L, int line, const char *fmt, ...) {
     return -1;
 }
 
+/* src[i..) starts with s (within len) */
+static int at(const char *src, size_t len, size_t i, const char *s) {
+    size_t n = strlen(s);
+    return i + n <= len && !memcmp(src + i, s, n);
+}
+
 static const char *const OPS[] = {"//", "**", "==", "!=", "<=", ">=", "(", ")", "[", "]", "{", "}", ".", ",", ":",
                                   "|", "~", "+", "-", "*", "/", "%", "<", ">", "="};
 
@@ -303,13 +310,13 @@ static int lex_tag(lexer *L, const char *src, size_t len, size_t *p, int *line, 
             i++;
         }
         if (i >= len) return lex_fail(L, *line, "unclosed tag");
-        if ((src[i] == '-' || src[i] == '+') && i + 2 < len + 0 && !strncmp(src + i + 1, end, 2)) {
+        if ((src[i] == '-' || src[i] == '+') && at(src, len, i + 1, end)) {
             if (src[i] == '-') *strip_after = 1;
             else *no_trim = 1;
             i += 3;
             break;
         }
-        if (i + 1 < len && !strncmp(src + i, end, 2)) {
+        if (at(src, len, i, end)) {
             i += 2;
             break;
         }
@@ -397,8 +404,8 @@ static int lex_tag(lexer *L, const char *src, size_t len, size_t *p, int *line, 
         } else {
             int k = 0, nops = (int)(sizeof OPS / sizeof OPS[0]);
             for (; k < nops; k++)
-                if (!strncmp(src + i, OPS[k], strlen(OPS[k]))) break;
-            if (k == nops) return lex_fail(L, *line, "unexpected character '%c'", c);
+                if (at(src, len, i, OPS[k])) break;
+            if (k == nops) return lex_fail(L, *line, "unexpected character %s", ds_quote_n(src + i, 1));
             t.t = T_OP, t.s = OPS[k], t.n = strlen(OPS[k]);
             i += t.n;
         }
@@ -1046,7 +1053,11 @@ typedef struct {
     char err[512];
     int failed;
     int brk; /* 1 break, 2 continue */
+    int64_t work; /* statements and loop iterations so far (bounded: a template cannot run away) */
 } rctx;
+
+#define JINJA_MAX_WORK 10000000
+#define JINJA_MAX_OUT ((size_t)64 << 20)
 
 static jv rfail(rctx *R, const jnode *n, const char *fmt, ...) {
     if (!R->failed) {
@@ -1159,6 +1170,7 @@ static int64_t py_mod(int64_t a, int64_t b) {
 static jv binop(rctx *R, const jnode *n, const char *op, jv a, jv b) {
     if (!strcmp(op, "~")) {
         jv x = to_str(R, a), y = to_str(R, b);
+        if (x.n + y.n > JINJA_MAX_OUT) return rfail(R, n, "string too long");
         char *s = aalloc(&R->a, x.n + y.n + 1);
         memcpy(s, x.s, x.n), memcpy(s + x.n, y.s, y.n), s[x.n + y.n] = 0;
         return (jv){.t = V_STR, .s = s, .n = x.n + y.n};
@@ -1186,6 +1198,7 @@ static jv binop(rctx *R, const jnode *n, const char *op, jv a, jv b) {
     if (!strcmp(op, "+")) {
         if (a.t == V_STR && b.t == V_STR) return binop(R, n, "~", a, b);
         if (a.t == V_LIST && b.t == V_LIST) {
+            if (a.l->n + b.l->n > (1 << 20)) return rfail(R, n, "list too long");
             jv r = {.t = V_LIST, .l = list_new(&R->a)};
             for (int i = 0; i < a.l->n; i++) list_push(&R->a, r.l, a.l->v[i]);
             for (int i = 0; i < b.l->n; i++) list_push(&R->a, r.l, b.l->v[i]);
@@ -1197,6 +1210,7 @@ static jv binop(rctx *R, const jnode *n, const char *op, jv a, jv b) {
     } else if (!strcmp(op, "*")) {
         if (nums) return ints ? v_int(a.i * b.i) : v_float(x * y);
         if (a.t == V_STR && (b.t == V_INT)) {
+            if (b.i > 0 && a.n * (size_t)(b.i < 1 << 30 ? b.i : 1 << 30) > JINJA_MAX_OUT) return rfail(R, n, "string too long");
             ds_sbuf s = {0};
             for (int64_t i = 0; i < b.i; i++) ds_sbuf_put(&s, a.s, a.n);
             jv r = v_strn(&R->a, s.p ? s.p : "", s.n);
@@ -1393,7 +1407,10 @@ static jv call(rctx *R, const jnode *n) {
     if (!strcmp(f->s, "raise_exception")) {
         jv m = to_str(R, arg(&A, 0, NULL, v_str(&R->a, "")));
         R->failed = 1;
-        snprintf(R->err, sizeof R->err, "%s", m.s);
+        size_t bad = 0;
+        int clean = ds_utf8_valid((const unsigned char *)m.s, m.n, &bad);
+        for (size_t i = 0; clean && i < m.n; i++) clean = (unsigned char)m.s[i] >= 0x20 && m.s[i] != 0x7f;
+        snprintf(R->err, sizeof R->err, "%s", clean ? m.s : ds_quote_n(m.s, m.n));
         return v_undef();
     }
     if (!strcmp(f->s, "namespace") || !strcmp(f->s, "dict")) {
@@ -1657,6 +1674,11 @@ static void exec_for(rctx *R, const jnode *n) {
         }
     }
     for (int i = 0; i < l->n && !R->failed; i++) {
+        if (++R->work > JINJA_MAX_WORK || R->a.total > 4 * JINJA_MAX_OUT) {
+            rfail(R, n, "the template runs too long (over %d steps or %zu MiB of values)", JINJA_MAX_WORK,
+                  (4 * JINJA_MAX_OUT) >> 20);
+            break;
+        }
         sc.vars = dict_new(&R->a);
         jv loop = {.t = V_DICT, .d = dict_new(&R->a)};
         dict_set(&R->a, loop.d, "index", v_int(i + 1));
@@ -1727,7 +1749,14 @@ static void exec_stmt(rctx *R, const jnode *n) {
 }
 
 static void exec_body(rctx *R, const jnode *b) {
-    for (int i = 0; i < b->nkid && !R->failed && !R->brk; i++) exec_stmt(R, b->kid[i]);
+    for (int i = 0; i < b->nkid && !R->failed && !R->brk; i++) {
+        if (++R->work > JINJA_MAX_WORK || R->out.n > JINJA_MAX_OUT || R->a.total > 4 * JINJA_MAX_OUT) {
+            rfail(R, b->kid[i], "the template runs too long (over %d steps, %zu MiB of output or %zu MiB of values)",
+                  JINJA_MAX_WORK, JINJA_MAX_OUT >> 20, (4 * JINJA_MAX_OUT) >> 20);
+            return;
+        }
+        exec_stmt(R, b->kid[i]);
+    }
 }
 
 char *ds_jinja_render(const ds_jinja *t, const cJSON *vars) {
