@@ -297,22 +297,28 @@ static void *loop(void *arg) {
             }
         }
         pthread_mutex_unlock(&s->mu);
-        /* one prefill chunk */
-        if (s->pre_slot < 0) {
-            double best = 0;
-            for (int i = 0; i < B; i++)
-                if (s->state[i] == SLOT_PREFILL && (s->pre_slot < 0 || s->slot[i]->t_submit < best))
-                    s->pre_slot = i, best = s->slot[i]->t_submit;
-            if (s->pre_slot >= 0) ds_engine_reset(&s->pre);
-        }
+        /* prefill: chunks of prefill_chunk tokens, oldest request first, up to
+         * prefill_chunk tokens per iteration (several short prompts share one);
+         * a prompt is cut where `dsv3 generate` cuts it (every prefill_chunk
+         * tokens from its start), so its numbers are generate's */
         memset(fresh, 0, (size_t)B * sizeof(int));
         int nstep = 0;
         double t0 = ds_now();
-        if (s->pre_slot >= 0) {
+        for (int64_t budget = s->o.prefill_chunk, first = 1; budget > 0; first = 0) {
+            if (s->pre_slot < 0) {
+                double best = 0;
+                for (int i = 0; i < B; i++)
+                    if (s->state[i] == SLOT_PREFILL && (s->pre_slot < 0 || s->slot[i]->t_submit < best))
+                        s->pre_slot = i, best = s->slot[i]->t_submit;
+                if (s->pre_slot < 0) break;
+                ds_engine_reset(&s->pre);
+            }
             int i = s->pre_slot;
             ds_sreq *r = s->slot[i];
             int64_t n = r->P - s->prefilled[i];
             if (n > s->o.prefill_chunk) n = s->o.prefill_chunk;
+            if (n > budget && !first) break;
+            budget -= n;
             if (ds_engine_step(&s->pre, r->prompt + s->prefilled[i], n, 1)) {
                 ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
                 pthread_mutex_lock(&s->mu);
