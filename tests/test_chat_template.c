@@ -67,7 +67,7 @@ TEST(chat_template_unsupported_fails_at_parse) {
     static const char *const bad[][2] = {
         {"{% macro m() %}x{% endmacro %}", "unsupported tag 'macro'"},
         {"{{ x | wordwrap }}", "unsupported filter 'wordwrap'"},
-        {"{{ strftime_now('%Y') }}", "unsupported function 'strftime_now'"},
+        {"{{ frobnicate(1) }}", "unsupported function 'frobnicate'"},
         {"{% if x %}open", "missing {% endif %}"},
         {"hi\n{{ x is frobbable }}", "line 2: unsupported test 'frobbable'"},
         {"{{ 'unterminated }}", "unterminated string"},

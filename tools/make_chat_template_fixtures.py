@@ -73,7 +73,8 @@ MISTRAL_V3 = """{%- if messages[0]['role'] == 'system' %}
 """
 
 # A template exercising the rest of the subset (lstrip/trim_blocks, filters,
-# tests, loop.*, slices, namespace, dict literals, tojson, break/continue).
+# tests, loop.*, slices, namespace, dict literals, tojson, break/continue,
+# select/reject/selectattr/rejectattr/map/dictsort as Llama-3.1-style templates use them).
 SUBSET = """{# dsv3 subset check #}
 {% set ns = namespace(n=0, names=[]) %}
   {% for m in messages if m.role != 'system' %}
@@ -89,6 +90,9 @@ n={{ ns.n }} first={{ (messages | first).role }} last={{ messages[-1]['role'] }}
 {% for i in range(5) %}{% if i == 2 %}{% continue %}{% endif %}{{ i }}{% else %}empty{% endfor %}
 {% for i in [] %}{{ i }}{% else %}empty{% endfor %}
 {{ messages[0].get('name', 'anon') }} {{ 'content' in messages[0] }} {{ 'zz' not in 'abc' }} {{ messages[0]['content'].startswith('You') }}
+{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | join('|') }} {{ messages | rejectattr('role', 'equalto', 'user') | list | length }}
+{{ [1, 2, 3, 4] | select('odd') | list }} {{ ['a', 'code_interpreter', 'b'] | reject('equalto', 'code_interpreter') | join(", ") }} {{ ['x', 'y'] | map('upper') | join }} {{ messages | selectattr('name') | list | length }}
+{%- for k, v in {'b': 1, 'A': 2, 'c': 3} | dictsort %} {{ k }}{{ v }}{% endfor %}
 {%+ if true %}kept  {% endif +%}
 {{- '  dash-trimmed  ' -}}
   end

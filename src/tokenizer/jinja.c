@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "base/base.h"
 #include "io/json.h"
@@ -541,11 +543,12 @@ static int expect_op(parser *P, const char *op) {
 
 static const char *const FILTERS[] = {"trim", "length", "count", "upper", "lower", "title", "capitalize", "default",
                                       "d", "first", "last", "join", "string", "int", "float", "list", "tojson", "safe",
-                                      "replace", "items", "reverse", "abs", "e", "escape", "unique", "sum", "wordcount"};
+                                      "replace", "items", "reverse", "abs", "e", "escape", "unique", "sum", "wordcount",
+                                      "select", "reject", "selectattr", "rejectattr", "map", "dictsort"};
 static const char *const TESTS[] = {"defined", "undefined", "none", "string", "number", "integer", "float", "mapping",
                                     "iterable", "sequence", "boolean", "true", "false", "even", "odd", "divisibleby",
                                     "equalto", "eq", "==", "ne", "!=", "in", "lower", "upper", "callable"};
-static const char *const FUNCS[] = {"namespace", "raise_exception", "range", "dict"};
+static const char *const FUNCS[] = {"namespace", "raise_exception", "range", "dict", "strftime_now"};
 static int in_list(const char *s, const char *const *l, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!strcmp(s, l[i])) return 1;
@@ -1310,7 +1313,7 @@ static int eval_args(rctx *R, const jnode *n, int from, args *A) {
     return R->failed ? -1 : 0;
 }
 static jv arg(const args *A, int i, const char *name, jv dflt) {
-    if (i < A->npos) return A->pos[i];
+    if (i >= 0 && i < A->npos) return A->pos[i];
     for (int k = 0; k < A->nkw; k++)
         if (name && !strcmp(A->kwn[k], name)) return A->kwv[k];
     return dflt;
@@ -1419,6 +1422,16 @@ static jv call(rctx *R, const jnode *n) {
         for (int i = 0; i < A.nkw; i++) dict_set(&R->a, d.d, A.kwn[i], A.kwv[i]);
         return d;
     }
+    if (!strcmp(f->s, "strftime_now")) { /* transformers' global: the local time, strftime-formatted */
+        jv fmt = arg(&A, 0, NULL, v_undef());
+        if (fmt.t != V_STR) return rfail(R, n, "strftime_now() takes a format string");
+        time_t now = time(NULL);
+        struct tm tmv;
+        localtime_r(&now, &tmv);
+        char buf[256];
+        size_t k = strftime(buf, sizeof buf, fmt.s, &tmv);
+        return v_strn(&R->a, buf, k);
+    }
     if (!strcmp(f->s, "range")) {
         int64_t lo = 0, hi, st = 1;
         for (int i = 0; i < A.npos; i++)
@@ -1437,11 +1450,75 @@ static jv call(rctx *R, const jnode *n) {
     return rfail(R, n, "unsupported function '%s'", f->s);
 }
 
+static jv run_test(rctx *R, const jnode *n, const char *t, jv v, const args *A);
+static jv run_filter(rctx *R, const jnode *n, const char *f, jv v, args *A);
+
 static jv filter(rctx *R, const jnode *n) {
     jv v = eval(R, n->kid[0]);
     args A;
     if (R->failed || eval_args(R, n, 1, &A)) return v_undef();
-    const char *f = n->s;
+    return run_filter(R, n, n->s, v, &A);
+}
+
+/* the arguments after the first k positional ones */
+static args shift_args(const args *A, int k) {
+    args B = *A;
+    B.npos = A->npos > k ? A->npos - k : 0;
+    for (int i = 0; i < B.npos; i++) B.pos[i] = A->pos[i + k];
+    return B;
+}
+
+/* item.attr (dict key), for selectattr/map */
+static jv attr_of(jv item, jv name) {
+    if (item.t != V_DICT || name.t != V_STR) return v_undef();
+    jv *x = dict_get(item.d, name.s);
+    return x ? *x : v_undef();
+}
+
+static jv run_filter(rctx *R, const jnode *n, const char *f, jv v, args *pA) {
+    args A = *pA;
+    if (!strcmp(f, "select") || !strcmp(f, "reject") || !strcmp(f, "selectattr") || !strcmp(f, "rejectattr")) {
+        const int byattr = !strcmp(f, "selectattr") || !strcmp(f, "rejectattr"), keep = f[0] == 's';
+        jlist *l = iter_list(R, n, v), *out = list_new(&R->a);
+        jv tname = arg(&A, byattr, NULL, v_undef());
+        if (tname.t != V_UNDEF && tname.t != V_STR) return rfail(R, n, "%s: the test name must be a string", f);
+        args B = shift_args(&A, byattr + 1);
+        for (int i = 0; i < l->n && !R->failed; i++) {
+            jv x = byattr ? attr_of(l->v[i], arg(&A, 0, NULL, v_undef())) : l->v[i];
+            int ok = tname.t == V_STR ? truthy(run_test(R, n, tname.s, x, &B)) : truthy(x);
+            if (ok == keep) list_push(&R->a, out, l->v[i]);
+        }
+        return (jv){.t = V_LIST, .l = out};
+    }
+    if (!strcmp(f, "map")) {
+        jlist *l = iter_list(R, n, v), *out = list_new(&R->a);
+        jv at = arg(&A, -1, "attribute", v_undef());
+        jv fname = arg(&A, 0, NULL, v_undef());
+        if (at.t == V_UNDEF && fname.t != V_STR) return rfail(R, n, "map: give a filter name or attribute=");
+        args B = shift_args(&A, 1);
+        B.nkw = 0;
+        for (int i = 0; i < l->n && !R->failed; i++) {
+            if (at.t != V_UNDEF) {
+                jv x = attr_of(l->v[i], at);
+                list_push(&R->a, out, x.t == V_UNDEF ? arg(&A, -1, "default", v_undef()) : x);
+            } else {
+                list_push(&R->a, out, run_filter(R, n, fname.s, l->v[i], &B));
+            }
+        }
+        return (jv){.t = V_LIST, .l = out};
+    }
+    if (!strcmp(f, "dictsort")) {
+        if (v.t != V_DICT) return rfail(R, n, "dictsort needs a dict");
+        jv items = call_method(R, n, v, "items", &(args){0});
+        jlist *l = items.l;
+        for (int i = 1; i < l->n; i++) /* insertion sort by key (case-insensitive, as Jinja) */
+            for (int k = i; k > 0 && strcasecmp(l->v[k - 1].l->v[0].s, l->v[k].l->v[0].s) > 0; k--) {
+                jv t = l->v[k];
+                l->v[k] = l->v[k - 1];
+                l->v[k - 1] = t;
+            }
+        return items;
+    }
     if (!strcmp(f, "safe") || !strcmp(f, "e") || !strcmp(f, "escape")) return v; /* no autoescape */
     if (!strcmp(f, "default") || !strcmp(f, "d")) {
         jv b = arg(&A, 1, "boolean", v_bool(0));
@@ -1552,7 +1629,13 @@ static jv test(rctx *R, const jnode *n) {
     jv v = eval(R, n->kid[0]);
     args A;
     if (R->failed || eval_args(R, n, 1, &A)) return v_undef();
-    const char *t = n->s;
+    jv r = run_test(R, n, n->s, v, &A);
+    return R->failed ? r : v_bool(n->neg ? !truthy(r) : truthy(r));
+}
+
+static jv run_test(rctx *R, const jnode *n, const char *t, jv v, const args *pA) {
+    const args *A = pA;
+    args Aa = *pA;
     int r = 0;
     double d;
     if (!strcmp(t, "defined")) r = v.t != V_UNDEF;
@@ -1572,19 +1655,20 @@ static jv test(rctx *R, const jnode *n) {
         if (v.t != V_INT) return rfail(R, n, "'%s' test needs an integer", t);
         r = py_mod(v.i, 2) == (t[0] == 'o');
     } else if (!strcmp(t, "divisibleby")) {
-        jv k = arg(&A, 0, "num", v_undef());
+        jv k = arg(A, 0, "num", v_undef());
         if (v.t != V_INT || k.t != V_INT || !k.i) return rfail(R, n, "'divisibleby' needs integers");
         r = py_mod(v.i, k.i) == 0;
-    } else if (!strcmp(t, "equalto") || !strcmp(t, "eq") || !strcmp(t, "==")) r = equal(v, arg(&A, 0, NULL, v_undef()));
-    else if (!strcmp(t, "ne") || !strcmp(t, "!=")) r = !equal(v, arg(&A, 0, NULL, v_undef()));
-    else if (!strcmp(t, "in")) r = contains(R, n, arg(&A, 0, NULL, v_undef()), v);
+    } else if (!strcmp(t, "equalto") || !strcmp(t, "eq") || !strcmp(t, "==")) r = equal(v, arg(A, 0, NULL, v_undef()));
+    else if (!strcmp(t, "ne") || !strcmp(t, "!=")) r = !equal(v, arg(A, 0, NULL, v_undef()));
+    else if (!strcmp(t, "in")) r = contains(R, n, arg(A, 0, NULL, v_undef()), v);
     else if (!strcmp(t, "lower") || !strcmp(t, "upper")) {
         r = v.t == V_STR;
         for (size_t i = 0; r && i < v.n; i++)
             if (t[0] == 'l' ? (v.s[i] >= 'A' && v.s[i] <= 'Z') : (v.s[i] >= 'a' && v.s[i] <= 'z')) r = 0;
     } else return rfail(R, n, "unsupported test '%s'", t);
     (void)d;
-    return v_bool(n->neg ? !r : r);
+    (void)Aa;
+    return v_bool(r);
 }
 
 static jv eval(rctx *R, const jnode *n) {

@@ -7,7 +7,11 @@
  * an if filter), set (names and namespace attributes), break/continue;
  * expressions with literals (strings, numbers, lists, dicts), attribute,
  * item and slice access, calls, filters, tests, arithmetic, ~, comparisons,
- * in, and/or/not and the conditional expression.  Anything else (macros,
+ * in, and/or/not and the conditional expression; the filters trim, length,
+ * upper/lower/title/capitalize, default, first/last, join, string/int/float,
+ * list, tojson, replace, items, reverse, abs, unique, sum, select/reject,
+ * selectattr/rejectattr, map, dictsort; the usual tests; the functions
+ * namespace, raise_exception, range, dict, strftime_now.  Anything else (macros,
  * blocks, include, an unknown filter, test or function) is refused when the
  * template is parsed, so a server finds out at start-up.
  */
