@@ -1622,7 +1622,7 @@ static jv run_filter(rctx *R, const jnode *n, const char *f, jv v, args *pA) {
         free(s.p);
         return r;
     }
-    return rfail(R, n, "unsupported filter '%s'", f);
+    return rfail(R, n, "unsupported filter %s", ds_quote(f));
 }
 
 static jv test(rctx *R, const jnode *n) {
@@ -1665,7 +1665,7 @@ static jv run_test(rctx *R, const jnode *n, const char *t, jv v, const args *pA)
         r = v.t == V_STR;
         for (size_t i = 0; r && i < v.n; i++)
             if (t[0] == 'l' ? (v.s[i] >= 'A' && v.s[i] <= 'Z') : (v.s[i] >= 'a' && v.s[i] <= 'z')) r = 0;
-    } else return rfail(R, n, "unsupported test '%s'", t);
+    } else return rfail(R, n, "unsupported test %s", ds_quote(t));
     (void)d;
     (void)Aa;
     return v_bool(r);
