@@ -638,7 +638,7 @@ TEST(serve_queue_full_and_shutdown) {
     free(a.body), free(b.body);
 }
 
-/* ds_engine_step_rows (the scheduler's batched step: sequences at different
+/* ds_rows_engine_step (the scheduler's batched step: sequences at different
  * positions in one step) gives each sequence bit for bit the logits of
  * batch-1 ds_engine_step at the same positions: FP32 weights (the v3
  * fixture), FP8-resident and BF16-resident weights (the convert fixture's FP8
@@ -654,8 +654,9 @@ static void rows_vs_single(const char *dir, int resident) {
     const struct ds_ops *ops = &ds_ops_cpu;
     enum { NS = 6, T = 12 };
     const int64_t V = m.cfg.vocab_size;
-    ds_engine batch, one[NS];
-    CHECK(ds_engine_create(&batch, &m, ops, NS, 32, 1, 0) == 0);
+    ds_rows_engine batch;
+    ds_engine one[NS];
+    CHECK(ds_rows_engine_create(&batch, &m, ops, NS, 32) == 0);
     for (int s = 0; s < NS; s++) CHECK(ds_engine_create(&one[s], &m, ops, 1, 32, 2, 0) == 0);
     int64_t pos[NS] = {0}, rows[NS];
     int32_t ids[NS];
@@ -671,7 +672,7 @@ static void rows_vs_single(const char *dir, int resident) {
         int64_t pp[NS];
         for (int k = 0; k < n; k++) pp[k] = pos[rows[k]];
         if (!n) continue;
-        CHECK(ds_engine_step_rows(&batch, ids, rows, pp, n) == 0);
+        CHECK(ds_rows_engine_step(&batch, ids, rows, pp, n) == 0);
         for (int k = 0; k < n; k++) {
             int s = (int)rows[k];
             CHECK(ds_engine_step(&one[s], &ids[k], 1, 1) == 0);
@@ -683,7 +684,7 @@ static void rows_vs_single(const char *dir, int resident) {
         }
     }
     CHECK_MSG(maxd == 0, "%s (resident %d): batched logits differ from batch-1 by %g", dir, resident, maxd);
-    ds_engine_free(&batch);
+    ds_rows_engine_free(&batch);
     for (int s = 0; s < NS; s++) ds_engine_free(&one[s]);
     ds_model_free(&m);
 }

@@ -1,18 +1,19 @@
 /*
- * decode_rows.c — one batched decode step over sequences at different
- * positions (continuous batching, src/serve/sched.c): sequence i is row
- * rows[i] of the engine's cache (e->B rows), its new token ids[i] goes to
- * position pos[i].  Every weight is read once for all the sequences; the
- * attention of each runs over its own cache row.  The arithmetic of each
- * sequence is the arithmetic of a batch-1 ds_engine_step at the same
- * position: the FP32 GEMV computes each row independently, FP8/BF16 weights
- * go through the few-row kernels in groups of DS_GEMV_MAX_ROWS, and the
- * rest is per row — so greedy tokens do not depend on the batch.
+ * decode_rows.c — the batched decode step of continuous batching
+ * (src/serve/sched.c; infer.h ds_rows_engine): sequences at different
+ * positions in one step.  Sequence i is row rows[i] of this engine's own
+ * latent cache, its new token ids[i] goes to position pos[i].  Every weight is
+ * read once for all the sequences; the attention of each runs over its own
+ * cache row.  The arithmetic of each sequence is that of a batch-1 decode
+ * step at the same position: the FP32 GEMV computes each row independently,
+ * FP8/BF16 weights go through the few-row kernels in groups of
+ * DS_GEMV_MAX_ROWS, the rest is per row — so greedy tokens do not depend on
+ * the batch.
  *
- * This mirrors layer_step of decode.c with per-row positions (n = 1 token
- * per sequence); kept in its own file so the decode engine can change
- * independently.  Only the CPU ops table takes the batched kernels; any
- * other table runs row by row through its own matmul.
+ * Self-contained on purpose (its own cache, rope tables and scratch; only the
+ * model's weights, the ops table and the CPU kernels from outside), so the
+ * batch-1 engine of decode.c can change independently.  Only the CPU ops
+ * table takes the batched kernels; any other table runs row by row.
  */
 #include <math.h>
 #include <omp.h>
@@ -20,11 +21,13 @@
 #include <string.h>
 
 #include "backend/cpu/gemv.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/linear_fp8w.h"
 #include "infer/infer.h"
 #include "num/quant.h"
 
 /* out (N, OC) = inp · wᵀ (+ bias), each row as a batch-1 step computes it */
-static void mm_rows(const ds_engine *e, float *out, const float *inp, const float *w, const ds_fp8w *w8,
+static void mm_rows(const ds_rows_engine *e, float *out, const float *inp, const float *w, const ds_fp8w *w8,
                     const float *bias, int64_t N, int64_t C, int64_t OC) {
     if (e->ops == &ds_ops_cpu && !w8) {
         ds_gemv_forward(out, inp, w, bias, N, C, OC);
@@ -53,7 +56,7 @@ static void fp8_roundtrip(float *x, int64_t n, int64_t C) {
     (void)ds_dequantize(x, q, s, n, C, DS_FP8_E4M3, DS_QUANT_TILE_1x128);
 }
 
-static void layer_rows(ds_engine *e, const ds_block *p, int64_t cl, float *x, const int64_t *rows, const int64_t *pos,
+static void layer_rows(ds_rows_engine *e, const ds_block *p, int64_t cl, float *x, const int64_t *rows, const int64_t *pos,
                        int64_t N) {
     const ds_model *m = e->m;
     const ds_config *c = &m->cfg;
@@ -176,12 +179,11 @@ static void layer_rows(ds_engine *e, const ds_block *p, int64_t cl, float *x, co
     ops->residual_forward(x, x, e->mlp, N * H);
 }
 
-int ds_engine_step_rows(ds_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n) {
+int ds_rows_engine_step(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n) {
     const ds_model *m = e->m;
     const ds_config *c = &m->cfg;
     const int64_t H = c->hidden_size, V = c->vocab_size;
-    if (n <= 0 || n > e->B * e->chunk)
-        return ds_err("decode: %lld sequences per step, the engine takes 1..%lld", (long long)n, (long long)(e->B * e->chunk));
+    if (n <= 0 || n > e->B) return ds_err("decode: %lld sequences per step, the engine takes 1..%lld", (long long)n, (long long)e->B);
     for (int64_t i = 0; i < n; i++) {
         if (rows[i] < 0 || rows[i] >= e->B) return ds_err("decode: cache row %lld outside [0, %lld)", (long long)rows[i], (long long)e->B);
         if (pos[i] < 0 || pos[i] >= e->max_len)
@@ -194,4 +196,70 @@ int ds_engine_step_rows(ds_engine *e, const int32_t *ids, const int64_t *rows, c
     e->ops->rmsnorm_forward(e->hfinal, NULL, e->x, m->norm, n, H, H, H, (float)c->rms_norm_eps);
     mm_rows(e, e->logits, e->hfinal, m->lm_head, m->lm_head8, NULL, n, H, V);
     return 0;
+}
+
+int ds_rows_engine_create(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t max_len) {
+    memset(e, 0, sizeof *e);
+    const ds_config *c = &m->cfg;
+    const int64_t N = B, H = c->hidden_size, V = c->vocab_size;
+    const int64_t nh = c->num_attention_heads, dq = ds_config_qk_head_dim(c), dv = c->v_head_dim;
+    const int64_t dr = c->qk_rope_head_dim, rq = c->q_lora_rank > 0 ? c->q_lora_rank : 1, rkv = c->kv_lora_rank;
+    const int64_t E = c->n_routed_experts > 0 ? c->n_routed_experts : 1, K = c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1;
+    const int64_t Im = c->moe_intermediate_size;
+    int64_t Is = c->intermediate_size;
+    if (c->moe_intermediate_size * c->n_shared_experts > Is) Is = c->moe_intermediate_size * c->n_shared_experts;
+    if (B < 1 || max_len < 1 || max_len > c->max_position_embeddings)
+        return ds_err("decode: %lld sequences of %lld positions (the model takes %lld)", (long long)B, (long long)max_len,
+                      (long long)c->max_position_embeddings);
+    if (ds_kv_cache_create(&e->kc, c->num_hidden_layers, B, max_len, rkv, dr)) return -1;
+    e->m = m, e->ops = ops, e->B = B, e->max_len = max_len;
+    /* scratch per OpenMP thread: enough for any team this process makes (the
+     * step may run on another thread than this one, with its own ICVs) */
+    e->nthreads = omp_get_max_threads();
+    if (omp_get_num_procs() > e->nthreads) e->nthreads = omp_get_num_procs();
+    if (ds_threads() > e->nthreads) e->nthreads = ds_threads();
+    const int64_t sizes[] = {max_len * (dr / 2), max_len * (dr / 2), N * H, N * H, N * rq, N * rq, N * nh * dq,
+                             N * (rkv + dr), N * nh * rkv, N * nh * dv, N * H, N * H, N * E, N * E, N * K, N * H,
+                             N * Is, N * Is, N * Is, N * K * H, N * K * Im, N * K * Im, N * K * Im, N * K * H,
+                             (int64_t)e->nthreads * (max_len + rkv), N * H, N * V};
+    float **dst[] = {&e->cos_t, &e->sin_t, &e->x, &e->ln, &e->qa, &e->qan, &e->q, &e->kva, &e->qabs, &e->att, &e->proj,
+                     &e->ln2, &e->r_logits, &e->r_scores, &e->r_w, &e->mlp, &e->hg, &e->hu, &e->ha, &e->xs, &e->eg,
+                     &e->eu, &e->ea, &e->eo, &e->sc, &e->hfinal, &e->logits};
+    const int nb = (int)(sizeof sizes / sizeof sizes[0]);
+    size_t total = 0;
+    for (int i = 0; i < nb; i++) total += (size_t)((sizes[i] + 15) / 16 * 16);
+    e->arena = ds_aligned_alloc(total * sizeof(float));
+    for (int64_t i = 0, off = 0; i < nb; i++) {
+        *dst[i] = e->arena + off;
+        off += (sizes[i] + 15) / 16 * 16;
+    }
+    e->r_idx = ds_calloc((size_t)(N * K), sizeof(int32_t));
+    e->order = ds_calloc((size_t)(N * K), sizeof(int32_t));
+    e->spos = ds_calloc((size_t)(N * K), sizeof(int32_t));
+    e->counts = ds_calloc((size_t)(2 * (E + 1)), sizeof(int64_t));
+    e->offsets = ds_calloc((size_t)(2 * (E + 2)), sizeof(int64_t));
+    /* cos/sin tables exactly as the forward pass builds them (doc §4.3) */
+    const int64_t h2 = dr / 2;
+    for (int64_t t = 0; t < max_len; t++)
+        for (int64_t i = 0; i < h2; i++) {
+            float ang = (float)t * m->inv_freq[i];
+            e->cos_t[t * h2 + i] = (float)cos((double)ang) * m->attn_factor;
+            e->sin_t[t * h2 + i] = (float)sin((double)ang) * m->attn_factor;
+        }
+    return 0;
+}
+
+void ds_rows_engine_free(ds_rows_engine *e) {
+    ds_kv_cache_free(&e->kc);
+    ds_free_aligned(e->arena);
+    free(e->r_idx), free(e->order), free(e->spos), free(e->counts), free(e->offsets);
+    memset(e, 0, sizeof *e);
+}
+
+void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P) {
+    ds_kv_cache *b = &e->kc;
+    for (int64_t l = 0; l < b->nlayers; l++) {
+        memcpy(b->ckv[l] + row * b->max_len * b->rkv, src->ckv[l], (size_t)(P * src->rkv) * sizeof(float));
+        memcpy(b->kpe[l] + row * b->max_len * b->dr, src->kpe[l], (size_t)(P * src->dr) * sizeof(float));
+    }
 }

@@ -2,17 +2,18 @@
  * sched.c — the continuous-batching scheduler (see sched.h).
  *
  * Engines: one decode engine with a cache row per slot runs the batched
- * steps (ds_engine_step_rows: every running sequence at its own position,
+ * steps (ds_rows_engine_step: every running sequence at its own position,
  * the weights read once per step); one batch-1 engine with chunk
  * prefill_chunk runs prompts.  When a prompt is done its latent cache is
- * copied into the slot's row (adopt_cache, the one place that knows the
- * cache layout), so the large (chunk, vocab) scratch exists once.  Each
+ * copied into the slot's row (ds_rows_engine_adopt), so the large
+ * (chunk, vocab) scratch exists once.  Each
  * sequence's arithmetic is that of `dsv3 generate`'s batch-1 steps at the
  * same positions, hence the same greedy tokens alone or in a batch.
  */
 #include "serve/sched.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -43,7 +44,7 @@ struct ds_sched {
     int64_t *b_rows, *b_pos; /* the step's gather */
     int32_t *b_ids;
     int *b_slot;
-    ds_engine dec;     /* max_batch cache rows, one token per row per step */
+    ds_rows_engine dec; /* max_batch cache rows, one token per row per step */
     ds_engine pre;
     int pre_slot;
     float *lsm; /* (V) log-softmax scratch */
@@ -235,17 +236,6 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
     if (r->nout >= r->max_tokens) finish(s, r, "length");
 }
 
-/* Cache row `row` of the decode engine takes over the prefill engine's cache
- * (positions 0..src->pos); the one place that knows the cache layout
- * (kv_cache.c: per layer (B, max_len, rkv) latents and (B, max_len, dr) keys). */
-static void adopt_cache(ds_engine *dst, int64_t row, const ds_engine *src) {
-    const ds_kv_cache *a = &src->kc;
-    ds_kv_cache *b = &dst->kc;
-    for (int64_t l = 0; l < a->nlayers; l++) {
-        memcpy(b->ckv[l] + row * b->max_len * b->rkv, a->ckv[l], (size_t)(src->pos * a->rkv) * sizeof(float));
-        memcpy(b->kpe[l] + row * b->max_len * b->dr, a->kpe[l], (size_t)(src->pos * a->dr) * sizeof(float));
-    }
-}
 
 static void sample_emit(ds_sched *s, ds_sreq *r, const float *logits, int32_t *last) {
     int32_t id = ds_sample(&r->sampler, logits);
@@ -262,6 +252,8 @@ static void *loop(void *arg) {
     ds_sched *s = arg;
     const int B = s->o.max_batch;
     int *fresh = ds_calloc((size_t)B, sizeof(int));
+    /* this thread's OpenMP team size is the process's --threads, as in the main thread */
+    omp_set_num_threads(ds_threads());
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (!s->stop && !s->qhead && s->st.active == 0) pthread_cond_wait(&s->work, &s->mu);
@@ -325,7 +317,7 @@ static void *loop(void *arg) {
                 finish(s, r, "error");
                 pthread_mutex_unlock(&s->mu);
             } else if ((s->prefilled[i] += n) == r->P) {
-                adopt_cache(&s->dec, i, &s->pre);
+                ds_rows_engine_adopt(&s->dec, i, &s->pre.kc, s->pre.pos);
                 s->pos[i] = r->P;
                 s->state[i] = SLOT_DECODE;
                 s->pre_slot = -1;
@@ -342,7 +334,7 @@ static void *loop(void *arg) {
             s->b_pos[nstep] = s->pos[i];
             s->b_slot[nstep++] = i;
         }
-        if (nstep && ds_engine_step_rows(&s->dec, s->b_ids, s->b_rows, s->b_pos, nstep)) {
+        if (nstep && ds_rows_engine_step(&s->dec, s->b_ids, s->b_rows, s->b_pos, nstep)) {
             ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
             pthread_mutex_lock(&s->mu);
             for (int k = 0; k < nstep; k++) finish(s, s->slot[s->b_slot[k]], "error");
@@ -394,7 +386,7 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     int64_t chunk = o->prefill_chunk < o->ctx ? o->prefill_chunk : o->ctx;
     if (chunk < 2) chunk = 2;
     s->o.prefill_chunk = chunk;
-    if (ds_engine_create(&s->pre, m, ops, 1, o->ctx, chunk, 0) || ds_engine_create(&s->dec, m, ops, B, o->ctx, 1, 0)) {
+    if (ds_engine_create(&s->pre, m, ops, 1, o->ctx, chunk, 0) || ds_rows_engine_create(&s->dec, m, ops, B, o->ctx)) {
         ds_sched_free(s);
         return NULL;
     }
@@ -427,7 +419,7 @@ void ds_sched_free(ds_sched *s) {
     }
     pthread_cond_broadcast(&s->progress);
     pthread_mutex_unlock(&s->mu);
-    if (s->dec.m) ds_engine_free(&s->dec);
+    if (s->dec.m) ds_rows_engine_free(&s->dec);
     if (s->pre.m) ds_engine_free(&s->pre);
     free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->lsm);
     free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);
