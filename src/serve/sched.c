@@ -248,6 +248,17 @@ static void sample_emit(ds_sched *s, ds_sreq *r, const float *logits, int32_t *l
     pthread_mutex_unlock(&s->mu);
 }
 
+/* ds_sampler_init took the ops table when decode moved onto the model's layer
+ * code (model/mla.h appeared with it); this branch builds on either side of
+ * that change.  After the merge: call ds_sampler_init(r, s->ops, p, V) directly. */
+static int sampler_init(ds_sched *s, ds_sampler *r, const ds_sample_params *p) {
+#if __has_include("model/mla.h")
+    return ds_sampler_init(r, s->ops, p, s->m->cfg.vocab_size);
+#else
+    return ds_sampler_init(r, p, s->m->cfg.vocab_size);
+#endif
+}
+
 static void *loop(void *arg) {
     ds_sched *s = arg;
     const int B = s->o.max_batch;
@@ -283,7 +294,7 @@ static void *loop(void *arg) {
             s->st.active++;
             if (s->st.active > s->st.max_active) s->st.max_active = s->st.active;
             ds_decode_stream_init(&r->dstream, s->tok, 1);
-            if (ds_sampler_init(&r->sampler, &r->sp, s->m->cfg.vocab_size) || r->max_tokens <= 0) {
+            if (sampler_init(s, &r->sampler, &r->sp) || r->max_tokens <= 0) {
                 finish(s, r, "length");
                 continue;
             }
