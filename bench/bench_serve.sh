@@ -31,12 +31,16 @@ port=$(grep -o '127.0.0.1:[0-9]*' "$tmp/log" | cut -d: -f2)
 [ -n "$port" ] || { cat "$tmp/log"; exit 1; }
 python3 tools/bench_serve.py --url "http://127.0.0.1:$port" --conc $CONC --seq "$P" --new "$NEW" > "$tmp/dsv3.jsonl"
 kill $pid; wait $pid 2>/dev/null || true; pid=""
+# a single stream against `dsv3 generate` on the same model (decode tokens/s, prefill excluded)
+prompt=$(python3 -c "import random; random.seed(0); print(' '.join(str(random.randrange(256)) for _ in range($P)))")
+"$BIN" --threads "$TH" generate --model "$tmp/small" --ids --prompt "$prompt" --max-new-tokens "$NEW" --ignore-eos --json \
+  2>/dev/null | tail -1 > "$tmp/gen.json" || : > "$tmp/gen.json"
 : > "$tmp/tf.jsonl"
 if python3 -c "import torch, transformers" 2>/dev/null; then
   python3 tools/bench_serve.py --config "$tmp/small/config.json" --conc $CONC --seq "$P" --new "$NEW" --threads "$TH" \
     > "$tmp/tf.jsonl" 2>/dev/null || : > "$tmp/tf.jsonl"
 fi
-D="$tmp/dsv3.jsonl" T="$tmp/tf.jsonl" python3 - <<'PY'
+D="$tmp/dsv3.jsonl" T="$tmp/tf.jsonl" G="$tmp/gen.json" python3 - <<'PY'
 import json, os
 d = [json.loads(l) for l in open(os.environ["D"]) if l.strip()]
 t = {r["concurrency"]: r for r in (json.loads(l) for l in open(os.environ["T"]) if l.strip())}
@@ -54,5 +58,10 @@ for r in d:
     print(f"  {c:>4} {r['tokens_per_s']:>9.1f} {r['mean_batch']:>6.1f} {r['ttft_s']:>8.3f} "
           f"{(tf['tokens_per_s'] if tf else float('nan')):>13.1f} {(tf['ttft_s'] if tf else float('nan')):>8.3f} "
           f"{(str(round(row['ratio_tokens_per_s'], 2)) + 'x') if tf else 'n/a':>8}")
-json.dump({"bench": "serve", "config": "small", "rows": rows}, open("bench/results/serve.json", "w"), indent=1)
+g = open(os.environ["G"]).read().strip()
+g = json.loads(g) if g else None
+if g:
+    print(f"  dsv3 generate (one stream, decode only): {g['tokens_per_s']:.1f} tokens/s; serve at concurrency 1 "
+          f"(prefill + HTTP included): {d[0]['tokens_per_s']:.1f}")
+json.dump({"bench": "serve", "config": "small", "rows": rows, "generate": g}, open("bench/results/serve.json", "w"), indent=1)
 PY
