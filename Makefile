@@ -42,6 +42,14 @@ ifeq ($(call have,libpcre2-8),yes)
 else
   REQUIRED_MISSING += libpcre2-dev
 endif
+# optional: `dsv3 serve` (the OpenAI-compatible server) needs libmicrohttpd
+ifeq ($(call have,libmicrohttpd),yes)
+  CFLAGS += $(shell $(PKG) --cflags libmicrohttpd) -DDS_HAVE_MICROHTTPD
+  LDLIBS += $(shell $(PKG) --libs libmicrohttpd)
+  FOUND += libmicrohttpd(serve)
+else
+  MISSING += libmicrohttpd(no-serve)
+endif
 ifneq ($(NO_BLAS),1)
 ifeq ($(call have,openblas),yes)
   CFLAGS += $(shell $(PKG) --cflags openblas) -DDS_HAVE_OPENBLAS
@@ -170,6 +178,7 @@ fixtures:
 	python3 tools/make_convert_fixtures.py tests/fixtures/convert
 	python3 tools/make_fp8_infer_fixtures.py tests/fixtures/fp8infer
 	python3 tools/make_tokenizer_fixtures.py
+	python3 tools/make_chat_template_fixtures.py
 	@python3 -c "import tensorboard" 2>/dev/null && python3 tools/make_tfevents_fixture.py || \
 	  echo "make fixtures: tensorboard not installed; tests/fixtures/tfevents left as it is (pip install tensorboard)"
 	@python3 -c "import lm_eval.models.huggingface" 2>/dev/null && python3 tools/make_eval_fixtures.py || \

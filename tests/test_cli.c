@@ -105,7 +105,7 @@ TEST(cli_hidden_alias_parses_but_is_not_listed) {
 TEST(cli_every_help_ends_with_examples_that_parse) {
     static const char *const cmds[] = {"", "train", "bench-train", "convert", "data", "data prepare", "eval",
                                        "forward", "fp8", "fp8 study", "fp8 bench", "fp8 analyze", "generate",
-                                       "init", "inspect", "tokenizer", "tokenizer encode", "tokenizer decode",
+                                       "init", "inspect", "serve", "chat", "tokenizer", "tokenizer encode", "tokenizer decode",
                                        "tokenizer info", "tokenizer train", "tokenizer convert", "tokenizer bench",
                                        "comm-check", "ep-check", "plan", "report", "ablate"};
     static char out[32768];

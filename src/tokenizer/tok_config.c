@@ -108,6 +108,12 @@ int ds_folder_write_tokenizer(const char *dir, const char *tokenizer_path, int64
             cJSON_Delete(cfg);
             rc = ds_err("%s: malformed JSON", cfgsrc);
         } else {
+            /* a model folder chats: DeepSeek-V3's template when the source has none */
+            const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+            if (!ct || cJSON_IsNull(ct)) {
+                cJSON_DeleteItemFromObjectCaseSensitive(cfg, "chat_template");
+                cJSON_AddStringToObject(cfg, "chat_template", ds_deepseek_v3_chat_template);
+            }
             if (model_max_length > 0) {
                 cJSON_DeleteItemFromObjectCaseSensitive(cfg, "model_max_length");
                 cJSON_AddNumberToObject(cfg, "model_max_length", (double)model_max_length);

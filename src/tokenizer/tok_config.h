@@ -28,7 +28,8 @@ char *ds_tokenizer_config_path_of(const char *tokenizer_path);
 
 /* Put tokenizer.json (the exact bytes of tokenizer_path: a file or a folder
  * holding one) and a tokenizer_config.json into the folder dir: the one beside
- * the source with model_max_length set to the model's context when > 0, or,
+ * the source with model_max_length set to the model's context when > 0 (and
+ * DeepSeek-V3's chat template added when it has none), or,
  * when there is none, one made from the bos/eos the tokenizer itself names.
  * Every file is written atomically. */
 int ds_folder_write_tokenizer(const char *dir, const char *tokenizer_path, int64_t model_max_length);

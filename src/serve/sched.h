@@ -1,0 +1,98 @@
+/*
+ * sched.h — continuous batching for `dsv3 serve`: a scheduler thread owns the
+ * model and up to max_batch slots, each a batch-1 decode engine with its own
+ * latent KV cache and position.  Requests wait in a bounded FIFO; at every
+ * iteration the scheduler admits waiting requests into free slots, runs one
+ * chunk (prefill_chunk tokens) of the oldest unfinished prefill on a shared
+ * prefill engine (so a long prompt never stalls the running streams for more
+ * than one chunk), hands a finished prefill's cache to its slot, and then
+ * runs one decode step for every active slot.  A finished, cancelled or
+ * disconnected request frees its slot at the next iteration.
+ *
+ * A request's output (ids, log-probabilities, decoded text with stop strings
+ * applied) grows under the scheduler's mutex; readers wait on ds_sched_wait.
+ * Greedy output is the same tokens as `dsv3 generate` (the same engine steps
+ * on the same positions), whatever the other slots do.
+ */
+#ifndef DS_SCHED_H
+#define DS_SCHED_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "infer/infer.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+#define DS_SREQ_MAX_STOP 8
+#define DS_SREQ_MAX_TOP 20
+
+typedef struct ds_sreq {
+    /* set by the submitter */
+    int32_t *prompt;
+    int64_t P;
+    int64_t max_tokens;           /* already capped by the context */
+    ds_sample_params sp;
+    int top_logprobs;             /* -1: no logprobs; else the chosen token's and this many alternatives */
+    char *stop[DS_SREQ_MAX_STOP];
+    int nstop;
+    int ignore_eos;
+    /* output, under the scheduler mutex */
+    int32_t *out;
+    float *lp;                    /* (cap) log-probability of out[i] under the model */
+    int32_t *top_id;              /* (cap, DS_SREQ_MAX_TOP) */
+    float *top_lp;
+    int64_t nout, cap;
+    int64_t ntok_text;            /* tokens whose text is final (stop strings checked) */
+    char *text;                   /* decoded completion (stop string removed) */
+    size_t ntext, text_cap, text_ready; /* text_ready: bytes no later stop string can take back */
+    int done;                     /* finished: finish is "stop", "length" or "cancelled" */
+    const char *finish;
+    int cancel;                   /* set by the submitter: free the slot */
+    double t_submit, t_first, t_done;
+    /* internal */
+    int refs, slot;
+    ds_decode_stream dstream;
+    ds_sampler sampler;
+    struct ds_sreq *next;
+} ds_sreq;
+
+typedef struct {
+    int max_batch;     /* slots */
+    int64_t ctx;       /* positions per slot */
+    int64_t prefill_chunk;
+    int max_queue;     /* waiting requests beyond which submit refuses */
+} ds_sched_opts;
+
+typedef struct {
+    /* counters for /metrics, under the mutex */
+    uint64_t requests, prompt_tokens, gen_tokens, steps, batch_sum, cancelled;
+    int active, queued, max_active;
+    double ttft_sum, decode_s;
+    uint64_t ttft_count;
+} ds_sched_stats;
+
+typedef struct ds_sched ds_sched;
+
+/* eos: stop ids (copied).  Creates the slots' engines and starts the thread. */
+ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_tokenizer *tok, const ds_sched_opts *o,
+                          const int64_t *eos, int neos);
+/* Cancels everything still running and joins the thread. */
+void ds_sched_free(ds_sched *s);
+/* A new request (refs = 1, the caller's).  Fill the inputs, then submit. */
+ds_sreq *ds_sreq_new(void);
+/* Queue it: 0, or -1 when the queue is full (the caller answers 503). */
+int ds_sched_submit(ds_sched *s, ds_sreq *r);
+/* Drop the caller's reference; a request still running is cancelled. */
+void ds_sched_release(ds_sched *s, ds_sreq *r);
+/* The mutex guarding every request's output; wait for progress (any
+ * request) for at most ms milliseconds with the mutex held. */
+void ds_sched_lock(ds_sched *s);
+void ds_sched_unlock(ds_sched *s);
+void ds_sched_wait(ds_sched *s, int ms);
+/* A copy of the counters. */
+void ds_sched_get_stats(ds_sched *s, ds_sched_stats *st);
+/* Cancel every request (shutdown). */
+void ds_sched_cancel_all(ds_sched *s);
+
+#endif

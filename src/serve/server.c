@@ -1,0 +1,894 @@
+/*
+ * server.c — the HTTP side of `dsv3 serve` (see serve.h): libmicrohttpd with
+ * a thread per connection (a streaming response blocks in its reader until
+ * the scheduler has more text), request validation into OpenAI-shaped JSON
+ * errors, the completions / chat completions responses and their SSE
+ * chunks, /v1/models, /health and /metrics.
+ *
+ * Limits: the body is capped (413 from the Content-Length before reading, or
+ * once a chunked body passes the cap), idle connections time out (a client
+ * that sends half a request and stalls is dropped after timeout_s), open
+ * connections are bounded, the scheduler's queue is bounded (503 with
+ * Retry-After), the API key is compared in constant time, and a client that
+ * goes away cancels its request (streaming: the failed write ends the
+ * response; otherwise the socket is polled while waiting).
+ */
+#define _GNU_SOURCE
+#include "serve/serve.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/base.h"
+#include "io/json.h"
+
+#ifndef DS_HAVE_MICROHTTPD
+
+int ds_serve_available(void) { return 0; }
+int ds_serve_http(const ds_serve_cfg *cfg) {
+    (void)cfg;
+    return ds_err("this dsv3 was built without libmicrohttpd, so it has no server (install libmicrohttpd-dev and "
+                  "rebuild: make deps && make)");
+}
+
+#else
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+int ds_serve_available(void) { return 1; }
+
+typedef struct {
+    const ds_serve_cfg *cfg;
+    pthread_mutex_t mu;
+    uint64_t next_id;
+    uint64_t http[8]; /* responses by status class below */
+    int inflight;
+    volatile sig_atomic_t stopping;
+} server;
+
+static const int STATUS[8] = {200, 400, 401, 404, 405, 413, 500, 503};
+static void count_status(server *S, int status) {
+    pthread_mutex_lock(&S->mu);
+    for (int i = 0; i < 8; i++)
+        if (STATUS[i] == status) S->http[i]++;
+    pthread_mutex_unlock(&S->mu);
+}
+
+/* ---- responses --------------------------------------------------------------------- */
+static enum MHD_Result send_body(server *S, struct MHD_Connection *c, int status, const char *ctype, char *body,
+                                 const char *hname, const char *hval) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", ctype);
+    if (hname) MHD_add_response_header(r, hname, hval);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    count_status(S, status);
+    return ret;
+}
+
+static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int status, const char *type, const char *param,
+                                  const char *code, const char *fmt, ...) DS_PRINTF(7, 8);
+static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int status, const char *type, const char *param,
+                                  const char *code, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ds_sbuf b = {0};
+    ds_sbuf_puts(&b, "{\"error\": {\"message\": ");
+    ds_json_put_string(&b, msg);
+    ds_sbuf_puts(&b, ", \"type\": ");
+    ds_json_put_string(&b, type);
+    ds_sbuf_puts(&b, ", \"param\": ");
+    if (param) ds_json_put_string(&b, param);
+    else ds_sbuf_puts(&b, "null");
+    ds_sbuf_puts(&b, ", \"code\": ");
+    if (code) ds_json_put_string(&b, code);
+    else ds_sbuf_puts(&b, "null");
+    ds_sbuf_puts(&b, "}}\n");
+    return send_body(S, c, status, "application/json", ds_sbuf_take(&b), status == 503 ? "Retry-After" : NULL, "1");
+}
+
+/* ---- request parameters ----------------------------------------------------------------- */
+typedef struct {
+    int chat, stream, include_usage, echo, token_ids, ignore_eos;
+    int64_t max_tokens; /* -1: not given */
+    ds_sample_params sp;
+    int logprobs, top_logprobs; /* logprobs: 0/1; top: alternatives */
+    char *stop[DS_SREQ_MAX_STOP];
+    int nstop;
+    int32_t *ids;
+    int64_t P;
+    char *echo_text;
+    char err[512];
+    const char *param;
+    int status;
+} greq;
+
+static int bad(greq *g, const char *param, const char *fmt, ...) DS_PRINTF(3, 4);
+static int bad(greq *g, const char *param, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g->err, sizeof g->err, fmt, ap);
+    va_end(ap);
+    g->param = param;
+    g->status = 400;
+    return -1;
+}
+
+static const cJSON *field(const cJSON *j, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+static int get_bool(greq *g, const cJSON *j, const char *k, int *out) {
+    const cJSON *v = field(j, k);
+    if (!v) return 0;
+    if (!cJSON_IsBool(v)) return bad(g, k, "'%s' must be a boolean, got %s", k, ds_json_type_name(v));
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+static int get_int(greq *g, const cJSON *j, const char *k, int64_t lo, int64_t hi, int64_t *out) {
+    const cJSON *v = field(j, k);
+    if (!v) return 0;
+    int64_t x;
+    if (!cJSON_IsNumber(v) || ds_json_int64(v, &x))
+        return bad(g, k, "'%s' must be an integer, got %s", k, cJSON_IsNumber(v) ? "a fraction" : ds_json_type_name(v));
+    if (x < lo || x > hi) return bad(g, k, "'%s' must be in [%lld, %lld], got %lld", k, (long long)lo, (long long)hi, (long long)x);
+    *out = x;
+    return 0;
+}
+static int get_num(greq *g, const cJSON *j, const char *k, double lo, double hi, int lo_open, double *out) {
+    const cJSON *v = field(j, k);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v)) return bad(g, k, "'%s' must be a number, got %s", k, ds_json_type_name(v));
+    double x = v->valuedouble;
+    if (!(lo_open ? x > lo : x >= lo) || !(x <= hi))
+        return bad(g, k, "'%s' must be in %c%g, %g], got %g", k, lo_open ? '(' : '[', lo, hi, x);
+    *out = x;
+    return 0;
+}
+
+static int parse_common(server *S, greq *g, const cJSON *j) {
+    const cJSON *m = field(j, "model");
+    if (m && !cJSON_IsString(m)) return bad(g, "model", "'model' must be a string, got %s", ds_json_type_name(m));
+    int64_t n = 1, seed = -1, top_k = 0;
+    double temp = 1.0, top_p = 1.0;
+    g->max_tokens = -1;
+    if (get_int(g, j, "n", 1, 1, &n)) return -1;
+    if (get_int(g, j, "max_tokens", 0, INT64_C(1) << 40, &g->max_tokens)) return -1;
+    if (get_int(g, j, "max_completion_tokens", 0, INT64_C(1) << 40, &g->max_tokens)) return -1;
+    if (get_num(g, j, "temperature", 0, 2, 0, &temp)) return -1;
+    if (get_num(g, j, "top_p", 0, 1, 1, &top_p)) return -1;
+    if (get_int(g, j, "top_k", -1, INT64_C(1) << 31, &top_k)) return -1;
+    if (get_int(g, j, "seed", INT64_MIN / 2, INT64_MAX / 2, &seed)) return -1;
+    if (get_bool(g, j, "stream", &g->stream)) return -1;
+    if (get_bool(g, j, "return_token_ids", &g->token_ids)) return -1;
+    if (get_bool(g, j, "ignore_eos", &g->ignore_eos)) return -1; /* extension, as vLLM's */
+    const cJSON *so = field(j, "stream_options");
+    if (so) {
+        if (!cJSON_IsObject(so)) return bad(g, "stream_options", "'stream_options' must be an object");
+        if (get_bool(g, so, "include_usage", &g->include_usage)) return -1;
+    }
+    g->sp.temperature = temp;
+    g->sp.top_p = top_p;
+    g->sp.top_k = top_k < 0 ? 0 : top_k;
+    if (seed == -1) {
+        pthread_mutex_lock(&S->mu);
+        seed = (int64_t)(ds_now() * 1e6) ^ (int64_t)(S->next_id * 0x9E3779B97F4A7C15ULL);
+        pthread_mutex_unlock(&S->mu);
+    }
+    g->sp.seed = (uint64_t)seed;
+    const cJSON *st = field(j, "stop");
+    if (st) {
+        if (cJSON_IsString(st)) {
+            if (*st->valuestring) g->stop[g->nstop++] = ds_strdup(st->valuestring);
+        } else if (cJSON_IsArray(st)) {
+            const cJSON *x;
+            cJSON_ArrayForEach(x, st) {
+                if (!cJSON_IsString(x)) return bad(g, "stop", "'stop' must be a string or a list of strings");
+                if (g->nstop == DS_SREQ_MAX_STOP) return bad(g, "stop", "'stop' takes at most %d strings", DS_SREQ_MAX_STOP);
+                if (*x->valuestring) g->stop[g->nstop++] = ds_strdup(x->valuestring);
+            }
+        } else {
+            return bad(g, "stop", "'stop' must be a string or a list of strings, got %s", ds_json_type_name(st));
+        }
+    }
+    if (g->chat) {
+        if (get_bool(g, j, "logprobs", &g->logprobs)) return -1;
+        int64_t k = 0;
+        if (get_int(g, j, "top_logprobs", 0, DS_SREQ_MAX_TOP, &k)) return -1;
+        if (k > 0 && !g->logprobs) return bad(g, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        g->top_logprobs = (int)k;
+    } else {
+        const cJSON *lp = field(j, "logprobs");
+        if (lp) {
+            int64_t k = 0;
+            if (cJSON_IsBool(lp)) k = cJSON_IsTrue(lp) ? 0 : -1;
+            else if (get_int(g, j, "logprobs", 0, 5, &k)) return -1;
+            g->logprobs = k >= 0;
+            g->top_logprobs = k > 0 ? (int)k : 0;
+        }
+        if (get_bool(g, j, "echo", &g->echo)) return -1;
+    }
+    return 0;
+}
+
+static int tokenize(server *S, greq *g, const char *text, int add_bos, const char *param) {
+    int32_t *enc = NULL;
+    int64_t n = ds_tokenizer_encode(S->cfg->tok, text, strlen(text), 1, &enc);
+    if (n < 0) return bad(g, param, "cannot tokenize the %s: %s", param, ds_errmsg());
+    int bos = add_bos && ds_tokenizer_bos_id(S->cfg->tok) >= 0;
+    g->ids = ds_malloc((size_t)(n + 1) * sizeof(int32_t));
+    g->P = 0;
+    if (bos) g->ids[g->P++] = ds_tokenizer_bos_id(S->cfg->tok);
+    memcpy(g->ids + g->P, enc, (size_t)n * sizeof(int32_t));
+    g->P += n;
+    free(enc);
+    for (int64_t i = 0; i < g->P; i++)
+        if (g->ids[i] < 0 || g->ids[i] >= S->cfg->vocab)
+            return bad(g, param, "the tokenizer gives id %d, beyond the model's vocabulary of %lld", g->ids[i],
+                       (long long)S->cfg->vocab);
+    return 0;
+}
+
+static int parse_prompt(server *S, greq *g, const cJSON *j) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+    if (!p) return bad(g, "prompt", "'prompt' is required");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(cJSON_GetArrayItem(p, 0)))
+        p = cJSON_GetArrayItem(p, 0);
+    if (cJSON_IsString(p)) {
+        if (!*p->valuestring) return bad(g, "prompt", "'prompt' is empty");
+        if (g->echo) g->echo_text = ds_strdup(p->valuestring);
+        return tokenize(S, g, p->valuestring, S->cfg->add_bos, "prompt");
+    }
+    if (cJSON_IsArray(p)) {
+        int n = cJSON_GetArraySize(p);
+        if (n == 0) return bad(g, "prompt", "'prompt' is empty");
+        g->ids = ds_malloc((size_t)n * sizeof(int32_t));
+        const cJSON *x;
+        cJSON_ArrayForEach(x, p) {
+            int64_t v;
+            if (!cJSON_IsNumber(x) || ds_json_int64(x, &v))
+                return bad(g, "prompt", "'prompt' must be a string, a list of token ids or a list of one string");
+            if (v < 0 || v >= S->cfg->vocab)
+                return bad(g, "prompt", "token id %lld is outside the vocabulary [0, %lld)", (long long)v, (long long)S->cfg->vocab);
+            g->ids[g->P++] = (int32_t)v;
+        }
+        if (g->echo) {
+            size_t len;
+            g->echo_text = ds_tokenizer_decode(S->cfg->tok, g->ids, g->P, 0, &len);
+        }
+        return 0;
+    }
+    return bad(g, "prompt", "'prompt' must be a string, a list of token ids or a list of one string, got %s",
+               ds_json_type_name(p));
+}
+
+static int parse_messages(server *S, greq *g, const cJSON *j) {
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    if (!ms) return bad(g, "messages", "'messages' is required");
+    if (!cJSON_IsArray(ms)) return bad(g, "messages", "'messages' must be a list, got %s", ds_json_type_name(ms));
+    if (cJSON_GetArraySize(ms) == 0) return bad(g, "messages", "'messages' is empty");
+    static const char *const roles[] = {"system", "user", "assistant", "tool", "developer"};
+    cJSON *norm = cJSON_CreateArray();
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, ms) {
+        char where[64];
+        snprintf(where, sizeof where, "messages[%d]", i);
+        if (!cJSON_IsObject(m)) {
+            cJSON_Delete(norm);
+            return bad(g, "messages", "%s must be an object, got %s", where, ds_json_type_name(m));
+        }
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        int known = 0;
+        for (int k = 0; k < 5 && cJSON_IsString(role); k++) known |= !strcmp(role->valuestring, roles[k]);
+        if (!known) {
+            cJSON_Delete(norm);
+            if (!cJSON_IsString(role)) return bad(g, "messages", "%s.role must be a string", where);
+            return bad(g, "messages", "%s.role: unknown role %s (known: system, user, assistant, tool, developer)",
+                       where, ds_quote(role->valuestring));
+        }
+        cJSON *nm = cJSON_Duplicate(m, 1);
+        if (cJSON_IsArray(content)) { /* a list of {"type": "text", "text": ...} parts: joined with newlines */
+            ds_sbuf b = {0};
+            const cJSON *part;
+            int k = 0;
+            cJSON_ArrayForEach(part, content) {
+                const cJSON *ty = cJSON_GetObjectItemCaseSensitive(part, "type"), *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
+                if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text") || !cJSON_IsString(tx)) {
+                    free(b.p);
+                    cJSON_Delete(nm), cJSON_Delete(norm);
+                    return bad(g, "messages", "%s.content[%d]: only {\"type\": \"text\", \"text\": ...} parts are supported", where, k);
+                }
+                if (k++) ds_sbuf_puts(&b, "\n");
+                ds_sbuf_puts(&b, tx->valuestring);
+            }
+            char *s = ds_sbuf_take(&b);
+            cJSON_ReplaceItemInObjectCaseSensitive(nm, "content", cJSON_CreateString(s));
+            free(s);
+        } else if (content && !cJSON_IsString(content) && !cJSON_IsNull(content)) {
+            cJSON_Delete(nm), cJSON_Delete(norm);
+            return bad(g, "messages", "%s.content must be a string, a list of text parts or null, got %s", where,
+                       ds_json_type_name(content));
+        } else if (!content && strcmp(role->valuestring, "assistant")) {
+            cJSON_Delete(nm), cJSON_Delete(norm);
+            return bad(g, "messages", "%s.content is required", where);
+        }
+        cJSON_AddItemToArray(norm, nm);
+        i++;
+    }
+    if (!S->cfg->tmpl) {
+        cJSON_Delete(norm);
+        return bad(g, "messages", "this model has no chat template (tokenizer_config.json chat_template); use /v1/completions");
+    }
+    char *text = ds_chat_template_apply(S->cfg->tmpl, norm, 1, S->cfg->bos, S->cfg->eos);
+    cJSON_Delete(norm);
+    if (!text) return bad(g, "messages", "%s", ds_errmsg());
+    int rc = tokenize(S, g, text, 0, "messages");
+    free(text);
+    if (!rc && g->P == 0) return bad(g, "messages", "the rendered conversation is empty");
+    return rc;
+}
+
+/* ---- output --------------------------------------------------------------------------- */
+static void put_lp(ds_sbuf *b, float v) {
+    if (!isfinite(v)) v = -9999.0f;
+    ds_json_put_double(b, (double)v);
+}
+static void put_token_str(server *S, ds_sbuf *b, int32_t id, int with_bytes) {
+    size_t len = 0;
+    const char *t = ds_tokenizer_token_bytes(S->cfg->tok, id, &len);
+    char *s = ds_malloc(len + 1);
+    if (t) memcpy(s, t, len);
+    s[t ? len : 0] = 0;
+    ds_json_put_string(b, s);
+    if (with_bytes) {
+        ds_sbuf_puts(b, ", \"bytes\": [");
+        for (size_t i = 0; t && i < len; i++) ds_sbuf_printf(b, "%s%u", i ? ", " : "", (unsigned char)t[i]);
+        ds_sbuf_puts(b, "]");
+    }
+    free(s);
+}
+
+/* logprobs of tokens [a, b) in the completions or the chat shape */
+static void put_logprobs(server *S, ds_sbuf *b, const ds_sreq *r, const greq *g, int64_t a, int64_t e, size_t off0) {
+    if (!g->logprobs) {
+        ds_sbuf_puts(b, "null");
+        return;
+    }
+    int K = g->top_logprobs;
+    if (g->chat) {
+        ds_sbuf_puts(b, "{\"content\": [");
+        for (int64_t i = a; i < e; i++) {
+            ds_sbuf_puts(b, i > a ? ", {\"token\": " : "{\"token\": ");
+            put_token_str(S, b, r->out[i], 0);
+            ds_sbuf_puts(b, ", \"logprob\": ");
+            put_lp(b, r->lp[i]);
+            ds_sbuf_puts(b, ", \"bytes\": [");
+            size_t len = 0;
+            const char *t = ds_tokenizer_token_bytes(S->cfg->tok, r->out[i], &len);
+            for (size_t k = 0; t && k < len; k++) ds_sbuf_printf(b, "%s%u", k ? ", " : "", (unsigned char)t[k]);
+            ds_sbuf_puts(b, "], \"top_logprobs\": [");
+            for (int k = 0; k < K; k++) {
+                ds_sbuf_puts(b, k ? ", {\"token\": " : "{\"token\": ");
+                put_token_str(S, b, r->top_id[i * DS_SREQ_MAX_TOP + k], 1);
+                ds_sbuf_puts(b, ", \"logprob\": ");
+                put_lp(b, r->top_lp[i * DS_SREQ_MAX_TOP + k]);
+                ds_sbuf_puts(b, "}");
+            }
+            ds_sbuf_puts(b, "]}");
+        }
+        ds_sbuf_puts(b, "]}");
+        return;
+    }
+    ds_sbuf_puts(b, "{\"tokens\": [");
+    for (int64_t i = a; i < e; i++) {
+        if (i > a) ds_sbuf_puts(b, ", ");
+        put_token_str(S, b, r->out[i], 0);
+    }
+    ds_sbuf_puts(b, "], \"token_logprobs\": [");
+    for (int64_t i = a; i < e; i++) {
+        if (i > a) ds_sbuf_puts(b, ", ");
+        put_lp(b, r->lp[i]);
+    }
+    ds_sbuf_puts(b, "], \"top_logprobs\": [");
+    for (int64_t i = a; i < e; i++) {
+        ds_sbuf_puts(b, i > a ? ", {" : "{");
+        for (int k = 0; k < K; k++) {
+            if (k) ds_sbuf_puts(b, ", ");
+            put_token_str(S, b, r->top_id[i * DS_SREQ_MAX_TOP + k], 0);
+            ds_sbuf_puts(b, ": ");
+            put_lp(b, r->top_lp[i * DS_SREQ_MAX_TOP + k]);
+        }
+        ds_sbuf_puts(b, "}");
+    }
+    ds_sbuf_puts(b, "], \"text_offset\": [");
+    size_t off = off0;
+    for (int64_t i = a; i < e; i++) {
+        size_t len = 0;
+        ds_tokenizer_token_bytes(S->cfg->tok, r->out[i], &len);
+        ds_sbuf_printf(b, "%s%zu", i > a ? ", " : "", off);
+        off += len;
+    }
+    ds_sbuf_puts(b, "]}");
+}
+
+static void put_usage(ds_sbuf *b, const ds_sreq *r) {
+    ds_sbuf_printf(b, "{\"prompt_tokens\": %lld, \"completion_tokens\": %lld, \"total_tokens\": %lld}", (long long)r->P,
+                   (long long)r->nout, (long long)(r->P + r->nout));
+}
+
+static void put_head(server *S, ds_sbuf *b, const char *id, long created, const char *object) {
+    ds_sbuf_printf(b, "{\"id\": \"%s\", \"object\": \"%s\", \"created\": %ld, \"model\": ", id, object, created);
+    ds_json_put_string(b, S->cfg->model_name);
+    ds_sbuf_puts(b, ", \"system_fingerprint\": \"dsv3\", \"choices\": [");
+}
+
+static const char *finish_of(const ds_sreq *r) {
+    return !strcmp(r->finish, "stop") ? "stop" : "length";
+}
+
+/* the whole response of a finished request (scheduler mutex held) */
+static char *full_response(server *S, const ds_sreq *r, const greq *g, const char *id, long created) {
+    ds_sbuf b = {0};
+    put_head(S, &b, id, created, g->chat ? "chat.completion" : "text_completion");
+    ds_sbuf_puts(&b, "{\"index\": 0, ");
+    if (g->chat) {
+        ds_sbuf_puts(&b, "\"message\": {\"role\": \"assistant\", \"content\": ");
+        ds_json_put_string(&b, r->text ? r->text : "");
+        ds_sbuf_puts(&b, "}, \"logprobs\": ");
+        put_logprobs(S, &b, r, g, 0, r->nout, 0);
+    } else {
+        ds_sbuf t = {0};
+        if (g->echo_text) ds_sbuf_puts(&t, g->echo_text);
+        ds_sbuf_put(&t, r->text ? r->text : "", r->ntext);
+        char *s = ds_sbuf_take(&t);
+        ds_sbuf_puts(&b, "\"text\": ");
+        ds_json_put_string(&b, s);
+        free(s);
+        ds_sbuf_puts(&b, ", \"logprobs\": ");
+        put_logprobs(S, &b, r, g, 0, r->nout, g->echo_text ? strlen(g->echo_text) : 0);
+    }
+    if (g->token_ids) { /* extension (as vLLM's return_token_ids): the prompt's and the completion's ids */
+        ds_sbuf_puts(&b, ", \"prompt_token_ids\": [");
+        for (int64_t i = 0; i < r->P; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", r->prompt[i]);
+        ds_sbuf_puts(&b, "], \"token_ids\": [");
+        for (int64_t i = 0; i < r->nout; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", r->out[i]);
+        ds_sbuf_puts(&b, "]");
+    }
+    ds_sbuf_printf(&b, ", \"finish_reason\": \"%s\"}], \"usage\": ", finish_of(r));
+    put_usage(&b, r);
+    ds_sbuf_puts(&b, "}\n");
+    return ds_sbuf_take(&b);
+}
+
+/* ---- streaming ---------------------------------------------------------------------------- */
+typedef struct {
+    server *S;
+    ds_sreq *r;
+    greq g;
+    char id[48];
+    long created;
+    size_t sent_text;
+    int64_t sent_tok;
+    int started, finished;
+    size_t text_off;
+    ds_sbuf pend;
+    size_t pend_off;
+} stream;
+
+static void chunk_begin(stream *st, ds_sbuf *b) {
+    ds_sbuf_puts(b, "data: ");
+    put_head(st->S, b, st->id, st->created, st->g.chat ? "chat.completion.chunk" : "text_completion");
+}
+
+static void chunk_text(stream *st, const char *text, size_t n, int64_t ta, int64_t tb, const char *finish) {
+    ds_sbuf *b = &st->pend;
+    chunk_begin(st, b);
+    char *s = ds_malloc(n + 1);
+    memcpy(s, text, n);
+    s[n] = 0;
+    if (st->g.chat) {
+        ds_sbuf_puts(b, "{\"index\": 0, \"delta\": {");
+        if (!st->started) ds_sbuf_puts(b, "\"role\": \"assistant\", ");
+        ds_sbuf_puts(b, "\"content\": ");
+        ds_json_put_string(b, s);
+        ds_sbuf_puts(b, "}, \"logprobs\": ");
+    } else {
+        ds_sbuf_puts(b, "{\"index\": 0, \"text\": ");
+        ds_json_put_string(b, s);
+        ds_sbuf_puts(b, ", \"logprobs\": ");
+    }
+    free(s);
+    if (tb > ta) put_logprobs(st->S, b, st->r, &st->g, ta, tb, st->text_off);
+    else ds_sbuf_puts(b, "null");
+    for (int64_t i = ta; i < tb; i++) {
+        size_t len = 0;
+        ds_tokenizer_token_bytes(st->S->cfg->tok, st->r->out[i], &len);
+        st->text_off += len;
+    }
+    if (st->g.token_ids) {
+        ds_sbuf_puts(b, ", \"token_ids\": [");
+        for (int64_t i = ta; i < tb; i++) ds_sbuf_printf(b, "%s%d", i > ta ? ", " : "", st->r->out[i]);
+        ds_sbuf_puts(b, "]");
+    }
+    if (finish) ds_sbuf_printf(b, ", \"finish_reason\": \"%s\"}]", finish);
+    else ds_sbuf_puts(b, ", \"finish_reason\": null}]");
+    if (st->g.include_usage) ds_sbuf_puts(b, ", \"usage\": null");
+    ds_sbuf_puts(b, "}\n\n");
+    st->started = 1;
+}
+
+/* scheduler mutex held: the events that are ready */
+static void produce(stream *st) {
+    ds_sreq *r = st->r;
+    if (!st->started && st->g.echo_text) {
+        chunk_text(st, st->g.echo_text, strlen(st->g.echo_text), 0, 0, NULL);
+        st->text_off = strlen(st->g.echo_text);
+    } else if (!st->started && st->g.chat) {
+        chunk_text(st, "", 0, 0, 0, NULL);
+    }
+    if (r->text_ready > st->sent_text || (r->done && r->nout > st->sent_tok)) {
+        int64_t tb = r->nout;
+        chunk_text(st, r->text + st->sent_text, r->text_ready - st->sent_text, st->sent_tok, tb, NULL);
+        st->sent_text = r->text_ready;
+        st->sent_tok = tb;
+    }
+    if (r->done && !st->finished) {
+        if (!strcmp(r->finish, "cancelled") || !strcmp(r->finish, "error")) {
+            ds_sbuf_puts(&st->pend, "data: {\"error\": {\"message\": \"the request was cancelled (server shutting down or an "
+                                    "internal error)\", \"type\": \"server_error\", \"param\": null, \"code\": null}}\n\n");
+        } else {
+            chunk_text(st, "", 0, 0, 0, finish_of(r));
+            if (st->g.include_usage) {
+                chunk_begin(st, &st->pend);
+                ds_sbuf_puts(&st->pend, "], \"usage\": ");
+                put_usage(&st->pend, r);
+                ds_sbuf_puts(&st->pend, "}\n\n");
+            }
+        }
+        ds_sbuf_puts(&st->pend, "data: [DONE]\n\n");
+        st->finished = 1;
+    }
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    stream *st = cls;
+    ds_sched *sc = st->S->cfg->sched;
+    for (;;) {
+        if (st->pend_off < st->pend.n) {
+            size_t n = st->pend.n - st->pend_off;
+            if (n > max) n = max;
+            memcpy(buf, st->pend.p + st->pend_off, n);
+            st->pend_off += n;
+            return (ssize_t)n;
+        }
+        st->pend.n = 0;
+        st->pend_off = 0;
+        if (st->finished) return MHD_CONTENT_READER_END_OF_STREAM;
+        ds_sched_lock(sc);
+        produce(st);
+        if (st->pend.n == 0) ds_sched_wait(sc, 100);
+        ds_sched_unlock(sc);
+    }
+}
+
+static void greq_free(greq *g) {
+    free(g->ids);
+    free(g->echo_text);
+    for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
+}
+
+static void stream_free(void *cls) {
+    stream *st = cls;
+    ds_sched_release(st->S->cfg->sched, st->r); /* cancels it when the client left early */
+    pthread_mutex_lock(&st->S->mu);
+    st->S->inflight--;
+    pthread_mutex_unlock(&st->S->mu);
+    free(st->pend.p);
+    greq_free(&st->g);
+    free(st);
+}
+
+/* the client closed its side (or the socket failed) */
+static int client_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char *body, size_t len, int chat) {
+    const ds_serve_cfg *cfg = S->cfg;
+    greq g;
+    memset(&g, 0, sizeof g);
+    g.chat = chat;
+    cJSON *j = ds_json_parse(body, len, "request body");
+    if (!j) return send_error(S, c, 400, "invalid_request_error", NULL, NULL, "%s", ds_errmsg());
+    int rc;
+    if (!cJSON_IsObject(j)) rc = bad(&g, NULL, "the request body must be a JSON object, got %s", ds_json_type_name(j));
+    else rc = parse_common(S, &g, j);
+    if (!rc) rc = chat ? parse_messages(S, &g, j) : parse_prompt(S, &g, j);
+    cJSON_Delete(j);
+    if (!rc && g.P >= cfg->ctx)
+        rc = bad(&g, chat ? "messages" : "prompt",
+                 "this model's context is %lld tokens (--ctx) and the prompt has %lld tokens, leaving no room for a completion",
+                 (long long)cfg->ctx, (long long)g.P);
+    if (rc) {
+        enum MHD_Result ret = send_error(S, c, g.status, "invalid_request_error", g.param,
+                                         strstr(g.err, "context is") ? "context_length_exceeded" : NULL, "%s", g.err);
+        greq_free(&g);
+        return ret;
+    }
+    int64_t room = cfg->ctx - g.P;
+    int64_t maxt = g.max_tokens < 0 ? (chat ? room : 16) : g.max_tokens;
+    if (maxt > room) maxt = room;
+    ds_sreq *r = ds_sreq_new();
+    r->prompt = g.ids;
+    g.ids = NULL;
+    r->P = g.P;
+    r->max_tokens = maxt;
+    r->sp = g.sp;
+    r->top_logprobs = g.logprobs ? g.top_logprobs : -1;
+    r->ignore_eos = g.ignore_eos;
+    for (int i = 0; i < g.nstop; i++) r->stop[i] = ds_strdup(g.stop[i]);
+    r->nstop = g.nstop;
+    if (S->stopping || ds_sched_submit(cfg->sched, r)) {
+        ds_sched_release(cfg->sched, r);
+        greq_free(&g);
+        return send_error(S, c, 503, "server_error", NULL, NULL,
+                          S->stopping ? "the server is shutting down" : "the server is busy (the queue is full); retry later");
+    }
+    pthread_mutex_lock(&S->mu);
+    S->inflight++;
+    uint64_t idn = ++S->next_id;
+    pthread_mutex_unlock(&S->mu);
+    char id[48];
+    snprintf(id, sizeof id, "%s-%016llx", chat ? "chatcmpl" : "cmpl", (unsigned long long)(idn * 0x9E3779B97F4A7C15ULL));
+    long created = (long)time(NULL);
+    if (g.stream) {
+        stream *st = ds_calloc(1, sizeof *st);
+        st->S = S, st->r = r, st->g = g, st->created = created;
+        snprintf(st->id, sizeof st->id, "%s", id);
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st, stream_free);
+        if (!resp) {
+            stream_free(st);
+            return MHD_NO;
+        }
+        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+        MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+        MHD_destroy_response(resp);
+        count_status(S, 200);
+        return ret;
+    }
+    ds_sched *sc = cfg->sched;
+    ds_sched_lock(sc);
+    int gone = 0;
+    while (!r->done) {
+        ds_sched_wait(sc, 100);
+        if (!r->done && client_gone(c)) {
+            gone = 1;
+            break;
+        }
+    }
+    char *out = NULL;
+    int failed = r->done && (!strcmp(r->finish, "cancelled") || !strcmp(r->finish, "error"));
+    if (r->done && !failed) out = full_response(S, r, &g, id, created);
+    ds_sched_unlock(sc);
+    ds_sched_release(sc, r);
+    pthread_mutex_lock(&S->mu);
+    S->inflight--;
+    pthread_mutex_unlock(&S->mu);
+    greq_free(&g);
+    if (gone) return MHD_NO;
+    if (failed) return send_error(S, c, 500, "server_error", NULL, NULL, "the request was cancelled (server shutting down or an internal error)");
+    return send_body(S, c, 200, "application/json", out, NULL, NULL);
+}
+
+static char *metrics_text(server *S) {
+    ds_sched_stats st;
+    ds_sched_get_stats(S->cfg->sched, &st);
+    ds_sbuf b = {0};
+#define METRIC(name, type, help, fmt, ...)                                                   \
+    ds_sbuf_printf(&b, "# HELP " name " " help "\n# TYPE " name " " type "\n" name " " fmt "\n", __VA_ARGS__)
+    METRIC("dsv3_requests_total", "counter", "Generation requests accepted.", "%llu", (unsigned long long)st.requests);
+    METRIC("dsv3_requests_cancelled_total", "counter", "Requests cancelled (client gone or shutdown).", "%llu",
+           (unsigned long long)st.cancelled);
+    METRIC("dsv3_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", "%llu",
+           (unsigned long long)st.prompt_tokens);
+    METRIC("dsv3_generation_tokens_total", "counter", "Tokens generated.", "%llu", (unsigned long long)st.gen_tokens);
+    METRIC("dsv3_queue_depth", "gauge", "Requests waiting for a slot.", "%d", st.queued);
+    METRIC("dsv3_batch_size", "gauge", "Sequences running now.", "%d", st.active);
+    METRIC("dsv3_batch_size_max", "gauge", "Most sequences that ran at once.", "%d", st.max_active);
+    METRIC("dsv3_decode_steps_total", "counter", "Scheduler iterations that decoded.", "%llu", (unsigned long long)st.steps);
+    METRIC("dsv3_decode_batch_sum", "counter", "Sequences decoded, summed over iterations (mean batch = this / steps).",
+           "%llu", (unsigned long long)st.batch_sum);
+    ds_sbuf_printf(&b, "# HELP dsv3_time_to_first_token_seconds Time from arrival to the first token.\n"
+                       "# TYPE dsv3_time_to_first_token_seconds summary\n"
+                       "dsv3_time_to_first_token_seconds_sum %.6f\ndsv3_time_to_first_token_seconds_count %llu\n",
+                   st.ttft_sum, (unsigned long long)st.ttft_count);
+    METRIC("dsv3_generation_tokens_per_second", "gauge", "Tokens generated per second of scheduler work.", "%.3f",
+           st.decode_s > 0 ? (double)st.gen_tokens / st.decode_s : 0.0);
+    ds_sbuf_puts(&b, "# HELP dsv3_http_responses_total HTTP responses by status.\n# TYPE dsv3_http_responses_total counter\n");
+    pthread_mutex_lock(&S->mu);
+    for (int i = 0; i < 8; i++)
+        ds_sbuf_printf(&b, "dsv3_http_responses_total{code=\"%d\"} %llu\n", STATUS[i], (unsigned long long)S->http[i]);
+    pthread_mutex_unlock(&S->mu);
+#undef METRIC
+    return ds_sbuf_take(&b);
+}
+
+/* ---- the request handler --------------------------------------------------------------------- */
+typedef struct {
+    char *body;
+    size_t n, cap;
+    int too_big;
+} conn;
+
+static int key_ok(const char *given, const char *key) {
+    /* constant time in the given value: every byte of the key is compared */
+    size_t gn = given ? strlen(given) : 0, kn = strlen(key);
+    unsigned char d = (unsigned char)(gn != kn);
+    for (size_t i = 0; i < kn; i++) d |= (unsigned char)((unsigned char)key[i] ^ (i < gn ? (unsigned char)given[i] : 0));
+    return d == 0;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                               const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    server *S = cls;
+    const ds_serve_cfg *cfg = S->cfg;
+    conn *k = *con_cls;
+    int post = !strcmp(method, "POST"), get = !strcmp(method, "GET");
+    int is_v1 = !strncmp(url, "/v1/", 4);
+    if (!k) { /* headers only: refuse early what needs no body */
+        k = ds_calloc(1, sizeof *k);
+        *con_cls = k;
+        if (is_v1 && cfg->api_key) {
+            const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+            const char *tok = auth && !strncmp(auth, "Bearer ", 7) ? auth + 7 : NULL;
+            if (!key_ok(tok, cfg->api_key))
+                return send_error(S, c, 401, "invalid_request_error", NULL, "invalid_api_key",
+                                  "incorrect or missing API key (send 'Authorization: Bearer KEY')");
+        }
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > (unsigned long long)cfg->max_body)
+            return send_error(S, c, 413, "invalid_request_error", NULL, NULL,
+                              "the request body is %s bytes; the limit is %lld (--max-body)", cl, (long long)cfg->max_body);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (k->n + *upload_size > (size_t)cfg->max_body) k->too_big = 1;
+        if (!k->too_big) {
+            if (k->n + *upload_size + 1 > k->cap) {
+                k->cap = (k->n + *upload_size + 1) * 2;
+                k->body = ds_realloc(k->body, k->cap);
+            }
+            memcpy(k->body + k->n, upload, *upload_size);
+            k->n += *upload_size;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (k->too_big)
+        return send_error(S, c, 413, "invalid_request_error", NULL, NULL, "the request body is over the limit of %lld bytes (--max-body)",
+                          (long long)cfg->max_body);
+    if (!strcmp(url, "/health") || !strcmp(url, "/v1/health")) {
+        if (!get) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes GET", url);
+        return send_body(S, c, S->stopping ? 503 : 200, "application/json",
+                         ds_strdup(S->stopping ? "{\"status\": \"shutting down\"}\n" : "{\"status\": \"ok\"}\n"), NULL, NULL);
+    }
+    if (!strcmp(url, "/metrics")) {
+        if (!get) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes GET", url);
+        return send_body(S, c, 200, "text/plain; version=0.0.4", metrics_text(S), NULL, NULL);
+    }
+    if (!strcmp(url, "/v1/models")) {
+        if (!get) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes GET", url);
+        ds_sbuf b = {0};
+        ds_sbuf_puts(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
+        ds_json_put_string(&b, cfg->model_name);
+        ds_sbuf_printf(&b, ", \"object\": \"model\", \"created\": %ld, \"owned_by\": \"dsv3\", \"max_model_len\": %lld}]}\n",
+                       (long)time(NULL), (long long)cfg->ctx);
+        return send_body(S, c, 200, "application/json", ds_sbuf_take(&b), NULL, NULL);
+    }
+    int chat = !strcmp(url, "/v1/chat/completions");
+    if (chat || !strcmp(url, "/v1/completions")) {
+        if (!post) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes POST", url);
+        return generate(S, c, k->body ? k->body : "", k->n, chat);
+    }
+    return send_error(S, c, 404, "invalid_request_error", NULL, "not_found",
+                      "no such endpoint: %s %s (known: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, "
+                      "GET /health, GET /metrics)", method, ds_quote(url));
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    conn *k = *con_cls;
+    if (k) {
+        free(k->body);
+        free(k);
+        *con_cls = NULL;
+    }
+}
+
+static volatile sig_atomic_t g_signal;
+static void on_signal(int sig) { g_signal = sig; }
+
+int ds_serve_http(const ds_serve_cfg *cfg) {
+    server S;
+    memset(&S, 0, sizeof S);
+    S.cfg = cfg;
+    pthread_mutex_init(&S.mu, NULL);
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    struct sockaddr *sa;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
+    const char *host = !strcmp(cfg->host, "localhost") ? "127.0.0.1" : cfg->host;
+    memset(&a4, 0, sizeof a4), memset(&a6, 0, sizeof a6);
+    if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        return ds_err("--host: %s is not an IPv4 or IPv6 address", ds_quote(cfg->host));
+    }
+    struct sigaction act;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = on_signal;
+    sigaction(SIGINT, &act, NULL);
+    sigaction(SIGTERM, &act, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, handler, &S, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_conn, MHD_OPTION_NOTIFY_COMPLETED,
+        completed, NULL, MHD_OPTION_END);
+    if (!d) return ds_err("cannot listen on %s port %d (in use, or not an address of this machine)", cfg->host, cfg->port);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    int port = di ? di->port : cfg->port;
+    fprintf(stderr, "dsv3 serve: listening on http://%s%s%s:%d (model %s, context %lld, batch %d)\n",
+            sa->sa_family == AF_INET6 ? "[" : "", cfg->host, sa->sa_family == AF_INET6 ? "]" : "", port,
+            cfg->model_name, (long long)cfg->ctx, cfg->max_batch);
+    fflush(stderr);
+    while (!g_signal) usleep(50000);
+    /* shutdown: stop accepting, let running requests finish within the grace period, cancel the rest */
+    fprintf(stderr, "dsv3 serve: %s: shutting down\n", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    S.stopping = 1;
+    MHD_socket ls = MHD_quiesce_daemon(d);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
+    double t0 = ds_now();
+    for (;;) {
+        pthread_mutex_lock(&S.mu);
+        int n = S.inflight;
+        pthread_mutex_unlock(&S.mu);
+        if (!n || ds_now() - t0 > cfg->shutdown_grace_s) break;
+        usleep(20000);
+    }
+    ds_sched_cancel_all(cfg->sched);
+    MHD_stop_daemon(d);
+    pthread_mutex_destroy(&S.mu);
+    fprintf(stderr, "dsv3 serve: stopped\n");
+    return 0;
+}
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * jinja.h — the subset of Jinja2 that chat templates use, rendered as
+ * transformers' apply_chat_template renders them (an environment with
+ * trim_blocks and lstrip_blocks, loop controls, raise_exception, namespace,
+ * tojson).  Covered: text with {{ }}, {% %} and {# #} tags and the -/+
+ * whitespace controls; if/elif/else, for (with loop.*, tuple targets, else,
+ * an if filter), set (names and namespace attributes), break/continue;
+ * expressions with literals (strings, numbers, lists, dicts), attribute,
+ * item and slice access, calls, filters, tests, arithmetic, ~, comparisons,
+ * in, and/or/not and the conditional expression; the filters trim, length,
+ * upper/lower/title/capitalize, default, first/last, join, string/int/float,
+ * list, tojson, replace, items, reverse, abs, unique, sum, select/reject,
+ * selectattr/rejectattr, map, dictsort; the usual tests; the functions
+ * namespace, raise_exception, range, dict, strftime_now.  Anything else (macros,
+ * blocks, include, an unknown filter, test or function) is refused when the
+ * template is parsed, so a server finds out at start-up.
+ */
+#ifndef DS_JINJA_H
+#define DS_JINJA_H
+
+#include <stddef.h>
+
+#include <cJSON.h>
+
+typedef struct ds_jinja ds_jinja;
+
+/* Parse a template.  NULL with ds_err("chat template: line L: ...") when it
+ * uses anything outside the subset. */
+ds_jinja *ds_jinja_parse(const char *src, size_t len);
+void ds_jinja_free(ds_jinja *t);
+/* Render with the variables of a JSON object (NULL: none).  malloc'd text, or
+ * NULL with ds_err ("chat template: line L: ..."; raise_exception's message
+ * as "chat template: <message>"). */
+char *ds_jinja_render(const ds_jinja *t, const cJSON *vars);
+
+/* apply_chat_template(messages, add_generation_prompt=...): messages is a
+ * JSON array of {role, content, ...}; bos/eos may be NULL (undefined). */
+char *ds_chat_template_apply(const ds_jinja *t, const cJSON *messages, int add_generation_prompt, const char *bos,
+                             const char *eos);
+
+#endif

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""The official openai client against a running `dsv3 serve` (tests/test_serve.c).
+
+  python3 tests/serve_openai_check.py PORT API_KEY '[prompt ids]' 'want,ids'
+
+Completions and chat, streaming and not; the greedy ids of the completion
+equal transformers' (passed in by the test from the fixture); a wrong key
+raises AuthenticationError and a bad request BadRequestError.
+Prints "openai client: ok" at the end."""
+import json
+import sys
+
+import openai
+
+port, key, prompt, want = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")]
+c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=30)
+extra = {"ignore_eos": True, "return_token_ids": True}
+
+models = c.models.list()
+assert [m.id for m in models.data] == ["m"], models
+
+r = c.completions.create(model="m", prompt=prompt, max_tokens=len(want), temperature=0, logprobs=2, extra_body=extra)
+ch = r.choices[0]
+assert ch.model_extra["token_ids"] == want, (ch.model_extra, want)
+assert ch.finish_reason == "length" and r.usage.completion_tokens == len(want) and r.usage.prompt_tokens == len(prompt)
+assert len(ch.logprobs.token_logprobs) == len(want) and len(ch.logprobs.top_logprobs[0]) == 2
+
+ids = []
+for ev in c.completions.create(model="m", prompt=prompt, max_tokens=len(want), temperature=0, stream=True,
+                               stream_options={"include_usage": True}, extra_body=extra):
+    if ev.choices:
+        ids += ev.choices[0].model_extra.get("token_ids", [])
+    else:
+        assert ev.usage.completion_tokens == len(want)
+assert ids == want, (ids, want)
+
+msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+r = c.chat.completions.create(model="m", messages=msgs, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+text = r.choices[0].message.content
+assert r.choices[0].message.role == "assistant" and r.choices[0].finish_reason in ("stop", "length")
+assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens
+parts = []
+for ev in c.chat.completions.create(model="m", messages=msgs, max_tokens=6, temperature=0, stream=True):
+    if ev.choices and ev.choices[0].delta.content:
+        parts.append(ev.choices[0].delta.content)
+assert "".join(parts) == text, (parts, text)
+
+try:
+    c.chat.completions.create(model="m", messages=[], max_tokens=2)
+    raise SystemExit("empty messages accepted")
+except openai.BadRequestError as e:
+    assert "'messages' is empty" in str(e), e
+try:
+    openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
+    raise SystemExit("wrong key accepted")
+except openai.AuthenticationError:
+    pass
+print("openai client: ok")

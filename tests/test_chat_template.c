@@ -1,0 +1,139 @@
+/*
+ * test_chat_template.c — the Jinja subset against transformers'
+ * apply_chat_template: tests/fixtures/chat/templates.json (made by
+ * tools/make_chat_template_fixtures.py) holds DeepSeek-V3's, Llama-3's,
+ * Qwen2's and Mistral's templates and a template covering the rest of the
+ * subset, each rendered by jinja2 for a set of conversations; every rendering
+ * must match byte for byte, and where jinja2 raised (raise_exception) the
+ * render must fail with the template's message.  Templates outside the subset
+ * fail at parse time with the line.
+ */
+#include <string.h>
+
+#include "base/base.h"
+#include "io/json.h"
+#include "test.h"
+#include "tokenizer/jinja.h"
+#include "tokenizer/tok_config.h"
+
+#define FIX "tests/fixtures/chat/templates.json"
+
+TEST(chat_template_matches_transformers) {
+    size_t len;
+    char *txt = ds_read_file(FIX, &len);
+    CHECK(txt != NULL);
+    if (!txt) return;
+    cJSON *root = ds_json_parse(txt, len, FIX);
+    free(txt);
+    CHECK(cJSON_IsArray(root));
+    int ncases = 0, nerr = 0, ntemplates = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, root) {
+        const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+        const char *src = cJSON_GetObjectItem(t, "template")->valuestring;
+        const cJSON *bos = cJSON_GetObjectItem(t, "bos_token"), *eos = cJSON_GetObjectItem(t, "eos_token");
+        ds_jinja *j = ds_jinja_parse(src, strlen(src));
+        CHECK_MSG(j != NULL, "%s: %s", name, ds_errmsg());
+        if (!j) continue;
+        ntemplates++;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(t, "cases")) {
+            const cJSON *msgs = cJSON_GetObjectItem(c, "messages");
+            int agp = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt"));
+            char *r = ds_chat_template_apply(j, msgs, agp, cJSON_IsString(bos) ? bos->valuestring : NULL,
+                                             cJSON_IsString(eos) ? eos->valuestring : NULL);
+            const cJSON *want = cJSON_GetObjectItem(c, "rendered"), *err = cJSON_GetObjectItem(c, "error");
+            ncases++;
+            if (want) {
+                CHECK_MSG(r && !strcmp(r, want->valuestring), "%s case %d: got %s, want %s (%s)", name, ncases,
+                          r ? ds_quote(r) : "NULL", ds_quote(want->valuestring), r ? "" : ds_errmsg());
+            } else {
+                nerr++;
+                const char *m = strstr(err->valuestring, ": ");
+                m = m ? m + 2 : err->valuestring;
+                CHECK_MSG(!r && strstr(ds_errmsg(), m), "%s case %d: want error %s, got %s", name, ncases, m,
+                          r ? ds_quote(r) : ds_errmsg());
+            }
+            free(r);
+        }
+        ds_jinja_free(j);
+    }
+    CHECK(ntemplates == 6);
+    CHECK(ncases >= 80 && nerr >= 10);
+    cJSON_Delete(root);
+}
+
+TEST(chat_template_unsupported_fails_at_parse) {
+    static const char *const bad[][2] = {
+        {"{% macro m() %}x{% endmacro %}", "unsupported tag 'macro'"},
+        {"{{ x | wordwrap }}", "unsupported filter 'wordwrap'"},
+        {"{{ frobnicate(1) }}", "unsupported function 'frobnicate'"},
+        {"{% if x %}open", "missing {% endif %}"},
+        {"hi\n{{ x is frobbable }}", "line 2: unsupported test 'frobbable'"},
+        {"{{ 'unterminated }}", "unterminated string"},
+        {"{% endfor %}", "unexpected 'endfor'"},
+        {"{{ x", "unclosed tag"},
+        {"{% include 'x' %}", "unsupported tag 'include'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_jinja *j = ds_jinja_parse(bad[i][0], strlen(bad[i][0]));
+        CHECK_MSG(j == NULL && strstr(ds_errmsg(), bad[i][1]) && strstr(ds_errmsg(), "chat template: line"),
+                  "%s: got %s", bad[i][0], j ? "parsed" : ds_errmsg());
+        ds_jinja_free(j);
+    }
+    /* a runaway template stops with a message (bounded steps and memory) */
+    const char *loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    ds_jinja *lj = ds_jinja_parse(loop, strlen(loop));
+    char *lr = lj ? ds_jinja_render(lj, NULL) : NULL;
+    CHECK(lj && !lr && strstr(ds_errmsg(), "runs too long"));
+    free(lr);
+    ds_jinja_free(lj);
+    const char *big = "{% set s = namespace(v='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set s.v = s.v ~ s.v %}{% endfor %}";
+    lj = ds_jinja_parse(big, strlen(big));
+    lr = lj ? ds_jinja_render(lj, NULL) : NULL;
+    CHECK(lj && !lr && (strstr(ds_errmsg(), "too long") || strstr(ds_errmsg(), "runs too long")));
+    free(lr);
+    ds_jinja_free(lj);
+    /* render-time errors: undefined arithmetic, namespace misuse */
+    const char *src = "{{ nothing + 'x' }}";
+    ds_jinja *j = ds_jinja_parse(src, strlen(src));
+    CHECK(j != NULL);
+    char *r = j ? ds_jinja_render(j, NULL) : NULL;
+    CHECK(r == NULL && strstr(ds_errmsg(), "undefined"));
+    free(r);
+    ds_jinja_free(j);
+}
+
+/* dsv3 init with a tokenizer whose tokenizer_config.json has no chat template:
+ * the model folder gets DeepSeek-V3's, so it chats; serve/chat load it. */
+TEST(chat_template_init_writes_one) {
+    const char *dir = ds_test_tmpdir();
+    char out[8192], path[600];
+    snprintf(path, sizeof path, "%s/tok/corpus.txt", dir);
+    CHECK(ds_test_sh(out, sizeof out, "mkdir -p %s/tok && printf 'hello world, hello chat\\n%%.0s' $(seq 50) > %s", dir, path) == 0);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 tokenizer train --input %s --vocab-size 300 --out %s/tok/tokenizer.json", path, dir) == 0);
+    /* the same config without its chat_template */
+    char cfgp[600];
+    snprintf(cfgp, sizeof cfgp, "%s/tok/tokenizer_config.json", dir);
+    size_t n;
+    char *txt = ds_read_file(cfgp, &n);
+    CHECK(txt != NULL);
+    if (!txt) return;
+    cJSON *cfg = cJSON_Parse(txt);
+    free(txt);
+    cJSON_DeleteItemFromObject(cfg, "chat_template");
+    char *s = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    CHECK(ds_write_file_atomic(cfgp, s, strlen(s)) == 0);
+    free(s);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 init --config tiny --tokenizer %s/tok --out %s/model", dir, dir) == 0);
+    snprintf(cfgp, sizeof cfgp, "%s/model/tokenizer_config.json", dir);
+    txt = ds_read_file(cfgp, &n);
+    cfg = txt ? cJSON_Parse(txt) : NULL;
+    free(txt);
+    const cJSON *ct = cJSON_GetObjectItem(cfg, "chat_template");
+    CHECK(cJSON_IsString(ct) && !strcmp(ct->valuestring, ds_deepseek_v3_chat_template));
+    cJSON_Delete(cfg);
+    /* and it renders a conversation */
+    CHECK(ds_test_sh(out, sizeof out, "printf 'hello\\n' | $DSV3 chat --model %s/model --max-new-tokens 3", dir) == 0);
+}

@@ -1,0 +1,741 @@
+/*
+ * test_serve.c — `dsv3 serve` end to end on the tiny v3 fixture model (a
+ * 256-token byte-level tokenizer beside its weights, DeepSeek-V3's chat
+ * template): greedy ids and log-probabilities equal transformers' greedy
+ * generation (tests/fixtures/model/v3/generate.safetensors), streamed or not;
+ * chat completions equal `dsv3 generate` on the rendered prompt and
+ * `dsv3 chat`; stop strings, max_tokens capped by the context; each bad
+ * request gets its status and an OpenAI-shaped error while the server keeps
+ * serving; 32 concurrent streams equal sequential runs and were batched; the
+ * official openai client works against it (skipped when not installed);
+ * SIGTERM stops it with exit 0.  Skipped when the build has no server.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "test.h"
+#include "tokenizer/jinja.h"
+#include "tokenizer/tok_config.h"
+#include "tokenizer/tokenizer.h"
+
+#define V3 "tests/fixtures/model/v3"
+
+static int32_t g_ref[64];
+static int64_t g_nref;
+static float g_ref_logits[8 * 256];
+
+static int load_ref(void) {
+    ds_st_file g;
+    if (ds_st_open(&g, V3 "/generate.safetensors")) return -1;
+    const ds_st_tensor *t = ds_st_find(&g, "greedy_ids"), *l = ds_st_find(&g, "greedy_logits");
+    float tmp[256];
+    if (!t || !l || t->numel > 256) return -1;
+    ds_st_to_f32(t, tmp);
+    g_nref = t->shape[1];
+    for (int64_t i = 0; i < g_nref; i++) g_ref[i] = (int32_t)tmp[i];
+    float *all = ds_malloc((size_t)l->numel * sizeof(float));
+    ds_st_to_f32(l, all);
+    memcpy(g_ref_logits, all, sizeof g_ref_logits); /* sequence 0: (8, 256) */
+    free(all);
+    ds_st_close(&g);
+    return 0;
+}
+
+/* a model folder: byte-level tokenizer + the v3 weights + DeepSeek-V3's template */
+static const char *make_model(void) {
+    static char dir[600];
+    snprintf(dir, sizeof dir, "%s/m", ds_test_tmpdir());
+    char path[700], cwd[512], out[4096];
+    if (!getcwd(cwd, sizeof cwd)) return NULL;
+    const char *text = "abc";
+    size_t tl = 3;
+    ds_bpe_train_opts o = {.vocab_size = 256, .pretok = DS_PRETOK_GPT2, .split_lines = 0};
+    ds_tokenizer *t = ds_bpe_train_texts(&text, &tl, 1, &o);
+    if (!t) return NULL;
+    ds_test_sh(out, sizeof out, "mkdir -p %s && ln -sf %s/" V3 "/config.json %s/ && ln -sf %s/" V3 "/model.safetensors %s/ && "
+               "ln -sf %s/" V3 "/generation_config.json %s/", dir, cwd, dir, cwd, dir, cwd, dir);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    int rc = ds_tokenizer_save(t, path);
+    ds_tokenizer_free(t);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    if (rc || ds_tokenizer_config_write(path, NULL, NULL, 0, 64)) return NULL;
+    return dir;
+}
+
+/* ids of text under the folder's tokenizer, as "a b c " */
+static int encode_ids(const char *dir, const char *text, char *buf, size_t cap, int32_t *ids, int max) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ds_tokenizer *t = ds_tokenizer_load(path);
+    if (!t) return -1;
+    int32_t *e = NULL;
+    int64_t n = ds_tokenizer_encode(t, text, strlen(text), 1, &e);
+    buf[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%d ", e[i]);
+        if (ids && i < max) ids[i] = e[i];
+    }
+    free(e);
+    ds_tokenizer_free(t);
+    return (int)n;
+}
+
+/* the bytes of token id under the folder's tokenizer */
+static int token_text(const char *dir, const int32_t *ids, int n, char *buf, size_t cap) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ds_tokenizer *t = ds_tokenizer_load(path);
+    if (!t) return -1;
+    size_t len = 0;
+    char *d = ds_tokenizer_decode(t, ids, n, 1, &len);
+    int r = len < cap ? (int)len : -1;
+    if (r >= 0) memcpy(buf, d, len);
+    free(d);
+    ds_tokenizer_free(t);
+    return r;
+}
+
+typedef struct { pid_t pid; int port; char log[700]; } server;
+
+static int server_start(server *s, const char *dir, const char *extra) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->log, sizeof s->log, "%s/serve-%d.log", ds_test_tmpdir(), (int)getpid());
+    const char *bin = getenv("DSV3");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "exec %s serve --model %s --port 0 %s 2>%s", bin ? bin : "./dsv3", dir, extra, s->log);
+    unlink(s->log);
+    s->pid = fork();
+    if (s->pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 300; i++) { /* 15 s */
+        size_t n;
+        char *txt = ds_file_exists(s->log) ? ds_read_file(s->log, &n) : NULL;
+        const char *p = txt ? strstr(txt, "listening on http://127.0.0.1:") : NULL;
+        if (p) s->port = atoi(p + strlen("listening on http://127.0.0.1:"));
+        free(txt);
+        if (s->port) return 0;
+        int st;
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) return -1;
+        usleep(50000);
+    }
+    return -1;
+}
+
+/* SIGTERM; the exit status (0 expected) */
+static int server_stop(server *s) {
+    kill(s->pid, SIGTERM);
+    int st = 0;
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(50000);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &st, 0);
+    return -1;
+}
+
+static int dial(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* send raw bytes, read to close; the status, body in out (malloc'd) */
+static int http_raw(int port, const char *req, size_t len, char **out) {
+    *out = NULL;
+    int fd = dial(port);
+    if (fd < 0) return -1;
+    if (send(fd, req, len, MSG_NOSIGNAL) != (ssize_t)len) {
+        close(fd);
+        return -1;
+    }
+    ds_sbuf b = {0};
+    char buf[8192];
+    ssize_t r;
+    while ((r = recv(fd, buf, sizeof buf, 0)) > 0) ds_sbuf_put(&b, buf, (size_t)r);
+    close(fd);
+    char *all = ds_sbuf_take(&b);
+    int status = -1;
+    if (sscanf(all, "HTTP/1.%*d %d", &status) != 1) status = -1;
+    char *body = strstr(all, "\r\n\r\n");
+    *out = ds_strdup(body ? body + 4 : "");
+    free(all);
+    return status;
+}
+
+static int http(int port, const char *method, const char *path, const char *auth, const char *json, char **out) {
+    ds_sbuf b = {0};
+    ds_sbuf_printf(&b, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", method, path);
+    if (auth) ds_sbuf_printf(&b, "Authorization: Bearer %s\r\n", auth);
+    if (json) ds_sbuf_printf(&b, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(json), json);
+    else ds_sbuf_puts(&b, "\r\n");
+    int st = http_raw(port, b.p, b.n, out);
+    free(b.p);
+    return st;
+}
+
+static int healthy(int port) {
+    char *o;
+    int st = http(port, "GET", "/health", NULL, NULL, &o);
+    free(o);
+    return st == 200;
+}
+
+/* the ids of the first 24 reference tokens as a JSON list */
+static void prompt_json(char *buf, size_t cap, int n, int rot) {
+    size_t k = 0;
+    k += (size_t)snprintf(buf + k, cap - k, "[");
+    for (int i = 0; i < n; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%d", i ? ", " : "", g_ref[(i + rot) % 24]);
+    snprintf(buf + k, cap - k, "]");
+}
+
+static int ids_of(const cJSON *a, int32_t *ids, int max) {
+    int n = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, a) if (n < max) ids[n++] = (int32_t)x->valuedouble;
+    return n;
+}
+
+/* SSE body: the concatenated token_ids of every chunk; *done when [DONE] came; finish reason */
+static int sse_ids(const char *body, int32_t *ids, int max, int *done, char *finish, int *usage_tokens) {
+    int n = 0;
+    *done = 0;
+    const char *p = body;
+    while ((p = strstr(p, "data: "))) {
+        p += 6;
+        if (!strncmp(p, "[DONE]", 6)) { *done = 1; break; }
+        const char *e = strstr(p, "\n\n");
+        if (!e) break;
+        cJSON *j = cJSON_ParseWithLength(p, (size_t)(e - p));
+        const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        n += ids_of(cJSON_GetObjectItem(ch, "token_ids"), ids + n, max - n);
+        const cJSON *f = cJSON_GetObjectItem(ch, "finish_reason");
+        if (cJSON_IsString(f)) strcpy(finish, f->valuestring);
+        const cJSON *u = cJSON_GetObjectItem(j, "usage");
+        if (cJSON_IsObject(u) && usage_tokens) *usage_tokens = (int)cJSON_GetObjectItem(u, "completion_tokens")->valuedouble;
+        cJSON_Delete(j);
+        p = e;
+    }
+    return n;
+}
+
+#define SETUP(extra)                                                                     \
+    if (load_ref()) SKIP("no v3 fixture");                                               \
+    char probe[4096];                                                                    \
+    if (ds_test_sh(probe, sizeof probe, "$DSV3 serve --model /nonexistent") == 1 &&      \
+        strstr(probe, "without libmicrohttpd"))                                          \
+        SKIP("this dsv3 was built without libmicrohttpd");                               \
+    const char *dir = make_model();                                                      \
+    CHECK(dir != NULL);                                                                  \
+    if (!dir) return;                                                                    \
+    server S;                                                                            \
+    CHECK_MSG(server_start(&S, dir, extra) == 0, "the server did not start");            \
+    if (!S.port) return;
+
+TEST(serve_greedy_logprobs_stream_and_chat) {
+    SETUP("--max-batch 4");
+    char pj[512], req[2048], *o = NULL;
+    prompt_json(pj, sizeof pj, 24, 0);
+    /* completions: greedy ids and logprobs equal transformers' */
+    snprintf(req, sizeof req, "{\"model\": \"m\", \"prompt\": %s, \"max_tokens\": 8, \"temperature\": 0, \"ignore_eos\": true, "
+             "\"return_token_ids\": true, \"logprobs\": 3, \"unknown_field\": {\"x\": 1}}", pj);
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    cJSON *j = cJSON_Parse(o);
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    int32_t got[64];
+    int n = ids_of(cJSON_GetObjectItem(ch, "token_ids"), got, 64);
+    CHECK_MSG(n == 8 && !memcmp(got, g_ref + 24, 8 * sizeof(int32_t)), "%s", o);
+    const cJSON *lp = cJSON_GetObjectItem(ch, "logprobs");
+    const cJSON *tl = cJSON_GetObjectItem(lp, "token_logprobs"), *top = cJSON_GetObjectItem(lp, "top_logprobs");
+    CHECK(cJSON_GetArraySize(tl) == 8 && cJSON_GetArraySize(top) == 8);
+    double maxerr = 0;
+    for (int i = 0; i < 8 && cJSON_GetArraySize(tl) == 8; i++) {
+        const float *L = g_ref_logits + i * 256;
+        double mx = L[0], s = 0;
+        for (int k = 1; k < 256; k++) mx = L[k] > mx ? L[k] : mx;
+        for (int k = 0; k < 256; k++) s += exp(L[k] - mx);
+        double want = L[g_ref[24 + i]] - mx - log(s);
+        double e = fabs(cJSON_GetArrayItem(tl, i)->valuedouble - want);
+        maxerr = e > maxerr ? e : maxerr;
+        const cJSON *t0 = cJSON_GetArrayItem(top, i);
+        CHECK(cJSON_GetArraySize(t0) == 3);
+        CHECK_NEAR(t0->child ? t0->child->valuedouble : 1, cJSON_GetArrayItem(tl, i)->valuedouble, 1e-6); /* best = greedy */
+    }
+    CHECK_MSG(maxerr < 2e-4, "logprobs differ from transformers' by %g", maxerr);
+    fprintf(stderr, "  logprobs vs transformers: max abs diff %.2g\n", maxerr);
+    CHECK(!strcmp(cJSON_GetObjectItem(ch, "finish_reason")->valuestring, "length"));
+    CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "completion_tokens")->valuedouble == 8);
+    CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens")->valuedouble == 24);
+    cJSON_Delete(j);
+    free(o);
+    /* the same streamed, with usage */
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": 8, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true, "
+             "\"return_token_ids\": true, \"stream_options\": {\"include_usage\": true}}", pj);
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    int done = 0, ut = -1;
+    char fin[32] = "";
+    n = sse_ids(o, got, 64, &done, fin, &ut);
+    CHECK_MSG(n == 8 && !memcmp(got, g_ref + 24, 8 * sizeof(int32_t)) && done && !strcmp(fin, "length") && ut == 8, "%s", o);
+    free(o);
+    /* max_tokens beyond the context: capped (64 - 24 = 40 tokens) */
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": 1000000, \"temperature\": 0, \"ignore_eos\": true}", pj);
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    j = cJSON_Parse(o);
+    CHECK_MSG(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "completion_tokens")->valuedouble == 40, "%s", o);
+    cJSON_Delete(j);
+    free(o);
+    /* a stop string: the first generated token whose text is a printable byte stops the completion there */
+    int k = 0;
+    char first[8] = "";
+    for (; k < 8; k++)
+        if (token_text(dir, g_ref + 24 + k, 1, first, sizeof first) == 1 && first[0] > ' ' && first[0] < 127 &&
+            first[0] != '"' && first[0] != '\\')
+            break;
+    CHECK(k < 8);
+    if (k < 8) {
+        first[1] = 0;
+        snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": 8, \"temperature\": 0, \"ignore_eos\": true, "
+                 "\"stop\": [\"zz\", \"%s\"]}", pj, first);
+        CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+        j = cJSON_Parse(o);
+        ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        CHECK_MSG(!strchr(cJSON_GetObjectItem(ch, "text")->valuestring, first[0]) &&
+                  !strcmp(cJSON_GetObjectItem(ch, "finish_reason")->valuestring, "stop") &&
+                  cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "completion_tokens")->valuedouble == k + 1,
+                  "stop %s at token %d: %s", first, k, o);
+        cJSON_Delete(j);
+        free(o);
+    }
+    /* chat: the template-rendered prompt; greedy ids equal dsv3 generate --ids on it */
+    const char *creq = "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
+                       "\"Hi\"}], \"max_tokens\": 12, \"temperature\": 0, \"return_token_ids\": true}";
+    CHECK(http(S.port, "POST", "/v1/chat/completions", NULL, creq, &o) == 200);
+    j = cJSON_Parse(o);
+    ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    int32_t pids[64], cids[64];
+    int np = ids_of(cJSON_GetObjectItem(ch, "prompt_token_ids"), pids, 64);
+    int nc = ids_of(cJSON_GetObjectItem(ch, "token_ids"), cids, 64);
+    char wbuf[2048];
+    int32_t wids[64];
+    int nw = encode_ids(dir, "Be brief.<｜User｜>Hi<｜Assistant｜>", wbuf, sizeof wbuf, wids, 64);
+    CHECK_MSG(np == nw && !memcmp(pids, wids, (size_t)np * sizeof(int32_t)), "chat prompt has %d tokens, want %d", np, nw);
+    CHECK(!strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "role")->valuestring, "assistant"));
+    char ids[1024] = "", gout[4096];
+    for (int i = 0; i < np; i++) snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%d ", pids[i]);
+    CHECK(ds_test_sh(gout, sizeof gout, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens 12 2>/dev/null", dir,
+                     ids) == 0);
+    char want[1024] = "";
+    for (int i = 0; i < nc; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%d ", cids[i]);
+    CHECK_MSG(nc > 0 && !strncmp(gout, want, strlen(want)), "serve %s, generate %s", want, gout);
+    cJSON_Delete(j);
+    free(o);
+    /* chat streamed: the same ids, first delta has the role */
+    const char *sreq = "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
+                       "\"Hi\"}], \"max_tokens\": 12, \"temperature\": 0, \"return_token_ids\": true, \"stream\": true}";
+    CHECK(http(S.port, "POST", "/v1/chat/completions", NULL, sreq, &o) == 200);
+    int32_t sids[64];
+    int ns = sse_ids(o, sids, 64, &done, fin, NULL);
+    CHECK(ns == nc && !memcmp(sids, cids, (size_t)nc * sizeof(int32_t)) && done);
+    CHECK(strstr(o, "\"role\": \"assistant\"") != NULL);
+    free(o);
+    /* dsv3 chat --url prints the same answer text as the JSON content */
+    char cout[4096];
+    CHECK(ds_test_sh(cout, sizeof cout, "printf 'Hi\\n' | $DSV3 chat --url http://127.0.0.1:%d --system 'Be brief.' "
+                     "--max-new-tokens 12 2>/dev/null", S.port) == 0);
+    CHECK(http(S.port, "POST", "/v1/chat/completions", NULL,
+               "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], "
+               "\"max_tokens\": 12, \"temperature\": 0}", &o) == 200);
+    j = cJSON_Parse(o);
+    const char *content = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0),
+                                                                   "message"), "content")->valuestring;
+    CHECK_MSG(!strncmp(cout, content, strlen(content)) && cout[strlen(content)] == '\n', "chat --url printed %s",
+              ds_quote(cout));
+    cJSON_Delete(j);
+    free(o);
+    /* models, metrics */
+    CHECK(http(S.port, "GET", "/v1/models", NULL, NULL, &o) == 200);
+    CHECK(strstr(o, "\"id\": \"m\"") != NULL);
+    free(o);
+    CHECK(http(S.port, "GET", "/metrics", NULL, NULL, &o) == 200);
+    CHECK(strstr(o, "dsv3_generation_tokens_total") && strstr(o, "dsv3_time_to_first_token_seconds_count"));
+    free(o);
+    CHECK(server_stop(&S) == 0);
+}
+
+TEST(serve_chat_cli_matches_generate) {
+    if (load_ref()) SKIP("no v3 fixture");
+    const char *dir = make_model();
+    CHECK(dir != NULL);
+    if (!dir) return;
+    /* the conversation "Hi" renders to these bytes (the DeepSeek-V3 template, no BOS token) */
+    char ids[1024] = "", gout[4096], cout[4096];
+    CHECK(encode_ids(dir, "<｜User｜>Hi<｜Assistant｜>", ids, sizeof ids, NULL, 0) > 0);
+    CHECK(ds_test_sh(gout, sizeof gout, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens 10 2>/dev/null", dir,
+                     ids) == 0);
+    int32_t gen[16];
+    int ng = 0;
+    for (char *p = strtok(gout, " \n"); p && ng < 16; p = strtok(NULL, " \n")) gen[ng++] = atoi(p);
+    char want[256];
+    ng = token_text(dir, gen, ng, want, sizeof want);
+    /* two turns with a reset between: the answer after /reset is the first answer again */
+    CHECK(ds_test_sh(cout, sizeof cout, "printf 'Hi\\n/reset\\nHi\\n' | $DSV3 chat --model %s --max-new-tokens 10 2>/dev/null",
+                     dir) == 0);
+    CHECK_MSG(ng > 0 && !memcmp(cout, want, (size_t)ng) && cout[ng] == '\n', "chat printed %s", ds_quote(cout));
+    CHECK(!memcmp(cout + ng + 1, want, (size_t)ng));
+    CHECK(ds_test_sh(cout, sizeof cout, "$DSV3 chat --model %s --url http://x 2>&1", dir) == 2);
+}
+
+TEST(serve_bad_requests) {
+    SETUP("--api-key sekrit --max-body 4096 --timeout 1");
+    char *o = NULL;
+    const char *K = "sekrit";
+    static const struct { const char *path, *body, *want; int status; } cases[] = {
+        {"/v1/completions", "{\"prompt\": ", "invalid JSON", 400},
+        {"/v1/completions", "[1, 2]", "JSON object", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"max_tokens\": \"ten\"}", "'max_tokens' must be an integer", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"max_tokens\": -1}", "'max_tokens' must be in", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"temperature\": 5}", "'temperature' must be in", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"stream\": \"yes\"}", "'stream' must be a boolean", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"n\": 2}", "'n' must be in", 400},
+        {"/v1/completions", "{\"prompt\": 42}", "'prompt' must be", 400},
+        {"/v1/completions", "{\"prompt\": \"\"}", "'prompt' is empty", 400},
+        {"/v1/completions", "{\"prompt\": [1, 300]}", "outside the vocabulary", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"stop\": 3}", "'stop' must be", 400},
+        {"/v1/completions", "{\"max_tokens\": 3}", "'prompt' is required", 400},
+        {"/v1/chat/completions", "{\"messages\": []}", "'messages' is empty", 400},
+        {"/v1/chat/completions", "{\"messages\": \"hi\"}", "'messages' must be a list", 400},
+        {"/v1/chat/completions", "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", "unknown role 'wizard'", 400},
+        {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": 7}]}", "content must be", 400},
+        {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_logprobs\": 2}", "needs 'logprobs'", 400},
+        {"/v1/nothing", "{}", "no such endpoint", 404},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int st = http(S.port, "POST", cases[i].path, K, cases[i].body, &o);
+        cJSON *j = cJSON_Parse(o);
+        const cJSON *e = cJSON_GetObjectItem(j, "error"), *m = cJSON_GetObjectItem(e, "message");
+        CHECK_MSG(st == cases[i].status && cJSON_IsString(m) && strstr(m->valuestring, cases[i].want) &&
+                      cJSON_IsString(cJSON_GetObjectItem(e, "type")),
+                  "%s %s: %d %s", cases[i].path, cases[i].body, st, o);
+        cJSON_Delete(j);
+        free(o);
+        CHECK(healthy(S.port));
+    }
+    /* the prompt over the context: 400 with the numbers */
+    char big[2048] = "{\"prompt\": [";
+    for (int i = 0; i < 70; i++) strcat(big, i ? ", 5" : "5");
+    strcat(big, "]}");
+    CHECK(http(S.port, "POST", "/v1/completions", K, big, &o) == 400);
+    CHECK_MSG(strstr(o, "64 tokens") && strstr(o, "70 tokens") && strstr(o, "context_length_exceeded"), "%s", o);
+    free(o);
+    /* GET on a POST endpoint */
+    CHECK(http(S.port, "GET", "/v1/completions", K, NULL, &o) == 405);
+    free(o);
+    /* API key: wrong, missing -> 401; /health needs none */
+    CHECK(http(S.port, "POST", "/v1/completions", "wrong", "{\"prompt\": \"hi\"}", &o) == 401);
+    CHECK(strstr(o, "invalid_api_key") != NULL);
+    free(o);
+    CHECK(http(S.port, "POST", "/v1/completions", "sekri", "{\"prompt\": \"hi\"}", &o) == 401);
+    free(o);
+    CHECK(http(S.port, "GET", "/v1/models", NULL, NULL, &o) == 401);
+    free(o);
+    CHECK(http(S.port, "POST", "/v1/completions", K, "{\"prompt\": \"hi\", \"max_tokens\": 2}", &o) == 200);
+    free(o);
+    /* an oversized body: 413 from the Content-Length, before reading it */
+    char *huge = ds_malloc(8200);
+    memset(huge, ' ', 8199);
+    huge[0] = '{', huge[8198] = '}', huge[8199] = 0;
+    CHECK(http(S.port, "POST", "/v1/completions", K, huge, &o) == 413);
+    CHECK(strstr(o, "4096") != NULL);
+    free(o);
+    free(huge);
+    CHECK(healthy(S.port));
+    /* a stalled half request: the server drops it after --timeout 1 and serves others meanwhile */
+    int fd = dial(S.port);
+    const char *half = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekrit\r\nContent-Length: 100\r\n\r\n{\"pro";
+    CHECK(send(fd, half, strlen(half), MSG_NOSIGNAL) == (ssize_t)strlen(half));
+    CHECK(healthy(S.port));
+    double t0 = ds_now();
+    char buf[256];
+    ssize_t r = recv(fd, buf, sizeof buf, 0); /* returns when the server closes it */
+    double dt = ds_now() - t0;
+    CHECK_MSG(r <= 0 && dt < 10, "the stalled connection lasted %.1f s (recv %zd)", dt, r);
+    close(fd);
+    /* a client that disconnects mid-stream: its request is cancelled, the server goes on */
+    char pj[512], req[1024];
+    prompt_json(pj, sizeof pj, 8, 0);
+    snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekrit\r\nContent-Length: %zu\r\n\r\n",
+             strlen(pj) + 200);
+    char body[700];
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 50, \"ignore_eos\": true, \"stream\": true}", pj);
+    snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekrit\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    fd = dial(S.port);
+    CHECK(send(fd, req, strlen(req), MSG_NOSIGNAL) == (ssize_t)strlen(req));
+    r = recv(fd, buf, sizeof buf, 0);
+    CHECK(r > 0 && strstr(buf, "200") != NULL);
+    close(fd);
+    CHECK(healthy(S.port));
+    CHECK(http(S.port, "POST", "/v1/completions", K, "{\"prompt\": \"hi\", \"max_tokens\": 2}", &o) == 200);
+    free(o);
+    CHECK(server_stop(&S) == 0);
+}
+
+typedef struct { int port, rot, plen; int32_t ids[64]; int n, done; } client;
+static void *stream_client(void *arg) {
+    client *c = arg;
+    char pj[512], req[1024], *o = NULL, fin[32];
+    prompt_json(pj, sizeof pj, c->plen ? c->plen : 16, c->rot);
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true, "
+             "\"return_token_ids\": true}", pj, c->plen ? 8 : 16);
+    if (http(c->port, "POST", "/v1/completions", NULL, req, &o) == 200) c->n = sse_ids(o, c->ids, 64, &c->done, fin, NULL);
+    free(o);
+    return NULL;
+}
+
+TEST(serve_concurrent_streams_batch_and_match_sequential) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "2", 1);
+    SETUP("--max-batch 32 --max-queue 64");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    enum { NC = 32 };
+    client cl[NC];
+    pthread_t th[NC];
+    double t0 = ds_now();
+    for (int i = 0; i < NC; i++) {
+        cl[i] = (client){.port = S.port, .rot = i % 8};
+        pthread_create(&th[i], NULL, stream_client, &cl[i]);
+    }
+    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
+    double dt = ds_now() - t0;
+    /* sequential runs of the same prompts */
+    for (int i = 0; i < 8; i++) {
+        client one = {.port = S.port, .rot = i};
+        stream_client(&one);
+        for (int k = i; k < NC; k += 8)
+            CHECK_MSG(one.n == 16 && cl[k].n == 16 && cl[k].done && !memcmp(one.ids, cl[k].ids, 16 * sizeof(int32_t)),
+                      "client %d: %d ids (sequential %d)", k, cl[k].n, one.n);
+    }
+    char *o;
+    CHECK(http(S.port, "GET", "/metrics", NULL, NULL, &o) == 200);
+    const char *p = strstr(o, "\ndsv3_batch_size_max ");
+    int bmax = p ? atoi(p + 21) : 0;
+    CHECK_MSG(bmax >= 8 && bmax <= 32, "dsv3_batch_size_max %d", bmax);
+    fprintf(stderr, "  %d concurrent streams in %.2f s, batch size up to %d\n", NC, dt, bmax);
+    free(o);
+    CHECK(server_stop(&S) == 0);
+}
+
+TEST(serve_openai_client) {
+    char out[8192];
+    if (ds_test_sh(out, sizeof out, "python3 -c 'import openai'") != 0) SKIP("python3 'openai' package not installed (pip install openai)");
+    SETUP("--api-key k1");
+    char pj[512], want[512] = "";
+    prompt_json(pj, sizeof pj, 24, 0);
+    for (int i = 24; i < 32; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", i > 24 ? "," : "", g_ref[i]);
+    int rc = ds_test_sh(out, sizeof out, "python3 tests/serve_openai_check.py %d k1 '%s' '%s'", S.port, pj, want);
+    CHECK_MSG(rc == 0 && strstr(out, "openai client: ok"), "%s", out);
+    CHECK(server_stop(&S) == 0);
+}
+
+TEST(serve_startup_errors) {
+    char out[4096];
+    char probe[4096];
+    if (ds_test_sh(probe, sizeof probe, "$DSV3 serve --model /nonexistent") == 1 && strstr(probe, "without libmicrohttpd"))
+        SKIP("this dsv3 was built without libmicrohttpd");
+    const char *dir = make_model();
+    CHECK(dir != NULL);
+    if (!dir) return;
+    /* a template outside the subset is refused at start-up, with its file and line */
+    char tf[700];
+    snprintf(tf, sizeof tf, "%s/bad.jinja", ds_test_tmpdir());
+    const char *bt = "{% for m in messages %}\n{{ m.content | wordwrap }}{% endfor %}";
+    CHECK(ds_write_file_atomic(tf, bt, strlen(bt)) == 0);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --port 0 --chat-template %s", dir, tf) == 1);
+    CHECK_MSG(strstr(out, "bad.jinja") && strstr(out, "line 2") && strstr(out, "wordwrap") && !strchr(strchr(out, '\n') + 1, '\n'),
+              "%s", out);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --port 0 --ctx 100", dir) == 1);
+    CHECK(strstr(out, "max_position_embeddings") != NULL);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --host 'not-an-ip' --port 0", dir) == 1);
+    CHECK(strstr(out, "--host") != NULL);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --port 70000", dir) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative mtp", dir) == 2);
+}
+
+static int metric(int port, const char *name) {
+    char *o;
+    int v = -1;
+    if (http(port, "GET", "/metrics", NULL, NULL, &o) == 200) {
+        char key[128];
+        snprintf(key, sizeof key, "\n%s ", name);
+        const char *p = strstr(o, key);
+        if (p) v = atoi(p + strlen(key));
+    }
+    free(o);
+    return v;
+}
+
+typedef struct { int port; int status; char *body; } bg_req;
+static void *bg_stream(void *arg) {
+    bg_req *b = arg;
+    char pj[512], req[1024];
+    prompt_json(pj, sizeof pj, 8, 0);
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": 40, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true}", pj);
+    b->status = http(b->port, "POST", "/v1/completions", NULL, req, &b->body);
+    return NULL;
+}
+
+/* a full queue answers 503 with Retry-After; SIGTERM lets the running stream finish, then exits 0 */
+TEST(serve_queue_full_and_shutdown) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "20", 1);
+    SETUP("--max-batch 1 --max-queue 1 --shutdown-grace 20");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    bg_req a = {.port = S.port}, b = {.port = S.port};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, bg_stream, &a);
+    for (int i = 0; i < 100 && metric(S.port, "dsv3_batch_size") < 1; i++) usleep(20000);
+    pthread_create(&tb, NULL, bg_stream, &b);
+    for (int i = 0; i < 100 && metric(S.port, "dsv3_queue_depth") < 1; i++) usleep(20000);
+    CHECK(metric(S.port, "dsv3_queue_depth") == 1);
+    char raw[512], *o;
+    snprintf(raw, sizeof raw, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 33\r\n\r\n"
+             "{\"prompt\": \"hi\", \"max_tokens\": 2}");
+    int fd = dial(S.port);
+    CHECK(send(fd, raw, strlen(raw), MSG_NOSIGNAL) > 0);
+    char buf[2048];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_WAITALL);
+    buf[n > 0 ? n : 0] = 0;
+    close(fd);
+    CHECK_MSG(strstr(buf, " 503 ") && strstr(buf, "Retry-After: 1") && strstr(buf, "\"error\""), "%s", buf);
+    (void)o;
+    /* SIGTERM while both run: the grace period lets them finish */
+    CHECK(server_stop(&S) == 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK_MSG(a.status == 200 && strstr(a.body, "\"finish_reason\": \"length\"") && strstr(a.body, "data: [DONE]"), "%s", a.body);
+    CHECK_MSG(b.status == 200 && strstr(b.body, "data: [DONE]"), "%s", b.body);
+    free(a.body), free(b.body);
+}
+
+/* ds_rows_engine_step (the scheduler's batched step: sequences at different
+ * positions in one step) gives each sequence bit for bit the logits of
+ * batch-1 ds_engine_step at the same positions: FP32 weights (the v3
+ * fixture), FP8-resident and BF16-resident weights (the convert fixture's FP8
+ * folder, and that folder converted to BF16).  6 sequences of different
+ * lengths, started at different steps, so positions differ within a step. */
+#include "infer/infer.h"
+#include "model/model.h"
+static void rows_vs_single(const char *dir, int resident) {
+    ds_model m;
+    ds_load_opts lo = {.fp8_resident = resident};
+    CHECK_MSG(ds_model_load_ex(&m, dir, &lo) == 0, "%s: %s", dir, ds_errmsg());
+    if (ds_test_fails) return;
+    const struct ds_ops *ops = &ds_ops_cpu;
+    enum { NS = 6, T = 12 };
+    const int64_t V = m.cfg.vocab_size;
+    ds_rows_engine batch;
+    ds_engine one[NS];
+    CHECK(ds_rows_engine_create(&batch, &m, ops, NS, 32) == 0);
+    for (int s = 0; s < NS; s++) CHECK(ds_engine_create(&one[s], &m, ops, 1, 32, 2, 0) == 0);
+    int64_t pos[NS] = {0}, rows[NS];
+    int32_t ids[NS];
+    double maxd = 0;
+    for (int step = 0; step < T + NS; step++) {
+        int n = 0;
+        for (int s = 0; s < NS; s++) {
+            if (step < s || pos[s] >= T + s) continue; /* sequence s starts at step s, runs T + s tokens */
+            ids[n] = (int32_t)((s * 37 + pos[s] * 11 + 3) % V);
+            rows[n] = s;
+            n++;
+        }
+        int64_t pp[NS];
+        for (int k = 0; k < n; k++) pp[k] = pos[rows[k]];
+        if (!n) continue;
+        CHECK(ds_rows_engine_step(&batch, ids, rows, pp, n) == 0);
+        for (int k = 0; k < n; k++) {
+            int s = (int)rows[k];
+            CHECK(ds_engine_step(&one[s], &ids[k], 1, 1) == 0);
+            for (int64_t v = 0; v < V; v++) {
+                double d = fabs((double)batch.logits[k * V + v] - (double)one[s].logits[v]);
+                if (d > maxd) maxd = d;
+            }
+            pos[s]++;
+        }
+    }
+    CHECK_MSG(maxd == 0, "%s (resident %d): batched logits differ from batch-1 by %g", dir, resident, maxd);
+    ds_rows_engine_free(&batch);
+    for (int s = 0; s < NS; s++) ds_engine_free(&one[s]);
+    ds_model_free(&m);
+}
+
+TEST(serve_batched_step_equals_single_steps) {
+    rows_vs_single(V3, 1);
+    char out[2048], dir[600];
+    snprintf(dir, sizeof dir, "%s/fp8m", ds_test_tmpdir());
+    if (ds_test_sh(out, sizeof out, "mkdir -p %s && cp tests/fixtures/convert/expected_fp8.safetensors %s/model.safetensors && "
+                   "cp tests/fixtures/convert/expected_fp8_config.json %s/config.json", dir, dir, dir) != 0)
+        SKIP("no convert fixture");
+    rows_vs_single(dir, 1); /* FP8-resident: the FP8 gemv in groups of 4 rows */
+    char b16[640];
+    snprintf(b16, sizeof b16, "%s/bf16m", ds_test_tmpdir());
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 convert --to bf16 %s %s", dir, b16) == 0);
+    rows_vs_single(b16, 1); /* BF16-resident */
+}
+
+/* chunked prefill (--prefill-chunk 5: a 24-token prompt in 5 steps, several
+ * prompts sharing an iteration) interleaved with decoding: 6 concurrent
+ * requests still give transformers' greedy ids */
+TEST(serve_chunked_prefill_matches_transformers) {
+    SETUP("--max-batch 4 --prefill-chunk 5");
+    enum { NC = 6 };
+    client cl[NC];
+    pthread_t th[NC];
+    for (int i = 0; i < NC; i++) {
+        cl[i] = (client){.port = S.port, .rot = 0, .plen = 24};
+        pthread_create(&th[i], NULL, stream_client, &cl[i]);
+    }
+    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++)
+        CHECK_MSG(cl[i].n == 8 && cl[i].done && !memcmp(cl[i].ids, g_ref + 24, 8 * sizeof(int32_t)), "client %d: %d ids", i,
+                  cl[i].n);
+    CHECK(server_stop(&S) == 0);
+}
+
+/* dsv3 chat --url: Ctrl-C (SIGINT) stops the current answer, not the
+ * program: the next line is answered and the chat exits 0 at end of input */
+TEST(serve_chat_ctrl_c_stops_the_answer) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "40", 1);
+    SETUP("--max-batch 2");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    char out[8192], log[700];
+    snprintf(log, sizeof log, "%s/chat.log", ds_test_tmpdir());
+    /* the first answer (40 tokens, ~1.6 s) is interrupted after 0.5 s; the second runs to its end */
+    int rc = ds_test_sh(out, sizeof out,
+                        "( echo Hi; sleep 1.5; echo /reset; echo Hi ) | $DSV3 chat --url http://127.0.0.1:%d --max-new-tokens 40 "
+                        "> %s 2>&1 & p=$!; sleep 0.5; kill -INT $p; wait $p; echo rc=$?; cat %s",
+                        S.port, log, log);
+    CHECK(rc == 0);
+    CHECK_MSG(strstr(out, "rc=0") && strstr(out, "(answer stopped)"), "%s", out);
+    CHECK(server_stop(&S) == 0);
+}

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Chat-template fixtures: strings rendered by transformers' apply_chat_template
+for a set of conversations under the DeepSeek-V3, Llama-3, Qwen2 (ChatML) and
+Mistral chat templates.  dsv3's Jinja subset (src/tokenizer/jinja.c) must
+render each one byte for byte, or fail with the same kind of error where
+the template raises one.
+
+The templates are carried in the fixture as strings.  Sources:
+  deepseek_v3   the chat_template of deepseek-ai/DeepSeek-V3 tokenizer_config.json,
+                read from ../shared/data/deepseek_v3_tokenizer/tokenizer_config.json
+  llama3        meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json chat_template
+  qwen2         Qwen/Qwen2-7B-Instruct tokenizer_config.json chat_template (ChatML)
+  mistral       mistralai/Mistral-7B-Instruct-v0.1 tokenizer_config.json chat_template
+  mistral_v3    mistralai/Mistral-7B-Instruct-v0.3 chat_template (optional system
+                message, written across lines with {%- -%} whitespace control)
+The last four are written here from those files (this machine cannot download
+them); whatever their exact provenance, the expected strings are jinja2's
+rendering through transformers, so they test the renderer either way.
+
+  python3 tools/make_chat_template_fixtures.py   # writes tests/fixtures/chat/templates.json
+"""
+import json
+import os
+import sys
+
+from tokenizers import Tokenizer, models
+from transformers import PreTrainedTokenizerFast
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+          "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
+          "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+          "{{ content }}{% endfor %}{% if add_generation_prompt %}"
+          "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+QWEN2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+         "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+         "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+MISTRAL = ("{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+           "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+           "user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}"
+           "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+           "{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant "
+           "roles are supported!') }}{% endif %}{% endfor %}")
+
+MISTRAL_V3 = """{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content'] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+
+{{- bos_token }}
+{%- for message in loop_messages %}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- endif %}
+    {%- if message['role'] == 'user' %}
+        {%- if loop.last and system_message is defined %}
+            {{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}
+        {%- else %}
+            {{- '[INST] ' + message['content'] + '[/INST]' }}
+        {%- endif %}
+    {%- elif message['role'] == 'assistant' %}
+        {{- ' ' + message['content'] + eos_token}}
+    {%- else %}
+        {{- raise_exception('Only user and assistant roles are supported, with the exception of an initial optional system message!') }}
+    {%- endif %}
+{%- endfor %}
+"""
+
+# A template exercising the rest of the subset (lstrip/trim_blocks, filters,
+# tests, loop.*, slices, namespace, dict literals, tojson, break/continue,
+# select/reject/selectattr/rejectattr/map/dictsort as Llama-3.1-style templates use them).
+SUBSET = """{# dsv3 subset check #}
+{% set ns = namespace(n=0, names=[]) %}
+  {% for m in messages if m.role != 'system' %}
+    {% set ns.n = ns.n + 1 %}
+{{ loop.index }}/{{ loop.length }} {{ m.role | upper }}: {{ m.content | trim | replace('  ', ' ') }}{% if not loop.last %} | {% endif %}
+    {% if loop.index > 3 %}{% break %}{% endif %}
+  {% endfor %}
+n={{ ns.n }} first={{ (messages | first).role }} last={{ messages[-1]['role'] }} len={{ messages | length }}
+{{ messages[1:] | length }} {{ messages[::-1][0].role }} {{ 7 // 2 }} {{ 7 % 3 }} {{ -7 // 2 }} {{ 2 ** 5 }} {{ 1.5 + 1 }}
+{{ 'x' ~ 3 ~ none }} {{ 'abc'[1:] }} {{ 'a,b,c'.split(',') | join('+') }} {{ '  pad '.strip() }}|{{ 'Hi'.lower() }}
+{{ {'k': [1, 'two', true, none]} | tojson }} {{ 'yes' if messages | length > 2 else 'no' }} {{ 3 is odd }} {{ undefined_var is defined }}
+{%- for k, v in {'a': 1, 'b': 2}.items() %} {{ k }}={{ v }}{% endfor %}
+{% for i in range(5) %}{% if i == 2 %}{% continue %}{% endif %}{{ i }}{% else %}empty{% endfor %}
+{% for i in [] %}{{ i }}{% else %}empty{% endfor %}
+{{ messages[0].get('name', 'anon') }} {{ 'content' in messages[0] }} {{ 'zz' not in 'abc' }} {{ messages[0]['content'].startswith('You') }}
+{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | join('|') }} {{ messages | rejectattr('role', 'equalto', 'user') | list | length }}
+{{ [1, 2, 3, 4] | select('odd') | list }} {{ ['a', 'code_interpreter', 'b'] | reject('equalto', 'code_interpreter') | join(", ") }} {{ ['x', 'y'] | map('upper') | join }} {{ messages | selectattr('name') | list | length }}
+{%- for k, v in {'b': 1, 'A': 2, 'c': 3} | dictsort %} {{ k }}{{ v }}{% endfor %}
+{%+ if true %}kept  {% endif +%}
+{{- '  dash-trimmed  ' -}}
+  end
+"""
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hello!"}],
+    [{"role": "system", "content": "You are a terse assistant."}, {"role": "user", "content": "What is 2+2?"}],
+    [{"role": "system", "content": "You are a terse assistant."}, {"role": "user", "content": "What is 2+2?"},
+     {"role": "assistant", "content": "4"}, {"role": "user", "content": "  And 3+3?  \n"}],
+    [{"role": "user", "content": "Écris un haïku sur la mer.\nMerci 🌊"}, {"role": "assistant", "content": "Vagues\nsel"},
+     {"role": "user", "content": "Encore, avec des \"guillemets\" et {{ accolades }}."}],
+    [{"role": "system", "content": "A"}, {"role": "system", "content": "B"}, {"role": "user", "content": "two systems"}],
+    [{"role": "user", "content": "one"}, {"role": "user", "content": "two users in a row"}],
+    [{"role": "tool", "content": "a tool result"}],
+]
+
+SPECIALS = {
+    "deepseek_v3": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "llama3": ("<|begin_of_text|>", "<|eot_id|>"),
+    "qwen2": (None, "<|im_end|>"),
+    "mistral": ("<s>", "</s>"),
+    "mistral_v3": ("<s>", "</s>"),
+    "subset": ("<s>", "</s>"),
+}
+
+
+def tokenizer(bos, eos):
+    vocab = {"<unk>": 0}
+    for t in (bos, eos):
+        if t:
+            vocab[t] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    kw = {}
+    if bos:
+        kw["bos_token"] = bos
+    if eos:
+        kw["eos_token"] = eos
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", **kw)
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests/fixtures/chat/templates.json")
+    cfg = os.path.join(ROOT, "../shared/data/deepseek_v3_tokenizer/tokenizer_config.json")
+    with open(cfg, encoding="utf-8") as f:
+        ds = json.load(f)["chat_template"]
+    templates = {"deepseek_v3": ds, "llama3": LLAMA3, "qwen2": QWEN2, "mistral": MISTRAL, "mistral_v3": MISTRAL_V3,
+                 "subset": SUBSET}
+    result = []
+    for name, tmpl in templates.items():
+        bos, eos = SPECIALS[name]
+        tok = tokenizer(bos, eos)
+        cases = []
+        for conv in CONVERSATIONS:
+            for agp in (False, True):
+                case = {"messages": conv, "add_generation_prompt": agp}
+                try:
+                    case["rendered"] = tok.apply_chat_template(conv, chat_template=tmpl, tokenize=False,
+                                                               add_generation_prompt=agp)
+                except Exception as e:  # raise_exception or an undefined value
+                    case["error"] = type(e).__name__ + ": " + str(e)
+                cases.append(case)
+        result.append({"name": name, "template": tmpl, "bos_token": bos, "eos_token": eos, "cases": cases})
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    n = sum(len(t["cases"]) for t in result)
+    print(f"wrote {out}: {len(result)} templates, {n} cases "
+          f"({sum(1 for t in result for c in t['cases'] if 'error' in c)} raise)")
+
+
+if __name__ == "__main__":
+    main()
