@@ -148,3 +148,55 @@ TEST(vmath_exp_sum_and_max) {
     }
     ds_cpu_isa_set(prev);
 }
+
+/* the kernels that use the vector math, on every ISA path, against their
+ * double-precision references: cross-entropy (loss and dlogits, an ignored
+ * row, odd V), SwiGLU forward and backward, the sigmoid and softmax routers */
+#include "backend/cpu/backward.h"
+#include "backend/cpu/kernels.h"
+double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_);
+
+TEST(vmath_kernels_match_refs_every_isa) {
+    ds_rng r;
+    ds_rng_seed(&r, 8);
+    const int64_t N = 5, V = 1001, I = 333, E = 24;
+    float *z = ds_malloc(N * V * 4), *dz = ds_malloc(N * V * 4), *dzr = ds_malloc(N * V * 4);
+    float loss[5], lossr[5];
+    int32_t tg[5] = {3, 1000, -100, 0, 517};
+    for (int64_t i = 0; i < N * V; i++) z[i] = 3 * ds_rng_normal(&r);
+    float *g = ds_malloc(N * I * 4), *u = ds_malloc(N * I * 4), *d = ds_malloc(N * I * 4);
+    float *o = ds_malloc(N * I * 4), *orf = ds_malloc(N * I * 4), *dg = ds_malloc(N * I * 4),
+          *du = ds_malloc(N * I * 4), *dgr = ds_malloc(N * I * 4), *dur = ds_malloc(N * I * 4);
+    for (int64_t i = 0; i < N * I; i++) g[i] = 6 * ds_rng_normal(&r), u[i] = ds_rng_normal(&r), d[i] = ds_rng_normal(&r);
+    float lg[5 * 24], wr[5 * 4], w[5 * 4], sr[5 * 24], s[5 * 24];
+    int32_t ir[5 * 4], ix[5 * 4];
+    for (int i = 0; i < 5 * 24; i++) lg[i] = 2 * ds_rng_normal(&r);
+    double tr = ds_cross_entropy_ref(dzr, lossr, NULL, z, tg, N, V, -100, 0.25f);
+    ds_swiglu_forward_ref(orf, g, u, N, I);
+    ds_swiglu_backward_ref(dgr, dur, d, g, u, N, I);
+    int top = ds_cpu_isa_max(), prev = ds_cpu_isa();
+    for (int isa = top; isa >= DS_ISA_SCALAR; isa--) {
+        ds_cpu_isa_set(isa);
+        const char *nm = ds_cpu_isa_name(isa);
+        int64_t cnt = 0;
+        double t = ds_cross_entropy(dz, loss, &cnt, z, tg, N, V, -100, 0.25f);
+        CHECK_MSG(fabs(t - tr) < 1e-5 * fabs(tr) && cnt == 4, "%s: ce %.9g vs %.9g", nm, t, tr);
+        CHECK_MSG(ds_test_max_rel(dz, dzr, (size_t)(N * V), 1e-6) < 1e-5, "%s: dlogits", nm);
+        ds_swiglu_forward(o, g, u, N, I);
+        ds_swiglu_backward(dg, du, d, g, u, N, I);
+        CHECK_MSG(ds_test_max_rel(o, orf, (size_t)(N * I), 1e-6) < 1e-5, "%s: swiglu", nm);
+        CHECK_MSG(ds_test_max_rel(dg, dgr, (size_t)(N * I), 1e-6) < 1e-5, "%s: swiglu dgate", nm);
+        CHECK_MSG(ds_test_max_rel(du, dur, (size_t)(N * I), 1e-6) < 1e-5, "%s: swiglu dup", nm);
+        for (int sig = 0; sig < 2; sig++) {
+            ds_route_params p = {E, 4, 4, 2, sig, sig, 1, 2.5f};
+            ds_moe_route_forward_ref(wr, ir, sr, lg, NULL, &p, N);
+            ds_moe_route_forward(w, ix, s, lg, NULL, &p, N);
+            CHECK_MSG(!memcmp(ix, ir, sizeof ix), "%s: route idx sigmoid=%d", nm, sig);
+            CHECK_MSG(ds_test_max_rel(w, wr, 20, 1e-6) < 1e-5 && ds_test_max_rel(s, sr, 120, 1e-6) < 1e-5,
+                      "%s: route weights sigmoid=%d", nm, sig);
+        }
+    }
+    ds_cpu_isa_set(prev);
+    free(z), free(dz), free(dzr), free(g), free(u), free(d), free(o), free(orf), free(dg), free(du), free(dgr),
+        free(dur);
+}
