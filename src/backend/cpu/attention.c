@@ -20,6 +20,7 @@
 
 #include "backend/cpu/tile_gemm.h"
 #include "backend/cpu/vmath.h"
+#include "backend/cpu/vmath_simd.h"
 
 void ds_attention_forward_ref(float *out, float *lse, const float *q, const float *k, const float *v,
                               int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
@@ -61,7 +62,11 @@ void ds_attention_forward(float *out, float *lse, const float *q, const float *k
     {
         /* per-thread scratch, allocated once per call (not per block) */
         float *acc = ds_malloc((size_t)QB * DV * sizeof(float));
-        float *kt = ds_malloc((size_t)DQ * KB * sizeof(float)); /* key block transposed: (DQ, KB) */
+        /* the keys of one (batch, head) transposed, (DQ, ldk): kept across this
+         * thread's tasks while they stay on that head, extended as needed */
+        const int64_t ldk = (T + 15) / 16 * 16 + 16; /* not a power of two: no cache-set conflicts */
+        float *kt = ds_malloc((size_t)(DQ * ldk) * sizeof(float));
+        int64_t kt_bh = -1, kt_have = 0;
         float *S = ds_malloc((size_t)QB * KB * sizeof(float));  /* scores, then probabilities */
         float m[QB], l[QB];
 #pragma omp for schedule(dynamic, 1)
@@ -73,26 +78,33 @@ void ds_attention_forward(float *out, float *lse, const float *q, const float *k
             for (int64_t i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0;
             memset(acc, 0, (size_t)(nq * DV) * sizeof(float));
             int64_t kend = t0 + nq; /* keys 0 .. kend-1 */
+            if (kt_bh != bh) kt_bh = bh, kt_have = 0;
+            for (; kt_have < kend; kt_have += 16) { /* 16 keys at a time: whole lines written */
+                const float *kj = k + (b * T + kt_have) * sq + h * DQ;
+                int64_t nj = T - kt_have < 16 ? T - kt_have : 16;
+                for (int64_t c = 0; c < DQ; c++)
+                    #pragma omp simd
+                    for (int64_t jj = 0; jj < nj; jj++) kt[c * ldk + kt_have + jj] = kj[jj * sq + c];
+            }
             for (int64_t j0 = 0; j0 < kend; j0 += KB) {
                 int64_t nk = kend - j0 < KB ? kend - j0 : KB;
-                const float *kb = k + (b * T + j0) * sq + h * DQ;
-                for (int64_t jj = 0; jj < nk; jj++)
-                    for (int64_t c = 0; c < DQ; c++) kt[c * KB + jj] = kb[jj * sq + c];
-                ds_tile_gemm(S, KB, qblk, sq, 1, kt, KB, nq, nk, DQ, 0);
+                ds_tile_gemm(S, KB, qblk, sq, 1, kt + j0, ldk, nq, nk, DQ, 0);
                 for (int64_t i = 0; i < nq; i++) {
                     float *si = S + i * KB;
                     int64_t nv = t0 + i - j0 + 1; /* causal: keys j0 .. t0+i */
                     nv = nv < 0 ? 0 : nv > nk ? nk : nv;
+                    #pragma omp simd
                     for (int64_t jj = 0; jj < nv; jj++) si[jj] *= scale;
                     for (int64_t jj = nv; jj < nk; jj++) si[jj] = 0.0f;
                     if (nv == 0) continue;
                     float bmax = ds_vmax(si, nv);
                     float mnew = m[i] > bmax ? m[i] : bmax;
-                    float corr = ds_expf_fast(m[i] - mnew); /* 0 when m[i] = -inf */
+                    float corr = ds_exp_s(m[i] - mnew); /* 0 when m[i] = -inf */
                     l[i] = l[i] * corr + ds_vexp_sum(si, si, mnew, nv);
                     m[i] = mnew;
                     if (corr != 1.0f) {
                         float *ai = acc + i * DV;
+                        #pragma omp simd
                         for (int64_t c = 0; c < DV; c++) ai[c] *= corr;
                     }
                 }
@@ -102,8 +114,9 @@ void ds_attention_forward(float *out, float *lse, const float *q, const float *k
                 int64_t t = t0 + i;
                 float inv = 1.0f / l[i];
                 float *o = out + (b * T + t) * sv + h * DV;
+                #pragma omp simd
                 for (int64_t c = 0; c < DV; c++) o[c] = acc[i * DV + c] * inv;
-                if (lse) lse[(b * NH + h) * T + t] = m[i] + ds_logf_fast(l[i]);
+                if (lse) lse[(b * NH + h) * T + t] = m[i] + ds_log_s(l[i]);
             }
         }
         free(acc);

@@ -108,8 +108,10 @@ void ds_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                         int64_t nv = i0 + i - j0 + 1; /* causal: keys j0 .. i0+i */
                         nv = nv < 0 ? 0 : nv > nk ? nk : nv;
                         const float li = L[i0 + i], de = delta[i0 + i];
+                        #pragma omp simd
                         for (int64_t jj = 0; jj < nv; jj++) pi[jj] = pi[jj] * scale - li;
                         ds_vexp(pi, pi, nv);
+                        #pragma omp simd
                         for (int64_t jj = 0; jj < nv; jj++) di[jj] = scale * pi[jj] * (di[jj] - de);
                         for (int64_t jj = nv; jj < nk; jj++) pi[jj] = 0.0f, di[jj] = 0.0f;
                     }

@@ -59,6 +59,7 @@ double ds_cross_entropy(float *dlogits, float *loss, int64_t *count, const float
         loss[n] = lse - zt;
         if (dz) {
             ds_vexp_sum(dz, z, lse, V);
+            #pragma omp simd
             for (int64_t v = 0; v < V; v++) dz[v] *= dscale;
             dz[t] -= dscale;
         }

@@ -24,6 +24,7 @@ void ds_swiglu_forward(float *out, const float *gate, const float *up, int64_t N
         int64_t i0 = c * 256, len = n - i0 < 256 ? n - i0 : 256;
         float sg[256];
         ds_vsigmoid(sg, gate + i0, len);
+        #pragma omp simd
         for (int64_t i = 0; i < len; i++) out[i0 + i] = gate[i0 + i] * sg[i] * up[i0 + i];
     }
 }

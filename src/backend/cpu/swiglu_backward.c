@@ -25,6 +25,7 @@ void ds_swiglu_backward(float *dgate, float *dup, const float *dout, const float
         int64_t i0 = c * 256, len = n - i0 < 256 ? n - i0 : 256;
         float sg[256];
         ds_vsigmoid(sg, gate + i0, len); /* vmath.h */
+        #pragma omp simd
         for (int64_t j = 0; j < len; j++) {
             int64_t i = i0 + j;
             float g = gate[i], s = sg[j], d = dout[i], u = up[i];
