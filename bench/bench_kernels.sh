@@ -11,7 +11,8 @@ T=${BENCH_THREADS:-2}
 REPS=${BENCH_REPS:-5}
 [ -f "$BUILD/libdsv3.a" ] || make -j2 all >/dev/null
 PKG=openblas
-cc -std=gnu11 -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags $PKG 2>/dev/null) bench/kernels.c bench/attn_old.c \
+BLASDEF=""; pkg-config --exists $PKG 2>/dev/null && BLASDEF=-DDS_HAVE_OPENBLAS
+cc -std=gnu11 -O2 -march=native -fopenmp -Isrc $BLASDEF $(pkg-config --cflags $PKG 2>/dev/null) bench/kernels.c bench/attn_old.c \
    "$BUILD/libdsv3.a" -o "$BUILD/bench_kernels" -lm $(pkg-config --libs $PKG 2>/dev/null)
 mkdir -p bench/results
 OMP_NUM_THREADS=$T "$BUILD/bench_kernels" "$REPS" > bench/results/kernels.json

@@ -5,6 +5,8 @@
  *   attention forward / backward: the per-row / per-pair kernels dsv3 had
  *     (bench/attn_old.c) against the GEMM form (attention.c), per ISA path;
  *   cross-entropy row: libm expf/logf loop against the vector exp (vmath.h);
+ *   GEMM on the small preset's shapes: OpenBLAS sgemm (FP32) against the
+ *     blocked GEMM (BF16 and FP32 inputs) on its AVX-512 and AVX2 kernels;
  *   FP32 peak (FMA chains) and streaming bandwidth.
  * Prints one JSON object.   kernels [REPS]
  */
@@ -15,6 +17,8 @@
 
 #include "backend/cpu/backward.h"
 #include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/gemm_blocked.h"
+#include "num/dtype.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/peak.h"
 #include "backend/cpu/vmath.h"
@@ -85,6 +89,31 @@ static void ce_new(void *c) {
     ds_set_threads(nt);
 }
 
+#ifdef DS_HAVE_OPENBLAS
+#include <cblas.h>
+void openblas_set_num_threads(int);
+#endif
+typedef struct { int64_t M, N, K; float *a, *b, *c; uint16_t *ah, *bh; } gctx;
+static void g_blas(void *p) {
+    gctx *g = p;
+#ifdef DS_HAVE_OPENBLAS
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->M, (int)g->N, (int)g->K, 1.0f, g->a, (int)g->K, g->b,
+                (int)g->K, 0.0f, g->c, (int)g->N);
+#else
+    (void)g;
+#endif
+}
+static void g_bf16(void *p) {
+    gctx *g = p;
+    ds_gemm_op_ a = {g->ah, DS_GEMM_BF16, 0, NULL, DS_QUANT_TENSOR}, b = {g->bh, DS_GEMM_BF16, 0, NULL, DS_QUANT_TENSOR};
+    ds_gemm_blocked_(g->c, &a, &b, g->M, g->N, g->K, 0);
+}
+static void g_f32(void *p) {
+    gctx *g = p;
+    ds_gemm_op_ a = {g->a, DS_GEMM_F32, 0, NULL, DS_QUANT_TENSOR}, b = {g->b, DS_GEMM_F32, 0, NULL, DS_QUANT_TENSOR};
+    ds_gemm_blocked_(g->c, &a, &b, g->M, g->N, g->K, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) g_reps = atoi(argv[1]) > 0 ? atoi(argv[1]) : 5;
     ds_rng r;
@@ -134,6 +163,36 @@ int main(int argc, char **argv) {
     ab(ce_old, ce_new, &e, &co, &cn);
     printf(", \"cross_entropy\": {\"N\": 64, \"V\": 32000, \"libm_s\": %.6f, \"vmath_s\": %.6f, \"speedup\": %.2f}", co,
            cn, co / cn);
+    /* GEMMs: OpenBLAS sgemm vs the blocked kernels (the same threads: OpenBLAS
+     * gets them through its own pool, the blocked driver through OpenMP) */
+#ifdef DS_HAVE_OPENBLAS
+    openblas_set_num_threads(th);
+#endif
+    const int64_t gs[][3] = {{512, 1536, 512}, {512, 512, 1536}, {512, 512, 512}, {512, 256, 512}, {512, 32000, 512}};
+    printf(", \"gemm\": [");
+    for (int s = 0; s < 5; s++) {
+        gctx g = {gs[s][0], gs[s][1], gs[s][2]};
+        g.a = randn(&r, g.M * g.K), g.b = randn(&r, g.N * g.K), g.c = ds_malloc((size_t)(g.M * g.N) * 4);
+        g.ah = ds_malloc((size_t)(g.M * g.K) * 2), g.bh = ds_malloc((size_t)(g.N * g.K) * 2);
+        for (int64_t i = 0; i < g.M * g.K; i++) g.ah[i] = ds_f32_to_bf16(g.a[i]);
+        for (int64_t i = 0; i < g.N * g.K; i++) g.bh[i] = ds_f32_to_bf16(g.b[i]);
+        double fl = 2.0 * g.M * g.N * g.K, tb, t16, t16b, t32, t32b;
+        printf("%s{\"M\": %lld, \"N\": %lld, \"K\": %lld", s ? ", " : "", (long long)g.M, (long long)g.N, (long long)g.K);
+        for (int isa = ds_cpu_isa_max(); isa >= DS_ISA_AVX2; isa--) {
+            int p = ds_cpu_isa_set(isa);
+            ab(g_blas, g_bf16, &g, &tb, &t16);
+            ab(g_blas, g_f32, &g, &t32b, &t32);
+            ds_cpu_isa_set(p);
+            (void)t16b;
+            const char *nm = isa == DS_ISA_AVX512 ? "avx512" : "avx2";
+            printf(", \"blas_fp32_gflops\": %.1f, \"%s_bf16_gflops\": %.1f, \"%s_f32_gflops\": %.1f", fl / (tb < t32b ? tb : t32b) / 1e9,
+                   nm, fl / t16 / 1e9, nm, fl / t32 / 1e9);
+        }
+        printf("}");
+        fflush(stdout);
+        free(g.a), free(g.b), free(g.c), free(g.ah), free(g.bh);
+    }
+    printf("]");
     printf("}\n");
     return 0;
 }

@@ -11,6 +11,7 @@
  * zero-padded in the packs and written back through a 6x16 scratch tile.
  */
 #include "backend/cpu/gemm_blocked.h"
+#include "backend/cpu/cpu_isa.h"
 #include "base/base.h"
 #include "num/dtype.h"
 #include "num/fp8.h"
@@ -23,9 +24,12 @@
 #define DS_GEMM_AVX2 1
 #endif
 
-enum { MR = 6, NR = 16, MC = 192, NC = 256, KB = DS_GEMM_KB };
+enum { MR = 6, NR = 16, NR512 = 32, MC = 192, NC = 256, KB = DS_GEMM_KB };
 
 const char *ds_gemm_isa_(void) {
+#ifdef DS_X86_SIMD
+    if (ds_cpu_isa() >= DS_ISA_AVX512) return "avx512";
+#endif
 #ifdef DS_GEMM_AVX2
     return "avx2+fma";
 #else
@@ -186,7 +190,7 @@ static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w
     } else {
         /* stored (R, K): decode a run of K per row into tmp[row][k], then
          * transpose (8x8 blocks with AVX2) */
-        _Alignas(32) float tmp[NR][KB];
+        _Alignas(32) float tmp[NR512][KB];
         int rows8 = (w + 7) & ~7;
         for (int64_t i = 0; i < rows8; i++) {
             if (i < nr) {
@@ -257,6 +261,53 @@ static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
 #endif
 }
 
+#ifdef DS_X86_SIMD
+/* ---- AVX-512 micro-kernel: C (6, 32), B panels of 32 ------------------------ */
+DS_TARGET_AVX512 static void kernel_6x32(float *c, int64_t ldc, const float *ap, const float *bp,
+                                         const float *sa, const float *sb, int scaled) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
+    for (int k = 0; k < KB; k++) {
+        __m512 b0 = _mm512_load_ps(bp + k * NR512), b1 = _mm512_load_ps(bp + k * NR512 + 16), a;
+        const float *ak = ap + k * MR;
+        a = _mm512_set1_ps(ak[0]); c00 = _mm512_fmadd_ps(a, b0, c00); c01 = _mm512_fmadd_ps(a, b1, c01);
+        a = _mm512_set1_ps(ak[1]); c10 = _mm512_fmadd_ps(a, b0, c10); c11 = _mm512_fmadd_ps(a, b1, c11);
+        a = _mm512_set1_ps(ak[2]); c20 = _mm512_fmadd_ps(a, b0, c20); c21 = _mm512_fmadd_ps(a, b1, c21);
+        a = _mm512_set1_ps(ak[3]); c30 = _mm512_fmadd_ps(a, b0, c30); c31 = _mm512_fmadd_ps(a, b1, c31);
+        a = _mm512_set1_ps(ak[4]); c40 = _mm512_fmadd_ps(a, b0, c40); c41 = _mm512_fmadd_ps(a, b1, c41);
+        a = _mm512_set1_ps(ak[5]); c50 = _mm512_fmadd_ps(a, b0, c50); c51 = _mm512_fmadd_ps(a, b1, c51);
+    }
+    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    __m512 sb0 = _mm512_loadu_ps(sb), sb1 = _mm512_loadu_ps(sb + 16);
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + i * ldc;
+        __m512 x0 = _mm512_loadu_ps(ci), x1 = _mm512_loadu_ps(ci + 16);
+        if (scaled) {
+            __m512 s = _mm512_set1_ps(sa[i]);
+            x0 = _mm512_fmadd_ps(acc[i][0], _mm512_mul_ps(s, sb0), x0);
+            x1 = _mm512_fmadd_ps(acc[i][1], _mm512_mul_ps(s, sb1), x1);
+        } else {
+            x0 = _mm512_add_ps(x0, acc[i][0]);
+            x1 = _mm512_add_ps(x1, acc[i][1]);
+        }
+        _mm512_storeu_ps(ci, x0);
+        _mm512_storeu_ps(ci + 16, x1);
+    }
+}
+#endif
+
+static void kernel(int nr, float *c, int64_t ldc, const float *ap, const float *bp, const float *sa, const float *sb,
+                   int scaled) {
+#ifdef DS_X86_SIMD
+    if (nr == NR512) {
+        kernel_6x32(c, ldc, ap, bp, sa, sb, scaled);
+        return;
+    }
+#endif
+    kernel_6x16(c, ldc, ap, bp, sa, sb, scaled);
+}
+
 /* The per-thread pack buffer (A pack, then B pack).  Freed when its thread
  * exits: nested parallel regions (a GEMM called from an inactive outer
  * region) run on short-lived threads. */
@@ -287,6 +338,12 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
         if (K <= 0) return;
     }
     const int scaled = A->scale || B->scale;
+    /* B panels of 32 columns for the AVX-512 micro-kernel, 16 for AVX2 */
+#ifdef DS_X86_SIMD
+    const int nr = ds_cpu_isa() >= DS_ISA_AVX512 ? NR512 : NR;
+#else
+    const int nr = NR;
+#endif
     /* MC rows per tile, halved when that leaves fewer than 8 tiles a thread
      * (dynamic scheduling then evens out the load) */
     int64_t mcap = MC, tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
@@ -299,27 +356,27 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
          * per call), 8 floats of slack (see pack), then the scales */
         float *ap = tl_packs(), *bp = ap + PACK_A;
         float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
-        float edge[MR * NR] = {0};
+        float edge[MR * NR512] = {0};
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t ti = 0; ti < tm; ti++)
             for (int64_t tj = 0; tj < tn; tj++) {
                 int64_t m0 = ti * mcap, n0 = tj * NC;
                 int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NC ? N - n0 : NC;
-                int64_t ns = ds_ceil_div(mc, MR), np = ds_ceil_div(nc, NR);
+                int64_t ns = ds_ceil_div(mc, MR), np = ds_ceil_div(nc, nr);
                 for (int64_t kb = 0; kb < nkb; kb++) {
                     for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K);
-                    for (int64_t p = 0; p < np; p++) pack(bp + p * NR * KB, sb + p * NR, B, n0 + p * NR, NR, N, kb * KB, K);
+                    for (int64_t p = 0; p < np; p++) pack(bp + p * nr * KB, sb + p * nr, B, n0 + p * nr, nr, N, kb * KB, K);
                     for (int64_t p = 0; p < np; p++)
                         for (int64_t s = 0; s < ns; s++) {
-                            int64_t mi = m0 + s * MR, nj = n0 + p * NR;
-                            int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < NR ? N - nj : NR;
+                            int64_t mi = m0 + s * MR, nj = n0 + p * nr;
+                            int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < nr ? N - nj : nr;
                             float *c = C + mi * N + nj;
-                            if (h == MR && w == NR) {
-                                kernel_6x16(c, N, ap + s * MR * KB, bp + p * NR * KB, sa + s * MR, sb + p * NR, scaled);
+                            if (h == MR && w == nr) {
+                                kernel(nr, c, N, ap + s * MR * KB, bp + p * nr * KB, sa + s * MR, sb + p * nr, scaled);
                             } else {
-                                for (int64_t i = 0; i < h; i++) memcpy(edge + i * NR, c + i * N, sizeof(float) * (size_t)w);
-                                kernel_6x16(edge, NR, ap + s * MR * KB, bp + p * NR * KB, sa + s * MR, sb + p * NR, scaled);
-                                for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * NR, sizeof(float) * (size_t)w);
+                                for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
+                                kernel(nr, edge, nr, ap + s * MR * KB, bp + p * nr * KB, sa + s * MR, sb + p * nr, scaled);
+                                for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
                 }
