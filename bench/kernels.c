@@ -178,16 +178,27 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < g.N * g.K; i++) g.bh[i] = ds_f32_to_bf16(g.b[i]);
         double fl = 2.0 * g.M * g.N * g.K, tb, t16, t16b, t32, t32b;
         printf("%s{\"M\": %lld, \"N\": %lld, \"K\": %lld", s ? ", " : "", (long long)g.M, (long long)g.N, (long long)g.K);
-        for (int isa = ds_cpu_isa_max(); isa >= DS_ISA_AVX2; isa--) {
-            int p = ds_cpu_isa_set(isa);
+        double best_blas = 1e30;
+        /* BF16: vdpbf16ps (AVX512_BF16), then the FP32 kernels on decoded BF16; FP32 blocked */
+        for (int isa = ds_cpu_isa_max(), bf = 1; isa >= DS_ISA_AVX2; bf ? (void)(bf = 0) : (void)(isa--, bf = 1)) {
+            int p = ds_cpu_isa_set(isa), pb = ds_cpu_bf16_set(bf);
+            if (bf && !ds_cpu_has_avx512bf16()) {
+                ds_cpu_bf16_set(pb), ds_cpu_isa_set(p);
+                continue;
+            }
+            const char *nm = bf ? "avx512bf16" : isa == DS_ISA_AVX512 ? "avx512" : "avx2";
             ab(g_blas, g_bf16, &g, &tb, &t16);
-            ab(g_blas, g_f32, &g, &t32b, &t32);
-            ds_cpu_isa_set(p);
-            (void)t16b;
-            const char *nm = isa == DS_ISA_AVX512 ? "avx512" : "avx2";
-            printf(", \"blas_fp32_gflops\": %.1f, \"%s_bf16_gflops\": %.1f, \"%s_f32_gflops\": %.1f", fl / (tb < t32b ? tb : t32b) / 1e9,
-                   nm, fl / t16 / 1e9, nm, fl / t32 / 1e9);
+            best_blas = tb < best_blas ? tb : best_blas;
+            printf(", \"%s_bf16_gflops\": %.1f", nm, fl / t16 / 1e9);
+            if (!bf) {
+                ab(g_blas, g_f32, &g, &t32b, &t32);
+                best_blas = t32b < best_blas ? t32b : best_blas;
+                printf(", \"%s_f32_gflops\": %.1f", nm, fl / t32 / 1e9);
+            }
+            ds_cpu_bf16_set(pb), ds_cpu_isa_set(p);
         }
+        (void)t16b;
+        printf(", \"blas_fp32_gflops\": %.1f", fl / best_blas / 1e9);
         printf("}");
         fflush(stdout);
         free(g.a), free(g.b), free(g.c), free(g.ah), free(g.bh);

@@ -1,8 +1,9 @@
 /*
  * test_gemm_isa.c — the blocked BF16/FP8 GEMM (gemm_blocked.c) on every ISA
- * path this CPU has: the AVX-512 6x32 and AVX2 6x16 micro-kernels must give
- * the scalar reference's bits (each C element one FP32 FMA chain in k order
- * per 128-block of K, exact element products), on edge-heavy shapes and all
+ * path this CPU has: the AVX512_BF16 (vdpbf16ps), AVX-512 6x32 and AVX2 6x16
+ * micro-kernels must give the scalar reference's bits (each C element one FP32
+ * chain per 128-block of K over exact element products; BF16 x BF16 in pair
+ * order: k+1 before k, as vdpbf16ps adds them), on edge-heavy shapes and all
  * operand layouts.
  */
 #include <stdlib.h>
@@ -32,13 +33,16 @@ TEST(blocked_gemm_bits_match_ref_every_isa) {
                 for (int acc = 0; acc < 2; acc++) {
                     memcpy(cr, c0, 4 * (size_t)(M * N));
                     CHECK(ds_bf16_gemm_ref(cr, a, ta, b, tb, M, N, K, acc) == 0);
-                    for (int isa = top; isa >= DS_ISA_AVX2; isa--) {
+                    /* AVX512_BF16 (where present), AVX-512 FP32, AVX2 FP32 kernels */
+                    for (int isa = top, bf = 1; isa >= DS_ISA_AVX2; bf ? (void)(bf = 0) : (void)(isa--, bf = 1)) {
                         ds_cpu_isa_set(isa);
+                        int pb = ds_cpu_bf16_set(bf);
                         memcpy(c, c0, 4 * (size_t)(M * N));
                         CHECK(ds_bf16_gemm(c, a, ta, b, tb, M, N, K, acc) == 0);
-                        CHECK_MSG(!memcmp(c, cr, 4 * (size_t)(M * N)), "%s (%s) M=%lld N=%lld K=%lld ta=%d tb=%d acc=%d",
-                                  ds_cpu_isa_name(isa), ds_gemm_isa_(), (long long)M, (long long)N, (long long)K, ta,
-                                  tb, acc);
+                        CHECK_MSG(!memcmp(c, cr, 4 * (size_t)(M * N)), "%s bf16=%d M=%lld N=%lld K=%lld ta=%d tb=%d acc=%d",
+                                  ds_cpu_isa_name(isa), ds_cpu_has_avx512bf16(), (long long)M, (long long)N,
+                                  (long long)K, ta, tb, acc);
+                        ds_cpu_bf16_set(pb);
                     }
                     ds_cpu_isa_set(prev);
                 }

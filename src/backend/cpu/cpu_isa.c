@@ -43,9 +43,22 @@ const char *ds_cpu_isa_name(int isa) {
     return isa == DS_ISA_AVX512 ? "avx512" : isa == DS_ISA_AVX2 ? "avx2+fma" : "scalar";
 }
 
+static int g_bf16_on = -1;
+
+int ds_cpu_bf16_set(int on) {
+    if (g_bf16_on < 0) {
+        const char *e = getenv("DS_CPU_BF16");
+        g_bf16_on = !(e && !strcmp(e, "0"));
+    }
+    int prev = g_bf16_on;
+    g_bf16_on = on ? 1 : 0;
+    return prev;
+}
+
 int ds_cpu_has_avx512bf16(void) {
 #ifdef DS_X86_SIMD
-    if (ds_cpu_isa() < DS_ISA_AVX512) return 0;
+    if (g_bf16_on < 0) ds_cpu_bf16_set(ds_cpu_bf16_set(1)); /* read DS_CPU_BF16 once */
+    if (ds_cpu_isa() < DS_ISA_AVX512 || !g_bf16_on) return 0;
     static int have = -1;
     if (have < 0) {
         /* CPUID leaf 7 subleaf 1, EAX bit 5 */

@@ -5,7 +5,7 @@
  * attributes (DS_TARGET_AVX512, DS_TARGET_AVX2), so one build carries both and
  * picks the widest the CPU has (AVX-512 on AVX-512 CPUs, AVX2+FMA on Zen 3 and
  * the like, plain C elsewhere).  DS_CPU_ISA=avx2 (or scalar) in the
- * environment caps the level — to compare the paths on one machine; tests
+ * environment caps the level (DS_CPU_BF16=0 turns off only AVX512_BF16) — to compare the paths on one machine; tests
  * switch with ds_cpu_isa_set.
  */
 #ifndef DS_CPU_ISA_H
@@ -29,7 +29,10 @@ int ds_cpu_isa_max(void);
 int ds_cpu_isa_set(int isa);
 /* "avx512", "avx2+fma" or "scalar". */
 const char *ds_cpu_isa_name(int isa);
-/* 1 when the CPU has AVX512_BF16 (vdpbf16ps) and the level is AVX-512. */
+/* 1 when the CPU has AVX512_BF16 (vdpbf16ps), the level is AVX-512 and it is
+ * not switched off (DS_CPU_BF16=0 in the environment, or ds_cpu_bf16_set(0)). */
 int ds_cpu_has_avx512bf16(void);
+/* Allow (1) or forbid (0) the AVX512_BF16 kernels; returns the previous setting. */
+int ds_cpu_bf16_set(int on);
 
 #endif
