@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "backend/cpu/peak.h" /* ds_cpu_peak: the measured FP32 peak behind MFU */
 #include "io/json.h"
-#include "backend/cpu/peak.h"
 #include "backend/cpu/fp8_linear.h" /* ds_fp8_linear_workspace, the memory report (until step 6 of docs/engine.md) */
 #include "model/backward.h"
 #include "model/presets.h"
