@@ -346,6 +346,23 @@ static float *tl_packs(void) {
  * (BF16 values below 1.2e-38 only). */
 #define DS_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
+DS_TARGET_BF16 static void pack_pairs_t(uint32_t *dst, const uint16_t *src, int64_t r0, int w, int64_t nr, int64_t R,
+                                        int64_t k0, int64_t kc) {
+    for (int64_t kk = 0; kk < KB / 2; kk++) {
+        int64_t k = 2 * kk;
+        const uint16_t *lo = src + (k0 + k) * R + r0, *hi = lo + R;
+        uint32_t *d = dst + kk * w;
+        for (int i = 0; i < w; i += 16) {
+            int64_t n = nr - i < 16 ? nr - i : 16;
+            __mmask16 m = n <= 0 ? 0 : (__mmask16)((1u << n) - 1), ms = (__mmask16)((1u << (w - i < 16 ? w - i : 16)) - 1);
+            __m512i a = _mm512_setzero_si512(), b = _mm512_setzero_si512();
+            if (k < kc) a = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo + i));
+            if (k + 1 < kc) b = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, hi + i));
+            _mm512_mask_storeu_epi32(d + i, ms, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+        }
+    }
+}
+
 /* Pack rows [r0, r0 + w) (zero past R) and k in [k0, k0 + KB) (zero past K)
  * of a BF16 operand as pairs dst[KB/2][w]. */
 static void pack_pairs(uint32_t *dst, const ds_gemm_op_ *op, int64_t r0, int w, int64_t R, int64_t k0, int64_t K) {
@@ -353,14 +370,9 @@ static void pack_pairs(uint32_t *dst, const ds_gemm_op_ *op, int64_t r0, int w, 
     int64_t kc = K - k0 < KB ? K - k0 : KB;
     int64_t nr = R - r0 < w ? R - r0 : w;
     if (op->trans) {
-        /* stored (K, R): row k holds the rows' elements side by side */
-        memset(dst, 0, sizeof(uint32_t) * (KB / 2) * (size_t)w);
-        for (int64_t k = 0; k < kc; k++) {
-            const uint16_t *row = src + (k0 + k) * R + r0;
-            uint32_t *d = dst + (k >> 1) * w;
-            int sh = (int)(k & 1) * 16;
-            for (int64_t i = 0; i < nr; i++) d[i] |= (uint32_t)row[i] << sh;
-        }
+        /* stored (K, R): row k holds the rows' elements side by side; the
+         * pairs are row k zero-extended | row k+1 shifted up, 16 at a time */
+        pack_pairs_t(dst, src, r0, w, nr, R, k0, kc);
     } else {
         /* stored (R, K): each row's pairs are 32-bit words; transpose them */
         _Alignas(32) uint32_t tmp[NR512][KB / 2];
