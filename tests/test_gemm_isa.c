@@ -52,7 +52,7 @@ TEST(blocked_gemm_bits_match_ref_every_isa) {
 }
 
 TEST(f32_to_bf16_n_matches_scalar_rounding) {
-    /* the branch-free vector loop against ds_f32_to_bf16 (RNE, quiet NaN):
+    /* the vector conversions (every ISA path) against ds_f32_to_bf16 (RNE, quiet NaN):
      * random bit patterns (every class), ties, ±inf, NaNs with low payloads */
     ds_rng r;
     ds_rng_seed(&r, 42);
@@ -66,9 +66,15 @@ TEST(f32_to_bf16_n_matches_scalar_rounding) {
     }
     const uint32_t sp[] = {0x7f800000u, 0xff800000u, 0x7f800001u, 0xffc00000u, 0x7fffffffu, 0x00000001u, 0x7f7fffffu};
     for (int i = 0; i < 7; i++) memcpy(&x[i], &sp[i], 4);
-    ds_f32_to_bf16_n(y, x, N);
-    int bad = 0;
-    for (int i = 0; i < N; i++) bad += y[i] != ds_f32_to_bf16(x[i]);
-    CHECK_MSG(bad == 0, "%d of %d differ", bad, N);
+    int top = ds_cpu_isa_max(), prev = ds_cpu_isa();
+    for (int isa = top; isa >= DS_ISA_SCALAR; isa--) {
+        ds_cpu_isa_set(isa);
+        memset(y, 0, 2 * N);
+        ds_f32_to_bf16_n(y, x, N);
+        int bad = 0;
+        for (int i = 0; i < N; i++) bad += y[i] != ds_f32_to_bf16(x[i]);
+        CHECK_MSG(bad == 0, "%s: %d of %d differ", ds_cpu_isa_name(isa), bad, N);
+    }
+    ds_cpu_isa_set(prev);
     free(x), free(y);
 }
