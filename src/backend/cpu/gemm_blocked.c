@@ -338,8 +338,8 @@ static float *tl_packs(void) {
 
 #if defined(DS_X86_SIMD) && defined(DS_GEMM_AVX2)
 /* ---- AVX512_BF16: BF16 pairs straight into vdpbf16ps ------------------------
- * Packs hold (k, k+1) pairs of BF16 as 32-bit words: A strips [KB/2][6], B
- * panels [KB/2][32].  vdpbf16ps adds the odd product, then the even one, to
+ * Packs hold (k, k+1) pairs of BF16 as 32-bit words: A strips [KB/2][8], B
+ * panels [KB/2][48] (C tiles of 192 x 240).  vdpbf16ps adds the odd product, then the even one, to
  * the FP32 accumulator, each rounded to nearest (the products are exact) —
  * the "pairs" order the reference and the FP32 kernels follow for BF16.  It
  * flushes subnormal inputs and results to zero, which the other paths do not
@@ -375,7 +375,7 @@ static void pack_pairs(uint32_t *dst, const ds_gemm_op_ *op, int64_t r0, int w, 
         pack_pairs_t(dst, src, r0, w, nr, R, k0, kc);
     } else {
         /* stored (R, K): each row's pairs are 32-bit words; transpose them */
-        _Alignas(32) uint32_t tmp[NR512][KB / 2];
+        _Alignas(32) uint32_t tmp[48][KB / 2];
         int rows8 = (w + 7) & ~7;
         for (int64_t i = 0; i < rows8; i++) {
             uint16_t *t16 = (uint16_t *)tmp[i];
@@ -387,32 +387,37 @@ static void pack_pairs(uint32_t *dst, const ds_gemm_op_ *op, int64_t r0, int w, 
     }
 }
 
-DS_TARGET_BF16 static void kernel_dp_6x32(float *c, int64_t ldc, const uint32_t *ap, const uint32_t *bp) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-#pragma GCC unroll 4
+/* 8 rows x 48 columns: 24 accumulators cover vdpbf16ps's latency on two pipes */
+enum { MRD = 8, NRD = 48, NCD = 240 };
+DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t *ap, const uint32_t *bp) {
+    __m512 acc[MRD][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < MRD; i++) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
+#pragma GCC unroll 2
     for (int k = 0; k < KB / 2; k++) {
-        __m512bh b0 = (__m512bh)_mm512_load_si512(bp + k * NR512), b1 = (__m512bh)_mm512_load_si512(bp + k * NR512 + 16);
-        const uint32_t *ak = ap + k * MR;
-        __m512bh a;
-        a = (__m512bh)_mm512_set1_epi32((int)ak[0]); c00 = _mm512_dpbf16_ps(c00, a, b0); c01 = _mm512_dpbf16_ps(c01, a, b1);
-        a = (__m512bh)_mm512_set1_epi32((int)ak[1]); c10 = _mm512_dpbf16_ps(c10, a, b0); c11 = _mm512_dpbf16_ps(c11, a, b1);
-        a = (__m512bh)_mm512_set1_epi32((int)ak[2]); c20 = _mm512_dpbf16_ps(c20, a, b0); c21 = _mm512_dpbf16_ps(c21, a, b1);
-        a = (__m512bh)_mm512_set1_epi32((int)ak[3]); c30 = _mm512_dpbf16_ps(c30, a, b0); c31 = _mm512_dpbf16_ps(c31, a, b1);
-        a = (__m512bh)_mm512_set1_epi32((int)ak[4]); c40 = _mm512_dpbf16_ps(c40, a, b0); c41 = _mm512_dpbf16_ps(c41, a, b1);
-        a = (__m512bh)_mm512_set1_epi32((int)ak[5]); c50 = _mm512_dpbf16_ps(c50, a, b0); c51 = _mm512_dpbf16_ps(c51, a, b1);
+        const uint32_t *bk = bp + k * NRD;
+        __m512bh b0 = (__m512bh)_mm512_load_si512(bk), b1 = (__m512bh)_mm512_load_si512(bk + 16),
+                 b2 = (__m512bh)_mm512_load_si512(bk + 32);
+#pragma GCC unroll 8
+        for (int i = 0; i < MRD; i++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[k * MRD + i]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, b2);
+        }
     }
-    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-    for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MRD; i++) {
         float *ci = c + i * ldc;
         _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
         _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+        _mm512_storeu_ps(ci + 32, _mm512_add_ps(_mm512_loadu_ps(ci + 32), acc[i][2]));
     }
 }
 
 static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, int64_t M, int64_t N, int64_t K) {
-    const int nr = NR512;
-    int64_t mcap = MC, tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
+    const int nr = NRD;
+    int64_t mcap = MC, tn = ds_ceil_div(N, NCD), nkb = ds_ceil_div(K, KB);
     if (ds_ceil_div(M, mcap) * tn < 8 * (int64_t)ds_threads()) mcap = MC / 2;
     const int64_t tm = ds_ceil_div(M, mcap);
 #pragma omp parallel if ((double)M * N * K >= 262144.0)
@@ -420,27 +425,27 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
         /* the FP32 pack buffers hold twice what the pairs need */
         float *pk = tl_packs();
         uint32_t *ap = (uint32_t *)pk, *bp = (uint32_t *)(pk + PACK_A);
-        float edge[MR * NR512] = {0};
+        float edge[MRD * NRD] = {0};
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t ti = 0; ti < tm; ti++)
             for (int64_t tj = 0; tj < tn; tj++) {
-                int64_t m0 = ti * mcap, n0 = tj * NC;
-                int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NC ? N - n0 : NC;
-                int64_t ns = ds_ceil_div(mc, MR), np = ds_ceil_div(nc, nr);
+                int64_t m0 = ti * mcap, n0 = tj * NCD;
+                int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NCD ? N - n0 : NCD;
+                int64_t ns = ds_ceil_div(mc, MRD), np = ds_ceil_div(nc, nr);
                 for (int64_t kb = 0; kb < nkb; kb++) {
-                    for (int64_t s = 0; s < ns; s++) pack_pairs(ap + s * MR * (KB / 2), A, m0 + s * MR, MR, M, kb * KB, K);
+                    for (int64_t s = 0; s < ns; s++) pack_pairs(ap + s * MRD * (KB / 2), A, m0 + s * MRD, MRD, M, kb * KB, K);
                     for (int64_t p = 0; p < np; p++) pack_pairs(bp + p * nr * (KB / 2), B, n0 + p * nr, nr, N, kb * KB, K);
                     for (int64_t p = 0; p < np; p++)
                         for (int64_t s = 0; s < ns; s++) {
-                            int64_t mi = m0 + s * MR, nj = n0 + p * nr;
-                            int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < nr ? N - nj : nr;
+                            int64_t mi = m0 + s * MRD, nj = n0 + p * nr;
+                            int64_t h = M - mi < MRD ? M - mi : MRD, w = N - nj < nr ? N - nj : nr;
                             float *c = C + mi * N + nj;
-                            const uint32_t *as = ap + s * MR * (KB / 2), *bs = bp + p * nr * (KB / 2);
-                            if (h == MR && w == nr) {
-                                kernel_dp_6x32(c, N, as, bs);
+                            const uint32_t *as = ap + s * MRD * (KB / 2), *bs = bp + p * nr * (KB / 2);
+                            if (h == MRD && w == nr) {
+                                kernel_dp_8x48(c, N, as, bs);
                             } else {
                                 for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
-                                kernel_dp_6x32(edge, nr, as, bs);
+                                kernel_dp_8x48(edge, nr, as, bs);
                                 for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
