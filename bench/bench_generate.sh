@@ -7,7 +7,7 @@
 # module rarely guesses right, so its acceptance rate (printed) is near 0 and
 # speculative decoding is slower here; it pays off on a trained model.
 # Writes bench/results/generate.json.
-#   BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS ("1 2")
+#   BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS ("1 <all cores>")
 # Both sides run with OMP_WAIT_POLICY=passive unless it is set: a decode step
 # is hundreds of short parallel regions, and on a shared, oversubscribed
 # machine spinning OpenMP workers made both dsv3 and torch 20x slower at 2
@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 P=${BENCH_PROMPT:-32}
 NEW=${BENCH_NEW:-32}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-THREADS=${BENCH_THREADS:-"1 2"}
+NP=$(nproc)
+THREADS=${BENCH_THREADS:-"1$([ "$NP" -gt 1 ] && echo " $NP")"}
 BIN=./dsv3
 [ -x "$BIN" ] || { echo "bench_generate: build ./dsv3 first (make)"; exit 1; }
 mkdir -p bench/results

@@ -7,12 +7,15 @@
 # sums), --precision fp8 (E4M3 attention/MLP/expert GEMMs, docs/fp8.md) and
 # fp8 with --fp8-cache (linear inputs for the weight gradients kept in E4M3),
 # with the activation arena each one allocates.  Prints tokens/s, GFLOP/s (3 x forward FLOPs: 6 x activated params x
-# tokens + attention) and MFU.  Writes bench/results/train.json.
-#   BENCH_B (1)  BENCH_T (256)  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
+# tokens + attention) and MFU against the FP32 peak measured at start-up (FMA chains, backend/cpu/peak.h),
+# and each step phase's share.  The transformers peer runs FP32 and BF16 (autocast); FP8 has no CPU peer.
+# One run per shape of BENCH_SHAPES ("B,T ..."; default "1,256 8,512"); writes
+# bench/results/train_<B>x<T>.json (and train.json, the first shape's, as before).
+#   BENCH_SHAPES  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
 set -eu
 cd "$(dirname "$0")/.."
-B=${BENCH_B:-1}
-T=${BENCH_T:-256}
+SHAPES=${BENCH_SHAPES:-"${BENCH_B:-1},${BENCH_T:-256} 8,512"}
+[ -n "${BENCH_B:-}" ] && SHAPES="${BENCH_B},${BENCH_T:-256}"
 TH=${BENCH_THREADS:-$(nproc)}
 IT=${BENCH_ITERS:-3}
 PIT=${BENCH_PEER_ITERS:-3}
@@ -22,19 +25,28 @@ mkdir -p bench/results
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$BIN" init --config small --out "$tmp/small" --config-only
+first=1
+for shape in $SHAPES; do
+B=${shape%,*}
+T=${shape#*,}
 ours=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT")
 ours16=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision bf16) || ours16=""
 ours8=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision fp8) || ours8=""
 ours8c=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision fp8 --fp8-cache) || ours8c=""
 peer=""
+peer16=""
 if python3 -c "import torch, transformers" 2>/dev/null; then
   peer=$(python3 tools/bench_train_torch.py --config "$tmp/small/config.json" --batch "$B" --seq "$T" \
            --threads "$TH" --iters "$PIT" --warmup 1 2>/dev/null | tail -1) || peer=""
+  peer16=$(BENCH_AUTOCAST=bf16 python3 tools/bench_train_torch.py --config "$tmp/small/config.json" --batch "$B" \
+           --seq "$T" --threads "$TH" --iters "$PIT" --warmup 1 2>/dev/null | tail -1) || peer16=""
 fi
-OURS="$ours" OURS16="$ours16" OURS8="$ours8" OURS8C="$ours8c" PEER="$peer" python3 - <<'PY' || { echo "$ours" > bench/results/train.json; cat bench/results/train.json; }
+OUT="bench/results/train_${B}x${T}.json"
+OUT="$OUT" OURS="$ours" OURS16="$ours16" OURS8="$ours8" OURS8C="$ours8c" PEER="$peer" PEER16="${peer16:-}" python3 - <<'PY' || { echo "$ours" > "$OUT"; cat "$OUT"; }
 import json, os
 ours = json.loads(os.environ["OURS"])
 peer = json.loads(os.environ["PEER"]) if os.environ.get("PEER") else None
+peer16 = json.loads(os.environ["PEER16"]) if os.environ.get("PEER16") else None
 ours16 = json.loads(os.environ["OURS16"]) if os.environ.get("OURS16") else None
 ours8 = json.loads(os.environ["OURS8"]) if os.environ.get("OURS8") else None
 ours8c = json.loads(os.environ["OURS8C"]) if os.environ.get("OURS8C") else None
@@ -46,7 +58,7 @@ fl = ours.get("flops_per_step", 0.0)
 peak = ours.get("peak_flops", 0.0)
 if fl and peak:
     print(f"  FLOPs per step {fl / 1e9:.2f} G (6 x activated params x tokens + attention); "
-          f"FP32 peak {peak / 1e9:.0f} GFLOP/s (FMA lanes x 2 x 2 pipes x max clock x threads)")
+          f"FP32 peak {peak / 1e9:.0f} GFLOP/s (measured: FMA chains on every thread)")
 print(f"  {'impl':<14}{'tokens/s (mean)':>16}{'tokens/s (best)':>16}{'GFLOP/s (mean)':>16}{'MFU':>8}")
 def row(label, r, note):
     """print one dsv3 row; returns (mean tokens/s, mean GFLOP/s)"""
@@ -60,6 +72,11 @@ def row(label, r, note):
 tps_mean, gf = row("dsv3", ours, f"best step: forward {ours['forward_s']:.3f}s, backward {ours['backward_s']:.3f}s, "
                    f"optimizer {ours['optimizer_s']:.3f}s")
 res["gflops_mean"] = gf
+ph = {k: ours.get(k + "_s", 0.0) for k in ("forward", "backward", "optimizer")}
+tot = sum(ph.values())
+if tot > 0:
+    res["phase_share"] = {k: v / tot for k, v in ph.items()}
+    print("  step phases (best step): " + ", ".join(f"{k} {100 * v / tot:.1f}%" for k, v in ph.items()))
 res["mfu_mean"] = gf * 1e9 / peak if peak else 0.0
 if ours16:
     res["dsv3_bf16"] = ours16
@@ -87,5 +104,13 @@ if peer:
     print(f"  ratio dsv3/transformers (mean tokens/s): {res['ratio_tokens_per_s_mean']:.2f}x")
 else:
     print("  transformers: not available (torch not importable), no ratio")
-json.dump(res, open("bench/results/train.json", "w"), indent=1)
+if peer16 and ours16:
+    res["transformers_bf16"] = peer16
+    res["ratio_bf16_tokens_per_s_mean"] = res["bf16_tokens_per_s_mean"] / peer16["tokens_per_s"]
+    print(f"  {'transformers bf16':<18}{peer16['tokens_per_s']:>12.1f}   (torch.autocast bf16); "
+          f"ratio dsv3 bf16 / transformers bf16: {res['ratio_bf16_tokens_per_s_mean']:.2f}x")
+json.dump(res, open(os.environ["OUT"], "w"), indent=1)
 PY
+[ "$first" = 1 ] && cp "$OUT" bench/results/train.json
+first=0
+done

@@ -8,6 +8,8 @@ weight decay 0.1 on tensors with ndim >= 2). Prints one JSON line:
 {"impl":"transformers"|"transformers+compile","tokens_per_s":..,"seconds_per_iter":..,"threads":N,"batch":B,"seq":T}
 
 Usage: python3 tools/bench_train_torch.py --config CONFIG.json --batch B --seq T --threads N --iters K [--warmup W] [--compile]
+BENCH_AUTOCAST=bf16 in the environment runs the forward under torch.autocast("cpu", torch.bfloat16)
+(BF16 matmuls, FP32 master weights), the peer of dsv3's --precision bf16.
 """
 import os
 import sys
@@ -31,15 +33,22 @@ def main():
     g = torch.Generator().manual_seed(a.seed)
     ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq), generator=g)
 
+    bf16 = os.environ.get("BENCH_AUTOCAST") == "bf16"
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = fwd(ids, labels=ids, use_cache=False).loss
+        if bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = fwd(ids, labels=ids, use_cache=False).loss
+        else:
+            loss = fwd(ids, labels=ids, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
     # with --compile the first warmup iterations include compilation; use --warmup >= 1
-    report("transformers+compile" if a.compile else "transformers", time_iters(step, a.iters, a.warmup), a)
+    name = "transformers+compile" if a.compile else "transformers"
+    report(name + (" bf16-autocast" if bf16 else ""), time_iters(step, a.iters, a.warmup), a)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/cpu/peak.h"
 #include "base/suggest.h"
 
 typedef struct { const char *name, *summary; ds_cmd_fn fn; } command;
@@ -33,11 +34,12 @@ static int cmp_cmd(const void *a, const void *b) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: dsv3 [--threads N] [--quiet|--verbose] <command> [options]\n\n"
+    fprintf(f, "usage: dsv3 [--threads N] [--peak-gflops G] [--quiet|--verbose] <command> [options]\n\n"
                "DeepSeek-V3 recipe in C: tokenize, train, evaluate, generate.\n\ncommands:\n");
     for (int i = 0; i < g_ncmds; i++) fprintf(f, "  %-12s %s\n", g_cmds[i].name, g_cmds[i].summary);
     fprintf(f, "\nglobal options:\n"
                "  --threads N   worker threads (OpenMP and BLAS; default: all cores)\n"
+               "  --peak-gflops G  the FP32 peak for MFU (default: measured at start-up by FMA chains)\n"
                "  --quiet       only errors on stderr\n"
                "  --verbose     debug output\n"
                "  --version     print the version\n"
@@ -106,9 +108,22 @@ int main(int argc, char **argv) {
             i++;
             continue;
         }
-        static const char *const globals[] = {"--threads", "--quiet", "--verbose", "--version", "--help"};
+        if (!strcmp(a, "--peak-gflops")) {
+            char *end = NULL;
+            double g = i + 1 < argc ? strtod(argv[i + 1], &end) : 0;
+            if (!end || *end || !(g > 0 && g < 1e9)) {
+                fprintf(stderr, "dsv3: --peak-gflops: got %s; allowed: a number of GFLOP/s > 0\n",
+                        ds_quote(i + 1 < argc ? argv[i + 1] : ""));
+                return 2;
+            }
+            ds_cpu_peak_set(g);
+            i++;
+            continue;
+        }
+        static const char *const globals[] = {"--threads", "--peak-gflops", "--quiet", "--verbose", "--version",
+                                              "--help"};
         char dym[256];
-        ds_suggest_text(dym, sizeof dym, a, globals, 5);
+        ds_suggest_text(dym, sizeof dym, a, globals, 6);
         /* a command's option before the command */
         fprintf(stderr, "dsv3: unknown global option %s%s%s (command options go after the command)\n", ds_quote(a),
                 dym[0] ? "; " : "", dym);

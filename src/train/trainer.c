@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "backend/cpu/peak.h" /* ds_cpu_peak: the measured FP32 peak behind MFU */
 #include "io/json.h"
 #include "model/backward.h"
 #include "model/presets.h"
@@ -237,44 +238,8 @@ int ds_train_log_truncate(const char *run, int64_t step, int64_t *dropped) {
 
 /* ---- CPU peak ----------------------------------------------------------- */
 
-double ds_cpu_peak_flops(int threads, char *how, size_t cap) {
-#if defined(__AVX512F__)
-    int lanes = 16;
-    const char *isa = "AVX-512";
-#elif defined(__AVX2__) && defined(__FMA__)
-    int lanes = 8;
-    const char *isa = "AVX2+FMA";
-#else
-    int lanes = 4;
-    const char *isa = "SSE";
-#endif
-    double ghz = 0;
-    const char *src = "cpufreq max";
-    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", "r");
-    if (f) {
-        long long khz = 0;
-        if (fscanf(f, "%lld", &khz) == 1) ghz = khz / 1e6;
-        fclose(f);
-    }
-    if (ghz <= 0) {
-        src = "/proc/cpuinfo MHz";
-        f = fopen("/proc/cpuinfo", "r");
-        char line[256];
-        while (f && fgets(line, sizeof line, f)) {
-            double mhz;
-            if (!strncmp(line, "cpu MHz", 7) && sscanf(strchr(line, ':') + 1, "%lf", &mhz) == 1 && mhz / 1e3 > ghz)
-                ghz = mhz / 1e3;
-        }
-        if (f) fclose(f);
-    }
-    if (ghz <= 0) ghz = 2.0, src = "assumed";
-    if (threads < 1) threads = 1;
-    double peak = (double)lanes * 2 * 2 * ghz * 1e9 * threads;
-    if (how)
-        snprintf(how, cap, "%s: %d lanes x 2 (FMA) x 2 pipes x %.2f GHz (%s) x %d cores = %.0f GFLOP/s", isa, lanes,
-                 ghz, src, threads, peak / 1e9);
-    return peak;
-}
+/* the measured FMA peak, or --peak-gflops (backend/cpu/peak.h) */
+double ds_cpu_peak_flops(int threads, char *how, size_t cap) { return ds_cpu_peak(threads, how, cap); }
 
 /* ---- helpers ------------------------------------------------------------- */
 

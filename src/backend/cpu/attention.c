@@ -1,22 +1,26 @@
 /*
  * attention.c — causal softmax attention (doc §4.2):
  *   S = q·kᵀ·scale (key j ≤ query t), P = softmax(S), out = P·v.
- * The fast version walks key blocks with an online softmax (running max m and
- * sum l per query, as flash attention does), so memory is O(T) per head and
- * no (T, T) matrix exists.  lse = m + log l is saved for the backward pass.
- * OpenMP over (batch, head, query block).
+ * The fast version is flash attention's forward recurrence in GEMM form: for a
+ * block of QB queries it walks key blocks of KB, S = Q·Kᵀ on the tile GEMM
+ * (tile_gemm.h), the online softmax per row (running max m and sum l, the
+ * vector exp of vmath.h), acc = acc·e^{m_old − m_new} + P·V on the tile
+ * GEMM; memory is O(QB·KB) per thread and no (T, T) matrix exists.
+ * lse = m + log l is saved for the backward pass.  OpenMP over (batch, head,
+ * query block), largest blocks first.
  */
 #include "backend/cpu/kernels.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/base.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
+#include "backend/cpu/tile_gemm.h"
+#include "backend/cpu/vmath.h"
+#include "backend/cpu/vmath_simd.h"
 
 void ds_attention_forward_ref(float *out, float *lse, const float *q, const float *k, const float *v,
                               int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
@@ -46,108 +50,77 @@ void ds_attention_forward_ref(float *out, float *lse, const float *q, const floa
     free(s);
 }
 
-enum { QB = 32, KB = 64 }; /* KB = 64: eight 8-wide accumulators in the AVX2 path */
+enum { QB = 64, KB = 64 };
 
 void ds_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                           int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
-    int64_t nqb = (T + QB - 1) / QB;
-    int64_t ntask = B * NH * nqb;
-#pragma omp parallel
+    if (B <= 0 || T <= 0 || NH <= 0) return;
+    const int64_t sq = NH * DQ, sv = NH * DV; /* stride between positions */
+    const int64_t nqb = (T + QB - 1) / QB, ntask = B * NH * nqb;
+    /* a thread per task only when the work pays for the fork */
+#pragma omp parallel if ((double)B * NH * T * T * (DQ + DV) > 400000.0)
     {
         /* per-thread scratch, allocated once per call (not per block) */
         float *acc = ds_malloc((size_t)QB * DV * sizeof(float));
-        float *kt = ds_calloc((size_t)DQ * KB, sizeof(float)); /* key block transposed: (DQ, KB) */
-        float *qs = ds_malloc((size_t)DQ * sizeof(float));
-        float s[KB], m[QB], l[QB];
+        /* the keys of one (batch, head) transposed, (DQ, ldk): kept across this
+         * thread's tasks while they stay on that head, extended as needed */
+        const int64_t ldk = (T + 15) / 16 * 16 + 16; /* not a power of two: no cache-set conflicts */
+        float *kt = ds_malloc((size_t)(DQ * ldk) * sizeof(float));
+        int64_t kt_bh = -1, kt_have = 0;
+        float *S = ds_malloc((size_t)QB * KB * sizeof(float));  /* scores, then probabilities */
+        float m[QB], l[QB];
 #pragma omp for schedule(dynamic, 1)
         for (int64_t task = 0; task < ntask; task++) {
-            /* largest query blocks first for load balance */
             int64_t qb = nqb - 1 - task % nqb, bh = task / nqb;
             int64_t b = bh / NH, h = bh % NH;
             int64_t t0 = qb * QB, nq = T - t0 < QB ? T - t0 : QB;
-            for (int64_t i = 0; i < nq; i++) {
-                m[i] = -INFINITY;
-                l[i] = 0;
-                for (int64_t c = 0; c < DV; c++) acc[i * DV + c] = 0;
-            }
+            const float *qblk = q + (b * T + t0) * sq + h * DQ;
+            for (int64_t i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0;
+            memset(acc, 0, (size_t)(nq * DV) * sizeof(float));
             int64_t kend = t0 + nq; /* keys 0 .. kend-1 */
+            if (kt_bh != bh) kt_bh = bh, kt_have = 0;
+            for (; kt_have < kend; kt_have += 16) { /* 16 keys at a time: whole lines written */
+                const float *kj = k + (b * T + kt_have) * sq + h * DQ;
+                int64_t nj = T - kt_have < 16 ? T - kt_have : 16;
+                for (int64_t c = 0; c < DQ; c++)
+                    #pragma omp simd
+                    for (int64_t jj = 0; jj < nj; jj++) kt[c * ldk + kt_have + jj] = kj[jj * sq + c];
+            }
             for (int64_t j0 = 0; j0 < kend; j0 += KB) {
                 int64_t nk = kend - j0 < KB ? kend - j0 : KB;
-                for (int64_t jj = 0; jj < nk; jj++) {
-                    const float *kj = k + ((b * T + j0 + jj) * NH + h) * DQ;
-                    for (int64_t c = 0; c < DQ; c++) kt[c * KB + jj] = kj[c];
-                }
+                ds_tile_gemm(S, KB, qblk, sq, 1, kt + j0, ldk, nq, nk, DQ, 0);
                 for (int64_t i = 0; i < nq; i++) {
-                    int64_t t = t0 + i;
-                    if (j0 > t) continue; /* no key of this block is visible to query t */
-                    const float *qt = q + ((b * T + t) * NH + h) * DQ;
-                    int64_t nv = t - j0 + 1 < nk ? t - j0 + 1 : nk; /* causal: keys j0 .. t */
-                    for (int64_t c = 0; c < DQ; c++) qs[c] = qt[c];
-                    /* s[j] = Σ_c q[c]·k[j][c]: broadcast q[c], FMA across the key block */
-#if defined(__AVX2__) && defined(__FMA__)
-                    {
-                        __m256 r0 = _mm256_setzero_ps(), r1 = r0, r2 = r0, r3 = r0, r4 = r0, r5 = r0, r6 = r0,
-                               r7 = r0;
-                        for (int64_t c = 0; c < DQ; c++) {
-                            const __m256 qc = _mm256_broadcast_ss(qs + c);
-                            const float *kr = kt + c * KB;
-                            r0 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr + 0), r0);
-                            r1 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr + 8), r1);
-                            r2 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr + 16), r2);
-                            r3 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr + 24), r3);
-                            r4 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr + 32), r4);
-                            r5 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr + 40), r5);
-                            r6 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr + 48), r6);
-                            r7 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr + 56), r7);
-                        }
-                        _mm256_storeu_ps(s + 0, r0);
-                        _mm256_storeu_ps(s + 8, r1);
-                        _mm256_storeu_ps(s + 16, r2);
-                        _mm256_storeu_ps(s + 24, r3);
-                        _mm256_storeu_ps(s + 32, r4);
-                        _mm256_storeu_ps(s + 40, r5);
-                        _mm256_storeu_ps(s + 48, r6);
-                        _mm256_storeu_ps(s + 56, r7);
-                    }
-#else
-                    for (int64_t jj = 0; jj < KB; jj++) s[jj] = 0;
-                    for (int64_t c = 0; c < DQ; c++) {
-                        const float qc = qs[c], *kr = kt + c * KB;
-#pragma omp simd
-                        for (int64_t jj = 0; jj < KB; jj++) s[jj] += qc * kr[jj];
-                    }
-#endif
-                    float bmax = -INFINITY;
-                    for (int64_t jj = 0; jj < nv; jj++) {
-                        s[jj] *= scale;
-                        bmax = s[jj] > bmax ? s[jj] : bmax;
-                    }
+                    float *si = S + i * KB;
+                    int64_t nv = t0 + i - j0 + 1; /* causal: keys j0 .. t0+i */
+                    nv = nv < 0 ? 0 : nv > nk ? nk : nv;
+                    #pragma omp simd
+                    for (int64_t jj = 0; jj < nv; jj++) si[jj] *= scale;
+                    for (int64_t jj = nv; jj < nk; jj++) si[jj] = 0.0f;
+                    if (nv == 0) continue;
+                    float bmax = ds_vmax(si, nv);
                     float mnew = m[i] > bmax ? m[i] : bmax;
-                    float corr = expf(m[i] - mnew); /* 0 when m[i] = -inf */
-                    float *ai = acc + i * DV;
-                    l[i] *= corr;
-#pragma omp simd
-                    for (int64_t c = 0; c < DV; c++) ai[c] *= corr;
-                    for (int64_t jj = 0; jj < nv; jj++) {
-                        float p = expf(s[jj] - mnew);
-                        l[i] += p;
-                        const float *vj = v + ((b * T + j0 + jj) * NH + h) * DV;
-#pragma omp simd
-                        for (int64_t c = 0; c < DV; c++) ai[c] += p * vj[c];
-                    }
+                    float corr = ds_exp_s(m[i] - mnew); /* 0 when m[i] = -inf */
+                    l[i] = l[i] * corr + ds_vexp_sum(si, si, mnew, nv);
                     m[i] = mnew;
+                    if (corr != 1.0f) {
+                        float *ai = acc + i * DV;
+                        #pragma omp simd
+                        for (int64_t c = 0; c < DV; c++) ai[c] *= corr;
+                    }
                 }
+                ds_tile_gemm(acc, DV, S, KB, 1, v + (b * T + j0) * sv + h * DV, sv, nq, DV, nk, 1);
             }
             for (int64_t i = 0; i < nq; i++) {
                 int64_t t = t0 + i;
                 float inv = 1.0f / l[i];
-                float *o = out + ((b * T + t) * NH + h) * DV;
+                float *o = out + (b * T + t) * sv + h * DV;
+                #pragma omp simd
                 for (int64_t c = 0; c < DV; c++) o[c] = acc[i * DV + c] * inv;
-                if (lse) lse[(b * NH + h) * T + t] = m[i] + logf(l[i]);
+                if (lse) lse[(b * NH + h) * T + t] = m[i] + ds_log_s(l[i]);
             }
         }
         free(acc);
         free(kt);
-        free(qs);
+        free(S);
     }
 }

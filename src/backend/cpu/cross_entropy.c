@@ -7,6 +7,7 @@
  * order.
  */
 #include "backend/cpu/backward.h"
+#include "backend/cpu/vmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -50,14 +51,16 @@ double ds_cross_entropy(float *dlogits, float *loss, int64_t *count, const float
             if (dz) memset(dz, 0, (size_t)V * sizeof(float));
             continue;
         }
-        float mx = -INFINITY, s = 0;
-        for (int64_t v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-        for (int64_t v = 0; v < V; v++) s += expf(z[v] - mx);
-        float lse = mx + logf(s);
+        /* vector max, exp-sum and exp (vmath.h) */
+        float mx = ds_vmax(z, V);
+        float s = ds_vexp_sum(NULL, z, mx, V);
+        float lse = mx + ds_logf_fast(s);
         float zt = z[t];
         loss[n] = lse - zt;
         if (dz) {
-            for (int64_t v = 0; v < V; v++) dz[v] = dscale * expf(z[v] - lse);
+            ds_vexp_sum(dz, z, lse, V);
+            #pragma omp simd
+            for (int64_t v = 0; v < V; v++) dz[v] *= dscale;
             dz[t] -= dscale;
         }
     }

@@ -1,11 +1,18 @@
 /*
  * gemm_bf16.c — BF16 x BF16 -> FP32 GEMM through the blocked driver of
- * gemm_blocked.c (decode to FP32 while packing, FP32 FMA micro-kernel).
+ * gemm_blocked.c (vdpbf16ps on packed BF16 pairs where the CPU has
+ * AVX512_BF16; elsewhere decode to FP32 while packing, FP32 FMA micro-kernel),
+ * and the FP32 -> BF16 conversion of the inputs (AVX-512, AVX2, or scalar).
  */
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/gemm_blocked.h"
+#include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/par.h"
 #include "base/base.h"
 #include "num/dtype.h"
+#ifdef DS_X86_SIMD
+#include <immintrin.h>
+#endif
 
 static int run(float *C, const uint16_t *A, int ta, const uint16_t *B, int tb,
                int64_t M, int64_t N, int64_t K, int accumulate, int ref) {
@@ -28,7 +35,60 @@ int ds_bf16_gemm_ref(float *C, const uint16_t *A, int trans_a, const uint16_t *B
     return run(C, A, trans_a, B, trans_b, M, N, K, accumulate, 1);
 }
 
+#ifdef DS_X86_SIMD
+/* 16 at a time: the same integer RNE and quiet-NaN rule as ds_f32_to_bf16 */
+DS_TARGET_AVX512 static void to_bf16_512(uint16_t *dst, const float *src, int64_t n) {
+    const __m512i r7 = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), abs = _mm512_set1_epi32(0x7fffffff);
+    const __m512i inf = _mm512_set1_epi32(0x7f800000), q = _mm512_set1_epi32(0x40);
+    int64_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512i x = _mm512_maskz_loadu_epi32(m, src + i);
+        __m512i r = _mm512_srli_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(x, r7), _mm512_and_si512(_mm512_srli_epi32(x, 16), one)), 16);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, abs), inf);
+        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(x, 16), q));
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtepi32_epi16(r));
+    }
+}
+DS_TARGET_AVX2 static void to_bf16_256(uint16_t *dst, const float *src, int64_t n) {
+    const __m256i r7 = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), abs = _mm256_set1_epi32(0x7fffffff);
+    const __m256i inf = _mm256_set1_epi32(0x7f800000), q = _mm256_set1_epi32(0x40);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i h[2];
+        for (int j = 0; j < 2; j++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(src + i + 8 * j));
+            __m256i r = _mm256_srli_epi32(
+                _mm256_add_epi32(_mm256_add_epi32(x, r7), _mm256_and_si256(_mm256_srli_epi32(x, 16), one)), 16);
+            /* NaN: |x| > inf as signed compare (both non-negative) */
+            __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs), inf);
+            h[j] = _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(x, 16), q), nan);
+        }
+        /* 32-bit lanes (all <= 0xffff) to 16 bits, back in order */
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(h[0], h[1]), 0xd8);
+        _mm256_storeu_si256((__m256i *)(dst + i), p);
+    }
+    for (; i < n; i++) dst[i] = ds_f32_to_bf16(src[i]);
+}
+#endif
+
 void ds_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) dst[i] = ds_f32_to_bf16(src[i]);
+    const int nt = ds_par_threads((double)n * 6, DS_PAR_MIN_BYTES);
+    const int64_t chunk = 4096, nc = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t i0 = c * chunk, len = n - i0 < chunk ? n - i0 : chunk;
+#ifdef DS_X86_SIMD
+        if (ds_cpu_isa() >= DS_ISA_AVX512) {
+            to_bf16_512(dst + i0, src + i0, len);
+            continue;
+        }
+        if (ds_cpu_isa() == DS_ISA_AVX2) {
+            to_bf16_256(dst + i0, src + i0, len);
+            continue;
+        }
+#endif
+        for (int64_t i = i0; i < i0 + len; i++) dst[i] = ds_f32_to_bf16(src[i]);
+    }
 }

@@ -11,6 +11,7 @@
  * zero-padded in the packs and written back through a 6x16 scratch tile.
  */
 #include "backend/cpu/gemm_blocked.h"
+#include "backend/cpu/cpu_isa.h"
 #include "base/base.h"
 #include "num/dtype.h"
 #include "num/fp8.h"
@@ -23,9 +24,12 @@
 #define DS_GEMM_AVX2 1
 #endif
 
-enum { MR = 6, NR = 16, MC = 192, NC = 256, KB = DS_GEMM_KB };
+enum { MR = 6, NR = 16, NR512 = 32, MC = 192, NC = 256, KB = DS_GEMM_KB };
 
 const char *ds_gemm_isa_(void) {
+#ifdef DS_X86_SIMD
+    if (ds_cpu_isa() >= DS_ISA_AVX512) return "avx512";
+#endif
 #ifdef DS_GEMM_AVX2
     return "avx2+fma";
 #else
@@ -78,6 +82,7 @@ float ds_gemm_op_scale_(const ds_gemm_op_ *op, int64_t r, int64_t kb, int64_t R,
 void ds_gemm_blocked_ref_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                           int64_t M, int64_t N, int64_t K, int accumulate) {
     int scaled = A->scale || B->scale;
+    const int pairs = A->elt == DS_GEMM_BF16 && B->elt == DS_GEMM_BF16;
     int64_t nkb = ds_ceil_div(K, KB);
 #pragma omp parallel for schedule(static)
     for (int64_t m = 0; m < M; m++)
@@ -86,8 +91,11 @@ void ds_gemm_blocked_ref_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
             for (int64_t kb = 0; kb < nkb; kb++) {
                 float bsum = 0.0f;
                 int64_t k1 = (kb + 1) * KB < K ? (kb + 1) * KB : K;
-                for (int64_t k = kb * KB; k < k1; k++)
+                for (int64_t kk = kb * KB; kk < (pairs ? (k1 + 1) & ~1 : k1); kk++) {
+                    int64_t k = pairs ? kk ^ 1 : kk; /* BF16 x BF16: odd k first in each pair */
+                    if (k >= k1) continue;
                     bsum = fmaf(ds_gemm_op_at_(A, m, k, M, K), ds_gemm_op_at_(B, n, k, N, K), bsum);
+                }
                 if (scaled)
                     c = fmaf(bsum, ds_gemm_op_scale_(A, m, kb, M, K) * ds_gemm_op_scale_(B, n, kb, N, K), c);
                 else
@@ -176,17 +184,17 @@ static inline void transpose8x8(float *dst, int64_t ldd, const float *src, int64
  * K block into sc[w] (zero for padding rows).  dst must have 2 floats of
  * slack after KB * w (the w = 6 transpose spills zeros there). */
 static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w,
-                 int64_t R, int64_t k0, int64_t K) {
+                 int64_t R, int64_t k0, int64_t K, int pairs) {
     int64_t kc = K - k0 < KB ? K - k0 : KB;
     int64_t nr = R - r0 < w ? R - r0 : w;
     if (op->trans) {
         /* stored (K, R): w contiguous elements per k */
         if (kc < KB || nr < w) memset(dst, 0, sizeof(float) * KB * (size_t)w);
-        for (int64_t k = 0; k < kc; k++) decode_run(dst + k * w, op, (k0 + k) * R + r0, nr);
+        for (int64_t k = 0; k < kc; k++) decode_run(dst + (pairs ? k ^ 1 : k) * w, op, (k0 + k) * R + r0, nr);
     } else {
         /* stored (R, K): decode a run of K per row into tmp[row][k], then
          * transpose (8x8 blocks with AVX2) */
-        _Alignas(32) float tmp[NR][KB];
+        _Alignas(32) float tmp[NR512][KB];
         int rows8 = (w + 7) & ~7;
         for (int64_t i = 0; i < rows8; i++) {
             if (i < nr) {
@@ -201,6 +209,11 @@ static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w
 #endif
             }
             for (int64_t k = i < nr ? kc : 0; k < KB; k++) tmp[i][k] = 0.0f;
+            if (pairs)
+                for (int k = 0; k < KB; k += 2) {
+                    float t = tmp[i][k];
+                    tmp[i][k] = tmp[i][k + 1], tmp[i][k + 1] = t;
+                }
         }
 #ifdef DS_GEMM_AVX2
         for (int rb = 0; rb < rows8; rb += 8)
@@ -257,6 +270,53 @@ static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
 #endif
 }
 
+#ifdef DS_X86_SIMD
+/* ---- AVX-512 micro-kernel: C (6, 32), B panels of 32 ------------------------ */
+DS_TARGET_AVX512 static void kernel_6x32(float *c, int64_t ldc, const float *ap, const float *bp,
+                                         const float *sa, const float *sb, int scaled) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
+    for (int k = 0; k < KB; k++) {
+        __m512 b0 = _mm512_load_ps(bp + k * NR512), b1 = _mm512_load_ps(bp + k * NR512 + 16), a;
+        const float *ak = ap + k * MR;
+        a = _mm512_set1_ps(ak[0]); c00 = _mm512_fmadd_ps(a, b0, c00); c01 = _mm512_fmadd_ps(a, b1, c01);
+        a = _mm512_set1_ps(ak[1]); c10 = _mm512_fmadd_ps(a, b0, c10); c11 = _mm512_fmadd_ps(a, b1, c11);
+        a = _mm512_set1_ps(ak[2]); c20 = _mm512_fmadd_ps(a, b0, c20); c21 = _mm512_fmadd_ps(a, b1, c21);
+        a = _mm512_set1_ps(ak[3]); c30 = _mm512_fmadd_ps(a, b0, c30); c31 = _mm512_fmadd_ps(a, b1, c31);
+        a = _mm512_set1_ps(ak[4]); c40 = _mm512_fmadd_ps(a, b0, c40); c41 = _mm512_fmadd_ps(a, b1, c41);
+        a = _mm512_set1_ps(ak[5]); c50 = _mm512_fmadd_ps(a, b0, c50); c51 = _mm512_fmadd_ps(a, b1, c51);
+    }
+    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    __m512 sb0 = _mm512_loadu_ps(sb), sb1 = _mm512_loadu_ps(sb + 16);
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + i * ldc;
+        __m512 x0 = _mm512_loadu_ps(ci), x1 = _mm512_loadu_ps(ci + 16);
+        if (scaled) {
+            __m512 s = _mm512_set1_ps(sa[i]);
+            x0 = _mm512_fmadd_ps(acc[i][0], _mm512_mul_ps(s, sb0), x0);
+            x1 = _mm512_fmadd_ps(acc[i][1], _mm512_mul_ps(s, sb1), x1);
+        } else {
+            x0 = _mm512_add_ps(x0, acc[i][0]);
+            x1 = _mm512_add_ps(x1, acc[i][1]);
+        }
+        _mm512_storeu_ps(ci, x0);
+        _mm512_storeu_ps(ci + 16, x1);
+    }
+}
+#endif
+
+static void kernel(int nr, float *c, int64_t ldc, const float *ap, const float *bp, const float *sa, const float *sb,
+                   int scaled) {
+#ifdef DS_X86_SIMD
+    if (nr == NR512) {
+        kernel_6x32(c, ldc, ap, bp, sa, sb, scaled);
+        return;
+    }
+#endif
+    kernel_6x16(c, ldc, ap, bp, sa, sb, scaled);
+}
+
 /* The per-thread pack buffer (A pack, then B pack).  Freed when its thread
  * exits: nested parallel regions (a GEMM called from an inactive outer
  * region) run on short-lived threads. */
@@ -276,6 +336,125 @@ static float *tl_packs(void) {
     return tl;
 }
 
+#if defined(DS_X86_SIMD) && defined(DS_GEMM_AVX2)
+/* ---- AVX512_BF16: BF16 pairs straight into vdpbf16ps ------------------------
+ * Packs hold (k, k+1) pairs of BF16 as 32-bit words: A strips [KB/2][8], B
+ * panels [KB/2][48] (C tiles of 192 x 240).  vdpbf16ps adds the odd product, then the even one, to
+ * the FP32 accumulator, each rounded to nearest (the products are exact) —
+ * the "pairs" order the reference and the FP32 kernels follow for BF16.  It
+ * flushes subnormal inputs and results to zero, which the other paths do not
+ * (BF16 values below 1.2e-38 only). */
+#define DS_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+DS_TARGET_BF16 static void pack_pairs_t(uint32_t *dst, const uint16_t *src, int64_t r0, int w, int64_t nr, int64_t R,
+                                        int64_t k0, int64_t kc) {
+    for (int64_t kk = 0; kk < KB / 2; kk++) {
+        int64_t k = 2 * kk;
+        const uint16_t *lo = src + (k0 + k) * R + r0, *hi = lo + R;
+        uint32_t *d = dst + kk * w;
+        for (int i = 0; i < w; i += 16) {
+            int64_t n = nr - i < 16 ? nr - i : 16;
+            __mmask16 m = n <= 0 ? 0 : (__mmask16)((1u << n) - 1), ms = (__mmask16)((1u << (w - i < 16 ? w - i : 16)) - 1);
+            __m512i a = _mm512_setzero_si512(), b = _mm512_setzero_si512();
+            if (k < kc) a = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo + i));
+            if (k + 1 < kc) b = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, hi + i));
+            _mm512_mask_storeu_epi32(d + i, ms, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+        }
+    }
+}
+
+/* Pack rows [r0, r0 + w) (zero past R) and k in [k0, k0 + KB) (zero past K)
+ * of a BF16 operand as pairs dst[KB/2][w]. */
+static void pack_pairs(uint32_t *dst, const ds_gemm_op_ *op, int64_t r0, int w, int64_t R, int64_t k0, int64_t K) {
+    const uint16_t *src = op->p;
+    int64_t kc = K - k0 < KB ? K - k0 : KB;
+    int64_t nr = R - r0 < w ? R - r0 : w;
+    if (op->trans) {
+        /* stored (K, R): row k holds the rows' elements side by side; the
+         * pairs are row k zero-extended | row k+1 shifted up, 16 at a time */
+        pack_pairs_t(dst, src, r0, w, nr, R, k0, kc);
+    } else {
+        /* stored (R, K): each row's pairs are 32-bit words; transpose them */
+        _Alignas(32) uint32_t tmp[48][KB / 2];
+        int rows8 = (w + 7) & ~7;
+        for (int64_t i = 0; i < rows8; i++) {
+            uint16_t *t16 = (uint16_t *)tmp[i];
+            if (i < nr) memcpy(t16, src + (r0 + i) * K + k0, (size_t)kc * 2);
+            for (int64_t k = i < nr ? kc : 0; k < KB; k++) t16[k] = 0;
+        }
+        for (int rb = 0; rb < rows8; rb += 8)
+            for (int k = 0; k < KB / 2; k += 8) transpose8x8((float *)dst + k * w + rb, w, (float *)&tmp[rb][k], KB / 2);
+    }
+}
+
+/* 8 rows x 48 columns: 24 accumulators cover vdpbf16ps's latency on two pipes */
+enum { MRD = 8, NRD = 48, NCD = 240 };
+DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t *ap, const uint32_t *bp) {
+    __m512 acc[MRD][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < MRD; i++) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int k = 0; k < KB / 2; k++) {
+        const uint32_t *bk = bp + k * NRD;
+        __m512bh b0 = (__m512bh)_mm512_load_si512(bk), b1 = (__m512bh)_mm512_load_si512(bk + 16),
+                 b2 = (__m512bh)_mm512_load_si512(bk + 32);
+#pragma GCC unroll 8
+        for (int i = 0; i < MRD; i++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[k * MRD + i]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, b2);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MRD; i++) {
+        float *ci = c + i * ldc;
+        _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
+        _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+        _mm512_storeu_ps(ci + 32, _mm512_add_ps(_mm512_loadu_ps(ci + 32), acc[i][2]));
+    }
+}
+
+static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, int64_t M, int64_t N, int64_t K) {
+    const int nr = NRD;
+    int64_t mcap = MC, tn = ds_ceil_div(N, NCD), nkb = ds_ceil_div(K, KB);
+    if (ds_ceil_div(M, mcap) * tn < 8 * (int64_t)ds_threads()) mcap = MC / 2;
+    const int64_t tm = ds_ceil_div(M, mcap);
+#pragma omp parallel if ((double)M * N * K >= 262144.0)
+    {
+        /* the FP32 pack buffers hold twice what the pairs need */
+        float *pk = tl_packs();
+        uint32_t *ap = (uint32_t *)pk, *bp = (uint32_t *)(pk + PACK_A);
+        float edge[MRD * NRD] = {0};
+#pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int64_t ti = 0; ti < tm; ti++)
+            for (int64_t tj = 0; tj < tn; tj++) {
+                int64_t m0 = ti * mcap, n0 = tj * NCD;
+                int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NCD ? N - n0 : NCD;
+                int64_t ns = ds_ceil_div(mc, MRD), np = ds_ceil_div(nc, nr);
+                for (int64_t kb = 0; kb < nkb; kb++) {
+                    for (int64_t s = 0; s < ns; s++) pack_pairs(ap + s * MRD * (KB / 2), A, m0 + s * MRD, MRD, M, kb * KB, K);
+                    for (int64_t p = 0; p < np; p++) pack_pairs(bp + p * nr * (KB / 2), B, n0 + p * nr, nr, N, kb * KB, K);
+                    for (int64_t p = 0; p < np; p++)
+                        for (int64_t s = 0; s < ns; s++) {
+                            int64_t mi = m0 + s * MRD, nj = n0 + p * nr;
+                            int64_t h = M - mi < MRD ? M - mi : MRD, w = N - nj < nr ? N - nj : nr;
+                            float *c = C + mi * N + nj;
+                            const uint32_t *as = ap + s * MRD * (KB / 2), *bs = bp + p * nr * (KB / 2);
+                            if (h == MRD && w == nr) {
+                                kernel_dp_8x48(c, N, as, bs);
+                            } else {
+                                for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
+                                kernel_dp_8x48(edge, nr, as, bs);
+                                for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
+                            }
+                        }
+                }
+            }
+    }
+}
+#endif
+
 void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                       int64_t M, int64_t N, int64_t K, int accumulate) {
     if (M <= 0 || N <= 0) return;
@@ -287,6 +466,19 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
         if (K <= 0) return;
     }
     const int scaled = A->scale || B->scale;
+    const int pairs = A->elt == DS_GEMM_BF16 && B->elt == DS_GEMM_BF16;
+#if defined(DS_X86_SIMD) && defined(DS_GEMM_AVX2)
+    if (pairs && ds_cpu_has_avx512bf16()) {
+        gemm_dpbf16(C, A, B, M, N, K);
+        return;
+    }
+#endif
+    /* B panels of 32 columns for the AVX-512 micro-kernel, 16 for AVX2 */
+#ifdef DS_X86_SIMD
+    const int nr = ds_cpu_isa() >= DS_ISA_AVX512 ? NR512 : NR;
+#else
+    const int nr = NR;
+#endif
     /* MC rows per tile, halved when that leaves fewer than 8 tiles a thread
      * (dynamic scheduling then evens out the load) */
     int64_t mcap = MC, tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
@@ -299,27 +491,27 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
          * per call), 8 floats of slack (see pack), then the scales */
         float *ap = tl_packs(), *bp = ap + PACK_A;
         float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
-        float edge[MR * NR] = {0};
+        float edge[MR * NR512] = {0};
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t ti = 0; ti < tm; ti++)
             for (int64_t tj = 0; tj < tn; tj++) {
                 int64_t m0 = ti * mcap, n0 = tj * NC;
                 int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NC ? N - n0 : NC;
-                int64_t ns = ds_ceil_div(mc, MR), np = ds_ceil_div(nc, NR);
+                int64_t ns = ds_ceil_div(mc, MR), np = ds_ceil_div(nc, nr);
                 for (int64_t kb = 0; kb < nkb; kb++) {
-                    for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K);
-                    for (int64_t p = 0; p < np; p++) pack(bp + p * NR * KB, sb + p * NR, B, n0 + p * NR, NR, N, kb * KB, K);
+                    for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K, pairs);
+                    for (int64_t p = 0; p < np; p++) pack(bp + p * nr * KB, sb + p * nr, B, n0 + p * nr, nr, N, kb * KB, K, pairs);
                     for (int64_t p = 0; p < np; p++)
                         for (int64_t s = 0; s < ns; s++) {
-                            int64_t mi = m0 + s * MR, nj = n0 + p * NR;
-                            int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < NR ? N - nj : NR;
+                            int64_t mi = m0 + s * MR, nj = n0 + p * nr;
+                            int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < nr ? N - nj : nr;
                             float *c = C + mi * N + nj;
-                            if (h == MR && w == NR) {
-                                kernel_6x16(c, N, ap + s * MR * KB, bp + p * NR * KB, sa + s * MR, sb + p * NR, scaled);
+                            if (h == MR && w == nr) {
+                                kernel(nr, c, N, ap + s * MR * KB, bp + p * nr * KB, sa + s * MR, sb + p * nr, scaled);
                             } else {
-                                for (int64_t i = 0; i < h; i++) memcpy(edge + i * NR, c + i * N, sizeof(float) * (size_t)w);
-                                kernel_6x16(edge, NR, ap + s * MR * KB, bp + p * NR * KB, sa + s * MR, sb + p * NR, scaled);
-                                for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * NR, sizeof(float) * (size_t)w);
+                                for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
+                                kernel(nr, edge, nr, ap + s * MR * KB, bp + p * nr * KB, sa + s * MR, sb + p * nr, scaled);
+                                for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
                 }

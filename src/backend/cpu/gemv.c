@@ -11,10 +11,12 @@
  * tests/test_bf16_infer.c).
  */
 #include "backend/cpu/gemv.h"
+#include "backend/cpu/par.h"
 
 void ds_gemv_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int64_t C,
                      int64_t OC) {
-#pragma omp parallel for schedule(static) if (OC * C >= 65536)
+    const int nt = ds_par_threads((double)OC * C * sizeof(float), DS_PAR_MIN_BYTES);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t o = 0; o < OC; o++) {
         const float *w = weight + o * C;
         const float b = bias ? bias[o] : 0.0f;
@@ -136,7 +138,8 @@ void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const 
     for (int64_t i = 0; i < N * C; i++) xd[i] = ds_fp8_e4m3_table[q[i]];
     const uint8_t *wq = w->q;
     const float *ws = w->scale;
-#pragma omp parallel for schedule(static) if (OC * C >= 65536)
+    const int nt = ds_par_threads((double)OC * C, DS_PAR_MIN_BYTES);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t o = 0; o < OC; o++) {
         const uint8_t *wr = wq + o * C;
         const float *wsr = ws + (o / G) * CB;
@@ -210,7 +213,8 @@ void ds_gemv_bf16w_forward(float *out, const float *inp, const ds_fp8w *w, const
         return;
     }
     const uint16_t *wb = w->b16;
-#pragma omp parallel for schedule(static) if (OC * C >= 65536)
+    const int nt = ds_par_threads((double)OC * C * 2, DS_PAR_MIN_BYTES);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t o = 0; o < OC; o++) {
         const uint16_t *wr = wb + o * C;
         float acc[DS_GEMV_MAX_ROWS] = {0};

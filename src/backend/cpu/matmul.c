@@ -12,6 +12,7 @@
  */
 #include "backend/cpu/kernels.h"
 
+#include "backend/cpu/par.h"
 #include "base/base.h"
 
 #include <stddef.h>
@@ -116,7 +117,7 @@ void ds_matmul_forward(float *out, const float *inp, const float *weight, const 
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
     int nt = 1;
 #ifdef _OPENMP
-    if (!omp_in_parallel() && (double)N * C * OC >= 65536.0) nt = omp_get_max_threads();
+    if (!omp_in_parallel()) nt = ds_par_threads(2.0 * N * C * OC, DS_PAR_MIN_FLOPS);
 #endif
     /* Each slab's sgemm packs its whole share of both operands, so cut the
      * larger one: output columns (the weight rows) when OC >= N, else the

@@ -13,6 +13,7 @@
  * beyond rounding).
  */
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -25,8 +26,10 @@ static void route_one(float *w, int32_t *idx, float *s, const float *logit, cons
                       const ds_route_params *p, float *sel, float *gs, int dbl) {
     int64_t E = p->E, K = p->K, G = p->G > 0 ? p->G : 1, Gk = p->Gk > 0 ? p->Gk : G;
     if (p->sigmoid) {
-        for (int64_t e = 0; e < E; e++)
-            s[e] = dbl ? (float)(1.0 / (1.0 + exp(-(double)logit[e]))) : 1.0f / (1.0f + expf(-logit[e]));
+        if (dbl)
+            for (int64_t e = 0; e < E; e++) s[e] = (float)(1.0 / (1.0 + exp(-(double)logit[e])));
+        else
+            ds_vsigmoid(s, logit, E); /* vmath.h */
     } else {
         float mx = -INFINITY;
         for (int64_t e = 0; e < E; e++) mx = logit[e] > mx ? logit[e] : mx;
@@ -35,8 +38,7 @@ static void route_one(float *w, int32_t *idx, float *s, const float *logit, cons
             for (int64_t e = 0; e < E; e++) sum += exp((double)logit[e] - mx);
             for (int64_t e = 0; e < E; e++) s[e] = (float)(exp((double)logit[e] - mx) / sum);
         } else {
-            float sum = 0;
-            for (int64_t e = 0; e < E; e++) sum += (s[e] = expf(logit[e] - mx));
+            float sum = ds_vexp_sum(s, logit, mx, E);
             float inv = 1.0f / sum;
             for (int64_t e = 0; e < E; e++) s[e] *= inv;
         }

@@ -1,0 +1,28 @@
+/*
+ * par.h — the thread policy for small ops: how many threads a kernel's work
+ * is worth.  Waking a team costs ~5-50 µs per parallel region (a futex wake
+ * per worker with OMP_WAIT_POLICY=passive, which dsv3 sets; far more when the
+ * machine is oversubscribed and a worker is descheduled), and a decode step
+ * is a hundred small GEMVs: forking for each made 2 threads slower than 1.
+ * So a region forks only when every thread gets at least ~50 µs of work:
+ * DS_PAR_MIN_BYTES streamed (memory-bound ops, e.g. GEMV weights) or
+ * DS_PAR_MIN_FLOPS (compute-bound ops, e.g. GEMM).  Use as
+ *     int nt = ds_par_threads(bytes, DS_PAR_MIN_BYTES);
+ *     #pragma omp parallel for num_threads(nt) if (nt > 1)
+ */
+#ifndef DS_PAR_H
+#define DS_PAR_H
+
+#include "base/base.h"
+
+#define DS_PAR_MIN_BYTES (1024.0 * 1024.0)
+#define DS_PAR_MIN_FLOPS (2.0e6)
+
+static inline int ds_par_threads(double work, double min_per_thread) {
+    int t = ds_threads();
+    double w = work / min_per_thread;
+    if (w < 2.0 || t <= 1) return 1;
+    return w < (double)t ? (int)w : t;
+}
+
+#endif

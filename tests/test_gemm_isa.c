@@ -1,0 +1,80 @@
+/*
+ * test_gemm_isa.c — the blocked BF16/FP8 GEMM (gemm_blocked.c) on every ISA
+ * path this CPU has: the AVX512_BF16 (vdpbf16ps), AVX-512 6x32 and AVX2 6x16
+ * micro-kernels must give the scalar reference's bits (each C element one FP32
+ * chain per 128-block of K over exact element products; BF16 x BF16 in pair
+ * order: k+1 before k, as vdpbf16ps adds them), on edge-heavy shapes and all
+ * operand layouts.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/gemm_blocked.h"
+#include "base/base.h"
+#include "num/dtype.h"
+#include "test.h"
+
+TEST(blocked_gemm_bits_match_ref_every_isa) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 129}, {37, 150, 300}, {13, 64, 256}, {200, 70, 131}};
+    ds_rng r;
+    ds_rng_seed(&r, 41);
+    int top = ds_cpu_isa_max(), prev = ds_cpu_isa();
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int64_t M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
+        uint16_t *a = malloc(2 * (size_t)(M * K)), *b = malloc(2 * (size_t)(N * K));
+        for (int64_t i = 0; i < M * K; i++) a[i] = ds_f32_to_bf16(ds_rng_normal(&r));
+        for (int64_t i = 0; i < N * K; i++) b[i] = ds_f32_to_bf16(ds_rng_normal(&r));
+        float *c0 = malloc(4 * (size_t)(M * N)), *c = malloc(4 * (size_t)(M * N)), *cr = malloc(4 * (size_t)(M * N));
+        for (int64_t i = 0; i < M * N; i++) c0[i] = ds_rng_normal(&r);
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int acc = 0; acc < 2; acc++) {
+                    memcpy(cr, c0, 4 * (size_t)(M * N));
+                    CHECK(ds_bf16_gemm_ref(cr, a, ta, b, tb, M, N, K, acc) == 0);
+                    /* AVX512_BF16 (where present), AVX-512 FP32, AVX2 FP32 kernels */
+                    for (int isa = top, bf = 1; isa >= DS_ISA_AVX2; bf ? (void)(bf = 0) : (void)(isa--, bf = 1)) {
+                        ds_cpu_isa_set(isa);
+                        int pb = ds_cpu_bf16_set(bf);
+                        memcpy(c, c0, 4 * (size_t)(M * N));
+                        CHECK(ds_bf16_gemm(c, a, ta, b, tb, M, N, K, acc) == 0);
+                        CHECK_MSG(!memcmp(c, cr, 4 * (size_t)(M * N)), "%s bf16=%d M=%lld N=%lld K=%lld ta=%d tb=%d acc=%d",
+                                  ds_cpu_isa_name(isa), ds_cpu_has_avx512bf16(), (long long)M, (long long)N,
+                                  (long long)K, ta, tb, acc);
+                        ds_cpu_bf16_set(pb);
+                    }
+                    ds_cpu_isa_set(prev);
+                }
+        free(a), free(b), free(c0), free(c), free(cr);
+    }
+    ds_cpu_isa_set(prev);
+}
+
+TEST(f32_to_bf16_n_matches_scalar_rounding) {
+    /* the vector conversions (every ISA path) against ds_f32_to_bf16 (RNE, quiet NaN):
+     * random bit patterns (every class), ties, ±inf, NaNs with low payloads */
+    ds_rng r;
+    ds_rng_seed(&r, 42);
+    enum { N = 100003 };
+    float *x = malloc(sizeof(float) * N);
+    uint16_t *y = malloc(2 * N);
+    for (int i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)ds_rng_u64(&r);
+        if (i % 7 == 0) u = (u & 0xffff0000u) | 0x8000u; /* exact ties */
+        memcpy(&x[i], &u, 4);
+    }
+    const uint32_t sp[] = {0x7f800000u, 0xff800000u, 0x7f800001u, 0xffc00000u, 0x7fffffffu, 0x00000001u, 0x7f7fffffu};
+    for (int i = 0; i < 7; i++) memcpy(&x[i], &sp[i], 4);
+    int top = ds_cpu_isa_max(), prev = ds_cpu_isa();
+    for (int isa = top; isa >= DS_ISA_SCALAR; isa--) {
+        ds_cpu_isa_set(isa);
+        memset(y, 0, 2 * N);
+        ds_f32_to_bf16_n(y, x, N);
+        int bad = 0;
+        for (int i = 0; i < N; i++) bad += y[i] != ds_f32_to_bf16(x[i]);
+        CHECK_MSG(bad == 0, "%s: %d of %d differ", ds_cpu_isa_name(isa), bad, N);
+    }
+    ds_cpu_isa_set(prev);
+    free(x), free(y);
+}

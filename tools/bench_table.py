@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""bench_table.py — the README's "Measured" table, written from bench/results/*.json (never by hand).
+
+Reads whatever `make bench` left in bench/results/ (train_<B>x<T>.json, forward.json, generate.json,
+tokenizer.json, kernels.json) and prints a Markdown table of dsv3 beside its peer with the ratio, plus a
+line with the machine's measured FMA peak and streaming bandwidth.  With --write README.md it replaces
+the text between the markers <!-- measured:begin --> and <!-- measured:end --> in that file.
+
+Usage: python3 tools/bench_table.py [--results bench/results] [--write README.md]
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def fmt_ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def train_rows(res_dir):
+    rows = []
+    files = sorted(glob.glob(os.path.join(res_dir, "train_*x*.json")),
+                   key=lambda p: [int(x) for x in re.findall(r"(\d+)x(\d+)", p)[-1]])
+    if not files and os.path.exists(os.path.join(res_dir, "train.json")):
+        files = [os.path.join(res_dir, "train.json")]
+    for p in files:
+        d = load(p)
+        if not d or "dsv3" not in d:
+            continue
+        o = d["dsv3"]
+        fl, peak = o.get("flops_per_step", 0), o.get("peak_flops", 0)
+        B, T = d["batch"], d["seq"]
+        for key, prec, peer_key in (("dsv3", "fp32", "transformers"), ("dsv3_bf16", "bf16", "transformers_bf16"),
+                                    ("dsv3_fp8", "fp8", None)):
+            r = d.get(key)
+            if not r:
+                continue
+            tps = B * T / r["mean_s"]
+            gf = fl / r["mean_s"] / 1e9 if fl else 0
+            mfu = f", {100 * gf * 1e9 / peak:.1f}% of the measured FP32 peak" if peak else ""
+            peer = d.get(peer_key) if peer_key else None
+            ptxt = f"transformers{' bf16 autocast' if prec == 'bf16' else ''} {peer['tokens_per_s']:.0f} tokens/s" \
+                if peer else "no CPU peer" if prec == "fp8" else "-"
+            rows.append((f"training step (fwd+bwd+clip+AdamW), B={B} T={T}, {prec}",
+                         f"{tps:.0f} tokens/s ({gf:.1f} GFLOP/s{mfu})", ptxt,
+                         fmt_ratio(tps, peer["tokens_per_s"]) if peer else "-"))
+        sh = d.get("phase_share")
+        if sh:
+            rows.append((f"step phases, B={B} T={T}, fp32",
+                         ", ".join(f"{k} {100 * v:.0f}%" for k, v in sh.items()), "", ""))
+    return rows
+
+
+def forward_rows(res_dir):
+    d = load(os.path.join(res_dir, "forward.json"))
+    if not d or "dsv3" not in d:
+        return []
+    o = d["dsv3"]
+    tps = d["batch"] * d["seq"] / o["mean_s"]
+    p = d.get("transformers")
+    return [(f"prefill forward, B={d['batch']} T={d['seq']}, {d['threads']} threads",
+             f"{tps:.0f} tokens/s ({o.get('gflops', 0):.1f} GFLOP/s)",
+             f"transformers {p['tokens_per_s']:.0f} tokens/s" if p else "-",
+             fmt_ratio(tps, p["tokens_per_s"]) if p else "-")]
+
+
+def generate_rows(res_dir):
+    d = load(os.path.join(res_dir, "generate.json"))
+    rows = []
+    for r in (d or {}).get("rows", []):
+        a, c = r["dsv3"], r.get("transformers")
+        pre = a["prompt_tokens"] / a["prefill_s"] if a.get("prefill_s") else 0
+        rows.append((f"greedy decode, batch 1, {r['threads']} thread{'s' if r['threads'] > 1 else ''}",
+                     f"{a['tokens_per_s']:.0f} tokens/s (prefill of {a['prompt_tokens']}: {pre:.0f} tokens/s)",
+                     f"transformers {c['tokens_per_s']:.0f} tokens/s" if c else "-",
+                     fmt_ratio(a["tokens_per_s"], c["tokens_per_s"]) if c else "-"))
+    return rows
+
+
+def tokenizer_rows(res_dir):
+    d = load(os.path.join(res_dir, "tokenizer.json"))
+    rows = []
+    for r in (d or {}).get("encode", []):
+        if r.get("threads") != 1:
+            continue
+        for peer in ("tokenizers", "tiktoken"):
+            if peer + "_mb_s" in r and (r["tokenizer"] != "gpt2" or peer == "tiktoken"):
+                rows.append((f"{r['tokenizer']} tokenizer encode, 1 thread", f"{r['dsv3_mb_s']:.1f} MB/s",
+                             f"{peer} {r[peer + '_mb_s']:.1f} MB/s", fmt_ratio(r["dsv3_mb_s"], r[peer + "_mb_s"])))
+    t = (d or {}).get("train")
+    if t and t.get("tokenizers_s"):
+        rows.append((f"BPE training to {t['vocab'] // 1000}K on {t['mb']:.0f} MB", f"{t['dsv3_s']:.2f} s",
+                     f"tokenizers BpeTrainer {t['tokenizers_s']:.1f} s", f"{t['tokenizers_s'] / t['dsv3_s']:.1f}x"))
+    return rows
+
+
+def machine_line(res_dir):
+    k = load(os.path.join(res_dir, "kernels.json"))
+    if not k:
+        return ""
+    avx2 = f" (AVX2 path {k['fma_peak_avx2_gflops']:.0f})" if "fma_peak_avx2_gflops" in k else ""
+    return (f"Machine: {k['threads']} threads, {k['isa']} kernels; measured FP32 FMA peak {k['fma_peak_gflops']:.0f} "
+            f"GFLOP/s{avx2}, streaming triad {k['stream_gbps']:.1f} GB/s (bench/results/kernels.json).")
+
+
+def table(res_dir):
+    rows = forward_rows(res_dir) + train_rows(res_dir) + generate_rows(res_dir) + tokenizer_rows(res_dir)
+    out = ["| what | dsv3 | peer | ratio |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    m = machine_line(res_dir)
+    text = "\n".join(out) + "\n"
+    if m:
+        text += "\n" + m + "\n"
+    return text, len(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", default="bench/results")
+    ap.add_argument("--write", metavar="README.md")
+    a = ap.parse_args()
+    text, n = table(a.results)
+    if n == 0:
+        print(f"bench_table: no results in {a.results} (run make bench first)", file=sys.stderr)
+        return 1
+    if not a.write:
+        sys.stdout.write(text)
+        return 0
+    src = open(a.write).read()
+    b, e = "<!-- measured:begin -->", "<!-- measured:end -->"
+    if b not in src or e not in src:
+        print(f"bench_table: {a.write}: markers {b} ... {e} not found", file=sys.stderr)
+        return 1
+    i, j = src.index(b) + len(b), src.index(e)
+    open(a.write, "w").write(src[:i] + "\n" + text + src[j:])
+    print(f"bench_table: {a.write}: {n} rows written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
