@@ -3,6 +3,7 @@
  */
 #include "backend/staged.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,9 @@ static const struct ds_ops *g_prec[3];  /* matmul/linear entries per precision *
 
 static void *arena;
 static size_t arena_n;
+/* The model calls entries from OpenMP loops (experts in parallel): one call
+ * at a time owns the arena, from go() to done(). */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* One call's operands: host pointer, bytes, copied in and/or out. */
 typedef struct {
@@ -45,8 +49,9 @@ static int add(stage *st, const void *h, size_t n, int in, int out) {
 
 static size_t up256(size_t n) { return (n + 255) & ~(size_t)255; }
 
-/* Places the operands in the arena and copies the inputs in. */
+/* Takes the lock, places the operands in the arena and copies the inputs in. */
 static void go(stage *st) {
+    pthread_mutex_lock(&lock);
     size_t total = 0;
     for (int i = 0; i < st->ns; i++) total += up256(st->s[i].n);
     if (total > arena_n) {
@@ -68,16 +73,20 @@ static void go(stage *st) {
     }
 }
 
-/* Copies the outputs back (each copy_d2h returns with the data on the host). */
+/* Copies the outputs back (each copy_d2h returns with the data on the host)
+ * and releases the lock. */
 static void done(stage *st) {
     for (int i = 0; i < st->ns; i++)
         if (st->s[i].h && st->s[i].out && st->s[i].n) g_mem.copy_d2h((void *)st->s[i].h, st->s[i].d, st->s[i].n);
+    pthread_mutex_unlock(&lock);
 }
 
 void ds_staged_release(void) {
+    pthread_mutex_lock(&lock);
     if (arena) g_mem.free(arena);
     arena = NULL;
     arena_n = 0;
+    pthread_mutex_unlock(&lock);
 }
 
 #define F(n) ((size_t)(n) * sizeof(float))

@@ -13,6 +13,8 @@
  * same host pointer passed twice (cross_entropy's dlogits = logits) is one
  * device buffer.  ds_fp8w descriptors are staged field by field.
  *
+ * Entries may be called from several threads at once (the model's expert
+ * loops): a lock lets one call at a time stage and run.
  * One staged set per process (module state): ds_staged_table may be called
  * for each precision (its GEMM entries are kept per precision), all over the
  * same device memory functions.  Tests run it over the CPU table with a

@@ -222,6 +222,7 @@ void set_smem(F *kernel, size_t bytes) {
 
 extern "C" void ds_cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                                         int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
+    CU_ENTRY();
     if (B * T * NH <= 0) return;
     check_dims(DQ, DV, B, NH);
     size_t sm = (size_t)(WARPS * DQ + KT * (DQ + 1) + KT * DV) * sizeof(float);
@@ -234,6 +235,7 @@ extern "C" void ds_cu_attention_forward(float *out, float *lse, const float *q, 
 extern "C" void ds_cu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
                                          const float *lse, const float *q, const float *k, const float *v, int64_t B,
                                          int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
+    CU_ENTRY();
     if (B * T * NH <= 0) return;
     check_dims(DQ, DV, B, NH);
     int64_t rows = B * T * NH;

@@ -5,7 +5,11 @@
  * table.cu.
  *
  * Every entry runs on g_cu.stream and may be asynchronous; entries that
- * return a host value (cross_entropy) synchronise.  A CUDA or cuBLAS error
+ * return a host value (cross_entropy) synchronise.  Code above the backend
+ * calls entries from OpenMP loops (the experts of a MoE layer): each entry
+ * holds g_cu_lock (CU_ENTRY) while it enqueues its work, so the scratch
+ * buffers and cuBLASLt descriptors of one call are not another's; the work
+ * itself runs in stream order.  A CUDA or cuBLAS error
  * inside an entry is a broken invariant (the CPU entries assert the same way):
  * one line on stderr naming the call, then abort.
  */
@@ -14,6 +18,7 @@
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <mutex>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +38,8 @@ struct ds_cuda_state {
     char name[320];
 };
 extern ds_cuda_state g_cu;
+extern std::mutex g_cu_lock;
+#define CU_ENTRY() std::lock_guard<std::mutex> cu_entry_guard_(g_cu_lock)
 
 void ds_cu_fail(const char *what, const char *why, const char *file, int line);
 #define CU_CHECK(call)                                                                 \

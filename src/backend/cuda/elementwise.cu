@@ -68,6 +68,7 @@ static int row_threads(int64_t C) { return C >= 1024 ? 512 : C >= 256 ? 256 : 12
 
 extern "C" void ds_cu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int64_t N, int64_t C,
                                       int64_t ld_out, int64_t ld_in, float eps) {
+    CU_ENTRY();
     if (N <= 0) return;
     k_rmsnorm_fwd<<<(unsigned)N, row_threads(C), 0, g_cu.stream>>>(out, rstd, inp, w, C, ld_out, ld_in, eps);
     CU_LAUNCHED();
@@ -76,6 +77,7 @@ extern "C" void ds_cu_rmsnorm_forward(float *out, float *rstd, const float *inp,
 extern "C" void ds_cu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                                        const float *rstd, int64_t N, int64_t C, int64_t ld_din, int64_t ld_dout,
                                        int64_t ld_in, float eps) {
+    CU_ENTRY();
     if (N <= 0) return;
     float *rs = dw ? (float *)ds_cu_scratch(SCR_F32, (size_t)N * sizeof(float)) : NULL;
     k_rmsnorm_bwd_dx<<<(unsigned)N, row_threads(C), 0, g_cu.stream>>>(dinp, rs, dout, inp, w, rstd, C, ld_din,
@@ -110,6 +112,7 @@ __global__ void k_rope(float *x, const float *cos_t, const float *sin_t, int64_t
 
 extern "C" void ds_cu_rope_forward(float *x, const float *cos_t, const float *sin_t, int64_t B, int64_t T, int64_t nv,
                                    int64_t ld, int64_t off, int64_t dr, int halves) {
+    CU_ENTRY();
     int64_t n = B * T * nv * (dr / 2);
     if (n <= 0) return;
     k_rope<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(x, cos_t, sin_t, B * T, T, nv, ld, off, dr / 2, halves, 0);
@@ -117,6 +120,7 @@ extern "C" void ds_cu_rope_forward(float *x, const float *cos_t, const float *si
 }
 extern "C" void ds_cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int64_t B, int64_t T,
                                     int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves) {
+    CU_ENTRY();
     int64_t n = B * T * nv * (dr / 2);
     if (n <= 0) return;
     k_rope<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(dx, cos_t, sin_t, B * T, T, nv, ld, off, dr / 2, halves, 1);
@@ -128,6 +132,7 @@ extern "C" void ds_cu_rope_backward(float *dx, const float *cos_t, const float *
  * (docs/engine.md §2.2). */
 extern "C" void ds_cu_rope_tables(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T,
                                   int64_t h2) {
+    CU_ENTRY();
     if (T <= 0 || h2 <= 0) return;
     size_t n = (size_t)(T * h2);
     float *hc = (float *)ds_malloc(2 * n * sizeof(float)), *hs = hc + n;
@@ -163,17 +168,20 @@ __global__ void k_residual(float *out, const float *a, const float *b, int64_t n
 } // namespace
 
 extern "C" void ds_cu_swiglu_forward(float *out, const float *gate, const float *up, int64_t N, int64_t I) {
+    CU_ENTRY();
     if (N * I <= 0) return;
     k_swiglu_fwd<<<ds_cu_blocks(N * I, 256), 256, 0, g_cu.stream>>>(out, gate, up, N * I);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                                       int64_t N, int64_t I) {
+    CU_ENTRY();
     if (N * I <= 0) return;
     k_swiglu_bwd<<<ds_cu_blocks(N * I, 256), 256, 0, g_cu.stream>>>(dgate, dup, dout, gate, up, N * I);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_residual_forward(float *out, const float *a, const float *b, int64_t n) {
+    CU_ENTRY();
     if (n <= 0) return;
     k_residual<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(out, a, b, n);
     CU_LAUNCHED();
@@ -192,11 +200,13 @@ __global__ void k_embed_bwd(float *dwte, const float *dout, const int32_t *ids, 
 } // namespace
 
 extern "C" void ds_cu_embedding_forward(float *out, const int32_t *ids, const float *wte, int64_t BT, int64_t C) {
+    CU_ENTRY();
     if (BT * C <= 0) return;
     k_embed_fwd<<<ds_cu_blocks(BT * C, 256), 256, 0, g_cu.stream>>>(out, ids, wte, BT, C);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_embedding_backward(float *dwte, const float *dout, const int32_t *ids, int64_t BT, int64_t C) {
+    CU_ENTRY();
     if (BT * C <= 0) return;
     k_embed_bwd<<<ds_cu_blocks(C, 64), 64, 0, g_cu.stream>>>(dwte, dout, ids, BT, C);
     CU_LAUNCHED();
@@ -232,18 +242,21 @@ __global__ void k_combine_bwd(float *de_out, float *dw, const float *dy, const f
 } // namespace
 
 extern "C" void ds_cu_moe_permute(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H) {
+    CU_ENTRY();
     if (N * K * H <= 0) return;
     k_permute<<<ds_cu_blocks(N * K * H, 256), 256, 0, g_cu.stream>>>(xs, x, order, N * K, K, H);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_moe_combine_forward(float *y, const float *e_out, const float *w, const int32_t *pos, int64_t N,
                                           int64_t K, int64_t H) {
+    CU_ENTRY();
     if (N * H <= 0) return;
     k_combine<<<ds_cu_blocks(N * H, 256), 256, 0, g_cu.stream>>>(y, e_out, w, pos, N, K, H);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_moe_combine_backward(float *de_out, float *dw, const float *dy, const float *e_out,
                                            const float *w, const int32_t *pos, int64_t N, int64_t K, int64_t H) {
+    CU_ENTRY();
     if (N * K <= 0) return;
     k_combine_bwd<<<(unsigned)(N * K), row_threads(H), 0, g_cu.stream>>>(de_out, dw, dy, e_out, w, pos, K, H);
     CU_LAUNCHED();
@@ -266,6 +279,7 @@ __global__ void k_mla_kv(float *k, float *v, const float *kv, const float *kva, 
 
 extern "C" void ds_cu_mla_kv_assemble(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
                                       int64_t dn, int64_t dv, int64_t rkv, int64_t dr) {
+    CU_ENTRY();
     int64_t n = N * nh * (dn + dr + dv);
     if (n <= 0) return;
     k_mla_kv<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(k, v, kv, kva, N, nh, dn, dv, rkv, dr);
@@ -310,6 +324,7 @@ __global__ void k_xent(float *dlogits, float *losses, const float *logits, const
 /* The sum over counted rows runs on the host in row order, in double, as the CPU's. */
 extern "C" double ds_cu_cross_entropy(float *dlogits, float *losses, int64_t *count, const float *logits,
                                       const int32_t *targets, int64_t N, int64_t V, int32_t ignore, float dscale) {
+    CU_ENTRY();
     if (N <= 0) {
         if (count) *count = 0;
         return 0.0;
@@ -449,6 +464,7 @@ __global__ void k_route_bwd(float *dlogits, const float *dw, const float *dscore
 
 extern "C" void ds_cu_moe_route_forward(float *w, int32_t *idx, float *scores, const float *logits, const float *bias,
                                         const ds_route_params *p, int64_t N) {
+    CU_ENTRY();
     if (N <= 0) return;
     int64_t G = p->G > 0 ? p->G : 1;
     size_t sm = (size_t)(2 * p->E + G) * sizeof(float);
@@ -458,6 +474,7 @@ extern "C" void ds_cu_moe_route_forward(float *w, int32_t *idx, float *scores, c
 }
 extern "C" void ds_cu_moe_route_backward(float *dlogits, const float *dw, const float *dscores, const float *scores,
                                          const int32_t *idx, const ds_route_params *p, int64_t N) {
+    CU_ENTRY();
     if (N <= 0) return;
     size_t sm = (size_t)p->E * sizeof(float);
     if (sm > 48 * 1024) CU_CHECK(cudaFuncSetAttribute(k_route_bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));

@@ -180,6 +180,7 @@ static void dbias_sum(float *dbias, const float *dout, int64_t N, int64_t OC) {
 
 extern "C" void ds_cu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N,
                                      int64_t C, int64_t OC) {
+    CU_ENTRY();
     if (empty_product(out, bias, N, C, OC)) return;
     gemm_fwd(out, inp, w, CUDA_R_32F, N, C, OC);
     add_bias(out, bias, N, OC);
@@ -187,6 +188,7 @@ extern "C" void ds_cu_matmul_forward(float *out, const float *inp, const float *
 
 extern "C" void ds_cu_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                                       const float *w, int64_t N, int64_t C, int64_t OC, int acc) {
+    CU_ENTRY();
     if (N <= 0) return;
     if (C > 0 && OC > 0) {
         if (dinp) gemm_dgrad(dinp, dout, w, CUDA_R_32F, N, C, OC, acc ? 1.0f : 0.0f);
@@ -200,6 +202,7 @@ extern "C" void ds_cu_matmul_backward(float *dinp, float *dw, float *dbias, cons
 /* ---- BF16 --------------------------------------------------------------------- */
 extern "C" void ds_cu_matmul_forward_bf16(float *out, const float *inp, const float *w, const float *bias, int64_t N,
                                           int64_t C, int64_t OC) {
+    CU_ENTRY();
     if (empty_product(out, bias, N, C, OC)) return;
     uint16_t *x = to_bf16(SCR_A, inp, N * C), *wb = to_bf16(SCR_B, w, OC * C);
     gemm_fwd(out, x, wb, CUDA_R_16BF, N, C, OC);
@@ -208,6 +211,7 @@ extern "C" void ds_cu_matmul_forward_bf16(float *out, const float *inp, const fl
 
 extern "C" void ds_cu_matmul_backward_bf16(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                                            const float *w, int64_t N, int64_t C, int64_t OC, int acc) {
+    CU_ENTRY();
     if (N <= 0) return;
     if (C > 0 && OC > 0) {
         uint16_t *dy = to_bf16(SCR_A, dout, N * OC);
@@ -418,6 +422,7 @@ extern "C" void ds_cuda_fp8_counts(int64_t *lt, int64_t *own) {
 /* ---- FP8: the linear entries -------------------------------------------------- */
 extern "C" void ds_cu_linear_forward_fp8(float *out, const float *inp, const float *w, const float *bias, int64_t N,
                                          int64_t C, int64_t OC) {
+    CU_ENTRY();
     if (empty_product(out, bias, N, C, OC)) return;
     own_operand x = quant_1x128(SCR_A, SCR_SA, inp, N, C);
     own_operand wq = quant_128x128(SCR_B, SCR_SB, w, OC, C, 0);
@@ -427,6 +432,7 @@ extern "C" void ds_cu_linear_forward_fp8(float *out, const float *inp, const flo
 
 extern "C" void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                                           const float *w, int64_t N, int64_t C, int64_t OC, int acc) {
+    CU_ENTRY();
     if (N <= 0) return;
     if (C > 0 && OC > 0) {
         if (dinp) {
@@ -456,6 +462,7 @@ extern "C" void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, 
  * (ceil(OC/128), ceil(C/128)) row-major, device memory; the struct itself is host. */
 extern "C" void ds_cu_linear_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias,
                                           int64_t N, int64_t C, int64_t OC) {
+    CU_ENTRY();
     if (empty_product(out, bias, N, C, OC)) return;
     if (w->b16) {
         /* out = inp · widen(W)ᵀ: widening is exact, then the FP32 GEMM */
@@ -496,6 +503,7 @@ __global__ void k_fill(float *x, int64_t n, float v) { GRID_STRIDE(i, n) x[i] = 
 extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
                                   const char **path) {
     if (!g_cu.ok) return ds_err("gemm bench: no CUDA device");
+    CU_ENTRY();
     int fp8 = !strcmp(kind, "fp8") || !strcmp(kind, "fp8-own"), bf16 = !strcmp(kind, "bf16"), f32 = !strcmp(kind, "fp32");
     if (!fp8 && !bf16 && !f32) return ds_err("gemm bench: unknown kind %s (fp8, fp8-own, bf16, fp32)", ds_quote(kind));
     size_t esz = fp8 ? 1 : bf16 ? 2 : 4;

@@ -16,6 +16,7 @@ extern "C" {
 #include <string.h>
 
 ds_cuda_state g_cu;
+std::mutex g_cu_lock;
 
 void ds_cu_fail(const char *what, const char *why, const char *file, int line) {
     fprintf(stderr, "dsv3: cuda: %s failed: %s (%s:%d)\n", what, why, file, line);
