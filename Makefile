@@ -98,7 +98,7 @@ else
   BIN := dsv3
 endif
 
-.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests
+.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests cuda-bench gpu-check
 all: info $(BIN) libdsv3.a
 
 info:
@@ -136,6 +136,15 @@ test: deps
 	@DSV3=./$(BIN) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/test_dsv3 $(T)
 
 build-tests: info $(BIN) $(BUILD)/test_dsv3
+
+# the GPU GEMM benchmark (tools/gpu_check.sh runs it); builds without CUDA too
+cuda-bench: $(BUILD)/gemm_cuda
+$(BUILD)/gemm_cuda: bench/gemm_cuda.c $(BUILD)/libdsv3.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdsv3.a $(LDLIBS)
+
+# build with CUDA, run the CUDA tests and GPU benchmarks; JSON in $$OUT or gpu_check/
+gpu-check:
+	@bash tools/gpu_check.sh
 
 bench: all
 	@mkdir -p bench/results

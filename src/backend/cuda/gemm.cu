@@ -117,6 +117,11 @@ __global__ void k_dbias(float *dbias, const float *dout, int64_t N, int64_t OC) 
         dbias[o] += s;
     }
 }
+/* dbias[o] += dout[n, o] row by row (the CPU's BF16 and FP8 linears add in place) */
+__global__ void k_dbias_inplace(float *dbias, const float *dout, int64_t N, int64_t OC) {
+    GRID_STRIDE(o, OC)
+        for (int64_t n = 0; n < N; n++) dbias[o] += dout[n * OC + o];
+}
 __global__ void k_add(float *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] += src[i]; }
 
 /* FP32 -> BF16 as ds_f32_to_bf16: NaN kept quiet, else round to nearest even */
@@ -172,9 +177,12 @@ static void add_bias(float *out, const float *bias, int64_t N, int64_t OC) {
     k_add_bias<<<ds_cu_blocks(N * OC, 256), 256, 0, g_cu.stream>>>(out, bias, N, OC);
     CU_LAUNCHED();
 }
-static void dbias_sum(float *dbias, const float *dout, int64_t N, int64_t OC) {
+/* inplace: the BF16/FP8 order (each row added into dbias), else the FP32 one
+ * (rows summed, then added) */
+static void dbias_sum(float *dbias, const float *dout, int64_t N, int64_t OC, int inplace = 0) {
     if (!dbias) return;
-    k_dbias<<<ds_cu_blocks(OC, 128), 128, 0, g_cu.stream>>>(dbias, dout, N, OC);
+    if (inplace) k_dbias_inplace<<<ds_cu_blocks(OC, 128), 128, 0, g_cu.stream>>>(dbias, dout, N, OC);
+    else k_dbias<<<ds_cu_blocks(OC, 128), 128, 0, g_cu.stream>>>(dbias, dout, N, OC);
     CU_LAUNCHED();
 }
 
@@ -220,7 +228,7 @@ extern "C" void ds_cu_matmul_backward_bf16(float *dinp, float *dw, float *dbias,
     } else if (dinp && !acc && C > 0) {
         CU_CHECK(cudaMemsetAsync(dinp, 0, (size_t)(N * C) * sizeof(float), g_cu.stream));
     }
-    dbias_sum(dbias, dout, N, OC);
+    dbias_sum(dbias, dout, N, OC, 1);
 }
 
 /* ---- FP8: quantization -------------------------------------------------------- */
@@ -455,7 +463,7 @@ extern "C" void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, 
     } else if (dinp && !acc && C > 0) {
         CU_CHECK(cudaMemsetAsync(dinp, 0, (size_t)(N * C) * sizeof(float), g_cu.stream));
     }
-    dbias_sum(dbias, dout, N, OC);
+    dbias_sum(dbias, dout, N, OC, 1);
 }
 
 /* FP8-resident (or BF16-resident) weight: w->q (OC, C) E4M3 and w->scale
