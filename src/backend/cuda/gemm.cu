@@ -98,8 +98,43 @@ done:
     return st;
 }
 
-void lt_check(cublasStatus_t st, const char *what) {
-    if (st != CUBLAS_STATUS_SUCCESS) ds_cu_fail(what, cublasLtGetStatusString(st), __FILE__, __LINE__);
+/* The plain GEMM for a shape cuBLASLt takes no algorithm for (FP32 or BF16
+ * operands): a thread per output, k in order, FP32 sums.  A(r, k) sits at
+ * a[r*sar + k*sak], B(c, k) at b[c*sbr + k*sbk]; D (m x n) column-major. */
+template <typename T>
+__device__ __forceinline__ float elt(const T *p, int64_t i);
+template <>
+__device__ __forceinline__ float elt<float>(const float *p, int64_t i) { return p[i]; }
+template <>
+__device__ __forceinline__ float elt<uint16_t>(const uint16_t *p, int64_t i) { return __uint_as_float((uint32_t)p[i] << 16); }
+template <typename T>
+__global__ void k_gemm_plain(float *D, int64_t ldd, const T *a, int64_t sar, int64_t sak, const T *b, int64_t sbr,
+                             int64_t sbk, int64_t m, int64_t n, int64_t k, float beta) {
+    GRID_STRIDE(i, m * n) {
+        int64_t r = i % m, c = i / m;
+        float s = 0.0f;
+        for (int64_t j = 0; j < k; j++) s += elt(a, r * sar + j * sak) * elt(b, c * sbr + j * sbk);
+        D[c * ldd + r] = beta != 0.0f ? s + beta * D[c * ldd + r] : s;
+    }
+}
+
+/* cuBLASLt, or the plain GEMM (with one line on stderr) where it takes no algorithm */
+void lt_or_plain(int64_t m, int64_t n, int64_t k, const lt_operand &A, const lt_operand &B, float beta, float *D,
+                 int64_t ldd, const char *what) {
+    cublasStatus_t st = lt_matmul(m, n, k, A, B, beta, D, CUDA_R_32F, ldd);
+    if (st == CUBLAS_STATUS_SUCCESS) return;
+    if (st != CUBLAS_STATUS_NOT_SUPPORTED) ds_cu_fail(what, cublasLtGetStatusString(st), __FILE__, __LINE__);
+    static int said;
+    if (!said++) fprintf(stderr, "dsv3: cuda: cuBLASLt has no algorithm for a %lldx%lldx%lld GEMM; using a plain kernel\n",
+                         (long long)m, (long long)n, (long long)k);
+    int64_t sar = A.trans ? A.ld : 1, sak = A.trans ? 1 : A.ld, sbr = B.trans ? B.ld : 1, sbk = B.trans ? 1 : B.ld;
+    if (A.type == CUDA_R_16BF)
+        k_gemm_plain<uint16_t><<<ds_cu_blocks(m * n, 256), 256, 0, g_cu.stream>>>(
+            D, ldd, (const uint16_t *)A.p, sar, sak, (const uint16_t *)B.p, sbr, sbk, m, n, k, beta);
+    else
+        k_gemm_plain<float><<<ds_cu_blocks(m * n, 256), 256, 0, g_cu.stream>>>(
+            D, ldd, (const float *)A.p, sar, sak, (const float *)B.p, sbr, sbk, m, n, k, beta);
+    CU_LAUNCHED();
 }
 
 /* ---- small kernels --------------------------------------------------------------- */
@@ -149,20 +184,20 @@ uint16_t *to_bf16(int slot, const float *x, int64_t n) {
 /* out (N, OC) = inp (N, C) · w (OC, C)ᵀ: D = outᵀ (OC x N), A = w (K-major), B = inp (K-major) */
 static void gemm_fwd(float *out, const void *inp, const void *w, cudaDataType t, int64_t N, int64_t C, int64_t OC) {
     lt_operand A = {w, t, 1, C, NULL, 0}, B = {inp, t, 1, C, NULL, 0};
-    lt_check(lt_matmul(OC, N, C, A, B, 0.0f, out, CUDA_R_32F, OC), "cublasLtMatmul (forward)");
+    lt_or_plain(OC, N, C, A, B, 0.0f, out, OC, "cublasLtMatmul (forward)");
 }
 /* dinp (N, C) (+)= dout (N, OC) · w (OC, C): D = dinpᵀ (C x N) = wᵀ... A = w stored (OC, C): as
  * col-major it is C x OC, op N; B = dout (N, OC): col-major OC x N, op N */
 static void gemm_dgrad(float *dinp, const void *dout, const void *w, cudaDataType t, int64_t N, int64_t C, int64_t OC,
                        float beta) {
     lt_operand A = {w, t, 0, C, NULL, 0}, B = {dout, t, 1, OC, NULL, 0};
-    lt_check(lt_matmul(C, N, OC, A, B, beta, dinp, CUDA_R_32F, C), "cublasLtMatmul (dgrad)");
+    lt_or_plain(C, N, OC, A, B, beta, dinp, C, "cublasLtMatmul (dgrad)");
 }
 /* dw (OC, C) += dout (N, OC)ᵀ · inp (N, C): D = dwᵀ (C x OC), A = inp col-major C x N op N,
  * B = dout col-major OC x N, op T */
 static void gemm_wgrad(float *dw, const void *dout, const void *inp, cudaDataType t, int64_t N, int64_t C, int64_t OC) {
     lt_operand A = {inp, t, 0, C, NULL, 0}, B = {dout, t, 0, OC, NULL, 0};
-    lt_check(lt_matmul(C, OC, N, A, B, 1.0f, dw, CUDA_R_32F, C), "cublasLtMatmul (wgrad)");
+    lt_or_plain(C, OC, N, A, B, 1.0f, dw, C, "cublasLtMatmul (wgrad)");
 }
 
 static int empty_product(float *out, const float *bias, int64_t N, int64_t C, int64_t OC) {
