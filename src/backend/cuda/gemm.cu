@@ -282,13 +282,10 @@ __device__ __forceinline__ float e4m3_f32(uint8_t c) {
     return __half2float(__half(h));
 }
 
-/* 1x128 tiles along the columns of x (R, Cc): one warp per (row, tile).
- * q (R, Cc) codes; scale s[kb * R + r] (VEC128 layout). */
-__global__ void k_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t Cc) {
-    int64_t KB = (Cc + 127) / 128, warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (warp >= R * KB) return;
-    int64_t r = warp / KB, kb = warp % KB, c0 = kb * 128;
+/* one 1x128 tile (row r, block kb) by one warp */
+__device__ __forceinline__ void quant_tile(uint8_t *q, float *s, const float *x, int64_t R, int64_t Cc, int64_t KB,
+                                           int64_t r, int64_t kb, int lane) {
+    int64_t c0 = kb * 128;
     const float *xr = x + r * Cc;
     float v[4], a = 0.0f;
     for (int j = 0; j < 4; j++) {
@@ -303,6 +300,15 @@ __global__ void k_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, i
         int64_t c = c0 + lane + 32 * j;
         if (c < Cc) q[r * Cc + c] = e4m3(v[j] / sc);
     }
+}
+
+/* 1x128 tiles along the columns of x (R, Cc): one warp per (row, tile).
+ * q (R, Cc) codes; scale s[kb * R + r] (VEC128 layout). */
+__global__ void k_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t Cc) {
+    int64_t KB = (Cc + 127) / 128, nw = (int64_t)gridDim.x * (blockDim.x >> 5);
+    int lane = threadIdx.x & 31;
+    for (int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; warp < R * KB; warp += nw)
+        quant_tile(q, s, x, R, Cc, KB, warp / KB, warp % KB, lane);
 }
 
 /* 128x1 tiles (128 rows of one column) of x (R, Cc), codes written transposed:
