@@ -19,7 +19,8 @@
  * BF16 and FP8 runs within DeepSeek's 0.25% of the CPU's BF16 run.
  *
  * Without a GPU (or without CUDA in the build) each of those tests SKIPS with
- * a "no GPU" line.  The staging itself is checked on every machine: the
+ * a "no GPU" line; tools/cudamock/run.sh runs them on the CPU over stand-in
+ * CUDA runtime and cuBLASLt libraries.  The staging itself is checked on every machine: the
  * staged table over the CPU kernels, with "device" memory that is separate
  * host memory filled with NaN, gives the CPU's bits on a whole model.
  */

@@ -130,11 +130,13 @@ struct cudamock_layout {
 };
 struct cudamock_pref { int dummy; };
 
-/* CUDAMOCK_LT_FP8=0: the FP8 matmul says NOT_SUPPORTED (the backend's own kernel runs) */
-static int fp8_ok() {
-    const char *e = std::getenv("CUDAMOCK_LT_FP8");
+/* CUDAMOCK_LT_FP8=0: the FP8 matmul says NOT_SUPPORTED (the backend's own kernel runs);
+ * CUDAMOCK_LT_F32=0: the same for FP32/BF16 (the backend's plain GEMM runs) */
+static int env_ok(const char *name) {
+    const char *e = std::getenv(name);
     return !e || std::strcmp(e, "0");
 }
+static int fp8_ok() { return env_ok("CUDAMOCK_LT_FP8"); }
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) { *h = new cudamock_lt; return CUBLAS_STATUS_SUCCESS; }
 const char *cublasLtGetStatusString(cublasStatus_t s) { return s ? "cudamock cuBLASLt error" : "success"; }
@@ -180,7 +182,7 @@ static int supported(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtM
     if (a->t == CUDA_R_8F_E4M3)
         return fp8_ok() && d->ta == CUBLAS_OP_T && d->tb == CUBLAS_OP_N && a->ld % 16 == 0 && b->ld % 16 == 0 &&
                (d->as != nullptr) == (d->amode != 0) && (d->bs != nullptr) == (d->bmode != 0);
-    return d->amode == 0 && d->bmode == 0;
+    return env_ok("CUDAMOCK_LT_F32") && d->amode == 0 && d->bmode == 0;
 }
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
