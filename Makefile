@@ -98,7 +98,7 @@ else
   BIN := dsv3
 endif
 
-.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests cuda-bench gpu-check
+.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests cuda-bench gpu-check cuda-mock
 all: info $(BIN) libdsv3.a
 
 info:
@@ -145,6 +145,10 @@ $(BUILD)/gemm_cuda: bench/gemm_cuda.c $(BUILD)/libdsv3.a
 # build with CUDA, run the CUDA tests and GPU benchmarks; JSON in $$OUT or gpu_check/
 gpu-check:
 	@bash tools/gpu_check.sh
+
+# the CUDA tests without a GPU: the kernels on the CPU (tools/cudamock; slow)
+cuda-mock:
+	@bash tools/cudamock/run.sh $(T)
 
 bench: all
 	@mkdir -p bench/results
