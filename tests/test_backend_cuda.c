@@ -544,6 +544,11 @@ TEST(cuda_staged_table_concurrent_calls) {
             bad += ds_test_max_rel(y[t], ref[t], N * OC, 1e-30) > 1e-5;
         }
     CHECK_MSG(bad == 0, "%d of %d concurrent staged calls returned another call's result", bad, NT * REP);
+    /* an entry the device table lacks is the CPU's (host operands under staging) */
+    struct ds_ops partial = ds_ops_cpu, st2;
+    partial.swiglu_forward = NULL;
+    ds_staged_table(&st2, &partial, DS_PREC_FP32, &mem);
+    CHECK(st2.swiglu_forward == ds_ops_cpu.swiglu_forward && st2.residual_forward != ds_ops_cpu.residual_forward);
     for (int t = 0; t < NT; t++) free(x[t]), free(w[t]), free(y[t]), free(ref[t]);
     ds_staged_release();
 }

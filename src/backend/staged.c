@@ -410,4 +410,11 @@ void ds_staged_table(struct ds_ops *out, const struct ds_ops *dev, int precision
     out->linear_forward = lf[precision];
     out->matmul_backward = mb[precision];
     out->linear_backward = lb[precision];
+    /* every entry left empty (one the device or this file has no wrapper for
+     * yet) runs on the CPU: under staging the operands are host memory */
+    _Static_assert(sizeof(struct ds_ops) % sizeof(void *) == 0, "struct ds_ops holds pointers only");
+    const void **o = (const void **)out;
+    const void *const *c = (const void *const *)&ds_ops_cpu;
+    for (size_t i = 1; i < sizeof(struct ds_ops) / sizeof(void *); i++)
+        if (!o[i]) o[i] = c[i];
 }

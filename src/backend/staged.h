@@ -11,7 +11,9 @@
  * bytes between rows keep their host values; accumulating outputs (+=) are
  * copied in; an embedding table is staged up to the largest id used; the
  * same host pointer passed twice (cross_entropy's dlogits = logits) is one
- * device buffer.  ds_fp8w descriptors are staged field by field.
+ * device buffer.  ds_fp8w descriptors are staged field by field.  An entry
+ * the device table lacks (or this file has no wrapper for) is ds_ops_cpu's:
+ * the operands are host memory, so the CPU kernel runs on them as they are.
  *
  * Entries may be called from several threads at once (the model's expert
  * loops): a lock lets one call at a time stage and run.
