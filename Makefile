@@ -71,16 +71,38 @@ ifneq ($(MPICC),)
 else
   MISSING += OpenMPI(one-rank-build)
 endif
-ifneq ($(shell command -v nvcc 2>/dev/null),)
-  FOUND += CUDA(not-yet-used)
+# CUDA: the .cu files of src/backend/cuda/ are built with nvcc when it is
+# found (CUDA=0 leaves them out; `make clean` when switching); they go into
+# libdsv3.a beside the C objects, and src/backend/cuda/stub.c stands in for
+# them otherwise (the fuzz targets always take the stub).  sm_90a (Hopper:
+# FP8 tensor cores, cuBLASLt block scaling) plus PTX for compute_80, which the
+# driver compiles for any later GPU.
+CUDA    ?= 1
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
+CU_SRC  :=
+ifneq ($(CUDA),0)
+ifneq ($(NVCC),)
+  CUDA_HOME := $(patsubst %/bin/,%,$(dir $(NVCC)))
+  CU_ARCH   ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80
+  NVFLAGS   := -std=c++17 -O2 -g $(CU_ARCH) -Isrc -Xcompiler -Wall,-Wno-unused-parameter,-fno-strict-aliasing \
+               -MMD -MP $(EXTRA_NVFLAGS)
+  CU_SRC    := $(wildcard src/backend/cuda/*.cu)
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+  FOUND     += CUDA($(shell $(NVCC) --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), sm_90a+compute_80)
 else
   MISSING += CUDA
 endif
+else
+  MISSING += CUDA(CUDA=0)
+endif
 
-LIB_SRC  := $(filter-out src/cli/%,$(wildcard src/*/*.c src/backend/*/*.c))
+# src/backend/cuda/stub.c stands in for the CUDA objects in a build without them
+ALL_LIB_SRC := $(filter-out src/cli/%,$(wildcard src/*/*.c src/backend/*/*.c))
+LIB_SRC  := $(if $(CU_SRC),$(filter-out src/backend/cuda/stub.c,$(ALL_LIB_SRC)),$(ALL_LIB_SRC))
 CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
@@ -90,7 +112,7 @@ else
   BIN := dsv3
 endif
 
-.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests check-engine
+.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests check-engine cuda-bench gpu-check cuda-mock
 all: info $(BIN) libdsv3.a
 
 info:
@@ -107,7 +129,11 @@ $(BUILD)/%.o: %.c | check-deps
 # lets sqrtf become a vector square root
 $(BUILD)/src/backend/cpu/optim.o: CFLAGS += -O3 -fno-math-errno
 
-$(BUILD)/libdsv3.a: $(LIB_OBJ)
+$(BUILD)/%.cu.o: %.cu | check-deps
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/libdsv3.a: $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -132,6 +158,19 @@ build-tests: info $(BIN) $(BUILD)/test_dsv3
 check-engine:
 	@bash tools/check_engine.sh
 
+# the GPU GEMM benchmark (tools/gpu_check.sh runs it); builds without CUDA too
+cuda-bench: $(BUILD)/gemm_cuda
+$(BUILD)/gemm_cuda: bench/gemm_cuda.c $(BUILD)/libdsv3.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdsv3.a $(LDLIBS)
+
+# build with CUDA, run the CUDA tests and GPU benchmarks; JSON in $$OUT or gpu_check/
+gpu-check:
+	@bash tools/gpu_check.sh
+
+# the CUDA tests without a GPU: the kernels on the CPU (tools/cudamock; slow)
+cuda-mock:
+	@bash tools/cudamock/run.sh $(T)
+
 bench: all
 	@mkdir -p bench/results
 	@BUILD=$(BUILD) bash bench/run.sh
@@ -144,7 +183,7 @@ fuzz:
 	@for f in $(FUZZ_SRC); do \
 	  n=$$(basename $$f .c); \
 	  clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Wno-pass-failed -Isrc -DDS_FUZZ \
-	    $(filter -D% -I%,$(CFLAGS)) $$f $(filter-out src/cli/%,$(LIB_SRC)) -o build-fuzz/$$n -lm -fopenmp $(LDLIBS) || exit 1; \
+	    $(filter -D% -I%,$(CFLAGS)) $$f $(ALL_LIB_SRC) -o build-fuzz/$$n -lm -fopenmp $(LDLIBS) || exit 1; \
 	  mkdir -p fuzz/corpus-$$n; \
 	  echo "fuzzing $$n for $(FUZZ_SECONDS)s"; \
 	  ./build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -artifact_prefix=build-fuzz/$$n- \
@@ -162,7 +201,7 @@ deps:
 clean:
 	rm -rf build build-san build-fuzz dsv3 libdsv3.a
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CU_OBJ:.o=.d)
 
 # Regenerate every oracle fixture (needs python3 with torch, transformers,
 # tokenizers, tiktoken, safetensors).  The eval fixtures also need lm-eval: see

@@ -10,6 +10,8 @@
 #include "backend/cpu/matmul_bf16.h"
 #include "backend/cpu/matmul_fp8.h"
 #include "backend/cpu/optim.h"
+#include "backend/cuda/cuda.h"
+#include "backend/staged.h"
 
 /* "ref" is left out on purpose: the scalar references are for tests, not a
  * --device of the CLI. */
@@ -20,15 +22,26 @@ const char *const ds_backend_devices[] = {"cpu", "cuda"};
 extern const struct ds_ops ds_ops_fakedev;
 const int ds_backend_ndevices = 2;
 
+/* The CUDA tables as code above the backend can use them today: host-staged
+ * over the device tables (backend/staged.h), until that code allocates
+ * through the table's memory entries; then this returns ds_cuda_table
+ * itself.  NULL with ds_err when there is no device or no CUDA build. */
+static const struct ds_ops *cuda_tables(int precision) {
+    static struct ds_ops staged[3];
+    if (ds_cuda_init()) return NULL;
+    if (!staged[precision].name) {
+        ds_devmem mem = {ds_cuda_alloc, ds_cuda_free, ds_cuda_copy_h2d, ds_cuda_copy_d2h};
+        ds_staged_table(&staged[precision], ds_cuda_table(precision), precision, &mem);
+    }
+    return &staged[precision];
+}
+
 const struct ds_ops *ds_backend_get(const char *device) {
     if (!device) device = "cpu";
     if (!strcmp(device, "cpu")) return &ds_ops_cpu;
     if (!strcmp(device, "ref")) return &ds_ops_ref;
     if (!strcmp(device, "fakedev")) return &ds_ops_fakedev;
-    if (!strcmp(device, "cuda")) {
-        ds_err("--device cuda: this dsv3 was built without CUDA");
-        return NULL;
-    }
+    if (!strcmp(device, "cuda")) return cuda_tables(DS_PREC_FP32);
     ds_err("--device %s: unknown device (cpu, cuda)", ds_quote(device));
     return NULL;
 }
@@ -43,6 +56,10 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision) {
     if (precision != DS_PREC_FP32 && precision != DS_PREC_BF16 && precision != DS_PREC_FP8)
         return ds_err("precision %d: unknown (fp32, bf16, fp8)", precision);
     if (base == &ds_ops_fakedev && precision != DS_PREC_FP32) return ds_err("fakedev: FP32 only");
+    if (device && !strcmp(device, "cuda")) {
+        *ops = *cuda_tables(precision); /* its GEMM entries are the device's own */
+        return 0;
+    }
     *ops = *base;
     int ref = base == &ds_ops_ref;
     if (precision == DS_PREC_BF16) {

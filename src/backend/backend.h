@@ -4,8 +4,9 @@
  *   ds_backend_get("cpu"|"ref"|"cuda")           the device's FP32 table
  *   ds_backend_table(&ops, device, DS_PREC_*)    a copy of it with the GEMM
  *                                                entries of a training precision
- * "ref" is the scalar references (tests). "cuda" fails: this dsv3 has no CUDA
- * backend yet.
+ * "ref" is the scalar references (tests). "cuda" is the CUDA backend
+ * (backend/cuda/cuda.h), host-staged for now (backend/staged.h); it fails with
+ * "built without CUDA" or "no CUDA device".
  */
 #ifndef DS_BACKEND_H
 #define DS_BACKEND_H

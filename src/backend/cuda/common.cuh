@@ -1,0 +1,169 @@
+/*
+ * common.cuh — what the CUDA backend's .cu files share: the module state
+ * (device, stream, cuBLASLt handle and workspace), error checks, grow-only
+ * scratch buffers, launch sizes, and the entry points each file defines for
+ * table.cu.
+ *
+ * Every entry runs on g_cu.stream and may be asynchronous; entries that
+ * return a host value (cross_entropy) synchronise.  Code above the backend
+ * calls entries from OpenMP loops (the experts of a MoE layer): each entry
+ * holds g_cu_lock (CU_ENTRY) while it enqueues its work, so the scratch
+ * buffers and cuBLASLt descriptors of one call are not another's; the work
+ * itself runs in stream order.  A CUDA or cuBLAS error
+ * inside an entry is a broken invariant (the CPU entries assert the same way):
+ * one line on stderr naming the call, then abort.
+ */
+#ifndef DS_CUDA_COMMON_CUH
+#define DS_CUDA_COMMON_CUH
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <mutex>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern "C" {
+#include "backend/cuda/cuda.h"
+#include "base/base.h"
+}
+
+struct ds_cuda_state {
+    int tried, ok, device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_ws;              /* cuBLASLt workspace */
+    size_t lt_ws_bytes;
+    cudaDeviceProp prop;
+    char name[320];
+};
+extern ds_cuda_state g_cu;
+extern std::mutex g_cu_lock;
+#define CU_ENTRY() std::lock_guard<std::mutex> cu_entry_guard_(g_cu_lock)
+
+void ds_cu_fail(const char *what, const char *why, const char *file, int line);
+#define CU_CHECK(call)                                                                 \
+    do {                                                                               \
+        cudaError_t e_ = (call);                                                       \
+        if (e_ != cudaSuccess) ds_cu_fail(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+    } while (0)
+#define LT_CHECK(call)                                                                 \
+    do {                                                                               \
+        cublasStatus_t s_ = (call);                                                    \
+        if (s_ != CUBLAS_STATUS_SUCCESS) ds_cu_fail(#call, cublasLtGetStatusString(s_), __FILE__, __LINE__); \
+    } while (0)
+/* after a launch: the launch configuration was accepted */
+#define CU_LAUNCHED() CU_CHECK(cudaGetLastError())
+
+/* Grow-only device scratch, one buffer per slot (contents not kept). */
+enum { SCR_A, SCR_B, SCR_C, SCR_D, SCR_SA, SCR_SB, SCR_SC, SCR_SD, SCR_F32, SCR_STAGE, SCR_COUNT };
+void *ds_cu_scratch(int slot, size_t bytes);
+
+static inline unsigned ds_cu_blocks(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > 1048576) b = 1048576; /* grid-stride loops cover the rest */
+    return (unsigned)b;
+}
+#define GRID_STRIDE(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+                               i += (int64_t)gridDim.x * blockDim.x)
+
+/* block-wide sums / maxima (blockDim.x a multiple of 32, at most 1024) */
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* sh: 32 floats of shared memory; every thread gets the result */
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    return warp_sum(v);
+}
+__device__ __forceinline__ double block_sum_d(double v, double *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0;
+    return warp_sum_d(v);
+}
+__device__ __forceinline__ float block_max(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+/* ---- entries, by file (signatures as struct ds_ops) ---- */
+extern "C" {
+/* gemm.cu */
+void ds_cu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int64_t C,
+                          int64_t OC);
+void ds_cu_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                           const float *w, int64_t N, int64_t C, int64_t OC, int acc);
+void ds_cu_matmul_forward_bf16(float *out, const float *inp, const float *w, const float *bias, int64_t N,
+                               int64_t C, int64_t OC);
+void ds_cu_matmul_backward_bf16(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                                const float *w, int64_t N, int64_t C, int64_t OC, int acc);
+void ds_cu_linear_forward_fp8(float *out, const float *inp, const float *w, const float *bias, int64_t N,
+                              int64_t C, int64_t OC);
+void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                               const float *w, int64_t N, int64_t C, int64_t OC, int acc);
+void ds_cu_linear_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N,
+                               int64_t C, int64_t OC);
+/* elementwise.cu */
+void ds_cu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int64_t N, int64_t C,
+                           int64_t ld_out, int64_t ld_in, float eps);
+void ds_cu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                            const float *rstd, int64_t N, int64_t C, int64_t ld_din, int64_t ld_dout, int64_t ld_in,
+                            float eps);
+void ds_cu_rope_forward(float *x, const float *cos_t, const float *sin_t, int64_t B, int64_t T, int64_t nv,
+                        int64_t ld, int64_t off, int64_t dr, int halves);
+void ds_cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int64_t B, int64_t T, int64_t nv,
+                         int64_t ld, int64_t off, int64_t dr, int halves);
+void ds_cu_rope_tables(float *cos_t, float *sin_t, const float *inv_freq, float attn_factor, int64_t T,
+                       int64_t h2);
+void ds_cu_swiglu_forward(float *out, const float *gate, const float *up, int64_t N, int64_t I);
+void ds_cu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                           int64_t N, int64_t I);
+void ds_cu_embedding_forward(float *out, const int32_t *ids, const float *wte, int64_t BT, int64_t C);
+void ds_cu_embedding_backward(float *dwte, const float *dout, const int32_t *ids, int64_t BT, int64_t C);
+void ds_cu_residual_forward(float *out, const float *a, const float *b, int64_t n);
+void ds_cu_moe_permute(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H);
+void ds_cu_moe_combine_forward(float *y, const float *e_out, const float *w, const int32_t *pos, int64_t N,
+                               int64_t K, int64_t H);
+void ds_cu_moe_combine_backward(float *de_out, float *dw, const float *dy, const float *e_out, const float *w,
+                                const int32_t *pos, int64_t N, int64_t K, int64_t H);
+void ds_cu_mla_kv_assemble(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
+                           int64_t dn, int64_t dv, int64_t rkv, int64_t dr);
+double ds_cu_cross_entropy(float *dlogits, float *losses, int64_t *count, const float *logits,
+                           const int32_t *targets, int64_t N, int64_t V, int32_t ignore, float dscale);
+void ds_cu_moe_route_forward(float *w, int32_t *idx, float *scores, const float *logits, const float *bias,
+                             const ds_route_params *p, int64_t N);
+void ds_cu_moe_route_backward(float *dlogits, const float *dw, const float *dscores, const float *scores,
+                              const int32_t *idx, const ds_route_params *p, int64_t N);
+/* attention.cu */
+void ds_cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B,
+                             int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale);
+void ds_cu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                              const float *lse, const float *q, const float *k, const float *v, int64_t B,
+                              int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale);
+}
+
+#endif

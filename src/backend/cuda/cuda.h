@@ -1,0 +1,67 @@
+/*
+ * cuda.h — the CUDA backend seen from C (docs/engine.md §2.5).  The kernels
+ * are in the .cu files of src/backend/cuda/, built when nvcc is found; without it
+ * src/backend/cuda/stub.c gives the same functions, which fail with
+ * "this dsv3 was built without CUDA".
+ *
+ *   ds_cuda_init()          select the device (DSV3_CUDA_DEVICE, else
+ *                           OMPI_COMM_WORLD_LOCAL_RANK, else 0), create the
+ *                           stream and cuBLASLt handle; 0, or -1 with ds_err
+ *                           ("no CUDA device: ..."); later calls return the
+ *                           first answer
+ *   ds_cuda_table(prec)     the table whose pointers are device memory
+ *                           (`[dev]` of docs/engine.md §2.1) at DS_PREC_*; NULL
+ *                           before a successful init
+ *   ds_cuda_alloc ...       device memory (stream-ordered) and copies;
+ *                           copy_d2h returns with dst valid
+ *
+ * Until the table carries the memory entries (docs/engine.md §2.2), code
+ * above the backend holds host pointers, so ds_backend_get("cuda") hands out
+ * the host-staged table of backend/staged.h over ds_cuda_table (correct,
+ * slow: every entry copies its operands in and out).
+ */
+#ifndef DS_BACKEND_CUDA_H
+#define DS_BACKEND_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int ds_cuda_built(void);               /* 1 when compiled with nvcc */
+int ds_cuda_init(void);
+const struct ds_ops *ds_cuda_table(int precision);
+const char *ds_cuda_device_name(void); /* "NVIDIA H200 (sm_90, 132 SMs)"; "" before init */
+
+void *ds_cuda_alloc(size_t bytes);     /* NULL + ds_err on failure; 256-byte aligned */
+void ds_cuda_free(void *p);
+void ds_cuda_copy_h2d(void *dst, const void *src, size_t bytes);
+void ds_cuda_copy_d2h(void *dst, const void *src, size_t bytes);
+void ds_cuda_copy_d2d(void *dst, const void *src, size_t bytes);
+void ds_cuda_memset(void *dst, int byte, size_t bytes);
+void ds_cuda_sync(void);
+
+/* FP8 GEMM path control (tests, bench): 0 = cuBLASLt block-scaled where it
+ * takes the shape, else dsv3's own kernel (the default); 1 = own kernel
+ * always.  Returns the previous value. */
+int ds_cuda_fp8_force_own(int on);
+/* How many FP8 GEMMs ran on cuBLASLt and on the own kernel since start. */
+void ds_cuda_fp8_counts(int64_t *lt, int64_t *own);
+
+/* GEMM benchmark on device buffers: kind "fp8" (1x128 x 128x128 block-scaled
+ * E4M3, FP32 out: D (M, N) = X (M, K) · W (N, K)ᵀ), "fp8-own" (own kernel),
+ * "bf16" (BF16 in, FP32 accumulate, BF16 out), "fp32".  Runs `iters` timed
+ * launches after warm-up; *tflops = 2·M·N·K / mean time.  *path gets
+ * "cublaslt" or "own".  0, or -1 with ds_err. */
+int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
+                       const char **path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

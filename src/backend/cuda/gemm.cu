@@ -1,0 +1,603 @@
+/*
+ * gemm.cu — the GEMM entries of the CUDA backend:
+ *
+ *   FP32   cuBLASLt, FP32 compute (CUBLAS_COMPUTE_32F: no TF32), bias added after
+ *   BF16   operands rounded to BF16 (RNE, as ds_f32_to_bf16), cuBLASLt BF16 x BF16
+ *          with FP32 accumulation and FP32 output
+ *   FP8    DeepSeek-V3's recipe as backend/cpu/fp8_linear.h computes it:
+ *            fprop  out = X·Wᵀ     X 1x128 tiles, W 128x128 blocks
+ *            dgrad  dX  = dY·W     dY 1x128, W 128x128 (codes transposed)
+ *            wgrad  dW += dYᵀ·X    dY, X 128x1 (tiles of 128 tokens, codes transposed)
+ *          quantized on the device with the CPU's arithmetic (amax ≥ 1e-4,
+ *          s = amax/448, code = sat_e4m3(x / s) RNE: the same codes and
+ *          scales), then cuBLASLt's block-scaled FP8 GEMM
+ *          (CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F / BLK128x128_32F, Hopper)
+ *          or, where cuBLASLt takes no algorithm for the shape (or
+ *          ds_cuda_fp8_force_own), dsv3's own kernel: FP32 block sums of 128
+ *          in k order, promoted as C = fma(bsum, sA·sB, C) — the CPU's
+ *          ds_gemm_blocked_ arithmetic, so the same bits as the CPU.
+ *
+ * cuBLASLt is column-major; a row-major (R, K) matrix is a column-major K x R
+ * one.  Every product here is D (m x n, column-major) = op(A) · op(B) with A
+ * stored K-major (transa = T) and B K-major (transb = N) — the "TN" layout
+ * Hopper's FP8 tensor cores need; the row-major output (n, m) is D.
+ *
+ * Scale layouts (cuBLASLt's; the own kernel reads the same):
+ *   VEC128 of an operand with R rows and inner K:  s[kb * R + r]   (rows contiguous)
+ *   BLK128x128:                                     s[rb * ld + kb], ld = ceil(KB/4)*4
+ */
+#include "backend/cuda/common.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <string.h>
+
+extern "C" {
+#include "backend/cpu/linear_fp8w.h"
+}
+
+/* ---- cuBLASLt ---------------------------------------------------------------- */
+namespace {
+
+struct lt_operand {
+    const void *p;
+    cudaDataType type;
+    int trans;            /* 1: stored K-major (row-major (rows, K)) */
+    int64_t ld;
+    const float *scale;   /* FP8 only */
+    int scale_mode;       /* cublasLtMatmulMatrixScale_t */
+};
+
+/* D (m x n col-major, ldd) = op(A) op(B) + beta D.  Returns the cuBLAS status
+ * of the algorithm search or the launch; nothing is launched on failure. */
+cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, const lt_operand &B, float beta,
+                         void *D, cudaDataType dtype, int64_t ldd) {
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasStatus_t st;
+    cublasOperation_t ta = A.trans ? CUBLAS_OP_T : CUBLAS_OP_N, tb = B.trans ? CUBLAS_OP_N : CUBLAS_OP_T;
+    cublasLtMatmulHeuristicResult_t res;
+    int nres = 0;
+    float alpha = 1.0f;
+#define TRY(x) do { if ((st = (x)) != CUBLAS_STATUS_SUCCESS) goto done; } while (0)
+    TRY(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (A.scale) {
+        int32_t mode = A.scale_mode;
+        TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+        TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &A.scale, sizeof A.scale));
+    }
+    if (B.scale) {
+        int32_t mode = B.scale_mode;
+        TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+        TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &B.scale, sizeof B.scale));
+    }
+    /* stored shapes: A is K x m (trans) or m x K; B is K x n (K-major) or n x K */
+    TRY(cublasLtMatrixLayoutCreate(&la, A.type, A.trans ? k : m, A.trans ? m : k, A.ld));
+    TRY(cublasLtMatrixLayoutCreate(&lb, B.type, B.trans ? k : n, B.trans ? n : k, B.ld));
+    TRY(cublasLtMatrixLayoutCreate(&lc, dtype, m, n, ldd));
+    TRY(cublasLtMatmulPreferenceCreate(&pref));
+    TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g_cu.lt_ws_bytes,
+                                             sizeof g_cu.lt_ws_bytes));
+    TRY(cublasLtMatmulAlgoGetHeuristic(g_cu.lt, op, la, lb, lc, lc, pref, 1, &res, &nres));
+    if (nres < 1) {
+        st = CUBLAS_STATUS_NOT_SUPPORTED;
+        goto done;
+    }
+    st = cublasLtMatmul(g_cu.lt, op, &alpha, A.p, la, B.p, lb, &beta, D, lc, D, lc, &res.algo, g_cu.lt_ws,
+                        g_cu.lt_ws_bytes, g_cu.stream);
+#undef TRY
+done:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+    return st;
+}
+
+/* The plain GEMM for a shape cuBLASLt takes no algorithm for (FP32 or BF16
+ * operands): a thread per output, k in order, FP32 sums.  A(r, k) sits at
+ * a[r*sar + k*sak], B(c, k) at b[c*sbr + k*sbk]; D (m x n) column-major. */
+template <typename T>
+__device__ __forceinline__ float elt(const T *p, int64_t i);
+template <>
+__device__ __forceinline__ float elt<float>(const float *p, int64_t i) { return p[i]; }
+template <>
+__device__ __forceinline__ float elt<uint16_t>(const uint16_t *p, int64_t i) { return __uint_as_float((uint32_t)p[i] << 16); }
+template <typename T>
+__global__ void k_gemm_plain(float *D, int64_t ldd, const T *a, int64_t sar, int64_t sak, const T *b, int64_t sbr,
+                             int64_t sbk, int64_t m, int64_t n, int64_t k, float beta) {
+    GRID_STRIDE(i, m * n) {
+        int64_t r = i % m, c = i / m;
+        float s = 0.0f;
+        for (int64_t j = 0; j < k; j++) s += elt(a, r * sar + j * sak) * elt(b, c * sbr + j * sbk);
+        D[c * ldd + r] = beta != 0.0f ? s + beta * D[c * ldd + r] : s;
+    }
+}
+
+/* cuBLASLt, or the plain GEMM (with one line on stderr) where it takes no algorithm */
+void lt_or_plain(int64_t m, int64_t n, int64_t k, const lt_operand &A, const lt_operand &B, float beta, float *D,
+                 int64_t ldd, const char *what) {
+    cublasStatus_t st = lt_matmul(m, n, k, A, B, beta, D, CUDA_R_32F, ldd);
+    if (st == CUBLAS_STATUS_SUCCESS) return;
+    if (st != CUBLAS_STATUS_NOT_SUPPORTED) ds_cu_fail(what, cublasLtGetStatusString(st), __FILE__, __LINE__);
+    static int said;
+    if (!said++) fprintf(stderr, "dsv3: cuda: cuBLASLt has no algorithm for a %lldx%lldx%lld GEMM; using a plain kernel\n",
+                         (long long)m, (long long)n, (long long)k);
+    int64_t sar = A.trans ? A.ld : 1, sak = A.trans ? 1 : A.ld, sbr = B.trans ? B.ld : 1, sbk = B.trans ? 1 : B.ld;
+    if (A.type == CUDA_R_16BF)
+        k_gemm_plain<uint16_t><<<ds_cu_blocks(m * n, 256), 256, 0, g_cu.stream>>>(
+            D, ldd, (const uint16_t *)A.p, sar, sak, (const uint16_t *)B.p, sbr, sbk, m, n, k, beta);
+    else
+        k_gemm_plain<float><<<ds_cu_blocks(m * n, 256), 256, 0, g_cu.stream>>>(
+            D, ldd, (const float *)A.p, sar, sak, (const float *)B.p, sbr, sbk, m, n, k, beta);
+    CU_LAUNCHED();
+}
+
+/* ---- small kernels --------------------------------------------------------------- */
+__global__ void k_add_bias(float *out, const float *bias, int64_t N, int64_t OC) {
+    GRID_STRIDE(i, N * OC) out[i] += bias[i % OC];
+}
+__global__ void k_fill_bias(float *out, const float *bias, int64_t N, int64_t OC) {
+    GRID_STRIDE(i, N * OC) out[i] = bias ? bias[i % OC] : 0.0f;
+}
+/* dbias[o] += Σ_n dout[n, o], rows in order (the CPU's float sum, same bits) */
+__global__ void k_dbias(float *dbias, const float *dout, int64_t N, int64_t OC) {
+    GRID_STRIDE(o, OC) {
+        float s = 0;
+        for (int64_t n = 0; n < N; n++) s += dout[n * OC + o];
+        dbias[o] += s;
+    }
+}
+/* dbias[o] += dout[n, o] row by row (the CPU's BF16 and FP8 linears add in place) */
+__global__ void k_dbias_inplace(float *dbias, const float *dout, int64_t N, int64_t OC) {
+    GRID_STRIDE(o, OC)
+        for (int64_t n = 0; n < N; n++) dbias[o] += dout[n * OC + o];
+}
+__global__ void k_add(float *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] += src[i]; }
+
+/* FP32 -> BF16 as ds_f32_to_bf16: NaN kept quiet, else round to nearest even */
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+__global__ void k_to_bf16(uint16_t *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = f32_to_bf16(src[i]); }
+__global__ void k_widen_bf16(float *dst, const uint16_t *src, int64_t n) {
+    GRID_STRIDE(i, n) dst[i] = __uint_as_float((uint32_t)src[i] << 16);
+}
+
+uint16_t *to_bf16(int slot, const float *x, int64_t n) {
+    uint16_t *d = (uint16_t *)ds_cu_scratch(slot, (size_t)n * sizeof(uint16_t));
+    k_to_bf16<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(d, x, n);
+    CU_LAUNCHED();
+    return d;
+}
+
+} // namespace
+
+/* ---- FP32 --------------------------------------------------------------------- */
+/* out (N, OC) = inp (N, C) · w (OC, C)ᵀ: D = outᵀ (OC x N), A = w (K-major), B = inp (K-major) */
+static void gemm_fwd(float *out, const void *inp, const void *w, cudaDataType t, int64_t N, int64_t C, int64_t OC) {
+    lt_operand A = {w, t, 1, C, NULL, 0}, B = {inp, t, 1, C, NULL, 0};
+    lt_or_plain(OC, N, C, A, B, 0.0f, out, OC, "cublasLtMatmul (forward)");
+}
+/* dinp (N, C) (+)= dout (N, OC) · w (OC, C): D = dinpᵀ (C x N) = wᵀ... A = w stored (OC, C): as
+ * col-major it is C x OC, op N; B = dout (N, OC): col-major OC x N, op N */
+static void gemm_dgrad(float *dinp, const void *dout, const void *w, cudaDataType t, int64_t N, int64_t C, int64_t OC,
+                       float beta) {
+    lt_operand A = {w, t, 0, C, NULL, 0}, B = {dout, t, 1, OC, NULL, 0};
+    lt_or_plain(C, N, OC, A, B, beta, dinp, C, "cublasLtMatmul (dgrad)");
+}
+/* dw (OC, C) += dout (N, OC)ᵀ · inp (N, C): D = dwᵀ (C x OC), A = inp col-major C x N op N,
+ * B = dout col-major OC x N, op T */
+static void gemm_wgrad(float *dw, const void *dout, const void *inp, cudaDataType t, int64_t N, int64_t C, int64_t OC) {
+    lt_operand A = {inp, t, 0, C, NULL, 0}, B = {dout, t, 0, OC, NULL, 0};
+    lt_or_plain(C, OC, N, A, B, 1.0f, dw, C, "cublasLtMatmul (wgrad)");
+}
+
+static int empty_product(float *out, const float *bias, int64_t N, int64_t C, int64_t OC) {
+    if (N <= 0 || OC <= 0) return 1;
+    if (C > 0) return 0;
+    k_fill_bias<<<ds_cu_blocks(N * OC, 256), 256, 0, g_cu.stream>>>(out, bias, N, OC);
+    CU_LAUNCHED();
+    return 1;
+}
+static void add_bias(float *out, const float *bias, int64_t N, int64_t OC) {
+    if (!bias) return;
+    k_add_bias<<<ds_cu_blocks(N * OC, 256), 256, 0, g_cu.stream>>>(out, bias, N, OC);
+    CU_LAUNCHED();
+}
+/* inplace: the BF16/FP8 order (each row added into dbias), else the FP32 one
+ * (rows summed, then added) */
+static void dbias_sum(float *dbias, const float *dout, int64_t N, int64_t OC, int inplace = 0) {
+    if (!dbias) return;
+    if (inplace) k_dbias_inplace<<<ds_cu_blocks(OC, 128), 128, 0, g_cu.stream>>>(dbias, dout, N, OC);
+    else k_dbias<<<ds_cu_blocks(OC, 128), 128, 0, g_cu.stream>>>(dbias, dout, N, OC);
+    CU_LAUNCHED();
+}
+
+extern "C" void ds_cu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N,
+                                     int64_t C, int64_t OC) {
+    CU_ENTRY();
+    if (empty_product(out, bias, N, C, OC)) return;
+    gemm_fwd(out, inp, w, CUDA_R_32F, N, C, OC);
+    add_bias(out, bias, N, OC);
+}
+
+extern "C" void ds_cu_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                                      const float *w, int64_t N, int64_t C, int64_t OC, int acc) {
+    CU_ENTRY();
+    if (N <= 0) return;
+    if (C > 0 && OC > 0) {
+        if (dinp) gemm_dgrad(dinp, dout, w, CUDA_R_32F, N, C, OC, acc ? 1.0f : 0.0f);
+        if (dw) gemm_wgrad(dw, dout, inp, CUDA_R_32F, N, C, OC);
+    } else if (dinp && !acc && C > 0) {
+        CU_CHECK(cudaMemsetAsync(dinp, 0, (size_t)(N * C) * sizeof(float), g_cu.stream));
+    }
+    dbias_sum(dbias, dout, N, OC);
+}
+
+/* ---- BF16 --------------------------------------------------------------------- */
+extern "C" void ds_cu_matmul_forward_bf16(float *out, const float *inp, const float *w, const float *bias, int64_t N,
+                                          int64_t C, int64_t OC) {
+    CU_ENTRY();
+    if (empty_product(out, bias, N, C, OC)) return;
+    uint16_t *x = to_bf16(SCR_A, inp, N * C), *wb = to_bf16(SCR_B, w, OC * C);
+    gemm_fwd(out, x, wb, CUDA_R_16BF, N, C, OC);
+    add_bias(out, bias, N, OC);
+}
+
+extern "C" void ds_cu_matmul_backward_bf16(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                                           const float *w, int64_t N, int64_t C, int64_t OC, int acc) {
+    CU_ENTRY();
+    if (N <= 0) return;
+    if (C > 0 && OC > 0) {
+        uint16_t *dy = to_bf16(SCR_A, dout, N * OC);
+        if (dinp) gemm_dgrad(dinp, dy, to_bf16(SCR_B, w, OC * C), CUDA_R_16BF, N, C, OC, acc ? 1.0f : 0.0f);
+        if (dw) gemm_wgrad(dw, dy, to_bf16(SCR_C, inp, N * C), CUDA_R_16BF, N, C, OC);
+    } else if (dinp && !acc && C > 0) {
+        CU_CHECK(cudaMemsetAsync(dinp, 0, (size_t)(N * C) * sizeof(float), g_cu.stream));
+    }
+    dbias_sum(dbias, dout, N, OC, 1);
+}
+
+/* ---- FP8: quantization -------------------------------------------------------- */
+namespace {
+
+__device__ __forceinline__ float group_scale(float a) {
+    if (a < 1e-4f) a = 1e-4f;           /* DS_QUANT_AMAX_FLOOR */
+    float s = a / 448.0f;
+    return s > 0 ? s : 1.0f;
+}
+__device__ __forceinline__ uint8_t e4m3(float v) {
+    return (uint8_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+}
+__device__ __forceinline__ float e4m3_f32(uint8_t c) {
+    __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)c, __NV_E4M3);
+    return __half2float(__half(h));
+}
+
+/* one 1x128 tile (row r, block kb) by one warp */
+__device__ __forceinline__ void quant_tile(uint8_t *q, float *s, const float *x, int64_t R, int64_t Cc, int64_t KB,
+                                           int64_t r, int64_t kb, int lane) {
+    int64_t c0 = kb * 128;
+    const float *xr = x + r * Cc;
+    float v[4], a = 0.0f;
+    for (int j = 0; j < 4; j++) {
+        int64_t c = c0 + lane + 32 * j;
+        v[j] = c < Cc ? xr[c] : 0.0f;
+        a = fmaxf(a, fabsf(v[j]));   /* fmaxf skips NaN, as the CPU's amax */
+    }
+    a = warp_max(a);
+    float sc = group_scale(a);
+    if (lane == 0) s[kb * R + r] = sc;
+    for (int j = 0; j < 4; j++) {
+        int64_t c = c0 + lane + 32 * j;
+        if (c < Cc) q[r * Cc + c] = e4m3(v[j] / sc);
+    }
+}
+
+/* 1x128 tiles along the columns of x (R, Cc): one warp per (row, tile).
+ * q (R, Cc) codes; scale s[kb * R + r] (VEC128 layout). */
+__global__ void k_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t Cc) {
+    int64_t KB = (Cc + 127) / 128, nw = (int64_t)gridDim.x * (blockDim.x >> 5);
+    int lane = threadIdx.x & 31;
+    for (int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; warp < R * KB; warp += nw)
+        quant_tile(q, s, x, R, Cc, KB, warp / KB, warp % KB, lane);
+}
+
+/* 128x1 tiles (128 rows of one column) of x (R, Cc), codes written transposed:
+ * qt (Cc, R) row-major, so the tile runs along qt's rows; scale s[rb * Cc + c]
+ * (the CPU's 128x1 layout, which is VEC128 for qt).  Thread per (band, column). */
+__global__ void k_quant_128x1_t(uint8_t *qt, float *s, const float *x, int64_t R, int64_t Cc) {
+    int64_t RB = (R + 127) / 128;
+    GRID_STRIDE(i, RB * Cc) {
+        int64_t rb = i / Cc, c = i % Cc, r0 = rb * 128, nr = R - r0 < 128 ? R - r0 : 128;
+        float a = 0.0f;
+        for (int64_t r = 0; r < nr; r++) a = fmaxf(a, fabsf(x[(r0 + r) * Cc + c]));
+        float sc = group_scale(a);
+        s[rb * Cc + c] = sc;
+        for (int64_t r = 0; r < nr; r++) qt[c * R + r0 + r] = e4m3(x[(r0 + r) * Cc + c] / sc);
+    }
+}
+
+/* 128x128 blocks of w (R, Cc): block per (rb, cb).  q (R, Cc) and/or qt (Cc, R)
+ * codes; scale s[rb * ld + cb] and/or st[cb * ldt + rb]. */
+__global__ void k_quant_128x128(uint8_t *q, uint8_t *qt, float *s, int64_t ld, float *st, int64_t ldt,
+                                const float *w, int64_t R, int64_t Cc) {
+    __shared__ float sh[32];
+    int64_t rb = blockIdx.y, cb = blockIdx.x, r0 = rb * 128, c0 = cb * 128;
+    int64_t nr = R - r0 < 128 ? R - r0 : 128, nc = Cc - c0 < 128 ? Cc - c0 : 128;
+    float a = 0.0f;
+    for (int64_t i = threadIdx.x; i < nr * nc; i += blockDim.x) a = fmaxf(a, fabsf(w[(r0 + i / nc) * Cc + c0 + i % nc]));
+    a = block_max(a, sh);
+    float sc = group_scale(a);
+    if (threadIdx.x == 0) {
+        if (s) s[rb * ld + cb] = sc;
+        if (st) st[cb * ldt + rb] = sc;
+    }
+    for (int64_t i = threadIdx.x; i < nr * nc; i += blockDim.x) {
+        int64_t r = r0 + i / nc, c = c0 + i % nc;
+        uint8_t code = e4m3(w[r * Cc + c] / sc);
+        if (q) q[r * Cc + c] = code;
+        if (qt) qt[c * R + r] = code;
+    }
+}
+
+/* copy (rows, cols) scales with row stride ld_in to row stride ld_out */
+__global__ void k_restride(float *dst, int64_t ld_out, const float *src, int64_t ld_in, int64_t rows, int64_t cols) {
+    GRID_STRIDE(i, rows * cols) dst[(i / cols) * ld_out + i % cols] = src[(i / cols) * ld_in + i % cols];
+}
+
+/* ---- FP8: dsv3's own block-scaled GEMM ------------------------------------------
+ * D (m x n col-major, ldd) = Σ_kb fma(bsum, sA(r, kb)·sB(c, kb), D) with D
+ * starting at 0 or (beta) at its contents; bsum = Σ_{k in kb} a·b in k order
+ * (exact products: the same bits as ds_gemm_blocked_).  A: m rows, B: n rows,
+ * both K-major codes with ld = K. */
+enum { OT = 16 };
+struct own_operand {
+    const uint8_t *q;
+    const float *s;
+    int blk;          /* 1: BLK128x128 with ld; 0: VEC128 */
+    int64_t ld;
+};
+__device__ __forceinline__ float own_scale(const own_operand &o, int64_t r, int64_t kb, int64_t R) {
+    return o.blk ? o.s[(r / 128) * o.ld + kb] : o.s[kb * R + r];
+}
+__global__ void k_fp8_gemm_own(float *D, int64_t ldd, own_operand A, own_operand B, int64_t m, int64_t n, int64_t K,
+                               int beta) {
+    __shared__ float ta[OT][129], tb[OT][129];
+    int tx = threadIdx.x, ty = threadIdx.y, tid = ty * OT + tx;
+    int64_t r = (int64_t)blockIdx.x * OT + tx, c = (int64_t)blockIdx.y * OT + ty;
+    float acc = 0.0f;
+    if (beta && r < m && c < n) acc = D[c * ldd + r];
+    int64_t KB = (K + 127) / 128;
+    for (int64_t kb = 0; kb < KB; kb++) {
+        int64_t k0 = kb * 128, nk = K - k0 < 128 ? K - k0 : 128;
+        __syncthreads();
+        for (int i = tid; i < OT * 128; i += OT * OT) {
+            int row = i / 128, kk = i % 128;
+            int64_t ra = (int64_t)blockIdx.x * OT + row, rbb = (int64_t)blockIdx.y * OT + row;
+            ta[row][kk] = ra < m && kk < nk ? e4m3_f32(A.q[ra * K + k0 + kk]) : 0.0f;
+            tb[row][kk] = rbb < n && kk < nk ? e4m3_f32(B.q[rbb * K + k0 + kk]) : 0.0f;
+        }
+        __syncthreads();
+        if (r < m && c < n) {
+            float bsum = 0.0f;
+            for (int kk = 0; kk < nk; kk++) bsum = fmaf(ta[tx][kk], tb[ty][kk], bsum);
+            acc = fmaf(bsum, own_scale(A, r, kb, m) * own_scale(B, c, kb, n), acc);
+        }
+    }
+    if (r < m && c < n) D[c * ldd + r] = acc;
+}
+
+int fp8_own_only = -1;   /* -1: not read from DSV3_CUDA_FP8 yet */
+int64_t n_lt, n_own;
+
+/* One block-scaled product; A and B as above.  cuBLASLt first unless told otherwise. */
+void fp8_gemm(float *D, int64_t ldd, const own_operand &A, const own_operand &B, int64_t m, int64_t n, int64_t K,
+              int beta) {
+    if (fp8_own_only < 0) {
+        const char *e = getenv("DSV3_CUDA_FP8");
+        fp8_own_only = e && !strcmp(e, "own");
+    }
+    if (!fp8_own_only && K % 16 == 0) {
+        lt_operand a = {A.q, CUDA_R_8F_E4M3, 1, K, A.s,
+                        A.blk ? CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F};
+        lt_operand b = {B.q, CUDA_R_8F_E4M3, 1, K, B.s,
+                        B.blk ? CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F};
+        if (lt_matmul(m, n, K, a, b, beta ? 1.0f : 0.0f, D, CUDA_R_32F, ldd) == CUBLAS_STATUS_SUCCESS) {
+            n_lt++;
+            return;
+        }
+    }
+    n_own++;
+    dim3 grid((unsigned)((m + OT - 1) / OT), (unsigned)((n + OT - 1) / OT)), block(OT, OT);
+    k_fp8_gemm_own<<<grid, block, 0, g_cu.stream>>>(D, ldd, A, B, m, n, K, beta);
+    CU_LAUNCHED();
+}
+
+int64_t up4(int64_t x) { return (x + 3) / 4 * 4; }
+
+/* activation (R, Cc) -> codes (R, Cc) + VEC128 scales, in scratch slots */
+own_operand quant_1x128(int slot_q, int slot_s, const float *x, int64_t R, int64_t Cc) {
+    int64_t KB = (Cc + 127) / 128;
+    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(R * Cc));
+    float *s = (float *)ds_cu_scratch(slot_s, (size_t)(R * KB) * sizeof(float));
+    int64_t threads = R * KB * 32;
+    k_quant_1x128<<<ds_cu_blocks(threads, 256), 256, 0, g_cu.stream>>>(q, s, x, R, Cc);
+    CU_LAUNCHED();
+    return own_operand{q, s, 0, 0};
+}
+/* (R, Cc) -> transposed codes (Cc, R) with 128x1 tiles = VEC128 along R */
+own_operand quant_128x1_t(int slot_q, int slot_s, const float *x, int64_t R, int64_t Cc) {
+    int64_t RB = (R + 127) / 128;
+    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(R * Cc));
+    float *s = (float *)ds_cu_scratch(slot_s, (size_t)(RB * Cc) * sizeof(float));
+    k_quant_128x1_t<<<ds_cu_blocks(RB * Cc, 128), 128, 0, g_cu.stream>>>(q, s, x, R, Cc);
+    CU_LAUNCHED();
+    return own_operand{q, s, 0, 0};
+}
+/* weight (R, Cc) 128x128: codes as stored (trans 0) or transposed (Cc, R) (trans 1) */
+own_operand quant_128x128(int slot_q, int slot_s, const float *w, int64_t R, int64_t Cc, int trans) {
+    int64_t RB = (R + 127) / 128, CB = (Cc + 127) / 128;
+    int64_t ld = trans ? up4(RB) : up4(CB), nblk_rows = trans ? CB : RB;
+    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(R * Cc));
+    float *s = (float *)ds_cu_scratch(slot_s, (size_t)(nblk_rows * ld) * sizeof(float));
+    dim3 grid((unsigned)CB, (unsigned)RB);
+    if (trans) k_quant_128x128<<<grid, 256, 0, g_cu.stream>>>(NULL, q, NULL, 0, s, ld, w, R, Cc);
+    else k_quant_128x128<<<grid, 256, 0, g_cu.stream>>>(q, NULL, s, ld, NULL, 0, w, R, Cc);
+    CU_LAUNCHED();
+    return own_operand{q, s, 1, ld};
+}
+
+} // namespace
+
+extern "C" int ds_cuda_fp8_force_own(int on) {
+    int prev = fp8_own_only > 0;
+    fp8_own_only = on ? 1 : 0;
+    return prev;
+}
+extern "C" void ds_cuda_fp8_counts(int64_t *lt, int64_t *own) {
+    if (lt) *lt = n_lt;
+    if (own) *own = n_own;
+}
+
+/* ---- FP8: the linear entries -------------------------------------------------- */
+extern "C" void ds_cu_linear_forward_fp8(float *out, const float *inp, const float *w, const float *bias, int64_t N,
+                                         int64_t C, int64_t OC) {
+    CU_ENTRY();
+    if (empty_product(out, bias, N, C, OC)) return;
+    own_operand x = quant_1x128(SCR_A, SCR_SA, inp, N, C);
+    own_operand wq = quant_128x128(SCR_B, SCR_SB, w, OC, C, 0);
+    fp8_gemm(out, OC, wq, x, OC, N, C, 0);   /* outᵀ (OC x N) = W (OC rows) · X (N rows) */
+    add_bias(out, bias, N, OC);
+}
+
+extern "C" void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                                          const float *w, int64_t N, int64_t C, int64_t OC, int acc) {
+    CU_ENTRY();
+    if (N <= 0) return;
+    if (C > 0 && OC > 0) {
+        if (dinp) {
+            /* dXᵀ (C x N) = Wᵀ (C rows, inner OC) · dY (N rows, inner OC) */
+            own_operand dy = quant_1x128(SCR_A, SCR_SA, dout, N, OC);
+            own_operand wt = quant_128x128(SCR_B, SCR_SB, w, OC, C, 1);
+            float *dx = acc ? (float *)ds_cu_scratch(SCR_F32, (size_t)(N * C) * sizeof(float)) : dinp;
+            fp8_gemm(dx, C, wt, dy, C, N, OC, 0);
+            if (acc) {
+                k_add<<<ds_cu_blocks(N * C, 256), 256, 0, g_cu.stream>>>(dinp, dx, N * C);
+                CU_LAUNCHED();
+            }
+        }
+        if (dw) {
+            /* dWᵀ (C x OC) += Xᵀ (C rows, inner N) · dYᵀ (OC rows, inner N) */
+            own_operand xt = quant_128x1_t(SCR_C, SCR_SC, inp, N, C);
+            own_operand dyt = quant_128x1_t(SCR_D, SCR_SD, dout, N, OC);
+            fp8_gemm(dw, C, xt, dyt, C, OC, N, 1);
+        }
+    } else if (dinp && !acc && C > 0) {
+        CU_CHECK(cudaMemsetAsync(dinp, 0, (size_t)(N * C) * sizeof(float), g_cu.stream));
+    }
+    dbias_sum(dbias, dout, N, OC, 1);
+}
+
+/* FP8-resident (or BF16-resident) weight: w->q (OC, C) E4M3 and w->scale
+ * (ceil(OC/128), ceil(C/128)) row-major, device memory; the struct itself is host. */
+extern "C" void ds_cu_linear_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const float *bias,
+                                          int64_t N, int64_t C, int64_t OC) {
+    CU_ENTRY();
+    if (empty_product(out, bias, N, C, OC)) return;
+    if (w->b16) {
+        /* out = inp · widen(W)ᵀ: widening is exact, then the FP32 GEMM */
+        float *wf = (float *)ds_cu_scratch(SCR_F32, (size_t)(OC * C) * sizeof(float));
+        k_widen_bf16<<<ds_cu_blocks(OC * C, 256), 256, 0, g_cu.stream>>>(wf, w->b16, OC * C);
+        CU_LAUNCHED();
+        gemm_fwd(out, inp, wf, CUDA_R_32F, N, C, OC);
+    } else {
+        int64_t OB = (OC + 127) / 128, KB = (C + 127) / 128, ld = up4(KB);
+        const float *s = w->scale;
+        if (ld != KB) {
+            float *p = (float *)ds_cu_scratch(SCR_SB, (size_t)(OB * ld) * sizeof(float));
+            k_restride<<<ds_cu_blocks(OB * KB, 128), 128, 0, g_cu.stream>>>(p, ld, w->scale, KB, OB, KB);
+            CU_LAUNCHED();
+            s = p;
+        }
+        own_operand x = quant_1x128(SCR_A, SCR_SA, inp, N, C);
+        own_operand wq = {w->q, s, 1, ld};
+        fp8_gemm(out, OC, wq, x, OC, N, C, 0);
+    }
+    add_bias(out, bias, N, OC);
+}
+
+/* ---- benchmark ------------------------------------------------------------------ */
+namespace {
+__global__ void k_rand_codes(uint8_t *q, int64_t n, uint32_t seed) {
+    GRID_STRIDE(i, n) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+        uint8_t c = (uint8_t)(h & 0xff);
+        if ((c & 0x7f) == 0x7f) c &= 0xfe;   /* no NaN codes */
+        q[i] = c;
+    }
+}
+__global__ void k_fill(float *x, int64_t n, float v) { GRID_STRIDE(i, n) x[i] = v; }
+} // namespace
+
+extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
+                                  const char **path) {
+    if (!g_cu.ok) return ds_err("gemm bench: no CUDA device");
+    CU_ENTRY();
+    int fp8 = !strcmp(kind, "fp8") || !strcmp(kind, "fp8-own"), bf16 = !strcmp(kind, "bf16"), f32 = !strcmp(kind, "fp32");
+    if (!fp8 && !bf16 && !f32) return ds_err("gemm bench: unknown kind %s (fp8, fp8-own, bf16, fp32)", ds_quote(kind));
+    size_t esz = fp8 ? 1 : bf16 ? 2 : 4;
+    int64_t KB = (K + 127) / 128, NB = (N + 127) / 128;
+    void *a = NULL, *b = NULL;
+    float *d = NULL, *sa = NULL, *sb = NULL;
+    CU_CHECK(cudaMalloc(&a, (size_t)(N * K) * esz));   /* weights (N, K) */
+    CU_CHECK(cudaMalloc(&b, (size_t)(M * K) * esz));   /* activations (M, K) */
+    CU_CHECK(cudaMalloc((void **)&d, (size_t)(M * N) * sizeof(float)));
+    CU_CHECK(cudaMalloc((void **)&sa, (size_t)(NB * up4(KB)) * sizeof(float)));
+    CU_CHECK(cudaMalloc((void **)&sb, (size_t)(M * KB) * sizeof(float)));
+    /* random bytes are valid codes for every kind once NaN patterns are cleared
+     * (BF16/FP32 get finite values from the same bytes often enough for timing) */
+    k_rand_codes<<<1024, 256, 0, g_cu.stream>>>((uint8_t *)a, (int64_t)((size_t)(N * K) * esz), 1u);
+    k_rand_codes<<<1024, 256, 0, g_cu.stream>>>((uint8_t *)b, (int64_t)((size_t)(M * K) * esz), 2u);
+    k_fill<<<256, 256, 0, g_cu.stream>>>(sa, NB * up4(KB), 0.01f);
+    k_fill<<<256, 256, 0, g_cu.stream>>>(sb, M * KB, 0.01f);
+    CU_LAUNCHED();
+    int prev = fp8_own_only;
+    if (fp8) fp8_own_only = !strcmp(kind, "fp8-own");
+    int64_t lt0 = n_lt;
+    auto once = [&]() {
+        if (fp8) {
+            own_operand A = {(const uint8_t *)a, sa, 1, up4(KB)}, B = {(const uint8_t *)b, sb, 0, 0};
+            fp8_gemm(d, N, A, B, N, M, K, 0);
+        } else {
+            gemm_fwd(d, b, a, bf16 ? CUDA_R_16BF : CUDA_R_32F, M, K, N);
+        }
+    };
+    once();
+    once();
+    cudaEvent_t e0, e1;
+    CU_CHECK(cudaEventCreate(&e0));
+    CU_CHECK(cudaEventCreate(&e1));
+    CU_CHECK(cudaEventRecord(e0, g_cu.stream));
+    for (int i = 0; i < iters; i++) once();
+    CU_CHECK(cudaEventRecord(e1, g_cu.stream));
+    CU_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    *tflops = 2.0 * (double)M * N * K / ((double)ms / 1e3 / iters) / 1e12;
+    if (path) *path = !fp8 ? "cublaslt" : n_lt > lt0 ? "cublaslt" : "own";
+    fp8_own_only = prev;
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a), cudaFree(b), cudaFree(d), cudaFree(sa), cudaFree(sb);
+    return 0;
+}

@@ -1,0 +1,37 @@
+/*
+ * stub.c — the CUDA backend's C API (cuda.h) in a build without nvcc: every
+ * entry point says so.  The Makefile leaves this file out when it builds the
+ * .cu files.
+ */
+#include "backend/cuda/cuda.h"
+
+#include "base/base.h"
+
+int ds_cuda_built(void) { return 0; }
+int ds_cuda_init(void) { return ds_err("--device cuda: this dsv3 was built without CUDA"); }
+const struct ds_ops *ds_cuda_table(int precision) {
+    (void)precision;
+    return NULL;
+}
+const char *ds_cuda_device_name(void) { return ""; }
+void *ds_cuda_alloc(size_t bytes) {
+    (void)bytes;
+    ds_err("cuda alloc: this dsv3 was built without CUDA");
+    return NULL;
+}
+void ds_cuda_free(void *p) { (void)p; }
+void ds_cuda_copy_h2d(void *dst, const void *src, size_t bytes) { (void)dst, (void)src, (void)bytes; }
+void ds_cuda_copy_d2h(void *dst, const void *src, size_t bytes) { (void)dst, (void)src, (void)bytes; }
+void ds_cuda_copy_d2d(void *dst, const void *src, size_t bytes) { (void)dst, (void)src, (void)bytes; }
+void ds_cuda_memset(void *dst, int byte, size_t bytes) { (void)dst, (void)byte, (void)bytes; }
+void ds_cuda_sync(void) {}
+int ds_cuda_fp8_force_own(int on) { (void)on; return 0; }
+void ds_cuda_fp8_counts(int64_t *lt, int64_t *own) {
+    if (lt) *lt = 0;
+    if (own) *own = 0;
+}
+int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
+                       const char **path) {
+    (void)kind, (void)M, (void)N, (void)K, (void)iters, (void)tflops, (void)path;
+    return ds_err("gemm bench: this dsv3 was built without CUDA");
+}

@@ -1,0 +1,164 @@
+/*
+ * table.cu — the CUDA backend's module state (device, stream, cuBLASLt
+ * handle), device memory, scratch buffers, and the ops tables: one per
+ * training precision, the same entries except the GEMMs (backend/backend.h).
+ * The entries docs/engine.md §2.2 marks new get their kernels beside their
+ * peers (elementwise.cu for row kernels, gemm.cu for GEMMs) and one line in
+ * fill() below.
+ */
+#include "backend/cuda/common.cuh"
+
+extern "C" {
+#include "backend/backend.h"
+}
+
+#include <stdlib.h>
+#include <string.h>
+
+ds_cuda_state g_cu;
+std::mutex g_cu_lock;
+
+void ds_cu_fail(const char *what, const char *why, const char *file, int line) {
+    fprintf(stderr, "dsv3: cuda: %s failed: %s (%s:%d)\n", what, why, file, line);
+    abort();
+}
+
+static int pick_device(int count) {
+    const char *s = getenv("DSV3_CUDA_DEVICE");
+    if (!s || !*s) s = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (!s || !*s) s = getenv("LOCAL_RANK");
+    int d = s && *s ? atoi(s) : 0;
+    return d >= 0 && d < count ? d : d % count;
+}
+
+extern "C" int ds_cuda_built(void) { return 1; }
+
+extern "C" int ds_cuda_init(void) {
+    if (g_cu.tried) return g_cu.ok ? 0 : ds_err("--device cuda: no CUDA device (%s)", g_cu.name);
+    g_cu.tried = 1;
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count <= 0) {
+        snprintf(g_cu.name, sizeof g_cu.name, "%s", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+        cudaGetLastError(); /* clear the sticky error of a failed runtime start */
+        return ds_err("--device cuda: no CUDA device (%s)", g_cu.name);
+    }
+    g_cu.device = pick_device(count);
+    if ((e = cudaSetDevice(g_cu.device)) != cudaSuccess || (e = cudaGetDeviceProperties(&g_cu.prop, g_cu.device)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&g_cu.stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        snprintf(g_cu.name, sizeof g_cu.name, "device %d: %s", g_cu.device, cudaGetErrorString(e));
+        return ds_err("--device cuda: no CUDA device (%s)", g_cu.name);
+    }
+    cublasStatus_t s = cublasLtCreate(&g_cu.lt);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        snprintf(g_cu.name, sizeof g_cu.name, "cuBLASLt: %s", cublasLtGetStatusString(s));
+        return ds_err("--device cuda: no CUDA device (%s)", g_cu.name);
+    }
+    g_cu.lt_ws_bytes = 64u << 20;
+    if ((e = cudaMalloc(&g_cu.lt_ws, g_cu.lt_ws_bytes)) != cudaSuccess) {
+        snprintf(g_cu.name, sizeof g_cu.name, "workspace: %s", cudaGetErrorString(e));
+        return ds_err("--device cuda: no CUDA device (%s)", g_cu.name);
+    }
+    snprintf(g_cu.name, sizeof g_cu.name, "%s (sm_%d%d, %d SMs)", g_cu.prop.name, g_cu.prop.major, g_cu.prop.minor,
+             g_cu.prop.multiProcessorCount);
+    g_cu.ok = 1;
+    return 0;
+}
+
+extern "C" const char *ds_cuda_device_name(void) { return g_cu.ok ? g_cu.name : ""; }
+
+/* ---- memory ---------------------------------------------------------------- */
+extern "C" void *ds_cuda_alloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaMallocAsync(&p, bytes ? bytes : 1, g_cu.stream);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        ds_err("cuda alloc: %zu bytes: %s", bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+extern "C" void ds_cuda_free(void *p) {
+    if (p) CU_CHECK(cudaFreeAsync(p, g_cu.stream));
+}
+extern "C" void ds_cuda_copy_h2d(void *dst, const void *src, size_t bytes) {
+    /* pageable source: the runtime stages it before returning, so src may be reused at once */
+    if (bytes) CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g_cu.stream));
+}
+extern "C" void ds_cuda_copy_d2h(void *dst, const void *src, size_t bytes) {
+    if (bytes) CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g_cu.stream));
+    CU_CHECK(cudaStreamSynchronize(g_cu.stream));
+}
+extern "C" void ds_cuda_copy_d2d(void *dst, const void *src, size_t bytes) {
+    if (bytes) CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_cu.stream));
+}
+extern "C" void ds_cuda_memset(void *dst, int byte, size_t bytes) {
+    if (bytes) CU_CHECK(cudaMemsetAsync(dst, byte, bytes, g_cu.stream));
+}
+extern "C" void ds_cuda_sync(void) { CU_CHECK(cudaStreamSynchronize(g_cu.stream)); }
+
+static void *scr[SCR_COUNT];
+static size_t scr_n[SCR_COUNT];
+
+void *ds_cu_scratch(int slot, size_t bytes) {
+    if (bytes > scr_n[slot]) {
+        if (scr[slot]) CU_CHECK(cudaFreeAsync(scr[slot], g_cu.stream));
+        size_t n = bytes + bytes / 4 + 256; /* some headroom: fewer regrowths */
+        CU_CHECK(cudaMallocAsync(&scr[slot], n, g_cu.stream));
+        scr_n[slot] = n;
+    }
+    return scr[slot];
+}
+
+/* ---- the tables -------------------------------------------------------------- */
+/* Filled by assignment (not designated initializers, which C++ wants in
+ * declaration order), so a new struct ds_ops entry is one more line here;
+ * an entry left NULL is one the CUDA backend does not have yet
+ * (tests/test_backend_cuda.c lists them). */
+static struct ds_ops tables[3];
+
+static void fill(struct ds_ops *t, int precision) {
+    t->name = "cuda";
+    /* forward */
+    t->matmul_forward = ds_cu_matmul_forward;
+    t->rmsnorm_forward = ds_cu_rmsnorm_forward;
+    t->rope_forward = ds_cu_rope_forward;
+    t->attention_forward = ds_cu_attention_forward;
+    t->swiglu_forward = ds_cu_swiglu_forward;
+    t->embedding_forward = ds_cu_embedding_forward;
+    t->residual_forward = ds_cu_residual_forward;
+    t->moe_route_forward = ds_cu_moe_route_forward;
+    /* backward */
+    t->matmul_backward = ds_cu_matmul_backward;
+    t->rmsnorm_backward = ds_cu_rmsnorm_backward;
+    t->rope_backward = ds_cu_rope_backward;
+    t->attention_backward = ds_cu_attention_backward;
+    t->swiglu_backward = ds_cu_swiglu_backward;
+    t->embedding_backward = ds_cu_embedding_backward;
+    t->cross_entropy = ds_cu_cross_entropy;
+    t->moe_route_backward = ds_cu_moe_route_backward;
+    t->moe_combine_backward = ds_cu_moe_combine_backward;
+    t->linear_forward = ds_cu_matmul_forward;
+    t->linear_backward = ds_cu_matmul_backward;
+    t->linear_fp8w_forward = ds_cu_linear_fp8w_forward;
+    t->moe_permute = ds_cu_moe_permute;
+    t->moe_combine_forward = ds_cu_moe_combine_forward;
+    t->mla_kv_assemble = ds_cu_mla_kv_assemble;
+    t->rope_tables = ds_cu_rope_tables;
+    /* precision: BF16 takes every GEMM, FP8 the linear entries only (lm_head,
+     * router and eh_proj stay FP32, as in DeepSeek-V3) */
+    if (precision == DS_PREC_BF16) {
+        t->matmul_forward = t->linear_forward = ds_cu_matmul_forward_bf16;
+        t->matmul_backward = t->linear_backward = ds_cu_matmul_backward_bf16;
+    }
+    if (precision == DS_PREC_FP8) {
+        t->linear_forward = ds_cu_linear_forward_fp8;
+        t->linear_backward = ds_cu_linear_backward_fp8;
+    }
+}
+
+extern "C" const struct ds_ops *ds_cuda_table(int precision) {
+    if (!g_cu.ok || precision < DS_PREC_FP32 || precision > DS_PREC_FP8) return NULL;
+    if (!tables[precision].name) fill(&tables[precision], precision);
+    return &tables[precision];
+}

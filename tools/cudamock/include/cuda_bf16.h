@@ -1,0 +1,1 @@
+/* cudamock: nothing of cuda_bf16.h is used */

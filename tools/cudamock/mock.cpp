@@ -1,0 +1,233 @@
+/*
+ * mock.cpp — cudamock: the CUDA runtime, the kernel launch and cuBLASLt on
+ * the CPU, so the CUDA backend's kernels run (slowly) on a machine without a
+ * GPU (tools/cudamock/README.md).  A launch runs its blocks one after
+ * another; a block's threads are OS threads, __syncthreads a barrier over
+ * them, a warp shuffle two barriers over the warp.  cuBLASLt's matmul is a
+ * double-precision loop over the documented column-major semantics, with the
+ * FP8 block-scale layouts the backend assumes (gemm.cu): it checks the
+ * backend's use of them, not cuBLASLt itself.
+ */
+#include <barrier>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "cublasLt.h"
+#include "cuda_fp8.h"
+#include "cuda_runtime.h"
+
+extern "C" {
+#include "num/dtype.h"
+#include "num/fp8.h"
+}
+
+thread_local dim3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+unsigned char *cudamock_smem;
+
+static std::barrier<> *block_bar;
+static std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
+static std::vector<uint64_t> warp_slot;
+static thread_local int my_tid;
+
+void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn) {
+    static std::mutex one;
+    std::lock_guard<std::mutex> g(one);
+    static std::vector<unsigned char> sm;
+    if (sm.size() < smem + 64) sm.resize(smem + 64);
+    cudamock_smem = sm.data();
+    gridDim = grid;
+    blockDim = block;
+    int nt = (int)(block.x * block.y * block.z), nw = (nt + 31) / 32;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                std::barrier<> bb(nt);
+                block_bar = &bb;
+                warp_bar.clear();
+                for (int w = 0; w < nw; w++)
+                    warp_bar.emplace_back(new std::barrier<>(w == nw - 1 && nt % 32 ? nt % 32 : 32));
+                warp_slot.assign((size_t)nw * 32, 0);
+                std::vector<std::thread> th;
+                th.reserve(nt);
+                for (int t = 0; t < nt; t++)
+                    th.emplace_back([&, t, x, y, z] {
+                        my_tid = t;
+                        blockIdx = dim3(x, y, z);
+                        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+                        fn();
+                        warp_bar[t / 32]->arrive_and_drop();
+                        block_bar->arrive_and_drop();
+                    });
+                for (auto &t : th) t.join();
+            }
+}
+
+void __syncthreads(void) { block_bar->arrive_and_wait(); }
+
+uint64_t cudamock_shfl(uint64_t bits, int src) {
+    int w = my_tid / 32, lane = my_tid % 32;
+    warp_slot[(size_t)w * 32 + lane] = bits;
+    warp_bar[w]->arrive_and_wait();
+    uint64_t r = warp_slot[(size_t)w * 32 + src];
+    warp_bar[w]->arrive_and_wait();
+    return r;
+}
+
+/* ---- runtime ---------------------------------------------------------------------- */
+cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
+    std::snprintf(p->name, sizeof p->name, "cudamock CPU");
+    p->major = 9, p->minor = 0, p->multiProcessorCount = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { *s = nullptr; return cudaSuccess; }
+/* fresh memory is NaN-filled, so a read of an unwritten value shows */
+cudaError_t cudaMalloc(void **p, size_t n) {
+    *p = std::aligned_alloc(256, (n + 255) / 256 * 256);
+    std::memset(*p, 0xff, n);
+    return *p ? cudaSuccess : 2;
+}
+cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t) { return cudaMalloc(p, n); }
+cudaError_t cudaFree(void *p) { std::free(p); return cudaSuccess; }
+cudaError_t cudaFreeAsync(void *p, cudaStream_t) { std::free(p); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t) {
+    std::memmove(d, s, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) { std::memset(d, v, n); return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+const char *cudaGetErrorString(cudaError_t e) { return e ? "cudamock error" : "no error"; }
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = nullptr; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) { *ms = 1; return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
+
+/* ---- FP8 ---------------------------------------------------------------------------------- */
+__nv_fp8_storage_t __nv_cvt_float_to_fp8(float v, __nv_saturation_t, __nv_fp8_interpretation_t) {
+    return ds_f32_to_e4m3(v, DS_FP8_SAT);
+}
+__half_raw __nv_cvt_fp8_to_halfraw(__nv_fp8_storage_t c, __nv_fp8_interpretation_t) {
+    return __half_raw{ds_fp8_e4m3_table[c]};
+}
+
+/* ---- cuBLASLt ------------------------------------------------------------------------------ */
+struct cudamock_lt { int dummy; };
+struct cudamock_desc {
+    int ta = 0, tb = 0, amode = 0, bmode = 0;
+    const float *as = nullptr, *bs = nullptr;
+};
+struct cudamock_layout {
+    cudaDataType t;
+    int64_t rows, cols, ld;
+};
+struct cudamock_pref { int dummy; };
+
+/* CUDAMOCK_LT_FP8=0: the FP8 matmul says NOT_SUPPORTED (the backend's own kernel runs);
+ * CUDAMOCK_LT_F32=0: the same for FP32/BF16 (the backend's plain GEMM runs) */
+static int env_ok(const char *name) {
+    const char *e = std::getenv(name);
+    return !e || std::strcmp(e, "0");
+}
+static int fp8_ok() { return env_ok("CUDAMOCK_LT_FP8"); }
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) { *h = new cudamock_lt; return CUBLAS_STATUS_SUCCESS; }
+const char *cublasLtGetStatusString(cublasStatus_t s) { return s ? "cudamock cuBLASLt error" : "success"; }
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t, cudaDataType) {
+    *d = new cudamock_desc;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { delete d; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *v,
+                                              size_t) {
+    switch (a) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: d->ta = *(const int *)v; break;
+    case CUBLASLT_MATMUL_DESC_TRANSB: d->tb = *(const int *)v; break;
+    case CUBLASLT_MATMUL_DESC_A_SCALE_MODE: d->amode = *(const int32_t *)v; break;
+    case CUBLASLT_MATMUL_DESC_B_SCALE_MODE: d->bmode = *(const int32_t *)v; break;
+    case CUBLASLT_MATMUL_DESC_A_SCALE_POINTER: d->as = *(const float *const *)v; break;
+    case CUBLASLT_MATMUL_DESC_B_SCALE_POINTER: d->bs = *(const float *const *)v; break;
+    default: return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType t, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+    if (ld < (int64_t)rows) return CUBLAS_STATUS_INVALID_VALUE;
+    *l = new cudamock_layout{t, (int64_t)rows, (int64_t)cols, ld};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) { delete l; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
+    *p = new cudamock_pref;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) { delete p; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
+                                                    const void *, size_t) {
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* what Hopper's FP8 path demands: TN, K-major leading dims multiple of 16 */
+static int supported(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                     cublasLtMatrixLayout_t c) {
+    if (a->t != b->t || c->t != CUDA_R_32F) return 0;
+    if (a->t == CUDA_R_8F_E4M3)
+        return fp8_ok() && d->ta == CUBLAS_OP_T && d->tb == CUBLAS_OP_N && a->ld % 16 == 0 && b->ld % 16 == 0 &&
+               (d->as != nullptr) == (d->amode != 0) && (d->bs != nullptr) == (d->bmode != 0);
+    return env_ok("CUDAMOCK_LT_F32") && d->amode == 0 && d->bmode == 0;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
+                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                                              cublasLtMatrixLayout_t, cublasLtMatmulPreference_t, int,
+                                              cublasLtMatmulHeuristicResult_t *, int *nres) {
+    *nres = supported(d, a, b, c);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+static double elt(const void *p, cudaDataType t, int64_t i) {
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    if (t == CUDA_R_16BF) return ds_bf16_to_f32(((const uint16_t *)p)[i]);
+    return ds_fp8_e4m3_table[((const uint8_t *)p)[i]];
+}
+/* scale of logical (row r of R, k-block kb of K) */
+static double scl(const float *s, int mode, int64_t r, int64_t kb, int64_t R, int64_t K) {
+    if (!s) return 1.0;
+    if (mode == CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F) return s[kb * R + r];
+    if (mode == CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F) return s[(r / 128) * (((K + 127) / 128 + 3) / 4 * 4) + kb];
+    return s[0];
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
+                              cublasLtMatrixLayout_t la, const void *B, cublasLtMatrixLayout_t lb, const void *beta,
+                              const void *C, cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ldd,
+                              const cublasLtMatmulAlgo_t *, void *, size_t, cudaStream_t) {
+    if (!supported(d, la, lb, lc)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    int64_t m = lc->rows, n = lc->cols, k = d->ta ? la->rows : la->cols;
+    if ((d->ta ? la->cols : la->rows) != m || (d->tb ? lb->rows : lb->cols) != n || (d->tb ? lb->cols : lb->rows) != k)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    const float *Cf = (const float *)C;
+    float *Df = (float *)D;
+    std::vector<float> out((size_t)(m * n));
+    for (int64_t c = 0; c < n; c++)
+        for (int64_t r = 0; r < m; r++) {
+            double s = 0;
+            for (int64_t j = 0; j < k; j++) {
+                double a = elt(A, la->t, d->ta ? j + r * la->ld : r + j * la->ld);
+                double b = elt(B, lb->t, d->tb ? c + j * lb->ld : j + c * lb->ld);
+                s += a * b * scl(d->as, d->amode, r, j / 128, m, k) * scl(d->bs, d->bmode, c, j / 128, n, k);
+            }
+            out[(size_t)(c * m + r)] = (float)(al * s + (be != 0 ? be * Cf[c * lc->ld + r] : 0.0));
+        }
+    for (int64_t c = 0; c < n; c++)
+        for (int64_t r = 0; r < m; r++) Df[c * ldd->ld + r] = out[(size_t)(c * m + r)];
+    return CUBLAS_STATUS_SUCCESS;
+}
