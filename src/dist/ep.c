@@ -31,6 +31,7 @@ int ds_ep_init(ds_ep *ep, ds_comm *world, int ep_size, int64_t n_experts) {
 void ds_ep_free(ds_ep *ep) {
     for (int i = 0; i < 5; i++)
         if (ep->ws[i]) ep->ops->free(ep->ws[i]);
+    free(ep->hs[0]), free(ep->hs[1]);
     ds_comm_free(ep->comm);
     memset(ep, 0, sizeof *ep);
 }
@@ -104,22 +105,40 @@ static void *ws(ds_ep *ep, int slot, size_t bytes) {
     return ep->ws[slot];
 }
 
+/* one alltoallv of ns elements out, nr in (esz bytes each) between buffers
+ * of ep->ops: handed to the communicator as they are when the table is host
+ * visible, else staged through host copies (copy_d2h, copy_h2d) */
+static int a2a(ds_ep *ep, const void *send, const int64_t *sc, const int64_t *sd, void *recv, const int64_t *rc,
+               const int64_t *rd, ds_comm_dtype dt, size_t esz, int64_t ns, int64_t nr) {
+    if (ep->ops->host_visible) return ds_alltoallv(ep->comm, send, sc, sd, recv, rc, rd, dt);
+    size_t need[2] = {(size_t)ns * esz, (size_t)nr * esz};
+    for (int i = 0; i < 2; i++)
+        if (need[i] > ep->hs_bytes[i] || !ep->hs[i]) {
+            free(ep->hs[i]);
+            ep->hs_bytes[i] = need[i] + need[i] / 4 + 256;
+            ep->hs[i] = ds_malloc(ep->hs_bytes[i]);
+        }
+    ep->ops->copy_d2h(ep->hs[0], send, need[0]);
+    int rcode = ds_alltoallv(ep->comm, ep->hs[0], sc, sd, ep->hs[1], rc, rd, dt);
+    if (!rcode) ep->ops->copy_h2d(recv, ep->hs[1], need[1]);
+    return rcode;
+}
+
 /* one alltoallv of rows (width H) at a precision: FP32 as is, BF16 rounded to
  * nearest even, FP8 E4M3 codes with one FP32 scale per 1x128 tile of a row */
 static int rows_alltoallv(ds_ep *ep, const float *src, const int64_t *sc, const int64_t *sd, float *dst,
                           const int64_t *rc, const int64_t *rd, int64_t H, int precision, int64_t nsend, int64_t nrecv) {
-    ds_comm *c = ep->comm;
     const struct ds_ops *ops = ep->ops;
-    int S = c->size, rcode = -1;
+    int S = ep->comm->size, rcode = -1;
     int64_t *a = ds_malloc((size_t)S * 4 * sizeof(int64_t)), *b = a + S, *x = a + 2 * S, *y = a + 3 * S;
     for (int r = 0; r < S; r++) a[r] = sc[r] * H, b[r] = sd[r] * H, x[r] = rc[r] * H, y[r] = rd[r] * H;
     if (precision == DS_EP_FP32) {
-        rcode = ds_alltoallv(c, src, a, b, dst, x, y, DS_COMM_F32);
+        rcode = a2a(ep, src, a, b, dst, x, y, DS_COMM_F32, 4, nsend * H, nrecv * H);
     } else if (precision == DS_EP_BF16) {
         uint16_t *s16 = ws(ep, 1, (size_t)(nsend * H) * 2), *r16 = ws(ep, 2, (size_t)(nrecv * H) * 2);
         if (s16 && r16) {
             ops->cast_f32_bf16(s16, src, nsend * H);
-            rcode = ds_alltoallv(c, s16, a, b, r16, x, y, DS_COMM_U16);
+            rcode = a2a(ep, s16, a, b, r16, x, y, DS_COMM_U16, 2, nsend * H, nrecv * H);
             if (!rcode) ops->cast_bf16_f32(dst, r16, nrecv * H);
         }
     } else {
@@ -128,9 +147,9 @@ static int rows_alltoallv(ds_ep *ep, const float *src, const int64_t *sc, const 
         float *ss = ws(ep, 3, (size_t)(nsend * nt) * 4), *rs = ws(ep, 4, (size_t)(nrecv * nt) * 4);
         if (sq && rq && ss && rs) {
             ops->act_quant_1x128(sq, ss, src, nsend, H);
-            rcode = ds_alltoallv(c, sq, a, b, rq, x, y, DS_COMM_U8);
+            rcode = a2a(ep, sq, a, b, rq, x, y, DS_COMM_U8, 1, nsend * H, nrecv * H);
             for (int r = 0; r < S; r++) a[r] = sc[r] * nt, b[r] = sd[r] * nt, x[r] = rc[r] * nt, y[r] = rd[r] * nt;
-            if (!rcode) rcode = ds_alltoallv(c, ss, a, b, rs, x, y, DS_COMM_F32);
+            if (!rcode) rcode = a2a(ep, ss, a, b, rs, x, y, DS_COMM_F32, 4, nsend * nt, nrecv * nt);
             if (!rcode) ops->act_dequant_1x128(dst, rq, rs, nrecv, H);
         }
     }

@@ -24,8 +24,8 @@
  * ops entry of the caller's table (gather_rows, cast_f32_bf16/cast_bf16_f32,
  * act_quant_1x128/act_dequant_1x128), and the staging buffers are that
  * table's memory.  The all-to-all hands those buffers to the communicator
- * as they are: host memory with a host-visible table; a device table needs
- * a device-aware communicator (or staging through copy_d2h/copy_h2d).
+ * as they are when the table is host visible; otherwise the wire bytes are
+ * staged through host copies (copy_d2h, copy_h2d) around it.
  */
 #ifndef DS_EP_H
 #define DS_EP_H
@@ -45,6 +45,8 @@ typedef struct {
     const struct ds_ops *ops;      /* the table the staging buffers belong to (set by ds_ep_send) */
     void *ws[5];                   /* staging: regrouped rows, wire out/in, FP8 scales out/in */
     size_t ws_bytes[5];
+    void *hs[2];                   /* host staging of the wire (send, receive) when the table is not host visible */
+    size_t hs_bytes[2];
 } ds_ep;
 
 /* The plan of one layer's exchange (kept for the backward). */
