@@ -120,7 +120,7 @@ TEST(backend_ops_cast_bf16) {
     ds_rng r;
     ds_rng_seed(&r, 53);
     for (int i = 0; i < nh; i++) x[i] = f_of(in[i]);
-    for (int64_t i = nh; i < n; i++) x[i] = ds_rng_normal(&r) * (float)(1 << (ds_rng_below(&r, 40))) / (1 << 20);
+    for (int64_t i = nh; i < n; i++) x[i] = ldexpf(ds_rng_normal(&r), (int)ds_rng_below(&r, 40) - 20);
     for (int t = 0; t < 2; t++) {
         memset(h, 0xff, (size_t)n * 2);
         tabs[t]->cast_f32_bf16(h, x, n);
