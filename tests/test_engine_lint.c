@@ -3,7 +3,7 @@
  * docs/engine.md §2.6: on a fixture tree with one violation of each rule it
  * prints exactly those lines (tests/fixtures/engine_lint/expected.txt, written
  * by hand from the rules) and fails; more than 12 tagged host loops fail; and
- * the folders already cleaned (src/model/) pass.
+ * the folders already cleaned (src/model/, src/dist/) pass.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,11 +64,11 @@ TEST(engine_lint_tag_cap) {
     int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh --root %s 2>&1", dir);
     CHECK_MSG(rc == 1 && strstr(out, "R4: 13 tagged host loops > 12\n"), "rc %d: %s", rc, out);
 }
-/* src/model/ holds no loop over tensor data, no OpenMP, no kernel name
- * (R1-R5 of §2.6; R6 for its includes).  The lead extends the list as
- * src/train/, src/infer/ and the others are cleaned. */
+/* src/model/ and src/dist/ hold no loop over tensor data, no OpenMP, no
+ * kernel name (R1-R5 of §2.6; R6 for their includes).  The lead extends the
+ * list as src/train/, src/infer/ and the others are cleaned. */
 TEST(engine_lint_clean_folders) {
     static char out[65536];
-    int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh src/model 2>&1");
-    CHECK_MSG(rc == 0, "tools/check_engine.sh src/model: exit %d\n%s", rc, out);
+    int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh src/model src/dist 2>&1");
+    CHECK_MSG(rc == 0, "tools/check_engine.sh src/model src/dist: exit %d\n%s", rc, out);
 }

@@ -188,6 +188,9 @@ V(balance_loss,
    int64_t G, int64_t M, int nz, double a1, double a2, double a3, double sc, ds_balance_terms *t),
   (ds, coef, sel, s, idx, T, E, K, G, M, nz, a1, a2, a3, sc, t))
 R(double, sumsq, (const float *x, int64_t n), (x, n))
+V(gather_rows, (float *d, const float *s, const int32_t *idx, int64_t n, int64_t H), (d, s, idx, n, H))
+V(cast_f32_bf16, (uint16_t *d, const float *s, int64_t n), (d, s, n))
+V(cast_bf16_f32, (float *d, const uint16_t *s, int64_t n), (d, s, n))
 
 /* the grouped entries run the cpu loop over experts with `self` (the calls
  * nest: each expert's linear entry enters again) */
@@ -221,4 +224,6 @@ const struct ds_ops ds_ops_fakedev = {
     E_(moe_sort), E_(grouped_linear_forward), E_(embedding_bf16_forward), E_(act_quant_1x128),
     E_(act_dequant_1x128), E_(grouped_linear_backward), E_(mla_kv_assemble_backward), E_(moe_permute_backward),
     E_(balance_loss), E_(sumsq),
+    /* expert parallelism (dist/ep.c) */
+    E_(gather_rows), E_(cast_f32_bf16), E_(cast_bf16_f32),
 };

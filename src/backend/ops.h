@@ -177,6 +177,11 @@ struct ds_ops {
     void (*balance_loss)(float *dscores, float *coef, uint8_t *sel, const float *scores, const int32_t *idx,
                          int64_t T, int64_t E, int64_t K, int64_t G, int64_t M, int normalize, double a_exp,
                          double a_dev, double a_comm, double scale, ds_balance_terms *terms);
+    /* ---- expert parallelism (dist/ep.c; backend/cpu/cast_bf16.c) ----
+     * the BF16 wire format of the dispatch/combine: dst (n) = round-to-nearest-even
+     * BF16 of src (n) (NaN stays a quiet NaN), and back (exact widening) */
+    void (*cast_f32_bf16)(uint16_t *dst, const float *src, int64_t n);
+    void (*cast_bf16_f32)(float *dst, const uint16_t *src, int64_t n);
 };
 
 extern const struct ds_ops ds_ops_cpu;

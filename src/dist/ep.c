@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/ops.h"
 #include "base/base.h"
-#include "num/dtype.h"
 #include "num/quant.h"
 
 int ds_ep_precision_from_name(const char *s) {
@@ -29,13 +29,16 @@ int ds_ep_init(ds_ep *ep, ds_comm *world, int ep_size, int64_t n_experts) {
 }
 
 void ds_ep_free(ds_ep *ep) {
+    for (int i = 0; i < 5; i++)
+        if (ep->ws[i]) ep->ops->free(ep->ws[i]);
+    free(ep->hs[0]), free(ep->hs[1]);
     ds_comm_free(ep->comm);
     memset(ep, 0, sizeof *ep);
 }
 
 void ds_ep_plan_free(ds_ep_plan *p) {
     free(p->scount), free(p->sdispl), free(p->rcount), free(p->rdispl), free(p->rc_e);
-    free(p->local_counts), free(p->local_offsets), free(p->perm);
+    free(p->local_counts), free(p->local_offsets), free(p->perm), free(p->iperm);
     memset(p, 0, sizeof *p);
 }
 
@@ -69,89 +72,106 @@ int64_t ds_ep_plan_make(ds_ep *ep, ds_ep_plan *p, const int64_t *counts) {
         for (int r = 0; r < S; r++) p->local_counts[j] += p->rc_e[r * El + j];
         p->local_offsets[j + 1] = p->local_offsets[j] + p->local_counts[j];
     }
+    if (ro > INT32_MAX) return ds_err("expert parallelism: %lld rows arrive at one rank (at most %d)", (long long)ro,
+                                      INT32_MAX);
     if (ro + 1 > p->cap) {
-        free(p->perm);
+        free(p->perm), free(p->iperm);
         p->cap = ro + 1;
-        p->perm = ds_malloc((size_t)p->cap * sizeof(int64_t));
+        p->perm = ds_malloc((size_t)p->cap * sizeof(int32_t));
+        p->iperm = ds_malloc((size_t)p->cap * sizeof(int32_t));
     }
     int64_t *next = ds_malloc((size_t)El * sizeof(int64_t));
     memcpy(next, p->local_offsets, (size_t)El * sizeof(int64_t));
     int64_t i = 0;
     for (int r = 0; r < S; r++)
         for (int64_t j = 0; j < El; j++)
-            for (int64_t k = 0; k < p->rc_e[r * El + j]; k++) p->perm[i++] = next[j]++;
+            for (int64_t k = 0; k < p->rc_e[r * El + j]; k++) p->perm[i++] = (int32_t)next[j]++;
     const char *f = getenv("DSV3_FAULT"); /* tests: rows left in arrival order (wrong experts) */
     if (f && !strcmp(f, "ep-order"))
-        for (int64_t q = 0; q < ro; q++) p->perm[q] = q;
+        for (int64_t q = 0; q < ro; q++) p->perm[q] = (int32_t)q;
+    for (int64_t q = 0; q < ro; q++) p->iperm[p->perm[q]] = (int32_t)q;
     free(next);
     return ro;
 }
 
-void ds_ep_round(float *x, int64_t rows, int64_t H, int precision) {
-    if (precision == DS_EP_BF16) {
-#pragma omp parallel for schedule(static) if (rows * H > 65536)
-        for (int64_t i = 0; i < rows * H; i++) x[i] = ds_bf16_to_f32(ds_f32_to_bf16(x[i]));
-    } else if (precision == DS_EP_FP8 && rows > 0) {
-        ds_quant_opts qo = ds_quant_defaults(DS_QUANT_TILE_1x128);
-        int64_t ns = ds_quant_scale_count(DS_QUANT_TILE_1x128, rows, H);
-        uint8_t *q = ds_malloc((size_t)(rows * H));
-        float *s = ds_malloc((size_t)ns * sizeof(float));
-        ds_quantize(q, s, x, rows, H, &qo);
-        ds_dequantize(x, q, s, rows, H, DS_FP8_E4M3, DS_QUANT_TILE_1x128);
-        free(q), free(s);
+/* staging buffer `slot` of at least `bytes` (memory of ep->ops), or NULL with ds_err */
+static void *ws(ds_ep *ep, int slot, size_t bytes) {
+    if (bytes > ep->ws_bytes[slot] || !ep->ws[slot]) {
+        size_t n = bytes + bytes / 4 + 256;
+        if (ep->ws[slot]) ep->ops->free(ep->ws[slot]);
+        ep->ws[slot] = ep->ops->alloc(n);
+        ep->ws_bytes[slot] = ep->ws[slot] ? n : 0;
     }
+    return ep->ws[slot];
 }
 
-/* one alltoallv of rows (width H) at a precision: the rounding is the same as ds_ep_round */
-static int rows_alltoallv(ds_comm *c, const float *src, const int64_t *sc, const int64_t *sd, float *dst,
+/* one alltoallv of ns elements out, nr in (esz bytes each) between buffers
+ * of ep->ops: handed to the communicator as they are when the table is host
+ * visible, else staged through host copies (copy_d2h, copy_h2d) */
+static int a2a(ds_ep *ep, const void *send, const int64_t *sc, const int64_t *sd, void *recv, const int64_t *rc,
+               const int64_t *rd, ds_comm_dtype dt, size_t esz, int64_t ns, int64_t nr) {
+    if (ep->ops->host_visible) return ds_alltoallv(ep->comm, send, sc, sd, recv, rc, rd, dt);
+    size_t need[2] = {(size_t)ns * esz, (size_t)nr * esz};
+    for (int i = 0; i < 2; i++)
+        if (need[i] > ep->hs_bytes[i] || !ep->hs[i]) {
+            free(ep->hs[i]);
+            ep->hs_bytes[i] = need[i] + need[i] / 4 + 256;
+            ep->hs[i] = ds_malloc(ep->hs_bytes[i]);
+        }
+    ep->ops->copy_d2h(ep->hs[0], send, need[0]);
+    int rcode = ds_alltoallv(ep->comm, ep->hs[0], sc, sd, ep->hs[1], rc, rd, dt);
+    if (!rcode) ep->ops->copy_h2d(recv, ep->hs[1], need[1]);
+    return rcode;
+}
+
+/* one alltoallv of rows (width H) at a precision: FP32 as is, BF16 rounded to
+ * nearest even, FP8 E4M3 codes with one FP32 scale per 1x128 tile of a row */
+static int rows_alltoallv(ds_ep *ep, const float *src, const int64_t *sc, const int64_t *sd, float *dst,
                           const int64_t *rc, const int64_t *rd, int64_t H, int precision, int64_t nsend, int64_t nrecv) {
-    int S = c->size, rcode = -1;
+    const struct ds_ops *ops = ep->ops;
+    int S = ep->comm->size, rcode = -1;
     int64_t *a = ds_malloc((size_t)S * 4 * sizeof(int64_t)), *b = a + S, *x = a + 2 * S, *y = a + 3 * S;
-    int64_t w = H;
-    if (precision == DS_EP_FP8) w = H; /* codes: H bytes; scales below */
-    for (int r = 0; r < S; r++) a[r] = sc[r] * w, b[r] = sd[r] * w, x[r] = rc[r] * w, y[r] = rd[r] * w;
+    for (int r = 0; r < S; r++) a[r] = sc[r] * H, b[r] = sd[r] * H, x[r] = rc[r] * H, y[r] = rd[r] * H;
     if (precision == DS_EP_FP32) {
-        rcode = ds_alltoallv(c, src, a, b, dst, x, y, DS_COMM_F32);
+        rcode = a2a(ep, src, a, b, dst, x, y, DS_COMM_F32, 4, nsend * H, nrecv * H);
     } else if (precision == DS_EP_BF16) {
-        uint16_t *s16 = ds_malloc((size_t)(nsend * H + 1) * 2), *r16 = ds_malloc((size_t)(nrecv * H + 1) * 2);
-        for (int64_t i = 0; i < nsend * H; i++) s16[i] = ds_f32_to_bf16(src[i]);
-        rcode = ds_alltoallv(c, s16, a, b, r16, x, y, DS_COMM_U16);
-        for (int64_t i = 0; i < nrecv * H; i++) dst[i] = ds_bf16_to_f32(r16[i]);
-        free(s16), free(r16);
+        uint16_t *s16 = ws(ep, 1, (size_t)(nsend * H) * 2), *r16 = ws(ep, 2, (size_t)(nrecv * H) * 2);
+        if (s16 && r16) {
+            ops->cast_f32_bf16(s16, src, nsend * H);
+            rcode = a2a(ep, s16, a, b, r16, x, y, DS_COMM_U16, 2, nsend * H, nrecv * H);
+            if (!rcode) ops->cast_bf16_f32(dst, r16, nrecv * H);
+        }
     } else {
-        ds_quant_opts qo = ds_quant_defaults(DS_QUANT_TILE_1x128);
         int64_t nt = ds_ceil_div(H, DS_QUANT_GROUP); /* scales per row */
-        uint8_t *sq = ds_malloc((size_t)(nsend * H + 1)), *rq = ds_malloc((size_t)(nrecv * H + 1));
-        float *ss = ds_malloc((size_t)(nsend * nt + 1) * 4), *rs = ds_malloc((size_t)(nrecv * nt + 1) * 4);
-        if (nsend) ds_quantize(sq, ss, src, nsend, H, &qo);
-        rcode = ds_alltoallv(c, sq, a, b, rq, x, y, DS_COMM_U8);
-        for (int r = 0; r < S; r++) a[r] = sc[r] * nt, b[r] = sd[r] * nt, x[r] = rc[r] * nt, y[r] = rd[r] * nt;
-        if (!rcode) rcode = ds_alltoallv(c, ss, a, b, rs, x, y, DS_COMM_F32);
-        if (!rcode && nrecv) ds_dequantize(dst, rq, rs, nrecv, H, DS_FP8_E4M3, DS_QUANT_TILE_1x128);
-        free(sq), free(rq), free(ss), free(rs);
+        uint8_t *sq = ws(ep, 1, (size_t)(nsend * H)), *rq = ws(ep, 2, (size_t)(nrecv * H));
+        float *ss = ws(ep, 3, (size_t)(nsend * nt) * 4), *rs = ws(ep, 4, (size_t)(nrecv * nt) * 4);
+        if (sq && rq && ss && rs) {
+            ops->act_quant_1x128(sq, ss, src, nsend, H);
+            rcode = a2a(ep, sq, a, b, rq, x, y, DS_COMM_U8, 1, nsend * H, nrecv * H);
+            for (int r = 0; r < S; r++) a[r] = sc[r] * nt, b[r] = sd[r] * nt, x[r] = rc[r] * nt, y[r] = rd[r] * nt;
+            if (!rcode) rcode = a2a(ep, ss, a, b, rs, x, y, DS_COMM_F32, 4, nsend * nt, nrecv * nt);
+            if (!rcode) ops->act_dequant_1x128(dst, rq, rs, nrecv, H);
+        }
     }
     free(a);
     return rcode;
 }
 
-int ds_ep_send(ds_ep *ep, const ds_ep_plan *p, const float *src, float *dst, int64_t H, int dir, int precision,
-               ds_comm_kind kind) {
+int ds_ep_send(ds_ep *ep, const struct ds_ops *ops, const ds_ep_plan *p, const float *src, float *dst, int64_t H,
+               int dir, int precision, ds_comm_kind kind) {
+    if (!ep->ops) ep->ops = ops;
+    DS_ASSERT(ep->ops == ops); /* the staging buffers belong to one table */
     ds_comm_set_kind(ep->comm, kind);
-    int rc;
-    if (dir == DS_EP_TO_OWNER) {
-        float *tmp = ds_malloc((size_t)(p->R_recv * H + 1) * sizeof(float));
-        rc = rows_alltoallv(ep->comm, src, p->scount, p->sdispl, tmp, p->rcount, p->rdispl, H, precision, p->R_send,
+    int rc = -1;
+    float *tmp = ws(ep, 0, (size_t)(p->R_recv * H) * sizeof(float));
+    if (tmp && dir == DS_EP_TO_OWNER) { /* arrival order (source, expert) -> grouped (expert, source) */
+        rc = rows_alltoallv(ep, src, p->scount, p->sdispl, tmp, p->rcount, p->rdispl, H, precision, p->R_send,
                             p->R_recv);
-#pragma omp parallel for schedule(static) if (p->R_recv * H > 65536)
-        for (int64_t i = 0; i < p->R_recv; i++) memcpy(dst + p->perm[i] * H, tmp + i * H, (size_t)H * sizeof(float));
-        free(tmp);
-    } else {
-        float *tmp = ds_malloc((size_t)(p->R_recv * H + 1) * sizeof(float));
-#pragma omp parallel for schedule(static) if (p->R_recv * H > 65536)
-        for (int64_t i = 0; i < p->R_recv; i++) memcpy(tmp + i * H, src + p->perm[i] * H, (size_t)H * sizeof(float));
-        rc = rows_alltoallv(ep->comm, tmp, p->rcount, p->rdispl, dst, p->scount, p->sdispl, H, precision, p->R_recv,
+        if (!rc) ops->gather_rows(dst, tmp, p->iperm, p->R_recv, H);
+    } else if (tmp) {
+        ops->gather_rows(tmp, src, p->perm, p->R_recv, H);
+        rc = rows_alltoallv(ep, tmp, p->rcount, p->rdispl, dst, p->scount, p->sdispl, H, precision, p->R_recv,
                             p->R_send);
-        free(tmp);
     }
     ds_comm_set_kind(ep->comm, DS_COMM_OTHER);
     return rc;

@@ -19,6 +19,8 @@
 #include "model/backward.h"
 #include "model/model.h"
 
+struct ds_ops;
+
 typedef struct {
     ds_ep_plan plan;
     float *x, *gate, *up, *act, *out;       /* (rows, H|Im): kept for the backward */
@@ -37,6 +39,11 @@ typedef struct ds_moe_ep {
     int *node_of;
     int nnodes;
     int64_t tok_layers, node_sum, node_max;
+    int32_t *idx_h;                         /* [host] the layer's expert ids, for the node count */
+    int64_t idx_cap;
+    float **wf;                             /* [host] (6, El) local gate/up/down weights, then their gradients */
+    const ds_fp8w **w8;                     /* [host] (3, El) their FP8/BF16-resident copies (NULL: none) */
+    const struct ds_ops *ops;               /* the table the row buffers belong to (set by the forward) */
 } ds_moe_ep;
 
 /* ep_size ranks per group out of world; dispatch DS_EP_*; ranks_per_node:
@@ -45,7 +52,6 @@ typedef struct ds_moe_ep {
 int ds_moe_ep_create(ds_moe_ep *x, const ds_model *m, ds_comm *world, int ep_size, int dispatch, int ranks_per_node);
 void ds_moe_ep_free(ds_moe_ep *x);
 
-struct ds_ops;
 /* a->e_out (N*K, H) of the block's routed experts from a->xs, a->counts */
 void ds_moe_ep_forward(const ds_model *m, const struct ds_ops *ops, const ds_block *p, const ds_block_acts *a, int64_t N);
 /* dxs (N*K, H) from de_out (N*K, H); the local experts' weight gradients

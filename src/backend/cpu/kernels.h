@@ -155,4 +155,11 @@ void ds_act_dequant_1x128(float *x, const uint8_t *q, const float *s, int64_t R,
 /* linear_bf16w.c: the scalar reference of ds_embedding_bf16_forward */
 void ds_embedding_bf16_forward_ref(float *out, const int32_t *ids, const uint16_t *table, int64_t N, int64_t C);
 
+/* cast_bf16.c: the BF16 wire format of the expert-parallel exchange
+ * (round to nearest even, NaN quiet; widening exact); _ref: plain loops */
+void ds_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n);
+void ds_cast_bf16_f32(float *dst, const uint16_t *src, int64_t n);
+void ds_cast_f32_bf16_ref(uint16_t *dst, const float *src, int64_t n);
+void ds_cast_bf16_f32_ref(float *dst, const uint16_t *src, int64_t n);
+
 #endif

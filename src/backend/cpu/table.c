@@ -81,6 +81,9 @@ const struct ds_ops ds_ops_cpu = {
     .mla_kv_assemble_backward = ds_mla_kv_assemble_backward,
     .moe_permute_backward = ds_moe_permute_backward,
     .balance_loss = ds_balance_loss_seq,
+    /* expert parallelism */
+    .cast_f32_bf16 = ds_cast_f32_bf16,
+    .cast_bf16_f32 = ds_cast_bf16_f32,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -139,4 +142,7 @@ const struct ds_ops ds_ops_ref = {
     .mla_kv_assemble_backward = ds_mla_kv_assemble_backward_ref,
     .moe_permute_backward = ds_moe_permute_backward_ref,
     .balance_loss = ds_balance_loss_seq,
+    /* expert parallelism */
+    .cast_f32_bf16 = ds_cast_f32_bf16_ref,
+    .cast_bf16_f32 = ds_cast_bf16_f32_ref,
 };
