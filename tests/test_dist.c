@@ -295,12 +295,16 @@ TEST(ep_one_process) {
 /* the MoE layers (and the whole tiny model around them) under EP 2 and 4,
  * and EP 2 x DP 2, against one process: logits, loss and gradient within
  * 1e-6 relative with an FP32 dispatch; a BF16 or FP8 dispatch against the
- * one process with the same rounding within 1e-3 */
+ * one process with the same rounding within 5e-3: the expert outputs of the
+ * two runs differ by GEMM reassociation (1e-7), and where that moves a value
+ * across a BF16 rounding boundary of the combine, that element changes by
+ * 2^-8 relative (measured: up to 1.7e-3 in the logits; the unrounded model
+ * is 1.5e-2 to 0.16 away) */
 TEST(ep_moe_layers_match_one_process) {
     NEED_MPI();
     char out[16384];
     const struct { int np, ep; const char *prec; double tol; } c[] = {
-        {2, 2, "fp32", 1e-6}, {4, 4, "fp32", 1e-6}, {4, 2, "fp32", 1e-6}, {2, 2, "bf16", 1e-3}, {2, 2, "fp8", 1e-3},
+        {2, 2, "fp32", 1e-6}, {4, 4, "fp32", 1e-6}, {4, 2, "fp32", 1e-6}, {2, 2, "bf16", 5e-3}, {2, 2, "fp8", 5e-3},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 ep-check --ep %d --batch 4 --dispatch-precision %s --tol %g 2>&1",
