@@ -112,7 +112,7 @@ else
   BIN := dsv3
 endif
 
-.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests check-engine cuda-bench gpu-check cuda-mock
+.PHONY: all test bench fuzz run clean deps info fixtures check-deps build-tests print-ldlibs check-engine cuda-bench gpu-check cuda-mock
 all: info $(BIN) libdsv3.a
 
 info:
@@ -154,6 +154,10 @@ test: deps
 	@DSV3=./$(BIN) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/test_dsv3 $(T)
 
 build-tests: info $(BIN) $(BUILD)/test_dsv3
+
+# the link line of programs built against libdsv3.a outside this Makefile (bench/*.sh)
+print-ldlibs:
+	@echo $(LDLIBS)
 
 check-engine:
 	@bash tools/check_engine.sh

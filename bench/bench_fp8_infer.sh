@@ -24,7 +24,7 @@ BUILD=${BUILD:-build}
 mkdir -p bench/results
 PKG="libcjson libpcre2-8 openblas"
 cc -std=gnu11 -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags $PKG 2>/dev/null) bench/gemv_fp8.c \
-   "$BUILD/libdsv3.a" -o "$BUILD/gemv_fp8" -lm $(pkg-config --libs $PKG 2>/dev/null)
+   "$BUILD/libdsv3.a" -o "$BUILD/gemv_fp8" $(make -s --no-print-directory print-ldlibs)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$BIN" init --config small --out "$tmp/fp32" --seed 1 >/dev/null 2>&1

@@ -13,7 +13,7 @@ REPS=${BENCH_REPS:-5}
 PKG=openblas
 BLASDEF=""; pkg-config --exists $PKG 2>/dev/null && BLASDEF=-DDS_HAVE_OPENBLAS
 cc -std=gnu11 -O2 -march=native -fopenmp -Isrc $BLASDEF $(pkg-config --cflags $PKG 2>/dev/null) bench/kernels.c bench/attn_old.c \
-   "$BUILD/libdsv3.a" -o "$BUILD/bench_kernels" -lm $(pkg-config --libs $PKG 2>/dev/null)
+   "$BUILD/libdsv3.a" -o "$BUILD/bench_kernels" $(make -s --no-print-directory print-ldlibs)
 mkdir -p bench/results
 OMP_NUM_THREADS=$T "$BUILD/bench_kernels" "$REPS" > bench/results/kernels.json
 python3 - <<'PY'

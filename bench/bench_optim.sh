@@ -16,7 +16,7 @@ BUILD=${BUILD:-build}
 mkdir -p bench/results
 PKG="libcjson libpcre2-8 openblas"
 cc -std=gnu11 -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags $PKG 2>/dev/null) bench/optim.c \
-   "$BUILD/libdsv3.a" -o "$BUILD/optim_bench" -lm $(pkg-config --libs $PKG 2>/dev/null)
+   "$BUILD/libdsv3.a" -o "$BUILD/optim_bench" $(make -s --no-print-directory print-ldlibs)
 lines=""
 for th in $THREADS; do
   lines="$lines$(OMP_NUM_THREADS=$th "$BUILD/optim_bench" "$NP" "$REPS")"$'\n'

@@ -15,7 +15,7 @@ mkdir -p "$DIR" bench/results
 FILE=$DIR/bench_bf16_${M}m.safetensors
 PKG="libcjson libpcre2-8 openblas"
 cc -std=gnu11 -O2 -march=native -fopenmp -Isrc $(pkg-config --cflags $PKG 2>/dev/null) bench/st_load.c \
-   "$BUILD/libdsv3.a" -o "$BUILD/st_load" -lm $(pkg-config --libs $PKG 2>/dev/null)
+   "$BUILD/libdsv3.a" -o "$BUILD/st_load" $(make -s --no-print-directory print-ldlibs)
 if ! python3 -c 'import torch, safetensors' 2>/dev/null; then
   echo "torch/safetensors not installed: no file generator and no peer; skipped"
   exit 0
