@@ -188,6 +188,10 @@ V(balance_loss,
    int64_t G, int64_t M, int nz, double a1, double a2, double a3, double sc, ds_balance_terms *t),
   (ds, coef, sel, s, idx, T, E, K, G, M, nz, a1, a2, a3, sc, t))
 R(double, sumsq, (const float *x, int64_t n), (x, n))
+V(rope_pos_forward,
+  (float *x, const float *c, const float *s, const int64_t *p, int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off,
+   int64_t dr, int h),
+  (x, c, s, p, B, T, nv, ld, off, dr, h))
 
 /* the grouped entries run the cpu loop over experts with `self` (the calls
  * nest: each expert's linear entry enters again) */
@@ -221,4 +225,5 @@ const struct ds_ops ds_ops_fakedev = {
     E_(moe_sort), E_(grouped_linear_forward), E_(embedding_bf16_forward), E_(act_quant_1x128),
     E_(act_dequant_1x128), E_(grouped_linear_backward), E_(mla_kv_assemble_backward), E_(moe_permute_backward),
     E_(balance_loss), E_(sumsq),
+    E_(rope_pos_forward),
 };
