@@ -8,6 +8,8 @@
  *  - mla_absorbed_attention: against the expanded attention in double (keys
  *    k_j = [W_UK c_j ; k_pe_j], values W_UV c_j, causal softmax), the algebra
  *    the absorbed form rests on;
+ *  - the same two with each sequence at its own position in its own cache
+ *    row (pos_b, row_b: continuous batching), and rope_pos_forward;
  *  - gather_rows, act_quant/dequant_1x128, argmax_rows, sample_probs,
  *    sample_pick.
  */
@@ -42,7 +44,7 @@ TEST(decode_ops_kv_append) {
         const struct ds_ops *t[2] = {&ds_ops_cpu, &ds_ops_ref};
         for (int k = 0; k < 2; k++) {
             float *ckv = nan_buf(B * Lmax * rkv), *kpe = nan_buf(B * Lmax * dr);
-            t[k]->kv_append(ckv, kpe, c, kva, B, n, pos, Lmax, rkv, dr);
+            t[k]->kv_append(ckv, kpe, c, kva, B, n, pos, Lmax, rkv, dr, NULL, NULL);
             int bad = 0;
             for (int64_t b = 0; b < B; b++)
                 for (int64_t j = 0; j < Lmax; j++) {
@@ -119,8 +121,8 @@ TEST(decode_ops_mla_absorbed_attention) {
         for (int64_t b = 0; b < B; b++)
             for (int64_t j = pos + n; j < Lmax; j++) ckv[(b * Lmax + j) * rkv] = NAN;
         float *att_c = nan_buf(N * nh * dv), *att_r = nan_buf(N * nh * dv);
-        ds_ops_cpu.mla_absorbed_attention(att_c, q, ckv, kpe, kv_b, B, n, pos, Lmax, nh, dn, dv, dr, rkv, scale);
-        ds_ops_ref.mla_absorbed_attention(att_r, q, ckv, kpe, kv_b, B, n, pos, Lmax, nh, dn, dv, dr, rkv, scale);
+        ds_ops_cpu.mla_absorbed_attention(att_c, q, ckv, kpe, kv_b, B, n, pos, Lmax, nh, dn, dv, dr, rkv, scale, NULL, NULL);
+        ds_ops_ref.mla_absorbed_attention(att_r, q, ckv, kpe, kv_b, B, n, pos, Lmax, nh, dn, dv, dr, rkv, scale, NULL, NULL);
         double *want = malloc((size_t)(N * nh * dv) * sizeof(double));
         for (int64_t b = 0; b < B; b++)
             for (int64_t i = 0; i < n; i++)
@@ -274,16 +276,16 @@ TEST(decode_ops_sample_probs_pick) {
 }
 
 /* The few-row GEMVs sit inside the cpu table's linears (docs/engine.md §3.3):
- * for N ≤ 4 rows its matmul, linear and resident-weight entries give the GEMV
- * kernels' bits, above that the GEMM's; the ref table stays the scalar GEMM
- * at every N. */
+ * for N ≤ DS_LINEAR_ROWWISE_MAX rows its matmul, linear and resident-weight
+ * entries give each row the one-row GEMV kernels' bits, above that the
+ * GEMM's; the ref table stays the scalar GEMM at every N. */
 #include "backend/cpu/gemv.h"
 #include "backend/cpu/kernels.h"
 #include "num/dtype.h"
 TEST(decode_ops_cpu_linears_take_gemv_for_few_rows) {
     ds_rng r;
     ds_rng_seed(&r, 17);
-    const int64_t C = 256, OC = 160, NMAX = 6;
+    const int64_t C = 256, OC = 160, NMAX = DS_LINEAR_ROWWISE_MAX + 2;
     float *x = ds_malloc((size_t)(NMAX * C) * sizeof(float)), *w = ds_malloc((size_t)(OC * C) * sizeof(float));
     float *b = ds_malloc((size_t)OC * sizeof(float));
     float *o1 = ds_malloc((size_t)(NMAX * OC) * sizeof(float)), *o2 = ds_malloc((size_t)(NMAX * OC) * sizeof(float));
@@ -299,21 +301,23 @@ TEST(decode_ops_cpu_linears_take_gemv_for_few_rows) {
     }
     for (int i = 0; i < 4; i++) sc[i] = 0.01f * (float)(i + 1);
     const ds_fp8w w8 = {q, sc, OC, C, NULL}, w16 = {NULL, NULL, OC, C, wb};
+    /* up to DS_LINEAR_ROWWISE_MAX rows: every row as the one-row GEMV computes
+     * it alone (a batched decode step equals batch-1 steps); beyond: the GEMMs */
     for (int64_t N = 1; N <= NMAX; N++) {
         const size_t nb = (size_t)(N * OC) * sizeof(float);
+        const int rw = N <= DS_LINEAR_ROWWISE_MAX;
         ds_ops_cpu.matmul_forward(o1, x, w, b, N, C, OC);
-        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_forward(o2, x, w, b, N, C, OC);
+        if (rw) for (int64_t i = 0; i < N; i++) ds_gemv_forward(o2 + i * OC, x + i * C, w, b, 1, C, OC);
         else ds_matmul_forward(o2, x, w, b, N, C, OC);
-        CHECK_MSG(!memcmp(o1, o2, nb), "cpu matmul_forward N=%lld: not the %s", (long long)N,
-                  N <= DS_GEMV_MAX_ROWS ? "GEMV" : "GEMM");
+        CHECK_MSG(!memcmp(o1, o2, nb), "cpu matmul_forward N=%lld: not the %s", (long long)N, rw ? "row-wise GEMV" : "GEMM");
         ds_ops_cpu.linear_forward(o1, x, w, b, N, C, OC);
         CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_forward N=%lld", (long long)N);
         ds_ops_cpu.linear_fp8w_forward(o1, x, &w8, b, N, C, OC);
-        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_fp8w_forward(o2, x, &w8, b, N, C, OC);
+        if (rw) for (int64_t i = 0; i < N; i++) ds_gemv_fp8w_forward(o2 + i * OC, x + i * C, &w8, b, 1, C, OC);
         else ds_linear_fp8w_forward(o2, x, &w8, b, N, C, OC);
         CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_fp8w_forward (FP8) N=%lld", (long long)N);
         ds_ops_cpu.linear_fp8w_forward(o1, x, &w16, b, N, C, OC);
-        if (N <= DS_GEMV_MAX_ROWS) ds_gemv_bf16w_forward(o2, x, &w16, b, N, C, OC);
+        if (rw) for (int64_t i = 0; i < N; i++) ds_gemv_bf16w_forward(o2 + i * OC, x + i * C, &w16, b, 1, C, OC);
         else ds_linear_bf16w_forward(o2, x, &w16, b, N, C, OC);
         CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_fp8w_forward (BF16) N=%lld", (long long)N);
         ds_ops_ref.matmul_forward(o1, x, w, b, N, C, OC);
@@ -321,4 +325,133 @@ TEST(decode_ops_cpu_linears_take_gemv_for_few_rows) {
         CHECK_MSG(!memcmp(o1, o2, nb), "ref matmul_forward N=%lld is not the scalar GEMM", (long long)N);
     }
     free(x), free(w), free(b), free(o1), free(o2), free(q), free(sc), free(wb);
+}
+
+/* continuous batching: sequence b at position pos_b[b] of cache row row_b[b]
+ * (rows permuted inside a larger cache, positions all different) */
+TEST(decode_ops_kv_append_rows) {
+    enum { B = 3, R = 5, n = 2, Lmax = 12, rkv = 9, dr = 4 };
+    const int64_t pos_b[B] = {7, 0, 3}, row_b[B] = {4, 1, 2};
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    float c[B * n * rkv], kva[B * n * (rkv + dr)];
+    fill(&r, c, B * n * rkv);
+    fill(&r, kva, B * n * (rkv + dr));
+    const struct ds_ops *t[2] = {&ds_ops_cpu, &ds_ops_ref};
+    for (int k = 0; k < 2; k++) {
+        float *ckv = nan_buf(R * Lmax * rkv), *kpe = nan_buf(R * Lmax * dr);
+        t[k]->kv_append(ckv, kpe, c, kva, B, n, 99, Lmax, rkv, dr, pos_b, row_b);
+        int bad = 0;
+        for (int64_t row = 0; row < R; row++)
+            for (int64_t j = 0; j < Lmax; j++) {
+                int64_t b = -1;
+                for (int64_t x = 0; x < B; x++)
+                    if (row_b[x] == row && j >= pos_b[x] && j < pos_b[x] + n) b = x;
+                for (int64_t i = 0; i < rkv; i++) {
+                    float got = ckv[(row * Lmax + j) * rkv + i];
+                    if (b >= 0 ? got != c[(b * n + j - pos_b[b]) * rkv + i] : !isnan(got)) bad++;
+                }
+                for (int64_t i = 0; i < dr; i++) {
+                    float got = kpe[(row * Lmax + j) * dr + i];
+                    if (b >= 0 ? got != kva[(b * n + j - pos_b[b]) * (rkv + dr) + rkv + i] : !isnan(got)) bad++;
+                }
+            }
+        CHECK_MSG(!bad, "kv_append %s with pos_b, row_b: %d wrong elements", t[k]->name, bad);
+        free(ckv), free(kpe);
+    }
+}
+
+/* absorbed attention with per-sequence positions and rows: against the
+ * expanded oracle over each sequence's own row and prefix, and the CPU entry
+ * equal bit for bit to one call per sequence (rows do not mix) */
+TEST(decode_ops_mla_absorbed_attention_rows) {
+    /* B, n, R, Lmax, nh, dn, dv, dr, rkv; the second splits over threads */
+    static const int64_t sh[][9] = {{3, 1, 4, 20, 3, 5, 4, 2, 7}, {4, 2, 6, 90, 8, 32, 16, 8, 64}};
+    ds_rng r;
+    ds_rng_seed(&r, 13);
+    for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
+        const int64_t B = sh[si][0], n = sh[si][1], R = sh[si][2], Lmax = sh[si][3], nh = sh[si][4];
+        const int64_t dn = sh[si][5], dv = sh[si][6], dr = sh[si][7], rkv = sh[si][8], dq = dn + dr, N = B * n;
+        int64_t pos_b[4], row_b[4];
+        for (int64_t b = 0; b < B; b++) pos_b[b] = (b * 37 + 5) % (Lmax - n), row_b[b] = R - 1 - b;
+        const float scale = 1.0f / sqrtf((float)dq);
+        float *q = ds_malloc((size_t)(N * nh * dq) * sizeof(float));
+        float *ckv = ds_malloc((size_t)(R * Lmax * rkv) * sizeof(float));
+        float *kpe = ds_malloc((size_t)(R * Lmax * dr) * sizeof(float));
+        float *kv_b = ds_malloc((size_t)(nh * (dn + dv) * rkv) * sizeof(float));
+        fill(&r, q, N * nh * dq);
+        fill(&r, ckv, R * Lmax * rkv);
+        fill(&r, kpe, R * Lmax * dr);
+        fill(&r, kv_b, nh * (dn + dv) * rkv);
+        /* past each sequence's prefix, and in rows no sequence uses: garbage */
+        for (int64_t row = 0; row < R; row++) {
+            int64_t end = 0;
+            for (int64_t b = 0; b < B; b++)
+                if (row_b[b] == row) end = pos_b[b] + n;
+            for (int64_t j = end; j < Lmax; j++) ckv[(row * Lmax + j) * rkv] = NAN, kpe[(row * Lmax + j) * dr] = NAN;
+        }
+        float *att_c = nan_buf(N * nh * dv), *att_r = nan_buf(N * nh * dv), *att_1 = nan_buf(N * nh * dv);
+        ds_ops_cpu.mla_absorbed_attention(att_c, q, ckv, kpe, kv_b, B, n, 0, Lmax, nh, dn, dv, dr, rkv, scale, pos_b, row_b);
+        ds_ops_ref.mla_absorbed_attention(att_r, q, ckv, kpe, kv_b, B, n, 0, Lmax, nh, dn, dv, dr, rkv, scale, pos_b, row_b);
+        for (int64_t b = 0; b < B; b++)
+            ds_ops_cpu.mla_absorbed_attention(att_1 + b * n * nh * dv, q + b * n * nh * dq, ckv + row_b[b] * Lmax * rkv,
+                                              kpe + row_b[b] * Lmax * dr, kv_b, 1, n, pos_b[b], Lmax, nh, dn, dv, dr, rkv,
+                                              scale, NULL, NULL);
+        double *want = malloc((size_t)(N * nh * dv) * sizeof(double));
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < n; i++)
+                expanded_oracle(want + (b * n + i) * nh * dv, q + (b * n + i) * nh * dq, ckv + row_b[b] * Lmax * rkv,
+                                kpe + row_b[b] * Lmax * dr, kv_b, pos_b[b] + i, nh, dn, dv, dr, rkv, scale);
+        double mx = 1e-30, ec = 0, er = 0;
+        int same = 1;
+        for (int64_t i = 0; i < N * nh * dv; i++) mx = fabs(want[i]) > mx ? fabs(want[i]) : mx;
+        for (int64_t i = 0; i < N * nh * dv; i++) {
+            double a = isnan(att_c[i]) ? INFINITY : fabs(att_c[i] - want[i]) / mx;
+            double b = isnan(att_r[i]) ? INFINITY : fabs(att_r[i] - want[i]) / mx;
+            ec = a > ec ? a : ec;
+            er = b > er ? b : er;
+            same &= memcmp(&att_c[i], &att_1[i], sizeof(float)) == 0;
+        }
+        CHECK_MSG(ec < 1e-5 && er < 1e-5, "absorbed attention rows, shape %zu: cpu err %.3g, ref err %.3g", si, ec, er);
+        CHECK_MSG(same, "absorbed attention rows, shape %zu: batched cpu differs from per-sequence calls", si);
+        free(q), free(ckv), free(kpe), free(kv_b), free(att_c), free(att_r), free(att_1), free(want);
+    }
+}
+
+/* rope_pos_forward: sequence b's token i rotated by the angles of position
+ * pos_b[b]+i, computed here in double from the tables (both layouts) */
+TEST(decode_ops_rope_pos_forward) {
+    enum { B = 3, T = 2, nv = 3, ld = 10, off = 2, dr = 8, h2 = dr / 2, L = 40 };
+    const int64_t pos_b[B] = {17, 0, 35};
+    ds_rng r;
+    ds_rng_seed(&r, 17);
+    float cs[L * h2], sn[L * h2], x0[B * T * nv * ld];
+    fill(&r, cs, L * h2);
+    fill(&r, sn, L * h2);
+    fill(&r, x0, B * T * nv * ld);
+    for (int halves = 0; halves < 2; halves++) {
+        double want[B * T * nv * ld];
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t v = 0; v < nv; v++) {
+                    const float *p = x0 + ((b * T + t) * nv + v) * ld;
+                    double *w = want + ((b * T + t) * nv + v) * ld;
+                    for (int64_t i = 0; i < ld; i++) w[i] = p[i];
+                    const float *c = cs + (pos_b[b] + t) * h2, *s = sn + (pos_b[b] + t) * h2;
+                    for (int64_t i = 0; i < h2; i++) {
+                        int64_t i0 = off + (halves ? i : 2 * i), i1 = off + (halves ? i + h2 : 2 * i + 1);
+                        w[i0] = (double)p[i0] * c[i] - (double)p[i1] * s[i];
+                        w[i1] = (double)p[i1] * c[i] + (double)p[i0] * s[i];
+                    }
+                }
+        const struct ds_ops *t[2] = {&ds_ops_cpu, &ds_ops_ref};
+        for (int k = 0; k < 2; k++) {
+            float x[B * T * nv * ld];
+            memcpy(x, x0, sizeof x);
+            t[k]->rope_pos_forward(x, cs, sn, pos_b, B, T, nv, ld, off, dr, halves);
+            double e = 0;
+            for (int64_t i = 0; i < B * T * nv * ld; i++) e = fabs(x[i] - want[i]) > e ? fabs(x[i] - want[i]) : e;
+            CHECK_MSG(e < 1e-5, "rope_pos_forward %s (halves %d): err %.3g", t[k]->name, halves, e);
+        }
+    }
 }

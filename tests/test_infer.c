@@ -537,3 +537,82 @@ TEST(forward_ex_checks_cache_positions_ids) {
     ds_engine_free(&e);
     fix_free(&f);
 }
+
+/* Continuous batching through the model's forward (ds_fwd_opts.B, pos_b,
+ * rows): two of the fixture's sequences, two tokens per call, at positions
+ * two apart in swapped rows of a 3-row cache (one step with one sequence
+ * only), give every position's logits of the full forward and, for the
+ * generated positions, transformers' greedy logits; cpu and ref tables.
+ * Then the host checks: pos_b/rows without a cache, a row outside the cache,
+ * two sequences on one row, a sequence's positions past the cache, too many
+ * sequences. */
+static void rows_positions(const struct ds_ops *ops) {
+    fixture f;
+    if (fix_load(&f, "v3")) return;
+    const int64_t TT = f.T + f.N, V = f.V, s1 = f.B > 1 ? 1 : 0;
+    ds_acts full, a;
+    CHECK(ds_acts_create(&full, &f.m, f.B, TT, 0) == 0);
+    CHECK(ds_model_forward(&f.m, &full, ops, f.gids) == 0);
+    ds_kv_cache kc;
+    CHECK(ds_kv_cache_create(&kc, f.m.cfg.num_hidden_layers, 3, TT, f.m.cfg.kv_lora_rank, f.m.cfg.qk_rope_head_dim) == 0);
+    CHECK(ds_acts_create_infer(&a, &f.m, 2, 2, TT, 0) == 0);
+    const int64_t seq[2] = {0, s1}, rows[2] = {2, 0};
+    int64_t pos[2] = {0, 0};
+    double worst = 0, worst_hf = 0;
+    /* sequence 1 alone first (rows + 1: its row), then both, then sequence 0 alone */
+    while (pos[0] < TT) {
+        int64_t first = pos[1] < 2 ? 1 : 0, last = pos[1] + 2 <= TT ? 1 : 0, nb = last - first + 1;
+        int32_t ids[4];
+        int64_t pb[2], rb[2];
+        for (int64_t k = 0; k < nb; k++) {
+            const int64_t q = first + k, n = TT - pos[q] < 2 ? TT - pos[q] : 2;
+            CHECK(n == 2 || TT % 2);
+            for (int64_t i = 0; i < 2; i++) ids[k * 2 + i] = f.gids[seq[q] * TT + (pos[q] + i < TT ? pos[q] + i : 0)];
+            pb[k] = pos[q], rb[k] = rows[q];
+        }
+        if (pos[0] + 2 > TT) break; /* an odd tail: not for this step size */
+        const ds_fwd_opts o = {.kv = &kc, .n = 2, .B = nb, .pos_b = pb, .rows = rb};
+        CHECK_MSG(ds_model_forward_ex(&f.m, &a, ops, ids, &o) == 0, "%s", ds_errmsg());
+        TEST_RETURN_IF_FAILED();
+        for (int64_t k = 0; k < nb; k++) {
+            const int64_t q = first + k;
+            for (int64_t i = 0; i < 2; i++) {
+                const int64_t t = pos[q] + i;
+                const float *got = a.logits + (k * 2 + i) * V;
+                double e = ds_test_max_rel(got, full.logits + (seq[q] * TT + t) * V, (size_t)V, 1e-30);
+                worst = e > worst ? e : worst;
+                if (t >= f.T - 1 && t < TT - 1) {
+                    e = ds_test_max_rel(got, f.glog + (seq[q] * f.N + t - (f.T - 1)) * V, (size_t)V, 1e-30);
+                    worst_hf = e > worst_hf ? e : worst_hf;
+                }
+            }
+            pos[q] += 2;
+        }
+        if (pos[1] >= TT) pos[1] = TT; /* done: only sequence 0 steps from here */
+    }
+    fprintf(stderr, "  %s: per-sequence positions vs full forward %.3g, vs transformers %.3g\n", ops->name, worst, worst_hf);
+    CHECK_MSG(worst < TOL && worst_hf < 1e-4, "%s: rel err %.3g (full forward), %.3g (transformers)", ops->name, worst,
+              worst_hf);
+    if (ops == &ds_ops_cpu) {
+        int32_t ids[4] = {1, 2, 3, 4};
+        int64_t pb[2] = {0, 0}, rb[2] = {0, 1};
+        ds_fwd_opts o = {.n = 1, .B = 2, .pos_b = pb, .rows = rb};
+        CHECK(ds_model_forward_ex(&f.m, &full, ops, ids, &o) == -1 && strstr(ds_errmsg(), "need a latent cache"));
+        o.kv = &kc;
+        rb[1] = 3;
+        CHECK(ds_model_forward_ex(&f.m, &a, ops, ids, &o) == -1 &&
+              strstr(ds_errmsg(), "cache row 3 of sequence 1 is outside [0, 3)"));
+        rb[1] = 0;
+        CHECK(ds_model_forward_ex(&f.m, &a, ops, ids, &o) == -1 && strstr(ds_errmsg(), "sequences 0 and 1 share cache row 0"));
+        rb[1] = 1, pb[1] = TT;
+        CHECK(ds_model_forward_ex(&f.m, &a, ops, ids, &o) == -1 && strstr(ds_errmsg(), "of sequence 1 are beyond the cache"));
+        pb[1] = 0, o.B = 3;
+        CHECK(ds_model_forward_ex(&f.m, &a, ops, ids, &o) == -1 && strstr(ds_errmsg(), "3 sequences, the activations take 1..2"));
+    }
+    ds_acts_free(&a);
+    ds_acts_free(&full);
+    ds_kv_cache_free(&kc);
+    fix_free(&f);
+}
+TEST(forward_ex_per_sequence_positions_rows) { rows_positions(&ds_ops_cpu); }
+TEST(forward_ex_per_sequence_positions_rows_reference_ops) { rows_positions(&ds_ops_ref); }

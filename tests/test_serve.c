@@ -642,7 +642,7 @@ TEST(serve_queue_full_and_shutdown) {
  * positions in one step) gives each sequence bit for bit the logits of
  * batch-1 ds_engine_step at the same positions: FP32 weights (the v3
  * fixture), FP8-resident and BF16-resident weights (the convert fixture's FP8
- * folder, and that folder converted to BF16).  6 sequences of different
+ * folder, and that folder converted to BF16).  16 sequences of different
  * lengths, started at different steps, so positions differ within a step. */
 #include "infer/infer.h"
 #include "model/model.h"
@@ -652,7 +652,7 @@ static void rows_vs_single(const char *dir, int resident) {
     CHECK_MSG(ds_model_load_ex(&m, dir, &lo) == 0, "%s: %s", dir, ds_errmsg());
     if (ds_test_fails) return;
     const struct ds_ops *ops = &ds_ops_cpu;
-    enum { NS = 6, T = 12 };
+    enum { NS = 16, T = 12 }; /* NS = DS_LINEAR_ROWWISE_MAX: the row-wise linears' whole range */
     const int64_t V = m.cfg.vocab_size;
     ds_rows_engine batch;
     ds_engine one[NS];

@@ -114,15 +114,19 @@ struct ds_ops {
     void (*bias_update)(float *bias, const int64_t *load, int64_t E, float gamma);
     size_t (*linear_workspace)(int64_t N, int64_t C, int64_t OC);
     /* ---- decode and sampling (eng-infer; backend/cpu/decode.h, docs/engine.md §3.3) ---- */
-    /* the latent cache: ckv (B,Lmax,rkv), kpe (B,Lmax,dr) rows pos..pos+n-1 of each
-     * sequence from c (B*n,rkv) and the rotated rope tail of kva (B*n,rkv+dr) */
+    /* the latent cache: ckv (R,Lmax,rkv), kpe (R,Lmax,dr) rows pos..pos+n-1 of each
+     * sequence from c (B*n,rkv) and the rotated rope tail of kva (B*n,rkv+dr).
+     * pos_b, row_b [host] (B) or NULL: sequence b's tokens go to positions
+     * pos_b[b].. (NULL: pos..) of cache row row_b[b] (NULL: b) */
     void (*kv_append)(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
-                      int64_t Lmax, int64_t rkv, int64_t dr);
+                      int64_t Lmax, int64_t rkv, int64_t dr, const int64_t *pos_b, const int64_t *row_b);
     /* absorbed MLA attention over the cache: att (B*n, nh*dv) from q (B*n,nh,dn+dr)
-     * (rope applied) at positions pos..pos+n-1, kv_b (nh*(dn+dv), rkv) FP32 */
+     * (rope applied) at positions pos..pos+n-1, kv_b (nh*(dn+dv), rkv) FP32;
+     * pos_b, row_b as in kv_append (each sequence over its own row and prefix) */
     void (*mla_absorbed_attention)(float *att, const float *q, const float *ckv, const float *kpe,
                                    const float *kv_b, int64_t B, int64_t n, int64_t pos, int64_t Lmax, int64_t nh,
-                                   int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale);
+                                   int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale,
+                                   const int64_t *pos_b, const int64_t *row_b);
     /* dst (n,H) = rows idx[0..n) of src; idx [host] (a device backend uploads it) */
     void (*gather_rows)(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
     /* E4M3 1x128 tiles: q (R,C) codes, s (R,ceil(C/128)) scales of x (R,C), and back */
@@ -182,6 +186,12 @@ struct ds_ops {
      * BF16 of src (n) (NaN stays a quiet NaN), and back (exact widening) */
     void (*cast_f32_bf16)(uint16_t *dst, const float *src, int64_t n);
     void (*cast_bf16_f32)(float *dst, const uint16_t *src, int64_t n);
+    /* ---- continuous batching (rows-engine; backend/cpu/decode.h) ----
+     * rope_forward for B sequences at their own positions: sequence b's token
+     * i (x (B,T,nv,ld)) at position pos_b[b]+i; cos_t, sin_t the whole tables
+     * from position 0; pos_b [host] (B) */
+    void (*rope_pos_forward)(float *x, const float *cos_t, const float *sin_t, const int64_t *pos_b, int64_t B,
+                             int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves);
 };
 
 extern const struct ds_ops ds_ops_cpu;

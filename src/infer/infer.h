@@ -76,26 +76,23 @@ static inline void ds_engine_rewind(ds_engine *e, int64_t pos) { if (pos < e->po
 static inline void ds_engine_mtp_rewind(ds_engine *e, int64_t pos) { if (pos < e->mtp_pos) e->mtp_pos = pos; }
 
 /* ---- decode_rows.c: continuous batching (serve) ----------------------------------- */
-/* B sequences, each with its own cache row and position, one new token each
- * per step (a self-contained engine: its own latent cache and scratch). */
+/* B cache rows, each sequence at its own position, one new token each per
+ * step: host bookkeeping over ds_model_forward_ex (ds_fwd_opts.B, pos_b,
+ * rows) with a latent cache of B rows; the layers are the model's. */
 typedef struct {
     const ds_model *m;
     const struct ds_ops *ops;
     int64_t B, max_len;
     ds_kv_cache kc;                  /* B rows of max_len positions */
-    float *arena, *cos_t, *sin_t;
-    float *x, *ln, *qa, *qan, *q, *kva, *qabs, *att, *proj, *ln2, *r_logits, *r_scores, *r_w, *mlp, *hg, *hu, *ha;
-    float *xs, *eg, *eu, *ea, *eo, *sc, *hfinal;
+    ds_acts a;                       /* inference activations, B sequences of 1 token */
     float *logits;                   /* (n, V) after a step */
-    int32_t *r_idx, *order, *spos;
-    int64_t *counts, *offsets;
-    int nthreads;
 } ds_rows_engine;
 int ds_rows_engine_create(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t max_len);
 void ds_rows_engine_free(ds_rows_engine *e);
 /* One new token for each of n ≤ B sequences: sequence i is cache row rows[i]
- * at position pos[i], its token ids[i]; e->logits gets (n, V).  Each
- * sequence's numbers equal a batch-1 decode step's at that position.  0 or -1. */
+ * (distinct) at position pos[i], its token ids[i]; e->logits gets (n, V).
+ * On the CPU table each sequence's numbers equal a batch-1 decode step's at
+ * that position (n ≤ DS_LINEAR_ROWWISE_MAX; docs/serve.md).  0 or -1. */
 int ds_rows_engine_step(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n);
 /* Row `row` takes positions 0..P-1 of a batch-1 cache (a prefill's). */
 void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P);

@@ -28,11 +28,14 @@ void ds_mla_forward(ds_block_acts *a, const float *inp, const ds_block *p, const
     } else {
         LIN(a->q, a->ln1, q_proj, NULL, N, H, nh * dq);
     }
-    ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, halves); /* q per head = [nope | rope] */
+    /* q per head = [nope | rope]; each sequence at its own positions when kv->pos_b */
+    if (kv && kv->pos_b) ops->rope_pos_forward(a->q, cos_t, sin_t, kv->pos_b, B, T, nh, dq, dn, dr, halves);
+    else ops->rope_forward(a->q, cos_t, sin_t, B, T, nh, dq, dn, dr, halves);
     LIN(a->kva, a->ln1, kv_a, p->kv_a_bias, N, H, rkv + dr); /* [latent | k_pe] */
     ds_fp8_act_store(ops, &a->fp8_ln1, a->ln1, N, H);
     ops->rmsnorm_forward(a->ckv, a->ckv_rstd, a->kva, p->kv_a_norm, N, rkv, rkv, rkv + dr, eps_lat);
-    ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
+    if (kv && kv->pos_b) ops->rope_pos_forward(a->kva, cos_t, sin_t, kv->pos_b, B, T, 1, rkv + dr, rkv, dr, halves);
+    else ops->rope_forward(a->kva, cos_t, sin_t, B, T, 1, rkv + dr, rkv, dr, halves);
     if (!kv) {
         /* expanded: per head k = [W_UK c ; k_pe], v = W_UV c, causal attention over the T tokens */
         LIN(a->kv, a->ckv, kv_b, NULL, N, rkv, nh * (dn + dv)); /* per head [k_nope | v] */
@@ -50,9 +53,9 @@ void ds_mla_forward(ds_block_acts *a, const float *inp, const ds_block *p, const
             ops->act_quant_1x128(a->lat8.q, a->lat8.s, a->ckv, N, rkv);
             ops->act_dequant_1x128(a->ckv, a->lat8.q, a->lat8.s, N, rkv);
         }
-        ops->kv_append(kv->ckv, kv->kpe, a->ckv, a->kva, B, T, kv->pos, kv->Lmax, rkv, dr);
+        ops->kv_append(kv->ckv, kv->kpe, a->ckv, a->kva, B, T, kv->pos, kv->Lmax, rkv, dr, kv->pos_b, kv->rows);
         ops->mla_absorbed_attention(a->att, a->q, kv->ckv, kv->kpe, p->kv_b, B, T, kv->pos, kv->Lmax, nh, dn, dv, dr,
-                                    rkv, m->softmax_scale);
+                                    rkv, m->softmax_scale, kv->pos_b, kv->rows);
     }
     LIN(a->attn_proj, a->att, o_proj, p->o_bias, N, nh * dv, H);
     ops->residual_forward(a->x_mid, inp, a->attn_proj, N * H);

@@ -12,10 +12,14 @@
 typedef struct {
     float *ckv, *kpe;     /* (B, Lmax, rkv), (B, Lmax, dr) */
     int64_t pos, Lmax;    /* the tokens sit at positions pos..pos+T-1 */
+    const int64_t *pos_b; /* or [host] (B) sequence b's at pos_b[b]..; NULL: pos */
+    const int64_t *rows;  /* [host] (B) sequence b's cache row; NULL: b */
 } ds_mla_cache;
 
 /* a->x_mid (B*T, H) = inp + o_proj(MLA(RMSNorm(inp))) for B sequences of T
- * tokens; cos_t/sin_t are the tables' rows of the first token's position.
+ * tokens; cos_t/sin_t are the tables' rows of the first token's position
+ * (of position 0 when kv->pos_b is set: rope_pos_forward picks each
+ * sequence's rows).
  *   kv == NULL: the expanded (training) form: kv_b -> mla_kv_assemble ->
  *               attention_forward over the T tokens, activations kept for the
  *               backward;

@@ -664,7 +664,7 @@ static void block_forward(float *out, ds_block_acts *a, const float *inp, const 
 /* the cache layer cl for n tokens at o->pos, or NULL without a cache */
 static const ds_mla_cache *cache_layer(ds_mla_cache *buf, const ds_fwd_opts *o, int64_t cl) {
     if (!o || !o->kv) return NULL;
-    *buf = (ds_mla_cache){o->kv->ckv[cl], o->kv->kpe[cl], o->pos, o->kv->max_len};
+    *buf = (ds_mla_cache){o->kv->ckv[cl], o->kv->kpe[cl], o->pos, o->kv->max_len, o->pos_b, o->rows};
     return buf;
 }
 
@@ -687,19 +687,37 @@ static void lm_head(const ds_model *m, ds_acts *a, const struct ds_ops *ops, flo
     ds_matmul_any(ops, logits, x, m->lm_head, m->lm_head8, rows, H, V);
 }
 
-/* checks of ds_model_forward_ex / ds_model_mtp_forward_ex; *n the tokens per sequence */
-static int check_opts(const ds_model *m, const ds_acts *a, const ds_fwd_opts *o, int64_t cl, int64_t *n) {
+/* checks of ds_model_forward_ex / ds_model_mtp_forward_ex; *n the tokens per
+ * sequence, *B the sequences */
+static int check_opts(const ds_model *m, const ds_acts *a, const ds_fwd_opts *o, int64_t cl, int64_t *n, int64_t *B) {
     *n = o->n ? o->n : a->T;
+    *B = o->B ? o->B : a->B;
     if (*n < 1 || *n > a->T)
         return ds_err("forward: %lld tokens per sequence, the activations take 1..%lld", (long long)*n, (long long)a->T);
-    if (!o->kv) return 0;
+    if (*B < 1 || *B > a->B)
+        return ds_err("forward: %lld sequences, the activations take 1..%lld", (long long)*B, (long long)a->B);
+    if (!o->kv) {
+        if (o->pos_b || o->rows) return ds_err("forward: per-sequence positions or cache rows need a latent cache");
+        return 0;
+    }
     if (!(a->flags & DS_ACTS_INFER)) return ds_err("forward: a latent cache needs inference activations");
-    if (o->kv->B != a->B || cl >= o->kv->nlayers || o->kv->rkv != m->cfg.kv_lora_rank)
+    if ((!o->rows && o->kv->B != a->B) || cl >= o->kv->nlayers || o->kv->rkv != m->cfg.kv_lora_rank)
         return ds_err("forward: the cache (batch %lld, %lld layers) does not fit the model and batch %lld",
                       (long long)o->kv->B, (long long)o->kv->nlayers, (long long)a->B);
-    if (o->pos < 0 || o->pos + *n > o->kv->max_len || o->pos + *n > a->rope_len)
-        return ds_err("forward: positions %lld..%lld are beyond the cache (%lld positions)", (long long)o->pos,
-                      (long long)(o->pos + *n - 1), (long long)o->kv->max_len);
+    for (int64_t b = 0; b < *B; b++) {
+        const int64_t p = o->pos_b ? o->pos_b[b] : o->pos;
+        if (p < 0 || p + *n > o->kv->max_len || p + *n > a->rope_len)
+            return ds_err("forward: positions %lld..%lld of sequence %lld are beyond the cache (%lld positions)",
+                          (long long)p, (long long)(p + *n - 1), (long long)b, (long long)o->kv->max_len);
+        if (!o->rows) continue;
+        if (o->rows[b] < 0 || o->rows[b] >= o->kv->B)
+            return ds_err("forward: cache row %lld of sequence %lld is outside [0, %lld)", (long long)o->rows[b],
+                          (long long)b, (long long)o->kv->B);
+        for (int64_t j = 0; j < b; j++)
+            if (o->rows[j] == o->rows[b])
+                return ds_err("forward: sequences %lld and %lld share cache row %lld", (long long)j, (long long)b,
+                              (long long)o->rows[b]);
+    }
     return 0;
 }
 
@@ -750,17 +768,18 @@ int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops,
                         const ds_fwd_opts *o) {
     const ds_config *c = &m->cfg;
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
-    int64_t n;
-    if (check_opts(m, a, o, L > 0 ? L - 1 : 0, &n)) return -1;
-    const int64_t B = a->B, T = n, N = B * T, H = c->hidden_size, V = c->vocab_size;
+    int64_t n, B;
+    if (check_opts(m, a, o, L > 0 ? L - 1 : 0, &n, &B)) return -1;
+    const int64_t T = n, N = B * T, H = c->hidden_size, V = c->vocab_size;
     const float eps = (float)c->rms_norm_eps;
     for (int64_t i = 0; i < N; i++) /* host: ids */
         if (ids[i] < 0 || ids[i] >= V)
             return ds_err("token id %lld at sequence %lld, position %lld is outside the vocabulary [0, %lld)",
-                          (long long)ids[i], (long long)(i / T), (long long)(o->pos + i % T), (long long)V);
+                          (long long)ids[i], (long long)(i / T),
+                          (long long)((o->pos_b ? o->pos_b[i / T] : o->pos) + i % T), (long long)V);
     ops->copy_h2d(a->ids, ids, (size_t)N * sizeof(int32_t));
     const float *cs, *sn;
-    rope_rows(m, a, ops, o->pos, &cs, &sn);
+    rope_rows(m, a, ops, o->pos_b ? 0 : o->pos, &cs, &sn); /* pos_b: the whole tables (rope_pos_forward) */
     ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
     const float *x = a->emb;
     ds_mla_cache kvl;
@@ -792,15 +811,15 @@ int ds_model_mtp_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *
     const int64_t L = c->num_hidden_layers, V = c->vocab_size;
     if (!a->mtp || k < 1 || k > c->num_nextn_predict_layers)
         return ds_err("mtp: module %lld is not part of these activations", (long long)k);
-    int64_t n;
-    if (check_opts(m, a, o, L + k - 1, &n)) return -1;
-    for (int64_t i = 0; i < a->B * n; i++)
+    int64_t n, B;
+    if (check_opts(m, a, o, L + k - 1, &n, &B)) return -1;
+    for (int64_t i = 0; i < B * n; i++)
         if (next[i] < 0 || next[i] >= V)
             return ds_err("mtp: token id %lld is outside the vocabulary [0, %lld)", (long long)next[i], (long long)V);
     const float *cs, *sn;
-    rope_rows(m, a, ops, o->pos, &cs, &sn);
+    rope_rows(m, a, ops, o->pos_b ? 0 : o->pos, &cs, &sn);
     ds_mla_cache kvl;
-    mtp_module(m, a, ops, k, next, n, h, n, a->B, n, cs, sn, cache_layer(&kvl, o, L + k - 1), o->last_only);
+    mtp_module(m, a, ops, k, next, n, h, n, B, n, cs, sn, cache_layer(&kvl, o, L + k - 1), o->last_only);
     return 0;
 }
 

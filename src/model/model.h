@@ -317,8 +317,14 @@ typedef struct {
     int64_t pos;
     int64_t n;          /* tokens per sequence, 1..a->T (0: a->T) */
     int last_only;      /* logits of each sequence's last token only: a->logits (B, V) */
+    /* continuous batching (with a cache): B sequences, 1..a->B (0: a->B);
+     * sequence b's tokens at positions pos_b[b]..pos_b[b]+n-1 (pos_b NULL:
+     * o->pos) of cache row rows[b] (rows NULL: b), attending to that row's
+     * prefix.  pos_b, rows [host] (B). */
+    int64_t B;
+    const int64_t *pos_b, *rows;
 } ds_fwd_opts;
-/* The forward of ids (B, n) with options; the blocks are those of training.
+/* The forward of ids (B, n) with options (B = o->B or a->B); the blocks are those of training.
  * Rows are (b, i) -> b*n + i in a->hfinal and a->logits.  The MTP modules run
  * (training form, a->mtp) only without a cache.  0 or -1 (bad id, a cache
  * without an inference set, positions beyond the cache: ds_err). */

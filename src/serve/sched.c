@@ -8,7 +8,8 @@
  * copied into the slot's row (ds_rows_engine_adopt), so the large
  * (chunk, vocab) scratch exists once.  Each
  * sequence's arithmetic is that of `dsv3 generate`'s batch-1 steps at the
- * same positions, hence the same greedy tokens alone or in a batch.
+ * same positions (up to 16 sequences a step on the CPU table,
+ * DS_LINEAR_ROWWISE_MAX), hence the same greedy tokens alone or in a batch.
  */
 #include "serve/sched.h"
 

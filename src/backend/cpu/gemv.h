@@ -47,6 +47,9 @@ static inline void ds_axpy_f32(float *y, float a, const float *x, int64_t n) {
 
 
 #define DS_GEMV_MAX_ROWS 4
+/* The CPU linear entries (table.c) keep up to this many rows on the GEMVs
+ * (row by row arithmetic: a batched decode step equals batch-1 steps) */
+#define DS_LINEAR_ROWWISE_MAX 16
 
 /* out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC or NULL); any N, meant for N ≤ DS_GEMV_MAX_ROWS */
 void ds_gemv_forward(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int64_t C,

@@ -6,12 +6,15 @@
  * counting wrapper — sees every expert GEMM, and the table's precision
  * applies).  The fast versions run the experts in parallel, each GEMM then
  * single-threaded (nested regions inside the kernels are inactive): in the
- * forward when there are at least 64 rows per expert on average (below that,
- * splitting inside each GEMM is better), in the backward always — one
- * parallel region per call.  Every expert writes only its own rows and its
+ * forward when there are at least 64 rows per expert on average or at
+ * least as many experts with rows as threads (a decode step: one region
+ * instead of one per expert GEMM; otherwise splitting inside each GEMM is
+ * better), in the backward always — one parallel region per call.  Every expert writes only its own rows and its
  * own weight gradient.  The references run the experts in order.
  */
 #include "backend/ops.h"
+
+#include <omp.h>
 
 static void fwd_one(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
                     const ds_fp8w *const *w8, const int64_t *counts, const int64_t *offsets, int64_t e, int64_t C,
@@ -32,7 +35,9 @@ void ds_grouped_linear_forward_ref(const struct ds_ops *self, float *out, const 
 void ds_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
                                const ds_fp8w *const *w8, const int64_t *counts, const int64_t *offsets, int64_t E,
                                int64_t C, int64_t OC) {
-    const int par = E > 0 && offsets[E] >= 64 * E;
+    int64_t active = 0; /* experts with rows */
+    for (int64_t e = 0; e < E; e++) active += counts[e] > 0;
+    const int par = E > 0 && (offsets[E] >= 64 * E || active >= omp_get_max_threads());
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int64_t e = 0; e < E; e++) fwd_one(self, out, inp, w, w8, counts, offsets, e, C, OC);
 }

@@ -11,18 +11,29 @@
 
 /* The FP32 and resident-weight linears pick the few-row GEMVs (gemv.c) for
  * N ≤ DS_GEMV_MAX_ROWS (decode steps, experts with few tokens): BLAS sgemm
- * packs the whole weight on every call, which costs more than the multiply. */
+ * packs the whole weight on every call, which costs more than the multiply.
+ * Up to DS_LINEAR_ROWWISE_MAX rows (a continuous-batching decode step, the
+ * experts of one) they stay on the GEMVs, whose rows are computed
+ * independently (FP32: one weight pass; FP8/BF16: groups of
+ * DS_GEMV_MAX_ROWS), so a sequence's numbers do not depend on the other
+ * rows of its batch: a batched decode step equals batch-1 steps bit for bit. */
 static void matmul_forward_cpu(float *out, const float *inp, const float *w, const float *bias, int64_t N, int64_t C,
                                int64_t OC) {
-    if (N <= DS_GEMV_MAX_ROWS) ds_gemv_forward(out, inp, w, bias, N, C, OC);
+    if (N <= DS_LINEAR_ROWWISE_MAX) ds_gemv_forward(out, inp, w, bias, N, C, OC);
     else ds_matmul_forward(out, inp, w, bias, N, C, OC);
 }
 
 static void linear_fp8w_forward_cpu(float *out, const float *inp, const ds_fp8w *w, const float *bias, int64_t N,
                                     int64_t C, int64_t OC) {
-    if (N > DS_GEMV_MAX_ROWS) ds_linear_fp8w_forward(out, inp, w, bias, N, C, OC);
-    else if (w->b16) ds_gemv_bf16w_forward(out, inp, w, bias, N, C, OC);
-    else ds_gemv_fp8w_forward(out, inp, w, bias, N, C, OC);
+    if (N > DS_LINEAR_ROWWISE_MAX) {
+        ds_linear_fp8w_forward(out, inp, w, bias, N, C, OC);
+        return;
+    }
+    for (int64_t r = 0; r < N; r += DS_GEMV_MAX_ROWS) {
+        const int64_t n = N - r < DS_GEMV_MAX_ROWS ? N - r : DS_GEMV_MAX_ROWS;
+        if (w->b16) ds_gemv_bf16w_forward(out + r * OC, inp + r * C, w, bias, n, C, OC);
+        else ds_gemv_fp8w_forward(out + r * OC, inp + r * C, w, bias, n, C, OC);
+    }
 }
 
 const struct ds_ops ds_ops_cpu = {
@@ -84,6 +95,8 @@ const struct ds_ops ds_ops_cpu = {
     /* expert parallelism */
     .cast_f32_bf16 = ds_cast_f32_bf16,
     .cast_bf16_f32 = ds_cast_bf16_f32,
+    /* continuous batching (rows-engine) */
+    .rope_pos_forward = ds_rope_pos_forward,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -145,4 +158,6 @@ const struct ds_ops ds_ops_ref = {
     /* expert parallelism */
     .cast_f32_bf16 = ds_cast_f32_bf16_ref,
     .cast_bf16_f32 = ds_cast_bf16_f32_ref,
+    /* continuous batching (rows-engine) */
+    .rope_pos_forward = ds_rope_pos_forward_ref,
 };
