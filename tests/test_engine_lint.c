@@ -64,6 +64,33 @@ TEST(engine_lint_tag_cap) {
     int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh --root %s 2>&1", dir);
     CHECK_MSG(rc == 1 && strstr(out, "R4: 13 tagged host loops > 12\n"), "rc %d: %s", rc, out);
 }
+/* R3's names are those a backend header declares or defines at file scope
+ * (the fixture's k.h: ds_fixture_kernel, the inline ds_fixture_par), not those
+ * an inline body or a macro only calls, nor a name in a string literal. */
+TEST(engine_lint_header_names) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/hdr", ds_test_tmpdir());
+    static char out[8192];
+    CHECK(ds_test_sh(NULL, 0, "mkdir -p %s/src/model %s/src/backend/cpu && "
+                     "cp tests/fixtures/engine_lint/src/backend/cpu/k.h %s/src/backend/cpu/", dir, dir, dir) == 0);
+    snprintf(path, sizeof path, "%s/src/model/u.c", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    TEST_RETURN_IF_FAILED();
+    fprintf(f, "void f(float *x) {\n"
+               "    x[0] = (float)ds_fixture_par(2);\n"
+               "    x[1] = (float)ds_fixture_threads();\n"
+               "    x[2] = (float)ds_fixture_clamp(1, 0) + (float)ds_fixture_str(0);\n"
+               "    x[3] = (float)ds_fixture_macro_call(1);\n"
+               "    ds_fixture_kernel(x, 1);\n"
+               "}\n");
+    fclose(f);
+    int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh --root %s 2>&1", dir);
+    CHECK_MSG(rc == 1 && !strcmp(out, "src/model/u.c:2: R3: x[0] = (float)ds_fixture_par(2);\n"
+                                      "src/model/u.c:6: R3: ds_fixture_kernel(x, 1);\n"),
+              "rc %d: %s", rc, out);
+}
+
 /* src/model/ and src/dist/ hold no loop over tensor data, no OpenMP, no
  * kernel name (R1-R5 of §2.6; R6 for their includes).  The lead extends the
  * list as src/train/, src/infer/ and the others are cleaned. */
