@@ -191,6 +191,7 @@ R(double, sumsq, (const float *x, int64_t n), (x, n))
 V(gather_rows, (float *d, const float *s, const int32_t *idx, int64_t n, int64_t H), (d, s, idx, n, H))
 V(cast_f32_bf16, (uint16_t *d, const float *s, int64_t n), (d, s, n))
 V(cast_bf16_f32, (float *d, const uint16_t *s, int64_t n), (d, s, n))
+V(token_logprobs, (float *lp, uint8_t *g, const float *x, const int32_t *t, int64_t N, int64_t V), (lp, g, x, t, N, V))
 
 /* the grouped entries run the cpu loop over experts with `self` (the calls
  * nest: each expert's linear entry enters again) */
@@ -226,4 +227,6 @@ const struct ds_ops ds_ops_fakedev = {
     E_(balance_loss), E_(sumsq),
     /* expert parallelism (dist/ep.c) */
     E_(gather_rows), E_(cast_f32_bf16), E_(cast_bf16_f32),
+    /* evaluation scoring */
+    E_(token_logprobs),
 };

@@ -182,6 +182,12 @@ struct ds_ops {
      * BF16 of src (n) (NaN stays a quiet NaN), and back (exact widening) */
     void (*cast_f32_bf16)(uint16_t *dst, const float *src, int64_t n);
     void (*cast_bf16_f32)(float *dst, const uint16_t *src, int64_t n);
+    /* ---- evaluation scoring (eval/lm_logits.c; backend/cpu/logprobs.h) ----
+     * per row r < N of logits (N,V): logprob[host][r] = log-softmax at
+     * targets[host][r] (in [0, V); the caller checks), in double;
+     * greedy[host][r] = 1 when that target is the row's first maximum */
+    void (*token_logprobs)(float *logprob, uint8_t *greedy, const float *logits, const int32_t *targets, int64_t N,
+                           int64_t V);
 };
 
 extern const struct ds_ops ds_ops_cpu;

@@ -8,6 +8,7 @@
 #include "backend/cpu/optim.h"
 #include "backend/cpu/decode.h"
 #include "backend/cpu/gemv.h"
+#include "backend/cpu/logprobs.h"
 
 /* The FP32 and resident-weight linears pick the few-row GEMVs (gemv.c) for
  * N ≤ DS_GEMV_MAX_ROWS (decode steps, experts with few tokens): BLAS sgemm
@@ -84,6 +85,8 @@ const struct ds_ops ds_ops_cpu = {
     /* expert parallelism */
     .cast_f32_bf16 = ds_cast_f32_bf16,
     .cast_bf16_f32 = ds_cast_bf16_f32,
+    /* evaluation scoring */
+    .token_logprobs = ds_token_logprobs,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -145,4 +148,6 @@ const struct ds_ops ds_ops_ref = {
     /* expert parallelism */
     .cast_f32_bf16 = ds_cast_f32_bf16_ref,
     .cast_bf16_f32 = ds_cast_bf16_f32_ref,
+    /* evaluation scoring */
+    .token_logprobs = ds_token_logprobs_ref,
 };
