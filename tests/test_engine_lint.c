@@ -2,8 +2,9 @@
  * test_engine_lint.c — tools/check_engine.sh, the engine rule of
  * docs/engine.md §2.6: on a fixture tree with one violation of each rule it
  * prints exactly those lines (tests/fixtures/engine_lint/expected.txt, written
- * by hand from the rules) and fails; more than 12 tagged host loops fail; and
- * the folders already cleaned (src/model/, src/dist/) pass.
+ * by hand from the rules) and fails; more than 12 tagged host loops fail; R3's
+ * names are the ones a backend header declares or defines; and the whole tree
+ * passes but for the one file still being rewritten (not_yet_clean).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,11 +92,31 @@ TEST(engine_lint_header_names) {
               "rc %d: %s", rc, out);
 }
 
-/* src/model/ and src/dist/ hold no loop over tensor data, no OpenMP, no
- * kernel name (R1-R5 of §2.6; R6 for their includes).  The lead extends the
- * list as src/train/, src/infer/ and the others are cleaned. */
+/* The file of the scope not yet clean (another branch rewrites it): its lines
+ * are skipped below.  Set to NULL once that branch is merged. */
+static const char *const not_yet_clean = "src/infer/decode_rows.c";
+
+/* The whole tree is clean (tools/check_engine.sh with no folder: scope S —
+ * src/model, src/train, src/infer, src/dist, eval's lm_model.c and
+ * lm_logits.c — R1-R5, the CLI R2-R3, R6 on all of src/, the cap on tagged
+ * host loops), but for the lines of not_yet_clean. */
 TEST(engine_lint_clean_folders) {
     static char out[65536];
-    int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh src/model src/dist 2>&1");
-    CHECK_MSG(rc == 0, "tools/check_engine.sh src/model src/dist: exit %d\n%s", rc, out);
+    int rc = ds_test_sh(out, sizeof out, "bash tools/check_engine.sh 2>&1");
+    size_t skip = not_yet_clean ? strlen(not_yet_clean) : 0;
+    int bad = 0;
+    for (char *line = out; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        int tagged = strstr(line, ": tagged: ") && strstr(line, ": tagged: ") < line + len;
+        int excepted = skip && !strncmp(line, not_yet_clean, skip) && line[skip] == ':';
+        if (!tagged && !excepted) {
+            fprintf(stderr, "  %.*s\n", (int)len, line);
+            bad++;
+        }
+        line += len + (nl != NULL);
+    }
+    CHECK_MSG(bad == 0, "tools/check_engine.sh: %d violation(s) outside %s (listed above)", bad,
+              not_yet_clean ? not_yet_clean : "(none)");
+    if (!not_yet_clean) CHECK_MSG(rc == 0, "tools/check_engine.sh: exit %d\n%s", rc, out);
 }
