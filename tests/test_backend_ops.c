@@ -524,3 +524,51 @@ TEST(backend_ops_sumsq_memory) {
         o->free(a), o->free(b);
     }
 }
+
+/* token_logprobs (eval scoring): the log-softmax at each row's target and the
+ * greedy flag.  Oracle: log-sum-exp in long double over the row, and the first
+ * maximum found by a scan from the end with >= (ties on purpose).  The cpu
+ * entry equals the reference bit for bit, at 1 and 2 threads, on a shape big
+ * enough to split over threads. */
+TEST(backend_ops_token_logprobs) {
+    static const int64_t sh[][2] = {{1, 1}, {3, 7}, {5, 37}, {64, 32000}};
+    ds_rng r;
+    ds_rng_seed(&r, 52);
+    for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
+        const int64_t N = sh[si][0], V = sh[si][1];
+        float *x = malloc((size_t)(N * V) * sizeof(float)), lp[2][64], lp1[64];
+        uint8_t g[2][64], g1[64];
+        int32_t t[64];
+        for (int64_t i = 0; i < N * V; i++) x[i] = 3.0f * ds_rng_normal(&r);
+        for (int64_t n = 0; n < N; n++) t[n] = (int32_t)ds_rng_below(&r, (uint64_t)V);
+        if (V > 5)
+            for (int64_t n = 0; n < N; n += 2) { /* ties at 1 and V-2: the target is the first (n % 4 == 0) or the later */
+                x[n * V + 1] = x[n * V + V - 2] = 40.0f;
+                t[n] = n % 4 == 0 ? 1 : (int32_t)(V - 2);
+            }
+        for (int k = 0; k < 2; k++) tables[k]->token_logprobs(lp[k], g[k], x, t, N, V);
+        int prev = ds_threads();
+        ds_set_threads(1);
+        ds_ops_cpu.token_logprobs(lp1, g1, x, t, N, V);
+        ds_set_threads(prev);
+        CHECK_MSG(same_bits(lp[0], lp[1], N) && !memcmp(g[0], g[1], (size_t)N) && same_bits(lp[0], lp1, N) &&
+                      !memcmp(g[0], g1, (size_t)N),
+                  "token_logprobs N=%lld V=%lld: cpu differs from ref or across threads", (long long)N, (long long)V);
+        int bad = 0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *row = x + n * V;
+            int64_t am = V - 1;
+            for (int64_t v = V - 1; v >= 0; v--)
+                if (row[v] >= row[am]) am = v;
+            long double m = row[am], s = 0;
+            for (int64_t v = 0; v < V; v++) s += expl((long double)row[v] - m);
+            long double want = (long double)row[t[n]] - m - logl(s);
+            bad += fabsl((long double)lp[1][n] - want) > 1e-6L * (1 + fabsl(want));
+            bad += g[1][n] != (am == t[n]);
+            if (V > 5 && n % 2 == 0) bad += g[1][n] != (n % 4 == 0); /* the oracle's tie rule, stated */
+        }
+        CHECK_MSG(!bad, "token_logprobs N=%lld V=%lld: %d values wrong", (long long)N, (long long)V, bad);
+        if (V == 1) CHECK(lp[1][0] == 0.0f && g[1][0] == 1);
+        free(x);
+    }
+}

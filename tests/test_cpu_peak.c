@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "backend/cpu/cpu_isa.h"
 #include "backend/cpu/par.h"
 #include "backend/cpu/peak.h"
@@ -31,6 +32,27 @@ TEST(cpu_peak_measured_is_plausible_and_cached) {
     CHECK(p == 123.5e9 && strstr(how, "--peak-gflops"));
     ds_cpu_peak_set(0);
     CHECK(ds_cpu_peak(1, NULL, 0) == p1);
+}
+
+/* The door above the backend (backend/backend.h): the trainer, bench-train and
+ * --peak-gflops reach the measured peak only through it. */
+TEST(cpu_peak_through_backend_door) {
+    double p1 = ds_cpu_fma_peak_measure(1);
+    char how[256];
+    CHECK(ds_backend_peak_flops("cpu", 1, how, sizeof how) == p1 && strstr(how, "measured"));
+    CHECK(ds_backend_peak_flops(NULL, 1, NULL, 0) == p1);
+    ds_backend_set_peak(77.25);
+    CHECK(ds_backend_peak_flops("cpu", 2, how, sizeof how) == 77.25e9 && strstr(how, "--peak-gflops"));
+    CHECK(ds_backend_peak_flops("cuda", 1, NULL, 0) == 77.25e9);
+    ds_backend_set_peak(0);
+    CHECK(ds_backend_peak_flops("cpu", 1, NULL, 0) == p1);
+    /* BLAS: the build's matmul for cpu, none for the scalar references */
+#ifdef DS_HAVE_OPENBLAS
+    CHECK(ds_backend_uses_blas("cpu") == 1 && ds_backend_uses_blas(NULL) == 1);
+#else
+    CHECK(ds_backend_uses_blas("cpu") == 0);
+#endif
+    CHECK(ds_backend_uses_blas("ref") == 0 && ds_backend_uses_blas("cuda") == 1);
 }
 
 TEST(cpu_peak_avx2_path_measures_too) {

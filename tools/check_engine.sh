@@ -18,8 +18,9 @@
 #   R2  in S or CLI, #include of kernels/, backend/cpu/, backend/ref/,
 #       backend/cuda/, <omp.h>, <immintrin.h>, <cuda*>, <cublas*>.
 #   R3  in S or CLI, ds_ops_cpu, ds_ops_ref, ds_ops_cuda, ds_quantize,
-#       ds_dequantize, or a function declared in a header under
-#       src/backend/cpu/ or src/backend/ref/ (extracted from those headers).
+#       ds_dequantize, or a function declared or defined in a header under
+#       src/backend/cpu/ or src/backend/ref/ (extracted from those headers at
+#       file scope: a name only called inside an inline body is not one).
 #   R4  in S, a for/while whose controlling expression holds a tensor-extent
 #       token (list below), unless the line carries /* host: ids */ (token ids
 #       the caller holds on the host), /* host: meta */ (sizes only) or
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --root) [ $# -ge 2 ] || { echo "check_engine.sh: --root needs a folder" >&2; exit 2; }; root="$2"; shift 2 ;;
         --report) report=1; shift ;;
-        -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "check_engine.sh: unknown option $1 (--root DIR, --report)" >&2; exit 2 ;;
         *) paths+=("${1%/}"); shift ;;
     esac
@@ -79,23 +80,44 @@ else
     done
 fi
 
-# R3's names: functions declared in the CPU/ref backend headers
+# R3's names: functions declared or defined in the CPU/ref backend headers —
+# an identifier ds_... followed by "(" at file scope (outside every brace and
+# parenthesis), so a name merely called inside an inline body (ds_threads in
+# par.h) is not one; comments, literals and preprocessor lines (with their
+# continuations) are skipped
 banned="ds_ops_cpu ds_ops_ref ds_ops_cuda ds_quantize ds_dequantize"
 hdrs=$(find src/backend/cpu src/backend/ref -name '*.h' 2>/dev/null | LC_ALL=C sort)
 if [ -n "$hdrs" ]; then
     banned="$banned $(awk '
+        FNR == 1 { bd = 0; pd = 0; inc = 0; pp = 0 }
         { line = $0
-          if (inc) { if ((i = index(line, "*/")) > 0) { line = substr(line, i + 2); inc = 0 } else next }
-          while ((i = index(line, "/*")) > 0) {
-              j = index(substr(line, i + 2), "*/")
-              if (j > 0) line = substr(line, 1, i - 1) " " substr(line, i + j + 3)
-              else { line = substr(line, 1, i - 1); inc = 1 }
+          if (pp) { pp = (line ~ /\\[ \t]*$/); next }
+          if (!inc && line ~ /^[ \t]*#/) { pp = (line ~ /\\[ \t]*$/); next }
+          r = ""
+          for (i = 1; i <= length(line); i++) {
+              ch = substr(line, i, 1); nx = substr(line, i + 1, 1)
+              if (inc) { if (ch == "*" && nx == "/") { inc = 0; i++ }; continue }
+              if (ch == "/" && nx == "*") { inc = 1; i++; r = r " "; continue }
+              if (ch == "/" && nx == "/") break
+              if (ch == "\"" || ch == "\x27") {
+                  q = ch
+                  for (i++; i <= length(line); i++) {
+                      ch = substr(line, i, 1)
+                      if (ch == "\\") { i++; continue }
+                      if (ch == q) break
+                  }
+                  r = r " "; continue
+              }
+              r = r ch
           }
-          sub(/\/\/.*/, "", line)
-          if (line ~ /^[ \t]*#/) next
-          while (match(line, /ds_[A-Za-z0-9_]+[ \t]*\(/)) {
-              name = substr(line, RSTART, RLENGTH); sub(/[ \t]*\($/, "", name); print name
-              line = substr(line, RSTART + RLENGTH)
+          while (r != "") {
+              if (bd == 0 && pd == 0 && match(r, /^ds_[A-Za-z0-9_]+[ \t]*\(/)) {
+                  name = substr(r, 1, RLENGTH); sub(/[ \t]*\($/, "", name); print name
+                  r = substr(r, RLENGTH + 1); pd = 1; continue
+              }
+              if (match(r, /^[A-Za-z0-9_]+/)) { r = substr(r, RLENGTH + 1); continue }
+              ch = substr(r, 1, 1); r = substr(r, 2)
+              if (ch == "{") bd++; else if (ch == "}") bd--; else if (ch == "(") pd++; else if (ch == ")") pd--
           }
         }' $hdrs | LC_ALL=C sort -u | tr '\n' ' ')"
 fi

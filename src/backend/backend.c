@@ -7,9 +7,11 @@
 
 #include "base/base.h"
 
+#include "backend/cpu/kernels.h"
 #include "backend/cpu/matmul_bf16.h"
 #include "backend/cpu/matmul_fp8.h"
 #include "backend/cpu/optim.h"
+#include "backend/cpu/peak.h"
 #include "backend/cuda/cuda.h"
 #include "backend/staged.h"
 
@@ -72,4 +74,16 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision) {
         ops->linear_workspace = ds_linear_workspace_fp8;
     }
     return 0;
+}
+
+double ds_backend_peak_flops(const char *device, int threads, char *how, size_t cap) {
+    (void)device; /* the host CPU's peak on every device today */
+    return ds_cpu_peak(threads, how, cap);
+}
+
+void ds_backend_set_peak(double gflops) { ds_cpu_peak_set(gflops); }
+
+int ds_backend_uses_blas(const char *device) {
+    if (!device || !strcmp(device, "cpu") || !strcmp(device, "fakedev")) return ds_matmul_uses_blas();
+    return !strcmp(device, "cuda");
 }

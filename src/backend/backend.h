@@ -4,6 +4,8 @@
  *   ds_backend_get("cpu"|"ref"|"cuda")           the device's FP32 table
  *   ds_backend_table(&ops, device, DS_PREC_*)    a copy of it with the GEMM
  *                                                entries of a training precision
+ *   ds_backend_peak_flops / ds_backend_set_peak  the FP32 peak behind MFU
+ *   ds_backend_uses_blas                         whether GEMMs go through BLAS
  * "ref" is the scalar references (tests). "cuda" is the CUDA backend
  * (backend/cuda/cuda.h), host-staged for now (backend/staged.h); it fails with
  * "built without CUDA" or "no CUDA device".
@@ -33,5 +35,19 @@ const struct ds_ops *ds_backend_get(const char *device);
  *                 lm_head, router and eh_proj stay FP32, as in DeepSeek-V3.
  * Returns 0, or -1 with ds_err (unknown device or precision, no CUDA). */
 int ds_backend_table(struct ds_ops *ops, const char *device, int precision);
+
+/* The FP32 peak in FLOP/s over `threads` threads, the denominator of the MFU
+ * dsv3 prints (backend/cpu/peak.h: FMA chains measured once per thread
+ * count, or the figure of ds_backend_set_peak).  Every device reports the
+ * host CPU's measured peak today (a GPU's own is not measured yet).  `how`
+ * (may be NULL) gets a one-line description of where the figure came from. */
+double ds_backend_peak_flops(const char *device, int threads, char *how, size_t cap);
+/* --peak-gflops: `gflops` (> 0) instead of measuring; 0 goes back to measuring. */
+void ds_backend_set_peak(double gflops);
+
+/* 1 when `device`'s FP32 GEMMs go through a BLAS library: "cpu" (and
+ * "fakedev") in a build with OpenBLAS, "cuda" (cuBLAS/cuBLASLt); 0 for "ref"
+ * and a cpu build without BLAS.  NULL is "cpu". */
+int ds_backend_uses_blas(const char *device);
 
 #endif

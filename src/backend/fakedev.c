@@ -195,6 +195,7 @@ V(rope_pos_forward,
   (float *x, const float *c, const float *s, const int64_t *p, int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off,
    int64_t dr, int h),
   (x, c, s, p, B, T, nv, ld, off, dr, h))
+V(token_logprobs, (float *lp, uint8_t *g, const float *x, const int32_t *t, int64_t N, int64_t V), (lp, g, x, t, N, V))
 
 /* the grouped entries run the cpu loop over experts with `self` (the calls
  * nest: each expert's linear entry enters again) */
@@ -231,4 +232,6 @@ const struct ds_ops ds_ops_fakedev = {
     /* expert parallelism (dist/ep.c) */
     E_(gather_rows), E_(cast_f32_bf16), E_(cast_bf16_f32),
     E_(rope_pos_forward),
+    /* evaluation scoring */
+    E_(token_logprobs),
 };

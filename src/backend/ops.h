@@ -192,6 +192,12 @@ struct ds_ops {
      * from position 0; pos_b [host] (B) */
     void (*rope_pos_forward)(float *x, const float *cos_t, const float *sin_t, const int64_t *pos_b, int64_t B,
                              int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves);
+    /* ---- evaluation scoring (eval/lm_logits.c; backend/cpu/logprobs.h) ----
+     * per row r < N of logits (N,V): logprob[host][r] = log-softmax at
+     * targets[host][r] (in [0, V); the caller checks), in double;
+     * greedy[host][r] = 1 when that target is the row's first maximum */
+    void (*token_logprobs)(float *logprob, uint8_t *greedy, const float *logits, const int32_t *targets, int64_t N,
+                           int64_t V);
 };
 
 extern const struct ds_ops ds_ops_cpu;

@@ -96,7 +96,7 @@ static int run(int argc, char **argv) {
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
            "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g, %s}\n",
            prec, cache, m16, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
-           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_cpu_peak_flops(ds_threads(), NULL, 0), memj);
+           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_backend_peak_flops(device, ds_threads(), NULL, 0), memj);
     free(ids);
     free(mom);
     free(vel);

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "backend/backend.h"
 #include "io/safetensors.h"
 #include "model/backward.h"
 #include "model/model.h"
@@ -95,7 +96,8 @@ static int read_ids(const char *path, int64_t V, int32_t **ids_out, int64_t *B_o
     return 0;
 }
 
-static int bench(const ds_model *m, const struct ds_ops *ops, const char *shape, long long iters, int mtp) {
+static int bench(const ds_model *m, const struct ds_ops *ops, const char *device, const char *shape, long long iters,
+                 int mtp) {
     long long B = 0, T = 0;
     if (sscanf(shape, "%lld,%lld", &B, &T) != 2 || B <= 0 || T <= 0)
         return ds_err("--random: expected B,T (e.g. 1,512), got %s", ds_quote(shape));
@@ -119,7 +121,7 @@ static int bench(const ds_model *m, const struct ds_ops *ops, const char *shape,
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"flops\": %.6g, \"gflops\": %.2f, "
            "\"blas\": %s}\n",
            B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, flops, flops / best / 1e9,
-           ds_matmul_uses_blas() ? "true" : "false");
+           ds_backend_uses_blas(device) ? "true" : "false");
     free(ids);
     ds_acts_free(&a);
     return 0;
@@ -174,7 +176,7 @@ static int run(int argc, char **argv) {
         ds_model_init_random(&m, 1);
     }
     if (rnd) {
-        int rc = bench(&m, ops, rnd, iters, !no_mtp);
+        int rc = bench(&m, ops, device, rnd, iters, !no_mtp);
         ds_model_free(&m);
         return rc ? ds_cli_fail("forward") : 0;
     }

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend/cpu/peak.h"
+#include "backend/backend.h"
 #include "base/suggest.h"
 
 typedef struct { const char *name, *summary; ds_cmd_fn fn; } command;
@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
                         ds_quote(i + 1 < argc ? argv[i + 1] : ""));
                 return 2;
             }
-            ds_cpu_peak_set(g);
+            ds_backend_set_peak(g);
             i++;
             continue;
         }

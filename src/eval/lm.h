@@ -83,6 +83,11 @@ typedef int (*ds_logits_fn)(void *user, const int32_t *ids, int64_t n, float *lo
  * read): log-softmax in double, greedy = first argmax == cont[j].  0, or -1 with ds_err
  * (a token id outside the vocabulary). */
 int ds_lm_score_rows(const float *logits, int64_t vocab, ds_lm_request *q);
+/* The same through the `token_logprobs` entry of `ops` (backend/ops.h): logits
+ * in that table's memory (a model's arena); ds_lm_score_rows is this with the
+ * "cpu" table over host logits. */
+struct ds_ops;
+int ds_lm_score_rows_ops(const struct ds_ops *ops, const float *logits, int64_t vocab, ds_lm_request *q);
 int ds_lm_loglik_from_logits(ds_logits_fn fn, void *user, int64_t vocab, ds_lm_request *reqs, int64_t n);
 
 /* A byte-level uniform model: encode = UTF-8 bytes (ids 0..255), every token has

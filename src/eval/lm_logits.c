@@ -3,30 +3,30 @@
  * function, so that binding a model to evaluation only needs its forward pass:
  * for each request the input (ctx + cont)[:-1] is run once, row n_ctx - 1 + j of the
  * logits predicts cont[j]; log_softmax is taken in double, greedy is argmax == cont[j]
- * (the first maximum on ties, as torch.argmax).  No KV cache: requests sharing a context
+ * (the first maximum on ties, as torch.argmax), by the ops table's `token_logprobs`
+ * entry (the host's logits: the "cpu" table).  No KV cache: requests sharing a context
  * recompute it (a cached binding can replace this function).
  */
 #include "eval/lm.h"
+#include "backend/backend.h"
 #include "base/base.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-int ds_lm_score_rows(const float *logits, int64_t vocab, ds_lm_request *q) {
+int ds_lm_score_rows_ops(const struct ds_ops *ops, const float *logits, int64_t vocab, ds_lm_request *q) {
     for (int64_t j = 0; j < q->n_cont; j++) {
-        const float *row = logits + (size_t)(q->n_ctx - 1 + j) * (size_t)vocab; // (V)
         int32_t t = q->cont[j];
         if (t < 0 || t >= vocab) return ds_err("loglik: token id %d outside the vocabulary (%lld)", t, (long long)vocab);
-        int64_t am = 0;
-        for (int64_t v = 1; v < vocab; v++)
-            if (row[v] > row[am]) am = v;
-        double mx = row[am], s = 0;
-        for (int64_t v = 0; v < vocab; v++) s += exp((double)row[v] - mx);
-        q->logprobs[j] = (float)((double)row[t] - mx - log(s));
-        q->greedy[j] = am == t;
     }
+    /* rows n_ctx - 1 .. n_ctx + n_cont - 2 score cont[0 .. n_cont) */
+    ops->token_logprobs(q->logprobs, q->greedy, logits + (size_t)(q->n_ctx - 1) * (size_t)vocab, q->cont, q->n_cont,
+                        vocab);
     return 0;
+}
+
+int ds_lm_score_rows(const float *logits, int64_t vocab, ds_lm_request *q) {
+    return ds_lm_score_rows_ops(ds_backend_get("cpu"), logits, vocab, q);
 }
 
 int ds_lm_loglik_from_logits(ds_logits_fn fn, void *user, int64_t vocab, ds_lm_request *reqs, int64_t n) {

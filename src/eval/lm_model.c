@@ -8,7 +8,8 @@
  * batch.  Exact: attention is causal and the MoE routing is per token (no
  * capacity), so padding after a row's last real position changes none of its
  * logits.  Log-softmax is taken
- * only at the continuation rows (ds_lm_score_rows), straight from the arena.
+ * only at the continuation rows (ds_lm_score_rows_ops: the table's token_logprobs
+ * entry), straight from the arena.
  * The activation arena is sized as (1, cap) for the most tokens B * T seen so
  * far and reused: every buffer is laid out densely by (B, T) (or by position,
  * T <= cap), so any B * T <= cap runs in it by setting acts.B and acts.T.  Greedy generation is
@@ -40,8 +41,8 @@ typedef struct {
  * cap >= B * T (see the header comment). */
 static int run_forward_batch(lm_model *lm, const int32_t *ids, int64_t B, int64_t T) {
     if (B * T > lm->cap) {
-        int64_t cap = lm->cap > 64 ? lm->cap : 64;
-        while (cap < B * T) cap *= 2;
+        int64_t cap = lm->cap > 64 ? lm->cap : 64, need = B * T;
+        while (cap < need) cap *= 2; /* the next power of two: a size, no data */
         if (lm->cap) ds_acts_free(&lm->acts);
         lm->cap = 0;
         if (ds_acts_create(&lm->acts, &lm->m, 1, cap, 0) != 0) return -1;
@@ -80,8 +81,9 @@ static int loglik(void *ctx, ds_lm_request *reqs, int64_t n) {
     int rc = 0;
     for (int64_t g0 = 0; g0 < n && !rc;) {
         const int64_t T = req_len(&reqs[order[g0]]); // the longest row of the group
-        int64_t B = 1;
-        while (g0 + B < n && B < LM_MAX_ROWS && (B + 1) * T <= LM_MAX_TOKENS) B++;
+        /* rows: all left, at most LM_MAX_ROWS and LM_MAX_TOKENS / T, at least one */
+        int64_t B = n - g0 < LM_MAX_ROWS ? n - g0 : LM_MAX_ROWS;
+        if (B > LM_MAX_TOKENS / T) B = LM_MAX_TOKENS / T > 1 ? LM_MAX_TOKENS / T : 1;
         if ((size_t)(B * T) > ids_cap) {
             free(ids);
             ids_cap = (size_t)(B * T);
@@ -93,11 +95,12 @@ static int loglik(void *ctx, ds_lm_request *reqs, int64_t n) {
             int64_t len = req_len(q);
             memcpy(row, q->ctx, (size_t)q->n_ctx * sizeof *row);
             memcpy(row + q->n_ctx, q->cont, (size_t)(q->n_cont - 1) * sizeof *row);
-            for (int64_t t = len; t < T; t++) row[t] = row[len - 1];
+            for (int64_t t = len; t < T; t++) row[t] = row[len - 1]; /* host: ids */
         }
         if (run_forward_batch(lm, ids, B, T) != 0) { rc = -1; break; }
         for (int64_t b = 0; b < B && !rc; b++)
-            rc = ds_lm_score_rows(lm->acts.logits + (size_t)(b * T) * (size_t)V, V, &reqs[order[g0 + b]]); // (T, V)
+            rc = ds_lm_score_rows_ops(lm->ops, lm->acts.logits + (size_t)(b * T) * (size_t)V, V,
+                                      &reqs[order[g0 + b]]); // (T, V)
         g0 += B;
     }
     free(ids);

@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "base/base.h"
-#include "backend/cpu/peak.h" /* ds_cpu_peak: the measured FP32 peak behind MFU */
 #include "io/json.h"
 #include "model/backward.h"
 #include "model/presets.h"
@@ -235,11 +234,6 @@ int ds_train_log_truncate(const char *run, int64_t step, int64_t *dropped) {
     free(s), free(out), free(path);
     return rc;
 }
-
-/* ---- CPU peak ----------------------------------------------------------- */
-
-/* the measured FMA peak, or --peak-gflops (backend/cpu/peak.h) */
-double ds_cpu_peak_flops(int threads, char *how, size_t cap) { return ds_cpu_peak(threads, how, cap); }
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -585,7 +579,7 @@ int ds_train(const ds_train_opts *o) {
     lo.seq_denom = (double)(A * B);
 
     char how[256];
-    double peak = ds_cpu_peak_flops(ds_threads(), how, sizeof how) * P;
+    double peak = ds_backend_peak_flops(o->device, ds_threads(), how, sizeof how) * P;
     double step_flops = 3.0 * ds_model_forward_flops(&m, B, T, mtp) * (double)A;
     ds_param_counts pc;
     ds_layout_count(&pc, &m.layout, c);

@@ -110,12 +110,6 @@ void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r);
  * lets --override replace single values). */
 int ds_train(const ds_train_opts *o);
 
-/* This CPU's FP32 peak in FLOP/s for `threads` cores: FMA lanes (16 with
- * AVX-512, 8 with AVX2, 4 otherwise) x 2 (multiply-add) x 2 FMA pipes x the
- * maximum clock (cpufreq, else /proc/cpuinfo) x threads.  how: a short
- * description of where the figure came from. */
-double ds_cpu_peak_flops(int threads, char *how, size_t cap);
-
 /* Text continuation of a prompt after the document separator (BOS, else
  * EOS), by ds_generate (infer/: KV-cached decode through `ops`):
  * temperature 0 = greedy; stops at the separator, EOS, an id the tokenizer

@@ -8,6 +8,7 @@
 #include "backend/cpu/optim.h"
 #include "backend/cpu/decode.h"
 #include "backend/cpu/gemv.h"
+#include "backend/cpu/logprobs.h"
 
 /* The FP32 and resident-weight linears pick the few-row GEMVs (gemv.c) for
  * N ≤ DS_GEMV_MAX_ROWS (decode steps, experts with few tokens): BLAS sgemm
@@ -97,6 +98,8 @@ const struct ds_ops ds_ops_cpu = {
     .cast_bf16_f32 = ds_cast_bf16_f32,
     /* continuous batching (rows-engine) */
     .rope_pos_forward = ds_rope_pos_forward,
+    /* evaluation scoring */
+    .token_logprobs = ds_token_logprobs,
 };
 
 const struct ds_ops ds_ops_ref = {
@@ -160,4 +163,6 @@ const struct ds_ops ds_ops_ref = {
     .cast_bf16_f32 = ds_cast_bf16_f32_ref,
     /* continuous batching (rows-engine) */
     .rope_pos_forward = ds_rope_pos_forward_ref,
+    /* evaluation scoring */
+    .token_logprobs = ds_token_logprobs_ref,
 };
