@@ -12,7 +12,11 @@
 # One run per shape of BENCH_SHAPES ("B,T ..."; default "1,256 8,512"); writes
 # bench/results/train_<B>x<T>.json (and train.json, the first shape's, as before).
 #   BENCH_SHAPES  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
+#   BENCH_KEEP_BLAS_CORE=1  keep an inherited OPENBLAS_CORETYPE (default: dropped, so dsv3 picks
+#   OpenBLAS's kernel family by the CPU's vectors; Haswell's AVX2 sgemm on an AVX-512 CPU made the
+#   FP32 step 1.3-2x slower).  The row "FP32 GEMM" names the kernel family used.
 set -eu
+[ "${BENCH_KEEP_BLAS_CORE:-0}" = 1 ] || unset OPENBLAS_CORETYPE
 cd "$(dirname "$0")/.."
 SHAPES=${BENCH_SHAPES:-"${BENCH_B:-1},${BENCH_T:-256} 8,512"}
 [ -n "${BENCH_B:-}" ] && SHAPES="${BENCH_B},${BENCH_T:-256}"
@@ -59,6 +63,7 @@ peak = ours.get("peak_flops", 0.0)
 if fl and peak:
     print(f"  FLOPs per step {fl / 1e9:.2f} G (6 x activated params x tokens + attention); "
           f"FP32 peak {peak / 1e9:.0f} GFLOP/s (measured: FMA chains on every thread)")
+print(f"  FP32 GEMM: {ours.get('blas', '?')}")
 print(f"  {'impl':<14}{'tokens/s (mean)':>16}{'tokens/s (best)':>16}{'GFLOP/s (mean)':>16}{'MFU':>8}")
 def row(label, r, note):
     """print one dsv3 row; returns (mean tokens/s, mean GFLOP/s)"""

@@ -88,3 +88,26 @@ TEST(par_threads_policy_does_not_fork_tiny_work) {
     CHECK(ds_par_threads(32000.0 * 512 * 4, DS_PAR_MIN_BYTES) == 4);    /* lm_head */
     ds_set_threads(prev);
 }
+
+/* bench-train names the FP32 GEMM kernel family; an inherited
+ * OPENBLAS_CORETYPE narrower than the CPU (Haswell on AVX-512) is kept but
+ * flagged, and without one dsv3 picks the AVX-512 family on an AVX-512 CPU
+ * (the CPU's flags, read here by the compiler's cpuid builtin, are the oracle). */
+TEST(cli_bench_train_names_blas_kernel_family) {
+    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    char out[4096];
+    int rc = ds_test_sh(out, sizeof out, "OPENBLAS_CORETYPE=Haswell %s --threads 1 bench-train --config tiny "
+                        "--random 1,8 --iters 1 2>&1", bin);
+    CHECK_MSG(rc == 0, "%s", out);
+    if (strstr(out, "\"blas\": \"none")) SKIP("built without OpenBLAS");
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl");
+    CHECK_MSG(strstr(out, "\"blas\": \"OpenBLAS Haswell\""), "%s", out);
+    CHECK_MSG(strstr(out, avx512 ? "\"blas_narrow\": 1" : "\"blas_narrow\": 0"), "%s", out);
+    CHECK(!avx512 || strstr(out, "unset it for the SkylakeX kernels"));
+    rc = ds_test_sh(out, sizeof out, "env -u OPENBLAS_CORETYPE %s --threads 1 bench-train --config tiny "
+                    "--random 1,8 --iters 1 2>/dev/null", bin);
+    CHECK_MSG(rc == 0 && strstr(out, "\"blas_narrow\": 0"), "%s", out);
+    if (avx512) CHECK_MSG(strstr(out, "\"blas\": \"OpenBLAS SkylakeX\""), "%s", out);
+}

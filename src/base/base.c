@@ -295,6 +295,30 @@ void ds_set_threads(int n) {
 #endif
 }
 
+/* The FP32 GEMM library and, for OpenBLAS, the kernel family it runs.
+ * OPENBLAS_CORETYPE from the environment is kept (dsv3 sets it only when
+ * unset, cli/main.c); a family narrower than the CPU (Haswell's AVX2 sgemm on
+ * an AVX-512 CPU) makes the FP32 GEMMs of a training step 1.3-2x slower, so
+ * *narrow tells the caller to say so. */
+const char *ds_blas_name(char *buf, size_t cap, int *narrow) {
+    if (narrow) *narrow = 0;
+#ifdef DS_HAVE_OPENBLAS
+    const char *core = openblas_get_corename();
+    char lc[32] = "";
+    for (size_t i = 0; core && core[i] && i + 1 < sizeof lc; i++)
+        lc[i] = (char)(core[i] >= 'A' && core[i] <= 'Z' ? core[i] - 'A' + 'a' : core[i]), lc[i + 1] = 0;
+    __builtin_cpu_init();
+    int n = core && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && !strstr(lc, "skylakex") && !strstr(lc, "cooperlake") &&
+            !strstr(lc, "sapphirerapids");
+    if (narrow) *narrow = n;
+    snprintf(buf, cap, "OpenBLAS %s", core ? core : "?");
+#else
+    snprintf(buf, cap, "none (dsv3's blocked GEMM)");
+#endif
+    return buf;
+}
+
 int ds_threads(void) {
     if (g_threads > 0) return g_threads;
 #ifdef _OPENMP

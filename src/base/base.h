@@ -108,6 +108,10 @@ void ds_fill_f32(float *x, int64_t n, float v);
 double ds_now(void); /* seconds, monotonic */
 void ds_set_threads(int n); /* OpenMP and BLAS; n <= 0 keeps the default */
 int ds_threads(void);
+/* "OpenBLAS <core>" (or the fallback) into buf; *narrow = 1 when the OpenBLAS
+ * kernel family is narrower than this CPU's vectors */
+const char *ds_blas_name(char *buf, size_t cap, int *narrow);
+#define DS_BLAS_NARROW_NOTE " (OPENBLAS_CORETYPE from the environment; this CPU has AVX-512: unset it for the SkylakeX kernels)"
 
 enum { DS_LOG_QUIET = 0, DS_LOG_INFO = 1, DS_LOG_DEBUG = 2 };
 extern int ds_log_level;

@@ -66,6 +66,10 @@ static int run(int argc, char **argv) {
     ds_train_memory_of(&mem, &m, &ops, B, T, 0, m16, precision, cache,
                        w.arena_floats * sizeof(float));
     ds_train_memory_log(&mem);
+    char blas[192];
+    int narrow;
+    ds_blas_name(blas, sizeof blas, &narrow);
+    ds_log(DS_LOG_INFO, "FP32 GEMM: %s%s", blas, narrow ? DS_BLAS_NARROW_NOTE : "");
     char memj[640];
     ds_train_memory_json(memj, sizeof memj, &mem);
     void *mom = ds_calloc((size_t)g.n, m16 ? 2 : 4), *vel = ds_calloc((size_t)g.n, m16 ? 2 : 4);
@@ -94,9 +98,10 @@ static int run(int argc, char **argv) {
     }
     printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"fp8_cache\": %d, \"bf16_moments\": %d, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
-           "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g, %s}\n",
+           "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g, "
+           "\"blas\": \"%s\", \"blas_narrow\": %d, %s}\n",
            prec, cache, m16, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
-           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_backend_peak_flops(device, ds_threads(), NULL, 0), memj);
+           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_backend_peak_flops(device, ds_threads(), NULL, 0), blas, narrow, memj);
     free(ids);
     free(mom);
     free(vel);

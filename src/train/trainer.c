@@ -587,6 +587,10 @@ int ds_train(const ds_train_opts *o) {
            (long long)pc.total, (long long)pc.activated, (long long)pc.mtp, (long long)c->vocab_size,
            (long long)tr.nwin);
     ds_log(DS_LOG_INFO, "peak FP32: %s", how);
+    char blas[192];
+    int narrow;
+    ds_blas_name(blas, sizeof blas, &narrow);
+    ds_log(DS_LOG_INFO, "FP32 GEMM: %s%s", blas, narrow ? DS_BLAS_NARROW_NOTE : "");
     ds_log(DS_LOG_INFO, "precision %s (GEMM inputs), FP32 master weights; AdamW moments %s",
            o->precision == DS_PREC_BF16 ? "bf16" : o->precision == DS_PREC_FP8 ? "fp8" : "fp32", m16 ? "bf16" : "fp32");
     if (cache) ds_log(DS_LOG_INFO, "fp8 cache: linear inputs saved for the weight gradients in E4M3 1x128 tiles");
