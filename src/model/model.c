@@ -308,6 +308,8 @@ int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, cons
     return 0;
 }
 
+void ds_model_rebind(ds_model *m) { bind(m); }
+
 /* one allocation of n bytes from m->mem to a fresh one of mem: *p replaced */
 static int move_alloc(void **p, size_t n, const struct ds_ops *from, const struct ds_ops *to) {
     void *q = ds_model_mem_alloc(to, n);

@@ -134,6 +134,9 @@ int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, cons
  * the arenas after the move.  0, or -1 with ds_err (the model unchanged
  * where the first allocation failed). */
 int ds_model_to(ds_model *m, const struct ds_ops *mem);
+/* Rebind the blocks' parameter pointers after m->params or m->layout changed
+ * (model/expert_shard.h). */
+void ds_model_rebind(ds_model *m);
 /* Allocation in the memory of a table (NULL: host memory; zero-filled, at
  * least one byte), and its release (NULL pointers ignored). */
 void *ds_model_mem_alloc(const struct ds_ops *mem, size_t bytes);

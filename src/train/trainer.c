@@ -26,6 +26,7 @@
 #include "train/loader.h"
 #include "train/zero.h"
 #include "model/moe_ep.h"
+#include "model/expert_shard.h"
 
 /* ---- memory report ------------------------------------------------------------- */
 
@@ -352,6 +353,62 @@ static int save_all(ds_comm *world, ds_zero1 *z, const char *run, const ds_model
     return rc ? -1 : 0;
 }
 
+/* The whole model of an expert-sharded run on rank 0 (model/expert_shard.h):
+ * gathered over rank 0's expert-parallel group g (world ranks 0..G-1, the
+ * other groups hold copies of the same shards); *full zeroed elsewhere. */
+static int gather_full(ds_comm *world, ds_comm *g, const ds_model *m, ds_model *full) {
+    memset(full, 0, sizeof *full);
+    return world->rank < g->size ? ds_shard_gather_model(full, m, g, 0) : 0;
+}
+
+/* save_all of an expert-sharded run: the replicated moment blocks gathered
+ * to rank 0, each shard's expert blocks to its data-parallel root (world
+ * rank j < G holds shard j), those to rank 0 over its expert-parallel group
+ * g, with the model's experts; rank 0 puts the whole-model vectors together
+ * (full_lo: the whole layout) and writes one checkpoint like a one-process
+ * run's. */
+static int save_sharded(ds_comm *world, ds_zero1 *z, ds_comm *g, const ds_layout *full_lo, const char *run,
+                        const ds_model *m, const char *tjpath, const ds_train_state *st, const void *mom,
+                        const void *vel, int m16, int64_t keep) {
+    const ds_layout *sh = &m->layout;
+    const int es = m16 ? 2 : 4, lead = world->rank == 0, G = sh->ep_size;
+    const int64_t nx = sh->total - sh->rep;
+    void *rm = lead ? ds_calloc((size_t)sh->rep + 1, (size_t)es) : NULL, *rv = lead ? ds_calloc((size_t)sh->rep + 1, (size_t)es) : NULL;
+    void *xm = z->dp->rank == 0 ? ds_calloc((size_t)nx + 1, (size_t)es) : NULL;
+    void *xv = z->dp->rank == 0 ? ds_calloc((size_t)nx + 1, (size_t)es) : NULL;
+    void *am = lead ? ds_calloc((size_t)(G * nx) + 1, (size_t)es) : NULL, *av = lead ? ds_calloc((size_t)(G * nx) + 1, (size_t)es) : NULL;
+    int64_t rc = ds_zero1_gather_root(z, mom, rm, xm, es) || ds_zero1_gather_root(z, vel, rv, xv, es);
+    ds_model full;
+    if (!rc) rc = gather_full(world, g, m, &full) != 0;
+    if (!rc && world->rank < G) {
+        int64_t *counts = ds_malloc((size_t)G * sizeof(int64_t));
+        for (int j = 0; j < G; j++) counts[j] = nx;
+        ds_comm_dtype dt = es == 2 ? DS_COMM_U16 : DS_COMM_F32;
+        rc = ds_gather_root(g, xm, am, counts, dt, 0) || ds_gather_root(g, xv, av, counts, dt, 0);
+        free(counts);
+    }
+    if (!rc && lead) {
+        void *fm = ds_calloc((size_t)full_lo->total + 1, (size_t)es), *fv = ds_calloc((size_t)full_lo->total + 1, (size_t)es);
+        ds_shard_copy(full_lo, sh, rm, fm, 0, sh->rep, es, 1);
+        ds_shard_copy(full_lo, sh, rv, fv, 0, sh->rep, es, 1);
+        for (int j = 0; j < G; j++) {
+            ds_layout lj;
+            ds_layout_copy(&lj, full_lo);
+            ds_layout_shard(&lj, m->cfg.n_routed_experts, G, j);
+            ds_shard_copy(full_lo, &lj, (char *)am + (size_t)(j * nx) * es, fm, lj.rep, lj.total, es, 1);
+            ds_shard_copy(full_lo, &lj, (char *)av + (size_t)(j * nx) * es, fv, lj.rep, lj.total, es, 1);
+            ds_layout_free(&lj);
+        }
+        rc = ds_ckpt_save(run, &full, tjpath, st, fm, fv, full_lo->total, m16, keep) != 0;
+        free(fm), free(fv);
+    }
+    if (lead && full.params) ds_model_free(&full);
+    free(rm), free(rv), free(xm), free(xv), free(am), free(av);
+    if (ds_bcast(world, &rc, 1, DS_COMM_I64, 0)) return -1;
+    if (rc && world->rank != 0) return ds_err("checkpoint: rank 0 failed to save (its message above)");
+    return rc ? -1 : 0;
+}
+
 /* DSV3_FAULT=die:RANK:STEP — that process is killed (SIGKILL) in the middle
  * of that step, before its gradient collective (tests of a dying rank) */
 static void fault_die_at(int rank, int64_t step) {
@@ -472,14 +529,6 @@ int ds_train(const ds_train_opts *o) {
         ds_err("--ep with --fp8-cache is not supported yet");
         goto out0;
     }
-    if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
-    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
-    ds_grads_create(&g, &m);
-    int m16 = o->bf16_moments;
-    size_t msz = m16 ? 2 : 4;
-    /* ZeRO-1: the moments of this rank's block only */
-    ds_zero1 zero;
-    ds_zero1_init(&zero, world, g.n);
     ds_moe_ep epx;
     int have_ep = 0;
     memset(&epx, 0, sizeof epx);
@@ -487,7 +536,33 @@ int ds_train(const ds_train_opts *o) {
         if (ds_moe_ep_create(&epx, &m, world, o->ep, o->dispatch, o->ranks_per_node)) goto out0;
         have_ep = 1;
     }
-    int64_t nmom = P > 1 ? zero.hi - zero.lo : g.n;
+    if (P > 1 && !o->resume) { /* one model: rank 0's initialization */
+        ds_comm_set_kind(world, DS_COMM_PARAM);
+        if (ds_bcast(world, m.params, m.layout.total, DS_COMM_F32, 0)) goto out0;
+    }
+    /* expert parallelism over more than one rank: this rank keeps only its
+     * group rank's routed experts (model/expert_shard.h); full_lo maps the shard to
+     * the whole model (checkpoints) */
+    ds_layout full_lo;
+    memset(&full_lo, 0, sizeof full_lo);
+    const int sharded = have_ep && o->ep > 1;
+    ds_comm *dpc = NULL; /* the shard's data-parallel group */
+    int64_t whole_floats = m.layout.total;
+    if (sharded) {
+        ds_layout_copy(&full_lo, &m.layout);
+        if (ds_model_shard(&m, o->ep, epx.ep.rank)) goto out0;
+        if (!(dpc = ds_comm_split(world, R % o->ep, R))) goto out0;
+    }
+    if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
+    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
+    ds_grads_create(&g, &m);
+    int m16 = o->bf16_moments;
+    size_t msz = m16 ? 2 : 4;
+    /* ZeRO-1: the moments of this rank's block only */
+    ds_zero1 zero;
+    if (sharded) ds_zero1_init_ep(&zero, world, m.layout.rep, dpc, g.n - m.layout.rep);
+    else ds_zero1_init(&zero, world, g.n);
+    int64_t nmom = P > 1 ? ds_zero1_block(&zero) : g.n;
     void *mom = ds_calloc((size_t)nmom + 1, msz), *vel = ds_calloc((size_t)nmom + 1, msz);
     float *losses = ds_malloc((size_t)(B * T) * sizeof(float)); /* validation CE per position */
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t)), *tgt = ds_malloc((size_t)(B * T) * sizeof(int32_t));
@@ -506,9 +581,15 @@ int ds_train(const ds_train_opts *o) {
         if (P == 1) {
             if (ds_ckpt_load_state(resume_dir, &st, mom, vel, g.n, m16)) goto out1;
         } else {
-            void *fm = ds_malloc((size_t)g.n * msz), *fv = ds_malloc((size_t)g.n * msz);
-            int bad = ds_ckpt_load_state(resume_dir, &st, fm, fv, g.n, m16);
-            if (!bad) {
+            void *fm = ds_malloc((size_t)whole_floats * msz), *fv = ds_malloc((size_t)whole_floats * msz);
+            int bad = ds_ckpt_load_state(resume_dir, &st, fm, fv, whole_floats, m16);
+            if (!bad && sharded) { /* this rank's replicated block, then its expert block */
+                int64_t nr = zero.hi - zero.lo, x0 = zero.n + zero.elo, x1 = zero.n + zero.ehi;
+                ds_shard_copy(&full_lo, &m.layout, fm, mom, zero.lo, zero.hi, (int)msz, 0);
+                ds_shard_copy(&full_lo, &m.layout, fv, vel, zero.lo, zero.hi, (int)msz, 0);
+                ds_shard_copy(&full_lo, &m.layout, fm, (char *)mom + (size_t)nr * msz, x0, x1, (int)msz, 0);
+                ds_shard_copy(&full_lo, &m.layout, fv, (char *)vel + (size_t)nr * msz, x0, x1, (int)msz, 0);
+            } else if (!bad) {
                 memcpy(mom, (char *)fm + (size_t)zero.lo * msz, (size_t)nmom * msz);
                 memcpy(vel, (char *)fv + (size_t)zero.lo * msz, (size_t)nmom * msz);
             }
@@ -547,10 +628,6 @@ int ds_train(const ds_train_opts *o) {
         goto out1;
     }
     if (ds_mkdir_p(run)) goto out1;
-    if (P > 1 && !o->resume) { /* one model: rank 0's initialization */
-        ds_comm_set_kind(world, DS_COMM_PARAM);
-        if (ds_bcast(world, m.params, m.layout.total, DS_COMM_F32, 0)) goto out1;
-    }
     if (o->resume && lead) {
         ds_ckpt_remove_partial(run); /* the temp folder of a save that was killed */
         /* records past the checkpoint (an invocation killed or failed before
@@ -817,8 +894,16 @@ int ds_train(const ds_train_opts *o) {
         fflush(logf);
         ds_progress_update(&bar, (double)st.step);
         int last = st.step == st.total_steps || st.step == stop_at;
+        ds_model fullm; /* validation of an expert-sharded run: the whole model gathered to rank 0 */
+        memset(&fullm, 0, sizeof fullm);
+        if (sharded && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last) &&
+            gather_full(world, epx.ep.comm, &m, &fullm)) {
+            rc = -1;
+            break;
+        }
         if (lead && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
-            eval_result er = evaluate(&m, fp32, &ea, &va, o->eval_batches, tok_bytes, losses, ids, tgt, vload);
+            eval_result er = evaluate(sharded ? &fullm : &m, fp32, &ea, &va, o->eval_batches, tok_bytes, losses, ids, tgt, vload);
+            if (sharded) ds_model_free(&fullm);
             if (er.ok) {
                 if (tty) fputs("\r\033[K", stderr);
                 printf("eval step %lld | val loss %.4f | val bpb %.4f | val maxvio %.3f | %lld tokens, %lld bytes\n",
@@ -831,7 +916,8 @@ int ds_train(const ds_train_opts *o) {
             }
         }
         if ((o->save_every > 0 && st.step % o->save_every == 0) || last) {
-            if (save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
+            if (sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
+                        : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
                 rc = -1;
                 break;
             }
@@ -846,8 +932,13 @@ int ds_train(const ds_train_opts *o) {
     ds_progress_end(&bar, (double)st.step);
     if (rc == 0 && st.step > last_saved) {
         /* a run stopped by --stop-after between saves */
-        if (save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) rc = -1;
+        if (sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
+                    : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep))
+            rc = -1;
     }
+    ds_model sampm; /* sampling of an expert-sharded run: the whole model on rank 0 */
+    memset(&sampm, 0, sizeof sampm);
+    if (rc == 0 && sharded && o->sample_prompts && gather_full(world, epx.ep.comm, &m, &sampm)) rc = -1;
     if (rc == 0 && lead) {
         double el = ds_now() - t_start;
         ds_log(DS_LOG_INFO, "done: %lld steps, %.0f tokens in %.1f s (%lld skipped); model in %s/latest",
@@ -860,7 +951,7 @@ int ds_train(const ds_train_opts *o) {
             char *ps = ds_strdup(o->sample_prompts), *save = NULL;
             int k = 0;
             for (char *pr = strtok_r(ps, "|", &save); pr; pr = strtok_r(NULL, "|", &save), k++) {
-                char *txt = ds_sample_text(&m, fp32, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k);
+                char *txt = ds_sample_text(sharded ? &sampm : &m, fp32, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k);
                 if (!txt) {
                     rc = -1;
                     break;
@@ -871,10 +962,13 @@ int ds_train(const ds_train_opts *o) {
             free(ps);
         }
     }
+    if (sampm.params) ds_model_free(&sampm);
     fclose(logf);
 out1:
     ds_zero1_free(&zero);
     if (have_ep) ds_moe_ep_free(&epx);
+    ds_comm_free(dpc);
+    ds_layout_free(&full_lo);
     free(mom), free(vel), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
     ds_grads_free(&g);
     ds_bwd_free(&w);
