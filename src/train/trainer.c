@@ -409,6 +409,15 @@ static int save_sharded(ds_comm *world, ds_zero1 *z, ds_comm *g, const ds_layout
     return rc ? -1 : 0;
 }
 
+/* the traffic of the world and of the expert shard's data-parallel group b
+ * (NULL: none) together */
+static ds_comm_stats comm_sum(const ds_comm *a, const ds_comm *b) {
+    ds_comm_stats s = a->stats;
+    for (int k = 0; b && k < DS_COMM_NKINDS; k++) s.bytes[k] += b->stats.bytes[k];
+    if (b) s.wait_s += b->stats.wait_s, s.calls += b->stats.calls;
+    return s;
+}
+
 /* DSV3_FAULT=die:RANK:STEP — that process is killed (SIGKILL) in the middle
  * of that step, before its gradient collective (tests of a dying rank) */
 static void fault_die_at(int rank, int64_t step) {
@@ -680,8 +689,10 @@ int ds_train(const ds_train_opts *o) {
     ds_train_memory_log(&mem);
     if (have_ep)
         ds_log(DS_LOG_INFO, "expert parallel: groups of %d processes (data-parallel degree %d), experts %lld..%lld of "
-               "%lld here; dispatch %s, combine %s; %d node(s)", o->ep, P / o->ep, (long long)epx.ep.first_expert,
-               (long long)(epx.ep.first_expert + epx.ep.experts_per_rank - 1), (long long)E,
+               "%lld here (parameters here: %lld floats of %lld); dispatch %s, combine %s; %d node(s)", o->ep, P / o->ep,
+               (long long)epx.ep.first_expert,
+               (long long)(epx.ep.first_expert + epx.ep.experts_per_rank - 1), (long long)E, (long long)m.layout.total,
+               (long long)whole_floats,
                o->dispatch == DS_EP_FP8 ? "fp8 (E4M3, 1x128 scales)" : o->dispatch == DS_EP_BF16 ? "bf16" : "fp32",
                epx.combine == DS_EP_BF16 ? "bf16" : "fp32", epx.nnodes);
     if (P > 1)
@@ -714,7 +725,7 @@ int ds_train(const ds_train_opts *o) {
         double lr = ds_lr_at(&sch, s);
         hp.lr = lr;
         double t0 = ds_now();
-        ds_comm_stats comm0 = world->stats, ep0 = have_ep ? epx.ep.comm->stats : world->stats;
+        ds_comm_stats comm0 = comm_sum(world, dpc), ep0 = have_ep ? epx.ep.comm->stats : world->stats;
         ds_grads_zero(&g);
         memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
         double loss = 0, ce = 0, mtp_ce = 0, bal = 0;
@@ -822,7 +833,7 @@ int ds_train(const ds_train_opts *o) {
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
         char comm_s[256] = "", comm_j[384] = "";
         if (P > 1) {
-            const ds_comm_stats *cs = &world->stats;
+            const ds_comm_stats csum = comm_sum(world, dpc), *cs = &csum;
             snprintf(comm_j, sizeof comm_j, "\"comm_bytes\": {\"grad\": %.0f, \"param\": %.0f, \"dispatch\": %.0f, "
                      "\"combine\": %.0f, \"other\": %.0f}, \"comm_wait_s\": %.6f, ",
                      cs->bytes[DS_COMM_GRAD] - comm0.bytes[DS_COMM_GRAD], cs->bytes[DS_COMM_PARAM] - comm0.bytes[DS_COMM_PARAM],
