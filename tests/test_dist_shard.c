@@ -25,7 +25,8 @@ static int64_t expert_floats(const ds_layout *lo) {
 
 /* tiny at EP 2 and 4, every group rank: the shard holds the replicated
  * floats and 1/E of the expert floats; its tensors hold the whole model's
- * values; the other shards' experts have no pointer; a shard vector copied
+ * values, and so does a shard created and initialized alone; the other
+ * shards' experts have no pointer; a shard vector copied
  * into a whole-model vector lands on the same elements */
 TEST(ep_shard_keeps_own_experts) {
     ds_config c;
@@ -65,6 +66,15 @@ TEST(ep_shard_keeps_own_experts) {
                 }
                 CHECK(!memcmp(m.blocks[l].router, full.blocks[l].router, (size_t)(E * c.hidden_size) * sizeof(float)));
             }
+            /* created as a shard and initialized: the same floats */
+            ds_model cs;
+            CHECK(ds_model_create_shard(&cs, &c, ep, r) == 0);
+            TEST_RETURN_IF_FAILED();
+            ds_model_init_random(&cs, 11);
+            CHECK_MSG(cs.layout.total == m.layout.total &&
+                      !memcmp(cs.params, m.params, (size_t)m.layout.total * sizeof(float)),
+                      "ep %d rank %d: ds_model_create_shard + init differs from the whole model's shard", ep, r);
+            ds_model_free(&cs);
             memset(back, 0, (size_t)F * sizeof(float));
             ds_shard_copy(&full.layout, &m.layout, m.params, back, 0, m.layout.total, 4, 1);
             for (int64_t i = 0; i < full.layout.n; i++) {

@@ -118,6 +118,9 @@ typedef struct ds_load_opts {
     /* the table whose memory the weights go to (ds_model_to after the load
      * on the host); NULL: host memory */
     const struct ds_ops *mem;
+    /* ep_size > 1: load only shard ep_rank of the routed experts
+     * (model/expert_shard.h; ds_model_create_shard); FP32 only */
+    int ep_size, ep_rank;
 } ds_load_opts;
 int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
 /* Values of ds_model_create_ex's per-entry residency array. */
@@ -129,6 +132,11 @@ int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res);
 /* The same with the weights in the memory of table mem (its alloc; NULL: host
  * memory); the model's arenas, gradients and backward buffers follow it. */
 int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem);
+/* Allocate shard ep_rank of ep_size of a model (model/expert_shard.h: the
+ * replicated tensors and this shard's routed experts; FP32, host memory;
+ * parameters zero).  ds_model_init_random then gives each kept tensor the
+ * whole model's values.  0 or -1 with ds_err (experts that do not split). */
+int ds_model_create_shard(ds_model *m, const ds_config *c, int ep_size, int ep_rank);
 /* Move the weights of m into the memory of mem (alloc, copy, free the old;
  * pointers rebound): a loaded or initialised host model onto a device.  Make
  * the arenas after the move.  0, or -1 with ds_err (the model unchanged

@@ -476,6 +476,9 @@ int ds_train(const ds_train_opts *o) {
     /* model */
     ds_model m;
     memset(&m, 0, sizeof m);
+    ds_layout full_lo; /* an expert-sharded run: the whole layout */
+    memset(&full_lo, 0, sizeof full_lo);
+    ds_comm *dpc = NULL; /* and the shard's data-parallel group */
     char *resume_dir = NULL;
     ds_train_state st;
     memset(&st, 0, sizeof st);
@@ -483,10 +486,15 @@ int ds_train(const ds_train_opts *o) {
     ds_loader tr, va;
     memset(&tr, 0, sizeof tr), memset(&va, 0, sizeof va);
     int have_tr = 0, have_va = 0;
+    /* --ep E > 1: this rank keeps only its group rank's routed experts
+     * (model/expert_shard.h), from the start */
+    const int sharded = o->ep > 1 && P % o->ep == 0;
     if (o->resume) {
         resume_dir = ds_ckpt_latest(o->resume);
         if (!resume_dir) goto out0;
-        if (ds_model_load(&m, resume_dir)) goto out0;
+        ds_load_opts lopt = {0};
+        lopt.ep_size = sharded ? o->ep : 0, lopt.ep_rank = sharded ? R % o->ep : 0;
+        if (ds_model_load_ex(&m, resume_dir, &lopt)) goto out0;
     } else {
         ds_config c;
         int bad = ds_config_is_path(o->config) ? ds_config_load(&c, o->config)
@@ -500,7 +508,9 @@ int ds_train(const ds_train_opts *o) {
             c.bos_token_id = b >= 0 ? b : e;
             c.eos_token_id = e >= 0 ? e : b;
         }
-        if (ds_config_validate(&c, o->config) || ds_model_create(&m, &c)) goto out0;
+        if (ds_config_validate(&c, o->config) ||
+            (sharded ? ds_model_create_shard(&m, &c, o->ep, R % o->ep) : ds_model_create(&m, &c)))
+            goto out0;
         ds_model_init_random(&m, o->seed);
     }
     have_model = 1;
@@ -545,22 +555,18 @@ int ds_train(const ds_train_opts *o) {
         if (ds_moe_ep_create(&epx, &m, world, o->ep, o->dispatch, o->ranks_per_node)) goto out0;
         have_ep = 1;
     }
-    if (P > 1 && !o->resume) { /* one model: rank 0's initialization */
-        ds_comm_set_kind(world, DS_COMM_PARAM);
-        if (ds_bcast(world, m.params, m.layout.total, DS_COMM_F32, 0)) goto out0;
-    }
-    /* expert parallelism over more than one rank: this rank keeps only its
-     * group rank's routed experts (model/expert_shard.h); full_lo maps the shard to
-     * the whole model (checkpoints) */
-    ds_layout full_lo;
-    memset(&full_lo, 0, sizeof full_lo);
-    const int sharded = have_ep && o->ep > 1;
-    ds_comm *dpc = NULL; /* the shard's data-parallel group */
+    /* an expert-sharded run: full_lo, the whole layout, maps the shard to
+     * the whole model (checkpoints); dpc, the shard's data-parallel group */
     int64_t whole_floats = m.layout.total;
     if (sharded) {
-        ds_layout_copy(&full_lo, &m.layout);
-        if (ds_model_shard(&m, o->ep, epx.ep.rank)) goto out0;
+        if (ds_layout_build(&full_lo, c)) goto out0;
+        whole_floats = full_lo.total;
         if (!(dpc = ds_comm_split(world, R % o->ep, R))) goto out0;
+    }
+    if (P > 1 && !o->resume) { /* one model: rank 0's initialization (each shard's from its group's first rank) */
+        ds_comm_set_kind(world, DS_COMM_PARAM);
+        if (ds_bcast(world, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
+        if (sharded && ds_bcast(dpc, m.params + m.layout.rep, m.layout.total - m.layout.rep, DS_COMM_F32, 0)) goto out0;
     }
     if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
     if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
@@ -978,8 +984,6 @@ int ds_train(const ds_train_opts *o) {
 out1:
     ds_zero1_free(&zero);
     if (have_ep) ds_moe_ep_free(&epx);
-    ds_comm_free(dpc);
-    ds_layout_free(&full_lo);
     free(mom), free(vel), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
     ds_grads_free(&g);
     ds_bwd_free(&w);
@@ -992,6 +996,8 @@ out:
     if (have_tr) ds_loader_close(&tr);
     if (have_va) ds_loader_close(&va);
     if (have_model) ds_model_free(&m);
+    ds_comm_free(dpc);
+    ds_layout_free(&full_lo);
     free(resume_dir);
     free(tjpath);
     ds_tokenizer_free(tok);
