@@ -692,6 +692,12 @@ int ds_train(const ds_train_opts *o) {
     ds_train_memory_of(&mem, &m, &ops, B, T, mtp, m16, o->precision, cache, w.arena_floats * sizeof(float));
     mem.eval_acts = ea.arena_floats * sizeof(float);
     mem.total += mem.eval_acts;
+    if (P > 1) { /* ZeRO-1: this process's moment blocks */
+        mem.total -= mem.moments;
+        mem.moments = (size_t)nmom * 2 * (m16 ? sizeof(uint16_t) : sizeof(float));
+        mem.moments_fp32 = (size_t)nmom * 2 * sizeof(float);
+        mem.total += mem.moments;
+    }
     ds_train_memory_log(&mem);
     if (have_ep)
         ds_log(DS_LOG_INFO, "expert parallel: groups of %d processes (data-parallel degree %d), experts %lld..%lld of "
@@ -704,7 +710,7 @@ int ds_train(const ds_train_opts *o) {
     if (P > 1)
         ds_log(DS_LOG_INFO, "data parallel over %d processes (%s): %lld rows of each batch per process; ZeRO-1: "
                "AdamW moments of %lld of %lld parameters per process (%.1f MiB)", P, world->transport, (long long)Bl,
-               (long long)nmom, (long long)g.n, (double)nmom * 2 * (double)msz / 1048576.0);
+               (long long)nmom, (long long)whole_floats, (double)nmom * 2 * (double)msz / 1048576.0);
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);
