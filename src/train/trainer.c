@@ -596,8 +596,11 @@ int ds_train(const ds_train_opts *o) {
         if (P == 1) {
             if (ds_ckpt_load_state(resume_dir, &st, mom, vel, g.n, m16)) goto out1;
         } else {
-            void *fm = ds_malloc((size_t)whole_floats * msz), *fv = ds_malloc((size_t)whole_floats * msz);
-            int bad = ds_ckpt_load_state(resume_dir, &st, fm, fv, whole_floats, m16);
+            /* the moments mapped: this process copies its blocks only */
+            ds_st_file sf;
+            const void *fm = NULL, *fv = NULL;
+            int bad = ds_ckpt_load_state(resume_dir, &st, NULL, NULL, 0, m16) ||
+                      ds_ckpt_map_moments(resume_dir, whole_floats, m16, &sf, &fm, &fv);
             if (!bad && sharded) { /* this rank's replicated block, then its expert block */
                 int64_t nr = zero.hi - zero.lo, x0 = zero.n + zero.elo, x1 = zero.n + zero.ehi;
                 ds_shard_copy(&full_lo, &m.layout, fm, mom, zero.lo, zero.hi, (int)msz, 0);
@@ -605,10 +608,10 @@ int ds_train(const ds_train_opts *o) {
                 ds_shard_copy(&full_lo, &m.layout, fm, (char *)mom + (size_t)nr * msz, x0, x1, (int)msz, 0);
                 ds_shard_copy(&full_lo, &m.layout, fv, (char *)vel + (size_t)nr * msz, x0, x1, (int)msz, 0);
             } else if (!bad) {
-                memcpy(mom, (char *)fm + (size_t)zero.lo * msz, (size_t)nmom * msz);
-                memcpy(vel, (char *)fv + (size_t)zero.lo * msz, (size_t)nmom * msz);
+                memcpy(mom, (const char *)fm + (size_t)zero.lo * msz, (size_t)nmom * msz);
+                memcpy(vel, (const char *)fv + (size_t)zero.lo * msz, (size_t)nmom * msz);
             }
-            free(fm), free(fv);
+            if (!bad) ds_st_close(&sf);
             if (bad) goto out1;
         }
         if (st.data_hash != hash) {
