@@ -13,6 +13,7 @@
 #include "dist/check.h"
 #include "dist/comm.h"
 #include "model/model.h"
+#include "model/presets.h"
 #include "test.h"
 
 /* environment of every mpirun here: root allowed, oversubscribed 2 cores,
@@ -338,6 +339,21 @@ TEST(ep_train_matches_one_process) {
         CHECK_MSG(rc == 0 && strstr(out, "expert parallel: groups of 2 processes") && strstr(out, "| ep MB dispatch"),
                   "np %d: %s", c[i].np, out);
         TEST_RETURN_IF_FAILED();
+        /* rank 0 holds the replicated floats and half of the routed experts' */
+        long long here = -1, whole = -1;
+        const char *ph = strstr(out, "parameters here: ");
+        if (ph) sscanf(ph, "parameters here: %lld floats of %lld", &here, &whole);
+        ds_config tc;
+        ds_model tm;
+        CHECK(ds_preset(&tc, "tiny") == 0 && ds_model_create(&tm, &tc) == 0);
+        TEST_RETURN_IF_FAILED();
+        int64_t X = 0;
+        for (int64_t k = 0; k < tm.layout.n; k++)
+            if (strstr(tm.layout.p[k].name, ".mlp.experts.")) X += (tm.layout.p[k].numel + 15) / 16 * 16;
+        ds_model_free(&tm);
+        CHECK_MSG(X > 0 && whole > 0 && here == whole - X / 2, "np %d: %lld of %lld floats per rank, expected %lld",
+                  c[i].np, here, whole, whole - (long long)X / 2);
+        if (c[i].np == 2) fprintf(stderr, "  EP 2: %lld of %lld parameter floats per rank\n", here, whole);
         CHECK(read_log(r2, &b) == 0);
         check_same_training(&a, &b, 20, 1e-5, c[i].np == 2 ? "EP 2 vs one process" : "EP 2 x DP 2 vs one process");
         char p1[700], p2[700];

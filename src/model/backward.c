@@ -41,7 +41,7 @@ const char *ds_grads_check_finite(const ds_grads *g, const ds_model *m, const st
     if (isfinite(ops->sumsq(g->g, g->n))) return NULL;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
-        if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) continue;
+        if ((p->flags & (DS_PARAM_ALIAS | DS_PARAM_BUFFER)) || p->offset < 0) continue;
         if (!isfinite(ops->sumsq(g->g + p->offset, p->numel))) return p->name;
     }
     return NULL;

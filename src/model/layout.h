@@ -26,6 +26,7 @@ enum {
     DS_PARAM_ALIAS = 32,    /* shares storage with entry `alias_of` */
     DS_PARAM_FP8 = 64,      /* FP8-resident (model.h fp8w); owns no floats (offset -1) unless kv_b */
     DS_PARAM_BF16 = 128,    /* BF16-resident (model.h fp8w[i].b16); owns no floats (offset -1) unless kv_b */
+    DS_PARAM_REMOTE = 256,  /* a routed expert of another expert shard (model/expert_shard.h): no floats (offset -1) */
 };
 
 typedef struct {
@@ -43,6 +44,11 @@ typedef struct {
     ds_param *p;
     int64_t n;
     int64_t total;    /* floats owned (aliases excluded) */
+    /* expert shard (model/expert_shard.h; ep_size 0: the whole model): the
+     * replicated tensors own floats [0, rep), this shard's routed experts
+     * [rep, total), the other shards' experts none */
+    int ep_size, ep_rank;
+    int64_t rep;
 } ds_layout;
 
 /* Entries and owned floats of the table a config implies, counted without

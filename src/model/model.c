@@ -3,6 +3,7 @@
  * forward pass (doc §2, §4, §5, §7).  Load/save: model_io.c.
  */
 #include "model/model.h"
+#include "model/expert_shard.h"
 
 #include "model/moe.h"
 
@@ -279,11 +280,13 @@ static void bind(ds_model *m) {
     }
 }
 
-int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem) {
+static int create(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem, int ep_size,
+                  int ep_rank) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->mem = mem;
     if (ds_layout_build(&m->layout, c)) return -1;
+    if (ep_size > 1) ds_layout_shard(&m->layout, c->n_routed_experts, ep_size, ep_rank);
     int any = 0;
     for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
     if (any ? setup_fp8(m, res) : check_weight_mem(m)) {
@@ -306,6 +309,18 @@ int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, cons
     m->inv_freq = ds_calloc((size_t)(c->qk_rope_head_dim / 2 + 1), sizeof(float));
     ds_rope_setup(c, m->inv_freq, &m->attn_factor, &m->softmax_scale);
     return 0;
+}
+
+void ds_model_rebind(ds_model *m) { bind(m); }
+
+int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem) {
+    return create(m, c, res, mem, 0, 0);
+}
+
+int ds_model_create_shard(ds_model *m, const ds_config *c, int ep_size, int ep_rank) {
+    if (ep_size < 1 || c->n_routed_experts <= 0 || c->n_routed_experts % ep_size || ep_rank < 0 || ep_rank >= ep_size)
+        return ds_err("--ep %d does not divide the model's %lld routed experts", ep_size, (long long)c->n_routed_experts);
+    return create(m, c, NULL, NULL, ep_size, ep_rank);
 }
 
 /* one allocation of n bytes from m->mem to a fresh one of mem: *p replaced */
@@ -368,6 +383,11 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
     float *stage = NULL;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
+        if (p->flags & DS_PARAM_REMOTE) { /* another shard's expert: its draws, discarded */
+            stage = ds_realloc(stage, (size_t)p->numel * sizeof(float));
+            ds_rng_fill_normal(&r, stage, p->numel, std);
+            continue;
+        }
         if ((p->flags & DS_PARAM_ALIAS) || p->offset < 0) continue; /* FP8-resident: no FP32 storage */
         float *x = staged ? (stage = ds_realloc(stage, (size_t)p->numel * sizeof(float))) : m->params + p->offset;
         if (p->flags & DS_PARAM_NORM) ds_fill_f32(x, p->numel, 1.0f);

@@ -118,6 +118,9 @@ typedef struct ds_load_opts {
     /* the table whose memory the weights go to (ds_model_to after the load
      * on the host); NULL: host memory */
     const struct ds_ops *mem;
+    /* ep_size > 1: load only shard ep_rank of the routed experts
+     * (model/expert_shard.h; ds_model_create_shard); FP32 only */
+    int ep_size, ep_rank;
 } ds_load_opts;
 int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
 /* Values of ds_model_create_ex's per-entry residency array. */
@@ -129,11 +132,19 @@ int ds_model_create_ex(ds_model *m, const ds_config *c, const uint8_t *res);
 /* The same with the weights in the memory of table mem (its alloc; NULL: host
  * memory); the model's arenas, gradients and backward buffers follow it. */
 int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem);
+/* Allocate shard ep_rank of ep_size of a model (model/expert_shard.h: the
+ * replicated tensors and this shard's routed experts; FP32, host memory;
+ * parameters zero).  ds_model_init_random then gives each kept tensor the
+ * whole model's values.  0 or -1 with ds_err (experts that do not split). */
+int ds_model_create_shard(ds_model *m, const ds_config *c, int ep_size, int ep_rank);
 /* Move the weights of m into the memory of mem (alloc, copy, free the old;
  * pointers rebound): a loaded or initialised host model onto a device.  Make
  * the arenas after the move.  0, or -1 with ds_err (the model unchanged
  * where the first allocation failed). */
 int ds_model_to(ds_model *m, const struct ds_ops *mem);
+/* Rebind the blocks' parameter pointers after m->params or m->layout changed
+ * (model/expert_shard.h). */
+void ds_model_rebind(ds_model *m);
 /* Allocation in the memory of a table (NULL: host memory; zero-filled, at
  * least one byte), and its release (NULL pointers ignored). */
 void *ds_model_mem_alloc(const struct ds_ops *mem, size_t bytes);

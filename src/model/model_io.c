@@ -168,6 +168,7 @@ static int load_tensors(ds_model *m, const ds_st_set *s, const char *dir, int ch
             shape_str(got, sizeof got, t->ndim, t->shape);
             return ds_err("%s: tensor %s: shape %s, config.json implies %s", file, p->name, got, want);
         }
+        if (p->flags & DS_PARAM_REMOTE) continue; /* another expert shard's */
         if (p->flags & DS_PARAM_FP8) {
             if (load_fp8_resident(m, i, t, s, file)) return -1;
             if (p->offset < 0) {
@@ -247,7 +248,12 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
         }
         ds_layout_free(&lo);
     }
-    rc = ds_model_create_ex(m, &c, fp8);
+    if (o && o->ep_size > 1 && fp8) {
+        free(fp8);
+        ds_st_set_close(&s);
+        return ds_err("%s: an expert shard is loaded in FP32 only", dir);
+    }
+    rc = o && o->ep_size > 1 ? ds_model_create_shard(m, &c, o->ep_size, o->ep_rank) : ds_model_create_ex(m, &c, fp8);
     free(fp8);
     if (rc) {
         ds_st_set_close(&s);

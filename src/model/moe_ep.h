@@ -5,8 +5,10 @@
  * results come back for the weighted combine; the backward mirrors it with
  * the same plan.  Attach one to a model (ds_model.ep) around a training
  * step; the forward and backward then call it in place of the loop over all
- * experts.  Every rank keeps every parameter (ZeRO-1 all-gathers them), so a
- * model with ep NULL still runs alone (validation, sampling).
+ * experts.  In training each rank keeps only its own experts' weights
+ * (model/expert_shard.h; p->eg[e] NULL for the others), so a model with ep
+ * NULL runs alone only when it is whole: validation and sampling use the
+ * whole model gathered on rank 0.
  *
  * Precision: the dispatch (rows to owners) in FP32, BF16 or FP8 E4M3 1x128;
  * the combine and both backward transfers in BF16, or FP32 with an FP32

@@ -161,6 +161,27 @@ static int read_exact(const ds_st_file *f, const char *name, ds_dtype dt, int64_
     return 0;
 }
 
+int ds_ckpt_map_moments(const char *dir, int64_t n, int m16, ds_st_file *f, const void **mom, const void **vel) {
+    char *p = ds_path_join(dir, "train_state.safetensors");
+    int rc = ds_st_open(f, p);
+    free(p);
+    if (rc) return -1;
+    ds_dtype md = m16 ? DS_BF16 : DS_F32;
+    const char *names[2] = {"adam.m", "adam.v"};
+    const void **out[2] = {mom, vel};
+    for (int k = 0; k < 2; k++) {
+        const ds_st_tensor *t = ds_st_find(f, names[k]);
+        if (!t || t->dtype != md || t->ndim != 1 || t->numel != n) {
+            ds_err("%s: tensor %s: expected %lld values of dtype %d%s", f->path, ds_quote(names[k]), (long long)n, (int)md,
+                   t ? ", found others" : ", missing");
+            ds_st_close(f);
+            return -1;
+        }
+        *out[k] = t->data;
+    }
+    return 0;
+}
+
 void ds_ckpt_remove_partial(const char *run) {
     DIR *d = opendir(run);
     if (!d) return;

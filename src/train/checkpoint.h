@@ -26,6 +26,7 @@
 
 #include <stdint.h>
 
+#include "io/safetensors.h"
 #include "model/model.h"
 
 typedef struct {
@@ -46,6 +47,11 @@ char *ds_ckpt_latest(const char *run);
 /* Reads train_state.safetensors of a checkpoint folder into st and the
  * moments (n values each, F32 or BF16 as m16 says; a mismatch is an error). */
 int ds_ckpt_load_state(const char *dir, ds_train_state *st, void *mom, void *vel, int64_t n, int m16);
+/* The moments of a checkpoint in place: train_state.safetensors mapped into
+ * *f (ds_st_close it), *mom and *vel its n values each (checked as
+ * ds_ckpt_load_state does): a process of a many-process run copies its blocks
+ * from them without reading the rest. */
+int ds_ckpt_map_moments(const char *dir, int64_t n, int m16, ds_st_file *f, const void **mom, const void **vel);
 /* Removes RUN/.tmp-ckpt-* folders left by saves that were killed. */
 void ds_ckpt_remove_partial(const char *run);
 /* The same without the moments (mom, vel not read): what a resume restores. */

@@ -25,6 +25,7 @@
 #include "train/loader.h"
 #include "train/zero.h"
 #include "model/moe_ep.h"
+#include "model/expert_shard.h"
 
 /* ---- memory report ------------------------------------------------------------- */
 
@@ -346,6 +347,71 @@ static int save_all(ds_comm *world, ds_zero1 *z, const char *run, const ds_model
     return rc ? -1 : 0;
 }
 
+/* The whole model of an expert-sharded run on rank 0 (model/expert_shard.h):
+ * gathered over rank 0's expert-parallel group g (world ranks 0..G-1, the
+ * other groups hold copies of the same shards); *full zeroed elsewhere. */
+static int gather_full(ds_comm *world, ds_comm *g, const ds_model *m, ds_model *full) {
+    memset(full, 0, sizeof *full);
+    return world->rank < g->size ? ds_shard_gather_model(full, m, g, 0) : 0;
+}
+
+/* save_all of an expert-sharded run: the replicated moment blocks gathered
+ * to rank 0, each shard's expert blocks to its data-parallel root (world
+ * rank j < G holds shard j), those to rank 0 over its expert-parallel group
+ * g, with the model's experts; rank 0 puts the whole-model vectors together
+ * (full_lo: the whole layout) and writes one checkpoint like a one-process
+ * run's. */
+static int save_sharded(ds_comm *world, ds_zero1 *z, ds_comm *g, const ds_layout *full_lo, const char *run,
+                        const ds_model *m, const char *tjpath, const ds_train_state *st, const void *mom,
+                        const void *vel, int m16, int64_t keep) {
+    const ds_layout *sh = &m->layout;
+    const int es = m16 ? 2 : 4, lead = world->rank == 0, G = sh->ep_size;
+    const int64_t nx = sh->total - sh->rep;
+    void *rm = lead ? ds_calloc((size_t)sh->rep + 1, (size_t)es) : NULL, *rv = lead ? ds_calloc((size_t)sh->rep + 1, (size_t)es) : NULL;
+    void *xm = z->dp->rank == 0 ? ds_calloc((size_t)nx + 1, (size_t)es) : NULL;
+    void *xv = z->dp->rank == 0 ? ds_calloc((size_t)nx + 1, (size_t)es) : NULL;
+    void *am = lead ? ds_calloc((size_t)(G * nx) + 1, (size_t)es) : NULL, *av = lead ? ds_calloc((size_t)(G * nx) + 1, (size_t)es) : NULL;
+    int64_t rc = ds_zero1_gather_root(z, mom, rm, xm, es) || ds_zero1_gather_root(z, vel, rv, xv, es);
+    ds_model full;
+    if (!rc) rc = gather_full(world, g, m, &full) != 0;
+    if (!rc && world->rank < G) {
+        int64_t *counts = ds_malloc((size_t)G * sizeof(int64_t));
+        for (int j = 0; j < G; j++) counts[j] = nx;
+        ds_comm_dtype dt = es == 2 ? DS_COMM_U16 : DS_COMM_F32;
+        rc = ds_gather_root(g, xm, am, counts, dt, 0) || ds_gather_root(g, xv, av, counts, dt, 0);
+        free(counts);
+    }
+    if (!rc && lead) {
+        void *fm = ds_calloc((size_t)full_lo->total + 1, (size_t)es), *fv = ds_calloc((size_t)full_lo->total + 1, (size_t)es);
+        ds_shard_copy(full_lo, sh, rm, fm, 0, sh->rep, es, 1);
+        ds_shard_copy(full_lo, sh, rv, fv, 0, sh->rep, es, 1);
+        for (int j = 0; j < G; j++) {
+            ds_layout lj;
+            ds_layout_copy(&lj, full_lo);
+            ds_layout_shard(&lj, m->cfg.n_routed_experts, G, j);
+            ds_shard_copy(full_lo, &lj, (char *)am + (size_t)(j * nx) * es, fm, lj.rep, lj.total, es, 1);
+            ds_shard_copy(full_lo, &lj, (char *)av + (size_t)(j * nx) * es, fv, lj.rep, lj.total, es, 1);
+            ds_layout_free(&lj);
+        }
+        rc = ds_ckpt_save(run, &full, tjpath, st, fm, fv, full_lo->total, m16, keep) != 0;
+        free(fm), free(fv);
+    }
+    if (lead && full.params) ds_model_free(&full);
+    free(rm), free(rv), free(xm), free(xv), free(am), free(av);
+    if (ds_bcast(world, &rc, 1, DS_COMM_I64, 0)) return -1;
+    if (rc && world->rank != 0) return ds_err("checkpoint: rank 0 failed to save (its message above)");
+    return rc ? -1 : 0;
+}
+
+/* the traffic of the world and of the expert shard's data-parallel group b
+ * (NULL: none) together */
+static ds_comm_stats comm_sum(const ds_comm *a, const ds_comm *b) {
+    ds_comm_stats s = a->stats;
+    for (int k = 0; b && k < DS_COMM_NKINDS; k++) s.bytes[k] += b->stats.bytes[k];
+    if (b) s.wait_s += b->stats.wait_s, s.calls += b->stats.calls;
+    return s;
+}
+
 /* DSV3_FAULT=die:RANK:STEP — that process is killed (SIGKILL) in the middle
  * of that step, before its gradient collective (tests of a dying rank) */
 static void fault_die_at(int rank, int64_t step) {
@@ -404,6 +470,9 @@ int ds_train(const ds_train_opts *o) {
     /* model */
     ds_model m;
     memset(&m, 0, sizeof m);
+    ds_layout full_lo; /* an expert-sharded run: the whole layout */
+    memset(&full_lo, 0, sizeof full_lo);
+    ds_comm *dpc = NULL; /* and the shard's data-parallel group */
     char *resume_dir = NULL;
     ds_train_state st;
     memset(&st, 0, sizeof st);
@@ -411,10 +480,15 @@ int ds_train(const ds_train_opts *o) {
     ds_loader tr, va;
     memset(&tr, 0, sizeof tr), memset(&va, 0, sizeof va);
     int have_tr = 0, have_va = 0;
+    /* --ep E > 1: this rank keeps only its group rank's routed experts
+     * (model/expert_shard.h), from the start */
+    const int sharded = o->ep > 1 && P % o->ep == 0;
     if (o->resume) {
         resume_dir = ds_ckpt_latest(o->resume);
         if (!resume_dir) goto out0;
-        if (ds_model_load(&m, resume_dir)) goto out0;
+        ds_load_opts lopt = {0};
+        lopt.ep_size = sharded ? o->ep : 0, lopt.ep_rank = sharded ? R % o->ep : 0;
+        if (ds_model_load_ex(&m, resume_dir, &lopt)) goto out0;
     } else {
         ds_config c;
         int bad = ds_config_is_path(o->config) ? ds_config_load(&c, o->config)
@@ -428,7 +502,9 @@ int ds_train(const ds_train_opts *o) {
             c.bos_token_id = b >= 0 ? b : e;
             c.eos_token_id = e >= 0 ? e : b;
         }
-        if (ds_config_validate(&c, o->config) || ds_model_create(&m, &c)) goto out0;
+        if (ds_config_validate(&c, o->config) ||
+            (sharded ? ds_model_create_shard(&m, &c, o->ep, R % o->ep) : ds_model_create(&m, &c)))
+            goto out0;
         ds_model_init_random(&m, o->seed);
     }
     have_model = 1;
@@ -466,14 +542,6 @@ int ds_train(const ds_train_opts *o) {
         ds_err("--ep with --fp8-cache is not supported yet");
         goto out0;
     }
-    if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
-    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
-    ds_grads_create(&g, &m);
-    int m16 = o->bf16_moments;
-    size_t msz = m16 ? 2 : 4;
-    /* ZeRO-1: the moments of this rank's block only */
-    ds_zero1 zero;
-    ds_zero1_init(&zero, world, g.n);
     ds_moe_ep epx;
     int have_ep = 0;
     memset(&epx, 0, sizeof epx);
@@ -481,7 +549,29 @@ int ds_train(const ds_train_opts *o) {
         if (ds_moe_ep_create(&epx, &m, world, o->ep, o->dispatch, o->ranks_per_node)) goto out0;
         have_ep = 1;
     }
-    int64_t nmom = P > 1 ? zero.hi - zero.lo : g.n;
+    /* an expert-sharded run: full_lo, the whole layout, maps the shard to
+     * the whole model (checkpoints); dpc, the shard's data-parallel group */
+    int64_t whole_floats = m.layout.total;
+    if (sharded) {
+        if (ds_layout_build(&full_lo, c)) goto out0;
+        whole_floats = full_lo.total;
+        if (!(dpc = ds_comm_split(world, R % o->ep, R))) goto out0;
+    }
+    if (P > 1 && !o->resume) { /* one model: rank 0's initialization (each shard's from its group's first rank) */
+        ds_comm_set_kind(world, DS_COMM_PARAM);
+        if (ds_bcast(world, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
+        if (sharded && ds_bcast(dpc, m.params + m.layout.rep, m.layout.total - m.layout.rep, DS_COMM_F32, 0)) goto out0;
+    }
+    if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
+    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
+    ds_grads_create(&g, &m);
+    int m16 = o->bf16_moments;
+    size_t msz = m16 ? 2 : 4;
+    /* ZeRO-1: the moments of this rank's block only */
+    ds_zero1 zero;
+    if (sharded) ds_zero1_init_ep(&zero, world, m.layout.rep, dpc, g.n - m.layout.rep);
+    else ds_zero1_init(&zero, world, g.n);
+    int64_t nmom = P > 1 ? ds_zero1_block(&zero) : g.n;
     void *mom = ds_calloc((size_t)nmom + 1, msz), *vel = ds_calloc((size_t)nmom + 1, msz);
     float *losses = ds_malloc((size_t)(B * T) * sizeof(float)); /* validation CE per position */
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t)), *tgt = ds_malloc((size_t)(B * T) * sizeof(int32_t));
@@ -500,13 +590,22 @@ int ds_train(const ds_train_opts *o) {
         if (P == 1) {
             if (ds_ckpt_load_state(resume_dir, &st, mom, vel, g.n, m16)) goto out1;
         } else {
-            void *fm = ds_malloc((size_t)g.n * msz), *fv = ds_malloc((size_t)g.n * msz);
-            int bad = ds_ckpt_load_state(resume_dir, &st, fm, fv, g.n, m16);
-            if (!bad) {
-                memcpy(mom, (char *)fm + (size_t)zero.lo * msz, (size_t)nmom * msz);
-                memcpy(vel, (char *)fv + (size_t)zero.lo * msz, (size_t)nmom * msz);
+            /* the moments mapped: this process copies its blocks only */
+            ds_st_file sf;
+            const void *fm = NULL, *fv = NULL;
+            int bad = ds_ckpt_load_state(resume_dir, &st, NULL, NULL, 0, m16) ||
+                      ds_ckpt_map_moments(resume_dir, whole_floats, m16, &sf, &fm, &fv);
+            if (!bad && sharded) { /* this rank's replicated block, then its expert block */
+                int64_t nr = zero.hi - zero.lo, x0 = zero.n + zero.elo, x1 = zero.n + zero.ehi;
+                ds_shard_copy(&full_lo, &m.layout, fm, mom, zero.lo, zero.hi, (int)msz, 0);
+                ds_shard_copy(&full_lo, &m.layout, fv, vel, zero.lo, zero.hi, (int)msz, 0);
+                ds_shard_copy(&full_lo, &m.layout, fm, (char *)mom + (size_t)nr * msz, x0, x1, (int)msz, 0);
+                ds_shard_copy(&full_lo, &m.layout, fv, (char *)vel + (size_t)nr * msz, x0, x1, (int)msz, 0);
+            } else if (!bad) {
+                memcpy(mom, (const char *)fm + (size_t)zero.lo * msz, (size_t)nmom * msz);
+                memcpy(vel, (const char *)fv + (size_t)zero.lo * msz, (size_t)nmom * msz);
             }
-            free(fm), free(fv);
+            if (!bad) ds_st_close(&sf);
             if (bad) goto out1;
         }
         if (st.data_hash != hash) {
@@ -541,10 +640,6 @@ int ds_train(const ds_train_opts *o) {
         goto out1;
     }
     if (ds_mkdir_p(run)) goto out1;
-    if (P > 1 && !o->resume) { /* one model: rank 0's initialization */
-        ds_comm_set_kind(world, DS_COMM_PARAM);
-        if (ds_bcast(world, m.params, m.layout.total, DS_COMM_F32, 0)) goto out1;
-    }
     if (o->resume && lead) {
         ds_ckpt_remove_partial(run); /* the temp folder of a save that was killed */
         /* records past the checkpoint (an invocation killed or failed before
@@ -598,17 +693,25 @@ int ds_train(const ds_train_opts *o) {
     ds_train_memory_of(&mem, &m, &ops, B, T, mtp, m16, o->precision, cache, w.arena_floats * sizeof(float));
     mem.eval_acts = ea.arena_floats * sizeof(float);
     mem.total += mem.eval_acts;
+    if (P > 1) { /* ZeRO-1: this process's moment blocks */
+        mem.total -= mem.moments;
+        mem.moments = (size_t)nmom * 2 * (m16 ? sizeof(uint16_t) : sizeof(float));
+        mem.moments_fp32 = (size_t)nmom * 2 * sizeof(float);
+        mem.total += mem.moments;
+    }
     ds_train_memory_log(&mem);
     if (have_ep)
         ds_log(DS_LOG_INFO, "expert parallel: groups of %d processes (data-parallel degree %d), experts %lld..%lld of "
-               "%lld here; dispatch %s, combine %s; %d node(s)", o->ep, P / o->ep, (long long)epx.ep.first_expert,
-               (long long)(epx.ep.first_expert + epx.ep.experts_per_rank - 1), (long long)E,
+               "%lld here (parameters here: %lld floats of %lld); dispatch %s, combine %s; %d node(s)", o->ep, P / o->ep,
+               (long long)epx.ep.first_expert,
+               (long long)(epx.ep.first_expert + epx.ep.experts_per_rank - 1), (long long)E, (long long)m.layout.total,
+               (long long)whole_floats,
                o->dispatch == DS_EP_FP8 ? "fp8 (E4M3, 1x128 scales)" : o->dispatch == DS_EP_BF16 ? "bf16" : "fp32",
                epx.combine == DS_EP_BF16 ? "bf16" : "fp32", epx.nnodes);
     if (P > 1)
         ds_log(DS_LOG_INFO, "data parallel over %d processes (%s): %lld rows of each batch per process; ZeRO-1: "
                "AdamW moments of %lld of %lld parameters per process (%.1f MiB)", P, world->transport, (long long)Bl,
-               (long long)nmom, (long long)g.n, (double)nmom * 2 * (double)msz / 1048576.0);
+               (long long)nmom, (long long)whole_floats, (double)nmom * 2 * (double)msz / 1048576.0);
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);
@@ -635,7 +738,7 @@ int ds_train(const ds_train_opts *o) {
         double lr = ds_lr_at(&sch, s);
         hp.lr = lr;
         double t0 = ds_now();
-        ds_comm_stats comm0 = world->stats, ep0 = have_ep ? epx.ep.comm->stats : world->stats;
+        ds_comm_stats comm0 = comm_sum(world, dpc), ep0 = have_ep ? epx.ep.comm->stats : world->stats;
         ds_grads_zero(&g);
         memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
         double loss = 0, ce = 0, mtp_ce = 0, bal = 0;
@@ -743,7 +846,7 @@ int ds_train(const ds_train_opts *o) {
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
         char comm_s[256] = "", comm_j[384] = "";
         if (P > 1) {
-            const ds_comm_stats *cs = &world->stats;
+            const ds_comm_stats csum = comm_sum(world, dpc), *cs = &csum;
             snprintf(comm_j, sizeof comm_j, "\"comm_bytes\": {\"grad\": %.0f, \"param\": %.0f, \"dispatch\": %.0f, "
                      "\"combine\": %.0f, \"other\": %.0f}, \"comm_wait_s\": %.6f, ",
                      cs->bytes[DS_COMM_GRAD] - comm0.bytes[DS_COMM_GRAD], cs->bytes[DS_COMM_PARAM] - comm0.bytes[DS_COMM_PARAM],
@@ -815,8 +918,16 @@ int ds_train(const ds_train_opts *o) {
         fflush(logf);
         ds_progress_update(&bar, (double)st.step);
         int last = st.step == st.total_steps || st.step == stop_at;
+        ds_model fullm; /* validation of an expert-sharded run: the whole model gathered to rank 0 */
+        memset(&fullm, 0, sizeof fullm);
+        if (sharded && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last) &&
+            gather_full(world, epx.ep.comm, &m, &fullm)) {
+            rc = -1;
+            break;
+        }
         if (lead && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
-            eval_result er = evaluate(&m, fp32, &ea, &va, o->eval_batches, tok_bytes, losses, ids, tgt, vload);
+            eval_result er = evaluate(sharded ? &fullm : &m, fp32, &ea, &va, o->eval_batches, tok_bytes, losses, ids, tgt, vload);
+            if (sharded) ds_model_free(&fullm);
             if (er.ok) {
                 if (tty) fputs("\r\033[K", stderr);
                 printf("eval step %lld | val loss %.4f | val bpb %.4f | val maxvio %.3f | %lld tokens, %lld bytes\n",
@@ -829,7 +940,8 @@ int ds_train(const ds_train_opts *o) {
             }
         }
         if ((o->save_every > 0 && st.step % o->save_every == 0) || last) {
-            if (save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
+            if (sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
+                        : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
                 rc = -1;
                 break;
             }
@@ -844,8 +956,13 @@ int ds_train(const ds_train_opts *o) {
     ds_progress_end(&bar, (double)st.step);
     if (rc == 0 && st.step > last_saved) {
         /* a run stopped by --stop-after between saves */
-        if (save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) rc = -1;
+        if (sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
+                    : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep))
+            rc = -1;
     }
+    ds_model sampm; /* sampling of an expert-sharded run: the whole model on rank 0 */
+    memset(&sampm, 0, sizeof sampm);
+    if (rc == 0 && sharded && o->sample_prompts && gather_full(world, epx.ep.comm, &m, &sampm)) rc = -1;
     if (rc == 0 && lead) {
         double el = ds_now() - t_start;
         ds_log(DS_LOG_INFO, "done: %lld steps, %.0f tokens in %.1f s (%lld skipped); model in %s/latest",
@@ -858,7 +975,7 @@ int ds_train(const ds_train_opts *o) {
             char *ps = ds_strdup(o->sample_prompts), *save = NULL;
             int k = 0;
             for (char *pr = strtok_r(ps, "|", &save); pr; pr = strtok_r(NULL, "|", &save), k++) {
-                char *txt = ds_sample_text(&m, fp32, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k);
+                char *txt = ds_sample_text(sharded ? &sampm : &m, fp32, tok, pr, o->sample_tokens, o->temperature, o->seed + (uint64_t)k);
                 if (!txt) {
                     rc = -1;
                     break;
@@ -869,6 +986,7 @@ int ds_train(const ds_train_opts *o) {
             free(ps);
         }
     }
+    if (sampm.params) ds_model_free(&sampm);
     fclose(logf);
 out1:
     ds_zero1_free(&zero);
@@ -885,6 +1003,8 @@ out:
     if (have_tr) ds_loader_close(&tr);
     if (have_va) ds_loader_close(&va);
     if (have_model) ds_model_free(&m);
+    ds_comm_free(dpc);
+    ds_layout_free(&full_lo);
     free(resume_dir);
     free(tjpath);
     ds_tokenizer_free(tok);

@@ -9,6 +9,14 @@
  *
  * Blocks are balanced and 16-float aligned; a block may be empty.  On one
  * rank every step is the one-process step (same AdamW calls, same order).
+ *
+ * With an expert shard (model/expert_shard.h, ds_zero1_init_ep) the buffer has two
+ * parts: the replicated tensors [0, n), split over the whole world, and this
+ * shard's routed experts [n, n + ne), split over the shard's data-parallel
+ * group dp (the ranks holding the same experts).  The moment vectors are
+ * this rank's replicated block then its expert block; the global norm sums
+ * both blocks' squares over the world (each element is in exactly one
+ * rank's block).
  */
 #ifndef DS_ZERO_H
 #define DS_ZERO_H
@@ -25,10 +33,18 @@ typedef struct {
     ds_comm *comm;
     int64_t n, lo, hi; /* whole buffer, this rank's block */
     int64_t *counts;   /* (size) block lengths */
-    float *gshard;     /* (hi - lo) the reduced gradient block */
+    float *gshard;     /* (hi - lo + ehi - elo) the reduced gradient blocks */
+    /* expert part (ne 0: none): buffer floats [n, n + ne) over dp */
+    ds_comm *dp;
+    int64_t ne, elo, ehi; /* this rank's block of it, from n */
+    int64_t *ecounts;     /* (dp->size) */
 } ds_zero1;
 
 int ds_zero1_init(ds_zero1 *z, ds_comm *c, int64_t n);
+/* replicated floats n over c, expert floats ne over dp */
+int ds_zero1_init_ep(ds_zero1 *z, ds_comm *c, int64_t n, ds_comm *dp, int64_t ne);
+/* Elements of the moment vectors this rank holds. */
+static inline int64_t ds_zero1_block(const ds_zero1 *z) { return z->hi - z->lo + z->ehi - z->elo; }
 void ds_zero1_free(ds_zero1 *z);
 /* One optimizer step: reduce-scatter g->g, global norm (clipped to clip
  * when clip > 0, torch's clip_grad_norm_ coefficient), AdamW of the block
@@ -40,5 +56,9 @@ int ds_zero1_step(ds_zero1 *z, const struct ds_ops *ops, ds_model *m, const ds_g
 /* The whole moment vector (n elements of esize bytes, 4 or 2) from the
  * blocks: every rank gets it (checkpoints are written by rank 0). */
 int ds_zero1_gather_state(ds_zero1 *z, const void *block, void *full, int esize);
+/* The same gathered to one rank (memory only there): rep (n elements) on
+ * rank 0 of z->comm, and with an expert part exp (ne elements, this shard's
+ * experts) on rank 0 of z->dp.  Collective over the world. */
+int ds_zero1_gather_root(ds_zero1 *z, const void *block, void *rep, void *exp, int esize);
 
 #endif
