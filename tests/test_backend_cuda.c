@@ -25,6 +25,7 @@
  * host memory filled with NaN, gives the CPU's bits on a whole model.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -442,10 +443,257 @@ TEST(cuda_table_complete) {
         const struct ds_ops *g = ds_cuda_table(prec);
         CHECK(g && !strcmp(g->name, "cuda"));
         if (!g) continue;
+        CHECK(g->host_visible == 0);
         const void *const *cp = (const void *const *)&ds_ops_cpu, *const *gp = (const void *const *)g;
+        const size_t hv = offsetof(struct ds_ops, host_visible) / sizeof(void *); /* an int, not an entry */
         for (size_t i = 1; i < sizeof(struct ds_ops) / sizeof(void *); i++)
-            CHECK_MSG(!cp[i] || gp[i], "precision %d: entry %zu of struct ds_ops has no CUDA kernel", prec, i);
+            CHECK_MSG(i == hv || !cp[i] || gp[i], "precision %d: entry %zu of struct ds_ops has no CUDA kernel", prec, i);
     }
+}
+
+/* ---- the engine entries (engine.cu): optimizer, memory, MoE sort and grouped
+ * GEMMs, backward row moves, FP8 tiles, casts, decode, sampling, balance ---- */
+static int dev_same(const struct ds_ops *g, const void *d, const void *h, size_t n) {
+    void *t = ds_malloc(n ? n : 1);
+    g->copy_d2h(t, d, n);
+    int r = !memcmp(t, h, n);
+    free(t);
+    return r;
+}
+
+TEST(cuda_ops_engine) {
+    NEED_GPU();
+    const struct ds_ops *g = ds_cuda_table(DS_PREC_FP32), *c = &ds_ops_cpu;
+    ds_rng r;
+    ds_rng_seed(&r, 21);
+    /* memory: alloc zero-fills, memset, d2d */
+    {
+        uint8_t z[300], h[300];
+        memset(z, 0, sizeof z);
+        uint8_t *d = g->alloc(300), *d2 = g->alloc(300);
+        CHECK(d && dev_same(g, d, z, 300));
+        g->memset(d, 0x5a, 300);
+        g->copy_d2d(d2, d, 300);
+        g->sync();
+        memset(h, 0x5a, 300);
+        CHECK(dev_same(g, d2, h, 300));
+        g->free(d), g->free(d2);
+    }
+    /* sumsq: the CPU's blocks and lanes, so the CPU's bits (n over three blocks) */
+    {
+        int64_t n = 2 * 8192 + 77;
+        float *x = randv(&r, n, 3);
+        float *dx = upf(x, n);
+        double a = c->sumsq(x, n), b = g->sumsq(dx, n);
+        CHECK_MSG(a == b, "sumsq %.17g vs cpu %.17g", b, a);
+        x[5000] = NAN;
+        ds_cuda_copy_h2d(dx, x, (size_t)n * 4);
+        CHECK(!isfinite(g->sumsq(dx, n)));
+        ds_cuda_free(dx), free(x);
+    }
+    /* AdamW over two segments, FP32 and BF16 moments, gscale 0.5 */
+    for (int bf = 0; bf <= 1; bf++) {
+        int64_t n = 1000;
+        ds_optim_seg seg[2] = {{0, 600, 1}, {600, 400, 0}};
+        ds_adamw_hparams hp = {1e-2, 0.9, 0.95, 1e-8, 0.1};
+        float *p = randv(&r, n, 1), *gr = randv(&r, n, 1), *m = randv(&r, n, 0.1f), *v = randv(&r, n, 0.1f);
+        for (int64_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+        size_t mb = (size_t)n * (bf ? 2 : 4);
+        void *mh = ds_malloc(mb), *vh = ds_malloc(mb);
+        if (bf) ds_cast_f32_bf16(mh, m, n), ds_cast_f32_bf16(vh, v, n);
+        else memcpy(mh, m, mb), memcpy(vh, v, mb);
+        float *dp = upf(p, n), *dg = upf(gr, n);
+        void *dm = up(mh, mb), *dv = up(vh, mb);
+        c->adamw(p, gr, mh, vh, bf, seg, 2, 3, &hp, 0.5f);
+        g->adamw(dp, dg, dm, dv, bf, seg, 2, 3, &hp, 0.5f);
+        check_dev(bf ? "adamw p (bf16 moments)" : "adamw p", "n=1000", dp, p, n, TOL);
+        if (!bf) {
+            check_dev("adamw m", "n=1000", dm, mh, n, TOL);
+            check_dev("adamw v", "n=1000", dv, vh, n, TOL);
+        } else { /* BF16 moments: a last-bit FP32 difference may flip a rounding: count */
+            uint16_t *gm = ds_malloc(mb);
+            ds_cuda_copy_d2h(gm, dm, mb);
+            int64_t off = 0;
+            for (int64_t i = 0; i < n; i++) off += gm[i] != ((uint16_t *)mh)[i];
+            CHECK_MSG(off <= n / 100, "adamw bf16 m: %lld of %lld differ", (long long)off, (long long)n);
+            free(gm);
+        }
+        ds_cuda_free(dp), ds_cuda_free(dg), ds_cuda_free(dm), ds_cuda_free(dv);
+        free(p), free(gr), free(m), free(v), free(mh), free(vh);
+    }
+    /* bias_update: equal bits */
+    {
+        int64_t E = 9, load[9] = {3, 0, 7, 5, 5, 1, 9, 4, 2};
+        float *b = randv(&r, E, 0.1f), *db = upf(b, E);
+        c->bias_update(b, load, E, 0.001f);
+        g->bias_update(db, load, E, 0.001f);
+        check_dev("bias_update", "E=9", db, b, E, 0);
+        ds_cuda_free(db), free(b);
+    }
+    /* moe_sort, grouped linears (through the table's own linear entries), permute backward */
+    {
+        int64_t N = 37, K = 3, E = 6, C = 20, OC = 13, S = N * K;
+        int32_t *idx = ds_malloc((size_t)S * 4);
+        for (int64_t t = 0; t < N; t++) {
+            int64_t k = 0;
+            for (int64_t e = 0; e < E && k < K; e++)
+                if ((int64_t)ds_rng_below(&r, (uint64_t)(E - e)) < K - k) idx[t * K + k++] = (int32_t)e;
+        }
+        int64_t cnt[6], offs[7], gcnt[6], goffs[7];
+        int32_t *order = ds_malloc((size_t)S * 4), *pos = ds_malloc((size_t)S * 4);
+        c->moe_sort(cnt, offs, order, pos, idx, N, K, E);
+        int32_t *dIdx = upi(idx, S), *dOrder = g->alloc((size_t)S * 4), *dPos = g->alloc((size_t)S * 4);
+        int64_t *dCnt = g->alloc(sizeof cnt), *dOffs = g->alloc(sizeof offs);
+        g->moe_sort(dCnt, dOffs, dOrder, dPos, dIdx, N, K, E);
+        g->copy_d2h(gcnt, dCnt, sizeof cnt), g->copy_d2h(goffs, dOffs, sizeof offs);
+        CHECK(!memcmp(gcnt, cnt, sizeof cnt) && !memcmp(goffs, offs, sizeof offs));
+        CHECK(dev_same(g, dOrder, order, (size_t)S * 4) && dev_same(g, dPos, pos, (size_t)S * 4));
+        float *x = randv(&r, S * C, 1), *dy = randv(&r, S * OC, 1), *o = ds_malloc((size_t)(S * OC) * 4);
+        float *dxh = ds_malloc((size_t)(S * C) * 4);
+        float *w[6], *dw[6], *gw[6], *gdw[6];
+        for (int e = 0; e < E; e++) {
+            w[e] = randv(&r, OC * C, 0.3f), dw[e] = randv(&r, OC * C, 0.1f);
+            gw[e] = upf(w[e], OC * C), gdw[e] = upf(dw[e], OC * C);
+        }
+        float *dX = upf(x, S * C), *dDy = upf(dy, S * OC), *dO = nanbuf(S * OC), *dDx = nanbuf(S * C);
+        c->grouped_linear_forward(c, o, x, (const float *const *)w, NULL, cnt, offs, E, C, OC);
+        g->grouped_linear_forward(g, dO, dX, (const float *const *)gw, NULL, cnt, offs, E, C, OC);
+        check_dev("grouped_linear_forward", "E=6", dO, o, S * OC, TOL);
+        c->grouped_linear_backward(c, dxh, dw, dy, x, (const float *const *)w, cnt, offs, E, C, OC, 0);
+        g->grouped_linear_backward(g, dDx, gdw, dDy, dX, (const float *const *)gw, cnt, offs, E, C, OC, 0);
+        check_dev("grouped_linear_backward dinp", "E=6", dDx, dxh, S * C, TOL);
+        for (int e = 0; e < E; e++) check_dev("grouped_linear_backward dw", "E=6", gdw[e], dw[e], OC * C, TOL);
+        /* moe_permute_backward: dx (N, C) += the K slots' rows */
+        float *px = randv(&r, N * C, 1), *dPx = upf(px, N * C);
+        c->moe_permute_backward(px, x, pos, N, K, C);
+        g->moe_permute_backward(dPx, dX, dPos, N, K, C);
+        check_dev("moe_permute_backward", "N=37", dPx, px, N * C, TOL);
+        for (int e = 0; e < E; e++) ds_cuda_free(gw[e]), ds_cuda_free(gdw[e]), free(w[e]), free(dw[e]);
+        ds_cuda_free(dIdx), ds_cuda_free(dOrder), ds_cuda_free(dPos), ds_cuda_free(dCnt), ds_cuda_free(dOffs);
+        ds_cuda_free(dX), ds_cuda_free(dDy), ds_cuda_free(dO), ds_cuda_free(dDx), ds_cuda_free(dPx);
+        free(idx), free(order), free(pos), free(x), free(dy), free(o), free(dxh), free(px);
+    }
+    /* embedding from a BF16 table, casts, gather_rows, argmax: equal bits */
+    {
+        int64_t N = 11, C = 37, V = 19, n = V * C;
+        float *f = randv(&r, n, 2);
+        f[3] = NAN, f[4] = INFINITY;
+        uint16_t *hb = ds_malloc((size_t)n * 2);
+        c->cast_f32_bf16(hb, f, n);
+        float *dF = upf(f, n);
+        uint16_t *dB = g->alloc((size_t)n * 2);
+        g->cast_f32_bf16(dB, dF, n);
+        CHECK_MSG(dev_same(g, dB, hb, (size_t)n * 2), "cast_f32_bf16: not the CPU's bits");
+        float *wide = ds_malloc((size_t)n * 4), *dW = nanbuf(n);
+        c->cast_bf16_f32(wide, hb, n);
+        g->cast_bf16_f32(dW, dB, n);
+        CHECK(dev_same(g, dW, wide, (size_t)n * 4));
+        int32_t ids[11];
+        for (int i = 0; i < N; i++) ids[i] = (int32_t)ds_rng_below(&r, (uint64_t)V);
+        int32_t *dIds = upi(ids, N);
+        float *o = ds_malloc((size_t)(N * C) * 4), *dO = nanbuf(N * C);
+        c->embedding_bf16_forward(o, ids, hb, N, C);
+        g->embedding_bf16_forward(dO, dIds, dB, N, C);
+        CHECK(dev_same(g, dO, o, (size_t)(N * C) * 4));
+        c->gather_rows(o, f, ids, N, C);
+        g->gather_rows(dO, dF, ids, N, C); /* idx [host] */
+        CHECK(dev_same(g, dO, o, (size_t)(N * C) * 4));
+        /* argmax: ties (first wins), a NaN in a row, a NaN first */
+        float *a = randv(&r, n, 1);
+        a[C + 5] = a[C + 30] = 9.0f;
+        a[2 * C + 1] = NAN;
+        a[3 * C] = NAN;
+        float *dA = upf(a, n);
+        int32_t ac[19], ag[19];
+        c->argmax_rows(ac, a, V, C);
+        g->argmax_rows(ag, dA, V, C);
+        CHECK_MSG(!memcmp(ac, ag, sizeof ac), "argmax_rows: row 1 %d vs cpu %d", ag[1], ac[1]);
+        ds_cuda_free(dF), ds_cuda_free(dB), ds_cuda_free(dW), ds_cuda_free(dIds), ds_cuda_free(dO), ds_cuda_free(dA);
+        free(f), free(hb), free(wide), free(o), free(a);
+    }
+    /* FP8 1x128 tiles: the CPU's codes and scales (C = 300: a partial last tile) */
+    {
+        int64_t R = 5, C = 300, KB = 3;
+        float *x = randv(&r, R * C, 4);
+        for (int64_t i = 0; i < C; i++) x[2 * C + i] = 0; /* an all-zero row: the floor */
+        uint8_t *q = ds_malloc((size_t)(R * C));
+        float *s = ds_malloc((size_t)(R * KB) * 4), *back = ds_malloc((size_t)(R * C) * 4);
+        c->act_quant_1x128(q, s, x, R, C);
+        c->act_dequant_1x128(back, q, s, R, C);
+        float *dX = upf(x, R * C), *dS = nanbuf(R * KB), *dBack = nanbuf(R * C);
+        uint8_t *dQ = g->alloc((size_t)(R * C));
+        g->act_quant_1x128(dQ, dS, dX, R, C);
+        CHECK_MSG(dev_same(g, dQ, q, (size_t)(R * C)), "act_quant_1x128: codes differ");
+        check_dev("act_quant_1x128 scales", "5x300", dS, s, R * KB, 0);
+        g->act_dequant_1x128(dBack, dQ, dS, R, C);
+        check_dev("act_dequant_1x128", "5x300", dBack, back, R * C, 0);
+        ds_cuda_free(dX), ds_cuda_free(dS), ds_cuda_free(dBack), ds_cuda_free(dQ);
+        free(x), free(q), free(s), free(back);
+    }
+    /* MLA: backward of the K/V split; the latent cache append and absorbed attention */
+    {
+        int64_t N = 7, nh = 3, dn = 5, dv = 4, rkv = 6, dr = 4, dq = dn + dr;
+        float *dk = randv(&r, N * nh * dq, 1), *dvv = randv(&r, N * nh * dv, 1);
+        float *dkv = ds_malloc((size_t)(N * nh * (dn + dv)) * 4), *dkva = ds_malloc((size_t)(N * (rkv + dr)) * 4);
+        c->mla_kv_assemble_backward(dkv, dkva, dk, dvv, N, nh, dn, dv, rkv, dr);
+        float *gDk = upf(dk, N * nh * dq), *gDv = upf(dvv, N * nh * dv);
+        float *gDkv = nanbuf(N * nh * (dn + dv)), *gDkva = nanbuf(N * (rkv + dr));
+        g->mla_kv_assemble_backward(gDkv, gDkva, gDk, gDv, N, nh, dn, dv, rkv, dr);
+        check_dev("mla_kv_assemble_backward dkv", "N=7", gDkv, dkv, N * nh * (dn + dv), 0);
+        check_dev("mla_kv_assemble_backward dkva", "N=7", gDkva, dkva, N * (rkv + dr), TOL);
+        /* decode: B = 2 sequences, 3 new positions at pos = 4 of Lmax = 9 */
+        int64_t B = 2, n = 3, pos = 4, Lmax = 9, Nn = B * n;
+        float *ckv = randv(&r, B * Lmax * rkv, 1), *kpe = randv(&r, B * Lmax * dr, 1);
+        float *cc = randv(&r, Nn * rkv, 1), *kva = randv(&r, Nn * (rkv + dr), 1);
+        float *gCkv = upf(ckv, B * Lmax * rkv), *gKpe = upf(kpe, B * Lmax * dr), *gC = upf(cc, Nn * rkv);
+        float *gKva = upf(kva, Nn * (rkv + dr));
+        c->kv_append(ckv, kpe, cc, kva, B, n, pos, Lmax, rkv, dr);
+        g->kv_append(gCkv, gKpe, gC, gKva, B, n, pos, Lmax, rkv, dr);
+        check_dev("kv_append ckv", "B=2", gCkv, ckv, B * Lmax * rkv, 0);
+        check_dev("kv_append kpe", "B=2", gKpe, kpe, B * Lmax * dr, 0);
+        float *q = randv(&r, Nn * nh * dq, 1), *kvb = randv(&r, nh * (dn + dv) * rkv, 0.5f);
+        float *att = ds_malloc((size_t)(Nn * nh * dv) * 4);
+        float *gQ = upf(q, Nn * nh * dq), *gKvb = upf(kvb, nh * (dn + dv) * rkv), *gAtt = nanbuf(Nn * nh * dv);
+        c->mla_absorbed_attention(att, q, ckv, kpe, kvb, B, n, pos, Lmax, nh, dn, dv, dr, rkv, 0.3f);
+        g->mla_absorbed_attention(gAtt, gQ, gCkv, gKpe, gKvb, B, n, pos, Lmax, nh, dn, dv, dr, rkv, 0.3f);
+        check_dev("mla_absorbed_attention", "B=2 n=3 pos=4", gAtt, att, Nn * nh * dv, TOL);
+        ds_cuda_free(gDk), ds_cuda_free(gDv), ds_cuda_free(gDkv), ds_cuda_free(gDkva), ds_cuda_free(gCkv);
+        ds_cuda_free(gKpe), ds_cuda_free(gC), ds_cuda_free(gKva), ds_cuda_free(gQ), ds_cuda_free(gKvb), ds_cuda_free(gAtt);
+        free(dk), free(dvv), free(dkv), free(dkva), free(ckv), free(kpe), free(cc), free(kva), free(q), free(kvb), free(att);
+    }
+    /* sampling: top-k / top-p distribution and the pick */
+    {
+        int64_t V = 50;
+        float *lg = randv(&r, V, 2), *pc = ds_malloc((size_t)V * 4);
+        int32_t *sc = ds_malloc((size_t)V * 4);
+        c->sample_probs(pc, sc, lg, V, 0.8, 10, 0.9);
+        float *gL = upf(lg, V), *gP = nanbuf(V);
+        int32_t *gS = g->alloc((size_t)V * 4);
+        g->sample_probs(gP, gS, gL, V, 0.8, 10, 0.9);
+        check_dev("sample_probs", "V=50", gP, pc, V, 0);
+        CHECK(g->sample_pick(gP, V, 0.37) == c->sample_pick(pc, V, 0.37));
+        ds_cuda_free(gL), ds_cuda_free(gP), ds_cuda_free(gS), free(lg), free(pc), free(sc);
+    }
+    /* balance losses of one sequence */
+    {
+        int64_t T = 9, E = 8, K = 2;
+        float *sc = randv(&r, T * E, 1), *ds = randv(&r, T * E, 0.1f), *coef = ds_malloc((size_t)E * 4);
+        for (int64_t i = 0; i < T * E; i++) sc[i] = fabsf(sc[i]);
+        int32_t idx[18];
+        for (int64_t t = 0; t < T; t++) idx[2 * t] = (int32_t)(t % E), idx[2 * t + 1] = (int32_t)((t + 3) % E);
+        uint8_t *sel = ds_malloc((size_t)(T * E));
+        float *gSc = upf(sc, T * E), *gDs = upf(ds, T * E), *gCoef = nanbuf(E);
+        int32_t *gIdx = upi(idx, T * K);
+        uint8_t *gSel = g->alloc((size_t)(T * E));
+        ds_balance_terms tc, tg;
+        c->balance_loss(ds, coef, sel, sc, idx, T, E, K, 4, 2, 1, 0.003, 0.05, 0.02, 0.5, &tc);
+        g->balance_loss(gDs, gCoef, gSel, gSc, gIdx, T, E, K, 4, 2, 1, 0.003, 0.05, 0.02, 0.5, &tg);
+        check_dev("balance_loss dscores", "T=9 E=8", gDs, ds, T * E, TOL);
+        CHECK(!memcmp(&tc, &tg, sizeof tc));
+        ds_cuda_free(gSc), ds_cuda_free(gDs), ds_cuda_free(gCoef), ds_cuda_free(gIdx), ds_cuda_free(gSel);
+        free(sc), free(ds), free(coef), free(sel);
+    }
+    CHECK(g->linear_workspace(64, 128, 256) == 0);
 }
 
 /* ---- whole models -------------------------------------------------------------------------- */
