@@ -87,3 +87,17 @@ int ds_backend_uses_blas(const char *device) {
     if (!device || !strcmp(device, "cpu") || !strcmp(device, "fakedev")) return ds_matmul_uses_blas();
     return !strcmp(device, "cuda");
 }
+
+const struct ds_ops *ds_backend_get_resident(const char *device) {
+    if (device && !strcmp(device, "cuda")) return ds_cuda_init() ? NULL : ds_cuda_table(DS_PREC_FP32);
+    return ds_backend_get(device);
+}
+
+int ds_backend_table_resident(struct ds_ops *ops, const char *device, int precision) {
+    if (!device || strcmp(device, "cuda")) return ds_backend_table(ops, device, precision);
+    if (precision != DS_PREC_FP32 && precision != DS_PREC_BF16 && precision != DS_PREC_FP8)
+        return ds_err("precision %d: unknown (fp32, bf16, fp8)", precision);
+    if (ds_cuda_init()) return -1;
+    *ops = *ds_cuda_table(precision); /* its GEMM entries are the device's own */
+    return 0;
+}

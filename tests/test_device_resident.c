@@ -1,0 +1,47 @@
+/*
+ * test_device_resident.c — the CLI paths that run device-resident
+ * (docs/engine.md §2.5: the model, its arenas and gradients in the table's
+ * memory, host reads through copy_d2h) run under the test device "fakedev":
+ * the cpu kernels over memory the host cannot touch (backend/fakedev.c), so a
+ * direct host read or write of device memory on the path faults.  The files
+ * they write must equal --device cpu's byte for byte.
+ */
+#include <string.h>
+
+#include "base/base.h"
+#include "test.h"
+
+static int files_equal(const char *a, const char *b) {
+    char out[256];
+    return ds_test_sh(out, sizeof out, "cmp %s %s", a, b) == 0;
+}
+
+/* forward on a loaded model (the v3 fixture: MoE, MTP) with logits, MTP
+ * logits, hidden states and every gradient written */
+TEST(device_resident_forward_fakedev) {
+    const char *fix = "tests/fixtures/model/v3";
+    char out[4096], path[600];
+    snprintf(path, sizeof path, "%s/config.json", fix);
+    if (!ds_file_exists(path)) SKIP("%s absent", fix);
+    const char *tmp = ds_test_tmpdir(), *dev[2] = {"cpu", "fakedev"};
+    for (int i = 0; i < 2; i++) {
+        int rc = ds_test_sh(out, sizeof out,
+                            "$DSV3 forward --model %s --ids %s/ids.txt --out %s/o_%s.safetensors --hidden "
+                            "--grads %s/g_%s.safetensors --mtp-lambda 0.3 --balance-loss seq:0.01 --device %s",
+                            fix, fix, tmp, dev[i], tmp, dev[i], dev[i]);
+        CHECK_MSG(rc == 0, "forward --device %s: %s", dev[i], out);
+    }
+    TEST_RETURN_IF_FAILED();
+    char a[700], b[700];
+    snprintf(a, sizeof a, "%s/o_cpu.safetensors", tmp), snprintf(b, sizeof b, "%s/o_fakedev.safetensors", tmp);
+    CHECK_MSG(files_equal(a, b), "forward outputs differ between cpu and fakedev");
+    snprintf(a, sizeof a, "%s/g_cpu.safetensors", tmp), snprintf(b, sizeof b, "%s/g_fakedev.safetensors", tmp);
+    CHECK_MSG(files_equal(a, b), "gradients differ between cpu and fakedev");
+}
+
+/* a random model created on the device: the benchmark path */
+TEST(device_resident_forward_random_fakedev) {
+    char out[4096];
+    int rc = ds_test_sh(out, sizeof out, "$DSV3 forward --config tiny --random 2,8 --iters 1 --device fakedev");
+    CHECK_MSG(rc == 0 && strstr(out, "\"tokens_per_s\""), "rc %d: %s", rc, out);
+}
