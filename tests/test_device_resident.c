@@ -45,3 +45,22 @@ TEST(device_resident_forward_random_fakedev) {
     int rc = ds_test_sh(out, sizeof out, "$DSV3 forward --config tiny --random 2,8 --iters 1 --device fakedev");
     CHECK_MSG(rc == 0 && strstr(out, "\"tokens_per_s\""), "rc %d: %s", rc, out);
 }
+
+/* generate: the weights and the latent KV cache in the table's memory; greedy,
+ * sampled and MTP-speculative runs give --device cpu's tokens */
+TEST(device_resident_generate_fakedev) {
+    const char *fix = "tests/fixtures/model/v3";
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", fix);
+    if (!ds_file_exists(path)) SKIP("%s absent", fix);
+    const char *modes[3] = {"", "--temperature 0.8 --top-k 5 --top-p 0.9 --seed 3", "--speculative mtp"};
+    for (int i = 0; i < 3; i++) {
+        char a[4096], b[4096];
+        const char *cmd = "$DSV3 generate --model %s --ids --prompt '204 147 0 183 4 106' --max-new-tokens 6 "
+                          "--ignore-eos %s --device %s 2>/dev/null";
+        int ra = ds_test_sh(a, sizeof a, cmd, fix, modes[i], "cpu");
+        int rb = ds_test_sh(b, sizeof b, cmd, fix, modes[i], "fakedev");
+        CHECK_MSG(ra == 0 && rb == 0 && !strcmp(a, b) && strlen(a) > 6, "generate %s: cpu (rc %d) '%s' vs fakedev (rc %d) '%s'",
+                  modes[i], ra, a, rb, b);
+    }
+}
