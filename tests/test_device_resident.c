@@ -89,3 +89,18 @@ TEST(device_resident_eval_fakedev) {
     CHECK_MSG(ra == 0 && rb == 0 && !strcmp(a, b) && strstr(a, "exact_match"), "eval: cpu (rc %d) %s\nfakedev (rc %d) %s",
               ra, a, rb, b);
 }
+
+/* bench-train: weights, arenas, gradients and AdamW moments (FP32 and BF16)
+ * in the table's memory; the same losses as --device cpu */
+TEST(device_resident_bench_train_fakedev) {
+    const char *extra[2] = {"", "--bf16-moments"};
+    for (int i = 0; i < 2; i++) {
+        char a[4096], b[4096];
+        const char *cmd = "$DSV3 bench-train --config tiny --random 2,16 --iters 2 %s --device %s 2>/dev/null | "
+                          "grep -o '\"last_loss\": [0-9.]*'";
+        int ra = ds_test_sh(a, sizeof a, cmd, extra[i], "cpu");
+        int rb = ds_test_sh(b, sizeof b, cmd, extra[i], "fakedev");
+        CHECK_MSG(ra == 0 && rb == 0 && !strcmp(a, b), "bench-train %s: cpu (rc %d) %s vs fakedev (rc %d) %s", extra[i],
+                  ra, a, rb, b);
+    }
+}
