@@ -96,7 +96,7 @@ TEST(device_resident_bench_train_fakedev) {
     const char *extra[2] = {"", "--bf16-moments"};
     for (int i = 0; i < 2; i++) {
         char a[4096], b[4096];
-        const char *cmd = "$DSV3 bench-train --config tiny --random 2,16 --iters 2 %s --device %s 2>/dev/null | "
+        const char *cmd = "$DSV3 bench-train --config tiny --random 2,16 --iters 1 %s --device %s 2>/dev/null | "
                           "grep -o '\"last_loss\": [0-9.]*'";
         int ra = ds_test_sh(a, sizeof a, cmd, extra[i], "cpu");
         int rb = ds_test_sh(b, sizeof b, cmd, extra[i], "fakedev");

@@ -24,10 +24,10 @@ const char *const ds_backend_devices[] = {"cpu", "cuda"};
 extern const struct ds_ops ds_ops_fakedev;
 const int ds_backend_ndevices = 2;
 
-/* The CUDA tables as code above the backend can use them today: host-staged
- * over the device tables (backend/staged.h), until that code allocates
- * through the table's memory entries; then this returns ds_cuda_table
- * itself.  NULL with ds_err when there is no device or no CUDA build. */
+/* The CUDA tables for code that holds host pointers: host-staged over the
+ * device tables (backend/staged.h); code that allocates through the table
+ * takes ds_cuda_table itself (ds_backend_get_resident).  NULL with ds_err
+ * when there is no device or no CUDA build. */
 static const struct ds_ops *cuda_tables(int precision) {
     static struct ds_ops staged[3];
     if (ds_cuda_init()) return NULL;
