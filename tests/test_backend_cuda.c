@@ -14,7 +14,8 @@
  *   FP8 on cuBLASLt's block-scaled GEMM: NMSE ≤ 1e-6 (a wrong scale layout
  *     gives ~1)
  * Then whole models through ds_backend_get("cuda") (host-staged,
- * backend/staged.h) against the CPU: logits within 1e-5 and every gradient
+ * backend/staged.h) and on the device-resident table (the model in device
+ * memory) against the CPU: logits within 1e-5 and every gradient
  * within 1e-4 relative (FP32), 20 training steps with equal losses (1e-4),
  * BF16 and FP8 runs within DeepSeek's 0.25% of the CPU's BF16 run.
  *
@@ -707,18 +708,23 @@ typedef struct {
 } run;
 
 /* a tiny random model with non-uniform routing (as test_model.c's), B = 2, T <= 45, MTP on */
-static void run_model(run *x, const struct ds_ops *ops, int64_t T) {
+/* mem: the table whose memory holds the model (NULL: host) */
+static void run_model_on(run *x, const struct ds_ops *ops, int64_t T, const struct ds_ops *mem) {
     ds_config c;
     ds_preset(&c, "tiny");
     c.initializer_range = 0.1;
-    CHECK(ds_model_create(&x->m, &c) == 0);
+    CHECK(ds_model_create_on(&x->m, &c, NULL, mem) == 0);
     ds_model_init_random(&x->m, 11);
     ds_rng r;
     ds_rng_seed(&r, 5);
+    float bias[64];
+    DS_ASSERT(c.n_routed_experts <= 64);
     for (int64_t l = 0; l < x->m.nblocks; l++)
-        if (x->m.blocks[l].router_bias)
-            for (int64_t e = 0; e < c.n_routed_experts; e++)
-                x->m.blocks[l].router_bias[e] = 0.05f * (float)ds_rng_uniform(&r);
+        if (x->m.blocks[l].router_bias) {
+            for (int64_t e = 0; e < c.n_routed_experts; e++) bias[e] = 0.05f * (float)ds_rng_uniform(&r);
+            if (mem) mem->copy_h2d(x->m.blocks[l].router_bias, bias, (size_t)c.n_routed_experts * sizeof(float));
+            else memcpy(x->m.blocks[l].router_bias, bias, (size_t)c.n_routed_experts * sizeof(float));
+        }
     for (int i = 0; i < 2 * T; i++) x->ids[i] = (int32_t)ds_rng_below(&r, (uint64_t)c.vocab_size);
     CHECK(ds_acts_create(&x->a, &x->m, 2, T, 1) == 0);
     CHECK(ds_grads_create(&x->g, &x->m) == 0);
@@ -727,6 +733,7 @@ static void run_model(run *x, const struct ds_ops *ops, int64_t T) {
     CHECK(ds_model_forward(&x->m, &x->a, ops, x->ids) == 0);
     CHECK(ds_model_backward(&x->m, &x->a, ops, &x->g, &x->w, NULL, &o, &x->t) == 0);
 }
+static void run_model(run *x, const struct ds_ops *ops, int64_t T) { run_model_on(x, ops, T, NULL); }
 static void run_free(run *x) {
     ds_bwd_free(&x->w);
     ds_grads_free(&x->g);
@@ -833,6 +840,33 @@ TEST(cuda_model_logits_grads_vs_cpu) {
         }
         run_free(&a), run_free(&b);
     }
+}
+
+/* The device-resident table (ds_backend_table_resident: the CUDA table itself,
+ * host_visible 0): the model, arenas and gradients in device memory, FP32 —
+ * logits and gradients (read back with copy_d2h) against the host model on
+ * the CPU, the bounds of the staged check above. */
+TEST(cuda_model_resident_vs_cpu) {
+    NEED_GPU();
+    struct ds_ops cpu, gpu;
+    DS_ASSERT(ds_backend_table(&cpu, "cpu", DS_PREC_FP32) == 0);
+    CHECK(ds_backend_table_resident(&gpu, "cuda", DS_PREC_FP32) == 0 && gpu.host_visible == 0);
+    TEST_RETURN_IF_FAILED();
+    const struct ds_ops *mem = ds_backend_get_resident("cuda");
+    run a, b;
+    run_model(&a, &cpu, 45);
+    run_model_on(&b, &gpu, 45, mem);
+    TEST_RETURN_IF_FAILED();
+    int64_t nl = 2 * 45 * a.m.cfg.vocab_size, ng = a.m.layout.total;
+    float *lg = ds_malloc((size_t)nl * sizeof(float)), *gg = ds_malloc((size_t)ng * sizeof(float));
+    mem->copy_d2h(lg, b.a.logits, (size_t)nl * sizeof(float));
+    mem->copy_d2h(gg, b.g.g, (size_t)ng * sizeof(float));
+    double el = ds_test_max_rel(lg, a.a.logits, (size_t)nl, 1e-30), eg = ds_test_max_rel(gg, a.g.g, (size_t)ng, 1e-30);
+    double ls = fabs(b.t.loss - a.t.loss) / fabs(a.t.loss);
+    fprintf(stderr, "  resident fp32: logits %.3g, gradients %.3g, loss %.3g relative to the CPU\n", el, eg, ls);
+    CHECK_MSG(el < 1e-5 && eg < 1e-4 && ls < 1e-5, "resident fp32: logits %.3g gradients %.3g loss %.3g", el, eg, ls);
+    free(lg), free(gg);
+    run_free(&a), run_free(&b);
 }
 
 /* `dsv3 train --device cuda` against --device cpu on TinyShakespeare: FP32,
