@@ -935,3 +935,23 @@ TEST(cuda_train_vs_cpu) {
         CHECK(isfinite(val[i]) && gap < 0.01 && gt < 0.0025);
     }
 }
+
+/* `dsv3 generate --device cuda` (device-resident: weights and latent KV cache
+ * in device memory) against --device cpu on the v3 fixture: greedy tokens
+ * and MTP-speculative tokens equal (FP32 logits within ~1e-6 of the CPU's;
+ * the fixture's greedy margins are far wider) */
+TEST(cuda_generate_vs_cpu) {
+    NEED_GPU();
+    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    if (!ds_file_exists("tests/fixtures/model/v3/config.json")) SKIP("tests/fixtures/model/v3 absent");
+    const char *modes[2] = {"", "--speculative mtp"};
+    for (int i = 0; i < 2; i++) {
+        char a[4096], b[4096];
+        const char *cmd = "%s generate --model tests/fixtures/model/v3 --ids --prompt '204 147 0 183 4 106' "
+                          "--max-new-tokens 12 --ignore-eos %s --device %s 2>/dev/null";
+        int ra = ds_test_sh(a, sizeof a, cmd, bin, modes[i], "cpu");
+        int rb = ds_test_sh(b, sizeof b, cmd, bin, modes[i], "cuda");
+        CHECK_MSG(ra == 0 && rb == 0 && !strcmp(a, b), "generate %s: cpu (rc %d) '%s' vs cuda (rc %d) '%s'", modes[i],
+                  ra, a, rb, b);
+    }
+}
