@@ -648,16 +648,32 @@ TEST(cuda_ops_engine) {
         float *cc = randv(&r, Nn * rkv, 1), *kva = randv(&r, Nn * (rkv + dr), 1);
         float *gCkv = upf(ckv, B * Lmax * rkv), *gKpe = upf(kpe, B * Lmax * dr), *gC = upf(cc, Nn * rkv);
         float *gKva = upf(kva, Nn * (rkv + dr));
-        c->kv_append(ckv, kpe, cc, kva, B, n, pos, Lmax, rkv, dr);
-        g->kv_append(gCkv, gKpe, gC, gKva, B, n, pos, Lmax, rkv, dr);
+        c->kv_append(ckv, kpe, cc, kva, B, n, pos, Lmax, rkv, dr, NULL, NULL);
+        g->kv_append(gCkv, gKpe, gC, gKva, B, n, pos, Lmax, rkv, dr, NULL, NULL);
         check_dev("kv_append ckv", "B=2", gCkv, ckv, B * Lmax * rkv, 0);
         check_dev("kv_append kpe", "B=2", gKpe, kpe, B * Lmax * dr, 0);
         float *q = randv(&r, Nn * nh * dq, 1), *kvb = randv(&r, nh * (dn + dv) * rkv, 0.5f);
         float *att = ds_malloc((size_t)(Nn * nh * dv) * 4);
         float *gQ = upf(q, Nn * nh * dq), *gKvb = upf(kvb, nh * (dn + dv) * rkv), *gAtt = nanbuf(Nn * nh * dv);
-        c->mla_absorbed_attention(att, q, ckv, kpe, kvb, B, n, pos, Lmax, nh, dn, dv, dr, rkv, 0.3f);
-        g->mla_absorbed_attention(gAtt, gQ, gCkv, gKpe, gKvb, B, n, pos, Lmax, nh, dn, dv, dr, rkv, 0.3f);
+        c->mla_absorbed_attention(att, q, ckv, kpe, kvb, B, n, pos, Lmax, nh, dn, dv, dr, rkv, 0.3f, NULL, NULL);
+        g->mla_absorbed_attention(gAtt, gQ, gCkv, gKpe, gKvb, B, n, pos, Lmax, nh, dn, dv, dr, rkv, 0.3f, NULL, NULL);
         check_dev("mla_absorbed_attention", "B=2 n=3 pos=4", gAtt, att, Nn * nh * dv, TOL);
+        /* continuous batching: sequence b at its own position and cache row */
+        const int64_t pb[2] = {1, 5}, rb[2] = {1, 0};
+        c->kv_append(ckv, kpe, cc, kva, B, n, 0, Lmax, rkv, dr, pb, rb);
+        g->kv_append(gCkv, gKpe, gC, gKva, B, n, 0, Lmax, rkv, dr, pb, rb);
+        check_dev("kv_append pos_b/row_b", "B=2", gCkv, ckv, B * Lmax * rkv, 0);
+        check_dev("kv_append pos_b/row_b kpe", "B=2", gKpe, kpe, B * Lmax * dr, 0);
+        c->mla_absorbed_attention(att, q, ckv, kpe, kvb, B, n, 0, Lmax, nh, dn, dv, dr, rkv, 0.3f, pb, rb);
+        g->mla_absorbed_attention(gAtt, gQ, gCkv, gKpe, gKvb, B, n, 0, Lmax, nh, dn, dv, dr, rkv, 0.3f, pb, rb);
+        check_dev("mla_absorbed_attention pos_b/row_b", "B=2 n=3", gAtt, att, Nn * nh * dv, TOL);
+        /* rope at per-sequence positions over q (B, n, nh, dq): the rope tail of each head */
+        float *ct = randv(&r, 16 * (dr / 2), 1), *st = randv(&r, 16 * (dr / 2), 1);
+        float *gCt = upf(ct, 16 * (dr / 2)), *gSt = upf(st, 16 * (dr / 2));
+        c->rope_pos_forward(q, ct, st, pb, B, n, nh, dq, dn, dr, 0);
+        g->rope_pos_forward(gQ, gCt, gSt, pb, B, n, nh, dq, dn, dr, 0);
+        check_dev("rope_pos_forward", "B=2 n=3", gQ, q, Nn * nh * dq, TOL);
+        ds_cuda_free(gCt), ds_cuda_free(gSt), free(ct), free(st);
         ds_cuda_free(gDk), ds_cuda_free(gDv), ds_cuda_free(gDkv), ds_cuda_free(gDkva), ds_cuda_free(gCkv);
         ds_cuda_free(gKpe), ds_cuda_free(gC), ds_cuda_free(gKva), ds_cuda_free(gQ), ds_cuda_free(gKvb), ds_cuda_free(gAtt);
         free(dk), free(dvv), free(dkv), free(dkva), free(ckv), free(kpe), free(cc), free(kva), free(q), free(kvb), free(att);
@@ -693,6 +709,21 @@ TEST(cuda_ops_engine) {
         CHECK(!memcmp(&tc, &tg, sizeof tc));
         ds_cuda_free(gSc), ds_cuda_free(gDs), ds_cuda_free(gCoef), ds_cuda_free(gIdx), ds_cuda_free(gSel);
         free(sc), free(ds), free(coef), free(sel);
+    }
+    /* token_logprobs: log-softmax at the target in double, greedy flag (a tie: first maximum) */
+    {
+        int64_t N = 6, V = 77;
+        float *x = randv(&r, N * V, 3);
+        x[2 * V + 10] = x[2 * V + 40] = 20.0f;
+        int32_t tg[6] = {0, 76, 40, 10, 33, 5};
+        float lc[6], lg[6];
+        uint8_t gc[6], gg[6];
+        c->token_logprobs(lc, gc, x, tg, N, V);
+        float *gX = upf(x, N * V);
+        g->token_logprobs(lg, gg, gX, tg, N, V);
+        CHECK_MSG(nmse(lg, lc, N) <= TOL && !memcmp(gc, gg, sizeof gc), "token_logprobs: nmse %.3g, greedy %d%d%d vs %d%d%d",
+                  nmse(lg, lc, N), gg[0], gg[2], gg[3], gc[0], gc[2], gc[3]);
+        ds_cuda_free(gX), free(x);
     }
     CHECK(g->linear_workspace(64, 128, 256) == 0);
 }

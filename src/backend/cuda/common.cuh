@@ -172,10 +172,14 @@ void ds_cu_adamw(float *p, const float *g, void *m, void *v, int bf16_moments, c
                  int64_t t, const ds_adamw_hparams *h, float gscale);
 void ds_cu_bias_update(float *bias, const int64_t *load, int64_t E, float gamma);
 void ds_cu_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
-                     int64_t Lmax, int64_t rkv, int64_t dr);
+                     int64_t Lmax, int64_t rkv, int64_t dr, const int64_t *pos_b, const int64_t *row_b);
 void ds_cu_mla_absorbed_attention(float *att, const float *q, const float *ckv, const float *kpe, const float *kv_b,
                                   int64_t B, int64_t n, int64_t pos, int64_t Lmax, int64_t nh, int64_t dn, int64_t dv,
-                                  int64_t dr, int64_t rkv, float scale);
+                                  int64_t dr, int64_t rkv, float scale, const int64_t *pos_b, const int64_t *row_b);
+void ds_cu_rope_pos_forward(float *x, const float *cos_t, const float *sin_t, const int64_t *pos_b, int64_t B,
+                            int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves);
+void ds_cu_token_logprobs(float *logprob, uint8_t *greedy, const float *logits, const int32_t *targets, int64_t N,
+                          int64_t V);
 void ds_cu_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
 void ds_cu_act_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t C);
 void ds_cu_act_dequant_1x128(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C);

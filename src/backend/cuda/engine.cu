@@ -204,11 +204,12 @@ __global__ void k_moe_permute_bwd(float *dx, const float *dxs, const int32_t *po
         dx[e] = d;
     }
 }
-__global__ void k_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n,
-                            int64_t pos, int64_t Lmax, int64_t rkv, int64_t dr) {
+/* t0[b]: the cache slot (row·Lmax + first position) of sequence b */
+__global__ void k_kv_append(float *ckv, float *kpe, const float *c, const float *kva, const int64_t *t0, int64_t B,
+                            int64_t n, int64_t rkv, int64_t dr) {
     const int64_t w = rkv + dr;
     GRID_STRIDE(e, B * n * w) {
-        int64_t r = e / w, j = e % w, b = r / n, i = r % n, t = b * Lmax + pos + i;
+        int64_t r = e / w, j = e % w, b = r / n, i = r % n, t = t0[b] + i;
         if (j < rkv) ckv[t * rkv + j] = c[r * rkv + j];
         else kpe[t * dr + (j - rkv)] = kva[r * w + j];
     }
@@ -245,10 +246,15 @@ extern "C" void ds_cu_moe_permute_backward(float *dx, const float *dxs, const in
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n,
-                                int64_t pos, int64_t Lmax, int64_t rkv, int64_t dr) {
+                                int64_t pos, int64_t Lmax, int64_t rkv, int64_t dr, const int64_t *pos_b,
+                                const int64_t *row_b) {
     CU_ENTRY();
     if (B * n * (rkv + dr) <= 0) return;
-    k_kv_append<<<ds_cu_blocks(B * n * (rkv + dr), 256), 256, 0, g_cu.stream>>>(ckv, kpe, c, kva, B, n, pos, Lmax, rkv, dr);
+    int64_t *h = (int64_t *)hbuf((size_t)B * sizeof(int64_t)); /* pos_b, row_b [host] */
+    for (int64_t b = 0; b < B; b++) h[b] = (row_b ? row_b[b] : b) * Lmax + (pos_b ? pos_b[b] : pos);
+    const int64_t *t0 = (const int64_t *)tmp_up(SCR_SB, h, (size_t)B * sizeof(int64_t));
+    free(h);
+    k_kv_append<<<ds_cu_blocks(B * n * (rkv + dr), 256), 256, 0, g_cu.stream>>>(ckv, kpe, c, kva, t0, B, n, rkv, dr);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H) {
@@ -379,15 +385,17 @@ __global__ void k_mla_qabs(float *qabs, const float *q, const float *kv_b, int64
 }
 /* block per (sequence, head, query): scores over positions 0..t, softmax,
  * latent mix, W_UV; s: scratch (t+1) per block, ctx (rkv) */
+/* pr[b], pr[B + b]: sequence b's first position and cache row; span: the
+ * largest pos + n (the per-block score stride) */
 __global__ void k_mla_absorbed(float *att, const float *q, const float *qabs, const float *ckv, const float *kpe,
-                               const float *kv_b, float *sbuf, int64_t n, int64_t pos, int64_t Lmax, int64_t nh,
-                               int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale) {
+                               const float *kv_b, float *sbuf, const int64_t *pr, int64_t B, int64_t n, int64_t span,
+                               int64_t Lmax, int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale) {
     __shared__ float sh[32];
-    const int64_t w = blockIdx.x, b = w / (nh * n), h = (w / n) % nh, i = w % n, t = pos + i, r = b * n + i;
-    const int64_t dq = dn + dr;
-    float *s = sbuf + w * (pos + n + rkv), *ctx = s + (pos + n);
+    const int64_t w = blockIdx.x, b = w / (nh * n), h = (w / n) % nh, i = w % n, t = pr[b] + i, r = b * n + i;
+    const int64_t dq = dn + dr, row = pr[B + b];
+    float *s = sbuf + w * (span + rkv), *ctx = s + span;
     const float *qa = qabs + (r * nh + h) * rkv, *qpe = q + (r * nh + h) * dq + dn;
-    const float *Cc = ckv + b * Lmax * rkv, *KP = kpe + b * Lmax * dr;
+    const float *Cc = ckv + row * Lmax * rkv, *KP = kpe + row * Lmax * dr;
     float mx = -INFINITY;
     for (int64_t j = threadIdx.x; j <= t; j += blockDim.x) {
         float a = 0, c = 0;
@@ -425,18 +433,27 @@ __global__ void k_mla_absorbed(float *att, const float *q, const float *qabs, co
 
 extern "C" void ds_cu_mla_absorbed_attention(float *att, const float *q, const float *ckv, const float *kpe,
                                              const float *kv_b, int64_t B, int64_t n, int64_t pos, int64_t Lmax,
-                                             int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale) {
+                                             int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale,
+                                             const int64_t *pos_b, const int64_t *row_b) {
     CU_ENTRY();
     const int64_t N = B * n, work = B * nh * n;
     if (N <= 0 || nh <= 0) return;
+    int64_t *h = (int64_t *)hbuf((size_t)(2 * B) * sizeof(int64_t)), span = 0; /* pos_b, row_b [host] */
+    for (int64_t b = 0; b < B; b++) {
+        h[b] = pos_b ? pos_b[b] : pos;
+        h[B + b] = row_b ? row_b[b] : b;
+        if (h[b] + n > span) span = h[b] + n;
+    }
+    const int64_t *pr = (const int64_t *)tmp_up(SCR_SA, h, (size_t)(2 * B) * sizeof(int64_t));
+    free(h);
     float *qabs = (float *)ds_cu_scratch(SCR_C, (size_t)(N * nh * (rkv ? rkv : 1)) * sizeof(float));
-    float *sbuf = (float *)ds_cu_scratch(SCR_D, (size_t)(work * (pos + n + rkv)) * sizeof(float));
+    float *sbuf = (float *)ds_cu_scratch(SCR_D, (size_t)(work * (span + rkv)) * sizeof(float));
     if (N * nh * rkv > 0) {
         k_mla_qabs<<<ds_cu_blocks(N * nh * rkv, 256), 256, 0, g_cu.stream>>>(qabs, q, kv_b, N * nh, nh, dn, dv, dr, rkv);
         CU_LAUNCHED();
     }
-    k_mla_absorbed<<<(unsigned)work, 128, 0, g_cu.stream>>>(att, q, qabs, ckv, kpe, kv_b, sbuf, n, pos, Lmax, nh, dn,
-                                                           dv, dr, rkv, scale);
+    k_mla_absorbed<<<(unsigned)work, 128, 0, g_cu.stream>>>(att, q, qabs, ckv, kpe, kv_b, sbuf, pr, B, n, span, Lmax,
+                                                           nh, dn, dv, dr, rkv, scale);
     CU_LAUNCHED();
 }
 
@@ -507,4 +524,71 @@ extern "C" void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *
                                               const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C,
                                               int64_t OC, int acc) {
     ds_grouped_linear_backward_ref(self, dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc);
+}
+
+/* ---- continuous batching: RoPE at per-sequence positions ------------------------------------------- */
+extern "C" void ds_cu_rope_pos_forward(float *x, const float *cos_t, const float *sin_t, const int64_t *pos_b,
+                                       int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr,
+                                       int halves) {
+    const int64_t h2 = dr / 2; /* pos_b [host]: one launch per sequence, as the CPU's loop */
+    for (int64_t b = 0; b < B; b++)
+        ds_cu_rope_forward(x + b * T * nv * ld, cos_t + pos_b[b] * h2, sin_t + pos_b[b] * h2, 1, T, nv, ld, off, dr,
+                           halves);
+}
+
+/* ---- evaluation scoring: log-softmax at the target, greedy flag --------------------------------------- */
+namespace {
+/* block per row: the first maximum (as argmax_rows), Σ exp(x − max) in double */
+__global__ void k_token_logprobs(float *lp, uint8_t *greedy, const float *x, const int32_t *tg, int64_t V) {
+    __shared__ float sv[32];
+    __shared__ int64_t si[32];
+    __shared__ double sd[32];
+    __shared__ int64_t am_s;
+    const float *row = x + (int64_t)blockIdx.x * V;
+    float bv = -INFINITY;
+    int64_t bi = -1;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = row[i];
+        if (v == v && (bi < 0 || v > bv)) bv = v, bi = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (lane == 0) sv[w] = bv, si[w] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int j = 1; j < (int)(blockDim.x >> 5); j++)
+            if (si[j] >= 0 && (bi < 0 || sv[j] > bv || (sv[j] == bv && si[j] < bi))) bv = sv[j], bi = si[j];
+        if (!(row[0] == row[0]) || bi < 0) bi = 0;
+        am_s = bi;
+    }
+    __syncthreads();
+    const int64_t am = am_s;
+    const double mx = row[am];
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) s += exp((double)row[i] - mx);
+    s = block_sum_d(s, sd);
+    if (threadIdx.x == 0) {
+        int32_t t = tg[blockIdx.x];
+        lp[blockIdx.x] = (float)((double)row[t] - mx - log(s));
+        greedy[blockIdx.x] = am == t;
+    }
+}
+} // namespace
+
+extern "C" void ds_cu_token_logprobs(float *logprob, uint8_t *greedy, const float *logits, const int32_t *targets,
+                                     int64_t N, int64_t V) {
+    if (N <= 0) return;
+    CU_ENTRY();
+    const int32_t *dt = (const int32_t *)tmp_up(SCR_A, targets, (size_t)N * sizeof(int32_t)); /* [host] */
+    float *dl = (float *)ds_cu_scratch(SCR_B, (size_t)N * sizeof(float));
+    uint8_t *dg = (uint8_t *)ds_cu_scratch(SCR_SC, (size_t)N);
+    k_token_logprobs<<<(unsigned)N, 256, 0, g_cu.stream>>>(dl, dg, logits, dt, V);
+    CU_LAUNCHED();
+    CU_CHECK(cudaMemcpyAsync(logprob, dl, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, g_cu.stream));
+    CU_CHECK(cudaMemcpyAsync(greedy, dg, (size_t)N, cudaMemcpyDeviceToHost, g_cu.stream));
+    CU_CHECK(cudaStreamSynchronize(g_cu.stream));
 }

@@ -175,6 +175,8 @@ static void fill(struct ds_ops *t, int precision) {
     t->balance_loss = ds_cu_balance_loss;
     t->cast_f32_bf16 = ds_cu_cast_f32_bf16;
     t->cast_bf16_f32 = ds_cu_cast_bf16_f32;
+    t->rope_pos_forward = ds_cu_rope_pos_forward;
+    t->token_logprobs = ds_cu_token_logprobs;
     /* precision: BF16 takes every GEMM, FP8 the linear entries only (lm_head,
      * router and eh_proj stay FP32, as in DeepSeek-V3) */
     if (precision == DS_PREC_BF16) {
