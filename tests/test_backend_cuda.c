@@ -14,7 +14,8 @@
  *   FP8 on cuBLASLt's block-scaled GEMM: NMSE ≤ 1e-6 (a wrong scale layout
  *     gives ~1)
  * Then whole models through ds_backend_get("cuda") (host-staged,
- * backend/staged.h) against the CPU: logits within 1e-5 and every gradient
+ * backend/staged.h) and on the device-resident table (the model in device
+ * memory) against the CPU: logits within 1e-5 and every gradient
  * within 1e-4 relative (FP32), 20 training steps with equal losses (1e-4),
  * BF16 and FP8 runs within DeepSeek's 0.25% of the CPU's BF16 run.
  *
@@ -25,6 +26,7 @@
  * host memory filled with NaN, gives the CPU's bits on a whole model.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -442,10 +444,288 @@ TEST(cuda_table_complete) {
         const struct ds_ops *g = ds_cuda_table(prec);
         CHECK(g && !strcmp(g->name, "cuda"));
         if (!g) continue;
+        CHECK(g->host_visible == 0);
         const void *const *cp = (const void *const *)&ds_ops_cpu, *const *gp = (const void *const *)g;
+        const size_t hv = offsetof(struct ds_ops, host_visible) / sizeof(void *); /* an int, not an entry */
         for (size_t i = 1; i < sizeof(struct ds_ops) / sizeof(void *); i++)
-            CHECK_MSG(!cp[i] || gp[i], "precision %d: entry %zu of struct ds_ops has no CUDA kernel", prec, i);
+            CHECK_MSG(i == hv || !cp[i] || gp[i], "precision %d: entry %zu of struct ds_ops has no CUDA kernel", prec, i);
     }
+}
+
+/* ---- the engine entries (engine.cu): optimizer, memory, MoE sort and grouped
+ * GEMMs, backward row moves, FP8 tiles, casts, decode, sampling, balance ---- */
+static int dev_same(const struct ds_ops *g, const void *d, const void *h, size_t n) {
+    void *t = ds_malloc(n ? n : 1);
+    g->copy_d2h(t, d, n);
+    int r = !memcmp(t, h, n);
+    free(t);
+    return r;
+}
+
+TEST(cuda_ops_engine) {
+    NEED_GPU();
+    const struct ds_ops *g = ds_cuda_table(DS_PREC_FP32), *c = &ds_ops_cpu;
+    ds_rng r;
+    ds_rng_seed(&r, 21);
+    /* memory: alloc zero-fills, memset, d2d */
+    {
+        uint8_t z[300], h[300];
+        memset(z, 0, sizeof z);
+        uint8_t *d = g->alloc(300), *d2 = g->alloc(300);
+        CHECK(d && dev_same(g, d, z, 300));
+        g->memset(d, 0x5a, 300);
+        g->copy_d2d(d2, d, 300);
+        g->sync();
+        memset(h, 0x5a, 300);
+        CHECK(dev_same(g, d2, h, 300));
+        g->free(d), g->free(d2);
+    }
+    /* sumsq: the CPU's blocks and lanes, so the CPU's bits (n over three blocks) */
+    {
+        int64_t n = 2 * 8192 + 77;
+        float *x = randv(&r, n, 3);
+        float *dx = upf(x, n);
+        double a = c->sumsq(x, n), b = g->sumsq(dx, n);
+        CHECK_MSG(a == b, "sumsq %.17g vs cpu %.17g", b, a);
+        x[5000] = NAN;
+        ds_cuda_copy_h2d(dx, x, (size_t)n * 4);
+        CHECK(!isfinite(g->sumsq(dx, n)));
+        ds_cuda_free(dx), free(x);
+    }
+    /* AdamW over two segments, FP32 and BF16 moments, gscale 0.5 */
+    for (int bf = 0; bf <= 1; bf++) {
+        int64_t n = 1000;
+        ds_optim_seg seg[2] = {{0, 600, 1}, {600, 400, 0}};
+        ds_adamw_hparams hp = {1e-2, 0.9, 0.95, 1e-8, 0.1};
+        float *p = randv(&r, n, 1), *gr = randv(&r, n, 1), *m = randv(&r, n, 0.1f), *v = randv(&r, n, 0.1f);
+        for (int64_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+        size_t mb = (size_t)n * (bf ? 2 : 4);
+        void *mh = ds_malloc(mb), *vh = ds_malloc(mb);
+        if (bf) ds_cast_f32_bf16(mh, m, n), ds_cast_f32_bf16(vh, v, n);
+        else memcpy(mh, m, mb), memcpy(vh, v, mb);
+        float *dp = upf(p, n), *dg = upf(gr, n);
+        void *dm = up(mh, mb), *dv = up(vh, mb);
+        c->adamw(p, gr, mh, vh, bf, seg, 2, 3, &hp, 0.5f);
+        g->adamw(dp, dg, dm, dv, bf, seg, 2, 3, &hp, 0.5f);
+        check_dev(bf ? "adamw p (bf16 moments)" : "adamw p", "n=1000", dp, p, n, TOL);
+        if (!bf) {
+            check_dev("adamw m", "n=1000", dm, mh, n, TOL);
+            check_dev("adamw v", "n=1000", dv, vh, n, TOL);
+        } else { /* BF16 moments: a last-bit FP32 difference may flip a rounding: count */
+            uint16_t *gm = ds_malloc(mb);
+            ds_cuda_copy_d2h(gm, dm, mb);
+            int64_t off = 0;
+            for (int64_t i = 0; i < n; i++) off += gm[i] != ((uint16_t *)mh)[i];
+            CHECK_MSG(off <= n / 100, "adamw bf16 m: %lld of %lld differ", (long long)off, (long long)n);
+            free(gm);
+        }
+        ds_cuda_free(dp), ds_cuda_free(dg), ds_cuda_free(dm), ds_cuda_free(dv);
+        free(p), free(gr), free(m), free(v), free(mh), free(vh);
+    }
+    /* bias_update: equal bits */
+    {
+        int64_t E = 9, load[9] = {3, 0, 7, 5, 5, 1, 9, 4, 2};
+        float *b = randv(&r, E, 0.1f), *db = upf(b, E);
+        c->bias_update(b, load, E, 0.001f);
+        g->bias_update(db, load, E, 0.001f);
+        check_dev("bias_update", "E=9", db, b, E, 0);
+        ds_cuda_free(db), free(b);
+    }
+    /* moe_sort, grouped linears (through the table's own linear entries), permute backward */
+    {
+        int64_t N = 37, K = 3, E = 6, C = 20, OC = 13, S = N * K;
+        int32_t *idx = ds_malloc((size_t)S * 4);
+        for (int64_t t = 0; t < N; t++) {
+            int64_t k = 0;
+            for (int64_t e = 0; e < E && k < K; e++)
+                if ((int64_t)ds_rng_below(&r, (uint64_t)(E - e)) < K - k) idx[t * K + k++] = (int32_t)e;
+        }
+        int64_t cnt[6], offs[7], gcnt[6], goffs[7];
+        int32_t *order = ds_malloc((size_t)S * 4), *pos = ds_malloc((size_t)S * 4);
+        c->moe_sort(cnt, offs, order, pos, idx, N, K, E);
+        int32_t *dIdx = upi(idx, S), *dOrder = g->alloc((size_t)S * 4), *dPos = g->alloc((size_t)S * 4);
+        int64_t *dCnt = g->alloc(sizeof cnt), *dOffs = g->alloc(sizeof offs);
+        g->moe_sort(dCnt, dOffs, dOrder, dPos, dIdx, N, K, E);
+        g->copy_d2h(gcnt, dCnt, sizeof cnt), g->copy_d2h(goffs, dOffs, sizeof offs);
+        CHECK(!memcmp(gcnt, cnt, sizeof cnt) && !memcmp(goffs, offs, sizeof offs));
+        CHECK(dev_same(g, dOrder, order, (size_t)S * 4) && dev_same(g, dPos, pos, (size_t)S * 4));
+        float *x = randv(&r, S * C, 1), *dy = randv(&r, S * OC, 1), *o = ds_malloc((size_t)(S * OC) * 4);
+        float *dxh = ds_malloc((size_t)(S * C) * 4);
+        float *w[6], *dw[6], *gw[6], *gdw[6];
+        for (int e = 0; e < E; e++) {
+            w[e] = randv(&r, OC * C, 0.3f), dw[e] = randv(&r, OC * C, 0.1f);
+            gw[e] = upf(w[e], OC * C), gdw[e] = upf(dw[e], OC * C);
+        }
+        float *dX = upf(x, S * C), *dDy = upf(dy, S * OC), *dO = nanbuf(S * OC), *dDx = nanbuf(S * C);
+        c->grouped_linear_forward(c, o, x, (const float *const *)w, NULL, cnt, offs, E, C, OC);
+        g->grouped_linear_forward(g, dO, dX, (const float *const *)gw, NULL, cnt, offs, E, C, OC);
+        check_dev("grouped_linear_forward", "E=6", dO, o, S * OC, TOL);
+        c->grouped_linear_backward(c, dxh, dw, dy, x, (const float *const *)w, cnt, offs, E, C, OC, 0);
+        g->grouped_linear_backward(g, dDx, gdw, dDy, dX, (const float *const *)gw, cnt, offs, E, C, OC, 0);
+        check_dev("grouped_linear_backward dinp", "E=6", dDx, dxh, S * C, TOL);
+        for (int e = 0; e < E; e++) check_dev("grouped_linear_backward dw", "E=6", gdw[e], dw[e], OC * C, TOL);
+        /* moe_permute_backward: dx (N, C) += the K slots' rows */
+        float *px = randv(&r, N * C, 1), *dPx = upf(px, N * C);
+        c->moe_permute_backward(px, x, pos, N, K, C);
+        g->moe_permute_backward(dPx, dX, dPos, N, K, C);
+        check_dev("moe_permute_backward", "N=37", dPx, px, N * C, TOL);
+        for (int e = 0; e < E; e++) ds_cuda_free(gw[e]), ds_cuda_free(gdw[e]), free(w[e]), free(dw[e]);
+        ds_cuda_free(dIdx), ds_cuda_free(dOrder), ds_cuda_free(dPos), ds_cuda_free(dCnt), ds_cuda_free(dOffs);
+        ds_cuda_free(dX), ds_cuda_free(dDy), ds_cuda_free(dO), ds_cuda_free(dDx), ds_cuda_free(dPx);
+        free(idx), free(order), free(pos), free(x), free(dy), free(o), free(dxh), free(px);
+    }
+    /* embedding from a BF16 table, casts, gather_rows, argmax: equal bits */
+    {
+        int64_t N = 11, C = 37, V = 19, n = V * C;
+        float *f = randv(&r, n, 2);
+        f[3] = NAN, f[4] = INFINITY;
+        uint16_t *hb = ds_malloc((size_t)n * 2);
+        c->cast_f32_bf16(hb, f, n);
+        float *dF = upf(f, n);
+        uint16_t *dB = g->alloc((size_t)n * 2);
+        g->cast_f32_bf16(dB, dF, n);
+        CHECK_MSG(dev_same(g, dB, hb, (size_t)n * 2), "cast_f32_bf16: not the CPU's bits");
+        float *wide = ds_malloc((size_t)n * 4), *dW = nanbuf(n);
+        c->cast_bf16_f32(wide, hb, n);
+        g->cast_bf16_f32(dW, dB, n);
+        CHECK(dev_same(g, dW, wide, (size_t)n * 4));
+        int32_t ids[11];
+        for (int i = 0; i < N; i++) ids[i] = (int32_t)ds_rng_below(&r, (uint64_t)V);
+        int32_t *dIds = upi(ids, N);
+        float *o = ds_malloc((size_t)(N * C) * 4), *dO = nanbuf(N * C);
+        c->embedding_bf16_forward(o, ids, hb, N, C);
+        g->embedding_bf16_forward(dO, dIds, dB, N, C);
+        CHECK(dev_same(g, dO, o, (size_t)(N * C) * 4));
+        c->gather_rows(o, f, ids, N, C);
+        g->gather_rows(dO, dF, ids, N, C); /* idx [host] */
+        CHECK(dev_same(g, dO, o, (size_t)(N * C) * 4));
+        /* argmax: ties (first wins), a NaN in a row, a NaN first */
+        float *a = randv(&r, n, 1);
+        a[C + 5] = a[C + 30] = 9.0f;
+        a[2 * C + 1] = NAN;
+        a[3 * C] = NAN;
+        float *dA = upf(a, n);
+        int32_t ac[19], ag[19];
+        c->argmax_rows(ac, a, V, C);
+        g->argmax_rows(ag, dA, V, C);
+        CHECK_MSG(!memcmp(ac, ag, sizeof ac), "argmax_rows: row 1 %d vs cpu %d", ag[1], ac[1]);
+        ds_cuda_free(dF), ds_cuda_free(dB), ds_cuda_free(dW), ds_cuda_free(dIds), ds_cuda_free(dO), ds_cuda_free(dA);
+        free(f), free(hb), free(wide), free(o), free(a);
+    }
+    /* FP8 1x128 tiles: the CPU's codes and scales (C = 300: a partial last tile) */
+    {
+        int64_t R = 5, C = 300, KB = 3;
+        float *x = randv(&r, R * C, 4);
+        for (int64_t i = 0; i < C; i++) x[2 * C + i] = 0; /* an all-zero row: the floor */
+        uint8_t *q = ds_malloc((size_t)(R * C));
+        float *s = ds_malloc((size_t)(R * KB) * 4), *back = ds_malloc((size_t)(R * C) * 4);
+        c->act_quant_1x128(q, s, x, R, C);
+        c->act_dequant_1x128(back, q, s, R, C);
+        float *dX = upf(x, R * C), *dS = nanbuf(R * KB), *dBack = nanbuf(R * C);
+        uint8_t *dQ = g->alloc((size_t)(R * C));
+        g->act_quant_1x128(dQ, dS, dX, R, C);
+        CHECK_MSG(dev_same(g, dQ, q, (size_t)(R * C)), "act_quant_1x128: codes differ");
+        check_dev("act_quant_1x128 scales", "5x300", dS, s, R * KB, 0);
+        g->act_dequant_1x128(dBack, dQ, dS, R, C);
+        check_dev("act_dequant_1x128", "5x300", dBack, back, R * C, 0);
+        ds_cuda_free(dX), ds_cuda_free(dS), ds_cuda_free(dBack), ds_cuda_free(dQ);
+        free(x), free(q), free(s), free(back);
+    }
+    /* MLA: backward of the K/V split; the latent cache append and absorbed attention */
+    {
+        int64_t N = 7, nh = 3, dn = 5, dv = 4, rkv = 6, dr = 4, dq = dn + dr;
+        float *dk = randv(&r, N * nh * dq, 1), *dvv = randv(&r, N * nh * dv, 1);
+        float *dkv = ds_malloc((size_t)(N * nh * (dn + dv)) * 4), *dkva = ds_malloc((size_t)(N * (rkv + dr)) * 4);
+        c->mla_kv_assemble_backward(dkv, dkva, dk, dvv, N, nh, dn, dv, rkv, dr);
+        float *gDk = upf(dk, N * nh * dq), *gDv = upf(dvv, N * nh * dv);
+        float *gDkv = nanbuf(N * nh * (dn + dv)), *gDkva = nanbuf(N * (rkv + dr));
+        g->mla_kv_assemble_backward(gDkv, gDkva, gDk, gDv, N, nh, dn, dv, rkv, dr);
+        check_dev("mla_kv_assemble_backward dkv", "N=7", gDkv, dkv, N * nh * (dn + dv), 0);
+        check_dev("mla_kv_assemble_backward dkva", "N=7", gDkva, dkva, N * (rkv + dr), TOL);
+        /* decode: B = 2 sequences, 3 new positions at pos = 4 of Lmax = 9 */
+        int64_t B = 2, n = 3, pos = 4, Lmax = 9, Nn = B * n;
+        float *ckv = randv(&r, B * Lmax * rkv, 1), *kpe = randv(&r, B * Lmax * dr, 1);
+        float *cc = randv(&r, Nn * rkv, 1), *kva = randv(&r, Nn * (rkv + dr), 1);
+        float *gCkv = upf(ckv, B * Lmax * rkv), *gKpe = upf(kpe, B * Lmax * dr), *gC = upf(cc, Nn * rkv);
+        float *gKva = upf(kva, Nn * (rkv + dr));
+        c->kv_append(ckv, kpe, cc, kva, B, n, pos, Lmax, rkv, dr, NULL, NULL);
+        g->kv_append(gCkv, gKpe, gC, gKva, B, n, pos, Lmax, rkv, dr, NULL, NULL);
+        check_dev("kv_append ckv", "B=2", gCkv, ckv, B * Lmax * rkv, 0);
+        check_dev("kv_append kpe", "B=2", gKpe, kpe, B * Lmax * dr, 0);
+        float *q = randv(&r, Nn * nh * dq, 1), *kvb = randv(&r, nh * (dn + dv) * rkv, 0.5f);
+        float *att = ds_malloc((size_t)(Nn * nh * dv) * 4);
+        float *gQ = upf(q, Nn * nh * dq), *gKvb = upf(kvb, nh * (dn + dv) * rkv), *gAtt = nanbuf(Nn * nh * dv);
+        c->mla_absorbed_attention(att, q, ckv, kpe, kvb, B, n, pos, Lmax, nh, dn, dv, dr, rkv, 0.3f, NULL, NULL);
+        g->mla_absorbed_attention(gAtt, gQ, gCkv, gKpe, gKvb, B, n, pos, Lmax, nh, dn, dv, dr, rkv, 0.3f, NULL, NULL);
+        check_dev("mla_absorbed_attention", "B=2 n=3 pos=4", gAtt, att, Nn * nh * dv, TOL);
+        /* continuous batching: sequence b at its own position and cache row */
+        const int64_t pb[2] = {1, 5}, rb[2] = {1, 0};
+        c->kv_append(ckv, kpe, cc, kva, B, n, 0, Lmax, rkv, dr, pb, rb);
+        g->kv_append(gCkv, gKpe, gC, gKva, B, n, 0, Lmax, rkv, dr, pb, rb);
+        check_dev("kv_append pos_b/row_b", "B=2", gCkv, ckv, B * Lmax * rkv, 0);
+        check_dev("kv_append pos_b/row_b kpe", "B=2", gKpe, kpe, B * Lmax * dr, 0);
+        c->mla_absorbed_attention(att, q, ckv, kpe, kvb, B, n, 0, Lmax, nh, dn, dv, dr, rkv, 0.3f, pb, rb);
+        g->mla_absorbed_attention(gAtt, gQ, gCkv, gKpe, gKvb, B, n, 0, Lmax, nh, dn, dv, dr, rkv, 0.3f, pb, rb);
+        check_dev("mla_absorbed_attention pos_b/row_b", "B=2 n=3", gAtt, att, Nn * nh * dv, TOL);
+        /* rope at per-sequence positions over q (B, n, nh, dq): the rope tail of each head */
+        float *ct = randv(&r, 16 * (dr / 2), 1), *st = randv(&r, 16 * (dr / 2), 1);
+        float *gCt = upf(ct, 16 * (dr / 2)), *gSt = upf(st, 16 * (dr / 2));
+        c->rope_pos_forward(q, ct, st, pb, B, n, nh, dq, dn, dr, 0);
+        g->rope_pos_forward(gQ, gCt, gSt, pb, B, n, nh, dq, dn, dr, 0);
+        check_dev("rope_pos_forward", "B=2 n=3", gQ, q, Nn * nh * dq, TOL);
+        ds_cuda_free(gCt), ds_cuda_free(gSt), free(ct), free(st);
+        ds_cuda_free(gDk), ds_cuda_free(gDv), ds_cuda_free(gDkv), ds_cuda_free(gDkva), ds_cuda_free(gCkv);
+        ds_cuda_free(gKpe), ds_cuda_free(gC), ds_cuda_free(gKva), ds_cuda_free(gQ), ds_cuda_free(gKvb), ds_cuda_free(gAtt);
+        free(dk), free(dvv), free(dkv), free(dkva), free(ckv), free(kpe), free(cc), free(kva), free(q), free(kvb), free(att);
+    }
+    /* sampling: top-k / top-p distribution and the pick */
+    {
+        int64_t V = 50;
+        float *lg = randv(&r, V, 2), *pc = ds_malloc((size_t)V * 4);
+        int32_t *sc = ds_malloc((size_t)V * 4);
+        c->sample_probs(pc, sc, lg, V, 0.8, 10, 0.9);
+        float *gL = upf(lg, V), *gP = nanbuf(V);
+        int32_t *gS = g->alloc((size_t)V * 4);
+        g->sample_probs(gP, gS, gL, V, 0.8, 10, 0.9);
+        check_dev("sample_probs", "V=50", gP, pc, V, 0);
+        CHECK(g->sample_pick(gP, V, 0.37) == c->sample_pick(pc, V, 0.37));
+        ds_cuda_free(gL), ds_cuda_free(gP), ds_cuda_free(gS), free(lg), free(pc), free(sc);
+    }
+    /* balance losses of one sequence */
+    {
+        int64_t T = 9, E = 8, K = 2;
+        float *sc = randv(&r, T * E, 1), *ds = randv(&r, T * E, 0.1f), *coef = ds_malloc((size_t)E * 4);
+        for (int64_t i = 0; i < T * E; i++) sc[i] = fabsf(sc[i]);
+        int32_t idx[18];
+        for (int64_t t = 0; t < T; t++) idx[2 * t] = (int32_t)(t % E), idx[2 * t + 1] = (int32_t)((t + 3) % E);
+        uint8_t *sel = ds_malloc((size_t)(T * E));
+        float *gSc = upf(sc, T * E), *gDs = upf(ds, T * E), *gCoef = nanbuf(E);
+        int32_t *gIdx = upi(idx, T * K);
+        uint8_t *gSel = g->alloc((size_t)(T * E));
+        ds_balance_terms tc, tg;
+        c->balance_loss(ds, coef, sel, sc, idx, T, E, K, 4, 2, 1, 0.003, 0.05, 0.02, 0.5, &tc);
+        g->balance_loss(gDs, gCoef, gSel, gSc, gIdx, T, E, K, 4, 2, 1, 0.003, 0.05, 0.02, 0.5, &tg);
+        check_dev("balance_loss dscores", "T=9 E=8", gDs, ds, T * E, TOL);
+        CHECK(!memcmp(&tc, &tg, sizeof tc));
+        ds_cuda_free(gSc), ds_cuda_free(gDs), ds_cuda_free(gCoef), ds_cuda_free(gIdx), ds_cuda_free(gSel);
+        free(sc), free(ds), free(coef), free(sel);
+    }
+    /* token_logprobs: log-softmax at the target in double, greedy flag (a tie: first maximum) */
+    {
+        int64_t N = 6, V = 77;
+        float *x = randv(&r, N * V, 3);
+        x[2 * V + 10] = x[2 * V + 40] = 20.0f;
+        int32_t tg[6] = {0, 76, 40, 10, 33, 5};
+        float lc[6], lg[6];
+        uint8_t gc[6], gg[6];
+        c->token_logprobs(lc, gc, x, tg, N, V);
+        float *gX = upf(x, N * V);
+        g->token_logprobs(lg, gg, gX, tg, N, V);
+        CHECK_MSG(nmse(lg, lc, N) <= TOL && !memcmp(gc, gg, sizeof gc), "token_logprobs: nmse %.3g, greedy %d%d%d vs %d%d%d",
+                  nmse(lg, lc, N), gg[0], gg[2], gg[3], gc[0], gc[2], gc[3]);
+        ds_cuda_free(gX), free(x);
+    }
+    CHECK(g->linear_workspace(64, 128, 256) == 0);
 }
 
 /* ---- whole models -------------------------------------------------------------------------- */
@@ -459,18 +739,23 @@ typedef struct {
 } run;
 
 /* a tiny random model with non-uniform routing (as test_model.c's), B = 2, T <= 45, MTP on */
-static void run_model(run *x, const struct ds_ops *ops, int64_t T) {
+/* mem: the table whose memory holds the model (NULL: host) */
+static void run_model_on(run *x, const struct ds_ops *ops, int64_t T, const struct ds_ops *mem) {
     ds_config c;
     ds_preset(&c, "tiny");
     c.initializer_range = 0.1;
-    CHECK(ds_model_create(&x->m, &c) == 0);
+    CHECK(ds_model_create_on(&x->m, &c, NULL, mem) == 0);
     ds_model_init_random(&x->m, 11);
     ds_rng r;
     ds_rng_seed(&r, 5);
+    float bias[64];
+    DS_ASSERT(c.n_routed_experts <= 64);
     for (int64_t l = 0; l < x->m.nblocks; l++)
-        if (x->m.blocks[l].router_bias)
-            for (int64_t e = 0; e < c.n_routed_experts; e++)
-                x->m.blocks[l].router_bias[e] = 0.05f * (float)ds_rng_uniform(&r);
+        if (x->m.blocks[l].router_bias) {
+            for (int64_t e = 0; e < c.n_routed_experts; e++) bias[e] = 0.05f * (float)ds_rng_uniform(&r);
+            if (mem) mem->copy_h2d(x->m.blocks[l].router_bias, bias, (size_t)c.n_routed_experts * sizeof(float));
+            else memcpy(x->m.blocks[l].router_bias, bias, (size_t)c.n_routed_experts * sizeof(float));
+        }
     for (int i = 0; i < 2 * T; i++) x->ids[i] = (int32_t)ds_rng_below(&r, (uint64_t)c.vocab_size);
     CHECK(ds_acts_create(&x->a, &x->m, 2, T, 1) == 0);
     CHECK(ds_grads_create(&x->g, &x->m) == 0);
@@ -479,6 +764,7 @@ static void run_model(run *x, const struct ds_ops *ops, int64_t T) {
     CHECK(ds_model_forward(&x->m, &x->a, ops, x->ids) == 0);
     CHECK(ds_model_backward(&x->m, &x->a, ops, &x->g, &x->w, NULL, &o, &x->t) == 0);
 }
+static void run_model(run *x, const struct ds_ops *ops, int64_t T) { run_model_on(x, ops, T, NULL); }
 static void run_free(run *x) {
     ds_bwd_free(&x->w);
     ds_grads_free(&x->g);
@@ -587,6 +873,33 @@ TEST(cuda_model_logits_grads_vs_cpu) {
     }
 }
 
+/* The device-resident table (ds_backend_table_resident: the CUDA table itself,
+ * host_visible 0): the model, arenas and gradients in device memory, FP32 —
+ * logits and gradients (read back with copy_d2h) against the host model on
+ * the CPU, the bounds of the staged check above. */
+TEST(cuda_model_resident_vs_cpu) {
+    NEED_GPU();
+    struct ds_ops cpu, gpu;
+    DS_ASSERT(ds_backend_table(&cpu, "cpu", DS_PREC_FP32) == 0);
+    CHECK(ds_backend_table_resident(&gpu, "cuda", DS_PREC_FP32) == 0 && gpu.host_visible == 0);
+    TEST_RETURN_IF_FAILED();
+    const struct ds_ops *mem = ds_backend_get_resident("cuda");
+    run a, b;
+    run_model(&a, &cpu, 45);
+    run_model_on(&b, &gpu, 45, mem);
+    TEST_RETURN_IF_FAILED();
+    int64_t nl = 2 * 45 * a.m.cfg.vocab_size, ng = a.m.layout.total;
+    float *lg = ds_malloc((size_t)nl * sizeof(float)), *gg = ds_malloc((size_t)ng * sizeof(float));
+    mem->copy_d2h(lg, b.a.logits, (size_t)nl * sizeof(float));
+    mem->copy_d2h(gg, b.g.g, (size_t)ng * sizeof(float));
+    double el = ds_test_max_rel(lg, a.a.logits, (size_t)nl, 1e-30), eg = ds_test_max_rel(gg, a.g.g, (size_t)ng, 1e-30);
+    double ls = fabs(b.t.loss - a.t.loss) / fabs(a.t.loss);
+    fprintf(stderr, "  resident fp32: logits %.3g, gradients %.3g, loss %.3g relative to the CPU\n", el, eg, ls);
+    CHECK_MSG(el < 1e-5 && eg < 1e-4 && ls < 1e-5, "resident fp32: logits %.3g gradients %.3g loss %.3g", el, eg, ls);
+    free(lg), free(gg);
+    run_free(&a), run_free(&b);
+}
+
 /* `dsv3 train --device cuda` against --device cpu on TinyShakespeare: FP32,
  * 20 steps, equal losses (1e-4); BF16 and FP8 on the GPU against the CPU's
  * BF16 run, 150 steps (test_train_fp8.c's run, one seed): the mean of the
@@ -651,5 +964,25 @@ TEST(cuda_train_vs_cpu) {
         fprintf(stderr, "  %s on the GPU: val loss %.5f, CPU bf16 %.5f (%.3f%%); last-10 train %.5f vs %.5f (%.3f%%)\n",
                 prec[i], val[i], val[2], 100 * gap, tail[i], tail[2], 100 * gt);
         CHECK(isfinite(val[i]) && gap < 0.01 && gt < 0.0025);
+    }
+}
+
+/* `dsv3 generate --device cuda` (device-resident: weights and latent KV cache
+ * in device memory) against --device cpu on the v3 fixture: greedy tokens
+ * and MTP-speculative tokens equal (FP32 logits within ~1e-6 of the CPU's;
+ * the fixture's greedy margins are far wider) */
+TEST(cuda_generate_vs_cpu) {
+    NEED_GPU();
+    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    if (!ds_file_exists("tests/fixtures/model/v3/config.json")) SKIP("tests/fixtures/model/v3 absent");
+    const char *modes[2] = {"", "--speculative mtp"};
+    for (int i = 0; i < 2; i++) {
+        char a[4096], b[4096];
+        const char *cmd = "%s generate --model tests/fixtures/model/v3 --ids --prompt '204 147 0 183 4 106' "
+                          "--max-new-tokens 12 --ignore-eos %s --device %s 2>/dev/null";
+        int ra = ds_test_sh(a, sizeof a, cmd, bin, modes[i], "cpu");
+        int rb = ds_test_sh(b, sizeof b, cmd, bin, modes[i], "cuda");
+        CHECK_MSG(ra == 0 && rb == 0 && !strcmp(a, b), "generate %s: cpu (rc %d) '%s' vs cuda (rc %d) '%s'", modes[i],
+                  ra, a, rb, b);
     }
 }

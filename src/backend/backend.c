@@ -24,10 +24,10 @@ const char *const ds_backend_devices[] = {"cpu", "cuda"};
 extern const struct ds_ops ds_ops_fakedev;
 const int ds_backend_ndevices = 2;
 
-/* The CUDA tables as code above the backend can use them today: host-staged
- * over the device tables (backend/staged.h), until that code allocates
- * through the table's memory entries; then this returns ds_cuda_table
- * itself.  NULL with ds_err when there is no device or no CUDA build. */
+/* The CUDA tables for code that holds host pointers: host-staged over the
+ * device tables (backend/staged.h); code that allocates through the table
+ * takes ds_cuda_table itself (ds_backend_get_resident).  NULL with ds_err
+ * when there is no device or no CUDA build. */
 static const struct ds_ops *cuda_tables(int precision) {
     static struct ds_ops staged[3];
     if (ds_cuda_init()) return NULL;
@@ -86,4 +86,18 @@ void ds_backend_set_peak(double gflops) { ds_cpu_peak_set(gflops); }
 int ds_backend_uses_blas(const char *device) {
     if (!device || !strcmp(device, "cpu") || !strcmp(device, "fakedev")) return ds_matmul_uses_blas();
     return !strcmp(device, "cuda");
+}
+
+const struct ds_ops *ds_backend_get_resident(const char *device) {
+    if (device && !strcmp(device, "cuda")) return ds_cuda_init() ? NULL : ds_cuda_table(DS_PREC_FP32);
+    return ds_backend_get(device);
+}
+
+int ds_backend_table_resident(struct ds_ops *ops, const char *device, int precision) {
+    if (!device || strcmp(device, "cuda")) return ds_backend_table(ops, device, precision);
+    if (precision != DS_PREC_FP32 && precision != DS_PREC_BF16 && precision != DS_PREC_FP8)
+        return ds_err("precision %d: unknown (fp32, bf16, fp8)", precision);
+    if (ds_cuda_init()) return -1;
+    *ops = *ds_cuda_table(precision); /* its GEMM entries are the device's own */
+    return 0;
 }

@@ -7,8 +7,9 @@
  *   ds_backend_peak_flops / ds_backend_set_peak  the FP32 peak behind MFU
  *   ds_backend_uses_blas                         whether GEMMs go through BLAS
  * "ref" is the scalar references (tests). "cuda" is the CUDA backend
- * (backend/cuda/cuda.h), host-staged for now (backend/staged.h); it fails with
- * "built without CUDA" or "no CUDA device".
+ * (backend/cuda/cuda.h), host-staged (backend/staged.h) for code that still
+ * holds host pointers, the device table itself through the _resident
+ * functions; it fails with "built without CUDA" or "no CUDA device".
  */
 #ifndef DS_BACKEND_H
 #define DS_BACKEND_H
@@ -49,5 +50,12 @@ void ds_backend_set_peak(double gflops);
  * "fakedev") in a build with OpenBLAS, "cuda" (cuBLAS/cuBLASLt); 0 for "ref"
  * and a cpu build without BLAS.  NULL is "cpu". */
 int ds_backend_uses_blas(const char *device);
+
+/* ds_backend_get / ds_backend_table for code whose buffers all come from the table's alloc and whose
+ * host reads go through copy_d2h (docs/engine.md §2.5 lists those paths):
+ * for "cuda" the device table itself (host_visible 0, no staging); for the
+ * other devices what ds_backend_get / ds_backend_table give. */
+const struct ds_ops *ds_backend_get_resident(const char *device);
+int ds_backend_table_resident(struct ds_ops *ops, const char *device, int precision);
 
 #endif

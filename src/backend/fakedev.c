@@ -196,6 +196,24 @@ V(rope_pos_forward,
    int64_t dr, int h),
   (x, c, s, p, B, T, nv, ld, off, dr, h))
 V(token_logprobs, (float *lp, uint8_t *g, const float *x, const int32_t *t, int64_t N, int64_t V), (lp, g, x, t, N, V))
+/* decode, sampling, optimizer */
+V(kv_append,
+  (float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos, int64_t L, int64_t rkv,
+   int64_t dr, const int64_t *pb, const int64_t *rb),
+  (ckv, kpe, c, kva, B, n, pos, L, rkv, dr, pb, rb))
+V(mla_absorbed_attention,
+  (float *att, const float *q, const float *ckv, const float *kpe, const float *kvb, int64_t B, int64_t n, int64_t pos,
+   int64_t L, int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float sc, const int64_t *pb, const int64_t *rb),
+  (att, q, ckv, kpe, kvb, B, n, pos, L, nh, dn, dv, dr, rkv, sc, pb, rb))
+V(argmax_rows, (int32_t *o, const float *x, int64_t N, int64_t V), (o, x, N, V))
+V(sample_probs, (float *p, int32_t *s, const float *l, int64_t V, double t, int64_t k, double tp), (p, s, l, V, t, k, tp))
+R(int32_t, sample_pick, (const float *p, int64_t V, double u), (p, V, u))
+V(adamw,
+  (float *p, const float *g, void *m, void *v, int bf, const ds_optim_seg *seg, int64_t ns, int64_t t,
+   const ds_adamw_hparams *h, float gs),
+  (p, g, m, v, bf, seg, ns, t, h, gs))
+V(bias_update, (float *b, const int64_t *load, int64_t E, float g), (b, load, E, g))
+static size_t fd_linear_workspace(int64_t N, int64_t C, int64_t OC) { return ds_ops_cpu.linear_workspace(N, C, OC); }
 
 /* the grouped entries run the cpu loop over experts with `self` (the calls
  * nest: each expert's linear entry enters again) */
@@ -234,4 +252,7 @@ const struct ds_ops ds_ops_fakedev = {
     E_(rope_pos_forward),
     /* evaluation scoring */
     E_(token_logprobs),
+    /* decode, sampling, optimizer */
+    E_(kv_append), E_(mla_absorbed_attention), E_(argmax_rows), E_(sample_probs), E_(sample_pick), E_(adamw),
+    E_(bias_update), E_(linear_workspace),
 };

@@ -65,6 +65,15 @@ const struct ds_ops *ds_cli_device(const char *cmd, const char *device) {
     return ops;
 }
 
+const struct ds_ops *ds_cli_device_resident(const char *cmd, const char *device) {
+    if (!device) device = "cpu";
+    if (strcmp(device, "fakedev"))
+        ds_cli_check_choice(cmd, "--device: unknown device", device, ds_backend_devices, ds_backend_ndevices);
+    const struct ds_ops *ops = ds_backend_get_resident(device);
+    if (!ops) exit(ds_cli_fail(cmd));
+    return ops;
+}
+
 void ds_cli_check_config(const char *cmd, const char *config) {
     if (!config || ds_config_is_path(config) || ds_file_exists(config)) return;
     int n = 0;

@@ -95,6 +95,10 @@ void ds_cli_check_config(const char *cmd, const char *config);
 #define DS_DEVICE_HELP "cpu|cuda  where the model runs (default cpu; cuda needs a CUDA build)"
 struct ds_ops;
 const struct ds_ops *ds_cli_device(const char *cmd, const char *device);
+/* The same for a command whose path is device-resident (ds_backend_get_resident:
+ * the model and its buffers in the table's memory); also takes the test device
+ * "fakedev" (host-invisible memory over the cpu kernels; not in --help). */
+const struct ds_ops *ds_cli_device_resident(const char *cmd, const char *device);
 /* Print "dsv3 <cmd>: <ds_errmsg()>" and return 1. */
 int ds_cli_fail(const char *cmd);
 /* Print "dsv3 <cmd>: <msg>" and exit 2 (usage error). */

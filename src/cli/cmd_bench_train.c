@@ -48,13 +48,15 @@ static int run(int argc, char **argv) {
         ds_cli_usage_error("bench-train", "--precision: fp32, bf16 or fp8, got %s", ds_quote(prec));
     if (cache && !fp8) ds_cli_usage_error("bench-train", "--fp8-cache needs --precision fp8");
     const int precision = bf16 ? DS_PREC_BF16 : fp8 ? DS_PREC_FP8 : DS_PREC_FP32;
-    ds_cli_device("bench-train", device);
+    /* device-resident: weights, arenas, gradients and moments in the table's memory */
+    ds_cli_device_resident("bench-train", device);
     struct ds_ops ops;
-    if (ds_backend_table(&ops, device, precision)) return ds_cli_fail("bench-train");
+    if (ds_backend_table_resident(&ops, device, precision)) return ds_cli_fail("bench-train");
+    const struct ds_ops *dev = ops.host_visible ? NULL : &ops;
     ds_config c;
     ds_model m;
     int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
-    if (bad || ds_config_validate(&c, config) || ds_model_create(&m, &c)) return ds_cli_fail("bench-train");
+    if (bad || ds_config_validate(&c, config) || ds_model_create_on(&m, &c, NULL, dev)) return ds_cli_fail("bench-train");
     ds_model_init_random(&m, 1);
     ds_acts a;
     ds_grads g;
@@ -72,7 +74,8 @@ static int run(int argc, char **argv) {
     ds_log(DS_LOG_INFO, "FP32 GEMM: %s%s", blas, narrow ? DS_BLAS_NARROW_NOTE : "");
     char memj[640];
     ds_train_memory_json(memj, sizeof memj, &mem);
-    void *mom = ds_calloc((size_t)g.n, m16 ? 2 : 4), *vel = ds_calloc((size_t)g.n, m16 ? 2 : 4);
+    void *mom = ds_model_mem_alloc(dev, (size_t)g.n * (m16 ? 2 : 4)), *vel = ds_model_mem_alloc(dev, (size_t)g.n * (m16 ? 2 : 4));
+    if (!mom || !vel) return ds_cli_fail("bench-train");
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t));
     ds_rng r;
     ds_rng_seed(&r, 1234);
@@ -84,12 +87,15 @@ static int run(int argc, char **argv) {
         double t0 = ds_now();
         ds_grads_zero(&g);
         if (ds_model_forward(&m, &a, &ops, ids)) return ds_cli_fail("bench-train");
+        ops.sync(); /* a device table runs asynchronously: the phase times after a sync */
         double t1 = ds_now();
         ds_loss_terms t;
         if (ds_model_backward(&m, &a, &ops, &g, &w, NULL, &lo, &t)) return ds_cli_fail("bench-train");
+        ops.sync();
         double t2 = ds_now();
         double ss = ops.sumsq(g.g, g.n); /* the trainer's step: norm, clip, AdamW */
         ds_model_adamw_step(&ops, &m, &g, mom, vel, m16, it + 1, &h, ds_clip_coef(sqrt(ss), 1.0), 0);
+        ops.sync();
         double t3 = ds_now();
         loss = t.loss;
         if (it == 0) continue; /* warm-up */
@@ -103,8 +109,8 @@ static int run(int argc, char **argv) {
            prec, cache, m16, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, loss,
            3.0 * ds_model_forward_flops(&m, B, T, 0), ds_backend_peak_flops(device, ds_threads(), NULL, 0), blas, narrow, memj);
     free(ids);
-    free(mom);
-    free(vel);
+    ds_model_mem_free(dev, mom);
+    ds_model_mem_free(dev, vel);
     ds_grads_free(&g);
     ds_bwd_free(&w);
     ds_acts_free(&a);

@@ -20,7 +20,8 @@ static int eval_bind_model(const char *dir, const char *tokenizer, int64_t max_l
         ds_lm_uniform_bytes(lm, max_length);
         return 0;
     }
-    ds_load_opts o = {.fp8_resident = !dequant};
+    /* device-resident: the weights and arenas in the table's memory */
+    ds_load_opts o = {.fp8_resident = !dequant, .mem = ops->host_visible ? NULL : ops};
     return ds_lm_from_model_dir_ex(lm, dir, tokenizer, max_length, &o, ops);
 }
 
@@ -85,7 +86,7 @@ static int run_eval(int argc, char **argv) {
         ds_cli_usage_error("eval", "--max-length %lld is out of range (1..16777216, or 0 = the model's)", max_length);
     if (strcmp(on_error, "stop") && strcmp(on_error, "skip"))
         ds_cli_usage_error("eval", "--on-error %s: expected stop or skip", ds_quote(on_error));
-    const struct ds_ops *ops = ds_cli_device("eval", device);
+    const struct ds_ops *ops = ds_cli_device_resident("eval", device);
 
     char data_buf[4096];
     if (!data) {

@@ -96,6 +96,15 @@ static int read_ids(const char *path, int64_t V, int32_t **ids_out, int64_t *B_o
     return 0;
 }
 
+/* a tensor of the model's memory as host data: itself on a host table, else
+ * a host copy (freed by the caller) */
+static const float *host_copy(const struct ds_ops *ops, const float *p, int64_t n) {
+    if (ops->host_visible) return p;
+    float *h = ds_malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    ops->copy_d2h(h, p, (size_t)n * sizeof(float));
+    return h;
+}
+
 static int bench(const ds_model *m, const struct ds_ops *ops, const char *device, const char *shape, long long iters,
                  int mtp) {
     long long B = 0, T = 0;
@@ -162,17 +171,20 @@ static int run(int argc, char **argv) {
     if (mtp_lambda > 0 && no_mtp) ds_cli_usage_error("forward", "--mtp-lambda needs the MTP modules (drop --no-mtp)");
     if (bal && ds_loss_opts_parse_balance(&lo, bal)) ds_cli_usage_error("forward", "%s", ds_errmsg());
     if (iters <= 0) ds_cli_usage_error("forward", "--iters must be positive");
-    const struct ds_ops *ops = ds_cli_device("forward", device);
+    /* device-resident: the weights, arenas and gradients in the table's
+     * memory; the written tensors come back through copy_d2h */
+    const struct ds_ops *ops = ds_cli_device_resident("forward", device);
+    const struct ds_ops *mem = ops->host_visible ? NULL : ops;
     ds_model m;
     if (model) {
         /* gradients need FP32 parameters: --grads loads dequantized */
-        ds_load_opts lopt = {.fp8_resident = !dequant && !grads};
+        ds_load_opts lopt = {.fp8_resident = !dequant && !grads, .mem = mem};
         if (ds_model_load_ex(&m, model, &lopt)) return ds_cli_fail("forward");
         ds_model_log_weight_mem(&m);
     } else {
         ds_config c;
         int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
-        if (bad || ds_config_validate(&c, config) || ds_model_create(&m, &c)) return ds_cli_fail("forward");
+        if (bad || ds_config_validate(&c, config) || ds_model_create_on(&m, &c, NULL, mem)) return ds_cli_fail("forward");
         ds_model_init_random(&m, 1);
     }
     if (rnd) {
@@ -209,20 +221,24 @@ static int run(int argc, char **argv) {
         ds_st_entry *e = ds_calloc((size_t)(1 + D + L + 1), sizeof *e);
         char (*names)[48] = ds_calloc((size_t)(1 + D + L + 1), 48);
         int64_t n = 0;
-        e[n++] = (ds_st_entry){"logits", DS_F32, 3, {B, T, c->vocab_size}, a.logits};
+        e[n++] = (ds_st_entry){"logits", DS_F32, 3, {B, T, c->vocab_size}, host_copy(ops, a.logits, B * T * c->vocab_size)};
         for (int64_t k = 1; k <= D; k++) {
             if (T - k <= 0) continue;
             snprintf(names[n], 48, "mtp_logits.%lld", (long long)k);
-            e[n] = (ds_st_entry){names[n], DS_F32, 3, {B, T - k, c->vocab_size}, a.mtp_logits[k - 1]};
+            e[n] = (ds_st_entry){names[n], DS_F32, 3, {B, T - k, c->vocab_size},
+                                 host_copy(ops, a.mtp_logits[k - 1], B * (T - k) * c->vocab_size)};
             n++;
         }
         for (int64_t i = 0; hidden && i <= L; i++) {
             snprintf(names[n], 48, "hidden_states.%lld", (long long)i);
-            e[n] = (ds_st_entry){names[n], DS_F32, 3, {B, T, c->hidden_size}, ds_acts_hidden(&a, &m, i)};
+            e[n] = (ds_st_entry){names[n], DS_F32, 3, {B, T, c->hidden_size},
+                                 host_copy(ops, ds_acts_hidden(&a, &m, i), B * T * c->hidden_size)};
             n++;
         }
         static const char *const meta[] = {"format", "pt", NULL};
         rc = ds_st_write(out, e, n, meta);
+        if (!ops->host_visible)
+            for (int64_t i = 0; i < n; i++) free((void *)e[i].data);
         free(e);
         free(names);
     }

@@ -144,7 +144,8 @@ static int run(int argc, char **argv) {
     if (top_k < 0) ds_cli_usage_error("generate", "--top-k must be >= 0 (0 = off), got %lld", top_k);
     if (spec && temperature > 0)
         ds_cli_usage_error("generate", "--speculative mtp is greedy only (use --temperature 0)");
-    const struct ds_ops *ops = ds_cli_device("generate", device);
+    /* device-resident: the weights, arenas and KV cache in the table's memory */
+    const struct ds_ops *ops = ds_cli_device_resident("generate", device);
     if (!*prompt) {
         ds_err("the prompt is empty");
         return ds_cli_fail("generate");
@@ -162,7 +163,7 @@ static int run(int argc, char **argv) {
         if (!tok) return ds_cli_fail("generate");
     }
     ds_model m;
-    ds_load_opts lopt = {.fp8_resident = !dequant};
+    ds_load_opts lopt = {.fp8_resident = !dequant, .mem = ops->host_visible ? NULL : ops};
     if (ds_model_load_ex(&m, model, &lopt)) {
         ds_tokenizer_free(tok);
         return ds_cli_fail("generate");

@@ -35,8 +35,9 @@ int ds_engine_create(ds_engine *e, const ds_model *m, const struct ds_ops *ops, 
     e->max_len = max_len;
     e->chunk = chunk;
     e->mtp = mtp ? 1 : 0;
-    if (ds_kv_cache_create(&e->kc, c->num_hidden_layers + e->mtp, B, max_len, c->kv_lora_rank,
-                           c->qk_rope_head_dim))
+    /* the cache lives with the model (its table's memory, or the host) */
+    if (ds_kv_cache_create_on(&e->kc, m->mem, c->num_hidden_layers + e->mtp, B, max_len, c->kv_lora_rank,
+                              c->qk_rope_head_dim))
         return -1;
     if (ds_acts_create_infer(&e->a, m, B, chunk, max_len, e->mtp)) {
         ds_kv_cache_free(&e->kc);

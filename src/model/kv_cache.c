@@ -12,8 +12,14 @@
 
 #include "base/base.h"
 #include "model/layout.h"
+#include "model/model.h"
 
 int ds_kv_cache_create(ds_kv_cache *kc, int64_t nlayers, int64_t B, int64_t max_len, int64_t rkv, int64_t dr) {
+    return ds_kv_cache_create_on(kc, NULL, nlayers, B, max_len, rkv, dr);
+}
+
+int ds_kv_cache_create_on(ds_kv_cache *kc, const struct ds_ops *dev, int64_t nlayers, int64_t B, int64_t max_len,
+                          int64_t rkv, int64_t dr) {
     memset(kc, 0, sizeof *kc);
     if (nlayers <= 0 || B <= 0 || max_len <= 0 || rkv <= 0 || dr < 0)
         return ds_err("kv cache: bad sizes (layers %lld, batch %lld, length %lld)", (long long)nlayers, (long long)B,
@@ -31,8 +37,14 @@ int ds_kv_cache_create(ds_kv_cache *kc, int64_t nlayers, int64_t B, int64_t max_
     kc->rkv = rkv;
     kc->dr = dr;
     size_t per = (size_t)(B * max_len) * (size_t)(rkv + dr);
-    kc->mem = ds_aligned_alloc((size_t)nlayers * per * sizeof(float) + 64);
-    memset(kc->mem, 0, (size_t)nlayers * per * sizeof(float));
+    kc->dev = dev;
+    if (dev) {
+        kc->mem = ds_model_mem_alloc(dev, (size_t)nlayers * per * sizeof(float)); /* zero-filled */
+        if (!kc->mem) return -1;
+    } else {
+        kc->mem = ds_aligned_alloc((size_t)nlayers * per * sizeof(float) + 64);
+        memset(kc->mem, 0, (size_t)nlayers * per * sizeof(float));
+    }
     kc->ckv = ds_calloc((size_t)nlayers, sizeof(float *));
     kc->kpe = ds_calloc((size_t)nlayers, sizeof(float *));
     for (int64_t l = 0; l < nlayers; l++) {
@@ -43,7 +55,8 @@ int ds_kv_cache_create(ds_kv_cache *kc, int64_t nlayers, int64_t B, int64_t max_
 }
 
 void ds_kv_cache_free(ds_kv_cache *kc) {
-    ds_free_aligned(kc->mem);
+    if (kc->dev) ds_model_mem_free(kc->dev, kc->mem);
+    else ds_free_aligned(kc->mem);
     free(kc->ckv);
     free(kc->kpe);
     memset(kc, 0, sizeof *kc);

@@ -250,8 +250,9 @@ typedef struct {
 } eval_result;
 
 /* Validation over up to nb batches of the val split (file order). */
-static eval_result evaluate(const ds_model *m, const struct ds_ops *ops, ds_acts *a, ds_loader *val, int64_t nb, const int64_t *tok_bytes,
-                            float *losses, int32_t *ids, int32_t *tgt, int64_t *load) {
+static eval_result evaluate_on(const ds_model *m, const struct ds_ops *ops, ds_acts *a, ds_loader *val, int64_t nb,
+                               const int64_t *tok_bytes, float *losses, int32_t *ids, int32_t *tgt, int32_t *dtgt,
+                               int64_t *load) {
     eval_result r = {0};
     if (!val || val->nbatches == 0) return r;
     const ds_config *c = &m->cfg;
@@ -266,10 +267,11 @@ static eval_result evaluate(const ds_model *m, const struct ds_ops *ops, ds_acts
         for (int64_t i = 0; i < nt; i++) r.bytes += tok_bytes[tgt[i]];
         if (ds_model_forward(m, a, ops, ids)) return r;
         /* Σ −log p(target) of the batch (every position counts) */
-        nats += ops->cross_entropy(NULL, losses, NULL, a->logits, tgt, nt, c->vocab_size, DS_IGNORE_INDEX, 1.0f);
+        if (dtgt != tgt) ops->copy_h2d(dtgt, tgt, (size_t)nt * sizeof(int32_t));
+        nats += ops->cross_entropy(NULL, losses, NULL, a->logits, dtgt, nt, c->vocab_size, DS_IGNORE_INDEX, 1.0f);
         for (int64_t l = 0; l < L; l++)
             if (m->blocks[l].moe)
-                for (int64_t e = 0; e < E; e++) load[l * E + e] += a->blk[l].counts[e];
+                for (int64_t e = 0; e < E; e++) load[l * E + e] += a->blk[l].counts_h[e];
         r.tokens += nt;
     }
     r.loss = nats / (double)r.tokens;
@@ -280,6 +282,18 @@ static eval_result evaluate(const ds_model *m, const struct ds_ops *ops, ds_acts
             if (rs.maxvio > r.maxvio) r.maxvio = rs.maxvio;
         }
     r.ok = 1;
+    return r;
+}
+
+/* a device-resident model: the targets and per-position losses in its memory */
+static eval_result evaluate(const ds_model *m, const struct ds_ops *ops, ds_acts *a, ds_loader *val, int64_t nb,
+                            const int64_t *tok_bytes, float *losses, int32_t *ids, int32_t *tgt, int64_t *load) {
+    const struct ds_ops *dev = m->mem && !m->mem->host_visible ? m->mem : NULL;
+    int32_t *dtgt = dev ? ds_model_mem_alloc(dev, (size_t)(a->B * a->T) * sizeof(int32_t)) : tgt;
+    float *dloss = dev ? ds_model_mem_alloc(dev, (size_t)(a->B * a->T) * sizeof(float)) : losses;
+    eval_result r = {0};
+    if (dtgt && dloss) r = evaluate_on(m, ops, a, val, nb, tok_bytes, dloss, ids, tgt, dtgt, load);
+    if (dev) ds_model_mem_free(dev, dtgt), ds_model_mem_free(dev, dloss);
     return r;
 }
 
@@ -336,6 +350,15 @@ char *ds_sample_text(const ds_model *m, const struct ds_ops *ops, const ds_token
  * whether it worked. */
 static int save_all(ds_comm *world, ds_zero1 *z, const char *run, const ds_model *m, const char *tjpath,
                     const ds_train_state *st, const void *mom, const void *vel, int64_t n, int m16, int64_t keep) {
+    if (world->size == 1 && m->mem && !m->mem->host_visible) { /* device-resident moments: through the host */
+        size_t nb = (size_t)n * (m16 ? 2 : 4);
+        void *hm = ds_malloc(nb ? nb : 1), *hv = ds_malloc(nb ? nb : 1);
+        m->mem->copy_d2h(hm, mom, nb);
+        m->mem->copy_d2h(hv, vel, nb);
+        int rc = ds_ckpt_save(run, m, tjpath, st, hm, hv, n, m16, keep);
+        free(hm), free(hv);
+        return rc;
+    }
     if (world->size == 1) return ds_ckpt_save(run, m, tjpath, st, mom, vel, n, m16, keep);
     int es = m16 ? 2 : 4;
     void *fm = ds_malloc((size_t)n * (size_t)es), *fv = ds_malloc((size_t)n * (size_t)es);
@@ -438,12 +461,19 @@ int ds_train(const ds_train_opts *o) {
         return ds_err("a budget is required: --steps N, --tokens N or --minutes M");
     /* the step's table (GEMMs in the run's precision); validation and
      * sampling run in FP32 on the same device */
-    struct ds_ops ops;
-    const struct ds_ops *fp32 = ds_backend_get(o->device);
-    if (!fp32 || ds_backend_table(&ops, o->device, o->precision)) return -1;
     /* many processes (mpirun): each rank trains rows [R·B/P, (R+1)·B/P) of
      * every batch; rank 0 logs, validates and writes checkpoints */
     ds_comm *world = ds_comm_world();
+    /* one process runs device-resident (the model, gradients and moments in
+     * the table's memory, docs/engine.md §2.5); many stay on host pointers
+     * (the broadcasts and ZeRO-1 exchanges read them) */
+    const int resident = world->size == 1;
+    struct ds_ops ops;
+    const struct ds_ops *fp32 = resident ? ds_backend_get_resident(o->device) : ds_backend_get(o->device);
+    if (!fp32 || (resident ? ds_backend_table_resident(&ops, o->device, o->precision)
+                           : ds_backend_table(&ops, o->device, o->precision)))
+        return -1;
+    const struct ds_ops *dmem = fp32->host_visible ? NULL : fp32; /* the model's memory */
     const int P = world->size, R = world->rank, lead = R == 0;
     if (o->batch > 0 && o->batch % P)
         return ds_err("--batch %lld is not a multiple of the %d processes (each takes an equal slice)",
@@ -486,7 +516,7 @@ int ds_train(const ds_train_opts *o) {
     if (o->resume) {
         resume_dir = ds_ckpt_latest(o->resume);
         if (!resume_dir) goto out0;
-        ds_load_opts lopt = {0};
+        ds_load_opts lopt = {.mem = dmem};
         lopt.ep_size = sharded ? o->ep : 0, lopt.ep_rank = sharded ? R % o->ep : 0;
         if (ds_model_load_ex(&m, resume_dir, &lopt)) goto out0;
     } else {
@@ -503,7 +533,7 @@ int ds_train(const ds_train_opts *o) {
             c.eos_token_id = e >= 0 ? e : b;
         }
         if (ds_config_validate(&c, o->config) ||
-            (sharded ? ds_model_create_shard(&m, &c, o->ep, R % o->ep) : ds_model_create(&m, &c)))
+            (sharded ? ds_model_create_shard(&m, &c, o->ep, R % o->ep) : ds_model_create_on(&m, &c, NULL, dmem)))
             goto out0;
         ds_model_init_random(&m, o->seed);
     }
@@ -572,7 +602,7 @@ int ds_train(const ds_train_opts *o) {
     if (sharded) ds_zero1_init_ep(&zero, world, m.layout.rep, dpc, g.n - m.layout.rep);
     else ds_zero1_init(&zero, world, g.n);
     int64_t nmom = P > 1 ? ds_zero1_block(&zero) : g.n;
-    void *mom = ds_calloc((size_t)nmom + 1, msz), *vel = ds_calloc((size_t)nmom + 1, msz);
+    void *mom = ds_model_mem_alloc(dmem, ((size_t)nmom + 1) * msz), *vel = ds_model_mem_alloc(dmem, ((size_t)nmom + 1) * msz);
     float *losses = ds_malloc((size_t)(B * T) * sizeof(float)); /* validation CE per position */
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t)), *tgt = ds_malloc((size_t)(B * T) * sizeof(int32_t));
     int64_t nb = m.nblocks, Ee = E > 0 ? E : 1;
@@ -580,6 +610,7 @@ int ds_train(const ds_train_opts *o) {
     int64_t *load = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *vload = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *tok_bytes = ds_calloc((size_t)c->vocab_size, sizeof(int64_t));
+    float *bias_h = ds_calloc((size_t)Ee, sizeof(float)); /* a router bias read back for the log */
     ds_tokenizer_byte_lengths(tok, tok_bytes, c->vocab_size);
 
     /* state */
@@ -587,7 +618,13 @@ int ds_train(const ds_train_opts *o) {
     ds_rng rng;
     ds_rng_seed(&rng, o->seed ^ 0x5eed);
     if (o->resume) {
-        if (P == 1) {
+        if (P == 1 && dmem) { /* into device memory through the host */
+            void *hm = ds_malloc((size_t)g.n * msz + 1), *hv = ds_malloc((size_t)g.n * msz + 1);
+            int bad = ds_ckpt_load_state(resume_dir, &st, hm, hv, g.n, m16);
+            if (!bad) dmem->copy_h2d(mom, hm, (size_t)g.n * msz), dmem->copy_h2d(vel, hv, (size_t)g.n * msz);
+            free(hm), free(hv);
+            if (bad) goto out1;
+        } else if (P == 1) {
             if (ds_ckpt_load_state(resume_dir, &st, mom, vel, g.n, m16)) goto out1;
         } else {
             /* the moments mapped: this process copies its blocks only */
@@ -756,11 +793,15 @@ int ds_train(const ds_train_opts *o) {
             for (int64_t k = 0; k < mtp_depth; k++) mtp_ce += lt.mtp_ce[k] / (double)mtp_depth;
             for (int64_t l = 0; l < nrun; l++)
                 if (m.blocks[l].moe)
-                    for (int64_t e = 0; e < E; e++) load[l * Ee + e] += a.blk[l].counts[e];
+                    for (int64_t e = 0; e < E; e++) load[l * Ee + e] += a.blk[l].counts_h[e];
         }
         if (rc) break;
         fault_die_at(R, s + 1);
-        if (fault_nan_at(s + 1)) loss = NAN, g.g[0] = NAN;
+        if (fault_nan_at(s + 1)) {
+            const float nanv = NAN;
+            loss = NAN;
+            ops.copy_h2d(g.g, &nanv, sizeof nanv);
+        }
         /* one reduction: the global norm, and non-finite iff a gradient is */
         double ss = isfinite(loss) ? ops.sumsq(g.g, g.n) : NAN;
         const char *badg = NULL;
@@ -911,7 +952,8 @@ int ds_train(const ds_train_opts *o) {
         for (int64_t l = 0; l < L; l++) {
             if (!m.blocks[l].moe || !m.blocks[l].router_bias) continue;
             fputs(nbias++ ? ", [" : ", \"bias\": [[", logf);
-            for (int64_t e = 0; e < E; e++) fprintf(logf, "%s%.6g", e ? "," : "", (double)m.blocks[l].router_bias[e]);
+            ops.copy_d2h(bias_h, m.blocks[l].router_bias, (size_t)E * sizeof(float));
+            for (int64_t e = 0; e < E; e++) fprintf(logf, "%s%.6g", e ? "," : "", (double)bias_h[e]);
             fputc(']', logf);
         }
         fputs(nbias ? "]}\n" : "}\n", logf);
@@ -991,7 +1033,7 @@ int ds_train(const ds_train_opts *o) {
 out1:
     ds_zero1_free(&zero);
     if (have_ep) ds_moe_ep_free(&epx);
-    free(mom), free(vel), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
+    ds_model_mem_free(dmem, mom), ds_model_mem_free(dmem, vel), free(bias_h), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
     ds_grads_free(&g);
     ds_bwd_free(&w);
     ds_acts_free(&a);

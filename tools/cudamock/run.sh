@@ -19,6 +19,6 @@ for f in src/backend/cuda/*.cu; do
   objs="$objs $B/mock/$n.o"
 done
 g++ -std=c++20 -O1 -g -Isrc -Itools/cudamock/include -c tools/cudamock/mock.cpp -o $B/mock/mock.o
-LIBS="-lm -lpthread $(pkg-config --libs libcjson libpcre2-8 openblas 2>/dev/null)"
+LIBS="-lm -lpthread $(pkg-config --libs libcjson libpcre2-8 openblas 2>/dev/null) $(pkg-config --libs libmicrohttpd 2>/dev/null) $(mpicc --showme:link 2>/dev/null)"
 g++ -fopenmp -o $B/test_cudamock $objs $B/mock/mock.o $B/tests/*.o $B/libdsv3.a $LIBS
 DSV3=./dsv3 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} ./$B/test_cudamock "${@:-cuda_}"

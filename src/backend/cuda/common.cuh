@@ -164,6 +164,46 @@ void ds_cu_attention_forward(float *out, float *lse, const float *q, const float
 void ds_cu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
                               const float *lse, const float *q, const float *k, const float *v, int64_t B,
                               int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale);
+/* engine.cu */
+void *ds_cu_alloc(size_t bytes);
+size_t ds_cu_linear_workspace(int64_t N, int64_t C, int64_t OC);
+double ds_cu_sumsq(const float *x, int64_t n);
+void ds_cu_adamw(float *p, const float *g, void *m, void *v, int bf16_moments, const ds_optim_seg *seg, int64_t nseg,
+                 int64_t t, const ds_adamw_hparams *h, float gscale);
+void ds_cu_bias_update(float *bias, const int64_t *load, int64_t E, float gamma);
+void ds_cu_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
+                     int64_t Lmax, int64_t rkv, int64_t dr, const int64_t *pos_b, const int64_t *row_b);
+void ds_cu_mla_absorbed_attention(float *att, const float *q, const float *ckv, const float *kpe, const float *kv_b,
+                                  int64_t B, int64_t n, int64_t pos, int64_t Lmax, int64_t nh, int64_t dn, int64_t dv,
+                                  int64_t dr, int64_t rkv, float scale, const int64_t *pos_b, const int64_t *row_b);
+void ds_cu_rope_pos_forward(float *x, const float *cos_t, const float *sin_t, const int64_t *pos_b, int64_t B,
+                            int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves);
+void ds_cu_token_logprobs(float *logprob, uint8_t *greedy, const float *logits, const int32_t *targets, int64_t N,
+                          int64_t V);
+void ds_cu_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H);
+void ds_cu_act_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t C);
+void ds_cu_act_dequant_1x128(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C);
+void ds_cu_argmax_rows(int32_t *out, const float *x, int64_t N, int64_t V);
+void ds_cu_sample_probs(float *prob, int32_t *scratch, const float *logits, int64_t V, double temperature,
+                        int64_t top_k, double top_p);
+int32_t ds_cu_sample_pick(const float *prob, int64_t V, double u);
+void ds_cu_moe_sort(int64_t *counts, int64_t *offsets, int32_t *order, int32_t *pos, const int32_t *idx, int64_t N,
+                    int64_t K, int64_t E);
+void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
+                                  const ds_fp8w *const *w8, const int64_t *counts, const int64_t *offsets, int64_t E,
+                                  int64_t C, int64_t OC);
+void ds_cu_embedding_bf16_forward(float *out, const int32_t *ids, const uint16_t *wte, int64_t N, int64_t C);
+void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw, const float *dout,
+                                   const float *inp, const float *const *w, const int64_t *counts,
+                                   const int64_t *offsets, int64_t E, int64_t C, int64_t OC, int acc);
+void ds_cu_mla_kv_assemble_backward(float *dkv, float *dkva, const float *dk, const float *dv, int64_t N, int64_t nh,
+                                    int64_t dn, int64_t dv_, int64_t rkv, int64_t dr);
+void ds_cu_moe_permute_backward(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H);
+void ds_cu_balance_loss(float *dscores, float *coef, uint8_t *sel, const float *scores, const int32_t *idx, int64_t T,
+                        int64_t E, int64_t K, int64_t G, int64_t M, int normalize, double a_exp, double a_dev,
+                        double a_comm, double scale, ds_balance_terms *terms);
+void ds_cu_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n);
+void ds_cu_cast_bf16_f32(float *dst, const uint16_t *src, int64_t n);
 }
 
 #endif

@@ -15,10 +15,11 @@
  *   ds_cuda_alloc ...       device memory (stream-ordered) and copies;
  *                           copy_d2h returns with dst valid
  *
- * Until the table carries the memory entries (docs/engine.md §2.2), code
- * above the backend holds host pointers, so ds_backend_get("cuda") hands out
- * the host-staged table of backend/staged.h over ds_cuda_table (correct,
- * slow: every entry copies its operands in and out).
+ * The table carries the memory entries (host_visible 0): code that allocates
+ * through it gets it from ds_backend_get_resident("cuda"); code that still
+ * holds host pointers gets the host-staged table of backend/staged.h over it
+ * from ds_backend_get("cuda") (correct, slow: every entry copies its operands
+ * in and out).  docs/engine.md §2.5 lists which paths are which.
  */
 #ifndef DS_BACKEND_CUDA_H
 #define DS_BACKEND_CUDA_H

@@ -145,6 +145,38 @@ static void fill(struct ds_ops *t, int precision) {
     t->moe_combine_forward = ds_cu_moe_combine_forward;
     t->mla_kv_assemble = ds_cu_mla_kv_assemble;
     t->rope_tables = ds_cu_rope_tables;
+    /* optimizer, decode, memory, MoE, EP (engine.cu) */
+    t->sumsq = ds_cu_sumsq;
+    t->adamw = ds_cu_adamw;
+    t->bias_update = ds_cu_bias_update;
+    t->linear_workspace = ds_cu_linear_workspace;
+    t->kv_append = ds_cu_kv_append;
+    t->mla_absorbed_attention = ds_cu_mla_absorbed_attention;
+    t->gather_rows = ds_cu_gather_rows;
+    t->act_quant_1x128 = ds_cu_act_quant_1x128;
+    t->act_dequant_1x128 = ds_cu_act_dequant_1x128;
+    t->argmax_rows = ds_cu_argmax_rows;
+    t->sample_probs = ds_cu_sample_probs;
+    t->sample_pick = ds_cu_sample_pick;
+    t->host_visible = 0;
+    t->alloc = ds_cu_alloc;
+    t->free = ds_cuda_free;
+    t->memset = ds_cuda_memset;
+    t->copy_h2d = ds_cuda_copy_h2d;
+    t->copy_d2h = ds_cuda_copy_d2h;
+    t->copy_d2d = ds_cuda_copy_d2d;
+    t->sync = ds_cuda_sync;
+    t->moe_sort = ds_cu_moe_sort;
+    t->grouped_linear_forward = ds_cu_grouped_linear_forward;
+    t->embedding_bf16_forward = ds_cu_embedding_bf16_forward;
+    t->grouped_linear_backward = ds_cu_grouped_linear_backward;
+    t->mla_kv_assemble_backward = ds_cu_mla_kv_assemble_backward;
+    t->moe_permute_backward = ds_cu_moe_permute_backward;
+    t->balance_loss = ds_cu_balance_loss;
+    t->cast_f32_bf16 = ds_cu_cast_f32_bf16;
+    t->cast_bf16_f32 = ds_cu_cast_bf16_f32;
+    t->rope_pos_forward = ds_cu_rope_pos_forward;
+    t->token_logprobs = ds_cu_token_logprobs;
     /* precision: BF16 takes every GEMM, FP8 the linear entries only (lm_head,
      * router and eh_proj stay FP32, as in DeepSeek-V3) */
     if (precision == DS_PREC_BF16) {

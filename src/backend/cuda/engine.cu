@@ -1,0 +1,594 @@
+/*
+ * engine.cu — the CUDA entries of the engine's later table rows
+ * (docs/engine.md §2.2): memory, the optimizer (sumsq, AdamW, bias update),
+ * the MoE sort and grouped GEMMs, the backward row moves, FP8 1x128
+ * activation tiles, BF16 casts, the decode entries (latent cache append,
+ * absorbed MLA attention, row gather, argmax, sampling) and the balance
+ * losses.  Each mirrors its CPU entry (the .c files of backend/cpu/):
+ *   same bits: copies and gathers, casts, FP8 codes and scales, argmax,
+ *     bias_update, sumsq (the CPU's 8192-element blocks, each summed in the
+ *     CPU's 32 double lanes and fixed tree, the blocks summed in order on the host);
+ *   FP32 arithmetic in another order: AdamW (FMA contraction may differ),
+ *     absorbed attention (block reductions), the k_pe head sum;
+ *   on the host through copies (the CPU entry itself; small, control-heavy,
+ *     once per layer or token): moe_sort, balance_loss, sample_probs,
+ *     sample_pick.  Correct on device pointers; a kernel each is future work.
+ * The grouped linears run the experts in order through self->linear_* (one
+ * cuBLASLt GEMM per expert over its sorted rows).
+ */
+#include "backend/cuda/common.cuh"
+
+#include <cuda_fp8.h>
+#include <math.h>
+#include <string.h>
+
+extern "C" {
+#include "backend/cpu/balance_loss.h"
+#include "backend/cpu/decode.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/optim.h"
+}
+
+/* ---- memory ---------------------------------------------------------------------- */
+extern "C" void *ds_cu_alloc(size_t bytes) {
+    void *p = ds_cuda_alloc(bytes);
+    if (p) ds_cuda_memset(p, 0, bytes ? bytes : 1); /* the contract: zero-filled */
+    return p;
+}
+extern "C" size_t ds_cu_linear_workspace(int64_t N, int64_t C, int64_t OC) {
+    (void)N, (void)C, (void)OC;
+    return 0; /* the quantized copies live in device scratch, not per host thread */
+}
+
+/* host staging of the host-side entries */
+static void *hbuf(size_t bytes) { return ds_malloc(bytes ? bytes : 1); }
+static void *tmp_up(int slot, const void *h, size_t bytes) {
+    void *d = ds_cu_scratch(slot, bytes ? bytes : 4);
+    if (bytes) CU_CHECK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, g_cu.stream));
+    return d;
+}
+
+/* ---- sumsq ----------------------------------------------------------------------------- */
+namespace {
+/* one warp per DS_OPTIM_BLOCK block: lane j sums x[j], x[j+32], ... in double
+ * (the CPU's lane a[j]), then the tree a[j] += a[j+w], w = 16..1 */
+__global__ void k_sumsq_blocks(double *part, const float *x, int64_t n, int64_t nb) {
+    int lane = threadIdx.x & 31;
+    int64_t nw = (int64_t)gridDim.x * (blockDim.x >> 5);
+    for (int64_t b = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; b < nb; b += nw) {
+        int64_t o = b * DS_OPTIM_BLOCK, len = n - o < DS_OPTIM_BLOCK ? n - o : DS_OPTIM_BLOCK;
+        double a = 0;
+        for (int64_t i = lane; i < len; i += 32) {
+            double v = (double)x[o + i];
+            a += v * v; /* exact square: an FMA gives the same bits */
+        }
+        /* butterfly: lane 0's partner at step w holds the CPU's a[w] of that step */
+        for (int w = 16; w > 0; w >>= 1) a += __shfl_xor_sync(0xffffffffu, a, w);
+        if (lane == 0) part[b] = a;
+    }
+}
+} // namespace
+
+extern "C" double ds_cu_sumsq(const float *x, int64_t n) {
+    if (n <= 0) return 0;
+    int64_t nb = (n + DS_OPTIM_BLOCK - 1) / DS_OPTIM_BLOCK;
+    double *h = (double *)hbuf((size_t)nb * sizeof(double));
+    {
+        CU_ENTRY();
+        double *part = (double *)ds_cu_scratch(SCR_F32, (size_t)nb * sizeof(double));
+        k_sumsq_blocks<<<ds_cu_blocks(nb * 32, 256), 256, 0, g_cu.stream>>>(part, x, n, nb);
+        CU_LAUNCHED();
+        CU_CHECK(cudaMemcpyAsync(h, part, (size_t)nb * sizeof(double), cudaMemcpyDeviceToHost, g_cu.stream));
+        CU_CHECK(cudaStreamSynchronize(g_cu.stream));
+    }
+    double s = 0;
+    for (int64_t b = 0; b < nb; b++) s += h[b];
+    free(h);
+    return s;
+}
+
+/* ---- AdamW ------------------------------------------------------------------------------- */
+namespace {
+struct adamw_k {
+    float gs, b2, omb1, omb2, wd_mul, step, bc2s, eps;
+};
+__device__ __forceinline__ float bf16_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+__device__ __forceinline__ uint16_t f32_bf16(float f) {
+    uint32_t u = __float_as_uint(f);
+    uint32_t r = (u + 0x7fff + ((u >> 16) & 1)) >> 16, q = (u >> 16) | 0x40;
+    return (uint16_t)((u & 0x7fffffff) > 0x7f800000 ? q : r);
+}
+__global__ void k_adamw(float *p, const float *g, void *m, void *v, int bf16, int64_t off, int64_t n, adamw_k k) {
+    GRID_STRIDE(j, n) {
+        int64_t i = off + j;
+        float gi = g[i] * k.gs;
+        float mi = bf16 ? bf16_f32(((uint16_t *)m)[i]) : ((float *)m)[i];
+        float vi = bf16 ? bf16_f32(((uint16_t *)v)[i]) : ((float *)v)[i];
+        float pi = p[i] * k.wd_mul;
+        mi = mi + k.omb1 * (gi - mi);
+        vi = vi * k.b2 + k.omb2 * gi * gi;
+        float denom = sqrtf(vi) / k.bc2s + k.eps;
+        p[i] = pi - k.step * (mi / denom);
+        if (bf16) {
+            ((uint16_t *)m)[i] = f32_bf16(mi);
+            ((uint16_t *)v)[i] = f32_bf16(vi);
+        } else {
+            ((float *)m)[i] = mi;
+            ((float *)v)[i] = vi;
+        }
+    }
+}
+} // namespace
+
+/* the scalars as backend/cpu/optim.c rounds them */
+static adamw_k adamw_consts(const ds_adamw_hparams *h, int64_t t, float gscale, int decay) {
+    const double bc1 = 1.0 - pow(h->beta1, (double)t), bc2 = 1.0 - pow(h->beta2, (double)t);
+    adamw_k k;
+    k.gs = gscale;
+    k.b2 = (float)h->beta2;
+    k.omb1 = (float)(1.0 - h->beta1);
+    k.omb2 = (float)(1.0 - h->beta2);
+    k.wd_mul = decay ? (float)(1.0 - h->lr * h->weight_decay) : 1.0f;
+    k.step = (float)(h->lr / bc1);
+    k.bc2s = (float)sqrt(bc2);
+    k.eps = (float)h->eps;
+    return k;
+}
+
+extern "C" void ds_cu_adamw(float *p, const float *g, void *m, void *v, int bf16_moments, const ds_optim_seg *seg,
+                            int64_t nseg, int64_t t, const ds_adamw_hparams *h, float gscale) {
+    CU_ENTRY();
+    for (int64_t s = 0; s < nseg; s++) {
+        if (seg[s].n <= 0) continue;
+        k_adamw<<<ds_cu_blocks(seg[s].n, 256), 256, 0, g_cu.stream>>>(p, g, m, v, bf16_moments, seg[s].off, seg[s].n,
+                                                                      adamw_consts(h, t, gscale, seg[s].decay));
+        CU_LAUNCHED();
+    }
+}
+
+/* ---- bias update ------------------------------------------------------------------------- */
+namespace {
+__global__ void k_bias_update(float *bias, const int64_t *load, int64_t E, float gamma) {
+    if (blockIdx.x || threadIdx.x) return;
+    double mean = 0;
+    for (int64_t i = 0; i < E; i++) mean += (double)load[i];
+    mean /= (double)E;
+    for (int64_t i = 0; i < E; i++) {
+        double d = mean - (double)load[i];
+        bias[i] += d > 0 ? gamma : d < 0 ? -gamma : 0.0f;
+    }
+}
+} // namespace
+
+extern "C" void ds_cu_bias_update(float *bias, const int64_t *load, int64_t E, float gamma) {
+    CU_ENTRY();
+    if (E <= 0) return;
+    const int64_t *dl = (const int64_t *)tmp_up(SCR_A, load, (size_t)E * sizeof(int64_t));
+    k_bias_update<<<1, 32, 0, g_cu.stream>>>(bias, dl, E, gamma);
+    CU_LAUNCHED();
+}
+
+/* ---- row moves ------------------------------------------------------------------------------ */
+namespace {
+__global__ void k_embedding_bf16(float *out, const int32_t *ids, const uint16_t *wte, int64_t N, int64_t C) {
+    GRID_STRIDE(e, N * C) {
+        int64_t n = e / C, c = e % C;
+        out[e] = bf16_f32(wte[(int64_t)ids[n] * C + c]);
+    }
+}
+__global__ void k_mla_kv_bwd_dkv(float *dkv, const float *dk, const float *dv, int64_t NH, int64_t dn, int64_t dv_,
+                                 int64_t dr) {
+    const int64_t w = dn + dv_;
+    GRID_STRIDE(e, NH * w) {
+        int64_t nh = e / w, i = e % w;
+        dkv[e] = i < dn ? dk[nh * (dn + dr) + i] : dv[nh * dv_ + (i - dn)];
+    }
+}
+/* dkva (N, rkv+dr): latent part 0, k_pe part Σ over heads in head order */
+__global__ void k_mla_kv_bwd_dkva(float *dkva, const float *dk, int64_t N, int64_t nh, int64_t dn, int64_t rkv,
+                                  int64_t dr) {
+    const int64_t w = rkv + dr, dq = dn + dr;
+    GRID_STRIDE(e, N * w) {
+        int64_t n = e / w, i = e % w;
+        float acc = 0;
+        if (i >= rkv)
+            for (int64_t h = 0; h < nh; h++) acc += dk[(n * nh + h) * dq + dn + (i - rkv)];
+        dkva[e] = acc;
+    }
+}
+__global__ void k_moe_permute_bwd(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H) {
+    GRID_STRIDE(e, N * H) {
+        int64_t n = e / H, i = e % H;
+        float d = dx[e];
+        for (int64_t k = 0; k < K; k++) d += dxs[(int64_t)pos[n * K + k] * H + i];
+        dx[e] = d;
+    }
+}
+/* t0[b]: the cache slot (row·Lmax + first position) of sequence b */
+__global__ void k_kv_append(float *ckv, float *kpe, const float *c, const float *kva, const int64_t *t0, int64_t B,
+                            int64_t n, int64_t rkv, int64_t dr) {
+    const int64_t w = rkv + dr;
+    GRID_STRIDE(e, B * n * w) {
+        int64_t r = e / w, j = e % w, b = r / n, i = r % n, t = t0[b] + i;
+        if (j < rkv) ckv[t * rkv + j] = c[r * rkv + j];
+        else kpe[t * dr + (j - rkv)] = kva[r * w + j];
+    }
+}
+__global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H) {
+    GRID_STRIDE(e, n * H) dst[e] = src[(int64_t)idx[e / H] * H + e % H];
+}
+__global__ void k_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = f32_bf16(src[i]); }
+__global__ void k_cast_bf16_f32(float *dst, const uint16_t *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = bf16_f32(src[i]); }
+} // namespace
+
+extern "C" void ds_cu_embedding_bf16_forward(float *out, const int32_t *ids, const uint16_t *wte, int64_t N, int64_t C) {
+    CU_ENTRY();
+    if (N * C <= 0) return;
+    k_embedding_bf16<<<ds_cu_blocks(N * C, 256), 256, 0, g_cu.stream>>>(out, ids, wte, N, C);
+    CU_LAUNCHED();
+}
+extern "C" void ds_cu_mla_kv_assemble_backward(float *dkv, float *dkva, const float *dk, const float *dv, int64_t N,
+                                               int64_t nh, int64_t dn, int64_t dv_, int64_t rkv, int64_t dr) {
+    CU_ENTRY();
+    if (N <= 0) return;
+    if (N * nh * (dn + dv_) > 0) {
+        k_mla_kv_bwd_dkv<<<ds_cu_blocks(N * nh * (dn + dv_), 256), 256, 0, g_cu.stream>>>(dkv, dk, dv, N * nh, dn, dv_, dr);
+        CU_LAUNCHED();
+    }
+    k_mla_kv_bwd_dkva<<<ds_cu_blocks(N * (rkv + dr), 256), 256, 0, g_cu.stream>>>(dkva, dk, N, nh, dn, rkv, dr);
+    CU_LAUNCHED();
+}
+extern "C" void ds_cu_moe_permute_backward(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K,
+                                           int64_t H) {
+    CU_ENTRY();
+    if (N * H <= 0) return;
+    k_moe_permute_bwd<<<ds_cu_blocks(N * H, 256), 256, 0, g_cu.stream>>>(dx, dxs, pos, N, K, H);
+    CU_LAUNCHED();
+}
+extern "C" void ds_cu_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n,
+                                int64_t pos, int64_t Lmax, int64_t rkv, int64_t dr, const int64_t *pos_b,
+                                const int64_t *row_b) {
+    CU_ENTRY();
+    if (B * n * (rkv + dr) <= 0) return;
+    int64_t *h = (int64_t *)hbuf((size_t)B * sizeof(int64_t)); /* pos_b, row_b [host] */
+    for (int64_t b = 0; b < B; b++) h[b] = (row_b ? row_b[b] : b) * Lmax + (pos_b ? pos_b[b] : pos);
+    const int64_t *t0 = (const int64_t *)tmp_up(SCR_SB, h, (size_t)B * sizeof(int64_t));
+    free(h);
+    k_kv_append<<<ds_cu_blocks(B * n * (rkv + dr), 256), 256, 0, g_cu.stream>>>(ckv, kpe, c, kva, t0, B, n, rkv, dr);
+    CU_LAUNCHED();
+}
+extern "C" void ds_cu_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H) {
+    CU_ENTRY();
+    if (n * H <= 0) return;
+    const int32_t *di = (const int32_t *)tmp_up(SCR_A, idx, (size_t)n * sizeof(int32_t)); /* idx is [host] */
+    k_gather_rows<<<ds_cu_blocks(n * H, 256), 256, 0, g_cu.stream>>>(dst, src, di, n, H);
+    CU_LAUNCHED();
+}
+extern "C" void ds_cu_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n) {
+    CU_ENTRY();
+    if (n <= 0) return;
+    k_cast_f32_bf16<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(dst, src, n);
+    CU_LAUNCHED();
+}
+extern "C" void ds_cu_cast_bf16_f32(float *dst, const uint16_t *src, int64_t n) {
+    CU_ENTRY();
+    if (n <= 0) return;
+    k_cast_bf16_f32<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(dst, src, n);
+    CU_LAUNCHED();
+}
+
+/* ---- FP8 1x128 activation tiles (num/quant.c's act_quant) ---------------------------------- */
+namespace {
+__device__ __forceinline__ uint8_t e4m3(float v) { return (uint8_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3); }
+__device__ __forceinline__ float e4m3_f32(uint8_t c) {
+    __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)c, __NV_E4M3);
+    return __half2float(__half(h));
+}
+/* one warp per (row, tile); scales s[r * KB + kb] (row-major, as the CPU's) */
+__global__ void k_act_quant(uint8_t *q, float *s, const float *x, int64_t R, int64_t C) {
+    int64_t KB = (C + 127) / 128, nw = (int64_t)gridDim.x * (blockDim.x >> 5);
+    int lane = threadIdx.x & 31;
+    for (int64_t wi = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; wi < R * KB; wi += nw) {
+        int64_t r = wi / KB, kb = wi % KB, c0 = kb * 128;
+        float v[4], a = 0.0f;
+        for (int j = 0; j < 4; j++) {
+            int64_t c = c0 + lane + 32 * j;
+            v[j] = c < C ? x[r * C + c] : 0.0f;
+            a = fmaxf(a, fabsf(v[j])); /* NaN skipped, as the CPU's amax */
+        }
+        a = warp_max(a);
+        if (a < 1e-4f) a = 1e-4f; /* DS_QUANT_AMAX_FLOOR */
+        float sc = a / 448.0f;
+        if (!(sc > 0)) sc = 1.0f;
+        if (lane == 0) s[r * KB + kb] = sc;
+        for (int j = 0; j < 4; j++) {
+            int64_t c = c0 + lane + 32 * j;
+            if (c < C) q[r * C + c] = e4m3(v[j] / sc);
+        }
+    }
+}
+__global__ void k_act_dequant(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C) {
+    int64_t KB = (C + 127) / 128;
+    GRID_STRIDE(e, R * C) {
+        int64_t r = e / C, c = e % C;
+        x[e] = e4m3_f32(q[e]) * s[r * KB + c / 128];
+    }
+}
+} // namespace
+
+extern "C" void ds_cu_act_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t C) {
+    CU_ENTRY();
+    if (R <= 0 || C <= 0) return;
+    k_act_quant<<<ds_cu_blocks(R * ((C + 127) / 128) * 32, 256), 256, 0, g_cu.stream>>>(q, s, x, R, C);
+    CU_LAUNCHED();
+}
+extern "C" void ds_cu_act_dequant_1x128(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C) {
+    CU_ENTRY();
+    if (R <= 0 || C <= 0) return;
+    k_act_dequant<<<ds_cu_blocks(R * C, 256), 256, 0, g_cu.stream>>>(x, q, s, R, C);
+    CU_LAUNCHED();
+}
+
+/* ---- argmax ------------------------------------------------------------------------------------- */
+namespace {
+/* block per row: the first index of the largest value (x[0] NaN: 0, as the
+ * CPU's scan, which never moves off a NaN and never moves onto one) */
+__global__ void k_argmax_rows(int32_t *out, const float *x, int64_t V) {
+    __shared__ float sv[32];
+    __shared__ int64_t si[32];
+    const float *row = x + (int64_t)blockIdx.x * V;
+    float bv = -INFINITY;
+    int64_t bi = -1;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = row[i];
+        if (v == v && (bi < 0 || v > bv)) bv = v, bi = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (lane == 0) sv[w] = bv, si[w] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int j = 1; j < (int)(blockDim.x >> 5); j++)
+            if (si[j] >= 0 && (bi < 0 || sv[j] > bv || (sv[j] == bv && si[j] < bi))) bv = sv[j], bi = si[j];
+        if (!(row[0] == row[0]) || bi < 0) bi = 0;
+        out[blockIdx.x] = (int32_t)bi;
+    }
+}
+} // namespace
+
+extern "C" void ds_cu_argmax_rows(int32_t *out, const float *x, int64_t N, int64_t V) {
+    if (N <= 0) return;
+    CU_ENTRY();
+    int32_t *d = (int32_t *)ds_cu_scratch(SCR_B, (size_t)N * sizeof(int32_t));
+    k_argmax_rows<<<(unsigned)N, 256, 0, g_cu.stream>>>(d, x, V);
+    CU_LAUNCHED();
+    CU_CHECK(cudaMemcpyAsync(out, d, (size_t)N * sizeof(int32_t), cudaMemcpyDeviceToHost, g_cu.stream));
+    CU_CHECK(cudaStreamSynchronize(g_cu.stream));
+}
+
+/* ---- absorbed MLA attention over the latent cache ---------------------------------------------------- */
+namespace {
+/* qabs (N*nh, rkv): Σ_d q_nope[r,h,d] · kv_b[h*(dn+dv) + d, :] in d order */
+__global__ void k_mla_qabs(float *qabs, const float *q, const float *kv_b, int64_t NH, int64_t nh, int64_t dn,
+                           int64_t dv, int64_t dr, int64_t rkv) {
+    GRID_STRIDE(e, NH * rkv) {
+        int64_t rh = e / rkv, j = e % rkv, h = rh % nh;
+        const float *qn = q + rh * (dn + dr), *w = kv_b + h * (dn + dv) * rkv + j;
+        float a = 0;
+        for (int64_t d = 0; d < dn; d++) a += qn[d] * w[d * rkv];
+        qabs[e] = a;
+    }
+}
+/* block per (sequence, head, query): scores over positions 0..t, softmax,
+ * latent mix, W_UV; s: scratch (t+1) per block, ctx (rkv) */
+/* pr[b], pr[B + b]: sequence b's first position and cache row; span: the
+ * largest pos + n (the per-block score stride) */
+__global__ void k_mla_absorbed(float *att, const float *q, const float *qabs, const float *ckv, const float *kpe,
+                               const float *kv_b, float *sbuf, const int64_t *pr, int64_t B, int64_t n, int64_t span,
+                               int64_t Lmax, int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale) {
+    __shared__ float sh[32];
+    const int64_t w = blockIdx.x, b = w / (nh * n), h = (w / n) % nh, i = w % n, t = pr[b] + i, r = b * n + i;
+    const int64_t dq = dn + dr, row = pr[B + b];
+    float *s = sbuf + w * (span + rkv), *ctx = s + span;
+    const float *qa = qabs + (r * nh + h) * rkv, *qpe = q + (r * nh + h) * dq + dn;
+    const float *Cc = ckv + row * Lmax * rkv, *KP = kpe + row * Lmax * dr;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j <= t; j += blockDim.x) {
+        float a = 0, c = 0;
+        for (int64_t k = 0; k < rkv; k++) a += qa[k] * Cc[j * rkv + k];
+        for (int64_t k = 0; k < dr; k++) c += qpe[k] * KP[j * dr + k];
+        float v = (a + c) * scale;
+        s[j] = v;
+        mx = fmaxf(mx, v);
+    }
+    mx = block_max(mx, sh);
+    float sum = 0;
+    for (int64_t j = threadIdx.x; j <= t; j += blockDim.x) {
+        float ev = expf(s[j] - mx);
+        s[j] = ev;
+        sum += ev;
+    }
+    sum = block_sum(sum, sh);
+    __syncthreads(); /* every s[j] written */
+    const float inv = 1.0f / sum;
+    for (int64_t k = threadIdx.x; k < rkv; k += blockDim.x) {
+        float a = 0;
+        for (int64_t j = 0; j <= t; j++) a += s[j] * Cc[j * rkv + k];
+        ctx[k] = a * inv;
+    }
+    __syncthreads();
+    const float *wv = kv_b + (h * (dn + dv) + dn) * rkv;
+    float *o = att + r * nh * dv + h * dv;
+    for (int64_t v = threadIdx.x; v < dv; v += blockDim.x) {
+        float a = 0;
+        for (int64_t k = 0; k < rkv; k++) a += wv[v * rkv + k] * ctx[k];
+        o[v] = a;
+    }
+}
+} // namespace
+
+extern "C" void ds_cu_mla_absorbed_attention(float *att, const float *q, const float *ckv, const float *kpe,
+                                             const float *kv_b, int64_t B, int64_t n, int64_t pos, int64_t Lmax,
+                                             int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float scale,
+                                             const int64_t *pos_b, const int64_t *row_b) {
+    CU_ENTRY();
+    const int64_t N = B * n, work = B * nh * n;
+    if (N <= 0 || nh <= 0) return;
+    int64_t *h = (int64_t *)hbuf((size_t)(2 * B) * sizeof(int64_t)), span = 0; /* pos_b, row_b [host] */
+    for (int64_t b = 0; b < B; b++) {
+        h[b] = pos_b ? pos_b[b] : pos;
+        h[B + b] = row_b ? row_b[b] : b;
+        if (h[b] + n > span) span = h[b] + n;
+    }
+    const int64_t *pr = (const int64_t *)tmp_up(SCR_SA, h, (size_t)(2 * B) * sizeof(int64_t));
+    free(h);
+    float *qabs = (float *)ds_cu_scratch(SCR_C, (size_t)(N * nh * (rkv ? rkv : 1)) * sizeof(float));
+    float *sbuf = (float *)ds_cu_scratch(SCR_D, (size_t)(work * (span + rkv)) * sizeof(float));
+    if (N * nh * rkv > 0) {
+        k_mla_qabs<<<ds_cu_blocks(N * nh * rkv, 256), 256, 0, g_cu.stream>>>(qabs, q, kv_b, N * nh, nh, dn, dv, dr, rkv);
+        CU_LAUNCHED();
+    }
+    k_mla_absorbed<<<(unsigned)work, 128, 0, g_cu.stream>>>(att, q, qabs, ckv, kpe, kv_b, sbuf, pr, B, n, span, Lmax,
+                                                           nh, dn, dv, dr, rkv, scale);
+    CU_LAUNCHED();
+}
+
+/* ---- host-side entries: the CPU entry on copies ------------------------------------------------------ */
+static void d2h(void *h, const void *d, size_t bytes) { ds_cuda_copy_d2h(h, d, bytes); }
+
+extern "C" void ds_cu_moe_sort(int64_t *counts, int64_t *offsets, int32_t *order, int32_t *pos, const int32_t *idx,
+                               int64_t N, int64_t K, int64_t E) {
+    const size_t s = (size_t)(N * K) * sizeof(int32_t);
+    int32_t *hi = (int32_t *)hbuf(s), *ho = (int32_t *)hbuf(s), *hp = (int32_t *)hbuf(s);
+    int64_t *hc = (int64_t *)hbuf((size_t)E * 8), *hf = (int64_t *)hbuf((size_t)(E + 1) * 8);
+    d2h(hi, idx, s);
+    ds_moe_sort(hc, hf, ho, hp, hi, N, K, E);
+    ds_cuda_copy_h2d(counts, hc, (size_t)E * 8);
+    ds_cuda_copy_h2d(offsets, hf, (size_t)(E + 1) * 8);
+    ds_cuda_copy_h2d(order, ho, s);
+    ds_cuda_copy_h2d(pos, hp, s);
+    ds_cuda_sync(); /* the pageable sources are staged; freeing them after is safe either way */
+    free(hi), free(ho), free(hp), free(hc), free(hf);
+}
+
+extern "C" void ds_cu_balance_loss(float *dscores, float *coef, uint8_t *sel, const float *scores, const int32_t *idx,
+                                   int64_t T, int64_t E, int64_t K, int64_t G, int64_t M, int normalize, double a_exp,
+                                   double a_dev, double a_comm, double scale, ds_balance_terms *terms) {
+    const size_t te = (size_t)(T * E);
+    float *hd = (float *)hbuf(te * 4), *hs = (float *)hbuf(te * 4), *hc = (float *)hbuf((size_t)E * 4);
+    uint8_t *hl = (uint8_t *)hbuf(te);
+    int32_t *hi = (int32_t *)hbuf((size_t)(T * K) * 4);
+    d2h(hd, dscores, te * 4);
+    d2h(hs, scores, te * 4);
+    d2h(hi, idx, (size_t)(T * K) * 4);
+    ds_balance_loss_seq(hd, hc, hl, hs, hi, T, E, K, G, M, normalize, a_exp, a_dev, a_comm, scale, terms);
+    ds_cuda_copy_h2d(dscores, hd, te * 4);
+    ds_cuda_copy_h2d(coef, hc, (size_t)E * 4);
+    ds_cuda_copy_h2d(sel, hl, te);
+    ds_cuda_sync();
+    free(hd), free(hs), free(hc), free(hl), free(hi);
+}
+
+extern "C" void ds_cu_sample_probs(float *prob, int32_t *scratch, const float *logits, int64_t V, double temperature,
+                                   int64_t top_k, double top_p) {
+    float *hp = (float *)hbuf((size_t)V * 4), *hl = (float *)hbuf((size_t)V * 4);
+    int32_t *hs = (int32_t *)hbuf((size_t)V * 4);
+    d2h(hl, logits, (size_t)V * 4);
+    ds_sample_probs(hp, hs, hl, V, temperature, top_k, top_p);
+    ds_cuda_copy_h2d(prob, hp, (size_t)V * 4);
+    ds_cuda_copy_h2d(scratch, hs, (size_t)V * 4);
+    ds_cuda_sync();
+    free(hp), free(hl), free(hs);
+}
+
+extern "C" int32_t ds_cu_sample_pick(const float *prob, int64_t V, double u) {
+    float *hp = (float *)hbuf((size_t)V * 4);
+    d2h(hp, prob, (size_t)V * 4);
+    int32_t t = ds_sample_pick(hp, V, u);
+    free(hp);
+    return t;
+}
+
+/* the experts in order, each through the table's own linear entries */
+extern "C" void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp,
+                                             const float *const *w, const ds_fp8w *const *w8, const int64_t *counts,
+                                             const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
+    ds_grouped_linear_forward_ref(self, out, inp, w, w8, counts, offsets, E, C, OC);
+}
+extern "C" void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw,
+                                              const float *dout, const float *inp, const float *const *w,
+                                              const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C,
+                                              int64_t OC, int acc) {
+    ds_grouped_linear_backward_ref(self, dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc);
+}
+
+/* ---- continuous batching: RoPE at per-sequence positions ------------------------------------------- */
+extern "C" void ds_cu_rope_pos_forward(float *x, const float *cos_t, const float *sin_t, const int64_t *pos_b,
+                                       int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr,
+                                       int halves) {
+    const int64_t h2 = dr / 2; /* pos_b [host]: one launch per sequence, as the CPU's loop */
+    for (int64_t b = 0; b < B; b++)
+        ds_cu_rope_forward(x + b * T * nv * ld, cos_t + pos_b[b] * h2, sin_t + pos_b[b] * h2, 1, T, nv, ld, off, dr,
+                           halves);
+}
+
+/* ---- evaluation scoring: log-softmax at the target, greedy flag --------------------------------------- */
+namespace {
+/* block per row: the first maximum (as argmax_rows), Σ exp(x − max) in double */
+__global__ void k_token_logprobs(float *lp, uint8_t *greedy, const float *x, const int32_t *tg, int64_t V) {
+    __shared__ float sv[32];
+    __shared__ int64_t si[32];
+    __shared__ double sd[32];
+    __shared__ int64_t am_s;
+    const float *row = x + (int64_t)blockIdx.x * V;
+    float bv = -INFINITY;
+    int64_t bi = -1;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = row[i];
+        if (v == v && (bi < 0 || v > bv)) bv = v, bi = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (lane == 0) sv[w] = bv, si[w] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int j = 1; j < (int)(blockDim.x >> 5); j++)
+            if (si[j] >= 0 && (bi < 0 || sv[j] > bv || (sv[j] == bv && si[j] < bi))) bv = sv[j], bi = si[j];
+        if (!(row[0] == row[0]) || bi < 0) bi = 0;
+        am_s = bi;
+    }
+    __syncthreads();
+    const int64_t am = am_s;
+    const double mx = row[am];
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) s += exp((double)row[i] - mx);
+    s = block_sum_d(s, sd);
+    if (threadIdx.x == 0) {
+        int32_t t = tg[blockIdx.x];
+        lp[blockIdx.x] = (float)((double)row[t] - mx - log(s));
+        greedy[blockIdx.x] = am == t;
+    }
+}
+} // namespace
+
+extern "C" void ds_cu_token_logprobs(float *logprob, uint8_t *greedy, const float *logits, const int32_t *targets,
+                                     int64_t N, int64_t V) {
+    if (N <= 0) return;
+    CU_ENTRY();
+    const int32_t *dt = (const int32_t *)tmp_up(SCR_A, targets, (size_t)N * sizeof(int32_t)); /* [host] */
+    float *dl = (float *)ds_cu_scratch(SCR_B, (size_t)N * sizeof(float));
+    uint8_t *dg = (uint8_t *)ds_cu_scratch(SCR_SC, (size_t)N);
+    k_token_logprobs<<<(unsigned)N, 256, 0, g_cu.stream>>>(dl, dg, logits, dt, V);
+    CU_LAUNCHED();
+    CU_CHECK(cudaMemcpyAsync(logprob, dl, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, g_cu.stream));
+    CU_CHECK(cudaMemcpyAsync(greedy, dg, (size_t)N, cudaMemcpyDeviceToHost, g_cu.stream));
+    CU_CHECK(cudaStreamSynchronize(g_cu.stream));
+}
