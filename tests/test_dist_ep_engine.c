@@ -20,6 +20,7 @@
 #include "model/backward.h"
 #include "model/moe_ep.h"
 #include "model/presets.h"
+#include "fakedev_pair.h"
 #include "test.h"
 
 static double max_rel(const float *a, const float *b, int64_t n) {
@@ -36,64 +37,49 @@ TEST(dist_ep_fakedev_matches_host) {
     const struct ds_ops *fd = ds_backend_get("fakedev");
     CHECK(fd != NULL && fd->host_visible == 0);
     TEST_RETURN_IF_FAILED();
-    ds_config c;
-    CHECK(ds_preset(&c, "tiny") == 0);
-    c.num_hidden_layers = 3; /* layer 0 dense, 1-2 MoE, then the MTP module */
-    c.vocab_size = 512;
-    c.bos_token_id = 1, c.eos_token_ids[0] = 2;
-    CHECK(ds_config_validate(&c, "tiny") == 0);
-    ds_model h, d;
-    CHECK(ds_model_create(&h, &c) == 0 && ds_model_create_on(&d, &c, NULL, fd) == 0);
+    ds_fakedev_pair fp;
+    CHECK(ds_fakedev_pair_create(&fp, fd, 11, 2, 8) == 0);
     TEST_RETURN_IF_FAILED();
-    ds_model_init_random(&h, 11);
-    ds_model_init_random(&d, 11);
-    const int64_t B = 2, T = 8, N = B * T, V = c.vocab_size;
+    const int64_t B = 2, T = 8, N = B * T, V = fp.c.vocab_size;
     int32_t ids[16];
     for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)((i * 7919 + 5) % V);
-    ds_acts ah, ad;
-    ds_grads gh, gd;
-    ds_bwd wh, wd;
-    CHECK(ds_acts_create(&ah, &h, B, T, 1) == 0 && ds_acts_create(&ad, &d, B, T, 1) == 0);
-    CHECK(ds_grads_create(&gh, &h) == 0 && ds_grads_create(&gd, &d) == 0);
-    CHECK(ds_bwd_create(&wh, &h, B, T) == 0 && ds_bwd_create(&wd, &d, B, T) == 0);
-    TEST_RETURN_IF_FAILED();
-    float *lg = malloc((size_t)(N * V) * sizeof(float)), *gg = malloc((size_t)gh.n * sizeof(float));
+    float *lg = malloc((size_t)(N * V) * sizeof(float)), *gg = malloc((size_t)fp.gh.n * sizeof(float));
     ds_loss_opts o = ds_loss_opts_default();
     o.mtp_lambda = 0.5;
     int64_t nmoe_main = 0; /* MoE blocks of the trunk (the MTP module's adds its shorter rows) */
-    for (int64_t l = 0; l < c.num_hidden_layers; l++) nmoe_main += d.blocks[l].moe != 0;
+    for (int64_t l = 0; l < fp.c.num_hidden_layers; l++) nmoe_main += fp.d.blocks[l].moe != 0;
     static const char *const names[] = {"fp32", "bf16", "fp8"};
     for (int prec = DS_EP_FP32; prec <= DS_EP_FP8; prec++) {
         ds_moe_ep xh, xd;
         int eh = prec != DS_EP_FP32; /* the host oracle rounds the same way */
-        CHECK(!eh || ds_moe_ep_create(&xh, &h, ds_comm_single(), 1, prec, 0) == 0);
-        CHECK(ds_moe_ep_create(&xd, &d, ds_comm_single(), 1, prec, 0) == 0);
+        CHECK(!eh || ds_moe_ep_create(&xh, &fp.h, ds_comm_single(), 1, prec, 0) == 0);
+        CHECK(ds_moe_ep_create(&xd, &fp.d, ds_comm_single(), 1, prec, 0) == 0);
         TEST_RETURN_IF_FAILED();
-        h.ep = eh ? &xh : NULL, d.ep = &xd;
-        ds_grads_zero(&gh), ds_grads_zero(&gd);
+        fp.h.ep = eh ? &xh : NULL, fp.d.ep = &xd;
+        ds_grads_zero(&fp.gh), ds_grads_zero(&fp.gd);
         ds_loss_terms th, td;
-        CHECK(ds_model_forward(&h, &ah, &ds_ops_cpu, ids) == 0 && ds_model_forward(&d, &ad, fd, ids) == 0);
-        CHECK(ds_model_backward(&h, &ah, &ds_ops_cpu, &gh, &wh, NULL, &o, &th) == 0);
-        CHECK(ds_model_backward(&d, &ad, fd, &gd, &wd, NULL, &o, &td) == 0);
-        fd->copy_d2h(lg, ad.logits, (size_t)(N * V) * sizeof(float));
-        fd->copy_d2h(gg, gd.g, (size_t)gh.n * sizeof(float));
-        double dl = max_rel(lg, ah.logits, N * V), dg = max_rel(gg, gh.g, gh.n);
+        CHECK(ds_model_forward(&fp.h, &fp.ah, &ds_ops_cpu, ids) == 0 && ds_model_forward(&fp.d, &fp.ad, fd, ids) == 0);
+        CHECK(ds_model_backward(&fp.h, &fp.ah, &ds_ops_cpu, &fp.gh, &fp.wh, NULL, &o, &th) == 0);
+        CHECK(ds_model_backward(&fp.d, &fp.ad, fd, &fp.gd, &fp.wd, NULL, &o, &td) == 0);
+        fd->copy_d2h(lg, fp.ad.logits, (size_t)(N * V) * sizeof(float));
+        fd->copy_d2h(gg, fp.gd.g, (size_t)fp.gh.n * sizeof(float));
+        double dl = max_rel(lg, fp.ah.logits, N * V), dg = max_rel(gg, fp.gh.g, fp.gh.n);
         double dloss = fabs(th.loss - td.loss) / fabs(th.loss);
         CHECK_MSG(dl <= 1e-6 && dg <= 1e-6 && dloss <= 1e-6, "%s dispatch: logits %.3g, gradient %.3g, loss %.3g",
                   names[prec], dl, dg, dloss);
         /* every row stayed on the one rank; each token reaches one node (the MTP module's tokens too) */
-        CHECK_MSG(xd.rows_in == xd.rows_local && xd.rows_in == xd.tok_layers * c.num_experts_per_tok &&
+        CHECK_MSG(xd.rows_in == xd.rows_local && xd.rows_in == xd.tok_layers * fp.c.num_experts_per_tok &&
                       xd.node_max == 1 && xd.node_sum == xd.tok_layers && xd.tok_layers > nmoe_main * N,
                   "rows %lld in, %lld local; node max %lld, sum %lld over %lld", (long long)xd.rows_in,
                   (long long)xd.rows_local, (long long)xd.node_max, (long long)xd.node_sum, (long long)xd.tok_layers);
-        h.ep = d.ep = NULL;
+        fp.h.ep = fp.d.ep = NULL;
         if (eh) ds_moe_ep_free(&xh);
         ds_moe_ep_free(&xd);
     }
     free(lg), free(gg);
-    ds_bwd_free(&wh), ds_bwd_free(&wd), ds_grads_free(&gh), ds_grads_free(&gd);
-    ds_acts_free(&ah), ds_acts_free(&ad);
-    ds_model_free(&h), ds_model_free(&d);
+    ds_bwd_free(&fp.wh), ds_bwd_free(&fp.wd), ds_grads_free(&fp.gh), ds_grads_free(&fp.gd);
+    ds_acts_free(&fp.ah), ds_acts_free(&fp.ad);
+    ds_model_free(&fp.h), ds_model_free(&fp.d);
 }
 
 /* The BF16 wire entries (cast_f32_bf16 / cast_bf16_f32) of the cpu and ref

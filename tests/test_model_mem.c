@@ -18,6 +18,7 @@
 #include "model/backward.h"
 #include "model/presets.h"
 #include "fixture_ids.h"
+#include "fakedev_pair.h"
 #include "test.h"
 
 static struct ds_ops dev;
@@ -161,57 +162,42 @@ TEST(model_mem_fakedev) {
     const struct ds_ops *fd = ds_backend_get("fakedev");
     CHECK(fd != NULL && fd->host_visible == 0);
     TEST_RETURN_IF_FAILED();
-    ds_config c;
-    CHECK(ds_preset(&c, "tiny") == 0);
-    c.num_hidden_layers = 3; /* layer 0 dense, 1-2 MoE, then the MTP module */
-    c.vocab_size = 512;      /* few pages: every entry call re-protects them all */
-    c.bos_token_id = 1, c.eos_token_ids[0] = 2;
-    CHECK(ds_config_validate(&c, "tiny") == 0);
-    ds_model h, d;
-    CHECK(ds_model_create(&h, &c) == 0 && ds_model_create_on(&d, &c, NULL, fd) == 0);
+    ds_fakedev_pair fp;
+    CHECK(ds_fakedev_pair_create(&fp, fd, 9, 2, 8) == 0);
     TEST_RETURN_IF_FAILED();
-    ds_model_init_random(&h, 9);
-    ds_model_init_random(&d, 9);
-    const int64_t B = 2, T = 8, N = B * T, V = c.vocab_size;
+    const int64_t B = 2, T = 8, N = B * T, V = fp.c.vocab_size;
     int32_t ids[16];
     for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)((i * 104729 + 7) % V);
-    ds_acts ah, ad;
-    ds_grads gh, gd;
-    ds_bwd wh, wd;
-    CHECK(ds_acts_create(&ah, &h, B, T, 1) == 0 && ds_acts_create(&ad, &d, B, T, 1) == 0);
-    CHECK(ds_grads_create(&gh, &h) == 0 && ds_grads_create(&gd, &d) == 0);
-    CHECK(ds_bwd_create(&wh, &h, B, T) == 0 && ds_bwd_create(&wd, &d, B, T) == 0);
-    TEST_RETURN_IF_FAILED();
-    CHECK(ds_model_forward(&h, &ah, &ds_ops_cpu, ids) == 0 && ds_model_forward(&d, &ad, fd, ids) == 0);
-    float *lg = malloc((size_t)(N * V) * sizeof(float)), *gg = malloc((size_t)gh.n * sizeof(float));
-    fd->copy_d2h(lg, ad.logits, (size_t)(N * V) * sizeof(float));
-    CHECK(same(lg, ah.logits, (size_t)(N * V) * sizeof(float)));
+    CHECK(ds_model_forward(&fp.h, &fp.ah, &ds_ops_cpu, ids) == 0 && ds_model_forward(&fp.d, &fp.ad, fd, ids) == 0);
+    float *lg = malloc((size_t)(N * V) * sizeof(float)), *gg = malloc((size_t)fp.gh.n * sizeof(float));
+    fd->copy_d2h(lg, fp.ad.logits, (size_t)(N * V) * sizeof(float));
+    CHECK(same(lg, fp.ah.logits, (size_t)(N * V) * sizeof(float)));
     ds_loss_opts o = ds_loss_opts_default();
     o.mtp_lambda = 0.5;
     CHECK(ds_loss_opts_parse_balance(&o, "v2:0.003,0.05,0.02") == 0);
     ds_loss_terms th, td;
-    CHECK(ds_model_backward(&h, &ah, &ds_ops_cpu, &gh, &wh, NULL, &o, &th) == 0);
-    CHECK(ds_model_backward(&d, &ad, fd, &gd, &wd, NULL, &o, &td) == 0);
+    CHECK(ds_model_backward(&fp.h, &fp.ah, &ds_ops_cpu, &fp.gh, &fp.wh, NULL, &o, &th) == 0);
+    CHECK(ds_model_backward(&fp.d, &fp.ad, fd, &fp.gd, &fp.wd, NULL, &o, &td) == 0);
     CHECK(th.loss == td.loss && th.bal_comm > 0);
-    fd->copy_d2h(gg, gd.g, (size_t)gh.n * sizeof(float));
-    CHECK(same(gg, gh.g, (size_t)gh.n * sizeof(float)));
-    CHECK(ds_grads_check_finite(&gd, &d, fd) == NULL);
+    fd->copy_d2h(gg, fp.gd.g, (size_t)fp.gh.n * sizeof(float));
+    CHECK(same(gg, fp.gh.g, (size_t)fp.gh.n * sizeof(float)));
+    CHECK(ds_grads_check_finite(&fp.gd, &fp.d, fd) == NULL);
     char p1[600], p2[600];
     snprintf(p1, sizeof p1, "%s/fh", ds_test_tmpdir());
     snprintf(p2, sizeof p2, "%s/fd", ds_test_tmpdir());
-    CHECK(ds_model_save(&h, p1) == 0 && ds_model_save(&d, p2) == 0);
+    CHECK(ds_model_save(&fp.h, p1) == 0 && ds_model_save(&fp.d, p2) == 0);
     strcat(p1, "/model.safetensors"), strcat(p2, "/model.safetensors");
     CHECK(files_equal(p1, p2));
     /* the given targets path too (copied in from the host) */
     int32_t tg[16];
     for (int64_t i = 0; i < N; i++) tg[i] = i % 5 == 4 ? DS_IGNORE_INDEX : ids[(i + 3) % N];
-    ds_grads_zero(&gh), ds_grads_zero(&gd);
-    CHECK(ds_model_backward(&h, &ah, &ds_ops_cpu, &gh, &wh, tg, &o, &th) == 0);
-    CHECK(ds_model_backward(&d, &ad, fd, &gd, &wd, tg, &o, &td) == 0);
-    fd->copy_d2h(gg, gd.g, (size_t)gh.n * sizeof(float));
-    CHECK(th.loss == td.loss && same(gg, gh.g, (size_t)gh.n * sizeof(float)));
+    ds_grads_zero(&fp.gh), ds_grads_zero(&fp.gd);
+    CHECK(ds_model_backward(&fp.h, &fp.ah, &ds_ops_cpu, &fp.gh, &fp.wh, tg, &o, &th) == 0);
+    CHECK(ds_model_backward(&fp.d, &fp.ad, fd, &fp.gd, &fp.wd, tg, &o, &td) == 0);
+    fd->copy_d2h(gg, fp.gd.g, (size_t)fp.gh.n * sizeof(float));
+    CHECK(th.loss == td.loss && same(gg, fp.gh.g, (size_t)fp.gh.n * sizeof(float)));
     free(lg), free(gg);
-    ds_bwd_free(&wh), ds_bwd_free(&wd), ds_grads_free(&gh), ds_grads_free(&gd);
-    ds_acts_free(&ah), ds_acts_free(&ad);
-    ds_model_free(&h), ds_model_free(&d);
+    ds_bwd_free(&fp.wh), ds_bwd_free(&fp.wd), ds_grads_free(&fp.gh), ds_grads_free(&fp.gd);
+    ds_acts_free(&fp.ah), ds_acts_free(&fp.ad);
+    ds_model_free(&fp.h), ds_model_free(&fp.d);
 }
