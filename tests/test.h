@@ -13,6 +13,7 @@
 #define DS_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,9 @@ const char *ds_test_tmpdir(void);
 /* Run a shell command; returns its exit status (or -1); captures up to cap-1
  * bytes of combined stdout+stderr into out when out != NULL. */
 int ds_test_sh(char *out, size_t cap, const char *fmt, ...);
+/* A deterministic word salad of `lines` sentences (20 words, seeded) at
+ * path, for tests that need a corpus but not one to learn from. */
+void ds_test_write_word_salad(const char *path, uint64_t seed, int lines);
 /* Max relative error max|a-b| / max(max|b|, floor) over n floats. */
 double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_);
 

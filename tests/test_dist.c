@@ -89,19 +89,9 @@ TEST(comm_mpi_collectives_np2_np4) {
 /* word salad (~50 KB): tokenizer of 300 and shards in DIR/data */
 static const char *dist_data(void) {
     const char *tmp = ds_test_tmpdir();
-    static const char *w[] = {"the", "king", "and", "queen", "of", "a", "land", "where", "rivers", "run",
-                              "to", "sea", "with", "light", "upon", "hills", "shall", "come", "unto", "them"};
     char path[600];
     snprintf(path, sizeof path, "%s/corpus.txt", tmp);
-    FILE *f = fopen(path, "w");
-    ds_rng r;
-    ds_rng_seed(&r, 5);
-    for (int line = 0; line < 1500; line++) {
-        int n = 4 + (int)ds_rng_below(&r, 8);
-        for (int i = 0; i < n; i++) fprintf(f, "%s%s", i ? " " : "", w[ds_rng_below(&r, 20)]);
-        fputs(".\n", f);
-    }
-    fclose(f);
+    ds_test_write_word_salad(path, 5, 1500);
     char out[4096];
     int rc = ds_test_sh(out, sizeof out,
                         "$DSV3 tokenizer train --input %s --vocab-size 300 --special-tokens '<|bos|>' '<|eos|>' --out %s/tok.json"

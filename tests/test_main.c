@@ -5,6 +5,8 @@
  */
 #include "test.h"
 
+#include "base/base.h"
+
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -39,6 +41,21 @@ const char *ds_test_shared(const char *rel) {
 }
 
 const char *ds_test_tmpdir(void) { return g_tmpdir; }
+
+void ds_test_write_word_salad(const char *path, uint64_t seed, int lines) {
+    static const char *w[] = {"the", "king", "and", "queen", "of", "a", "land", "where", "rivers", "run",
+                              "to", "sea", "with", "light", "upon", "hills", "shall", "come", "unto", "them"};
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    ds_rng r;
+    ds_rng_seed(&r, seed);
+    for (int line = 0; line < lines; line++) {
+        int n = 4 + (int)ds_rng_below(&r, 8);
+        for (int i = 0; i < n; i++) fprintf(f, "%s%s", i ? " " : "", w[ds_rng_below(&r, 20)]);
+        fputs(".\n", f);
+    }
+    fclose(f);
+}
 
 int ds_test_sh(char *out, size_t cap, const char *fmt, ...) {
     char cmd[8192];

@@ -22,19 +22,7 @@
 
 static const char *bin(void) { return getenv("DSV3") ? getenv("DSV3") : "./dsv3"; }
 
-static void write_synthetic(const char *path) {
-    static const char *w[] = {"the", "king", "and", "queen", "of", "a", "land", "where", "rivers", "run",
-                              "to", "sea", "with", "light", "upon", "hills", "shall", "come", "unto", "them"};
-    FILE *f = fopen(path, "w");
-    ds_rng r;
-    ds_rng_seed(&r, 7);
-    for (int line = 0; line < 800; line++) {
-        int n = 4 + (int)ds_rng_below(&r, 8);
-        for (int i = 0; i < n; i++) fprintf(f, "%s%s", i ? " " : "", w[ds_rng_below(&r, 20)]);
-        fputs(".\n", f);
-    }
-    fclose(f);
-}
+static void write_synthetic(const char *path) { ds_test_write_word_salad(path, 7, 800); }
 
 /* Shards in DIR/data, then a tiny run DIR/NAME of `steps` steps with `extra`
  * options; 0 on success. */

@@ -18,21 +18,7 @@
 
 static const char *bin(void) { return getenv("DSV3") ? getenv("DSV3") : "./dsv3"; }
 
-/* Deterministic word salad (~50 KB) so tests that are not about learning need
- * no shared data. */
-static void write_synthetic(const char *path) {
-    static const char *w[] = {"the", "king", "and", "queen", "of", "a", "land", "where", "rivers", "run",
-                              "to", "sea", "with", "light", "upon", "hills", "shall", "come", "unto", "them"};
-    FILE *f = fopen(path, "w");
-    ds_rng r;
-    ds_rng_seed(&r, 5);
-    for (int line = 0; line < 1500; line++) {
-        int n = 4 + (int)ds_rng_below(&r, 8);
-        for (int i = 0; i < n; i++) fprintf(f, "%s%s", i ? " " : "", w[ds_rng_below(&r, 20)]);
-        fputs(".\n", f);
-    }
-    fclose(f);
-}
+static void write_synthetic(const char *path) { ds_test_write_word_salad(path, 5, 1500); }
 
 /* Tokenizer (vocab V) and shards of corpus into DIR/data; 0 on success. */
 static int prepare(const char *dir, const char *corpus, int vocab, const char *docs) {
