@@ -251,10 +251,12 @@ TEST(dp_killed_rank_bad_batch_time_budget) {
     rc = ds_test_sh(out, sizeof out, "$DSV3 inspect %s/k/latest 2>&1 && test -d %s/k/ckpt-4 && ! test -d %s/k/ckpt-6", d, d, d);
     CHECK_MSG(rc == 0, "%s", out);
     /* rank 0's save fails (disk full): its line, then MPI_Abort stops the other process (which, when
-     * it gets there first, says "checkpoint: rank 0 failed to save"); ckpt-2 stays, no temp folder */
+     * it gets there first, says "checkpoint: rank 0 failed to save"; OpenMPI's own MPI_ABORT banner
+     * is not always printed: its help system may fail in a container); ckpt-2 stays, no temp folder */
     rc = ds_test_sh(out, sizeof out, "DSV3_FAULT=save:4 " MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/s --steps 8 --batch 4 --save-every 2 2>&1",
                     60, 2, d, d);
-    CHECK_MSG(rc != 0 && rc != 124 && strstr(out, "No space left on device") && strstr(out, "MPI_ABORT"),
+    CHECK_MSG(rc != 0 && rc != 124 && strstr(out, "No space left on device") &&
+              (strstr(out, "MPI_ABORT") || strstr(out, "rank 0 failed to save")),
               "rc %d:\n%s", rc, out);
     rc = ds_test_sh(out, sizeof out, "$DSV3 inspect %s/s/latest >/dev/null 2>&1 && test -d %s/s/ckpt-2 && ! test -d %s/s/ckpt-4 && "
                     "! ls -d %s/s/.tmp* 2>/dev/null", d, d, d, d);
