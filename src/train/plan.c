@@ -3,11 +3,13 @@
  */
 #include "train/plan.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/base.h"
 #include "model/layout.h"
 #include "model/model.h"
+#include "train/pp_sched.h"
 
 /* values kept per token by one MoE layer for its backward (ds_block_acts):
  * norms' inputs and outputs, the MLA projections, attention output, routing
@@ -25,6 +27,59 @@ static double act_per_token(const ds_config *c) {
     return attn + moe;
 }
 
+/* the pipeline figures of plan.h: split, costs, in-flight counts, bubbles */
+static int pipeline(const ds_config *c, const ds_plan_in *in, int64_t D, ds_plan_out *o) {
+    const int S = (int)in->pp;
+    int64_t M = in->micro_batches;
+    if (M <= 0) M = in->global_batch / (D * in->micro_batch) > 0 ? in->global_batch / (D * in->micro_batch) : 1;
+    if (M > (1 << 24)) return ds_err("plan: %lld micro-batches: at most %d", (long long)M, 1 << 24);
+    o->pp_m = M;
+    size_t n = (size_t)S;
+    o->pp_first = malloc(sizeof(int64_t) * (n + 1));
+    o->pp_in_flight = malloc(sizeof(int64_t) * n);
+    o->pp_cost = malloc(sizeof(double) * n), o->pp_share = malloc(sizeof(double) * n);
+    o->pp_act = malloc(sizeof(double) * n), o->pp_act_recompute = malloc(sizeof(double) * n);
+    o->pp_busy = malloc(sizeof(double) * n);
+    double *b = malloc(sizeof(double) * n);
+    if (!o->pp_first || !o->pp_in_flight || !o->pp_cost || !o->pp_share || !o->pp_act || !o->pp_act_recompute ||
+        !o->pp_busy || !b) {
+        free(b);
+        return ds_err("plan: out of memory for %d stages", S);
+    }
+    if (ds_pp_split(c, S, in->pp_layers, in->seq, o->pp_first)) {
+        free(b);
+        return -1;
+    }
+    double sum = 0;
+    o->pp_f = 0;
+    for (int s = 0; s < S; s++) {
+        o->pp_cost[s] = ds_pp_stage_cost(c, S, o->pp_first, s, in->seq);
+        b[s] = 2 * o->pp_cost[s];
+        sum += o->pp_cost[s];
+        if (o->pp_cost[s] > o->pp_f) o->pp_f = o->pp_cost[s];
+        o->pp_in_flight[s] = ds_pp_in_flight(S, s, (int)M);
+    }
+    for (int s = 0; s < S; s++) o->pp_share[s] = o->pp_cost[s] / sum;
+    double span = ds_pp_simulate(S, (int)M, o->pp_cost, b, o->pp_busy, &o->pp_bubble_sim);
+    free(b);
+    if (span <= 0) return ds_err("plan: the 1F1B time model failed for %d stages, %lld micro-batches", S, (long long)M);
+    for (int s = 0; s < S; s++) o->pp_busy[s] /= span;
+    o->pp_bubble_analytic = ds_pp_bubble_1f1b(S, (int)M);
+    /* report Table 2 in units of F: B = 2F, W = F, F&B = F + B */
+    o->pp_1f1b_bubble_f = (double)(S - 1) * 3;
+    o->pp_dualpipe_bubble_f = ds_pp_dualpipe_bubble(S, 1, 2, 1, 3);
+    o->pp_dualpipe_share = o->pp_dualpipe_bubble_f < 0 ? -1
+                         : o->pp_dualpipe_bubble_f / (o->pp_dualpipe_bubble_f + 3 * (double)M);
+    return 0;
+}
+
+void ds_plan_free(ds_plan_out *o) {
+    free(o->pp_first), free(o->pp_in_flight), free(o->pp_cost), free(o->pp_share);
+    free(o->pp_act), free(o->pp_act_recompute), free(o->pp_busy);
+    o->pp_first = o->pp_in_flight = NULL;
+    o->pp_cost = o->pp_share = o->pp_act = o->pp_act_recompute = o->pp_busy = NULL;
+}
+
 int ds_plan(const ds_config *c, const ds_plan_in *in, ds_plan_out *o) {
     memset(o, 0, sizeof *o);
     if (in->gpus <= 0 || in->pp <= 0 || in->ep <= 0 || in->gpus_per_node <= 0)
@@ -39,6 +94,7 @@ int ds_plan(const ds_config *c, const ds_plan_in *in, ds_plan_out *o) {
     if (in->global_batch % D)
         return ds_err("plan: --global-batch %lld is not a multiple of the data-parallel degree %lld",
                       (long long)in->global_batch, (long long)D);
+    if (pipeline(c, in, D, o)) return -1;
     ds_model m;
     memset(&m, 0, sizeof m);
     m.cfg = *c;
@@ -53,15 +109,20 @@ int ds_plan(const ds_config *c, const ds_plan_in *in, ds_plan_out *o) {
         else o->p_other += p->numel;
     }
     const double S = (double)in->pp, E = (double)in->ep, Dd = (double)D, De = Dd / E;
-    const double H = (double)c->hidden_size, K = (double)c->num_experts_per_tok, L = (double)c->num_hidden_layers;
+    const double H = (double)c->hidden_size, K = (double)c->num_experts_per_tok;
     o->n = (double)o->p_other / S, o->x = (double)o->p_expert / (S * E);
     o->mem_weights = 2 * (o->n + o->x);
     o->mem_grads = 4 * (o->n + o->x);
     o->mem_optim = 8 * (o->n / Dd + o->x / De);
     o->act_per_token = act_per_token(c);
     double bT = (double)in->micro_batch * (double)in->seq;
-    o->mem_act = 2 * bT * L * o->act_per_token;
-    o->mem_act_recompute = 2 * bT * L * H + 2 * bT * o->act_per_token;
+    for (int64_t s = 0; s < in->pp; s++) {
+        double Ls = (double)(o->pp_first[s + 1] - o->pp_first[s]), ms = (double)o->pp_in_flight[s];
+        o->pp_act[s] = 2 * bT * ms * Ls * o->act_per_token;
+        o->pp_act_recompute[s] = 2 * bT * ms * Ls * H + 2 * bT * o->act_per_token;
+        if (o->pp_act[s] > o->mem_act) o->mem_act = o->pp_act[s];
+        if (o->pp_act_recompute[s] > o->mem_act_recompute) o->mem_act_recompute = o->pp_act_recompute[s];
+    }
     for (int64_t l = 0; l < c->num_hidden_layers; l++) o->moe_layers += ds_config_layer_is_moe(c, l);
     double M = c->topk_group > 0 && c->n_group > 1 ? (double)c->topk_group : K;
     for (int lim = 0; lim < 2; lim++)
