@@ -11,30 +11,20 @@ cd "$(dirname "$0")/.."
 BIN=./dsv3
 ST=${BENCH_STEPS:-6}
 command -v mpirun >/dev/null || { echo "bench_dist: no mpirun, skipped"; exit 0; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+. bench/lib_dist.sh
+dist_env
 mkdir -p bench/results
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python3 - "$tmp/c.txt" <<'PY'
-import random, sys
-random.seed(5)
-w = "the king and queen of a land where rivers run to sea with light upon hills shall come unto them".split()
-open(sys.argv[1], "w").write("".join(" ".join(random.choice(w) for _ in range(random.randint(4, 11))) + ".\n" for _ in range(20000)))
-PY
-"$BIN" tokenizer train --input "$tmp/c.txt" --vocab-size 300 --special-tokens '<|bos|>' '<|eos|>' --out "$tmp/tok.json" >/dev/null 2>&1
-"$BIN" data prepare --tokenizer "$tmp/tok.json" --input "$tmp/c.txt" --out "$tmp/data" --docs line >/dev/null 2>&1
+dist_data "$tmp"
 A="train --config small --data $tmp/data --seq 128 --batch 4 --steps $ST --eval-every 0 --warmup 2"
 one=$("$BIN" --threads 2 $A --out "$tmp/r1" 2>&1)
 dp=$(timeout 600 mpirun --oversubscribe -np 2 "$BIN" --threads 1 $A --out "$tmp/r2" 2>&1)
 ep=$(timeout 600 mpirun --oversubscribe -np 2 "$BIN" --threads 1 $A --out "$tmp/r3" --ep 2 2>&1)
 ONE="$one" DP="$dp" EP="$ep" python3 - <<'PY'
-import json, os, re
-def tps(s):
-    m = re.search(r"mean step ([0-9.]+) s: ([0-9.]+) tokens/s", s)
-    return float(m.group(2)) if m else 0.0
-def last(s, key):
-    v = re.findall(key + r" ([0-9.]+)", s)
-    return float(v[-1]) if v else 0.0
+import json, os, re, sys
+sys.path.insert(0, "bench")
+from lib_dist import tps, last
 one, dp, ep = os.environ["ONE"], os.environ["DP"], os.environ["EP"]
 m = re.search(r"AdamW moments of (\d+) of (\d+)", dp)
 n0, n = (int(m.group(1)), int(m.group(2))) if m else (0, 0)

@@ -2,7 +2,7 @@
 """bench_table.py — the README's "Measured" table, written from bench/results/*.json (never by hand).
 
 Reads whatever `make bench` left in bench/results/ (train_<B>x<T>.json, forward.json, generate.json,
-tokenizer.json, kernels.json) and prints a Markdown table of dsv3 beside its peer with the ratio, plus a
+tokenizer.json, kernels.json, pp.json) and prints a Markdown table of dsv3 beside its peer with the ratio, plus a
 line with the machine's measured FMA peak and streaming bandwidth.  With --write README.md it replaces
 the text between the markers <!-- measured:begin --> and <!-- measured:end --> in that file.
 
@@ -105,6 +105,17 @@ def tokenizer_rows(res_dir):
     return rows
 
 
+def pp_rows(res_dir):
+    d = load(os.path.join(res_dir, "pp.json"))
+    if not d or "p2_pp_tokens_per_s" not in d:
+        return []
+    return [(f"training over 2 processes, PP 2 (1F1B, M={d['micro_batches']}), small B={d['batch']} T={d['seq']}",
+             f"{d['p2_pp_tokens_per_s']:.0f} tokens/s; bubble {d['pp_bubble']:.2f} measured, "
+             f"{d['bubble_analytic']:.2f} analytic, {d.get('pp_bubble_model', 0):.2f} schedule model",
+             f"DP 2 {d['p2_dp_tokens_per_s']:.0f} tokens/s (1 process, 2 threads: {d['p1_2threads_tokens_per_s']:.0f})",
+             fmt_ratio(d["p2_pp_tokens_per_s"], d["p2_dp_tokens_per_s"]))]
+
+
 def machine_line(res_dir):
     k = load(os.path.join(res_dir, "kernels.json"))
     if not k:
@@ -115,7 +126,8 @@ def machine_line(res_dir):
 
 
 def table(res_dir):
-    rows = forward_rows(res_dir) + train_rows(res_dir) + generate_rows(res_dir) + tokenizer_rows(res_dir)
+    rows = forward_rows(res_dir) + train_rows(res_dir) + generate_rows(res_dir) + tokenizer_rows(res_dir) + \
+        pp_rows(res_dir)
     out = ["| what | dsv3 | peer | ratio |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     m = machine_line(res_dir)
