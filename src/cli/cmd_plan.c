@@ -47,7 +47,8 @@ static void print_pipeline(const ds_config *c, const ds_plan_out *o, int S, long
            "%lld MTP module%s (%.1f%% of that stage's cost)\n", S - 1, (long long)c->num_nextn_predict_layers,
            c->num_nextn_predict_layers == 1 ? "" : "s", 100 * head / o->pp_cost[S - 1]);
     printf("1F1B bubble: analytic (S-1)/(M+S-1) = %.4f; simulated with the stage costs (forward f = cost, backward 2f) "
-           "%.4f\n", o->pp_bubble_analytic, o->pp_bubble_sim);
+           "%.4f; step compute with it %.2f s (the estimate above / (1 - bubble))\n", o->pp_bubble_analytic,
+           o->pp_bubble_sim, o->t_compute / (1 - o->pp_bubble_sim));
     if (o->pp_dualpipe_bubble_f < 0)
         printf("DualPipe: needs an even number of stages (it pairs them), not %d\n", S);
     else {
