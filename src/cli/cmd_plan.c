@@ -78,7 +78,7 @@ static int run(int argc, char **argv) {
         {"--dp", DS_OPT_INT, &dp, "D  data-parallel degree (default N / S)", DS_RANGE(0, 1 << 24)},
         {"--micro-batch", DS_OPT_INT, &mb, "B  sequences per micro-batch (default 1)", DS_RANGE(1, 1 << 20)},
         {"--micro-batches", DS_OPT_INT, &mbs,
-         "M  micro-batches per step in the pipeline (default: global batch / (DP x micro-batch))", DS_RANGE(1, 1 << 24)},
+         "M  micro-batches per step in the pipeline (default: global batch / (DP x micro-batch))", DS_RANGE(1, 1 << 22)},
         {"--pp-layers", DS_OPT_STR, &pp_layers, "a,b,...  layers of each stage (default: balanced by estimated cost)"},
         {"--seq", DS_OPT_INT, &seq, "T  tokens per sequence (default 4096)", DS_RANGE(2, 1 << 24)},
         {"--global-batch", DS_OPT_INT, &gb, "B  sequences per step (default 15360)", DS_RANGE(1, 1LL << 40)},
@@ -129,7 +129,7 @@ static int run(int argc, char **argv) {
            o.flops_per_token / 1e9, o.t_a2a, o.t_grad, ib, o.t_overlap, o.t_serial);
     printf("GPU hours per trillion tokens: %.3gK overlapped, %.3gK serial\n", o.gpu_hours_per_t_overlap / 1e3,
            o.gpu_hours_per_t_serial / 1e3);
-    print_pipeline(&c, &o, (int)pp, mb, seq, pp_layers);
+    if (pp > 1) print_pipeline(&c, &o, (int)pp, mb, seq, pp_layers);
     if (!strcmp(config, "deepseek-v3"))
         printf("published: DeepSeek-V3 671B total, 37B activated; 180K H800 GPU hours per trillion tokens on 2048 H800: "
                "estimate / published %.2f (overlapped) .. %.2f (serial)\n", o.gpu_hours_per_t_overlap / 180e3,

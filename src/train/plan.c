@@ -32,7 +32,8 @@ static int pipeline(const ds_config *c, const ds_plan_in *in, int64_t D, ds_plan
     const int S = (int)in->pp;
     int64_t M = in->micro_batches;
     if (M <= 0) M = in->global_batch / (D * in->micro_batch) > 0 ? in->global_batch / (D * in->micro_batch) : 1;
-    if (M > (1 << 24)) return ds_err("plan: %lld micro-batches: at most %d", (long long)M, 1 << 24);
+    if ((double)M * S > (double)(1 << 22)) /* the time model keeps S x M end times */
+        return ds_err("%d stages x %lld micro-batches: at most %d in all", S, (long long)M, 1 << 22);
     o->pp_m = M;
     size_t n = (size_t)S;
     o->pp_first = malloc(sizeof(int64_t) * (n + 1));
@@ -44,7 +45,7 @@ static int pipeline(const ds_config *c, const ds_plan_in *in, int64_t D, ds_plan
     if (!o->pp_first || !o->pp_in_flight || !o->pp_cost || !o->pp_share || !o->pp_act || !o->pp_act_recompute ||
         !o->pp_busy || !b) {
         free(b);
-        return ds_err("plan: out of memory for %d stages", S);
+        return ds_err("out of memory for %d stages", S);
     }
     if (ds_pp_split(c, S, in->pp_layers, in->seq, o->pp_first)) {
         free(b);
@@ -62,7 +63,7 @@ static int pipeline(const ds_config *c, const ds_plan_in *in, int64_t D, ds_plan
     for (int s = 0; s < S; s++) o->pp_share[s] = o->pp_cost[s] / sum;
     double span = ds_pp_simulate(S, (int)M, o->pp_cost, b, o->pp_busy, &o->pp_bubble_sim);
     free(b);
-    if (span <= 0) return ds_err("plan: the 1F1B time model failed for %d stages, %lld micro-batches", S, (long long)M);
+    if (span <= 0) return ds_err("the 1F1B time model failed for %d stages, %lld micro-batches", S, (long long)M);
     for (int s = 0; s < S; s++) o->pp_busy[s] /= span;
     o->pp_bubble_analytic = ds_pp_bubble_1f1b(S, (int)M);
     /* report Table 2 in units of F: B = 2F, W = F, F&B = F + B */
