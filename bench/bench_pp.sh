@@ -4,11 +4,12 @@
 # --micro-batches M`) against one process with 2 threads and against DP 2
 # (2 processes, 1 thread each, no --pp), in the same run; the measured 1F1B
 # bubble (train_log.jsonl "pp_bubble", steps after the first) against the
-# analytic (S-1)/(M+S-1) and the schedule model with the stages' estimated
-# costs (the trainer's "pp_bubble_model" and `dsv3 plan --pp` on the run's
-# config); the bytes sent between the stages per step ("pp_bytes") against
-# the activation size ("pp_act_bytes") and the count 2 x B x T x H x 4 (the
-# boundary activation forward, its gradient backward, FP32).
+# analytic (S-1)/(M+S-1), the schedule model with the stages' measured
+# forward and backward times ("pp_bubble_model") and with their estimated
+# costs (`dsv3 plan --pp` on the run's config); the bytes sent between the
+# stages per step ("pp_bytes") against one micro-batch's boundary activation
+# ("pp_act_bytes") and the count 2 x B x T x H x 4 x (S-1) (each micro-batch's
+# activation forward and its gradient backward, FP32).
 # Writes bench/results/pp.json.  Needs mpirun (skips otherwise); a dsv3
 # whose `train` has no --pp yet gets the one-process and DP rows only and a
 # "pp_skipped" reason.
@@ -78,16 +79,18 @@ if skip:
     print(f"  P=2 PP 2: skipped: {skip}")
 else:
     p1 = max(r["p1_2threads_tokens_per_s"], 1)
-    print(f"  {'P=2 PP 2, M=' + str(M):23s}{r['p2_pp_tokens_per_s']:8.0f}  ({r['p2_pp_tokens_per_s'] / p1:.2f}x of P=1, "
+    print(f"  {'P=2 PP 2, M=' + str(M):25s}{r['p2_pp_tokens_per_s']:8.0f}  ({r['p2_pp_tokens_per_s'] / p1:.2f}x of P=1, "
           f"{r['p2_pp_tokens_per_s'] / max(r['p2_dp_tokens_per_s'], 1):.2f}x of DP 2)")
     if len({r["p1_tokens_per_step"], r["p2_dp_tokens_per_step"], r["p2_pp_tokens_per_step"]}) > 1:
         print(f"  note: tokens per step differ: P=1 {r['p1_tokens_per_step']:.0f}, DP {r['p2_dp_tokens_per_step']:.0f}, "
               f"PP {r['p2_pp_tokens_per_step']:.0f}")
     print(f"  bubble: measured {r['pp_bubble']:.3f} (mean of {r['pp_steps_logged']} steps), analytic (S-1)/(M+S-1) "
-          f"{r['bubble_analytic']:.3f}, schedule model with the stage costs {r['pp_bubble_model']:.3f}"
-          + (f" (dsv3 plan: {r['plan_bubble_sim']:.3f})" if "plan_bubble_sim" in r else ""))
+          f"{r['bubble_analytic']:.3f}, schedule model with the measured stage times "
+          f"{r['pp_bubble_model']:.3f}" + (f", with the estimated costs (dsv3 plan) {r['plan_bubble_sim']:.3f}"
+                                             if "plan_bubble_sim" in r else ""))
     print(f"  stage busy s per step: {', '.join(f'{x:.3f}' for x in r['pp_stage_busy_s'])}")
-    print(f"  bytes between stages per step {r['pp_bytes'] / 1e6:.2f} MB; activation size {r['pp_act_bytes'] / 1e6:.2f} MB; "
-          f"count 2 x B x T x H x 4 = {r['boundary_bytes_count'] / 1e6:.2f} MB")
+    print(f"  bytes between stages per step {r['pp_bytes'] / 1e6:.2f} MB; one micro-batch's activation {r['pp_act_bytes'] / 1e6:.2f} MB "
+          f"(x 2 directions x M = {2 * M * r['pp_act_bytes'] / 1e6:.2f} MB); count 2 x B x T x H x 4 = "
+          f"{r['boundary_bytes_count'] / 1e6:.2f} MB")
 json.dump(res, open("bench/results/pp.json", "w"), indent=1)
 PY

@@ -111,7 +111,8 @@ def pp_rows(res_dir):
         return []
     return [(f"training over 2 processes, PP 2 (1F1B, M={d['micro_batches']}), small B={d['batch']} T={d['seq']}",
              f"{d['p2_pp_tokens_per_s']:.0f} tokens/s; bubble {d['pp_bubble']:.2f} measured, "
-             f"{d['bubble_analytic']:.2f} analytic, {d.get('pp_bubble_model', 0):.2f} schedule model",
+             f"{d['bubble_analytic']:.2f} analytic (1F1B), {d.get('pp_bubble_model', 0):.2f} "
+             f"1F1B with the measured stage times",
              f"DP 2 {d['p2_dp_tokens_per_s']:.0f} tokens/s (1 process, 2 threads: {d['p1_2threads_tokens_per_s']:.0f})",
              fmt_ratio(d["p2_pp_tokens_per_s"], d["p2_dp_tokens_per_s"]))]
 
