@@ -42,11 +42,11 @@ else
   cfg=$(ls "$tmp"/r3/latest/config.json 2>/dev/null || true)
   # (the bubble depends on the stages' cost ratio and M only, not on the micro-batch size)
   [ -n "$cfg" ] &&
-    plan=$("$BIN" plan --config "$cfg" --gpus 2 --gpus-per-node 2 --ep 1 --pp 2 --micro-batches "$MB" --seq 128 \
-      --global-batch "$BB" 2>&1 || true)
+    { "$BIN" plan --config "$cfg" --gpus 2 --gpus-per-node 2 --ep 1 --pp 2 --micro-batches "$MB" --seq 128 \
+      --global-batch "$BB" --json "$tmp/plan.json" >/dev/null 2>&1 && plan="$tmp/plan.json"; } || true
 fi
 ONE="$one" DP="$dp" PP="$pp" SKIP="$skip" PLAN="$plan" RUN3="$tmp/r3" MB="$MB" BB="$BB" python3 - <<'PY'
-import json, os, re, sys
+import json, os, sys
 sys.path.insert(0, "bench")
 from lib_dist import tps, tokens_per_step, log_steps
 e = os.environ
@@ -68,9 +68,8 @@ else:
                 "pp_bubble_analytic_logged": mean("pp_bubble_analytic"), "pp_bubble_model": mean("pp_bubble_model"),
                 "pp_stage_busy_s": [sum(b[s] for b in busy) / len(busy) for s in range(len(busy[0]))] if busy else [],
                 "pp_bytes": mean("pp_bytes"), "pp_act_bytes": mean("pp_act_bytes")})
-    m = re.search(r"\(forward f = cost, backward 2f\) ([0-9.]+)", plan)
-    if m:
-        res["plan_bubble_sim"] = float(m.group(1))
+    if plan:
+        res["plan_bubble_sim"] = json.load(open(plan))["pipeline"]["bubble_simulated"]
 r = res
 print(f"pipeline parallelism, small, T={T}, batch {B} (tokens/s, mean of the timed steps; same machine, same run)")
 print(f"  P=1, 2 threads           {r['p1_2threads_tokens_per_s']:8.0f}")

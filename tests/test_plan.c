@@ -9,6 +9,8 @@
  */
 #include <string.h>
 
+#include "base/base.h"
+#include "io/json.h"
 #include "model/presets.h"
 #include "train/plan.h"
 #include "test.h"
@@ -23,7 +25,7 @@ TEST(plan_deepseek_v3_counts_memory_traffic) {
     const double total = 2 * V * H + H + L * att + Ld * 3 * H * I + (L - Ld) * (E * H + E * 3 * H * Im + 3 * H * Im);
     const double act = 2 * V * H + H + L * att + Ld * 3 * H * I + (L - Ld) * (E * H + K * 3 * H * Im + 3 * H * Im);
     const double mtp = att + E * H + E * 3 * H * Im + 3 * H * Im + 2 * H + 2 * H * H + H;
-    ds_plan_in in = {2048, 8, 64, 16, 0, 1, 4096, 15360, 989.5e12, 50e9};
+    ds_plan_in in = {2048, 8, 64, 16, 0, 1, 4096, 15360, 989.5e12, 50e9, 0, NULL};
     ds_plan_out o;
     CHECK(ds_plan(&c, &in, &o) == 0);
     CHECK((double)o.total == total && (double)o.activated == act && (double)o.mtp == mtp);
@@ -141,6 +143,33 @@ TEST(plan_pp_cli) {
     /* the simulated bubble with f1 > f0 (see plan_pp_stages_bubble_by_hand) */
     snprintf(want, sizeof want, "(forward f = cost, backward 2f) %.4f", 1 - 8 * 3 * (f0 + f1) / (2 * (3 * f0 + 8 * 3 * f1)));
     CHECK_MSG(strstr(out, want), "want '%s' in %s", want, out);
+    /* the same figures as JSON */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/plan.json", ds_test_tmpdir());
+    rc = ds_test_sh(out, sizeof out,
+                    "$DSV3 plan --config tiny --gpus 2 --gpus-per-node 2 --ep 1 --pp 2 --micro-batches 8 --seq 64 "
+                    "--global-batch 8 --pp-layers 2,1 --json %s", path);
+    size_t len = 0;
+    char *txt = rc == 0 ? ds_read_file(path, &len) : NULL;
+    cJSON *j = txt ? ds_json_parse(txt, len, path) : NULL, *pl = cJSON_GetObjectItem(j, "pipeline");
+    cJSON *st = cJSON_GetObjectItem(pl, "stages"), *dp = cJSON_GetObjectItem(pl, "dualpipe");
+    CHECK_MSG(j && cJSON_GetArraySize(st) == 2 && cJSON_IsObject(dp), "rc %d: %s", rc, out);
+    if (j && cJSON_GetArraySize(st) == 2 && cJSON_IsObject(dp)) {
+#define NUM(o, k) cJSON_GetNumberValue(cJSON_GetObjectItem(o, k))
+        cJSON *s0 = cJSON_GetArrayItem(st, 0), *s1 = cJSON_GetArrayItem(st, 1);
+        CHECK(NUM(pl, "micro_batches") == 8 && fabs(NUM(pl, "bubble_analytic") - 1.0 / 9) < 1e-15);
+        CHECK_NEAR(NUM(pl, "bubble_simulated"), 1 - 8 * 3 * (f0 + f1) / (2 * (3 * f0 + 8 * 3 * f1)), 1e-12);
+        CHECK(NUM(s0, "first_layer") == 0 && NUM(s0, "layers") == 2 && NUM(s1, "first_layer") == 2 && NUM(s1, "layers") == 1);
+        CHECK(NUM(s0, "cost") == f0 && NUM(s1, "cost") == f1);
+        CHECK(NUM(s0, "in_flight") == 2 && NUM(s1, "in_flight") == 1);
+        /* stage 0: 2 micro-batches of 1 x 64 tokens over 2 layers, BF16 */
+        CHECK_NEAR(NUM(s0, "act_bytes"), 2.0 * 64 * 2 * 2 * NUM(j, "act_per_token"), 1e-6);
+        CHECK_NEAR(NUM(j, "mem_act"), NUM(s0, "act_bytes"), 1e-6);
+        CHECK(NUM(dp, "bubble_f") == 0 && NUM(dp, "bubble_1f1b_f") == 3 && NUM(dp, "share") == 0);
+#undef NUM
+    }
+    cJSON_Delete(j);
+    free(txt);
     /* usage errors: exit 2, the first line says what */
     const char *bad[][2] = {
         {"--micro-batches 0", "--micro-batches: got '0'"},

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "io/json.h"
 #include "model/presets.h"
 #include "train/plan.h"
 #include "train/pp_sched.h"
@@ -64,11 +65,52 @@ static void print_pipeline(const ds_config *c, const ds_plan_out *o, int S, long
     }
 }
 
+/* the figures of plan.h as one JSON object (bytes, seconds, FLOPs per token) */
+static int write_json(const char *path, const char *config, const ds_plan_in *in, const ds_plan_out *o) {
+    ds_afile af = {0};
+    if (ds_afile_open(&af, path)) return -1;
+    FILE *f = af.f;
+    const int S = (int)in->pp;
+    ds_sbuf name = {0};
+    ds_json_put_string(&name, config);
+    char *qname = ds_sbuf_take(&name);
+    fprintf(f, "{\"config\": %s, \"gpus\": %lld, \"gpus_per_node\": %lld, \"ep\": %lld, \"pp\": %d, "
+               "\"micro_batch\": %lld, \"seq\": %lld, \"global_batch\": %lld,\n", qname, (long long)in->gpus,
+            (long long)in->gpus_per_node, (long long)in->ep, S, (long long)in->micro_batch, (long long)in->seq,
+            (long long)in->global_batch);
+    free(qname);
+    fprintf(f, " \"params_total\": %lld, \"params_activated\": %lld, \"params_mtp\": %lld, \"mem_weights\": %.17g, "
+               "\"mem_grads\": %.17g, \"mem_optim\": %.17g, \"mem_act\": %.17g, \"mem_act_recompute\": %.17g, "
+               "\"act_per_token\": %.17g,\n", (long long)o->total, (long long)o->activated, (long long)o->mtp,
+            o->mem_weights, o->mem_grads, o->mem_optim, o->mem_act, o->mem_act_recompute, o->act_per_token);
+    fprintf(f, " \"a2a_device_step\": %.17g, \"grad_device_step\": %.17g, \"flops_per_token\": %.17g, "
+               "\"t_compute\": %.17g, \"t_overlap\": %.17g, \"t_serial\": %.17g,\n", o->a2a_device_step,
+            o->grad_device_step, o->flops_per_token, o->t_compute, o->t_overlap, o->t_serial);
+    fprintf(f, " \"pipeline\": {\"micro_batches\": %lld, \"bubble_analytic\": %.17g, \"bubble_simulated\": %.17g, "
+               "\"t_compute_with_bubble\": %.17g, \"stages\": [\n", (long long)o->pp_m, o->pp_bubble_analytic,
+            o->pp_bubble_sim, o->t_compute / (1 - o->pp_bubble_sim));
+    for (int s = 0; s < S; s++)
+        fprintf(f, "  {\"first_layer\": %lld, \"layers\": %lld, \"cost\": %.17g, \"share\": %.17g, \"in_flight\": %lld, "
+                   "\"act_bytes\": %.17g, \"act_bytes_recompute\": %.17g, \"busy\": %.17g}%s\n",
+                (long long)o->pp_first[s], (long long)(o->pp_first[s + 1] - o->pp_first[s]), o->pp_cost[s], o->pp_share[s],
+                (long long)o->pp_in_flight[s], o->pp_act[s], o->pp_act_recompute[s], o->pp_busy[s], s < S - 1 ? "," : "");
+    fprintf(f, " ],\n  \"dualpipe\": ");
+    if (o->pp_dualpipe_bubble_f < 0)
+        fprintf(f, "null");
+    else
+        fprintf(f, "{\"assumes\": \"B = 2F, W = F, F&B = F + B (no overlap credit)\", \"bubble_f\": %.17g, "
+                   "\"bubble_1f1b_f\": %.17g, \"share\": %.17g, \"mem_weights\": %.17g, \"act_bytes_first\": %.17g}",
+                o->pp_dualpipe_bubble_f, o->pp_1f1b_bubble_f, o->pp_dualpipe_share, 2 * o->mem_weights,
+                o->pp_act[0] * (S + 1) / (double)o->pp_in_flight[0]);
+    fprintf(f, "}}\n");
+    return ds_afile_commit(&af);
+}
+
 static int run(int argc, char **argv) {
     const char *config = "deepseek-v3";
     long long gpus = 2048, gpn = 8, ep = 64, pp = 16, dp = 0, mb = 1, seq = 4096, gb = 15360, mbs = 0;
     double peak = 989.5, ib = 50;
-    const char *pp_layers = NULL;
+    const char *pp_layers = NULL, *json = NULL;
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &config, "PRESET|config.json  model (default deepseek-v3)"},
         {"--gpus", DS_OPT_INT, &gpus, "N  devices (default 2048)", DS_RANGE(1, 1 << 24)},
@@ -80,6 +122,7 @@ static int run(int argc, char **argv) {
         {"--micro-batches", DS_OPT_INT, &mbs,
          "M  micro-batches per step in the pipeline (default: global batch / (DP x micro-batch))", DS_RANGE(1, 1 << 22)},
         {"--pp-layers", DS_OPT_STR, &pp_layers, "a,b,...  layers of each stage (default: balanced by estimated cost)"},
+        {"--json", DS_OPT_STR, &json, "FILE  also write the figures as JSON"},
         {"--seq", DS_OPT_INT, &seq, "T  tokens per sequence (default 4096)", DS_RANGE(2, 1 << 24)},
         {"--global-batch", DS_OPT_INT, &gb, "B  sequences per step (default 15360)", DS_RANGE(1, 1LL << 40)},
         {"--peak-tflops", DS_OPT_FLOAT, &peak, "F  peak per device (default 989.5: H800 BF16 dense)", DS_GT(0)},
@@ -134,6 +177,10 @@ static int run(int argc, char **argv) {
         printf("published: DeepSeek-V3 671B total, 37B activated; 180K H800 GPU hours per trillion tokens on 2048 H800: "
                "estimate / published %.2f (overlapped) .. %.2f (serial)\n", o.gpu_hours_per_t_overlap / 180e3,
                o.gpu_hours_per_t_serial / 180e3);
+    if (json && write_json(json, config, &in, &o)) {
+        ds_plan_free(&o);
+        return ds_cli_fail("plan");
+    }
     ds_plan_free(&o);
     return 0;
 }
