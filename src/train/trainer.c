@@ -24,6 +24,7 @@
 #include "train/checkpoint.h"
 #include "train/loader.h"
 #include "train/zero.h"
+#include "train/pp.h"
 #include "model/moe_ep.h"
 #include "model/expert_shard.h"
 
@@ -475,9 +476,20 @@ int ds_train(const ds_train_opts *o) {
         return -1;
     const struct ds_ops *dmem = fp32->host_visible ? NULL : fp32; /* the model's memory */
     const int P = world->size, R = world->rank, lead = R == 0;
-    if (o->batch > 0 && o->batch % P)
+    /* pipeline: S stages of Q processes (stage-major ranks); the Q ranks of
+     * a stage split the rows of each batch */
+    const int S = o->pp > 1 ? o->pp : 1, M = S > 1 ? o->micro_batches : 1;
+    if (P % S) return ds_err("--pp %d does not divide the %d processes", S, P);
+    if (S > 1 && M < S) return ds_err("--micro-batches %d: 1F1B needs at least --pp %d micro-batches", M, S);
+    const int Q = P / S;
+    if (o->batch > 0 && o->batch % Q)
         return ds_err("--batch %lld is not a multiple of the %d processes (each takes an equal slice)",
-                      (long long)o->batch, P);
+                      (long long)o->batch, Q);
+    if (S > 1 && (o->batch / Q) % M)
+        return ds_err("--micro-batches %d does not divide the %lld rows of each batch per process", M,
+                      (long long)(o->batch / Q));
+    if (S > 1 && o->ep > 0 && Q % o->ep)
+        return ds_err("--ep %d does not divide the %d processes of a pipeline stage", o->ep, Q);
     int log_level0 = ds_log_level;
     if (!lead) ds_log_level = DS_LOG_QUIET;
 
@@ -557,7 +569,7 @@ int ds_train(const ds_train_opts *o) {
 
     /* buffers */
     int64_t B = o->batch, T = o->seq, A = o->accum, E = c->n_routed_experts, L = c->num_hidden_layers;
-    const int64_t Bl = B / P, r0 = R * Bl; /* this rank's rows of each batch */
+    const int64_t Bl = B / Q, r0 = (R % Q) * Bl; /* this rank's rows of each batch */
     int mtp = o->mtp_lambda > 0 && c->num_nextn_predict_layers > 0;
     int64_t mtp_depth = mtp ? (c->num_nextn_predict_layers < DS_MAX_MTP ? c->num_nextn_predict_layers : DS_MAX_MTP) : 0;
     ds_acts a, ea;
@@ -592,8 +604,19 @@ int ds_train(const ds_train_opts *o) {
         if (ds_bcast(world, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
         if (sharded && ds_bcast(dpc, m.params + m.layout.rep, m.layout.total - m.layout.rep, DS_COMM_F32, 0)) goto out0;
     }
-    if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
-    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
+    ds_pp pp;
+    memset(&pp, 0, sizeof pp);
+    memset(&a, 0, sizeof a), memset(&ea, 0, sizeof ea), memset(&w, 0, sizeof w), memset(&g, 0, sizeof g);
+    size_t acts_live0 = ds_acts_live_bytes();
+    if (S > 1) { /* in-flight arenas of one micro-batch, this stage's layers only */
+        if (ds_pp_init(&pp, world, &m, S, o->pp_layers, M, Bl / M, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) {
+            ds_pp_free(&pp);
+            goto out0;
+        }
+    } else if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0))
+        goto out0;
+    const size_t acts_live = ds_acts_live_bytes() - acts_live0; /* the training arenas, counted by the arena */
+    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl / M, T)) goto out0;
     ds_grads_create(&g, &m);
     int m16 = o->bf16_moments;
     size_t msz = m16 ? 2 : 4;
@@ -736,7 +759,20 @@ int ds_train(const ds_train_opts *o) {
         mem.moments_fp32 = (size_t)nmom * 2 * sizeof(float);
         mem.total += mem.moments;
     }
+    if (S > 1) { /* the in-flight arenas of this stage */
+        mem.total -= mem.acts;
+        mem.acts = acts_live;
+        mem.total += mem.acts;
+    }
     ds_train_memory_log(&mem);
+    if (S > 1 && R % Q == 0) /* one line per stage, from its first process */
+        fprintf(stderr, "pipeline stage %d of %d: layers %lld..%lld%s%s, %d of %d micro-batches of %lld rows in flight: "
+                "activation arenas %zu bytes = %d x %zu (all %d would take %zu)\n", pp.s, S, (long long)pp.l0,
+                (long long)pp.l1 - 1, pp.s == 0 ? " + embedding" : "", pp.s == S - 1 ? " + head and MTP" : "", pp.K, M,
+                (long long)pp.Bm, acts_live, pp.K, pp.arena_bytes, M, (size_t)M * pp.arena_bytes);
+    if (S > 1)
+        ds_log(DS_LOG_INFO, "pipeline: %d stages of %d processes, 1F1B over %d micro-batches (analytic bubble %.3f)", S, Q,
+               M, ds_pp_bubble_1f1b(S, M));
     if (have_ep)
         ds_log(DS_LOG_INFO, "expert parallel: groups of %d processes (data-parallel degree %d), experts %lld..%lld of "
                "%lld here (parameters here: %lld floats of %lld); dispatch %s, combine %s; %d node(s)", o->ep, P / o->ep,
@@ -779,7 +815,20 @@ int ds_train(const ds_train_opts *o) {
         ds_grads_zero(&g);
         memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
         double loss = 0, ce = 0, mtp_ce = 0, bal = 0;
-        for (int64_t k = 0; k < A; k++) {
+        double pp_bytes0 = world->stats.bytes[DS_COMM_PP];
+        for (int64_t k = 0; S > 1 && k < A; k++) { /* pipeline: the batch's rows as M micro-batches through 1F1B */
+            ds_loader_next_batch_rows(&tr, ids, tgt, r0, r0 + Bl);
+            double t4[4] = {0, 0, 0, 0};
+            m.ep = have_ep ? &epx : NULL;
+            int bad = ds_pp_run(&pp, &m, &ops, &g, &w, ids, tgt, &lo, mtp_depth, t4, load, Ee);
+            m.ep = NULL;
+            if (bad) {
+                rc = -1;
+                break;
+            }
+            loss += t4[0], ce += t4[1], bal += t4[2], mtp_ce += t4[3];
+        }
+        for (int64_t k = 0; S == 1 && k < A; k++) {
             ds_loader_next_batch_rows(&tr, ids, tgt, r0, r0 + Bl);
             ds_loss_terms lt;
             m.ep = have_ep ? &epx : NULL; /* the step's MoE layers over the expert-parallel group */
@@ -885,7 +934,24 @@ int ds_train(const ds_train_opts *o) {
             break;
         }
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
-        char comm_s[256] = "", comm_j[384] = "";
+        char comm_s[256] = "", comm_j[384] = "", pp_s[256] = "", pp_j[1024] = "";
+        if (S > 1) { /* the pipeline's busy time, bubble and traffic, over all stages */
+            ds_pp_report pr;
+            if (ds_pp_step_report(&pp, pp_bytes0, &pr)) {
+                rc = -1;
+                break;
+            }
+            size_t k = (size_t)snprintf(pp_s, sizeof pp_s, " | pp bubble %.2f (1F1B %.2f) busy ", pr.bubble, pr.analytic);
+            for (int st_i = 0; st_i < S && k < sizeof pp_s; st_i++)
+                k += (size_t)snprintf(pp_s + k, sizeof pp_s - k, "%s%.2f", st_i ? "/" : "", pr.busy[st_i]);
+            if (k < sizeof pp_s) snprintf(pp_s + k, sizeof pp_s - k, " s | pp MB %.1f", pr.bytes / 1e6);
+            k = (size_t)snprintf(pp_j, sizeof pp_j, "\"pp_bubble\": %.6f, \"pp_bubble_analytic\": %.6f, \"pp_bubble_model\": %.6f, "
+                                 "\"pp_stage_busy_s\": [", pr.bubble, pr.analytic, pr.model);
+            for (int st_i = 0; st_i < S && k < sizeof pp_j; st_i++)
+                k += (size_t)snprintf(pp_j + k, sizeof pp_j - k, "%s%.6f", st_i ? ", " : "", pr.busy[st_i]);
+            if (k < sizeof pp_j)
+                snprintf(pp_j + k, sizeof pp_j - k, "], \"pp_bytes\": %.0f, \"pp_act_bytes\": %.0f, ", pr.bytes, pr.act_bytes);
+        }
         if (P > 1) {
             const ds_comm_stats csum = comm_sum(world, dpc), *cs = &csum;
             snprintf(comm_j, sizeof comm_j, "\"comm_bytes\": {\"grad\": %.0f, \"param\": %.0f, \"dispatch\": %.0f, "
@@ -924,9 +990,9 @@ int ds_train(const ds_train_opts *o) {
             if (mtp_depth) snprintf(mtps, sizeof mtps, " | mtp_loss %.4f | total %.4f", mtp_ce, loss);
             else if (bal != 0) snprintf(mtps, sizeof mtps, " | total %.4f", loss);
             printf("step %6lld | loss %.4f%s | lr %.2e | gnorm %.3f | %.0f tok/s | %.1f GFLOP/s | "
-                   "MFU %.1f%% | maxvio %.2f%s%s\n",
+                   "MFU %.1f%% | maxvio %.2f%s%s%s\n",
                    (long long)st.step, ce, mtps, lr, gnorm, tps, gf, 100 * gf * 1e9 / peak, worst,
-                   collapsed ? " COLLAPSED" : "", comm_s);
+                   collapsed ? " COLLAPSED" : "", comm_s, pp_s);
             fflush(stdout);
         }
         if (collapsed && (st.step % 50 == 1 || o->log_every == 1))
@@ -936,9 +1002,9 @@ int ds_train(const ds_train_opts *o) {
         fprintf(logf,
                 "{\"step\": %lld, \"loss\": %.8g, \"mtp_loss\": %.8g, \"balance_loss\": %.8g, \"total_loss\": %.8g, "
                 "\"lr\": %.8g, \"grad_norm\": %.8g, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"mfu\": %.5f, "
-                "\"gamma\": %g, \"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, %s\"load\": [",
+                "\"gamma\": %g, \"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, %s%s\"load\": [",
                 (long long)st.step, ce, mtp_ce, bal, loss, lr, gnorm, tps, gf, gf * 1e9 / peak, gamma, worst, collapsed,
-                st.tokens_seen, comm_j);
+                st.tokens_seen, comm_j, pp_j);
         for (int64_t l = 0, first = 1; l < L; l++) {
             if (!m.blocks[l].moe) continue;
             fprintf(logf, "%s[", first ? "" : ", ");
@@ -1031,6 +1097,7 @@ int ds_train(const ds_train_opts *o) {
     if (sampm.params) ds_model_free(&sampm);
     fclose(logf);
 out1:
+    ds_pp_free(&pp);
     ds_zero1_free(&zero);
     if (have_ep) ds_moe_ep_free(&epx);
     ds_model_mem_free(dmem, mom), ds_model_mem_free(dmem, vel), free(bias_h), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
