@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "model/moe_ep.h"
 
 #define PP_MAX_STAGES 64
 
@@ -44,6 +45,8 @@ int ds_pp_init(ds_pp *pp, ds_comm *world, const ds_model *m, int S, const char *
 }
 
 void ds_pp_free(ds_pp *pp) {
+    for (int k = 0; pp->eplayers && k < pp->K; k++) ds_moe_ep_free_layers(pp->ep, pp->eplayers[k]);
+    free(pp->eplayers);
     for (int k = 0; pp->acts && k < pp->K; k++) {
         ds_acts_free(&pp->acts[k]);
         if (pp->gsend) free(pp->gsend[k]);
@@ -65,12 +68,20 @@ int ds_pp_run(ds_pp *pp, const ds_model *m, const struct ds_ops *ops, ds_grads *
     const int64_t T = pp->T, rows = pp->Bm * T, n = rows * pp->H, E = m->cfg.n_routed_experts;
     const int64_t L = m->cfg.num_hidden_layers;
     ds_comm *c = pp->world;
+    ds_moe_ep *ep = m->ep;
+    ds_moe_ep_layer *ep_own = ep ? ep->layers : NULL;
+    if (ep && !pp->eplayers) {
+        pp->ep = ep;
+        pp->eplayers = ds_calloc((size_t)pp->K, sizeof *pp->eplayers);
+        for (int k = 0; k < pp->K; k++) pp->eplayers[k] = ds_calloc((size_t)ep->nlayers, sizeof(ds_moe_ep_layer));
+    }
     ds_comm_kind k0 = pp_kind(c);
     int rc = 0;
     double t0 = ds_now();
     for (int i = 0; i < 2 * pp->M && !rc; i++) {
         const int mb = pp->ops[i].mb, slot = mb % pp->K;
         ds_acts *a = &pp->acts[slot];
+        if (ep) ep->layers = pp->eplayers[slot]; /* this micro-batch's expert rows */
         const int32_t *x_ids = ids + (size_t)(mb * rows), *x_tgt = tgt + (size_t)(mb * rows);
         if (pp->ops[i].dir == DS_PP_FWD) {
             /* the slot's previous output must have left before it is overwritten */
@@ -123,6 +134,7 @@ int ds_pp_run(ds_pp *pp, const ds_model *m, const struct ds_ops *ops, ds_grads *
     }
     for (int k = 0; k < pp->K && !rc; k++)
         if (ds_wait(c, &pp->areq[k]) || ds_wait(c, &pp->greq[k])) rc = -1;
+    if (ep) ep->layers = ep_own;
     pp->t_sched += ds_now() - t0;
     ds_comm_set_kind(c, k0);
     return rc;

@@ -20,6 +20,7 @@
 #include "dist/comm.h"
 #include "model/backward.h"
 #include "model/model.h"
+#include "model/moe_ep.h"
 #include "train/pp_sched.h"
 
 typedef struct {
@@ -35,6 +36,11 @@ typedef struct {
     float **gsend;          /* (K) input gradients being sent */
     void **areq, **greq;    /* (K) their send requests */
     ds_pp_op *ops;          /* (2M) this stage's 1F1B order */
+    /* expert parallelism: the MoE layers' row buffers are kept from a
+     * forward to its backward, so each micro-batch in flight has its own
+     * set (swapped into ep->layers around its forward and backward) */
+    struct ds_moe_ep *ep;
+    ds_moe_ep_layer **eplayers; /* (K) */
     /* this step (ds_pp_step_begin clears them) */
     double busy_f, busy_b;  /* seconds in forward / backward compute */
     int64_t nf, nb;         /* forwards / backwards run */
