@@ -144,6 +144,7 @@ static void check_same_model(const char *r1, const char *r2, const char *what) {
 typedef struct {
     int s, S, l0, l1, K, M;
     long long x, y, z;
+    long long here, whole; /* parameter floats */
 } stage_line;
 
 static int parse_stage(const char *out, int stage, stage_line *sl) {
@@ -158,6 +159,8 @@ static int parse_stage(const char *out, int stage, stage_line *sl) {
     if (sscanf(q, "in flight: activation arenas %lld bytes = %d x %lld (all %d would take %lld)", &sl->x, &sl->K,
                &sl->y, &sl->M, &sl->z) != 5)
         return -1;
+    const char *h = strstr(q, "parameters here: ");
+    if (!h || sscanf(h, "parameters here: %lld floats of %lld", &sl->here, &sl->whole) != 2) return -1;
     return 0;
 }
 
@@ -193,7 +196,9 @@ TEST(pp_train_np2_equals_one_process) {
         double act = (double)(4 / M) * 32 * (double)tc.hidden_size * 4;
         CHECK_MSG(b.act_bytes[5] == act && b.bytes[5] == 2 * M * act, "pp_bytes %.0f, pp_act_bytes %.0f, expected %.0f, %.0f",
                   b.bytes[5], b.act_bytes[5], 2 * M * act, act);
-        /* activation memory: stage s keeps min(S - s, M) sets, fewer than M on stage 1 (and on stage 0 for M 4) */
+        /* activation memory: stage s keeps min(S - s, M) sets, fewer than M on stage 1 (and on stage 0 for M 4);
+         * parameters: each stage its own layers, both the embedding (V = 300 from the data's tokenizer) */
+        long long here[2] = {0, 0}, whole = 0;
         for (int s = 0; s < 2; s++) {
             stage_line sl;
             CHECK_MSG(parse_stage(out, s, &sl) == 0, "no line of stage %d:\n%s", s, out);
@@ -205,11 +210,15 @@ TEST(pp_train_np2_equals_one_process) {
             ds_model tm;
             CHECK(ds_model_create(&tm, &tc) == 0);
             TEST_RETURN_IF_FAILED();
-            size_t whole = ds_acts_arena_bytes(&tm, 4 / M, 32, 1, 0);
+            size_t whole_set = ds_acts_arena_bytes(&tm, 4 / M, 32, 1, 0);
             ds_model_free(&tm);
-            CHECK_MSG((size_t)sl.y < whole, "stage %d: a set of %lld bytes, the whole model's %zu", s, sl.y, whole);
+            CHECK_MSG((size_t)sl.y < whole_set, "stage %d: a set of %lld bytes, the whole model's %zu", s, sl.y, whole_set);
             if (M == 4) fprintf(stderr, "  PP 2, M 4: stage %d holds %d x %lld bytes of activations (all M: %lld)\n", s, sl.K, sl.y, sl.z);
+            here[s] = sl.here, whole = sl.whole;
         }
+        CHECK_MSG(here[0] < whole && here[1] < whole && here[0] + here[1] == whole + 300 * tc.hidden_size,
+                  "parameter floats per stage %lld + %lld, whole model %lld", here[0], here[1], whole);
+        if (M == 2) fprintf(stderr, "  PP 2: parameter floats per stage %lld and %lld of %lld\n", here[0], here[1], whole);
     }
 }
 

@@ -281,12 +281,12 @@ static void bind(ds_model *m) {
 }
 
 static int create(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem, int ep_size,
-                  int ep_rank) {
+                  int ep_rank, const ds_stage_keep *keep) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->mem = mem;
     if (ds_layout_build(&m->layout, c)) return -1;
-    if (ep_size > 1) ds_layout_shard(&m->layout, c->n_routed_experts, ep_size, ep_rank);
+    if (ep_size > 1 || keep) ds_layout_shard_stage(&m->layout, c->n_routed_experts, ep_size, ep_rank, keep);
     int any = 0;
     for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
     if (any ? setup_fp8(m, res) : check_weight_mem(m)) {
@@ -314,13 +314,19 @@ static int create(ds_model *m, const ds_config *c, const uint8_t *res, const str
 void ds_model_rebind(ds_model *m) { bind(m); }
 
 int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem) {
-    return create(m, c, res, mem, 0, 0);
+    return create(m, c, res, mem, 0, 0, NULL);
 }
 
 int ds_model_create_shard(ds_model *m, const ds_config *c, int ep_size, int ep_rank) {
     if (ep_size < 1 || c->n_routed_experts <= 0 || c->n_routed_experts % ep_size || ep_rank < 0 || ep_rank >= ep_size)
         return ds_err("--ep %d does not divide the model's %lld routed experts", ep_size, (long long)c->n_routed_experts);
-    return create(m, c, NULL, NULL, ep_size, ep_rank);
+    return create(m, c, NULL, NULL, ep_size, ep_rank, NULL);
+}
+
+int ds_model_create_stage(ds_model *m, const ds_config *c, int ep_size, int ep_rank, const ds_stage_keep *k) {
+    if (ep_size < 1 || (c->n_routed_experts > 0 && c->n_routed_experts % ep_size) || ep_rank < 0 || ep_rank >= ep_size)
+        return ds_err("--ep %d does not divide the model's %lld routed experts", ep_size, (long long)c->n_routed_experts);
+    return create(m, c, NULL, NULL, ep_size, ep_rank, k);
 }
 
 /* one allocation of n bytes from m->mem to a fresh one of mem: *p replaced */
@@ -383,7 +389,8 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
     float *stage = NULL;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
-        if (p->flags & DS_PARAM_REMOTE) { /* another shard's expert: its draws, discarded */
+        if (p->flags & DS_PARAM_REMOTE) { /* another shard's or stage's tensor: its draws, discarded */
+            if (p->flags & (DS_PARAM_NORM | DS_PARAM_ZERO)) continue;
             stage = ds_realloc(stage, (size_t)p->numel * sizeof(float));
             ds_rng_fill_normal(&r, stage, p->numel, std);
             continue;

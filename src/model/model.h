@@ -121,6 +121,9 @@ typedef struct ds_load_opts {
     /* ep_size > 1: load only shard ep_rank of the routed experts
      * (model/expert_shard.h; ds_model_create_shard); FP32 only */
     int ep_size, ep_rank;
+    /* a pipeline stage's part only (model/expert_shard.h ds_stage_keep; its
+     * experts split over ep_size >= 1); NULL: the whole model */
+    const struct ds_stage_keep_s *stage;
 } ds_load_opts;
 int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
 /* Values of ds_model_create_ex's per-entry residency array. */

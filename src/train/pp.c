@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "model/expert_shard.h"
 #include "model/moe_ep.h"
 
 #define PP_MAX_STAGES 64
@@ -170,4 +171,90 @@ int ds_pp_step_report(ds_pp *pp, double bytes0, ds_pp_report *r) {
     pp->busy_f = pp->busy_b = pp->t_sched = 0;
     pp->nf = pp->nb = 0;
     return 0;
+}
+
+int ds_pp_gather(ds_comm *world, ds_comm *stagec, ds_comm *epc, ds_comm *roots, ds_zero1 *z, const ds_model *m,
+                 const ds_layout *full_lo, const int64_t *first, int S, int G, const void *mom, const void *vel, int es,
+                 ds_model *full, void **fm, void **fv) {
+    memset(full, 0, sizeof *full);
+    if (fm) *fm = *fv = NULL;
+    const ds_layout *sh = &m->layout;
+    const int64_t rep = sh->rep, nx = sh->total - sh->rep, L = m->cfg.num_hidden_layers;
+    const int q = stagec->rank, sroot = q == 0, lead = world->rank == 0;
+    const ds_comm_dtype dt = es == 2 ? DS_COMM_U16 : DS_COMM_F32;
+    const size_t pb = (size_t)(rep + G * nx + 1);
+    int64_t bad = 0;
+    /* the stage's moments: replicated blocks to its root, expert blocks to each shard's data-parallel root */
+    void *rm = mom && sroot ? ds_calloc((size_t)rep + 1, (size_t)es) : NULL, *rv = mom && sroot ? ds_calloc((size_t)rep + 1, (size_t)es) : NULL;
+    int xroot = z->dp && z->dp->rank == 0;
+    void *xm = mom && xroot ? ds_calloc((size_t)nx + 1, (size_t)es) : NULL, *xv = mom && xroot ? ds_calloc((size_t)nx + 1, (size_t)es) : NULL;
+    if (mom) bad = ds_zero1_gather_root(z, mom, rm, xm, es) || ds_zero1_gather_root(z, vel, rv, xv, es);
+    /* the stage's buffers on its root: [replicated | shard 0 .. G-1 experts] */
+    float *pbuf = sroot ? ds_malloc(pb * sizeof(float)) : NULL;
+    char *mbuf = mom && sroot ? ds_calloc(pb, (size_t)es) : NULL, *vbuf = mom && sroot ? ds_calloc(pb, (size_t)es) : NULL;
+    if (sroot) {
+        memcpy(pbuf, m->params, (size_t)rep * sizeof(float));
+        if (mom) memcpy(mbuf, rm, (size_t)rep * (size_t)es), memcpy(vbuf, rv, (size_t)rep * (size_t)es);
+    }
+    if (!bad && q < G && nx > 0) { /* ranks 0..G-1 of the stage hold shards 0..G-1 */
+        int64_t *counts = ds_malloc((size_t)G * sizeof(int64_t));
+        for (int j = 0; j < G; j++) counts[j] = nx;
+        if (G > 1) {
+            ds_comm_set_kind(epc, DS_COMM_OTHER);
+            bad = ds_gather_root(epc, m->params + rep, sroot ? pbuf + rep : NULL, counts, DS_COMM_F32, 0) ||
+                  (mom && (ds_gather_root(epc, xm, sroot ? mbuf + (size_t)rep * es : NULL, counts, dt, 0) ||
+                           ds_gather_root(epc, xv, sroot ? vbuf + (size_t)rep * es : NULL, counts, dt, 0)));
+        } else {
+            memcpy(pbuf + rep, m->params + rep, (size_t)nx * sizeof(float));
+            if (mom) memcpy(mbuf + (size_t)rep * es, xm, (size_t)nx * es), memcpy(vbuf + (size_t)rep * es, xv, (size_t)nx * es);
+        }
+        free(counts);
+    }
+    /* the stages' buffers to rank 0 */
+    int64_t *counts = ds_calloc((size_t)S, sizeof(int64_t)), tot = 0;
+    float *allp = NULL;
+    char *allm = NULL, *allv = NULL;
+    if (!bad && sroot) {
+        int64_t *one = ds_malloc((size_t)S * sizeof(int64_t));
+        for (int s = 0; s < S; s++) one[s] = 1;
+        counts[roots->rank] = rep + G * nx;
+        ds_comm_set_kind(roots, DS_COMM_OTHER);
+        bad = ds_allgather(roots, counts + roots->rank, counts, one, DS_COMM_I64);
+        free(one);
+        for (int s = 0; s < S; s++) tot += counts[s];
+        if (lead) {
+            allp = ds_malloc((size_t)(tot + 1) * sizeof(float));
+            if (mom) allm = ds_calloc((size_t)tot + 1, (size_t)es), allv = ds_calloc((size_t)tot + 1, (size_t)es);
+        }
+        if (!bad)
+            bad = ds_gather_root(roots, pbuf, allp, counts, DS_COMM_F32, 0) ||
+                  (mom && (ds_gather_root(roots, mbuf, allm, counts, dt, 0) || ds_gather_root(roots, vbuf, allv, counts, dt, 0)));
+    }
+    if (!bad && lead) { /* stage s, shard j: its layout maps its part into the whole model's */
+        bad = ds_model_create(full, &m->cfg) != 0;
+        if (!bad && mom) *fm = ds_calloc((size_t)full_lo->total + 1, (size_t)es), *fv = ds_calloc((size_t)full_lo->total + 1, (size_t)es);
+        for (int s = 0, off = 0; s < S && !bad; off += (int)counts[s], s++) {
+            ds_stage_keep k = {first[s], first[s + 1], L, s == 0, s == S - 1};
+            for (int j = 0; j < G; j++) {
+                ds_layout lj;
+                ds_layout_copy(&lj, full_lo);
+                ds_layout_shard_stage(&lj, m->cfg.n_routed_experts, G, j, &k);
+                const int64_t nxs = lj.total - lj.rep, x0 = off + lj.rep + j * nxs;
+                if (j == 0) ds_shard_copy(full_lo, &lj, allp + off, full->params, 0, lj.rep, 4, 1);
+                ds_shard_copy(full_lo, &lj, allp + x0, full->params, lj.rep, lj.total, 4, 1);
+                if (mom) {
+                    if (j == 0) {
+                        ds_shard_copy(full_lo, &lj, allm + (size_t)off * es, *fm, 0, lj.rep, es, 1);
+                        ds_shard_copy(full_lo, &lj, allv + (size_t)off * es, *fv, 0, lj.rep, es, 1);
+                    }
+                    ds_shard_copy(full_lo, &lj, allm + (size_t)x0 * es, *fm, lj.rep, lj.total, es, 1);
+                    ds_shard_copy(full_lo, &lj, allv + (size_t)x0 * es, *fv, lj.rep, lj.total, es, 1);
+                }
+                ds_layout_free(&lj);
+            }
+        }
+    }
+    free(rm), free(rv), free(xm), free(xv), free(pbuf), free(mbuf), free(vbuf), free(counts), free(allp), free(allm),
+        free(allv);
+    return bad ? ds_err("pipeline: gathering the model from the stages failed") : 0;
 }

@@ -22,6 +22,7 @@
 #include "model/model.h"
 #include "model/moe_ep.h"
 #include "train/pp_sched.h"
+#include "train/zero.h"
 
 typedef struct {
     int S, s, M, Q, K;      /* stages, this stage, micro-batches, ranks per stage, arenas in flight */
@@ -73,5 +74,17 @@ typedef struct {
     double bubble, analytic, model, bytes, act_bytes;
 } ds_pp_report;
 int ds_pp_step_report(ds_pp *pp, double bytes0, ds_pp_report *r);
+
+/* The whole model of a pipeline run on world rank 0 (*full created there,
+ * zeroed elsewhere) and, with mom, its whole AdamW moment vectors (*fm, *fv:
+ * full_lo->total elements of es bytes, malloc'ed on rank 0): each stage's
+ * ZeRO-1 blocks (z over stagec, its experts' over z->dp) and expert shards
+ * (epc: ranks 0..G-1 of the stage, NULL when G = 1) go to the stage's first
+ * rank, those (roots: the stages' first ranks) to rank 0, which maps every
+ * (stage, shard) part into the whole layout full_lo.  Collective over the
+ * world.  0 or -1 with ds_err. */
+int ds_pp_gather(ds_comm *world, ds_comm *stagec, ds_comm *epc, ds_comm *roots, ds_zero1 *z, const ds_model *m,
+                 const ds_layout *full_lo, const int64_t *first, int S, int G, const void *mom, const void *vel, int es,
+                 ds_model *full, void **fm, void **fv);
 
 #endif

@@ -427,14 +427,35 @@ static int save_sharded(ds_comm *world, ds_zero1 *z, ds_comm *g, const ds_layout
     return rc ? -1 : 0;
 }
 
-/* the traffic of the world and of the expert shard's data-parallel group b
- * (NULL: none) together */
-static ds_comm_stats comm_sum(const ds_comm *a, const ds_comm *b) {
+/* save_all of a pipeline run (train/pp.h ds_pp_gather): the whole model
+ * and moments on rank 0, which writes one checkpoint like a one-process
+ * run's */
+static int save_pp(ds_comm *world, ds_comm *stagec, ds_comm *epc, ds_comm *roots, ds_zero1 *z, const ds_layout *full_lo,
+                   const int64_t *first, int S, int G, const char *run, const ds_model *m, const char *tjpath,
+                   const ds_train_state *st, const void *mom, const void *vel, int m16, int64_t keep) {
+    ds_model full;
+    void *fm = NULL, *fv = NULL;
+    int64_t rc = ds_pp_gather(world, stagec, epc, roots, z, m, full_lo, first, S, G, mom, vel, m16 ? 2 : 4, &full, &fm, &fv) != 0;
+    if (!rc && world->rank == 0) rc = ds_ckpt_save(run, &full, tjpath, st, fm, fv, full_lo->total, m16, keep) != 0;
+    if (full.params) ds_model_free(&full);
+    free(fm), free(fv);
+    if (ds_bcast(world, &rc, 1, DS_COMM_I64, 0)) return -1;
+    if (rc && world->rank != 0) return ds_err("checkpoint: rank 0 failed to save (its message above)");
+    return rc ? -1 : 0;
+}
+
+/* the traffic of the world and of the other communicators (NULL: none) together */
+static ds_comm_stats comm_sum4(const ds_comm *a, const ds_comm *b, const ds_comm *c, const ds_comm *d) {
     ds_comm_stats s = a->stats;
-    for (int k = 0; b && k < DS_COMM_NKINDS; k++) s.bytes[k] += b->stats.bytes[k];
-    if (b) s.wait_s += b->stats.wait_s, s.calls += b->stats.calls;
+    const ds_comm *o[3] = {b, c, d};
+    for (int i = 0; i < 3; i++) {
+        if (!o[i]) continue;
+        for (int k = 0; k < DS_COMM_NKINDS; k++) s.bytes[k] += o[i]->stats.bytes[k];
+        s.wait_s += o[i]->stats.wait_s, s.calls += o[i]->stats.calls;
+    }
     return s;
 }
+#define comm_sum(a, b) comm_sum4(a, b, stagec, embc)
 
 /* DSV3_FAULT=die:RANK:STEP — that process is killed (SIGKILL) in the middle
  * of that step, before its gradient collective (tests of a dying rank) */
@@ -524,12 +545,29 @@ int ds_train(const ds_train_opts *o) {
     int have_tr = 0, have_va = 0;
     /* --ep E > 1: this rank keeps only its group rank's routed experts
      * (model/expert_shard.h), from the start */
-    const int sharded = o->ep > 1 && P % o->ep == 0;
+    /* --pp S > 1: this rank keeps only its stage's layers (and its group
+     * rank's experts of them), ds_stage_keep */
+    const int sharded = (o->ep > 1 && P % o->ep == 0) || S > 1;
+    const int EPn = o->ep > 1 ? o->ep : 1; /* expert shards of the layout */
+    const int stage = R / Q;
+    int64_t first[65];
+    ds_stage_keep keep;
+    memset(&keep, 0, sizeof keep);
+    ds_comm *stagec = NULL, *roots = NULL, *embc = NULL; /* pipeline: the stage's ranks, the stages' first ranks, embedding pairs */
     if (o->resume) {
         resume_dir = ds_ckpt_latest(o->resume);
         if (!resume_dir) goto out0;
         ds_load_opts lopt = {.mem = dmem};
-        lopt.ep_size = sharded ? o->ep : 0, lopt.ep_rank = sharded ? R % o->ep : 0;
+        lopt.ep_size = sharded ? EPn : 0, lopt.ep_rank = sharded ? R % EPn : 0;
+        if (S > 1) { /* the split from the run's config */
+            char *cj = ds_path_join(resume_dir, "config.json");
+            ds_config rc0;
+            int bad = ds_config_load(&rc0, cj) || ds_pp_split(&rc0, S, o->pp_layers, o->seq, first);
+            free(cj);
+            if (bad) goto out0;
+            keep = (ds_stage_keep){first[stage], first[stage + 1], rc0.num_hidden_layers, stage == 0, stage == S - 1};
+            lopt.stage = &keep;
+        }
         if (ds_model_load_ex(&m, resume_dir, &lopt)) goto out0;
     } else {
         ds_config c;
@@ -544,8 +582,11 @@ int ds_train(const ds_train_opts *o) {
             c.bos_token_id = b >= 0 ? b : e;
             c.eos_token_id = e >= 0 ? e : b;
         }
-        if (ds_config_validate(&c, o->config) ||
-            (sharded ? ds_model_create_shard(&m, &c, o->ep, R % o->ep) : ds_model_create_on(&m, &c, NULL, dmem)))
+        if (ds_config_validate(&c, o->config) || (S > 1 && ds_pp_split(&c, S, o->pp_layers, o->seq, first))) goto out0;
+        keep = (ds_stage_keep){S > 1 ? first[stage] : 0, S > 1 ? first[stage + 1] : 0, c.num_hidden_layers, stage == 0,
+                               stage == S - 1};
+        if (S > 1 ? ds_model_create_stage(&m, &c, EPn, R % EPn, &keep)
+                  : sharded ? ds_model_create_shard(&m, &c, o->ep, R % o->ep) : ds_model_create_on(&m, &c, NULL, dmem))
             goto out0;
         ds_model_init_random(&m, o->seed);
     }
@@ -594,14 +635,20 @@ int ds_train(const ds_train_opts *o) {
     /* an expert-sharded run: full_lo, the whole layout, maps the shard to
      * the whole model (checkpoints); dpc, the shard's data-parallel group */
     int64_t whole_floats = m.layout.total;
+    if (S > 1) { /* the stage's ranks play the world's part for data and expert parallelism */
+        if (!(stagec = ds_comm_split(world, stage, R)) || !(roots = ds_comm_split(world, R % Q == 0 ? 0 : 1, R)) ||
+            !(embc = ds_comm_split(world, stage == 0 || stage == S - 1 ? R % Q : Q + R % Q, R)))
+            goto out0;
+    }
+    ds_comm *dpw = S > 1 ? stagec : world; /* the data-parallel world */
     if (sharded) {
         if (ds_layout_build(&full_lo, c)) goto out0;
         whole_floats = full_lo.total;
-        if (!(dpc = ds_comm_split(world, R % o->ep, R))) goto out0;
+        if (!(dpc = ds_comm_split(dpw, R % EPn, R))) goto out0;
     }
     if (P > 1 && !o->resume) { /* one model: rank 0's initialization (each shard's from its group's first rank) */
-        ds_comm_set_kind(world, DS_COMM_PARAM);
-        if (ds_bcast(world, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
+        ds_comm_set_kind(dpw, DS_COMM_PARAM);
+        if (ds_bcast(dpw, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
         if (sharded && ds_bcast(dpc, m.params + m.layout.rep, m.layout.total - m.layout.rep, DS_COMM_F32, 0)) goto out0;
     }
     ds_pp pp;
@@ -622,8 +669,16 @@ int ds_train(const ds_train_opts *o) {
     size_t msz = m16 ? 2 : 4;
     /* ZeRO-1: the moments of this rank's block only */
     ds_zero1 zero;
-    if (sharded) ds_zero1_init_ep(&zero, world, m.layout.rep, dpc, g.n - m.layout.rep);
+    if (sharded) ds_zero1_init_ep(&zero, dpw, m.layout.rep, dpc, g.n - m.layout.rep);
     else ds_zero1_init(&zero, world, g.n);
+    int64_t emb_off = -1, emb_n = c->vocab_size * c->hidden_size; /* the embedding in this stage's buffer */
+    if (S > 1) { /* the norm over every stage, the last stage's copy of the embedding counted once */
+        if (!zero.gshard) zero.gshard = ds_malloc((size_t)(ds_zero1_block(&zero) + 1) * sizeof(float));
+        zero.norm = world;
+        int64_t ei = ds_layout_find(&m.layout, "model.embed_tokens.weight");
+        emb_off = ei >= 0 ? m.layout.p[ei].offset : -1;
+        if (stage == S - 1 && emb_off >= 0) zero.skip_lo = emb_off, zero.skip_hi = emb_off + emb_n;
+    }
     int64_t nmom = P > 1 ? ds_zero1_block(&zero) : g.n;
     void *mom = ds_model_mem_alloc(dmem, ((size_t)nmom + 1) * msz), *vel = ds_model_mem_alloc(dmem, ((size_t)nmom + 1) * msz);
     float *losses = ds_malloc((size_t)(B * T) * sizeof(float)); /* validation CE per position */
@@ -634,6 +689,7 @@ int ds_train(const ds_train_opts *o) {
     int64_t *vload = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *tok_bytes = ds_calloc((size_t)c->vocab_size, sizeof(int64_t));
     float *bias_h = ds_calloc((size_t)Ee, sizeof(float)); /* a router bias read back for the log */
+    float *pbias = ds_calloc((size_t)(L * (Ee + 1)), sizeof(float)); /* pipeline: every stage's biases */
     ds_tokenizer_byte_lengths(tok, tok_bytes, c->vocab_size);
 
     /* state */
@@ -767,9 +823,10 @@ int ds_train(const ds_train_opts *o) {
     ds_train_memory_log(&mem);
     if (S > 1 && R % Q == 0) /* one line per stage, from its first process */
         fprintf(stderr, "pipeline stage %d of %d: layers %lld..%lld%s%s, %d of %d micro-batches of %lld rows in flight: "
-                "activation arenas %zu bytes = %d x %zu (all %d would take %zu)\n", pp.s, S, (long long)pp.l0,
-                (long long)pp.l1 - 1, pp.s == 0 ? " + embedding" : "", pp.s == S - 1 ? " + head and MTP" : "", pp.K, M,
-                (long long)pp.Bm, acts_live, pp.K, pp.arena_bytes, M, (size_t)M * pp.arena_bytes);
+                "activation arenas %zu bytes = %d x %zu (all %d would take %zu); parameters here: %lld floats of %lld\n",
+                pp.s, S, (long long)pp.l0, (long long)pp.l1 - 1, pp.s == 0 ? " + embedding" : "",
+                pp.s == S - 1 ? " + head and MTP" : "", pp.K, M, (long long)pp.Bm, acts_live, pp.K, pp.arena_bytes, M,
+                (size_t)M * pp.arena_bytes, (long long)m.layout.total, (long long)whole_floats);
     if (S > 1)
         ds_log(DS_LOG_INFO, "pipeline: %d stages of %d processes, 1F1B over %d micro-batches (analytic bubble %.3f)", S, Q,
                M, ds_pp_bubble_1f1b(S, M));
@@ -782,9 +839,10 @@ int ds_train(const ds_train_opts *o) {
                o->dispatch == DS_EP_FP8 ? "fp8 (E4M3, 1x128 scales)" : o->dispatch == DS_EP_BF16 ? "bf16" : "fp32",
                epx.combine == DS_EP_BF16 ? "bf16" : "fp32", epx.nnodes);
     if (P > 1)
-        ds_log(DS_LOG_INFO, "data parallel over %d processes (%s): %lld rows of each batch per process; ZeRO-1: "
-               "AdamW moments of %lld of %lld parameters per process (%.1f MiB)", P, world->transport, (long long)Bl,
-               (long long)nmom, (long long)whole_floats, (double)nmom * 2 * (double)msz / 1048576.0);
+        ds_log(DS_LOG_INFO, "data parallel over %d processes%s (%s): %lld rows of each batch per process; ZeRO-1: "
+               "AdamW moments of %lld of %lld parameters per process (%.1f MiB)", Q, S > 1 ? " per pipeline stage" : "",
+               world->transport, (long long)Bl, (long long)nmom, (long long)whole_floats,
+               (double)nmom * 2 * (double)msz / 1048576.0);
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);
@@ -845,6 +903,14 @@ int ds_train(const ds_train_opts *o) {
                     for (int64_t e = 0; e < E; e++) load[l * Ee + e] += a.blk[l].counts_h[e];
         }
         if (rc) break;
+        if (S > 1 && (stage == 0 || stage == S - 1) && emb_off >= 0) {
+            /* the embedding's two copies (first stage: the tokens; last: the MTP modules) get one gradient */
+            ds_comm_set_kind(embc, DS_COMM_GRAD);
+            if (ds_allreduce(embc, g.g + emb_off, emb_n, DS_COMM_F32, DS_COMM_SUM)) {
+                rc = -1;
+                break;
+            }
+        }
         fault_die_at(R, s + 1);
         if (fault_nan_at(s + 1)) {
             const float nanv = NAN;
@@ -941,6 +1007,17 @@ int ds_train(const ds_train_opts *o) {
                 rc = -1;
                 break;
             }
+            /* the router biases of every stage's layers for rank 0's log: [has one, E values] per layer */
+            memset(pbias, 0, sizeof(float) * (size_t)(L * (Ee + 1)));
+            for (int64_t l = 0; R % Q == 0 && l < L; l++)
+                if (m.blocks[l].moe && m.blocks[l].router_bias) {
+                    pbias[l * (Ee + 1)] = 1;
+                    ops.copy_d2h(pbias + l * (Ee + 1) + 1, m.blocks[l].router_bias, (size_t)E * sizeof(float));
+                }
+            if (ds_allreduce(world, pbias, L * (Ee + 1), DS_COMM_F32, DS_COMM_SUM)) {
+                rc = -1;
+                break;
+            }
             size_t k = (size_t)snprintf(pp_s, sizeof pp_s, " | pp bubble %.2f (1F1B %.2f) busy ", pr.bubble, pr.analytic);
             for (int st_i = 0; st_i < S && k < sizeof pp_s; st_i++)
                 k += (size_t)snprintf(pp_s + k, sizeof pp_s - k, "%s%.2f", st_i ? "/" : "", pr.busy[st_i]);
@@ -1016,9 +1093,10 @@ int ds_train(const ds_train_opts *o) {
         /* report: the router biases of the main MoE layers (aux-loss-free balancing) */
         int64_t nbias = 0;
         for (int64_t l = 0; l < L; l++) {
-            if (!m.blocks[l].moe || !m.blocks[l].router_bias) continue;
+            if (S > 1 ? pbias[l * (Ee + 1)] == 0 : !m.blocks[l].moe || !m.blocks[l].router_bias) continue;
             fputs(nbias++ ? ", [" : ", \"bias\": [[", logf);
-            ops.copy_d2h(bias_h, m.blocks[l].router_bias, (size_t)E * sizeof(float));
+            if (S > 1) memcpy(bias_h, pbias + l * (Ee + 1) + 1, (size_t)E * sizeof(float));
+            else ops.copy_d2h(bias_h, m.blocks[l].router_bias, (size_t)E * sizeof(float));
             for (int64_t e = 0; e < E; e++) fprintf(logf, "%s%.6g", e ? "," : "", (double)bias_h[e]);
             fputc(']', logf);
         }
@@ -1029,7 +1107,9 @@ int ds_train(const ds_train_opts *o) {
         ds_model fullm; /* validation of an expert-sharded run: the whole model gathered to rank 0 */
         memset(&fullm, 0, sizeof fullm);
         if (sharded && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last) &&
-            gather_full(world, epx.ep.comm, &m, &fullm)) {
+            (S > 1 ? ds_pp_gather(world, stagec, have_ep ? epx.ep.comm : NULL, roots, &zero, &m, &full_lo, first, S, EPn,
+                                  NULL, NULL, 4, &fullm, NULL, NULL)
+                   : gather_full(world, epx.ep.comm, &m, &fullm))) {
             rc = -1;
             break;
         }
@@ -1048,8 +1128,10 @@ int ds_train(const ds_train_opts *o) {
             }
         }
         if ((o->save_every > 0 && st.step % o->save_every == 0) || last) {
-            if (sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
-                        : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
+            if (S > 1 ? save_pp(world, stagec, have_ep ? epx.ep.comm : NULL, roots, &zero, &full_lo, first, S, EPn, run, &m,
+                                tjpath, &st, mom, vel, m16, o->keep)
+                : sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
+                          : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
                 rc = -1;
                 break;
             }
@@ -1064,13 +1146,19 @@ int ds_train(const ds_train_opts *o) {
     ds_progress_end(&bar, (double)st.step);
     if (rc == 0 && st.step > last_saved) {
         /* a run stopped by --stop-after between saves */
-        if (sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
-                    : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep))
+        if (S > 1 ? save_pp(world, stagec, have_ep ? epx.ep.comm : NULL, roots, &zero, &full_lo, first, S, EPn, run, &m,
+                            tjpath, &st, mom, vel, m16, o->keep)
+            : sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
+                      : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep))
             rc = -1;
     }
     ds_model sampm; /* sampling of an expert-sharded run: the whole model on rank 0 */
     memset(&sampm, 0, sizeof sampm);
-    if (rc == 0 && sharded && o->sample_prompts && gather_full(world, epx.ep.comm, &m, &sampm)) rc = -1;
+    if (rc == 0 && sharded && o->sample_prompts &&
+        (S > 1 ? ds_pp_gather(world, stagec, have_ep ? epx.ep.comm : NULL, roots, &zero, &m, &full_lo, first, S, EPn, NULL,
+                              NULL, 4, &sampm, NULL, NULL)
+               : gather_full(world, epx.ep.comm, &m, &sampm)))
+        rc = -1;
     if (rc == 0 && lead) {
         double el = ds_now() - t_start;
         ds_log(DS_LOG_INFO, "done: %lld steps, %.0f tokens in %.1f s (%lld skipped); model in %s/latest",
@@ -1100,7 +1188,7 @@ out1:
     ds_pp_free(&pp);
     ds_zero1_free(&zero);
     if (have_ep) ds_moe_ep_free(&epx);
-    ds_model_mem_free(dmem, mom), ds_model_mem_free(dmem, vel), free(bias_h), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
+    ds_model_mem_free(dmem, mom), ds_model_mem_free(dmem, vel), free(bias_h), free(pbias), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
     ds_grads_free(&g);
     ds_bwd_free(&w);
     ds_acts_free(&a);
@@ -1113,6 +1201,7 @@ out:
     if (have_va) ds_loader_close(&va);
     if (have_model) ds_model_free(&m);
     ds_comm_free(dpc);
+    ds_comm_free(embc), ds_comm_free(roots), ds_comm_free(stagec);
     ds_layout_free(&full_lo);
     free(resume_dir);
     free(tjpath);
