@@ -60,6 +60,7 @@ typedef struct {
     double bubble[MAXSTEPS], analytic[MAXSTEPS], model[MAXSTEPS], bytes[MAXSTEPS], act_bytes[MAXSTEPS];
     double busy[MAXSTEPS][4];
     int nbusy[MAXSTEPS];
+    double val_loss; /* the last validation's (0: none) */
 } run_log;
 
 static double field(const char *line, const char *key) {
@@ -75,6 +76,7 @@ static int read_log(const char *run, run_log *L) {
     char *s = ds_read_file(path, &len);
     if (!s) return -1;
     for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strstr(line, "\"val_loss\": ")) L->val_loss = field(line, "\"val_loss\": ");
         if (strncmp(line, "{\"step\": ", 9) || !strstr(line, "\"loss\": ")) continue;
         int k = atoi(line + 9) - 1;
         if (k < 0 || k >= MAXSTEPS) continue;
@@ -223,7 +225,8 @@ TEST(pp_train_np2_equals_one_process) {
 }
 
 /* PP 2 x EP 2 (4 processes: stages of 2, experts split over each stage's 2)
- * against one process with the same global batch */
+ * against one process with the same global batch; the validation (of the
+ * whole model gathered from the stages and shards) too */
 TEST(pp_ep_train_np4_equals_one_process) {
     NEED_MPI();
     const char *d = pp_data();
@@ -231,9 +234,9 @@ TEST(pp_ep_train_np4_equals_one_process) {
     char out[16384], r1[600], r2[600];
     snprintf(r1, sizeof r1, "%s/one", d);
     snprintf(r2, sizeof r2, "%s/pp2ep2", d);
-    int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 2>&1", d, r1);
+    int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --eval-every 20 2>&1", d, r1);
     CHECK_MSG(rc == 0, "%s", out);
-    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --pp 2 --ep 2 --micro-batches 2 2>&1",
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --eval-every 20 --pp 2 --ep 2 --micro-batches 2 2>&1",
                     180, 4, d, r2);
     CHECK_MSG(rc == 0 && strstr(out, "expert parallel: groups of 2 processes") && strstr(out, "pipeline: 2 stages of 2 processes"),
               "rc %d\n%s", rc, out);
@@ -241,6 +244,8 @@ TEST(pp_ep_train_np4_equals_one_process) {
     run_log a, b;
     CHECK(read_log(r1, &a) == 0 && read_log(r2, &b) == 0);
     check_same_training(&a, &b, 0, 20, 1e-5, "PP 2 x EP 2 vs one process");
+    CHECK_MSG(a.val_loss > 0 && fabs(a.val_loss - b.val_loss) <= 1e-5 * a.val_loss, "validation loss %.8g vs %.8g", a.val_loss,
+              b.val_loss);
     check_same_model(r1, r2, "PP 2 x EP 2");
 }
 

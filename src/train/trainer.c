@@ -689,6 +689,7 @@ int ds_train(const ds_train_opts *o) {
     int64_t *vload = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *tok_bytes = ds_calloc((size_t)c->vocab_size, sizeof(int64_t));
     float *bias_h = ds_calloc((size_t)Ee, sizeof(float)); /* a router bias read back for the log */
+    int ea_whole = 0; /* pipeline: ea re-made from the whole model at the first validation */
     float *pbias = ds_calloc((size_t)(L * (Ee + 1)), sizeof(float)); /* pipeline: every stage's biases */
     ds_tokenizer_byte_lengths(tok, tok_bytes, c->vocab_size);
 
@@ -1114,6 +1115,15 @@ int ds_train(const ds_train_opts *o) {
             break;
         }
         if (lead && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
+            if (S > 1 && !ea_whole) { /* a stage's model has its layers only: the validation set from the whole one */
+                ds_acts_free(&ea);
+                if (ds_acts_create(&ea, &fullm, B, T, 0)) {
+                    ds_model_free(&fullm);
+                    rc = -1;
+                    break;
+                }
+                ea_whole = 1;
+            }
             eval_result er = evaluate(sharded ? &fullm : &m, fp32, &ea, &va, o->eval_batches, tok_bytes, losses, ids, tgt, vload);
             if (sharded) ds_model_free(&fullm);
             if (er.ok) {
