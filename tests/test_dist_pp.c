@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "dist/comm.h"
 #include "model/model.h"
 #include "model/presets.h"
 #include "train/pp_sched.h"
@@ -247,6 +248,51 @@ TEST(pp_ep_train_np4_equals_one_process) {
     CHECK_MSG(a.val_loss > 0 && fabs(a.val_loss - b.val_loss) <= 1e-5 * a.val_loss, "validation loss %.8g vs %.8g", a.val_loss,
               b.val_loss);
     check_same_model(r1, r2, "PP 2 x EP 2");
+}
+
+/* PP 3 (3 processes, a middle stage without embedding or head; M 4: stage 0
+ * holds 3 sets) and PP 2 x DP 2 with an explicit split (--pp-layers 1,2)
+ * against one process with the same global batch */
+TEST(pp_three_stages_and_dp_inside_stages) {
+    NEED_MPI();
+    const char *d = pp_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384], r1[600], r2[600];
+    snprintf(r1, sizeof r1, "%s/one", d);
+    int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 10 --batch 4 2>&1", d, r1);
+    CHECK_MSG(rc == 0, "%s", out);
+    run_log a, b;
+    CHECK(read_log(r1, &a) == 0);
+    const struct { int np; const char *args, *what; int l0[3], K0; } c[] = {
+        {3, "--pp 3 --micro-batches 4", "PP 3 vs one process", {0, 1, 2}, 3},
+        {4, "--pp 2 --pp-layers 1,2 --micro-batches 2", "PP 2 x DP 2 (--pp-layers 1,2) vs one process", {0, 1, -1}, 2},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(r2, sizeof r2, "%s/run%zu", d, i);
+        rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 10 --batch 4 %s 2>&1", 180,
+                        c[i].np, d, r2, c[i].args);
+        CHECK_MSG(rc == 0, "%s: rc %d\n%s", c[i].what, rc, out);
+        TEST_RETURN_IF_FAILED();
+        stage_line sl;
+        for (int s = 0; s < 3 && c[i].l0[s] >= 0; s++) {
+            CHECK_MSG(parse_stage(out, s, &sl) == 0 && sl.l0 == c[i].l0[s], "%s: stage %d:\n%s", c[i].what, s, out);
+            if (s == 0) CHECK_MSG(sl.K == c[i].K0, "%s: stage 0 holds %d sets", c[i].what, sl.K);
+        }
+        CHECK(read_log(r2, &b) == 0);
+        check_same_training(&a, &b, 0, 10, 1e-5, c[i].what);
+        check_same_model(r1, r2, c[i].what);
+    }
+}
+
+/* one process: point-to-point has no peer (an error, not a hang) */
+TEST(pp_comm_single_has_no_peer) {
+    ds_comm *c = ds_comm_single();
+    float x = 1;
+    void *req = NULL;
+    CHECK(ds_isend(c, &x, 1, DS_COMM_F32, 1, 0, &req) == -1 && strstr(ds_errmsg(), "no peer"));
+    CHECK(ds_recv(c, &x, 1, DS_COMM_F32, 1, 0) == -1);
+    CHECK(ds_wait(c, &req) == 0 && req == NULL);
+    ds_comm_free(c);
 }
 
 /* saved at PP 2: resumed at PP 2 bit-exactly (the same checkpoint files as
