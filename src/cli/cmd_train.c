@@ -16,6 +16,10 @@
 #include "dist/ep.h"
 #include "cli/train_hooks.h"
 #include "train/trainer.h"
+#include "train/checkpoint.h"
+#include "train/pp_sched.h"
+#include "base/base.h"
+#include "model/presets.h"
 
 static const char *const g_prec[] = {"fp32", "bf16", "fp8"};
 static const char *const g_bal[] = {"aux-free", "aux-loss", "none"};
@@ -56,6 +60,39 @@ static void short_double(char *buf, size_t cap, const char *full) {
     }
 }
 
+/* --pp S [--pp-layers a,b,...] --micro-batches M against the model, the
+ * processes and the batch: a usage error (exit 2, one line) when they do
+ * not fit */
+static void check_pp(const ds_train_opts *o) {
+    const int S = o->pp, M = o->micro_batches;
+    if (S <= 1) {
+        if (o->pp_layers) ds_cli_usage_error("train", "--pp-layers needs --pp S (S > 1)");
+        return;
+    }
+    if (M < S) ds_cli_usage_error("train", "--micro-batches %d: 1F1B needs at least --pp %d micro-batches", M, S);
+    ds_config c;
+    int bad;
+    if (o->resume) {
+        char *dir = ds_ckpt_latest(o->resume);
+        char *cj = dir ? ds_path_join(dir, "config.json") : NULL;
+        bad = !cj || ds_config_load(&c, cj);
+        free(dir), free(cj);
+    } else {
+        bad = ds_config_is_path(o->config) ? ds_config_load(&c, o->config) : ds_preset(&c, o->config);
+    }
+    if (bad) exit(ds_cli_fail("train"));
+    int64_t first[65];
+    if (S > 64) ds_cli_usage_error("train", "--pp %d: at most 64 stages", S);
+    if (ds_pp_split(&c, S, o->pp_layers, o->seq, first)) ds_cli_usage_error("train", "%s", ds_errmsg());
+    const int P = ds_comm_world()->size;
+    if (P % S) ds_cli_usage_error("train", "--pp %d does not divide the %d processes", S, P);
+    const int Q = P / S;
+    if (o->batch % Q || (o->batch / Q) % M)
+        ds_cli_usage_error("train", "--batch %lld: each of the %d processes of a stage takes an equal slice of "
+                           "%d micro-batches (--batch a multiple of %d)", (long long)o->batch, Q, M, Q * M);
+    if (o->ep > 0 && Q % o->ep) ds_cli_usage_error("train", "--ep %d does not divide the %d processes of a pipeline stage", o->ep, Q);
+}
+
 static int run(int argc, char **argv) {
     ds_train_opts o = ds_train_opts_default();
     const char *precision = "fp32", *balance = "aux-free", *prompts = NULL;
@@ -64,7 +101,7 @@ static int run(int argc, char **argv) {
     long long seed = (long long)o.seed, stop_after = 0, log_every = o.log_every, max_new = o.sample_tokens;
     int skip = 0, m16 = 0, cache = 0, override = 0, report = 0;
     const char *tensorboard = NULL;
-    long long ep = 0, rpn = 0;
+    long long ep = 0, rpn = 0, pp = 0, micro = 0;
     const char *dispatch = "fp32";
     static const char *const g_disp[] = {"fp32", "bf16", "fp8"};
     const ds_opt opts[] = {
@@ -111,6 +148,10 @@ static int run(int argc, char **argv) {
         {"--dispatch-precision", DS_OPT_STR, &dispatch, "fp32|bf16|fp8  with --ep: rows sent to the experts' owners (default fp32)"},
         {"--ranks-per-node", DS_OPT_INT, &rpn, "N  with --ep: count routing per simulated node of N processes (default: real nodes)",
          DS_RANGE(0, 1 << 20)},
+        {"--pp", DS_OPT_INT, &pp, "S  under mpirun: the layers split into S pipeline stages (1F1B; default: none)",
+         DS_RANGE(1, 64)},
+        {"--pp-layers", DS_OPT_STR, &o.pp_layers, "a,b,...  with --pp: main layers per stage (default: balanced by cost)"},
+        {"--micro-batches", DS_OPT_INT, &micro, "M  with --pp: micro-batches per batch (default S; M >= S)", DS_RANGE(1, 1 << 20)},
         {"--report", DS_OPT_FLAG, &report, "  write RUN/report.html at every evaluation (dsv3 report)"},
         {"--tensorboard", DS_OPT_STR, &tensorboard, "DIR  TensorBoard event files of the logged scalars in DIR"},
     };
@@ -210,6 +251,9 @@ static int run(int argc, char **argv) {
                    "the same --threads", (long long)threads, ds_threads());
     }
     if (o.fp8_cache && o.precision != DS_PREC_FP8) ds_cli_usage_error("train", "--fp8-cache needs --precision fp8");
+    if (ds_cli_given(&micro) && pp <= 1) ds_cli_usage_error("train", "--micro-batches needs --pp S (S > 1)");
+    o.pp = (int)pp, o.micro_batches = micro > 0 ? (int)micro : (int)pp;
+    check_pp(&o);
     ds_train_hooks hooks = {0};
     hooks.report = report, hooks.tb_dir = tensorboard;
     ds_train_hooks_attach(&hooks, &o);

@@ -28,7 +28,8 @@
 typedef enum { DS_COMM_F32, DS_COMM_F64, DS_COMM_I64, DS_COMM_U8, DS_COMM_U16 } ds_comm_dtype;
 typedef enum { DS_COMM_SUM, DS_COMM_MAX } ds_comm_op;
 /* what the bytes were for (the step log reports them by kind) */
-typedef enum { DS_COMM_OTHER, DS_COMM_DISPATCH, DS_COMM_COMBINE, DS_COMM_GRAD, DS_COMM_PARAM, DS_COMM_NKINDS } ds_comm_kind;
+typedef enum { DS_COMM_OTHER, DS_COMM_DISPATCH, DS_COMM_COMBINE, DS_COMM_GRAD, DS_COMM_PARAM,
+               DS_COMM_PP /* activations and their gradients between pipeline stages */, DS_COMM_NKINDS } ds_comm_kind;
 
 typedef struct {
     double bytes[DS_COMM_NKINDS];
@@ -55,6 +56,13 @@ typedef struct {
     /* ranks with the same color form a new communicator, ordered by key */
     ds_comm *(*split)(ds_comm *c, int color, int key);
     void (*free)(ds_comm *c);
+    /* point-to-point (pipeline parallelism): n elements to / from rank peer
+     * of this communicator with a tag; non-blocking: *req is completed by
+     * wait (a NULL *req is already complete).  The buffer must stay
+     * untouched until then.  One rank (single.c): an error. */
+    int (*isend)(ds_comm *c, const void *buf, int64_t n, ds_comm_dtype dt, int peer, int tag, void **req);
+    int (*irecv)(ds_comm *c, void *buf, int64_t n, ds_comm_dtype dt, int peer, int tag, void **req);
+    int (*wait)(ds_comm *c, void **req);
 } ds_comm_vtable;
 
 struct ds_comm {
@@ -120,6 +128,19 @@ static inline int ds_bcast(ds_comm *c, void *buf, int64_t n, ds_comm_dtype dt, i
 }
 static inline int ds_barrier(ds_comm *c) { return c->vt->barrier(c); }
 static inline ds_comm *ds_comm_split(ds_comm *c, int color, int key) { return c->vt->split(c, color, key); }
+static inline int ds_isend(ds_comm *c, const void *buf, int64_t n, ds_comm_dtype dt, int peer, int tag, void **req) {
+    return c->vt->isend(c, buf, n, dt, peer, tag, req);
+}
+static inline int ds_irecv(ds_comm *c, void *buf, int64_t n, ds_comm_dtype dt, int peer, int tag, void **req) {
+    return c->vt->irecv(c, buf, n, dt, peer, tag, req);
+}
+/* completes *req (NULL: nothing to do) and sets it NULL */
+static inline int ds_wait(ds_comm *c, void **req) { return *req ? c->vt->wait(c, req) : 0; }
+/* a blocking receive */
+static inline int ds_recv(ds_comm *c, void *buf, int64_t n, ds_comm_dtype dt, int peer, int tag) {
+    void *r = NULL;
+    return ds_irecv(c, buf, n, dt, peer, tag, &r) || ds_wait(c, &r) ? -1 : 0;
+}
 static inline void ds_comm_free(ds_comm *c) {
     if (c) c->vt->free(c);
 }

@@ -37,8 +37,17 @@ static int s_barrier(ds_comm *c) { return 0; }
 static ds_comm *s_split(ds_comm *c, int color, int key) { return ds_comm_single(); }
 static void s_free(ds_comm *c) { free(c); }
 
+static int s_isend(ds_comm *c, const void *buf, int64_t n, ds_comm_dtype dt, int peer, int tag, void **req) {
+    return ds_err("send to rank %d: a one-rank communicator has no peer", peer);
+}
+static int s_irecv(ds_comm *c, void *buf, int64_t n, ds_comm_dtype dt, int peer, int tag, void **req) {
+    return ds_err("receive from rank %d: a one-rank communicator has no peer", peer);
+}
+static int s_wait(ds_comm *c, void **req) { return 0; }
+
 static const ds_comm_vtable single_vt = {s_allreduce, s_reduce_scatter, s_allgather, s_alltoall, s_alltoallv,
-                                         s_bcast,     s_barrier,        s_split,     s_free};
+                                         s_bcast,     s_barrier,        s_split,     s_free,      s_isend,
+                                         s_irecv,     s_wait};
 
 ds_comm *ds_comm_single(void) {
     ds_comm *c = ds_calloc(1, sizeof *c);

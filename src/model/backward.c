@@ -289,8 +289,28 @@ static double balance_layer(float *dscores, const ds_block_acts *a, const ds_mod
 
 /* ---- model backward ------------------------------------------------------------- */
 
+static int backward_range(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                          const int32_t *targets, const ds_loss_opts *o, ds_loss_terms *t, const float *dout, float *dinp);
+
 int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
                       const int32_t *targets,                      const ds_loss_opts *o, ds_loss_terms *t) {
+    if (a->l0 != 0 || a->l1 != m->cfg.num_hidden_layers) return ds_err("backward: these activations are a pipeline stage's");
+    return backward_range(m, a, ops, g, w, targets, o, t, NULL, NULL);
+}
+
+int ds_model_backward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                            const int32_t *targets, const ds_loss_opts *o, ds_loss_terms *t, const float *dout,
+                            float *dinp) {
+    if (a->l1 < m->cfg.num_hidden_layers && !dout) return ds_err("backward of a stage before the last: no output gradient");
+    if (a->l0 > 0 && !dinp) return ds_err("backward of a stage after the first: nowhere to put the input gradient");
+    return backward_range(m, a, ops, g, w, targets, o, t, dout, dinp);
+}
+
+/* the backward of main layers [a->l0, a->l1): from the losses when a->l1 =
+ * L, else from dout (the next stage's input gradient); ends with the
+ * embedding's gradient when a->l0 = 0, else the input gradient in dinp */
+static int backward_range(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                          const int32_t *targets, const ds_loss_opts *o, ds_loss_terms *t, const float *dout, float *dinp) {
     const ds_config *c = &m->cfg;
     const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
     const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
@@ -302,13 +322,17 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
                       (long long)w->B, (long long)w->T, (long long)B, (long long)T);
     if (o->mtp_lambda < 0 || o->alpha < 0 || o->a1 < 0 || o->a2 < 0 || o->a3 < 0)
         return ds_err("backward: loss weights must be >= 0");
-    const int use_mtp = o->mtp_lambda > 0 && D > 0;
+    const int last = a->l1 == L;
+    const int use_mtp = last && o->mtp_lambda > 0 && D > 0;
     if (use_mtp && !a->mtp) return ds_err("backward: --mtp-lambda needs the forward to run the MTP modules");
     if (use_mtp && D > DS_MAX_MTP) return ds_err("backward: at most %d MTP modules", DS_MAX_MTP);
     if (o->balance == DS_BAL_V2 && c->n_routed_experts % (c->n_group > 0 ? c->n_group : 1))
         return ds_err("backward: v2 balance loss: n_routed_experts %lld is not a multiple of n_group %lld",
                       (long long)c->n_routed_experts, (long long)c->n_group);
-    if (targets) {
+    if (!last) {
+        /* a stage before the last: from the gradient of its output */
+        ops->copy_h2d(w->dx, dout, (size_t)(N * H) * sizeof(float));
+    } else if (targets) {
         for (int64_t n = 0; n < N; n++) /* host: ids */
             if (targets[n] != o->ignore && (targets[n] < 0 || targets[n] >= V))
                 return ds_err("backward: target %lld at sequence %lld, position %lld is outside the vocabulary [0, "
@@ -323,6 +347,7 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
     }
     const int32_t *tg = w->targets_h; /* [host] */
 #define G(x) ds_grad_of(g, m, (x))
+    if (last) {
     for (int64_t k = 0; k <= D; k++) ops->memset(w->dh[k], 0, (size_t)(N * H) * sizeof(float));
 
     /* MTP modules, last to first: module k's input gradient flows into h^{k-1} */
@@ -376,11 +401,12 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
     const float *xl = L > 0 ? a->blk[L - 1].out : a->emb;
     ops->memset(w->dx, 0, (size_t)(N * H) * sizeof(float));
     ops->rmsnorm_backward(w->dx, G(m->norm), w->dh[0], xl, m->norm, a->hfinal_rstd, N, H, H, H, H, eps);
+    } /* last */
 
     /* blocks, last to first */
     const double seq_denom = o->seq_denom > 0 ? o->seq_denom : (double)B;
     float *dcur = w->dx, *dnext = w->dx2;
-    for (int64_t l = L - 1; l >= 0; l--) {
+    for (int64_t l = a->l1 - 1; l >= a->l0; l--) {
         const ds_block *p = &m->blocks[l];
         const float *dsc = NULL;
         if (p->moe && o->balance != DS_BAL_NONE) {
@@ -390,13 +416,14 @@ int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, d
             if (l < DS_MAX_BAL_LAYERS) t->bal_layer[l] = lb;
             dsc = w->dscores;
         }
-        const float *inp = l > 0 ? a->blk[l - 1].out : a->emb;
+        const float *inp = l > a->l0 ? a->blk[l - 1].out : a->emb;
         block_backward(dnext, dcur, inp, &a->blk[l], p, m, ops, g, w, a->cos_t, a->sin_t, B, T, dsc);
         float *tmp = dcur;
         dcur = dnext;
         dnext = tmp;
     }
-    ops->embedding_backward(G(m->embed), dcur, a->ids, N, H);
+    if (a->l0 == 0) ops->embedding_backward(G(m->embed), dcur, a->ids, N, H);
+    else ops->copy_d2h(dinp, dcur, (size_t)(N * H) * sizeof(float)); /* to the previous stage */
 #undef G
     t->loss = t->ce + t->mtp + t->bal;
     return 0;

@@ -129,6 +129,18 @@ int64_t ds_count_targets(const int32_t *targets, int64_t B, int64_t T, int64_t k
 int ds_model_backward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
                       const int32_t *targets,                      const ds_loss_opts *o, ds_loss_terms *terms);
 
+/* The backward of a pipeline stage (a from ds_acts_create_stage, forward by
+ * ds_model_forward_stage): the last stage (a->l1 = L) starts from the losses
+ * (targets, o as above; dout NULL), the others from dout (B, T, H) [host],
+ * the gradient of their output.  The first stage (a->l0 = 0) ends in the
+ * embedding's gradient; the others write the gradient of their input into
+ * dinp (B, T, H) [host].  Gradients of the stage's parameters accumulate
+ * into g; t gets the stage's loss terms (CE, MTP on the last stage, the
+ * balance terms of its layers).  0 or -1 with ds_err. */
+int ds_model_backward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *ops, ds_grads *g, ds_bwd *w,
+                            const int32_t *targets, const ds_loss_opts *o, ds_loss_terms *t, const float *dout,
+                            float *dinp);
+
 /* Write `loss`, the loss terms and `grad.<HF name>` for every trained
  * parameter (no aliases, no buffers; MTP parameters only when mtp) as F32
  * safetensors. */

@@ -22,18 +22,30 @@ void ds_layout_copy(ds_layout *dst, const ds_layout *src) {
 
 static int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
 
+int ds_stage_keeps(const ds_stage_keep *k, const ds_param *p) {
+    if (!k) return 1;
+    if (p->layer >= k->L) return k->last;                         /* MTP modules */
+    if (p->layer >= 0) return p->layer >= k->l0 && p->layer < k->l1;
+    if (!strcmp(p->name, "model.embed_tokens.weight")) return k->first || k->last;
+    return k->last;                                                /* final norm, output head */
+}
+
 void ds_layout_shard(ds_layout *lo, int64_t n_experts, int ep_size, int ep_rank) {
-    DS_ASSERT(lo->ep_size == 0 && ep_size > 0 && n_experts % ep_size == 0);
+    ds_layout_shard_stage(lo, n_experts, ep_size, ep_rank, NULL);
+}
+
+void ds_layout_shard_stage(ds_layout *lo, int64_t n_experts, int ep_size, int ep_rank, const ds_stage_keep *k) {
+    DS_ASSERT(lo->ep_size == 0 && ep_size > 0 && (n_experts <= 0 || n_experts % ep_size == 0));
     const int64_t per = n_experts / ep_size, e0 = ep_rank * per;
     int64_t total = 0;
     for (int pass = 0; pass < 2; pass++) /* replicated, then local experts */
         for (int64_t i = 0; i < lo->n; i++) {
             ds_param *p = &lo->p[i];
-            if (p->flags & DS_PARAM_ALIAS) continue;
+            if (p->flags & (DS_PARAM_ALIAS | DS_PARAM_REMOTE)) continue; /* REMOTE: left out in pass 0 */
             DS_ASSERT(p->offset >= 0);
             int64_t e = ds_layout_expert_of(p);
             if ((e >= 0) != pass) continue;
-            if (e >= 0 && (e < e0 || e >= e0 + per)) {
+            if ((e >= 0 && (e < e0 || e >= e0 + per)) || !ds_stage_keeps(k, p)) {
                 p->flags |= DS_PARAM_REMOTE, p->offset = -1;
                 continue;
             }
@@ -43,6 +55,7 @@ void ds_layout_shard(ds_layout *lo, int64_t n_experts, int ep_size, int ep_rank)
     for (int64_t i = 0, rep = 0; i < lo->n; i++) { /* rep: the end of the replicated part */
         ds_param *p = &lo->p[i];
         if (p->flags & DS_PARAM_ALIAS) p->offset = lo->p[p->alias_of].offset;
+        else if (p->offset < 0) continue;
         else if (!(p->flags & DS_PARAM_EXPERT) && p->offset + pad16(p->numel) > rep) rep = lo->rep = p->offset + pad16(p->numel);
     }
     lo->total = total;

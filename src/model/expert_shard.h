@@ -30,10 +30,29 @@
 /* Re-offset a whole-model layout lo (ep_size 0, no resident entries) to
  * shard ep_rank of ep_size over n_experts experts per MoE layer. */
 void ds_layout_shard(ds_layout *lo, int64_t n_experts, int ep_size, int ep_rank);
+/* A pipeline stage's part of the model (train/pp.h): main layers [l0, l1)
+ * of L, the token embedding when first or last (the MTP modules embed the
+ * shifted tokens with the shared table), the final norm, output head and
+ * MTP modules when last.  Entries outside it are DS_PARAM_REMOTE like the
+ * other shards' experts. */
+typedef struct ds_stage_keep_s {
+    int64_t l0, l1, L;
+    int first, last;
+} ds_stage_keep;
+/* ds_layout_shard keeping only the entries of stage k (NULL: all); ep_size 1
+ * keeps every expert of the stage's layers (as the expert part). */
+void ds_layout_shard_stage(ds_layout *lo, int64_t n_experts, int ep_size, int ep_rank, const ds_stage_keep *k);
+/* 1 when entry p belongs to stage k */
+int ds_stage_keeps(const ds_stage_keep *k, const ds_param *p);
 /* The same layout as src, a copy (p duplicated). */
 void ds_layout_copy(ds_layout *dst, const ds_layout *src);
 /* The expert index of a routed-expert entry's name, or -1. */
 int64_t ds_layout_expert_of(const ds_param *p);
+
+/* Allocate stage k's part of a model, routed experts split over ep_size
+ * (>= 1) as in ds_model_create_shard (FP32, host memory, parameters zero;
+ * ds_model_init_random gives each kept tensor the whole model's values). */
+int ds_model_create_stage(ds_model *m, const ds_config *c, int ep_size, int ep_rank, const ds_stage_keep *k);
 
 /* Keep only shard ep_rank of ep_size of a whole FP32 model, in place (the
  * parameters move to a smaller allocation of the same memory; host-visible

@@ -281,12 +281,12 @@ static void bind(ds_model *m) {
 }
 
 static int create(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem, int ep_size,
-                  int ep_rank) {
+                  int ep_rank, const ds_stage_keep *keep) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->mem = mem;
     if (ds_layout_build(&m->layout, c)) return -1;
-    if (ep_size > 1) ds_layout_shard(&m->layout, c->n_routed_experts, ep_size, ep_rank);
+    if (ep_size > 1 || keep) ds_layout_shard_stage(&m->layout, c->n_routed_experts, ep_size, ep_rank, keep);
     int any = 0;
     for (int64_t i = 0; res && i < m->layout.n; i++) any |= res[i] != DS_RESIDENT_F32;
     if (any ? setup_fp8(m, res) : check_weight_mem(m)) {
@@ -314,13 +314,19 @@ static int create(ds_model *m, const ds_config *c, const uint8_t *res, const str
 void ds_model_rebind(ds_model *m) { bind(m); }
 
 int ds_model_create_on(ds_model *m, const ds_config *c, const uint8_t *res, const struct ds_ops *mem) {
-    return create(m, c, res, mem, 0, 0);
+    return create(m, c, res, mem, 0, 0, NULL);
 }
 
 int ds_model_create_shard(ds_model *m, const ds_config *c, int ep_size, int ep_rank) {
     if (ep_size < 1 || c->n_routed_experts <= 0 || c->n_routed_experts % ep_size || ep_rank < 0 || ep_rank >= ep_size)
         return ds_err("--ep %d does not divide the model's %lld routed experts", ep_size, (long long)c->n_routed_experts);
-    return create(m, c, NULL, NULL, ep_size, ep_rank);
+    return create(m, c, NULL, NULL, ep_size, ep_rank, NULL);
+}
+
+int ds_model_create_stage(ds_model *m, const ds_config *c, int ep_size, int ep_rank, const ds_stage_keep *k) {
+    if (ep_size < 1 || (c->n_routed_experts > 0 && c->n_routed_experts % ep_size) || ep_rank < 0 || ep_rank >= ep_size)
+        return ds_err("--ep %d does not divide the model's %lld routed experts", ep_size, (long long)c->n_routed_experts);
+    return create(m, c, NULL, NULL, ep_size, ep_rank, k);
 }
 
 /* one allocation of n bytes from m->mem to a fresh one of mem: *p replaced */
@@ -383,7 +389,8 @@ void ds_model_init_random(ds_model *m, uint64_t seed) {
     float *stage = NULL;
     for (int64_t i = 0; i < m->layout.n; i++) {
         const ds_param *p = &m->layout.p[i];
-        if (p->flags & DS_PARAM_REMOTE) { /* another shard's expert: its draws, discarded */
+        if (p->flags & DS_PARAM_REMOTE) { /* another shard's or stage's tensor: its draws, discarded */
+            if (p->flags & (DS_PARAM_NORM | DS_PARAM_ZERO)) continue;
             stage = ds_realloc(stage, (size_t)p->numel * sizeof(float));
             ds_rng_fill_normal(&r, stage, p->numel, std);
             continue;
@@ -444,6 +451,7 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
     CARVE_I32(a->ids, N);
     CARVE_F(a->emb, N * H);
     int64_t nb = a->mtp ? L + D : L;
+    const int64_t l0 = a->l0, l1 = a->l1; /* a pipeline stage's main layers */
     if (cache) {
         /* FP32 staging of the cached inputs: one block at a time, one of
          * {ln1, dense ln2, h_act, xs, e_act} and one of {qa_n, ckv} live */
@@ -469,6 +477,7 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
         lat8 |= b->kv_b8 && b->kv_b8->q;
     }
     for (int64_t l = 0; l < (infer ? (nb > 0) : nb); l++) {
+        if (!infer && l < L && (l < l0 || l >= l1)) continue; /* another stage's layer */
         ds_block_acts *x = &a->blk[l];
         const ds_block *b = infer ? &shape : &m->blocks[l];
         if (l >= L || (infer && a->mtp)) {
@@ -536,6 +545,7 @@ static void carve_all(carver *cv, ds_acts *a, const ds_model *m) {
         CARVE_F(x->out, N * H);
     }
     for (int64_t l = 1; infer && l < nb; l++) a->blk[l] = a->blk[0];
+    if (l1 < L) return; /* a stage before the last: no final norm, head, MTP */
     CARVE_F(a->hfinal, N * H);
     CARVE_F(a->hfinal_rstd, N);
     CARVE_F(a->logits, N * V);
@@ -547,19 +557,31 @@ int ds_acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp)
     return ds_acts_create_ex(a, m, B, T, mtp, 0);
 }
 
-static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rope_len, int mtp, int flags);
+static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rope_len, int mtp, int flags,
+                       int64_t l0, int64_t l1);
+static size_t acts_live; /* bytes of the arenas allocated now (ds_acts_live_bytes) */
 
 int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp, int flags) {
-    return acts_create(a, m, B, T, T, mtp, flags & ~DS_ACTS_INFER);
+    return acts_create(a, m, B, T, T, mtp, flags & ~DS_ACTS_INFER, 0, m->cfg.num_hidden_layers);
 }
 
 int ds_acts_create_infer(ds_acts *a, const ds_model *m, int64_t B, int64_t chunk, int64_t max_len, int mtp) {
     if (max_len < chunk) max_len = chunk;
-    return acts_create(a, m, B, chunk, max_len, mtp, DS_ACTS_INFER);
+    return acts_create(a, m, B, chunk, max_len, mtp, DS_ACTS_INFER, 0, m->cfg.num_hidden_layers);
 }
 
-static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rope_len, int mtp, int flags) {
+int ds_acts_create_stage(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp, int flags, int64_t l0, int64_t l1) {
+    const int64_t L = m->cfg.num_hidden_layers;
+    if (l0 < 0 || l1 <= l0 || l1 > L)
+        return ds_err("pipeline stage: layers [%lld, %lld) are not a range of the %lld layers", (long long)l0,
+                      (long long)l1, (long long)L);
+    return acts_create(a, m, B, T, T, l1 == L && mtp, flags & ~DS_ACTS_INFER, l0, l1);
+}
+
+static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rope_len, int mtp, int flags,
+                       int64_t l0, int64_t l1) {
     memset(a, 0, sizeof *a);
+    a->l0 = l0, a->l1 = l1;
     if (B <= 0 || T <= 0) return ds_err("forward: batch and sequence length must be positive (got B=%lld, T=%lld)",
                                         (long long)B, (long long)T);
     /* B*T tokens times any product of two config sizes (each bounded by
@@ -594,6 +616,7 @@ static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int6
         ds_acts_free(a);
         return ds_err("%s: the %s device could not allocate them", what, m->mem ? m->mem->name : "host");
     }
+    acts_live += cv.off * sizeof(float);
     cv = (carver){a->arena, 0};
     carve_all(&cv, a, m);
     /* the host side of each MoE layer: its load counts and offsets */
@@ -607,13 +630,18 @@ static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int6
 }
 
 size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags) {
+    return ds_acts_stage_bytes(m, B, T, mtp, flags, 0, m->cfg.num_hidden_layers);
+}
+
+size_t ds_acts_stage_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags, int64_t l0, int64_t l1) {
     int64_t N;
     if (B <= 0 || T <= 0) return 0;
     if (__builtin_mul_overflow(B, T, &N) || N > ((int64_t)1 << 32)) return SIZE_MAX;
     ds_acts a;
     memset(&a, 0, sizeof a);
     a.B = B, a.T = T, a.rope_len = T, a.flags = flags & ~DS_ACTS_INFER;
-    a.mtp = mtp && m->cfg.num_nextn_predict_layers > 0;
+    a.mtp = mtp && m->cfg.num_nextn_predict_layers > 0 && l1 == m->cfg.num_hidden_layers;
+    a.l0 = l0, a.l1 = l1;
     a.blk = ds_calloc((size_t)(m->nblocks > 0 ? m->nblocks : 1), sizeof(ds_block_acts));
     a.mtp_logits = ds_calloc((size_t)(m->cfg.num_nextn_predict_layers + 1), sizeof(float *));
     carver cv = {NULL, 0};
@@ -633,7 +661,10 @@ void ds_fp8_act_load(const struct ds_ops *ops, float *x, const ds_fp8_act *c, in
     ops->act_dequant_1x128(x, c->q, c->s, rows, cols);
 }
 
+size_t ds_acts_live_bytes(void) { return acts_live; }
+
 void ds_acts_free(ds_acts *a) {
+    if (a->arena) acts_live -= a->arena_floats * sizeof(float);
     ds_model_mem_free(a->mem, a->arena);
     free(a->host);
     free(a->blk);
@@ -815,6 +846,41 @@ int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops,
     /* MTP modules (training form): module k on positions i < T-k, with
      * tokens t_{i+k} and the previous depth's states h^{k-1} (T-k+1 rows per
      * sequence, h^0 = h) */
+    const float *hprev = a->hfinal;
+    for (int64_t k = 1; k <= D; k++) {
+        int64_t Tk = T - k, Tp = T - k + 1;
+        if (Tk <= 0) break;
+        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0);
+        hprev = a->blk[L + k - 1].out;
+    }
+    return 0;
+}
+
+int ds_model_forward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids, const float *x_in) {
+    const ds_config *c = &m->cfg;
+    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
+    const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
+    const float eps = (float)c->rms_norm_eps;
+    if (a->flags & DS_ACTS_INFER) return ds_err("forward of a stage: needs a training set (ds_acts_create_stage)");
+    if (a->l0 > 0 && !x_in) return ds_err("forward of a stage from layer %lld: no input state", (long long)a->l0);
+    for (int64_t i = 0; i < N; i++) /* host: ids */
+        if (ids[i] < 0 || ids[i] >= V)
+            return ds_err("token id %lld at sequence %lld, position %lld is outside the vocabulary [0, %lld)",
+                          (long long)ids[i], (long long)(i / T), (long long)(i % T), (long long)V);
+    ops->copy_h2d(a->ids, ids, (size_t)N * sizeof(int32_t));
+    const float *cs, *sn;
+    rope_rows(m, a, ops, 0, &cs, &sn);
+    if (a->l0 == 0) ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
+    else ops->copy_h2d(a->emb, x_in, (size_t)(N * H) * sizeof(float));
+    const float *x = a->emb;
+    for (int64_t l = a->l0; l < a->l1; l++) {
+        block_forward(a->blk[l].out, &a->blk[l], x, &m->blocks[l], m, ops, cs, sn, B, T, NULL);
+        x = a->blk[l].out;
+    }
+    if (a->l1 < L) return 0;
+    ops->rmsnorm_forward(a->hfinal, a->hfinal_rstd, x, m->norm, N, H, H, H, eps);
+    lm_head(m, a, ops, a->logits, a->hfinal, NULL, B, T, 0);
+    if (!a->mtp) return 0;
     const float *hprev = a->hfinal;
     for (int64_t k = 1; k <= D; k++) {
         int64_t Tk = T - k, Tp = T - k + 1;

@@ -121,6 +121,9 @@ typedef struct ds_load_opts {
     /* ep_size > 1: load only shard ep_rank of the routed experts
      * (model/expert_shard.h; ds_model_create_shard); FP32 only */
     int ep_size, ep_rank;
+    /* a pipeline stage's part only (model/expert_shard.h ds_stage_keep; its
+     * experts split over ep_size >= 1); NULL: the whole model */
+    const struct ds_stage_keep_s *stage;
 } ds_load_opts;
 int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o);
 /* Values of ds_model_create_ex's per-entry residency array. */
@@ -274,6 +277,10 @@ typedef struct {
     int64_t rope_len;
     int rope_ready;
     int32_t *last_rows;
+    /* pipeline stage (ds_acts_create_stage): the main layers [l0, l1) whose
+     * activations are carved; the final norm, head and logits only when
+     * l1 = L (the last stage).  Other sets: 0, L. */
+    int64_t l0, l1;
 } ds_acts;
 
 /* DS_ACTS_FP8_CACHE (`dsv3 train --precision fp8 --fp8-cache`): keep the
@@ -299,6 +306,16 @@ int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int m
 /* An inference set (DS_ACTS_INFER) for B sequences of up to `chunk` tokens per
  * forward and positions < max_len; mtp: room for the MTP modules' inputs. */
 int ds_acts_create_infer(ds_acts *a, const ds_model *m, int64_t B, int64_t chunk, int64_t max_len, int mtp);
+/* A pipeline stage's training set: the activations of main layers [l0, l1)
+ * only (a->emb is the stage's input: the embedding on the first stage, the
+ * received hidden state on the others), the final norm, head and MTP
+ * modules (mtp) only when l1 = L.  ds_model_forward_stage /
+ * ds_model_backward_stage run it. */
+int ds_acts_create_stage(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int mtp, int flags, int64_t l0, int64_t l1);
+size_t ds_acts_stage_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags, int64_t l0, int64_t l1);
+/* Bytes of all activation arenas allocated now in this process (created,
+ * not yet freed): the trainer's count of its peak activation memory. */
+size_t ds_acts_live_bytes(void);
 /* Bytes of the arena ds_acts_create_ex would allocate (the same sizing code). */
 size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags);
 /* Cache an activation: quantize x (rows, cols) into c (no-op when c->q is
@@ -316,6 +333,15 @@ ds_route_params ds_route_params_of(const ds_config *c);
 
 /* Forward pass; ids (B, T) must be < vocab_size (checked: -1 with ds_err). */
 int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids);
+
+/* The forward of a pipeline stage (a from ds_acts_create_stage, layers
+ * [a->l0, a->l1)): ids (B, T) [host] the micro-batch's tokens (every stage
+ * gets them: the first embeds them, the last feeds the MTP modules); x_in
+ * (B, T, H) the previous stage's output when a->l0 > 0 (copied into
+ * a->emb), else NULL.  A stage before the last ends with its output in
+ * ds_acts_stage_out(a); the last runs the final norm, head and MTP modules. */
+int ds_model_forward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids, const float *x_in);
+static inline float *ds_acts_stage_out(const ds_acts *a) { return a->blk[a->l1 - 1].out; }
 
 /* Options of ds_model_forward_ex (zero: ds_model_forward). */
 typedef struct {

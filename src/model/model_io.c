@@ -14,6 +14,7 @@
  * eh_proj) as BF16 bits into its BF16 allocation.
  */
 #include "model/model.h"
+#include "model/expert_shard.h"
 
 #include <float.h>
 #include <math.h>
@@ -248,12 +249,14 @@ int ds_model_load_ex(ds_model *m, const char *dir, const ds_load_opts *o) {
         }
         ds_layout_free(&lo);
     }
-    if (o && o->ep_size > 1 && fp8) {
+    if (o && (o->ep_size > 1 || o->stage) && fp8) {
         free(fp8);
         ds_st_set_close(&s);
         return ds_err("%s: an expert shard is loaded in FP32 only", dir);
     }
-    rc = o && o->ep_size > 1 ? ds_model_create_shard(m, &c, o->ep_size, o->ep_rank) : ds_model_create_ex(m, &c, fp8);
+    rc = o && o->stage   ? ds_model_create_stage(m, &c, o->ep_size > 1 ? o->ep_size : 1, o->ep_rank, o->stage)
+         : o && o->ep_size > 1 ? ds_model_create_shard(m, &c, o->ep_size, o->ep_rank)
+                               : ds_model_create_ex(m, &c, fp8);
     free(fp8);
     if (rc) {
         ds_st_set_close(&s);

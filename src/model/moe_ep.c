@@ -48,6 +48,11 @@ static void layer_free(const struct ds_ops *ops, ds_moe_ep_layer *l) {
         if (*b[i]) ops->free(*b[i]), *b[i] = NULL;
 }
 
+void ds_moe_ep_free_layers(ds_moe_ep *x, ds_moe_ep_layer *layers) {
+    for (int64_t i = 0; layers && i < x->nlayers; i++) layer_free(x->ops, &layers[i]);
+    free(layers);
+}
+
 void ds_moe_ep_free(ds_moe_ep *x) {
     for (int64_t i = 0; i < x->nlayers; i++) layer_free(x->ops, &x->layers[i]);
     free(x->layers);

@@ -53,6 +53,10 @@ typedef struct ds_moe_ep {
  * memory, dist/comm.h ds_comm_split_node). */
 int ds_moe_ep_create(ds_moe_ep *x, const ds_model *m, ds_comm *world, int ep_size, int dispatch, int ranks_per_node);
 void ds_moe_ep_free(ds_moe_ep *x);
+/* A set of per-layer row buffers made by swapping x->layers (nlayers
+ * entries, calloc'ed) while a forward and its backward run, e.g. one set
+ * per micro-batch in flight in a pipeline: its release. */
+void ds_moe_ep_free_layers(ds_moe_ep *x, ds_moe_ep_layer *layers);
 
 /* a->e_out (N*K, H) of the block's routed experts from a->xs, a->counts */
 void ds_moe_ep_forward(const ds_model *m, const struct ds_ops *ops, const ds_block *p, const ds_block_acts *a, int64_t N);

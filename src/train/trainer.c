@@ -24,6 +24,7 @@
 #include "train/checkpoint.h"
 #include "train/loader.h"
 #include "train/zero.h"
+#include "train/pp.h"
 #include "model/moe_ep.h"
 #include "model/expert_shard.h"
 
@@ -426,14 +427,35 @@ static int save_sharded(ds_comm *world, ds_zero1 *z, ds_comm *g, const ds_layout
     return rc ? -1 : 0;
 }
 
-/* the traffic of the world and of the expert shard's data-parallel group b
- * (NULL: none) together */
-static ds_comm_stats comm_sum(const ds_comm *a, const ds_comm *b) {
+/* save_all of a pipeline run (train/pp.h ds_pp_gather): the whole model
+ * and moments on rank 0, which writes one checkpoint like a one-process
+ * run's */
+static int save_pp(ds_comm *world, ds_comm *stagec, ds_comm *epc, ds_comm *roots, ds_zero1 *z, const ds_layout *full_lo,
+                   const int64_t *first, int S, int G, const char *run, const ds_model *m, const char *tjpath,
+                   const ds_train_state *st, const void *mom, const void *vel, int m16, int64_t keep) {
+    ds_model full;
+    void *fm = NULL, *fv = NULL;
+    int64_t rc = ds_pp_gather(world, stagec, epc, roots, z, m, full_lo, first, S, G, mom, vel, m16 ? 2 : 4, &full, &fm, &fv) != 0;
+    if (!rc && world->rank == 0) rc = ds_ckpt_save(run, &full, tjpath, st, fm, fv, full_lo->total, m16, keep) != 0;
+    if (full.params) ds_model_free(&full);
+    free(fm), free(fv);
+    if (ds_bcast(world, &rc, 1, DS_COMM_I64, 0)) return -1;
+    if (rc && world->rank != 0) return ds_err("checkpoint: rank 0 failed to save (its message above)");
+    return rc ? -1 : 0;
+}
+
+/* the traffic of the world and of the other communicators (NULL: none) together */
+static ds_comm_stats comm_sum4(const ds_comm *a, const ds_comm *b, const ds_comm *c, const ds_comm *d) {
     ds_comm_stats s = a->stats;
-    for (int k = 0; b && k < DS_COMM_NKINDS; k++) s.bytes[k] += b->stats.bytes[k];
-    if (b) s.wait_s += b->stats.wait_s, s.calls += b->stats.calls;
+    const ds_comm *o[3] = {b, c, d};
+    for (int i = 0; i < 3; i++) {
+        if (!o[i]) continue;
+        for (int k = 0; k < DS_COMM_NKINDS; k++) s.bytes[k] += o[i]->stats.bytes[k];
+        s.wait_s += o[i]->stats.wait_s, s.calls += o[i]->stats.calls;
+    }
     return s;
 }
+#define comm_sum(a, b) comm_sum4(a, b, stagec, embc)
 
 /* DSV3_FAULT=die:RANK:STEP — that process is killed (SIGKILL) in the middle
  * of that step, before its gradient collective (tests of a dying rank) */
@@ -475,9 +497,20 @@ int ds_train(const ds_train_opts *o) {
         return -1;
     const struct ds_ops *dmem = fp32->host_visible ? NULL : fp32; /* the model's memory */
     const int P = world->size, R = world->rank, lead = R == 0;
-    if (o->batch > 0 && o->batch % P)
+    /* pipeline: S stages of Q processes (stage-major ranks); the Q ranks of
+     * a stage split the rows of each batch */
+    const int S = o->pp > 1 ? o->pp : 1, M = S > 1 ? o->micro_batches : 1;
+    if (P % S) return ds_err("--pp %d does not divide the %d processes", S, P);
+    if (S > 1 && M < S) return ds_err("--micro-batches %d: 1F1B needs at least --pp %d micro-batches", M, S);
+    const int Q = P / S;
+    if (o->batch > 0 && o->batch % Q)
         return ds_err("--batch %lld is not a multiple of the %d processes (each takes an equal slice)",
-                      (long long)o->batch, P);
+                      (long long)o->batch, Q);
+    if (S > 1 && (o->batch / Q) % M)
+        return ds_err("--micro-batches %d does not divide the %lld rows of each batch per process", M,
+                      (long long)(o->batch / Q));
+    if (S > 1 && o->ep > 0 && Q % o->ep)
+        return ds_err("--ep %d does not divide the %d processes of a pipeline stage", o->ep, Q);
     int log_level0 = ds_log_level;
     if (!lead) ds_log_level = DS_LOG_QUIET;
 
@@ -512,12 +545,29 @@ int ds_train(const ds_train_opts *o) {
     int have_tr = 0, have_va = 0;
     /* --ep E > 1: this rank keeps only its group rank's routed experts
      * (model/expert_shard.h), from the start */
-    const int sharded = o->ep > 1 && P % o->ep == 0;
+    /* --pp S > 1: this rank keeps only its stage's layers (and its group
+     * rank's experts of them), ds_stage_keep */
+    const int sharded = (o->ep > 1 && P % o->ep == 0) || S > 1;
+    const int EPn = o->ep > 1 ? o->ep : 1; /* expert shards of the layout */
+    const int stage = R / Q;
+    int64_t first[65];
+    ds_stage_keep keep;
+    memset(&keep, 0, sizeof keep);
+    ds_comm *stagec = NULL, *roots = NULL, *embc = NULL; /* pipeline: the stage's ranks, the stages' first ranks, embedding pairs */
     if (o->resume) {
         resume_dir = ds_ckpt_latest(o->resume);
         if (!resume_dir) goto out0;
         ds_load_opts lopt = {.mem = dmem};
-        lopt.ep_size = sharded ? o->ep : 0, lopt.ep_rank = sharded ? R % o->ep : 0;
+        lopt.ep_size = sharded ? EPn : 0, lopt.ep_rank = sharded ? R % EPn : 0;
+        if (S > 1) { /* the split from the run's config */
+            char *cj = ds_path_join(resume_dir, "config.json");
+            ds_config rc0;
+            int bad = ds_config_load(&rc0, cj) || ds_pp_split(&rc0, S, o->pp_layers, o->seq, first);
+            free(cj);
+            if (bad) goto out0;
+            keep = (ds_stage_keep){first[stage], first[stage + 1], rc0.num_hidden_layers, stage == 0, stage == S - 1};
+            lopt.stage = &keep;
+        }
         if (ds_model_load_ex(&m, resume_dir, &lopt)) goto out0;
     } else {
         ds_config c;
@@ -532,8 +582,11 @@ int ds_train(const ds_train_opts *o) {
             c.bos_token_id = b >= 0 ? b : e;
             c.eos_token_id = e >= 0 ? e : b;
         }
-        if (ds_config_validate(&c, o->config) ||
-            (sharded ? ds_model_create_shard(&m, &c, o->ep, R % o->ep) : ds_model_create_on(&m, &c, NULL, dmem)))
+        if (ds_config_validate(&c, o->config) || (S > 1 && ds_pp_split(&c, S, o->pp_layers, o->seq, first))) goto out0;
+        keep = (ds_stage_keep){S > 1 ? first[stage] : 0, S > 1 ? first[stage + 1] : 0, c.num_hidden_layers, stage == 0,
+                               stage == S - 1};
+        if (S > 1 ? ds_model_create_stage(&m, &c, EPn, R % EPn, &keep)
+                  : sharded ? ds_model_create_shard(&m, &c, o->ep, R % o->ep) : ds_model_create_on(&m, &c, NULL, dmem))
             goto out0;
         ds_model_init_random(&m, o->seed);
     }
@@ -557,7 +610,7 @@ int ds_train(const ds_train_opts *o) {
 
     /* buffers */
     int64_t B = o->batch, T = o->seq, A = o->accum, E = c->n_routed_experts, L = c->num_hidden_layers;
-    const int64_t Bl = B / P, r0 = R * Bl; /* this rank's rows of each batch */
+    const int64_t Bl = B / Q, r0 = (R % Q) * Bl; /* this rank's rows of each batch */
     int mtp = o->mtp_lambda > 0 && c->num_nextn_predict_layers > 0;
     int64_t mtp_depth = mtp ? (c->num_nextn_predict_layers < DS_MAX_MTP ? c->num_nextn_predict_layers : DS_MAX_MTP) : 0;
     ds_acts a, ea;
@@ -582,25 +635,50 @@ int ds_train(const ds_train_opts *o) {
     /* an expert-sharded run: full_lo, the whole layout, maps the shard to
      * the whole model (checkpoints); dpc, the shard's data-parallel group */
     int64_t whole_floats = m.layout.total;
+    if (S > 1) { /* the stage's ranks play the world's part for data and expert parallelism */
+        if (!(stagec = ds_comm_split(world, stage, R)) || !(roots = ds_comm_split(world, R % Q == 0 ? 0 : 1, R)) ||
+            !(embc = ds_comm_split(world, stage == 0 || stage == S - 1 ? R % Q : Q + R % Q, R)))
+            goto out0;
+    }
+    ds_comm *dpw = S > 1 ? stagec : world; /* the data-parallel world */
     if (sharded) {
         if (ds_layout_build(&full_lo, c)) goto out0;
         whole_floats = full_lo.total;
-        if (!(dpc = ds_comm_split(world, R % o->ep, R))) goto out0;
+        if (!(dpc = ds_comm_split(dpw, R % EPn, R))) goto out0;
     }
     if (P > 1 && !o->resume) { /* one model: rank 0's initialization (each shard's from its group's first rank) */
-        ds_comm_set_kind(world, DS_COMM_PARAM);
-        if (ds_bcast(world, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
+        ds_comm_set_kind(dpw, DS_COMM_PARAM);
+        if (ds_bcast(dpw, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
         if (sharded && ds_bcast(dpc, m.params + m.layout.rep, m.layout.total - m.layout.rep, DS_COMM_F32, 0)) goto out0;
     }
-    if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) goto out0;
-    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl, T)) goto out0;
+    ds_pp pp;
+    memset(&pp, 0, sizeof pp);
+    memset(&a, 0, sizeof a), memset(&ea, 0, sizeof ea), memset(&w, 0, sizeof w), memset(&g, 0, sizeof g);
+    size_t acts_live0 = ds_acts_live_bytes();
+    if (S > 1) { /* in-flight arenas of one micro-batch, this stage's layers only */
+        if (ds_pp_init(&pp, world, &m, S, o->pp_layers, M, Bl / M, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0)) {
+            ds_pp_free(&pp);
+            goto out0;
+        }
+    } else if (ds_acts_create_ex(&a, &m, Bl, T, mtp, cache ? DS_ACTS_FP8_CACHE : 0))
+        goto out0;
+    const size_t acts_live = ds_acts_live_bytes() - acts_live0; /* the training arenas, counted by the arena */
+    if (ds_acts_create(&ea, &m, lead ? B : 1, T, 0) || ds_bwd_create(&w, &m, Bl / M, T)) goto out0;
     ds_grads_create(&g, &m);
     int m16 = o->bf16_moments;
     size_t msz = m16 ? 2 : 4;
     /* ZeRO-1: the moments of this rank's block only */
     ds_zero1 zero;
-    if (sharded) ds_zero1_init_ep(&zero, world, m.layout.rep, dpc, g.n - m.layout.rep);
+    if (sharded) ds_zero1_init_ep(&zero, dpw, m.layout.rep, dpc, g.n - m.layout.rep);
     else ds_zero1_init(&zero, world, g.n);
+    int64_t emb_off = -1, emb_n = c->vocab_size * c->hidden_size; /* the embedding in this stage's buffer */
+    if (S > 1) { /* the norm over every stage, the last stage's copy of the embedding counted once */
+        if (!zero.gshard) zero.gshard = ds_malloc((size_t)(ds_zero1_block(&zero) + 1) * sizeof(float));
+        zero.norm = world;
+        int64_t ei = ds_layout_find(&m.layout, "model.embed_tokens.weight");
+        emb_off = ei >= 0 ? m.layout.p[ei].offset : -1;
+        if (stage == S - 1 && emb_off >= 0) zero.skip_lo = emb_off, zero.skip_hi = emb_off + emb_n;
+    }
     int64_t nmom = P > 1 ? ds_zero1_block(&zero) : g.n;
     void *mom = ds_model_mem_alloc(dmem, ((size_t)nmom + 1) * msz), *vel = ds_model_mem_alloc(dmem, ((size_t)nmom + 1) * msz);
     float *losses = ds_malloc((size_t)(B * T) * sizeof(float)); /* validation CE per position */
@@ -611,6 +689,8 @@ int ds_train(const ds_train_opts *o) {
     int64_t *vload = ds_calloc((size_t)(nb * Ee), sizeof(int64_t));
     int64_t *tok_bytes = ds_calloc((size_t)c->vocab_size, sizeof(int64_t));
     float *bias_h = ds_calloc((size_t)Ee, sizeof(float)); /* a router bias read back for the log */
+    int ea_whole = 0; /* pipeline: ea re-made from the whole model at the first validation */
+    float *pbias = ds_calloc((size_t)(L * (Ee + 1)), sizeof(float)); /* pipeline: every stage's biases */
     ds_tokenizer_byte_lengths(tok, tok_bytes, c->vocab_size);
 
     /* state */
@@ -736,7 +816,21 @@ int ds_train(const ds_train_opts *o) {
         mem.moments_fp32 = (size_t)nmom * 2 * sizeof(float);
         mem.total += mem.moments;
     }
+    if (S > 1) { /* the in-flight arenas of this stage */
+        mem.total -= mem.acts;
+        mem.acts = acts_live;
+        mem.total += mem.acts;
+    }
     ds_train_memory_log(&mem);
+    if (S > 1 && R % Q == 0) /* one line per stage, from its first process */
+        fprintf(stderr, "pipeline stage %d of %d: layers %lld..%lld%s%s, %d of %d micro-batches of %lld rows in flight: "
+                "activation arenas %zu bytes = %d x %zu (all %d would take %zu); parameters here: %lld floats of %lld\n",
+                pp.s, S, (long long)pp.l0, (long long)pp.l1 - 1, pp.s == 0 ? " + embedding" : "",
+                pp.s == S - 1 ? " + head and MTP" : "", pp.K, M, (long long)pp.Bm, acts_live, pp.K, pp.arena_bytes, M,
+                (size_t)M * pp.arena_bytes, (long long)m.layout.total, (long long)whole_floats);
+    if (S > 1)
+        ds_log(DS_LOG_INFO, "pipeline: %d stages of %d processes, 1F1B over %d micro-batches (analytic bubble %.3f)", S, Q,
+               M, ds_pp_bubble_1f1b(S, M));
     if (have_ep)
         ds_log(DS_LOG_INFO, "expert parallel: groups of %d processes (data-parallel degree %d), experts %lld..%lld of "
                "%lld here (parameters here: %lld floats of %lld); dispatch %s, combine %s; %d node(s)", o->ep, P / o->ep,
@@ -746,9 +840,10 @@ int ds_train(const ds_train_opts *o) {
                o->dispatch == DS_EP_FP8 ? "fp8 (E4M3, 1x128 scales)" : o->dispatch == DS_EP_BF16 ? "bf16" : "fp32",
                epx.combine == DS_EP_BF16 ? "bf16" : "fp32", epx.nnodes);
     if (P > 1)
-        ds_log(DS_LOG_INFO, "data parallel over %d processes (%s): %lld rows of each batch per process; ZeRO-1: "
-               "AdamW moments of %lld of %lld parameters per process (%.1f MiB)", P, world->transport, (long long)Bl,
-               (long long)nmom, (long long)whole_floats, (double)nmom * 2 * (double)msz / 1048576.0);
+        ds_log(DS_LOG_INFO, "data parallel over %d processes%s (%s): %lld rows of each batch per process; ZeRO-1: "
+               "AdamW moments of %lld of %lld parameters per process (%.1f MiB)", Q, S > 1 ? " per pipeline stage" : "",
+               world->transport, (long long)Bl, (long long)nmom, (long long)whole_floats,
+               (double)nmom * 2 * (double)msz / 1048576.0);
     ds_log(DS_LOG_INFO, "balance %s, γ %g until %.0f%% of the run, MTP λ %g, batch %lld x %lld x %lld, lr %g",
            balance_name(o->balance), o->gamma, 100 * o->gamma_until, lo.mtp_lambda, (long long)A, (long long)B,
            (long long)T, st.peak_lr);
@@ -779,7 +874,20 @@ int ds_train(const ds_train_opts *o) {
         ds_grads_zero(&g);
         memset(load, 0, sizeof(int64_t) * (size_t)(nb * Ee));
         double loss = 0, ce = 0, mtp_ce = 0, bal = 0;
-        for (int64_t k = 0; k < A; k++) {
+        double pp_bytes0 = world->stats.bytes[DS_COMM_PP];
+        for (int64_t k = 0; S > 1 && k < A; k++) { /* pipeline: the batch's rows as M micro-batches through 1F1B */
+            ds_loader_next_batch_rows(&tr, ids, tgt, r0, r0 + Bl);
+            double t4[4] = {0, 0, 0, 0};
+            m.ep = have_ep ? &epx : NULL;
+            int bad = ds_pp_run(&pp, &m, &ops, &g, &w, ids, tgt, &lo, mtp_depth, t4, load, Ee);
+            m.ep = NULL;
+            if (bad) {
+                rc = -1;
+                break;
+            }
+            loss += t4[0], ce += t4[1], bal += t4[2], mtp_ce += t4[3];
+        }
+        for (int64_t k = 0; S == 1 && k < A; k++) {
             ds_loader_next_batch_rows(&tr, ids, tgt, r0, r0 + Bl);
             ds_loss_terms lt;
             m.ep = have_ep ? &epx : NULL; /* the step's MoE layers over the expert-parallel group */
@@ -796,6 +904,14 @@ int ds_train(const ds_train_opts *o) {
                     for (int64_t e = 0; e < E; e++) load[l * Ee + e] += a.blk[l].counts_h[e];
         }
         if (rc) break;
+        if (S > 1 && (stage == 0 || stage == S - 1) && emb_off >= 0) {
+            /* the embedding's two copies (first stage: the tokens; last: the MTP modules) get one gradient */
+            ds_comm_set_kind(embc, DS_COMM_GRAD);
+            if (ds_allreduce(embc, g.g + emb_off, emb_n, DS_COMM_F32, DS_COMM_SUM)) {
+                rc = -1;
+                break;
+            }
+        }
         fault_die_at(R, s + 1);
         if (fault_nan_at(s + 1)) {
             const float nanv = NAN;
@@ -885,7 +1001,35 @@ int ds_train(const ds_train_opts *o) {
             break;
         }
         double tps = (double)tokens_per_step / dt, gf = step_flops / dt / 1e9;
-        char comm_s[256] = "", comm_j[384] = "";
+        char comm_s[256] = "", comm_j[384] = "", pp_s[256] = "", pp_j[1024] = "";
+        if (S > 1) { /* the pipeline's busy time, bubble and traffic, over all stages */
+            ds_pp_report pr;
+            if (ds_pp_step_report(&pp, pp_bytes0, &pr)) {
+                rc = -1;
+                break;
+            }
+            /* the router biases of every stage's layers for rank 0's log: [has one, E values] per layer */
+            memset(pbias, 0, sizeof(float) * (size_t)(L * (Ee + 1)));
+            for (int64_t l = 0; R % Q == 0 && l < L; l++)
+                if (m.blocks[l].moe && m.blocks[l].router_bias) {
+                    pbias[l * (Ee + 1)] = 1;
+                    ops.copy_d2h(pbias + l * (Ee + 1) + 1, m.blocks[l].router_bias, (size_t)E * sizeof(float));
+                }
+            if (ds_allreduce(world, pbias, L * (Ee + 1), DS_COMM_F32, DS_COMM_SUM)) {
+                rc = -1;
+                break;
+            }
+            size_t k = (size_t)snprintf(pp_s, sizeof pp_s, " | pp bubble %.2f (1F1B %.2f) busy ", pr.bubble, pr.analytic);
+            for (int st_i = 0; st_i < S && k < sizeof pp_s; st_i++)
+                k += (size_t)snprintf(pp_s + k, sizeof pp_s - k, "%s%.2f", st_i ? "/" : "", pr.busy[st_i]);
+            if (k < sizeof pp_s) snprintf(pp_s + k, sizeof pp_s - k, " s | pp MB %.1f", pr.bytes / 1e6);
+            k = (size_t)snprintf(pp_j, sizeof pp_j, "\"pp_bubble\": %.6f, \"pp_bubble_analytic\": %.6f, \"pp_bubble_model\": %.6f, "
+                                 "\"pp_stage_busy_s\": [", pr.bubble, pr.analytic, pr.model);
+            for (int st_i = 0; st_i < S && k < sizeof pp_j; st_i++)
+                k += (size_t)snprintf(pp_j + k, sizeof pp_j - k, "%s%.6f", st_i ? ", " : "", pr.busy[st_i]);
+            if (k < sizeof pp_j)
+                snprintf(pp_j + k, sizeof pp_j - k, "], \"pp_bytes\": %.0f, \"pp_act_bytes\": %.0f, ", pr.bytes, pr.act_bytes);
+        }
         if (P > 1) {
             const ds_comm_stats csum = comm_sum(world, dpc), *cs = &csum;
             snprintf(comm_j, sizeof comm_j, "\"comm_bytes\": {\"grad\": %.0f, \"param\": %.0f, \"dispatch\": %.0f, "
@@ -924,9 +1068,9 @@ int ds_train(const ds_train_opts *o) {
             if (mtp_depth) snprintf(mtps, sizeof mtps, " | mtp_loss %.4f | total %.4f", mtp_ce, loss);
             else if (bal != 0) snprintf(mtps, sizeof mtps, " | total %.4f", loss);
             printf("step %6lld | loss %.4f%s | lr %.2e | gnorm %.3f | %.0f tok/s | %.1f GFLOP/s | "
-                   "MFU %.1f%% | maxvio %.2f%s%s\n",
+                   "MFU %.1f%% | maxvio %.2f%s%s%s\n",
                    (long long)st.step, ce, mtps, lr, gnorm, tps, gf, 100 * gf * 1e9 / peak, worst,
-                   collapsed ? " COLLAPSED" : "", comm_s);
+                   collapsed ? " COLLAPSED" : "", comm_s, pp_s);
             fflush(stdout);
         }
         if (collapsed && (st.step % 50 == 1 || o->log_every == 1))
@@ -936,9 +1080,9 @@ int ds_train(const ds_train_opts *o) {
         fprintf(logf,
                 "{\"step\": %lld, \"loss\": %.8g, \"mtp_loss\": %.8g, \"balance_loss\": %.8g, \"total_loss\": %.8g, "
                 "\"lr\": %.8g, \"grad_norm\": %.8g, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"mfu\": %.5f, "
-                "\"gamma\": %g, \"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, %s\"load\": [",
+                "\"gamma\": %g, \"maxvio\": %.6g, \"collapsed\": %d, \"tokens\": %.0f, %s%s\"load\": [",
                 (long long)st.step, ce, mtp_ce, bal, loss, lr, gnorm, tps, gf, gf * 1e9 / peak, gamma, worst, collapsed,
-                st.tokens_seen, comm_j);
+                st.tokens_seen, comm_j, pp_j);
         for (int64_t l = 0, first = 1; l < L; l++) {
             if (!m.blocks[l].moe) continue;
             fprintf(logf, "%s[", first ? "" : ", ");
@@ -950,9 +1094,10 @@ int ds_train(const ds_train_opts *o) {
         /* report: the router biases of the main MoE layers (aux-loss-free balancing) */
         int64_t nbias = 0;
         for (int64_t l = 0; l < L; l++) {
-            if (!m.blocks[l].moe || !m.blocks[l].router_bias) continue;
+            if (S > 1 ? pbias[l * (Ee + 1)] == 0 : !m.blocks[l].moe || !m.blocks[l].router_bias) continue;
             fputs(nbias++ ? ", [" : ", \"bias\": [[", logf);
-            ops.copy_d2h(bias_h, m.blocks[l].router_bias, (size_t)E * sizeof(float));
+            if (S > 1) memcpy(bias_h, pbias + l * (Ee + 1) + 1, (size_t)E * sizeof(float));
+            else ops.copy_d2h(bias_h, m.blocks[l].router_bias, (size_t)E * sizeof(float));
             for (int64_t e = 0; e < E; e++) fprintf(logf, "%s%.6g", e ? "," : "", (double)bias_h[e]);
             fputc(']', logf);
         }
@@ -963,11 +1108,22 @@ int ds_train(const ds_train_opts *o) {
         ds_model fullm; /* validation of an expert-sharded run: the whole model gathered to rank 0 */
         memset(&fullm, 0, sizeof fullm);
         if (sharded && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last) &&
-            gather_full(world, epx.ep.comm, &m, &fullm)) {
+            (S > 1 ? ds_pp_gather(world, stagec, have_ep ? epx.ep.comm : NULL, roots, &zero, &m, &full_lo, first, S, EPn,
+                                  NULL, NULL, 4, &fullm, NULL, NULL)
+                   : gather_full(world, epx.ep.comm, &m, &fullm))) {
             rc = -1;
             break;
         }
         if (lead && have_va && o->eval_every > 0 && (st.step % o->eval_every == 0 || last)) {
+            if (S > 1 && !ea_whole) { /* a stage's model has its layers only: the validation set from the whole one */
+                ds_acts_free(&ea);
+                if (ds_acts_create(&ea, &fullm, B, T, 0)) {
+                    ds_model_free(&fullm);
+                    rc = -1;
+                    break;
+                }
+                ea_whole = 1;
+            }
             eval_result er = evaluate(sharded ? &fullm : &m, fp32, &ea, &va, o->eval_batches, tok_bytes, losses, ids, tgt, vload);
             if (sharded) ds_model_free(&fullm);
             if (er.ok) {
@@ -982,8 +1138,10 @@ int ds_train(const ds_train_opts *o) {
             }
         }
         if ((o->save_every > 0 && st.step % o->save_every == 0) || last) {
-            if (sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
-                        : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
+            if (S > 1 ? save_pp(world, stagec, have_ep ? epx.ep.comm : NULL, roots, &zero, &full_lo, first, S, EPn, run, &m,
+                                tjpath, &st, mom, vel, m16, o->keep)
+                : sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
+                          : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep)) {
                 rc = -1;
                 break;
             }
@@ -998,13 +1156,19 @@ int ds_train(const ds_train_opts *o) {
     ds_progress_end(&bar, (double)st.step);
     if (rc == 0 && st.step > last_saved) {
         /* a run stopped by --stop-after between saves */
-        if (sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
-                    : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep))
+        if (S > 1 ? save_pp(world, stagec, have_ep ? epx.ep.comm : NULL, roots, &zero, &full_lo, first, S, EPn, run, &m,
+                            tjpath, &st, mom, vel, m16, o->keep)
+            : sharded ? save_sharded(world, &zero, epx.ep.comm, &full_lo, run, &m, tjpath, &st, mom, vel, m16, o->keep)
+                      : save_all(world, &zero, run, &m, tjpath, &st, mom, vel, g.n, m16, o->keep))
             rc = -1;
     }
     ds_model sampm; /* sampling of an expert-sharded run: the whole model on rank 0 */
     memset(&sampm, 0, sizeof sampm);
-    if (rc == 0 && sharded && o->sample_prompts && gather_full(world, epx.ep.comm, &m, &sampm)) rc = -1;
+    if (rc == 0 && sharded && o->sample_prompts &&
+        (S > 1 ? ds_pp_gather(world, stagec, have_ep ? epx.ep.comm : NULL, roots, &zero, &m, &full_lo, first, S, EPn, NULL,
+                              NULL, 4, &sampm, NULL, NULL)
+               : gather_full(world, epx.ep.comm, &m, &sampm)))
+        rc = -1;
     if (rc == 0 && lead) {
         double el = ds_now() - t_start;
         ds_log(DS_LOG_INFO, "done: %lld steps, %.0f tokens in %.1f s (%lld skipped); model in %s/latest",
@@ -1031,9 +1195,10 @@ int ds_train(const ds_train_opts *o) {
     if (sampm.params) ds_model_free(&sampm);
     fclose(logf);
 out1:
+    ds_pp_free(&pp);
     ds_zero1_free(&zero);
     if (have_ep) ds_moe_ep_free(&epx);
-    ds_model_mem_free(dmem, mom), ds_model_mem_free(dmem, vel), free(bias_h), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
+    ds_model_mem_free(dmem, mom), ds_model_mem_free(dmem, vel), free(bias_h), free(pbias), free(losses), free(ids), free(tgt), free(load), free(vload), free(tok_bytes);
     ds_grads_free(&g);
     ds_bwd_free(&w);
     ds_acts_free(&a);
@@ -1046,6 +1211,7 @@ out:
     if (have_va) ds_loader_close(&va);
     if (have_model) ds_model_free(&m);
     ds_comm_free(dpc);
+    ds_comm_free(embc), ds_comm_free(roots), ds_comm_free(stagec);
     ds_layout_free(&full_lo);
     free(resume_dir);
     free(tjpath);

@@ -52,6 +52,10 @@ typedef struct {
     int ep;                  /* expert-parallel group size (0: no expert parallelism) */
     int dispatch;            /* DS_EP_* precision of the dispatch (dist/ep.h) */
     int ranks_per_node;      /* simulated nodes of that many ranks (0: the real ones) */
+    /* pipeline parallelism (train/pp.h, docs/pipeline.md) */
+    int pp;                  /* stages (0, 1: none) */
+    const char *pp_layers;   /* "a,b,..." layers per stage (NULL: balanced by cost) */
+    int micro_batches;       /* M of the 1F1B schedule (>= pp) */
     /* report: called after each step's records are in RUN/train_log.jsonl and
      * any checkpoint of the step is saved (evaluated: the step was a validation
      * step); non-zero stops the run (the hook has set ds_err).  NULL: none. */

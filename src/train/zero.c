@@ -70,7 +70,12 @@ int ds_zero1_step(ds_zero1 *z, const struct ds_ops *ops, ds_model *m, const ds_g
         if (ds_reduce_scatter(z->dp, g->g + z->n, ge, z->ecounts, DS_COMM_F32)) return -1;
     }
     double s = (nb > 0 ? ops->sumsq(z->gshard, nb) : 0) + (ne > 0 ? ops->sumsq(ge, ne) : 0);
-    if (ds_allreduce(c, &s, 1, DS_COMM_F64, DS_COMM_SUM)) return -1;
+    int64_t a = z->skip_lo > z->lo ? z->skip_lo : z->lo, b = z->skip_hi < z->hi ? z->skip_hi : z->hi;
+    if (a < b) { /* the block without [a, b): its two sides */
+        s = (a > z->lo ? ops->sumsq(z->gshard, a - z->lo) : 0) + (z->hi > b ? ops->sumsq(z->gshard + (b - z->lo), z->hi - b) : 0) +
+            (ne > 0 ? ops->sumsq(ge, ne) : 0);
+    }
+    if (ds_allreduce(z->norm ? z->norm : c, &s, 1, DS_COMM_F64, DS_COMM_SUM)) return -1;
     *gnorm = sqrt(s);
     double coef = ds_clip_coef(*gnorm, clip);
     size_t es = bf16_moments ? 2 : 4;

@@ -38,6 +38,12 @@ typedef struct {
     ds_comm *dp;
     int64_t ne, elo, ehi; /* this rank's block of it, from n */
     int64_t *ecounts;     /* (dp->size) */
+    /* pipeline parallelism (train/pp.h): comm is a stage's ranks; the global
+     * norm sums the squares over norm (NULL: comm), leaving out the
+     * replicated floats [skip_lo, skip_hi) (the last stage's copy of the
+     * embedding, counted on the first stage) */
+    ds_comm *norm;
+    int64_t skip_lo, skip_hi;
 } ds_zero1;
 
 int ds_zero1_init(ds_zero1 *z, ds_comm *c, int64_t n);

@@ -1,0 +1,391 @@
+/*
+ * test_dist_pp.c — pipeline parallelism (`dsv3 train --pp S`, train/pp.h):
+ * training over stages against the one-process run of the same global
+ * batch (itself checked against PyTorch in test_train.c), the in-flight
+ * activation arenas, checkpoints and resume, a dying stage, the step log's
+ * pipeline fields and the usage errors.  Like test_dist.c: `mpirun -np P`
+ * with a bounded time, skipped when mpirun is absent or dsv3 has no MPI.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "dist/comm.h"
+#include "model/model.h"
+#include "model/presets.h"
+#include "train/pp_sched.h"
+#include "test.h"
+
+#define MPIRUN                                                                                                   \
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "   \
+    "ASAN_OPTIONS=detect_leaks=0 "                                                                             \
+    "OMPI_MCA_rmaps_base_oversubscribe=1 timeout -k 5 %d mpirun --oversubscribe -np %d "
+
+static int mpi_usable(void) {
+    static int known = -1;
+    if (known >= 0) return known;
+    char out[4096];
+    if (ds_test_sh(NULL, 0, "command -v mpirun >/dev/null 2>&1") != 0) return known = 0;
+    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 comm-check 2>&1", 60, 2);
+    known = rc == 0 || !strstr(out, "has no MPI");
+    return known;
+}
+
+#define NEED_MPI()                                                                                               \
+    do {                                                                                                         \
+        if (!mpi_usable()) SKIP("mpirun absent or this dsv3 built without MPI");                                 \
+    } while (0)
+
+/* word salad (~50 KB): tokenizer of 300 and shards in DIR/data */
+static const char *pp_data(void) {
+    const char *tmp = ds_test_tmpdir();
+    char path[600];
+    snprintf(path, sizeof path, "%s/corpus.txt", tmp);
+    ds_test_write_word_salad(path, 5, 1500);
+    char out[4096];
+    int rc = ds_test_sh(out, sizeof out,
+                        "$DSV3 tokenizer train --input %s --vocab-size 300 --special-tokens '<|bos|>' '<|eos|>' --out %s/tok.json"
+                        " && $DSV3 data prepare --tokenizer %s/tok.json --input %s --out %s/data --docs line --val-fraction 0.05",
+                        path, tmp, tmp, path, tmp);
+    if (rc) fprintf(stderr, "  prepare: %s\n", out);
+    return rc ? NULL : tmp;
+}
+
+#define MAXSTEPS 32
+typedef struct {
+    int n;
+    double loss[MAXSTEPS];
+    char load[MAXSTEPS][256];
+    /* pipeline fields (-1: absent) */
+    double bubble[MAXSTEPS], analytic[MAXSTEPS], model[MAXSTEPS], bytes[MAXSTEPS], act_bytes[MAXSTEPS];
+    double busy[MAXSTEPS][4];
+    int nbusy[MAXSTEPS];
+    double val_loss; /* the last validation's (0: none) */
+} run_log;
+
+static double field(const char *line, const char *key) {
+    const char *p = strstr(line, key);
+    return p ? atof(p + strlen(key)) : -1;
+}
+
+static int read_log(const char *run, run_log *L) {
+    memset(L, 0, sizeof *L);
+    char path[700];
+    snprintf(path, sizeof path, "%s/train_log.jsonl", run);
+    size_t len;
+    char *s = ds_read_file(path, &len);
+    if (!s) return -1;
+    for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strstr(line, "\"val_loss\": ")) L->val_loss = field(line, "\"val_loss\": ");
+        if (strncmp(line, "{\"step\": ", 9) || !strstr(line, "\"loss\": ")) continue;
+        int k = atoi(line + 9) - 1;
+        if (k < 0 || k >= MAXSTEPS) continue;
+        L->loss[k] = field(line, "\"loss\": ");
+        const char *ld = strstr(line, "\"load\": ");
+        if (ld) snprintf(L->load[k], sizeof L->load[k], "%s", ld);
+        L->bubble[k] = field(line, "\"pp_bubble\": ");
+        L->analytic[k] = field(line, "\"pp_bubble_analytic\": ");
+        L->model[k] = field(line, "\"pp_bubble_model\": ");
+        L->bytes[k] = field(line, "\"pp_bytes\": ");
+        L->act_bytes[k] = field(line, "\"pp_act_bytes\": ");
+        const char *b = strstr(line, "\"pp_stage_busy_s\": [");
+        if (b) {
+            b += strlen("\"pp_stage_busy_s\": [");
+            while (L->nbusy[k] < 4 && *b && *b != ']') {
+                char *end;
+                L->busy[k][L->nbusy[k]++] = strtod(b, &end);
+                b = end;
+                while (*b == ',' || *b == ' ') b++;
+            }
+        }
+        if (k + 1 > L->n) L->n = k + 1;
+    }
+    free(s);
+    return 0;
+}
+
+/* losses equal within rel from step `from`, loads equal exactly */
+static void check_same_training(const run_log *a, const run_log *b, int from, int n, double rel, const char *what) {
+    CHECK_MSG(a->n == n && b->n == n, "%s: %d and %d steps logged, expected %d", what, a->n, b->n, n);
+    double worst = 0;
+    for (int k = from; k < n && k < a->n && k < b->n; k++) {
+        double d = fabs(a->loss[k] - b->loss[k]) / fabs(a->loss[k]);
+        if (d > worst) worst = d;
+        CHECK_MSG(d <= rel, "%s: step %d loss %.8g vs %.8g (rel %.2g)", what, k + 1, a->loss[k], b->loss[k], d);
+        CHECK_MSG(!strcmp(a->load[k], b->load[k]), "%s: step %d loads differ:\n %s\n %s", what, k + 1, a->load[k], b->load[k]);
+    }
+    fprintf(stderr, "  %s: %d steps, worst loss difference %.2g relative\n", what, n - from, worst);
+}
+
+/* the router biases of two saved models exactly equal, the weights close */
+static void check_same_model(const char *r1, const char *r2, const char *what) {
+    char p1[700], p2[700];
+    snprintf(p1, sizeof p1, "%s/latest", r1);
+    snprintf(p2, sizeof p2, "%s/latest", r2);
+    ds_model m1, m2;
+    CHECK(ds_model_load(&m1, p1) == 0 && ds_model_load(&m2, p2) == 0);
+    TEST_RETURN_IF_FAILED();
+    int nb = 0;
+    for (int64_t l = 0; l < m1.nblocks; l++)
+        if (m1.blocks[l].router_bias) {
+            nb++;
+            CHECK_MSG(!memcmp(m1.blocks[l].router_bias, m2.blocks[l].router_bias,
+                              (size_t)m1.cfg.n_routed_experts * sizeof(float)), "%s: block %lld: router biases differ",
+                      what, (long long)l);
+        }
+    CHECK(nb > 0);
+    CHECK_MSG(ds_test_max_rel(m2.params, m1.params, (size_t)m1.layout.total, 1e-3) < 1e-4, "%s: weights differ", what);
+    ds_model_free(&m1), ds_model_free(&m2);
+}
+
+#define TRAIN_ARGS "--threads 1 train --config tiny --seq 32 --eval-every 0 --lr 3e-3 --warmup 5"
+
+/* one activation set of `stage` as the trainer printed it: "pipeline stage
+ * s of S: layers a..b ..., K of M micro-batches ...: activation arenas X
+ * bytes = K x Y (all M would take Z)" */
+typedef struct {
+    int s, S, l0, l1, K, M;
+    long long x, y, z;
+    long long here, whole; /* parameter floats */
+} stage_line;
+
+static int parse_stage(const char *out, int stage, stage_line *sl) {
+    char key[64];
+    snprintf(key, sizeof key, "pipeline stage %d of ", stage);
+    const char *p = strstr(out, key);
+    if (!p) return -1;
+    memset(sl, 0, sizeof *sl);
+    if (sscanf(p, "pipeline stage %d of %d: layers %d..%d", &sl->s, &sl->S, &sl->l0, &sl->l1) != 4) return -1;
+    const char *q = strstr(p, "in flight: ");
+    if (!q) return -1;
+    if (sscanf(q, "in flight: activation arenas %lld bytes = %d x %lld (all %d would take %lld)", &sl->x, &sl->K,
+               &sl->y, &sl->M, &sl->z) != 5)
+        return -1;
+    const char *h = strstr(q, "parameters here: ");
+    if (!h || sscanf(h, "parameters here: %lld floats of %lld", &sl->here, &sl->whole) != 2) return -1;
+    return 0;
+}
+
+/* 20 steps of tiny at PP 2 (2 processes, 1F1B over M = 2 and 4
+ * micro-batches of a batch of 4) against one process with --batch 4/M
+ * --grad-accum M (the same rows per micro-batch): losses within 1e-5, loads
+ * and router biases exactly equal; the pipeline's bytes per step are the
+ * M activations and M gradients of B/M x T x H floats; each stage holds
+ * ds_pp_in_flight arenas, counted by the arena, fewer than M */
+TEST(pp_train_np2_equals_one_process) {
+    NEED_MPI();
+    const char *d = pp_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384], r1[600], r2[600];
+    ds_config tc;
+    CHECK(ds_preset(&tc, "tiny") == 0);
+    for (int M = 2; M <= 4; M += 2) {
+        snprintf(r1, sizeof r1, "%s/one-m%d", d, M);
+        snprintf(r2, sizeof r2, "%s/pp2-m%d", d, M);
+        int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch %d --grad-accum %d 2>&1",
+                            d, r1, 4 / M, M);
+        CHECK_MSG(rc == 0, "one process: %s", out);
+        rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --pp 2 --micro-batches %d 2>&1",
+                        120, 2, d, r2, M);
+        CHECK_MSG(rc == 0 && strstr(out, "| pp bubble ") && strstr(out, "| pp MB "), "PP 2: rc %d\n%s", rc, out);
+        TEST_RETURN_IF_FAILED();
+        run_log a, b;
+        CHECK(read_log(r1, &a) == 0 && read_log(r2, &b) == 0);
+        check_same_training(&a, &b, 0, 20, 1e-5, M == 2 ? "PP 2, M 2 vs one process" : "PP 2, M 4 vs one process");
+        check_same_model(r1, r2, "PP 2");
+        /* bytes between the stages: per micro-batch one hidden state forward
+         * and its gradient back, (4/M) x 32 x H floats each */
+        double act = (double)(4 / M) * 32 * (double)tc.hidden_size * 4;
+        CHECK_MSG(b.act_bytes[5] == act && b.bytes[5] == 2 * M * act, "pp_bytes %.0f, pp_act_bytes %.0f, expected %.0f, %.0f",
+                  b.bytes[5], b.act_bytes[5], 2 * M * act, act);
+        /* activation memory: stage s keeps min(S - s, M) sets, fewer than M on stage 1 (and on stage 0 for M 4);
+         * parameters: each stage its own layers, both the embedding (V = 300 from the data's tokenizer) */
+        long long here[2] = {0, 0}, whole = 0;
+        for (int s = 0; s < 2; s++) {
+            stage_line sl;
+            CHECK_MSG(parse_stage(out, s, &sl) == 0, "no line of stage %d:\n%s", s, out);
+            TEST_RETURN_IF_FAILED();
+            int K = s == 0 ? 2 : 1; /* min(S - s, M), S = 2 */
+            CHECK_MSG(sl.K == K && sl.M == M && sl.x == (long long)K * sl.y && sl.z == (long long)M * sl.y && (sl.x < sl.z || K == M),
+                      "stage %d: %d sets of %lld bytes = %lld (M %d: %lld)", s, sl.K, sl.y, sl.x, sl.M, sl.z);
+            /* a stage's set holds its layers only: smaller than the whole model's set */
+            ds_model tm;
+            CHECK(ds_model_create(&tm, &tc) == 0);
+            TEST_RETURN_IF_FAILED();
+            size_t whole_set = ds_acts_arena_bytes(&tm, 4 / M, 32, 1, 0);
+            ds_model_free(&tm);
+            CHECK_MSG((size_t)sl.y < whole_set, "stage %d: a set of %lld bytes, the whole model's %zu", s, sl.y, whole_set);
+            if (M == 4) fprintf(stderr, "  PP 2, M 4: stage %d holds %d x %lld bytes of activations (all M: %lld)\n", s, sl.K, sl.y, sl.z);
+            here[s] = sl.here, whole = sl.whole;
+        }
+        CHECK_MSG(here[0] < whole && here[1] < whole && here[0] + here[1] == whole + 300 * tc.hidden_size,
+                  "parameter floats per stage %lld + %lld, whole model %lld", here[0], here[1], whole);
+        if (M == 2) fprintf(stderr, "  PP 2: parameter floats per stage %lld and %lld of %lld\n", here[0], here[1], whole);
+    }
+}
+
+/* PP 2 x EP 2 (4 processes: stages of 2, experts split over each stage's 2)
+ * against one process with the same global batch; the validation (of the
+ * whole model gathered from the stages and shards) too */
+TEST(pp_ep_train_np4_equals_one_process) {
+    NEED_MPI();
+    const char *d = pp_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384], r1[600], r2[600];
+    snprintf(r1, sizeof r1, "%s/one", d);
+    snprintf(r2, sizeof r2, "%s/pp2ep2", d);
+    int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --eval-every 20 2>&1", d, r1);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 20 --batch 4 --eval-every 20 --pp 2 --ep 2 --micro-batches 2 2>&1",
+                    180, 4, d, r2);
+    CHECK_MSG(rc == 0 && strstr(out, "expert parallel: groups of 2 processes") && strstr(out, "pipeline: 2 stages of 2 processes"),
+              "rc %d\n%s", rc, out);
+    TEST_RETURN_IF_FAILED();
+    run_log a, b;
+    CHECK(read_log(r1, &a) == 0 && read_log(r2, &b) == 0);
+    check_same_training(&a, &b, 0, 20, 1e-5, "PP 2 x EP 2 vs one process");
+    CHECK_MSG(a.val_loss > 0 && fabs(a.val_loss - b.val_loss) <= 1e-5 * a.val_loss, "validation loss %.8g vs %.8g", a.val_loss,
+              b.val_loss);
+    check_same_model(r1, r2, "PP 2 x EP 2");
+}
+
+/* PP 3 (3 processes, a middle stage without embedding or head; M 4: stage 0
+ * holds 3 sets) and PP 2 x DP 2 with an explicit split (--pp-layers 1,2)
+ * against one process with the same global batch */
+TEST(pp_three_stages_and_dp_inside_stages) {
+    NEED_MPI();
+    const char *d = pp_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384], r1[600], r2[600];
+    snprintf(r1, sizeof r1, "%s/one", d);
+    int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 10 --batch 4 2>&1", d, r1);
+    CHECK_MSG(rc == 0, "%s", out);
+    run_log a, b;
+    CHECK(read_log(r1, &a) == 0);
+    const struct { int np; const char *args, *what; int l0[3], K0; } c[] = {
+        {3, "--pp 3 --micro-batches 4", "PP 3 vs one process", {0, 1, 2}, 3},
+        {4, "--pp 2 --pp-layers 1,2 --micro-batches 2", "PP 2 x DP 2 (--pp-layers 1,2) vs one process", {0, 1, -1}, 2},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(r2, sizeof r2, "%s/run%zu", d, i);
+        rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 10 --batch 4 %s 2>&1", 180,
+                        c[i].np, d, r2, c[i].args);
+        CHECK_MSG(rc == 0, "%s: rc %d\n%s", c[i].what, rc, out);
+        TEST_RETURN_IF_FAILED();
+        stage_line sl;
+        for (int s = 0; s < 3 && c[i].l0[s] >= 0; s++) {
+            CHECK_MSG(parse_stage(out, s, &sl) == 0 && sl.l0 == c[i].l0[s], "%s: stage %d:\n%s", c[i].what, s, out);
+            if (s == 0) CHECK_MSG(sl.K == c[i].K0, "%s: stage 0 holds %d sets", c[i].what, sl.K);
+        }
+        CHECK(read_log(r2, &b) == 0);
+        check_same_training(&a, &b, 0, 10, 1e-5, c[i].what);
+        check_same_model(r1, r2, c[i].what);
+    }
+}
+
+/* one process: point-to-point has no peer (an error, not a hang) */
+TEST(pp_comm_single_has_no_peer) {
+    ds_comm *c = ds_comm_single();
+    float x = 1;
+    void *req = NULL;
+    CHECK(ds_isend(c, &x, 1, DS_COMM_F32, 1, 0, &req) == -1 && strstr(ds_errmsg(), "no peer"));
+    CHECK(ds_recv(c, &x, 1, DS_COMM_F32, 1, 0) == -1);
+    CHECK(ds_wait(c, &req) == 0 && req == NULL);
+    ds_comm_free(c);
+}
+
+/* saved at PP 2: resumed at PP 2 bit-exactly (the same checkpoint files as
+ * the run that never stopped), and in one process with losses within 1e-5 */
+TEST(pp_resume_pp2_and_one_process) {
+    NEED_MPI();
+    const char *d = pp_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384];
+    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/full --steps 10 --batch 4 --pp 2 --micro-batches 2 2>&1",
+                        120, 2, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/part --steps 10 --batch 4 --pp 2 --micro-batches 2 "
+                    "--stop-after 5 2>&1 && cp -r %s/part %s/part1", 120, 2, d, d, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --data %s/data --resume %s/part --pp 2 --micro-batches 2 2>&1", 120, 2, d, d);
+    CHECK_MSG(rc == 0, "resume at PP 2: %s", out);
+    rc = ds_test_sh(out, sizeof out, "$DSV3 --threads 1 train --data %s/data --resume %s/part1 2>&1", d, d);
+    CHECK_MSG(rc == 0, "resume in one process: %s", out);
+    TEST_RETURN_IF_FAILED();
+    for (int f = 0; f < 2; f++) {
+        const char *file = f ? "train_state.safetensors" : "model.safetensors";
+        rc = ds_test_sh(out, sizeof out, "cmp %s/full/ckpt-10/%s %s/part/ckpt-10/%s", d, file, d, file);
+        CHECK_MSG(rc == 0, "resume at PP 2: %s differs: %s", file, out);
+    }
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/full", d);
+    snprintf(b, sizeof b, "%s/part1", d);
+    run_log la, lb;
+    CHECK(read_log(a, &la) == 0 && read_log(b, &lb) == 0);
+    check_same_training(&la, &lb, 5, 10, 1e-5, "saved at PP 2, resumed in one process");
+}
+
+/* a stage's process killed in the middle of a step (stage 1, then stage 0):
+ * every process ends, non-zero, within the time bound; the last checkpoint
+ * loads and no later one exists */
+TEST(pp_dead_stage_ends_the_job) {
+    NEED_MPI();
+    const char *d = pp_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384];
+    for (int r = 1; r >= 0; r--) {
+        double t0 = ds_now();
+        int rc = ds_test_sh(out, sizeof out, "DSV3_FAULT=die:%d:5 " MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/k%d --steps 20 "
+                            "--batch 4 --pp 2 --micro-batches 2 --save-every 2 2>&1", r, 60, 2, d, d, r);
+        double dt = ds_now() - t0;
+        CHECK_MSG(rc != 0 && rc != 124 && dt < 50, "rank %d killed: rc %d after %.1f s:\n%s", r, rc, dt, out);
+        CHECK_MSG(strstr(out, "signal 9"), "%s", out);
+        rc = ds_test_sh(out, sizeof out, "$DSV3 inspect %s/k%d/latest 2>&1 && test -d %s/k%d/ckpt-4 && ! test -d %s/k%d/ckpt-6", d, r, d, r, d, r);
+        CHECK_MSG(rc == 0, "%s", out);
+    }
+}
+
+/* the step log's pipeline fields: the analytic bubble (S-1)/(M+S-1), the
+ * measured one and the time model's in [0, 1), one busy time per stage */
+TEST(pp_step_log_fields) {
+    NEED_MPI();
+    const char *d = pp_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384], r2[600];
+    snprintf(r2, sizeof r2, "%s/log", d);
+    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s --steps 4 --batch 8 --pp 2 --micro-batches 4 2>&1",
+                        120, 2, d, r2);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    run_log b;
+    CHECK(read_log(r2, &b) == 0 && b.n == 4);
+    for (int k = 0; k < b.n; k++) {
+        CHECK_MSG(fabs(b.analytic[k] - 1.0 / 5.0) < 1e-9, "step %d: analytic %g", k + 1, b.analytic[k]);
+        CHECK_MSG(b.bubble[k] >= 0 && b.bubble[k] < 1 && b.model[k] >= 0 && b.model[k] < 1, "step %d: bubble %g, model %g",
+                  k + 1, b.bubble[k], b.model[k]);
+        CHECK_MSG(b.nbusy[k] == 2 && b.busy[k][0] > 0 && b.busy[k][1] > 0, "step %d: %d busy times", k + 1, b.nbusy[k]);
+    }
+    CHECK_MSG(strstr(out, "(1F1B 0.20) busy "), "%s", out);
+}
+
+/* usage errors: one line (and the usual pointer to --help), exit 2, before anything runs */
+TEST(pp_usage_errors) {
+    const char *d = ds_test_tmpdir();
+    char out[4096];
+    const struct { const char *args, *msg; } c[] = {
+        {"--pp 2 --micro-batches 1", "1F1B needs at least --pp 2 micro-batches"},
+        {"--pp 2 --pp-layers 1,1", "--pp-layers 1,1: the counts sum to 2, the model has 3 layers"},
+        {"--pp 2 --pp-layers 2,x", "--pp-layers 2,x: want 2 positive layer counts"},
+        {"--pp 4 --micro-batches 4", "--pp 4: the model has 3 layers"},
+        {"--pp 2", "--pp 2 does not divide the 1 processes"},
+        {"--micro-batches 2", "--micro-batches needs --pp S"},
+        {"--pp-layers 1,2", "--pp-layers needs --pp S"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        int rc = ds_test_sh(out, sizeof out, "$DSV3 " TRAIN_ARGS " --data %s --out %s/u --steps 2 --batch 4 %s 2>&1", d, d, c[i].args);
+        CHECK_MSG(rc == 2 && !strncmp(out, "dsv3 train: ", 12) && strstr(out, c[i].msg) && !strstr(out, "\ndsv3"),
+                  "%s: rc %d: %s", c[i].args, rc, out);
+    }
+}
