@@ -10,7 +10,8 @@
 #                                               tokens after PROMPT (llama-bench pp and tg at depth PROMPT)
 #   tools/llamacpp_peer.sh serve GGUF PORT [THREADS] [PARALLEL] [CTX]
 #                                               start llama-server on 127.0.0.1:PORT in the background,
-#                                               wait for /health, print its PID (the caller kills it)
+#                                               wait for /health, print its PID (the caller kills it);
+#                                               LLAMACPP_SERVER_ARGS adds options (e.g. "-ctk f32 -ctv f32")
 #
 # Exit status 3 means "skip": the peer is not available, with the reason on one stderr line
 # ("llama.cpp peer: skipped: ...").  Where it looks and builds:
@@ -133,7 +134,7 @@ cmd_serve() {
   [ -n "$ctx" ] || ctx=$((np * 512))
   bin=$(find_bin) || skip "llama-server not found (run: $0 build)"
   "$bin/llama-server" -m "$gguf" --host 127.0.0.1 --port "$port" -t "$th" -np "$np" -c "$ctx" \
-    --no-webui --metrics >"${LLAMACPP_SERVER_LOG:-/dev/null}" 2>&1 &
+    --no-webui --metrics ${LLAMACPP_SERVER_ARGS:-} >"${LLAMACPP_SERVER_LOG:-/dev/null}" 2>&1 &
   pid=$!
   for i in $(seq 1 600); do
     if python3 -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1).status != 200)" 2>/dev/null; then
