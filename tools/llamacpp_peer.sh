@@ -7,7 +7,8 @@
 #   tools/llamacpp_peer.sh convert DIR OUT.gguf a dsv3 model folder to GGUF (F32) with llama.cpp's converter
 #   tools/llamacpp_peer.sh bench GGUF THREADS PROMPT NEW
 #                                               one JSON line: prefill of PROMPT tokens and decode of NEW
-#                                               tokens after PROMPT (llama-bench pp and tg at depth PROMPT)
+#                                               tokens after PROMPT (llama-bench pp and tg at depth PROMPT;
+#                                               llama.cpp's defaults, BENCH_LLAMACPP_ARGS adds options)
 #   tools/llamacpp_peer.sh serve GGUF PORT [THREADS] [PARALLEL] [CTX]
 #                                               start llama-server on 127.0.0.1:PORT in the background,
 #                                               wait for /health, print its PID (the caller kills it);
@@ -60,8 +61,12 @@ cmd_build() {
     local tgz="$DIR/llama_cpp_python-$PYVER.tar.gz"
     if [ ! -f "$tgz" ]; then
       timeout "$limit" python3 -m pip download --quiet --no-binary :all: --no-deps -d "$DIR" \
-        "llama-cpp-python==$PYVER" >"$DIR/download.log" 2>&1 ||
-        skip "pip download llama-cpp-python==$PYVER failed (no PyPI?), see $DIR/download.log"
+        "llama-cpp-python==$PYVER" >"$DIR/download.log" 2>&1
+      case $? in
+        0) ;;
+        124) skip "pip download llama-cpp-python==$PYVER not finished within ${limit}s" ;;
+        *) skip "pip download llama-cpp-python==$PYVER failed (no PyPI?), see $DIR/download.log" ;;
+      esac
     fi
     tar -xzf "$tgz" -C "$DIR" || skip "cannot unpack $tgz"
     [ -f "$DIR/llama_cpp_python-$PYVER/vendor/llama.cpp/CMakeLists.txt" ] || skip "$tgz has no vendor/llama.cpp"
@@ -114,9 +119,9 @@ cmd_bench() {
   [ $# -eq 4 ] || die "usage: bench GGUF THREADS PROMPT NEW"
   local gguf=$1 th=$2 p=$3 n=$4 bin reps=${BENCH_LLAMACPP_REPS:-3} pp tg
   bin=$(find_bin) || skip "llama-bench not found (run: $0 build)"
-  pp=$("$bin/llama-bench" -m "$gguf" -t "$th" -p "$p" -n 0 -r "$reps" -o json 2>/dev/null) ||
+  pp=$("$bin/llama-bench" -m "$gguf" -t "$th" -p "$p" -n 0 -r "$reps" ${BENCH_LLAMACPP_ARGS:-} -o json 2>/dev/null) ||
     skip "llama-bench failed on $gguf (prefill)"
-  tg=$("$bin/llama-bench" -m "$gguf" -t "$th" -p 0 -n "$n" -d "$p" -r "$reps" -o json 2>/dev/null) ||
+  tg=$("$bin/llama-bench" -m "$gguf" -t "$th" -p 0 -n "$n" -d "$p" -r "$reps" ${BENCH_LLAMACPP_ARGS:-} -o json 2>/dev/null) ||
     skip "llama-bench failed on $gguf (decode)"
   PP="$pp" TG="$tg" TH="$th" P="$p" N="$n" python3 -c '
 import json, os
@@ -124,7 +129,8 @@ pp, tg = json.loads(os.environ["PP"])[0], json.loads(os.environ["TG"])[0]
 print(json.dumps({"impl": "llama.cpp", "threads": int(os.environ["TH"]), "prompt_tokens": int(os.environ["P"]),
                   "new_tokens": int(os.environ["N"]), "prefill_tokens_per_s": round(pp["avg_ts"], 2),
                   "tokens_per_s": round(tg["avg_ts"], 2), "type": pp.get("model_type", ""),
-                  "build": pp.get("build_commit", ""), "reps": len(tg.get("samples_ts", []))}))' ||
+                  "build": pp.get("build_commit", ""), "reps": len(tg.get("samples_ts", [])),
+                  "flash_attn": pp.get("flash_attn"), "type_k": pp.get("type_k"), "type_v": pp.get("type_v")}))' ||
     skip "cannot read llama-bench's JSON"
 }
 
