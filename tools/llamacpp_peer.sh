@@ -24,6 +24,9 @@
 # PATH is searched too.  The build is CPU only, Release, -march=native (GGML_NATIVE), static; a build cut
 # by the time limit resumes where it stopped on the next call.
 set -u
+# llama.cpp's CPU backend runs OpenMP threads: spinning workers are many times slower on a shared
+# machine, so passive waiting unless the caller chose (dsv3 does the same)
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${DSV3_LLAMACPP_DIR:-$ROOT/../peer-llamacpp}
 PYVER=${LLAMACPP_PY_VERSION:-0.3.36}
