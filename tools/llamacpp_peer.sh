@@ -97,7 +97,7 @@ cmd_build() {
 
 cmd_convert() {
   [ $# -eq 2 ] || die "usage: convert MODEL_DIR OUT.gguf"
-  local model=$1 out=$2 src tmp f rc
+  local model=$1 out=$2 src tmp f rc v sp
   [ -f "$model/config.json" ] || die "$model: no config.json (not a model folder)"
   src=$(find_src) || skip "no llama.cpp source with convert_hf_to_gguf.py (run: $0 build)"
   tmp=""
@@ -107,7 +107,13 @@ cmd_convert() {
     tmp=$(mktemp -d)
     for f in "$model"/*; do ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$tmp/"; done
     [ -x "$ROOT/dsv3" ] || die "$ROOT/dsv3 not built (make)"
-    "$ROOT/dsv3" tokenizer train --input "$ROOT/README.md" "$ROOT"/docs/*.md --vocab-size 512 \
+    # no larger than the model's vocabulary (the converter checks it); a byte-level BPE needs 256 ids
+    v=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vocab_size"])' "$model/config.json") ||
+      die "$model/config.json: no vocab_size"
+    sp=()
+    [ "$v" -ge 257 ] || skip "$model: vocab_size $v is below a byte-level tokenizer's 257; add a tokenizer.json"
+    if [ "$v" -lt 258 ]; then sp=(--no-special-tokens); elif [ "$v" -gt 512 ]; then v=512; fi
+    "$ROOT/dsv3" tokenizer train --input "$ROOT/README.md" "$ROOT"/docs/*.md --vocab-size "$v" "${sp[@]}" \
       --pretokenizer deepseek-v3 --out "$tmp/tokenizer.json" >/dev/null 2>&1 || die "tokenizer train failed"
     model=$tmp
   fi

@@ -7,7 +7,8 @@ range, ragged ids, wrong logits shape, NaN logits, truncated safetensors, trunca
 bench_*_torch.py: print one JSON line with the agreed keys; bad arguments exit non-zero.
 The committed fixtures: per-expert key names, MTP copies equal the shared tensors, shapes as documented.
 bench_table.py: generate.json rows with a llama.cpp peer give decode and prefill rows with the ratio.
-llamacpp_peer.sh: without llama.cpp it skips (exit 3, one line saying why); bad usage exits 2.
+llamacpp_peer.sh: without llama.cpp it skips (exit 3, one line saying why); bad usage exits 2; with
+llama.cpp built, a `tiny` folder converted to GGUF gives dsv3's greedy tokens and log-probabilities.
 Run: python3 tools/test_tools.py
 """
 import json
@@ -138,6 +139,19 @@ def test_llamacpp_peer(tmp):
         check(rc == 2 and len(out.strip().splitlines()) == 1, f"llamacpp_peer.sh {' '.join(args)}: exit 2, one line")
 
 
+def test_llamacpp_same_model(tmp):
+    sh = os.path.join(HERE, "llamacpp_peer.sh")
+    if subprocess.run(["bash", sh, "find"], capture_output=True).returncode != 0:
+        print("skip llamacpp_peer.sh: no llama.cpp here (tools/llamacpp_peer.sh build)")
+        return
+    dsv3, d, g = os.path.join(HERE, "..", "dsv3"), os.path.join(tmp, "tiny"), os.path.join(tmp, "tiny.gguf")
+    subprocess.run([dsv3, "init", "--config", "tiny", "--out", d, "--seed", "3"], capture_output=True, check=True)
+    p = subprocess.run(["bash", sh, "convert", d, g], capture_output=True, text=True)
+    check(p.returncode == 0 and os.path.getsize(g) > 0, "llamacpp_peer.sh convert: tiny folder -> GGUF")
+    rc, out = run(os.path.join(HERE, "llamacpp_check.py"), d, g, "--new", "16", "--prompt", "5 17 300 42 8000 1 9")
+    check(rc == 0 and '"same_tokens": true' in out, "llama.cpp on the GGUF: dsv3's greedy tokens and log-probs")
+
+
 def test_fixture_files():
     for n in ("v3", "v2lite", "v2group", "norope"):
         d = os.path.join(FIX, n)
@@ -175,6 +189,7 @@ def main():
         test_bench()
         test_bench_table(tmp)
         test_llamacpp_peer(tmp)
+        test_llamacpp_same_model(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(failures)} failed")
