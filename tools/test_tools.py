@@ -8,7 +8,8 @@ bench_*_torch.py: print one JSON line with the agreed keys; bad arguments exit n
 The committed fixtures: per-expert key names, MTP copies equal the shared tensors, shapes as documented.
 bench_table.py: generate.json rows with a llama.cpp peer give decode and prefill rows with the ratio.
 llamacpp_peer.sh: without llama.cpp it skips (exit 3, one line saying why); bad usage exits 2; with
-llama.cpp built, a `tiny` folder converted to GGUF gives dsv3's greedy tokens and log-probabilities.
+llama.cpp built, a `tiny` folder converted to GGUF gives dsv3's greedy tokens and log-probabilities, and
+bench_serve_llamacpp.py measures llama-server on it.
 Run: python3 tools/test_tools.py
 """
 import json
@@ -134,6 +135,8 @@ def test_llamacpp_peer(tmp):
               f"llamacpp_peer.sh {args[0]} without llama.cpp: skipped, one line")
     rc, out = peer("convert", os.path.join(FIX, "v3"), os.path.join(tmp, "x.gguf"))
     check(rc == 3 and "convert_hf_to_gguf.py" in out, "llamacpp_peer.sh convert without the source: skipped")
+    rc, out = run(os.path.join(HERE, "bench_serve_llamacpp.py"), "--url", "http://127.0.0.1:9", "--conc", "0")
+    check(rc == 2 and len(out.strip().splitlines()) == 1, "bench_serve_llamacpp.py --conc 0: exit 2, one line")
     for args in ((), ("bench", "x.gguf"), ("convert", tmp, os.path.join(tmp, "x.gguf"))):
         rc, out = peer(*args)
         check(rc == 2 and len(out.strip().splitlines()) == 1, f"llamacpp_peer.sh {' '.join(args)}: exit 2, one line")
@@ -150,6 +153,18 @@ def test_llamacpp_same_model(tmp):
     check(p.returncode == 0 and os.path.getsize(g) > 0, "llamacpp_peer.sh convert: tiny folder -> GGUF")
     rc, out = run(os.path.join(HERE, "llamacpp_check.py"), d, g, "--new", "16", "--prompt", "5 17 300 42 8000 1 9")
     check(rc == 0 and '"same_tokens": true' in out, "llama.cpp on the GGUF: dsv3's greedy tokens and log-probs")
+    p = subprocess.run(["bash", sh, "serve", g, "18437", "1", "2"], capture_output=True, text=True)
+    if p.returncode != 0:
+        check(False, "llamacpp_peer.sh serve starts llama-server: " + p.stderr.strip())
+        return
+    try:
+        rc, out = run(os.path.join(HERE, "bench_serve_llamacpp.py"), "--url", "http://127.0.0.1:18437",
+                      "--conc", "1", "2", "--seq", "8", "--new", "4")
+    finally:
+        os.kill(int(p.stdout.strip()), 15)
+    rows = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    check(rc == 0 and [r["concurrency"] for r in rows] == [1, 2] and [r["tokens"] for r in rows] == [4, 8],
+          "bench_serve_llamacpp.py: one JSON line per concurrency, every token counted")
 
 
 def test_fixture_files():
