@@ -2,7 +2,10 @@
 # bench_generate.sh — batch-1 decode speed of the `small` preset (random init,
 # FP32, CPU): dsv3 plain greedy and MTP-speculative (`dsv3 generate --ids`)
 # at 1 and 2 threads, and transformers' model.generate (greedy, KV cache,
-# eager, same config and threads) with the ratio.  Decode tokens/s counts the
+# eager, same config and threads) with the ratio, and llama.cpp (llama-bench on
+# the same folder converted to F32 GGUF: prefill of the prompt, decode after it)
+# when tools/llamacpp_peer.sh finds it or builds it within BENCH_LLAMACPP_BUILD_S
+# (900; BENCH_LLAMACPP=0 leaves it out).  Decode tokens/s counts the
 # tokens after the first (which comes from the prefill).  A random model's MTP
 # module rarely guesses right, so its acceptance rate (printed) is near 0 and
 # speculative decoding is slower here; it pays off on a trained model.
@@ -28,6 +31,11 @@ trap 'rm -rf "$tmp"' EXIT
 prompt=$(python3 -c "import random; random.seed(0); print(' '.join(str(random.randrange(32000)) for _ in range($P)))")
 have_torch=0
 python3 -c "import torch, transformers" 2>/dev/null && have_torch=1
+gguf=""
+if [ "${BENCH_LLAMACPP:-1}" != 0 ] && tools/llamacpp_peer.sh build "${BENCH_LLAMACPP_BUILD_S:-900}" >/dev/null &&
+   tools/llamacpp_peer.sh convert "$tmp/small" "$tmp/small.gguf"; then
+  gguf="$tmp/small.gguf"
+fi
 lines=""
 for th in $THREADS; do
   a=$("$BIN" --threads "$th" generate --model "$tmp/small" --ids --prompt "$prompt" --max-new-tokens "$NEW" --ignore-eos --json 2>/dev/null | tail -1)
@@ -36,7 +44,11 @@ for th in $THREADS; do
   if [ "$have_torch" = 1 ]; then
     c=$(python3 tools/bench_generate_torch.py --config "$tmp/small/config.json" --seq "$P" --new "$NEW" --threads "$th" 2>/dev/null | tail -1) || c=""
   fi
-  lines="$lines$th|$a|$b|$c"$'\n'
+  d=""
+  if [ -n "$gguf" ]; then
+    d=$(tools/llamacpp_peer.sh bench "$gguf" "$th" "$P" "$NEW") || d=""
+  fi
+  lines="$lines$th|$a|$b|$c|$d"$'\n'
 done
 LINES="$lines" python3 - <<'PY'
 import json, os
@@ -44,9 +56,10 @@ rows = []
 print("decode (batch 1, greedy), preset small, FP32")
 print(f"  {'threads':>7} {'dsv3':>10} {'dsv3 mtp':>10} {'accept':>8} {'transformers':>13} {'dsv3/tf':>8}")
 for line in os.environ["LINES"].strip().split("\n"):
-    th, a, b, c = line.split("|")
+    th, a, b, c, d = line.split("|")
     a, b = json.loads(a), json.loads(b)
     c = json.loads(c) if c else None
+    d = json.loads(d) if d else None
     acc = b["accepted"] / b["drafted"] if b["drafted"] else 0.0
     r = {"threads": int(th), "dsv3": a, "dsv3_mtp": b, "mtp_acceptance": acc}
     ratio = ""
@@ -54,8 +67,23 @@ for line in os.environ["LINES"].strip().split("\n"):
         r["transformers"] = c
         r["ratio_tokens_per_s"] = a["tokens_per_s"] / c["tokens_per_s"]
         ratio = f"{r['ratio_tokens_per_s']:.1f}x"
+    if d:
+        r["llamacpp"] = d
+        r["ratio_llamacpp_tokens_per_s"] = a["tokens_per_s"] / d["tokens_per_s"]
+        r["ratio_llamacpp_prefill"] = a["prompt_tokens"] / a["prefill_s"] / d["prefill_tokens_per_s"]
     rows.append(r)
     tf = f"{c['tokens_per_s']:.1f}" if c else "n/a"
     print(f"  {th:>7} {a['tokens_per_s']:>10.1f} {b['tokens_per_s']:>10.1f} {acc:>8.2f} {tf:>13} {ratio:>8}")
+if any("llamacpp" in r for r in rows):
+    build = next(r["llamacpp"]["build"] for r in rows if "llamacpp" in r)
+    print(f"dsv3 vs llama.cpp ({build}, F32 GGUF of the same folder), tokens/s in the same run")
+    print(f"  {'threads':>7} {'decode':>10} {'llama.cpp':>10} {'dsv3/l.c':>8} {'prefill':>10} {'llama.cpp':>10} {'dsv3/l.c':>8}")
+    for r in rows:
+        d = r.get("llamacpp")
+        if d:
+            a = r["dsv3"]
+            print(f"  {r['threads']:>7} {a['tokens_per_s']:>10.1f} {d['tokens_per_s']:>10.1f} "
+                  f"{r['ratio_llamacpp_tokens_per_s']:>7.2f}x {a['prompt_tokens'] / a['prefill_s']:>10.1f} "
+                  f"{d['prefill_tokens_per_s']:>10.1f} {r['ratio_llamacpp_prefill']:>7.2f}x")
 json.dump({"bench": "generate", "config": "small", "rows": rows}, open("bench/results/generate.json", "w"), indent=1)
 PY

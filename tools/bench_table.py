@@ -2,7 +2,8 @@
 """bench_table.py — the README's "Measured" table, written from bench/results/*.json (never by hand).
 
 Reads whatever `make bench` left in bench/results/ (train_<B>x<T>.json, forward.json, generate.json,
-tokenizer.json, kernels.json, pp.json) and prints a Markdown table of dsv3 beside its peer with the ratio, plus a
+tokenizer.json, kernels.json, pp.json) and prints a Markdown table of dsv3 beside its peer (transformers,
+tokenizers, tiktoken, llama.cpp) with the ratio, plus a
 line with the machine's measured FMA peak and streaming bandwidth.  With --write README.md it replaces
 the text between the markers <!-- measured:begin --> and <!-- measured:end --> in that file.
 
@@ -85,6 +86,13 @@ def generate_rows(res_dir):
                      f"{a['tokens_per_s']:.0f} tokens/s (prefill of {a['prompt_tokens']}: {pre:.0f} tokens/s)",
                      f"transformers {c['tokens_per_s']:.0f} tokens/s" if c else "-",
                      fmt_ratio(a["tokens_per_s"], c["tokens_per_s"]) if c else "-"))
+        q = r.get("llamacpp")
+        if q:
+            ths = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+            rows.append((f"greedy decode, batch 1, {ths}, vs llama.cpp (F32 GGUF)", f"{a['tokens_per_s']:.0f} tokens/s",
+                         f"llama.cpp {q['tokens_per_s']:.0f} tokens/s", fmt_ratio(a["tokens_per_s"], q["tokens_per_s"])))
+            rows.append((f"prefill of {a['prompt_tokens']} tokens, {ths}, vs llama.cpp (F32 GGUF)", f"{pre:.0f} tokens/s",
+                         f"llama.cpp {q['prefill_tokens_per_s']:.0f} tokens/s", fmt_ratio(pre, q["prefill_tokens_per_s"])))
     return rows
 
 

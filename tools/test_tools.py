@@ -6,6 +6,10 @@ perturbed logits, and answers bad input with one line and exit 2 (missing folder
 range, ragged ids, wrong logits shape, NaN logits, truncated safetensors, truncated model weights).
 bench_*_torch.py: print one JSON line with the agreed keys; bad arguments exit non-zero.
 The committed fixtures: per-expert key names, MTP copies equal the shared tensors, shapes as documented.
+bench_table.py: generate.json rows with a llama.cpp peer give decode and prefill rows with the ratio.
+llamacpp_peer.sh: without llama.cpp it skips (exit 3, one line saying why); bad usage exits 2; with
+llama.cpp built, a `tiny` folder converted to GGUF gives dsv3's greedy tokens and log-probabilities, and
+bench_serve_llamacpp.py measures llama-server on it.
 Run: python3 tools/test_tools.py
 """
 import json
@@ -100,6 +104,69 @@ def test_bench():
         check(rc != 0 and "cannot read" in out, f"{tool} missing config -> message")
 
 
+def test_bench_table(tmp):
+    res = os.path.join(tmp, "results")
+    os.makedirs(res)
+    a = {"impl": "dsv3", "threads": 2, "prompt_tokens": 32, "new_tokens": 32, "prefill_s": 0.1,
+         "decode_s": 0.5, "tokens_per_s": 300.0}
+    q = {"impl": "llama.cpp", "threads": 2, "prompt_tokens": 32, "new_tokens": 32,
+         "prefill_tokens_per_s": 640.0, "tokens_per_s": 200.0, "build": "x"}
+    with open(os.path.join(res, "generate.json"), "w") as f:
+        json.dump({"bench": "generate", "rows": [{"threads": 2, "dsv3": a, "llamacpp": q}]}, f)
+    rc, out = run(os.path.join(HERE, "bench_table.py"), "--results", res)
+    check(rc == 0 and "| greedy decode, batch 1, 2 threads, vs llama.cpp (F32 GGUF) | 300 tokens/s | "
+          "llama.cpp 200 tokens/s | 1.50x |" in out
+          and "| prefill of 32 tokens, 2 threads, vs llama.cpp (F32 GGUF) | 320 tokens/s | "
+          "llama.cpp 640 tokens/s | 0.50x |" in out, "bench_table: llama.cpp decode and prefill rows")
+
+
+def test_llamacpp_peer(tmp):
+    sh = os.path.join(HERE, "llamacpp_peer.sh")
+    env = dict(os.environ, DSV3_LLAMACPP_DIR=os.path.join(tmp, "none"), LLAMACPP_BIN="", LLAMACPP_SRC="",
+               PATH="/usr/bin:/bin")
+
+    def peer(*args):
+        p = subprocess.run(["bash", sh, *args], capture_output=True, text=True, env=env)
+        return p.returncode, p.stdout + p.stderr
+
+    for args in (("find",), ("bench", "/nonexistent.gguf", "1", "8", "8"), ("serve", "/nonexistent.gguf", "1")):
+        rc, out = peer(*args)
+        check(rc == 3 and len(out.strip().splitlines()) == 1 and out.startswith("llama.cpp peer: skipped: "),
+              f"llamacpp_peer.sh {args[0]} without llama.cpp: skipped, one line")
+    rc, out = peer("convert", os.path.join(FIX, "v3"), os.path.join(tmp, "x.gguf"))
+    check(rc == 3 and "convert_hf_to_gguf.py" in out, "llamacpp_peer.sh convert without the source: skipped")
+    rc, out = run(os.path.join(HERE, "bench_serve_llamacpp.py"), "--url", "http://127.0.0.1:9", "--conc", "0")
+    check(rc == 2 and len(out.strip().splitlines()) == 1, "bench_serve_llamacpp.py --conc 0: exit 2, one line")
+    for args in ((), ("bench", "x.gguf"), ("convert", tmp, os.path.join(tmp, "x.gguf"))):
+        rc, out = peer(*args)
+        check(rc == 2 and len(out.strip().splitlines()) == 1, f"llamacpp_peer.sh {' '.join(args)}: exit 2, one line")
+
+
+def test_llamacpp_same_model(tmp):
+    sh = os.path.join(HERE, "llamacpp_peer.sh")
+    if subprocess.run(["bash", sh, "find"], capture_output=True).returncode != 0:
+        print("skip llamacpp_peer.sh: no llama.cpp here (tools/llamacpp_peer.sh build)")
+        return
+    dsv3, d, g = os.path.join(HERE, "..", "dsv3"), os.path.join(tmp, "tiny"), os.path.join(tmp, "tiny.gguf")
+    subprocess.run([dsv3, "init", "--config", "tiny", "--out", d, "--seed", "3"], capture_output=True, check=True)
+    p = subprocess.run(["bash", sh, "convert", d, g], capture_output=True, text=True)
+    check(p.returncode == 0 and os.path.getsize(g) > 0, "llamacpp_peer.sh convert: tiny folder -> GGUF")
+    rc, out = run(os.path.join(HERE, "llamacpp_check.py"), d, g, "--new", "16", "--prompt", "5 17 300 42 8000 1 9")
+    check(rc == 0 and '"same_tokens": true' in out, "llama.cpp on the GGUF: dsv3's greedy tokens and log-probs")
+    p = subprocess.run(["bash", sh, "serve", g, "18437", "1", "2"], capture_output=True, text=True)
+    if p.returncode != 0:
+        check(False, "llamacpp_peer.sh serve starts llama-server: " + p.stderr.strip())
+        return
+    try:
+        rc, out = run(os.path.join(HERE, "bench_serve_llamacpp.py"), "--url", "http://127.0.0.1:18437",
+                      "--conc", "1", "2", "--seq", "8", "--new", "4")
+    finally:
+        os.kill(int(p.stdout.strip()), 15)
+    rows = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    check(rc == 0 and [r["concurrency"] for r in rows] == [1, 2] and [r["tokens"] for r in rows] == [4, 8],
+          "bench_serve_llamacpp.py: one JSON line per concurrency, every token counted")
+
+
 def test_fixture_files():
     for n in ("v3", "v2lite", "v2group", "norope"):
         d = os.path.join(FIX, n)
@@ -135,6 +202,9 @@ def main():
         test_fixture_files()
         test_check_hf_load(tmp)
         test_bench()
+        test_bench_table(tmp)
+        test_llamacpp_peer(tmp)
+        test_llamacpp_same_model(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(failures)} failed")
