@@ -580,7 +580,9 @@ TEST(serve_startup_errors) {
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --host 'not-an-ip' --port 0", dir) == 1);
     CHECK(strstr(out, "--host") != NULL);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --port 70000", dir) == 2);
-    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative mtp", dir) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative eagle", dir) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model " V3 "/../nomtp --tokenizer %s --port 0 --speculative mtp", dir) == 1);
+    CHECK_MSG(strstr(out, "--speculative mtp needs a model with an MTP module") != NULL, "%s", out);
 }
 
 static int metric(int port, const char *name) {
@@ -738,4 +740,82 @@ TEST(serve_chat_ctrl_c_stops_the_answer) {
     CHECK(rc == 0);
     CHECK_MSG(strstr(out, "rc=0") && strstr(out, "(answer stopped)"), "%s", out);
     CHECK(server_stop(&S) == 0);
+}
+
+/* --speculative mtp: every running sequence verifies its MTP draft in one
+ * batched two-token step.  8 concurrent greedy streams (different prompts
+ * and lengths) equal `dsv3 generate` without speculation; half of them get
+ * forced drafts (the generate output with every third draft wrong, through
+ * the tests-only DSV3_SERVE_TEST_DRAFTS hook) so both the accept and the
+ * reject path run inside one batch; a sampled request (plain decoding in a
+ * speculative server) equals `dsv3 generate` with its seed; /metrics counts
+ * the drafts and the accepted ones. */
+typedef struct { int port; char body[2048]; int32_t ids[64]; int n, done; } spec_client;
+static void *spec_stream(void *arg) {
+    spec_client *c = arg;
+    char *o = NULL, fin[32];
+    if (http(c->port, "POST", "/v1/completions", NULL, c->body, &o) == 200) c->n = sse_ids(o, c->ids, 64, &c->done, fin, NULL);
+    free(o);
+    return NULL;
+}
+
+static int gen_ids(const char *dir, const char *prompt, int n, const char *extra, int32_t *ids) {
+    char out[4096];
+    if (ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens %d --ignore-eos %s 2>/dev/null",
+                   dir, prompt, n, extra) != 0)
+        return -1;
+    int k = 0;
+    for (char *p = out, *e; k < 64; p = e) {
+        long v = strtol(p, &e, 10);
+        if (e == p) break;
+        ids[k++] = (int32_t)v;
+    }
+    return k;
+}
+
+TEST(serve_speculative_mtp_matches_generate) {
+    setenv("DSV3_SERVE_TEST_DRAFTS", "1", 1);
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "2", 1);
+    SETUP("--max-batch 8 --speculative mtp");
+    unsetenv("DSV3_SERVE_TEST_DRAFTS");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    enum { NC = 9, NEW = 16 };
+    spec_client cl[NC];
+    int32_t want[NC][64];
+    pthread_t th[NC];
+    for (int i = 0; i < NC; i++) {
+        int plen = 4 + 2 * i; /* different lengths: the sequences sit at different positions in each step */
+        char pj[512], ptxt[512] = "", drafts[512] = "";
+        prompt_json(pj, sizeof pj, plen, i);
+        for (int k = 0; k < plen; k++) snprintf(ptxt + strlen(ptxt), sizeof ptxt - strlen(ptxt), "%d ", g_ref[(k + i) % 24]);
+        const int sampled = i == NC - 1;
+        CHECK(gen_ids(dir, ptxt, NEW, sampled ? "--temperature 0.8 --seed 7" : "", want[i]) == NEW);
+        if (i % 2 == 1 && !sampled) { /* forced drafts: right except every third */
+            strcpy(drafts, ", \"dsv3_test_drafts\": [");
+            for (int k = 0; k < NEW; k++)
+                snprintf(drafts + strlen(drafts), sizeof drafts - strlen(drafts), "%s%d", k ? ", " : "",
+                         k % 3 == 2 ? (want[i][k] + 1) % 256 : want[i][k]);
+            strcat(drafts, "]");
+        }
+        cl[i] = (spec_client){.port = S.port};
+        snprintf(cl[i].body, sizeof cl[i].body,
+                 "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": %s, \"ignore_eos\": true, \"stream\": true, "
+                 "\"return_token_ids\": true%s}", pj, NEW, sampled ? "0.8, \"seed\": 7" : "0", drafts);
+    }
+    for (int i = 0; i < NC; i++) pthread_create(&th[i], NULL, spec_stream, &cl[i]);
+    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++)
+        CHECK_MSG(cl[i].n == NEW && cl[i].done && !memcmp(cl[i].ids, want[i], NEW * sizeof(int32_t)),
+                  "client %d: %d ids, first %d (generate %d)", i, cl[i].n, cl[i].n ? cl[i].ids[0] : -1, want[i][0]);
+    int drafted = metric(S.port, "dsv3_spec_drafts_total"), accepted = metric(S.port, "dsv3_spec_accepted_total");
+    CHECK_MSG(drafted > 0 && accepted > 0 && accepted < drafted, "drafts %d, accepted %d", drafted, accepted);
+    CHECK(metric(S.port, "dsv3_batch_size_max") >= 2);
+    fprintf(stderr, "  speculative: %d drafts, %d accepted\n", drafted, accepted);
+    CHECK(server_stop(&S) == 0);
+    char log[4096];
+    size_t ln;
+    char *lt = ds_read_file(S.log, &ln);
+    snprintf(log, sizeof log, "%s", lt ? lt : "");
+    free(lt);
+    CHECK_MSG(strstr(log, "speculative mtp:") && strstr(log, "acceptance"), "%s", log);
 }

@@ -41,7 +41,7 @@ static int run(int argc, char **argv) {
         {"--model-name", DS_OPT_STR, &name, "NAME  the model id /v1/models reports (default: the folder's name)"},
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or its folder (default: the model folder's)"},
         {"--chat-template", DS_OPT_STR, &tmplf, "FILE  a Jinja chat template replacing tokenizer_config.json's"},
-        {"--speculative", DS_OPT_STR, &spec, "mtp  (not yet supported by serve)"},
+        {"--speculative", DS_OPT_STR, &spec, "mtp  greedy requests decode with MTP drafts verified in the batched step"},
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load"},
     };
@@ -49,7 +49,6 @@ static int run(int argc, char **argv) {
     ds_cli_parse("serve", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model) ds_cli_usage_error("serve", "--model is required");
     if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("serve", "--speculative: unknown method %s (known: mtp)", ds_quote(spec));
-    if (spec) ds_cli_usage_error("serve", "--speculative mtp is not supported by serve yet (use dsv3 generate --speculative mtp)");
     const struct ds_ops *ops = ds_cli_device("serve", device);
     if (!ds_serve_available()) {
         ds_serve_http(NULL);
@@ -92,10 +91,13 @@ static int run(int argc, char **argv) {
         rc = ds_err("--ctx %lld is beyond the model's max_position_embeddings %lld", ctx, (long long)c->max_position_embeddings);
     int64_t eos[32];
     int neos = 0;
+    if (!rc && spec && c->num_nextn_predict_layers < 1)
+        rc = ds_err("%s: --speculative mtp needs a model with an MTP module (num_nextn_predict_layers is 0)", model);
     if (!rc) rc = ds_model_stop_ids(model, &m, tok, eos, 32, &neos);
     ds_sched *sc = NULL;
     if (!rc) {
-        ds_sched_opts so = {.max_batch = (int)max_batch, .ctx = ctx, .prefill_chunk = chunk, .max_queue = (int)max_queue};
+        ds_sched_opts so = {.max_batch = (int)max_batch, .ctx = ctx, .prefill_chunk = chunk, .max_queue = (int)max_queue,
+                              .speculative = spec != NULL};
         sc = ds_sched_create(&m, ops, tok, &so, eos, neos);
         if (!sc) rc = -1;
     }
@@ -110,6 +112,13 @@ static int run(int argc, char **argv) {
             .ctx = ctx, .vocab = c->vocab_size, .max_batch = (int)max_batch,
         };
         rc = ds_serve_http(&cfg);
+        if (spec) {
+            ds_sched_stats st;
+            ds_sched_get_stats(sc, &st);
+            fprintf(stderr, "dsv3 serve: speculative mtp: %llu drafts, %llu accepted (acceptance %.1f%%)\n",
+                    (unsigned long long)st.drafted, (unsigned long long)st.accepted,
+                    st.drafted ? 100.0 * (double)st.accepted / (double)st.drafted : 0.0);
+        }
     }
     ds_sched_free(sc);
     ds_model_free(&m);

@@ -41,9 +41,13 @@ struct ds_sched {
     int *state;
     int64_t *prefilled;
     int32_t *last;
+    int32_t *draft;    /* per slot: the MTP draft of the token after last (speculative) */
+    int *spec;         /* per slot: 1 when it decodes speculatively (a greedy request) */
+    int32_t *b_next;   /* (max_batch, 2): the verify step's tokens, then the MTP step's */
     int64_t *pos;      /* per slot: tokens in its cache row */
     int64_t *b_rows, *b_pos; /* the step's gather */
     int32_t *b_ids;
+    int b_n;           /* sequences in the step's gather */
     int *b_slot;
     ds_rows_engine dec; /* max_batch cache rows, one token per row per step */
     ds_engine pre;
@@ -65,6 +69,7 @@ static void sreq_free(ds_sreq *r) {
     free(r->prompt);
     free(r->out), free(r->lp), free(r->top_id), free(r->top_lp);
     free(r->text);
+    free(r->forced_drafts);
     for (int i = 0; i < r->nstop; i++) free(r->stop[i]);
     free(r);
 }
@@ -238,6 +243,16 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
 }
 
 
+/* emit token id chosen from logits (V), with its log-probabilities when asked */
+static void emit_id(ds_sched *s, ds_sreq *r, const float *logits, int32_t id) {
+    float lp = 0, tlp[DS_SREQ_MAX_TOP];
+    int32_t tid[DS_SREQ_MAX_TOP];
+    if (r->top_logprobs >= 0) logprobs(s, r, logits, id, &lp, tid, tlp);
+    pthread_mutex_lock(&s->mu);
+    emit(s, r, id, lp, tid, tlp);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void sample_emit(ds_sched *s, ds_sreq *r, const float *logits, int32_t *last) {
     int32_t id = ds_sample(&r->sampler, logits);
     float lp = 0, tlp[DS_SREQ_MAX_TOP];
@@ -247,6 +262,104 @@ static void sample_emit(ds_sched *s, ds_sreq *r, const float *logits, int32_t *l
     pthread_mutex_lock(&s->mu);
     emit(s, r, id, lp, tid, tlp);
     pthread_mutex_unlock(&s->mu);
+}
+
+static int32_t argmax(const ds_sched *s, const float *logits) {
+    int32_t id;
+    s->ops->argmax_rows(&id, logits, 1, s->m->cfg.vocab_size);
+    return id;
+}
+
+/* the MTP draft of r's next output token from MTP logits (V) (tests: the forced one) */
+static int32_t pick_draft(const ds_sched *s, const ds_sreq *r, const float *mtp_logits) {
+    if (r->forced_drafts && r->nout < r->nforced) return r->forced_drafts[r->nout];
+    return argmax(s, mtp_logits);
+}
+
+/* the running sequences of this iteration into the step's gather (b_*);
+ * ids: their last tokens, two per sequence with its draft when two */
+static int gather(ds_sched *s, const int *fresh, int two) {
+    int n = 0;
+    for (int i = 0; i < s->o.max_batch; i++) {
+        ds_sreq *r = s->slot[i];
+        if (!r || s->state[i] != SLOT_DECODE || fresh[i] || r->done || r->cancel) continue;
+        if (two) {
+            s->b_next[2 * n] = s->last[i];
+            s->b_next[2 * n + 1] = s->spec[i] ? s->draft[i] : s->last[i];
+        }
+        s->b_ids[n] = s->last[i];
+        s->b_rows[n] = i;
+        s->b_pos[n] = s->pos[i];
+        s->b_slot[n++] = i;
+    }
+    s->b_n = n;
+    return n;
+}
+
+/* one token per running sequence; the sequences stepped or -1 */
+static int plain_decode(ds_sched *s, const int *fresh) {
+    const int64_t V = s->m->cfg.vocab_size;
+    int n = gather(s, fresh, 0);
+    if (!n) return 0;
+    if (ds_rows_engine_step(&s->dec, s->b_ids, s->b_rows, s->b_pos, n)) return -1;
+    for (int k = 0; k < n; k++) {
+        int i = s->b_slot[k];
+        s->pos[i]++;
+        sample_emit(s, s->slot[i], s->dec.logits + k * V, &s->last[i]);
+    }
+    return n;
+}
+
+/* Speculative decode (--speculative mtp, doc §7.4, infer/speculative.c):
+ * every running sequence takes two tokens in one batched step — its last
+ * token and the MTP draft of the next (a sampled request: its last token
+ * twice, the second position dropped).  A greedy sequence keeps the draft
+ * when it is the main model's choice (ds_spec_accept) and then has the token
+ * after it too; then one batched MTP step drafts every sequence's next token
+ * from the two new states (a sequence that kept one token: the second row
+ * is padding, written past its position and overwritten by the next step).
+ * Cache invariant per slot: main model and MTP module have both cached
+ * positions 0..pos-1.  Returns the sequences stepped, -1 on error. */
+static int spec_decode(ds_sched *s, const int *fresh) {
+    const int64_t V = s->m->cfg.vocab_size;
+    int n = gather(s, fresh, 1), nspec = 0;
+    for (int k = 0; k < n; k++) nspec += s->spec[s->b_slot[k]];
+    if (!nspec) return plain_decode(s, fresh); /* only sampled requests: one-token steps */
+    if (ds_rows_engine_step_n(&s->dec, s->b_next, s->b_rows, s->b_pos, n, 2)) return -1;
+    uint64_t drafted = 0, accepted = 0;
+    for (int k = 0; k < n; k++) {
+        int i = s->b_slot[k];
+        ds_sreq *r = s->slot[i];
+        const float *lg = s->dec.logits + 2 * k * V;
+        if (!s->spec[i]) {
+            s->pos[i]++;
+            sample_emit(s, r, lg, &s->last[i]);
+            s->b_next[2 * k] = s->b_next[2 * k + 1] = s->last[i];
+            continue;
+        }
+        int32_t g[2] = {argmax(s, lg), argmax(s, lg + V)};
+        const int64_t acc = ds_spec_accept(s->draft[i], g);
+        drafted++, accepted += (uint64_t)(acc - 1);
+        s->pos[i] += acc;
+        s->last[i] = g[acc - 1];
+        s->b_ids[k] = (int32_t)(acc - 1); /* the MTP row that drafts next */
+        s->b_next[2 * k] = g[0];
+        s->b_next[2 * k + 1] = g[acc - 1];
+        emit_id(s, r, lg, g[0]);
+        if (acc == 2 && !r->done) emit_id(s, r, lg + V, g[1]);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->st.drafted += drafted, s->st.accepted += accepted;
+    pthread_mutex_unlock(&s->mu);
+    /* the MTP module on the two new states of every stepped row (MTP
+     * positions = the verify step's), then each greedy sequence's draft */
+    if (ds_rows_engine_mtp_step(&s->dec, s->dec.hfinal, s->b_next, s->b_rows, s->b_pos, n, 2)) return -1;
+    for (int k = 0; k < n; k++) {
+        int i = s->b_slot[k];
+        if (s->spec[i] && s->slot[i] && !s->slot[i]->done)
+            s->draft[i] = pick_draft(s, s->slot[i], s->dec.mtp_logits + (2 * k + s->b_ids[k]) * V);
+    }
+    return n;
 }
 
 static int sampler_init(ds_sched *s, ds_sampler *r, const ds_sample_params *p) {
@@ -316,41 +429,40 @@ static void *loop(void *arg) {
             if (n > s->o.prefill_chunk) n = s->o.prefill_chunk;
             if (n > budget && !first) break;
             budget -= n;
-            if (ds_engine_step(&s->pre, r->prompt + s->prefilled[i], n, 1)) {
+            if (s->o.speculative ? ds_spec_prefill_chunk(&s->pre, r->prompt, r->P, s->prefilled[i], n)
+                                 : ds_engine_step(&s->pre, r->prompt + s->prefilled[i], n, 1)) {
                 ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
                 pthread_mutex_lock(&s->mu);
                 finish(s, r, "error");
                 pthread_mutex_unlock(&s->mu);
             } else if ((s->prefilled[i] += n) == r->P) {
-                ds_rows_engine_adopt(&s->dec, i, &s->pre.kc, s->pre.pos);
                 s->pos[i] = r->P;
                 s->state[i] = SLOT_DECODE;
                 s->pre_slot = -1;
                 fresh[i] = 1;
                 sample_emit(s, r, s->pre.logits, &s->last[i]);
+                /* speculative, greedy: the first draft from the prompt's last state and the first token */
+                s->spec[i] = s->o.speculative && r->sp.temperature <= 0 && !r->done;
+                if (s->spec[i]) {
+                    if (ds_engine_mtp_step(&s->pre, s->pre.hfinal + (n - 1) * s->m->cfg.hidden_size, &s->last[i], 1, 1)) {
+                        ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
+                        s->spec[i] = 0;
+                    } else {
+                        s->draft[i] = pick_draft(s, r, s->pre.mtp_logits);
+                    }
+                }
+                ds_rows_engine_adopt(&s->dec, i, &s->pre.kc, s->pre.pos);
             }
         }
         /* one batched decode step for every running sequence, each at its own position */
-        for (int i = 0; i < B; i++) {
-            ds_sreq *r = s->slot[i];
-            if (!r || s->state[i] != SLOT_DECODE || fresh[i] || r->done || r->cancel) continue;
-            s->b_ids[nstep] = s->last[i];
-            s->b_rows[nstep] = i;
-            s->b_pos[nstep] = s->pos[i];
-            s->b_slot[nstep++] = i;
-        }
-        if (nstep && ds_rows_engine_step(&s->dec, s->b_ids, s->b_rows, s->b_pos, nstep)) {
+        nstep = s->o.speculative ? spec_decode(s, fresh) : plain_decode(s, fresh);
+        if (nstep < 0) {
             ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
             pthread_mutex_lock(&s->mu);
-            for (int k = 0; k < nstep; k++) finish(s, s->slot[s->b_slot[k]], "error");
+            for (int k = 0; k < s->b_n; k++)
+                if (s->slot[s->b_slot[k]]) finish(s, s->slot[s->b_slot[k]], "error");
             pthread_mutex_unlock(&s->mu);
-        } else {
-            const int64_t V = s->m->cfg.vocab_size;
-            for (int k = 0; k < nstep; k++) {
-                int i = s->b_slot[k];
-                s->pos[i]++;
-                sample_emit(s, s->slot[i], s->dec.logits + k * V, &s->last[i]);
-            }
+            nstep = 0;
         }
         if (s->step_delay_us) usleep(s->step_delay_us);
         pthread_mutex_lock(&s->mu);
@@ -383,6 +495,9 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->state = ds_calloc((size_t)B, sizeof(int));
     s->prefilled = ds_calloc((size_t)B, sizeof(int64_t));
     s->last = ds_calloc((size_t)B, sizeof(int32_t));
+    s->draft = ds_calloc((size_t)B, sizeof(int32_t));
+    s->spec = ds_calloc((size_t)B, sizeof(int));
+    s->b_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
     s->pos = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_rows = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_pos = ds_calloc((size_t)B, sizeof(int64_t));
@@ -391,7 +506,9 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     int64_t chunk = o->prefill_chunk < o->ctx ? o->prefill_chunk : o->ctx;
     if (chunk < 2) chunk = 2;
     s->o.prefill_chunk = chunk;
-    if (ds_engine_create(&s->pre, m, ops, 1, o->ctx, chunk, 0) || ds_rows_engine_create(&s->dec, m, ops, B, o->ctx)) {
+    const int spec = o->speculative ? 1 : 0;
+    if (ds_engine_create(&s->pre, m, ops, 1, o->ctx, chunk, spec) ||
+        ds_rows_engine_create_ex(&s->dec, m, ops, B, o->ctx, 1 + spec, spec)) {
         ds_sched_free(s);
         return NULL;
     }
@@ -427,6 +544,7 @@ void ds_sched_free(ds_sched *s) {
     if (s->dec.m) ds_rows_engine_free(&s->dec);
     if (s->pre.m) ds_engine_free(&s->pre);
     free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->lsm);
+    free(s->draft), free(s->spec), free(s->b_next);
     free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->progress);

@@ -37,6 +37,8 @@ typedef struct ds_sreq {
     char *stop[DS_SREQ_MAX_STOP];
     int nstop;
     int ignore_eos;
+    int32_t *forced_drafts;       /* tests only: the speculative draft for output token i < nforced (owned) */
+    int64_t nforced;
     /* output, under the scheduler mutex */
     int32_t *out;
     float *lp;                    /* (cap) log-probability of out[i] under the model */
@@ -62,6 +64,7 @@ typedef struct {
     int64_t ctx;       /* positions per slot */
     int64_t prefill_chunk;
     int max_queue;     /* waiting requests beyond which submit refuses */
+    int speculative;   /* 1: greedy requests decode with MTP drafts, verified in the batched step */
 } ds_sched_opts;
 
 typedef struct {
@@ -70,6 +73,7 @@ typedef struct {
     int active, queued, max_active;
     double ttft_sum, decode_s;
     uint64_t ttft_count;
+    uint64_t drafted, accepted;   /* speculative: MTP drafts verified, drafts accepted */
 } ds_sched_stats;
 
 typedef struct ds_sched ds_sched;

@@ -116,6 +116,8 @@ typedef struct {
     int32_t *ids;
     int64_t P;
     char *echo_text;
+    int32_t *drafts;    /* tests only (DSV3_SERVE_TEST_DRAFTS set): forced speculative drafts */
+    int64_t ndrafts;
     char err[512];
     const char *param;
     int status;
@@ -180,6 +182,12 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     if (get_bool(g, j, "stream", &g->stream)) return -1;
     if (get_bool(g, j, "return_token_ids", &g->token_ids)) return -1;
     if (get_bool(g, j, "ignore_eos", &g->ignore_eos)) return -1; /* extension, as vLLM's */
+    const cJSON *fd = getenv("DSV3_SERVE_TEST_DRAFTS") ? field(j, "dsv3_test_drafts") : NULL;
+    if (cJSON_IsArray(fd)) { /* tests: the draft proposed for output token i (speculative serving) */
+        g->drafts = ds_malloc((size_t)(cJSON_GetArraySize(fd) + 1) * sizeof(int32_t));
+        const cJSON *x;
+        cJSON_ArrayForEach(x, fd) g->drafts[g->ndrafts++] = cJSON_IsNumber(x) ? (int32_t)x->valuedouble : 0;
+    }
     const cJSON *so = field(j, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so)) return bad(g, "stream_options", "'stream_options' must be an object");
@@ -593,6 +601,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 static void greq_free(greq *g) {
     free(g->ids);
     free(g->echo_text);
+    free(g->drafts);
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
 }
 
@@ -648,6 +657,8 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     r->sp = g.sp;
     r->top_logprobs = g.logprobs ? g.top_logprobs : -1;
     r->ignore_eos = g.ignore_eos;
+    r->forced_drafts = g.drafts, r->nforced = g.ndrafts;
+    g.drafts = NULL;
     for (int i = 0; i < g.nstop; i++) r->stop[i] = ds_strdup(g.stop[i]);
     r->nstop = g.nstop;
     if (S->stopping || ds_sched_submit(cfg->sched, r)) {
@@ -727,6 +738,12 @@ static char *metrics_text(server *S) {
                    st.ttft_sum, (unsigned long long)st.ttft_count);
     METRIC("dsv3_generation_tokens_per_second", "gauge", "Tokens generated per second of scheduler work.", "%.3f",
            st.decode_s > 0 ? (double)st.gen_tokens / st.decode_s : 0.0);
+    METRIC("dsv3_spec_drafts_total", "counter", "Speculative decoding: MTP drafts verified (0 without --speculative).", "%llu",
+           (unsigned long long)st.drafted);
+    METRIC("dsv3_spec_accepted_total", "counter", "Speculative decoding: MTP drafts accepted.", "%llu",
+           (unsigned long long)st.accepted);
+    METRIC("dsv3_spec_acceptance_rate", "gauge", "Speculative decoding: accepted / verified drafts.", "%.4f",
+           st.drafted ? (double)st.accepted / (double)st.drafted : 0.0);
     ds_sbuf_puts(&b, "# HELP dsv3_http_responses_total HTTP responses by status.\n# TYPE dsv3_http_responses_total counter\n");
     pthread_mutex_lock(&S->mu);
     for (int i = 0; i < 8; i++)
