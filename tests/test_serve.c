@@ -819,3 +819,91 @@ TEST(serve_speculative_mtp_matches_generate) {
     free(lt);
     CHECK_MSG(strstr(log, "speculative mtp:") && strstr(log, "acceptance"), "%s", log);
 }
+
+/* Batched prefill (ds_rows_engine_prefill: several prompts in one forward,
+ * each at its own position in its own cache row): within the row-wise
+ * linears' range (4 prompts x 4 tokens = 16 rows) each prompt's last logits
+ * equal a batch-1 prefill's bit for bit, over two chunks (positions 0..3,
+ * then 4..7 with decode steps of other rows in between); then decode steps
+ * from those rows equal batch-1 steps too. */
+TEST(serve_batched_prefill_equals_single_prefill) {
+    ds_model m;
+    ds_load_opts lo = {.fp8_resident = 1};
+    CHECK_MSG(ds_model_load_ex(&m, V3, &lo) == 0, "%s", ds_errmsg());
+    if (ds_test_fails) return;
+    const struct ds_ops *ops = &ds_ops_cpu;
+    enum { NS = 4, T = 4 };
+    const int64_t V = m.cfg.vocab_size;
+    ds_rows_engine batch;
+    ds_engine one[NS];
+    CHECK(ds_rows_engine_create(&batch, &m, ops, NS + 2, 32) == 0);
+    CHECK(ds_rows_engine_prefill_init(&batch, NS * T) == 0);
+    for (int s = 0; s < NS; s++) CHECK(ds_engine_create(&one[s], &m, ops, 1, 32, T, 0) == 0);
+    int32_t ids[NS * T];
+    int64_t rows[NS], pos[NS];
+    double maxd = 0;
+    for (int c = 0; c < 2; c++) {
+        for (int s = 0; s < NS; s++) {
+            rows[s] = NS + 1 - s; /* rows out of order */
+            pos[s] = c * T;
+            for (int j = 0; j < T; j++) ids[s * T + j] = (int32_t)((s * 41 + (c * T + j) * 13 + 5) % V);
+        }
+        CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, NS, T) == 0);
+        for (int s = 0; s < NS; s++) {
+            CHECK(ds_engine_step(&one[s], ids + s * T, T, 1) == 0);
+            for (int64_t v = 0; v < V; v++) {
+                double d = fabs((double)batch.p_logits[s * V + v] - (double)one[s].logits[v]);
+                if (d > maxd) maxd = d;
+            }
+        }
+    }
+    for (int step = 0; step < 3; step++) {
+        for (int s = 0; s < NS; s++) ids[s] = (int32_t)((s * 7 + step * 3 + 1) % V), pos[s] = 2 * T + step;
+        CHECK(ds_rows_engine_step(&batch, ids, rows, pos, NS) == 0);
+        for (int s = 0; s < NS; s++) {
+            CHECK(ds_engine_step(&one[s], &ids[s], 1, 1) == 0);
+            for (int64_t v = 0; v < V; v++) {
+                double d = fabs((double)batch.logits[s * V + v] - (double)one[s].logits[v]);
+                if (d > maxd) maxd = d;
+            }
+        }
+    }
+    CHECK_MSG(maxd == 0, "batched prefill/decode logits differ from batch-1 by %g", maxd);
+    /* more tokens than the prefill activations hold: an error, not an overrun */
+    CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, NS, T + 1) == -1);
+    ds_rows_engine_free(&batch);
+    for (int s = 0; s < NS; s++) ds_engine_free(&one[s]);
+    ds_model_free(&m);
+}
+
+/* Requests arriving together are prefilled in one forward (dsv3_prefill_batch_max
+ * > 1), mixed prompt lengths; every greedy result equals `dsv3 generate`'s. */
+TEST(serve_batched_prefill_matches_generate) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "30", 1);
+    SETUP("--max-batch 16");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    enum { NC = 14, NEW = 8 };
+    spec_client cl[NC];
+    int32_t want[NC][64];
+    pthread_t th[NC];
+    for (int i = 0; i < NC; i++) {
+        int plen = i < 10 ? 12 : 5 + i; /* ten of one length (one forward), four others */
+        char pj[512], ptxt[512] = "";
+        prompt_json(pj, sizeof pj, plen, i);
+        for (int k = 0; k < plen; k++) snprintf(ptxt + strlen(ptxt), sizeof ptxt - strlen(ptxt), "%d ", g_ref[(k + i) % 24]);
+        CHECK(gen_ids(dir, ptxt, NEW, "", want[i]) == NEW);
+        cl[i] = (spec_client){.port = S.port};
+        snprintf(cl[i].body, sizeof cl[i].body,
+                 "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true, "
+                 "\"return_token_ids\": true}", pj, NEW);
+    }
+    for (int i = 0; i < NC; i++) pthread_create(&th[i], NULL, spec_stream, &cl[i]);
+    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++)
+        CHECK_MSG(cl[i].n == NEW && cl[i].done && !memcmp(cl[i].ids, want[i], NEW * sizeof(int32_t)),
+                  "client %d: %d ids, first %d (generate %d)", i, cl[i].n, cl[i].n ? cl[i].ids[0] : -1, want[i][0]);
+    int pmax = metric(S.port, "dsv3_prefill_batch_max"), psteps = metric(S.port, "dsv3_prefill_steps_total");
+    CHECK_MSG(pmax >= 4 && psteps < NC, "prefill: %d forwards, up to %d prompts in one", psteps, pmax);
+    fprintf(stderr, "  %d prompts in %d prefill forwards, up to %d in one\n", NC, psteps, pmax);
+    CHECK(server_stop(&S) == 0);
+}

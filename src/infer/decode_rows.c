@@ -45,6 +45,7 @@ int ds_rows_engine_create_ex(ds_rows_engine *e, const ds_model *m, const struct 
 void ds_rows_engine_free(ds_rows_engine *e) {
     ds_kv_cache_free(&e->kc);
     ds_acts_free(&e->a);
+    if (e->pchunk) ds_acts_free(&e->pa);
     memset(e, 0, sizeof *e);
 }
 
@@ -79,6 +80,44 @@ int ds_rows_engine_mtp_step(ds_rows_engine *e, const float *h, const int32_t *ne
     if (check_rows(e, rows, pos, n, t)) return -1;
     const ds_fwd_opts o = {.kv = &e->kc, .n = t, .last_only = 0, .B = n, .pos_b = pos, .rows = rows};
     return ds_model_mtp_forward_ex(e->m, &e->a, e->ops, 1, h, next, &o);
+}
+
+int ds_rows_engine_prefill_init(ds_rows_engine *e, int64_t chunk) {
+    if (chunk > e->max_len) chunk = e->max_len;
+    if (ds_acts_create_infer_rows(&e->pa, e->m, e->B, chunk, chunk, e->max_len, e->mtp)) return -1;
+    e->pchunk = chunk;
+    e->p_logits = e->pa.logits;
+    e->p_mtp_logits = e->mtp ? e->pa.mtp_logits[0] : NULL;
+    return 0;
+}
+
+static int check_prefill(const ds_rows_engine *e, const int64_t *rows, const int64_t *pos, int64_t n, int64_t t) {
+    if (!e->pchunk) return ds_err("prefill: the decode engine has no prefill activations");
+    if (n < 1 || n > e->B || t < 1 || n * t > e->pchunk)
+        return ds_err("prefill: %lld prompts x %lld tokens, the engine takes %lld tokens a step", (long long)n, (long long)t,
+                      (long long)e->pchunk);
+    for (int64_t i = 0; i < n; i++) {
+        if (rows[i] < 0 || rows[i] >= e->B) return ds_err("prefill: cache row %lld outside [0, %lld)", (long long)rows[i], (long long)e->B);
+        if (pos[i] < 0 || pos[i] + t > e->max_len)
+            return ds_err("prefill: positions %lld..%lld beyond the cache (%lld)", (long long)pos[i], (long long)(pos[i] + t - 1),
+                          (long long)e->max_len);
+    }
+    return 0;
+}
+
+int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n,
+                           int64_t t) {
+    if (check_prefill(e, rows, pos, n, t)) return -1;
+    const ds_fwd_opts o = {.kv = &e->kc, .n = t, .last_only = 1, .B = n, .pos_b = pos, .rows = rows};
+    return ds_model_forward_ex(e->m, &e->pa, e->ops, ids, &o);
+}
+
+int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos, int64_t n,
+                               int64_t t) {
+    if (!e->mtp) return ds_err("mtp: the decode engine was created without the MTP module");
+    if (check_prefill(e, rows, pos, n, t)) return -1;
+    const ds_fwd_opts o = {.kv = &e->kc, .n = t, .last_only = 1, .B = n, .pos_b = pos, .rows = rows};
+    return ds_model_mtp_forward_ex(e->m, &e->pa, e->ops, 1, e->pa.hfinal, next, &o);
 }
 
 void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P) {

@@ -89,6 +89,11 @@ typedef struct {
     float *logits;                   /* (n, V) after a step; (n, T, V) after ds_rows_engine_step_n */
     float *hfinal;                   /* (n, T, H) final-norm states after a step (= a.hfinal) */
     float *mtp_logits;               /* (n, T, V) after ds_rows_engine_mtp_step (= a.mtp_logits[0]) */
+    /* prefill of several prompts in one forward (ds_rows_engine_prefill_init) */
+    ds_acts pa;                      /* up to B sequences, `chunk` tokens in all */
+    int64_t pchunk;
+    float *p_logits;                 /* (n, V): each sequence's last position */
+    float *p_mtp_logits;             /* (n, V) after ds_rows_engine_prefill_mtp */
 } ds_rows_engine;
 int ds_rows_engine_create(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t max_len);
 /* T tokens per sequence per step (speculative verify: 2); mtp: also MTP module 1 */
@@ -109,6 +114,18 @@ int ds_rows_engine_step_n(ds_rows_engine *e, const int32_t *ids, const int64_t *
  * e->mtp_logits (n, t, V). */
 int ds_rows_engine_mtp_step(ds_rows_engine *e, const float *h, const int32_t *next, const int64_t *rows,
                             const int64_t *pos, int64_t n, int64_t t);
+/* Batched prefill: room for up to `chunk` prompt tokens per step in all. */
+int ds_rows_engine_prefill_init(ds_rows_engine *e, int64_t chunk);
+/* t tokens of each of n prompts in one forward (n·t ≤ chunk): ids (n, t),
+ * sequence i at positions pos[i].. of cache row rows[i]; e->p_logits gets
+ * each sequence's last position (n, V).  Then, with mtp,
+ * ds_rows_engine_prefill_mtp runs MTP module 1 on that step's states with
+ * the tokens after them next (n, t) at the same positions; e->p_mtp_logits
+ * (n, V) from each sequence's last state. */
+int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n,
+                           int64_t t);
+int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos, int64_t n,
+                               int64_t t);
 /* Row `row` takes positions 0..P-1 of a batch-1 cache (a prefill's; with
  * mtp, the MTP layer too: the source must have as many layers). */
 void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P);

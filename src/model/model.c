@@ -558,6 +558,17 @@ int ds_acts_create_infer(ds_acts *a, const ds_model *m, int64_t B, int64_t chunk
     return acts_create(a, m, B, chunk, max_len, mtp, DS_ACTS_INFER);
 }
 
+int ds_acts_create_infer_rows(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rows, int64_t max_len, int mtp) {
+    if (B < 1 || T < 1 || rows < T)
+        return ds_err("forward: %lld sequences of up to %lld tokens in %lld rows", (long long)B, (long long)T, (long long)rows);
+    if (max_len < rows) max_len = rows;
+    if (acts_create(a, m, 1, rows, max_len, mtp, DS_ACTS_INFER)) return -1;
+    free(a->last_rows);
+    a->last_rows = ds_calloc((size_t)B, sizeof(int32_t));
+    a->B = B, a->T = T, a->max_rows = rows;
+    return 0;
+}
+
 static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rope_len, int mtp, int flags) {
     memset(a, 0, sizeof *a);
     if (B <= 0 || T <= 0) return ds_err("forward: batch and sequence length must be positive (got B=%lld, T=%lld)",
@@ -716,6 +727,8 @@ static int check_opts(const ds_model *m, const ds_acts *a, const ds_fwd_opts *o,
         return ds_err("forward: %lld tokens per sequence, the activations take 1..%lld", (long long)*n, (long long)a->T);
     if (*B < 1 || *B > a->B)
         return ds_err("forward: %lld sequences, the activations take 1..%lld", (long long)*B, (long long)a->B);
+    if (a->max_rows && *B * *n > a->max_rows)
+        return ds_err("forward: %lld x %lld tokens, the activations take %lld", (long long)*B, (long long)*n, (long long)a->max_rows);
     if (!o->kv) {
         if (o->pos_b || o->rows) return ds_err("forward: per-sequence positions or cache rows need a latent cache");
         return 0;

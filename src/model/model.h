@@ -274,6 +274,7 @@ typedef struct {
     int64_t rope_len;
     int rope_ready;
     int32_t *last_rows;
+    int64_t max_rows;             /* ds_acts_create_infer_rows: B·n ≤ max_rows per forward (0: B·T) */
 } ds_acts;
 
 /* DS_ACTS_FP8_CACHE (`dsv3 train --precision fp8 --fp8-cache`): keep the
@@ -299,6 +300,10 @@ int ds_acts_create_ex(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int m
 /* An inference set (DS_ACTS_INFER) for B sequences of up to `chunk` tokens per
  * forward and positions < max_len; mtp: room for the MTP modules' inputs. */
 int ds_acts_create_infer(ds_acts *a, const ds_model *m, int64_t B, int64_t chunk, int64_t max_len, int mtp);
+/* An inference set for up to B sequences of up to T tokens, at most `rows`
+ * tokens in all per forward (continuous batching's prefill of several
+ * prompts: the arena is that of `rows` tokens, not B x T). */
+int ds_acts_create_infer_rows(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rows, int64_t max_len, int mtp);
 /* Bytes of the arena ds_acts_create_ex would allocate (the same sizing code). */
 size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags);
 /* Cache an activation: quantize x (rows, cols) into c (no-op when c->q is

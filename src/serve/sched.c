@@ -48,10 +48,11 @@ struct ds_sched {
     int64_t *b_rows, *b_pos; /* the step's gather */
     int32_t *b_ids;
     int b_n;           /* sequences in the step's gather */
+    int *p_slot;       /* the prefill forward's prompts (slots) */
+    int64_t *p_rows, *p_pos;
+    int32_t *p_ids, *p_next; /* (prefill_chunk): their tokens; speculative: the tokens after them */
     int *b_slot;
     ds_rows_engine dec; /* max_batch cache rows, one token per row per step */
-    ds_engine pre;
-    int pre_slot;
     float *lsm; /* (V) log-softmax scratch */
     int step_delay_us; /* tests: DSV3_SERVE_STEP_DELAY_MS slows every iteration so batching is observable */
     ds_sched_stats st;
@@ -155,7 +156,6 @@ static void finish(ds_sched *s, ds_sreq *r, const char *why) {
     if (!strcmp(why, "cancelled")) s->st.cancelled++;
     ds_sampler_free(&r->sampler);
     if (r->slot >= 0) {
-        if (s->pre_slot == r->slot) s->pre_slot = -1;
         s->slot[r->slot] = NULL;
         s->state[r->slot] = SLOT_FREE;
         s->st.active--;
@@ -276,6 +276,94 @@ static int32_t pick_draft(const ds_sched *s, const ds_sreq *r, const float *mtp_
     return argmax(s, mtp_logits);
 }
 
+/* The prompts of the next prefill forward: the oldest request still
+ * prefilling, and then the next oldest whose next chunk has the same length
+ * (the forward takes the same number of tokens per sequence), as many as
+ * budget tokens and --prefill-batch allow (the oldest alone may exceed the
+ * budget when first).  A prompt is cut where `dsv3 generate` cuts it (every
+ * prefill_chunk tokens from its start).  Fills p_slot; *t the chunk length. */
+static int64_t chunk_len(const ds_sched *s, int i) {
+    int64_t n = s->slot[i]->P - s->prefilled[i];
+    return n < s->o.prefill_chunk ? n : s->o.prefill_chunk;
+}
+
+static int64_t prefill_pick(ds_sched *s, int64_t budget, int first, int64_t *t) {
+    const int B = s->o.max_batch;
+    int n = 0;
+    int64_t cap = 1;
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < B; i++) {
+            if (s->state[i] != SLOT_PREFILL || s->slot[i]->cancel) continue;
+            int taken = 0;
+            for (int k = 0; k < n && !taken; k++) taken = s->p_slot[k] == i;
+            if (taken || (n && chunk_len(s, i) != *t)) continue;
+            if (best < 0 || s->slot[i]->t_submit < s->slot[best]->t_submit) best = i;
+        }
+        if (best < 0) break;
+        if (!n) {
+            *t = chunk_len(s, best);
+            if (*t > budget && !first) break;
+            cap = budget / *t < 1 ? 1 : budget / *t;
+            if (cap > s->o.prefill_batch) cap = s->o.prefill_batch;
+        }
+        s->p_slot[n++] = best;
+        if (n >= cap) break;
+    }
+    return n;
+}
+
+/* One prefill forward of the picked prompts, straight into their cache rows;
+ * a prompt that is done samples its first token (and, speculative, the MTP
+ * module sees the chunk's states with the tokens after them: the prompt's
+ * own, then the first new token, whose logits give the first draft). */
+static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
+    const int64_t V = s->m->cfg.vocab_size;
+    for (int k = 0; k < n; k++) {
+        const int i = s->p_slot[k];
+        memcpy(s->p_ids + k * t, s->slot[i]->prompt + s->prefilled[i], (size_t)t * sizeof(int32_t));
+        s->p_rows[k] = i;
+        s->p_pos[k] = s->prefilled[i];
+    }
+    if (ds_rows_engine_prefill(&s->dec, s->p_ids, s->p_rows, s->p_pos, n, t)) {
+        ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
+        pthread_mutex_lock(&s->mu);
+        for (int k = 0; k < n; k++) finish(s, s->slot[s->p_slot[k]], "error");
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    int nfinal = 0;
+    for (int k = 0; k < n; k++) {
+        const int i = s->p_slot[k];
+        ds_sreq *r = s->slot[i];
+        /* the MTP module's next tokens: the prompt's, or the first new token */
+        if (s->o.speculative) memcpy(s->p_next + k * t, r->prompt + s->p_pos[k] + 1, (size_t)(t - 1) * sizeof(int32_t));
+        s->prefilled[i] += t;
+        if (s->prefilled[i] < r->P) {
+            if (s->o.speculative) s->p_next[k * t + t - 1] = r->prompt[s->prefilled[i]];
+            continue;
+        }
+        nfinal++;
+        s->pos[i] = r->P;
+        s->state[i] = SLOT_DECODE;
+        fresh[i] = 1;
+        const int greedy = r->sp.temperature <= 0;
+        sample_emit(s, r, s->dec.p_logits + k * V, &s->last[i]); /* may finish r: then slot[i] is NULL */
+        s->spec[i] = s->o.speculative && greedy && s->slot[i] == r;
+        if (s->o.speculative) s->p_next[k * t + t - 1] = s->last[i];
+    }
+    if (!s->o.speculative) return;
+    if (ds_rows_engine_prefill_mtp(&s->dec, s->p_next, s->p_rows, s->p_pos, n, t)) {
+        ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
+        for (int k = 0; k < n; k++) s->spec[s->p_slot[k]] = 0; /* those decode plainly */
+        return;
+    }
+    for (int k = 0; k < n && nfinal; k++) {
+        const int i = s->p_slot[k];
+        if (s->spec[i] && fresh[i] && s->slot[i]) s->draft[i] = pick_draft(s, s->slot[i], s->dec.p_mtp_logits + k * V);
+    }
+}
+
 /* the running sequences of this iteration into the step's gather (b_*);
  * ids: their last tokens, two per sequence with its draft when two */
 static int gather(ds_sched *s, const int *fresh, int two) {
@@ -346,7 +434,7 @@ static int spec_decode(ds_sched *s, const int *fresh) {
         s->b_next[2 * k] = g[0];
         s->b_next[2 * k + 1] = g[acc - 1];
         emit_id(s, r, lg, g[0]);
-        if (acc == 2 && !r->done) emit_id(s, r, lg + V, g[1]);
+        if (acc == 2 && s->slot[i] == r) emit_id(s, r, lg + V, g[1]); /* r finished: slot[i] is NULL */
     }
     pthread_mutex_lock(&s->mu);
     s->st.drafted += drafted, s->st.accepted += accepted;
@@ -407,52 +495,20 @@ static void *loop(void *arg) {
             }
         }
         pthread_mutex_unlock(&s->mu);
-        /* prefill: chunks of prefill_chunk tokens, oldest request first, up to
-         * prefill_chunk tokens per iteration (several short prompts share one);
-         * a prompt is cut where `dsv3 generate` cuts it (every prefill_chunk
-         * tokens from its start), so its numbers are generate's */
+        /* prefill: up to prefill_chunk prompt tokens per iteration, oldest
+         * request first, several prompts in one forward (prefill_group) */
         memset(fresh, 0, (size_t)B * sizeof(int));
         int nstep = 0;
         double t0 = ds_now();
-        for (int64_t budget = s->o.prefill_chunk, first = 1; budget > 0; first = 0) {
-            if (s->pre_slot < 0) {
-                double best = 0;
-                for (int i = 0; i < B; i++)
-                    if (s->state[i] == SLOT_PREFILL && (s->pre_slot < 0 || s->slot[i]->t_submit < best))
-                        s->pre_slot = i, best = s->slot[i]->t_submit;
-                if (s->pre_slot < 0) break;
-                ds_engine_reset(&s->pre);
-            }
-            int i = s->pre_slot;
-            ds_sreq *r = s->slot[i];
-            int64_t n = r->P - s->prefilled[i];
-            if (n > s->o.prefill_chunk) n = s->o.prefill_chunk;
-            if (n > budget && !first) break;
-            budget -= n;
-            if (s->o.speculative ? ds_spec_prefill_chunk(&s->pre, r->prompt, r->P, s->prefilled[i], n)
-                                 : ds_engine_step(&s->pre, r->prompt + s->prefilled[i], n, 1)) {
-                ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
-                pthread_mutex_lock(&s->mu);
-                finish(s, r, "error");
-                pthread_mutex_unlock(&s->mu);
-            } else if ((s->prefilled[i] += n) == r->P) {
-                s->pos[i] = r->P;
-                s->state[i] = SLOT_DECODE;
-                s->pre_slot = -1;
-                fresh[i] = 1;
-                sample_emit(s, r, s->pre.logits, &s->last[i]);
-                /* speculative, greedy: the first draft from the prompt's last state and the first token */
-                s->spec[i] = s->o.speculative && r->sp.temperature <= 0 && !r->done;
-                if (s->spec[i]) {
-                    if (ds_engine_mtp_step(&s->pre, s->pre.hfinal + (n - 1) * s->m->cfg.hidden_size, &s->last[i], 1, 1)) {
-                        ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
-                        s->spec[i] = 0;
-                    } else {
-                        s->draft[i] = pick_draft(s, r, s->pre.mtp_logits);
-                    }
-                }
-                ds_rows_engine_adopt(&s->dec, i, &s->pre.kc, s->pre.pos);
-            }
+        for (int64_t budget = s->o.prefill_chunk, first = 1, t = 0, n; budget > 0; first = 0, budget -= n * t) {
+            n = prefill_pick(s, budget, first, &t);
+            if (!n) break;
+            prefill_run(s, (int)n, t, fresh);
+            pthread_mutex_lock(&s->mu);
+            s->st.prefill_steps++;
+            s->st.prefill_seqs += (uint64_t)n;
+            if (n > s->st.prefill_batch_max) s->st.prefill_batch_max = (int)n;
+            pthread_mutex_unlock(&s->mu);
         }
         /* one batched decode step for every running sequence, each at its own position */
         nstep = s->o.speculative ? spec_decode(s, fresh) : plain_decode(s, fresh);
@@ -484,7 +540,6 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->m = m, s->ops = ops, s->tok = tok, s->o = *o;
     s->neos = neos < 32 ? neos : 32;
     memcpy(s->eos, eos, (size_t)s->neos * sizeof(int64_t));
-    s->pre_slot = -1;
     const char *dl = getenv("DSV3_SERVE_STEP_DELAY_MS");
     if (dl) s->step_delay_us = atoi(dl) * 1000;
     pthread_mutex_init(&s->mu, NULL);
@@ -506,9 +561,14 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     int64_t chunk = o->prefill_chunk < o->ctx ? o->prefill_chunk : o->ctx;
     if (chunk < 2) chunk = 2;
     s->o.prefill_chunk = chunk;
+    if (s->o.prefill_batch < 1 || s->o.prefill_batch > B) s->o.prefill_batch = B;
+    s->p_slot = ds_calloc((size_t)B, sizeof(int));
+    s->p_rows = ds_calloc((size_t)B, sizeof(int64_t));
+    s->p_pos = ds_calloc((size_t)B, sizeof(int64_t));
+    s->p_ids = ds_calloc((size_t)chunk, sizeof(int32_t));
+    s->p_next = ds_calloc((size_t)chunk, sizeof(int32_t));
     const int spec = o->speculative ? 1 : 0;
-    if (ds_engine_create(&s->pre, m, ops, 1, o->ctx, chunk, spec) ||
-        ds_rows_engine_create_ex(&s->dec, m, ops, B, o->ctx, 1 + spec, spec)) {
+    if (ds_rows_engine_create_ex(&s->dec, m, ops, B, o->ctx, 1 + spec, spec) || ds_rows_engine_prefill_init(&s->dec, chunk)) {
         ds_sched_free(s);
         return NULL;
     }
@@ -542,9 +602,9 @@ void ds_sched_free(ds_sched *s) {
     pthread_cond_broadcast(&s->progress);
     pthread_mutex_unlock(&s->mu);
     if (s->dec.m) ds_rows_engine_free(&s->dec);
-    if (s->pre.m) ds_engine_free(&s->pre);
     free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->lsm);
     free(s->draft), free(s->spec), free(s->b_next);
+    free(s->p_slot), free(s->p_rows), free(s->p_pos), free(s->p_ids), free(s->p_next);
     free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->progress);

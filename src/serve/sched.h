@@ -64,6 +64,7 @@ typedef struct {
     int64_t ctx;       /* positions per slot */
     int64_t prefill_chunk;
     int max_queue;     /* waiting requests beyond which submit refuses */
+    int prefill_batch; /* prompts per prefill forward at most (0: max_batch; 1: one at a time) */
     int speculative;   /* 1: greedy requests decode with MTP drafts, verified in the batched step */
 } ds_sched_opts;
 
@@ -74,6 +75,8 @@ typedef struct {
     double ttft_sum, decode_s;
     uint64_t ttft_count;
     uint64_t drafted, accepted;   /* speculative: MTP drafts verified, drafts accepted */
+    uint64_t prefill_steps, prefill_seqs; /* prefill forwards, prompts summed over them */
+    int prefill_batch_max;        /* most prompts in one prefill forward */
 } ds_sched_stats;
 
 typedef struct ds_sched ds_sched;

@@ -738,6 +738,11 @@ static char *metrics_text(server *S) {
                    st.ttft_sum, (unsigned long long)st.ttft_count);
     METRIC("dsv3_generation_tokens_per_second", "gauge", "Tokens generated per second of scheduler work.", "%.3f",
            st.decode_s > 0 ? (double)st.gen_tokens / st.decode_s : 0.0);
+    METRIC("dsv3_prefill_steps_total", "counter", "Prefill forwards (each up to --prefill-chunk prompt tokens).", "%llu",
+           (unsigned long long)st.prefill_steps);
+    METRIC("dsv3_prefill_batch_sum", "counter", "Prompts prefilled, summed over prefill forwards.", "%llu",
+           (unsigned long long)st.prefill_seqs);
+    METRIC("dsv3_prefill_batch_max", "gauge", "Most prompts in one prefill forward.", "%d", st.prefill_batch_max);
     METRIC("dsv3_spec_drafts_total", "counter", "Speculative decoding: MTP drafts verified (0 without --speculative).", "%llu",
            (unsigned long long)st.drafted);
     METRIC("dsv3_spec_accepted_total", "counter", "Speculative decoding: MTP drafts accepted.", "%llu",
