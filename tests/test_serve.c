@@ -419,7 +419,7 @@ TEST(serve_bad_requests) {
         {"/v1/completions", "{\"prompt\": \"hi\", \"max_tokens\": -1}", "'max_tokens' must be in", 400},
         {"/v1/completions", "{\"prompt\": \"hi\", \"temperature\": 5}", "'temperature' must be in", 400},
         {"/v1/completions", "{\"prompt\": \"hi\", \"stream\": \"yes\"}", "'stream' must be a boolean", 400},
-        {"/v1/completions", "{\"prompt\": \"hi\", \"n\": 2}", "'n' must be in", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"n\": 17}", "'n' must be in", 400},
         {"/v1/completions", "{\"prompt\": 42}", "'prompt' must be", 400},
         {"/v1/completions", "{\"prompt\": \"\"}", "'prompt' is empty", 400},
         {"/v1/completions", "{\"prompt\": [1, 300]}", "outside the vocabulary", 400},
@@ -905,5 +905,76 @@ TEST(serve_batched_prefill_matches_generate) {
     int pmax = metric(S.port, "dsv3_prefill_batch_max"), psteps = metric(S.port, "dsv3_prefill_steps_total");
     CHECK_MSG(pmax >= 4 && psteps < NC, "prefill: %d forwards, up to %d prompts in one", psteps, pmax);
     fprintf(stderr, "  %d prompts in %d prefill forwards, up to %d in one\n", NC, psteps, pmax);
+    CHECK(server_stop(&S) == 0);
+}
+
+/* n > 1: each choice is its own sequence in the batch; choice j samples with
+ * seed + j and equals `dsv3 generate --seed` (seed + j); greedy choices are
+ * the greedy ids; streamed chunks carry each choice's index; usage counts
+ * the prompt once and every choice's tokens; n over 16 is a 400. */
+TEST(serve_n_choices) {
+    SETUP("--max-batch 4");
+    char pj[512], ptxt[512] = "", req[1024], *o = NULL;
+    prompt_json(pj, sizeof pj, 6, 0);
+    for (int k = 0; k < 6; k++) snprintf(ptxt + strlen(ptxt), sizeof ptxt - strlen(ptxt), "%d ", g_ref[k]);
+    enum { NEW = 6 };
+    int32_t want[3][64], greedy[64];
+    for (int j = 0; j < 3; j++) {
+        char ex[64];
+        snprintf(ex, sizeof ex, "--temperature 0.9 --seed %d", 11 + j);
+        CHECK(gen_ids(dir, ptxt, NEW, ex, want[j]) == NEW);
+    }
+    CHECK(gen_ids(dir, ptxt, NEW, "", greedy) == NEW);
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"n\": 3, \"temperature\": 0.9, \"seed\": 11, "
+             "\"ignore_eos\": true, \"return_token_ids\": true}", pj, NEW);
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    cJSON *j = cJSON_Parse(o);
+    const cJSON *ch = cJSON_GetObjectItem(j, "choices");
+    CHECK_MSG(cJSON_GetArraySize(ch) == 3, "%s", o);
+    for (int k = 0; k < 3 && cJSON_GetArraySize(ch) == 3; k++) {
+        const cJSON *c = cJSON_GetArrayItem(ch, k);
+        int32_t ids[64];
+        int n = ids_of(cJSON_GetObjectItem(c, "token_ids"), ids, 64);
+        CHECK((int)cJSON_GetObjectItem(c, "index")->valuedouble == k);
+        CHECK_MSG(n == NEW && !memcmp(ids, want[k], NEW * sizeof(int32_t)), "choice %d differs from generate --seed %d", k, 11 + k);
+    }
+    CHECK(memcmp(want[0], want[1], NEW * sizeof(int32_t)) != 0); /* the seeds differ, so do the samples */
+    const cJSON *u = cJSON_GetObjectItem(j, "usage");
+    CHECK(u && (int)cJSON_GetObjectItem(u, "completion_tokens")->valuedouble == 3 * NEW &&
+          (int)cJSON_GetObjectItem(u, "prompt_tokens")->valuedouble == 6);
+    cJSON_Delete(j);
+    free(o);
+    /* streaming, greedy: each choice's chunks by index */
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"n\": 2, \"temperature\": 0, \"ignore_eos\": true, "
+             "\"stream\": true, \"return_token_ids\": true, \"stream_options\": {\"include_usage\": true}}", pj, NEW);
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    int32_t got[2][64];
+    int ng[2] = {0, 0}, fin[2] = {0, 0}, usage = -1, done = 0;
+    for (const char *p = o; (p = strstr(p, "data: ")); ) {
+        p += 6;
+        if (!strncmp(p, "[DONE]", 6)) { done = 1; break; }
+        const char *e = strstr(p, "\n\n");
+        if (!e) break;
+        cJSON *c = cJSON_ParseWithLength(p, (size_t)(e - p));
+        const cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(c, "choices")) {
+            int k = (int)cJSON_GetObjectItem(x, "index")->valuedouble;
+            if (k < 0 || k > 1) continue;
+            ng[k] += ids_of(cJSON_GetObjectItem(x, "token_ids"), got[k] + ng[k], 64 - ng[k]);
+            fin[k] += cJSON_IsString(cJSON_GetObjectItem(x, "finish_reason"));
+        }
+        const cJSON *uu = cJSON_GetObjectItem(c, "usage");
+        if (cJSON_IsObject(uu)) usage = (int)cJSON_GetObjectItem(uu, "completion_tokens")->valuedouble;
+        cJSON_Delete(c);
+        p = e;
+    }
+    for (int k = 0; k < 2; k++)
+        CHECK_MSG(ng[k] == NEW && fin[k] == 1 && !memcmp(got[k], greedy, NEW * sizeof(int32_t)), "streamed choice %d: %d ids", k, ng[k]);
+    CHECK(done && usage == 2 * NEW);
+    free(o);
+    CHECK(http(S.port, "POST", "/v1/chat/completions", NULL,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"n\": 17}", &o) == 400);
+    CHECK(strstr(o, "\"param\": \"n\"") != NULL);
+    free(o);
     CHECK(server_stop(&S) == 0);
 }

@@ -1,14 +1,12 @@
 /*
  * sched.c — the continuous-batching scheduler (see sched.h).
  *
- * Engines: one decode engine with a cache row per slot runs the batched
- * steps (ds_rows_engine_step: every running sequence at its own position,
- * the weights read once per step); one batch-1 engine with chunk
- * prefill_chunk runs prompts.  When a prompt is done its latent cache is
- * copied into the slot's row (ds_rows_engine_adopt), so the large
- * (chunk, vocab) scratch exists once.  Each
- * sequence's arithmetic is that of `dsv3 generate`'s batch-1 steps at the
- * same positions (up to 16 sequences a step on the CPU table,
+ * One decode engine (ds_rows_engine) with a cache row per slot runs the
+ * batched steps (every running sequence at its own position, the weights
+ * read once per step) and, with its prefill activations (prefill_chunk
+ * tokens in all), the batched prefill straight into the slots' rows.  Each
+ * sequence's decode arithmetic is that of `dsv3 generate`'s batch-1 steps at
+ * the same positions (up to 16 rows a step on the CPU table,
  * DS_LINEAR_ROWWISE_MAX), hence the same greedy tokens alone or in a batch.
  */
 #include "serve/sched.h"
@@ -98,21 +96,26 @@ void ds_sched_get_stats(ds_sched *s, ds_sched_stats *st) {
     pthread_mutex_unlock(&s->mu);
 }
 
-int ds_sched_submit(ds_sched *s, ds_sreq *r) {
+int ds_sched_submit(ds_sched *s, ds_sreq *r) { return ds_sched_submit_n(s, &r, 1); }
+
+int ds_sched_submit_n(ds_sched *s, ds_sreq **rs, int n) {
     pthread_mutex_lock(&s->mu);
-    if (s->nq >= s->o.max_queue || s->stop) {
+    if (s->nq + n > s->o.max_queue || s->stop) {
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
-    r->refs++;
-    r->t_submit = ds_now();
-    r->next = NULL;
-    if (s->qtail) s->qtail->next = r;
-    else s->qhead = r;
-    s->qtail = r;
-    s->nq++;
-    s->st.requests++;
-    s->st.prompt_tokens += (uint64_t)r->P;
+    for (int i = 0; i < n; i++) {
+        ds_sreq *r = rs[i];
+        r->refs++;
+        r->t_submit = ds_now();
+        r->next = NULL;
+        if (s->qtail) s->qtail->next = r;
+        else s->qhead = r;
+        s->qtail = r;
+        s->nq++;
+        s->st.requests++;
+        s->st.prompt_tokens += (uint64_t)r->P;
+    }
     pthread_cond_signal(&s->work);
     pthread_mutex_unlock(&s->mu);
     return 0;

@@ -1,18 +1,21 @@
 /*
  * sched.h — continuous batching for `dsv3 serve`: a scheduler thread owns the
- * model and up to max_batch slots, each a batch-1 decode engine with its own
- * latent KV cache and position.  Requests wait in a bounded FIFO; at every
- * iteration the scheduler admits waiting requests into free slots, runs one
- * chunk (prefill_chunk tokens) of the oldest unfinished prefill on a shared
- * prefill engine (so a long prompt never stalls the running streams for more
- * than one chunk), hands a finished prefill's cache to its slot, and then
- * runs one decode step for every active slot.  A finished, cancelled or
- * disconnected request frees its slot at the next iteration.
+ * model and up to max_batch slots, each a row of one decode engine's latent
+ * KV cache with its own position.  Requests wait in a bounded FIFO; at every
+ * iteration the scheduler admits waiting requests into free slots, prefills
+ * up to prefill_chunk prompt tokens (several prompts whose next chunks have
+ * the same length in one forward, oldest request first, so a long prompt
+ * never stalls the running streams for more than one chunk), and then runs
+ * one decode step for every active slot (speculative: a two-token step that
+ * verifies every greedy sequence's MTP draft, then one MTP step).  A
+ * finished, cancelled or disconnected request frees its slot at the next
+ * iteration.
  *
  * A request's output (ids, log-probabilities, decoded text with stop strings
  * applied) grows under the scheduler's mutex; readers wait on ds_sched_wait.
- * Greedy output is the same tokens as `dsv3 generate` (the same engine steps
- * on the same positions), whatever the other slots do.
+ * Greedy output is the same tokens as `dsv3 generate` (the same steps on the
+ * same positions; docs/serve.md says where FP32 rounding may enter),
+ * whatever the other slots do.
  */
 #ifndef DS_SCHED_H
 #define DS_SCHED_H
@@ -90,6 +93,8 @@ void ds_sched_free(ds_sched *s);
 ds_sreq *ds_sreq_new(void);
 /* Queue it: 0, or -1 when the queue is full (the caller answers 503). */
 int ds_sched_submit(ds_sched *s, ds_sreq *r);
+/* Queue n requests (the choices of one), all or none. */
+int ds_sched_submit_n(ds_sched *s, ds_sreq **r, int n);
 /* Drop the caller's reference; a request still running is cancelled. */
 void ds_sched_release(ds_sched *s, ds_sreq *r);
 /* The mutex guarding every request's output; wait for progress (any
