@@ -64,7 +64,8 @@ t = {r["concurrency"]: r for r in (json.loads(l) for l in open(os.environ["T"]) 
 nan = float("nan")
 rows = []
 print("serving, preset small, FP32: generated tokens/s and time to first token (s); same run, same machine")
-print(f"  {'conc':>4} {'dsv3':>8} {'batch':>6} {'ttft':>7} {'ttft 1-by-1':>11} {'mtp':>8} {'accept':>7}"
+print("  ttft: mean (p90) over the round; '1-by-1': --prefill-batch 1; mtp: --speculative mtp tokens/s (acceptance)")
+print(f"  {'conc':>4} {'dsv3':>8} {'batch':>6} {'ttft':>15} {'ttft 1-by-1':>15} {'mtp':>8} {'accept':>7}"
       f" {'transformers':>13} {'ttft':>7} {'dsv3/tf':>8}")
 for r in d:
     c = r["concurrency"]
@@ -78,8 +79,9 @@ for r in d:
         row["transformers"] = tf
         row["ratio_tokens_per_s"] = r["tokens_per_s"] / tf["tokens_per_s"]
     rows.append(row)
-    print(f"  {c:>4} {r['tokens_per_s']:>8.1f} {r['mean_batch']:>6.1f} {r['ttft_s']:>7.3f} "
-          f"{(p1['ttft_s'] if p1 else nan):>11.3f} {(mtp['tokens_per_s'] if mtp else nan):>8.1f} "
+    tt = lambda x: f"{x['ttft_s']:.3f} ({x.get('ttft_p90_s', nan):.3f})" if x else "n/a"
+    print(f"  {c:>4} {r['tokens_per_s']:>8.1f} {r['mean_batch']:>6.1f} {tt(r):>15} "
+          f"{tt(p1):>15} {(mtp['tokens_per_s'] if mtp else nan):>8.1f} "
           f"{(mtp.get('spec_acceptance', 0) if mtp else nan):>7.2f} "
           f"{(tf['tokens_per_s'] if tf else nan):>13.1f} {(tf['ttft_s'] if tf else nan):>7.3f} "
           f"{(str(round(row['ratio_tokens_per_s'], 2)) + 'x') if tf else 'n/a':>8}")

@@ -904,6 +904,9 @@ TEST(serve_batched_prefill_matches_generate) {
                   "client %d: %d ids, first %d (generate %d)", i, cl[i].n, cl[i].n ? cl[i].ids[0] : -1, want[i][0]);
     int pmax = metric(S.port, "dsv3_prefill_batch_max"), psteps = metric(S.port, "dsv3_prefill_steps_total");
     CHECK_MSG(pmax >= 4 && psteps < NC, "prefill: %d forwards, up to %d prompts in one", psteps, pmax);
+    /* the time-to-first-token histogram counts every request in its +Inf bucket */
+    CHECK(metric(S.port, "dsv3_time_to_first_token_seconds_bucket{le=\"+Inf\"}") == NC);
+    CHECK(metric(S.port, "dsv3_time_to_first_token_seconds_count") == NC);
     fprintf(stderr, "  %d prompts in %d prefill forwards, up to %d in one\n", NC, psteps, pmax);
     CHECK(server_stop(&S) == 0);
 }

@@ -42,6 +42,22 @@ def prompts(c, seq, vocab, seed=0):
     return [[rnd.randrange(vocab) for _ in range(seq)] for _ in range(c)]
 
 
+def quantile(d, q):
+    """q-quantile of the time-to-first-token histogram deltas d (as Prometheus' histogram_quantile)"""
+    pre = "dsv3_time_to_first_token_seconds_bucket{le=\""
+    b = sorted((float(k[len(pre):-2]), v) for k, v in d.items() if k.startswith(pre))
+    if not b or b[-1][1] <= 0:
+        return float("nan")
+    want, lo, clo = q * b[-1][1], 0.0, 0.0
+    for le, cum in b:
+        if cum >= want:
+            if le == float("inf"):
+                return lo
+            return lo + (le - lo) * ((want - clo) / (cum - clo) if cum > clo else 1)
+        lo, clo = le, cum
+    return lo
+
+
 def round_dsv3(url, label, c, ps, new):
     """one round: c concurrent requests; the row of this round"""
     post(url, {"prompt": ps[0], "max_tokens": 2, "temperature": 0, "ignore_eos": True})  # warm-up
@@ -64,7 +80,7 @@ def round_dsv3(url, label, c, ps, new):
     n = d["dsv3_time_to_first_token_seconds_count"]
     ttft = d["dsv3_time_to_first_token_seconds_sum"] / max(n, 1)
     row = {"impl": label, "concurrency": c, "tokens": sum(got), "seconds": dt, "tokens_per_s": sum(got) / dt,
-           "ttft_s": ttft, "mean_batch": d["dsv3_decode_batch_sum"] / max(d["dsv3_decode_steps_total"], 1)}
+           "ttft_s": ttft, "ttft_p90_s": quantile(d, 0.9), "mean_batch": d["dsv3_decode_batch_sum"] / max(d["dsv3_decode_steps_total"], 1)}
     if c == 1 and dt > ttft:  # one stream: tokens after the first over the time after it (decode only)
         row["decode_tokens_per_s"] = (sum(got) - 1) / (dt - ttft)
     if d.get("dsv3_prefill_steps_total"):
@@ -87,7 +103,8 @@ def bench_dsv3(a):
         for lb in labels:
             rs = sorted(runs[lb], key=lambda r: r["tokens_per_s"])
             row = dict(rs[len(rs) // 2])
-            row["ttft_s"] = sorted(r["ttft_s"] for r in rs)[len(rs) // 2]  # median of its own
+            for k in ("ttft_s", "ttft_p90_s"):  # medians of their own
+                row[k] = sorted(r[k] for r in rs)[len(rs) // 2]
             row["rounds"] = len(rs)
             print(json.dumps(row), flush=True)
 

@@ -21,6 +21,9 @@
 
 enum { SLOT_FREE, SLOT_PREFILL, SLOT_DECODE };
 
+const double ds_ttft_bounds[DS_TTFT_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                                    0.3,   0.4,  0.5,   0.75, 1,     2.5, 5};
+
 struct ds_sched {
     const ds_model *m;
     const struct ds_ops *ops;
@@ -206,8 +209,12 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
     s->st.gen_tokens++;
     if (k == 0) {
         r->t_first = ds_now();
-        s->st.ttft_sum += r->t_first - r->t_submit;
+        const double dt = r->t_first - r->t_submit;
+        s->st.ttft_sum += dt;
         s->st.ttft_count++;
+        int b = 0;
+        while (b < DS_TTFT_BUCKETS - 1 && dt > ds_ttft_bounds[b]) b++;
+        s->st.ttft_bucket[b]++;
     }
     if (!r->ignore_eos)
         for (int i = 0; i < s->neos; i++)

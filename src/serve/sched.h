@@ -71,12 +71,17 @@ typedef struct {
     int speculative;   /* 1: greedy requests decode with MTP drafts, verified in the batched step */
 } ds_sched_opts;
 
+/* the time-to-first-token histogram's upper bounds (seconds; the last bucket is +Inf) */
+#define DS_TTFT_BUCKETS 16
+extern const double ds_ttft_bounds[DS_TTFT_BUCKETS - 1];
+
 typedef struct {
     /* counters for /metrics, under the mutex */
     uint64_t requests, prompt_tokens, gen_tokens, steps, batch_sum, cancelled;
     int active, queued, max_active;
     double ttft_sum, decode_s;
     uint64_t ttft_count;
+    uint64_t ttft_bucket[DS_TTFT_BUCKETS]; /* first tokens within ds_ttft_bounds[i] seconds (not cumulative) */
     uint64_t drafted, accepted;   /* speculative: MTP drafts verified, drafts accepted */
     uint64_t prefill_steps, prefill_seqs; /* prefill forwards, prompts summed over them */
     int prefill_batch_max;        /* most prompts in one prefill forward */

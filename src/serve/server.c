@@ -766,9 +766,15 @@ static char *metrics_text(server *S) {
     METRIC("dsv3_decode_steps_total", "counter", "Scheduler iterations that decoded.", "%llu", (unsigned long long)st.steps);
     METRIC("dsv3_decode_batch_sum", "counter", "Sequences decoded, summed over iterations (mean batch = this / steps).",
            "%llu", (unsigned long long)st.batch_sum);
-    ds_sbuf_printf(&b, "# HELP dsv3_time_to_first_token_seconds Time from arrival to the first token.\n"
-                       "# TYPE dsv3_time_to_first_token_seconds summary\n"
-                       "dsv3_time_to_first_token_seconds_sum %.6f\ndsv3_time_to_first_token_seconds_count %llu\n",
+    ds_sbuf_puts(&b, "# HELP dsv3_time_to_first_token_seconds Time from arrival to the first token.\n"
+                     "# TYPE dsv3_time_to_first_token_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < DS_TTFT_BUCKETS; i++) {
+        cum += st.ttft_bucket[i];
+        if (i < DS_TTFT_BUCKETS - 1) ds_sbuf_printf(&b, "dsv3_time_to_first_token_seconds_bucket{le=\"%g\"} %llu\n", ds_ttft_bounds[i], (unsigned long long)cum);
+        else ds_sbuf_printf(&b, "dsv3_time_to_first_token_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    ds_sbuf_printf(&b, "dsv3_time_to_first_token_seconds_sum %.6f\ndsv3_time_to_first_token_seconds_count %llu\n",
                    st.ttft_sum, (unsigned long long)st.ttft_count);
     METRIC("dsv3_generation_tokens_per_second", "gauge", "Tokens generated per second of scheduler work.", "%.3f",
            st.decode_s > 0 ? (double)st.gen_tokens / st.decode_s : 0.0);
