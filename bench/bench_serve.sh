@@ -8,14 +8,14 @@
 # batched prefill saves) and with --speculative mtp (the small preset's MTP module
 # is untrained, so nearly every draft is rejected: its cost, not its gain).
 # Writes bench/results/serve.json.
-#   BENCH_CONC ("1 8 32")  BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS (2)  BENCH_REPS (3)
+#   BENCH_CONC ("1 8 32")  BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS (2)  BENCH_REPS (5)
 # llama.cpp's llama-server is not compared (no GGUF conversion of this architecture here).
 set -eu
 cd "$(dirname "$0")/.."
 CONC=${BENCH_CONC:-"1 8 32"}
 P=${BENCH_PROMPT:-32}
 NEW=${BENCH_NEW:-32}
-REPS=${BENCH_REPS:-3}
+REPS=${BENCH_REPS:-5}
 TH=${BENCH_THREADS:-2}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 BIN=./dsv3

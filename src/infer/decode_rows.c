@@ -82,6 +82,17 @@ int ds_rows_engine_mtp_step(ds_rows_engine *e, const float *h, const int32_t *ne
     return ds_model_mtp_forward_ex(e->m, &e->a, e->ops, 1, h, next, &o);
 }
 
+int ds_rows_engine_mtp_step_rows(ds_rows_engine *e, const int32_t *hrow, const int32_t *next, const int64_t *rows,
+                                 const int64_t *pos, int64_t n, int64_t t) {
+    if (!e->mtp) return ds_err("mtp: the decode engine was created without the MTP module");
+    if (check_rows(e, rows, pos, n, t)) return -1;
+    /* the gather goes to the embedding buffer: an MTP step embeds into the
+     * module's own buffers and leaves a.emb (B·T rows) alone */
+    e->ops->gather_rows(e->a.emb, e->a.hfinal, hrow, n * t, e->m->cfg.hidden_size);
+    const ds_fwd_opts o = {.kv = &e->kc, .n = t, .last_only = 1, .B = n, .pos_b = pos, .rows = rows};
+    return ds_model_mtp_forward_ex(e->m, &e->a, e->ops, 1, e->a.emb, next, &o);
+}
+
 int ds_rows_engine_prefill_init(ds_rows_engine *e, int64_t chunk) {
     if (chunk > e->max_len) chunk = e->max_len;
     if (ds_acts_create_infer_rows(&e->pa, e->m, e->B, chunk, chunk, e->max_len, e->mtp)) return -1;

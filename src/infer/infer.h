@@ -114,6 +114,11 @@ int ds_rows_engine_step_n(ds_rows_engine *e, const int32_t *ids, const int64_t *
  * e->mtp_logits (n, t, V). */
 int ds_rows_engine_mtp_step(ds_rows_engine *e, const float *h, const int32_t *next, const int64_t *rows,
                             const int64_t *pos, int64_t n, int64_t t);
+/* The same on rows hrow (n·t, host) of e->hfinal (sequence i's states are
+ * hrow[i·t..]), gathered first; only each sequence's last state goes
+ * through the head: e->mtp_logits (n, V). */
+int ds_rows_engine_mtp_step_rows(ds_rows_engine *e, const int32_t *hrow, const int32_t *next, const int64_t *rows,
+                                 const int64_t *pos, int64_t n, int64_t t);
 /* Batched prefill: room for up to `chunk` prompt tokens per step in all. */
 int ds_rows_engine_prefill_init(ds_rows_engine *e, int64_t chunk);
 /* t tokens of each of n prompts in one forward (n·t ≤ chunk): ids (n, t),

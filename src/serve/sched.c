@@ -45,6 +45,9 @@ struct ds_sched {
     int32_t *draft;    /* per slot: the MTP draft of the token after last (speculative) */
     int *spec;         /* per slot: 1 when it decodes speculatively (a greedy request) */
     int32_t *b_next;   /* (max_batch, 2): the verify step's tokens, then the MTP step's */
+    int32_t *m_hrow, *m_next; /* (max_batch, 2): an MTP step's state rows and tokens */
+    int64_t *m_rows, *m_pos;
+    int *m_k;
     int64_t *pos;      /* per slot: tokens in its cache row */
     int64_t *b_rows, *b_pos; /* the step's gather */
     int32_t *b_ids;
@@ -413,11 +416,11 @@ static int plain_decode(ds_sched *s, const int *fresh) {
  * token and the MTP draft of the next (a sampled request: its last token
  * twice, the second position dropped).  A greedy sequence keeps the draft
  * when it is the main model's choice (ds_spec_accept) and then has the token
- * after it too; then one batched MTP step drafts every sequence's next token
- * from the two new states (a sequence that kept one token: the second row
- * is padding, written past its position and overwritten by the next step).
- * Cache invariant per slot: main model and MTP module have both cached
- * positions 0..pos-1.  Returns the sequences stepped, -1 on error. */
+ * after it too (otherwise its second cache position is overwritten by the
+ * next step); then MTP steps draft every greedy sequence's next token from
+ * its new states.  Cache invariant per greedy slot: main model and MTP
+ * module have both cached positions 0..pos-1.  Returns the sequences
+ * stepped, -1 on error. */
 static int spec_decode(ds_sched *s, const int *fresh) {
     const int64_t V = s->m->cfg.vocab_size;
     int n = gather(s, fresh, 1), nspec = 0;
@@ -449,13 +452,29 @@ static int spec_decode(ds_sched *s, const int *fresh) {
     pthread_mutex_lock(&s->mu);
     s->st.drafted += drafted, s->st.accepted += accepted;
     pthread_mutex_unlock(&s->mu);
-    /* the MTP module on the two new states of every stepped row (MTP
-     * positions = the verify step's), then each greedy sequence's draft */
-    if (ds_rows_engine_mtp_step(&s->dec, s->dec.hfinal, s->b_next, s->b_rows, s->b_pos, n, 2)) return -1;
-    for (int k = 0; k < n; k++) {
-        int i = s->b_slot[k];
-        if (s->spec[i] && s->slot[i] && !s->slot[i]->done)
-            s->draft[i] = pick_draft(s, s->slot[i], s->dec.mtp_logits + (2 * k + s->b_ids[k]) * V);
+    /* MTP module 1 drafts every still-running greedy sequence's next token,
+     * in two batched steps: the sequences that kept two tokens (both new
+     * states, each with the token after it) and those that kept one (its
+     * state and token); only each one's last state goes through the head */
+    for (int64_t t = 2; t >= 1; t--) {
+        int m = 0;
+        for (int k = 0; k < n; k++) {
+            const int i = s->b_slot[k];
+            if (!s->spec[i] || !s->slot[i] || s->b_ids[k] + 1 != t) continue;
+            for (int j = 0; j < t; j++) {
+                s->m_hrow[m * t + j] = 2 * k + j;
+                s->m_next[m * t + j] = s->b_next[2 * k + j];
+            }
+            s->m_rows[m] = s->b_rows[k];
+            s->m_pos[m] = s->b_pos[k];
+            s->m_k[m++] = k;
+        }
+        if (!m) continue;
+        if (ds_rows_engine_mtp_step_rows(&s->dec, s->m_hrow, s->m_next, s->m_rows, s->m_pos, m, t)) return -1;
+        for (int j = 0; j < m; j++) {
+            const int i = s->b_slot[s->m_k[j]];
+            s->draft[i] = pick_draft(s, s->slot[i], s->dec.mtp_logits + j * V);
+        }
     }
     return n;
 }
@@ -563,6 +582,11 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->draft = ds_calloc((size_t)B, sizeof(int32_t));
     s->spec = ds_calloc((size_t)B, sizeof(int));
     s->b_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
+    s->m_hrow = ds_calloc((size_t)(2 * B), sizeof(int32_t));
+    s->m_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
+    s->m_rows = ds_calloc((size_t)B, sizeof(int64_t));
+    s->m_pos = ds_calloc((size_t)B, sizeof(int64_t));
+    s->m_k = ds_calloc((size_t)B, sizeof(int));
     s->pos = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_rows = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_pos = ds_calloc((size_t)B, sizeof(int64_t));
@@ -614,6 +638,7 @@ void ds_sched_free(ds_sched *s) {
     if (s->dec.m) ds_rows_engine_free(&s->dec);
     free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->lsm);
     free(s->draft), free(s->spec), free(s->b_next);
+    free(s->m_hrow), free(s->m_next), free(s->m_rows), free(s->m_pos), free(s->m_k);
     free(s->p_slot), free(s->p_rows), free(s->p_pos), free(s->p_ids), free(s->p_next);
     free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);
     pthread_cond_destroy(&s->work);
