@@ -821,11 +821,12 @@ TEST(serve_speculative_mtp_matches_generate) {
 }
 
 /* Batched prefill (ds_rows_engine_prefill: several prompts in one forward,
- * each at its own position in its own cache row): within the row-wise
- * linears' range (4 prompts x 4 tokens = 16 rows) each prompt's last logits
- * equal a batch-1 prefill's bit for bit, over two chunks (positions 0..3,
- * then 4..7 with decode steps of other rows in between); then decode steps
- * from those rows equal batch-1 steps too. */
+ * each at its own position in its own cache row, shorter chunks padded):
+ * within the row-wise linears' range (4 prompts x 4 tokens = 16 rows) each
+ * prompt's last logits equal a batch-1 prefill's of its real tokens bit for
+ * bit, over two chunks of different lengths (the second starting where each
+ * prompt's real tokens ended, over the first chunk's padding); then decode
+ * steps from those rows equal batch-1 steps too. */
 TEST(serve_batched_prefill_equals_single_prefill) {
     ds_model m;
     ds_load_opts lo = {.fp8_resident = 1};
@@ -833,6 +834,7 @@ TEST(serve_batched_prefill_equals_single_prefill) {
     if (ds_test_fails) return;
     const struct ds_ops *ops = &ds_ops_cpu;
     enum { NS = 4, T = 4 };
+    static const int64_t len[2][NS] = {{4, 3, 2, 4}, {4, 1, 3, 2}};
     const int64_t V = m.cfg.vocab_size;
     ds_rows_engine batch;
     ds_engine one[NS];
@@ -840,25 +842,26 @@ TEST(serve_batched_prefill_equals_single_prefill) {
     CHECK(ds_rows_engine_prefill_init(&batch, NS * T) == 0);
     for (int s = 0; s < NS; s++) CHECK(ds_engine_create(&one[s], &m, ops, 1, 32, T, 0) == 0);
     int32_t ids[NS * T];
-    int64_t rows[NS], pos[NS];
+    int64_t rows[NS], pos[NS] = {0}, last[NS];
     double maxd = 0;
     for (int c = 0; c < 2; c++) {
         for (int s = 0; s < NS; s++) {
             rows[s] = NS + 1 - s; /* rows out of order */
-            pos[s] = c * T;
-            for (int j = 0; j < T; j++) ids[s * T + j] = (int32_t)((s * 41 + (c * T + j) * 13 + 5) % V);
+            last[s] = len[c][s] - 1;
+            for (int j = 0; j < T; j++) ids[s * T + j] = j < len[c][s] ? (int32_t)((s * 41 + (pos[s] + j) * 13 + 5) % V) : 7;
         }
-        CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, NS, T) == 0);
+        CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, last, NS, T) == 0);
         for (int s = 0; s < NS; s++) {
-            CHECK(ds_engine_step(&one[s], ids + s * T, T, 1) == 0);
+            CHECK(ds_engine_step(&one[s], ids + s * T, len[c][s], 1) == 0);
             for (int64_t v = 0; v < V; v++) {
                 double d = fabs((double)batch.p_logits[s * V + v] - (double)one[s].logits[v]);
                 if (d > maxd) maxd = d;
             }
+            pos[s] += len[c][s];
         }
     }
     for (int step = 0; step < 3; step++) {
-        for (int s = 0; s < NS; s++) ids[s] = (int32_t)((s * 7 + step * 3 + 1) % V), pos[s] = 2 * T + step;
+        for (int s = 0; s < NS; s++) ids[s] = (int32_t)((s * 7 + step * 3 + 1) % V);
         CHECK(ds_rows_engine_step(&batch, ids, rows, pos, NS) == 0);
         for (int s = 0; s < NS; s++) {
             CHECK(ds_engine_step(&one[s], &ids[s], 1, 1) == 0);
@@ -866,18 +869,22 @@ TEST(serve_batched_prefill_equals_single_prefill) {
                 double d = fabs((double)batch.logits[s * V + v] - (double)one[s].logits[v]);
                 if (d > maxd) maxd = d;
             }
+            pos[s]++;
         }
     }
     CHECK_MSG(maxd == 0, "batched prefill/decode logits differ from batch-1 by %g", maxd);
-    /* more tokens than the prefill activations hold: an error, not an overrun */
-    CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, NS, T + 1) == -1);
+    /* more tokens than the prefill activations hold, or a last token past the chunk: errors, not overruns */
+    CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, NULL, NS, T + 1) == -1);
+    last[1] = T;
+    CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, last, NS, T) == -1);
     ds_rows_engine_free(&batch);
     for (int s = 0; s < NS; s++) ds_engine_free(&one[s]);
     ds_model_free(&m);
 }
 
 /* Requests arriving together are prefilled in one forward (dsv3_prefill_batch_max
- * > 1), mixed prompt lengths; every greedy result equals `dsv3 generate`'s. */
+ * > 1), mixed prompt lengths (shorter chunks padded); every greedy result
+ * equals `dsv3 generate`'s. */
 TEST(serve_batched_prefill_matches_generate) {
     setenv("DSV3_SERVE_STEP_DELAY_MS", "30", 1);
     SETUP("--max-batch 16");
@@ -887,7 +894,7 @@ TEST(serve_batched_prefill_matches_generate) {
     int32_t want[NC][64];
     pthread_t th[NC];
     for (int i = 0; i < NC; i++) {
-        int plen = i < 10 ? 12 : 5 + i; /* ten of one length (one forward), four others */
+        int plen = i < 8 ? 12 : 7 + i % 6; /* eight of one length, six others (padded into groups) */
         char pj[512], ptxt[512] = "";
         prompt_json(pj, sizeof pj, plen, i);
         for (int k = 0; k < plen; k++) snprintf(ptxt + strlen(ptxt), sizeof ptxt - strlen(ptxt), "%d ", g_ref[(k + i) % 24]);

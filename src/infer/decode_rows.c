@@ -116,18 +116,18 @@ static int check_prefill(const ds_rows_engine *e, const int64_t *rows, const int
     return 0;
 }
 
-int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n,
-                           int64_t t) {
+int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos,
+                           const int64_t *last, int64_t n, int64_t t) {
     if (check_prefill(e, rows, pos, n, t)) return -1;
-    const ds_fwd_opts o = {.kv = &e->kc, .n = t, .last_only = 1, .B = n, .pos_b = pos, .rows = rows};
+    const ds_fwd_opts o = {.kv = &e->kc, .n = t, .last_only = 1, .B = n, .pos_b = pos, .rows = rows, .last_b = last};
     return ds_model_forward_ex(e->m, &e->pa, e->ops, ids, &o);
 }
 
-int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos, int64_t n,
-                               int64_t t) {
+int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos,
+                               const int64_t *last, int64_t n, int64_t t) {
     if (!e->mtp) return ds_err("mtp: the decode engine was created without the MTP module");
     if (check_prefill(e, rows, pos, n, t)) return -1;
-    const ds_fwd_opts o = {.kv = &e->kc, .n = t, .last_only = 1, .B = n, .pos_b = pos, .rows = rows};
+    const ds_fwd_opts o = {.kv = &e->kc, .n = t, .last_only = 1, .B = n, .pos_b = pos, .rows = rows, .last_b = last};
     return ds_model_mtp_forward_ex(e->m, &e->pa, e->ops, 1, e->pa.hfinal, next, &o);
 }
 

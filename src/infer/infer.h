@@ -122,15 +122,16 @@ int ds_rows_engine_mtp_step_rows(ds_rows_engine *e, const int32_t *hrow, const i
 /* Batched prefill: room for up to `chunk` prompt tokens per step in all. */
 int ds_rows_engine_prefill_init(ds_rows_engine *e, int64_t chunk);
 /* t tokens of each of n prompts in one forward (n·t ≤ chunk): ids (n, t),
- * sequence i at positions pos[i].. of cache row rows[i]; e->p_logits gets
- * each sequence's last position (n, V).  Then, with mtp,
- * ds_rows_engine_prefill_mtp runs MTP module 1 on that step's states with
- * the tokens after them next (n, t) at the same positions; e->p_mtp_logits
- * (n, V) from each sequence's last state. */
-int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n,
-                           int64_t t);
-int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos, int64_t n,
-                               int64_t t);
+ * sequence i at positions pos[i].. of cache row rows[i], its last real
+ * token at row last[i] < t (the rest padding, written past it and
+ * overwritten later; last NULL: t-1); e->p_logits gets each sequence's last
+ * token's logits (n, V).  Then, with mtp, ds_rows_engine_prefill_mtp runs
+ * MTP module 1 on that step's states with the tokens after them next (n, t)
+ * at the same positions; e->p_mtp_logits (n, V) from each last state. */
+int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos,
+                           const int64_t *last, int64_t n, int64_t t);
+int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos,
+                               const int64_t *last, int64_t n, int64_t t);
 /* Row `row` takes positions 0..P-1 of a batch-1 cache (a prefill's; with
  * mtp, the MTP layer too: the source must have as many layers). */
 void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P);

@@ -339,6 +339,10 @@ typedef struct {
      * prefix.  pos_b, rows [host] (B). */
     int64_t B;
     const int64_t *pos_b, *rows;
+    /* with last_only: sequence b's last token is row last_b[b] < n, not n-1
+     * (a prompt padded to the step's n tokens; the padding's latents are
+     * written past its end and overwritten later) [host] (B); NULL: n-1 */
+    const int64_t *last_b;
 } ds_fwd_opts;
 /* The forward of ids (B, n) with options (B = o->B or a->B); the blocks are those of training.
  * Rows are (b, i) -> b*n + i in a->hfinal and a->logits.  The MTP modules run

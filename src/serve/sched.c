@@ -53,7 +53,7 @@ struct ds_sched {
     int32_t *b_ids;
     int b_n;           /* sequences in the step's gather */
     int *p_slot;       /* the prefill forward's prompts (slots) */
-    int64_t *p_rows, *p_pos;
+    int64_t *p_rows, *p_pos, *p_len, *p_last;
     int32_t *p_ids, *p_next; /* (prefill_chunk): their tokens; speculative: the tokens after them */
     int *b_slot;
     ds_rows_engine dec; /* max_batch cache rows, one token per row per step */
@@ -290,11 +290,14 @@ static int32_t pick_draft(const ds_sched *s, const ds_sreq *r, const float *mtp_
 }
 
 /* The prompts of the next prefill forward: the oldest request still
- * prefilling, and then the next oldest whose next chunk has the same length
- * (the forward takes the same number of tokens per sequence), as many as
- * budget tokens and --prefill-batch allow (the oldest alone may exceed the
- * budget when first).  A prompt is cut where `dsv3 generate` cuts it (every
- * prefill_chunk tokens from its start).  Fills p_slot; *t the chunk length. */
+ * prefilling, then the next oldest ones, each with its next chunk (a prompt
+ * is cut where `dsv3 generate` cuts it: every prefill_chunk tokens from its
+ * start).  The forward takes t tokens per sequence, t = the longest chunk in
+ * the group; shorter chunks are padded, so a prompt joins when the group,
+ * padding included, stays within the budget (the oldest alone may exceed it
+ * when first) and at least half real tokens, and when its padded chunk stays
+ * inside the context.  At most --prefill-batch prompts.  Fills p_slot, p_len;
+ * *t the tokens per sequence. */
 static int64_t chunk_len(const ds_sched *s, int i) {
     int64_t n = s->slot[i]->P - s->prefilled[i];
     return n < s->o.prefill_chunk ? n : s->o.prefill_chunk;
@@ -303,42 +306,56 @@ static int64_t chunk_len(const ds_sched *s, int i) {
 static int64_t prefill_pick(ds_sched *s, int64_t budget, int first, int64_t *t) {
     const int B = s->o.max_batch;
     int n = 0;
-    int64_t cap = 1;
+    int64_t real = 0, maxpos = 0; /* real tokens, the furthest chunk start */
     for (;;) {
         int best = -1;
         for (int i = 0; i < B; i++) {
             if (s->state[i] != SLOT_PREFILL || s->slot[i]->cancel) continue;
             int taken = 0;
             for (int k = 0; k < n && !taken; k++) taken = s->p_slot[k] == i;
-            if (taken || (n && chunk_len(s, i) != *t)) continue;
+            if (taken) continue;
+            if (n) { /* does it fit the group? */
+                const int64_t len = chunk_len(s, i), tt = len > *t ? len : *t;
+                const int64_t mp = s->prefilled[i] > maxpos ? s->prefilled[i] : maxpos;
+                if ((n + 1) * tt > budget || 2 * (real + len) < (n + 1) * tt || mp + tt > s->o.ctx) continue;
+            }
             if (best < 0 || s->slot[i]->t_submit < s->slot[best]->t_submit) best = i;
         }
         if (best < 0) break;
+        const int64_t len = chunk_len(s, best);
         if (!n) {
-            *t = chunk_len(s, best);
-            if (*t > budget && !first) break;
-            cap = budget / *t < 1 ? 1 : budget / *t;
-            if (cap > s->o.prefill_batch) cap = s->o.prefill_batch;
+            if (len > budget && !first) break;
+            *t = len;
+            if (budget < len) budget = len;
         }
+        if (len > *t) *t = len;
+        if (s->prefilled[best] > maxpos) maxpos = s->prefilled[best];
+        real += len;
+        s->p_len[n] = len;
         s->p_slot[n++] = best;
-        if (n >= cap) break;
+        if (n >= s->o.prefill_batch) break;
     }
     return n;
 }
 
-/* One prefill forward of the picked prompts, straight into their cache rows;
- * a prompt that is done samples its first token (and, speculative, the MTP
- * module sees the chunk's states with the tokens after them: the prompt's
- * own, then the first new token, whose logits give the first draft). */
+/* One prefill forward of the picked prompts (each padded to t tokens with
+ * its last token), straight into their cache rows; a prompt that is done
+ * samples its first token (and, speculative, the MTP module sees the
+ * chunk's states with the tokens after them: the prompt's own, then the
+ * first new token, whose logits give the first draft). */
 static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
     const int64_t V = s->m->cfg.vocab_size;
     for (int k = 0; k < n; k++) {
         const int i = s->p_slot[k];
-        memcpy(s->p_ids + k * t, s->slot[i]->prompt + s->prefilled[i], (size_t)t * sizeof(int32_t));
+        const int64_t len = s->p_len[k];
+        const int32_t *src = s->slot[i]->prompt + s->prefilled[i];
+        memcpy(s->p_ids + k * t, src, (size_t)len * sizeof(int32_t));
+        for (int64_t j = len; j < t; j++) s->p_ids[k * t + j] = src[len - 1];
         s->p_rows[k] = i;
         s->p_pos[k] = s->prefilled[i];
+        s->p_last[k] = len - 1;
     }
-    if (ds_rows_engine_prefill(&s->dec, s->p_ids, s->p_rows, s->p_pos, n, t)) {
+    if (ds_rows_engine_prefill(&s->dec, s->p_ids, s->p_rows, s->p_pos, s->p_last, n, t)) {
         ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
         pthread_mutex_lock(&s->mu);
         for (int k = 0; k < n; k++) finish(s, s->slot[s->p_slot[k]], "error");
@@ -348,12 +365,15 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
     int nfinal = 0;
     for (int k = 0; k < n; k++) {
         const int i = s->p_slot[k];
+        const int64_t len = s->p_len[k];
         ds_sreq *r = s->slot[i];
-        /* the MTP module's next tokens: the prompt's, or the first new token */
-        if (s->o.speculative) memcpy(s->p_next + k * t, r->prompt + s->p_pos[k] + 1, (size_t)(t - 1) * sizeof(int32_t));
-        s->prefilled[i] += t;
+        /* the MTP module's next tokens: the prompt's, then the first new token (padding: the last) */
+        int32_t *nx = s->p_next + k * t;
+        if (s->o.speculative) memcpy(nx, r->prompt + s->p_pos[k] + 1, (size_t)(len - 1) * sizeof(int32_t));
+        s->prefilled[i] += len;
         if (s->prefilled[i] < r->P) {
-            if (s->o.speculative) s->p_next[k * t + t - 1] = r->prompt[s->prefilled[i]];
+            if (s->o.speculative)
+                for (int64_t j = len - 1; j < t; j++) nx[j] = r->prompt[s->prefilled[i]];
             continue;
         }
         nfinal++;
@@ -363,10 +383,11 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
         const int greedy = r->sp.temperature <= 0;
         sample_emit(s, r, s->dec.p_logits + k * V, &s->last[i]); /* may finish r: then slot[i] is NULL */
         s->spec[i] = s->o.speculative && greedy && s->slot[i] == r;
-        if (s->o.speculative) s->p_next[k * t + t - 1] = s->last[i];
+        if (s->o.speculative)
+            for (int64_t j = len - 1; j < t; j++) nx[j] = s->last[i];
     }
     if (!s->o.speculative) return;
-    if (ds_rows_engine_prefill_mtp(&s->dec, s->p_next, s->p_rows, s->p_pos, n, t)) {
+    if (ds_rows_engine_prefill_mtp(&s->dec, s->p_next, s->p_rows, s->p_pos, s->p_last, n, t)) {
         ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
         for (int k = 0; k < n; k++) s->spec[s->p_slot[k]] = 0; /* those decode plainly */
         return;
@@ -599,6 +620,8 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->p_slot = ds_calloc((size_t)B, sizeof(int));
     s->p_rows = ds_calloc((size_t)B, sizeof(int64_t));
     s->p_pos = ds_calloc((size_t)B, sizeof(int64_t));
+    s->p_len = ds_calloc((size_t)B, sizeof(int64_t));
+    s->p_last = ds_calloc((size_t)B, sizeof(int64_t));
     s->p_ids = ds_calloc((size_t)chunk, sizeof(int32_t));
     s->p_next = ds_calloc((size_t)chunk, sizeof(int32_t));
     const int spec = o->speculative ? 1 : 0;
@@ -639,7 +662,7 @@ void ds_sched_free(ds_sched *s) {
     free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->lsm);
     free(s->draft), free(s->spec), free(s->b_next);
     free(s->m_hrow), free(s->m_next), free(s->m_rows), free(s->m_pos), free(s->m_k);
-    free(s->p_slot), free(s->p_rows), free(s->p_pos), free(s->p_ids), free(s->p_next);
+    free(s->p_slot), free(s->p_rows), free(s->p_pos), free(s->p_len), free(s->p_last), free(s->p_ids), free(s->p_next);
     free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->progress);
