@@ -32,7 +32,7 @@ serve_start() { # name, extra serve options...: the port in $tmp/NAME.port
   local name=$1; shift
   "$BIN" --threads "$TH" serve --model "$tmp/small" --tokenizer "$tmp/tok" --port 0 --max-batch "$maxb" --ctx 256 "$@" \
     2> "$tmp/$name.log" & pids="$pids $!"
-  for _ in $(seq 150); do grep -q listening "$tmp/$name.log" && break; sleep 0.1; done
+  for _ in $(seq 150); do grep -qs listening "$tmp/$name.log" && break; sleep 0.1; done
   grep -o '127.0.0.1:[0-9]*' "$tmp/$name.log" | cut -d: -f2 > "$tmp/$name.port"
   [ -s "$tmp/$name.port" ] || { cat "$tmp/$name.log"; exit 1; }
 }
