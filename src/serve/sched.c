@@ -442,21 +442,19 @@ static int plain_decode(ds_sched *s, const int *fresh) {
  * its new states.  Cache invariant per greedy slot: main model and MTP
  * module have both cached positions 0..pos-1.  Returns the sequences
  * stepped, -1 on error. */
-static int spec_decode(ds_sched *s, const int *fresh) {
+/* sequences k0..k1-1 of the gather: the verify step, acceptance, drafts */
+static int spec_group(ds_sched *s, int k0, int k1) {
     const int64_t V = s->m->cfg.vocab_size;
-    int n = gather(s, fresh, 1), nspec = 0;
-    for (int k = 0; k < n; k++) nspec += s->spec[s->b_slot[k]];
-    if (!nspec) return plain_decode(s, fresh); /* only sampled requests: one-token steps */
-    if (ds_rows_engine_step_n(&s->dec, s->b_next, s->b_rows, s->b_pos, n, 2)) return -1;
+    const int n = k1 - k0;
+    if (ds_rows_engine_step_n(&s->dec, s->b_next + 2 * k0, s->b_rows + k0, s->b_pos + k0, n, 2)) return -1;
     uint64_t drafted = 0, accepted = 0;
-    for (int k = 0; k < n; k++) {
+    for (int k = k0; k < k1; k++) {
         int i = s->b_slot[k];
         ds_sreq *r = s->slot[i];
-        const float *lg = s->dec.logits + 2 * k * V;
+        const float *lg = s->dec.logits + 2 * (k - k0) * V;
         if (!s->spec[i]) {
             s->pos[i]++;
             sample_emit(s, r, lg, &s->last[i]);
-            s->b_next[2 * k] = s->b_next[2 * k + 1] = s->last[i];
             continue;
         }
         int32_t g[2] = {argmax(s, lg), argmax(s, lg + V)};
@@ -479,11 +477,11 @@ static int spec_decode(ds_sched *s, const int *fresh) {
      * state and token); only each one's last state goes through the head */
     for (int64_t t = 2; t >= 1; t--) {
         int m = 0;
-        for (int k = 0; k < n; k++) {
+        for (int k = k0; k < k1; k++) {
             const int i = s->b_slot[k];
             if (!s->spec[i] || !s->slot[i] || s->b_ids[k] + 1 != t) continue;
             for (int j = 0; j < t; j++) {
-                s->m_hrow[m * t + j] = 2 * k + j;
+                s->m_hrow[m * t + j] = 2 * (k - k0) + j;
                 s->m_next[m * t + j] = s->b_next[2 * k + j];
             }
             s->m_rows[m] = s->b_rows[k];
@@ -497,6 +495,21 @@ static int spec_decode(ds_sched *s, const int *fresh) {
             s->draft[i] = pick_draft(s, s->slot[i], s->dec.mtp_logits + j * V);
         }
     }
+    return 0;
+}
+
+/* the verify step takes at most this many sequences (2 rows each): within
+ * DS_LINEAR_ROWWISE_MAX rows the CPU linears compute every row as a batch-1
+ * step does, so speculative greedy output equals plain decoding's at any
+ * --max-batch (a larger batch verifies in several steps) */
+#define SPEC_GROUP 8
+
+static int spec_decode(ds_sched *s, const int *fresh) {
+    int n = gather(s, fresh, 1), nspec = 0;
+    for (int k = 0; k < n; k++) nspec += s->spec[s->b_slot[k]];
+    if (!nspec) return plain_decode(s, fresh); /* only sampled requests: one-token steps */
+    for (int k0 = 0; k0 < n; k0 += SPEC_GROUP)
+        if (spec_group(s, k0, k0 + SPEC_GROUP < n ? k0 + SPEC_GROUP : n)) return -1;
     return n;
 }
 
