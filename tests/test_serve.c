@@ -990,3 +990,24 @@ TEST(serve_n_choices) {
     free(o);
     CHECK(server_stop(&S) == 0);
 }
+
+/* --prefill-batch 2: prompts that wait together are prefilled two per
+ * forward (not more), and the outputs are the same as alone */
+TEST(serve_prefill_batch_cap) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "30", 1);
+    SETUP("--max-batch 8 --prefill-batch 2");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    enum { NC = 6 };
+    client cl[NC];
+    pthread_t th[NC];
+    for (int i = 0; i < NC; i++) {
+        cl[i] = (client){.port = S.port, .rot = 0, .plen = 24};
+        pthread_create(&th[i], NULL, stream_client, &cl[i]);
+    }
+    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++)
+        CHECK_MSG(cl[i].n == 8 && cl[i].done && !memcmp(cl[i].ids, g_ref + 24, 8 * sizeof(int32_t)), "client %d: %d ids", i,
+                  cl[i].n);
+    CHECK(metric(S.port, "dsv3_prefill_batch_max") == 2);
+    CHECK(server_stop(&S) == 0);
+}
