@@ -1,6 +1,6 @@
 /*
  * cmd_serve.c — `dsv3 serve --model DIR [--host 127.0.0.1] [--port 8080]
- *   [--max-batch N] [--ctx T] [--api-key KEY] ...`: the OpenAI-compatible
+ *   [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp] ...`: the OpenAI-compatible
  * server (src/serve/).  Loads the model, its tokenizer and chat template
  * (checked here, before anything listens), starts the continuous-batching
  * scheduler and serves until SIGINT/SIGTERM.  Built only with libmicrohttpd;
@@ -46,7 +46,7 @@ static int run(int argc, char **argv) {
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load"},
     };
-    const char *usage = "--model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx T] [--api-key KEY]";
+    const char *usage = "--model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp]";
     ds_cli_parse("serve", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model) ds_cli_usage_error("serve", "--model is required");
     if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("serve", "--speculative: unknown method %s (known: mtp)", ds_quote(spec));

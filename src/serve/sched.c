@@ -56,7 +56,7 @@ struct ds_sched {
     int64_t *p_rows, *p_pos, *p_len, *p_last;
     int32_t *p_ids, *p_next; /* (prefill_chunk): their tokens; speculative: the tokens after them */
     int *b_slot;
-    ds_rows_engine dec; /* max_batch cache rows, one token per row per step */
+    ds_rows_engine dec; /* max_batch cache rows; decode steps, batched prefill */
     float *lsm; /* (V) log-softmax scratch */
     int step_delay_us; /* tests: DSV3_SERVE_STEP_DELAY_MS slows every iteration so batching is observable */
     ds_sched_stats st;
@@ -267,14 +267,8 @@ static void emit_id(ds_sched *s, ds_sreq *r, const float *logits, int32_t id) {
 }
 
 static void sample_emit(ds_sched *s, ds_sreq *r, const float *logits, int32_t *last) {
-    int32_t id = ds_sample(&r->sampler, logits);
-    float lp = 0, tlp[DS_SREQ_MAX_TOP];
-    int32_t tid[DS_SREQ_MAX_TOP];
-    if (r->top_logprobs >= 0) logprobs(s, r, logits, id, &lp, tid, tlp);
-    *last = id;
-    pthread_mutex_lock(&s->mu);
-    emit(s, r, id, lp, tid, tlp);
-    pthread_mutex_unlock(&s->mu);
+    *last = ds_sample(&r->sampler, logits);
+    emit_id(s, r, logits, *last);
 }
 
 static int32_t argmax(const ds_sched *s, const float *logits) {
