@@ -3,14 +3,19 @@
 # token of `dsv3 serve` at concurrency 1, 8 and 32 on the `small` preset
 # (random init, FP32, CPU), against transformers generating the same requests
 # as one batch (tools/bench_serve.py).  The model folder gets a small byte-level
-# tokenizer (prompts are token ids below 256).  Writes bench/results/serve.json.
-#   BENCH_CONC ("1 8 32")  BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS (2)
+# tokenizer (prompts are token ids below 256).  In the same run, dsv3 serve also
+# with --prefill-batch 1 (prompts prefilled one at a time: the time to first token
+# batched prefill saves) and with --speculative mtp (the small preset's MTP module
+# is untrained, so nearly every draft is rejected: its cost, not its gain).
+# Writes bench/results/serve.json.
+#   BENCH_CONC ("1 8 32")  BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS (2)  BENCH_REPS (5)
 # llama.cpp's llama-server is not compared (no GGUF conversion of this architecture here).
 set -eu
 cd "$(dirname "$0")/.."
 CONC=${BENCH_CONC:-"1 8 32"}
 P=${BENCH_PROMPT:-32}
 NEW=${BENCH_NEW:-32}
+REPS=${BENCH_REPS:-5}
 TH=${BENCH_THREADS:-2}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 BIN=./dsv3
@@ -18,19 +23,29 @@ BIN=./dsv3
 if "$BIN" serve --model /nonexistent 2>&1 | grep -q "without libmicrohttpd"; then echo "bench_serve: this dsv3 has no server (libmicrohttpd)"; exit 0; fi
 mkdir -p bench/results
 tmp=$(mktemp -d)
-pid=""
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 "$BIN" init --config small --out "$tmp/small" --seed 1 >/dev/null 2>&1
 printf 'the quick brown fox jumps over the lazy dog\n%.0s' $(seq 20) > "$tmp/c.txt"
 "$BIN" --quiet tokenizer train --input "$tmp/c.txt" --vocab-size 300 --no-special-tokens --out "$tmp/tok/tokenizer.json" >/dev/null 2>&1
 maxb=$(echo $CONC | tr ' ' '\n' | sort -n | tail -1)
-"$BIN" --threads "$TH" serve --model "$tmp/small" --tokenizer "$tmp/tok" --port 0 --max-batch "$maxb" --ctx 256 \
-  2> "$tmp/log" & pid=$!
-for _ in $(seq 100); do grep -q listening "$tmp/log" && break; sleep 0.1; done
-port=$(grep -o '127.0.0.1:[0-9]*' "$tmp/log" | cut -d: -f2)
-[ -n "$port" ] || { cat "$tmp/log"; exit 1; }
-python3 tools/bench_serve.py --url "http://127.0.0.1:$port" --conc $CONC --seq "$P" --new "$NEW" > "$tmp/dsv3.jsonl"
-kill $pid; wait $pid 2>/dev/null || true; pid=""
+pids=""
+serve_start() { # name, extra serve options...: the port in $tmp/NAME.port
+  local name=$1; shift
+  "$BIN" --threads "$TH" serve --model "$tmp/small" --tokenizer "$tmp/tok" --port 0 --max-batch "$maxb" --ctx 256 "$@" \
+    2> "$tmp/$name.log" & pids="$pids $!"
+  for _ in $(seq 150); do grep -qs listening "$tmp/$name.log" && break; sleep 0.1; done
+  grep -o '127.0.0.1:[0-9]*' "$tmp/$name.log" | cut -d: -f2 > "$tmp/$name.port"
+  [ -s "$tmp/$name.port" ] || { cat "$tmp/$name.log"; exit 1; }
+}
+trap 'for p in $pids; do kill $p 2>/dev/null; done; rm -rf "$tmp"' EXIT
+# three servers up at once, measured in turn (interleaved rounds, medians): the machine's load drifts alike for all
+serve_start a
+serve_start b --prefill-batch 1
+serve_start c --speculative mtp
+u() { echo "http://127.0.0.1:$(cat "$tmp/$1.port")"; }
+python3 tools/bench_serve.py --conc $CONC --seq "$P" --new "$NEW" --reps "$REPS" \
+  --url "$(u a)" --label dsv3-serve --url "$(u b)" --label dsv3-serve-prefill1 --url "$(u c)" --label dsv3-serve-mtp \
+  > "$tmp/dsv3.jsonl"
+for p in $pids; do kill $p 2>/dev/null; wait $p 2>/dev/null || true; done; pids=""
 # a single stream against `dsv3 generate` on the same model (decode tokens/s, prefill excluded)
 prompt=$(python3 -c "import random; random.seed(0); print(' '.join(str(random.randrange(256)) for _ in range($P)))")
 "$BIN" --threads "$TH" generate --model "$tmp/small" --ids --prompt "$prompt" --max-new-tokens "$NEW" --ignore-eos --json \
@@ -42,26 +57,39 @@ if python3 -c "import torch, transformers" 2>/dev/null; then
 fi
 D="$tmp/dsv3.jsonl" T="$tmp/tf.jsonl" G="$tmp/gen.json" python3 - <<'PY'
 import json, os
-d = [json.loads(l) for l in open(os.environ["D"]) if l.strip()]
+all_d = [json.loads(l) for l in open(os.environ["D"]) if l.strip()]
+by = {(r["impl"], r["concurrency"]): r for r in all_d}
+d = [r for r in all_d if r["impl"] == "dsv3-serve"]
 t = {r["concurrency"]: r for r in (json.loads(l) for l in open(os.environ["T"]) if l.strip())}
+nan = float("nan")
 rows = []
-print("serving, preset small, FP32: generated tokens/s and time to first token")
-print(f"  {'conc':>4} {'dsv3':>9} {'batch':>6} {'ttft':>8} {'transformers':>13} {'ttft':>8} {'dsv3/tf':>8}")
+print("serving, preset small, FP32: generated tokens/s and time to first token (s); same run, same machine")
+print("  ttft: mean (p90) over the round; '1-by-1': --prefill-batch 1; mtp: --speculative mtp tokens/s (acceptance)")
+print(f"  {'conc':>4} {'dsv3':>8} {'batch':>6} {'ttft':>15} {'ttft 1-by-1':>15} {'mtp':>8} {'accept':>7}"
+      f" {'transformers':>13} {'ttft':>7} {'dsv3/tf':>8}")
 for r in d:
     c = r["concurrency"]
-    tf = t.get(c)
+    tf, p1, mtp = t.get(c), by.get(("dsv3-serve-prefill1", c)), by.get(("dsv3-serve-mtp", c))
     row = {"concurrency": c, "dsv3": r}
+    if p1:
+        row["dsv3_prefill_one_by_one"] = p1
+    if mtp:
+        row["dsv3_speculative_mtp"] = mtp
     if tf:
         row["transformers"] = tf
         row["ratio_tokens_per_s"] = r["tokens_per_s"] / tf["tokens_per_s"]
     rows.append(row)
-    print(f"  {c:>4} {r['tokens_per_s']:>9.1f} {r['mean_batch']:>6.1f} {r['ttft_s']:>8.3f} "
-          f"{(tf['tokens_per_s'] if tf else float('nan')):>13.1f} {(tf['ttft_s'] if tf else float('nan')):>8.3f} "
+    tt = lambda x: f"{x['ttft_s']:.3f} ({x.get('ttft_p90_s', nan):.3f})" if x else "n/a"
+    print(f"  {c:>4} {r['tokens_per_s']:>8.1f} {r['mean_batch']:>6.1f} {tt(r):>15} "
+          f"{tt(p1):>15} {(mtp['tokens_per_s'] if mtp else nan):>8.1f} "
+          f"{(mtp.get('spec_acceptance', 0) if mtp else nan):>7.2f} "
+          f"{(tf['tokens_per_s'] if tf else nan):>13.1f} {(tf['ttft_s'] if tf else nan):>7.3f} "
           f"{(str(round(row['ratio_tokens_per_s'], 2)) + 'x') if tf else 'n/a':>8}")
 g = open(os.environ["G"]).read().strip()
 g = json.loads(g) if g else None
-if g:
-    print(f"  dsv3 generate (one stream, decode only): {g['tokens_per_s']:.1f} tokens/s; serve at concurrency 1 "
-          f"(prefill + HTTP included): {d[0]['tokens_per_s']:.1f}")
+if g and d:
+    print(f"  one stream: dsv3 generate decodes {g['tokens_per_s']:.1f} tokens/s; serve at concurrency 1 decodes "
+          f"{d[0].get('decode_tokens_per_s', nan):.1f} tokens/s after its first token ({d[0]['tokens_per_s']:.1f} with "
+          f"prefill + HTTP)")
 json.dump({"bench": "serve", "config": "small", "rows": rows, "generate": g}, open("bench/results/serve.json", "w"), indent=1)
 PY

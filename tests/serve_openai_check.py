@@ -3,7 +3,7 @@
 
   python3 tests/serve_openai_check.py PORT API_KEY '[prompt ids]' 'want,ids'
 
-Completions and chat, streaming and not; the greedy ids of the completion
+Completions and chat, streaming and not, n = 2; the greedy ids of the completion
 equal transformers' (passed in by the test from the fixture); a wrong key
 raises AuthenticationError and a bad request BadRequestError.
 Prints "openai client: ok" at the end."""
@@ -36,7 +36,7 @@ assert ids == want, (ids, want)
 
 msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 r = c.chat.completions.create(model="m", messages=msgs, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
-text = r.choices[0].message.content
+text, n1 = r.choices[0].message.content, r.usage.completion_tokens
 assert r.choices[0].message.role == "assistant" and r.choices[0].finish_reason in ("stop", "length")
 assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens
 parts = []
@@ -44,6 +44,11 @@ for ev in c.chat.completions.create(model="m", messages=msgs, max_tokens=6, temp
     if ev.choices and ev.choices[0].delta.content:
         parts.append(ev.choices[0].delta.content)
 assert "".join(parts) == text, (parts, text)
+
+# n = 2: two choices, greedy, so both are the greedy text; usage counts both
+r = c.chat.completions.create(model="m", messages=msgs, max_tokens=6, temperature=0, n=2)
+assert [x.index for x in r.choices] == [0, 1] and all(x.message.content == text for x in r.choices), r.choices
+assert r.usage.completion_tokens == 2 * n1 and r.usage.prompt_tokens > 0, r.usage
 
 try:
     c.chat.completions.create(model="m", messages=[], max_tokens=2)

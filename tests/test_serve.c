@@ -419,7 +419,7 @@ TEST(serve_bad_requests) {
         {"/v1/completions", "{\"prompt\": \"hi\", \"max_tokens\": -1}", "'max_tokens' must be in", 400},
         {"/v1/completions", "{\"prompt\": \"hi\", \"temperature\": 5}", "'temperature' must be in", 400},
         {"/v1/completions", "{\"prompt\": \"hi\", \"stream\": \"yes\"}", "'stream' must be a boolean", 400},
-        {"/v1/completions", "{\"prompt\": \"hi\", \"n\": 2}", "'n' must be in", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"n\": 17}", "'n' must be in", 400},
         {"/v1/completions", "{\"prompt\": 42}", "'prompt' must be", 400},
         {"/v1/completions", "{\"prompt\": \"\"}", "'prompt' is empty", 400},
         {"/v1/completions", "{\"prompt\": [1, 300]}", "outside the vocabulary", 400},
@@ -580,7 +580,9 @@ TEST(serve_startup_errors) {
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --host 'not-an-ip' --port 0", dir) == 1);
     CHECK(strstr(out, "--host") != NULL);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --port 70000", dir) == 2);
-    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative mtp", dir) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative eagle", dir) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model " V3 "/../nomtp --tokenizer %s --port 0 --speculative mtp", dir) == 1);
+    CHECK_MSG(strstr(out, "--speculative mtp needs a model with an MTP module") != NULL, "%s", out);
 }
 
 static int metric(int port, const char *name) {
@@ -730,12 +732,282 @@ TEST(serve_chat_ctrl_c_stops_the_answer) {
     unsetenv("DSV3_SERVE_STEP_DELAY_MS");
     char out[8192], log[700];
     snprintf(log, sizeof log, "%s/chat.log", ds_test_tmpdir());
-    /* the first answer (40 tokens, ~1.6 s) is interrupted after 0.5 s; the second runs to its end */
+    /* the first answer (40 tokens at most, ~1.6 s) is interrupted 0.1 s after it starts; the second runs to its end */
     int rc = ds_test_sh(out, sizeof out,
                         "( echo Hi; sleep 1.5; echo /reset; echo Hi ) | $DSV3 chat --url http://127.0.0.1:%d --max-new-tokens 40 "
-                        "> %s 2>&1 & p=$!; sleep 0.5; kill -INT $p; wait $p; echo rc=$?; cat %s",
-                        S.port, log, log);
+                        "> %s 2>&1 & p=$!; for i in $(seq 200); do [ $(wc -c < %s) -gt 2 ] && break; sleep 0.02; done; "
+                        "sleep 0.1; kill -INT $p; wait $p; echo rc=$?; cat %s",
+                        S.port, log, log, log);
     CHECK(rc == 0);
     CHECK_MSG(strstr(out, "rc=0") && strstr(out, "(answer stopped)"), "%s", out);
+    CHECK(server_stop(&S) == 0);
+}
+
+/* --speculative mtp: every running sequence verifies its MTP draft in a
+ * batched two-token step (9 sequences: groups of 8 and 1).  8 concurrent greedy streams (different prompts
+ * and lengths) equal `dsv3 generate` without speculation; half of them get
+ * forced drafts (the generate output with every third draft wrong, through
+ * the tests-only DSV3_SERVE_TEST_DRAFTS hook) so both the accept and the
+ * reject path run inside one batch; a sampled request (plain decoding in a
+ * speculative server) equals `dsv3 generate` with its seed; /metrics counts
+ * the drafts and the accepted ones. */
+typedef struct { int port; char body[2048]; int32_t ids[64]; int n, done; } spec_client;
+static void *spec_stream(void *arg) {
+    spec_client *c = arg;
+    char *o = NULL, fin[32];
+    if (http(c->port, "POST", "/v1/completions", NULL, c->body, &o) == 200) c->n = sse_ids(o, c->ids, 64, &c->done, fin, NULL);
+    free(o);
+    return NULL;
+}
+
+static int gen_ids(const char *dir, const char *prompt, int n, const char *extra, int32_t *ids) {
+    char out[4096];
+    if (ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens %d --ignore-eos %s 2>/dev/null",
+                   dir, prompt, n, extra) != 0)
+        return -1;
+    int k = 0;
+    for (char *p = out, *e; k < 64; p = e) {
+        long v = strtol(p, &e, 10);
+        if (e == p) break;
+        ids[k++] = (int32_t)v;
+    }
+    return k;
+}
+
+TEST(serve_speculative_mtp_matches_generate) {
+    setenv("DSV3_SERVE_TEST_DRAFTS", "1", 1);
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "10", 1);
+    SETUP("--max-batch 12 --speculative mtp");
+    unsetenv("DSV3_SERVE_TEST_DRAFTS");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    enum { NC = 9, NEW = 16 };
+    spec_client cl[NC];
+    int32_t want[NC][64];
+    pthread_t th[NC];
+    for (int i = 0; i < NC; i++) {
+        int plen = 4 + 2 * i; /* different lengths: the sequences sit at different positions in each step */
+        char pj[512], ptxt[512] = "", drafts[512] = "";
+        prompt_json(pj, sizeof pj, plen, i);
+        for (int k = 0; k < plen; k++) snprintf(ptxt + strlen(ptxt), sizeof ptxt - strlen(ptxt), "%d ", g_ref[(k + i) % 24]);
+        const int sampled = i == NC - 1;
+        CHECK(gen_ids(dir, ptxt, NEW, sampled ? "--temperature 0.8 --seed 7" : "", want[i]) == NEW);
+        if (i % 2 == 1 && !sampled) { /* forced drafts: right except every third */
+            strcpy(drafts, ", \"dsv3_test_drafts\": [");
+            for (int k = 0; k < NEW; k++)
+                snprintf(drafts + strlen(drafts), sizeof drafts - strlen(drafts), "%s%d", k ? ", " : "",
+                         k % 3 == 2 ? (want[i][k] + 1) % 256 : want[i][k]);
+            strcat(drafts, "]");
+        }
+        cl[i] = (spec_client){.port = S.port};
+        snprintf(cl[i].body, sizeof cl[i].body,
+                 "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": %s, \"ignore_eos\": true, \"stream\": true, "
+                 "\"return_token_ids\": true%s}", pj, NEW, sampled ? "0.8, \"seed\": 7" : "0", drafts);
+    }
+    for (int i = 0; i < NC; i++) pthread_create(&th[i], NULL, spec_stream, &cl[i]);
+    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++)
+        CHECK_MSG(cl[i].n == NEW && cl[i].done && !memcmp(cl[i].ids, want[i], NEW * sizeof(int32_t)),
+                  "client %d: %d ids, first %d (generate %d)", i, cl[i].n, cl[i].n ? cl[i].ids[0] : -1, want[i][0]);
+    int drafted = metric(S.port, "dsv3_spec_drafts_total"), accepted = metric(S.port, "dsv3_spec_accepted_total");
+    CHECK_MSG(drafted > 0 && accepted > 0 && accepted < drafted, "drafts %d, accepted %d", drafted, accepted);
+    int bmax = metric(S.port, "dsv3_batch_size_max");
+    CHECK_MSG(bmax > 8, "batch size up to %d: the verify step was never split", bmax); /* 9 sequences: verify groups of 8 + 1 */
+    fprintf(stderr, "  speculative: %d drafts, %d accepted, batch up to %d\n", drafted, accepted, bmax);
+    CHECK(server_stop(&S) == 0);
+    char log[4096];
+    size_t ln;
+    char *lt = ds_read_file(S.log, &ln);
+    snprintf(log, sizeof log, "%s", lt ? lt : "");
+    free(lt);
+    CHECK_MSG(strstr(log, "speculative mtp:") && strstr(log, "acceptance"), "%s", log);
+}
+
+/* Batched prefill (ds_rows_engine_prefill: several prompts in one forward,
+ * each at its own position in its own cache row, shorter chunks padded):
+ * within the row-wise linears' range (4 prompts x 4 tokens = 16 rows) each
+ * prompt's last logits equal a batch-1 prefill's of its real tokens bit for
+ * bit, over two chunks of different lengths (the second starting where each
+ * prompt's real tokens ended, over the first chunk's padding); then decode
+ * steps from those rows equal batch-1 steps too. */
+TEST(serve_batched_prefill_equals_single_prefill) {
+    ds_model m;
+    ds_load_opts lo = {.fp8_resident = 1};
+    CHECK_MSG(ds_model_load_ex(&m, V3, &lo) == 0, "%s", ds_errmsg());
+    if (ds_test_fails) return;
+    const struct ds_ops *ops = &ds_ops_cpu;
+    enum { NS = 4, T = 4 };
+    static const int64_t len[2][NS] = {{4, 3, 2, 4}, {4, 1, 3, 2}};
+    const int64_t V = m.cfg.vocab_size;
+    ds_rows_engine batch;
+    ds_engine one[NS];
+    CHECK(ds_rows_engine_create(&batch, &m, ops, NS + 2, 32) == 0);
+    CHECK(ds_rows_engine_prefill_init(&batch, NS * T) == 0);
+    for (int s = 0; s < NS; s++) CHECK(ds_engine_create(&one[s], &m, ops, 1, 32, T, 0) == 0);
+    int32_t ids[NS * T];
+    int64_t rows[NS], pos[NS] = {0}, last[NS];
+    double maxd = 0;
+    for (int c = 0; c < 2; c++) {
+        for (int s = 0; s < NS; s++) {
+            rows[s] = NS + 1 - s; /* rows out of order */
+            last[s] = len[c][s] - 1;
+            for (int j = 0; j < T; j++) ids[s * T + j] = j < len[c][s] ? (int32_t)((s * 41 + (pos[s] + j) * 13 + 5) % V) : 7;
+        }
+        CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, last, NS, T) == 0);
+        for (int s = 0; s < NS; s++) {
+            CHECK(ds_engine_step(&one[s], ids + s * T, len[c][s], 1) == 0);
+            for (int64_t v = 0; v < V; v++) {
+                double d = fabs((double)batch.p_logits[s * V + v] - (double)one[s].logits[v]);
+                if (d > maxd) maxd = d;
+            }
+            pos[s] += len[c][s];
+        }
+    }
+    for (int step = 0; step < 3; step++) {
+        for (int s = 0; s < NS; s++) ids[s] = (int32_t)((s * 7 + step * 3 + 1) % V);
+        CHECK(ds_rows_engine_step(&batch, ids, rows, pos, NS) == 0);
+        for (int s = 0; s < NS; s++) {
+            CHECK(ds_engine_step(&one[s], &ids[s], 1, 1) == 0);
+            for (int64_t v = 0; v < V; v++) {
+                double d = fabs((double)batch.logits[s * V + v] - (double)one[s].logits[v]);
+                if (d > maxd) maxd = d;
+            }
+            pos[s]++;
+        }
+    }
+    CHECK_MSG(maxd == 0, "batched prefill/decode logits differ from batch-1 by %g", maxd);
+    /* more tokens than the prefill activations hold, or a last token past the chunk: errors, not overruns */
+    CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, NULL, NS, T + 1) == -1);
+    last[1] = T;
+    CHECK(ds_rows_engine_prefill(&batch, ids, rows, pos, last, NS, T) == -1);
+    ds_rows_engine_free(&batch);
+    for (int s = 0; s < NS; s++) ds_engine_free(&one[s]);
+    ds_model_free(&m);
+}
+
+/* Requests arriving together are prefilled in one forward (dsv3_prefill_batch_max
+ * > 1), mixed prompt lengths (shorter chunks padded); every greedy result
+ * equals `dsv3 generate`'s. */
+TEST(serve_batched_prefill_matches_generate) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "30", 1);
+    SETUP("--max-batch 16");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    enum { NC = 14, NEW = 8 };
+    spec_client cl[NC];
+    int32_t want[NC][64];
+    pthread_t th[NC];
+    for (int i = 0; i < NC; i++) {
+        int plen = i < 8 ? 12 : 7 + i % 6; /* eight of one length, six others (padded into groups) */
+        char pj[512], ptxt[512] = "";
+        prompt_json(pj, sizeof pj, plen, i);
+        for (int k = 0; k < plen; k++) snprintf(ptxt + strlen(ptxt), sizeof ptxt - strlen(ptxt), "%d ", g_ref[(k + i) % 24]);
+        CHECK(gen_ids(dir, ptxt, NEW, "", want[i]) == NEW);
+        cl[i] = (spec_client){.port = S.port};
+        snprintf(cl[i].body, sizeof cl[i].body,
+                 "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true, "
+                 "\"return_token_ids\": true}", pj, NEW);
+    }
+    for (int i = 0; i < NC; i++) pthread_create(&th[i], NULL, spec_stream, &cl[i]);
+    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++)
+        CHECK_MSG(cl[i].n == NEW && cl[i].done && !memcmp(cl[i].ids, want[i], NEW * sizeof(int32_t)),
+                  "client %d: %d ids, first %d (generate %d)", i, cl[i].n, cl[i].n ? cl[i].ids[0] : -1, want[i][0]);
+    int pmax = metric(S.port, "dsv3_prefill_batch_max"), psteps = metric(S.port, "dsv3_prefill_steps_total");
+    CHECK_MSG(pmax >= 4 && psteps < NC, "prefill: %d forwards, up to %d prompts in one", psteps, pmax);
+    /* the time-to-first-token histogram counts every request in its +Inf bucket */
+    CHECK(metric(S.port, "dsv3_time_to_first_token_seconds_bucket{le=\"+Inf\"}") == NC);
+    CHECK(metric(S.port, "dsv3_time_to_first_token_seconds_count") == NC);
+    fprintf(stderr, "  %d prompts in %d prefill forwards, up to %d in one\n", NC, psteps, pmax);
+    CHECK(server_stop(&S) == 0);
+}
+
+/* n > 1: each choice is its own sequence in the batch; choice j samples with
+ * seed + j and equals `dsv3 generate --seed` (seed + j); greedy choices are
+ * the greedy ids; streamed chunks carry each choice's index; usage counts
+ * the prompt once and every choice's tokens; n over 16 is a 400. */
+TEST(serve_n_choices) {
+    SETUP("--max-batch 4");
+    char pj[512], ptxt[512] = "", req[1024], *o = NULL;
+    prompt_json(pj, sizeof pj, 6, 0);
+    for (int k = 0; k < 6; k++) snprintf(ptxt + strlen(ptxt), sizeof ptxt - strlen(ptxt), "%d ", g_ref[k]);
+    enum { NEW = 6 };
+    int32_t want[3][64], greedy[64];
+    for (int j = 0; j < 3; j++) {
+        char ex[64];
+        snprintf(ex, sizeof ex, "--temperature 0.9 --seed %d", 11 + j);
+        CHECK(gen_ids(dir, ptxt, NEW, ex, want[j]) == NEW);
+    }
+    CHECK(gen_ids(dir, ptxt, NEW, "", greedy) == NEW);
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"n\": 3, \"temperature\": 0.9, \"seed\": 11, "
+             "\"ignore_eos\": true, \"return_token_ids\": true}", pj, NEW);
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    cJSON *j = cJSON_Parse(o);
+    const cJSON *ch = cJSON_GetObjectItem(j, "choices");
+    CHECK_MSG(cJSON_GetArraySize(ch) == 3, "%s", o);
+    for (int k = 0; k < 3 && cJSON_GetArraySize(ch) == 3; k++) {
+        const cJSON *c = cJSON_GetArrayItem(ch, k);
+        int32_t ids[64];
+        int n = ids_of(cJSON_GetObjectItem(c, "token_ids"), ids, 64);
+        CHECK((int)cJSON_GetObjectItem(c, "index")->valuedouble == k);
+        CHECK_MSG(n == NEW && !memcmp(ids, want[k], NEW * sizeof(int32_t)), "choice %d differs from generate --seed %d", k, 11 + k);
+    }
+    CHECK(memcmp(want[0], want[1], NEW * sizeof(int32_t)) != 0); /* the seeds differ, so do the samples */
+    const cJSON *u = cJSON_GetObjectItem(j, "usage");
+    CHECK(u && (int)cJSON_GetObjectItem(u, "completion_tokens")->valuedouble == 3 * NEW &&
+          (int)cJSON_GetObjectItem(u, "prompt_tokens")->valuedouble == 6);
+    cJSON_Delete(j);
+    free(o);
+    /* streaming, greedy: each choice's chunks by index */
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"n\": 2, \"temperature\": 0, \"ignore_eos\": true, "
+             "\"stream\": true, \"return_token_ids\": true, \"stream_options\": {\"include_usage\": true}}", pj, NEW);
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    int32_t got[2][64];
+    int ng[2] = {0, 0}, fin[2] = {0, 0}, usage = -1, done = 0;
+    for (const char *p = o; (p = strstr(p, "data: ")); ) {
+        p += 6;
+        if (!strncmp(p, "[DONE]", 6)) { done = 1; break; }
+        const char *e = strstr(p, "\n\n");
+        if (!e) break;
+        cJSON *c = cJSON_ParseWithLength(p, (size_t)(e - p));
+        const cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(c, "choices")) {
+            int k = (int)cJSON_GetObjectItem(x, "index")->valuedouble;
+            if (k < 0 || k > 1) continue;
+            ng[k] += ids_of(cJSON_GetObjectItem(x, "token_ids"), got[k] + ng[k], 64 - ng[k]);
+            fin[k] += cJSON_IsString(cJSON_GetObjectItem(x, "finish_reason"));
+        }
+        const cJSON *uu = cJSON_GetObjectItem(c, "usage");
+        if (cJSON_IsObject(uu)) usage = (int)cJSON_GetObjectItem(uu, "completion_tokens")->valuedouble;
+        cJSON_Delete(c);
+        p = e;
+    }
+    for (int k = 0; k < 2; k++)
+        CHECK_MSG(ng[k] == NEW && fin[k] == 1 && !memcmp(got[k], greedy, NEW * sizeof(int32_t)), "streamed choice %d: %d ids", k, ng[k]);
+    CHECK(done && usage == 2 * NEW);
+    free(o);
+    CHECK(http(S.port, "POST", "/v1/chat/completions", NULL,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"n\": 17}", &o) == 400);
+    CHECK(strstr(o, "\"param\": \"n\"") != NULL);
+    free(o);
+    CHECK(server_stop(&S) == 0);
+}
+
+/* --prefill-batch 2: prompts that wait together are prefilled two per
+ * forward (not more), and the outputs are the same as alone */
+TEST(serve_prefill_batch_cap) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "30", 1);
+    SETUP("--max-batch 8 --prefill-batch 2");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    enum { NC = 6 };
+    client cl[NC];
+    pthread_t th[NC];
+    for (int i = 0; i < NC; i++) {
+        cl[i] = (client){.port = S.port, .rot = 0, .plen = 24};
+        pthread_create(&th[i], NULL, stream_client, &cl[i]);
+    }
+    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++)
+        CHECK_MSG(cl[i].n == 8 && cl[i].done && !memcmp(cl[i].ids, g_ref + 24, 8 * sizeof(int32_t)), "client %d: %d ids", i,
+                  cl[i].n);
+    CHECK(metric(S.port, "dsv3_prefill_batch_max") == 2);
     CHECK(server_stop(&S) == 0);
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """bench_serve.py — serving throughput of `dsv3 serve` against transformers (bench/bench_serve.sh).
 
-dsv3 side (--url): C concurrent clients (threads, urllib) each send one /v1/completions request with a
-prompt of --seq random token ids and max_tokens --new (greedy, ignore_eos); throughput = generated
-tokens / wall time of the whole round; time to first token = the server's own
-dsv3_time_to_first_token_seconds (sum / count over the round, from /metrics).
+dsv3 side (--url, repeated with --label for several servers, whose rounds are interleaved --reps
+times and the medians kept): C concurrent clients (threads, urllib) each send one /v1/completions
+request with a prompt of --seq random token ids and max_tokens --new (greedy, ignore_eos);
+throughput = generated tokens / wall time of the whole round; time to first token = the server's
+own dsv3_time_to_first_token_seconds (sum / count over the round, from /metrics).
 transformers side (--config): the same C prompts as one padded batch to model.generate (greedy, KV
 cache, eager, random weights of the same config); throughput = C·new / time; time to first token =
 the time of generate with max_new_tokens=1 (the batched prefill).
@@ -41,31 +42,71 @@ def prompts(c, seq, vocab, seed=0):
     return [[rnd.randrange(vocab) for _ in range(seq)] for _ in range(c)]
 
 
+def quantile(d, q):
+    """q-quantile of the time-to-first-token histogram deltas d (as Prometheus' histogram_quantile)"""
+    pre = "dsv3_time_to_first_token_seconds_bucket{le=\""
+    b = sorted((float(k[len(pre):-2]), v) for k, v in d.items() if k.startswith(pre))
+    if not b or b[-1][1] <= 0:
+        return float("nan")
+    want, lo, clo = q * b[-1][1], 0.0, 0.0
+    for le, cum in b:
+        if cum >= want:
+            if le == float("inf"):
+                return lo
+            return lo + (le - lo) * ((want - clo) / (cum - clo) if cum > clo else 1)
+        lo, clo = le, cum
+    return lo
+
+
+def round_dsv3(url, label, c, ps, new):
+    """one round: c concurrent requests; the row of this round"""
+    post(url, {"prompt": ps[0], "max_tokens": 2, "temperature": 0, "ignore_eos": True})  # warm-up
+    m0 = metrics(url)
+    got = [0] * c
+
+    def one(i):
+        r = post(url, {"prompt": ps[i], "max_tokens": new, "temperature": 0, "ignore_eos": True})
+        got[i] = r["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    th = [threading.Thread(target=one, args=(i,)) for i in range(c)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    dt = time.perf_counter() - t0
+    m1 = metrics(url)
+    d = {k: m1.get(k, 0) - m0.get(k, 0) for k in m1}
+    n = d["dsv3_time_to_first_token_seconds_count"]
+    ttft = d["dsv3_time_to_first_token_seconds_sum"] / max(n, 1)
+    row = {"impl": label, "concurrency": c, "tokens": sum(got), "seconds": dt, "tokens_per_s": sum(got) / dt,
+           "ttft_s": ttft, "ttft_p90_s": quantile(d, 0.9), "mean_batch": d["dsv3_decode_batch_sum"] / max(d["dsv3_decode_steps_total"], 1)}
+    if c == 1 and dt > ttft:  # one stream: tokens after the first over the time after it (decode only)
+        row["decode_tokens_per_s"] = (sum(got) - 1) / (dt - ttft)
+    if d.get("dsv3_prefill_steps_total"):
+        row["prefill_mean_batch"] = d["dsv3_prefill_batch_sum"] / d["dsv3_prefill_steps_total"]
+    if d.get("dsv3_spec_drafts_total"):
+        row["spec_acceptance"] = d["dsv3_spec_accepted_total"] / d["dsv3_spec_drafts_total"]
+    return row
+
+
 def bench_dsv3(a):
+    """each concurrency: --reps rounds against every server in turn (interleaved, so the
+    machine's load drifts alike for all); the round with the median tokens/s of each"""
+    labels = a.label or ["dsv3-serve"] * len(a.url)
     for c in a.conc:
         ps = prompts(c, a.seq, a.vocab)
-        post(a.url, {"prompt": ps[0], "max_tokens": 2, "temperature": 0, "ignore_eos": True})  # warm-up
-        m0 = metrics(a.url)
-        got = [0] * c
-
-        def one(i):
-            r = post(a.url, {"prompt": ps[i], "max_tokens": a.new, "temperature": 0, "ignore_eos": True})
-            got[i] = r["usage"]["completion_tokens"]
-
-        t0 = time.perf_counter()
-        th = [threading.Thread(target=one, args=(i,)) for i in range(c)]
-        for t in th:
-            t.start()
-        for t in th:
-            t.join()
-        dt = time.perf_counter() - t0
-        m1 = metrics(a.url)
-        n = m1["dsv3_time_to_first_token_seconds_count"] - m0["dsv3_time_to_first_token_seconds_count"]
-        ttft = (m1["dsv3_time_to_first_token_seconds_sum"] - m0["dsv3_time_to_first_token_seconds_sum"]) / max(n, 1)
-        steps = m1["dsv3_decode_steps_total"] - m0["dsv3_decode_steps_total"]
-        bsum = m1["dsv3_decode_batch_sum"] - m0["dsv3_decode_batch_sum"]
-        print(json.dumps({"impl": "dsv3-serve", "concurrency": c, "tokens": sum(got), "seconds": dt,
-                          "tokens_per_s": sum(got) / dt, "ttft_s": ttft, "mean_batch": bsum / max(steps, 1)}), flush=True)
+        runs = {lb: [] for lb in labels}
+        for _ in range(a.reps):
+            for url, lb in zip(a.url, labels):
+                runs[lb].append(round_dsv3(url, lb, c, ps, a.new))
+        for lb in labels:
+            rs = sorted(runs[lb], key=lambda r: r["tokens_per_s"])
+            row = dict(rs[len(rs) // 2])
+            for k in ("ttft_s", "ttft_p90_s"):  # medians of their own
+                row[k] = sorted(r[k] for r in rs)[len(rs) // 2]
+            row["rounds"] = len(rs)
+            print(json.dumps(row), flush=True)
 
 
 def bench_torch(a):
@@ -97,13 +138,15 @@ def bench_torch(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--url")
+    ap.add_argument("--url", action="append", help="a dsv3 serve (repeat for several, measured interleaved)")
     ap.add_argument("--config")
     ap.add_argument("--conc", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--vocab", type=int, default=256, help="prompt ids are drawn below this")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--label", action="append", help="the impl name of each --url's rows")
+    ap.add_argument("--reps", type=int, default=1, help="rounds per server and concurrency (the median is kept)")
     a = ap.parse_args()
     if bool(a.url) == bool(a.config):
         ap.error("give one of --url or --config")

@@ -2,7 +2,7 @@
 """bench_table.py — the README's "Measured" table, written from bench/results/*.json (never by hand).
 
 Reads whatever `make bench` left in bench/results/ (train_<B>x<T>.json, forward.json, generate.json,
-tokenizer.json, kernels.json, pp.json) and prints a Markdown table of dsv3 beside its peer (transformers,
+tokenizer.json, kernels.json, pp.json, serve.json) and prints a Markdown table of dsv3 beside its peer (transformers,
 tokenizers, tiktoken, llama.cpp) with the ratio, plus a
 line with the machine's measured FMA peak and streaming bandwidth.  With --write README.md it replaces
 the text between the markers <!-- measured:begin --> and <!-- measured:end --> in that file.
@@ -96,6 +96,20 @@ def generate_rows(res_dir):
     return rows
 
 
+def serve_rows(res_dir):
+    d = load(os.path.join(res_dir, "serve.json"))
+    rows = []
+    for r in (d or {}).get("rows", []):
+        a, c = r["dsv3"], r.get("transformers")
+        if a.get("impl", "dsv3-serve") != "dsv3-serve":  # a peer's row (another server) is not dsv3's
+            continue
+        rows.append((f"serve, {d.get('config', 'small')} preset, concurrency {r['concurrency']}",
+                     f"{a['tokens_per_s']:.0f} tokens/s, first token {1000 * a['ttft_s']:.0f} ms",
+                     f"transformers {c['tokens_per_s']:.0f} tokens/s, first token {1000 * c['ttft_s']:.0f} ms" if c else "-",
+                     fmt_ratio(a["tokens_per_s"], c["tokens_per_s"]) if c else "-"))
+    return rows
+
+
 def tokenizer_rows(res_dir):
     d = load(os.path.join(res_dir, "tokenizer.json"))
     rows = []
@@ -135,8 +149,8 @@ def machine_line(res_dir):
 
 
 def table(res_dir):
-    rows = forward_rows(res_dir) + train_rows(res_dir) + generate_rows(res_dir) + tokenizer_rows(res_dir) + \
-        pp_rows(res_dir)
+    rows = forward_rows(res_dir) + train_rows(res_dir) + generate_rows(res_dir) + serve_rows(res_dir) + \
+        tokenizer_rows(res_dir) + pp_rows(res_dir)
     out = ["| what | dsv3 | peer | ratio |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     m = machine_line(res_dir)

@@ -1,6 +1,6 @@
 /*
  * cmd_serve.c — `dsv3 serve --model DIR [--host 127.0.0.1] [--port 8080]
- *   [--max-batch N] [--ctx T] [--api-key KEY] ...`: the OpenAI-compatible
+ *   [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp] ...`: the OpenAI-compatible
  * server (src/serve/).  Loads the model, its tokenizer and chat template
  * (checked here, before anything listens), starts the continuous-batching
  * scheduler and serves until SIGINT/SIGTERM.  Built only with libmicrohttpd;
@@ -22,7 +22,7 @@ static int run(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *tokp = NULL, *tmplf = NULL, *spec = NULL;
     const char *device = "cpu", *name = NULL;
     long long port = 8080, max_batch = 8, ctx = 0, max_queue = 64, max_body = 1 << 20, timeout = 30, chunk = 256;
-    long long max_conn = 256;
+    long long max_conn = 256, pbatch = 0;
     double grace = 10;
     int dequant = 0;
     const ds_opt opts[] = {
@@ -37,19 +37,19 @@ static int run(int argc, char **argv) {
         {"--timeout", DS_OPT_INT, &timeout, "S  idle connection timeout in seconds (default 30)", DS_RANGE(1, 86400)},
         {"--max-connections", DS_OPT_INT, &max_conn, "N  open connections at most (default 256)", DS_RANGE(1, 65536)},
         {"--prefill-chunk", DS_OPT_INT, &chunk, "N  prompt tokens per scheduler step (default 256)", DS_RANGE(2, 1 << 20)},
+        {"--prefill-batch", DS_OPT_INT, &pbatch, "N  prompts prefilled in one forward at most (default: --max-batch; 1: one at a time)", DS_RANGE(1, 1024)},
         {"--shutdown-grace", DS_OPT_FLOAT, &grace, "S  on SIGINT/SIGTERM, seconds for running requests to finish (default 10)", DS_RANGE(0, 3600)},
         {"--model-name", DS_OPT_STR, &name, "NAME  the model id /v1/models reports (default: the folder's name)"},
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or its folder (default: the model folder's)"},
         {"--chat-template", DS_OPT_STR, &tmplf, "FILE  a Jinja chat template replacing tokenizer_config.json's"},
-        {"--speculative", DS_OPT_STR, &spec, "mtp  (not yet supported by serve)"},
+        {"--speculative", DS_OPT_STR, &spec, "mtp  greedy requests decode with MTP drafts verified in the batched step"},
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load"},
     };
-    const char *usage = "--model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx T] [--api-key KEY]";
+    const char *usage = "--model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp]";
     ds_cli_parse("serve", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model) ds_cli_usage_error("serve", "--model is required");
     if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("serve", "--speculative: unknown method %s (known: mtp)", ds_quote(spec));
-    if (spec) ds_cli_usage_error("serve", "--speculative mtp is not supported by serve yet (use dsv3 generate --speculative mtp)");
     const struct ds_ops *ops = ds_cli_device("serve", device);
     if (!ds_serve_available()) {
         ds_serve_http(NULL);
@@ -92,10 +92,13 @@ static int run(int argc, char **argv) {
         rc = ds_err("--ctx %lld is beyond the model's max_position_embeddings %lld", ctx, (long long)c->max_position_embeddings);
     int64_t eos[32];
     int neos = 0;
+    if (!rc && spec && c->num_nextn_predict_layers < 1)
+        rc = ds_err("%s: --speculative mtp needs a model with an MTP module (num_nextn_predict_layers is 0)", model);
     if (!rc) rc = ds_model_stop_ids(model, &m, tok, eos, 32, &neos);
     ds_sched *sc = NULL;
     if (!rc) {
-        ds_sched_opts so = {.max_batch = (int)max_batch, .ctx = ctx, .prefill_chunk = chunk, .max_queue = (int)max_queue};
+        ds_sched_opts so = {.max_batch = (int)max_batch, .ctx = ctx, .prefill_chunk = chunk, .max_queue = (int)max_queue,
+                              .prefill_batch = (int)pbatch, .speculative = spec != NULL};
         sc = ds_sched_create(&m, ops, tok, &so, eos, neos);
         if (!sc) rc = -1;
     }
@@ -110,6 +113,13 @@ static int run(int argc, char **argv) {
             .ctx = ctx, .vocab = c->vocab_size, .max_batch = (int)max_batch,
         };
         rc = ds_serve_http(&cfg);
+        if (spec) {
+            ds_sched_stats st;
+            ds_sched_get_stats(sc, &st);
+            fprintf(stderr, "dsv3 serve: speculative mtp: %llu drafts, %llu accepted (acceptance %.1f%%)\n",
+                    (unsigned long long)st.drafted, (unsigned long long)st.accepted,
+                    st.drafted ? 100.0 * (double)st.accepted / (double)st.drafted : 0.0);
+        }
     }
     ds_sched_free(sc);
     ds_model_free(&m);

@@ -82,19 +82,58 @@ static inline void ds_engine_mtp_rewind(ds_engine *e, int64_t pos) { if (pos < e
 typedef struct {
     const ds_model *m;
     const struct ds_ops *ops;
-    int64_t B, max_len;
-    ds_kv_cache kc;                  /* B rows of max_len positions */
-    ds_acts a;                       /* inference activations, B sequences of 1 token */
-    float *logits;                   /* (n, V) after a step */
+    int64_t B, max_len, T;           /* T: tokens per sequence one step takes */
+    int mtp;                         /* MTP module 1 has its own cache layer (L) */
+    ds_kv_cache kc;                  /* B rows of max_len positions (L layers, +1 with mtp) */
+    ds_acts a;                       /* inference activations, B sequences of T tokens */
+    float *logits;                   /* (n, V) after a step; (n, T, V) after ds_rows_engine_step_n */
+    float *hfinal;                   /* (n, T, H) final-norm states after a step (= a.hfinal) */
+    float *mtp_logits;               /* (n, T, V) after ds_rows_engine_mtp_step (= a.mtp_logits[0]) */
+    /* prefill of several prompts in one forward (ds_rows_engine_prefill_init) */
+    ds_acts pa;                      /* up to B sequences, `chunk` tokens in all */
+    int64_t pchunk;
+    float *p_logits;                 /* (n, V): each sequence's last position */
+    float *p_mtp_logits;             /* (n, V) after ds_rows_engine_prefill_mtp */
 } ds_rows_engine;
 int ds_rows_engine_create(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t max_len);
+/* T tokens per sequence per step (speculative verify: 2); mtp: also MTP module 1 */
+int ds_rows_engine_create_ex(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t max_len,
+                             int64_t T, int mtp);
 void ds_rows_engine_free(ds_rows_engine *e);
 /* One new token for each of n ≤ B sequences: sequence i is cache row rows[i]
  * (distinct) at position pos[i], its token ids[i]; e->logits gets (n, V).
  * On the CPU table each sequence's numbers equal a batch-1 decode step's at
  * that position (n ≤ DS_LINEAR_ROWWISE_MAX; docs/serve.md).  0 or -1. */
 int ds_rows_engine_step(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n);
-/* Row `row` takes positions 0..P-1 of a batch-1 cache (a prefill's). */
+/* t ≤ T tokens for each of n sequences (ids (n, t)) at positions
+ * pos[i]..pos[i]+t-1 of row rows[i]; e->logits (n, t, V), e->hfinal (n, t, H). */
+int ds_rows_engine_step_n(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos, int64_t n,
+                          int64_t t);
+/* MTP module 1 on n sequences of t states h (n, t, H) (may be e->hfinal) with
+ * the next tokens next (n, t), at MTP positions pos[i].. of row rows[i];
+ * e->mtp_logits (n, t, V). */
+int ds_rows_engine_mtp_step(ds_rows_engine *e, const float *h, const int32_t *next, const int64_t *rows,
+                            const int64_t *pos, int64_t n, int64_t t);
+/* The same on rows hrow (n·t, host) of e->hfinal (sequence i's states are
+ * hrow[i·t..]), gathered first; only each sequence's last state goes
+ * through the head: e->mtp_logits (n, V). */
+int ds_rows_engine_mtp_step_rows(ds_rows_engine *e, const int32_t *hrow, const int32_t *next, const int64_t *rows,
+                                 const int64_t *pos, int64_t n, int64_t t);
+/* Batched prefill: room for up to `chunk` prompt tokens per step in all. */
+int ds_rows_engine_prefill_init(ds_rows_engine *e, int64_t chunk);
+/* t tokens of each of n prompts in one forward (n·t ≤ chunk): ids (n, t),
+ * sequence i at positions pos[i].. of cache row rows[i], its last real
+ * token at row last[i] < t (the rest padding, written past it and
+ * overwritten later; last NULL: t-1); e->p_logits gets each sequence's last
+ * token's logits (n, V).  Then, with mtp, ds_rows_engine_prefill_mtp runs
+ * MTP module 1 on that step's states with the tokens after them next (n, t)
+ * at the same positions; e->p_mtp_logits (n, V) from each last state. */
+int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos,
+                           const int64_t *last, int64_t n, int64_t t);
+int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos,
+                               const int64_t *last, int64_t n, int64_t t);
+/* Row `row` takes positions 0..P-1 of a batch-1 cache (a prefill's; with
+ * mtp, the MTP layer too: the source must have as many layers). */
 void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P);
 
 /* ---- sampling.c ----------------------------------------------------------------- */
@@ -145,6 +184,15 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
 /* Internal to generate.c/speculative.c: append id to out, call fn; returns
  * 1 (EOS), 2 (fn asked to stop) or 0. */
 int ds_gen_emit(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx);
+/* Speculative pieces shared with continuous batching (src/serve/sched.c):
+ * one prefill chunk prompt[s, s+n) of a P-token prompt through the main
+ * model and MTP module 1 (state i paired with token i+1; the prompt's last
+ * state waits for the first new token); and the acceptance rule of a verify
+ * step whose main-model greedy choices are g (after the last accepted token
+ * and after the draft): 2 tokens (g[0], g[1]) when the draft is g[0], else 1
+ * (g[0]; the draft's position is dropped). */
+int ds_spec_prefill_chunk(ds_engine *e, const int32_t *prompt, int64_t P, int64_t s, int64_t n);
+int64_t ds_spec_accept(int32_t draft, const int32_t g[2]);
 /* The speculative loop (speculative.c); e was created with mtp = 1, batch 1. */
 int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
                             int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);

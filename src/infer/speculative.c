@@ -31,6 +31,17 @@ static int32_t pick_draft(const ds_engine *e, int64_t i) {
     return argmax(e, e->mtp_logits, 0);
 }
 
+int ds_spec_prefill_chunk(ds_engine *e, const int32_t *prompt, int64_t P, int64_t s, int64_t n) {
+    /* the MTP module sees state i with token i+1, read straight from the main
+     * step's e->hfinal (an MTP step leaves it as it is); the prompt's last
+     * state waits for the first new token */
+    if (ds_engine_step(e, prompt + s, n, 1)) return -1;
+    int64_t rows = s + n < P ? n : n - 1;
+    return rows > 0 ? ds_engine_mtp_step(e, e->hfinal, prompt + s + 1, rows, 1) : 0;
+}
+
+int64_t ds_spec_accept(int32_t draft, const int32_t g[2]) { return g[0] == draft ? 2 : 1; }
+
 int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
                             int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st) {
     const int64_t H = e->m->cfg.hidden_size, want = o->max_tokens, chunk = e->chunk;
@@ -41,16 +52,10 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
     int rc = 0, stop = 0;
     *nout = 0;
     double t0 = ds_now();
-    /* prefill both: the MTP module sees state i with token i+1, read straight
-     * from the main step's e->hfinal (an MTP step leaves it as it is); the
-     * prompt's last state waits for the first new token */
     int64_t last = 0; /* row of the prompt's last state in e->hfinal */
     for (int64_t s = 0; s < P && !rc; s += chunk) {
         int64_t n = P - s < chunk ? P - s : chunk;
-        rc = ds_engine_step(e, prompt + s, n, 1);
-        if (rc) break;
-        int64_t rows = s + n < P ? n : n - 1;
-        if (rows > 0) rc = ds_engine_mtp_step(e, e->hfinal, prompt + s + 1, rows, 1);
+        rc = ds_spec_prefill_chunk(e, prompt, P, s, n);
         last = n - 1;
     }
     double t1 = ds_now();
@@ -77,23 +82,18 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
         if (rc) break;
         st->steps++;
         st->drafted++;
-        int32_t g1 = argmax(e, e->logits, 0), g2 = argmax(e, e->logits, 1);
-        if (g1 == draft) {
-            st->accepted++;
-            stop = ds_gen_emit(o, g1, out, nout, fn, ctx);
+        int32_t g[2] = {argmax(e, e->logits, 0), argmax(e, e->logits, 1)};
+        const int64_t k = ds_spec_accept(draft, g);
+        st->accepted += k - 1;
+        if (k == 1) ds_engine_rewind(e, pos + 1);
+        stop = ds_gen_emit(o, g[0], out, nout, fn, ctx);
+        if (stop || *nout >= want) break;
+        if (k == 2) {
+            stop = ds_gen_emit(o, g[1], out, nout, fn, ctx);
             if (stop || *nout >= want) break;
-            stop = ds_gen_emit(o, g2, out, nout, fn, ctx);
-            if (stop || *nout >= want) break;
-            const int32_t nb[2] = {g1, g2};
-            rc = ds_engine_mtp_step(e, e->hfinal, nb, 2, 1);
-            tok = g2;
-        } else {
-            ds_engine_rewind(e, pos + 1);
-            stop = ds_gen_emit(o, g1, out, nout, fn, ctx);
-            if (stop || *nout >= want) break;
-            rc = ds_engine_mtp_step(e, e->hfinal, &g1, 1, 1);
-            tok = g1;
         }
+        rc = ds_engine_mtp_step(e, e->hfinal, g, k, 1);
+        tok = g[k - 1];
         draft = pick_draft(e, *nout);
     }
     st->decode_s = ds_now() - t1;

@@ -578,6 +578,17 @@ int ds_acts_create_stage(ds_acts *a, const ds_model *m, int64_t B, int64_t T, in
     return acts_create(a, m, B, T, T, l1 == L && mtp, flags & ~DS_ACTS_INFER, l0, l1);
 }
 
+int ds_acts_create_infer_rows(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rows, int64_t max_len, int mtp) {
+    if (B < 1 || T < 1 || rows < T)
+        return ds_err("forward: %lld sequences of up to %lld tokens in %lld rows", (long long)B, (long long)T, (long long)rows);
+    if (max_len < rows) max_len = rows;
+    if (acts_create(a, m, 1, rows, max_len, mtp, DS_ACTS_INFER, 0, m->cfg.num_hidden_layers)) return -1;
+    free(a->last_rows);
+    a->last_rows = ds_calloc((size_t)B, sizeof(int32_t));
+    a->B = B, a->T = T, a->max_rows = rows;
+    return 0;
+}
+
 static int acts_create(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rope_len, int mtp, int flags,
                        int64_t l0, int64_t l1) {
     memset(a, 0, sizeof *a);
@@ -721,15 +732,15 @@ static const ds_mla_cache *cache_layer(ds_mla_cache *buf, const ds_fwd_opts *o, 
 
 /* logits (rows, V) of the final states hs (B, n, H): every row, or each sequence's last one (B, V) */
 static void lm_head(const ds_model *m, ds_acts *a, const struct ds_ops *ops, float *logits, float *hs, float *tmp,
-                    int64_t B, int64_t n, int last_only) {
+                    int64_t B, int64_t n, int last_only, const int64_t *last_b) {
     const int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size;
     const float *x = hs;
     int64_t rows = B * n;
     if (last_only && n > 1) {
         if (B == 1) {
-            x = hs + (n - 1) * H;
+            x = hs + (last_b ? last_b[0] : n - 1) * H;
         } else {
-            for (int64_t b = 0; b < B; b++) a->last_rows[b] = (int32_t)(b * n + n - 1);
+            for (int64_t b = 0; b < B; b++) a->last_rows[b] = (int32_t)(b * n + (last_b ? last_b[b] : n - 1));
             ops->gather_rows(tmp, hs, a->last_rows, B, H);
             x = tmp;
         }
@@ -747,6 +758,12 @@ static int check_opts(const ds_model *m, const ds_acts *a, const ds_fwd_opts *o,
         return ds_err("forward: %lld tokens per sequence, the activations take 1..%lld", (long long)*n, (long long)a->T);
     if (*B < 1 || *B > a->B)
         return ds_err("forward: %lld sequences, the activations take 1..%lld", (long long)*B, (long long)a->B);
+    if (a->max_rows && *B * *n > a->max_rows)
+        return ds_err("forward: %lld x %lld tokens, the activations take %lld", (long long)*B, (long long)*n, (long long)a->max_rows);
+    for (int64_t b = 0; o->last_b && b < *B; b++)
+        if (o->last_b[b] < 0 || o->last_b[b] >= *n)
+            return ds_err("forward: last token %lld of sequence %lld is outside [0, %lld)", (long long)o->last_b[b],
+                          (long long)b, (long long)*n);
     if (!o->kv) {
         if (o->pos_b || o->rows) return ds_err("forward: per-sequence positions or cache rows need a latent cache");
         return 0;
@@ -791,7 +808,8 @@ static void rope_rows(const ds_model *m, ds_acts *a, const struct ds_ops *ops, i
  * ids + b*ids_ld, states row b at h + b*h_ld*H; then its block and head. */
 static void mtp_module(const ds_model *m, ds_acts *a, const struct ds_ops *ops, int64_t k, const int32_t *ids,
                        int64_t ids_ld, const float *h, int64_t h_ld, int64_t B, int64_t n, const float *cs,
-                       const float *sn, const ds_mla_cache *kv, int last_only) {
+                       const float *sn, const ds_mla_cache *kv, int last_only,
+                       const int64_t *last_b) {
     const ds_config *c = &m->cfg;
     const int64_t H = c->hidden_size, L = c->num_hidden_layers, Nk = B * n;
     const float eps = (float)c->rms_norm_eps;
@@ -807,7 +825,7 @@ static void mtp_module(const ds_model *m, ds_acts *a, const struct ds_ops *ops, 
     ds_matmul_any(ops, x2->m_x, x2->m_cat, p->eh_proj, p->eh_proj8, Nk, 2 * H, H);
     block_forward(x2->out, x2, x2->m_x, p, m, ops, cs, sn, B, n, kv);
     ops->rmsnorm_forward(x2->m_hn, x2->m_hn_rstd, x2->out, p->head_norm, Nk, H, H, H, eps);
-    lm_head(m, a, ops, a->mtp_logits[k - 1], x2->m_hn, x2->attn_proj, B, n, last_only);
+    lm_head(m, a, ops, a->mtp_logits[k - 1], x2->m_hn, x2->attn_proj, B, n, last_only, last_b);
 }
 
 int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids) {
@@ -840,7 +858,7 @@ int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops,
     }
     ops->rmsnorm_forward(a->hfinal, a->hfinal_rstd, x, m->norm, N, H, H, H, eps);
     /* last_only gathers into the (free by now) o_proj scratch of block 0 */
-    lm_head(m, a, ops, a->logits, a->hfinal, a->blk[0].attn_proj, B, T, o->last_only);
+    lm_head(m, a, ops, a->logits, a->hfinal, a->blk[0].attn_proj, B, T, o->last_only, o->last_b);
     if (!a->mtp || o->kv) return 0;
 
     /* MTP modules (training form): module k on positions i < T-k, with
@@ -850,7 +868,7 @@ int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops,
     for (int64_t k = 1; k <= D; k++) {
         int64_t Tk = T - k, Tp = T - k + 1;
         if (Tk <= 0) break;
-        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0);
+        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0, NULL);
         hprev = a->blk[L + k - 1].out;
     }
     return 0;
@@ -879,13 +897,13 @@ int ds_model_forward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *o
     }
     if (a->l1 < L) return 0;
     ops->rmsnorm_forward(a->hfinal, a->hfinal_rstd, x, m->norm, N, H, H, H, eps);
-    lm_head(m, a, ops, a->logits, a->hfinal, NULL, B, T, 0);
+    lm_head(m, a, ops, a->logits, a->hfinal, NULL, B, T, 0, NULL);
     if (!a->mtp) return 0;
     const float *hprev = a->hfinal;
     for (int64_t k = 1; k <= D; k++) {
         int64_t Tk = T - k, Tp = T - k + 1;
         if (Tk <= 0) break;
-        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0);
+        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0, NULL);
         hprev = a->blk[L + k - 1].out;
     }
     return 0;
@@ -905,7 +923,7 @@ int ds_model_mtp_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *
     const float *cs, *sn;
     rope_rows(m, a, ops, o->pos_b ? 0 : o->pos, &cs, &sn);
     ds_mla_cache kvl;
-    mtp_module(m, a, ops, k, next, n, h, n, B, n, cs, sn, cache_layer(&kvl, o, L + k - 1), o->last_only);
+    mtp_module(m, a, ops, k, next, n, h, n, B, n, cs, sn, cache_layer(&kvl, o, L + k - 1), o->last_only, o->last_b);
     return 0;
 }
 

@@ -281,6 +281,7 @@ typedef struct {
      * activations are carved; the final norm, head and logits only when
      * l1 = L (the last stage).  Other sets: 0, L. */
     int64_t l0, l1;
+    int64_t max_rows;             /* ds_acts_create_infer_rows: B·n ≤ max_rows per forward (0: B·T) */
 } ds_acts;
 
 /* DS_ACTS_FP8_CACHE (`dsv3 train --precision fp8 --fp8-cache`): keep the
@@ -316,6 +317,10 @@ size_t ds_acts_stage_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int
 /* Bytes of all activation arenas allocated now in this process (created,
  * not yet freed): the trainer's count of its peak activation memory. */
 size_t ds_acts_live_bytes(void);
+/* An inference set for up to B sequences of up to T tokens, at most `rows`
+ * tokens in all per forward (continuous batching's prefill of several
+ * prompts: the arena is that of `rows` tokens, not B x T). */
+int ds_acts_create_infer_rows(ds_acts *a, const ds_model *m, int64_t B, int64_t T, int64_t rows, int64_t max_len, int mtp);
 /* Bytes of the arena ds_acts_create_ex would allocate (the same sizing code). */
 size_t ds_acts_arena_bytes(const ds_model *m, int64_t B, int64_t T, int mtp, int flags);
 /* Cache an activation: quantize x (rows, cols) into c (no-op when c->q is
@@ -360,6 +365,10 @@ typedef struct {
      * prefix.  pos_b, rows [host] (B). */
     int64_t B;
     const int64_t *pos_b, *rows;
+    /* with last_only: sequence b's last token is row last_b[b] < n, not n-1
+     * (a prompt padded to the step's n tokens; the padding's latents are
+     * written past its end and overwritten later) [host] (B); NULL: n-1 */
+    const int64_t *last_b;
 } ds_fwd_opts;
 /* The forward of ids (B, n) with options (B = o->B or a->B); the blocks are those of training.
  * Rows are (b, i) -> b*n + i in a->hfinal and a->logits.  The MTP modules run

@@ -1,14 +1,12 @@
 /*
  * sched.c — the continuous-batching scheduler (see sched.h).
  *
- * Engines: one decode engine with a cache row per slot runs the batched
- * steps (ds_rows_engine_step: every running sequence at its own position,
- * the weights read once per step); one batch-1 engine with chunk
- * prefill_chunk runs prompts.  When a prompt is done its latent cache is
- * copied into the slot's row (ds_rows_engine_adopt), so the large
- * (chunk, vocab) scratch exists once.  Each
- * sequence's arithmetic is that of `dsv3 generate`'s batch-1 steps at the
- * same positions (up to 16 sequences a step on the CPU table,
+ * One decode engine (ds_rows_engine) with a cache row per slot runs the
+ * batched steps (every running sequence at its own position, the weights
+ * read once per step) and, with its prefill activations (prefill_chunk
+ * tokens in all), the batched prefill straight into the slots' rows.  Each
+ * sequence's decode arithmetic is that of `dsv3 generate`'s batch-1 steps at
+ * the same positions (up to 16 rows a step on the CPU table,
  * DS_LINEAR_ROWWISE_MAX), hence the same greedy tokens alone or in a batch.
  */
 #include "serve/sched.h"
@@ -22,6 +20,9 @@
 #include "base/base.h"
 
 enum { SLOT_FREE, SLOT_PREFILL, SLOT_DECODE };
+
+const double ds_ttft_bounds[DS_TTFT_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                                    0.3,   0.4,  0.5,   0.75, 1,     2.5, 5};
 
 struct ds_sched {
     const ds_model *m;
@@ -41,13 +42,21 @@ struct ds_sched {
     int *state;
     int64_t *prefilled;
     int32_t *last;
+    int32_t *draft;    /* per slot: the MTP draft of the token after last (speculative) */
+    int *spec;         /* per slot: 1 when it decodes speculatively (a greedy request) */
+    int32_t *b_next;   /* (max_batch, 2): the verify step's tokens, then the MTP step's */
+    int32_t *m_hrow, *m_next; /* (max_batch, 2): an MTP step's state rows and tokens */
+    int64_t *m_rows, *m_pos;
+    int *m_k;
     int64_t *pos;      /* per slot: tokens in its cache row */
     int64_t *b_rows, *b_pos; /* the step's gather */
     int32_t *b_ids;
+    int b_n;           /* sequences in the step's gather */
+    int *p_slot;       /* the prefill forward's prompts (slots) */
+    int64_t *p_rows, *p_pos, *p_len, *p_last;
+    int32_t *p_ids, *p_next; /* (prefill_chunk): their tokens; speculative: the tokens after them */
     int *b_slot;
-    ds_rows_engine dec; /* max_batch cache rows, one token per row per step */
-    ds_engine pre;
-    int pre_slot;
+    ds_rows_engine dec; /* max_batch cache rows; decode steps, batched prefill */
     float *lsm; /* (V) log-softmax scratch */
     int step_delay_us; /* tests: DSV3_SERVE_STEP_DELAY_MS slows every iteration so batching is observable */
     ds_sched_stats st;
@@ -65,6 +74,7 @@ static void sreq_free(ds_sreq *r) {
     free(r->prompt);
     free(r->out), free(r->lp), free(r->top_id), free(r->top_lp);
     free(r->text);
+    free(r->forced_drafts);
     for (int i = 0; i < r->nstop; i++) free(r->stop[i]);
     free(r);
 }
@@ -92,21 +102,26 @@ void ds_sched_get_stats(ds_sched *s, ds_sched_stats *st) {
     pthread_mutex_unlock(&s->mu);
 }
 
-int ds_sched_submit(ds_sched *s, ds_sreq *r) {
+int ds_sched_submit(ds_sched *s, ds_sreq *r) { return ds_sched_submit_n(s, &r, 1); }
+
+int ds_sched_submit_n(ds_sched *s, ds_sreq **rs, int n) {
     pthread_mutex_lock(&s->mu);
-    if (s->nq >= s->o.max_queue || s->stop) {
+    if (s->nq + n > s->o.max_queue || s->stop) {
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
-    r->refs++;
-    r->t_submit = ds_now();
-    r->next = NULL;
-    if (s->qtail) s->qtail->next = r;
-    else s->qhead = r;
-    s->qtail = r;
-    s->nq++;
-    s->st.requests++;
-    s->st.prompt_tokens += (uint64_t)r->P;
+    for (int i = 0; i < n; i++) {
+        ds_sreq *r = rs[i];
+        r->refs++;
+        r->t_submit = ds_now();
+        r->next = NULL;
+        if (s->qtail) s->qtail->next = r;
+        else s->qhead = r;
+        s->qtail = r;
+        s->nq++;
+        s->st.requests++;
+        s->st.prompt_tokens += (uint64_t)r->P;
+    }
     pthread_cond_signal(&s->work);
     pthread_mutex_unlock(&s->mu);
     return 0;
@@ -150,7 +165,6 @@ static void finish(ds_sched *s, ds_sreq *r, const char *why) {
     if (!strcmp(why, "cancelled")) s->st.cancelled++;
     ds_sampler_free(&r->sampler);
     if (r->slot >= 0) {
-        if (s->pre_slot == r->slot) s->pre_slot = -1;
         s->slot[r->slot] = NULL;
         s->state[r->slot] = SLOT_FREE;
         s->st.active--;
@@ -198,8 +212,12 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
     s->st.gen_tokens++;
     if (k == 0) {
         r->t_first = ds_now();
-        s->st.ttft_sum += r->t_first - r->t_submit;
+        const double dt = r->t_first - r->t_submit;
+        s->st.ttft_sum += dt;
         s->st.ttft_count++;
+        int b = 0;
+        while (b < DS_TTFT_BUCKETS - 1 && dt > ds_ttft_bounds[b]) b++;
+        s->st.ttft_bucket[b]++;
     }
     if (!r->ignore_eos)
         for (int i = 0; i < s->neos; i++)
@@ -238,15 +256,255 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
 }
 
 
-static void sample_emit(ds_sched *s, ds_sreq *r, const float *logits, int32_t *last) {
-    int32_t id = ds_sample(&r->sampler, logits);
+/* emit token id chosen from logits (V), with its log-probabilities when asked */
+static void emit_id(ds_sched *s, ds_sreq *r, const float *logits, int32_t id) {
     float lp = 0, tlp[DS_SREQ_MAX_TOP];
     int32_t tid[DS_SREQ_MAX_TOP];
     if (r->top_logprobs >= 0) logprobs(s, r, logits, id, &lp, tid, tlp);
-    *last = id;
     pthread_mutex_lock(&s->mu);
     emit(s, r, id, lp, tid, tlp);
     pthread_mutex_unlock(&s->mu);
+}
+
+static void sample_emit(ds_sched *s, ds_sreq *r, const float *logits, int32_t *last) {
+    *last = ds_sample(&r->sampler, logits);
+    emit_id(s, r, logits, *last);
+}
+
+static int32_t argmax(const ds_sched *s, const float *logits) {
+    int32_t id;
+    s->ops->argmax_rows(&id, logits, 1, s->m->cfg.vocab_size);
+    return id;
+}
+
+/* the MTP draft of r's next output token from MTP logits (V) (tests: the forced one) */
+static int32_t pick_draft(const ds_sched *s, const ds_sreq *r, const float *mtp_logits) {
+    if (r->forced_drafts && r->nout < r->nforced) return r->forced_drafts[r->nout];
+    return argmax(s, mtp_logits);
+}
+
+/* The prompts of the next prefill forward: the oldest request still
+ * prefilling, then the next oldest ones, each with its next chunk (a prompt
+ * is cut where `dsv3 generate` cuts it: every prefill_chunk tokens from its
+ * start).  The forward takes t tokens per sequence, t = the longest chunk in
+ * the group; shorter chunks are padded, so a prompt joins when the group,
+ * padding included, stays within the budget (the oldest alone may exceed it
+ * when first) and at least half real tokens, and when its padded chunk stays
+ * inside the context.  At most --prefill-batch prompts.  Fills p_slot, p_len;
+ * *t the tokens per sequence. */
+static int64_t chunk_len(const ds_sched *s, int i) {
+    int64_t n = s->slot[i]->P - s->prefilled[i];
+    return n < s->o.prefill_chunk ? n : s->o.prefill_chunk;
+}
+
+static int64_t prefill_pick(ds_sched *s, int64_t budget, int first, int64_t *t) {
+    const int B = s->o.max_batch;
+    int n = 0;
+    int64_t real = 0, maxpos = 0; /* real tokens, the furthest chunk start */
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < B; i++) {
+            if (s->state[i] != SLOT_PREFILL || s->slot[i]->cancel) continue;
+            int taken = 0;
+            for (int k = 0; k < n && !taken; k++) taken = s->p_slot[k] == i;
+            if (taken) continue;
+            if (n) { /* does it fit the group? */
+                const int64_t len = chunk_len(s, i), tt = len > *t ? len : *t;
+                const int64_t mp = s->prefilled[i] > maxpos ? s->prefilled[i] : maxpos;
+                if ((n + 1) * tt > budget || 2 * (real + len) < (n + 1) * tt || mp + tt > s->o.ctx) continue;
+            }
+            if (best < 0 || s->slot[i]->t_submit < s->slot[best]->t_submit) best = i;
+        }
+        if (best < 0) break;
+        const int64_t len = chunk_len(s, best);
+        if (!n) {
+            if (len > budget && !first) break;
+            *t = len;
+            if (budget < len) budget = len;
+        }
+        if (len > *t) *t = len;
+        if (s->prefilled[best] > maxpos) maxpos = s->prefilled[best];
+        real += len;
+        s->p_len[n] = len;
+        s->p_slot[n++] = best;
+        if (n >= s->o.prefill_batch) break;
+    }
+    return n;
+}
+
+/* One prefill forward of the picked prompts (each padded to t tokens with
+ * its last token), straight into their cache rows; a prompt that is done
+ * samples its first token (and, speculative, the MTP module sees the
+ * chunk's states with the tokens after them: the prompt's own, then the
+ * first new token, whose logits give the first draft). */
+static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
+    const int64_t V = s->m->cfg.vocab_size;
+    for (int k = 0; k < n; k++) {
+        const int i = s->p_slot[k];
+        const int64_t len = s->p_len[k];
+        const int32_t *src = s->slot[i]->prompt + s->prefilled[i];
+        memcpy(s->p_ids + k * t, src, (size_t)len * sizeof(int32_t));
+        for (int64_t j = len; j < t; j++) s->p_ids[k * t + j] = src[len - 1];
+        s->p_rows[k] = i;
+        s->p_pos[k] = s->prefilled[i];
+        s->p_last[k] = len - 1;
+    }
+    if (ds_rows_engine_prefill(&s->dec, s->p_ids, s->p_rows, s->p_pos, s->p_last, n, t)) {
+        ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
+        pthread_mutex_lock(&s->mu);
+        for (int k = 0; k < n; k++) finish(s, s->slot[s->p_slot[k]], "error");
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    int nfinal = 0;
+    for (int k = 0; k < n; k++) {
+        const int i = s->p_slot[k];
+        const int64_t len = s->p_len[k];
+        ds_sreq *r = s->slot[i];
+        /* the MTP module's next tokens: the prompt's, then the first new token (padding: the last) */
+        int32_t *nx = s->p_next + k * t;
+        if (s->o.speculative) memcpy(nx, r->prompt + s->p_pos[k] + 1, (size_t)(len - 1) * sizeof(int32_t));
+        s->prefilled[i] += len;
+        if (s->prefilled[i] < r->P) {
+            if (s->o.speculative)
+                for (int64_t j = len - 1; j < t; j++) nx[j] = r->prompt[s->prefilled[i]];
+            continue;
+        }
+        nfinal++;
+        s->pos[i] = r->P;
+        s->state[i] = SLOT_DECODE;
+        fresh[i] = 1;
+        const int greedy = r->sp.temperature <= 0;
+        sample_emit(s, r, s->dec.p_logits + k * V, &s->last[i]); /* may finish r: then slot[i] is NULL */
+        s->spec[i] = s->o.speculative && greedy && s->slot[i] == r;
+        if (s->o.speculative)
+            for (int64_t j = len - 1; j < t; j++) nx[j] = s->last[i];
+    }
+    if (!s->o.speculative) return;
+    if (ds_rows_engine_prefill_mtp(&s->dec, s->p_next, s->p_rows, s->p_pos, s->p_last, n, t)) {
+        ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
+        for (int k = 0; k < n; k++) s->spec[s->p_slot[k]] = 0; /* those decode plainly */
+        return;
+    }
+    for (int k = 0; k < n && nfinal; k++) {
+        const int i = s->p_slot[k];
+        if (s->spec[i] && fresh[i] && s->slot[i]) s->draft[i] = pick_draft(s, s->slot[i], s->dec.p_mtp_logits + k * V);
+    }
+}
+
+/* the running sequences of this iteration into the step's gather (b_*);
+ * ids: their last tokens, two per sequence with its draft when two */
+static int gather(ds_sched *s, const int *fresh, int two) {
+    int n = 0;
+    for (int i = 0; i < s->o.max_batch; i++) {
+        ds_sreq *r = s->slot[i];
+        if (!r || s->state[i] != SLOT_DECODE || fresh[i] || r->done || r->cancel) continue;
+        if (two) {
+            s->b_next[2 * n] = s->last[i];
+            s->b_next[2 * n + 1] = s->spec[i] ? s->draft[i] : s->last[i];
+        }
+        s->b_ids[n] = s->last[i];
+        s->b_rows[n] = i;
+        s->b_pos[n] = s->pos[i];
+        s->b_slot[n++] = i;
+    }
+    s->b_n = n;
+    return n;
+}
+
+/* one token per running sequence; the sequences stepped or -1 */
+static int plain_decode(ds_sched *s, const int *fresh) {
+    const int64_t V = s->m->cfg.vocab_size;
+    int n = gather(s, fresh, 0);
+    if (!n) return 0;
+    if (ds_rows_engine_step(&s->dec, s->b_ids, s->b_rows, s->b_pos, n)) return -1;
+    for (int k = 0; k < n; k++) {
+        int i = s->b_slot[k];
+        s->pos[i]++;
+        sample_emit(s, s->slot[i], s->dec.logits + k * V, &s->last[i]);
+    }
+    return n;
+}
+
+/* Speculative decode (--speculative mtp, doc §7.4, infer/speculative.c):
+ * every running sequence takes two tokens in one batched step — its last
+ * token and the MTP draft of the next (a sampled request: its last token
+ * twice, the second position dropped).  A greedy sequence keeps the draft
+ * when it is the main model's choice (ds_spec_accept) and then has the token
+ * after it too (otherwise its second cache position is overwritten by the
+ * next step); then MTP steps draft every greedy sequence's next token from
+ * its new states.  Cache invariant per greedy slot: main model and MTP
+ * module have both cached positions 0..pos-1.  Returns the sequences
+ * stepped, -1 on error. */
+/* sequences k0..k1-1 of the gather: the verify step, acceptance, drafts */
+static int spec_group(ds_sched *s, int k0, int k1) {
+    const int64_t V = s->m->cfg.vocab_size;
+    const int n = k1 - k0;
+    if (ds_rows_engine_step_n(&s->dec, s->b_next + 2 * k0, s->b_rows + k0, s->b_pos + k0, n, 2)) return -1;
+    uint64_t drafted = 0, accepted = 0;
+    for (int k = k0; k < k1; k++) {
+        int i = s->b_slot[k];
+        ds_sreq *r = s->slot[i];
+        const float *lg = s->dec.logits + 2 * (k - k0) * V;
+        if (!s->spec[i]) {
+            s->pos[i]++;
+            sample_emit(s, r, lg, &s->last[i]);
+            continue;
+        }
+        int32_t g[2] = {argmax(s, lg), argmax(s, lg + V)};
+        const int64_t acc = ds_spec_accept(s->draft[i], g);
+        drafted++, accepted += (uint64_t)(acc - 1);
+        s->pos[i] += acc;
+        s->last[i] = g[acc - 1];
+        s->b_ids[k] = (int32_t)(acc - 1); /* the MTP row that drafts next */
+        s->b_next[2 * k] = g[0];
+        s->b_next[2 * k + 1] = g[acc - 1];
+        emit_id(s, r, lg, g[0]);
+        if (acc == 2 && s->slot[i] == r) emit_id(s, r, lg + V, g[1]); /* r finished: slot[i] is NULL */
+    }
+    pthread_mutex_lock(&s->mu);
+    s->st.drafted += drafted, s->st.accepted += accepted;
+    pthread_mutex_unlock(&s->mu);
+    /* MTP module 1 drafts every still-running greedy sequence's next token,
+     * in two batched steps: the sequences that kept two tokens (both new
+     * states, each with the token after it) and those that kept one (its
+     * state and token); only each one's last state goes through the head */
+    for (int64_t t = 2; t >= 1; t--) {
+        int m = 0;
+        for (int k = k0; k < k1; k++) {
+            const int i = s->b_slot[k];
+            if (!s->spec[i] || !s->slot[i] || s->b_ids[k] + 1 != t) continue;
+            for (int j = 0; j < t; j++) {
+                s->m_hrow[m * t + j] = 2 * (k - k0) + j;
+                s->m_next[m * t + j] = s->b_next[2 * k + j];
+            }
+            s->m_rows[m] = s->b_rows[k];
+            s->m_pos[m] = s->b_pos[k];
+            s->m_k[m++] = k;
+        }
+        if (!m) continue;
+        if (ds_rows_engine_mtp_step_rows(&s->dec, s->m_hrow, s->m_next, s->m_rows, s->m_pos, m, t)) return -1;
+        for (int j = 0; j < m; j++) {
+            const int i = s->b_slot[s->m_k[j]];
+            s->draft[i] = pick_draft(s, s->slot[i], s->dec.mtp_logits + j * V);
+        }
+    }
+    return 0;
+}
+
+/* the verify step takes at most this many sequences (2 rows each): within
+ * DS_LINEAR_ROWWISE_MAX rows the CPU linears compute every row as a batch-1
+ * step does, so speculative greedy output equals plain decoding's at any
+ * --max-batch (a larger batch verifies in several steps) */
+#define SPEC_GROUP 8
+
+static int spec_decode(ds_sched *s, const int *fresh) {
+    int n = gather(s, fresh, 1), nspec = 0;
+    for (int k = 0; k < n; k++) nspec += s->spec[s->b_slot[k]];
+    if (!nspec) return plain_decode(s, fresh); /* only sampled requests: one-token steps */
+    for (int k0 = 0; k0 < n; k0 += SPEC_GROUP)
+        if (spec_group(s, k0, k0 + SPEC_GROUP < n ? k0 + SPEC_GROUP : n)) return -1;
+    return n;
 }
 
 static int sampler_init(ds_sched *s, ds_sampler *r, const ds_sample_params *p) {
@@ -294,63 +552,30 @@ static void *loop(void *arg) {
             }
         }
         pthread_mutex_unlock(&s->mu);
-        /* prefill: chunks of prefill_chunk tokens, oldest request first, up to
-         * prefill_chunk tokens per iteration (several short prompts share one);
-         * a prompt is cut where `dsv3 generate` cuts it (every prefill_chunk
-         * tokens from its start), so its numbers are generate's */
+        /* prefill: up to prefill_chunk prompt tokens per iteration, oldest
+         * request first, several prompts in one forward (prefill_group) */
         memset(fresh, 0, (size_t)B * sizeof(int));
         int nstep = 0;
         double t0 = ds_now();
-        for (int64_t budget = s->o.prefill_chunk, first = 1; budget > 0; first = 0) {
-            if (s->pre_slot < 0) {
-                double best = 0;
-                for (int i = 0; i < B; i++)
-                    if (s->state[i] == SLOT_PREFILL && (s->pre_slot < 0 || s->slot[i]->t_submit < best))
-                        s->pre_slot = i, best = s->slot[i]->t_submit;
-                if (s->pre_slot < 0) break;
-                ds_engine_reset(&s->pre);
-            }
-            int i = s->pre_slot;
-            ds_sreq *r = s->slot[i];
-            int64_t n = r->P - s->prefilled[i];
-            if (n > s->o.prefill_chunk) n = s->o.prefill_chunk;
-            if (n > budget && !first) break;
-            budget -= n;
-            if (ds_engine_step(&s->pre, r->prompt + s->prefilled[i], n, 1)) {
-                ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
-                pthread_mutex_lock(&s->mu);
-                finish(s, r, "error");
-                pthread_mutex_unlock(&s->mu);
-            } else if ((s->prefilled[i] += n) == r->P) {
-                ds_rows_engine_adopt(&s->dec, i, &s->pre.kc, s->pre.pos);
-                s->pos[i] = r->P;
-                s->state[i] = SLOT_DECODE;
-                s->pre_slot = -1;
-                fresh[i] = 1;
-                sample_emit(s, r, s->pre.logits, &s->last[i]);
-            }
+        for (int64_t budget = s->o.prefill_chunk, first = 1, t = 0, n; budget > 0; first = 0, budget -= n * t) {
+            n = prefill_pick(s, budget, first, &t);
+            if (!n) break;
+            prefill_run(s, (int)n, t, fresh);
+            pthread_mutex_lock(&s->mu);
+            s->st.prefill_steps++;
+            s->st.prefill_seqs += (uint64_t)n;
+            if (n > s->st.prefill_batch_max) s->st.prefill_batch_max = (int)n;
+            pthread_mutex_unlock(&s->mu);
         }
         /* one batched decode step for every running sequence, each at its own position */
-        for (int i = 0; i < B; i++) {
-            ds_sreq *r = s->slot[i];
-            if (!r || s->state[i] != SLOT_DECODE || fresh[i] || r->done || r->cancel) continue;
-            s->b_ids[nstep] = s->last[i];
-            s->b_rows[nstep] = i;
-            s->b_pos[nstep] = s->pos[i];
-            s->b_slot[nstep++] = i;
-        }
-        if (nstep && ds_rows_engine_step(&s->dec, s->b_ids, s->b_rows, s->b_pos, nstep)) {
+        nstep = s->o.speculative ? spec_decode(s, fresh) : plain_decode(s, fresh);
+        if (nstep < 0) {
             ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
             pthread_mutex_lock(&s->mu);
-            for (int k = 0; k < nstep; k++) finish(s, s->slot[s->b_slot[k]], "error");
+            for (int k = 0; k < s->b_n; k++)
+                if (s->slot[s->b_slot[k]]) finish(s, s->slot[s->b_slot[k]], "error");
             pthread_mutex_unlock(&s->mu);
-        } else {
-            const int64_t V = s->m->cfg.vocab_size;
-            for (int k = 0; k < nstep; k++) {
-                int i = s->b_slot[k];
-                s->pos[i]++;
-                sample_emit(s, s->slot[i], s->dec.logits + k * V, &s->last[i]);
-            }
+            nstep = 0;
         }
         if (s->step_delay_us) usleep(s->step_delay_us);
         pthread_mutex_lock(&s->mu);
@@ -372,7 +597,6 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->m = m, s->ops = ops, s->tok = tok, s->o = *o;
     s->neos = neos < 32 ? neos : 32;
     memcpy(s->eos, eos, (size_t)s->neos * sizeof(int64_t));
-    s->pre_slot = -1;
     const char *dl = getenv("DSV3_SERVE_STEP_DELAY_MS");
     if (dl) s->step_delay_us = atoi(dl) * 1000;
     pthread_mutex_init(&s->mu, NULL);
@@ -383,6 +607,14 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->state = ds_calloc((size_t)B, sizeof(int));
     s->prefilled = ds_calloc((size_t)B, sizeof(int64_t));
     s->last = ds_calloc((size_t)B, sizeof(int32_t));
+    s->draft = ds_calloc((size_t)B, sizeof(int32_t));
+    s->spec = ds_calloc((size_t)B, sizeof(int));
+    s->b_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
+    s->m_hrow = ds_calloc((size_t)(2 * B), sizeof(int32_t));
+    s->m_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
+    s->m_rows = ds_calloc((size_t)B, sizeof(int64_t));
+    s->m_pos = ds_calloc((size_t)B, sizeof(int64_t));
+    s->m_k = ds_calloc((size_t)B, sizeof(int));
     s->pos = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_rows = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_pos = ds_calloc((size_t)B, sizeof(int64_t));
@@ -391,7 +623,16 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     int64_t chunk = o->prefill_chunk < o->ctx ? o->prefill_chunk : o->ctx;
     if (chunk < 2) chunk = 2;
     s->o.prefill_chunk = chunk;
-    if (ds_engine_create(&s->pre, m, ops, 1, o->ctx, chunk, 0) || ds_rows_engine_create(&s->dec, m, ops, B, o->ctx)) {
+    if (s->o.prefill_batch < 1 || s->o.prefill_batch > B) s->o.prefill_batch = B;
+    s->p_slot = ds_calloc((size_t)B, sizeof(int));
+    s->p_rows = ds_calloc((size_t)B, sizeof(int64_t));
+    s->p_pos = ds_calloc((size_t)B, sizeof(int64_t));
+    s->p_len = ds_calloc((size_t)B, sizeof(int64_t));
+    s->p_last = ds_calloc((size_t)B, sizeof(int64_t));
+    s->p_ids = ds_calloc((size_t)chunk, sizeof(int32_t));
+    s->p_next = ds_calloc((size_t)chunk, sizeof(int32_t));
+    const int spec = o->speculative ? 1 : 0;
+    if (ds_rows_engine_create_ex(&s->dec, m, ops, B, o->ctx, 1 + spec, spec) || ds_rows_engine_prefill_init(&s->dec, chunk)) {
         ds_sched_free(s);
         return NULL;
     }
@@ -425,8 +666,10 @@ void ds_sched_free(ds_sched *s) {
     pthread_cond_broadcast(&s->progress);
     pthread_mutex_unlock(&s->mu);
     if (s->dec.m) ds_rows_engine_free(&s->dec);
-    if (s->pre.m) ds_engine_free(&s->pre);
     free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->lsm);
+    free(s->draft), free(s->spec), free(s->b_next);
+    free(s->m_hrow), free(s->m_next), free(s->m_rows), free(s->m_pos), free(s->m_k);
+    free(s->p_slot), free(s->p_rows), free(s->p_pos), free(s->p_len), free(s->p_last), free(s->p_ids), free(s->p_next);
     free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->progress);

@@ -1,18 +1,21 @@
 /*
  * sched.h — continuous batching for `dsv3 serve`: a scheduler thread owns the
- * model and up to max_batch slots, each a batch-1 decode engine with its own
- * latent KV cache and position.  Requests wait in a bounded FIFO; at every
- * iteration the scheduler admits waiting requests into free slots, runs one
- * chunk (prefill_chunk tokens) of the oldest unfinished prefill on a shared
- * prefill engine (so a long prompt never stalls the running streams for more
- * than one chunk), hands a finished prefill's cache to its slot, and then
- * runs one decode step for every active slot.  A finished, cancelled or
- * disconnected request frees its slot at the next iteration.
+ * model and up to max_batch slots, each a row of one decode engine's latent
+ * KV cache with its own position.  Requests wait in a bounded FIFO; at every
+ * iteration the scheduler admits waiting requests into free slots, prefills
+ * up to prefill_chunk prompt tokens (several prompts whose next chunks have
+ * the same length in one forward, oldest request first, so a long prompt
+ * never stalls the running streams for more than one chunk), and then runs
+ * one decode step for every active slot (speculative: a two-token step that
+ * verifies every greedy sequence's MTP draft, then one MTP step).  A
+ * finished, cancelled or disconnected request frees its slot at the next
+ * iteration.
  *
  * A request's output (ids, log-probabilities, decoded text with stop strings
  * applied) grows under the scheduler's mutex; readers wait on ds_sched_wait.
- * Greedy output is the same tokens as `dsv3 generate` (the same engine steps
- * on the same positions), whatever the other slots do.
+ * Greedy output is the same tokens as `dsv3 generate` (the same steps on the
+ * same positions; docs/serve.md says where FP32 rounding may enter),
+ * whatever the other slots do.
  */
 #ifndef DS_SCHED_H
 #define DS_SCHED_H
@@ -37,6 +40,8 @@ typedef struct ds_sreq {
     char *stop[DS_SREQ_MAX_STOP];
     int nstop;
     int ignore_eos;
+    int32_t *forced_drafts;       /* tests only: the speculative draft for output token i < nforced (owned) */
+    int64_t nforced;
     /* output, under the scheduler mutex */
     int32_t *out;
     float *lp;                    /* (cap) log-probability of out[i] under the model */
@@ -62,7 +67,13 @@ typedef struct {
     int64_t ctx;       /* positions per slot */
     int64_t prefill_chunk;
     int max_queue;     /* waiting requests beyond which submit refuses */
+    int prefill_batch; /* prompts per prefill forward at most (0: max_batch; 1: one at a time) */
+    int speculative;   /* 1: greedy requests decode with MTP drafts, verified in the batched step */
 } ds_sched_opts;
+
+/* the time-to-first-token histogram's upper bounds (seconds; the last bucket is +Inf) */
+#define DS_TTFT_BUCKETS 16
+extern const double ds_ttft_bounds[DS_TTFT_BUCKETS - 1];
 
 typedef struct {
     /* counters for /metrics, under the mutex */
@@ -70,6 +81,10 @@ typedef struct {
     int active, queued, max_active;
     double ttft_sum, decode_s;
     uint64_t ttft_count;
+    uint64_t ttft_bucket[DS_TTFT_BUCKETS]; /* first tokens within ds_ttft_bounds[i] seconds (not cumulative) */
+    uint64_t drafted, accepted;   /* speculative: MTP drafts verified, drafts accepted */
+    uint64_t prefill_steps, prefill_seqs; /* prefill forwards, prompts summed over them */
+    int prefill_batch_max;        /* most prompts in one prefill forward */
 } ds_sched_stats;
 
 typedef struct ds_sched ds_sched;
@@ -83,6 +98,8 @@ void ds_sched_free(ds_sched *s);
 ds_sreq *ds_sreq_new(void);
 /* Queue it: 0, or -1 when the queue is full (the caller answers 503). */
 int ds_sched_submit(ds_sched *s, ds_sreq *r);
+/* Queue n requests (the choices of one), all or none. */
+int ds_sched_submit_n(ds_sched *s, ds_sreq **r, int n);
 /* Drop the caller's reference; a request still running is cancelled. */
 void ds_sched_release(ds_sched *s, ds_sreq *r);
 /* The mutex guarding every request's output; wait for progress (any

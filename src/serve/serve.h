@@ -13,6 +13,9 @@
 #ifndef DS_SERVE_H
 #define DS_SERVE_H
 
+/* choices per request at most (`n`) */
+#define DS_SERVE_MAX_N 16
+
 #include <signal.h>
 #include <stdint.h>
 

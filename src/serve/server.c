@@ -108,6 +108,7 @@ static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int statu
 /* ---- request parameters ----------------------------------------------------------------- */
 typedef struct {
     int chat, stream, include_usage, echo, token_ids, ignore_eos;
+    int n;              /* choices: each its own sequence in the batch */
     int64_t max_tokens; /* -1: not given */
     ds_sample_params sp;
     int logprobs, top_logprobs; /* logprobs: 0/1; top: alternatives */
@@ -116,6 +117,8 @@ typedef struct {
     int32_t *ids;
     int64_t P;
     char *echo_text;
+    int32_t *drafts;    /* tests only (DSV3_SERVE_TEST_DRAFTS set): forced speculative drafts */
+    int64_t ndrafts;
     char err[512];
     const char *param;
     int status;
@@ -170,7 +173,8 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     int64_t n = 1, seed = -1, top_k = 0;
     double temp = 1.0, top_p = 1.0;
     g->max_tokens = -1;
-    if (get_int(g, j, "n", 1, 1, &n)) return -1;
+    if (get_int(g, j, "n", 1, DS_SERVE_MAX_N, &n)) return -1;
+    g->n = (int)n;
     if (get_int(g, j, "max_tokens", 0, INT64_C(1) << 40, &g->max_tokens)) return -1;
     if (get_int(g, j, "max_completion_tokens", 0, INT64_C(1) << 40, &g->max_tokens)) return -1;
     if (get_num(g, j, "temperature", 0, 2, 0, &temp)) return -1;
@@ -180,6 +184,12 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     if (get_bool(g, j, "stream", &g->stream)) return -1;
     if (get_bool(g, j, "return_token_ids", &g->token_ids)) return -1;
     if (get_bool(g, j, "ignore_eos", &g->ignore_eos)) return -1; /* extension, as vLLM's */
+    const cJSON *fd = getenv("DSV3_SERVE_TEST_DRAFTS") ? field(j, "dsv3_test_drafts") : NULL;
+    if (cJSON_IsArray(fd)) { /* tests: the draft proposed for output token i (speculative serving) */
+        g->drafts = ds_malloc((size_t)(cJSON_GetArraySize(fd) + 1) * sizeof(int32_t));
+        const cJSON *x;
+        cJSON_ArrayForEach(x, fd) g->drafts[g->ndrafts++] = cJSON_IsNumber(x) ? (int32_t)x->valuedouble : 0;
+    }
     const cJSON *so = field(j, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so)) return bad(g, "stream_options", "'stream_options' must be an object");
@@ -430,9 +440,10 @@ static void put_logprobs(server *S, ds_sbuf *b, const ds_sreq *r, const greq *g,
     ds_sbuf_puts(b, "]}");
 }
 
-static void put_usage(ds_sbuf *b, const ds_sreq *r) {
-    ds_sbuf_printf(b, "{\"prompt_tokens\": %lld, \"completion_tokens\": %lld, \"total_tokens\": %lld}", (long long)r->P,
-                   (long long)r->nout, (long long)(r->P + r->nout));
+/* usage: the prompt counted once, the completion tokens of every choice */
+static void put_usage(ds_sbuf *b, int64_t P, int64_t nout) {
+    ds_sbuf_printf(b, "{\"prompt_tokens\": %lld, \"completion_tokens\": %lld, \"total_tokens\": %lld}", (long long)P,
+                   (long long)nout, (long long)(P + nout));
 }
 
 static void put_head(server *S, ds_sbuf *b, const char *id, long created, const char *object) {
@@ -445,51 +456,60 @@ static const char *finish_of(const ds_sreq *r) {
     return !strcmp(r->finish, "stop") ? "stop" : "length";
 }
 
-/* the whole response of a finished request (scheduler mutex held) */
-static char *full_response(server *S, const ds_sreq *r, const greq *g, const char *id, long created) {
+/* the whole response of finished requests, one choice each (scheduler mutex held) */
+static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const char *id, long created) {
     ds_sbuf b = {0};
     put_head(S, &b, id, created, g->chat ? "chat.completion" : "text_completion");
-    ds_sbuf_puts(&b, "{\"index\": 0, ");
-    if (g->chat) {
-        ds_sbuf_puts(&b, "\"message\": {\"role\": \"assistant\", \"content\": ");
-        ds_json_put_string(&b, r->text ? r->text : "");
-        ds_sbuf_puts(&b, "}, \"logprobs\": ");
-        put_logprobs(S, &b, r, g, 0, r->nout, 0);
-    } else {
-        ds_sbuf t = {0};
-        if (g->echo_text) ds_sbuf_puts(&t, g->echo_text);
-        ds_sbuf_put(&t, r->text ? r->text : "", r->ntext);
-        char *s = ds_sbuf_take(&t);
-        ds_sbuf_puts(&b, "\"text\": ");
-        ds_json_put_string(&b, s);
-        free(s);
-        ds_sbuf_puts(&b, ", \"logprobs\": ");
-        put_logprobs(S, &b, r, g, 0, r->nout, g->echo_text ? strlen(g->echo_text) : 0);
+    int64_t ntok = 0;
+    for (int j = 0; j < g->n; j++) {
+        const ds_sreq *r = rs[j];
+        ntok += r->nout;
+        ds_sbuf_printf(&b, "%s{\"index\": %d, ", j ? ", " : "", j);
+        if (g->chat) {
+            ds_sbuf_puts(&b, "\"message\": {\"role\": \"assistant\", \"content\": ");
+            ds_json_put_string(&b, r->text ? r->text : "");
+            ds_sbuf_puts(&b, "}, \"logprobs\": ");
+            put_logprobs(S, &b, r, g, 0, r->nout, 0);
+        } else {
+            ds_sbuf t = {0};
+            if (g->echo_text) ds_sbuf_puts(&t, g->echo_text);
+            ds_sbuf_put(&t, r->text ? r->text : "", r->ntext);
+            char *s = ds_sbuf_take(&t);
+            ds_sbuf_puts(&b, "\"text\": ");
+            ds_json_put_string(&b, s);
+            free(s);
+            ds_sbuf_puts(&b, ", \"logprobs\": ");
+            put_logprobs(S, &b, r, g, 0, r->nout, g->echo_text ? strlen(g->echo_text) : 0);
+        }
+        if (g->token_ids) { /* extension (as vLLM's return_token_ids): the prompt's and the completion's ids */
+            ds_sbuf_puts(&b, ", \"prompt_token_ids\": [");
+            for (int64_t i = 0; i < r->P; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", r->prompt[i]);
+            ds_sbuf_puts(&b, "], \"token_ids\": [");
+            for (int64_t i = 0; i < r->nout; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", r->out[i]);
+            ds_sbuf_puts(&b, "]");
+        }
+        ds_sbuf_printf(&b, ", \"finish_reason\": \"%s\"}", finish_of(r));
     }
-    if (g->token_ids) { /* extension (as vLLM's return_token_ids): the prompt's and the completion's ids */
-        ds_sbuf_puts(&b, ", \"prompt_token_ids\": [");
-        for (int64_t i = 0; i < r->P; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", r->prompt[i]);
-        ds_sbuf_puts(&b, "], \"token_ids\": [");
-        for (int64_t i = 0; i < r->nout; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", r->out[i]);
-        ds_sbuf_puts(&b, "]");
-    }
-    ds_sbuf_printf(&b, ", \"finish_reason\": \"%s\"}], \"usage\": ", finish_of(r));
-    put_usage(&b, r);
+    ds_sbuf_puts(&b, "], \"usage\": ");
+    put_usage(&b, rs[0]->P, ntok);
     ds_sbuf_puts(&b, "}\n");
     return ds_sbuf_take(&b);
 }
 
 /* ---- streaming ---------------------------------------------------------------------------- */
 typedef struct {
-    server *S;
     ds_sreq *r;
+    size_t sent_text, text_off;
+    int64_t sent_tok;
+    int started, finished;
+} choice;
+typedef struct {
+    server *S;
+    choice ch[DS_SERVE_MAX_N]; /* g.n of them */
     greq g;
     char id[48];
     long created;
-    size_t sent_text;
-    int64_t sent_tok;
-    int started, finished;
-    size_t text_off;
+    int finished;
     ds_sbuf pend;
     size_t pend_off;
 } stream;
@@ -499,74 +519,84 @@ static void chunk_begin(stream *st, ds_sbuf *b) {
     put_head(st->S, b, st->id, st->created, st->g.chat ? "chat.completion.chunk" : "text_completion");
 }
 
-static void chunk_text(stream *st, const char *text, size_t n, int64_t ta, int64_t tb, const char *finish) {
+static void chunk_text(stream *st, int j, const char *text, size_t n, int64_t ta, int64_t tb, const char *finish) {
     ds_sbuf *b = &st->pend;
+    choice *ch = &st->ch[j];
     chunk_begin(st, b);
     char *s = ds_malloc(n + 1);
     memcpy(s, text, n);
     s[n] = 0;
     if (st->g.chat) {
-        ds_sbuf_puts(b, "{\"index\": 0, \"delta\": {");
-        if (!st->started) ds_sbuf_puts(b, "\"role\": \"assistant\", ");
+        ds_sbuf_printf(b, "{\"index\": %d, \"delta\": {", j);
+        if (!ch->started) ds_sbuf_puts(b, "\"role\": \"assistant\", ");
         ds_sbuf_puts(b, "\"content\": ");
         ds_json_put_string(b, s);
         ds_sbuf_puts(b, "}, \"logprobs\": ");
     } else {
-        ds_sbuf_puts(b, "{\"index\": 0, \"text\": ");
+        ds_sbuf_printf(b, "{\"index\": %d, \"text\": ", j);
         ds_json_put_string(b, s);
         ds_sbuf_puts(b, ", \"logprobs\": ");
     }
     free(s);
-    if (tb > ta) put_logprobs(st->S, b, st->r, &st->g, ta, tb, st->text_off);
+    if (tb > ta) put_logprobs(st->S, b, ch->r, &st->g, ta, tb, ch->text_off);
     else ds_sbuf_puts(b, "null");
     for (int64_t i = ta; i < tb; i++) {
         size_t len = 0;
-        ds_tokenizer_token_bytes(st->S->cfg->tok, st->r->out[i], &len);
-        st->text_off += len;
+        ds_tokenizer_token_bytes(st->S->cfg->tok, ch->r->out[i], &len);
+        ch->text_off += len;
     }
     if (st->g.token_ids) {
         ds_sbuf_puts(b, ", \"token_ids\": [");
-        for (int64_t i = ta; i < tb; i++) ds_sbuf_printf(b, "%s%d", i > ta ? ", " : "", st->r->out[i]);
+        for (int64_t i = ta; i < tb; i++) ds_sbuf_printf(b, "%s%d", i > ta ? ", " : "", ch->r->out[i]);
         ds_sbuf_puts(b, "]");
     }
     if (finish) ds_sbuf_printf(b, ", \"finish_reason\": \"%s\"}]", finish);
     else ds_sbuf_puts(b, ", \"finish_reason\": null}]");
     if (st->g.include_usage) ds_sbuf_puts(b, ", \"usage\": null");
     ds_sbuf_puts(b, "}\n\n");
-    st->started = 1;
+    ch->started = 1;
 }
 
-/* scheduler mutex held: the events that are ready */
+/* scheduler mutex held: the events that are ready, choice by choice; after
+ * the last choice's end, the usage chunk and [DONE] */
 static void produce(stream *st) {
-    ds_sreq *r = st->r;
-    if (!st->started && st->g.echo_text) {
-        chunk_text(st, st->g.echo_text, strlen(st->g.echo_text), 0, 0, NULL);
-        st->text_off = strlen(st->g.echo_text);
-    } else if (!st->started && st->g.chat) {
-        chunk_text(st, "", 0, 0, 0, NULL);
-    }
-    if (r->text_ready > st->sent_text || (r->done && r->nout > st->sent_tok)) {
-        int64_t tb = r->nout;
-        chunk_text(st, r->text + st->sent_text, r->text_ready - st->sent_text, st->sent_tok, tb, NULL);
-        st->sent_text = r->text_ready;
-        st->sent_tok = tb;
-    }
-    if (r->done && !st->finished) {
-        if (!strcmp(r->finish, "cancelled") || !strcmp(r->finish, "error")) {
-            ds_sbuf_puts(&st->pend, "data: {\"error\": {\"message\": \"the request was cancelled (server shutting down or an "
-                                    "internal error)\", \"type\": \"server_error\", \"param\": null, \"code\": null}}\n\n");
-        } else {
-            chunk_text(st, "", 0, 0, 0, finish_of(r));
-            if (st->g.include_usage) {
-                chunk_begin(st, &st->pend);
-                ds_sbuf_puts(&st->pend, "], \"usage\": ");
-                put_usage(&st->pend, r);
-                ds_sbuf_puts(&st->pend, "}\n\n");
-            }
+    int nfin = 0, failed = 0;
+    int64_t ntok = 0;
+    for (int j = 0; j < st->g.n; j++) {
+        choice *ch = &st->ch[j];
+        ds_sreq *r = ch->r;
+        if (!ch->started && st->g.echo_text) {
+            chunk_text(st, j, st->g.echo_text, strlen(st->g.echo_text), 0, 0, NULL);
+            ch->text_off = strlen(st->g.echo_text);
+        } else if (!ch->started && st->g.chat) {
+            chunk_text(st, j, "", 0, 0, 0, NULL);
         }
-        ds_sbuf_puts(&st->pend, "data: [DONE]\n\n");
-        st->finished = 1;
+        if (r->text_ready > ch->sent_text || (r->done && r->nout > ch->sent_tok)) {
+            int64_t tb = r->nout;
+            chunk_text(st, j, r->text + ch->sent_text, r->text_ready - ch->sent_text, ch->sent_tok, tb, NULL);
+            ch->sent_text = r->text_ready;
+            ch->sent_tok = tb;
+        }
+        if (r->done && !ch->finished) {
+            if (!strcmp(r->finish, "cancelled") || !strcmp(r->finish, "error")) failed = 1;
+            else chunk_text(st, j, "", 0, 0, 0, finish_of(r));
+            ch->finished = 1;
+        }
+        nfin += ch->finished;
+        ntok += r->nout;
     }
+    if (st->finished || (nfin < st->g.n && !failed)) return;
+    if (failed) {
+        ds_sbuf_puts(&st->pend, "data: {\"error\": {\"message\": \"the request was cancelled (server shutting down or an "
+                                "internal error)\", \"type\": \"server_error\", \"param\": null, \"code\": null}}\n\n");
+    } else if (st->g.include_usage) {
+        chunk_begin(st, &st->pend);
+        ds_sbuf_puts(&st->pend, "], \"usage\": ");
+        put_usage(&st->pend, st->ch[0].r->P, ntok);
+        ds_sbuf_puts(&st->pend, "}\n\n");
+    }
+    ds_sbuf_puts(&st->pend, "data: [DONE]\n\n");
+    st->finished = 1;
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -593,12 +623,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 static void greq_free(greq *g) {
     free(g->ids);
     free(g->echo_text);
+    free(g->drafts);
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
 }
 
 static void stream_free(void *cls) {
     stream *st = cls;
-    ds_sched_release(st->S->cfg->sched, st->r); /* cancels it when the client left early */
+    for (int j = 0; j < st->g.n; j++) ds_sched_release(st->S->cfg->sched, st->ch[j].r); /* cancels it when the client left early */
     pthread_mutex_lock(&st->S->mu);
     st->S->inflight--;
     pthread_mutex_unlock(&st->S->mu);
@@ -640,18 +671,28 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     int64_t room = cfg->ctx - g.P;
     int64_t maxt = g.max_tokens < 0 ? (chat ? room : 16) : g.max_tokens;
     if (maxt > room) maxt = room;
-    ds_sreq *r = ds_sreq_new();
-    r->prompt = g.ids;
-    g.ids = NULL;
-    r->P = g.P;
-    r->max_tokens = maxt;
-    r->sp = g.sp;
-    r->top_logprobs = g.logprobs ? g.top_logprobs : -1;
-    r->ignore_eos = g.ignore_eos;
-    for (int i = 0; i < g.nstop; i++) r->stop[i] = ds_strdup(g.stop[i]);
-    r->nstop = g.nstop;
-    if (S->stopping || ds_sched_submit(cfg->sched, r)) {
-        ds_sched_release(cfg->sched, r);
+    /* one sequence per choice; choice j samples with seed + j */
+    ds_sreq *rs[DS_SERVE_MAX_N];
+    for (int j = 0; j < g.n; j++) {
+        ds_sreq *r = rs[j] = ds_sreq_new();
+        r->prompt = ds_malloc((size_t)g.P * sizeof(int32_t));
+        memcpy(r->prompt, g.ids, (size_t)g.P * sizeof(int32_t));
+        r->P = g.P;
+        r->max_tokens = maxt;
+        r->sp = g.sp;
+        r->sp.seed = g.sp.seed + (uint64_t)j;
+        r->top_logprobs = g.logprobs ? g.top_logprobs : -1;
+        r->ignore_eos = g.ignore_eos;
+        if (g.ndrafts) {
+            r->forced_drafts = ds_malloc((size_t)g.ndrafts * sizeof(int32_t));
+            memcpy(r->forced_drafts, g.drafts, (size_t)g.ndrafts * sizeof(int32_t));
+            r->nforced = g.ndrafts;
+        }
+        for (int i = 0; i < g.nstop; i++) r->stop[i] = ds_strdup(g.stop[i]);
+        r->nstop = g.nstop;
+    }
+    if (S->stopping || ds_sched_submit_n(cfg->sched, rs, g.n)) {
+        for (int j = 0; j < g.n; j++) ds_sched_release(cfg->sched, rs[j]);
         greq_free(&g);
         return send_error(S, c, 503, "server_error", NULL, NULL,
                           S->stopping ? "the server is shutting down" : "the server is busy (the queue is full); retry later");
@@ -665,7 +706,8 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     long created = (long)time(NULL);
     if (g.stream) {
         stream *st = ds_calloc(1, sizeof *st);
-        st->S = S, st->r = r, st->g = g, st->created = created;
+        st->S = S, st->g = g, st->created = created;
+        for (int j = 0; j < g.n; j++) st->ch[j].r = rs[j];
         snprintf(st->id, sizeof st->id, "%s", id);
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st, stream_free);
         if (!resp) {
@@ -681,19 +723,22 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     }
     ds_sched *sc = cfg->sched;
     ds_sched_lock(sc);
-    int gone = 0;
-    while (!r->done) {
+    int gone = 0, done = 0, failed = 0;
+    for (;;) {
+        done = 1;
+        for (int j = 0; j < g.n; j++) done &= rs[j]->done;
+        if (done) break;
         ds_sched_wait(sc, 100);
-        if (!r->done && client_gone(c)) {
+        if (client_gone(c)) {
             gone = 1;
             break;
         }
     }
     char *out = NULL;
-    int failed = r->done && (!strcmp(r->finish, "cancelled") || !strcmp(r->finish, "error"));
-    if (r->done && !failed) out = full_response(S, r, &g, id, created);
+    for (int j = 0; j < g.n && done; j++) failed |= !strcmp(rs[j]->finish, "cancelled") || !strcmp(rs[j]->finish, "error");
+    if (done && !failed) out = full_response(S, rs, &g, id, created);
     ds_sched_unlock(sc);
-    ds_sched_release(sc, r);
+    for (int j = 0; j < g.n; j++) ds_sched_release(sc, rs[j]);
     pthread_mutex_lock(&S->mu);
     S->inflight--;
     pthread_mutex_unlock(&S->mu);
@@ -721,12 +766,29 @@ static char *metrics_text(server *S) {
     METRIC("dsv3_decode_steps_total", "counter", "Scheduler iterations that decoded.", "%llu", (unsigned long long)st.steps);
     METRIC("dsv3_decode_batch_sum", "counter", "Sequences decoded, summed over iterations (mean batch = this / steps).",
            "%llu", (unsigned long long)st.batch_sum);
-    ds_sbuf_printf(&b, "# HELP dsv3_time_to_first_token_seconds Time from arrival to the first token.\n"
-                       "# TYPE dsv3_time_to_first_token_seconds summary\n"
-                       "dsv3_time_to_first_token_seconds_sum %.6f\ndsv3_time_to_first_token_seconds_count %llu\n",
+    ds_sbuf_puts(&b, "# HELP dsv3_time_to_first_token_seconds Time from arrival to the first token.\n"
+                     "# TYPE dsv3_time_to_first_token_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < DS_TTFT_BUCKETS; i++) {
+        cum += st.ttft_bucket[i];
+        if (i < DS_TTFT_BUCKETS - 1) ds_sbuf_printf(&b, "dsv3_time_to_first_token_seconds_bucket{le=\"%g\"} %llu\n", ds_ttft_bounds[i], (unsigned long long)cum);
+        else ds_sbuf_printf(&b, "dsv3_time_to_first_token_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    ds_sbuf_printf(&b, "dsv3_time_to_first_token_seconds_sum %.6f\ndsv3_time_to_first_token_seconds_count %llu\n",
                    st.ttft_sum, (unsigned long long)st.ttft_count);
     METRIC("dsv3_generation_tokens_per_second", "gauge", "Tokens generated per second of scheduler work.", "%.3f",
            st.decode_s > 0 ? (double)st.gen_tokens / st.decode_s : 0.0);
+    METRIC("dsv3_prefill_steps_total", "counter", "Prefill forwards (each up to --prefill-chunk prompt tokens).", "%llu",
+           (unsigned long long)st.prefill_steps);
+    METRIC("dsv3_prefill_batch_sum", "counter", "Prompts prefilled, summed over prefill forwards.", "%llu",
+           (unsigned long long)st.prefill_seqs);
+    METRIC("dsv3_prefill_batch_max", "gauge", "Most prompts in one prefill forward.", "%d", st.prefill_batch_max);
+    METRIC("dsv3_spec_drafts_total", "counter", "Speculative decoding: MTP drafts verified (0 without --speculative).", "%llu",
+           (unsigned long long)st.drafted);
+    METRIC("dsv3_spec_accepted_total", "counter", "Speculative decoding: MTP drafts accepted.", "%llu",
+           (unsigned long long)st.accepted);
+    METRIC("dsv3_spec_acceptance_rate", "gauge", "Speculative decoding: accepted / verified drafts.", "%.4f",
+           st.drafted ? (double)st.accepted / (double)st.drafted : 0.0);
     ds_sbuf_puts(&b, "# HELP dsv3_http_responses_total HTTP responses by status.\n# TYPE dsv3_http_responses_total counter\n");
     pthread_mutex_lock(&S->mu);
     for (int i = 0; i < 8; i++)
