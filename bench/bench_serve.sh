@@ -9,7 +9,8 @@
 # is untrained, so nearly every draft is rejected: its cost, not its gain).
 # Writes bench/results/serve.json.
 #   BENCH_CONC ("1 8 32")  BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS (2)  BENCH_REPS (5)
-# llama.cpp's llama-server is not compared (no GGUF conversion of this architecture here).
+# and against llama.cpp's llama-server on the same model converted to GGUF (tools/llamacpp_peer.sh finds
+# or builds it within BENCH_LLAMACPP_BUILD_S, default 900 s; BENCH_LLAMACPP=0 skips it).
 set -eu
 cd "$(dirname "$0")/.."
 CONC=${BENCH_CONC:-"1 8 32"}
@@ -55,12 +56,28 @@ if python3 -c "import torch, transformers" 2>/dev/null; then
   python3 tools/bench_serve.py --config "$tmp/small/config.json" --conc $CONC --seq "$P" --new "$NEW" --threads "$TH" \
     > "$tmp/tf.jsonl" 2>/dev/null || : > "$tmp/tf.jsonl"
 fi
-D="$tmp/dsv3.jsonl" T="$tmp/tf.jsonl" G="$tmp/gen.json" python3 - <<'PY'
+: > "$tmp/ll.jsonl"
+if [ "${BENCH_LLAMACPP:-1}" != 0 ]; then
+  if tools/llamacpp_peer.sh build "${BENCH_LLAMACPP_BUILD_S:-900}" >/dev/null &&
+     tools/llamacpp_peer.sh convert "$tmp/small" "$tmp/small.gguf" >/dev/null 2>&1; then
+    lport=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+    if lpid=$(tools/llamacpp_peer.sh serve "$tmp/small.gguf" "$lport" "$TH" "$maxb"); then
+      pids="$pids $lpid"
+      python3 tools/bench_serve_llamacpp.py --url "http://127.0.0.1:$lport" --conc $CONC --seq "$P" --new "$NEW" \
+        > "$tmp/ll.jsonl" 2>/dev/null || : > "$tmp/ll.jsonl"
+      kill "$lpid" 2>/dev/null || :
+    fi
+  else
+    echo "bench_serve: llama.cpp peer skipped (not built or the conversion failed)"
+  fi
+fi
+D="$tmp/dsv3.jsonl" T="$tmp/tf.jsonl" G="$tmp/gen.json" LL="$tmp/ll.jsonl" python3 - <<'PY'
 import json, os
 all_d = [json.loads(l) for l in open(os.environ["D"]) if l.strip()]
 by = {(r["impl"], r["concurrency"]): r for r in all_d}
 d = [r for r in all_d if r["impl"] == "dsv3-serve"]
 t = {r["concurrency"]: r for r in (json.loads(l) for l in open(os.environ["T"]) if l.strip())}
+ll = {r["concurrency"]: r for r in (json.loads(l) for l in open(os.environ["LL"]) if l.strip())}
 nan = float("nan")
 rows = []
 print("serving, preset small, FP32: generated tokens/s and time to first token (s); same run, same machine")
@@ -78,6 +95,9 @@ for r in d:
     if tf:
         row["transformers"] = tf
         row["ratio_tokens_per_s"] = r["tokens_per_s"] / tf["tokens_per_s"]
+    if ll.get(c):
+        row["llama_cpp"] = ll[c]
+        row["ratio_tokens_per_s_llama_cpp"] = r["tokens_per_s"] / ll[c]["tokens_per_s"]
     rows.append(row)
     tt = lambda x: f"{x['ttft_s']:.3f} ({x.get('ttft_p90_s', nan):.3f})" if x else "n/a"
     print(f"  {c:>4} {r['tokens_per_s']:>8.1f} {r['mean_batch']:>6.1f} {tt(r):>15} "
@@ -85,6 +105,11 @@ for r in d:
           f"{(mtp.get('spec_acceptance', 0) if mtp else nan):>7.2f} "
           f"{(tf['tokens_per_s'] if tf else nan):>13.1f} {(tf['ttft_s'] if tf else nan):>7.3f} "
           f"{(str(round(row['ratio_tokens_per_s'], 2)) + 'x') if tf else 'n/a':>8}")
+for row in rows:
+    if "llama_cpp" in row:
+        x = row["llama_cpp"]
+        print(f"  conc {row['concurrency']:>3}: llama-server {x['tokens_per_s']:.1f} tokens/s, ttft {x['ttft_s']:.3f} s; "
+              f"dsv3/llama.cpp {row['ratio_tokens_per_s_llama_cpp']:.2f}x")
 g = open(os.environ["G"]).read().strip()
 g = json.loads(g) if g else None
 if g and d:

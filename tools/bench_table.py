@@ -107,6 +107,12 @@ def serve_rows(res_dir):
                      f"{a['tokens_per_s']:.0f} tokens/s, first token {1000 * a['ttft_s']:.0f} ms",
                      f"transformers {c['tokens_per_s']:.0f} tokens/s, first token {1000 * c['ttft_s']:.0f} ms" if c else "-",
                      fmt_ratio(a["tokens_per_s"], c["tokens_per_s"]) if c else "-"))
+        x = r.get("llama_cpp")
+        if x:
+            rows.append((f"serve, {d.get('config', 'small')} preset, concurrency {r['concurrency']}",
+                         f"{a['tokens_per_s']:.0f} tokens/s, first token {1000 * a['ttft_s']:.0f} ms",
+                         f"llama-server {x['tokens_per_s']:.0f} tokens/s, first token {1000 * x['ttft_s']:.0f} ms",
+                         fmt_ratio(a["tokens_per_s"], x["tokens_per_s"])))
     return rows
 
 
