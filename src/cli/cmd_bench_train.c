@@ -84,6 +84,7 @@ static int run(int argc, char **argv) {
     ds_adamw_hparams h = ds_adamw_default(1e-3);
     double best = 1e30, sum = 0, bf = 0, bb = 0, bo = 0, loss = 0;
     for (long long it = 0; it <= iters; it++) {
+        if (ops.weights_epoch) ops.weights_epoch(it); /* weights unchanged until the AdamW step below */
         double t0 = ds_now();
         ds_grads_zero(&g);
         if (ds_model_forward(&m, &a, &ops, ids)) return ds_cli_fail("bench-train");
@@ -102,6 +103,7 @@ static int run(int argc, char **argv) {
         sum += t3 - t0;
         if (t3 - t0 < best) best = t3 - t0, bf = t1 - t0, bb = t2 - t1, bo = t3 - t2;
     }
+    if (ops.weights_epoch) ops.weights_epoch(-1);
     printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"fp8_cache\": %d, \"bf16_moments\": %d, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
            "\"optimizer_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g, "

@@ -764,6 +764,10 @@ int ds_train(const ds_train_opts *o) {
     ds_progress_start(&bar, "train", st.total_steps > 0 ? (double)st.total_steps : 0, "step");
     int tty = isatty(2);
     rc = 0;
+    /* the GEMM weights change only at the optimizer step: the table may keep
+     * converted copies of them between steps (ops.h weights_epoch) */
+    int64_t wepoch = 0;
+    if (ops.weights_epoch) ops.weights_epoch(wepoch);
     while (st.total_steps < 0 || st.step < st.total_steps) {
         if (st.step >= stop_at) break;
         int64_t s = st.step;
@@ -846,6 +850,7 @@ int ds_train(const ds_train_opts *o) {
             gnorm = sqrt(ss);
             ds_model_adamw_step(&ops, &m, &g, mom, vel, m16, s + 1, &hp, ds_clip_coef(gnorm, o->clip), mtp);
         }
+        if (ops.weights_epoch) ops.weights_epoch(++wepoch);
         /* balance: bias update from the loads of the whole step; metrics */
         double gamma = (o->balance == DS_TRAIN_AUX_FREE && (st.total_steps < 0 || (double)s < st.gamma_until * (double)total))
                            ? st.gamma : 0.0;
@@ -995,6 +1000,7 @@ int ds_train(const ds_train_opts *o) {
             break;
         }
     }
+    if (ops.weights_epoch) ops.weights_epoch(-1);
     ds_progress_end(&bar, (double)st.step);
     if (rc == 0 && st.step > last_saved) {
         /* a run stopped by --stop-after between saves */
