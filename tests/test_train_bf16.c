@@ -121,6 +121,24 @@ TEST(matmul_bf16_weight_copies_per_epoch) {
     for (int k = 0; k < NW; k++) ds_matmul_forward_bf16(y + k * N * OC, x, w[k], NULL, N, C, OC);
     for (int k = 0; k < NW; k++) ds_matmul_forward_bf16_ref(yr + k * N * OC, x, w[k], NULL, N, C, OC);
     CHECK(memcmp(y, yr, (size_t)(NW * N * OC) * 4) == 0);
+    { /* a weight over several column tiles (240) and K blocks (128), both directions */
+        const int64_t N2 = 50, C2 = 260, OC2 = 301;
+        float *x2 = randv(&r, N2 * C2), *w2 = randv(&r, OC2 * C2), *dy2 = randv(&r, N2 * OC2);
+        float *y2 = ds_malloc((size_t)(N2 * OC2) * 4), *y2r = ds_malloc((size_t)(N2 * OC2) * 4);
+        float *d2 = randv(&r, N2 * C2), *d2r = ds_malloc((size_t)(N2 * C2) * 4);
+        for (int64_t i = 0; i < OC2 * C2; i += 7) /* ties of the BF16 rounding (to even: down, up) */
+            w2[i] = (i / 7) % 2 ? 1.0f + 3.0f / 256.0f : -(1.0f + 1.0f / 256.0f);
+        memcpy(d2r, d2, (size_t)(N2 * C2) * 4);
+        for (int rep = 0; rep < 2; rep++) {
+            ds_matmul_forward_bf16(y2, x2, w2, NULL, N2, C2, OC2);
+            ds_matmul_forward_bf16_ref(y2r, x2, w2, NULL, N2, C2, OC2);
+            CHECK(memcmp(y2, y2r, (size_t)(N2 * OC2) * 4) == 0);
+            ds_matmul_backward_bf16(d2, NULL, NULL, dy2, x2, w2, N2, C2, OC2, 1); /* dinp accumulated */
+            ds_matmul_backward_bf16_ref(d2r, NULL, NULL, dy2, x2, w2, N2, C2, OC2, 1);
+            CHECK(memcmp(d2, d2r, (size_t)(N2 * C2) * 4) == 0);
+        }
+        free(x2), free(w2), free(dy2), free(y2), free(y2r), free(d2), free(d2r);
+    }
     ds_matmul_bf16_weights_epoch(-1); /* no epoch: every call converts */
     for (int64_t i = 0; i < OC * C; i++) w[0][i] *= 0.5f;
     ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
