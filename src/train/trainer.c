@@ -57,7 +57,8 @@ void ds_train_memory_of(ds_train_memory *r, const ds_model *m, const struct ds_o
         }
         r->fp8_ws = best;
     }
-    r->total = r->params + r->grads + r->moments + r->acts + r->bwd + r->fp8_ws * (size_t)ds_threads();
+    r->weight_copies = precision == DS_PREC_BF16 && ops->weights_epoch ? n * sizeof(uint16_t) : 0;
+    r->total = r->params + r->grads + r->moments + r->acts + r->bwd + r->fp8_ws * (size_t)ds_threads() + r->weight_copies;
 }
 
 static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
@@ -69,8 +70,10 @@ void ds_train_memory_log(const ds_train_memory *r) {
     ds_log(DS_LOG_INFO, "memory: activation arena %.1f MiB (FP32 %.1f MiB, with --fp8-cache %.1f MiB: %.1f MiB saved, %.1f%%)",
            mib(r->acts), mib(r->acts_fp32), mib(r->acts_fp8), mib(r->acts_fp32 - r->acts_fp8),
            r->acts_fp32 ? 100.0 * (double)(r->acts_fp32 - r->acts_fp8) / (double)r->acts_fp32 : 0.0);
-    char ev[64] = "";
+    char ev[128] = "";
     if (r->eval_acts) snprintf(ev, sizeof ev, ", validation arena %.1f MiB", mib(r->eval_acts));
+    if (r->weight_copies)
+        snprintf(ev + strlen(ev), sizeof ev - strlen(ev), ", BF16 weight copies %.1f MiB", mib(r->weight_copies));
     ds_log(DS_LOG_INFO, "memory: backward workspace %.1f MiB, FP8 quantization workspace %.1f MiB per thread%s; "
            "total %.1f MiB (--bf16-moments saves %.1f MiB)",
            mib(r->bwd), mib(r->fp8_ws), ev, mib(r->total), mib(r->moments_fp32 / 2));
@@ -80,9 +83,9 @@ void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r) {
     snprintf(buf, cap,
              "\"mem_params\": %zu, \"mem_grads\": %zu, \"mem_moments\": %zu, \"mem_moments_fp32\": %zu, "
              "\"mem_acts\": %zu, \"mem_acts_fp32\": %zu, \"mem_acts_fp8_cache\": %zu, \"mem_bwd\": %zu, "
-             "\"mem_fp8_ws_per_thread\": %zu, \"mem_eval_acts\": %zu, \"mem_total\": %zu",
+             "\"mem_fp8_ws_per_thread\": %zu, \"mem_eval_acts\": %zu, \"mem_weight_copies\": %zu, \"mem_total\": %zu",
              r->params, r->grads, r->moments, r->moments_fp32, r->acts, r->acts_fp32, r->acts_fp8, r->bwd, r->fp8_ws,
-             r->eval_acts, r->total);
+             r->eval_acts, r->weight_copies, r->total);
 }
 
 ds_train_opts ds_train_opts_default(void) {
