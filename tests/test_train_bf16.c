@@ -87,6 +87,67 @@ TEST(matmul_bf16_forward_backward_vs_oracle) {
 /* The same 30 steps of tiny in fp32 and bf16 (synthetic corpus): the final
  * training loss differs by < 2% relative, and the bf16 run is not bit-identical
  * to fp32 (the BF16 path really ran). */
+/* The weights' BF16 copies (ds_matmul_bf16_weights_epoch): same bits as the
+ * converting path (the _ref, which never keeps copies); a weight changed within
+ * an epoch is not seen (the copy is in use), a new epoch or no epoch sees it;
+ * weights used from a parallel loop (the experts) each get their own copy. */
+TEST(matmul_bf16_weight_copies_per_epoch) {
+    ds_rng r;
+    ds_rng_seed(&r, 12);
+    const int64_t N = 37, C = 129, OC = 45, NW = 6;
+    float *x = randv(&r, N * C), *dy = randv(&r, N * OC), *w[6];
+    for (int k = 0; k < NW; k++) w[k] = randv(&r, OC * C);
+    float *y = ds_malloc((size_t)(NW * N * OC) * 4), *yr = ds_malloc((size_t)(NW * N * OC) * 4);
+    float *dx = ds_malloc((size_t)(N * C) * 4), *dxr = ds_malloc((size_t)(N * C) * 4);
+    ds_matmul_bf16_weights_epoch(0);
+    for (int rep = 0; rep < 2; rep++) { /* the second pass reads the copies */
+        ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
+        ds_matmul_forward_bf16_ref(yr, x, w[0], NULL, N, C, OC);
+        CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0);
+        ds_matmul_backward_bf16(dx, NULL, NULL, dy, x, w[0], N, C, OC, 0);
+        ds_matmul_backward_bf16_ref(dxr, NULL, NULL, dy, x, w[0], N, C, OC, 0);
+        CHECK(memcmp(dx, dxr, (size_t)(N * C) * 4) == 0);
+    }
+    float *old = ds_malloc((size_t)(N * OC) * 4);
+    memcpy(old, yr, (size_t)(N * OC) * 4);
+    for (int64_t i = 0; i < OC * C; i++) w[0][i] *= -2.0f; /* within the epoch: the copy stays */
+    ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
+    CHECK(memcmp(y, old, (size_t)(N * OC) * 4) == 0);
+    ds_matmul_bf16_weights_epoch(1); /* a new epoch converts again */
+    ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
+    ds_matmul_forward_bf16_ref(yr, x, w[0], NULL, N, C, OC);
+    CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0 && memcmp(y, old, (size_t)(N * OC) * 4) != 0);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int k = 0; k < NW; k++) ds_matmul_forward_bf16(y + k * N * OC, x, w[k], NULL, N, C, OC);
+    for (int k = 0; k < NW; k++) ds_matmul_forward_bf16_ref(yr + k * N * OC, x, w[k], NULL, N, C, OC);
+    CHECK(memcmp(y, yr, (size_t)(NW * N * OC) * 4) == 0);
+    { /* a weight over several column tiles (240) and K blocks (128), both directions */
+        const int64_t N2 = 50, C2 = 260, OC2 = 301;
+        float *x2 = randv(&r, N2 * C2), *w2 = randv(&r, OC2 * C2), *dy2 = randv(&r, N2 * OC2);
+        float *y2 = ds_malloc((size_t)(N2 * OC2) * 4), *y2r = ds_malloc((size_t)(N2 * OC2) * 4);
+        float *d2 = randv(&r, N2 * C2), *d2r = ds_malloc((size_t)(N2 * C2) * 4);
+        for (int64_t i = 0; i < OC2 * C2; i += 7) /* ties of the BF16 rounding (to even: down, up) */
+            w2[i] = (i / 7) % 2 ? 1.0f + 3.0f / 256.0f : -(1.0f + 1.0f / 256.0f);
+        memcpy(d2r, d2, (size_t)(N2 * C2) * 4);
+        for (int rep = 0; rep < 2; rep++) {
+            ds_matmul_forward_bf16(y2, x2, w2, NULL, N2, C2, OC2);
+            ds_matmul_forward_bf16_ref(y2r, x2, w2, NULL, N2, C2, OC2);
+            CHECK(memcmp(y2, y2r, (size_t)(N2 * OC2) * 4) == 0);
+            ds_matmul_backward_bf16(d2, NULL, NULL, dy2, x2, w2, N2, C2, OC2, 1); /* dinp accumulated */
+            ds_matmul_backward_bf16_ref(d2r, NULL, NULL, dy2, x2, w2, N2, C2, OC2, 1);
+            CHECK(memcmp(d2, d2r, (size_t)(N2 * C2) * 4) == 0);
+        }
+        free(x2), free(w2), free(dy2), free(y2), free(y2r), free(d2), free(d2r);
+    }
+    ds_matmul_bf16_weights_epoch(-1); /* no epoch: every call converts */
+    for (int64_t i = 0; i < OC * C; i++) w[0][i] *= 0.5f;
+    ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
+    ds_matmul_forward_bf16_ref(yr, x, w[0], NULL, N, C, OC);
+    CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0);
+    for (int k = 0; k < NW; k++) free(w[k]);
+    free(x), free(dy), free(y), free(yr), free(dx), free(dxr), free(old);
+}
+
 TEST(train_bf16_tracks_fp32) {
     const char *tmp = ds_test_tmpdir();
     const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
@@ -121,6 +182,15 @@ TEST(train_bf16_tracks_fp32) {
     fprintf(stderr, "  final loss fp32 %.5f, bf16 %.5f\n", loss[0], loss[1]);
     CHECK(fabs(loss[1] - loss[0]) < 0.02 * loss[0]);
     CHECK(loss[0] != loss[1]);
+    /* the weights' BF16 copies kept per step (ops.h weights_epoch) against
+     * converting at every GEMM: the same run, bit for bit (a copy kept past
+     * an optimizer step would train on stale weights) */
+    rc = ds_test_sh(out, sizeof out,
+                    "DS_BF16_WEIGHT_COPIES=0 %s --threads 1 train --config tiny --data %s/data --out %s/bf16nc --steps 30 "
+                    "--batch 4 --seq 32 --eval-every 0 --log-every 0 --precision bf16 && "
+                    "for f in $(cd %s/bf16/latest && ls *.safetensors); do cmp %s/bf16/latest/$f %s/bf16nc/latest/$f || exit 1; done",
+                    bin, tmp, tmp, tmp, tmp, tmp);
+    CHECK_MSG(rc == 0, "bf16 with and without the weight copies: %s", out);
 }
 
 /* The table `train --precision bf16` (and bench-train) runs on: both the

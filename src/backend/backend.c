@@ -67,6 +67,7 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision) {
     if (precision == DS_PREC_BF16) {
         ops->matmul_forward = ops->linear_forward = ref ? ds_matmul_forward_bf16_ref : ds_matmul_forward_bf16;
         ops->matmul_backward = ops->linear_backward = ref ? ds_matmul_backward_bf16_ref : ds_matmul_backward_bf16;
+        if (!ref) ops->weights_epoch = ds_matmul_bf16_weights_epoch;
     }
     if (precision == DS_PREC_FP8) {
         ops->linear_forward = ds_linear_forward_fp8;

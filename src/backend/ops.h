@@ -198,6 +198,13 @@ struct ds_ops {
      * greedy[host][r] = 1 when that target is the row's first maximum */
     void (*token_logprobs)(float *logprob, uint8_t *greedy, const float *logits, const int32_t *targets, int64_t N,
                            int64_t V);
+    /* ---- CPU training speed (backend/cpu/matmul_bf16.h) ----
+     * weights_epoch: the caller promises that the GEMM weights do not change
+     * until it calls again with another epoch (>= 0), so the linear entries may
+     * keep converted copies of them (BF16 GEMMs: converted once per epoch instead
+     * of at every call); epoch < 0 ends the promise and frees the copies.
+     * NULL where the table keeps nothing (call it only when set). */
+    void (*weights_epoch)(int64_t epoch);
 };
 
 extern const struct ds_ops ds_ops_cpu;

@@ -58,7 +58,8 @@ void ds_train_memory_of(ds_train_memory *r, const ds_model *m, const struct ds_o
         }
         r->fp8_ws = best;
     }
-    r->total = r->params + r->grads + r->moments + r->acts + r->bwd + r->fp8_ws * (size_t)ds_threads();
+    r->weight_copies = precision == DS_PREC_BF16 && ops->weights_epoch ? n * sizeof(uint16_t) : 0;
+    r->total = r->params + r->grads + r->moments + r->acts + r->bwd + r->fp8_ws * (size_t)ds_threads() + r->weight_copies;
 }
 
 static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
@@ -70,8 +71,10 @@ void ds_train_memory_log(const ds_train_memory *r) {
     ds_log(DS_LOG_INFO, "memory: activation arena %.1f MiB (FP32 %.1f MiB, with --fp8-cache %.1f MiB: %.1f MiB saved, %.1f%%)",
            mib(r->acts), mib(r->acts_fp32), mib(r->acts_fp8), mib(r->acts_fp32 - r->acts_fp8),
            r->acts_fp32 ? 100.0 * (double)(r->acts_fp32 - r->acts_fp8) / (double)r->acts_fp32 : 0.0);
-    char ev[64] = "";
+    char ev[128] = "";
     if (r->eval_acts) snprintf(ev, sizeof ev, ", validation arena %.1f MiB", mib(r->eval_acts));
+    if (r->weight_copies)
+        snprintf(ev + strlen(ev), sizeof ev - strlen(ev), ", BF16 weight copies %.1f MiB", mib(r->weight_copies));
     ds_log(DS_LOG_INFO, "memory: backward workspace %.1f MiB, FP8 quantization workspace %.1f MiB per thread%s; "
            "total %.1f MiB (--bf16-moments saves %.1f MiB)",
            mib(r->bwd), mib(r->fp8_ws), ev, mib(r->total), mib(r->moments_fp32 / 2));
@@ -81,9 +84,9 @@ void ds_train_memory_json(char *buf, size_t cap, const ds_train_memory *r) {
     snprintf(buf, cap,
              "\"mem_params\": %zu, \"mem_grads\": %zu, \"mem_moments\": %zu, \"mem_moments_fp32\": %zu, "
              "\"mem_acts\": %zu, \"mem_acts_fp32\": %zu, \"mem_acts_fp8_cache\": %zu, \"mem_bwd\": %zu, "
-             "\"mem_fp8_ws_per_thread\": %zu, \"mem_eval_acts\": %zu, \"mem_total\": %zu",
+             "\"mem_fp8_ws_per_thread\": %zu, \"mem_eval_acts\": %zu, \"mem_weight_copies\": %zu, \"mem_total\": %zu",
              r->params, r->grads, r->moments, r->moments_fp32, r->acts, r->acts_fp32, r->acts_fp8, r->bwd, r->fp8_ws,
-             r->eval_acts, r->total);
+             r->eval_acts, r->weight_copies, r->total);
 }
 
 ds_train_opts ds_train_opts_default(void) {
@@ -859,6 +862,10 @@ int ds_train(const ds_train_opts *o) {
     ds_progress_start(&bar, "train", st.total_steps > 0 ? (double)st.total_steps : 0, "step");
     int tty = isatty(2);
     rc = 0;
+    /* the GEMM weights change only at the optimizer step: the table may keep
+     * converted copies of them between steps (ops.h weights_epoch) */
+    int64_t wepoch = 0;
+    if (ops.weights_epoch) ops.weights_epoch(wepoch);
     while (st.total_steps < 0 || st.step < st.total_steps) {
         if (st.step >= stop_at) break;
         int64_t s = st.step;
@@ -962,6 +969,7 @@ int ds_train(const ds_train_opts *o) {
             gnorm = sqrt(ss);
             ds_model_adamw_step(&ops, &m, &g, mom, vel, m16, s + 1, &hp, ds_clip_coef(gnorm, o->clip), mtp);
         }
+        if (ops.weights_epoch) ops.weights_epoch(++wepoch);
         /* balance: bias update from the loads of the whole step; metrics */
         double gamma = (o->balance == DS_TRAIN_AUX_FREE && (st.total_steps < 0 || (double)s < st.gamma_until * (double)total))
                            ? st.gamma : 0.0;
@@ -1153,6 +1161,7 @@ int ds_train(const ds_train_opts *o) {
             break;
         }
     }
+    if (ops.weights_epoch) ops.weights_epoch(-1);
     ds_progress_end(&bar, (double)st.step);
     if (rc == 0 && st.step > last_saved) {
         /* a run stopped by --stop-after between saves */

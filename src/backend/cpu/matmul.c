@@ -103,6 +103,24 @@ int ds_matmul_uses_blas(void) {
 #endif
 }
 
+#ifdef DS_HAVE_OPENBLAS
+/* rows [a, a+n) of out (by_rows) or its columns [a, a+n) */
+static void forward_slab(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int64_t C,
+                         int64_t OC, int by_rows, int64_t a, int64_t n) {
+    if (by_rows)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)OC, (int)C, 1.0f, inp + a * C, (int)C,
+                    weight, (int)C, 0.0f, out + a * OC, (int)OC);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)n, (int)C, 1.0f, inp, (int)C,
+                    weight + a * C, (int)C, 0.0f, out + a, (int)OC);
+    if (bias) {
+        int64_t r0 = by_rows ? a : 0, r1 = by_rows ? a + n : N, c0 = by_rows ? 0 : a, c1 = by_rows ? OC : a + n;
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t o = c0; o < c1; o++) out[r * OC + o] += bias[o];
+    }
+}
+#endif
+
 void ds_matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int64_t N, int64_t C, int64_t OC) {
     if (N <= 0 || OC <= 0) return;
@@ -127,20 +145,15 @@ void ds_matmul_forward(float *out, const float *inp, const float *weight, const 
     int64_t step = (len + nt - 1) / nt;
     if (!by_rows) step = (step + 15) / 16 * 16;
     int64_t nslab = (len + step - 1) / step;
-#pragma omp parallel for schedule(static, 1) num_threads(nt) if (nslab > 1)
+    /* one slab (an expert's GEMM in the MoE loop): no nested region to set up */
+    if (nslab == 1) {
+        forward_slab(out, inp, weight, bias, N, C, OC, by_rows, 0, len);
+        return;
+    }
+#pragma omp parallel for schedule(static, 1) num_threads(nt)
     for (int64_t s = 0; s < nslab; s++) {
         int64_t a = s * step, n = len - a < step ? len - a : step;
-        if (by_rows)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)OC, (int)C, 1.0f, inp + a * C, (int)C,
-                        weight, (int)C, 0.0f, out + a * OC, (int)OC);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)n, (int)C, 1.0f, inp, (int)C,
-                        weight + a * C, (int)C, 0.0f, out + a, (int)OC);
-        if (bias) {
-            int64_t r0 = by_rows ? a : 0, r1 = by_rows ? a + n : N, c0 = by_rows ? 0 : a, c1 = by_rows ? OC : a + n;
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t o = c0; o < c1; o++) out[r * OC + o] += bias[o];
-        }
+        forward_slab(out, inp, weight, bias, N, C, OC, by_rows, a, n);
     }
 #else
     ds_matmul_forward_blocked(out, inp, weight, bias, N, C, OC);

@@ -73,26 +73,35 @@ void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
 #ifdef DS_HAVE_OPENBLAS
     /* OpenBLAS single-threaded: we cut the work into slabs ourselves */
     if (!omp_in_parallel_safe() && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
-    if (dinp) {
-        /* dinp (N, C) = dout (N, OC) · weight (OC, C): slabs of rows */
-        int64_t per = (N + nt - 1) / nt;
+    if (nt == 1) { /* one thread (an expert's GEMMs in the MoE loop): no nested region to set up */
+        if (dinp)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1.0f, dout, (int)OC,
+                        weight, (int)C, acc ? 1.0f : 0.0f, dinp, (int)C);
+        if (dweight)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1.0f, dout, (int)OC, inp,
+                        (int)C, 1.0f, dweight, (int)C);
+    } else {
+        if (dinp) {
+            /* dinp (N, C) = dout (N, OC) · weight (OC, C): slabs of rows */
+            int64_t per = (N + nt - 1) / nt;
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
-        for (int s = 0; s < nt; s++) {
-            int64_t n0 = s * per, nr = N - n0 < per ? N - n0 : per;
-            if (nr > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)C, (int)OC, 1.0f,
-                            dout + n0 * OC, (int)OC, weight, (int)C, acc ? 1.0f : 0.0f, dinp + n0 * C, (int)C);
+            for (int s = 0; s < nt; s++) {
+                int64_t n0 = s * per, nr = N - n0 < per ? N - n0 : per;
+                if (nr > 0)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)C, (int)OC, 1.0f,
+                                dout + n0 * OC, (int)OC, weight, (int)C, acc ? 1.0f : 0.0f, dinp + n0 * C, (int)C);
+            }
         }
-    }
-    if (dweight) {
-        /* dweight (OC, C) += doutᵀ (OC, N) · inp (N, C): slabs of dweight rows */
-        int64_t per = (OC + nt - 1) / nt;
+        if (dweight) {
+            /* dweight (OC, C) += doutᵀ (OC, N) · inp (N, C): slabs of dweight rows */
+            int64_t per = (OC + nt - 1) / nt;
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
-        for (int s = 0; s < nt; s++) {
-            int64_t o0 = s * per, no = OC - o0 < per ? OC - o0 : per;
-            if (no > 0)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)no, (int)C, (int)N, 1.0f, dout + o0,
-                            (int)OC, inp, (int)C, 1.0f, dweight + o0 * C, (int)C);
+            for (int s = 0; s < nt; s++) {
+                int64_t o0 = s * per, no = OC - o0 < per ? OC - o0 : per;
+                if (no > 0)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)no, (int)C, (int)N, 1.0f, dout + o0,
+                                (int)OC, inp, (int)C, 1.0f, dweight + o0 * C, (int)C);
+            }
         }
     }
 #else
@@ -121,7 +130,7 @@ void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
     }
 #endif
     if (dbias) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t o = 0; o < OC; o++) {
             float s = 0;
             for (int64_t n = 0; n < N; n++) s += dout[n * OC + o];
