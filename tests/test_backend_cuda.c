@@ -106,6 +106,9 @@ static void check_dev(const char *op, const char *shape, const float *dgot, cons
 
 #define TOL 1e-10
 
+/* |a − b| within tol relative (doubles the device sums in the CPU's order, FMA contraction aside) */
+static int close_rel(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(fabs(a), fabs(b)) || a == b; }
+
 /* ---- norms and rotations ---------------------------------------------------------- */
 TEST(cuda_ops_rmsnorm_rope) {
     NEED_GPU();
@@ -706,7 +709,8 @@ TEST(cuda_ops_engine) {
         c->balance_loss(ds, coef, sel, sc, idx, T, E, K, 4, 2, 1, 0.003, 0.05, 0.02, 0.5, &tc);
         g->balance_loss(gDs, gCoef, gSel, gSc, gIdx, T, E, K, 4, 2, 1, 0.003, 0.05, 0.02, 0.5, &tg);
         check_dev("balance_loss dscores", "T=9 E=8", gDs, ds, T * E, TOL);
-        CHECK(!memcmp(&tc, &tg, sizeof tc));
+        CHECK(close_rel(tg.expert, tc.expert, 1e-12) && close_rel(tg.device, tc.device, 1e-12) &&
+              close_rel(tg.comm, tc.comm, 1e-12));
         ds_cuda_free(gSc), ds_cuda_free(gDs), ds_cuda_free(gCoef), ds_cuda_free(gIdx), ds_cuda_free(gSel);
         free(sc), free(ds), free(coef), free(sel);
     }
@@ -726,6 +730,109 @@ TEST(cuda_ops_engine) {
         ds_cuda_free(gX), free(x);
     }
     CHECK(g->linear_workspace(64, 128, 256) == 0);
+}
+
+/* The entries that order, count and choose (select.cu) on shapes that cross
+ * the kernels' tiles and chunks, against the CPU table (the scalar order of
+ * backend/cpu/: counting sort, balance loops, qsort + softmax, cumulative draw). */
+
+TEST(cuda_ops_select) {
+    NEED_GPU();
+    const struct ds_ops *g = ds_cuda_table(DS_PREC_FP32), *c = &ds_ops_cpu;
+    ds_rng r;
+    ds_rng_seed(&r, 33);
+    /* moe_sort: skewed routing over 8 tiles (E = 20), and more experts than threads (E = 300) */
+    for (int v = 0; v < 2; v++) {
+        int64_t N = v ? 50 : 300, K = v ? 8 : 6, E = v ? 300 : 20, S = N * K;
+        int32_t *idx = ds_malloc((size_t)S * 4), *order = ds_malloc((size_t)S * 4), *pos = ds_malloc((size_t)S * 4);
+        for (int64_t t = 0; t < N; t++)
+            for (int64_t k = 0; k < K; k++) /* distinct per token; expert 3 and its neighbours favoured */
+                idx[t * K + k] = (int32_t)((k == 0 && t % 3 ? 3 : (int64_t)ds_rng_below(&r, 5) + 7 * k + t % 2) % E);
+        int64_t *cnt = ds_malloc((size_t)E * 8), *offs = ds_malloc((size_t)(E + 1) * 8);
+        c->moe_sort(cnt, offs, order, pos, idx, N, K, E);
+        int32_t *dIdx = upi(idx, S), *dOrder = g->alloc((size_t)S * 4), *dPos = g->alloc((size_t)S * 4);
+        int64_t *dCnt = g->alloc((size_t)E * 8), *dOffs = g->alloc((size_t)(E + 1) * 8);
+        g->moe_sort(dCnt, dOffs, dOrder, dPos, dIdx, N, K, E);
+        CHECK_MSG(dev_same(g, dCnt, cnt, (size_t)E * 8) && dev_same(g, dOffs, offs, (size_t)(E + 1) * 8),
+                  "moe_sort E=%lld: counts/offsets differ", (long long)E);
+        CHECK_MSG(dev_same(g, dOrder, order, (size_t)S * 4) && dev_same(g, dPos, pos, (size_t)S * 4),
+                  "moe_sort E=%lld: order/pos differ", (long long)E);
+        g->free(dIdx), g->free(dOrder), g->free(dPos), g->free(dCnt), g->free(dOffs);
+        free(idx), free(order), free(pos), free(cnt), free(offs);
+    }
+    /* balance_loss: T over several blocks, sigmoid (normalized) and softmax scores */
+    for (int nz = 0; nz <= 1; nz++) {
+        int64_t T = 300, E = 16, K = 3, G = 4, M = 2;
+        float *sc = randv(&r, T * E, 1), *ds = randv(&r, T * E, 0.1f), *coef = ds_malloc((size_t)E * 4);
+        for (int64_t i = 0; i < T * E; i++) sc[i] = fabsf(sc[i]) + 0.01f;
+        int32_t *idx = ds_malloc((size_t)(T * K) * 4);
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t k = 0; k < K; k++) idx[t * K + k] = (int32_t)((t * 7 + k * 5 + (t % 4 == 0 ? 0 : k)) % E);
+        uint8_t *sel = ds_malloc((size_t)(T * E));
+        float *gSc = upf(sc, T * E), *gDs = upf(ds, T * E), *gCoef = nanbuf(E);
+        int32_t *gIdx = upi(idx, T * K);
+        uint8_t *gSel = g->alloc((size_t)(T * E));
+        g->memset(gSel, 0x77, (size_t)(T * E));
+        ds_balance_terms tc, tg;
+        c->balance_loss(ds, coef, sel, sc, idx, T, E, K, G, M, nz, 0.003, 0.05, 0.02, 0.25, &tc);
+        g->balance_loss(gDs, gCoef, gSel, gSc, gIdx, T, E, K, G, M, nz, 0.003, 0.05, 0.02, 0.25, &tg);
+        check_dev("balance_loss dscores", nz ? "T=300 normalized" : "T=300", gDs, ds, T * E, TOL);
+        check_dev("balance_loss coef", "E=16", gCoef, coef, E, TOL);
+        CHECK_MSG(dev_same(g, gSel, sel, (size_t)(T * E)), "balance_loss sel differs");
+        CHECK_MSG(close_rel(tg.expert, tc.expert, 1e-12) && close_rel(tg.device, tc.device, 1e-12) &&
+                      close_rel(tg.comm, tc.comm, 1e-12),
+                  "balance_loss terms %.17g %.17g %.17g vs cpu %.17g %.17g %.17g", tg.expert, tg.device, tg.comm,
+                  tc.expert, tc.device, tc.comm);
+        g->free(gSc), g->free(gDs), g->free(gCoef), g->free(gIdx), g->free(gSel);
+        free(sc), free(ds), free(coef), free(idx), free(sel);
+    }
+    /* sample_probs over a vocabulary of 3001 (chunks of 12 per thread), with ties
+     * (equal logits, −0 and +0): the same sorted ids, kept set and values; sample_pick */
+    {
+        const int64_t V = 3001;
+        float *lg = randv(&r, V, 2), *pc = ds_malloc((size_t)V * 4), *pg = ds_malloc((size_t)V * 4);
+        lg[17] = lg[2000] = lg[2999] = 5.5f; /* a tie at the top */
+        lg[40] = lg[41] = 4.25f;
+        lg[700] = 0.0f, lg[12] = -0.0f;
+        int32_t *sc = ds_malloc((size_t)V * 4), *sg = ds_malloc((size_t)V * 4);
+        float *gL = upf(lg, V), *gP = nanbuf(V);
+        int32_t *gS = g->alloc((size_t)V * 4);
+        const struct { double t; int64_t k; double p; } cs[] = {
+            {0, 0, 1}, {0.7, 0, 1}, {0.8, 40, 1}, {1.0, 0, 0.9}, {0.6, 25, 0.8}, {1.3, 3001, 0.5}, {2.0, 1, 1}};
+        const double us[] = {0, 1e-3, 0.37, 0.5, 0.93, 0.999999};
+        for (size_t q = 0; q < sizeof cs / sizeof cs[0]; q++) {
+            c->sample_probs(pc, sc, lg, V, cs[q].t, cs[q].k, cs[q].p);
+            g->sample_probs(gP, gS, gL, V, cs[q].t, cs[q].k, cs[q].p);
+            g->copy_d2h(pg, gP, (size_t)V * 4);
+            int64_t kept_c = 0, kept_g = 0, same_set = 1;
+            for (int64_t i = 0; i < V; i++) {
+                kept_c += pc[i] > 0, kept_g += pg[i] > 0;
+                same_set &= (pc[i] > 0) == (pg[i] > 0);
+            }
+            CHECK_MSG(same_set, "sample_probs T=%g k=%lld p=%g: kept %lld vs cpu %lld", cs[q].t, (long long)cs[q].k,
+                      cs[q].p, (long long)kept_g, (long long)kept_c);
+            CHECK_MSG(nmse(pg, pc, V) <= TOL, "sample_probs T=%g k=%lld p=%g: nmse %.3g", cs[q].t, (long long)cs[q].k,
+                      cs[q].p, nmse(pg, pc, V));
+            if (cs[q].t > 0 && ((cs[q].k > 0 && cs[q].k < V) || cs[q].p < 1)) { /* the sorted ids: the CPU's order */
+                g->copy_d2h(sg, gS, (size_t)V * 4);
+                CHECK_MSG(!memcmp(sg, sc, (size_t)V * 4), "sample_probs T=%g: sorted ids differ (first %d vs %d)",
+                          cs[q].t, sg[0], sc[0]);
+            }
+            for (size_t j = 0; j < sizeof us / sizeof us[0]; j++) {
+                int32_t a = c->sample_pick(pc, V, us[j]), b = g->sample_pick(gP, V, us[j]);
+                CHECK_MSG(a == b, "sample_pick T=%g u=%g: %d vs cpu %d", cs[q].t, us[j], b, a);
+            }
+        }
+        /* the pick's fallbacks: no mass (argmax: 0), and u at the very end (the last kept token) */
+        memset(pc, 0, (size_t)V * 4);
+        g->copy_h2d(gP, pc, (size_t)V * 4);
+        CHECK(g->sample_pick(gP, V, 0.5) == c->sample_pick(pc, V, 0.5));
+        pc[2500] = 1e-30f, pc[9] = 1e-30f;
+        g->copy_h2d(gP, pc, (size_t)V * 4);
+        CHECK(g->sample_pick(gP, V, 0.9999999999) == c->sample_pick(pc, V, 0.9999999999));
+        g->free(gL), g->free(gP), g->free(gS);
+        free(lg), free(pc), free(pg), free(sc), free(sg);
+    }
 }
 
 /* ---- whole models -------------------------------------------------------------------------- */

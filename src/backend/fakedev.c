@@ -13,6 +13,8 @@
  * protects on the way out of it.
  */
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -206,8 +208,28 @@ V(mla_absorbed_attention,
    int64_t L, int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float sc, const int64_t *pb, const int64_t *rb),
   (att, q, ckv, kpe, kvb, B, n, pos, L, nh, dn, dv, dr, rkv, sc, pb, rb))
 V(argmax_rows, (int32_t *o, const float *x, int64_t N, int64_t V), (o, x, N, V))
-V(sample_probs, (float *p, int32_t *s, const float *l, int64_t V, double t, int64_t k, double tp), (p, s, l, V, t, k, tp))
-R(int32_t, sample_pick, (const float *p, int64_t V, double u), (p, V, u))
+/* the sampler's [dev] operands must be this table's memory (a host buffer
+ * passed here would be one a real device cannot reach) */
+static void need_dev(const void *p, const char *what) {
+    const unsigned char *q = p;
+    if (!(base && q >= base && q < base + used)) {
+        fprintf(stderr, "fakedev: %s: %p is not device memory\n", what, p);
+        abort();
+    }
+}
+static void fd_sample_probs(float *p, int32_t *s, const float *l, int64_t V, double t, int64_t k, double tp) {
+    need_dev(p, "sample_probs prob"), need_dev(s, "sample_probs scratch"), need_dev(l, "sample_probs logits");
+    enter();
+    ds_ops_cpu.sample_probs(p, s, l, V, t, k, tp);
+    leave();
+}
+static int32_t fd_sample_pick(const float *p, int64_t V, double u) {
+    need_dev(p, "sample_pick prob");
+    enter();
+    int32_t r = ds_ops_cpu.sample_pick(p, V, u);
+    leave();
+    return r;
+}
 V(adamw,
   (float *p, const float *g, void *m, void *v, int bf, const ds_optim_seg *seg, int64_t ns, int64_t t,
    const ds_adamw_hparams *h, float gs),
