@@ -199,10 +199,6 @@ V(rope_pos_forward,
   (x, c, s, p, B, T, nv, ld, off, dr, h))
 V(token_logprobs, (float *lp, uint8_t *g, const float *x, const int32_t *t, int64_t N, int64_t V), (lp, g, x, t, N, V))
 /* decode, sampling, optimizer */
-V(kv_append,
-  (float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos, int64_t L, int64_t rkv,
-   int64_t dr, const int64_t *pb, const int64_t *rb),
-  (ckv, kpe, c, kva, B, n, pos, L, rkv, dr, pb, rb))
 V(mla_absorbed_attention,
   (float *att, const float *q, const float *ckv, const float *kpe, const float *kvb, int64_t B, int64_t n, int64_t pos,
    int64_t L, int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float sc, const int64_t *pb, const int64_t *rb),
@@ -229,6 +225,14 @@ static int32_t fd_sample_pick(const float *p, int64_t V, double u) {
     int32_t r = ds_ops_cpu.sample_pick(p, V, u);
     leave();
     return r;
+}
+/* the latent cache too: a host cache beside a device model is one a real device cannot reach */
+static void fd_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
+                         int64_t L, int64_t rkv, int64_t dr, const int64_t *pb, const int64_t *rb) {
+    need_dev(ckv, "kv_append cache"), need_dev(kpe, "kv_append rope cache");
+    enter();
+    ds_ops_cpu.kv_append(ckv, kpe, c, kva, B, n, pos, L, rkv, dr, pb, rb);
+    leave();
 }
 V(adamw,
   (float *p, const float *g, void *m, void *v, int bf, const ds_optim_seg *seg, int64_t ns, int64_t t,

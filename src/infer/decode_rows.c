@@ -22,7 +22,9 @@ int ds_rows_engine_create(ds_rows_engine *e, const ds_model *m, const struct ds_
         return ds_err("decode: %lld sequences of %lld positions (the model takes %lld)", (long long)B, (long long)max_len,
                       (long long)c->max_position_embeddings);
     if (c->kv_lora_rank <= 0) return ds_err("decode: kv_lora_rank must be positive for the latent cache");
-    if (ds_kv_cache_create(&e->kc, c->num_hidden_layers, B, max_len, c->kv_lora_rank, c->qk_rope_head_dim)) return -1;
+    /* the cache lives with the model (its table's memory, or the host), as ds_engine's */
+    if (ds_kv_cache_create_on(&e->kc, m->mem, c->num_hidden_layers, B, max_len, c->kv_lora_rank, c->qk_rope_head_dim))
+        return -1;
     if (ds_acts_create_infer(&e->a, m, B, 1, max_len, 0)) {
         ds_kv_cache_free(&e->kc);
         return -1;
