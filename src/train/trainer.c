@@ -480,6 +480,14 @@ int ds_train(const ds_train_opts *o) {
                       (long long)o->batch, P);
     int log_level0 = ds_log_level;
     if (!lead) ds_log_level = DS_LOG_QUIET;
+    if (o->device && strcmp(o->device, "cpu")) {
+        if (resident)
+            ds_log(DS_LOG_INFO, "device %s: the device-resident table (weights, gradients and AdamW moments in the "
+                                "device's memory)", o->device);
+        else
+            ds_log(DS_LOG_INFO, "device %s: the host-staged table (%d processes: the broadcasts and ZeRO-1 exchanges "
+                                "read host memory; each entry copies its operands to the device and back)", o->device, P);
+    }
 
     /* tokenizer of the data: its hash ties the shards to it */
     char *tjpath = ds_path_join(o->data, "tokenizer.json");
