@@ -38,6 +38,7 @@
 #include "model/model.h"
 #include "model/presets.h"
 #include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/gemv.h"
 #include "num/dtype.h"
 #include "num/quant.h"
 #include "test.h"
@@ -441,7 +442,9 @@ TEST(cuda_ops_linear_fp8w) {
             int prev = ds_cuda_fp8_force_own(own);
             ds_ops_cpu.linear_fp8w_forward(y, x, &hw, b, N, C, OC);
             g->linear_fp8w_forward(dY, dX, &dw, dB, N, C, OC);
-            check_dev("linear_fp8w_forward fp8", sh, dY, y, N * OC, own ? 0 : 1e-6);
+            /* the own kernel gives the CPU's bits where the CPU runs its block GEMM; up to
+             * DS_LINEAR_ROWWISE_MAX rows the CPU's row-wise GEMVs sum in another order */
+            check_dev("linear_fp8w_forward fp8", sh, dY, y, N * OC, own && N > DS_LINEAR_ROWWISE_MAX ? 0 : own ? TOL : 1e-6);
             ds_ops_cpu.linear_fp8w_forward(y, x, &hb, b, N, C, OC);
             g->linear_fp8w_forward(dY, dX, &db, dB, N, C, OC);
             check_dev("linear_fp8w_forward bf16", sh, dY, y, N * OC, TOL);
