@@ -152,8 +152,12 @@ TEST(backend_device_cli) {
         "eval --model /nonexistent/m --task hellaswag",
         "train --config tiny --data /nonexistent/d --out /nonexistent/r --steps 1",
         "bench-train --config tiny --random 1,8",
+        "chat --model /nonexistent/m",
+        "serve --model /nonexistent/m",
+        "fp8 analyze --model /nonexistent/m --data /nonexistent/d",
+        "ablate --data /nonexistent/d --what mtp --steps 1 --out /nonexistent/a",
     };
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < (int)(sizeof cmds / sizeof cmds[0]); i++) {
         int rc;
         if (!gpu) {
             rc = ds_test_sh(out, sizeof out, "$DSV3 %s --device cuda", cmds[i]);

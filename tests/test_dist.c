@@ -424,3 +424,31 @@ TEST(ep_resume_4_to_4_2_1) {
         check_same_training(&a, &b, 10, 1e-5, k ? "saved at 4, resumed at 1" : "saved at 4, resumed at 2");
     }
 }
+
+/* data parallel on the device-resident path: under the test device fakedev
+ * (memory the host cannot touch) 2 processes keep weights, gradients and
+ * moment blocks in the table's memory, the broadcast and the ZeRO-1
+ * exchanges going through host buffers; a run saved there and resumed there
+ * writes --device cpu's checkpoint files byte for byte */
+TEST(dp_train_resident_fakedev) {
+    NEED_MPI();
+    const char *d = dist_data();
+    if (!d) { CHECK(0); return; }
+    char out[16384];
+    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/rc --steps 4 --batch 4 --save-every 2 "
+                        "--device cpu 2>&1", 120, 2, d, d);
+    CHECK_MSG(rc == 0, "cpu: %s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/rf --steps 4 --batch 4 --save-every 2 "
+                    "--stop-after 2 --device fakedev 2>&1", 120, 2, d, d);
+    CHECK_MSG(rc == 0 && strstr(out, "device fakedev: the device-resident table"), "fakedev: %s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --data %s/data --resume %s/rf --device fakedev 2>&1", 120, 2,
+                    d, d);
+    CHECK_MSG(rc == 0, "fakedev resume: %s", out);
+    TEST_RETURN_IF_FAILED();
+    for (int s = 2; s <= 4; s += 2)
+        for (int f = 0; f < 2; f++) {
+            const char *file = f ? "train_state.safetensors" : "model.safetensors";
+            rc = ds_test_sh(out, sizeof out, "cmp %s/rc/ckpt-%d/%s %s/rf/ckpt-%d/%s", d, s, file, d, s, file);
+            CHECK_MSG(rc == 0, "ckpt-%d/%s differs between cpu and fakedev: %s", s, file, out);
+        }
+}

@@ -451,3 +451,27 @@ TEST(fp8_capture_bad_input) {
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 analyze --model %s/m --data %s/big --split dev", d, d) == 2);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 analyze --model %s/m --data %s/big --mtp-lambda -1", d, d) == 2);
 }
+
+/* The capture on the device-resident path (docs/engine.md §2.5): under the
+ * test device fakedev (memory the host cannot touch) the model, arenas and
+ * gradients stay in the table's memory and each captured tensor is copied to
+ * the host; the analysis equals --device cpu's byte for byte. */
+TEST(fp8_capture_device_resident_fakedev) {
+    const char *ts = ds_test_shared("data/tinyshakespeare/input.txt");
+    if (!ts) SKIP("../shared/data/tinyshakespeare/input.txt not found");
+    const char *d = ds_test_tmpdir();
+    if (prepare(d, ts)) {
+        CHECK(0);
+        return;
+    }
+    char out[8192];
+    const char *dev[2] = {"cpu", "fakedev"};
+    for (int i = 0; i < 2; i++) {
+        int rc = ds_test_sh(out, sizeof out, "$DSV3 fp8 analyze --model %s/m --data %s/data --batch 1 --seq 16 --top 3 "
+                            "--json %s/r_%s.json --device %s > %s/r_%s.txt", d, d, d, dev[i], dev[i], d, dev[i]);
+        CHECK_MSG(rc == 0, "--device %s: %s", dev[i], out);
+    }
+    CHECK_MSG(ds_test_sh(out, sizeof out, "cmp %s/r_cpu.json %s/r_fakedev.json && cmp %s/r_cpu.txt %s/r_fakedev.txt", d, d, d,
+                         d) == 0, "the analysis differs between cpu and fakedev: %s", out);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 fp8 analyze --model %s/m --data %s/data --device tpu", d, d) == 2);
+}

@@ -493,3 +493,25 @@ TEST(report_thins_routing_arrays_of_long_logs) {
     cJSON_Delete(d);
     free(page);
 }
+
+/* ablate --device: every variant (training, the MTP measures: the speculative
+ * generate and the teacher-forced agreement by the table's argmax) on the
+ * device-resident path; under the test device fakedev (memory the host cannot
+ * touch) the losses and the MTP measures equal --device cpu's. */
+TEST(ablate_device_resident_fakedev) {
+    const char *dir = ds_test_tmpdir();
+    char out[8192], got[2][8192];
+    CHECK(make_data(dir) == 0);
+    TEST_RETURN_IF_FAILED();
+    const char *dev[2] = {"cpu", "fakedev"};
+    for (int i = 0; i < 2; i++) {
+        int rc = ds_test_sh(out, sizeof out,
+                            "cd %s && %s%s --threads 2 ablate --data data --what mtp --steps 2 --batch 2 --seq 16 "
+                            "--eval-every 2 --eval-batches 1 --out abl_%s --prompts 'the king' --gen-tokens 6 --device %s 2>&1 "
+                            "| grep 'MTP' && grep -ho '\"loss\": [^,]*' abl_%s/*/train_log.jsonl",
+                            dir, bin()[0] == '/' ? "" : "$OLDPWD/", bin(), dev[i], dev[i], dev[i]);
+        CHECK_MSG(rc == 0 && strstr(out, "MTP draft = ") && strstr(out, "\"loss\""), "--device %s: %.2000s", dev[i], out);
+        snprintf(got[i], sizeof got[i], "%s", out);
+    }
+    CHECK_MSG(!strcmp(got[0], got[1]), "cpu:\n%s\nfakedev:\n%s", got[0], got[1]);
+}

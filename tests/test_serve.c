@@ -1010,4 +1010,65 @@ TEST(serve_prefill_batch_cap) {
                   cl[i].n);
     CHECK(metric(S.port, "dsv3_prefill_batch_max") == 2);
     CHECK(server_stop(&S) == 0);
+
+/* serve and chat on the device-resident path (docs/engine.md §2.5): under the
+ * test device fakedev (memory the host cannot touch) the weights, both KV
+ * caches, the sampler and the logits stay in the table's memory; the answers
+ * (greedy with log-probabilities, sampled, chat) equal --device cpu's. */
+static char *serve_answers(const char *dir, const char *device) {
+    char extra[64];
+    snprintf(extra, sizeof extra, "--max-batch 3 --device %s", device);
+    server S;
+    if (server_start(&S, dir, extra) || !S.port) return NULL;
+    char pj[512], req[2048], *o = NULL;
+    ds_sbuf all = {0};
+    prompt_json(pj, sizeof pj, 20, 1);
+    const char *bodies[3] = {
+        "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0, \"ignore_eos\": true, \"return_token_ids\": true, \"logprobs\": 2}",
+        "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0.9, \"top_p\": 0.8, \"seed\": 5, \"ignore_eos\": true, "
+        "\"return_token_ids\": true}",
+        NULL};
+    for (int i = 0; bodies[i]; i++) {
+        snprintf(req, sizeof req, bodies[i], pj);
+        if (http(S.port, "POST", "/v1/completions", NULL, req, &o) != 200) break;
+        cJSON *j = cJSON_Parse(o);
+        const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        char *p = cJSON_PrintUnformatted(ch); /* the choice: ids, text, logprobs (no ids or times) */
+        ds_sbuf_printf(&all, "%s\n", p);
+        free(p), cJSON_Delete(j), free(o), o = NULL;
+    }
+    const char *creq = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 8, \"temperature\": 0}";
+    if (http(S.port, "POST", "/v1/chat/completions", NULL, creq, &o) == 200) {
+        cJSON *j = cJSON_Parse(o);
+        char *p = cJSON_PrintUnformatted(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0));
+        ds_sbuf_printf(&all, "%s\n", p);
+        free(p), cJSON_Delete(j);
+    }
+    free(o);
+    if (server_stop(&S) != 0) ds_sbuf_puts(&all, "(server exit status not 0)");
+    return ds_sbuf_take(&all);
+}
+
+TEST(serve_device_resident_fakedev) {
+    SETUP("--max-batch 1");
+    CHECK(server_stop(&S) == 0);
+    char *a = serve_answers(dir, "cpu"), *b = serve_answers(dir, "fakedev");
+    CHECK_MSG(a && b && strstr(a, "token_logprobs") && strstr(a, "\"message\"") && !strcmp(a, b),
+              "serve: cpu\n%s\nvs fakedev\n%s", a ? a : "(none)", b ? b : "(none)");
+    free(a), free(b);
+}
+
+TEST(chat_device_resident_fakedev) {
+    if (load_ref()) SKIP("no v3 fixture");
+    const char *dir = make_model();
+    CHECK(dir != NULL);
+    if (!dir) return;
+    const char *modes[2] = {"", "--temperature 0.9 --top-k 5 --seed 3"};
+    for (int i = 0; i < 2; i++) {
+        char a[4096], b[4096];
+        const char *cmd = "printf 'Hi\\n/reset\\nHo\\n' | $DSV3 chat --model %s --max-new-tokens 8 %s --device %s 2>/dev/null";
+        int ra = ds_test_sh(a, sizeof a, cmd, dir, modes[i], "cpu"), rb = ds_test_sh(b, sizeof b, cmd, dir, modes[i], "fakedev");
+        CHECK_MSG(ra == 0 && rb == 0 && strlen(a) > 4 && !strcmp(a, b), "chat %s: cpu (rc %d) %s vs fakedev (rc %d) %s", modes[i],
+                  ra, ds_quote(a), rb, ds_quote(b));
+    }
 }

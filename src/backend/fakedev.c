@@ -13,6 +13,8 @@
  * protects on the way out of it.
  */
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -197,17 +199,41 @@ V(rope_pos_forward,
   (x, c, s, p, B, T, nv, ld, off, dr, h))
 V(token_logprobs, (float *lp, uint8_t *g, const float *x, const int32_t *t, int64_t N, int64_t V), (lp, g, x, t, N, V))
 /* decode, sampling, optimizer */
-V(kv_append,
-  (float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos, int64_t L, int64_t rkv,
-   int64_t dr, const int64_t *pb, const int64_t *rb),
-  (ckv, kpe, c, kva, B, n, pos, L, rkv, dr, pb, rb))
 V(mla_absorbed_attention,
   (float *att, const float *q, const float *ckv, const float *kpe, const float *kvb, int64_t B, int64_t n, int64_t pos,
    int64_t L, int64_t nh, int64_t dn, int64_t dv, int64_t dr, int64_t rkv, float sc, const int64_t *pb, const int64_t *rb),
   (att, q, ckv, kpe, kvb, B, n, pos, L, nh, dn, dv, dr, rkv, sc, pb, rb))
 V(argmax_rows, (int32_t *o, const float *x, int64_t N, int64_t V), (o, x, N, V))
-V(sample_probs, (float *p, int32_t *s, const float *l, int64_t V, double t, int64_t k, double tp), (p, s, l, V, t, k, tp))
-R(int32_t, sample_pick, (const float *p, int64_t V, double u), (p, V, u))
+/* the sampler's [dev] operands must be this table's memory (a host buffer
+ * passed here would be one a real device cannot reach) */
+static void need_dev(const void *p, const char *what) {
+    const unsigned char *q = p;
+    if (!(base && q >= base && q < base + used)) {
+        fprintf(stderr, "fakedev: %s: %p is not device memory\n", what, p);
+        abort();
+    }
+}
+static void fd_sample_probs(float *p, int32_t *s, const float *l, int64_t V, double t, int64_t k, double tp) {
+    need_dev(p, "sample_probs prob"), need_dev(s, "sample_probs scratch"), need_dev(l, "sample_probs logits");
+    enter();
+    ds_ops_cpu.sample_probs(p, s, l, V, t, k, tp);
+    leave();
+}
+static int32_t fd_sample_pick(const float *p, int64_t V, double u) {
+    need_dev(p, "sample_pick prob");
+    enter();
+    int32_t r = ds_ops_cpu.sample_pick(p, V, u);
+    leave();
+    return r;
+}
+/* the latent cache too: a host cache beside a device model is one a real device cannot reach */
+static void fd_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
+                         int64_t L, int64_t rkv, int64_t dr, const int64_t *pb, const int64_t *rb) {
+    need_dev(ckv, "kv_append cache"), need_dev(kpe, "kv_append rope cache");
+    enter();
+    ds_ops_cpu.kv_append(ckv, kpe, c, kva, B, n, pos, L, rkv, dr, pb, rb);
+    leave();
+}
 V(adamw,
   (float *p, const float *g, void *m, void *v, int bf, const ds_optim_seg *seg, int64_t ns, int64_t t,
    const ds_adamw_hparams *h, float gs),

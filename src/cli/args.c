@@ -65,12 +65,20 @@ const struct ds_ops *ds_cli_device(const char *cmd, const char *device) {
     return ops;
 }
 
-const struct ds_ops *ds_cli_device_resident(const char *cmd, const char *device) {
+const struct ds_ops *ds_cli_device_check(const char *cmd, const char *device) {
     if (!device) device = "cpu";
     if (strcmp(device, "fakedev"))
         ds_cli_check_choice(cmd, "--device: unknown device", device, ds_backend_devices, ds_backend_ndevices);
     const struct ds_ops *ops = ds_backend_get_resident(device);
     if (!ops) exit(ds_cli_fail(cmd));
+    return ops;
+}
+
+const struct ds_ops *ds_cli_device_resident(const char *cmd, const char *device) {
+    const struct ds_ops *ops = ds_cli_device_check(cmd, device);
+    if (device && strcmp(device, "cpu"))
+        ds_log(DS_LOG_INFO, "dsv3 %s: --device %s: the device-resident table (the model and its buffers in the device's "
+                            "memory)", cmd, device);
     return ops;
 }
 

@@ -97,8 +97,11 @@ struct ds_ops;
 const struct ds_ops *ds_cli_device(const char *cmd, const char *device);
 /* The same for a command whose path is device-resident (ds_backend_get_resident:
  * the model and its buffers in the table's memory); also takes the test device
- * "fakedev" (host-invisible memory over the cpu kernels; not in --help). */
+ * "fakedev" (host-invisible memory over the cpu kernels; not in --help).  Says
+ * on stderr which table runs (a device other than cpu); ds_cli_device_check
+ * only checks (a command that picks its table later: train). */
 const struct ds_ops *ds_cli_device_resident(const char *cmd, const char *device);
+const struct ds_ops *ds_cli_device_check(const char *cmd, const char *device);
 /* Print "dsv3 <cmd>: <ds_errmsg()>" and return 1. */
 int ds_cli_fail(const char *cmd);
 /* Print "dsv3 <cmd>: <msg>" and exit 2 (usage error). */

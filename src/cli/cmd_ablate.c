@@ -123,22 +123,20 @@ static void put_num(ds_sbuf *b, const char *key, double v) {
     else ds_sbuf_puts(b, "null");
 }
 
-static int64_t argmax_row(const float *l, int64_t V) {
-    int64_t b = 0;
-    for (int64_t j = 1; j < V; j++)
-        if (l[j] > l[b]) b = j;
-    return b;
-}
-
 /* MTP draft acceptance on the validation text, teacher-forced: at each
  * position i (true tokens up to i+1 given), the MTP module's top token for
  * t_{i+2} against the main model's greedy prediction of t_{i+2} at i+1 — what
  * greedy speculative decoding accepts.  Over up to `batches` batches of
  * (B, T); -1 with ds_err on failure, else the percentage in *pct. */
-static int mtp_agreement(const char *model_dir, const char *data, int64_t B, int64_t T, int64_t batches, double *pct,
-                         int64_t *n_out) {
+static int mtp_agreement(const char *model_dir, const char *device, const char *data, int64_t B, int64_t T,
+                         int64_t batches, double *pct, int64_t *n_out) {
+    /* device-resident: the model and its logits in the table's memory, the
+     * greedy tokens by the table's argmax */
+    const struct ds_ops *ops = ds_backend_get_resident(device);
+    if (!ops) return -1;
     ds_model m;
-    if (ds_model_load(&m, model_dir)) return -1;
+    ds_load_opts lopt = {.mem = ops->host_visible ? NULL : ops};
+    if (ds_model_load_ex(&m, model_dir, &lopt)) return -1;
     int rc = -1;
     ds_loader va;
     if (ds_loader_open(&va, data, "val", B, T, 1234, 0, 0, 1, 0)) {
@@ -152,8 +150,8 @@ static int mtp_agreement(const char *model_dir, const char *data, int64_t B, int
         ds_acts_free(&a);
         goto out;
     }
-    const struct ds_ops *ops = ds_backend_get("cpu");
     int32_t *win = ds_malloc(sizeof(int32_t) * (size_t)(B * (T + 1))), *ids = ds_malloc(sizeof(int32_t) * (size_t)(B * T));
+    int32_t *dtok = ds_malloc(sizeof(int32_t) * (size_t)(B * T)), *gtok = ds_malloc(sizeof(int32_t) * (size_t)(B * T));
     int64_t V = m.cfg.vocab_size, agree = 0, n = 0;
     if (batches <= 0 || batches > va.nbatches) batches = va.nbatches;
     rc = 0;
@@ -165,14 +163,13 @@ static int mtp_agreement(const char *model_dir, const char *data, int64_t B, int
             rc = -1;
             break;
         }
+        /* mtp_logits[0]: (B, T-1, V), row i predicts t_{i+2}; logits (B, T, V) */
+        ops->argmax_rows(dtok, a.mtp_logits[0], B * (T - 1), V);
+        ops->argmax_rows(gtok, a.logits, B * T, V);
         for (int64_t b = 0; b < B; b++)
-            for (int64_t i = 0; i + 1 < T - 1; i++) { /* mtp_logits[0]: (B, T-1, V), row i predicts t_{i+2} */
-                int64_t d = argmax_row(a.mtp_logits[0] + (b * (T - 1) + i) * V, V);
-                int64_t g = argmax_row(a.logits + (b * T + i + 1) * V, V);
-                agree += d == g, n++;
-            }
+            for (int64_t i = 0; i + 1 < T - 1; i++) agree += dtok[b * (T - 1) + i] == gtok[b * T + i + 1], n++;
     }
-    free(win), free(ids);
+    free(win), free(ids), free(dtok), free(gtok);
     ds_acts_free(&a);
     *pct = n ? 100.0 * (double)agree / (double)n : NAN;
     *n_out = n;
@@ -226,7 +223,7 @@ static int64_t calibrate(const ds_train_opts *first, const char *out, double min
 }
 
 static int run(int argc, char **argv) {
-    const char *data = NULL, *preset = "tiny", *what = NULL, *out = NULL, *prompts = NULL;
+    const char *data = NULL, *preset = "tiny", *what = NULL, *out = NULL, *prompts = NULL, *device = "cpu";
     double minutes = 0;
     long long steps = 0, batch = 8, seq = 128, seed = 1234, eval_every = 50, eval_batches = 0, gen_tokens = 48;
     ds_strlist tasks = {0};
@@ -248,6 +245,7 @@ static int run(int argc, char **argv) {
         {"--task", DS_OPT_MULTI, &tasks, "T ...  also `dsv3 eval` tasks on each trained model (e.g. hellaswag)"},
         {"--prompts", DS_OPT_STR, &prompts, "P1|P2  prompts of the MTP acceptance measure (--what mtp)"},
         {"--gen-tokens", DS_OPT_INT, &gen_tokens, "N  tokens generated per prompt for it (default 48)", DS_RANGE(2, 4096)},
+        {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP " (training, the MTP measures, eval)"},
     };
     ds_cli_parse("ablate", "--data DIR --what balance|mtp|precision --minutes M|--steps N [--preset tiny] [--out DIR]",
                  argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
@@ -257,6 +255,7 @@ static int run(int argc, char **argv) {
     if (!(minutes > 0) && !steps) ds_cli_usage_error("ablate", "a budget is required: --minutes M or --steps N");
     if (minutes > 0 && steps) ds_cli_usage_error("ablate", "give --minutes or --steps, not both");
     ds_cli_check_config("ablate", preset);
+    ds_cli_device_resident("ablate", device); /* every variant runs device-resident (one process) */
     int w = !strcmp(what, "balance") ? 0 : !strcmp(what, "mtp") ? 1 : 2;
     char outbuf[512];
     if (!out) snprintf(outbuf, sizeof outbuf, "ablate-%s", what), out = outbuf;
@@ -277,7 +276,7 @@ static int run(int argc, char **argv) {
         const variant *v = &g_variants[w][0];
         o.config = preset, o.data = data, o.batch = batch, o.seq = seq, o.seed = (uint64_t)seed, o.lr = lr;
         o.min_lr = lr / 10, o.gamma = gamma, o.balance = v->balance, o.precision = v->precision;
-        o.mtp_lambda = v->mtp_lambda;
+        o.mtp_lambda = v->mtp_lambda, o.device = device;
         fixed_steps = calibrate(&o, out, minutes);
         if (fixed_steps < 1) return ds_cli_fail("ablate");
     }
@@ -290,7 +289,7 @@ static int run(int argc, char **argv) {
         o.batch = batch, o.seq = seq, o.seed = (uint64_t)seed, o.lr = lr, o.min_lr = lr / 10, o.gamma = gamma;
         o.balance = v->balance, o.precision = v->precision, o.mtp_lambda = v->mtp_lambda;
         o.eval_every = eval_every, o.eval_batches = eval_batches, o.log_every = 0;
-        o.steps = fixed_steps;
+        o.steps = fixed_steps, o.device = device;
         fprintf(stderr, "dsv3 ablate: %s (%d/%d): %s, %lld steps\n", v->name, i + 1, nv, v->desc, (long long)fixed_steps);
         ds_train_hooks h = {0};
         h.report = 1, h.label = v->name;
@@ -326,7 +325,8 @@ static int run(int argc, char **argv) {
                 snprintf(nt, sizeof nt, "%lld", gen_tokens);
                 for (char *pr = strtok_r(ps, "|", &save); pr; pr = strtok_r(NULL, "|", &save)) {
                     const char *args[] = {"generate", "--model", model, "--prompt", pr, "--max-new-tokens", nt,
-                                          "--temperature", "0", "--speculative", "mtp", "--ignore-eos", "--json", NULL};
+                                          "--temperature", "0", "--speculative", "mtp", "--ignore-eos", "--json",
+                                          "--device", device, NULL};
                     char *text = NULL;
                     if (self_run(args, &text) == 0) {
                         const char *js = strrchr(text, '{');
@@ -343,7 +343,7 @@ static int run(int argc, char **argv) {
             double agr = NAN;
             int64_t npos = 0;
             if (v->mtp_lambda > 0) {
-                if (mtp_agreement(model, data, batch, seq, 16, &agr, &npos))
+                if (mtp_agreement(model, device, data, batch, seq, 16, &agr, &npos))
                     fprintf(stderr, "dsv3 ablate: %s: warning: MTP agreement not measured: %s\n", v->name, ds_errmsg());
                 else
                     fprintf(stderr, "dsv3 ablate: %s: MTP draft = main model's greedy token at %.1f%% of %lld validation "
@@ -355,8 +355,8 @@ static int run(int argc, char **argv) {
         }
         if (tasks.n) {
             char *res = ds_path_join(runs[i], "eval.json");
-            const char *args[64] = {"eval", "--model", model, "--out", res, "--task"};
-            int na = 6;
+            const char *args[64] = {"eval", "--model", model, "--out", res, "--device", device, "--task"};
+            int na = 8;
             for (int k = 0; k < tasks.n && na < 62; k++) args[na++] = tasks.v[k];
             args[na] = NULL;
             fprintf(stderr, "dsv3 ablate: %s: dsv3 eval\n", v->name);

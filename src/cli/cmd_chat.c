@@ -273,7 +273,8 @@ static int run(int argc, char **argv) {
         R.temperature = temperature;
         R.max_tokens = max_new;
     } else {
-        L.ops = ds_cli_device("chat", device);
+        /* device-resident: the weights, arenas and KV cache in the table's memory */
+        L.ops = ds_cli_device_resident("chat", device);
         char *tp = tokp ? ds_strdup(tokp) : ds_path_join(model, "tokenizer.json");
         L.tok = ds_tokenizer_load(tp);
         char *tcfg = ds_tokenizer_config_path_of(tp);
@@ -281,7 +282,7 @@ static int run(int argc, char **argv) {
         int rc = L.tok ? ds_chat_cfg_load(&L.cc, tcfg, tmplf) : -1;
         if (!rc && !L.cc.tmpl) rc = ds_err("%s has no chat_template (give one with --chat-template FILE)", tcfg);
         free(tcfg);
-        ds_load_opts lopt = {.fp8_resident = 1};
+        ds_load_opts lopt = {.fp8_resident = 1, .mem = L.ops->host_visible ? NULL : L.ops};
         if (!rc) rc = ds_model_load_ex(&L.m, model, &lopt);
         if (!rc && ds_model_stop_ids(model, &L.m, L.tok, L.eos, 32, &L.neos)) {
             ds_model_free(&L.m);

@@ -15,7 +15,7 @@
 int ds_cmd_fp8_analyze(int argc, char **argv);
 
 int ds_cmd_fp8_analyze(int argc, char **argv) {
-    const char *model = NULL, *json = NULL, *data = NULL, *split = "train";
+    const char *model = NULL, *json = NULL, *data = NULL, *split = "train", *device = "cpu";
     long long top = 10, batch = 0, seq = 0, batches = 1;
     double mtp_lambda = 0.3;
     ds_opt opts[] = {
@@ -28,6 +28,7 @@ int ds_cmd_fp8_analyze(int argc, char **argv) {
         {"--seq", DS_OPT_INT, &seq, "T     tokens per sequence (default min(256, max_position_embeddings))"},
         {"--batches", DS_OPT_INT, &batches, "N     forward/backward passes (default 1)"},
         {"--mtp-lambda", DS_OPT_FLOAT, &mtp_lambda, "L     MTP loss weight when the model has MTP (default 0.3)", DS_MIN(0)},
+        {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP " (the --data capture)"},
     };
     ds_cli_parse("fp8 analyze",
                  "--model DIR [--json OUT] [--top N] [--data SHARDS [--split S] [--batch B] [--seq T] [--batches N] "
@@ -39,11 +40,12 @@ int ds_cmd_fp8_analyze(int argc, char **argv) {
         ds_cli_usage_error("fp8 analyze", "--batch must be in 1..65536, --seq in 1..1048576 (0: default), --batches >= 1");
     if (!(mtp_lambda >= 0)) ds_cli_usage_error("fp8 analyze", "--mtp-lambda must be >= 0");
     if (strcmp(split, "train") && strcmp(split, "val")) ds_cli_usage_error("fp8 analyze", "--split must be train or val");
+    if (data) ds_cli_device_resident("fp8 analyze", device); /* the capture runs device-resident */
     ds_capture_result cap;
     if (data) {
         ds_fp8_capture_opts o = ds_fp8_capture_defaults();
         o.data = data, o.split = split, o.batch = batch, o.seq = seq, o.batches = batches;
-        o.mtp_lambda = mtp_lambda, o.top_n = top;
+        o.mtp_lambda = mtp_lambda, o.top_n = top, o.device = device;
         if (ds_fp8_capture_analyze(&cap, model, &o)) return ds_cli_fail("fp8 analyze");
     }
     int rc = ds_fp8_analyze_report(model, top, data ? &cap : NULL, json, stdout);

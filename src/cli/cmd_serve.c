@@ -50,7 +50,8 @@ static int run(int argc, char **argv) {
     ds_cli_parse("serve", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model) ds_cli_usage_error("serve", "--model is required");
     if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("serve", "--speculative: unknown method %s (known: mtp)", ds_quote(spec));
-    const struct ds_ops *ops = ds_cli_device("serve", device);
+    /* device-resident: the weights, arenas and both KV caches in the table's memory */
+    const struct ds_ops *ops = ds_cli_device_resident("serve", device);
     if (!ds_serve_available()) {
         ds_serve_http(NULL);
         return ds_cli_fail("serve");
@@ -79,7 +80,7 @@ static int run(int argc, char **argv) {
     if (!cc.tmpl) fprintf(stderr, "dsv3 serve: %s has no chat_template: /v1/chat/completions will answer 400\n", tcfg);
     free(tcfg);
     ds_model m;
-    ds_load_opts lopt = {.fp8_resident = !dequant};
+    ds_load_opts lopt = {.fp8_resident = !dequant, .mem = ops->host_visible ? NULL : ops};
     if (ds_model_load_ex(&m, model, &lopt)) {
         ds_chat_cfg_free(&cc);
         ds_tokenizer_free(tok);

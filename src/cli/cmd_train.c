@@ -160,7 +160,7 @@ static int run(int argc, char **argv) {
                  argc, argv, opts, nopt, NULL, 0, NULL);
     ds_cli_check_choice("train", "--precision: unknown value", precision, g_prec, 3);
     ds_cli_check_choice("train", "--balance: unknown value", balance, g_bal, 3);
-    ds_cli_device_resident("train", o.device);
+    ds_cli_device_check("train", o.device); /* the trainer says which table it takes */
     for (int i = 0; i < 3; i++) {
         if (!strcmp(precision, g_prec[i])) o.precision = i;
         if (!strcmp(balance, g_bal[i])) o.balance = i;

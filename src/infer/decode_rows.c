@@ -30,7 +30,8 @@ int ds_rows_engine_create_ex(ds_rows_engine *e, const ds_model *m, const struct 
     if (mtp && c->num_nextn_predict_layers < 1)
         return ds_err("decode: the model has no MTP module (num_nextn_predict_layers = 0)");
     mtp = mtp ? 1 : 0;
-    if (ds_kv_cache_create(&e->kc, c->num_hidden_layers + mtp, B, max_len, c->kv_lora_rank, c->qk_rope_head_dim)) return -1;
+    /* the cache lives with the model (its table's memory, or the host), as ds_engine's */
+    if (ds_kv_cache_create_on(&e->kc, m->mem, c->num_hidden_layers + mtp, B, max_len, c->kv_lora_rank, c->qk_rope_head_dim)) return -1;
     if (ds_acts_create_infer(&e->a, m, B, T, max_len, mtp)) {
         ds_kv_cache_free(&e->kc);
         return -1;

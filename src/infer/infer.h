@@ -148,12 +148,12 @@ typedef struct {
     int64_t V;
     const struct ds_ops *ops;   /* the table that holds the logits */
     ds_rng rng;
-    float *prob;    /* (V) */
-    int32_t *idx;   /* (V) */
+    float *prob;    /* (V) [dev]: ops->alloc */
+    int32_t *idx;   /* (V) [dev]: ops->alloc */
 } ds_sampler;
 int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_params *p, int64_t V);
 void ds_sampler_free(ds_sampler *s);
-/* The distribution the sampler draws from: prob (V) after temperature,
+/* The distribution the sampler draws from: prob (V, the table's memory) after temperature,
  * top-k, top-p and renormalisation (greedy: one-hot on the argmax). */
 void ds_sampler_probs(ds_sampler *s, float *prob, const float *logits);
 /* Draw one token from logits (V). */

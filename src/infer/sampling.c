@@ -5,7 +5,7 @@
  * run.  Order of the filters as in transformers' generate: temperature, then
  * top-k, then top-p on the renormalised top-k distribution.  The loops over
  * the vocabulary are the table's sample_probs, sample_pick and argmax_rows;
- * here: checks, buffers and the host RNG.
+ * here: checks, buffers (the table's memory, beside the logits) and the host RNG.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +23,21 @@ int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_par
     s->V = V;
     s->ops = ops;
     ds_rng_seed(&s->rng, p->seed);
-    s->prob = ds_malloc((size_t)V * sizeof(float));
-    s->idx = ds_malloc((size_t)V * sizeof(int32_t));
+    /* the distribution and the sort's scratch live beside the logits: the table's memory */
+    s->prob = ops->alloc((size_t)V * sizeof(float));
+    s->idx = ops->alloc((size_t)V * sizeof(int32_t));
+    if (!s->prob || !s->idx) {
+        ds_sampler_free(s);
+        return -1;
+    }
     return 0;
 }
 
 void ds_sampler_free(ds_sampler *s) {
-    free(s->prob);
-    free(s->idx);
+    if (s->ops) {
+        s->ops->free(s->prob);
+        s->ops->free(s->idx);
+    }
     memset(s, 0, sizeof *s);
 }
 

@@ -57,7 +57,7 @@ struct ds_sched {
     int32_t *p_ids, *p_next; /* (prefill_chunk): their tokens; speculative: the tokens after them */
     int *b_slot;
     ds_rows_engine dec; /* max_batch cache rows; decode steps, batched prefill */
-    float *lsm; /* (V) log-softmax scratch */
+    float *lsm; /* (V) host copy of a device-resident logits row (logprobs) */
     int step_delay_us; /* tests: DSV3_SERVE_STEP_DELAY_MS slows every iteration so batching is observable */
     ds_sched_stats st;
 };
@@ -173,7 +173,7 @@ static void finish(ds_sched *s, ds_sreq *r, const char *why) {
     }
 }
 
-/* log-softmax of logits into s->lsm; the chosen token's value */
+/* log-softmax of logits (host memory); the chosen token's value */
 static void logprobs(ds_sched *s, ds_sreq *r, const float *logits, int32_t id, float *lp, int32_t *tid, float *tlp) {
     const int64_t V = s->m->cfg.vocab_size;
     float mx = logits[0];
@@ -260,7 +260,15 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
 static void emit_id(ds_sched *s, ds_sreq *r, const float *logits, int32_t id) {
     float lp = 0, tlp[DS_SREQ_MAX_TOP];
     int32_t tid[DS_SREQ_MAX_TOP];
-    if (r->top_logprobs >= 0) logprobs(s, r, logits, id, &lp, tid, tlp);
+    if (r->top_logprobs >= 0) {
+        if (!s->ops->host_visible) { /* device-resident logits: the row to the host for the log-probabilities */
+            const size_t n = (size_t)s->m->cfg.vocab_size * sizeof(float);
+            if (!s->lsm) s->lsm = ds_malloc(n);
+            s->ops->copy_d2h(s->lsm, logits, n);
+            logits = s->lsm;
+        }
+        logprobs(s, r, logits, id, &lp, tid, tlp);
+    }
     pthread_mutex_lock(&s->mu);
     emit(s, r, id, lp, tid, tlp);
     pthread_mutex_unlock(&s->mu);

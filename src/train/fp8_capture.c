@@ -43,7 +43,17 @@ static int64_t param_of(const float *w) {
 static void report(const float *weight, int site, const float *x, int64_t rows, int64_t cols) {
     if (rows <= 0) return;
     int64_t p = param_of(weight);
-    if (p >= 0) cap.fn(cap.ctx, p, site, x, rows, cols);
+    if (p < 0) return;
+    if (cap.base.host_visible) {
+        cap.fn(cap.ctx, p, site, x, rows, cols);
+        return;
+    }
+    /* a device-resident model: the tensor to the host for the statistics */
+    const size_t n = (size_t)(rows * cols) * sizeof(float);
+    float *h = ds_malloc(n ? n : 1);
+    cap.base.copy_d2h(h, x, n);
+    cap.fn(cap.ctx, p, site, h, rows, cols);
+    free(h);
 }
 
 // out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias
@@ -200,10 +210,13 @@ int ds_fp8_capture_analyze(ds_capture_result *res, const char *dir, const ds_fp8
     if (!o->data) return ds_err("fp8 analyze: no data folder given");
     if (o->batch < 0 || o->seq < 0 || o->batches <= 0 || o->top_n < 0 || !(o->mtp_lambda >= 0))
         return ds_err("fp8 analyze: --batch, --seq must be >= 0 (0 = default), --batches > 0, --mtp-lambda >= 0");
-    const struct ds_ops *base = ds_backend_get(o->device);
+    /* device-resident: the model, arenas and gradients in the table's memory;
+     * each captured tensor is copied to the host for its statistics */
+    const struct ds_ops *base = ds_backend_get_resident(o->device);
     if (!base) return -1;
     ds_model m;
-    if (ds_model_load(&m, dir)) return -1;
+    ds_load_opts lopt = {.mem = base->host_visible ? NULL : base};
+    if (ds_model_load_ex(&m, dir, &lopt)) return -1;
     const ds_config *c = &m.cfg;
     const int64_t V = c->vocab_size, D = c->num_nextn_predict_layers;
     const int64_t B = o->batch > 0 ? o->batch : 4;

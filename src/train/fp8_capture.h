@@ -45,7 +45,7 @@ typedef struct {
     int64_t batches;         /* forward/backward passes (default 1) */
     double mtp_lambda;       /* MTP loss weight when the model has MTP modules (default 0.3) */
     int64_t top_n;           /* outliers kept per record */
-    const char *device;      /* ds_backend_get device of the passes (NULL: "cpu") */
+    const char *device;      /* ds_backend_get_resident device of the passes (NULL: "cpu") */
 } ds_fp8_capture_opts;
 
 ds_fp8_capture_opts ds_fp8_capture_defaults(void);

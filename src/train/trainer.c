@@ -365,8 +365,16 @@ static int save_all(ds_comm *world, ds_zero1 *z, const char *run, const ds_model
     }
     if (world->size == 1) return ds_ckpt_save(run, m, tjpath, st, mom, vel, n, m16, keep);
     int es = m16 ? 2 : 4;
-    void *fm = ds_malloc((size_t)n * (size_t)es), *fv = ds_malloc((size_t)n * (size_t)es);
+    void *fm = ds_malloc((size_t)n * (size_t)es), *fv = ds_malloc((size_t)n * (size_t)es), *hm = NULL, *hv = NULL;
+    if (z->mem) { /* device-resident moment blocks: through the host */
+        size_t bb = (size_t)ds_zero1_block(z) * (size_t)es;
+        hm = ds_malloc(bb + 1), hv = ds_malloc(bb + 1);
+        z->mem->copy_d2h(hm, mom, bb);
+        z->mem->copy_d2h(hv, vel, bb);
+        mom = hm, vel = hv;
+    }
     int64_t rc = ds_zero1_gather_state(z, mom, fm, es) || ds_zero1_gather_state(z, vel, fv, es);
+    free(hm), free(hv);
     if (!rc && world->rank == 0) rc = ds_ckpt_save(run, m, tjpath, st, fm, fv, n, m16, keep) != 0;
     free(fm), free(fv);
     if (ds_bcast(world, &rc, 1, DS_COMM_I64, 0)) return -1;
@@ -489,10 +497,12 @@ int ds_train(const ds_train_opts *o) {
     /* many processes (mpirun): each rank trains rows [R·B/P, (R+1)·B/P) of
      * every batch; rank 0 logs, validates and writes checkpoints */
     ds_comm *world = ds_comm_world();
-    /* one process runs device-resident (the model, gradients and moments in
-     * the table's memory, docs/engine.md §2.5); many stay on host pointers
-     * (the broadcasts and ZeRO-1 exchanges read them) */
-    const int resident = world->size == 1;
+    /* device-resident (the model, gradients and moments in the table's
+     * memory, docs/engine.md §2.5): one process, or data parallel over many
+     * (the broadcast and the ZeRO-1 exchanges through host buffers);
+     * expert parallelism (--ep) stays on host pointers (its dispatch and the
+     * expert-sharded exchanges read them) */
+    const int resident = world->size == 1 || o->ep <= 1;
     struct ds_ops ops;
     const struct ds_ops *fp32 = resident ? ds_backend_get_resident(o->device) : ds_backend_get(o->device);
     if (!fp32 || (resident ? ds_backend_table_resident(&ops, o->device, o->precision)
@@ -516,6 +526,15 @@ int ds_train(const ds_train_opts *o) {
         return ds_err("--ep %d does not divide the %d processes of a pipeline stage", o->ep, Q);
     int log_level0 = ds_log_level;
     if (!lead) ds_log_level = DS_LOG_QUIET;
+    if (o->device && strcmp(o->device, "cpu")) {
+        if (resident)
+            ds_log(DS_LOG_INFO, "device %s: the device-resident table (weights, gradients and AdamW moments in the "
+                                "device's memory%s)", o->device, P > 1 ? "; the ZeRO-1 exchanges through host buffers" : "");
+        else
+            ds_log(DS_LOG_INFO, "device %s: the host-staged table (%d processes with --ep: the expert dispatch and the "
+                                "sharded exchanges read host memory; each entry copies its operands to the device and "
+                                "back)", o->device, P);
+    }
 
     /* tokenizer of the data: its hash ties the shards to it */
     char *tjpath = ds_path_join(o->data, "tokenizer.json");
@@ -651,7 +670,15 @@ int ds_train(const ds_train_opts *o) {
     }
     if (P > 1 && !o->resume) { /* one model: rank 0's initialization (each shard's from its group's first rank) */
         ds_comm_set_kind(dpw, DS_COMM_PARAM);
-        if (ds_bcast(dpw, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
+        if (dmem) { /* device-resident (no expert shard): through the host */
+            const size_t nbytes = (size_t)m.layout.total * sizeof(float);
+            float *h = ds_malloc(nbytes + 1);
+            dmem->copy_d2h(h, m.params, nbytes);
+            int bad = ds_bcast(dpw, h, m.layout.total, DS_COMM_F32, 0);
+            if (!bad) dmem->copy_h2d(m.params, h, nbytes);
+            free(h);
+            if (bad) goto out0;
+        } else if (ds_bcast(dpw, m.params, sharded ? m.layout.rep : m.layout.total, DS_COMM_F32, 0)) goto out0;
         if (sharded && ds_bcast(dpc, m.params + m.layout.rep, m.layout.total - m.layout.rep, DS_COMM_F32, 0)) goto out0;
     }
     ds_pp pp;
@@ -696,6 +723,8 @@ int ds_train(const ds_train_opts *o) {
     float *pbias = ds_calloc((size_t)(L * (Ee + 1)), sizeof(float)); /* pipeline: every stage's biases */
     ds_tokenizer_byte_lengths(tok, tok_bytes, c->vocab_size);
 
+    if (ds_zero1_set_mem(&zero, dmem)) goto out1; /* device-resident ZeRO-1: its staging */
+
     /* state */
     int64_t tokens_per_step = A * B * T;
     ds_rng rng;
@@ -721,6 +750,9 @@ int ds_train(const ds_train_opts *o) {
                 ds_shard_copy(&full_lo, &m.layout, fv, vel, zero.lo, zero.hi, (int)msz, 0);
                 ds_shard_copy(&full_lo, &m.layout, fm, (char *)mom + (size_t)nr * msz, x0, x1, (int)msz, 0);
                 ds_shard_copy(&full_lo, &m.layout, fv, (char *)vel + (size_t)nr * msz, x0, x1, (int)msz, 0);
+            } else if (!bad && dmem) { /* device-resident: this rank's blocks to the device */
+                dmem->copy_h2d(mom, (const char *)fm + (size_t)zero.lo * msz, (size_t)nmom * msz);
+                dmem->copy_h2d(vel, (const char *)fv + (size_t)zero.lo * msz, (size_t)nmom * msz);
             } else if (!bad) {
                 memcpy(mom, (const char *)fm + (size_t)zero.lo * msz, (size_t)nmom * msz);
                 memcpy(vel, (const char *)fv + (size_t)zero.lo * msz, (size_t)nmom * msz);

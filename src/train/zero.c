@@ -37,7 +37,19 @@ int ds_zero1_init_ep(ds_zero1 *z, ds_comm *c, int64_t n, ds_comm *dp, int64_t ne
     return 0;
 }
 
+int ds_zero1_set_mem(ds_zero1 *z, const struct ds_ops *mem) {
+    if (!mem || mem->host_visible || z->comm->size <= 1) return 0;
+    if (z->dp) return ds_err("ZeRO-1: an expert-sharded run keeps its buffers on the host");
+    z->dshard = mem->alloc((size_t)(z->hi - z->lo + 1) * sizeof(float));
+    z->hstage = ds_malloc((size_t)(z->n + 1) * sizeof(float));
+    if (!z->dshard) return -1;
+    z->mem = mem;
+    return 0;
+}
+
 void ds_zero1_free(ds_zero1 *z) {
+    if (z->mem) z->mem->free(z->dshard);
+    free(z->hstage);
     free(z->counts);
     free(z->ecounts);
     free(z->gshard);
@@ -63,28 +75,40 @@ int ds_zero1_step(ds_zero1 *z, const struct ds_ops *ops, ds_model *m, const ds_g
     ds_comm *c = z->comm;
     int64_t nb = z->hi - z->lo, ne = z->ehi - z->elo;
     float *ge = z->gshard + nb; /* the expert block */
+    const struct ds_ops *mem = z->mem; /* device-resident: the exchanges through the host */
+    const size_t nbytes = (size_t)z->n * sizeof(float), bbytes = (size_t)nb * sizeof(float);
     ds_comm_set_kind(c, DS_COMM_GRAD);
-    if (ds_reduce_scatter(c, g->g, z->gshard, z->counts, DS_COMM_F32)) return -1;
+    if (mem) mem->copy_d2h(z->hstage, g->g, nbytes);
+    if (ds_reduce_scatter(c, mem ? z->hstage : g->g, z->gshard, z->counts, DS_COMM_F32)) return -1;
+    float *gb = z->gshard; /* the reduced block where AdamW reads it */
+    if (mem) mem->copy_h2d(z->dshard, z->gshard, bbytes), gb = z->dshard;
     if (z->dp) {
         ds_comm_set_kind(z->dp, DS_COMM_GRAD);
         if (ds_reduce_scatter(z->dp, g->g + z->n, ge, z->ecounts, DS_COMM_F32)) return -1;
     }
-    double s = (nb > 0 ? ops->sumsq(z->gshard, nb) : 0) + (ne > 0 ? ops->sumsq(ge, ne) : 0);
+    double s = (nb > 0 ? ops->sumsq(gb, nb) : 0) + (ne > 0 ? ops->sumsq(ge, ne) : 0);
     int64_t a = z->skip_lo > z->lo ? z->skip_lo : z->lo, b = z->skip_hi < z->hi ? z->skip_hi : z->hi;
     if (a < b) { /* the block without [a, b): its two sides */
-        s = (a > z->lo ? ops->sumsq(z->gshard, a - z->lo) : 0) + (z->hi > b ? ops->sumsq(z->gshard + (b - z->lo), z->hi - b) : 0) +
+        s = (a > z->lo ? ops->sumsq(gb, a - z->lo) : 0) + (z->hi > b ? ops->sumsq(gb + (b - z->lo), z->hi - b) : 0) +
             (ne > 0 ? ops->sumsq(ge, ne) : 0);
     }
     if (ds_allreduce(z->norm ? z->norm : c, &s, 1, DS_COMM_F64, DS_COMM_SUM)) return -1;
     *gnorm = sqrt(s);
     double coef = ds_clip_coef(*gnorm, clip);
     size_t es = bf16_moments ? 2 : 4;
-    adamw_range(ops, m, z->lo, z->hi, z->gshard, mom, vel, bf16_moments, t, h, mtp, coef);
+    adamw_range(ops, m, z->lo, z->hi, gb, mom, vel, bf16_moments, t, h, mtp, coef);
     if (z->dp)
         adamw_range(ops, m, z->n + z->elo, z->n + z->ehi, ge, (char *)mom + (size_t)nb * es,
                     (char *)vel + (size_t)nb * es, bf16_moments, t, h, mtp, coef);
     ds_comm_set_kind(c, DS_COMM_PARAM);
-    int rc = ds_allgather(c, m->params + z->lo, m->params, z->counts, DS_COMM_F32);
+    int rc;
+    if (mem) {
+        mem->copy_d2h(z->hstage + z->lo, m->params + z->lo, bbytes);
+        rc = ds_allgather(c, z->hstage + z->lo, z->hstage, z->counts, DS_COMM_F32);
+        if (!rc) mem->copy_h2d(m->params, z->hstage, nbytes);
+    } else {
+        rc = ds_allgather(c, m->params + z->lo, m->params, z->counts, DS_COMM_F32);
+    }
     if (!rc && z->dp) {
         ds_comm_set_kind(z->dp, DS_COMM_PARAM);
         rc = ds_allgather(z->dp, m->params + z->n + z->elo, m->params + z->n, z->ecounts, DS_COMM_F32);

@@ -44,6 +44,11 @@ typedef struct {
      * embedding, counted on the first stage) */
     ds_comm *norm;
     int64_t skip_lo, skip_hi;
+    /* device-resident parameters, gradients and moments (ds_zero1_set_mem):
+     * the exchanges go through host buffers */
+    const struct ds_ops *mem; /* NULL: host memory */
+    float *dshard;            /* (hi - lo) [dev] the reduced gradient block */
+    float *hstage;            /* (n) host staging of the gradients, then the parameters */
 } ds_zero1;
 
 int ds_zero1_init(ds_zero1 *z, ds_comm *c, int64_t n);
@@ -52,6 +57,13 @@ int ds_zero1_init_ep(ds_zero1 *z, ds_comm *c, int64_t n, ds_comm *dp, int64_t ne
 /* Elements of the moment vectors this rank holds. */
 static inline int64_t ds_zero1_block(const ds_zero1 *z) { return z->hi - z->lo + z->ehi - z->elo; }
 void ds_zero1_free(ds_zero1 *z);
+/* The parameters, gradients and moments live in mem's memory (a table with
+ * host_visible = 0; replicated buffers only, no expert part): each step
+ * copies the gradients to the host for the reduce-scatter, the reduced
+ * block back for the norm and AdamW on the device, and the updated block to
+ * the host for the all-gather and the whole parameters back.  A host table
+ * or one process: nothing changes.  0, or -1 with ds_err. */
+int ds_zero1_set_mem(ds_zero1 *z, const struct ds_ops *mem);
 /* One optimizer step: reduce-scatter g->g, global norm (clipped to clip
  * when clip > 0, torch's clip_grad_norm_ coefficient), AdamW of the block
  * (the `adamw` entry over ds_optim_segments clipped to [lo, hi); moments

@@ -39,7 +39,14 @@ struct ds_cuda_state {
 };
 extern ds_cuda_state g_cu;
 extern std::mutex g_cu_lock;
-#define CU_ENTRY() std::lock_guard<std::mutex> cu_entry_guard_(g_cu_lock)
+/* The CUDA runtime's current device is per host thread: an entry called from
+ * another thread (OpenMP expert loops, the serve scheduler) selects the
+ * module's device first (a process on device 1 of a node otherwise launches
+ * on device 0's context) */
+void ds_cu_bind(void);
+#define CU_ENTRY()                                                                     \
+    ds_cu_bind();                                                                      \
+    std::lock_guard<std::mutex> cu_entry_guard_(g_cu_lock)
 
 void ds_cu_fail(const char *what, const char *why, const char *file, int line);
 #define CU_CHECK(call)                                                                 \

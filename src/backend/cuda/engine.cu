@@ -1,18 +1,15 @@
 /*
  * engine.cu — the CUDA entries of the engine's later table rows
  * (docs/engine.md §2.2): memory, the optimizer (sumsq, AdamW, bias update),
- * the MoE sort and grouped GEMMs, the backward row moves, FP8 1x128
+ * the grouped GEMMs, the backward row moves, FP8 1x128
  * activation tiles, BF16 casts, the decode entries (latent cache append,
- * absorbed MLA attention, row gather, argmax, sampling) and the balance
- * losses.  Each mirrors its CPU entry (the .c files of backend/cpu/):
+ * absorbed MLA attention, row gather, argmax).  Each mirrors its CPU entry (the .c files of backend/cpu/):
  *   same bits: copies and gathers, casts, FP8 codes and scales, argmax,
  *     bias_update, sumsq (the CPU's 8192-element blocks, each summed in the
  *     CPU's 32 double lanes and fixed tree, the blocks summed in order on the host);
  *   FP32 arithmetic in another order: AdamW (FMA contraction may differ),
  *     absorbed attention (block reductions), the k_pe head sum;
- *   on the host through copies (the CPU entry itself; small, control-heavy,
- *     once per layer or token): moe_sort, balance_loss, sample_probs,
- *     sample_pick.  Correct on device pointers; a kernel each is future work.
+ * moe_sort, balance_loss, sample_probs and sample_pick are select.cu's.
  * The grouped linears run the experts in order through self->linear_* (one
  * cuBLASLt GEMM per expert over its sorted rows).
  */
@@ -455,62 +452,6 @@ extern "C" void ds_cu_mla_absorbed_attention(float *att, const float *q, const f
     k_mla_absorbed<<<(unsigned)work, 128, 0, g_cu.stream>>>(att, q, qabs, ckv, kpe, kv_b, sbuf, pr, B, n, span, Lmax,
                                                            nh, dn, dv, dr, rkv, scale);
     CU_LAUNCHED();
-}
-
-/* ---- host-side entries: the CPU entry on copies ------------------------------------------------------ */
-static void d2h(void *h, const void *d, size_t bytes) { ds_cuda_copy_d2h(h, d, bytes); }
-
-extern "C" void ds_cu_moe_sort(int64_t *counts, int64_t *offsets, int32_t *order, int32_t *pos, const int32_t *idx,
-                               int64_t N, int64_t K, int64_t E) {
-    const size_t s = (size_t)(N * K) * sizeof(int32_t);
-    int32_t *hi = (int32_t *)hbuf(s), *ho = (int32_t *)hbuf(s), *hp = (int32_t *)hbuf(s);
-    int64_t *hc = (int64_t *)hbuf((size_t)E * 8), *hf = (int64_t *)hbuf((size_t)(E + 1) * 8);
-    d2h(hi, idx, s);
-    ds_moe_sort(hc, hf, ho, hp, hi, N, K, E);
-    ds_cuda_copy_h2d(counts, hc, (size_t)E * 8);
-    ds_cuda_copy_h2d(offsets, hf, (size_t)(E + 1) * 8);
-    ds_cuda_copy_h2d(order, ho, s);
-    ds_cuda_copy_h2d(pos, hp, s);
-    ds_cuda_sync(); /* the pageable sources are staged; freeing them after is safe either way */
-    free(hi), free(ho), free(hp), free(hc), free(hf);
-}
-
-extern "C" void ds_cu_balance_loss(float *dscores, float *coef, uint8_t *sel, const float *scores, const int32_t *idx,
-                                   int64_t T, int64_t E, int64_t K, int64_t G, int64_t M, int normalize, double a_exp,
-                                   double a_dev, double a_comm, double scale, ds_balance_terms *terms) {
-    const size_t te = (size_t)(T * E);
-    float *hd = (float *)hbuf(te * 4), *hs = (float *)hbuf(te * 4), *hc = (float *)hbuf((size_t)E * 4);
-    uint8_t *hl = (uint8_t *)hbuf(te);
-    int32_t *hi = (int32_t *)hbuf((size_t)(T * K) * 4);
-    d2h(hd, dscores, te * 4);
-    d2h(hs, scores, te * 4);
-    d2h(hi, idx, (size_t)(T * K) * 4);
-    ds_balance_loss_seq(hd, hc, hl, hs, hi, T, E, K, G, M, normalize, a_exp, a_dev, a_comm, scale, terms);
-    ds_cuda_copy_h2d(dscores, hd, te * 4);
-    ds_cuda_copy_h2d(coef, hc, (size_t)E * 4);
-    ds_cuda_copy_h2d(sel, hl, te);
-    ds_cuda_sync();
-    free(hd), free(hs), free(hc), free(hl), free(hi);
-}
-
-extern "C" void ds_cu_sample_probs(float *prob, int32_t *scratch, const float *logits, int64_t V, double temperature,
-                                   int64_t top_k, double top_p) {
-    float *hp = (float *)hbuf((size_t)V * 4), *hl = (float *)hbuf((size_t)V * 4);
-    int32_t *hs = (int32_t *)hbuf((size_t)V * 4);
-    d2h(hl, logits, (size_t)V * 4);
-    ds_sample_probs(hp, hs, hl, V, temperature, top_k, top_p);
-    ds_cuda_copy_h2d(prob, hp, (size_t)V * 4);
-    ds_cuda_copy_h2d(scratch, hs, (size_t)V * 4);
-    ds_cuda_sync();
-    free(hp), free(hl), free(hs);
-}
-
-extern "C" int32_t ds_cu_sample_pick(const float *prob, int64_t V, double u) {
-    float *hp = (float *)hbuf((size_t)V * 4);
-    d2h(hp, prob, (size_t)V * 4);
-    int32_t t = ds_sample_pick(hp, V, u);
-    free(hp);
-    return t;
 }
 
 /* the experts in order, each through the table's own linear entries */

@@ -67,9 +67,18 @@ extern "C" int ds_cuda_init(void) {
 
 extern "C" const char *ds_cuda_device_name(void) { return g_cu.ok ? g_cu.name : ""; }
 
+void ds_cu_bind(void) {
+    static thread_local int bound = -1;
+    if (g_cu.ok && bound != g_cu.device) {
+        CU_CHECK(cudaSetDevice(g_cu.device));
+        bound = g_cu.device;
+    }
+}
+
 /* ---- memory ---------------------------------------------------------------- */
 extern "C" void *ds_cuda_alloc(size_t bytes) {
     void *p = NULL;
+    ds_cu_bind();
     cudaError_t e = cudaMallocAsync(&p, bytes ? bytes : 1, g_cu.stream);
     if (e != cudaSuccess) {
         cudaGetLastError();
@@ -79,23 +88,31 @@ extern "C" void *ds_cuda_alloc(size_t bytes) {
     return p;
 }
 extern "C" void ds_cuda_free(void *p) {
+    ds_cu_bind();
     if (p) CU_CHECK(cudaFreeAsync(p, g_cu.stream));
 }
 extern "C" void ds_cuda_copy_h2d(void *dst, const void *src, size_t bytes) {
     /* pageable source: the runtime stages it before returning, so src may be reused at once */
+    ds_cu_bind();
     if (bytes) CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g_cu.stream));
 }
 extern "C" void ds_cuda_copy_d2h(void *dst, const void *src, size_t bytes) {
+    ds_cu_bind();
     if (bytes) CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g_cu.stream));
     CU_CHECK(cudaStreamSynchronize(g_cu.stream));
 }
 extern "C" void ds_cuda_copy_d2d(void *dst, const void *src, size_t bytes) {
+    ds_cu_bind();
     if (bytes) CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_cu.stream));
 }
 extern "C" void ds_cuda_memset(void *dst, int byte, size_t bytes) {
+    ds_cu_bind();
     if (bytes) CU_CHECK(cudaMemsetAsync(dst, byte, bytes, g_cu.stream));
 }
-extern "C" void ds_cuda_sync(void) { CU_CHECK(cudaStreamSynchronize(g_cu.stream)); }
+extern "C" void ds_cuda_sync(void) {
+    ds_cu_bind();
+    CU_CHECK(cudaStreamSynchronize(g_cu.stream));
+}
 
 static void *scr[SCR_COUNT];
 static size_t scr_n[SCR_COUNT];

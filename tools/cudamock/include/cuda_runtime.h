@@ -72,6 +72,12 @@ template <typename T>
 T __shfl_xor_sync(unsigned mask, T v, int o) {
     return __shfl_sync(mask, v, (int)((threadIdx.x & 31) ^ (unsigned)o));
 }
+/* round-to-nearest double arithmetic that the compiler may not contract
+ * (the host compiler contracts nothing without an FMA target) */
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 #endif
