@@ -1010,6 +1010,7 @@ TEST(serve_prefill_batch_cap) {
                   cl[i].n);
     CHECK(metric(S.port, "dsv3_prefill_batch_max") == 2);
     CHECK(server_stop(&S) == 0);
+}
 
 /* serve and chat on the device-resident path (docs/engine.md §2.5): under the
  * test device fakedev (memory the host cannot touch) the weights, both KV
