@@ -16,41 +16,7 @@
 #include "model/presets.h"
 #include "train/pp_sched.h"
 #include "test.h"
-
-#define MPIRUN                                                                                                   \
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "   \
-    "ASAN_OPTIONS=detect_leaks=0 "                                                                             \
-    "OMPI_MCA_rmaps_base_oversubscribe=1 timeout -k 5 %d mpirun --oversubscribe -np %d "
-
-static int mpi_usable(void) {
-    static int known = -1;
-    if (known >= 0) return known;
-    char out[4096];
-    if (ds_test_sh(NULL, 0, "command -v mpirun >/dev/null 2>&1") != 0) return known = 0;
-    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 comm-check 2>&1", 60, 2);
-    known = rc == 0 || !strstr(out, "has no MPI");
-    return known;
-}
-
-#define NEED_MPI()                                                                                               \
-    do {                                                                                                         \
-        if (!mpi_usable()) SKIP("mpirun absent or this dsv3 built without MPI");                                 \
-    } while (0)
-
-/* word salad (~50 KB): tokenizer of 300 and shards in DIR/data */
-static const char *pp_data(void) {
-    const char *tmp = ds_test_tmpdir();
-    char path[600];
-    snprintf(path, sizeof path, "%s/corpus.txt", tmp);
-    ds_test_write_word_salad(path, 5, 1500);
-    char out[4096];
-    int rc = ds_test_sh(out, sizeof out,
-                        "$DSV3 tokenizer train --input %s --vocab-size 300 --special-tokens '<|bos|>' '<|eos|>' --out %s/tok.json"
-                        " && $DSV3 data prepare --tokenizer %s/tok.json --input %s --out %s/data --docs line --val-fraction 0.05",
-                        path, tmp, tmp, path, tmp);
-    if (rc) fprintf(stderr, "  prepare: %s\n", out);
-    return rc ? NULL : tmp;
-}
+#include "dist_test.h"
 
 #define MAXSTEPS 32
 typedef struct {
@@ -175,7 +141,7 @@ static int parse_stage(const char *out, int stage, stage_line *sl) {
  * ds_pp_in_flight arenas, counted by the arena, fewer than M */
 TEST(pp_train_np2_equals_one_process) {
     NEED_MPI();
-    const char *d = pp_data();
+    const char *d = dist_data();
     if (!d) { CHECK(0); return; }
     char out[16384], r1[600], r2[600];
     ds_config tc;
@@ -230,7 +196,7 @@ TEST(pp_train_np2_equals_one_process) {
  * whole model gathered from the stages and shards) too */
 TEST(pp_ep_train_np4_equals_one_process) {
     NEED_MPI();
-    const char *d = pp_data();
+    const char *d = dist_data();
     if (!d) { CHECK(0); return; }
     char out[16384], r1[600], r2[600];
     snprintf(r1, sizeof r1, "%s/one", d);
@@ -255,7 +221,7 @@ TEST(pp_ep_train_np4_equals_one_process) {
  * against one process with the same global batch */
 TEST(pp_three_stages_and_dp_inside_stages) {
     NEED_MPI();
-    const char *d = pp_data();
+    const char *d = dist_data();
     if (!d) { CHECK(0); return; }
     char out[16384], r1[600], r2[600];
     snprintf(r1, sizeof r1, "%s/one", d);
@@ -299,7 +265,7 @@ TEST(pp_comm_single_has_no_peer) {
  * the run that never stopped), and in one process with losses within 1e-5 */
 TEST(pp_resume_pp2_and_one_process) {
     NEED_MPI();
-    const char *d = pp_data();
+    const char *d = dist_data();
     if (!d) { CHECK(0); return; }
     char out[16384];
     int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/full --steps 10 --batch 4 --pp 2 --micro-batches 2 2>&1",
@@ -332,7 +298,7 @@ TEST(pp_resume_pp2_and_one_process) {
  * loads and no later one exists */
 TEST(pp_dead_stage_ends_the_job) {
     NEED_MPI();
-    const char *d = pp_data();
+    const char *d = dist_data();
     if (!d) { CHECK(0); return; }
     char out[16384];
     for (int r = 1; r >= 0; r--) {
@@ -351,7 +317,7 @@ TEST(pp_dead_stage_ends_the_job) {
  * measured one and the time model's in [0, 1), one busy time per stage */
 TEST(pp_step_log_fields) {
     NEED_MPI();
-    const char *d = pp_data();
+    const char *d = dist_data();
     if (!d) { CHECK(0); return; }
     char out[16384], r2[600];
     snprintf(r2, sizeof r2, "%s/log", d);
