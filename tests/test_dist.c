@@ -62,53 +62,6 @@ TEST(comm_mpi_collectives_np2_np4) {
 
 /* ---- training over several processes ------------------------------------ */
 
-#define MAXSTEPS 64
-typedef struct {
-    int n;
-    double loss[MAXSTEPS];
-    char load[MAXSTEPS][256];
-    double grad_bytes[MAXSTEPS], param_bytes[MAXSTEPS];
-} run_log;
-
-/* the step records of RUN/train_log.jsonl */
-static int read_log(const char *run, run_log *L) {
-    memset(L, 0, sizeof *L);
-    char path[700];
-    snprintf(path, sizeof path, "%s/train_log.jsonl", run);
-    size_t len;
-    char *s = ds_read_file(path, &len);
-    if (!s) return -1;
-    for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
-        if (strncmp(line, "{\"step\": ", 9) || !strstr(line, "\"loss\": ")) continue;
-        int k = atoi(line + 9) - 1;
-        if (k < 0 || k >= MAXSTEPS) continue;
-        L->loss[k] = atof(strstr(line, "\"loss\": ") + 8);
-        const char *ld = strstr(line, "\"load\": ");
-        if (ld) snprintf(L->load[k], sizeof L->load[k], "%s", ld);
-        const char *g = strstr(line, "\"grad\": "), *p = strstr(line, "\"param\": ");
-        if (g) L->grad_bytes[k] = atof(g + 8);
-        if (p) L->param_bytes[k] = atof(p + 9);
-        if (k + 1 > L->n) L->n = k + 1;
-    }
-    free(s);
-    return 0;
-}
-
-/* losses equal within rel, loads equal exactly, over n steps */
-static void check_same_training(const run_log *a, const run_log *b, int n, double rel, const char *what) {
-    CHECK_MSG(a->n == n && b->n == n, "%s: %d and %d steps logged, expected %d", what, a->n, b->n, n);
-    double worst = 0;
-    for (int k = 0; k < n && k < a->n && k < b->n; k++) {
-        double d = fabs(a->loss[k] - b->loss[k]) / fabs(a->loss[k]);
-        if (d > worst) worst = d;
-        CHECK_MSG(d <= rel, "%s: step %d loss %.8g vs %.8g (rel %.2g)", what, k + 1, a->loss[k], b->loss[k], d);
-        CHECK_MSG(!strcmp(a->load[k], b->load[k]), "%s: step %d loads differ:\n %s\n %s", what, k + 1, a->load[k], b->load[k]);
-    }
-    fprintf(stderr, "  %s: %d steps, worst loss difference %.2g relative\n", what, n, worst);
-}
-
-#define TRAIN_ARGS "--threads 1 train --config tiny --seq 32 --eval-every 0 --lr 3e-3 --warmup 5"
-
 /* 20 steps of tiny on 2 processes (data parallel, ZeRO-1) against one
  * process with the same global batch: losses within 1e-5, expert loads and
  * router biases exactly equal; the same with gradient accumulation; the
@@ -132,7 +85,7 @@ TEST(dp_train_np2_equals_one_process) {
         TEST_RETURN_IF_FAILED();
         run_log a, b;
         CHECK(read_log(r1, &a) == 0 && read_log(r2, &b) == 0);
-        check_same_training(&a, &b, 20, 1e-5, accum == 1 ? "P=2 vs P=1" : "P=2 vs P=1, --grad-accum 2");
+        check_same_training(&a, &b, 0, 20, 1e-5, accum == 1 ? "P=2 vs P=1" : "P=2 vs P=1, --grad-accum 2");
         /* ZeRO-1 traffic seen by rank 0: reduce-scatter sends N - n0 floats, the
          * all-gather n0 floats to the other rank: 4·N bytes together; the
          * norm's all-reduce of one double counts 2·(P-1)/P·8 = 8 bytes */
@@ -191,7 +144,7 @@ TEST(dp_resume_np2_np2_and_np1) {
     snprintf(b, sizeof b, "%s/part1", d);
     run_log la, lb;
     CHECK(read_log(a, &la) == 0 && read_log(b, &lb) == 0);
-    check_same_training(&la, &lb, 12, 1e-5, "saved on 2, resumed on 1");
+    check_same_training(&la, &lb, 0, 12, 1e-5, "saved on 2, resumed on 1");
 }
 
 /* a process killed in the middle of a step: the job ends non-zero within
@@ -308,7 +261,7 @@ TEST(ep_train_matches_one_process) {
                   c[i].np, here, whole, whole - (long long)X / 2);
         if (c[i].np == 2) fprintf(stderr, "  EP 2: %lld of %lld parameter floats per rank\n", here, whole);
         CHECK(read_log(r2, &b) == 0);
-        check_same_training(&a, &b, 20, 1e-5, c[i].np == 2 ? "EP 2 vs one process" : "EP 2 x DP 2 vs one process");
+        check_same_training(&a, &b, 0, 20, 1e-5, c[i].np == 2 ? "EP 2 vs one process" : "EP 2 x DP 2 vs one process");
         char p1[700], p2[700];
         snprintf(p1, sizeof p1, "%s/latest", r1);
         snprintf(p2, sizeof p2, "%s/latest", r2);
@@ -382,7 +335,7 @@ TEST(ep_resume_4_to_4_2_1) {
     for (int k = 0; k < 2; k++) {
         snprintf(p, sizeof p, "%s/%s", d, k ? "p1" : "p2");
         CHECK(read_log(p, &b) == 0);
-        check_same_training(&a, &b, 10, 1e-5, k ? "saved at 4, resumed at 1" : "saved at 4, resumed at 2");
+        check_same_training(&a, &b, 0, 10, 1e-5, k ? "saved at 4, resumed at 1" : "saved at 4, resumed at 2");
     }
 }
 

@@ -18,72 +18,6 @@
 #include "test.h"
 #include "dist_test.h"
 
-#define MAXSTEPS 32
-typedef struct {
-    int n;
-    double loss[MAXSTEPS];
-    char load[MAXSTEPS][256];
-    /* pipeline fields (-1: absent) */
-    double bubble[MAXSTEPS], analytic[MAXSTEPS], model[MAXSTEPS], bytes[MAXSTEPS], act_bytes[MAXSTEPS];
-    double busy[MAXSTEPS][4];
-    int nbusy[MAXSTEPS];
-    double val_loss; /* the last validation's (0: none) */
-} run_log;
-
-static double field(const char *line, const char *key) {
-    const char *p = strstr(line, key);
-    return p ? atof(p + strlen(key)) : -1;
-}
-
-static int read_log(const char *run, run_log *L) {
-    memset(L, 0, sizeof *L);
-    char path[700];
-    snprintf(path, sizeof path, "%s/train_log.jsonl", run);
-    size_t len;
-    char *s = ds_read_file(path, &len);
-    if (!s) return -1;
-    for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
-        if (strstr(line, "\"val_loss\": ")) L->val_loss = field(line, "\"val_loss\": ");
-        if (strncmp(line, "{\"step\": ", 9) || !strstr(line, "\"loss\": ")) continue;
-        int k = atoi(line + 9) - 1;
-        if (k < 0 || k >= MAXSTEPS) continue;
-        L->loss[k] = field(line, "\"loss\": ");
-        const char *ld = strstr(line, "\"load\": ");
-        if (ld) snprintf(L->load[k], sizeof L->load[k], "%s", ld);
-        L->bubble[k] = field(line, "\"pp_bubble\": ");
-        L->analytic[k] = field(line, "\"pp_bubble_analytic\": ");
-        L->model[k] = field(line, "\"pp_bubble_model\": ");
-        L->bytes[k] = field(line, "\"pp_bytes\": ");
-        L->act_bytes[k] = field(line, "\"pp_act_bytes\": ");
-        const char *b = strstr(line, "\"pp_stage_busy_s\": [");
-        if (b) {
-            b += strlen("\"pp_stage_busy_s\": [");
-            while (L->nbusy[k] < 4 && *b && *b != ']') {
-                char *end;
-                L->busy[k][L->nbusy[k]++] = strtod(b, &end);
-                b = end;
-                while (*b == ',' || *b == ' ') b++;
-            }
-        }
-        if (k + 1 > L->n) L->n = k + 1;
-    }
-    free(s);
-    return 0;
-}
-
-/* losses equal within rel from step `from`, loads equal exactly */
-static void check_same_training(const run_log *a, const run_log *b, int from, int n, double rel, const char *what) {
-    CHECK_MSG(a->n == n && b->n == n, "%s: %d and %d steps logged, expected %d", what, a->n, b->n, n);
-    double worst = 0;
-    for (int k = from; k < n && k < a->n && k < b->n; k++) {
-        double d = fabs(a->loss[k] - b->loss[k]) / fabs(a->loss[k]);
-        if (d > worst) worst = d;
-        CHECK_MSG(d <= rel, "%s: step %d loss %.8g vs %.8g (rel %.2g)", what, k + 1, a->loss[k], b->loss[k], d);
-        CHECK_MSG(!strcmp(a->load[k], b->load[k]), "%s: step %d loads differ:\n %s\n %s", what, k + 1, a->load[k], b->load[k]);
-    }
-    fprintf(stderr, "  %s: %d steps, worst loss difference %.2g relative\n", what, n - from, worst);
-}
-
 /* the router biases of two saved models exactly equal, the weights close */
 static void check_same_model(const char *r1, const char *r2, const char *what) {
     char p1[700], p2[700];
@@ -104,8 +38,6 @@ static void check_same_model(const char *r1, const char *r2, const char *what) {
     CHECK_MSG(ds_test_max_rel(m2.params, m1.params, (size_t)m1.layout.total, 1e-3) < 1e-4, "%s: weights differ", what);
     ds_model_free(&m1), ds_model_free(&m2);
 }
-
-#define TRAIN_ARGS "--threads 1 train --config tiny --seq 32 --eval-every 0 --lr 3e-3 --warmup 5"
 
 /* one activation set of `stage` as the trainer printed it: "pipeline stage
  * s of S: layers a..b ..., K of M micro-batches ...: activation arenas X
