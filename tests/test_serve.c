@@ -705,22 +705,28 @@ TEST(serve_batched_step_equals_single_steps) {
     rows_vs_single(b16, 1); /* BF16-resident */
 }
 
-/* chunked prefill (--prefill-chunk 5: a 24-token prompt in 5 steps, several
- * prompts sharing an iteration) interleaved with decoding: 6 concurrent
- * requests still give transformers' greedy ids */
-TEST(serve_chunked_prefill_matches_transformers) {
-    SETUP("--max-batch 4 --prefill-chunk 5");
+/* 6 concurrent streaming clients with the same 24-token prompt: each gets
+ * transformers' 8 greedy ids */
+static void six_streams_match_transformers(int port) {
     enum { NC = 6 };
     client cl[NC];
     pthread_t th[NC];
     for (int i = 0; i < NC; i++) {
-        cl[i] = (client){.port = S.port, .rot = 0, .plen = 24};
+        cl[i] = (client){.port = port, .rot = 0, .plen = 24};
         pthread_create(&th[i], NULL, stream_client, &cl[i]);
     }
     for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
     for (int i = 0; i < NC; i++)
         CHECK_MSG(cl[i].n == 8 && cl[i].done && !memcmp(cl[i].ids, g_ref + 24, 8 * sizeof(int32_t)), "client %d: %d ids", i,
                   cl[i].n);
+}
+
+/* chunked prefill (--prefill-chunk 5: a 24-token prompt in 5 steps, several
+ * prompts sharing an iteration) interleaved with decoding: 6 concurrent
+ * requests still give transformers' greedy ids */
+TEST(serve_chunked_prefill_matches_transformers) {
+    SETUP("--max-batch 4 --prefill-chunk 5");
+    six_streams_match_transformers(S.port);
     CHECK(server_stop(&S) == 0);
 }
 
@@ -997,17 +1003,7 @@ TEST(serve_prefill_batch_cap) {
     setenv("DSV3_SERVE_STEP_DELAY_MS", "30", 1);
     SETUP("--max-batch 8 --prefill-batch 2");
     unsetenv("DSV3_SERVE_STEP_DELAY_MS");
-    enum { NC = 6 };
-    client cl[NC];
-    pthread_t th[NC];
-    for (int i = 0; i < NC; i++) {
-        cl[i] = (client){.port = S.port, .rot = 0, .plen = 24};
-        pthread_create(&th[i], NULL, stream_client, &cl[i]);
-    }
-    for (int i = 0; i < NC; i++) pthread_join(th[i], NULL);
-    for (int i = 0; i < NC; i++)
-        CHECK_MSG(cl[i].n == 8 && cl[i].done && !memcmp(cl[i].ids, g_ref + 24, 8 * sizeof(int32_t)), "client %d: %d ids", i,
-                  cl[i].n);
+    six_streams_match_transformers(S.port);
     CHECK(metric(S.port, "dsv3_prefill_batch_max") == 2);
     CHECK(server_stop(&S) == 0);
 }
