@@ -116,6 +116,35 @@ __device__ __forceinline__ float block_max(float v, float *sh) {
     v = lane < nw ? sh[lane] : -INFINITY;
     return warp_max(v);
 }
+/* the first index of the largest non-NaN value of x (n); 0 for none or a NaN
+ * first (the CPU's argmax_rows rule: its scan never moves off a NaN and never
+ * onto one); sf, si: 32 floats and 32 int64 of shared memory, *at one int64;
+ * every thread gets the result */
+__device__ __forceinline__ int64_t block_argmax(const float *x, int64_t n, float *sf, int64_t *si, int64_t *at) {
+    float bv = -INFINITY;
+    int64_t bi = -1;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = x[i];
+        if (v == v && (bi < 0 || v > bv)) bv = v, bi = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) sf[w] = bv, si[w] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int j = 1; j < (int)(blockDim.x >> 5); j++)
+            if (si[j] >= 0 && (bi < 0 || sf[j] > bv || (sf[j] == bv && si[j] < bi))) bv = sf[j], bi = si[j];
+        if (!(x[0] == x[0]) || bi < 0) bi = 0;
+        *at = bi;
+    }
+    __syncthreads();
+    return *at;
+}
 
 /* ---- entries, by file (signatures as struct ds_ops) ---- */
 extern "C" {

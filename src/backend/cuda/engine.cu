@@ -328,36 +328,11 @@ extern "C" void ds_cu_act_dequant_1x128(float *x, const uint8_t *q, const float 
 
 /* ---- argmax ------------------------------------------------------------------------------------- */
 namespace {
-/* the whole block: the first index of the largest value of row (V), in thread
- * 0 (row[0] NaN: 0, as the CPU's scan, which never moves off a NaN and never
- * moves onto one); argmax_rows and token_logprobs run one block per row */
-__device__ int64_t block_first_argmax(const float *row, int64_t V) {
-    __shared__ float sv[32];
-    __shared__ int64_t si[32];
-    float bv = -INFINITY;
-    int64_t bi = -1;
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-        float v = row[i];
-        if (v == v && (bi < 0 || v > bv)) bv = v, bi = i;
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
-    }
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    if (lane == 0) sv[w] = bv, si[w] = bi;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int j = 1; j < (int)(blockDim.x >> 5); j++)
-            if (si[j] >= 0 && (bi < 0 || sv[j] > bv || (sv[j] == bv && si[j] < bi))) bv = sv[j], bi = si[j];
-        if (!(row[0] == row[0]) || bi < 0) bi = 0;
-    }
-    return bi;
-}
-
+/* one block per row (block_argmax, common.cuh) */
 __global__ void k_argmax_rows(int32_t *out, const float *x, int64_t V) {
-    int64_t bi = block_first_argmax(x + (int64_t)blockIdx.x * V, V);
+    __shared__ float sf[32];
+    __shared__ int64_t si[32], at;
+    int64_t bi = block_argmax(x + (int64_t)blockIdx.x * V, V, sf, si, &at);
     if (threadIdx.x == 0) out[blockIdx.x] = (int32_t)bi;
 }
 } // namespace
@@ -487,10 +462,10 @@ namespace {
 /* block per row: the first maximum (as argmax_rows), Σ exp(x − max) in double */
 __global__ void k_token_logprobs(float *lp, uint8_t *greedy, const float *x, const int32_t *tg, int64_t V) {
     __shared__ double sd[32];
-    __shared__ int64_t am_s;
+    __shared__ float sf[32];
+    __shared__ int64_t si[32], am_s;
     const float *row = x + (int64_t)blockIdx.x * V;
-    int64_t bi = block_first_argmax(row, V);
-    if (threadIdx.x == 0) am_s = bi;
+    block_argmax(row, V, sf, si, &am_s);
     __syncthreads();
     const int64_t am = am_s;
     const double mx = row[am];

@@ -177,33 +177,8 @@ struct blk {          /* one block's shared state for the reductions below */
     double tot[SEL_THREADS];
     int64_t at;
 };
-/* the first index of the largest non-NaN value of x (n), 0 for none or a NaN
- * first (argmax_rows' rule); every thread gets it */
-__device__ int64_t block_argmax(const float *x, int64_t n, blk *sh) {
-    float bv = -INFINITY;
-    int64_t bi = -1;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = x[i];
-        if (v == v && (bi < 0 || v > bv)) bv = v, bi = i;
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
-    }
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    __syncthreads();
-    if (lane == 0) sh->f[w] = bv, sh->i[w] = bi;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int j = 1; j < (int)(blockDim.x >> 5); j++)
-            if (sh->i[j] >= 0 && (bi < 0 || sh->f[j] > bv || (sh->f[j] == bv && sh->i[j] < bi))) bv = sh->f[j], bi = sh->i[j];
-        if (!(x[0] == x[0]) || bi < 0) bi = 0;
-        sh->at = bi;
-    }
-    __syncthreads();
-    return sh->at;
-}
+/* block_argmax (common.cuh) on a blk's shared state */
+__device__ int64_t blk_argmax(const float *x, int64_t n, blk *sh) { return block_argmax(x, n, sh->f, sh->i, &sh->at); }
 /* exclusive prefix of each thread's v over the threads in order (serial on
  * thread 0: deterministic); *total the sum */
 __device__ double block_excl(double v, blk *sh, double *total) {
@@ -257,7 +232,7 @@ __global__ void k_sample_probs(float *prob, int32_t *idx, uint32_t *kA, uint32_t
     __shared__ blk sh;
     const int64_t nt = blockDim.x, tid = threadIdx.x;
     if (!(temperature > 0)) {
-        int64_t am = block_argmax(logits, V, &sh);
+        int64_t am = blk_argmax(logits, V, &sh);
         for (int64_t i = tid; i < V; i += nt) prob[i] = i == am ? 1.0f : 0.0f;
         return;
     }
@@ -265,7 +240,7 @@ __global__ void k_sample_probs(float *prob, int32_t *idx, uint32_t *kA, uint32_t
     const int filtered = (top_k > 0 && top_k < V) || top_p < 1;
     double tot;
     if (!filtered) {
-        const double mx = logits[block_argmax(logits, V, &sh)];
+        const double mx = logits[blk_argmax(logits, V, &sh)];
         double a = 0;
         for (int64_t i = tid; i < V; i += nt) {
             double e = exp(((double)logits[i] - mx) * invT);
@@ -364,7 +339,7 @@ __global__ void k_sample_pick(int32_t *out, const float *prob, int64_t V, double
     }
     hit = block_min_i(hit, &sh);
     last = block_max_i(last, &sh);
-    int64_t am = block_argmax(prob, V, &sh);
+    int64_t am = blk_argmax(prob, V, &sh);
     if (tid == 0) *out = (int32_t)(hit < V ? hit : last >= 0 ? last : am);
 }
 } // namespace
