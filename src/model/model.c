@@ -833,10 +833,25 @@ int ds_model_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, co
     return ds_model_forward_ex(m, a, ops, ids, &o);
 }
 
+/* MTP modules (training form): module k on positions i < T-k, with tokens
+ * t_{i+k} and the previous depth's states h^{k-1} (T-k+1 rows per sequence,
+ * h^0 = h, the final norm's output) */
+static void mtp_train_forward(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids, int64_t B,
+                              int64_t T, const float *cs, const float *sn) {
+    const int64_t L = m->cfg.num_hidden_layers, D = m->cfg.num_nextn_predict_layers;
+    const float *hprev = a->hfinal;
+    for (int64_t k = 1; k <= D; k++) {
+        int64_t Tk = T - k, Tp = T - k + 1;
+        if (Tk <= 0) break;
+        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0, NULL);
+        hprev = a->blk[L + k - 1].out;
+    }
+}
+
 int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids,
                         const ds_fwd_opts *o) {
     const ds_config *c = &m->cfg;
-    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
+    const int64_t L = c->num_hidden_layers;
     int64_t n, B;
     if (check_opts(m, a, o, L > 0 ? L - 1 : 0, &n, &B)) return -1;
     const int64_t T = n, N = B * T, H = c->hidden_size, V = c->vocab_size;
@@ -861,22 +876,13 @@ int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops,
     lm_head(m, a, ops, a->logits, a->hfinal, a->blk[0].attn_proj, B, T, o->last_only, o->last_b);
     if (!a->mtp || o->kv) return 0;
 
-    /* MTP modules (training form): module k on positions i < T-k, with
-     * tokens t_{i+k} and the previous depth's states h^{k-1} (T-k+1 rows per
-     * sequence, h^0 = h) */
-    const float *hprev = a->hfinal;
-    for (int64_t k = 1; k <= D; k++) {
-        int64_t Tk = T - k, Tp = T - k + 1;
-        if (Tk <= 0) break;
-        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0, NULL);
-        hprev = a->blk[L + k - 1].out;
-    }
+    mtp_train_forward(m, a, ops, ids, B, T, cs, sn);
     return 0;
 }
 
 int ds_model_forward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *ops, const int32_t *ids, const float *x_in) {
     const ds_config *c = &m->cfg;
-    const int64_t L = c->num_hidden_layers, D = c->num_nextn_predict_layers;
+    const int64_t L = c->num_hidden_layers;
     const int64_t B = a->B, T = a->T, N = B * T, H = c->hidden_size, V = c->vocab_size;
     const float eps = (float)c->rms_norm_eps;
     if (a->flags & DS_ACTS_INFER) return ds_err("forward of a stage: needs a training set (ds_acts_create_stage)");
@@ -899,13 +905,7 @@ int ds_model_forward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *o
     ops->rmsnorm_forward(a->hfinal, a->hfinal_rstd, x, m->norm, N, H, H, H, eps);
     lm_head(m, a, ops, a->logits, a->hfinal, NULL, B, T, 0, NULL);
     if (!a->mtp) return 0;
-    const float *hprev = a->hfinal;
-    for (int64_t k = 1; k <= D; k++) {
-        int64_t Tk = T - k, Tp = T - k + 1;
-        if (Tk <= 0) break;
-        mtp_module(m, a, ops, k, ids + k, T, hprev, Tp, B, Tk, cs, sn, NULL, 0, NULL);
-        hprev = a->blk[L + k - 1].out;
-    }
+    mtp_train_forward(m, a, ops, ids, B, T, cs, sn);
     return 0;
 }
 
