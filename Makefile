@@ -43,12 +43,17 @@ else
   REQUIRED_MISSING += libpcre2-dev
 endif
 # optional: `dsv3 serve` (the OpenAI-compatible server) needs libmicrohttpd
+# (NO_HTTPD=1: a build without it, as for a portable GPU bundle)
+ifneq ($(NO_HTTPD),1)
 ifeq ($(call have,libmicrohttpd),yes)
   CFLAGS += $(shell $(PKG) --cflags libmicrohttpd) -DDS_HAVE_MICROHTTPD
   LDLIBS += $(shell $(PKG) --libs libmicrohttpd)
   FOUND += libmicrohttpd(serve)
 else
   MISSING += libmicrohttpd(no-serve)
+endif
+else
+  MISSING += libmicrohttpd(NO_HTTPD=1)
 endif
 ifneq ($(NO_BLAS),1)
 ifeq ($(call have,openblas),yes)

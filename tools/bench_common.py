@@ -32,8 +32,24 @@ def parse_args(desc, train=False):
     return a
 
 
+def device():
+    """BENCH_DEVICE in the environment: "cpu" (default) or "cuda" (the GPU peer of --device cuda)."""
+    d = os.environ.get("BENCH_DEVICE", "cpu")
+    if d not in ("cpu", "cuda"):
+        raise SystemExit(f"BENCH_DEVICE: expected cpu or cuda, got {d!r}")
+    if d == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("BENCH_DEVICE=cuda: torch sees no CUDA device")
+    return d
+
+
+def sync():
+    if device() == "cuda":
+        torch.cuda.synchronize()
+
+
 def build_model(path, seed):
-    """Random-init *ForCausalLM (deepseek_v3 or deepseek_v2) from a config; FP32, eager attention."""
+    """Random-init *ForCausalLM (deepseek_v3 or deepseek_v2) from a config; FP32, eager attention,
+    on BENCH_DEVICE."""
     from transformers import AutoConfig, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM
 
     cfg_path = os.path.join(path, "config.json") if os.path.isdir(path) else path
@@ -52,18 +68,20 @@ def build_model(path, seed):
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     cls = DeepseekV3ForCausalLM if mt == "deepseek_v3" else DeepseekV2ForCausalLM
-    return cls(cfg).float(), cfg
+    return cls(cfg).float().to(device()), cfg
 
 
 def time_iters(fn, iters, warmup):
     for _ in range(warmup):
         fn()
+    sync()
     t0 = time.perf_counter()
     for _ in range(iters):
         fn()
+    sync()
     return (time.perf_counter() - t0) / iters
 
 
 def report(impl, sec, a):
     print(json.dumps({"impl": impl, "tokens_per_s": a.batch * a.seq / sec, "seconds_per_iter": sec,
-                      "threads": a.threads, "batch": a.batch, "seq": a.seq}))
+                      "threads": a.threads, "batch": a.batch, "seq": a.seq, "device": device()}))

@@ -8,8 +8,9 @@ weight decay 0.1 on tensors with ndim >= 2). Prints one JSON line:
 {"impl":"transformers"|"transformers+compile","tokens_per_s":..,"seconds_per_iter":..,"threads":N,"batch":B,"seq":T}
 
 Usage: python3 tools/bench_train_torch.py --config CONFIG.json --batch B --seq T --threads N --iters K [--warmup W] [--compile]
-BENCH_AUTOCAST=bf16 in the environment runs the forward under torch.autocast("cpu", torch.bfloat16)
-(BF16 matmuls, FP32 master weights), the peer of dsv3's --precision bf16.
+BENCH_AUTOCAST=bf16 in the environment runs the forward under torch.autocast(device, torch.bfloat16)
+(BF16 matmuls, FP32 master weights), the peer of dsv3's --precision bf16.  BENCH_DEVICE=cuda runs it
+on the GPU (the peer of bench-train --device cuda; FP32 runs with TF32 off, as dsv3's FP32 GEMMs).
 """
 import os
 import sys
@@ -17,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import build_model, parse_args, report, time_iters  # noqa: E402
+from bench_common import build_model, device, parse_args, report, time_iters  # noqa: E402
 
 
 def main():
@@ -31,14 +32,15 @@ def main():
                             lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     fwd = torch.compile(model) if a.compile else model
     g = torch.Generator().manual_seed(a.seed)
-    ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq), generator=g)
+    ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq), generator=g).to(device())
+    torch.backends.cuda.matmul.allow_tf32 = False
 
     bf16 = os.environ.get("BENCH_AUTOCAST") == "bf16"
 
     def step():
         opt.zero_grad(set_to_none=True)
         if bf16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(device(), dtype=torch.bfloat16):
                 loss = fwd(ids, labels=ids, use_cache=False).loss
         else:
             loss = fwd(ids, labels=ids, use_cache=False).loss

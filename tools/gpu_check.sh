@@ -4,9 +4,13 @@
 # time limit inside one overall budget (GPU_CHECK_BUDGET seconds, default
 # 460): a step gets min(its limit, what is left), a step with under 15 s
 # left is skipped and recorded so, so one hang cannot eat the run.
+#   0. the machine (env.log: nvidia-smi, CPU, CUDA libraries, torch)
 #   1. build with CUDA: make all build-tests cuda-bench (nvcc from PATH or
 #      /usr/local/cuda/bin; sm_90a + compute_80 PTX); no package installs
-#      (the GPU machine has no network) unless GPU_CHECK_DEPS=1
+#      (the GPU machine has no network) unless GPU_CHECK_DEPS=1.
+#      GPU_CHECK_PREBUILT=FILE.tar.xz (tools/gpu_bundle.sh) instead unpacks
+#      binaries built elsewhere with the libraries they need, for a machine
+#      without dsv3's build dependencies; it builds only if they cannot load
 #   2. detect the GPU (build/gemm_cuda --probe); without one, write
 #      gpu_check.json {"gpu": false, ...} and exit 0 (the dry run)
 #   3. the CUDA tests, in groups with their own limits (test_dsv3 on the GPU
@@ -30,9 +34,14 @@
 #   4. GEMM TFLOPS: FP8 block-scaled (cuBLASLt, and dsv3's own kernel) vs
 #      cuBLASLt BF16 and FP32 on DeepSeek-V3 shapes, M = 4096
 #   5. training tokens/s of `small` on the GPU: fp32, bf16, fp8
-#      (bench-train --device cuda, batch 8 x 512, device-resident)
+#      (bench-train --device cuda, batch 8 x 512, device-resident), and of
+#      PyTorch transformers on the same GPU (tools/bench_train_torch.py,
+#      BENCH_DEVICE=cuda: FP32 with TF32 off, and BF16 autocast) when torch is there
 #   6. decode tokens/s of `small` at batch 1 (generate --device cuda,
-#      device-resident: weights and latent KV cache in device memory)
+#      device-resident: weights and latent KV cache in device memory), and of
+#      transformers' generate on the same GPU
+#   7. training tokens/s of the ~1B-parameter config bench/configs/v3-1b.json
+#      (BF16, FP8), batch 8 x 512
 # Results: JSON under $OUT (or the folder given as the first argument;
 # default ./gpu_check), summarised in gpu_check.json; each step's log and
 # exit status beside it (NAME.log, NAME.rc; 124: its time limit).
@@ -84,12 +93,58 @@ testj() {
     "$(grep -E '^  [a-zA-Z]' "$f" 2>/dev/null | head -60 | jstr)"
 }
 
+# ---- 0. the machine --------------------------------------------------------------
+{
+  echo "date: $(date -u +%FT%TZ)  nproc: $NP  kernel: $(uname -r)"
+  grep -m1 'model name' /proc/cpuinfo
+  grep -o -w -m1 -E 'avx512f|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+  timeout 20 nvidia-smi 2>&1 | head -20
+  echo "nvcc: $(command -v nvcc) $(nvcc --version 2>/dev/null | tail -1)"
+  ls /usr/local/cuda/lib64/ 2>&1 | grep -E 'libcublasLt|libcudart' | head -4
+  timeout 60 python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers", transformers.__version__)' 2>&1 | tail -1
+} > "$OUTDIR/env.log" 2>&1
+
 # ---- 1. build ------------------------------------------------------------------
 command -v nvcc >/dev/null || log "nvcc not found: the build has no CUDA backend"
-if [ "${GPU_CHECK_DEPS:-0}" = 1 ] && ! make -s check-deps >/dev/null 2>&1; then
-  run deps 90 bash .ci/install-deps.sh
+# binaries built elsewhere: unpack, find the CUDA libraries, use them if every library resolves
+prebuilt_ok() {
+  local b miss
+  for b in ./dsv3 "./$BUILD/test_dsv3" "./$BUILD/gemm_cuda"; do
+    miss=$(ldd "$b" 2>&1 | grep 'not found')
+    [ -z "$miss" ] || { echo "$b: $miss"; return 1; }
+  done
+}
+PREBUILT=""
+if [ -n "${GPU_CHECK_PREBUILT:-}" ] && [ -f "$GPU_CHECK_PREBUILT" ]; then
+  P=$(pwd)/.gpu/prebuilt
+  rm -rf "$P" && mkdir -p "$P" "$BUILD" && tar -C "$P" -xJf "$GPU_CHECK_PREBUILT"
+  cp "$P/bin/dsv3" ./dsv3 && cp "$P/bin/test_dsv3" "$P/bin/gemm_cuda" "$BUILD/"
+  LDP="$P/lib"
+  for l in libcublasLt.so.13 libcudart.so.13; do
+    [ -e "/usr/local/cuda/lib64/$l" ] && continue
+    d=$(find /usr /opt -name "$l" 2>/dev/null | head -1)
+    [ -n "$d" ] && LDP="$LDP:$(dirname "$d")"
+  done
+  export LD_LIBRARY_PATH="$LDP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if ! prebuilt_ok >/dev/null; then   # the compiler runtimes of the bundle, for what the machine lacks
+    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$P/lib/fallback"
+  fi
+  if prebuilt_ok > "$OUTDIR/build.log" 2>&1; then
+    PREBUILT=$(head -1 "$P/COMMIT")
+    echo "dsv3 build: prebuilt $GPU_CHECK_PREBUILT ($(tr '\n' ' ' < "$P/COMMIT")); LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >> "$OUTDIR/build.log"
+    echo 0 > "$OUTDIR/build.rc"
+    log "prebuilt binaries from $GPU_CHECK_PREBUILT"
+  else
+    log "prebuilt binaries do not load ($(tail -1 "$OUTDIR/build.log")); building"
+    rm -f ./dsv3 "$BUILD/test_dsv3" "$BUILD/gemm_cuda"
+  fi
 fi
-run build 270 make -j"$NP" all build-tests cuda-bench
+if [ -z "$PREBUILT" ]; then
+  if [ "${GPU_CHECK_DEPS:-0}" = 1 ] && ! make -s check-deps >/dev/null 2>&1; then
+    run deps 90 bash .ci/install-deps.sh
+  fi
+  run build 270 make -j"$NP" all build-tests cuda-bench
+fi
 BUILD_RC=$(rcof build)
 BANNER=$(grep -m1 '^dsv3 build:' "$OUTDIR/build.log" | jstr)
 if [ "$BUILD_RC" != 0 ]; then
@@ -116,35 +171,67 @@ log "GPU: $PROBE"
 TEST="env DSV3=./dsv3 OMP_NUM_THREADS=$TH ./$BUILD/test_dsv3"
 
 # ---- 3a. every ops entry against the CPU (incl. FP8 GEMM on DeepSeek shapes) ----------
-run tests_ops 90 $TEST cuda_ops cuda_table
+run tests_ops 75 $TEST cuda_ops cuda_table
 
 # ---- 4. GEMMs ------------------------------------------------------------------------
 run gemm 60 "./$BUILD/gemm_cuda" --iters 20
 sed -n '/^{/,$p' "$OUTDIR/gemm.log" | grep -v '^M=' > "$OUTDIR/gemm.json"
 python3 -c "import json; json.load(open('$OUTDIR/gemm.json'))" 2>/dev/null || echo "{\"error\": $(tailj "$OUTDIR/gemm.log")}" > "$OUTDIR/gemm.json"
 
-# ---- 3b, 3c. whole models; training and generation against the CPU ------------------
-run tests_models 110 $TEST cuda_model
-run tests_train 120 $TEST cuda_train_vs_cpu cuda_generate_vs_cpu
+# ---- 3b. whole models against the CPU --------------------------------------------------
+run tests_models 90 $TEST cuda_model
 
 # ---- 5. training tokens/s ----------------------------------------------------------------
+# lastj NAME: the last JSON line of a step's log, or its status and tail
+lastj() {
+  local line; line=$(grep '^{' "$OUTDIR/$1.log" 2>/dev/null | tail -1)
+  [ -n "$line" ] || line="{\"rc\": $(rcof "$1"), \"error\": $(tailj "$OUTDIR/$1.log")}"
+  echo "$line"
+}
 TRAIN=""
 for p in fp32 bf16 fp8; do
   run "train_$p" 40 ./dsv3 --threads "$TH" bench-train --config small --random 8,512 --iters 3 --device cuda --precision "$p"
-  line=$(grep '^{' "$OUTDIR/train_$p.log" | tail -1)
-  [ -n "$line" ] || line="{\"rc\": $(rcof "train_$p"), \"error\": $(tailj "$OUTDIR/train_$p.log")}"
-  TRAIN="$TRAIN${TRAIN:+, }\"$p\": $line"
+  TRAIN="$TRAIN${TRAIN:+, }\"$p\": $(lastj "train_$p")"
 done
-
-# ---- 6. decode tokens/s --------------------------------------------------------------------
 TMPM=$(mktemp -d)
 trap 'rm -rf "$TMPM"' EXIT
+./dsv3 init --config small --out "$TMPM/cfg" --config-only >/dev/null 2>&1
+HAVE_TORCH=0
+grep -q 'cuda True' "$OUTDIR/env.log" && HAVE_TORCH=1
+PEER=""
+if [ "$HAVE_TORCH" = 1 ]; then
+  run peer_train_fp32 45 env BENCH_DEVICE=cuda python3 tools/bench_train_torch.py --config "$TMPM/cfg/config.json" \
+    --batch 8 --seq 512 --iters 3 --threads "$TH"
+  run peer_train_bf16 45 env BENCH_DEVICE=cuda BENCH_AUTOCAST=bf16 python3 tools/bench_train_torch.py \
+    --config "$TMPM/cfg/config.json" --batch 8 --seq 512 --iters 3 --threads "$TH"
+  PEER="\"fp32\": $(lastj peer_train_fp32), \"bf16_autocast\": $(lastj peer_train_bf16)"
+fi
+
+# ---- 6. decode tokens/s --------------------------------------------------------------------
 run init_small 30 ./dsv3 init --config small --out "$TMPM/small" --seed 1
 PROMPT=$(seq 11 43 | tr '\n' ' ')
 run decode 40 ./dsv3 --threads "$TH" generate --model "$TMPM/small" --ids --prompt "$PROMPT" --max-new-tokens 32 \
   --ignore-eos --json --device cuda
-DEC=$(grep '^{' "$OUTDIR/decode.log" | tail -1)
-[ -n "$DEC" ] || DEC="{\"rc\": $(rcof decode), \"error\": $(tailj "$OUTDIR/decode.log")}"
+DEC=$(lastj decode)
+PEERDEC=""
+if [ "$HAVE_TORCH" = 1 ]; then
+  run peer_decode 45 env BENCH_DEVICE=cuda python3 tools/bench_generate_torch.py --config "$TMPM/cfg/config.json" \
+    --seq 33 --new 32 --threads "$TH" --iters 2
+  run peer_decode_b32 45 env BENCH_DEVICE=cuda python3 tools/bench_generate_torch.py --config "$TMPM/cfg/config.json" \
+    --seq 33 --new 32 --threads "$TH" --iters 2 --batch 32
+  PEERDEC="\"batch1\": $(lastj peer_decode), \"batch32\": $(lastj peer_decode_b32)"
+fi
+
+# ---- 3c. training and generation against the CPU --------------------------------------------
+run tests_train 110 $TEST cuda_train_vs_cpu cuda_generate_vs_cpu
+
+# ---- 7. the ~1B config ------------------------------------------------------------------------
+BIG=""
+for p in bf16 fp8; do
+  run "train1b_$p" 60 ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json --random 8,512 --iters 2 \
+    --device cuda --precision "$p"
+  BIG="$BIG${BIG:+, }\"$p\": $(lastj "train1b_$p")"
+done
 
 # ---- 3d. the staged table and the device-resident paths on the CPU (last: no GPU figures) ----
 run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_resident
@@ -158,7 +245,11 @@ run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_r
   printf ' "tolerances": "ops: NMSE <= 1e-10 FP32 (CPU bits where the arithmetic is the same), FP8 GEMM NMSE <= 1e-6; models FP32: logits <= 1e-5, gradients <= 1e-4, loss <= 1e-5 (max diff / max magnitude); BF16 logits <= 2e-2, loss <= 2.5e-4; FP8 loss <= 2.5e-3; train FP32 20 steps losses <= 1e-4 relative, BF16/FP8 last-10 train loss within 0.25%% of the CPU BF16 run, val within 1%%",\n'
   printf ' "gemm": %s,\n' "$(cat "$OUTDIR/gemm.json")"
   printf ' "train_small_8x512": {%s},\n' "$TRAIN"
+  printf ' "peer_train_small_8x512": {%s},\n' "$PEER"
+  printf ' "train_1b_8x512": {%s},\n' "$BIG"
   printf ' "decode_small_batch1": %s,\n' "$DEC"
+  printf ' "peer_decode_small": {%s},\n' "$PEERDEC"
+  printf ' "prebuilt": "%s",\n' "$PREBUILT"
   printf ' "note": "bench-train and generate --device cuda run device-resident (the CUDA table itself, device memory; docs/engine.md 2.5): the figures are the device kernels plus the per-MoE-layer count copies; moe_sort, balance_loss and sampling are device kernels",\n'
   printf ' "budget_s": %s, "seconds": %s}\n' "$BUDGET" "$(( $(date +%s) - T0 ))"
 } > "$OUTDIR/gpu_check.json"
