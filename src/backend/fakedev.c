@@ -14,6 +14,7 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -94,15 +95,95 @@ static void fd_memset(void *dst, int byte, size_t n) {
 
 static void fd_sync(void) {}
 
+/* Operands a device kernel reads: every data pointer (float, int, byte,
+ * void) an entry is handed must be this table's memory or NULL — a host
+ * buffer passed to a real device's kernel is an illegal address there —
+ * except the host operands of the entry's contract (ops.h, docs/engine.md
+ * §2.5 "what still reads the host"), listed here by entry and operand index.
+ * Pointers to structs and to pointer arrays are host by contract and not
+ * checked.  FAKEDEV_OPERANDS=report prints each offence once instead of
+ * aborting. */
+static const struct { const char *entry; unsigned mask; } host_operands[] = {
+    {"moe_sort", 1u << 0 | 1u << 1},           /* counts, offsets: written to the host (grouped GEMM sizes) */
+    {"bias_update", 1u << 1},                  /* loads */
+    {"gather_rows", 1u << 2},                  /* idx, uploaded */
+    {"rope_pos_forward", 1u << 3},             /* per-sequence positions */
+    {"kv_append", 1u << 10 | 1u << 11},        /* pos_b, row_b */
+    {"mla_absorbed_attention", 1u << 15 | 1u << 16},
+    {"argmax_rows", 1u << 0},                  /* the ids, copied back */
+    {"token_logprobs", 1u << 0 | 1u << 1 | 1u << 3}, /* log-probs and greedy flags back; targets uploaded */
+    {"cross_entropy", 1u << 2},                /* the count of counted rows */
+    {"rope_tables", 1u << 2},                  /* inverse frequencies (host), tables into device memory */
+};
+static int in_span(const void *p) {
+    const unsigned char *q = p;
+    return base && q >= base && q < base + used;
+}
+static void operand(const char *entry, int i, const void *p) {
+    if (!p || in_span(p)) return;
+    for (size_t k = 0; k < sizeof host_operands / sizeof host_operands[0]; k++)
+        if (!strcmp(host_operands[k].entry, entry) && (host_operands[k].mask >> i & 1u)) return;
+    const char *e = getenv("FAKEDEV_OPERANDS");
+    if (e && !strcmp(e, "report")) {
+        static char seen[64][48];
+        static int nseen;
+        char key[48];
+        snprintf(key, sizeof key, "%s/%d", entry, i);
+        pthread_mutex_lock(&mu);
+        int dup = 0;
+        for (int k = 0; k < nseen; k++) dup |= !strcmp(seen[k], key);
+        if (!dup && nseen < 64) snprintf(seen[nseen++], sizeof seen[0], "%s", key);
+        pthread_mutex_unlock(&mu);
+        if (!dup) fprintf(stderr, "fakedev: %s: operand %d (%p) is host memory, not the table's\n", entry, i, p);
+        return;
+    }
+    fprintf(stderr, "fakedev: %s: operand %d (%p) is host memory, not the table's (a device kernel cannot read it)\n",
+            entry, i, p);
+    abort();
+}
+static void not_operand(const char *entry, int i, const void *p) { (void)entry, (void)i, (void)p; }
+#define OPERAND(e, i, x)                                                                                          \
+    _Generic((x), float *: operand, const float *: operand, int32_t *: operand, const int32_t *: operand,          \
+             int64_t *: operand, const int64_t *: operand, uint8_t *: operand, const uint8_t *: operand,            \
+             uint16_t *: operand, const uint16_t *: operand, void *: operand, const void *: operand,                \
+             default: not_operand)(e, i, _Generic((x), float: NULL, double: NULL, default: (const void *)(uintptr_t)(x)))
+#define OP1(e, i, x) OPERAND(e, i, x);
+#define OP2(e, i, x, ...) OPERAND(e, i, x); OP1(e, i + 1, __VA_ARGS__)
+#define OP3(e, i, x, ...) OPERAND(e, i, x); OP2(e, i + 1, __VA_ARGS__)
+#define OP4(e, i, x, ...) OPERAND(e, i, x); OP3(e, i + 1, __VA_ARGS__)
+#define OP5(e, i, x, ...) OPERAND(e, i, x); OP4(e, i + 1, __VA_ARGS__)
+#define OP6(e, i, x, ...) OPERAND(e, i, x); OP5(e, i + 1, __VA_ARGS__)
+#define OP7(e, i, x, ...) OPERAND(e, i, x); OP6(e, i + 1, __VA_ARGS__)
+#define OP8(e, i, x, ...) OPERAND(e, i, x); OP7(e, i + 1, __VA_ARGS__)
+#define OP9(e, i, x, ...) OPERAND(e, i, x); OP8(e, i + 1, __VA_ARGS__)
+#define OP10(e, i, x, ...) OPERAND(e, i, x); OP9(e, i + 1, __VA_ARGS__)
+#define OP11(e, i, x, ...) OPERAND(e, i, x); OP10(e, i + 1, __VA_ARGS__)
+#define OP12(e, i, x, ...) OPERAND(e, i, x); OP11(e, i + 1, __VA_ARGS__)
+#define OP13(e, i, x, ...) OPERAND(e, i, x); OP12(e, i + 1, __VA_ARGS__)
+#define OP14(e, i, x, ...) OPERAND(e, i, x); OP13(e, i + 1, __VA_ARGS__)
+#define OP15(e, i, x, ...) OPERAND(e, i, x); OP14(e, i + 1, __VA_ARGS__)
+#define OP16(e, i, x, ...) OPERAND(e, i, x); OP15(e, i + 1, __VA_ARGS__)
+#define OP17(e, i, x, ...) OPERAND(e, i, x); OP16(e, i + 1, __VA_ARGS__)
+#define OP18(e, i, x, ...) OPERAND(e, i, x); OP17(e, i + 1, __VA_ARGS__)
+#define OP_N(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, N, ...) N
+#define OPERANDS_(e, ...)                                                                                          \
+    OP_N(__VA_ARGS__, OP18, OP17, OP16, OP15, OP14, OP13, OP12, OP11, OP10, OP9, OP8, OP7, OP6, OP5, OP4, OP3, OP2, \
+         OP1)(e, 0, __VA_ARGS__)
+#define OPERANDS(e, args) EXPAND(OPERANDS_(e, UNPAREN args))
+#define EXPAND(x) x
+#define UNPAREN(...) __VA_ARGS__
+
 /* a wrapper per entry: V for void entries, R for entries returning a value */
 #define V(name, params, args)                                                                                  \
     static void fd_##name params {                                                                             \
+        OPERANDS(#name, args)                                                                                  \
         enter();                                                                                               \
         ds_ops_cpu.name args;                                                                                  \
         leave();                                                                                               \
     }
 #define R(type, name, params, args)                                                                            \
     static type fd_##name params {                                                                             \
+        OPERANDS(#name, args)                                                                                  \
         enter();                                                                                               \
         type r_ = ds_ops_cpu.name args;                                                                        \
         leave();                                                                                               \
@@ -246,6 +327,7 @@ static size_t fd_linear_workspace(int64_t N, int64_t C, int64_t OC) { return ds_
 static void fd_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
                                       const ds_fp8w *const *w8, const int64_t *cnt, const int64_t *off, int64_t E,
                                       int64_t C, int64_t OC) {
+    operand("grouped_linear_forward", 1, out), operand("grouped_linear_forward", 2, inp);
     enter();
     ds_ops_cpu.grouped_linear_forward(self, out, inp, w, w8, cnt, off, E, C, OC);
     leave();
@@ -254,6 +336,8 @@ static void fd_grouped_linear_forward(const struct ds_ops *self, float *out, con
 static void fd_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw, const float *dout,
                                        const float *inp, const float *const *w, const int64_t *cnt, const int64_t *off,
                                        int64_t E, int64_t C, int64_t OC, int acc) {
+    operand("grouped_linear_backward", 1, dinp), operand("grouped_linear_backward", 3, dout);
+    operand("grouped_linear_backward", 4, inp);
     enter();
     ds_ops_cpu.grouped_linear_backward(self, dinp, dw, dout, inp, w, cnt, off, E, C, OC, acc);
     leave();

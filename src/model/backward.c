@@ -393,7 +393,7 @@ static int backward_range(const ds_model *m, ds_acts *a, const struct ds_ops *op
     int64_t cnt = 0;
     int64_t cnt_all = ds_count_targets(tg, B, T, 0, o->ignore);
     double denom = o->ce_denom > 0 ? o->ce_denom : (double)cnt_all;
-    double sum = ops->cross_entropy(w->dlogits, w->row_loss, &cnt, a->logits, tg, N, V, o->ignore, denom > 0 ? (float)(1.0 / denom) : 0.0f);
+    double sum = ops->cross_entropy(w->dlogits, w->row_loss, &cnt, a->logits, w->targets, N, V, o->ignore, denom > 0 ? (float)(1.0 / denom) : 0.0f);
     t->ce_count = cnt;
     t->ce = denom > 0 ? sum / denom : 0.0;
     if (cnt == 0) ds_log(DS_LOG_INFO, "warning: no counted targets in the batch (all ignored): CE loss 0, no CE gradient");

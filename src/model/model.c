@@ -864,7 +864,7 @@ int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops,
     ops->copy_h2d(a->ids, ids, (size_t)N * sizeof(int32_t));
     const float *cs, *sn;
     rope_rows(m, a, ops, o->pos_b ? 0 : o->pos, &cs, &sn); /* pos_b: the whole tables (rope_pos_forward) */
-    ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
+    ds_embed_any(ops, a->emb, a->ids, m->embed, m->embed8, N, H); /* the table's copy: ids is host memory */
     const float *x = a->emb;
     ds_mla_cache kvl;
     for (int64_t l = 0; l < L; l++) {
@@ -876,7 +876,7 @@ int ds_model_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *ops,
     lm_head(m, a, ops, a->logits, a->hfinal, a->blk[0].attn_proj, B, T, o->last_only, o->last_b);
     if (!a->mtp || o->kv) return 0;
 
-    mtp_train_forward(m, a, ops, ids, B, T, cs, sn);
+    mtp_train_forward(m, a, ops, a->ids, B, T, cs, sn);
     return 0;
 }
 
@@ -894,7 +894,7 @@ int ds_model_forward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *o
     ops->copy_h2d(a->ids, ids, (size_t)N * sizeof(int32_t));
     const float *cs, *sn;
     rope_rows(m, a, ops, 0, &cs, &sn);
-    if (a->l0 == 0) ds_embed_any(ops, a->emb, ids, m->embed, m->embed8, N, H);
+    if (a->l0 == 0) ds_embed_any(ops, a->emb, a->ids, m->embed, m->embed8, N, H);
     else ops->copy_h2d(a->emb, x_in, (size_t)(N * H) * sizeof(float));
     const float *x = a->emb;
     for (int64_t l = a->l0; l < a->l1; l++) {
@@ -905,7 +905,7 @@ int ds_model_forward_stage(const ds_model *m, ds_acts *a, const struct ds_ops *o
     ops->rmsnorm_forward(a->hfinal, a->hfinal_rstd, x, m->norm, N, H, H, H, eps);
     lm_head(m, a, ops, a->logits, a->hfinal, NULL, B, T, 0, NULL);
     if (!a->mtp) return 0;
-    mtp_train_forward(m, a, ops, ids, B, T, cs, sn);
+    mtp_train_forward(m, a, ops, a->ids, B, T, cs, sn);
     return 0;
 }
 
@@ -920,10 +920,11 @@ int ds_model_mtp_forward_ex(const ds_model *m, ds_acts *a, const struct ds_ops *
     for (int64_t i = 0; i < B * n; i++)
         if (next[i] < 0 || next[i] >= V)
             return ds_err("mtp: token id %lld is outside the vocabulary [0, %lld)", (long long)next[i], (long long)V);
+    ops->copy_h2d(a->ids, next, (size_t)(B * n) * sizeof(int32_t)); /* the embedding reads the table's copy */
     const float *cs, *sn;
     rope_rows(m, a, ops, o->pos_b ? 0 : o->pos, &cs, &sn);
     ds_mla_cache kvl;
-    mtp_module(m, a, ops, k, next, n, h, n, B, n, cs, sn, cache_layer(&kvl, o, L + k - 1), o->last_only, o->last_b);
+    mtp_module(m, a, ops, k, a->ids, n, h, n, B, n, cs, sn, cache_layer(&kvl, o, L + k - 1), o->last_only, o->last_b);
     return 0;
 }
 
