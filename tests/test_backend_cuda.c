@@ -1101,7 +1101,7 @@ TEST(cuda_train_vs_cpu) {
         rc = ds_test_sh(out, sizeof out,
                         "%s --threads 1 train --config tiny --data %s/data --out %s/run%d --steps %d --batch 4 --seq 64 "
                         "--eval-every %d --eval-batches 0 --log-every 1 --precision %s --device %s --seed 7 "
-                        "> %s/log%d.txt 2>&1 || tail -3 %s/log%d.txt",
+                        "> %s/log%d.txt 2>&1 || { tail -3 %s/log%d.txt; exit 1; }",
                         bin, tmp, tmp, i, steps[i], steps[i], prec[i], dev[i], tmp, i, tmp, i);
         CHECK_MSG(rc == 0, "%s %s: %s", dev[i], prec[i], out);
         TEST_RETURN_IF_FAILED();

@@ -81,10 +81,30 @@ static void fd_free(void *p) {
     pthread_mutex_unlock(&mu);
 }
 
+static int in_span(const void *p);
+/* the copies check their direction, as a device's copy engine does: h2d
+ * from host to this table's memory, d2h back, d2d within it */
+static void need_side(const void *p, int dev, const char *what, const char *which) {
+    if (in_span(p) == dev) return;
+    fprintf(stderr, "fakedev: %s: the %s (%p) is %s memory\n", what, which, p, dev ? "host" : "the table's");
+    abort();
+}
 static void fd_copy(void *dst, const void *src, size_t n) {
     enter();
     if (n && dst != src) memcpy(dst, src, n);
     leave();
+}
+static void fd_copy_h2d(void *dst, const void *src, size_t n) {
+    if (n) need_side(dst, 1, "copy_h2d", "destination"), need_side(src, 0, "copy_h2d", "source");
+    fd_copy(dst, src, n);
+}
+static void fd_copy_d2h(void *dst, const void *src, size_t n) {
+    if (n) need_side(dst, 0, "copy_d2h", "destination"), need_side(src, 1, "copy_d2h", "source");
+    fd_copy(dst, src, n);
+}
+static void fd_copy_d2d(void *dst, const void *src, size_t n) {
+    if (n) need_side(dst, 1, "copy_d2d", "destination"), need_side(src, 1, "copy_d2d", "source");
+    fd_copy(dst, src, n);
 }
 
 static void fd_memset(void *dst, int byte, size_t n) {
@@ -352,8 +372,8 @@ const struct ds_ops ds_ops_fakedev = {
     E_(moe_route_backward), E_(moe_combine_backward), E_(linear_forward), E_(linear_backward),
     E_(linear_fp8w_forward), E_(moe_permute), E_(moe_combine_forward), E_(mla_kv_assemble), E_(rope_tables),
     .host_visible = 0,
-    .alloc = fd_alloc, .free = fd_free, .memset = fd_memset, .copy_h2d = fd_copy, .copy_d2h = fd_copy,
-    .copy_d2d = fd_copy, .sync = fd_sync,
+    .alloc = fd_alloc, .free = fd_free, .memset = fd_memset, .copy_h2d = fd_copy_h2d, .copy_d2h = fd_copy_d2h,
+    .copy_d2d = fd_copy_d2d, .sync = fd_sync,
     E_(moe_sort), E_(grouped_linear_forward), E_(embedding_bf16_forward), E_(act_quant_1x128),
     E_(act_dequant_1x128), E_(grouped_linear_backward), E_(mla_kv_assemble_backward), E_(moe_permute_backward),
     E_(balance_loss), E_(sumsq),

@@ -339,7 +339,7 @@ static int backward_range(const ds_model *m, ds_acts *a, const struct ds_ops *op
                               "%lld) and not the ignore id %d",
                               (long long)targets[n], (long long)(n / T), (long long)(n % T), (long long)V, o->ignore);
         ops->copy_h2d(w->targets, targets, (size_t)N * sizeof(int32_t));
-        ops->copy_h2d(w->targets_h, targets, (size_t)N * sizeof(int32_t)); /* host to host */
+        memcpy(w->targets_h, targets, (size_t)N * sizeof(int32_t)); /* host: ids */
     } else {
         ops->copy_d2h(w->ids_h, a->ids, (size_t)N * sizeof(int32_t));
         ds_targets_from_ids(w->targets_h, w->ids_h, B, T, o->ignore);
