@@ -42,6 +42,8 @@
 #      transformers' generate on the same GPU
 #   7. training tokens/s of the ~1B-parameter config bench/configs/v3-1b.json
 #      (BF16, FP8), batch 8 x 512
+#   8. DSV3_CUDA_PROFILE=1 on one BF16 step of it: each entry's time
+#      (profile1b_bf16.log)
 # Results: JSON under $OUT (or the folder given as the first argument;
 # default ./gpu_check), summarised in gpu_check.json; each step's log and
 # exit status beside it (NAME.log, NAME.rc; 124: its time limit).
@@ -248,6 +250,15 @@ for p in bf16 fp8; do
     --device cuda --precision "$p"
   BIG="$BIG${BIG:+, }\"$p\": $(lastj "train1b_$p")"
 done
+if [ "$HAVE_TORCH" = 1 ]; then
+  run peer1b_bf16 75 env BENCH_DEVICE=cuda BENCH_AUTOCAST=bf16 python3 tools/bench_train_torch.py \
+    --config bench/configs/v3-1b.json --batch 8 --seq 512 --iters 2 --threads "$TH"
+  BIG="$BIG, \"peer_bf16_autocast\": $(lastj peer1b_bf16)"
+fi
+
+# ---- 8. where the time goes: each entry's time in one BF16 step of the ~1B config ---------------
+run profile1b_bf16 60 env DSV3_CUDA_PROFILE=1 ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
+  --random 8,512 --iters 1 --device cuda --precision bf16
 
 # ---- 3d. the staged table and the device-resident paths on the CPU (last: no GPU figures) ----
 run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_resident

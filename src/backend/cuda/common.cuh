@@ -44,9 +44,20 @@ extern std::mutex g_cu_lock;
  * module's device first (a process on device 1 of a node otherwise launches
  * on device 0's context) */
 void ds_cu_bind(void);
+/* DSV3_CUDA_PROFILE=1: each entry's wall time, the stream synchronised
+ * before and after it (launch overhead and device time together; no overlap
+ * between entries), summed per entry and printed as a table on stderr at exit */
+struct ds_cu_prof_scope {
+    const char *name;
+    double t0;
+    explicit ds_cu_prof_scope(const char *n);
+    ~ds_cu_prof_scope();
+};
+extern int g_cu_prof;
 #define CU_ENTRY()                                                                     \
     ds_cu_bind();                                                                      \
-    std::lock_guard<std::mutex> cu_entry_guard_(g_cu_lock)
+    std::lock_guard<std::mutex> cu_entry_guard_(g_cu_lock);                            \
+    ds_cu_prof_scope cu_prof_scope_(g_cu_prof ? __func__ : NULL)
 
 void ds_cu_fail(const char *what, const char *why, const char *file, int line);
 #define CU_CHECK(call)                                                                 \

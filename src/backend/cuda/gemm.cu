@@ -48,6 +48,51 @@ struct lt_operand {
     int scale_mode;       /* cublasLtMatmulMatrixScale_t */
 };
 
+/* The heuristic's answer per problem, asked once: the MoE layers run the same
+ * few shapes thousands of times, and the search costs more host time than a
+ * small GEMM takes on the device.  The key is everything the search sees:
+ * shapes, types, transposes, leading dimensions, scale modes and the
+ * operands' alignment (min(256, lowest set bit of the address), also given
+ * to the search as the minimum alignment, so an algorithm that needs more is
+ * never picked for a row offset inside a buffer).  An answer of "none" is kept
+ * too (the FP8 fallback asks once).  Guarded by the entry lock. */
+struct lt_key {
+    int64_t m, n, k, lda, ldb, ldd;
+    int32_t ta, tb, tya, tyb, tyd, sa, sb, ala, alb, ald;
+};
+struct lt_slot {
+    lt_key key;
+    int used, found;
+    cublasLtMatmulAlgo_t algo;
+};
+enum { LT_SLOTS = 4096 };
+lt_slot lt_cache[LT_SLOTS];
+int64_t lt_searches, lt_hits;
+int32_t align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int32_t al = 256;
+    while (al > 1 && (a & (uintptr_t)(al - 1))) al >>= 1;
+    return al;
+}
+lt_slot *lt_lookup(const lt_key &k, int *fresh) {
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *b = (const unsigned char *)&k;
+    for (size_t i = 0; i < sizeof k; i++) h = (h ^ b[i]) * 1099511628211ull;
+    for (size_t i = 0; i < LT_SLOTS; i++) {
+        lt_slot *s = &lt_cache[(h + i) % LT_SLOTS];
+        if (!s->used) { /* filled by the caller once its search succeeds */
+            *fresh = 1;
+            return s;
+        }
+        if (!memcmp(&s->key, &k, sizeof k)) {
+            *fresh = 0;
+            return s;
+        }
+    }
+    *fresh = -1; /* full: search every time */
+    return NULL;
+}
+
 /* D (m x n col-major, ldd) = op(A) op(B) + beta D.  Returns the cuBLAS status
  * of the algorithm search or the launch; nothing is launched on failure. */
 cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, const lt_operand &B, float beta,
@@ -78,10 +123,33 @@ cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, c
     TRY(cublasLtMatrixLayoutCreate(&la, A.type, A.trans ? k : m, A.trans ? m : k, A.ld));
     TRY(cublasLtMatrixLayoutCreate(&lb, B.type, B.trans ? k : n, B.trans ? n : k, B.ld));
     TRY(cublasLtMatrixLayoutCreate(&lc, dtype, m, n, ldd));
-    TRY(cublasLtMatmulPreferenceCreate(&pref));
-    TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g_cu.lt_ws_bytes,
-                                             sizeof g_cu.lt_ws_bytes));
-    TRY(cublasLtMatmulAlgoGetHeuristic(g_cu.lt, op, la, lb, lc, lc, pref, 1, &res, &nres));
+    {
+        lt_key key;
+        memset(&key, 0, sizeof key); /* padding too: the key is compared bytewise */
+        key.m = m, key.n = n, key.k = k, key.lda = A.ld, key.ldb = B.ld, key.ldd = ldd;
+        key.ta = (int32_t)ta, key.tb = (int32_t)tb, key.tya = (int32_t)A.type, key.tyb = (int32_t)B.type;
+        key.tyd = (int32_t)dtype, key.sa = A.scale ? A.scale_mode : -1, key.sb = B.scale ? B.scale_mode : -1;
+        key.ala = align_of(A.p), key.alb = align_of(B.p), key.ald = align_of(D);
+        int fresh;
+        lt_slot *slot = lt_lookup(key, &fresh);
+        if (fresh) {
+            uint32_t al[3] = {(uint32_t)key.ala, (uint32_t)key.alb, (uint32_t)key.ald};
+            lt_searches++;
+            TRY(cublasLtMatmulPreferenceCreate(&pref));
+            TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g_cu.lt_ws_bytes,
+                                                     sizeof g_cu.lt_ws_bytes));
+            TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof al[0]));
+            TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof al[1]));
+            TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof al[2]));
+            TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof al[2]));
+            TRY(cublasLtMatmulAlgoGetHeuristic(g_cu.lt, op, la, lb, lc, lc, pref, 1, &res, &nres));
+            if (slot) slot->key = key, slot->found = nres >= 1, slot->algo = res.algo, slot->used = 1;
+        } else {
+            lt_hits++;
+            nres = slot->found;
+            res.algo = slot->algo;
+        }
+    }
     if (nres < 1) {
         st = CUBLAS_STATUS_NOT_SUPPORTED;
         goto done;

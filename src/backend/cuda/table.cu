@@ -33,6 +33,50 @@ static int pick_device(int count) {
 
 extern "C" int ds_cuda_built(void) { return 1; }
 
+/* ---- DSV3_CUDA_PROFILE --------------------------------------------------------- */
+int g_cu_prof;
+namespace {
+struct prof_row { const char *name; double s; int64_t calls; };
+prof_row prof_rows[128];
+int prof_n;
+thread_local int prof_depth;
+void prof_print(void) {
+    double total = 0;
+    for (int i = 0; i < prof_n; i++) total += prof_rows[i].s;
+    qsort(prof_rows, (size_t)prof_n, sizeof prof_rows[0], [](const void *a, const void *b) {
+        double x = ((const prof_row *)a)->s, y = ((const prof_row *)b)->s;
+        return x < y ? 1 : x > y ? -1 : 0;
+    });
+    fprintf(stderr, "cuda profile (DSV3_CUDA_PROFILE): %.3f s in entries\n%-34s %10s %10s %10s %6s\n", total, "entry",
+            "calls", "total ms", "us/call", "share");
+    for (int i = 0; i < prof_n; i++)
+        fprintf(stderr, "%-34s %10lld %10.2f %10.1f %5.1f%%\n", prof_rows[i].name, (long long)prof_rows[i].calls,
+                1e3 * prof_rows[i].s, 1e6 * prof_rows[i].s / (double)prof_rows[i].calls,
+                total > 0 ? 100 * prof_rows[i].s / total : 0.0);
+}
+} // namespace
+ds_cu_prof_scope::ds_cu_prof_scope(const char *n) : name(NULL), t0(0) {
+    if (!n) return;                       /* profiling off */
+    if (prof_depth++ > 0) {               /* nested: the outer entry's time holds it */
+        name = "";
+        return;
+    }
+    name = n;
+    cudaStreamSynchronize(g_cu.stream);
+    t0 = ds_now();
+}
+ds_cu_prof_scope::~ds_cu_prof_scope() {
+    if (!name) return;
+    prof_depth--;
+    if (!*name) return;
+    cudaStreamSynchronize(g_cu.stream);
+    double dt = ds_now() - t0;
+    int i = 0;
+    while (i < prof_n && strcmp(prof_rows[i].name, name)) i++;
+    if (i == prof_n && prof_n < 128) prof_rows[prof_n++] = prof_row{name, 0, 0};
+    if (i < prof_n) prof_rows[i].s += dt, prof_rows[i].calls++;
+}
+
 extern "C" int ds_cuda_init(void) {
     if (g_cu.tried) return g_cu.ok ? 0 : ds_err("--device cuda: no CUDA device (%s)", g_cu.name);
     g_cu.tried = 1;
@@ -61,6 +105,11 @@ extern "C" int ds_cuda_init(void) {
     }
     snprintf(g_cu.name, sizeof g_cu.name, "%s (sm_%d%d, %d SMs)", g_cu.prop.name, g_cu.prop.major, g_cu.prop.minor,
              g_cu.prop.multiProcessorCount);
+    const char *pe = getenv("DSV3_CUDA_PROFILE");
+    if (pe && *pe && strcmp(pe, "0")) {
+        g_cu_prof = 1;
+        atexit(prof_print);
+    }
     g_cu.ok = 1;
     return 0;
 }
