@@ -116,8 +116,9 @@ TEST(cuda_ops_rmsnorm_rope) {
     const struct ds_ops *g = ds_cuda_table(DS_PREC_FP32), *c = &ds_ops_cpu;
     ds_rng r;
     ds_rng_seed(&r, 1);
-    const int64_t shapes[][2] = {{1, 1}, {7, 33}, {130, 257}, {3, 1100}};
-    for (int s = 0; s < 4; s++) {
+    /* 300 rows: the dweight column sums in chunks of 64 rows (more than 256 rows) */
+    const int64_t shapes[][2] = {{1, 1}, {7, 33}, {130, 257}, {3, 1100}, {300, 65}};
+    for (int s = 0; s < 5; s++) {
         int64_t N = shapes[s][0], C = shapes[s][1], ld = C + 3; /* strided rows */
         char sh[64];
         snprintf(sh, sizeof sh, "N=%lld C=%lld", (long long)N, (long long)C);
