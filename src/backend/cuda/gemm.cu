@@ -350,9 +350,10 @@ __device__ __forceinline__ float e4m3_f32(uint8_t c) {
     return __half2float(__half(h));
 }
 
-/* one 1x128 tile (row r, block kb) by one warp */
-__device__ __forceinline__ void quant_tile(uint8_t *q, float *s, const float *x, int64_t R, int64_t Cc, int64_t KB,
-                                           int64_t r, int64_t kb, int lane) {
+/* one 1x128 tile (row r, block kb) by one warp; codes at q[r * kld + c], the
+ * columns from Cc to the tile's end (kld > Cc: K padded) written as 0 */
+__device__ __forceinline__ void quant_tile(uint8_t *q, int64_t kld, float *s, const float *x, int64_t R, int64_t Cc,
+                                           int64_t KB, int64_t r, int64_t kb, int lane) {
     int64_t c0 = kb * 128;
     const float *xr = x + r * Cc;
     float v[4], a = 0.0f;
@@ -366,23 +367,25 @@ __device__ __forceinline__ void quant_tile(uint8_t *q, float *s, const float *x,
     if (lane == 0) s[kb * R + r] = sc;
     for (int j = 0; j < 4; j++) {
         int64_t c = c0 + lane + 32 * j;
-        if (c < Cc) q[r * Cc + c] = e4m3(v[j] / sc);
+        if (c < Cc) q[r * kld + c] = e4m3(v[j] / sc);
+        else if (c < kld) q[r * kld + c] = 0;
     }
 }
 
 /* 1x128 tiles along the columns of x (R, Cc): one warp per (row, tile).
- * q (R, Cc) codes; scale s[kb * R + r] (VEC128 layout). */
-__global__ void k_quant_1x128(uint8_t *q, float *s, const float *x, int64_t R, int64_t Cc) {
+ * q (R, kld) codes (kld >= Cc, at most the tiles' end); scale s[kb * R + r] (VEC128 layout). */
+__global__ void k_quant_1x128(uint8_t *q, int64_t kld, float *s, const float *x, int64_t R, int64_t Cc) {
     int64_t KB = (Cc + 127) / 128, nw = (int64_t)gridDim.x * (blockDim.x >> 5);
     int lane = threadIdx.x & 31;
     for (int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; warp < R * KB; warp += nw)
-        quant_tile(q, s, x, R, Cc, KB, warp / KB, warp % KB, lane);
+        quant_tile(q, kld, s, x, R, Cc, KB, warp / KB, warp % KB, lane);
 }
 
 /* 128x1 tiles (128 rows of one column) of x (R, Cc), codes written transposed:
- * qt (Cc, R) row-major, so the tile runs along qt's rows; scale s[rb * Cc + c]
- * (the CPU's 128x1 layout, which is VEC128 for qt).  Thread per (band, column). */
-__global__ void k_quant_128x1_t(uint8_t *qt, float *s, const float *x, int64_t R, int64_t Cc) {
+ * qt (Cc, kld) row-major (kld >= R, the pad as 0), so the tile runs along qt's
+ * rows; scale s[rb * Cc + c] (the CPU's 128x1 layout, which is VEC128 for qt).
+ * Thread per (band, column). */
+__global__ void k_quant_128x1_t(uint8_t *qt, int64_t kld, float *s, const float *x, int64_t R, int64_t Cc) {
     int64_t RB = (R + 127) / 128;
     GRID_STRIDE(i, RB * Cc) {
         int64_t rb = i / Cc, c = i % Cc, r0 = rb * 128, nr = R - r0 < 128 ? R - r0 : 128;
@@ -390,13 +393,15 @@ __global__ void k_quant_128x1_t(uint8_t *qt, float *s, const float *x, int64_t R
         for (int64_t r = 0; r < nr; r++) a = fmaxf(a, fabsf(x[(r0 + r) * Cc + c]));
         float sc = group_scale(a);
         s[rb * Cc + c] = sc;
-        for (int64_t r = 0; r < nr; r++) qt[c * R + r0 + r] = e4m3(x[(r0 + r) * Cc + c] / sc);
+        for (int64_t r = 0; r < nr; r++) qt[c * kld + r0 + r] = e4m3(x[(r0 + r) * Cc + c] / sc);
+        for (int64_t r = r0 + nr; r < kld && r < r0 + 128; r++) qt[c * kld + r] = 0;
     }
 }
 
-/* 128x128 blocks of w (R, Cc): block per (rb, cb).  q (R, Cc) and/or qt (Cc, R)
- * codes; scale s[rb * ld + cb] and/or st[cb * ldt + rb]. */
-__global__ void k_quant_128x128(uint8_t *q, uint8_t *qt, float *s, int64_t ld, float *st, int64_t ldt,
+/* 128x128 blocks of w (R, Cc): block per (rb, cb).  q (R, kld) and/or qt (Cc,
+ * kld) codes (kld >= Cc or >= R: the pad of the block as 0); scale
+ * s[rb * ld + cb] and/or st[cb * ldt + rb]. */
+__global__ void k_quant_128x128(uint8_t *q, uint8_t *qt, int64_t kld, float *s, int64_t ld, float *st, int64_t ldt,
                                 const float *w, int64_t R, int64_t Cc) {
     __shared__ float sh[32];
     int64_t rb = blockIdx.y, cb = blockIdx.x, r0 = rb * 128, c0 = cb * 128;
@@ -412,9 +417,21 @@ __global__ void k_quant_128x128(uint8_t *q, uint8_t *qt, float *s, int64_t ld, f
     for (int64_t i = threadIdx.x; i < nr * nc; i += blockDim.x) {
         int64_t r = r0 + i / nc, c = c0 + i % nc;
         uint8_t code = e4m3(w[r * Cc + c] / sc);
-        if (q) q[r * Cc + c] = code;
-        if (qt) qt[c * R + r] = code;
+        if (q) q[r * kld + c] = code;
+        if (qt) qt[c * kld + r] = code;
     }
+    /* the K pad inside this block: columns Cc.. of q's rows (last column block),
+     * rows R.. of qt's rows (last row block) */
+    if (q && c0 + nc < kld && nc < 128)
+        for (int64_t i = threadIdx.x; i < nr * (128 - nc); i += blockDim.x) {
+            int64_t r = r0 + i / (128 - nc), c = c0 + nc + i % (128 - nc);
+            if (c < kld) q[r * kld + c] = 0;
+        }
+    if (qt && r0 + nr < kld && nr < 128)
+        for (int64_t i = threadIdx.x; i < nc * (128 - nr); i += blockDim.x) {
+            int64_t c = c0 + i / (128 - nr), r = r0 + nr + i % (128 - nr);
+            if (r < kld) qt[c * kld + r] = 0;
+        }
 }
 
 /* copy (rows, cols) scales with row stride ld_in to row stride ld_out */
@@ -433,6 +450,7 @@ struct own_operand {
     const float *s;
     int blk;          /* 1: BLK128x128 with ld; 0: VEC128 */
     int64_t ld;
+    int64_t kld;      /* codes' row stride: >= K; beyond K (to the 128-block's end) zero codes */
 };
 __device__ __forceinline__ float own_scale(const own_operand &o, int64_t r, int64_t kb, int64_t R) {
     return o.blk ? o.s[(r / 128) * o.ld + kb] : o.s[kb * R + r];
@@ -451,8 +469,8 @@ __global__ void k_fp8_gemm_own(float *D, int64_t ldd, own_operand A, own_operand
         for (int i = tid; i < OT * 128; i += OT * OT) {
             int row = i / 128, kk = i % 128;
             int64_t ra = (int64_t)blockIdx.x * OT + row, rbb = (int64_t)blockIdx.y * OT + row;
-            ta[row][kk] = ra < m && kk < nk ? e4m3_f32(A.q[ra * K + k0 + kk]) : 0.0f;
-            tb[row][kk] = rbb < n && kk < nk ? e4m3_f32(B.q[rbb * K + k0 + kk]) : 0.0f;
+            ta[row][kk] = ra < m && kk < nk ? e4m3_f32(A.q[ra * A.kld + k0 + kk]) : 0.0f;
+            tb[row][kk] = rbb < n && kk < nk ? e4m3_f32(B.q[rbb * B.kld + k0 + kk]) : 0.0f;
         }
         __syncthreads();
         if (r < m && c < n) {
@@ -467,19 +485,25 @@ __global__ void k_fp8_gemm_own(float *D, int64_t ldd, own_operand A, own_operand
 int fp8_own_only = -1;   /* -1: not read from DSV3_CUDA_FP8 yet */
 int64_t n_lt, n_own;
 
-/* One block-scaled product; A and B as above.  cuBLASLt first unless told otherwise. */
+int64_t up128(int64_t x) { return (x + 127) / 128 * 128; }
+
+/* One block-scaled product; A and B as above.  cuBLASLt first unless told
+ * otherwise, over K padded to the 128-block's end where both operands carry
+ * the zero pad (the sums are the same: the pad's codes are 0), so a K that is
+ * not a multiple of 16 (an expert's row count in wgrad) still runs there. */
 void fp8_gemm(float *D, int64_t ldd, const own_operand &A, const own_operand &B, int64_t m, int64_t n, int64_t K,
               int beta) {
     if (fp8_own_only < 0) {
         const char *e = getenv("DSV3_CUDA_FP8");
         fp8_own_only = e && !strcmp(e, "own");
     }
-    if (!fp8_own_only && K % 16 == 0) {
-        lt_operand a = {A.q, CUDA_R_8F_E4M3, 1, K, A.s,
+    int64_t Kg = A.kld >= up128(K) && B.kld >= up128(K) ? up128(K) : K;
+    if (!fp8_own_only && Kg % 16 == 0 && A.kld % 16 == 0 && B.kld % 16 == 0) {
+        lt_operand a = {A.q, CUDA_R_8F_E4M3, 1, A.kld, A.s,
                         A.blk ? CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F};
-        lt_operand b = {B.q, CUDA_R_8F_E4M3, 1, K, B.s,
+        lt_operand b = {B.q, CUDA_R_8F_E4M3, 1, B.kld, B.s,
                         B.blk ? CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F};
-        if (lt_matmul(m, n, K, a, b, beta ? 1.0f : 0.0f, D, CUDA_R_32F, ldd) == CUBLAS_STATUS_SUCCESS) {
+        if (lt_matmul(m, n, Kg, a, b, beta ? 1.0f : 0.0f, D, CUDA_R_32F, ldd) == CUBLAS_STATUS_SUCCESS) {
             n_lt++;
             return;
         }
@@ -492,36 +516,40 @@ void fp8_gemm(float *D, int64_t ldd, const own_operand &A, const own_operand &B,
 
 int64_t up4(int64_t x) { return (x + 3) / 4 * 4; }
 
-/* activation (R, Cc) -> codes (R, Cc) + VEC128 scales, in scratch slots */
+/* The operands quantized here carry K padded with zero codes to the 128-block's
+ * end (row stride up128(K)), so fp8_gemm may hand cuBLASLt any K. */
+/* activation (R, Cc) -> codes (R, up128(Cc)) + VEC128 scales, in scratch slots */
 own_operand quant_1x128(int slot_q, int slot_s, const float *x, int64_t R, int64_t Cc) {
-    int64_t KB = (Cc + 127) / 128;
-    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(R * Cc));
+    int64_t KB = (Cc + 127) / 128, kld = up128(Cc);
+    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(R * kld));
     float *s = (float *)ds_cu_scratch(slot_s, (size_t)(R * KB) * sizeof(float));
     int64_t threads = R * KB * 32;
-    k_quant_1x128<<<ds_cu_blocks(threads, 256), 256, 0, g_cu.stream>>>(q, s, x, R, Cc);
+    k_quant_1x128<<<ds_cu_blocks(threads, 256), 256, 0, g_cu.stream>>>(q, kld, s, x, R, Cc);
     CU_LAUNCHED();
-    return own_operand{q, s, 0, 0};
+    return own_operand{q, s, 0, 0, kld};
 }
-/* (R, Cc) -> transposed codes (Cc, R) with 128x1 tiles = VEC128 along R */
+/* (R, Cc) -> transposed codes (Cc, up128(R)) with 128x1 tiles = VEC128 along R */
 own_operand quant_128x1_t(int slot_q, int slot_s, const float *x, int64_t R, int64_t Cc) {
-    int64_t RB = (R + 127) / 128;
-    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(R * Cc));
+    int64_t RB = (R + 127) / 128, kld = up128(R);
+    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(kld * Cc));
     float *s = (float *)ds_cu_scratch(slot_s, (size_t)(RB * Cc) * sizeof(float));
-    k_quant_128x1_t<<<ds_cu_blocks(RB * Cc, 128), 128, 0, g_cu.stream>>>(q, s, x, R, Cc);
+    k_quant_128x1_t<<<ds_cu_blocks(RB * Cc, 128), 128, 0, g_cu.stream>>>(q, kld, s, x, R, Cc);
     CU_LAUNCHED();
-    return own_operand{q, s, 0, 0};
+    return own_operand{q, s, 0, 0, kld};
 }
-/* weight (R, Cc) 128x128: codes as stored (trans 0) or transposed (Cc, R) (trans 1) */
+/* weight (R, Cc) 128x128: codes as stored (R, up128(Cc)) (trans 0) or
+ * transposed (Cc, up128(R)) (trans 1) */
 own_operand quant_128x128(int slot_q, int slot_s, const float *w, int64_t R, int64_t Cc, int trans) {
     int64_t RB = (R + 127) / 128, CB = (Cc + 127) / 128;
     int64_t ld = trans ? up4(RB) : up4(CB), nblk_rows = trans ? CB : RB;
-    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(R * Cc));
+    int64_t kld = trans ? up128(R) : up128(Cc), rows = trans ? Cc : R;
+    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(rows * kld));
     float *s = (float *)ds_cu_scratch(slot_s, (size_t)(nblk_rows * ld) * sizeof(float));
     dim3 grid((unsigned)CB, (unsigned)RB);
-    if (trans) k_quant_128x128<<<grid, 256, 0, g_cu.stream>>>(NULL, q, NULL, 0, s, ld, w, R, Cc);
-    else k_quant_128x128<<<grid, 256, 0, g_cu.stream>>>(q, NULL, s, ld, NULL, 0, w, R, Cc);
+    if (trans) k_quant_128x128<<<grid, 256, 0, g_cu.stream>>>(NULL, q, kld, NULL, 0, s, ld, w, R, Cc);
+    else k_quant_128x128<<<grid, 256, 0, g_cu.stream>>>(q, NULL, kld, s, ld, NULL, 0, w, R, Cc);
     CU_LAUNCHED();
-    return own_operand{q, s, 1, ld};
+    return own_operand{q, s, 1, ld, kld};
 }
 
 } // namespace
@@ -597,7 +625,7 @@ extern "C" void ds_cu_linear_fp8w_forward(float *out, const float *inp, const ds
             s = p;
         }
         own_operand x = quant_1x128(SCR_A, SCR_SA, inp, N, C);
-        own_operand wq = {w->q, s, 1, ld};
+        own_operand wq = {w->q, s, 1, ld, C}; /* stored codes: no pad (cuBLASLt where C % 16 == 0) */
         fp8_gemm(out, OC, wq, x, OC, N, C, 0);
     }
     add_bias(out, bias, N, OC);
@@ -644,7 +672,7 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
     int64_t lt0 = n_lt;
     auto once = [&]() {
         if (fp8) {
-            own_operand A = {(const uint8_t *)a, sa, 1, up4(KB)}, B = {(const uint8_t *)b, sb, 0, 0};
+            own_operand A = {(const uint8_t *)a, sa, 1, up4(KB), K}, B = {(const uint8_t *)b, sb, 0, 0, K};
             fp8_gemm(d, N, A, B, N, M, K, 0);
         } else {
             gemm_fwd(d, b, a, bf16 ? CUDA_R_16BF : CUDA_R_32F, M, K, N);
