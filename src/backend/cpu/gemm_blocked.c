@@ -11,6 +11,9 @@
  * zero-padded in the packs and written back through a 6x16 scratch tile.
  */
 #include "backend/cpu/gemm_blocked.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "backend/cpu/cpu_isa.h"
 #include "base/base.h"
 #include "num/dtype.h"
@@ -320,6 +323,20 @@ static void kernel(int nr, float *c, int64_t ldc, const float *ap, const float *
 /* The per-thread pack buffer (A pack, then B pack).  Freed when its thread
  * exits: nested parallel regions (a GEMM called from an inactive outer
  * region) run on short-lived threads. */
+/* Row tiles that share one B panel pack: a task is (a group of g consecutive
+ * row tiles, one column tile), the B panel of each k-block packed once per
+ * task and reused down its rows (packing B for every C tile repacked the
+ * weights once per 192 rows).  g as large as leaves 4 tasks a thread; each C
+ * tile still sums its k-blocks in order, so the bits are those of any g. */
+static int64_t tile_group(int64_t tm, int64_t tn) {
+    int64_t th = 1;
+#ifdef _OPENMP
+    th = omp_get_num_threads();
+#endif
+    int64_t g = tm * tn / (4 * th);
+    return g < 1 ? 1 : g > tm ? tm : g;
+}
+
 #define PACK_A ((MC * KB + 8 + MC + 15) / 16 * 16) /* B pack 64-byte aligned */
 #define PACK_B (NC * KB + 8 + NC)
 static pthread_key_t packs_key;
@@ -426,15 +443,17 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
         float *pk = tl_packs();
         uint32_t *ap = (uint32_t *)pk, *bp = (uint32_t *)(pk + PACK_A);
         float edge[MRD * NRD] = {0};
+        const int64_t g = tile_group(tm, tn), tg = ds_ceil_div(tm, g);
 #pragma omp for schedule(dynamic, 1) collapse(2)
-        for (int64_t ti = 0; ti < tm; ti++)
+        for (int64_t gi = 0; gi < tg; gi++)
             for (int64_t tj = 0; tj < tn; tj++) {
-                int64_t m0 = ti * mcap, n0 = tj * NCD;
-                int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NCD ? N - n0 : NCD;
-                int64_t ns = ds_ceil_div(mc, MRD), np = ds_ceil_div(nc, nr);
+                int64_t n0 = tj * NCD, nc = N - n0 < NCD ? N - n0 : NCD, np = ds_ceil_div(nc, nr);
+                int64_t ti1 = (gi + 1) * g < tm ? (gi + 1) * g : tm;
                 for (int64_t kb = 0; kb < nkb; kb++) {
-                    for (int64_t s = 0; s < ns; s++) pack_pairs(ap + s * MRD * (KB / 2), A, m0 + s * MRD, MRD, M, kb * KB, K);
                     for (int64_t p = 0; p < np; p++) pack_pairs(bp + p * nr * (KB / 2), B, n0 + p * nr, nr, N, kb * KB, K);
+                    for (int64_t ti = gi * g; ti < ti1; ti++) {
+                    int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MRD);
+                    for (int64_t s = 0; s < ns; s++) pack_pairs(ap + s * MRD * (KB / 2), A, m0 + s * MRD, MRD, M, kb * KB, K);
                     for (int64_t p = 0; p < np; p++)
                         for (int64_t s = 0; s < ns; s++) {
                             int64_t mi = m0 + s * MRD, nj = n0 + p * nr;
@@ -449,6 +468,7 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
                                 for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
+                    }
                 }
             }
     }
@@ -492,15 +512,17 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
         float *ap = tl_packs(), *bp = ap + PACK_A;
         float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
         float edge[MR * NR512] = {0};
+        const int64_t g = tile_group(tm, tn), tg = ds_ceil_div(tm, g);
 #pragma omp for schedule(dynamic, 1) collapse(2)
-        for (int64_t ti = 0; ti < tm; ti++)
+        for (int64_t gi = 0; gi < tg; gi++)
             for (int64_t tj = 0; tj < tn; tj++) {
-                int64_t m0 = ti * mcap, n0 = tj * NC;
-                int64_t mc = M - m0 < mcap ? M - m0 : mcap, nc = N - n0 < NC ? N - n0 : NC;
-                int64_t ns = ds_ceil_div(mc, MR), np = ds_ceil_div(nc, nr);
+                int64_t n0 = tj * NC, nc = N - n0 < NC ? N - n0 : NC, np = ds_ceil_div(nc, nr);
+                int64_t ti1 = (gi + 1) * g < tm ? (gi + 1) * g : tm;
                 for (int64_t kb = 0; kb < nkb; kb++) {
-                    for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K, pairs);
                     for (int64_t p = 0; p < np; p++) pack(bp + p * nr * KB, sb + p * nr, B, n0 + p * nr, nr, N, kb * KB, K, pairs);
+                    for (int64_t ti = gi * g; ti < ti1; ti++) {
+                    int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MR);
+                    for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K, pairs);
                     for (int64_t p = 0; p < np; p++)
                         for (int64_t s = 0; s < ns; s++) {
                             int64_t mi = m0 + s * MR, nj = n0 + p * nr;
@@ -514,6 +536,7 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                                 for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
+                    }
                 }
             }
     }
