@@ -77,12 +77,24 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision) {
     return 0;
 }
 
-double ds_backend_peak_flops(const char *device, int threads, char *how, size_t cap) {
-    (void)device; /* the host CPU's peak on every device today */
+static int g_peak_set; /* --peak-gflops: that figure on every device */
+
+double ds_backend_peak_flops_prec(const char *device, int precision, int threads, char *how, size_t cap) {
+    if (device && !strcmp(device, "cuda") && !g_peak_set) {
+        double p = ds_cuda_peak_flops(precision, how, cap); /* 0 before the device is up, or unknown */
+        if (p > 0) return p;
+    }
     return ds_cpu_peak(threads, how, cap);
 }
 
-void ds_backend_set_peak(double gflops) { ds_cpu_peak_set(gflops); }
+double ds_backend_peak_flops(const char *device, int threads, char *how, size_t cap) {
+    return ds_backend_peak_flops_prec(device, DS_PREC_FP32, threads, how, cap);
+}
+
+void ds_backend_set_peak(double gflops) {
+    g_peak_set = gflops > 0;
+    ds_cpu_peak_set(gflops);
+}
 
 int ds_backend_uses_blas(const char *device) {
     if (!device || !strcmp(device, "cpu") || !strcmp(device, "fakedev")) return ds_matmul_uses_blas();

@@ -39,10 +39,15 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision);
 
 /* The FP32 peak in FLOP/s over `threads` threads, the denominator of the MFU
  * dsv3 prints (backend/cpu/peak.h: FMA chains measured once per thread
- * count, or the figure of ds_backend_set_peak).  Every device reports the
- * host CPU's measured peak today (a GPU's own is not measured yet).  `how`
- * (may be NULL) gets a one-line description of where the figure came from. */
+ * count, or the figure of ds_backend_set_peak); on "cuda" once the device is
+ * up, the GPU's FP32 peak (ds_backend_peak_flops_prec).  `how` (may be NULL)
+ * gets a one-line description of where the figure came from. */
 double ds_backend_peak_flops(const char *device, int threads, char *how, size_t cap);
+/* The same for a training precision: on "cuda" (once the device is up) the
+ * GPU's dense peak for that precision's GEMMs (ds_cuda_peak_flops: FP32 on
+ * CUDA cores, BF16/FP8 on tensor cores), unless --peak-gflops set one figure;
+ * the host CPU's FP32 peak otherwise. */
+double ds_backend_peak_flops_prec(const char *device, int precision, int threads, char *how, size_t cap);
 /* --peak-gflops: `gflops` (> 0) instead of measuring; 0 goes back to measuring. */
 void ds_backend_set_peak(double gflops);
 

@@ -114,12 +114,18 @@ static int run(int argc, char **argv) {
         if (t3 - t0 < best) best = t3 - t0, bf = t1 - t0, bb = t2 - t1, bo = t3 - t2;
     }
     if (ops.weights_epoch) ops.weights_epoch(-1);
+    /* MFU against the device's peak for this precision (a GPU's own on cuda) */
+    char peak_how[256] = "";
+    double peak = ds_backend_peak_flops_prec(device, precision, ds_threads(), peak_how, sizeof peak_how);
+    for (char *q = peak_how; *q; q++)
+        if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20) *q = '\'';
+    double step_flops = 3.0 * ds_model_forward_flops(&m, B, T, 0);
     printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"fp8_cache\": %d, \"bf16_moments\": %d, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
            "\"optimizer_s\": %.6f, \"cpu_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g, "
-           "\"blas\": \"%s\", \"blas_narrow\": %d, %s}\n",
+           "\"mfu\": %.5f, \"peak\": \"%s\", \"blas\": \"%s\", \"blas_narrow\": %d, %s}\n",
            prec, cache, m16, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, csum / iters, loss,
-           3.0 * ds_model_forward_flops(&m, B, T, 0), ds_backend_peak_flops(device, ds_threads(), NULL, 0), blas, narrow, memj);
+           step_flops, peak, peak > 0 ? step_flops / best / peak : 0.0, peak_how, blas, narrow, memj);
     free(ids);
     ds_model_mem_free(dev, mom);
     ds_model_mem_free(dev, vel);

@@ -826,7 +826,7 @@ int ds_train(const ds_train_opts *o) {
     lo.seq_denom = (double)(A * B);
 
     char how[256];
-    double peak = ds_backend_peak_flops(o->device, ds_threads(), how, sizeof how) * P;
+    double peak = ds_backend_peak_flops_prec(o->device, o->precision, ds_threads(), how, sizeof how) * P;
     double step_flops = 3.0 * ds_model_forward_flops(&m, B, T, mtp) * (double)A;
     ds_param_counts pc;
     ds_layout_count(&pc, &m.layout, c);

@@ -86,6 +86,10 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
     p->major = 9, p->minor = 0, p->multiProcessorCount = 1;
     return cudaSuccess;
 }
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
+    *v = a == cudaDevAttrClockRate ? 1000000 : 0; /* kHz: 1 GHz */
+    return cudaSuccess;
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { *s = nullptr; return cudaSuccess; }
 /* fresh memory is NaN-filled, so a read of an unwritten value shows */
 cudaError_t cudaMalloc(void **p, size_t n) {

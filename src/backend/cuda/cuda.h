@@ -37,6 +37,11 @@ int ds_cuda_built(void);               /* 1 when compiled with nvcc */
 int ds_cuda_init(void);
 const struct ds_ops *ds_cuda_table(int precision);
 const char *ds_cuda_device_name(void); /* "NVIDIA H200 (sm_90, 132 SMs)"; "" before init */
+/* The dense peak FLOP/s of the unit that runs a GEMM of this training
+ * precision (DS_PREC_FP32: CUDA cores, TF32 off; BF16 and FP8: tensor cores):
+ * SMs x FLOP per clock per SM (known for sm_80 and sm_90) x the peak SM clock;
+ * 0 when unknown or before init.  how: a line saying so. */
+double ds_cuda_peak_flops(int precision, char *how, size_t cap);
 
 void *ds_cuda_alloc(size_t bytes);     /* NULL + ds_err on failure; 256-byte aligned */
 void ds_cuda_free(void *p);

@@ -14,6 +14,10 @@ const struct ds_ops *ds_cuda_table(int precision) {
     return NULL;
 }
 const char *ds_cuda_device_name(void) { return ""; }
+double ds_cuda_peak_flops(int precision, char *how, size_t cap) {
+    (void)precision, (void)how, (void)cap;
+    return 0;
+}
 void *ds_cuda_alloc(size_t bytes) {
     (void)bytes;
     ds_err("cuda alloc: this dsv3 was built without CUDA");

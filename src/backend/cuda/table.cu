@@ -116,6 +116,28 @@ extern "C" int ds_cuda_init(void) {
 
 extern "C" const char *ds_cuda_device_name(void) { return g_cu.ok ? g_cu.name : ""; }
 
+extern "C" double ds_cuda_peak_flops(int precision, char *how, size_t cap) {
+    if (!g_cu.ok) return 0;
+    int khz = 0;
+    if (cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, g_cu.device) != cudaSuccess || khz <= 0) return 0;
+    const int cc = g_cu.prop.major * 10 + g_cu.prop.minor;
+    /* dense FLOP per clock per SM: FP32 FMA on the CUDA cores; BF16 and FP8 MMA
+     * (Hopper: 989 BF16 TFLOPS = 132 SMs x 4096 x 1.83 GHz on the datasheet) */
+    double f32 = 0, b16 = 0, f8 = 0;
+    if (cc == 90) f32 = 256, b16 = 4096, f8 = 8192;
+    else if (cc == 80) f32 = 128, b16 = 2048, f8 = 0;
+    double per = precision == DS_PREC_FP8 ? (f8 > 0 ? f8 : b16) : precision == DS_PREC_BF16 ? b16 : f32;
+    if (per <= 0) return 0;
+    double peak = (double)g_cu.prop.multiProcessorCount * per * (double)khz * 1e3;
+    if (how)
+        snprintf(how, cap, "%s: %d SMs x %.0f FLOP/clock (%s) x %.2f GHz (the peak SM clock)", g_cu.prop.name,
+                 g_cu.prop.multiProcessorCount, per,
+                 precision == DS_PREC_FP32 ? "FP32, CUDA cores" : precision == DS_PREC_BF16 ? "BF16, tensor cores"
+                                                                                           : "FP8, tensor cores",
+                 khz * 1e-6);
+    return peak;
+}
+
 void ds_cu_bind(void) {
     static thread_local int bound = -1;
     if (g_cu.ok && bound != g_cu.device) {
