@@ -254,14 +254,35 @@ uint64_t ds_rng_u64(ds_rng *r) {
 
 double ds_rng_uniform(ds_rng *r) { return (ds_rng_u64(r) >> 11) * 0x1.0p-53; }
 
-float ds_rng_normal(ds_rng *r) {
-    double u1 = ds_rng_uniform(r), u2 = ds_rng_uniform(r);
+/* Box-Muller on two uniforms (no sum in it: no FMA contraction can make two
+ * call sites differ) */
+static inline float box_muller(double u1, double u2) {
     if (u1 < 1e-300) u1 = 1e-300;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+float ds_rng_normal(ds_rng *r) {
+    double u1 = ds_rng_uniform(r), u2 = ds_rng_uniform(r);
+    return box_muller(u1, u2);
+}
+
+/* The same values as n calls of ds_rng_normal: the uniforms are drawn in
+ * order, a chunk at a time, and the chunk's log/cos (most of the time: a
+ * 1B-parameter model's initialisation) run on the OpenMP threads. */
 void ds_rng_fill_normal(ds_rng *r, float *x, int64_t n, float std) {
-    for (int64_t i = 0; i < n; i++) x[i] = std * ds_rng_normal(r);
+    enum { CH = 1 << 16 };
+    if (n < CH) {
+        for (int64_t i = 0; i < n; i++) x[i] = std * ds_rng_normal(r);
+        return;
+    }
+    double *u = ds_malloc(2 * (size_t)CH * sizeof(double));
+    for (int64_t i0 = 0; i0 < n; i0 += CH) {
+        const int64_t m = n - i0 < CH ? n - i0 : CH;
+        for (int64_t j = 0; j < 2 * m; j++) u[j] = ds_rng_uniform(r);
+#pragma omp parallel for schedule(static)
+        for (int64_t j = 0; j < m; j++) x[i0 + j] = std * box_muller(u[2 * j], u[2 * j + 1]);
+    }
+    free(u);
 }
 
 void ds_fill_f32(float *x, int64_t n, float v) {
