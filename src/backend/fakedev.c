@@ -81,7 +81,11 @@ static void fd_free(void *p) {
     pthread_mutex_unlock(&mu);
 }
 
-static int in_span(const void *p);
+/* p is memory this table handed out */
+static int in_span(const void *p) {
+    const unsigned char *q = p;
+    return base && q >= base && q < base + used;
+}
 /* the copies check their direction, as a device's copy engine does: h2d
  * from host to this table's memory, d2h back, d2d within it */
 static void need_side(const void *p, int dev, const char *what, const char *which) {
@@ -135,10 +139,6 @@ static const struct { const char *entry; unsigned mask; } host_operands[] = {
     {"cross_entropy", 1u << 2},                /* the count of counted rows */
     {"rope_tables", 1u << 2},                  /* inverse frequencies (host), tables into device memory */
 };
-static int in_span(const void *p) {
-    const unsigned char *q = p;
-    return base && q >= base && q < base + used;
-}
 static void operand(const char *entry, int i, const void *p) {
     if (!p || in_span(p)) return;
     for (size_t k = 0; k < sizeof host_operands / sizeof host_operands[0]; k++)
@@ -308,8 +308,7 @@ V(argmax_rows, (int32_t *o, const float *x, int64_t N, int64_t V), (o, x, N, V))
 /* the sampler's [dev] operands must be this table's memory (a host buffer
  * passed here would be one a real device cannot reach) */
 static void need_dev(const void *p, const char *what) {
-    const unsigned char *q = p;
-    if (!(base && q >= base && q < base + used)) {
+    if (!in_span(p)) {
         fprintf(stderr, "fakedev: %s: %p is not device memory\n", what, p);
         abort();
     }

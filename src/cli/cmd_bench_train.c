@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "io/json.h"
 #include "model/backward.h"
 #include "model/model.h"
 #include "model/presets.h"
@@ -117,15 +118,17 @@ static int run(int argc, char **argv) {
     /* MFU against the device's peak for this precision (a GPU's own on cuda) */
     char peak_how[256] = "";
     double peak = ds_backend_peak_flops_prec(device, precision, ds_threads(), peak_how, sizeof peak_how);
-    for (char *q = peak_how; *q; q++)
-        if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20) *q = '\'';
+    ds_sbuf hj = {0};
+    ds_json_put_string(&hj, peak_how);
+    char *peak_j = ds_sbuf_take(&hj);
     double step_flops = 3.0 * ds_model_forward_flops(&m, B, T, 0);
     printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"fp8_cache\": %d, \"bf16_moments\": %d, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
            "\"optimizer_s\": %.6f, \"cpu_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g, "
-           "\"mfu\": %.5f, \"peak\": \"%s\", \"blas\": \"%s\", \"blas_narrow\": %d, %s}\n",
+           "\"mfu\": %.5f, \"peak\": %s, \"blas\": \"%s\", \"blas_narrow\": %d, %s}\n",
            prec, cache, m16, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, csum / iters, loss,
-           step_flops, peak, peak > 0 ? step_flops / best / peak : 0.0, peak_how, blas, narrow, memj);
+           step_flops, peak, peak > 0 ? step_flops / best / peak : 0.0, peak_j, blas, narrow, memj);
+    free(peak_j);
     free(ids);
     ds_model_mem_free(dev, mom);
     ds_model_mem_free(dev, vel);
