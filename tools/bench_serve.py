@@ -23,8 +23,13 @@ import urllib.request
 
 
 def metrics(url):
+    """the server's /metrics as {name: value}; {} when it cannot be read"""
     out = {}
-    for line in urllib.request.urlopen(url + "/metrics", timeout=60).read().decode().splitlines():
+    try:
+        text = urllib.request.urlopen(url + "/metrics", timeout=60).read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
         if line and not line.startswith("#"):
             k, v = line.rsplit(" ", 1)
             out[k] = float(v)
@@ -40,6 +45,17 @@ def post(url, body):
 def prompts(c, seq, vocab, seed=0):
     rnd = random.Random(seed)
     return [[rnd.randrange(vocab) for _ in range(seq)] for _ in range(c)]
+
+
+def run_clients(c, one):
+    """c threads calling one(i) at once; the round's wall seconds"""
+    t0 = time.perf_counter()
+    th = [threading.Thread(target=one, args=(i,)) for i in range(c)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    return time.perf_counter() - t0
 
 
 def quantile(d, q):
@@ -68,13 +84,7 @@ def round_dsv3(url, label, c, ps, new):
         r = post(url, {"prompt": ps[i], "max_tokens": new, "temperature": 0, "ignore_eos": True})
         got[i] = r["usage"]["completion_tokens"]
 
-    t0 = time.perf_counter()
-    th = [threading.Thread(target=one, args=(i,)) for i in range(c)]
-    for t in th:
-        t.start()
-    for t in th:
-        t.join()
-    dt = time.perf_counter() - t0
+    dt = run_clients(c, one)
     m1 = metrics(url)
     d = {k: m1.get(k, 0) - m0.get(k, 0) for k in m1}
     n = d["dsv3_time_to_first_token_seconds_count"]

@@ -13,29 +13,13 @@ Usage: python3 tools/bench_serve_llamacpp.py --url http://127.0.0.1:PORT --conc 
 """
 import argparse
 import json
-import random
+import os
 import sys
-import threading
 import time
 import urllib.request
 
-
-def metrics(url):
-    out = {}
-    try:
-        text = urllib.request.urlopen(url + "/metrics", timeout=60).read().decode()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
-
-
-def prompts(c, seq, vocab, seed=0):
-    rnd = random.Random(seed)
-    return [[rnd.randrange(vocab) for _ in range(seq)] for _ in range(c)]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_serve import metrics, prompts, run_clients  # noqa: E402  (the same prompts and rounds)
 
 
 def stream(url, body):
@@ -81,13 +65,7 @@ def main():
             got[i], ttft[i] = stream(a.url, {"prompt": ps[i], "max_tokens": a.new, "temperature": 0,
                                              "ignore_eos": True, "cache_prompt": False})
 
-        t0 = time.perf_counter()
-        th = [threading.Thread(target=one, args=(i,)) for i in range(c)]
-        for t in th:
-            t.start()
-        for t in th:
-            t.join()
-        dt = time.perf_counter() - t0
+        dt = run_clients(c, one)
         m1 = metrics(a.url)
         calls = m1.get("llamacpp:n_decode_total", 0) - m0.get("llamacpp:n_decode_total", 0)
         print(json.dumps({"impl": "llama.cpp-server", "concurrency": c, "tokens": sum(got), "seconds": dt,
