@@ -96,7 +96,8 @@ def test_bench():
         ok = rc == 0 and len(line) == 1
         if ok:
             j = json.loads(line[0])
-            ok = set(j) == {"impl", "tokens_per_s", "seconds_per_iter", "threads", "batch", "seq"} and j["tokens_per_s"] > 0
+            ok = (set(j) == {"impl", "tokens_per_s", "seconds_per_iter", "threads", "batch", "seq", "device"}
+                  and j["tokens_per_s"] > 0 and j["device"] == "cpu")
         check(ok, f"{tool} prints one JSON line")
         rc, out = run(os.path.join(HERE, tool), "--config", cfg, "--batch", "0")
         check(rc != 0, f"{tool} rejects --batch 0")
