@@ -53,35 +53,27 @@ __global__ void k_rmsnorm_bwd_dx(float *dinp, float *rs, const float *dout, cons
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dx[c] += r * (w[c] * dy[c] - x[c] * r * dot);
 }
 
-/* dw[c] += Σ_n dy·x·r over rows in order (thread per column: the CPU's order) */
-__global__ void k_rmsnorm_bwd_dw(float *dw, const float *dout, const float *inp, const float *rs, int64_t N, int64_t C,
-                                 int64_t ld_dout, int64_t ld_in) {
-    GRID_STRIDE(c, C) {
-        float acc = 0;
-        for (int64_t n = 0; n < N; n++) acc += dout[n * ld_dout + c] * inp[n * ld_in + c] * rs[n];
-        dw[c] += acc;
-    }
-}
-/* Many rows: a thread per column walks them all, C threads for N·C work
- * (a few warps on a GPU of 132 SMs).  Instead the rows go in chunks of
- * DW_CHUNK, a thread per (chunk, column) sums its chunk in row order into
- * part[j*C + c], then a thread per column adds the chunks in order: a fixed
- * order for any launch (deterministic), the CPU's sum regrouped by chunk. */
+/* dw[c] += Σ_n dy·x·r.  The rows go in chunks of `chunk`: a thread per
+ * (chunk, column) sums its chunk in row order into part[j*C + c], then a
+ * thread per column adds the chunks in order (k_col_chunks_add) — a fixed
+ * order for any launch.  Up to 256 rows one chunk holds them all (the CPU's
+ * order and bits); beyond, chunks of 64 rows: a thread per column over every
+ * row would be C threads for N·C work, a few warps on a GPU of 132 SMs. */
 constexpr int64_t DW_CHUNK = 64;
 __global__ void k_rmsnorm_bwd_dw_part(float *part, const float *dout, const float *inp, const float *rs, int64_t N,
-                                      int64_t C, int64_t ld_dout, int64_t ld_in) {
-    int64_t NC = (N + DW_CHUNK - 1) / DW_CHUNK;
+                                      int64_t C, int64_t ld_dout, int64_t ld_in, int64_t chunk) {
+    int64_t NC = (N + chunk - 1) / chunk;
     GRID_STRIDE(i, NC * C) {
-        int64_t j = i / C, c = i % C, n1 = (j + 1) * DW_CHUNK < N ? (j + 1) * DW_CHUNK : N;
+        int64_t j = i / C, c = i % C, n1 = (j + 1) * chunk < N ? (j + 1) * chunk : N;
         float acc = 0;
-        for (int64_t n = j * DW_CHUNK; n < n1; n++) acc += dout[n * ld_dout + c] * inp[n * ld_in + c] * rs[n];
+        for (int64_t n = j * chunk; n < n1; n++) acc += dout[n * ld_dout + c] * inp[n * ld_in + c] * rs[n];
         part[i] = acc;
     }
 }
 __global__ void k_col_chunks_add(float *dw, const float *part, int64_t NC, int64_t C) {
     GRID_STRIDE(c, C) {
-        float acc = 0;
-        for (int64_t j = 0; j < NC; j++) acc += part[j * C + c];
+        float acc = part[c]; /* one chunk: exactly the row-order sum */
+        for (int64_t j = 1; j < NC; j++) acc += part[j * C + c];
         dw[c] += acc;
     }
 }
@@ -106,14 +98,11 @@ extern "C" void ds_cu_rmsnorm_backward(float *dinp, float *dw, const float *dout
     k_rmsnorm_bwd_dx<<<(unsigned)N, row_threads(C), 0, g_cu.stream>>>(dinp, rs, dout, inp, w, rstd, C, ld_din,
                                                                       ld_dout, ld_in, eps);
     CU_LAUNCHED();
-    if (dw && N <= 4 * DW_CHUNK) {
-        k_rmsnorm_bwd_dw<<<ds_cu_blocks(C, 128), 128, 0, g_cu.stream>>>(dw, dout, inp, rs, N, C, ld_dout, ld_in);
-        CU_LAUNCHED();
-    } else if (dw) {
-        int64_t NC = (N + DW_CHUNK - 1) / DW_CHUNK;
+    if (dw) {
+        int64_t chunk = N <= 4 * DW_CHUNK ? N : DW_CHUNK, NC = (N + chunk - 1) / chunk;
         float *part = (float *)ds_cu_scratch(SCR_A, (size_t)(NC * C) * sizeof(float));
         k_rmsnorm_bwd_dw_part<<<ds_cu_blocks(NC * C, 256), 256, 0, g_cu.stream>>>(part, dout, inp, rs, N, C, ld_dout,
-                                                                                  ld_in);
+                                                                                  ld_in, chunk);
         CU_LAUNCHED();
         k_col_chunks_add<<<ds_cu_blocks(C, 128), 128, 0, g_cu.stream>>>(dw, part, NC, C);
         CU_LAUNCHED();
