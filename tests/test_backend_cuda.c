@@ -1001,6 +1001,22 @@ TEST(cuda_model_logits_grads_vs_cpu) {
     }
 }
 
+/* b (device-resident, its logits and gradients read back through mem) against
+ * the CPU's a over `rows` token rows: logits within 1e-5 and every gradient
+ * within 1e-4 (largest difference over the largest magnitude), the loss
+ * within 1e-5 */
+static void check_resident_fp32(const run *a, const run *b, const struct ds_ops *mem, int64_t rows, const char *what) {
+    int64_t nl = rows * a->m.cfg.vocab_size, ng = a->m.layout.total;
+    float *lg = ds_malloc((size_t)nl * sizeof(float)), *gg = ds_malloc((size_t)ng * sizeof(float));
+    mem->copy_d2h(lg, b->a.logits, (size_t)nl * sizeof(float));
+    mem->copy_d2h(gg, b->g.g, (size_t)ng * sizeof(float));
+    double el = ds_test_max_rel(lg, a->a.logits, (size_t)nl, 1e-30), eg = ds_test_max_rel(gg, a->g.g, (size_t)ng, 1e-30);
+    double ls = fabs(b->t.loss - a->t.loss) / fabs(a->t.loss);
+    fprintf(stderr, "  %s: logits %.3g, gradients %.3g, loss %.3g relative to the CPU\n", what, el, eg, ls);
+    CHECK_MSG(el < 1e-5 && eg < 1e-4 && ls < 1e-5, "%s: logits %.3g gradients %.3g loss %.3g", what, el, eg, ls);
+    free(lg), free(gg);
+}
+
 /* The device-resident table (ds_backend_table_resident: the CUDA table itself,
  * host_visible 0): the model, arenas and gradients in device memory, FP32 —
  * logits and gradients (read back with copy_d2h) against the host model on
@@ -1016,15 +1032,7 @@ TEST(cuda_model_resident_vs_cpu) {
     run_model(&a, &cpu, 45);
     run_model_on(&b, &gpu, 45, mem);
     TEST_RETURN_IF_FAILED();
-    int64_t nl = 2 * 45 * a.m.cfg.vocab_size, ng = a.m.layout.total;
-    float *lg = ds_malloc((size_t)nl * sizeof(float)), *gg = ds_malloc((size_t)ng * sizeof(float));
-    mem->copy_d2h(lg, b.a.logits, (size_t)nl * sizeof(float));
-    mem->copy_d2h(gg, b.g.g, (size_t)ng * sizeof(float));
-    double el = ds_test_max_rel(lg, a.a.logits, (size_t)nl, 1e-30), eg = ds_test_max_rel(gg, a.g.g, (size_t)ng, 1e-30);
-    double ls = fabs(b.t.loss - a.t.loss) / fabs(a.t.loss);
-    fprintf(stderr, "  resident fp32: logits %.3g, gradients %.3g, loss %.3g relative to the CPU\n", el, eg, ls);
-    CHECK_MSG(el < 1e-5 && eg < 1e-4 && ls < 1e-5, "resident fp32: logits %.3g gradients %.3g loss %.3g", el, eg, ls);
-    free(lg), free(gg);
+    check_resident_fp32(&a, &b, mem, 2 * 45, "resident fp32");
     run_free(&a), run_free(&b);
 }
 
@@ -1065,15 +1073,7 @@ TEST(cuda_model_small_vs_cpu) {
     run_model_cfg(&a, "small", 1, &cpu, T, NULL);
     run_model_cfg(&b, "small", 1, &gpu, T, mem);
     TEST_RETURN_IF_FAILED();
-    int64_t nl = T * a.m.cfg.vocab_size, ng = a.m.layout.total;
-    float *lg = ds_malloc((size_t)nl * sizeof(float)), *gg = ds_malloc((size_t)ng * sizeof(float));
-    mem->copy_d2h(lg, b.a.logits, (size_t)nl * sizeof(float));
-    mem->copy_d2h(gg, b.g.g, (size_t)ng * sizeof(float));
-    double el = ds_test_max_rel(lg, a.a.logits, (size_t)nl, 1e-30), eg = ds_test_max_rel(gg, a.g.g, (size_t)ng, 1e-30);
-    double ls = fabs(b.t.loss - a.t.loss) / fabs(a.t.loss);
-    fprintf(stderr, "  small fp32: logits %.3g, gradients %.3g, loss %.3g relative to the CPU\n", el, eg, ls);
-    CHECK_MSG(el < 1e-5 && eg < 1e-4 && ls < 1e-5, "small fp32: logits %.3g gradients %.3g loss %.3g", el, eg, ls);
-    free(lg), free(gg);
+    check_resident_fp32(&a, &b, mem, T, "small fp32");
     run_free(&a), run_free(&b);
 }
 
