@@ -130,4 +130,39 @@ static void check_same_training(const run_log *a, const run_log *b, int from, in
     fprintf(stderr, "  %s: %d steps, worst loss difference %.2g relative\n", what, n - from, worst);
 }
 
+/* A run of `steps` steps on 2 processes (`args`: its parallel options)
+ * against one stopped after `stop` steps and resumed twice: on 2 processes
+ * with `resume_args`, where the checkpoint files equal the unstopped run's
+ * (`on2` names it in messages), and in one process, where the losses are
+ * within 1e-5 of the unstopped run's from step `from` and the loads equal
+ * (`on1`).  Under d: full, part, part1. */
+static void check_resume_2_and_1(const char *d, const char *args, const char *resume_args, int steps, int stop,
+                                 int from, const char *on2, const char *on1) {
+    char out[16384];
+    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/full --steps %d --batch 4 %s 2>&1",
+                        120, 2, d, d, steps, args);
+    CHECK_MSG(rc == 0, "%s", out);
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/part --steps %d --batch 4 %s "
+                    "--stop-after %d 2>&1 && cp -r %s/part %s/part1", 120, 2, d, d, steps, args, stop, d, d);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --data %s/data --resume %s/part %s 2>&1", 120, 2, d, d,
+                    resume_args);
+    CHECK_MSG(rc == 0, "%s: %s", on2, out);
+    rc = ds_test_sh(out, sizeof out, "$DSV3 --threads 1 train --data %s/data --resume %s/part1 2>&1", d, d);
+    CHECK_MSG(rc == 0, "%s: %s", on1, out);
+    TEST_RETURN_IF_FAILED();
+    for (int f = 0; f < 2; f++) {
+        const char *file = f ? "train_state.safetensors" : "model.safetensors";
+        rc = ds_test_sh(out, sizeof out, "cmp %s/full/ckpt-%d/%s %s/part/ckpt-%d/%s", d, steps, file, d, steps, file);
+        CHECK_MSG(rc == 0, "%s: %s differs: %s", on2, file, out);
+    }
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/full", d);
+    snprintf(b, sizeof b, "%s/part1", d);
+    run_log la, lb;
+    CHECK(read_log(a, &la) == 0 && read_log(b, &lb) == 0);
+    check_same_training(&la, &lb, from, steps, 1e-5, on1);
+}
+
 #endif

@@ -121,30 +121,7 @@ TEST(dp_resume_np2_np2_and_np1) {
     NEED_MPI();
     const char *d = dist_data();
     if (!d) { CHECK(0); return; }
-    char out[16384];
-    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/full --steps 12 --batch 4 --save-every 6 2>&1",
-                        120, 2, d, d);
-    CHECK_MSG(rc == 0, "%s", out);
-    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/part --steps 12 --batch 4 --save-every 6 --stop-after 6 2>&1",
-                    120, 2, d, d);
-    CHECK_MSG(rc == 0, "%s", out);
-    rc = ds_test_sh(out, sizeof out, "cp -r %s/part %s/part1", d, d);
-    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --data %s/data --resume %s/part 2>&1", 120, 2, d, d);
-    CHECK_MSG(rc == 0, "resume on 2: %s", out);
-    rc = ds_test_sh(out, sizeof out, "$DSV3 --threads 1 train --data %s/data --resume %s/part1 2>&1", d, d);
-    CHECK_MSG(rc == 0, "resume on 1: %s", out);
-    TEST_RETURN_IF_FAILED();
-    for (int f = 0; f < 2; f++) {
-        const char *file = f ? "train_state.safetensors" : "model.safetensors";
-        rc = ds_test_sh(out, sizeof out, "cmp %s/full/ckpt-12/%s %s/part/ckpt-12/%s", d, file, d, file);
-        CHECK_MSG(rc == 0, "resume on 2 processes: %s differs: %s", file, out);
-    }
-    char a[600], b[600];
-    snprintf(a, sizeof a, "%s/full", d);
-    snprintf(b, sizeof b, "%s/part1", d);
-    run_log la, lb;
-    CHECK(read_log(a, &la) == 0 && read_log(b, &lb) == 0);
-    check_same_training(&la, &lb, 0, 12, 1e-5, "saved on 2, resumed on 1");
+    check_resume_2_and_1(d, "--save-every 6", "", 12, 6, 0, "resume on 2 processes", "saved on 2, resumed on 1");
 }
 
 /* a process killed in the middle of a step: the job ends non-zero within

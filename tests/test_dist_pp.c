@@ -199,30 +199,8 @@ TEST(pp_resume_pp2_and_one_process) {
     NEED_MPI();
     const char *d = dist_data();
     if (!d) { CHECK(0); return; }
-    char out[16384];
-    int rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/full --steps 10 --batch 4 --pp 2 --micro-batches 2 2>&1",
-                        120, 2, d, d);
-    CHECK_MSG(rc == 0, "%s", out);
-    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 " TRAIN_ARGS " --data %s/data --out %s/part --steps 10 --batch 4 --pp 2 --micro-batches 2 "
-                    "--stop-after 5 2>&1 && cp -r %s/part %s/part1", 120, 2, d, d, d, d);
-    CHECK_MSG(rc == 0, "%s", out);
-    TEST_RETURN_IF_FAILED();
-    rc = ds_test_sh(out, sizeof out, MPIRUN "$DSV3 --threads 1 train --data %s/data --resume %s/part --pp 2 --micro-batches 2 2>&1", 120, 2, d, d);
-    CHECK_MSG(rc == 0, "resume at PP 2: %s", out);
-    rc = ds_test_sh(out, sizeof out, "$DSV3 --threads 1 train --data %s/data --resume %s/part1 2>&1", d, d);
-    CHECK_MSG(rc == 0, "resume in one process: %s", out);
-    TEST_RETURN_IF_FAILED();
-    for (int f = 0; f < 2; f++) {
-        const char *file = f ? "train_state.safetensors" : "model.safetensors";
-        rc = ds_test_sh(out, sizeof out, "cmp %s/full/ckpt-10/%s %s/part/ckpt-10/%s", d, file, d, file);
-        CHECK_MSG(rc == 0, "resume at PP 2: %s differs: %s", file, out);
-    }
-    char a[600], b[600];
-    snprintf(a, sizeof a, "%s/full", d);
-    snprintf(b, sizeof b, "%s/part1", d);
-    run_log la, lb;
-    CHECK(read_log(a, &la) == 0 && read_log(b, &lb) == 0);
-    check_same_training(&la, &lb, 5, 10, 1e-5, "saved at PP 2, resumed in one process");
+    check_resume_2_and_1(d, "--pp 2 --micro-batches 2", "--pp 2 --micro-batches 2", 10, 5, 5, "resume at PP 2",
+                         "saved at PP 2, resumed in one process");
 }
 
 /* a stage's process killed in the middle of a step (stage 1, then stage 0):
