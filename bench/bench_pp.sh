@@ -33,7 +33,7 @@ one=$("$BIN" --threads 2 $A --out "$tmp/r1" 2>&1)
 dp=$(timeout 600 mpirun --oversubscribe -np 2 "$BIN" --threads 1 $A --out "$tmp/r2" 2>&1)
 pp="" skip="" plan=""
 if ! "$BIN" train --help 2>&1 | grep -q -- '^ *--pp '; then
-  skip="this dsv3's train has no --pp (issue 18 not merged)"
+  skip="this dsv3's train has no --pp"
   echo "bench_pp: PP rows skipped: $skip"
 else
   pp=$(timeout 600 mpirun --oversubscribe -np 2 "$BIN" --threads 1 $A --out "$tmp/r3" --pp 2 --micro-batches "$MB" 2>&1) ||
