@@ -1,8 +1,9 @@
 /*
  * dist_test.h — what the many-processes tests share (test_dist.c,
  * test_dist_pp.c): the mpirun environment, the skip when MPI is unusable,
- * the word-salad corpus with its tokenizer and shards, and the step records
- * of a run's train_log.jsonl compared between two runs.
+ * the word-salad corpus with its tokenizer and shards, the step records
+ * of a run's train_log.jsonl compared between two runs, and two runs' saved
+ * models and checkpoints compared.
  */
 #ifndef DS_DIST_TEST_H
 #define DS_DIST_TEST_H
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "model/model.h"
 
 #include "test.h"
 
@@ -128,6 +130,27 @@ static void check_same_training(const run_log *a, const run_log *b, int from, in
         CHECK_MSG(!strcmp(a->load[k], b->load[k]), "%s: step %d loads differ:\n %s\n %s", what, k + 1, a->load[k], b->load[k]);
     }
     fprintf(stderr, "  %s: %d steps, worst loss difference %.2g relative\n", what, n - from, worst);
+}
+
+/* the router biases of two saved models exactly equal, the weights close */
+static void check_same_model(const char *r1, const char *r2, const char *what) {
+    char p1[700], p2[700];
+    snprintf(p1, sizeof p1, "%s/latest", r1);
+    snprintf(p2, sizeof p2, "%s/latest", r2);
+    ds_model m1, m2;
+    CHECK(ds_model_load(&m1, p1) == 0 && ds_model_load(&m2, p2) == 0);
+    TEST_RETURN_IF_FAILED();
+    int nb = 0;
+    for (int64_t l = 0; l < m1.nblocks; l++)
+        if (m1.blocks[l].router_bias) {
+            nb++;
+            CHECK_MSG(!memcmp(m1.blocks[l].router_bias, m2.blocks[l].router_bias,
+                              (size_t)m1.cfg.n_routed_experts * sizeof(float)), "%s: block %lld: router biases differ",
+                      what, (long long)l);
+        }
+    CHECK(nb > 0);
+    CHECK_MSG(ds_test_max_rel(m2.params, m1.params, (size_t)m1.layout.total, 1e-3) < 1e-4, "%s: weights differ", what);
+    ds_model_free(&m1), ds_model_free(&m2);
 }
 
 /* A run of `steps` steps on 2 processes (`args`: its parallel options)

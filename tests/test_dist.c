@@ -95,22 +95,7 @@ TEST(dp_train_np2_equals_one_process) {
         CHECK_MSG(b.grad_bytes[3] == 4.0 * (double)(N - n0) + 8 && b.param_bytes[3] == 4.0 * (double)n0,
                   "grad %.0f param %.0f bytes, N %lld n0 %lld", b.grad_bytes[3], b.param_bytes[3], N, n0);
         /* router biases: the same updates from the same global loads */
-        char p1[700], p2[700];
-        snprintf(p1, sizeof p1, "%s/latest", r1);
-        snprintf(p2, sizeof p2, "%s/latest", r2);
-        ds_model m1, m2;
-        CHECK(ds_model_load(&m1, p1) == 0 && ds_model_load(&m2, p2) == 0);
-        TEST_RETURN_IF_FAILED();
-        int nb = 0;
-        for (int64_t l = 0; l < m1.nblocks; l++)
-            if (m1.blocks[l].router_bias) {
-                nb++;
-                CHECK_MSG(!memcmp(m1.blocks[l].router_bias, m2.blocks[l].router_bias,
-                                  (size_t)m1.cfg.n_routed_experts * sizeof(float)), "block %lld: router biases differ", (long long)l);
-            }
-        CHECK(nb > 0);
-        CHECK(ds_test_max_rel(m2.params, m1.params, (size_t)m1.layout.total, 1e-3) < 1e-4);
-        ds_model_free(&m1), ds_model_free(&m2);
+        check_same_model(r1, r2, "2 processes against one");
     }
 }
 

@@ -18,27 +18,6 @@
 #include "test.h"
 #include "dist_test.h"
 
-/* the router biases of two saved models exactly equal, the weights close */
-static void check_same_model(const char *r1, const char *r2, const char *what) {
-    char p1[700], p2[700];
-    snprintf(p1, sizeof p1, "%s/latest", r1);
-    snprintf(p2, sizeof p2, "%s/latest", r2);
-    ds_model m1, m2;
-    CHECK(ds_model_load(&m1, p1) == 0 && ds_model_load(&m2, p2) == 0);
-    TEST_RETURN_IF_FAILED();
-    int nb = 0;
-    for (int64_t l = 0; l < m1.nblocks; l++)
-        if (m1.blocks[l].router_bias) {
-            nb++;
-            CHECK_MSG(!memcmp(m1.blocks[l].router_bias, m2.blocks[l].router_bias,
-                              (size_t)m1.cfg.n_routed_experts * sizeof(float)), "%s: block %lld: router biases differ",
-                      what, (long long)l);
-        }
-    CHECK(nb > 0);
-    CHECK_MSG(ds_test_max_rel(m2.params, m1.params, (size_t)m1.layout.total, 1e-3) < 1e-4, "%s: weights differ", what);
-    ds_model_free(&m1), ds_model_free(&m2);
-}
-
 /* one activation set of `stage` as the trainer printed it: "pipeline stage
  * s of S: layers a..b ..., K of M micro-batches ...: activation arenas X
  * bytes = K x Y (all M would take Z)" */
