@@ -30,7 +30,7 @@ PIQA=$SHARED/data/llm_foundry_icl/piqa.jsonl
 [ -x "$BIN" ] || { echo "bench_eval: build ./dsv3 first (make)"; exit 1; }
 [ -f "$PIQA" ] || { echo "bench_eval: $PIQA not found, skipped"; exit 0; }
 mkdir -p bench/results
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=10000  # both sides: see bench_generate.sh
 if [ ! -f "$DIR/model.safetensors" ] || [ ! -f "$DIR/tokenizer.json" ]; then
   rm -rf "$DIR"
   "$BIN" init --config small --out "$DIR" >/dev/null 2>&1

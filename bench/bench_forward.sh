@@ -19,8 +19,7 @@ PIT=${BENCH_PEER_ITERS:-3}
 BIN=./dsv3
 [ -x "$BIN" ] || { echo "bench_forward: build ./dsv3 first (make)"; exit 1; }
 mkdir -p bench/results
-# both sides with sleeping (not spinning) idle OpenMP threads, as dsv3 sets by default
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=10000  # both sides: see bench_generate.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$BIN" init --config small --out "$tmp/small" --config-only

@@ -17,7 +17,7 @@ T=${BENCH_T:-256}
 P=${BENCH_PROMPT:-32}
 NEW=${BENCH_NEW:-32}
 THREADS=${BENCH_THREADS:-"1 2"}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # see bench_generate.sh
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=10000  # both sides: see bench_generate.sh
 BIN=./dsv3
 [ -x "$BIN" ] || { echo "bench_fp8_infer: build ./dsv3 first (make)"; exit 1; }
 BUILD=${BUILD:-build}

@@ -11,15 +11,17 @@
 # speculative decoding is slower here; it pays off on a trained model.
 # Writes bench/results/generate.json.
 #   BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS ("1 <all cores>")
-# Both sides run with OMP_WAIT_POLICY=passive unless it is set: a decode step
-# is hundreds of short parallel regions, and on a shared, oversubscribed
-# machine spinning OpenMP workers made both dsv3 and torch 20x slower at 2
-# threads (measured 1.3 vs 26 tokens/s for dsv3 under load average 7).
+# Both sides wait the way dsv3 picks on an idle machine (src/cli/main.c): an
+# idle OpenMP worker spins a bounded while (GOMP_SPINCOUNT=10000, ~0.1 ms)
+# before it sleeps, unless the caller set OMP_WAIT_POLICY or GOMP_SPINCOUNT.
+# A decode step is ~150 short parallel regions; sleeping at once made 2
+# threads slower than 1.  On a busy machine dsv3 itself sleeps at once, since a
+# spinning worker then waits on a descheduled peer; run the benches idle.
 set -eu
 cd "$(dirname "$0")/.."
 P=${BENCH_PROMPT:-32}
 NEW=${BENCH_NEW:-32}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=10000
 NP=$(nproc)
 THREADS=${BENCH_THREADS:-"1$([ "$NP" -gt 1 ] && echo " $NP")"}
 BIN=./dsv3

@@ -18,6 +18,8 @@ P=${BENCH_PROMPT:-32}
 NEW=${BENCH_NEW:-32}
 REPS=${BENCH_REPS:-5}
 TH=${BENCH_THREADS:-2}
+# the server sleeps its idle workers at once (both sides): the load-generating
+# clients run on the same cores, and spinning workers would take their time
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 BIN=./dsv3
 [ -x "$BIN" ] || { echo "bench_serve: build ./dsv3 first (make)"; exit 1; }

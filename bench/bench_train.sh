@@ -17,6 +17,7 @@
 #   FP32 step 1.3-2x slower).  The row "FP32 GEMM" names the kernel family used.
 set -eu
 [ "${BENCH_KEEP_BLAS_CORE:-0}" = 1 ] || unset OPENBLAS_CORETYPE
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=10000  # both sides: see bench_generate.sh
 cd "$(dirname "$0")/.."
 SHAPES=${BENCH_SHAPES:-"${BENCH_B:-1},${BENCH_T:-256} 8,512"}
 [ -n "${BENCH_B:-}" ] && SHAPES="${BENCH_B},${BENCH_T:-256}"

@@ -25,8 +25,9 @@
 # by the time limit resumes where it stopped on the next call.
 set -u
 # llama.cpp's CPU backend runs OpenMP threads: spinning workers are many times slower on a shared
-# machine, so passive waiting unless the caller chose (dsv3 does the same)
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# machine, so passive waiting unless the caller chose a policy or a spin count (the benches give
+# both sides dsv3's idle-machine choice, GOMP_SPINCOUNT=10000)
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export OMP_WAIT_POLICY=passive
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${DSV3_LLAMACPP_DIR:-$ROOT/../peer-llamacpp}
 PYVER=${LLAMACPP_PY_VERSION:-0.3.36}

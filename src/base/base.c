@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,10 +79,26 @@ void *ds_realloc_(void *q, size_t n, const char *file, int line) {
     return p;
 }
 
+/* Buffers of 4 MiB and more (parameters, gradients, moments, activation
+ * arenas) start on a 2 MiB boundary and ask for transparent huge pages before
+ * their first touch: the optimizer streams 7 arrays of the model's size and
+ * a GEMM packs big weights, and with 4 KiB pages each of those walks misses
+ * the TLB every 4 KiB.  Where THP is off (or "never") the advice is ignored. */
+#define DS_HUGE_MIN ((size_t)4 << 20)
+#define DS_HUGE_ALIGN ((size_t)2 << 20)
+
 void *ds_aligned_alloc_(size_t n, const char *file, int line) {
     size_t m = (n + 63) & ~(size_t)63;
     void *p = NULL;
-    if (posix_memalign(&p, 64, m ? m : 64) != 0) oom(n, file, line);
+    if (m >= DS_HUGE_MIN) {
+        m = (m + DS_HUGE_ALIGN - 1) & ~(DS_HUGE_ALIGN - 1);
+        if (posix_memalign(&p, DS_HUGE_ALIGN, m) != 0) oom(n, file, line);
+#ifdef MADV_HUGEPAGE
+        (void)madvise(p, m, MADV_HUGEPAGE);
+#endif
+    } else if (posix_memalign(&p, 64, m ? m : 64) != 0) {
+        oom(n, file, line);
+    }
     memset(p, 0, m ? m : 64);
     return p;
 }

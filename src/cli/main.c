@@ -2,9 +2,13 @@
  * main.c — the dsv3 binary: global options, then dispatch to a subcommand.
  *   dsv3 [--threads N] [--quiet|--verbose] <command> [options]
  */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include "cli/cli.h"
 
+#include <dirent.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,19 +51,100 @@ static void usage(FILE *f) {
     ds_cli_print_examples(f, "");
 }
 
+/* Runnable tasks on the machine outside this process group (a pipeline's
+ * other commands, often busy starting up for a moment, do not count), or -1
+ * if unknown.  /proc/loadavg's running count first; only when it shows
+ * others, the tasks' states in /proc/PID/task/TID/stat (a few ms). */
+static int others_running(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return -1;
+    double l1, l5, l15;
+    int run = 0, tot = 0;
+    int ok = fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &run, &tot) == 5;
+    fclose(f);
+    if (!ok || run < 1) return -1;
+    if (run == 1) return 0; /* this process */
+    DIR *proc = opendir("/proc");
+    if (!proc) return run - 1;
+    int n = 0, me = (int)getpid(), pgrp = (int)getpgrp();
+    struct dirent *pe;
+    while ((pe = readdir(proc))) {
+        int pid = atoi(pe->d_name);
+        if (pid <= 0 || pid == me) continue;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/task", pid);
+        DIR *tasks = opendir(path);
+        if (!tasks) continue;
+        struct dirent *te;
+        while ((te = readdir(tasks))) {
+            if (atoi(te->d_name) <= 0) continue;
+            char sp[96], buf[512];
+            snprintf(sp, sizeof sp, "/proc/%d/task/%s/stat", pid, te->d_name);
+            FILE *sf = fopen(sp, "r");
+            if (!sf) continue;
+            size_t len = fread(buf, 1, sizeof buf - 1, sf);
+            fclose(sf);
+            buf[len] = 0;
+            /* "pid (comm) S ppid pgrp ...": comm may hold spaces and ')' */
+            char *rp = strrchr(buf, ')');
+            char st = 0;
+            int ppid = 0, pg = 0;
+            if (rp && sscanf(rp + 1, " %c %d %d", &st, &ppid, &pg) == 3 && st == 'R' && pg != pgrp) n++;
+        }
+        closedir(tasks);
+    }
+    closedir(proc);
+    return n;
+}
+
+/* CPUs this process may run on (its affinity mask; online CPUs if unknown). */
+static int usable_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* The threads this run will use: --threads N before the command, else
+ * OMP_NUM_THREADS, else the CPUs this process may run on. */
+static int planned_threads(char **argv) {
+    for (int i = 1; argv[i] && argv[i][0] == '-'; i++)
+        if (!strcmp(argv[i], "--threads") && argv[i + 1]) return atoi(argv[i + 1]);
+    const char *e = getenv("OMP_NUM_THREADS");
+    if (e && atoi(e) > 0) return atoi(e);
+    return usable_cpus();
+}
+
 /* OpenBLAS reads OPENBLAS_CORETYPE once, when the library loads, so it must be
  * in the environment before exec.  Its DYNAMIC_ARCH detection does not know
  * every recent CPU and falls back to a slow generic kernel; pick a core type by
  * the instruction sets this CPU has, and re-exec once.  The same re-exec sets
- * OMP_WAIT_POLICY=PASSIVE (when unset): idle OpenMP threads sleep instead of
- * spinning, which on a machine shared with other jobs made the 2-thread
- * forward 6x faster (spinning threads wait on a descheduled peer at every
- * barrier); on an idle machine the cost is a futex wake-up per parallel region. */
+ * how idle OpenMP threads wait (when neither OMP_WAIT_POLICY nor
+ * GOMP_SPINCOUNT is set).  When this run's threads fit on the CPUs that no
+ * other task is running on, a worker spins a bounded while (GOMP_SPINCOUNT=
+ * 10000, tens of µs) before it sleeps: a decode step is ~150 short regions,
+ * and a futex wake-up for each made 2 threads slower than 1 (small, idle
+ * 2-core machine: 1 thread 262 tokens/s, 2 threads sleeping 250, spinning
+ * 332).  When the machine is busy, workers sleep at once
+ * (OMP_WAIT_POLICY=PASSIVE): a spinning thread that waits on a descheduled
+ * peer burns the core that peer needs (2 threads beside one busy job: 200
+ * tokens/s sleeping, 64 spinning). */
 static void select_openblas_core(char **argv) {
     if (getenv("DS_NO_REEXEC")) return;
     int reexec = 0;
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
+        int others = others_running(), th = planned_threads(argv);
+        char why[160];
+        if (th > 1 && others >= 0 && others + th <= usable_cpus()) {
+            setenv("GOMP_SPINCOUNT", "10000", 1);
+            snprintf(why, sizeof why, "spin, then sleep (GOMP_SPINCOUNT=10000): %d other task(s) running, %d threads, "
+                     "%d CPUs", others, th, usable_cpus());
+        } else {
+            setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+            snprintf(why, sizeof why, "sleep (OMP_WAIT_POLICY=PASSIVE): %d other task(s) running, %d threads, %d CPUs",
+                     others, th, usable_cpus());
+        }
+        setenv("DS_OMP_WAIT", why, 1);
         reexec = 1;
     }
 #ifdef DS_HAVE_OPENBLAS
@@ -131,6 +216,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (i >= argc) { usage(stderr); return 2; }
+    if (getenv("DS_OMP_WAIT")) ds_log(DS_LOG_DEBUG, "OpenMP workers wait: %s", getenv("DS_OMP_WAIT"));
     for (int c = 0; c < g_ncmds; c++)
         if (!strcmp(argv[i], g_cmds[c].name)) return g_cmds[c].fn(argc - i, argv + i);
     int n;

@@ -4,7 +4,7 @@
  *
  * The peak is measured, not computed from a nominal clock: every thread runs
  * independent FMA chains (12 on AVX-512 zmm, 10 on AVX2 ymm: enough to cover
- * the FMA latency on two pipes) for a few milliseconds, all threads at once
+ * the FMA latency on two pipes) for 1.5-3 ms, all threads at once (released by a barrier, timed from the first start to the last end)
  * (so all-core clocks count), best of 5; the result is cached per thread
  * count for the life of the process.  --peak-gflops (or DS_PEAK_GFLOPS)
  * replaces it.  On a machine shared with other jobs the measurement is low
