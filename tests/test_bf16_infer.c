@@ -161,7 +161,9 @@ TEST(bf16_resident_forward_equals_dequant) {
              * sit one more block deep, hence their larger spread) */
             CHECK_MSG(e1 < 1.5e-6 && e2 < 1.5e-6, "%.3e %.3e", e1, e2);
             CHECK_MSG(e3 < 4e-6 && e4 < 4e-6, "%.3e %.3e", e3, e4);
-            CHECK(e1 > 0); /* a different kernel ran */
+            /* (the resident path is asserted by the flags above; its logits may
+             * equal the FP32 model's bit for bit: with inner sizes <= 128 the
+             * BF16-weight GEMM and the FP32 few-row GEMM sum in the same order) */
         }
         free(cpu), free(rf), free(dq), free(dqr), free(mc), free(mr), free(mq), free(mqr);
         ds_model_free(&m);

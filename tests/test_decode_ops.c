@@ -280,6 +280,7 @@ TEST(decode_ops_sample_probs_pick) {
  * entries give each row the one-row GEMV kernels' bits, above that the
  * GEMM's; the ref table stays the scalar GEMM at every N. */
 #include "backend/cpu/gemv.h"
+#include "backend/cpu/smallm.h"
 #include "backend/cpu/kernels.h"
 #include "num/dtype.h"
 TEST(decode_ops_cpu_linears_take_gemv_for_few_rows) {
@@ -308,7 +309,7 @@ TEST(decode_ops_cpu_linears_take_gemv_for_few_rows) {
         const int rw = N <= DS_LINEAR_ROWWISE_MAX;
         ds_ops_cpu.matmul_forward(o1, x, w, b, N, C, OC);
         if (rw) for (int64_t i = 0; i < N; i++) ds_gemv_forward(o2 + i * OC, x + i * C, w, b, 1, C, OC);
-        else ds_matmul_forward(o2, x, w, b, N, C, OC);
+        else ds_matmul_forward_smallm(o2, x, w, b, N, C, OC); /* few-row FP32 GEMM up to DS_SMALLM_MAX_ROWS */
         CHECK_MSG(!memcmp(o1, o2, nb), "cpu matmul_forward N=%lld: not the %s", (long long)N, rw ? "row-wise GEMV" : "GEMM");
         ds_ops_cpu.linear_forward(o1, x, w, b, N, C, OC);
         CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_forward N=%lld", (long long)N);

@@ -12,6 +12,9 @@
 
 #include "base/base.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/backward.h"
+#include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/smallm.h"
 #include "test.h"
 
 static float *randn(ds_rng *r, int64_t n, float s) {
@@ -41,6 +44,50 @@ TEST(matmul_fast_and_blocked_match_ref) {
                       (long long)OC, bias, e2);
         }
         free(x), free(w), free(b), free(ref), free(fast), free(blk);
+    }
+}
+
+/* The few-row linears (smallm.c) against the double-accumulating references,
+ * on every ISA path, odd shapes (rows across the 6-row and 16/32-column tile
+ * edges, inner sizes not a multiple of 8), with and without bias / accumulate;
+ * and a row's result does not depend on the other rows (one FMA chain each). */
+TEST(matmul_smallm_forward_and_dinp_match_ref) {
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    const int64_t shapes[][3] = {{1, 5, 3}, {17, 64, 33}, {24, 77, 130}, {32, 512, 256}, {33, 256, 512},
+                                 {47, 129, 7}, {48, 8, 61}, {70, 100, 45}};
+    for (int isa = ds_cpu_isa_max(); isa >= DS_ISA_SCALAR; isa--) {
+        int prev = ds_cpu_isa_set(isa);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int64_t N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+            float *x = randn(&r, N * C, 1), *w = randn(&r, OC * C, 0.1f), *b = randn(&r, OC, 1);
+            float *dy = randn(&r, N * OC, 1), *d0 = randn(&r, N * C, 1);
+            float *ref = ds_malloc((size_t)(N * OC) * 4), *got = ds_malloc((size_t)(N * OC) * 4);
+            float *dref = ds_malloc((size_t)(N * C) * 4), *dgot = ds_malloc((size_t)(N * C) * 4);
+            for (int bias = 0; bias < 2; bias++) {
+                ds_matmul_forward_ref(ref, x, w, bias ? b : NULL, N, C, OC);
+                ds_matmul_forward_smallm(got, x, w, bias ? b : NULL, N, C, OC);
+                double e = ds_test_max_rel(got, ref, (size_t)(N * OC), 1e-6);
+                CHECK_MSG(e < 1e-5, "%s forward N=%lld C=%lld OC=%lld bias=%d err %.3g", ds_cpu_isa_name(isa),
+                          (long long)N, (long long)C, (long long)OC, bias, e);
+            }
+            /* the last row alone gives the same bits as inside the batch */
+            float *one = ds_malloc((size_t)OC * 4);
+            ds_matmul_forward_smallm(one, x + (N - 1) * C, w, b, 1, C, OC);
+            ds_matmul_forward_smallm(got, x, w, b, N, C, OC);
+            CHECK_MSG(!memcmp(one, got + (N - 1) * OC, (size_t)OC * 4), "%s forward N=%lld: row depends on the batch",
+                      ds_cpu_isa_name(isa), (long long)N);
+            for (int acc = 0; acc < 2; acc++) {
+                memcpy(dref, d0, (size_t)(N * C) * 4), memcpy(dgot, d0, (size_t)(N * C) * 4);
+                ds_matmul_backward_ref(dref, NULL, NULL, dy, x, w, N, C, OC, acc);
+                ds_matmul_dinp_smallm(dgot, dy, w, N, C, OC, acc);
+                double e = ds_test_max_rel(dgot, dref, (size_t)(N * C), 1e-6);
+                CHECK_MSG(e < 1e-5, "%s dinp N=%lld C=%lld OC=%lld acc=%d err %.3g", ds_cpu_isa_name(isa),
+                          (long long)N, (long long)C, (long long)OC, acc, e);
+            }
+            free(x), free(w), free(b), free(dy), free(d0), free(ref), free(got), free(dref), free(dgot), free(one);
+        }
+        ds_cpu_isa_set(prev);
     }
 }
 

@@ -432,13 +432,41 @@ DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t 
     }
 }
 
+/* A packed once per call (see gemm_dpbf16), grow-only, per calling thread */
+static _Thread_local uint32_t *apk_buf;
+static _Thread_local size_t apk_cap;
+
 static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, int64_t M, int64_t N, int64_t K) {
     const int nr = NRD;
     int64_t mcap = MC, tn = ds_ceil_div(N, NCD), nkb = ds_ceil_div(K, KB);
     if (ds_ceil_div(M, mcap) * tn < 8 * (int64_t)ds_threads()) mcap = MC / 2;
-    const int64_t tm = ds_ceil_div(M, mcap);
+    const int64_t tm = ds_ceil_div(M, mcap), sper = mcap / MRD, blk = sper * MRD * (KB / 2);
+    /* Every column tile's task packs the A rows it needs; with many column
+     * tiles (the LM head: 134 of them at 32000 outputs) that repacked A as
+     * often, as many elements as the weight itself.  Then A is packed once,
+     * [row tile][K block][strips], before the tasks, and they read it. */
+    uint32_t *apk = NULL;
+    const size_t apk_words = (size_t)(tm * nkb * blk);
+    if (tn >= 3 && apk_words <= ((size_t)4 << 20)) {
+        if (apk_words > apk_cap) {
+            ds_free_aligned(apk_buf);
+            apk_buf = ds_aligned_alloc(apk_words * sizeof(uint32_t));
+            apk_cap = apk_words;
+        }
+        apk = apk_buf;
+    }
 #pragma omp parallel if ((double)M * N * K >= 262144.0)
     {
+        if (apk) {
+#pragma omp for schedule(static) collapse(3)
+            for (int64_t ti = 0; ti < tm; ti++)
+                for (int64_t kb = 0; kb < nkb; kb++)
+                    for (int64_t s = 0; s < sper; s++) {
+                        int64_t m0 = ti * mcap + s * MRD;
+                        if (m0 < M && m0 < (ti + 1) * mcap)
+                            pack_pairs(apk + (ti * nkb + kb) * blk + s * MRD * (KB / 2), A, m0, MRD, M, kb * KB, K);
+                    }
+        }
         /* the FP32 pack buffers hold twice what the pairs need */
         float *pk = tl_packs();
         uint32_t *ap = (uint32_t *)pk, *bp = (uint32_t *)(pk + PACK_A);
@@ -453,13 +481,15 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
                     for (int64_t p = 0; p < np; p++) pack_pairs(bp + p * nr * (KB / 2), B, n0 + p * nr, nr, N, kb * KB, K);
                     for (int64_t ti = gi * g; ti < ti1; ti++) {
                     int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MRD);
-                    for (int64_t s = 0; s < ns; s++) pack_pairs(ap + s * MRD * (KB / 2), A, m0 + s * MRD, MRD, M, kb * KB, K);
+                    const uint32_t *apt = apk ? apk + (ti * nkb + kb) * blk : ap;
+                    if (!apk)
+                        for (int64_t s = 0; s < ns; s++) pack_pairs(ap + s * MRD * (KB / 2), A, m0 + s * MRD, MRD, M, kb * KB, K);
                     for (int64_t p = 0; p < np; p++)
                         for (int64_t s = 0; s < ns; s++) {
                             int64_t mi = m0 + s * MRD, nj = n0 + p * nr;
                             int64_t h = M - mi < MRD ? M - mi : MRD, w = N - nj < nr ? N - nj : nr;
                             float *c = C + mi * N + nj;
-                            const uint32_t *as = ap + s * MRD * (KB / 2), *bs = bp + p * nr * (KB / 2);
+                            const uint32_t *as = apt + s * MRD * (KB / 2), *bs = bp + p * nr * (KB / 2);
                             if (h == MRD && w == nr) {
                                 kernel_dp_8x48(c, N, as, bs);
                             } else {

@@ -9,6 +9,7 @@
 #include "backend/cpu/decode.h"
 #include "backend/cpu/gemv.h"
 #include "backend/cpu/logprobs.h"
+#include "backend/cpu/smallm.h"
 
 /* The FP32 and resident-weight linears pick the few-row GEMVs (gemv.c) for
  * N ≤ DS_GEMV_MAX_ROWS (decode steps, experts with few tokens): BLAS sgemm
@@ -17,10 +18,13 @@
  * experts of one) they stay on the GEMVs, whose rows are computed
  * independently (FP32: one weight pass; FP8/BF16: groups of
  * DS_GEMV_MAX_ROWS), so a sequence's numbers do not depend on the other
- * rows of its batch: a batched decode step equals batch-1 steps bit for bit. */
+ * rows of its batch: a batched decode step equals batch-1 steps bit for bit.
+ * FP32 up to DS_SMALLM_MAX_ROWS rows (the routed experts of a small training
+ * batch): the weight read in place (smallm.c), then BLAS sgemm. */
 static void matmul_forward_cpu(float *out, const float *inp, const float *w, const float *bias, int64_t N, int64_t C,
                                int64_t OC) {
     if (N <= DS_LINEAR_ROWWISE_MAX) ds_gemv_forward(out, inp, w, bias, N, C, OC);
+    else if (N <= DS_SMALLM_MAX_ROWS) ds_matmul_forward_smallm(out, inp, w, bias, N, C, OC);
     else ds_matmul_forward(out, inp, w, bias, N, C, OC);
 }
 

@@ -1,0 +1,252 @@
+/*
+ * smallm.c — FP32 linear forward and input gradient for few rows (17 to
+ * DS_SMALLM_MAX_ROWS: the routed experts of a training step, ~32 rows each at
+ * B=1 T=256), without packing the weight (smallm.h).
+ *
+ * A BLAS sgemm packs the whole weight on every call; with ~32 rows that costs
+ * about as much as the multiply (the expert GEMMs ran at ~55% of the FMA peak
+ * through OpenBLAS).  Here the weight is read in place:
+ *   forward  outᵀ (OC, N) = W (OC, C) · xᵀ (C, N): 6 weight rows are broadcast
+ *            element by element against xᵀ packed [C][N rounded to 16] (the
+ *            only pack: N·C floats), 6 x 32 tiles (AVX-512) or 6 x 16 (AVX2);
+ *   dinp     dinp (N, C) = dout (N, OC) · W (OC, C): 6 rows of dout are
+ *            broadcast against W's rows read in place, 6 x 32 (16) tiles.
+ * Each output element is one FMA chain over the inner index in order, so the
+ * result does not depend on the thread count or on the other rows.
+ */
+#include "backend/cpu/smallm.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/par.h"
+#include "base/base.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef DS_X86_SIMD
+#include <immintrin.h>
+#endif
+
+enum { MR = 6, NW = 32 };
+
+/* tile t[MR][NW] = Σ_k A(i, k) · B(k, j) for i < mr, j < nw (nw ≤ NW; rows
+ * i ≥ mr and columns j ≥ nw are left unspecified); A(i, k) = a[i·lda + k·ak],
+ * B(k, j) = b[k·ldb + j] */
+static void tile_scalar(float t[MR][NW], const float *a, int64_t lda, int64_t ak, int mr, const float *b, int64_t ldb,
+                        int nw, int64_t K) {
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nw; j++) {
+            float s = 0;
+            for (int64_t k = 0; k < K; k++) s = fmaf(a[i * lda + k * ak], b[k * ldb + j], s);
+            t[i][j] = s;
+        }
+}
+
+#ifdef DS_X86_SIMD
+DS_TARGET_AVX512 static void tile_avx512(float t[MR][NW], const float *a, int64_t lda, int64_t ak, int mr,
+                                         const float *b, int64_t ldb, int nw, int64_t K) {
+    int64_t o[MR]; /* A(i, k) = p[o[i]] with p = a + k·ak */
+    for (int i = 0; i < MR; i++) o[i] = (i < mr ? i : 0) * lda;
+    const float *p = a;
+    const __mmask16 m0 = nw >= 16 ? 0xffff : (__mmask16)((1u << nw) - 1);
+    const __mmask16 m1 = nw >= 32 ? 0xffff : nw <= 16 ? 0 : (__mmask16)((1u << (nw - 16)) - 1);
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    if (m1) {
+#pragma GCC unroll 4
+        for (int64_t k = 0; k < K; k++, p += ak) {
+            const float *bk = b + k * ldb;
+            __m512 b0 = _mm512_maskz_loadu_ps(m0, bk), b1 = _mm512_maskz_loadu_ps(m1, bk + 16), x;
+            x = _mm512_set1_ps(p[o[0]]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+            x = _mm512_set1_ps(p[o[1]]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+            x = _mm512_set1_ps(p[o[2]]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+            x = _mm512_set1_ps(p[o[3]]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+            x = _mm512_set1_ps(p[o[4]]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+            x = _mm512_set1_ps(p[o[5]]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+        }
+    } else {
+#pragma GCC unroll 4
+        for (int64_t k = 0; k < K; k++, p += ak) {
+            __m512 b0 = _mm512_maskz_loadu_ps(m0, b + k * ldb);
+            c00 = _mm512_fmadd_ps(_mm512_set1_ps(p[o[0]]), b0, c00);
+            c10 = _mm512_fmadd_ps(_mm512_set1_ps(p[o[1]]), b0, c10);
+            c20 = _mm512_fmadd_ps(_mm512_set1_ps(p[o[2]]), b0, c20);
+            c30 = _mm512_fmadd_ps(_mm512_set1_ps(p[o[3]]), b0, c30);
+            c40 = _mm512_fmadd_ps(_mm512_set1_ps(p[o[4]]), b0, c40);
+            c50 = _mm512_fmadd_ps(_mm512_set1_ps(p[o[5]]), b0, c50);
+        }
+    }
+    _mm512_storeu_ps(t[0], c00), _mm512_storeu_ps(t[0] + 16, c01);
+    _mm512_storeu_ps(t[1], c10), _mm512_storeu_ps(t[1] + 16, c11);
+    _mm512_storeu_ps(t[2], c20), _mm512_storeu_ps(t[2] + 16, c21);
+    _mm512_storeu_ps(t[3], c30), _mm512_storeu_ps(t[3] + 16, c31);
+    _mm512_storeu_ps(t[4], c40), _mm512_storeu_ps(t[4] + 16, c41);
+    _mm512_storeu_ps(t[5], c50), _mm512_storeu_ps(t[5] + 16, c51);
+}
+
+/* AVX2: 6 x 16 per call (two 8-lane halves); a 32-wide tile is two calls */
+DS_TARGET_AVX2 static void tile16_avx2(float t[MR][NW], int j0, const float *a, int64_t lda, int64_t ak, int mr,
+                                       const float *b, int64_t ldb, int nw, int64_t K) {
+    int64_t o[MR];
+    for (int i = 0; i < MR; i++) o[i] = (i < mr ? i : 0) * lda;
+    const float *p = a;
+    int32_t lane[16];
+    for (int j = 0; j < 16; j++) lane[j] = j < nw ? -1 : 0;
+    const __m256i m0 = _mm256_loadu_si256((const __m256i *)lane), m1 = _mm256_loadu_si256((const __m256i *)(lane + 8));
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < K; k++, p += ak) {
+        const float *bk = b + k * ldb;
+        __m256 b0 = _mm256_maskload_ps(bk, m0), b1 = _mm256_maskload_ps(bk + 8, m1), x;
+        x = _mm256_broadcast_ss(p + o[0]); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(p + o[1]); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(p + o[2]); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(p + o[3]); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(p + o[4]); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(p + o[5]); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    _mm256_storeu_ps(t[0] + j0, c00), _mm256_storeu_ps(t[0] + j0 + 8, c01);
+    _mm256_storeu_ps(t[1] + j0, c10), _mm256_storeu_ps(t[1] + j0 + 8, c11);
+    _mm256_storeu_ps(t[2] + j0, c20), _mm256_storeu_ps(t[2] + j0 + 8, c21);
+    _mm256_storeu_ps(t[3] + j0, c30), _mm256_storeu_ps(t[3] + j0 + 8, c31);
+    _mm256_storeu_ps(t[4] + j0, c40), _mm256_storeu_ps(t[4] + j0 + 8, c41);
+    _mm256_storeu_ps(t[5] + j0, c50), _mm256_storeu_ps(t[5] + j0 + 8, c51);
+}
+#endif
+
+static void tile(float t[MR][NW], const float *a, int64_t lda, int64_t ak, int mr, const float *b, int64_t ldb,
+                 int nw, int64_t K) {
+#ifdef DS_X86_SIMD
+    const int isa = ds_cpu_isa();
+    if (isa >= DS_ISA_AVX512) {
+        tile_avx512(t, a, lda, ak, mr, b, ldb, nw, K);
+        return;
+    }
+    if (isa >= DS_ISA_AVX2) {
+        tile16_avx2(t, 0, a, lda, ak, mr, b, ldb, nw < 16 ? nw : 16, K);
+        if (nw > 16) tile16_avx2(t, 16, a, lda, ak, mr, b + 16, ldb, nw - 16, K);
+        return;
+    }
+#endif
+    tile_scalar(t, a, lda, ak, mr, b, ldb, nw, K);
+}
+
+/* grow-only per-thread buffer for xᵀ */
+static _Thread_local float *xt_buf;
+static _Thread_local size_t xt_cap;
+
+static float *xt_scratch(size_t n) {
+    if (n > xt_cap) {
+        ds_free_aligned(xt_buf);
+        xt_buf = ds_aligned_alloc(n * sizeof(float));
+        xt_cap = n;
+    }
+    return xt_buf;
+}
+
+#ifdef DS_X86_SIMD
+/* xt[c·ld + n0 + j] = x[(n0 + j)·C + c0 + i] for the 8x8 block at (n0, c0);
+ * rows n0 + j ≥ N read as zero */
+DS_TARGET_AVX2 static void pack8x8(float *xt, int64_t ld, const float *x, int64_t N, int64_t C, int64_t n0,
+                                   int64_t c0) {
+    __m256 r[8];
+    for (int j = 0; j < 8; j++) r[j] = n0 + j < N ? _mm256_loadu_ps(x + (n0 + j) * C + c0) : _mm256_setzero_ps();
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]),
+           t3 = _mm256_unpackhi_ps(r[2], r[3]), t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]),
+           t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    float *d = xt + c0 * ld + n0;
+    _mm256_storeu_ps(d + 0 * ld, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(d + 1 * ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(d + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(d + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(d + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(d + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(d + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(d + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+/* xt [C][ld] = xᵀ, zero in the columns N..ld-1 (ld: N rounded up to 16) */
+static void pack_xt(float *xt, int64_t ld, const float *x, int64_t N, int64_t C) {
+    int64_t c0 = 0;
+#ifdef DS_X86_SIMD
+    if (ds_cpu_isa() >= DS_ISA_AVX2)
+        for (; c0 + 8 <= C; c0 += 8)
+            for (int64_t n0 = 0; n0 < ld; n0 += 8) pack8x8(xt, ld, x, N, C, n0, c0);
+#endif
+    for (int64_t c = c0; c < C; c++) {
+        float *row = xt + c * ld;
+        for (int64_t n = 0; n < N; n++) row[n] = x[n * C + c];
+        for (int64_t n = N; n < ld; n++) row[n] = 0;
+    }
+}
+
+static int threads_for(double flops) {
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 1;
+#endif
+    return ds_par_threads(flops, DS_PAR_MIN_FLOPS);
+}
+
+void ds_matmul_forward_smallm(float *out, const float *inp, const float *weight, const float *bias, int64_t N,
+                              int64_t C, int64_t OC) {
+    if (N <= 0 || OC <= 0) return;
+    const int64_t ld = (N + 15) / 16 * 16;
+    float *xt = xt_scratch((size_t)(C > 0 ? C : 1) * (size_t)ld);
+    pack_xt(xt, ld, inp, N, C);
+    const int64_t nob = (OC + MR - 1) / MR;
+    const int nt = threads_for(2.0 * N * C * OC);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t ob = 0; ob < nob; ob++) {
+        const int64_t o0 = ob * MR;
+        const int mr = OC - o0 < MR ? (int)(OC - o0) : MR;
+        _Alignas(64) float t[MR][NW];
+        for (int64_t j0 = 0; j0 < N; j0 += NW) {
+            const int nw = N - j0 < NW ? (int)(N - j0) : NW;
+            if (C > 0) tile(t, weight + o0 * C, C, 1, mr, xt + j0, ld, nw, C);
+            else memset(t, 0, sizeof t);
+            for (int j = 0; j < nw; j++) {
+                float *o = out + (j0 + j) * OC + o0;
+                for (int i = 0; i < mr; i++) o[i] = t[i][j] + (bias ? bias[o0 + i] : 0.0f);
+            }
+        }
+    }
+}
+
+void ds_matmul_dinp_smallm(float *dinp, const float *dout, const float *weight, int64_t N, int64_t C, int64_t OC,
+                           int acc) {
+    if (N <= 0 || C <= 0) return;
+    /* dinpᵀ (C, N) = Wᵀ (C, OC) · doutᵀ (OC, N): 6 adjacent columns of a weight
+     * row broadcast per k (one cache line), doutᵀ packed like xᵀ above (W read
+     * in place by 32-column panels at a row stride of C conflicted in L1) */
+    const int64_t ld = (N + 15) / 16 * 16;
+    float *dt = xt_scratch((size_t)(OC > 0 ? OC : 1) * (size_t)ld);
+    pack_xt(dt, ld, dout, N, OC);
+    const int64_t ncb = (C + MR - 1) / MR;
+    const int nt = threads_for(2.0 * N * C * OC);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t cb = 0; cb < ncb; cb++) {
+        const int64_t c0 = cb * MR;
+        const int mr = C - c0 < MR ? (int)(C - c0) : MR;
+        _Alignas(64) float t[MR][NW];
+        for (int64_t j0 = 0; j0 < N; j0 += NW) {
+            const int nw = N - j0 < NW ? (int)(N - j0) : NW;
+            if (OC > 0) tile(t, weight + c0, 1, C, mr, dt + j0, ld, nw, OC);
+            else memset(t, 0, sizeof t);
+            for (int j = 0; j < nw; j++) {
+                float *d = dinp + (j0 + j) * C + c0;
+                if (acc)
+                    for (int i = 0; i < mr; i++) d[i] += t[i][j];
+                else
+                    for (int i = 0; i < mr; i++) d[i] = t[i][j];
+            }
+        }
+    }
+}
