@@ -193,7 +193,22 @@ static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w
     if (op->trans) {
         /* stored (K, R): w contiguous elements per k */
         if (kc < KB || nr < w) memset(dst, 0, sizeof(float) * KB * (size_t)w);
-        for (int64_t k = 0; k < kc; k++) decode_run(dst + (pairs ? k ^ 1 : k) * w, op, (k0 + k) * R + r0, nr);
+#ifdef DS_GEMM_AVX2
+        if (op->elt == DS_GEMM_BF16 && nr == w && (w & 7) == 0) {
+            /* BF16, whole panels: the widening shift inline (a decode_run
+             * call per k of 16 elements was 8% of a BF16 step on AVX2) */
+            const uint16_t *s0 = (const uint16_t *)op->p + k0 * R + r0;
+            for (int64_t k = 0; k < kc; k++) {
+                const uint16_t *sk = s0 + k * R;
+                float *d = dst + (pairs ? k ^ 1 : k) * w;
+                for (int i = 0; i < w; i += 8) {
+                    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sk + i)));
+                    _mm256_storeu_ps(d + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+                }
+            }
+        } else
+#endif
+            for (int64_t k = 0; k < kc; k++) decode_run(dst + (pairs ? k ^ 1 : k) * w, op, (k0 + k) * R + r0, nr);
     } else {
         /* stored (R, K): decode a run of K per row into tmp[row][k], then
          * transpose (8x8 blocks with AVX2) */
@@ -353,6 +368,11 @@ static float *tl_packs(void) {
     return tl;
 }
 
+/* A packed once per call (gemm_dpbf16, ds_gemm_blocked_), grow-only, per
+ * calling thread, in 4-byte words */
+static _Thread_local uint32_t *apk_buf;
+static _Thread_local size_t apk_cap;
+
 #if defined(DS_X86_SIMD) && defined(DS_GEMM_AVX2)
 /* ---- AVX512_BF16: BF16 pairs straight into vdpbf16ps ------------------------
  * Packs hold (k, k+1) pairs of BF16 as 32-bit words: A strips [KB/2][8], B
@@ -432,9 +452,6 @@ DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t 
     }
 }
 
-/* A packed once per call (see gemm_dpbf16), grow-only, per calling thread */
-static _Thread_local uint32_t *apk_buf;
-static _Thread_local size_t apk_cap;
 
 static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, int64_t M, int64_t N, int64_t K) {
     const int nr = NRD;
@@ -458,7 +475,7 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
 #pragma omp parallel if ((double)M * N * K >= 262144.0)
     {
         if (apk) {
-#pragma omp for schedule(static) collapse(3)
+#pragma omp for schedule(static) collapse(2)
             for (int64_t ti = 0; ti < tm; ti++)
                 for (int64_t kb = 0; kb < nkb; kb++)
                     for (int64_t s = 0; s < sper; s++) {
@@ -533,7 +550,20 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
      * (dynamic scheduling then evens out the load) */
     int64_t mcap = MC, tn = ds_ceil_div(N, NC), nkb = ds_ceil_div(K, KB);
     if (ds_ceil_div(M, mcap) * tn < 8 * (int64_t)ds_threads()) mcap = MC / 2;
-    const int64_t tm = ds_ceil_div(M, mcap);
+    const int64_t tm = ds_ceil_div(M, mcap), sper = ds_ceil_div(mcap, MR), blk = sper * MR * KB + 8;
+    /* A packed once per call when three or more column tiles would each
+     * repack it (see gemm_dpbf16): [row tile][K block] blocks of the strips
+     * (8 floats of slack each), their scales beside */
+    float *apk = NULL, *apk_sc = NULL;
+    const size_t apk_floats = (size_t)(tm * nkb) * (size_t)(blk + sper * MR);
+    if (tn >= 3 && apk_floats <= ((size_t)4 << 20)) {
+        if (apk_floats > apk_cap) {
+            ds_free_aligned(apk_buf);
+            apk_buf = ds_aligned_alloc(apk_floats * sizeof(float));
+            apk_cap = apk_floats;
+        }
+        apk = (float *)apk_buf, apk_sc = apk + (size_t)(tm * nkb) * (size_t)blk;
+    }
     /* small products (decode-sized prefill chunks, tiny models) are not worth a fork */
 #pragma omp parallel if ((double)M * N * K >= 262144.0)
     {
@@ -542,6 +572,19 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
         float *ap = tl_packs(), *bp = ap + PACK_A;
         float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
         float edge[MR * NR512] = {0};
+        if (apk) {
+            /* a block's strips in order on one thread: packing a 6-row strip
+             * spills 2 zeros into the next one's start (see pack) */
+#pragma omp for schedule(static) collapse(2)
+            for (int64_t ti = 0; ti < tm; ti++)
+                for (int64_t kb = 0; kb < nkb; kb++)
+                    for (int64_t s = 0; s < sper; s++) {
+                        int64_t m0 = ti * mcap + s * MR;
+                        if (m0 < M && s * MR < mcap)
+                            pack(apk + (ti * nkb + kb) * blk + s * MR * KB, apk_sc + (ti * nkb + kb) * sper * MR + s * MR,
+                                 A, m0, MR, M, kb * KB, K, pairs);
+                    }
+        }
         const int64_t g = tile_group(tm, tn), tg = ds_ceil_div(tm, g);
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t gi = 0; gi < tg; gi++)
@@ -552,17 +595,20 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                     for (int64_t p = 0; p < np; p++) pack(bp + p * nr * KB, sb + p * nr, B, n0 + p * nr, nr, N, kb * KB, K, pairs);
                     for (int64_t ti = gi * g; ti < ti1; ti++) {
                     int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MR);
-                    for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K, pairs);
+                    const float *apt = apk ? apk + (ti * nkb + kb) * blk : ap;
+                    const float *sat = apk ? apk_sc + (ti * nkb + kb) * sper * MR : sa;
+                    if (!apk)
+                        for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K, pairs);
                     for (int64_t p = 0; p < np; p++)
                         for (int64_t s = 0; s < ns; s++) {
                             int64_t mi = m0 + s * MR, nj = n0 + p * nr;
                             int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < nr ? N - nj : nr;
                             float *c = C + mi * N + nj;
                             if (h == MR && w == nr) {
-                                kernel(nr, c, N, ap + s * MR * KB, bp + p * nr * KB, sa + s * MR, sb + p * nr, scaled);
+                                kernel(nr, c, N, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled);
                             } else {
                                 for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
-                                kernel(nr, edge, nr, ap + s * MR * KB, bp + p * nr * KB, sa + s * MR, sb + p * nr, scaled);
+                                kernel(nr, edge, nr, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled);
                                 for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
