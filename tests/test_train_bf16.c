@@ -28,8 +28,9 @@ static float *randv(ds_rng *r, int64_t n) {
 TEST(matmul_bf16_forward_backward_vs_oracle) {
     ds_rng r;
     ds_rng_seed(&r, 11);
-    const int64_t shapes[][3] = {{7, 33, 5}, {64, 128, 96}, {130, 300, 17}, {1, 1, 1}};
-    for (int s = 0; s < 4; s++) {
+    /* the last: 600 outputs (three column tiles: A packed once per call), K blocks of 128 plus a tail */
+    const int64_t shapes[][3] = {{7, 33, 5}, {64, 128, 96}, {130, 300, 17}, {1, 1, 1}, {200, 300, 600}};
+    for (int s = 0; s < 5; s++) {
         int64_t N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
         float *x = randv(&r, N * C), *w = randv(&r, OC * C), *b = randv(&r, OC), *dy = randv(&r, N * OC);
         float *y = ds_malloc((size_t)(N * OC) * 4), *y2 = ds_malloc((size_t)(N * OC) * 4);
