@@ -159,10 +159,22 @@ static void decode_run(float *dst, const ds_gemm_op_ *op, int64_t idx, int64_t n
 
 #ifdef DS_GEMM_AVX2
 /* dst + j * ldd (j < 8) = column j of the 8x8 block at src (row stride lds). */
+static inline void transpose8x8_regs(float *dst, int64_t ldd, __m256 r0, __m256 r1, __m256 r2, __m256 r3, __m256 r4,
+                                     __m256 r5, __m256 r6, __m256 r7);
 static inline void transpose8x8(float *dst, int64_t ldd, const float *src, int64_t lds) {
-    __m256 r0 = _mm256_load_ps(src), r1 = _mm256_load_ps(src + lds), r2 = _mm256_load_ps(src + 2 * lds),
-           r3 = _mm256_load_ps(src + 3 * lds), r4 = _mm256_load_ps(src + 4 * lds), r5 = _mm256_load_ps(src + 5 * lds),
-           r6 = _mm256_load_ps(src + 6 * lds), r7 = _mm256_load_ps(src + 7 * lds);
+    transpose8x8_regs(dst, ldd, _mm256_load_ps(src), _mm256_load_ps(src + lds), _mm256_load_ps(src + 2 * lds),
+                      _mm256_load_ps(src + 3 * lds), _mm256_load_ps(src + 4 * lds), _mm256_load_ps(src + 5 * lds),
+                      _mm256_load_ps(src + 6 * lds), _mm256_load_ps(src + 7 * lds));
+}
+/* the same from 8 rows of 32-bit words at byte stride bs, unaligned */
+static inline void transpose8x8_bytes(float *dst, int64_t ldd, const char *src, int64_t bs) {
+    transpose8x8_regs(dst, ldd, _mm256_loadu_ps((const float *)src), _mm256_loadu_ps((const float *)(src + bs)),
+                      _mm256_loadu_ps((const float *)(src + 2 * bs)), _mm256_loadu_ps((const float *)(src + 3 * bs)),
+                      _mm256_loadu_ps((const float *)(src + 4 * bs)), _mm256_loadu_ps((const float *)(src + 5 * bs)),
+                      _mm256_loadu_ps((const float *)(src + 6 * bs)), _mm256_loadu_ps((const float *)(src + 7 * bs)));
+}
+static inline void transpose8x8_regs(float *dst, int64_t ldd, __m256 r0, __m256 r1, __m256 r2, __m256 r3, __m256 r4,
+                                     __m256 r5, __m256 r6, __m256 r7) {
     __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
            t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
            t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
@@ -411,9 +423,20 @@ static void pack_pairs(uint32_t *dst, const ds_gemm_op_ *op, int64_t r0, int w, 
          * pairs are row k zero-extended | row k+1 shifted up, 16 at a time */
         pack_pairs_t(dst, src, r0, w, nr, R, k0, kc);
     } else {
-        /* stored (R, K): each row's pairs are 32-bit words; transpose them */
-        _Alignas(32) uint32_t tmp[48][KB / 2];
+        /* stored (R, K): each row's pairs are 32-bit words; transpose them,
+         * straight from the rows for a whole K block of 8 whole rows (a
+         * pair is the 32 bits at element k, whatever the alignment), through
+         * a zero-padded copy at the edges */
         int rows8 = (w + 7) & ~7;
+        if (kc == KB && nr == w && (w & 7) == 0) {
+            for (int rb = 0; rb < w; rb += 8) {
+                const char *s0 = (const char *)(src + (r0 + rb) * K + k0);
+                for (int k = 0; k < KB / 2; k += 8)
+                    transpose8x8_bytes((float *)dst + k * w + rb, w, s0 + 4 * k, 2 * K);
+            }
+            return;
+        }
+        _Alignas(32) uint32_t tmp[48][KB / 2];
         for (int64_t i = 0; i < rows8; i++) {
             uint16_t *t16 = (uint16_t *)tmp[i];
             if (i < nr) memcpy(t16, src + (r0 + i) * K + k0, (size_t)kc * 2);
