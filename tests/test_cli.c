@@ -150,3 +150,36 @@ TEST(cli_every_help_ends_with_examples_that_parse) {
     }
     fprintf(stderr, "  %d commands, %d examples parse\n", ncmd, nex);
 }
+
+/* How idle OpenMP workers wait (main.c): dsv3 decides only when neither
+ * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set; it sleeps them at once when the
+ * run's threads cannot all have a CPU (one thread: no team; 64 local MPI
+ * ranks of 2 threads on this machine), whatever the load; --verbose names the
+ * choice and its inputs. */
+TEST(cli_openmp_wait_policy_choice) {
+    char out[4096];
+    const char *base = "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u DS_NO_REEXEC";
+    int rc = ds_test_sh(out, sizeof out, "%s $DSV3 --verbose --threads 1 inspect --help 2>&1", base);
+    CHECK_MSG(rc == 0 && strstr(out, "OpenMP workers wait: sleep (OMP_WAIT_POLICY=PASSIVE)") &&
+                  strstr(out, "1 thread(s) x 1 local rank(s)"), "%s", out);
+    rc = ds_test_sh(out, sizeof out, "%s OMPI_COMM_WORLD_LOCAL_SIZE=64 $DSV3 --verbose --threads 2 inspect --help 2>&1",
+                    base);
+    CHECK_MSG(rc == 0 && strstr(out, "sleep (OMP_WAIT_POLICY=PASSIVE)") && strstr(out, "2 thread(s) x 64 local rank(s)"),
+              "%s", out);
+    /* two threads, one rank: spin exactly when the threads fit beside the
+     * running tasks it counted (both numbers are in the line) */
+    rc = ds_test_sh(out, sizeof out, "%s $DSV3 --verbose --threads 2 inspect --help 2>&1", base);
+    const char *w = strstr(out, "OpenMP workers wait: ");
+    int others = -1, th = 0, ranks = 0, cpus = 0;
+    const char *colon = w ? strstr(w, "): ") : NULL;
+    CHECK_MSG(rc == 0 && colon && sscanf(colon, "): %d other task(s) running, %d thread(s) x %d local rank(s), %d CPUs",
+                                         &others, &th, &ranks, &cpus) == 4, "%s", out);
+    if (colon && th == 2) {
+        int spin = strstr(w, "spin, then sleep") == w + strlen("OpenMP workers wait: ");
+        CHECK_MSG(spin == (others >= 0 && others + 2 <= cpus), "%s", out);
+    }
+    /* the caller's setting wins: no choice made, none logged */
+    rc = ds_test_sh(out, sizeof out, "env -u GOMP_SPINCOUNT -u DS_NO_REEXEC OMP_WAIT_POLICY=active $DSV3 --verbose "
+                    "--threads 2 inspect --help 2>&1");
+    CHECK_MSG(rc == 0 && !strstr(out, "OpenMP workers wait"), "%s", out);
+}

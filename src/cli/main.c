@@ -133,17 +133,18 @@ static void select_openblas_core(char **argv) {
     if (getenv("DS_NO_REEXEC")) return;
     int reexec = 0;
     if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
-        int others = others_running(), th = planned_threads(argv);
-        char why[160];
-        if (th > 1 && others >= 0 && others + th <= usable_cpus()) {
-            setenv("GOMP_SPINCOUNT", "10000", 1);
-            snprintf(why, sizeof why, "spin, then sleep (GOMP_SPINCOUNT=10000): %d other task(s) running, %d threads, "
-                     "%d CPUs", others, th, usable_cpus());
-        } else {
-            setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-            snprintf(why, sizeof why, "sleep (OMP_WAIT_POLICY=PASSIVE): %d other task(s) running, %d threads, %d CPUs",
-                     others, th, usable_cpus());
-        }
+        int others = others_running(), th = planned_threads(argv), ranks = 1;
+        /* under mpirun the ranks on this machine share its CPUs (and often its
+         * process group, which others_running does not count) */
+        const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        if (!ls) ls = getenv("MPI_LOCALNRANKS");
+        if (ls && atoi(ls) > 1) ranks = atoi(ls);
+        const int spin = th > 1 && others >= 0 && others + th * ranks <= usable_cpus();
+        setenv(spin ? "GOMP_SPINCOUNT" : "OMP_WAIT_POLICY", spin ? "10000" : "PASSIVE", 1);
+        char why[192];
+        snprintf(why, sizeof why, "%s: %d other task(s) running, %d thread(s) x %d local rank(s), %d CPUs",
+                 spin ? "spin, then sleep (GOMP_SPINCOUNT=10000)" : "sleep (OMP_WAIT_POLICY=PASSIVE)", others, th,
+                 ranks, usable_cpus());
         setenv("DS_OMP_WAIT", why, 1);
         reexec = 1;
     }

@@ -15,6 +15,7 @@
 #include <omp.h>
 #endif
 #include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/transpose8.h"
 #include "base/base.h"
 #include "num/dtype.h"
 #include "num/fp8.h"
@@ -159,38 +160,17 @@ static void decode_run(float *dst, const ds_gemm_op_ *op, int64_t idx, int64_t n
 
 #ifdef DS_GEMM_AVX2
 /* dst + j * ldd (j < 8) = column j of the 8x8 block at src (row stride lds). */
-static inline void transpose8x8_regs(float *dst, int64_t ldd, __m256 r0, __m256 r1, __m256 r2, __m256 r3, __m256 r4,
-                                     __m256 r5, __m256 r6, __m256 r7);
 static inline void transpose8x8(float *dst, int64_t ldd, const float *src, int64_t lds) {
-    transpose8x8_regs(dst, ldd, _mm256_load_ps(src), _mm256_load_ps(src + lds), _mm256_load_ps(src + 2 * lds),
-                      _mm256_load_ps(src + 3 * lds), _mm256_load_ps(src + 4 * lds), _mm256_load_ps(src + 5 * lds),
-                      _mm256_load_ps(src + 6 * lds), _mm256_load_ps(src + 7 * lds));
+    ds_transpose8x8_store(dst, ldd, _mm256_load_ps(src), _mm256_load_ps(src + lds), _mm256_load_ps(src + 2 * lds),
+                          _mm256_load_ps(src + 3 * lds), _mm256_load_ps(src + 4 * lds), _mm256_load_ps(src + 5 * lds),
+                          _mm256_load_ps(src + 6 * lds), _mm256_load_ps(src + 7 * lds));
 }
 /* the same from 8 rows of 32-bit words at byte stride bs, unaligned */
 static inline void transpose8x8_bytes(float *dst, int64_t ldd, const char *src, int64_t bs) {
-    transpose8x8_regs(dst, ldd, _mm256_loadu_ps((const float *)src), _mm256_loadu_ps((const float *)(src + bs)),
-                      _mm256_loadu_ps((const float *)(src + 2 * bs)), _mm256_loadu_ps((const float *)(src + 3 * bs)),
-                      _mm256_loadu_ps((const float *)(src + 4 * bs)), _mm256_loadu_ps((const float *)(src + 5 * bs)),
-                      _mm256_loadu_ps((const float *)(src + 6 * bs)), _mm256_loadu_ps((const float *)(src + 7 * bs)));
-}
-static inline void transpose8x8_regs(float *dst, int64_t ldd, __m256 r0, __m256 r1, __m256 r2, __m256 r3, __m256 r4,
-                                     __m256 r5, __m256 r6, __m256 r7) {
-    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
-           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
-           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee),
-           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee),
-           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee),
-           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
-    /* in increasing j: with ldd = 6 each store spills 2 zeros into the next row */
-    _mm256_storeu_ps(dst + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(dst + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+    ds_transpose8x8_store(dst, ldd, _mm256_loadu_ps((const float *)src), _mm256_loadu_ps((const float *)(src + bs)),
+                          _mm256_loadu_ps((const float *)(src + 2 * bs)), _mm256_loadu_ps((const float *)(src + 3 * bs)),
+                          _mm256_loadu_ps((const float *)(src + 4 * bs)), _mm256_loadu_ps((const float *)(src + 5 * bs)),
+                          _mm256_loadu_ps((const float *)(src + 6 * bs)), _mm256_loadu_ps((const float *)(src + 7 * bs)));
 }
 #endif
 
@@ -385,6 +365,42 @@ static float *tl_packs(void) {
 static _Thread_local uint32_t *apk_buf;
 static _Thread_local size_t apk_cap;
 
+/* The buffer for A packed once, `words` 4-byte words, or NULL when A is not
+ * worth it (fewer than three column tiles) or too large (over 16 MB). */
+static void *apk_buffer(int64_t tn, size_t words) {
+    if (tn < 3 || words > ((size_t)4 << 20)) return NULL;
+    if (words > apk_cap) {
+        ds_free_aligned(apk_buf);
+        apk_buf = ds_aligned_alloc(words * sizeof(uint32_t));
+        apk_cap = words;
+    }
+    return apk_buf;
+}
+
+/* Packs every strip of A (mr rows; sper strips a row tile of mcap rows) for
+ * every K block, by calling strip(ctx, ti, kb, s, m0); inside the GEMM's
+ * parallel region.  A block's strips go in order on one thread: a 6-row
+ * strip's transpose spills two zeros into the next strip's start (see pack). */
+typedef void (*strip_fn)(const void *ctx, int64_t ti, int64_t kb, int64_t s, int64_t m0);
+static void pack_a_once(int64_t tm, int64_t nkb, int64_t sper, int mr, int64_t mcap, int64_t M, strip_fn strip,
+                        const void *ctx) {
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t ti = 0; ti < tm; ti++)
+        for (int64_t kb = 0; kb < nkb; kb++)
+            for (int64_t s = 0; s < sper; s++) {
+                int64_t m0 = ti * mcap + s * mr;
+                if (m0 < M && s * mr < mcap) strip(ctx, ti, kb, s, m0);
+            }
+}
+
+typedef struct {
+    void *apk;
+    float *sc;
+    const ds_gemm_op_ *A;
+    int64_t nkb, blk, sper, M, K;
+    int pairs;
+} apk_ctx;
+
 #if defined(DS_X86_SIMD) && defined(DS_GEMM_AVX2)
 /* ---- AVX512_BF16: BF16 pairs straight into vdpbf16ps ------------------------
  * Packs hold (k, k+1) pairs of BF16 as 32-bit words: A strips [KB/2][8], B
@@ -476,6 +492,11 @@ DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t 
 }
 
 
+static void strip_pairs(const void *ctx, int64_t ti, int64_t kb, int64_t s, int64_t m0) {
+    const apk_ctx *c = ctx;
+    pack_pairs((uint32_t *)c->apk + (ti * c->nkb + kb) * c->blk + s * MRD * (KB / 2), c->A, m0, MRD, c->M, kb * KB, c->K);
+}
+
 static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, int64_t M, int64_t N, int64_t K) {
     const int nr = NRD;
     int64_t mcap = MC, tn = ds_ceil_div(N, NCD), nkb = ds_ceil_div(K, KB);
@@ -485,28 +506,11 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
      * tiles (the LM head: 134 of them at 32000 outputs) that repacked A as
      * often, as many elements as the weight itself.  Then A is packed once,
      * [row tile][K block][strips], before the tasks, and they read it. */
-    uint32_t *apk = NULL;
-    const size_t apk_words = (size_t)(tm * nkb * blk);
-    if (tn >= 3 && apk_words <= ((size_t)4 << 20)) {
-        if (apk_words > apk_cap) {
-            ds_free_aligned(apk_buf);
-            apk_buf = ds_aligned_alloc(apk_words * sizeof(uint32_t));
-            apk_cap = apk_words;
-        }
-        apk = apk_buf;
-    }
+    uint32_t *apk = apk_buffer(tn, (size_t)(tm * nkb * blk));
+    const apk_ctx actx = {apk, NULL, A, nkb, blk, sper, M, K, 1};
 #pragma omp parallel if ((double)M * N * K >= 262144.0)
     {
-        if (apk) {
-#pragma omp for schedule(static) collapse(2)
-            for (int64_t ti = 0; ti < tm; ti++)
-                for (int64_t kb = 0; kb < nkb; kb++)
-                    for (int64_t s = 0; s < sper; s++) {
-                        int64_t m0 = ti * mcap + s * MRD;
-                        if (m0 < M && m0 < (ti + 1) * mcap)
-                            pack_pairs(apk + (ti * nkb + kb) * blk + s * MRD * (KB / 2), A, m0, MRD, M, kb * KB, K);
-                    }
-        }
+        if (apk) pack_a_once(tm, nkb, sper, MRD, mcap, M, strip_pairs, &actx);
         /* the FP32 pack buffers hold twice what the pairs need */
         float *pk = tl_packs();
         uint32_t *ap = (uint32_t *)pk, *bp = (uint32_t *)(pk + PACK_A);
@@ -545,6 +549,13 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
 }
 #endif
 
+static void strip_f32(const void *ctx, int64_t ti, int64_t kb, int64_t s, int64_t m0) {
+    const apk_ctx *c = ctx;
+    const int64_t b = ti * c->nkb + kb;
+    pack((float *)c->apk + b * c->blk + s * MR * KB, c->sc + b * c->sper * MR + s * MR, c->A, m0, MR, c->M, kb * KB,
+         c->K, c->pairs);
+}
+
 void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                       int64_t M, int64_t N, int64_t K, int accumulate) {
     if (M <= 0 || N <= 0) return;
@@ -577,16 +588,9 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
     /* A packed once per call when three or more column tiles would each
      * repack it (see gemm_dpbf16): [row tile][K block] blocks of the strips
      * (8 floats of slack each), their scales beside */
-    float *apk = NULL, *apk_sc = NULL;
-    const size_t apk_floats = (size_t)(tm * nkb) * (size_t)(blk + sper * MR);
-    if (tn >= 3 && apk_floats <= ((size_t)4 << 20)) {
-        if (apk_floats > apk_cap) {
-            ds_free_aligned(apk_buf);
-            apk_buf = ds_aligned_alloc(apk_floats * sizeof(float));
-            apk_cap = apk_floats;
-        }
-        apk = (float *)apk_buf, apk_sc = apk + (size_t)(tm * nkb) * (size_t)blk;
-    }
+    float *apk = apk_buffer(tn, (size_t)(tm * nkb) * (size_t)(blk + sper * MR));
+    float *apk_sc = apk ? apk + (size_t)(tm * nkb) * (size_t)blk : NULL;
+    const apk_ctx actx = {apk, apk_sc, A, nkb, blk, sper, M, K, pairs};
     /* small products (decode-sized prefill chunks, tiny models) are not worth a fork */
 #pragma omp parallel if ((double)M * N * K >= 262144.0)
     {
@@ -595,19 +599,7 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
         float *ap = tl_packs(), *bp = ap + PACK_A;
         float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
         float edge[MR * NR512] = {0};
-        if (apk) {
-            /* a block's strips in order on one thread: packing a 6-row strip
-             * spills 2 zeros into the next one's start (see pack) */
-#pragma omp for schedule(static) collapse(2)
-            for (int64_t ti = 0; ti < tm; ti++)
-                for (int64_t kb = 0; kb < nkb; kb++)
-                    for (int64_t s = 0; s < sper; s++) {
-                        int64_t m0 = ti * mcap + s * MR;
-                        if (m0 < M && s * MR < mcap)
-                            pack(apk + (ti * nkb + kb) * blk + s * MR * KB, apk_sc + (ti * nkb + kb) * sper * MR + s * MR,
-                                 A, m0, MR, M, kb * KB, K, pairs);
-                    }
-        }
+        if (apk) pack_a_once(tm, nkb, sper, MR, mcap, M, strip_f32, &actx);
         const int64_t g = tile_group(tm, tn), tg = ds_ceil_div(tm, g);
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t gi = 0; gi < tg; gi++)

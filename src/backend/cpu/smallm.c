@@ -21,6 +21,7 @@
 
 #include "backend/cpu/cpu_isa.h"
 #include "backend/cpu/par.h"
+#include "backend/cpu/transpose8.h"
 #include "base/base.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -154,22 +155,7 @@ DS_TARGET_AVX2 static void pack8x8(float *xt, int64_t ld, const float *x, int64_
                                    int64_t c0) {
     __m256 r[8];
     for (int j = 0; j < 8; j++) r[j] = n0 + j < N ? _mm256_loadu_ps(x + (n0 + j) * C + c0) : _mm256_setzero_ps();
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]), t2 = _mm256_unpacklo_ps(r[2], r[3]),
-           t3 = _mm256_unpackhi_ps(r[2], r[3]), t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]),
-           t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee),
-           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee),
-           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee),
-           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
-    float *d = xt + c0 * ld + n0;
-    _mm256_storeu_ps(d + 0 * ld, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(d + 1 * ld, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(d + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(d + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(d + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(d + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(d + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(d + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+    ds_transpose8x8_store(xt + c0 * ld + n0, ld, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
 }
 #endif
 
@@ -195,58 +181,52 @@ static int threads_for(double flops) {
     return ds_par_threads(flops, DS_PAR_MIN_FLOPS);
 }
 
-void ds_matmul_forward_smallm(float *out, const float *inp, const float *weight, const float *bias, int64_t N,
-                              int64_t C, int64_t OC) {
-    if (N <= 0 || OC <= 0) return;
-    const int64_t ld = (N + 15) / 16 * 16;
-    float *xt = xt_scratch((size_t)(C > 0 ? C : 1) * (size_t)ld);
-    pack_xt(xt, ld, inp, N, C);
-    const int64_t nob = (OC + MR - 1) / MR;
-    const int nt = threads_for(2.0 * N * C * OC);
+/* out (N rows, row stride R) [+]= (A · Bᵀ)ᵀ + bias, where A has R rows,
+ * A(r, k) = a[r·lda + k·ak], and bt = Bᵀ packed [K][ld] by pack_xt (B: the N
+ * rows of the few-row operand): A's rows in blocks of MR (over the threads),
+ * the N columns in panels of NW, each tile written back transposed */
+static void product_t(float *out, int64_t R, const float *a, int64_t lda, int64_t ak, const float *bt, int64_t ld,
+                      int64_t N, int64_t K, const float *bias, int acc) {
+    const int64_t nrb = (R + MR - 1) / MR;
+    const int nt = threads_for(2.0 * N * K * R);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t ob = 0; ob < nob; ob++) {
-        const int64_t o0 = ob * MR;
-        const int mr = OC - o0 < MR ? (int)(OC - o0) : MR;
+    for (int64_t rb = 0; rb < nrb; rb++) {
+        const int64_t r0 = rb * MR;
+        const int mr = R - r0 < MR ? (int)(R - r0) : MR;
         _Alignas(64) float t[MR][NW];
         for (int64_t j0 = 0; j0 < N; j0 += NW) {
             const int nw = N - j0 < NW ? (int)(N - j0) : NW;
-            if (C > 0) tile(t, weight + o0 * C, C, 1, mr, xt + j0, ld, nw, C);
+            if (K > 0) tile(t, a + r0 * lda, lda, ak, mr, bt + j0, ld, nw, K);
             else memset(t, 0, sizeof t);
             for (int j = 0; j < nw; j++) {
-                float *o = out + (j0 + j) * OC + o0;
-                for (int i = 0; i < mr; i++) o[i] = t[i][j] + (bias ? bias[o0 + i] : 0.0f);
+                float *o = out + (j0 + j) * R + r0;
+                for (int i = 0; i < mr; i++) {
+                    float v = acc ? o[i] + t[i][j] : t[i][j];
+                    o[i] = bias ? v + bias[r0 + i] : v;
+                }
             }
         }
     }
+}
+
+void ds_matmul_forward_smallm(float *out, const float *inp, const float *weight, const float *bias, int64_t N,
+                              int64_t C, int64_t OC) {
+    if (N <= 0 || OC <= 0) return;
+    /* outᵀ (OC, N) = W (OC, C) · xᵀ (C, N): 6 weight rows broadcast per k */
+    const int64_t ld = (N + 15) / 16 * 16;
+    float *xt = xt_scratch((size_t)(C > 0 ? C : 1) * (size_t)ld);
+    pack_xt(xt, ld, inp, N, C);
+    product_t(out, OC, weight, C, 1, xt, ld, N, C, bias, 0);
 }
 
 void ds_matmul_dinp_smallm(float *dinp, const float *dout, const float *weight, int64_t N, int64_t C, int64_t OC,
                            int acc) {
     if (N <= 0 || C <= 0) return;
     /* dinpᵀ (C, N) = Wᵀ (C, OC) · doutᵀ (OC, N): 6 adjacent columns of a weight
-     * row broadcast per k (one cache line), doutᵀ packed like xᵀ above (W read
-     * in place by 32-column panels at a row stride of C conflicted in L1) */
+     * row broadcast per k (one cache line), doutᵀ packed like xᵀ (W read in
+     * place by 32-column panels at a row stride of C conflicted in L1) */
     const int64_t ld = (N + 15) / 16 * 16;
     float *dt = xt_scratch((size_t)(OC > 0 ? OC : 1) * (size_t)ld);
     pack_xt(dt, ld, dout, N, OC);
-    const int64_t ncb = (C + MR - 1) / MR;
-    const int nt = threads_for(2.0 * N * C * OC);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t cb = 0; cb < ncb; cb++) {
-        const int64_t c0 = cb * MR;
-        const int mr = C - c0 < MR ? (int)(C - c0) : MR;
-        _Alignas(64) float t[MR][NW];
-        for (int64_t j0 = 0; j0 < N; j0 += NW) {
-            const int nw = N - j0 < NW ? (int)(N - j0) : NW;
-            if (OC > 0) tile(t, weight + c0, 1, C, mr, dt + j0, ld, nw, OC);
-            else memset(t, 0, sizeof t);
-            for (int j = 0; j < nw; j++) {
-                float *d = dinp + (j0 + j) * C + c0;
-                if (acc)
-                    for (int i = 0; i < mr; i++) d[i] += t[i][j];
-                else
-                    for (int i = 0; i < mr; i++) d[i] = t[i][j];
-            }
-        }
-    }
+    product_t(dinp, C, weight, 1, C, dt, ld, N, OC, NULL, acc);
 }
