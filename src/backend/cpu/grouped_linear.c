@@ -15,6 +15,9 @@
 #include "backend/ops.h"
 
 #include <omp.h>
+#include <stdlib.h>
+
+#include "base/base.h"
 
 static void fwd_one(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
                     const ds_fp8w *const *w8, const int64_t *counts, const int64_t *offsets, int64_t e, int64_t C,
@@ -32,14 +35,31 @@ void ds_grouped_linear_forward_ref(const struct ds_ops *self, float *out, const 
     for (int64_t e = 0; e < E; e++) fwd_one(self, out, inp, w, w8, counts, offsets, e, C, OC);
 }
 
+/* The experts by decreasing row count (ties by index), so the dynamic
+ * schedule hands out the long GEMMs first and the threads end together
+ * (longest-processing-time first); each expert's result does not depend on
+ * the order.  order must hold E entries. */
+static void by_rows_desc(int64_t *order, const int64_t *counts, int64_t E) {
+    for (int64_t i = 0; i < E; i++) {
+        int64_t e = i, j = i;
+        for (; j > 0 && counts[order[j - 1]] < counts[e]; j--) order[j] = order[j - 1];
+        order[j] = e;
+    }
+}
+
+enum { ORDER_STACK = 256 };
+
 void ds_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp, const float *const *w,
                                const ds_fp8w *const *w8, const int64_t *counts, const int64_t *offsets, int64_t E,
                                int64_t C, int64_t OC) {
     int64_t active = 0; /* experts with rows */
     for (int64_t e = 0; e < E; e++) active += counts[e] > 0;
     const int par = E > 0 && (offsets[E] >= 64 * E || active >= omp_get_max_threads());
+    int64_t stack[ORDER_STACK], *order = E <= ORDER_STACK ? stack : ds_malloc((size_t)E * sizeof(int64_t));
+    by_rows_desc(order, counts, E);
 #pragma omp parallel for schedule(dynamic, 1) if (par)
-    for (int64_t e = 0; e < E; e++) fwd_one(self, out, inp, w, w8, counts, offsets, e, C, OC);
+    for (int64_t i = 0; i < E; i++) fwd_one(self, out, inp, w, w8, counts, offsets, order[i], C, OC);
+    if (order != stack) free(order);
 }
 
 static void bwd_one(const struct ds_ops *self, float *dinp, float *const *dw, const float *dout, const float *inp,
@@ -59,6 +79,9 @@ void ds_grouped_linear_backward_ref(const struct ds_ops *self, float *dinp, floa
 void ds_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw, const float *dout,
                                 const float *inp, const float *const *w, const int64_t *counts,
                                 const int64_t *offsets, int64_t E, int64_t C, int64_t OC, int acc) {
+    int64_t stack[ORDER_STACK], *order = E <= ORDER_STACK ? stack : ds_malloc((size_t)E * sizeof(int64_t));
+    by_rows_desc(order, counts, E);
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t e = 0; e < E; e++) bwd_one(self, dinp, dw, dout, inp, w, counts, offsets, e, C, OC, acc);
+    for (int64_t i = 0; i < E; i++) bwd_one(self, dinp, dw, dout, inp, w, counts, offsets, order[i], C, OC, acc);
+    if (order != stack) free(order);
 }
