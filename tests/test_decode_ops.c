@@ -309,7 +309,8 @@ TEST(decode_ops_cpu_linears_take_gemv_for_few_rows) {
         const int rw = N <= DS_LINEAR_ROWWISE_MAX;
         ds_ops_cpu.matmul_forward(o1, x, w, b, N, C, OC);
         if (rw) for (int64_t i = 0; i < N; i++) ds_gemv_forward(o2 + i * OC, x + i * C, w, b, 1, C, OC);
-        else ds_matmul_forward_smallm(o2, x, w, b, N, C, OC); /* few-row FP32 GEMM up to DS_SMALLM_MAX_ROWS */
+        else if (ds_smallm_use(N, 0)) ds_matmul_forward_smallm(o2, x, w, b, N, C, OC); /* few-row FP32 GEMM (AVX-512) */
+        else ds_matmul_forward(o2, x, w, b, N, C, OC);
         CHECK_MSG(!memcmp(o1, o2, nb), "cpu matmul_forward N=%lld: not the %s", (long long)N, rw ? "row-wise GEMV" : "GEMM");
         ds_ops_cpu.linear_forward(o1, x, w, b, N, C, OC);
         CHECK_MSG(!memcmp(o1, o2, nb), "cpu linear_forward N=%lld", (long long)N);

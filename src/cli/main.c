@@ -122,14 +122,14 @@ static int planned_threads(char **argv) {
  * how idle OpenMP threads wait (when neither OMP_WAIT_POLICY nor
  * GOMP_SPINCOUNT is set).  When this run's threads fit on the CPUs that no
  * other task is running on, a worker spins a bounded while (GOMP_SPINCOUNT=
- * 10000, tens of µs) before it sleeps: a decode step is ~150 short regions,
+ * 10000, about 0.1 ms) before it sleeps: a decode step is ~150 short regions,
  * and a futex wake-up for each made 2 threads slower than 1 (small, idle
  * 2-core machine: 1 thread 262 tokens/s, 2 threads sleeping 250, spinning
  * 332).  When the machine is busy, workers sleep at once
  * (OMP_WAIT_POLICY=PASSIVE): a spinning thread that waits on a descheduled
  * peer burns the core that peer needs (2 threads beside one busy job: 200
  * tokens/s sleeping, 64 spinning). */
-static void select_openblas_core(char **argv) {
+static void set_runtime_env(char **argv) {
     if (getenv("DS_NO_REEXEC")) return;
     int reexec = 0;
     if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
@@ -170,7 +170,7 @@ static void select_openblas_core(char **argv) {
 }
 
 int main(int argc, char **argv) {
-    select_openblas_core(argv);
+    set_runtime_env(argv);
     /* past a file size limit (ulimit -f) a write fails with EFBIG, reported
      * with the file's name like a full disk, instead of a silent kill */
     signal(SIGXFSZ, SIG_IGN);

@@ -11,7 +11,6 @@
 #include "backend/cpu/matmul_bf16.h"
 #include "backend/cpu/backward.h"
 #include "backend/cpu/smallm.h"
-#include "backend/cpu/gemv.h"
 
 #include <string.h>
 #ifdef DS_HAVE_OPENBLAS
@@ -68,15 +67,13 @@ static int nthreads(int64_t work) {
 void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, int64_t N, int64_t C, int64_t OC, int acc) {
     if (N <= 0) return;
-#ifdef DS_HAVE_OPENBLAS
     /* few rows (the routed experts of a small batch): the input gradient with
-     * the weight read in place (smallm.c), the weight gradient by sgemm below */
-    if (dinp && N > DS_LINEAR_ROWWISE_MAX && N <= DS_SMALLM_DINP_MAX_ROWS) {
+     * the weight read in place (smallm.c), the weight gradient below */
+    if (dinp && ds_smallm_use(N, 1)) {
         ds_matmul_dinp_smallm(dinp, dout, weight, N, C, OC, acc);
         dinp = NULL;
         if (!dweight && !dbias) return;
     }
-#endif
     int nt = nthreads(N * C * OC);
 #ifdef _OPENMP
     if (omp_in_parallel()) nt = 1; /* called per expert from a parallel loop */

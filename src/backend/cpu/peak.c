@@ -79,10 +79,9 @@ double ds_cpu_fma_peak_measure(int threads) {
     if (cache[slot] > 0 && cache_isa[slot] == isa) return cache[slot];
     double best = 0;
     volatile float keep = 0;
-    /* best of 5 after a warm-up (clocks ramp); each rep times the span from
-     * the first thread's start to the last thread's end, the threads released
-     * together by a barrier, so a late-starting thread costs nothing unless
-     * it really overlaps less */
+    /* best of 5 after a warm-up (clocks ramp); the threads start together
+     * after a barrier and a rep is timed from the first start to the last
+     * end, so waking the team (before the barrier) is not counted */
     for (int rep = 0; rep < 6; rep++) {
         double flops = 0, t0 = 1e300, t1 = 0;
         float sink = 0;

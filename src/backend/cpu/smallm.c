@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/gemv.h"
 #include "backend/cpu/par.h"
 #include "backend/cpu/transpose8.h"
 #include "base/base.h"
@@ -172,6 +173,15 @@ static void pack_xt(float *xt, int64_t ld, const float *x, int64_t N, int64_t C)
         for (int64_t n = 0; n < N; n++) row[n] = x[n * C + c];
         for (int64_t n = N; n < ld; n++) row[n] = 0;
     }
+}
+
+int ds_smallm_use(int64_t N, int dinp) {
+    if (N <= DS_LINEAR_ROWWISE_MAX || N > (dinp ? DS_SMALLM_DINP_MAX_ROWS : DS_SMALLM_MAX_ROWS)) return 0;
+#ifdef DS_X86_SIMD
+    return ds_cpu_isa() >= DS_ISA_AVX512;
+#else
+    return 0;
+#endif
 }
 
 static int threads_for(double flops) {

@@ -19,12 +19,12 @@
  * independently (FP32: one weight pass; FP8/BF16: groups of
  * DS_GEMV_MAX_ROWS), so a sequence's numbers do not depend on the other
  * rows of its batch: a batched decode step equals batch-1 steps bit for bit.
- * FP32 up to DS_SMALLM_MAX_ROWS rows (the routed experts of a small training
- * batch): the weight read in place (smallm.c), then BLAS sgemm. */
+ * FP32 up to DS_SMALLM_MAX_ROWS rows on AVX-512 (the routed experts of a
+ * small training batch): the weight read in place (smallm.c), then BLAS sgemm. */
 static void matmul_forward_cpu(float *out, const float *inp, const float *w, const float *bias, int64_t N, int64_t C,
                                int64_t OC) {
     if (N <= DS_LINEAR_ROWWISE_MAX) ds_gemv_forward(out, inp, w, bias, N, C, OC);
-    else if (N <= DS_SMALLM_MAX_ROWS) ds_matmul_forward_smallm(out, inp, w, bias, N, C, OC);
+    else if (ds_smallm_use(N, 0)) ds_matmul_forward_smallm(out, inp, w, bias, N, C, OC);
     else ds_matmul_forward(out, inp, w, bias, N, C, OC);
 }
 
