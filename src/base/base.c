@@ -105,6 +105,18 @@ void *ds_aligned_alloc_(size_t n, const char *file, int line) {
 
 void ds_free_aligned(void *p) { free(p); }
 
+void *ds_scratch_(void **buf, size_t *cap, size_t bytes, const char *file, int line) {
+    if (bytes > *cap || !*buf) {
+        /* whole 4 KiB pages: a slowly growing need (a decode step's scores,
+         * one more position each token) does not reallocate every call */
+        size_t c = (bytes + 4095) & ~(size_t)4095;
+        free(*buf);
+        *buf = ds_aligned_alloc_(c ? c : 4096, file, line);
+        *cap = c ? c : 4096;
+    }
+    return *buf;
+}
+
 char *ds_strdup_(const char *s, const char *file, int line) {
     size_t n = strlen(s) + 1;
     char *p = ds_malloc_(n, file, line);

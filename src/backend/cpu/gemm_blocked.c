@@ -362,19 +362,14 @@ static float *tl_packs(void) {
 
 /* A packed once per call (gemm_dpbf16, ds_gemm_blocked_), grow-only, per
  * calling thread, in 4-byte words */
-static _Thread_local uint32_t *apk_buf;
+static _Thread_local void *apk_buf;
 static _Thread_local size_t apk_cap;
 
 /* The buffer for A packed once, `words` 4-byte words, or NULL when A is not
  * worth it (fewer than three column tiles) or too large (over 16 MB). */
 static void *apk_buffer(int64_t tn, size_t words) {
     if (tn < 3 || words > ((size_t)4 << 20)) return NULL;
-    if (words > apk_cap) {
-        ds_free_aligned(apk_buf);
-        apk_buf = ds_aligned_alloc(words * sizeof(uint32_t));
-        apk_cap = words;
-    }
-    return apk_buf;
+    return ds_scratch(&apk_buf, &apk_cap, words * sizeof(uint32_t));
 }
 
 /* Packs every strip of A (mr rows; sper strips a row tile of mcap rows) for

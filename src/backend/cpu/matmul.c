@@ -133,10 +133,7 @@ void ds_matmul_forward(float *out, const float *inp, const float *weight, const 
     /* cblas takes int sizes */
     DS_ASSERT(N <= INT32_MAX && C <= INT32_MAX && OC <= INT32_MAX);
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
-    int nt = 1;
-#ifdef _OPENMP
-    if (!omp_in_parallel()) nt = ds_par_threads(2.0 * N * C * OC, DS_PAR_MIN_FLOPS);
-#endif
+    const int nt = ds_par_threads_top(2.0 * N * C * OC, DS_PAR_MIN_FLOPS);
     /* Each slab's sgemm packs its whole share of both operands, so cut the
      * larger one: output columns (the weight rows) when OC >= N, else the
      * input rows; column slabs are multiples of 16. */

@@ -15,17 +15,13 @@
 /* Grow-only conversion scratch (three operands at most), one set per thread:
  * the MoE layers call the linear layers of different experts from a parallel
  * loop. */
-static _Thread_local uint16_t *scratch[3];
+static _Thread_local void *scratch[3];
 static _Thread_local size_t scratch_n[3];
 
 static uint16_t *to_bf16(int slot, const float *x, int64_t n) {
-    if ((size_t)n > scratch_n[slot]) {
-        ds_free_aligned(scratch[slot]);
-        scratch[slot] = ds_aligned_alloc((size_t)n * sizeof(uint16_t));
-        scratch_n[slot] = (size_t)n;
-    }
-    ds_f32_to_bf16_n(scratch[slot], x, n);
-    return scratch[slot];
+    uint16_t *b = ds_scratch(&scratch[slot], &scratch_n[slot], (size_t)n * sizeof(uint16_t));
+    ds_f32_to_bf16_n(b, x, n);
+    return b;
 }
 
 /* BF16 copies of the weights, kept while the caller's epoch holds

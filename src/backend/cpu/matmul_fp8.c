@@ -13,14 +13,7 @@
 static _Thread_local void *scratch[2];
 static _Thread_local size_t scratch_n[2];
 
-static void *grow(int slot, size_t bytes) {
-    if (bytes > scratch_n[slot]) {
-        ds_free_aligned(scratch[slot]);
-        scratch[slot] = ds_aligned_alloc(bytes);
-        scratch_n[slot] = bytes;
-    }
-    return scratch[slot];
-}
+static void *grow(int slot, size_t bytes) { return ds_scratch(&scratch[slot], &scratch_n[slot], bytes); }
 
 void ds_linear_forward_fp8(float *out, const float *inp, const float *weight, const float *bias, int64_t N,
                            int64_t C, int64_t OC) {

@@ -42,15 +42,7 @@ void ds_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int6
 }
 
 /* grow-only scratch of the calling thread */
-static float *scratch(float **buf, size_t *cap, size_t n) {
-    if (n > *cap) {
-        free(*buf);
-        *buf = ds_malloc(n * sizeof(float));
-        *cap = n;
-    }
-    return *buf;
-}
-static _Thread_local float *qabs_buf, *score_buf;
+static _Thread_local void *qabs_buf, *score_buf;
 static _Thread_local size_t qabs_cap, score_cap;
 
 void ds_mla_absorbed_attention(float *att, const float *q, const float *ckv, const float *kpe, const float *kv_b,
@@ -58,7 +50,7 @@ void ds_mla_absorbed_attention(float *att, const float *q, const float *ckv, con
                                int64_t dr, int64_t rkv, float scale, const int64_t *pos_b, const int64_t *row_b) {
     const int64_t N = B * n, dq = dn + dr;
     if (N <= 0 || nh <= 0) return;
-    float *qabs = scratch(&qabs_buf, &qabs_cap, (size_t)(N * nh * rkv));
+    float *qabs = ds_scratch(&qabs_buf, &qabs_cap, (size_t)(N * nh * rkv) * sizeof(float));
     /* q_abs[r,h,:] = Σ_d q_nope[r,h,d] · W_UK_h[d,:]  (W_UK_h (dn, rkv) rows of kv_b) */
 #pragma omp parallel for schedule(static) if (N * nh * dn * rkv > 65536)
     for (int64_t rh = 0; rh < N * nh; rh++) {
@@ -77,7 +69,7 @@ void ds_mla_absorbed_attention(float *att, const float *q, const float *ckv, con
 #pragma omp parallel for schedule(dynamic, 1) if (work > 1 && span * work * rkv > 32768)
     for (int64_t w = 0; w < work; w++) {
         const int64_t b = w / (nh * n), h = (w / n) % nh, i = w % n, t = SEQ_POS(b) + i, r = b * n + i;
-        float *s = scratch(&score_buf, &score_cap, (size_t)(t + 1 + rkv)), *ctx = s + t + 1;
+        float *s = ds_scratch(&score_buf, &score_cap, (size_t)(t + 1 + rkv) * sizeof(float)), *ctx = s + t + 1;
         const float *qa = qabs + (r * nh + h) * rkv, *qpe = q + (r * nh + h) * dq + dn;
         const float *C = ckv + SEQ_ROW(b) * Lmax * rkv, *KP = kpe + SEQ_ROW(b) * Lmax * dr;
         float mx = -INFINITY;

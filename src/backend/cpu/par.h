@@ -14,6 +14,9 @@
 #define DS_PAR_H
 
 #include "base/base.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define DS_PAR_MIN_BYTES (1024.0 * 1024.0)
 #define DS_PAR_MIN_FLOPS (2.0e6)
@@ -23,6 +26,15 @@ static inline int ds_par_threads(double work, double min_per_thread) {
     double w = work / min_per_thread;
     if (w < 2.0 || t <= 1) return 1;
     return w < (double)t ? (int)w : t;
+}
+
+/* The same for a kernel that may also be called from a parallel loop (the
+ * experts' GEMMs): one thread there, since a nested region would not fork. */
+static inline int ds_par_threads_top(double work, double min_per_thread) {
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 1;
+#endif
+    return ds_par_threads(work, min_per_thread);
 }
 
 #endif

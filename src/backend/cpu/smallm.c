@@ -8,11 +8,13 @@
  * through OpenBLAS).  Here the weight is read in place:
  *   forward  outᵀ (OC, N) = W (OC, C) · xᵀ (C, N): 6 weight rows are broadcast
  *            element by element against xᵀ packed [C][N rounded to 16] (the
- *            only pack: N·C floats), 6 x 32 tiles (AVX-512) or 6 x 16 (AVX2);
- *   dinp     dinp (N, C) = dout (N, OC) · W (OC, C): 6 rows of dout are
- *            broadcast against W's rows read in place, 6 x 32 (16) tiles.
- * Each output element is one FMA chain over the inner index in order, so the
- * result does not depend on the thread count or on the other rows.
+ *            only pack: N·C floats), 6 x 32 AVX-512 tiles;
+ *   dinp     dinpᵀ (C, N) = Wᵀ (C, OC) · doutᵀ (OC, N): 6 adjacent columns of
+ *            a weight row broadcast against doutᵀ packed the same way.
+ * The CPU table uses them on the AVX-512 path only (ds_smallm_use); elsewhere
+ * the tiles are plain C (correct, for tests and odd builds).  Each output
+ * element is one FMA chain over the inner index in order, so the result does
+ * not depend on the thread count or on the other rows.
  */
 #include "backend/cpu/smallm.h"
 
@@ -24,9 +26,6 @@
 #include "backend/cpu/par.h"
 #include "backend/cpu/transpose8.h"
 #include "base/base.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #ifdef DS_X86_SIMD
 #include <immintrin.h>
 #endif
@@ -88,35 +87,6 @@ DS_TARGET_AVX512 static void tile_avx512(float t[MR][NW], const float *a, int64_
     _mm512_storeu_ps(t[5], c50), _mm512_storeu_ps(t[5] + 16, c51);
 }
 
-/* AVX2: 6 x 16 per call (two 8-lane halves); a 32-wide tile is two calls */
-DS_TARGET_AVX2 static void tile16_avx2(float t[MR][NW], int j0, const float *a, int64_t lda, int64_t ak, int mr,
-                                       const float *b, int64_t ldb, int nw, int64_t K) {
-    int64_t o[MR];
-    for (int i = 0; i < MR; i++) o[i] = (i < mr ? i : 0) * lda;
-    const float *p = a;
-    int32_t lane[16];
-    for (int j = 0; j < 16; j++) lane[j] = j < nw ? -1 : 0;
-    const __m256i m0 = _mm256_loadu_si256((const __m256i *)lane), m1 = _mm256_loadu_si256((const __m256i *)(lane + 8));
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < K; k++, p += ak) {
-        const float *bk = b + k * ldb;
-        __m256 b0 = _mm256_maskload_ps(bk, m0), b1 = _mm256_maskload_ps(bk + 8, m1), x;
-        x = _mm256_broadcast_ss(p + o[0]); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(p + o[1]); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(p + o[2]); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(p + o[3]); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(p + o[4]); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(p + o[5]); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
-    }
-    _mm256_storeu_ps(t[0] + j0, c00), _mm256_storeu_ps(t[0] + j0 + 8, c01);
-    _mm256_storeu_ps(t[1] + j0, c10), _mm256_storeu_ps(t[1] + j0 + 8, c11);
-    _mm256_storeu_ps(t[2] + j0, c20), _mm256_storeu_ps(t[2] + j0 + 8, c21);
-    _mm256_storeu_ps(t[3] + j0, c30), _mm256_storeu_ps(t[3] + j0 + 8, c31);
-    _mm256_storeu_ps(t[4] + j0, c40), _mm256_storeu_ps(t[4] + j0 + 8, c41);
-    _mm256_storeu_ps(t[5] + j0, c50), _mm256_storeu_ps(t[5] + j0 + 8, c51);
-}
 #endif
 
 static void tile(float t[MR][NW], const float *a, int64_t lda, int64_t ak, int mr, const float *b, int64_t ldb,
@@ -127,27 +97,15 @@ static void tile(float t[MR][NW], const float *a, int64_t lda, int64_t ak, int m
         tile_avx512(t, a, lda, ak, mr, b, ldb, nw, K);
         return;
     }
-    if (isa >= DS_ISA_AVX2) {
-        tile16_avx2(t, 0, a, lda, ak, mr, b, ldb, nw < 16 ? nw : 16, K);
-        if (nw > 16) tile16_avx2(t, 16, a, lda, ak, mr, b + 16, ldb, nw - 16, K);
-        return;
-    }
 #endif
     tile_scalar(t, a, lda, ak, mr, b, ldb, nw, K);
 }
 
-/* grow-only per-thread buffer for xᵀ */
-static _Thread_local float *xt_buf;
+/* per-thread scratch for xᵀ (doutᵀ) */
+static _Thread_local void *xt_buf;
 static _Thread_local size_t xt_cap;
 
-static float *xt_scratch(size_t n) {
-    if (n > xt_cap) {
-        ds_free_aligned(xt_buf);
-        xt_buf = ds_aligned_alloc(n * sizeof(float));
-        xt_cap = n;
-    }
-    return xt_buf;
-}
+static float *xt_scratch(size_t n) { return ds_scratch(&xt_buf, &xt_cap, n * sizeof(float)); }
 
 #ifdef DS_X86_SIMD
 /* xt[c·ld + n0 + j] = x[(n0 + j)·C + c0 + i] for the 8x8 block at (n0, c0);
@@ -184,13 +142,6 @@ int ds_smallm_use(int64_t N, int dinp) {
 #endif
 }
 
-static int threads_for(double flops) {
-#ifdef _OPENMP
-    if (omp_in_parallel()) return 1;
-#endif
-    return ds_par_threads(flops, DS_PAR_MIN_FLOPS);
-}
-
 /* out (N rows, row stride R) [+]= (A · Bᵀ)ᵀ + bias, where A has R rows,
  * A(r, k) = a[r·lda + k·ak], and bt = Bᵀ packed [K][ld] by pack_xt (B: the N
  * rows of the few-row operand): A's rows in blocks of MR (over the threads),
@@ -198,7 +149,7 @@ static int threads_for(double flops) {
 static void product_t(float *out, int64_t R, const float *a, int64_t lda, int64_t ak, const float *bt, int64_t ld,
                       int64_t N, int64_t K, const float *bias, int acc) {
     const int64_t nrb = (R + MR - 1) / MR;
-    const int nt = threads_for(2.0 * N * K * R);
+    const int nt = ds_par_threads_top(2.0 * N * K * R, DS_PAR_MIN_FLOPS);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t rb = 0; rb < nrb; rb++) {
         const int64_t r0 = rb * MR;
