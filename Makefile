@@ -92,7 +92,7 @@ ifneq ($(NVCC),)
   NVFLAGS   := -std=c++17 -O2 -g $(CU_ARCH) -Isrc -Xcompiler -Wall,-Wno-unused-parameter,-fno-strict-aliasing \
                -MMD -MP $(EXTRA_NVFLAGS)
   CU_SRC    := $(wildcard src/backend/cuda/*.cu)
-  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart -lstdc++
   FOUND     += CUDA($(shell $(NVCC) --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), sm_90a+compute_80)
 else
   MISSING += CUDA

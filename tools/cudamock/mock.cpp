@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cublasLt.h"
+#include "cublas_v2.h"
 #include "cuda_fp8.h"
 #include "cuda_runtime.h"
 
@@ -233,5 +234,44 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
         }
     for (int64_t c = 0; c < n; c++)
         for (int64_t r = 0; r < m; r++) Df[c * ldd->ld + r] = out[(size_t)(c * m + r)];
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
+                                       cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t,
+                                       const cublasLtMatmulAlgo_t *, cublasLtMatmulHeuristicResult_t *res) {
+    if (res) res->workspaceSize = 0;
+    return supported(d, a, b, c) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+}
+
+/* ---- cuBLAS: the grouped GEMM (column-major, the legacy API's semantics) ---- */
+struct cudamock_blas { int dummy; };
+cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = new cudamock_blas; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
+const char *cublasGetStatusString(cublasStatus_t s) { return s ? "cudamock cuBLAS error" : "success"; }
+cublasStatus_t cublasGemmGroupedBatchedEx(cublasHandle_t, const cublasOperation_t transa[],
+                                          const cublasOperation_t transb[], const int m[], const int n[],
+                                          const int k[], const void *alpha, const void *const A[], cudaDataType at,
+                                          const int lda[], const void *const B[], cudaDataType bt, const int ldb[],
+                                          const void *beta, void *const C[], cudaDataType ct, const int ldc[],
+                                          int group_count, const int group_size[], cublasComputeType_t) {
+    if (!env_ok("CUDAMOCK_GROUPED")) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (at != bt || ct != CUDA_R_32F || (at != CUDA_R_32F && at != CUDA_R_16BF)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    int64_t p = 0;
+    for (int g = 0; g < group_count; g++)
+        for (int j = 0; j < group_size[g]; j++, p++) {
+            const float al = ((const float *)alpha)[g], be = ((const float *)beta)[g];
+            float *Cf = (float *)C[p];
+            for (int64_t c = 0; c < n[g]; c++)
+                for (int64_t r = 0; r < m[g]; r++) {
+                    double s = 0;
+                    for (int64_t q = 0; q < k[g]; q++)
+                        s += elt(A[p], at, transa[g] ? q + r * lda[g] : r + q * lda[g]) *
+                             elt(B[p], bt, transb[g] ? c + q * ldb[g] : q + c * ldb[g]);
+                    float *o = &Cf[c * ldc[g] + r];
+                    *o = (float)(al * s + (be != 0 ? be * *o : 0.0));
+                }
+        }
     return CUBLAS_STATUS_SUCCESS;
 }

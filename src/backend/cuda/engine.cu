@@ -434,19 +434,6 @@ extern "C" void ds_cu_mla_absorbed_attention(float *att, const float *q, const f
     CU_LAUNCHED();
 }
 
-/* the experts in order, each through the table's own linear entries */
-extern "C" void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp,
-                                             const float *const *w, const ds_fp8w *const *w8, const int64_t *counts,
-                                             const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
-    ds_grouped_linear_forward_ref(self, out, inp, w, w8, counts, offsets, E, C, OC);
-}
-extern "C" void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw,
-                                              const float *dout, const float *inp, const float *const *w,
-                                              const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C,
-                                              int64_t OC, int acc) {
-    ds_grouped_linear_backward_ref(self, dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc);
-}
-
 /* ---- continuous batching: RoPE at per-sequence positions ------------------------------------------- */
 extern "C" void ds_cu_rope_pos_forward(float *x, const float *cos_t, const float *sin_t, const int64_t *pos_b,
                                        int64_t B, int64_t T, int64_t nv, int64_t ld, int64_t off, int64_t dr,

@@ -28,6 +28,7 @@
  */
 #include "backend/cuda/common.cuh"
 
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 #include <string.h>
@@ -48,26 +49,40 @@ struct lt_operand {
     int scale_mode;       /* cublasLtMatmulMatrixScale_t */
 };
 
-/* The heuristic's answer per problem, asked once: the MoE layers run the same
- * few shapes thousands of times, and the search costs more host time than a
- * small GEMM takes on the device.  The key is everything the search sees:
- * shapes, types, transposes, leading dimensions, scale modes and the
- * operands' alignment (min(256, lowest set bit of the address), also given
- * to the search as the minimum alignment, so an algorithm that needs more is
- * never picked for a row offset inside a buffer).  An answer of "none" is kept
- * too (the FP8 fallback asks once).  Guarded by the entry lock. */
+/* The heuristic's answer per class of problems, asked once: the MoE layers
+ * run a few shapes thousands of times with row counts that change every step
+ * (an expert's routed rows), and a search costs more host time than a small
+ * GEMM takes on the device (tens to hundreds of microseconds, more for BF16
+ * than FP32).  The key is everything the search sees, with m, n, k and the
+ * leading dimensions rounded up to a bucket (2 significant bits above 64: at
+ * most 1.5x apart): types, transposes, scale modes and the operands'
+ * alignment (min(256, lowest set bit of the address), also given to the
+ * search as the minimum alignment, so an algorithm that needs more is never
+ * picked for a row offset inside a buffer).  A problem that is not the one
+ * searched has its algorithm checked first (cublasLtMatmulAlgoCheck: host
+ * only, no search), and a failed check searches for that problem exactly.
+ * An answer of "none" is kept too (the FP8 fallback asks once).  Guarded by
+ * the entry lock. */
 struct lt_key {
     int64_t m, n, k, lda, ldb, ldd;
     int32_t ta, tb, tya, tyb, tyd, sa, sb, ala, alb, ald;
 };
 struct lt_slot {
-    lt_key key;
+    lt_key key;        /* bucketed */
+    lt_key exact;      /* the problem the search was for */
     int used, found;
     cublasLtMatmulAlgo_t algo;
 };
 enum { LT_SLOTS = 4096 };
 lt_slot lt_cache[LT_SLOTS];
-int64_t lt_searches, lt_hits;
+int64_t lt_searches, lt_hits, lt_checks;
+/* x rounded up to 16 (x <= 64) or to 2 significant bits */
+int64_t lt_bucket(int64_t x) {
+    if (x <= 64) return (x + 15) / 16 * 16;
+    int64_t p = 64;
+    while (p * 2 < x) p *= 2;           /* p < x <= 2p */
+    return x <= p + p / 2 ? p + p / 2 : 2 * p;
+}
 int32_t align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
     int32_t al = 256;
@@ -92,6 +107,12 @@ lt_slot *lt_lookup(const lt_key &k, int *fresh) {
     *fresh = -1; /* full: search every time */
     return NULL;
 }
+
+} // namespace
+void ds_cu_lt_stats(int64_t *searches, int64_t *hits, int64_t *checks) {
+    *searches = lt_searches, *hits = lt_hits, *checks = lt_checks;
+}
+namespace {
 
 /* D (m x n col-major, ldd) = op(A) op(B) + beta D.  Returns the cuBLAS status
  * of the algorithm search or the launch; nothing is launched on failure. */
@@ -124,14 +145,28 @@ cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, c
     TRY(cublasLtMatrixLayoutCreate(&lb, B.type, B.trans ? k : n, B.trans ? n : k, B.ld));
     TRY(cublasLtMatrixLayoutCreate(&lc, dtype, m, n, ldd));
     {
-        lt_key key;
-        memset(&key, 0, sizeof key); /* padding too: the key is compared bytewise */
-        key.m = m, key.n = n, key.k = k, key.lda = A.ld, key.ldb = B.ld, key.ldd = ldd;
-        key.ta = (int32_t)ta, key.tb = (int32_t)tb, key.tya = (int32_t)A.type, key.tyb = (int32_t)B.type;
-        key.tyd = (int32_t)dtype, key.sa = A.scale ? A.scale_mode : -1, key.sb = B.scale ? B.scale_mode : -1;
-        key.ala = align_of(A.p), key.alb = align_of(B.p), key.ald = align_of(D);
+        lt_key exact, key;
+        memset(&exact, 0, sizeof exact); /* padding too: the key is compared bytewise */
+        exact.m = m, exact.n = n, exact.k = k, exact.lda = A.ld, exact.ldb = B.ld, exact.ldd = ldd;
+        exact.ta = (int32_t)ta, exact.tb = (int32_t)tb, exact.tya = (int32_t)A.type, exact.tyb = (int32_t)B.type;
+        exact.tyd = (int32_t)dtype, exact.sa = A.scale ? A.scale_mode : -1, exact.sb = B.scale ? B.scale_mode : -1;
+        exact.ala = align_of(A.p), exact.alb = align_of(B.p), exact.ald = align_of(D);
+        key = exact;
+        key.m = lt_bucket(m), key.n = lt_bucket(n), key.k = lt_bucket(k);
+        key.lda = lt_bucket(A.ld), key.ldb = lt_bucket(B.ld), key.ldd = lt_bucket(ldd);
         int fresh;
         lt_slot *slot = lt_lookup(key, &fresh);
+        if (!fresh && memcmp(&slot->exact, &exact, sizeof exact)) {
+            /* another problem of the class: the algorithm must take it (tile
+             * and split-K limits, workspace), else search for it exactly (a
+             * class without an algorithm is searched per problem) */
+            cublasLtMatmulHeuristicResult_t chk;
+            lt_checks++;
+            if (!slot->found ||
+                cublasLtMatmulAlgoCheck(g_cu.lt, op, la, lb, lc, lc, &slot->algo, &chk) != CUBLAS_STATUS_SUCCESS ||
+                chk.workspaceSize > g_cu.lt_ws_bytes)
+                fresh = 1;
+        }
         if (fresh) {
             uint32_t al[3] = {(uint32_t)key.ala, (uint32_t)key.alb, (uint32_t)key.ald};
             lt_searches++;
@@ -143,7 +178,7 @@ cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, c
             TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof al[2]));
             TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof al[2]));
             TRY(cublasLtMatmulAlgoGetHeuristic(g_cu.lt, op, la, lb, lc, lc, pref, 1, &res, &nres));
-            if (slot) slot->key = key, slot->found = nres >= 1, slot->algo = res.algo, slot->used = 1;
+            if (slot) slot->key = key, slot->exact = exact, slot->found = nres >= 1, slot->algo = res.algo, slot->used = 1;
         } else {
             lt_hits++;
             nres = slot->found;
@@ -332,6 +367,185 @@ extern "C" void ds_cu_matmul_backward_bf16(float *dinp, float *dw, float *dbias,
         CU_CHECK(cudaMemsetAsync(dinp, 0, (size_t)(N * C) * sizeof(float), g_cu.stream));
     }
     dbias_sum(dbias, dout, N, OC, 1);
+}
+
+/* ---- grouped expert GEMMs (FP32, BF16) --------------------------------------------
+ * One cublasGemmGroupedBatchedEx call per product for all the experts with
+ * rows (a group of one problem each: their row counts differ), where the
+ * per-expert loop made a cuBLASLt call, its descriptors and launch per
+ * expert: 32 experts x 3 products x 2 passes per MoE layer.  The products
+ * and their layouts are gemm_fwd / gemm_dgrad / gemm_wgrad's; BF16 operands
+ * are rounded once per call for all experts (one kernel over the pointer
+ * list for the weights).  FP32 compute (no TF32).  Where cuBLAS refuses (an
+ * older library, a type it does not take), one line on stderr and the
+ * per-expert loop from then on; DSV3_CUDA_GROUPED=0 asks for the loop. */
+namespace {
+cublasHandle_t g_blas;
+int grouped_state;   /* 0: not decided, 1: on, -1: off */
+
+int grouped_on(void) {
+    if (grouped_state) return grouped_state > 0;
+    const char *e = getenv("DSV3_CUDA_GROUPED");
+    grouped_state = e && !strcmp(e, "0") ? -1 : 1;
+    if (grouped_state > 0) {
+        if (cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(g_blas, g_cu.stream) != CUBLAS_STATUS_SUCCESS ||
+            cublasSetMathMode(g_blas, CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS) {
+            fprintf(stderr, "dsv3: cuda: cuBLAS did not start; the expert GEMMs run one by one\n");
+            grouped_state = -1;
+        }
+    }
+    return grouped_state > 0;
+}
+
+__global__ void k_to_bf16_list(uint16_t *dst, const float *const *src, int64_t n, int64_t cnt) {
+    GRID_STRIDE(i, n * cnt) dst[i] = f32_to_bf16(src[i / n][i % n]);
+}
+
+enum { GMAX = 1024 };
+struct grouped_call {
+    int g;                                          /* groups: experts with rows */
+    int64_t e[GMAX];                                /* their expert index */
+    cublasOperation_t ta[GMAX], tb[GMAX];
+    int m[GMAX], n[GMAX], k[GMAX], lda[GMAX], ldb[GMAX], ldc[GMAX], one[GMAX];
+    float alpha[GMAX], beta[GMAX];
+    const void *A[GMAX], *B[GMAX];
+    void *Cm[GMAX];
+};
+grouped_call gc_host;   /* guarded by the entry lock */
+
+/* the experts with rows, at most GMAX of them; 0 when there are none or too many */
+int grouped_list(grouped_call *c, const int64_t *counts, int64_t E) {
+    c->g = 0;
+    for (int64_t e = 0; e < E; e++)
+        if (counts[e] > 0) {
+            if (c->g == GMAX || counts[e] > INT32_MAX) return 0;
+            c->e[c->g++] = e;
+        }
+    return c->g;
+}
+
+/* the pointer lists to the device (pageable: staged before the call returns,
+ * so the host lists may change at once), then one grouped call */
+cublasStatus_t grouped_run(grouped_call *c, cudaDataType t) {
+    const int g = c->g;
+    void **dp = (void **)ds_cu_scratch(SCR_PTRS, (size_t)(3 * g) * sizeof(void *));
+    CU_CHECK(cudaMemcpyAsync(dp, c->A, (size_t)g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
+    CU_CHECK(cudaMemcpyAsync(dp + g, c->B, (size_t)g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
+    CU_CHECK(cudaMemcpyAsync(dp + 2 * g, c->Cm, (size_t)g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
+    for (int i = 0; i < g; i++) c->one[i] = 1;
+    return cublasGemmGroupedBatchedEx(g_blas, c->ta, c->tb, c->m, c->n, c->k, c->alpha, (const void *const *)dp, t,
+                                      c->lda, (const void *const *)(dp + g), t, c->ldb, c->beta, dp + 2 * g,
+                                      CUDA_R_32F, c->ldc, g, c->one, CUBLAS_COMPUTE_32F);
+}
+
+/* a refusal: said once, then the loop */
+int grouped_refused(cublasStatus_t st) {
+    if (st == CUBLAS_STATUS_SUCCESS) return 0;
+    fprintf(stderr, "dsv3: cuda: cublasGemmGroupedBatchedEx: %s; the expert GEMMs run one by one\n",
+            cublasGetStatusString(st));
+    cudaGetLastError();
+    grouped_state = -1;
+    return 1;
+}
+
+/* the weights of the listed experts as BF16, one after another (OC*C each) */
+const uint16_t *weights_bf16(int slot, const grouped_call *c, const float *const *w, int64_t n) {
+    const float *src[GMAX];
+    for (int i = 0; i < c->g; i++) src[i] = w[c->e[i]];
+    const float **dsrc = (const float **)ds_cu_scratch(SCR_PTRS2, (size_t)c->g * sizeof(void *));
+    CU_CHECK(cudaMemcpyAsync(dsrc, src, (size_t)c->g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
+    uint16_t *d = (uint16_t *)ds_cu_scratch(slot, (size_t)(n * c->g) * sizeof(uint16_t));
+    k_to_bf16_list<<<ds_cu_blocks(n * c->g, 256), 256, 0, g_cu.stream>>>(d, dsrc, n, c->g);
+    CU_LAUNCHED();
+    return d;
+}
+
+/* 0: this table's precision has no grouped path (FP8), or w8 weights */
+int grouped_precision(const struct ds_ops *self, const ds_fp8w *const *w8, int64_t E) {
+    if (w8)
+        for (int64_t e = 0; e < E; e++)
+            if (w8[e]) return 0;
+    if (self->linear_forward == ds_cu_matmul_forward) return 1;
+    if (self->linear_forward == ds_cu_matmul_forward_bf16) return 2;
+    return 0;
+}
+} // namespace
+
+extern "C" void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp,
+                                             const float *const *w, const ds_fp8w *const *w8, const int64_t *counts,
+                                             const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
+    int prec = grouped_precision(self, w8, E);
+    if (prec && C > 0 && OC > 0) {
+        CU_ENTRY();
+        grouped_call *c = &gc_host;
+        if (grouped_on() && grouped_list(c, counts, E)) {
+            const int bf = prec == 2;
+            const uint16_t *xb = bf ? to_bf16(SCR_A, inp, offsets[E] * C) : NULL;
+            const uint16_t *wb = bf ? weights_bf16(SCR_B, c, w, OC * C) : NULL;
+            for (int i = 0; i < c->g; i++) {
+                int64_t e = c->e[i], o = offsets[e];
+                c->ta[i] = CUBLAS_OP_T, c->tb[i] = CUBLAS_OP_N;
+                c->m[i] = (int)OC, c->n[i] = (int)counts[e], c->k[i] = (int)C;
+                c->lda[i] = (int)C, c->ldb[i] = (int)C, c->ldc[i] = (int)OC;
+                c->alpha[i] = 1.0f, c->beta[i] = 0.0f;
+                c->A[i] = bf ? (const void *)(wb + (int64_t)i * OC * C) : (const void *)w[e];
+                c->B[i] = bf ? (const void *)(xb + o * C) : (const void *)(inp + o * C);
+                c->Cm[i] = out + o * OC;
+            }
+            if (!grouped_refused(grouped_run(c, bf ? CUDA_R_16BF : CUDA_R_32F))) return;
+        }
+    } /* the entry lock is released: the loop takes it per expert */
+    ds_grouped_linear_forward_ref(self, out, inp, w, w8, counts, offsets, E, C, OC);
+}
+
+extern "C" void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw,
+                                              const float *dout, const float *inp, const float *const *w,
+                                              const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C,
+                                              int64_t OC, int acc) {
+    int prec = grouped_precision(self, NULL, E), dinp_done = 0;
+    if (prec && C > 0 && OC > 0) {
+        CU_ENTRY();
+        grouped_call *c = &gc_host;
+        if (grouped_on() && grouped_list(c, counts, E)) {
+            const int bf = prec == 2;
+            const int64_t N = offsets[E];
+            const cudaDataType t = bf ? CUDA_R_16BF : CUDA_R_32F;
+            const uint16_t *dyb = bf ? to_bf16(SCR_A, dout, N * OC) : NULL;
+            int refused = 0;
+            if (dinp) {
+                /* dX_e (C x n col-major) = W_e (C x OC, op N) · dY_e (OC x n, op N) */
+                const uint16_t *wb = bf ? weights_bf16(SCR_B, c, (const float *const *)w, OC * C) : NULL;
+                for (int i = 0; i < c->g; i++) {
+                    int64_t e = c->e[i], o = offsets[e];
+                    c->ta[i] = CUBLAS_OP_N, c->tb[i] = CUBLAS_OP_N;
+                    c->m[i] = (int)C, c->n[i] = (int)counts[e], c->k[i] = (int)OC;
+                    c->lda[i] = (int)C, c->ldb[i] = (int)OC, c->ldc[i] = (int)C;
+                    c->alpha[i] = 1.0f, c->beta[i] = acc ? 1.0f : 0.0f;
+                    c->A[i] = bf ? (const void *)(wb + (int64_t)i * OC * C) : (const void *)w[e];
+                    c->B[i] = bf ? (const void *)(dyb + o * OC) : (const void *)(dout + o * OC);
+                    c->Cm[i] = dinp + o * C;
+                }
+                refused = grouped_refused(grouped_run(c, t));
+            }
+            if (!refused) {
+                /* dW_eᵀ (C x OC) += X_e (C x n, op N) · dY_e (OC x n, op T) */
+                const uint16_t *xb = bf ? to_bf16(SCR_C, inp, N * C) : NULL;
+                for (int i = 0; i < c->g; i++) {
+                    int64_t e = c->e[i], o = offsets[e];
+                    c->ta[i] = CUBLAS_OP_N, c->tb[i] = CUBLAS_OP_T;
+                    c->m[i] = (int)C, c->n[i] = (int)OC, c->k[i] = (int)counts[e];
+                    c->lda[i] = (int)C, c->ldb[i] = (int)OC, c->ldc[i] = (int)C;
+                    c->alpha[i] = 1.0f, c->beta[i] = 1.0f;
+                    c->A[i] = bf ? (const void *)(xb + o * C) : (const void *)(inp + o * C);
+                    c->B[i] = bf ? (const void *)(dyb + o * OC) : (const void *)(dout + o * OC);
+                    c->Cm[i] = dw[e];
+                }
+                if (!grouped_refused(grouped_run(c, t))) return;
+            }
+            dinp_done = !refused && dinp; /* the loop for the weight gradients alone */
+        }
+    } /* the entry lock is released: the loop takes it per expert */
+    ds_grouped_linear_backward_ref(self, dinp_done ? NULL : dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc);
 }
 
 /* ---- FP8: quantization -------------------------------------------------------- */

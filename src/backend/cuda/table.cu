@@ -49,6 +49,10 @@ void prof_print(void) {
     });
     fprintf(stderr, "cuda profile (DSV3_CUDA_PROFILE): %.3f s in entries\n%-34s %10s %10s %10s %6s\n", total, "entry",
             "calls", "total ms", "us/call", "share");
+    int64_t se, hi, ch;
+    ds_cu_lt_stats(&se, &hi, &ch);
+    fprintf(stderr, "cuBLASLt: %lld algorithm searches, %lld cached answers (%lld checked for another problem of the class)\n",
+            (long long)se, (long long)hi, (long long)ch);
     for (int i = 0; i < prof_n; i++)
         fprintf(stderr, "%-34s %10lld %10.2f %10.1f %5.1f%%\n", prof_rows[i].name, (long long)prof_rows[i].calls,
                 1e3 * prof_rows[i].s, 1e6 * prof_rows[i].s / (double)prof_rows[i].calls,

@@ -31,7 +31,7 @@ typedef struct cudamock_desc *cublasLtMatmulDesc_t;
 typedef struct cudamock_layout *cublasLtMatrixLayout_t;
 typedef struct cudamock_pref *cublasLtMatmulPreference_t;
 typedef struct { int dummy; } cublasLtMatmulAlgo_t;
-typedef struct { cublasLtMatmulAlgo_t algo; } cublasLtMatmulHeuristicResult_t;
+typedef struct { cublasLtMatmulAlgo_t algo; size_t workspaceSize; } cublasLtMatmulHeuristicResult_t;
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h);
 const char *cublasLtGetStatusString(cublasStatus_t s);
@@ -50,6 +50,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
                                               cublasLtMatrixLayout_t dd, cublasLtMatmulPreference_t p, int req,
                                               cublasLtMatmulHeuristicResult_t *res, int *nres);
+cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
+                                       cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dd,
+                                       const cublasLtMatmulAlgo_t *algo, cublasLtMatmulHeuristicResult_t *res);
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
                               cublasLtMatrixLayout_t la, const void *B, cublasLtMatrixLayout_t lb, const void *beta,
                               const void *C, cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
