@@ -576,13 +576,21 @@ TEST(cuda_ops_engine) {
             gw[e] = upf(w[e], OC * C), gdw[e] = upf(dw[e], OC * C);
         }
         float *dX = upf(x, S * C), *dDy = upf(dy, S * OC), *dO = nanbuf(S * OC), *dDx = nanbuf(S * C);
-        c->grouped_linear_forward(c, o, x, (const float *const *)w, NULL, cnt, offs, E, C, OC);
-        g->grouped_linear_forward(g, dO, dX, (const float *const *)gw, NULL, cnt, offs, E, C, OC);
-        check_dev("grouped_linear_forward", "E=6", dO, o, S * OC, TOL);
-        c->grouped_linear_backward(c, dxh, dw, dy, x, (const float *const *)w, cnt, offs, E, C, OC, 0);
-        g->grouped_linear_backward(g, dDx, gdw, dDy, dX, (const float *const *)gw, cnt, offs, E, C, OC, 0);
-        check_dev("grouped_linear_backward dinp", "E=6", dDx, dxh, S * C, TOL);
-        for (int e = 0; e < E; e++) check_dev("grouped_linear_backward dw", "E=6", gdw[e], dw[e], OC * C, TOL);
+        /* FP32 then BF16 (the grouped cuBLAS call, or the per-expert loop
+         * where it is refused); the input gradient written, then added to */
+        for (int bf = 0; bf <= 1; bf++) {
+            struct ds_ops cb;
+            DS_ASSERT(ds_backend_table(&cb, "cpu", bf ? DS_PREC_BF16 : DS_PREC_FP32) == 0);
+            const struct ds_ops *gb = ds_cuda_table(bf ? DS_PREC_BF16 : DS_PREC_FP32);
+            const char *what = bf ? "E=6 bf16" : "E=6 fp32";
+            cb.grouped_linear_forward(&cb, o, x, (const float *const *)w, NULL, cnt, offs, E, C, OC);
+            gb->grouped_linear_forward(gb, dO, dX, (const float *const *)gw, NULL, cnt, offs, E, C, OC);
+            check_dev("grouped_linear_forward", what, dO, o, S * OC, TOL);
+            cb.grouped_linear_backward(&cb, dxh, dw, dy, x, (const float *const *)w, cnt, offs, E, C, OC, bf);
+            gb->grouped_linear_backward(gb, dDx, gdw, dDy, dX, (const float *const *)gw, cnt, offs, E, C, OC, bf);
+            check_dev("grouped_linear_backward dinp", what, dDx, dxh, S * C, TOL);
+            for (int e = 0; e < E; e++) check_dev("grouped_linear_backward dw", what, gdw[e], dw[e], OC * C, TOL);
+        }
         /* moe_permute_backward: dx (N, C) += the K slots' rows */
         float *px = randv(&r, N * C, 1), *dPx = upf(px, N * C);
         c->moe_permute_backward(px, x, pos, N, K, C);
@@ -1036,12 +1044,13 @@ TEST(cuda_model_resident_vs_cpu) {
     run_free(&a), run_free(&b);
 }
 
-/* `dsv3 train --device cuda` against --device cpu on TinyShakespeare: FP32,
- * 20 steps, equal losses (1e-4); BF16 and FP8 on the GPU against the CPU's
- * BF16 run, 150 steps (test_train_fp8.c's run, one seed): the mean of the
- * last 10 training losses within DeepSeek's 0.25%, the validation loss
- * within 1% (the per-seed margin test_train_fp8.c measured between CPU fp8
- * and bf16: one run is chaotic at the last bits). */
+/* `dsv3 train --device cuda` against --device cpu on TinyShakespeare (or,
+ * without the shared data, a generated corpus): FP32, 20 steps, equal losses
+ * (1e-4); BF16 and FP8 on the GPU against the CPU's BF16 run, 150 steps,
+ * test_train_fp8.c's runs and criterion over its three seeds (one run is
+ * chaotic at the last bits: a single seed's FP8 run has been 0.31% off): the
+ * seed means of the last 10 training losses within DeepSeek's 0.25%, of the
+ * validation loss within 0.4%, each seed's validation loss within 1%. */
 static int losses(const char *path, double *v, int cap, double *val) {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
@@ -1082,49 +1091,77 @@ TEST(cuda_train_vs_cpu) {
     const char *txt = ds_test_shared("data/tinyshakespeare/input.txt");
     const char *tmp = ds_test_tmpdir(), *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
     char out[8192], salad[600];
-    if (!txt) { /* a machine without the shared data (a bare GPU machine): a generated corpus */
+    const char *docs = "blank";
+    if (!txt) { /* a machine without the shared data (a bare GPU machine): a generated corpus, a document a line */
         snprintf(salad, sizeof salad, "%s/salad.txt", tmp);
         ds_test_write_word_salad(salad, 7, 6000);
-        txt = salad;
+        txt = salad, docs = "line";
     }
     int rc = ds_test_sh(out, sizeof out,
                         "head -c 300000 '%s' > %s/head.txt && "
                         "%s tokenizer train --input %s/head.txt --vocab-size 512 --no-special-tokens "
                         "--special-tokens '<|bos|>' --out %s/tok.json && "
-                        "%s data prepare --tokenizer %s/tok.json --input %s/head.txt --out %s/data --docs blank",
-                        txt, tmp, bin, tmp, tmp, bin, tmp, tmp, tmp);
+                        "%s data prepare --tokenizer %s/tok.json --input '%s' --out %s/data --docs %s",
+                        txt, tmp, bin, tmp, tmp, bin, tmp, txt, tmp, docs);
     CHECK_MSG(rc == 0, "%s", out);
     TEST_RETURN_IF_FAILED();
+    /* run i of seed s: the CPU's and the GPU's FP32 (seed 7 only), then per
+     * seed the CPU's BF16 and the GPU's BF16 and FP8, those three at once */
     const char *dev[5] = {"cpu", "cuda", "cpu", "cuda", "cuda"}, *prec[5] = {"fp32", "fp32", "bf16", "bf16", "fp8"};
-    const int steps[5] = {20, 20, 150, 150, 150};
-    double l[5][160], val[5];
-    for (int i = 0; i < 5; i++) {
+    const int steps[5] = {20, 20, 150, 150, 150}, seeds[3] = {7, 8, 9};
+    double l[5][160], val[3][5], tail[5] = {0}, vmean[5] = {0}, worst_val = 0;
+    for (int k = 0; k < 3; k++) {
+        char cmd[5][1200];
+        for (int i = k ? 2 : 0; i < 5; i++)
+            snprintf(cmd[i], sizeof cmd[i],
+                     "%s --threads 1 train --config tiny --data %s/data --out %s/run%d_%d --steps %d --batch 4 "
+                     "--seq 64 --eval-every %d --eval-batches 0 --log-every 1 --precision %s --device %s --seed %d "
+                     "> %s/log%d.txt 2>&1",
+                     bin, tmp, tmp, i, seeds[k], steps[i], steps[i], prec[i], dev[i], seeds[k], tmp, i);
+        if (!k) {
+            rc = ds_test_sh(out, sizeof out, "%s && %s || { tail -3 %s/log0.txt %s/log1.txt; exit 1; }", cmd[0], cmd[1],
+                            tmp, tmp);
+            CHECK_MSG(rc == 0, "fp32: %s", out);
+            TEST_RETURN_IF_FAILED();
+        }
         rc = ds_test_sh(out, sizeof out,
-                        "%s --threads 1 train --config tiny --data %s/data --out %s/run%d --steps %d --batch 4 --seq 64 "
-                        "--eval-every %d --eval-batches 0 --log-every 1 --precision %s --device %s --seed 7 "
-                        "> %s/log%d.txt 2>&1 || { tail -3 %s/log%d.txt; exit 1; }",
-                        bin, tmp, tmp, i, steps[i], steps[i], prec[i], dev[i], tmp, i, tmp, i);
-        CHECK_MSG(rc == 0, "%s %s: %s", dev[i], prec[i], out);
+                        "%s & a=$!; %s & b=$!; %s & c=$!; wait $a && wait $b && wait $c || "
+                        "{ tail -3 %s/log2.txt %s/log3.txt %s/log4.txt; exit 1; }",
+                        cmd[2], cmd[3], cmd[4], tmp, tmp, tmp);
+        CHECK_MSG(rc == 0, "seed %d: %s", seeds[k], out);
         TEST_RETURN_IF_FAILED();
-        char path[600];
-        snprintf(path, sizeof path, "%s/run%d/train_log.jsonl", tmp, i);
-        int n = losses(path, l[i], 160, &val[i]);
-        CHECK_MSG(n == steps[i], "%s: %d losses", path, n);
-        TEST_RETURN_IF_FAILED();
+        for (int i = k ? 2 : 0; i < 5; i++) {
+            char path[600];
+            snprintf(path, sizeof path, "%s/run%d_%d/train_log.jsonl", tmp, i, seeds[k]);
+            int n = losses(path, l[i], 160, &val[k][i]);
+            CHECK_MSG(n == steps[i] && isfinite(val[k][i]), "%s: %d losses, val loss %g", path, n, val[k][i]);
+            TEST_RETURN_IF_FAILED();
+        }
+        if (!k) {
+            double worst = 0;
+            for (int s = 0; s < 20; s++) worst = fmax(worst, fabs(l[1][s] - l[0][s]) / l[0][s]);
+            fprintf(stderr, "  fp32, 20 steps: worst loss difference %.3g\n", worst);
+            CHECK(worst < 1e-4);
+        }
+        for (int i = 2; i < 5; i++) {
+            for (int s = 140; s < 150; s++) tail[i] += l[i][s] / 30;
+            vmean[i] += val[k][i] / 3;
+        }
+        for (int i = 3; i < 5; i++) worst_val = fmax(worst_val, fabs(val[k][i] - val[k][2]) / val[k][2]);
+        fprintf(stderr, "  seed %d: val loss CPU bf16 %.5f, GPU bf16 %.5f, GPU fp8 %.5f\n", seeds[k], val[k][2],
+                val[k][3], val[k][4]);
     }
-    double worst = 0;
-    for (int s = 0; s < 20; s++) worst = fmax(worst, fabs(l[1][s] - l[0][s]) / l[0][s]);
-    fprintf(stderr, "  fp32, 20 steps: worst loss difference %.3g\n", worst);
-    CHECK(worst < 1e-4);
-    double tail[5] = {0};
-    for (int i = 2; i < 5; i++)
-        for (int s = 140; s < 150; s++) tail[i] += l[i][s] / 10;
+    /* test_train_fp8.c's criterion: the seed means of the last-10 training
+     * loss within DeepSeek's 0.25%, of the validation loss within 0.4%, each
+     * seed's validation loss within 1% */
     for (int i = 3; i < 5; i++) {
-        double gap = fabs(val[i] - val[2]) / val[2], gt = fabs(tail[i] - tail[2]) / tail[2];
-        fprintf(stderr, "  %s on the GPU: val loss %.5f, CPU bf16 %.5f (%.3f%%); last-10 train %.5f vs %.5f (%.3f%%)\n",
-                prec[i], val[i], val[2], 100 * gap, tail[i], tail[2], 100 * gt);
-        CHECK(isfinite(val[i]) && gap < 0.01 && gt < 0.0025);
+        double gv = fabs(vmean[i] - vmean[2]) / vmean[2], gt = fabs(tail[i] - tail[2]) / tail[2];
+        fprintf(stderr, "  %s on the GPU, seed means: val loss %.5f vs CPU bf16 %.5f (%.3f%%); last-10 train %.5f vs %.5f "
+                        "(%.3f%%)\n", prec[i], vmean[i], vmean[2], 100 * gv, tail[i], tail[2], 100 * gt);
+        CHECK(gv < 0.004 && gt < 0.0025);
     }
+    fprintf(stderr, "  worst single-seed val loss gap %.3f%%\n", 100 * worst_val);
+    CHECK(worst_val < 0.01);
 }
 
 /* `dsv3 generate --device cuda` (device-resident: weights and latent KV cache

@@ -12,6 +12,10 @@
 #                  on the target only where its own are missing
 # into OUT (default .gpu/bundle.tar.xz; .gpu/ is git-ignored).  On the GPU
 # machine: GPU_CHECK_PREBUILT=.gpu/bundle.tar.xz bash tools/gpu_check.sh.
+# Beside the bundle, .gpu/shared/data/tinyshakespeare/input.txt: the one file
+# of ../shared the CUDA tests read (the training parity's corpus), since the
+# device run takes the checkout alone; gpu_check.sh points DS_SHARED there
+# when ../shared is absent.
 set -eu
 cd "$(dirname "$0")/.."
 OUTF=${1:-.gpu/bundle.tar.xz}
@@ -36,6 +40,10 @@ while read -r name path; do
   esac
 done
 mkdir -p "$(dirname "$OUTF")"
+if [ -f ../shared/data/tinyshakespeare/input.txt ]; then
+  mkdir -p "$(dirname "$OUTF")/shared/data/tinyshakespeare"
+  cp ../shared/data/tinyshakespeare/input.txt "$(dirname "$OUTF")/shared/data/tinyshakespeare/"
+fi
 git rev-parse HEAD > "$stage/COMMIT"
 git diff --quiet HEAD || echo "dirty" >> "$stage/COMMIT"
 tar -C "$stage" -cJf "$OUTF" .
