@@ -481,6 +481,58 @@ static int dev_same(const struct ds_ops *g, const void *d, const void *h, size_t
     return r;
 }
 
+/* The grouped expert linears of precision prec against the CPU's, rows
+ * sorted by expert as moe_sort leaves them (counts from a random routing,
+ * expert 1 without rows): forward, backward with the input gradient written
+ * (acc 0) and added to (acc 1). */
+static void grouped_case(int prec, int64_t N, int64_t E, int64_t C, int64_t OC, ds_rng *r, double bound) {
+    struct ds_ops cb;
+    DS_ASSERT(ds_backend_table(&cb, "cpu", prec) == 0);
+    const struct ds_ops *gb = ds_cuda_table(prec);
+    int64_t *cnt = ds_malloc((size_t)E * 8), *offs = ds_malloc((size_t)(E + 1) * 8);
+    for (int64_t e = 0; e < E; e++) cnt[e] = 0;
+    for (int64_t n = 0; n < N; n++) {
+        int64_t e = (int64_t)ds_rng_below(r, (uint64_t)E);
+        cnt[e == 1 ? 0 : e]++;
+    }
+    offs[0] = 0;
+    for (int64_t e = 0; e < E; e++) offs[e + 1] = offs[e] + cnt[e];
+    char sh[96];
+    snprintf(sh, sizeof sh, "prec %d N=%lld E=%lld C=%lld OC=%lld", prec, (long long)N, (long long)E, (long long)C,
+             (long long)OC);
+    float *x = randv(r, N * C, 1), *dy = randv(r, N * OC, 1), *o = ds_malloc((size_t)(N * OC) * 4);
+    for (int64_t i = 0; i < N * C; i += 37) x[i] *= 30; /* outliers: the tiles matter */
+    float *dx = randv(r, N * C, 1), **w = ds_malloc((size_t)E * sizeof(float *)), **dw = ds_malloc((size_t)E * sizeof(float *));
+    float **gw = ds_malloc((size_t)E * sizeof(float *)), **gdw = ds_malloc((size_t)E * sizeof(float *));
+    for (int64_t e = 0; e < E; e++) {
+        w[e] = randv(r, OC * C, 0.3f), dw[e] = randv(r, OC * C, 0.1f);
+        gw[e] = upf(w[e], OC * C), gdw[e] = upf(dw[e], OC * C);
+    }
+    float *dX = upf(x, N * C), *dDy = upf(dy, N * OC), *dO = nanbuf(N * OC), *dDx = upf(dx, N * C);
+    cb.grouped_linear_forward(&cb, o, x, (const float *const *)w, NULL, cnt, offs, E, C, OC);
+    gb->grouped_linear_forward(gb, dO, dX, (const float *const *)gw, NULL, cnt, offs, E, C, OC);
+    check_dev("grouped_linear_forward", sh, dO, o, N * OC, bound);
+    for (int acc = 0; acc < 2; acc++) {
+        cb.grouped_linear_backward(&cb, dx, dw, dy, x, (const float *const *)w, cnt, offs, E, C, OC, acc);
+        gb->grouped_linear_backward(gb, dDx, gdw, dDy, dX, (const float *const *)gw, cnt, offs, E, C, OC, acc);
+        check_dev(acc ? "grouped_linear_backward dinp (acc)" : "grouped_linear_backward dinp", sh, dDx, dx, N * C, bound);
+        for (int64_t e = 0; e < E; e++) check_dev("grouped_linear_backward dw", sh, gdw[e], dw[e], OC * C, bound);
+    }
+    for (int64_t e = 0; e < E; e++) ds_cuda_free(gw[e]), ds_cuda_free(gdw[e]), free(w[e]), free(dw[e]);
+    ds_cuda_free(dX), ds_cuda_free(dDy), ds_cuda_free(dO), ds_cuda_free(dDx);
+    free(cnt), free(offs), free(x), free(dy), free(o), free(dx), free(w), free(dw), free(gw), free(gdw);
+}
+
+/* several 128-row bands an expert, ragged 1x128 tiles and 128x128 blocks */
+TEST(cuda_ops_grouped_linear) {
+    NEED_GPU();
+    ds_rng r;
+    ds_rng_seed(&r, 31);
+    grouped_case(DS_PREC_FP32, 700, 4, 150, 130, &r, TOL);
+    grouped_case(DS_PREC_BF16, 700, 4, 150, 130, &r, TOL);
+    grouped_case(DS_PREC_FP8, 700, 4, 150, 130, &r, 1e-6);
+}
+
 TEST(cuda_ops_engine) {
     NEED_GPU();
     const struct ds_ops *g = ds_cuda_table(DS_PREC_FP32), *c = &ds_ops_cpu;
@@ -576,20 +628,23 @@ TEST(cuda_ops_engine) {
             gw[e] = upf(w[e], OC * C), gdw[e] = upf(dw[e], OC * C);
         }
         float *dX = upf(x, S * C), *dDy = upf(dy, S * OC), *dO = nanbuf(S * OC), *dDx = nanbuf(S * C);
-        /* FP32 then BF16 (the grouped cuBLAS call, or the per-expert loop
-         * where it is refused); the input gradient written, then added to */
-        for (int bf = 0; bf <= 1; bf++) {
+        /* FP32, BF16 and FP8 (one grouped call, or the operands quantized
+         * once for all experts; the per-expert loop where cuBLAS refuses);
+         * the input gradient written, then added to */
+        const int precs[3] = {DS_PREC_FP32, DS_PREC_BF16, DS_PREC_FP8};
+        for (int pi = 0; pi < 3; pi++) {
             struct ds_ops cb;
-            DS_ASSERT(ds_backend_table(&cb, "cpu", bf ? DS_PREC_BF16 : DS_PREC_FP32) == 0);
-            const struct ds_ops *gb = ds_cuda_table(bf ? DS_PREC_BF16 : DS_PREC_FP32);
-            const char *what = bf ? "E=6 bf16" : "E=6 fp32";
+            DS_ASSERT(ds_backend_table(&cb, "cpu", precs[pi]) == 0);
+            const struct ds_ops *gb = ds_cuda_table(precs[pi]);
+            const char *what = pi == 0 ? "E=6 fp32" : pi == 1 ? "E=6 bf16" : "E=6 fp8";
+            const double bound = pi == 2 ? 1e-6 : TOL;
             cb.grouped_linear_forward(&cb, o, x, (const float *const *)w, NULL, cnt, offs, E, C, OC);
             gb->grouped_linear_forward(gb, dO, dX, (const float *const *)gw, NULL, cnt, offs, E, C, OC);
-            check_dev("grouped_linear_forward", what, dO, o, S * OC, TOL);
-            cb.grouped_linear_backward(&cb, dxh, dw, dy, x, (const float *const *)w, cnt, offs, E, C, OC, bf);
-            gb->grouped_linear_backward(gb, dDx, gdw, dDy, dX, (const float *const *)gw, cnt, offs, E, C, OC, bf);
-            check_dev("grouped_linear_backward dinp", what, dDx, dxh, S * C, TOL);
-            for (int e = 0; e < E; e++) check_dev("grouped_linear_backward dw", what, gdw[e], dw[e], OC * C, TOL);
+            check_dev("grouped_linear_forward", what, dO, o, S * OC, bound);
+            cb.grouped_linear_backward(&cb, dxh, dw, dy, x, (const float *const *)w, cnt, offs, E, C, OC, pi > 0);
+            gb->grouped_linear_backward(gb, dDx, gdw, dDy, dX, (const float *const *)gw, cnt, offs, E, C, OC, pi > 0);
+            check_dev("grouped_linear_backward dinp", what, dDx, dxh, S * C, bound);
+            for (int e = 0; e < E; e++) check_dev("grouped_linear_backward dw", what, gdw[e], dw[e], OC * C, bound);
         }
         /* moe_permute_backward: dx (N, C) += the K slots' rows */
         float *px = randv(&r, N * C, 1), *dPx = upf(px, N * C);

@@ -255,8 +255,22 @@ cublasStatus_t cublasGemmGroupedBatchedEx(cublasHandle_t, const cublasOperation_
                                           const int k[], const void *alpha, const void *const A[], cudaDataType at,
                                           const int lda[], const void *const B[], cudaDataType bt, const int ldb[],
                                           const void *beta, void *const C[], cudaDataType ct, const int ldc[],
-                                          int group_count, const int group_size[], cublasComputeType_t) {
+                                          int group_count, const int group_size[], cublasComputeType_t compute) {
     if (!env_ok("CUDAMOCK_GROUPED")) return CUBLAS_STATUS_NOT_SUPPORTED;
+    /* FAST_16BF: FP32 operands down-converted to BF16, here by truncation, so
+     * operands the caller did not round itself show up as a difference */
+    auto in = [compute](const void *p, cudaDataType t, int64_t i) {
+        double v = elt(p, t, i);
+        if (compute == CUBLAS_COMPUTE_32F_FAST_16BF && t == CUDA_R_32F) {
+            float f = (float)v;
+            uint32_t u;
+            std::memcpy(&u, &f, 4);
+            u &= 0xffff0000u;
+            std::memcpy(&f, &u, 4);
+            v = f;
+        }
+        return v;
+    };
     if (at != bt || ct != CUDA_R_32F || (at != CUDA_R_32F && at != CUDA_R_16BF)) return CUBLAS_STATUS_NOT_SUPPORTED;
     int64_t p = 0;
     for (int g = 0; g < group_count; g++)
@@ -267,8 +281,8 @@ cublasStatus_t cublasGemmGroupedBatchedEx(cublasHandle_t, const cublasOperation_
                 for (int64_t r = 0; r < m[g]; r++) {
                     double s = 0;
                     for (int64_t q = 0; q < k[g]; q++)
-                        s += elt(A[p], at, transa[g] ? q + r * lda[g] : r + q * lda[g]) *
-                             elt(B[p], bt, transb[g] ? c + q * ldb[g] : q + c * ldb[g]);
+                        s += in(A[p], at, transa[g] ? q + r * lda[g] : r + q * lda[g]) *
+                             in(B[p], bt, transb[g] ? c + q * ldb[g] : q + c * ldb[g]);
                     float *o = &Cf[c * ldc[g] + r];
                     *o = (float)(al * s + (be != 0 ? be * *o : 0.0));
                 }

@@ -374,179 +374,125 @@ extern "C" void ds_cu_matmul_backward_bf16(float *dinp, float *dw, float *dbias,
  * rows (a group of one problem each: their row counts differ), where the
  * per-expert loop made a cuBLASLt call, its descriptors and launch per
  * expert: 32 experts x 3 products x 2 passes per MoE layer.  The products
- * and their layouts are gemm_fwd / gemm_dgrad / gemm_wgrad's; BF16 operands
- * are rounded once per call for all experts (one kernel over the pointer
- * list for the weights).  FP32 compute (no TF32).  Where cuBLAS refuses (an
- * older library, a type it does not take), one line on stderr and the
- * per-expert loop from then on; DSV3_CUDA_GROUPED=0 asks for the loop. */
+ * and their layouts are gemm_fwd / gemm_dgrad / gemm_wgrad's.  FP32: FP32
+ * operands and compute (no TF32).  BF16: cuBLAS's grouped call takes no BF16
+ * operands with an FP32 result (measured: CUDA 13.0 refuses), so the
+ * operands are rounded to BF16 once per call (RNE, as ds_f32_to_bf16; the
+ * weights by one kernel over the pointer list) and kept as FP32 values, and
+ * the call runs with CUBLAS_COMPUTE_32F_FAST_16BF: its down-conversion to
+ * BF16 is then exact, so the products are BF16 x BF16 with FP32 sums, the
+ * BF16 linear's arithmetic.  The loop stays for decode-sized calls (fewer
+ * than 16 rows an expert on average), and where cuBLAS refuses (one line on
+ * stderr, then the loop for that precision); DSV3_CUDA_GROUPED=0 asks for
+ * the loop. */
 namespace {
 cublasHandle_t g_blas;
-int grouped_state;   /* 0: not decided, 1: on, -1: off */
+int grouped_env;        /* 0: not read, 1: on, -1: off (DSV3_CUDA_GROUPED=0 or no cuBLAS) */
+int grouped_refusal[2]; /* per precision (0 FP32, 1 BF16): cuBLAS refused once */
 
-int grouped_on(void) {
-    if (grouped_state) return grouped_state > 0;
-    const char *e = getenv("DSV3_CUDA_GROUPED");
-    grouped_state = e && !strcmp(e, "0") ? -1 : 1;
-    if (grouped_state > 0) {
-        if (cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(g_blas, g_cu.stream) != CUBLAS_STATUS_SUCCESS ||
-            cublasSetMathMode(g_blas, CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS) {
+int grouped_on(int bf) {
+    if (!grouped_env) {
+        const char *e = getenv("DSV3_CUDA_GROUPED");
+        grouped_env = e && !strcmp(e, "0") ? -1 : 1;
+        if (grouped_env > 0 &&
+            (cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(g_blas, g_cu.stream) != CUBLAS_STATUS_SUCCESS ||
+             cublasSetMathMode(g_blas, CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS)) {
             fprintf(stderr, "dsv3: cuda: cuBLAS did not start; the expert GEMMs run one by one\n");
-            grouped_state = -1;
+            grouped_env = -1;
         }
     }
-    return grouped_state > 0;
+    return grouped_env > 0 && !grouped_refusal[bf];
 }
 
-__global__ void k_to_bf16_list(uint16_t *dst, const float *const *src, int64_t n, int64_t cnt) {
-    GRID_STRIDE(i, n * cnt) dst[i] = f32_to_bf16(src[i / n][i % n]);
+__device__ __forceinline__ float round_bf16(float f) { return __uint_as_float((uint32_t)f32_to_bf16(f) << 16); }
+__global__ void k_round_bf16(float *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = round_bf16(src[i]); }
+__global__ void k_round_bf16_list(float *dst, const float *const *src, int64_t n, int64_t cnt) {
+    GRID_STRIDE(i, n * cnt) dst[i] = round_bf16(src[i / n][i % n]);
 }
 
-enum { GMAX = 1024 };
+enum { GMAX = 1024, GROUPED_MIN_ROWS = 16 };
 struct grouped_call {
     int g;                                          /* groups: experts with rows */
     int64_t e[GMAX];                                /* their expert index */
     cublasOperation_t ta[GMAX], tb[GMAX];
     int m[GMAX], n[GMAX], k[GMAX], lda[GMAX], ldb[GMAX], ldc[GMAX], one[GMAX];
     float alpha[GMAX], beta[GMAX];
-    const void *A[GMAX], *B[GMAX];
-    void *Cm[GMAX];
+    const void *pt[3 * GMAX];                       /* A[0..g), B[g..2g), C[2g..3g) */
 };
 grouped_call gc_host;   /* guarded by the entry lock */
 
-/* the experts with rows, at most GMAX of them; 0 when there are none or too many */
+/* the experts with rows; 0 (the loop) when there are none, too many, or too
+ * few rows an expert for one call to pay */
 int grouped_list(grouped_call *c, const int64_t *counts, int64_t E) {
     c->g = 0;
+    int64_t rows = 0;
     for (int64_t e = 0; e < E; e++)
         if (counts[e] > 0) {
-            if (c->g == GMAX || counts[e] > INT32_MAX) return 0;
+            if (c->g == GMAX || counts[e] > INT32_MAX) return c->g = 0;
             c->e[c->g++] = e;
+            rows += counts[e];
         }
+    if (rows < (int64_t)GROUPED_MIN_ROWS * c->g) c->g = 0;
     return c->g;
 }
+void grouped_set(grouped_call *c, int i, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+                 int64_t lda, int64_t ldb, int64_t ldc, float beta, const void *A, const void *B, void *C) {
+    c->ta[i] = ta, c->tb[i] = tb, c->m[i] = (int)m, c->n[i] = (int)n, c->k[i] = (int)k;
+    c->lda[i] = (int)lda, c->ldb[i] = (int)ldb, c->ldc[i] = (int)ldc, c->alpha[i] = 1.0f, c->beta[i] = beta;
+    c->pt[i] = A, c->pt[c->g + i] = B, c->pt[2 * c->g + i] = C;
+}
 
-/* the pointer lists to the device (pageable: staged before the call returns,
- * so the host lists may change at once), then one grouped call */
-cublasStatus_t grouped_run(grouped_call *c, cudaDataType t) {
+/* the pointer lists to the device in one copy (pageable: staged before the
+ * call returns, so the host lists may change at once), then one grouped
+ * call; a refusal is said once and turns this precision's grouped path off */
+int grouped_run(grouped_call *c, int bf) {
     const int g = c->g;
     void **dp = (void **)ds_cu_scratch(SCR_PTRS, (size_t)(3 * g) * sizeof(void *));
-    CU_CHECK(cudaMemcpyAsync(dp, c->A, (size_t)g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
-    CU_CHECK(cudaMemcpyAsync(dp + g, c->B, (size_t)g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
-    CU_CHECK(cudaMemcpyAsync(dp + 2 * g, c->Cm, (size_t)g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
+    CU_CHECK(cudaMemcpyAsync(dp, c->pt, (size_t)(3 * g) * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
     for (int i = 0; i < g; i++) c->one[i] = 1;
-    return cublasGemmGroupedBatchedEx(g_blas, c->ta, c->tb, c->m, c->n, c->k, c->alpha, (const void *const *)dp, t,
-                                      c->lda, (const void *const *)(dp + g), t, c->ldb, c->beta, dp + 2 * g,
-                                      CUDA_R_32F, c->ldc, g, c->one, CUBLAS_COMPUTE_32F);
-}
-
-/* a refusal: said once, then the loop */
-int grouped_refused(cublasStatus_t st) {
-    if (st == CUBLAS_STATUS_SUCCESS) return 0;
-    fprintf(stderr, "dsv3: cuda: cublasGemmGroupedBatchedEx: %s; the expert GEMMs run one by one\n",
-            cublasGetStatusString(st));
+    cublasStatus_t st = cublasGemmGroupedBatchedEx(
+        g_blas, c->ta, c->tb, c->m, c->n, c->k, c->alpha, (const void *const *)dp, CUDA_R_32F, c->lda,
+        (const void *const *)(dp + g), CUDA_R_32F, c->ldb, c->beta, dp + 2 * g, CUDA_R_32F, c->ldc, g, c->one,
+        bf ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F);
+    if (st == CUBLAS_STATUS_SUCCESS) return 1;
+    fprintf(stderr, "dsv3: cuda: cublasGemmGroupedBatchedEx (%s): %s; the expert GEMMs run one by one\n",
+            bf ? "BF16" : "FP32", cublasGetStatusString(st));
     cudaGetLastError();
-    grouped_state = -1;
-    return 1;
+    grouped_refusal[bf] = 1;
+    return 0;
 }
 
-/* the weights of the listed experts as BF16, one after another (OC*C each) */
-const uint16_t *weights_bf16(int slot, const grouped_call *c, const float *const *w, int64_t n) {
+/* x (n) rounded to BF16 values, in a scratch slot */
+const float *rounded(int slot, const float *x, int64_t n) {
+    float *d = (float *)ds_cu_scratch(slot, (size_t)n * sizeof(float));
+    k_round_bf16<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(d, x, n);
+    CU_LAUNCHED();
+    return d;
+}
+/* the listed experts' weights (n each) rounded to BF16 values, one after another */
+const float *rounded_weights(int slot, const grouped_call *c, const float *const *w, int64_t n) {
     const float *src[GMAX];
     for (int i = 0; i < c->g; i++) src[i] = w[c->e[i]];
     const float **dsrc = (const float **)ds_cu_scratch(SCR_PTRS2, (size_t)c->g * sizeof(void *));
     CU_CHECK(cudaMemcpyAsync(dsrc, src, (size_t)c->g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
-    uint16_t *d = (uint16_t *)ds_cu_scratch(slot, (size_t)(n * c->g) * sizeof(uint16_t));
-    k_to_bf16_list<<<ds_cu_blocks(n * c->g, 256), 256, 0, g_cu.stream>>>(d, dsrc, n, c->g);
+    float *d = (float *)ds_cu_scratch(slot, (size_t)(n * c->g) * sizeof(float));
+    k_round_bf16_list<<<ds_cu_blocks(n * c->g, 256), 256, 0, g_cu.stream>>>(d, dsrc, n, c->g);
     CU_LAUNCHED();
     return d;
 }
 
-/* 0: this table's precision has no grouped path (FP8), or w8 weights */
+/* -1: w8 weights (FP8- or BF16-resident: the loop), or a table not of this
+ * backend's precisions; else 0 FP32, 1 BF16, 2 FP8 */
 int grouped_precision(const struct ds_ops *self, const ds_fp8w *const *w8, int64_t E) {
     if (w8)
         for (int64_t e = 0; e < E; e++)
-            if (w8[e]) return 0;
-    if (self->linear_forward == ds_cu_matmul_forward) return 1;
-    if (self->linear_forward == ds_cu_matmul_forward_bf16) return 2;
-    return 0;
+            if (w8[e]) return -1;
+    if (self->linear_forward == ds_cu_matmul_forward) return 0;
+    if (self->linear_forward == ds_cu_matmul_forward_bf16) return 1;
+    if (self->linear_forward == ds_cu_linear_forward_fp8) return 2;
+    return -1;
 }
 } // namespace
-
-extern "C" void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp,
-                                             const float *const *w, const ds_fp8w *const *w8, const int64_t *counts,
-                                             const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
-    int prec = grouped_precision(self, w8, E);
-    if (prec && C > 0 && OC > 0) {
-        CU_ENTRY();
-        grouped_call *c = &gc_host;
-        if (grouped_on() && grouped_list(c, counts, E)) {
-            const int bf = prec == 2;
-            const uint16_t *xb = bf ? to_bf16(SCR_A, inp, offsets[E] * C) : NULL;
-            const uint16_t *wb = bf ? weights_bf16(SCR_B, c, w, OC * C) : NULL;
-            for (int i = 0; i < c->g; i++) {
-                int64_t e = c->e[i], o = offsets[e];
-                c->ta[i] = CUBLAS_OP_T, c->tb[i] = CUBLAS_OP_N;
-                c->m[i] = (int)OC, c->n[i] = (int)counts[e], c->k[i] = (int)C;
-                c->lda[i] = (int)C, c->ldb[i] = (int)C, c->ldc[i] = (int)OC;
-                c->alpha[i] = 1.0f, c->beta[i] = 0.0f;
-                c->A[i] = bf ? (const void *)(wb + (int64_t)i * OC * C) : (const void *)w[e];
-                c->B[i] = bf ? (const void *)(xb + o * C) : (const void *)(inp + o * C);
-                c->Cm[i] = out + o * OC;
-            }
-            if (!grouped_refused(grouped_run(c, bf ? CUDA_R_16BF : CUDA_R_32F))) return;
-        }
-    } /* the entry lock is released: the loop takes it per expert */
-    ds_grouped_linear_forward_ref(self, out, inp, w, w8, counts, offsets, E, C, OC);
-}
-
-extern "C" void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw,
-                                              const float *dout, const float *inp, const float *const *w,
-                                              const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C,
-                                              int64_t OC, int acc) {
-    int prec = grouped_precision(self, NULL, E), dinp_done = 0;
-    if (prec && C > 0 && OC > 0) {
-        CU_ENTRY();
-        grouped_call *c = &gc_host;
-        if (grouped_on() && grouped_list(c, counts, E)) {
-            const int bf = prec == 2;
-            const int64_t N = offsets[E];
-            const cudaDataType t = bf ? CUDA_R_16BF : CUDA_R_32F;
-            const uint16_t *dyb = bf ? to_bf16(SCR_A, dout, N * OC) : NULL;
-            int refused = 0;
-            if (dinp) {
-                /* dX_e (C x n col-major) = W_e (C x OC, op N) · dY_e (OC x n, op N) */
-                const uint16_t *wb = bf ? weights_bf16(SCR_B, c, (const float *const *)w, OC * C) : NULL;
-                for (int i = 0; i < c->g; i++) {
-                    int64_t e = c->e[i], o = offsets[e];
-                    c->ta[i] = CUBLAS_OP_N, c->tb[i] = CUBLAS_OP_N;
-                    c->m[i] = (int)C, c->n[i] = (int)counts[e], c->k[i] = (int)OC;
-                    c->lda[i] = (int)C, c->ldb[i] = (int)OC, c->ldc[i] = (int)C;
-                    c->alpha[i] = 1.0f, c->beta[i] = acc ? 1.0f : 0.0f;
-                    c->A[i] = bf ? (const void *)(wb + (int64_t)i * OC * C) : (const void *)w[e];
-                    c->B[i] = bf ? (const void *)(dyb + o * OC) : (const void *)(dout + o * OC);
-                    c->Cm[i] = dinp + o * C;
-                }
-                refused = grouped_refused(grouped_run(c, t));
-            }
-            if (!refused) {
-                /* dW_eᵀ (C x OC) += X_e (C x n, op N) · dY_e (OC x n, op T) */
-                const uint16_t *xb = bf ? to_bf16(SCR_C, inp, N * C) : NULL;
-                for (int i = 0; i < c->g; i++) {
-                    int64_t e = c->e[i], o = offsets[e];
-                    c->ta[i] = CUBLAS_OP_N, c->tb[i] = CUBLAS_OP_T;
-                    c->m[i] = (int)C, c->n[i] = (int)OC, c->k[i] = (int)counts[e];
-                    c->lda[i] = (int)C, c->ldb[i] = (int)OC, c->ldc[i] = (int)C;
-                    c->alpha[i] = 1.0f, c->beta[i] = 1.0f;
-                    c->A[i] = bf ? (const void *)(xb + o * C) : (const void *)(inp + o * C);
-                    c->B[i] = bf ? (const void *)(dyb + o * OC) : (const void *)(dout + o * OC);
-                    c->Cm[i] = dw[e];
-                }
-                if (!grouped_refused(grouped_run(c, t))) return;
-            }
-            dinp_done = !refused && dinp; /* the loop for the weight gradients alone */
-        }
-    } /* the entry lock is released: the loop takes it per expert */
-    ds_grouped_linear_backward_ref(self, dinp_done ? NULL : dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc);
-}
 
 /* ---- FP8: quantization -------------------------------------------------------- */
 namespace {
@@ -615,9 +561,8 @@ __global__ void k_quant_128x1_t(uint8_t *qt, int64_t kld, float *s, const float 
 /* 128x128 blocks of w (R, Cc): block per (rb, cb).  q (R, kld) and/or qt (Cc,
  * kld) codes (kld >= Cc or >= R: the pad of the block as 0); scale
  * s[rb * ld + cb] and/or st[cb * ldt + rb]. */
-__global__ void k_quant_128x128(uint8_t *q, uint8_t *qt, int64_t kld, float *s, int64_t ld, float *st, int64_t ldt,
-                                const float *w, int64_t R, int64_t Cc) {
-    __shared__ float sh[32];
+__device__ void quant_128x128_block(uint8_t *q, uint8_t *qt, int64_t kld, float *s, int64_t ld, float *st, int64_t ldt,
+                                    const float *w, int64_t R, int64_t Cc, float *sh) {
     int64_t rb = blockIdx.y, cb = blockIdx.x, r0 = rb * 128, c0 = cb * 128;
     int64_t nr = R - r0 < 128 ? R - r0 : 128, nc = Cc - c0 < 128 ? Cc - c0 : 128;
     float a = 0.0f;
@@ -646,6 +591,68 @@ __global__ void k_quant_128x128(uint8_t *q, uint8_t *qt, int64_t kld, float *s, 
             int64_t c = c0 + i / (128 - nr), r = r0 + nr + i % (128 - nr);
             if (r < kld) qt[c * kld + r] = 0;
         }
+}
+
+__global__ void k_quant_128x128(uint8_t *q, uint8_t *qt, int64_t kld, float *s, int64_t ld, float *st, int64_t ldt,
+                                const float *w, int64_t R, int64_t Cc) {
+    __shared__ float sh[32];
+    quant_128x128_block(q, qt, kld, s, ld, st, ldt, w, R, Cc, sh);
+}
+/* the same over a list of weights (blockIdx.z): weight z's codes at
+ * q + z * qstride (or qt), its scales at s + z * sstride (or st) */
+__global__ void k_quant_128x128_list(uint8_t *q, uint8_t *qt, int64_t kld, int64_t qstride, float *s, int64_t ld,
+                                     float *st, int64_t ldt, int64_t sstride, const float *const *wl, int64_t R,
+                                     int64_t Cc) {
+    __shared__ float sh[32];
+    const int64_t z = blockIdx.z;
+    quant_128x128_block(q ? q + z * qstride : NULL, qt ? qt + z * qstride : NULL, kld, s ? s + z * sstride : NULL, ld,
+                        st ? st + z * sstride : NULL, ldt, wl[z], R, Cc, sh);
+}
+
+/* 1x128 tiles of the rows of the experts' permuted activations x (N, Cc),
+ * all experts at once (a tile lies in one row, so its codes and scale are the
+ * per-expert call's), with each expert's scales in its own VEC128 block: the
+ * rows of expert e (offsets[e] <= r < offsets[e+1], n_e of them) at
+ * s[KB * offsets[e] + kb * n_e + (r - offsets[e])].  Codes q (N, kld) as
+ * k_quant_1x128.  offsets (E+1) in device memory. */
+__global__ void k_quant_1x128_experts(uint8_t *q, int64_t kld, float *s, const float *x, int64_t N, int64_t Cc,
+                                      const int64_t *offsets, int64_t E) {
+    int64_t KB = (Cc + 127) / 128, nw = (int64_t)gridDim.x * (blockDim.x >> 5);
+    int lane = threadIdx.x & 31;
+    for (int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; warp < N * KB; warp += nw) {
+        /* the largest e with offsets[e] <= r: experts without rows share their
+         * successor's offset, so it is the one whose rows hold r */
+        int64_t r = warp / KB, kb = warp % KB, lo = 0, hi = E;
+        while (hi - lo > 1) {
+            int64_t mid = (lo + hi) / 2;
+            if (offsets[mid] <= r) lo = mid;
+            else hi = mid;
+        }
+        int64_t o = offsets[lo], n = offsets[lo + 1] - o;
+        /* the expert's block viewed as its own (n, Cc) operand */
+        quant_tile(q + o * kld, kld, s + KB * o, x + o * Cc, n, Cc, KB, r - o, kb, lane);
+    }
+}
+
+/* 128x1 tiles of each listed expert's rows (blockIdx.y: list entry i), codes
+ * transposed as k_quant_128x1_t: expert i's rows x + o_i * Cc (n_i of them),
+ * its codes at qt + qo_i ((Cc, up128(n_i))), scales at s + so_i */
+struct band_job { int64_t o, n, qo, so; };
+__global__ void k_quant_128x1_t_experts(uint8_t *qt, float *s, const float *x, int64_t Cc, const band_job *jobs) {
+    const band_job jb = jobs[blockIdx.y];
+    const int64_t R = jb.n, RB = (R + 127) / 128, kld = (R + 127) / 128 * 128;
+    const float *xe = x + jb.o * Cc;
+    uint8_t *q = qt + jb.qo;
+    float *se = s + jb.so;
+    GRID_STRIDE(i, RB * Cc) {
+        int64_t rb = i / Cc, c = i % Cc, r0 = rb * 128, nr = R - r0 < 128 ? R - r0 : 128;
+        float a = 0.0f;
+        for (int64_t r = 0; r < nr; r++) a = fmaxf(a, fabsf(xe[(r0 + r) * Cc + c]));
+        float sc = group_scale(a);
+        se[rb * Cc + c] = sc;
+        for (int64_t r = 0; r < nr; r++) q[c * kld + r0 + r] = e4m3(xe[(r0 + r) * Cc + c] / sc);
+        for (int64_t r = r0 + nr; r < kld && r < r0 + 128; r++) q[c * kld + r] = 0;
+    }
 }
 
 /* copy (rows, cols) scales with row stride ld_in to row stride ld_out */
@@ -815,6 +822,189 @@ extern "C" void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, 
         CU_CHECK(cudaMemsetAsync(dinp, 0, (size_t)(N * C) * sizeof(float), g_cu.stream));
     }
     dbias_sum(dbias, dout, N, OC, 1);
+}
+
+/* ---- FP8: the grouped expert linears ---------------------------------------------------
+ * The per-expert FP8 linear quantized every operand per expert: about a dozen
+ * launches per expert and product.  Here each operand is quantized once per
+ * call for all listed experts (the activations' 1x128 tiles lie in one row, so
+ * the whole permuted buffer at once gives each expert's codes and scales;
+ * the weights' 128x128 blocks by one kernel over the pointer list; the
+ * weight gradient's 128x1 bands per expert by one kernel over a job list), in
+ * the per-expert layouts, then one block-scaled GEMM per expert (cuBLASLt has
+ * no grouped FP8 call): the same codes, scales and products as the loop. */
+namespace {
+/* E+1 offsets to the device */
+const int64_t *offsets_dev(const int64_t *offsets, int64_t E) {
+    int64_t *d = (int64_t *)ds_cu_scratch(SCR_OFFS, (size_t)(E + 1) * sizeof(int64_t));
+    CU_CHECK(cudaMemcpyAsync(d, offsets, (size_t)(E + 1) * sizeof(int64_t), cudaMemcpyHostToDevice, g_cu.stream));
+    return d;
+}
+/* the listed experts' weights (R, Cc) as 128x128 codes: as stored
+ * ((R, up128(Cc)) each) or transposed ((Cc, up128(R)) each), like quant_128x128 */
+own_operand weights_128x128(int slot_q, int slot_s, const grouped_call *c, const float *const *w, int64_t R,
+                            int64_t Cc, int trans, int64_t *qstride, int64_t *sstride) {
+    int64_t RB = (R + 127) / 128, CB = (Cc + 127) / 128;
+    int64_t ld = trans ? up4(RB) : up4(CB), nblk_rows = trans ? CB : RB;
+    int64_t kld = trans ? up128(R) : up128(Cc), rows = trans ? Cc : R;
+    *qstride = rows * kld, *sstride = nblk_rows * ld;
+    const float *src[GMAX];
+    for (int i = 0; i < c->g; i++) src[i] = w[c->e[i]];
+    const float **dsrc = (const float **)ds_cu_scratch(SCR_PTRS2, (size_t)c->g * sizeof(void *));
+    CU_CHECK(cudaMemcpyAsync(dsrc, src, (size_t)c->g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
+    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(*qstride * c->g));
+    float *s = (float *)ds_cu_scratch(slot_s, (size_t)(*sstride * c->g) * sizeof(float));
+    dim3 grid((unsigned)CB, (unsigned)RB, (unsigned)c->g);
+    if (trans) k_quant_128x128_list<<<grid, 256, 0, g_cu.stream>>>(NULL, q, kld, *qstride, NULL, 0, s, ld, *sstride, dsrc, R, Cc);
+    else k_quant_128x128_list<<<grid, 256, 0, g_cu.stream>>>(q, NULL, kld, *qstride, s, ld, NULL, 0, *sstride, dsrc, R, Cc);
+    CU_LAUNCHED();
+    return own_operand{q, s, 1, ld, kld};
+}
+/* the experts' rows of x (N, Cc) as 1x128 codes (N, up128(Cc)), scales per expert */
+own_operand rows_1x128(int slot_q, int slot_s, const float *x, int64_t N, int64_t Cc, const int64_t *doff, int64_t E) {
+    int64_t KB = (Cc + 127) / 128, kld = up128(Cc);
+    uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(N * kld));
+    float *s = (float *)ds_cu_scratch(slot_s, (size_t)(N * KB) * sizeof(float));
+    k_quant_1x128_experts<<<ds_cu_blocks(N * KB * 32, 256), 256, 0, g_cu.stream>>>(q, kld, s, x, N, Cc, doff, E);
+    CU_LAUNCHED();
+    return own_operand{q, s, 0, 0, kld};
+}
+/* expert i's part of rows_1x128's operand */
+own_operand rows_of(const own_operand &a, int64_t o, int64_t Cc) {
+    return own_operand{a.q + o * a.kld, a.s + ((Cc + 127) / 128) * o, 0, 0, a.kld};
+}
+
+int fp8_grouped_forward(float *out, const float *inp, const float *const *w, const int64_t *counts,
+                        const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
+    grouped_call *c = &gc_host;
+    if (grouped_env < 0 || !grouped_list(c, counts, E)) return 0;
+    own_operand x = rows_1x128(SCR_A, SCR_SA, inp, offsets[E], C, offsets_dev(offsets, E), E);
+    int64_t qs, ss;
+    own_operand wq = weights_128x128(SCR_B, SCR_SB, c, w, OC, C, 0, &qs, &ss);
+    for (int i = 0; i < c->g; i++) {
+        int64_t e = c->e[i], o = offsets[e];
+        own_operand we = {wq.q + i * qs, wq.s + i * ss, 1, wq.ld, wq.kld};
+        fp8_gemm(out + o * OC, OC, we, rows_of(x, o, C), OC, counts[e], C, 0);
+    }
+    return 1;
+}
+
+int fp8_grouped_backward(float *dinp, float *const *dw, const float *dout, const float *inp, const float *const *w,
+                         const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C, int64_t OC, int acc) {
+    grouped_call *c = &gc_host;
+    if (grouped_env < 0 || !grouped_list(c, counts, E)) return 0;
+    const int64_t N = offsets[E];
+    const int64_t *doff = offsets_dev(offsets, E);
+    if (dinp) {
+        /* dXᵀ (C x n) = Wᵀ (C rows, inner OC) · dY (n rows, inner OC), per expert */
+        own_operand dy = rows_1x128(SCR_A, SCR_SA, dout, N, OC, doff, E);
+        int64_t qs, ss;
+        own_operand wt = weights_128x128(SCR_B, SCR_SB, c, w, OC, C, 1, &qs, &ss);
+        float *dx = acc ? (float *)ds_cu_scratch(SCR_F32, (size_t)(N * C) * sizeof(float)) : dinp;
+        for (int i = 0; i < c->g; i++) {
+            int64_t e = c->e[i], o = offsets[e];
+            own_operand we = {wt.q + i * qs, wt.s + i * ss, 1, wt.ld, wt.kld};
+            fp8_gemm(dx + o * C, C, we, rows_of(dy, o, OC), C, counts[e], OC, 0);
+        }
+        if (acc) {
+            k_add<<<ds_cu_blocks(N * C, 256), 256, 0, g_cu.stream>>>(dinp, dx, N * C);
+            CU_LAUNCHED();
+        }
+    }
+    /* dWᵀ (C x OC) += Xᵀ (C rows, inner n) · dYᵀ (OC rows, inner n): 128x1 bands per expert */
+    band_job jobs[2 * GMAX];
+    int64_t qx = 0, sx = 0, qy = 0, sy = 0, most = 0;
+    for (int i = 0; i < c->g; i++) {
+        int64_t e = c->e[i], n = counts[e], RB = (n + 127) / 128;
+        jobs[i] = band_job{offsets[e], n, qx, sx};
+        jobs[c->g + i] = band_job{offsets[e], n, qy, sy};
+        qx += C * up128(n), sx += RB * C, qy += OC * up128(n), sy += RB * OC;
+        most = RB > most ? RB : most;
+    }
+    band_job *dj = (band_job *)ds_cu_scratch(SCR_JOBS, (size_t)(2 * c->g) * sizeof(band_job));
+    CU_CHECK(cudaMemcpyAsync(dj, jobs, (size_t)(2 * c->g) * sizeof(band_job), cudaMemcpyHostToDevice, g_cu.stream));
+    uint8_t *xq = (uint8_t *)ds_cu_scratch(SCR_C, (size_t)qx), *yq = (uint8_t *)ds_cu_scratch(SCR_D, (size_t)qy);
+    float *xs = (float *)ds_cu_scratch(SCR_SC, (size_t)sx * sizeof(float));
+    float *ys = (float *)ds_cu_scratch(SCR_SD, (size_t)sy * sizeof(float));
+    k_quant_128x1_t_experts<<<dim3(ds_cu_blocks(most * C, 128), (unsigned)c->g), 128, 0, g_cu.stream>>>(xq, xs, inp, C, dj);
+    CU_LAUNCHED();
+    k_quant_128x1_t_experts<<<dim3(ds_cu_blocks(most * OC, 128), (unsigned)c->g), 128, 0, g_cu.stream>>>(yq, ys, dout, OC,
+                                                                                                       dj + c->g);
+    CU_LAUNCHED();
+    for (int i = 0; i < c->g; i++) {
+        int64_t e = c->e[i], n = counts[e];
+        own_operand xt = {xq + jobs[i].qo, xs + jobs[i].so, 0, 0, up128(n)};
+        own_operand dyt = {yq + jobs[c->g + i].qo, ys + jobs[c->g + i].so, 0, 0, up128(n)};
+        fp8_gemm(dw[e], C, xt, dyt, C, OC, n, 1);
+    }
+    return 1;
+}
+} // namespace
+
+extern "C" void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp,
+                                             const float *const *w, const ds_fp8w *const *w8, const int64_t *counts,
+                                             const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
+    const int bf = grouped_precision(self, w8, E);
+    if (bf == 2 && C > 0 && OC > 0) {
+        CU_ENTRY();
+        if (fp8_grouped_forward(out, inp, w, counts, offsets, E, C, OC)) return;
+    } else if (bf >= 0 && C > 0 && OC > 0) {
+        CU_ENTRY();
+        grouped_call *c = &gc_host;
+        if (grouped_on(bf) && grouped_list(c, counts, E)) {
+            const float *x = bf ? rounded(SCR_A, inp, offsets[E] * C) : inp;
+            const float *wr = bf ? rounded_weights(SCR_B, c, w, OC * C) : NULL;
+            for (int i = 0; i < c->g; i++) {
+                int64_t e = c->e[i], o = offsets[e];
+                grouped_set(c, i, CUBLAS_OP_T, CUBLAS_OP_N, OC, counts[e], C, C, C, OC, 0.0f,
+                            bf ? wr + (int64_t)i * OC * C : w[e], x + o * C, out + o * OC);
+            }
+            if (grouped_run(c, bf)) return;
+        }
+    } /* the entry lock is released: the loop takes it per expert */
+    ds_grouped_linear_forward_ref(self, out, inp, w, w8, counts, offsets, E, C, OC);
+}
+
+extern "C" void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *dinp, float *const *dw,
+                                              const float *dout, const float *inp, const float *const *w,
+                                              const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C,
+                                              int64_t OC, int acc) {
+    const int bf = grouped_precision(self, NULL, E);
+    int dinp_done = 0;
+    if (bf == 2 && C > 0 && OC > 0) {
+        CU_ENTRY();
+        if (fp8_grouped_backward(dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc)) return;
+    } else if (bf >= 0 && C > 0 && OC > 0) {
+        CU_ENTRY();
+        grouped_call *c = &gc_host;
+        if (grouped_on(bf) && grouped_list(c, counts, E)) {
+            const int64_t N = offsets[E];
+            const float *dy = bf ? rounded(SCR_A, dout, N * OC) : dout;
+            int ok = 1;
+            if (dinp) {
+                /* dX_e (C x n col-major) = W_e (C x OC, op N) · dY_e (OC x n, op N) */
+                const float *wr = bf ? rounded_weights(SCR_B, c, w, OC * C) : NULL;
+                for (int i = 0; i < c->g; i++) {
+                    int64_t e = c->e[i], o = offsets[e];
+                    grouped_set(c, i, CUBLAS_OP_N, CUBLAS_OP_N, C, counts[e], OC, C, OC, C, acc ? 1.0f : 0.0f,
+                                bf ? wr + (int64_t)i * OC * C : w[e], dy + o * OC, dinp + o * C);
+                }
+                ok = grouped_run(c, bf);
+            }
+            if (ok) {
+                /* dW_eᵀ (C x OC) += X_e (C x n, op N) · dY_e (OC x n, op T) */
+                const float *x = bf ? rounded(SCR_C, inp, N * C) : inp;
+                for (int i = 0; i < c->g; i++) {
+                    int64_t e = c->e[i], o = offsets[e];
+                    grouped_set(c, i, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, counts[e], C, OC, C, 1.0f, x + o * C,
+                                dy + o * OC, dw[e]);
+                }
+                if (grouped_run(c, bf)) return;
+                dinp_done = dinp != NULL; /* the loop for the weight gradients alone */
+            }
+        }
+    } /* the entry lock is released: the loop takes it per expert */
+    ds_grouped_linear_backward_ref(self, dinp_done ? NULL : dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc);
 }
 
 /* FP8-resident (or BF16-resident) weight: w->q (OC, C) E4M3 and w->scale
