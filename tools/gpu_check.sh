@@ -217,10 +217,12 @@ for p in fp32 bf16 fp8; do
   run "train_$p" 40 ./dsv3 --threads "$TH" bench-train --config small --random 8,512 --iters 3 --device cuda --precision "$p"
   TRAIN="$TRAIN${TRAIN:+, }\"$p\": $(lastj "train_$p")"
 done
-# the expert GEMMs one by one (DSV3_CUDA_GROUPED=0) against the grouped call above
-run train_bf16_loop 40 env DSV3_CUDA_GROUPED=0 ./dsv3 --threads "$TH" bench-train --config small --random 8,512 \
-  --iters 3 --device cuda --precision bf16
-TRAIN="$TRAIN, \"bf16_experts_one_by_one\": $(lastj train_bf16_loop)"
+# the expert GEMMs one by one (DSV3_CUDA_GROUPED=0) against the grouped calls above
+for p in bf16 fp8; do
+  run "train_${p}_loop" 40 env DSV3_CUDA_GROUPED=0 ./dsv3 --threads "$TH" bench-train --config small --random 8,512 \
+    --iters 3 --device cuda --precision "$p"
+  TRAIN="$TRAIN, \"${p}_experts_one_by_one\": $(lastj "train_${p}_loop")"
+done
 TMPM=$(mktemp -d)
 trap 'rm -rf "$TMPM"' EXIT
 ./dsv3 init --config small --out "$TMPM/cfg" --config-only >/dev/null 2>&1
