@@ -257,6 +257,8 @@ cublasStatus_t cublasGemmGroupedBatchedEx(cublasHandle_t, const cublasOperation_
                                           const void *beta, void *const C[], cudaDataType ct, const int ldc[],
                                           int group_count, const int group_size[], cublasComputeType_t compute) {
     if (!env_ok("CUDAMOCK_GROUPED")) return CUBLAS_STATUS_NOT_SUPPORTED;
+    /* CUDAMOCK_FAST16=0: the BF16 compute type refused (as CUDA 13.0 does) */
+    if (compute == CUBLAS_COMPUTE_32F_FAST_16BF && !env_ok("CUDAMOCK_FAST16")) return CUBLAS_STATUS_NOT_SUPPORTED;
     /* FAST_16BF: FP32 operands down-converted to BF16, here by truncation, so
      * operands the caller did not round itself show up as a difference */
     auto in = [compute](const void *p, cudaDataType t, int64_t i) {

@@ -54,7 +54,7 @@ struct lt_operand {
  * (an expert's routed rows), and a search costs more host time than a small
  * GEMM takes on the device (tens to hundreds of microseconds, more for BF16
  * than FP32).  The key is everything the search sees, with m, n, k and the
- * leading dimensions rounded up to a bucket (2 significant bits above 64: at
+ * leading dimensions above 64 rounded up to a bucket (2 significant bits: at
  * most 1.5x apart): types, transposes, scale modes and the operands'
  * alignment (min(256, lowest set bit of the address), also given to the
  * search as the minimum alignment, so an algorithm that needs more is never
@@ -76,9 +76,11 @@ struct lt_slot {
 enum { LT_SLOTS = 4096 };
 lt_slot lt_cache[LT_SLOTS];
 int64_t lt_searches, lt_hits, lt_checks;
-/* x rounded up to 16 (x <= 64) or to 2 significant bits */
+/* x itself up to 64 (decode's few rows get their own algorithm, searched
+ * for them: one shared with 16 rows ran decode 1.4x slower), else rounded up
+ * to 2 significant bits */
 int64_t lt_bucket(int64_t x) {
-    if (x <= 64) return (x + 15) / 16 * 16;
+    if (x <= 64) return x;
     int64_t p = 64;
     while (p * 2 < x) p *= 2;           /* p < x <= 2p */
     return x <= p + p / 2 ? p + p / 2 : 2 * p;
@@ -379,9 +381,11 @@ extern "C" void ds_cu_matmul_backward_bf16(float *dinp, float *dw, float *dbias,
  * operands with an FP32 result (measured: CUDA 13.0 refuses), so the
  * operands are rounded to BF16 once per call (RNE, as ds_f32_to_bf16; the
  * weights by one kernel over the pointer list) and kept as FP32 values, and
- * the call runs with CUBLAS_COMPUTE_32F_FAST_16BF: its down-conversion to
- * BF16 is then exact, so the products are BF16 x BF16 with FP32 sums, the
- * BF16 linear's arithmetic.  The loop stays for decode-sized calls (fewer
+ * the call asks for CUBLAS_COMPUTE_32F_FAST_16BF (tensor cores; its
+ * down-conversion to BF16 is then exact), else (CUDA 13.0 refuses that too)
+ * runs with FP32 compute: a product of two BF16 values is exact in FP32, so
+ * either way the products are BF16 x BF16 with FP32 sums, the BF16 linear's
+ * arithmetic.  The loop stays for decode-sized calls (fewer
  * than 16 rows an expert on average), and where cuBLAS refuses (one line on
  * stderr, then the loop for that precision); DSV3_CUDA_GROUPED=0 asks for
  * the loop. */
@@ -389,8 +393,9 @@ namespace {
 cublasHandle_t g_blas;
 int grouped_env;        /* 0: not read, 1: on, -1: off (DSV3_CUDA_GROUPED=0 or no cuBLAS) */
 int grouped_refusal[2]; /* per precision (0 FP32, 1 BF16): cuBLAS refused once */
+int fast16_refused;     /* the BF16 tensor-core compute type refused once */
 
-int grouped_on(int bf) {
+int grouped_enabled(void) {
     if (!grouped_env) {
         const char *e = getenv("DSV3_CUDA_GROUPED");
         grouped_env = e && !strcmp(e, "0") ? -1 : 1;
@@ -401,8 +406,9 @@ int grouped_on(int bf) {
             grouped_env = -1;
         }
     }
-    return grouped_env > 0 && !grouped_refusal[bf];
+    return grouped_env > 0;
 }
+int grouped_on(int bf) { return grouped_enabled() && !grouped_refusal[bf]; }
 
 __device__ __forceinline__ float round_bf16(float f) { return __uint_as_float((uint32_t)f32_to_bf16(f) << 16); }
 __global__ void k_round_bf16(float *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = round_bf16(src[i]); }
@@ -450,11 +456,20 @@ int grouped_run(grouped_call *c, int bf) {
     void **dp = (void **)ds_cu_scratch(SCR_PTRS, (size_t)(3 * g) * sizeof(void *));
     CU_CHECK(cudaMemcpyAsync(dp, c->pt, (size_t)(3 * g) * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
     for (int i = 0; i < g; i++) c->one[i] = 1;
-    cublasStatus_t st = cublasGemmGroupedBatchedEx(
-        g_blas, c->ta, c->tb, c->m, c->n, c->k, c->alpha, (const void *const *)dp, CUDA_R_32F, c->lda,
-        (const void *const *)(dp + g), CUDA_R_32F, c->ldb, c->beta, dp + 2 * g, CUDA_R_32F, c->ldc, g, c->one,
-        bf ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F);
-    if (st == CUBLAS_STATUS_SUCCESS) return 1;
+    cublasStatus_t st = CUBLAS_STATUS_NOT_SUPPORTED;
+    for (int fast = bf && !fast16_refused; fast >= 0; fast--) {
+        st = cublasGemmGroupedBatchedEx(g_blas, c->ta, c->tb, c->m, c->n, c->k, c->alpha, (const void *const *)dp,
+                                        CUDA_R_32F, c->lda, (const void *const *)(dp + g), CUDA_R_32F, c->ldb, c->beta,
+                                        dp + 2 * g, CUDA_R_32F, c->ldc, g, c->one,
+                                        fast ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F);
+        if (st == CUBLAS_STATUS_SUCCESS) return 1;
+        if (fast) { /* the BF16-rounded operands with FP32 compute: the same products, on the CUDA cores */
+            fprintf(stderr, "dsv3: cuda: cublasGemmGroupedBatchedEx (BF16 tensor cores): %s; the BF16 expert GEMMs "
+                            "run grouped with FP32 compute on the rounded operands\n", cublasGetStatusString(st));
+            cudaGetLastError();
+            fast16_refused = 1;
+        }
+    }
     fprintf(stderr, "dsv3: cuda: cublasGemmGroupedBatchedEx (%s): %s; the expert GEMMs run one by one\n",
             bf ? "BF16" : "FP32", cublasGetStatusString(st));
     cudaGetLastError();
@@ -877,7 +892,7 @@ own_operand rows_of(const own_operand &a, int64_t o, int64_t Cc) {
 int fp8_grouped_forward(float *out, const float *inp, const float *const *w, const int64_t *counts,
                         const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
     grouped_call *c = &gc_host;
-    if (grouped_env < 0 || !grouped_list(c, counts, E)) return 0;
+    if (!grouped_enabled() || !grouped_list(c, counts, E)) return 0;
     own_operand x = rows_1x128(SCR_A, SCR_SA, inp, offsets[E], C, offsets_dev(offsets, E), E);
     int64_t qs, ss;
     own_operand wq = weights_128x128(SCR_B, SCR_SB, c, w, OC, C, 0, &qs, &ss);
@@ -892,7 +907,7 @@ int fp8_grouped_forward(float *out, const float *inp, const float *const *w, con
 int fp8_grouped_backward(float *dinp, float *const *dw, const float *dout, const float *inp, const float *const *w,
                          const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C, int64_t OC, int acc) {
     grouped_call *c = &gc_host;
-    if (grouped_env < 0 || !grouped_list(c, counts, E)) return 0;
+    if (!grouped_enabled() || !grouped_list(c, counts, E)) return 0;
     const int64_t N = offsets[E];
     const int64_t *doff = offsets_dev(offsets, E);
     if (dinp) {
