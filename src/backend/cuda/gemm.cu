@@ -410,6 +410,20 @@ int grouped_enabled(void) {
 }
 int grouped_on(int bf) { return grouped_enabled() && !grouped_refusal[bf]; }
 
+/* BF16 where the tensor-core compute type is refused: the grouped call then
+ * runs on the CUDA cores, which pays while an expert's GEMM is small and the
+ * loop's launches dominate, and not once the tensor cores' speed does.
+ * Measured on an H200 (CUDA 13.0), BF16 training steps of batch 8 x 512: the
+ * `small` preset (512 rows x 512 x 256 an expert, 0.13 GFLOP) 113K tokens/s
+ * grouped against 56K by the loop; the ~1B config (768 x 1536 x 512, 1.2
+ * GFLOP) 16.6K grouped against 18.9-20.1K by the loop.  The cut between them,
+ * 0.5 GFLOP an expert product on average, lies between the two and is not
+ * tuned further. */
+int bf16_grouped_pays(int64_t rows, int64_t g, int64_t C, int64_t OC) {
+    if (!fast16_refused) return 1;
+    return 2.0 * (double)rows / (double)g * (double)C * (double)OC <= 0.5e9;
+}
+
 __device__ __forceinline__ float round_bf16(float f) { return __uint_as_float((uint32_t)f32_to_bf16(f) << 16); }
 __global__ void k_round_bf16(float *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = round_bf16(src[i]); }
 __global__ void k_round_bf16_list(float *dst, const float *const *src, int64_t n, int64_t cnt) {
@@ -966,7 +980,7 @@ extern "C" void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *o
     } else if (bf >= 0 && C > 0 && OC > 0) {
         CU_ENTRY();
         grouped_call *c = &gc_host;
-        if (grouped_on(bf) && grouped_list(c, counts, E)) {
+        if (grouped_on(bf) && grouped_list(c, counts, E) && (!bf || bf16_grouped_pays(offsets[E], c->g, C, OC))) {
             const float *x = bf ? rounded(SCR_A, inp, offsets[E] * C) : inp;
             const float *wr = bf ? rounded_weights(SCR_B, c, w, OC * C) : NULL;
             for (int i = 0; i < c->g; i++) {
@@ -992,7 +1006,7 @@ extern "C" void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *
     } else if (bf >= 0 && C > 0 && OC > 0) {
         CU_ENTRY();
         grouped_call *c = &gc_host;
-        if (grouped_on(bf) && grouped_list(c, counts, E)) {
+        if (grouped_on(bf) && grouped_list(c, counts, E) && (!bf || bf16_grouped_pays(offsets[E], c->g, C, OC))) {
             const int64_t N = offsets[E];
             const float *dy = bf ? rounded(SCR_A, dout, N * OC) : dout;
             int ok = 1;
