@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench_train.sh — one FP32 training step (forward, CE loss, backward,
-# gradient clipping, AdamW) of the `small` preset on CPU, MTP off:
+# gradient clipping, AdamW) of the `small` and `base` presets on CPU, MTP off:
 # dsv3 (`dsv3 bench-train`) vs transformers' DeepseekV3ForCausalLM in train
 # mode (tools/bench_train_torch.py, same config, same thread count) when
 # torch is importable; also dsv3 with --precision bf16 (BF16 GEMM inputs, FP32
@@ -9,9 +9,11 @@
 # with the activation arena each one allocates.  Prints tokens/s, GFLOP/s (3 x forward FLOPs: 6 x activated params x
 # tokens + attention) and MFU against the FP32 peak measured at start-up (FMA chains, backend/cpu/peak.h),
 # and each step phase's share.  The transformers peer runs FP32 and BF16 (autocast); FP8 has no CPU peer.
-# One run per shape of BENCH_SHAPES ("B,T ..."; default "1,256 8,512"); writes
-# bench/results/train_<B>x<T>.json (and train.json, the first shape's, as before).
-#   BENCH_SHAPES  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
+# One run per preset of BENCH_TRAIN_CONFIGS (default "small base") and shape of
+# BENCH_SHAPES ("B,T ..."; default "1,256 8,512"); writes
+# bench/results/train_<B>x<T>.json for small (and train.json, the first shape's,
+# as before) and train_<preset>_<B>x<T>.json for the others.
+#   BENCH_TRAIN_CONFIGS  BENCH_SHAPES  BENCH_THREADS (nproc)  BENCH_ITERS (3)  BENCH_PEER_ITERS (3)
 #   BENCH_KEEP_BLAS_CORE=1  keep an inherited OPENBLAS_CORETYPE (default: dropped, so dsv3 picks
 #   OpenBLAS's kernel family by the CPU's vectors; Haswell's AVX2 sgemm on an AVX-512 CPU made the
 #   FP32 step 1.3-2x slower).  The row "FP32 GEMM" names the kernel family used.
@@ -29,25 +31,27 @@ BIN=./dsv3
 mkdir -p bench/results
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$BIN" init --config small --out "$tmp/small" --config-only
 first=1
+for CFG in ${BENCH_TRAIN_CONFIGS:-small base}; do
+"$BIN" init --config "$CFG" --out "$tmp/$CFG" --config-only
 for shape in $SHAPES; do
 B=${shape%,*}
 T=${shape#*,}
-ours=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT")
-ours16=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision bf16) || ours16=""
-ours8=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision fp8) || ours8=""
-ours8c=$("$BIN" --threads "$TH" bench-train --config small --random "$B,$T" --iters "$IT" --precision fp8 --fp8-cache) || ours8c=""
+ours=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT")
+ours16=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT" --precision bf16) || ours16=""
+ours8=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT" --precision fp8) || ours8=""
+ours8c=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT" --precision fp8 --fp8-cache) || ours8c=""
 peer=""
 peer16=""
 if python3 -c "import torch, transformers" 2>/dev/null; then
-  peer=$(python3 tools/bench_train_torch.py --config "$tmp/small/config.json" --batch "$B" --seq "$T" \
+  peer=$(python3 tools/bench_train_torch.py --config "$tmp/$CFG/config.json" --batch "$B" --seq "$T" \
            --threads "$TH" --iters "$PIT" --warmup 1 2>/dev/null | tail -1) || peer=""
-  peer16=$(BENCH_AUTOCAST=bf16 python3 tools/bench_train_torch.py --config "$tmp/small/config.json" --batch "$B" \
+  peer16=$(BENCH_AUTOCAST=bf16 python3 tools/bench_train_torch.py --config "$tmp/$CFG/config.json" --batch "$B" \
            --seq "$T" --threads "$TH" --iters "$PIT" --warmup 1 2>/dev/null | tail -1) || peer16=""
 fi
 OUT="bench/results/train_${B}x${T}.json"
-OUT="$OUT" OURS="$ours" OURS16="$ours16" OURS8="$ours8" OURS8C="$ours8c" PEER="$peer" PEER16="${peer16:-}" python3 - <<'PY' || { echo "$ours" > "$OUT"; cat "$OUT"; }
+[ "$CFG" = small ] || OUT="bench/results/train_${CFG}_${B}x${T}.json"
+CFG="$CFG" OUT="$OUT" OURS="$ours" OURS16="$ours16" OURS8="$ours8" OURS8C="$ours8c" PEER="$peer" PEER16="${peer16:-}" python3 - <<'PY' || { echo "$ours" > "$OUT"; cat "$OUT"; }
 import json, os
 ours = json.loads(os.environ["OURS"])
 peer = json.loads(os.environ["PEER"]) if os.environ.get("PEER") else None
@@ -55,9 +59,9 @@ peer16 = json.loads(os.environ["PEER16"]) if os.environ.get("PEER16") else None
 ours16 = json.loads(os.environ["OURS16"]) if os.environ.get("OURS16") else None
 ours8 = json.loads(os.environ["OURS8"]) if os.environ.get("OURS8") else None
 ours8c = json.loads(os.environ["OURS8C"]) if os.environ.get("OURS8C") else None
-res = {"bench": "train", "config": "small", "batch": ours["batch"], "seq": ours["seq"],
+res = {"bench": "train", "config": os.environ["CFG"], "batch": ours["batch"], "seq": ours["seq"],
        "threads": ours["threads"], "dsv3": ours}
-print(f"training step (fwd+bwd+clip+AdamW), preset small, B={ours['batch']} T={ours['seq']} threads={ours['threads']}")
+print(f"training step (fwd+bwd+clip+AdamW), preset {res['config']}, B={ours['batch']} T={ours['seq']} threads={ours['threads']}")
 # FLOPs per step: 3 x forward (6 x activated matmul params x tokens + causal attention)
 fl = ours.get("flops_per_step", 0.0)
 peak = ours.get("peak_flops", 0.0)
@@ -117,6 +121,7 @@ if peer16 and ours16:
           f"ratio dsv3 bf16 / transformers bf16: {res['ratio_bf16_tokens_per_s_mean']:.2f}x")
 json.dump(res, open(os.environ["OUT"], "w"), indent=1)
 PY
-[ "$first" = 1 ] && cp "$OUT" bench/results/train.json
+[ "$first" = 1 ] && [ "$CFG" = small ] && cp "$OUT" bench/results/train.json
 first=0
+done
 done

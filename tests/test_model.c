@@ -109,6 +109,11 @@ TEST(presets_validate_and_sizes) {
     ds_layout_count(&pc, &lo, &c);
     CHECK(pc.total > 90000000 && pc.total < 115000000); /* ~100M */
     ds_layout_free(&lo);
+    CHECK(ds_preset(&c, "base") == 0 && ds_config_validate(&c, "base") == 0);
+    ds_layout_build(&lo, &c);
+    ds_layout_count(&pc, &lo, &c);
+    CHECK_MSG(pc.total > 240000000 && pc.total < 300000000, "base: %lld parameters", (long long)pc.total); /* ~270M */
+    ds_layout_free(&lo);
     CHECK(ds_preset(&c, "huge") != 0 && strstr(ds_errmsg(), "unknown preset"));
 }
 

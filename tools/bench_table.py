@@ -31,8 +31,9 @@ def fmt_ratio(a, b):
 
 def train_rows(res_dir):
     rows = []
-    files = sorted(glob.glob(os.path.join(res_dir, "train_*x*.json")),
-                   key=lambda p: [int(x) for x in re.findall(r"(\d+)x(\d+)", p)[-1]])
+    files = sorted(glob.glob(os.path.join(res_dir, "train_*x*.json")),  # small first, then base, ...
+                   key=lambda p: (0 if re.match(r"train_\d", os.path.basename(p)) else 1, os.path.basename(p).split("_")[1],
+                                  [int(x) for x in re.findall(r"(\d+)x(\d+)", p)[-1]]))
     if not files and os.path.exists(os.path.join(res_dir, "train.json")):
         files = [os.path.join(res_dir, "train.json")]
     for p in files:
@@ -42,6 +43,7 @@ def train_rows(res_dir):
         o = d["dsv3"]
         fl, peak = o.get("flops_per_step", 0), o.get("peak_flops", 0)
         B, T = d["batch"], d["seq"]
+        cfg = "" if d.get("config", "small") == "small" else f"`{d['config']}`, "
         for key, prec, peer_key in (("dsv3", "fp32", "transformers"), ("dsv3_bf16", "bf16", "transformers_bf16"),
                                     ("dsv3_fp8", "fp8", None)):
             r = d.get(key)
@@ -53,12 +55,12 @@ def train_rows(res_dir):
             peer = d.get(peer_key) if peer_key else None
             ptxt = f"transformers{' bf16 autocast' if prec == 'bf16' else ''} {peer['tokens_per_s']:.0f} tokens/s" \
                 if peer else "no CPU peer" if prec == "fp8" else "-"
-            rows.append((f"training step (fwd+bwd+clip+AdamW), B={B} T={T}, {prec}",
+            rows.append((f"training step (fwd+bwd+clip+AdamW), {cfg}B={B} T={T}, {prec}",
                          f"{tps:.0f} tokens/s ({gf:.1f} GFLOP/s{mfu})", ptxt,
                          fmt_ratio(tps, peer["tokens_per_s"]) if peer else "-"))
         sh = d.get("phase_share")
         if sh:
-            rows.append((f"step phases, B={B} T={T}, fp32",
+            rows.append((f"step phases, {cfg}B={B} T={T}, fp32",
                          ", ".join(f"{k} {100 * v:.0f}%" for k, v in sh.items()), "", ""))
     return rows
 

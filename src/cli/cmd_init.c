@@ -20,7 +20,7 @@ static int run(int argc, char **argv) {
     long long seed = 1234;
     int config_only = 0;
     const ds_opt opts[] = {
-        {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  config file or preset (tiny, small)"},
+        {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  config file or preset (tiny, small, base)"},
         {"--out", DS_OPT_STR, &out, "DIR  model folder to write"},
         {"--seed", DS_OPT_INT, &seed, "S  random seed (default 1234)", DS_MIN(0)},
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json (or its folder) to put in the folder; a preset takes its vocabulary and BOS/EOS"},

@@ -105,7 +105,7 @@ static int run(int argc, char **argv) {
     const char *dispatch = "fp32";
     static const char *const g_disp[] = {"fp32", "bf16", "fp8"};
     const ds_opt opts[] = {
-        {"--config", DS_OPT_STR, &o.config, "PRESET|config.json  model (new run; presets: tiny, small)"},
+        {"--config", DS_OPT_STR, &o.config, "PRESET|config.json  model (new run; presets: tiny, small, base)"},
         {"--data", DS_OPT_STR, &o.data, "DIR  output of `dsv3 data prepare`"},
         {"--out", DS_OPT_STR, &o.out, "RUN  run folder (checkpoints, train_log.jsonl)"},
         {"--resume", DS_OPT_STR, &o.resume, "RUN  continue RUN from RUN/latest with its options (bit-exact)"},

@@ -12,7 +12,7 @@
 
 /* Fills c; returns 0, or -1 with ds_err for an unknown name. */
 int ds_preset(ds_config *c, const char *name);
-/* "tiny, small" */
+/* "tiny, small, base, deepseek-v3" */
 const char *ds_preset_names(void);
 /* 1 when a --config value names a config.json file (holds '/' or ".json"), 0 for a preset name. */
 int ds_config_is_path(const char *s);
