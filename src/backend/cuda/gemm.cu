@@ -574,17 +574,19 @@ __global__ void k_quant_1x128(uint8_t *q, int64_t kld, float *s, const float *x,
  * qt (Cc, kld) row-major (kld >= R, the pad as 0), so the tile runs along qt's
  * rows; scale s[rb * Cc + c] (the CPU's 128x1 layout, which is VEC128 for qt).
  * Thread per (band, column). */
+__device__ __forceinline__ void quant_band(uint8_t *qt, int64_t kld, float *s, const float *x, int64_t R, int64_t Cc,
+                                           int64_t rb, int64_t c) {
+    int64_t r0 = rb * 128, nr = R - r0 < 128 ? R - r0 : 128;
+    float a = 0.0f;
+    for (int64_t r = 0; r < nr; r++) a = fmaxf(a, fabsf(x[(r0 + r) * Cc + c]));
+    float sc = group_scale(a);
+    s[rb * Cc + c] = sc;
+    for (int64_t r = 0; r < nr; r++) qt[c * kld + r0 + r] = e4m3(x[(r0 + r) * Cc + c] / sc);
+    for (int64_t r = r0 + nr; r < kld && r < r0 + 128; r++) qt[c * kld + r] = 0;
+}
 __global__ void k_quant_128x1_t(uint8_t *qt, int64_t kld, float *s, const float *x, int64_t R, int64_t Cc) {
     int64_t RB = (R + 127) / 128;
-    GRID_STRIDE(i, RB * Cc) {
-        int64_t rb = i / Cc, c = i % Cc, r0 = rb * 128, nr = R - r0 < 128 ? R - r0 : 128;
-        float a = 0.0f;
-        for (int64_t r = 0; r < nr; r++) a = fmaxf(a, fabsf(x[(r0 + r) * Cc + c]));
-        float sc = group_scale(a);
-        s[rb * Cc + c] = sc;
-        for (int64_t r = 0; r < nr; r++) qt[c * kld + r0 + r] = e4m3(x[(r0 + r) * Cc + c] / sc);
-        for (int64_t r = r0 + nr; r < kld && r < r0 + 128; r++) qt[c * kld + r] = 0;
-    }
+    GRID_STRIDE(i, RB * Cc) quant_band(qt, kld, s, x, R, Cc, i / Cc, i % Cc);
 }
 
 /* 128x128 blocks of w (R, Cc): block per (rb, cb).  q (R, kld) and/or qt (Cc,
@@ -669,19 +671,8 @@ __global__ void k_quant_1x128_experts(uint8_t *q, int64_t kld, float *s, const f
 struct band_job { int64_t o, n, qo, so; };
 __global__ void k_quant_128x1_t_experts(uint8_t *qt, float *s, const float *x, int64_t Cc, const band_job *jobs) {
     const band_job jb = jobs[blockIdx.y];
-    const int64_t R = jb.n, RB = (R + 127) / 128, kld = (R + 127) / 128 * 128;
-    const float *xe = x + jb.o * Cc;
-    uint8_t *q = qt + jb.qo;
-    float *se = s + jb.so;
-    GRID_STRIDE(i, RB * Cc) {
-        int64_t rb = i / Cc, c = i % Cc, r0 = rb * 128, nr = R - r0 < 128 ? R - r0 : 128;
-        float a = 0.0f;
-        for (int64_t r = 0; r < nr; r++) a = fmaxf(a, fabsf(xe[(r0 + r) * Cc + c]));
-        float sc = group_scale(a);
-        se[rb * Cc + c] = sc;
-        for (int64_t r = 0; r < nr; r++) q[c * kld + r0 + r] = e4m3(xe[(r0 + r) * Cc + c] / sc);
-        for (int64_t r = r0 + nr; r < kld && r < r0 + 128; r++) q[c * kld + r] = 0;
-    }
+    const int64_t R = jb.n, RB = (R + 127) / 128;
+    GRID_STRIDE(i, RB * Cc) quant_band(qt + jb.qo, RB * 128, s + jb.so, x + jb.o * Cc, R, Cc, i / Cc, i % Cc);
 }
 
 /* copy (rows, cols) scales with row stride ld_in to row stride ld_out */
