@@ -385,10 +385,10 @@ extern "C" void ds_cu_matmul_backward_bf16(float *dinp, float *dw, float *dbias,
  * down-conversion to BF16 is then exact), else (CUDA 13.0 refuses that too)
  * runs with FP32 compute: a product of two BF16 values is exact in FP32, so
  * either way the products are BF16 x BF16 with FP32 sums, the BF16 linear's
- * arithmetic.  The loop stays for decode-sized calls (fewer
- * than 16 rows an expert on average), and where cuBLAS refuses (one line on
- * stderr, then the loop for that precision); DSV3_CUDA_GROUPED=0 asks for
- * the loop. */
+ * arithmetic; on the CUDA cores only while it pays (bf16_grouped_pays).  The
+ * loop stays for decode-sized calls (fewer than 16 rows an expert on
+ * average), and where cuBLAS refuses (one line on stderr, then the loop for
+ * that precision); DSV3_CUDA_GROUPED=0 asks for the loop. */
 namespace {
 cublasHandle_t g_blas;
 int grouped_env;        /* 0: not read, 1: on, -1: off (DSV3_CUDA_GROUPED=0 or no cuBLAS) */
@@ -498,12 +498,17 @@ const float *rounded(int slot, const float *x, int64_t n) {
     CU_LAUNCHED();
     return d;
 }
-/* the listed experts' weights (n each) rounded to BF16 values, one after another */
-const float *rounded_weights(int slot, const grouped_call *c, const float *const *w, int64_t n) {
+/* the listed experts' weight pointers, in device memory */
+const float *const *weights_list(const grouped_call *c, const float *const *w) {
     const float *src[GMAX];
     for (int i = 0; i < c->g; i++) src[i] = w[c->e[i]];
     const float **dsrc = (const float **)ds_cu_scratch(SCR_PTRS2, (size_t)c->g * sizeof(void *));
     CU_CHECK(cudaMemcpyAsync(dsrc, src, (size_t)c->g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
+    return dsrc;
+}
+/* the listed experts' weights (n each) rounded to BF16 values, one after another */
+const float *rounded_weights(int slot, const grouped_call *c, const float *const *w, int64_t n) {
+    const float *const *dsrc = weights_list(c, w);
     float *d = (float *)ds_cu_scratch(slot, (size_t)(n * c->g) * sizeof(float));
     k_round_bf16_list<<<ds_cu_blocks(n * c->g, 256), 256, 0, g_cu.stream>>>(d, dsrc, n, c->g);
     CU_LAUNCHED();
@@ -868,10 +873,7 @@ own_operand weights_128x128(int slot_q, int slot_s, const grouped_call *c, const
     int64_t ld = trans ? up4(RB) : up4(CB), nblk_rows = trans ? CB : RB;
     int64_t kld = trans ? up128(R) : up128(Cc), rows = trans ? Cc : R;
     *qstride = rows * kld, *sstride = nblk_rows * ld;
-    const float *src[GMAX];
-    for (int i = 0; i < c->g; i++) src[i] = w[c->e[i]];
-    const float **dsrc = (const float **)ds_cu_scratch(SCR_PTRS2, (size_t)c->g * sizeof(void *));
-    CU_CHECK(cudaMemcpyAsync(dsrc, src, (size_t)c->g * sizeof(void *), cudaMemcpyHostToDevice, g_cu.stream));
+    const float *const *dsrc = weights_list(c, w);
     uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(*qstride * c->g));
     float *s = (float *)ds_cu_scratch(slot_s, (size_t)(*sstride * c->g) * sizeof(float));
     dim3 grid((unsigned)CB, (unsigned)RB, (unsigned)c->g);
