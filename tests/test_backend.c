@@ -152,6 +152,7 @@ TEST(backend_device_cli) {
         "eval --model /nonexistent/m --task hellaswag",
         "train --config tiny --data /nonexistent/d --out /nonexistent/r --steps 1",
         "bench-train --config tiny --random 1,8",
+        "bench-decode --config tiny --batch 2",
         "chat --model /nonexistent/m",
         "serve --model /nonexistent/m",
         "fp8 analyze --model /nonexistent/m --data /nonexistent/d",

@@ -103,7 +103,7 @@ TEST(cli_hidden_alias_parses_but_is_not_listed) {
 /* Every command's and subcommand's --help ends with examples, and each
  * example's options exist: the example with --help appended exits 0. */
 TEST(cli_every_help_ends_with_examples_that_parse) {
-    static const char *const cmds[] = {"", "train", "bench-train", "convert", "data", "data prepare", "eval",
+    static const char *const cmds[] = {"", "train", "bench-train", "bench-decode", "convert", "data", "data prepare", "eval",
                                        "forward", "fp8", "fp8 study", "fp8 bench", "fp8 analyze", "generate",
                                        "init", "inspect", "serve", "chat", "tokenizer", "tokenizer encode", "tokenizer decode",
                                        "tokenizer info", "tokenizer train", "tokenizer convert", "tokenizer bench",

@@ -106,6 +106,23 @@ TEST(device_resident_bench_train_fakedev) {
     }
 }
 
+/* bench-decode: B sequences through serve's batching engine (cache, logits
+ * and argmax in the table's memory): row 0's greedy tokens the same for
+ * batch 1 and 5 (each row's numbers are a batch-1 step's on the CPU table)
+ * and the same on fakedev as on the cpu; a missing --batch is a usage error */
+TEST(device_resident_bench_decode_fakedev) {
+    const char *cmd = "$DSV3 --threads 1 bench-decode --config tiny --batch %d --prompt 9 --new 6 --device %s 2>/dev/null | "
+                      "grep -o '\"row0_ids\": \\[[0-9, ]*\\]'";
+    char a[4096], b[4096], c[4096];
+    int ra = ds_test_sh(a, sizeof a, cmd, 1, "cpu");
+    int rb = ds_test_sh(b, sizeof b, cmd, 5, "cpu");
+    int rc = ds_test_sh(c, sizeof c, cmd, 5, "fakedev");
+    CHECK_MSG(ra == 0 && rb == 0 && rc == 0 && strstr(a, "row0_ids") && !strcmp(a, b) && !strcmp(b, c),
+              "bench-decode: batch 1 cpu (rc %d) %s; batch 5 cpu (rc %d) %s; batch 5 fakedev (rc %d) %s", ra, a, rb, b, rc, c);
+    char out[4096];
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 bench-decode --config tiny") == 2 && strstr(out, "--batch"));
+}
+
 /* train (one process): model, gradients, moments in the table's memory;
  * validation, checkpoints (moments through the host), a resume, router-bias
  * logging and the closing samples — the log and every checkpoint file equal

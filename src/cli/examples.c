@@ -27,6 +27,7 @@ static const examples g_examples[] = {
     {"ablate", {"dsv3 ablate --data data --preset tiny --minutes 5 --what balance",
                 "dsv3 ablate --data data --steps 300 --what precision --out ablate-precision", NULL}},
     {"bench-train", {"dsv3 bench-train --config small --random 8,256 --iters 3 --precision bf16", NULL}},
+    {"bench-decode", {"dsv3 bench-decode --config small --batch 32", "dsv3 bench-decode --config small --batch 1 --new 64 --device cuda", NULL}},
     {"comm-check", {"dsv3 comm-check", "dsv3 comm-check --ranks-per-node 2", NULL}},
     {"convert", {"dsv3 convert --to fp8 run/latest run-fp8", "dsv3 convert --to bf16 run-fp8 run-bf16", NULL}},
     {"data", {"dsv3 data prepare --tokenizer tok.json --input corpus.txt --out data --docs line", NULL}},
