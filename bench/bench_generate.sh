@@ -9,8 +9,10 @@
 # tokens after the first (which comes from the prefill).  A random model's MTP
 # module rarely guesses right, so its acceptance rate (printed) is near 0 and
 # speculative decoding is slower here; it pays off on a trained model.
+# Then decode of BENCH_BATCH (32) sequences at once on all cores: dsv3 bench-decode
+# (serve's batching engine) against transformers' generate with that batch.
 # Writes bench/results/generate.json.
-#   BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS ("1 <all cores>")
+#   BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS ("1 <all cores>")  BENCH_BATCH (32; 0: none)
 # Both sides wait the way dsv3 picks on an idle machine (src/cli/main.c): an
 # idle OpenMP worker spins a bounded while (GOMP_SPINCOUNT=10000, ~0.1 ms)
 # before it sleeps, unless the caller set OMP_WAIT_POLICY or GOMP_SPINCOUNT.
@@ -52,7 +54,17 @@ for th in $THREADS; do
   fi
   lines="$lines$th|$a|$b|$c|$d"$'\n'
 done
-LINES="$lines" python3 - <<'PY'
+BB=${BENCH_BATCH:-32}
+batched=""
+batched_peer=""
+if [ "$BB" -gt 0 ]; then
+  batched=$("$BIN" --threads "$NP" bench-decode --config small --batch "$BB" --prompt "$P" --new "$NEW" 2>/dev/null | tail -1) || batched=""
+  if [ "$have_torch" = 1 ]; then
+    batched_peer=$(python3 tools/bench_generate_torch.py --config "$tmp/small/config.json" --seq "$P" --new "$NEW" \
+                     --threads "$NP" --batch "$BB" 2>/dev/null | tail -1) || batched_peer=""
+  fi
+fi
+LINES="$lines" BATCHED="$batched" BATCHED_PEER="$batched_peer" python3 - <<'PY'
 import json, os
 rows = []
 print("decode (batch 1, greedy), preset small, FP32")
@@ -87,5 +99,16 @@ if any("llamacpp" in r for r in rows):
             print(f"  {r['threads']:>7} {a['tokens_per_s']:>10.1f} {d['tokens_per_s']:>10.1f} "
                   f"{r['ratio_llamacpp_tokens_per_s']:>7.2f}x {a['prompt_tokens'] / a['prefill_s']:>10.1f} "
                   f"{d['prefill_tokens_per_s']:>10.1f} {r['ratio_llamacpp_prefill']:>7.2f}x")
-json.dump({"bench": "generate", "config": "small", "rows": rows}, open("bench/results/generate.json", "w"), indent=1)
+res = {"bench": "generate", "config": "small", "rows": rows}
+bt = json.loads(os.environ["BATCHED"]) if os.environ.get("BATCHED") else None
+bp = json.loads(os.environ["BATCHED_PEER"]) if os.environ.get("BATCHED_PEER") else None
+if bt:
+    res["batched"] = {"dsv3": bt}
+    line = f"decode of {bt['batch']} sequences at once, {bt['threads']} threads: dsv3 {bt['tokens_per_s']:.1f} tokens/s"
+    if bp:
+        res["batched"]["transformers"] = bp
+        res["batched"]["ratio_tokens_per_s"] = bt["tokens_per_s"] / bp["tokens_per_s"]
+        line += f", transformers {bp['tokens_per_s']:.1f} ({res['batched']['ratio_tokens_per_s']:.2f}x)"
+    print(line)
+json.dump(res, open("bench/results/generate.json", "w"), indent=1)
 PY

@@ -95,6 +95,12 @@ def generate_rows(res_dir):
                          f"llama.cpp {q['tokens_per_s']:.0f} tokens/s", fmt_ratio(a["tokens_per_s"], q["tokens_per_s"])))
             rows.append((f"prefill of {a['prompt_tokens']} tokens, {ths}, vs llama.cpp (F32 GGUF)", f"{pre:.0f} tokens/s",
                          f"llama.cpp {q['prefill_tokens_per_s']:.0f} tokens/s", fmt_ratio(pre, q["prefill_tokens_per_s"])))
+    b = (d or {}).get("batched")
+    if b:
+        a, c = b["dsv3"], b.get("transformers")
+        rows.append((f"greedy decode, batch {a['batch']}, {a['threads']} threads", f"{a['tokens_per_s']:.0f} tokens/s",
+                     f"transformers {c['tokens_per_s']:.0f} tokens/s" if c else "-",
+                     fmt_ratio(a["tokens_per_s"], c["tokens_per_s"]) if c else "-"))
     return rows
 
 

@@ -39,8 +39,9 @@
 #      PyTorch transformers on the same GPU (tools/bench_train_torch.py,
 #      BENCH_DEVICE=cuda: FP32 with TF32 off, and BF16 autocast) when torch is there
 #   6. decode tokens/s of `small` at batch 1 (generate --device cuda,
-#      device-resident: weights and latent KV cache in device memory), and of
-#      transformers' generate on the same GPU
+#      device-resident: weights and latent KV cache in device memory) and at
+#      batch 32 (bench-decode: serve's batching engine), and of transformers'
+#      generate on the same GPU at both
 #   7. training tokens/s of the ~1B-parameter config bench/configs/v3-1b.json
 #      (BF16, FP8), batch 8 x 512
 #   8. DSV3_CUDA_PROFILE=1 on one BF16 step of it: each entry's time
@@ -243,6 +244,8 @@ PROMPT=$(seq 11 43 | tr '\n' ' ')
 run decode 40 ./dsv3 --threads "$TH" generate --model "$TMPM/small" --ids --prompt "$PROMPT" --max-new-tokens 32 \
   --ignore-eos --json --device cuda
 DEC=$(lastj decode)
+run decode_b32 40 ./dsv3 --threads "$TH" bench-decode --config small --batch 32 --prompt 33 --new 32 --device cuda
+DEC32=$(lastj decode_b32)
 PEERDEC=""
 if [ "$HAVE_TORCH" = 1 ]; then
   run peer_decode 45 env BENCH_DEVICE=cuda python3 tools/bench_generate_torch.py --config "$TMPM/cfg/config.json" \
@@ -293,6 +296,7 @@ run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_r
   printf ' "peer_train_small_8x512": {%s},\n' "$PEER"
   printf ' "train_1b_8x512": {%s},\n' "$BIG"
   printf ' "decode_small_batch1": %s,\n' "$DEC"
+  printf ' "decode_small_batch32": %s,\n' "$DEC32"
   printf ' "peer_decode_small": {%s},\n' "$PEERDEC"
   printf ' "prebuilt": "%s",\n' "$PREBUILT"
   printf ' "note": "bench-train and generate --device cuda run device-resident (the CUDA table itself, device memory; docs/engine.md 2.5): the figures are the device kernels plus the per-MoE-layer count copies; moe_sort, balance_loss and sampling are device kernels",\n'
