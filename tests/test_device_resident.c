@@ -109,7 +109,8 @@ TEST(device_resident_bench_train_fakedev) {
 /* bench-decode: B sequences through serve's batching engine (cache, logits
  * and argmax in the table's memory): row 0's greedy tokens the same for
  * batch 1 and 5 (each row's numbers are a batch-1 step's on the CPU table)
- * and the same on fakedev as on the cpu; a missing --batch is a usage error */
+ * and the same on fakedev as on the cpu; a missing --batch and a prompt past
+ * the model's positions are usage errors */
 TEST(device_resident_bench_decode_fakedev) {
     const char *cmd = "$DSV3 --threads 1 bench-decode --config tiny --batch %d --prompt 9 --new 6 --device %s 2>/dev/null | "
                       "grep -o '\"row0_ids\": \\[[0-9, ]*\\]'";
@@ -121,6 +122,9 @@ TEST(device_resident_bench_decode_fakedev) {
               "bench-decode: batch 1 cpu (rc %d) %s; batch 5 cpu (rc %d) %s; batch 5 fakedev (rc %d) %s", ra, a, rb, b, rc, c);
     char out[4096];
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 bench-decode --config tiny") == 2 && strstr(out, "--batch"));
+    /* more positions than the model has (tiny: 1024): a usage error that names both */
+    CHECK_MSG(ds_test_sh(out, sizeof out, "$DSV3 bench-decode --config tiny --batch 1 --prompt 1020 --new 8") == 2 &&
+                  strstr(out, "1028") && strstr(out, "1024 positions"), "%s", out);
 }
 
 /* train (one process): model, gradients, moments in the table's memory;

@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "base/suggest.h"
+#include "model/model.h"
 #include "model/presets.h"
 
 void ds_cli_print_examples(FILE *f, const char *cmd) {
@@ -80,6 +81,14 @@ const struct ds_ops *ds_cli_device_resident(const char *cmd, const char *device)
         ds_log(DS_LOG_INFO, "dsv3 %s: --device %s: the device-resident table (the model and its buffers in the device's "
                             "memory)", cmd, device);
     return ops;
+}
+
+int ds_cli_random_model(ds_model *m, const char *config, const struct ds_ops *mem) {
+    ds_config c;
+    int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
+    if (bad || ds_config_validate(&c, config) || ds_model_create_on(m, &c, NULL, mem)) return -1;
+    ds_model_init_random(m, 1);
+    return 0;
 }
 
 void ds_cli_check_config(const char *cmd, const char *config) {

@@ -27,6 +27,7 @@
 #define DS_CLI_H
 
 #include "base/base.h"
+#include "model/model.h"
 
 /* Option tables list the four leading ds_opt fields positionally and set the
  * range fields by designator (or not at all). */
@@ -102,6 +103,10 @@ const struct ds_ops *ds_cli_device(const char *cmd, const char *device);
  * only checks (a command that picks its table later: train). */
 const struct ds_ops *ds_cli_device_resident(const char *cmd, const char *device);
 const struct ds_ops *ds_cli_device_check(const char *cmd, const char *device);
+/* The model of --config (a config.json or a preset name), validated, created
+ * in the table mem's memory (NULL: host) with random weights (seed 1), as the
+ * benchmarks run it.  0, or -1 with ds_errmsg set. */
+int ds_cli_random_model(ds_model *m, const char *config, const struct ds_ops *mem);
 /* Print "dsv3 <cmd>: <ds_errmsg()>" and return 1. */
 int ds_cli_fail(const char *cmd);
 /* Print "dsv3 <cmd>: <msg>" and exit 2 (usage error). */

@@ -38,17 +38,14 @@ static int run(int argc, char **argv) {
     struct ds_ops ops;
     if (ds_backend_table_resident(&ops, device, DS_PREC_FP32)) return ds_cli_fail("bench-decode");
     const struct ds_ops *dev = ops.host_visible ? NULL : &ops;
-    ds_config c;
     ds_model m;
-    int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
-    if (bad || ds_config_validate(&c, config) || ds_model_create_on(&m, &c, NULL, dev)) return ds_cli_fail("bench-decode");
-    if (P + N > c.max_position_embeddings) {
+    if (ds_cli_random_model(&m, config, dev)) return ds_cli_fail("bench-decode");
+    const long long maxpos = m.cfg.max_position_embeddings;
+    if (P + N > maxpos) {
         ds_model_free(&m);
-        ds_cli_usage_error("bench-decode", "--prompt + --new is %lld, over the model's %lld positions", P + N,
-                           (long long)c.max_position_embeddings);
+        ds_cli_usage_error("bench-decode", "--prompt + --new is %lld, over the model's %lld positions", P + N, maxpos);
     }
-    ds_model_init_random(&m, 1);
-    const int64_t V = c.vocab_size;
+    const int64_t V = m.cfg.vocab_size;
     ds_rows_engine e;
     if (ds_rows_engine_create(&e, &m, &ops, B, P + N) || ds_rows_engine_prefill_init(&e, B * P)) {
         ds_model_free(&m);

@@ -63,11 +63,8 @@ static int run(int argc, char **argv) {
     struct ds_ops ops;
     if (ds_backend_table_resident(&ops, device, precision)) return ds_cli_fail("bench-train");
     const struct ds_ops *dev = ops.host_visible ? NULL : &ops;
-    ds_config c;
     ds_model m;
-    int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
-    if (bad || ds_config_validate(&c, config) || ds_model_create_on(&m, &c, NULL, dev)) return ds_cli_fail("bench-train");
-    ds_model_init_random(&m, 1);
+    if (ds_cli_random_model(&m, config, dev)) return ds_cli_fail("bench-train");
     ds_acts a;
     ds_grads g;
     ds_bwd w;
@@ -89,7 +86,7 @@ static int run(int argc, char **argv) {
     int32_t *ids = ds_malloc((size_t)(B * T) * sizeof(int32_t));
     ds_rng r;
     ds_rng_seed(&r, 1234);
-    for (long long i = 0; i < B * T; i++) ids[i] = (int32_t)ds_rng_below(&r, (uint64_t)c.vocab_size);
+    for (long long i = 0; i < B * T; i++) ids[i] = (int32_t)ds_rng_below(&r, (uint64_t)m.cfg.vocab_size);
     ds_loss_opts lo = ds_loss_opts_default();
     ds_adamw_hparams h = ds_adamw_default(1e-3);
     double best = 1e30, sum = 0, bf = 0, bb = 0, bo = 0, loss = 0, csum = 0;

@@ -182,10 +182,7 @@ static int run(int argc, char **argv) {
         if (ds_model_load_ex(&m, model, &lopt)) return ds_cli_fail("forward");
         ds_model_log_weight_mem(&m);
     } else {
-        ds_config c;
-        int bad = ds_file_exists(config) ? ds_config_load(&c, config) : ds_preset(&c, config);
-        if (bad || ds_config_validate(&c, config) || ds_model_create_on(&m, &c, NULL, mem)) return ds_cli_fail("forward");
-        ds_model_init_random(&m, 1);
+        if (ds_cli_random_model(&m, config, mem)) return ds_cli_fail("forward");
     }
     if (rnd) {
         int rc = bench(&m, ops, device, rnd, iters, !no_mtp);
