@@ -19,7 +19,7 @@
 TEST(blocked_gemm_bits_match_ref_every_isa) {
     /* N > 480: three or more column tiles, where the AVX512_BF16 path packs A once per call */
     static const int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 129}, {37, 150, 300}, {13, 64, 256}, {200, 70, 131},
-                                        {200, 1000, 300}, {37, 1500, 129}};
+                                        {200, 1000, 300}, {37, 1500, 129}, {40, 300, 33}};
     ds_rng r;
     ds_rng_seed(&r, 41);
     int top = ds_cpu_isa_max(), prev = ds_cpu_isa();

@@ -238,12 +238,12 @@ static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w
 
 /* ---- micro-kernel: C (6, 16) at c with row stride ldc ---------------------- */
 static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
-                        const float *sa, const float *sb, int scaled) {
+                        const float *sa, const float *sb, int scaled, int kn) {
 #ifdef DS_GEMM_AVX2
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 4
-    for (int k = 0; k < KB; k++) {
+    for (int k = 0; k < kn; k++) {
         __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8), a;
         const float *ak = ap + k * MR;
         a = _mm256_broadcast_ss(ak + 0); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
@@ -271,7 +271,7 @@ static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
     }
 #else
     float acc[MR][NR] = {{0}};
-    for (int k = 0; k < KB; k++)
+    for (int k = 0; k < kn; k++)
         for (int i = 0; i < MR; i++)
             for (int j = 0; j < NR; j++) acc[i][j] = fmaf(ap[k * MR + i], bp[k * NR + j], acc[i][j]);
     for (int i = 0; i < MR; i++)
@@ -283,11 +283,11 @@ static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
 #ifdef DS_X86_SIMD
 /* ---- AVX-512 micro-kernel: C (6, 32), B panels of 32 ------------------------ */
 DS_TARGET_AVX512 static void kernel_6x32(float *c, int64_t ldc, const float *ap, const float *bp,
-                                         const float *sa, const float *sb, int scaled) {
+                                         const float *sa, const float *sb, int scaled, int kn) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 4
-    for (int k = 0; k < KB; k++) {
+    for (int k = 0; k < kn; k++) {
         __m512 b0 = _mm512_load_ps(bp + k * NR512), b1 = _mm512_load_ps(bp + k * NR512 + 16), a;
         const float *ak = ap + k * MR;
         a = _mm512_set1_ps(ak[0]); c00 = _mm512_fmadd_ps(a, b0, c00); c01 = _mm512_fmadd_ps(a, b1, c01);
@@ -317,14 +317,22 @@ DS_TARGET_AVX512 static void kernel_6x32(float *c, int64_t ldc, const float *ap,
 #endif
 
 static void kernel(int nr, float *c, int64_t ldc, const float *ap, const float *bp, const float *sa, const float *sb,
-                   int scaled) {
+                   int scaled, int kn) {
 #ifdef DS_X86_SIMD
     if (nr == NR512) {
-        kernel_6x32(c, ldc, ap, bp, sa, sb, scaled);
+        kernel_6x32(c, ldc, ap, bp, sa, sb, scaled, kn);
         return;
     }
 #endif
-    kernel_6x16(c, ldc, ap, bp, sa, sb, scaled);
+    kernel_6x16(c, ldc, ap, bp, sa, sb, scaled, kn);
+}
+
+/* The k steps of K block kb that hold data: the packs are zero past K, and
+ * a short last block (the weight gradients of a few-row expert: K = its
+ * rows) would otherwise run all KB steps on zeros.  BF16 pairs go whole. */
+static int block_steps(int64_t kb, int64_t K, int pairs) {
+    int64_t kc = K - kb * KB < KB ? K - kb * KB : KB;
+    return (int)(pairs ? (kc + 1) & ~(int64_t)1 : kc);
 }
 
 /* The per-thread pack buffer (A pack, then B pack).  Freed when its thread
@@ -460,12 +468,12 @@ static void pack_pairs(uint32_t *dst, const ds_gemm_op_ *op, int64_t r0, int w, 
 
 /* 8 rows x 48 columns: 24 accumulators cover vdpbf16ps's latency on two pipes */
 enum { MRD = 8, NRD = 48, NCD = 240 };
-DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t *ap, const uint32_t *bp) {
+DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t *ap, const uint32_t *bp, int kp) {
     __m512 acc[MRD][3];
 #pragma GCC unroll 8
     for (int i = 0; i < MRD; i++) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
 #pragma GCC unroll 2
-    for (int k = 0; k < KB / 2; k++) {
+    for (int k = 0; k < kp; k++) {
         const uint32_t *bk = bp + k * NRD;
         __m512bh b0 = (__m512bh)_mm512_load_si512(bk), b1 = (__m512bh)_mm512_load_si512(bk + 16),
                  b2 = (__m512bh)_mm512_load_si512(bk + 32);
@@ -517,6 +525,7 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
                 int64_t n0 = tj * NCD, nc = N - n0 < NCD ? N - n0 : NCD, np = ds_ceil_div(nc, nr);
                 int64_t ti1 = (gi + 1) * g < tm ? (gi + 1) * g : tm;
                 for (int64_t kb = 0; kb < nkb; kb++) {
+                    const int kp = block_steps(kb, K, 1) / 2;
                     for (int64_t p = 0; p < np; p++) pack_pairs(bp + p * nr * (KB / 2), B, n0 + p * nr, nr, N, kb * KB, K);
                     for (int64_t ti = gi * g; ti < ti1; ti++) {
                     int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MRD);
@@ -530,10 +539,10 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
                             float *c = C + mi * N + nj;
                             const uint32_t *as = apt + s * MRD * (KB / 2), *bs = bp + p * nr * (KB / 2);
                             if (h == MRD && w == nr) {
-                                kernel_dp_8x48(c, N, as, bs);
+                                kernel_dp_8x48(c, N, as, bs, kp);
                             } else {
                                 for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
-                                kernel_dp_8x48(edge, nr, as, bs);
+                                kernel_dp_8x48(edge, nr, as, bs, kp);
                                 for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
@@ -602,6 +611,7 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                 int64_t n0 = tj * NC, nc = N - n0 < NC ? N - n0 : NC, np = ds_ceil_div(nc, nr);
                 int64_t ti1 = (gi + 1) * g < tm ? (gi + 1) * g : tm;
                 for (int64_t kb = 0; kb < nkb; kb++) {
+                    const int kn = block_steps(kb, K, pairs);
                     for (int64_t p = 0; p < np; p++) pack(bp + p * nr * KB, sb + p * nr, B, n0 + p * nr, nr, N, kb * KB, K, pairs);
                     for (int64_t ti = gi * g; ti < ti1; ti++) {
                     int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MR);
@@ -615,10 +625,10 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                             int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < nr ? N - nj : nr;
                             float *c = C + mi * N + nj;
                             if (h == MR && w == nr) {
-                                kernel(nr, c, N, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled);
+                                kernel(nr, c, N, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled, kn);
                             } else {
                                 for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
-                                kernel(nr, edge, nr, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled);
+                                kernel(nr, edge, nr, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled, kn);
                                 for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
