@@ -238,7 +238,7 @@ static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w
 
 /* ---- micro-kernel: C (6, 16) at c with row stride ldc ---------------------- */
 static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
-                        const float *sa, const float *sb, int scaled, int kn) {
+                        const float *sa, const float *sb, int scaled, int kn, int first) {
 #ifdef DS_GEMM_AVX2
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -257,7 +257,8 @@ static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
     __m256 sb0 = _mm256_loadu_ps(sb), sb1 = _mm256_loadu_ps(sb + 8);
     for (int i = 0; i < MR; i++) {
         float *ci = c + i * ldc;
-        __m256 x0 = _mm256_loadu_ps(ci), x1 = _mm256_loadu_ps(ci + 8);
+        __m256 x0 = _mm256_setzero_ps(), x1 = x0; /* first K block: C starts at +0 */
+        if (!first) x0 = _mm256_loadu_ps(ci), x1 = _mm256_loadu_ps(ci + 8);
         if (scaled) {
             __m256 s = _mm256_broadcast_ss(sa + i);
             x0 = _mm256_fmadd_ps(acc[i][0], _mm256_mul_ps(s, sb0), x0);
@@ -275,15 +276,17 @@ static void kernel_6x16(float *c, int64_t ldc, const float *ap, const float *bp,
         for (int i = 0; i < MR; i++)
             for (int j = 0; j < NR; j++) acc[i][j] = fmaf(ap[k * MR + i], bp[k * NR + j], acc[i][j]);
     for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++)
-            c[i * ldc + j] = scaled ? fmaf(acc[i][j], sa[i] * sb[j], c[i * ldc + j]) : c[i * ldc + j] + acc[i][j];
+        for (int j = 0; j < NR; j++) {
+            float c0 = first ? 0.0f : c[i * ldc + j];
+            c[i * ldc + j] = scaled ? fmaf(acc[i][j], sa[i] * sb[j], c0) : c0 + acc[i][j];
+        }
 #endif
 }
 
 #ifdef DS_X86_SIMD
 /* ---- AVX-512 micro-kernel: C (6, 32), B panels of 32 ------------------------ */
 DS_TARGET_AVX512 static void kernel_6x32(float *c, int64_t ldc, const float *ap, const float *bp,
-                                         const float *sa, const float *sb, int scaled, int kn) {
+                                         const float *sa, const float *sb, int scaled, int kn, int first) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 4
@@ -301,7 +304,8 @@ DS_TARGET_AVX512 static void kernel_6x32(float *c, int64_t ldc, const float *ap,
     __m512 sb0 = _mm512_loadu_ps(sb), sb1 = _mm512_loadu_ps(sb + 16);
     for (int i = 0; i < MR; i++) {
         float *ci = c + i * ldc;
-        __m512 x0 = _mm512_loadu_ps(ci), x1 = _mm512_loadu_ps(ci + 16);
+        __m512 x0 = _mm512_setzero_ps(), x1 = x0;
+        if (!first) x0 = _mm512_loadu_ps(ci), x1 = _mm512_loadu_ps(ci + 16);
         if (scaled) {
             __m512 s = _mm512_set1_ps(sa[i]);
             x0 = _mm512_fmadd_ps(acc[i][0], _mm512_mul_ps(s, sb0), x0);
@@ -317,14 +321,14 @@ DS_TARGET_AVX512 static void kernel_6x32(float *c, int64_t ldc, const float *ap,
 #endif
 
 static void kernel(int nr, float *c, int64_t ldc, const float *ap, const float *bp, const float *sa, const float *sb,
-                   int scaled, int kn) {
+                   int scaled, int kn, int first) {
 #ifdef DS_X86_SIMD
     if (nr == NR512) {
-        kernel_6x32(c, ldc, ap, bp, sa, sb, scaled, kn);
+        kernel_6x32(c, ldc, ap, bp, sa, sb, scaled, kn, first);
         return;
     }
 #endif
-    kernel_6x16(c, ldc, ap, bp, sa, sb, scaled, kn);
+    kernel_6x16(c, ldc, ap, bp, sa, sb, scaled, kn, first);
 }
 
 /* The k steps of K block kb that hold data: the packs are zero past K, and
@@ -468,7 +472,8 @@ static void pack_pairs(uint32_t *dst, const ds_gemm_op_ *op, int64_t r0, int w, 
 
 /* 8 rows x 48 columns: 24 accumulators cover vdpbf16ps's latency on two pipes */
 enum { MRD = 8, NRD = 48, NCD = 240 };
-DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t *ap, const uint32_t *bp, int kp) {
+DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t *ap, const uint32_t *bp, int kp,
+                                          int first) {
     __m512 acc[MRD][3];
 #pragma GCC unroll 8
     for (int i = 0; i < MRD; i++) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
@@ -488,9 +493,10 @@ DS_TARGET_BF16 static void kernel_dp_8x48(float *c, int64_t ldc, const uint32_t 
 #pragma GCC unroll 8
     for (int i = 0; i < MRD; i++) {
         float *ci = c + i * ldc;
-        _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
-        _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
-        _mm512_storeu_ps(ci + 32, _mm512_add_ps(_mm512_loadu_ps(ci + 32), acc[i][2]));
+        const __m512 z = _mm512_setzero_ps(); /* first K block: C starts at +0 */
+        _mm512_storeu_ps(ci, _mm512_add_ps(first ? z : _mm512_loadu_ps(ci), acc[i][0]));
+        _mm512_storeu_ps(ci + 16, _mm512_add_ps(first ? z : _mm512_loadu_ps(ci + 16), acc[i][1]));
+        _mm512_storeu_ps(ci + 32, _mm512_add_ps(first ? z : _mm512_loadu_ps(ci + 32), acc[i][2]));
     }
 }
 
@@ -500,7 +506,8 @@ static void strip_pairs(const void *ctx, int64_t ti, int64_t kb, int64_t s, int6
     pack_pairs((uint32_t *)c->apk + (ti * c->nkb + kb) * c->blk + s * MRD * (KB / 2), c->A, m0, MRD, c->M, kb * KB, c->K);
 }
 
-static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, int64_t M, int64_t N, int64_t K) {
+static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, int64_t M, int64_t N, int64_t K,
+                        int accumulate) {
     const int nr = NRD;
     int64_t mcap = MC, tn = ds_ceil_div(N, NCD), nkb = ds_ceil_div(K, KB);
     if (ds_ceil_div(M, mcap) * tn < 8 * (int64_t)ds_threads()) mcap = MC / 2;
@@ -525,7 +532,7 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
                 int64_t n0 = tj * NCD, nc = N - n0 < NCD ? N - n0 : NCD, np = ds_ceil_div(nc, nr);
                 int64_t ti1 = (gi + 1) * g < tm ? (gi + 1) * g : tm;
                 for (int64_t kb = 0; kb < nkb; kb++) {
-                    const int kp = block_steps(kb, K, 1) / 2;
+                    const int kp = block_steps(kb, K, 1) / 2, first = kb == 0 && !accumulate;
                     for (int64_t p = 0; p < np; p++) pack_pairs(bp + p * nr * (KB / 2), B, n0 + p * nr, nr, N, kb * KB, K);
                     for (int64_t ti = gi * g; ti < ti1; ti++) {
                     int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MRD);
@@ -539,10 +546,10 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
                             float *c = C + mi * N + nj;
                             const uint32_t *as = apt + s * MRD * (KB / 2), *bs = bp + p * nr * (KB / 2);
                             if (h == MRD && w == nr) {
-                                kernel_dp_8x48(c, N, as, bs, kp);
+                                kernel_dp_8x48(c, N, as, bs, kp, first);
                             } else {
-                                for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
-                                kernel_dp_8x48(edge, nr, as, bs, kp);
+                                for (int64_t i = 0; i < h && !first; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
+                                kernel_dp_8x48(edge, nr, as, bs, kp, first);
                                 for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
@@ -563,18 +570,18 @@ static void strip_f32(const void *ctx, int64_t ti, int64_t kb, int64_t s, int64_
 void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                       int64_t M, int64_t N, int64_t K, int accumulate) {
     if (M <= 0 || N <= 0) return;
-    if (!accumulate || K <= 0) {
+    if (K <= 0) { /* otherwise the first K block writes C when not accumulating */
         if (!accumulate) {
 #pragma omp parallel for schedule(static) if (M * N >= 65536)
             for (int64_t m = 0; m < M; m++) memset(C + m * N, 0, sizeof(float) * (size_t)N);
         }
-        if (K <= 0) return;
+        return;
     }
     const int scaled = A->scale || B->scale;
     const int pairs = A->elt == DS_GEMM_BF16 && B->elt == DS_GEMM_BF16;
 #if defined(DS_X86_SIMD) && defined(DS_GEMM_AVX2)
     if (pairs && ds_cpu_has_avx512bf16()) {
-        gemm_dpbf16(C, A, B, M, N, K);
+        gemm_dpbf16(C, A, B, M, N, K, accumulate);
         return;
     }
 #endif
@@ -611,7 +618,7 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                 int64_t n0 = tj * NC, nc = N - n0 < NC ? N - n0 : NC, np = ds_ceil_div(nc, nr);
                 int64_t ti1 = (gi + 1) * g < tm ? (gi + 1) * g : tm;
                 for (int64_t kb = 0; kb < nkb; kb++) {
-                    const int kn = block_steps(kb, K, pairs);
+                    const int kn = block_steps(kb, K, pairs), first = kb == 0 && !accumulate;
                     for (int64_t p = 0; p < np; p++) pack(bp + p * nr * KB, sb + p * nr, B, n0 + p * nr, nr, N, kb * KB, K, pairs);
                     for (int64_t ti = gi * g; ti < ti1; ti++) {
                     int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MR);
@@ -625,10 +632,10 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                             int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < nr ? N - nj : nr;
                             float *c = C + mi * N + nj;
                             if (h == MR && w == nr) {
-                                kernel(nr, c, N, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled, kn);
+                                kernel(nr, c, N, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled, kn, first);
                             } else {
-                                for (int64_t i = 0; i < h; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
-                                kernel(nr, edge, nr, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled, kn);
+                                for (int64_t i = 0; i < h && !first; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
+                                kernel(nr, edge, nr, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled, kn, first);
                                 for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                             }
                         }
