@@ -14,6 +14,7 @@
 #include "backend/cpu/matmul_bf16.h"
 #include "backend/ops.h"
 #include "num/dtype.h"
+#include "train/adamw.h"
 #include "train/trainer.h"
 #include "test.h"
 
@@ -147,6 +148,43 @@ TEST(matmul_bf16_weight_copies_per_epoch) {
     CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0);
     for (int k = 0; k < NW; k++) free(w[k]);
     free(x), free(dy), free(y), free(yr), free(dx), free(dxr), free(old);
+}
+
+/* AdamW rewrites the BF16 copies of the weights it updates (ds_adamw ->
+ * ds_matmul_bf16_refresh): a copy rewritten whole is used in the next epoch
+ * without converting again, and must hold the updated weights' bits; a copy
+ * rewritten in part (the rest written by someone else, as ZeRO's gather does)
+ * must be converted again.  Oracle: the _ref linear on the current weights.
+ * Weights: four in one flat buffer, each over several AdamW blocks, the
+ * third inside the second (the same memory keyed twice). */
+TEST(matmul_bf16_copies_refreshed_by_adamw) {
+    ds_rng r;
+    ds_rng_seed(&r, 13);
+    const int64_t N = 19, C = 300, OC = 70, W = OC * C; /* 21000 > DS_OPTIM_BLOCK: blocks cross weights */
+    float *p = randv(&r, 4 * W), *g = randv(&r, 4 * W), *x = randv(&r, N * C);
+    float *m = ds_calloc((size_t)(4 * W), 4), *v = ds_calloc((size_t)(4 * W), 4);
+    float *y = ds_malloc((size_t)(N * OC) * 4), *yr = ds_malloc((size_t)(N * OC) * 4);
+    const float *wt[4] = {p, p + W, p + W + 35 * C, p + 3 * W}; /* wt[2]: rows 35.. of wt[1], 35 rows */
+    const int64_t oc[4] = {OC, OC, 35, OC};
+    ds_adamw_hparams h = ds_adamw_default(1e-2);
+    ds_optim_seg seg[1] = {{0, 4 * W, 1}};
+    for (int ep = 0; ep < 4; ep++) {
+        ds_matmul_bf16_weights_epoch(ep);
+        for (int k = 0; k < 4; k++) { /* every copy against the current weights */
+            ds_matmul_forward_bf16(y, x, wt[k], NULL, N, C, oc[k]);
+            ds_matmul_forward_bf16_ref(yr, x, wt[k], NULL, N, C, oc[k]);
+            CHECK_MSG(memcmp(y, yr, (size_t)(N * oc[k]) * 4) == 0, "epoch %d weight %d", ep, k);
+        }
+        if (ep == 2) { /* half the buffer by AdamW, the rest by hand: weight 1 partly, 3 wholly */
+            ds_optim_seg half[1] = {{0, W + W / 2, 1}};
+            ds_ops_cpu.adamw(p, g, m, v, 0, half, 1, ep + 1, &h, 1.0f);
+            for (int64_t i = W + W / 2; i < 4 * W; i++) p[i] *= -1.5f;
+        } else {
+            ds_ops_cpu.adamw(p, g, m, v, 0, seg, 1, ep + 1, &h, 1.0f);
+        }
+    }
+    ds_matmul_bf16_weights_epoch(-1);
+    free(p), free(g), free(x), free(m), free(v), free(y), free(yr);
 }
 
 TEST(train_bf16_tracks_fp32) {

@@ -73,22 +73,26 @@ DS_TARGET_AVX2 static void to_bf16_256(uint16_t *dst, const float *src, int64_t 
 }
 #endif
 
+void ds_f32_to_bf16_run(uint16_t *dst, const float *src, int64_t n) {
+#ifdef DS_X86_SIMD
+    if (ds_cpu_isa() >= DS_ISA_AVX512) {
+        to_bf16_512(dst, src, n);
+        return;
+    }
+    if (ds_cpu_isa() == DS_ISA_AVX2) {
+        to_bf16_256(dst, src, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) dst[i] = ds_f32_to_bf16(src[i]);
+}
+
 void ds_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n) {
     const int nt = ds_par_threads((double)n * 6, DS_PAR_MIN_BYTES);
     const int64_t chunk = 4096, nc = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t c = 0; c < nc; c++) {
         int64_t i0 = c * chunk, len = n - i0 < chunk ? n - i0 : chunk;
-#ifdef DS_X86_SIMD
-        if (ds_cpu_isa() >= DS_ISA_AVX512) {
-            to_bf16_512(dst + i0, src + i0, len);
-            continue;
-        }
-        if (ds_cpu_isa() == DS_ISA_AVX2) {
-            to_bf16_256(dst + i0, src + i0, len);
-            continue;
-        }
-#endif
-        for (int64_t i = i0; i < i0 + len; i++) dst[i] = ds_f32_to_bf16(src[i]);
+        ds_f32_to_bf16_run(dst + i0, src + i0, len);
     }
 }

@@ -18,7 +18,9 @@ int ds_bf16_gemm(float *C, const uint16_t *A, int trans_a, const uint16_t *B, in
                  int64_t M, int64_t N, int64_t K, int accumulate);
 int ds_bf16_gemm_ref(float *C, const uint16_t *A, int trans_a, const uint16_t *B, int trans_b,
                      int64_t M, int64_t N, int64_t K, int accumulate);
-/* FP32 -> BF16 (RNE) of n values. */
+/* FP32 -> BF16 (RNE) of n values; _run on the calling thread only (from a
+ * parallel loop), _n threaded. */
 void ds_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n);
+void ds_f32_to_bf16_run(uint16_t *dst, const float *src, int64_t n);
 
 #endif

@@ -28,12 +28,23 @@ static uint16_t *to_bf16(int slot, const float *x, int64_t n) {
  * (ds_matmul_bf16_weights_epoch): an open-addressing table keyed by the weight
  * pointer and size; a copy is converted again on its first use in a new epoch.
  * The table lock covers lookups; each entry's own lock covers its conversion,
- * so experts converted from a parallel loop do not wait on each other. */
+ * so experts converted from a parallel loop do not wait on each other.
+ *
+ * AdamW refreshes the copies as it writes the weights (ds_matmul_bf16_refresh,
+ * from its parallel loop: the new values are still in cache, where a
+ * conversion at first use reads them from memory again): `fresh` counts the
+ * elements rewritten since the last epoch change, and a copy rewritten whole
+ * starts the next epoch valid.  A copy rewritten in part (ZeRO: another
+ * process updates the rest) is converted at first use as before; so is one
+ * whose weights something else changed, for that writer does not refresh.
+ * AdamW being the only writer that refreshes, and the caller changing the
+ * epoch right after it, a whole refresh holds the weights' current bits. */
 typedef struct {
     const float *w;
     int64_t n, epoch;
     uint16_t *b;
     pthread_mutex_t mu;
+    _Atomic int64_t fresh;
 } wcache_entry;
 
 static struct {
@@ -41,7 +52,10 @@ static struct {
     int64_t epoch; /* < 0: no cache */
     wcache_entry **slot;
     int64_t cap, used;
-} wc = {PTHREAD_MUTEX_INITIALIZER, -1, NULL, 0, 0};
+    wcache_entry **by_addr; /* the entries by weight address, as of the last epoch change */
+    const float **reach;    /* reach[i]: the furthest end of by_addr[0..i] */
+    int64_t nby;
+} wc = {PTHREAD_MUTEX_INITIALIZER, -1, NULL, 0, 0, NULL, NULL, 0};
 
 static size_t wc_hash(const float *w, int64_t cap) {
     uint64_t h = (uint64_t)(uintptr_t)w * 0x9e3779b97f4a7c15ull;
@@ -62,7 +76,58 @@ static void wc_clear(void) {
             free(wc.slot[i]);
         }
     free(wc.slot);
+    free(wc.by_addr);
+    free(wc.reach);
     wc.slot = NULL, wc.cap = wc.used = 0;
+    wc.by_addr = NULL, wc.reach = NULL, wc.nby = 0;
+}
+
+static int by_addr_cmp(const void *a, const void *b) {
+    const float *x = (*(wcache_entry *const *)a)->w, *y = (*(wcache_entry *const *)b)->w;
+    return x < y ? -1 : x > y;
+}
+
+/* at an epoch change: copies refreshed whole are valid in the new epoch; the
+ * address index is rebuilt (entries may overlap: a refresh writes each one) */
+static void wc_new_epoch(int64_t epoch) {
+    free(wc.by_addr);
+    free(wc.reach);
+    wc.by_addr = ds_malloc((size_t)(wc.used > 0 ? wc.used : 1) * sizeof *wc.by_addr);
+    wc.reach = ds_malloc((size_t)(wc.used > 0 ? wc.used : 1) * sizeof *wc.reach);
+    int64_t k = 0;
+    for (int64_t i = 0; i < wc.cap; i++) {
+        wcache_entry *e = wc.slot[i];
+        if (!e) continue;
+        if (e->fresh >= e->n && e->n > 0) e->epoch = epoch;
+        e->fresh = 0;
+        wc.by_addr[k++] = e;
+    }
+    qsort(wc.by_addr, (size_t)k, sizeof *wc.by_addr, by_addr_cmp);
+    for (int64_t i = 0; i < k; i++) {
+        const float *end = wc.by_addr[i]->w + wc.by_addr[i]->n;
+        wc.reach[i] = i > 0 && wc.reach[i - 1] > end ? wc.reach[i - 1] : end;
+    }
+    wc.nby = k;
+}
+
+void ds_matmul_bf16_refresh(const float *p, int64_t n) {
+    const int64_t nby = wc.nby;
+    if (nby == 0 || n <= 0) return;
+    /* the first entry that may overlap [p, p + n): the first whose reach
+     * (the furthest end up to it, non-decreasing) passes p */
+    int64_t lo = 0, hi = nby;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (wc.reach[mid] <= p) lo = mid + 1;
+        else hi = mid;
+    }
+    for (int64_t i = lo; i < nby && wc.by_addr[i]->w < p + n; i++) {
+        wcache_entry *e = wc.by_addr[i];
+        const float *a = e->w > p ? e->w : p, *z = e->w + e->n < p + n ? e->w + e->n : p + n;
+        if (a >= z) continue;
+        ds_f32_to_bf16_run(e->b + (a - e->w), a, z - a);
+        e->fresh += z - a;
+    }
 }
 
 void ds_matmul_bf16_weights_epoch(int64_t epoch) {
@@ -70,6 +135,7 @@ void ds_matmul_bf16_weights_epoch(int64_t epoch) {
     if (off && !strcmp(off, "0")) epoch = -1;
     pthread_mutex_lock(&wc.mu);
     if (epoch < 0) wc_clear();
+    else if (epoch != wc.epoch) wc_new_epoch(epoch);
     wc.epoch = epoch < 0 ? -1 : epoch;
     pthread_mutex_unlock(&wc.mu);
 }

@@ -37,5 +37,10 @@ void ds_matmul_backward_bf16_ref(float *dinp, float *dweight, float *dbias, cons
                                  const float *weight, int64_t N, int64_t C, int64_t OC, int acc);
 
 void ds_matmul_bf16_weights_epoch(int64_t epoch);
+/* AdamW has just written p[0, n): the BF16 copies over that range are
+ * rewritten now (on the calling thread), and a copy rewritten whole starts the
+ * next epoch valid instead of being converted again at first use.  Safe from
+ * a parallel loop over disjoint ranges; a no-op without copies. */
+void ds_matmul_bf16_refresh(const float *p, int64_t n);
 
 #endif
