@@ -139,6 +139,29 @@ TEST(fp8_vector_cast_equals_scalar) {
     v[17] = -1e30f;
     CHECK(ds_f32_amax(v, 40) == 1e30f);
     CHECK(ds_f32_amax(v, 0) == 0.0f);
+    { /* 2D patches (a 128x128 block, 1x128 tiles, ragged edges) against the scalar max:
+       * the largest magnitude in each place (vector part, tail column, last row), NaNs skipped */
+        enum { LD = 150, R = 130 };
+        float *p = malloc(sizeof(float) * LD * R);
+        ds_rng r;
+        ds_rng_seed(&r, 77);
+        const int64_t shapes[][2] = {{128, 128}, {1, 128}, {130, 150}, {7, 31}, {3, 16}, {5, 1}, {0, 9}};
+        for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++)
+            for (int where = 0; where < 3; where++) {
+                int64_t nr = shapes[t][0], nc = shapes[t][1];
+                for (int64_t i = 0; i < LD * R; i++) p[i] = ds_rng_normal(&r);
+                for (int64_t i = 0; i < LD * R; i += 37) p[i] = NAN;
+                if (nr > 0) { /* the maximum: row 0 col 0, the last column, the last row's middle */
+                    int64_t rr = where == 2 ? nr - 1 : 0, cc = where == 0 ? 0 : where == 1 ? nc - 1 : nc / 2;
+                    p[rr * LD + cc] = -9.5f - (float)where;
+                }
+                float want = 0.0f;
+                for (int64_t i = 0; i < nr; i++)
+                    for (int64_t j = 0; j < nc; j++) want = fmaxf(want, fabsf(p[i * LD + j]));
+                CHECK_MSG(ds_f32_amax_2d(p, LD, nr, nc) == want, "%lldx%lld where %d", (long long)nr, (long long)nc, where);
+            }
+        free(p);
+    }
     free(x); free(q); free(qv); free(s);
 }
 

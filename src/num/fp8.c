@@ -147,24 +147,40 @@ void ds_fp8_encode_divv_sat(uint8_t *dst, const float *src, const float *s, int6
     for (; i < n; i++) dst[i] = ds_f32_to_fp8(src[i] / s[i], fmt, DS_FP8_SAT);
 }
 
-float ds_f32_amax(const float *src, int64_t n) {
-    float a = 0.0f;
-    int64_t i = 0;
 #if defined(__AVX2__)
-    /* max_ps(x, acc) returns acc when x is NaN: NaN is skipped */
+/* max over the lanes; no NaN reaches the accumulators (see ds_f32_amax_2d) */
+static inline float hmax8(__m256 m) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+#endif
+
+float ds_f32_amax_2d(const float *x, int64_t ld, int64_t nr, int64_t nc) {
+    float a = 0.0f;
+    int64_t c16 = 0;
+#if defined(__AVX2__)
+    /* max_ps(x, acc) returns acc when x is NaN: NaN is skipped; one
+     * reduction for the whole patch (a 1x128 tile or a 128x128 block) */
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 m0 = _mm256_setzero_ps(), m1 = m0;
-    for (; i + 16 <= n; i += 16) {
-        m0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i), absm), m0);
-        m1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i + 8), absm), m1);
+    c16 = nc & ~(int64_t)15;
+    for (int64_t r = 0; r < nr; r++) {
+        const float *src = x + r * ld;
+        for (int64_t i = 0; i < c16; i += 16) {
+            m0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i), absm), m0);
+            m1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i + 8), absm), m1);
+        }
     }
-    float t[8];
-    _mm256_storeu_ps(t, _mm256_max_ps(m0, m1));
-    for (int j = 0; j < 8; j++) a = fmaxf(a, t[j]);
+    a = hmax8(_mm256_max_ps(m0, m1));
 #endif
-    for (; i < n; i++) a = fmaxf(a, fabsf(src[i]));
+    for (int64_t r = 0; r < nr && c16 < nc; r++)
+        for (int64_t i = c16; i < nc; i++) a = fmaxf(a, fabsf(x[r * ld + i]));
     return a;
 }
+
+float ds_f32_amax(const float *src, int64_t n) { return ds_f32_amax_2d(src, n, 1, n); }
 
 void ds_f32_amax_update(float *am, const float *src, int64_t n) {
     int64_t i = 0;

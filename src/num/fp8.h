@@ -57,6 +57,8 @@ void ds_fp8_encode_div_sat(uint8_t *dst, const float *src, int64_t n, float s, d
 void ds_fp8_encode_divv_sat(uint8_t *dst, const float *src, const float *s, int64_t n, ds_fp8_format fmt);
 /* max |src[i]| over n values; NaN is skipped (like fmaxf). */
 float ds_f32_amax(const float *src, int64_t n);
+/* the same over nr rows of nc values at stride ld */
+float ds_f32_amax_2d(const float *x, int64_t ld, int64_t nr, int64_t nc);
 /* am[i] = max(am[i], |src[i]|), NaN skipped. */
 void ds_f32_amax_update(float *am, const float *src, int64_t n);
 /* Parse "e4m3" / "e5m2"; -1 when unknown. */

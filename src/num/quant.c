@@ -78,9 +78,7 @@ static inline float group_scale(float a, const ds_quant_opts *o, float fmax) {
 
 /* amax of a strided 2D patch; NaN is skipped (fmaxf). */
 static inline float patch_amax(const float *x, int64_t ld, int64_t nr, int64_t nc) {
-    float a = 0.0f;
-    for (int64_t i = 0; i < nr; i++) a = fmaxf(a, ds_f32_amax(x + i * ld, nc));
-    return a;
+    return ds_f32_amax_2d(x, ld, nr, nc);
 }
 
 static inline void patch_cast(uint8_t *q, const float *x, int64_t ld, int64_t nr, int64_t nc,
