@@ -12,6 +12,7 @@
 
 #include "base/base.h"
 #include "backend/cpu/matmul_bf16.h"
+#include "backend/cpu/wcache.h"
 #include "backend/ops.h"
 #include "num/dtype.h"
 #include "train/adamw.h"
@@ -89,7 +90,7 @@ TEST(matmul_bf16_forward_backward_vs_oracle) {
 /* The same 30 steps of tiny in fp32 and bf16 (synthetic corpus): the final
  * training loss differs by < 2% relative, and the bf16 run is not bit-identical
  * to fp32 (the BF16 path really ran). */
-/* The weights' BF16 copies (ds_matmul_bf16_weights_epoch): same bits as the
+/* The weights' BF16 copies (ds_wcache_epoch): same bits as the
  * converting path (the _ref, which never keeps copies); a weight changed within
  * an epoch is not seen (the copy is in use), a new epoch or no epoch sees it;
  * weights used from a parallel loop (the experts) each get their own copy. */
@@ -101,7 +102,7 @@ TEST(matmul_bf16_weight_copies_per_epoch) {
     for (int k = 0; k < NW; k++) w[k] = randv(&r, OC * C);
     float *y = ds_malloc((size_t)(NW * N * OC) * 4), *yr = ds_malloc((size_t)(NW * N * OC) * 4);
     float *dx = ds_malloc((size_t)(N * C) * 4), *dxr = ds_malloc((size_t)(N * C) * 4);
-    ds_matmul_bf16_weights_epoch(0);
+    ds_wcache_epoch(0);
     for (int rep = 0; rep < 2; rep++) { /* the second pass reads the copies */
         ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
         ds_matmul_forward_bf16_ref(yr, x, w[0], NULL, N, C, OC);
@@ -115,7 +116,7 @@ TEST(matmul_bf16_weight_copies_per_epoch) {
     for (int64_t i = 0; i < OC * C; i++) w[0][i] *= -2.0f; /* within the epoch: the copy stays */
     ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
     CHECK(memcmp(y, old, (size_t)(N * OC) * 4) == 0);
-    ds_matmul_bf16_weights_epoch(1); /* a new epoch converts again */
+    ds_wcache_epoch(1); /* a new epoch converts again */
     ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
     ds_matmul_forward_bf16_ref(yr, x, w[0], NULL, N, C, OC);
     CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0 && memcmp(y, old, (size_t)(N * OC) * 4) != 0);
@@ -141,7 +142,7 @@ TEST(matmul_bf16_weight_copies_per_epoch) {
         }
         free(x2), free(w2), free(dy2), free(y2), free(y2r), free(d2), free(d2r);
     }
-    ds_matmul_bf16_weights_epoch(-1); /* no epoch: every call converts */
+    ds_wcache_epoch(-1); /* no epoch: every call converts */
     for (int64_t i = 0; i < OC * C; i++) w[0][i] *= 0.5f;
     ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
     ds_matmul_forward_bf16_ref(yr, x, w[0], NULL, N, C, OC);
@@ -151,7 +152,7 @@ TEST(matmul_bf16_weight_copies_per_epoch) {
 }
 
 /* AdamW rewrites the BF16 copies of the weights it updates (ds_adamw ->
- * ds_matmul_bf16_refresh): a copy rewritten whole is used in the next epoch
+ * ds_wcache_refresh): a copy rewritten whole is used in the next epoch
  * without converting again, and must hold the updated weights' bits; a copy
  * rewritten in part (the rest written by someone else, as ZeRO's gather does)
  * must be converted again.  Oracle: the _ref linear on the current weights.
@@ -169,7 +170,7 @@ TEST(matmul_bf16_copies_refreshed_by_adamw) {
     ds_adamw_hparams h = ds_adamw_default(1e-2);
     ds_optim_seg seg[1] = {{0, 4 * W, 1}};
     for (int ep = 0; ep < 4; ep++) {
-        ds_matmul_bf16_weights_epoch(ep);
+        ds_wcache_epoch(ep);
         for (int k = 0; k < 4; k++) { /* every copy against the current weights */
             ds_matmul_forward_bf16(y, x, wt[k], NULL, N, C, oc[k]);
             ds_matmul_forward_bf16_ref(yr, x, wt[k], NULL, N, C, oc[k]);
@@ -183,7 +184,7 @@ TEST(matmul_bf16_copies_refreshed_by_adamw) {
             ds_ops_cpu.adamw(p, g, m, v, 0, seg, 1, ep + 1, &h, 1.0f);
         }
     }
-    ds_matmul_bf16_weights_epoch(-1);
+    ds_wcache_epoch(-1);
     free(p), free(g), free(x), free(m), free(v), free(y), free(yr);
 }
 

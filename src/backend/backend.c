@@ -12,6 +12,7 @@
 #include "backend/cpu/matmul_fp8.h"
 #include "backend/cpu/optim.h"
 #include "backend/cpu/peak.h"
+#include "backend/cpu/wcache.h"
 #include "backend/cuda/cuda.h"
 #include "backend/staged.h"
 
@@ -67,12 +68,13 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision) {
     if (precision == DS_PREC_BF16) {
         ops->matmul_forward = ops->linear_forward = ref ? ds_matmul_forward_bf16_ref : ds_matmul_forward_bf16;
         ops->matmul_backward = ops->linear_backward = ref ? ds_matmul_backward_bf16_ref : ds_matmul_backward_bf16;
-        if (!ref) ops->weights_epoch = ds_matmul_bf16_weights_epoch;
+        if (!ref) ops->weights_epoch = ds_wcache_epoch;
     }
     if (precision == DS_PREC_FP8) {
         ops->linear_forward = ds_linear_forward_fp8;
         ops->linear_backward = ds_linear_backward_fp8;
         ops->linear_workspace = ds_linear_workspace_fp8;
+        if (!ref) ops->weights_epoch = ds_wcache_epoch; /* the weights' FP8 blocks, once per epoch */
     }
     return 0;
 }

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "backend/cpu/matmul_bf16.h"
+#include "backend/cpu/wcache.h"
 #include "num/dtype.h"
 
 typedef struct {
@@ -183,7 +183,7 @@ void ds_adamw(float *p, const float *g, void *m, void *v, int bf16_moments, cons
         const adamw_k k = kk[sg->decay != 0];
         if (bf16_moments) adamw_bf16(p + i, g + i, (uint16_t *)m + i, (uint16_t *)v + i, len, k);
         else adamw_f32(p + i, g + i, (float *)m + i, (float *)v + i, len, k);
-        ds_matmul_bf16_refresh(p + i, len); /* the BF16 weight copies, while the block is in cache */
+        ds_wcache_refresh(p + i, len); /* the BF16 weight copies, while the block is in cache */
     }
     free(first);
 }
