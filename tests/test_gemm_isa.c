@@ -12,6 +12,8 @@
 #include "backend/cpu/cpu_isa.h"
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/gemm_blocked.h"
+#include "backend/cpu/gemm_fp8.h"
+#include "num/fp8.h"
 #include "base/base.h"
 #include "num/dtype.h"
 #include "test.h"
@@ -79,4 +81,32 @@ TEST(f32_to_bf16_n_matches_scalar_rounding) {
     }
     ds_cpu_isa_set(prev);
     free(x), free(y);
+}
+
+/* The FP8 packs' decoding (E4M3 codes to FP32: 16 lanes on AVX-512, 8 on
+ * AVX2, the table in C) on every path, for every code but NaN: C = A · Bᵀ with
+ * A one row of the codes 0..255 and B one-hot rows of 1.0 (0x38), scales 1,
+ * so C[n] is code n decoded.  Oracle: the E4M3 table (tested against torch). */
+TEST(fp8_pack_decode_every_code_every_isa) {
+    enum { K = 256, M = 3 };
+    uint8_t *a = calloc(M * K, 1), *b = calloc(K * K, 1);
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) a[m * K + k] = (k & 0x7f) == 0x7f ? 0 : (uint8_t)k; /* no NaN: it would spread */
+    for (int n = 0; n < K; n++) b[n * K + n] = 0x38;
+    float one = 1.0f, *c = malloc(sizeof(float) * M * K);
+    ds_fp8_operand A = {a, &one, DS_QUANT_TENSOR, 0, DS_FP8_E4M3}, B = {b, &one, DS_QUANT_TENSOR, 0, DS_FP8_E4M3};
+    int top = ds_cpu_isa_max(), prev = ds_cpu_isa();
+    for (int isa = top; isa >= DS_ISA_SCALAR; isa--) {
+        ds_cpu_isa_set(isa);
+        CHECK(ds_fp8_gemm_ex(c, &A, &B, M, K, K, NULL) == 0);
+        int bad = 0;
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < K; n++) {
+                float want = 0.0f + ds_fp8_e4m3_table[a[m * K + n]]; /* -0 (0x80) sums to +0 */
+                bad += memcmp(&c[m * K + n], &want, 4) != 0;
+            }
+        CHECK_MSG(bad == 0, "%s: %d codes decoded wrong", ds_cpu_isa_name(isa), bad);
+    }
+    ds_cpu_isa_set(prev);
+    free(a), free(b), free(c);
 }
