@@ -182,13 +182,7 @@ TEST(fp8_weight_blocks_per_epoch) {
     const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
     char corpus[600], out[8192];
     snprintf(corpus, sizeof corpus, "%s/c.txt", tmp);
-    FILE *f = fopen(corpus, "w");
-    static const char *wd[] = {"a", "lamb", "ate", "the", "green", "grass", "by", "still", "waters", "and", "slept"};
-    for (int l = 0; l < 1200; l++) {
-        for (int i = 0; i < 8; i++) fprintf(f, "%s ", wd[ds_rng_below(&r, 11)]);
-        fputs("\n", f);
-    }
-    fclose(f);
+    ds_test_write_word_salad(corpus, 23, 600);
     int rc = ds_test_sh(out, sizeof out,
                         "%s tokenizer train --input %s --vocab-size 280 --special-tokens '<|bos|>' --out %s/tok.json && "
                         "%s data prepare --tokenizer %s/tok.json --input %s --out %s/data --docs line && "
