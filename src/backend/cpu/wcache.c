@@ -1,20 +1,19 @@
 /*
- * wcache.c — converted weight copies kept per epoch (wcache.h).
+ * wcache.c — the weights' BF16 copies kept per epoch (wcache.h).
  *
- * An open-addressing table keyed by (kind, weight pointer, size); a copy is
+ * An open-addressing table keyed by (weight pointer, shape); a copy is
  * converted again on its first use in a new epoch.  The table lock covers
  * lookups; each entry's own lock covers its conversion, so experts converted
  * from a parallel loop do not wait on each other.
  *
- * AdamW's refresh (BF16 copies only): `fresh` counts the elements rewritten
+ * AdamW's refresh: `fresh` counts the elements rewritten
  * since the last epoch change, and a copy rewritten whole starts the next
  * epoch valid.  A copy rewritten in part (ZeRO: another process updates the
  * rest) is converted at first use as before; so is one whose weights
  * something else changed, for that writer does not refresh.  AdamW being the
  * only writer that refreshes, and the caller changing the epoch right after
  * it, a whole refresh holds the weights' current bits.  The refresh finds the
- * copies over a range by address: the BF16 entries sorted at each epoch
- * change, with each prefix's furthest end (entries may nest or overlap: a
+ * copies over a range by address: the entries sorted at each epoch change, with each prefix's furthest end (entries may nest or overlap: a
  * weight keyed with two shapes).
  */
 #include "backend/cpu/wcache.h"
@@ -27,10 +26,9 @@
 #include "base/base.h"
 
 typedef struct {
-    int kind;
     const float *w;
     int64_t rows, cols, n, epoch;
-    void *b;
+    uint16_t *b;
     pthread_mutex_t mu;
     _Atomic int64_t fresh;
 } entry;
@@ -40,18 +38,18 @@ static struct {
     int64_t epoch; /* < 0: no copies */
     entry **slot;
     int64_t cap, used;
-    entry **by_addr;     /* the BF16 entries by weight address, as of the last epoch change */
+    entry **by_addr;     /* the entries by weight address, as of the last epoch change */
     const float **reach; /* reach[i]: the furthest end of by_addr[0..i] */
     int64_t nby;
 } wc = {PTHREAD_MUTEX_INITIALIZER, -1, NULL, 0, 0, NULL, NULL, 0};
 
-static size_t slot_of(int kind, const float *w, int64_t cap) {
-    uint64_t h = ((uint64_t)(uintptr_t)w + (uint64_t)kind) * 0x9e3779b97f4a7c15ull;
+static size_t slot_of(const float *w, int64_t cap) {
+    uint64_t h = (uint64_t)(uintptr_t)w * 0x9e3779b97f4a7c15ull;
     return (size_t)(h >> 32) & (size_t)(cap - 1);
 }
 
 static void insert(entry *e) {
-    size_t i = slot_of(e->kind, e->w, wc.cap);
+    size_t i = slot_of(e->w, wc.cap);
     while (wc.slot[i]) i = (i + 1) & (size_t)(wc.cap - 1);
     wc.slot[i] = e;
 }
@@ -76,7 +74,7 @@ static int by_addr_cmp(const void *a, const void *b) {
 }
 
 /* at an epoch change: copies refreshed whole are valid in the new epoch; the
- * address index of the BF16 copies is rebuilt */
+ * address index is rebuilt */
 static void new_epoch(int64_t epoch) {
     free(wc.by_addr);
     free(wc.reach);
@@ -88,7 +86,7 @@ static void new_epoch(int64_t epoch) {
         if (!e) continue;
         if (e->fresh >= e->n && e->n > 0) e->epoch = epoch;
         e->fresh = 0;
-        if (e->kind == DS_WCACHE_BF16) wc.by_addr[k++] = e;
+        wc.by_addr[k++] = e;
     }
     qsort(wc.by_addr, (size_t)k, sizeof *wc.by_addr, by_addr_cmp);
     for (int64_t i = 0; i < k; i++) {
@@ -113,14 +111,14 @@ void ds_wcache_refresh(const float *p, int64_t n) {
         entry *e = wc.by_addr[i];
         const float *a = e->w > p ? e->w : p, *z = e->w + e->n < p + n ? e->w + e->n : p + n;
         if (a >= z) continue;
-        ds_f32_to_bf16_run((uint16_t *)e->b + (a - e->w), a, z - a);
+        ds_f32_to_bf16_run(e->b + (a - e->w), a, z - a);
         e->fresh += z - a;
     }
 }
 
 void ds_wcache_epoch(int64_t epoch) {
-    const char *off = getenv("DS_WEIGHT_COPIES"), *off16 = getenv("DS_BF16_WEIGHT_COPIES");
-    if ((off && !strcmp(off, "0")) || (off16 && !strcmp(off16, "0"))) epoch = -1; /* convert at every call */
+    const char *off = getenv("DS_BF16_WEIGHT_COPIES");
+    if (off && !strcmp(off, "0")) epoch = -1; /* convert at every call */
     pthread_mutex_lock(&wc.mu);
     if (epoch < 0) clear();
     else if (epoch != wc.epoch) new_epoch(epoch);
@@ -128,7 +126,7 @@ void ds_wcache_epoch(int64_t epoch) {
     pthread_mutex_unlock(&wc.mu);
 }
 
-const void *ds_wcache_get(int kind, const float *w, int64_t rows, int64_t cols, size_t bytes, ds_wcache_convert fn) {
+const uint16_t *ds_wcache_get(const float *w, int64_t rows, int64_t cols) {
     const int64_t n = rows * cols;
     pthread_mutex_lock(&wc.mu);
     const int64_t ep = wc.epoch;
@@ -145,15 +143,14 @@ const void *ds_wcache_get(int kind, const float *w, int64_t rows, int64_t cols, 
             if (old[i]) insert(old[i]);
         free(old);
     }
-    size_t i = slot_of(kind, w, wc.cap);
-    while (wc.slot[i] && !(wc.slot[i]->kind == kind && wc.slot[i]->w == w && wc.slot[i]->rows == rows &&
-                           wc.slot[i]->cols == cols))
+    size_t i = slot_of(w, wc.cap);
+    while (wc.slot[i] && !(wc.slot[i]->w == w && wc.slot[i]->rows == rows && wc.slot[i]->cols == cols))
         i = (i + 1) & (size_t)(wc.cap - 1);
     entry *e = wc.slot[i];
     if (!e) {
         e = ds_calloc(1, sizeof *e);
-        e->kind = kind, e->w = w, e->rows = rows, e->cols = cols, e->n = n, e->epoch = -1;
-        e->b = ds_aligned_alloc(bytes > 0 ? bytes : 1);
+        e->w = w, e->rows = rows, e->cols = cols, e->n = n, e->epoch = -1;
+        e->b = ds_aligned_alloc((size_t)(n > 0 ? n : 1) * sizeof(uint16_t));
         pthread_mutex_init(&e->mu, NULL);
         wc.slot[i] = e;
         wc.used++;
@@ -161,7 +158,7 @@ const void *ds_wcache_get(int kind, const float *w, int64_t rows, int64_t cols, 
     pthread_mutex_unlock(&wc.mu);
     pthread_mutex_lock(&e->mu);
     if (e->epoch != ep) {
-        fn(e->b, w, rows, cols);
+        ds_f32_to_bf16_n(e->b, w, n);
         e->epoch = ep;
     }
     pthread_mutex_unlock(&e->mu);
