@@ -4,9 +4,6 @@
  */
 #include "backend/cpu/matmul_bf16.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include "base/base.h"
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/wcache.h"

@@ -74,26 +74,29 @@ static int by_addr_cmp(const void *a, const void *b) {
 }
 
 /* at an epoch change: copies refreshed whole are valid in the new epoch; the
- * address index is rebuilt */
+ * address index is rebuilt only when entries were added (none is removed
+ * before clear, so the order of the others holds) */
 static void new_epoch(int64_t epoch) {
-    free(wc.by_addr);
-    free(wc.reach);
-    wc.by_addr = ds_malloc((size_t)(wc.used > 0 ? wc.used : 1) * sizeof *wc.by_addr);
-    wc.reach = ds_malloc((size_t)(wc.used > 0 ? wc.used : 1) * sizeof *wc.reach);
-    int64_t k = 0;
-    for (int64_t i = 0; i < wc.cap; i++) {
-        entry *e = wc.slot[i];
-        if (!e) continue;
+    if (wc.nby != wc.used) {
+        free(wc.by_addr);
+        free(wc.reach);
+        wc.by_addr = ds_malloc((size_t)(wc.used > 0 ? wc.used : 1) * sizeof *wc.by_addr);
+        wc.reach = ds_malloc((size_t)(wc.used > 0 ? wc.used : 1) * sizeof *wc.reach);
+        int64_t k = 0;
+        for (int64_t i = 0; i < wc.cap; i++)
+            if (wc.slot[i]) wc.by_addr[k++] = wc.slot[i];
+        qsort(wc.by_addr, (size_t)k, sizeof *wc.by_addr, by_addr_cmp);
+        for (int64_t i = 0; i < k; i++) {
+            const float *end = wc.by_addr[i]->w + wc.by_addr[i]->n;
+            wc.reach[i] = i > 0 && wc.reach[i - 1] > end ? wc.reach[i - 1] : end;
+        }
+        wc.nby = k;
+    }
+    for (int64_t i = 0; i < wc.nby; i++) {
+        entry *e = wc.by_addr[i];
         if (e->fresh >= e->n && e->n > 0) e->epoch = epoch;
         e->fresh = 0;
-        wc.by_addr[k++] = e;
     }
-    qsort(wc.by_addr, (size_t)k, sizeof *wc.by_addr, by_addr_cmp);
-    for (int64_t i = 0; i < k; i++) {
-        const float *end = wc.by_addr[i]->w + wc.by_addr[i]->n;
-        wc.reach[i] = i > 0 && wc.reach[i - 1] > end ? wc.reach[i - 1] : end;
-    }
-    wc.nby = k;
 }
 
 void ds_wcache_refresh(const float *p, int64_t n) {
