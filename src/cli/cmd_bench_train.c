@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/profile.h"
 #include "cli/cli.h"
 #include "io/json.h"
 #include "model/backward.h"
@@ -33,7 +34,7 @@ static double cpu_now(void) {
 static int run(int argc, char **argv) {
     const char *config = NULL, *rnd = NULL, *prec = "fp32", *device = "cpu";
     long long iters = 3;
-    int cache = 0, m16 = 0;
+    int cache = 0, m16 = 0, prof = 0;
     const ds_opt opts[] = {
         {"--config", DS_OPT_STR, &config, "CONFIG.json|PRESET  model (randomly initialised)"},
         {"--random", DS_OPT_STR, &rnd, "B,T  batch of random token ids"},
@@ -42,8 +43,10 @@ static int run(int argc, char **argv) {
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--fp8-cache", DS_OPT_FLAG, &cache, "  with --precision fp8: linear inputs for the weight gradients kept in FP8"},
         {"--bf16-moments", DS_OPT_FLAG, &m16, "  AdamW moments in BF16"},
+        {"--profile", DS_OPT_FLAG, &prof,
+         "  time each ops entry (backend/profile.h): a table on stderr, \"profile\" in the JSON"},
     };
-    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 7, NULL, 0,
+    ds_cli_parse("bench-train", "--config CONFIG.json|PRESET --random B,T [--iters K]", argc, argv, opts, 8, NULL, 0,
                  NULL);
     if (!config || !rnd) ds_cli_usage_error("bench-train", "--config and --random are required");
     ds_cli_check_config("bench-train", config);
@@ -62,6 +65,8 @@ static int run(int argc, char **argv) {
     ds_cli_device_resident("bench-train", device);
     struct ds_ops ops;
     if (ds_backend_table_resident(&ops, device, precision)) return ds_cli_fail("bench-train");
+    struct ds_ops plain = ops; /* the profiling table wraps it */
+    if (prof) ops = *ds_ops_profile(&plain);
     const struct ds_ops *dev = ops.host_visible ? NULL : &ops;
     ds_model m;
     if (ds_cli_random_model(&m, config, dev)) return ds_cli_fail("bench-train");
@@ -106,7 +111,10 @@ static int run(int argc, char **argv) {
         ops.sync();
         double t3 = ds_now();
         loss = t.loss;
-        if (it == 0) continue; /* warm-up */
+        if (it == 0) { /* warm-up */
+            if (prof) ds_ops_profile_reset();
+            continue;
+        }
         sum += t3 - t0;
         csum += cpu_now() - c0;
         if (t3 - t0 < best) best = t3 - t0, bf = t1 - t0, bb = t2 - t1, bo = t3 - t2;
@@ -119,12 +127,20 @@ static int run(int argc, char **argv) {
     ds_json_put_string(&hj, peak_how);
     char *peak_j = ds_sbuf_take(&hj);
     double step_flops = 3.0 * ds_model_forward_flops(&m, B, T, 0);
+    char profj[8192] = "";
+    if (prof) {
+        fprintf(stderr, "bench-train --profile: the ops entries of a step, mean of %lld steps (mean step %.3f ms)\n",
+                iters, 1e3 * sum / iters);
+        ds_ops_profile_print(stderr, (int)iters, sum / iters);
+        memcpy(profj, ", \"profile\": ", 13);
+        ds_ops_profile_json(profj + 13, sizeof profj - 13, (int)iters);
+    }
     printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"fp8_cache\": %d, \"bf16_moments\": %d, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "
            "\"optimizer_s\": %.6f, \"cpu_s\": %.6f, \"last_loss\": %.6f, \"flops_per_step\": %.6g, \"peak_flops\": %.6g, "
-           "\"mfu\": %.5f, \"peak\": %s, \"blas\": \"%s\", \"blas_narrow\": %d, %s}\n",
+           "\"mfu\": %.5f, \"peak\": %s, \"blas\": \"%s\", \"blas_narrow\": %d, %s%s}\n",
            prec, cache, m16, B, T, ds_threads(), iters, best, sum / iters, (double)(B * T) / best, bf, bb, bo, csum / iters, loss,
-           step_flops, peak, peak > 0 ? step_flops / best / peak : 0.0, peak_j, blas, narrow, memj);
+           step_flops, peak, peak > 0 ? step_flops / best / peak : 0.0, peak_j, blas, narrow, memj, profj);
     free(peak_j);
     free(ids);
     ds_model_mem_free(dev, mom);
