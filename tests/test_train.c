@@ -488,3 +488,29 @@ TEST(train_samples_match_generate) {
         CHECK_MSG(strncmp(gen[k], prompts[k], strlen(prompts[k])) == 0 && n > strlen(prompts[k]), "%s", gen[k]);
     }
 }
+
+/* --profile runs the step through the profiling ops table: the weights come
+ * out byte-identical to a run without it (the oracle), and the table at the
+ * end counts one AdamW and one sum of squares a step, two cross-entropies
+ * (main + MTP) a micro-batch. */
+TEST(train_profile_changes_nothing_and_prints_the_step) {
+    const char *tmp = synthetic_data();
+    CHECK(tmp != NULL);
+    TEST_RETURN_IF_FAILED();
+    char out[16384];
+    const char *args = "--batch 4 --seq 32 --eval-every 0 --log-every 0 --warmup 2 --steps 4 --grad-accum 2";
+    int rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/plain %s 2>&1", bin(),
+                        tmp, tmp, args);
+    CHECK_MSG(rc == 0, "%s", out);
+    CHECK(strstr(out, "ops entry") == NULL);
+    rc = ds_test_sh(out, sizeof out, "%s --threads 1 train --config tiny --data %s/data --out %s/prof %s --profile 2>&1",
+                    bin(), tmp, tmp, args);
+    CHECK_MSG(rc == 0, "%s", out);
+    CHECK_MSG(strstr(out, "train --profile: the ops entries of a step, mean of steps 2-4"), "%s", out);
+    const char *a = strstr(out, "\nadamw "), *s = strstr(out, "\nsumsq "), *ce = strstr(out, "\ncross_entropy ");
+    CHECK_MSG(a && s && ce, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    CHECK(atof(a + 7) == 1.0 && atof(s + 7) == 1.0 && atof(ce + 15) == 4.0);
+    const char *files[] = {"latest/model.safetensors", "latest/train_state.safetensors"};
+    check_same_runs(tmp, "plain", "prof", files, 2);
+}

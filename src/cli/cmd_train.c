@@ -138,6 +138,7 @@ static int run(int argc, char **argv) {
         {"--seed", DS_OPT_INT, &seed, "S  initialisation and data order (default 1234)", DS_MIN(0)},
         {"--skip-nonfinite", DS_OPT_FLAG, &skip, "  skip steps with a NaN/Inf loss instead of stopping"},
         {"--stop-after", DS_OPT_INT, &stop_after, "N  end this invocation after step N (resume later)", DS_MIN(0)},
+        {"--profile", DS_OPT_FLAG, &o.profile, "  time each ops entry: a table of a step's kernels at the end"},
         {"--log-every", DS_OPT_INT, &log_every, "N  one line every N steps (default 1; 0 = none)", DS_MIN(0)},
         {"--sample", DS_OPT_STR, &prompts, "P1|P2  prompts to continue after training"},
         {"--max-new-tokens", DS_OPT_INT, &max_new, "N  tokens per sample (default 64)", DS_RANGE(0, 1 << 20)},

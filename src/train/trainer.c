@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/profile.h"
 #include "base/base.h"
 #include "io/json.h"
 #include "model/backward.h"
@@ -509,6 +510,8 @@ int ds_train(const ds_train_opts *o) {
                            : ds_backend_table(&ops, o->device, o->precision)))
         return -1;
     const struct ds_ops *dmem = fp32->host_visible ? NULL : fp32; /* the model's memory */
+    struct ds_ops plain = ops; /* --profile: the profiling table wraps it */
+    if (o->profile) ops = *ds_ops_profile(&plain);
     const int P = world->size, R = world->rank, lead = R == 0;
     /* pipeline: S stages of Q processes (stage-major ranks); the Q ranks of
      * a stage split the rows of each batch */
@@ -889,6 +892,7 @@ int ds_train(const ds_train_opts *o) {
     hp.weight_decay = o->weight_decay;
     double t_start = ds_now(), t_train = 0;
     int64_t timed = 0, skipped = 0, last_saved = o->resume ? st.step : -1;
+    const int64_t step0 = st.step; /* --profile: from the second step of this invocation */
     ds_progress bar;
     int64_t stop_at = o->stop_after > 0 ? o->stop_after : INT64_MAX;
     ds_progress_start(&bar, "train", st.total_steps > 0 ? (double)st.total_steps : 0, "step");
@@ -1023,6 +1027,7 @@ int ds_train(const ds_train_opts *o) {
         st.tokens_seen += (double)tokens_per_step;
         memcpy(st.rng, rng.s, sizeof st.rng);
         if (st.step > 1) t_train += dt, timed++; /* the first step warms caches */
+        if (o->profile && st.step == step0 + 1) ds_ops_profile_reset();
         if (st.total_steps < 0 && timed >= 3) {
             double per = t_train / (double)timed, left = o->minutes * 60 * 0.92 - (ds_now() - t_start);
             st.total_steps = st.step + (left > 0 ? (int64_t)(left / per) : 0);
@@ -1218,6 +1223,11 @@ int ds_train(const ds_train_opts *o) {
             ds_log(DS_LOG_INFO, "mean step %.3f s: %.0f tokens/s, %.2f GFLOP/s, MFU %.1f%% of %.0f GFLOP/s",
                    t_train / timed, (double)tokens_per_step * timed / t_train, step_flops * timed / t_train / 1e9,
                    100 * step_flops * timed / t_train / peak, peak / 1e9);
+        if (o->profile && st.step - step0 > 1) {
+            fprintf(stderr, "train --profile: the ops entries of a step, mean of steps %lld-%lld (validation and "
+                            "checkpoints included)\n", (long long)step0 + 2, (long long)st.step);
+            ds_ops_profile_print(stderr, (int)(st.step - step0 - 1), timed ? t_train / timed : 0.0);
+        }
         if (o->sample_prompts) {
             char *ps = ds_strdup(o->sample_prompts), *save = NULL;
             int k = 0;

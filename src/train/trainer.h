@@ -40,6 +40,7 @@ typedef struct {
     int64_t warmup;
     int bf16_moments;
     int fp8_cache;           /* with DS_PREC_FP8: FP8-cached linear inputs (DS_ACTS_FP8_CACHE) */
+    int profile;             /* time each ops entry (backend/profile.h); the table at the end */
     int64_t eval_every, eval_batches, save_every, keep, log_every;
     uint64_t seed;
     int skip_nonfinite;
