@@ -37,7 +37,9 @@ for CFG in ${BENCH_TRAIN_CONFIGS:-small base}; do
 for shape in $SHAPES; do
 B=${shape%,*}
 T=${shape#*,}
-ours=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT")
+# the FP32 run also times each ops entry (--profile: its table on stderr, "profile" in the
+# JSON; measured within the noise of the step, 0.98-1.06x in three alternating pairs at B=1)
+ours=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT" --profile)
 ours16=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT" --precision bf16) || ours16=""
 ours8=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT" --precision fp8) || ours8=""
 ours8c=$("$BIN" --threads "$TH" bench-train --config "$CFG" --random "$B,$T" --iters "$IT" --precision fp8 --fp8-cache) || ours8c=""
@@ -87,6 +89,12 @@ tot = sum(ph.values())
 if tot > 0:
     res["phase_share"] = {k: v / tot for k, v in ph.items()}
     print("  step phases (best step): " + ", ".join(f"{k} {100 * v / tot:.1f}%" for k, v in ph.items()))
+prof = ours.get("profile") or {}
+if prof:
+    mean_ms = 1e3 * ours["mean_s"]
+    top = sorted(prof.items(), key=lambda kv: -kv[1]["ms_per_step"])
+    res["entry_share"] = {k: v["ms_per_step"] / mean_ms for k, v in top}
+    print("  ops entries (mean step): " + ", ".join(f"{k} {100 * v['ms_per_step'] / mean_ms:.1f}%" for k, v in top[:6]))
 res["mfu_mean"] = gf * 1e9 / peak if peak else 0.0
 if ours16:
     res["dsv3_bf16"] = ours16
