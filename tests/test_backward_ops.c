@@ -123,6 +123,22 @@ TEST(matmul_backward_fd_and_fast) {
     ds_matmul_backward(a2, w2, NULL, DY, X, W, b.N, b.C, b.OC, 0);
     CHECK_FAST("matmul large dinp", a2, a1, b.N * b.C);
     CHECK_FAST("matmul large dweight", w2, w1, b.OC * b.C);
+    /* wider than tall (C > N): the input gradient in column slabs of 16s
+     * (112 + 88 here), stored and added (acc = 1) */
+    mm_ctx h = {64, 200, 96};
+    float *HX = fa(h.N * h.C), *HW = fa(h.OC * h.C), *HDY = fa(h.N * h.OC);
+    fill(HX, NULL, h.N * h.C, 1.0f);
+    fill(HW, NULL, h.OC * h.C, 1.0f);
+    fill(HDY, NULL, h.N * h.OC, 1.0f);
+    float *h1 = fa(h.N * h.C), *h2 = fa(h.N * h.C), *hw = fa(h.OC * h.C);
+    for (int64_t i = 0; i < h.N * h.C; i++) h1[i] = h2[i] = 0.5f * (float)(i % 3);
+    ds_matmul_backward_ref(h1, hw, NULL, HDY, HX, HW, h.N, h.C, h.OC, 1);
+    ds_matmul_backward(h2, NULL, NULL, HDY, HX, HW, h.N, h.C, h.OC, 1);
+    CHECK_FAST("matmul wide dinp acc", h2, h1, h.N * h.C);
+    ds_matmul_backward_ref(h1, hw, NULL, HDY, HX, HW, h.N, h.C, h.OC, 0);
+    ds_matmul_backward(h2, NULL, NULL, HDY, HX, HW, h.N, h.C, h.OC, 0);
+    CHECK_FAST("matmul wide dinp", h2, h1, h.N * h.C);
+    free(HX); free(HW); free(HDY); free(h1); free(h2); free(hw);
     free(in); free(dout); free(din); free(r); free(g); free(dx); free(dw); free(db); free(dx2); free(dw2); free(db2);
     free(X); free(W); free(DY); free(a1); free(a2); free(w1); free(w2);
 }

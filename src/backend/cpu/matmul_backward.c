@@ -90,14 +90,27 @@ void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
                         (int)C, 1.0f, dweight, (int)C);
     } else {
         if (dinp) {
-            /* dinp (N, C) = dout (N, OC) · weight (OC, C): slabs of rows */
-            int64_t per = (N + nt - 1) / nt;
+            /* dinp (N, C) = dout (N, OC) · weight (OC, C), cut as the forward
+             * cuts its output: each slab's sgemm packs its whole share of both
+             * operands, so slabs of the larger side, columns (of the weight)
+             * in multiples of 16 when C >= N — the LM head's input gradient
+             * (256 x 512 over 32000) then packs half the weight a thread, not
+             * all of it: 19.4 against 21.2 ms, 2 threads, alone; within the
+             * noise in a whole step (docs/cpu.md) */
+            const int by_rows = N > C || C < 32 * (int64_t)nt;
+            const int64_t len = by_rows ? N : C;
+            int64_t per = (len + nt - 1) / nt;
+            if (!by_rows) per = (per + 15) / 16 * 16;
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
             for (int s = 0; s < nt; s++) {
-                int64_t n0 = s * per, nr = N - n0 < per ? N - n0 : per;
-                if (nr > 0)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)C, (int)OC, 1.0f,
-                                dout + n0 * OC, (int)OC, weight, (int)C, acc ? 1.0f : 0.0f, dinp + n0 * C, (int)C);
+                int64_t a = s * per, n = len - a < per ? len - a : per;
+                if (n <= 0) continue;
+                if (by_rows)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)C, (int)OC, 1.0f,
+                                dout + a * OC, (int)OC, weight, (int)C, acc ? 1.0f : 0.0f, dinp + a * C, (int)C);
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)n, (int)OC, 1.0f, dout,
+                                (int)OC, weight + a, (int)C, acc ? 1.0f : 0.0f, dinp + a, (int)C);
             }
         }
         if (dweight) {
