@@ -132,9 +132,9 @@ $(BUILD)/%.o: %.c | check-deps
 
 # the CPU kernels at -O3: GCC's -O2 vectorizes only loops that need no alias
 # check, which left element loops scalar (rmsnorm backward, SwiGLU, the MoE
-# combine, parts of attention: 11-12 -> 8-9 ms of a `small` B=1 step, the
-# attention backward 6.0 -> 5.0 ms; same arithmetic, no reassociation without
-# -ffast-math).  The optimizer's: -fno-math-errno too, for a vector sqrt.
+# combine, parts of attention; docs/cpu.md has the measurements); same
+# arithmetic, no reassociation without -ffast-math.  The optimizer's:
+# -fno-math-errno too, for a vector sqrt.
 $(BUILD)/src/backend/cpu/%.o: CFLAGS += -O3
 $(BUILD)/src/backend/cpu/optim.o: CFLAGS += -O3 -fno-math-errno
 
