@@ -136,7 +136,7 @@ $(BUILD)/%.o: %.c | check-deps
 # arithmetic, no reassociation without -ffast-math.  The optimizer's:
 # -fno-math-errno too, for a vector sqrt.
 $(BUILD)/src/backend/cpu/%.o: CFLAGS += -O3
-$(BUILD)/src/backend/cpu/optim.o: CFLAGS += -O3 -fno-math-errno
+$(BUILD)/src/backend/cpu/optim.o: CFLAGS += -fno-math-errno
 
 $(BUILD)/%.cu.o: %.cu | check-deps
 	@mkdir -p $(dir $@)

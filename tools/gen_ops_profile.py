@@ -3,7 +3,7 @@
 entry of struct ds_ops (src/backend/ops.h) for the profiling table of
 src/backend/profile.c.  Run it after adding an entry to struct ds_ops
 (`python3 tools/gen_ops_profile.py`; `--check` exits 1 when the file is stale,
-which `make check-engine` runs).
+which tests/test_ops_profile.c runs).
 
 Each wrapper times its call (pf_begin / pf_end: outermost calls only, after
 the inner table's sync) and forwards every argument; entries that take the

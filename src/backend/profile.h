@@ -7,7 +7,8 @@
  * another entry (an expert's linear inside grouped_linear_*) are counted,
  * not timed: the outer entry's time holds them.
  *
- * One profiled table per process at a time: `dsv3 bench-train --profile`.
+ * One profiled table per process at a time: `dsv3 bench-train --profile`,
+ * `dsv3 train --profile`.
  */
 #ifndef DS_PROFILE_H
 #define DS_PROFILE_H

@@ -132,8 +132,8 @@ static int run(int argc, char **argv) {
         fprintf(stderr, "bench-train --profile: the ops entries of a step, mean of %lld steps (mean step %.3f ms)\n",
                 iters, 1e3 * sum / iters);
         ds_ops_profile_print(stderr, (int)iters, sum / iters);
-        memcpy(profj, ", \"profile\": ", 13);
-        ds_ops_profile_json(profj + 13, sizeof profj - 13, (int)iters);
+        int k = snprintf(profj, sizeof profj, ", \"profile\": ");
+        ds_ops_profile_json(profj + k, sizeof profj - (size_t)k, (int)iters);
     }
     printf("{\"impl\": \"dsv3\", \"precision\": \"%s\", \"fp8_cache\": %d, \"bf16_moments\": %d, \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"iters\": %lld, "
            "\"best_s\": %.6f, \"mean_s\": %.6f, \"tokens_per_s\": %.1f, \"forward_s\": %.6f, \"backward_s\": %.6f, "

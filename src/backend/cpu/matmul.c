@@ -134,13 +134,9 @@ void ds_matmul_forward(float *out, const float *inp, const float *weight, const 
     DS_ASSERT(N <= INT32_MAX && C <= INT32_MAX && OC <= INT32_MAX);
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
     const int nt = ds_par_threads_top(2.0 * N * C * OC, DS_PAR_MIN_FLOPS);
-    /* Each slab's sgemm packs its whole share of both operands, so cut the
-     * larger one: output columns (the weight rows) when OC >= N, else the
-     * input rows; column slabs are multiples of 16. */
-    int by_rows = N > OC || OC < 32 * (int64_t)nt;
-    int64_t len = by_rows ? N : OC;
-    int64_t step = (len + nt - 1) / nt;
-    if (!by_rows) step = (step + 15) / 16 * 16;
+    /* output columns (the weight rows) when OC >= N, else the input rows */
+    int by_rows;
+    const int64_t step = ds_par_slab(N, OC, nt, &by_rows), len = by_rows ? N : OC;
     int64_t nslab = (len + step - 1) / step;
     /* one slab (an expert's GEMM in the MoE loop): no nested region to set up */
     if (nslab == 1) {

@@ -10,6 +10,7 @@
  */
 #include "backend/cpu/matmul_bf16.h"
 #include "backend/cpu/backward.h"
+#include "backend/cpu/par.h"
 #include "backend/cpu/smallm.h"
 
 #include <string.h>
@@ -91,16 +92,12 @@ void ds_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
     } else {
         if (dinp) {
             /* dinp (N, C) = dout (N, OC) · weight (OC, C), cut as the forward
-             * cuts its output: each slab's sgemm packs its whole share of both
-             * operands, so slabs of the larger side, columns (of the weight)
-             * in multiples of 16 when C >= N — the LM head's input gradient
-             * (256 x 512 over 32000) then packs half the weight a thread, not
-             * all of it: 19.4 against 21.2 ms, 2 threads, alone; within the
-             * noise in a whole step (docs/cpu.md) */
-            const int by_rows = N > C || C < 32 * (int64_t)nt;
-            const int64_t len = by_rows ? N : C;
-            int64_t per = (len + nt - 1) / nt;
-            if (!by_rows) per = (per + 15) / 16 * 16;
+             * cuts its output (ds_par_slab): the LM head's input gradient
+             * (256 x 512 over 32000) in column slabs packs half the weight a
+             * thread, not all of it: 19.4 against 21.2 ms, 2 threads, alone;
+             * within the noise in a whole step (docs/cpu.md) */
+            int by_rows;
+            const int64_t per = ds_par_slab(N, C, nt, &by_rows), len = by_rows ? N : C;
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
             for (int s = 0; s < nt; s++) {
                 int64_t a = s * per, n = len - a < per ? len - a : per;

@@ -37,4 +37,16 @@ static inline int ds_par_threads_top(double work, double min_per_thread) {
     return ds_par_threads(work, min_per_thread);
 }
 
+/* How a threaded sgemm of an output of `rows` x `cols` is cut into one slab
+ * per thread (each slab's call packs its whole share of both operands, so
+ * cut the larger side): *by_rows, and the slab length, whole rows or columns
+ * in multiples of 16.  Used by the FP32 forward (output: tokens x weight rows)
+ * and input gradient (tokens x weight columns). */
+static inline int64_t ds_par_slab(int64_t rows, int64_t cols, int nt, int *by_rows) {
+    *by_rows = rows > cols || cols < 32 * (int64_t)nt;
+    const int64_t len = *by_rows ? rows : cols;
+    int64_t per = (len + nt - 1) / nt;
+    return *by_rows ? per : (per + 15) / 16 * 16;
+}
+
 #endif
