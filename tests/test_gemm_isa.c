@@ -110,3 +110,56 @@ TEST(fp8_pack_decode_every_code_every_isa) {
     ds_cpu_isa_set(prev);
     free(a), free(b), free(c);
 }
+
+/* The E4M3 packs' vector decodes (16 codes a step: whole panels stored
+ * (K, rows), MR-row strips of a transposed operand, runs along K) against the
+ * reference's bits on every ISA path, both layouts of each operand: 200 and
+ * 3100 rows (3100: 192-row tiles of 32 strips, the last strip's pack ending
+ * where the tile's scales begin), K = 131 and 300 (a short last K block),
+ * N = 20, 37 and 70 (ragged panels); random finite codes,
+ * 1x128 / 128x1 tile and 128x128 block scales. */
+TEST(fp8_e4m3_packs_match_ref_every_isa_and_layout) {
+    static const int64_t shapes[][3] = {{200, 37, 131}, {200, 70, 300}, {6, 16, 129}, {13, 33, 3}, {3100, 20, 131}};
+    ds_rng r;
+    ds_rng_seed(&r, 43);
+    int top = ds_cpu_isa_max(), prev = ds_cpu_isa();
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        const int64_t M = shapes[t][0], N = shapes[t][1], K = shapes[t][2], rows[2] = {M, N};
+        uint8_t *q[2];
+        float *sc[2];
+        for (int i = 0; i < 2; i++) {
+            q[i] = malloc((size_t)(rows[i] * K));
+            for (int64_t j = 0; j < rows[i] * K; j++) {
+                uint8_t v = (uint8_t)ds_rng_below(&r, 256);
+                q[i][j] = (v & 0x7f) == 0x7f ? 0x3f : v; /* no NaN: it would spread */
+            }
+            sc[i] = malloc(4 * (size_t)(ds_ceil_div(rows[i], 128) * ds_ceil_div(K, 128) * 128 + K * 2 + 128));
+            for (int64_t j = 0; j < ds_ceil_div(rows[i], 128) * ds_ceil_div(K, 128) * 128 + K * 2 + 128; j++)
+                sc[i][j] = 0.5f + (float)ds_rng_below(&r, 8) / 8.0f;
+        }
+        float *c0 = malloc(4 * (size_t)(M * N)), *c = malloc(4 * (size_t)(M * N)), *cr = malloc(4 * (size_t)(M * N));
+        for (int64_t i = 0; i < M * N; i++) c0[i] = ds_rng_normal(&r);
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int blk = 0; blk < 2; blk++) {
+                    /* stored (rows, K) takes 1x128 tiles, (K, rows) 128x1; or 128x128 blocks */
+                    ds_fp8_operand A = {q[0], sc[0], blk ? DS_QUANT_BLOCK_128x128 : ta ? DS_QUANT_TILE_128x1 : DS_QUANT_TILE_1x128,
+                                        ta, DS_FP8_E4M3};
+                    ds_fp8_operand B = {q[1], sc[1], DS_QUANT_BLOCK_128x128, tb, DS_FP8_E4M3};
+                    ds_fp8_gemm_opts o = {.accumulate = blk};
+                    memcpy(cr, c0, 4 * (size_t)(M * N));
+                    CHECK(ds_fp8_gemm_ex_ref(cr, &A, &B, M, N, K, &o) == 0);
+                    for (int isa = top; isa >= DS_ISA_AVX2; isa--) {
+                        ds_cpu_isa_set(isa);
+                        memcpy(c, c0, 4 * (size_t)(M * N));
+                        CHECK(ds_fp8_gemm_ex(c, &A, &B, M, N, K, &o) == 0);
+                        CHECK_MSG(!memcmp(c, cr, 4 * (size_t)(M * N)), "%s M=%lld N=%lld K=%lld ta=%d tb=%d blocks=%d",
+                                  ds_cpu_isa_name(isa), (long long)M, (long long)N, (long long)K, ta, tb, blk);
+                    }
+                    ds_cpu_isa_set(prev);
+                }
+        for (int i = 0; i < 2; i++) free(q[i]), free(sc[i]);
+        free(c0), free(c), free(cr);
+    }
+    ds_cpu_isa_set(prev);
+}

@@ -11,6 +11,7 @@
  */
 #include "num/fp8.h"
 #include "num/dtype.h"
+#include "num/fp8_simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -86,7 +87,12 @@ void ds_fp8_encode(uint8_t *dst, const float *src, int64_t n, ds_fp8_format fmt,
 
 void ds_fp8_decode(float *dst, const uint8_t *src, int64_t n, ds_fp8_format fmt) {
     const float *t = fmt == DS_FP8_E4M3 ? ds_fp8_e4m3_table : ds_fp8_e5m2_table;
-    for (int64_t i = 0; i < n; i++) dst[i] = t[src[i]];
+    int64_t i = 0;
+#ifdef DS_E4M3X16
+    if (fmt == DS_FP8_E4M3)
+        for (; i + 16 <= n; i += 16) ds_e4m3x16_to_f32(dst + i, src + i);
+#endif
+    for (; i < n; i++) dst[i] = t[src[i]];
 }
 
 #if defined(__AVX2__)

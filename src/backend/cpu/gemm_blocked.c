@@ -19,6 +19,7 @@
 #include "base/base.h"
 #include "num/dtype.h"
 #include "num/fp8.h"
+#include "num/fp8_simd.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -114,30 +115,7 @@ void ds_gemm_blocked_ref_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
 static void decode_run(float *dst, const ds_gemm_op_ *op, int64_t idx, int64_t n) {
     int64_t i = 0;
     switch (op->elt) {
-    case DS_GEMM_E4M3: {
-        const uint8_t *s = (const uint8_t *)op->p + idx;
-#ifdef DS_GEMM_AVX2
-        /* magnitude m = code & 0x7f: a normal (m >= 8) is the FP32 pattern
-         * (m << 20) + (120 << 23) (rebias 7 -> 127); a subnormal is m * 2^-9,
-         * computed by int -> float (no FP32 denormals: they are slow); 0x7f
-         * is NaN; the sign goes on top */
-        const __m256i m7f = _mm256_set1_epi32(0x7f), m80 = _mm256_set1_epi32(0x80);
-        const __m256i rebias = _mm256_set1_epi32(120 << 23), eight = _mm256_set1_epi32(8);
-        const __m256 two_m9 = _mm256_set1_ps(0x1p-9f), qnan = _mm256_set1_ps(NAN);
-        for (; i + 8 <= n; i += 8) {
-            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + i)));
-            __m256i mag = _mm256_and_si256(v, m7f);
-            __m256 fn = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(mag, 20), rebias));
-            __m256 fs = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), two_m9);
-            __m256 f = _mm256_blendv_ps(fn, fs, _mm256_castsi256_ps(_mm256_cmpgt_epi32(eight, mag)));
-            f = _mm256_blendv_ps(f, qnan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, m7f)));
-            f = _mm256_or_ps(f, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, m80), 24)));
-            _mm256_storeu_ps(dst + i, f);
-        }
-#endif
-        for (; i < n; i++) dst[i] = ds_fp8_e4m3_table[s[i]];
-        break;
-    }
+    case DS_GEMM_E4M3: ds_fp8_decode(dst, (const uint8_t *)op->p + idx, n, DS_FP8_E4M3); break;
     case DS_GEMM_E5M2: {
         const uint8_t *s = (const uint8_t *)op->p + idx;
         for (; i < n; i++) dst[i] = ds_fp8_e5m2_table[s[i]];
@@ -198,6 +176,24 @@ static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w
                     _mm256_storeu_ps(d + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
                 }
             }
+        } else
+#endif
+#ifdef DS_E4M3X16
+        if (op->elt == DS_GEMM_E4M3 && nr == w && (w & 15) == 0) {
+            /* E4M3, whole panels: 16 codes at a time, inline */
+            const uint8_t *s0 = (const uint8_t *)op->p + k0 * R + r0;
+            for (int64_t k = 0; k < kc; k++)
+                for (int i = 0; i < w; i += 16) ds_e4m3x16_to_f32(dst + k * w + i, s0 + k * R + i);
+        } else if (op->elt == DS_GEMM_E4M3 && nr == w && w < 16) {
+            /* E4M3, a strip of MR rows: 16 codes decoded per k, the 16 - w
+             * extra lanes spilling into the slots of k + 1 and k + 2, which are
+             * written after; the last two k, and any whose 16 codes would run
+             * past the operand, through decode_run */
+            const uint8_t *s0 = (const uint8_t *)op->p + k0 * R + r0;
+            const int64_t room = K * R - (k0 * R + r0) - 16; /* 16 codes readable at s0 + k·R while k·R ≤ room */
+            int64_t k = 0;
+            for (; k + 2 < kc && k * R <= room; k++) ds_e4m3x16_to_f32(dst + k * w, s0 + k * R);
+            for (; k < kc; k++) decode_run(dst + k * w, op, (k0 + k) * R + r0, nr);
         } else
 #endif
             for (int64_t k = 0; k < kc; k++) decode_run(dst + (pairs ? k ^ 1 : k) * w, op, (k0 + k) * R + r0, nr);
