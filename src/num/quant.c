@@ -167,11 +167,22 @@ int ds_quantize(uint8_t *q, float *scale, const float *x, int64_t rows, int64_t 
 int ds_dequantize(float *x, const uint8_t *q, const float *scale, int64_t rows, int64_t cols,
                   ds_fp8_format fmt, ds_quant_gran gran) {
     if (check_args("dequantize", rows, cols, (int)fmt, (int)gran)) return -1;
-    const float *t = fmt == DS_FP8_E4M3 ? ds_fp8_e4m3_table : ds_fp8_e5m2_table;
+    /* a row decoded at once (vector decode), then scaled: one scale per
+     * 128-column group, or per column for 128x1 tiles */
 #pragma omp parallel for schedule(static) if (rows * cols >= 65536)
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++)
-            x[r * cols + c] = t[q[r * cols + c]] * ds_quant_scale_at(scale, gran, rows, cols, r, c);
+    for (int64_t r = 0; r < rows; r++) {
+        float *xr = x + r * cols;
+        ds_fp8_decode(xr, q + r * cols, cols, fmt);
+        if (gran == DS_QUANT_TILE_128x1) {
+            for (int64_t c = 0; c < cols; c++) xr[c] *= ds_quant_scale_at(scale, gran, rows, cols, r, c);
+            continue;
+        }
+        for (int64_t c0 = 0; c0 < cols; c0 += DS_QUANT_GROUP) {
+            const float sc = ds_quant_scale_at(scale, gran, rows, cols, r, c0);
+            const int64_t c1 = c0 + DS_QUANT_GROUP < cols ? c0 + DS_QUANT_GROUP : cols;
+            for (int64_t c = c0; c < c1; c++) xr[c] *= sc;
+        }
+    }
     return 0;
 }
 

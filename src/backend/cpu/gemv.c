@@ -31,43 +31,26 @@ void ds_gemv_forward(float *out, const float *inp, const float *weight, const fl
 
 #include "base/base.h"
 #include "num/fp8.h"
+#include "num/fp8_simd.h"
 #include "num/quant.h"
 
 #ifdef __AVX2__
-/* 16 E4M3 codes -> 2 x 8 FP32, each 2^-8 times the code's value: the bits
- * s.eeee.mmm placed as the FP16 s.0eeee.mmm0000000 are the same number scaled
- * by 2^(7-15) = 2^-8, normals and subnormals alike (F16C converts exactly);
- * the caller folds the 2^8 into the block scale (exact: a power of two).
- * 0x7f (NaN) never occurs in a checkpoint made by a saturating cast. */
-static inline void e4m3x16(const uint8_t *p, __m256 *lo, __m256 *hi) {
-    const __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
-    const __m256i h = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(v, 8), _mm256_set1_epi16((short)0x8000)),
-                                      _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(0x3f80)));
-    *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-    *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
-}
-
-/* 32 codes -> 4 x 8 FP32 (same 2^-8 scaling): each byte lands in the high
- * half of a 16-bit lane (unpack with zero), an arithmetic shift by one puts
- * the exponent and mantissa where FP16 has them and copies the sign into bit
- * 14, which is then cleared.  unpack works per 128-bit lane: lo holds codes
- * 0-7 | 16-23, hi 8-15 | 24-31. */
-static inline void e4m3x32(const uint8_t *p, __m256 *f0, __m256 *f1, __m256 *f2, __m256 *f3) {
-    const __m256i v = _mm256_loadu_si256((const __m256i *)p), z = _mm256_setzero_si256();
-    const __m256i keep = _mm256_set1_epi16((short)0xbfff);
-    const __m256i lo = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpacklo_epi8(z, v), 1), keep);
-    const __m256i hi = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpackhi_epi8(z, v), 1), keep);
-    *f0 = _mm256_cvtph_ps(_mm256_castsi256_si128(lo));
-    *f1 = _mm256_cvtph_ps(_mm256_castsi256_si128(hi));
-    *f2 = _mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1));
-    *f3 = _mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1));
-}
-
 static inline float hsum8(__m256 t) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
     return _mm_cvtss_f32(h);
+}
+#endif
+
+#ifdef DS_E4M3X16
+/* the codes as FP32 at 2^-8 of their value (num/fp8_simd.h): the caller
+ * folds the 2^8 into the block scale (exact: a power of two).  0x7f (NaN)
+ * never occurs in a checkpoint made by a saturating cast. */
+static inline void e4m3x16(const uint8_t *p, __m256 *lo, __m256 *hi) {
+    const __m256i h = ds_e4m3x16_half(p);
+    *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
 }
 
 /* res[n] (NN rows, a constant after inlining so the accumulators stay in
@@ -87,7 +70,7 @@ static inline __attribute__((always_inline)) void row_fp8(float *res, const floa
         int64_t k = k0;
         for (; k + 32 <= k1; k += 32) {
             __m256 w0, w1, w2, w3;
-            e4m3x32(wr + k, &w0, &w1, &w2, &w3);
+            ds_e4m3x32_scaled(wr + k, &w0, &w1, &w2, &w3);
             for (int n = 0; n < NN; n++) {
                 a0[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k), w0, a0[n]);
                 a1[n] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + n * C + k + 8), w1, a1[n]);
@@ -135,7 +118,7 @@ void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const 
     (void)ds_quantize(q, s, inp, N, C, &qo);
     /* the activation codes decoded once: (N, C) floats, exact */
     float xf[DS_GEMV_MAX_ROWS * 2048], *xd = C <= 2048 ? xf : ds_malloc((size_t)(N * C) * sizeof(float));
-    for (int64_t i = 0; i < N * C; i++) xd[i] = ds_fp8_e4m3_table[q[i]];
+    ds_fp8_decode(xd, q, N * C, DS_FP8_E4M3);
     const uint8_t *wq = w->q;
     const float *ws = w->scale;
     const int nt = ds_par_threads((double)OC * C, DS_PAR_MIN_BYTES);
@@ -144,7 +127,7 @@ void ds_gemv_fp8w_forward(float *out, const float *inp, const ds_fp8w *w, const 
         const uint8_t *wr = wq + o * C;
         const float *wsr = ws + (o / G) * CB;
         float acc[DS_GEMV_MAX_ROWS] = {0};
-#ifdef __AVX2__
+#ifdef DS_E4M3X16
         switch (N) {
         case 1: row_fp8(acc, xd, C, s, CB, wr, wsr, 1); break;
         case 2: row_fp8(acc, xd, C, s, CB, wr, wsr, 2); break;
