@@ -184,11 +184,11 @@ static void pack(float *dst, float *sc, const ds_gemm_op_ *op, int64_t r0, int w
             const uint8_t *s0 = (const uint8_t *)op->p + k0 * R + r0;
             for (int64_t k = 0; k < kc; k++)
                 for (int i = 0; i < w; i += 16) ds_e4m3x16_to_f32(dst + k * w + i, s0 + k * R + i);
-        } else if (op->elt == DS_GEMM_E4M3 && nr == w && w < 16) {
-            /* E4M3, a strip of MR rows: 16 codes decoded per k, the 16 - w
-             * extra lanes spilling into the slots of k + 1 and k + 2, which are
-             * written after; the last two k, and any whose 16 codes would run
-             * past the operand, through decode_run */
+        } else if (op->elt == DS_GEMM_E4M3 && nr == w && w >= 6 && w < 16) {
+            /* E4M3, a strip of MR = 6 rows: 16 codes decoded per k, the 16 - w
+             * extra lanes spilling into the slots of k + 1 and k + 2 (w ≥ 6),
+             * which are written after; the last two k, and any whose 16 codes
+             * would run past the operand, through decode_run */
             const uint8_t *s0 = (const uint8_t *)op->p + k0 * R + r0;
             const int64_t room = K * R - (k0 * R + r0) - 16; /* 16 codes readable at s0 + k·R while k·R ≤ room */
             int64_t k = 0;
