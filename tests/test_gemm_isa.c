@@ -133,9 +133,11 @@ TEST(fp8_e4m3_packs_match_ref_every_isa_and_layout) {
                 uint8_t v = (uint8_t)ds_rng_below(&r, 256);
                 q[i][j] = (v & 0x7f) == 0x7f ? 0x3f : v; /* no NaN: it would spread */
             }
-            sc[i] = malloc(4 * (size_t)(ds_ceil_div(rows[i], 128) * ds_ceil_div(K, 128) * 128 + K * 2 + 128));
-            for (int64_t j = 0; j < ds_ceil_div(rows[i], 128) * ds_ceil_div(K, 128) * 128 + K * 2 + 128; j++)
-                sc[i][j] = 0.5f + (float)ds_rng_below(&r, 8) / 8.0f;
+            /* enough scales for any of the layouts: 1x128 (rows x K/128), 128x1 (K/128 x rows), blocks */
+            const int64_t ns = ds_quant_scale_count(DS_QUANT_TILE_1x128, rows[i], K) +
+                               ds_quant_scale_count(DS_QUANT_TILE_128x1, K, rows[i]);
+            sc[i] = malloc(4 * (size_t)ns);
+            for (int64_t j = 0; j < ns; j++) sc[i][j] = 0.5f + (float)ds_rng_below(&r, 8) / 8.0f;
         }
         float *c0 = malloc(4 * (size_t)(M * N)), *c = malloc(4 * (size_t)(M * N)), *cr = malloc(4 * (size_t)(M * N));
         for (int64_t i = 0; i < M * N; i++) c0[i] = ds_rng_normal(&r);
