@@ -102,9 +102,10 @@ TEST(backend_tables) {
             /* the FP8 linears need quantized copies: their workspace size goes with them */
             rest.linear_workspace = bases[d]->linear_workspace;
             if (prec == DS_PREC_FP8) CHECK(ops.linear_workspace != bases[d]->linear_workspace);
-            /* the BF16 GEMMs' per-step weight copies go with them (the cpu table's; the ref converts always) */
+            /* the BF16 and FP8 linears' per-step weight copies go with them (the cpu table's; the ref
+             * converts always) */
             rest.weights_epoch = bases[d]->weights_epoch;
-            CHECK_MSG((ops.weights_epoch != NULL) == (prec == DS_PREC_BF16 && bases[d] == &ds_ops_cpu),
+            CHECK_MSG((ops.weights_epoch != NULL) == (prec != DS_PREC_FP32 && bases[d] == &ds_ops_cpu),
                       "%s prec %d: weights_epoch", devs[d], prec);
             CHECK_MSG(!memcmp(&rest, bases[d], sizeof rest), "%s prec %d: an entry besides the GEMMs differs",
                       devs[d], prec);

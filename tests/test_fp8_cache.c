@@ -198,10 +198,13 @@ TEST(fp8_cache_memory_report_and_bad_flags) {
     CHECK(r.acts == r.acts_fp8 && r.acts_fp8 < r.acts_fp32 && r.bwd == 1000 && r.fp8_ws > 0);
     ds_train_memory_of(&r, &m, &t16, 4, 64, 0, 0, DS_PREC_BF16, 0, 1000);
     CHECK(r.acts == r.acts_fp32 && r.moments == 8 * n && r.fp8_ws == 0);
-    /* the BF16 weight copies kept per step: 2 bytes a parameter, in the total; none in fp8 */
+    /* the weight copies kept per step, in the total: BF16 2 bytes a parameter; FP8 1 byte and the
+     * block scales (a float per 128x128 block, bounded by n/1024 with each weight's slack) */
     CHECK(r.weight_copies == 2 * n && r.total == r.params + r.grads + r.moments + r.acts + r.bwd + r.weight_copies);
+    CHECK(!r.weight_copies_fp8);
     ds_train_memory_of(&r, &m, &t8, 4, 64, 0, 1, DS_PREC_FP8, 1, 1000);
-    CHECK(r.weight_copies == 0);
+    CHECK(r.weight_copies == n + n / 1024 && r.weight_copies_fp8);
+    CHECK(r.total == r.params + r.grads + r.moments + r.acts + r.bwd + r.fp8_ws * (size_t)ds_threads() + r.weight_copies);
     ds_model_free(&m);
 
     const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";

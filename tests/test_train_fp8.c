@@ -17,6 +17,7 @@
 #include "backend/ops.h"
 #include "base/base.h"
 #include "backend/cpu/matmul_fp8.h"
+#include "backend/cpu/wcache.h"
 #include "num/quant.h"
 #include "test.h"
 
@@ -132,6 +133,66 @@ static int read_losses(const char *path, int n, double *train_mean, double *val)
     for (int i = 0; i < n; i++) s += ring[i];
     *train_mean = s / n;
     return 0;
+}
+
+/* The weights' FP8 blocks kept per epoch (backend/cpu/wcache.h): the FP8
+ * linear's forward and input gradient read W's 128x128-block codes from the
+ * copy; the same bits as quantizing at every call, a copy kept within an
+ * epoch even when the weight changes (the caller's promise), quantized again
+ * in a new epoch; experts from a parallel loop.  Oracle: the same linear with
+ * no epoch (quantizing W at every call, as the quantize-dequantize test above
+ * checks).  And a 30-step fp8 run against DS_WEIGHT_COPIES=0, checkpoint bytes. */
+TEST(fp8_weight_blocks_per_epoch) {
+    ds_rng r;
+    ds_rng_seed(&r, 23);
+    const int64_t N = 37, C = 260, OC = 150, NW = 5;
+    float *x = randv(&r, N * C), *dy = randv(&r, N * OC), *w[5];
+    for (int k = 0; k < NW; k++) w[k] = randv(&r, OC * C);
+    float *y = ds_malloc((size_t)(NW * N * OC) * 4), *yr = ds_malloc((size_t)(NW * N * OC) * 4);
+    float *dx = ds_malloc((size_t)(N * C) * 4), *dxr = ds_malloc((size_t)(N * C) * 4);
+    ds_wcache_epoch(-1);
+    ds_linear_forward_fp8(yr, x, w[0], NULL, N, C, OC);
+    ds_linear_backward_fp8(dxr, NULL, NULL, dy, x, w[0], N, C, OC, 0);
+    ds_wcache_epoch(0);
+    for (int rep = 0; rep < 2; rep++) { /* the second pass reads the copy */
+        ds_linear_forward_fp8(y, x, w[0], NULL, N, C, OC);
+        CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0);
+        ds_linear_backward_fp8(dx, NULL, NULL, dy, x, w[0], N, C, OC, 0);
+        CHECK(memcmp(dx, dxr, (size_t)(N * C) * 4) == 0);
+    }
+    for (int64_t i = 0; i < OC * C; i++) w[0][i] *= -3.0f; /* within the epoch: the copy stays */
+    ds_linear_forward_fp8(y, x, w[0], NULL, N, C, OC);
+    CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0);
+    ds_wcache_epoch(1); /* a new epoch quantizes again */
+    ds_linear_forward_fp8(y, x, w[0], NULL, N, C, OC);
+    CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) != 0);
+    ds_wcache_epoch(-1);
+    ds_linear_forward_fp8(yr, x, w[0], NULL, N, C, OC);
+    CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0);
+    for (int k = 0; k < NW; k++) ds_linear_forward_fp8(yr + k * N * OC, x, w[k], NULL, N, C, OC);
+    ds_wcache_epoch(2);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int k = 0; k < NW; k++) ds_linear_forward_fp8(y + k * N * OC, x, w[k], NULL, N, C, OC);
+    CHECK(memcmp(y, yr, (size_t)(NW * N * OC) * 4) == 0);
+    ds_wcache_epoch(-1);
+    for (int k = 0; k < NW; k++) free(w[k]);
+    free(x), free(dy), free(y), free(yr), free(dx), free(dxr);
+
+    const char *tmp = ds_test_tmpdir();
+    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    char corpus[600], out[8192];
+    snprintf(corpus, sizeof corpus, "%s/c.txt", tmp);
+    ds_test_write_word_salad(corpus, 23, 600);
+    int rc = ds_test_sh(out, sizeof out,
+                        "%s tokenizer train --input %s --vocab-size 280 --special-tokens '<|bos|>' --out %s/tok.json && "
+                        "%s data prepare --tokenizer %s/tok.json --input %s --out %s/data --docs line && "
+                        "%s --threads 1 train --config tiny --data %s/data --out %s/w --steps 30 --batch 4 --seq 32 "
+                        "--eval-every 0 --log-every 0 --precision fp8 && "
+                        "DS_WEIGHT_COPIES=0 %s --threads 1 train --config tiny --data %s/data --out %s/nw --steps 30 "
+                        "--batch 4 --seq 32 --eval-every 0 --log-every 0 --precision fp8 && "
+                        "for f in $(cd %s/w/latest && ls *.safetensors); do cmp %s/w/latest/$f %s/nw/latest/$f || exit 1; done",
+                        bin, corpus, tmp, bin, tmp, corpus, tmp, bin, tmp, tmp, bin, tmp, tmp, tmp, tmp, tmp);
+    CHECK_MSG(rc == 0, "fp8 with and without the weight copies: %s", out);
 }
 
 /* DeepSeek-V3's FP8 fidelity criterion on a fixed short run: `tiny` (hidden

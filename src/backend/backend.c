@@ -74,6 +74,7 @@ int ds_backend_table(struct ds_ops *ops, const char *device, int precision) {
         ops->linear_forward = ds_linear_forward_fp8;
         ops->linear_backward = ds_linear_backward_fp8;
         ops->linear_workspace = ds_linear_workspace_fp8;
+        if (!ref) ops->weights_epoch = ds_wcache_epoch; /* the weights' FP8 blocks, once per epoch */
     }
     return 0;
 }

@@ -59,7 +59,13 @@ void ds_train_memory_of(ds_train_memory *r, const ds_model *m, const struct ds_o
         }
         r->fp8_ws = best;
     }
-    r->weight_copies = precision == DS_PREC_BF16 && ops->weights_epoch ? n * sizeof(uint16_t) : 0;
+    /* the weights' copies kept per step (backend/cpu/wcache.h): at most 2 bytes
+     * a parameter in BF16, 1 byte and a scale per 128x128 block (with slack) in FP8 */
+    r->weight_copies = !ops->weights_epoch                ? 0
+                       : precision == DS_PREC_BF16 ? n * sizeof(uint16_t)
+                       : precision == DS_PREC_FP8  ? n + n / 1024
+                                                   : 0;
+    r->weight_copies_fp8 = precision == DS_PREC_FP8;
     r->total = r->params + r->grads + r->moments + r->acts + r->bwd + r->fp8_ws * (size_t)ds_threads() + r->weight_copies;
 }
 
@@ -75,7 +81,8 @@ void ds_train_memory_log(const ds_train_memory *r) {
     char ev[128] = "";
     if (r->eval_acts) snprintf(ev, sizeof ev, ", validation arena %.1f MiB", mib(r->eval_acts));
     if (r->weight_copies)
-        snprintf(ev + strlen(ev), sizeof ev - strlen(ev), ", BF16 weight copies %.1f MiB", mib(r->weight_copies));
+        snprintf(ev + strlen(ev), sizeof ev - strlen(ev), ", %s weight copies %.1f MiB", r->weight_copies_fp8 ? "FP8" : "BF16",
+                 mib(r->weight_copies));
     ds_log(DS_LOG_INFO, "memory: backward workspace %.1f MiB, FP8 quantization workspace %.1f MiB per thread%s; "
            "total %.1f MiB (--bf16-moments saves %.1f MiB)",
            mib(r->bwd), mib(r->fp8_ws), ev, mib(r->total), mib(r->moments_fp32 / 2));

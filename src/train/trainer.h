@@ -96,7 +96,8 @@ typedef struct {
     size_t bwd;                /* backward workspace (ds_bwd) */
     size_t fp8_ws;             /* FP8 quantization workspace per thread (largest linear), 0 unless fp8 */
     size_t eval_acts;          /* forward-only arena for validation (dsv3 train; 0 from ds_train_memory_of) */
-    size_t weight_copies;      /* BF16 weight copies kept per step (ops weights_epoch; at most 2 bytes a parameter) */
+    size_t weight_copies;      /* weight copies kept per step (ops weights_epoch; BF16: at most 2 bytes a parameter, FP8: ~1) */
+    int weight_copies_fp8;     /* those copies are FP8 blocks */
     size_t total;              /* params + grads + moments + acts + bwd + fp8_ws x threads + eval_acts + weight_copies */
 } ds_train_memory;
 

@@ -10,6 +10,7 @@
  */
 #include "backend/cpu/fp8_linear.h"
 #include "backend/cpu/gemm_fp8.h"
+#include "backend/cpu/wcache.h"
 #include "num/quant.h"
 #include "base/base.h"
 
@@ -45,14 +46,35 @@ static int check(const char *what, int64_t M, int64_t N, int64_t K, const void *
     return 0;
 }
 
+/* The weight W (N, K) in 128x128 blocks: its copy for this epoch (wcache.h:
+ * codes, then the scales at a 64-byte offset), or quantized now into the
+ * workspace's B part.  The forward and the input gradient quantize W alike. */
+static void quantize_w_block(void *dst, const float *w, int64_t rows, int64_t cols) {
+    ds_quant_opts ow = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
+    DS_ASSERT(ds_quantize(dst, (float *)((char *)dst + up64((size_t)(rows * cols))), w, rows, cols, &ow) == 0);
+}
+static int weight_blocks(const uint8_t **q, const float **s, const float *W, int64_t N, int64_t K, const parts *p) {
+    size_t codes = up64((size_t)(N * K)), scales = sizeof(float) * (size_t)ds_quant_scale_count(DS_QUANT_BLOCK_128x128, N, K);
+    const char *c = ds_wcache_get(DS_WCACHE_FP8_BLOCK, W, N, K, codes + scales, quantize_w_block);
+    if (c) {
+        *q = (const uint8_t *)c, *s = (const float *)(c + codes);
+        return 0;
+    }
+    ds_quant_opts ow = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
+    *q = p->qb, *s = p->sb;
+    return ds_quantize(p->qb, p->sb, W, N, K, &ow);
+}
+
 int ds_fp8_linear_forward(float *Y, const float *X, const float *W, int64_t M, int64_t N, int64_t K,
                           void *ws) {
     if (check("fp8 linear forward", M, N, K, ws)) return -1;
     parts p;
     layout(&p, ws, M, N, K);
-    ds_quant_opts ox = ds_quant_defaults(DS_QUANT_TILE_1x128), ow = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
-    if (ds_quantize(p.qa, p.sa, X, M, K, &ox) || ds_quantize(p.qb, p.sb, W, N, K, &ow)) return -1;
-    return ds_fp8_gemm(Y, p.qa, p.sa, p.qb, p.sb, M, N, K, NULL);
+    ds_quant_opts ox = ds_quant_defaults(DS_QUANT_TILE_1x128);
+    const uint8_t *qw;
+    const float *sw;
+    if (ds_quantize(p.qa, p.sa, X, M, K, &ox) || weight_blocks(&qw, &sw, W, N, K, &p)) return -1;
+    return ds_fp8_gemm(Y, p.qa, p.sa, qw, sw, M, N, K, NULL);
 }
 
 int ds_fp8_linear_backward(float *dX, float *dW, const float *dY, const float *X, const float *W,
@@ -61,9 +83,11 @@ int ds_fp8_linear_backward(float *dX, float *dW, const float *dY, const float *X
     parts p;
     layout(&p, ws, M, N, K);
     if (dX) {
-        ds_quant_opts od = ds_quant_defaults(DS_QUANT_TILE_1x128), ow = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
-        if (ds_quantize(p.qa, p.sa, dY, M, N, &od) || ds_quantize(p.qb, p.sb, W, N, K, &ow)) return -1;
-        if (ds_fp8_gemm_dgrad(dX, p.qa, p.sa, p.qb, p.sb, M, N, K, NULL)) return -1;
+        ds_quant_opts od = ds_quant_defaults(DS_QUANT_TILE_1x128);
+        const uint8_t *qw;
+        const float *sw;
+        if (ds_quantize(p.qa, p.sa, dY, M, N, &od) || weight_blocks(&qw, &sw, W, N, K, &p)) return -1;
+        if (ds_fp8_gemm_dgrad(dX, p.qa, p.sa, qw, sw, M, N, K, NULL)) return -1;
     }
     if (dW) {
         /* 128x1 tiles are re-quantized from FP32 (a 1x128-quantized tensor

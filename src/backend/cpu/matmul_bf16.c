@@ -21,9 +21,15 @@ static uint16_t *to_bf16(int slot, const float *x, int64_t n) {
     return b;
 }
 
+static void convert_bf16(void *dst, const float *w, int64_t rows, int64_t cols) {
+    ds_f32_to_bf16_n(dst, w, rows * cols);
+}
+
 /* the weight's BF16 copy for this epoch (wcache.h), or converted now */
 static const uint16_t *weight_to_bf16(const float *w, int64_t rows, int64_t cols, int cached) {
-    const uint16_t *b = cached ? ds_wcache_get(w, rows, cols) : NULL;
+    const uint16_t *b =
+        cached ? ds_wcache_get(DS_WCACHE_BF16, w, rows, cols, (size_t)(rows * cols) * sizeof(uint16_t), convert_bf16)
+               : NULL;
     return b ? b : to_bf16(1, w, rows * cols);
 }
 
