@@ -190,6 +190,75 @@ TEST(fp8_vector_cast_equals_scalar) {
     free(x); free(q); free(qv); free(s);
 }
 
+/* The bounded E4M3 casts (finite x, |x / s| <= 448 (1 + 2^-22): the
+ * quantizers' groups) against the scalar encoder: every code's value, every
+ * tie between neighbours and the floats either side of it, both signs, -0,
+ * values too small for the smallest subnormal, the bound itself, over scales
+ * from the smallest normal float to 2^100; tails of every length. */
+TEST(fp8_bounded_cast_equals_scalar_on_every_tie) {
+    enum { NV = 127 * 8 + 16 };
+    float v[NV];
+    int nv = 0;
+    for (int c = 0; c < 127; c++) {
+        float a = ds_fp8_e4m3_table[c], b = ds_fp8_e4m3_table[c + 1 < 127 ? c + 1 : c];
+        float t = (a + b) / 2; /* exact: the table's values have 4 significant bits */
+        v[nv++] = a;
+        v[nv++] = t;
+        v[nv++] = nextafterf(t, 0.0f);
+        v[nv++] = nextafterf(t, 1e30f);
+    }
+    const float extra[] = {0.0f, 0x1p-10f, 0x1.8p-10f, 0x1p-11f, 1e-30f, 0x1p-130f, 448.0f, 448.0f * (1.0f + 0x1p-22f),
+                           447.99997f, 0x1p-6f, nextafterf(0x1p-6f, 0.0f), 0x1.ep-7f};
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) v[nv++] = extra[i];
+    const float scales[] = {1.0f, 0.375f, 3.0f, 1e-3f, 0x1p-126f, 0x1.8p-126f, 0x1p100f, 7.1234567e-5f, 1.0f / 448.0f};
+    enum { N = 2 * NV };
+    float *x = malloc(sizeof(float) * N), *s256 = malloc(sizeof(float) * N), *sv = malloc(sizeof(float) * N);
+    uint8_t *q = malloc(N), *qv = malloc(N);
+    int bad = 0, tried = 0;
+    for (size_t k = 0; k < sizeof scales / sizeof *scales; k++) {
+        const float sc = scales[k];
+        int n = 0;
+        for (int i = 0; i < nv; i++)
+            for (int sg = 0; sg < 2; sg++) {
+                float xi = (sg ? -v[i] : v[i]) * sc;
+                /* keep what the precondition allows (x * s / s may not return v) */
+                if (!isfinite(xi) || fabsf(xi / sc) > 448.0f * (1.0f + 0x1p-22f)) continue;
+                x[n] = xi;
+                sv[n] = sc * (float)(1 + (n % 3));       /* divv: per-element scales */
+                s256[n] = 256.0f * sv[n];
+                n++;
+            }
+        for (int len = n - 33; len <= n; len += 11) {
+            ds_fp8_e4m3_encode_div_bounded(q, x, len, sc);
+            ds_fp8_e4m3_encode_divv_bounded(qv, x, s256, len);
+            for (int i = 0; i < len; i++) {
+                tried++;
+                uint8_t want = ds_f32_to_e4m3(x[i] / sc, DS_FP8_SAT), wantv = ds_f32_to_e4m3(x[i] / sv[i], DS_FP8_SAT);
+                if ((q[i] != want || qv[i] != wantv) && bad++ < 5)
+                    fprintf(stderr, "  s %a x %a: div 0x%02x want 0x%02x, divv 0x%02x want 0x%02x\n", sc, x[i], q[i], want,
+                            qv[i], wantv);
+            }
+        }
+    }
+    CHECK_MSG(bad == 0 && tried > 20000, "%d of %d differ", bad, tried);
+    /* |x| as bits over a patch, NaN and inf seen (each in the vector part and the tail) */
+    float p[3 * 40];
+    for (int i = 0; i < 120; i++) p[i] = (float)(i % 13) - 6.5f;
+    p[41] = -9.25f;
+    CHECK(ds_f32_absmax_bits_2d(p, 40, 3, 35) == 0x41140000u); /* 9.25 */
+    CHECK(ds_f32_absmax_bits_2d(p, 40, 3, 0) == 0u);
+    p[45] = -INFINITY;
+    CHECK(ds_f32_absmax_bits_2d(p, 40, 3, 35) == 0x7f800000u);
+    p[45] = 1.0f;
+    p[113] = NAN; /* row 2, column 33: the tail */
+    CHECK(ds_f32_absmax_bits_2d(p, 40, 3, 35) > 0x7f800000u);
+    CHECK(ds_f32_absmax_bits_2d(p, 40, 3, 33) == 0x41140000u);
+    uint32_t am[35] = {0};
+    for (int r = 0; r < 3; r++) ds_f32_absmax_bits_update(am, p + 40 * r, 35);
+    CHECK(am[1] == 0x41140000u && am[33] > 0x7f800000u && am[34] == 0x40600000u); /* 9.25, NaN, 3.5 */
+    free(x); free(s256); free(sv); free(q); free(qv);
+}
+
 /* Bulk conversions match torch on the fixture inputs, through every pair. */
 TEST(convert_bulk_matches_torch) {
     size_t n, n4, n5, nb;

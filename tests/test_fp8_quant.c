@@ -79,6 +79,61 @@ TEST(quant_zero_block_gives_zeros_and_finite_scale) {
         }
 }
 
+/* Every granularity against a plain loop (the group's amax with NaN skipped,
+ * the floor, scale = amax / 448, each code the scalar cast of x / scale), on
+ * data whose groups hold NaN, inf or -inf, or are all tiny with no floor (a
+ * subnormal scale): the quantizer's faster cast is for finite groups only. */
+TEST(quant_nan_inf_and_subnormal_scale_groups_match_scalar_loop) {
+    enum { R = 260, C = 300 };
+    float *x = malloc(sizeof(float) * R * C), *s = malloc(sizeof(float) * R * C), *am = malloc(sizeof(float) * R * C);
+    uint8_t *q = malloc(R * C);
+    ds_rng rg;
+    ds_rng_seed(&rg, 11);
+    for (int64_t i = 0; i < R * C; i++) x[i] = ds_rng_normal(&rg) * 3.0f;
+    x[5 * C + 7] = NAN;
+    x[130 * C + 290] = INFINITY;
+    x[200 * C + 140] = -INFINITY;
+    x[259 * C + 299] = -NAN;
+    for (int64_t r = 0; r < R; r++) /* rows 10..13 (all columns) tiny: subnormal scales in row groups */
+        for (int64_t c = 0; c < C; c++)
+            if (r >= 10 && r < 14) x[r * C + c] = (float)(c % 5) * 2.2e-43f; /* amax / 448 rounds to 1 ulp of 1.4e-45: |x / s| to 628 */
+    const int64_t cb = (C + 127) / 128;
+    for (int g = 0; g < DS_QUANT_GRAN_COUNT; g++)
+        for (int fl = 0; fl < 2; fl++) {
+            ds_quant_opts o = ds_quant_defaults(g);
+            o.amax_floor = fl ? DS_QUANT_AMAX_FLOOR : 0.0f;
+            const int64_t ns = ds_quant_scale_count(g, R, C);
+            CHECK(ds_quantize(q, s, x, R, C, &o) == 0);
+            for (int64_t i = 0; i < ns; i++) am[i] = 0.0f;
+            int64_t gi;
+#define GROUP(r, c)                                                                                                  \
+    (g == DS_QUANT_TENSOR ? 0 : g == DS_QUANT_ROW ? (r) : g == DS_QUANT_TILE_1x128 ? (r) * cb + (c) / 128               \
+     : g == DS_QUANT_TILE_128x1 ? ((r) / 128) * C + (c) : ((r) / 128) * cb + (c) / 128)
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t c = 0; c < C; c++) {
+                    gi = GROUP(r, c);
+                    if (!isnan(x[r * C + c]) && fabsf(x[r * C + c]) > am[gi]) am[gi] = fabsf(x[r * C + c]);
+                }
+            int bads = 0, badq = 0;
+            for (int64_t i = 0; i < ns; i++) {
+                float a = am[i] < o.amax_floor ? o.amax_floor : am[i], want = a / 448.0f;
+                if (!(want > 0)) want = 1.0f;
+                am[i] = want;
+                bads += !(s[i] == want);
+            }
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t c = 0; c < C; c++) {
+                    uint8_t want = ds_f32_to_e4m3(x[r * C + c] / am[GROUP(r, c)], DS_FP8_SAT);
+                    if (q[r * C + c] != want && badq++ < 3)
+                        fprintf(stderr, "  gran %d floor %d [%lld,%lld] x %a: 0x%02x want 0x%02x\n", g, fl, (long long)r,
+                                (long long)c, x[r * C + c], q[r * C + c], want);
+                }
+#undef GROUP
+            CHECK_MSG(bads == 0 && badq == 0, "gran %d floor %d: %d scales, %d codes differ", g, fl, bads, badq);
+        }
+    free(x); free(s); free(am); free(q);
+}
+
 TEST(quant_ue8m0_rounds_up_to_power_of_two) {
     CHECK(ds_quant_ue8m0_ceil(1.0f) == 1.0f);
     CHECK(ds_quant_ue8m0_ceil(1.0000001f) == 2.0f);

@@ -153,6 +153,115 @@ void ds_fp8_encode_divv_sat(uint8_t *dst, const float *src, const float *s, int6
     for (; i < n; i++) dst[i] = ds_f32_to_fp8(src[i] / s[i], fmt, DS_FP8_SAT);
 }
 
+#if defined(__AVX2__) && defined(__F16C__)
+/* 8 codes of x / s as 16-bit lanes (the code in the high byte), for finite x
+ * with |x / s| <= 448 (1 + 2^-22); s256 = 256 s.
+ * - y = x / (256 s) is RN(x / s) / 256 exactly (a power of two scales a
+ *   rounding; below 2^-118 both round to a zero code);
+ * - E4M3's grid at y's binade (exponent e, at least -14: the subnormals' step)
+ *   has step 2^(e-3), the ulp of m = 1.5 * 2^(e+20); y + m stays in m's binade
+ *   for either sign, so (y + m) - m is y rounded to that grid, ties to even by
+ *   the FPU (m / ulp is even), the subtraction exact;
+ * - the rounded value is an FP16 (exponent 1..15, 3 mantissa bits, or a
+ *   subnormal k 2^-17), converted exactly: s 0 eeee mmm 0000000 is the code
+ *   s.eeee.mmm with a zero bit between, closed by h + (h & 0x3fff);
+ * - a value that rounds to zero takes its sign back from y (-0 is 0x80). */
+static inline __m128i e4m3_bounded8(__m256 x, __m256 s256) {
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    __m256 y = _mm256_div_ps(x, s256);
+    __m256i e = _mm256_max_epi32(_mm256_and_si256(_mm256_castps_si256(y), _mm256_set1_epi32(0x7f800000)),
+                                 _mm256_set1_epi32(113 << 23));                  /* 2^-14 */
+    __m256 m = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_set1_epi32((20 << 23) | 0x400000)));
+    __m256 r = _mm256_or_ps(_mm256_sub_ps(_mm256_add_ps(y, m), m), _mm256_and_ps(y, sign));
+    return _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+/* 16 FP16 patterns (two halves) -> 16 codes as 16-bit lanes, low byte */
+static inline __m256i e4m3_close16(__m128i h0, __m128i h1) {
+    __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(h0), h1, 1);
+    h = _mm256_add_epi16(h, _mm256_and_si256(h, _mm256_set1_epi16(0x3fff)));
+    return _mm256_srli_epi16(h, 8);
+}
+static inline void store32_16(uint8_t *dst, __m256i c0, __m256i c1) {
+    __m256i b = _mm256_permute4x64_epi64(_mm256_packus_epi16(c0, c1), 0xd8);
+    _mm256_storeu_si256((__m256i *)dst, b);
+}
+#endif
+
+void ds_fp8_e4m3_encode_div_bounded(uint8_t *dst, const float *src, int64_t n, float s) {
+    int64_t i = 0;
+#if defined(__AVX2__) && defined(__F16C__)
+    const __m256 v = _mm256_set1_ps(256.0f * s);
+    for (; i + 32 <= n; i += 32)
+        store32_16(dst + i,
+                   e4m3_close16(e4m3_bounded8(_mm256_loadu_ps(src + i), v), e4m3_bounded8(_mm256_loadu_ps(src + i + 8), v)),
+                   e4m3_close16(e4m3_bounded8(_mm256_loadu_ps(src + i + 16), v),
+                                e4m3_bounded8(_mm256_loadu_ps(src + i + 24), v)));
+#endif
+    for (; i < n; i++) dst[i] = ds_f32_to_e4m3(src[i] / s, DS_FP8_SAT);
+}
+
+void ds_fp8_e4m3_encode_divv_bounded(uint8_t *dst, const float *src, const float *s256, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX2__) && defined(__F16C__)
+    for (; i + 32 <= n; i += 32)
+        store32_16(dst + i,
+                   e4m3_close16(e4m3_bounded8(_mm256_loadu_ps(src + i), _mm256_loadu_ps(s256 + i)),
+                                e4m3_bounded8(_mm256_loadu_ps(src + i + 8), _mm256_loadu_ps(s256 + i + 8))),
+                   e4m3_close16(e4m3_bounded8(_mm256_loadu_ps(src + i + 16), _mm256_loadu_ps(s256 + i + 16)),
+                                e4m3_bounded8(_mm256_loadu_ps(src + i + 24), _mm256_loadu_ps(s256 + i + 24))));
+#endif
+    for (; i < n; i++) dst[i] = ds_f32_to_e4m3(src[i] / (s256[i] * 0x1p-8f), DS_FP8_SAT);
+}
+
+uint32_t ds_f32_absmax_bits_2d(const float *x, int64_t ld, int64_t nr, int64_t nc) {
+    uint32_t a = 0;
+    int64_t c16 = 0;
+#if defined(__AVX2__)
+    /* |x| as integers: their order is the values' for finite ones, and NaN's
+     * and inf's bits are above every finite one */
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff);
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+    c16 = nc & ~(int64_t)15;
+    for (int64_t r = 0; r < nr; r++) {
+        const float *src = x + r * ld;
+        for (int64_t i = 0; i < c16; i += 16) {
+            m0 = _mm256_max_epi32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(src + i)), absm), m0);
+            m1 = _mm256_max_epi32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(src + i + 8)), absm), m1);
+        }
+    }
+    m0 = _mm256_max_epi32(m0, m1);
+    __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    a = (uint32_t)_mm_cvtsi128_si32(h);
+#endif
+    for (int64_t r = 0; r < nr && c16 < nc; r++)
+        for (int64_t i = c16; i < nc; i++) {
+            uint32_t u;
+            memcpy(&u, x + r * ld + i, 4);
+            u &= 0x7fffffffu;
+            if (u > a) a = u;
+        }
+    return a;
+}
+
+void ds_f32_absmax_bits_update(uint32_t *am, const float *src, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX2__)
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_si256((__m256i *)(am + i),
+                            _mm256_max_epi32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(src + i)), absm),
+                                             _mm256_loadu_si256((const __m256i *)(am + i))));
+#endif
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, src + i, 4);
+        u &= 0x7fffffffu;
+        if (u > am[i]) am[i] = u;
+    }
+}
+
 #if defined(__AVX2__)
 /* max over the lanes; no NaN reaches the accumulators (see ds_f32_amax_2d) */
 static inline float hmax8(__m256 m) {

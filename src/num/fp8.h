@@ -55,6 +55,17 @@ void ds_fp8_decode(float *dst, const uint8_t *src, int64_t n, ds_fp8_format fmt)
 void ds_fp8_encode_div_sat(uint8_t *dst, const float *src, int64_t n, float s, ds_fp8_format fmt);
 /* dst[i] = encode_sat(src[i] / s[i]) (per-element divisors, 128x1 tiles). */
 void ds_fp8_encode_divv_sat(uint8_t *dst, const float *src, const float *s, int64_t n, ds_fp8_format fmt);
+/* The same casts where the caller knows every src[i] is finite and
+ * |src[i] / s| <= 448 (1 + 2^-22) (a group's scale from its own amax): E4M3
+ * only, the same bits in fewer operations (fp8.c).  The divv form takes
+ * 256 s[i]. */
+void ds_fp8_e4m3_encode_div_bounded(uint8_t *dst, const float *src, int64_t n, float s);
+void ds_fp8_e4m3_encode_divv_bounded(uint8_t *dst, const float *src, const float *s256, int64_t n);
+/* max |x| over nr rows of nc values at stride ld as FP32 bits, NaN and inf
+ * included: a result >= 0x7f800000 says one of them is there. */
+uint32_t ds_f32_absmax_bits_2d(const float *x, int64_t ld, int64_t nr, int64_t nc);
+/* am[i] = max(am[i], |src[i]| as bits), NaN and inf included. */
+void ds_f32_absmax_bits_update(uint32_t *am, const float *src, int64_t n);
 /* max |src[i]| over n values; NaN is skipped (like fmaxf). */
 float ds_f32_amax(const float *src, int64_t n);
 /* the same over nr rows of nc values at stride ld */
