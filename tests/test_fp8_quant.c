@@ -83,17 +83,16 @@ TEST(quant_zero_block_gives_zeros_and_finite_scale) {
  * the floor, scale = amax / 448, each code the scalar cast of x / scale), on
  * data whose groups hold NaN, inf or -inf, or are all tiny with no floor (a
  * subnormal scale): the quantizer's faster cast is for finite groups only. */
-TEST(quant_nan_inf_and_subnormal_scale_groups_match_scalar_loop) {
-    enum { R = 260, C = 300 };
+static void check_special_groups(const int64_t R, const int64_t C) {
     float *x = malloc(sizeof(float) * R * C), *s = malloc(sizeof(float) * R * C), *am = malloc(sizeof(float) * R * C);
     uint8_t *q = malloc(R * C);
     ds_rng rg;
     ds_rng_seed(&rg, 11);
     for (int64_t i = 0; i < R * C; i++) x[i] = ds_rng_normal(&rg) * 3.0f;
     x[5 * C + 7] = NAN;
-    x[130 * C + 290] = INFINITY;
-    x[200 * C + 140] = -INFINITY;
-    x[259 * C + 299] = -NAN;
+    x[(R / 2) * C + C - 10] = INFINITY;
+    x[(3 * R / 4) * C + C / 2] = -INFINITY;
+    x[(R - 1) * C + C - 1] = -NAN;
     for (int64_t r = 0; r < R; r++) /* rows 10..13 (all columns) tiny: subnormal scales in row groups */
         for (int64_t c = 0; c < C; c++)
             if (r >= 10 && r < 14) x[r * C + c] = (float)(c % 5) * 2.2e-43f; /* amax / 448 rounds to 1 ulp of 1.4e-45: |x / s| to 628 */
@@ -129,9 +128,17 @@ TEST(quant_nan_inf_and_subnormal_scale_groups_match_scalar_loop) {
                                 (long long)c, x[r * C + c], q[r * C + c], want);
                 }
 #undef GROUP
-            CHECK_MSG(bads == 0 && badq == 0, "gran %d floor %d: %d scales, %d codes differ", g, fl, bads, badq);
+            CHECK_MSG(bads == 0 && badq == 0, "%lldx%lld gran %d floor %d: %d scales, %d codes differ", (long long)R,
+                      (long long)C, g, fl, bads, badq);
         }
     free(x); free(s); free(am); free(q);
+}
+
+/* the second shape has fewer 128-row bands than threads: 128x128 blocks split
+ * into runs of column blocks */
+TEST(quant_nan_inf_and_subnormal_scale_groups_match_scalar_loop) {
+    check_special_groups(260, 300);
+    check_special_groups(100, 700);
 }
 
 TEST(quant_ue8m0_rounds_up_to_power_of_two) {

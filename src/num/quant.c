@@ -7,6 +7,7 @@
 #include "base/base.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -188,35 +189,42 @@ int ds_quantize(uint8_t *q, float *scale, const float *x, int64_t rows, int64_t 
                 }
             }
         break;
-    default: /* DS_QUANT_BLOCK_128x128 */
-        /* a band of 128 rows at a time: the amax pass reads it row by row
-         * (whole rows stream from memory: a cold weight's band in 0.6-0.8x
-         * the time of block-by-block strided reads), the casts find it in
-         * cache */
-#pragma omp parallel for schedule(static)
-        for (int64_t b = 0; b < rb; b++) {
-            int64_t r0 = b * G, nr = rows - r0 < G ? rows - r0 : G;
-            uint32_t amb[cb];
-            memset(amb, 0, sizeof amb);
-            for (int64_t i = 0; i < nr; i++)
-                for (int64_t k = 0; k < cb; k++) {
+    default: { /* DS_QUANT_BLOCK_128x128 */
+        /* a band of 128 rows at a time (or a run of its column blocks, when
+         * the bands are fewer than the threads): the amax pass reads it row
+         * by row (long pieces of rows stream from memory: a cold weight's
+         * band in 0.6-0.8x the time of block-by-block strided reads), the
+         * casts find it in cache */
+        const int64_t nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+        const int64_t nrun = rb >= nt ? 1 : (nt + rb - 1) / rb < cb ? (nt + rb - 1) / rb : cb;
+        const int64_t per = (cb + nrun - 1) / nrun;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t b = 0; b < rb; b++)
+            for (int64_t run = 0; run < nrun; run++) {
+                const int64_t r0 = b * G, nr = rows - r0 < G ? rows - r0 : G;
+                const int64_t k0 = run * per, k1 = k0 + per < cb ? k0 + per : cb;
+                uint32_t amb[per];
+                memset(amb, 0, sizeof amb);
+                for (int64_t i = 0; i < nr; i++)
+                    for (int64_t k = k0; k < k1; k++) {
+                        int64_t c0 = k * G, nc = cols - c0 < G ? cols - c0 : G;
+                        uint32_t a = ds_f32_absmax_bits_2d(x + (r0 + i) * cols + c0, cols, 1, nc);
+                        if (a > amb[k - k0]) amb[k - k0] = a;
+                    }
+                for (int64_t k = k0; k < k1; k++) {
                     int64_t c0 = k * G, nc = cols - c0 < G ? cols - c0 : G;
-                    uint32_t a = ds_f32_absmax_bits_2d(x + (r0 + i) * cols + c0, cols, 1, nc);
-                    if (a > amb[k]) amb[k] = a;
+                    const float *xp = x + r0 * cols + c0;
+                    int fin = amb[k - k0] < 0x7f800000u;
+                    float a;
+                    if (fin) memcpy(&a, &amb[k - k0], 4);
+                    else a = ds_f32_amax_2d(xp, cols, nr, nc); /* a NaN or inf: the float pass, NaN skipped */
+                    float s = group_scale(a, o, fmax);
+                    scale[b * cb + k] = s;
+                    patch_cast(q + r0 * cols + c0, xp, cols, nr, nc, s, o->fmt, fin);
                 }
-            for (int64_t k = 0; k < cb; k++) {
-                int64_t c0 = k * G, nc = cols - c0 < G ? cols - c0 : G;
-                const float *xp = x + r0 * cols + c0;
-                int fin = amb[k] < 0x7f800000u;
-                float a;
-                if (fin) memcpy(&a, &amb[k], 4);
-                else a = ds_f32_amax_2d(xp, cols, nr, nc); /* a NaN or inf: the float pass, NaN skipped */
-                float s = group_scale(a, o, fmax);
-                scale[b * cb + k] = s;
-                patch_cast(q + r0 * cols + c0, xp, cols, nr, nc, s, o->fmt, fin);
             }
-        }
         break;
+    }
     }
     return 0;
 }
