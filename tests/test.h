@@ -83,6 +83,17 @@ int ds_test_sh(char *out, size_t cap, const char *fmt, ...);
 /* A deterministic word salad of `lines` sentences (20 words, seeded) at
  * path, for tests that need a corpus but not one to learn from. */
 void ds_test_write_word_salad(const char *path, uint64_t seed, int lines);
+/* A linear layer's operands for the weight-copy tests: x (N, C), dy (N, OC)
+ * and nw weights (OC, C) of standard normal values from seed; outputs y, yr
+ * (nw x N x OC) and dx, dxr (N, C).  ds_test_linear_free releases them. */
+enum { DS_TEST_LINEAR_MAX_W = 8 };
+typedef struct {
+    int64_t N, C, OC;
+    int nw;
+    float *x, *dy, *w[DS_TEST_LINEAR_MAX_W], *y, *yr, *dx, *dxr;
+} ds_test_linear;
+void ds_test_linear_init(ds_test_linear *t, uint64_t seed, int64_t N, int64_t C, int64_t OC, int nw);
+void ds_test_linear_free(ds_test_linear *t);
 /* Max relative error max|a-b| / max(max|b|, floor) over n floats. */
 double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_);
 

@@ -82,6 +82,29 @@ int ds_test_sh(char *out, size_t cap, const char *fmt, ...) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+static float *randn_alloc(ds_rng *r, int64_t n) {
+    float *v = ds_malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = ds_rng_normal(r);
+    return v;
+}
+
+void ds_test_linear_init(ds_test_linear *t, uint64_t seed, int64_t N, int64_t C, int64_t OC, int nw) {
+    ds_rng r;
+    ds_rng_seed(&r, seed);
+    memset(t, 0, sizeof *t);
+    t->N = N, t->C = C, t->OC = OC, t->nw = nw < DS_TEST_LINEAR_MAX_W ? nw : DS_TEST_LINEAR_MAX_W;
+    t->x = randn_alloc(&r, N * C), t->dy = randn_alloc(&r, N * OC);
+    for (int k = 0; k < t->nw; k++) t->w[k] = randn_alloc(&r, OC * C);
+    t->y = ds_malloc((size_t)(t->nw * N * OC) * sizeof(float)), t->yr = ds_malloc((size_t)(t->nw * N * OC) * sizeof(float));
+    t->dx = ds_malloc((size_t)(N * C) * sizeof(float)), t->dxr = ds_malloc((size_t)(N * C) * sizeof(float));
+}
+
+void ds_test_linear_free(ds_test_linear *t) {
+    for (int k = 0; k < t->nw; k++) free(t->w[k]);
+    free(t->x), free(t->dy), free(t->y), free(t->yr), free(t->dx), free(t->dxr);
+    memset(t, 0, sizeof *t);
+}
+
 double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_) {
     double mx = floor_, md = 0;
     for (size_t i = 0; i < n; i++) {

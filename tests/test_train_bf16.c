@@ -95,13 +95,12 @@ TEST(matmul_bf16_forward_backward_vs_oracle) {
  * an epoch is not seen (the copy is in use), a new epoch or no epoch sees it;
  * weights used from a parallel loop (the experts) each get their own copy. */
 TEST(matmul_bf16_weight_copies_per_epoch) {
+    ds_test_linear t;
+    ds_test_linear_init(&t, 12, 37, 129, 45, 6);
+    const int64_t N = t.N, C = t.C, OC = t.OC, NW = t.nw;
+    float *x = t.x, *dy = t.dy, **w = t.w, *y = t.y, *yr = t.yr, *dx = t.dx, *dxr = t.dxr;
     ds_rng r;
-    ds_rng_seed(&r, 12);
-    const int64_t N = 37, C = 129, OC = 45, NW = 6;
-    float *x = randv(&r, N * C), *dy = randv(&r, N * OC), *w[6];
-    for (int k = 0; k < NW; k++) w[k] = randv(&r, OC * C);
-    float *y = ds_malloc((size_t)(NW * N * OC) * 4), *yr = ds_malloc((size_t)(NW * N * OC) * 4);
-    float *dx = ds_malloc((size_t)(N * C) * 4), *dxr = ds_malloc((size_t)(N * C) * 4);
+    ds_rng_seed(&r, 13);
     ds_wcache_epoch(0);
     for (int rep = 0; rep < 2; rep++) { /* the second pass reads the copies */
         ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
@@ -147,8 +146,8 @@ TEST(matmul_bf16_weight_copies_per_epoch) {
     ds_matmul_forward_bf16(y, x, w[0], NULL, N, C, OC);
     ds_matmul_forward_bf16_ref(yr, x, w[0], NULL, N, C, OC);
     CHECK(memcmp(y, yr, (size_t)(N * OC) * 4) == 0);
-    for (int k = 0; k < NW; k++) free(w[k]);
-    free(x), free(dy), free(y), free(yr), free(dx), free(dxr), free(old);
+    ds_test_linear_free(&t);
+    free(old);
 }
 
 /* AdamW rewrites the BF16 copies of the weights it updates (ds_adamw ->

@@ -143,13 +143,10 @@ static int read_losses(const char *path, int n, double *train_mean, double *val)
  * no epoch (quantizing W at every call, as the quantize-dequantize test above
  * checks).  And a 30-step fp8 run against DS_WEIGHT_COPIES=0, checkpoint bytes. */
 TEST(fp8_weight_blocks_per_epoch) {
-    ds_rng r;
-    ds_rng_seed(&r, 23);
-    const int64_t N = 37, C = 260, OC = 150, NW = 5;
-    float *x = randv(&r, N * C), *dy = randv(&r, N * OC), *w[5];
-    for (int k = 0; k < NW; k++) w[k] = randv(&r, OC * C);
-    float *y = ds_malloc((size_t)(NW * N * OC) * 4), *yr = ds_malloc((size_t)(NW * N * OC) * 4);
-    float *dx = ds_malloc((size_t)(N * C) * 4), *dxr = ds_malloc((size_t)(N * C) * 4);
+    ds_test_linear t;
+    ds_test_linear_init(&t, 23, 37, 260, 150, 5);
+    const int64_t N = t.N, C = t.C, OC = t.OC, NW = t.nw;
+    float *x = t.x, *dy = t.dy, **w = t.w, *y = t.y, *yr = t.yr, *dx = t.dx, *dxr = t.dxr;
     ds_wcache_epoch(-1);
     ds_linear_forward_fp8(yr, x, w[0], NULL, N, C, OC);
     ds_linear_backward_fp8(dxr, NULL, NULL, dy, x, w[0], N, C, OC, 0);
@@ -175,8 +172,7 @@ TEST(fp8_weight_blocks_per_epoch) {
     for (int k = 0; k < NW; k++) ds_linear_forward_fp8(y + k * N * OC, x, w[k], NULL, N, C, OC);
     CHECK(memcmp(y, yr, (size_t)(NW * N * OC) * 4) == 0);
     ds_wcache_epoch(-1);
-    for (int k = 0; k < NW; k++) free(w[k]);
-    free(x), free(dy), free(y), free(yr), free(dx), free(dxr);
+    ds_test_linear_free(&t);
 
     const char *tmp = ds_test_tmpdir();
     const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
