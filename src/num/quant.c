@@ -43,19 +43,6 @@ int64_t ds_quant_scale_count(ds_quant_gran gran, int64_t rows, int64_t cols) {
     return s[0] * s[1];
 }
 
-float ds_quant_scale_at(const float *scale, ds_quant_gran gran, int64_t rows, int64_t cols,
-                        int64_t r, int64_t c) {
-    int64_t cb = ds_ceil_div(cols, DS_QUANT_GROUP);
-    switch (gran) {
-    case DS_QUANT_TENSOR: return scale[0];
-    case DS_QUANT_ROW: return scale[r];
-    case DS_QUANT_TILE_1x128: return scale[r * cb + c / DS_QUANT_GROUP];
-    case DS_QUANT_TILE_128x1: return scale[(r / DS_QUANT_GROUP) * cols + c];
-    default: return scale[(r / DS_QUANT_GROUP) * cb + c / DS_QUANT_GROUP];
-    }
-    (void)rows;
-}
-
 float ds_quant_ue8m0_ceil(float s) {
     uint32_t u;
     memcpy(&u, &s, 4);

@@ -48,9 +48,20 @@ ds_quant_opts ds_quant_defaults(ds_quant_gran gran);
 /* Shape of the scale array: shape[0] x shape[1] (a vector is [n, 1]). */
 void ds_quant_scale_shape(ds_quant_gran gran, int64_t rows, int64_t cols, int64_t shape[2]);
 int64_t ds_quant_scale_count(ds_quant_gran gran, int64_t rows, int64_t cols);
-/* The scale of element (r, c) (read from the array of the shape above). */
-float ds_quant_scale_at(const float *scale, ds_quant_gran gran, int64_t rows, int64_t cols,
-                        int64_t r, int64_t c);
+/* The scale of element (r, c) (read from the array of the shape above);
+ * inline: the GEMM packs look up a scale per row and 128-wide K block. */
+static inline float ds_quant_scale_at(const float *scale, ds_quant_gran gran, int64_t rows, int64_t cols,
+                                      int64_t r, int64_t c) {
+    const int64_t cb = (cols + DS_QUANT_GROUP - 1) / DS_QUANT_GROUP;
+    switch (gran) {
+    case DS_QUANT_TENSOR: return scale[0];
+    case DS_QUANT_ROW: return scale[r];
+    case DS_QUANT_TILE_1x128: return scale[r * cb + c / DS_QUANT_GROUP];
+    case DS_QUANT_TILE_128x1: return scale[(r / DS_QUANT_GROUP) * cols + c];
+    default: return scale[(r / DS_QUANT_GROUP) * cb + c / DS_QUANT_GROUP];
+    }
+    (void)rows;
+}
 /* "tensor", "row", "1x128", "128x1", "128x128"; -1 when unknown. */
 int ds_quant_gran_from_name(const char *name);
 const char *ds_quant_gran_name(ds_quant_gran gran);

@@ -76,13 +76,6 @@ float ds_gemm_op_at_(const ds_gemm_op_ *op, int64_t r, int64_t k, int64_t R, int
     return elt_at(op, op->trans ? k * R + r : r * K + k);
 }
 
-float ds_gemm_op_scale_(const ds_gemm_op_ *op, int64_t r, int64_t kb, int64_t R, int64_t K) {
-    if (!op->scale) return 1.0f;
-    int64_t k = kb * KB;
-    return op->trans ? ds_quant_scale_at(op->scale, op->gran, K, R, k, r)
-                     : ds_quant_scale_at(op->scale, op->gran, R, K, r, k);
-}
-
 /* ---- scalar reference ------------------------------------------------------ */
 void ds_gemm_blocked_ref_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                           int64_t M, int64_t N, int64_t K, int accumulate) {

@@ -41,8 +41,15 @@ void ds_gemm_blocked_ref_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
                           int64_t M, int64_t N, int64_t K, int accumulate);
 /* Element (r, k) of an operand of R rows and inner size K, decoded to FP32. */
 float ds_gemm_op_at_(const ds_gemm_op_ *op, int64_t r, int64_t k, int64_t R, int64_t K);
-/* The scale of (r, K block kb); 1 for unscaled operands. */
-float ds_gemm_op_scale_(const ds_gemm_op_ *op, int64_t r, int64_t kb, int64_t R, int64_t K);
+/* The scale of (r, K block kb); 1 for unscaled operands.  Inline: the packs
+ * look one up per row of a strip, and the granularity's switch is hoisted out
+ * of that loop. */
+static inline float ds_gemm_op_scale_(const ds_gemm_op_ *op, int64_t r, int64_t kb, int64_t R, int64_t K) {
+    if (!op->scale) return 1.0f;
+    const int64_t k = kb * DS_GEMM_KB;
+    return op->trans ? ds_quant_scale_at(op->scale, op->gran, K, R, k, r)
+                     : ds_quant_scale_at(op->scale, op->gran, R, K, r, k);
+}
 /* "avx2+fma" or "scalar": the micro-kernel compiled in. */
 const char *ds_gemm_isa_(void);
 
