@@ -139,6 +139,17 @@ static void check_special_groups(const int64_t R, const int64_t C) {
 TEST(quant_nan_inf_and_subnormal_scale_groups_match_scalar_loop) {
     check_special_groups(260, 300);
     check_special_groups(100, 700);
+    /* UE8M0 scales near FLT_MAX: amax 3e38 rounds its scale up to 2^120 (256 s overflows) */
+    float x[256], s[2];
+    uint8_t q[256];
+    for (int i = 0; i < 256; i++) x[i] = (float)((i * 37) % 101 - 50) * (i < 128 ? 6e36f : 1e-3f);
+    ds_quant_opts o = ds_quant_defaults(DS_QUANT_TILE_1x128);
+    o.ue8m0 = 1;
+    CHECK(ds_quantize(q, s, x, 1, 256, &o) == 0);
+    CHECK(s[0] == 0x1p120f);
+    int bad = 0;
+    for (int i = 0; i < 256; i++) bad += q[i] != ds_f32_to_e4m3(x[i] / s[i / 128], DS_FP8_SAT);
+    CHECK_MSG(bad == 0, "UE8M0 near FLT_MAX: %d codes differ", bad);
 }
 
 TEST(quant_ue8m0_rounds_up_to_power_of_two) {

@@ -79,9 +79,11 @@ static inline float patch_amax(const float *x, int64_t ld, int64_t nr, int64_t n
 /* The E4M3 cast with fewer operations (ds_fp8_e4m3_encode_div_bounded, same
  * bits) needs |x / s| <= 448 (1 + 2^-22): true of a finite group whose scale
  * came from its own amax (raised by the floor or UE8M0, never lowered) when
- * that scale is a normal float (a subnormal one is rounded coarsely). */
+ * that scale is a normal float (a subnormal one is rounded coarsely); and it
+ * divides by 256 s, which must stay finite (UE8M0 rounds a scale up to 2^120
+ * for an amax near FLT_MAX). */
 static inline int cast_bounded(ds_fp8_format fmt, int fin, float s) {
-    return fmt == DS_FP8_E4M3 && fin && s >= 0x1p-126f;
+    return fmt == DS_FP8_E4M3 && fin && s >= 0x1p-126f && s <= 0x1p100f;
 }
 
 static inline void patch_cast(uint8_t *q, const float *x, int64_t ld, int64_t nr, int64_t nc,
