@@ -13,6 +13,7 @@
 # (serve's batching engine) against transformers' generate with that batch.
 # Writes bench/results/generate.json.
 #   BENCH_PROMPT (32)  BENCH_NEW (32)  BENCH_THREADS ("1 <all cores>")  BENCH_BATCH (32; 0: none)
+#   BENCH_GEN_REPS (3: dsv3's runs per thread count, medians kept)
 # Both sides wait the way dsv3 picks on an idle machine (src/cli/main.c): an
 # idle OpenMP worker spins a bounded while (GOMP_SPINCOUNT=10000, ~0.1 ms)
 # before it sleeps, unless the caller set OMP_WAIT_POLICY or GOMP_SPINCOUNT.
@@ -40,10 +41,28 @@ if [ "${BENCH_LLAMACPP:-1}" != 0 ] && tools/llamacpp_peer.sh build "${BENCH_LLAM
    tools/llamacpp_peer.sh convert "$tmp/small" "$tmp/small.gguf"; then
   gguf="$tmp/small.gguf"
 fi
+# dsv3 generate BENCH_GEN_REPS (3) times: the median prefill time and decode
+# tokens/s, as llama-bench reports over its 3 repetitions (a single prefill of
+# 32 tokens, ~20 ms of reading the weights from memory, moved 1.2x between runs)
+gen() { # threads, extra generate options...: one JSON line
+  local th=$1 runs="" i
+  shift
+  for i in $(seq "${BENCH_GEN_REPS:-3}"); do
+    runs="$runs$("$BIN" --threads "$th" generate --model "$tmp/small" --ids --prompt "$prompt" --max-new-tokens "$NEW" \
+      --ignore-eos --json "$@" 2>/dev/null | tail -1)"$'\n'
+  done
+  RUNS="$runs" python3 -c 'import json, os, statistics as st
+r = [json.loads(l) for l in os.environ["RUNS"].split("\n") if l.strip()]
+m = dict(r[0])
+m["prefill_s"] = st.median(x["prefill_s"] for x in r)
+m["tokens_per_s"] = st.median(x["tokens_per_s"] for x in r)
+m["reps"] = len(r)
+print(json.dumps(m))'
+}
 lines=""
 for th in $THREADS; do
-  a=$("$BIN" --threads "$th" generate --model "$tmp/small" --ids --prompt "$prompt" --max-new-tokens "$NEW" --ignore-eos --json 2>/dev/null | tail -1)
-  b=$("$BIN" --threads "$th" generate --model "$tmp/small" --ids --prompt "$prompt" --max-new-tokens "$NEW" --ignore-eos --json --speculative mtp 2>/dev/null | tail -1)
+  a=$(gen "$th")
+  b=$(gen "$th" --speculative mtp)
   c=""
   if [ "$have_torch" = 1 ]; then
     c=$(python3 tools/bench_generate_torch.py --config "$tmp/small/config.json" --seq "$P" --new "$NEW" --threads "$th" 2>/dev/null | tail -1) || c=""

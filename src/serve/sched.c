@@ -59,6 +59,8 @@ struct ds_sched {
     ds_rows_engine dec; /* max_batch cache rows; decode steps, batched prefill */
     float *lsm; /* (V) host copy of a device-resident logits row (logprobs) */
     int step_delay_us; /* tests: DSV3_SERVE_STEP_DELAY_MS slows every iteration so batching is observable */
+    int wake;          /* this iteration gave a streaming request tokens or finished a request: wake the
+                        * submitters (a non-streaming one woken every step took a core from the step) */
     ds_sched_stats st;
 };
 
@@ -147,6 +149,7 @@ void ds_sched_cancel_all(ds_sched *s) {
 /* mutex held: mark done, free the slot */
 static void finish(ds_sched *s, ds_sreq *r, const char *why) {
     if (r->done) return;
+    s->wake = 1;
     size_t len = 0;
     const char *b = ds_decode_stream_flush(&r->dstream, &len);
     if (b && len && strcmp(why, "cancelled")) {
@@ -203,6 +206,7 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
         r->top_lp = ds_realloc(r->top_lp, (size_t)r->cap * DS_SREQ_MAX_TOP * sizeof(float));
     }
     int64_t k = r->nout++;
+    if (r->stream) s->wake = 1;
     r->out[k] = id;
     r->lp[k] = lp;
     if (r->top_logprobs > 0) {
@@ -542,7 +546,7 @@ static void *loop(void *arg) {
             if (!s->qhead) s->qtail = NULL;
             s->nq--;
             if (r->cancel) {
-                r->done = 1, r->finish = "cancelled", s->st.cancelled++;
+                r->done = 1, r->finish = "cancelled", s->st.cancelled++, s->wake = 1;
                 unref(r);
                 i--;
                 continue;
@@ -592,7 +596,8 @@ static void *loop(void *arg) {
             s->st.batch_sum += (uint64_t)nstep;
             s->st.decode_s += ds_now() - t0;
         }
-        pthread_cond_broadcast(&s->progress);
+        if (s->wake) pthread_cond_broadcast(&s->progress);
+        s->wake = 0;
         pthread_mutex_unlock(&s->mu);
     }
     free(fresh);
@@ -644,6 +649,12 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
         ds_sched_free(s);
         return NULL;
     }
+    /* The caller's OpenMP team (model loading ran parallel regions on this
+     * thread) would stay docked beside the scheduler's: libgomp counts its idle
+     * workers, sees more threads than CPUs and all but stops spinning, and every
+     * parallel region of a decode step then paid a futex sleep and wake (8.5K
+     * context switches a second at batch 1, 2 threads).  Release it. */
+    omp_pause_resource_all(omp_pause_soft);
     if (pthread_create(&s->th, NULL, loop, s)) {
         ds_err("serve: cannot start the scheduler thread");
         ds_sched_free(s);

@@ -40,6 +40,8 @@ typedef struct ds_sreq {
     char *stop[DS_SREQ_MAX_STOP];
     int nstop;
     int ignore_eos;
+    int stream;                   /* 1: the submitter reads the output as it grows (every step with
+                                   * its tokens wakes it); 0: only its finish wakes it */
     int32_t *forced_drafts;       /* tests only: the speculative draft for output token i < nforced (owned) */
     int64_t nforced;
     /* output, under the scheduler mutex */

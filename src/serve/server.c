@@ -683,6 +683,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         r->sp.seed = g.sp.seed + (uint64_t)j;
         r->top_logprobs = g.logprobs ? g.top_logprobs : -1;
         r->ignore_eos = g.ignore_eos;
+        r->stream = g.stream;
         if (g.ndrafts) {
             r->forced_drafts = ds_malloc((size_t)g.ndrafts * sizeof(int32_t));
             memcpy(r->forced_drafts, g.drafts, (size_t)g.ndrafts * sizeof(int32_t));
