@@ -67,13 +67,15 @@ static inline float group_scale(float a, const ds_quant_opts *o, float fmax) {
 /* amax of a strided 2D patch; NaN is skipped (fmaxf).  *fin says the patch
  * holds no NaN or inf (read off the integer max of |x|'s bits; the float pass
  * runs again only when one is there). */
-static inline float patch_amax(const float *x, int64_t ld, int64_t nr, int64_t nc, int *fin) {
-    uint32_t b = ds_f32_absmax_bits_2d(x, ld, nr, nc);
+static inline float amax_of_bits(uint32_t b, const float *x, int64_t ld, int64_t nr, int64_t nc, int *fin) {
     *fin = b < 0x7f800000u;
     if (!*fin) return ds_f32_amax_2d(x, ld, nr, nc);
     float a;
     memcpy(&a, &b, 4);
     return a;
+}
+static inline float patch_amax(const float *x, int64_t ld, int64_t nr, int64_t nc, int *fin) {
+    return amax_of_bits(ds_f32_absmax_bits_2d(x, ld, nr, nc), x, ld, nr, nc, fin);
 }
 
 /* The E4M3 cast with fewer operations (ds_fp8_e4m3_encode_div_bounded, same
@@ -203,11 +205,8 @@ int ds_quantize(uint8_t *q, float *scale, const float *x, int64_t rows, int64_t 
                 for (int64_t k = k0; k < k1; k++) {
                     int64_t c0 = k * G, nc = cols - c0 < G ? cols - c0 : G;
                     const float *xp = x + r0 * cols + c0;
-                    int fin = amb[k - k0] < 0x7f800000u;
-                    float a;
-                    if (fin) memcpy(&a, &amb[k - k0], 4);
-                    else a = ds_f32_amax_2d(xp, cols, nr, nc); /* a NaN or inf: the float pass, NaN skipped */
-                    float s = group_scale(a, o, fmax);
+                    int fin;
+                    float s = group_scale(amax_of_bits(amb[k - k0], xp, cols, nr, nc, &fin), o, fmax);
                     scale[b * cb + k] = s;
                     patch_cast(q + r0 * cols + c0, xp, cols, nr, nc, s, o->fmt, fin);
                 }

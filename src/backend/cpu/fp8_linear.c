@@ -49,12 +49,13 @@ static int check(const char *what, int64_t M, int64_t N, int64_t K, const void *
 /* The weight W (N, K) in 128x128 blocks: its copy for this epoch (wcache.h:
  * codes, then the scales at a 64-byte offset), or quantized now into the
  * workspace's B part.  The forward and the input gradient quantize W alike. */
+static size_t wblock_codes(int64_t rows, int64_t cols) { return up64((size_t)(rows * cols)); }
 static void quantize_w_block(void *dst, const float *w, int64_t rows, int64_t cols) {
     ds_quant_opts ow = ds_quant_defaults(DS_QUANT_BLOCK_128x128);
-    DS_ASSERT(ds_quantize(dst, (float *)((char *)dst + up64((size_t)(rows * cols))), w, rows, cols, &ow) == 0);
+    DS_ASSERT(ds_quantize(dst, (float *)((char *)dst + wblock_codes(rows, cols)), w, rows, cols, &ow) == 0);
 }
 static int weight_blocks(const uint8_t **q, const float **s, const float *W, int64_t N, int64_t K, const parts *p) {
-    size_t codes = up64((size_t)(N * K)), scales = sizeof(float) * (size_t)ds_quant_scale_count(DS_QUANT_BLOCK_128x128, N, K);
+    size_t codes = wblock_codes(N, K), scales = sizeof(float) * (size_t)ds_quant_scale_count(DS_QUANT_BLOCK_128x128, N, K);
     const char *c = ds_wcache_get(DS_WCACHE_FP8_BLOCK, W, N, K, codes + scales, quantize_w_block);
     if (c) {
         *q = (const uint8_t *)c, *s = (const float *)(c + codes);
