@@ -195,8 +195,11 @@ TEST(fp8_weight_blocks_per_epoch) {
  * 128; the 64-wide LoRA ranks and expert width give ragged 1x128 tiles), 150
  * steps of 4 x 64 tokens of TinyShakespeare (BPE 512 trained on its first
  * 300 KB), bf16 and fp8 from the same seed, one thread each (deterministic),
- * for three seeds (one run is chaotic: E4M3 rounding amplifies last-bit
- * differences, so a rebuild moves a run by up to ~0.35%).  Measured, seeds 7, 8, 9:
+ * for six seeds (one run is chaotic: E4M3 rounding amplifies last-bit
+ * differences, so a rebuild moves a run by up to ~0.35%).  With three seeds the
+ * ASan+UBSan build on an AVX2 Zen 3 gave 0.269% on the training-loss means;
+ * seeds 7-12 there: 0.227% (dev build 0.211%), val-loss means 0.218% (0.190%).
+ * Measured earlier (Zen 5), seeds 7, 8, 9:
  *                          dev build (-O2)          ASan+UBSan build
  *   val loss gap per seed  0.41% 0.06% 0.23%        0.73% 0.19% 0.18%
  *   val loss, seed means   0.039%                   0.240%
@@ -224,10 +227,11 @@ TEST(train_fp8_within_quarter_percent_of_bf16) {
     TEST_RETURN_IF_FAILED();
     /* run 2: fp8 with --fp8-cache (model/model.h DS_ACTS_FP8_CACHE), same seeds */
     const char *prec[3] = {"bf16", "fp8", "fp8"}, *extra[3] = {"", "", "--fp8-cache"}, *tag[3] = {"bf16", "fp8", "fp8c"};
-    const int seeds[3] = {7, 8, 9};
+    enum { NSEED = 6 };
+    const int seeds[NSEED] = {7, 8, 9, 10, 11, 12};
     double tr[3] = {0, 0, 0}, va[3] = {0, 0, 0}, worst = 0, worstc = 0;
     int differ = 0, differc = 0;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < NSEED; k++) {
         /* the three runs at once (two cores), one thread each */
         char cmd[3][1200];
         for (int i = 0; i < 3; i++)
@@ -248,7 +252,7 @@ TEST(train_fp8_within_quarter_percent_of_bf16) {
             CHECK_MSG(read_losses(path, 10, &t[i], &v[i]) == 0, "%s: unreadable", path);
             TEST_RETURN_IF_FAILED();
             CHECK(isfinite(v[i]) && isfinite(t[i]));
-            tr[i] += t[i] / 3, va[i] += v[i] / 3;
+            tr[i] += t[i] / NSEED, va[i] += v[i] / NSEED;
         }
         double g = fabs(v[1] - v[0]) / v[0], gc = fabs(v[2] - v[0]) / v[0];
         worst = g > worst ? g : worst;
@@ -264,7 +268,7 @@ TEST(train_fp8_within_quarter_percent_of_bf16) {
     CHECK(rtc < 0.0025);
     CHECK(rvc < 0.004);
     CHECK(worstc < 0.01);
-    CHECK(differc == 3); /* the cache changes the weight gradients, so the runs differ */
+    CHECK(differc == NSEED); /* the cache changes the weight gradients, so the runs differ */
     /* `dsv3 train` prints the memory report, with the cache in use */
     rc = ds_test_sh(out, sizeof out, "grep -c 'memory: activation arena' %s/log_fp8c.txt && "
                     "grep -q 'fp8 cache: linear inputs' %s/log_fp8c.txt", tmp, tmp);
@@ -275,5 +279,5 @@ TEST(train_fp8_within_quarter_percent_of_bf16) {
     CHECK(rt < 0.0025);
     CHECK(rv < 0.004);
     CHECK(worst < 0.01);
-    CHECK(differ == 3);
+    CHECK(differ == NSEED);
 }
