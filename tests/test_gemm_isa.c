@@ -56,7 +56,7 @@ TEST(blocked_gemm_bits_match_ref_every_isa) {
 }
 
 TEST(f32_to_bf16_n_matches_scalar_rounding) {
-    /* the vector conversions (every ISA path) against ds_f32_to_bf16 (RNE, quiet NaN):
+    /* the vector conversions (plain and streaming stores) (every ISA path) against ds_f32_to_bf16 (RNE, quiet NaN):
      * random bit patterns (every class), ties, ±inf, NaNs with low payloads */
     ds_rng r;
     ds_rng_seed(&r, 42);
@@ -78,6 +78,19 @@ TEST(f32_to_bf16_n_matches_scalar_rounding) {
         int bad = 0;
         for (int i = 0; i < N; i++) bad += y[i] != ds_f32_to_bf16(x[i]);
         CHECK_MSG(bad == 0, "%s: %d of %d differ", ds_cpu_isa_name(isa), bad, N);
+        /* the streaming variant (AdamW's refresh of the weight copies): a
+         * scalar head up to the 32-byte boundary, the tail, nothing outside */
+        for (int off = 0; off < 17; off += 3)
+            for (int len = 0; len < 70; len += 13) {
+                memset(y, 0xab, 2 * 128);
+                ds_f32_to_bf16_stream(y + off, x + 1000 + len, len + 31);
+                int b2 = 0;
+                for (int i = 0; i < 128; i++) {
+                    int in = i >= off && i < off + len + 31;
+                    b2 += in ? y[i] != ds_f32_to_bf16(x[1000 + len + i - off]) : y[i] != 0xabab;
+                }
+                CHECK_MSG(b2 == 0, "%s stream: offset %d length %d: %d differ", ds_cpu_isa_name(isa), off, len + 31, b2);
+            }
     }
     ds_cpu_isa_set(prev);
     free(x), free(y);

@@ -22,5 +22,7 @@ int ds_bf16_gemm_ref(float *C, const uint16_t *A, int trans_a, const uint16_t *B
  * parallel loop), _n threaded. */
 void ds_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n);
 void ds_f32_to_bf16_run(uint16_t *dst, const float *src, int64_t n);
+/* the same bits with streaming stores (a destination read much later) */
+void ds_f32_to_bf16_stream(uint16_t *dst, const float *src, int64_t n);
 
 #endif

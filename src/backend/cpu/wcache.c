@@ -118,7 +118,7 @@ void ds_wcache_refresh(const float *p, int64_t n) {
         entry *e = wc.by_addr[i];
         const float *a = e->w > p ? e->w : p, *z = e->w + e->n < p + n ? e->w + e->n : p + n;
         if (a >= z) continue;
-        ds_f32_to_bf16_run((uint16_t *)e->b + (a - e->w), a, z - a);
+        ds_f32_to_bf16_stream((uint16_t *)e->b + (a - e->w), a, z - a);
         e->fresh += z - a;
     }
 }
