@@ -96,5 +96,10 @@ void ds_test_linear_init(ds_test_linear *t, uint64_t seed, int64_t N, int64_t C,
 void ds_test_linear_free(ds_test_linear *t);
 /* Max relative error max|a-b| / max(max|b|, floor) over n floats. */
 double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_);
+/* Two printed outputs equal but for their real numbers: integers (ids,
+ * counts) and all other text byte for byte, a number with a fraction or an
+ * exponent within rtol of the other's, or one unit of its last printed digit.
+ * 0 with the first difference in why (when given) otherwise. */
+int ds_test_same_up_to_reals(const char *a, const char *b, double rtol, char *why, size_t cap);
 
 #endif

@@ -1238,3 +1238,112 @@ TEST(cuda_generate_vs_cpu) {
                   ra, a, rb, b);
     }
 }
+
+/* ---- the CLI on the device-resident CUDA table ----------------------------------
+ * test_device_resident.c's checks (there on the fakedev table, byte for byte)
+ * with --device cuda against --device cpu: token ids, counts and all text
+ * equal, real numbers within a relative 1e-4 or one unit of their last printed
+ * digit (ds_test_same_up_to_reals), the GPU summing in its own order.
+ * tools/cudamock/run.sh runs them with a dsv3 linked against the stand-ins. */
+static const char *cli_bin(void) { return getenv("DSV3") ? getenv("DSV3") : "./dsv3"; }
+
+/* bench-decode: serve's batching engine, its cache, logits and argmax on the
+ * GPU; row 0's greedy tokens those of the CPU at batch 1 */
+TEST(cuda_cli_bench_decode_vs_cpu) {
+    NEED_GPU();
+    const char *cmd = "%s --threads 1 bench-decode --config tiny --batch %d --prompt 9 --new 6 --device %s 2>/dev/null | "
+                      "grep -o '\"row0_ids\": \\[[0-9, ]*\\]'";
+    char a[4096], b[4096], c[4096];
+    int ra = ds_test_sh(a, sizeof a, cmd, cli_bin(), 1, "cpu");
+    int rb = ds_test_sh(b, sizeof b, cmd, cli_bin(), 1, "cuda");
+    int rc = ds_test_sh(c, sizeof c, cmd, cli_bin(), 5, "cuda");
+    CHECK_MSG(ra == 0 && rb == 0 && rc == 0 && strstr(a, "row0_ids") && !strcmp(a, b) && !strcmp(a, c),
+              "bench-decode: cpu batch 1 (rc %d) %s; cuda batch 1 (rc %d) %s; cuda batch 5 (rc %d) %s", ra, a, rb, b, rc, c);
+}
+
+/* bench-train: weights, arenas, gradients and the AdamW moments (FP32, BF16)
+ * in device memory; FP32 and BF16 GEMMs; the last of three steps' loss */
+TEST(cuda_cli_bench_train_vs_cpu) {
+    NEED_GPU();
+    const char *extra[3] = {"", "--bf16-moments", "--precision bf16"};
+    const double rtol[3] = {1e-4, 1e-4, 1e-3}; /* BF16: an operand near a rounding boundary may round the other way */
+    for (int i = 0; i < 3; i++) {
+        char a[4096], b[4096], why[256];
+        const char *cmd = "%s --threads 1 bench-train --config tiny --random 2,16 --iters 2 %s --device %s 2>/dev/null | "
+                          "grep -o '\"last_loss\": [0-9.]*'";
+        int ra = ds_test_sh(a, sizeof a, cmd, cli_bin(), extra[i], "cpu");
+        int rb = ds_test_sh(b, sizeof b, cmd, cli_bin(), extra[i], "cuda");
+        CHECK_MSG(ra == 0 && rb == 0 && strstr(a, "last_loss") && ds_test_same_up_to_reals(a, b, rtol[i], why, sizeof why),
+                  "bench-train %s: cpu (rc %d) %s vs cuda (rc %d) %s: %s", extra[i], ra, a, rb, b, why);
+    }
+}
+
+/* eval: rolling and multiple-choice log-likelihoods (the logits through
+ * copy_d2h) and greedy generation, the same table as the CPU's */
+TEST(cuda_cli_eval_vs_cpu) {
+    NEED_GPU();
+    const char *fix = "tests/fixtures/eval";
+    if (!ds_file_exists("tests/fixtures/eval/model/config.json")) SKIP("%s/model absent", fix);
+    const char *tmp = ds_test_tmpdir();
+    char tp[600];
+    snprintf(tp, sizeof tp, "%s/t.txt", tmp);
+    FILE *f = fopen(tp, "w");
+    DS_ASSERT(f);
+    fputs("the cat sat on the mat\nhello world again\n", f);
+    fclose(f);
+    char a[8192], b[8192], why[256] = "";
+    const char *cmd = "%s --threads 1 eval --model %s/model --max-length 32 --no-progress --batch 2 --task 'lm:%s#docs=lines' "
+                      "--task 'mc:%s/greedy_mc.jsonl#delim=\\,,name=g' "
+                      "--task 'gen:%s/greedy_gen.jsonl#until=\\n,max_new=8,name=gg' --limit 3 --device %s 2>&1 | "
+                      "grep -v 'the device-resident table'";
+    int ra = ds_test_sh(a, sizeof a, cmd, cli_bin(), fix, tp, fix, fix, "cpu");
+    int rb = ds_test_sh(b, sizeof b, cmd, cli_bin(), fix, tp, fix, fix, "cuda");
+    CHECK_MSG(ra == 0 && rb == 0 && strstr(a, "exact_match") && ds_test_same_up_to_reals(a, b, 1e-4, why, sizeof why),
+              "eval: %s\ncpu (rc %d)\n%s\ncuda (rc %d)\n%s", why, ra, a, rb, b);
+}
+
+/* train (one process) on the GPU: validation, checkpoints (the moments
+ * through the host), a resume and the closing samples; the log's losses,
+ * learning rates and gradient norms those of the CPU's run, the samples'
+ * tokens equal (the experts' loads and biases are left out: a token whose two
+ * best scores tie within the summation's rounding may route either way) */
+TEST(cuda_cli_train_resume_vs_cpu) {
+    NEED_GPU();
+    const char *tmp = ds_test_tmpdir(), *txt = ds_test_shared("data/tinyshakespeare/input.txt");
+    char out[8192], salad[600];
+    const char *docs = "blank";
+    if (!txt) { /* a bare GPU machine: a generated corpus, a document a line */
+        snprintf(salad, sizeof salad, "%s/salad.txt", tmp);
+        ds_test_write_word_salad(salad, 7, 300);
+        txt = salad, docs = "line";
+    }
+    int rc = ds_test_sh(out, sizeof out,
+                        "head -c 60000 '%s' > %s/head.txt && "
+                        "%s tokenizer train --input %s/head.txt --vocab-size 300 --no-special-tokens "
+                        "--special-tokens '<|bos|>' --out %s/tok.json && "
+                        "%s data prepare --tokenizer %s/tok.json --input %s/head.txt --out %s/data --docs %s",
+                        txt, tmp, cli_bin(), tmp, tmp, cli_bin(), tmp, tmp, tmp, docs);
+    CHECK_MSG(rc == 0, "%s", out);
+    TEST_RETURN_IF_FAILED();
+    const char *dev[2] = {"cpu", "cuda"};
+    char samples[2][4096], logs[2][16384], why[256] = "";
+    for (int i = 0; i < 2; i++) {
+        rc = ds_test_sh(out, sizeof out,
+                        "%s --threads 1 train --config tiny --data %s/data --out %s/run_%s --steps 4 --batch 2 "
+                        "--seq 16 --eval-every 2 --eval-batches 1 --log-every 1 --save-every 2 --seed 7 --device %s "
+                        "> /dev/null 2>%s/err_%s.txt && %s --threads 1 train --data %s/data --resume %s/run_%s "
+                        "--steps 6 --override --sample 'the|a' --max-new-tokens 4 --device %s 2>/dev/null | grep -a '^sample'",
+                        cli_bin(), tmp, tmp, dev[i], dev[i], tmp, dev[i], cli_bin(), tmp, tmp, dev[i], dev[i]);
+        CHECK_MSG(rc == 0, "train --device %s: %s", dev[i], out);
+        snprintf(samples[i], sizeof samples[i], "%s", out);
+        rc = ds_test_sh(logs[i], sizeof logs[i],
+                        "grep -o '\"\\(step\\|loss\\|mtp_loss\\|total_loss\\|lr\\|grad_norm\\|val_loss\\|val_bpb\\)\": "
+                        "[0-9.e+-]*' %s/run_%s/train_log.jsonl",
+                        tmp, dev[i]);
+        CHECK_MSG(rc == 0 && strstr(logs[i], "\"val_loss\""), "%s/run_%s/train_log.jsonl: %s", tmp, dev[i], logs[i]);
+    }
+    TEST_RETURN_IF_FAILED();
+    CHECK_MSG(!strcmp(samples[0], samples[1]), "samples: cpu '%s' vs cuda '%s'", samples[0], samples[1]);
+    CHECK_MSG(ds_test_same_up_to_reals(logs[0], logs[1], 1e-4, why, sizeof why), "train logs: %s\ncpu\n%s\ncuda\n%s", why,
+              logs[0], logs[1]);
+}

@@ -166,3 +166,21 @@ TEST(device_resident_train_fakedev) {
                     tmp);
     CHECK_MSG(rc == 0, "train logs or checkpoints differ between cpu and fakedev: %s", out);
 }
+
+/* the comparison the --device cuda checks use (test_backend_cuda.c,
+ * test_serve.c): integers and text exact, reals within rtol or a unit of the
+ * last printed digit */
+TEST(same_up_to_reals_compares_what_it_says) {
+    char why[256];
+    CHECK(ds_test_same_up_to_reals("loss 1.2345678 ids [3, 14]", "loss 1.2345699 ids [3, 14]", 1e-4, why, sizeof why));
+    CHECK(!ds_test_same_up_to_reals("loss 1.2345678", "loss 1.2347678", 1e-4, why, sizeof why) && strstr(why, "1.2347678"));
+    CHECK(!ds_test_same_up_to_reals("ids [3, 14]", "ids [3, 15]", 1e-1, why, sizeof why)); /* integers: exact */
+    CHECK(!ds_test_same_up_to_reals("ids [3, 14]", "ids [3, 14, 2]", 1e-1, why, sizeof why));
+    CHECK(!ds_test_same_up_to_reals("acc 0.3333", "acc 0.3335", 1e-6, why, sizeof why));
+    CHECK(ds_test_same_up_to_reals("acc 0.3333", "acc 0.3334", 1e-6, why, sizeof why)); /* one printed unit */
+    CHECK(ds_test_same_up_to_reals("ppl 4.0450e+06", "ppl 4.0451e+06", 1e-6, why, sizeof why));
+    CHECK(!ds_test_same_up_to_reals("ppl 4.0450e+06", "ppl 4.0450e+07", 1e-1, why, sizeof why));
+    CHECK(ds_test_same_up_to_reals("\"logprob\": -0.25, \"x2\": 1", "\"logprob\": -0.2500001, \"x2\": 1", 1e-4, why,
+                                   sizeof why));
+    CHECK(!ds_test_same_up_to_reals("text a", "text b", 1, why, sizeof why));
+}

@@ -7,6 +7,8 @@
 
 #include "base/base.h"
 
+#include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -114,6 +116,54 @@ double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_) 
         if (fabs((double)b[i]) > mx) mx = fabs((double)b[i]);
     }
     return md / mx;
+}
+
+/* one number of a printed text at s (a sign, digits, a fraction, an
+ * exponent): its value, its end, whether it is an integer, and the unit of
+ * its last printed digit */
+static const char *scan_number(const char *s, double *v, int *integer, double *unit) {
+    char *end;
+    *v = strtod(s, &end);
+    const char *dot = NULL, *e = NULL;
+    for (const char *q = s; q < end; q++) {
+        if (*q == '.') dot = q;
+        if (*q == 'e' || *q == 'E') e = q;
+    }
+    *integer = !dot && !e;
+    const char *last = e ? e : end; /* the mantissa's end */
+    int frac = dot ? (int)(last - dot - 1) : 0, ex = e ? atoi(e + 1) : 0;
+    *unit = pow(10.0, ex - frac);
+    return end;
+}
+
+int ds_test_same_up_to_reals(const char *a, const char *b, double rtol, char *why, size_t cap) {
+    const char *p = a, *q = b;
+    while (*p && *q) {
+        int starts_p = (isdigit((unsigned char)*p) || (*p == '-' && isdigit((unsigned char)p[1]))) &&
+                       (p == a || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '.'));
+        int starts_q = (isdigit((unsigned char)*q) || (*q == '-' && isdigit((unsigned char)q[1]))) &&
+                       (q == b || !(isalnum((unsigned char)q[-1]) || q[-1] == '_' || q[-1] == '.'));
+        if (starts_p && starts_q) {
+            double x, y, ux, uy;
+            int ix, iy;
+            const char *ep = scan_number(p, &x, &ix, &ux), *eq = scan_number(q, &y, &iy, &uy);
+            int same = ix && iy ? ep - p == eq - q && !memcmp(p, q, (size_t)(ep - p))
+                                : fabs(x - y) <= rtol * fmax(fabs(x), fabs(y)) + fmax(ux, uy) * 1.0000001;
+            if (!same) {
+                if (why) snprintf(why, cap, "%.*s vs %.*s at byte %d", (int)(ep - p), p, (int)(eq - q), q, (int)(p - a));
+                return 0;
+            }
+            p = ep, q = eq;
+            continue;
+        }
+        if (*p != *q) break;
+        p++, q++;
+    }
+    if (*p || *q) {
+        if (why) snprintf(why, cap, "the texts differ at byte %d: '%.20s' vs '%.20s'", (int)(p - a), p, q);
+        return 0;
+    }
+    return 1;
 }
 
 static int cmp_tests(const void *a, const void *b) {

@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backend/cuda/cuda.h"
 #include "base/base.h"
 #include "io/json.h"
 #include "io/safetensors.h"
@@ -1052,6 +1053,20 @@ TEST(serve_device_resident_fakedev) {
     char *a = serve_answers(dir, "cpu"), *b = serve_answers(dir, "fakedev");
     CHECK_MSG(a && b && strstr(a, "token_logprobs") && strstr(a, "\"message\"") && !strcmp(a, b),
               "serve: cpu\n%s\nvs fakedev\n%s", a ? a : "(none)", b ? b : "(none)");
+    free(a), free(b);
+}
+
+/* the same answers with --device cuda: the tokens and text equal, the
+ * log-probabilities within 1e-4 (the GPU sums in its own order); skips
+ * without a GPU, and tools/cudamock/run.sh runs it over the stand-ins */
+TEST(serve_cuda_device_resident) {
+    if (!ds_cuda_built()) SKIP("no GPU: this dsv3 was built without CUDA");
+    if (ds_cuda_init()) SKIP("no GPU: %s", ds_errmsg());
+    SETUP("--max-batch 1");
+    CHECK(server_stop(&S) == 0);
+    char *a = serve_answers(dir, "cpu"), *b = serve_answers(dir, "cuda"), why[256] = "";
+    CHECK_MSG(a && b && strstr(a, "token_logprobs") && ds_test_same_up_to_reals(a, b, 1e-4, why, sizeof why),
+              "serve: %s\ncpu\n%s\nvs cuda\n%s", why, a ? a : "(none)", b ? b : "(none)");
     free(a), free(b);
 }
 

@@ -30,6 +30,10 @@
 #                 0.25% of the CPU's BF16 (last-10 train loss) and 0.4% (val),
 #                 each seed's val within 1%; generate --device cuda tokens
 #                 equal the CPU's
+#        cli      bench-decode, bench-train, eval, train (validation,
+#                 checkpoints, resume, samples) and serve with --device cuda
+#                 vs --device cpu (cuda_cli_*, serve_cuda_device_resident):
+#                 ids and text equal, real numbers within 1e-4 (BF16 1e-3)
 #        staged   the host-staged table and the fakedev device-resident paths
 #                 (CPU only, the same as make test)
 #   4. GEMM TFLOPS: FP8 block-scaled (cuBLASLt, and dsv3's own kernel) vs
@@ -257,6 +261,9 @@ fi
 
 # ---- 3c. training and generation against the CPU --------------------------------------------
 run tests_train 150 $TEST cuda_train_vs_cpu cuda_generate_vs_cpu
+# the command line with --device cuda vs --device cpu: bench-decode, bench-train, eval, train with a
+# resume, serve (token ids and text equal; losses, log-probabilities, metrics within 1e-4)
+run tests_cli 60 $TEST cuda_cli serve_cuda_
 
 # ---- 7. the ~1B config ------------------------------------------------------------------------
 BIG=""
@@ -288,8 +295,8 @@ run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_r
 {
   printf '{"gpu": true, "probe": %s, "nvidia_smi": %s,\n' "$PROBE" "$SMI"
   printf ' "build": {"rc": 0, "banner": %s, "seconds": %s},\n' "$BANNER" "$BUILD_S"
-  printf ' "tests": {"ops": %s,\n  "models": %s,\n  "train": %s,\n  "staged": %s},\n' "$(testj tests_ops)" \
-    "$(testj tests_models)" "$(testj tests_train)" "$(testj tests_staged)"
+  printf ' "tests": {"ops": %s,\n  "models": %s,\n  "train": %s,\n  "cli": %s,\n  "staged": %s},\n' \
+    "$(testj tests_ops)" "$(testj tests_models)" "$(testj tests_train)" "$(testj tests_cli)" "$(testj tests_staged)"
   printf ' "tolerances": "ops: NMSE <= 1e-10 FP32 (CPU bits where the arithmetic is the same), FP8 GEMM NMSE <= 1e-6; models FP32: logits <= 1e-5, gradients <= 1e-4, loss <= 1e-5 (max diff / max magnitude); BF16 logits <= 2e-2, loss <= 2.5e-4; FP8 loss <= 2.5e-3; train FP32 20 steps losses <= 1e-4 relative, BF16/FP8 over seeds 7, 8, 9: mean last-10 train loss within 0.25%% of the CPU BF16 run, mean val within 0.4%%, each seed val within 1%%",\n'
   printf ' "gemm": %s,\n' "$(cat "$OUTDIR/gemm.json")"
   printf ' "train_small_8x512": {%s},\n' "$TRAIN"

@@ -68,9 +68,42 @@ void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<voi
             }
 }
 
-void __syncthreads(void) { block_bar->arrive_and_wait(); }
+/* a kernel with no barrier and no warp exchange (transform.py decides): its
+ * threads one after another on the calling thread */
+void cudamock_launch_seq(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn) {
+    static std::mutex one;
+    std::lock_guard<std::mutex> g(one);
+    static std::vector<unsigned char> sm;
+    if (sm.size() < smem + 64) sm.resize(smem + 64);
+    cudamock_smem = sm.data();
+    gridDim = grid;
+    blockDim = block;
+    block_bar = nullptr;
+    warp_bar.clear();
+    int nt = (int)(block.x * block.y * block.z);
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++)
+                for (int t = 0; t < nt; t++) {
+                    my_tid = t;
+                    blockIdx = dim3(x, y, z);
+                    threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+                    fn();
+                }
+}
+
+static void not_sequential(const char *what) {
+    std::fprintf(stderr, "cudamock: %s in a kernel launched sequentially (tools/cudamock/transform.py missed it)\n", what);
+    std::abort();
+}
+
+void __syncthreads(void) {
+    if (!block_bar) not_sequential("__syncthreads");
+    block_bar->arrive_and_wait();
+}
 
 uint64_t cudamock_shfl(uint64_t bits, int src) {
+    if (warp_bar.empty()) not_sequential("a warp shuffle");
     int w = my_tid / 32, lane = my_tid % 32;
     warp_slot[(size_t)w * 32 + lane] = bits;
     warp_bar[w]->arrive_and_wait();

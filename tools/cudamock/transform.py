@@ -2,10 +2,40 @@
 """transform.py IN.cu OUT.cpp — cudamock: a .cu file of the CUDA backend as
 C++ for the CPU (tools/cudamock/README.md): kernel launches become
 cudamock_launch calls, __shared__ arrays statics (a launch runs one block at a
-time), extern __shared__ the launch's dynamic shared memory."""
-import re, sys
+time), extern __shared__ the launch's dynamic shared memory.  A kernel that
+neither waits on a barrier nor exchanges values within a warp (no
+__syncthreads, shuffle, vote or __syncwarp in it or in a device function it
+calls, in the file or in common.cuh) is launched with cudamock_launch_seq: its
+threads run one after another on the calling thread, a valid order for a
+kernel with no barrier, and thousands of times cheaper than an OS thread each."""
+import os, re, sys
 
 src = open(sys.argv[1]).read()
+common = os.path.join(os.path.dirname(sys.argv[1]), 'common.cuh')
+lib = src + (open(common).read() if os.path.exists(common) else '')
+
+SYNC = re.compile(r'__syncthreads|__shfl\w*|__syncwarp|__ballot\w*|__any_sync|__all_sync|__activemask|cudamock_shfl')
+
+def bodies(text):
+    """name -> the bodies of its __global__/__device__ definitions (all overloads)"""
+    out = {}
+    for m in re.finditer(r'__(?:global|device)__[^;{}]*?\b(\w+)\s*\([^;{}]*?\)\s*(?:const\s*)?\{', text, flags=re.S):
+        i, depth = m.end() - 1, 0
+        for j in range(i, len(text)):
+            if text[j] == '{': depth += 1
+            elif text[j] == '}':
+                depth -= 1
+                if depth == 0: break
+        out.setdefault(m.group(1), []).append(text[i:j + 1])
+    return out
+
+fns = bodies(lib)
+syncing = {n for n, bs in fns.items() if any(SYNC.search(b) for b in bs)}
+while True: # what calls a syncing function syncs
+    more = {n for n, bs in fns.items() if n not in syncing and
+            any(re.search(r'\b(' + '|'.join(map(re.escape, syncing)) + r')\s*[(<]', b) for b in bs)} if syncing else set()
+    if not more: break
+    syncing |= more
 src = re.sub(r'extern __shared__ (\w+) (\w+)\[\];', r'\1 *\2 = (\1 *)cudamock_smem;', src)
 src = re.sub(r'__shared__ ', 'static ', src)
 
@@ -14,7 +44,9 @@ def launch(m):
     parts = [p.strip() for p in split_top(cfg)]
     grid, block = parts[0], parts[1]
     smem = parts[2] if len(parts) > 2 else '0'
-    return f'cudamock_launch(dim3({grid}), dim3({block}), (size_t)({smem}), [=]() {{ {name}({args}); }});'
+    base = re.sub(r'<.*', '', name).split('::')[-1]
+    how = 'cudamock_launch_seq' if base in fns and base not in syncing else 'cudamock_launch'
+    return f'{how}(dim3({grid}), dim3({block}), (size_t)({smem}), [=]() {{ {name}({args}); }});'
 
 def split_top(s):
     out, depth, cur = [], 0, ''

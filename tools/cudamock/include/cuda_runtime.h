@@ -58,6 +58,7 @@ cudaError_t cudaFuncSetAttribute(F *, cudaFuncAttribute, int) { return cudaSucce
 /* kernels: a launch runs the blocks one after another, each block's threads as
  * OS threads (barriers for __syncthreads and the warp shuffles) */
 void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn);
+void cudamock_launch_seq(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn);
 extern unsigned char *cudamock_smem;
 void __syncthreads(void);
 uint64_t cudamock_shfl(uint64_t bits, int src_lane);
