@@ -101,5 +101,10 @@ double ds_test_max_rel(const float *a, const float *b, size_t n, double floor_);
  * exponent within rtol of the other's, or one unit of its last printed digit.
  * 0 with the first difference in why (when given) otherwise. */
 int ds_test_same_up_to_reals(const char *a, const char *b, double rtol, char *why, size_t cap);
+/* dsv3 eval ($DSV3) with --device device on tests/fixtures/eval: a rolling
+ * log-likelihood task on two lines, a multiple-choice and a greedy generation
+ * task, 3 documents each; the table in out, the exit status (that of the
+ * pipeline's filter), -1 when the fixture is absent */
+int ds_test_eval_fixture(char *out, size_t cap, const char *device);
 
 #endif

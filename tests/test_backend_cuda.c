@@ -1141,23 +1141,34 @@ TEST(cuda_model_small_vs_cpu) {
     run_free(&a), run_free(&b);
 }
 
-TEST(cuda_train_vs_cpu) {
-    NEED_GPU();
-    const char *txt = ds_test_shared("data/tinyshakespeare/input.txt");
-    const char *tmp = ds_test_tmpdir(), *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
-    char out[8192], salad[600];
-    const char *docs = "blank";
-    if (!txt) { /* a machine without the shared data (a bare GPU machine): a generated corpus, a document a line */
+/* TinyShakespeare's first head_bytes (a bare GPU machine without the shared
+ * data: a generated word salad of salad_lines, a document a line) -> a BPE
+ * tokenizer of vocab ids trained on it -> a data folder at tmp/data, of the
+ * whole text (whole 0) or of that head; the exit status, output in out */
+static int prepare_corpus(const char *tmp, int head_bytes, int vocab, int salad_lines, int head_only, char *out,
+                          size_t cap) {
+    const char *txt = ds_test_shared("data/tinyshakespeare/input.txt"), *docs = "blank";
+    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    char salad[600], data[700];
+    if (!txt) {
         snprintf(salad, sizeof salad, "%s/salad.txt", tmp);
-        ds_test_write_word_salad(salad, 7, 6000);
+        ds_test_write_word_salad(salad, 7, salad_lines);
         txt = salad, docs = "line";
     }
-    int rc = ds_test_sh(out, sizeof out,
-                        "head -c 300000 '%s' > %s/head.txt && "
-                        "%s tokenizer train --input %s/head.txt --vocab-size 512 --no-special-tokens "
-                        "--special-tokens '<|bos|>' --out %s/tok.json && "
-                        "%s data prepare --tokenizer %s/tok.json --input '%s' --out %s/data --docs %s",
-                        txt, tmp, bin, tmp, tmp, bin, tmp, txt, tmp, docs);
+    snprintf(data, sizeof data, head_only ? "%s/head.txt" : "%s", head_only ? tmp : txt);
+    return ds_test_sh(out, cap,
+                      "head -c %d '%s' > %s/head.txt && "
+                      "%s tokenizer train --input %s/head.txt --vocab-size %d --no-special-tokens "
+                      "--special-tokens '<|bos|>' --out %s/tok.json && "
+                      "%s data prepare --tokenizer %s/tok.json --input '%s' --out %s/data --docs %s",
+                      head_bytes, txt, tmp, bin, tmp, vocab, tmp, bin, tmp, data, tmp, docs);
+}
+
+TEST(cuda_train_vs_cpu) {
+    NEED_GPU();
+    const char *tmp = ds_test_tmpdir(), *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    char out[8192];
+    int rc = prepare_corpus(tmp, 300000, 512, 6000, 0, out, sizeof out);
     CHECK_MSG(rc == 0, "%s", out);
     TEST_RETURN_IF_FAILED();
     /* run i of seed s: the CPU's and the GPU's FP32 (seed 7 only), then per
@@ -1282,22 +1293,10 @@ TEST(cuda_cli_bench_train_vs_cpu) {
  * copy_d2h) and greedy generation, the same table as the CPU's */
 TEST(cuda_cli_eval_vs_cpu) {
     NEED_GPU();
-    const char *fix = "tests/fixtures/eval";
-    if (!ds_file_exists("tests/fixtures/eval/model/config.json")) SKIP("%s/model absent", fix);
-    const char *tmp = ds_test_tmpdir();
-    char tp[600];
-    snprintf(tp, sizeof tp, "%s/t.txt", tmp);
-    FILE *f = fopen(tp, "w");
-    DS_ASSERT(f);
-    fputs("the cat sat on the mat\nhello world again\n", f);
-    fclose(f);
     char a[8192], b[8192], why[256] = "";
-    const char *cmd = "%s --threads 1 eval --model %s/model --max-length 32 --no-progress --batch 2 --task 'lm:%s#docs=lines' "
-                      "--task 'mc:%s/greedy_mc.jsonl#delim=\\,,name=g' "
-                      "--task 'gen:%s/greedy_gen.jsonl#until=\\n,max_new=8,name=gg' --limit 3 --device %s 2>&1 | "
-                      "grep -v 'the device-resident table'";
-    int ra = ds_test_sh(a, sizeof a, cmd, cli_bin(), fix, tp, fix, fix, "cpu");
-    int rb = ds_test_sh(b, sizeof b, cmd, cli_bin(), fix, tp, fix, fix, "cuda");
+    int ra = ds_test_eval_fixture(a, sizeof a, "cpu");
+    if (ra == -1) SKIP("tests/fixtures/eval/model absent");
+    int rb = ds_test_eval_fixture(b, sizeof b, "cuda");
     CHECK_MSG(ra == 0 && rb == 0 && strstr(a, "exact_match") && ds_test_same_up_to_reals(a, b, 1e-4, why, sizeof why),
               "eval: %s\ncpu (rc %d)\n%s\ncuda (rc %d)\n%s", why, ra, a, rb, b);
 }
@@ -1309,20 +1308,9 @@ TEST(cuda_cli_eval_vs_cpu) {
  * best scores tie within the summation's rounding may route either way) */
 TEST(cuda_cli_train_resume_vs_cpu) {
     NEED_GPU();
-    const char *tmp = ds_test_tmpdir(), *txt = ds_test_shared("data/tinyshakespeare/input.txt");
-    char out[8192], salad[600];
-    const char *docs = "blank";
-    if (!txt) { /* a bare GPU machine: a generated corpus, a document a line */
-        snprintf(salad, sizeof salad, "%s/salad.txt", tmp);
-        ds_test_write_word_salad(salad, 7, 300);
-        txt = salad, docs = "line";
-    }
-    int rc = ds_test_sh(out, sizeof out,
-                        "head -c 60000 '%s' > %s/head.txt && "
-                        "%s tokenizer train --input %s/head.txt --vocab-size 300 --no-special-tokens "
-                        "--special-tokens '<|bos|>' --out %s/tok.json && "
-                        "%s data prepare --tokenizer %s/tok.json --input %s/head.txt --out %s/data --docs %s",
-                        txt, tmp, cli_bin(), tmp, tmp, cli_bin(), tmp, tmp, tmp, docs);
+    const char *tmp = ds_test_tmpdir();
+    char out[8192];
+    int rc = prepare_corpus(tmp, 60000, 300, 300, 1, out, sizeof out);
     CHECK_MSG(rc == 0, "%s", out);
     TEST_RETURN_IF_FAILED();
     const char *dev[2] = {"cpu", "cuda"};

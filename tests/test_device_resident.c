@@ -69,24 +69,10 @@ TEST(device_resident_generate_fakedev) {
 /* eval: log-likelihood (rolling and multiple choice, the logits through
  * copy_d2h) and greedy generation tasks give --device cpu's table */
 TEST(device_resident_eval_fakedev) {
-    const char *fix = "tests/fixtures/eval";
-    char path[600];
-    snprintf(path, sizeof path, "%s/model/config.json", fix);
-    if (!ds_file_exists(path)) SKIP("%s/model absent", fix);
-    const char *tmp = ds_test_tmpdir();
-    char tp[600];
-    snprintf(tp, sizeof tp, "%s/t.txt", tmp);
-    FILE *f = fopen(tp, "w");
-    DS_ASSERT(f);
-    fputs("the cat sat on the mat\nhello world again\n", f);
-    fclose(f);
     char a[8192], b[8192];
-    const char *cmd = "$DSV3 eval --model %s/model --max-length 32 --no-progress --batch 2 --task 'lm:%s#docs=lines' "
-                      "--task 'mc:%s/greedy_mc.jsonl#delim=\\,,name=g' "
-                      "--task 'gen:%s/greedy_gen.jsonl#until=\\n,max_new=8,name=gg' --limit 3 --device %s 2>&1 | "
-                      "grep -v 'the device-resident table'"; /* the line that names the table */
-    int ra = ds_test_sh(a, sizeof a, cmd, fix, tp, fix, fix, "cpu");
-    int rb = ds_test_sh(b, sizeof b, cmd, fix, tp, fix, fix, "fakedev");
+    int ra = ds_test_eval_fixture(a, sizeof a, "cpu");
+    if (ra == -1) SKIP("tests/fixtures/eval/model absent");
+    int rb = ds_test_eval_fixture(b, sizeof b, "fakedev");
     CHECK_MSG(ra == 0 && rb == 0 && !strcmp(a, b) && strstr(a, "exact_match"), "eval: cpu (rc %d) %s\nfakedev (rc %d) %s",
               ra, a, rb, b);
 }

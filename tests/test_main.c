@@ -166,6 +166,23 @@ int ds_test_same_up_to_reals(const char *a, const char *b, double rtol, char *wh
     return 1;
 }
 
+int ds_test_eval_fixture(char *out, size_t cap, const char *device) {
+    const char *fix = "tests/fixtures/eval";
+    if (!ds_file_exists("tests/fixtures/eval/model/config.json")) return -1;
+    char tp[600];
+    snprintf(tp, sizeof tp, "%s/eval_lines.txt", ds_test_tmpdir());
+    FILE *f = fopen(tp, "w");
+    DS_ASSERT(f);
+    fputs("the cat sat on the mat\nhello world again\n", f);
+    fclose(f);
+    return ds_test_sh(out, cap,
+                      "\"${DSV3:-./dsv3}\" --threads 1 eval --model %s/model --max-length 32 --no-progress --batch 2 "
+                      "--task 'lm:%s#docs=lines' --task 'mc:%s/greedy_mc.jsonl#delim=\\,,name=g' "
+                      "--task 'gen:%s/greedy_gen.jsonl#until=\\n,max_new=8,name=gg' --limit 3 --device %s 2>&1 | "
+                      "grep -v 'the device-resident table'", /* the line that names the table */
+                      fix, tp, fix, fix, device);
+}
+
 static int cmp_tests(const void *a, const void *b) {
     const test_entry *x = a, *y = b;
     int c = strcmp(x->file, y->file);

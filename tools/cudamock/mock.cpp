@@ -35,7 +35,10 @@ static std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
 static std::vector<uint64_t> warp_slot;
 static thread_local int my_tid;
 
-void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn) {
+/* A launch: its blocks one after another.  seq (a kernel with no barrier and
+ * no warp exchange, as transform.py reads it): a block's threads one after
+ * another on the calling thread; else each an OS thread. */
+static void launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn, bool seq) {
     static std::mutex one;
     std::lock_guard<std::mutex> g(one);
     static std::vector<unsigned char> sm;
@@ -44,9 +47,21 @@ void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<voi
     gridDim = grid;
     blockDim = block;
     int nt = (int)(block.x * block.y * block.z), nw = (nt + 31) / 32;
+    auto as_thread = [&](int t, unsigned x, unsigned y, unsigned z) {
+        my_tid = t;
+        blockIdx = dim3(x, y, z);
+        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+        fn();
+    };
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
+                if (seq) {
+                    block_bar = nullptr;
+                    warp_bar.clear();
+                    for (int t = 0; t < nt; t++) as_thread(t, x, y, z);
+                    continue;
+                }
                 std::barrier<> bb(nt);
                 block_bar = &bb;
                 warp_bar.clear();
@@ -57,39 +72,18 @@ void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<voi
                 th.reserve(nt);
                 for (int t = 0; t < nt; t++)
                     th.emplace_back([&, t, x, y, z] {
-                        my_tid = t;
-                        blockIdx = dim3(x, y, z);
-                        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-                        fn();
+                        as_thread(t, x, y, z);
                         warp_bar[t / 32]->arrive_and_drop();
                         block_bar->arrive_and_drop();
                     });
                 for (auto &t : th) t.join();
             }
 }
-
-/* a kernel with no barrier and no warp exchange (transform.py decides): its
- * threads one after another on the calling thread */
+void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn) {
+    launch(grid, block, smem, fn, false);
+}
 void cudamock_launch_seq(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn) {
-    static std::mutex one;
-    std::lock_guard<std::mutex> g(one);
-    static std::vector<unsigned char> sm;
-    if (sm.size() < smem + 64) sm.resize(smem + 64);
-    cudamock_smem = sm.data();
-    gridDim = grid;
-    blockDim = block;
-    block_bar = nullptr;
-    warp_bar.clear();
-    int nt = (int)(block.x * block.y * block.z);
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++)
-                for (int t = 0; t < nt; t++) {
-                    my_tid = t;
-                    blockIdx = dim3(x, y, z);
-                    threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-                    fn();
-                }
+    launch(grid, block, smem, fn, true);
 }
 
 static void not_sequential(const char *what) {
