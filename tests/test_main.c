@@ -1,7 +1,9 @@
 /*
  * test_main.c — runner for the dsv3 test suite.  Usage:
  *   build/test_dsv3 [substring ...]   run tests whose file:name contains any substring
- * Each test runs in a forked child (crash isolation, 900 s alarm).
+ * Each test runs in a forked child (crash isolation, 900 s alarm), in its own
+ * process group, which is killed when the test ends: nothing it started
+ * outlives it.
  */
 #include "test.h"
 
@@ -9,6 +11,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -214,6 +217,7 @@ int main(int argc, char **argv) {
         clock_gettime(CLOCK_MONOTONIC, &t0);
         pid_t pid = fork();
         if (pid == 0) {
+            setpgid(0, 0); /* the test and what it starts: one group, ended with it */
             char dir[700];
             snprintf(dir, sizeof dir, "%s/%s", g_tmpdir, t->name);
             mkdir(dir, 0777);
@@ -225,8 +229,10 @@ int main(int argc, char **argv) {
             fflush(stderr);
             _exit(ds_test_fails ? 1 : g_skipped ? 77 : 0);
         }
+        setpgid(pid, pid); /* either side may run first */
         int st = 0;
         waitpid(pid, &st, 0);
+        kill(-pid, SIGKILL); /* what it left running (a command past its alarm, a server not stopped) */
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double dt = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
         if (WIFEXITED(st) && WEXITSTATUS(st) == 0) { passed++; printf("ok    (%.2fs)\n", dt); }
