@@ -263,7 +263,7 @@ fi
 run tests_train 150 $TEST cuda_train_vs_cpu cuda_generate_vs_cpu
 # the command line with --device cuda vs --device cpu: bench-decode, bench-train, eval, train with a
 # resume, serve (token ids and text equal; losses, log-probabilities, metrics within 1e-4)
-run tests_cli 60 $TEST cuda_cli serve_cuda_
+run tests_cli 75 $TEST cuda_cli serve_cuda_
 
 # ---- 7. the ~1B config ------------------------------------------------------------------------
 BIG=""
