@@ -1144,11 +1144,11 @@ TEST(cuda_model_small_vs_cpu) {
 /* TinyShakespeare's first head_bytes (a bare GPU machine without the shared
  * data: a generated word salad of salad_lines, a document a line) -> a BPE
  * tokenizer of vocab ids trained on it -> a data folder at tmp/data, of the
- * whole text (whole 0) or of that head; the exit status, output in out */
+ * whole text (head_only 0) or of that head (1); the exit status, output in out */
+static const char *cli_bin(void) { return getenv("DSV3") ? getenv("DSV3") : "./dsv3"; }
 static int prepare_corpus(const char *tmp, int head_bytes, int vocab, int salad_lines, int head_only, char *out,
                           size_t cap) {
-    const char *txt = ds_test_shared("data/tinyshakespeare/input.txt"), *docs = "blank";
-    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    const char *txt = ds_test_shared("data/tinyshakespeare/input.txt"), *docs = "blank", *bin = cli_bin();
     char salad[600], data[700];
     if (!txt) {
         snprintf(salad, sizeof salad, "%s/salad.txt", tmp);
@@ -1166,7 +1166,7 @@ static int prepare_corpus(const char *tmp, int head_bytes, int vocab, int salad_
 
 TEST(cuda_train_vs_cpu) {
     NEED_GPU();
-    const char *tmp = ds_test_tmpdir(), *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    const char *tmp = ds_test_tmpdir(), *bin = cli_bin();
     char out[8192];
     int rc = prepare_corpus(tmp, 300000, 512, 6000, 0, out, sizeof out);
     CHECK_MSG(rc == 0, "%s", out);
@@ -1236,7 +1236,7 @@ TEST(cuda_train_vs_cpu) {
  * the fixture's greedy margins are far wider) */
 TEST(cuda_generate_vs_cpu) {
     NEED_GPU();
-    const char *bin = getenv("DSV3") ? getenv("DSV3") : "./dsv3";
+    const char *bin = cli_bin();
     if (!ds_file_exists("tests/fixtures/model/v3/config.json")) SKIP("tests/fixtures/model/v3 absent");
     const char *modes[2] = {"", "--speculative mtp"};
     for (int i = 0; i < 2; i++) {
@@ -1255,9 +1255,8 @@ TEST(cuda_generate_vs_cpu) {
  * with --device cuda against --device cpu: token ids, counts and all text
  * equal, real numbers within a relative 1e-4 or one unit of their last printed
  * digit (ds_test_same_up_to_reals), the GPU summing in its own order.
- * tools/cudamock/run.sh runs them with a dsv3 linked against the stand-ins. */
-static const char *cli_bin(void) { return getenv("DSV3") ? getenv("DSV3") : "./dsv3"; }
-
+ * tools/cudamock/run.sh runs them with a dsv3 linked against the stand-ins
+ * (cli_bin: $DSV3, as make test and the mock set it). */
 /* bench-decode: serve's batching engine, its cache, logits and argmax on the
  * GPU; row 0's greedy tokens those of the CPU at batch 1 */
 TEST(cuda_cli_bench_decode_vs_cpu) {
