@@ -56,7 +56,7 @@ TEST(blocked_gemm_bits_match_ref_every_isa) {
 }
 
 TEST(f32_to_bf16_n_matches_scalar_rounding) {
-    /* the vector conversions (plain and streaming stores) (every ISA path) against ds_f32_to_bf16 (RNE, quiet NaN):
+    /* the vector conversions (every ISA path; plain and streaming stores) against ds_f32_to_bf16 (RNE, quiet NaN):
      * random bit patterns (every class), ties, ±inf, NaNs with low payloads */
     ds_rng r;
     ds_rng_seed(&r, 42);

@@ -139,14 +139,16 @@ static const char *scan_number(const char *s, double *v, int *integer, double *u
     return end;
 }
 
+/* a number starts at s of text t (not inside a name such as "x2") */
+static int number_starts(const char *t, const char *s) {
+    return (isdigit((unsigned char)*s) || (*s == '-' && isdigit((unsigned char)s[1]))) &&
+           (s == t || !(isalnum((unsigned char)s[-1]) || s[-1] == '_' || s[-1] == '.'));
+}
+
 int ds_test_same_up_to_reals(const char *a, const char *b, double rtol, char *why, size_t cap) {
     const char *p = a, *q = b;
     while (*p && *q) {
-        int starts_p = (isdigit((unsigned char)*p) || (*p == '-' && isdigit((unsigned char)p[1]))) &&
-                       (p == a || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '.'));
-        int starts_q = (isdigit((unsigned char)*q) || (*q == '-' && isdigit((unsigned char)q[1]))) &&
-                       (q == b || !(isalnum((unsigned char)q[-1]) || q[-1] == '_' || q[-1] == '.'));
-        if (starts_p && starts_q) {
+        if (number_starts(a, p) && number_starts(b, q)) {
             double x, y, ux, uy;
             int ix, iy;
             const char *ep = scan_number(p, &x, &ix, &ux), *eq = scan_number(q, &y, &iy, &uy);

@@ -37,31 +37,25 @@ int ds_bf16_gemm_ref(float *C, const uint16_t *A, int trans_a, const uint16_t *B
 
 #ifdef DS_X86_SIMD
 /* 16 at a time: the same integer RNE and quiet-NaN rule as ds_f32_to_bf16 */
+DS_TARGET_AVX512 static inline __m256i bf16x16(__m512i x) {
+    const __m512i r7 = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), abs = _mm512_set1_epi32(0x7fffffff);
+    const __m512i inf = _mm512_set1_epi32(0x7f800000), q = _mm512_set1_epi32(0x40);
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(x, r7), _mm512_and_si512(_mm512_srli_epi32(x, 16), one)), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, abs), inf);
+    return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(x, 16), q)));
+}
 /* nt: streaming stores past a scalar head up to dst's 32-byte boundary (a
  * copy written once and read much later: no read of its lines first) */
 DS_TARGET_AVX512 static void to_bf16_512(uint16_t *dst, const float *src, int64_t n, int nt) {
-    const __m512i r7 = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), abs = _mm512_set1_epi32(0x7fffffff);
-    const __m512i inf = _mm512_set1_epi32(0x7f800000), q = _mm512_set1_epi32(0x40);
     int64_t i = 0;
     if (nt) {
         for (; i < n && ((uintptr_t)(dst + i) & 31); i++) dst[i] = ds_f32_to_bf16(src[i]);
-        for (; i + 16 <= n; i += 16) {
-            __m512i x = _mm512_loadu_si512(src + i);
-            __m512i r = _mm512_srli_epi32(
-                _mm512_add_epi32(_mm512_add_epi32(x, r7), _mm512_and_si512(_mm512_srli_epi32(x, 16), one)), 16);
-            __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, abs), inf);
-            r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(x, 16), q));
-            _mm256_stream_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(r));
-        }
+        for (; i + 16 <= n; i += 16) _mm256_stream_si256((__m256i *)(dst + i), bf16x16(_mm512_loadu_si512(src + i)));
     }
     for (; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512i x = _mm512_maskz_loadu_epi32(m, src + i);
-        __m512i r = _mm512_srli_epi32(
-            _mm512_add_epi32(_mm512_add_epi32(x, r7), _mm512_and_si512(_mm512_srli_epi32(x, 16), one)), 16);
-        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, abs), inf);
-        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(x, 16), q));
-        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtepi32_epi16(r));
+        _mm256_mask_storeu_epi16(dst + i, m, bf16x16(_mm512_maskz_loadu_epi32(m, src + i)));
     }
 }
 DS_TARGET_AVX2 static void to_bf16_256(uint16_t *dst, const float *src, int64_t n, int nt) {
@@ -91,13 +85,10 @@ DS_TARGET_AVX2 static void to_bf16_256(uint16_t *dst, const float *src, int64_t 
 
 static void to_bf16(uint16_t *dst, const float *src, int64_t n, int nt) {
 #ifdef DS_X86_SIMD
-    if (ds_cpu_isa() >= DS_ISA_AVX512) {
-        to_bf16_512(dst, src, n, nt);
-        if (nt) _mm_sfence();
-        return;
-    }
-    if (ds_cpu_isa() == DS_ISA_AVX2) {
-        to_bf16_256(dst, src, n, nt);
+    const int isa = ds_cpu_isa();
+    if (isa >= DS_ISA_AVX2) {
+        if (isa >= DS_ISA_AVX512) to_bf16_512(dst, src, n, nt);
+        else to_bf16_256(dst, src, n, nt);
         if (nt) _mm_sfence();
         return;
     }
