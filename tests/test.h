@@ -106,5 +106,14 @@ int ds_test_same_up_to_reals(const char *a, const char *b, double rtol, char *wh
  * task, 3 documents each; the table in out, the exit status (that of the
  * pipeline's filter), -1 when the fixture is absent */
 int ds_test_eval_fixture(char *out, size_t cap, const char *device);
+/* TinyShakespeare's first head_bytes (without ../shared: a generated word
+ * salad of salad_lines, a document a line) -> a BPE tokenizer of vocab ids
+ * trained on it (tmpdir/tok.json) -> a data folder tmpdir/data of the whole
+ * text (head_only 0) or of that head (1); the exit status, output in out */
+int ds_test_prepare_corpus(char *out, size_t cap, int head_bytes, int vocab, int salad_lines, int head_only);
+/* On that data folder with --device device: 4 steps of `tiny` (validation
+ * and checkpoints every 2) into tmpdir/run_DEVICE, then a resume to step 6
+ * with closing samples; the exit status, the "sample" lines in out */
+int ds_test_train_resume(char *out, size_t cap, const char *device);
 
 #endif

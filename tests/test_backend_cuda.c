@@ -1141,34 +1141,13 @@ TEST(cuda_model_small_vs_cpu) {
     run_free(&a), run_free(&b);
 }
 
-/* TinyShakespeare's first head_bytes (a bare GPU machine without the shared
- * data: a generated word salad of salad_lines, a document a line) -> a BPE
- * tokenizer of vocab ids trained on it -> a data folder at tmp/data, of the
- * whole text (head_only 0) or of that head (1); the exit status, output in out */
 static const char *cli_bin(void) { return getenv("DSV3") ? getenv("DSV3") : "./dsv3"; }
-static int prepare_corpus(const char *tmp, int head_bytes, int vocab, int salad_lines, int head_only, char *out,
-                          size_t cap) {
-    const char *txt = ds_test_shared("data/tinyshakespeare/input.txt"), *docs = "blank", *bin = cli_bin();
-    char salad[600], data[700];
-    if (!txt) {
-        snprintf(salad, sizeof salad, "%s/salad.txt", tmp);
-        ds_test_write_word_salad(salad, 7, salad_lines);
-        txt = salad, docs = "line";
-    }
-    snprintf(data, sizeof data, head_only ? "%s/head.txt" : "%s", head_only ? tmp : txt);
-    return ds_test_sh(out, cap,
-                      "head -c %d '%s' > %s/head.txt && "
-                      "%s tokenizer train --input %s/head.txt --vocab-size %d --no-special-tokens "
-                      "--special-tokens '<|bos|>' --out %s/tok.json && "
-                      "%s data prepare --tokenizer %s/tok.json --input '%s' --out %s/data --docs %s",
-                      head_bytes, txt, tmp, bin, tmp, vocab, tmp, bin, tmp, data, tmp, docs);
-}
 
 TEST(cuda_train_vs_cpu) {
     NEED_GPU();
     const char *tmp = ds_test_tmpdir(), *bin = cli_bin();
     char out[8192];
-    int rc = prepare_corpus(tmp, 300000, 512, 6000, 0, out, sizeof out);
+    int rc = ds_test_prepare_corpus(out, sizeof out, 300000, 512, 6000, 0);
     CHECK_MSG(rc == 0, "%s", out);
     TEST_RETURN_IF_FAILED();
     /* run i of seed s: the CPU's and the GPU's FP32 (seed 7 only), then per
@@ -1309,18 +1288,13 @@ TEST(cuda_cli_train_resume_vs_cpu) {
     NEED_GPU();
     const char *tmp = ds_test_tmpdir();
     char out[8192];
-    int rc = prepare_corpus(tmp, 60000, 300, 300, 1, out, sizeof out);
+    int rc = ds_test_prepare_corpus(out, sizeof out, 60000, 300, 300, 1);
     CHECK_MSG(rc == 0, "%s", out);
     TEST_RETURN_IF_FAILED();
     const char *dev[2] = {"cpu", "cuda"};
     char samples[2][4096], logs[2][16384], why[256] = "";
     for (int i = 0; i < 2; i++) {
-        rc = ds_test_sh(out, sizeof out,
-                        "%s --threads 1 train --config tiny --data %s/data --out %s/run_%s --steps 4 --batch 2 "
-                        "--seq 16 --eval-every 2 --eval-batches 1 --log-every 1 --save-every 2 --seed 7 --device %s "
-                        "> /dev/null 2>%s/err_%s.txt && %s --threads 1 train --data %s/data --resume %s/run_%s "
-                        "--steps 6 --override --sample 'the|a' --max-new-tokens 4 --device %s 2>/dev/null | grep -a '^sample'",
-                        cli_bin(), tmp, tmp, dev[i], dev[i], tmp, dev[i], cli_bin(), tmp, tmp, dev[i], dev[i]);
+        rc = ds_test_train_resume(out, sizeof out, dev[i]);
         CHECK_MSG(rc == 0, "train --device %s: %s", dev[i], out);
         snprintf(samples[i], sizeof samples[i], "%s", out);
         rc = ds_test_sh(logs[i], sizeof logs[i],

@@ -122,23 +122,13 @@ TEST(device_resident_train_fakedev) {
     if (!txt) SKIP("../shared/data/tinyshakespeare/input.txt not found");
     const char *tmp = ds_test_tmpdir();
     char out[8192];
-    int rc = ds_test_sh(out, sizeof out,
-                        "head -c 60000 '%s' > %s/head.txt && "
-                        "$DSV3 tokenizer train --input %s/head.txt --vocab-size 300 --no-special-tokens "
-                        "--special-tokens '<|bos|>' --out %s/tok.json && "
-                        "$DSV3 data prepare --tokenizer %s/tok.json --input %s/head.txt --out %s/data --docs blank",
-                        txt, tmp, tmp, tmp, tmp, tmp, tmp);
+    int rc = ds_test_prepare_corpus(out, sizeof out, 60000, 300, 0, 1);
     CHECK_MSG(rc == 0, "%s", out);
     TEST_RETURN_IF_FAILED();
     const char *dev[2] = {"cpu", "fakedev"};
     char samples[2][4096];
     for (int i = 0; i < 2; i++) {
-        rc = ds_test_sh(out, sizeof out,
-                        "$DSV3 --threads 1 train --config tiny --data %s/data --out %s/run_%s --steps 4 --batch 2 "
-                        "--seq 16 --eval-every 2 --eval-batches 1 --log-every 1 --save-every 2 --seed 7 --device %s "
-                        "> /dev/null 2>%s/err_%s.txt && $DSV3 --threads 1 train --data %s/data --resume %s/run_%s "
-                        "--steps 6 --override --sample 'the|a' --max-new-tokens 4 --device %s 2>/dev/null | grep '^sample'",
-                        tmp, tmp, dev[i], dev[i], tmp, dev[i], tmp, tmp, dev[i], dev[i]);
+        rc = ds_test_train_resume(out, sizeof out, dev[i]);
         CHECK_MSG(rc == 0, "train --device %s: %s", dev[i], out);
         snprintf(samples[i], sizeof samples[i], "%s", out);
     }

@@ -188,6 +188,34 @@ int ds_test_eval_fixture(char *out, size_t cap, const char *device) {
                       fix, tp, fix, fix, device);
 }
 
+int ds_test_prepare_corpus(char *out, size_t cap, int head_bytes, int vocab, int salad_lines, int head_only) {
+    const char *txt = ds_test_shared("data/tinyshakespeare/input.txt"), *docs = "blank", *tmp = ds_test_tmpdir();
+    char salad[600], data[700];
+    if (!txt) {
+        snprintf(salad, sizeof salad, "%s/salad.txt", tmp);
+        ds_test_write_word_salad(salad, 7, salad_lines);
+        txt = salad, docs = "line";
+    }
+    snprintf(data, sizeof data, head_only ? "%s/head.txt" : "%s", head_only ? tmp : txt);
+    return ds_test_sh(out, cap,
+                      "head -c %d '%s' > %s/head.txt && "
+                      "\"${DSV3:-./dsv3}\" tokenizer train --input %s/head.txt --vocab-size %d --no-special-tokens "
+                      "--special-tokens '<|bos|>' --out %s/tok.json && "
+                      "\"${DSV3:-./dsv3}\" data prepare --tokenizer %s/tok.json --input '%s' --out %s/data --docs %s",
+                      head_bytes, txt, tmp, tmp, vocab, tmp, tmp, data, tmp, docs);
+}
+
+int ds_test_train_resume(char *out, size_t cap, const char *device) {
+    const char *tmp = ds_test_tmpdir();
+    return ds_test_sh(out, cap,
+                      "\"${DSV3:-./dsv3}\" --threads 1 train --config tiny --data %s/data --out %s/run_%s --steps 4 "
+                      "--batch 2 --seq 16 --eval-every 2 --eval-batches 1 --log-every 1 --save-every 2 --seed 7 "
+                      "--device %s > /dev/null 2>%s/err_%s.txt && \"${DSV3:-./dsv3}\" --threads 1 train --data %s/data "
+                      "--resume %s/run_%s --steps 6 --override --sample 'the|a' --max-new-tokens 4 --device %s "
+                      "2>/dev/null | grep -a '^sample'",
+                      tmp, tmp, device, device, tmp, device, tmp, tmp, device, device);
+}
+
 static int cmp_tests(const void *a, const void *b) {
     const test_entry *x = a, *y = b;
     int c = strcmp(x->file, y->file);
