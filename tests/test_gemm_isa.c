@@ -19,9 +19,12 @@
 #include "test.h"
 
 TEST(blocked_gemm_bits_match_ref_every_isa) {
-    /* N > 480: three or more column tiles, where the AVX512_BF16 path packs A once per call */
-    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 129}, {37, 150, 300}, {13, 64, 256}, {200, 70, 131},
-                                        {200, 1000, 300}, {37, 1500, 129}, {40, 300, 33}};
+    /* N > 480: three or more column tiles, where the AVX512_BF16 path packs A once per call; N = 512: two
+     * whole column tiles, one B pack for all row tiles (tile_group); K = 1100: 9 K blocks, run in pairs and a
+     * last single one */
+    static const int64_t shapes[][3] = {{1, 1, 1},        {7, 33, 129},     {37, 150, 300}, {13, 64, 256},
+                                        {200, 70, 131},   {200, 1000, 300}, {37, 1500, 129}, {40, 300, 33},
+                                        {64, 512, 1100}};
     ds_rng r;
     ds_rng_seed(&r, 41);
     int top = ds_cpu_isa_max(), prev = ds_cpu_isa();
@@ -128,11 +131,12 @@ TEST(fp8_pack_decode_every_code_every_isa) {
  * (K, rows), MR-row strips of a transposed operand, runs along K) against the
  * reference's bits on every ISA path, both layouts of each operand: 200 and
  * 3100 rows (3100: 192-row tiles of 32 strips, the last strip's pack ending
- * where the tile's scales begin), K = 131 and 300 (a short last K block),
- * N = 20, 37 and 70 (ragged panels); random finite codes,
+ * where the tile's scales begin), K = 131, 300 and 600 (a short last K block;
+ * K blocks run in pairs), N = 20, 37 and 70 (ragged panels), 512 (two whole
+ * column tiles, one B pack for all row tiles); random finite codes,
  * 1x128 / 128x1 tile and 128x128 block scales. */
 TEST(fp8_e4m3_packs_match_ref_every_isa_and_layout) {
-    static const int64_t shapes[][3] = {{200, 37, 131}, {200, 70, 300}, {6, 16, 129}, {13, 33, 3}, {3100, 20, 131}};
+    static const int64_t shapes[][3] = {{200, 37, 131}, {200, 70, 300}, {6, 16, 129}, {13, 33, 3}, {3100, 20, 131}, {200, 512, 600}};
     ds_rng r;
     ds_rng_seed(&r, 43);
     int top = ds_cpu_isa_max(), prev = ds_cpu_isa();

@@ -2,13 +2,17 @@
  * gemm_blocked.c — packed, blocked GEMM driver for BF16 and block-scaled FP8
  * (see gemm_blocked.h for the arithmetic).
  *
- * Blocking (BLIS style): C is cut into MC x NC tiles, one OpenMP task each.
- * For each K block of 128, a tile packs its A rows into strips of MR = 6 rows
- * laid out [k][6] and its B rows into panels of NR = 16 laid out [k][16],
- * decoding to FP32 on the way (FP8 by bit trick or table, BF16 by shift), with
- * the per-row scales beside them.  The 6x16 micro-kernel keeps 12 AVX2
- * accumulators over the 128 k steps, then promotes them into C.  Edges are
- * zero-padded in the packs and written back through a 6x16 scratch tile.
+ * Blocking (BLIS style): C is cut into MC x NC tiles, one OpenMP task each
+ * (or a group of row tiles sharing one B pack, see tile_group).  For each
+ * K block of 128, a tile packs its A rows into strips of MR = 6 rows laid out
+ * [k][6] and its B rows into panels of NR = 16 laid out [k][16], decoding to
+ * FP32 on the way (FP8 by bit trick or table, BF16 by shift), with the
+ * per-row scales beside them.  The 6x16 micro-kernel keeps 12 AVX2
+ * accumulators over the 128 k steps, then promotes them into C.  Two K blocks
+ * are packed at a time and run back to back on each micro-tile, so the second
+ * promotion finds that C in L1 (one block at a time went to L2 for every
+ * promotion).  Edges are zero-padded in the packs and written back through a
+ * 6x16 scratch tile.
  */
 #include "backend/cpu/gemm_blocked.h"
 #ifdef _OPENMP
@@ -29,7 +33,8 @@
 #define DS_GEMM_AVX2 1
 #endif
 
-enum { MR = 6, NR = 16, NR512 = 32, MC = 192, NC = 256, KB = DS_GEMM_KB };
+/* KCH: K blocks packed together, run back to back on each C micro-tile */
+enum { MR = 6, NR = 16, NR512 = 32, MC = 192, NC = 256, KB = DS_GEMM_KB, KCH = 2 };
 
 const char *ds_gemm_isa_(void) {
 #ifdef DS_X86_SIMD
@@ -334,19 +339,21 @@ static int block_steps(int64_t kb, int64_t K, int pairs) {
 /* Row tiles that share one B panel pack: a task is (a group of g consecutive
  * row tiles, one column tile), the B panel of each k-block packed once per
  * task and reused down its rows (packing B for every C tile repacked the
- * weights once per 192 rows).  g as large as leaves 4 tasks a thread; each C
- * tile still sums its k-blocks in order, so the bits are those of any g. */
-static int64_t tile_group(int64_t tm, int64_t tn) {
+ * weights once per 192 rows).  All row tiles when the column tiles split
+ * evenly over the threads (nc columns a tile, the last one at least 3/4
+ * full); else g as large as leaves 4 tasks a thread.  Each C tile still sums
+ * its k-blocks in order, so the bits are those of any g. */
+static int64_t tile_group(int64_t tm, int64_t tn, int64_t N, int64_t nc) {
     int64_t th = 1;
 #ifdef _OPENMP
     th = omp_get_num_threads();
 #endif
+    if (tn % th == 0 && 4 * (N - (tn - 1) * nc) >= 3 * nc) return tm;
     int64_t g = tm * tn / (4 * th);
     return g < 1 ? 1 : g > tm ? tm : g;
 }
-
 #define PACK_A ((MC * KB + 8 + MC + 15) / 16 * 16) /* B pack 64-byte aligned */
-#define PACK_B (NC * KB + 8 + NC)
+#define PACK_B ((NC * KB + 8 + NC + 15) / 16 * 16)
 static pthread_key_t packs_key;
 static pthread_once_t packs_once = PTHREAD_ONCE_INIT;
 static void packs_free(void *p) { ds_free_aligned(p); }
@@ -355,7 +362,7 @@ static float *tl_packs(void) {
     static _Thread_local float *tl;
     if (!tl) {
         pthread_once(&packs_once, packs_key_init);
-        tl = ds_aligned_alloc(sizeof(float) * (PACK_A + PACK_B));
+        tl = ds_aligned_alloc(sizeof(float) * KCH * (PACK_A + PACK_B));
         DS_ASSERT(pthread_setspecific(packs_key, tl) == 0);
     }
     return tl;
@@ -514,7 +521,7 @@ static void gemm_dpbf16(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B, in
         float *pk = tl_packs();
         uint32_t *ap = (uint32_t *)pk, *bp = (uint32_t *)(pk + PACK_A);
         float edge[MRD * NRD] = {0};
-        const int64_t g = tile_group(tm, tn), tg = ds_ceil_div(tm, g);
+        const int64_t g = tile_group(tm, tn, N, NCD), tg = ds_ceil_div(tm, g);
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t gi = 0; gi < tg; gi++)
             for (int64_t tj = 0; tj < tn; tj++) {
@@ -596,37 +603,50 @@ void ds_gemm_blocked_(float *C, const ds_gemm_op_ *A, const ds_gemm_op_ *B,
     {
         /* per-thread packs (kept for the life of the thread: no page faults
          * per call), 8 floats of slack (see pack), then the scales */
-        float *ap = tl_packs(), *bp = ap + PACK_A;
-        float *sa = ap + MC * KB + 8, *sb = bp + NC * KB + 8;
+        float *ap = tl_packs(), *bp = ap + KCH * PACK_A;
         float edge[MR * NR512] = {0};
         if (apk) pack_a_once(tm, nkb, sper, MR, mcap, M, strip_f32, &actx);
-        const int64_t g = tile_group(tm, tn), tg = ds_ceil_div(tm, g);
+        const int64_t g = tile_group(tm, tn, N, NC), tg = ds_ceil_div(tm, g);
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t gi = 0; gi < tg; gi++)
             for (int64_t tj = 0; tj < tn; tj++) {
                 int64_t n0 = tj * NC, nc = N - n0 < NC ? N - n0 : NC, np = ds_ceil_div(nc, nr);
                 int64_t ti1 = (gi + 1) * g < tm ? (gi + 1) * g : tm;
-                for (int64_t kb = 0; kb < nkb; kb++) {
-                    const int kn = block_steps(kb, K, pairs), first = kb == 0 && !accumulate;
-                    for (int64_t p = 0; p < np; p++) pack(bp + p * nr * KB, sb + p * nr, B, n0 + p * nr, nr, N, kb * KB, K, pairs);
+                for (int64_t kc0 = 0; kc0 < nkb; kc0 += KCH) {
+                    const int nch = nkb - kc0 < KCH ? (int)(nkb - kc0) : KCH, first = kc0 == 0 && !accumulate;
+                    int kn[KCH];
+                    for (int j = 0; j < nch; j++) {
+                        float *bpj = bp + j * PACK_B, *sbj = bpj + NC * KB + 8;
+                        kn[j] = block_steps(kc0 + j, K, pairs);
+                        for (int64_t p = 0; p < np; p++) pack(bpj + p * nr * KB, sbj + p * nr, B, n0 + p * nr, nr, N, (kc0 + j) * KB, K, pairs);
+                    }
                     for (int64_t ti = gi * g; ti < ti1; ti++) {
                     int64_t m0 = ti * mcap, mc = M - m0 < mcap ? M - m0 : mcap, ns = ds_ceil_div(mc, MR);
-                    const float *apt = apk ? apk + (ti * nkb + kb) * blk : ap;
-                    const float *sat = apk ? apk_sc + (ti * nkb + kb) * sper * MR : sa;
-                    if (!apk)
-                        for (int64_t s = 0; s < ns; s++) pack(ap + s * MR * KB, sa + s * MR, A, m0 + s * MR, MR, M, kb * KB, K, pairs);
+                    const float *apt[KCH], *sat[KCH];
+                    for (int j = 0; j < nch; j++) {
+                        float *apj = ap + j * PACK_A, *saj = apj + MC * KB + 8;
+                        apt[j] = apk ? apk + (ti * nkb + kc0 + j) * blk : apj;
+                        sat[j] = apk ? apk_sc + (ti * nkb + kc0 + j) * sper * MR : saj;
+                        if (!apk)
+                            for (int64_t s = 0; s < ns; s++) pack(apj + s * MR * KB, saj + s * MR, A, m0 + s * MR, MR, M, (kc0 + j) * KB, K, pairs);
+                    }
                     for (int64_t p = 0; p < np; p++)
                         for (int64_t s = 0; s < ns; s++) {
                             int64_t mi = m0 + s * MR, nj = n0 + p * nr;
                             int64_t h = M - mi < MR ? M - mi : MR, w = N - nj < nr ? N - nj : nr;
-                            float *c = C + mi * N + nj;
-                            if (h == MR && w == nr) {
-                                kernel(nr, c, N, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled, kn, first);
-                            } else {
+                            float *c = C + mi * N + nj, *cc = c;
+                            int64_t ldc = N;
+                            const int whole = h == MR && w == nr;
+                            if (!whole) {
                                 for (int64_t i = 0; i < h && !first; i++) memcpy(edge + i * nr, c + i * N, sizeof(float) * (size_t)w);
-                                kernel(nr, edge, nr, apt + s * MR * KB, bp + p * nr * KB, sat + s * MR, sb + p * nr, scaled, kn, first);
-                                for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
+                                cc = edge, ldc = nr;
                             }
+                            for (int j = 0; j < nch; j++) {
+                                const float *bpj = bp + j * PACK_B, *sbj = bpj + NC * KB + 8;
+                                kernel(nr, cc, ldc, apt[j] + s * MR * KB, bpj + p * nr * KB, sat[j] + s * MR, sbj + p * nr, scaled, kn[j], first && j == 0);
+                            }
+                            if (!whole)
+                                for (int64_t i = 0; i < h; i++) memcpy(c + i * N, edge + i * nr, sizeof(float) * (size_t)w);
                         }
                     }
                 }
