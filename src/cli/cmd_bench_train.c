@@ -151,4 +151,4 @@ static int run(int argc, char **argv) {
     ds_model_free(&m);
     return 0;
 }
-DS_COMMAND("bench-train", "time FP32 training steps (forward, backward, clip, AdamW) on random ids", run)
+DS_COMMAND("bench-train", "time training steps (forward, backward, clip, AdamW; FP32, BF16 or FP8) on random ids", run)
