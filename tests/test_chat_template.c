@@ -3,7 +3,8 @@
  * apply_chat_template: tests/fixtures/chat/templates.json (made by
  * tools/make_chat_template_fixtures.py) holds DeepSeek-V3's, Llama-3's,
  * Qwen2's and Mistral's templates and a template covering the rest of the
- * subset, each rendered by jinja2 for a set of conversations; every rendering
+ * subset and one whose values contain themselves, each rendered by jinja2 for
+ * a set of conversations; every rendering
  * must match byte for byte, and where jinja2 raised (raise_exception) the
  * render must fail with the template's message.  Templates outside the subset
  * fail at parse time with the line.
@@ -58,7 +59,7 @@ TEST(chat_template_matches_transformers) {
         }
         ds_jinja_free(j);
     }
-    CHECK(ntemplates == 6);
+    CHECK(ntemplates == 7);
     CHECK(ncases >= 80 && nerr >= 10);
     cJSON_Delete(root);
 }
@@ -102,6 +103,66 @@ TEST(chat_template_unsupported_fails_at_parse) {
     CHECK(r == NULL && strstr(ds_errmsg(), "undefined"));
     free(r);
     ds_jinja_free(j);
+}
+
+/* src repeated n times between head and tail (NUL-terminated, freed by the caller) */
+static char *repeat(const char *head, const char *src, int n, const char *tail) {
+    size_t h = strlen(head), k = strlen(src), t = strlen(tail);
+    char *s = ds_malloc(h + k * (size_t)n + t + 1), *p = s;
+    memcpy(p, head, h), p += h;
+    for (int i = 0; i < n; i++) memcpy(p, src, k), p += k;
+    memcpy(p, tail, t + 1);
+    return s;
+}
+
+/* parse (and render, if it parses) src: NULL and a message holding want, or
+ * the rendering when want is NULL */
+static char *try_template(char *src, const char *want, const char *what) {
+    ds_jinja *j = ds_jinja_parse(src, strlen(src));
+    char *r = j ? ds_jinja_render(j, NULL) : NULL;
+    if (want) CHECK_MSG(!r && strstr(ds_errmsg(), want), "%s: got %s", what, r ? "a rendering" : ds_errmsg());
+    else CHECK_MSG(r != NULL, "%s: %s", what, ds_errmsg());
+    ds_jinja_free(j);
+    free(src);
+    return r;
+}
+
+/* Input that would recurse without bound (the fuzzer's stack overflows):
+ * nested expressions and blocks, a long operator chain, values nested by a
+ * loop: each fails with a one-line message; just inside the bounds works. */
+TEST(chat_template_deep_input_fails_cleanly) {
+    const char *nest = "nested more than 100 deep", *tall = "nests more than 500 levels deep";
+    free(try_template(repeat("{{ ", "(", 5000, "1 }}"), nest, "5000 parentheses"));
+    free(try_template(repeat("{{ ", "[", 5000, "1 }}"), nest, "5000 brackets"));
+    free(try_template(repeat("{{ ", "not ", 5000, "1 }}"), nest, "5000 nots"));
+    free(try_template(repeat("{{ ", "- ", 5000, "1 }}"), nest, "5000 minus signs"));
+    free(try_template(repeat("", "{% if true %}", 1000, "x"), nest, "1000 nested ifs"));
+    free(try_template(repeat("{{ 1", " + 1", 5000, " }}"), tall, "a chain of 5000 additions"));
+    char *src = repeat("{{ ", "(", 90, "1");
+    size_t n = strlen(src);
+    src = ds_realloc(src, n + 90 + 4);
+    memset(src + n, ')', 90), memcpy(src + n + 90, " }}", 4);
+    char *r = try_template(src, NULL, "90 parentheses");
+    CHECK(r && !strcmp(r, "1"));
+    free(r);
+    r = try_template(repeat("{{ 0", " + 1", 400, " }}"), NULL, "a chain of 400 additions");
+    CHECK(r && !strcmp(r, "400"));
+    free(r);
+    /* a loop nests a list as deep as it runs: printing, comparing and tojson stop at 500 */
+    const char *deep = "{% set ns = namespace(x=1, y=1) %}{% for i in range(2000) %}"
+                       "{% set ns.x = [ns.x] %}{% set ns.y = [ns.y] %}{% endfor %}";
+    char *body[][2] = {{"{{ ns.x }}", "cannot print a value nested more than 500 deep"},
+                       {"{{ ns.x | string }}", "cannot print"},
+                       {"{{ [ns.x] | join(',') }}", "join: cannot print"},
+                       {"{{ ns.x == ns.y }}", "cannot compare a value nested"},
+                       {"{{ ns.x | tojson }}", "tojson: Circular reference detected, or a value nested"}};
+    for (size_t i = 0; i < sizeof body / sizeof body[0]; i++)
+        free(try_template(repeat(deep, body[i][0], 1, ""), body[i][1], body[i][0]));
+    r = try_template(repeat("{% set ns = namespace(x=1) %}{% for i in range(400) %}{% set ns.x = [ns.x] %}{% endfor %}",
+                            "{{ ns.x | tojson | length }} {{ ns.x == ns.x }}", 1, ""),
+                     NULL, "a list 400 deep");
+    CHECK(r && !strcmp(r, "801 True"));
+    free(r);
 }
 
 /* dsv3 init with a tokenizer whose tokenizer_config.json has no chat template:

@@ -13,6 +13,7 @@ The templates are carried in the fixture as strings.  Sources:
   mistral       mistralai/Mistral-7B-Instruct-v0.1 tokenizer_config.json chat_template
   mistral_v3    mistralai/Mistral-7B-Instruct-v0.3 chat_template (optional system
                 message, written across lines with {%- -%} whitespace control)
+  subset, cycles  written here: the rest of the subset; values that contain themselves
 The last four are written here from those files (this machine cannot download
 them); whatever their exact provenance, the expected strings are jinja2's
 rendering through transformers, so they test the renderer either way.
@@ -98,6 +99,13 @@ n={{ ns.n }} first={{ (messages | first).role }} last={{ messages[-1]['role'] }}
   end
 """
 
+# Values that contain themselves (a namespace holding itself), printed and
+# compared as Python does; tojson's indent forms; tojson of a namespace raises.
+CYCLES = """{% set ns = namespace(n=messages | length, me=none) %}{% set ns.me = ns %}{{ ns }}
+{{ ns == ns }} {{ [ns] == [ns] }} {{ ns.me.me.n }} {{ ns in [ns] }} {{ [ns, ns] | unique | list | length }}
+{{ messages[0] | tojson(indent=0) }}|{{ [1, [2, []], {}] | tojson(indent=2) }}|{{ [messages | length] | tojson(indent=-1) }}
+{% if messages | length > 3 %}{{ ns | tojson }}{% endif %}"""
+
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello!"}],
     [{"role": "system", "content": "You are a terse assistant."}, {"role": "user", "content": "What is 2+2?"}],
@@ -117,6 +125,7 @@ SPECIALS = {
     "mistral": ("<s>", "</s>"),
     "mistral_v3": ("<s>", "</s>"),
     "subset": ("<s>", "</s>"),
+    "cycles": ("<s>", "</s>"),
 }
 
 
@@ -140,7 +149,7 @@ def main():
     with open(cfg, encoding="utf-8") as f:
         ds = json.load(f)["chat_template"]
     templates = {"deepseek_v3": ds, "llama3": LLAMA3, "qwen2": QWEN2, "mistral": MISTRAL, "mistral_v3": MISTRAL_V3,
-                 "subset": SUBSET}
+                 "subset": SUBSET, "cycles": CYCLES}
     result = []
     for name, tmpl in templates.items():
         bos, eos = SPECIALS[name]

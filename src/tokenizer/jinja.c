@@ -154,8 +154,22 @@ static const char *type_name(jv v) {
     return n[v.t];
 }
 
-/* Python's str() of a value (repr inside containers) */
-static void put_value(ds_sbuf *b, jv v, int repr);
+/* The containers being printed or compared, innermost first: a namespace
+ * can hold itself ({% set ns.me = ns %}), so a walk meets its own ancestors;
+ * and a loop can nest a list as deep as it runs ({% set ns.x = [ns.x] %}), so
+ * a walk stops past JINJA_MAX_NEST containers (Python: RecursionError) */
+#define JINJA_MAX_NEST 500
+typedef struct path { const void *p, *q; const struct path *up; int depth; } path;
+static int on_path(const path *w, const void *p, const void *q) {
+    for (; w; w = w->up)
+        if (w->p == p && w->q == q) return 1;
+    return 0;
+}
+static path step(const path *up, const void *p, const void *q) { return (path){p, q, up, up ? up->depth + 1 : 1}; }
+static const char NEST_ERR[] = "a value nested more than 500 deep";
+/* Python's str() (repr inside containers); -1 past JINJA_MAX_NEST */
+static int put_value_at(ds_sbuf *b, jv v, int repr, const path *up);
+static int put_value(ds_sbuf *b, jv v, int repr) { return put_value_at(b, v, repr, NULL); }
 static void put_repr_str(ds_sbuf *b, const char *s, size_t n) {
     int dq = memchr(s, '\'', n) && !memchr(s, '"', n);
     char q = dq ? '"' : '\'';
@@ -171,7 +185,16 @@ static void put_repr_str(ds_sbuf *b, const char *s, size_t n) {
     }
     ds_sbuf_put(b, &q, 1);
 }
-static void put_value(ds_sbuf *b, jv v, int repr) {
+/* a container inside itself prints as [...] or {...}, as Python's repr */
+static int put_value_at(ds_sbuf *b, jv v, int repr, const path *up) {
+    const void *c = v.t == V_LIST ? (const void *)v.l : v.t == V_DICT ? (const void *)v.d : NULL;
+    const char *ns = v.t == V_DICT && v.d->ns ? "<Namespace " : "";
+    if (c && on_path(up, c, NULL)) {
+        ds_sbuf_printf(b, "%s%s%s", ns, v.t == V_LIST ? "[...]" : "{...}", *ns ? ">" : "");
+        return 0;
+    }
+    const path here = step(up, c, NULL);
+    if (here.depth > JINJA_MAX_NEST) return -1;
     switch (v.t) {
     case V_UNDEF: break;
     case V_NONE: ds_sbuf_puts(b, "None"); break;
@@ -186,30 +209,34 @@ static void put_value(ds_sbuf *b, jv v, int repr) {
         ds_sbuf_puts(b, "[");
         for (int i = 0; i < v.l->n; i++) {
             if (i) ds_sbuf_puts(b, ", ");
-            put_value(b, v.l->v[i], 1);
+            if (put_value_at(b, v.l->v[i], 1, &here)) return -1;
         }
         ds_sbuf_puts(b, "]");
         break;
-    case V_DICT:
-        ds_sbuf_puts(b, "{");
+    case V_DICT: /* a namespace as Jinja's repr of it: <Namespace {...}> */
+        ds_sbuf_printf(b, "%s{", ns);
         for (int i = 0; i < v.d->n; i++) {
             if (i) ds_sbuf_puts(b, ", ");
             put_repr_str(b, v.d->k[i], strlen(v.d->k[i]));
             ds_sbuf_puts(b, ": ");
-            put_value(b, v.d->v[i], 1);
+            if (put_value_at(b, v.d->v[i], 1, &here)) return -1;
         }
-        ds_sbuf_puts(b, "}");
+        ds_sbuf_puts(b, *ns ? "}>" : "}");
         break;
     }
+    return 0;
 }
 
-/* json.dumps(v, ensure_ascii=False) as transformers' tojson filter */
-static void put_json(ds_sbuf *b, jv v, int indent, int depth) {
+/* json.dumps(v, ensure_ascii=False) as transformers' tojson filter (indent < 0:
+ * None, one line); -1 for a container inside itself (json.dumps: "Circular
+ * reference detected") or past JINJA_MAX_NEST, -2 for a namespace (not JSON
+ * serializable, as in Python; a cycle passes through one) */
+static int put_json(ds_sbuf *b, jv v, int indent, int depth, const path *up) {
     switch (v.t) {
-    case V_UNDEF: case V_NONE: ds_sbuf_puts(b, "null"); return;
-    case V_BOOL: ds_sbuf_puts(b, v.i ? "true" : "false"); return;
-    case V_INT: ds_sbuf_printf(b, "%lld", (long long)v.i); return;
-    case V_FLOAT: ds_json_put_double(b, v.f); return;
+    case V_UNDEF: case V_NONE: ds_sbuf_puts(b, "null"); return 0;
+    case V_BOOL: ds_sbuf_puts(b, v.i ? "true" : "false"); return 0;
+    case V_INT: ds_sbuf_printf(b, "%lld", (long long)v.i); return 0;
+    case V_FLOAT: ds_json_put_double(b, v.f); return 0;
     case V_STR: {
         ds_sbuf_puts(b, "\"");
         for (size_t i = 0; i < v.n; i++) {
@@ -225,27 +252,34 @@ static void put_json(ds_sbuf *b, jv v, int indent, int depth) {
             else ds_sbuf_put(b, (const char *)&c, 1);
         }
         ds_sbuf_puts(b, "\"");
-        return;
+        return 0;
     }
     case V_LIST: case V_DICT: {
+        const void *c = v.t == V_LIST ? (const void *)v.l : (const void *)v.d;
+        if (v.t == V_DICT && v.d->ns) return -2;
+        const path here = step(up, c, NULL);
+        if (on_path(up, c, NULL) || here.depth > JINJA_MAX_NEST) return -1;
         int n = v.t == V_LIST ? v.l->n : v.d->n;
         ds_sbuf_puts(b, v.t == V_LIST ? "[" : "{");
         for (int i = 0; i < n; i++) {
-            if (i) ds_sbuf_puts(b, indent > 0 ? "," : ", ");
-            if (indent > 0) ds_sbuf_printf(b, "\n%*s", indent * (depth + 1), "");
+            if (i) ds_sbuf_puts(b, indent >= 0 ? "," : ", ");
+            if (indent >= 0) ds_sbuf_printf(b, "\n%*s", indent * (depth + 1), "");
             if (v.t == V_DICT) {
-                put_json(b, (jv){.t = V_STR, .s = v.d->k[i], .n = strlen(v.d->k[i])}, indent, depth + 1);
+                put_json(b, (jv){.t = V_STR, .s = v.d->k[i], .n = strlen(v.d->k[i])}, indent, depth + 1, &here);
                 ds_sbuf_puts(b, ": ");
-                put_json(b, v.d->v[i], indent, depth + 1);
+                int rc = put_json(b, v.d->v[i], indent, depth + 1, &here);
+                if (rc) return rc;
             } else {
-                put_json(b, v.l->v[i], indent, depth + 1);
+                int rc = put_json(b, v.l->v[i], indent, depth + 1, &here);
+                if (rc) return rc;
             }
         }
-        if (indent > 0 && n) ds_sbuf_printf(b, "\n%*s", indent * depth, "");
+        if (indent >= 0 && n) ds_sbuf_printf(b, "\n%*s", indent * depth, "");
         ds_sbuf_puts(b, v.t == V_LIST ? "]" : "}");
-        return;
+        return 0;
     }
     }
+    return 0;
 }
 
 /* ---- lexer ---------------------------------------------------------------------- */
@@ -490,12 +524,19 @@ typedef struct jnode {
     jv lit;
     struct jnode **kid;
     int nkid, cap;
+    int height; /* the longest path down to a leaf: the renderer recurses that deep */
 } jnode;
 
+/* The parser recurses once per nested expression, unary operator or block,
+ * the renderer once per level of the tree: both bounded (a template is
+ * input), as Python's recursion limit bounds Jinja's */
+#define JINJA_MAX_PARSE_NEST 100
+#define JINJA_MAX_HEIGHT 500
 typedef struct {
     lexer *L;
     arena *a;
     char err[256];
+    int nest; /* nesting of p_expr, p_stmt, and of p_not and p_unary on an operator, now */
 } parser;
 
 static jnode *node(parser *P, int kind, int line) {
@@ -504,7 +545,10 @@ static jnode *node(parser *P, int kind, int line) {
     n->kind = kind, n->line = line;
     return n;
 }
+static jnode *pfail(parser *P, const char *fmt, ...);
 static void add_kid(parser *P, jnode *n, jnode *k) {
+    if (k->height >= n->height) n->height = k->height + 1;
+    if (n->height > JINJA_MAX_HEIGHT) pfail(P, "the template nests more than %d levels deep", JINJA_MAX_HEIGHT);
     if (n->nkid == n->cap) {
         int cap = n->cap ? n->cap * 2 : 4;
         jnode **nk = aalloc(P->a, sizeof(jnode *) * (size_t)cap);
@@ -752,7 +796,7 @@ static jnode *p_filter_expr(parser *P, jnode *n) {
     }
 }
 
-static jnode *p_unary(parser *P, int with_filter) {
+static jnode *p_unary_in(parser *P, int with_filter) {
     jnode *n;
     if (is_op(P, "-") || is_op(P, "+")) {
         jtok *t = next(P);
@@ -766,6 +810,16 @@ static jnode *p_unary(parser *P, int with_filter) {
     }
     if (n && with_filter) n = p_filter_expr(P, n);
     return n;
+}
+static jnode *p_unary(parser *P, int with_filter) {
+    if (!is_op(P, "-") && !is_op(P, "+")) return p_unary_in(P, with_filter);
+    if (++P->nest > JINJA_MAX_PARSE_NEST) {
+        P->nest--;
+        return pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
+    }
+    jnode *r = p_unary_in(P, with_filter);
+    P->nest--;
+    return r;
 }
 
 static jnode *bin(parser *P, const char *op, jnode *a, jnode *b, int line) {
@@ -827,7 +881,8 @@ static jnode *p_compare(parser *P) {
         }
     }
 }
-static jnode *p_not(parser *P) {
+static jnode *p_not(parser *P);
+static jnode *p_not_in(parser *P) {
     if (is_name(P, "not")) {
         jnode *n = node(P, E_NOT, next(P)->line);
         jnode *k = p_not(P);
@@ -836,6 +891,16 @@ static jnode *p_not(parser *P) {
         return n;
     }
     return p_compare(P);
+}
+static jnode *p_not(parser *P) {
+    if (!is_name(P, "not")) return p_compare(P);
+    if (++P->nest > JINJA_MAX_PARSE_NEST) {
+        P->nest--;
+        return pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
+    }
+    jnode *r = p_not_in(P);
+    P->nest--;
+    return r;
 }
 static jnode *p_and(parser *P) {
     jnode *a = p_not(P);
@@ -859,7 +924,7 @@ static jnode *p_or(parser *P) {
     }
     return a;
 }
-static jnode *p_expr(parser *P) {
+static jnode *p_expr_in(parser *P) {
     jnode *a = p_or(P);
     while (a && is_name(P, "if")) {
         jnode *n = node(P, E_COND, next(P)->line);
@@ -876,6 +941,15 @@ static jnode *p_expr(parser *P) {
     }
     return a;
 }
+static jnode *p_expr(parser *P) {
+    if (++P->nest > JINJA_MAX_PARSE_NEST) {
+        P->nest--;
+        return pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
+    }
+    jnode *r = p_expr_in(P);
+    P->nest--;
+    return r;
+}
 
 /* statements: parse until one of the end tags (names) appears as {% name; returns the body */
 static jnode *p_body(parser *P, const char *const *ends, int nends, const char **which);
@@ -886,7 +960,7 @@ static int end_block(parser *P) {
     return 0;
 }
 
-static jnode *p_stmt(parser *P) {
+static jnode *p_stmt_in(parser *P) {
     jtok *kw = next(P);
     if (kw->t != T_NAME) return pfail(P, "expected a statement name");
     const char *w = kw->s;
@@ -978,6 +1052,15 @@ static jnode *p_stmt(parser *P) {
     }
     return pfail(P, "unsupported tag '%s'", w);
 }
+static jnode *p_stmt(parser *P) {
+    if (++P->nest > JINJA_MAX_PARSE_NEST) {
+        P->nest--;
+        return pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
+    }
+    jnode *r = p_stmt_in(P);
+    P->nest--;
+    return r;
+}
 
 static jnode *p_body(parser *P, const char *const *ends, int nends, const char **which) {
     jnode *body = node(P, N_BODY, peek(P)->line);
@@ -1033,7 +1116,7 @@ ds_jinja *ds_jinja_parse(const char *src, size_t len) {
     parser P = {.L = &L, .a = &t->a};
     t->root = p_body(&P, NULL, 0, NULL);
     free(L.tok);
-    if (!t->root) {
+    if (!t->root || P.err[0]) {
         ds_err("chat template: %s", P.err);
         ds_jinja_free(t);
         return NULL;
@@ -1092,35 +1175,51 @@ static int num(jv v, double *d) {
     return 0;
 }
 
-static int equal(jv a, jv b) {
+/* Python's ==; a pair of containers met again inside their own comparison
+ * (a namespace holding itself) is equal there, as Python's identity rule
+ * answers for the same object */
+static int equal_at(jv a, jv b, const path *up, int *deep) {
     double x = 0, y = 0;
     if (num(a, &x) && num(b, &y)) return x == y;
     if (a.t != b.t) return 0;
     switch (a.t) {
     case V_UNDEF: case V_NONE: return 1;
     case V_STR: return a.n == b.n && !memcmp(a.s, b.s, a.n);
-    case V_LIST:
-        if (a.l->n != b.l->n) return 0;
-        for (int i = 0; i < a.l->n; i++)
-            if (!equal(a.l->v[i], b.l->v[i])) return 0;
-        return 1;
-    case V_DICT:
+    case V_LIST: case V_DICT: {
+        const void *p = a.t == V_LIST ? (const void *)a.l : (const void *)a.d;
+        const void *q = b.t == V_LIST ? (const void *)b.l : (const void *)b.d;
+        if (p == q || on_path(up, p, q)) return 1;
+        const path here = step(up, p, q);
+        if (here.depth > JINJA_MAX_NEST) return *deep = 1, 0;
+        if (a.t == V_LIST) {
+            if (a.l->n != b.l->n) return 0;
+            for (int i = 0; i < a.l->n; i++)
+                if (!equal_at(a.l->v[i], b.l->v[i], &here, deep)) return 0;
+            return 1;
+        }
         if (a.d->n != b.d->n) return 0;
         for (int i = 0; i < a.d->n; i++) {
             jv *o = dict_get(b.d, a.d->k[i]);
-            if (!o || !equal(a.d->v[i], *o)) return 0;
+            if (!o || !equal_at(a.d->v[i], *o, &here, deep)) return 0;
         }
         return 1;
     }
+    }
     return 0;
+}
+static int equal(rctx *R, const jnode *n, jv a, jv b) {
+    int deep = 0, r = equal_at(a, b, NULL, &deep);
+    if (deep) rfail(R, n, "cannot compare %s", NEST_ERR);
+    return r;
 }
 
 static jv to_str(rctx *R, jv v) {
     if (v.t == V_STR) return v;
     ds_sbuf b = {0};
-    put_value(&b, v, 0);
+    int rc = put_value(&b, v, 0);
     jv s = v_strn(&R->a, b.p ? b.p : "", b.n);
     free(b.p);
+    if (rc) return rfail(R, NULL, "cannot print %s", NEST_ERR);
     return s;
 }
 
@@ -1134,7 +1233,7 @@ static int contains(rctx *R, const jnode *n, jv hay, jv x) {
     }
     if (hay.t == V_LIST) {
         for (int i = 0; i < hay.l->n; i++)
-            if (equal(hay.l->v[i], x)) return 1;
+            if (equal(R, n, hay.l->v[i], x)) return 1;
         return 0;
     }
     if (hay.t == V_DICT) return x.t == V_STR && dict_get(hay.d, x.s) != NULL;
@@ -1178,8 +1277,8 @@ static jv binop(rctx *R, const jnode *n, const char *op, jv a, jv b) {
         memcpy(s, x.s, x.n), memcpy(s + x.n, y.s, y.n), s[x.n + y.n] = 0;
         return (jv){.t = V_STR, .s = s, .n = x.n + y.n};
     }
-    if (!strcmp(op, "==")) return v_bool(equal(a, b));
-    if (!strcmp(op, "!=")) return v_bool(!equal(a, b));
+    if (!strcmp(op, "==")) return v_bool(equal(R, n, a, b));
+    if (!strcmp(op, "!=")) return v_bool(!equal(R, n, a, b));
     if (!strcmp(op, "in")) return v_bool(contains(R, n, b, a));
     if (!strcmp(op, "notin")) return v_bool(!contains(R, n, b, a));
     if (a.t == V_UNDEF || b.t == V_UNDEF) return rfail(R, n, "an undefined value in '%s'", op);
@@ -1564,7 +1663,7 @@ static jv run_filter(rctx *R, const jnode *n, const char *f, jv v, args *pA) {
         jlist *l = iter_list(R, n, v), *r = list_new(&R->a);
         for (int i = 0; i < l->n; i++) {
             int seen = 0;
-            for (int k = 0; k < r->n && !seen; k++) seen = equal(r->v[k], l->v[i]);
+            for (int k = 0; k < r->n && !seen; k++) seen = equal(R, n, r->v[k], l->v[i]);
             if (!seen) list_push(&R->a, r, l->v[i]);
         }
         return (jv){.t = V_LIST, .l = r};
@@ -1573,12 +1672,11 @@ static jv run_filter(rctx *R, const jnode *n, const char *f, jv v, args *pA) {
         jv sep = arg(&A, 0, "d", v_str(&R->a, ""));
         jlist *l = iter_list(R, n, v);
         ds_sbuf s = {0};
-        for (int i = 0; i < l->n; i++) {
-            if (i) put_value(&s, sep, 0);
-            put_value(&s, l->v[i], 0);
-        }
+        int rc = 0;
+        for (int i = 0; i < l->n && !rc; i++) rc = (i && put_value(&s, sep, 0)) || put_value(&s, l->v[i], 0);
         jv r = v_strn(&R->a, s.p ? s.p : "", s.n);
         free(s.p);
+        if (rc) return rfail(R, n, "join: cannot print %s", NEST_ERR);
         return r;
     }
     if (!strcmp(f, "sum")) {
@@ -1616,10 +1714,14 @@ static jv run_filter(rctx *R, const jnode *n, const char *f, jv v, args *pA) {
     if (!strcmp(f, "items")) return call_method(R, n, v, "items", &A);
     if (!strcmp(f, "tojson")) {
         jv ind = arg(&A, 0, "indent", v_none());
+        if (ind.t == V_INT && ind.i > 1000) return rfail(R, n, "tojson: indent %lld is over 1000", (long long)ind.i);
         ds_sbuf s = {0};
-        put_json(&s, v, ind.t == V_INT ? (int)ind.i : 0, 0);
-        jv r = v_strn(&R->a, s.p ? s.p : "", s.n);
+        /* json.dumps: indent None is one line; an int, even 0 or negative, puts items on lines of their own */
+        int rc = put_json(&s, v, ind.t == V_INT ? (ind.i < 0 ? 0 : (int)ind.i) : -1, 0, NULL);
+        jv r = rc ? v_undef() : v_strn(&R->a, s.p ? s.p : "", s.n);
         free(s.p);
+        if (rc == -2) return rfail(R, n, "tojson: Object of type TemplateNamespace is not JSON serializable");
+        if (rc) return rfail(R, n, "tojson: Circular reference detected, or %s", NEST_ERR);
         return r;
     }
     return rfail(R, n, "unsupported filter %s", ds_quote(f));
@@ -1658,8 +1760,8 @@ static jv run_test(rctx *R, const jnode *n, const char *t, jv v, const args *pA)
         jv k = arg(A, 0, "num", v_undef());
         if (v.t != V_INT || k.t != V_INT || !k.i) return rfail(R, n, "'divisibleby' needs integers");
         r = py_mod(v.i, k.i) == 0;
-    } else if (!strcmp(t, "equalto") || !strcmp(t, "eq") || !strcmp(t, "==")) r = equal(v, arg(A, 0, NULL, v_undef()));
-    else if (!strcmp(t, "ne") || !strcmp(t, "!=")) r = !equal(v, arg(A, 0, NULL, v_undef()));
+    } else if (!strcmp(t, "equalto") || !strcmp(t, "eq") || !strcmp(t, "==")) r = equal(R, n, v, arg(A, 0, NULL, v_undef()));
+    else if (!strcmp(t, "ne") || !strcmp(t, "!=")) r = !equal(R, n, v, arg(A, 0, NULL, v_undef()));
     else if (!strcmp(t, "in")) r = contains(R, n, arg(A, 0, NULL, v_undef()), v);
     else if (!strcmp(t, "lower") || !strcmp(t, "upper")) {
         r = v.t == V_STR;
@@ -1797,7 +1899,7 @@ static void exec_stmt(rctx *R, const jnode *n) {
     case N_TEXT: ds_sbuf_put(&R->out, n->lit.s, n->lit.n); return;
     case N_OUT: {
         jv v = eval(R, n->kid[0]);
-        if (!R->failed) put_value(&R->out, v, 0);
+        if (!R->failed && put_value(&R->out, v, 0)) rfail(R, n, "cannot print %s", NEST_ERR);
         return;
     }
     case N_IF:
