@@ -576,6 +576,17 @@ static jnode *pfail(parser *P, const char *fmt, ...) {
     snprintf(P->err, sizeof P->err, "line %d: %s", peek(P)->line, m);
     return NULL;
 }
+/* around a parse function that may recurse: P->nest bounded by JINJA_MAX_PARSE_NEST */
+static int nest_enter(parser *P) {
+    if (++P->nest <= JINJA_MAX_PARSE_NEST) return 0;
+    P->nest--;
+    pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
+    return -1;
+}
+static jnode *nest_leave(parser *P, jnode *r) {
+    P->nest--;
+    return r;
+}
 static int expect_op(parser *P, const char *op) {
     if (!is_op(P, op)) {
         pfail(P, "expected '%s'", op);
@@ -813,13 +824,7 @@ static jnode *p_unary_in(parser *P, int with_filter) {
 }
 static jnode *p_unary(parser *P, int with_filter) {
     if (!is_op(P, "-") && !is_op(P, "+")) return p_unary_in(P, with_filter);
-    if (++P->nest > JINJA_MAX_PARSE_NEST) {
-        P->nest--;
-        return pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
-    }
-    jnode *r = p_unary_in(P, with_filter);
-    P->nest--;
-    return r;
+    return nest_enter(P) ? NULL : nest_leave(P, p_unary_in(P, with_filter));
 }
 
 static jnode *bin(parser *P, const char *op, jnode *a, jnode *b, int line) {
@@ -894,13 +899,7 @@ static jnode *p_not_in(parser *P) {
 }
 static jnode *p_not(parser *P) {
     if (!is_name(P, "not")) return p_compare(P);
-    if (++P->nest > JINJA_MAX_PARSE_NEST) {
-        P->nest--;
-        return pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
-    }
-    jnode *r = p_not_in(P);
-    P->nest--;
-    return r;
+    return nest_enter(P) ? NULL : nest_leave(P, p_not_in(P));
 }
 static jnode *p_and(parser *P) {
     jnode *a = p_not(P);
@@ -942,13 +941,7 @@ static jnode *p_expr_in(parser *P) {
     return a;
 }
 static jnode *p_expr(parser *P) {
-    if (++P->nest > JINJA_MAX_PARSE_NEST) {
-        P->nest--;
-        return pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
-    }
-    jnode *r = p_expr_in(P);
-    P->nest--;
-    return r;
+    return nest_enter(P) ? NULL : nest_leave(P, p_expr_in(P));
 }
 
 /* statements: parse until one of the end tags (names) appears as {% name; returns the body */
@@ -1053,13 +1046,7 @@ static jnode *p_stmt_in(parser *P) {
     return pfail(P, "unsupported tag '%s'", w);
 }
 static jnode *p_stmt(parser *P) {
-    if (++P->nest > JINJA_MAX_PARSE_NEST) {
-        P->nest--;
-        return pfail(P, "expressions or blocks nested more than %d deep", JINJA_MAX_PARSE_NEST);
-    }
-    jnode *r = p_stmt_in(P);
-    P->nest--;
-    return r;
+    return nest_enter(P) ? NULL : nest_leave(P, p_stmt_in(P));
 }
 
 static jnode *p_body(parser *P, const char *const *ends, int nends, const char **which) {
