@@ -807,12 +807,12 @@ static jnode *p_filter_expr(parser *P, jnode *n) {
     }
 }
 
-static jnode *p_unary_in(parser *P, int with_filter) {
+static jnode *p_unary(parser *P, int with_filter) {
     jnode *n;
     if (is_op(P, "-") || is_op(P, "+")) {
         jtok *t = next(P);
         n = node(P, t->s[0] == '-' ? E_NEG : E_POS, t->line);
-        jnode *k = p_unary(P, 0);
+        jnode *k = nest_enter(P) ? NULL : nest_leave(P, p_unary(P, 0));
         if (!k) return NULL;
         add_kid(P, n, k);
     } else {
@@ -821,10 +821,6 @@ static jnode *p_unary_in(parser *P, int with_filter) {
     }
     if (n && with_filter) n = p_filter_expr(P, n);
     return n;
-}
-static jnode *p_unary(parser *P, int with_filter) {
-    if (!is_op(P, "-") && !is_op(P, "+")) return p_unary_in(P, with_filter);
-    return nest_enter(P) ? NULL : nest_leave(P, p_unary_in(P, with_filter));
 }
 
 static jnode *bin(parser *P, const char *op, jnode *a, jnode *b, int line) {
@@ -886,20 +882,15 @@ static jnode *p_compare(parser *P) {
         }
     }
 }
-static jnode *p_not(parser *P);
-static jnode *p_not_in(parser *P) {
+static jnode *p_not(parser *P) {
     if (is_name(P, "not")) {
         jnode *n = node(P, E_NOT, next(P)->line);
-        jnode *k = p_not(P);
+        jnode *k = nest_enter(P) ? NULL : nest_leave(P, p_not(P));
         if (!k) return NULL;
         add_kid(P, n, k);
         return n;
     }
     return p_compare(P);
-}
-static jnode *p_not(parser *P) {
-    if (!is_name(P, "not")) return p_compare(P);
-    return nest_enter(P) ? NULL : nest_leave(P, p_not_in(P));
 }
 static jnode *p_and(parser *P) {
     jnode *a = p_not(P);
@@ -1705,7 +1696,7 @@ static jv run_filter(rctx *R, const jnode *n, const char *f, jv v, args *pA) {
         ds_sbuf s = {0};
         /* json.dumps: indent None is one line; an int, even 0 or negative, puts items on lines of their own */
         int rc = put_json(&s, v, ind.t == V_INT ? (ind.i < 0 ? 0 : (int)ind.i) : -1, 0, NULL);
-        jv r = rc ? v_undef() : v_strn(&R->a, s.p ? s.p : "", s.n);
+        jv r = v_strn(&R->a, s.p ? s.p : "", s.n);
         free(s.p);
         if (rc == -2) return rfail(R, n, "tojson: Object of type TemplateNamespace is not JSON serializable");
         if (rc) return rfail(R, n, "tojson: Circular reference detected, or %s", NEST_ERR);
