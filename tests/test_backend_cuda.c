@@ -771,6 +771,15 @@ TEST(cuda_ops_engine) {
         g->sample_probs(gP, gS, gL, V, 0.8, 10, 0.9);
         check_dev("sample_probs", "V=50", gP, pc, V, 0);
         CHECK(g->sample_pick(gP, V, 0.37) == c->sample_pick(pc, V, 0.37));
+        /* min-p on that distribution (one block over V), then the penalties at distinct host ids */
+        c->probs_min_p(pc, V, 0.3);
+        g->probs_min_p(gP, V, 0.3);
+        check_dev("probs_min_p", "V=50", gP, pc, V, TOL);
+        const int32_t ids[5] = {49, 0, 17, 3, 8};
+        const float pre[5] = {1, 0, -100, 0.5f, 0}, rep[5] = {1.3f, 1, 2, 1.3f, 0.5f}, post[5] = {0, -0.4f, 0, -1.2f, 0.25f};
+        c->logits_adjust(lg, V, ids, pre, rep, post, 5);
+        g->logits_adjust(gL, V, ids, pre, rep, post, 5);
+        check_dev("logits_adjust", "V=50 n=5", gL, lg, V, 0);
         ds_cuda_free(gL), ds_cuda_free(gP), ds_cuda_free(gS), free(lg), free(pc), free(sc);
     }
     /* balance losses of one sequence */

@@ -374,6 +374,23 @@ TEST(serve_greedy_logprobs_stream_and_chat) {
                                                                    "message"), "content")->valuestring;
     CHECK_MSG(!strncmp(cout, content, strlen(content)) && cout[strlen(content)] == '\n', "chat --url printed %s",
               ds_quote(cout));
+    char plain[256];
+    snprintf(plain, sizeof plain, "%s", content);
+    cJSON_Delete(j);
+    free(o);
+    /* the penalties reach the server from chat --url: it prints the answer of a request with them */
+    CHECK(ds_test_sh(cout, sizeof cout, "printf 'Hi\\n' | $DSV3 chat --url http://127.0.0.1:%d --system 'Be brief.' "
+                     "--max-new-tokens 12 --repetition-penalty 1.4 --presence-penalty 0.5 --frequency-penalty 0.3 "
+                     "2>/dev/null", S.port) == 0);
+    CHECK(http(S.port, "POST", "/v1/chat/completions", NULL,
+               "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], "
+               "\"max_tokens\": 12, \"temperature\": 0, \"repetition_penalty\": 1.4, \"presence_penalty\": 0.5, "
+               "\"frequency_penalty\": 0.3}", &o) == 200);
+    j = cJSON_Parse(o);
+    const char *pc = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0),
+                                                              "message"), "content")->valuestring;
+    CHECK_MSG(!strncmp(cout, pc, strlen(pc)) && cout[strlen(pc)] == '\n' && strcmp(pc, plain),
+              "chat --url printed %s, the request with penalties %s, without %s", ds_quote(cout), ds_quote(pc), ds_quote(plain));
     cJSON_Delete(j);
     free(o);
     /* models, metrics */
@@ -431,6 +448,15 @@ TEST(serve_bad_requests) {
         {"/v1/chat/completions", "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", "unknown role 'wizard'", 400},
         {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": 7}]}", "content must be", 400},
         {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_logprobs\": 2}", "needs 'logprobs'", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"logit_bias\": [1]}", "'logit_bias' must be an object", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"logit_bias\": {\"x\": 1}}", "key 'x' is not a token id", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"logit_bias\": {\"300\": 1}}", "not a token id of the vocabulary", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"logit_bias\": {\"3\": 101}}", "in [-100, 100]", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"logit_bias\": {\"3\": \"up\"}}", "in [-100, 100]", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"presence_penalty\": 3}", "'presence_penalty' must be in", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"frequency_penalty\": \"a\"}", "'frequency_penalty' must be a number", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"repetition_penalty\": 0}", "'repetition_penalty' must be in", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"min_p\": 1.5}", "'min_p' must be in", 400},
         {"/v1/nothing", "{}", "no such endpoint", 404},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -829,6 +855,51 @@ TEST(serve_speculative_mtp_matches_generate) {
     CHECK_MSG(strstr(log, "speculative mtp:") && strstr(log, "acceptance"), "%s", log);
 }
 
+/* logit_bias, repetition, presence and frequency penalties in a request:
+ * the ids of tests/fixtures/sampling/penalties.safetensors (transformers'
+ * generate with an oracle of vLLM's order, tools/make_sampling_fixtures.py),
+ * two requests in one batch on a --speculative mtp server, which decodes
+ * them plainly (their choice is not the raw argmax the drafts verify) */
+TEST(serve_penalties_match_fixture) {
+    const char *fix = "tests/fixtures/sampling/penalties.safetensors";
+    if (!ds_file_exists(fix)) SKIP("no %s", fix);
+    SETUP("--max-batch 4 --speculative mtp");
+    ds_st_file f;
+    CHECK(ds_st_open(&f, fix) == 0);
+    TEST_RETURN_IF_FAILED();
+    const ds_st_tensor *tp = ds_st_find(&f, "prompt"), *tr = ds_st_find(&f, "rep_ids"), *tq = ds_st_find(&f, "pen_ids");
+    float prompt[8], want[2][64];
+    CHECK(tp && tr && tq && tp->numel == 8 && tr->numel == tq->numel && tr->numel <= 64);
+    if (!tp || !tr || !tq || tp->numel != 8 || tr->numel > 64) return;
+    ds_st_to_f32(tp, prompt), ds_st_to_f32(tr, want[0]), ds_st_to_f32(tq, want[1]);
+    const int N = (int)tr->numel - 8;
+    ds_st_close(&f);
+    char pj[256] = "[";
+    for (int i = 0; i < 8; i++) snprintf(pj + strlen(pj), sizeof pj - strlen(pj), "%s%d", i ? ", " : "", (int)prompt[i]);
+    strcat(pj, "]");
+    static const char *const extra[2] = {
+        "\"repetition_penalty\": 1.5",
+        "\"repetition_penalty\": 1.3, \"presence_penalty\": 0.4, \"frequency_penalty\": 0.6, "
+        "\"logit_bias\": {\"7\": 2.5, \"105\": -100, \"200\": 1.25}"};
+    spec_client cl[2];
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) {
+        cl[k] = (spec_client){.port = S.port};
+        snprintf(cl[k].body, sizeof cl[k].body,
+                 "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, \"stream\": true, "
+                 "\"return_token_ids\": true, %s}", pj, N, extra[k]);
+        pthread_create(&th[k], NULL, spec_stream, &cl[k]);
+    }
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+    for (int k = 0; k < 2; k++) {
+        int same = cl[k].n == N && cl[k].done;
+        for (int i = 0; i < N && same; i++) same = cl[k].ids[i] == (int32_t)want[k][8 + i];
+        CHECK_MSG(same, "request %d: %d ids, first %d (fixture %d)", k, cl[k].n, cl[k].n ? cl[k].ids[0] : -1, (int)want[k][8]);
+    }
+    CHECK(metric(S.port, "dsv3_spec_drafts_total") == 0);
+    CHECK(server_stop(&S) == 0);
+}
+
 /* Batched prefill (ds_rows_engine_prefill: several prompts in one forward,
  * each at its own position in its own cache row, shorter chunks padded):
  * within the row-wise linears' range (4 prompts x 4 tokens = 16 rows) each
@@ -1021,10 +1092,13 @@ static char *serve_answers(const char *dir, const char *device) {
     char pj[512], req[2048], *o = NULL;
     ds_sbuf all = {0};
     prompt_json(pj, sizeof pj, 20, 1);
-    const char *bodies[3] = {
+    const char *bodies[4] = {
         "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0, \"ignore_eos\": true, \"return_token_ids\": true, \"logprobs\": 2}",
         "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0.9, \"top_p\": 0.8, \"seed\": 5, \"ignore_eos\": true, "
         "\"return_token_ids\": true}",
+        "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0.8, \"min_p\": 0.1, \"repetition_penalty\": 1.2, "
+        "\"presence_penalty\": 0.3, \"frequency_penalty\": 0.2, \"logit_bias\": {\"5\": 3}, \"seed\": 9, "
+        "\"ignore_eos\": true, \"return_token_ids\": true, \"logprobs\": 1}",
         NULL};
     for (int i = 0; bodies[i]; i++) {
         snprintf(req, sizeof req, bodies[i], pj);
@@ -1075,8 +1149,9 @@ TEST(chat_device_resident_fakedev) {
     const char *dir = make_model();
     CHECK(dir != NULL);
     if (!dir) return;
-    const char *modes[2] = {"", "--temperature 0.9 --top-k 5 --seed 3"};
-    for (int i = 0; i < 2; i++) {
+    const char *modes[3] = {"", "--temperature 0.9 --top-k 5 --seed 3",
+                            "--temperature 0.9 --min-p 0.2 --repetition-penalty 1.3 --frequency-penalty 0.4 --seed 3"};
+    for (int i = 0; i < 3; i++) {
         char a[4096], b[4096];
         const char *cmd = "printf 'Hi\\n/reset\\nHo\\n' | $DSV3 chat --model %s --max-new-tokens 8 %s --device %s 2>/dev/null";
         int ra = ds_test_sh(a, sizeof a, cmd, dir, modes[i], "cpu"), rb = ds_test_sh(b, sizeof b, cmd, dir, modes[i], "fakedev");

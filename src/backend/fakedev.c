@@ -326,6 +326,23 @@ static int32_t fd_sample_pick(const float *p, int64_t V, double u) {
     leave();
     return r;
 }
+static void fd_logits_adjust(float *x, int64_t V, const int32_t *ids, const float *pre, const float *rep,
+                             const float *post, int64_t n) {
+    need_dev(x, "logits_adjust logits");
+    if (n) { /* the ids and their terms are [host]: the backend uploads them */
+        need_side(ids, 0, "logits_adjust", "ids"), need_side(pre, 0, "logits_adjust", "pre");
+        need_side(rep, 0, "logits_adjust", "rep"), need_side(post, 0, "logits_adjust", "post");
+    }
+    enter();
+    ds_ops_cpu.logits_adjust(x, V, ids, pre, rep, post, n);
+    leave();
+}
+static void fd_probs_min_p(float *p, int64_t V, double min_p) {
+    need_dev(p, "probs_min_p prob");
+    enter();
+    ds_ops_cpu.probs_min_p(p, V, min_p);
+    leave();
+}
 /* the latent cache too: a host cache beside a device model is one a real device cannot reach */
 static void fd_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n, int64_t pos,
                          int64_t L, int64_t rkv, int64_t dr, const int64_t *pb, const int64_t *rb) {
@@ -382,6 +399,6 @@ const struct ds_ops ds_ops_fakedev = {
     /* evaluation scoring */
     E_(token_logprobs),
     /* decode, sampling, optimizer */
-    E_(kv_append), E_(mla_absorbed_attention), E_(argmax_rows), E_(sample_probs), E_(sample_pick), E_(adamw),
+    E_(kv_append), E_(mla_absorbed_attention), E_(argmax_rows), E_(sample_probs), E_(sample_pick), E_(logits_adjust), E_(probs_min_p), E_(adamw),
     E_(bias_update), E_(linear_workspace),
 };

@@ -140,6 +140,13 @@ struct ds_ops {
                          int64_t top_k, double top_p);
     /* the token drawn from prob (V) with u in [0,1) from the host RNG */
     int32_t (*sample_pick)(const float *prob, int64_t V, double u);
+    /* the sampler's penalties, in place on logits (V) at n distinct ids [host] < V, with
+     * pre, rep, post [host] (n): x = x + pre; x = x > 0 ? x / rep : x * rep; x = x + post
+     * (logit_bias, then the repetition penalty, then presence/frequency: vLLM's order) */
+    void (*logits_adjust)(float *logits, int64_t V, const int32_t *ids, const float *pre, const float *rep,
+                          const float *post, int64_t n);
+    /* min-p on prob (V) in place: zero each p < min_p * max(prob), renormalise the rest */
+    void (*probs_min_p)(float *prob, int64_t V, double min_p);
     /* ---- engine, model side (docs/engine.md steps 4-6; backend/cpu/kernels.h,
      * backward.h, memory.c).  [dev] pointers are memory of this table (its
      * alloc), [host] host memory; host_visible = 1: the two coincide. */

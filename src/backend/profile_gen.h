@@ -37,6 +37,8 @@ enum {
     PF_argmax_rows,
     PF_sample_probs,
     PF_sample_pick,
+    PF_logits_adjust,
+    PF_probs_min_p,
     PF_alloc,
     PF_free,
     PF_memset,
@@ -95,6 +97,8 @@ static const char *const pf_names[PF_COUNT] = {
     "argmax_rows",
     "sample_probs",
     "sample_pick",
+    "logits_adjust",
+    "probs_min_p",
     "alloc",
     "free",
     "memset",
@@ -297,6 +301,16 @@ static int32_t pf_sample_pick(const float *prob, int64_t V, double u) {
     pf_end(PF_sample_pick, pf_t);
     return pf_r;
 }
+static void pf_logits_adjust(float *logits, int64_t V, const int32_t *ids, const float *pre, const float *rep, const float *post, int64_t n) {
+    double pf_t = pf_begin();
+    g_inner->logits_adjust(logits, V, ids, pre, rep, post, n);
+    pf_end(PF_logits_adjust, pf_t);
+}
+static void pf_probs_min_p(float *prob, int64_t V, double min_p) {
+    double pf_t = pf_begin();
+    g_inner->probs_min_p(prob, V, min_p);
+    pf_end(PF_probs_min_p, pf_t);
+}
 static void *pf_alloc(size_t bytes) {
     return g_inner->alloc(bytes);
 }
@@ -423,6 +437,8 @@ static void pf_fill(struct ds_ops *t, const struct ds_ops *in) {
     t->argmax_rows = in->argmax_rows ? pf_argmax_rows : NULL;
     t->sample_probs = in->sample_probs ? pf_sample_probs : NULL;
     t->sample_pick = in->sample_pick ? pf_sample_pick : NULL;
+    t->logits_adjust = in->logits_adjust ? pf_logits_adjust : NULL;
+    t->probs_min_p = in->probs_min_p ? pf_probs_min_p : NULL;
     t->alloc = in->alloc ? pf_alloc : NULL;
     t->free = in->free ? pf_free : NULL;
     t->memset = in->memset ? pf_memset : NULL;

@@ -100,7 +100,7 @@ static int answer_local(local *L, const cJSON *msgs, ds_sbuf *out) {
 typedef struct {
     char host[256], port[16], prefix[256];
     const char *api_key;
-    double temperature;
+    ds_sample_params sp; /* the sampling fields sent with each request (the server's defaults where off) */
     long long max_tokens;
 } remote;
 
@@ -153,7 +153,15 @@ static int answer_remote(const remote *R, const cJSON *msgs, ds_sbuf *out) {
     cJSON *req = cJSON_CreateObject();
     cJSON_AddItemToObject(req, "messages", cJSON_Duplicate(msgs, 1));
     cJSON_AddBoolToObject(req, "stream", 1);
-    cJSON_AddNumberToObject(req, "temperature", R->temperature);
+    const ds_sample_params *p = &R->sp;
+    cJSON_AddNumberToObject(req, "temperature", p->temperature);
+    if (p->top_p < 1) cJSON_AddNumberToObject(req, "top_p", p->top_p);
+    if (p->top_k > 0) cJSON_AddNumberToObject(req, "top_k", (double)p->top_k);
+    if (p->min_p > 0) cJSON_AddNumberToObject(req, "min_p", p->min_p);
+    if (p->repetition_penalty != 1) cJSON_AddNumberToObject(req, "repetition_penalty", p->repetition_penalty);
+    if (p->presence_penalty != 0) cJSON_AddNumberToObject(req, "presence_penalty", p->presence_penalty);
+    if (p->frequency_penalty != 0) cJSON_AddNumberToObject(req, "frequency_penalty", p->frequency_penalty);
+    if (p->temperature > 0) cJSON_AddNumberToObject(req, "seed", (double)p->seed);
     if (R->max_tokens > 0) cJSON_AddNumberToObject(req, "max_tokens", (double)R->max_tokens);
     char *body = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
@@ -245,7 +253,7 @@ static int run(int argc, char **argv) {
     const char *model = NULL, *url = NULL, *system = NULL, *tokp = NULL, *tmplf = NULL, *api_key = NULL;
     const char *device = "cpu";
     long long max_new = 512, top_k = 0, seed = 1234;
-    double temperature = 0, top_p = 1;
+    double temperature = 0, top_p = 1, min_p = 0, rep_pen = 1, pres_pen = 0, freq_pen = 0;
     const ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  chat with this model folder (in this process)"},
         {"--url", DS_OPT_STR, &url, "URL  chat with a running server instead (http://HOST:PORT)"},
@@ -254,6 +262,10 @@ static int run(int argc, char **argv) {
         {"--temperature", DS_OPT_FLOAT, &temperature, "T  sampling temperature (default 0 = greedy)", DS_RANGE(0, 100)},
         {"--top-p", DS_OPT_FLOAT, &top_p, "P  nucleus sampling mass (default 1 = off)", DS_RANGE_OPEN_MIN(0, 1)},
         {"--top-k", DS_OPT_INT, &top_k, "K  sample among the K most likely (default 0 = off)", DS_MIN(0)},
+        {"--min-p", DS_OPT_FLOAT, &min_p, "P  drop tokens below P times the top token's probability (default 0 = off)", DS_RANGE(0, 1)},
+        {"--repetition-penalty", DS_OPT_FLOAT, &rep_pen, "R  logits of prompt and output tokens / R when > 0, * R else (default 1 = off)", DS_RANGE_OPEN_MIN(0, 100)},
+        {"--presence-penalty", DS_OPT_FLOAT, &pres_pen, "X  subtracted once from each output token's logit (default 0)", DS_RANGE(-2, 2)},
+        {"--frequency-penalty", DS_OPT_FLOAT, &freq_pen, "X  subtracted per occurrence in the output (default 0)", DS_RANGE(-2, 2)},
         {"--seed", DS_OPT_INT, &seed, "S  sampling seed (default 1234)"},
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or its folder (default: the model folder's)"},
         {"--chat-template", DS_OPT_STR, &tmplf, "FILE  a Jinja chat template replacing tokenizer_config.json's"},
@@ -263,6 +275,9 @@ static int run(int argc, char **argv) {
     const char *usage = "--model DIR | --url http://HOST:PORT [--system TEXT] [--max-new-tokens N] [--temperature T]";
     ds_cli_parse("chat", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model == !url) ds_cli_usage_error("chat", "give one of --model DIR or --url URL");
+    const ds_sample_params sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed,
+                                 .min_p = min_p, .repetition_penalty = rep_pen, .presence_penalty = pres_pen,
+                                 .frequency_penalty = freq_pen};
     local L;
     memset(&L, 0, sizeof L);
     remote R;
@@ -270,7 +285,7 @@ static int run(int argc, char **argv) {
     if (url) {
         if (parse_url(&R, url)) ds_cli_usage_error("chat", "%s", ds_errmsg());
         R.api_key = api_key ? api_key : getenv("DSV3_API_KEY");
-        R.temperature = temperature;
+        R.sp = sp;
         R.max_tokens = max_new;
     } else {
         /* device-resident: the weights, arenas and KV cache in the table's memory */
@@ -294,7 +309,7 @@ static int run(int argc, char **argv) {
             return ds_cli_fail("chat");
         }
         L.o = (ds_gen_opts){.max_tokens = max_new,
-                            .sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed},
+                            .sp = sp,
                             .eos = L.eos, .neos = L.neos};
     }
     struct sigaction act;

@@ -1,6 +1,7 @@
 /*
  * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-new-tokens N]
- *   [--temperature T --top-p P --top-k K --seed S] [--stop STR...] [--ignore-eos]
+ *   [--temperature T --top-p P --top-k K --min-p P --seed S] [--repetition-penalty R]
+ *   [--presence-penalty X] [--frequency-penalty X] [--logit-bias ID:BIAS...] [--stop STR...] [--ignore-eos]
  *   [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
  * Tokenizes the prompt with DIR/tokenizer.json or --tokenizer (BOS added when
  * its tokenizer_config says so), prints the prompt and streams the
@@ -106,7 +107,8 @@ static int run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL, *device = "cpu";
     ds_strlist stop = {0};
     long long max_new = LLONG_MIN, top_k = 0, seed = 1234; /* LLONG_MIN: not given, 64 */
-    double temperature = 0, top_p = 1;
+    double temperature = 0, top_p = 1, min_p = 0, rep_pen = 1, pres_pen = 0, freq_pen = 0;
+    ds_strlist bias_arg = {0};
     int ids_mode = 0, ignore_eos = 0, json = 0, dequant = 0;
     const ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  model folder (config.json, safetensors, tokenizer.json)"},
@@ -118,6 +120,11 @@ static int run(int argc, char **argv) {
         {"--temperature", DS_OPT_FLOAT, &temperature, "T  sampling temperature >= 0; 0 = greedy (default)"},
         {"--top-p", DS_OPT_FLOAT, &top_p, "P  nucleus sampling mass in (0, 1] (default 1 = off)"},
         {"--top-k", DS_OPT_INT, &top_k, "K  sample among the K most likely, K >= 0 (default 0 = off)"},
+        {"--min-p", DS_OPT_FLOAT, &min_p, "P  drop tokens below P times the top token's probability (default 0 = off)", DS_RANGE(0, 1)},
+        {"--repetition-penalty", DS_OPT_FLOAT, &rep_pen, "R  logits of prompt and output tokens / R when > 0, * R else (default 1 = off)", DS_RANGE_OPEN_MIN(0, 1e6)},
+        {"--presence-penalty", DS_OPT_FLOAT, &pres_pen, "X  subtracted once from each output token's logit (default 0)", DS_RANGE(-1e6, 1e6)},
+        {"--frequency-penalty", DS_OPT_FLOAT, &freq_pen, "X  subtracted per occurrence in the output (default 0)", DS_RANGE(-1e6, 1e6)},
+        {"--logit-bias", DS_OPT_MULTI, &bias_arg, "ID:BIAS...  added to token ID's logit (repeatable; -100 bans, 100 forces)"},
         {"--seed", DS_OPT_INT, &seed, "S  sampling seed (default 1234)"},
         {"--stop", DS_OPT_MULTI, &stop, "STR... stop when the generated text contains any STR (repeatable)"},
         {"--ignore-eos", DS_OPT_FLAG, &ignore_eos, "do not stop at EOS"},
@@ -127,7 +134,8 @@ static int run(int argc, char **argv) {
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
-    const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --temperature T --top-p P --top-k K --seed S] "
+    const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --temperature T --top-p P --top-k K --min-p P --seed S] "
+                        "[--repetition-penalty R --presence-penalty X --frequency-penalty X --logit-bias ID:BIAS...] "
                         "[--stop STR...] [--tokenizer PATH] [--ids] [--speculative mtp]";
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     ds_cli_parse("generate", usage, argc, argv, opts, nopts, NULL, 0, NULL);
@@ -144,6 +152,21 @@ static int run(int argc, char **argv) {
     if (top_k < 0) ds_cli_usage_error("generate", "--top-k must be >= 0 (0 = off), got %lld", top_k);
     if (spec && temperature > 0)
         ds_cli_usage_error("generate", "--speculative mtp is greedy only (use --temperature 0)");
+    static ds_logit_bias bias[DS_MAX_LOGIT_BIAS];
+    if (bias_arg.n > DS_MAX_LOGIT_BIAS)
+        ds_cli_usage_error("generate", "--logit-bias takes at most %d tokens (got %d)", DS_MAX_LOGIT_BIAS, bias_arg.n);
+    for (int i = 0; i < bias_arg.n; i++) {
+        const char *a = bias_arg.v[i];
+        char *e1 = NULL, *e2 = NULL;
+        long long id = strtoll(a, &e1, 10);
+        double b = e1 != a && *e1 == ':' ? strtod(e1 + 1, &e2) : NAN;
+        if (!e2 || e2 == e1 + 1 || *e2 || id < 0 || id > INT32_MAX || !(fabs(b) <= 1e6))
+            ds_cli_usage_error("generate", "--logit-bias: %s is not ID:BIAS (a token id and a finite number, e.g. 42:-100)",
+                               ds_quote(a));
+        bias[i] = (ds_logit_bias){(int32_t)id, (float)b};
+    }
+    if (spec && (rep_pen != 1 || pres_pen != 0 || freq_pen != 0 || bias_arg.n))
+        ds_cli_usage_error("generate", "--speculative mtp takes no repetition, presence or frequency penalty or --logit-bias");
     /* device-resident: the weights, arenas and KV cache in the table's memory */
     const struct ds_ops *ops = ds_cli_device_resident("generate", device);
     if (!*prompt) {
@@ -226,7 +249,9 @@ static int run(int argc, char **argv) {
         }
         ds_gen_opts o = {
             .max_tokens = max_new,
-            .sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed},
+            .sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed, .min_p = min_p,
+                   .repetition_penalty = rep_pen, .presence_penalty = pres_pen, .frequency_penalty = freq_pen,
+                   .bias = bias, .nbias = bias_arg.n},
             .eos = eos, .neos = neos, .speculative = spec != NULL,
         };
         ds_sampler probe; /* validate the sampling options before any work */

@@ -35,6 +35,8 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
     if (o->speculative) {
         if (c->num_nextn_predict_layers < 1) return ds_err("generate: --speculative mtp needs a model with an MTP module");
         if (o->sp.temperature > 0) return ds_err("generate: speculative decoding is greedy only (use --temperature 0)");
+        if (!ds_sample_params_argmax(&o->sp))
+            return ds_err("generate: speculative decoding takes no repetition, presence or frequency penalty or logit bias");
     }
     int64_t chunk = P < 256 ? P : 256;
     if (chunk < 2) chunk = 2;
@@ -52,6 +54,7 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
         ds_engine_free(&e);
         return -1;
     }
+    ds_sampler_prompt(&s, prompt, P);
     double t0 = ds_now();
     rc = ds_engine_prefill(&e, prompt, P);
     double t1 = ds_now();

@@ -138,11 +138,27 @@ void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src
 
 /* ---- sampling.c ----------------------------------------------------------------- */
 typedef struct {
+    int32_t id;
+    float bias;
+} ds_logit_bias;
+#define DS_MAX_LOGIT_BIAS 1024 /* entries a request or a command line may give */
+/* Zero-initialised fields are "off" (repetition_penalty 0 reads as 1). */
+typedef struct {
     double temperature;  /* ≤ 0: greedy (argmax) */
     int64_t top_k;       /* 0: off */
     double top_p;        /* ≥ 1: off; else keep the smallest most-probable set with mass ≥ top_p */
     uint64_t seed;
+    double min_p;        /* 0: off; else drop tokens below min_p times the top token's probability (after top-p) */
+    double repetition_penalty; /* 1 (or 0): off; a logit of a token in the prompt or output: / r if > 0, else * r */
+    double presence_penalty;   /* subtracted once from the logit of each token already in the output */
+    double frequency_penalty;  /* subtracted per occurrence in the output */
+    const ds_logit_bias *bias; /* nbias entries added to their logits (ds_sampler_init copies them) */
+    int nbias;
 } ds_sample_params;
+/* 1 when p picks the argmax of the raw logits (greedy, no penalty, no bias): what MTP speculative decoding needs */
+int ds_sample_params_argmax(const ds_sample_params *p);
+/* 1 when p adjusts logits (penalties, bias) before the choice */
+int ds_sample_params_adjusts(const ds_sample_params *p);
 typedef struct {
     ds_sample_params p;
     int64_t V;
@@ -150,13 +166,25 @@ typedef struct {
     ds_rng rng;
     float *prob;    /* (V) [dev]: ops->alloc */
     int32_t *idx;   /* (V) [dev]: ops->alloc */
+    /* penalties and bias (ds_sample_params_adjusts): the adjusted copy of the logits and the history */
+    float *work;    /* (V) [dev] */
+    int32_t *count; /* (V) host: occurrences in the output */
+    int32_t *slot;  /* (V) host: 1 + the index of the id in ids, 0 when not there */
+    int32_t *ids;   /* host: the distinct ids adjusted (biased, seen), n of them */
+    float *pre, *rep, *post;
+    int64_t n, cap;
 } ds_sampler;
 int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_params *p, int64_t V);
 void ds_sampler_free(ds_sampler *s);
+/* The prompt's P ids (the repetition penalty counts them; call once, before the first ds_sample). */
+void ds_sampler_prompt(ds_sampler *s, const int32_t *ids, int64_t P);
 /* The distribution the sampler draws from: prob (V, the table's memory) after temperature,
- * top-k, top-p and renormalisation (greedy: one-hot on the argmax). */
+ * top-k, top-p, min-p and renormalisation (greedy: one-hot on the argmax).  logits: as
+ * ds_sample sees them (after ds_sampler_adjust when the params adjust). */
 void ds_sampler_probs(ds_sampler *s, float *prob, const float *logits);
-/* Draw one token from logits (V). */
+/* logits with the penalties and bias applied: s->work (the raw logits when nothing adjusts). */
+const float *ds_sampler_adjust(ds_sampler *s, const float *logits);
+/* Draw one token from logits (V), and count it in the history. */
 int32_t ds_sample(ds_sampler *s, const float *logits);
 
 /* ---- generate.c / speculative.c: batch-1 generation ------------------------------ */

@@ -77,6 +77,7 @@ static void sreq_free(ds_sreq *r) {
     free(r->out), free(r->lp), free(r->top_id), free(r->top_lp);
     free(r->text);
     free(r->forced_drafts);
+    free((void *)r->sp.bias);
     for (int i = 0; i < r->nstop; i++) free(r->stop[i]);
     free(r);
 }
@@ -386,7 +387,7 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
         s->pos[i] = r->P;
         s->state[i] = SLOT_DECODE;
         fresh[i] = 1;
-        const int greedy = r->sp.temperature <= 0;
+        const int greedy = ds_sample_params_argmax(&r->sp); /* drafts verify against the raw argmax */
         sample_emit(s, r, s->dec.p_logits + k * V, &s->last[i]); /* may finish r: then slot[i] is NULL */
         s->spec[i] = s->o.speculative && greedy && s->slot[i] == r;
         if (s->o.speculative)
@@ -562,6 +563,7 @@ static void *loop(void *arg) {
                 finish(s, r, "length");
                 continue;
             }
+            ds_sampler_prompt(&r->sampler, r->prompt, r->P);
         }
         pthread_mutex_unlock(&s->mu);
         /* prefill: up to prefill_chunk prompt tokens per iteration, oldest

@@ -35,7 +35,7 @@ typedef struct ds_sreq {
     int32_t *prompt;
     int64_t P;
     int64_t max_tokens;           /* already capped by the context */
-    ds_sample_params sp;
+    ds_sample_params sp;          /* sp.bias: owned (freed with the request) */
     int top_logprobs;             /* -1: no logprobs; else the chosen token's and this many alternatives */
     char *stop[DS_SREQ_MAX_STOP];
     int nstop;

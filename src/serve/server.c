@@ -117,6 +117,7 @@ typedef struct {
     int32_t *ids;
     int64_t P;
     char *echo_text;
+    ds_logit_bias *bias; /* sp.bias: logit_bias, nbias entries */
     int32_t *drafts;    /* tests only (DSV3_SERVE_TEST_DRAFTS set): forced speculative drafts */
     int64_t ndrafts;
     char err[512];
@@ -195,6 +196,32 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
         if (!cJSON_IsObject(so)) return bad(g, "stream_options", "'stream_options' must be an object");
         if (get_bool(g, so, "include_usage", &g->include_usage)) return -1;
     }
+    double min_p = 0, rep = 1, pres = 0, freq = 0;
+    if (get_num(g, j, "min_p", 0, 1, 0, &min_p)) return -1;                     /* extension, as vLLM's */
+    if (get_num(g, j, "repetition_penalty", 0, 100, 1, &rep)) return -1;        /* extension, as vLLM's */
+    if (get_num(g, j, "presence_penalty", -2, 2, 0, &pres)) return -1;
+    if (get_num(g, j, "frequency_penalty", -2, 2, 0, &freq)) return -1;
+    const cJSON *lb = field(j, "logit_bias");
+    if (lb) {
+        if (!cJSON_IsObject(lb)) return bad(g, "logit_bias", "'logit_bias' must be an object of token ids to numbers, got %s", ds_json_type_name(lb));
+        const int n = cJSON_GetArraySize(lb);
+        if (n > DS_MAX_LOGIT_BIAS) return bad(g, "logit_bias", "'logit_bias' takes at most %d tokens, got %d", DS_MAX_LOGIT_BIAS, n);
+        g->bias = ds_malloc((size_t)(n + 1) * sizeof *g->bias);
+        const cJSON *x;
+        cJSON_ArrayForEach(x, lb) {
+            const char *k = x->string;
+            char *end = NULL;
+            long long id = k[0] >= '0' && k[0] <= '9' ? strtoll(k, &end, 10) : -1;
+            if (id < 0 || *end || id >= S->cfg->vocab)
+                return bad(g, "logit_bias", "'logit_bias': key %s is not a token id of the vocabulary [0, %lld)", ds_quote(k),
+                           (long long)S->cfg->vocab);
+            if (!cJSON_IsNumber(x) || !(x->valuedouble >= -100 && x->valuedouble <= 100))
+                return bad(g, "logit_bias", "'logit_bias': the bias of token %lld must be a number in [-100, 100]", id);
+            g->bias[g->sp.nbias++] = (ds_logit_bias){(int32_t)id, (float)x->valuedouble};
+        }
+        g->sp.bias = g->bias;
+    }
+    g->sp.min_p = min_p, g->sp.repetition_penalty = rep, g->sp.presence_penalty = pres, g->sp.frequency_penalty = freq;
     g->sp.temperature = temp;
     g->sp.top_p = top_p;
     g->sp.top_k = top_k < 0 ? 0 : top_k;
@@ -624,6 +651,7 @@ static void greq_free(greq *g) {
     free(g->ids);
     free(g->echo_text);
     free(g->drafts);
+    free(g->bias);
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
 }
 
@@ -681,6 +709,11 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         r->max_tokens = maxt;
         r->sp = g.sp;
         r->sp.seed = g.sp.seed + (uint64_t)j;
+        if (g.sp.nbias) { /* the request's own copy: the scheduler reads it when it admits the request */
+            ds_logit_bias *b = ds_malloc((size_t)g.sp.nbias * sizeof *b);
+            memcpy(b, g.sp.bias, (size_t)g.sp.nbias * sizeof *b);
+            r->sp.bias = b;
+        }
         r->top_logprobs = g.logprobs ? g.top_logprobs : -1;
         r->ignore_eos = g.ignore_eos;
         r->stream = g.stream;

@@ -56,5 +56,11 @@ void ds_sample_probs(float *prob, int32_t *scratch, const float *logits, int64_t
 /* The token drawn from prob (V) with u in [0, 1): the first i whose
  * cumulative mass exceeds u·Σprob (tokens of probability 0 skipped). */
 int32_t ds_sample_pick(const float *prob, int64_t V, double u);
+/* The sampler's penalties on logits (V) at n distinct ids (host): x + pre[i],
+ * then divided by rep[i] when positive, multiplied when not, then + post[i]. */
+void ds_logits_adjust(float *logits, int64_t V, const int32_t *ids, const float *pre, const float *rep,
+                      const float *post, int64_t n);
+/* min-p: prob[i] < min_p * max(prob) set to 0, the rest renormalised (sum in double). */
+void ds_probs_min_p(float *prob, int64_t V, double min_p);
 
 #endif

@@ -99,3 +99,26 @@ int32_t ds_sample_pick(const float *prob, int64_t V, double u) {
     }
     return (int32_t)(last >= 0 ? last : argmax(prob, V));
 }
+
+void ds_logits_adjust(float *x, int64_t V, const int32_t *ids, const float *pre, const float *rep, const float *post,
+                      int64_t n) {
+    (void)V;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[ids[i]] + pre[i];
+        if (rep[i] != 1.0f) v = v > 0 ? v / rep[i] : v * rep[i];
+        x[ids[i]] = v + post[i];
+    }
+}
+
+void ds_probs_min_p(float *p, int64_t V, double min_p) {
+    if (V <= 0 || min_p <= 0) return;
+    float mx = p[0];
+    for (int64_t i = 1; i < V; i++) mx = p[i] > mx ? p[i] : mx;
+    const float thr = (float)min_p * mx; /* transformers: min_p times the top probability, in FP32 */
+    double sum = 0;
+    for (int64_t i = 0; i < V; i++) {
+        if (p[i] < thr) p[i] = 0;
+        sum += p[i];
+    }
+    for (int64_t i = 0; i < V; i++) p[i] = (float)(p[i] / sum);
+}

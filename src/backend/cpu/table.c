@@ -81,6 +81,8 @@ const struct ds_ops ds_ops_cpu = {
     .argmax_rows = ds_argmax_rows,
     .sample_probs = ds_sample_probs,
     .sample_pick = ds_sample_pick,
+    .logits_adjust = ds_logits_adjust,
+    .probs_min_p = ds_probs_min_p,
     /* engine, model side */
     .host_visible = 1,
     .alloc = ds_cpu_alloc,
@@ -146,6 +148,8 @@ const struct ds_ops ds_ops_ref = {
     .argmax_rows = ds_argmax_rows_ref,
     .sample_probs = ds_sample_probs,
     .sample_pick = ds_sample_pick,
+    .logits_adjust = ds_logits_adjust,
+    .probs_min_p = ds_probs_min_p,
     /* engine, model side */
     .host_visible = 1,
     .alloc = ds_cpu_alloc,

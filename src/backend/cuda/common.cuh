@@ -237,6 +237,9 @@ void ds_cu_argmax_rows(int32_t *out, const float *x, int64_t N, int64_t V);
 void ds_cu_sample_probs(float *prob, int32_t *scratch, const float *logits, int64_t V, double temperature,
                         int64_t top_k, double top_p);
 int32_t ds_cu_sample_pick(const float *prob, int64_t V, double u);
+void ds_cu_logits_adjust(float *logits, int64_t V, const int32_t *ids, const float *pre, const float *rep,
+                         const float *post, int64_t n);
+void ds_cu_probs_min_p(float *prob, int64_t V, double min_p);
 void ds_cu_moe_sort(int64_t *counts, int64_t *offsets, int32_t *order, int32_t *pos, const int32_t *idx, int64_t N,
                     int64_t K, int64_t E);
 void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *out, const float *inp, const float *const *w,

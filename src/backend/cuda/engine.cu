@@ -261,6 +261,55 @@ extern "C" void ds_cu_gather_rows(float *dst, const float *src, const int32_t *i
     k_gather_rows<<<ds_cu_blocks(n * H, 256), 256, 0, g_cu.stream>>>(dst, src, di, n, H);
     CU_LAUNCHED();
 }
+namespace {
+/* one thread per id: the ids are distinct, so no two threads write one logit */
+__global__ void k_logits_adjust(float *x, const int32_t *ids, const float *t, int64_t n) {
+    GRID_STRIDE(i, n) {
+        const float pre = t[i], rep = t[n + i], post = t[2 * n + i];
+        float v = x[ids[i]] + pre;
+        if (rep != 1.0f) v = v > 0 ? v / rep : v * rep;
+        x[ids[i]] = v + post;
+    }
+}
+/* one block: max, zero below min_p * max, Σ in double, renormalise */
+__global__ void k_probs_min_p(float *p, int64_t V, float min_p) {
+    __shared__ float sf[32];
+    __shared__ double sd[32];
+    float mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, p[i]);
+    mx = block_max(mx, sf);
+    const float thr = min_p * mx;
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = p[i] < thr ? 0.0f : p[i];
+        p[i] = v;
+        sum += v;
+    }
+    sum = block_sum_d(sum, sd);
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) p[i] = (float)(p[i] / sum);
+}
+} // namespace
+
+extern "C" void ds_cu_logits_adjust(float *x, int64_t V, const int32_t *ids, const float *pre, const float *rep,
+                                    const float *post, int64_t n) {
+    (void)V;
+    if (n <= 0) return;
+    CU_ENTRY();
+    /* ids, pre, rep, post are [host]: one upload of (ids | pre | rep | post) */
+    char *h = (char *)hbuf((size_t)n * 16);
+    memcpy(h, ids, (size_t)n * 4);
+    memcpy(h + n * 4, pre, (size_t)n * 4), memcpy(h + n * 8, rep, (size_t)n * 4), memcpy(h + n * 12, post, (size_t)n * 4);
+    char *d = (char *)tmp_up(SCR_A, h, (size_t)n * 16);
+    free(h);
+    k_logits_adjust<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(x, (const int32_t *)d, (const float *)(d + n * 4), n);
+    CU_LAUNCHED();
+}
+extern "C" void ds_cu_probs_min_p(float *prob, int64_t V, double min_p) {
+    if (V <= 0 || min_p <= 0) return;
+    CU_ENTRY();
+    k_probs_min_p<<<1, 256, 0, g_cu.stream>>>(prob, V, (float)min_p);
+    CU_LAUNCHED();
+}
 extern "C" void ds_cu_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n) {
     CU_ENTRY();
     if (n <= 0) return;

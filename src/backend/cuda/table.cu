@@ -250,6 +250,8 @@ static void fill(struct ds_ops *t, int precision) {
     t->argmax_rows = ds_cu_argmax_rows;
     t->sample_probs = ds_cu_sample_probs;
     t->sample_pick = ds_cu_sample_pick;
+    t->logits_adjust = ds_cu_logits_adjust;
+    t->probs_min_p = ds_cu_probs_min_p;
     t->host_visible = 0;
     t->alloc = ds_cu_alloc;
     t->free = ds_cuda_free;
