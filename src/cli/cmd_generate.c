@@ -284,7 +284,7 @@ static int run(int argc, char **argv) {
                    tps, (long long)st.drafted, (long long)st.accepted);
     }
     free(sc.text);
-    free(stop.v);
+    free(stop.v), free(bias_arg.v);
     free(ids);
     free(out);
     ds_tokenizer_free(tok);
