@@ -124,6 +124,12 @@ int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t 
     return ds_model_forward_ex(e->m, &e->pa, e->ops, ids, &o);
 }
 
+int ds_rows_engine_prefill_all(ds_rows_engine *e, const int32_t *ids, int64_t row, int64_t pos, int64_t t) {
+    if (check_prefill(e, &row, &pos, 1, t)) return -1;
+    const ds_fwd_opts o = {.kv = &e->kc, .n = t, .B = 1, .pos_b = &pos, .rows = &row};
+    return ds_model_forward_ex(e->m, &e->pa, e->ops, ids, &o);
+}
+
 int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos,
                                const int64_t *last, int64_t n, int64_t t) {
     if (!e->mtp) return ds_err("mtp: the decode engine was created without the MTP module");

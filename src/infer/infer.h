@@ -130,6 +130,9 @@ int ds_rows_engine_prefill_init(ds_rows_engine *e, int64_t chunk);
  * at the same positions; e->p_mtp_logits (n, V) from each last state. */
 int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t *rows, const int64_t *pos,
                            const int64_t *last, int64_t n, int64_t t);
+/* The same for one prompt's t tokens with every position through the head:
+ * e->p_logits (t, V), row i the logits after token i (prompt log-probabilities). */
+int ds_rows_engine_prefill_all(ds_rows_engine *e, const int32_t *ids, int64_t row, int64_t pos, int64_t t);
 int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos,
                                const int64_t *last, int64_t n, int64_t t);
 /* Row `row` takes positions 0..P-1 of a batch-1 cache (a prefill's; with

@@ -75,6 +75,7 @@ ds_sreq *ds_sreq_new(void) {
 static void sreq_free(ds_sreq *r) {
     free(r->prompt);
     free(r->out), free(r->lp), free(r->top_id), free(r->top_lp);
+    free(r->p_lp), free(r->p_top_id), free(r->p_top_lp);
     free(r->text);
     free(r->forced_drafts);
     free((void *)r->sp.bias);
@@ -261,19 +262,20 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
 }
 
 
+/* a logits row (V) where the host reads it: device-resident logits copied to s->lsm */
+static const float *host_row(ds_sched *s, const float *logits) {
+    if (s->ops->host_visible) return logits;
+    const size_t n = (size_t)s->m->cfg.vocab_size * sizeof(float);
+    if (!s->lsm) s->lsm = ds_malloc(n);
+    s->ops->copy_d2h(s->lsm, logits, n);
+    return s->lsm;
+}
+
 /* emit token id chosen from logits (V), with its log-probabilities when asked */
 static void emit_id(ds_sched *s, ds_sreq *r, const float *logits, int32_t id) {
     float lp = 0, tlp[DS_SREQ_MAX_TOP];
     int32_t tid[DS_SREQ_MAX_TOP];
-    if (r->top_logprobs >= 0) {
-        if (!s->ops->host_visible) { /* device-resident logits: the row to the host for the log-probabilities */
-            const size_t n = (size_t)s->m->cfg.vocab_size * sizeof(float);
-            if (!s->lsm) s->lsm = ds_malloc(n);
-            s->ops->copy_d2h(s->lsm, logits, n);
-            logits = s->lsm;
-        }
-        logprobs(s, r, logits, id, &lp, tid, tlp);
-    }
+    if (r->top_logprobs >= 0) logprobs(s, r, host_row(s, logits), id, &lp, tid, tlp);
     pthread_mutex_lock(&s->mu);
     emit(s, r, id, lp, tid, tlp);
     pthread_mutex_unlock(&s->mu);
@@ -318,6 +320,7 @@ static int64_t prefill_pick(ds_sched *s, int64_t budget, int first, int64_t *t) 
         int best = -1;
         for (int i = 0; i < B; i++) {
             if (s->state[i] != SLOT_PREFILL || s->slot[i]->cancel) continue;
+            if (n && s->slot[i]->prompt_logprobs) continue; /* alone: every position through the head */
             int taken = 0;
             for (int k = 0; k < n && !taken; k++) taken = s->p_slot[k] == i;
             if (taken) continue;
@@ -340,7 +343,7 @@ static int64_t prefill_pick(ds_sched *s, int64_t budget, int first, int64_t *t) 
         real += len;
         s->p_len[n] = len;
         s->p_slot[n++] = best;
-        if (n >= s->o.prefill_batch) break;
+        if (n >= s->o.prefill_batch || s->slot[best]->prompt_logprobs) break;
     }
     return n;
 }
@@ -350,8 +353,49 @@ static int64_t prefill_pick(ds_sched *s, int64_t budget, int first, int64_t *t) 
  * samples its first token (and, speculative, the MTP module sees the
  * chunk's states with the tokens after them: the prompt's own, then the
  * first new token, whose logits give the first draft). */
+/* A prompt_logprobs request's chunk, alone, every position through the head:
+ * row k's logits score the prompt token after it; the prompt's last row
+ * samples the first new token (none with max_tokens 0).  It decodes plainly
+ * after (no MTP drafts). */
+static void prefill_scored(ds_sched *s, int *fresh) {
+    const int64_t V = s->m->cfg.vocab_size;
+    const int i = s->p_slot[0];
+    ds_sreq *r = s->slot[i];
+    const int64_t len = s->p_len[0], p0 = s->prefilled[i];
+    if (ds_rows_engine_prefill_all(&s->dec, r->prompt + p0, i, p0, len)) {
+        ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
+        pthread_mutex_lock(&s->mu);
+        finish(s, r, "error");
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    const float *lg = s->dec.p_logits;
+    for (int64_t k = 0; k < len && p0 + k + 1 < r->P; k++) {
+        const int64_t q = p0 + k + 1; /* the prompt position scored */
+        logprobs(s, r, host_row(s, lg + k * V), r->prompt[q], &r->p_lp[q], r->p_top_id + q * DS_SREQ_MAX_TOP,
+                 r->p_top_lp + q * DS_SREQ_MAX_TOP);
+    }
+    s->prefilled[i] += len;
+    if (s->prefilled[i] < r->P) return;
+    s->pos[i] = r->P;
+    s->state[i] = SLOT_DECODE;
+    s->spec[i] = 0;
+    fresh[i] = 1;
+    if (r->max_tokens <= 0) {
+        pthread_mutex_lock(&s->mu);
+        finish(s, r, "length");
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    sample_emit(s, r, lg + (len - 1) * V, &s->last[i]);
+}
+
 static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
     const int64_t V = s->m->cfg.vocab_size;
+    if (n == 1 && s->slot[s->p_slot[0]]->prompt_logprobs) {
+        prefill_scored(s, fresh);
+        return;
+    }
     for (int k = 0; k < n; k++) {
         const int i = s->p_slot[k];
         const int64_t len = s->p_len[k];
@@ -559,7 +603,12 @@ static void *loop(void *arg) {
             s->st.active++;
             if (s->st.active > s->st.max_active) s->st.max_active = s->st.active;
             ds_decode_stream_init(&r->dstream, s->tok, 1);
-            if (sampler_init(s, &r->sampler, &r->sp) || r->max_tokens <= 0) {
+            if (r->prompt_logprobs) {
+                r->p_lp = ds_calloc((size_t)r->P, sizeof(float));
+                r->p_top_id = ds_calloc((size_t)r->P * DS_SREQ_MAX_TOP, sizeof(int32_t));
+                r->p_top_lp = ds_calloc((size_t)r->P * DS_SREQ_MAX_TOP, sizeof(float));
+            }
+            if (sampler_init(s, &r->sampler, &r->sp) || (r->max_tokens <= 0 && !r->prompt_logprobs)) {
                 finish(s, r, "length");
                 continue;
             }

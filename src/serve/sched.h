@@ -37,6 +37,9 @@ typedef struct ds_sreq {
     int64_t max_tokens;           /* already capped by the context */
     ds_sample_params sp;          /* sp.bias: owned (freed with the request) */
     int top_logprobs;             /* -1: no logprobs; else the chosen token's and this many alternatives */
+    int prompt_logprobs;          /* 1: the log-probability of each prompt token after the first (and
+                                   * top_logprobs alternatives) in p_lp, p_top_*; the prompt is then
+                                   * prefilled alone, every position through the head; max_tokens may be 0 */
     char *stop[DS_SREQ_MAX_STOP];
     int nstop;
     int ignore_eos;
@@ -50,6 +53,9 @@ typedef struct ds_sreq {
     int32_t *top_id;              /* (cap, DS_SREQ_MAX_TOP) */
     float *top_lp;
     int64_t nout, cap;
+    float *p_lp;                  /* (P) prompt_logprobs: p_lp[i] of prompt[i] given prompt[0..i), i ≥ 1 */
+    int32_t *p_top_id;            /* (P, DS_SREQ_MAX_TOP) */
+    float *p_top_lp;
     int64_t ntok_text;            /* tokens whose text is final (stop strings checked) */
     char *text;                   /* decoded completion (stop string removed) */
     size_t ntext, text_cap, text_ready; /* text_ready: bytes no later stop string can take back */

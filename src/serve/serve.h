@@ -13,8 +13,11 @@
 #ifndef DS_SERVE_H
 #define DS_SERVE_H
 
-/* choices per request at most (`n`) */
+/* choices per prompt at most (`n`); prompts in one /v1/completions request, and
+ * choices in all (prompts x n) */
 #define DS_SERVE_MAX_N 16
+#define DS_SERVE_MAX_PROMPTS 64
+#define DS_SERVE_MAX_CHOICES 64
 
 #include <signal.h>
 #include <stdint.h>

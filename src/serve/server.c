@@ -114,9 +114,13 @@ typedef struct {
     int logprobs, top_logprobs; /* logprobs: 0/1; top: alternatives */
     char *stop[DS_SREQ_MAX_STOP];
     int nstop;
-    int32_t *ids;
+    int32_t *ids;       /* the prompt being parsed, then moved to pids[np] (push_prompt) */
     int64_t P;
     char *echo_text;
+    int np, nch;        /* prompts (completions: a list of them), choices (np x n, prompt-major) */
+    int32_t *pids[DS_SERVE_MAX_PROMPTS];
+    int64_t pP[DS_SERVE_MAX_PROMPTS];
+    char *pecho[DS_SERVE_MAX_PROMPTS];
     ds_logit_bias *bias; /* sp.bias: logit_bias, nbias entries */
     int32_t *drafts;    /* tests only (DSV3_SERVE_TEST_DRAFTS set): forced speculative drafts */
     int64_t ndrafts;
@@ -284,37 +288,61 @@ static int tokenize(server *S, greq *g, const char *text, int add_bos, const cha
     return 0;
 }
 
-static int parse_prompt(server *S, greq *g, const cJSON *j) {
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
-    if (!p) return bad(g, "prompt", "'prompt' is required");
-    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(cJSON_GetArrayItem(p, 0)))
-        p = cJSON_GetArrayItem(p, 0);
+/* the prompt just parsed (ids, P, echo text) becomes prompt np */
+static void push_prompt(greq *g) {
+    g->pids[g->np] = g->ids, g->pP[g->np] = g->P, g->pecho[g->np] = g->echo_text;
+    g->np++;
+    g->ids = NULL, g->P = 0, g->echo_text = NULL;
+}
+
+/* one prompt: a string or a list of token ids */
+static int parse_one_prompt(server *S, greq *g, const cJSON *p) {
     if (cJSON_IsString(p)) {
         if (!*p->valuestring) return bad(g, "prompt", "'prompt' is empty");
         if (g->echo) g->echo_text = ds_strdup(p->valuestring);
-        return tokenize(S, g, p->valuestring, S->cfg->add_bos, "prompt");
-    }
-    if (cJSON_IsArray(p)) {
-        int n = cJSON_GetArraySize(p);
-        if (n == 0) return bad(g, "prompt", "'prompt' is empty");
-        g->ids = ds_malloc((size_t)n * sizeof(int32_t));
-        const cJSON *x;
-        cJSON_ArrayForEach(x, p) {
-            int64_t v;
-            if (!cJSON_IsNumber(x) || ds_json_int64(x, &v))
-                return bad(g, "prompt", "'prompt' must be a string, a list of token ids or a list of one string");
-            if (v < 0 || v >= S->cfg->vocab)
-                return bad(g, "prompt", "token id %lld is outside the vocabulary [0, %lld)", (long long)v, (long long)S->cfg->vocab);
-            g->ids[g->P++] = (int32_t)v;
-        }
-        if (g->echo) {
-            size_t len;
-            g->echo_text = ds_tokenizer_decode(S->cfg->tok, g->ids, g->P, 0, &len);
-        }
+        if (tokenize(S, g, p->valuestring, S->cfg->add_bos, "prompt")) return -1;
+        push_prompt(g);
         return 0;
     }
-    return bad(g, "prompt", "'prompt' must be a string, a list of token ids or a list of one string, got %s",
-               ds_json_type_name(p));
+    int n = cJSON_GetArraySize(p);
+    if (n == 0) return bad(g, "prompt", "'prompt' is empty");
+    g->ids = ds_malloc((size_t)n * sizeof(int32_t));
+    const cJSON *x;
+    cJSON_ArrayForEach(x, p) {
+        int64_t v;
+        if (!cJSON_IsNumber(x) || ds_json_int64(x, &v))
+            return bad(g, "prompt", "'prompt' must be a string, a list of token ids, or a list of those");
+        if (v < 0 || v >= S->cfg->vocab)
+            return bad(g, "prompt", "token id %lld is outside the vocabulary [0, %lld)", (long long)v, (long long)S->cfg->vocab);
+        g->ids[g->P++] = (int32_t)v;
+    }
+    if (g->echo) {
+        size_t len;
+        g->echo_text = ds_tokenizer_decode(S->cfg->tok, g->ids, g->P, 0, &len);
+    }
+    push_prompt(g);
+    return 0;
+}
+
+/* 'prompt': a string, a list of token ids, or a list of strings and token-id lists (a batch) */
+static int parse_prompt(server *S, greq *g, const cJSON *j) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+    if (!p) return bad(g, "prompt", "'prompt' is required");
+    if (cJSON_IsString(p)) return parse_one_prompt(S, g, p);
+    if (!cJSON_IsArray(p))
+        return bad(g, "prompt", "'prompt' must be a string, a list of token ids, or a list of those, got %s",
+                   ds_json_type_name(p));
+    const cJSON *first = cJSON_GetArrayItem(p, 0);
+    if (!first || cJSON_IsNumber(first)) return parse_one_prompt(S, g, p);
+    int np = cJSON_GetArraySize(p);
+    if (np > DS_SERVE_MAX_PROMPTS) return bad(g, "prompt", "'prompt' holds %d prompts, at most %d", np, DS_SERVE_MAX_PROMPTS);
+    const cJSON *x;
+    cJSON_ArrayForEach(x, p) {
+        if (!cJSON_IsString(x) && !cJSON_IsArray(x))
+            return bad(g, "prompt", "'prompt' must be a string, a list of token ids, or a list of those");
+        if (parse_one_prompt(S, g, x)) return -1;
+    }
+    return 0;
 }
 
 static int parse_messages(server *S, greq *g, const cJSON *j) {
@@ -381,6 +409,7 @@ static int parse_messages(server *S, greq *g, const cJSON *j) {
     int rc = tokenize(S, g, text, 0, "messages");
     free(text);
     if (!rc && g->P == 0) return bad(g, "messages", "the rendered conversation is empty");
+    if (!rc) push_prompt(g);
     return rc;
 }
 
@@ -435,36 +464,56 @@ static void put_logprobs(server *S, ds_sbuf *b, const ds_sreq *r, const greq *g,
         ds_sbuf_puts(b, "]}");
         return;
     }
+    /* echo with logprobs: the prompt's tokens first, the first one without a log-probability (null) */
+    const int64_t np = r->prompt_logprobs && a == 0 ? r->P : 0, n = np + (e - a);
+#define TOK(i) ((i) < np ? r->prompt[i] : r->out[a + (i) - np])
     ds_sbuf_puts(b, "{\"tokens\": [");
-    for (int64_t i = a; i < e; i++) {
-        if (i > a) ds_sbuf_puts(b, ", ");
-        put_token_str(S, b, r->out[i], 0);
+    for (int64_t i = 0; i < n; i++) {
+        if (i) ds_sbuf_puts(b, ", ");
+        put_token_str(S, b, TOK(i), 0);
     }
     ds_sbuf_puts(b, "], \"token_logprobs\": [");
-    for (int64_t i = a; i < e; i++) {
-        if (i > a) ds_sbuf_puts(b, ", ");
-        put_lp(b, r->lp[i]);
+    for (int64_t i = 0; i < n; i++) {
+        if (i) ds_sbuf_puts(b, ", ");
+        if (i == 0 && np) ds_sbuf_puts(b, "null");
+        else put_lp(b, i < np ? r->p_lp[i] : r->lp[a + i - np]);
     }
     ds_sbuf_puts(b, "], \"top_logprobs\": [");
-    for (int64_t i = a; i < e; i++) {
-        ds_sbuf_puts(b, i > a ? ", {" : "{");
+    for (int64_t i = 0; i < n; i++) {
+        if (i) ds_sbuf_puts(b, ", ");
+        if (i == 0 && np) {
+            ds_sbuf_puts(b, "null");
+            continue;
+        }
+        const int32_t *tid = i < np ? r->p_top_id + i * DS_SREQ_MAX_TOP : r->top_id + (a + i - np) * DS_SREQ_MAX_TOP;
+        const float *tlp = i < np ? r->p_top_lp + i * DS_SREQ_MAX_TOP : r->top_lp + (a + i - np) * DS_SREQ_MAX_TOP;
+        ds_sbuf_puts(b, "{");
         for (int k = 0; k < K; k++) {
             if (k) ds_sbuf_puts(b, ", ");
-            put_token_str(S, b, r->top_id[i * DS_SREQ_MAX_TOP + k], 0);
+            put_token_str(S, b, tid[k], 0);
             ds_sbuf_puts(b, ": ");
-            put_lp(b, r->top_lp[i * DS_SREQ_MAX_TOP + k]);
+            put_lp(b, tlp[k]);
         }
         ds_sbuf_puts(b, "}");
     }
     ds_sbuf_puts(b, "], \"text_offset\": [");
-    size_t off = off0;
-    for (int64_t i = a; i < e; i++) {
+    size_t off = np ? 0 : off0; /* the prompt's tokens from 0; the completion's from the echoed text's end */
+    for (int64_t i = 0; i < n; i++) {
         size_t len = 0;
-        ds_tokenizer_token_bytes(S->cfg->tok, r->out[i], &len);
-        ds_sbuf_printf(b, "%s%zu", i > a ? ", " : "", off);
+        if (i == np && np) off = off0;
+        ds_tokenizer_token_bytes(S->cfg->tok, TOK(i), &len);
+        ds_sbuf_printf(b, "%s%zu", i ? ", " : "", off);
         off += len;
     }
+#undef TOK
     ds_sbuf_puts(b, "]}");
+}
+
+/* the prompts' tokens, each prompt once */
+static int64_t prompt_tokens(const greq *g) {
+    int64_t n = 0;
+    for (int i = 0; i < g->np; i++) n += g->pP[i];
+    return n;
 }
 
 /* usage: the prompt counted once, the completion tokens of every choice */
@@ -488,8 +537,9 @@ static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const c
     ds_sbuf b = {0};
     put_head(S, &b, id, created, g->chat ? "chat.completion" : "text_completion");
     int64_t ntok = 0;
-    for (int j = 0; j < g->n; j++) {
+    for (int j = 0; j < g->nch; j++) {
         const ds_sreq *r = rs[j];
+        const char *echo = g->pecho[j / g->n];
         ntok += r->nout;
         ds_sbuf_printf(&b, "%s{\"index\": %d, ", j ? ", " : "", j);
         if (g->chat) {
@@ -499,14 +549,14 @@ static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const c
             put_logprobs(S, &b, r, g, 0, r->nout, 0);
         } else {
             ds_sbuf t = {0};
-            if (g->echo_text) ds_sbuf_puts(&t, g->echo_text);
+            if (echo) ds_sbuf_puts(&t, echo);
             ds_sbuf_put(&t, r->text ? r->text : "", r->ntext);
             char *s = ds_sbuf_take(&t);
             ds_sbuf_puts(&b, "\"text\": ");
             ds_json_put_string(&b, s);
             free(s);
             ds_sbuf_puts(&b, ", \"logprobs\": ");
-            put_logprobs(S, &b, r, g, 0, r->nout, g->echo_text ? strlen(g->echo_text) : 0);
+            put_logprobs(S, &b, r, g, 0, r->nout, echo ? strlen(echo) : 0);
         }
         if (g->token_ids) { /* extension (as vLLM's return_token_ids): the prompt's and the completion's ids */
             ds_sbuf_puts(&b, ", \"prompt_token_ids\": [");
@@ -518,7 +568,7 @@ static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const c
         ds_sbuf_printf(&b, ", \"finish_reason\": \"%s\"}", finish_of(r));
     }
     ds_sbuf_puts(&b, "], \"usage\": ");
-    put_usage(&b, rs[0]->P, ntok);
+    put_usage(&b, prompt_tokens(g), ntok);
     ds_sbuf_puts(&b, "}\n");
     return ds_sbuf_take(&b);
 }
@@ -532,7 +582,7 @@ typedef struct {
 } choice;
 typedef struct {
     server *S;
-    choice ch[DS_SERVE_MAX_N]; /* g.n of them */
+    choice ch[DS_SERVE_MAX_CHOICES]; /* g.nch of them */
     greq g;
     char id[48];
     long created;
@@ -589,12 +639,13 @@ static void chunk_text(stream *st, int j, const char *text, size_t n, int64_t ta
 static void produce(stream *st) {
     int nfin = 0, failed = 0;
     int64_t ntok = 0;
-    for (int j = 0; j < st->g.n; j++) {
+    for (int j = 0; j < st->g.nch; j++) {
         choice *ch = &st->ch[j];
         ds_sreq *r = ch->r;
-        if (!ch->started && st->g.echo_text) {
-            chunk_text(st, j, st->g.echo_text, strlen(st->g.echo_text), 0, 0, NULL);
-            ch->text_off = strlen(st->g.echo_text);
+        const char *echo = st->g.pecho[j / st->g.n];
+        if (!ch->started && echo) {
+            chunk_text(st, j, echo, strlen(echo), 0, 0, NULL);
+            ch->text_off = strlen(echo);
         } else if (!ch->started && st->g.chat) {
             chunk_text(st, j, "", 0, 0, 0, NULL);
         }
@@ -612,14 +663,14 @@ static void produce(stream *st) {
         nfin += ch->finished;
         ntok += r->nout;
     }
-    if (st->finished || (nfin < st->g.n && !failed)) return;
+    if (st->finished || (nfin < st->g.nch && !failed)) return;
     if (failed) {
         ds_sbuf_puts(&st->pend, "data: {\"error\": {\"message\": \"the request was cancelled (server shutting down or an "
                                 "internal error)\", \"type\": \"server_error\", \"param\": null, \"code\": null}}\n\n");
     } else if (st->g.include_usage) {
         chunk_begin(st, &st->pend);
         ds_sbuf_puts(&st->pend, "], \"usage\": ");
-        put_usage(&st->pend, st->ch[0].r->P, ntok);
+        put_usage(&st->pend, prompt_tokens(&st->g), ntok);
         ds_sbuf_puts(&st->pend, "}\n\n");
     }
     ds_sbuf_puts(&st->pend, "data: [DONE]\n\n");
@@ -650,6 +701,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 static void greq_free(greq *g) {
     free(g->ids);
     free(g->echo_text);
+    for (int i = 0; i < g->np; i++) free(g->pids[i]), free(g->pecho[i]);
     free(g->drafts);
     free(g->bias);
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
@@ -657,7 +709,7 @@ static void greq_free(greq *g) {
 
 static void stream_free(void *cls) {
     stream *st = cls;
-    for (int j = 0; j < st->g.n; j++) ds_sched_release(st->S->cfg->sched, st->ch[j].r); /* cancels it when the client left early */
+    for (int j = 0; j < st->g.nch; j++) ds_sched_release(st->S->cfg->sched, st->ch[j].r); /* cancels it when the client left early */
     pthread_mutex_lock(&st->S->mu);
     st->S->inflight--;
     pthread_mutex_unlock(&st->S->mu);
@@ -686,27 +738,42 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     else rc = parse_common(S, &g, j);
     if (!rc) rc = chat ? parse_messages(S, &g, j) : parse_prompt(S, &g, j);
     cJSON_Delete(j);
-    if (!rc && g.P >= cfg->ctx)
-        rc = bad(&g, chat ? "messages" : "prompt",
-                 "this model's context is %lld tokens (--ctx) and the prompt has %lld tokens, leaving no room for a completion",
-                 (long long)cfg->ctx, (long long)g.P);
+    for (int i = 0; !rc && i < g.np; i++)
+        if (g.pP[i] >= cfg->ctx) {
+            char which[32] = "";
+            if (g.np > 1) snprintf(which, sizeof which, " %d", i);
+            rc = bad(&g, chat ? "messages" : "prompt",
+                     "this model's context is %lld tokens (--ctx) and the prompt%s has %lld tokens, leaving no room for a "
+                     "completion", (long long)cfg->ctx, which, (long long)g.pP[i]);
+        }
+    g.nch = g.np * g.n;
+    if (!rc && g.nch > DS_SERVE_MAX_CHOICES)
+        rc = bad(&g, "n", "%d prompts x n = %d choices, at most %d", g.np, g.n, DS_SERVE_MAX_CHOICES);
+    /* echo with logprobs: the prompt tokens' log-probabilities too (as lm-evaluation-harness's
+     * local-completions reads them: token_logprobs[ctxlen:-1]) */
+    const int prompt_lp = !chat && g.echo && g.logprobs;
+    if (!rc && prompt_lp && g.stream)
+        rc = bad(&g, "echo", "'echo' with 'logprobs' is not supported when streaming; ask without 'stream'");
     if (rc) {
         enum MHD_Result ret = send_error(S, c, g.status, "invalid_request_error", g.param,
                                          strstr(g.err, "context is") ? "context_length_exceeded" : NULL, "%s", g.err);
         greq_free(&g);
         return ret;
     }
-    int64_t room = cfg->ctx - g.P;
-    int64_t maxt = g.max_tokens < 0 ? (chat ? room : 16) : g.max_tokens;
-    if (maxt > room) maxt = room;
-    /* one sequence per choice; choice j samples with seed + j */
-    ds_sreq *rs[DS_SERVE_MAX_N];
-    for (int j = 0; j < g.n; j++) {
-        ds_sreq *r = rs[j] = ds_sreq_new();
-        r->prompt = ds_malloc((size_t)g.P * sizeof(int32_t));
-        memcpy(r->prompt, g.ids, (size_t)g.P * sizeof(int32_t));
-        r->P = g.P;
+    /* one sequence per choice, prompt-major (choice c = prompt c / n, its (c % n)-th sample);
+     * choice j of a prompt samples with seed + j */
+    ds_sreq *rs[DS_SERVE_MAX_CHOICES];
+    for (int c = 0; c < g.nch; c++) {
+        const int pi = c / g.n, j = c % g.n;
+        const int64_t P = g.pP[pi], room = cfg->ctx - P;
+        int64_t maxt = g.max_tokens < 0 ? (chat ? room : 16) : g.max_tokens;
+        if (maxt > room) maxt = room;
+        ds_sreq *r = rs[c] = ds_sreq_new();
+        r->prompt = ds_malloc((size_t)P * sizeof(int32_t));
+        memcpy(r->prompt, g.pids[pi], (size_t)P * sizeof(int32_t));
+        r->P = P;
         r->max_tokens = maxt;
+        r->prompt_logprobs = prompt_lp;
         r->sp = g.sp;
         r->sp.seed = g.sp.seed + (uint64_t)j;
         if (g.sp.nbias) { /* the request's own copy: the scheduler reads it when it admits the request */
@@ -725,8 +792,8 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         for (int i = 0; i < g.nstop; i++) r->stop[i] = ds_strdup(g.stop[i]);
         r->nstop = g.nstop;
     }
-    if (S->stopping || ds_sched_submit_n(cfg->sched, rs, g.n)) {
-        for (int j = 0; j < g.n; j++) ds_sched_release(cfg->sched, rs[j]);
+    if (S->stopping || ds_sched_submit_n(cfg->sched, rs, g.nch)) {
+        for (int c = 0; c < g.nch; c++) ds_sched_release(cfg->sched, rs[c]);
         greq_free(&g);
         return send_error(S, c, 503, "server_error", NULL, NULL,
                           S->stopping ? "the server is shutting down" : "the server is busy (the queue is full); retry later");
@@ -741,7 +808,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     if (g.stream) {
         stream *st = ds_calloc(1, sizeof *st);
         st->S = S, st->g = g, st->created = created;
-        for (int j = 0; j < g.n; j++) st->ch[j].r = rs[j];
+        for (int c = 0; c < g.nch; c++) st->ch[c].r = rs[c];
         snprintf(st->id, sizeof st->id, "%s", id);
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st, stream_free);
         if (!resp) {
@@ -760,7 +827,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     int gone = 0, done = 0, failed = 0;
     for (;;) {
         done = 1;
-        for (int j = 0; j < g.n; j++) done &= rs[j]->done;
+        for (int c = 0; c < g.nch; c++) done &= rs[c]->done;
         if (done) break;
         ds_sched_wait(sc, 100);
         if (client_gone(c)) {
@@ -769,10 +836,10 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         }
     }
     char *out = NULL;
-    for (int j = 0; j < g.n && done; j++) failed |= !strcmp(rs[j]->finish, "cancelled") || !strcmp(rs[j]->finish, "error");
+    for (int c = 0; c < g.nch && done; c++) failed |= !strcmp(rs[c]->finish, "cancelled") || !strcmp(rs[c]->finish, "error");
     if (done && !failed) out = full_response(S, rs, &g, id, created);
     ds_sched_unlock(sc);
-    for (int j = 0; j < g.n; j++) ds_sched_release(sc, rs[j]);
+    for (int c = 0; c < g.nch; c++) ds_sched_release(sc, rs[c]);
     pthread_mutex_lock(&S->mu);
     S->inflight--;
     pthread_mutex_unlock(&S->mu);

@@ -24,4 +24,6 @@ g++ -std=c++20 -O1 -g -Isrc -Itools/cudamock/include -c tools/cudamock/mock.cpp 
 LIBS="-lm -lpthread $(pkg-config --libs libcjson libpcre2-8 openblas 2>/dev/null) $(pkg-config --libs libmicrohttpd 2>/dev/null) $(mpicc --showme:link 2>/dev/null)"
 g++ -fopenmp -o $B/test_cudamock $objs $B/mock/mock.o $B/tests/*.o $B/libdsv3.a $LIBS
 g++ -fopenmp -o $B/dsv3 $objs $B/mock/mock.o $B/src/cli/*.o $B/libdsv3.a $LIBS
-DSV3="$PWD/$B/dsv3" OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} ./$B/test_cudamock "${@:-cuda_}"
+# the stand-ins take seconds a token: the serve tests' HTTP reads wait up to 300 s here (20 s otherwise)
+DSV3="$PWD/$B/dsv3" DSV3_TEST_HTTP_TIMEOUT=${DSV3_TEST_HTTP_TIMEOUT:-300} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} \
+  ./$B/test_cudamock "${@:-cuda_}"

@@ -271,22 +271,21 @@ __global__ void k_logits_adjust(float *x, const int32_t *ids, const float *t, in
         x[ids[i]] = v + post;
     }
 }
-/* one block: max, zero below min_p * max, Σ in double, renormalise */
+/* one warp (a few strided passes over V; shuffles only, no shared memory): max, zero below
+ * min_p * max, Σ in double, renormalise */
 __global__ void k_probs_min_p(float *p, int64_t V, float min_p) {
-    __shared__ float sf[32];
-    __shared__ double sd[32];
     float mx = -INFINITY;
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, p[i]);
-    mx = block_max(mx, sf);
+    for (int64_t i = threadIdx.x; i < V; i += 32) mx = fmaxf(mx, p[i]);
+    mx = warp_max(mx);
     const float thr = min_p * mx;
     double sum = 0;
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+    for (int64_t i = threadIdx.x; i < V; i += 32) {
         float v = p[i] < thr ? 0.0f : p[i];
         p[i] = v;
         sum += v;
     }
-    sum = block_sum_d(sum, sd);
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) p[i] = (float)(p[i] / sum);
+    sum = warp_sum_d(sum);
+    for (int64_t i = threadIdx.x; i < V; i += 32) p[i] = (float)(p[i] / sum);
 }
 } // namespace
 
@@ -307,7 +306,7 @@ extern "C" void ds_cu_logits_adjust(float *x, int64_t V, const int32_t *ids, con
 extern "C" void ds_cu_probs_min_p(float *prob, int64_t V, double min_p) {
     if (V <= 0 || min_p <= 0) return;
     CU_ENTRY();
-    k_probs_min_p<<<1, 256, 0, g_cu.stream>>>(prob, V, (float)min_p);
+    k_probs_min_p<<<1, 32, 0, g_cu.stream>>>(prob, V, (float)min_p);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n) {
