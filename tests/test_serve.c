@@ -1233,13 +1233,14 @@ static char *serve_answers(const char *dir, const char *device) {
     char pj[512], req[2048], *o = NULL;
     ds_sbuf all = {0};
     prompt_json(pj, sizeof pj, 20, 1);
-    const char *bodies[4] = {
+    const char *bodies[5] = {
         "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0, \"ignore_eos\": true, \"return_token_ids\": true, \"logprobs\": 2}",
         "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0.9, \"top_p\": 0.8, \"seed\": 5, \"ignore_eos\": true, "
         "\"return_token_ids\": true}",
         "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0.8, \"min_p\": 0.1, \"repetition_penalty\": 1.2, "
         "\"presence_penalty\": 0.3, \"frequency_penalty\": 0.2, \"logit_bias\": {\"5\": 3}, \"seed\": 9, "
         "\"ignore_eos\": true, \"return_token_ids\": true, \"logprobs\": 1}",
+        "{\"prompt\": [%s], \"max_tokens\": 2, \"temperature\": 0, \"echo\": true, \"logprobs\": 2, \"ignore_eos\": true}",
         NULL};
     for (int i = 0; bodies[i]; i++) {
         snprintf(req, sizeof req, bodies[i], pj);
