@@ -1037,7 +1037,8 @@ TEST(serve_lm_eval_local_completions) {
     CHECK_MSG(server_start(&S, "tests/fixtures/eval/model", "--max-batch 4") == 0, "the server did not start");
     if (!S.port) return;
     int rc = ds_test_sh(out, sizeof out, "%s tools/check_serve_lmeval.py --url http://127.0.0.1:%d 2>/dev/null", py, S.port);
-    CHECK_MSG(rc == 0 && strstr(out, "\"n_bad\": 0") && strstr(out, "\"choices\": 232"), "rc %d: %s", rc, out);
+    CHECK_MSG(rc == 0 && strstr(out, "\"n_bad\": 0") && strstr(out, "\"choices\": 232") && strstr(out, "\"gen_bad\": []"),
+              "rc %d: %s", rc, out);
     CHECK(server_stop(&S) == 0);
 }
 

@@ -10,7 +10,8 @@ Every choice of piqa, arc_easy, hellaswag and greedy_mc whose context + continua
 with the one generated token goes through LocalCompletionsAPI._loglikelihood_tokens (lm-eval's batching, payload --
 prompt as token-id lists, echo, logprobs 1, max_tokens 1 -- and its parse_logprobs). Prints one JSON line; exit 1
 when a log-likelihood differs by more than max(1e-3, 1e-5 |ll|) or a greedy flag differs where the fixture's
-argmax margin is above 1e-3.
+argmax margin is above 1e-3; and the greedy_gen prompts through its generate_until payload and parser (stop
+sequences, max_tokens) must give the text lm-eval's HF model generated.
 """
 import argparse
 import json
@@ -42,6 +43,18 @@ def main():
                     reqs.append(((e["context"], e["choices"][k]), cx, ct))
                     want.append((task, e["ll"][k], e["greedy"][k], e["margin"]))
     got = lm._loglikelihood_tokens(reqs, disable_tqdm=True)
+    # generate_until: the greedy_gen prompts (token ids) through lm-eval's payload (stop = until + EOS, max_tokens,
+    # seed) and its parse_generations; the text lm-eval's HF model generated
+    gtask = sc["tasks"]["greedy_gen"]
+    gen_bad = []
+    for e in gtask["examples"]:
+        out = lm.model_call(messages=[e["prompt_ids"]], generate=True,
+                            gen_kwargs={"until": list(gtask["until"]), "max_gen_toks": gtask["max_new"]})
+        text = lm.parse_generations(outputs=out, contexts=[""])[0]
+        for u in gtask["until"]:  # lm-eval cuts at the first stop sequence after the call too
+            text = text.split(u)[0]
+        if text != e["generated"]:
+            gen_bad.append({"got": text, "lm_eval_hf": e["generated"]})
     bad, maxerr, greedy = [], 0.0, 0
     for (task, ll, g, margin), (gl, gg) in zip(want, got):
         err = abs(gl - ll)
@@ -50,8 +63,9 @@ def main():
         if err > max(1e-3, 1e-5 * abs(ll)) or (margin > 1e-3 and bool(gg) != bool(g)):
             bad.append({"task": task, "ll": gl, "lm_eval_hf": ll, "greedy": gg, "hf_greedy": g})
     print(json.dumps({"tool": "lm-eval " + lm_eval.__version__ + " LocalCompletionsAPI", "choices": len(got),
-                      "greedy": greedy, "max_abs_err": maxerr, "bad": bad[:5], "n_bad": len(bad)}))
-    sys.exit(1 if bad or len(got) != len(want) else 0)
+                      "greedy": greedy, "max_abs_err": maxerr, "bad": bad[:5], "n_bad": len(bad),
+                      "generations": len(gtask["examples"]), "gen_bad": gen_bad}))
+    sys.exit(1 if bad or gen_bad or len(got) != len(want) else 0)
 
 
 if __name__ == "__main__":
