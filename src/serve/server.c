@@ -776,7 +776,8 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         r->prompt_logprobs = prompt_lp;
         r->sp = g.sp;
         r->sp.seed = g.sp.seed + (uint64_t)j;
-        if (g.sp.nbias) { /* the request's own copy: the scheduler reads it when it admits the request */
+        r->sp.bias = NULL; /* the request's own copy (it frees it): the scheduler reads it when it admits the request */
+        if (g.sp.nbias) {
             ds_logit_bias *b = ds_malloc((size_t)g.sp.nbias * sizeof *b);
             memcpy(b, g.sp.bias, (size_t)g.sp.nbias * sizeof *b);
             r->sp.bias = b;
