@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""fuzz_serve.py: random OpenAI requests against a running `dsv3 serve` (best under `make SAN=1`: the server then
+aborts on a memory error). Each request mixes plausible and wrong values for every field the server reads (prompt
+batches, echo with logprobs, n, penalties, logit_bias, stop, stream, messages); the server must answer every one with
+200 or 400 (503 when its queue is full) and stay up.
+
+    ASAN_OPTIONS=detect_leaks=0 build-san/dsv3 serve --model DIR --port 8080 --max-batch 4 [--speculative mtp] &
+    python3 tools/fuzz_serve.py --url http://127.0.0.1:8080 --requests 2000 --seed 1 [--clients 4]
+
+Prints the status counts; exit 1 on a 5xx other than 503 or a dropped connection (the server died).
+"""
+import argparse
+import json
+import random
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+          "frequency_penalty", "logit_bias", "echo", "logprobs", "n", "stop", "seed", "stream", "ignore_eos",
+          "return_token_ids", "top_logprobs", "messages", "max_completion_tokens", "stream_options"]
+
+
+def client(url, n, seed, out):
+    rnd = random.Random(seed)
+    wrong = [None, True, False, -5, 300, 1e300, -2.5, "", "abc", [], {}, [1, 2], {"5": 2}, [[1, 2], [3]]]
+    good = {"temperature": lambda: rnd.choice([0, 0.7, 1.5]), "top_p": lambda: rnd.choice([0.5, 1]),
+            "top_k": lambda: rnd.randint(0, 50), "min_p": lambda: rnd.choice([0, 0.05, 0.5, 1]),
+            "repetition_penalty": lambda: rnd.choice([1, 1.3, 0.5, 50]),
+            "presence_penalty": lambda: rnd.uniform(-2, 2), "frequency_penalty": lambda: rnd.uniform(-2, 2),
+            "n": lambda: rnd.randint(1, 4), "stop": lambda: rnd.choice(["a", ["b", "c"], []]),
+            "seed": lambda: rnd.randint(0, 9), "stream": lambda: rnd.random() < 0.3,
+            "logprobs": lambda: rnd.randint(0, 5), "echo": lambda: rnd.random() < 0.5,
+            "return_token_ids": lambda: True, "ignore_eos": lambda: True}
+    codes = {}
+    for _ in range(n):
+        body = {"prompt": rnd.choice([[1, 2, 3], "ab", [[1, 2], [3, 4, 5]], ["a", "b"], [[5]]]),
+                "max_tokens": rnd.randint(0, 4)}
+        for f in rnd.sample(FIELDS, rnd.randint(0, 6)):
+            body[f] = good[f]() if f in good and rnd.random() < 0.85 else rnd.choice(wrong)
+        if rnd.random() < 0.3:
+            body["logit_bias"] = {str(rnd.randint(-2, 300)): rnd.uniform(-150, 150) for _ in range(rnd.randint(0, 4))}
+        if rnd.random() < 0.3:
+            body["echo"], body["logprobs"] = True, rnd.randint(0, 5)
+        path = rnd.choice(["/v1/completions", "/v1/chat/completions"])
+        if path.endswith("chat/completions") and rnd.random() < 0.7:
+            body["messages"] = [{"role": "user", "content": rnd.choice(["hi", "", None, 3, [{"type": "text", "text": "x"}]])}]
+        data = json.dumps(body).encode()
+        req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                r.read()
+                code = r.status
+        except urllib.error.HTTPError as e:
+            e.read()
+            code = e.code
+        except (urllib.error.URLError, ConnectionError) as e:
+            out.append(("dropped", str(e), data[:300]))
+            return
+        codes[code] = codes.get(code, 0) + 1
+        if code >= 500 and code != 503:
+            out.append((code, "", data[:300]))
+    out.append(("codes", codes, b""))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--requests", type=int, default=2000, help="per client")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=1)
+    a = ap.parse_args()
+    out = []
+    th = [threading.Thread(target=client, args=(a.url.rstrip("/"), a.requests, a.seed * 1000 + i, out))
+          for i in range(a.clients)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    total, bad = {}, [o for o in out if o[0] != "codes"]
+    for o in out:
+        if o[0] == "codes":
+            for k, v in o[1].items():
+                total[k] = total.get(k, 0) + v
+    print(json.dumps({"status": {str(k): v for k, v in sorted(total.items())}, "bad": [[str(x) for x in b] for b in bad[:5]]}))
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
