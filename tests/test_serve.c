@@ -401,6 +401,17 @@ TEST(serve_greedy_logprobs_stream_and_chat) {
     CHECK(http(S.port, "GET", "/metrics", NULL, NULL, &o) == 200);
     CHECK(strstr(o, "dsv3_generation_tokens_total") && strstr(o, "dsv3_time_to_first_token_seconds_count"));
     free(o);
+    /* /tokenize of a conversation: the ids of its rendering by the DeepSeek-V3 template (no BOS token) */
+    char tids[1024], got_ids[1024] = "";
+    CHECK(encode_ids(dir, "<｜User｜>Hi<｜Assistant｜>", tids, sizeof tids, NULL, 0) > 0);
+    CHECK(http(S.port, "POST", "/tokenize", NULL, "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}", &o) == 200);
+    j = cJSON_Parse(o);
+    const cJSON *tk;
+    cJSON_ArrayForEach(tk, cJSON_GetObjectItem(j, "tokens"))
+        snprintf(got_ids + strlen(got_ids), sizeof got_ids - strlen(got_ids), "%d ", tk->valueint);
+    CHECK_MSG(!strcmp(got_ids, tids), "/tokenize %s, want %s", got_ids, tids);
+    cJSON_Delete(j);
+    free(o);
     CHECK(server_stop(&S) == 0);
 }
 
@@ -1023,6 +1034,85 @@ TEST(serve_echo_logprobs_match_lm_eval) {
                &o) == 200);
     free(o), o = NULL;
     CHECK(http(S.port, "GET", "/health", NULL, NULL, &o) == 200);
+    free(o);
+    CHECK(server_stop(&S) == 0);
+    cJSON_Delete(sc);
+}
+
+/* POST /tokenize and /detokenize (vLLM's shapes) on the eval fixture model:
+ * each task context's ids are those lm-eval's HF tokenizer gave
+ * (tests/fixtures/eval/scores.json), and /detokenize gives the text back;
+ * chat messages render through the template; bad input answers 400; the
+ * API key guards both */
+TEST(serve_tokenize_endpoints) {
+    const char *dir = "tests/fixtures/eval/model", *fix = "tests/fixtures/eval/scores.json";
+    if (!ds_file_exists(fix)) SKIP("no %s", fix);
+    char probe[4096];
+    if (ds_test_sh(probe, sizeof probe, "$DSV3 serve --model /nonexistent") == 1 && strstr(probe, "without libmicrohttpd"))
+        SKIP("this dsv3 was built without libmicrohttpd");
+    size_t flen;
+    char *ft = ds_read_file(fix, &flen);
+    cJSON *sc = ft ? cJSON_ParseWithLength(ft, flen) : NULL;
+    free(ft);
+    CHECK(sc != NULL);
+    if (!sc) return;
+    server S;
+    CHECK_MSG(server_start(&S, dir, "--api-key k9") == 0, "the server did not start");
+    if (!S.port) {
+        cJSON_Delete(sc);
+        return;
+    }
+    int checked = 0;
+    static const char *const tasks[] = {"piqa", "arc_easy", "hellaswag"};
+    for (size_t t = 0; t < 3; t++) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(sc, "tasks"), tasks[t]), "examples")) {
+            const char *ctx = cJSON_GetObjectItem(e, "context")->valuestring;
+            const cJSON *want = cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(e, "ids"), 0), 0);
+            cJSON *rq = cJSON_CreateObject();
+            cJSON_AddStringToObject(rq, "prompt", ctx);
+            cJSON_AddBoolToObject(rq, "add_special_tokens", 0);
+            char *body = cJSON_PrintUnformatted(rq), *o = NULL;
+            cJSON_Delete(rq);
+            int st = http(S.port, "POST", "/tokenize", "k9", body, &o);
+            free(body);
+            cJSON *j = cJSON_Parse(o);
+            const cJSON *tk = cJSON_GetObjectItem(j, "tokens");
+            int same = st == 200 && cJSON_GetArraySize(tk) == cJSON_GetArraySize(want) &&
+                       cJSON_GetObjectItem(j, "count")->valueint == cJSON_GetArraySize(want);
+            for (int i = 0; same && i < cJSON_GetArraySize(want); i++)
+                same = cJSON_GetArrayItem(tk, i)->valueint == cJSON_GetArrayItem(want, i)->valueint;
+            CHECK_MSG(same, "%s: /tokenize %s", tasks[t], o ? o : "");
+            /* and back */
+            char *ids = cJSON_PrintUnformatted(tk), req[16384];
+            snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
+            free(ids), free(o), o = NULL;
+            cJSON_Delete(j);
+            st = http(S.port, "POST", "/detokenize", "k9", req, &o);
+            j = cJSON_Parse(o);
+            const cJSON *pt = cJSON_GetObjectItem(j, "prompt");
+            CHECK_MSG(st == 200 && cJSON_IsString(pt) && !strcmp(pt->valuestring, ctx), "%s: /detokenize %s", tasks[t], o ? o : "");
+            cJSON_Delete(j), free(o);
+            checked++;
+        }
+    }
+    CHECK(checked == 60);
+    char *o = NULL;
+    static const struct { const char *path, *body, *want; int status; } bad[] = {
+        {"/tokenize", "{\"prompt\": 3}", "'prompt' (a string) or 'messages' is required", 400},
+        {"/tokenize", "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", "no chat template", 400},
+        {"/tokenize", "[1]", "JSON object", 400},
+        {"/detokenize", "{\"tokens\": [1, 512]}", "'tokens'[1] is not a token id", 400},
+        {"/detokenize", "{\"tokens\": \"ab\"}", "'tokens' (a list of token ids) is required", 400},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_MSG(http(S.port, "POST", bad[i].path, "k9", bad[i].body, &o) == bad[i].status && o && strstr(o, bad[i].want),
+                  "%s %s: %s", bad[i].path, bad[i].body, o ? o : "");
+        free(o), o = NULL;
+    }
+    CHECK(http(S.port, "POST", "/tokenize", NULL, "{\"prompt\": \"a\"}", &o) == 401);
+    free(o), o = NULL;
+    CHECK(http(S.port, "GET", "/tokenize", "k9", NULL, &o) == 405);
     free(o);
     CHECK(server_stop(&S) == 0);
     cJSON_Delete(sc);

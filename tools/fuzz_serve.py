@@ -43,7 +43,10 @@ def client(url, n, seed, out):
             body["logit_bias"] = {str(rnd.randint(-2, 300)): rnd.uniform(-150, 150) for _ in range(rnd.randint(0, 4))}
         if rnd.random() < 0.3:
             body["echo"], body["logprobs"] = True, rnd.randint(0, 5)
-        path = rnd.choice(["/v1/completions", "/v1/chat/completions"])
+        path = rnd.choice(["/v1/completions", "/v1/chat/completions", "/v1/completions", "/v1/chat/completions",
+                           "/tokenize", "/detokenize"])
+        if path == "/detokenize":
+            body = {"tokens": rnd.choice([[1, 2], [], [-1], [1e9], "ab", None, [[1]], [0.5]])}
         if path.endswith("chat/completions") and rnd.random() < 0.7:
             body["messages"] = [{"role": "user", "content": rnd.choice(["hi", "", None, 3, [{"type": "text", "text": "x"}]])}]
         data = json.dumps(body).encode()

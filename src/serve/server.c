@@ -850,6 +850,78 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     return send_body(S, c, 200, "application/json", out, NULL, NULL);
 }
 
+/* POST /tokenize, as vLLM's: {"prompt": TEXT, "add_special_tokens": true} or {"messages": [...]}
+ * (rendered with the chat template and the generation prompt) -> {"count", "max_model_len", "tokens"} */
+static enum MHD_Result tokenize_ep(server *S, struct MHD_Connection *c, const char *body, size_t len) {
+    greq g;
+    memset(&g, 0, sizeof g);
+    cJSON *j = ds_json_parse(body, len, "request body");
+    if (!j) return send_error(S, c, 400, "invalid_request_error", NULL, NULL, "%s", ds_errmsg());
+    int rc = 0, add = 1;
+    if (!cJSON_IsObject(j)) {
+        rc = bad(&g, NULL, "the request body must be a JSON object, got %s", ds_json_type_name(j));
+    } else if (cJSON_GetObjectItemCaseSensitive(j, "messages")) {
+        g.chat = 1;
+        rc = parse_messages(S, &g, j);
+    } else {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+        rc = get_bool(&g, j, "add_special_tokens", &add);
+        if (!rc && !cJSON_IsString(p))
+            rc = bad(&g, "prompt", "'prompt' (a string) or 'messages' is required%s%s", p ? ", got " : "",
+                     p ? ds_json_type_name(p) : "");
+        if (!rc) rc = tokenize(S, &g, p->valuestring, add && S->cfg->add_bos, "prompt");
+        if (!rc) push_prompt(&g);
+    }
+    cJSON_Delete(j);
+    if (rc) {
+        enum MHD_Result ret = send_error(S, c, g.status, "invalid_request_error", g.param, NULL, "%s", g.err);
+        greq_free(&g);
+        return ret;
+    }
+    ds_sbuf b = {0};
+    ds_sbuf_printf(&b, "{\"count\": %lld, \"max_model_len\": %lld, \"tokens\": [", (long long)g.pP[0], (long long)S->cfg->ctx);
+    for (int64_t i = 0; i < g.pP[0]; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", g.pids[0][i]);
+    ds_sbuf_puts(&b, "]}\n");
+    greq_free(&g);
+    return send_body(S, c, 200, "application/json", ds_sbuf_take(&b), NULL, NULL);
+}
+
+/* POST /detokenize, as vLLM's: {"tokens": [ids]} -> {"prompt": TEXT} (special tokens kept) */
+static enum MHD_Result detokenize_ep(server *S, struct MHD_Connection *c, const char *body, size_t len) {
+    cJSON *j = ds_json_parse(body, len, "request body");
+    if (!j) return send_error(S, c, 400, "invalid_request_error", NULL, NULL, "%s", ds_errmsg());
+    const cJSON *t = cJSON_IsObject(j) ? cJSON_GetObjectItemCaseSensitive(j, "tokens") : NULL;
+    if (!cJSON_IsArray(t)) {
+        cJSON_Delete(j);
+        return send_error(S, c, 400, "invalid_request_error", "tokens", NULL, "'tokens' (a list of token ids) is required");
+    }
+    const int n = cJSON_GetArraySize(t);
+    int32_t *ids = ds_malloc((size_t)(n + 1) * sizeof(int32_t));
+    int k = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, t) {
+        int64_t v;
+        if (!cJSON_IsNumber(x) || ds_json_int64(x, &v) || v < 0 || v >= S->cfg->vocab) {
+            free(ids);
+            cJSON_Delete(j);
+            return send_error(S, c, 400, "invalid_request_error", "tokens", NULL,
+                              "'tokens'[%d] is not a token id of the vocabulary [0, %lld)", k, (long long)S->cfg->vocab);
+        }
+        ids[k++] = (int32_t)v;
+    }
+    cJSON_Delete(j);
+    size_t tl = 0;
+    char *text = ds_tokenizer_decode(S->cfg->tok, ids, k, 0, &tl);
+    free(ids);
+    if (!text) return send_error(S, c, 400, "invalid_request_error", "tokens", NULL, "%s", ds_errmsg());
+    ds_sbuf b = {0};
+    ds_sbuf_puts(&b, "{\"prompt\": ");
+    ds_json_put_string(&b, text);
+    ds_sbuf_puts(&b, "}\n");
+    free(text);
+    return send_body(S, c, 200, "application/json", ds_sbuf_take(&b), NULL, NULL);
+}
+
 static char *metrics_text(server *S) {
     ds_sched_stats st;
     ds_sched_get_stats(S->cfg->sched, &st);
@@ -921,7 +993,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     const ds_serve_cfg *cfg = S->cfg;
     conn *k = *con_cls;
     int post = !strcmp(method, "POST"), get = !strcmp(method, "GET");
-    int is_v1 = !strncmp(url, "/v1/", 4);
+    const int tok_ep = !strcmp(url, "/tokenize") || !strcmp(url, "/detokenize");
+    int is_v1 = !strncmp(url, "/v1/", 4) || tok_ep; /* the API key guards these too */
     if (!k) { /* headers only: refuse early what needs no body */
         k = ds_calloc(1, sizeof *k);
         *con_cls = k;
@@ -972,6 +1045,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
                        (long)time(NULL), (long long)cfg->ctx);
         return send_body(S, c, 200, "application/json", ds_sbuf_take(&b), NULL, NULL);
     }
+    if (tok_ep) {
+        if (!post) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes POST", url);
+        return url[1] == 't' ? tokenize_ep(S, c, k->body ? k->body : "", k->n) : detokenize_ep(S, c, k->body ? k->body : "", k->n);
+    }
     int chat = !strcmp(url, "/v1/chat/completions");
     if (chat || !strcmp(url, "/v1/completions")) {
         if (!post) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes POST", url);
@@ -979,7 +1056,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     return send_error(S, c, 404, "invalid_request_error", NULL, "not_found",
                       "no such endpoint: %s %s (known: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, "
-                      "GET /health, GET /metrics)", method, ds_quote(url));
+                      "POST /tokenize, POST /detokenize, GET /health, GET /metrics)", method, ds_quote(url));
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
