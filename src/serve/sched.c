@@ -348,11 +348,6 @@ static int64_t prefill_pick(ds_sched *s, int64_t budget, int first, int64_t *t) 
     return n;
 }
 
-/* One prefill forward of the picked prompts (each padded to t tokens with
- * its last token), straight into their cache rows; a prompt that is done
- * samples its first token (and, speculative, the MTP module sees the
- * chunk's states with the tokens after them: the prompt's own, then the
- * first new token, whose logits give the first draft). */
 /* A prompt_logprobs request's chunk, alone, every position through the head:
  * row k's logits score the prompt token after it; the prompt's last row
  * samples the first new token (none with max_tokens 0).  It decodes plainly
@@ -390,6 +385,11 @@ static void prefill_scored(ds_sched *s, int *fresh) {
     sample_emit(s, r, lg + (len - 1) * V, &s->last[i]);
 }
 
+/* One prefill forward of the picked prompts (each padded to t tokens with
+ * its last token), straight into their cache rows; a prompt that is done
+ * samples its first token (and, speculative, the MTP module sees the
+ * chunk's states with the tokens after them: the prompt's own, then the
+ * first new token, whose logits give the first draft). */
 static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
     const int64_t V = s->m->cfg.vocab_size;
     if (n == 1 && s->slot[s->p_slot[0]]->prompt_logprobs) {
