@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -105,7 +106,45 @@ void *ds_aligned_alloc_(size_t n, const char *file, int line) {
 
 void ds_free_aligned(void *p) { free(p); }
 
+/* The _Thread_local scratch buffers a thread has used, freed by a key
+ * destructor when the thread ends (serve's scheduler thread and its OpenMP
+ * team end before the process does; the main thread's stay until exit). */
+enum { SCRATCH_MAX = 32 };
+typedef struct {
+    void **buf[SCRATCH_MAX];
+    size_t *cap[SCRATCH_MAX];
+    int n;
+} scratch_list;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_release(void *p) {
+    scratch_list *l = p;
+    for (int i = 0; i < l->n; i++) {
+        free(*l->buf[i]);
+        *l->buf[i] = NULL, *l->cap[i] = 0;
+    }
+    free(l);
+}
+static void scratch_key_make(void) {
+    if (pthread_key_create(&scratch_key, scratch_release)) { /* no key: the buffers live until exit */ }
+}
+static void scratch_note(void **buf, size_t *cap) {
+    pthread_once(&scratch_once, scratch_key_make);
+    scratch_list *l = pthread_getspecific(scratch_key);
+    if (!l) {
+        l = calloc(1, sizeof *l);
+        if (!l || pthread_setspecific(scratch_key, l)) {
+            free(l);
+            return;
+        }
+    }
+    for (int i = 0; i < l->n; i++)
+        if (l->buf[i] == buf) return;
+    if (l->n < SCRATCH_MAX) l->buf[l->n] = buf, l->cap[l->n] = cap, l->n++;
+}
+
 void *ds_scratch_(void **buf, size_t *cap, size_t bytes, const char *file, int line) {
+    if (!*buf) scratch_note(buf, cap);
     if (bytes > *cap || !*buf) {
         /* whole 4 KiB pages: a slowly growing need (a decode step's scores,
          * one more position each token) does not reallocate every call */

@@ -61,9 +61,11 @@ char *ds_strdup_(const char *s, const char *file, int line);
 #define ds_aligned_alloc(n) ds_aligned_alloc_((n), __FILE__, __LINE__)
 #define ds_strdup(s) ds_strdup_((s), __FILE__, __LINE__)
 void ds_free_aligned(void *p);
-/* A grow-only scratch buffer (64-byte aligned; free with ds_free_aligned):
- * *buf of *cap bytes is replaced by a fresh one of `bytes` rounded up to
- * whole 4 KiB when `bytes` is more; the contents are not kept.  Per-thread scratch: pass _Thread_local storage. */
+/* A grow-only per-thread scratch buffer (64-byte aligned): *buf of *cap
+ * bytes is replaced by a fresh one of `bytes` rounded up to whole 4 KiB when
+ * `bytes` is more; the contents are not kept.  buf and cap must be
+ * _Thread_local: the buffer is freed (and *buf, *cap reset) when the thread
+ * ends. */
 void *ds_scratch_(void **buf, size_t *cap, size_t bytes, const char *file, int line);
 #define ds_scratch(buf, cap, bytes) ds_scratch_((buf), (cap), (bytes), __FILE__, __LINE__)
 
