@@ -912,6 +912,31 @@ TEST(serve_penalties_match_fixture) {
     CHECK(server_stop(&S) == 0);
 }
 
+/* the eval fixture model (tests/fixtures/eval/model) behind a server, and
+ * lm-eval's results on it (scores.json): why not, or NULL */
+static const char *eval_serve_skip(void) {
+    static char probe[4096];
+    if (!ds_file_exists("tests/fixtures/eval/scores.json")) return "no tests/fixtures/eval/scores.json";
+    if (ds_test_sh(probe, sizeof probe, "$DSV3 serve --model /nonexistent") == 1 && strstr(probe, "without libmicrohttpd"))
+        return "this dsv3 was built without libmicrohttpd";
+    return NULL;
+}
+/* the parsed scores.json with the server started (NULL after a failed check) */
+static cJSON *eval_serve_start(server *S, const char *extra) {
+    size_t flen;
+    char *ft = ds_read_file("tests/fixtures/eval/scores.json", &flen);
+    cJSON *sc = ft ? cJSON_ParseWithLength(ft, flen) : NULL;
+    free(ft);
+    CHECK(sc != NULL);
+    if (!sc) return NULL;
+    CHECK_MSG(server_start(S, "tests/fixtures/eval/model", extra) == 0, "the server did not start");
+    if (!S->port) {
+        cJSON_Delete(sc);
+        return NULL;
+    }
+    return sc;
+}
+
 /* Scoring through /v1/completions as lm-evaluation-harness's local-completions
  * model does (prompt = a list of token-id lists, echo, logprobs 1, max_tokens
  * 1; a continuation's log-likelihood = Σ token_logprobs[ctxlen:-1], greedy =
@@ -920,23 +945,11 @@ TEST(serve_penalties_match_fixture) {
  * (tests/fixtures/eval/scores.json, tools/make_eval_fixtures.py), for every
  * choice of piqa, arc_easy, hellaswag and greedy_mc that fits the context. */
 TEST(serve_echo_logprobs_match_lm_eval) {
-    const char *dir = "tests/fixtures/eval/model", *fix = "tests/fixtures/eval/scores.json";
-    if (!ds_file_exists(fix)) SKIP("no %s", fix);
-    char probe[4096];
-    if (ds_test_sh(probe, sizeof probe, "$DSV3 serve --model /nonexistent") == 1 && strstr(probe, "without libmicrohttpd"))
-        SKIP("this dsv3 was built without libmicrohttpd");
-    size_t flen;
-    char *ft = ds_read_file(fix, &flen);
-    cJSON *sc = ft ? cJSON_ParseWithLength(ft, flen) : NULL;
-    free(ft);
-    CHECK(sc != NULL);
-    if (!sc) return;
+    const char *why = eval_serve_skip();
+    if (why) SKIP("%s", why);
     server S;
-    CHECK_MSG(server_start(&S, dir, "--max-batch 4") == 0, "the server did not start");
-    if (!S.port) {
-        cJSON_Delete(sc);
-        return;
-    }
+    cJSON *sc = eval_serve_start(&S, "--max-batch 4");
+    if (!sc) return;
     static const char *const tasks[] = {"piqa", "arc_easy", "hellaswag", "greedy_mc"};
     /* every choice that fits (context + continuation + the one generated token within 128) */
     typedef struct { const cJSON *cx, *ct, *e; int k; const char *task; } item;
@@ -1045,23 +1058,11 @@ TEST(serve_echo_logprobs_match_lm_eval) {
  * chat messages render through the template; bad input answers 400; the
  * API key guards both */
 TEST(serve_tokenize_endpoints) {
-    const char *dir = "tests/fixtures/eval/model", *fix = "tests/fixtures/eval/scores.json";
-    if (!ds_file_exists(fix)) SKIP("no %s", fix);
-    char probe[4096];
-    if (ds_test_sh(probe, sizeof probe, "$DSV3 serve --model /nonexistent") == 1 && strstr(probe, "without libmicrohttpd"))
-        SKIP("this dsv3 was built without libmicrohttpd");
-    size_t flen;
-    char *ft = ds_read_file(fix, &flen);
-    cJSON *sc = ft ? cJSON_ParseWithLength(ft, flen) : NULL;
-    free(ft);
-    CHECK(sc != NULL);
-    if (!sc) return;
+    const char *why = eval_serve_skip();
+    if (why) SKIP("%s", why);
     server S;
-    CHECK_MSG(server_start(&S, dir, "--api-key k9") == 0, "the server did not start");
-    if (!S.port) {
-        cJSON_Delete(sc);
-        return;
-    }
+    cJSON *sc = eval_serve_start(&S, "--api-key k9");
+    if (!sc) return;
     int checked = 0;
     static const char *const tasks[] = {"piqa", "arc_easy", "hellaswag"};
     for (size_t t = 0; t < 3; t++) {
