@@ -1028,6 +1028,18 @@ TEST(serve_echo_logprobs_match_lm_eval) {
     free(it);
     fprintf(stderr, "  %d choices scored, %d greedy, max |ll - lm-eval| %.3g\n", checked, greedy_true, maxerr);
     CHECK_MSG(!bad && checked > 150 && greedy_true >= 5, "%d bad of %d, %d greedy", bad, checked, greedy_true);
+    /* max_tokens 0: the prompt scored alone (4 tokens, the first null), nothing generated */
+    char *o0 = NULL;
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, "{\"prompt\": [5, 6, 7, 8], \"max_tokens\": 0, \"echo\": true, \"logprobs\": 1}",
+               &o0) == 200);
+    cJSON *j0 = cJSON_Parse(o0);
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j0, "choices"), 0);
+    const cJSON *tl0 = cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "logprobs"), "token_logprobs");
+    CHECK_MSG(cJSON_GetArraySize(tl0) == 4 && cJSON_IsNull(cJSON_GetArrayItem(tl0, 0)) &&
+                  cJSON_IsNumber(cJSON_GetArrayItem(tl0, 3)) &&
+                  cJSON_GetObjectItem(cJSON_GetObjectItem(j0, "usage"), "completion_tokens")->valueint == 0,
+              "%s", o0 ? o0 : "");
+    cJSON_Delete(j0), free(o0);
     /* echo + logprobs is refused when streaming; a batch over the limits is refused */
     char *o = NULL;
     CHECK(http(S.port, "POST", "/v1/completions", NULL, "{\"prompt\": [1, 2], \"echo\": true, \"logprobs\": 1, \"stream\": true}",
