@@ -165,7 +165,10 @@ static int run(int argc, char **argv) {
                                ds_quote(a));
         bias[i] = (ds_logit_bias){(int32_t)id, (float)b};
     }
-    if (spec && (rep_pen != 1 || pres_pen != 0 || freq_pen != 0 || bias_arg.n))
+    const ds_sample_params sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed,
+                                 .min_p = min_p, .repetition_penalty = rep_pen, .presence_penalty = pres_pen,
+                                 .frequency_penalty = freq_pen, .bias = bias, .nbias = bias_arg.n};
+    if (spec && ds_sample_params_adjusts(&sp))
         ds_cli_usage_error("generate", "--speculative mtp takes no repetition, presence or frequency penalty or --logit-bias");
     /* device-resident: the weights, arenas and KV cache in the table's memory */
     const struct ds_ops *ops = ds_cli_device_resident("generate", device);
@@ -249,9 +252,7 @@ static int run(int argc, char **argv) {
         }
         ds_gen_opts o = {
             .max_tokens = max_new,
-            .sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed, .min_p = min_p,
-                   .repetition_penalty = rep_pen, .presence_penalty = pres_pen, .frequency_penalty = freq_pen,
-                   .bias = bias, .nbias = bias_arg.n},
+            .sp = sp,
             .eos = eos, .neos = neos, .speculative = spec != NULL,
         };
         ds_sampler probe; /* validate the sampling options before any work */

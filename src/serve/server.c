@@ -121,7 +121,6 @@ typedef struct {
     int32_t *pids[DS_SERVE_MAX_PROMPTS];
     int64_t pP[DS_SERVE_MAX_PROMPTS];
     char *pecho[DS_SERVE_MAX_PROMPTS];
-    ds_logit_bias *bias; /* sp.bias: logit_bias, nbias entries */
     int32_t *drafts;    /* tests only (DSV3_SERVE_TEST_DRAFTS set): forced speculative drafts */
     int64_t ndrafts;
     char err[512];
@@ -210,7 +209,8 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
         if (!cJSON_IsObject(lb)) return bad(g, "logit_bias", "'logit_bias' must be an object of token ids to numbers, got %s", ds_json_type_name(lb));
         const int n = cJSON_GetArraySize(lb);
         if (n > DS_MAX_LOGIT_BIAS) return bad(g, "logit_bias", "'logit_bias' takes at most %d tokens, got %d", DS_MAX_LOGIT_BIAS, n);
-        g->bias = ds_malloc((size_t)(n + 1) * sizeof *g->bias);
+        ds_logit_bias *lbs = ds_malloc((size_t)(n + 1) * sizeof *lbs); /* owned through sp.bias (greq_free) */
+        g->sp.bias = lbs;
         const cJSON *x;
         cJSON_ArrayForEach(x, lb) {
             const char *k = x->string;
@@ -221,9 +221,8 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
                            (long long)S->cfg->vocab);
             if (!cJSON_IsNumber(x) || !(x->valuedouble >= -100 && x->valuedouble <= 100))
                 return bad(g, "logit_bias", "'logit_bias': the bias of token %lld must be a number in [-100, 100]", id);
-            g->bias[g->sp.nbias++] = (ds_logit_bias){(int32_t)id, (float)x->valuedouble};
+            lbs[g->sp.nbias++] = (ds_logit_bias){(int32_t)id, (float)x->valuedouble};
         }
-        g->sp.bias = g->bias;
     }
     g->sp.min_p = min_p, g->sp.repetition_penalty = rep, g->sp.presence_penalty = pres, g->sp.frequency_penalty = freq;
     g->sp.temperature = temp;
@@ -703,7 +702,7 @@ static void greq_free(greq *g) {
     free(g->echo_text);
     for (int i = 0; i < g->np; i++) free(g->pids[i]), free(g->pecho[i]);
     free(g->drafts);
-    free(g->bias);
+    free((void *)g->sp.bias);
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
 }
 
