@@ -2,9 +2,10 @@
  * test_chat_template.c — the Jinja subset against transformers'
  * apply_chat_template: tests/fixtures/chat/templates.json (made by
  * tools/make_chat_template_fixtures.py) holds DeepSeek-V3's, Llama-3's,
- * Qwen2's and Mistral's templates and a template covering the rest of the
+ * Qwen2's, Qwen2.5's (tools) and Mistral's templates and a template covering the rest of the
  * subset and one whose values contain themselves, each rendered by jinja2 for
- * a set of conversations; every rendering
+ * a set of conversations (some with tool definitions, calls and results,
+ * passed as apply_chat_template's tools=); every rendering
  * must match byte for byte, and where jinja2 raised (raise_exception) the
  * render must fail with the template's message.  Templates outside the subset
  * fail at parse time with the line.
@@ -41,8 +42,9 @@ TEST(chat_template_matches_transformers) {
         cJSON_ArrayForEach(c, cJSON_GetObjectItem(t, "cases")) {
             const cJSON *msgs = cJSON_GetObjectItem(c, "messages");
             int agp = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt"));
-            char *r = ds_chat_template_apply(j, msgs, agp, cJSON_IsString(bos) ? bos->valuestring : NULL,
-                                             cJSON_IsString(eos) ? eos->valuestring : NULL);
+            char *r = ds_chat_template_apply_tools(j, msgs, cJSON_GetObjectItem(c, "tools"), agp,
+                                                   cJSON_IsString(bos) ? bos->valuestring : NULL,
+                                                   cJSON_IsString(eos) ? eos->valuestring : NULL);
             const cJSON *want = cJSON_GetObjectItem(c, "rendered"), *err = cJSON_GetObjectItem(c, "error");
             ncases++;
             if (want) {
@@ -59,8 +61,8 @@ TEST(chat_template_matches_transformers) {
         }
         ds_jinja_free(j);
     }
-    CHECK(ntemplates == 7);
-    CHECK(ncases >= 80 && nerr >= 10);
+    CHECK(ntemplates == 8);
+    CHECK(ncases >= 130 && nerr >= 10);
     cJSON_Delete(root);
 }
 

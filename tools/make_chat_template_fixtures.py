@@ -10,11 +10,13 @@ The templates are carried in the fixture as strings.  Sources:
                 read from ../shared/data/deepseek_v3_tokenizer/tokenizer_config.json
   llama3        meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json chat_template
   qwen2         Qwen/Qwen2-7B-Instruct tokenizer_config.json chat_template (ChatML)
+  qwen25        Qwen2.5-Instruct's chat template: tools listed in the system turn, calls as
+                <tool_call>{json}</tool_call>, results as <tool_response> in a user turn
   mistral       mistralai/Mistral-7B-Instruct-v0.1 tokenizer_config.json chat_template
   mistral_v3    mistralai/Mistral-7B-Instruct-v0.3 chat_template (optional system
                 message, written across lines with {%- -%} whitespace control)
   subset, cycles  written here: the rest of the subset; values that contain themselves
-The last four are written here from those files (this machine cannot download
+The last five are written here from those files (this machine cannot download
 them); whatever their exact provenance, the expected strings are jinja2's
 rendering through transformers, so they test the renderer either way.
 
@@ -26,6 +28,7 @@ import sys
 
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
+from transformers.utils.chat_template_utils import render_jinja_template
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,6 +76,62 @@ MISTRAL_V3 = """{%- if messages[0]['role'] == 'system' %}
 {%- endfor %}
 """
 
+QWEN25 = """{%- if tools %}
+    {{- '<|im_start|>system\\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\\n<tool_call>\\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\\n<tool_response>\\n' }}
+        {{- message.content }}
+        {{- '\\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
+
 # A template exercising the rest of the subset (lstrip/trim_blocks, filters,
 # tests, loop.*, slices, namespace, dict literals, tojson, break/continue,
 # select/reject/selectattr/rejectattr/map/dictsort as Llama-3.1-style templates use them).
@@ -97,6 +156,7 @@ n={{ ns.n }} first={{ (messages | first).role }} last={{ messages[-1]['role'] }}
 {%+ if true %}kept  {% endif +%}
 {{- '  dash-trimmed  ' -}}
   end
+tools={{ tools | map(attribute='function') | map(attribute='name') | join(',') if tools else tools }} {{ tools is defined }} {{ documents is none }} {{ (tools or [{}])[0] | tojson }}
 """
 
 # Values that contain themselves (a namespace holding itself), printed and
@@ -118,7 +178,58 @@ CONVERSATIONS = [
     [{"role": "tool", "content": "a tool result"}],
 ]
 
+# Tool definitions and conversations with tool calls and results (OpenAI's
+# shapes: arguments as a JSON string), rendered with tools=TOOLS under the
+# templates that know tools; the template sees `tools` as given.
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "City name, e.g. Paris"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}}},
+    {"type": "function", "function": {
+        "name": "add", "description": "Add two numbers «exactly».",
+        "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "integer", "minimum": -2.5}},
+                       "required": ["a", "b"]}}},
+]
+
+
+def call(name, args):
+    return {"id": "call_" + name, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+TOOL_CONVERSATIONS = [
+    [{"role": "user", "content": "What's the weather in Paris?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"},
+     {"role": "assistant", "content": None, "tool_calls": [call("get_weather", {"city": "Paris"})]},
+     {"role": "tool", "tool_call_id": "call_get_weather", "content": "18°C, clear"}],
+    [{"role": "user", "content": "Paris weather, and 2+3?"},
+     {"role": "assistant", "content": None, "tool_calls": [call("get_weather", {"city": "Paris", "unit": "celsius"}),
+                                                           call("add", {"a": 2, "b": 3})]},
+     {"role": "tool", "tool_call_id": "call_get_weather", "content": "18°C"},
+     {"role": "tool", "tool_call_id": "call_add", "content": "5"},
+     {"role": "assistant", "content": "18°C in Paris; 2+3 = 5."}, {"role": "user", "content": "Thanks!"}],
+    [{"role": "user", "content": "Add 1 and 1"},
+     {"role": "assistant", "content": "Let me add them.", "tool_calls": [call("add", {"a": 1, "b": 1})]},
+     {"role": "tool", "tool_call_id": "call_add", "content": "2"}],
+    # arguments as an object, as templates that print them with tojson want them
+    # (DeepSeek-V3's concatenates strings and raises on it)
+    [{"role": "user", "content": "Weather in Oslo?"},
+     {"role": "assistant", "content": None, "tool_calls": [
+         {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo", "days": [1, 2.5]}}}]},
+     {"role": "tool", "tool_call_id": "call_1", "content": "-3°C"}],
+]
+TOOL_TEMPLATES = ("deepseek_v3", "qwen25", "subset")
+# KEEP_NONE: the tool conversations are rendered by render_jinja_template, the
+# renderer apply_chat_template calls, with the messages as given.  transformers
+# 5's apply_chat_template first drops every key whose value is None, and
+# DeepSeek-V3's own template tells a tool-call turn by `content is none`: with
+# the key dropped it fails on OpenAI-shaped turns (content: null).  dsv3
+# renders the messages as given, as the template was written for (and as
+# transformers 4 did).
+
 SPECIALS = {
+    "qwen25": (None, "<|im_end|>"),
     "deepseek_v3": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
     "llama3": ("<|begin_of_text|>", "<|eot_id|>"),
     "qwen2": (None, "<|im_end|>"),
@@ -148,7 +259,7 @@ def main():
     cfg = os.path.join(ROOT, "../shared/data/deepseek_v3_tokenizer/tokenizer_config.json")
     with open(cfg, encoding="utf-8") as f:
         ds = json.load(f)["chat_template"]
-    templates = {"deepseek_v3": ds, "llama3": LLAMA3, "qwen2": QWEN2, "mistral": MISTRAL, "mistral_v3": MISTRAL_V3,
+    templates = {"deepseek_v3": ds, "llama3": LLAMA3, "qwen2": QWEN2, "qwen25": QWEN25, "mistral": MISTRAL, "mistral_v3": MISTRAL_V3,
                  "subset": SUBSET, "cycles": CYCLES}
     result = []
     for name, tmpl in templates.items():
@@ -162,6 +273,15 @@ def main():
                     case["rendered"] = tok.apply_chat_template(conv, chat_template=tmpl, tokenize=False,
                                                                add_generation_prompt=agp)
                 except Exception as e:  # raise_exception or an undefined value
+                    case["error"] = type(e).__name__ + ": " + str(e)
+                cases.append(case)
+        for conv in TOOL_CONVERSATIONS if name in TOOL_TEMPLATES else []:
+            for agp in (False, True):
+                case = {"messages": conv, "tools": TOOLS, "add_generation_prompt": agp}
+                try:  # transformers' renderer on the messages as given (see KEEP_NONE)
+                    case["rendered"] = render_jinja_template([conv], tools=TOOLS, chat_template=tmpl,
+                                                             add_generation_prompt=agp, **tok.special_tokens_map)[0][0]
+                except Exception as e:
                     case["error"] = type(e).__name__ + ": " + str(e)
                 cases.append(case)
         result.append({"name": name, "template": tmpl, "bos_token": bos, "eos_token": eos, "cases": cases})

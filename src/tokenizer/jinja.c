@@ -153,6 +153,11 @@ static const char *type_name(jv v) {
     static const char *const n[] = {"undefined", "none", "bool", "int", "float", "str", "list", "dict"};
     return n[v.t];
 }
+/* Python's name of the type */
+static const char *py_type_name(jv v) {
+    static const char *const n[] = {"Undefined", "NoneType", "bool", "int", "float", "str", "list", "dict"};
+    return n[v.t];
+}
 
 /* The containers being printed or compared, innermost first: a namespace
  * can hold itself ({% set ns.me = ns %}), so a walk meets its own ancestors;
@@ -1285,6 +1290,8 @@ static jv binop(rctx *R, const jnode *n, const char *op, jv a, jv b) {
             return r;
         }
         if (nums) return ints ? v_int(a.i + b.i) : v_float(x + y);
+        if ((a.t == V_STR || a.t == V_LIST) && b.t != V_UNDEF) /* Python's words */
+            return rfail(R, n, "can only concatenate %s (not \"%s\") to %s", py_type_name(a), py_type_name(b), py_type_name(a));
     } else if (!strcmp(op, "-")) {
         if (nums) return ints ? v_int(a.i - b.i) : v_float(x - y);
     } else if (!strcmp(op, "*")) {
@@ -1940,14 +1947,36 @@ char *ds_jinja_render(const ds_jinja *t, const cJSON *vars) {
     return out;
 }
 
-char *ds_chat_template_apply(const ds_jinja *t, const cJSON *messages, int add_generation_prompt, const char *bos,
-                             const char *eos) {
+char *ds_chat_template_apply_tools(const ds_jinja *t, const cJSON *messages, const cJSON *tools, int add_generation_prompt,
+                                   const char *bos, const char *eos) {
     cJSON *v = cJSON_CreateObject();
     cJSON_AddItemToObject(v, "messages", cJSON_Duplicate(messages, 1));
+    /* transformers passes tools and documents always, None when not given */
+    cJSON_AddItemToObject(v, "tools", tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
+    cJSON_AddNullToObject(v, "documents");
     cJSON_AddBoolToObject(v, "add_generation_prompt", add_generation_prompt);
     if (bos) cJSON_AddStringToObject(v, "bos_token", bos);
     if (eos) cJSON_AddStringToObject(v, "eos_token", eos);
     char *r = ds_jinja_render(t, v);
     cJSON_Delete(v);
     return r;
+}
+
+char *ds_chat_template_apply(const ds_jinja *t, const cJSON *messages, int add_generation_prompt, const char *bos,
+                             const char *eos) {
+    return ds_chat_template_apply_tools(t, messages, NULL, add_generation_prompt, bos, eos);
+}
+
+char *ds_json_dumps_py(const cJSON *v) {
+    arena a;
+    memset(&a, 0, sizeof a);
+    ds_sbuf b = {0};
+    int rc = put_json(&b, from_json(&a, v), -1, 0, NULL);
+    afree(&a);
+    if (rc) {
+        free(b.p);
+        ds_err("json: a value nested deeper than %d", JINJA_MAX_NEST);
+        return NULL;
+    }
+    return ds_sbuf_take(&b);
 }

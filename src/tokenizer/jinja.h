@@ -37,5 +37,14 @@ char *ds_jinja_render(const ds_jinja *t, const cJSON *vars);
  * JSON array of {role, content, ...}; bos/eos may be NULL (undefined). */
 char *ds_chat_template_apply(const ds_jinja *t, const cJSON *messages, int add_generation_prompt, const char *bos,
                              const char *eos);
+/* The same with apply_chat_template's tools=: a JSON array of tool
+ * definitions ({"type": "function", "function": {...}}), or NULL (the
+ * template sees tools = none, as in transformers). */
+char *ds_chat_template_apply_tools(const ds_jinja *t, const cJSON *messages, const cJSON *tools, int add_generation_prompt,
+                                   const char *bos, const char *eos);
+
+/* json.dumps(v, ensure_ascii=False) as Python writes it (", " and ": "
+ * separators; integral numbers as integers).  malloc'd, or NULL with ds_err. */
+char *ds_json_dumps_py(const cJSON *v);
 
 #endif
