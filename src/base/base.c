@@ -163,6 +163,13 @@ char *ds_strdup_(const char *s, const char *file, int line) {
     return p;
 }
 
+char *ds_strndup_(const char *s, size_t n, const char *file, int line) {
+    char *p = ds_malloc_(n + 1, file, line);
+    if (n) memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
 /* ---- files ---------------------------------------------------------------- */
 char *ds_read_stream(FILE *f, const char *name, size_t *len) {
     size_t cap = 1 << 16, n = 0;

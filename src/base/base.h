@@ -55,11 +55,14 @@ void *ds_realloc_(void *p, size_t n, const char *file, int line);
 /* 64-byte aligned, zero-filled; free with ds_free_aligned. */
 void *ds_aligned_alloc_(size_t n, const char *file, int line);
 char *ds_strdup_(const char *s, const char *file, int line);
+/* the n bytes at s, NUL-terminated */
+char *ds_strndup_(const char *s, size_t n, const char *file, int line);
 #define ds_malloc(n) ds_malloc_((n), __FILE__, __LINE__)
 #define ds_calloc(n, sz) ds_calloc_((n), (sz), __FILE__, __LINE__)
 #define ds_realloc(p, n) ds_realloc_((p), (n), __FILE__, __LINE__)
 #define ds_aligned_alloc(n) ds_aligned_alloc_((n), __FILE__, __LINE__)
 #define ds_strdup(s) ds_strdup_((s), __FILE__, __LINE__)
+#define ds_strndup(s, n) ds_strndup_((s), (n), __FILE__, __LINE__)
 void ds_free_aligned(void *p);
 /* A grow-only per-thread scratch buffer (64-byte aligned): *buf of *cap
  * bytes is replaced by a fresh one of `bytes` rounded up to whole 4 KiB when
