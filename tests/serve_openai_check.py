@@ -4,13 +4,16 @@
   python3 tests/serve_openai_check.py PORT API_KEY '[prompt ids]' 'want,ids'
 
 Completions and chat, streaming and not, n = 2; the greedy ids of the completion
-equal transformers' (passed in by the test from the fixture); a wrong key
-raises AuthenticationError and a bad request BadRequestError.
+equal transformers' (passed in by the test from the fixture); a tool call forced
+by tool_choice reads as one through the client, whole and streamed (the client's
+own accumulation), and goes back into the conversation with its result; a wrong
+key raises AuthenticationError and a bad request BadRequestError.
 Prints "openai client: ok" at the end."""
 import json
 import sys
 
 import openai
+from openai.lib.streaming.chat import ChatCompletionStreamState
 
 port, key, prompt, want = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")]
 c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=30)
@@ -49,6 +52,28 @@ assert "".join(parts) == text, (parts, text)
 r = c.chat.completions.create(model="m", messages=msgs, max_tokens=6, temperature=0, n=2)
 assert [x.index for x in r.choices] == [0, 1] and all(x.message.content == text for x in r.choices), r.choices
 assert r.usage.completion_tokens == 2 * n1 and r.usage.prompt_tokens > 0, r.usage
+
+# tools: a forced call, as the client reads it; streamed, the client's accumulator gives the same call
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+ask = [{"role": "user", "content": "Weather in Oslo?"}]
+choice = {"type": "function", "function": {"name": "get_weather"}}
+r = c.chat.completions.create(model="m", messages=ask, tools=tools, tool_choice=choice, max_tokens=5, temperature=0)
+m = r.choices[0].message
+assert m.content is None and len(m.tool_calls) == 1, m
+call = m.tool_calls[0]
+assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_"), call
+state = ChatCompletionStreamState()  # what the client's stream() helper accumulates with (it refuses "length")
+for ev in c.chat.completions.create(model="m", messages=ask, tools=tools, tool_choice=choice, max_tokens=5, temperature=0,
+                                    stream=True):
+    state.handle_chunk(ev)
+fm = state.current_completion_snapshot.choices[0].message
+assert len(fm.tool_calls) == 1 and fm.tool_calls[0].function.name == "get_weather", fm
+assert fm.tool_calls[0].function.arguments == call.function.arguments, (fm.tool_calls[0], call)
+# the call and its result go back as the next turn's history
+r = c.chat.completions.create(model="m", messages=ask + [m, {"role": "tool", "tool_call_id": call.id, "content": "-3C"}],
+                              tools=tools, max_tokens=3, temperature=0)
+assert r.choices[0].message.role == "assistant" and r.usage.prompt_tokens > 0, r
 
 try:
     c.chat.completions.create(model="m", messages=[], max_tokens=2)

@@ -77,6 +77,22 @@ static const char *make_model(void) {
     return dir;
 }
 
+/* the same folder with 512 positions (max_position_embeddings; the weights do
+ * not depend on it): the byte-level tokenizer spends ~20 tokens on one of
+ * DeepSeek-V3's markers, so tool-call prompts need more than 64 */
+static const char *make_model_long(void) {
+    const char *m = make_model();
+    static char dir[700];
+    char out[4096];
+    if (!m) return NULL;
+    snprintf(dir, sizeof dir, "%s512", m);
+    if (ds_test_sh(out, sizeof out, "mkdir -p %s && cp -P %s/* %s/ && rm %s/config.json && "
+                   "sed 's/\"max_position_embeddings\": 64/\"max_position_embeddings\": 512/' %s/config.json > %s/config.json",
+                   dir, m, dir, dir, m, dir))
+        return NULL;
+    return dir;
+}
+
 /* ids of text under the folder's tokenizer, as "a b c " */
 static int encode_ids(const char *dir, const char *text, char *buf, size_t cap, int32_t *ids, int max) {
     char path[700];
@@ -244,13 +260,14 @@ static int sse_ids(const char *body, int32_t *ids, int max, int *done, char *fin
     return n;
 }
 
-#define SETUP(extra)                                                                     \
+#define SETUP(extra) SETUP_IN(make_model(), extra)
+#define SETUP_IN(folder, extra)                                                          \
     if (load_ref()) SKIP("no v3 fixture");                                               \
     char probe[4096];                                                                    \
     if (ds_test_sh(probe, sizeof probe, "$DSV3 serve --model /nonexistent") == 1 &&      \
         strstr(probe, "without libmicrohttpd"))                                          \
         SKIP("this dsv3 was built without libmicrohttpd");                               \
-    const char *dir = make_model();                                                      \
+    const char *dir = folder;                                                            \
     CHECK(dir != NULL);                                                                  \
     if (!dir) return;                                                                    \
     server S;                                                                            \
@@ -589,7 +606,7 @@ TEST(serve_concurrent_streams_batch_and_match_sequential) {
 TEST(serve_openai_client) {
     char out[8192];
     if (ds_test_sh(out, sizeof out, "python3 -c 'import openai'") != 0) SKIP("python3 'openai' package not installed (pip install openai)");
-    SETUP("--api-key k1");
+    SETUP_IN(make_model_long(), "--api-key k1 --model-name m");
     char pj[512], want[512] = "";
     prompt_json(pj, sizeof pj, 24, 0);
     for (int i = 24; i < 32; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", i > 24 ? "," : "", g_ref[i]);
@@ -1410,4 +1427,229 @@ TEST(chat_device_resident_fakedev) {
         CHECK_MSG(ra == 0 && rb == 0 && strlen(a) > 4 && !strcmp(a, b), "chat %s: cpu (rc %d) %s vs fakedev (rc %d) %s", modes[i],
                   ra, ds_quote(a), rb, ds_quote(b));
     }
+}
+
+/* ---- tool calls ------------------------------------------------------------------------- */
+#define TOOLS_JSON                                                                                                    \
+    "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Current weather in a city.\", " \
+    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}, " \
+    "{\"type\": \"function\", \"function\": {\"name\": \"add\"}}]"
+#define ASK "\"messages\": [{\"role\": \"user\", \"content\": \"What's the weather in Paris?\"}]"
+
+static cJSON *post(int port, const char *path, const char *body, int *status) {
+    char *o = NULL;
+    *status = http(port, "POST", path, NULL, body, &o);
+    cJSON *j = o ? cJSON_Parse(o) : NULL;
+    free(o);
+    return j;
+}
+
+/* the greedy completion (max_tokens n) of the prompt /tokenize gives for chat fields */
+static char *completion_of_chat(int port, const char *fields, int n, char *finish) {
+    char req[4096];
+    snprintf(req, sizeof req, "{%s}", fields);
+    int st;
+    cJSON *t = post(port, "/tokenize", req, &st);
+    char *ids = st == 200 ? cJSON_PrintUnformatted(cJSON_GetObjectItem(t, "tokens")) : NULL;
+    cJSON_Delete(t);
+    if (!ids) return NULL;
+    ds_sbuf b = {0};
+    ds_sbuf_printf(&b, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0}", ids, n);
+    free(ids);
+    cJSON *c = post(port, "/v1/completions", b.p, &st);
+    free(b.p);
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "choices"), 0);
+    const cJSON *tx = cJSON_GetObjectItem(ch, "text"), *f = cJSON_GetObjectItem(ch, "finish_reason");
+    char *r = st == 200 && cJSON_IsString(tx) ? ds_strdup(tx->valuestring) : NULL;
+    if (cJSON_IsString(f)) strcpy(finish, f->valuestring);
+    cJSON_Delete(c);
+    return r;
+}
+
+typedef struct {
+    char content[4096], name[4][64], args[4][4096], id[4][64], finish[32];
+    int ncalls, content_null, role_first;
+} answer;
+
+/* a chat answer, from the response or from the sum of its stream's deltas */
+static int chat_answer(int port, const char *fields, int stream, answer *a) {
+    memset(a, 0, sizeof *a);
+    char req[4096], *o = NULL;
+    snprintf(req, sizeof req, "{%s, \"temperature\": 0%s}", fields, stream ? ", \"stream\": true" : "");
+    int st = http(port, "POST", "/v1/chat/completions", NULL, req, &o);
+    if (st != 200 || !o) {
+        free(o);
+        return st;
+    }
+    const char *p = o;
+    int nchunks = 0;
+    while (stream ? (p = strstr(p, "data: ")) != NULL : nchunks == 0) {
+        const char *body = stream ? p + 6 : o, *e = stream ? strstr(body, "\n\n") : o + strlen(o);
+        if (!e || !strncmp(body, "[DONE]", 6)) break;
+        cJSON *j = cJSON_ParseWithLength(body, (size_t)(e - body));
+        const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        const cJSON *m = cJSON_GetObjectItem(ch, stream ? "delta" : "message"), *f = cJSON_GetObjectItem(ch, "finish_reason");
+        const cJSON *c = cJSON_GetObjectItem(m, "content"), *tc;
+        if (nchunks == 0) a->role_first = cJSON_IsString(cJSON_GetObjectItem(m, "role"));
+        if (cJSON_IsString(c)) strncat(a->content, c->valuestring, sizeof a->content - strlen(a->content) - 1);
+        if (!stream) a->content_null = cJSON_IsNull(c);
+        int k = 0;
+        cJSON_ArrayForEach(tc, cJSON_GetObjectItem(m, "tool_calls")) {
+            const cJSON *ix = cJSON_GetObjectItem(tc, "index"), *fn = cJSON_GetObjectItem(tc, "function");
+            int i = stream ? (cJSON_IsNumber(ix) ? ix->valueint : -1) : k++;
+            if (i < 0 || i > 3) continue;
+            const cJSON *nm = cJSON_GetObjectItem(fn, "name"), *ar = cJSON_GetObjectItem(fn, "arguments"), *id = cJSON_GetObjectItem(tc, "id");
+            if (cJSON_IsString(nm)) snprintf(a->name[i], sizeof a->name[i], "%s", nm->valuestring);
+            if (cJSON_IsString(ar)) strncat(a->args[i], ar->valuestring, sizeof a->args[i] - strlen(a->args[i]) - 1);
+            if (cJSON_IsString(id) && !strcmp(cJSON_GetObjectItem(tc, "type")->valuestring, "function"))
+                snprintf(a->id[i], sizeof a->id[i], "%s", id->valuestring);
+            if (i + 1 > a->ncalls) a->ncalls = i + 1;
+        }
+        if (cJSON_IsString(f)) snprintf(a->finish, sizeof a->finish, "%s", f->valuestring);
+        cJSON_Delete(j);
+        nchunks++;
+        if (stream) p = e;
+    }
+    free(o);
+    return st;
+}
+
+/* tools on the v3 fixture (DeepSeek-V3's template, so DeepSeek-V3's format):
+ * a named tool_choice forces the call's start, and the model's greedy
+ * continuation of that prompt (the /v1/completions answer to the same ids)
+ * is the call's arguments; "required" forces the marker and, the model
+ * writing no call that parses, the answer is that continuation as content;
+ * "auto" answers as without tools; streamed answers add up to the same;
+ * a conversation holding calls and results renders as transformers renders
+ * it; bad tool fields get 400 */
+TEST(serve_tool_calls) {
+    SETUP_IN(make_model_long(), "");
+    char finish[32] = "";
+    size_t ln;
+    char *log = ds_read_file(S.log, &ln);
+    CHECK_MSG(log && strstr(log, "tool calls in the deepseek_v3 format (the chat template's"), "%s", log ? log : "");
+    free(log);
+    /* named */
+    const char *named = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}";
+    char fields[4096];
+    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 12", named);
+    char *want = completion_of_chat(S.port, named, 12, finish);
+    CHECK(want && *want && !strcmp(finish, "length"));
+    answer a, s;
+    CHECK(chat_answer(S.port, fields, 0, &a) == 200);
+    CHECK_MSG(a.ncalls == 1 && !strcmp(a.name[0], "get_weather") && want && !strcmp(a.args[0], want) && a.content_null &&
+                  !strcmp(a.finish, "length") && !strncmp(a.id[0], "call_", 5),
+              "named: %d calls, %s(%s), finish %s; want arguments %s", a.ncalls, a.name[0], a.args[0], a.finish, want ? want : "");
+    CHECK(chat_answer(S.port, fields, 1, &s) == 200);
+    CHECK_MSG(s.ncalls == 1 && !strcmp(s.name[0], "get_weather") && !strcmp(s.args[0], a.args[0]) && !*s.content &&
+                  !strcmp(s.finish, "length") && s.role_first && *s.id[0],
+              "named, streamed: %d calls, %s(%s), content %s, finish %s", s.ncalls, s.name[0], s.args[0], s.content, s.finish);
+    free(want);
+    /* the prompt ends with the forced start */
+    int st;
+    char req[4096];
+    snprintf(req, sizeof req, "{%s}", named);
+    cJSON *t = post(S.port, "/tokenize", req, &st);
+    char *ids = cJSON_PrintUnformatted(cJSON_GetObjectItem(t, "tokens"));
+    snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
+    free(ids), cJSON_Delete(t);
+    t = post(S.port, "/detokenize", req, &st);
+    const cJSON *pt = cJSON_GetObjectItem(t, "prompt");
+    const char *tail = "<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n";
+    CHECK_MSG(cJSON_IsString(pt) && strlen(pt->valuestring) > strlen(tail) &&
+                  !strcmp(pt->valuestring + strlen(pt->valuestring) - strlen(tail), tail), "%s", pt ? pt->valuestring : "");
+    cJSON_Delete(t);
+    /* required: the model writes no call that parses: its text is the content */
+    const char *req_f = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"required\"";
+    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 10", req_f);
+    want = completion_of_chat(S.port, req_f, 10, finish);
+    CHECK(chat_answer(S.port, fields, 0, &a) == 200);
+    CHECK_MSG(want && a.ncalls == 0 && !strcmp(a.content, want) && !strcmp(a.finish, "length"), "required: %d calls, content %s, want %s",
+              a.ncalls, a.content, want ? want : "");
+    CHECK(chat_answer(S.port, fields, 1, &s) == 200);
+    CHECK(s.ncalls == 0 && !strcmp(s.content, a.content) && !strcmp(s.finish, "length"));
+    free(want);
+    /* auto: as without tools (DeepSeek-V3's template does not print them) */
+    answer plain;
+    CHECK(chat_answer(S.port, ASK ", \"max_tokens\": 10", 0, &plain) == 200);
+    CHECK(chat_answer(S.port, ASK ", \"tools\": " TOOLS_JSON ", \"max_tokens\": 10", 0, &a) == 200);
+    CHECK(chat_answer(S.port, ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"auto\", \"max_tokens\": 10", 1, &s) == 200);
+    CHECK_MSG(a.ncalls == 0 && s.ncalls == 0 && *plain.content && !strcmp(a.content, plain.content) && !strcmp(s.content, plain.content) &&
+                  !strcmp(a.finish, plain.finish) && !strcmp(s.finish, plain.finish),
+              "auto: %s / %s, want %s", a.content, s.content, plain.content);
+    /* tool_choice none: the same */
+    CHECK(chat_answer(S.port, ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"none\", \"max_tokens\": 10", 0, &a) == 200);
+    CHECK(a.ncalls == 0 && !strcmp(a.content, plain.content));
+    /* parallel_tool_calls false keeps one call; n > 1 gives each choice its own */
+    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 4, \"parallel_tool_calls\": false, \"n\": 2", named);
+    CHECK(chat_answer(S.port, fields, 0, &a) == 200 && a.ncalls == 1);
+    /* a conversation with calls and results: the fixture's rendering by transformers (less its BOS: this folder has none) */
+    size_t fl;
+    char *fx = ds_read_file("tests/fixtures/chat/templates.json", &fl);
+    cJSON *root = fx ? cJSON_Parse(fx) : NULL, *tmpl;
+    free(fx);
+    int rendered = 0;
+    cJSON_ArrayForEach(tmpl, root) {
+        if (strcmp(cJSON_GetObjectItem(tmpl, "name")->valuestring, "deepseek_v3")) continue;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(tmpl, "cases")) {
+            const cJSON *msgs = cJSON_GetObjectItem(c, "messages"), *r = cJSON_GetObjectItem(c, "rendered");
+            if (!cJSON_GetObjectItem(c, "tools") || !cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt")) || !r ||
+                !strstr(r->valuestring, "tool▁calls▁begin"))
+                continue;
+            cJSON *rq = cJSON_CreateObject();
+            cJSON_AddItemToObject(rq, "messages", cJSON_Duplicate(msgs, 1));
+            cJSON_AddItemToObject(rq, "tools", cJSON_Duplicate(cJSON_GetObjectItem(c, "tools"), 1));
+            char *body = cJSON_PrintUnformatted(rq);
+            cJSON_Delete(rq);
+            t = post(S.port, "/tokenize", body, &st);
+            free(body);
+            ids = cJSON_PrintUnformatted(cJSON_GetObjectItem(t, "tokens"));
+            cJSON_Delete(t);
+            snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
+            free(ids);
+            t = post(S.port, "/detokenize", req, &st);
+            pt = cJSON_GetObjectItem(t, "prompt");
+            const char *w = r->valuestring + strlen("<｜begin▁of▁sentence｜>");
+            CHECK_MSG(cJSON_IsString(pt) && !strcmp(pt->valuestring, w), "rendered %s, want %s", pt ? pt->valuestring : "", w);
+            cJSON_Delete(t);
+            rendered++;
+        }
+    }
+    cJSON_Delete(root);
+    CHECK(rendered == 2);
+    /* bad tool fields */
+    static const struct { const char *body, *want; } bad[] = {
+        {ASK ", \"tools\": {}", "'tools' must be a list"},
+        {ASK ", \"tools\": [{\"function\": {\"name\": \"f\"}}]", "tools[0] must be an object with"},
+        {ASK ", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"\"}}]", "tools[0].function.name must be"},
+        {ASK ", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": 3}}]", "parameters must be"},
+        {ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"sometimes\"", "'tool_choice' must be"},
+        {ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"nope\"}}",
+         "names 'nope', which is not one of 'tools'"},
+        {ASK ", \"tool_choice\": \"required\"", "needs 'tools'"},
+        {ASK ", \"tools\": " TOOLS_JSON ", \"parallel_tool_calls\": 1", "'parallel_tool_calls' must be a boolean"},
+        {"\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": 1}}]}]",
+         "messages[1].tool_calls[0] must be"},
+        {"\"messages\": [{\"role\": \"assistant\", \"tool_calls\": {}}]", "messages[0].tool_calls must be a list"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *o = NULL;
+        snprintf(req, sizeof req, "{%s}", bad[i].body);
+        st = http(S.port, "POST", "/v1/chat/completions", NULL, req, &o);
+        CHECK_MSG(st == 400 && o && strstr(o, bad[i].want), "%s: %d %s", bad[i].body, st, o ? o : "");
+        free(o);
+    }
+    CHECK(healthy(S.port));
+    CHECK(server_stop(&S) == 0);
+    /* a server that reads no tool calls refuses tools (unless tool_choice is none) */
+    CHECK(server_start(&S, dir, "--tool-parser none") == 0);
+    char *o = NULL;
+    st = http(S.port, "POST", "/v1/chat/completions", NULL, "{" ASK ", \"tools\": " TOOLS_JSON "}", &o);
+    CHECK_MSG(st == 400 && o && strstr(o, "reads no tool calls"), "%d %s", st, o ? o : "");
+    free(o), o = NULL;
+    st = http(S.port, "POST", "/v1/chat/completions", NULL, "{" ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"none\", \"max_tokens\": 2}", &o);
+    CHECK(st == 200);
+    free(o);
+    CHECK(server_stop(&S) == 0);
 }

@@ -14,13 +14,14 @@
 #include "cli/cli.h"
 #include "model/model.h"
 #include "serve/chat_cfg.h"
+#include "serve/tools.h"
 #include "serve/serve.h"
 #include "tokenizer/tok_config.h"
 #include "tokenizer/tokenizer.h"
 
 static int run(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *tokp = NULL, *tmplf = NULL, *spec = NULL;
-    const char *device = "cpu", *name = NULL;
+    const char *device = "cpu", *name = NULL, *tparser = "auto";
     long long port = 8080, max_batch = 8, ctx = 0, max_queue = 64, max_body = 1 << 20, timeout = 30, chunk = 256;
     long long max_conn = 256, pbatch = 0;
     double grace = 10;
@@ -42,6 +43,7 @@ static int run(int argc, char **argv) {
         {"--model-name", DS_OPT_STR, &name, "NAME  the model id /v1/models reports (default: the folder's name)"},
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or its folder (default: the model folder's)"},
         {"--chat-template", DS_OPT_STR, &tmplf, "FILE  a Jinja chat template replacing tokenizer_config.json's"},
+        {"--tool-parser", DS_OPT_STR, &tparser, "auto|deepseek_v3|hermes|none  how chat answers write tool calls (default auto: the format the chat template names)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp  greedy requests decode with MTP drafts verified in the batched step"},
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load"},
@@ -50,6 +52,9 @@ static int run(int argc, char **argv) {
     ds_cli_parse("serve", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model) ds_cli_usage_error("serve", "--model is required");
     if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("serve", "--speculative: unknown method %s (known: mtp)", ds_quote(spec));
+    int tool_format = strcmp(tparser, "auto") ? ds_tool_format_from_name(tparser) : -2;
+    if (tool_format == -1)
+        ds_cli_usage_error("serve", "--tool-parser: unknown format %s (known: auto, deepseek_v3, hermes, none)", ds_quote(tparser));
     /* device-resident: the weights, arenas and both KV caches in the table's memory */
     const struct ds_ops *ops = ds_cli_device_resident("serve", device);
     if (!ds_serve_available()) {
@@ -79,6 +84,10 @@ static int run(int argc, char **argv) {
     }
     if (!cc.tmpl) fprintf(stderr, "dsv3 serve: %s has no chat_template: /v1/chat/completions will answer 400\n", tcfg);
     free(tcfg);
+    if (tool_format == -2) tool_format = cc.tool_format;
+    if (tool_format != DS_TOOLS_NONE)
+        fprintf(stderr, "dsv3 serve: tool calls in the %s format%s\n", ds_tool_format_name(tool_format),
+                strcmp(tparser, "auto") ? "" : " (the chat template's; --tool-parser to change)");
     ds_model m;
     ds_load_opts lopt = {.fp8_resident = !dequant, .mem = ops->host_visible ? NULL : ops};
     if (ds_model_load_ex(&m, model, &lopt)) {
@@ -111,6 +120,7 @@ static int run(int argc, char **argv) {
             .host = host, .port = (int)port, .api_key = api_key, .max_body = max_body, .timeout_s = (int)timeout,
             .max_conn = (int)max_conn, .shutdown_grace_s = grace, .model_name = name ? name : mname, .sched = sc,
             .tok = tok, .tmpl = cc.tmpl, .bos = cc.bos, .eos = cc.eos, .add_bos = ds_tokenizer_add_bos(tok),
+            .tool_format = tool_format,
             .ctx = ctx, .vocab = c->vocab_size, .max_batch = (int)max_batch,
         };
         rc = ds_serve_http(&cfg);

@@ -8,6 +8,7 @@
 
 #include "base/base.h"
 #include "io/json.h"
+#include "serve/tools.h"
 #include "tokenizer/tok_config.h"
 
 static char *token_str(const cJSON *cfg, const char *key) {
@@ -56,6 +57,7 @@ int ds_chat_cfg_load(ds_chat_cfg *c, const char *tokenizer_config, const char *t
         c->where = ds_strdup(template_file);
     }
     if (!src) return 0;
+    c->tool_format = ds_tool_format_detect(src);
     c->tmpl = ds_jinja_parse(src, strlen(src));
     free(src);
     if (!c->tmpl) {

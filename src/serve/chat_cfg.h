@@ -20,6 +20,7 @@ typedef struct {
     ds_jinja *tmpl; /* NULL: none */
     char *bos, *eos;
     char *where;    /* the file the template came from */
+    int tool_format; /* ds_tool_format the template writes tool calls in (DS_TOOLS_NONE: none it names) */
 } ds_chat_cfg;
 
 /* tokenizer_config: path of tokenizer_config.json (may not exist: no template);

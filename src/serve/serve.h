@@ -17,6 +17,7 @@
  * choices in all (prompts x n) */
 #define DS_SERVE_MAX_N 16
 #define DS_SERVE_MAX_PROMPTS 64
+#define DS_SERVE_MAX_TOOLS 128 /* tool definitions in one request */
 #define DS_SERVE_MAX_CHOICES 64
 
 #include <signal.h>
@@ -40,6 +41,7 @@ typedef struct {
     const ds_jinja *tmpl;    /* NULL: no chat template (chat requests get 400) */
     const char *bos, *eos;   /* the template's bos_token / eos_token (may be NULL) */
     int add_bos;             /* completions: BOS before the prompt */
+    int tool_format;         /* ds_tool_format of tool calls in chat answers (DS_TOOLS_NONE: requests with tools get 400) */
     int64_t ctx, vocab;
     int max_batch;
 } ds_serve_cfg;

@@ -26,6 +26,7 @@
 
 #include "base/base.h"
 #include "io/json.h"
+#include "serve/tools.h"
 
 #ifndef DS_HAVE_MICROHTTPD
 
@@ -123,6 +124,12 @@ typedef struct {
     char *pecho[DS_SERVE_MAX_PROMPTS];
     int32_t *drafts;    /* tests only (DSV3_SERVE_TEST_DRAFTS set): forced speculative drafts */
     int64_t ndrafts;
+    /* chat tools */
+    cJSON *tools;       /* the definitions the template sees (NULL: none) */
+    int tool_choice;    /* TOOL_*: NONE, the answer is text; else it is parsed for calls */
+    char *tool_name;    /* TOOL_NAMED: the function */
+    char *tool_prefix;  /* TOOL_REQUIRED / TOOL_NAMED: the answer's forced start (ds_tool_prefix) */
+    int parallel_calls; /* parallel_tool_calls: 0 keeps the first call only */
     char err[512];
     const char *param;
     int status;
@@ -269,6 +276,93 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     return 0;
 }
 
+/* tools, tool_choice, parallel_tool_calls (chat) */
+enum { TOOL_NONE, TOOL_AUTO, TOOL_REQUIRED, TOOL_NAMED };
+static int parse_tools(server *S, greq *g, const cJSON *j) {
+    const cJSON *tl = field(j, "tools"), *tc = field(j, "tool_choice"), *t;
+    g->parallel_calls = 1;
+    if (get_bool(g, j, "parallel_tool_calls", &g->parallel_calls)) return -1;
+    int nt = 0;
+    if (tl) {
+        if (!cJSON_IsArray(tl))
+            return bad(g, "tools", "'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\": ...}}, got %s",
+                       ds_json_type_name(tl));
+        if ((nt = cJSON_GetArraySize(tl)) > DS_SERVE_MAX_TOOLS)
+            return bad(g, "tools", "'tools' holds %d tools, at most %d", nt, DS_SERVE_MAX_TOOLS);
+        int i = 0;
+        cJSON_ArrayForEach(t, tl) {
+            const cJSON *ty = cJSON_GetObjectItemCaseSensitive(t, "type"), *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(fn, "name"), *d = field(fn, "description"), *pa = field(fn, "parameters");
+            if (!cJSON_IsObject(t) || !cJSON_IsString(ty) || strcmp(ty->valuestring, "function"))
+                return bad(g, "tools", "tools[%d] must be an object with \"type\": \"function\"", i);
+            if (!cJSON_IsObject(fn) || !cJSON_IsString(nm) || !*nm->valuestring || strlen(nm->valuestring) > 256 ||
+                strpbrk(nm->valuestring, "\n\r"))
+                return bad(g, "tools", "tools[%d].function.name must be a name of 1 to 256 characters on one line", i);
+            if (d && !cJSON_IsString(d)) return bad(g, "tools", "tools[%d].function.description must be a string", i);
+            if (pa && !cJSON_IsObject(pa)) return bad(g, "tools", "tools[%d].function.parameters must be a JSON Schema object", i);
+            i++;
+        }
+    }
+    int choice = nt ? TOOL_AUTO : TOOL_NONE;
+    const char *name = NULL;
+    if (tc) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function"), *nm = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "none")) choice = TOOL_NONE;
+        else if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "auto")) choice = TOOL_AUTO;
+        else if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "required")) choice = TOOL_REQUIRED;
+        else if (cJSON_IsObject(tc) && cJSON_IsString(nm)) choice = TOOL_NAMED, name = nm->valuestring;
+        else
+            return bad(g, "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                                         "\"function\": {\"name\": ...}}");
+        if (choice != TOOL_NONE && !nt) return bad(g, "tool_choice", "'tool_choice' other than \"none\" needs 'tools'");
+        int found = !name;
+        cJSON_ArrayForEach(t, tl) {
+            const cJSON *tn = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+            found |= name && !strcmp(tn->valuestring, name);
+        }
+        if (!found) return bad(g, "tool_choice", "'tool_choice' names %s, which is not one of 'tools'", ds_quote(name));
+    }
+    if (choice != TOOL_NONE && S->cfg->tool_format == DS_TOOLS_NONE)
+        return bad(g, "tools", "this server reads no tool calls: its chat template names no tool-call format it knows "
+                               "(start it with --tool-parser deepseek_v3 or hermes), or send 'tool_choice': \"none\"");
+    if (choice == TOOL_NONE) return 0; /* the template does not see the tools (as vLLM) */
+    g->tools = cJSON_Duplicate(tl, 1);
+    g->tool_choice = choice;
+    if (name) g->tool_name = ds_strdup(name);
+    if (choice != TOOL_AUTO) g->tool_prefix = ds_tool_prefix(S->cfg->tool_format, name);
+    return 0;
+}
+
+/* an assistant turn's tool_calls, checked, with the arguments in the form the
+ * server's format renders: DeepSeek-V3's template concatenates strings, Hermes
+ * templates print objects with tojson (as vLLM hands them) */
+static int norm_tool_calls(server *S, greq *g, cJSON *m, const char *where) {
+    cJSON *tcs = cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), *tc;
+    if (!tcs || cJSON_IsNull(tcs)) return 0;
+    if (!cJSON_IsArray(tcs)) return bad(g, "messages", "%s.tool_calls must be a list", where);
+    int k = 0;
+    cJSON_ArrayForEach(tc, tcs) {
+        cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsObject(tc) || !cJSON_IsObject(fn) || !cJSON_IsString(nm) || !(cJSON_IsString(args) || cJSON_IsObject(args)))
+            return bad(g, "messages", "%s.tool_calls[%d] must be {\"type\": \"function\", \"function\": {\"name\": ..., "
+                                      "\"arguments\": ...}}", where, k);
+        if (!cJSON_GetObjectItemCaseSensitive(tc, "type")) cJSON_AddStringToObject(tc, "type", "function");
+        cJSON *conv = NULL;
+        if (cJSON_IsObject(args) && S->cfg->tool_format != DS_TOOLS_HERMES) {
+            char *s = ds_json_dumps_py(args);
+            if (s) conv = cJSON_CreateString(s);
+            free(s);
+        } else if (cJSON_IsString(args) && S->cfg->tool_format == DS_TOOLS_HERMES) {
+            conv = cJSON_Parse(args->valuestring); /* arguments that are not JSON stay a string */
+        }
+        if (conv) cJSON_ReplaceItemInObjectCaseSensitive(fn, "arguments", conv);
+        k++;
+    }
+    return 0;
+}
+
 static int tokenize(server *S, greq *g, const char *text, int add_bos, const char *param) {
     int32_t *enc = NULL;
     int64_t n = ds_tokenizer_encode(S->cfg->tok, text, strlen(text), 1, &enc);
@@ -394,6 +488,12 @@ static int parse_messages(server *S, greq *g, const cJSON *j) {
         } else if (!content && strcmp(role->valuestring, "assistant")) {
             cJSON_Delete(nm), cJSON_Delete(norm);
             return bad(g, "messages", "%s.content is required", where);
+        } else if (!content) { /* an assistant turn of tool calls: content null, as OpenAI's clients send it */
+            cJSON_AddNullToObject(nm, "content");
+        }
+        if (!strcmp(role->valuestring, "assistant") && norm_tool_calls(S, g, nm, where)) {
+            cJSON_Delete(nm), cJSON_Delete(norm);
+            return -1;
         }
         cJSON_AddItemToArray(norm, nm);
         i++;
@@ -402,9 +502,15 @@ static int parse_messages(server *S, greq *g, const cJSON *j) {
         cJSON_Delete(norm);
         return bad(g, "messages", "this model has no chat template (tokenizer_config.json chat_template); use /v1/completions");
     }
-    char *text = ds_chat_template_apply(S->cfg->tmpl, norm, 1, S->cfg->bos, S->cfg->eos);
+    char *text = ds_chat_template_apply_tools(S->cfg->tmpl, norm, g->tools, 1, S->cfg->bos, S->cfg->eos);
     cJSON_Delete(norm);
     if (!text) return bad(g, "messages", "%s", ds_errmsg());
+    if (g->tool_prefix) { /* a forced call: the answer starts with it */
+        char *t = ds_malloc(strlen(text) + strlen(g->tool_prefix) + 1);
+        strcat(strcpy(t, text), g->tool_prefix);
+        free(text);
+        text = t;
+    }
     int rc = tokenize(S, g, text, 0, "messages");
     free(text);
     if (!rc && g->P == 0) return bad(g, "messages", "the rendered conversation is empty");
@@ -531,6 +637,32 @@ static const char *finish_of(const ds_sreq *r) {
     return !strcmp(r->finish, "stop") ? "stop" : "length";
 }
 
+/* the content and calls of a chat answer when the request has tools */
+static void answer_calls(server *S, const greq *g, const ds_sreq *r, ds_tool_result *tr) {
+    ds_tool_parse(S->cfg->tool_format, g->tool_prefix, r->text, r->ntext, g->tool_choice == TOOL_NAMED ? g->tool_name : NULL, tr);
+    for (; !g->parallel_calls && tr->ncalls > 1; tr->ncalls--) free(tr->calls[tr->ncalls - 1].name), free(tr->calls[tr->ncalls - 1].arguments);
+}
+
+/* tool_calls: [{id, type, function: {name, arguments}}] (indexed: with "index", as stream deltas) */
+static void put_tool_calls(ds_sbuf *b, const ds_tool_result *tr, const char *id, int j, int indexed) {
+    const char *hex = strchr(id, '-');
+    ds_sbuf_puts(b, "[");
+    for (int k = 0; k < tr->ncalls; k++) {
+        ds_sbuf_puts(b, k ? ", {" : "{");
+        if (indexed) ds_sbuf_printf(b, "\"index\": %d, ", k);
+        ds_sbuf_printf(b, "\"id\": \"call_%s%02x%02x\", \"type\": \"function\", \"function\": {\"name\": ", hex ? hex + 1 : id, j, k);
+        ds_json_put_string(b, tr->calls[k].name);
+        ds_sbuf_puts(b, ", \"arguments\": ");
+        ds_json_put_string(b, tr->calls[k].arguments);
+        ds_sbuf_puts(b, "}}");
+    }
+    ds_sbuf_puts(b, "]");
+}
+
+static const char *finish_calls(const ds_sreq *r, const ds_tool_result *tr) {
+    return tr->ncalls && !strcmp(finish_of(r), "stop") ? "tool_calls" : finish_of(r);
+}
+
 /* the whole response of finished requests, one choice each (scheduler mutex held) */
 static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const char *id, long created) {
     ds_sbuf b = {0};
@@ -541,7 +673,22 @@ static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const c
         const char *echo = g->pecho[j / g->n];
         ntok += r->nout;
         ds_sbuf_printf(&b, "%s{\"index\": %d, ", j ? ", " : "", j);
-        if (g->chat) {
+        const char *finish = finish_of(r);
+        if (g->chat && g->tool_choice) {
+            ds_tool_result tr;
+            answer_calls(S, g, r, &tr);
+            ds_sbuf_puts(&b, "\"message\": {\"role\": \"assistant\", \"content\": ");
+            if (tr.content) ds_json_put_string(&b, tr.content);
+            else ds_sbuf_puts(&b, "null");
+            if (tr.ncalls) {
+                ds_sbuf_puts(&b, ", \"tool_calls\": ");
+                put_tool_calls(&b, &tr, id, j, 0);
+            }
+            ds_sbuf_puts(&b, "}, \"logprobs\": ");
+            put_logprobs(S, &b, r, g, 0, r->nout, 0);
+            finish = finish_calls(r, &tr);
+            ds_tool_result_free(&tr);
+        } else if (g->chat) {
             ds_sbuf_puts(&b, "\"message\": {\"role\": \"assistant\", \"content\": ");
             ds_json_put_string(&b, r->text ? r->text : "");
             ds_sbuf_puts(&b, "}, \"logprobs\": ");
@@ -564,7 +711,7 @@ static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const c
             for (int64_t i = 0; i < r->nout; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", r->out[i]);
             ds_sbuf_puts(&b, "]");
         }
-        ds_sbuf_printf(&b, ", \"finish_reason\": \"%s\"}", finish_of(r));
+        ds_sbuf_printf(&b, ", \"finish_reason\": \"%s\"}", finish);
     }
     ds_sbuf_puts(&b, "], \"usage\": ");
     put_usage(&b, prompt_tokens(g), ntok);
@@ -578,6 +725,7 @@ typedef struct {
     size_t sent_text, text_off;
     int64_t sent_tok;
     int started, finished;
+    const char *finish; /* chat with tools: the finish reason once the calls are sent */
 } choice;
 typedef struct {
     server *S;
@@ -595,7 +743,10 @@ static void chunk_begin(stream *st, ds_sbuf *b) {
     put_head(st->S, b, st->id, st->created, st->g.chat ? "chat.completion.chunk" : "text_completion");
 }
 
-static void chunk_text(stream *st, int j, const char *text, size_t n, int64_t ta, int64_t tb, const char *finish) {
+/* one chunk of choice j: text (or, chat, tool_calls: a rendered list of them),
+ * the logprobs of tokens [ta, tb), the finish reason or NULL */
+static void chunk_delta(stream *st, int j, const char *text, size_t n, const char *tool_calls, int64_t ta, int64_t tb,
+                        const char *finish) {
     ds_sbuf *b = &st->pend;
     choice *ch = &st->ch[j];
     chunk_begin(st, b);
@@ -605,8 +756,13 @@ static void chunk_text(stream *st, int j, const char *text, size_t n, int64_t ta
     if (st->g.chat) {
         ds_sbuf_printf(b, "{\"index\": %d, \"delta\": {", j);
         if (!ch->started) ds_sbuf_puts(b, "\"role\": \"assistant\", ");
-        ds_sbuf_puts(b, "\"content\": ");
-        ds_json_put_string(b, s);
+        if (tool_calls) {
+            ds_sbuf_puts(b, "\"tool_calls\": ");
+            ds_sbuf_puts(b, tool_calls);
+        } else {
+            ds_sbuf_puts(b, "\"content\": ");
+            ds_json_put_string(b, s);
+        }
         ds_sbuf_puts(b, "}, \"logprobs\": ");
     } else {
         ds_sbuf_printf(b, "{\"index\": %d, \"text\": ", j);
@@ -633,6 +789,44 @@ static void chunk_text(stream *st, int j, const char *text, size_t n, int64_t ta
     ch->started = 1;
 }
 
+static void chunk_text(stream *st, int j, const char *text, size_t n, int64_t ta, int64_t tb, const char *finish) {
+    chunk_delta(st, j, text, n, NULL, ta, tb, finish);
+}
+
+/* chat with tools: content as far as no call marker can start in it; at the
+ * end, the rest of the content and the calls (each whole, in one delta), so
+ * the stream adds up to the answer without streaming */
+static void produce_tools(stream *st, int j) {
+    choice *ch = &st->ch[j];
+    ds_sreq *r = ch->r;
+    if (!r->done) {
+        size_t ready = st->g.tool_prefix ? 0 : ds_tool_content_ready(st->S->cfg->tool_format, r->text, r->text_ready);
+        if (ready > ch->sent_text) {
+            chunk_text(st, j, r->text + ch->sent_text, ready - ch->sent_text, ch->sent_tok, r->nout, NULL);
+            ch->sent_text = ready, ch->sent_tok = r->nout;
+        }
+        return;
+    }
+    if (ch->finish || (strcmp(r->finish, "stop") && strcmp(r->finish, "length"))) return;
+    ds_tool_result tr;
+    answer_calls(st->S, &st->g, r, &tr);
+    const size_t nc = tr.content ? strlen(tr.content) : 0;
+    if (nc > ch->sent_text || (!tr.ncalls && r->nout > ch->sent_tok)) {
+        chunk_text(st, j, nc > ch->sent_text ? tr.content + ch->sent_text : "", nc > ch->sent_text ? nc - ch->sent_text : 0,
+                   ch->sent_tok, r->nout, NULL);
+        ch->sent_text = nc, ch->sent_tok = r->nout;
+    }
+    if (tr.ncalls) {
+        ds_sbuf calls = {0};
+        put_tool_calls(&calls, &tr, st->id, j, 1);
+        chunk_delta(st, j, "", 0, calls.p, ch->sent_tok, r->nout, NULL);
+        ch->sent_tok = r->nout;
+        free(calls.p);
+    }
+    ch->finish = finish_calls(r, &tr);
+    ds_tool_result_free(&tr);
+}
+
 /* scheduler mutex held: the events that are ready, choice by choice; after
  * the last choice's end, the usage chunk and [DONE] */
 static void produce(stream *st) {
@@ -648,7 +842,9 @@ static void produce(stream *st) {
         } else if (!ch->started && st->g.chat) {
             chunk_text(st, j, "", 0, 0, 0, NULL);
         }
-        if (r->text_ready > ch->sent_text || (r->done && r->nout > ch->sent_tok)) {
+        if (st->g.tool_choice) {
+            produce_tools(st, j);
+        } else if (r->text_ready > ch->sent_text || (r->done && r->nout > ch->sent_tok)) {
             int64_t tb = r->nout;
             chunk_text(st, j, r->text + ch->sent_text, r->text_ready - ch->sent_text, ch->sent_tok, tb, NULL);
             ch->sent_text = r->text_ready;
@@ -656,7 +852,7 @@ static void produce(stream *st) {
         }
         if (r->done && !ch->finished) {
             if (!strcmp(r->finish, "cancelled") || !strcmp(r->finish, "error")) failed = 1;
-            else chunk_text(st, j, "", 0, 0, 0, finish_of(r));
+            else chunk_text(st, j, "", 0, 0, 0, ch->finish ? ch->finish : finish_of(r));
             ch->finished = 1;
         }
         nfin += ch->finished;
@@ -704,6 +900,8 @@ static void greq_free(greq *g) {
     free(g->drafts);
     free((void *)g->sp.bias);
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
+    cJSON_Delete(g->tools);
+    free(g->tool_name), free(g->tool_prefix);
 }
 
 static void stream_free(void *cls) {
@@ -735,6 +933,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     int rc;
     if (!cJSON_IsObject(j)) rc = bad(&g, NULL, "the request body must be a JSON object, got %s", ds_json_type_name(j));
     else rc = parse_common(S, &g, j);
+    if (!rc && chat) rc = parse_tools(S, &g, j);
     if (!rc) rc = chat ? parse_messages(S, &g, j) : parse_prompt(S, &g, j);
     cJSON_Delete(j);
     for (int i = 0; !rc && i < g.np; i++)
@@ -861,7 +1060,8 @@ static enum MHD_Result tokenize_ep(server *S, struct MHD_Connection *c, const ch
         rc = bad(&g, NULL, "the request body must be a JSON object, got %s", ds_json_type_name(j));
     } else if (cJSON_GetObjectItemCaseSensitive(j, "messages")) {
         g.chat = 1;
-        rc = parse_messages(S, &g, j);
+        rc = parse_tools(S, &g, j);
+        if (!rc) rc = parse_messages(S, &g, j);
     } else {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
         rc = get_bool(&g, j, "add_special_tokens", &add);
