@@ -8,7 +8,9 @@
  * request gets its status and an OpenAI-shaped error while the server keeps
  * serving; 32 concurrent streams equal sequential runs and were batched; the
  * official openai client works against it (skipped when not installed);
- * SIGTERM stops it with exit 0.  Skipped when the build has no server.
+ * tool calls in DeepSeek-V3's and Hermes' formats (forced calls equal the
+ * model's continuation of the forced prompt; histories with calls render as
+ * transformers renders them); SIGTERM stops it with exit 0.  Skipped when the build has no server.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -77,7 +79,7 @@ static const char *make_model(void) {
     return dir;
 }
 
-/* the same folder with 512 positions (max_position_embeddings; the weights do
+/* the same folder with 2048 positions (max_position_embeddings; the weights do
  * not depend on it): the byte-level tokenizer spends ~20 tokens on one of
  * DeepSeek-V3's markers, so tool-call prompts need more than 64 */
 static const char *make_model_long(void) {
@@ -85,9 +87,9 @@ static const char *make_model_long(void) {
     static char dir[700];
     char out[4096];
     if (!m) return NULL;
-    snprintf(dir, sizeof dir, "%s512", m);
+    snprintf(dir, sizeof dir, "%s-long", m);
     if (ds_test_sh(out, sizeof out, "mkdir -p %s && cp -P %s/* %s/ && rm %s/config.json && "
-                   "sed 's/\"max_position_embeddings\": 64/\"max_position_embeddings\": 512/' %s/config.json > %s/config.json",
+                   "sed 's/\"max_position_embeddings\": 64/\"max_position_embeddings\": 2048/' %s/config.json > %s/config.json",
                    dir, m, dir, dir, m, dir))
         return NULL;
     return dir;
@@ -1651,5 +1653,108 @@ TEST(serve_tool_calls) {
     st = http(S.port, "POST", "/v1/chat/completions", NULL, "{" ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"none\", \"max_tokens\": 2}", &o);
     CHECK(st == 200);
     free(o);
+    CHECK(server_stop(&S) == 0);
+}
+
+/* the template of that name in the chat-template fixture, and its case i (or NULL) */
+static char *fixture_template(const char *name, cJSON **root) {
+    size_t fl;
+    char *fx = ds_read_file("tests/fixtures/chat/templates.json", &fl);
+    *root = fx ? cJSON_Parse(fx) : NULL;
+    free(fx);
+    const cJSON *t;
+    cJSON_ArrayForEach(t, *root) if (!strcmp(cJSON_GetObjectItem(t, "name")->valuestring, name))
+        return ds_strdup(cJSON_GetObjectItem(t, "template")->valuestring);
+    return NULL;
+}
+
+/* Hermes' format, told from a Qwen2.5-style template given with
+ * --chat-template: the tools are in the prompt; a call in the history whose
+ * arguments are a JSON string renders as transformers renders the same call
+ * with an arguments object (the fixture); a named tool_choice forces
+ * <tool_call> {"name": ..., "arguments": and the model's continuation is the
+ * arguments */
+TEST(serve_tool_calls_hermes) {
+    cJSON *root = NULL;
+    char *tmpl = fixture_template("qwen25", &root);
+    CHECK(tmpl != NULL);
+    char path[700];
+    snprintf(path, sizeof path, "%s/qwen25.jinja", ds_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f && fputs(tmpl ? tmpl : "", f) >= 0 && fclose(f) == 0);
+    free(tmpl);
+    char extra[800];
+    snprintf(extra, sizeof extra, "--chat-template %s", path);
+    SETUP_IN(make_model_long(), extra);
+    size_t ln;
+    char *log = ds_read_file(S.log, &ln);
+    CHECK_MSG(log && strstr(log, "tool calls in the hermes format"), "%s", log ? log : "");
+    free(log);
+    /* the history: the fixture's conversation with an arguments object, sent as OpenAI sends it (a string) */
+    const cJSON *t, *c;
+    int rendered = 0, st;
+    cJSON_ArrayForEach(t, root) {
+        if (strcmp(cJSON_GetObjectItem(t, "name")->valuestring, "qwen25")) continue;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(t, "cases")) {
+            const cJSON *r = cJSON_GetObjectItem(c, "rendered");
+            if (!cJSON_GetObjectItem(c, "tools") || !cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt")) || !r ||
+                !strstr(r->valuestring, "\"arguments\": {\"city\": \"Oslo\""))
+                continue;
+            cJSON *rq = cJSON_CreateObject(), *msgs = cJSON_Duplicate(cJSON_GetObjectItem(c, "messages"), 1), *m;
+            cJSON_ArrayForEach(m, msgs) {
+                cJSON *tc;
+                cJSON_ArrayForEach(tc, cJSON_GetObjectItem(m, "tool_calls")) {
+                    cJSON *fn = cJSON_GetObjectItem(tc, "function");
+                    char *s = cJSON_PrintUnformatted(cJSON_GetObjectItem(fn, "arguments"));
+                    cJSON_ReplaceItemInObject(fn, "arguments", cJSON_CreateString(s));
+                    free(s);
+                }
+            }
+            cJSON_AddItemToObject(rq, "messages", msgs);
+            cJSON_AddItemToObject(rq, "tools", cJSON_Duplicate(cJSON_GetObjectItem(c, "tools"), 1));
+            char *body = cJSON_PrintUnformatted(rq), req[16384];
+            cJSON_Delete(rq);
+            cJSON *tk = post(S.port, "/tokenize", body, &st);
+            free(body);
+            char *ids = cJSON_PrintUnformatted(cJSON_GetObjectItem(tk, "tokens"));
+            cJSON_Delete(tk);
+            snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
+            free(ids);
+            tk = post(S.port, "/detokenize", req, &st);
+            const cJSON *pt = cJSON_GetObjectItem(tk, "prompt");
+            CHECK_MSG(cJSON_IsString(pt) && !strcmp(pt->valuestring, r->valuestring), "rendered %s, want %s",
+                      pt ? pt->valuestring : "", r->valuestring);
+            cJSON_Delete(tk);
+            rendered++;
+        }
+    }
+    CHECK(rendered == 1);
+    cJSON_Delete(root);
+    /* a named call */
+    const char *named = "\"messages\": [{\"role\": \"user\", \"content\": \"Oslo?\"}], \"tools\": "
+                        "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}], "
+                        "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}";
+    char finish[32] = "", fields[2048];
+    char *want = completion_of_chat(S.port, named, 8, finish);
+    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 8", named);
+    answer a;
+    CHECK(chat_answer(S.port, fields, 0, &a) == 200);
+    CHECK_MSG(want && a.ncalls == 1 && !strcmp(a.name[0], "get_weather") && !strcmp(a.args[0], want) && a.content_null,
+              "%d calls, %s(%s), want arguments %s", a.ncalls, a.name[0], a.args[0], want ? want : "");
+    free(want);
+    char req[2048];
+    snprintf(req, sizeof req, "{%s}", named);
+    cJSON *tk = post(S.port, "/tokenize", req, &st);
+    char *ids = cJSON_PrintUnformatted(cJSON_GetObjectItem(tk, "tokens"));
+    cJSON_Delete(tk);
+    snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
+    free(ids);
+    tk = post(S.port, "/detokenize", req, &st);
+    const cJSON *pt = cJSON_GetObjectItem(tk, "prompt");
+    const char *tail = "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ";
+    CHECK_MSG(cJSON_IsString(pt) && strstr(pt->valuestring, "<tools>\n{\"type\": \"function\"") &&
+                  strlen(pt->valuestring) > strlen(tail) && !strcmp(pt->valuestring + strlen(pt->valuestring) - strlen(tail), tail),
+              "%s", pt ? pt->valuestring : "");
+    cJSON_Delete(tk);
     CHECK(server_stop(&S) == 0);
 }
