@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """fuzz_serve.py: random OpenAI requests against a running `dsv3 serve` (best under `make SAN=1`: the server then
 aborts on a memory error). Each request mixes plausible and wrong values for every field the server reads (prompt
-batches, echo with logprobs, n, penalties, logit_bias, stop, stream, messages); the server must answer every one with
-200 or 400 (503 when its queue is full) and stay up.
+batches, echo with logprobs, n, penalties, logit_bias, stop, stream, messages, tools and tool calls in the history); the
+server must answer every one with
+200 or 400 (503 when its queue is full) and stay up.  Give the server a long context (tool-call prompts are long
+under a byte-level tokenizer) and a template that names a tool-call format, or the tool requests all get 400.
 
     ASAN_OPTIONS=detect_leaks=0 build-san/dsv3 serve --model DIR --port 8080 --max-batch 4 [--speculative mtp] &
     python3 tools/fuzz_serve.py --url http://127.0.0.1:8080 --requests 2000 --seed 1 [--clients 4]
@@ -19,7 +21,8 @@ import urllib.request
 
 FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
           "frequency_penalty", "logit_bias", "echo", "logprobs", "n", "stop", "seed", "stream", "ignore_eos",
-          "return_token_ids", "top_logprobs", "messages", "max_completion_tokens", "stream_options"]
+          "return_token_ids", "top_logprobs", "messages", "max_completion_tokens", "stream_options", "tools", "tool_choice",
+          "parallel_tool_calls"]
 
 
 def client(url, n, seed, out):
@@ -32,7 +35,15 @@ def client(url, n, seed, out):
             "n": lambda: rnd.randint(1, 4), "stop": lambda: rnd.choice(["a", ["b", "c"], []]),
             "seed": lambda: rnd.randint(0, 9), "stream": lambda: rnd.random() < 0.3,
             "logprobs": lambda: rnd.randint(0, 5), "echo": lambda: rnd.random() < 0.5,
-            "return_token_ids": lambda: True, "ignore_eos": lambda: True}
+            "return_token_ids": lambda: True, "ignore_eos": lambda: True, "parallel_tool_calls": lambda: rnd.random() < 0.5}
+    fn = lambda: rnd.choice(["f", "get_weather", "", "x\ny", "é" * 3, 5])  # noqa: E731
+    tool = lambda: rnd.choice([{"type": "function", "function": {"name": fn(), "parameters": rnd.choice(  # noqa: E731
+        [{"type": "object"}, None, 3, {}])}}, {"type": "function", "function": {"name": fn()}}, {"type": "fn"}, []])
+    good["tools"] = lambda: [tool() for _ in range(rnd.randint(0, 3))]
+    good["tool_choice"] = lambda: rnd.choice(["none", "auto", "required", "some", {"type": "function", "function": {
+        "name": fn()}}, {"function": {}}])
+    call = lambda: rnd.choice([{"id": "c1", "type": "function", "function": {"name": fn(), "arguments": rnd.choice(  # noqa: E731
+        ['{"a": 1}', "not json", "", {"a": [1, {"b": None}]}, 3])}}, {"function": None}, "x"])
     codes = {}
     for _ in range(n):
         body = {"prompt": rnd.choice([[1, 2, 3], "ab", [[1, 2], [3, 4, 5]], ["a", "b"], [[5]]]),
@@ -49,6 +60,12 @@ def client(url, n, seed, out):
             body = {"tokens": rnd.choice([[1, 2], [], [-1], [1e9], "ab", None, [[1]], [0.5]])}
         if path.endswith("chat/completions") and rnd.random() < 0.7:
             body["messages"] = [{"role": "user", "content": rnd.choice(["hi", "", None, 3, [{"type": "text", "text": "x"}]])}]
+            if rnd.random() < 0.3:  # a turn of tool calls and their results
+                body["messages"] += [{"role": "assistant", "content": rnd.choice([None, "ok"]),
+                                      "tool_calls": rnd.choice([[call() for _ in range(rnd.randint(0, 3))], {}, None])},
+                                     {"role": "tool", "tool_call_id": "c1", "content": rnd.choice(["18C", None])}]
+            if rnd.random() < 0.4:
+                body["tools"] = good["tools"]()
         data = json.dumps(body).encode()
         req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
         try:
