@@ -222,3 +222,67 @@ TEST(sampling_adjust_entries_and_bad_params) {
         CHECK_MSG(strstr(ds_errmsg(), bad[i].what) != NULL, "case %zu: %s", i, ds_errmsg());
     }
 }
+
+/* stop ids and min_new_tokens: transformers' greedy generate with eos_token_id
+ * [1, X, Y] ends at X; with min_new_tokens the ids are held back (-inf) until
+ * then, and it runs on to Y (fixture stop_ids, minlen_ids, stop_cfg) */
+TEST(sampling_min_tokens_match_transformers) {
+    if (!ds_file_exists(FIX)) SKIP("no %s (tools/make_sampling_fixtures.py)", FIX);
+    ds_st_file f;
+    CHECK(ds_st_open(&f, FIX) == 0);
+    TEST_RETURN_IF_FAILED();
+    int32_t prompt[8], stop_ids[64], minlen[64], cfg[3];
+    int64_t P = ints(&f, "prompt", prompt, 8), ns = ints(&f, "stop_ids", stop_ids, 64), nm = ints(&f, "minlen_ids", minlen, 64);
+    CHECK(ints(&f, "stop_cfg", cfg, 3) == 3 && P == 8 && ns > P && nm > ns);
+    ds_st_close(&f);
+    TEST_RETURN_IF_FAILED();
+    ds_model m;
+    CHECK_MSG(ds_model_load(&m, V3) == 0, "%s", ds_errmsg());
+    TEST_RETURN_IF_FAILED();
+    const int64_t eos[3] = {1, cfg[0], cfg[1]};
+    const int32_t held[3] = {1, cfg[0], cfg[1]};
+    const struct ds_ops *tabs[2] = {&ds_ops_cpu, &ds_ops_ref};
+    for (int t = 0; t < 2; t++)
+        for (int with_min = 0; with_min < 2; with_min++) {
+            ds_gen_opts o = {.max_tokens = 24, .sp = {.temperature = 0, .top_p = 1}, .eos = eos, .neos = 3};
+            if (with_min) o.sp.min_tokens = cfg[2], o.sp.min_stop = held, o.sp.nmin_stop = 3;
+            int32_t out[64];
+            int64_t n = 0;
+            ds_gen_stats st;
+            memset(&st, 0, sizeof st);
+            CHECK_MSG(ds_generate(&m, tabs[t], prompt, P, &o, out, &n, NULL, NULL, &st) == 0, "%s", ds_errmsg());
+            const int32_t *want = (with_min ? minlen : stop_ids) + P;
+            const int64_t nw = (with_min ? nm : ns) - P;
+            CHECK_MSG(n == nw && !memcmp(out, want, (size_t)nw * sizeof(int32_t)) && st.stopped == 1,
+                      "%s, min_tokens %d: %lld ids (want %lld), last %d (want %d)", tabs[t]->name, with_min ? cfg[2] : 0,
+                      (long long)n, (long long)nw, n ? out[n - 1] : -1, want[nw - 1]);
+        }
+    /* a held-back id outside the vocabulary, a negative min_tokens: one line each */
+    ds_sampler s;
+    const int32_t far[1] = {256};
+    ds_sample_params p = {.top_p = 1, .min_tokens = 2, .min_stop = far, .nmin_stop = 1};
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 256) == -1 && strstr(ds_errmsg(), "stop id 256 outside the vocabulary"));
+    p.min_tokens = -1, p.nmin_stop = 0;
+    CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 256) == -1 && strstr(ds_errmsg(), "min_tokens"));
+    ds_model_free(&m);
+}
+
+/* `dsv3 generate --min-new-tokens`: the model's EOS (1) held back; usage errors exit 2 */
+TEST(sampling_min_new_tokens_cli) {
+    char out[8192];
+    CHECK_MSG(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt '1 2' --min-new-tokens -1") == 2 &&
+                  strstr(out, "dsv3 generate: --min-new-tokens"), "%s", out);
+    CHECK_MSG(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt '1 2' --speculative mtp --min-new-tokens 3") == 2 &&
+                  strstr(out, "--min-new-tokens"), "%s", out);
+    /* a bias that forces the EOS: it still cannot come before 5 tokens, then it ends the answer */
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt '4 5 6' --max-new-tokens 12 "
+                     "--logit-bias 1:100 --min-new-tokens 5 2>/dev/null") == 0);
+    int ids[32], n = 0;
+    for (char *p = out, *e; n < 32; p = e) {
+        long v = strtol(p, &e, 10);
+        if (e == p) break;
+        ids[n++] = (int)v;
+    }
+    CHECK_MSG(n == 6 && ids[5] == 1, "got '%s'", out);
+    for (int i = 0; i < n - 1; i++) CHECK(ids[i] != 1);
+}

@@ -928,6 +928,56 @@ TEST(serve_penalties_match_fixture) {
         CHECK_MSG(same, "request %d: %d ids, first %d (fixture %d)", k, cl[k].n, cl[k].n ? cl[k].ids[0] : -1, (int)want[k][8]);
     }
     CHECK(metric(S.port, "dsv3_spec_drafts_total") == 0);
+    /* stop_token_ids [X, Y] (with the model's EOS): transformers' eos_token_id [1, X, Y] ends at X, and
+     * with min_tokens (min_new_tokens) on to Y; streamed and not; the first on the speculative path */
+    f = (ds_st_file){0};
+    CHECK(ds_st_open(&f, fix) == 0);
+    TEST_RETURN_IF_FAILED();
+    const ds_st_tensor *ts = ds_st_find(&f, "stop_ids"), *tm = ds_st_find(&f, "minlen_ids"), *tc = ds_st_find(&f, "stop_cfg");
+    float ws[64], wm[64], cfg[3];
+    CHECK(ts && tm && tc && ts->numel <= 64 && tm->numel <= 64 && tc->numel == 3);
+    if (!ts || !tm || !tc || ts->numel > 64 || tm->numel > 64 || tc->numel != 3) return;
+    ds_st_to_f32(ts, ws), ds_st_to_f32(tm, wm), ds_st_to_f32(tc, cfg);
+    const int ns = (int)ts->numel - 8, nm = (int)tm->numel - 8;
+    ds_st_close(&f);
+    for (int k = 0; k < 4; k++) {
+        const int with_min = k & 1, stream = k >> 1;
+        char body[1024], mt[64] = "", *o = NULL, fin[32] = "";
+        if (with_min) snprintf(mt, sizeof mt, ", \"min_tokens\": %d", (int)cfg[2]);
+        snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 24, \"temperature\": 0, \"stop_token_ids\": [%d, %d], "
+                 "\"return_token_ids\": true, \"stream\": %s%s}", pj, (int)cfg[0], (int)cfg[1], stream ? "true" : "false", mt);
+        int32_t ids[64];
+        int n = 0, done = 1;
+        CHECK(http(S.port, "POST", "/v1/completions", NULL, body, &o) == 200);
+        if (stream) {
+            n = sse_ids(o ? o : "", ids, 64, &done, fin, NULL);
+        } else {
+            cJSON *j = cJSON_Parse(o);
+            const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+            n = ids_of(cJSON_GetObjectItem(ch, "token_ids"), ids, 64);
+            const cJSON *fr = cJSON_GetObjectItem(ch, "finish_reason");
+            snprintf(fin, sizeof fin, "%s", cJSON_IsString(fr) ? fr->valuestring : "");
+            cJSON_Delete(j);
+        }
+        free(o);
+        const float *w = with_min ? wm : ws;
+        int same = done && n == (with_min ? nm : ns) && !strcmp(fin, "stop");
+        for (int i = 0; i < n && same; i++) same = ids[i] == (int32_t)w[8 + i];
+        CHECK_MSG(same, "stop ids%s%s: %d ids (want %d), last %d, finish %s", with_min ? " + min_tokens" : "",
+                  stream ? ", streamed" : "", n, with_min ? nm : ns, n ? ids[n - 1] : -1, fin);
+    }
+    static const struct { const char *body, *want; } bad[] = {
+        {"{\"prompt\": \"ab\", \"max_tokens\": 3, \"min_tokens\": 4}", "'min_tokens' (4) is more than 'max_tokens' (3)"},
+        {"{\"prompt\": \"ab\", \"min_tokens\": -1}", "'min_tokens' must be in"},
+        {"{\"prompt\": \"ab\", \"stop_token_ids\": 3}", "'stop_token_ids' must be a list"},
+        {"{\"prompt\": \"ab\", \"stop_token_ids\": [3, 256]}", "'stop_token_ids'[1] is not a token id"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *o = NULL;
+        CHECK_MSG(http(S.port, "POST", "/v1/completions", NULL, bad[i].body, &o) == 400 && o && strstr(o, bad[i].want), "%s: %s",
+                  bad[i].body, o ? o : "");
+        free(o);
+    }
     CHECK(server_stop(&S) == 0);
 }
 

@@ -16,7 +16,13 @@ loaded by transformers. Writes tests/fixtures/sampling/penalties.safetensors:
 - minp_logits (V,): the model's last-position logits for the prompt; minp_probs (C, V): for each
   case of minp_cases (C, 4: temperature, top_k, top_p, min_p) transformers' warpers in generate's
   order (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper), then a
-  softmax.
+  softmax;
+- stop_ids (P+n,), minlen_ids (P+m,): transformers' greedy generate with eos_token_id = [1, X, Y]
+  without and with min_new_tokens=MIN_NEW (MinNewTokensLengthLogitsProcessor: the stop ids'
+  logits -inf until MIN_NEW new tokens).  X: the first token of the plain greedy run, from the
+  third on, that did not come before it; the first run ends there.  Y: a token of the run with X
+  held back, past MIN_NEW, that did not come before it; the second run ends there.  stop_cfg (3,):
+  X, Y, MIN_NEW.
 
 Every greedy step's top-2 margin of the processed scores is above 1e-4, and no min-p case has a
 probability within 1e-4 (relative) of its threshold, so float reassociation cannot flip a choice.
@@ -67,11 +73,11 @@ class VllmPenalties:
         return scores
 
 
-def greedy(model, prompt, **kw):
+def greedy(model, prompt, stop=None, min_new=N_NEW, **kw):
     ids = torch.tensor([prompt])
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_NEW, min_new_tokens=N_NEW,
-                             do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=0,
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_NEW, min_new_tokens=min_new,
+                             do_sample=False, use_cache=True, eos_token_id=stop, pad_token_id=0,
                              output_scores=True, return_dict_in_generate=True, **kw)
     scores = torch.stack(out.scores, 1)[0]
     top2 = scores.topk(2, dim=-1).values
@@ -115,17 +121,29 @@ def main():
     with torch.no_grad():
         logits = model(torch.tensor([prompt])).logits[0, -1].float()
     probs = torch.stack([minp_probs(logits, *c) for c in MINP_CASES])
+    plain = greedy(model, prompt)[0][len(prompt):].tolist()
+    k = next(i for i in range(2, N_NEW) if plain[i] not in plain[:i] and plain[i] != 1)
+    X, MIN_NEW = plain[k], k + 4
+    held = greedy(model, prompt, stop=[1, X], min_new=MIN_NEW)[0][len(prompt):].tolist()
+    j = next(i for i in range(MIN_NEW, N_NEW) if held[i] not in held[:i] and held[i] not in plain[:k + 1])
+    Y = held[j]
+    stop_ids, m3 = greedy(model, prompt, stop=[1, X, Y], min_new=0)
+    minlen_ids, m4 = greedy(model, prompt, stop=[1, X, Y], min_new=MIN_NEW)
+    assert stop_ids[-1].item() == X and len(stop_ids) == len(prompt) + k + 1, stop_ids
+    assert minlen_ids[-1].item() == Y and len(minlen_ids) == len(prompt) + j + 1, minlen_ids
     os.makedirs(OUT, exist_ok=True)
     meta = {"penalties": json.dumps(PEN), "rep_ids_repetition_penalty": "1.5",
             "torch": torch.__version__, "transformers": transformers.__version__,
-            "min_margin": f"{min(m1, m2):.4g}"}
+            "min_margin": f"{min(m1, m2, m3, m4):.4g}"}
     save_file({"prompt": torch.tensor(prompt, dtype=torch.int64), "rep_ids": rep_ids, "pen_ids": pen_ids,
                "minp_logits": logits.contiguous(), "minp_probs": probs.float().contiguous(),
-               "minp_cases": torch.tensor(MINP_CASES, dtype=torch.float64)},
+               "minp_cases": torch.tensor(MINP_CASES, dtype=torch.float64), "stop_ids": stop_ids,
+               "minlen_ids": minlen_ids, "stop_cfg": torch.tensor([X, Y, MIN_NEW], dtype=torch.int64)},
               os.path.join(OUT, "penalties.safetensors"), metadata=meta)
     print(f"wrote {OUT}/penalties.safetensors (greedy margins {m1:.3g}, {m2:.3g})")
     print("rep_ids", rep_ids.tolist())
     print("pen_ids", pen_ids.tolist())
+    print("stop X", X, "Y", Y, "min_new", MIN_NEW, "stop_ids", stop_ids.tolist(), "minlen_ids", minlen_ids.tolist())
 
 
 if __name__ == "__main__":

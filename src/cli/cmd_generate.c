@@ -1,5 +1,5 @@
 /*
- * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-new-tokens N]
+ * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-new-tokens N] [--min-new-tokens N]
  *   [--temperature T --top-p P --top-k K --min-p P --seed S] [--repetition-penalty R]
  *   [--presence-penalty X] [--frequency-penalty X] [--logit-bias ID:BIAS...] [--stop STR...] [--ignore-eos]
  *   [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
@@ -11,7 +11,9 @@
  * Generation stops after --max-new-tokens (cut, with a note, to what the
  * context leaves), at an EOS id of generation_config.json, config.json or the
  * tokenizer (unless --ignore-eos), or when the text so far contains a --stop
- * string.  The sampler options are checked before the model is loaded.
+ * string; --min-new-tokens N holds the EOS ids back (their logits -inf) and
+ * ignores stop strings until N tokens.  The sampler options are checked
+ * before the model is loaded.
  * --json adds a one-line JSON summary on stdout (used by make bench).
  */
 #include <errno.h>
@@ -33,11 +35,13 @@ typedef struct {
     ds_strlist stop;
     char *text;  /* generated text so far (for --stop) */
     size_t n, cap;
+    int64_t ntok, min_tokens; /* tokens so far; --min-new-tokens: no stop string before it */
     int failed;
 } stream_ctx;
 
 static int on_token(void *vctx, int32_t id) {
     stream_ctx *s = vctx;
+    const int may_stop = ++s->ntok >= s->min_tokens;
     if (s->ids_mode) {
         printf("%d ", id);
         fflush(stdout);
@@ -62,7 +66,7 @@ static int on_token(void *vctx, int32_t id) {
         for (int i = 0; i < s->stop.n; i++) {
             const char *w = s->stop.v[i];
             size_t sl = strlen(w), old = s->n - len; /* a match must end inside the new bytes */
-            if (sl && strstr(s->text + (old + 1 >= sl ? old + 1 - sl : 0), w)) return 1;
+            if (sl && may_stop && strstr(s->text + (old + 1 >= sl ? old + 1 - sl : 0), w)) return 1;
         }
     }
     return 0;
@@ -106,7 +110,7 @@ static void add_eos(int64_t *eos, int *neos, int cap, int64_t id) {
 static int run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL, *device = "cpu";
     ds_strlist stop = {0};
-    long long max_new = LLONG_MIN, top_k = 0, seed = 1234; /* LLONG_MIN: not given, 64 */
+    long long max_new = LLONG_MIN, top_k = 0, seed = 1234, min_new = 0; /* LLONG_MIN: not given, 64 */
     double temperature = 0, top_p = 1, min_p = 0, rep_pen = 1, pres_pen = 0, freq_pen = 0;
     ds_strlist bias_arg = {0};
     int ids_mode = 0, ignore_eos = 0, json = 0, dequant = 0;
@@ -115,6 +119,7 @@ static int run(int argc, char **argv) {
         {"--prompt", DS_OPT_STR, &prompt, "TEXT  the prompt (token ids with --ids)"},
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or its folder (default: the model folder's)"},
         {"--max-new-tokens", DS_OPT_INT, &max_new, "N  tokens to generate at most (default 64; the context may cut it)"},
+        {"--min-new-tokens", DS_OPT_INT, &min_new, "N  no EOS or stop string before N tokens (EOS held back, as transformers' min_new_tokens)", DS_MIN(0)},
         {"--max-tokens", DS_OPT_INT, &max_new, NULL},    /* old spelling */
         {"--sample-tokens", DS_OPT_INT, &max_new, NULL}, /* old spelling */
         {"--temperature", DS_OPT_FLOAT, &temperature, "T  sampling temperature >= 0; 0 = greedy (default)"},
@@ -134,7 +139,7 @@ static int run(int argc, char **argv) {
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
-    const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --temperature T --top-p P --top-k K --min-p P --seed S] "
+    const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --min-new-tokens N --temperature T --top-p P --top-k K --min-p P --seed S] "
                         "[--repetition-penalty R --presence-penalty X --frequency-penalty X --logit-bias ID:BIAS...] "
                         "[--stop STR...] [--tokenizer PATH] [--ids] [--speculative mtp]";
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
@@ -165,11 +170,12 @@ static int run(int argc, char **argv) {
                                ds_quote(a));
         bias[i] = (ds_logit_bias){(int32_t)id, (float)b};
     }
-    const ds_sample_params sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed,
-                                 .min_p = min_p, .repetition_penalty = rep_pen, .presence_penalty = pres_pen,
-                                 .frequency_penalty = freq_pen, .bias = bias, .nbias = bias_arg.n};
-    if (spec && ds_sample_params_adjusts(&sp))
-        ds_cli_usage_error("generate", "--speculative mtp takes no repetition, presence or frequency penalty or --logit-bias");
+    ds_sample_params sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed,
+                           .min_p = min_p, .repetition_penalty = rep_pen, .presence_penalty = pres_pen,
+                           .frequency_penalty = freq_pen, .bias = bias, .nbias = bias_arg.n, .min_tokens = min_new};
+    if (spec && (ds_sample_params_adjusts(&sp) || min_new > 0))
+        ds_cli_usage_error("generate", "--speculative mtp takes no repetition, presence or frequency penalty, --logit-bias or "
+                                       "--min-new-tokens");
     /* device-resident: the weights, arenas and KV cache in the table's memory */
     const struct ds_ops *ops = ds_cli_device_resident("generate", device);
     if (!*prompt) {
@@ -241,7 +247,11 @@ static int run(int argc, char **argv) {
                     (long long)c->max_position_embeddings);
         max_new = room;
     }
-    stream_ctx sc = {.ids_mode = ids_mode, .stop = stop};
+    stream_ctx sc = {.ids_mode = ids_mode, .stop = stop, .min_tokens = min_new};
+    int32_t held[24]; /* --min-new-tokens holds back the stop ids */
+    for (int i = 0; i < neos; i++)
+        if (eos[i] >= 0 && eos[i] < c->vocab_size) held[sp.nmin_stop++] = (int32_t)eos[i];
+    sp.min_stop = held;
     if (tok) ds_decode_stream_init(&sc.ds, tok, 1);
     ds_gen_stats st;
     memset(&st, 0, sizeof st);

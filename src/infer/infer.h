@@ -157,10 +157,13 @@ typedef struct {
     double frequency_penalty;  /* subtracted per occurrence in the output */
     const ds_logit_bias *bias; /* nbias entries added to their logits (ds_sampler_init copies them) */
     int nbias;
+    int64_t min_tokens;        /* > 0: the min_stop ids cannot be drawn before this many output tokens */
+    const int32_t *min_stop;   /* the stop ids min_tokens holds back (ds_sampler_init copies them) */
+    int nmin_stop;
 } ds_sample_params;
 /* 1 when p picks the argmax of the raw logits (greedy, no penalty, no bias): what MTP speculative decoding needs */
 int ds_sample_params_argmax(const ds_sample_params *p);
-/* 1 when p adjusts logits (penalties, bias) before the choice */
+/* 1 when p adjusts logits (penalties, bias, min_tokens) before the choice */
 int ds_sample_params_adjusts(const ds_sample_params *p);
 typedef struct {
     ds_sample_params p;
@@ -176,6 +179,11 @@ typedef struct {
     int32_t *ids;   /* host: the distinct ids adjusted (biased, seen), n of them */
     float *pre, *rep, *post;
     int64_t n, cap;
+    /* min_tokens: the held-back ids' slots and their own pre (bias), and the tokens drawn */
+    int32_t *held;
+    float *held_pre;
+    int nheld;
+    int64_t drawn;
 } ds_sampler;
 int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_params *p, int64_t V);
 void ds_sampler_free(ds_sampler *s);

@@ -15,6 +15,7 @@
  * here: checks, buffers (the table's memory, beside the logits), the host
  * RNG and the token history (host: ids).
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +24,8 @@
 static double rep_of(const ds_sample_params *p) { return p->repetition_penalty == 0 ? 1 : p->repetition_penalty; }
 
 int ds_sample_params_adjusts(const ds_sample_params *p) {
-    return rep_of(p) != 1 || p->presence_penalty != 0 || p->frequency_penalty != 0 || p->nbias > 0;
+    return rep_of(p) != 1 || p->presence_penalty != 0 || p->frequency_penalty != 0 || p->nbias > 0 ||
+           (p->min_tokens > 0 && p->nmin_stop > 0);
 }
 
 int ds_sample_params_argmax(const ds_sample_params *p) { return p->temperature <= 0 && !ds_sample_params_adjusts(p); }
@@ -65,8 +67,12 @@ int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_par
         if (bad_num(p->bias[i].bias, -1e6, 1e6))
             return ds_err("sampler: logit bias %g for token id %d is not finite", p->bias[i].bias, p->bias[i].id);
     }
+    if (p->min_tokens < 0) return ds_err("sampler: min_tokens must be ≥ 0 (got %lld)", (long long)p->min_tokens);
+    for (int i = 0; p->min_tokens > 0 && i < p->nmin_stop; i++)
+        if (p->min_stop[i] < 0 || p->min_stop[i] >= V)
+            return ds_err("sampler: stop id %d outside the vocabulary [0, %lld)", p->min_stop[i], (long long)V);
     s->p = *p;
-    s->p.bias = NULL, s->p.nbias = 0;
+    s->p.bias = NULL, s->p.nbias = 0, s->p.min_stop = NULL, s->p.nmin_stop = 0;
     s->V = V;
     s->ops = ops;
     ds_rng_seed(&s->rng, p->seed);
@@ -90,6 +96,17 @@ int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_par
         const int32_t k = add_id(s, p->bias[i].id); /* before s->pre is read: add_id may move it */
         s->pre[k] = p->bias[i].bias;
     }
+    /* then the ids min_tokens holds back: their logits are -inf until then, then their bias */
+    if (p->min_tokens > 0 && p->nmin_stop > 0) {
+        s->held = ds_malloc((size_t)p->nmin_stop * sizeof(int32_t));
+        s->held_pre = ds_malloc((size_t)p->nmin_stop * sizeof(float));
+        for (int i = 0; i < p->nmin_stop; i++) {
+            const int32_t k = add_id(s, p->min_stop[i]);
+            int dup = 0;
+            for (int j = 0; j < s->nheld; j++) dup |= s->held[j] == k;
+            if (!dup) s->held[s->nheld] = k, s->held_pre[s->nheld++] = s->pre[k];
+        }
+    }
     return 0;
 }
 
@@ -101,6 +118,7 @@ void ds_sampler_free(ds_sampler *s) {
     }
     free(s->count), free(s->slot);
     free(s->ids), free(s->pre), free(s->rep), free(s->post);
+    free(s->held), free(s->held_pre);
     memset(s, 0, sizeof *s);
 }
 
@@ -122,6 +140,7 @@ void ds_sampler_prompt(ds_sampler *s, const int32_t *ids, int64_t P) {
 
 const float *ds_sampler_adjust(ds_sampler *s, const float *logits) {
     if (!s->work) return logits;
+    for (int i = 0; i < s->nheld; i++) s->pre[s->held[i]] = s->drawn < s->p.min_tokens ? -INFINITY : s->held_pre[i];
     s->ops->copy_d2d(s->work, logits, (size_t)s->V * sizeof(float));
     s->ops->logits_adjust(s->work, s->V, s->ids, s->pre, s->rep, s->post, s->n);
     return s->work;
@@ -142,5 +161,6 @@ int32_t ds_sample(ds_sampler *s, const float *logits) {
         id = s->ops->sample_pick(s->prob, s->V, ds_rng_uniform(&s->rng));
     }
     note(s, id, 1);
+    s->drawn++;
     return id;
 }

@@ -80,6 +80,7 @@ static void sreq_free(ds_sreq *r) {
     free(r->forced_drafts);
     free((void *)r->sp.bias);
     for (int i = 0; i < r->nstop; i++) free(r->stop[i]);
+    free(r->stop_ids);
     free(r);
 }
 
@@ -225,12 +226,14 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
         while (b < DS_TTFT_BUCKETS - 1 && dt > ds_ttft_bounds[b]) b++;
         s->st.ttft_bucket[b]++;
     }
-    if (!r->ignore_eos)
-        for (int i = 0; i < s->neos; i++)
-            if (s->eos[i] == id) {
-                finish(s, r, "stop");
-                return;
-            }
+    const int may_stop = r->nout >= r->min_tokens; /* as vLLM: min_tokens counts this token */
+    int is_stop = 0;
+    for (int i = 0; !r->ignore_eos && i < s->neos; i++) is_stop |= s->eos[i] == id;
+    for (int i = 0; i < r->nstop_ids; i++) is_stop |= r->stop_ids[i] == id;
+    if (is_stop && may_stop) {
+        finish(s, r, "stop");
+        return;
+    }
     size_t len = 0;
     const char *b = ds_decode_stream_next(&r->dstream, id, &len);
     if (b && len) {
@@ -250,6 +253,7 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
             const char *hit = sl ? strstr(r->text + from, r->stop[i]) : NULL;
             if (hit && (size_t)(hit - r->text) < cut) cut = (size_t)(hit - r->text);
         }
+        if (!may_stop) cut = (size_t)-1;
         if (cut != (size_t)-1) {
             r->ntext = cut;
             r->text[cut] = 0;
@@ -431,7 +435,7 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
         s->pos[i] = r->P;
         s->state[i] = SLOT_DECODE;
         fresh[i] = 1;
-        const int greedy = ds_sample_params_argmax(&r->sp); /* drafts verify against the raw argmax */
+        const int greedy = ds_sample_params_argmax(&r->sp) && !r->sampler.nheld; /* drafts verify against the raw argmax */
         sample_emit(s, r, s->dec.p_logits + k * V, &s->last[i]); /* may finish r: then slot[i] is NULL */
         s->spec[i] = s->o.speculative && greedy && s->slot[i] == r;
         if (s->o.speculative)
@@ -564,8 +568,18 @@ static int spec_decode(ds_sched *s, const int *fresh) {
     return n;
 }
 
-static int sampler_init(ds_sched *s, ds_sampler *r, const ds_sample_params *p) {
-    return ds_sampler_init(r, s->ops, p, s->m->cfg.vocab_size);
+/* the request's sampler; min_tokens holds back its stop ids and (unless ignore_eos) the EOS ids */
+static int sampler_init(ds_sched *s, ds_sreq *r) {
+    ds_sample_params p = r->sp;
+    int32_t *held = ds_malloc((size_t)(s->neos + r->nstop_ids + 1) * sizeof(int32_t));
+    int n = 0;
+    for (int i = 0; !r->ignore_eos && i < s->neos; i++)
+        if (s->eos[i] >= 0 && s->eos[i] < s->m->cfg.vocab_size) held[n++] = (int32_t)s->eos[i];
+    for (int i = 0; i < r->nstop_ids; i++) held[n++] = r->stop_ids[i];
+    p.min_tokens = r->min_tokens, p.min_stop = held, p.nmin_stop = n;
+    int rc = ds_sampler_init(&r->sampler, s->ops, &p, s->m->cfg.vocab_size);
+    free(held);
+    return rc;
 }
 
 static void *loop(void *arg) {
@@ -608,7 +622,7 @@ static void *loop(void *arg) {
                 r->p_top_id = ds_calloc((size_t)r->P * DS_SREQ_MAX_TOP, sizeof(int32_t));
                 r->p_top_lp = ds_calloc((size_t)r->P * DS_SREQ_MAX_TOP, sizeof(float));
             }
-            if (sampler_init(s, &r->sampler, &r->sp) || (r->max_tokens <= 0 && !r->prompt_logprobs)) {
+            if (sampler_init(s, r) || (r->max_tokens <= 0 && !r->prompt_logprobs)) {
                 finish(s, r, "length");
                 continue;
             }

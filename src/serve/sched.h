@@ -30,6 +30,7 @@
 #define DS_SREQ_MAX_STOP 8
 #define DS_SREQ_MAX_TOP 20
 
+#define DS_SREQ_MAX_STOP_IDS 64 /* stop_token_ids of one request */
 typedef struct ds_sreq {
     /* set by the submitter */
     int32_t *prompt;
@@ -43,6 +44,9 @@ typedef struct ds_sreq {
     char *stop[DS_SREQ_MAX_STOP];
     int nstop;
     int ignore_eos;
+    int32_t *stop_ids;            /* more ids that end the request as EOS does (owned; ignore_eos leaves them) */
+    int nstop_ids;
+    int64_t min_tokens;           /* no stop id, EOS or stop string ends it before this many output tokens */
     int stream;                   /* 1: the submitter reads the output as it grows (every step with
                                    * its tokens wakes it); 0: only its finish wakes it */
     int32_t *forced_drafts;       /* tests only: the speculative draft for output token i < nforced (owned) */

@@ -109,6 +109,9 @@ static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int statu
 /* ---- request parameters ----------------------------------------------------------------- */
 typedef struct {
     int chat, stream, include_usage, echo, token_ids, ignore_eos;
+    int64_t min_tokens;   /* extension, as vLLM's */
+    int32_t *stop_ids;    /* stop_token_ids: extension, as vLLM's */
+    int nstop_ids;
     int n;              /* choices: each its own sequence in the batch */
     int64_t max_tokens; /* -1: not given */
     ds_sample_params sp;
@@ -195,6 +198,25 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     if (get_bool(g, j, "stream", &g->stream)) return -1;
     if (get_bool(g, j, "return_token_ids", &g->token_ids)) return -1;
     if (get_bool(g, j, "ignore_eos", &g->ignore_eos)) return -1; /* extension, as vLLM's */
+    if (get_int(g, j, "min_tokens", 0, INT64_C(1) << 40, &g->min_tokens)) return -1; /* extension, as vLLM's */
+    if (g->max_tokens >= 0 && g->min_tokens > g->max_tokens)
+        return bad(g, "min_tokens", "'min_tokens' (%lld) is more than 'max_tokens' (%lld)", (long long)g->min_tokens,
+                   (long long)g->max_tokens);
+    const cJSON *si = field(j, "stop_token_ids"); /* extension, as vLLM's */
+    if (si) {
+        if (!cJSON_IsArray(si)) return bad(g, "stop_token_ids", "'stop_token_ids' must be a list of token ids, got %s", ds_json_type_name(si));
+        const int n = cJSON_GetArraySize(si);
+        if (n > DS_SREQ_MAX_STOP_IDS) return bad(g, "stop_token_ids", "'stop_token_ids' takes at most %d ids, got %d", DS_SREQ_MAX_STOP_IDS, n);
+        g->stop_ids = ds_malloc((size_t)(n + 1) * sizeof(int32_t));
+        const cJSON *x;
+        cJSON_ArrayForEach(x, si) {
+            int64_t v;
+            if (!cJSON_IsNumber(x) || ds_json_int64(x, &v) || v < 0 || v >= S->cfg->vocab)
+                return bad(g, "stop_token_ids", "'stop_token_ids'[%d] is not a token id of the vocabulary [0, %lld)", g->nstop_ids,
+                           (long long)S->cfg->vocab);
+            g->stop_ids[g->nstop_ids++] = (int32_t)v;
+        }
+    }
     const cJSON *fd = getenv("DSV3_SERVE_TEST_DRAFTS") ? field(j, "dsv3_test_drafts") : NULL;
     if (cJSON_IsArray(fd)) { /* tests: the draft proposed for output token i (speculative serving) */
         g->drafts = ds_malloc((size_t)(cJSON_GetArraySize(fd) + 1) * sizeof(int32_t));
@@ -901,6 +923,7 @@ static void greq_free(greq *g) {
     free((void *)g->sp.bias);
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
     cJSON_Delete(g->tools);
+    free(g->stop_ids);
     free(g->tool_name), free(g->tool_prefix);
 }
 
@@ -982,6 +1005,12 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         }
         r->top_logprobs = g.logprobs ? g.top_logprobs : -1;
         r->ignore_eos = g.ignore_eos;
+        r->min_tokens = g.min_tokens;
+        if (g.nstop_ids) {
+            r->stop_ids = ds_malloc((size_t)g.nstop_ids * sizeof(int32_t));
+            memcpy(r->stop_ids, g.stop_ids, (size_t)g.nstop_ids * sizeof(int32_t));
+            r->nstop_ids = g.nstop_ids;
+        }
         r->stream = g.stream;
         if (g.ndrafts) {
             r->forced_drafts = ds_malloc((size_t)g.ndrafts * sizeof(int32_t));
