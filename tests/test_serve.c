@@ -1109,12 +1109,8 @@ TEST(serve_echo_logprobs_match_lm_eval) {
                   cJSON_GetObjectItem(cJSON_GetObjectItem(j0, "usage"), "completion_tokens")->valueint == 0,
               "%s", o0 ? o0 : "");
     cJSON_Delete(j0), free(o0);
-    /* echo + logprobs is refused when streaming; a batch over the limits is refused */
+    /* a batch over the limits is refused (echo + logprobs streamed: serve_echo_logprobs_streamed) */
     char *o = NULL;
-    CHECK(http(S.port, "POST", "/v1/completions", NULL, "{\"prompt\": [1, 2], \"echo\": true, \"logprobs\": 1, \"stream\": true}",
-               &o) == 400);
-    CHECK(o && strstr(o, "not supported when streaming"));
-    free(o), o = NULL;
     CHECK(http(S.port, "POST", "/v1/completions", NULL, "{\"prompt\": [[1, 2], [3]], \"n\": 16, \"max_tokens\": 1}", &o) == 200);
     free(o), o = NULL;
     CHECK(http(S.port, "POST", "/v1/completions", NULL, "{\"prompt\": [[1, 2], [3], [4], [5], [6]], \"n\": 16}", &o) == 400);
@@ -1806,5 +1802,68 @@ TEST(serve_tool_calls_hermes) {
                   strlen(pt->valuestring) > strlen(tail) && !strcmp(pt->valuestring + strlen(pt->valuestring) - strlen(tail), tail),
               "%s", pt ? pt->valuestring : "");
     cJSON_Delete(tk);
+    CHECK(server_stop(&S) == 0);
+}
+
+/* the logprobs lists of a completions choice appended to acc's (tokens, token_logprobs, top_logprobs, text_offset) */
+static void lp_append(cJSON *acc, const cJSON *lp) {
+    static const char *const keys[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+    for (int k = 0; k < 4; k++) {
+        cJSON *dst = cJSON_GetObjectItem(acc, keys[k]);
+        if (!dst) cJSON_AddItemToObject(acc, keys[k], dst = cJSON_CreateArray());
+        const cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(lp, keys[k])) cJSON_AddItemToArray(dst, cJSON_Duplicate(x, 1));
+    }
+}
+
+/* echo with logprobs, streamed: the first chunk holds the prompt and its
+ * tokens' log-probabilities (after the prefill), the chunks add up to the
+ * unstreamed answer (itself checked against lm-eval's scores above) */
+TEST(serve_echo_logprobs_streamed) {
+    SETUP("--max-batch 2");
+    char pj[512];
+    prompt_json(pj, sizeof pj, 12, 0);
+    for (int max = 0; max <= 3; max += 3) {
+        char req[2048], *o = NULL;
+        snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, \"echo\": true, "
+                 "\"logprobs\": 2}", pj, max);
+        CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+        cJSON *full = cJSON_Parse(o);
+        free(o), o = NULL;
+        const cJSON *fc = cJSON_GetArrayItem(cJSON_GetObjectItem(full, "choices"), 0);
+        const cJSON *flp = cJSON_GetObjectItem(fc, "logprobs");
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(flp, "tokens")) == 12 + max);
+        snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, \"echo\": true, "
+                 "\"logprobs\": 2, \"stream\": true}", pj, max);
+        CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+        cJSON *acc = cJSON_CreateObject();
+        ds_sbuf text = {0};
+        char finish[32] = "";
+        int chunks = 0, first_has_prompt = 0;
+        for (const char *p = o ? o : ""; (p = strstr(p, "data: ")) && strncmp(p + 6, "[DONE]", 6); chunks++) {
+            const char *e = strstr(p, "\n\n");
+            if (!e) break;
+            cJSON *j = cJSON_ParseWithLength(p + 6, (size_t)(e - p - 6));
+            const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), *lp = cJSON_GetObjectItem(ch, "logprobs");
+            const cJSON *tx = cJSON_GetObjectItem(ch, "text"), *fr = cJSON_GetObjectItem(ch, "finish_reason");
+            if (chunks == 0) first_has_prompt = cJSON_GetArraySize(cJSON_GetObjectItem(lp, "tokens")) == 12;
+            if (cJSON_IsString(tx)) ds_sbuf_puts(&text, tx->valuestring);
+            if (cJSON_IsObject(lp)) lp_append(acc, lp);
+            if (cJSON_IsString(fr)) snprintf(finish, sizeof finish, "%s", fr->valuestring);
+            cJSON_Delete(j);
+            p = e;
+        }
+        const cJSON *ft = cJSON_GetObjectItem(fc, "text");
+        CHECK_MSG(first_has_prompt && cJSON_IsString(ft) && text.p && !strcmp(text.p, ft->valuestring), "max_tokens %d: %s", max, o);
+        static const char *const keys[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+        for (int k = 0; k < 4; k++) {
+            char *a = cJSON_PrintUnformatted(cJSON_GetObjectItem(acc, keys[k])), *b = cJSON_PrintUnformatted(cJSON_GetObjectItem(flp, keys[k]));
+            CHECK_MSG(a && b && !strcmp(a, b), "max_tokens %d, %s: streamed %s, whole %s", max, keys[k], a ? a : "", b ? b : "");
+            free(a), free(b);
+        }
+        CHECK(!strcmp(finish, "length"));
+        free(text.p), free(o);
+        cJSON_Delete(acc), cJSON_Delete(full);
+    }
     CHECK(server_stop(&S) == 0);
 }

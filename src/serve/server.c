@@ -560,8 +560,10 @@ static void put_token_str(server *S, ds_sbuf *b, int32_t id, int with_bytes) {
     free(s);
 }
 
-/* logprobs of tokens [a, b) in the completions or the chat shape */
-static void put_logprobs(server *S, ds_sbuf *b, const ds_sreq *r, const greq *g, int64_t a, int64_t e, size_t off0) {
+/* logprobs of tokens [a, b) in the completions or the chat shape; with_prompt
+ * (completions, echo with logprobs): the prompt's tokens before them */
+static void put_logprobs(server *S, ds_sbuf *b, const ds_sreq *r, const greq *g, int64_t a, int64_t e, int with_prompt,
+                         size_t off0) {
     if (!g->logprobs) {
         ds_sbuf_puts(b, "null");
         return;
@@ -592,7 +594,7 @@ static void put_logprobs(server *S, ds_sbuf *b, const ds_sreq *r, const greq *g,
         return;
     }
     /* echo with logprobs: the prompt's tokens first, the first one without a log-probability (null) */
-    const int64_t np = r->prompt_logprobs && a == 0 ? r->P : 0, n = np + (e - a);
+    const int64_t np = r->prompt_logprobs && with_prompt ? r->P : 0, n = np + (e - a);
 #define TOK(i) ((i) < np ? r->prompt[i] : r->out[a + (i) - np])
     ds_sbuf_puts(b, "{\"tokens\": [");
     for (int64_t i = 0; i < n; i++) {
@@ -707,14 +709,14 @@ static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const c
                 put_tool_calls(&b, &tr, id, j, 0);
             }
             ds_sbuf_puts(&b, "}, \"logprobs\": ");
-            put_logprobs(S, &b, r, g, 0, r->nout, 0);
+            put_logprobs(S, &b, r, g, 0, r->nout, 0, 0);
             finish = finish_calls(r, &tr);
             ds_tool_result_free(&tr);
         } else if (g->chat) {
             ds_sbuf_puts(&b, "\"message\": {\"role\": \"assistant\", \"content\": ");
             ds_json_put_string(&b, r->text ? r->text : "");
             ds_sbuf_puts(&b, "}, \"logprobs\": ");
-            put_logprobs(S, &b, r, g, 0, r->nout, 0);
+            put_logprobs(S, &b, r, g, 0, r->nout, 0, 0);
         } else {
             ds_sbuf t = {0};
             if (echo) ds_sbuf_puts(&t, echo);
@@ -724,7 +726,7 @@ static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const c
             ds_json_put_string(&b, s);
             free(s);
             ds_sbuf_puts(&b, ", \"logprobs\": ");
-            put_logprobs(S, &b, r, g, 0, r->nout, echo ? strlen(echo) : 0);
+            put_logprobs(S, &b, r, g, 0, r->nout, 1, echo ? strlen(echo) : 0);
         }
         if (g->token_ids) { /* extension (as vLLM's return_token_ids): the prompt's and the completion's ids */
             ds_sbuf_puts(&b, ", \"prompt_token_ids\": [");
@@ -766,9 +768,10 @@ static void chunk_begin(stream *st, ds_sbuf *b) {
 }
 
 /* one chunk of choice j: text (or, chat, tool_calls: a rendered list of them),
- * the logprobs of tokens [ta, tb), the finish reason or NULL */
+ * the logprobs of tokens [ta, tb) (with_prompt: the prompt's before them), the
+ * finish reason or NULL */
 static void chunk_delta(stream *st, int j, const char *text, size_t n, const char *tool_calls, int64_t ta, int64_t tb,
-                        const char *finish) {
+                        int with_prompt, const char *finish) {
     ds_sbuf *b = &st->pend;
     choice *ch = &st->ch[j];
     chunk_begin(st, b);
@@ -792,7 +795,7 @@ static void chunk_delta(stream *st, int j, const char *text, size_t n, const cha
         ds_sbuf_puts(b, ", \"logprobs\": ");
     }
     free(s);
-    if (tb > ta) put_logprobs(st->S, b, ch->r, &st->g, ta, tb, ch->text_off);
+    if (tb > ta || with_prompt) put_logprobs(st->S, b, ch->r, &st->g, ta, tb, with_prompt, ch->text_off);
     else ds_sbuf_puts(b, "null");
     for (int64_t i = ta; i < tb; i++) {
         size_t len = 0;
@@ -812,7 +815,7 @@ static void chunk_delta(stream *st, int j, const char *text, size_t n, const cha
 }
 
 static void chunk_text(stream *st, int j, const char *text, size_t n, int64_t ta, int64_t tb, const char *finish) {
-    chunk_delta(st, j, text, n, NULL, ta, tb, finish);
+    chunk_delta(st, j, text, n, NULL, ta, tb, 0, finish);
 }
 
 /* chat with tools: content as far as no call marker can start in it; at the
@@ -841,7 +844,7 @@ static void produce_tools(stream *st, int j) {
     if (tr.ncalls) {
         ds_sbuf calls = {0};
         put_tool_calls(&calls, &tr, st->id, j, 1);
-        chunk_delta(st, j, "", 0, calls.p, ch->sent_tok, r->nout, NULL);
+        chunk_delta(st, j, "", 0, calls.p, ch->sent_tok, r->nout, 0, NULL);
         ch->sent_tok = r->nout;
         free(calls.p);
     }
@@ -858,8 +861,12 @@ static void produce(stream *st) {
         choice *ch = &st->ch[j];
         ds_sreq *r = ch->r;
         const char *echo = st->g.pecho[j / st->g.n];
-        if (!ch->started && echo) {
-            chunk_text(st, j, echo, strlen(echo), 0, 0, NULL);
+        /* echo with logprobs: the echo waits for the prompt's log-probabilities (the prefill); none if it failed */
+        const int lp_wait = r->prompt_logprobs && r->nout == 0 &&
+                            (!r->done || (strcmp(r->finish, "stop") && strcmp(r->finish, "length")));
+        if (!ch->started && echo && lp_wait && !r->done) continue;
+        if (!ch->started && echo && !lp_wait) {
+            chunk_delta(st, j, echo, strlen(echo), NULL, 0, 0, r->prompt_logprobs, NULL);
             ch->text_off = strlen(echo);
         } else if (!ch->started && st->g.chat) {
             chunk_text(st, j, "", 0, 0, 0, NULL);
@@ -973,8 +980,6 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     /* echo with logprobs: the prompt tokens' log-probabilities too (as lm-evaluation-harness's
      * local-completions reads them: token_logprobs[ctxlen:-1]) */
     const int prompt_lp = !chat && g.echo && g.logprobs;
-    if (!rc && prompt_lp && g.stream)
-        rc = bad(&g, "echo", "'echo' with 'logprobs' is not supported when streaming; ask without 'stream'");
     if (rc) {
         enum MHD_Result ret = send_error(S, c, g.status, "invalid_request_error", g.param,
                                          strstr(g.err, "context is") ? "context_length_exceeded" : NULL, "%s", g.err);
