@@ -925,6 +925,7 @@ void ds_tokenizer_byte_lengths(const ds_tokenizer *t, int64_t *out, int64_t n) {
 }
 int64_t ds_tokenizer_num_merges(const ds_tokenizer *t) { return t->nmerges; }
 int64_t ds_tokenizer_num_added(const ds_tokenizer *t) { return t->nadded; }
+int32_t ds_tokenizer_added_id(const ds_tokenizer *t, int64_t i) { return t->added[i].id; }
 int ds_tokenizer_merge(const ds_tokenizer *t, int64_t i, const char **a, const char **b) {
     if (i < 0 || i >= t->nmerges) return ds_err("merge %lld out of range", (long long)i);
     *a = t->mtok[t->merges[i][0]];

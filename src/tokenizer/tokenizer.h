@@ -119,6 +119,8 @@ void ds_tokenizer_byte_lengths(const ds_tokenizer *t, int64_t *out, int64_t n);
 /* One-line descriptions for `dsv3 tokenizer info`. */
 int64_t ds_tokenizer_num_merges(const ds_tokenizer *t);
 int64_t ds_tokenizer_num_added(const ds_tokenizer *t);
+/* the id of added token i < ds_tokenizer_num_added */
+int32_t ds_tokenizer_added_id(const ds_tokenizer *t, int64_t i);
 /* Pre-tokenizer chain, e.g. "Split(Regex,Isolated) > ByteLevel(use_regex=0)";
  * written into buf (cap bytes). */
 void ds_tokenizer_describe(const ds_tokenizer *t, char *buf, size_t cap);

@@ -1,0 +1,190 @@
+/*
+ * test_json_guide.c — the JSON-object automaton (src/tokenizer/json_guide.c):
+ *  - every prefix of random objects that cJSON writes (formatted and compact,
+ *    escapes, UTF-8, numbers with fractions and exponents, nesting) is taken,
+ *    and only the whole text is complete;
+ *  - hand-written texts that are no prefix of any JSON object (RFC 8259) are
+ *    refused at the byte where they stop being one;
+ *  - with DeepSeek-V3's vocabulary (../shared/data): the allowed ids are the
+ *    tokens whose bytes continue the text, added tokens never; a walk that
+ *    picks allowed tokens ends in text cJSON parses as an object.
+ */
+#include <string.h>
+
+#include "base/base.h"
+#include "io/json.h"
+#include "test.h"
+#include "tokenizer/json_guide.h"
+#include "tokenizer/tokenizer.h"
+
+static uint64_t rng = 88172645463325252ULL;
+static uint32_t rnd(uint32_t n) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+static cJSON *random_value(int depth) {
+    static const char *const strs[] = {"", "plain", "quote \" and \\ slash /", "tab\tnew\nline\r", "ctl \x01\x1f",
+                                       "é ü 中文 🌊", "<｜User｜>", "{\"not\": [json]}"};
+    static const double nums[] = {0, -0.5, 3, -17, 1e-7, 6.02e23, 123456789012.0, 0.1, -1e300, 2.5e-300};
+    switch (depth > 4 ? rnd(5) : rnd(7)) {
+    case 0: return cJSON_CreateString(strs[rnd(8)]);
+    case 1: return cJSON_CreateNumber(nums[rnd(10)]);
+    case 2: return cJSON_CreateBool(rnd(2));
+    case 3: return cJSON_CreateNull();
+    case 4: return cJSON_CreateNumber((double)(int)rnd(100000) - 50000);
+    case 5: {
+        cJSON *a = cJSON_CreateArray();
+        for (uint32_t i = 0, n = rnd(4); i < n; i++) cJSON_AddItemToArray(a, random_value(depth + 1));
+        return a;
+    }
+    default: {
+        cJSON *o = cJSON_CreateObject();
+        for (uint32_t i = 0, n = rnd(4); i < n; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "k%u", i);
+            cJSON_AddItemToObject(o, k, random_value(depth + 1));
+        }
+        return o;
+    }
+    }
+}
+
+TEST(json_guide_takes_every_prefix_of_objects) {
+    int docs = 0;
+    for (int d = 0; d < 300; d++) {
+        cJSON *o = cJSON_CreateObject();
+        for (uint32_t i = 0, n = rnd(5); i < n; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "key %u", i);
+            cJSON_AddItemToObject(o, k, random_value(1));
+        }
+        char *txt = d % 2 ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        ds_json_state s;
+        ds_json_state_init(&s);
+        size_t n = strlen(txt), bad = n;
+        for (size_t i = 0; i < n && bad == n; i++) {
+            if (ds_json_state_feed(&s, txt + i, 1)) bad = i;
+            else if (i + 1 < n && ds_json_state_done(&s)) bad = i;
+        }
+        CHECK_MSG(bad == n && ds_json_state_done(&s), "doc %d refused at byte %zu: %s", d, bad, txt);
+        /* fed in one piece: the same */
+        ds_json_state_init(&s);
+        CHECK(ds_json_state_feed(&s, txt, n) == 0 && ds_json_state_done(&s));
+        free(txt);
+        docs++;
+    }
+    CHECK(docs == 300);
+}
+
+TEST(json_guide_refuses_what_is_no_prefix) {
+    static const struct { const char *text; int at; } c[] = {
+        {"[1]", 0}, {"\"s\"", 0}, {"1", 0}, {"  x", 2}, {"{,", 1}, {"{\"a\" 1", 5}, {"{\"a\":01", 6},
+        {"{\"a\":-}", 6}, {"{\"a\":1.}", 7}, {"{\"a\":1e}", 7}, {"{\"a\":1e+}", 8}, {"{\"a\":.5}", 5},
+        {"{\"a\":+1}", 5}, {"{\"a\":tru }", 8}, {"{\"a\":nul}", 8}, {"{\"a\":True}", 5}, {"{\"\\x\"", 3},
+        {"{\"\\u12g4\"", 6}, {"{\"a\nb\"", 3}, {"{\"a\":1,}", 7}, {"{\"a\":[1,]}", 8}, {"{\"a\":[1}", 7},
+        {"{\"a\":{]}", 6}, {"{}}", 2}, {"{} ", 2}, {"{}x", 2}, {"{1:2}", 1}, {"{\"a\":1 2}", 7},
+        {"{\"a\":\"\xff\"}", 6}, {"{\"a\":\"\xc3(\"}", 7}, {"{\"a\":\"\x80\"}", 6}, {"{'a':1}", 1},
+        {"{\"a\":[[[1]]]]}", 12}, {"{\"a\":1}\n", 7},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        ds_json_state s;
+        ds_json_state_init(&s);
+        int at = -1;
+        for (size_t k = 0; c[i].text[k] && at < 0; k++)
+            if (ds_json_state_feed(&s, c[i].text + k, 1)) at = (int)k;
+        CHECK_MSG(at == c[i].at, "%s: refused at %d, want %d", ds_quote(c[i].text), at, c[i].at);
+    }
+    /* nesting past DS_JSON_MAX_DEPTH, whitespace past DS_JSON_MAX_WS */
+    char deep[128] = "{\"a\":";
+    for (int i = 0; i < DS_JSON_MAX_DEPTH; i++) strcat(deep, "[");
+    ds_json_state s;
+    ds_json_state_init(&s);
+    CHECK(ds_json_state_feed(&s, deep, strlen(deep) - 1) == 0 && ds_json_state_feed(&s, "[", 1) == -1);
+    char ws[64] = "{";
+    memset(ws + 1, ' ', DS_JSON_MAX_WS);
+    ds_json_state_init(&s);
+    CHECK(ds_json_state_feed(&s, ws, 1 + DS_JSON_MAX_WS) == 0 && ds_json_state_feed(&s, " ", 1) == -1);
+    ds_json_state_init(&s);
+    CHECK(ds_json_state_feed(&s, ws, 1 + DS_JSON_MAX_WS) == 0 && ds_json_state_feed(&s, "}", 1) == 0 && ds_json_state_done(&s));
+}
+
+TEST(json_guide_vocabulary) {
+    const char *path = ds_test_shared("data/deepseek_v3_tokenizer/tokenizer.json");
+    if (!path) SKIP("no ../shared/data/deepseek_v3_tokenizer");
+    ds_tokenizer *t = ds_tokenizer_load(path);
+    CHECK(t != NULL);
+    if (!t) return;
+    const int64_t V = ds_tokenizer_vocab_size(t);
+    ds_json_guide *g = ds_json_guide_new(t, V);
+    int32_t *ok = ds_malloc((size_t)V * sizeof(int32_t));
+    char *on = ds_calloc((size_t)V, 1);
+    /* in a string value: the allowed ids are exactly the tokens (not added) that continue it */
+    const char *pre = "{\"city\": \"Par";
+    ds_json_state s;
+    ds_json_state_init(&s);
+    CHECK(ds_json_state_feed(&s, pre, strlen(pre)) == 0);
+    double t0 = ds_now();
+    int64_t n = ds_json_guide_allowed(g, &s, ok);
+    double dt = ds_now() - t0;
+    for (int64_t i = 0; i < n; i++) on[ok[i]] = 1;
+    int64_t want = 0, mismatch = 0;
+    const int32_t user = ds_tokenizer_token_to_id(t, "<｜User｜>"), eos = ds_tokenizer_eos_id(t);
+    char buf[256];
+    for (int64_t i = 0; i < V; i++) {
+        size_t len = 0;
+        const char *b = ds_tokenizer_token_bytes(t, (int32_t)i, &len);
+        int added = 0;
+        for (int64_t k = 0; k < ds_tokenizer_num_added(t); k++) added |= ds_tokenizer_added_id(t, k) == i;
+        int cont = 0;
+        if (b && len && !added && strlen(pre) + len < sizeof buf) { /* the text from scratch */
+            memcpy(buf, pre, strlen(pre));
+            memcpy(buf + strlen(pre), b, len);
+            ds_json_state f;
+            ds_json_state_init(&f);
+            cont = !ds_json_state_feed(&f, buf, strlen(pre) + len);
+        }
+        want += cont;
+        mismatch += cont != on[i];
+    }
+    CHECK_MSG(mismatch == 0 && want == n && n > 100000, "%lld allowed, %lld continue, %lld differ", (long long)n,
+              (long long)want, (long long)mismatch);
+    CHECK(user >= 0 && !on[user] && eos >= 0 && !on[eos]);
+    fprintf(stderr, "  %lld of %lld ids allowed in a string; one mask over the vocabulary: %.1f ms\n", (long long)n, (long long)V,
+            dt * 1e3);
+    /* after a key's colon: no '}' and no ','; '"' and digits yes */
+    memset(on, 0, (size_t)V);
+    ds_json_state_init(&s);
+    CHECK(ds_json_state_feed(&s, "{\"a\": ", 6) == 0);
+    n = ds_json_guide_allowed(g, &s, ok);
+    for (int64_t i = 0; i < n; i++) on[ok[i]] = 1;
+    const int32_t close = ds_tokenizer_token_to_id(t, "}"), quote = ds_tokenizer_token_to_id(t, "\""), one = ds_tokenizer_token_to_id(t, "1");
+    CHECK(close >= 0 && quote >= 0 && one >= 0 && !on[close] && on[quote] && on[one]);
+    /* a walk: the first allowed token of a few preferred ones, else the last allowed: ends as an object cJSON reads */
+    ds_json_state_init(&s);
+    ds_sbuf txt = {0};
+    const char *prefer[] = {"\"", "}", "1", ":", ",", "x"};
+    for (int step = 0; step < 200 && !ds_json_state_done(&s); step++) {
+        n = ds_json_guide_allowed(g, &s, ok);
+        CHECK(n > 0);
+        if (!n) break;
+        int32_t pick = ok[(step * 7919) % n];
+        for (size_t k = 0; k < 6 && step > 20; k++) {
+            int32_t id = ds_tokenizer_token_to_id(t, prefer[k]);
+            for (int64_t i = 0; i < n && id >= 0; i++)
+                if (ok[i] == id) pick = id, k = 6, i = n;
+        }
+        size_t len = 0;
+        const char *b = ds_tokenizer_token_bytes(t, pick, &len);
+        CHECK(ds_json_state_feed(&s, b, len) == 0);
+        ds_sbuf_put(&txt, b, len);
+    }
+    CHECK(ds_json_state_done(&s) && ds_json_guide_allowed(g, &s, ok) == 0);
+    cJSON *j = txt.p ? cJSON_Parse(txt.p) : NULL;
+    CHECK_MSG(cJSON_IsObject(j), "walk: %s", txt.p ? txt.p : "");
+    cJSON_Delete(j);
+    free(txt.p), free(ok), free(on);
+    ds_json_guide_free(g);
+    ds_tokenizer_free(t);
+}
