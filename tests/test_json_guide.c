@@ -6,13 +6,19 @@
  *  - hand-written texts that are no prefix of any JSON object (RFC 8259) are
  *    refused at the byte where they stop being one;
  *  - with DeepSeek-V3's vocabulary (../shared/data): the allowed ids are the
- *    tokens whose bytes continue the text, added tokens never; a walk that
- *    picks allowed tokens ends in text cJSON parses as an object.
+ *    tokens whose bytes continue the text, added tokens never, the refused
+ *    ids the rest; a walk that picks allowed tokens ends in text cJSON parses
+ *    as an object;
+ *  - generation under the guide (the sampler's mask through logits_adjust)
+ *    gives objects cJSON parses and ends at the closing brace.
  */
 #include <string.h>
 
+#include "backend/ops.h"
 #include "base/base.h"
+#include "infer/infer.h"
 #include "io/json.h"
+#include "model/model.h"
 #include "test.h"
 #include "tokenizer/json_guide.h"
 #include "tokenizer/tokenizer.h"
@@ -157,7 +163,19 @@ TEST(json_guide_vocabulary) {
     memset(on, 0, (size_t)V);
     ds_json_state_init(&s);
     CHECK(ds_json_state_feed(&s, "{\"a\": ", 6) == 0);
+    t0 = ds_now();
     n = ds_json_guide_allowed(g, &s, ok);
+    fprintf(stderr, "  %lld ids allowed for a value: %.2f ms\n", (long long)n, (ds_now() - t0) * 1e3);
+    /* the refused ids are the rest */
+    int32_t *no = ds_malloc((size_t)V * sizeof(int32_t));
+    int64_t nr = ds_json_guide_refused(g, &s, NULL, 0, no);
+    char *seen = ds_calloc((size_t)V, 1);
+    for (int64_t i = 0; i < n; i++) seen[ok[i]]++;
+    for (int64_t i = 0; i < nr; i++) seen[no[i]]++;
+    int64_t once = 0;
+    for (int64_t i = 0; i < V; i++) once += seen[i] == 1;
+    CHECK(n + nr == V && once == V);
+    free(no), free(seen);
     for (int64_t i = 0; i < n; i++) on[ok[i]] = 1;
     const int32_t close = ds_tokenizer_token_to_id(t, "}"), quote = ds_tokenizer_token_to_id(t, "\""), one = ds_tokenizer_token_to_id(t, "1");
     CHECK(close >= 0 && quote >= 0 && one >= 0 && !on[close] && on[quote] && on[one]);
@@ -187,4 +205,49 @@ TEST(json_guide_vocabulary) {
     free(txt.p), free(ok), free(on);
     ds_json_guide_free(g);
     ds_tokenizer_free(t);
+}
+
+/* ds_generate with a guide on the v3 fixture model (a 256-byte vocabulary):
+ * sampled with five seeds and greedily, the output is one object cJSON reads,
+ * and generation ends at its closing brace (no stop id given) */
+TEST(json_guide_generate) {
+    ds_model m;
+    if (ds_model_load(&m, "tests/fixtures/model/v3")) SKIP("no v3 fixture: %s", ds_errmsg());
+    const char *text = "abc";
+    size_t tl = 3;
+    ds_bpe_train_opts o = {.vocab_size = 256, .pretok = DS_PRETOK_GPT2, .split_lines = 0};
+    ds_tokenizer *t = ds_bpe_train_texts(&text, &tl, 1, &o);
+    CHECK(t != NULL);
+    if (!t) return ds_model_free(&m);
+    ds_json_guide *g = ds_json_guide_new(t, m.cfg.vocab_size);
+    /* '"' and '}' up, whitespace down: the random model closes what it opens within the 64-position context */
+    ds_logit_bias bias[6] = {{-1, 4}, {-1, 3}, {-1, -3}, {-1, -3}, {-1, -3}, {-1, -3}};
+    static const char want[6] = {'"', '}', ' ', '\t', '\n', '\r'};
+    for (int32_t i = 0; i < 256; i++) {
+        size_t len = 0;
+        const char *b = ds_tokenizer_token_bytes(t, i, &len);
+        for (int k = 0; k < 6; k++)
+            if (b && len == 1 && b[0] == want[k]) bias[k].id = i;
+    }
+    for (int k = 0; k < 6; k++) CHECK(bias[k].id >= 0);
+    const int32_t prompt[4] = {5, 6, 7, 8};
+    for (int k = 0; k < 6; k++) {
+        ds_gen_opts go = {.max_tokens = 60, .sp = {.temperature = k ? 1.1 : 0, .top_p = 1, .seed = (uint64_t)k, .guide = g,
+                                                  .bias = bias, .nbias = 6}};
+        int32_t out[256];
+        int64_t n = 0;
+        ds_gen_stats st;
+        memset(&st, 0, sizeof st);
+        CHECK_MSG(ds_generate(&m, &ds_ops_cpu, prompt, 4, &go, out, &n, NULL, NULL, &st) == 0, "%s", ds_errmsg());
+        size_t len = 0;
+        char *txt = ds_tokenizer_decode(t, out, n, 0, &len);
+        cJSON *j = txt ? cJSON_Parse(txt) : NULL;
+        CHECK_MSG(cJSON_IsObject(j) && st.stopped == 1 && n < 60 && txt[len - 1] == '}', "seed %d: %lld tokens, stopped %d: %s", k,
+                  (long long)n, st.stopped, txt ? txt : "");
+        cJSON_Delete(j);
+        free(txt);
+    }
+    ds_json_guide_free(g);
+    ds_tokenizer_free(t);
+    ds_model_free(&m);
 }

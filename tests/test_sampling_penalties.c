@@ -245,7 +245,7 @@ TEST(sampling_min_tokens_match_transformers) {
     for (int t = 0; t < 2; t++)
         for (int with_min = 0; with_min < 2; with_min++) {
             ds_gen_opts o = {.max_tokens = 24, .sp = {.temperature = 0, .top_p = 1}, .eos = eos, .neos = 3};
-            if (with_min) o.sp.min_tokens = cfg[2], o.sp.min_stop = held, o.sp.nmin_stop = 3;
+            if (with_min) o.sp.min_tokens = cfg[2], o.sp.stop_ids = held, o.sp.nstop_ids = 3;
             int32_t out[64];
             int64_t n = 0;
             ds_gen_stats st;
@@ -260,9 +260,9 @@ TEST(sampling_min_tokens_match_transformers) {
     /* a held-back id outside the vocabulary, a negative min_tokens: one line each */
     ds_sampler s;
     const int32_t far[1] = {256};
-    ds_sample_params p = {.top_p = 1, .min_tokens = 2, .min_stop = far, .nmin_stop = 1};
+    ds_sample_params p = {.top_p = 1, .min_tokens = 2, .stop_ids = far, .nstop_ids = 1};
     CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 256) == -1 && strstr(ds_errmsg(), "stop id 256 outside the vocabulary"));
-    p.min_tokens = -1, p.nmin_stop = 0;
+    p.min_tokens = -1, p.nstop_ids = 0;
     CHECK(ds_sampler_init(&s, &ds_ops_cpu, &p, 256) == -1 && strstr(ds_errmsg(), "min_tokens"));
     ds_model_free(&m);
 }

@@ -1492,8 +1492,9 @@ static cJSON *post(int port, const char *path, const char *body, int *status) {
     return j;
 }
 
-/* the greedy completion (max_tokens n) of the prompt /tokenize gives for chat fields */
-static char *completion_of_chat(int port, const char *fields, int n, char *finish) {
+/* the greedy completion (max_tokens n; json: response_format json_object) of
+ * the prompt /tokenize gives for chat fields */
+static char *completion_of_chat(int port, const char *fields, int n, int json, char *finish) {
     char req[4096];
     snprintf(req, sizeof req, "{%s}", fields);
     int st;
@@ -1502,7 +1503,8 @@ static char *completion_of_chat(int port, const char *fields, int n, char *finis
     cJSON_Delete(t);
     if (!ids) return NULL;
     ds_sbuf b = {0};
-    ds_sbuf_printf(&b, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0}", ids, n);
+    ds_sbuf_printf(&b, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0%s}", ids, n,
+                   json ? ", \"response_format\": {\"type\": \"json_object\"}" : "");
     free(ids);
     cJSON *c = post(port, "/v1/completions", b.p, &st);
     free(b.p);
@@ -1580,18 +1582,27 @@ TEST(serve_tool_calls) {
     /* named */
     const char *named = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}";
     char fields[4096];
-    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 12", named);
-    char *want = completion_of_chat(S.port, named, 12, finish);
-    CHECK(want && *want && !strcmp(finish, "length"));
+    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 300", named);
+    char *want = completion_of_chat(S.port, named, 300, 1, finish);
+    CHECK(want && *want && !strcmp(finish, "stop"));
+    cJSON *wj = want ? cJSON_Parse(want) : NULL;
+    CHECK_MSG(cJSON_IsObject(wj), "%s", want ? want : "");
+    cJSON_Delete(wj);
     answer a, s;
     CHECK(chat_answer(S.port, fields, 0, &a) == 200);
     CHECK_MSG(a.ncalls == 1 && !strcmp(a.name[0], "get_weather") && want && !strcmp(a.args[0], want) && a.content_null &&
-                  !strcmp(a.finish, "length") && !strncmp(a.id[0], "call_", 5),
+                  !strcmp(a.finish, "tool_calls") && !strncmp(a.id[0], "call_", 5),
               "named: %d calls, %s(%s), finish %s; want arguments %s", a.ncalls, a.name[0], a.args[0], a.finish, want ? want : "");
     CHECK(chat_answer(S.port, fields, 1, &s) == 200);
     CHECK_MSG(s.ncalls == 1 && !strcmp(s.name[0], "get_weather") && !strcmp(s.args[0], a.args[0]) && !*s.content &&
-                  !strcmp(s.finish, "length") && s.role_first && *s.id[0],
+                  !strcmp(s.finish, "tool_calls") && s.role_first && *s.id[0],
               "named, streamed: %d calls, %s(%s), content %s, finish %s", s.ncalls, s.name[0], s.args[0], s.content, s.finish);
+    free(want);
+    /* cut short by max_tokens: the generated text is still the arguments */
+    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 2", named);
+    want = completion_of_chat(S.port, named, 2, 1, finish);
+    CHECK(chat_answer(S.port, fields, 0, &a) == 200);
+    CHECK_MSG(want && a.ncalls == 1 && !strcmp(a.args[0], want) && !strcmp(a.finish, "length"), "%s / %s", a.args[0], a.finish);
     free(want);
     /* the prompt ends with the forced start */
     int st;
@@ -1610,7 +1621,7 @@ TEST(serve_tool_calls) {
     /* required: the model writes no call that parses: its text is the content */
     const char *req_f = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"required\"";
     snprintf(fields, sizeof fields, "%s, \"max_tokens\": 10", req_f);
-    want = completion_of_chat(S.port, req_f, 10, finish);
+    want = completion_of_chat(S.port, req_f, 10, 0, finish);
     CHECK(chat_answer(S.port, fields, 0, &a) == 200);
     CHECK_MSG(want && a.ncalls == 0 && !strcmp(a.content, want) && !strcmp(a.finish, "length"), "required: %d calls, content %s, want %s",
               a.ncalls, a.content, want ? want : "");
@@ -1781,12 +1792,13 @@ TEST(serve_tool_calls_hermes) {
                         "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}], "
                         "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}";
     char finish[32] = "", fields[2048];
-    char *want = completion_of_chat(S.port, named, 8, finish);
-    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 8", named);
+    char *want = completion_of_chat(S.port, named, 300, 1, finish);
+    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 300", named);
     answer a;
     CHECK(chat_answer(S.port, fields, 0, &a) == 200);
-    CHECK_MSG(want && a.ncalls == 1 && !strcmp(a.name[0], "get_weather") && !strcmp(a.args[0], want) && a.content_null,
-              "%d calls, %s(%s), want arguments %s", a.ncalls, a.name[0], a.args[0], want ? want : "");
+    CHECK_MSG(want && a.ncalls == 1 && !strcmp(a.name[0], "get_weather") && !strcmp(a.args[0], want) && a.content_null &&
+                  !strcmp(a.finish, "tool_calls"),
+              "%d calls, %s(%s), finish %s, want arguments %s", a.ncalls, a.name[0], a.args[0], a.finish, want ? want : "");
     free(want);
     char req[2048];
     snprintf(req, sizeof req, "{%s}", named);
@@ -1864,6 +1876,73 @@ TEST(serve_echo_logprobs_streamed) {
         CHECK(!strcmp(finish, "length"));
         free(text.p), free(o);
         cJSON_Delete(acc), cJSON_Delete(full);
+    }
+    CHECK(server_stop(&S) == 0);
+}
+
+/* response_format json_object: every answer (greedy and sampled, chat and
+ * completions, streamed or not) is text cJSON reads as one object, ended by
+ * the EOS (or, with ignore_eos, by the closing brace itself); bad formats 400 */
+TEST(serve_json_object) {
+    SETUP_IN(make_model_long(), "");
+    int st;
+    /* this folder's EOS (1) is a byte token ('"'): the requests ignore it and end, where they do, with the
+     * token of byte 0xFF (never in UTF-8 text, so never inside the object) as a stop id; a bias on '"' and
+     * '}' lets the random model close its strings and objects within max_tokens */
+    char path[800];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ds_tokenizer *tok = ds_tokenizer_load(path);
+    int ff = -1, quote = -1, brace = -1;
+    for (int32_t i = 0; tok && i < 256; i++) {
+        size_t len = 0;
+        const char *b = ds_tokenizer_token_bytes(tok, i, &len);
+        if (b && len == 1 && (unsigned char)b[0] == 0xFF) ff = i;
+        if (b && len == 1 && b[0] == '"') quote = i;
+        if (b && len == 1 && b[0] == '}') brace = i;
+    }
+    ds_tokenizer_free(tok);
+    CHECK(ff >= 0 && quote >= 0 && brace >= 0);
+    char bias[96];
+    snprintf(bias, sizeof bias, "\"logit_bias\": {\"%d\": 4, \"%d\": 3}", quote, brace);
+    for (int k = 0; k < 6; k++) {
+        const int chat = k % 2;
+        char req[1024], stop[160];
+        snprintf(stop, sizeof stop, ", %s", bias);
+        if (k < 4) snprintf(stop + strlen(stop), sizeof stop - strlen(stop), ", \"stop_token_ids\": [%d]", ff);
+        snprintf(req, sizeof req, "{%s, \"max_tokens\": 400, \"temperature\": %s, \"seed\": %d, \"return_token_ids\": true, "
+                 "\"response_format\": {\"type\": \"json_object\"}, \"ignore_eos\": true%s}",
+                 chat ? "\"messages\": [{\"role\": \"user\", \"content\": \"Reply in JSON.\"}]" : "\"prompt\": \"JSON: \"",
+                 k < 2 ? "0" : "1.2", k, stop);
+        cJSON *j = post(S.port, chat ? "/v1/chat/completions" : "/v1/completions", req, &st);
+        const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        const cJSON *tx = chat ? cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "content") : cJSON_GetObjectItem(ch, "text");
+        const cJSON *ids = cJSON_GetObjectItem(ch, "token_ids"), *fr = cJSON_GetObjectItem(ch, "finish_reason");
+        cJSON *obj = cJSON_IsString(tx) ? cJSON_Parse(tx->valuestring) : NULL;
+        const int n = cJSON_GetArraySize(ids), last = n ? cJSON_GetArrayItem(ids, n - 1)->valueint : -1;
+        CHECK_MSG(st == 200 && cJSON_IsObject(obj) && cJSON_IsString(fr) && !strcmp(fr->valuestring, "stop") &&
+                      (k >= 4 ? last != ff : last == ff),
+                  "case %d: %d, %s, finish %s, last id %d", k, st, cJSON_IsString(tx) ? tx->valuestring : "", 
+                  cJSON_IsString(fr) ? fr->valuestring : "", last);
+        cJSON_Delete(obj), cJSON_Delete(j);
+    }
+    /* greedy, streamed: the same answer */
+    answer a, s;
+    char f[512];
+    snprintf(f, sizeof f, "\"messages\": [{\"role\": \"user\", \"content\": \"Reply in JSON.\"}], \"max_tokens\": 400, "
+             "\"ignore_eos\": true, \"response_format\": {\"type\": \"json_object\"}, %s", bias);
+    CHECK(chat_answer(S.port, f, 0, &a) == 200 && chat_answer(S.port, f, 1, &s) == 200);
+    CHECK_MSG(*a.content && !strcmp(a.content, s.content) && !strcmp(a.finish, s.finish), "%s / %s", a.content, s.content);
+    static const struct { const char *rf, *want; } bad[] = {
+        {"\"json\"", "'response_format' must be"},
+        {"{\"type\": \"json_schema\", \"json_schema\": {}}", "json_schema is not supported"},
+        {"{\"type\": \"yaml\"}", "unknown type 'yaml'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char req[512], *o = NULL;
+        snprintf(req, sizeof req, "{\"prompt\": \"x\", \"response_format\": %s}", bad[i].rf);
+        st = http(S.port, "POST", "/v1/completions", NULL, req, &o);
+        CHECK_MSG(st == 400 && o && strstr(o, bad[i].want), "%s: %d %s", bad[i].rf, st, o ? o : "");
+        free(o);
     }
     CHECK(server_stop(&S) == 0);
 }

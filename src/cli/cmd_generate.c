@@ -250,8 +250,8 @@ static int run(int argc, char **argv) {
     stream_ctx sc = {.ids_mode = ids_mode, .stop = stop, .min_tokens = min_new};
     int32_t held[24]; /* --min-new-tokens holds back the stop ids */
     for (int i = 0; i < neos; i++)
-        if (eos[i] >= 0 && eos[i] < c->vocab_size) held[sp.nmin_stop++] = (int32_t)eos[i];
-    sp.min_stop = held;
+        if (eos[i] >= 0 && eos[i] < c->vocab_size) held[sp.nstop_ids++] = (int32_t)eos[i];
+    sp.stop_ids = held;
     if (tok) ds_decode_stream_init(&sc.ds, tok, 1);
     ds_gen_stats st;
     memset(&st, 0, sizeof st);

@@ -62,6 +62,7 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
     while (!rc) {
         int32_t id = ds_sample(&s, e.logits);
         int stop = ds_gen_emit(&oo, id, out, nout, fn, ctx);
+        if (!stop && ds_sampler_done(&s)) stop = 1; /* a JSON answer closed with no stop id to end it */
         if (stop) {
             st->stopped = stop;
             break;

@@ -27,6 +27,7 @@
 #include "backend/ops.h"
 #include "base/base.h"
 #include "model/model.h"
+#include "tokenizer/json_guide.h"
 
 /* the latent cache: model/kv_cache.h (ds_kv_cache) */
 
@@ -157,13 +158,15 @@ typedef struct {
     double frequency_penalty;  /* subtracted per occurrence in the output */
     const ds_logit_bias *bias; /* nbias entries added to their logits (ds_sampler_init copies them) */
     int nbias;
-    int64_t min_tokens;        /* > 0: the min_stop ids cannot be drawn before this many output tokens */
-    const int32_t *min_stop;   /* the stop ids min_tokens holds back (ds_sampler_init copies them) */
-    int nmin_stop;
+    int64_t min_tokens;        /* > 0: the stop ids cannot be drawn before this many output tokens */
+    const int32_t *stop_ids;   /* the ids that end the answer (EOS, stop ids): min_tokens holds them back, a guide
+                                * allows only them once its object is closed (ds_sampler_init copies them) */
+    int nstop_ids;
+    const struct ds_json_guide *guide; /* non-NULL: the output is one JSON object (json_guide.h) */
 } ds_sample_params;
 /* 1 when p picks the argmax of the raw logits (greedy, no penalty, no bias): what MTP speculative decoding needs */
 int ds_sample_params_argmax(const ds_sample_params *p);
-/* 1 when p adjusts logits (penalties, bias, min_tokens) before the choice */
+/* 1 when p adjusts logits (penalties, bias, min_tokens, a guide) before the choice */
 int ds_sample_params_adjusts(const ds_sample_params *p);
 typedef struct {
     ds_sample_params p;
@@ -184,6 +187,11 @@ typedef struct {
     float *held_pre;
     int nheld;
     int64_t drawn;
+    /* a guide: the automaton's state, the stop ids, and per step the ids it refuses */
+    ds_json_state gstate;
+    int32_t *gstop;
+    int ngstop;
+    int32_t *gids;
 } ds_sampler;
 int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_params *p, int64_t V);
 void ds_sampler_free(ds_sampler *s);
@@ -197,6 +205,8 @@ void ds_sampler_probs(ds_sampler *s, float *prob, const float *logits);
 const float *ds_sampler_adjust(ds_sampler *s, const float *logits);
 /* Draw one token from logits (V), and count it in the history. */
 int32_t ds_sample(ds_sampler *s, const float *logits);
+/* 1 when a guide's object is closed and no stop id can end the answer: the caller ends it */
+int ds_sampler_done(const ds_sampler *s);
 
 /* ---- generate.c / speculative.c: batch-1 generation ------------------------------ */
 /* Called with each new token; a non-zero return stops generation (stop string). */

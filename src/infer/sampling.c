@@ -25,7 +25,7 @@ static double rep_of(const ds_sample_params *p) { return p->repetition_penalty =
 
 int ds_sample_params_adjusts(const ds_sample_params *p) {
     return rep_of(p) != 1 || p->presence_penalty != 0 || p->frequency_penalty != 0 || p->nbias > 0 ||
-           (p->min_tokens > 0 && p->nmin_stop > 0);
+           (p->min_tokens > 0 && p->nstop_ids > 0) || p->guide;
 }
 
 int ds_sample_params_argmax(const ds_sample_params *p) { return p->temperature <= 0 && !ds_sample_params_adjusts(p); }
@@ -68,11 +68,11 @@ int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_par
             return ds_err("sampler: logit bias %g for token id %d is not finite", p->bias[i].bias, p->bias[i].id);
     }
     if (p->min_tokens < 0) return ds_err("sampler: min_tokens must be ≥ 0 (got %lld)", (long long)p->min_tokens);
-    for (int i = 0; p->min_tokens > 0 && i < p->nmin_stop; i++)
-        if (p->min_stop[i] < 0 || p->min_stop[i] >= V)
-            return ds_err("sampler: stop id %d outside the vocabulary [0, %lld)", p->min_stop[i], (long long)V);
+    for (int i = 0; (p->min_tokens > 0 || p->guide) && i < p->nstop_ids; i++)
+        if (p->stop_ids[i] < 0 || p->stop_ids[i] >= V)
+            return ds_err("sampler: stop id %d outside the vocabulary [0, %lld)", p->stop_ids[i], (long long)V);
     s->p = *p;
-    s->p.bias = NULL, s->p.nbias = 0, s->p.min_stop = NULL, s->p.nmin_stop = 0;
+    s->p.bias = NULL, s->p.nbias = 0, s->p.stop_ids = NULL, s->p.nstop_ids = 0;
     s->V = V;
     s->ops = ops;
     ds_rng_seed(&s->rng, p->seed);
@@ -97,15 +97,26 @@ int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_par
         s->pre[k] = p->bias[i].bias;
     }
     /* then the ids min_tokens holds back: their logits are -inf until then, then their bias */
-    if (p->min_tokens > 0 && p->nmin_stop > 0) {
-        s->held = ds_malloc((size_t)p->nmin_stop * sizeof(int32_t));
-        s->held_pre = ds_malloc((size_t)p->nmin_stop * sizeof(float));
-        for (int i = 0; i < p->nmin_stop; i++) {
-            const int32_t k = add_id(s, p->min_stop[i]);
+    if (p->min_tokens > 0 && p->nstop_ids > 0) {
+        s->held = ds_malloc((size_t)p->nstop_ids * sizeof(int32_t));
+        s->held_pre = ds_malloc((size_t)p->nstop_ids * sizeof(float));
+        for (int i = 0; i < p->nstop_ids; i++) {
+            const int32_t k = add_id(s, p->stop_ids[i]);
             int dup = 0;
             for (int j = 0; j < s->nheld; j++) dup |= s->held[j] == k;
             if (!dup) s->held[s->nheld] = k, s->held_pre[s->nheld++] = s->pre[k];
         }
+    }
+    if (p->guide) { /* the refused ids go through logits_adjust with -inf added */
+        const float *t0, *t1, *t2;
+        if (ds_json_guide_vocab(p->guide, &t0, &t1, &t2) != V) {
+            ds_sampler_free(s);
+            return ds_err("sampler: the JSON guide's vocabulary is not the model's %lld", (long long)V);
+        }
+        ds_json_state_init(&s->gstate);
+        s->gstop = ds_malloc((size_t)(p->nstop_ids + 1) * sizeof(int32_t));
+        for (int i = 0; i < p->nstop_ids; i++) s->gstop[s->ngstop++] = p->stop_ids[i];
+        s->gids = ds_malloc((size_t)V * sizeof(int32_t));
     }
     return 0;
 }
@@ -119,6 +130,7 @@ void ds_sampler_free(ds_sampler *s) {
     free(s->count), free(s->slot);
     free(s->ids), free(s->pre), free(s->rep), free(s->post);
     free(s->held), free(s->held_pre);
+    free(s->gstop), free(s->gids);
     memset(s, 0, sizeof *s);
 }
 
@@ -143,6 +155,12 @@ const float *ds_sampler_adjust(ds_sampler *s, const float *logits) {
     for (int i = 0; i < s->nheld; i++) s->pre[s->held[i]] = s->drawn < s->p.min_tokens ? -INFINITY : s->held_pre[i];
     s->ops->copy_d2d(s->work, logits, (size_t)s->V * sizeof(float));
     s->ops->logits_adjust(s->work, s->V, s->ids, s->pre, s->rep, s->post, s->n);
+    if (s->p.guide) { /* what the guide refuses: -inf */
+        const float *neg, *one, *zero;
+        ds_json_guide_vocab(s->p.guide, &neg, &one, &zero);
+        const int64_t nd = ds_json_guide_refused(s->p.guide, &s->gstate, s->gstop, s->ngstop, s->gids);
+        if (nd) s->ops->logits_adjust(s->work, s->V, s->gids, neg, one, zero, nd);
+    }
     return s->work;
 }
 
@@ -162,5 +180,12 @@ int32_t ds_sample(ds_sampler *s, const float *logits) {
     }
     note(s, id, 1);
     s->drawn++;
+    if (s->p.guide) {
+        size_t len = 0;
+        const char *b = ds_json_guide_token(s->p.guide, id, &len);
+        if (b) ds_json_state_feed(&s->gstate, b, len); /* a stop id has no bytes here */
+    }
     return id;
 }
+
+int ds_sampler_done(const ds_sampler *s) { return s->p.guide && ds_json_state_done(&s->gstate) && !s->ngstop; }

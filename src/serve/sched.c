@@ -262,7 +262,8 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
         }
         if (r->ntext > hold && r->ntext - hold > r->text_ready) r->text_ready = r->ntext - hold;
     }
-    if (r->nout >= r->max_tokens) finish(s, r, "length");
+    if (ds_sampler_done(&r->sampler)) finish(s, r, "stop"); /* a JSON answer closed, no stop id to end it with */
+    else if (r->nout >= r->max_tokens) finish(s, r, "length");
 }
 
 
@@ -576,7 +577,7 @@ static int sampler_init(ds_sched *s, ds_sreq *r) {
     for (int i = 0; !r->ignore_eos && i < s->neos; i++)
         if (s->eos[i] >= 0 && s->eos[i] < s->m->cfg.vocab_size) held[n++] = (int32_t)s->eos[i];
     for (int i = 0; i < r->nstop_ids; i++) held[n++] = r->stop_ids[i];
-    p.min_tokens = r->min_tokens, p.min_stop = held, p.nmin_stop = n;
+    p.min_tokens = r->min_tokens, p.stop_ids = held, p.nstop_ids = n;
     int rc = ds_sampler_init(&r->sampler, s->ops, &p, s->m->cfg.vocab_size);
     free(held);
     return rc;

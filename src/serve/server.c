@@ -51,6 +51,7 @@ int ds_serve_available(void) { return 1; }
 
 typedef struct {
     const ds_serve_cfg *cfg;
+    ds_json_guide *guide; /* response_format json_object, forced tool calls' arguments */
     pthread_mutex_t mu;
     uint64_t next_id;
     uint64_t http[8]; /* responses by status class below */
@@ -110,6 +111,7 @@ static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int statu
 typedef struct {
     int chat, stream, include_usage, echo, token_ids, ignore_eos;
     int64_t min_tokens;   /* extension, as vLLM's */
+    int json;             /* response_format json_object: the answer is one JSON object */
     int32_t *stop_ids;    /* stop_token_ids: extension, as vLLM's */
     int nstop_ids;
     int n;              /* choices: each its own sequence in the batch */
@@ -202,6 +204,17 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     if (g->max_tokens >= 0 && g->min_tokens > g->max_tokens)
         return bad(g, "min_tokens", "'min_tokens' (%lld) is more than 'max_tokens' (%lld)", (long long)g->min_tokens,
                    (long long)g->max_tokens);
+    const cJSON *rf = field(j, "response_format");
+    if (rf) {
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rf, "type");
+        if (!cJSON_IsObject(rf) || !cJSON_IsString(ty))
+            return bad(g, "response_format", "'response_format' must be {\"type\": \"text\"} or {\"type\": \"json_object\"}");
+        if (!strcmp(ty->valuestring, "json_object")) g->json = 1;
+        else if (!strcmp(ty->valuestring, "json_schema"))
+            return bad(g, "response_format", "'response_format' json_schema is not supported (json_object is: any JSON object)");
+        else if (strcmp(ty->valuestring, "text"))
+            return bad(g, "response_format", "'response_format': unknown type %s (text, json_object)", ds_quote(ty->valuestring));
+    }
     const cJSON *si = field(j, "stop_token_ids"); /* extension, as vLLM's */
     if (si) {
         if (!cJSON_IsArray(si)) return bad(g, "stop_token_ids", "'stop_token_ids' must be a list of token ids, got %s", ds_json_type_name(si));
@@ -1001,6 +1014,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         r->max_tokens = maxt;
         r->prompt_logprobs = prompt_lp;
         r->sp = g.sp;
+        if (g.json || g.tool_choice == TOOL_NAMED) r->sp.guide = S->guide; /* a forced call's arguments: one JSON object */
         r->sp.seed = g.sp.seed + (uint64_t)j;
         r->sp.bias = NULL; /* the request's own copy (it frees it): the scheduler reads it when it admits the request */
         if (g.sp.nbias) {
@@ -1338,6 +1352,7 @@ int ds_serve_http(const ds_serve_cfg *cfg) {
         (unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_conn, MHD_OPTION_NOTIFY_COMPLETED,
         completed, NULL, MHD_OPTION_END);
     if (!d) return ds_err("cannot listen on %s port %d (in use, or not an address of this machine)", cfg->host, cfg->port);
+    S.guide = ds_json_guide_new(cfg->tok, cfg->vocab);
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     int port = di ? di->port : cfg->port;
     fprintf(stderr, "dsv3 serve: listening on http://%s%s%s:%d (model %s, context %lld, batch %d)\n",
@@ -1360,6 +1375,7 @@ int ds_serve_http(const ds_serve_cfg *cfg) {
     }
     ds_sched_cancel_all(cfg->sched);
     MHD_stop_daemon(d);
+    ds_json_guide_free(S.guide);
     pthread_mutex_destroy(&S.mu);
     fprintf(stderr, "dsv3 serve: stopped\n");
     return 0;

@@ -3,6 +3,7 @@
  */
 #include "tokenizer/json_guide.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,6 +154,11 @@ struct ds_json_guide {
     int64_t V;
     const char **bytes; /* per id; NULL: never allowed (added or special tokens, ids the tokenizer lacks) */
     size_t *len;
+    float *neg, *one, *zero; /* logits_adjust's terms that refuse an id */
+    int32_t *by_first;  /* the allowed-ever ids grouped by their first byte: group b is [start[b], start[b + 1]) */
+    int64_t start[257];
+    int32_t *never;     /* the ids never allowed */
+    int64_t nnever;
 };
 
 ds_json_guide *ds_json_guide_new(const ds_tokenizer *t, int64_t V) {
@@ -169,22 +175,85 @@ ds_json_guide *ds_json_guide_new(const ds_tokenizer *t, int64_t V) {
         const int32_t id = ds_tokenizer_added_id(t, k);
         if (id >= 0 && id < V) g->bytes[id] = NULL;
     }
+    /* group the ids by first byte: a byte the state refuses refuses its whole group at once */
+    g->by_first = ds_malloc((size_t)V * sizeof(int32_t));
+    g->never = ds_malloc((size_t)V * sizeof(int32_t));
+    int64_t count[256] = {0};
+    for (int64_t i = 0; i < V; i++)
+        if (g->bytes[i]) count[(unsigned char)g->bytes[i][0]]++;
+        else g->never[g->nnever++] = (int32_t)i;
+    for (int b = 0; b < 256; b++) g->start[b + 1] = g->start[b] + count[b];
+    int64_t fill[256];
+    memcpy(fill, g->start, sizeof fill);
+    for (int64_t i = 0; i < V; i++)
+        if (g->bytes[i]) g->by_first[fill[(unsigned char)g->bytes[i][0]]++] = (int32_t)i;
+    g->neg = ds_malloc((size_t)V * sizeof(float)), g->one = ds_malloc((size_t)V * sizeof(float));
+    g->zero = ds_calloc((size_t)V, sizeof(float));
+    for (int64_t i = 0; i < V; i++) g->neg[i] = -INFINITY, g->one[i] = 1;
     return g;
+}
+
+int64_t ds_json_guide_vocab(const ds_json_guide *g, const float **pre, const float **rep, const float **post) {
+    *pre = g->neg, *rep = g->one, *post = g->zero;
+    return g->V;
+}
+
+int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, const int32_t *stop, int n, int32_t *out) {
+    int64_t nd = 0;
+    if (s->mode != M_DONE) {
+        memcpy(out, g->never, (size_t)g->nnever * sizeof(int32_t));
+        nd = g->nnever;
+        for (int b = 0; b < 256; b++) {
+            const int64_t a = g->start[b], e = g->start[b + 1];
+            ds_json_state t = *s;
+            const char c = (char)b;
+            if (a == e) continue;
+            if (ds_json_state_feed(&t, &c, 1)) { /* the first byte already fails */
+                memcpy(out + nd, g->by_first + a, (size_t)(e - a) * sizeof(int32_t));
+                nd += e - a;
+                continue;
+            }
+            for (int64_t k = a; k < e; k++) {
+                const int32_t id = g->by_first[k];
+                ds_json_state u = t;
+                if (ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1)) out[nd++] = id;
+            }
+        }
+        if (nd < g->V) return nd; /* something is allowed */
+    }
+    nd = 0;                   /* closed, or a dead end: the stop ids only */
+    for (int64_t i = 0; i < g->V; i++) {
+        int keep = 0;
+        for (int k = 0; k < n; k++) keep |= stop[k] == i;
+        if (!keep) out[nd++] = (int32_t)i;
+    }
+    return nd;
 }
 
 void ds_json_guide_free(ds_json_guide *g) {
     if (!g) return;
-    free(g->bytes), free(g->len);
+    free(g->bytes), free(g->len), free(g->neg), free(g->one), free(g->zero), free(g->by_first), free(g->never);
     free(g);
+}
+
+const char *ds_json_guide_token(const ds_json_guide *g, int32_t id, size_t *len) {
+    if (id < 0 || id >= g->V || !g->bytes[id]) return NULL;
+    *len = g->len[id];
+    return g->bytes[id];
 }
 
 int64_t ds_json_guide_allowed(const ds_json_guide *g, const ds_json_state *s, int32_t *out) {
     int64_t n = 0;
     if (s->mode == M_DONE) return 0;
-    for (int64_t i = 0; i < g->V; i++) {
-        if (!g->bytes[i]) continue;
+    for (int b = 0; b < 256; b++) {
         ds_json_state t = *s;
-        if (!ds_json_state_feed(&t, g->bytes[i], g->len[i])) out[n++] = (int32_t)i;
+        const char c = (char)b;
+        if (g->start[b] == g->start[b + 1] || ds_json_state_feed(&t, &c, 1)) continue;
+        for (int64_t k = g->start[b]; k < g->start[b + 1]; k++) {
+            const int32_t id = g->by_first[k];
+            ds_json_state u = t;
+            if (!ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1)) out[n++] = id;
+        }
     }
     return n;
 }

@@ -41,9 +41,18 @@ int ds_json_state_done(const ds_json_state *s);
 typedef struct ds_json_guide ds_json_guide;
 ds_json_guide *ds_json_guide_new(const ds_tokenizer *t, int64_t V);
 void ds_json_guide_free(ds_json_guide *g);
-/* The ids that may come next from state s, in order, into out (V entries at
- * most); their count.  None while the object is open but a special token;
+/* The ids that may come next from state s into out (V entries at most; by
+ * first byte, then id); their count.  None while the object is open but a special token;
  * once it is closed, none (the caller allows its stop ids). */
 int64_t ds_json_guide_allowed(const ds_json_guide *g, const ds_json_state *s, int32_t *out);
+/* The ids to refuse next (the complement of what is allowed) into out (V
+ * entries at most), their count: once the object is closed, or at a dead end
+ * the vocabulary cannot leave, everything but the n stop ids. */
+int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, const int32_t *stop, int n, int32_t *out);
+/* The vocabulary size, and the terms that make logits_adjust refuse an id:
+ * pre -inf, rep 1, post 0 (V each, read-only) */
+int64_t ds_json_guide_vocab(const ds_json_guide *g, const float **pre, const float **rep, const float **post);
+/* the bytes the guide reads for id (NULL: a token it never allows) */
+const char *ds_json_guide_token(const ds_json_guide *g, int32_t id, size_t *len);
 
 #endif
