@@ -7,7 +7,8 @@
  *    absorbed, cached, chunked prefill and decode logits at every position;
  *  - the MTP reference (reference.safetensors mtp_logits.1) for the MTP
  *    module run through its own cache;
- *  - speculative decoding gives exactly the plain greedy ids.
+ *  - speculative decoding gives exactly the plain greedy ids, and sampled
+ *    with the same seed (penalties, bias too) the plain sampled ids.
  * Tolerance 1e-5 relative to max|ref|: both sides are FP32 and differ only
  * in summation order (absorbed vs expanded attention, online vs two-pass
  * softmax, BLAS blocking): measured ~1e-6; a wrong position, cache slot or
@@ -475,6 +476,49 @@ static void speculative_forced(const char *name, int every) {
     ds_engine_free(&r);
     ds_engine_free(&e);
     fix_free(&f);
+}
+
+/* Sampled (temperature, top-k/p, min-p, penalties, bias) and speculative:
+ * the tokens of plain decoding with the same seed, drafts forced right, some
+ * forced wrong, or the MTP module's own */
+static void speculative_sampled(const char *name, const ds_sample_params *sp, int every) {
+    fixture f;
+    if (fix_load(&f, name)) return;
+    const int64_t T = f.T, NG = 20, V = f.V;
+    ds_gen_opts o = {.max_tokens = NG, .sp = *sp};
+    int32_t plain[64], spec[64], forced[64];
+    int64_t np = 0, ns = 0;
+    ds_gen_stats st;
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, f.gids, T, &o, plain, &np, NULL, NULL, &st) == 0);
+    for (int64_t i = 0; i < NG; i++) forced[i] = (every && i % every == every - 1) ? (plain[i] + 1) % (int32_t)V : plain[i];
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, T + NG, 6, 1) == 0);
+    if (every >= 0) e.forced_drafts = forced, e.n_forced = NG;
+    o.speculative = 1;
+    CHECK(ds_generate_speculative(&e, f.gids, T, &o, spec, &ns, NULL, NULL, &st) == 0);
+    int first = -1;
+    for (int64_t i = 0; i < NG && first < 0; i++)
+        if (i >= ns || spec[i] != plain[i]) first = (int)i;
+    CHECK_MSG(ns == np && first < 0, "%s (T %.2g, every %d): first difference at %d", name, sp->temperature, every, first);
+    CHECK(every < 0 || (st.accepted > 0 && (every == 0 ? st.accepted == st.drafted : st.accepted < st.drafted)));
+    ds_engine_free(&e);
+    fix_free(&f);
+}
+
+TEST(speculative_sampling_equals_plain) {
+    static const ds_logit_bias bias[2] = {{7, 1.5f}, {30, -2.0f}};
+    const ds_sample_params sp[3] = {
+        {.temperature = 1.2, .top_k = 40, .top_p = 0.9, .seed = 3},
+        {.temperature = 0.8, .top_p = 1, .min_p = 0.05, .repetition_penalty = 1.3, .presence_penalty = 0.4,
+         .frequency_penalty = 0.2, .bias = bias, .nbias = 2, .seed = 11},
+        {.temperature = 0, .top_p = 1, .repetition_penalty = 1.5},
+    };
+    for (int k = 0; k < 3; k++) {
+        speculative_sampled("v3", &sp[k], 0);
+        speculative_sampled("v3", &sp[k], 3);
+        speculative_sampled("v3", &sp[k], -1); /* the MTP module's drafts */
+    }
+    speculative_sampled("norope", &sp[0], 2);
 }
 
 TEST(speculative_forced_drafts_all_right) { speculative_forced("v3", 0); }

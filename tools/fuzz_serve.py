@@ -22,7 +22,7 @@ import urllib.request
 FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
           "frequency_penalty", "logit_bias", "echo", "logprobs", "n", "stop", "seed", "stream", "ignore_eos",
           "return_token_ids", "top_logprobs", "messages", "max_completion_tokens", "stream_options", "tools", "tool_choice",
-          "parallel_tool_calls", "min_tokens", "stop_token_ids"]
+          "parallel_tool_calls", "min_tokens", "stop_token_ids", "response_format"]
 
 
 def client(url, n, seed, out):
@@ -37,6 +37,8 @@ def client(url, n, seed, out):
             "logprobs": lambda: rnd.randint(0, 5), "echo": lambda: rnd.random() < 0.5,
             "return_token_ids": lambda: True, "ignore_eos": lambda: True, "parallel_tool_calls": lambda: rnd.random() < 0.5}
     good["min_tokens"] = lambda: rnd.randint(0, 6)
+    good["response_format"] = lambda: rnd.choice([{"type": "json_object"}, {"type": "text"}, {"type": "json_schema"},
+                                                  {"type": 3}, {}])
     good["stop_token_ids"] = lambda: [rnd.randint(-1, 300) for _ in range(rnd.randint(0, 4))]
     fn = lambda: rnd.choice(["f", "get_weather", "", "x\ny", "é" * 3, 5])  # noqa: E731
     tool = lambda: rnd.choice([{"type": "function", "function": {"name": fn(), "parameters": rnd.choice(  # noqa: E731

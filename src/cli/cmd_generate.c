@@ -134,7 +134,7 @@ static int run(int argc, char **argv) {
         {"--stop", DS_OPT_MULTI, &stop, "STR... stop when the generated text contains any STR (repeatable)"},
         {"--ignore-eos", DS_OPT_FLAG, &ignore_eos, "do not stop at EOS"},
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
-        {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (greedy only)"},
+        {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (the same tokens as without, greedy or sampled)"},
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
@@ -155,8 +155,6 @@ static int run(int argc, char **argv) {
         ds_cli_usage_error("generate", "--temperature must be a finite number >= 0 (0 = greedy), got %g", temperature);
     if (!(top_p > 0 && top_p <= 1)) ds_cli_usage_error("generate", "--top-p must be in (0, 1], got %g", top_p);
     if (top_k < 0) ds_cli_usage_error("generate", "--top-k must be >= 0 (0 = off), got %lld", top_k);
-    if (spec && temperature > 0)
-        ds_cli_usage_error("generate", "--speculative mtp is greedy only (use --temperature 0)");
     static ds_logit_bias bias[DS_MAX_LOGIT_BIAS];
     if (bias_arg.n > DS_MAX_LOGIT_BIAS)
         ds_cli_usage_error("generate", "--logit-bias takes at most %d tokens (got %d)", DS_MAX_LOGIT_BIAS, bias_arg.n);
@@ -173,9 +171,6 @@ static int run(int argc, char **argv) {
     ds_sample_params sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed,
                            .min_p = min_p, .repetition_penalty = rep_pen, .presence_penalty = pres_pen,
                            .frequency_penalty = freq_pen, .bias = bias, .nbias = bias_arg.n, .min_tokens = min_new};
-    if (spec && (ds_sample_params_adjusts(&sp) || min_new > 0))
-        ds_cli_usage_error("generate", "--speculative mtp takes no repetition, presence or frequency penalty, --logit-bias or "
-                                       "--min-new-tokens");
     /* device-resident: the weights, arenas and KV cache in the table's memory */
     const struct ds_ops *ops = ds_cli_device_resident("generate", device);
     if (!*prompt) {

@@ -44,7 +44,7 @@ static int run(int argc, char **argv) {
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or its folder (default: the model folder's)"},
         {"--chat-template", DS_OPT_STR, &tmplf, "FILE  a Jinja chat template replacing tokenizer_config.json's"},
         {"--tool-parser", DS_OPT_STR, &tparser, "auto|deepseek_v3|hermes|none  how chat answers write tool calls (default auto: the format the chat template names)"},
-        {"--speculative", DS_OPT_STR, &spec, "mtp  greedy requests decode with MTP drafts verified in the batched step"},
+        {"--speculative", DS_OPT_STR, &spec, "mtp  requests decode with MTP drafts verified in the batched step (the same tokens as without)"},
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load"},
     };

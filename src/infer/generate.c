@@ -32,12 +32,8 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
     if (P + N > c->max_position_embeddings) N = c->max_position_embeddings - P;
     ds_gen_opts oo = *o;
     oo.max_tokens = N;
-    if (o->speculative) {
-        if (c->num_nextn_predict_layers < 1) return ds_err("generate: --speculative mtp needs a model with an MTP module");
-        if (o->sp.temperature > 0) return ds_err("generate: speculative decoding is greedy only (use --temperature 0)");
-        if (!ds_sample_params_argmax(&o->sp))
-            return ds_err("generate: speculative decoding takes no repetition, presence or frequency penalty or logit bias");
-    }
+    if (o->speculative && c->num_nextn_predict_layers < 1)
+        return ds_err("generate: --speculative mtp needs a model with an MTP module");
     int64_t chunk = P < 256 ? P : 256;
     if (chunk < 2) chunk = 2;
     ds_engine e;

@@ -236,12 +236,13 @@ int ds_gen_emit(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_t
 /* Speculative pieces shared with continuous batching (src/serve/sched.c):
  * one prefill chunk prompt[s, s+n) of a P-token prompt through the main
  * model and MTP module 1 (state i paired with token i+1; the prompt's last
- * state waits for the first new token); and the acceptance rule of a verify
- * step whose main-model greedy choices are g (after the last accepted token
- * and after the draft): 2 tokens (g[0], g[1]) when the draft is g[0], else 1
- * (g[0]; the draft's position is dropped). */
+ * state waits for the first new token); and a verify step's draws. */
 int ds_spec_prefill_chunk(ds_engine *e, const int32_t *prompt, int64_t P, int64_t s, int64_t n);
-int64_t ds_spec_accept(int32_t draft, const int32_t g[2]);
+/* The tokens a verify step yields: g[0] drawn by s from logits row 0 (V, the
+ * token after the last one); when it is the draft, g[1] drawn from row 1 (the
+ * token after the draft).  2 when the draft was kept, else 1.  With the same
+ * sampler state this draws what plain decoding draws, one uniform a token. */
+int64_t ds_spec_verify(ds_sampler *s, const float *logits, int32_t draft, int32_t g[2]);
 /* The speculative loop (speculative.c); e was created with mtp = 1, batch 1. */
 int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
                             int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);

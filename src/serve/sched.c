@@ -43,7 +43,7 @@ struct ds_sched {
     int64_t *prefilled;
     int32_t *last;
     int32_t *draft;    /* per slot: the MTP draft of the token after last (speculative) */
-    int *spec;         /* per slot: 1 when it decodes speculatively (a greedy request) */
+    int *spec;         /* per slot: 1 when it decodes speculatively (every request but one scoring its prompt) */
     int32_t *b_next;   /* (max_batch, 2): the verify step's tokens, then the MTP step's */
     int32_t *m_hrow, *m_next; /* (max_batch, 2): an MTP step's state rows and tokens */
     int64_t *m_rows, *m_pos;
@@ -436,9 +436,8 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
         s->pos[i] = r->P;
         s->state[i] = SLOT_DECODE;
         fresh[i] = 1;
-        const int greedy = ds_sample_params_argmax(&r->sp) && !r->sampler.nheld; /* drafts verify against the raw argmax */
         sample_emit(s, r, s->dec.p_logits + k * V, &s->last[i]); /* may finish r: then slot[i] is NULL */
-        s->spec[i] = s->o.speculative && greedy && s->slot[i] == r;
+        s->spec[i] = s->o.speculative && s->slot[i] == r;
         if (s->o.speculative)
             for (int64_t j = len - 1; j < t; j++) nx[j] = s->last[i];
     }
@@ -490,14 +489,17 @@ static int plain_decode(ds_sched *s, const int *fresh) {
 
 /* Speculative decode (--speculative mtp, doc §7.4, infer/speculative.c):
  * every running sequence takes two tokens in one batched step — its last
- * token and the MTP draft of the next (a sampled request: its last token
- * twice, the second position dropped).  A greedy sequence keeps the draft
- * when it is the main model's choice (ds_spec_accept) and then has the token
- * after it too (otherwise its second cache position is overwritten by the
- * next step); then MTP steps draft every greedy sequence's next token from
- * its new states.  Cache invariant per greedy slot: main model and MTP
- * module have both cached positions 0..pos-1.  Returns the sequences
- * stepped, -1 on error. */
+ * token and the MTP draft of the next (a request scoring its prompt: its
+ * last token twice, the second position dropped).  The request's sampler
+ * draws the next token from the first row as plain decoding would
+ * (ds_spec_verify); when the draw is the draft, the sequence keeps it and
+ * draws the token after it from the second row (otherwise its second cache
+ * position is overwritten by the next step); then MTP steps draft every
+ * speculative sequence's next token from its new states.  Greedy or
+ * sampled, with penalties or a JSON guide, the tokens are those of plain
+ * decoding with the same seed.  Cache invariant per speculative slot: main
+ * model and MTP module have both cached positions 0..pos-1.  Returns the
+ * sequences stepped, -1 on error. */
 /* sequences k0..k1-1 of the gather: the verify step, acceptance, drafts */
 static int spec_group(ds_sched *s, int k0, int k1) {
     const int64_t V = s->m->cfg.vocab_size;
@@ -513,8 +515,8 @@ static int spec_group(ds_sched *s, int k0, int k1) {
             sample_emit(s, r, lg, &s->last[i]);
             continue;
         }
-        int32_t g[2] = {argmax(s, lg), argmax(s, lg + V)};
-        const int64_t acc = ds_spec_accept(s->draft[i], g);
+        int32_t g[2];
+        const int64_t acc = ds_spec_verify(&r->sampler, lg, s->draft[i], g); /* the draws plain decoding makes */
         drafted++, accepted += (uint64_t)(acc - 1);
         s->pos[i] += acc;
         s->last[i] = g[acc - 1];
@@ -527,7 +529,7 @@ static int spec_group(ds_sched *s, int k0, int k1) {
     pthread_mutex_lock(&s->mu);
     s->st.drafted += drafted, s->st.accepted += accepted;
     pthread_mutex_unlock(&s->mu);
-    /* MTP module 1 drafts every still-running greedy sequence's next token,
+    /* MTP module 1 drafts every still-running speculative sequence's next token,
      * in two batched steps: the sequences that kept two tokens (both new
      * states, each with the token after it) and those that kept one (its
      * state and token); only each one's last state goes through the head */
@@ -556,7 +558,7 @@ static int spec_group(ds_sched *s, int k0, int k1) {
 
 /* the verify step takes at most this many sequences (2 rows each): within
  * DS_LINEAR_ROWWISE_MAX rows the CPU linears compute every row as a batch-1
- * step does, so speculative greedy output equals plain decoding's at any
+ * step does, so speculative output equals plain decoding's at any
  * --max-batch (a larger batch verifies in several steps) */
 #define SPEC_GROUP 8
 
