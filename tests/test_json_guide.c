@@ -68,7 +68,7 @@ TEST(json_guide_takes_every_prefix_of_objects) {
         char *txt = d % 2 ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         ds_json_state s;
-        ds_json_state_init(&s);
+        ds_json_state_init(&s, NULL);
         size_t n = strlen(txt), bad = n;
         for (size_t i = 0; i < n && bad == n; i++) {
             if (ds_json_state_feed(&s, txt + i, 1)) bad = i;
@@ -76,7 +76,7 @@ TEST(json_guide_takes_every_prefix_of_objects) {
         }
         CHECK_MSG(bad == n && ds_json_state_done(&s), "doc %d refused at byte %zu: %s", d, bad, txt);
         /* fed in one piece: the same */
-        ds_json_state_init(&s);
+        ds_json_state_init(&s, NULL);
         CHECK(ds_json_state_feed(&s, txt, n) == 0 && ds_json_state_done(&s));
         free(txt);
         docs++;
@@ -96,7 +96,7 @@ TEST(json_guide_refuses_what_is_no_prefix) {
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         ds_json_state s;
-        ds_json_state_init(&s);
+        ds_json_state_init(&s, NULL);
         int at = -1;
         for (size_t k = 0; c[i].text[k] && at < 0; k++)
             if (ds_json_state_feed(&s, c[i].text + k, 1)) at = (int)k;
@@ -106,13 +106,13 @@ TEST(json_guide_refuses_what_is_no_prefix) {
     char deep[128] = "{\"a\":";
     for (int i = 0; i < DS_JSON_MAX_DEPTH; i++) strcat(deep, "[");
     ds_json_state s;
-    ds_json_state_init(&s);
+    ds_json_state_init(&s, NULL);
     CHECK(ds_json_state_feed(&s, deep, strlen(deep) - 1) == 0 && ds_json_state_feed(&s, "[", 1) == -1);
     char ws[64] = "{";
     memset(ws + 1, ' ', DS_JSON_MAX_WS);
-    ds_json_state_init(&s);
+    ds_json_state_init(&s, NULL);
     CHECK(ds_json_state_feed(&s, ws, 1 + DS_JSON_MAX_WS) == 0 && ds_json_state_feed(&s, " ", 1) == -1);
-    ds_json_state_init(&s);
+    ds_json_state_init(&s, NULL);
     CHECK(ds_json_state_feed(&s, ws, 1 + DS_JSON_MAX_WS) == 0 && ds_json_state_feed(&s, "}", 1) == 0 && ds_json_state_done(&s));
 }
 
@@ -129,7 +129,7 @@ TEST(json_guide_vocabulary) {
     /* in a string value: the allowed ids are exactly the tokens (not added) that continue it */
     const char *pre = "{\"city\": \"Par";
     ds_json_state s;
-    ds_json_state_init(&s);
+    ds_json_state_init(&s, NULL);
     CHECK(ds_json_state_feed(&s, pre, strlen(pre)) == 0);
     double t0 = ds_now();
     int64_t n = ds_json_guide_allowed(g, &s, ok);
@@ -148,7 +148,7 @@ TEST(json_guide_vocabulary) {
             memcpy(buf, pre, strlen(pre));
             memcpy(buf + strlen(pre), b, len);
             ds_json_state f;
-            ds_json_state_init(&f);
+            ds_json_state_init(&f, NULL);
             cont = !ds_json_state_feed(&f, buf, strlen(pre) + len);
         }
         want += cont;
@@ -161,7 +161,7 @@ TEST(json_guide_vocabulary) {
             dt * 1e3);
     /* after a key's colon: no '}' and no ','; '"' and digits yes */
     memset(on, 0, (size_t)V);
-    ds_json_state_init(&s);
+    ds_json_state_init(&s, NULL);
     CHECK(ds_json_state_feed(&s, "{\"a\": ", 6) == 0);
     t0 = ds_now();
     n = ds_json_guide_allowed(g, &s, ok);
@@ -180,7 +180,7 @@ TEST(json_guide_vocabulary) {
     const int32_t close = ds_tokenizer_token_to_id(t, "}"), quote = ds_tokenizer_token_to_id(t, "\""), one = ds_tokenizer_token_to_id(t, "1");
     CHECK(close >= 0 && quote >= 0 && one >= 0 && !on[close] && on[quote] && on[one]);
     /* a walk: the first allowed token of a few preferred ones, else the last allowed: ends as an object cJSON reads */
-    ds_json_state_init(&s);
+    ds_json_state_init(&s, NULL);
     ds_sbuf txt = {0};
     const char *prefer[] = {"\"", "}", "1", ":", ",", "x"};
     for (int step = 0; step < 200 && !ds_json_state_done(&s); step++) {
@@ -250,4 +250,127 @@ TEST(json_guide_generate) {
     ds_json_guide_free(g);
     ds_tokenizer_free(t);
     ds_model_free(&m);
+}
+
+/* ---- schemas ---- */
+static const char SCHEMA_A[] =
+    "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"a city\"}, "
+    "\"unit\": {\"enum\": [\"celsius\", \"fahrenheit\"]}, \"days\": {\"type\": \"integer\"}, "
+    "\"tags\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}}, \"ok\": {\"type\": \"boolean\"}, "
+    "\"x\": {\"type\": [\"number\", \"null\"]}}, \"required\": [\"city\", \"unit\"], \"additionalProperties\": false}";
+static const char SCHEMA_B[] =
+    "{\"properties\": {\"p\": {\"type\": \"object\", \"properties\": {\"q\": {\"const\": 3}}, \"required\": [\"q\"]}}, "
+    "\"additionalProperties\": {\"type\": \"integer\"}, \"title\": \"B\"}";
+
+static ds_json_schema *schema_of(const char *txt) {
+    cJSON *j = cJSON_Parse(txt);
+    ds_json_schema *s = j ? ds_json_schema_compile(j) : NULL;
+    cJSON_Delete(j);
+    return s;
+}
+
+/* text with a '|' where it stops being a prefix of an accepted document (none: the whole is one) */
+static void expect(const ds_json_schema *sc, const char *marked) {
+    char txt[512];
+    int at = -1, n = 0;
+    for (const char *p = marked; *p; p++) {
+        if (*p == '|') at = n;
+        else txt[n++] = *p;
+    }
+    txt[n] = 0;
+    ds_json_state s;
+    ds_json_state_init(&s, sc);
+    int got = -1;
+    for (int i = 0; i < n && got < 0; i++)
+        if (ds_json_state_feed(&s, txt + i, 1)) got = i;
+    CHECK_MSG(got == at && (at >= 0 || ds_json_state_done(&s)), "%s: refused at %d, want %d%s", marked, got, at,
+              at < 0 && !ds_json_state_done(&s) ? " (not complete)" : "");
+}
+
+TEST(json_guide_schema) {
+    ds_json_schema *a = schema_of(SCHEMA_A), *b = schema_of(SCHEMA_B);
+    CHECK_MSG(a && b, "%s", ds_errmsg());
+    if (!a || !b) return;
+    expect(a, "{\"city\":\"Oslo\",\"unit\":\"celsius\"}");
+    expect(a, "{ \"unit\": \"fahrenheit\" , \"city\" : \"\" , \"days\": -3, \"tags\": [\"a\", \"b\"], \"ok\": true, \"x\": null }");
+    expect(a, "{\"city\":\"é\",\"unit\":\"celsius\",\"x\":1.5e3,\"tags\":[]}");
+    expect(a, "{|}");
+    expect(a, "{\"city\":\"Oslo\"|}");
+    expect(a, "{\"t|o");
+    expect(a, "{\"city\":|1");
+    expect(a, "{\"city\":\"a\",\"unit\":\"|kelvin\"}");
+    expect(a, "{\"city\":\"a\",\"|city\":\"b\"}");
+    expect(a, "{\"city\":\"a\",\"unit\":\"celsius\",\"days\":1|.5}");
+    expect(a, "{\"city\":\"a\",\"unit\":\"celsius\",\"ok\":|1}");
+    expect(a, "{\"city\":\"a\",\"unit\":\"celsius\",\"tags\":[|3]}");
+    expect(a, "{\"city\":\"a\",\"unit\":\"celsius\",\"x\":|\"1\"}");
+    expect(a, "{\"city\":\"a\",\"unit\":\"celsius\",\"days\":1,\"tags\":[],\"ok\":false,\"x\":2|,");
+    expect(a, "{\"city|x\":1}");
+    expect(b, "{\"p\":{\"q\":3},\"other\":7}");
+    expect(b, "{\"p\":{\"q\":3,\"extra\":[1,{\"a\":null}]}}");
+    expect(b, "{\"other\":|\"x\"}");
+    expect(b, "{\"p\":{\"q\":3|0}}");
+    expect(b, "{\"p\":{|}}");
+    expect(b, "{\"p\":{\"q\":|4}}");
+    expect(b, "{}");
+    ds_json_schema_free(a), ds_json_schema_free(b);
+    /* refused at compile time, with where and what */
+    static const char *const bad[][2] = {
+        {"{\"type\": \"string\"}", "the top-level value must be an object"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"pattern\": \"x\"}}}", "properties.a: 'pattern' is not supported"},
+        {"{\"properties\": {}, \"required\": [\"zz\"]}", "'required' names 'zz'"},
+        {"{\"type\": \"bogus\"}", "'type' must name JSON types"},
+        {"{\"properties\": {\"a\": {\"items\": [{}]}}}", "'items' as a list"},
+        {"{\"properties\": {\"a\\\"b\": {}}}", "needs an escape"},
+        {"{\"anyOf\": [{}]}", "'anyOf' is not supported"},
+        {"{\"properties\": {\"a\": {\"enum\": []}}}", "'enum' must be a non-empty list"},
+        {"3", "a schema must be an object or true"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_json_schema *s = schema_of(bad[i][0]);
+        CHECK_MSG(!s && strstr(ds_errmsg(), bad[i][1]), "%s: %s", bad[i][0], s ? "compiled" : ds_errmsg());
+        ds_json_schema_free(s);
+    }
+}
+
+/* random documents that satisfy schema A, written by cJSON: every prefix taken, the whole complete */
+TEST(json_guide_schema_random_documents) {
+    ds_json_schema *a = schema_of(SCHEMA_A);
+    CHECK(a != NULL);
+    if (!a) return;
+    static const char *const strs[] = {"", "Oslo", "quote \" back \\", "é 中文 🌊", "\n\t"};
+    for (int d = 0; d < 200; d++) {
+        cJSON *o = cJSON_CreateObject();
+        int order[6] = {0, 1, 2, 3, 4, 5};
+        for (int i = 5; i > 0; i--) {
+            int k = (int)rnd((uint32_t)i + 1), t = order[i];
+            order[i] = order[k], order[k] = t;
+        }
+        for (int i = 0; i < 6; i++) {
+            switch (order[i]) {
+            case 0: cJSON_AddStringToObject(o, "city", strs[rnd(5)]); break;
+            case 1: cJSON_AddStringToObject(o, "unit", rnd(2) ? "celsius" : "fahrenheit"); break;
+            case 2: if (rnd(2)) cJSON_AddNumberToObject(o, "days", (double)(int)rnd(2000) - 1000); break;
+            case 3:
+                if (rnd(2)) {
+                    cJSON *t = cJSON_AddArrayToObject(o, "tags");
+                    for (uint32_t k = 0, n = rnd(3); k < n; k++) cJSON_AddItemToArray(t, cJSON_CreateString(strs[rnd(5)]));
+                }
+                break;
+            case 4: if (rnd(2)) cJSON_AddBoolToObject(o, "ok", rnd(2)); break;
+            default:
+                if (rnd(2)) cJSON_AddItemToObject(o, "x", rnd(2) ? cJSON_CreateNull() : cJSON_CreateNumber(rnd(2) ? 0.25 : -7e-9));
+            }
+        }
+        char *txt = d % 2 ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        ds_json_state s;
+        ds_json_state_init(&s, a);
+        size_t n = strlen(txt), bad = n;
+        for (size_t i = 0; i < n && bad == n; i++)
+            if (ds_json_state_feed(&s, txt + i, 1) || (i + 1 < n && ds_json_state_done(&s))) bad = i;
+        CHECK_MSG(bad == n && ds_json_state_done(&s), "refused at %zu: %s", bad, txt);
+        free(txt);
+    }
+    ds_json_schema_free(a);
 }

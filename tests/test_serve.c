@@ -1482,9 +1482,16 @@ TEST(chat_device_resident_fakedev) {
 /* ---- tool calls ------------------------------------------------------------------------- */
 #define TOOLS_JSON                                                                                                    \
     "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Current weather in a city.\", " \
-    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}, " \
+    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"], " \
+    "\"additionalProperties\": false}}}, " \
     "{\"type\": \"function\", \"function\": {\"name\": \"add\"}}]"
 #define ASK "\"messages\": [{\"role\": \"user\", \"content\": \"What's the weather in Paris?\"}]"
+/* get_weather's parameters as a response_format (a forced call's arguments are held to them), and a bias
+ * on '"' (1) and '}' (92) in this folder's byte-level vocabulary so the random model closes them */
+#define BIAS_CLOSE ", \"logit_bias\": {\"1\": 4, \"92\": 3}"
+#define WEATHER_RF                                                                                                    \
+    ", \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"p\", \"schema\": {\"type\": \"object\", " \
+    "\"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"], \"additionalProperties\": false}}}" BIAS_CLOSE
 
 static cJSON *post(int port, const char *path, const char *body, int *status) {
     char *o = NULL;
@@ -1494,9 +1501,10 @@ static cJSON *post(int port, const char *path, const char *body, int *status) {
     return j;
 }
 
-/* the greedy completion (max_tokens n; json: response_format json_object) of
- * the prompt /tokenize gives for chat fields */
-static char *completion_of_chat(int port, const char *fields, int n, int json, char *finish) {
+/* the greedy completion (max_tokens n; extra: more request members, as
+ * ", \"response_format\": ...", or "") of the prompt /tokenize gives for chat
+ * fields (ignore_eos: this folder's EOS is the '"' byte, which JSON needs) */
+static char *completion_of_chat(int port, const char *fields, int n, const char *extra, char *finish) {
     char req[4096];
     snprintf(req, sizeof req, "{%s}", fields);
     int st;
@@ -1505,8 +1513,7 @@ static char *completion_of_chat(int port, const char *fields, int n, int json, c
     cJSON_Delete(t);
     if (!ids) return NULL;
     ds_sbuf b = {0};
-    ds_sbuf_printf(&b, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0%s}", ids, n,
-                   json ? ", \"response_format\": {\"type\": \"json_object\"}" : "");
+    ds_sbuf_printf(&b, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true%s}", ids, n, extra);
     free(ids);
     cJSON *c = post(port, "/v1/completions", b.p, &st);
     free(b.p);
@@ -1582,13 +1589,15 @@ TEST(serve_tool_calls) {
     CHECK_MSG(log && strstr(log, "tool calls in the deepseek_v3 format (the chat template's"), "%s", log ? log : "");
     free(log);
     /* named */
-    const char *named = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}";
+    const char *named = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}, "
+                        "\"ignore_eos\": true" BIAS_CLOSE;
     char fields[4096];
     snprintf(fields, sizeof fields, "%s, \"max_tokens\": 300", named);
-    char *want = completion_of_chat(S.port, named, 300, 1, finish);
+    char *want = completion_of_chat(S.port, named, 300, WEATHER_RF, finish);
     CHECK(want && *want && !strcmp(finish, "stop"));
-    cJSON *wj = want ? cJSON_Parse(want) : NULL;
-    CHECK_MSG(cJSON_IsObject(wj), "%s", want ? want : "");
+    cJSON *wj = want ? cJSON_Parse(want) : NULL; /* get_weather's parameters: {"city": a string}, nothing else */
+    CHECK_MSG(cJSON_IsObject(wj) && cJSON_GetArraySize(wj) == 1 && cJSON_IsString(cJSON_GetObjectItem(wj, "city")), "%s",
+              want ? want : "");
     cJSON_Delete(wj);
     answer a, s;
     CHECK(chat_answer(S.port, fields, 0, &a) == 200);
@@ -1602,7 +1611,7 @@ TEST(serve_tool_calls) {
     free(want);
     /* cut short by max_tokens: the generated text is still the arguments */
     snprintf(fields, sizeof fields, "%s, \"max_tokens\": 2", named);
-    want = completion_of_chat(S.port, named, 2, 1, finish);
+    want = completion_of_chat(S.port, named, 2, WEATHER_RF, finish);
     CHECK(chat_answer(S.port, fields, 0, &a) == 200);
     CHECK_MSG(want && a.ncalls == 1 && !strcmp(a.args[0], want) && !strcmp(a.finish, "length"), "%s / %s", a.args[0], a.finish);
     free(want);
@@ -1623,7 +1632,7 @@ TEST(serve_tool_calls) {
     /* required: the model writes no call that parses: its text is the content */
     const char *req_f = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"required\"";
     snprintf(fields, sizeof fields, "%s, \"max_tokens\": 10", req_f);
-    want = completion_of_chat(S.port, req_f, 10, 0, finish);
+    want = completion_of_chat(S.port, req_f, 10, "", finish);
     CHECK(chat_answer(S.port, fields, 0, &a) == 200);
     CHECK_MSG(want && a.ncalls == 0 && !strcmp(a.content, want) && !strcmp(a.finish, "length"), "required: %d calls, content %s, want %s",
               a.ncalls, a.content, want ? want : "");
@@ -1792,9 +1801,10 @@ TEST(serve_tool_calls_hermes) {
     /* a named call */
     const char *named = "\"messages\": [{\"role\": \"user\", \"content\": \"Oslo?\"}], \"tools\": "
                         "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}], "
-                        "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}";
+                        "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}, \"ignore_eos\": true"
+                        BIAS_CLOSE;
     char finish[32] = "", fields[2048];
-    char *want = completion_of_chat(S.port, named, 300, 1, finish);
+    char *want = completion_of_chat(S.port, named, 300, ", \"response_format\": {\"type\": \"json_object\"}" BIAS_CLOSE, finish);
     snprintf(fields, sizeof fields, "%s, \"max_tokens\": 300", named);
     answer a;
     CHECK(chat_answer(S.port, fields, 0, &a) == 200);
@@ -1934,9 +1944,32 @@ TEST(serve_json_object) {
              "\"ignore_eos\": true, \"response_format\": {\"type\": \"json_object\"}, %s", bias);
     CHECK(chat_answer(S.port, f, 0, &a) == 200 && chat_answer(S.port, f, 1, &s) == 200);
     CHECK_MSG(*a.content && !strcmp(a.content, s.content) && !strcmp(a.finish, s.finish), "%s / %s", a.content, s.content);
+    /* json_schema: the answers satisfy it (checked here by hand: the keys, their types, the enum, required) */
+    const char *sch = "{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"w\", \"strict\": true, \"schema\": "
+                      "{\"type\": \"object\", \"properties\": {\"unit\": {\"enum\": [\"C\", \"F\", 7]}, \"n\": {\"type\": "
+                      "\"integer\"}, \"ok\": {\"type\": \"boolean\"}}, \"required\": [\"unit\", \"ok\"], \"additionalProperties\": false}}}";
+    for (int k = 0; k < 5; k++) {
+        char req[1400];
+        snprintf(req, sizeof req, "{\"prompt\": \"JSON: \", \"max_tokens\": 300, \"temperature\": %s, \"seed\": %d, "
+                 "\"ignore_eos\": true, \"response_format\": %s, %s}", k ? "1.0" : "0", k, sch, bias);
+        cJSON *j = post(S.port, "/v1/completions", req, &st);
+        const cJSON *tx = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "text");
+        cJSON *o = cJSON_IsString(tx) ? cJSON_Parse(tx->valuestring) : NULL;
+        const cJSON *u = cJSON_GetObjectItem(o, "unit"), *nn = cJSON_GetObjectItem(o, "n"), *ok = cJSON_GetObjectItem(o, "ok");
+        int keys = 0, good = cJSON_IsObject(o) && cJSON_IsBool(ok) &&
+                             ((cJSON_IsString(u) && (!strcmp(u->valuestring, "C") || !strcmp(u->valuestring, "F"))) ||
+                              (cJSON_IsNumber(u) && u->valuedouble == 7)) &&
+                             (!nn || (cJSON_IsNumber(nn) && floor(nn->valuedouble) == nn->valuedouble));
+        const cJSON *x;
+        cJSON_ArrayForEach(x, o) keys++;
+        CHECK_MSG(st == 200 && good && keys == 2 + (nn != NULL), "json_schema case %d: %s", k, cJSON_IsString(tx) ? tx->valuestring : "");
+        cJSON_Delete(o), cJSON_Delete(j);
+    }
     static const struct { const char *rf, *want; } bad[] = {
         {"\"json\"", "'response_format' must be"},
-        {"{\"type\": \"json_schema\", \"json_schema\": {}}", "json_schema is not supported"},
+        {"{\"type\": \"json_schema\", \"json_schema\": {}}", "needs {"},
+        {"{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"properties\": {\"a\": {\"pattern\": \"b\"}}}}}",
+         "properties.a: 'pattern' is not supported"},
         {"{\"type\": \"yaml\"}", "unknown type 'yaml'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

@@ -162,7 +162,8 @@ typedef struct {
     const int32_t *stop_ids;   /* the ids that end the answer (EOS, stop ids): min_tokens holds them back, a guide
                                 * allows only them once its object is closed (ds_sampler_init copies them) */
     int nstop_ids;
-    const struct ds_json_guide *guide; /* non-NULL: the output is one JSON object (json_guide.h) */
+    const struct ds_json_guide *guide; /* non-NULL: the output is JSON (json_guide.h): one object, */
+    const struct ds_json_schema *schema; /* held to this schema when non-NULL */
 } ds_sample_params;
 /* 1 when p picks the argmax of the raw logits (greedy, no penalty, no bias): what MTP speculative decoding needs */
 int ds_sample_params_argmax(const ds_sample_params *p);

@@ -113,7 +113,7 @@ int ds_sampler_init(ds_sampler *s, const struct ds_ops *ops, const ds_sample_par
             ds_sampler_free(s);
             return ds_err("sampler: the JSON guide's vocabulary is not the model's %lld", (long long)V);
         }
-        ds_json_state_init(&s->gstate);
+        ds_json_state_init(&s->gstate, p->schema);
         s->gstop = ds_malloc((size_t)(p->nstop_ids + 1) * sizeof(int32_t));
         for (int i = 0; i < p->nstop_ids; i++) s->gstop[s->ngstop++] = p->stop_ids[i];
         s->gids = ds_malloc((size_t)V * sizeof(int32_t));

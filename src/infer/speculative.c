@@ -72,7 +72,8 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
     int32_t tok = 0, draft = 0;
     if (!rc) {
         tok = ds_sample(&smp, e->logits);
-        stop = ds_gen_emit(o, tok, out, nout, fn, ctx) || ds_sampler_done(&smp);
+        stop = ds_gen_emit(o, tok, out, nout, fn, ctx);
+        if (!stop && ds_sampler_done(&smp)) stop = 1; /* a JSON answer closed with no stop id */
         if (!stop && *nout < want) {
             rc = ds_engine_mtp_step(e, e->hfinal + last * H, &tok, 1, 1);
             draft = pick_draft(e, *nout);
@@ -95,10 +96,12 @@ int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, cons
         const int64_t k = ds_spec_verify(&smp, e->logits, draft, g);
         st->accepted += k - 1;
         if (k == 1) ds_engine_rewind(e, pos + 1);
-        stop = ds_gen_emit(o, g[0], out, nout, fn, ctx) || ds_sampler_done(&smp);
+        stop = ds_gen_emit(o, g[0], out, nout, fn, ctx);
+        if (!stop && ds_sampler_done(&smp)) stop = 1;
         if (stop || *nout >= want) break;
         if (k == 2) {
-            stop = ds_gen_emit(o, g[1], out, nout, fn, ctx) || ds_sampler_done(&smp);
+            stop = ds_gen_emit(o, g[1], out, nout, fn, ctx);
+            if (!stop && ds_sampler_done(&smp)) stop = 1;
             if (stop || *nout >= want) break;
         }
         rc = ds_engine_mtp_step(e, e->hfinal, g, k, 1);

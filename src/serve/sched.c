@@ -81,6 +81,7 @@ static void sreq_free(ds_sreq *r) {
     free((void *)r->sp.bias);
     for (int i = 0; i < r->nstop; i++) free(r->stop[i]);
     free(r->stop_ids);
+    ds_json_schema_free(r->schema);
     free(r);
 }
 

@@ -47,6 +47,7 @@ typedef struct ds_sreq {
     int32_t *stop_ids;            /* more ids that end the request as EOS does (owned; ignore_eos leaves them) */
     int nstop_ids;
     int64_t min_tokens;           /* no stop id, EOS or stop string ends it before this many output tokens */
+    struct ds_json_schema *schema; /* owned; sp.schema points to it (JSON answers held to a schema) */
     int stream;                   /* 1: the submitter reads the output as it grows (every step with
                                    * its tokens wakes it); 0: only its finish wakes it */
     int32_t *forced_drafts;       /* tests only: the speculative draft for output token i < nforced (owned) */

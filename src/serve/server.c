@@ -111,7 +111,8 @@ static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int statu
 typedef struct {
     int chat, stream, include_usage, echo, token_ids, ignore_eos;
     int64_t min_tokens;   /* extension, as vLLM's */
-    int json;             /* response_format json_object: the answer is one JSON object */
+    int json;             /* response_format json_object / json_schema: the answer is one JSON object */
+    cJSON *schema;        /* ... held to this schema (response_format json_schema; a forced call's parameters) */
     int32_t *stop_ids;    /* stop_token_ids: extension, as vLLM's */
     int nstop_ids;
     int n;              /* choices: each its own sequence in the batch */
@@ -209,11 +210,22 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
         const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rf, "type");
         if (!cJSON_IsObject(rf) || !cJSON_IsString(ty))
             return bad(g, "response_format", "'response_format' must be {\"type\": \"text\"} or {\"type\": \"json_object\"}");
-        if (!strcmp(ty->valuestring, "json_object")) g->json = 1;
-        else if (!strcmp(ty->valuestring, "json_schema"))
-            return bad(g, "response_format", "'response_format' json_schema is not supported (json_object is: any JSON object)");
-        else if (strcmp(ty->valuestring, "text"))
-            return bad(g, "response_format", "'response_format': unknown type %s (text, json_object)", ds_quote(ty->valuestring));
+        if (!strcmp(ty->valuestring, "json_object")) {
+            g->json = 1;
+        } else if (!strcmp(ty->valuestring, "json_schema")) {
+            const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+            const cJSON *sch = cJSON_GetObjectItemCaseSensitive(js, "schema");
+            if (!cJSON_IsObject(js) || !sch)
+                return bad(g, "response_format", "'response_format' json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}");
+            ds_json_schema *c = ds_json_schema_compile(sch);
+            if (!c) return bad(g, "response_format", "'response_format' json_schema: %s", ds_errmsg());
+            ds_json_schema_free(c);
+            g->json = 1;
+            g->schema = cJSON_Duplicate(sch, 1);
+        } else if (strcmp(ty->valuestring, "text")) {
+            return bad(g, "response_format", "'response_format': unknown type %s (text, json_object, json_schema)",
+                       ds_quote(ty->valuestring));
+        }
     }
     const cJSON *si = field(j, "stop_token_ids"); /* extension, as vLLM's */
     if (si) {
@@ -363,7 +375,18 @@ static int parse_tools(server *S, greq *g, const cJSON *j) {
     if (choice == TOOL_NONE) return 0; /* the template does not see the tools (as vLLM) */
     g->tools = cJSON_Duplicate(tl, 1);
     g->tool_choice = choice;
-    if (name) g->tool_name = ds_strdup(name);
+    if (name) {
+        g->tool_name = ds_strdup(name);
+        /* the forced call's arguments follow the function's parameters where dsv3 can hold them to it */
+        const cJSON *t2;
+        cJSON_ArrayForEach(t2, tl) {
+            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t2, "function"), *pa = field(fn, "parameters");
+            if (!pa || strcmp(cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring, name) || g->schema) continue;
+            ds_json_schema *c = ds_json_schema_compile(pa);
+            if (c) g->schema = cJSON_Duplicate(pa, 1);
+            ds_json_schema_free(c);
+        }
+    }
     if (choice != TOOL_AUTO) g->tool_prefix = ds_tool_prefix(S->cfg->tool_format, name);
     return 0;
 }
@@ -943,6 +966,7 @@ static void greq_free(greq *g) {
     free((void *)g->sp.bias);
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
     cJSON_Delete(g->tools);
+    cJSON_Delete(g->schema);
     free(g->stop_ids);
     free(g->tool_name), free(g->tool_prefix);
 }
@@ -1014,7 +1038,10 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         r->max_tokens = maxt;
         r->prompt_logprobs = prompt_lp;
         r->sp = g.sp;
-        if (g.json || g.tool_choice == TOOL_NAMED) r->sp.guide = S->guide; /* a forced call's arguments: one JSON object */
+        if (g.json || g.tool_choice == TOOL_NAMED) { /* JSON answers; a forced call's arguments: one JSON object */
+            r->sp.guide = S->guide;
+            if (g.schema) r->sp.schema = r->schema = ds_json_schema_compile(g.schema); /* compiled once already */
+        }
         r->sp.seed = g.sp.seed + (uint64_t)j;
         r->sp.bias = NULL; /* the request's own copy (it frees it): the scheduler reads it when it admits the request */
         if (g.sp.nbias) {

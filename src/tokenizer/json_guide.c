@@ -4,65 +4,267 @@
 #include "tokenizer/json_guide.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/base.h"
+#include "io/json.h"
+#include "tokenizer/jinja.h"
 
 enum {
-    M_START,        /* before the object: whitespace, '{' */
-    M_KEY_OR_CLOSE, /* after '{': a key or '}' */
-    M_KEY,          /* after ',' in an object: a key */
-    M_COLON,        /* after a key */
-    M_VALUE,        /* after ':' or ',' in an array */
+    M_START,          /* before the top-level object: whitespace, '{' */
+    M_KEY_OR_CLOSE,   /* after '{': a key or '}' */
+    M_KEY,            /* after ',' in an object: a key */
+    M_COLON,          /* after a key */
+    M_VALUE,          /* after ':' or ',' in an array */
     M_VALUE_OR_CLOSE, /* after '[': a value or ']' */
-    M_AFTER,        /* after a value in a container: ',' or its close */
-    M_STRING,       /* in a string (key: a key); sub: escape state */
-    M_NUMBER,       /* in a number; sub: where */
-    M_LITERAL,      /* in true / false / null */
-    M_DONE          /* the object is closed */
+    M_AFTER,          /* after a value in a container: ',' or its close */
+    M_STRING,         /* in a string (key: a key); sub: escape state */
+    M_NUMBER,         /* in a number; sub: where */
+    M_LITERAL,        /* in true / false / null */
+    M_ENUM,           /* in a value held to an enum's members (cand, pos) */
+    M_DONE            /* the top-level value is complete */
 };
 enum { E_NONE, E_BACKSLASH, E_HEX1, E_HEX2, E_HEX3, E_HEX4 };
 enum { N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP };
+enum { T_OBJ = 1, T_ARR = 2, T_STR = 4, T_NUM = 8, T_INT = 16, T_BOOL = 32, T_NULL = 64 };
 
-void ds_json_state_init(ds_json_state *s) { memset(s, 0, sizeof *s); }
+/* ---- schemas -------------------------------------------------------------------- */
+struct ds_json_node {
+    unsigned types;          /* T_* bits; 0: any */
+    int nprops;
+    char **names;            /* property names (no character that needs an escape) */
+    size_t *nlen;
+    ds_json_node **props;
+    uint64_t required;
+    int addl;                /* keys beyond the properties allowed */
+    ds_json_node *addl_node; /* their values' schema (NULL: any) */
+    ds_json_node *items;     /* NULL: any */
+    int nenum;
+    char **enums;            /* the members as json.dumps writes them */
+    size_t *elen;
+    uint64_t enum_num;       /* bit k: member k is a number (it ends at the next delimiter) */
+};
+
+struct ds_json_schema {
+    ds_json_node **all;
+    int n, cap;
+    ds_json_node *root;
+};
+
+static const char *const ANNOTATIONS[] = {"title", "description", "default", "examples", "format", "$schema", "$id",
+                                          "$comment", "deprecated", "readOnly", "writeOnly"};
+
+static ds_json_node *node_new(ds_json_schema *sc) {
+    if (sc->n == sc->cap) sc->all = ds_realloc(sc->all, (size_t)(sc->cap = sc->cap ? 2 * sc->cap : 16) * sizeof *sc->all);
+    return sc->all[sc->n++] = ds_calloc(1, sizeof(ds_json_node));
+}
+
+static int type_bit(const cJSON *t) {
+    static const char *const n[] = {"object", "array", "string", "number", "integer", "boolean", "null"};
+    for (int i = 0; cJSON_IsString(t) && i < 7; i++)
+        if (!strcmp(t->valuestring, n[i])) return 1 << i;
+    return 0;
+}
+
+static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *path, int depth) {
+    const char *at = *path ? path : "the schema";
+    if (depth > DS_JSON_MAX_DEPTH) return ds_err("%s: nested deeper than %d", at, DS_JSON_MAX_DEPTH), NULL;
+    ds_json_node *n = node_new(sc);
+    if (cJSON_IsTrue(j)) return n;
+    if (!cJSON_IsObject(j)) return ds_err("%s: a schema must be an object or true", at), NULL;
+    n->addl = 1;
+    const cJSON *k, *req = NULL;
+    char sub[512];
+    cJSON_ArrayForEach(k, j) {
+        const char *key = k->string;
+        int ann = 0;
+        for (size_t i = 0; i < sizeof ANNOTATIONS / sizeof *ANNOTATIONS; i++) ann |= !strcmp(key, ANNOTATIONS[i]);
+        if (ann) continue;
+        if (!strcmp(key, "type")) {
+            const cJSON *t;
+            if (cJSON_IsString(k)) n->types = (unsigned)type_bit(k);
+            else cJSON_ArrayForEach(t, k) n->types |= (unsigned)type_bit(t);
+            int ok = n->types != 0;
+            if (cJSON_IsArray(k)) cJSON_ArrayForEach(t, k) ok &= type_bit(t) != 0;
+            if (!ok) return ds_err("%s: 'type' must name JSON types (object, array, string, number, integer, boolean, null)", at), NULL;
+        } else if (!strcmp(key, "properties")) {
+            if (!cJSON_IsObject(k)) return ds_err("%s: 'properties' must be an object", at), NULL;
+            const int np = cJSON_GetArraySize(k);
+            if (np > DS_JSON_MAX_MEMBERS) return ds_err("%s: more than %d properties", at, DS_JSON_MAX_MEMBERS), NULL;
+            n->names = ds_calloc((size_t)np + 1, sizeof(char *));
+            n->nlen = ds_calloc((size_t)np + 1, sizeof(size_t));
+            n->props = ds_calloc((size_t)np + 1, sizeof(ds_json_node *));
+            const cJSON *p;
+            cJSON_ArrayForEach(p, k) {
+                for (const unsigned char *c = (const unsigned char *)p->string; *c; c++)
+                    if (*c == '"' || *c == '\\' || *c < 0x20)
+                        return ds_err("%s: property name %s needs an escape (not supported)", at, ds_quote(p->string)), NULL;
+                snprintf(sub, sizeof sub, "%s%sproperties.%s", path, *path ? "." : "", p->string);
+                ds_json_node *c = compile(sc, p, sub, depth + 1);
+                if (!c) return NULL;
+                n->names[n->nprops] = ds_strdup(p->string);
+                n->nlen[n->nprops] = strlen(p->string);
+                n->props[n->nprops++] = c;
+            }
+        } else if (!strcmp(key, "required")) {
+            req = k;
+        } else if (!strcmp(key, "additionalProperties")) {
+            if (cJSON_IsBool(k)) {
+                n->addl = cJSON_IsTrue(k);
+            } else {
+                snprintf(sub, sizeof sub, "%s%sadditionalProperties", path, *path ? "." : "");
+                if (!(n->addl_node = compile(sc, k, sub, depth + 1))) return NULL;
+            }
+        } else if (!strcmp(key, "items")) {
+            snprintf(sub, sizeof sub, "%s%sitems", path, *path ? "." : "");
+            if (cJSON_IsArray(k)) return ds_err("%s: 'items' as a list (tuples) is not supported", at), NULL;
+            if (!(n->items = compile(sc, k, sub, depth + 1))) return NULL;
+        } else if (!strcmp(key, "enum") || !strcmp(key, "const")) {
+            const int isenum = key[0] == 'e';
+            if (isenum && (!cJSON_IsArray(k) || !cJSON_GetArraySize(k))) return ds_err("%s: 'enum' must be a non-empty list", at), NULL;
+            const int ne = isenum ? cJSON_GetArraySize(k) : 1;
+            if (ne > DS_JSON_MAX_MEMBERS) return ds_err("%s: 'enum' has more than %d members", at, DS_JSON_MAX_MEMBERS), NULL;
+            for (int i = 0; i < n->nenum; i++) free(n->enums[i]);
+            free(n->enums), free(n->elen);
+            n->enums = ds_calloc((size_t)ne, sizeof(char *));
+            n->elen = ds_calloc((size_t)ne, sizeof(size_t));
+            n->nenum = 0, n->enum_num = 0;
+            for (int i = 0; i < ne; i++) {
+                const cJSON *m = isenum ? cJSON_GetArrayItem(k, i) : k;
+                char *t = ds_json_dumps_py(m);
+                if (!t) return NULL;
+                if (cJSON_IsNumber(m)) n->enum_num |= UINT64_C(1) << n->nenum;
+                n->enums[n->nenum] = t;
+                n->elen[n->nenum++] = strlen(t);
+            }
+        } else {
+            return ds_err("%s: '%s' is not supported (dsv3 takes type, properties, required, additionalProperties, items, "
+                          "enum, const)", at, key), NULL;
+        }
+    }
+    const cJSON *r;
+    cJSON_ArrayForEach(r, req) {
+        int idx = -1;
+        for (int i = 0; cJSON_IsString(r) && i < n->nprops; i++)
+            if (!strcmp(n->names[i], r->valuestring)) idx = i;
+        if (idx < 0)
+            return ds_err("%s: 'required' names %s, which is not one of 'properties'", at,
+                          cJSON_IsString(r) ? ds_quote(r->valuestring) : "a non-string"), NULL;
+        n->required |= UINT64_C(1) << idx;
+    }
+    if (req && !cJSON_IsArray(req)) return ds_err("%s: 'required' must be a list of property names", at), NULL;
+    return n;
+}
+
+ds_json_schema *ds_json_schema_compile(const cJSON *schema) {
+    ds_json_schema *sc = ds_calloc(1, sizeof *sc);
+    sc->root = compile(sc, schema, "", 0);
+    if (sc->root && ((sc->root->types && !(sc->root->types & T_OBJ)) || sc->root->nenum)) {
+        ds_err("the schema: the top-level value must be an object (\"type\": \"object\")");
+        sc->root = NULL;
+    }
+    if (!sc->root) {
+        ds_json_schema_free(sc);
+        return NULL;
+    }
+    return sc;
+}
+
+void ds_json_schema_free(ds_json_schema *sc) {
+    if (!sc) return;
+    for (int i = 0; i < sc->n; i++) {
+        ds_json_node *n = sc->all[i];
+        for (int k = 0; k < n->nprops; k++) free(n->names[k]);
+        for (int k = 0; k < n->nenum; k++) free(n->enums[k]);
+        free(n->names), free(n->nlen), free(n->props), free(n->enums), free(n->elen);
+        free(n);
+    }
+    free(sc->all);
+    free(sc);
+}
+
+/* ---- the automaton ---------------------------------------------------------------- */
+void ds_json_state_init(ds_json_state *s, const ds_json_schema *schema) {
+    memset(s, 0, sizeof *s);
+    s->want = schema ? schema->root : NULL;
+}
 
 int ds_json_state_done(const ds_json_state *s) { return s->mode == M_DONE; }
+
+/* a copy of the state with only the open containers' frames */
+static void copy_state(ds_json_state *d, const ds_json_state *s) {
+    memcpy(d, s, offsetof(ds_json_state, stack) + (size_t)s->depth * sizeof(ds_json_frame));
+}
 
 static int is_ws(unsigned c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 static int is_digit(unsigned c) { return c >= '0' && c <= '9'; }
 static int is_hex(unsigned c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+static uint64_t bit(int k) { return UINT64_C(1) << k; }
+static uint64_t all_of(int n) { return n >= 64 ? ~UINT64_C(0) : bit(n) - 1; }
 
-/* a value ended (string, number, literal, or a container closed) */
+static ds_json_frame *top(ds_json_state *s) { return &s->stack[s->depth - 1]; }
+
+/* a value ended (string, number, literal, enum member, or a container closed) */
 static void value_done(ds_json_state *s) { s->mode = s->depth ? M_AFTER : M_DONE; }
 
-static int push_open(ds_json_state *s, char c) {
+static int push_open(ds_json_state *s, char c, const ds_json_node *node) {
     if (s->depth == DS_JSON_MAX_DEPTH) return -1;
-    s->stack[s->depth++] = c;
+    s->stack[s->depth++] = (ds_json_frame){node, 0, -1, c};
     s->mode = c == '{' ? M_KEY_OR_CLOSE : M_VALUE_OR_CLOSE;
+    if (c == '[') s->want = node ? node->items : NULL;
     return 0;
 }
 
-static int pop_close(ds_json_state *s, char c) {
-    if (!s->depth || s->stack[s->depth - 1] != (c == '}' ? '{' : '[')) return -1;
+static int pop_close(ds_json_state *s) {
     s->depth--;
     value_done(s);
     return 0;
 }
 
-/* the first byte of a value */
+/* an object frame: may it close now, may another key come */
+static int can_close(const ds_json_frame *f) { return !f->node || !(f->node->required & ~f->seen); }
+static int key_possible(const ds_json_frame *f) {
+    return !f->node || f->node->addl || (all_of(f->node->nprops) & ~f->seen);
+}
+
+static int start_key(ds_json_state *s) {
+    const ds_json_frame *f = top(s);
+    if (!key_possible(f)) return -1;
+    s->mode = M_STRING, s->key = 1, s->sub = E_NONE, s->utf8 = 0, s->pos = 0;
+    s->cand = f->node ? all_of(f->node->nprops) : 0;
+    return 0;
+}
+
+static int enum_byte(ds_json_state *s, unsigned c);
+
+/* the first byte of a value of schema s->want */
 static int value(ds_json_state *s, unsigned c) {
-    if (c == '{' || c == '[') return push_open(s, (char)c);
-    if (c == '"') return s->mode = M_STRING, s->key = 0, s->sub = E_NONE, 0;
-    if (c == '-') return s->mode = M_NUMBER, s->sub = N_MINUS, 0;
-    if (is_digit(c)) return s->mode = M_NUMBER, s->sub = c == '0' ? N_ZERO : N_INT, 0;
+    const ds_json_node *w = s->want;
+    if (w && w->nenum) {
+        s->mode = M_ENUM, s->cand = all_of(w->nenum), s->pos = 0;
+        return enum_byte(s, c);
+    }
+    const unsigned t = w ? w->types : 0;
+#define TYPE_OK(bits) (!t || (t & (bits)))
+    if (c == '{' && TYPE_OK(T_OBJ)) return push_open(s, '{', w);
+    if (c == '[' && TYPE_OK(T_ARR)) return push_open(s, '[', w);
+    if (c == '"' && TYPE_OK(T_STR)) return s->mode = M_STRING, s->key = 0, s->sub = E_NONE, s->utf8 = 0, 0;
+    if ((c == '-' || is_digit(c)) && TYPE_OK(T_NUM | T_INT)) {
+        s->mode = M_NUMBER, s->is_int = t && !(t & T_NUM);
+        s->sub = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
+        return 0;
+    }
     static const char *const lits[3] = {"true", "false", "null"};
     for (int i = 0; i < 3; i++)
-        if (c == (unsigned char)lits[i][0]) return s->mode = M_LITERAL, s->lit = lits[i] + 1, 0;
+        if (c == (unsigned char)lits[i][0] && TYPE_OK(i < 2 ? T_BOOL : T_NULL)) return s->mode = M_LITERAL, s->lit = lits[i] + 1, 0;
+#undef TYPE_OK
     return -1;
 }
 
-static int string_byte(ds_json_state *s, unsigned c) {
+/* a byte inside a string but its closing quote: 0, or -1 */
+static int string_char(ds_json_state *s, unsigned c) {
     if (s->utf8) { /* inside a multi-byte character */
         if ((c & 0xC0) != 0x80) return -1;
         s->utf8--;
@@ -71,7 +273,7 @@ static int string_byte(ds_json_state *s, unsigned c) {
     switch (s->sub) {
     case E_BACKSLASH:
         if (c == 'u') return s->sub = E_HEX1, 0;
-        if (!strchr("\"\\/bfnrt", (int)c) || !c) return -1;
+        if (!c || !strchr("\"\\/bfnrt", (int)c)) return -1;
         s->sub = E_NONE;
         return 0;
     case E_HEX1: case E_HEX2: case E_HEX3: case E_HEX4:
@@ -80,13 +282,8 @@ static int string_byte(ds_json_state *s, unsigned c) {
         return 0;
     default: break;
     }
-    if (c == '"') {
-        if (s->key) s->mode = M_COLON;
-        else value_done(s);
-        return 0;
-    }
     if (c == '\\') return s->sub = E_BACKSLASH, 0;
-    if (c < 0x20) return -1;
+    if (c < 0x20 || c == '"') return -1;
     if (c < 0x80) return 0;
     if (c >= 0xC2 && c <= 0xDF) return s->utf8 = 1, 0;
     if (c >= 0xE0 && c <= 0xEF) return s->utf8 = 2, 0;
@@ -94,9 +291,41 @@ static int string_byte(ds_json_state *s, unsigned c) {
     return -1;
 }
 
+static int closes_string(const ds_json_state *s, unsigned c) { return c == '"' && !s->utf8 && s->sub == E_NONE; }
+
+/* a key's byte: a valid string byte that keeps it one of the names not yet
+ * given, or (keys beyond the properties allowed) any name but a given one */
+static int key_byte(ds_json_state *s, unsigned c) {
+    ds_json_frame *f = top(s);
+    const ds_json_node *n = f->node;
+    if (!closes_string(s, c)) {
+        if (string_char(s, c)) return -1;
+        if (n && n->nprops) {
+            uint64_t keep = 0;
+            for (int k = 0; k < n->nprops; k++)
+                if ((s->cand & bit(k)) && s->pos < n->nlen[k] && (unsigned char)n->names[k][s->pos] == c) keep |= bit(k);
+            s->cand = keep;
+            s->pos++;
+            if (!n->addl && !(keep & ~f->seen)) return -1;
+        }
+        return 0;
+    }
+    int idx = -1;
+    for (int k = 0; n && k < n->nprops; k++)
+        if ((s->cand & bit(k)) && n->nlen[k] == s->pos) idx = k;
+    if (idx >= 0 && (f->seen & bit(idx))) return -1; /* a key given twice */
+    if (idx < 0 && n && !n->addl) return -1;
+    f->cur = (int8_t)idx;
+    if (idx >= 0) f->seen |= bit(idx);
+    s->want = idx >= 0 ? n->props[idx] : n ? n->addl_node : NULL;
+    s->mode = M_COLON;
+    return 0;
+}
+
 /* 1: c continues the number; 0: the number ended before c (c still to read); -1: invalid */
 static int number_byte(ds_json_state *s, unsigned c) {
     const int d = is_digit(c);
+    if (s->is_int && (c == '.' || c == 'e' || c == 'E')) return -1;
     switch (s->sub) {
     case N_MINUS: if (!d) return -1; s->sub = c == '0' ? N_ZERO : N_INT; return 1;
     case N_ZERO: if (c == '.') return s->sub = N_DOT, 1; if (c == 'e' || c == 'E') return s->sub = N_E, 1; return d ? -1 : 0;
@@ -110,17 +339,48 @@ static int number_byte(ds_json_state *s, unsigned c) {
     return -1;
 }
 
+static int feed1(ds_json_state *s, unsigned c);
+
+/* a byte of a value held to an enum: it continues a member; a member that
+ * is a number ends at the first byte that does not continue it */
+static int enum_byte(ds_json_state *s, unsigned c) {
+    const ds_json_node *w = s->want;
+    uint64_t keep = 0;
+    for (int k = 0; k < w->nenum; k++)
+        if ((s->cand & bit(k)) && s->pos < w->elen[k] && (unsigned char)w->enums[k][s->pos] == c) keep |= bit(k);
+    if (!keep) {
+        for (int k = 0; k < w->nenum; k++)
+            if ((s->cand & bit(k)) && (w->enum_num & bit(k)) && w->elen[k] == s->pos) {
+                value_done(s);
+                return feed1(s, c);
+            }
+        return -1;
+    }
+    s->cand = keep;
+    s->pos++;
+    for (int k = 0; k < w->nenum; k++) /* a string, literal or container member cannot go on once whole */
+        if ((keep & bit(k)) && !(w->enum_num & bit(k)) && w->elen[k] == s->pos) value_done(s);
+    return 0;
+}
+
 static int feed1(ds_json_state *s, unsigned c) {
-    if (s->mode == M_STRING) return string_byte(s, c);
-    if (s->mode == M_LITERAL) {
+    switch (s->mode) {
+    case M_STRING:
+        if (s->key) return key_byte(s, c);
+        if (closes_string(s, c)) return value_done(s), 0;
+        return string_char(s, c);
+    case M_ENUM: return enum_byte(s, c);
+    case M_LITERAL:
         if (c != (unsigned char)*s->lit) return -1;
         if (!*++s->lit) value_done(s);
         return 0;
-    }
-    if (s->mode == M_NUMBER) {
+    case M_NUMBER: {
         int r = number_byte(s, c);
         if (r) return r < 0 ? -1 : 0;
-        value_done(s); /* a number is always inside a container: c must go on from M_AFTER */
+        value_done(s); /* a number is always inside a container: c goes on from M_AFTER */
+        break;
+    }
+    default: break;
     }
     if (is_ws(c)) {
         if (s->mode == M_DONE || s->ws == DS_JSON_MAX_WS) return -1;
@@ -129,17 +389,27 @@ static int feed1(ds_json_state *s, unsigned c) {
     }
     s->ws = 0;
     switch (s->mode) {
-    case M_START: return c == '{' ? push_open(s, '{') : -1;
-    case M_KEY_OR_CLOSE: if (c == '}') return pop_close(s, '}'); /* fall through */
-    case M_KEY: if (c != '"') return -1; s->mode = M_STRING, s->key = 1, s->sub = E_NONE; return 0;
+    case M_START: return c == '{' ? value(s, c) : -1;
+    case M_KEY_OR_CLOSE:
+        if (c == '}') return can_close(top(s)) ? pop_close(s) : -1;
+        return c == '"' ? start_key(s) : -1;
+    case M_KEY: return c == '"' ? start_key(s) : -1;
     case M_COLON: if (c != ':') return -1; s->mode = M_VALUE; return 0;
-    case M_VALUE_OR_CLOSE: if (c == ']') return pop_close(s, ']'); /* fall through */
+    case M_VALUE_OR_CLOSE: if (c == ']') return pop_close(s); return value(s, c);
     case M_VALUE: return value(s, c);
-    case M_AFTER:
-        if (c == '}' || c == ']') return pop_close(s, (char)c);
+    case M_AFTER: {
+        ds_json_frame *f = top(s);
+        if (f->kind == '{') {
+            if (c == '}') return can_close(f) ? pop_close(s) : -1;
+            if (c != ',' || !key_possible(f)) return -1;
+            s->mode = M_KEY;
+            return 0;
+        }
+        if (c == ']') return pop_close(s);
         if (c != ',') return -1;
-        s->mode = s->stack[s->depth - 1] == '{' ? M_KEY : M_VALUE;
+        s->mode = M_VALUE, s->want = f->node ? f->node->items : NULL;
         return 0;
+    }
     default: return -1; /* M_DONE */
     }
 }
@@ -205,9 +475,10 @@ int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, co
         nd = g->nnever;
         for (int b = 0; b < 256; b++) {
             const int64_t a = g->start[b], e = g->start[b + 1];
-            ds_json_state t = *s;
+            ds_json_state t;
             const char c = (char)b;
             if (a == e) continue;
+            copy_state(&t, s);
             if (ds_json_state_feed(&t, &c, 1)) { /* the first byte already fails */
                 memcpy(out + nd, g->by_first + a, (size_t)(e - a) * sizeof(int32_t));
                 nd += e - a;
@@ -215,7 +486,8 @@ int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, co
             }
             for (int64_t k = a; k < e; k++) {
                 const int32_t id = g->by_first[k];
-                ds_json_state u = t;
+                ds_json_state u;
+                copy_state(&u, &t);
                 if (ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1)) out[nd++] = id;
             }
         }
@@ -246,12 +518,15 @@ int64_t ds_json_guide_allowed(const ds_json_guide *g, const ds_json_state *s, in
     int64_t n = 0;
     if (s->mode == M_DONE) return 0;
     for (int b = 0; b < 256; b++) {
-        ds_json_state t = *s;
+        ds_json_state t;
         const char c = (char)b;
-        if (g->start[b] == g->start[b + 1] || ds_json_state_feed(&t, &c, 1)) continue;
+        if (g->start[b] == g->start[b + 1]) continue;
+        copy_state(&t, s);
+        if (ds_json_state_feed(&t, &c, 1)) continue;
         for (int64_t k = g->start[b]; k < g->start[b + 1]; k++) {
             const int32_t id = g->by_first[k];
-            ds_json_state u = t;
+            ds_json_state u;
+            copy_state(&u, &t);
             if (!ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1)) out[n++] = id;
         }
     }

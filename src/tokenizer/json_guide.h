@@ -1,17 +1,27 @@
 /*
- * json_guide.h — constrained decoding to one JSON object (OpenAI's
- * response_format {"type": "json_object"}; the arguments of a forced tool
- * call): a byte-level pushdown automaton for RFC 8259 text whose top-level
- * value is an object, and, for a vocabulary, the tokens whose bytes keep the
- * text so far a prefix of such an object.
+ * json_guide.h — constrained decoding to JSON (OpenAI's response_format
+ * json_object and json_schema; the arguments of a forced tool call): a
+ * byte-level pushdown automaton for RFC 8259 text, optionally held to a
+ * JSON Schema, and, for a vocabulary, the tokens whose bytes keep the text
+ * so far a prefix of an accepted document.
  *
- * The automaton accepts exactly the prefixes of JSON objects, with three
- * bounds that keep a model from running away: containers nest at most
+ * Without a schema the automaton accepts exactly the prefixes of JSON
+ * objects.  With one (ds_json_schema_compile) it also holds each value to
+ * its schema: "type" (one or a list), "properties" (keys are read against
+ * the names not yet seen), "required" (an object closes only when they are
+ * all there), "additionalProperties" (false, true or a schema; JSON
+ * Schema's default is true), "items", "enum" and "const" (the value is one
+ * of the members as Python's json.dumps writes them).  Annotations (title,
+ * description, default, examples, format, $schema, $id, $comment,
+ * deprecated, readOnly, writeOnly) are ignored; any other keyword ($ref,
+ * anyOf, pattern, minimum, ...) is refused when the schema is compiled, so a
+ * request finds out at once.  The top-level value is an object.
+ *
+ * Bounds that keep a model from running away: containers nest at most
  * DS_JSON_MAX_DEPTH deep, at most DS_JSON_MAX_WS whitespace bytes in a row,
- * and nothing after the closing brace (the answer then ends: EOS).  Strings
+ * nothing after the top-level value (the answer then ends: EOS).  Strings
  * take any UTF-8 but control characters (escapes as JSON has them); numbers
- * follow JSON's grammar (no leading zeros, no bare '.', an exponent needs a
- * digit).  Special (added) tokens are never allowed inside the object.
+ * follow JSON's grammar.  Added tokens (markers) are never allowed.
  */
 #ifndef DS_JSON_GUIDE_H
 #define DS_JSON_GUIDE_H
@@ -19,22 +29,44 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cJSON.h>
+
 #include "tokenizer/tokenizer.h"
 
 #define DS_JSON_MAX_DEPTH 32
 #define DS_JSON_MAX_WS 32
+#define DS_JSON_MAX_MEMBERS 64 /* properties of one object schema, members of one enum */
+
+typedef struct ds_json_schema ds_json_schema;
+typedef struct ds_json_node ds_json_node;
+
+/* A JSON Schema (see above), or NULL with ds_err naming the keyword and where
+ * it is ("properties.unit: 'pattern' is not supported"). */
+ds_json_schema *ds_json_schema_compile(const cJSON *schema);
+void ds_json_schema_free(ds_json_schema *s);
 
 typedef struct {
-    uint8_t mode, sub, key, depth, ws, utf8;
-    const char *lit;            /* the rest of true / false / null being read */
-    char stack[DS_JSON_MAX_DEPTH]; /* '{' or '[' per open container */
+    const ds_json_node *node; /* the container's schema (NULL: any) */
+    uint64_t seen;            /* object: the properties already given */
+    int8_t cur;               /* object: the property whose value is read (-1: another key) */
+    char kind;                /* '{' or '[' */
+} ds_json_frame;
+
+typedef struct {
+    uint8_t mode, sub, key, depth, ws, utf8, is_int;
+    uint16_t pos;              /* key or enum: bytes matched */
+    uint64_t cand;             /* key: the property names still matching; enum: the members */
+    const char *lit;           /* the rest of true / false / null being read */
+    const ds_json_node *want;  /* the schema of the value about to start (NULL: any) */
+    ds_json_frame stack[DS_JSON_MAX_DEPTH]; /* last: a copy takes only the open ones */
 } ds_json_state;
 
-void ds_json_state_init(ds_json_state *s);
-/* Feed n bytes: 0 when the text is still a prefix of a JSON object (s moved
- * on), -1 when not (s is then unspecified: feed a copy to try). */
+/* schema NULL: any JSON object */
+void ds_json_state_init(ds_json_state *s, const ds_json_schema *schema);
+/* Feed n bytes: 0 when the text is still a prefix of an accepted document (s
+ * moved on), -1 when not (s is then unspecified: feed a copy to try). */
 int ds_json_state_feed(ds_json_state *s, const char *b, size_t n);
-/* 1 once the top-level object is closed */
+/* 1 once the top-level value is complete */
 int ds_json_state_done(const ds_json_state *s);
 
 /* A vocabulary's token bytes, read once (V: the model's vocabulary, ≥ the tokenizer's). */
@@ -42,12 +74,11 @@ typedef struct ds_json_guide ds_json_guide;
 ds_json_guide *ds_json_guide_new(const ds_tokenizer *t, int64_t V);
 void ds_json_guide_free(ds_json_guide *g);
 /* The ids that may come next from state s into out (V entries at most; by
- * first byte, then id); their count.  None while the object is open but a special token;
- * once it is closed, none (the caller allows its stop ids). */
+ * first byte, then id); their count.  None once the document is complete. */
 int64_t ds_json_guide_allowed(const ds_json_guide *g, const ds_json_state *s, int32_t *out);
 /* The ids to refuse next (the complement of what is allowed) into out (V
- * entries at most), their count: once the object is closed, or at a dead end
- * the vocabulary cannot leave, everything but the n stop ids. */
+ * entries at most), their count: once the document is complete, or at a
+ * dead end the vocabulary cannot leave, everything but the n stop ids. */
 int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, const int32_t *stop, int n, int32_t *out);
 /* The vocabulary size, and the terms that make logits_adjust refuse an id:
  * pre -inf, rep 1, post 0 (V each, read-only) */
