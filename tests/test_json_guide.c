@@ -374,3 +374,46 @@ TEST(json_guide_schema_random_documents) {
     }
     ds_json_schema_free(a);
 }
+
+/* `dsv3 generate --json-schema FILE`: the text after the prompt is an object
+ * of the schema (checked by hand); a schema outside the subset, or no
+ * tokenizer, fails with one line */
+TEST(json_guide_generate_cli) {
+    const char *text = "abc";
+    size_t tl = 3;
+    ds_bpe_train_opts o = {.vocab_size = 256, .pretok = DS_PRETOK_GPT2, .split_lines = 0};
+    ds_tokenizer *t = ds_bpe_train_texts(&text, &tl, 1, &o);
+    char tok[600], sch[600], bad[600], out[8192];
+    snprintf(tok, sizeof tok, "%s/bytes.json", ds_test_tmpdir());
+    snprintf(sch, sizeof sch, "%s/schema.json", ds_test_tmpdir());
+    snprintf(bad, sizeof bad, "%s/bad.json", ds_test_tmpdir());
+    CHECK(t && ds_tokenizer_save(t, tok) == 0);
+    char ws[128] = ""; /* whitespace down: the random model fits its answer in the 64-position context */
+    for (int32_t i = 0; t && i < 256; i++) {
+        size_t len = 0;
+        const char *b = ds_tokenizer_token_bytes(t, i, &len);
+        if (b && len == 1 && strchr(" \t\n\r", b[0]) && b[0]) snprintf(ws + strlen(ws), sizeof ws - strlen(ws), " %d:-4", i);
+    }
+    ds_tokenizer_free(t);
+    FILE *f = fopen(sch, "w");
+    CHECK(f && fputs("{\"type\": \"object\", \"properties\": {\"u\": {\"enum\": [\"C\", \"F\"]}, \"t\": {\"type\": \"integer\"}}, "
+                     "\"required\": [\"u\", \"t\"], \"additionalProperties\": false}", f) >= 0 && fclose(f) == 0);
+    f = fopen(bad, "w");
+    CHECK(f && fputs("{\"properties\": {\"u\": {\"minLength\": 1}}}", f) >= 0 && fclose(f) == 0);
+    for (int seed = 1; seed <= 3; seed++) {
+        CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --tokenizer %s --prompt 'J:' "
+                         "--json-schema %s --ignore-eos --temperature 0.9 --seed %d --max-new-tokens 60 --logit-bias%s 2>/dev/null",
+                         tok, sch, seed, ws) == 0);
+        cJSON *j = !strncmp(out, "J:", 2) ? cJSON_Parse(out + 2) : NULL;
+        const cJSON *u = cJSON_GetObjectItem(j, "u"), *tt = cJSON_GetObjectItem(j, "t");
+        CHECK_MSG(cJSON_GetArraySize(j) == 2 && cJSON_IsString(u) && (!strcmp(u->valuestring, "C") || !strcmp(u->valuestring, "F")) &&
+                      cJSON_IsNumber(tt) && floor(tt->valuedouble) == tt->valuedouble,
+                  "seed %d: %s", seed, out);
+        cJSON_Delete(j);
+    }
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --tokenizer %s --prompt x --json-schema %s",
+                     tok, bad) == 1);
+    CHECK_MSG(strstr(out, "bad.json: properties.u: 'minLength' is not supported"), "%s", out);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --ids --prompt '1 2' --json-object") == 1);
+    CHECK_MSG(strstr(out, "need the tokenizer"), "%s", out);
+}

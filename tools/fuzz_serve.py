@@ -37,7 +37,12 @@ def client(url, n, seed, out):
             "logprobs": lambda: rnd.randint(0, 5), "echo": lambda: rnd.random() < 0.5,
             "return_token_ids": lambda: True, "ignore_eos": lambda: True, "parallel_tool_calls": lambda: rnd.random() < 0.5}
     good["min_tokens"] = lambda: rnd.randint(0, 6)
+    schema = lambda: rnd.choice([{"type": "object", "properties": {"a": {"enum": ["x", 1, None]}, "b": {"type": "integer"}},  # noqa: E731
+                                                   "required": ["a"], "additionalProperties": rnd.random() < 0.5},
+                                  {"properties": {"p": {"items": {"type": "string"}}}}, {"pattern": "x"}, {"type": "string"},
+                                  {"properties": {"a": 3}}, True, None])
     good["response_format"] = lambda: rnd.choice([{"type": "json_object"}, {"type": "text"}, {"type": "json_schema"},
+                                                  {"type": "json_schema", "json_schema": {"name": "s", "schema": schema()}},
                                                   {"type": 3}, {}])
     good["stop_token_ids"] = lambda: [rnd.randint(-1, 300) for _ in range(rnd.randint(0, 4))]
     fn = lambda: rnd.choice(["f", "get_weather", "", "x\ny", "é" * 3, 5])  # noqa: E731

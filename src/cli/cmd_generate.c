@@ -2,7 +2,7 @@
  * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-new-tokens N] [--min-new-tokens N]
  *   [--temperature T --top-p P --top-k K --min-p P --seed S] [--repetition-penalty R]
  *   [--presence-penalty X] [--frequency-penalty X] [--logit-bias ID:BIAS...] [--stop STR...] [--ignore-eos]
- *   [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
+ *   [--json-object | --json-schema FILE] [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
  * Tokenizes the prompt with DIR/tokenizer.json or --tokenizer (BOS added when
  * its tokenizer_config says so), prints the prompt and streams the
  * continuation as it is generated (KV-cached decoding, infer/), then reports
@@ -25,6 +25,7 @@
 
 #include "cli/cli.h"
 #include "infer/infer.h"
+#include "io/json.h"
 #include "model/model.h"
 #include "tokenizer/tok_config.h"
 #include "tokenizer/tokenizer.h"
@@ -108,12 +109,12 @@ static void add_eos(int64_t *eos, int *neos, int cap, int64_t id) {
 }
 
 static int run(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL, *device = "cpu";
+    const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL, *device = "cpu", *schema_file = NULL;
     ds_strlist stop = {0};
     long long max_new = LLONG_MIN, top_k = 0, seed = 1234, min_new = 0; /* LLONG_MIN: not given, 64 */
     double temperature = 0, top_p = 1, min_p = 0, rep_pen = 1, pres_pen = 0, freq_pen = 0;
     ds_strlist bias_arg = {0};
-    int ids_mode = 0, ignore_eos = 0, json = 0, dequant = 0;
+    int ids_mode = 0, ignore_eos = 0, json = 0, dequant = 0, json_object = 0;
     const ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  model folder (config.json, safetensors, tokenizer.json)"},
         {"--prompt", DS_OPT_STR, &prompt, "TEXT  the prompt (token ids with --ids)"},
@@ -133,6 +134,8 @@ static int run(int argc, char **argv) {
         {"--seed", DS_OPT_INT, &seed, "S  sampling seed (default 1234)"},
         {"--stop", DS_OPT_MULTI, &stop, "STR... stop when the generated text contains any STR (repeatable)"},
         {"--ignore-eos", DS_OPT_FLAG, &ignore_eos, "do not stop at EOS"},
+        {"--json-object", DS_OPT_FLAG, &json_object, "the output is one JSON object (constrained decoding; ends at its close)"},
+        {"--json-schema", DS_OPT_STR, &schema_file, "FILE  the output is one JSON object held to this JSON Schema (docs/serve.md)"},
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (the same tokens as without, greedy or sampled)"},
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
@@ -248,6 +251,24 @@ static int run(int argc, char **argv) {
         if (eos[i] >= 0 && eos[i] < c->vocab_size) held[sp.nstop_ids++] = (int32_t)eos[i];
     sp.stop_ids = held;
     if (tok) ds_decode_stream_init(&sc.ds, tok, 1);
+    /* --json-object / --json-schema: the JSON guide over the tokenizer's bytes */
+    ds_json_guide *guide = NULL;
+    ds_json_schema *schema = NULL;
+    if (!rc && (json_object || schema_file)) {
+        if (!tok) rc = ds_err("--json-object and --json-schema need the tokenizer (give --tokenizer with --ids)");
+        if (!rc && schema_file) {
+            size_t n;
+            char *txt = ds_read_file(schema_file, &n);
+            cJSON *sj = txt ? ds_json_parse(txt, n, schema_file) : NULL;
+            free(txt);
+            schema = sj ? ds_json_schema_compile(sj) : NULL;
+            if (sj && !schema) ds_err_prefix("%s", schema_file);
+            cJSON_Delete(sj);
+            if (!schema) rc = -1;
+        }
+        if (!rc) guide = ds_json_guide_new(tok, c->vocab_size);
+        sp.guide = guide, sp.schema = schema;
+    }
     ds_gen_stats st;
     memset(&st, 0, sizeof st);
     if (!rc) {
@@ -281,7 +302,8 @@ static int run(int argc, char **argv) {
         if (spec)
             fprintf(stderr, "; MTP drafts accepted %lld/%lld (%.1f%%), %lld verify steps", (long long)st.accepted,
                     (long long)st.drafted, st.drafted ? 100.0 * st.accepted / st.drafted : 0.0, (long long)st.steps);
-        fprintf(stderr, "%s\n", st.stopped == 1 ? " (stopped at EOS)" : st.stopped == 2 ? " (stop string)" : "");
+        fprintf(stderr, "%s\n", st.stopped == 1 ? (guide && ignore_eos ? " (the JSON closed)" : " (stopped at EOS)")
+                                 : st.stopped == 2 ? " (stop string)" : "");
         if (json)
             printf("{\"impl\": \"dsv3%s\", \"threads\": %d, \"prompt_tokens\": %lld, \"new_tokens\": %lld, "
                    "\"prefill_s\": %.6f, \"decode_s\": %.6f, \"tokens_per_s\": %.2f, \"drafted\": %lld, "
@@ -290,6 +312,8 @@ static int run(int argc, char **argv) {
                    tps, (long long)st.drafted, (long long)st.accepted);
     }
     free(sc.text);
+    ds_json_guide_free(guide);
+    ds_json_schema_free(schema);
     free(stop.v), free(bias_arg.v);
     free(ids);
     free(out);
