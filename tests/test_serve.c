@@ -1501,6 +1501,36 @@ static cJSON *post(int port, const char *path, const char *body, int *status) {
     return j;
 }
 
+/* the prompt ids /tokenize gives for a body, as a JSON list (malloc'd, or NULL) */
+static char *prompt_ids(int port, const char *body) {
+    int st;
+    cJSON *t = post(port, "/tokenize", body, &st);
+    char *ids = st == 200 ? cJSON_PrintUnformatted(cJSON_GetObjectItem(t, "tokens")) : NULL;
+    cJSON_Delete(t);
+    return ids;
+}
+
+/* the text a chat request's prompt holds: /tokenize of the body, /detokenize of its ids (malloc'd, or NULL) */
+static char *prompt_text(int port, const char *body) {
+    int st;
+    char *ids = prompt_ids(port, body);
+    if (!ids) return NULL;
+    ds_sbuf b = {0};
+    ds_sbuf_printf(&b, "{\"tokens\": %s}", ids);
+    free(ids);
+    cJSON *t = post(port, "/detokenize", b.p, &st);
+    free(b.p);
+    const cJSON *pt = cJSON_GetObjectItem(t, "prompt");
+    char *r = st == 200 && cJSON_IsString(pt) ? ds_strdup(pt->valuestring) : NULL;
+    cJSON_Delete(t);
+    return r;
+}
+
+/* 1 when s ends with tail */
+static int ends_with(const char *s, const char *tail) {
+    return s && strlen(s) >= strlen(tail) && !strcmp(s + strlen(s) - strlen(tail), tail);
+}
+
 /* the greedy completion (max_tokens n; extra: more request members, as
  * ", \"response_format\": ...", or "") of the prompt /tokenize gives for chat
  * fields (ignore_eos: this folder's EOS is the '"' byte, which JSON needs) */
@@ -1508,9 +1538,7 @@ static char *completion_of_chat(int port, const char *fields, int n, const char 
     char req[4096];
     snprintf(req, sizeof req, "{%s}", fields);
     int st;
-    cJSON *t = post(port, "/tokenize", req, &st);
-    char *ids = st == 200 ? cJSON_PrintUnformatted(cJSON_GetObjectItem(t, "tokens")) : NULL;
-    cJSON_Delete(t);
+    char *ids = prompt_ids(port, req);
     if (!ids) return NULL;
     ds_sbuf b = {0};
     ds_sbuf_printf(&b, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true%s}", ids, n, extra);
@@ -1619,16 +1647,10 @@ TEST(serve_tool_calls) {
     int st;
     char req[4096];
     snprintf(req, sizeof req, "{%s}", named);
-    cJSON *t = post(S.port, "/tokenize", req, &st);
-    char *ids = cJSON_PrintUnformatted(cJSON_GetObjectItem(t, "tokens"));
-    snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
-    free(ids), cJSON_Delete(t);
-    t = post(S.port, "/detokenize", req, &st);
-    const cJSON *pt = cJSON_GetObjectItem(t, "prompt");
-    const char *tail = "<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n";
-    CHECK_MSG(cJSON_IsString(pt) && strlen(pt->valuestring) > strlen(tail) &&
-                  !strcmp(pt->valuestring + strlen(pt->valuestring) - strlen(tail), tail), "%s", pt ? pt->valuestring : "");
-    cJSON_Delete(t);
+    char *pt = prompt_text(S.port, req);
+    CHECK_MSG(ends_with(pt, "<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"),
+              "%s", pt ? pt : "");
+    free(pt);
     /* required: the model writes no call that parses: its text is the content */
     const char *req_f = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"required\"";
     snprintf(fields, sizeof fields, "%s, \"max_tokens\": 10", req_f);
@@ -1672,17 +1694,11 @@ TEST(serve_tool_calls) {
             cJSON_AddItemToObject(rq, "tools", cJSON_Duplicate(cJSON_GetObjectItem(c, "tools"), 1));
             char *body = cJSON_PrintUnformatted(rq);
             cJSON_Delete(rq);
-            t = post(S.port, "/tokenize", body, &st);
+            pt = prompt_text(S.port, body);
             free(body);
-            ids = cJSON_PrintUnformatted(cJSON_GetObjectItem(t, "tokens"));
-            cJSON_Delete(t);
-            snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
-            free(ids);
-            t = post(S.port, "/detokenize", req, &st);
-            pt = cJSON_GetObjectItem(t, "prompt");
             const char *w = r->valuestring + strlen("<｜begin▁of▁sentence｜>");
-            CHECK_MSG(cJSON_IsString(pt) && !strcmp(pt->valuestring, w), "rendered %s, want %s", pt ? pt->valuestring : "", w);
-            cJSON_Delete(t);
+            CHECK_MSG(pt && !strcmp(pt, w), "rendered %s, want %s", pt ? pt : "", w);
+            free(pt);
             rendered++;
         }
     }
@@ -1760,7 +1776,7 @@ TEST(serve_tool_calls_hermes) {
     free(log);
     /* the history: the fixture's conversation with an arguments object, sent as OpenAI sends it (a string) */
     const cJSON *t, *c;
-    int rendered = 0, st;
+    int rendered = 0;
     cJSON_ArrayForEach(t, root) {
         if (strcmp(cJSON_GetObjectItem(t, "name")->valuestring, "qwen25")) continue;
         cJSON_ArrayForEach(c, cJSON_GetObjectItem(t, "cases")) {
@@ -1780,19 +1796,12 @@ TEST(serve_tool_calls_hermes) {
             }
             cJSON_AddItemToObject(rq, "messages", msgs);
             cJSON_AddItemToObject(rq, "tools", cJSON_Duplicate(cJSON_GetObjectItem(c, "tools"), 1));
-            char *body = cJSON_PrintUnformatted(rq), req[16384];
+            char *body = cJSON_PrintUnformatted(rq);
             cJSON_Delete(rq);
-            cJSON *tk = post(S.port, "/tokenize", body, &st);
+            char *pt = prompt_text(S.port, body);
             free(body);
-            char *ids = cJSON_PrintUnformatted(cJSON_GetObjectItem(tk, "tokens"));
-            cJSON_Delete(tk);
-            snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
-            free(ids);
-            tk = post(S.port, "/detokenize", req, &st);
-            const cJSON *pt = cJSON_GetObjectItem(tk, "prompt");
-            CHECK_MSG(cJSON_IsString(pt) && !strcmp(pt->valuestring, r->valuestring), "rendered %s, want %s",
-                      pt ? pt->valuestring : "", r->valuestring);
-            cJSON_Delete(tk);
+            CHECK_MSG(pt && !strcmp(pt, r->valuestring), "rendered %s, want %s", pt ? pt : "", r->valuestring);
+            free(pt);
             rendered++;
         }
     }
@@ -1814,18 +1823,11 @@ TEST(serve_tool_calls_hermes) {
     free(want);
     char req[2048];
     snprintf(req, sizeof req, "{%s}", named);
-    cJSON *tk = post(S.port, "/tokenize", req, &st);
-    char *ids = cJSON_PrintUnformatted(cJSON_GetObjectItem(tk, "tokens"));
-    cJSON_Delete(tk);
-    snprintf(req, sizeof req, "{\"tokens\": %s}", ids ? ids : "[]");
-    free(ids);
-    tk = post(S.port, "/detokenize", req, &st);
-    const cJSON *pt = cJSON_GetObjectItem(tk, "prompt");
-    const char *tail = "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ";
-    CHECK_MSG(cJSON_IsString(pt) && strstr(pt->valuestring, "<tools>\n{\"type\": \"function\"") &&
-                  strlen(pt->valuestring) > strlen(tail) && !strcmp(pt->valuestring + strlen(pt->valuestring) - strlen(tail), tail),
-              "%s", pt ? pt->valuestring : "");
-    cJSON_Delete(tk);
+    char *pt = prompt_text(S.port, req);
+    CHECK_MSG(pt && strstr(pt, "<tools>\n{\"type\": \"function\"") &&
+                  ends_with(pt, "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "),
+              "%s", pt ? pt : "");
+    free(pt);
     CHECK(server_stop(&S) == 0);
 }
 
