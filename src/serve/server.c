@@ -1374,12 +1374,15 @@ int ds_serve_http(const ds_serve_cfg *cfg) {
     sigaction(SIGINT, &act, NULL);
     sigaction(SIGTERM, &act, NULL);
     signal(SIGPIPE, SIG_IGN);
+    S.guide = ds_json_guide_new(cfg->tok, cfg->vocab); /* before the first request can come */
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, handler, &S, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_conn, MHD_OPTION_NOTIFY_COMPLETED,
         completed, NULL, MHD_OPTION_END);
-    if (!d) return ds_err("cannot listen on %s port %d (in use, or not an address of this machine)", cfg->host, cfg->port);
-    S.guide = ds_json_guide_new(cfg->tok, cfg->vocab);
+    if (!d) {
+        ds_json_guide_free(S.guide);
+        return ds_err("cannot listen on %s port %d (in use, or not an address of this machine)", cfg->host, cfg->port);
+    }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     int port = di ? di->port : cfg->port;
     fprintf(stderr, "dsv3 serve: listening on http://%s%s%s:%d (model %s, context %lld, batch %d)\n",
