@@ -93,6 +93,9 @@ TEST(json_guide_refuses_what_is_no_prefix) {
         {"{\"a\":{]}", 6}, {"{}}", 2}, {"{} ", 2}, {"{}x", 2}, {"{1:2}", 1}, {"{\"a\":1 2}", 7},
         {"{\"a\":\"\xff\"}", 6}, {"{\"a\":\"\xc3(\"}", 7}, {"{\"a\":\"\x80\"}", 6}, {"{'a':1}", 1},
         {"{\"a\":[[[1]]]]}", 12}, {"{\"a\":1}\n", 7},
+        /* UTF-8 (RFC 3629): no surrogate, overlong form or code point past U+10FFFF */
+        {"{\"\xed\xa0\x80\"", 3}, {"{\"\xe0\x80\x80\"", 3}, {"{\"\xf0\x80\x80\x80\"", 3}, {"{\"\xf4\x90\x80\x80\"", 3},
+        {"{\"\xc1\xbf\"", 2}, {"{\"\xe2\x82\"", 4},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         ds_json_state s;
@@ -416,4 +419,28 @@ TEST(json_guide_generate_cli) {
     CHECK_MSG(strstr(out, "bad.json: properties.u: 'minLength' is not supported"), "%s", out);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --ids --prompt '1 2' --json-object") == 1);
     CHECK_MSG(strstr(out, "need the tokenizer"), "%s", out);
+}
+
+/* a choice (tool_choice "required"): one of the texts, at once, then that text's object */
+TEST(json_guide_choice) {
+    cJSON *p_add = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\"}}, \"required\": [\"a\"], "
+                               "\"additionalProperties\": false}");
+    cJSON *p_bad = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"s\": {\"pattern\": \"x\"}}}");
+    const char *texts[3] = {"add\n```json\n", "addx\n```json\n", "free\n```json\n"};
+    const cJSON *schemas[3] = {p_add, NULL, p_bad}; /* NULL, and one outside the subset: any object */
+    ds_json_schema *c = ds_json_schema_choice(texts, schemas, 3);
+    CHECK(c != NULL);
+    if (!c) return;
+    expect(c, "add\n```json\n{\"a\": 1}");
+    expect(c, "addx\n```json\n{\"z\": [true]}");
+    expect(c, "free\n```json\n {\"s\": 3}");
+    expect(c, "|\nadd");
+    expect(c, "ad|x");
+    expect(c, "add|y");
+    expect(c, "add\n```json\n{\"|b\": 1}");
+    expect(c, "add\n```json\n{\"a\": 1|.5}");
+    expect(c, "addx\n```json\n|[1]");
+    expect(c, "add\n```json\n{\"a\": 1}|}");
+    ds_json_schema_free(c);
+    cJSON_Delete(p_add), cJSON_Delete(p_bad);
 }

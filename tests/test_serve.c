@@ -1651,16 +1651,20 @@ TEST(serve_tool_calls) {
     CHECK_MSG(ends_with(pt, "<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"),
               "%s", pt ? pt : "");
     free(pt);
-    /* required: the model writes no call that parses: its text is the content */
-    const char *req_f = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"required\"";
-    snprintf(fields, sizeof fields, "%s, \"max_tokens\": 10", req_f);
-    want = completion_of_chat(S.port, req_f, 10, "", finish);
-    CHECK(chat_answer(S.port, fields, 0, &a) == 200);
-    CHECK_MSG(want && a.ncalls == 0 && !strcmp(a.content, want) && !strcmp(a.finish, "length"), "required: %d calls, content %s, want %s",
-              a.ncalls, a.content, want ? want : "");
-    CHECK(chat_answer(S.port, fields, 1, &s) == 200);
-    CHECK(s.ncalls == 0 && !strcmp(s.content, a.content) && !strcmp(s.finish, "length"));
-    free(want);
+    /* required: the guide picks among the tools' names, then holds the arguments to that tool's parameters */
+    const char *req_f = ASK ", \"tools\": " TOOLS_JSON ", \"tool_choice\": \"required\", \"ignore_eos\": true" BIAS_CLOSE;
+    for (int seed = 0; seed < 3; seed++) {
+        snprintf(fields, sizeof fields, "%s, \"max_tokens\": 300, \"seed\": %d%s", req_f, seed, seed ? ", \"temperature\": 1" : "");
+        CHECK(chat_answer(S.port, fields, 0, &a) == 200);
+        cJSON *aj = a.ncalls == 1 ? cJSON_Parse(a.args[0]) : NULL;
+        const int weather = !strcmp(a.name[0], "get_weather"), add = !strcmp(a.name[0], "add");
+        CHECK_MSG(a.ncalls == 1 && (weather || add) && cJSON_IsObject(aj) && !strcmp(a.finish, "tool_calls") && a.content_null &&
+                      (!weather || (cJSON_GetArraySize(aj) == 1 && cJSON_IsString(cJSON_GetObjectItem(aj, "city")))),
+                  "required, seed %d: %d calls, %s(%s), finish %s", seed, a.ncalls, a.name[0], a.args[0], a.finish);
+        cJSON_Delete(aj);
+        CHECK(chat_answer(S.port, fields, 1, &s) == 200);
+        CHECK(s.ncalls == 1 && !strcmp(s.name[0], a.name[0]) && !strcmp(s.args[0], a.args[0]) && !strcmp(s.finish, "tool_calls"));
+    }
     /* auto: as without tools (DeepSeek-V3's template does not print them) */
     answer plain;
     CHECK(chat_answer(S.port, ASK ", \"max_tokens\": 10", 0, &plain) == 200);

@@ -70,6 +70,8 @@ TEST(tool_calls_deepseek_v3) {
         /* tool_choice "required": any name */
         {any, "add\n```json\n{\"a\": 1, \"b\": 2}\n```" E CE, NULL, NULL, 1, {"add"}, {"{\"a\": 1, \"b\": 2}"}},
         {any, "add\n```js", NULL, "add\n```js", 0, {0}, {0}},
+        /* ... left open at the arguments' close (a guided "required" call) */
+        {any, "add\n```json\n{\"a\": 1}", NULL, NULL, 1, {"add"}, {"{\"a\": 1}"}},
     };
     for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) run(DS_TOOLS_DEEPSEEK_V3, &cases[i], i);
     free(named), free(any);
@@ -97,6 +99,8 @@ TEST(tool_calls_hermes) {
         {named, "{\"a\": 2, \"b\": 3}}\n</tool_call>", "add", NULL, 1, {"add"}, {"{\"a\": 2, \"b\": 3}"}},
         {named, "{\"a\": 2, \"b\"", "add", NULL, 1, {"add"}, {"{\"a\": 2, \"b\""}},
         {any, "mul\", \"arguments\": {\"x\": -0.5}}</tool_call>", NULL, NULL, 1, {"mul"}, {"{\"x\": -0.5}"}},
+        {any, "mul\", \"arguments\": {\"x\": [1]}", NULL, NULL, 1, {"mul"}, {"{\"x\": [1]}"}},
+        {any, "mul\", \"arguments\": {\"x\"", NULL, "mul\", \"arguments\": {\"x\"", 0, {0}, {0}},
     };
     for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) run(DS_TOOLS_HERMES, &cases[i], i);
     free(named), free(any);

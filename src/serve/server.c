@@ -391,6 +391,30 @@ static int parse_tools(server *S, greq *g, const cJSON *j) {
     return 0;
 }
 
+/* tool_choice "required": the guide's choice among the tools — each name and
+ * what follows it in the call's format, then that tool's parameters; NULL
+ * (no guide) past DS_JSON_MAX_MEMBERS tools or for a name Hermes would escape */
+static ds_json_schema *required_choice(server *S, const greq *g) {
+    const char *texts[DS_JSON_MAX_MEMBERS];
+    const cJSON *schemas[DS_JSON_MAX_MEMBERS], *t;
+    int k = 0, ok = cJSON_GetArraySize(g->tools) <= DS_JSON_MAX_MEMBERS;
+    cJSON_ArrayForEach(t, g->tools) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const char *name = cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring;
+        if (!ok || strpbrk(name, "\"\\")) {
+            ok = 0;
+            break;
+        }
+        ds_sbuf b = {0};
+        ds_sbuf_printf(&b, S->cfg->tool_format == DS_TOOLS_HERMES ? "%s\", \"arguments\": " : "%s\n```json\n", name);
+        texts[k] = ds_sbuf_take(&b);
+        schemas[k++] = field(fn, "parameters");
+    }
+    ds_json_schema *c = ok ? ds_json_schema_choice(texts, schemas, k) : NULL;
+    for (int i = 0; i < k; i++) free((char *)texts[i]);
+    return c;
+}
+
 /* an assistant turn's tool_calls, checked, with the arguments in the form the
  * server's format renders: DeepSeek-V3's template concatenates strings, Hermes
  * templates print objects with tojson (as vLLM hands them) */
@@ -1041,6 +1065,9 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         if (g.json || g.tool_choice == TOOL_NAMED) { /* JSON answers; a forced call's arguments: one JSON object */
             r->sp.guide = S->guide;
             if (g.schema) r->sp.schema = r->schema = ds_json_schema_compile(g.schema); /* compiled once already */
+        } else if (g.tool_choice == TOOL_REQUIRED && (r->schema = required_choice(S, &g))) { /* a tool's name, its arguments */
+            r->sp.guide = S->guide;
+            r->sp.schema = r->schema;
         }
         r->sp.seed = g.sp.seed + (uint64_t)j;
         r->sp.bias = NULL; /* the request's own copy (it frees it): the scheduler reads it when it admits the request */

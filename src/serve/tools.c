@@ -77,23 +77,51 @@ static void parse_deepseek(const char *p, const char *end, ds_tool_result *r) {
 /* Hermes: <tool_call>JSON</tool_call>, the last one possibly unclosed; each
  * JSON an object with a string "name" and "arguments"; one that is not
  * makes the whole completion content (as vLLM) */
+/* one Hermes body [p, end): a call, or -1 */
+static int parse_hermes_body(const char *p, const char *end, ds_tool_result *r) {
+    cJSON *j = cJSON_ParseWithLength(p, (size_t)(end - p));
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name"), *args = cJSON_GetObjectItemCaseSensitive(j, "arguments");
+    char *a = cJSON_IsString(name) && args ? ds_json_dumps_py(args) : NULL;
+    if (a) add_call(r, ds_strdup(name->valuestring), a);
+    cJSON_Delete(j);
+    return a ? 0 : -1;
+}
+
 static void parse_hermes(const char *p, const char *end, ds_tool_result *r) {
     while ((p = find(p, end, HERMES_BEGIN))) {
         p += strlen(HERMES_BEGIN);
-        const char *close = find(p, end, HERMES_END), *stop = close ? close : end;
-        cJSON *j = cJSON_ParseWithLength(p, (size_t)(stop - p));
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name"), *args = cJSON_GetObjectItemCaseSensitive(j, "arguments");
-        char *a = cJSON_IsString(name) && args ? ds_json_dumps_py(args) : NULL;
-        if (!a) {
-            cJSON_Delete(j);
+        const char *close = find(p, end, HERMES_END);
+        if (parse_hermes_body(p, close ? close : end, r)) {
             drop_calls(r);
             return;
         }
-        add_call(r, ds_strdup(name->valuestring), a);
-        cJSON_Delete(j);
         if (!close) break;
         p = close + strlen(HERMES_END);
     }
+}
+
+/* A forced call the answer left open (a guided "required" call ends at its
+ * arguments' close): DeepSeek-V3: the last call's name line and ```json,
+ * its arguments to the end; Hermes: the last body with its object closed. */
+static void parse_open(ds_tool_format f, const char *all, const char *end, ds_tool_result *r) {
+    const char *m = f == DS_TOOLS_DEEPSEEK_V3 ? DS3_CALL_BEGIN : HERMES_BEGIN, *p = NULL;
+    for (const char *q = all; (q = find(q, end, m)); q += strlen(m)) p = q;
+    if (!p) return;
+    p += strlen(m);
+    if (f == DS_TOOLS_HERMES) {
+        ds_sbuf b = {0};
+        ds_sbuf_put(&b, p, (size_t)(end - p));
+        ds_sbuf_puts(&b, "}");
+        parse_hermes_body(b.p, b.p + b.n, r);
+        free(b.p);
+        return;
+    }
+    const char *sep = find(p, end, DS3_SEP), *nl = sep ? memchr(sep, '\n', (size_t)(end - sep)) : NULL;
+    if (!sep || !nl || memchr(p, '\n', (size_t)(sep - p))) return;
+    const char *name = sep + strlen(DS3_SEP), *args = nl + 1;
+    if (name == nl || (size_t)(end - args) < strlen(DS3_ARGS_OPEN) || memcmp(args, DS3_ARGS_OPEN, strlen(DS3_ARGS_OPEN))) return;
+    args += strlen(DS3_ARGS_OPEN);
+    add_call(r, ds_strndup(name, (size_t)(nl - name)), ds_strndup(args, (size_t)(end - args)));
 }
 
 void ds_tool_parse(ds_tool_format f, const char *prefix, const char *text, size_t n, const char *forced_name,
@@ -109,6 +137,7 @@ void ds_tool_parse(ds_tool_format f, const char *prefix, const char *text, size_
         if (f == DS_TOOLS_DEEPSEEK_V3) parse_deepseek(m + strlen(marker(f)), end, out);
         else parse_hermes(m, end, out);
     }
+    if (!out->ncalls && np && !forced_name && m) parse_open(f, all, end, out);
     if (out->ncalls) {
         if (m > all) out->content = ds_strndup(all, (size_t)(m - all));
     } else if (forced_name) { /* an unfinished forced call: what was generated is its arguments */

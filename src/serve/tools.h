@@ -44,6 +44,9 @@ typedef struct {
  * forced_name: the function a named tool_choice forced, or NULL; when the
  * completion has no call that parses (it stopped at max_tokens, say), the
  * result is still one call to it whose arguments are the generated text.
+ * With a prefix and no name (tool_choice "required"), a last call left open
+ * is taken too: DeepSeek-V3's arguments to the end, Hermes' body with its
+ * object closed (a guided call ends at its arguments' close).
  * Always succeeds; free with ds_tool_result_free. */
 void ds_tool_parse(ds_tool_format f, const char *prefix, const char *text, size_t n, const char *forced_name,
                    ds_tool_result *out);

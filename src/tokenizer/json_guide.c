@@ -24,6 +24,7 @@ enum {
     M_NUMBER,         /* in a number; sub: where */
     M_LITERAL,        /* in true / false / null */
     M_ENUM,           /* in a value held to an enum's members (cand, pos) */
+    M_ALT,            /* in one of a choice's literal texts (cand, pos) */
     M_DONE            /* the top-level value is complete */
 };
 enum { E_NONE, E_BACKSLASH, E_HEX1, E_HEX2, E_HEX3, E_HEX4 };
@@ -45,6 +46,10 @@ struct ds_json_node {
     char **enums;            /* the members as json.dumps writes them */
     size_t *elen;
     uint64_t enum_num;       /* bit k: member k is a number (it ends at the next delimiter) */
+    int nalt;                /* a choice (the root only): literal texts, each followed by an object of its schema */
+    char **alts;
+    size_t *alen;
+    ds_json_node **aroot;    /* NULL: any object */
 };
 
 struct ds_json_schema {
@@ -172,12 +177,35 @@ ds_json_schema *ds_json_schema_compile(const cJSON *schema) {
     return sc;
 }
 
+ds_json_schema *ds_json_schema_choice(const char *const *texts, const cJSON *const *schemas, int k) {
+    if (k < 1 || k > DS_JSON_MAX_MEMBERS) return ds_err("a choice of %d texts (1 to %d)", k, DS_JSON_MAX_MEMBERS), NULL;
+    ds_json_schema *sc = ds_calloc(1, sizeof *sc);
+    ds_json_node *r = sc->root = node_new(sc);
+    r->alts = ds_calloc((size_t)k, sizeof(char *));
+    r->alen = ds_calloc((size_t)k, sizeof(size_t));
+    r->aroot = ds_calloc((size_t)k, sizeof(ds_json_node *));
+    for (int i = 0; i < k; i++) {
+        r->alts[i] = ds_strdup(texts[i]);
+        r->alen[i] = strlen(texts[i]);
+        r->nalt++;
+        if (schemas[i]) {
+            ds_json_node *c = compile(sc, schemas[i], "", 0);
+            if (c && ((c->types && !(c->types & T_OBJ)) || c->nenum)) c = NULL; /* the value must be an object */
+            if (!c) ds_err_clear();                                             /* any object, then */
+            r->aroot[i] = c;
+        }
+    }
+    return sc;
+}
+
 void ds_json_schema_free(ds_json_schema *sc) {
     if (!sc) return;
     for (int i = 0; i < sc->n; i++) {
         ds_json_node *n = sc->all[i];
         for (int k = 0; k < n->nprops; k++) free(n->names[k]);
         for (int k = 0; k < n->nenum; k++) free(n->enums[k]);
+        for (int k = 0; k < n->nalt; k++) free(n->alts[k]);
+        free(n->alts), free(n->alen), free(n->aroot);
         free(n->names), free(n->nlen), free(n->props), free(n->enums), free(n->elen);
         free(n);
     }
@@ -265,9 +293,9 @@ static int value(ds_json_state *s, unsigned c) {
 
 /* a byte inside a string but its closing quote: 0, or -1 */
 static int string_char(ds_json_state *s, unsigned c) {
-    if (s->utf8) { /* inside a multi-byte character */
-        if ((c & 0xC0) != 0x80) return -1;
-        s->utf8--;
+    if (s->utf8) { /* inside a multi-byte character: no overlong form, surrogate or code point past U+10FFFF */
+        if (c < (s->u8lo ? s->u8lo : 0x80) || c > (s->u8hi ? s->u8hi : 0xBF)) return -1;
+        s->utf8--, s->u8lo = s->u8hi = 0;
         return 0;
     }
     switch (s->sub) {
@@ -286,8 +314,8 @@ static int string_char(ds_json_state *s, unsigned c) {
     if (c < 0x20 || c == '"') return -1;
     if (c < 0x80) return 0;
     if (c >= 0xC2 && c <= 0xDF) return s->utf8 = 1, 0;
-    if (c >= 0xE0 && c <= 0xEF) return s->utf8 = 2, 0;
-    if (c >= 0xF0 && c <= 0xF4) return s->utf8 = 3, 0;
+    if (c >= 0xE0 && c <= 0xEF) return s->utf8 = 2, s->u8lo = c == 0xE0 ? 0xA0 : 0, s->u8hi = c == 0xED ? 0x9F : 0, 0;
+    if (c >= 0xF0 && c <= 0xF4) return s->utf8 = 3, s->u8lo = c == 0xF0 ? 0x90 : 0, s->u8hi = c == 0xF4 ? 0x8F : 0, 0;
     return -1;
 }
 
@@ -363,8 +391,27 @@ static int enum_byte(ds_json_state *s, unsigned c) {
     return 0;
 }
 
+/* a byte of a choice's literal text: it continues one of them; one complete, its object comes next */
+static int alt_byte(ds_json_state *s, unsigned c) {
+    const ds_json_node *r = s->want;
+    uint64_t keep = 0;
+    for (int k = 0; k < r->nalt; k++)
+        if ((s->cand & bit(k)) && s->pos < r->alen[k] && (unsigned char)r->alts[k][s->pos] == c) keep |= bit(k);
+    if (!keep) return -1;
+    s->cand = keep;
+    s->pos++;
+    for (int k = 0; k < r->nalt; k++)
+        if ((keep & bit(k)) && r->alen[k] == s->pos) s->mode = M_START, s->want = r->aroot[k];
+    return 0;
+}
+
 static int feed1(ds_json_state *s, unsigned c) {
+    if (s->mode == M_START && s->want && s->want->nalt) { /* a choice: its text comes first, at once */
+        s->mode = M_ALT, s->cand = all_of(s->want->nalt), s->pos = 0;
+        return alt_byte(s, c);
+    }
     switch (s->mode) {
+    case M_ALT: return alt_byte(s, c);
     case M_STRING:
         if (s->key) return key_byte(s, c);
         if (closes_string(s, c)) return value_done(s), 0;

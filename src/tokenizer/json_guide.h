@@ -43,6 +43,11 @@ typedef struct ds_json_node ds_json_node;
 /* A JSON Schema (see above), or NULL with ds_err naming the keyword and where
  * it is ("properties.unit: 'pattern' is not supported"). */
 ds_json_schema *ds_json_schema_compile(const cJSON *schema);
+/* A choice: one of k literal texts (none a prefix of another), then a JSON
+ * object held to that text's schema (schemas[i] NULL, or one outside the
+ * subset: any object).  A forced tool call without a name: each tool's
+ * name and what follows it in the call's format, then its parameters. */
+ds_json_schema *ds_json_schema_choice(const char *const *texts, const cJSON *const *schemas, int k);
 void ds_json_schema_free(ds_json_schema *s);
 
 typedef struct {
@@ -54,6 +59,7 @@ typedef struct {
 
 typedef struct {
     uint8_t mode, sub, key, depth, ws, utf8, is_int;
+    uint8_t u8lo, u8hi;        /* the next continuation byte's range after some lead bytes (0: 0x80-0xBF) */
     uint16_t pos;              /* key or enum: bytes matched */
     uint64_t cand;             /* key: the property names still matching; enum: the members */
     const char *lit;           /* the rest of true / false / null being read */
