@@ -6,14 +6,19 @@
 Completions and chat, streaming and not, n = 2; the greedy ids of the completion
 equal transformers' (passed in by the test from the fixture); a tool call forced
 by tool_choice reads as one through the client, whole and streamed (the client's
-own accumulation), and goes back into the conversation with its result; a wrong
-key raises AuthenticationError and a bad request BadRequestError.
+own accumulation), and goes back into the conversation with its result; the
+client's structured output (a Pydantic model as response_format) parses the
+answers into the model; a wrong key raises AuthenticationError and a bad
+request BadRequestError.
 Prints "openai client: ok" at the end."""
 import json
 import sys
 
+from typing import Literal, Optional
+
 import openai
 from openai.lib.streaming.chat import ChatCompletionStreamState
+from pydantic import BaseModel
 
 port, key, prompt, want = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")]
 c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=30)
@@ -74,6 +79,27 @@ assert fm.tool_calls[0].function.arguments == call.function.arguments, (fm.tool_
 r = c.chat.completions.create(model="m", messages=ask + [m, {"role": "tool", "tool_call_id": call.id, "content": "-3C"}],
                               tools=tools, max_tokens=3, temperature=0)
 assert r.choices[0].message.role == "assistant" and r.usage.prompt_tokens > 0, r
+
+# structured output: the client sends a Pydantic model's strict schema ($defs, $ref, anyOf for Optional,
+# enum) and parses the answer into the model; a bias on '"', '}' and ']' (ids 1, 92, 60 of this byte-level
+# vocabulary) lets the random model close what it opens
+class Step(BaseModel):
+    explanation: str
+
+
+class Weather(BaseModel):
+    unit: Literal["C", "F"]
+    days: int
+    ok: bool
+    note: Optional[int]
+    steps: list[Step]
+
+
+for seed in range(3):
+    r = c.chat.completions.parse(model="m", messages=ask, response_format=Weather, max_tokens=600, temperature=1, seed=seed,
+                                 extra_body={"ignore_eos": True, "logit_bias": {"1": 4, "92": 3, "60": 3}})
+    w = r.choices[0].message.parsed
+    assert isinstance(w, Weather) and r.choices[0].finish_reason == "stop", r
 
 try:
     c.chat.completions.create(model="m", messages=[], max_tokens=2)

@@ -325,7 +325,7 @@ TEST(json_guide_schema) {
         {"{\"type\": \"bogus\"}", "'type' must name JSON types"},
         {"{\"properties\": {\"a\": {\"items\": [{}]}}}", "'items' as a list"},
         {"{\"properties\": {\"a\\\"b\": {}}}", "needs an escape"},
-        {"{\"anyOf\": [{}]}", "'anyOf' is not supported"},
+        {"{\"allOf\": [{}]}", "'allOf' is not supported"},
         {"{\"properties\": {\"a\": {\"enum\": []}}}", "'enum' must be a non-empty list"},
         {"3", "a schema must be an object or true"},
     };
@@ -443,4 +443,43 @@ TEST(json_guide_choice) {
     expect(c, "add\n```json\n{\"a\": 1}|}");
     ds_json_schema_free(c);
     cJSON_Delete(p_add), cJSON_Delete(p_bad);
+}
+
+/* what a Pydantic model's strict schema holds (the openai client sends these for
+ * response_format=Model): "$defs" with "$ref", a recursive definition, anyOf
+ * for an optional field */
+static const char SCHEMA_P[] =
+    "{\"$defs\": {\"Step\": {\"type\": \"object\", \"properties\": {\"explanation\": {\"type\": \"string\", \"title\": \"E\"}, "
+    "\"output\": {\"type\": \"string\"}}, \"required\": [\"explanation\", \"output\"], \"additionalProperties\": false, \"title\": \"Step\"}, "
+    "\"Node\": {\"type\": \"object\", \"properties\": {\"v\": {\"type\": \"integer\"}, \"kids\": {\"type\": \"array\", \"items\": "
+    "{\"$ref\": \"#/$defs/Node\"}}}, \"required\": [\"v\"], \"additionalProperties\": false}}, "
+    "\"type\": \"object\", \"properties\": {\"steps\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/Step\"}}, "
+    "\"final\": {\"type\": \"string\"}, \"note\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"null\"}], \"default\": null}, "
+    "\"tree\": {\"$ref\": \"#/$defs/Node\", \"description\": \"a tree\"}}, \"required\": [\"steps\", \"final\"], "
+    "\"additionalProperties\": false, \"title\": \"Math\"}";
+
+TEST(json_guide_schema_refs_and_any_of) {
+    ds_json_schema *p = schema_of(SCHEMA_P);
+    CHECK_MSG(p != NULL, "%s", ds_errmsg());
+    if (!p) return;
+    expect(p, "{\"steps\":[{\"explanation\":\"a\",\"output\":\"b\"}],\"final\":\"x\",\"note\":null}");
+    expect(p, "{\"steps\":[],\"final\":\"\",\"note\":\"n\",\"tree\":{\"v\":1,\"kids\":[{\"v\":2},{\"v\":3,\"kids\":[{\"v\":-4}]}]}}");
+    expect(p, "{\"steps\":[{\"explanation\":\"a\"|}]}");
+    expect(p, "{\"steps\":[{\"output\":\"a\",\"explanation\":\"b\"|,");
+    expect(p, "{\"steps\":[],\"final\":\"x\",\"note\":|1}");
+    expect(p, "{\"steps\":[],\"final\":\"x\",\"tree\":{\"v\":1,\"kids\":[{\"|w\":1}]}}");
+    expect(p, "{\"steps\":[],\"final\":\"x\",\"tree\":{\"kids\":[]|}}");
+    ds_json_schema_free(p);
+    static const char *const bad[][2] = {
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"$ref\": \"#/$defs/Nope\"}}}", "properties.a: '$ref' '#/$defs/Nope'"},
+        {"{\"properties\": {\"a\": {\"anyOf\": [{\"type\": \"string\"}, {\"enum\": [\"x\"]}]}}}", "can start alike"},
+        {"{\"$defs\": {\"X\": {}}, \"properties\": {\"a\": {\"$ref\": \"#/$defs/X\", \"type\": \"string\"}}}", "'type' beside '$ref'"},
+        {"{\"properties\": {\"a\": {\"anyOf\": [{\"type\": \"object\"}], \"type\": \"object\"}}}", "beside other keywords"},
+        {"{\"properties\": {\"a\": {\"$ref\": \"http://x/s.json\"}}}", "only \"#/$defs/NAME\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_json_schema *s = schema_of(bad[i][0]);
+        CHECK_MSG(!s && strstr(ds_errmsg(), bad[i][1]), "%s: %s", bad[i][0], s ? "compiled" : ds_errmsg());
+        ds_json_schema_free(s);
+    }
 }

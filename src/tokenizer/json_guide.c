@@ -46,6 +46,9 @@ struct ds_json_node {
     char **enums;            /* the members as json.dumps writes them */
     size_t *elen;
     uint64_t enum_num;       /* bit k: member k is a number (it ends at the next delimiter) */
+    int nany;                /* anyOf / oneOf: alternatives told apart by their first byte */
+    ds_json_node **any;
+    uint8_t first[32];       /* the bytes a value of this schema can start with (a bitset) */
     int nalt;                /* a choice (the root only): literal texts, each followed by an object of its schema */
     char **alts;
     size_t *alen;
@@ -56,10 +59,14 @@ struct ds_json_schema {
     ds_json_node **all;
     int n, cap;
     ds_json_node *root;
+    const cJSON *doc;        /* the schema being compiled: "$ref" looks up "#/$defs/..." in it */
+    const cJSON **ref_src;   /* definitions compiled so far (a "$ref" cycle meets its own node) */
+    ds_json_node **ref_node;
+    int nref;
 };
 
 static const char *const ANNOTATIONS[] = {"title", "description", "default", "examples", "format", "$schema", "$id",
-                                          "$comment", "deprecated", "readOnly", "writeOnly"};
+                                          "$comment", "deprecated", "readOnly", "writeOnly", "$defs", "definitions"};
 
 static ds_json_node *node_new(ds_json_schema *sc) {
     if (sc->n == sc->cap) sc->all = ds_realloc(sc->all, (size_t)(sc->cap = sc->cap ? 2 * sc->cap : 16) * sizeof *sc->all);
@@ -73,11 +80,74 @@ static int type_bit(const cJSON *t) {
     return 0;
 }
 
+static void first_set(uint8_t *f, unsigned c) { f[c >> 3] |= (uint8_t)(1u << (c & 7)); }
+static int first_has(const uint8_t *f, unsigned c) { return f[c >> 3] >> (c & 7) & 1; }
+
+/* the bytes a value of n can start with */
+static void first_bytes(ds_json_node *n) {
+    memset(n->first, 0, sizeof n->first);
+    if (n->nenum) {
+        for (int k = 0; k < n->nenum; k++) first_set(n->first, (unsigned char)n->enums[k][0]);
+        return;
+    }
+    if (n->nany) {
+        for (int k = 0; k < n->nany; k++)
+            for (int b = 0; b < 32; b++) n->first[b] |= n->any[k]->first[b];
+        return;
+    }
+    const unsigned t = n->types ? n->types : ~0u;
+    if (t & T_OBJ) first_set(n->first, '{');
+    if (t & T_ARR) first_set(n->first, '[');
+    if (t & T_STR) first_set(n->first, '"');
+    if (t & (T_NUM | T_INT)) {
+        first_set(n->first, '-');
+        for (unsigned c = '0'; c <= '9'; c++) first_set(n->first, c);
+    }
+    if (t & T_BOOL) first_set(n->first, 't'), first_set(n->first, 'f');
+    if (t & T_NULL) first_set(n->first, 'n');
+}
+
+static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *path, int depth);
+
+/* "$ref": "#/$defs/NAME" (or "#/definitions/NAME") of the schema being compiled; the same definition is one node */
+static ds_json_node *compile_ref(ds_json_schema *sc, const char *ref, const char *at, int depth) {
+    const char *name = !strncmp(ref, "#/$defs/", 8) ? ref + 8 : !strncmp(ref, "#/definitions/", 14) ? ref + 14 : NULL;
+    const cJSON *defs = name ? cJSON_GetObjectItemCaseSensitive(sc->doc, ref[2] == '$' ? "$defs" : "definitions") : NULL;
+    const cJSON *d = defs ? cJSON_GetObjectItemCaseSensitive(defs, name) : NULL;
+    if (!d) return ds_err("%s: '$ref' %s: only \"#/$defs/NAME\" of this schema is supported, and it must exist", at, ds_quote(ref)), NULL;
+    for (int i = 0; i < sc->nref; i++)
+        if (sc->ref_src[i] == d) return sc->ref_node[i];
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s", ref + 2);
+    return compile_(sc, d, sub, depth + 1);
+}
+
 static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *path, int depth) {
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(j, "$ref");
+    if (!ref) {
+        ds_json_node *n = compile_(sc, j, path, depth);
+        return n;
+    }
+    const char *at = *path ? path : "the schema";
+    const cJSON *k;
+    cJSON_ArrayForEach(k, j) {
+        int ann = !strcmp(k->string, "$ref");
+        for (size_t i = 0; i < sizeof ANNOTATIONS / sizeof *ANNOTATIONS; i++) ann |= !strcmp(k->string, ANNOTATIONS[i]);
+        if (!ann) return ds_err("%s: '%s' beside '$ref' is not supported", at, k->string), NULL;
+    }
+    if (!cJSON_IsString(ref)) return ds_err("%s: '$ref' must be a string", at), NULL;
+    if (depth > DS_JSON_MAX_DEPTH) return ds_err("%s: nested deeper than %d", at, DS_JSON_MAX_DEPTH), NULL;
+    return compile_ref(sc, ref->valuestring, at, depth);
+}
+
+static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *path, int depth) {
     const char *at = *path ? path : "the schema";
     if (depth > DS_JSON_MAX_DEPTH) return ds_err("%s: nested deeper than %d", at, DS_JSON_MAX_DEPTH), NULL;
     ds_json_node *n = node_new(sc);
-    if (cJSON_IsTrue(j)) return n;
+    sc->ref_src = ds_realloc(sc->ref_src, (size_t)(sc->nref + 1) * sizeof *sc->ref_src); /* a "$ref" back here finds n */
+    sc->ref_node = ds_realloc(sc->ref_node, (size_t)(sc->nref + 1) * sizeof *sc->ref_node);
+    sc->ref_src[sc->nref] = j, sc->ref_node[sc->nref++] = n;
+    if (cJSON_IsTrue(j)) return first_bytes(n), n;
     if (!cJSON_IsObject(j)) return ds_err("%s: a schema must be an object or true", at), NULL;
     n->addl = 1;
     const cJSON *k, *req = NULL;
@@ -144,9 +214,26 @@ static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *pat
                 n->enums[n->nenum] = t;
                 n->elen[n->nenum++] = strlen(t);
             }
+        } else if (!strcmp(key, "anyOf") || !strcmp(key, "oneOf")) {
+            const int na = cJSON_GetArraySize(k);
+            if (!cJSON_IsArray(k) || !na || na > DS_JSON_MAX_MEMBERS)
+                return ds_err("%s: '%s' must be a list of 1 to %d schemas", at, key, DS_JSON_MAX_MEMBERS), NULL;
+            n->any = ds_calloc((size_t)na, sizeof(ds_json_node *));
+            const cJSON *a;
+            cJSON_ArrayForEach(a, k) {
+                snprintf(sub, sizeof sub, "%s%s%s.%d", path, *path ? "." : "", key, n->nany);
+                ds_json_node *c = compile(sc, a, sub, depth + 1);
+                if (!c) return NULL;
+                for (int i = 0; i < n->nany; i++)
+                    for (int b = 0; b < 32; b++)
+                        if (n->any[i]->first[b] & c->first[b])
+                            return ds_err("%s: '%s' alternatives %d and %d can start alike (dsv3 takes alternatives that differ "
+                                          "in their first character, such as a type and null)", at, key, i, n->nany), NULL;
+                n->any[n->nany++] = c;
+            }
         } else {
             return ds_err("%s: '%s' is not supported (dsv3 takes type, properties, required, additionalProperties, items, "
-                          "enum, const)", at, key), NULL;
+                          "enum, const, $ref to $defs, anyOf / oneOf of alternatives that start differently)", at, key), NULL;
         }
     }
     const cJSON *r;
@@ -160,12 +247,40 @@ static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *pat
         n->required |= UINT64_C(1) << idx;
     }
     if (req && !cJSON_IsArray(req)) return ds_err("%s: 'required' must be a list of property names", at), NULL;
+    if (n->nany && (n->types || n->nprops || n->nenum || n->items || req))
+        return ds_err("%s: 'anyOf' / 'oneOf' beside other keywords is not supported", at), NULL;
+    first_bytes(n);
     return n;
+}
+
+/* first-byte sets through "$ref" cycles (a node's set can depend on one still being compiled): recomputed
+ * to a fixed point, then every anyOf's alternatives checked again for a shared first byte */
+static int settle(ds_json_schema *sc) {
+    for (int changed = 1, round = 0; changed && round < 64; round++) {
+        changed = 0;
+        for (int i = 0; i < sc->n; i++) {
+            uint8_t old[32];
+            memcpy(old, sc->all[i]->first, sizeof old);
+            first_bytes(sc->all[i]);
+            changed |= memcmp(old, sc->all[i]->first, sizeof old) != 0;
+        }
+    }
+    for (int i = 0; i < sc->n; i++) {
+        const ds_json_node *n = sc->all[i];
+        for (int a = 0; a < n->nany; a++)
+            for (int b = a + 1; b < n->nany; b++)
+                for (int k = 0; k < 32; k++)
+                    if (n->any[a]->first[k] & n->any[b]->first[k])
+                        return ds_err("the schema: anyOf / oneOf alternatives that can start alike (through a '$ref')");
+    }
+    return 0;
 }
 
 ds_json_schema *ds_json_schema_compile(const cJSON *schema) {
     ds_json_schema *sc = ds_calloc(1, sizeof *sc);
+    sc->doc = schema;
     sc->root = compile(sc, schema, "", 0);
+    if (sc->root && settle(sc)) sc->root = NULL;
     if (sc->root && ((sc->root->types && !(sc->root->types & T_OBJ)) || sc->root->nenum)) {
         ds_err("the schema: the top-level value must be an object (\"type\": \"object\")");
         sc->root = NULL;
@@ -189,12 +304,14 @@ ds_json_schema *ds_json_schema_choice(const char *const *texts, const cJSON *con
         r->alen[i] = strlen(texts[i]);
         r->nalt++;
         if (schemas[i]) {
+            sc->doc = schemas[i];
             ds_json_node *c = compile(sc, schemas[i], "", 0);
             if (c && ((c->types && !(c->types & T_OBJ)) || c->nenum)) c = NULL; /* the value must be an object */
             if (!c) ds_err_clear();                                             /* any object, then */
             r->aroot[i] = c;
         }
     }
+    if (settle(sc)) ds_err_clear(); /* alternatives that start alike: the first one that fits is taken */
     return sc;
 }
 
@@ -205,11 +322,11 @@ void ds_json_schema_free(ds_json_schema *sc) {
         for (int k = 0; k < n->nprops; k++) free(n->names[k]);
         for (int k = 0; k < n->nenum; k++) free(n->enums[k]);
         for (int k = 0; k < n->nalt; k++) free(n->alts[k]);
-        free(n->alts), free(n->alen), free(n->aroot);
+        free(n->alts), free(n->alen), free(n->aroot), free(n->any);
         free(n->names), free(n->nlen), free(n->props), free(n->enums), free(n->elen);
         free(n);
     }
-    free(sc->all);
+    free(sc->all), free(sc->ref_src), free(sc->ref_node);
     free(sc);
 }
 
@@ -270,6 +387,14 @@ static int enum_byte(ds_json_state *s, unsigned c);
 /* the first byte of a value of schema s->want */
 static int value(ds_json_state *s, unsigned c) {
     const ds_json_node *w = s->want;
+    if (w && w->nany) { /* the alternative this byte starts (they start differently) */
+        for (int k = 0; k < w->nany; k++)
+            if (first_has(w->any[k]->first, c)) {
+                s->want = w->any[k];
+                return value(s, c);
+            }
+        return -1;
+    }
     if (w && w->nenum) {
         s->mode = M_ENUM, s->cand = all_of(w->nenum), s->pos = 0;
         return enum_byte(s, c);
