@@ -599,6 +599,8 @@ struct ds_json_guide {
     float *neg, *one, *zero; /* logits_adjust's terms that refuse an id */
     int32_t *by_first;  /* the allowed-ever ids grouped by their first byte: group b is [start[b], start[b + 1]) */
     int64_t start[257];
+    uint8_t *pure;      /* 1: the token is string text (no quote, control character or unfinished escape or
+                         * character), so inside a string's text it is allowed as it is */
     int32_t *never;     /* the ids never allowed */
     int64_t nnever;
 };
@@ -629,6 +631,15 @@ ds_json_guide *ds_json_guide_new(const ds_tokenizer *t, int64_t V) {
     memcpy(fill, g->start, sizeof fill);
     for (int64_t i = 0; i < V; i++)
         if (g->bytes[i]) g->by_first[fill[(unsigned char)g->bytes[i][0]]++] = (int32_t)i;
+    g->pure = ds_calloc((size_t)V, 1);
+    for (int64_t i = 0; i < V; i++) {
+        ds_json_state t;
+        memset(&t, 0, sizeof t);
+        t.mode = M_STRING, t.depth = 1; /* a value's text inside an array */
+        t.stack[0].kind = '[';
+        g->pure[i] = g->bytes[i] && !ds_json_state_feed(&t, g->bytes[i], g->len[i]) && t.mode == M_STRING && t.sub == E_NONE &&
+                     !t.utf8;
+    }
     g->neg = ds_malloc((size_t)V * sizeof(float)), g->one = ds_malloc((size_t)V * sizeof(float));
     g->zero = ds_calloc((size_t)V, sizeof(float));
     for (int64_t i = 0; i < V; i++) g->neg[i] = -INFINITY, g->one[i] = 1;
@@ -640,32 +651,46 @@ int64_t ds_json_guide_vocab(const ds_json_guide *g, const float **pre, const flo
     return g->V;
 }
 
-int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, const int32_t *stop, int n, int32_t *out) {
-    int64_t nd = 0;
-    if (s->mode != M_DONE) {
+/* the ids allowed next from s (allowed = 1), or refused (0, with the ids never allowed), into out; their
+ * count.  By first byte: a byte the state refuses refuses its group at once; inside a string's text, a
+ * token that is text itself (g->pure) is allowed without a trial */
+static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed, int32_t *out) {
+    int64_t n = 0;
+    if (!allowed) {
         memcpy(out, g->never, (size_t)g->nnever * sizeof(int32_t));
-        nd = g->nnever;
-        for (int b = 0; b < 256; b++) {
-            const int64_t a = g->start[b], e = g->start[b + 1];
-            ds_json_state t;
-            const char c = (char)b;
-            if (a == e) continue;
-            copy_state(&t, s);
-            if (ds_json_state_feed(&t, &c, 1)) { /* the first byte already fails */
-                memcpy(out + nd, g->by_first + a, (size_t)(e - a) * sizeof(int32_t));
-                nd += e - a;
-                continue;
-            }
-            for (int64_t k = a; k < e; k++) {
-                const int32_t id = g->by_first[k];
+        n = g->nnever;
+    }
+    const int text = s->mode == M_STRING && !s->key && s->sub == E_NONE && !s->utf8;
+    for (int b = 0; b < 256; b++) {
+        const int64_t a = g->start[b], e = g->start[b + 1];
+        ds_json_state t;
+        const char c = (char)b;
+        if (a == e) continue;
+        copy_state(&t, s);
+        if (ds_json_state_feed(&t, &c, 1)) { /* the first byte already fails */
+            if (!allowed) memcpy(out + n, g->by_first + a, (size_t)(e - a) * sizeof(int32_t)), n += e - a;
+            continue;
+        }
+        for (int64_t k = a; k < e; k++) {
+            const int32_t id = g->by_first[k];
+            int ok = text && g->pure[id];
+            if (!ok) {
                 ds_json_state u;
                 copy_state(&u, &t);
-                if (ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1)) out[nd++] = id;
+                ok = !ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1);
             }
+            if (ok == allowed) out[n++] = id;
         }
+    }
+    return n;
+}
+
+int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, const int32_t *stop, int n, int32_t *out) {
+    if (s->mode != M_DONE) {
+        const int64_t nd = scan(g, s, 0, out);
         if (nd < g->V) return nd; /* something is allowed */
     }
-    nd = 0;                   /* closed, or a dead end: the stop ids only */
+    int64_t nd = 0; /* complete, or a dead end: the stop ids only */
     for (int64_t i = 0; i < g->V; i++) {
         int keep = 0;
         for (int k = 0; k < n; k++) keep |= stop[k] == i;
@@ -676,7 +701,7 @@ int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, co
 
 void ds_json_guide_free(ds_json_guide *g) {
     if (!g) return;
-    free(g->bytes), free(g->len), free(g->neg), free(g->one), free(g->zero), free(g->by_first), free(g->never);
+    free(g->bytes), free(g->len), free(g->neg), free(g->one), free(g->zero), free(g->by_first), free(g->never), free(g->pure);
     free(g);
 }
 
@@ -687,20 +712,5 @@ const char *ds_json_guide_token(const ds_json_guide *g, int32_t id, size_t *len)
 }
 
 int64_t ds_json_guide_allowed(const ds_json_guide *g, const ds_json_state *s, int32_t *out) {
-    int64_t n = 0;
-    if (s->mode == M_DONE) return 0;
-    for (int b = 0; b < 256; b++) {
-        ds_json_state t;
-        const char c = (char)b;
-        if (g->start[b] == g->start[b + 1]) continue;
-        copy_state(&t, s);
-        if (ds_json_state_feed(&t, &c, 1)) continue;
-        for (int64_t k = g->start[b]; k < g->start[b + 1]; k++) {
-            const int32_t id = g->by_first[k];
-            ds_json_state u;
-            copy_state(&u, &t);
-            if (!ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1)) out[n++] = id;
-        }
-    }
-    return n;
+    return s->mode == M_DONE ? 0 : scan(g, s, 1, out);
 }
