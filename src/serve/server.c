@@ -209,7 +209,7 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     if (rf) {
         const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rf, "type");
         if (!cJSON_IsObject(rf) || !cJSON_IsString(ty))
-            return bad(g, "response_format", "'response_format' must be {\"type\": \"text\"} or {\"type\": \"json_object\"}");
+            return bad(g, "response_format", "'response_format' must be {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}");
         if (!strcmp(ty->valuestring, "json_object")) {
             g->json = 1;
         } else if (!strcmp(ty->valuestring, "json_schema")) {
@@ -401,10 +401,8 @@ static ds_json_schema *required_choice(server *S, const greq *g) {
     cJSON_ArrayForEach(t, g->tools) {
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
         const char *name = cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring;
-        if (!ok || strpbrk(name, "\"\\")) {
-            ok = 0;
-            break;
-        }
+        for (const unsigned char *c = (const unsigned char *)name; ok && *c; c++) ok = *c >= 0x20 && *c != '"' && *c != '\\';
+        if (!ok) break;
         ds_sbuf b = {0};
         ds_sbuf_printf(&b, S->cfg->tool_format == DS_TOOLS_HERMES ? "%s\", \"arguments\": " : "%s\n```json\n", name);
         texts[k] = ds_sbuf_take(&b);
