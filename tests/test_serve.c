@@ -1555,7 +1555,7 @@ static char *completion_of_chat(int port, const char *fields, int n, const char 
 
 typedef struct {
     char content[4096], name[4][64], args[4][4096], id[4][64], finish[32];
-    int ncalls, content_null, role_first;
+    int ncalls, content_null, role_first, call_chunks;
 } answer;
 
 /* a chat answer, from the response or from the sum of its stream's deltas */
@@ -1581,6 +1581,7 @@ static int chat_answer(int port, const char *fields, int stream, answer *a) {
         if (cJSON_IsString(c)) strncat(a->content, c->valuestring, sizeof a->content - strlen(a->content) - 1);
         if (!stream) a->content_null = cJSON_IsNull(c);
         int k = 0;
+        a->call_chunks += cJSON_GetArraySize(cJSON_GetObjectItem(m, "tool_calls")) > 0;
         cJSON_ArrayForEach(tc, cJSON_GetObjectItem(m, "tool_calls")) {
             const cJSON *ix = cJSON_GetObjectItem(tc, "index"), *fn = cJSON_GetObjectItem(tc, "function");
             int i = stream ? (cJSON_IsNumber(ix) ? ix->valueint : -1) : k++;
@@ -1634,8 +1635,9 @@ TEST(serve_tool_calls) {
               "named: %d calls, %s(%s), finish %s; want arguments %s", a.ncalls, a.name[0], a.args[0], a.finish, want ? want : "");
     CHECK(chat_answer(S.port, fields, 1, &s) == 200);
     CHECK_MSG(s.ncalls == 1 && !strcmp(s.name[0], "get_weather") && !strcmp(s.args[0], a.args[0]) && !*s.content &&
-                  !strcmp(s.finish, "tool_calls") && s.role_first && *s.id[0],
-              "named, streamed: %d calls, %s(%s), content %s, finish %s", s.ncalls, s.name[0], s.args[0], s.content, s.finish);
+                  !strcmp(s.finish, "tool_calls") && s.role_first && *s.id[0] && s.call_chunks > 2,
+              "named, streamed: %d calls, %s(%s), content %s, finish %s, %d chunks", s.ncalls, s.name[0], s.args[0], s.content,
+              s.finish, s.call_chunks); /* the arguments stream as they grow */
     free(want);
     /* cut short by max_tokens: the generated text is still the arguments */
     snprintf(fields, sizeof fields, "%s, \"max_tokens\": 2", named);

@@ -808,6 +808,7 @@ typedef struct {
     int64_t sent_tok;
     int started, finished;
     const char *finish; /* chat with tools: the finish reason once the calls are sent */
+    int call_open;      /* a named call: its name is sent, its arguments stream */
 } choice;
 typedef struct {
     server *S;
@@ -876,12 +877,39 @@ static void chunk_text(stream *st, int j, const char *text, size_t n, int64_t ta
     chunk_delta(st, j, text, n, NULL, ta, tb, 0, finish);
 }
 
+/* a named call's arguments as they grow: the first delta names the call, the
+ * next ones carry the arguments' new text (the whole answer is the
+ * arguments: the call's start was forced, and the guide ends it at their close) */
+static void stream_named_args(stream *st, int j, const char *text, size_t n) {
+    choice *ch = &st->ch[j];
+    ds_sbuf b = {0};
+    char *s = ds_strndup(text, n);
+    if (!ch->call_open) {
+        ds_tool_result one = {.calls = &(ds_tool_call){st->g.tool_name, s}, .ncalls = 1};
+        put_tool_calls(&b, &one, st->id, j, 1);
+        ch->call_open = 1;
+    } else {
+        ds_sbuf_puts(&b, "[{\"index\": 0, \"function\": {\"arguments\": ");
+        ds_json_put_string(&b, s);
+        ds_sbuf_puts(&b, "}}]");
+    }
+    chunk_delta(st, j, "", 0, b.p, ch->sent_tok, ch->r->nout, 0, NULL);
+    ch->sent_tok = ch->r->nout;
+    free(s), free(b.p);
+}
+
 /* chat with tools: content as far as no call marker can start in it; at the
  * end, the rest of the content and the calls (each whole, in one delta), so
- * the stream adds up to the answer without streaming */
+ * the stream adds up to the answer without streaming.  A named call streams
+ * its arguments as they grow (stream_named_args). */
 static void produce_tools(stream *st, int j) {
     choice *ch = &st->ch[j];
     ds_sreq *r = ch->r;
+    if (!r->done && st->g.tool_choice == TOOL_NAMED) {
+        if (!ch->call_open || r->text_ready > ch->sent_text) stream_named_args(st, j, r->text + ch->sent_text, r->text_ready - ch->sent_text);
+        ch->sent_text = r->text_ready;
+        return;
+    }
     if (!r->done) {
         size_t ready = st->g.tool_prefix ? 0 : ds_tool_content_ready(st->S->cfg->tool_format, r->text, r->text_ready);
         if (ready > ch->sent_text) {
@@ -893,6 +921,14 @@ static void produce_tools(stream *st, int j) {
     if (ch->finish || (strcmp(r->finish, "stop") && strcmp(r->finish, "length"))) return;
     ds_tool_result tr;
     answer_calls(st->S, &st->g, r, &tr);
+    if (ch->call_open) { /* a named call streamed so far: the rest of its arguments */
+        const char *a = tr.ncalls ? tr.calls[0].arguments : "";
+        if (strlen(a) > ch->sent_text && !strncmp(a, r->text, ch->sent_text))
+            stream_named_args(st, j, a + ch->sent_text, strlen(a) - ch->sent_text);
+        ch->finish = finish_calls(r, &tr);
+        ds_tool_result_free(&tr);
+        return;
+    }
     const size_t nc = tr.content ? strlen(tr.content) : 0;
     if (nc > ch->sent_text || (!tr.ncalls && r->nout > ch->sent_tok)) {
         chunk_text(st, j, nc > ch->sent_text ? tr.content + ch->sent_text : "", nc > ch->sent_text ? nc - ch->sent_text : 0,
