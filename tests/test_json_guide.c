@@ -272,6 +272,15 @@ static ds_json_schema *schema_of(const char *txt) {
     return s;
 }
 
+/* schemas that must fail to compile, each with a piece of its message */
+static void refused_at_compile(const char *const (*bad)[2], size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        ds_json_schema *s = schema_of(bad[i][0]);
+        CHECK_MSG(!s && strstr(ds_errmsg(), bad[i][1]), "%s: %s", bad[i][0], s ? "compiled" : ds_errmsg());
+        ds_json_schema_free(s);
+    }
+}
+
 /* text with a '|' where it stops being a prefix of an accepted document (none: the whole is one) */
 static void expect(const ds_json_schema *sc, const char *marked) {
     char txt[512];
@@ -329,11 +338,7 @@ TEST(json_guide_schema) {
         {"{\"properties\": {\"a\": {\"enum\": []}}}", "'enum' must be a non-empty list"},
         {"3", "a schema must be an object or true"},
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        ds_json_schema *s = schema_of(bad[i][0]);
-        CHECK_MSG(!s && strstr(ds_errmsg(), bad[i][1]), "%s: %s", bad[i][0], s ? "compiled" : ds_errmsg());
-        ds_json_schema_free(s);
-    }
+    refused_at_compile(bad, sizeof bad / sizeof bad[0]);
 }
 
 /* random documents that satisfy schema A, written by cJSON: every prefix taken, the whole complete */
@@ -477,9 +482,5 @@ TEST(json_guide_schema_refs_and_any_of) {
         {"{\"properties\": {\"a\": {\"anyOf\": [{\"type\": \"object\"}], \"type\": \"object\"}}}", "beside other keywords"},
         {"{\"properties\": {\"a\": {\"$ref\": \"http://x/s.json\"}}}", "only \"#/$defs/NAME\""},
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        ds_json_schema *s = schema_of(bad[i][0]);
-        CHECK_MSG(!s && strstr(ds_errmsg(), bad[i][1]), "%s: %s", bad[i][0], s ? "compiled" : ds_errmsg());
-        ds_json_schema_free(s);
-    }
+    refused_at_compile(bad, sizeof bad / sizeof bad[0]);
 }

@@ -58,15 +58,24 @@ static void drop_calls(ds_tool_result *r) {
 
 /* DeepSeek-V3: each <｜tool▁call▁begin｜>TYPE<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>
  * after the calls marker; TYPE and NAME on one line, NAME not empty */
+/* a DeepSeek-V3 call's head after its begin marker p: TYPE<｜tool▁sep｜>NAME\n```json\n on one line
+ * each; the arguments' start, *name and *nl (the name's end), or NULL */
+static const char *ds3_head(const char *p, const char *end, const char **name, const char **nl) {
+    const char *sep = find(p, end, DS3_SEP);
+    *nl = sep ? memchr(sep, '\n', (size_t)(end - sep)) : NULL;
+    if (!sep || !*nl || memchr(p, '\n', (size_t)(sep - p))) return NULL;
+    *name = sep + strlen(DS3_SEP);
+    const char *args = *nl + 1;
+    if (*name == *nl || (size_t)(end - args) < strlen(DS3_ARGS_OPEN) || memcmp(args, DS3_ARGS_OPEN, strlen(DS3_ARGS_OPEN)))
+        return NULL;
+    return args + strlen(DS3_ARGS_OPEN);
+}
+
 static void parse_deepseek(const char *p, const char *end, ds_tool_result *r) {
     while ((p = find(p, end, DS3_CALL_BEGIN))) {
         p += strlen(DS3_CALL_BEGIN);
-        const char *sep = find(p, end, DS3_SEP), *nl = sep ? memchr(sep, '\n', (size_t)(end - sep)) : NULL;
-        if (!sep || !nl || memchr(p, '\n', (size_t)(sep - p))) continue;
-        const char *name = sep + strlen(DS3_SEP), *args = nl + 1;
-        if (name == nl || (size_t)(end - args) < strlen(DS3_ARGS_OPEN) || memcmp(args, DS3_ARGS_OPEN, strlen(DS3_ARGS_OPEN)))
-            continue;
-        args += strlen(DS3_ARGS_OPEN);
+        const char *name, *nl, *args = ds3_head(p, end, &name, &nl);
+        if (!args) continue;
         const char *close = find(args, end, DS3_CALL_END);
         if (!close) continue;
         add_call(r, ds_strndup(name, (size_t)(nl - name)), ds_strndup(args, (size_t)(close - args)));
@@ -116,12 +125,8 @@ static void parse_open(ds_tool_format f, const char *all, const char *end, ds_to
         free(b.p);
         return;
     }
-    const char *sep = find(p, end, DS3_SEP), *nl = sep ? memchr(sep, '\n', (size_t)(end - sep)) : NULL;
-    if (!sep || !nl || memchr(p, '\n', (size_t)(sep - p))) return;
-    const char *name = sep + strlen(DS3_SEP), *args = nl + 1;
-    if (name == nl || (size_t)(end - args) < strlen(DS3_ARGS_OPEN) || memcmp(args, DS3_ARGS_OPEN, strlen(DS3_ARGS_OPEN))) return;
-    args += strlen(DS3_ARGS_OPEN);
-    add_call(r, ds_strndup(name, (size_t)(nl - name)), ds_strndup(args, (size_t)(end - args)));
+    const char *name, *nl, *args = ds3_head(p, end, &name, &nl);
+    if (args) add_call(r, ds_strndup(name, (size_t)(nl - name)), ds_strndup(args, (size_t)(end - args)));
 }
 
 void ds_tool_parse(ds_tool_format f, const char *prefix, const char *text, size_t n, const char *forced_name,
