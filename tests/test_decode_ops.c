@@ -14,6 +14,7 @@
  *    sample_pick.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,7 +103,8 @@ TEST(decode_ops_mla_absorbed_attention) {
     /* B, n, pos, Lmax, nh, dn, dv, dr, rkv; the last two split over threads */
     static const int64_t sh[][9] = {{1, 1, 0, 1, 1, 1, 1, 0, 1},       {2, 3, 4, 9, 3, 5, 4, 2, 7},
                                     {1, 2, 30, 40, 4, 16, 16, 8, 33},   {3, 1, 70, 80, 5, 8, 7, 6, 129},
-                                    {2, 4, 10, 16, 8, 32, 16, 8, 64}};
+                                    {2, 4, 10, 16, 8, 32, 16, 8, 64},   {1, 5, 300, 310, 8, 32, 16, 8, 64},
+                                    {2, 37, 150, 200, 3, 16, 8, 4, 96}}; /* the last two: several key blocks */
     ds_rng r;
     ds_rng_seed(&r, 11);
     for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
@@ -140,6 +142,37 @@ TEST(decode_ops_mla_absorbed_attention) {
         CHECK_MSG(ec < 1e-5 && er < 1e-5, "absorbed attention shape %zu: cpu err %.3g, ref err %.3g", si, ec, er);
         free(q), free(ckv), free(kpe), free(kv_b), free(att_c), free(att_r), free(want);
     }
+}
+
+/* The CPU entry computes each (query, head) row the same way whatever else
+ * the call holds: a chunk of n queries equals n one-query calls (decode
+ * steps at the successive positions) bit for bit, at 1 and 2 threads, so a
+ * prompt's attention does not depend on how it was cut into chunks (serve's
+ * prefix cache, batched prefill) */
+TEST(decode_ops_mla_absorbed_attention_chunk_equals_steps) {
+    const int64_t n = 37, pos = 150, Lmax = 200, nh = 8, dn = 16, dv = 8, dr = 4, rkv = 96, dq = dn + dr;
+    ds_rng r;
+    ds_rng_seed(&r, 17);
+    const float scale = 1.0f / sqrtf((float)dq);
+    float *q = ds_malloc((size_t)(n * nh * dq) * sizeof(float));
+    float *ckv = ds_malloc((size_t)(Lmax * rkv) * sizeof(float)), *kpe = ds_malloc((size_t)(Lmax * dr) * sizeof(float));
+    float *kv_b = ds_malloc((size_t)(nh * (dn + dv) * rkv) * sizeof(float));
+    fill(&r, q, n * nh * dq);
+    fill(&r, ckv, Lmax * rkv);
+    fill(&r, kpe, Lmax * dr);
+    fill(&r, kv_b, nh * (dn + dv) * rkv);
+    float *chunk = nan_buf(n * nh * dv), *steps = nan_buf(n * nh * dv), *one = nan_buf(n * nh * dv);
+    ds_ops_cpu.mla_absorbed_attention(chunk, q, ckv, kpe, kv_b, 1, n, pos, Lmax, nh, dn, dv, dr, rkv, scale, NULL, NULL);
+    for (int64_t i = 0; i < n; i++)
+        ds_ops_cpu.mla_absorbed_attention(steps + i * nh * dv, q + i * nh * dq, ckv, kpe, kv_b, 1, 1, pos + i, Lmax, nh,
+                                          dn, dv, dr, rkv, scale, NULL, NULL);
+    const int th = omp_get_max_threads();
+    omp_set_num_threads(1);
+    ds_ops_cpu.mla_absorbed_attention(one, q, ckv, kpe, kv_b, 1, n, pos, Lmax, nh, dn, dv, dr, rkv, scale, NULL, NULL);
+    omp_set_num_threads(th);
+    CHECK_MSG(!memcmp(chunk, steps, (size_t)(n * nh * dv) * sizeof(float)), "a chunk's rows differ from one-query steps");
+    CHECK_MSG(!memcmp(chunk, one, (size_t)(n * nh * dv) * sizeof(float)), "the rows differ between thread counts");
+    free(q), free(ckv), free(kpe), free(kv_b), free(chunk), free(steps), free(one);
 }
 
 TEST(decode_ops_gather_rows) {
