@@ -30,6 +30,7 @@
 #include "base/base.h"
 #include "io/json.h"
 #include "io/safetensors.h"
+#include "serve/chat_cfg.h"
 #include "test.h"
 #include "tokenizer/jinja.h"
 #include "tokenizer/tok_config.h"
@@ -1988,4 +1989,234 @@ TEST(serve_json_object) {
         free(o);
     }
     CHECK(server_stop(&S) == 0);
+}
+
+/* ---- the prefix cache --------------------------------------------------------------------- */
+typedef struct { int32_t ids[64]; int n, cached, status; float lp[256]; } pc_answer;
+
+/* a greedy completion of the ids p[0..n) (max_tokens new, EOS ignored): its ids, log-probabilities, cached tokens */
+static pc_answer pc_complete(int port, const int32_t *p, int n, int max_tokens, const char *extra) {
+    pc_answer a = {.status = -1};
+    ds_sbuf b = {0};
+    ds_sbuf_puts(&b, "{\"prompt\": [");
+    for (int i = 0; i < n; i++) ds_sbuf_printf(&b, "%s%d", i ? ", " : "", p[i]);
+    ds_sbuf_printf(&b, "], \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, \"logprobs\": 0, "
+                       "\"return_token_ids\": true%s}", max_tokens, extra ? extra : "");
+    char *o = NULL;
+    a.status = http(port, "POST", "/v1/completions", NULL, b.p, &o);
+    free(b.p);
+    cJSON *j = cJSON_Parse(o);
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    a.n = ids_of(cJSON_GetObjectItem(ch, "token_ids"), a.ids, 64);
+    const cJSON *lp = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "logprobs"), "token_logprobs"), *x;
+    int k = 0;
+    cJSON_ArrayForEach(x, lp) if (k < 256) a.lp[k++] = cJSON_IsNumber(x) ? (float)x->valuedouble : NAN;
+    const cJSON *d = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens_details"),
+                                         "cached_tokens");
+    a.cached = cJSON_IsNumber(d) ? (int)d->valuedouble : -1;
+    cJSON_Delete(j);
+    free(o);
+    return a;
+}
+
+/* dsv3 generate's greedy ids for the ids p[0..n) (the oracle: no prefix cache) */
+static int pc_generate(const char *dir, const int32_t *p, int n, int new_tokens, int32_t *ids) {
+    char txt[4096] = "";
+    for (int i = 0; i < n; i++) snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "%d ", p[i]);
+    return gen_ids(dir, txt, new_tokens, "", ids);
+}
+
+static void pc_rand(uint32_t *st, int32_t *p, int n) {
+    for (int i = 0; i < n; i++) {
+        *st = *st * 1664525u + 1013904223u;
+        p[i] = (int32_t)(3 + (*st >> 8) % 247);
+    }
+}
+
+typedef struct { int port; int32_t p[64]; int n; pc_answer a; } pc_client;
+static void *pc_bg(void *arg) {
+    pc_client *c = arg;
+    c->a = pc_complete(c->port, c->p, c->n, 24, NULL);
+    return NULL;
+}
+
+/* A conversation's turns start from the cache row of the one before (the
+ * prompt, then the answer but its last token, which is not cached yet); a
+ * prompt sharing a prefix with a running request copies that row; every
+ * answer is the greedy tokens of `dsv3 generate` on the whole prompt, and
+ * its log-probabilities those of scoring the whole text in one prefill
+ * (echo: no reuse) up to FP32 rounding.  Speculative: the prefix stops a
+ * token earlier (the MTP module's entry pairs a state with the next token). */
+static void prefix_cache_checks(const char *dir, int port, int spec) {
+    enum { NEW = 8 };
+    uint32_t st = 12345 + (uint32_t)spec;
+    int32_t conv[200], want[64], tail[16];
+    int n = 40;
+    pc_rand(&st, conv, n);
+    int expect = 0, hits = 0;
+    for (int turn = 0; turn < 3; turn++) {
+        pc_answer a = pc_complete(port, conv, n, NEW, NULL);
+        CHECK(a.status == 200 && a.n == NEW);
+        CHECK(pc_generate(dir, conv, n, NEW, want) == NEW);
+        CHECK_MSG(!memcmp(a.ids, want, NEW * sizeof(int32_t)), "turn %d: the answer differs from generate's", turn);
+        CHECK_MSG(a.cached == expect, "turn %d: %d tokens cached, expected %d", turn, a.cached, expect);
+        hits += a.cached;
+        if (turn == 2) { /* the same text scored in one prefill: the answer's log-probabilities */
+            int32_t all[200];
+            memcpy(all, conv, (size_t)n * sizeof(int32_t));
+            memcpy(all + n, a.ids, NEW * sizeof(int32_t));
+            pc_answer e = pc_complete(port, all, n + NEW, 0, ", \"echo\": true");
+            CHECK(e.status == 200 && e.cached == 0);
+            for (int k = 0; k < NEW; k++)
+                CHECK_MSG(fabsf(e.lp[n + k] - a.lp[k]) < 1e-4f, "token %d: %g cached, %g scored", k, a.lp[k], e.lp[n + k]);
+        }
+        memcpy(conv + n, a.ids, NEW * sizeof(int32_t));
+        expect = n + NEW - 1 - spec;
+        n += NEW;
+        pc_rand(&st, conv + n, 10);
+        n += 10;
+    }
+    /* a prompt sharing 30 tokens with a running one: copied from its row */
+    pc_client c = {.port = port, .n = 40};
+    pc_rand(&st, c.p, c.n);
+    pthread_t th;
+    pthread_create(&th, NULL, pc_bg, &c);
+    usleep(400000); /* its prefill is done (steps take 20 ms) */
+    int32_t q[48];
+    memcpy(q, c.p, 30 * sizeof(int32_t));
+    pc_rand(&st, tail, 6);
+    memcpy(q + 30, tail, 6 * sizeof(int32_t));
+    pc_answer b = pc_complete(port, q, 36, NEW, NULL);
+    pthread_join(th, NULL);
+    CHECK(c.a.status == 200 && c.a.n == 24 && c.a.cached == 0);
+    CHECK(pc_generate(dir, q, 36, NEW, want) == NEW);
+    CHECK_MSG(b.status == 200 && b.n == NEW && !memcmp(b.ids, want, NEW * sizeof(int32_t)), "the copied prefix's answer differs");
+    CHECK_MSG(b.cached == 30 - spec, "%d tokens cached from the running request's row, expected %d", b.cached, 30 - spec);
+    hits += b.cached;
+    CHECK(metric(port, "dsv3_prefix_cache_hits_total") == hits);
+}
+
+TEST(serve_prefix_cache) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "20", 1);
+    SETUP_IN(make_model_long(), "--max-batch 4");
+    prefix_cache_checks(dir, S.port, 0);
+    CHECK(server_stop(&S) == 0);
+    server S2;
+    CHECK(server_start(&S2, dir, "--max-batch 4 --speculative mtp") == 0);
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    if (!S2.port) return;
+    prefix_cache_checks(dir, S2.port, 1);
+    CHECK(server_stop(&S2) == 0);
+    /* --no-prefix-cache: the same conversation, nothing reused */
+    server S3;
+    CHECK(server_start(&S3, dir, "--max-batch 2 --no-prefix-cache") == 0);
+    if (!S3.port) return;
+    int32_t p[64];
+    uint32_t st = 99;
+    pc_rand(&st, p, 40);
+    pc_answer a = pc_complete(S3.port, p, 40, 4, NULL), b = pc_complete(S3.port, p, 40, 4, NULL);
+    CHECK(a.status == 200 && b.status == 200 && a.cached == 0 && b.cached == 0 && !memcmp(a.ids, b.ids, 4 * sizeof(int32_t)));
+    CHECK(metric(S3.port, "dsv3_prefix_cache_hits_total") == 0);
+    CHECK(server_stop(&S3) == 0);
+}
+
+/* with return_token_ids a streamed id goes out in the step that made it,
+ * even while its text waits (here: a stop string of 8 bytes holds back the
+ * last 7 bytes of text); the ids still add up to the unstreamed answer's */
+TEST(serve_stream_ids_at_once) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "40", 1);
+    SETUP("--max-batch 2");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
+    enum { NEW = 8 };
+    char pj[512], req[1024], *o = NULL;
+    prompt_json(pj, sizeof pj, 6, 0);
+    snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, "
+             "\"stop\": \"\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\u0008\", \"return_token_ids\": true%s}",
+             pj, NEW, "");
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    cJSON *j = cJSON_Parse(o);
+    int32_t want[64], got[64];
+    const int nw = ids_of(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "token_ids"), want, 64);
+    cJSON_Delete(j);
+    free(o);
+    CHECK(nw == NEW);
+    req[strlen(req) - 1] = 0;
+    strcat(req, ", \"stream\": true}");
+    CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+    int n = 0, chunks = 0, early = 0;
+    for (const char *p = o; (p = strstr(p, "data: ")); ) {
+        p += 6;
+        const char *e = strstr(p, "\n\n");
+        if (!e || !strncmp(p, "[DONE]", 6)) break;
+        cJSON *c = cJSON_ParseWithLength(p, (size_t)(e - p));
+        const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "choices"), 0);
+        const int k = ids_of(cJSON_GetObjectItem(ch, "token_ids"), got + n, 64 - n);
+        const cJSON *t = cJSON_GetObjectItem(ch, "text");
+        chunks += k > 0;
+        early += k > 0 && n + k < NEW && cJSON_IsString(t) && !t->valuestring[0]; /* ids before their text */
+        n += k;
+        cJSON_Delete(c);
+        p = e;
+    }
+    free(o);
+    CHECK_MSG(n == NEW && !memcmp(got, want, NEW * sizeof(int32_t)), "%d streamed ids", n);
+    CHECK_MSG(chunks >= NEW - 2 && early >= 4, "%d chunks with ids, %d of them before any text", chunks, early);
+    CHECK(server_stop(&S) == 0);
+}
+
+/* `dsv3 chat --model`: the second turn starts from the first's cache (the
+ * prompt and the answer but its last token; --verbose says how many tokens)
+ * and answers as `dsv3 generate` on the whole rendered conversation */
+TEST(chat_cli_reuses_the_conversation) {
+    if (load_ref()) SKIP("no v3 fixture");
+    const char *dir = make_model_long();
+    CHECK(dir != NULL);
+    if (!dir) return;
+    char cfgp[800], ids[8192], gout[4096], cout[8192], err[700];
+    snprintf(cfgp, sizeof cfgp, "%s/tokenizer_config.json", dir);
+    ds_chat_cfg cc = {0};
+    CHECK(ds_chat_cfg_load(&cc, cfgp, NULL) == 0);
+    if (!cc.tmpl) return;
+    /* turn 1: "Hi" */
+    cJSON *msgs = cJSON_CreateArray();
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddStringToObject(u, "role", "user"), cJSON_AddStringToObject(u, "content", "Hi");
+    cJSON_AddItemToArray(msgs, u);
+    char *text = ds_chat_template_apply(cc.tmpl, msgs, 1, cc.bos, cc.eos);
+    const int P1 = encode_ids(dir, text, ids, sizeof ids, NULL, 0);
+    free(text);
+    CHECK(ds_test_sh(gout, sizeof gout, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens 10 2>/dev/null", dir, ids) == 0);
+    int32_t gen[16];
+    int ng = 0;
+    for (char *p = strtok(gout, " \n"); p && ng < 16; p = strtok(NULL, " \n")) gen[ng++] = atoi(p);
+    char a1[256], a2[256];
+    const int n1 = token_text(dir, gen, ng, a1, sizeof a1 - 1);
+    CHECK(n1 > 0 && ng == 10);
+    a1[n1 > 0 ? n1 : 0] = 0;
+    /* turn 2: the history with the first answer, then "How are you" */
+    cJSON *as = cJSON_CreateObject();
+    cJSON_AddStringToObject(as, "role", "assistant"), cJSON_AddStringToObject(as, "content", a1);
+    cJSON_AddItemToArray(msgs, as);
+    u = cJSON_CreateObject();
+    cJSON_AddStringToObject(u, "role", "user"), cJSON_AddStringToObject(u, "content", "How are you");
+    cJSON_AddItemToArray(msgs, u);
+    text = ds_chat_template_apply(cc.tmpl, msgs, 1, cc.bos, cc.eos);
+    const int P2 = encode_ids(dir, text, ids, sizeof ids, NULL, 0);
+    free(text);
+    cJSON_Delete(msgs);
+    ds_chat_cfg_free(&cc);
+    CHECK(ds_test_sh(gout, sizeof gout, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens 10 2>/dev/null", dir, ids) == 0);
+    ng = 0;
+    for (char *p = strtok(gout, " \n"); p && ng < 16; p = strtok(NULL, " \n")) gen[ng++] = atoi(p);
+    const int n2 = token_text(dir, gen, ng, a2, sizeof a2);
+    snprintf(err, sizeof err, "%s/chat-err.txt", ds_test_tmpdir());
+    CHECK(ds_test_sh(cout, sizeof cout, "printf 'Hi\\nHow are you\\n' | $DSV3 --verbose chat --model %s --max-new-tokens 10 2>%s",
+                     dir, err) == 0);
+    CHECK_MSG(n1 > 0 && n2 > 0 && !memcmp(cout, a1, (size_t)n1) && cout[n1] == '\n' && !memcmp(cout + n1 + 1, a2, (size_t)n2),
+              "chat printed %s", ds_quote(cout));
+    size_t len;
+    char *log = ds_read_file(err, &len), want[128];
+    snprintf(want, sizeof want, "chat: %d of %d prompt tokens were cached", P1 + 9, P2); /* the first answer's last token is not cached */
+    CHECK_MSG(log && strstr(log, want), "wanted '%s' in %s", want, log ? log : "(none)");
+    free(log);
 }

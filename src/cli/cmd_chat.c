@@ -59,6 +59,7 @@ typedef struct {
     int64_t eos[32];
     int neos;
     ds_gen_opts o;
+    ds_gen_session gs; /* the cache of the conversation so far: a turn prefills only what it adds */
 } local;
 
 /* one answer from the local model; 0, or -1 with ds_err (the turn is dropped) */
@@ -83,7 +84,8 @@ static int answer_local(local *L, const cJSON *msgs, ds_sbuf *out) {
     int32_t *gen = ds_malloc((size_t)(o.max_tokens + 1) * sizeof(int32_t));
     int64_t n = 0;
     ds_gen_stats st;
-    int rc = ds_generate(&L->m, L->ops, ids, P, &o, gen, &n, on_token, &a, &st);
+    int rc = ds_generate_session(&L->gs, &L->m, L->ops, ids, P, &o, gen, &n, on_token, &a, &st);
+    if (!rc) ds_log(DS_LOG_DEBUG, "chat: %lld of %lld prompt tokens were cached", (long long)st.cached_tokens, (long long)P);
     size_t len = 0;
     const char *b = ds_decode_stream_flush(&a.ds, &len);
     if (b && len) fwrite(b, 1, len, stdout), ds_sbuf_put(&a.text, b, len);
@@ -373,6 +375,7 @@ static int run(int argc, char **argv) {
     free(sys);
     cJSON_Delete(msgs);
     if (!url) {
+        ds_gen_session_free(&L.gs);
         ds_model_free(&L.m);
         ds_chat_cfg_free(&L.cc);
         ds_tokenizer_free(L.tok);

@@ -146,3 +146,13 @@ void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src
         e->ops->copy_d2d(b->kpe[l] + row * b->max_len * b->dr, src->kpe[l], pb);
     }
 }
+
+void ds_rows_engine_copy_prefix(ds_rows_engine *e, int64_t dst, int64_t src, int64_t n) {
+    const ds_kv_cache *b = &e->kc;
+    if (dst == src || n <= 0) return;
+    const size_t cb = (size_t)(n * b->rkv) * sizeof(float), pb = (size_t)(n * b->dr) * sizeof(float);
+    for (int64_t l = 0; l < b->nlayers; l++) {
+        e->ops->copy_d2d(b->ckv[l] + dst * b->max_len * b->rkv, b->ckv[l] + src * b->max_len * b->rkv, cb);
+        e->ops->copy_d2d(b->kpe[l] + dst * b->max_len * b->dr, b->kpe[l] + src * b->max_len * b->dr, pb);
+    }
+}

@@ -139,6 +139,9 @@ int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int
 /* Row `row` takes positions 0..P-1 of a batch-1 cache (a prefill's; with
  * mtp, the MTP layer too: the source must have as many layers). */
 void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P);
+/* cache row dst's positions 0..n-1 := row src's, every layer (the MTP module's
+ * too): a prompt prefix another sequence has cached (serve's prefix cache) */
+void ds_rows_engine_copy_prefix(ds_rows_engine *e, int64_t dst, int64_t src, int64_t n);
 
 /* ---- sampling.c ----------------------------------------------------------------- */
 typedef struct {
@@ -225,12 +228,26 @@ typedef struct {
     int64_t steps;              /* main-model decode steps */
     int64_t drafted, accepted;  /* MTP drafts checked, drafts accepted */
     int stopped;                /* 1: EOS, 2: callback */
+    int64_t cached_tokens;      /* ds_generate_session: prompt tokens the cache already held */
 } ds_gen_stats;
 /* Generates up to max_tokens ids after prompt (P ids) into out; *nout the
  * count.  Errors: empty prompt, prompt + max_tokens beyond the model's
  * max_position_embeddings, speculative without MTP or with sampling. */
 int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prompt, int64_t P, const ds_gen_opts *o,
                 int32_t *out, int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);
+/* A conversation's engine (`dsv3 chat`): one cache of max_position_embeddings
+ * positions kept between calls; each call reuses the longest prefix of its
+ * prompt the cache holds (the earlier turns and answers) and prefills the
+ * rest (at least the prompt's last token), then decodes as ds_generate.
+ * Plain decoding only.  Zero-initialise; free with ds_gen_session_free. */
+typedef struct {
+    ds_engine e;
+    int32_t *tok; /* the tokens at the cached positions 0..e.pos-1 */
+} ds_gen_session;
+int ds_generate_session(ds_gen_session *g, const ds_model *m, const struct ds_ops *ops, const int32_t *prompt,
+                        int64_t P, const ds_gen_opts *o, int32_t *out, int64_t *nout, ds_token_fn fn, void *ctx,
+                        ds_gen_stats *st);
+void ds_gen_session_free(ds_gen_session *g);
 /* Internal to generate.c/speculative.c: append id to out, call fn; returns
  * 1 (EOS), 2 (fn asked to stop) or 0. */
 int ds_gen_emit(const ds_gen_opts *o, int32_t id, int32_t *out, int64_t *n, ds_token_fn fn, void *ctx);

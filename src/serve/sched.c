@@ -57,6 +57,12 @@ struct ds_sched {
     int32_t *p_ids, *p_next; /* (prefill_chunk): their tokens; speculative: the tokens after them */
     int *b_slot;
     ds_rows_engine dec; /* max_batch cache rows; decode steps, batched prefill */
+    /* the prefix cache: what each cache row holds, kept after its request ends */
+    int32_t *ctok;     /* (max_batch, ctx + 1): row i's tokens, prompt then output */
+    int64_t *ntok;     /* per row: tokens in ctok */
+    int64_t *kvn;      /* per row: positions 0..kvn-1 of the main model's cache hold ctok's tokens */
+    int64_t *mvn;      /* per row: MTP positions 0..mvn-1 hold (state j, token j + 1) of ctok */
+    double *t_used;    /* per row: when its last request ended (a free row's age) */
     float *lsm; /* (V) host copy of a device-resident logits row (logprobs) */
     int step_delay_us; /* tests: DSV3_SERVE_STEP_DELAY_MS slows every iteration so batching is observable */
     int wake;          /* this iteration gave a streaming request tokens or finished a request: wake the
@@ -172,6 +178,7 @@ static void finish(ds_sched *s, ds_sreq *r, const char *why) {
     if (!strcmp(why, "cancelled")) s->st.cancelled++;
     ds_sampler_free(&r->sampler);
     if (r->slot >= 0) {
+        s->t_used[r->slot] = ds_now();
         s->slot[r->slot] = NULL;
         s->state[r->slot] = SLOT_FREE;
         s->st.active--;
@@ -211,6 +218,10 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
     }
     int64_t k = r->nout++;
     if (r->stream) s->wake = 1;
+    if (r->slot >= 0 && r->P + k <= s->o.ctx) {
+        s->ctok[(size_t)r->slot * (size_t)(s->o.ctx + 1) + (size_t)(r->P + k)] = id;
+        s->ntok[r->slot] = r->P + k + 1;
+    }
     r->out[k] = id;
     r->lp[k] = lp;
     if (r->top_logprobs > 0) {
@@ -377,6 +388,7 @@ static void prefill_scored(ds_sched *s, int *fresh) {
                  r->p_top_lp + q * DS_SREQ_MAX_TOP);
     }
     s->prefilled[i] += len;
+    s->kvn[i] = s->prefilled[i];
     if (s->prefilled[i] < r->P) return;
     s->pos[i] = r->P;
     s->state[i] = SLOT_DECODE;
@@ -428,6 +440,7 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
         int32_t *nx = s->p_next + k * t;
         if (s->o.speculative) memcpy(nx, r->prompt + s->p_pos[k] + 1, (size_t)(len - 1) * sizeof(int32_t));
         s->prefilled[i] += len;
+        s->kvn[i] = s->prefilled[i];
         if (s->prefilled[i] < r->P) {
             if (s->o.speculative)
                 for (int64_t j = len - 1; j < t; j++) nx[j] = r->prompt[s->prefilled[i]];
@@ -448,6 +461,7 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
         for (int k = 0; k < n; k++) s->spec[s->p_slot[k]] = 0; /* those decode plainly */
         return;
     }
+    for (int k = 0; k < n; k++) s->mvn[s->p_slot[k]] = s->prefilled[s->p_slot[k]];
     for (int k = 0; k < n && nfinal; k++) {
         const int i = s->p_slot[k];
         if (s->spec[i] && fresh[i] && s->slot[i]) s->draft[i] = pick_draft(s, s->slot[i], s->dec.p_mtp_logits + k * V);
@@ -482,7 +496,7 @@ static int plain_decode(ds_sched *s, const int *fresh) {
     if (ds_rows_engine_step(&s->dec, s->b_ids, s->b_rows, s->b_pos, n)) return -1;
     for (int k = 0; k < n; k++) {
         int i = s->b_slot[k];
-        s->pos[i]++;
+        s->kvn[i] = ++s->pos[i];
         sample_emit(s, s->slot[i], s->dec.logits + k * V, &s->last[i]);
     }
     return n;
@@ -512,7 +526,7 @@ static int spec_group(ds_sched *s, int k0, int k1) {
         ds_sreq *r = s->slot[i];
         const float *lg = s->dec.logits + 2 * (k - k0) * V;
         if (!s->spec[i]) {
-            s->pos[i]++;
+            s->kvn[i] = ++s->pos[i];
             sample_emit(s, r, lg, &s->last[i]);
             continue;
         }
@@ -520,6 +534,7 @@ static int spec_group(ds_sched *s, int k0, int k1) {
         const int64_t acc = ds_spec_verify(&r->sampler, lg, s->draft[i], g); /* the draws plain decoding makes */
         drafted++, accepted += (uint64_t)(acc - 1);
         s->pos[i] += acc;
+        s->kvn[i] = s->pos[i];
         s->last[i] = g[acc - 1];
         s->b_ids[k] = (int32_t)(acc - 1); /* the MTP row that drafts next */
         s->b_next[2 * k] = g[0];
@@ -551,6 +566,7 @@ static int spec_group(ds_sched *s, int k0, int k1) {
         if (ds_rows_engine_mtp_step_rows(&s->dec, s->m_hrow, s->m_next, s->m_rows, s->m_pos, m, t)) return -1;
         for (int j = 0; j < m; j++) {
             const int i = s->b_slot[s->m_k[j]];
+            s->mvn[i] = s->pos[i];
             s->draft[i] = pick_draft(s, s->slot[i], s->dec.mtp_logits + j * V);
         }
     }
@@ -586,6 +602,70 @@ static int sampler_init(ds_sched *s, ds_sreq *r) {
     return rc;
 }
 
+/* The prefix cache.  Every cache row keeps the tokens it holds after its
+ * request ends (ctok, kvn: the main model's valid positions, mvn: the MTP
+ * module's), and a new prompt starts from the longest prefix some row holds:
+ * from that row itself when it is free, or copied into a free row from a
+ * busy one (a shared system prompt, the n choices of one prompt).  At least
+ * the prompt's last token is prefilled (its logits give the first token),
+ * and MTP entry j pairs state j with token j + 1, so under speculation the
+ * prefix stops one token before the match does.  A request scoring its
+ * prompt (echo with logprobs) needs every position's logits: no reuse.
+ * Prefixes under PREFIX_MIN tokens are not reused (every prompt shares its
+ * BOS): a miss takes the free row unused longest, so recent conversations
+ * stay cached.  The reused entries were computed in other forwards (other
+ * chunks, decode steps), so the numbers equal a fresh prefill's up to FP32
+ * rounding (docs/serve.md). */
+#define PREFIX_MIN 16
+
+static int64_t reusable(const ds_sched *s, int j, const ds_sreq *r) {
+    if (!s->o.prefix_cache || r->prompt_logprobs) return 0;
+    const int32_t *a = s->ctok + (size_t)j * (size_t)(s->o.ctx + 1);
+    const int64_t n = s->ntok[j] < r->P ? s->ntok[j] : r->P;
+    int64_t c = 0;
+    while (c < n && a[c] == r->prompt[c]) c++;
+    int64_t L = c < s->kvn[j] ? c : s->kvn[j];
+    if (L > r->P - 1) L = r->P - 1;
+    if (s->o.speculative) {
+        if (L > c - 1) L = c - 1;
+        if (L > s->mvn[j]) L = s->mvn[j];
+    }
+    return L >= PREFIX_MIN ? L : 0;
+}
+
+/* mutex held: the free row for r (-1: none) with its prompt's first
+ * r->cached positions already in the cache */
+static int admit_row(ds_sched *s, ds_sreq *r) {
+    const int B = s->o.max_batch;
+    int hit = -1, src = -1, old = -1;
+    int64_t Lh = 0, Ls = 0;
+    for (int j = 0; j < B; j++) {
+        const int64_t L = reusable(s, j, r);
+        if (!s->slot[j]) {
+            if (L > Lh) hit = j, Lh = L;
+            if (old < 0 || (s->kvn[j] ? s->t_used[j] : -1) < (s->kvn[old] ? s->t_used[old] : -1)) old = j;
+        }
+        if (L > Ls) src = j, Ls = L;
+    }
+    if (old < 0) return -1;
+    int i = hit >= 0 ? hit : old;
+    r->cached = Lh;
+    if (Ls > Lh) { /* a busy row holds more of the prompt: copy it into the oldest free row */
+        i = old;
+        ds_rows_engine_copy_prefix(&s->dec, i, src, Ls);
+        s->mvn[i] = Ls;
+        r->cached = Ls;
+    }
+    s->kvn[i] = r->cached;
+    if (s->mvn[i] > r->cached) s->mvn[i] = r->cached;
+    const int64_t n = r->P < s->o.ctx + 1 ? r->P : s->o.ctx + 1;
+    memcpy(s->ctok + (size_t)i * (size_t)(s->o.ctx + 1), r->prompt, (size_t)n * sizeof(int32_t));
+    s->ntok[i] = n;
+    s->st.prefix_queries += (uint64_t)r->P;
+    s->st.prefix_hits += (uint64_t)r->cached;
+    return i;
+}
+
 static void *loop(void *arg) {
     ds_sched *s = arg;
     const int B = s->o.max_batch;
@@ -602,22 +682,25 @@ static void *loop(void *arg) {
         /* drop cancelled requests, admit waiting ones */
         for (int i = 0; i < B; i++)
             if (s->slot[i] && s->slot[i]->cancel) finish(s, s->slot[i], "cancelled");
-        for (int i = 0; i < B && s->qhead; i++) {
-            if (s->slot[i]) continue;
+        while (s->qhead) {
             ds_sreq *r = s->qhead;
+            if (r->cancel) {
+                s->qhead = r->next;
+                if (!s->qhead) s->qtail = NULL;
+                s->nq--;
+                r->done = 1, r->finish = "cancelled", s->st.cancelled++, s->wake = 1;
+                unref(r);
+                continue;
+            }
+            const int i = admit_row(s, r);
+            if (i < 0) break; /* no free slot */
             s->qhead = r->next;
             if (!s->qhead) s->qtail = NULL;
             s->nq--;
-            if (r->cancel) {
-                r->done = 1, r->finish = "cancelled", s->st.cancelled++, s->wake = 1;
-                unref(r);
-                i--;
-                continue;
-            }
             s->slot[i] = r;
             r->slot = i;
             s->state[i] = SLOT_PREFILL;
-            s->prefilled[i] = 0;
+            s->prefilled[i] = r->cached;
             s->st.active++;
             if (s->st.active > s->st.max_active) s->st.max_active = s->st.active;
             ds_decode_stream_init(&r->dstream, s->tok, 1);
@@ -702,6 +785,11 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->b_pos = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_ids = ds_calloc((size_t)B, sizeof(int32_t));
     s->b_slot = ds_calloc((size_t)B, sizeof(int));
+    s->ctok = ds_calloc((size_t)B * (size_t)(o->ctx + 1), sizeof(int32_t));
+    s->ntok = ds_calloc((size_t)B, sizeof(int64_t));
+    s->kvn = ds_calloc((size_t)B, sizeof(int64_t));
+    s->mvn = ds_calloc((size_t)B, sizeof(int64_t));
+    s->t_used = ds_calloc((size_t)B, sizeof(double));
     int64_t chunk = o->prefill_chunk < o->ctx ? o->prefill_chunk : o->ctx;
     if (chunk < 2) chunk = 2;
     s->o.prefill_chunk = chunk;
@@ -759,6 +847,7 @@ void ds_sched_free(ds_sched *s) {
     free(s->m_hrow), free(s->m_next), free(s->m_rows), free(s->m_pos), free(s->m_k);
     free(s->p_slot), free(s->p_rows), free(s->p_pos), free(s->p_len), free(s->p_last), free(s->p_ids), free(s->p_next);
     free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);
+    free(s->ctok), free(s->ntok), free(s->kvn), free(s->mvn), free(s->t_used);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->progress);
     pthread_mutex_destroy(&s->mu);

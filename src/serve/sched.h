@@ -50,6 +50,7 @@ typedef struct ds_sreq {
     struct ds_json_schema *schema; /* owned; sp.schema points to it (JSON answers held to a schema) */
     int stream;                   /* 1: the submitter reads the output as it grows (every step with
                                    * its tokens wakes it); 0: only its finish wakes it */
+    int64_t cached;               /* set at admission: prompt tokens found in the prefix cache */
     int32_t *forced_drafts;       /* tests only: the speculative draft for output token i < nforced (owned) */
     int64_t nforced;
     /* output, under the scheduler mutex */
@@ -82,6 +83,7 @@ typedef struct {
     int max_queue;     /* waiting requests beyond which submit refuses */
     int prefill_batch; /* prompts per prefill forward at most (0: max_batch; 1: one at a time) */
     int speculative;   /* 1: greedy requests decode with MTP drafts, verified in the batched step */
+    int prefix_cache;  /* 1: a prompt starts from the longest prefix a cache row holds (sched.c) */
 } ds_sched_opts;
 
 /* the time-to-first-token histogram's upper bounds (seconds; the last bucket is +Inf) */
@@ -98,6 +100,7 @@ typedef struct {
     uint64_t drafted, accepted;   /* speculative: MTP drafts verified, drafts accepted */
     uint64_t prefill_steps, prefill_seqs; /* prefill forwards, prompts summed over them */
     int prefill_batch_max;        /* most prompts in one prefill forward */
+    uint64_t prefix_queries, prefix_hits; /* prompt tokens admitted; of those, found in the prefix cache */
 } ds_sched_stats;
 
 typedef struct ds_sched ds_sched;

@@ -703,10 +703,13 @@ static int64_t prompt_tokens(const greq *g) {
     return n;
 }
 
-/* usage: the prompt counted once, the completion tokens of every choice */
-static void put_usage(ds_sbuf *b, int64_t P, int64_t nout) {
-    ds_sbuf_printf(b, "{\"prompt_tokens\": %lld, \"completion_tokens\": %lld, \"total_tokens\": %lld}", (long long)P,
-                   (long long)nout, (long long)(P + nout));
+/* usage: the prompt counted once, the completion tokens of every choice;
+ * cached: the prompt tokens found in the prefix cache (each prompt's first choice) */
+static void put_usage(ds_sbuf *b, int64_t P, int64_t nout, int64_t cached) {
+    ds_sbuf_printf(b,
+                   "{\"prompt_tokens\": %lld, \"completion_tokens\": %lld, \"total_tokens\": %lld, "
+                   "\"prompt_tokens_details\": {\"cached_tokens\": %lld}}",
+                   (long long)P, (long long)nout, (long long)(P + nout), (long long)cached);
 }
 
 static void put_head(server *S, ds_sbuf *b, const char *id, long created, const char *object) {
@@ -749,11 +752,12 @@ static const char *finish_calls(const ds_sreq *r, const ds_tool_result *tr) {
 static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const char *id, long created) {
     ds_sbuf b = {0};
     put_head(S, &b, id, created, g->chat ? "chat.completion" : "text_completion");
-    int64_t ntok = 0;
+    int64_t ntok = 0, cached = 0;
     for (int j = 0; j < g->nch; j++) {
         const ds_sreq *r = rs[j];
         const char *echo = g->pecho[j / g->n];
         ntok += r->nout;
+        if (j % g->n == 0) cached += r->cached;
         ds_sbuf_printf(&b, "%s{\"index\": %d, ", j ? ", " : "", j);
         const char *finish = finish_of(r);
         if (g->chat && g->tool_choice) {
@@ -796,7 +800,7 @@ static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const c
         ds_sbuf_printf(&b, ", \"finish_reason\": \"%s\"}", finish);
     }
     ds_sbuf_puts(&b, "], \"usage\": ");
-    put_usage(&b, prompt_tokens(g), ntok);
+    put_usage(&b, prompt_tokens(g), ntok, cached);
     ds_sbuf_puts(&b, "}\n");
     return ds_sbuf_take(&b);
 }
@@ -950,7 +954,7 @@ static void produce_tools(stream *st, int j) {
  * the last choice's end, the usage chunk and [DONE] */
 static void produce(stream *st) {
     int nfin = 0, failed = 0;
-    int64_t ntok = 0;
+    int64_t ntok = 0, cached = 0;
     for (int j = 0; j < st->g.nch; j++) {
         choice *ch = &st->ch[j];
         ds_sreq *r = ch->r;
@@ -967,7 +971,9 @@ static void produce(stream *st) {
         }
         if (st->g.tool_choice) {
             produce_tools(st, j);
-        } else if (r->text_ready > ch->sent_text || (r->done && r->nout > ch->sent_tok)) {
+        } else if (r->text_ready > ch->sent_text || ((r->done || st->g.token_ids) && r->nout > ch->sent_tok)) {
+            /* with return_token_ids, new ids go out at once even when their text is not ready
+             * (a partial UTF-8 character, a tail a stop string may take back) */
             int64_t tb = r->nout;
             chunk_text(st, j, r->text + ch->sent_text, r->text_ready - ch->sent_text, ch->sent_tok, tb, NULL);
             ch->sent_text = r->text_ready;
@@ -980,6 +986,7 @@ static void produce(stream *st) {
         }
         nfin += ch->finished;
         ntok += r->nout;
+        if (j % st->g.n == 0) cached += r->cached;
     }
     if (st->finished || (nfin < st->g.nch && !failed)) return;
     if (failed) {
@@ -988,7 +995,7 @@ static void produce(stream *st) {
     } else if (st->g.include_usage) {
         chunk_begin(st, &st->pend);
         ds_sbuf_puts(&st->pend, "], \"usage\": ");
-        put_usage(&st->pend, prompt_tokens(&st->g), ntok);
+        put_usage(&st->pend, prompt_tokens(&st->g), ntok, cached);
         ds_sbuf_puts(&st->pend, "}\n\n");
     }
     ds_sbuf_puts(&st->pend, "data: [DONE]\n\n");
@@ -1292,6 +1299,10 @@ static char *metrics_text(server *S) {
     METRIC("dsv3_prefill_batch_sum", "counter", "Prompts prefilled, summed over prefill forwards.", "%llu",
            (unsigned long long)st.prefill_seqs);
     METRIC("dsv3_prefill_batch_max", "gauge", "Most prompts in one prefill forward.", "%d", st.prefill_batch_max);
+    METRIC("dsv3_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", "%llu",
+           (unsigned long long)st.prefix_queries);
+    METRIC("dsv3_prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache (not prefilled again).",
+           "%llu", (unsigned long long)st.prefix_hits);
     METRIC("dsv3_spec_drafts_total", "counter", "Speculative decoding: MTP drafts verified (0 without --speculative).", "%llu",
            (unsigned long long)st.drafted);
     METRIC("dsv3_spec_accepted_total", "counter", "Speculative decoding: MTP drafts accepted.", "%llu",
