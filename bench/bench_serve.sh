@@ -35,7 +35,7 @@ maxb=$(echo $CONC | tr ' ' '\n' | sort -n | tail -1)
 pids=""
 serve_start() { # name, extra serve options...: the port in $tmp/NAME.port
   local name=$1; shift
-  "$BIN" --threads "$TH" serve --model "$tmp/small" --tokenizer "$tmp/tok" --port 0 --max-batch "$maxb" --ctx 256 "$@" \
+  "$BIN" --threads "$TH" serve --model "$tmp/small" --tokenizer "$tmp/tok" --port 0 --max-batch "$maxb" --ctx 256 --no-prefix-cache "$@" \
     2> "$tmp/$name.log" & pids="$pids $!"
   for _ in $(seq 150); do grep -qs listening "$tmp/$name.log" && break; sleep 0.1; done
   grep -o '127.0.0.1:[0-9]*' "$tmp/$name.log" | cut -d: -f2 > "$tmp/$name.port"

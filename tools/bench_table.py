@@ -2,12 +2,12 @@
 """bench_table.py — the README's "Measured" table, written from bench/results/*.json (never by hand).
 
 Reads whatever `make bench` left in bench/results/ (train_<B>x<T>.json, forward.json, generate.json,
-tokenizer.json, kernels.json, pp.json, serve.json) and prints a Markdown table of dsv3 beside its peer (transformers,
+tokenizer.json, kernels.json, pp.json, serve.json, prefix.json) and prints a Markdown table of dsv3 beside its peer (transformers,
 tokenizers, tiktoken, llama.cpp) with the ratio, plus a
 line with the machine's measured FMA peak and streaming bandwidth.  With --write README.md it replaces
 the text between the markers <!-- measured:begin --> and <!-- measured:end --> in that file.
 
-Usage: python3 tools/bench_table.py [--results bench/results] [--write README.md]
+Usage: python3 tools/bench_table.py [--results bench/results] [--write README.md [--merge]]
 """
 import argparse
 import glob
@@ -124,6 +124,22 @@ def serve_rows(res_dir):
     return rows
 
 
+def prefix_rows(res_dir):
+    d = load(os.path.join(res_dir, "prefix.json"))
+    by = {(r["impl"], r["workload"]): r for r in (d or {}).get("rows", [])}
+    what = {"turns": "serve, small preset, prefix cache: turns 2-6 of a conversation (1000+ tokens cached)",
+            "shared": "serve, small preset, prefix cache: 8 prompts sharing a 1000-token prefix"}
+    rows = []
+    for w, label in what.items():
+        a, x = by.get(("dsv3", w)), by.get(("llama-server", w))
+        if not a or not x:
+            continue
+        rows.append((label, f"first token {1000 * a['ttft_s']:.0f} ms",
+                     f"llama-server (cache_prompt) first token {1000 * x['ttft_s']:.0f} ms",
+                     fmt_ratio(x["ttft_s"], a["ttft_s"])))
+    return rows
+
+
 def tokenizer_rows(res_dir):
     d = load(os.path.join(res_dir, "tokenizer.json"))
     rows = []
@@ -164,6 +180,7 @@ def machine_line(res_dir):
 
 def table(res_dir):
     rows = forward_rows(res_dir) + train_rows(res_dir) + generate_rows(res_dir) + serve_rows(res_dir) + \
+        prefix_rows(res_dir) + \
         tokenizer_rows(res_dir) + pp_rows(res_dir)
     out = ["| what | dsv3 | peer | ratio |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
@@ -178,6 +195,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", default="bench/results")
     ap.add_argument("--write", metavar="README.md")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --write: replace the rows these results give (same first cell), add the new ones, "
+                         "keep the others and the machine line (results from one bench of a later run)")
     a = ap.parse_args()
     text, n = table(a.results)
     if n == 0:
@@ -192,6 +212,25 @@ def main():
         print(f"bench_table: {a.write}: markers {b} ... {e} not found", file=sys.stderr)
         return 1
     i, j = src.index(b) + len(b), src.index(e)
+    if a.merge:
+        old = src[i:j].strip("\n").split("\n")
+        new = [ln for ln in text.split("\n") if ln.startswith("| ") and not ln.startswith("| what |")]
+        key = lambda ln: ln.split(" | ")[0]
+        fresh = {}
+        for ln in new:
+            fresh.setdefault(key(ln), []).append(ln)
+        out, done = [], set()
+        for ln in old:
+            k = key(ln)
+            if ln.startswith("| ") and k in fresh:
+                if k not in done:
+                    out += fresh[k]
+                    done.add(k)
+                continue
+            out.append(ln)
+        last = max(n for n, ln in enumerate(out) if ln.startswith("|"))
+        out[last + 1:last + 1] = [ln for k, lns in fresh.items() if k not in done for ln in lns]
+        text = "\n".join(out) + "\n"
     open(a.write, "w").write(src[:i] + "\n" + text + src[j:])
     print(f"bench_table: {a.write}: {n} rows written")
     return 0
