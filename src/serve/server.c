@@ -975,7 +975,7 @@ static void produce(stream *st) {
             /* with return_token_ids, new ids go out at once even when their text is not ready
              * (a partial UTF-8 character, a tail a stop string may take back) */
             int64_t tb = r->nout;
-            chunk_text(st, j, r->text + ch->sent_text, r->text_ready - ch->sent_text, ch->sent_tok, tb, NULL);
+            chunk_text(st, j, r->text ? r->text + ch->sent_text : "", r->text_ready - ch->sent_text, ch->sent_tok, tb, NULL);
             ch->sent_text = r->text_ready;
             ch->sent_tok = tb;
         }
