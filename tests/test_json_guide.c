@@ -119,6 +119,8 @@ TEST(json_guide_refuses_what_is_no_prefix) {
     CHECK(ds_json_state_feed(&s, ws, 1 + DS_JSON_MAX_WS) == 0 && ds_json_state_feed(&s, "}", 1) == 0 && ds_json_state_done(&s));
 }
 
+static ds_json_schema *schema_of(const char *txt);
+
 TEST(json_guide_vocabulary) {
     const char *path = ds_test_shared("data/deepseek_v3_tokenizer/tokenizer.json");
     if (!path) SKIP("no ../shared/data/deepseek_v3_tokenizer");
@@ -162,6 +164,32 @@ TEST(json_guide_vocabulary) {
     CHECK(user >= 0 && !on[user] && eos >= 0 && !on[eos]);
     fprintf(stderr, "  %lld of %lld ids allowed in a string; one mask over the vocabulary: %.1f ms\n", (long long)n, (long long)V,
             dt * 1e3);
+    /* a string with a maxLength: the ids allowed are those whose text, fed from scratch, still fits */
+    ds_json_schema *ml = schema_of("{\"properties\": {\"city\": {\"type\": \"string\", \"maxLength\": 5}}}");
+    CHECK(ml != NULL);
+    ds_json_state_init(&s, ml);
+    CHECK(ds_json_state_feed(&s, pre, strlen(pre)) == 0);
+    n = ds_json_guide_allowed(g, &s, ok);
+    memset(on, 0, (size_t)V);
+    for (int64_t i = 0; i < n; i++) on[ok[i]] = 1;
+    want = mismatch = 0;
+    for (int64_t i = 0; i < V; i++) {
+        size_t len = 0;
+        const char *b = ds_json_guide_token(g, (int32_t)i, &len);
+        int cont = 0;
+        if (b && strlen(pre) + len < sizeof buf) {
+            memcpy(buf, pre, strlen(pre));
+            memcpy(buf + strlen(pre), b, len);
+            ds_json_state f;
+            ds_json_state_init(&f, ml);
+            cont = !ds_json_state_feed(&f, buf, strlen(pre) + len);
+        }
+        want += cont;
+        mismatch += cont != on[i];
+    }
+    CHECK_MSG(mismatch == 0 && want == n && n > 1000 && n < 100000, "maxLength: %lld allowed, %lld fit, %lld differ",
+              (long long)n, (long long)want, (long long)mismatch);
+    ds_json_schema_free(ml);
     /* after a key's colon: no '}' and no ','; '"' and digits yes */
     memset(on, 0, (size_t)V);
     ds_json_state_init(&s, NULL);
@@ -334,7 +362,11 @@ TEST(json_guide_schema) {
         {"{\"type\": \"bogus\"}", "'type' must name JSON types"},
         {"{\"properties\": {\"a\": {\"items\": [{}]}}}", "'items' as a list"},
         {"{\"properties\": {\"a\\\"b\": {}}}", "needs an escape"},
-        {"{\"allOf\": [{}]}", "'allOf' is not supported"},
+        {"{\"allOf\": [{}, {}]}", "'allOf' of more than one schema"},
+        {"{\"properties\": {\"a\": {\"allOf\": [{}], \"type\": \"string\"}}}", "'allOf' beside other keywords"},
+        {"{\"properties\": {\"a\": {\"maxLength\": -1}}}", "properties.a: 'maxLength' must be a whole number"},
+        {"{\"properties\": {\"a\": {\"minimum\": \"3\"}}}", "properties.a: 'minimum' must be a number"},
+        {"{\"properties\": {\"a\": {\"multipleOf\": 2}}}", "properties.a: 'multipleOf' is not supported"},
         {"{\"properties\": {\"a\": {\"enum\": []}}}", "'enum' must be a non-empty list"},
         {"3", "a schema must be an object or true"},
     };
@@ -407,7 +439,7 @@ TEST(json_guide_generate_cli) {
     CHECK(f && fputs("{\"type\": \"object\", \"properties\": {\"u\": {\"enum\": [\"C\", \"F\"]}, \"t\": {\"type\": \"integer\"}}, "
                      "\"required\": [\"u\", \"t\"], \"additionalProperties\": false}", f) >= 0 && fclose(f) == 0);
     f = fopen(bad, "w");
-    CHECK(f && fputs("{\"properties\": {\"u\": {\"minLength\": 1}}}", f) >= 0 && fclose(f) == 0);
+    CHECK(f && fputs("{\"properties\": {\"u\": {\"pattern\": \"^x$\"}}}", f) >= 0 && fclose(f) == 0);
     for (int seed = 1; seed <= 3; seed++) {
         CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --tokenizer %s --prompt 'J:' "
                          "--json-schema %s --ignore-eos --temperature 0.9 --seed %d --max-new-tokens 60 --logit-bias%s 2>/dev/null",
@@ -419,9 +451,33 @@ TEST(json_guide_generate_cli) {
                   "seed %d: %s", seed, out);
         cJSON_Delete(j);
     }
+    /* bounds: lengths, counts and number ranges hold in what the model writes */
+    f = fopen(sch, "w");
+    CHECK(f && fputs("{\"properties\": {\"n\": {\"type\": \"integer\", \"minimum\": 3, \"maximum\": 7}, "
+                     "\"s\": {\"type\": \"string\", \"minLength\": 1, \"maxLength\": 3}, \"a\": {\"type\": \"array\", "
+                     "\"items\": {\"type\": \"integer\", \"minimum\": -2, \"exclusiveMaximum\": 2}, \"minItems\": 1, "
+                     "\"maxItems\": 2}}, \"required\": [\"n\", \"s\", \"a\"], \"additionalProperties\": false}", f) >= 0 &&
+          fclose(f) == 0);
+    for (int seed = 1; seed <= 4; seed++) {
+        CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --tokenizer %s --prompt 'J:' "
+                         "--json-schema %s --ignore-eos --temperature 1 --seed %d --max-new-tokens 60 --logit-bias%s 2>/dev/null",
+                         tok, sch, seed, ws) == 0);
+        cJSON *j = !strncmp(out, "J:", 2) ? cJSON_Parse(out + 2) : NULL;
+        const cJSON *nn = cJSON_GetObjectItem(j, "n"), *ss = cJSON_GetObjectItem(j, "s"), *aa = cJSON_GetObjectItem(j, "a"), *x;
+        int ok = cJSON_GetArraySize(j) == 3 && cJSON_IsNumber(nn) && nn->valuedouble >= 3 && nn->valuedouble <= 7 &&
+                 cJSON_IsString(ss) && cJSON_IsArray(aa) && cJSON_GetArraySize(aa) >= 1 && cJSON_GetArraySize(aa) <= 2;
+        size_t chars = 0; /* code points (no surrogate pair here: cJSON writes them as UTF-8) */
+        for (const unsigned char *c = ok ? (const unsigned char *)ss->valuestring : (const unsigned char *)""; *c; c++)
+            chars += (*c & 0xC0) != 0x80;
+        ok &= chars >= 1 && chars <= 3;
+        cJSON_ArrayForEach(x, aa) ok &= cJSON_IsNumber(x) && x->valuedouble >= -2 && x->valuedouble < 2 &&
+                                        x->valuedouble == floor(x->valuedouble);
+        CHECK_MSG(ok, "seed %d: %s", seed, out);
+        cJSON_Delete(j);
+    }
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --tokenizer %s --prompt x --json-schema %s",
                      tok, bad) == 1);
-    CHECK_MSG(strstr(out, "bad.json: properties.u: 'minLength' is not supported"), "%s", out);
+    CHECK_MSG(strstr(out, "bad.json: properties.u: 'pattern' is not supported"), "%s", out);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --ids --prompt '1 2' --json-object") == 1);
     CHECK_MSG(strstr(out, "need the tokenizer"), "%s", out);
 }
@@ -483,4 +539,142 @@ TEST(json_guide_schema_refs_and_any_of) {
         {"{\"properties\": {\"a\": {\"$ref\": \"http://x/s.json\"}}}", "only \"#/$defs/NAME\""},
     };
     refused_at_compile(bad, sizeof bad / sizeof bad[0]);
+}
+
+/* minLength / maxLength (code points of the decoded string, as Python's len:
+ * the expected cuts were checked with json.loads), minItems / maxItems,
+ * minProperties / maxProperties, allOf of one schema */
+TEST(json_guide_schema_lengths_and_counts) {
+    ds_json_schema *a = schema_of("{\"properties\": {\"s\": {\"type\": \"string\", \"minLength\": 2, \"maxLength\": 4}, "
+                                  "\"a\": {\"type\": \"array\", \"items\": {\"type\": \"integer\"}, \"minItems\": 1, \"maxItems\": 2}, "
+                                  "\"o\": {\"allOf\": [{\"$ref\": \"#/$defs/O\"}], \"description\": \"d\"}}, "
+                                  "\"additionalProperties\": false, \"$defs\": {\"O\": {\"minProperties\": 1, \"maxProperties\": 2}}}");
+    CHECK_MSG(a, "%s", ds_errmsg());
+    if (!a) return;
+    expect(a, "{\"s\":\"ab\"}");
+    expect(a, "{\"s\":\"a|\"}");
+    expect(a, "{\"s\":\"abcd|e\"}");
+    expect(a, "{\"s\":\"\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9ex\"}");         /* é € 𝄞 x: 4 */
+    expect(a, "{\"s\":\"\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9ex|\xc3\xa9\"}"); /* a fifth */
+    expect(a, "{\"s\":\"\\u00e9\\n\\ud83d\\ude00x\"}");                    /* é, newline, one pair, x: 4 */
+    expect(a, "{\"s\":\"\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00|x\"}");
+    expect(a, "{\"s\":\"\\ud83d\\ud83d\\ude00\"}");                        /* a lone high surrogate, then a pair: 2 */
+    expect(a, "{\"s\":\"\\ude00\\ud83d\"}");                               /* low then high: 2 */
+    expect(a, "{\"s\":\"\\ud83dabc|d\"}");
+    expect(a, "{\"s\":\"\\u00e9|\"}");
+    expect(a, "{\"a\":[|]}");
+    expect(a, "{\"a\":[1]}");
+    expect(a, "{\"a\":[ 1 , 2 ]}");
+    expect(a, "{\"a\":[1,2|,3]}");
+    expect(a, "{\"o\":{|}}");
+    expect(a, "{\"o\":{\"x\":1}}");
+    expect(a, "{\"o\":{\"x\":1,\"y\":[]}}");
+    expect(a, "{\"o\":{\"x\":1,\"y\":[]|,\"z\":2}}");
+    ds_json_schema_free(a);
+}
+
+static int cmp_str(const void *x, const void *y) { return strcmp(*(char *const *)x, *(char *const *)y); }
+
+/* some text in the sorted list starts with p */
+static int has_prefix(char **v, int n, const char *p) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (strcmp(v[mid], p) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && !strncmp(v[lo], p, strlen(p));
+}
+
+/* minimum / maximum / exclusive*: against every number text in a range.  The
+ * oracle: a prefix is taken iff some text whose value (strtod, a double as
+ * Python's json reads it) meets the bounds starts with it; a text is whole
+ * iff its value meets them.  Integers in [-1200, 1200] for integer schemas;
+ * numbers of up to 3 decimals in [-60, 60] for number schemas (the bounds
+ * have one decimal and are within [-500, 500] / [-50, 50], so longer texts
+ * add nothing to the prefixes tried: those of up to 2 decimals) */
+TEST(json_guide_schema_number_bounds) {
+    static const char *const ints[] = {
+        "{\"minimum\": -3, \"maximum\": 17}", "{\"exclusiveMinimum\": 0, \"maximum\": 100}", "{\"minimum\": 5, \"maximum\": 500}",
+        "{\"maximum\": -7, \"minimum\": -500}", "{\"minimum\": -250, \"exclusiveMaximum\": -20}", "{\"minimum\": 150, \"maximum\": 160}",
+        "{\"minimum\": 2.5, \"maximum\": 9.5}", "{\"minimum\": 0, \"maximum\": 0}"};
+    static const char *const nums[] = {
+        "{\"minimum\": -2.5, \"maximum\": 7.3}", "{\"exclusiveMinimum\": 0, \"exclusiveMaximum\": 1}",
+        "{\"minimum\": 0.5, \"maximum\": 50}", "{\"maximum\": -0.5, \"minimum\": -50}", "{\"minimum\": 12.3, \"maximum\": 12.4}",
+        "{\"exclusiveMinimum\": -1.5, \"exclusiveMaximum\": -1.4}"};
+    for (int kind = 0; kind < 2; kind++) {
+        const int nb = kind ? (int)(sizeof nums / sizeof *nums) : (int)(sizeof ints / sizeof *ints);
+        /* the texts: integers, or numbers with 0 to 3 decimals */
+        int nt = 0, cap = kind ? 121 * 1111 * 2 : 2401 + 1;
+        char **all = ds_malloc((size_t)cap * sizeof(char *));
+        if (!kind) {
+            for (int v = -1200; v <= 1200; v++) all[nt] = ds_malloc(8), snprintf(all[nt++], 8, "%d", v);
+            all[nt++] = ds_strdup("-0");
+        } else {
+            for (int ip = 0; ip <= 60; ip++)
+                for (int neg = 0; neg < 2; neg++) {
+                    char b[32];
+                    snprintf(b, sizeof b, "%s%d", neg ? "-" : "", ip);
+                    all[nt++] = ds_strdup(b);
+                    for (int nd = 1; nd <= 3; nd++)
+                        for (int f = 0; f < (nd == 1 ? 10 : nd == 2 ? 100 : 1000); f++) {
+                            snprintf(b, sizeof b, "%s%d.%0*d", neg ? "-" : "", ip, nd, f);
+                            all[nt++] = ds_strdup(b);
+                        }
+                }
+        }
+        for (int bi = 0; bi < nb; bi++) {
+            const char *bounds = kind ? nums[bi] : ints[bi]; /* an object: its members go into v's schema */
+            char sch[256];
+            snprintf(sch, sizeof sch, "{\"properties\": {\"v\": {\"type\": \"%s\", %.*s}}, \"additionalProperties\": false}",
+                     kind ? "number" : "integer", (int)strlen(bounds) - 2, bounds + 1);
+            ds_json_schema *sc = schema_of(sch);
+            CHECK_MSG(sc, "%s: %s", sch, ds_errmsg());
+            if (!sc) continue;
+            cJSON *bj = cJSON_Parse(bounds);
+            const cJSON *mn = cJSON_GetObjectItem(bj, "minimum"), *mx = cJSON_GetObjectItem(bj, "maximum");
+            const cJSON *emn = cJSON_GetObjectItem(bj, "exclusiveMinimum"), *emx = cJSON_GetObjectItem(bj, "exclusiveMaximum");
+            char **good = ds_malloc((size_t)nt * sizeof(char *));
+            int ng = 0;
+            for (int i = 0; i < nt; i++) {
+                const double x = strtod(all[i], NULL);
+                if ((!mn || x >= mn->valuedouble) && (!mx || x <= mx->valuedouble) && (!emn || x > emn->valuedouble) &&
+                    (!emx || x < emx->valuedouble))
+                    good[ng++] = all[i];
+            }
+            qsort(good, (size_t)ng, sizeof *good, cmp_str);
+            int wrong = 0;
+            char first[96] = "";
+            for (int i = 0; i < nt && wrong < 5; i++) {
+                const char *t = all[i], *dot = strchr(t, '.');
+                if (dot && strlen(dot + 1) > 2) continue;
+                ds_json_state st;
+                ds_json_state_init(&st, sc);
+                ds_json_state_feed(&st, "{\"v\":", 5);
+                for (size_t k = 1; k <= strlen(t); k++) {
+                    char p[32];
+                    memcpy(p, t, k), p[k] = 0;
+                    ds_json_state u;
+                    memcpy(&u, &st, sizeof u);
+                    const int got = !ds_json_state_feed(&u, p, k), want = has_prefix(good, ng, p);
+                    if (got != want && !wrong++) snprintf(first, sizeof first, "prefix %s: taken %d, want %d", p, got, want);
+                }
+                ds_json_state u;
+                memcpy(&u, &st, sizeof u);
+                const int whole = !ds_json_state_feed(&u, t, strlen(t)) && !ds_json_state_feed(&u, "}", 1);
+                const int want = bsearch(&t, good, (size_t)ng, sizeof *good, cmp_str) != NULL;
+                if (whole != want && !wrong++) snprintf(first, sizeof first, "%s}: complete %d, want %d", t, whole, want);
+            }
+            CHECK_MSG(!wrong, "%s: %d wrong, first %s", sch, wrong, first);
+            /* no exponent under bounds */
+            ds_json_state u;
+            ds_json_state_init(&u, sc);
+            CHECK(ds_json_state_feed(&u, kind ? "{\"v\":1e" : "{\"v\":1.", 7) != 0);
+            free(good);
+            cJSON_Delete(bj);
+            ds_json_schema_free(sc);
+        }
+        for (int i = 0; i < nt; i++) free(all[i]);
+        free(all);
+    }
 }

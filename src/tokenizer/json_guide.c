@@ -53,6 +53,12 @@ struct ds_json_node {
     char **alts;
     size_t *alen;
     ds_json_node **aroot;    /* NULL: any object */
+    /* bounds (-1: none): characters of a string (code points, as Python's len of the decoded string),
+     * items of an array, properties of an object */
+    int64_t min_len, max_len, min_items, max_items, min_props, max_props;
+    int nbound;              /* number bounds given: minimum / maximum / exclusive*; numbers then have no exponent */
+    double lo, hi;           /* -inf / +inf when absent; compared as doubles, as a Python validator does */
+    int lo_ex, hi_ex;
 };
 
 struct ds_json_schema {
@@ -70,7 +76,18 @@ static const char *const ANNOTATIONS[] = {"title", "description", "default", "ex
 
 static ds_json_node *node_new(ds_json_schema *sc) {
     if (sc->n == sc->cap) sc->all = ds_realloc(sc->all, (size_t)(sc->cap = sc->cap ? 2 * sc->cap : 16) * sizeof *sc->all);
-    return sc->all[sc->n++] = ds_calloc(1, sizeof(ds_json_node));
+    ds_json_node *n = sc->all[sc->n++] = ds_calloc(1, sizeof(ds_json_node));
+    n->min_len = n->max_len = n->min_items = n->max_items = n->min_props = n->max_props = -1;
+    n->lo = -INFINITY, n->hi = INFINITY;
+    return n;
+}
+
+/* a bound keyword's value: a whole number ≥ 0 (lengths, counts) */
+static int count_kw(const cJSON *k, const char *at, int64_t *out) {
+    if (!cJSON_IsNumber(k) || k->valuedouble < 0 || k->valuedouble > 1e9 || k->valuedouble != floor(k->valuedouble))
+        return ds_err("%s: '%s' must be a whole number from 0 to 1e9", at, k->string);
+    *out = (int64_t)k->valuedouble;
+    return 0;
 }
 
 static int type_bit(const cJSON *t) {
@@ -122,8 +139,29 @@ static ds_json_node *compile_ref(ds_json_schema *sc, const char *ref, const char
     return compile_(sc, d, sub, depth + 1);
 }
 
+static int only_annotations_beside(const cJSON *j, const char *kw) {
+    const cJSON *k;
+    cJSON_ArrayForEach(k, j) {
+        int ann = !strcmp(k->string, kw);
+        for (size_t i = 0; i < sizeof ANNOTATIONS / sizeof *ANNOTATIONS; i++) ann |= !strcmp(k->string, ANNOTATIONS[i]);
+        if (!ann) return 0;
+    }
+    return 1;
+}
+
 static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *path, int depth) {
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(j, "$ref");
+    const cJSON *all = cJSON_GetObjectItemCaseSensitive(j, "allOf");
+    if (all) { /* one schema (as older Pydantic wraps a "$ref" to give it a description): that schema */
+        const char *at = *path ? path : "the schema";
+        if (!cJSON_IsArray(all) || cJSON_GetArraySize(all) != 1)
+            return ds_err("%s: 'allOf' of more than one schema is not supported", at), NULL;
+        if (!only_annotations_beside(j, "allOf")) return ds_err("%s: 'allOf' beside other keywords is not supported", at), NULL;
+        if (depth > DS_JSON_MAX_DEPTH) return ds_err("%s: nested deeper than %d", at, DS_JSON_MAX_DEPTH), NULL;
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s%sallOf.0", path, *path ? "." : "");
+        return compile(sc, cJSON_GetArrayItem(all, 0), sub, depth + 1);
+    }
     if (!ref) {
         ds_json_node *n = compile_(sc, j, path, depth);
         return n;
@@ -231,9 +269,28 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
                                           "in their first character, such as a type and null)", at, key, i, n->nany), NULL;
                 n->any[n->nany++] = c;
             }
+        } else if (!strcmp(key, "minLength") || !strcmp(key, "maxLength") || !strcmp(key, "minItems") ||
+                   !strcmp(key, "maxItems") || !strcmp(key, "minProperties") || !strcmp(key, "maxProperties")) {
+            int64_t v = 0;
+            if (count_kw(k, at, &v)) return NULL;
+            const int mx = key[1] == 'a';
+            const char what = key[3];
+            int64_t *dst = what == 'L' ? (mx ? &n->max_len : &n->min_len)
+                         : what == 'I' ? (mx ? &n->max_items : &n->min_items) : (mx ? &n->max_props : &n->min_props);
+            *dst = v;
+        } else if (!strcmp(key, "minimum") || !strcmp(key, "maximum") || !strcmp(key, "exclusiveMinimum") ||
+                   !strcmp(key, "exclusiveMaximum")) {
+            if (!cJSON_IsNumber(k) || !isfinite(k->valuedouble)) return ds_err("%s: '%s' must be a number", at, key), NULL;
+            const int ex = key[0] == 'e', mx = ex ? key[9] == 'M' && key[10] == 'a' : key[1] == 'a';
+            const double v = k->valuedouble;
+            if (mx && (v < n->hi || (v == n->hi && ex))) n->hi = v, n->hi_ex = ex;
+            if (!mx && (v > n->lo || (v == n->lo && ex))) n->lo = v, n->lo_ex = ex;
+            n->nbound = 1;
         } else {
             return ds_err("%s: '%s' is not supported (dsv3 takes type, properties, required, additionalProperties, items, "
-                          "enum, const, $ref to $defs, anyOf / oneOf of alternatives that start differently)", at, key), NULL;
+                          "enum, const, $ref to $defs, anyOf / oneOf of alternatives that start differently, allOf of one "
+                          "schema, minLength / maxLength, minItems / maxItems, minProperties / maxProperties, minimum / "
+                          "maximum / exclusiveMinimum / exclusiveMaximum)", at, key), NULL;
         }
     }
     const cJSON *r;
@@ -356,7 +413,7 @@ static void value_done(ds_json_state *s) { s->mode = s->depth ? M_AFTER : M_DONE
 
 static int push_open(ds_json_state *s, char c, const ds_json_node *node) {
     if (s->depth == DS_JSON_MAX_DEPTH) return -1;
-    s->stack[s->depth++] = (ds_json_frame){node, 0, -1, c};
+    s->stack[s->depth++] = (ds_json_frame){node, 0, -1, c, 0};
     s->mode = c == '{' ? M_KEY_OR_CLOSE : M_VALUE_OR_CLOSE;
     if (c == '[') s->want = node ? node->items : NULL;
     return 0;
@@ -369,14 +426,96 @@ static int pop_close(ds_json_state *s) {
 }
 
 /* an object frame: may it close now, may another key come */
-static int can_close(const ds_json_frame *f) { return !f->node || !(f->node->required & ~f->seen); }
+static int can_close(const ds_json_frame *f) {
+    return !f->node || (!(f->node->required & ~f->seen) && (int64_t)f->count >= f->node->min_props);
+}
 static int key_possible(const ds_json_frame *f) {
+    if (f->node && f->node->max_props >= 0 && (int64_t)f->count >= f->node->max_props) return 0;
     return !f->node || f->node->addl || (all_of(f->node->nprops) & ~f->seen);
+}
+/* an array frame: may it close now, may another item come */
+static int items_close(const ds_json_frame *f) { return !f->node || (int64_t)f->count >= f->node->min_items; }
+static int item_possible(const ds_json_frame *f) {
+    return !f->node || f->node->max_items < 0 || (int64_t)f->count < f->node->max_items;
+}
+
+/* ---- number bounds: is x in them; can an interval of reachable values meet them */
+static int in_bounds(const ds_json_node *w, double x) {
+    return (x > w->lo || (x == w->lo && !w->lo_ex)) && (x < w->hi || (x == w->hi && !w->hi_ex));
+}
+
+/* the interval from a to b (ends included when a_in / b_in) meets the bounds; integer: at an integer */
+static int meets(const ds_json_node *w, int integer, double a, int a_in, double b, int b_in) {
+    double L = a, U = b;
+    int Li = a_in, Ui = b_in;
+    if (w->lo > L) L = w->lo, Li = !w->lo_ex;
+    else if (w->lo == L) Li = Li && !w->lo_ex;
+    if (w->hi < U) U = w->hi, Ui = !w->hi_ex;
+    else if (w->hi == U) Ui = Ui && !w->hi_ex;
+    if (integer) {
+        const double l = Li ? ceil(L) : floor(L) + 1, u = Ui ? floor(U) : ceil(U) - 1;
+        return l <= u;
+    }
+    return L < U || (L == U && Li && Ui);
+}
+
+/* the decimal text d (digits with at most one '.') with its last digit one up, carried ("1.9" -> "2.0",
+ * "99" -> "100"), into out; the interval a continuation of d reaches ends there.  As strtod reads both
+ * texts exactly rounded, the ends compare with the bounds as Python's floats would. */
+static void dec_next(const char *d, char *out) {
+    const size_t n = strlen(d);
+    memcpy(out + 1, d, n + 1);
+    out[0] = '0';
+    for (size_t i = n; i > 0; i--) {
+        char *c = out + i;
+        if (*c == '.') continue;
+        if (*c != '9') { ++*c; break; }
+        *c = '0';
+        if (i == 1) out[0] = '1';
+    }
+}
+
+/* some continuation of the number text s->num (no exponent) meets the bounds of w */
+static int number_feasible(const ds_json_state *s, const ds_json_node *w) {
+    const char *t = s->num;
+    const int neg = t[0] == '-', integer = s->is_int;
+    const char *d = t + neg, *dot = strchr(d, '.');
+    if (!*d) return meets(w, integer, -INFINITY, 1, 0, 1); /* "-": any value ≤ 0 (-0 is 0) */
+    char buf[432], nx[432];
+    if (dot || (d[0] == '0' && !integer)) { /* the digits so far, then any: [v, next) */
+        snprintf(buf, sizeof buf, "%s%s", d, dot && !dot[1] ? "0" : ""); /* "3." reaches [3.0, 3.1)... and 3.9.. : [3, 4) */
+        if (dot && !dot[1]) buf[strlen(buf) - 2] = 0;                    /* "3." -> "3" */
+        dec_next(buf, nx);
+        const double v = strtod(buf, NULL), e = strtod(nx, NULL);
+        return neg ? meets(w, integer, -e, 0, -v, 1) : meets(w, integer, v, 1, e, 0);
+    }
+    if (d[0] == '0') return meets(w, integer, 0, 1, 0, 1); /* an integer 0 (or -0) */
+    /* an integer part d followed by m more digits (and, unless integer, any fraction): [d·10^m, (d+1)·10^m) */
+    const size_t n = strlen(d);
+    memcpy(buf, d, n + 1);
+    dec_next(d, nx);
+    for (size_t m = 0; n + m + 2 < sizeof buf; m++) {
+        const double a = strtod(buf, NULL), b = strtod(nx, NULL);
+        if (!isfinite(a)) break;
+        if (neg ? meets(w, integer, -b, 0, -a, 1) : meets(w, integer, a, 1, b, 0)) return 1;
+        if (neg ? -a < w->lo : a > w->hi) break;
+        strcat(buf, "0"), strcat(nx, "0");
+    }
+    return 0;
+}
+
+/* a number under bounds: append c to its text and check that it can still meet them */
+static int number_text(ds_json_state *s, unsigned c) {
+    if (s->nlen + 1 >= (int)sizeof s->num) return -1;
+    s->num[s->nlen++] = (char)c;
+    s->num[s->nlen] = 0;
+    return number_feasible(s, s->want) ? 0 : -1;
 }
 
 static int start_key(ds_json_state *s) {
-    const ds_json_frame *f = top(s);
+    ds_json_frame *f = top(s);
     if (!key_possible(f)) return -1;
+    f->count++;
     s->mode = M_STRING, s->key = 1, s->sub = E_NONE, s->utf8 = 0, s->pos = 0;
     s->cand = f->node ? all_of(f->node->nprops) : 0;
     return 0;
@@ -403,11 +542,12 @@ static int value(ds_json_state *s, unsigned c) {
 #define TYPE_OK(bits) (!t || (t & (bits)))
     if (c == '{' && TYPE_OK(T_OBJ)) return push_open(s, '{', w);
     if (c == '[' && TYPE_OK(T_ARR)) return push_open(s, '[', w);
-    if (c == '"' && TYPE_OK(T_STR)) return s->mode = M_STRING, s->key = 0, s->sub = E_NONE, s->utf8 = 0, 0;
+    if (c == '"' && TYPE_OK(T_STR)) return s->mode = M_STRING, s->key = 0, s->sub = E_NONE, s->utf8 = 0, s->slen = 0, s->hi_sur = 0, 0;
     if ((c == '-' || is_digit(c)) && TYPE_OK(T_NUM | T_INT)) {
         s->mode = M_NUMBER, s->is_int = t && !(t & T_NUM);
         s->sub = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
-        return 0;
+        s->nlen = 0;
+        return w && w->nbound ? number_text(s, c) : 0;
     }
     static const char *const lits[3] = {"true", "false", "null"};
     for (int i = 0; i < 3; i++)
@@ -445,6 +585,36 @@ static int string_char(ds_json_state *s, unsigned c) {
 }
 
 static int closes_string(const ds_json_state *s, unsigned c) { return c == '"' && !s->utf8 && s->sub == E_NONE; }
+
+static unsigned hex_val(unsigned c) { return is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10; }
+
+/* a byte of a string value (not a key): a valid string byte, its characters held to the schema's
+ * minLength / maxLength as Python counts them (an escape is one character; a high-surrogate \u escape
+ * and the low-surrogate one right after it are one together) */
+static int value_string_byte(ds_json_state *s, unsigned c) {
+    const ds_json_node *w = s->want;
+    if (closes_string(s, c)) return w && (int64_t)s->slen < w->min_len ? -1 : (value_done(s), 0);
+    const uint8_t sub0 = s->sub, u0 = s->utf8;
+    if (string_char(s, c)) return -1;
+    int add;
+    if (u0) add = 0;                                   /* a continuation byte */
+    else if (sub0 == E_NONE) add = c != '\\';         /* an ASCII character or a lead byte; a backslash waits */
+    else if (sub0 == E_BACKSLASH) add = c != 'u', s->hex = 0;
+    else {                                             /* a \u escape's hex digit */
+        s->hex = (uint16_t)(s->hex << 4 | hex_val(c));
+        if (sub0 != E_HEX4) return 0;
+        const unsigned v = s->hex;
+        const int low = v >= 0xDC00 && v <= 0xDFFF, high = v >= 0xD800 && v <= 0xDBFF;
+        add = !(low && s->hi_sur);
+        s->hi_sur = (uint8_t)(add && high);
+        goto count;
+    }
+    if (add) s->hi_sur = 0;
+count:
+    if (add && w && w->max_len >= 0 && (int64_t)s->slen + 1 > w->max_len) return -1;
+    s->slen += (uint32_t)add;
+    return 0;
+}
 
 /* a key's byte: a valid string byte that keeps it one of the names not yet
  * given, or (keys beyond the properties allowed) any name but a given one */
@@ -539,16 +709,19 @@ static int feed1(ds_json_state *s, unsigned c) {
     case M_ALT: return alt_byte(s, c);
     case M_STRING:
         if (s->key) return key_byte(s, c);
-        if (closes_string(s, c)) return value_done(s), 0;
-        return string_char(s, c);
+        return value_string_byte(s, c);
     case M_ENUM: return enum_byte(s, c);
     case M_LITERAL:
         if (c != (unsigned char)*s->lit) return -1;
         if (!*++s->lit) value_done(s);
         return 0;
     case M_NUMBER: {
+        const ds_json_node *w = s->want;
+        const int bounded = w && w->nbound;
+        if (bounded && (c == 'e' || c == 'E')) return -1; /* no exponent under bounds */
         int r = number_byte(s, c);
-        if (r) return r < 0 ? -1 : 0;
+        if (r) return r < 0 ? -1 : bounded ? number_text(s, c) : 0;
+        if (bounded && !in_bounds(w, strtod(s->num, NULL))) return -1;
         value_done(s); /* a number is always inside a container: c goes on from M_AFTER */
         break;
     }
@@ -567,7 +740,11 @@ static int feed1(ds_json_state *s, unsigned c) {
         return c == '"' ? start_key(s) : -1;
     case M_KEY: return c == '"' ? start_key(s) : -1;
     case M_COLON: if (c != ':') return -1; s->mode = M_VALUE; return 0;
-    case M_VALUE_OR_CLOSE: if (c == ']') return pop_close(s); return value(s, c);
+    case M_VALUE_OR_CLOSE:
+        if (c == ']') return items_close(top(s)) ? pop_close(s) : -1;
+        if (!item_possible(top(s))) return -1;
+        top(s)->count++;
+        return value(s, c);
     case M_VALUE: return value(s, c);
     case M_AFTER: {
         ds_json_frame *f = top(s);
@@ -577,8 +754,9 @@ static int feed1(ds_json_state *s, unsigned c) {
             s->mode = M_KEY;
             return 0;
         }
-        if (c == ']') return pop_close(s);
-        if (c != ',') return -1;
+        if (c == ']') return items_close(f) ? pop_close(s) : -1;
+        if (c != ',' || !item_possible(f)) return -1;
+        f->count++;
         s->mode = M_VALUE, s->want = f->node ? f->node->items : NULL;
         return 0;
     }
@@ -661,6 +839,8 @@ static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed,
         n = g->nnever;
     }
     const int text = s->mode == M_STRING && !s->key && s->sub == E_NONE && !s->utf8;
+    /* characters a string may still take (-1: no bound); a plain-text token adds at most its length */
+    const int64_t room = text && s->want && s->want->max_len >= 0 ? s->want->max_len - (int64_t)s->slen : -1;
     for (int b = 0; b < 256; b++) {
         const int64_t a = g->start[b], e = g->start[b + 1];
         ds_json_state t;
@@ -673,7 +853,7 @@ static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed,
         }
         for (int64_t k = a; k < e; k++) {
             const int32_t id = g->by_first[k];
-            int ok = text && g->pure[id];
+            int ok = text && g->pure[id] && (room < 0 || (int64_t)g->len[id] <= room);
             if (!ok) {
                 ds_json_state u;
                 copy_state(&u, &t);

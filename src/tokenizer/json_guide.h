@@ -11,11 +11,19 @@
  * the names not yet seen), "required" (an object closes only when they are
  * all there), "additionalProperties" (false, true or a schema; JSON
  * Schema's default is true), "items", "enum" and "const" (the value is one
- * of the members as Python's json.dumps writes them).  Annotations (title,
- * description, default, examples, format, $schema, $id, $comment,
- * deprecated, readOnly, writeOnly) are ignored; any other keyword ($ref,
- * anyOf, pattern, minimum, ...) is refused when the schema is compiled, so a
- * request finds out at once.  The top-level value is an object.
+ * of the members as Python's json.dumps writes them), "$ref" to the
+ * schema's "$defs", "anyOf" / "oneOf" of alternatives that start with
+ * different bytes, "allOf" of one schema, "minLength" / "maxLength" (code
+ * points of the decoded string, as Python's len), "minItems" / "maxItems",
+ * "minProperties" / "maxProperties", and "minimum" / "maximum" /
+ * "exclusiveMinimum" / "exclusiveMaximum" (a number's text is held to those
+ * that some continuation can still meet, compared as doubles as Python's
+ * json and a validator compare them; such a number is written without an
+ * exponent, at most 23 characters).  Annotations (title, description,
+ * default, examples, format, $schema, $id, $comment, deprecated, readOnly,
+ * writeOnly) are ignored; any other keyword (pattern, multipleOf,
+ * uniqueItems, ...) is refused when the schema is compiled, so a request
+ * finds out at once.  The top-level value is an object.
  *
  * Bounds that keep a model from running away: containers nest at most
  * DS_JSON_MAX_DEPTH deep, at most DS_JSON_MAX_WS whitespace bytes in a row,
@@ -55,6 +63,7 @@ typedef struct {
     uint64_t seen;            /* object: the properties already given */
     int8_t cur;               /* object: the property whose value is read (-1: another key) */
     char kind;                /* '{' or '[' */
+    uint32_t count;           /* the keys or items begun (minProperties / minItems and the max bounds) */
 } ds_json_frame;
 
 typedef struct {
@@ -64,6 +73,11 @@ typedef struct {
     uint64_t cand;             /* key: the property names still matching; enum: the members */
     const char *lit;           /* the rest of true / false / null being read */
     const ds_json_node *want;  /* the schema of the value about to start (NULL: any) */
+    uint32_t slen;             /* a string value: its characters so far (minLength / maxLength) */
+    uint16_t hex;              /* a \u escape: the digits so far */
+    uint8_t hi_sur;            /* the last character was a \u escape of a high surrogate (a low one joins it) */
+    uint8_t nlen;              /* a number under bounds: its text so far in num */
+    char num[24];
     ds_json_frame stack[DS_JSON_MAX_DEPTH]; /* last: a copy takes only the open ones */
 } ds_json_state;
 
