@@ -18,7 +18,7 @@ from typing import Literal, Optional
 
 import openai
 from openai.lib.streaming.chat import ChatCompletionStreamState
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 port, key, prompt, want = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")]
 c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=30)
@@ -81,18 +81,18 @@ r = c.chat.completions.create(model="m", messages=ask + [m, {"role": "tool", "to
 assert r.choices[0].message.role == "assistant" and r.usage.prompt_tokens > 0, r
 
 # structured output: the client sends a Pydantic model's strict schema ($defs, $ref, anyOf for Optional,
-# enum) and parses the answer into the model; a bias on '"', '}' and ']' (ids 1, 92, 60 of this byte-level
+# enum; bounds: maxLength, minimum / maximum, maxItems) and Pydantic validates the answer it parses and parses the answer into the model; a bias on '"', '}' and ']' (ids 1, 92, 60 of this byte-level
 # vocabulary) lets the random model close what it opens
 class Step(BaseModel):
-    explanation: str
+    explanation: str = Field(max_length=40)
 
 
 class Weather(BaseModel):
     unit: Literal["C", "F"]
-    days: int
+    days: int = Field(ge=1, le=14)
     ok: bool
     note: Optional[int]
-    steps: list[Step]
+    steps: list[Step] = Field(max_length=3)
 
 
 for seed in range(3):
