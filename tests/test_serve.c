@@ -2120,6 +2120,47 @@ TEST(serve_prefix_cache) {
     CHECK(server_stop(&S3) == 0);
 }
 
+/* --cache-rows: rows beyond --max-batch keep more prompts' prefixes.  One
+ * sequence at a time and 3 rows: three conversations' first turns, then
+ * each one's second turn (the last conversation first) starts from its own
+ * row; with 1 row only the last conversation's prefix is left; the answers
+ * are generate's */
+static int pc_turns(const char *dir, int port, int *cached) {
+    enum { NEW = 6 };
+    int32_t conv[3][80], want[64];
+    uint32_t st = 777;
+    for (int c = 0; c < 3; c++) {
+        pc_rand(&st, conv[c], 40);
+        pc_answer a = pc_complete(port, conv[c], 40, NEW, NULL);
+        CHECK(a.status == 200 && a.n == NEW);
+        memcpy(conv[c] + 40, a.ids, NEW * sizeof(int32_t));
+        pc_rand(&st, conv[c] + 40 + NEW, 8);
+    }
+    int same = 1;
+    for (int c = 2; c >= 0; c--) { /* the last conversation first */
+        pc_answer a = pc_complete(port, conv[c], 40 + NEW + 8, NEW, NULL);
+        CHECK(pc_generate(dir, conv[c], 40 + NEW + 8, NEW, want) == NEW);
+        same &= a.status == 200 && a.n == NEW && !memcmp(a.ids, want, NEW * sizeof(int32_t));
+        cached[c] = a.cached;
+    }
+    return same;
+}
+
+TEST(serve_prefix_cache_rows) {
+    SETUP_IN(make_model_long(), "--max-batch 1 --cache-rows 3");
+    int cached[3];
+    CHECK_MSG(pc_turns(dir, S.port, cached), "an answer differs from generate's");
+    for (int c = 0; c < 3; c++) CHECK_MSG(cached[c] == 40 + 6 - 1, "conversation %d: %d cached", c, cached[c]);
+    CHECK(server_stop(&S) == 0);
+    server S1;
+    CHECK(server_start(&S1, dir, "--max-batch 1") == 0);
+    if (!S1.port) return;
+    CHECK(pc_turns(dir, S1.port, cached));
+    CHECK_MSG(cached[2] == 40 + 6 - 1 && cached[1] == 0 && cached[0] == 0, "one row: %d %d %d cached", cached[0], cached[1],
+              cached[2]);
+    CHECK(server_stop(&S1) == 0);
+}
+
 /* with return_token_ids a streamed id goes out in the step that made it,
  * even while its text waits (here: a stop string of 8 bytes holds back the
  * last 7 bytes of text); the ids still add up to the unstreamed answer's */

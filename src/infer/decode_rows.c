@@ -21,7 +21,13 @@ int ds_rows_engine_create(ds_rows_engine *e, const ds_model *m, const struct ds_
 
 int ds_rows_engine_create_ex(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t max_len,
                              int64_t T, int mtp) {
+    return ds_rows_engine_create_rows(e, m, ops, B, B, max_len, T, mtp);
+}
+
+int ds_rows_engine_create_rows(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t R,
+                               int64_t max_len, int64_t T, int mtp) {
     memset(e, 0, sizeof *e);
+    if (R < B) return ds_err("decode: %lld cache rows for %lld sequences a step", (long long)R, (long long)B);
     const ds_config *c = &m->cfg;
     if (B < 1 || max_len < 1 || max_len > c->max_position_embeddings || T < 1 || T > max_len)
         return ds_err("decode: %lld sequences of %lld positions, %lld tokens a step (the model takes %lld positions)",
@@ -31,12 +37,12 @@ int ds_rows_engine_create_ex(ds_rows_engine *e, const ds_model *m, const struct 
         return ds_err("decode: the model has no MTP module (num_nextn_predict_layers = 0)");
     mtp = mtp ? 1 : 0;
     /* the cache lives with the model (its table's memory, or the host), as ds_engine's */
-    if (ds_kv_cache_create_on(&e->kc, m->mem, c->num_hidden_layers + mtp, B, max_len, c->kv_lora_rank, c->qk_rope_head_dim)) return -1;
+    if (ds_kv_cache_create_on(&e->kc, m->mem, c->num_hidden_layers + mtp, R, max_len, c->kv_lora_rank, c->qk_rope_head_dim)) return -1;
     if (ds_acts_create_infer(&e->a, m, B, T, max_len, mtp)) {
         ds_kv_cache_free(&e->kc);
         return -1;
     }
-    e->m = m, e->ops = ops, e->B = B, e->max_len = max_len, e->T = T, e->mtp = mtp;
+    e->m = m, e->ops = ops, e->B = B, e->R = R, e->max_len = max_len, e->T = T, e->mtp = mtp;
     e->logits = e->a.logits;
     e->hfinal = e->a.hfinal;
     e->mtp_logits = mtp ? e->a.mtp_logits[0] : NULL;
@@ -54,7 +60,7 @@ static int check_rows(const ds_rows_engine *e, const int64_t *rows, const int64_
     if (n <= 0 || n > e->B) return ds_err("decode: %lld sequences per step, the engine takes 1..%lld", (long long)n, (long long)e->B);
     if (t <= 0 || t > e->T) return ds_err("decode: %lld tokens per sequence, the engine takes 1..%lld", (long long)t, (long long)e->T);
     for (int64_t i = 0; i < n; i++) {
-        if (rows[i] < 0 || rows[i] >= e->B) return ds_err("decode: cache row %lld outside [0, %lld)", (long long)rows[i], (long long)e->B);
+        if (rows[i] < 0 || rows[i] >= e->R) return ds_err("decode: cache row %lld outside [0, %lld)", (long long)rows[i], (long long)e->R);
         if (pos[i] < 0 || pos[i] + t > e->max_len)
             return ds_err("decode: cache full (positions %lld..%lld of %lld)", (long long)pos[i], (long long)(pos[i] + t - 1),
                           (long long)e->max_len);
@@ -109,7 +115,7 @@ static int check_prefill(const ds_rows_engine *e, const int64_t *rows, const int
         return ds_err("prefill: %lld prompts x %lld tokens, the engine takes %lld tokens a step", (long long)n, (long long)t,
                       (long long)e->pchunk);
     for (int64_t i = 0; i < n; i++) {
-        if (rows[i] < 0 || rows[i] >= e->B) return ds_err("prefill: cache row %lld outside [0, %lld)", (long long)rows[i], (long long)e->B);
+        if (rows[i] < 0 || rows[i] >= e->R) return ds_err("prefill: cache row %lld outside [0, %lld)", (long long)rows[i], (long long)e->R);
         if (pos[i] < 0 || pos[i] + t > e->max_len)
             return ds_err("prefill: positions %lld..%lld beyond the cache (%lld)", (long long)pos[i], (long long)(pos[i] + t - 1),
                           (long long)e->max_len);

@@ -84,6 +84,7 @@ typedef struct {
     const ds_model *m;
     const struct ds_ops *ops;
     int64_t B, max_len, T;           /* T: tokens per sequence one step takes */
+    int64_t R;                       /* cache rows (≥ B: rows beyond the step's sequences keep prefixes) */
     int mtp;                         /* MTP module 1 has its own cache layer (L) */
     ds_kv_cache kc;                  /* B rows of max_len positions (L layers, +1 with mtp) */
     ds_acts a;                       /* inference activations, B sequences of T tokens */
@@ -100,6 +101,9 @@ int ds_rows_engine_create(ds_rows_engine *e, const ds_model *m, const struct ds_
 /* T tokens per sequence per step (speculative verify: 2); mtp: also MTP module 1 */
 int ds_rows_engine_create_ex(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t max_len,
                              int64_t T, int mtp);
+/* R ≥ B cache rows: a step still takes at most B sequences, in any of them */
+int ds_rows_engine_create_rows(ds_rows_engine *e, const ds_model *m, const struct ds_ops *ops, int64_t B, int64_t R,
+                               int64_t max_len, int64_t T, int mtp);
 void ds_rows_engine_free(ds_rows_engine *e);
 /* One new token for each of n ≤ B sequences: sequence i is cache row rows[i]
  * (distinct) at position pos[i], its token ids[i]; e->logits gets (n, V).

@@ -56,9 +56,10 @@ struct ds_sched {
     int64_t *p_rows, *p_pos, *p_len, *p_last;
     int32_t *p_ids, *p_next; /* (prefill_chunk): their tokens; speculative: the tokens after them */
     int *b_slot;
-    ds_rows_engine dec; /* max_batch cache rows; decode steps, batched prefill */
+    int nrows;          /* cache rows: max_batch, or more with --cache-rows (at most max_batch hold a request) */
+    ds_rows_engine dec; /* nrows cache rows; decode steps of up to max_batch, batched prefill */
     /* the prefix cache: what each cache row holds, kept after its request ends */
-    int32_t *ctok;     /* (max_batch, ctx + 1): row i's tokens, prompt then output */
+    int32_t *ctok;     /* (nrows, ctx + 1): row i's tokens, prompt then output */
     int64_t *ntok;     /* per row: tokens in ctok */
     int64_t *kvn;      /* per row: positions 0..kvn-1 of the main model's cache hold ctok's tokens */
     int64_t *mvn;      /* per row: MTP positions 0..mvn-1 hold (state j, token j + 1) of ctok */
@@ -150,7 +151,7 @@ void ds_sched_release(ds_sched *s, ds_sreq *r) {
 void ds_sched_cancel_all(ds_sched *s) {
     pthread_mutex_lock(&s->mu);
     for (ds_sreq *r = s->qhead; r; r = r->next) r->cancel = 1;
-    for (int i = 0; i < s->o.max_batch; i++)
+    for (int i = 0; i < s->nrows; i++)
         if (s->slot[i]) s->slot[i]->cancel = 1;
     pthread_cond_signal(&s->work);
     pthread_mutex_unlock(&s->mu);
@@ -330,7 +331,7 @@ static int64_t chunk_len(const ds_sched *s, int i) {
 }
 
 static int64_t prefill_pick(ds_sched *s, int64_t budget, int first, int64_t *t) {
-    const int B = s->o.max_batch;
+    const int B = s->nrows;
     int n = 0;
     int64_t real = 0, maxpos = 0; /* real tokens, the furthest chunk start */
     for (;;) {
@@ -472,7 +473,7 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
  * ids: their last tokens, two per sequence with its draft when two */
 static int gather(ds_sched *s, const int *fresh, int two) {
     int n = 0;
-    for (int i = 0; i < s->o.max_batch; i++) {
+    for (int i = 0; i < s->nrows; i++) {
         ds_sreq *r = s->slot[i];
         if (!r || s->state[i] != SLOT_DECODE || fresh[i] || r->done || r->cancel) continue;
         if (two) {
@@ -636,7 +637,8 @@ static int64_t reusable(const ds_sched *s, int j, const ds_sreq *r) {
 /* mutex held: the free row for r (-1: none) with its prompt's first
  * r->cached positions already in the cache */
 static int admit_row(ds_sched *s, ds_sreq *r) {
-    const int B = s->o.max_batch;
+    const int B = s->nrows;
+    if (s->st.active >= s->o.max_batch) return -1;
     int hit = -1, src = -1, old = -1;
     int64_t Lh = 0, Ls = 0;
     for (int j = 0; j < B; j++) {
@@ -668,7 +670,7 @@ static int admit_row(ds_sched *s, ds_sreq *r) {
 
 static void *loop(void *arg) {
     ds_sched *s = arg;
-    const int B = s->o.max_batch;
+    const int B = s->nrows;
     int *fresh = ds_calloc((size_t)B, sizeof(int));
     /* this thread's OpenMP team size is the process's --threads, as in the main thread */
     omp_set_num_threads(ds_threads());
@@ -767,29 +769,29 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->progress, NULL);
-    const int B = o->max_batch;
-    s->slot = ds_calloc((size_t)B, sizeof(ds_sreq *));
-    s->state = ds_calloc((size_t)B, sizeof(int));
-    s->prefilled = ds_calloc((size_t)B, sizeof(int64_t));
-    s->last = ds_calloc((size_t)B, sizeof(int32_t));
-    s->draft = ds_calloc((size_t)B, sizeof(int32_t));
-    s->spec = ds_calloc((size_t)B, sizeof(int));
+    const int B = o->max_batch, R = s->nrows = o->cache_rows > B ? o->cache_rows : B;
+    s->slot = ds_calloc((size_t)R, sizeof(ds_sreq *));
+    s->state = ds_calloc((size_t)R, sizeof(int));
+    s->prefilled = ds_calloc((size_t)R, sizeof(int64_t));
+    s->last = ds_calloc((size_t)R, sizeof(int32_t));
+    s->draft = ds_calloc((size_t)R, sizeof(int32_t));
+    s->spec = ds_calloc((size_t)R, sizeof(int));
     s->b_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
     s->m_hrow = ds_calloc((size_t)(2 * B), sizeof(int32_t));
     s->m_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
     s->m_rows = ds_calloc((size_t)B, sizeof(int64_t));
     s->m_pos = ds_calloc((size_t)B, sizeof(int64_t));
     s->m_k = ds_calloc((size_t)B, sizeof(int));
-    s->pos = ds_calloc((size_t)B, sizeof(int64_t));
+    s->pos = ds_calloc((size_t)R, sizeof(int64_t));
     s->b_rows = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_pos = ds_calloc((size_t)B, sizeof(int64_t));
     s->b_ids = ds_calloc((size_t)B, sizeof(int32_t));
     s->b_slot = ds_calloc((size_t)B, sizeof(int));
-    s->ctok = ds_calloc((size_t)B * (size_t)(o->ctx + 1), sizeof(int32_t));
-    s->ntok = ds_calloc((size_t)B, sizeof(int64_t));
-    s->kvn = ds_calloc((size_t)B, sizeof(int64_t));
-    s->mvn = ds_calloc((size_t)B, sizeof(int64_t));
-    s->t_used = ds_calloc((size_t)B, sizeof(double));
+    s->ctok = ds_calloc((size_t)R * (size_t)(o->ctx + 1), sizeof(int32_t));
+    s->ntok = ds_calloc((size_t)R, sizeof(int64_t));
+    s->kvn = ds_calloc((size_t)R, sizeof(int64_t));
+    s->mvn = ds_calloc((size_t)R, sizeof(int64_t));
+    s->t_used = ds_calloc((size_t)R, sizeof(double));
     int64_t chunk = o->prefill_chunk < o->ctx ? o->prefill_chunk : o->ctx;
     if (chunk < 2) chunk = 2;
     s->o.prefill_chunk = chunk;
@@ -802,7 +804,7 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->p_ids = ds_calloc((size_t)chunk, sizeof(int32_t));
     s->p_next = ds_calloc((size_t)chunk, sizeof(int32_t));
     const int spec = o->speculative ? 1 : 0;
-    if (ds_rows_engine_create_ex(&s->dec, m, ops, B, o->ctx, 1 + spec, spec) || ds_rows_engine_prefill_init(&s->dec, chunk)) {
+    if (ds_rows_engine_create_rows(&s->dec, m, ops, B, R, o->ctx, 1 + spec, spec) || ds_rows_engine_prefill_init(&s->dec, chunk)) {
         ds_sched_free(s);
         return NULL;
     }
@@ -831,7 +833,7 @@ void ds_sched_free(ds_sched *s) {
         pthread_join(s->th, NULL);
     }
     pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < s->o.max_batch; i++)
+    for (int i = 0; i < s->nrows; i++)
         if (s->slot[i]) finish(s, s->slot[i], "cancelled");
     while (s->qhead) {
         ds_sreq *r = s->qhead;

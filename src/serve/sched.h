@@ -84,6 +84,7 @@ typedef struct {
     int prefill_batch; /* prompts per prefill forward at most (0: max_batch; 1: one at a time) */
     int speculative;   /* 1: greedy requests decode with MTP drafts, verified in the batched step */
     int prefix_cache;  /* 1: a prompt starts from the longest prefix a cache row holds (sched.c) */
+    int cache_rows;    /* cache rows (≤ max_batch: max_batch); the rows beyond hold prefixes only */
 } ds_sched_opts;
 
 /* the time-to-first-token histogram's upper bounds (seconds; the last bucket is +Inf) */
