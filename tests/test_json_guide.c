@@ -121,6 +121,30 @@ TEST(json_guide_refuses_what_is_no_prefix) {
 
 static ds_json_schema *schema_of(const char *txt);
 
+/* the ids whose bytes, fed after pre from scratch, keep the text a prefix (*want of them) against
+ * the mask on[] (1: allowed): the ids where they differ.  Added tokens: never (the guide has no bytes) */
+static int64_t from_scratch(const ds_json_guide *g, const ds_json_schema *sc, const char *pre, const char *on, int64_t V,
+                            int64_t *want) {
+    char buf[256];
+    int64_t differ = 0;
+    *want = 0;
+    for (int64_t i = 0; i < V; i++) {
+        size_t len = 0;
+        const char *b = ds_json_guide_token(g, (int32_t)i, &len);
+        int cont = 0;
+        if (b && strlen(pre) + len < sizeof buf) {
+            memcpy(buf, pre, strlen(pre));
+            memcpy(buf + strlen(pre), b, len);
+            ds_json_state f;
+            ds_json_state_init(&f, sc);
+            cont = !ds_json_state_feed(&f, buf, strlen(pre) + len);
+        }
+        *want += cont;
+        differ += cont != on[i];
+    }
+    return differ;
+}
+
 TEST(json_guide_vocabulary) {
     const char *path = ds_test_shared("data/deepseek_v3_tokenizer/tokenizer.json");
     if (!path) SKIP("no ../shared/data/deepseek_v3_tokenizer");
@@ -140,25 +164,8 @@ TEST(json_guide_vocabulary) {
     int64_t n = ds_json_guide_allowed(g, &s, ok);
     double dt = ds_now() - t0;
     for (int64_t i = 0; i < n; i++) on[ok[i]] = 1;
-    int64_t want = 0, mismatch = 0;
+    int64_t want = 0, mismatch = from_scratch(g, NULL, pre, on, V, &want);
     const int32_t user = ds_tokenizer_token_to_id(t, "<｜User｜>"), eos = ds_tokenizer_eos_id(t);
-    char buf[256];
-    for (int64_t i = 0; i < V; i++) {
-        size_t len = 0;
-        const char *b = ds_tokenizer_token_bytes(t, (int32_t)i, &len);
-        int added = 0;
-        for (int64_t k = 0; k < ds_tokenizer_num_added(t); k++) added |= ds_tokenizer_added_id(t, k) == i;
-        int cont = 0;
-        if (b && len && !added && strlen(pre) + len < sizeof buf) { /* the text from scratch */
-            memcpy(buf, pre, strlen(pre));
-            memcpy(buf + strlen(pre), b, len);
-            ds_json_state f;
-            ds_json_state_init(&f, NULL);
-            cont = !ds_json_state_feed(&f, buf, strlen(pre) + len);
-        }
-        want += cont;
-        mismatch += cont != on[i];
-    }
     CHECK_MSG(mismatch == 0 && want == n && n > 100000, "%lld allowed, %lld continue, %lld differ", (long long)n,
               (long long)want, (long long)mismatch);
     CHECK(user >= 0 && !on[user] && eos >= 0 && !on[eos]);
@@ -172,21 +179,7 @@ TEST(json_guide_vocabulary) {
     n = ds_json_guide_allowed(g, &s, ok);
     memset(on, 0, (size_t)V);
     for (int64_t i = 0; i < n; i++) on[ok[i]] = 1;
-    want = mismatch = 0;
-    for (int64_t i = 0; i < V; i++) {
-        size_t len = 0;
-        const char *b = ds_json_guide_token(g, (int32_t)i, &len);
-        int cont = 0;
-        if (b && strlen(pre) + len < sizeof buf) {
-            memcpy(buf, pre, strlen(pre));
-            memcpy(buf + strlen(pre), b, len);
-            ds_json_state f;
-            ds_json_state_init(&f, ml);
-            cont = !ds_json_state_feed(&f, buf, strlen(pre) + len);
-        }
-        want += cont;
-        mismatch += cont != on[i];
-    }
+    mismatch = from_scratch(g, ml, pre, on, V, &want);
     CHECK_MSG(mismatch == 0 && want == n && n > 1000 && n < 100000, "maxLength: %lld allowed, %lld fit, %lld differ",
               (long long)n, (long long)want, (long long)mismatch);
     ds_json_schema_free(ml);
