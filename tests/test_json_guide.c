@@ -360,6 +360,9 @@ TEST(json_guide_schema) {
         {"{\"properties\": {\"a\": {\"maxLength\": -1}}}", "properties.a: 'maxLength' must be a whole number"},
         {"{\"properties\": {\"a\": {\"minimum\": \"3\"}}}", "properties.a: 'minimum' must be a number"},
         {"{\"properties\": {\"a\": {\"multipleOf\": 2}}}", "properties.a: 'multipleOf' is not supported"},
+        {"{\"properties\": {\"a\": {\"minLength\": 3, \"maxLength\": 2}}}", "properties.a: a 'min' bound above its 'max'"},
+        {"{\"properties\": {\"a\": {\"minimum\": 1, \"exclusiveMaximum\": 1}}}", "properties.a: 'minimum' / 'exclusiveMinimum' above"},
+        {"{\"properties\": {\"a\": {}, \"b\": {}}, \"required\": [\"a\", \"b\"], \"maxProperties\": 1}", "more 'required'"},
         {"{\"properties\": {\"a\": {\"enum\": []}}}", "'enum' must be a non-empty list"},
         {"3", "a schema must be an object or true"},
     };

@@ -40,7 +40,15 @@ def client(url, n, seed, out):
     schema = lambda: rnd.choice([{"type": "object", "properties": {"a": {"enum": ["x", 1, None]}, "b": {"type": "integer"}},  # noqa: E731
                                                    "required": ["a"], "additionalProperties": rnd.random() < 0.5},
                                   {"properties": {"p": {"items": {"type": "string"}}}}, {"pattern": "x"}, {"type": "string"},
-                                  {"properties": {"a": 3}}, True, None])
+                                  {"properties": {"a": 3}}, True, None,
+                                  {"properties": {"n": {"type": "number", "minimum": rnd.choice([-1e300, -3, 0.5, 2]),
+                                                        "exclusiveMaximum": rnd.choice([0, 2, 1e300])},
+                                                  "s": {"type": "string", "maxLength": rnd.randint(0, 3),
+                                                        "minLength": rnd.randint(0, 3)},
+                                                  "a": {"items": {"type": "integer", "maximum": -5}, "minItems": rnd.randint(0, 2),
+                                                        "maxItems": rnd.randint(0, 2)}},
+                                   "required": ["n", "s", "a"], "minProperties": rnd.randint(0, 4), "maxProperties": 3},
+                                  {"properties": {"x": {"allOf": [{"type": "integer", "minimum": rnd.choice([-1.5, 7, "3"])}]}}}])
     good["response_format"] = lambda: rnd.choice([{"type": "json_object"}, {"type": "text"}, {"type": "json_schema"},
                                                   {"type": "json_schema", "json_schema": {"name": "s", "schema": schema()}},
                                                   {"type": 3}, {}])

@@ -306,6 +306,16 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
     if (req && !cJSON_IsArray(req)) return ds_err("%s: 'required' must be a list of property names", at), NULL;
     if (n->nany && (n->types || n->nprops || n->nenum || n->items || req))
         return ds_err("%s: 'anyOf' / 'oneOf' beside other keywords is not supported", at), NULL;
+    /* bounds no value meets: refused here rather than leaving the model at a dead end */
+    if ((n->max_len >= 0 && n->min_len > n->max_len) || (n->max_items >= 0 && n->min_items > n->max_items) ||
+        (n->max_props >= 0 && n->min_props > n->max_props))
+        return ds_err("%s: a 'min' bound above its 'max' (no value meets them)", at), NULL;
+    if (!n->addl && !n->addl_node && n->min_props > n->nprops)
+        return ds_err("%s: 'minProperties' above the properties an object may have", at), NULL;
+    if (n->max_props >= 0 && __builtin_popcountll(n->required) > n->max_props)
+        return ds_err("%s: more 'required' properties than 'maxProperties'", at), NULL;
+    if (n->lo > n->hi || (n->lo == n->hi && (n->lo_ex || n->hi_ex)))
+        return ds_err("%s: 'minimum' / 'exclusiveMinimum' above 'maximum' / 'exclusiveMaximum' (no number meets them)", at), NULL;
     first_bytes(n);
     return n;
 }
