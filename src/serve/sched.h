@@ -9,7 +9,10 @@
  * one decode step for every active slot (speculative: a two-token step that
  * verifies every greedy sequence's MTP draft, then one MTP step).  A
  * finished, cancelled or disconnected request frees its slot at the next
- * iteration.
+ * iteration.  A slot's cache row keeps what it holds after that: a prompt
+ * is admitted into the free row holding the longest prefix of it, or the
+ * prefix is copied there from a busy row (the prefix cache, sched.c;
+ * cache_rows > max_batch keeps more rows than run at once).
  *
  * A request's output (ids, log-probabilities, decoded text with stop strings
  * applied) grows under the scheduler's mutex; readers wait on ds_sched_wait.
