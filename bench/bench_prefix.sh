@@ -15,21 +15,12 @@ BIN=./dsv3
 if "$BIN" serve --model /nonexistent 2>&1 | grep -q "without libmicrohttpd"; then echo "bench_prefix: this dsv3 has no server (libmicrohttpd)"; exit 0; fi
 mkdir -p bench/results
 tmp=$(mktemp -d)
-"$BIN" init --config small --out "$tmp/small" --seed 1 >/dev/null 2>&1
-printf 'the quick brown fox jumps over the lazy dog\n%.0s' $(seq 20) > "$tmp/c.txt"
-"$BIN" --quiet tokenizer train --input "$tmp/c.txt" --vocab-size 300 --no-special-tokens --out "$tmp/tok/tokenizer.json" >/dev/null 2>&1
+. bench/lib_serve.sh
+serve_model
 pids=""
 trap 'for p in $pids; do kill $p 2>/dev/null; done; rm -rf "$tmp"' EXIT
-serve_start() { # name, extra serve options...: the port in $tmp/NAME.port
-  local name=$1; shift
-  "$BIN" --threads "$TH" serve --model "$tmp/small" --tokenizer "$tmp/tok" --port 0 --max-batch 8 --ctx 2048 "$@" \
-    2> "$tmp/$name.log" & pids="$pids $!"
-  for _ in $(seq 150); do grep -qs listening "$tmp/$name.log" && break; sleep 0.1; done
-  grep -o '127.0.0.1:[0-9]*' "$tmp/$name.log" | cut -d: -f2 > "$tmp/$name.port"
-  [ -s "$tmp/$name.port" ] || { cat "$tmp/$name.log"; exit 1; }
-}
-serve_start a
-serve_start b --no-prefix-cache
+serve_start a --max-batch 8 --ctx 2048
+serve_start b --max-batch 8 --ctx 2048 --no-prefix-cache
 args=(--url "http://127.0.0.1:$(cat "$tmp/a.port")" --kind dsv3 --label dsv3
       --url "http://127.0.0.1:$(cat "$tmp/b.port")" --kind dsv3 --label dsv3-no-prefix-cache)
 if [ "${BENCH_LLAMACPP:-1}" != 0 ] && tools/llamacpp_peer.sh find >/dev/null 2>&1 &&

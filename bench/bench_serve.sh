@@ -28,24 +28,15 @@ BIN=./dsv3
 if "$BIN" serve --model /nonexistent 2>&1 | grep -q "without libmicrohttpd"; then echo "bench_serve: this dsv3 has no server (libmicrohttpd)"; exit 0; fi
 mkdir -p bench/results
 tmp=$(mktemp -d)
-"$BIN" init --config small --out "$tmp/small" --seed 1 >/dev/null 2>&1
-printf 'the quick brown fox jumps over the lazy dog\n%.0s' $(seq 20) > "$tmp/c.txt"
-"$BIN" --quiet tokenizer train --input "$tmp/c.txt" --vocab-size 300 --no-special-tokens --out "$tmp/tok/tokenizer.json" >/dev/null 2>&1
+. bench/lib_serve.sh
+serve_model
 maxb=$(echo $CONC | tr ' ' '\n' | sort -n | tail -1)
 pids=""
-serve_start() { # name, extra serve options...: the port in $tmp/NAME.port
-  local name=$1; shift
-  "$BIN" --threads "$TH" serve --model "$tmp/small" --tokenizer "$tmp/tok" --port 0 --max-batch "$maxb" --ctx 256 --no-prefix-cache "$@" \
-    2> "$tmp/$name.log" & pids="$pids $!"
-  for _ in $(seq 150); do grep -qs listening "$tmp/$name.log" && break; sleep 0.1; done
-  grep -o '127.0.0.1:[0-9]*' "$tmp/$name.log" | cut -d: -f2 > "$tmp/$name.port"
-  [ -s "$tmp/$name.port" ] || { cat "$tmp/$name.log"; exit 1; }
-}
 trap 'for p in $pids; do kill $p 2>/dev/null; done; rm -rf "$tmp"' EXIT
 # three servers up at once, measured in turn (interleaved rounds, medians): the machine's load drifts alike for all
-serve_start a
-serve_start b --prefill-batch 1
-serve_start c --speculative mtp
+serve_start a --max-batch "$maxb" --ctx 256 --no-prefix-cache
+serve_start b --max-batch "$maxb" --ctx 256 --no-prefix-cache --prefill-batch 1
+serve_start c --max-batch "$maxb" --ctx 256 --no-prefix-cache --speculative mtp
 u() { echo "http://127.0.0.1:$(cat "$tmp/$1.port")"; }
 python3 tools/bench_serve.py --conc $CONC --seq "$P" --new "$NEW" --reps "$REPS" \
   --url "$(u a)" --label dsv3-serve --url "$(u b)" --label dsv3-serve-prefill1 --url "$(u c)" --label dsv3-serve-mtp \
