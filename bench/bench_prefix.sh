@@ -42,7 +42,8 @@ by = {(r["impl"], r["workload"]): r for r in rows}
 print("prefix cache, preset small, FP32, %s threads: time to first token (s), client-side, median of the rounds" % os.environ["TH"])
 print("  turns: a 6-turn conversation from a 1000-token prompt (50 user + 32 answer tokens a turn), turns 2-6")
 print("  shared: 8 prompts at once, a common 1000-token prefix + 32 tokens each, after the prefix alone")
-for w in ("turns", "shared"):
+print("  burst: the same 8 prompts at once, nothing cached before")
+for w in ("turns", "shared", "burst"):
     base = by.get(("dsv3", w))
     for impl in ("dsv3", "dsv3-no-prefix-cache", "llama-server"):
         r = by.get((impl, w))

@@ -2094,6 +2094,31 @@ static void prefix_cache_checks(const char *dir, int port, int spec) {
     CHECK_MSG(b.cached == 30 - spec, "%d tokens cached from the running request's row, expected %d", b.cached, 30 - spec);
     hits += b.cached;
     CHECK(metric(port, "dsv3_prefix_cache_hits_total") == hits);
+    /* n = 3 choices of a new prompt: the first is prefilled, the other two wait for it and copy its row */
+    int32_t p3[40];
+    pc_rand(&st, p3, 40);
+    CHECK(pc_generate(dir, p3, 40, NEW, want) == NEW);
+    ds_sbuf rq = {0};
+    ds_sbuf_puts(&rq, "{\"prompt\": [");
+    for (int i = 0; i < 40; i++) ds_sbuf_printf(&rq, "%s%d", i ? ", " : "", p3[i]);
+    ds_sbuf_printf(&rq, "], \"n\": 3, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, \"return_token_ids\": true}",
+                   (int)NEW);
+    char *o = NULL;
+    CHECK(http(port, "POST", "/v1/completions", NULL, rq.p, &o) == 200);
+    free(rq.p);
+    cJSON *j = cJSON_Parse(o);
+    const cJSON *ch = cJSON_GetObjectItem(j, "choices"), *x;
+    int nc = 0, same = 1;
+    cJSON_ArrayForEach(x, ch) {
+        int32_t ids[64];
+        same &= ids_of(cJSON_GetObjectItem(x, "token_ids"), ids, 64) == NEW && !memcmp(ids, want, NEW * sizeof(int32_t));
+        nc++;
+    }
+    CHECK_MSG(nc == 3 && same, "%d choices; all generate's: %d", nc, same);
+    cJSON_Delete(j);
+    free(o);
+    CHECK_MSG(metric(port, "dsv3_prefix_cache_hits_total") == hits + 2 * 39, "hits %d, want %d",
+              metric(port, "dsv3_prefix_cache_hits_total"), hits + 2 * 39);
 }
 
 TEST(serve_prefix_cache) {

@@ -10,6 +10,7 @@ ignored, prompts of random token ids below --vocab.  Two workloads:
   shared  --conc clients at once, each prompt a common --shared-token prefix (a system prompt) and
           --tail tokens of its own, after one request of the prefix alone (as a first user would).
           Reported: mean time to first token and generated tokens/s of the burst.
+  burst   the same without the prefix alone first: all --conc prompts arrive at once into an empty cache.
 
 Each server (--url with --kind dsv3 or llama, a --label each) runs every workload --reps times in turn
 (interleaved rounds, medians), each round with new random ids.  dsv3: /v1/completions with
@@ -73,9 +74,10 @@ def turns(url, kind, a, rnd):
             "last_prompt_tokens": len(p)}
 
 
-def shared(url, kind, a, rnd):
+def shared(url, kind, a, rnd, warm=True):
     pre = [rnd.randrange(a.vocab) for _ in range(a.shared)]
-    stream(url, kind, pre, 1)
+    if warm:
+        stream(url, kind, pre, 1)
     ps = [pre + [rnd.randrange(a.vocab) for _ in range(a.tail)] for _ in range(a.conc)]
     out = [None] * a.conc
 
@@ -111,7 +113,8 @@ def main():
     a = ap.parse_args()
     if not (len(a.url) == len(a.kind) == len(a.label)):
         ap.error("one --kind and one --label per --url")
-    for w, (name, fn) in enumerate((("turns", turns), ("shared", shared))):
+    burst = lambda url, kind, a, rnd: shared(url, kind, a, rnd, warm=False)  # noqa: E731
+    for w, (name, fn) in enumerate((("turns", turns), ("shared", shared), ("burst", burst))):
         runs = {lb: [] for lb in a.label}
         for rep in range(a.reps):
             for url, kind, lb in zip(a.url, a.kind, a.label):

@@ -128,7 +128,8 @@ def prefix_rows(res_dir):
     d = load(os.path.join(res_dir, "prefix.json"))
     by = {(r["impl"], r["workload"]): r for r in (d or {}).get("rows", [])}
     what = {"turns": "serve, small preset, prefix cache: turns 2-6 of a conversation (1000+ tokens cached)",
-            "shared": "serve, small preset, prefix cache: 8 prompts sharing a 1000-token prefix"}
+            "shared": "serve, small preset, prefix cache: 8 prompts sharing a 1000-token prefix",
+            "burst": "serve, small preset, prefix cache: 8 prompts sharing a 1000-token prefix, arriving together"}
     rows = []
     for w, label in what.items():
         a, x = by.get(("dsv3", w)), by.get(("llama-server", w))

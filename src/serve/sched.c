@@ -619,30 +619,42 @@ static int sampler_init(ds_sched *s, ds_sreq *r) {
  * rounding (docs/serve.md). */
 #define PREFIX_MIN 16
 
-static int64_t reusable(const ds_sched *s, int j, const ds_sreq *r) {
+/* the prompt's prefix row j could give: *soon what it will hold once its prefill is done */
+static int64_t reusable_ex(const ds_sched *s, int j, const ds_sreq *r, int64_t *soon) {
+    *soon = 0;
     if (!s->o.prefix_cache || r->prompt_logprobs) return 0;
     const int32_t *a = s->ctok + (size_t)j * (size_t)(s->o.ctx + 1);
     const int64_t n = s->ntok[j] < r->P ? s->ntok[j] : r->P;
     int64_t c = 0;
     while (c < n && a[c] == r->prompt[c]) c++;
-    int64_t L = c < s->kvn[j] ? c : s->kvn[j];
+    int64_t L = c, S = c; /* now (what is cached), soon (what the prompt being prefilled will cache) */
+    if (L > s->kvn[j]) L = s->kvn[j];
     if (L > r->P - 1) L = r->P - 1;
+    if (S > r->P - 1) S = r->P - 1;
     if (s->o.speculative) {
         if (L > c - 1) L = c - 1;
+        if (S > c - 1) S = c - 1;
         if (L > s->mvn[j]) L = s->mvn[j];
     }
+    const ds_sreq *b = s->slot[j];
+    if (b && s->state[j] == SLOT_PREFILL && !b->prompt_logprobs) *soon = S >= PREFIX_MIN ? S : 0;
     return L >= PREFIX_MIN ? L : 0;
 }
 
 /* mutex held: the free row for r (-1: none) with its prompt's first
- * r->cached positions already in the cache */
+ * r->cached positions already in the cache; -2: wait, a prompt being
+ * prefilled will hold PREFIX_MIN or more tokens of it beyond what any row
+ * gives now (the n choices of one prompt, prompts arriving together with
+ * one system prompt: prefilled once, then copied) */
 static int admit_row(ds_sched *s, ds_sreq *r) {
     const int B = s->nrows;
     if (s->st.active >= s->o.max_batch) return -1;
     int hit = -1, src = -1, old = -1;
-    int64_t Lh = 0, Ls = 0;
+    int64_t Lh = 0, Ls = 0, Lsoon = 0;
     for (int j = 0; j < B; j++) {
-        const int64_t L = reusable(s, j, r);
+        int64_t soon;
+        const int64_t L = reusable_ex(s, j, r, &soon);
+        if (soon > Lsoon) Lsoon = soon;
         if (!s->slot[j]) {
             if (L > Lh) hit = j, Lh = L;
             if (old < 0 || (s->kvn[j] ? s->t_used[j] : -1) < (s->kvn[old] ? s->t_used[old] : -1)) old = j;
@@ -650,6 +662,7 @@ static int admit_row(ds_sched *s, ds_sreq *r) {
         if (L > Ls) src = j, Ls = L;
     }
     if (old < 0) return -1;
+    if (Lsoon >= (Ls > Lh ? Ls : Lh) + PREFIX_MIN) return -2;
     int i = hit >= 0 ? hit : old;
     r->cached = Lh;
     if (Ls > Lh) { /* a busy row holds more of the prompt: copy it into the oldest free row */
@@ -684,21 +697,23 @@ static void *loop(void *arg) {
         /* drop cancelled requests, admit waiting ones */
         for (int i = 0; i < B; i++)
             if (s->slot[i] && s->slot[i]->cancel) finish(s, s->slot[i], "cancelled");
-        while (s->qhead) {
-            ds_sreq *r = s->qhead;
-            if (r->cancel) {
-                s->qhead = r->next;
-                if (!s->qhead) s->qtail = NULL;
-                s->nq--;
+        for (ds_sreq *prev = NULL, *r = s->qhead, *next; r; r = next) {
+            next = r->next;
+            const int i = r->cancel ? -3 : admit_row(s, r);
+            if (i == -1) break;        /* no free slot */
+            if (i == -2) {             /* waits for a prompt being prefilled; the ones after it may go */
+                prev = r;
+                continue;
+            }
+            if (prev) prev->next = next; /* out of the queue */
+            else s->qhead = next;
+            if (s->qtail == r) s->qtail = prev;
+            s->nq--;
+            if (i == -3) {
                 r->done = 1, r->finish = "cancelled", s->st.cancelled++, s->wake = 1;
                 unref(r);
                 continue;
             }
-            const int i = admit_row(s, r);
-            if (i < 0) break; /* no free slot */
-            s->qhead = r->next;
-            if (!s->qhead) s->qtail = NULL;
-            s->nq--;
             s->slot[i] = r;
             r->slot = i;
             s->state[i] = SLOT_PREFILL;
