@@ -129,6 +129,28 @@ static int token_text(const char *dir, const int32_t *ids, int n, char *buf, siz
     return r;
 }
 
+/* `dsv3 generate --ids` on the ids in prompt ("1 2 3"), up to n new ids (64 at most) into ids; their count or -1 */
+static int gen_ids_opts(const char *dir, const char *prompt, int n, const char *opts, int32_t *ids) {
+    char out[4096];
+    if (ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens %d %s 2>/dev/null",
+                   dir, prompt, n, opts) != 0)
+        return -1;
+    int k = 0;
+    for (char *p = out, *e; k < 64; p = e) {
+        long v = strtol(p, &e, 10);
+        if (e == p) break;
+        ids[k++] = (int32_t)v;
+    }
+    return k;
+}
+
+/* the same past EOS, with more options */
+static int gen_ids(const char *dir, const char *prompt, int n, const char *extra, int32_t *ids) {
+    char opts[512];
+    snprintf(opts, sizeof opts, "--ignore-eos %s", extra);
+    return gen_ids_opts(dir, prompt, n, opts, ids);
+}
+
 typedef struct { pid_t pid; int port; char log[700]; } server;
 
 static int server_start(server *s, const char *dir, const char *extra) {
@@ -441,13 +463,11 @@ TEST(serve_chat_cli_matches_generate) {
     CHECK(dir != NULL);
     if (!dir) return;
     /* the conversation "Hi" renders to these bytes (the DeepSeek-V3 template, no BOS token) */
-    char ids[1024] = "", gout[4096], cout[4096];
+    char ids[1024] = "", cout[4096];
     CHECK(encode_ids(dir, "<｜User｜>Hi<｜Assistant｜>", ids, sizeof ids, NULL, 0) > 0);
-    CHECK(ds_test_sh(gout, sizeof gout, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens 10 2>/dev/null", dir,
-                     ids) == 0);
-    int32_t gen[16];
-    int ng = 0;
-    for (char *p = strtok(gout, " \n"); p && ng < 16; p = strtok(NULL, " \n")) gen[ng++] = atoi(p);
+    int32_t gen[64];
+    int ng = gen_ids_opts(dir, ids, 10, "", gen);
+    CHECK(ng >= 0);
     char want[256];
     ng = token_text(dir, gen, ng, want, sizeof want);
     /* two turns with a reset between: the answer after /reset is the first answer again */
@@ -823,20 +843,6 @@ static void *spec_stream(void *arg) {
     if (http(c->port, "POST", "/v1/completions", NULL, c->body, &o) == 200) c->n = sse_ids(o, c->ids, 64, &c->done, fin, NULL);
     free(o);
     return NULL;
-}
-
-static int gen_ids(const char *dir, const char *prompt, int n, const char *extra, int32_t *ids) {
-    char out[4096];
-    if (ds_test_sh(out, sizeof out, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens %d --ignore-eos %s 2>/dev/null",
-                   dir, prompt, n, extra) != 0)
-        return -1;
-    int k = 0;
-    for (char *p = out, *e; k < 64; p = e) {
-        long v = strtol(p, &e, 10);
-        if (e == p) break;
-        ids[k++] = (int32_t)v;
-    }
-    return k;
 }
 
 TEST(serve_speculative_mtp_matches_generate) {
@@ -2197,8 +2203,8 @@ TEST(serve_stream_ids_at_once) {
     char pj[512], req[1024], *o = NULL;
     prompt_json(pj, sizeof pj, 6, 0);
     snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true, "
-             "\"stop\": \"\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\u0008\", \"return_token_ids\": true%s}",
-             pj, NEW, "");
+             "\"stop\": \"\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\u0008\", \"return_token_ids\": true}",
+             pj, NEW);
     CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
     cJSON *j = cJSON_Parse(o);
     int32_t want[64], got[64];
@@ -2238,7 +2244,7 @@ TEST(chat_cli_reuses_the_conversation) {
     const char *dir = make_model_long();
     CHECK(dir != NULL);
     if (!dir) return;
-    char cfgp[800], ids[8192], gout[4096], cout[8192], err[700];
+    char cfgp[800], ids[8192], cout[8192], err[700];
     snprintf(cfgp, sizeof cfgp, "%s/tokenizer_config.json", dir);
     ds_chat_cfg cc = {0};
     CHECK(ds_chat_cfg_load(&cc, cfgp, NULL) == 0);
@@ -2251,10 +2257,9 @@ TEST(chat_cli_reuses_the_conversation) {
     char *text = ds_chat_template_apply(cc.tmpl, msgs, 1, cc.bos, cc.eos);
     const int P1 = encode_ids(dir, text, ids, sizeof ids, NULL, 0);
     free(text);
-    CHECK(ds_test_sh(gout, sizeof gout, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens 10 2>/dev/null", dir, ids) == 0);
-    int32_t gen[16];
-    int ng = 0;
-    for (char *p = strtok(gout, " \n"); p && ng < 16; p = strtok(NULL, " \n")) gen[ng++] = atoi(p);
+    int32_t gen[64];
+    int ng = gen_ids_opts(dir, ids, 10, "", gen);
+    CHECK(ng >= 0);
     char a1[256], a2[256];
     const int n1 = token_text(dir, gen, ng, a1, sizeof a1 - 1);
     CHECK(n1 > 0 && ng == 10);
@@ -2271,9 +2276,8 @@ TEST(chat_cli_reuses_the_conversation) {
     free(text);
     cJSON_Delete(msgs);
     ds_chat_cfg_free(&cc);
-    CHECK(ds_test_sh(gout, sizeof gout, "$DSV3 generate --model %s --ids --prompt '%s' --max-new-tokens 10 2>/dev/null", dir, ids) == 0);
-    ng = 0;
-    for (char *p = strtok(gout, " \n"); p && ng < 16; p = strtok(NULL, " \n")) gen[ng++] = atoi(p);
+    ng = gen_ids_opts(dir, ids, 10, "", gen);
+    CHECK(ng >= 0);
     const int n2 = token_text(dir, gen, ng, a2, sizeof a2);
     snprintf(err, sizeof err, "%s/chat-err.txt", ds_test_tmpdir());
     CHECK(ds_test_sh(cout, sizeof cout, "printf 'Hi\\nHow are you\\n' | $DSV3 --verbose chat --model %s --max-new-tokens 10 2>%s",

@@ -144,15 +144,6 @@ int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int
     return ds_model_mtp_forward_ex(e->m, &e->pa, e->ops, 1, e->pa.hfinal, next, &o);
 }
 
-void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P) {
-    const ds_kv_cache *b = &e->kc;
-    const size_t cb = (size_t)(P * src->rkv) * sizeof(float), pb = (size_t)(P * src->dr) * sizeof(float);
-    for (int64_t l = 0; l < b->nlayers; l++) {
-        e->ops->copy_d2d(b->ckv[l] + row * b->max_len * b->rkv, src->ckv[l], cb);
-        e->ops->copy_d2d(b->kpe[l] + row * b->max_len * b->dr, src->kpe[l], pb);
-    }
-}
-
 void ds_rows_engine_copy_prefix(ds_rows_engine *e, int64_t dst, int64_t src, int64_t n) {
     const ds_kv_cache *b = &e->kc;
     if (dst == src || n <= 0) return;

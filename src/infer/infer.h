@@ -140,9 +140,6 @@ int ds_rows_engine_prefill(ds_rows_engine *e, const int32_t *ids, const int64_t 
 int ds_rows_engine_prefill_all(ds_rows_engine *e, const int32_t *ids, int64_t row, int64_t pos, int64_t t);
 int ds_rows_engine_prefill_mtp(ds_rows_engine *e, const int32_t *next, const int64_t *rows, const int64_t *pos,
                                const int64_t *last, int64_t n, int64_t t);
-/* Row `row` takes positions 0..P-1 of a batch-1 cache (a prefill's; with
- * mtp, the MTP layer too: the source must have as many layers). */
-void ds_rows_engine_adopt(ds_rows_engine *e, int64_t row, const ds_kv_cache *src, int64_t P);
 /* cache row dst's positions 0..n-1 := row src's, every layer (the MTP module's
  * too): a prompt prefix another sequence has cached (serve's prefix cache) */
 void ds_rows_engine_copy_prefix(ds_rows_engine *e, int64_t dst, int64_t src, int64_t n);

@@ -620,7 +620,7 @@ static int sampler_init(ds_sched *s, ds_sreq *r) {
 #define PREFIX_MIN 16
 
 /* the prompt's prefix row j could give: *soon what it will hold once its prefill is done */
-static int64_t reusable_ex(const ds_sched *s, int j, const ds_sreq *r, int64_t *soon) {
+static int64_t reusable(const ds_sched *s, int j, const ds_sreq *r, int64_t *soon) {
     *soon = 0;
     if (!s->o.prefix_cache || r->prompt_logprobs) return 0;
     const int32_t *a = s->ctok + (size_t)j * (size_t)(s->o.ctx + 1);
@@ -653,7 +653,7 @@ static int admit_row(ds_sched *s, ds_sreq *r) {
     int64_t Lh = 0, Ls = 0, Lsoon = 0;
     for (int j = 0; j < B; j++) {
         int64_t soon;
-        const int64_t L = reusable_ex(s, j, r, &soon);
+        const int64_t L = reusable(s, j, r, &soon);
         if (soon > Lsoon) Lsoon = soon;
         if (!s->slot[j]) {
             if (L > Lh) hit = j, Lh = L;
