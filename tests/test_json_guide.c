@@ -587,13 +587,14 @@ static int has_prefix(char **v, int n, const char *p) {
  * Python's json reads it) meets the bounds starts with it; a text is whole
  * iff its value meets them.  Integers in [-1200, 1200] for integer schemas;
  * numbers of up to 3 decimals in [-60, 60] for number schemas (the bounds
- * have one decimal and are within [-500, 500] / [-50, 50], so longer texts
+ * have one decimal and lie inside the enumerated ranges, so longer texts
  * add nothing to the prefixes tried: those of up to 2 decimals) */
 TEST(json_guide_schema_number_bounds) {
     static const char *const ints[] = {
         "{\"minimum\": -3, \"maximum\": 17}", "{\"exclusiveMinimum\": 0, \"maximum\": 100}", "{\"minimum\": 5, \"maximum\": 500}",
         "{\"maximum\": -7, \"minimum\": -500}", "{\"minimum\": -250, \"exclusiveMaximum\": -20}", "{\"minimum\": 150, \"maximum\": 160}",
-        "{\"minimum\": 2.5, \"maximum\": 9.5}", "{\"minimum\": 0, \"maximum\": 0}"};
+        "{\"minimum\": 2.5, \"maximum\": 9.5}", "{\"minimum\": 0, \"maximum\": 0}",
+        "{\"minimum\": 1000, \"maximum\": 1100}", "{\"maximum\": -1000, \"minimum\": -1150}"};
     static const char *const nums[] = {
         "{\"minimum\": -2.5, \"maximum\": 7.3}", "{\"exclusiveMinimum\": 0, \"exclusiveMaximum\": 1}",
         "{\"minimum\": 0.5, \"maximum\": 50}", "{\"maximum\": -0.5, \"minimum\": -50}", "{\"minimum\": 12.3, \"maximum\": 12.4}",

@@ -504,12 +504,25 @@ static int number_feasible(const ds_json_state *s, const ds_json_node *w) {
     const size_t n = strlen(d);
     memcpy(buf, d, n + 1);
     dec_next(d, nx);
-    for (size_t m = 0; n + m + 2 < sizeof buf; m++) {
+    size_t lb = n, lx = strlen(nx);
+    /* the intervals whose far end stays short of the bound on the near side (lo, or hi for a negative
+     * number) cannot meet it: start a digit before the first that can (no 300 steps to reach 1e300) */
+    const double near = neg ? -w->hi : w->lo;
+    if (near > 0 && isfinite(near)) {
+        const double skip = floor(log10(near)) - (double)n - 1;
+        if (skip > 0 && lx + (size_t)skip + 2 < sizeof nx) {
+            memset(buf + lb, '0', (size_t)skip), memset(nx + lx, '0', (size_t)skip);
+            lb += (size_t)skip, lx += (size_t)skip;
+            buf[lb] = nx[lx] = 0;
+        }
+    }
+    while (lx + 2 < sizeof nx) {
         const double a = strtod(buf, NULL), b = strtod(nx, NULL);
         if (!isfinite(a)) break;
         if (neg ? meets(w, integer, -b, 0, -a, 1) : meets(w, integer, a, 1, b, 0)) return 1;
         if (neg ? -a < w->lo : a > w->hi) break;
-        strcat(buf, "0"), strcat(nx, "0");
+        buf[lb++] = '0', nx[lx++] = '0';
+        buf[lb] = nx[lx] = 0;
     }
     return 0;
 }
