@@ -1983,8 +1983,8 @@ TEST(serve_json_object) {
     static const struct { const char *rf, *want; } bad[] = {
         {"\"json\"", "'response_format' must be"},
         {"{\"type\": \"json_schema\", \"json_schema\": {}}", "needs {"},
-        {"{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"properties\": {\"a\": {\"pattern\": \"b\"}}}}}",
-         "properties.a: 'pattern' is not supported"},
+        {"{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"properties\": {\"a\": {\"multipleOf\": 2}}}}}",
+         "properties.a: 'multipleOf' is not supported"},
         {"{\"type\": \"yaml\"}", "unknown type 'yaml'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -1993,6 +1993,107 @@ TEST(serve_json_object) {
         st = http(S.port, "POST", "/v1/completions", NULL, req, &o);
         CHECK_MSG(st == 400 && o && strstr(o, bad[i].want), "%s: %d %s", bad[i].rf, st, o ? o : "");
         free(o);
+    }
+    CHECK(server_stop(&S) == 0);
+}
+
+/* the answer of a request (completions, or chat when the body has "messages"): its text, finish reason */
+static char *answer_text(int port, const char *body, int *status, char *finish) {
+    const int chat = strstr(body, "\"messages\"") != NULL;
+    cJSON *j = post(port, chat ? "/v1/chat/completions" : "/v1/completions", body, status);
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    const cJSON *tx = chat ? cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "content") : cJSON_GetObjectItem(ch, "text");
+    const cJSON *fr = cJSON_GetObjectItem(ch, "finish_reason");
+    snprintf(finish, 32, "%s", cJSON_IsString(fr) ? fr->valuestring : "");
+    char *s = ds_strdup(cJSON_IsString(tx) ? tx->valuestring : "(none)");
+    cJSON_Delete(j);
+    return s;
+}
+
+/* "[0-9]{3}-[a-z]{2}( ok)?" as a whole, checked by hand */
+static int code_ok(const char *a) {
+    const size_t n = strlen(a);
+    int ok = n == 6 || (n == 9 && !strcmp(a + 6, " ok"));
+    for (int i = 0; i < 6 && ok; i++) ok = i < 3 ? a[i] >= '0' && a[i] <= '9' : i == 3 ? a[i] == '-' : a[i] >= 'a' && a[i] <= 'z';
+    return ok;
+}
+
+/* vLLM's guided decoding: guided_regex / guided_choice / guided_json and structured_outputs hold the whole
+ * answer (greedy and sampled, chat and completions, streamed or not); a stop id may end it where the regex
+ * matches, and without one it goes on until nothing can follow; bad requests 400 */
+TEST(serve_guided_regex) {
+    SETUP_IN(make_model_long(), "");
+    int st;
+    char path[800], finish[32];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ds_tokenizer *tok = ds_tokenizer_load(path);
+    int ff = -1; /* the token of byte 0xFF (never in UTF-8 text) as the stop id; this folder's EOS is the byte '"' */
+    for (int32_t i = 0; tok && i < 256; i++) {
+        size_t len = 0;
+        const char *b = ds_tokenizer_token_bytes(tok, i, &len);
+        if (b && len == 1 && (unsigned char)b[0] == 0xFF) ff = i;
+    }
+    ds_tokenizer_free(tok);
+    CHECK(ff >= 0);
+    int took_ok[2] = {0, 0};
+    for (int k = 0; k < 8; k++) {
+        const int chat = k % 2, stop = k < 4;
+        char req[1024], stops[64] = "";
+        if (stop) snprintf(stops, sizeof stops, ", \"stop_token_ids\": [%d]", ff);
+        snprintf(req, sizeof req, "{%s, \"max_tokens\": 40, \"temperature\": %s, \"seed\": %d, \"ignore_eos\": true, "
+                 "\"%s\": \"[0-9]{3}-[a-z]{2}( ok)?\"%s%s}",
+                 chat ? "\"messages\": [{\"role\": \"user\", \"content\": \"A code?\"}]" : "\"prompt\": \"Code: \"", k ? "1.0" : "0", k,
+                 k == 2 ? "structured_outputs\": {\"regex" : "guided_regex", k == 2 ? "}" : "", stops);
+        char *a = answer_text(S.port, req, &st, finish);
+        CHECK_MSG(st == 200 && code_ok(a) && !strcmp(finish, "stop"), "case %d: %d %s (%s)", k, st, ds_quote(a), finish);
+        took_ok[!stop] += strlen(a) == 9;
+        free(a);
+    }
+    CHECK_MSG(took_ok[1] == 4, "without a stop id the answer goes on until nothing can follow: %d of 4 took ' ok'", took_ok[1]);
+    /* greedy, streamed: the same answer */
+    answer x, y;
+    const char *f = "\"messages\": [{\"role\": \"user\", \"content\": \"A code?\"}], \"max_tokens\": 40, \"ignore_eos\": true, "
+                    "\"guided_regex\": \"[0-9]{3}-[a-z]{2}( ok)?\"";
+    CHECK(chat_answer(S.port, f, 0, &x) == 200 && chat_answer(S.port, f, 1, &y) == 200);
+    CHECK_MSG(code_ok(x.content) && !strcmp(x.content, y.content), "%s / %s", x.content, y.content);
+    /* choices (escaped: '.' and '|' are themselves), and guided_json */
+    static const char *const choice[] = {"\"guided_choice\": [\"Paris\", \"Lyon\", \"a.b\", \"c|d\"]",
+                                         "\"structured_outputs\": {\"choice\": [\"Paris\", \"Lyon\", \"a.b\", \"c|d\"]}"};
+    for (int k = 0; k < 6; k++) {
+        char req[1024];
+        snprintf(req, sizeof req, "{%s, \"max_tokens\": 20, \"temperature\": 1.5, \"seed\": %d, \"ignore_eos\": true, %s}",
+                 k % 2 ? "\"messages\": [{\"role\": \"user\", \"content\": \"Where?\"}]" : "\"prompt\": \"Where: \"", k, choice[k % 2]);
+        char *a = answer_text(S.port, req, &st, finish);
+        CHECK_MSG(st == 200 && (!strcmp(a, "Paris") || !strcmp(a, "Lyon") || !strcmp(a, "a.b") || !strcmp(a, "c|d")),
+                  "choice %d: %d %s", k, st, ds_quote(a));
+        free(a);
+    }
+    char *a = answer_text(S.port, "{\"prompt\": \"J: \", \"max_tokens\": 60, \"ignore_eos\": true, \"logit_bias\": {\"0\": -100}, "
+                          "\"guided_json\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": \"integer\", \"minimum\": 1, "
+                          "\"maximum\": 9}}, \"required\": [\"n\"], \"additionalProperties\": false}}", &st, finish);
+    cJSON *o = cJSON_Parse(a);
+    const cJSON *nn = cJSON_GetObjectItem(o, "n");
+    CHECK_MSG(st == 200 && cJSON_GetArraySize(o) == 1 && cJSON_IsNumber(nn) && nn->valuedouble >= 1 && nn->valuedouble <= 9,
+              "guided_json: %d %s", st, ds_quote(a));
+    cJSON_Delete(o), free(a);
+    static const struct { const char *f, *want; } bad[] = {
+        {"\"guided_regex\": \"(a\"", "'guided_regex': regex: missing ), unterminated subpattern at offset 2"},
+        {"\"guided_regex\": 5", "'guided_regex' must be a string"},
+        {"\"guided_choice\": []", "'guided_choice' must be a non-empty list of strings"},
+        {"\"guided_choice\": [\"a\", 1]", "'guided_choice'[1] must be a string, got number"},
+        {"\"guided_regex\": \"a\", \"guided_choice\": [\"b\"]", "give one of"},
+        {"\"guided_regex\": \"a\", \"response_format\": {\"type\": \"json_object\"}", "give one of"},
+        {"\"structured_outputs\": {\"grammar\": \"root ::= x\"}", "'structured_outputs.grammar' is not supported"},
+        {"\"structured_outputs\": 3", "'structured_outputs' must be an object"},
+        {"\"guided_json\": {\"type\": \"object\", \"properties\": {\"a\": {\"uniqueItems\": true}}}", "'uniqueItems' is not supported"},
+        {"\"guided_regex\": \"[ab]*a[ab]{12}\"", "more than 4096 DFA states"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char req[512], *out = NULL;
+        snprintf(req, sizeof req, "{\"prompt\": \"x\", %s}", bad[i].f);
+        st = http(S.port, "POST", "/v1/completions", NULL, req, &out);
+        CHECK_MSG(st == 400 && out && strstr(out, bad[i].want), "%s: %d %s", bad[i].f, st, out ? out : "");
+        free(out);
     }
     CHECK(server_stop(&S) == 0);
 }

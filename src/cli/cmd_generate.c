@@ -2,7 +2,7 @@
  * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-new-tokens N] [--min-new-tokens N]
  *   [--temperature T --top-p P --top-k K --min-p P --seed S] [--repetition-penalty R]
  *   [--presence-penalty X] [--frequency-penalty X] [--logit-bias ID:BIAS...] [--stop STR...] [--ignore-eos]
- *   [--json-object | --json-schema FILE] [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
+ *   [--json-object | --json-schema FILE | --regex RE] [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
  * Tokenizes the prompt with DIR/tokenizer.json or --tokenizer (BOS added when
  * its tokenizer_config says so), prints the prompt and streams the
  * continuation as it is generated (KV-cached decoding, infer/), then reports
@@ -109,7 +109,7 @@ static void add_eos(int64_t *eos, int *neos, int cap, int64_t id) {
 }
 
 static int run(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL, *device = "cpu", *schema_file = NULL;
+    const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL, *device = "cpu", *schema_file = NULL, *regex = NULL;
     ds_strlist stop = {0};
     long long max_new = LLONG_MIN, top_k = 0, seed = 1234, min_new = 0; /* LLONG_MIN: not given, 64 */
     double temperature = 0, top_p = 1, min_p = 0, rep_pen = 1, pres_pen = 0, freq_pen = 0;
@@ -136,6 +136,7 @@ static int run(int argc, char **argv) {
         {"--ignore-eos", DS_OPT_FLAG, &ignore_eos, "do not stop at EOS"},
         {"--json-object", DS_OPT_FLAG, &json_object, "the output is one JSON object (constrained decoding; ends at its close)"},
         {"--json-schema", DS_OPT_STR, &schema_file, "FILE  the output is one JSON object held to this JSON Schema (docs/serve.md)"},
+        {"--regex", DS_OPT_STR, &regex, "RE  the output matches this regex as a whole (Python's re syntax, docs/serve.md)"},
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (the same tokens as without, greedy or sampled)"},
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
@@ -144,7 +145,7 @@ static int run(int argc, char **argv) {
     };
     const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --min-new-tokens N --temperature T --top-p P --top-k K --min-p P --seed S] "
                         "[--repetition-penalty R --presence-penalty X --frequency-penalty X --logit-bias ID:BIAS...] "
-                        "[--stop STR...] [--tokenizer PATH] [--ids] [--speculative mtp]";
+                        "[--stop STR...] [--json-object | --json-schema FILE | --regex RE] [--tokenizer PATH] [--ids] [--speculative mtp]";
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     ds_cli_parse("generate", usage, argc, argv, opts, nopts, NULL, 0, NULL);
     if (!model) ds_cli_usage_error("generate", "--model is required");
@@ -158,6 +159,10 @@ static int run(int argc, char **argv) {
         ds_cli_usage_error("generate", "--temperature must be a finite number >= 0 (0 = greedy), got %g", temperature);
     if (!(top_p > 0 && top_p <= 1)) ds_cli_usage_error("generate", "--top-p must be in (0, 1], got %g", top_p);
     if (top_k < 0) ds_cli_usage_error("generate", "--top-k must be >= 0 (0 = off), got %lld", top_k);
+    if (!!json_object + !!schema_file + !!regex > 1) ds_cli_usage_error("generate", "give one of --json-object, --json-schema and --regex");
+    ds_json_schema *rx_check = regex ? ds_json_schema_regex(regex) : NULL; /* checked before the model is loaded */
+    if (regex && !rx_check) ds_cli_usage_error("generate", "--regex: %s", ds_errmsg());
+    ds_json_schema_free(rx_check);
     static ds_logit_bias bias[DS_MAX_LOGIT_BIAS];
     if (bias_arg.n > DS_MAX_LOGIT_BIAS)
         ds_cli_usage_error("generate", "--logit-bias takes at most %d tokens (got %d)", DS_MAX_LOGIT_BIAS, bias_arg.n);
@@ -251,11 +256,12 @@ static int run(int argc, char **argv) {
         if (eos[i] >= 0 && eos[i] < c->vocab_size) held[sp.nstop_ids++] = (int32_t)eos[i];
     sp.stop_ids = held;
     if (tok) ds_decode_stream_init(&sc.ds, tok, 1);
-    /* --json-object / --json-schema: the JSON guide over the tokenizer's bytes */
+    /* --json-object / --json-schema / --regex: the guide over the tokenizer's bytes */
     ds_json_guide *guide = NULL;
     ds_json_schema *schema = NULL;
-    if (!rc && (json_object || schema_file)) {
-        if (!tok) rc = ds_err("--json-object and --json-schema need the tokenizer (give --tokenizer with --ids)");
+    if (!rc && (json_object || schema_file || regex)) {
+        if (!tok) rc = ds_err("--json-object, --json-schema and --regex need the tokenizer (give --tokenizer with --ids)");
+        if (!rc && regex) schema = ds_json_schema_regex(regex);
         if (!rc && schema_file) {
             size_t n;
             char *txt = ds_read_file(schema_file, &n);

@@ -113,6 +113,7 @@ typedef struct {
     int64_t min_tokens;   /* extension, as vLLM's */
     int json;             /* response_format json_object / json_schema: the answer is one JSON object */
     cJSON *schema;        /* ... held to this schema (response_format json_schema; a forced call's parameters) */
+    char *regex;          /* the answer held to this regex as a whole (guided_regex, guided_choice: vLLM's) */
     int32_t *stop_ids;    /* stop_token_ids: extension, as vLLM's */
     int nstop_ids;
     int n;              /* choices: each its own sequence in the batch */
@@ -184,6 +185,78 @@ static int get_num(greq *g, const cJSON *j, const char *k, double lo, double hi,
     return 0;
 }
 
+/* vLLM's guided decoding: guided_regex, guided_choice, guided_json, or structured_outputs with one of
+ * regex, choice, json.  A regex or a choice holds the whole answer (re.fullmatch); json is response_format's
+ * json_schema */
+static int parse_guided(greq *g, const cJSON *j) {
+    const cJSON *so = field(j, "structured_outputs"), *k;
+    if (so && !cJSON_IsObject(so))
+        return bad(g, "structured_outputs", "'structured_outputs' must be an object: {\"regex\": ...}, {\"choice\": [...]} or {\"json\": {...}}");
+    cJSON_ArrayForEach(k, so)
+        if (strcmp(k->string, "regex") && strcmp(k->string, "choice") && strcmp(k->string, "json") && !cJSON_IsNull(k))
+            return bad(g, "structured_outputs", "'structured_outputs.%s' is not supported (regex, choice, json)", k->string);
+    const struct {
+        const char *name;
+        const cJSON *v;
+    } kinds[] = {{"guided_regex", field(j, "guided_regex")},         {"guided_choice", field(j, "guided_choice")},
+                 {"guided_json", field(j, "guided_json")},           {"structured_outputs.regex", field(so, "regex")},
+                 {"structured_outputs.choice", field(so, "choice")}, {"structured_outputs.json", field(so, "json")}};
+    int given = 0, kind = 0;
+    const char *name = NULL;
+    const cJSON *v = NULL;
+    for (int i = 0; i < 6; i++)
+        if (kinds[i].v) given++, kind = i % 3, name = kinds[i].name, v = kinds[i].v;
+    if (!given) return 0;
+    if (given > 1 || g->json)
+        return bad(g, name, "give one of 'response_format', 'guided_regex', 'guided_choice', 'guided_json' and 'structured_outputs'");
+    if (kind == 2) { /* a schema (or its text) */
+        cJSON *sch = cJSON_IsString(v) ? cJSON_Parse(v->valuestring) : cJSON_Duplicate(v, 1);
+        if (!cJSON_IsObject(sch)) {
+            cJSON_Delete(sch);
+            return bad(g, name, "'%s' must be a JSON Schema (an object, or its text)", name);
+        }
+        ds_json_schema *c = ds_json_schema_compile(sch);
+        if (!c) {
+            cJSON_Delete(sch);
+            return bad(g, name, "'%s': %s", name, ds_errmsg());
+        }
+        ds_json_schema_free(c);
+        g->json = 1, g->schema = sch;
+        return 0;
+    }
+    ds_sbuf b = {0};
+    if (kind == 0) {
+        if (!cJSON_IsString(v)) return bad(g, name, "'%s' must be a string (a regex), got %s", name, ds_json_type_name(v));
+        ds_sbuf_puts(&b, v->valuestring);
+    } else { /* the choices, each escaped, as alternatives */
+        const cJSON *c;
+        int i = 0;
+        if (!cJSON_IsArray(v) || !cJSON_GetArraySize(v)) return bad(g, name, "'%s' must be a non-empty list of strings", name);
+        cJSON_ArrayForEach(c, v) {
+            if (!cJSON_IsString(c)) {
+                free(b.p);
+                return bad(g, name, "'%s'[%d] must be a string, got %s", name, i, ds_json_type_name(c));
+            }
+            i++;
+            if (c != v->child) ds_sbuf_puts(&b, "|");
+            for (const unsigned char *p = (const unsigned char *)c->valuestring; *p; p++) {
+                const int plain = *p >= 0x80 || (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z') || *p == ' ';
+                if (!plain) ds_sbuf_puts(&b, "\\");
+                ds_sbuf_put(&b, (const char *)p, 1);
+            }
+        }
+    }
+    char *pat = ds_sbuf_take(&b);
+    ds_json_schema *c = ds_json_schema_regex(pat ? pat : "");
+    if (!c) {
+        free(pat);
+        return bad(g, name, "'%s': %s", name, ds_errmsg());
+    }
+    ds_json_schema_free(c);
+    g->regex = pat ? pat : ds_strdup("");
+    return 0;
+}
+
 static int parse_common(server *S, greq *g, const cJSON *j) {
     const cJSON *m = field(j, "model");
     if (m && !cJSON_IsString(m)) return bad(g, "model", "'model' must be a string, got %s", ds_json_type_name(m));
@@ -227,6 +300,7 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
                        ds_quote(ty->valuestring));
         }
     }
+    if (parse_guided(g, j)) return -1;
     const cJSON *si = field(j, "stop_token_ids"); /* extension, as vLLM's */
     if (si) {
         if (!cJSON_IsArray(si)) return bad(g, "stop_token_ids", "'stop_token_ids' must be a list of token ids, got %s", ds_json_type_name(si));
@@ -373,6 +447,8 @@ static int parse_tools(server *S, greq *g, const cJSON *j) {
         return bad(g, "tools", "this server reads no tool calls: its chat template names no tool-call format it knows "
                                "(start it with --tool-parser deepseek_v3 or hermes), or send 'tool_choice': \"none\"");
     if (choice == TOOL_NONE) return 0; /* the template does not see the tools (as vLLM) */
+    if (g->regex && choice != TOOL_AUTO)
+        return bad(g, "tool_choice", "a forced tool call ('tool_choice' \"required\" or a function) beside a regex or choice answer");
     g->tools = cJSON_Duplicate(tl, 1);
     g->tool_choice = choice;
     if (name) {
@@ -1032,6 +1108,7 @@ static void greq_free(greq *g) {
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
     cJSON_Delete(g->tools);
     cJSON_Delete(g->schema);
+    free(g->regex);
     free(g->stop_ids);
     free(g->tool_name), free(g->tool_prefix);
 }
@@ -1103,7 +1180,10 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         r->max_tokens = maxt;
         r->prompt_logprobs = prompt_lp;
         r->sp = g.sp;
-        if (g.json || g.tool_choice == TOOL_NAMED) { /* JSON answers; a forced call's arguments: one JSON object */
+        if (g.regex) { /* the answer held to a regex */
+            r->sp.guide = S->guide;
+            r->sp.schema = r->schema = ds_json_schema_regex(g.regex); /* compiled once already */
+        } else if (g.json || g.tool_choice == TOOL_NAMED) { /* JSON answers; a forced call's arguments: one JSON object */
             r->sp.guide = S->guide;
             if (g.schema) r->sp.schema = r->schema = ds_json_schema_compile(g.schema); /* compiled once already */
         } else if (g.tool_choice == TOOL_REQUIRED && (r->schema = required_choice(S, &g))) { /* a tool's name, its arguments */

@@ -11,6 +11,7 @@
 #include "base/base.h"
 #include "io/json.h"
 #include "tokenizer/jinja.h"
+#include "tokenizer/rx.h"
 
 enum {
     M_START,          /* before the top-level object: whitespace, '{' */
@@ -25,6 +26,7 @@ enum {
     M_LITERAL,        /* in true / false / null */
     M_ENUM,           /* in a value held to an enum's members (cand, pos) */
     M_ALT,            /* in one of a choice's literal texts (cand, pos) */
+    M_RAW,            /* in text held to a regex (the root's rx, state rq) */
     M_DONE            /* the top-level value is complete */
 };
 enum { E_NONE, E_BACKSLASH, E_HEX1, E_HEX2, E_HEX3, E_HEX4 };
@@ -59,6 +61,9 @@ struct ds_json_node {
     int nbound;              /* number bounds given: minimum / maximum / exclusive*; numbers then have no exponent */
     double lo, hi;           /* -inf / +inf when absent; compared as doubles, as a Python validator does */
     int lo_ex, hi_ex;
+    ds_rx *rx;               /* "pattern" (a string's characters, as re.search); the root of ds_json_schema_regex: the
+                              * whole text (re.fullmatch), raw = 1 */
+    int raw;
 };
 
 struct ds_json_schema {
@@ -278,6 +283,10 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
             int64_t *dst = what == 'L' ? (mx ? &n->max_len : &n->min_len)
                          : what == 'I' ? (mx ? &n->max_items : &n->min_items) : (mx ? &n->max_props : &n->min_props);
             *dst = v;
+        } else if (!strcmp(key, "pattern")) {
+            if (!cJSON_IsString(k)) return ds_err("%s: 'pattern' must be a string", at), NULL;
+            ds_rx_free(n->rx);
+            if (!(n->rx = ds_rx_compile(k->valuestring, DS_RX_SEARCH))) return ds_err_prefix("%s: 'pattern'", at), NULL;
         } else if (!strcmp(key, "minimum") || !strcmp(key, "maximum") || !strcmp(key, "exclusiveMinimum") ||
                    !strcmp(key, "exclusiveMaximum")) {
             if (!cJSON_IsNumber(k) || !isfinite(k->valuedouble)) return ds_err("%s: '%s' must be a number", at, key), NULL;
@@ -289,8 +298,8 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
         } else {
             return ds_err("%s: '%s' is not supported (dsv3 takes type, properties, required, additionalProperties, items, "
                           "enum, const, $ref to $defs, anyOf / oneOf of alternatives that start differently, allOf of one "
-                          "schema, minLength / maxLength, minItems / maxItems, minProperties / maxProperties, minimum / "
-                          "maximum / exclusiveMinimum / exclusiveMaximum)", at, key), NULL;
+                          "schema, minLength / maxLength, pattern, minItems / maxItems, minProperties / maxProperties, "
+                          "minimum / maximum / exclusiveMinimum / exclusiveMaximum)", at, key), NULL;
         }
     }
     const cJSON *r;
@@ -314,6 +323,9 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
         return ds_err("%s: 'minProperties' above the properties an object may have", at), NULL;
     if (n->max_props >= 0 && __builtin_popcountll(n->required) > n->max_props)
         return ds_err("%s: more 'required' properties than 'maxProperties'", at), NULL;
+    if (n->rx && n->nenum) return ds_err("%s: 'pattern' beside 'enum' / 'const' is not supported", at), NULL;
+    if (n->rx && (n->min_len >= 0 || n->max_len >= 0) && ds_rx_lengths(n->rx, n->min_len, n->max_len))
+        return ds_err_prefix("%s: 'pattern' with 'minLength' / 'maxLength'", at), NULL;
     if (n->lo > n->hi || (n->lo == n->hi && (n->lo_ex || n->hi_ex)))
         return ds_err("%s: 'minimum' / 'exclusiveMinimum' above 'maximum' / 'exclusiveMaximum' (no number meets them)", at), NULL;
     first_bytes(n);
@@ -382,6 +394,15 @@ ds_json_schema *ds_json_schema_choice(const char *const *texts, const cJSON *con
     return sc;
 }
 
+ds_json_schema *ds_json_schema_regex(const char *pattern) {
+    ds_rx *rx = ds_rx_compile(pattern, DS_RX_FULL);
+    if (!rx) return NULL;
+    ds_json_schema *sc = ds_calloc(1, sizeof *sc);
+    sc->root = node_new(sc);
+    sc->root->rx = rx, sc->root->raw = 1;
+    return sc;
+}
+
 void ds_json_schema_free(ds_json_schema *sc) {
     if (!sc) return;
     for (int i = 0; i < sc->n; i++) {
@@ -391,6 +412,7 @@ void ds_json_schema_free(ds_json_schema *sc) {
         for (int k = 0; k < n->nalt; k++) free(n->alts[k]);
         free(n->alts), free(n->alen), free(n->aroot), free(n->any);
         free(n->names), free(n->nlen), free(n->props), free(n->enums), free(n->elen);
+        ds_rx_free(n->rx);
         free(n);
     }
     free(sc->all), free(sc->ref_src), free(sc->ref_node);
@@ -401,9 +423,17 @@ void ds_json_schema_free(ds_json_schema *sc) {
 void ds_json_state_init(ds_json_state *s, const ds_json_schema *schema) {
     memset(s, 0, sizeof *s);
     s->want = schema ? schema->root : NULL;
+    if (s->want && s->want->raw) { /* text held to a regex: it starts at once; nothing may follow a final state */
+        s->rq = ds_rx_start(s->want->rx);
+        s->mode = ds_rx_final(s->want->rx, s->rq) ? M_DONE : M_RAW;
+    }
 }
 
 int ds_json_state_done(const ds_json_state *s) { return s->mode == M_DONE; }
+
+int ds_json_state_can_stop(const ds_json_state *s) {
+    return s->mode == M_DONE || (s->mode == M_RAW && !s->utf8 && ds_rx_accepts(s->want->rx, s->rq, 0));
+}
 
 /* a copy of the state with only the open containers' frames */
 static void copy_state(ds_json_state *d, const ds_json_state *s) {
@@ -565,7 +595,11 @@ static int value(ds_json_state *s, unsigned c) {
 #define TYPE_OK(bits) (!t || (t & (bits)))
     if (c == '{' && TYPE_OK(T_OBJ)) return push_open(s, '{', w);
     if (c == '[' && TYPE_OK(T_ARR)) return push_open(s, '[', w);
-    if (c == '"' && TYPE_OK(T_STR)) return s->mode = M_STRING, s->key = 0, s->sub = E_NONE, s->utf8 = 0, s->slen = 0, s->hi_sur = 0, 0;
+    if (c == '"' && TYPE_OK(T_STR)) {
+        s->mode = M_STRING, s->key = 0, s->sub = E_NONE, s->utf8 = 0, s->slen = 0, s->hi_sur = 0;
+        s->rq = w && w->rx ? ds_rx_start(w->rx) : 0;
+        return 0;
+    }
     if ((c == '-' || is_digit(c)) && TYPE_OK(T_NUM | T_INT)) {
         s->mode = M_NUMBER, s->is_int = t && !(t & T_NUM);
         s->sub = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
@@ -579,13 +613,35 @@ static int value(ds_json_state *s, unsigned c) {
     return -1;
 }
 
-/* a byte inside a string but its closing quote: 0, or -1 */
-static int string_char(ds_json_state *s, unsigned c) {
-    if (s->utf8) { /* inside a multi-byte character: no overlong form, surrogate or code point past U+10FFFF */
+/* a byte of UTF-8 text: 1 when it completes a character (its code point in s->cp), 0 when the character
+ * goes on (s->utf8 bytes to come), -1 when invalid (an overlong form, a surrogate, past U+10FFFF) */
+static int utf8_byte(ds_json_state *s, unsigned c) {
+    if (s->utf8) {
         if (c < (s->u8lo ? s->u8lo : 0x80) || c > (s->u8hi ? s->u8hi : 0xBF)) return -1;
         s->utf8--, s->u8lo = s->u8hi = 0;
-        return 0;
+        s->cp = s->cp << 6 | (c & 0x3F);
+        return !s->utf8;
     }
+    if (c < 0x80) return s->cp = c, 1;
+    if (c >= 0xC2 && c <= 0xDF) return s->utf8 = 1, s->cp = c & 0x1F, 0;
+    if (c >= 0xE0 && c <= 0xEF)
+        return s->utf8 = 2, s->cp = c & 0x0F, s->u8lo = c == 0xE0 ? 0xA0 : 0, s->u8hi = c == 0xED ? 0x9F : 0, 0;
+    if (c >= 0xF0 && c <= 0xF4)
+        return s->utf8 = 3, s->cp = c & 0x07, s->u8lo = c == 0xF0 ? 0x90 : 0, s->u8hi = c == 0xF4 ? 0x8F : 0, 0;
+    return -1;
+}
+
+/* the code points a character begun in UTF-8 (s->utf8 bytes to come) can still be: [*lo, *hi] */
+static void utf8_span(const ds_json_state *s, uint32_t *lo, uint32_t *hi) {
+    const int r = 6 * (s->utf8 - 1);
+    const uint32_t a = (s->u8lo ? s->u8lo : 0x80) & 0x3F, b = (s->u8hi ? s->u8hi : 0xBF) & 0x3F;
+    *lo = (s->cp << 6 | a) << r;
+    *hi = (s->cp << 6 | b) << r | ((1u << r) - 1);
+}
+
+/* a byte inside a string but its closing quote: 0, or -1 */
+static int string_char(ds_json_state *s, unsigned c) {
+    if (s->utf8) return utf8_byte(s, c) < 0 ? -1 : 0; /* inside a multi-byte character */
     switch (s->sub) {
     case E_BACKSLASH:
         if (c == 'u') return s->sub = E_HEX1, 0;
@@ -600,11 +656,7 @@ static int string_char(ds_json_state *s, unsigned c) {
     }
     if (c == '\\') return s->sub = E_BACKSLASH, 0;
     if (c < 0x20 || c == '"') return -1;
-    if (c < 0x80) return 0;
-    if (c >= 0xC2 && c <= 0xDF) return s->utf8 = 1, 0;
-    if (c >= 0xE0 && c <= 0xEF) return s->utf8 = 2, s->u8lo = c == 0xE0 ? 0xA0 : 0, s->u8hi = c == 0xED ? 0x9F : 0, 0;
-    if (c >= 0xF0 && c <= 0xF4) return s->utf8 = 3, s->u8lo = c == 0xF0 ? 0x90 : 0, s->u8hi = c == 0xF4 ? 0x8F : 0, 0;
-    return -1;
+    return utf8_byte(s, c) < 0 ? -1 : 0;
 }
 
 static int closes_string(const ds_json_state *s, unsigned c) { return c == '"' && !s->utf8 && s->sub == E_NONE; }
@@ -636,6 +688,66 @@ static int value_string_byte(ds_json_state *s, unsigned c) {
 count:
     if (add && w && w->max_len >= 0 && (int64_t)s->slen + 1 > w->max_len) return -1;
     s->slen += (uint32_t)add;
+    return 0;
+}
+
+/* a code point of a string held to a pattern: the DFA moves on, to a state that can still end a match of
+ * an allowed length */
+static int rx_char(ds_json_state *s, const ds_rx *rx, uint32_t c) {
+    const int32_t t = ds_rx_step(rx, s->rq, c);
+    if (t < 0 || !ds_rx_ok(rx, t, (int64_t)s->slen + 1)) return -1;
+    s->rq = t, s->slen++;
+    return 0;
+}
+
+/* a character not complete yet (UTF-8 bytes or an escape to come): 0 when one in [lo, hi] can still come */
+static int rx_can(const ds_json_state *s, const ds_rx *rx, uint32_t lo, uint32_t hi) {
+    return ds_rx_any(rx, s->rq, lo, hi, (int64_t)s->slen) ? 0 : -1;
+}
+
+/* a byte of a string value held to a pattern: each decoded character (UTF-8, or an escape) moves the
+ * pattern's DFA; a character begun must be able to end as one the DFA takes; \u escapes of surrogates
+ * are refused (ds_rx_any counts no surrogate; a character past U+FFFF is written as UTF-8) */
+static int pattern_string_byte(ds_json_state *s, unsigned c) {
+    const ds_rx *rx = s->want->rx;
+    if (closes_string(s, c)) return ds_rx_accepts(rx, s->rq, (int64_t)s->slen) ? (value_done(s), 0) : -1;
+    const uint8_t sub0 = s->sub, u0 = s->utf8;
+    if (string_char(s, c)) return -1;
+    if (u0 || (sub0 == E_NONE && c != '\\')) { /* text: a character complete, or one begun */
+        if (!s->utf8) return rx_char(s, rx, s->cp);
+        uint32_t lo, hi;
+        utf8_span(s, &lo, &hi);
+        return rx_can(s, rx, lo, hi);
+    }
+    if (sub0 == E_NONE) return rx_can(s, rx, 0, 0xFFFF); /* a backslash: an escape's character comes */
+    if (sub0 == E_BACKSLASH) {
+        if (c == 'u') return s->hex = 0, rx_can(s, rx, 0, 0xFFFF);
+        static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+        return rx_char(s, rx, (unsigned char)to[strchr(from, (int)c) - from]);
+    }
+    s->hex = (uint16_t)(s->hex << 4 | hex_val(c)); /* a \u escape's digit */
+    if (sub0 != E_HEX4) {
+        const int r = 4 * (E_HEX4 - sub0);
+        return rx_can(s, rx, (uint32_t)s->hex << r, ((uint32_t)s->hex << r) | ((1u << r) - 1));
+    }
+    return rx_char(s, rx, s->hex); /* never a surrogate: the first three digits' checks leave none */
+}
+
+/* a byte of text held to a regex (the whole answer): UTF-8, each character moving the DFA; a final state
+ * (nothing can follow) completes the text */
+static int raw_byte(ds_json_state *s, unsigned c) {
+    const ds_rx *rx = s->want->rx;
+    const int r = utf8_byte(s, c);
+    if (r < 0) return -1;
+    if (!r) {
+        uint32_t lo, hi;
+        utf8_span(s, &lo, &hi);
+        return ds_rx_any(rx, s->rq, lo, hi, 0) ? 0 : -1;
+    }
+    const int32_t t = ds_rx_step(rx, s->rq, s->cp);
+    if (t < 0) return -1;
+    s->rq = t;
+    if (ds_rx_final(rx, t)) s->mode = M_DONE;
     return 0;
 }
 
@@ -732,7 +844,9 @@ static int feed1(ds_json_state *s, unsigned c) {
     case M_ALT: return alt_byte(s, c);
     case M_STRING:
         if (s->key) return key_byte(s, c);
+        if (s->want && s->want->rx) return pattern_string_byte(s, c);
         return value_string_byte(s, c);
+    case M_RAW: return raw_byte(s, c);
     case M_ENUM: return enum_byte(s, c);
     case M_LITERAL:
         if (c != (unsigned char)*s->lit) return -1;
@@ -861,7 +975,7 @@ static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed,
         memcpy(out, g->never, (size_t)g->nnever * sizeof(int32_t));
         n = g->nnever;
     }
-    const int text = s->mode == M_STRING && !s->key && s->sub == E_NONE && !s->utf8;
+    const int text = s->mode == M_STRING && !s->key && s->sub == E_NONE && !s->utf8 && !(s->want && s->want->rx);
     /* characters a string may still take (-1: no bound); a plain-text token adds at most its length */
     const int64_t room = text && s->want && s->want->max_len >= 0 ? s->want->max_len - (int64_t)s->slen : -1;
     for (int b = 0; b < 256; b++) {
@@ -890,8 +1004,19 @@ static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed,
 
 int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, const int32_t *stop, int n, int32_t *out) {
     if (s->mode != M_DONE) {
-        const int64_t nd = scan(g, s, 0, out);
-        if (nd < g->V) return nd; /* something is allowed */
+        int64_t nd = scan(g, s, 0, out);
+        if (nd < g->V) { /* something is allowed; where the text may also end here (a regex), so are the stop ids */
+            if (ds_json_state_can_stop(s)) {
+                int64_t m = 0;
+                for (int64_t i = 0; i < nd; i++) {
+                    int keep = 1;
+                    for (int k = 0; k < n; k++) keep &= stop[k] != out[i];
+                    if (keep) out[m++] = out[i];
+                }
+                nd = m;
+            }
+            return nd;
+        }
     }
     int64_t nd = 0; /* complete, or a dead end: the stop ids only */
     for (int64_t i = 0; i < g->V; i++) {

@@ -56,6 +56,10 @@ ds_json_schema *ds_json_schema_compile(const cJSON *schema);
  * subset: any object).  A forced tool call without a name: each tool's
  * name and what follows it in the call's format, then its parameters. */
 ds_json_schema *ds_json_schema_choice(const char *const *texts, const cJSON *const *schemas, int k);
+/* Text held to a regex as a whole (re.fullmatch; rx.h has the syntax): vLLM's
+ * guided_regex.  The state completes (done) when nothing can follow; it may
+ * stop earlier wherever ds_json_state_can_stop says. */
+ds_json_schema *ds_json_schema_regex(const char *pattern);
 void ds_json_schema_free(ds_json_schema *s);
 
 typedef struct {
@@ -77,6 +81,8 @@ typedef struct {
     uint16_t hex;              /* a \u escape: the digits so far */
     uint8_t hi_sur;            /* the last character was a \u escape of a high surrogate (a low one joins it) */
     uint8_t nlen;              /* a number under bounds: its text so far in num */
+    int32_t rq;                /* a string held to a pattern, or text to a regex: the DFA's state */
+    uint32_t cp;               /* the code point being decoded (UTF-8) */
     char num[24];
     ds_json_frame stack[DS_JSON_MAX_DEPTH]; /* last: a copy takes only the open ones */
 } ds_json_state;
@@ -88,6 +94,8 @@ void ds_json_state_init(ds_json_state *s, const ds_json_schema *schema);
 int ds_json_state_feed(ds_json_state *s, const char *b, size_t n);
 /* 1 once the top-level value is complete */
 int ds_json_state_done(const ds_json_state *s);
+/* 1 when the text may end here: done, or text held to a regex that matches it so far */
+int ds_json_state_can_stop(const ds_json_state *s);
 
 /* A vocabulary's token bytes, read once (V: the model's vocabulary, ≥ the tokenizer's). */
 typedef struct ds_json_guide ds_json_guide;
