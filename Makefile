@@ -231,6 +231,7 @@ fixtures:
 	python3 tools/make_fp8_infer_fixtures.py tests/fixtures/fp8infer
 	python3 tools/make_tokenizer_fixtures.py
 	python3 tools/make_chat_template_fixtures.py
+	python3 tools/make_regex_fixtures.py
 	@python3 -c "import tensorboard" 2>/dev/null && python3 tools/make_tfevents_fixture.py || \
 	  echo "make fixtures: tensorboard not installed; tests/fixtures/tfevents left as it is (pip install tensorboard)"
 	@python3 -c "import lm_eval.models.huggingface" 2>/dev/null && python3 tools/make_eval_fixtures.py || \

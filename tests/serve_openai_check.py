@@ -12,6 +12,7 @@ answers into the model; a wrong key raises AuthenticationError and a bad
 request BadRequestError.
 Prints "openai client: ok" at the end."""
 import json
+import re
 import sys
 
 from typing import Literal, Optional
@@ -85,6 +86,7 @@ assert r.choices[0].message.role == "assistant" and r.usage.prompt_tokens > 0, r
 # vocabulary) lets the random model close what it opens
 class Step(BaseModel):
     explanation: str = Field(max_length=40)
+    code: str = Field(pattern=r"^[A-Z]{2}-\d{2,3}$")
 
 
 class Weather(BaseModel):
@@ -100,6 +102,14 @@ for seed in range(3):
                                  extra_body={"ignore_eos": True, "logit_bias": {"1": 4, "92": 3, "60": 3}})
     w = r.choices[0].message.parsed
     assert isinstance(w, Weather) and r.choices[0].finish_reason == "stop", r
+
+# vLLM's guided decoding through extra_body: a regex and a choice hold the whole answer
+r = c.chat.completions.create(model="m", messages=ask, max_tokens=20, temperature=1, seed=1,
+                              extra_body={"ignore_eos": True, "guided_regex": r"[0-9]{3}-[a-z]{2}"})
+assert re.fullmatch(r"[0-9]{3}-[a-z]{2}", r.choices[0].message.content), r
+r = c.completions.create(model="m", prompt="Where: ", max_tokens=20, temperature=1, seed=2,
+                         extra_body={"ignore_eos": True, "structured_outputs": {"choice": ["Paris", "a.b"]}})
+assert r.choices[0].text in ("Paris", "a.b"), r
 
 try:
     c.chat.completions.create(model="m", messages=[], max_tokens=2)

@@ -22,7 +22,8 @@ import urllib.request
 FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
           "frequency_penalty", "logit_bias", "echo", "logprobs", "n", "stop", "seed", "stream", "ignore_eos",
           "return_token_ids", "top_logprobs", "messages", "max_completion_tokens", "stream_options", "tools", "tool_choice",
-          "parallel_tool_calls", "min_tokens", "stop_token_ids", "response_format"]
+          "parallel_tool_calls", "min_tokens", "stop_token_ids", "response_format", "guided_regex", "guided_choice",
+          "guided_json", "structured_outputs"]
 
 
 def client(url, n, seed, out):
@@ -40,6 +41,8 @@ def client(url, n, seed, out):
     schema = lambda: rnd.choice([{"type": "object", "properties": {"a": {"enum": ["x", 1, None]}, "b": {"type": "integer"}},  # noqa: E731
                                                    "required": ["a"], "additionalProperties": rnd.random() < 0.5},
                                   {"properties": {"p": {"items": {"type": "string"}}}}, {"pattern": "x"}, {"type": "string"},
+                                  {"properties": {"c": {"type": "string", "pattern": rnd.choice(["^[A-Z]{2}-\\d+$", "(a", "b"]),
+                                                        "maxLength": rnd.randint(0, 6)}}, "required": ["c"]},
                                   {"properties": {"a": 3}}, True, None,
                                   {"properties": {"n": {"type": "number", "minimum": rnd.choice([-1e300, -3, 0.5, 2]),
                                                         "exclusiveMaximum": rnd.choice([0, 2, 1e300])},
@@ -53,6 +56,13 @@ def client(url, n, seed, out):
                                                   {"type": "json_schema", "json_schema": {"name": "s", "schema": schema()}},
                                                   {"type": 3}, {}])
     good["stop_token_ids"] = lambda: [rnd.randint(-1, 300) for _ in range(rnd.randint(0, 4))]
+    regex = lambda: rnd.choice(["[0-9]{3}-[a-z]{2}", "(yes|no)!?", "", "a.{12}", "(a", "\\d+(\\.\\d+)?", "[^\\s]{1,4}",  # noqa: E731
+                                "(?=x)", "é+|\\u00e8", ".*", "x{2,", "[ab]*a[ab]{12}", 7])
+    good["guided_regex"] = regex
+    good["guided_choice"] = lambda: rnd.choice([["a", "b.c", "d|e"], [], ["x"], ["é", 3], "ab"])
+    good["guided_json"] = lambda: rnd.choice([schema(), '{"type": "object"}', "{", {"properties": {"s": {"pattern": regex()}}}])
+    good["structured_outputs"] = lambda: rnd.choice([{"regex": regex()}, {"choice": ["p", "q"]}, {"json": schema()},
+                                                     {"grammar": "x"}, {}, 3, {"regex": "a", "choice": ["b"]}])
     fn = lambda: rnd.choice(["f", "get_weather", "", "x\ny", "é" * 3, 5])  # noqa: E731
     tool = lambda: rnd.choice([{"type": "function", "function": {"name": fn(), "parameters": rnd.choice(  # noqa: E731
         [{"type": "object"}, None, 3, {}])}}, {"type": "function", "function": {"name": fn()}}, {"type": "fn"}, []])

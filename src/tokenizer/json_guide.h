@@ -19,11 +19,13 @@
  * "exclusiveMinimum" / "exclusiveMaximum" (a number's text is held to those
  * that some continuation can still meet, compared as doubles as Python's
  * json and a validator compare them; such a number is written without an
- * exponent, at most 23 characters).  Annotations (title, description,
- * default, examples, format, $schema, $id, $comment, deprecated, readOnly,
- * writeOnly) are ignored; any other keyword (pattern, multipleOf,
- * uniqueItems, ...) is refused when the schema is compiled, so a request
- * finds out at once.  The top-level value is an object.
+ * exponent, at most 23 characters), and "pattern" (the decoded string's
+ * characters, as a validator's re.search: rx.h).  Annotations (title,
+ * description, default, examples, format, $schema, $id, $comment,
+ * deprecated, readOnly, writeOnly) are ignored; any other keyword
+ * (multipleOf, uniqueItems, ...) is refused when the schema is compiled, so
+ * a request finds out at once.  The top-level value is an object; or, with
+ * ds_json_schema_regex, the whole text is held to a regex instead.
  *
  * Bounds that keep a model from running away: containers nest at most
  * DS_JSON_MAX_DEPTH deep, at most DS_JSON_MAX_WS whitespace bytes in a row,
@@ -106,7 +108,8 @@ void ds_json_guide_free(ds_json_guide *g);
 int64_t ds_json_guide_allowed(const ds_json_guide *g, const ds_json_state *s, int32_t *out);
 /* The ids to refuse next (the complement of what is allowed) into out (V
  * entries at most), their count: once the document is complete, or at a
- * dead end the vocabulary cannot leave, everything but the n stop ids. */
+ * dead end the vocabulary cannot leave, everything but the n stop ids; where
+ * the text may stop (ds_json_state_can_stop), never the stop ids. */
 int64_t ds_json_guide_refused(const ds_json_guide *g, const ds_json_state *s, const int32_t *stop, int n, int32_t *out);
 /* The vocabulary size, and the terms that make logits_adjust refuse an id:
  * pre -inf, rep 1, post 0 (V each, read-only) */
