@@ -76,6 +76,17 @@ for ev in c.chat.completions.create(model="m", messages=ask, tools=tools, tool_c
 fm = state.current_completion_snapshot.choices[0].message
 assert len(fm.tool_calls) == 1 and fm.tool_calls[0].function.name == "get_weather", fm
 assert fm.tool_calls[0].function.arguments == call.function.arguments, (fm.tool_calls[0], call)
+# tool_choice "required": the call's name, then its arguments as they grow; the accumulator gives the same call
+kw = dict(model="m", messages=ask, tools=tools, tool_choice="required", max_tokens=60, temperature=0,
+          extra_body={"ignore_eos": True, "logit_bias": {"1": 4, "92": 3}})
+call = c.chat.completions.create(**kw).choices[0].message.tool_calls[0]
+state, deltas = ChatCompletionStreamState(), 0
+for ev in c.chat.completions.create(stream=True, **kw):
+    state.handle_chunk(ev)
+    deltas += bool(ev.choices and ev.choices[0].delta.tool_calls)
+fm = state.current_completion_snapshot.choices[0].message
+assert len(fm.tool_calls) == 1 and fm.tool_calls[0].function.name == call.function.name == "get_weather", fm
+assert fm.tool_calls[0].function.arguments == call.function.arguments and deltas > 2, (fm.tool_calls[0], call, deltas)
 # the call and its result go back as the next turn's history
 r = c.chat.completions.create(model="m", messages=ask + [m, {"role": "tool", "tool_call_id": call.id, "content": "-3C"}],
                               tools=tools, max_tokens=3, temperature=0)

@@ -1672,7 +1672,10 @@ TEST(serve_tool_calls) {
                   "required, seed %d: %d calls, %s(%s), finish %s", seed, a.ncalls, a.name[0], a.args[0], a.finish);
         cJSON_Delete(aj);
         CHECK(chat_answer(S.port, fields, 1, &s) == 200);
-        CHECK(s.ncalls == 1 && !strcmp(s.name[0], a.name[0]) && !strcmp(s.args[0], a.args[0]) && !strcmp(s.finish, "tool_calls"));
+        CHECK_MSG(s.ncalls == 1 && !strcmp(s.name[0], a.name[0]) && !strcmp(s.args[0], a.args[0]) && !strcmp(s.finish, "tool_calls") &&
+                      !strncmp(s.id[0], "call_", 5) && !*s.content && s.call_chunks > 2,
+                  "required, streamed, seed %d: %d calls, %s(%s), finish %s, %d chunks", seed, s.ncalls, s.name[0], s.args[0],
+                  s.finish, s.call_chunks); /* the name once its line is whole, then the arguments as they grow */
     }
     /* auto: as without tools (DeepSeek-V3's template does not print them) */
     answer plain;

@@ -165,3 +165,60 @@ TEST(tool_calls_every_prefix) {
         CHECK(most == 2);
     }
 }
+
+/* Streaming calls (ds_tool_parse_partial) on every prefix of completions, against ds_tool_parse of the
+ * whole completion (itself checked above): the calls so far are the whole completion's first ones, with
+ * the same names and arguments that are prefixes of theirs, never fewer than on a shorter prefix nor
+ * with shorter arguments; on the whole completion they are its calls.  DeepSeek-V3's arguments grow
+ * with the text (held back only where the call's end may begin); a Hermes call comes whole, once closed. */
+TEST(tool_calls_partial_every_prefix) {
+    char *any_ds = ds_tool_prefix(DS_TOOLS_DEEPSEEK_V3, NULL), *any_h = ds_tool_prefix(DS_TOOLS_HERMES, NULL);
+    const struct {
+        ds_tool_format f;
+        const char *prefix, *text;
+        int ncalls, grows; /* grows: arguments seen partly on some prefix */
+    } c[] = {
+        {DS_TOOLS_DEEPSEEK_V3, NULL,
+         "Sure. " CB B "function" S "f\n```json\n{\"a\": [1, 2], \"s\": \"x\\n```\"}\n```" E "\n" B "function" S "g\n```json\n{}\n```" E CE,
+         2, 1},
+        {DS_TOOLS_DEEPSEEK_V3, any_ds, "add\n```json\n{\"a\": 1, \"b\": 2}\n```" E CE, 1, 1},
+        {DS_TOOLS_DEEPSEEK_V3, any_ds, "add\n```json\n{\"a\": 1}", 1, 1}, /* a guided call, left open */
+        {DS_TOOLS_HERMES, NULL,
+         "Sure. <tool_call>{\"name\": \"f\", \"arguments\": {\"a\": [1,2]}}</tool_call>\n<tool_call>{\"name\": \"g\", \"arguments\": {}}</tool_call>",
+         2, 0},
+        {DS_TOOLS_HERMES, any_h, "mul\", \"arguments\": {\"x\": -0.5}}</tool_call>", 1, 0},
+    };
+    for (size_t k = 0; k < sizeof c / sizeof c[0]; k++) {
+        const size_t n = strlen(c[k].text);
+        ds_tool_result whole;
+        ds_tool_parse(c[k].f, c[k].prefix, c[k].text, n, NULL, &whole);
+        CHECK_MSG(whole.ncalls == c[k].ncalls, "case %zu: %d calls", k, whole.ncalls);
+        int last_calls = 0, grew = 0;
+        size_t last_args = 0;
+        for (size_t m = 0; m <= n; m++) {
+            ds_tool_result p;
+            int open;
+            ds_tool_parse_partial(c[k].f, c[k].prefix, c[k].text, m, &p, &open);
+            int ok = p.ncalls <= whole.ncalls && p.ncalls >= last_calls;
+            for (int i = 0; ok && i < p.ncalls; i++) {
+                const size_t na = strlen(p.calls[i].arguments);
+                ok = !strcmp(p.calls[i].name, whole.calls[i].name) && !strncmp(p.calls[i].arguments, whole.calls[i].arguments, na) &&
+                     (i + 1 < p.ncalls || p.ncalls > last_calls || na >= last_args);
+                if (i + 1 == p.ncalls) {
+                    grew |= na > 0 && na < strlen(whole.calls[i].arguments);
+                    last_args = na;
+                }
+            }
+            if (m == n) /* whole: the same calls */
+                for (int i = 0; ok && i < whole.ncalls; i++) ok = p.ncalls == whole.ncalls && !strcmp(p.calls[i].arguments, whole.calls[i].arguments);
+            CHECK_MSG(ok, "case %zu, prefix %zu: %d calls%s%s", k, m, p.ncalls, p.ncalls ? ", last arguments " : "",
+                      p.ncalls ? p.calls[p.ncalls - 1].arguments : "");
+            last_calls = p.ncalls;
+            ds_tool_result_free(&p);
+        }
+        CHECK_MSG(last_calls == whole.ncalls, "case %zu: %d calls at the end", k, last_calls);
+        CHECK_MSG(grew == c[k].grows, "case %zu: arguments %s", k, grew ? "grew" : "came whole");
+        ds_tool_result_free(&whole);
+    }
+    free(any_ds), free(any_h);
+}

@@ -804,18 +804,24 @@ static void answer_calls(server *S, const greq *g, const ds_sreq *r, ds_tool_res
     for (; !g->parallel_calls && tr->ncalls > 1; tr->ncalls--) free(tr->calls[tr->ncalls - 1].name), free(tr->calls[tr->ncalls - 1].arguments);
 }
 
-/* tool_calls: [{id, type, function: {name, arguments}}] (indexed: with "index", as stream deltas) */
-static void put_tool_calls(ds_sbuf *b, const ds_tool_result *tr, const char *id, int j, int indexed) {
+/* call k of choice j: {id, type, function: {name, arguments}} (indexed: with "index", as stream deltas) */
+static void put_call(ds_sbuf *b, const ds_tool_call *c, const char *id, int j, int k, int indexed) {
     const char *hex = strchr(id, '-');
+    ds_sbuf_puts(b, "{");
+    if (indexed) ds_sbuf_printf(b, "\"index\": %d, ", k);
+    ds_sbuf_printf(b, "\"id\": \"call_%s%02x%02x\", \"type\": \"function\", \"function\": {\"name\": ", hex ? hex + 1 : id, j, k);
+    ds_json_put_string(b, c->name);
+    ds_sbuf_puts(b, ", \"arguments\": ");
+    ds_json_put_string(b, c->arguments);
+    ds_sbuf_puts(b, "}}");
+}
+
+/* tool_calls: [{id, type, function: {name, arguments}}, ...] */
+static void put_tool_calls(ds_sbuf *b, const ds_tool_result *tr, const char *id, int j, int indexed) {
     ds_sbuf_puts(b, "[");
     for (int k = 0; k < tr->ncalls; k++) {
-        ds_sbuf_puts(b, k ? ", {" : "{");
-        if (indexed) ds_sbuf_printf(b, "\"index\": %d, ", k);
-        ds_sbuf_printf(b, "\"id\": \"call_%s%02x%02x\", \"type\": \"function\", \"function\": {\"name\": ", hex ? hex + 1 : id, j, k);
-        ds_json_put_string(b, tr->calls[k].name);
-        ds_sbuf_puts(b, ", \"arguments\": ");
-        ds_json_put_string(b, tr->calls[k].arguments);
-        ds_sbuf_puts(b, "}}");
+        if (k) ds_sbuf_puts(b, ", ");
+        put_call(b, &tr->calls[k], id, j, k, indexed);
     }
     ds_sbuf_puts(b, "]");
 }
@@ -889,6 +895,8 @@ typedef struct {
     int started, finished;
     const char *finish; /* chat with tools: the finish reason once the calls are sent */
     int call_open;      /* a named call: its name is sent, its arguments stream */
+    int calls_sent;     /* tools auto / required: the calls begun in the stream (their names sent) */
+    size_t args_sent;   /* ... and the bytes of the last one's arguments sent */
 } choice;
 typedef struct {
     server *S;
@@ -978,10 +986,42 @@ static void stream_named_args(stream *st, int j, const char *text, size_t n) {
     free(s), free(b.p);
 }
 
-/* chat with tools: content as far as no call marker can start in it; at the
- * end, the rest of the content and the calls (each whole, in one delta), so
- * the stream adds up to the answer without streaming.  A named call streams
- * its arguments as they grow (stream_named_args). */
+/* the deltas that bring choice j's streamed calls up to tr's (calls as far as they are sure, or the
+ * final ones): the rest of the last call begun, then each new call with its arguments so far; one chunk */
+static void stream_calls(stream *st, int j, const ds_tool_result *tr) {
+    choice *ch = &st->ch[j];
+    const int n = !st->g.parallel_calls && tr->ncalls > 1 ? 1 : tr->ncalls;
+    ds_sbuf b = {0};
+    int parts = 0;
+    ds_sbuf_puts(&b, "[");
+    for (int k = ch->calls_sent ? ch->calls_sent - 1 : 0; k < n; k++) {
+        const char *a = tr->calls[k].arguments;
+        const size_t na = strlen(a);
+        if (k < ch->calls_sent) { /* begun: the rest of its arguments */
+            if (na <= ch->args_sent) continue;
+            ds_sbuf_printf(&b, "%s{\"index\": %d, \"function\": {\"arguments\": ", parts++ ? ", " : "", k);
+            ds_json_put_string(&b, a + ch->args_sent);
+            ds_sbuf_puts(&b, "}}");
+        } else {
+            if (parts++) ds_sbuf_puts(&b, ", ");
+            put_call(&b, &tr->calls[k], st->id, j, k, 1);
+            ch->calls_sent = k + 1;
+        }
+        ch->args_sent = na;
+    }
+    ds_sbuf_puts(&b, "]");
+    if (parts) {
+        chunk_delta(st, j, "", 0, b.p, ch->sent_tok, ch->r->nout, 0, NULL);
+        ch->sent_tok = ch->r->nout;
+    }
+    free(b.p);
+}
+
+/* chat with tools: content as far as no call marker can start in it, then each call as far as it is sure
+ * (ds_tool_parse_partial: DeepSeek-V3's arguments as they grow, a Hermes call once it closes); at the end,
+ * the rest, so the stream adds up to the answer without streaming (but for an answer that ends inside a
+ * call: the call is then content there, after its first deltas here).  A named call streams its
+ * arguments as they grow (stream_named_args). */
 static void produce_tools(stream *st, int j) {
     choice *ch = &st->ch[j];
     ds_sreq *r = ch->r;
@@ -996,6 +1036,11 @@ static void produce_tools(stream *st, int j) {
             chunk_text(st, j, r->text + ch->sent_text, ready - ch->sent_text, ch->sent_tok, r->nout, NULL);
             ch->sent_text = ready, ch->sent_tok = r->nout;
         }
+        ds_tool_result part;
+        int open;
+        ds_tool_parse_partial(st->S->cfg->tool_format, st->g.tool_prefix, r->text, r->text_ready, &part, &open);
+        if (part.ncalls) stream_calls(st, j, &part);
+        ds_tool_result_free(&part);
         return;
     }
     if (ch->finish || (strcmp(r->finish, "stop") && strcmp(r->finish, "length"))) return;
@@ -1015,13 +1060,7 @@ static void produce_tools(stream *st, int j) {
                    ch->sent_tok, r->nout, NULL);
         ch->sent_text = nc, ch->sent_tok = r->nout;
     }
-    if (tr.ncalls) {
-        ds_sbuf calls = {0};
-        put_tool_calls(&calls, &tr, st->id, j, 1);
-        chunk_delta(st, j, "", 0, calls.p, ch->sent_tok, r->nout, 0, NULL);
-        ch->sent_tok = r->nout;
-        free(calls.p);
-    }
+    if (tr.ncalls >= ch->calls_sent) stream_calls(st, j, &tr);
     ch->finish = finish_calls(r, &tr);
     ds_tool_result_free(&tr);
 }

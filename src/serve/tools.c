@@ -177,13 +177,51 @@ char *ds_tool_prefix(ds_tool_format f, const char *name) {
     return ds_sbuf_take(&b);
 }
 
+/* the bytes of [p, end) short of a tail that could begin `what` */
+static size_t short_of(const char *p, const char *end, const char *what) {
+    const size_t n = (size_t)(end - p), k = strlen(what);
+    for (size_t hold = k - 1 < n ? k - 1 : n; hold > 0; hold--)
+        if (!memcmp(end - hold, what, hold)) return n - hold;
+    return n;
+}
+
+void ds_tool_parse_partial(ds_tool_format f, const char *prefix, const char *text, size_t n, ds_tool_result *out, int *open) {
+    memset(out, 0, sizeof *out);
+    *open = 0;
+    const size_t np = prefix ? strlen(prefix) : 0;
+    char *all = ds_malloc(np + n + 1);
+    if (np) memcpy(all, prefix, np);
+    if (n) memcpy(all + np, text, n);
+    all[np + n] = 0;
+    const char *end = all + np + n, *p = marker(f) ? find(all, end, marker(f)) : NULL;
+    if (p && f == DS_TOOLS_DEEPSEEK_V3) {
+        p += strlen(DS3_CALLS_BEGIN);
+        while ((p = find(p, end, DS3_CALL_BEGIN))) {
+            p += strlen(DS3_CALL_BEGIN);
+            const char *name, *nl, *args = ds3_head(p, end, &name, &nl);
+            if (!args) break; /* its name line is not complete yet (or not a call: the end tells) */
+            const char *close = find(args, end, DS3_CALL_END);
+            add_call(out, ds_strndup(name, (size_t)(nl - name)), ds_strndup(args, close ? (size_t)(close - args) : short_of(args, end, DS3_CALL_END)));
+            if (!close) {
+                *open = 1;
+                break;
+            }
+            p = close + strlen(DS3_CALL_END);
+        }
+    } else if (p) { /* Hermes: each call once it closes (its arguments are re-serialized) */
+        while ((p = find(p, end, HERMES_BEGIN))) {
+            p += strlen(HERMES_BEGIN);
+            const char *close = find(p, end, HERMES_END);
+            if (!close || parse_hermes_body(p, close, out)) break;
+            p = close + strlen(HERMES_END);
+        }
+    }
+    free(all);
+}
+
 size_t ds_tool_content_ready(ds_tool_format f, const char *text, size_t n) {
     const char *m = marker(f);
     if (!m) return n;
     const char *at = find(text, text + n, m);
-    if (at) return (size_t)(at - text);
-    const size_t k = strlen(m);
-    for (size_t hold = k - 1 < n ? k - 1 : n; hold > 0; hold--) /* the longest tail that begins the marker */
-        if (!memcmp(text + n - hold, m, hold)) return n - hold;
-    return n;
+    return at ? (size_t)(at - text) : short_of(text, text + n, m);
 }

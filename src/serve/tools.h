@@ -56,6 +56,16 @@ void ds_tool_result_free(ds_tool_result *r);
  * to some tool when name is NULL.  malloc'd; NULL for DS_TOOLS_NONE. */
 char *ds_tool_prefix(ds_tool_format f, const char *name);
 
+/* Streaming: the calls of a growing completion (prefix as ds_tool_parse) as
+ * far as they are sure.  DeepSeek-V3: each call whose name line is complete,
+ * with its arguments so far short of a tail that could begin the call's end;
+ * *open = 1 when the last one has not ended.  Hermes: each call once it
+ * closes (its arguments are re-serialized, so they cannot grow).  No content.
+ * What a finished completion parses to (ds_tool_parse) continues these
+ * calls, unless it ends inside one (an unfinished call is then content, as
+ * without streaming). */
+void ds_tool_parse_partial(ds_tool_format f, const char *prefix, const char *text, size_t n, ds_tool_result *out, int *open);
+
 /* Streaming: the bytes of text[0, n) that are content whatever comes next:
  * up to the first call marker, and short of a tail that could begin one. */
 size_t ds_tool_content_ready(ds_tool_format f, const char *text, size_t n);
