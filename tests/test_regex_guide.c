@@ -198,7 +198,7 @@ TEST(regex_guide_refuses) {
         {"{\"properties\": {\"k\": {\"pattern\": \"^a{5}$\", \"maxLength\": 3}}}", "from 0 to 3 characters"},
         {"{\"properties\": {\"k\": {\"pattern\": \"^(abc)+$\", \"minLength\": 5, \"maxLength\": 5}}}", "from 5 to 5"},
         {"{\"properties\": {\"k\": {\"pattern\": \"^a?$\", \"minLength\": 3}}}", "3 characters or more"},
-        {"{\"properties\": {\"k\": {\"enum\": [\"a\"], \"pattern\": \"a\"}}}", "beside 'enum'"},
+        {"{\"properties\": {\"k\": {\"enum\": [\"a\", \"ba\"], \"pattern\": \"^c\"}}}", "properties.k: no member of 'enum'"},
     };
     for (size_t i = 0; i < sizeof schemas / sizeof schemas[0]; i++) {
         cJSON *j = cJSON_Parse(schemas[i][0]);
@@ -237,7 +237,8 @@ static void cut_at(const ds_json_schema *sc, const char *marked) {
  * leaves the model at a dead end */
 TEST(regex_guide_partial_characters) {
     cJSON *j = cJSON_Parse("{\"properties\": {\"a\": {\"pattern\": \"^[a-z]+$\"}, \"e\": {\"pattern\": \"^\\u00e9+$\"}, "
-                           "\"n\": {\"pattern\": \"^\\\\n\\\"?$\", \"maxLength\": 1}, \"d\": {\"pattern\": \"^.$\"}}}");
+                           "\"n\": {\"pattern\": \"^\\\\n\\\"?$\", \"maxLength\": 1}, \"d\": {\"pattern\": \"^.$\"}, "
+                           "\"m\": {\"enum\": [\"a\", \"ba\", 3, \"bb\", \"bbb\"], \"pattern\": \"^b.\", \"maxLength\": 2}}}");
     ds_json_schema *sc = ds_json_schema_compile(j), *raw = ds_json_schema_regex("\xc3\xa9|\xf0\x9f\x8c\x8a!");
     cJSON_Delete(j);
     CHECK_MSG(sc && raw, "%s", ds_errmsg());
@@ -257,6 +258,10 @@ TEST(regex_guide_partial_characters) {
     cut_at(sc, "{\"d\":\"\\ud7ff\"}");
     cut_at(sc, "{\"n\":\"\\n\"}");
     cut_at(sc, "{\"n\":\"\\n|\\\"\"}");     /* maxLength 1: the quote may not follow */
+    cut_at(sc, "{\"m\":\"|a\"}"); /* enum members the pattern does not take are dropped: "a", "bbb" */
+    cut_at(sc, "{\"m\":\"bb|b\"}");
+    cut_at(sc, "{\"m\":3}");
+    cut_at(sc, "{\"m\":\"ba\"}");
     cut_at(raw, "\xf0\x9f\x8c|\x8b");     /* U+1F30A, not U+1F30B */
     cut_at(raw, "\xf0\x9f\x8c\x8a!|!");
     cut_at(raw, "\xf0\x9f|\x8d");

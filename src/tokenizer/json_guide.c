@@ -183,6 +183,38 @@ static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *pat
     return compile_ref(sc, ref->valuestring, at, depth);
 }
 
+/* 'pattern' beside 'enum' / 'const': the string members the pattern (and the lengths) do not take are
+ * dropped (a validator checks both); other members stay.  -1 when none is left */
+static int enum_by_pattern(ds_json_node *n) {
+    int m = 0;
+    uint64_t num = 0;
+    for (int k = 0; k < n->nenum; k++) {
+        cJSON *v = n->enums[k][0] == '"' ? cJSON_Parse(n->enums[k]) : NULL;
+        int keep = 1;
+        if (cJSON_IsString(v)) {
+            int32_t q = ds_rx_start(n->rx);
+            int64_t len = 0;
+            for (const unsigned char *c = (const unsigned char *)v->valuestring; *c && q >= 0; len++) {
+                uint32_t cp = *c++;
+                const int more = cp < 0x80 ? 0 : cp < 0xE0 ? 1 : cp < 0xF0 ? 2 : 3; /* cJSON writes valid UTF-8 */
+                if (more) cp &= 0x3F >> more;
+                for (int i = 0; i < more; i++) cp = cp << 6 | (*c++ & 0x3F);
+                q = ds_rx_step(n->rx, q, cp);
+            }
+            keep = q >= 0 && ds_rx_accepts(n->rx, q, len);
+        }
+        cJSON_Delete(v);
+        if (!keep) {
+            free(n->enums[k]);
+            continue;
+        }
+        if (n->enum_num & (UINT64_C(1) << k)) num |= UINT64_C(1) << m;
+        n->enums[m] = n->enums[k], n->elen[m++] = n->elen[k];
+    }
+    n->nenum = m, n->enum_num = num;
+    return m ? 0 : -1;
+}
+
 static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *path, int depth) {
     const char *at = *path ? path : "the schema";
     if (depth > DS_JSON_MAX_DEPTH) return ds_err("%s: nested deeper than %d", at, DS_JSON_MAX_DEPTH), NULL;
@@ -323,9 +355,9 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
         return ds_err("%s: 'minProperties' above the properties an object may have", at), NULL;
     if (n->max_props >= 0 && __builtin_popcountll(n->required) > n->max_props)
         return ds_err("%s: more 'required' properties than 'maxProperties'", at), NULL;
-    if (n->rx && n->nenum) return ds_err("%s: 'pattern' beside 'enum' / 'const' is not supported", at), NULL;
     if (n->rx && (n->min_len >= 0 || n->max_len >= 0) && ds_rx_lengths(n->rx, n->min_len, n->max_len))
         return ds_err_prefix("%s: 'pattern' with 'minLength' / 'maxLength'", at), NULL;
+    if (n->rx && n->nenum && enum_by_pattern(n)) return ds_err("%s: no member of 'enum' / 'const' matches 'pattern'", at), NULL;
     if (n->lo > n->hi || (n->lo == n->hi && (n->lo_ex || n->hi_ex)))
         return ds_err("%s: 'minimum' / 'exclusiveMinimum' above 'maximum' / 'exclusiveMaximum' (no number meets them)", at), NULL;
     first_bytes(n);
