@@ -93,7 +93,7 @@ r = c.chat.completions.create(model="m", messages=ask + [m, {"role": "tool", "to
 assert r.choices[0].message.role == "assistant" and r.usage.prompt_tokens > 0, r
 
 # structured output: the client sends a Pydantic model's strict schema ($defs, $ref, anyOf for Optional,
-# enum; bounds: maxLength, minimum / maximum, maxItems) and Pydantic validates the answer it parses and parses the answer into the model; a bias on '"', '}' and ']' (ids 1, 92, 60 of this byte-level
+# enum; bounds: maxLength, minimum / maximum, multipleOf, maxItems; pattern) and Pydantic validates the answer it parses and parses the answer into the model; a bias on '"', '}' and ']' (ids 1, 92, 60 of this byte-level
 # vocabulary) lets the random model close what it opens
 class Step(BaseModel):
     explanation: str = Field(max_length=40)
@@ -103,6 +103,7 @@ class Step(BaseModel):
 class Weather(BaseModel):
     unit: Literal["C", "F"]
     days: int = Field(ge=1, le=14)
+    hours: int = Field(multiple_of=6, ge=0, le=48)
     ok: bool
     note: Optional[int]
     steps: list[Step] = Field(max_length=3)

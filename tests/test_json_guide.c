@@ -359,7 +359,9 @@ TEST(json_guide_schema) {
         {"{\"properties\": {\"a\": {\"allOf\": [{}], \"type\": \"string\"}}}", "'allOf' beside other keywords"},
         {"{\"properties\": {\"a\": {\"maxLength\": -1}}}", "properties.a: 'maxLength' must be a whole number"},
         {"{\"properties\": {\"a\": {\"minimum\": \"3\"}}}", "properties.a: 'minimum' must be a number"},
-        {"{\"properties\": {\"a\": {\"multipleOf\": 2}}}", "properties.a: 'multipleOf' is not supported"},
+        {"{\"properties\": {\"a\": {\"contains\": {}}}}", "properties.a: 'contains' is not supported"},
+        {"{\"properties\": {\"a\": {\"multipleOf\": 2}}}", "properties.a: 'multipleOf' is supported with \"type\": \"integer\" only"},
+        {"{\"properties\": {\"a\": {\"type\": \"integer\", \"multipleOf\": 0.5}}}", "'multipleOf' is supported as a whole number"},
         {"{\"properties\": {\"a\": {\"minLength\": 3, \"maxLength\": 2}}}", "properties.a: a 'min' bound above its 'max'"},
         {"{\"properties\": {\"a\": {\"minimum\": 1, \"exclusiveMaximum\": 1}}}", "properties.a: 'minimum' / 'exclusiveMinimum' above"},
         {"{\"properties\": {\"a\": {}, \"b\": {}}, \"required\": [\"a\", \"b\"], \"maxProperties\": 1}", "more 'required'"},
@@ -482,7 +484,7 @@ TEST(json_guide_generate_cli) {
 TEST(json_guide_choice) {
     cJSON *p_add = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\"}}, \"required\": [\"a\"], "
                                "\"additionalProperties\": false}");
-    cJSON *p_bad = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"s\": {\"multipleOf\": 3}}}");
+    cJSON *p_bad = cJSON_Parse("{\"type\": \"object\", \"properties\": {\"s\": {\"propertyNames\": {}}}}");
     const char *texts[3] = {"add\n```json\n", "addx\n```json\n", "free\n```json\n"};
     const cJSON *schemas[3] = {p_add, NULL, p_bad}; /* NULL, and one outside the subset: any object */
     ds_json_schema *c = ds_json_schema_choice(texts, schemas, 3);
@@ -582,7 +584,7 @@ static int has_prefix(char **v, int n, const char *p) {
     return lo < n && !strncmp(v[lo], p, strlen(p));
 }
 
-/* minimum / maximum / exclusive*: against every number text in a range.  The
+/* minimum / maximum / exclusive* (and multipleOf of integers): against every number text in a range.  The
  * oracle: a prefix is taken iff some text whose value (strtod, a double as
  * Python's json reads it) meets the bounds starts with it; a text is whole
  * iff its value meets them.  Integers in [-1200, 1200] for integer schemas;
@@ -594,7 +596,11 @@ TEST(json_guide_schema_number_bounds) {
         "{\"minimum\": -3, \"maximum\": 17}", "{\"exclusiveMinimum\": 0, \"maximum\": 100}", "{\"minimum\": 5, \"maximum\": 500}",
         "{\"maximum\": -7, \"minimum\": -500}", "{\"minimum\": -250, \"exclusiveMaximum\": -20}", "{\"minimum\": 150, \"maximum\": 160}",
         "{\"minimum\": 2.5, \"maximum\": 9.5}", "{\"minimum\": 0, \"maximum\": 0}",
-        "{\"minimum\": 1000, \"maximum\": 1100}", "{\"maximum\": -1000, \"minimum\": -1150}"};
+        "{\"minimum\": 1000, \"maximum\": 1100}", "{\"maximum\": -1000, \"minimum\": -1150}",
+        "{\"multipleOf\": 7, \"minimum\": -500, \"maximum\": 500}", "{\"multipleOf\": 25, \"minimum\": -130, \"exclusiveMaximum\": 990}",
+        "{\"multipleOf\": 1000, \"exclusiveMinimum\": 0, \"maximum\": 1100}", "{\"multipleOf\": 3, \"maximum\": -1000, \"minimum\": -1150}",
+        "{\"multipleOf\": 400, \"minimum\": 1001, \"maximum\": 1199}", "{\"multipleOf\": 1, \"minimum\": 4, \"maximum\": 6}",
+        "{\"multipleOf\": 11, \"minimum\": 1100, \"maximum\": 1200}"};
     static const char *const nums[] = {
         "{\"minimum\": -2.5, \"maximum\": 7.3}", "{\"exclusiveMinimum\": 0, \"exclusiveMaximum\": 1}",
         "{\"minimum\": 0.5, \"maximum\": 50}", "{\"maximum\": -0.5, \"minimum\": -50}", "{\"minimum\": 12.3, \"maximum\": 12.4}",
@@ -631,12 +637,13 @@ TEST(json_guide_schema_number_bounds) {
             cJSON *bj = cJSON_Parse(bounds);
             const cJSON *mn = cJSON_GetObjectItem(bj, "minimum"), *mx = cJSON_GetObjectItem(bj, "maximum");
             const cJSON *emn = cJSON_GetObjectItem(bj, "exclusiveMinimum"), *emx = cJSON_GetObjectItem(bj, "exclusiveMaximum");
+            const cJSON *mo = cJSON_GetObjectItem(bj, "multipleOf");
             char **good = ds_malloc((size_t)nt * sizeof(char *));
             int ng = 0;
             for (int i = 0; i < nt; i++) {
                 const double x = strtod(all[i], NULL);
                 if ((!mn || x >= mn->valuedouble) && (!mx || x <= mx->valuedouble) && (!emn || x > emn->valuedouble) &&
-                    (!emx || x < emx->valuedouble))
+                    (!emx || x < emx->valuedouble) && (!mo || fmod(x, mo->valuedouble) == 0))
                     good[ng++] = all[i];
             }
             qsort(good, (size_t)ng, sizeof *good, cmp_str);
@@ -674,4 +681,16 @@ TEST(json_guide_schema_number_bounds) {
         for (int i = 0; i < nt; i++) free(all[i]);
         free(all);
     }
+    /* multipleOf without bounds: any prefix goes on to a multiple; at most 15 digits */
+    ds_json_schema *m7 = schema_of("{\"properties\": {\"m\": {\"type\": \"integer\", \"multipleOf\": 7}}}");
+    CHECK_MSG(m7, "%s", ds_errmsg());
+    if (!m7) return;
+    expect(m7, "{\"m\":700000000000000}");
+    expect(m7, "{\"m\":-14 }");
+    expect(m7, "{\"m\":0}");
+    expect(m7, "{\"m\":15|}");
+    expect(m7, "{\"m\":700000000000000|0}"); /* a 16th digit */
+    expect(m7, "{\"m\":10000000000000|0}");  /* 15 digits: 1e14 is no multiple of 7 */
+    expect(m7, "{\"m\":7|.0}");
+    ds_json_schema_free(m7);
 }

@@ -1986,8 +1986,8 @@ TEST(serve_json_object) {
     static const struct { const char *rf, *want; } bad[] = {
         {"\"json\"", "'response_format' must be"},
         {"{\"type\": \"json_schema\", \"json_schema\": {}}", "needs {"},
-        {"{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"properties\": {\"a\": {\"multipleOf\": 2}}}}}",
-         "properties.a: 'multipleOf' is not supported"},
+        {"{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"properties\": {\"a\": {\"contains\": {}}}}}}",
+         "properties.a: 'contains' is not supported"},
         {"{\"type\": \"yaml\"}", "unknown type 'yaml'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

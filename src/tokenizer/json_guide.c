@@ -61,6 +61,7 @@ struct ds_json_node {
     int nbound;              /* number bounds given: minimum / maximum / exclusive*; numbers then have no exponent */
     double lo, hi;           /* -inf / +inf when absent; compared as doubles, as a Python validator does */
     int lo_ex, hi_ex;
+    int64_t mult;            /* multipleOf (integers, by a whole number; 0: none): such an integer has at most 15 digits */
     ds_rx *rx;               /* "pattern" (a string's characters, as re.search); the root of ds_json_schema_regex: the
                               * whole text (re.fullmatch), raw = 1 */
     int raw;
@@ -315,6 +316,11 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
             int64_t *dst = what == 'L' ? (mx ? &n->max_len : &n->min_len)
                          : what == 'I' ? (mx ? &n->max_items : &n->min_items) : (mx ? &n->max_props : &n->min_props);
             *dst = v;
+        } else if (!strcmp(key, "multipleOf")) {
+            if (!cJSON_IsNumber(k) || !(k->valuedouble >= 1 && k->valuedouble <= 1e9) || k->valuedouble != floor(k->valuedouble))
+                return ds_err("%s: 'multipleOf' is supported as a whole number from 1 to 1e9", at), NULL;
+            n->mult = (int64_t)k->valuedouble;
+            n->nbound = 1;
         } else if (!strcmp(key, "pattern")) {
             if (!cJSON_IsString(k)) return ds_err("%s: 'pattern' must be a string", at), NULL;
             ds_rx_free(n->rx);
@@ -331,7 +337,7 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
             return ds_err("%s: '%s' is not supported (dsv3 takes type, properties, required, additionalProperties, items, "
                           "enum, const, $ref to $defs, anyOf / oneOf of alternatives that start differently, allOf of one "
                           "schema, minLength / maxLength, pattern, minItems / maxItems, minProperties / maxProperties, "
-                          "minimum / maximum / exclusiveMinimum / exclusiveMaximum)", at, key), NULL;
+                          "minimum / maximum / exclusiveMinimum / exclusiveMaximum, multipleOf of integers)", at, key), NULL;
         }
     }
     const cJSON *r;
@@ -358,6 +364,7 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
     if (n->rx && (n->min_len >= 0 || n->max_len >= 0) && ds_rx_lengths(n->rx, n->min_len, n->max_len))
         return ds_err_prefix("%s: 'pattern' with 'minLength' / 'maxLength'", at), NULL;
     if (n->rx && n->nenum && enum_by_pattern(n)) return ds_err("%s: no member of 'enum' / 'const' matches 'pattern'", at), NULL;
+    if (n->mult && n->types != T_INT) return ds_err("%s: 'multipleOf' is supported with \"type\": \"integer\" only", at), NULL;
     if (n->lo > n->hi || (n->lo == n->hi && (n->lo_ex || n->hi_ex)))
         return ds_err("%s: 'minimum' / 'exclusiveMinimum' above 'maximum' / 'exclusiveMaximum' (no number meets them)", at), NULL;
     first_bytes(n);
@@ -525,7 +532,13 @@ static int meets(const ds_json_node *w, int integer, double a, int a_in, double 
     if (w->hi < U) U = w->hi, Ui = !w->hi_ex;
     else if (w->hi == U) Ui = Ui && !w->hi_ex;
     if (integer) {
-        const double l = Li ? ceil(L) : floor(L) + 1, u = Ui ? floor(U) : ceil(U) - 1;
+        double l = Li ? ceil(L) : floor(L) + 1, u = Ui ? floor(U) : ceil(U) - 1;
+        if (w->mult > 1 && isfinite(l) && fabs(l) < 1e16) { /* the first multiple from l (exact: |l| < 2^53) */
+            const int64_t li = (int64_t)l;
+            int64_t q = li / w->mult;
+            if (q * w->mult < li) q++;
+            l = (double)(q * w->mult);
+        }
         return l <= u;
     }
     return L < U || (L == U && Li && Ui);
@@ -578,7 +591,7 @@ static int number_feasible(const ds_json_state *s, const ds_json_node *w) {
             buf[lb] = nx[lx] = 0;
         }
     }
-    while (lx + 2 < sizeof nx) {
+    while (lx + 2 < sizeof nx && (!w->mult || lb <= 15)) {
         const double a = strtod(buf, NULL), b = strtod(nx, NULL);
         if (!isfinite(a)) break;
         if (neg ? meets(w, integer, -b, 0, -a, 1) : meets(w, integer, a, 1, b, 0)) return 1;
@@ -890,7 +903,8 @@ static int feed1(ds_json_state *s, unsigned c) {
         if (bounded && (c == 'e' || c == 'E')) return -1; /* no exponent under bounds */
         int r = number_byte(s, c);
         if (r) return r < 0 ? -1 : bounded ? number_text(s, c) : 0;
-        if (bounded && !in_bounds(w, strtod(s->num, NULL))) return -1;
+        if (bounded && (!in_bounds(w, strtod(s->num, NULL)) || (w->mult && fmod(strtod(s->num, NULL), (double)w->mult) != 0)))
+            return -1;
         value_done(s); /* a number is always inside a container: c goes on from M_AFTER */
         break;
     }

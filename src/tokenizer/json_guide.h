@@ -19,11 +19,12 @@
  * "exclusiveMinimum" / "exclusiveMaximum" (a number's text is held to those
  * that some continuation can still meet, compared as doubles as Python's
  * json and a validator compare them; such a number is written without an
- * exponent, at most 23 characters), and "pattern" (the decoded string's
+ * exponent, at most 23 characters), "multipleOf" of integers by a whole
+ * number (at most 15 digits), and "pattern" (the decoded string's
  * characters, as a validator's re.search: rx.h).  Annotations (title,
  * description, default, examples, format, $schema, $id, $comment,
  * deprecated, readOnly, writeOnly) are ignored; any other keyword
- * (multipleOf, uniqueItems, ...) is refused when the schema is compiled, so
+ * (uniqueItems, contains, ...) is refused when the schema is compiled, so
  * a request finds out at once.  The top-level value is an object; or, with
  * ds_json_schema_regex, the whole text is held to a regex instead.
  *
@@ -51,7 +52,7 @@ typedef struct ds_json_schema ds_json_schema;
 typedef struct ds_json_node ds_json_node;
 
 /* A JSON Schema (see above), or NULL with ds_err naming the keyword and where
- * it is ("properties.unit: 'pattern' is not supported"). */
+ * it is ("properties.unit: 'uniqueItems' is not supported"). */
 ds_json_schema *ds_json_schema_compile(const cJSON *schema);
 /* A choice: one of k literal texts (none a prefix of another), then a JSON
  * object held to that text's schema (schemas[i] NULL, or one outside the
