@@ -123,6 +123,39 @@ r = c.completions.create(model="m", prompt="Where: ", max_tokens=20, temperature
                          extra_body={"ignore_eos": True, "structured_outputs": {"choice": ["Paris", "a.b"]}})
 assert r.choices[0].text in ("Paris", "a.b"), r
 
+# the Responses API: the client's create, stream and parse; the same greedy answers as chat
+chat = c.chat.completions.create(model="m", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                                 max_tokens=6, temperature=0)
+r = c.responses.create(model="m", instructions="Be brief.", input="Hi", max_output_tokens=6, temperature=0)
+assert r.output_text == chat.choices[0].message.content and r.usage.input_tokens == chat.usage.prompt_tokens, (r, chat)
+kw = dict(model="m", input=[{"role": "user", "content": "Where?"}], max_output_tokens=20, temperature=1,
+          extra_body={"ignore_eos": True, "guided_choice": ["Paris", "Lyon"]})
+with c.responses.stream(**kw) as st:
+    deltas = [ev.delta for ev in st if ev.type == "response.output_text.delta"]
+    f = st.get_final_response()
+assert f.status == "completed" and f.output_text in ("Paris", "Lyon") and "".join(deltas) == f.output_text, (f, deltas)
+rt = [{"type": "function", "name": "get_weather", "description": "Weather in a city.",
+       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+r = c.responses.create(model="m", input="Weather in Oslo?", tools=rt, tool_choice="required", max_output_tokens=60, temperature=0,
+                       extra_body={"ignore_eos": True, "logit_bias": {"1": 4, "92": 3}})
+fc = r.output[0]
+assert fc.type == "function_call" and fc.name == "get_weather" and fc.call_id.startswith("call_"), r.output
+assert fc.arguments == call.function.arguments, (fc, call)  # the call chat made for the same conversation above
+r = c.responses.create(model="m", input=[{"role": "user", "content": "Weather in Oslo?"}, fc,
+                                         {"type": "function_call_output", "call_id": fc.call_id, "output": "-3C"}],
+                       tools=rt, max_output_tokens=3, temperature=0)
+assert r.output[0].type == "message" and r.usage.input_tokens > 0, r
+
+
+class City(BaseModel):
+    city: str = Field(max_length=12)
+
+
+for seed in range(2):
+    r = c.responses.parse(model="m", input="A city in JSON.", text_format=City, max_output_tokens=300, temperature=1,
+                          extra_body={"ignore_eos": True, "seed": seed, "logit_bias": {"1": 4, "92": 3}})
+    assert isinstance(r.output_parsed, City), r
+
 try:
     c.chat.completions.create(model="m", messages=[], max_tokens=2)
     raise SystemExit("empty messages accepted")

@@ -2101,6 +2101,175 @@ TEST(serve_guided_regex) {
     CHECK(server_stop(&S) == 0);
 }
 
+/* ---- the Responses API -------------------------------------------------------------------- */
+typedef struct {
+    char text[4096], status[32], name[64], args[1024], fc_type[32];
+    int input_tokens, output_tokens, nitems, events, seq_ok, deltas, arg_deltas;
+} resp_answer;
+
+/* POST /v1/responses {fields} (streamed or not): the output text, status, a function call, usage; streamed, from
+ * the events (text: the output_text deltas joined; args: the arguments deltas joined; the final response's usage) */
+static int responses_of(int port, const char *fields, int stream, resp_answer *a) {
+    memset(a, 0, sizeof *a);
+    char req[8192], *o = NULL;
+    snprintf(req, sizeof req, "{%s%s}", fields, stream ? ", \"stream\": true" : "");
+    int st = http(port, "POST", "/v1/responses", NULL, req, &o);
+    if (st != 200 || !o) {
+        free(o);
+        return st;
+    }
+    cJSON *final = NULL;
+    if (!stream) {
+        final = cJSON_Parse(o);
+    } else {
+        a->seq_ok = 1;
+        const char *last = "";
+        for (const char *p = o; (p = strstr(p, "data: ")); ) {
+            const char *e = strstr(p, "\n\n");
+            if (!e) break;
+            cJSON *ev = cJSON_ParseWithLength(p + 6, (size_t)(e - p - 6));
+            const char *ty = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "type"));
+            a->seq_ok &= ty && cJSON_GetObjectItem(ev, "sequence_number")->valueint == a->events;
+            if (a->events == 0) a->seq_ok &= ty && !strcmp(ty, "response.created");
+            if (ty && !strcmp(ty, "response.output_text.delta"))
+                strncat(a->text, cJSON_GetStringValue(cJSON_GetObjectItem(ev, "delta")), sizeof a->text - strlen(a->text) - 1), a->deltas++;
+            if (ty && !strcmp(ty, "response.function_call_arguments.delta"))
+                strncat(a->args, cJSON_GetStringValue(cJSON_GetObjectItem(ev, "delta")), sizeof a->args - strlen(a->args) - 1), a->arg_deltas++;
+            if (ty && (!strcmp(ty, "response.completed") || !strcmp(ty, "response.incomplete"))) {
+                cJSON_Delete(final);
+                final = cJSON_Duplicate(cJSON_GetObjectItem(ev, "response"), 1);
+            }
+            last = ty ? (strcmp(ty, "response.completed") ? "other" : "completed") : "";
+            a->events++;
+            cJSON_Delete(ev);
+            p = e;
+        }
+        a->seq_ok &= final != NULL && (!strcmp(last, "completed") || !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(final, "status")), "incomplete"));
+    }
+    const cJSON *out = cJSON_GetObjectItem(final, "output"), *it;
+    snprintf(a->status, sizeof a->status, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(final, "status")) ? cJSON_GetStringValue(cJSON_GetObjectItem(final, "status")) : "");
+    cJSON_ArrayForEach(it, out) {
+        const char *ty = cJSON_GetStringValue(cJSON_GetObjectItem(it, "type"));
+        a->nitems++;
+        if (ty && !strcmp(ty, "message") && !stream) {
+            const cJSON *part = cJSON_GetArrayItem(cJSON_GetObjectItem(it, "content"), 0);
+            snprintf(a->text, sizeof a->text, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(part, "text")));
+        }
+        if (ty && !strcmp(ty, "function_call")) {
+            snprintf(a->fc_type, sizeof a->fc_type, "%s", ty);
+            snprintf(a->name, sizeof a->name, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(it, "name")));
+            if (!stream) snprintf(a->args, sizeof a->args, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(it, "arguments")));
+            else if (strcmp(a->args, cJSON_GetStringValue(cJSON_GetObjectItem(it, "arguments")))) a->seq_ok = 0;
+        }
+    }
+    const cJSON *u = cJSON_GetObjectItem(final, "usage");
+    a->input_tokens = cJSON_GetObjectItem(u, "input_tokens") ? cJSON_GetObjectItem(u, "input_tokens")->valueint : -1;
+    a->output_tokens = cJSON_GetObjectItem(u, "output_tokens") ? cJSON_GetObjectItem(u, "output_tokens")->valueint : -1;
+    cJSON_Delete(final);
+    free(o);
+    return st;
+}
+
+/* the chat request's usage.prompt_tokens and completion_tokens */
+static void chat_usage(int port, const char *fields, int *prompt, int *completion) {
+    char req[8192];
+    snprintf(req, sizeof req, "{%s}", fields);
+    int st;
+    cJSON *j = post(port, "/v1/chat/completions", req, &st);
+    const cJSON *u = cJSON_GetObjectItem(j, "usage");
+    *prompt = st == 200 ? cJSON_GetObjectItem(u, "prompt_tokens")->valueint : -1;
+    *completion = st == 200 ? cJSON_GetObjectItem(u, "completion_tokens")->valueint : -1;
+    cJSON_Delete(j);
+}
+
+/* POST /v1/responses answers as chat completions does for the conversation it amounts to (instructions as
+ * the system turn, input items as messages, function_call / function_call_output items as the assistant's
+ * tool_calls and tool turns, flat function tools, text.format as response_format): the same greedy text and
+ * calls, the same token counts; streamed, the events add up to the same and end with response.completed;
+ * bad requests 400 with the field */
+TEST(serve_responses_api) {
+    SETUP_IN(make_model_long(), "");
+    answer c;
+    resp_answer r, s;
+    int cp, cc;
+    /* text, with instructions; cut by max_output_tokens: incomplete */
+    CHECK(chat_answer(S.port, "\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], "
+                      "\"max_tokens\": 6", 0, &c) == 200);
+    chat_usage(S.port, "\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], "
+               "\"max_tokens\": 6, \"temperature\": 0", &cp, &cc);
+    const char *f1 = "\"instructions\": \"Be brief.\", \"input\": \"Hi\", \"max_output_tokens\": 6, \"temperature\": 0";
+    CHECK(responses_of(S.port, f1, 0, &r) == 200 && responses_of(S.port, f1, 1, &s) == 200);
+    CHECK_MSG(!strcmp(r.text, c.content) && !strcmp(r.status, strcmp(c.finish, "length") ? "completed" : "incomplete") &&
+                  r.input_tokens == cp && r.output_tokens == cc && r.nitems == 1,
+              "text: %s (%s, %d + %d tokens), chat %s (%s, %d + %d)", r.text, r.status, r.input_tokens, r.output_tokens, c.content,
+              c.finish, cp, cc);
+    CHECK_MSG(!strcmp(s.text, r.text) && !strcmp(s.status, r.status) && s.seq_ok && s.deltas > 1 && s.input_tokens == cp,
+              "streamed: %s (%s), %d events, order %d", s.text, s.status, s.events, s.seq_ok);
+    /* a conversation of items: parts, a call and its output */
+    const char *chat_conv =
+        "\"messages\": [{\"role\": \"user\", \"content\": \"Weather in Paris?\"}, {\"role\": \"assistant\", \"content\": null, "
+        "\"tool_calls\": [{\"id\": \"call_1\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": "
+        "\"{\\\"city\\\": \\\"Paris\\\"}\"}}]}, {\"role\": \"tool\", \"tool_call_id\": \"call_1\", \"content\": \"12C\"}], "
+        "\"tools\": " TOOLS_JSON ", \"max_tokens\": 5, \"temperature\": 0";
+    const char *resp_conv =
+        "\"input\": [{\"role\": \"user\", \"content\": [{\"type\": \"input_text\", \"text\": \"Weather in Paris?\"}]}, "
+        "{\"type\": \"function_call\", \"call_id\": \"call_1\", \"name\": \"get_weather\", \"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}, "
+        "{\"type\": \"function_call_output\", \"call_id\": \"call_1\", \"output\": \"12C\"}], \"tools\": [{\"type\": \"function\", "
+        "\"name\": \"get_weather\", \"description\": \"Current weather in a city.\", \"parameters\": {\"type\": \"object\", "
+        "\"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"], \"additionalProperties\": false}}, "
+        "{\"type\": \"function\", \"name\": \"add\"}], \"max_output_tokens\": 5, \"temperature\": 0";
+    chat_usage(S.port, chat_conv, &cp, &cc);
+    CHECK(chat_answer(S.port, chat_conv, 0, &c) == 200);
+    CHECK(responses_of(S.port, resp_conv, 0, &r) == 200);
+    CHECK_MSG(cp > 40 && r.input_tokens == cp && !strcmp(r.text, c.content), "items: %d input tokens, chat %d; %s / %s", r.input_tokens,
+              cp, r.text, c.content);
+    /* tool_choice required: a function_call item, the call chat makes; streamed, its arguments in deltas */
+    char f2[4096], f3[4096];
+    snprintf(f2, sizeof f2, "%s, \"tool_choice\": \"required\", \"ignore_eos\": true, \"max_tokens\": 300" BIAS_CLOSE, ASK ", \"tools\": " TOOLS_JSON);
+    CHECK(chat_answer(S.port, f2, 0, &c) == 200);
+    snprintf(f3, sizeof f3, "\"input\": \"What's the weather in Paris?\", \"tools\": [{\"type\": \"function\", \"name\": \"get_weather\", "
+             "\"description\": \"Current weather in a city.\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": "
+             "{\"type\": \"string\"}}, \"required\": [\"city\"], \"additionalProperties\": false}}, {\"type\": \"function\", \"name\": "
+             "\"add\"}], \"tool_choice\": \"required\", \"ignore_eos\": true, \"max_output_tokens\": 300, \"temperature\": 0" BIAS_CLOSE);
+    CHECK(responses_of(S.port, f3, 0, &r) == 200 && responses_of(S.port, f3, 1, &s) == 200);
+    CHECK_MSG(c.ncalls == 1 && r.nitems == 1 && !strcmp(r.fc_type, "function_call") && !strcmp(r.name, c.name[0]) &&
+                  !strcmp(r.args, c.args[0]) && !strcmp(r.status, "completed"),
+              "required: %s(%s) %s, chat %s(%s)", r.name, r.args, r.status, c.name[0], c.args[0]);
+    CHECK_MSG(!strcmp(s.name, r.name) && !strcmp(s.args, r.args) && s.arg_deltas > 1 && s.seq_ok, "required, streamed: %s(%s), %d deltas",
+              s.name, s.args, s.arg_deltas);
+    /* text.format json_schema: response_format's answer */
+    snprintf(f2, sizeof f2, "\"messages\": [{\"role\": \"user\", \"content\": \"JSON?\"}], \"max_tokens\": 300, \"ignore_eos\": true, "
+             "\"temperature\": 0" WEATHER_RF);
+    CHECK(chat_answer(S.port, f2, 0, &c) == 200);
+    CHECK(responses_of(S.port, "\"input\": \"JSON?\", \"max_output_tokens\": 300, \"ignore_eos\": true, \"temperature\": 0, \"text\": "
+                       "{\"format\": {\"type\": \"json_schema\", \"name\": \"p\", \"schema\": {\"type\": \"object\", \"properties\": "
+                       "{\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"], \"additionalProperties\": false}}}" BIAS_CLOSE, 0, &r) == 200);
+    cJSON *o = cJSON_Parse(r.text);
+    CHECK_MSG(cJSON_IsString(cJSON_GetObjectItem(o, "city")) && !strcmp(r.text, c.content), "json_schema: %s / %s", r.text, c.content);
+    cJSON_Delete(o);
+    static const struct { const char *body, *want; } bad[] = {
+        {"{\"input\": \"x\", \"previous_response_id\": \"resp_1\"}", "\"param\": \"previous_response_id\""},
+        {"{\"instructions\": \"x\"}", "'input' is required"},
+        {"{\"input\": 3}", "'input' must be a string or a list of items"},
+        {"{\"input\": [{\"type\": \"image\"}]}", "input[0].type: 'image' is not supported"},
+        {"{\"input\": [{\"role\": \"user\", \"content\": [{\"type\": \"input_image\", \"image_url\": \"x\"}]}]}", "only input_text"},
+        {"{\"input\": [{\"role\": \"robot\", \"content\": \"x\"}]}", "\"param\": \"input\""},
+        {"{\"input\": \"x\", \"tools\": [{\"type\": \"web_search\"}]}", "only function tools"},
+        {"{\"input\": \"x\", \"max_output_tokens\": -1}", "\"param\": \"max_output_tokens\""},
+        {"{\"input\": \"x\", \"text\": {\"format\": {\"type\": \"json_schema\", \"name\": \"p\", \"schema\": {\"properties\": {\"a\": "
+         "{\"contains\": {}}}}}}}", "'contains' is not supported"},
+        {"[1]", "must be a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *out = NULL;
+        const int st = http(S.port, "POST", "/v1/responses", NULL, bad[i].body, &out);
+        CHECK_MSG(st == 400 && out && strstr(out, bad[i].want), "%s: %d %s", bad[i].body, st, out ? out : "");
+        free(out);
+    }
+    CHECK(healthy(S.port));
+    CHECK(server_stop(&S) == 0);
+}
+
 /* ---- the prefix cache --------------------------------------------------------------------- */
 typedef struct { int32_t ids[64]; int n, cached, status; float lp[256]; } pc_answer;
 

@@ -82,7 +82,7 @@ def client(url, n, seed, out):
         if rnd.random() < 0.3:
             body["echo"], body["logprobs"] = True, rnd.randint(0, 5)
         path = rnd.choice(["/v1/completions", "/v1/chat/completions", "/v1/completions", "/v1/chat/completions",
-                           "/tokenize", "/detokenize"])
+                           "/tokenize", "/detokenize", "/v1/responses"])
         if path == "/detokenize":
             body = {"tokens": rnd.choice([[1, 2], [], [-1], [1e9], "ab", None, [[1]], [0.5]])}
         if path.endswith("chat/completions") and rnd.random() < 0.7:
@@ -93,6 +93,22 @@ def client(url, n, seed, out):
                                      {"role": "tool", "tool_call_id": "c1", "content": rnd.choice(["18C", None])}]
             if rnd.random() < 0.4:
                 body["tools"] = good["tools"]()
+        if path == "/v1/responses":  # the Responses API's fields around the same sampling ones
+            body.pop("prompt", None)
+            body["input"] = rnd.choice(["hi", "", None, 3, [], [{"role": "user", "content": "x"}],
+                                        [{"role": "user", "content": [{"type": "input_text", "text": "x"}, {"type": "x"}]}],
+                                        [{"type": "function_call", "call_id": "c1", "name": fn(), "arguments": "{}"},
+                                         {"type": "function_call_output", "call_id": "c1", "output": rnd.choice(["1", None, 2])}],
+                                        [{"type": "reasoning"}, {"type": "bogus"}, "s"]])
+            for k, v in [("instructions", rnd.choice(["Be brief.", 3, None])), ("max_output_tokens", rnd.choice([0, 3, -1, "x"])),
+                         ("text", rnd.choice([{"format": {"type": "json_object"}}, {"format": {"type": "json_schema", "name": "s",
+                                                                                             "schema": schema()}}, {"format": 3}, 5])),
+                         ("tools", rnd.choice([[{"type": "function", "name": fn(), "parameters": {"type": "object"}}],
+                                               [{"type": "web_search"}], [{"type": "function"}], {}])),
+                         ("tool_choice", rnd.choice(["auto", "required", {"type": "function", "name": "f"}, {"x": 1}, 7])),
+                         ("previous_response_id", rnd.choice([None, "resp_1"])), ("truncation", rnd.choice(["auto", "disabled"]))]:
+                if rnd.random() < 0.35:
+                    body[k] = v
         data = json.dumps(body).encode()
         req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
         try:

@@ -19,6 +19,7 @@
 #define DS_SERVE_MAX_PROMPTS 64
 #define DS_SERVE_MAX_TOOLS 128 /* tool definitions in one request */
 #define DS_SERVE_MAX_CHOICES 64
+#define DS_SERVE_MAX_CALLS 16 /* the calls of one answer a Responses API stream follows */
 
 #include <signal.h>
 #include <stdint.h>

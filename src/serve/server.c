@@ -26,6 +26,7 @@
 
 #include "base/base.h"
 #include "io/json.h"
+#include "serve/responses.h"
 #include "serve/tools.h"
 
 #ifndef DS_HAVE_MICROHTTPD
@@ -110,10 +111,12 @@ static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int statu
 /* ---- request parameters ----------------------------------------------------------------- */
 typedef struct {
     int chat, stream, include_usage, echo, token_ids, ignore_eos;
+    int responses;        /* POST /v1/responses: a chat request answered as a response object or its events */
     int64_t min_tokens;   /* extension, as vLLM's */
     int json;             /* response_format json_object / json_schema: the answer is one JSON object */
     cJSON *schema;        /* ... held to this schema (response_format json_schema; a forced call's parameters) */
-    char *regex;          /* the answer held to this regex as a whole (guided_regex, guided_choice: vLLM's) */
+    char *regex;          /* the answer held to a regex as a whole (guided_regex, guided_choice: vLLM's) */
+    cJSON *rreq;          /* POST /v1/responses: the request as sent (its fields echo in the response); NULL else */
     int32_t *stop_ids;    /* stop_token_ids: extension, as vLLM's */
     int nstop_ids;
     int n;              /* choices: each its own sequence in the batch */
@@ -806,7 +809,7 @@ static void answer_calls(server *S, const greq *g, const ds_sreq *r, ds_tool_res
 
 /* call k of choice j: {id, type, function: {name, arguments}} (indexed: with "index", as stream deltas) */
 static void put_call(ds_sbuf *b, const ds_tool_call *c, const char *id, int j, int k, int indexed) {
-    const char *hex = strchr(id, '-');
+    const char *hex = strchr(id, '-') ? strchr(id, '-') : strchr(id, '_');
     ds_sbuf_puts(b, "{");
     if (indexed) ds_sbuf_printf(b, "\"index\": %d, ", k);
     ds_sbuf_printf(b, "\"id\": \"call_%s%02x%02x\", \"type\": \"function\", \"function\": {\"name\": ", hex ? hex + 1 : id, j, k);
@@ -830,9 +833,98 @@ static const char *finish_calls(const ds_sreq *r, const ds_tool_result *tr) {
     return tr->ncalls && !strcmp(finish_of(r), "stop") ? "tool_calls" : finish_of(r);
 }
 
+/* ---- the Responses API's objects ---------------------------------------------------------- */
+/* a field of the request as sent, or def (JSON text) */
+static void echo_field(ds_sbuf *b, const greq *g, const char *k, const char *def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(g->rreq, k);
+    char *t = v && !cJSON_IsNull(v) ? cJSON_PrintUnformatted(v) : NULL;
+    ds_sbuf_printf(b, "\"%s\": %s", k, t ? t : def);
+    free(t);
+}
+
+static void put_msg_item(ds_sbuf *b, const char *id, const char *text, const char *status) {
+    ds_sbuf_printf(b, "{\"id\": \"msg_%s\", \"type\": \"message\", \"status\": \"%s\", \"role\": \"assistant\", \"content\": [",
+                   strchr(id, '_') + 1, status);
+    if (text) {
+        ds_sbuf_puts(b, "{\"type\": \"output_text\", \"text\": ");
+        ds_json_put_string(b, text);
+        ds_sbuf_puts(b, ", \"annotations\": [], \"logprobs\": []}");
+    }
+    ds_sbuf_puts(b, "]}");
+}
+
+/* a function_call item (its call_id is what chat's put_call names the call) */
+static void put_fc_item(ds_sbuf *b, const char *id, int k, const char *name, const char *args, const char *status) {
+    const char *hex = strchr(id, '_') + 1;
+    ds_sbuf_printf(b, "{\"id\": \"fc_%s%02x\", \"type\": \"function_call\", \"status\": \"%s\", \"call_id\": \"call_%s00%02x\", "
+                   "\"name\": ", hex, k, status, hex, k);
+    ds_json_put_string(b, name);
+    ds_sbuf_puts(b, ", \"arguments\": ");
+    ds_json_put_string(b, args);
+    ds_sbuf_puts(b, "}");
+}
+
+/* a response object: in progress (r NULL: no output yet), or r's answer: a message item with its text
+ * (when there is text, or no call) and a function_call item per call */
+static void put_response(server *S, ds_sbuf *b, const greq *g, const ds_sreq *r, const char *id, long created) {
+    const int incomplete = r && strcmp(r->finish, "stop");
+    ds_sbuf_printf(b, "{\"id\": \"%s\", \"object\": \"response\", \"created_at\": %ld, \"status\": \"%s\", \"error\": null, "
+                   "\"incomplete_details\": %s, ", id, created, !r ? "in_progress" : incomplete ? "incomplete" : "completed",
+                   incomplete ? "{\"reason\": \"max_output_tokens\"}" : "null");
+    echo_field(b, g, "instructions", "null");
+    ds_sbuf_puts(b, ", ");
+    echo_field(b, g, "max_output_tokens", "null");
+    ds_sbuf_puts(b, ", \"model\": ");
+    ds_json_put_string(b, S->cfg->model_name);
+    ds_sbuf_puts(b, ", \"output\": [");
+    if (r) {
+        ds_tool_result tr;
+        memset(&tr, 0, sizeof tr);
+        if (g->tool_choice) answer_calls(S, g, r, &tr);
+        const char *text = g->tool_choice ? tr.content : r->text ? r->text : "";
+        const char *st = incomplete ? "incomplete" : "completed";
+        const int msg = (text && *text) || !tr.ncalls;
+        if (msg) put_msg_item(b, id, text ? text : "", st);
+        for (int k = 0; k < tr.ncalls; k++) {
+            if (k || msg) ds_sbuf_puts(b, ", ");
+            put_fc_item(b, id, k, tr.calls[k].name, tr.calls[k].arguments, st);
+        }
+        ds_tool_result_free(&tr);
+    }
+    ds_sbuf_printf(b, "], \"parallel_tool_calls\": %s, \"previous_response_id\": null, \"reasoning\": {\"effort\": null, "
+                   "\"summary\": null}, \"store\": false, ", g->parallel_calls || !g->tools ? "true" : "false");
+    echo_field(b, g, "temperature", "1.0");
+    ds_sbuf_puts(b, ", \"text\": ");
+    const cJSON *tx = cJSON_GetObjectItemCaseSensitive(g->rreq, "text");
+    char *t = cJSON_IsObject(tx) ? cJSON_PrintUnformatted(tx) : NULL;
+    ds_sbuf_puts(b, t ? t : "{\"format\": {\"type\": \"text\"}}");
+    free(t);
+    ds_sbuf_puts(b, ", ");
+    echo_field(b, g, "tool_choice", "\"auto\"");
+    ds_sbuf_puts(b, ", ");
+    echo_field(b, g, "tools", "[]");
+    ds_sbuf_puts(b, ", ");
+    echo_field(b, g, "top_p", "1.0");
+    ds_sbuf_puts(b, ", \"truncation\": \"disabled\", ");
+    echo_field(b, g, "metadata", "{}");
+    ds_sbuf_puts(b, ", \"usage\": ");
+    if (r)
+        ds_sbuf_printf(b, "{\"input_tokens\": %lld, \"input_tokens_details\": {\"cached_tokens\": %lld}, \"output_tokens\": %lld, "
+                       "\"output_tokens_details\": {\"reasoning_tokens\": 0}, \"total_tokens\": %lld}",
+                       (long long)r->P, (long long)r->cached, (long long)r->nout, (long long)(r->P + r->nout));
+    else
+        ds_sbuf_puts(b, "null");
+    ds_sbuf_puts(b, "}");
+}
+
 /* the whole response of finished requests, one choice each (scheduler mutex held) */
 static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const char *id, long created) {
     ds_sbuf b = {0};
+    if (g->responses) {
+        put_response(S, &b, g, rs[0], id, created);
+        ds_sbuf_puts(&b, "\n");
+        return ds_sbuf_take(&b);
+    }
     put_head(S, &b, id, created, g->chat ? "chat.completion" : "text_completion");
     int64_t ntok = 0, cached = 0;
     for (int j = 0; j < g->nch; j++) {
@@ -907,7 +999,134 @@ typedef struct {
     int finished;
     ds_sbuf pend;
     size_t pend_off;
+    /* POST /v1/responses: its events' state (one choice) */
+    int seq, nitems, msg_item;  /* events sent; output items begun; the message item's index (-1: none open) */
+    ds_sbuf msg_text;           /* the open message's text so far */
+    int ncalls, call_item[DS_SERVE_MAX_CALLS];
+    char *call_name[DS_SERVE_MAX_CALLS];
+    ds_sbuf call_args[DS_SERVE_MAX_CALLS];
 } stream;
+
+/* one Responses API event: its type, then the fields in body (JSON members, no braces) */
+static void rev(stream *st, const char *type, const char *body) {
+    ds_sbuf_printf(&st->pend, "event: %s\ndata: {\"type\": \"%s\", \"sequence_number\": %d, %s}\n\n", type, type, st->seq++, body);
+}
+
+static void rev_response(stream *st, const char *type, const ds_sreq *r) {
+    ds_sbuf b = {0};
+    ds_sbuf_puts(&b, "\"response\": ");
+    put_response(st->S, &b, &st->g, r, st->id, st->created);
+    rev(st, type, b.p);
+    free(b.p);
+}
+
+/* close the open message item: its text and part done, the item done */
+static void rev_close_msg(stream *st, const char *status) {
+    if (st->msg_item < 0) return;
+    ds_sbuf b = {0};
+    const char *hex = strchr(st->id, '_') + 1, *text = st->msg_text.p ? st->msg_text.p : "";
+    ds_sbuf_printf(&b, "\"item_id\": \"msg_%s\", \"output_index\": %d, \"content_index\": 0, \"text\": ", hex, st->msg_item);
+    ds_json_put_string(&b, text);
+    ds_sbuf_puts(&b, ", \"logprobs\": []");
+    rev(st, "response.output_text.done", b.p);
+    b.n = 0;
+    ds_sbuf_printf(&b, "\"item_id\": \"msg_%s\", \"output_index\": %d, \"content_index\": 0, \"part\": {\"type\": \"output_text\", "
+                   "\"text\": ", hex, st->msg_item);
+    ds_json_put_string(&b, text);
+    ds_sbuf_puts(&b, ", \"annotations\": [], \"logprobs\": []}");
+    rev(st, "response.content_part.done", b.p);
+    b.n = 0;
+    ds_sbuf_printf(&b, "\"output_index\": %d, \"item\": ", st->msg_item);
+    put_msg_item(&b, st->id, text, status);
+    rev(st, "response.output_item.done", b.p);
+    free(b.p);
+    st->msg_item = -1;
+}
+
+/* what chunk_delta would send for chat, as Responses API events: the response created (first), text as
+ * output_text deltas of a message item, calls (chat's tool_calls deltas) as function_call items and their
+ * arguments' deltas; at the finish every open item done, then response.completed (or .incomplete) */
+static void rev_delta(stream *st, int j, const char *text, size_t n, const char *tool_calls, const char *finish) {
+    choice *ch = &st->ch[j];
+    const char *hex = strchr(st->id, '_') + 1;
+    ds_sbuf b = {0};
+    if (!ch->started) {
+        st->msg_item = -1;
+        rev_response(st, "response.created", NULL);
+        rev_response(st, "response.in_progress", NULL);
+        ch->started = 1;
+    }
+    if (n) {
+        if (st->msg_item < 0) {
+            st->msg_item = st->nitems++;
+            ds_sbuf_printf(&b, "\"output_index\": %d, \"item\": ", st->msg_item);
+            put_msg_item(&b, st->id, NULL, "in_progress");
+            rev(st, "response.output_item.added", b.p);
+            b.n = 0;
+            ds_sbuf_printf(&b, "\"item_id\": \"msg_%s\", \"output_index\": %d, \"content_index\": 0, \"part\": {\"type\": "
+                           "\"output_text\", \"text\": \"\", \"annotations\": [], \"logprobs\": []}", hex, st->msg_item);
+            rev(st, "response.content_part.added", b.p);
+            b.n = 0;
+        }
+        ds_sbuf_put(&st->msg_text, text, n);
+        ds_sbuf_printf(&b, "\"item_id\": \"msg_%s\", \"output_index\": %d, \"content_index\": 0, \"delta\": ", hex, st->msg_item);
+        char *t = ds_strndup(text, n);
+        ds_json_put_string(&b, t);
+        free(t);
+        ds_sbuf_puts(&b, ", \"logprobs\": []");
+        rev(st, "response.output_text.delta", b.p);
+        b.n = 0;
+    }
+    cJSON *calls = tool_calls ? cJSON_Parse(tool_calls) : NULL, *c;
+    cJSON_ArrayForEach(c, calls) {
+        const int k = cJSON_GetObjectItem(c, "index")->valueint;
+        const cJSON *fn = cJSON_GetObjectItem(c, "function"), *nm = cJSON_GetObjectItem(fn, "name");
+        const char *args = cJSON_GetObjectItem(fn, "arguments")->valuestring;
+        if (k >= DS_SERVE_MAX_CALLS) continue;
+        if (cJSON_IsString(nm) && k == st->ncalls) { /* a new call: its item */
+            rev_close_msg(st, "completed");
+            st->call_item[k] = st->nitems++;
+            st->call_name[k] = ds_strdup(nm->valuestring);
+            st->ncalls++;
+            ds_sbuf_printf(&b, "\"output_index\": %d, \"item\": ", st->call_item[k]);
+            put_fc_item(&b, st->id, k, nm->valuestring, "", "in_progress");
+            rev(st, "response.output_item.added", b.p);
+            b.n = 0;
+        }
+        if (k >= st->ncalls || !*args) continue;
+        ds_sbuf_puts(&st->call_args[k], args);
+        ds_sbuf_printf(&b, "\"item_id\": \"fc_%s%02x\", \"output_index\": %d, \"delta\": ", hex, k, st->call_item[k]);
+        ds_json_put_string(&b, args);
+        rev(st, "response.function_call_arguments.delta", b.p);
+        b.n = 0;
+    }
+    cJSON_Delete(calls);
+    if (finish) {
+        const int incomplete = strcmp(ch->r->finish, "stop") != 0;
+        const char *status = incomplete ? "incomplete" : "completed";
+        if (!st->ncalls && st->msg_item < 0) { /* no text at all: an empty message, as the whole response has */
+            st->msg_item = st->nitems++;
+            ds_sbuf_printf(&b, "\"output_index\": %d, \"item\": ", st->msg_item);
+            put_msg_item(&b, st->id, NULL, "in_progress");
+            rev(st, "response.output_item.added", b.p);
+            b.n = 0;
+        }
+        rev_close_msg(st, status);
+        for (int k = 0; k < st->ncalls; k++) {
+            const char *a = st->call_args[k].p ? st->call_args[k].p : "";
+            ds_sbuf_printf(&b, "\"item_id\": \"fc_%s%02x\", \"output_index\": %d, \"arguments\": ", hex, k, st->call_item[k]);
+            ds_json_put_string(&b, a);
+            rev(st, "response.function_call_arguments.done", b.p);
+            b.n = 0;
+            ds_sbuf_printf(&b, "\"output_index\": %d, \"item\": ", st->call_item[k]);
+            put_fc_item(&b, st->id, k, st->call_name[k], a, status);
+            rev(st, "response.output_item.done", b.p);
+            b.n = 0;
+        }
+        rev_response(st, incomplete ? "response.incomplete" : "response.completed", ch->r);
+    }
+    free(b.p);
+}
 
 static void chunk_begin(stream *st, ds_sbuf *b) {
     ds_sbuf_puts(b, "data: ");
@@ -919,6 +1138,10 @@ static void chunk_begin(stream *st, ds_sbuf *b) {
  * finish reason or NULL */
 static void chunk_delta(stream *st, int j, const char *text, size_t n, const char *tool_calls, int64_t ta, int64_t tb,
                         int with_prompt, const char *finish) {
+    if (st->g.responses) {
+        rev_delta(st, j, text, n, tool_calls, finish);
+        return;
+    }
     ds_sbuf *b = &st->pend;
     choice *ch = &st->ch[j];
     chunk_begin(st, b);
@@ -1104,7 +1327,10 @@ static void produce(stream *st) {
         if (j % st->g.n == 0) cached += r->cached;
     }
     if (st->finished || (nfin < st->g.nch && !failed)) return;
-    if (failed) {
+    if (failed && st->g.responses) {
+        rev(st, "error", "\"code\": \"server_error\", \"message\": \"the request was cancelled (server shutting down or an internal "
+                         "error)\", \"param\": null");
+    } else if (failed) {
         ds_sbuf_puts(&st->pend, "data: {\"error\": {\"message\": \"the request was cancelled (server shutting down or an "
                                 "internal error)\", \"type\": \"server_error\", \"param\": null, \"code\": null}}\n\n");
     } else if (st->g.include_usage) {
@@ -1113,7 +1339,7 @@ static void produce(stream *st) {
         put_usage(&st->pend, prompt_tokens(&st->g), ntok, cached);
         ds_sbuf_puts(&st->pend, "}\n\n");
     }
-    ds_sbuf_puts(&st->pend, "data: [DONE]\n\n");
+    if (!st->g.responses) ds_sbuf_puts(&st->pend, "data: [DONE]\n\n"); /* the Responses API's stream ends at its last event */
     st->finished = 1;
 }
 
@@ -1147,6 +1373,7 @@ static void greq_free(greq *g) {
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
     cJSON_Delete(g->tools);
     cJSON_Delete(g->schema);
+    cJSON_Delete(g->rreq);
     free(g->regex);
     free(g->stop_ids);
     free(g->tool_name), free(g->tool_prefix);
@@ -1159,6 +1386,8 @@ static void stream_free(void *cls) {
     st->S->inflight--;
     pthread_mutex_unlock(&st->S->mu);
     free(st->pend.p);
+    free(st->msg_text.p);
+    for (int k = 0; k < st->ncalls; k++) free(st->call_name[k]), free(st->call_args[k].p);
     greq_free(&st->g);
     free(st);
 }
@@ -1171,13 +1400,25 @@ static int client_gone(struct MHD_Connection *c) {
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char *body, size_t len, int chat) {
+/* kind: 0 completions, 1 chat completions, 2 the Responses API (read as the chat request it amounts to) */
+static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char *body, size_t len, int kind) {
     const ds_serve_cfg *cfg = S->cfg;
+    const int chat = kind > 0;
     greq g;
     memset(&g, 0, sizeof g);
     g.chat = chat;
     cJSON *j = ds_json_parse(body, len, "request body");
     if (!j) return send_error(S, c, 400, "invalid_request_error", NULL, NULL, "%s", ds_errmsg());
+    if (kind == 2) {
+        const char *param = NULL;
+        cJSON *cj = ds_responses_to_chat(j, g.err, sizeof g.err, &param);
+        if (!cj) {
+            cJSON_Delete(j);
+            return send_error(S, c, 400, "invalid_request_error", param, NULL, "%s", g.err);
+        }
+        g.responses = 1, g.rreq = j;
+        j = cj;
+    }
     int rc;
     if (!cJSON_IsObject(j)) rc = bad(&g, NULL, "the request body must be a JSON object, got %s", ds_json_type_name(j));
     else rc = parse_common(S, &g, j);
@@ -1198,6 +1439,11 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     /* echo with logprobs: the prompt tokens' log-probabilities too (as lm-evaluation-harness's
      * local-completions reads them: token_logprobs[ctxlen:-1]) */
     const int prompt_lp = !chat && g.echo && g.logprobs;
+    if (rc && g.responses && g.param) { /* the Responses API's names for the fields chat read */
+        static const char *const as[][2] = {{"messages", "input"}, {"max_tokens", "max_output_tokens"}, {"response_format", "text"}};
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(g.param, as[i][0])) g.param = as[i][1];
+    }
     if (rc) {
         enum MHD_Result ret = send_error(S, c, g.status, "invalid_request_error", g.param,
                                          strstr(g.err, "context is") ? "context_length_exceeded" : NULL, "%s", g.err);
@@ -1264,7 +1510,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     uint64_t idn = ++S->next_id;
     pthread_mutex_unlock(&S->mu);
     char id[48];
-    snprintf(id, sizeof id, "%s-%016llx", chat ? "chatcmpl" : "cmpl", (unsigned long long)(idn * 0x9E3779B97F4A7C15ULL));
+    snprintf(id, sizeof id, "%s%016llx", g.responses ? "resp_" : chat ? "chatcmpl-" : "cmpl-", (unsigned long long)(idn * 0x9E3779B97F4A7C15ULL));
     long created = (long)time(NULL);
     if (g.stream) {
         stream *st = ds_calloc(1, sizeof *st);
@@ -1334,6 +1580,11 @@ static enum MHD_Result tokenize_ep(server *S, struct MHD_Connection *c, const ch
         if (!rc) push_prompt(&g);
     }
     cJSON_Delete(j);
+    if (rc && g.responses && g.param) { /* the Responses API's names for the fields chat read */
+        static const char *const as[][2] = {{"messages", "input"}, {"max_tokens", "max_output_tokens"}, {"response_format", "text"}};
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(g.param, as[i][0])) g.param = as[i][1];
+    }
     if (rc) {
         enum MHD_Result ret = send_error(S, c, g.status, "invalid_request_error", g.param, NULL, "%s", g.err);
         greq_free(&g);
@@ -1514,14 +1765,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         if (!post) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes POST", url);
         return url[1] == 't' ? tokenize_ep(S, c, k->body ? k->body : "", k->n) : detokenize_ep(S, c, k->body ? k->body : "", k->n);
     }
-    int chat = !strcmp(url, "/v1/chat/completions");
-    if (chat || !strcmp(url, "/v1/completions")) {
+    const int kind = !strcmp(url, "/v1/chat/completions") ? 1 : !strcmp(url, "/v1/responses") ? 2 : !strcmp(url, "/v1/completions") ? 0 : -1;
+    if (kind >= 0) {
         if (!post) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes POST", url);
-        return generate(S, c, k->body ? k->body : "", k->n, chat);
+        return generate(S, c, k->body ? k->body : "", k->n, kind);
     }
     return send_error(S, c, 404, "invalid_request_error", NULL, "not_found",
-                      "no such endpoint: %s %s (known: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, "
-                      "POST /tokenize, POST /detokenize, GET /health, GET /metrics)", method, ds_quote(url));
+                      "no such endpoint: %s %s (known: POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, "
+                      "GET /v1/models, POST /tokenize, POST /detokenize, GET /health, GET /metrics)", method, ds_quote(url));
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
