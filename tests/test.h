@@ -77,6 +77,9 @@ void ds_test_skip(void);
 const char *ds_test_shared(const char *rel);
 /* Scratch directory for this test (created, unique per test run). */
 const char *ds_test_tmpdir(void);
+/* A 256-token byte-level tokenizer (GPT-2 pre-tokenization, no merges): it fits the v3 fixture model's
+ * vocabulary of 256.  Free with ds_tokenizer_free. */
+struct ds_tokenizer *ds_test_byte_tokenizer(void);
 /* Run a shell command; returns its exit status (or -1); captures up to cap-1
  * bytes of combined stdout+stderr into out when out != NULL. */
 int ds_test_sh(char *out, size_t cap, const char *fmt, ...);

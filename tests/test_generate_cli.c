@@ -81,10 +81,7 @@ TEST(generate_cli_text_mode) {
     int64_t n = 0;
     if (!ds_file_exists(V3 "/generate.safetensors") || greedy_ref(ref, &n)) SKIP("no v3 fixture");
     /* a 256-token byte-level tokenizer (no merges) fits the fixture's vocabulary of 256 */
-    const char *text = "abc";
-    size_t tl = 3;
-    ds_bpe_train_opts o = {.vocab_size = 256, .pretok = DS_PRETOK_GPT2, .split_lines = 0};
-    ds_tokenizer *t = ds_bpe_train_texts(&text, &tl, 1, &o);
+    ds_tokenizer *t = ds_test_byte_tokenizer();
     CHECK(t != NULL);
     if (!t) return;
     const char *dir = ds_test_tmpdir();

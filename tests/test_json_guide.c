@@ -237,10 +237,7 @@ TEST(json_guide_vocabulary) {
 TEST(json_guide_generate) {
     ds_model m;
     if (ds_model_load(&m, "tests/fixtures/model/v3")) SKIP("no v3 fixture: %s", ds_errmsg());
-    const char *text = "abc";
-    size_t tl = 3;
-    ds_bpe_train_opts o = {.vocab_size = 256, .pretok = DS_PRETOK_GPT2, .split_lines = 0};
-    ds_tokenizer *t = ds_bpe_train_texts(&text, &tl, 1, &o);
+    ds_tokenizer *t = ds_test_byte_tokenizer();
     CHECK(t != NULL);
     if (!t) return ds_model_free(&m);
     ds_json_guide *g = ds_json_guide_new(t, m.cfg.vocab_size);
@@ -417,10 +414,7 @@ TEST(json_guide_schema_random_documents) {
  * of the schema (checked by hand); a schema outside the subset, or no
  * tokenizer, fails with one line */
 TEST(json_guide_generate_cli) {
-    const char *text = "abc";
-    size_t tl = 3;
-    ds_bpe_train_opts o = {.vocab_size = 256, .pretok = DS_PRETOK_GPT2, .split_lines = 0};
-    ds_tokenizer *t = ds_bpe_train_texts(&text, &tl, 1, &o);
+    ds_tokenizer *t = ds_test_byte_tokenizer();
     char tok[600], sch[600], bad[600], out[8192];
     snprintf(tok, sizeof tok, "%s/bytes.json", ds_test_tmpdir());
     snprintf(sch, sizeof sch, "%s/schema.json", ds_test_tmpdir());

@@ -8,6 +8,7 @@
 #include "test.h"
 
 #include "base/base.h"
+#include "tokenizer/tokenizer.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -46,6 +47,13 @@ const char *ds_test_shared(const char *rel) {
 }
 
 const char *ds_test_tmpdir(void) { return g_tmpdir; }
+
+ds_tokenizer *ds_test_byte_tokenizer(void) {
+    const char *text = "abc";
+    size_t tl = 3;
+    ds_bpe_train_opts o = {.vocab_size = 256, .pretok = DS_PRETOK_GPT2, .split_lines = 0};
+    return ds_bpe_train_texts(&text, &tl, 1, &o);
+}
 
 void ds_test_write_word_salad(const char *path, uint64_t seed, int lines) {
     static const char *w[] = {"the", "king", "and", "queen", "of", "a", "land", "where", "rivers", "run",

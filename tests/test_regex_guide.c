@@ -355,10 +355,7 @@ TEST(regex_guide_vocabulary) {
  * may end after the letters; with --ignore-eos (no stop id) it goes on until nothing can follow, so it
  * takes " ok".  A regex refused, or two guides at once, is a usage error */
 TEST(regex_guide_generate_cli) {
-    const char *text = "abc";
-    size_t tl = 3;
-    ds_bpe_train_opts o = {.vocab_size = 256, .pretok = DS_PRETOK_GPT2, .split_lines = 0};
-    ds_tokenizer *t = ds_bpe_train_texts(&text, &tl, 1, &o);
+    ds_tokenizer *t = ds_test_byte_tokenizer();
     char tok[600], out[8192];
     snprintf(tok, sizeof tok, "%s/bytes_rx.json", ds_test_tmpdir());
     CHECK(t && ds_tokenizer_save(t, tok) == 0);

@@ -129,14 +129,21 @@ static void parse_open(ds_tool_format f, const char *all, const char *end, ds_to
     if (args) add_call(r, ds_strndup(name, (size_t)(nl - name)), ds_strndup(args, (size_t)(end - args)));
 }
 
-void ds_tool_parse(ds_tool_format f, const char *prefix, const char *text, size_t n, const char *forced_name,
-                   ds_tool_result *out) {
-    memset(out, 0, sizeof *out);
+/* prefix (NULL: none) then text[0, n), malloc'd and NUL-terminated */
+static char *joined(const char *prefix, const char *text, size_t n) {
     const size_t np = prefix ? strlen(prefix) : 0;
     char *all = ds_malloc(np + n + 1);
     if (np) memcpy(all, prefix, np);
     if (n) memcpy(all + np, text, n);
     all[np + n] = 0;
+    return all;
+}
+
+void ds_tool_parse(ds_tool_format f, const char *prefix, const char *text, size_t n, const char *forced_name,
+                   ds_tool_result *out) {
+    memset(out, 0, sizeof *out);
+    const size_t np = prefix ? strlen(prefix) : 0;
+    char *all = joined(prefix, text, n);
     const char *end = all + np + n, *m = marker(f) ? find(all, end, marker(f)) : NULL;
     if (m) {
         if (f == DS_TOOLS_DEEPSEEK_V3) parse_deepseek(m + strlen(marker(f)), end, out);
@@ -189,10 +196,7 @@ void ds_tool_parse_partial(ds_tool_format f, const char *prefix, const char *tex
     memset(out, 0, sizeof *out);
     *open = 0;
     const size_t np = prefix ? strlen(prefix) : 0;
-    char *all = ds_malloc(np + n + 1);
-    if (np) memcpy(all, prefix, np);
-    if (n) memcpy(all + np, text, n);
-    all[np + n] = 0;
+    char *all = joined(prefix, text, n);
     const char *end = all + np + n, *p = marker(f) ? find(all, end, marker(f)) : NULL;
     if (p && f == DS_TOOLS_DEEPSEEK_V3) {
         p += strlen(DS3_CALLS_BEGIN);
