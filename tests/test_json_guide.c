@@ -19,6 +19,7 @@
 #include "infer/infer.h"
 #include "io/json.h"
 #include "model/model.h"
+#include "guide_cut.h"
 #include "test.h"
 #include "tokenizer/json_guide.h"
 #include "tokenizer/tokenizer.h"
@@ -120,30 +121,6 @@ TEST(json_guide_refuses_what_is_no_prefix) {
 }
 
 static ds_json_schema *schema_of(const char *txt);
-
-/* the ids whose bytes, fed after pre from scratch, keep the text a prefix (*want of them) against
- * the mask on[] (1: allowed): the ids where they differ.  Added tokens: never (the guide has no bytes) */
-static int64_t from_scratch(const ds_json_guide *g, const ds_json_schema *sc, const char *pre, const char *on, int64_t V,
-                            int64_t *want) {
-    char buf[256];
-    int64_t differ = 0;
-    *want = 0;
-    for (int64_t i = 0; i < V; i++) {
-        size_t len = 0;
-        const char *b = ds_json_guide_token(g, (int32_t)i, &len);
-        int cont = 0;
-        if (b && strlen(pre) + len < sizeof buf) {
-            memcpy(buf, pre, strlen(pre));
-            memcpy(buf + strlen(pre), b, len);
-            ds_json_state f;
-            ds_json_state_init(&f, sc);
-            cont = !ds_json_state_feed(&f, buf, strlen(pre) + len);
-        }
-        *want += cont;
-        differ += cont != on[i];
-    }
-    return differ;
-}
 
 TEST(json_guide_vocabulary) {
     const char *path = ds_test_shared("data/deepseek_v3_tokenizer/tokenizer.json");
@@ -300,22 +277,7 @@ static void refused_at_compile(const char *const (*bad)[2], size_t n) {
 }
 
 /* text with a '|' where it stops being a prefix of an accepted document (none: the whole is one) */
-static void expect(const ds_json_schema *sc, const char *marked) {
-    char txt[512];
-    int at = -1, n = 0;
-    for (const char *p = marked; *p; p++) {
-        if (*p == '|') at = n;
-        else txt[n++] = *p;
-    }
-    txt[n] = 0;
-    ds_json_state s;
-    ds_json_state_init(&s, sc);
-    int got = -1;
-    for (int i = 0; i < n && got < 0; i++)
-        if (ds_json_state_feed(&s, txt + i, 1)) got = i;
-    CHECK_MSG(got == at && (at >= 0 || ds_json_state_done(&s)), "%s: refused at %d, want %d%s", marked, got, at,
-              at < 0 && !ds_json_state_done(&s) ? " (not complete)" : "");
-}
+static void expect(const ds_json_schema *sc, const char *marked) { guide_cut(sc, marked, 1); }
 
 TEST(json_guide_schema) {
     ds_json_schema *a = schema_of(SCHEMA_A), *b = schema_of(SCHEMA_B);

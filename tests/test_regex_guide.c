@@ -16,6 +16,7 @@
 
 #include "base/base.h"
 #include "io/json.h"
+#include "guide_cut.h"
 #include "test.h"
 #include "tokenizer/json_guide.h"
 #include "tokenizer/rx.h"
@@ -217,20 +218,7 @@ TEST(regex_guide_refuses) {
 }
 
 /* text fed byte by byte to a fresh state of sc: refused at the byte after '|' (none: all taken) */
-static void cut_at(const ds_json_schema *sc, const char *marked) {
-    char txt[128];
-    int at = -1, n = 0;
-    for (const char *p = marked; *p; p++) {
-        if (*p == '|') at = n;
-        else txt[n++] = *p;
-    }
-    ds_json_state s;
-    ds_json_state_init(&s, sc);
-    int got = -1;
-    for (int i = 0; i < n && got < 0; i++)
-        if (ds_json_state_feed(&s, txt + i, 1)) got = i;
-    CHECK_MSG(got == at, "%s: refused at byte %d, want %d", ds_quote(marked), got, at);
-}
+static void cut_at(const ds_json_schema *sc, const char *marked) { guide_cut(sc, marked, 0); }
 
 /* a character begun (UTF-8 lead bytes, a backslash, a \u escape's first digits) is taken only when
  * some character it can still become continues a match: a token that ends inside a character never
@@ -301,22 +289,7 @@ TEST(regex_guide_vocabulary) {
         const double dt = ds_now() - t0;
         memset(on, 0, (size_t)V);
         for (int64_t i = 0; i < n; i++) on[ok[i]] = 1;
-        int64_t want = 0, differ = 0;
-        char buf[512];
-        for (int64_t i = 0; i < V; i++) {
-            size_t len = 0;
-            const char *b = ds_json_guide_token(g, (int32_t)i, &len);
-            int cont = 0;
-            if (b && strlen(at[c].pre) + len < sizeof buf) {
-                memcpy(buf, at[c].pre, strlen(at[c].pre));
-                memcpy(buf + strlen(at[c].pre), b, len);
-                ds_json_state f;
-                ds_json_state_init(&f, at[c].sc);
-                cont = !ds_json_state_feed(&f, buf, strlen(at[c].pre) + len);
-            }
-            want += cont;
-            differ += cont != on[i];
-        }
+        int64_t want = 0, differ = from_scratch(g, at[c].sc, at[c].pre, on, V, &want);
         CHECK_MSG(differ == 0 && want == n && n >= at[c].lo && n <= at[c].hi, "%s: %lld allowed, %lld continue, %lld differ",
                   at[c].pre, (long long)n, (long long)want, (long long)differ);
         fprintf(stderr, "  after %s: %lld of %lld ids allowed, one mask %.1f ms\n", ds_quote(at[c].pre), (long long)n, (long long)V,
