@@ -12,6 +12,7 @@
  * refusing side checked only for prefixes shorter than max_len - slack), and
  * at the end the string must close (the text may stop) iff it matches.
  */
+#include <omp.h>
 #include <string.h>
 
 #include "base/base.h"
@@ -292,6 +293,14 @@ TEST(regex_guide_vocabulary) {
         int64_t want = 0, differ = from_scratch(g, at[c].sc, at[c].pre, on, V, &want);
         CHECK_MSG(differ == 0 && want == n && n >= at[c].lo && n <= at[c].hi, "%s: %lld allowed, %lld continue, %lld differ",
                   at[c].pre, (long long)n, (long long)want, (long long)differ);
+        /* the groups tried on one thread give the same list, in the same order */
+        const int th = omp_get_max_threads();
+        omp_set_num_threads(1);
+        int32_t *one = ds_malloc((size_t)V * sizeof(int32_t));
+        const int64_t n1 = ds_json_guide_allowed(g, &s, one);
+        omp_set_num_threads(th);
+        CHECK(n1 == n && !memcmp(one, ok, (size_t)n * sizeof(int32_t)));
+        free(one);
         fprintf(stderr, "  after %s: %lld of %lld ids allowed, one mask %.1f ms\n", ds_quote(at[c].pre), (long long)n, (long long)V,
                 dt * 1e3);
     }

@@ -4,6 +4,7 @@
 #include "tokenizer/json_guide.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1012,9 +1013,38 @@ int64_t ds_json_guide_vocab(const ds_json_guide *g, const float **pre, const flo
     return g->V;
 }
 
+/* the ids of first byte b allowed next from s (allowed = 1), or refused (0), into dst: their count.  A
+ * byte the state refuses refuses its group at once; inside a string's text (text), a token that is text
+ * itself (g->pure) and fits the room left (room, -1: no bound) is allowed without a trial */
+static int64_t scan_group(const ds_json_guide *g, const ds_json_state *s, int b, int allowed, int text, int64_t room,
+                          int32_t *dst) {
+    const int64_t a = g->start[b], e = g->start[b + 1];
+    if (a == e) return 0;
+    ds_json_state t;
+    const char c = (char)b;
+    copy_state(&t, s);
+    if (ds_json_state_feed(&t, &c, 1)) { /* the first byte already fails */
+        if (allowed) return 0;
+        memcpy(dst, g->by_first + a, (size_t)(e - a) * sizeof(int32_t));
+        return e - a;
+    }
+    int64_t m = 0;
+    for (int64_t k = a; k < e; k++) {
+        const int32_t id = g->by_first[k];
+        int ok = text && g->pure[id] && (room < 0 || (int64_t)g->len[id] <= room);
+        if (!ok) {
+            ds_json_state u;
+            copy_state(&u, &t);
+            ok = !ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1);
+        }
+        if (ok == allowed) dst[m++] = id;
+    }
+    return m;
+}
+
 /* the ids allowed next from s (allowed = 1), or refused (0, with the ids never allowed), into out; their
- * count.  By first byte: a byte the state refuses refuses its group at once; inside a string's text, a
- * token that is text itself (g->pure) is allowed without a trial */
+ * count, by first byte, then id.  With threads, the groups are tried in parallel, each into its own
+ * stretch of a scratch list (its ids' places in by_first), then joined in order: the same list. */
 static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed, int32_t *out) {
     int64_t n = 0;
     if (!allowed) {
@@ -1024,27 +1054,19 @@ static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed,
     const int text = s->mode == M_STRING && !s->key && s->sub == E_NONE && !s->utf8 && !(s->want && s->want->rx);
     /* characters a string may still take (-1: no bound); a plain-text token adds at most its length */
     const int64_t room = text && s->want && s->want->max_len >= 0 ? s->want->max_len - (int64_t)s->slen : -1;
-    for (int b = 0; b < 256; b++) {
-        const int64_t a = g->start[b], e = g->start[b + 1];
-        ds_json_state t;
-        const char c = (char)b;
-        if (a == e) continue;
-        copy_state(&t, s);
-        if (ds_json_state_feed(&t, &c, 1)) { /* the first byte already fails */
-            if (!allowed) memcpy(out + n, g->by_first + a, (size_t)(e - a) * sizeof(int32_t)), n += e - a;
-            continue;
-        }
-        for (int64_t k = a; k < e; k++) {
-            const int32_t id = g->by_first[k];
-            int ok = text && g->pure[id] && (room < 0 || (int64_t)g->len[id] <= room);
-            if (!ok) {
-                ds_json_state u;
-                copy_state(&u, &t);
-                ok = !ds_json_state_feed(&u, g->bytes[id] + 1, g->len[id] - 1);
-            }
-            if (ok == allowed) out[n++] = id;
-        }
+    if (omp_get_max_threads() < 2 || g->start[256] < 20000) {
+        for (int b = 0; b < 256; b++) n += scan_group(g, s, b, allowed, text, room, out + n);
+        return n;
     }
+    int32_t *tmp = ds_malloc((size_t)g->start[256] * sizeof(int32_t));
+    int64_t cnt[256];
+#pragma omp parallel for schedule(dynamic, 8)
+    for (int b = 0; b < 256; b++) cnt[b] = scan_group(g, s, b, allowed, text, room, tmp + g->start[b]);
+    for (int b = 0; b < 256; b++) {
+        memcpy(out + n, tmp + g->start[b], (size_t)cnt[b] * sizeof(int32_t));
+        n += cnt[b];
+    }
+    free(tmp);
     return n;
 }
 
