@@ -145,6 +145,19 @@ r = c.responses.create(model="m", input=[{"role": "user", "content": "Weather in
                                          {"type": "function_call_output", "call_id": fc.call_id, "output": "-3C"}],
                        tools=rt, max_output_tokens=3, temperature=0)
 assert r.output[0].type == "message" and r.usage.input_tokens > 0, r
+# kept responses: chained by previous_response_id as the whole conversation sent again; retrieve, delete
+first = c.responses.create(model="m", input="Hi", max_output_tokens=4, temperature=0)
+nxt = c.responses.create(model="m", previous_response_id=first.id, input="More?", max_output_tokens=4, temperature=0)
+again = c.responses.create(model="m", input=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": first.output_text},
+                                             {"role": "user", "content": "More?"}], max_output_tokens=4, temperature=0)
+assert nxt.output_text == again.output_text and nxt.usage.input_tokens == again.usage.input_tokens, (nxt, again)
+assert c.responses.retrieve(first.id).output_text == first.output_text
+c.responses.delete(first.id)
+try:
+    c.responses.retrieve(first.id)
+    raise SystemExit("a deleted response retrieved")
+except openai.NotFoundError:
+    pass
 
 
 class City(BaseModel):

@@ -2200,8 +2200,8 @@ TEST(serve_responses_api) {
                   r.input_tokens == cp && r.output_tokens == cc && r.nitems == 1,
               "text: %s (%s, %d + %d tokens), chat %s (%s, %d + %d)", r.text, r.status, r.input_tokens, r.output_tokens, c.content,
               c.finish, cp, cc);
-    CHECK_MSG(!strcmp(s.text, r.text) && !strcmp(s.status, r.status) && s.seq_ok && s.deltas > 1 && s.input_tokens == cp,
-              "streamed: %s (%s), %d events, order %d", s.text, s.status, s.events, s.seq_ok);
+    CHECK_MSG(!strcmp(s.text, r.text) && !strcmp(s.status, r.status) && s.seq_ok && s.deltas >= 1 && s.input_tokens == cp,
+              "streamed: %s (%s), %d events, order %d, %d deltas, %d tokens; want %s, %d tokens", s.text, s.status, s.events, s.seq_ok, s.deltas, s.input_tokens, r.text, cp);
     /* a conversation of items: parts, a call and its output */
     const char *chat_conv =
         "\"messages\": [{\"role\": \"user\", \"content\": \"Weather in Paris?\"}, {\"role\": \"assistant\", \"content\": null, "
@@ -2244,8 +2244,79 @@ TEST(serve_responses_api) {
     cJSON *o = cJSON_Parse(r.text);
     CHECK_MSG(cJSON_IsString(cJSON_GetObjectItem(o, "city")) && !strcmp(r.text, c.content), "json_schema: %s / %s", r.text, c.content);
     cJSON_Delete(o);
+    /* kept responses: previous_response_id puts the kept conversation first, as sending it whole does; GET and DELETE */
+    char id1[64], body[4096], *o1 = NULL;
+    int st1 = http(S.port, "POST", "/v1/responses", NULL, "{\"instructions\": \"Be brief.\", \"input\": \"Hi\", \"max_output_tokens\": 6, "
+                   "\"temperature\": 0}", &o1);
+    cJSON *j1 = st1 == 200 ? cJSON_Parse(o1) : NULL;
+    snprintf(id1, sizeof id1, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(j1, "id")) ? cJSON_GetStringValue(cJSON_GetObjectItem(j1, "id")) : "");
+    const char *t1 = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j1, "output"), 0), "content"), 0), "text"));
+    CHECK(st1 == 200 && !strncmp(id1, "resp_", 5) && t1);
+    cJSON *t1j = cJSON_CreateString(t1 ? t1 : "");
+    char *t1q = cJSON_PrintUnformatted(t1j);
+    snprintf(body, sizeof body, "\"instructions\": \"Be brief.\", \"previous_response_id\": \"%s\", \"input\": \"More?\", "
+             "\"max_output_tokens\": 6, \"temperature\": 0", id1);
+    resp_answer chained, whole;
+    CHECK(responses_of(S.port, body, 0, &chained) == 200);
+    snprintf(body, sizeof body, "\"instructions\": \"Be brief.\", \"input\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": "
+             "\"assistant\", \"content\": [{\"type\": \"output_text\", \"text\": %s}]}, {\"role\": \"user\", \"content\": \"More?\"}], "
+             "\"max_output_tokens\": 6, \"temperature\": 0", t1q);
+    CHECK(responses_of(S.port, body, 0, &whole) == 200);
+    CHECK_MSG(chained.input_tokens == whole.input_tokens && chained.input_tokens > 60 && !strcmp(chained.text, whole.text),
+              "chained: %d tokens, %s; whole: %d, %s", chained.input_tokens, chained.text, whole.input_tokens, whole.text);
+    free(t1q), cJSON_Delete(t1j);
+    char path[128], *got = NULL;
+    snprintf(path, sizeof path, "/v1/responses/%s", id1);
+    CHECK(http(S.port, "GET", path, NULL, NULL, &got) == 200 && got && !strncmp(got, o1, strlen(o1) - 1));
+    free(got), got = NULL;
+    CHECK(http(S.port, "DELETE", path, NULL, NULL, &got) == 200 && got && strstr(got, "\"deleted\": true"));
+    free(got), got = NULL;
+    CHECK(http(S.port, "GET", path, NULL, NULL, &got) == 404);
+    free(got), got = NULL;
+    snprintf(body, sizeof body, "{\"previous_response_id\": \"%s\", \"input\": \"x\"}", id1);
+    CHECK(http(S.port, "POST", "/v1/responses", NULL, body, &got) == 404 && got && strstr(got, "\"param\": \"previous_response_id\""));
+    free(got), got = NULL;
+    cJSON_Delete(j1), free(o1), o1 = NULL;
+    /* a call kept, then its output sent back on it: as the whole conversation with the call */
+    CHECK(http(S.port, "POST", "/v1/responses", NULL, "{\"input\": \"Hi\", \"max_output_tokens\": 2, \"store\": false}", &o1) == 200);
+    j1 = cJSON_Parse(o1);
+    snprintf(path, sizeof path, "/v1/responses/%s", cJSON_GetStringValue(cJSON_GetObjectItem(j1, "id")));
+    CHECK(http(S.port, "GET", path, NULL, NULL, &got) == 404); /* store: false */
+    free(got), got = NULL;
+    cJSON_Delete(j1), free(o1), o1 = NULL;
+    snprintf(body, sizeof body, "{%s, \"stream\": true}", f3);
+    CHECK(http(S.port, "POST", "/v1/responses", NULL, body, &o1) == 200 && o1);
+    const char *idp = o1 ? strstr(o1, "\"id\": \"resp_") : NULL;
+    char id3[64] = "";
+    if (idp) snprintf(id3, sizeof id3, "%.*s", 21, idp + 7); /* resp_ and 16 hex digits */
+    free(o1), o1 = NULL;
+    snprintf(path, sizeof path, "/v1/responses/%s", id3);
+    CHECK(http(S.port, "GET", path, NULL, NULL, &got) == 200); /* a streamed answer is kept too */
+    cJSON *j3 = got ? cJSON_Parse(got) : NULL;
+    const cJSON *fc = cJSON_GetArrayItem(cJSON_GetObjectItem(j3, "output"), 0);
+    const char *cid = cJSON_GetStringValue(cJSON_GetObjectItem(fc, "call_id")), *fargs = cJSON_GetStringValue(cJSON_GetObjectItem(fc, "arguments"));
+    CHECK(cid && fargs && !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(fc, "type")), "function_call"));
+    free(got), got = NULL;
+    if (cid && fargs) {
+        cJSON *aj = cJSON_CreateString(fargs);
+        char *aq = cJSON_PrintUnformatted(aj);
+        snprintf(body, sizeof body, "\"previous_response_id\": \"%s\", \"input\": [{\"type\": \"function_call_output\", \"call_id\": \"%s\", "
+                 "\"output\": \"12C\"}], \"tools\": " "[{\"type\": \"function\", \"name\": \"get_weather\"}], \"max_output_tokens\": 4, \"temperature\": 0",
+                 id3, cid);
+        CHECK(responses_of(S.port, body, 0, &chained) == 200);
+        snprintf(body, sizeof body, "\"input\": [{\"role\": \"user\", \"content\": \"What's the weather in Paris?\"}, {\"type\": \"function_call\", "
+                 "\"call_id\": \"%s\", \"name\": \"%s\", \"arguments\": %s}, {\"type\": \"function_call_output\", \"call_id\": \"%s\", "
+                 "\"output\": \"12C\"}], \"tools\": [{\"type\": \"function\", \"name\": \"get_weather\"}], \"max_output_tokens\": 4, "
+                 "\"temperature\": 0", cid, cJSON_GetStringValue(cJSON_GetObjectItem(fc, "name")), aq, cid);
+        CHECK(responses_of(S.port, body, 0, &whole) == 200);
+        CHECK_MSG(chained.input_tokens == whole.input_tokens && !strcmp(chained.text, whole.text), "call chained: %d %s; whole: %d %s",
+                  chained.input_tokens, chained.text, whole.input_tokens, whole.text);
+        free(aq), cJSON_Delete(aj);
+    }
+    cJSON_Delete(j3);
     static const struct { const char *body, *want; } bad[] = {
-        {"{\"input\": \"x\", \"previous_response_id\": \"resp_1\"}", "\"param\": \"previous_response_id\""},
+        {"{\"input\": \"x\", \"previous_response_id\": 7}", "\"param\": \"previous_response_id\""},
+        {"{\"input\": \"x\", \"conversation\": \"c1\"}", "\"param\": \"conversation\""},
         {"{\"instructions\": \"x\"}", "'input' is required"},
         {"{\"input\": 3}", "'input' must be a string or a list of items"},
         {"{\"input\": [{\"type\": \"image\"}]}", "input[0].type: 'image' is not supported"},

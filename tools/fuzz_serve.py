@@ -71,7 +71,7 @@ def client(url, n, seed, out):
         "name": fn()}}, {"function": {}}])
     call = lambda: rnd.choice([{"id": "c1", "type": "function", "function": {"name": fn(), "arguments": rnd.choice(  # noqa: E731
         ['{"a": 1}', "not json", "", {"a": [1, {"b": None}]}, 3])}}, {"function": None}, "x"])
-    codes = {}
+    codes, kept = {}, []
     for _ in range(n):
         body = {"prompt": rnd.choice([[1, 2, 3], "ab", [[1, 2], [3, 4, 5]], ["a", "b"], [[5]]]),
                 "max_tokens": rnd.randint(0, 4)}
@@ -106,15 +106,21 @@ def client(url, n, seed, out):
                          ("tools", rnd.choice([[{"type": "function", "name": fn(), "parameters": {"type": "object"}}],
                                                [{"type": "web_search"}], [{"type": "function"}], {}])),
                          ("tool_choice", rnd.choice(["auto", "required", {"type": "function", "name": "f"}, {"x": 1}, 7])),
-                         ("previous_response_id", rnd.choice([None, "resp_1"])), ("truncation", rnd.choice(["auto", "disabled"]))]:
+                         ("previous_response_id", rnd.choice([None, "resp_1", 5] + kept[-3:])),
+                         ("store", rnd.choice([True, False, "x"])), ("truncation", rnd.choice(["auto", "disabled"]))]:
                 if rnd.random() < 0.35:
                     body[k] = v
         data = json.dumps(body).encode()
-        req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+        method = "POST"
+        if path == "/v1/responses" and kept and rnd.random() < 0.2:  # a kept response: get it or drop it
+            path, method, data = "/v1/responses/" + rnd.choice(kept + ["resp_x", "%2e%2e"]), rnd.choice(["GET", "DELETE", "PUT"]), None
+        req = urllib.request.Request(url + path, data=data, method=method, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
-                r.read()
+                got = r.read()
                 code = r.status
+                if path == "/v1/responses" and got.startswith(b"{"):
+                    kept.append(json.loads(got)["id"])
         except urllib.error.HTTPError as e:
             e.read()
             code = e.code

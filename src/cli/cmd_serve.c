@@ -23,7 +23,7 @@ static int run(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *tokp = NULL, *tmplf = NULL, *spec = NULL;
     const char *device = "cpu", *name = NULL, *tparser = "auto";
     long long port = 8080, max_batch = 8, ctx = 0, max_queue = 64, max_body = 1 << 20, timeout = 30, chunk = 256;
-    long long max_conn = 256, pbatch = 0, cache_rows = 0;
+    long long max_conn = 256, pbatch = 0, cache_rows = 0, rstore = 256;
     double grace = 10;
     int dequant = 0, no_prefix = 0;
     const ds_opt opts[] = {
@@ -39,6 +39,7 @@ static int run(int argc, char **argv) {
         {"--max-connections", DS_OPT_INT, &max_conn, "N  open connections at most (default 256)", DS_RANGE(1, 65536)},
         {"--prefill-chunk", DS_OPT_INT, &chunk, "N  prompt tokens per scheduler step (default 256)", DS_RANGE(2, 1 << 20)},
         {"--prefill-batch", DS_OPT_INT, &pbatch, "N  prompts prefilled in one forward at most (default: --max-batch; 1: one at a time)", DS_RANGE(1, 1024)},
+        {"--responses-store", DS_OPT_INT, &rstore, "N  Responses API answers kept in memory for previous_response_id and GET /v1/responses/ID, the oldest dropped first (default 256; 0: none)", DS_RANGE(0, 1 << 20)},
         {"--cache-rows", DS_OPT_INT, &cache_rows, "N  KV cache rows (default --max-batch): rows beyond --max-batch keep more prompts' prefixes for reuse (each row: --ctx positions of the latent cache)", DS_RANGE(1, 65536)},
         {"--no-prefix-cache", DS_OPT_FLAG, &no_prefix, "prefill every prompt whole (default: start from the longest prefix a cache row holds)"},
         {"--shutdown-grace", DS_OPT_FLOAT, &grace, "S  on SIGINT/SIGTERM, seconds for running requests to finish (default 10)", DS_RANGE(0, 3600)},
@@ -124,7 +125,7 @@ static int run(int argc, char **argv) {
             .max_conn = (int)max_conn, .shutdown_grace_s = grace, .model_name = name ? name : mname, .sched = sc,
             .tok = tok, .tmpl = cc.tmpl, .bos = cc.bos, .eos = cc.eos, .add_bos = ds_tokenizer_add_bos(tok),
             .tool_format = tool_format,
-            .ctx = ctx, .vocab = c->vocab_size, .max_batch = (int)max_batch,
+            .ctx = ctx, .vocab = c->vocab_size, .max_batch = (int)max_batch, .responses_store = (int)rstore,
         };
         rc = ds_serve_http(&cfg);
         if (spec) {

@@ -118,17 +118,15 @@ static int items(rctx *x, const cJSON *in, cJSON *ms) {
     return 0;
 }
 
-cJSON *ds_responses_to_chat(const cJSON *req, char *err, size_t cap, const char **param) {
+cJSON *ds_responses_to_chat(const cJSON *req, const cJSON *prev, char *err, size_t cap, const char **param, cJSON **conv) {
     rctx x = {err, cap, param};
     *param = NULL;
+    *conv = NULL;
     if (!cJSON_IsObject(req)) return fail(&x, NULL, NULL, NULL, "the request body must be a JSON object");
-    static const char *const refused[] = {"previous_response_id", "conversation"};
-    for (int i = 0; i < 2; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, refused[i]);
-        if (v && !cJSON_IsNull(v))
-            return fail(&x, NULL, NULL, refused[i], "'%s' is not supported: dsv3 stores no responses; send the whole conversation in "
-                                                   "'input'", refused[i]);
-    }
+    const cJSON *cv = cJSON_GetObjectItemCaseSensitive(req, "conversation");
+    if (cv && !cJSON_IsNull(cv))
+        return fail(&x, NULL, NULL, "conversation", "'conversation' is not supported: chain responses with 'previous_response_id', or "
+                                                   "send the whole conversation in 'input'");
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "background")))
         return fail(&x, NULL, NULL, "background", "'background' is not supported");
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(req, "truncation");
@@ -150,6 +148,9 @@ cJSON *ds_responses_to_chat(const cJSON *req, char *err, size_t cap, const char 
         cJSON_AddStringToObject(m, "content", ins->valuestring);
         cJSON_AddItemToArray(ms, m);
     }
+    const int nins = cJSON_GetArraySize(ms); /* the instructions' turn: not part of the conversation kept */
+    const cJSON *pm;
+    cJSON_ArrayForEach(pm, prev) cJSON_AddItemToArray(ms, cJSON_Duplicate(pm, 1));
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(req, "input");
     if (!in) return fail(&x, chat, ms, "input", "'input' is required");
     if (cJSON_IsString(in)) {
@@ -217,5 +218,7 @@ cJSON *ds_responses_to_chat(const cJSON *req, char *err, size_t cap, const char 
         }
         cJSON_AddItemToObject(chat, "response_format", rf);
     }
+    *conv = cJSON_CreateArray();
+    for (int i = nins; i < cJSON_GetArraySize(ms); i++) cJSON_AddItemToArray(*conv, cJSON_Duplicate(cJSON_GetArrayItem(ms, i), 1));
     return chat;
 }

@@ -12,11 +12,11 @@
  * required, {type: function, name}), `parallel_tool_calls`,
  * `text.format` (text, json_object, json_schema: as response_format),
  * `stream`, and dsv3's sampling extensions as chat takes them (seed, top_k,
- * min_p, penalties, logit_bias, stop, ignore_eos, guided_*).  `store`,
- * `metadata`, `user`, `include`, `reasoning`, `truncation` ("disabled"),
- * `service_tier` are taken and change nothing; `previous_response_id`,
- * `conversation` and `background` get 400 (nothing is stored: send the
- * conversation in `input`).
+ * min_p, penalties, logit_bias, stop, ignore_eos, guided_*).  `metadata`,
+ * `user`, `include`, `reasoning`, `truncation` ("disabled"), `service_tier`
+ * are taken and change nothing; `conversation` and `background` get 400;
+ * `previous_response_id` names a kept response whose conversation comes
+ * first, and `store: false` keeps none (server.c keeps them).
  */
 #ifndef DS_SERVE_RESPONSES_H
 #define DS_SERVE_RESPONSES_H
@@ -26,7 +26,10 @@
 #include <cJSON.h>
 
 /* The chat completions request a Responses request amounts to, or NULL with
- * a one-line message in err and the field it is about in *param. */
-cJSON *ds_responses_to_chat(const cJSON *req, char *err, size_t cap, const char **param);
+ * a one-line message in err and the field it is about in *param.  prev: the
+ * conversation of the previous response (chat messages: its input and its
+ * answer), or NULL; *conv: the conversation of this one without the
+ * instructions (prev's, then input's messages; malloc'd). */
+cJSON *ds_responses_to_chat(const cJSON *req, const cJSON *prev, char *err, size_t cap, const char **param, cJSON **conv);
 
 #endif

@@ -45,6 +45,7 @@ typedef struct {
     int tool_format;         /* ds_tool_format of tool calls in chat answers (DS_TOOLS_NONE: requests with tools get 400) */
     int64_t ctx, vocab;
     int max_batch;
+    int responses_store;     /* POST /v1/responses: the responses kept for previous_response_id and GET (0: none) */
 } ds_serve_cfg;
 
 /* 1 when this build has the server. */

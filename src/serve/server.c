@@ -50,11 +50,21 @@ int ds_serve_http(const ds_serve_cfg *cfg) {
 
 int ds_serve_available(void) { return 1; }
 
+/* a stored Responses API answer: its object, and its conversation (chat messages, the answer last) */
+typedef struct {
+    char id[48];
+    char *json;
+    cJSON *conv;
+} rstored;
+
 typedef struct {
     const ds_serve_cfg *cfg;
     ds_json_guide *guide; /* response_format json_object, forced tool calls' arguments */
+    pthread_mutex_t rmu;  /* the responses kept (cfg->responses_store at most; the oldest first out) */
+    rstored *rst;
+    int nrst;
     pthread_mutex_t mu;
-    uint64_t next_id;
+    uint64_t next_id, id_salt; /* ids: the count mixed with a salt drawn at start (kept responses' ids are not guessable) */
     uint64_t http[8]; /* responses by status class below */
     int inflight;
     volatile sig_atomic_t stopping;
@@ -117,6 +127,8 @@ typedef struct {
     cJSON *schema;        /* ... held to this schema (response_format json_schema; a forced call's parameters) */
     char *regex;          /* the answer held to a regex as a whole (guided_regex, guided_choice: vLLM's) */
     cJSON *rreq;          /* POST /v1/responses: the request as sent (its fields echo in the response); NULL else */
+    cJSON *conv;          /* ... the conversation without the instructions (chat messages), kept with the answer */
+    int store;            /* ... the answer is kept (store not false, --responses-store > 0) */
     int32_t *stop_ids;    /* stop_token_ids: extension, as vLLM's */
     int nstop_ids;
     int n;              /* choices: each its own sequence in the batch */
@@ -917,11 +929,88 @@ static void put_response(server *S, ds_sbuf *b, const greq *g, const ds_sreq *r,
     ds_sbuf_puts(b, "}");
 }
 
+/* ---- the responses kept ------------------------------------------------------------------- */
+/* text as the response shows it (invalid UTF-8 as U+FFFD): a string item */
+static cJSON *shown(const char *text) {
+    ds_sbuf b = {0};
+    ds_json_put_string(&b, text);
+    cJSON *v = cJSON_Parse(b.p);
+    free(b.p);
+    return v;
+}
+
+/* the answer of r as a chat message, as the response shows it: its text, and its calls named as it names them */
+static cJSON *answer_message(server *S, const greq *g, const ds_sreq *r, const char *id) {
+    ds_tool_result tr;
+    memset(&tr, 0, sizeof tr);
+    if (g->tool_choice) answer_calls(S, g, r, &tr);
+    const char *text = g->tool_choice ? tr.content : r->text ? r->text : "";
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", "assistant");
+    if (text && *text) cJSON_AddItemToObject(m, "content", shown(text));
+    else if (tr.ncalls) cJSON_AddNullToObject(m, "content");
+    else cJSON_AddStringToObject(m, "content", "");
+    if (tr.ncalls) {
+        cJSON *calls = cJSON_AddArrayToObject(m, "tool_calls");
+        for (int k = 0; k < tr.ncalls; k++) {
+            char cid[64];
+            snprintf(cid, sizeof cid, "call_%s00%02x", strchr(id, '_') + 1, k);
+            cJSON *c = cJSON_CreateObject(), *fn = cJSON_CreateObject();
+            cJSON_AddStringToObject(c, "id", cid);
+            cJSON_AddStringToObject(c, "type", "function");
+            cJSON_AddItemToObject(fn, "name", shown(tr.calls[k].name));
+            cJSON_AddItemToObject(fn, "arguments", shown(tr.calls[k].arguments));
+            cJSON_AddItemToObject(c, "function", fn);
+            cJSON_AddItemToArray(calls, c);
+        }
+    }
+    ds_tool_result_free(&tr);
+    return m;
+}
+
+/* keep a finished response (its object json) and its conversation; the oldest goes when full */
+static void store_put(server *S, const greq *g, const ds_sreq *r, const char *id, const char *json) {
+    const int cap = S->cfg->responses_store;
+    if (!g->store || cap <= 0 || !g->conv) return;
+    cJSON *conv = cJSON_Duplicate(g->conv, 1);
+    cJSON_AddItemToArray(conv, answer_message(S, g, r, id));
+    pthread_mutex_lock(&S->rmu);
+    if (S->nrst == cap) {
+        free(S->rst[0].json), cJSON_Delete(S->rst[0].conv);
+        memmove(S->rst, S->rst + 1, (size_t)(cap - 1) * sizeof *S->rst);
+        S->nrst--;
+    }
+    if (!S->rst) S->rst = ds_calloc((size_t)cap, sizeof *S->rst);
+    rstored *e = &S->rst[S->nrst++];
+    snprintf(e->id, sizeof e->id, "%s", id);
+    e->json = ds_strdup(json), e->conv = conv;
+    pthread_mutex_unlock(&S->rmu);
+}
+
+/* the kept response id: a copy of its object (json) or of its conversation (conv), or NULL; del: drop it */
+static void *store_get(server *S, const char *id, int conv, int del) {
+    void *out = NULL;
+    pthread_mutex_lock(&S->rmu);
+    for (int i = 0; i < S->nrst; i++) {
+        if (strcmp(S->rst[i].id, id)) continue;
+        out = conv ? (void *)cJSON_Duplicate(S->rst[i].conv, 1) : (void *)ds_strdup(S->rst[i].json);
+        if (del) {
+            free(S->rst[i].json), cJSON_Delete(S->rst[i].conv);
+            memmove(S->rst + i, S->rst + i + 1, (size_t)(S->nrst - i - 1) * sizeof *S->rst);
+            S->nrst--;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&S->rmu);
+    return out;
+}
+
 /* the whole response of finished requests, one choice each (scheduler mutex held) */
 static char *full_response(server *S, ds_sreq *const *rs, const greq *g, const char *id, long created) {
     ds_sbuf b = {0};
     if (g->responses) {
         put_response(S, &b, g, rs[0], id, created);
+        store_put(S, g, rs[0], id, b.p);
         ds_sbuf_puts(&b, "\n");
         return ds_sbuf_take(&b);
     }
@@ -1124,6 +1213,12 @@ static void rev_delta(stream *st, int j, const char *text, size_t n, const char 
             b.n = 0;
         }
         rev_response(st, incomplete ? "response.incomplete" : "response.completed", ch->r);
+        if (st->g.store) {
+            ds_sbuf o = {0};
+            put_response(st->S, &o, &st->g, ch->r, st->id, st->created);
+            store_put(st->S, &st->g, ch->r, st->id, o.p);
+            free(o.p);
+        }
     }
     free(b.p);
 }
@@ -1373,7 +1468,7 @@ static void greq_free(greq *g) {
     for (int i = 0; i < g->nstop; i++) free(g->stop[i]);
     cJSON_Delete(g->tools);
     cJSON_Delete(g->schema);
-    cJSON_Delete(g->rreq);
+    cJSON_Delete(g->rreq), cJSON_Delete(g->conv);
     free(g->regex);
     free(g->stop_ids);
     free(g->tool_name), free(g->tool_prefix);
@@ -1411,12 +1506,26 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     if (!j) return send_error(S, c, 400, "invalid_request_error", NULL, NULL, "%s", ds_errmsg());
     if (kind == 2) {
         const char *param = NULL;
-        cJSON *cj = ds_responses_to_chat(j, g.err, sizeof g.err, &param);
+        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "previous_response_id");
+        cJSON *prev = NULL;
+        if (pid && !cJSON_IsNull(pid)) { /* a kept response: its conversation comes first */
+            if (!cJSON_IsString(pid) || !(prev = store_get(S, pid->valuestring, 1, 0))) {
+                enum MHD_Result ret = send_error(S, c, cJSON_IsString(pid) ? 404 : 400, "invalid_request_error", "previous_response_id",
+                                                 NULL, "previous response %s not found (this server keeps the last %d; "
+                                                 "--responses-store)", cJSON_IsString(pid) ? ds_quote(pid->valuestring) : "id",
+                                                 cfg->responses_store);
+                cJSON_Delete(j);
+                return ret;
+            }
+        }
+        cJSON *cj = ds_responses_to_chat(j, prev, g.err, sizeof g.err, &param, &g.conv);
+        cJSON_Delete(prev);
         if (!cj) {
             cJSON_Delete(j);
             return send_error(S, c, 400, "invalid_request_error", param, NULL, "%s", g.err);
         }
         g.responses = 1, g.rreq = j;
+        g.store = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "store")) && cfg->responses_store > 0;
         j = cj;
     }
     int rc;
@@ -1510,7 +1619,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
     uint64_t idn = ++S->next_id;
     pthread_mutex_unlock(&S->mu);
     char id[48];
-    snprintf(id, sizeof id, "%s%016llx", g.responses ? "resp_" : chat ? "chatcmpl-" : "cmpl-", (unsigned long long)(idn * 0x9E3779B97F4A7C15ULL));
+    snprintf(id, sizeof id, "%s%016llx", g.responses ? "resp_" : chat ? "chatcmpl-" : "cmpl-", (unsigned long long)((idn ^ S->id_salt) * 0x9E3779B97F4A7C15ULL));
     long created = (long)time(NULL);
     if (g.stream) {
         stream *st = ds_calloc(1, sizeof *st);
@@ -1765,6 +1874,23 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         if (!post) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes POST", url);
         return url[1] == 't' ? tokenize_ep(S, c, k->body ? k->body : "", k->n) : detokenize_ep(S, c, k->body ? k->body : "", k->n);
     }
+    if (!strncmp(url, "/v1/responses/", 14) && url[14]) { /* a kept response: GET it, DELETE it */
+        const int del = !strcmp(method, "DELETE");
+        if (!get && !del) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes GET or DELETE", url);
+        char *o = store_get(S, url + 14, 0, del);
+        if (!o)
+            return send_error(S, c, 404, "invalid_request_error", NULL, "not_found", "response %s not found (this server keeps the "
+                              "last %d; --responses-store)", ds_quote(url + 14), cfg->responses_store);
+        if (del) {
+            free(o);
+            ds_sbuf b = {0};
+            ds_sbuf_puts(&b, "{\"id\": ");
+            ds_json_put_string(&b, url + 14);
+            ds_sbuf_puts(&b, ", \"object\": \"response\", \"deleted\": true}\n");
+            o = ds_sbuf_take(&b);
+        }
+        return send_body(S, c, 200, "application/json", o, NULL, NULL);
+    }
     const int kind = !strcmp(url, "/v1/chat/completions") ? 1 : !strcmp(url, "/v1/responses") ? 2 : !strcmp(url, "/v1/completions") ? 0 : -1;
     if (kind >= 0) {
         if (!post) return send_error(S, c, 405, "invalid_request_error", NULL, NULL, "%s takes POST", url);
@@ -1792,6 +1918,10 @@ int ds_serve_http(const ds_serve_cfg *cfg) {
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
     pthread_mutex_init(&S.mu, NULL);
+    pthread_mutex_init(&S.rmu, NULL);
+    FILE *ur = fopen("/dev/urandom", "rb");
+    if (!ur || fread(&S.id_salt, sizeof S.id_salt, 1, ur) != 1) S.id_salt = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
+    if (ur) fclose(ur);
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     struct sockaddr *sa;
@@ -1849,6 +1979,9 @@ int ds_serve_http(const ds_serve_cfg *cfg) {
     MHD_stop_daemon(d);
     ds_json_guide_free(S.guide);
     pthread_mutex_destroy(&S.mu);
+    pthread_mutex_destroy(&S.rmu);
+    for (int i = 0; i < S.nrst; i++) free(S.rst[i].json), cJSON_Delete(S.rst[i].conv);
+    free(S.rst);
     fprintf(stderr, "dsv3 serve: stopped\n");
     return 0;
 }
