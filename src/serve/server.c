@@ -1078,6 +1078,7 @@ typedef struct {
     int call_open;      /* a named call: its name is sent, its arguments stream */
     int calls_sent;     /* tools auto / required: the calls begun in the stream (their names sent) */
     size_t args_sent;   /* ... and the bytes of the last one's arguments sent */
+    size_t calls_read;  /* ... the text they were read from so far */
 } choice;
 typedef struct {
     server *S;
@@ -1212,13 +1213,14 @@ static void rev_delta(stream *st, int j, const char *text, size_t n, const char 
             rev(st, "response.output_item.done", b.p);
             b.n = 0;
         }
-        rev_response(st, incomplete ? "response.incomplete" : "response.completed", ch->r);
-        if (st->g.store) {
-            ds_sbuf o = {0};
-            put_response(st->S, &o, &st->g, ch->r, st->id, st->created);
-            store_put(st->S, &st->g, ch->r, st->id, o.p);
-            free(o.p);
-        }
+        ds_sbuf o = {0}; /* the response: the last event's, and the one kept */
+        put_response(st->S, &o, &st->g, ch->r, st->id, st->created);
+        store_put(st->S, &st->g, ch->r, st->id, o.p);
+        b.n = 0;
+        ds_sbuf_puts(&b, "\"response\": ");
+        ds_sbuf_puts(&b, o.p);
+        rev(st, incomplete ? "response.incomplete" : "response.completed", b.p);
+        free(o.p);
     }
     free(b.p);
 }
@@ -1354,6 +1356,8 @@ static void produce_tools(stream *st, int j) {
             chunk_text(st, j, r->text + ch->sent_text, ready - ch->sent_text, ch->sent_tok, r->nout, NULL);
             ch->sent_text = ready, ch->sent_tok = r->nout;
         }
+        if (r->text_ready == ch->calls_read) return; /* no new text: no new call or arguments */
+        ch->calls_read = r->text_ready;
         ds_tool_result part;
         int open;
         ds_tool_parse_partial(st->S->cfg->tool_format, st->g.tool_prefix, r->text, r->text_ready, &part, &open);

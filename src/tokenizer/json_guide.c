@@ -185,6 +185,8 @@ static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *pat
     return compile_ref(sc, ref->valuestring, at, depth);
 }
 
+static int utf8_byte(ds_json_state *s, unsigned c);
+
 /* 'pattern' beside 'enum' / 'const': the string members the pattern (and the lengths) do not take are
  * dropped (a validator checks both); other members stay.  -1 when none is left */
 static int enum_by_pattern(ds_json_node *n) {
@@ -196,12 +198,12 @@ static int enum_by_pattern(ds_json_node *n) {
         if (cJSON_IsString(v)) {
             int32_t q = ds_rx_start(n->rx);
             int64_t len = 0;
-            for (const unsigned char *c = (const unsigned char *)v->valuestring; *c && q >= 0; len++) {
-                uint32_t cp = *c++;
-                const int more = cp < 0x80 ? 0 : cp < 0xE0 ? 1 : cp < 0xF0 ? 2 : 3; /* cJSON writes valid UTF-8 */
-                if (more) cp &= 0x3F >> more;
-                for (int i = 0; i < more; i++) cp = cp << 6 | (*c++ & 0x3F);
-                q = ds_rx_step(n->rx, q, cp);
+            ds_json_state u; /* the automaton's UTF-8 reader: a code point at each character's end */
+            memset(&u, 0, sizeof u);
+            for (const unsigned char *c = (const unsigned char *)v->valuestring; *c && q >= 0; c++) {
+                const int r = utf8_byte(&u, *c);
+                if (r < 0) q = -1;
+                else if (r) q = ds_rx_step(n->rx, q, u.cp), len++;
             }
             keep = q >= 0 && ds_rx_accepts(n->rx, q, len);
         }
@@ -1044,7 +1046,8 @@ static int64_t scan_group(const ds_json_guide *g, const ds_json_state *s, int b,
 
 /* the ids allowed next from s (allowed = 1), or refused (0, with the ids never allowed), into out; their
  * count, by first byte, then id.  With threads, the groups are tried in parallel, each into its own
- * stretch of a scratch list (its ids' places in by_first), then joined in order: the same list. */
+ * stretch of out (its ids' places in by_first, after the never-allowed ones: out holds V), then moved
+ * down in order: the same list. */
 static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed, int32_t *out) {
     int64_t n = 0;
     if (!allowed) {
@@ -1058,15 +1061,14 @@ static int64_t scan(const ds_json_guide *g, const ds_json_state *s, int allowed,
         for (int b = 0; b < 256; b++) n += scan_group(g, s, b, allowed, text, room, out + n);
         return n;
     }
-    int32_t *tmp = ds_malloc((size_t)g->start[256] * sizeof(int32_t));
+    int32_t *grp = out + n; /* group b's stretch: grp + start[b], and it only moves down (n ≤ start[b] then) */
     int64_t cnt[256];
 #pragma omp parallel for schedule(dynamic, 8)
-    for (int b = 0; b < 256; b++) cnt[b] = scan_group(g, s, b, allowed, text, room, tmp + g->start[b]);
+    for (int b = 0; b < 256; b++) cnt[b] = scan_group(g, s, b, allowed, text, room, grp + g->start[b]);
     for (int b = 0; b < 256; b++) {
-        memcpy(out + n, tmp + g->start[b], (size_t)cnt[b] * sizeof(int32_t));
+        memmove(out + n, grp + g->start[b], (size_t)cnt[b] * sizeof(int32_t));
         n += cnt[b];
     }
-    free(tmp);
     return n;
 }
 
