@@ -45,6 +45,22 @@ TEST(generate_cli_ids_and_speculative) {
                      prompt, (long long)(n - 24)) == 0);
     CHECK_MSG(strncmp(out, want, strlen(want)) == 0, "got '%s', want '%s'", out, want);
     CHECK(strstr(out, "MTP drafts accepted") != NULL);
+    CHECK(ds_test_sh(out, sizeof out,
+                     "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-new-tokens %lld --ignore-eos --speculative ngram "
+                     "--ngram-min 1 --draft-max 3",
+                     prompt, (long long)(n - 24)) == 0);
+    CHECK_MSG(strncmp(out, want, strlen(want)) == 0, "got '%s', want '%s'", out, want);
+    CHECK(strstr(out, "n-gram drafts accepted") != NULL);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v2lite --ids --prompt '1 2 1 2' "
+                     "--max-new-tokens 4 --speculative ngram") == 0); /* no MTP module needed */
+    static const char *bad_ngram[] = {"--speculative ngram --draft-max 0", "--speculative ngram --draft-max 16",
+                                      "--draft-max 3", "--speculative mtp --ngram-min 2",
+                                      "--speculative ngram --ngram-min 3 --ngram-max 2"};
+    for (int i = 0; i < 5; i++) {
+        CHECK_MSG(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --ids --prompt 1 %s", bad_ngram[i]) == 2,
+                  "%s: %s", bad_ngram[i], out);
+        CHECK(strncmp(out, "dsv3 generate: ", 15) == 0 && strstr(out, "try 'dsv3 generate --help'")); /* the usage error's line */
+    }
     /* bad inputs: one line, non-zero */
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model " V3 " --prompt hello") == 1);
     CHECK(strstr(out, "no tokenizer.json") != NULL);
@@ -74,6 +90,10 @@ TEST(generate_cli_ids_and_speculative) {
     CHECK(ds_test_sh(b, sizeof b, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-new-tokens 12 --ignore-eos "
                      "--temperature 1.5 --top-k 50 --top-p 0.95 --seed 7 --speculative mtp 2>/dev/null", prompt) == 0);
     CHECK_MSG(strcmp(a, b) == 0, "plain '%s', speculative '%s'", a, b);
+    CHECK(ds_test_sh(b, sizeof b, "$DSV3 generate --model " V3 " --ids --prompt '%s' --max-new-tokens 12 --ignore-eos "
+                     "--temperature 1.5 --top-k 50 --top-p 0.95 --seed 7 --speculative ngram --ngram-min 1 2>/dev/null",
+                     prompt) == 0);
+    CHECK_MSG(strcmp(a, b) == 0, "plain '%s', n-gram speculative '%s'", a, b);
 }
 
 TEST(generate_cli_text_mode) {

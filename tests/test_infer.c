@@ -526,6 +526,132 @@ TEST(speculative_forced_drafts_some_wrong) {
     speculative_forced("norope", 2);
 }
 
+/* ---- n-gram speculative decoding (prompt lookup) ------------------------------------ */
+
+static void draft_is(const int32_t *h, int64_t nh, int nmin, int nmax, int64_t kmax, const int32_t *want, int64_t nwant) {
+    int32_t d[16];
+    const int64_t k = ds_ngram_draft(h, nh, nmin, nmax, kmax, d);
+    int same = k == nwant;
+    for (int64_t i = 0; same && i < k; i++) same = d[i] == want[i];
+    CHECK_MSG(same, "n-gram draft over %lld tokens (n %d..%d, at most %lld): %lld tokens, want %lld", (long long)nh, nmin,
+              nmax, (long long)kmax, (long long)k, (long long)nwant);
+}
+
+/* hand-made histories, the drafts worked out by hand */
+TEST(ngram_draft_lookup) {
+    const int32_t a[] = {1, 2, 3, 9, 1, 2, 3}, wa[] = {9, 1, 2, 3};
+    draft_is(a, 7, 1, 3, 5, wa, 4);
+    draft_is(a, 7, 1, 3, 2, wa, 2); /* at most kmax */
+    const int32_t b[] = {5, 6, 7, 5, 6, 8, 5, 6}, wb[] = {8, 5, 6}; /* the latest earlier copy of (5 6) */
+    draft_is(b, 8, 1, 2, 5, wb, 3);
+    const int32_t c[] = {1, 2, 3, 4, 9, 3, 4, 2, 3, 4}, wc3[] = {9, 3}, wc2[] = {2, 3, 4};
+    draft_is(c, 10, 1, 3, 2, wc3, 2); /* (2 3 4) recurs: the longest suffix wins over the later (3 4) */
+    draft_is(c, 10, 1, 2, 5, wc2, 3);
+    const int32_t d[] = {7, 1, 2, 8, 2}, wd[] = {8, 2};
+    draft_is(d, 5, 1, 3, 4, wd, 2); /* only the last token recurs */
+    draft_is(d, 5, 2, 3, 4, NULL, 0);
+    const int32_t e[] = {4, 4, 4, 4}, we[] = {4};
+    draft_is(e, 4, 1, 3, 5, we, 1); /* the copy may overlap the suffix */
+    const int32_t f[] = {1, 2, 3, 4}, g[] = {1, 2, 1, 2};
+    draft_is(f, 4, 1, 3, 5, NULL, 0);
+    draft_is(f, 1, 1, 3, 5, NULL, 0);
+    draft_is(g, 4, 1, 3, 0, NULL, 0);
+    draft_is(g, 4, 1, 3, 5, g, 2);
+}
+
+/* n-gram speculative decoding on engine e (chunk K+1 at least): the tokens
+ * of plain decoding (greedy or sampled with the same seed) with the lookup's
+ * own drafts (every < 0) or drafts forced right (0) or every every-th wrong;
+ * afterwards the cache equals a one-shot pass over the sequence.  The drafts
+ * proposed (natural lookups) go to *drafted. */
+static void ngram_vs_plain(const char *name, const ds_sample_params *sp, int every, int K, int64_t *drafted) {
+    fixture f;
+    if (fix_load(&f, name)) return;
+    const int64_t T = f.T, NG = 20, V = f.V, L = f.m.cfg.num_hidden_layers;
+    ds_gen_opts o = {.max_tokens = NG, .sp = *sp};
+    int32_t plain[64], spec[64], forced[64], seq[128];
+    int64_t np = 0, ns = 0;
+    ds_gen_stats st;
+    CHECK(ds_generate(&f.m, &ds_ops_cpu, f.gids, T, &o, plain, &np, NULL, NULL, &st) == 0);
+    for (int64_t i = 0; i < NG; i++) forced[i] = (every && i % every == every - 1) ? (plain[i] + 1) % (int32_t)V : plain[i];
+    ds_engine e;
+    CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, T + NG, K + 1, 0) == 0);
+    if (every >= 0) e.forced_drafts = forced, e.n_forced = NG;
+    o.speculative = DS_SPEC_NGRAM, o.draft_max = K, o.ngram_min = 1;
+    CHECK(ds_generate_ngram(&e, f.gids, T, &o, spec, &ns, NULL, NULL, &st) == 0);
+    int first = -1;
+    for (int64_t i = 0; i < NG && first < 0; i++)
+        if (i >= ns || spec[i] != plain[i]) first = (int)i;
+    CHECK_MSG(ns == np && first < 0, "%s (T %.2g, K %d, every %d): first difference at %d", name, sp->temperature, K,
+              every, first);
+    CHECK(st.accepted <= st.drafted);
+    if (every == 0) /* every draft kept: each step gives K+1 tokens (fewer at the end) */
+        CHECK_MSG(st.accepted == st.drafted && st.steps == (NG - 1 + K) / (K + 1), "%s K %d: %lld steps, %lld/%lld kept",
+                  name, K, (long long)st.steps, (long long)st.accepted, (long long)st.drafted);
+    if (every > 0) CHECK(st.accepted > 0 && st.accepted < st.drafted);
+    if (every < 0) *drafted += st.drafted;
+    /* the cache after accepts and rewinds: a one-shot pass over prompt + output */
+    memcpy(seq, f.gids, (size_t)T * sizeof(int32_t));
+    memcpy(seq + T, spec, (size_t)ns * sizeof(int32_t));
+    CHECK(e.pos == T + ns - 1);
+    ds_engine r;
+    CHECK(ds_engine_create(&r, &f.m, &ds_ops_cpu, 1, T + NG, T + NG, 0) == 0);
+    CHECK(ds_engine_step(&r, seq, e.pos, 0) == 0);
+    double worst = 0;
+    for (int64_t l = 0; l < L; l++) {
+        double a = ds_test_max_rel(e.kc.ckv[l], r.kc.ckv[l], (size_t)(e.pos * e.kc.rkv), 1e-30);
+        double b = ds_test_max_rel(e.kc.kpe[l], r.kc.kpe[l], (size_t)(e.pos * e.kc.dr), 1e-30);
+        worst = a > worst ? a : worst;
+        worst = b > worst ? b : worst;
+    }
+    CHECK_MSG(worst < TOL, "%s K %d every %d: cache vs one-shot rel err %.3g", name, K, every, worst);
+    fprintf(stderr, "  %s T %.2g K %d every %2d: %lld drafts, %lld kept, %lld steps for %lld tokens\n", name,
+            sp->temperature, K, every, (long long)st.drafted, (long long)st.accepted, (long long)st.steps, (long long)ns);
+    ds_engine_free(&r);
+    ds_engine_free(&e);
+    fix_free(&f);
+}
+
+TEST(ngram_speculative_equals_plain) {
+    static const ds_logit_bias bias[2] = {{7, 1.5f}, {30, -2.0f}};
+    const ds_sample_params sp[3] = {
+        {.temperature = 0, .top_p = 1},
+        {.temperature = 1.2, .top_k = 40, .top_p = 0.9, .seed = 3},
+        {.temperature = 0.8, .top_p = 1, .min_p = 0.05, .repetition_penalty = 1.3, .presence_penalty = 0.4,
+         .frequency_penalty = 0.2, .bias = bias, .nbias = 2, .seed = 11},
+    };
+    int64_t drafted = 0;
+    for (int k = 0; k < 3; k++)
+        for (int K = 1; K <= DS_NGRAM_DRAFT_CAP; K += 7) { /* 1, 8, 15 */
+            ngram_vs_plain("v3", &sp[k], -1, K, &drafted);
+            ngram_vs_plain("v3", &sp[k], 0, K, &drafted);
+            ngram_vs_plain("v3", &sp[k], 3, K, &drafted);
+        }
+    ngram_vs_plain("norope", &sp[0], -1, 4, &drafted);
+    ngram_vs_plain("norope", &sp[1], 2, 4, &drafted);
+    CHECK_MSG(drafted > 0, "the lookups never drafted a token");
+    /* through ds_generate with the defaults, and with a prompt shorter than a verify step */
+    fixture f;
+    if (fix_load(&f, "v3")) return;
+    for (int pi = 0; pi < 2; pi++) {
+        const int64_t P = pi ? f.T : 3;
+        ds_gen_opts o = {.max_tokens = 16, .sp = {.temperature = 0, .top_p = 1}};
+        int32_t plain[32], spec[32];
+        int64_t np = 0, ns = 0;
+        ds_gen_stats st;
+        CHECK(ds_generate(&f.m, &ds_ops_cpu, f.gids, P, &o, plain, &np, NULL, NULL, &st) == 0);
+        o.speculative = DS_SPEC_NGRAM;
+        CHECK(ds_generate(&f.m, &ds_ops_cpu, f.gids, P, &o, spec, &ns, NULL, NULL, &st) == 0);
+        CHECK(ns == np && memcmp(spec, plain, (size_t)np * sizeof(int32_t)) == 0);
+        o.draft_max = DS_NGRAM_DRAFT_CAP + 1; /* refused */
+        CHECK(ds_generate(&f.m, &ds_ops_cpu, f.gids, P, &o, spec, &ns, NULL, NULL, &st) == -1);
+        CHECK(strstr(ds_errmsg(), "ngram") != NULL);
+        o.draft_max = 0, o.ngram_min = 3, o.ngram_max = 2;
+        CHECK(ds_generate(&f.m, &ds_ops_cpu, f.gids, P, &o, spec, &ns, NULL, NULL, &st) == -1);
+    }
+    fix_free(&f);
+}
+
 /* the decode GEMV against the scalar matmul reference (backend/cpu/matmul.c) */
 #include "backend/cpu/gemv.h"
 TEST(gemv_matches_reference) {

@@ -657,6 +657,10 @@ TEST(serve_startup_errors) {
     CHECK(strstr(out, "--host") != NULL);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --port 70000", dir) == 2);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative eagle", dir) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative ngram --draft-max 16", dir) == 2);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --draft-max 4", dir) == 2);
+    CHECK_MSG(strstr(out, "go with --speculative ngram") != NULL, "%s", out);
+    CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model %s --speculative ngram --ngram-min 4 --ngram-max 3", dir) == 2);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 serve --model " V3 "/../nomtp --tokenizer %s --port 0 --speculative mtp", dir) == 1);
     CHECK_MSG(strstr(out, "--speculative mtp needs a model with an MTP module") != NULL, "%s", out);
 }
@@ -842,10 +846,13 @@ static void *spec_stream(void *arg) {
     return NULL;
 }
 
-TEST(serve_speculative_mtp_matches_generate) {
+/* method: the server's options; name: the method as its log names it */
+static void spec_serve(const char *method, const char *name) {
     setenv("DSV3_SERVE_TEST_DRAFTS", "1", 1);
     setenv("DSV3_SERVE_STEP_DELAY_MS", "10", 1);
-    SETUP("--max-batch 12 --speculative mtp");
+    char opts[256];
+    snprintf(opts, sizeof opts, "--max-batch 12 %s", method);
+    SETUP(opts);
     unsetenv("DSV3_SERVE_TEST_DRAFTS");
     unsetenv("DSV3_SERVE_STEP_DELAY_MS");
     enum { NC = 9, NEW = 16 };
@@ -879,15 +886,27 @@ TEST(serve_speculative_mtp_matches_generate) {
     int drafted = metric(S.port, "dsv3_spec_drafts_total"), accepted = metric(S.port, "dsv3_spec_accepted_total");
     CHECK_MSG(drafted > 0 && accepted > 0 && accepted < drafted, "drafts %d, accepted %d", drafted, accepted);
     int bmax = metric(S.port, "dsv3_batch_size_max");
-    CHECK_MSG(bmax > 8, "batch size up to %d: the verify step was never split", bmax); /* 9 sequences: verify groups of 8 + 1 */
-    fprintf(stderr, "  speculative: %d drafts, %d accepted, batch up to %d\n", drafted, accepted, bmax);
+    CHECK_MSG(bmax > 8, "batch size up to %d: the verify step was never split", bmax); /* 9 sequences: verify groups */
+    fprintf(stderr, "  speculative %s: %d drafts, %d accepted, batch up to %d\n", name, drafted, accepted, bmax);
     CHECK(server_stop(&S) == 0);
     char log[4096];
     size_t ln;
     char *lt = ds_read_file(S.log, &ln);
     snprintf(log, sizeof log, "%s", lt ? lt : "");
     free(lt);
-    CHECK_MSG(strstr(log, "speculative mtp:") && strstr(log, "acceptance"), "%s", log);
+    char want_log[64];
+    snprintf(want_log, sizeof want_log, "speculative %s:", name);
+    CHECK_MSG(strstr(log, want_log) && strstr(log, "acceptance"), "%s", log);
+}
+
+TEST(serve_speculative_mtp_matches_generate) { spec_serve("--speculative mtp", "mtp"); }
+
+/* --speculative ngram: the same clients; the forced drafts are several tokens
+ * a step (every third wrong), the others the lookup's own over their text,
+ * verified in groups of at most 16 rows, shorter drafts padded */
+TEST(serve_speculative_ngram_matches_generate) {
+    spec_serve("--speculative ngram --draft-max 4 --ngram-min 1", "ngram");
+    spec_serve("--speculative ngram --draft-max 15", "ngram");
 }
 
 /* logit_bias, repetition, presence and frequency penalties in a request:

@@ -25,6 +25,9 @@
 #define DS_PRINTF(a, b)
 #define DS_NORETURN
 #endif
+/* a macro's value as a string literal: DS_STR(DS_NGRAM_DRAFT) -> "5" */
+#define DS_STR_(x) #x
+#define DS_STR(x) DS_STR_(x)
 
 /* ---- errors ------------------------------------------------------------ */
 /* Set the thread's error message (printf-style); always returns -1. */

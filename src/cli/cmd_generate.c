@@ -2,7 +2,8 @@
  * cmd_generate.c — `dsv3 generate --model DIR --prompt TEXT [--max-new-tokens N] [--min-new-tokens N]
  *   [--temperature T --top-p P --top-k K --min-p P --seed S] [--repetition-penalty R]
  *   [--presence-penalty X] [--frequency-penalty X] [--logit-bias ID:BIAS...] [--stop STR...] [--ignore-eos]
- *   [--json-object | --json-schema FILE | --regex RE] [--tokenizer PATH] [--ids] [--speculative mtp] [--json]`
+ *   [--json-object | --json-schema FILE | --regex RE] [--tokenizer PATH] [--ids]
+ *   [--speculative mtp|ngram [--draft-max K --ngram-min N --ngram-max N]] [--json]`
  * Tokenizes the prompt with DIR/tokenizer.json or --tokenizer (BOS added when
  * its tokenizer_config says so), prints the prompt and streams the
  * continuation as it is generated (KV-cached decoding, infer/), then reports
@@ -112,6 +113,7 @@ static int run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *spec = NULL, *tokp = NULL, *device = "cpu", *schema_file = NULL, *regex = NULL;
     ds_strlist stop = {0};
     long long max_new = LLONG_MIN, top_k = 0, seed = 1234, min_new = 0; /* LLONG_MIN: not given, 64 */
+    long long draft_max = 0, ngram_min = 0, ngram_max = 0; /* 0: infer.h's defaults */
     double temperature = 0, top_p = 1, min_p = 0, rep_pen = 1, pres_pen = 0, freq_pen = 0;
     ds_strlist bias_arg = {0};
     int ids_mode = 0, ignore_eos = 0, json = 0, dequant = 0, json_object = 0;
@@ -138,19 +140,30 @@ static int run(int argc, char **argv) {
         {"--json-schema", DS_OPT_STR, &schema_file, "FILE  the output is one JSON object held to this JSON Schema (docs/serve.md)"},
         {"--regex", DS_OPT_STR, &regex, "RE  the output matches this regex as a whole (Python's re syntax, docs/serve.md)"},
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
-        {"--speculative", DS_OPT_STR, &spec, "mtp  MTP speculative decoding (the same tokens as without, greedy or sampled)"},
+        {"--speculative", DS_OPT_STR, &spec, "mtp|ngram  speculative decoding, the same tokens as without (greedy or sampled): "
+                                              "MTP drafts, or the tokens after an earlier copy of the text's last n-gram"},
+        {"--draft-max", DS_OPT_INT, &draft_max, "K  ngram: most tokens drafted a step (default " DS_STR(DS_NGRAM_DRAFT) ")",
+         DS_RANGE(1, DS_NGRAM_DRAFT_CAP)},
+        {"--ngram-min", DS_OPT_INT, &ngram_min, "N  ngram: shortest suffix looked up (default " DS_STR(DS_NGRAM_MIN) ")", DS_RANGE(1, 64)},
+        {"--ngram-max", DS_OPT_INT, &ngram_max, "N  ngram: longest suffix looked up (default " DS_STR(DS_NGRAM_MAX) ")", DS_RANGE(1, 64)},
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
     };
     const char *usage = "--model DIR --prompt TEXT [--max-new-tokens N --min-new-tokens N --temperature T --top-p P --top-k K --min-p P --seed S] "
                         "[--repetition-penalty R --presence-penalty X --frequency-penalty X --logit-bias ID:BIAS...] "
-                        "[--stop STR...] [--json-object | --json-schema FILE | --regex RE] [--tokenizer PATH] [--ids] [--speculative mtp]";
+                        "[--stop STR...] [--json-object | --json-schema FILE | --regex RE] [--tokenizer PATH] [--ids] "
+                        "[--speculative mtp|ngram [--draft-max K --ngram-min N --ngram-max N]]";
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     ds_cli_parse("generate", usage, argc, argv, opts, nopts, NULL, 0, NULL);
     if (!model) ds_cli_usage_error("generate", "--model is required");
     if (!prompt) ds_cli_usage_error("generate", "--prompt is required");
-    if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("generate", "--speculative: unknown method %s (known: mtp)", ds_quote(spec));
+    const int spec_kind = !spec ? 0 : !strcmp(spec, "mtp") ? DS_SPEC_MTP : !strcmp(spec, "ngram") ? DS_SPEC_NGRAM : -1;
+    if (spec_kind < 0) ds_cli_usage_error("generate", "--speculative: unknown method %s (known: mtp, ngram)", ds_quote(spec));
+    if ((draft_max || ngram_min || ngram_max) && spec_kind != DS_SPEC_NGRAM)
+        ds_cli_usage_error("generate", "--draft-max, --ngram-min and --ngram-max go with --speculative ngram");
+    if (ngram_min && ngram_max && ngram_min > ngram_max)
+        ds_cli_usage_error("generate", "--ngram-min %lld is above --ngram-max %lld", ngram_min, ngram_max);
     const int max_given = max_new != LLONG_MIN;
     if (!max_given) max_new = 64;
     if (max_new < 0) ds_cli_usage_error("generate", "--max-new-tokens must be >= 0 (got %lld)", max_new);
@@ -285,7 +298,8 @@ static int run(int argc, char **argv) {
         ds_gen_opts o = {
             .max_tokens = max_new,
             .sp = sp,
-            .eos = eos, .neos = neos, .speculative = spec != NULL,
+            .eos = eos, .neos = neos, .speculative = spec_kind,
+            .draft_max = (int)draft_max, .ngram_min = (int)ngram_min, .ngram_max = (int)ngram_max,
         };
         ds_sampler probe; /* validate the sampling options before any work */
         rc = ds_sampler_init(&probe, ops, &o.sp, c->vocab_size);
@@ -306,7 +320,8 @@ static int run(int argc, char **argv) {
         fprintf(stderr, "dsv3 generate: prompt %lld tokens in %.3f s (%.1f tokens/s); %lld new tokens, %.2f tokens/s",
                 (long long)P, st.prefill_s, st.prefill_s > 0 ? P / st.prefill_s : 0, (long long)st.new_tokens, tps);
         if (spec)
-            fprintf(stderr, "; MTP drafts accepted %lld/%lld (%.1f%%), %lld verify steps", (long long)st.accepted,
+            fprintf(stderr, "; %s drafts accepted %lld/%lld (%.1f%%), %lld verify steps", spec_kind == DS_SPEC_MTP ? "MTP" : "n-gram",
+                    (long long)st.accepted,
                     (long long)st.drafted, st.drafted ? 100.0 * st.accepted / st.drafted : 0.0, (long long)st.steps);
         fprintf(stderr, "%s\n", st.stopped == 1 ? (guide && ignore_eos ? " (the JSON closed)" : " (stopped at EOS)")
                                  : st.stopped == 2 ? " (stop string)" : "");
@@ -314,7 +329,7 @@ static int run(int argc, char **argv) {
             printf("{\"impl\": \"dsv3%s\", \"threads\": %d, \"prompt_tokens\": %lld, \"new_tokens\": %lld, "
                    "\"prefill_s\": %.6f, \"decode_s\": %.6f, \"tokens_per_s\": %.2f, \"drafted\": %lld, "
                    "\"accepted\": %lld}\n",
-                   spec ? "-mtp" : "", ds_threads(), (long long)P, (long long)st.new_tokens, st.prefill_s, st.decode_s,
+                   spec_kind == DS_SPEC_MTP ? "-mtp" : spec_kind == DS_SPEC_NGRAM ? "-ngram" : "", ds_threads(), (long long)P, (long long)st.new_tokens, st.prefill_s, st.decode_s,
                    tps, (long long)st.drafted, (long long)st.accepted);
     }
     free(sc.text);
@@ -327,4 +342,4 @@ static int run(int argc, char **argv) {
     ds_model_free(&m);
     return rc ? ds_cli_fail("generate") : 0;
 }
-DS_COMMAND("generate", "generate text (or token ids) with KV-cached decoding, optionally MTP-speculative", run)
+DS_COMMAND("generate", "generate text (or token ids) with KV-cached decoding, optionally speculative (MTP or n-gram)", run)

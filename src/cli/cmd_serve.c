@@ -1,6 +1,6 @@
 /*
  * cmd_serve.c — `dsv3 serve --model DIR [--host 127.0.0.1] [--port 8080]
- *   [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp] ...`: the OpenAI-compatible
+ *   [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp|ngram] ...`: the OpenAI-compatible
  * server (src/serve/).  Loads the model, its tokenizer and chat template
  * (checked here, before anything listens), starts the continuous-batching
  * scheduler and serves until SIGINT/SIGTERM.  Built only with libmicrohttpd;
@@ -24,6 +24,7 @@ static int run(int argc, char **argv) {
     const char *device = "cpu", *name = NULL, *tparser = "auto";
     long long port = 8080, max_batch = 8, ctx = 0, max_queue = 64, max_body = 1 << 20, timeout = 30, chunk = 256;
     long long max_conn = 256, pbatch = 0, cache_rows = 0, rstore = 256;
+    long long draft_max = 0, ngram_min = 0, ngram_max = 0; /* 0: infer.h's defaults */
     double grace = 10;
     int dequant = 0, no_prefix = 0;
     const ds_opt opts[] = {
@@ -47,14 +48,24 @@ static int run(int argc, char **argv) {
         {"--tokenizer", DS_OPT_STR, &tokp, "PATH  tokenizer.json or its folder (default: the model folder's)"},
         {"--chat-template", DS_OPT_STR, &tmplf, "FILE  a Jinja chat template replacing tokenizer_config.json's"},
         {"--tool-parser", DS_OPT_STR, &tparser, "auto|deepseek_v3|hermes|none  how chat answers write tool calls (default auto: the format the chat template names)"},
-        {"--speculative", DS_OPT_STR, &spec, "mtp  requests decode with MTP drafts verified in the batched step (the same tokens as without)"},
+        {"--speculative", DS_OPT_STR, &spec, "mtp|ngram  requests decode with MTP drafts, or the tokens after an earlier copy of their text's last n-gram, "
+                                              "verified in the batched step (the same tokens as without)"},
+        {"--draft-max", DS_OPT_INT, &draft_max, "K  ngram: most tokens drafted a step (default " DS_STR(DS_NGRAM_DRAFT) ")",
+         DS_RANGE(1, DS_NGRAM_DRAFT_CAP)},
+        {"--ngram-min", DS_OPT_INT, &ngram_min, "N  ngram: shortest suffix looked up (default " DS_STR(DS_NGRAM_MIN) ")", DS_RANGE(1, 64)},
+        {"--ngram-max", DS_OPT_INT, &ngram_max, "N  ngram: longest suffix looked up (default " DS_STR(DS_NGRAM_MAX) ")", DS_RANGE(1, 64)},
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load"},
     };
-    const char *usage = "--model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp]";
+    const char *usage = "--model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp|ngram]";
     ds_cli_parse("serve", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model) ds_cli_usage_error("serve", "--model is required");
-    if (spec && strcmp(spec, "mtp")) ds_cli_usage_error("serve", "--speculative: unknown method %s (known: mtp)", ds_quote(spec));
+    const int spec_kind = !spec ? 0 : !strcmp(spec, "mtp") ? DS_SPEC_MTP : !strcmp(spec, "ngram") ? DS_SPEC_NGRAM : -1;
+    if (spec_kind < 0) ds_cli_usage_error("serve", "--speculative: unknown method %s (known: mtp, ngram)", ds_quote(spec));
+    if ((draft_max || ngram_min || ngram_max) && spec_kind != DS_SPEC_NGRAM)
+        ds_cli_usage_error("serve", "--draft-max, --ngram-min and --ngram-max go with --speculative ngram");
+    if (ngram_min && ngram_max && ngram_min > ngram_max)
+        ds_cli_usage_error("serve", "--ngram-min %lld is above --ngram-max %lld", ngram_min, ngram_max);
     int tool_format = strcmp(tparser, "auto") ? ds_tool_format_from_name(tparser) : -2;
     if (tool_format == -1)
         ds_cli_usage_error("serve", "--tool-parser: unknown format %s (known: auto, deepseek_v3, hermes, none)", ds_quote(tparser));
@@ -105,14 +116,15 @@ static int run(int argc, char **argv) {
         rc = ds_err("--ctx %lld is beyond the model's max_position_embeddings %lld", ctx, (long long)c->max_position_embeddings);
     int64_t eos[32];
     int neos = 0;
-    if (!rc && spec && c->num_nextn_predict_layers < 1)
+    if (!rc && spec_kind == DS_SPEC_MTP && c->num_nextn_predict_layers < 1)
         rc = ds_err("%s: --speculative mtp needs a model with an MTP module (num_nextn_predict_layers is 0)", model);
     if (!rc) rc = ds_model_stop_ids(model, &m, tok, eos, 32, &neos);
     ds_sched *sc = NULL;
     if (!rc) {
         ds_sched_opts so = {.max_batch = (int)max_batch, .ctx = ctx, .prefill_chunk = chunk, .max_queue = (int)max_queue,
-                              .prefill_batch = (int)pbatch, .speculative = spec != NULL, .prefix_cache = !no_prefix,
-                              .cache_rows = (int)cache_rows};
+                              .prefill_batch = (int)pbatch, .speculative = spec_kind, .prefix_cache = !no_prefix,
+                              .cache_rows = (int)cache_rows, .draft_max = (int)draft_max, .ngram_min = (int)ngram_min,
+                              .ngram_max = (int)ngram_max};
         sc = ds_sched_create(&m, ops, tok, &so, eos, neos);
         if (!sc) rc = -1;
     }
@@ -131,7 +143,7 @@ static int run(int argc, char **argv) {
         if (spec) {
             ds_sched_stats st;
             ds_sched_get_stats(sc, &st);
-            fprintf(stderr, "dsv3 serve: speculative mtp: %llu drafts, %llu accepted (acceptance %.1f%%)\n",
+            fprintf(stderr, "dsv3 serve: speculative %s: %llu draft tokens, %llu accepted (acceptance %.1f%%)\n", spec,
                     (unsigned long long)st.drafted, (unsigned long long)st.accepted,
                     st.drafted ? 100.0 * (double)st.accepted / (double)st.drafted : 0.0);
         }

@@ -2,7 +2,7 @@
  * generate.c — batch-1 generation: prefill the prompt, then one cached
  * decode step per new token, sampling each from the last logits; stops at
  * max_tokens, an EOS id, or when the token callback says so (stop strings).
- * With o->speculative the MTP loop of speculative.c runs instead.
+ * With o->speculative the MTP or n-gram loop of speculative.c runs instead.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +24,15 @@ static int gen_check(const ds_config *c, int64_t P, const ds_gen_opts *o, int64_
         return ds_err("generate: the prompt has %lld tokens, the model takes at most %lld positions "
                       "(max_position_embeddings) and needs room for one more",
                       (long long)P, (long long)c->max_position_embeddings);
-    if (o->speculative && c->num_nextn_predict_layers < 1)
+    if (o->speculative == DS_SPEC_MTP && c->num_nextn_predict_layers < 1)
         return ds_err("generate: --speculative mtp needs a model with an MTP module");
+    if (o->speculative == DS_SPEC_NGRAM &&
+        (o->draft_max < 0 || o->draft_max > DS_NGRAM_DRAFT_CAP || o->ngram_min < 0 || o->ngram_max < 0 ||
+         (o->ngram_max && o->ngram_max < (o->ngram_min ? o->ngram_min : 1))))
+        return ds_err("generate: --speculative ngram takes 1..%d drafts and 1 <= ngram-min <= ngram-max (got %d, %d, %d)",
+                      DS_NGRAM_DRAFT_CAP, o->draft_max, o->ngram_min, o->ngram_max);
+    if (o->speculative != 0 && o->speculative != DS_SPEC_MTP && o->speculative != DS_SPEC_NGRAM)
+        return ds_err("generate: unknown speculative method %d", o->speculative);
     *N = o->max_tokens;
     if (P + *N > c->max_position_embeddings) *N = c->max_position_embeddings - P;
     return 0;
@@ -71,15 +78,17 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
     if (gen_check(&m->cfg, P, o, &N)) return -1;
     if (o->max_tokens <= 0) return 0;
     int64_t chunk = P < 256 ? P : 256;
-    if (chunk < 2) chunk = 2;
+    const int64_t verify = o->speculative == DS_SPEC_NGRAM ? 1 + (o->draft_max ? o->draft_max : DS_NGRAM_DRAFT) : 2;
+    if (chunk < verify) chunk = verify;
     ds_engine e;
-    if (ds_engine_create(&e, m, ops, 1, P + N, chunk, o->speculative)) return -1;
+    if (ds_engine_create(&e, m, ops, 1, P + N, chunk, o->speculative == DS_SPEC_MTP)) return -1;
     st->prompt_tokens = P;
     int rc;
     if (o->speculative) {
         ds_gen_opts oo = *o;
         oo.max_tokens = N;
-        rc = ds_generate_speculative(&e, prompt, P, &oo, out, nout, fn, ctx, st);
+        rc = o->speculative == DS_SPEC_NGRAM ? ds_generate_ngram(&e, prompt, P, &oo, out, nout, fn, ctx, st)
+                                             : ds_generate_speculative(&e, prompt, P, &oo, out, nout, fn, ctx, st);
     } else {
         rc = gen_plain(&e, ops, prompt, P, 0, o, N, out, nout, fn, ctx, st);
     }

@@ -46,7 +46,8 @@ typedef struct {
     float *mtp_logits;          /* (B, chunk, V) or (B, 1, V) (= a.mtp_logits[0]) */
     /* tests only: when set, the speculative loop proposes forced_drafts[i]
      * for output token i (i < n_forced) instead of the MTP argmax (the MTP
-     * module still runs), to drive both the accept and the reject path */
+     * module still runs) or the n-gram lookup, to drive both the accept and
+     * the reject path */
     const int32_t *forced_drafts;
     int64_t n_forced;
 } ds_engine;
@@ -221,13 +222,23 @@ typedef struct {
     ds_sample_params sp;
     const int64_t *eos; /* stop ids: the EOS is kept in out and passed to the callback, then generation stops */
     int neos;
-    int speculative;    /* 1: MTP speculative decoding (greedy only) */
+    int speculative;    /* DS_SPEC_MTP or DS_SPEC_NGRAM (0: plain decoding) */
+    int draft_max;      /* ngram: most tokens drafted per verify step (0: DS_NGRAM_DRAFT) */
+    int ngram_min, ngram_max; /* ngram: suffix lengths looked up, longest first (0: DS_NGRAM_MIN / _MAX) */
 } ds_gen_opts;
+#define DS_SPEC_MTP 1   /* MTP module 1 drafts one token, a 2-token verify step (speculative.c) */
+#define DS_SPEC_NGRAM 2 /* prompt lookup: the tokens after the context's latest earlier copy of its own
+                         * last n tokens drafted, up to draft_max, verified in one step (speculative.c) */
+#define DS_NGRAM_DRAFT 5
+#define DS_NGRAM_MIN 2
+#define DS_NGRAM_MAX 4
+#define DS_NGRAM_DRAFT_CAP 15 /* a verify step's rows stay within DS_LINEAR_ROWWISE_MAX (16): on the CPU
+                               * each row's numbers are a one-token step's */
 typedef struct {
     int64_t prompt_tokens, new_tokens;
     double prefill_s, decode_s;
     int64_t steps;              /* main-model decode steps */
-    int64_t drafted, accepted;  /* MTP drafts checked, drafts accepted */
+    int64_t drafted, accepted;  /* draft tokens checked, draft tokens accepted */
     int stopped;                /* 1: EOS, 2: callback */
     int64_t cached_tokens;      /* ds_generate_session: prompt tokens the cache already held */
 } ds_gen_stats;
@@ -262,6 +273,17 @@ int ds_spec_prefill_chunk(ds_engine *e, const int32_t *prompt, int64_t P, int64_
  * token after the draft).  2 when the draft was kept, else 1.  With the same
  * sampler state this draws what plain decoding draws, one uniform a token. */
 int64_t ds_spec_verify(ds_sampler *s, const float *logits, int32_t draft, int32_t g[2]);
+/* The n-gram draft (prompt lookup): for n from nmax down to nmin, the latest
+ * earlier place where h's last n tokens (h: the n_h tokens so far) also
+ * occur; the tokens that follow it there, at most kmax, go to draft.  Their
+ * count (0: no n-gram recurs). */
+int64_t ds_ngram_draft(const int32_t *h, int64_t n_h, int nmin, int nmax, int64_t kmax, int32_t *draft);
+/* The n-gram speculative loop (speculative.c) on a batch-1 engine whose chunk
+ * takes 1 + o->draft_max tokens: each step verifies [last token, drafts...]
+ * and keeps the drafts up to the first one the sampler does not draw (one
+ * uniform a token, so the output is plain decoding's with the same seed). */
+int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
+                      int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);
 /* The speculative loop (speculative.c); e was created with mtp = 1, batch 1. */
 int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
                             int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);

@@ -17,6 +17,18 @@
  * both cached exactly the positions whose successor token is known except
  * the newest one (main: tokens 0..n-2 of the sequence so far; MTP: states
  * 0..n-2, each paired with its successor).
+ *
+ * N-gram speculative decoding (prompt lookup, DS_SPEC_NGRAM) needs no draft
+ * model: where the text so far ends with n tokens that also occur earlier
+ * (code being edited, a document quoted or summarized, a list, a model
+ * repeating itself), the tokens that followed that earlier copy are the
+ * draft.  [last token, d1..dk] go through the main model in one step; row i
+ * draws the token after d_i's predecessor as plain decoding would, and the
+ * drafts are kept up to the first draw that differs from its draft (that draw
+ * is still the next token).  A draft is a point mass again, so each draw is
+ * exact; the cache is rewound past the first rejected draft.  A step costs
+ * about one token's step when the weights' reads dominate (batch 1), so each
+ * accepted draft saves one.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +58,86 @@ int64_t ds_spec_verify(ds_sampler *s, const float *logits, int32_t draft, int32_
     if (g[0] != draft || ds_sampler_done(s)) return 1; /* a closed JSON answer takes nothing after */
     g[1] = ds_sample(s, logits + s->V);
     return 2;
+}
+
+/* ---- n-gram drafts (prompt lookup) ------------------------------------------ */
+
+int64_t ds_ngram_draft(const int32_t *h, int64_t n_h, int nmin, int nmax, int64_t kmax, int32_t *draft) {
+    if (kmax <= 0 || nmin < 1) return 0;
+    for (int64_t n = nmax < n_h - 1 ? nmax : n_h - 1; n >= nmin; n--) {
+        const int32_t *suf = h + n_h - n;
+        for (int64_t j = n_h - n - 1; j >= 0; j--) { /* the latest earlier copy first */
+            if (h[j] != suf[0] || memcmp(h + j, suf, (size_t)n * sizeof(int32_t))) continue;
+            int64_t k = n_h - (j + n) < kmax ? n_h - (j + n) : kmax;
+            memcpy(draft, h + j + n, (size_t)k * sizeof(int32_t));
+            return k;
+        }
+    }
+    return 0;
+}
+
+int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
+                      int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st) {
+    const int64_t V = e->m->cfg.vocab_size, want = o->max_tokens;
+    const int64_t K = o->draft_max > 0 ? o->draft_max : DS_NGRAM_DRAFT;
+    const int nmin = o->ngram_min > 0 ? o->ngram_min
+                     : o->ngram_max > 0 && o->ngram_max < DS_NGRAM_MIN ? o->ngram_max : DS_NGRAM_MIN;
+    const int nmax = o->ngram_max > 0 ? o->ngram_max : nmin > DS_NGRAM_MAX ? nmin : DS_NGRAM_MAX;
+    if (e->B != 1) return ds_err("speculative ngram: needs a batch-1 engine");
+    if (e->chunk < K + 1) return ds_err("speculative ngram: the engine takes %lld tokens a step, %lld drafts need %lld",
+                                        (long long)e->chunk, (long long)K, (long long)(K + 1));
+    memset(st, 0, sizeof *st);
+    st->prompt_tokens = P;
+    *nout = 0;
+    ds_sampler smp;
+    if (ds_sampler_init(&smp, e->ops, &o->sp, V)) return -1;
+    ds_sampler_prompt(&smp, prompt, P);
+    /* the text so far (prompt and output), where the drafts are looked up */
+    int32_t *h = ds_malloc((size_t)(P + want + 1) * sizeof(int32_t)), *ids = ds_malloc((size_t)(K + 1) * sizeof(int32_t));
+    memcpy(h, prompt, (size_t)P * sizeof(int32_t));
+    int64_t nh = P;
+    double t0 = ds_now();
+    int rc = ds_engine_prefill(e, prompt, P), stop = 0;
+    double t1 = ds_now();
+    st->prefill_s = t1 - t0;
+    if (!rc) {
+        int32_t tok = h[nh++] = ds_sample(&smp, e->logits);
+        stop = ds_gen_emit(o, tok, out, nout, fn, ctx);
+        if (!stop && ds_sampler_done(&smp)) stop = 1;
+        while (!stop && *nout < want) {
+            /* at most the tokens still wanted, less the one the last row gives */
+            const int64_t kmax = K < want - *nout - 1 ? K : want - *nout - 1;
+            int64_t k;
+            if (e->forced_drafts) { /* tests: the drafts for output tokens nout.. are given */
+                k = e->n_forced - *nout < kmax ? e->n_forced - *nout : kmax;
+                k = k > 0 ? k : 0;
+                memcpy(ids + 1, e->forced_drafts + *nout, (size_t)k * sizeof(int32_t));
+            } else {
+                k = ds_ngram_draft(h, nh, nmin, nmax, kmax, ids + 1);
+            }
+            const int64_t pos = e->pos;
+            ids[0] = tok;
+            if ((rc = ds_engine_step(e, ids, k + 1, k == 0))) break;
+            st->steps++;
+            st->drafted += k;
+            int64_t r = 0; /* rows drawn from, less one: the drafts kept */
+            for (;; r++) {
+                tok = h[nh++] = ds_sample(&smp, e->logits + r * V);
+                stop = ds_gen_emit(o, tok, out, nout, fn, ctx);
+                if (!stop && ds_sampler_done(&smp)) stop = 1;
+                if (stop || *nout >= want || r == k || tok != ids[r + 1]) break;
+            }
+            st->accepted += r;
+            ds_engine_rewind(e, pos + 1 + r); /* [last token, the r drafts kept] stay cached */
+        }
+    }
+    st->decode_s = ds_now() - t1;
+    st->new_tokens = *nout;
+    st->stopped = stop;
+    free(h);
+    free(ids);
+    ds_sampler_free(&smp);
+    return rc;
 }
 
 int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,

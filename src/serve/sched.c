@@ -20,6 +20,8 @@
 #include "base/base.h"
 
 enum { SLOT_FREE, SLOT_PREFILL, SLOT_DECODE };
+#define MTP(s) ((s)->o.speculative == DS_SPEC_MTP)
+#define NGRAM(s) ((s)->o.speculative == DS_SPEC_NGRAM)
 
 const double ds_ttft_bounds[DS_TTFT_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
                                                     0.3,   0.4,  0.5,   0.75, 1,     2.5, 5};
@@ -44,7 +46,9 @@ struct ds_sched {
     int32_t *last;
     int32_t *draft;    /* per slot: the MTP draft of the token after last (speculative) */
     int *spec;         /* per slot: 1 when it decodes speculatively (every request but one scoring its prompt) */
-    int32_t *b_next;   /* (max_batch, 2): the verify step's tokens, then the MTP step's */
+    int32_t *b_next;   /* (max_batch, T): the verify step's tokens (MTP: then the MTP step's) */
+    int64_t *g_k;      /* (max_batch) n-gram: each gathered sequence's draft length */
+    int32_t *g_ids;    /* (NGRAM_ROWS) n-gram: a verify step's tokens */
     int32_t *m_hrow, *m_next; /* (max_batch, 2): an MTP step's state rows and tokens */
     int64_t *m_rows, *m_pos;
     int *m_k;
@@ -439,11 +443,11 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
         ds_sreq *r = s->slot[i];
         /* the MTP module's next tokens: the prompt's, then the first new token (padding: the last) */
         int32_t *nx = s->p_next + k * t;
-        if (s->o.speculative) memcpy(nx, r->prompt + s->p_pos[k] + 1, (size_t)(len - 1) * sizeof(int32_t));
+        if (MTP(s)) memcpy(nx, r->prompt + s->p_pos[k] + 1, (size_t)(len - 1) * sizeof(int32_t));
         s->prefilled[i] += len;
         s->kvn[i] = s->prefilled[i];
         if (s->prefilled[i] < r->P) {
-            if (s->o.speculative)
+            if (MTP(s))
                 for (int64_t j = len - 1; j < t; j++) nx[j] = r->prompt[s->prefilled[i]];
             continue;
         }
@@ -453,10 +457,10 @@ static void prefill_run(ds_sched *s, int n, int64_t t, int *fresh) {
         fresh[i] = 1;
         sample_emit(s, r, s->dec.p_logits + k * V, &s->last[i]); /* may finish r: then slot[i] is NULL */
         s->spec[i] = s->o.speculative && s->slot[i] == r;
-        if (s->o.speculative)
+        if (MTP(s))
             for (int64_t j = len - 1; j < t; j++) nx[j] = s->last[i];
     }
-    if (!s->o.speculative) return;
+    if (!MTP(s)) return;
     if (ds_rows_engine_prefill_mtp(&s->dec, s->p_next, s->p_rows, s->p_pos, s->p_last, n, t)) {
         ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
         for (int k = 0; k < n; k++) s->spec[s->p_slot[k]] = 0; /* those decode plainly */
@@ -589,6 +593,112 @@ static int spec_decode(ds_sched *s, const int *fresh) {
     return n;
 }
 
+/* N-gram speculative decode (--speculative ngram, infer/speculative.c's
+ * ds_generate_ngram in the batch): each running sequence drafts up to
+ * draft_max tokens from its own text (prompt and output so far, the cache
+ * row's ctok) by the n-gram lookup; the sequences with a draft go through
+ * verify steps of [last, d1..dk] (a group's sequences padded to its longest
+ * draft, at most DS_LINEAR_ROWWISE_MAX rows a step so that each row's
+ * numbers are a one-token step's), those without one through one plain
+ * step.  Row j's logits draw the next token as plain decoding would, and
+ * the drafts are kept up to the first draw that differs; the cache
+ * positions past the last kept draft are written over later.  Greedy or
+ * sampled, the tokens are plain decoding's with the same seed. */
+#define NGRAM_ROWS 16 /* a verify step's rows at most: DS_LINEAR_ROWWISE_MAX (backend/cpu/gemv.h) */
+
+static int ngram_draft(ds_sched *s, int i, const ds_sreq *r, int32_t *d) {
+    const int64_t room = s->o.ctx - s->pos[i] - 1, left = r->max_tokens - r->nout - 1;
+    int64_t kmax = s->o.draft_max < left ? s->o.draft_max : left;
+    if (kmax > room) kmax = room;
+    if (!s->spec[i] || kmax <= 0) return 0;
+    if (r->forced_drafts) { /* tests: the drafts for output tokens nout.. are given */
+        int64_t k = r->nforced - r->nout < kmax ? r->nforced - r->nout : kmax;
+        if (k <= 0) return 0;
+        memcpy(d, r->forced_drafts + r->nout, (size_t)k * sizeof(int32_t));
+        return (int)k;
+    }
+    const int32_t *h = s->ctok + (size_t)i * (size_t)(s->o.ctx + 1);
+    return (int)ds_ngram_draft(h, s->ntok[i], s->o.ngram_min, s->o.ngram_max, kmax, d);
+}
+
+static int ngram_decode(ds_sched *s, const int *fresh) {
+    const int64_t V = s->m->cfg.vocab_size, T = 1 + s->o.draft_max;
+    int n = gather(s, fresh, 0);
+    if (!n) return 0;
+    /* drafts into b_next (n, T): [last, d1..dk]; the sequences without one first */
+    int nplain = 0;
+    for (int k = 0; k < n; k++) {
+        const int i = s->b_slot[k];
+        s->b_next[k * T] = s->last[i];
+        s->g_k[k] = ngram_draft(s, i, s->slot[i], s->b_next + k * T + 1);
+    }
+    for (int k = 0; k < n; k++) { /* stable partition: no draft, then drafts */
+        if (s->g_k[k]) continue;
+        for (int j = k; j > nplain; j--) {
+            int64_t t64;
+            int32_t t32;
+            int ti;
+#define SWAP(a, b, tmp) (tmp = (a), (a) = (b), (b) = tmp)
+            SWAP(s->g_k[j], s->g_k[j - 1], t64);
+            SWAP(s->b_rows[j], s->b_rows[j - 1], t64);
+            SWAP(s->b_pos[j], s->b_pos[j - 1], t64);
+            SWAP(s->b_ids[j], s->b_ids[j - 1], t32);
+            SWAP(s->b_slot[j], s->b_slot[j - 1], ti);
+            for (int64_t c = 0; c < T; c++) SWAP(s->b_next[j * T + c], s->b_next[(j - 1) * T + c], t32);
+#undef SWAP
+        }
+        nplain++;
+    }
+    if (nplain) { /* one token each, as plain_decode */
+        if (ds_rows_engine_step(&s->dec, s->b_ids, s->b_rows, s->b_pos, nplain)) return -1;
+        for (int k = 0; k < nplain; k++) {
+            const int i = s->b_slot[k];
+            s->kvn[i] = ++s->pos[i];
+            sample_emit(s, s->slot[i], s->dec.logits + k * V, &s->last[i]);
+        }
+    }
+    uint64_t drafted = 0, accepted = 0;
+    for (int k0 = nplain; k0 < n;) {
+        /* a group: rows t each (its longest draft + 1), within DS_LINEAR_ROWWISE_MAX rows and the context */
+        int k1 = k0;
+        int64_t t = 0;
+        for (; k1 < n; k1++) {
+            const int64_t tt = s->g_k[k1] + 1 > t ? s->g_k[k1] + 1 : t;
+            int fits = (k1 - k0 + 1) * tt <= NGRAM_ROWS || k1 == k0;
+            for (int j = k0; j <= k1 && fits; j++) fits = s->b_pos[j] + tt <= s->o.ctx;
+            if (!fits) break;
+            t = tt;
+        }
+        for (int k = k0; k < k1; k++) /* the group's rows: t tokens a sequence, short drafts padded */
+            for (int64_t c = 0; c < t; c++)
+                s->g_ids[(k - k0) * t + c] = s->b_next[k * T + (c <= s->g_k[k] ? c : s->g_k[k])];
+        if (ds_rows_engine_step_n(&s->dec, s->g_ids, s->b_rows + k0, s->b_pos + k0, k1 - k0, t)) return -1;
+        for (int k = k0; k < k1; k++) {
+            const int i = s->b_slot[k];
+            ds_sreq *r = s->slot[i];
+            const float *lg = s->dec.logits + (size_t)(k - k0) * (size_t)t * (size_t)V;
+            const int32_t *d = s->b_next + k * T + 1;
+            int64_t j = 0; /* rows drawn from, less one: the drafts kept */
+            for (;; j++) {
+                const int32_t g = ds_sample(&r->sampler, lg + j * V);
+                emit_id(s, r, lg + j * V, g);
+                s->last[i] = g;
+                if (s->slot[i] != r || j == s->g_k[k] || g != d[j]) break; /* r finished: slot[i] is NULL */
+            }
+            drafted += (uint64_t)s->g_k[k], accepted += (uint64_t)j;
+            s->pos[i] += 1 + j;
+            s->kvn[i] = s->pos[i];
+        }
+        k0 = k1;
+    }
+    if (drafted) {
+        pthread_mutex_lock(&s->mu);
+        s->st.drafted += drafted, s->st.accepted += accepted;
+        pthread_mutex_unlock(&s->mu);
+    }
+    return n;
+}
+
 /* the request's sampler; min_tokens holds back its stop ids and (unless ignore_eos) the EOS ids */
 static int sampler_init(ds_sched *s, ds_sreq *r) {
     ds_sample_params p = r->sp;
@@ -631,7 +741,7 @@ static int64_t reusable(const ds_sched *s, int j, const ds_sreq *r, int64_t *soo
     if (L > s->kvn[j]) L = s->kvn[j];
     if (L > r->P - 1) L = r->P - 1;
     if (S > r->P - 1) S = r->P - 1;
-    if (s->o.speculative) {
+    if (MTP(s)) {
         if (L > c - 1) L = c - 1;
         if (S > c - 1) S = c - 1;
         if (L > s->mvn[j]) L = s->mvn[j];
@@ -749,7 +859,7 @@ static void *loop(void *arg) {
             pthread_mutex_unlock(&s->mu);
         }
         /* one batched decode step for every running sequence, each at its own position */
-        nstep = s->o.speculative ? spec_decode(s, fresh) : plain_decode(s, fresh);
+        nstep = MTP(s) ? spec_decode(s, fresh) : NGRAM(s) ? ngram_decode(s, fresh) : plain_decode(s, fresh);
         if (nstep < 0) {
             ds_log(DS_LOG_INFO, "dsv3 serve: %s", ds_errmsg());
             pthread_mutex_lock(&s->mu);
@@ -791,7 +901,6 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->last = ds_calloc((size_t)R, sizeof(int32_t));
     s->draft = ds_calloc((size_t)R, sizeof(int32_t));
     s->spec = ds_calloc((size_t)R, sizeof(int));
-    s->b_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
     s->m_hrow = ds_calloc((size_t)(2 * B), sizeof(int32_t));
     s->m_next = ds_calloc((size_t)(2 * B), sizeof(int32_t));
     s->m_rows = ds_calloc((size_t)B, sizeof(int64_t));
@@ -818,8 +927,19 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->p_last = ds_calloc((size_t)B, sizeof(int64_t));
     s->p_ids = ds_calloc((size_t)chunk, sizeof(int32_t));
     s->p_next = ds_calloc((size_t)chunk, sizeof(int32_t));
-    const int spec = o->speculative ? 1 : 0;
-    if (ds_rows_engine_create_rows(&s->dec, m, ops, B, R, o->ctx, 1 + spec, spec) || ds_rows_engine_prefill_init(&s->dec, chunk)) {
+    if (NGRAM(s)) { /* the n-gram lookup's bounds, infer.h's defaults for 0 */
+        if (s->o.draft_max <= 0) s->o.draft_max = DS_NGRAM_DRAFT;
+        if (s->o.draft_max > DS_NGRAM_DRAFT_CAP) s->o.draft_max = DS_NGRAM_DRAFT_CAP;
+        if (s->o.ngram_min <= 0)
+            s->o.ngram_min = s->o.ngram_max > 0 && s->o.ngram_max < DS_NGRAM_MIN ? s->o.ngram_max : DS_NGRAM_MIN;
+        if (s->o.ngram_max < s->o.ngram_min) s->o.ngram_max = s->o.ngram_min > DS_NGRAM_MAX ? s->o.ngram_min : DS_NGRAM_MAX;
+        s->g_k = ds_calloc((size_t)B, sizeof(int64_t));
+        s->g_ids = ds_calloc(NGRAM_ROWS, sizeof(int32_t));
+    }
+    /* tokens per sequence a decode step takes: MTP 2 (the draft), n-gram 1 + draft_max */
+    const int64_t T = MTP(s) ? 2 : NGRAM(s) ? 1 + s->o.draft_max : 1;
+    s->b_next = ds_calloc((size_t)(T * B), sizeof(int32_t));
+    if (ds_rows_engine_create_rows(&s->dec, m, ops, B, R, o->ctx, T, MTP(s)) || ds_rows_engine_prefill_init(&s->dec, chunk)) {
         ds_sched_free(s);
         return NULL;
     }
@@ -860,7 +980,7 @@ void ds_sched_free(ds_sched *s) {
     pthread_mutex_unlock(&s->mu);
     if (s->dec.m) ds_rows_engine_free(&s->dec);
     free(s->slot), free(s->state), free(s->prefilled), free(s->last), free(s->lsm);
-    free(s->draft), free(s->spec), free(s->b_next);
+    free(s->draft), free(s->spec), free(s->b_next), free(s->g_k), free(s->g_ids);
     free(s->m_hrow), free(s->m_next), free(s->m_rows), free(s->m_pos), free(s->m_k);
     free(s->p_slot), free(s->p_rows), free(s->p_pos), free(s->p_len), free(s->p_last), free(s->p_ids), free(s->p_next);
     free(s->pos), free(s->b_rows), free(s->b_pos), free(s->b_ids), free(s->b_slot);

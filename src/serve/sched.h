@@ -85,7 +85,9 @@ typedef struct {
     int64_t prefill_chunk;
     int max_queue;     /* waiting requests beyond which submit refuses */
     int prefill_batch; /* prompts per prefill forward at most (0: max_batch; 1: one at a time) */
-    int speculative;   /* 1: greedy requests decode with MTP drafts, verified in the batched step */
+    int speculative;   /* DS_SPEC_MTP: MTP drafts, DS_SPEC_NGRAM: n-gram drafts (infer.h), verified in the batched
+                        * step; 0: plain decoding */
+    int draft_max, ngram_min, ngram_max; /* n-gram: as ds_gen_opts (0: infer.h's defaults) */
     int prefix_cache;  /* 1: a prompt starts from the longest prefix a cache row holds (sched.c) */
     int cache_rows;    /* cache rows (≤ max_batch: max_batch); the rows beyond hold prefixes only */
 } ds_sched_opts;
@@ -101,7 +103,7 @@ typedef struct {
     double ttft_sum, decode_s;
     uint64_t ttft_count;
     uint64_t ttft_bucket[DS_TTFT_BUCKETS]; /* first tokens within ds_ttft_bounds[i] seconds (not cumulative) */
-    uint64_t drafted, accepted;   /* speculative: MTP drafts verified, drafts accepted */
+    uint64_t drafted, accepted;   /* speculative: draft tokens verified, draft tokens accepted */
     uint64_t prefill_steps, prefill_seqs; /* prefill forwards, prompts summed over them */
     int prefill_batch_max;        /* most prompts in one prefill forward */
     uint64_t prefix_queries, prefix_hits; /* prompt tokens admitted; of those, found in the prefix cache */

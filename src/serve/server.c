@@ -1786,9 +1786,9 @@ static char *metrics_text(server *S) {
            (unsigned long long)st.prefix_queries);
     METRIC("dsv3_prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache (not prefilled again).",
            "%llu", (unsigned long long)st.prefix_hits);
-    METRIC("dsv3_spec_drafts_total", "counter", "Speculative decoding: MTP drafts verified (0 without --speculative).", "%llu",
+    METRIC("dsv3_spec_drafts_total", "counter", "Speculative decoding: draft tokens verified (MTP or n-gram; 0 without --speculative).", "%llu",
            (unsigned long long)st.drafted);
-    METRIC("dsv3_spec_accepted_total", "counter", "Speculative decoding: MTP drafts accepted.", "%llu",
+    METRIC("dsv3_spec_accepted_total", "counter", "Speculative decoding: draft tokens accepted.", "%llu",
            (unsigned long long)st.accepted);
     METRIC("dsv3_spec_acceptance_rate", "gauge", "Speculative decoding: accepted / verified drafts.", "%.4f",
            st.drafted ? (double)st.accepted / (double)st.drafted : 0.0);
