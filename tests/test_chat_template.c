@@ -66,6 +66,65 @@ TEST(chat_template_matches_transformers) {
     cJSON_Delete(root);
 }
 
+/* continue_final_message (with and without add_generation_prompt) and
+ * chat_template_kwargs: tests/fixtures/chat/options.json, rendered by
+ * transformers' apply_chat_template with them (the same script) */
+TEST(chat_template_options_match_transformers) {
+    const char *fix = "tests/fixtures/chat/options.json";
+    size_t len;
+    char *txt = ds_read_file(fix, &len);
+    CHECK(txt != NULL);
+    if (!txt) return;
+    cJSON *root = ds_json_parse(txt, len, fix);
+    free(txt);
+    /* transformers' error -> what dsv3's says */
+    static const char *const errs[][2] = {
+        {"are not compatible", "are not compatible"},
+        {"empty conversation", "the conversation is empty"},
+        {"has no \"content\" to continue", "has no \"content\" to continue"},
+        {"does not appear in the chat", "does not appear in the chat"},
+    };
+    int ncases = 0, nerr = 0, ncont = 0, nkw = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, root) {
+        const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+        const char *src = cJSON_GetObjectItem(t, "template")->valuestring;
+        const cJSON *bos = cJSON_GetObjectItem(t, "bos_token"), *eos = cJSON_GetObjectItem(t, "eos_token");
+        ds_jinja *j = ds_jinja_parse(src, strlen(src));
+        CHECK_MSG(j != NULL, "%s: %s", name, ds_errmsg());
+        if (!j) continue;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(t, "cases")) {
+            const ds_chat_opts o = {.add_generation_prompt = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt")),
+                                    .continue_final_message = cJSON_IsTrue(cJSON_GetObjectItem(c, "continue_final_message")),
+                                    .kwargs = cJSON_GetObjectItem(c, "chat_template_kwargs")};
+            char *r = ds_chat_template_render(j, cJSON_GetObjectItem(c, "messages"), NULL, &o,
+                                              cJSON_IsString(bos) ? bos->valuestring : NULL,
+                                              cJSON_IsString(eos) ? eos->valuestring : NULL);
+            const cJSON *want = cJSON_GetObjectItem(c, "rendered"), *err = cJSON_GetObjectItem(c, "error");
+            ncases++;
+            ncont += o.continue_final_message && want;
+            nkw += o.kwargs != NULL;
+            if (want) {
+                CHECK_MSG(r && !strcmp(r, want->valuestring), "%s case %d: got %s, want %s (%s)", name, ncases,
+                          r ? ds_quote(r) : "NULL", ds_quote(want->valuestring), r ? "" : ds_errmsg());
+            } else {
+                nerr++;
+                const char *m = NULL;
+                for (size_t k = 0; k < sizeof errs / sizeof errs[0] && !m; k++)
+                    if (strstr(err->valuestring, errs[k][0])) m = errs[k][1];
+                CHECK_MSG(m && !r && strstr(ds_errmsg(), m), "%s case %d: want error %s, got %s", name, ncases,
+                          err->valuestring, r ? ds_quote(r) : ds_errmsg());
+            }
+            free(r);
+        }
+        ds_jinja_free(j);
+    }
+    cJSON_Delete(root);
+    CHECK_MSG(ncases >= 70 && nerr >= 20 && ncont >= 25 && nkw >= 20, "%d cases, %d errors, %d continued, %d with kwargs",
+              ncases, nerr, ncont, nkw);
+}
+
 TEST(chat_template_unsupported_fails_at_parse) {
     static const char *const bad[][2] = {
         {"{% macro m() %}x{% endmacro %}", "unsupported tag 'macro'"},

@@ -1634,7 +1634,11 @@ static int chat_answer(int port, const char *fields, int stream, answer *a) {
  * a conversation holding calls and results renders as transformers renders
  * it; bad tool fields get 400 */
 TEST(serve_tool_calls) {
+    /* each step's tokens reach a stream on their own (a fast machine would otherwise send a short call's
+     * deltas joined, and the streamed-call checks count deltas) */
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "2", 1);
     SETUP_IN(make_model_long(), "");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
     char finish[32] = "";
     size_t ln;
     char *log = ds_read_file(S.log, &ln);
@@ -1782,6 +1786,113 @@ static char *fixture_template(const char *name, cJSON **root) {
     cJSON_ArrayForEach(t, *root) if (!strcmp(cJSON_GetObjectItem(t, "name")->valuestring, name))
         return ds_strdup(cJSON_GetObjectItem(t, "template")->valuestring);
     return NULL;
+}
+
+/* the cases of one template in tests/fixtures/chat/options.json through
+ * /tokenize: each rendering (less BOS, which this folder lacks; given as a
+ * template variable where the template prints it) is the prompt, and where
+ * transformers raised the request gets 400; a case continuing the final
+ * message also without add_generation_prompt (the default then flips) */
+static int options_cases(int port, const cJSON *tmpl, int add_bos_kw) {
+    const char *bos = cJSON_IsString(cJSON_GetObjectItem(tmpl, "bos_token")) ? cJSON_GetObjectItem(tmpl, "bos_token")->valuestring : "";
+    const cJSON *c;
+    int n = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(tmpl, "cases")) {
+        const cJSON *r = cJSON_GetObjectItem(c, "rendered"), *kw = cJSON_GetObjectItem(c, "chat_template_kwargs");
+        const int cfm = cJSON_IsTrue(cJSON_GetObjectItem(c, "continue_final_message"));
+        for (int implicit = 0; implicit <= cfm; implicit++) {
+            cJSON *rq = cJSON_CreateObject();
+            cJSON_AddItemToObject(rq, "messages", cJSON_Duplicate(cJSON_GetObjectItem(c, "messages"), 1));
+            if (!implicit) cJSON_AddItemToObject(rq, "add_generation_prompt", cJSON_Duplicate(cJSON_GetObjectItem(c, "add_generation_prompt"), 1));
+            cJSON_AddBoolToObject(rq, "continue_final_message", cfm);
+            cJSON *k = kw ? cJSON_Duplicate(kw, 1) : cJSON_CreateObject();
+            if (add_bos_kw && !cJSON_GetObjectItem(k, "bos_token")) cJSON_AddStringToObject(k, "bos_token", bos);
+            cJSON_AddItemToObject(rq, "chat_template_kwargs", k);
+            char *body = cJSON_PrintUnformatted(rq);
+            cJSON_Delete(rq);
+            int st;
+            cJSON *t = post(port, "/tokenize", body, &st);
+            cJSON_Delete(t);
+            if (r) {
+                char *pt = prompt_text(port, body);
+                const char *w = !add_bos_kw && !strncmp(r->valuestring, bos, strlen(bos)) ? r->valuestring + strlen(bos) : r->valuestring;
+                CHECK_MSG(st == 200 && pt && !strcmp(pt, w), "%s: rendered %s, want %s", body, pt ? ds_quote(pt) : "", ds_quote(w));
+                free(pt);
+            } else if (!implicit) { /* the explicit both-true case: refused; implicit, the default flips */
+                CHECK_MSG(st == 400, "%s: %d, want 400 (%s)", body, st, cJSON_GetObjectItem(c, "error")->valuestring);
+            }
+            free(body);
+            n++;
+        }
+    }
+    return n;
+}
+
+/* vLLM's chat options: continue_final_message, add_generation_prompt,
+ * chat_template_kwargs, against transformers' renderings under DeepSeek-V3's
+ * template (this folder's) and a template reading variables (given with
+ * --chat-template); a continued answer is the greedy completion of the
+ * continued prompt; bad values get 400 */
+TEST(serve_chat_template_options) {
+    const char *fix = "tests/fixtures/chat/options.json";
+    size_t fl;
+    char *fx = ds_read_file(fix, &fl);
+    cJSON *root = fx ? cJSON_Parse(fx) : NULL;
+    free(fx);
+    CHECK(root != NULL);
+    const cJSON *ds = NULL, *kwt = NULL, *t;
+    cJSON_ArrayForEach(t, root) {
+        if (!strcmp(cJSON_GetObjectItem(t, "name")->valuestring, "deepseek_v3")) ds = t;
+        if (!strcmp(cJSON_GetObjectItem(t, "name")->valuestring, "kwargs")) kwt = t;
+    }
+    CHECK(ds && kwt);
+    if (!ds || !kwt) {
+        cJSON_Delete(root);
+        return;
+    }
+    SETUP("");
+    CHECK(options_cases(S.port, ds, 0) >= 20);
+    /* a continued assistant message: the answer is the continuation, as /v1/completions gives it */
+#define CONT "\"messages\": [{\"role\": \"user\", \"content\": \"What is 2+2?\"}, {\"role\": \"assistant\", \"content\": \"The answer is\"}], " \
+             "\"continue_final_message\": true, \"add_generation_prompt\": false, \"max_tokens\": 6, \"ignore_eos\": true"
+    char finish[32] = "";
+    char *want = completion_of_chat(S.port, CONT, 6, "", finish);
+    answer a;
+    CHECK(chat_answer(S.port, CONT, 0, &a) == 200);
+    CHECK_MSG(want && *want && !strcmp(a.content, want), "continued %s, completion %s", ds_quote(a.content), want ? ds_quote(want) : "");
+    CHECK(chat_answer(S.port, CONT, 1, &a) == 200 && want && !strcmp(a.content, want));
+    free(want);
+    static const struct { const char *body, *want; } badopt[] = {
+        {ASK ", \"chat_template_kwargs\": 3", "'chat_template_kwargs' must be an object"},
+        {ASK ", \"chat_template_kwargs\": {\"messages\": []}", "chat_template_kwargs.messages"},
+        {ASK ", \"continue_final_message\": \"yes\"", "'continue_final_message' must be a boolean"},
+        {ASK ", \"add_generation_prompt\": 1", "'add_generation_prompt' must be a boolean"},
+        {ASK ", \"continue_final_message\": true, \"add_generation_prompt\": true", "cannot both be true"},
+        {ASK ", \"continue_final_message\": true, \"tools\": " TOOLS_JSON ", \"tool_choice\": \"required\"", "forced tool call"},
+        {"\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": null, \"tool_calls\": "
+         "[{\"id\": \"c\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}]}], \"continue_final_message\": true",
+         "no \\\"content\\\" to continue"},
+    };
+    for (size_t i = 0; i < sizeof badopt / sizeof *badopt; i++) {
+        char req[4096], *o = NULL;
+        snprintf(req, sizeof req, "{%s}", badopt[i].body);
+        int st = http(S.port, "POST", "/v1/chat/completions", NULL, req, &o);
+        CHECK_MSG(st == 400 && o && strstr(o, badopt[i].want), "%s: %d %s", badopt[i].body, st, o ? o : "");
+        free(o);
+    }
+    CHECK(healthy(S.port));
+    CHECK(server_stop(&S) == 0);
+    /* a template that reads variables */
+    char path[700];
+    snprintf(path, sizeof path, "%s/kwargs.jinja", ds_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f && fputs(cJSON_GetObjectItem(kwt, "template")->valuestring, f) >= 0 && fclose(f) == 0);
+    char extra[800];
+    snprintf(extra, sizeof extra, "--chat-template %s", path);
+    CHECK(server_start(&S, dir, extra) == 0);
+    CHECK(options_cases(S.port, kwt, 1) >= 20);
+    CHECK(server_stop(&S) == 0);
+    cJSON_Delete(root);
 }
 
 /* Hermes' format, told from a Qwen2.5-style template given with

@@ -20,7 +20,10 @@ The last five are written here from those files (this machine cannot download
 them); whatever their exact provenance, the expected strings are jinja2's
 rendering through transformers, so they test the renderer either way.
 
-  python3 tools/make_chat_template_fixtures.py   # writes tests/fixtures/chat/templates.json
+Also continue_final_message (with and without add_generation_prompt) and
+chat_template_kwargs cases under some of them, into options.json beside it.
+
+  python3 tools/make_chat_template_fixtures.py   # writes tests/fixtures/chat/templates.json, options.json
 """
 import json
 import os
@@ -240,6 +243,68 @@ SPECIALS = {
 }
 
 
+# continue_final_message (the answer goes on from the final message, as
+# vLLM's chat requests ask with it) and chat_template_kwargs (more template
+# variables): tests/fixtures/chat/options.json
+KWARGS = """{%- for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>
+{% endfor %}{% if add_generation_prompt %}<assistant>{% if thinking %}<think>{% endif %}{% endif %}
+{{- greeting | default('') }}{% if extra is defined %}{{ extra | tojson }}{% endif %}{{ bos_token }}"""
+
+# drops the assistant's turns: a final assistant message cannot be continued
+DROPS = "{% for m in messages if m.role != 'assistant' %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+
+CONTINUE_CONVERSATIONS = [
+    [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "The answer is"}],
+    [{"role": "system", "content": "You are a terse assistant."}, {"role": "user", "content": "List three colours."},
+     {"role": "assistant", "content": "  Sure, here:\n1."}],
+    [{"role": "user", "content": "Écris un haïku."}, {"role": "assistant", "content": "Vagues 🌊 "}],
+    [{"role": "user", "content": "Say something."}, {"role": "assistant", "content": ""}],
+    [{"role": "user", "content": "one"}, {"role": "assistant", "content": "two"}, {"role": "user", "content": "three"},
+     {"role": "assistant", "content": "four, and then\n\n"}],
+    [{"role": "user", "content": "Complete my sentence: the quick brown"}],
+    [],
+    [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": None}],
+]
+
+KWARGS_CASES = [
+    {},
+    {"thinking": True},
+    {"thinking": False, "greeting": "Hi «there»!"},
+    {"extra": {"a": [1, 2.5, None], "b": "x"}, "greeting": ""},
+    {"bos_token": "<B>"},
+]
+
+
+def options_fixture(ds_template):
+    """continue_final_message and chat_template_kwargs rendered by apply_chat_template"""
+    templates = {"deepseek_v3": ds_template, "llama3": LLAMA3, "qwen2": QWEN2, "mistral_v3": MISTRAL_V3,
+                 "kwargs": KWARGS, "drops": DROPS}
+    specials = dict(SPECIALS, kwargs=("<s>", "</s>"), drops=("<s>", "</s>"))
+    result = []
+    for name, tmpl in templates.items():
+        bos, eos = specials[name]
+        tok = tokenizer(bos, eos)
+        cases = []
+        for conv in CONTINUE_CONVERSATIONS:
+            for agp in (False, True) if conv is CONTINUE_CONVERSATIONS[0] else (False,):
+                case = {"messages": conv, "add_generation_prompt": agp, "continue_final_message": True}
+                try:
+                    case["rendered"] = tok.apply_chat_template(conv, chat_template=tmpl, tokenize=False,
+                                                               add_generation_prompt=agp, continue_final_message=True)
+                except Exception as e:
+                    case["error"] = type(e).__name__ + ": " + str(e).split("\n")[0]
+                cases.append(case)
+        for kw in KWARGS_CASES if name in ("kwargs", "deepseek_v3") else []:
+            for conv, cfm in ((CONVERSATIONS[1], False), (CONTINUE_CONVERSATIONS[0], True)):
+                case = {"messages": conv, "add_generation_prompt": not cfm, "continue_final_message": cfm,
+                        "chat_template_kwargs": kw}
+                case["rendered"] = tok.apply_chat_template(conv, chat_template=tmpl, tokenize=False,
+                                                           add_generation_prompt=not cfm, continue_final_message=cfm, **kw)
+                cases.append(case)
+        result.append({"name": name, "template": tmpl, "bos_token": bos, "eos_token": eos, "cases": cases})
+    return result
+
+
 def tokenizer(bos, eos):
     vocab = {"<unk>": 0}
     for t in (bos, eos):
@@ -292,6 +357,14 @@ def main():
     n = sum(len(t["cases"]) for t in result)
     print(f"wrote {out}: {len(result)} templates, {n} cases "
           f"({sum(1 for t in result for c in t['cases'] if 'error' in c)} raise)")
+    out2 = os.path.join(os.path.dirname(out), "options.json")
+    opts = options_fixture(ds)
+    with open(out2, "w", encoding="utf-8") as f:
+        json.dump(opts, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    n = sum(len(t["cases"]) for t in opts)
+    print(f"wrote {out2}: {len(opts)} templates, {n} cases "
+          f"({sum(1 for t in opts for c in t['cases'] if 'error' in c)} raise)")
 
 
 if __name__ == "__main__":

@@ -609,8 +609,35 @@ static int parse_prompt(server *S, greq *g, const cJSON *j) {
     return 0;
 }
 
+/* vLLM's chat options for the template: add_generation_prompt (default true),
+ * continue_final_message (the answer continues the final message; then
+ * add_generation_prompt defaults to false, and both true is refused, as
+ * transformers refuses it) and chat_template_kwargs (more template variables) */
+static int parse_chat_opts(greq *g, const cJSON *j, ds_chat_opts *o) {
+    int agp = 1, cont = 0;
+    if (get_bool(g, j, "add_generation_prompt", &agp) || get_bool(g, j, "continue_final_message", &cont)) return -1;
+    if (cont && agp && field(j, "add_generation_prompt"))
+        return bad(g, "continue_final_message", "'continue_final_message' and 'add_generation_prompt' cannot both be true "
+                   "(continue the final message, or start a new assistant message)");
+    if (cont && g->tool_prefix)
+        return bad(g, "continue_final_message", "'continue_final_message' cannot go with a forced tool call "
+                   "(tool_choice 'required' or a named function starts a new answer)");
+    const cJSON *kw = field(j, "chat_template_kwargs"), *e;
+    if (kw && !cJSON_IsObject(kw))
+        return bad(g, "chat_template_kwargs", "'chat_template_kwargs' must be an object, got %s", ds_json_type_name(kw));
+    static const char *const own[] = {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message"};
+    if (kw) cJSON_ArrayForEach(e, kw)
+        for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+            if (!strcmp(e->string, own[i]))
+                return bad(g, "chat_template_kwargs", "chat_template_kwargs.%s: the request sets '%s' itself", own[i], own[i]);
+    *o = (ds_chat_opts){.add_generation_prompt = cont ? 0 : agp, .continue_final_message = cont, .kwargs = kw};
+    return 0;
+}
+
 static int parse_messages(server *S, greq *g, const cJSON *j) {
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    ds_chat_opts copts;
+    if (parse_chat_opts(g, j, &copts)) return -1;
     if (!ms) return bad(g, "messages", "'messages' is required");
     if (!cJSON_IsArray(ms)) return bad(g, "messages", "'messages' must be a list, got %s", ds_json_type_name(ms));
     if (cJSON_GetArraySize(ms) == 0) return bad(g, "messages", "'messages' is empty");
@@ -673,7 +700,7 @@ static int parse_messages(server *S, greq *g, const cJSON *j) {
         cJSON_Delete(norm);
         return bad(g, "messages", "this model has no chat template (tokenizer_config.json chat_template); use /v1/completions");
     }
-    char *text = ds_chat_template_apply_tools(S->cfg->tmpl, norm, g->tools, 1, S->cfg->bos, S->cfg->eos);
+    char *text = ds_chat_template_render(S->cfg->tmpl, norm, g->tools, &copts, S->cfg->bos, S->cfg->eos);
     cJSON_Delete(norm);
     if (!text) return bad(g, "messages", "%s", ds_errmsg());
     if (g->tool_prefix) { /* a forced call: the answer starts with it */
@@ -1670,7 +1697,8 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
 }
 
 /* POST /tokenize, as vLLM's: {"prompt": TEXT, "add_special_tokens": true} or {"messages": [...]}
- * (rendered with the chat template and the generation prompt) -> {"count", "max_model_len", "tokens"} */
+ * (rendered with the chat template and the generation prompt, or as add_generation_prompt,
+ * continue_final_message and chat_template_kwargs ask) -> {"count", "max_model_len", "tokens"} */
 static enum MHD_Result tokenize_ep(server *S, struct MHD_Connection *c, const char *body, size_t len) {
     greq g;
     memset(&g, 0, sizeof g);

@@ -302,7 +302,23 @@ typedef struct {
 struct ds_jinja {
     arena a;        /* the tree */
     struct jnode *root;
+    int mentions_content; /* the source has "content" (continue_final_message needs the template to read it) */
 };
+
+/* Python's str.strip() on ASCII whitespace: [*a, *b) of s */
+static void py_strip(const char *s, size_t n, size_t *a, size_t *b) {
+    *a = 0, *b = n;
+    while (*a < *b && strchr(" \t\n\r\f\v", s[*a]) && s[*a]) (*a)++;
+    while (*b > *a && strchr(" \t\n\r\f\v", s[*b - 1]) && s[*b - 1]) (*b)--;
+}
+
+/* the last occurrence of w (wn bytes) in s (n bytes), or NULL */
+static const char *last_of(const char *s, size_t n, const char *w, size_t wn) {
+    for (size_t i = n >= wn ? n - wn + 1 : 0; i-- > 0;)
+        if (!memcmp(s + i, w, wn)) return s + i;
+    return NULL;
+}
+
 
 typedef struct {
     arena *a;
@@ -1097,6 +1113,7 @@ ds_jinja *ds_jinja_parse(const char *src, size_t len) {
         return NULL;
     }
     parser P = {.L = &L, .a = &t->a};
+    t->mentions_content = last_of(src, len, "content", 7) != NULL;
     t->root = p_body(&P, NULL, 0, NULL);
     free(L.tok);
     if (!t->root || P.err[0]) {
@@ -1947,19 +1964,75 @@ char *ds_jinja_render(const ds_jinja *t, const cJSON *vars) {
     return out;
 }
 
-char *ds_chat_template_apply_tools(const ds_jinja *t, const cJSON *messages, const cJSON *tools, int add_generation_prompt,
-                                   const char *bos, const char *eos) {
+#define CONTINUE_TAG "CONTINUE_FINAL_MESSAGE_TAG "
+
+char *ds_chat_template_render(const ds_jinja *t, const cJSON *messages, const cJSON *tools, const ds_chat_opts *o,
+                              const char *bos, const char *eos) {
+    const int cont = o && o->continue_final_message;
+    if (cont && o->add_generation_prompt) {
+        ds_err("chat template: continue_final_message and add_generation_prompt are not compatible (continue the final "
+               "message, or start a new assistant message)");
+        return NULL;
+    }
     cJSON *v = cJSON_CreateObject();
-    cJSON_AddItemToObject(v, "messages", cJSON_Duplicate(messages, 1));
-    /* transformers passes tools and documents always, None when not given */
-    cJSON_AddItemToObject(v, "tools", tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
-    cJSON_AddNullToObject(v, "documents");
-    cJSON_AddBoolToObject(v, "add_generation_prompt", add_generation_prompt);
+    cJSON *msgs = cJSON_Duplicate(messages, 1);
+    const char *final = NULL; /* the final message's content, as given */
+    if (cont) {
+        cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+        const cJSON *c = last ? cJSON_GetObjectItemCaseSensitive(last, "content") : NULL;
+        const char *why = !last ? "the conversation is empty"
+                          : !cJSON_IsString(c) ? "the final message has no \"content\" to continue"
+                          : !t->mentions_content ? "the chat template does not read \"content\""
+                          : NULL;
+        if (why) {
+            ds_err("chat template: continue_final_message is set but %s", why);
+            cJSON_Delete(msgs), cJSON_Delete(v);
+            return NULL;
+        }
+        /* as transformers: a tag after the content, found again in the text and cut there */
+        final = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(messages, cJSON_GetArraySize(messages) - 1), "content")
+                    ->valuestring; /* the caller's copy: the same text */
+        char *tagged = ds_malloc(strlen(c->valuestring) + sizeof CONTINUE_TAG);
+        strcat(strcpy(tagged, c->valuestring), CONTINUE_TAG);
+        cJSON_ReplaceItemInObjectCaseSensitive(last, "content", cJSON_CreateString(tagged));
+        free(tagged);
+    }
+    /* the template's variables: transformers' special tokens, then chat_template_kwargs over them, then the
+     * conversation's own (tools and documents always, None when not given) */
     if (bos) cJSON_AddStringToObject(v, "bos_token", bos);
     if (eos) cJSON_AddStringToObject(v, "eos_token", eos);
+    const cJSON *kw;
+    if (o && o->kwargs) cJSON_ArrayForEach(kw, o->kwargs) {
+        cJSON_DeleteItemFromObjectCaseSensitive(v, kw->string);
+        cJSON_AddItemToObject(v, kw->string, cJSON_Duplicate(kw, 1));
+    }
+    cJSON_AddItemToObject(v, "messages", msgs);
+    cJSON_AddItemToObject(v, "tools", tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
+    cJSON_AddNullToObject(v, "documents");
+    cJSON_AddBoolToObject(v, "add_generation_prompt", o ? o->add_generation_prompt : 0);
     char *r = ds_jinja_render(t, v);
     cJSON_Delete(v);
+    if (!r || !cont) return r;
+    size_t n = strlen(r), a, b;
+    py_strip(final, strlen(final), &a, &b);
+    const char *tag = last_of(r, n, CONTINUE_TAG, sizeof CONTINUE_TAG - 2); /* the tag less its space */
+    if ((b > a && !last_of(r, n, final + a, b - a)) || !tag) {
+        ds_err("chat template: continue_final_message is set but the final message does not appear in the chat after "
+               "applying the chat template (the template deletes portions of it)");
+        free(r);
+        return NULL;
+    }
+    size_t cut = (size_t)(tag - r);
+    if (strncmp(tag, CONTINUE_TAG, sizeof CONTINUE_TAG - 1)) /* the template trimmed the content: trim it all */
+        while (cut > 0 && strchr(" \t\n\r\f\v", r[cut - 1])) cut--;
+    r[cut] = 0;
     return r;
+}
+
+char *ds_chat_template_apply_tools(const ds_jinja *t, const cJSON *messages, const cJSON *tools, int add_generation_prompt,
+                                   const char *bos, const char *eos) {
+    const ds_chat_opts o = {.add_generation_prompt = add_generation_prompt};
+    return ds_chat_template_render(t, messages, tools, &o, bos, eos);
 }
 
 char *ds_chat_template_apply(const ds_jinja *t, const cJSON *messages, int add_generation_prompt, const char *bos,

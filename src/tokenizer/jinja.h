@@ -43,6 +43,22 @@ char *ds_chat_template_apply(const ds_jinja *t, const cJSON *messages, int add_g
 char *ds_chat_template_apply_tools(const ds_jinja *t, const cJSON *messages, const cJSON *tools, int add_generation_prompt,
                                    const char *bos, const char *eos);
 
+/* apply_chat_template's options beyond tools */
+typedef struct {
+    int add_generation_prompt;  /* end with the header of a new assistant message */
+    int continue_final_message; /* end inside the final message, after its content (not with
+                                 * add_generation_prompt): the answer continues it */
+    const cJSON *kwargs;        /* more template variables (an object; over bos_token/eos_token), or NULL */
+} ds_chat_opts;
+/* The same with those options, as transformers renders them: the final
+ * message continued by rendering it with a tag after its content and cutting
+ * the text at the tag (where the template trimmed the content, trailing
+ * whitespace cut too); errors as transformers raises them (an empty
+ * conversation, a final message with no string content, a template that
+ * drops it). */
+char *ds_chat_template_render(const ds_jinja *t, const cJSON *messages, const cJSON *tools, const ds_chat_opts *o,
+                              const char *bos, const char *eos);
+
 /* json.dumps(v, ensure_ascii=False) as Python writes it (", " and ": "
  * separators; integral numbers as integers).  malloc'd, or NULL with ds_err. */
 char *ds_json_dumps_py(const cJSON *v);
