@@ -367,8 +367,36 @@ TEST(serve_greedy_logprobs_stream_and_chat) {
                   !strcmp(cJSON_GetObjectItem(ch, "finish_reason")->valuestring, "stop") &&
                   cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "completion_tokens")->valuedouble == k + 1,
                   "stop %s at token %d: %s", first, k, o);
+        char cut_text[256];
+        snprintf(cut_text, sizeof cut_text, "%s", cJSON_GetObjectItem(ch, "text")->valuestring);
         cJSON_Delete(j);
         free(o);
+        /* include_stop_str_in_output (vLLM's): the same text, then the stop string, streamed or not */
+        for (int stream = 0; stream < 2; stream++) {
+            snprintf(req, sizeof req, "{\"prompt\": %s, \"max_tokens\": 8, \"temperature\": 0, \"ignore_eos\": true, "
+                     "\"stop\": [\"zz\", \"%s\"], \"include_stop_str_in_output\": true%s}", pj, first,
+                     stream ? ", \"stream\": true" : "");
+            CHECK(http(S.port, "POST", "/v1/completions", NULL, req, &o) == 200);
+            char text[512] = "", wantx[260];
+            if (stream) {
+                for (const char *p = o; (p = strstr(p, "data: {")) != NULL; p += 6) {
+                    const char *e = strstr(p, "\n\n");
+                    cJSON *ev = e ? cJSON_ParseWithLength(p + 6, (size_t)(e - p - 6)) : NULL;
+                    const cJSON *t = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(ev, "choices"), 0), "text");
+                    if (cJSON_IsString(t)) strncat(text, t->valuestring, sizeof text - strlen(text) - 1);
+                    cJSON_Delete(ev);
+                }
+            } else {
+                j = cJSON_Parse(o);
+                const cJSON *t = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "text");
+                if (cJSON_IsString(t)) snprintf(text, sizeof text, "%s", t->valuestring);
+                cJSON_Delete(j);
+            }
+            snprintf(wantx, sizeof wantx, "%s%s", cut_text, first);
+            CHECK_MSG(!strcmp(text, wantx), "include_stop_str_in_output (stream %d): %s, want %s", stream, ds_quote(text),
+                      ds_quote(wantx));
+            free(o);
+        }
     }
     /* chat: the template-rendered prompt; greedy ids equal dsv3 generate --ids on it */
     const char *creq = "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
@@ -491,6 +519,7 @@ TEST(serve_bad_requests) {
         {"/v1/completions", "{\"prompt\": \"\"}", "'prompt' is empty", 400},
         {"/v1/completions", "{\"prompt\": [1, 300]}", "outside the vocabulary", 400},
         {"/v1/completions", "{\"prompt\": \"hi\", \"stop\": 3}", "'stop' must be", 400},
+        {"/v1/completions", "{\"prompt\": \"hi\", \"include_stop_str_in_output\": 1}", "must be a boolean", 400},
         {"/v1/completions", "{\"max_tokens\": 3}", "'prompt' is required", 400},
         {"/v1/chat/completions", "{\"messages\": []}", "'messages' is empty", 400},
         {"/v1/chat/completions", "{\"messages\": \"hi\"}", "'messages' must be a list", 400},

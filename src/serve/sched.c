@@ -262,16 +262,17 @@ static void emit(ds_sched *s, ds_sreq *r, int32_t id, float lp, const int32_t *t
         memcpy(r->text + r->ntext, b, len);
         r->ntext += len;
         r->text[r->ntext] = 0;
-        size_t hold = 0, cut = (size_t)-1;
+        size_t hold = 0, cut = (size_t)-1, cut_len = 0;
         for (int i = 0; i < r->nstop; i++) {
             size_t sl = strlen(r->stop[i]);
             if (sl > hold + 1) hold = sl - 1;
             size_t from = old + 1 >= sl ? old + 1 - sl : 0; /* a match ends inside the new bytes */
             const char *hit = sl ? strstr(r->text + from, r->stop[i]) : NULL;
-            if (hit && (size_t)(hit - r->text) < cut) cut = (size_t)(hit - r->text);
+            if (hit && (size_t)(hit - r->text) < cut) cut = (size_t)(hit - r->text), cut_len = sl;
         }
         if (!may_stop) cut = (size_t)-1;
         if (cut != (size_t)-1) {
+            if (r->include_stop) cut += cut_len; /* the earliest match, kept whole */
             r->ntext = cut;
             r->text[cut] = 0;
             finish(s, r, "stop");

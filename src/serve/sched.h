@@ -46,6 +46,8 @@ typedef struct ds_sreq {
                                    * prefilled alone, every position through the head; max_tokens may be 0 */
     char *stop[DS_SREQ_MAX_STOP];
     int nstop;
+    int include_stop;             /* 1: the text ends with the stop string that ended it (vLLM's
+                                   * include_stop_str_in_output); 0: cut before it */
     int ignore_eos;
     int32_t *stop_ids;            /* more ids that end the request as EOS does (owned; ignore_eos leaves them) */
     int nstop_ids;

@@ -120,7 +120,7 @@ static enum MHD_Result send_error(server *S, struct MHD_Connection *c, int statu
 
 /* ---- request parameters ----------------------------------------------------------------- */
 typedef struct {
-    int chat, stream, include_usage, echo, token_ids, ignore_eos;
+    int chat, stream, include_usage, echo, token_ids, ignore_eos, include_stop;
     int responses;        /* POST /v1/responses: a chat request answered as a response object or its events */
     int64_t min_tokens;   /* extension, as vLLM's */
     int json;             /* response_format json_object / json_schema: the answer is one JSON object */
@@ -289,6 +289,7 @@ static int parse_common(server *S, greq *g, const cJSON *j) {
     if (get_bool(g, j, "stream", &g->stream)) return -1;
     if (get_bool(g, j, "return_token_ids", &g->token_ids)) return -1;
     if (get_bool(g, j, "ignore_eos", &g->ignore_eos)) return -1; /* extension, as vLLM's */
+    if (get_bool(g, j, "include_stop_str_in_output", &g->include_stop)) return -1; /* vLLM's: keep the stop string */
     if (get_int(g, j, "min_tokens", 0, INT64_C(1) << 40, &g->min_tokens)) return -1; /* extension, as vLLM's */
     if (g->max_tokens >= 0 && g->min_tokens > g->max_tokens)
         return bad(g, "min_tokens", "'min_tokens' (%lld) is more than 'max_tokens' (%lld)", (long long)g->min_tokens,
@@ -1638,6 +1639,7 @@ static enum MHD_Result generate(server *S, struct MHD_Connection *c, const char 
         }
         for (int i = 0; i < g.nstop; i++) r->stop[i] = ds_strdup(g.stop[i]);
         r->nstop = g.nstop;
+        r->include_stop = g.include_stop;
     }
     if (S->stopping || ds_sched_submit_n(cfg->sched, rs, g.nch)) {
         for (int c = 0; c < g.nch; c++) ds_sched_release(cfg->sched, rs[c]);
