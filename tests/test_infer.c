@@ -578,7 +578,7 @@ static void ngram_vs_plain(const char *name, const ds_sample_params *sp, int eve
     CHECK(ds_engine_create(&e, &f.m, &ds_ops_cpu, 1, T + NG, K + 1, 0) == 0);
     if (every >= 0) e.forced_drafts = forced, e.n_forced = NG;
     o.speculative = DS_SPEC_NGRAM, o.draft_max = K, o.ngram_min = 1;
-    CHECK(ds_generate_ngram(&e, f.gids, T, &o, spec, &ns, NULL, NULL, &st) == 0);
+    CHECK(ds_generate_ngram(&e, f.gids, T, 0, &o, spec, &ns, NULL, NULL, &st) == 0);
     int first = -1;
     for (int64_t i = 0; i < NG && first < 0; i++)
         if (i >= ns || spec[i] != plain[i]) first = (int)i;

@@ -2789,4 +2789,14 @@ TEST(chat_cli_reuses_the_conversation) {
     snprintf(want, sizeof want, "chat: %d of %d prompt tokens were cached", P1 + 9, P2); /* the first answer's last token is not cached */
     CHECK_MSG(log && strstr(log, want), "wanted '%s' in %s", want, log ? log : "(none)");
     free(log);
+    /* --speculative ngram: the same answers, the same cache reuse (the n-gram steps leave the cache as plain ones) */
+    char sout[8192];
+    CHECK(ds_test_sh(sout, sizeof sout, "printf 'Hi\\nHow are you\\n' | $DSV3 --verbose chat --model %s --max-new-tokens 10 "
+                     "--speculative ngram --draft-max 3 2>%s", dir, err) == 0);
+    CHECK_MSG(!strcmp(sout, cout), "chat --speculative ngram printed %s, plain %s", ds_quote(sout), ds_quote(cout));
+    log = ds_read_file(err, &len);
+    CHECK_MSG(log && strstr(log, want), "wanted '%s' in %s", want, log ? log : "(none)");
+    free(log);
+    CHECK(ds_test_sh(sout, sizeof sout, "$DSV3 chat --model %s --speculative mtp </dev/null", dir) == 2);
+    CHECK(ds_test_sh(sout, sizeof sout, "$DSV3 chat --url http://127.0.0.1:1 --speculative ngram </dev/null") == 2);
 }

@@ -87,7 +87,7 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
     if (o->speculative) {
         ds_gen_opts oo = *o;
         oo.max_tokens = N;
-        rc = o->speculative == DS_SPEC_NGRAM ? ds_generate_ngram(&e, prompt, P, &oo, out, nout, fn, ctx, st)
+        rc = o->speculative == DS_SPEC_NGRAM ? ds_generate_ngram(&e, prompt, P, 0, &oo, out, nout, fn, ctx, st)
                                              : ds_generate_speculative(&e, prompt, P, &oo, out, nout, fn, ctx, st);
     } else {
         rc = gen_plain(&e, ops, prompt, P, 0, o, N, out, nout, fn, ctx, st);
@@ -103,10 +103,10 @@ int ds_generate_session(ds_gen_session *g, const ds_model *m, const struct ds_op
     *nout = 0;
     int64_t N;
     if (gen_check(&m->cfg, P, o, &N)) return -1;
-    if (o->speculative) return ds_err("generate: a session decodes plainly (no --speculative)");
+    if (o->speculative == DS_SPEC_MTP) return ds_err("generate: a session decodes plainly or with n-gram drafts (not --speculative mtp)");
     if (o->max_tokens <= 0) return 0;
     const int64_t ctx_len = m->cfg.max_position_embeddings;
-    if (!g->tok) {
+    if (!g->tok) { /* chunk: prefill steps, and n-gram verify steps of up to DS_NGRAM_DRAFT_CAP + 1 tokens */
         if (ds_engine_create(&g->e, m, ops, 1, ctx_len, ctx_len < 256 ? ctx_len : 256, 0)) return -1;
         g->tok = ds_malloc((size_t)ctx_len * sizeof(int32_t));
     }
@@ -116,7 +116,14 @@ int ds_generate_session(ds_gen_session *g, const ds_model *m, const struct ds_op
     st->prompt_tokens = P;
     st->cached_tokens = L;
     memcpy(g->tok, prompt, (size_t)P * sizeof(int32_t));
-    int rc = gen_plain(&g->e, ops, prompt, P, L, o, N, out, nout, fn, ctx, st);
+    int rc;
+    if (o->speculative == DS_SPEC_NGRAM) {
+        ds_gen_opts oo = *o;
+        oo.max_tokens = N;
+        rc = ds_generate_ngram(&g->e, prompt, P, L, &oo, out, nout, fn, ctx, st);
+    } else {
+        rc = gen_plain(&g->e, ops, prompt, P, L, o, N, out, nout, fn, ctx, st);
+    }
     /* the cache holds the prompt and the answer but the last token (not stepped) */
     const int64_t keep = g->e.pos - P > 0 ? g->e.pos - P : 0;
     memcpy(g->tok + P, out, (size_t)keep * sizeof(int32_t));

@@ -251,7 +251,8 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
  * positions kept between calls; each call reuses the longest prefix of its
  * prompt the cache holds (the earlier turns and answers) and prefills the
  * rest (at least the prompt's last token), then decodes as ds_generate.
- * Plain decoding only.  Zero-initialise; free with ds_gen_session_free. */
+ * Plain decoding or n-gram drafts (not MTP).  Zero-initialise; free with
+ * ds_gen_session_free. */
 typedef struct {
     ds_engine e;
     int32_t *tok; /* the tokens at the cached positions 0..e.pos-1 */
@@ -279,10 +280,13 @@ int64_t ds_spec_verify(ds_sampler *s, const float *logits, int32_t draft, int32_
  * count (0: no n-gram recurs). */
 int64_t ds_ngram_draft(const int32_t *h, int64_t n_h, int nmin, int nmax, int64_t kmax, int32_t *draft);
 /* The n-gram speculative loop (speculative.c) on a batch-1 engine whose chunk
- * takes 1 + o->draft_max tokens: each step verifies [last token, drafts...]
- * and keeps the drafts up to the first one the sampler does not draw (one
- * uniform a token, so the output is plain decoding's with the same seed). */
-int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
+ * takes 1 + o->draft_max tokens and whose cache holds prompt[0..L) (L < P;
+ * 0: empty): prefill the rest, then each step verifies [last token,
+ * drafts...] and keeps the drafts up to the first one the sampler does not
+ * draw (one uniform a token, so the output is plain decoding's with the same
+ * seed).  Afterwards the cache holds the prompt and the output but its last
+ * token, as plain decoding leaves it. */
+int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, int64_t L, const ds_gen_opts *o, int32_t *out,
                       int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st);
 /* The speculative loop (speculative.c); e was created with mtp = 1, batch 1. */
 int ds_generate_speculative(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,

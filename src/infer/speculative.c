@@ -76,7 +76,7 @@ int64_t ds_ngram_draft(const int32_t *h, int64_t n_h, int nmin, int nmax, int64_
     return 0;
 }
 
-int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, const ds_gen_opts *o, int32_t *out,
+int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, int64_t L, const ds_gen_opts *o, int32_t *out,
                       int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st) {
     const int64_t V = e->m->cfg.vocab_size, want = o->max_tokens;
     const int64_t K = o->draft_max > 0 ? o->draft_max : DS_NGRAM_DRAFT;
@@ -86,8 +86,11 @@ int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, const ds_g
     if (e->B != 1) return ds_err("speculative ngram: needs a batch-1 engine");
     if (e->chunk < K + 1) return ds_err("speculative ngram: the engine takes %lld tokens a step, %lld drafts need %lld",
                                         (long long)e->chunk, (long long)K, (long long)(K + 1));
+    if (e->pos != L || L >= P) return ds_err("speculative ngram: the cache holds %lld positions, not the %lld given",
+                                             (long long)e->pos, (long long)L);
     memset(st, 0, sizeof *st);
     st->prompt_tokens = P;
+    st->cached_tokens = L;
     *nout = 0;
     ds_sampler smp;
     if (ds_sampler_init(&smp, e->ops, &o->sp, V)) return -1;
@@ -97,7 +100,7 @@ int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, const ds_g
     memcpy(h, prompt, (size_t)P * sizeof(int32_t));
     int64_t nh = P;
     double t0 = ds_now();
-    int rc = ds_engine_prefill(e, prompt, P), stop = 0;
+    int rc = ds_engine_prefill(e, prompt + L, P - L), stop = 0;
     double t1 = ds_now();
     st->prefill_s = t1 - t0;
     if (!rc) {
