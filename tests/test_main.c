@@ -231,6 +231,14 @@ static int cmp_tests(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+    /* the OpenBLAS kernels dsv3's CLI picks on this CPU (ds_blas_core_for_cpu; OpenBLAS reads the
+     * variable as it loads, hence the re-exec), so that what a test computes in-process and what the
+     * CLI it runs computes come from the same sgemm (its own detection differs on some CPUs) */
+    if (!getenv("OPENBLAS_CORETYPE") && !getenv("DS_TEST_REEXEC") && ds_blas_core_for_cpu()) {
+        setenv("OPENBLAS_CORETYPE", ds_blas_core_for_cpu(), 1);
+        setenv("DS_TEST_REEXEC", "1", 1);
+        execv("/proc/self/exe", argv);
+    }
     /* stable order: by file, then by registration order within a file */
     for (int i = 0; i < g_ntests; i++) g_tests[i].fn = g_tests[i].fn;
     qsort(g_tests, g_ntests, sizeof *g_tests, cmp_tests);

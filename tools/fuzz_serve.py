@@ -6,7 +6,7 @@ server must answer every one with
 200 or 400 (503 when its queue is full) and stay up.  Give the server a long context (tool-call prompts are long
 under a byte-level tokenizer) and a template that names a tool-call format, or the tool requests all get 400.
 
-    ASAN_OPTIONS=detect_leaks=0 build-san/dsv3 serve --model DIR --port 8080 --max-batch 4 [--speculative mtp] &
+    ASAN_OPTIONS=detect_leaks=0 build-san/dsv3 serve --model DIR --port 8080 --max-batch 4 [--speculative mtp|ngram] &
     python3 tools/fuzz_serve.py --url http://127.0.0.1:8080 --requests 2000 --seed 1 [--clients 4]
 
 Prints the status counts; exit 1 on a 5xx other than 503 or a dropped connection (the server died).
@@ -23,7 +23,8 @@ FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "rep
           "frequency_penalty", "logit_bias", "echo", "logprobs", "n", "stop", "seed", "stream", "ignore_eos",
           "return_token_ids", "top_logprobs", "messages", "max_completion_tokens", "stream_options", "tools", "tool_choice",
           "parallel_tool_calls", "min_tokens", "stop_token_ids", "response_format", "guided_regex", "guided_choice",
-          "guided_json", "structured_outputs"]
+          "guided_json", "structured_outputs", "include_stop_str_in_output", "add_generation_prompt",
+          "continue_final_message", "chat_template_kwargs"]
 
 
 def client(url, n, seed, out):
@@ -38,6 +39,11 @@ def client(url, n, seed, out):
             "logprobs": lambda: rnd.randint(0, 5), "echo": lambda: rnd.random() < 0.5,
             "return_token_ids": lambda: True, "ignore_eos": lambda: True, "parallel_tool_calls": lambda: rnd.random() < 0.5}
     good["min_tokens"] = lambda: rnd.randint(0, 6)
+    good["include_stop_str_in_output"] = lambda: rnd.random() < 0.5
+    good["add_generation_prompt"] = lambda: rnd.random() < 0.5
+    good["continue_final_message"] = lambda: rnd.random() < 0.5
+    good["chat_template_kwargs"] = lambda: rnd.choice([{}, {"thinking": True}, {"bos_token": "<x>"}, {"messages": []},
+                                                       {"tools": None}, {"a": [1, {"b": None}]}])
     schema = lambda: rnd.choice([{"type": "object", "properties": {"a": {"enum": ["x", 1, None]}, "b": {"type": "integer"}},  # noqa: E731
                                                    "required": ["a"], "additionalProperties": rnd.random() < 0.5},
                                   {"properties": {"p": {"items": {"type": "string"}}}}, {"pattern": "x"}, {"type": "string"},
@@ -91,6 +97,9 @@ def client(url, n, seed, out):
                 body["messages"] += [{"role": "assistant", "content": rnd.choice([None, "ok"]),
                                       "tool_calls": rnd.choice([[call() for _ in range(rnd.randint(0, 3))], {}, None])},
                                      {"role": "tool", "tool_call_id": "c1", "content": rnd.choice(["18C", None])}]
+            if rnd.random() < 0.3:  # a final assistant message to continue
+                body["messages"].append({"role": "assistant", "content": rnd.choice(["The answer is", "", " \n", None])})
+                body["continue_final_message"] = rnd.random() < 0.8
             if rnd.random() < 0.4:
                 body["tools"] = good["tools"]()
         if path == "/v1/responses":  # the Responses API's fields around the same sampling ones

@@ -391,6 +391,16 @@ void ds_set_threads(int n) {
 #endif
 }
 
+const char *ds_blas_core_for_cpu(void) {
+#ifdef DS_HAVE_OPENBLAS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
+
 /* The FP32 GEMM library and, for OpenBLAS, the kernel family it runs.
  * OPENBLAS_CORETYPE from the environment is kept (dsv3 sets it only when
  * unset, cli/main.c); a family narrower than the CPU (Haswell's AVX2 sgemm on

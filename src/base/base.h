@@ -121,6 +121,14 @@ void ds_fill_f32(float *x, int64_t n, float v);
 double ds_now(void); /* seconds, monotonic */
 void ds_set_threads(int n); /* OpenMP and BLAS; n <= 0 keeps the default */
 int ds_threads(void);
+/* The OpenBLAS kernel family dsv3 runs on this CPU when OPENBLAS_CORETYPE is
+ * unset (SkylakeX with AVX-512, Haswell with AVX2+FMA; OpenBLAS's own
+ * detection does not know every recent CPU and picks other families on
+ * others, e.g. Cooperlake on a Zen 4); NULL: OpenBLAS's own choice.  OpenBLAS
+ * reads the variable when it loads, so a program sets it and re-executes
+ * itself (cli/main.c; the test runner too, so that its in-process numbers
+ * and the CLI's come from the same kernels). */
+const char *ds_blas_core_for_cpu(void);
 /* "OpenBLAS <core>" (or the fallback) into buf; *narrow = 1 when the OpenBLAS
  * kernel family is narrower than this CPU's vectors */
 const char *ds_blas_name(char *buf, size_t cap, int *narrow);

@@ -150,13 +150,7 @@ static void set_runtime_env(char **argv) {
     }
 #ifdef DS_HAVE_OPENBLAS
     if (!getenv("OPENBLAS_CORETYPE")) {
-        __builtin_cpu_init();
-        const char *core = NULL;
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vl"))
-            core = "SkylakeX";
-        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-            core = "Haswell";
+        const char *core = ds_blas_core_for_cpu();
         if (core) {
             setenv("OPENBLAS_CORETYPE", core, 1);
             reexec = 1;
