@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "infer/infer.h"
 #include "base/suggest.h"
 #include "model/model.h"
 #include "model/presets.h"
@@ -203,4 +204,14 @@ void ds_cli_parse(const char *cmd, const char *usage, int argc, char **argv,
         positional[np++] = a;
     }
     if (npos) *npos = np;
+}
+
+int ds_cli_speculative(const char *cmd, const char *spec, long long draft_max, long long ngram_min, long long ngram_max) {
+    const int kind = !spec ? 0 : !strcmp(spec, "mtp") ? DS_SPEC_MTP : !strcmp(spec, "ngram") ? DS_SPEC_NGRAM : -1;
+    if (kind < 0) ds_cli_usage_error(cmd, "--speculative: unknown method %s (known: mtp, ngram)", ds_quote(spec));
+    if ((draft_max || ngram_min || ngram_max) && kind != DS_SPEC_NGRAM)
+        ds_cli_usage_error(cmd, "--draft-max, --ngram-min and --ngram-max go with --speculative ngram");
+    if (ngram_min && ngram_max && ngram_min > ngram_max)
+        ds_cli_usage_error(cmd, "--ngram-min %lld is above --ngram-max %lld", ngram_min, ngram_max);
+    return kind;
 }

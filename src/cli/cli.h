@@ -103,6 +103,18 @@ const struct ds_ops *ds_cli_device(const char *cmd, const char *device);
  * only checks (a command that picks its table later: train). */
 const struct ds_ops *ds_cli_device_resident(const char *cmd, const char *device);
 const struct ds_ops *ds_cli_device_check(const char *cmd, const char *device);
+/* --speculative mtp|ngram with the n-gram lookup's options (infer.h): the
+ * option entries, and the method (0, DS_SPEC_MTP, DS_SPEC_NGRAM) or a usage
+ * error (exit 2) for an unknown method, n-gram options without ngram, or
+ * --ngram-min above --ngram-max. */
+#define DS_CLI_NGRAM_OPTS(draft_max, ngram_min, ngram_max)                                                              \
+    {"--draft-max", DS_OPT_INT, &(draft_max), "K  ngram: most tokens drafted a step (default " DS_STR(DS_NGRAM_DRAFT) ")", \
+     DS_RANGE(1, DS_NGRAM_DRAFT_CAP)},                                                                                    \
+    {"--ngram-min", DS_OPT_INT, &(ngram_min), "N  ngram: shortest suffix looked up (default " DS_STR(DS_NGRAM_MIN) ")",    \
+     DS_RANGE(1, 64)},                                                                                                    \
+    {"--ngram-max", DS_OPT_INT, &(ngram_max), "N  ngram: longest suffix looked up (default " DS_STR(DS_NGRAM_MAX) ")",    \
+     DS_RANGE(1, 64)}
+int ds_cli_speculative(const char *cmd, const char *spec, long long draft_max, long long ngram_min, long long ngram_max);
 /* The model of --config (a config.json or a preset name), validated, created
  * in the table mem's memory (NULL: host) with random weights (seed 1), as the
  * benchmarks run it.  0, or -1 with ds_errmsg set. */

@@ -142,10 +142,7 @@ static int run(int argc, char **argv) {
         {"--ids", DS_OPT_FLAG, &ids_mode, "prompt and output are token ids (no tokenizer)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp|ngram  speculative decoding, the same tokens as without (greedy or sampled): "
                                               "MTP drafts, or the tokens after an earlier copy of the text's last n-gram"},
-        {"--draft-max", DS_OPT_INT, &draft_max, "K  ngram: most tokens drafted a step (default " DS_STR(DS_NGRAM_DRAFT) ")",
-         DS_RANGE(1, DS_NGRAM_DRAFT_CAP)},
-        {"--ngram-min", DS_OPT_INT, &ngram_min, "N  ngram: shortest suffix looked up (default " DS_STR(DS_NGRAM_MIN) ")", DS_RANGE(1, 64)},
-        {"--ngram-max", DS_OPT_INT, &ngram_max, "N  ngram: longest suffix looked up (default " DS_STR(DS_NGRAM_MAX) ")", DS_RANGE(1, 64)},
+        DS_CLI_NGRAM_OPTS(draft_max, ngram_min, ngram_max),
         {"--json", DS_OPT_FLAG, &json, "print a JSON summary line on stdout at the end"},
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load (default: FP8 linears stay FP8, BF16 matmul weights BF16)"},
@@ -158,12 +155,7 @@ static int run(int argc, char **argv) {
     ds_cli_parse("generate", usage, argc, argv, opts, nopts, NULL, 0, NULL);
     if (!model) ds_cli_usage_error("generate", "--model is required");
     if (!prompt) ds_cli_usage_error("generate", "--prompt is required");
-    const int spec_kind = !spec ? 0 : !strcmp(spec, "mtp") ? DS_SPEC_MTP : !strcmp(spec, "ngram") ? DS_SPEC_NGRAM : -1;
-    if (spec_kind < 0) ds_cli_usage_error("generate", "--speculative: unknown method %s (known: mtp, ngram)", ds_quote(spec));
-    if ((draft_max || ngram_min || ngram_max) && spec_kind != DS_SPEC_NGRAM)
-        ds_cli_usage_error("generate", "--draft-max, --ngram-min and --ngram-max go with --speculative ngram");
-    if (ngram_min && ngram_max && ngram_min > ngram_max)
-        ds_cli_usage_error("generate", "--ngram-min %lld is above --ngram-max %lld", ngram_min, ngram_max);
+    const int spec_kind = ds_cli_speculative("generate", spec, draft_max, ngram_min, ngram_max);
     const int max_given = max_new != LLONG_MIN;
     if (!max_given) max_new = 64;
     if (max_new < 0) ds_cli_usage_error("generate", "--max-new-tokens must be >= 0 (got %lld)", max_new);

@@ -50,22 +50,14 @@ static int run(int argc, char **argv) {
         {"--tool-parser", DS_OPT_STR, &tparser, "auto|deepseek_v3|hermes|none  how chat answers write tool calls (default auto: the format the chat template names)"},
         {"--speculative", DS_OPT_STR, &spec, "mtp|ngram  requests decode with MTP drafts, or the tokens after an earlier copy of their text's last n-gram, "
                                               "verified in the batched step (the same tokens as without)"},
-        {"--draft-max", DS_OPT_INT, &draft_max, "K  ngram: most tokens drafted a step (default " DS_STR(DS_NGRAM_DRAFT) ")",
-         DS_RANGE(1, DS_NGRAM_DRAFT_CAP)},
-        {"--ngram-min", DS_OPT_INT, &ngram_min, "N  ngram: shortest suffix looked up (default " DS_STR(DS_NGRAM_MIN) ")", DS_RANGE(1, 64)},
-        {"--ngram-max", DS_OPT_INT, &ngram_max, "N  ngram: longest suffix looked up (default " DS_STR(DS_NGRAM_MAX) ")", DS_RANGE(1, 64)},
+        DS_CLI_NGRAM_OPTS(draft_max, ngram_min, ngram_max),
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--dequant", DS_OPT_FLAG, &dequant, "widen FP8 and BF16 weights to FP32 on load"},
     };
     const char *usage = "--model DIR [--host 127.0.0.1] [--port 8080] [--max-batch N] [--ctx T] [--api-key KEY] [--speculative mtp|ngram]";
     ds_cli_parse("serve", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model) ds_cli_usage_error("serve", "--model is required");
-    const int spec_kind = !spec ? 0 : !strcmp(spec, "mtp") ? DS_SPEC_MTP : !strcmp(spec, "ngram") ? DS_SPEC_NGRAM : -1;
-    if (spec_kind < 0) ds_cli_usage_error("serve", "--speculative: unknown method %s (known: mtp, ngram)", ds_quote(spec));
-    if ((draft_max || ngram_min || ngram_max) && spec_kind != DS_SPEC_NGRAM)
-        ds_cli_usage_error("serve", "--draft-max, --ngram-min and --ngram-max go with --speculative ngram");
-    if (ngram_min && ngram_max && ngram_min > ngram_max)
-        ds_cli_usage_error("serve", "--ngram-min %lld is above --ngram-max %lld", ngram_min, ngram_max);
+    const int spec_kind = ds_cli_speculative("serve", spec, draft_max, ngram_min, ngram_max);
     int tool_format = strcmp(tparser, "auto") ? ds_tool_format_from_name(tparser) : -2;
     if (tool_format == -1)
         ds_cli_usage_error("serve", "--tool-parser: unknown format %s (known: auto, deepseek_v3, hermes, none)", ds_quote(tparser));
