@@ -78,7 +78,9 @@ int ds_generate(const ds_model *m, const struct ds_ops *ops, const int32_t *prom
     if (gen_check(&m->cfg, P, o, &N)) return -1;
     if (o->max_tokens <= 0) return 0;
     int64_t chunk = P < 256 ? P : 256;
-    const int64_t verify = o->speculative == DS_SPEC_NGRAM ? 1 + (o->draft_max ? o->draft_max : DS_NGRAM_DRAFT) : 2;
+    int dmax = o->draft_max, nmin = o->ngram_min, nmax = o->ngram_max;
+    ds_ngram_resolve(&dmax, &nmin, &nmax);
+    const int64_t verify = o->speculative == DS_SPEC_NGRAM ? 1 + dmax : 2;
     if (chunk < verify) chunk = verify;
     ds_engine e;
     if (ds_engine_create(&e, m, ops, 1, P + N, chunk, o->speculative == DS_SPEC_MTP)) return -1;

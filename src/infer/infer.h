@@ -234,6 +234,15 @@ typedef struct {
 #define DS_NGRAM_MAX 4
 #define DS_NGRAM_DRAFT_CAP 15 /* a verify step's rows stay within DS_LINEAR_ROWWISE_MAX (16): on the CPU
                                * each row's numbers are a one-token step's */
+/* The n-gram options with their defaults for 0 (a --ngram-max under the
+ * default minimum lowers the minimum; a --ngram-min over the default maximum
+ * raises the maximum); the draft length capped at DS_NGRAM_DRAFT_CAP. */
+static inline void ds_ngram_resolve(int *draft_max, int *nmin, int *nmax) {
+    if (*draft_max <= 0) *draft_max = DS_NGRAM_DRAFT;
+    if (*draft_max > DS_NGRAM_DRAFT_CAP) *draft_max = DS_NGRAM_DRAFT_CAP;
+    if (*nmin <= 0) *nmin = *nmax > 0 && *nmax < DS_NGRAM_MIN ? *nmax : DS_NGRAM_MIN;
+    if (*nmax < *nmin) *nmax = *nmin > DS_NGRAM_MAX ? *nmin : DS_NGRAM_MAX;
+}
 typedef struct {
     int64_t prompt_tokens, new_tokens;
     double prefill_s, decode_s;

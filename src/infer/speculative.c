@@ -79,10 +79,9 @@ int64_t ds_ngram_draft(const int32_t *h, int64_t n_h, int nmin, int nmax, int64_
 int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, int64_t L, const ds_gen_opts *o, int32_t *out,
                       int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st) {
     const int64_t V = e->m->cfg.vocab_size, want = o->max_tokens;
-    const int64_t K = o->draft_max > 0 ? o->draft_max : DS_NGRAM_DRAFT;
-    const int nmin = o->ngram_min > 0 ? o->ngram_min
-                     : o->ngram_max > 0 && o->ngram_max < DS_NGRAM_MIN ? o->ngram_max : DS_NGRAM_MIN;
-    const int nmax = o->ngram_max > 0 ? o->ngram_max : nmin > DS_NGRAM_MAX ? nmin : DS_NGRAM_MAX;
+    int dmax = o->draft_max, nmin = o->ngram_min, nmax = o->ngram_max;
+    ds_ngram_resolve(&dmax, &nmin, &nmax);
+    const int64_t K = dmax;
     if (e->B != 1) return ds_err("speculative ngram: needs a batch-1 engine");
     if (e->chunk < K + 1) return ds_err("speculative ngram: the engine takes %lld tokens a step, %lld drafts need %lld",
                                         (long long)e->chunk, (long long)K, (long long)(K + 1));

@@ -929,11 +929,7 @@ ds_sched *ds_sched_create(const ds_model *m, const struct ds_ops *ops, const ds_
     s->p_ids = ds_calloc((size_t)chunk, sizeof(int32_t));
     s->p_next = ds_calloc((size_t)chunk, sizeof(int32_t));
     if (NGRAM(s)) { /* the n-gram lookup's bounds, infer.h's defaults for 0 */
-        if (s->o.draft_max <= 0) s->o.draft_max = DS_NGRAM_DRAFT;
-        if (s->o.draft_max > DS_NGRAM_DRAFT_CAP) s->o.draft_max = DS_NGRAM_DRAFT_CAP;
-        if (s->o.ngram_min <= 0)
-            s->o.ngram_min = s->o.ngram_max > 0 && s->o.ngram_max < DS_NGRAM_MIN ? s->o.ngram_max : DS_NGRAM_MIN;
-        if (s->o.ngram_max < s->o.ngram_min) s->o.ngram_max = s->o.ngram_min > DS_NGRAM_MAX ? s->o.ngram_min : DS_NGRAM_MAX;
+        ds_ngram_resolve(&s->o.draft_max, &s->o.ngram_min, &s->o.ngram_max);
         s->g_k = ds_calloc((size_t)B, sizeof(int64_t));
         s->g_ids = ds_calloc(NGRAM_ROWS, sizeof(int32_t));
     }
