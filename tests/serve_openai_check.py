@@ -145,6 +145,11 @@ r = c.responses.create(model="m", input=[{"role": "user", "content": "Weather in
                                          {"type": "function_call_output", "call_id": fc.call_id, "output": "-3C"}],
                        tools=rt, max_output_tokens=3, temperature=0)
 assert r.output[0].type == "message" and r.usage.input_tokens > 0, r
+# output_text logprobs: the tokens of the text, each with its top alternatives (values: the server's test)
+r = c.responses.create(model="m", input="Hi", max_output_tokens=5, temperature=0, include=["message.output_text.logprobs"],
+                       top_logprobs=2)
+lp = r.output[0].content[0].logprobs
+assert len(lp) == 5 and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in lp), lp
 # kept responses: chained by previous_response_id as the whole conversation sent again; retrieve, delete
 first = c.responses.create(model="m", input="Hi", max_output_tokens=4, temperature=0)
 nxt = c.responses.create(model="m", previous_response_id=first.id, input="More?", max_output_tokens=4, temperature=0)

@@ -2343,6 +2343,74 @@ static void chat_usage(int port, const char *fields, int *prompt, int *completio
  * tool_calls and tool turns, flat function tools, text.format as response_format): the same greedy text and
  * calls, the same token counts; streamed, the events add up to the same and end with response.completed;
  * bad requests 400 with the field */
+/* the Responses API's output_text logprobs (include message.output_text.logprobs, top_logprobs): the
+ * entries of chat's logprobs.content for the same conversation; streamed, the deltas' logprobs joined,
+ * the text's done event and the completed response's item hold them too; without asking: [] */
+TEST(serve_responses_logprobs) {
+    SETUP_IN(make_model_long(), "--no-prefix-cache"); /* every prompt prefilled whole: the same numbers each time */
+    int st;
+    cJSON *c = post(S.port, "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 6, "
+                    "\"temperature\": 0, \"logprobs\": true, \"top_logprobs\": 2}", &st);
+    const cJSON *lc = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(c, "choices"), 0), "logprobs"), "content");
+    char *want = st == 200 && cJSON_GetArraySize(lc) == 6 ? cJSON_PrintUnformatted(lc) : NULL;
+    CHECK_MSG(want != NULL, "chat: %d", st);
+    cJSON_Delete(c);
+    const char *rq = "{\"input\": \"Hi\", \"max_output_tokens\": 6, \"temperature\": 0, \"include\": [\"message.output_text.logprobs\"], "
+                     "\"top_logprobs\": 2%s}";
+    char body[512];
+    snprintf(body, sizeof body, rq, "");
+    cJSON *r = post(S.port, "/v1/responses", body, &st);
+    const cJSON *part = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r, "output"), 0), "content"), 0);
+    char *got = cJSON_PrintUnformatted(cJSON_GetObjectItem(part, "logprobs"));
+    CHECK_MSG(st == 200 && want && got && !strcmp(got, want), "responses logprobs %s, chat %s", got ? got : "", want ? want : "");
+    free(got);
+    cJSON_Delete(r);
+    /* streamed */
+    snprintf(body, sizeof body, rq, ", \"stream\": true");
+    char *o = NULL;
+    CHECK(http(S.port, "POST", "/v1/responses", NULL, body, &o) == 200);
+    cJSON *joined = cJSON_CreateArray();
+    char *done = NULL, *completed = NULL;
+    for (const char *p = o; p && (p = strstr(p, "data: {")) != NULL; p += 6) {
+        const char *e = strstr(p, "\n\n");
+        cJSON *ev = e ? cJSON_ParseWithLength(p + 6, (size_t)(e - p - 6)) : NULL;
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "type"));
+        const cJSON *lp = cJSON_GetObjectItem(ev, "logprobs"), *x;
+        if (type && !strcmp(type, "response.output_text.delta")) cJSON_ArrayForEach(x, lp) cJSON_AddItemToArray(joined, cJSON_Duplicate(x, 1));
+        if (type && !strcmp(type, "response.output_text.done")) done = cJSON_PrintUnformatted(lp);
+        if (type && (!strcmp(type, "response.completed") || !strcmp(type, "response.incomplete"))) {
+            const cJSON *it = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "response"), "output"), 0);
+            completed = cJSON_PrintUnformatted(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(it, "content"), 0), "logprobs"));
+        }
+        cJSON_Delete(ev);
+    }
+    free(o);
+    char *j = cJSON_PrintUnformatted(joined);
+    cJSON_Delete(joined);
+    CHECK_MSG(want && j && !strcmp(j, want), "streamed deltas' logprobs %s, want %s", j ? j : "", want ? want : "");
+    CHECK_MSG(want && done && completed && !strcmp(done, want) && !strcmp(completed, want), "done %s, completed %s", done ? done : "",
+              completed ? completed : "");
+    free(j), free(done), free(completed);
+    free(want);
+    /* not asked: [] */
+    r = post(S.port, "/v1/responses", "{\"input\": \"Hi\", \"max_output_tokens\": 3}", &st);
+    part = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r, "output"), 0), "content"), 0);
+    CHECK(st == 200 && cJSON_IsArray(cJSON_GetObjectItem(part, "logprobs")) && cJSON_GetArraySize(cJSON_GetObjectItem(part, "logprobs")) == 0);
+    cJSON_Delete(r);
+    static const struct { const char *body, *want; } bad[] = {
+        {"{\"input\": \"Hi\", \"include\": 3}", "'include' must be a list of strings"},
+        {"{\"input\": \"Hi\", \"include\": [1]}", "'include' must be a list of strings"},
+        {"{\"input\": \"Hi\", \"top_logprobs\": 21}", "top_logprobs"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        o = NULL;
+        st = http(S.port, "POST", "/v1/responses", NULL, bad[i].body, &o);
+        CHECK_MSG(st == 400 && o && strstr(o, bad[i].want), "%s: %d %s", bad[i].body, st, o ? o : "");
+        free(o);
+    }
+    CHECK(server_stop(&S) == 0);
+}
+
 TEST(serve_responses_api) {
     SETUP_IN(make_model_long(), "");
     answer c;

@@ -201,6 +201,21 @@ cJSON *ds_responses_to_chat(const cJSON *req, const cJSON *prev, char *err, size
     } else if (tc && !cJSON_IsNull(tc)) {
         cJSON_AddItemToObject(chat, "tool_choice", cJSON_Duplicate(tc, 1));
     }
+    /* include ["message.output_text.logprobs"] and top_logprobs -> chat's logprobs and top_logprobs */
+    const cJSON *inc = cJSON_GetObjectItemCaseSensitive(req, "include"), *e;
+    int want_lp = 0;
+    if (inc && !cJSON_IsNull(inc) && !cJSON_IsArray(inc))
+        return fail(&x, chat, NULL, "include", "'include' must be a list of strings, got %s", ds_json_type_name(inc));
+    cJSON_ArrayForEach(e, inc) {
+        if (!cJSON_IsString(e)) return fail(&x, chat, NULL, "include", "'include' must be a list of strings");
+        want_lp |= !strcmp(e->valuestring, "message.output_text.logprobs");
+    }
+    const cJSON *tlp = cJSON_GetObjectItemCaseSensitive(req, "top_logprobs");
+    if (tlp && !cJSON_IsNull(tlp)) {
+        cJSON_AddItemToObject(chat, "top_logprobs", cJSON_Duplicate(tlp, 1));
+        want_lp = 1;
+    }
+    if (want_lp) cJSON_AddBoolToObject(chat, "logprobs", 1);
     /* text.format -> response_format */
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(req, "text"), "format");
     if (fmt && !cJSON_IsNull(fmt)) {

@@ -737,6 +737,32 @@ static void put_token_str(server *S, ds_sbuf *b, int32_t id, int with_bytes) {
     free(s);
 }
 
+/* [{token, logprob, bytes, top_logprobs: K of {token, logprob, bytes}}, ...] of output tokens [a, e):
+ * chat's logprobs.content, and the Responses API's output_text logprobs */
+static void put_lp_entries(server *S, ds_sbuf *b, const ds_sreq *r, int K, int64_t a, int64_t e) {
+    ds_sbuf_puts(b, "[");
+    for (int64_t i = a; i < e; i++) {
+        ds_sbuf_puts(b, i > a ? ", {\"token\": " : "{\"token\": ");
+        put_token_str(S, b, r->out[i], 0);
+        ds_sbuf_puts(b, ", \"logprob\": ");
+        put_lp(b, r->lp[i]);
+        ds_sbuf_puts(b, ", \"bytes\": [");
+        size_t len = 0;
+        const char *t = ds_tokenizer_token_bytes(S->cfg->tok, r->out[i], &len);
+        for (size_t k = 0; t && k < len; k++) ds_sbuf_printf(b, "%s%u", k ? ", " : "", (unsigned char)t[k]);
+        ds_sbuf_puts(b, "], \"top_logprobs\": [");
+        for (int k = 0; k < K; k++) {
+            ds_sbuf_puts(b, k ? ", {\"token\": " : "{\"token\": ");
+            put_token_str(S, b, r->top_id[i * DS_SREQ_MAX_TOP + k], 1);
+            ds_sbuf_puts(b, ", \"logprob\": ");
+            put_lp(b, r->top_lp[i * DS_SREQ_MAX_TOP + k]);
+            ds_sbuf_puts(b, "}");
+        }
+        ds_sbuf_puts(b, "]}");
+    }
+    ds_sbuf_puts(b, "]");
+}
+
 /* logprobs of tokens [a, b) in the completions or the chat shape; with_prompt
  * (completions, echo with logprobs): the prompt's tokens before them */
 static void put_logprobs(server *S, ds_sbuf *b, const ds_sreq *r, const greq *g, int64_t a, int64_t e, int with_prompt,
@@ -747,27 +773,9 @@ static void put_logprobs(server *S, ds_sbuf *b, const ds_sreq *r, const greq *g,
     }
     int K = g->top_logprobs;
     if (g->chat) {
-        ds_sbuf_puts(b, "{\"content\": [");
-        for (int64_t i = a; i < e; i++) {
-            ds_sbuf_puts(b, i > a ? ", {\"token\": " : "{\"token\": ");
-            put_token_str(S, b, r->out[i], 0);
-            ds_sbuf_puts(b, ", \"logprob\": ");
-            put_lp(b, r->lp[i]);
-            ds_sbuf_puts(b, ", \"bytes\": [");
-            size_t len = 0;
-            const char *t = ds_tokenizer_token_bytes(S->cfg->tok, r->out[i], &len);
-            for (size_t k = 0; t && k < len; k++) ds_sbuf_printf(b, "%s%u", k ? ", " : "", (unsigned char)t[k]);
-            ds_sbuf_puts(b, "], \"top_logprobs\": [");
-            for (int k = 0; k < K; k++) {
-                ds_sbuf_puts(b, k ? ", {\"token\": " : "{\"token\": ");
-                put_token_str(S, b, r->top_id[i * DS_SREQ_MAX_TOP + k], 1);
-                ds_sbuf_puts(b, ", \"logprob\": ");
-                put_lp(b, r->top_lp[i * DS_SREQ_MAX_TOP + k]);
-                ds_sbuf_puts(b, "}");
-            }
-            ds_sbuf_puts(b, "]}");
-        }
-        ds_sbuf_puts(b, "]}");
+        ds_sbuf_puts(b, "{\"content\": ");
+        put_lp_entries(S, b, r, K, a, e);
+        ds_sbuf_puts(b, "}");
         return;
     }
     /* echo with logprobs: the prompt's tokens first, the first one without a log-probability (null) */
@@ -882,13 +890,25 @@ static void echo_field(ds_sbuf *b, const greq *g, const char *k, const char *def
     free(t);
 }
 
-static void put_msg_item(ds_sbuf *b, const char *id, const char *text, const char *status) {
+/* the output_text logprobs of tokens [a, e) of r as the Responses API shows them: the
+ * list when the request asked (include message.output_text.logprobs, top_logprobs) and
+ * the text is the tokens' own (no tool calls parsed out of it), else [] */
+static void put_text_lp(server *S, ds_sbuf *b, const greq *g, const ds_sreq *r, int64_t a, int64_t e) {
+    if (r && g->logprobs && !g->tool_choice) put_lp_entries(S, b, r, g->top_logprobs, a, e);
+    else ds_sbuf_puts(b, "[]");
+}
+
+/* a message item: text (NULL: no content part yet) with the logprobs of r's tokens (r NULL: none) */
+static void put_msg_item(server *S, ds_sbuf *b, const greq *g, const ds_sreq *r, const char *id, const char *text,
+                         const char *status) {
     ds_sbuf_printf(b, "{\"id\": \"msg_%s\", \"type\": \"message\", \"status\": \"%s\", \"role\": \"assistant\", \"content\": [",
                    strchr(id, '_') + 1, status);
     if (text) {
         ds_sbuf_puts(b, "{\"type\": \"output_text\", \"text\": ");
         ds_json_put_string(b, text);
-        ds_sbuf_puts(b, ", \"annotations\": [], \"logprobs\": []}");
+        ds_sbuf_puts(b, ", \"annotations\": [], \"logprobs\": ");
+        put_text_lp(S, b, g, r, 0, r ? r->nout : 0);
+        ds_sbuf_puts(b, "}");
     }
     ds_sbuf_puts(b, "]}");
 }
@@ -924,7 +944,7 @@ static void put_response(server *S, ds_sbuf *b, const greq *g, const ds_sreq *r,
         const char *text = g->tool_choice ? tr.content : r->text ? r->text : "";
         const char *st = incomplete ? "incomplete" : "completed";
         const int msg = (text && *text) || !tr.ncalls;
-        if (msg) put_msg_item(b, id, text ? text : "", st);
+        if (msg) put_msg_item(S, b, g, r, id, text ? text : "", st);
         for (int k = 0; k < tr.ncalls; k++) {
             if (k || msg) ds_sbuf_puts(b, ", ");
             put_fc_item(b, id, k, tr.calls[k].name, tr.calls[k].arguments, st);
@@ -1144,18 +1164,22 @@ static void rev_close_msg(stream *st, const char *status) {
     ds_sbuf b = {0};
     const char *hex = strchr(st->id, '_') + 1, *text = st->msg_text.p ? st->msg_text.p : "";
     ds_sbuf_printf(&b, "\"item_id\": \"msg_%s\", \"output_index\": %d, \"content_index\": 0, \"text\": ", hex, st->msg_item);
+    const ds_sreq *r = st->ch[0].r; /* the Responses API: one choice */
     ds_json_put_string(&b, text);
-    ds_sbuf_puts(&b, ", \"logprobs\": []");
+    ds_sbuf_puts(&b, ", \"logprobs\": ");
+    put_text_lp(st->S, &b, &st->g, r, 0, r->nout);
     rev(st, "response.output_text.done", b.p);
     b.n = 0;
     ds_sbuf_printf(&b, "\"item_id\": \"msg_%s\", \"output_index\": %d, \"content_index\": 0, \"part\": {\"type\": \"output_text\", "
                    "\"text\": ", hex, st->msg_item);
     ds_json_put_string(&b, text);
-    ds_sbuf_puts(&b, ", \"annotations\": [], \"logprobs\": []}");
+    ds_sbuf_puts(&b, ", \"annotations\": [], \"logprobs\": ");
+    put_text_lp(st->S, &b, &st->g, r, 0, r->nout);
+    ds_sbuf_puts(&b, "}");
     rev(st, "response.content_part.done", b.p);
     b.n = 0;
     ds_sbuf_printf(&b, "\"output_index\": %d, \"item\": ", st->msg_item);
-    put_msg_item(&b, st->id, text, status);
+    put_msg_item(st->S, &b, &st->g, r, st->id, text, status);
     rev(st, "response.output_item.done", b.p);
     free(b.p);
     st->msg_item = -1;
@@ -1164,7 +1188,8 @@ static void rev_close_msg(stream *st, const char *status) {
 /* what chunk_delta would send for chat, as Responses API events: the response created (first), text as
  * output_text deltas of a message item, calls (chat's tool_calls deltas) as function_call items and their
  * arguments' deltas; at the finish every open item done, then response.completed (or .incomplete) */
-static void rev_delta(stream *st, int j, const char *text, size_t n, const char *tool_calls, const char *finish) {
+static void rev_delta(stream *st, int j, const char *text, size_t n, const char *tool_calls, int64_t ta, int64_t tb,
+                      const char *finish) {
     choice *ch = &st->ch[j];
     const char *hex = strchr(st->id, '_') + 1;
     ds_sbuf b = {0};
@@ -1178,7 +1203,7 @@ static void rev_delta(stream *st, int j, const char *text, size_t n, const char 
         if (st->msg_item < 0) {
             st->msg_item = st->nitems++;
             ds_sbuf_printf(&b, "\"output_index\": %d, \"item\": ", st->msg_item);
-            put_msg_item(&b, st->id, NULL, "in_progress");
+            put_msg_item(st->S, &b, &st->g, NULL, st->id, NULL, "in_progress");
             rev(st, "response.output_item.added", b.p);
             b.n = 0;
             ds_sbuf_printf(&b, "\"item_id\": \"msg_%s\", \"output_index\": %d, \"content_index\": 0, \"part\": {\"type\": "
@@ -1191,7 +1216,8 @@ static void rev_delta(stream *st, int j, const char *text, size_t n, const char 
         char *t = ds_strndup(text, n);
         ds_json_put_string(&b, t);
         free(t);
-        ds_sbuf_puts(&b, ", \"logprobs\": []");
+        ds_sbuf_puts(&b, ", \"logprobs\": ");
+        put_text_lp(st->S, &b, &st->g, ch->r, ta, tb);
         rev(st, "response.output_text.delta", b.p);
         b.n = 0;
     }
@@ -1225,7 +1251,7 @@ static void rev_delta(stream *st, int j, const char *text, size_t n, const char 
         if (!st->ncalls && st->msg_item < 0) { /* no text at all: an empty message, as the whole response has */
             st->msg_item = st->nitems++;
             ds_sbuf_printf(&b, "\"output_index\": %d, \"item\": ", st->msg_item);
-            put_msg_item(&b, st->id, NULL, "in_progress");
+            put_msg_item(st->S, &b, &st->g, NULL, st->id, NULL, "in_progress");
             rev(st, "response.output_item.added", b.p);
             b.n = 0;
         }
@@ -1264,7 +1290,7 @@ static void chunk_begin(stream *st, ds_sbuf *b) {
 static void chunk_delta(stream *st, int j, const char *text, size_t n, const char *tool_calls, int64_t ta, int64_t tb,
                         int with_prompt, const char *finish) {
     if (st->g.responses) {
-        rev_delta(st, j, text, n, tool_calls, finish);
+        rev_delta(st, j, text, n, tool_calls, ta, tb, finish);
         return;
     }
     ds_sbuf *b = &st->pend;
