@@ -309,7 +309,10 @@ TEST(json_guide_schema) {
     /* refused at compile time, with where and what */
     static const char *const bad[][2] = {
         {"{\"type\": \"string\"}", "the top-level value must be an object"},
-        {"{\"type\": \"object\", \"properties\": {\"a\": {\"uniqueItems\": true}}}", "properties.a: 'uniqueItems' is not supported"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"uniqueItems\": true}}}", "properties.a: 'uniqueItems' is supported for items given by 'enum'"},
+        {"{\"properties\": {\"a\": {\"items\": {\"type\": \"string\"}, \"uniqueItems\": true}}}", "'uniqueItems' is supported for items given by 'enum'"},
+        {"{\"properties\": {\"a\": {\"items\": {\"enum\": [1, 1.0, 2]}, \"uniqueItems\": true, \"minItems\": 3}}}", "more than the 2 distinct members"},
+        {"{\"properties\": {\"a\": {\"items\": {\"enum\": [1]}, \"uniqueItems\": 1}}}", "'uniqueItems' must be true or false"},
         {"{\"properties\": {}, \"required\": [\"zz\"]}", "'required' names 'zz'"},
         {"{\"type\": \"bogus\"}", "'type' must name JSON types"},
         {"{\"properties\": {\"a\": {\"items\": [{}]}}}", "'items' as a list"},
@@ -393,7 +396,7 @@ TEST(json_guide_generate_cli) {
     CHECK(f && fputs("{\"type\": \"object\", \"properties\": {\"u\": {\"enum\": [\"C\", \"F\"]}, \"t\": {\"type\": \"integer\"}}, "
                      "\"required\": [\"u\", \"t\"], \"additionalProperties\": false}", f) >= 0 && fclose(f) == 0);
     f = fopen(bad, "w");
-    CHECK(f && fputs("{\"properties\": {\"u\": {\"uniqueItems\": true}}}", f) >= 0 && fclose(f) == 0);
+    CHECK(f && fputs("{\"properties\": {\"u\": {\"contains\": {}}}}", f) >= 0 && fclose(f) == 0);
     for (int seed = 1; seed <= 3; seed++) {
         CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --tokenizer %s --prompt 'J:' "
                          "--json-schema %s --ignore-eos --temperature 0.9 --seed %d --max-new-tokens 60 --logit-bias%s 2>/dev/null",
@@ -431,7 +434,7 @@ TEST(json_guide_generate_cli) {
     }
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --tokenizer %s --prompt x --json-schema %s",
                      tok, bad) == 1);
-    CHECK_MSG(strstr(out, "bad.json: properties.u: 'uniqueItems' is not supported"), "%s", out);
+    CHECK_MSG(strstr(out, "bad.json: properties.u: 'contains' is not supported"), "%s", out);
     CHECK(ds_test_sh(out, sizeof out, "$DSV3 generate --model tests/fixtures/model/v3 --ids --prompt '1 2' --json-object") == 1);
     CHECK_MSG(strstr(out, "need the tokenizer"), "%s", out);
 }
@@ -649,4 +652,79 @@ TEST(json_guide_schema_number_bounds) {
     expect(m7, "{\"m\":10000000000000|0}");  /* 15 digits: 1e14 is no multiple of 7 */
     expect(m7, "{\"m\":7|.0}");
     ds_json_schema_free(m7);
+}
+
+/* the arrays {"v": [...]} of up to maxn items drawn from cand (member[i]: cand[i] is one of the enum's
+ * members, each written as json.dumps writes it, all distinct) against schema sch: a doc is valid iff
+ * every item is a member, no two are the same and there are at most maxitems (-1: any); the guide must
+ * take exactly the prefixes of valid docs (it stops at the first byte no valid doc continues with) and
+ * complete exactly the valid ones */
+static void unique_universe(const char *sch, const char *const *cand, const int *member, int nc, int maxn, int maxitems) {
+    ds_json_schema *sc = schema_of(sch);
+    CHECK_MSG(sc, "%s", ds_errmsg());
+    if (!sc) return;
+    int cap = 0;
+    for (int n = 0, p = 1; n <= maxn; n++, p *= nc) cap += p;
+    char **all = ds_malloc((size_t)cap * sizeof(char *)), **good = ds_malloc((size_t)cap * sizeof(char *));
+    int nall = 0, ngood = 0;
+    for (int n = 0; n <= maxn; n++) {
+        int idx[8] = {0};
+        for (;;) {
+            char doc[160] = "{\"v\":[";
+            int valid = maxitems < 0 || n <= maxitems;
+            for (int i = 0; i < n; i++) {
+                if (i) strcat(doc, ",");
+                strcat(doc, cand[idx[i]]);
+                valid &= member[idx[i]];
+                for (int j = 0; j < i; j++) valid &= idx[j] != idx[i];
+            }
+            strcat(doc, "]}");
+            all[nall++] = ds_strdup(doc);
+            if (valid) good[ngood++] = all[nall - 1];
+            int k = n - 1;
+            while (k >= 0 && ++idx[k] == nc) idx[k--] = 0;
+            if (k < 0) break;
+        }
+    }
+    qsort(good, (size_t)ngood, sizeof *good, cmp_str);
+    int wrong = 0;
+    for (int d = 0; d < nall && wrong < 5; d++) {
+        const char *t = all[d];
+        const size_t len = strlen(t);
+        size_t cut = 0; /* the longest prefix some valid doc starts with */
+        char p[160];
+        while (cut < len) {
+            memcpy(p, t, cut + 1), p[cut + 1] = 0;
+            if (!has_prefix(good, ngood, p)) break;
+            cut++;
+        }
+        ds_json_state st;
+        ds_json_state_init(&st, sc);
+        size_t got = 0;
+        while (got < len && !ds_json_state_feed(&st, t + got, 1)) got++;
+        const int done = got == len && ds_json_state_done(&st);
+        if (got != cut || done != (cut == len)) {
+            CHECK_MSG(0, "%s: taken up to byte %zu (complete %d), want %zu", t, got, done, cut);
+            wrong++;
+        }
+    }
+    fprintf(stderr, "  %d arrays, %d valid\n", nall, ngood);
+    CHECK(ngood > 1 && nall > 2 * ngood);
+    for (int i = 0; i < nall; i++) free(all[i]);
+    free(all), free(good);
+    ds_json_schema_free(sc);
+}
+
+/* uniqueItems over enum items: two strings where one is a prefix of the other, two numbers likewise,
+ * 1.0 (written "1": one value with 1, taken together), true (unlike 1), and 4 non-members, at most 4
+ * items; then two members and no maxItems, so that a full array takes no ',' */
+TEST(json_guide_schema_unique_items) {
+    static const char *const c1[] = {"\"a\"", "\"ab\"", "1", "12", "true", "\"b\"", "2", "false", "null"};
+    static const int m1[] = {1, 1, 1, 1, 1, 0, 0, 0, 0};
+    unique_universe("{\"properties\": {\"v\": {\"type\": \"array\", \"items\": {\"enum\": [\"a\", \"ab\", 1, 12, 1.0, true]}, "
+                    "\"uniqueItems\": true, \"maxItems\": 4}}, \"additionalProperties\": false}", c1, m1, 9, 5, 4);
+    static const char *const c2[] = {"\"x\"", "\"y\"", "\"z\""};
+    static const int m2[] = {1, 1, 0};
+    unique_universe("{\"properties\": {\"v\": {\"items\": {\"$ref\": \"#/$defs/E\"}, \"uniqueItems\": true}}, "
+                    "\"$defs\": {\"E\": {\"enum\": [\"x\", \"y\"]}}}", c2, m2, 3, 4, -1);
 }

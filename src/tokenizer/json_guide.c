@@ -45,6 +45,8 @@ struct ds_json_node {
     int addl;                /* keys beyond the properties allowed */
     ds_json_node *addl_node; /* their values' schema (NULL: any) */
     ds_json_node *items;     /* NULL: any */
+    int unique;              /* uniqueItems (items an enum: each member at most once) */
+    uint64_t *same;          /* ... per member, the members equal to it as JSON values (1 and 1.0): taken together */
     int nenum;
     char **enums;            /* the members as json.dumps writes them */
     size_t *elen;
@@ -271,6 +273,9 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
                 snprintf(sub, sizeof sub, "%s%sadditionalProperties", path, *path ? "." : "");
                 if (!(n->addl_node = compile(sc, k, sub, depth + 1))) return NULL;
             }
+        } else if (!strcmp(key, "uniqueItems")) {
+            if (!cJSON_IsBool(k)) return ds_err("%s: 'uniqueItems' must be true or false", at), NULL;
+            n->unique = cJSON_IsTrue(k);
         } else if (!strcmp(key, "items")) {
             snprintf(sub, sizeof sub, "%s%sitems", path, *path ? "." : "");
             if (cJSON_IsArray(k)) return ds_err("%s: 'items' as a list (tuples) is not supported", at), NULL;
@@ -354,6 +359,28 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
         n->required |= UINT64_C(1) << idx;
     }
     if (req && !cJSON_IsArray(req)) return ds_err("%s: 'required' must be a list of property names", at), NULL;
+    if (n->unique && (!n->items || !n->items->nenum))
+        return ds_err("%s: 'uniqueItems' is supported for items given by 'enum' or 'const' (each member at most once; "
+                      "items of any string or number are not)", at), NULL;
+    if (n->unique) { /* members equal as JSON values (as a validator compares them) are one member */
+        const ds_json_node *it = n->items;
+        n->same = ds_calloc((size_t)it->nenum, sizeof(uint64_t));
+        int distinct = 0;
+        for (int a = 0; a < it->nenum; a++) {
+            cJSON *va = cJSON_Parse(it->enums[a]);
+            for (int b = 0; b < it->nenum; b++) {
+                cJSON *vb = b == a ? NULL : cJSON_Parse(it->enums[b]);
+                if (b == a || (va && vb && cJSON_IsBool(va) == cJSON_IsBool(vb) && cJSON_Compare(va, vb, 1)))
+                    n->same[a] |= UINT64_C(1) << b;
+                cJSON_Delete(vb);
+            }
+            cJSON_Delete(va);
+            distinct += !(n->same[a] & ((UINT64_C(1) << a) - 1)); /* the first of its kind */
+        }
+        if (n->min_items > distinct)
+            return ds_err("%s: 'minItems' %lld is more than the %d distinct members 'uniqueItems' allows", at,
+                          (long long)n->min_items, distinct), NULL;
+    }
     if (n->nany && (n->types || n->nprops || n->nenum || n->items || req))
         return ds_err("%s: 'anyOf' / 'oneOf' beside other keywords is not supported", at), NULL;
     /* bounds no value meets: refused here rather than leaving the model at a dead end */
@@ -454,6 +481,7 @@ void ds_json_schema_free(ds_json_schema *sc) {
         for (int k = 0; k < n->nalt; k++) free(n->alts[k]);
         free(n->alts), free(n->alen), free(n->aroot), free(n->any);
         free(n->names), free(n->nlen), free(n->props), free(n->enums), free(n->elen);
+        free(n->same);
         ds_rx_free(n->rx);
         free(n);
     }
@@ -495,7 +523,7 @@ static void value_done(ds_json_state *s) { s->mode = s->depth ? M_AFTER : M_DONE
 
 static int push_open(ds_json_state *s, char c, const ds_json_node *node) {
     if (s->depth == DS_JSON_MAX_DEPTH) return -1;
-    s->stack[s->depth++] = (ds_json_frame){node, 0, -1, c, 0};
+    s->stack[s->depth++] = (ds_json_frame){node, 0, -1, c, 0, 0};
     s->mode = c == '{' ? M_KEY_OR_CLOSE : M_VALUE_OR_CLOSE;
     if (c == '[') s->want = node ? node->items : NULL;
     return 0;
@@ -518,7 +546,14 @@ static int key_possible(const ds_json_frame *f) {
 /* an array frame: may it close now, may another item come */
 static int items_close(const ds_json_frame *f) { return !f->node || (int64_t)f->count >= f->node->min_items; }
 static int item_possible(const ds_json_frame *f) {
+    if (f->node && f->node->unique && !(all_of(f->node->items->nenum) & ~f->used)) return 0; /* every member taken */
     return !f->node || f->node->max_items < 0 || (int64_t)f->count < f->node->max_items;
+}
+
+/* the array of uniqueItems whose item is the enum value w being read (NULL: none) */
+static ds_json_frame *unique_frame(ds_json_state *s, const ds_json_node *w) {
+    ds_json_frame *f = s->depth ? top(s) : NULL;
+    return f && f->kind == '[' && f->node && f->node->unique && f->node->items == w ? f : NULL;
 }
 
 /* ---- number bounds: is x in them; can an interval of reachable values meet them */
@@ -636,7 +671,8 @@ static int value(ds_json_state *s, unsigned c) {
         return -1;
     }
     if (w && w->nenum) {
-        s->mode = M_ENUM, s->cand = all_of(w->nenum), s->pos = 0;
+        const ds_json_frame *u = unique_frame(s, w);
+        s->mode = M_ENUM, s->cand = all_of(w->nenum) & ~(u ? u->used : 0), s->pos = 0;
         return enum_byte(s, c);
     }
     const unsigned t = w ? w->types : 0;
@@ -854,9 +890,11 @@ static int enum_byte(ds_json_state *s, unsigned c) {
     uint64_t keep = 0;
     for (int k = 0; k < w->nenum; k++)
         if ((s->cand & bit(k)) && s->pos < w->elen[k] && (unsigned char)w->enums[k][s->pos] == c) keep |= bit(k);
+    ds_json_frame *u = unique_frame(s, w); /* uniqueItems: the member given is taken */
     if (!keep) {
         for (int k = 0; k < w->nenum; k++)
             if ((s->cand & bit(k)) && (w->enum_num & bit(k)) && w->elen[k] == s->pos) {
+                if (u) u->used |= u->node->same[k];
                 value_done(s);
                 return feed1(s, c);
             }
@@ -865,7 +903,10 @@ static int enum_byte(ds_json_state *s, unsigned c) {
     s->cand = keep;
     s->pos++;
     for (int k = 0; k < w->nenum; k++) /* a string, literal or container member cannot go on once whole */
-        if ((keep & bit(k)) && !(w->enum_num & bit(k)) && w->elen[k] == s->pos) value_done(s);
+        if ((keep & bit(k)) && !(w->enum_num & bit(k)) && w->elen[k] == s->pos) {
+            if (u) u->used |= u->node->same[k];
+            value_done(s);
+        }
     return 0;
 }
 

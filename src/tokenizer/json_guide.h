@@ -52,7 +52,7 @@ typedef struct ds_json_schema ds_json_schema;
 typedef struct ds_json_node ds_json_node;
 
 /* A JSON Schema (see above), or NULL with ds_err naming the keyword and where
- * it is ("properties.unit: 'uniqueItems' is not supported"). */
+ * it is ("properties.unit: 'contains' is not supported"). */
 ds_json_schema *ds_json_schema_compile(const cJSON *schema);
 /* A choice: one of k literal texts (none a prefix of another), then a JSON
  * object held to that text's schema (schemas[i] NULL, or one outside the
@@ -71,6 +71,7 @@ typedef struct {
     int8_t cur;               /* object: the property whose value is read (-1: another key) */
     char kind;                /* '{' or '[' */
     uint32_t count;           /* the keys or items begun (minProperties / minItems and the max bounds) */
+    uint64_t used;            /* array of uniqueItems: the enum members its items took */
 } ds_json_frame;
 
 typedef struct {
