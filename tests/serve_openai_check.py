@@ -107,6 +107,7 @@ class Weather(BaseModel):
     ok: bool
     note: Optional[int]
     steps: list[Step] = Field(max_length=3)
+    days_off: set[Literal["mon", "tue", "wed"]]  # uniqueItems over an enum
 
 
 for seed in range(3):
@@ -114,6 +115,8 @@ for seed in range(3):
                                  extra_body={"ignore_eos": True, "logit_bias": {"1": 4, "92": 3, "60": 3}})
     w = r.choices[0].message.parsed
     assert isinstance(w, Weather) and r.choices[0].finish_reason == "stop", r
+    raw = json.loads(r.choices[0].message.content)["days_off"]  # the list as written: no member twice
+    assert len(raw) == len(set(raw)), raw
 
 # vLLM's guided decoding through extra_body: a regex and a choice hold the whole answer
 r = c.chat.completions.create(model="m", messages=ask, max_tokens=20, temperature=1, seed=1,
