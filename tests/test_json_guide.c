@@ -313,6 +313,8 @@ TEST(json_guide_schema) {
         {"{\"properties\": {\"a\": {\"items\": {\"type\": \"string\"}, \"uniqueItems\": true}}}", "'uniqueItems' is supported for items given by 'enum'"},
         {"{\"properties\": {\"a\": {\"items\": {\"enum\": [1, 1.0, 2]}, \"uniqueItems\": true, \"minItems\": 3}}}", "more than the 2 distinct members"},
         {"{\"properties\": {\"a\": {\"items\": {\"enum\": [1]}, \"uniqueItems\": 1}}}", "'uniqueItems' must be true or false"},
+        {"{\"properties\": {\"a\": {}}, \"properties\": {\"b\": {}}}", "the schema: 'properties' given twice"},
+        {"{\"properties\": {\"a\": {\"x\\u00ffy\": 1}}}", "properties.a: 'x\u00ffy' is not supported"},
         {"{\"properties\": {}, \"required\": [\"zz\"]}", "'required' names 'zz'"},
         {"{\"type\": \"bogus\"}", "'type' must name JSON types"},
         {"{\"properties\": {\"a\": {\"items\": [{}]}}}", "'items' as a list"},

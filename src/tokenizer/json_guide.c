@@ -94,7 +94,7 @@ static ds_json_node *node_new(ds_json_schema *sc) {
 /* a bound keyword's value: a whole number ≥ 0 (lengths, counts) */
 static int count_kw(const cJSON *k, const char *at, int64_t *out) {
     if (!cJSON_IsNumber(k) || k->valuedouble < 0 || k->valuedouble > 1e9 || k->valuedouble != floor(k->valuedouble))
-        return ds_err("%s: '%s' must be a whole number from 0 to 1e9", at, k->string);
+        return ds_err("%s: %s must be a whole number from 0 to 1e9", at, ds_quote(k->string));
     *out = (int64_t)k->valuedouble;
     return 0;
 }
@@ -162,7 +162,9 @@ static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *pat
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(j, "$ref");
     const cJSON *all = cJSON_GetObjectItemCaseSensitive(j, "allOf");
     if (all) { /* one schema (as older Pydantic wraps a "$ref" to give it a description): that schema */
-        const char *at = *path ? path : "the schema";
+        char atb[160]; /* the path as a message shows it (names escaped, long ones cut) */
+        snprintf(atb, sizeof atb, "%s", *path ? ds_esc(path) : "the schema");
+        const char *at = atb;
         if (!cJSON_IsArray(all) || cJSON_GetArraySize(all) != 1)
             return ds_err("%s: 'allOf' of more than one schema is not supported", at), NULL;
         if (!only_annotations_beside(j, "allOf")) return ds_err("%s: 'allOf' beside other keywords is not supported", at), NULL;
@@ -175,12 +177,14 @@ static ds_json_node *compile(ds_json_schema *sc, const cJSON *j, const char *pat
         ds_json_node *n = compile_(sc, j, path, depth);
         return n;
     }
-    const char *at = *path ? path : "the schema";
+    char atb[160]; /* the path as a message shows it (names escaped, long ones cut) */
+    snprintf(atb, sizeof atb, "%s", *path ? ds_esc(path) : "the schema");
+    const char *at = atb;
     const cJSON *k;
     cJSON_ArrayForEach(k, j) {
         int ann = !strcmp(k->string, "$ref");
         for (size_t i = 0; i < sizeof ANNOTATIONS / sizeof *ANNOTATIONS; i++) ann |= !strcmp(k->string, ANNOTATIONS[i]);
-        if (!ann) return ds_err("%s: '%s' beside '$ref' is not supported", at, k->string), NULL;
+        if (!ann) return ds_err("%s: %s beside '$ref' is not supported", at, ds_quote(k->string)), NULL;
     }
     if (!cJSON_IsString(ref)) return ds_err("%s: '$ref' must be a string", at), NULL;
     if (depth > DS_JSON_MAX_DEPTH) return ds_err("%s: nested deeper than %d", at, DS_JSON_MAX_DEPTH), NULL;
@@ -222,7 +226,9 @@ static int enum_by_pattern(ds_json_node *n) {
 }
 
 static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *path, int depth) {
-    const char *at = *path ? path : "the schema";
+    char atb[160]; /* the path as a message shows it (names escaped, long ones cut) */
+    snprintf(atb, sizeof atb, "%s", *path ? ds_esc(path) : "the schema");
+    const char *at = atb;
     if (depth > DS_JSON_MAX_DEPTH) return ds_err("%s: nested deeper than %d", at, DS_JSON_MAX_DEPTH), NULL;
     ds_json_node *n = node_new(sc);
     sc->ref_src = ds_realloc(sc->ref_src, (size_t)(sc->nref + 1) * sizeof *sc->ref_src); /* a "$ref" back here finds n */
@@ -235,6 +241,8 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
     char sub[512];
     cJSON_ArrayForEach(k, j) {
         const char *key = k->string;
+        for (const cJSON *e = j->child; e != k; e = e->next) /* a JSON text may repeat a key; a schema may not */
+            if (!strcmp(e->string, key)) return ds_err("%s: %s given twice", at, ds_quote(key)), NULL;
         int ann = 0;
         for (size_t i = 0; i < sizeof ANNOTATIONS / sizeof *ANNOTATIONS; i++) ann |= !strcmp(key, ANNOTATIONS[i]);
         if (ann) continue;
@@ -301,7 +309,7 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
         } else if (!strcmp(key, "anyOf") || !strcmp(key, "oneOf")) {
             const int na = cJSON_GetArraySize(k);
             if (!cJSON_IsArray(k) || !na || na > DS_JSON_MAX_MEMBERS)
-                return ds_err("%s: '%s' must be a list of 1 to %d schemas", at, key, DS_JSON_MAX_MEMBERS), NULL;
+                return ds_err("%s: %s must be a list of 1 to %d schemas", at, ds_quote(key), DS_JSON_MAX_MEMBERS), NULL;
             n->any = ds_calloc((size_t)na, sizeof(ds_json_node *));
             const cJSON *a;
             cJSON_ArrayForEach(a, k) {
@@ -311,8 +319,8 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
                 for (int i = 0; i < n->nany; i++)
                     for (int b = 0; b < 32; b++)
                         if (n->any[i]->first[b] & c->first[b])
-                            return ds_err("%s: '%s' alternatives %d and %d can start alike (dsv3 takes alternatives that differ "
-                                          "in their first character, such as a type and null)", at, key, i, n->nany), NULL;
+                            return ds_err("%s: %s alternatives %d and %d can start alike (dsv3 takes alternatives that differ "
+                                          "in their first character, such as a type and null)", at, ds_quote(key), i, n->nany), NULL;
                 n->any[n->nany++] = c;
             }
         } else if (!strcmp(key, "minLength") || !strcmp(key, "maxLength") || !strcmp(key, "minItems") ||
@@ -335,17 +343,17 @@ static ds_json_node *compile_(ds_json_schema *sc, const cJSON *j, const char *pa
             if (!(n->rx = ds_rx_compile(k->valuestring, DS_RX_SEARCH))) return ds_err_prefix("%s: 'pattern'", at), NULL;
         } else if (!strcmp(key, "minimum") || !strcmp(key, "maximum") || !strcmp(key, "exclusiveMinimum") ||
                    !strcmp(key, "exclusiveMaximum")) {
-            if (!cJSON_IsNumber(k) || !isfinite(k->valuedouble)) return ds_err("%s: '%s' must be a number", at, key), NULL;
+            if (!cJSON_IsNumber(k) || !isfinite(k->valuedouble)) return ds_err("%s: %s must be a number", at, ds_quote(key)), NULL;
             const int ex = key[0] == 'e', mx = ex ? key[9] == 'M' && key[10] == 'a' : key[1] == 'a';
             const double v = k->valuedouble;
             if (mx && (v < n->hi || (v == n->hi && ex))) n->hi = v, n->hi_ex = ex;
             if (!mx && (v > n->lo || (v == n->lo && ex))) n->lo = v, n->lo_ex = ex;
             n->nbound = 1;
         } else {
-            return ds_err("%s: '%s' is not supported (dsv3 takes type, properties, required, additionalProperties, items, "
+            return ds_err("%s: %s is not supported (dsv3 takes type, properties, required, additionalProperties, items, "
                           "enum, const, $ref to $defs, anyOf / oneOf of alternatives that start differently, allOf of one "
                           "schema, minLength / maxLength, pattern, minItems / maxItems, minProperties / maxProperties, "
-                          "minimum / maximum / exclusiveMinimum / exclusiveMaximum, multipleOf of integers)", at, key), NULL;
+                          "minimum / maximum / exclusiveMinimum / exclusiveMaximum, multipleOf of integers)", at, ds_quote(key)), NULL;
         }
     }
     const cJSON *r;
