@@ -655,7 +655,9 @@ TEST(serve_concurrent_streams_batch_and_match_sequential) {
 TEST(serve_openai_client) {
     char out[8192];
     if (ds_test_sh(out, sizeof out, "python3 -c 'import openai'") != 0) SKIP("python3 'openai' package not installed (pip install openai)");
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "2", 1); /* each step's tokens reach a stream on their own (the check counts deltas) */
     SETUP_IN(make_model_long(), "--api-key k1 --model-name m");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
     char pj[512], want[512] = "";
     prompt_json(pj, sizeof pj, 24, 0);
     for (int i = 24; i < 32; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", i > 24 ? "," : "", g_ref[i]);
@@ -2412,7 +2414,9 @@ TEST(serve_responses_logprobs) {
 }
 
 TEST(serve_responses_api) {
+    setenv("DSV3_SERVE_STEP_DELAY_MS", "2", 1); /* each step's tokens reach a stream on their own (deltas are counted) */
     SETUP_IN(make_model_long(), "");
+    unsetenv("DSV3_SERVE_STEP_DELAY_MS");
     answer c;
     resp_answer r, s;
     int cp, cc;
