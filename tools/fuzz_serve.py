@@ -24,7 +24,7 @@ FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "rep
           "return_token_ids", "top_logprobs", "messages", "max_completion_tokens", "stream_options", "tools", "tool_choice",
           "parallel_tool_calls", "min_tokens", "stop_token_ids", "response_format", "guided_regex", "guided_choice",
           "guided_json", "structured_outputs", "include_stop_str_in_output", "add_generation_prompt",
-          "continue_final_message", "chat_template_kwargs"]
+          "continue_final_message", "chat_template_kwargs", "include"]
 
 
 def client(url, n, seed, out):
@@ -42,6 +42,8 @@ def client(url, n, seed, out):
     good["include_stop_str_in_output"] = lambda: rnd.random() < 0.5
     good["add_generation_prompt"] = lambda: rnd.random() < 0.5
     good["continue_final_message"] = lambda: rnd.random() < 0.5
+    good["include"] = lambda: rnd.choice([["message.output_text.logprobs"], [], ["x"], "message.output_text.logprobs", [3]])
+    good["top_logprobs"] = lambda: rnd.randint(0, 21)
     good["chat_template_kwargs"] = lambda: rnd.choice([{}, {"thinking": True}, {"bos_token": "<x>"}, {"messages": []},
                                                        {"tools": None}, {"a": [1, {"b": None}]}])
     schema = lambda: rnd.choice([{"type": "object", "properties": {"a": {"enum": ["x", 1, None]}, "b": {"type": "integer"}},  # noqa: E731
@@ -50,6 +52,9 @@ def client(url, n, seed, out):
                                   {"properties": {"c": {"type": "string", "pattern": rnd.choice(["^[A-Z]{2}-\\d+$", "(a", "b"]),
                                                         "maxLength": rnd.randint(0, 6)}}, "required": ["c"]},
                                   {"properties": {"a": 3}}, True, None,
+                                  {"properties": {"u": {"type": "array", "items": {"enum": ["x", "xy", 1, 12]},
+                                                        "uniqueItems": rnd.choice([True, False, 1]),
+                                                        "minItems": rnd.randint(0, 5)}}, "required": ["u"]},
                                   {"properties": {"n": {"type": "number", "minimum": rnd.choice([-1e300, -3, 0.5, 2]),
                                                         "exclusiveMaximum": rnd.choice([0, 2, 1e300])},
                                                   "s": {"type": "string", "maxLength": rnd.randint(0, 3),
