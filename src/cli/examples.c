@@ -12,7 +12,7 @@
 
 typedef struct {
     const char *cmd;
-    const char *ex[4]; /* NULL-terminated */
+    const char *ex[5]; /* NULL-terminated */
 } examples;
 
 static const examples g_examples[] = {
@@ -45,11 +45,13 @@ static const examples g_examples[] = {
                      "dsv3 fp8 analyze --model run/latest --data data --batches 2", NULL}},
     {"generate", {"dsv3 generate --model run/latest --prompt 'To be, or not' --max-new-tokens 40",
                   "dsv3 generate --model run/latest --prompt 'JULIET:' --temperature 0.8 --top-p 0.95 --stop 'ROMEO:'",
-                  "dsv3 generate --model run/latest --prompt 'JULIET:' --temperature 0.8 --min-p 0.05 --repetition-penalty 1.1", NULL}},
+                  "dsv3 generate --model run/latest --prompt 'JULIET:' --temperature 0.8 --min-p 0.05 --repetition-penalty 1.1",
+                  "dsv3 generate --model run/latest --prompt 'Repeat: to be, or not to be' --speculative ngram --draft-max 8", NULL}},
     {"init", {"dsv3 init --config tiny --out tiny-model --seed 1", "dsv3 init --config tiny --tokenizer tok --out model", NULL}},
     {"inspect", {"dsv3 inspect run/latest --memory", NULL}},
     {"serve", {"dsv3 serve --model run/latest --port 8080 --max-batch 16",
-               "dsv3 serve --model run/latest --host 0.0.0.0 --api-key secret --ctx 2048", NULL}},
+               "dsv3 serve --model run/latest --host 0.0.0.0 --api-key secret --ctx 2048",
+               "dsv3 serve --model run/latest --speculative ngram", NULL}},
     {"chat", {"dsv3 chat --model run/latest", "dsv3 chat --url http://127.0.0.1:8080 --system 'Answer briefly.'", NULL}},
     {"tokenizer", {"dsv3 tokenizer train --input corpus.txt --vocab-size 4096 --out tok/tokenizer.json",
                    "dsv3 tokenizer encode --tokenizer tok.json --tokens corpus.txt", NULL}},
