@@ -12,7 +12,7 @@
 
 typedef struct {
     const char *cmd;
-    const char *ex[5]; /* NULL-terminated */
+    const char *ex[4]; /* NULL-terminated */
 } examples;
 
 static const examples g_examples[] = {
@@ -45,8 +45,7 @@ static const examples g_examples[] = {
                      "dsv3 fp8 analyze --model run/latest --data data --batches 2", NULL}},
     {"generate", {"dsv3 generate --model run/latest --prompt 'To be, or not' --max-new-tokens 40",
                   "dsv3 generate --model run/latest --prompt 'JULIET:' --temperature 0.8 --top-p 0.95 --stop 'ROMEO:'",
-                  "dsv3 generate --model run/latest --prompt 'JULIET:' --temperature 0.8 --min-p 0.05 --repetition-penalty 1.1",
-                  "dsv3 generate --model run/latest --prompt 'Repeat: to be, or not to be' --speculative ngram --draft-max 8", NULL}},
+                  "dsv3 generate --model run/latest --prompt 'JULIET:' --temperature 0.8 --min-p 0.05 --speculative ngram", NULL}},
     {"init", {"dsv3 init --config tiny --out tiny-model --seed 1", "dsv3 init --config tiny --tokenizer tok --out model", NULL}},
     {"inspect", {"dsv3 inspect run/latest --memory", NULL}},
     {"serve", {"dsv3 serve --model run/latest --port 8080 --max-batch 16",
