@@ -2246,7 +2246,7 @@ TEST(serve_guided_regex) {
         {"\"guided_regex\": \"a\", \"response_format\": {\"type\": \"json_object\"}", "give one of"},
         {"\"structured_outputs\": {\"grammar\": \"root ::= x\"}", "'structured_outputs.grammar' is not supported"},
         {"\"structured_outputs\": 3", "'structured_outputs' must be an object"},
-        {"\"guided_json\": {\"type\": \"object\", \"properties\": {\"a\": {\"uniqueItems\": true}}}", "'uniqueItems' is not supported"},
+        {"\"guided_json\": {\"type\": \"object\", \"properties\": {\"a\": {\"contains\": {}}}}", "'contains' is not supported"},
         {"\"guided_regex\": \"[ab]*a[ab]{12}\"", "more than 4096 DFA states"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
