@@ -24,6 +24,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *r = ds_chat_template_apply(t, m, 1, "<s>", "</s>");
     if (!r) ds_fuzz_check_msg(ds_errmsg());
     free(r);
+    /* a conversation ending with an assistant message to continue, with more variables: a text or a
+     * message (a template that prints the messages again keeps the tag where it printed it first, as
+     * transformers cuts at the last one too) */
+    static const char *cont = "[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": "
+                              "\"The answer is \"}]";
+    cJSON *c = cJSON_Parse(cont), *kw = cJSON_Parse("{\"thinking\": true, \"bos_token\": \"<b>\"}");
+    const ds_chat_opts o = {.continue_final_message = 1, .kwargs = kw};
+    r = ds_chat_template_render(t, c, NULL, &o, "<s>", "</s>");
+    if (!r) ds_fuzz_check_msg(ds_errmsg());
+    free(r);
+    cJSON_Delete(c), cJSON_Delete(kw);
     cJSON_Delete(m);
     ds_jinja_free(t);
     return 0;
