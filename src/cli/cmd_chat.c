@@ -254,7 +254,7 @@ static cJSON *message(const char *role, const char *content) {
 static int run(int argc, char **argv) {
     const char *model = NULL, *url = NULL, *system = NULL, *tokp = NULL, *tmplf = NULL, *api_key = NULL;
     const char *device = "cpu", *spec = NULL;
-    long long max_new = 512, top_k = 0, seed = 1234, draft_max = 0;
+    long long max_new = 512, top_k = 0, seed = 1234, draft_max = 0, ngram_min = 0, ngram_max = 0;
     double temperature = 0, top_p = 1, min_p = 0, rep_pen = 1, pres_pen = 0, freq_pen = 0;
     const ds_opt opts[] = {
         {"--model", DS_OPT_STR, &model, "DIR  chat with this model folder (in this process)"},
@@ -275,18 +275,15 @@ static int run(int argc, char **argv) {
         {"--device", DS_OPT_STR, &device, DS_DEVICE_HELP},
         {"--speculative", DS_OPT_STR, &spec, "ngram  with --model: n-gram drafts (the tokens after an earlier copy of the "
                                               "conversation's last n-gram), verified in one step; the same answers"},
-        {"--draft-max", DS_OPT_INT, &draft_max, "K  ngram: most tokens drafted a step (default " DS_STR(DS_NGRAM_DRAFT) ")",
-         DS_RANGE(1, DS_NGRAM_DRAFT_CAP)},
+        DS_CLI_NGRAM_OPTS(draft_max, ngram_min, ngram_max),
     };
     const char *usage = "--model DIR | --url http://HOST:PORT [--system TEXT] [--max-new-tokens N] [--temperature T] "
                         "[--speculative ngram]";
     ds_cli_parse("chat", usage, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (!model == !url) ds_cli_usage_error("chat", "give one of --model DIR or --url URL");
-    if (spec && strcmp(spec, "ngram"))
-        ds_cli_usage_error("chat", "--speculative: unknown method %s (known: ngram; a conversation does not take MTP drafts)",
-                           ds_quote(spec));
+    const int spec_kind = ds_cli_speculative("chat", spec, draft_max, ngram_min, ngram_max);
+    if (spec_kind == DS_SPEC_MTP) ds_cli_usage_error("chat", "--speculative mtp: a conversation takes n-gram drafts only");
     if (spec && url) ds_cli_usage_error("chat", "--speculative goes with --model (a server decodes as it was started)");
-    if (draft_max && !spec) ds_cli_usage_error("chat", "--draft-max goes with --speculative ngram");
     const ds_sample_params sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = (uint64_t)seed,
                                  .min_p = min_p, .repetition_penalty = rep_pen, .presence_penalty = pres_pen,
                                  .frequency_penalty = freq_pen};
@@ -323,7 +320,8 @@ static int run(int argc, char **argv) {
         L.o = (ds_gen_opts){.max_tokens = max_new,
                             .sp = sp,
                             .eos = L.eos, .neos = L.neos,
-                            .speculative = spec ? DS_SPEC_NGRAM : 0, .draft_max = (int)draft_max};
+                            .speculative = spec_kind, .draft_max = (int)draft_max, .ngram_min = (int)ngram_min,
+                            .ngram_max = (int)ngram_max};
     }
     struct sigaction act;
     memset(&act, 0, sizeof act);

@@ -288,6 +288,9 @@ int64_t ds_spec_verify(ds_sampler *s, const float *logits, int32_t draft, int32_
  * occur; the tokens that follow it there, at most kmax, go to draft.  Their
  * count (0: no n-gram recurs). */
 int64_t ds_ngram_draft(const int32_t *h, int64_t n_h, int nmin, int nmax, int64_t kmax, int32_t *draft);
+/* The tests' forced drafts (forced[i]: the draft for output token i, n_forced of them): those for
+ * output tokens nout.. into draft, at most kmax; their count. */
+int64_t ds_forced_draft(const int32_t *forced, int64_t n_forced, int64_t nout, int64_t kmax, int32_t *draft);
 /* The n-gram speculative loop (speculative.c) on a batch-1 engine whose chunk
  * takes 1 + o->draft_max tokens and whose cache holds prompt[0..L) (L < P;
  * 0: empty): prefill the rest, then each step verifies [last token,

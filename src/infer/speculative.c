@@ -76,6 +76,13 @@ int64_t ds_ngram_draft(const int32_t *h, int64_t n_h, int nmin, int nmax, int64_
     return 0;
 }
 
+int64_t ds_forced_draft(const int32_t *forced, int64_t n_forced, int64_t nout, int64_t kmax, int32_t *draft) {
+    const int64_t k = n_forced - nout < kmax ? n_forced - nout : kmax;
+    if (k <= 0) return 0;
+    memcpy(draft, forced + nout, (size_t)k * sizeof(int32_t));
+    return k;
+}
+
 int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, int64_t L, const ds_gen_opts *o, int32_t *out,
                       int64_t *nout, ds_token_fn fn, void *ctx, ds_gen_stats *st) {
     const int64_t V = e->m->cfg.vocab_size, want = o->max_tokens;
@@ -109,14 +116,8 @@ int ds_generate_ngram(ds_engine *e, const int32_t *prompt, int64_t P, int64_t L,
         while (!stop && *nout < want) {
             /* at most the tokens still wanted, less the one the last row gives */
             const int64_t kmax = K < want - *nout - 1 ? K : want - *nout - 1;
-            int64_t k;
-            if (e->forced_drafts) { /* tests: the drafts for output tokens nout.. are given */
-                k = e->n_forced - *nout < kmax ? e->n_forced - *nout : kmax;
-                k = k > 0 ? k : 0;
-                memcpy(ids + 1, e->forced_drafts + *nout, (size_t)k * sizeof(int32_t));
-            } else {
-                k = ds_ngram_draft(h, nh, nmin, nmax, kmax, ids + 1);
-            }
+            const int64_t k = e->forced_drafts ? ds_forced_draft(e->forced_drafts, e->n_forced, *nout, kmax, ids + 1)
+                                               : ds_ngram_draft(h, nh, nmin, nmax, kmax, ids + 1);
             const int64_t pos = e->pos;
             ids[0] = tok;
             if ((rc = ds_engine_step(e, ids, k + 1, k == 0))) break;

@@ -612,12 +612,7 @@ static int ngram_draft(ds_sched *s, int i, const ds_sreq *r, int32_t *d) {
     int64_t kmax = s->o.draft_max < left ? s->o.draft_max : left;
     if (kmax > room) kmax = room;
     if (!s->spec[i] || kmax <= 0) return 0;
-    if (r->forced_drafts) { /* tests: the drafts for output tokens nout.. are given */
-        int64_t k = r->nforced - r->nout < kmax ? r->nforced - r->nout : kmax;
-        if (k <= 0) return 0;
-        memcpy(d, r->forced_drafts + r->nout, (size_t)k * sizeof(int32_t));
-        return (int)k;
-    }
+    if (r->forced_drafts) return (int)ds_forced_draft(r->forced_drafts, r->nforced, r->nout, kmax, d); /* tests */
     const int32_t *h = s->ctok + (size_t)i * (size_t)(s->o.ctx + 1);
     return (int)ds_ngram_draft(h, s->ntok[i], s->o.ngram_min, s->o.ngram_max, kmax, d);
 }

@@ -305,12 +305,8 @@ struct ds_jinja {
     int mentions_content; /* the source has "content" (continue_final_message needs the template to read it) */
 };
 
-/* Python's str.strip() on ASCII whitespace: [*a, *b) of s */
-static void py_strip(const char *s, size_t n, size_t *a, size_t *b) {
-    *a = 0, *b = n;
-    while (*a < *b && strchr(" \t\n\r\f\v", s[*a]) && s[*a]) (*a)++;
-    while (*b > *a && strchr(" \t\n\r\f\v", s[*b - 1]) && s[*b - 1]) (*b)--;
-}
+#define PY_SPACE " \t\n\r\f\v" /* what Python's str.strip() takes off (ASCII) */
+static int py_space(char c) { return c && strchr(PY_SPACE, c); }
 
 /* the last occurrence of w (wn bytes) in s (n bytes), or NULL */
 static const char *last_of(const char *s, size_t n, const char *w, size_t wn) {
@@ -318,7 +314,6 @@ static const char *last_of(const char *s, size_t n, const char *w, size_t wn) {
         if (!memcmp(s + i, w, wn)) return s + i;
     return NULL;
 }
-
 
 typedef struct {
     arena *a;
@@ -1390,7 +1385,7 @@ static jv slice(rctx *R, const jnode *n, jv o, jv a, jv b, jv c) {
 
 static jv strip_str(rctx *R, jv s, const char *chars, int left, int right) {
     size_t a = 0, b = s.n;
-    const char *ws = chars ? chars : " \t\n\r\f\v";
+    const char *ws = chars ? chars : PY_SPACE;
     while (left && a < b && strchr(ws, s.s[a]) && s.s[a]) a++;
     while (right && b > a && strchr(ws, s.s[b - 1]) && s.s[b - 1]) b--;
     return v_strn(&R->a, s.s + a, b - a);
@@ -1976,7 +1971,7 @@ char *ds_chat_template_render(const ds_jinja *t, const cJSON *messages, const cJ
     }
     cJSON *v = cJSON_CreateObject();
     cJSON *msgs = cJSON_Duplicate(messages, 1);
-    const char *final = NULL; /* the final message's content, as given */
+    char *final = NULL; /* the final message's content, stripped (Python's str.strip) */
     if (cont) {
         cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
         const cJSON *c = last ? cJSON_GetObjectItemCaseSensitive(last, "content") : NULL;
@@ -1990,8 +1985,10 @@ char *ds_chat_template_render(const ds_jinja *t, const cJSON *messages, const cJ
             return NULL;
         }
         /* as transformers: a tag after the content, found again in the text and cut there */
-        final = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(messages, cJSON_GetArraySize(messages) - 1), "content")
-                    ->valuestring; /* the caller's copy: the same text */
+        const char *fa = c->valuestring, *fb = fa + strlen(fa);
+        while (fa < fb && py_space(*fa)) fa++;
+        while (fb > fa && py_space(fb[-1])) fb--;
+        final = ds_strndup(fa, (size_t)(fb - fa));
         char *tagged = ds_malloc(strlen(c->valuestring) + sizeof CONTINUE_TAG);
         strcat(strcpy(tagged, c->valuestring), CONTINUE_TAG);
         cJSON_ReplaceItemInObjectCaseSensitive(last, "content", cJSON_CreateString(tagged));
@@ -2012,11 +2009,12 @@ char *ds_chat_template_render(const ds_jinja *t, const cJSON *messages, const cJ
     cJSON_AddBoolToObject(v, "add_generation_prompt", o ? o->add_generation_prompt : 0);
     char *r = ds_jinja_render(t, v);
     cJSON_Delete(v);
-    if (!r || !cont) return r;
-    size_t n = strlen(r), a, b;
-    py_strip(final, strlen(final), &a, &b);
+    if (!r || !cont) return free(final), r;
+    const size_t n = strlen(r);
     const char *tag = last_of(r, n, CONTINUE_TAG, sizeof CONTINUE_TAG - 2); /* the tag less its space */
-    if ((b > a && !last_of(r, n, final + a, b - a)) || !tag) {
+    const int found = tag && (!*final || last_of(r, n, final, strlen(final)));
+    free(final);
+    if (!found) {
         ds_err("chat template: continue_final_message is set but the final message does not appear in the chat after "
                "applying the chat template (the template deletes portions of it)");
         free(r);
@@ -2024,7 +2022,7 @@ char *ds_chat_template_render(const ds_jinja *t, const cJSON *messages, const cJ
     }
     size_t cut = (size_t)(tag - r);
     if (strncmp(tag, CONTINUE_TAG, sizeof CONTINUE_TAG - 1)) /* the template trimmed the content: trim it all */
-        while (cut > 0 && strchr(" \t\n\r\f\v", r[cut - 1])) cut--;
+        while (cut > 0 && py_space(r[cut - 1])) cut--;
     r[cut] = 0;
     return r;
 }
