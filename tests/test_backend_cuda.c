@@ -529,7 +529,17 @@ TEST(cuda_ops_grouped_linear) {
     ds_rng r;
     ds_rng_seed(&r, 31);
     grouped_case(DS_PREC_FP32, 700, 4, 150, 130, &r, TOL);
+    /* BF16: strided-batched cuBLASLt calls, one per class of row counts (two
+     * classes here: expert 0 holds expert 1's rows too), and without them */
+    int64_t b0 = ds_cuda_batched_calls();
     grouped_case(DS_PREC_BF16, 700, 4, 150, 130, &r, TOL);
+    CHECK(ds_cuda_batched_calls() >= b0 + 2 * 3);
+    grouped_case(DS_PREC_BF16, 90, 5, 33, 70, &r, TOL); /* few rows: classes of 16, 32, ... */
+    int was = ds_cuda_batched_set(0);
+    b0 = ds_cuda_batched_calls();
+    grouped_case(DS_PREC_BF16, 700, 4, 150, 130, &r, TOL);
+    CHECK(ds_cuda_batched_calls() == b0);
+    ds_cuda_batched_set(was);
     grouped_case(DS_PREC_FP8, 700, 4, 150, 130, &r, 1e-6);
 }
 

@@ -48,8 +48,9 @@
 #      generate on the same GPU at both
 #   7. training tokens/s of the ~1B-parameter config bench/configs/v3-1b.json
 #      (BF16, FP8), batch 8 x 512
-#   8. DSV3_CUDA_PROFILE=1 on one BF16 step of it: each entry's time
-#      (profile1b_bf16.log); and on one FP32 and one BF16 step of `small`
+#   8. bench-train --profile (each entry's share of the timed steps) with
+#      DSV3_CUDA_PROFILE=1 on BF16 and FP8 steps of it (profile1b_bf16.log,
+#      profile1b_fp8.log), and on FP32 and BF16 steps of `small`
 #      (profile_small_fp32.log, profile_small_bf16.log)
 # Results: JSON under $OUT (or the folder given as the first argument;
 # default ./gpu_check), summarised in gpu_check.json; each step's log and
@@ -278,14 +279,18 @@ if [ "$HAVE_TORCH" = 1 ]; then
   BIG="$BIG, \"peer_bf16_autocast\": $(lastj peer1b_bf16)"
 fi
 
-# ---- 8. where the time goes: each entry's time in one BF16 step of the ~1B config ---------------
-run profile1b_bf16 60 env DSV3_CUDA_PROFILE=1 ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
-  --random 8,512 --iters 1 --device cuda --precision bf16
-
-# the same for `small` (FP32 and BF16, batch 8 x 512): the step the peer comparison is made on
+# ---- 8. where the time goes: each entry's time in the timed steps (bench-train --profile: the
+# warm-up step, with its cuBLASLt searches, left out; each outermost entry synchronised), BF16 and
+# FP8 steps of the ~1B config, then FP32 and BF16 steps of `small` (batch 8 x 512: the step the
+# peer comparison is made on); DSV3_CUDA_PROFILE=1 adds the backend's own table over both steps
+# (cuBLASLt searches, batched expert calls, FP8 GEMMs on cuBLASLt and on the own kernel)
+for p in bf16 fp8; do
+  run "profile1b_$p" 60 env DSV3_CUDA_PROFILE=1 ./dsv3 --threads "$TH" bench-train \
+    --config bench/configs/v3-1b.json --random 8,512 --iters 2 --device cuda --precision "$p" --profile
+done
 for p in fp32 bf16; do
   run "profile_small_$p" 40 env DSV3_CUDA_PROFILE=1 ./dsv3 --threads "$TH" bench-train --config small \
-    --random 8,512 --iters 1 --device cuda --precision "$p"
+    --random 8,512 --iters 2 --device cuda --precision "$p" --profile
 done
 
 # ---- 3d. the staged table and the device-resident paths on the CPU (last: no GPU figures) ----

@@ -58,6 +58,13 @@ int ds_cuda_fp8_force_own(int on);
 /* How many FP8 GEMMs ran on cuBLASLt and on the own kernel since start. */
 void ds_cuda_fp8_counts(int64_t *lt, int64_t *own);
 
+/* How many strided-batched cuBLASLt calls the BF16 expert GEMMs made since
+ * start (one per class of row counts and product; gemm.cu). */
+int64_t ds_cuda_batched_calls(void);
+/* that path on (1, the default unless DSV3_CUDA_BATCHED=0) or off (0: cuBLAS's
+ * grouped call or the loop); returns the previous state */
+int ds_cuda_batched_set(int on);
+
 /* GEMM benchmark on device buffers: kind "fp8" (1x128 x 128x128 block-scaled
  * E4M3, FP32 out: D (M, N) = X (M, K) · W (N, K)ᵀ), "fp8-own" (own kernel),
  * "bf16" (BF16 in, FP32 accumulate, BF16 out), "fp32".  Runs `iters` timed

@@ -47,6 +47,7 @@ struct lt_operand {
     int64_t ld;
     const float *scale;   /* FP8 only */
     int scale_mode;       /* cublasLtMatmulMatrixScale_t */
+    int64_t stride;       /* strided batch (lt_matmul's batch > 1): elements from one matrix to the next */
 };
 
 /* The heuristic's answer per class of problems, asked once: the MoE layers
@@ -65,7 +66,7 @@ struct lt_operand {
  * the entry lock. */
 struct lt_key {
     int64_t m, n, k, lda, ldb, ldd;
-    int32_t ta, tb, tya, tyb, tyd, sa, sb, ala, alb, ald;
+    int32_t ta, tb, tya, tyb, tyd, sa, sb, ala, alb, ald, batch;
 };
 struct lt_slot {
     lt_key key;        /* bucketed */
@@ -89,6 +90,11 @@ int32_t align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
     int32_t al = 256;
     while (al > 1 && (a & (uintptr_t)(al - 1))) al >>= 1;
+    return al;
+}
+int64_t type_bytes(cudaDataType t) { return t == CUDA_R_32F ? 4 : t == CUDA_R_16BF ? 2 : 1; }
+int32_t min_align(int32_t al, int64_t bytes) {
+    while (al > 1 && (bytes & (int64_t)(al - 1))) al >>= 1;
     return al;
 }
 lt_slot *lt_lookup(const lt_key &k, int *fresh) {
@@ -117,9 +123,12 @@ void ds_cu_lt_stats(int64_t *searches, int64_t *hits, int64_t *checks) {
 namespace {
 
 /* D (m x n col-major, ldd) = op(A) op(B) + beta D.  Returns the cuBLAS status
- * of the algorithm search or the launch; nothing is launched on failure. */
+ * of the algorithm search or the launch; nothing is launched on failure.
+ * batch > 1: that many products at once (strided batch), the operands' i-th
+ * matrices at A.stride, B.stride and sd elements times i (the strides keep
+ * each matrix's start as aligned as the first's: multiples of 128 elements). */
 cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, const lt_operand &B, float beta,
-                         void *D, cudaDataType dtype, int64_t ldd) {
+                         void *D, cudaDataType dtype, int64_t ldd, int batch = 1, int64_t sd = 0) {
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
@@ -146,6 +155,16 @@ cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, c
     TRY(cublasLtMatrixLayoutCreate(&la, A.type, A.trans ? k : m, A.trans ? m : k, A.ld));
     TRY(cublasLtMatrixLayoutCreate(&lb, B.type, B.trans ? k : n, B.trans ? n : k, B.ld));
     TRY(cublasLtMatrixLayoutCreate(&lc, dtype, m, n, ldd));
+    if (batch > 1) {
+        const int32_t b32 = batch;
+        const int64_t strides[3] = {A.stride, B.stride, sd};
+        cublasLtMatrixLayout_t ls[3] = {la, lb, lc};
+        for (int i = 0; i < 3; i++) {
+            TRY(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b32, sizeof b32));
+            TRY(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                                 sizeof strides[i]));
+        }
+    }
     {
         lt_key exact, key;
         memset(&exact, 0, sizeof exact); /* padding too: the key is compared bytewise */
@@ -153,6 +172,12 @@ cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, c
         exact.ta = (int32_t)ta, exact.tb = (int32_t)tb, exact.tya = (int32_t)A.type, exact.tyb = (int32_t)B.type;
         exact.tyd = (int32_t)dtype, exact.sa = A.scale ? A.scale_mode : -1, exact.sb = B.scale ? B.scale_mode : -1;
         exact.ala = align_of(A.p), exact.alb = align_of(B.p), exact.ald = align_of(D);
+        if (batch > 1) { /* every matrix of the batch as aligned as the alignment asked for */
+            exact.ala = min_align(exact.ala, A.stride * type_bytes(A.type));
+            exact.alb = min_align(exact.alb, B.stride * type_bytes(B.type));
+            exact.ald = min_align(exact.ald, sd * type_bytes(dtype));
+        }
+        exact.batch = batch;
         key = exact;
         key.m = lt_bucket(m), key.n = lt_bucket(n), key.k = lt_bucket(k);
         key.lda = lt_bucket(A.ld), key.ldb = lt_bucket(B.ld), key.ldd = lt_bucket(ldd);
@@ -515,6 +540,212 @@ const float *rounded_weights(int slot, const grouped_call *c, const float *const
     return d;
 }
 
+/* ---- BF16 expert GEMMs on the tensor cores: strided-batched cuBLASLt, a call per class ----
+ * cuBLAS's grouped call takes no BF16 tensor-core compute with FP32 results
+ * (CUDA 13.0), so it ran the BF16 experts on the CUDA cores, and a cuBLASLt
+ * call per expert costs more host time (descriptors, algorithm check, launch:
+ * ~50 µs measured on the H200 for the ~1B config's experts) than the
+ * expert's product takes on the tensor cores (~3 µs).  Here the experts with
+ * rows are put in classes by their row count rounded up (batch_rows: a
+ * multiple of 16 up to 64, then lt_bucket's two significant bits, so at most
+ * 1.5x the rows), and each class is one strided-batched cuBLASLt BF16 GEMM
+ * (BF16 operands, FP32 accumulation and result: the BF16 linear's
+ * arithmetic) over copies laid out for it: each expert's rows rounded to BF16
+ * in a block of the class's row count, zero rows after its own (they add
+ * nothing to a weight gradient's sums, and their output rows are dropped),
+ * the weights rounded one after another.  Forward and input-gradient results
+ * land in blocks of the same shape and are copied (or added: acc) to the
+ * expert's rows; weight gradients land in one block per expert and are added
+ * to dw[e] (the same single rounding as a GEMM with beta 1).  Off with
+ * DSV3_CUDA_BATCHED=0 (the grouped call or the loop, as before). */
+int batched_env;          /* 0: not read, 1: on, -1: off */
+int batched_refused;      /* cuBLASLt refused a batched BF16 call once: off from then */
+int64_t n_batched;        /* batched calls made (ds_cuda_expert_counts) */
+
+int64_t batch_rows(int64_t n) { return n <= 64 ? (n + 15) / 16 * 16 : lt_bucket(n); }
+int64_t up128e(int64_t x) { return (x + 127) / 128 * 128; }
+
+/* a listed expert's place: its rows o.. (n of them) in the permuted buffer,
+ * its block of mb rows from row p in the padded copies */
+struct batch_job { int64_t o, n, p, mb; };
+struct batch_plan {
+    grouped_call *c;        /* c->e[0..g): the experts with rows, in class order */
+    int ncls;
+    int i0[GMAX + 1];       /* class j: listed experts [i0[j], i0[j+1]) */
+    batch_job job[GMAX];
+    int64_t P, most;        /* padded rows in all; the largest class's row count */
+};
+
+int batched_on(void) {
+    if (!batched_env) {
+        const char *e = getenv("DSV3_CUDA_BATCHED");
+        batched_env = e && !strcmp(e, "0") ? -1 : 1;
+    }
+    return batched_env > 0 && !batched_refused;
+}
+
+/* the plan for counts; 0 where the batched path does not run (off, no rows,
+ * decode-sized calls: fewer than GROUPED_MIN_ROWS rows an expert on average) */
+int batch_plan_make(batch_plan *bp, const int64_t *counts, const int64_t *offsets, int64_t E) {
+    grouped_call *c = bp->c;
+    if (!batched_on() || !grouped_list(c, counts, E)) return 0;
+    /* insertion sort of the listed experts by class (stable: expert order within a class) */
+    for (int i = 1; i < c->g; i++) {
+        int64_t e = c->e[i], mb = batch_rows(counts[e]);
+        int j = i;
+        for (; j > 0 && batch_rows(counts[c->e[j - 1]]) > mb; j--) c->e[j] = c->e[j - 1];
+        c->e[j] = e;
+    }
+    bp->ncls = 0, bp->P = 0, bp->most = 0;
+    for (int i = 0; i < c->g; i++) {
+        int64_t e = c->e[i], mb = batch_rows(counts[e]);
+        if (i == 0 || mb != bp->job[i - 1].mb) bp->i0[bp->ncls++] = i;
+        bp->job[i] = batch_job{offsets[e], counts[e], bp->P, mb};
+        bp->P += mb;
+        bp->most = mb > bp->most ? mb : bp->most;
+    }
+    bp->i0[bp->ncls] = c->g;
+    return 1;
+}
+
+/* dst: blockIdx.y = listed expert i: its mb rows from row p, the first n of
+ * them src's rows o.. rounded to BF16, the rest zero; rows of cols values */
+__global__ void k_batch_gather(uint16_t *dst, const float *src, int64_t cols, const batch_job *jobs) {
+    const batch_job jb = jobs[blockIdx.y];
+    GRID_STRIDE(i, jb.mb * cols) {
+        int64_t r = i / cols;
+        dst[(jb.p + r) * cols + i % cols] = r < jb.n ? f32_to_bf16(src[(jb.o + r) * cols + i % cols]) : 0;
+    }
+}
+/* the expert's first n rows of src (padded blocks) to dst's rows o..: set, or added (acc) */
+__global__ void k_batch_scatter(float *dst, const float *src, int64_t cols, const batch_job *jobs, int acc) {
+    const batch_job jb = jobs[blockIdx.y];
+    GRID_STRIDE(i, jb.n * cols) {
+        int64_t r = i / cols, j = i % cols;
+        float v = src[(jb.p + r) * cols + j];
+        if (acc) dst[(jb.o + r) * cols + j] += v;
+        else dst[(jb.o + r) * cols + j] = v;
+    }
+}
+/* weight z of the list rounded to BF16 at dst + z * stride */
+__global__ void k_to_bf16_list(uint16_t *dst, int64_t stride, const float *const *src, int64_t n) {
+    const float *s = src[blockIdx.y];
+    uint16_t *d = dst + blockIdx.y * stride;
+    GRID_STRIDE(i, n) d[i] = f32_to_bf16(s[i]);
+}
+/* dst[z] (n) += src + z * stride */
+__global__ void k_add_list(float *const *dst, const float *src, int64_t stride, int64_t n) {
+    float *d = dst[blockIdx.y];
+    const float *s = src + blockIdx.y * stride;
+    GRID_STRIDE(i, n) d[i] += s[i];
+}
+
+const batch_job *batch_jobs_dev(const batch_plan *bp) {
+    batch_job *d = (batch_job *)ds_cu_scratch(SCR_JOBS, (size_t)bp->c->g * sizeof(batch_job));
+    CU_CHECK(cudaMemcpyAsync(d, bp->job, (size_t)bp->c->g * sizeof(batch_job), cudaMemcpyHostToDevice, g_cu.stream));
+    return d;
+}
+/* the plan's experts' rows of x (N, cols) in padded BF16 blocks */
+const uint16_t *batch_rows_bf16(int slot, const batch_plan *bp, const batch_job *dj, const float *x, int64_t cols) {
+    uint16_t *d = (uint16_t *)ds_cu_scratch(slot, (size_t)(bp->P * cols) * sizeof(uint16_t));
+    k_batch_gather<<<dim3(ds_cu_blocks(bp->most * cols, 256), (unsigned)bp->c->g), 256, 0, g_cu.stream>>>(d, x, cols,
+                                                                                                         dj);
+    CU_LAUNCHED();
+    return d;
+}
+/* the plan's experts' weights (n each) rounded to BF16, in class order, up128e(n) apart */
+const uint16_t *batch_weights_bf16(int slot, const batch_plan *bp, const float *const *w, int64_t n) {
+    const float *const *dsrc = weights_list(bp->c, w);
+    uint16_t *d = (uint16_t *)ds_cu_scratch(slot, (size_t)(up128e(n) * bp->c->g) * sizeof(uint16_t));
+    k_to_bf16_list<<<dim3(ds_cu_blocks(n, 256), (unsigned)bp->c->g), 256, 0, g_cu.stream>>>(d, up128e(n), dsrc, n);
+    CU_LAUNCHED();
+    return d;
+}
+void batch_scatter(float *dst, const float *src, int64_t cols, const batch_plan *bp, const batch_job *dj, int acc) {
+    k_batch_scatter<<<dim3(ds_cu_blocks(bp->most * cols, 256), (unsigned)bp->c->g), 256, 0, g_cu.stream>>>(
+        dst, src, cols, dj, acc);
+    CU_LAUNCHED();
+}
+/* the status of a batched call; a refusal is said once and turns the path off */
+int batch_ok(cublasStatus_t st, const char *what) {
+    if (st == CUBLAS_STATUS_SUCCESS) return 1;
+    if (st != CUBLAS_STATUS_NOT_SUPPORTED) ds_cu_fail(what, cublasLtGetStatusString(st), __FILE__, __LINE__);
+    fprintf(stderr, "dsv3: cuda: cuBLASLt has no batched BF16 algorithm for the expert GEMMs (%s); they run as "
+                    "before\n", what);
+    batched_refused = 1;
+    return 0;
+}
+
+/* out (N, OC) = each expert's rows · W_eᵀ; 0 where the batched path did not run (out untouched) */
+int bf16_batched_forward(float *out, const float *inp, const float *const *w, const int64_t *counts,
+                         const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
+    static batch_plan bp; /* guarded by the entry lock */
+    bp.c = &gc_host;
+    if (!batch_plan_make(&bp, counts, offsets, E)) return 0;
+    const batch_job *dj = batch_jobs_dev(&bp);
+    const uint16_t *x = batch_rows_bf16(SCR_A, &bp, dj, inp, C), *wb = batch_weights_bf16(SCR_B, &bp, w, OC * C);
+    float *d = (float *)ds_cu_scratch(SCR_F32, (size_t)(bp.P * OC) * sizeof(float));
+    for (int j = 0; j < bp.ncls; j++) {
+        const int i = bp.i0[j], nb = bp.i0[j + 1] - i;
+        const int64_t mb = bp.job[i].mb, p = bp.job[i].p;
+        /* as gemm_fwd, per expert: D = outᵀ (OC x mb), A = W (K-major), B = the rows (K-major) */
+        lt_operand A = {wb + (int64_t)i * up128e(OC * C), CUDA_R_16BF, 1, C, NULL, 0, up128e(OC * C)};
+        lt_operand B = {x + p * C, CUDA_R_16BF, 1, C, NULL, 0, mb * C};
+        if (!batch_ok(lt_matmul(OC, mb, C, A, B, 0.0f, d + p * OC, CUDA_R_32F, OC, nb, mb * OC),
+                      "cublasLtMatmul (batched expert forward)"))
+            return 0;
+    }
+    batch_scatter(out, d, OC, &bp, dj, 0);
+    n_batched += bp.ncls;
+    return 1;
+}
+
+/* the grouped backward; returns 0 (nothing written), 1 (done), or 2 (dinp
+ * done, the weight gradients not) */
+int bf16_batched_backward(float *dinp, float *const *dw, const float *dout, const float *inp, const float *const *w,
+                          const int64_t *counts, const int64_t *offsets, int64_t E, int64_t C, int64_t OC, int acc) {
+    static batch_plan bp; /* guarded by the entry lock */
+    bp.c = &gc_host;
+    if (!batch_plan_make(&bp, counts, offsets, E)) return 0;
+    const batch_job *dj = batch_jobs_dev(&bp);
+    const uint16_t *dy = batch_rows_bf16(SCR_A, &bp, dj, dout, OC);
+    if (dinp) {
+        const uint16_t *wb = batch_weights_bf16(SCR_B, &bp, w, OC * C);
+        float *d = (float *)ds_cu_scratch(SCR_F32, (size_t)(bp.P * C) * sizeof(float));
+        for (int j = 0; j < bp.ncls; j++) {
+            const int i = bp.i0[j], nb = bp.i0[j + 1] - i;
+            const int64_t mb = bp.job[i].mb, p = bp.job[i].p;
+            /* as gemm_dgrad: D = dXᵀ (C x mb), A = W stored (OC, C) (op N), B = dY (K-major) */
+            lt_operand A = {wb + (int64_t)i * up128e(OC * C), CUDA_R_16BF, 0, C, NULL, 0, up128e(OC * C)};
+            lt_operand B = {dy + p * OC, CUDA_R_16BF, 1, OC, NULL, 0, mb * OC};
+            if (!batch_ok(lt_matmul(C, mb, OC, A, B, 0.0f, d + p * C, CUDA_R_32F, C, nb, mb * C),
+                          "cublasLtMatmul (batched expert dgrad)"))
+                return 0;
+        }
+        batch_scatter(dinp, d, C, &bp, dj, acc);
+        n_batched += bp.ncls;
+    }
+    /* as gemm_wgrad, per expert: dW_eᵀ (C x OC) = X_e (C x mb, op N) · dY_e (OC x mb, op T), into
+     * blocks added to dw[e] */
+    const uint16_t *x = batch_rows_bf16(SCR_C, &bp, dj, inp, C);
+    float *d = (float *)ds_cu_scratch(SCR_D, (size_t)(up128e(OC * C) * bp.c->g) * sizeof(float));
+    for (int j = 0; j < bp.ncls; j++) {
+        const int i = bp.i0[j], nb = bp.i0[j + 1] - i;
+        const int64_t mb = bp.job[i].mb, p = bp.job[i].p;
+        lt_operand A = {x + p * C, CUDA_R_16BF, 0, C, NULL, 0, mb * C};
+        lt_operand B = {dy + p * OC, CUDA_R_16BF, 0, OC, NULL, 0, mb * OC};
+        if (!batch_ok(lt_matmul(C, OC, mb, A, B, 0.0f, d + (int64_t)i * up128e(OC * C), CUDA_R_32F, C, nb,
+                                up128e(OC * C)),
+                      "cublasLtMatmul (batched expert wgrad)"))
+            return dinp ? 2 : 0;
+    }
+    k_add_list<<<dim3(ds_cu_blocks(OC * C, 256), (unsigned)bp.c->g), 256, 0, g_cu.stream>>>(
+        (float *const *)weights_list(bp.c, (const float *const *)dw), d, up128e(OC * C), OC * C);
+    CU_LAUNCHED();
+    n_batched += bp.ncls;
+    return 1;
+}
+
 /* -1: w8 weights (FP8- or BF16-resident: the loop), or a table not of this
  * backend's precisions; else 0 FP32, 1 BF16, 2 FP8 */
 int grouped_precision(const struct ds_ops *self, const ds_fp8w *const *w8, int64_t E) {
@@ -800,6 +1031,14 @@ own_operand quant_128x128(int slot_q, int slot_s, const float *w, int64_t R, int
 
 } // namespace
 
+extern "C" int64_t ds_cuda_batched_calls(void) { return n_batched; }
+extern "C" int ds_cuda_batched_set(int on) {
+    int prev = batched_on();
+    batched_env = on ? 1 : -1;
+    if (on) batched_refused = 0;
+    return prev;
+}
+
 extern "C" int ds_cuda_fp8_force_own(int on) {
     int prev = fp8_own_only > 0;
     fp8_own_only = on ? 1 : 0;
@@ -972,6 +1211,7 @@ extern "C" void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *o
         if (fp8_grouped_forward(out, inp, w, counts, offsets, E, C, OC)) return;
     } else if (bf >= 0 && C > 0 && OC > 0) {
         CU_ENTRY();
+        if (bf == 1 && bf16_batched_forward(out, inp, w, counts, offsets, E, C, OC)) return;
         grouped_call *c = &gc_host;
         if (grouped_on(bf) && grouped_list(c, counts, E) && (!bf || bf16_grouped_pays(offsets[E], c->g, C, OC))) {
             const float *x = bf ? rounded(SCR_A, inp, offsets[E] * C) : inp;
@@ -998,8 +1238,12 @@ extern "C" void ds_cu_grouped_linear_backward(const struct ds_ops *self, float *
         if (fp8_grouped_backward(dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc)) return;
     } else if (bf >= 0 && C > 0 && OC > 0) {
         CU_ENTRY();
+        const int done = bf == 1 ? bf16_batched_backward(dinp, dw, dout, inp, w, counts, offsets, E, C, OC, acc) : 0;
+        if (done == 1) return;
+        if (done == 2) dinp_done = dinp != NULL;
         grouped_call *c = &gc_host;
-        if (grouped_on(bf) && grouped_list(c, counts, E) && (!bf || bf16_grouped_pays(offsets[E], c->g, C, OC))) {
+        if (!done && grouped_on(bf) && grouped_list(c, counts, E) &&
+            (!bf || bf16_grouped_pays(offsets[E], c->g, C, OC))) {
             const int64_t N = offsets[E];
             const float *dy = bf ? rounded(SCR_A, dout, N * OC) : dout;
             int ok = 1;

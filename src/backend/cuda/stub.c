@@ -34,6 +34,11 @@ void ds_cuda_fp8_counts(int64_t *lt, int64_t *own) {
     if (lt) *lt = 0;
     if (own) *own = 0;
 }
+int64_t ds_cuda_batched_calls(void) { return 0; }
+int ds_cuda_batched_set(int on) {
+    (void)on;
+    return 0;
+}
 int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
                        const char **path) {
     (void)kind, (void)M, (void)N, (void)K, (void)iters, (void)tflops, (void)path;

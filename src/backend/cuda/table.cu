@@ -51,8 +51,12 @@ void prof_print(void) {
             "calls", "total ms", "us/call", "share");
     int64_t se, hi, ch;
     ds_cu_lt_stats(&se, &hi, &ch);
-    fprintf(stderr, "cuBLASLt: %lld algorithm searches, %lld cached answers (%lld checked for another problem of the class)\n",
-            (long long)se, (long long)hi, (long long)ch);
+    int64_t lt8, own8;
+    ds_cuda_fp8_counts(&lt8, &own8);
+    fprintf(stderr, "cuBLASLt: %lld algorithm searches, %lld cached answers (%lld checked for another problem of the class); "
+                    "%lld batched BF16 expert calls; FP8 GEMMs %lld on cuBLASLt, %lld on the own kernel\n",
+            (long long)se, (long long)hi, (long long)ch, (long long)ds_cuda_batched_calls(), (long long)lt8,
+            (long long)own8);
     for (int i = 0; i < prof_n; i++)
         fprintf(stderr, "%-34s %10lld %10.2f %10.1f %5.1f%%\n", prof_rows[i].name, (long long)prof_rows[i].calls,
                 1e3 * prof_rows[i].s, 1e6 * prof_rows[i].s / (double)prof_rows[i].calls,
