@@ -341,6 +341,90 @@ TEST(cuda_ops_attention) {
     }
 }
 
+/* The BF16 table's attention with DSV3_CUDA_ATTN=bf16: on the tensor cores where the head dims are
+ * multiples of 16 (q, k, v, dout rounded to BF16, FP32 sums, the
+ * probabilities and dS rounded to BF16 for their products), against the
+ * CPU's FP32 attention on the BF16-rounded inputs: what is left is the
+ * rounding of P and dS (NMSE bound 1e-5; the log-sum-exp, from FP32 sums,
+ * within 1e-10); and far from the unrounded inputs' result (the path ran).
+ * Other dims fall back to the FP32 kernels: the CPU's within 1e-10. */
+static float *bf16_rounded(const float *x, int64_t n) {
+    float *y = ds_malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) y[i] = ds_bf16_to_f32(ds_f32_to_bf16(x[i]));
+    return y;
+}
+TEST(cuda_ops_attention_bf16) {
+    NEED_GPU();
+    const struct ds_ops *g = ds_cuda_table(DS_PREC_BF16), *c = &ds_ops_cpu;
+    ds_rng r;
+    ds_rng_seed(&r, 5);
+    int was = ds_cuda_attention_tc_set(1); /* opt-in (DSV3_CUDA_ATTN=bf16) */
+    /* B, T, NH, DQ, DV, tensor cores: one token; ragged tiles of 64 rows; DeepSeek-V3's head dims;
+     * `small`'s (96, 64); dims not multiples of 16 (the FP32 kernels) */
+    const int64_t shapes[][6] = {{1, 1, 1, 16, 16, 1}, {2, 70, 3, 32, 16, 1}, {1, 130, 2, 192, 128, 1},
+                                 {1, 65, 1, 96, 64, 1}, {2, 45, 4, 48, 32, 1}, {2, 37, 3, 24, 16, 0}};
+    for (int s = 0; s < 6; s++) {
+        int64_t B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], DQ = shapes[s][3], DV = shapes[s][4];
+        const int tc = (int)shapes[s][5];
+        int64_t nq = B * T * NH * DQ, nv = B * T * NH * DV, nl = B * NH * T;
+        float scale = 1.0f / sqrtf((float)DQ);
+        char sh[96];
+        snprintf(sh, sizeof sh, "bf16 B=%lld T=%lld NH=%lld DQ=%lld DV=%lld", (long long)B, (long long)T,
+                 (long long)NH, (long long)DQ, (long long)DV);
+        float *q = randv(&r, nq, 1), *k = randv(&r, nq, 1), *v = randv(&r, nv, 1), *dy = randv(&r, nv, 1);
+        float *qr = tc ? bf16_rounded(q, nq) : q, *kr = tc ? bf16_rounded(k, nq) : k;
+        float *vr = tc ? bf16_rounded(v, nv) : v, *dyr = tc ? bf16_rounded(dy, nv) : dy;
+        float *o = ds_malloc((size_t)nv * 4), *l = ds_malloc((size_t)nl * 4), *o32 = ds_malloc((size_t)nv * 4);
+        float *dq = ds_malloc((size_t)nq * 4), *dk = ds_malloc((size_t)nq * 4), *dv = ds_malloc((size_t)nv * 4);
+        float *dQ = upf(q, nq), *dK = upf(k, nq), *dV = upf(v, nv), *dDy = upf(dy, nv), *dO = nanbuf(nv), *dL = nanbuf(nl);
+        float *dDq = nanbuf(nq), *dDk = nanbuf(nq), *dDv = nanbuf(nv);
+        c->attention_forward(o, l, qr, kr, vr, B, T, NH, DQ, DV, scale);
+        c->attention_forward(o32, NULL, q, k, v, B, T, NH, DQ, DV, scale);
+        g->attention_forward(dO, dL, dQ, dK, dV, B, T, NH, DQ, DV, scale);
+        check_dev("attention_forward out", sh, dO, o, nv, tc ? 1e-5 : TOL);
+        check_dev("attention_forward lse", sh, dL, l, nl, TOL);
+        if (tc && T > 1) { /* the BF16 path ran: not the unrounded inputs' result */
+            float *got = down(dO, nv);
+            CHECK_MSG(nmse(got, o32, nv) > 1e-9, "attention_forward %s: the unrounded FP32 result", sh);
+            free(got);
+        }
+        /* the backward from the CPU's forward outputs on both sides (delta = rowsum(dout ∘ out) in FP32
+         * from the unrounded dout on the GPU, from the rounded one on the CPU: within the bound) */
+        float *dOc = upf(o, nv), *dLc = upf(l, nl);
+        c->attention_backward(dq, dk, dv, dyr, o, l, qr, kr, vr, B, T, NH, DQ, DV, scale);
+        g->attention_backward(dDq, dDk, dDv, dDy, dOc, dLc, dQ, dK, dV, B, T, NH, DQ, DV, scale);
+        if (T > 1) {
+            check_dev("attention_backward dq", sh, dDq, dq, nq, tc ? 1e-5 : TOL);
+            check_dev("attention_backward dk", sh, dDk, dk, nq, tc ? 1e-5 : TOL);
+        } else { /* one key: dS = p (dP − Δ) is 0 exactly; the rounded dP and the FP32 Δ leave a residue */
+            float *gq = down(dDq, nq), *gk = down(dDk, nq);
+            for (int64_t i = 0; i < nq; i++)
+                CHECK_MSG(fabsf(gq[i]) <= 1e-2f && fabsf(gk[i]) <= 1e-2f, "attention_backward %s: dq %g dk %g, not ~0",
+                          sh, gq[i], gk[i]);
+            free(gq), free(gk);
+        }
+        check_dev("attention_backward dv", sh, dDv, dv, nv, tc ? 1e-5 : TOL);
+        ds_cuda_free(dQ), ds_cuda_free(dK), ds_cuda_free(dV), ds_cuda_free(dDy), ds_cuda_free(dO), ds_cuda_free(dL);
+        ds_cuda_free(dDq), ds_cuda_free(dDk), ds_cuda_free(dDv), ds_cuda_free(dOc), ds_cuda_free(dLc);
+        if (tc) free(qr), free(kr), free(vr), free(dyr);
+        free(q), free(k), free(v), free(dy), free(o), free(o32), free(l), free(dq), free(dk), free(dv);
+    }
+    /* the default: the FP32 kernels, the CPU's result within 1e-10 */
+    ds_cuda_attention_tc_set(0);
+    {
+        int64_t B = 1, T = 70, NH = 2, DQ = 32, DV = 16, nq = B * T * NH * DQ, nv = B * T * NH * DV, nl = B * NH * T;
+        float *q = randv(&r, nq, 1), *k = randv(&r, nq, 1), *v = randv(&r, nv, 1);
+        float *o = ds_malloc((size_t)nv * 4), *l = ds_malloc((size_t)nl * 4);
+        float *dQ = upf(q, nq), *dK = upf(k, nq), *dV = upf(v, nv), *dO = nanbuf(nv), *dL = nanbuf(nl);
+        c->attention_forward(o, l, q, k, v, B, T, NH, DQ, DV, 0.25f);
+        g->attention_forward(dO, dL, dQ, dK, dV, B, T, NH, DQ, DV, 0.25f);
+        check_dev("attention_forward out", "bf16 table, tensor cores off", dO, o, nv, TOL);
+        ds_cuda_free(dQ), ds_cuda_free(dK), ds_cuda_free(dV), ds_cuda_free(dO), ds_cuda_free(dL);
+        free(q), free(k), free(v), free(o), free(l);
+    }
+    ds_cuda_attention_tc_set(was);
+}
+
 /* ---- GEMMs ------------------------------------------------------------------------------ */
 /* The matmul (or linear) entries of precision prec on GPU against the CPU's
  * table of the same precision: forward with bias, backward with acc 0 and 1. */

@@ -41,13 +41,17 @@
 #   5. training tokens/s of `small` on the GPU: fp32, bf16, fp8
 #      (bench-train --device cuda, batch 8 x 512, device-resident), and of
 #      PyTorch transformers on the same GPU (tools/bench_train_torch.py,
-#      BENCH_DEVICE=cuda: FP32 with TF32 off, and BF16 autocast) when torch is there
+#      BENCH_DEVICE=cuda: FP32 with TF32 off, and BF16 autocast) when torch is there;
+#      A/B runs: FP8 experts one by one, BF16 experts without the batched
+#      cuBLASLt calls (DSV3_CUDA_BATCHED=0), BF16 attention on the tensor
+#      cores (DSV3_CUDA_ATTN=bf16)
 #   6. decode tokens/s of `small` at batch 1 (generate --device cuda,
 #      device-resident: weights and latent KV cache in device memory) and at
 #      batch 32 (bench-decode: serve's batching engine), and of transformers'
 #      generate on the same GPU at both
 #   7. training tokens/s of the ~1B-parameter config bench/configs/v3-1b.json
-#      (BF16, FP8), batch 8 x 512
+#      (BF16, FP8; BF16 with DSV3_CUDA_BATCHED=0 and with DSV3_CUDA_ATTN=bf16),
+#      batch 8 x 512
 #   8. bench-train --profile (each entry's share of the timed steps) with
 #      DSV3_CUDA_PROFILE=1 on BF16 and FP8 steps of it (profile1b_bf16.log,
 #      profile1b_fp8.log), and on FP32 and BF16 steps of `small`
@@ -223,12 +227,18 @@ for p in fp32 bf16 fp8; do
   run "train_$p" 40 ./dsv3 --threads "$TH" bench-train --config small --random 8,512 --iters 3 --device cuda --precision "$p"
   TRAIN="$TRAIN${TRAIN:+, }\"$p\": $(lastj "train_$p")"
 done
-# the expert GEMMs one by one (DSV3_CUDA_GROUPED=0) against the grouped calls above
-for p in bf16 fp8; do
-  run "train_${p}_loop" 40 env DSV3_CUDA_GROUPED=0 ./dsv3 --threads "$TH" bench-train --config small --random 8,512 \
-    --iters 3 --device cuda --precision "$p"
-  TRAIN="$TRAIN, \"${p}_experts_one_by_one\": $(lastj "train_${p}_loop")"
-done
+# A/B runs against the defaults above: the FP8 expert GEMMs one by one (DSV3_CUDA_GROUPED=0);
+# the BF16 experts without the strided-batched cuBLASLt calls (DSV3_CUDA_BATCHED=0: cuBLAS's
+# grouped call on the CUDA cores); the BF16 attention on the tensor cores (DSV3_CUDA_ATTN=bf16)
+ab() { # NAME KEY ENV...
+  local name=$1 key=$2 p=$3; shift 3
+  run "$name" 40 env "$@" ./dsv3 --threads "$TH" bench-train --config small --random 8,512 --iters 3 --device cuda \
+    --precision "$p"
+  TRAIN="$TRAIN, \"$key\": $(lastj "$name")"
+}
+ab train_fp8_loop fp8_experts_one_by_one fp8 DSV3_CUDA_GROUPED=0
+ab train_bf16_unbatched bf16_experts_not_batched bf16 DSV3_CUDA_BATCHED=0
+ab train_bf16_attn bf16_attention_tensor_cores bf16 DSV3_CUDA_ATTN=bf16
 TMPM=$(mktemp -d)
 trap 'rm -rf "$TMPM"' EXIT
 ./dsv3 init --config small --out "$TMPM/cfg" --config-only >/dev/null 2>&1
@@ -272,6 +282,12 @@ for p in bf16 fp8; do
   run "train1b_$p" 60 ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json --random 8,512 --iters 2 \
     --device cuda --precision "$p"
   BIG="$BIG${BIG:+, }\"$p\": $(lastj "train1b_$p")"
+done
+for ab in "unbatched DSV3_CUDA_BATCHED=0" "attn DSV3_CUDA_ATTN=bf16"; do
+  set -- $ab
+  run "train1b_bf16_$1" 60 env "$2" ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
+    --random 8,512 --iters 2 --device cuda --precision bf16
+  BIG="$BIG, \"bf16_$1\": $(lastj "train1b_bf16_$1")"
 done
 if [ "$HAVE_TORCH" = 1 ]; then
   run peer1b_bf16 75 env BENCH_DEVICE=cuda BENCH_AUTOCAST=bf16 python3 tools/bench_train_torch.py \

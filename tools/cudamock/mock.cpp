@@ -96,6 +96,11 @@ void __syncthreads(void) {
     block_bar->arrive_and_wait();
 }
 
+void __syncwarp(unsigned) {
+    if (warp_bar.empty()) not_sequential("__syncwarp");
+    warp_bar[my_tid / 32]->arrive_and_wait();
+}
+
 uint64_t cudamock_shfl(uint64_t bits, int src) {
     if (warp_bar.empty()) not_sequential("a warp shuffle");
     int w = my_tid / 32, lane = my_tid % 32;
@@ -112,6 +117,7 @@ cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
     std::snprintf(p->name, sizeof p->name, "cudamock CPU");
     p->major = 9, p->minor = 0, p->multiProcessorCount = 1;
+    p->sharedMemPerBlockOptin = 227 * 1024; /* an H100's / H200's */
     return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {

@@ -15,6 +15,14 @@
  */
 #include "backend/cuda/common.cuh"
 
+#include <cuda_bf16.h>
+#include <mma.h>
+#include <stdlib.h>
+#include <string.h>
+#include <type_traits>
+
+using namespace nvcuda;
+
 namespace {
 
 /* WARPS warps a block; a warp owns P queries (forward, dq) or P keys (dk,
@@ -321,7 +329,306 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *l
     CU_LAUNCHED();
 }
 
+/* ---- on the tensor cores: BF16 operands, FP32 accumulation (the BF16 and FP8 tables) ----
+ * The same recurrence and equations with the products on the tensor cores
+ * (WMMA 16x16x16, BF16 inputs, FP32 accumulators), as FlashAttention and
+ * PyTorch's BF16 autocast compute attention: q, k, v, dout rounded to BF16
+ * (round to nearest even) as a tile is loaded; scores, the running max and
+ * sum, the log-sum-exp and Δ in FP32; the probabilities P (and dS) rounded
+ * to BF16 for their products.  A block has TW warps and TB = 16·TW rows
+ * (queries in the forward and dq kernels, keys in the dk/dv kernel); each
+ * warp owns 16 of them, and the other side streams through shared memory in
+ * tiles of TK.  Accumulators (O, dq, dk, dv) live in shared memory in FP32
+ * (the forward rescales O's rows as the max moves); the element-wise work
+ * goes a row at a time with the lanes across the row (no bank conflicts).  No atomics: dq has its own kernel,
+ * so the result does not depend on scheduling.  Taken where the head dims
+ * are multiples of 16 and the tiles fit in shared memory, else the FP32
+ * kernels above.  Opt-in (DSV3_CUDA_ATTN=bf16): the CPU's BF16 table keeps
+ * attention in FP32, and the GPU's BF16 and FP8 training is held to that run
+ * (within 0.25% of its loss); BF16 attention is a perturbation of the size
+ * of that bound (a CPU emulation with q, k, v, dout rounded to BF16, 150
+ * steps of `tiny`, seeds 7-9: the train loss mean 0.30% apart, val 0.25%),
+ * so the FP32 kernels stay the default until a GPU run shows the parity. */
+constexpr int TW = 4, TB = 16 * TW, TK = 64;
+typedef __nv_bfloat16 bf16;
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> frag_b;  /* B(k, n) at p[k*ld + n] */
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> frag_bt; /* B(k, n) at p[n*ld + k] */
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
+struct __align__(128) tc_smem { float v[32]; };
+
+__device__ __forceinline__ bf16 to_bf(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return __ushort_as_bfloat16((unsigned short)((u >> 16) | 0x40));
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __ushort_as_bfloat16((unsigned short)(u >> 16));
+}
+/* rows r0.. (n of them; rows from T on as zeros) of x (B, T, NH, D), head h, as BF16: sh[r*D + d] */
+__device__ void tc_load(bf16 *sh, const float *x, int64_t b, int64_t r0, int64_t T, int64_t NH, int64_t h, int D,
+                        int n) {
+    for (int e = threadIdx.x; e < n * D; e += blockDim.x) {
+        int64_t t = r0 + e / D;
+        sh[e] = to_bf(t < T ? x[((b * T + t) * NH + h) * D + e % D] : 0.0f);
+    }
+}
+/* the warp's 16 rows of C (ldc floats, shared) = A (16 x K, row-major, lda) · B (K x ncol), or (acc)
+ * C += that; B row-major (ldb), or (BT) given as its transpose Bᵀ (ncol x K) row-major (ldb);
+ * ncol and K multiples of 16 */
+template <int BT>
+__device__ void tc_mma(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int ncol, int K, int acc) {
+    typedef typename std::conditional<BT != 0, frag_bt, frag_b>::type frag_bb;
+    for (int n = 0; n < ncol / 16; n++) {
+        frag_c c;
+        if (acc) wmma::load_matrix_sync(c, C + 16 * n, ldc, wmma::mem_row_major);
+        else wmma::fill_fragment(c, 0.0f);
+        for (int kk = 0; kk < K / 16; kk++) {
+            frag_a a;
+            frag_bb bb;
+            wmma::load_matrix_sync(a, A + 16 * kk, lda);
+            wmma::load_matrix_sync(bb, BT ? B + (int64_t)16 * n * ldb + 16 * kk : B + (int64_t)16 * kk * ldb + 16 * n, ldb);
+            wmma::mma_sync(c, a, bb, c);
+        }
+        wmma::store_matrix_sync(C + 16 * n, c, ldc, wmma::mem_row_major);
+    }
+}
+/* C = A · Bᵀ (B given row-major (ncol x K)); C += A · B (B row-major (K x ncol)) */
+__device__ __forceinline__ void tc_abt(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int ncol,
+                                       int K) {
+    tc_mma<1>(C, ldc, A, lda, B, ldb, ncol, K, 0);
+}
+__device__ __forceinline__ void tc_ab_acc(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int ncol,
+                                          int K) {
+    tc_mma<0>(C, ldc, A, lda, B, ldb, ncol, K, 1);
+}
+
+/* grid (ceil(T/TB), NH, B), TW warps.  smem: qs[TB][DQ], ks[TK][DQ], vs[TK][DV], ps[TB][TK] (BF16);
+ * ss[TB][TK], os[TB][DV] (FP32) */
+__global__ void k_attn_fwd_tc(float *out, float *lse, const float *q, const float *k, const float *v, int64_t T,
+                              int64_t NH, int DQ, int DV, float scale) {
+    extern __shared__ tc_smem sm_tc[];
+    bf16 *qs = (bf16 *)sm_tc, *ks = qs + TB * DQ, *vs = ks + TK * DQ, *ps = vs + TK * DV;
+    float *ss = (float *)(ps + TB * TK), *os = ss + TB * TK;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * TB;
+    const int64_t imax = (i0 + TB < T ? i0 + TB : T) - 1;
+    tc_load(qs, q, b, i0, T, NH, h, DQ, TB);
+    for (int e = threadIdx.x; e < TB * DV; e += blockDim.x) os[e] = 0.0f;
+    float m[16], l[16]; /* the running max and sum of the warp's rows (every lane holds them) */
+#pragma unroll
+    for (int r = 0; r < 16; r++) m[r] = -INFINITY, l[r] = 0.0f;
+    for (int64_t j0 = 0; j0 <= imax; j0 += TK) {
+        __syncthreads(); /* the last tile's readers are done (and qs, os are written) */
+        tc_load(ks, k, b, j0, T, NH, h, DQ, TK);
+        tc_load(vs, v, b, j0, T, NH, h, DV, TK);
+        __syncthreads();
+        tc_abt(ss + 16 * w * TK, TK, qs + 16 * w * DQ, DQ, ks, DQ, TK, DQ);
+        __syncwarp();
+        /* the online softmax, a row at a time, the lanes across its keys (unrolled: m, l in registers) */
+#pragma unroll
+        for (int r = 0; r < 16; r++) {
+            const int row = 16 * w + r;
+            const int64_t i = i0 + row;
+            float sv[TK / 32], mx = -INFINITY, sum = 0.0f;
+            for (int u = 0; u < TK / 32; u++) {
+                int c = lane + 32 * u;
+                int64_t j = j0 + c;
+                sv[u] = i < T && j <= i ? ss[row * TK + c] * scale : -INFINITY;
+                mx = fmaxf(mx, sv[u]);
+            }
+            mx = warp_max(mx);
+            float mn = fmaxf(m[r], mx), corr = mn == -INFINITY ? 1.0f : expf(m[r] - mn);
+            for (int u = 0; u < TK / 32; u++) {
+                float p = sv[u] == -INFINITY ? 0.0f : expf(sv[u] - mn);
+                sum += p;
+                ps[row * TK + lane + 32 * u] = to_bf(p);
+            }
+            l[r] = l[r] * corr + warp_sum(sum), m[r] = mn;
+            for (int c = lane; c < DV; c += 32) os[row * DV + c] *= corr;
+        }
+        __syncwarp();
+        tc_ab_acc(os + 16 * w * DV, DV, ps + 16 * w * TK, TK, vs, DV, DV, TK);
+        __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < 16; r++) {
+        const int row = 16 * w + r;
+        const int64_t i = i0 + row;
+        if (i >= T) break;
+        float inv = 1.0f / l[r];
+        for (int c = lane; c < DV; c += 32) out[((b * T + i) * NH + h) * DV + c] = os[row * DV + c] * inv;
+        if (lse && lane == 0) lse[(b * NH + h) * T + i] = m[r] + logf(l[r]);
+    }
+}
+
+/* grid (ceil(T/TB), NH, B): a block's TB keys j0.., each query tile from the
+ * one holding j0 on (causal).  smem: ks[TB][DQ], vs[TB][DV], qs[TK][DQ],
+ * dos[TK][DV], pt[TB][TK], dst[TB][TK] (BF16); st[TB][TK], dpt[TB][TK],
+ * dks[TB][DQ], dvs[TB][DV], lq[TK], dl[TK] (FP32) */
+__global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const float *lse, const float *delta,
+                                 const float *q, const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV,
+                                 float scale) {
+    extern __shared__ tc_smem sm_tc[];
+    bf16 *ks = (bf16 *)sm_tc, *vs = ks + TB * DQ, *qs = vs + TB * DV, *dos = qs + TK * DQ, *pt = dos + TK * DV,
+         *dst = pt + TB * TK;
+    float *st = (float *)(dst + TB * TK), *dpt = st + TB * TK, *dks = dpt + TB * TK, *dvs = dks + TB * DQ,
+          *lq = dvs + TB * DV, *dl = lq + TK;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t b = blockIdx.z, h = blockIdx.y, j0 = (int64_t)blockIdx.x * TB;
+    tc_load(ks, k, b, j0, T, NH, h, DQ, TB);
+    tc_load(vs, v, b, j0, T, NH, h, DV, TB);
+    for (int e = threadIdx.x; e < TB * DQ; e += blockDim.x) dks[e] = 0.0f;
+    for (int e = threadIdx.x; e < TB * DV; e += blockDim.x) dvs[e] = 0.0f;
+    for (int64_t i0 = j0 / TK * TK; i0 < T; i0 += TK) {
+        __syncthreads();
+        tc_load(qs, q, b, i0, T, NH, h, DQ, TK);
+        tc_load(dos, dout, b, i0, T, NH, h, DV, TK);
+        for (int e = threadIdx.x; e < TK; e += blockDim.x) {
+            int64_t i = i0 + e;
+            lq[e] = i < T ? lse[(b * NH + h) * T + i] : 0.0f;
+            dl[e] = i < T ? delta[(b * NH + h) * T + i] : 0.0f;
+        }
+        __syncthreads();
+        tc_abt(st + 16 * w * TK, TK, ks + 16 * w * DQ, DQ, qs, DQ, TK, DQ);  /* Sᵀ = K Qᵀ */
+        tc_abt(dpt + 16 * w * TK, TK, vs + 16 * w * DV, DV, dos, DV, TK, DV); /* dPᵀ = V dOᵀ */
+        __syncwarp();
+        for (int r = 0; r < 16; r++) { /* a key at a time, the lanes across the queries */
+            const int row = 16 * w + r;
+            const int64_t j = j0 + row;
+            for (int qi = lane; qi < TK; qi += 32) {
+                int64_t i = i0 + qi;
+                float p = i < T && j <= i ? expf(st[row * TK + qi] * scale - lq[qi]) : 0.0f;
+                pt[row * TK + qi] = to_bf(p);
+                dst[row * TK + qi] = to_bf(p * (dpt[row * TK + qi] - dl[qi]));
+            }
+        }
+        __syncwarp();
+        tc_ab_acc(dvs + 16 * w * DV, DV, pt + 16 * w * TK, TK, dos, DV, DV, TK); /* dV += Pᵀ dO */
+        tc_ab_acc(dks + 16 * w * DQ, DQ, dst + 16 * w * TK, TK, qs, DQ, DQ, TK); /* dK += dSᵀ Q */
+        __syncwarp();
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < TB * DV; e += blockDim.x)
+        if (j0 + e / DV < T) dv[((b * T + j0 + e / DV) * NH + h) * DV + e % DV] = dvs[e];
+    for (int e = threadIdx.x; e < TB * DQ; e += blockDim.x)
+        if (j0 + e / DQ < T) dk[((b * T + j0 + e / DQ) * NH + h) * DQ + e % DQ] = scale * dks[e];
+}
+
+/* grid (ceil(T/TB), NH, B): a block's TB queries, key tiles up to the last
+ * query.  smem: qs[TB][DQ], dos[TB][DV], ks[TK][DQ], vs[TK][DV], dsb[TB][TK]
+ * (BF16); s[TB][TK], dp[TB][TK], dqs[TB][DQ], lq[TB], dl[TB] (FP32) */
+__global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, const float *delta, const float *q,
+                                const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV, float scale) {
+    extern __shared__ tc_smem sm_tc[];
+    bf16 *qs = (bf16 *)sm_tc, *dos = qs + TB * DQ, *ks = dos + TB * DV, *vs = ks + TK * DQ, *dsb = vs + TK * DV;
+    float *s = (float *)(dsb + TB * TK), *dp = s + TB * TK, *dqs = dp + TB * TK, *lq = dqs + TB * DQ, *dl = lq + TB;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * TB;
+    const int64_t imax = (i0 + TB < T ? i0 + TB : T) - 1;
+    tc_load(qs, q, b, i0, T, NH, h, DQ, TB);
+    tc_load(dos, dout, b, i0, T, NH, h, DV, TB);
+    for (int e = threadIdx.x; e < TB * DQ; e += blockDim.x) dqs[e] = 0.0f;
+    for (int e = threadIdx.x; e < TB; e += blockDim.x) {
+        int64_t t = i0 + e;
+        lq[e] = t < T ? lse[(b * NH + h) * T + t] : 0.0f;
+        dl[e] = t < T ? delta[(b * NH + h) * T + t] : 0.0f;
+    }
+    for (int64_t j0 = 0; j0 <= imax; j0 += TK) {
+        __syncthreads();
+        tc_load(ks, k, b, j0, T, NH, h, DQ, TK);
+        tc_load(vs, v, b, j0, T, NH, h, DV, TK);
+        __syncthreads();
+        tc_abt(s + 16 * w * TK, TK, qs + 16 * w * DQ, DQ, ks, DQ, TK, DQ);    /* S = Q Kᵀ */
+        tc_abt(dp + 16 * w * TK, TK, dos + 16 * w * DV, DV, vs, DV, TK, DV); /* dP = dO Vᵀ */
+        __syncwarp();
+        for (int r = 0; r < 16; r++) { /* a query at a time, the lanes across the keys */
+            const int row = 16 * w + r;
+            const int64_t i = i0 + row;
+            for (int kj = lane; kj < TK; kj += 32) {
+                int64_t j = j0 + kj;
+                float p = i < T && j <= i ? expf(s[row * TK + kj] * scale - lq[row]) : 0.0f;
+                dsb[row * TK + kj] = to_bf(p * (dp[row * TK + kj] - dl[row]));
+            }
+        }
+        __syncwarp();
+        tc_ab_acc(dqs + 16 * w * DQ, DQ, dsb + 16 * w * TK, TK, ks, DQ, DQ, TK); /* dQ += dS K */
+        __syncwarp();
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < TB * DQ; e += blockDim.x)
+        if (i0 + e / DQ < T) dq[((b * T + i0 + e / DQ) * NH + h) * DQ + e % DQ] = scale * dqs[e];
+}
+
+size_t tc_fwd_smem(int64_t DQ, int64_t DV) {
+    return (size_t)(TB * DQ + TK * DQ + TK * DV + TB * TK) * 2 + (size_t)(TB * TK + TB * DV) * 4;
+}
+size_t tc_kv_smem(int64_t DQ, int64_t DV) {
+    return (size_t)(TB * DQ + TB * DV + TK * DQ + TK * DV + 2 * TB * TK) * 2 +
+           (size_t)(2 * TB * TK + TB * DQ + TB * DV + 2 * TK) * 4;
+}
+size_t tc_q_smem(int64_t DQ, int64_t DV) {
+    return (size_t)(TB * DQ + TB * DV + TK * DQ + TK * DV + TB * TK) * 2 + (size_t)(2 * TB * TK + TB * DQ + 2 * TB) * 4;
+}
+int tc_env; /* 0: not read, 1: tensor cores (DSV3_CUDA_ATTN=bf16), -1: the FP32 kernels (the default) */
+/* the tensor-core kernels take these dims: multiples of 16, tiles within the device's shared memory */
+int tc_fits(int64_t DQ, int64_t DV) {
+    if (!tc_env) {
+        const char *e = getenv("DSV3_CUDA_ATTN");
+        tc_env = e && !strcmp(e, "bf16") ? 1 : -1;
+    }
+    if (tc_env < 0 || DQ % 16 || DV % 16 || DQ > 256 || DV > 256) return 0;
+    size_t most = tc_fwd_smem(DQ, DV);
+    if (tc_kv_smem(DQ, DV) > most) most = tc_kv_smem(DQ, DV);
+    if (tc_q_smem(DQ, DV) > most) most = tc_q_smem(DQ, DV);
+    return most <= g_cu.prop.sharedMemPerBlockOptin;
+}
+
 } // namespace
+
+extern "C" int ds_cuda_attention_tc_set(int on) {
+    int prev = tc_env > 0 || (!tc_env && getenv("DSV3_CUDA_ATTN") && !strcmp(getenv("DSV3_CUDA_ATTN"), "bf16"));
+    tc_env = on ? 1 : -1;
+    return prev;
+}
+
+extern "C" void ds_cu_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v,
+                                             int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
+    if (B * T * NH > 0 && tc_fits(DQ, DV)) {
+        CU_ENTRY();
+        check_dims(DQ, DV, B, NH);
+        size_t sm = tc_fwd_smem(DQ, DV);
+        set_smem(k_attn_fwd_tc, sm);
+        dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
+        k_attn_fwd_tc<<<grid, TW * 32, sm, g_cu.stream>>>(out, lse, q, k, v, T, NH, (int)DQ, (int)DV, scale);
+        CU_LAUNCHED();
+        return;
+    }
+    ds_cu_attention_forward(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+}
+
+extern "C" void ds_cu_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                              const float *lse, const float *q, const float *k, const float *v,
+                                              int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
+    if (B * T * NH > 0 && tc_fits(DQ, DV)) {
+        CU_ENTRY();
+        check_dims(DQ, DV, B, NH);
+        int64_t rows = B * T * NH;
+        float *delta = (float *)ds_cu_scratch(SCR_F32, (size_t)rows * sizeof(float));
+        k_attn_delta<<<ds_cu_blocks(rows * 32, 256), 256, 0, g_cu.stream>>>(delta, dout, out, rows, T, NH, (int)DV);
+        CU_LAUNCHED();
+        dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
+        size_t sq = tc_q_smem(DQ, DV), skv = tc_kv_smem(DQ, DV);
+        set_smem(k_attn_bwd_q_tc, sq);
+        k_attn_bwd_q_tc<<<grid, TW * 32, sq, g_cu.stream>>>(dq, dout, lse, delta, q, k, v, T, NH, (int)DQ, (int)DV,
+                                                             scale);
+        CU_LAUNCHED();
+        set_smem(k_attn_bwd_kv_tc, skv);
+        k_attn_bwd_kv_tc<<<grid, TW * 32, skv, g_cu.stream>>>(dk, dv, dout, lse, delta, q, k, v, T, NH, (int)DQ,
+                                                               (int)DV, scale);
+        CU_LAUNCHED();
+        return;
+    }
+    ds_cu_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+}
 
 extern "C" void ds_cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                                         int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {

@@ -214,6 +214,12 @@ void ds_cu_attention_forward(float *out, float *lse, const float *q, const float
 void ds_cu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
                               const float *lse, const float *q, const float *k, const float *v, int64_t B,
                               int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale);
+/* the same on the tensor cores (BF16 operands, FP32 accumulation): the BF16 and FP8 tables */
+void ds_cu_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B,
+                                  int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale);
+void ds_cu_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                   const float *lse, const float *q, const float *k, const float *v, int64_t B,
+                                   int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale);
 /* engine.cu */
 void *ds_cu_alloc(size_t bytes);
 size_t ds_cu_linear_workspace(int64_t N, int64_t C, int64_t OC);

@@ -65,6 +65,11 @@ int64_t ds_cuda_batched_calls(void);
  * grouped call or the loop); returns the previous state */
 int ds_cuda_batched_set(int on);
 
+/* The BF16 and FP8 tables' attention on the tensor cores (1; the default
+ * with DSV3_CUDA_ATTN=bf16) or with the FP32 kernels (0, the default);
+ * returns the previous state (attention.cu). */
+int ds_cuda_attention_tc_set(int on);
+
 /* GEMM benchmark on device buffers: kind "fp8" (1x128 x 128x128 block-scaled
  * E4M3, FP32 out: D (M, N) = X (M, K) · W (N, K)ᵀ), "fp8-own" (own kernel),
  * "bf16" (BF16 in, FP32 accumulate, BF16 out), "fp32".  Runs `iters` timed

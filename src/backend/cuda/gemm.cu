@@ -676,6 +676,24 @@ int batch_ok(cublasStatus_t st, const char *what) {
     return 0;
 }
 
+/* per class, one batched call: D (m x mb an expert, in the padded rows' blocks: expert i's at
+ * d + p_i·m) = op(W_i) · rows_iᵀ, with the rows K-major in their blocks (rows + p_i·K) and W_i at
+ * wb + i·up128e(m·K): stored K-major (m, K) (wtrans 1, the forward) or (K, m) (wtrans 0, the
+ * input gradient), leading dimension ldw; 0 on a refusal */
+int batch_by_class(const batch_plan *bp, const uint16_t *wb, int wtrans, int64_t ldw, const uint16_t *rows, int64_t K,
+                   int64_t m, float *d, const char *what) {
+    const int64_t ws = up128e(m * K);
+    for (int j = 0; j < bp->ncls; j++) {
+        const int i = bp->i0[j], nb = bp->i0[j + 1] - i;
+        const int64_t mb = bp->job[i].mb, p = bp->job[i].p;
+        lt_operand A = {wb + (int64_t)i * ws, CUDA_R_16BF, wtrans, ldw, NULL, 0, ws};
+        lt_operand B = {rows + p * K, CUDA_R_16BF, 1, K, NULL, 0, mb * K};
+        if (!batch_ok(lt_matmul(m, mb, K, A, B, 0.0f, d + p * m, CUDA_R_32F, m, nb, mb * m), what)) return 0;
+    }
+    n_batched += bp->ncls;
+    return 1;
+}
+
 /* out (N, OC) = each expert's rows · W_eᵀ; 0 where the batched path did not run (out untouched) */
 int bf16_batched_forward(float *out, const float *inp, const float *const *w, const int64_t *counts,
                          const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
@@ -685,18 +703,9 @@ int bf16_batched_forward(float *out, const float *inp, const float *const *w, co
     const batch_job *dj = batch_jobs_dev(&bp);
     const uint16_t *x = batch_rows_bf16(SCR_A, &bp, dj, inp, C), *wb = batch_weights_bf16(SCR_B, &bp, w, OC * C);
     float *d = (float *)ds_cu_scratch(SCR_F32, (size_t)(bp.P * OC) * sizeof(float));
-    for (int j = 0; j < bp.ncls; j++) {
-        const int i = bp.i0[j], nb = bp.i0[j + 1] - i;
-        const int64_t mb = bp.job[i].mb, p = bp.job[i].p;
-        /* as gemm_fwd, per expert: D = outᵀ (OC x mb), A = W (K-major), B = the rows (K-major) */
-        lt_operand A = {wb + (int64_t)i * up128e(OC * C), CUDA_R_16BF, 1, C, NULL, 0, up128e(OC * C)};
-        lt_operand B = {x + p * C, CUDA_R_16BF, 1, C, NULL, 0, mb * C};
-        if (!batch_ok(lt_matmul(OC, mb, C, A, B, 0.0f, d + p * OC, CUDA_R_32F, OC, nb, mb * OC),
-                      "cublasLtMatmul (batched expert forward)"))
-            return 0;
-    }
+    /* as gemm_fwd, per expert: D = outᵀ (OC x mb), A = W (K-major), B = the rows (K-major) */
+    if (!batch_by_class(&bp, wb, 1, C, x, C, OC, d, "cublasLtMatmul (batched expert forward)")) return 0;
     batch_scatter(out, d, OC, &bp, dj, 0);
-    n_batched += bp.ncls;
     return 1;
 }
 
@@ -712,18 +721,9 @@ int bf16_batched_backward(float *dinp, float *const *dw, const float *dout, cons
     if (dinp) {
         const uint16_t *wb = batch_weights_bf16(SCR_B, &bp, w, OC * C);
         float *d = (float *)ds_cu_scratch(SCR_F32, (size_t)(bp.P * C) * sizeof(float));
-        for (int j = 0; j < bp.ncls; j++) {
-            const int i = bp.i0[j], nb = bp.i0[j + 1] - i;
-            const int64_t mb = bp.job[i].mb, p = bp.job[i].p;
-            /* as gemm_dgrad: D = dXᵀ (C x mb), A = W stored (OC, C) (op N), B = dY (K-major) */
-            lt_operand A = {wb + (int64_t)i * up128e(OC * C), CUDA_R_16BF, 0, C, NULL, 0, up128e(OC * C)};
-            lt_operand B = {dy + p * OC, CUDA_R_16BF, 1, OC, NULL, 0, mb * OC};
-            if (!batch_ok(lt_matmul(C, mb, OC, A, B, 0.0f, d + p * C, CUDA_R_32F, C, nb, mb * C),
-                          "cublasLtMatmul (batched expert dgrad)"))
-                return 0;
-        }
+        /* as gemm_dgrad: D = dXᵀ (C x mb), A = W stored (OC, C) (op N), B = dY (K-major) */
+        if (!batch_by_class(&bp, wb, 0, C, dy, OC, C, d, "cublasLtMatmul (batched expert dgrad)")) return 0;
         batch_scatter(dinp, d, C, &bp, dj, acc);
-        n_batched += bp.ncls;
     }
     /* as gemm_wgrad, per expert: dW_eᵀ (C x OC) = X_e (C x mb, op N) · dY_e (OC x mb, op T), into
      * blocks added to dw[e] */

@@ -35,6 +35,10 @@ void ds_cuda_fp8_counts(int64_t *lt, int64_t *own) {
     if (own) *own = 0;
 }
 int64_t ds_cuda_batched_calls(void) { return 0; }
+int ds_cuda_attention_tc_set(int on) {
+    (void)on;
+    return 0;
+}
 int ds_cuda_batched_set(int on) {
     (void)on;
     return 0;

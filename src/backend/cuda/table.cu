@@ -281,6 +281,12 @@ static void fill(struct ds_ops *t, int precision) {
         t->matmul_forward = t->linear_forward = ds_cu_matmul_forward_bf16;
         t->matmul_backward = t->linear_backward = ds_cu_matmul_backward_bf16;
     }
+    /* BF16 and FP8: attention on the tensor cores (BF16 operands, FP32
+     * accumulation; DeepSeek-V3 keeps attention in BF16 under FP8 training) */
+    if (precision != DS_PREC_FP32) {
+        t->attention_forward = ds_cu_attention_forward_bf16;
+        t->attention_backward = ds_cu_attention_backward_bf16;
+    }
     if (precision == DS_PREC_FP8) {
         t->linear_forward = ds_cu_linear_forward_fp8;
         t->linear_backward = ds_cu_linear_backward_fp8;

@@ -12,6 +12,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __align__(n) alignas(n)
 
 struct dim3 {
     unsigned x, y, z;
@@ -30,6 +31,7 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 struct cudaDeviceProp {
     char name[256];
     int major, minor, multiProcessorCount;
+    size_t sharedMemPerBlockOptin;
 };
 
 cudaError_t cudaGetDeviceCount(int *n);
@@ -61,6 +63,7 @@ void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<voi
 void cudamock_launch_seq(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn);
 extern unsigned char *cudamock_smem;
 void __syncthreads(void);
+void __syncwarp(unsigned mask = 0xffffffffu); /* a barrier over the calling thread's warp */
 uint64_t cudamock_shfl(uint64_t bits, int src_lane);
 template <typename T>
 T __shfl_sync(unsigned mask, T v, int src) {
