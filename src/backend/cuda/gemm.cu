@@ -125,8 +125,8 @@ namespace {
 /* D (m x n col-major, ldd) = op(A) op(B) + beta D.  Returns the cuBLAS status
  * of the algorithm search or the launch; nothing is launched on failure.
  * batch > 1: that many products at once (strided batch), the operands' i-th
- * matrices at A.stride, B.stride and sd elements times i (the strides keep
- * each matrix's start as aligned as the first's: multiples of 128 elements). */
+ * matrices at A.stride, B.stride and sd elements times i (the alignment asked
+ * of cuBLASLt is the lowest of the first matrix's and the stride's). */
 cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, const lt_operand &B, float beta,
                          void *D, cudaDataType dtype, int64_t ldd, int batch = 1, int64_t sd = 0) {
     cublasLtMatmulDesc_t op = NULL;
@@ -560,10 +560,10 @@ const float *rounded_weights(int slot, const grouped_call *c, const float *const
  * DSV3_CUDA_BATCHED=0 (the grouped call or the loop, as before). */
 int batched_env;          /* 0: not read, 1: on, -1: off */
 int batched_refused;      /* cuBLASLt refused a batched BF16 call once: off from then */
-int64_t n_batched;        /* batched calls made (ds_cuda_expert_counts) */
+int64_t n_batched;        /* batched calls made (ds_cuda_batched_calls) */
 
 int64_t batch_rows(int64_t n) { return n <= 64 ? (n + 15) / 16 * 16 : lt_bucket(n); }
-int64_t up128e(int64_t x) { return (x + 127) / 128 * 128; }
+int64_t up128(int64_t x) { return (x + 127) / 128 * 128; }
 
 /* a listed expert's place: its rows o.. (n of them) in the permuted buffer,
  * its block of mb rows from row p in the padded copies */
@@ -653,11 +653,11 @@ const uint16_t *batch_rows_bf16(int slot, const batch_plan *bp, const batch_job 
     CU_LAUNCHED();
     return d;
 }
-/* the plan's experts' weights (n each) rounded to BF16, in class order, up128e(n) apart */
+/* the plan's experts' weights (n each) rounded to BF16, in class order, up128(n) apart */
 const uint16_t *batch_weights_bf16(int slot, const batch_plan *bp, const float *const *w, int64_t n) {
     const float *const *dsrc = weights_list(bp->c, w);
-    uint16_t *d = (uint16_t *)ds_cu_scratch(slot, (size_t)(up128e(n) * bp->c->g) * sizeof(uint16_t));
-    k_to_bf16_list<<<dim3(ds_cu_blocks(n, 256), (unsigned)bp->c->g), 256, 0, g_cu.stream>>>(d, up128e(n), dsrc, n);
+    uint16_t *d = (uint16_t *)ds_cu_scratch(slot, (size_t)(up128(n) * bp->c->g) * sizeof(uint16_t));
+    k_to_bf16_list<<<dim3(ds_cu_blocks(n, 256), (unsigned)bp->c->g), 256, 0, g_cu.stream>>>(d, up128(n), dsrc, n);
     CU_LAUNCHED();
     return d;
 }
@@ -678,11 +678,11 @@ int batch_ok(cublasStatus_t st, const char *what) {
 
 /* per class, one batched call: D (m x mb an expert, in the padded rows' blocks: expert i's at
  * d + p_i·m) = op(W_i) · rows_iᵀ, with the rows K-major in their blocks (rows + p_i·K) and W_i at
- * wb + i·up128e(m·K): stored K-major (m, K) (wtrans 1, the forward) or (K, m) (wtrans 0, the
+ * wb + i·up128(m·K): stored K-major (m, K) (wtrans 1, the forward) or (K, m) (wtrans 0, the
  * input gradient), leading dimension ldw; 0 on a refusal */
 int batch_by_class(const batch_plan *bp, const uint16_t *wb, int wtrans, int64_t ldw, const uint16_t *rows, int64_t K,
                    int64_t m, float *d, const char *what) {
-    const int64_t ws = up128e(m * K);
+    const int64_t ws = up128(m * K);
     for (int j = 0; j < bp->ncls; j++) {
         const int i = bp->i0[j], nb = bp->i0[j + 1] - i;
         const int64_t mb = bp->job[i].mb, p = bp->job[i].p;
@@ -728,19 +728,19 @@ int bf16_batched_backward(float *dinp, float *const *dw, const float *dout, cons
     /* as gemm_wgrad, per expert: dW_eᵀ (C x OC) = X_e (C x mb, op N) · dY_e (OC x mb, op T), into
      * blocks added to dw[e] */
     const uint16_t *x = batch_rows_bf16(SCR_C, &bp, dj, inp, C);
-    float *d = (float *)ds_cu_scratch(SCR_D, (size_t)(up128e(OC * C) * bp.c->g) * sizeof(float));
+    float *d = (float *)ds_cu_scratch(SCR_D, (size_t)(up128(OC * C) * bp.c->g) * sizeof(float));
     for (int j = 0; j < bp.ncls; j++) {
         const int i = bp.i0[j], nb = bp.i0[j + 1] - i;
         const int64_t mb = bp.job[i].mb, p = bp.job[i].p;
         lt_operand A = {x + p * C, CUDA_R_16BF, 0, C, NULL, 0, mb * C};
         lt_operand B = {dy + p * OC, CUDA_R_16BF, 0, OC, NULL, 0, mb * OC};
-        if (!batch_ok(lt_matmul(C, OC, mb, A, B, 0.0f, d + (int64_t)i * up128e(OC * C), CUDA_R_32F, C, nb,
-                                up128e(OC * C)),
+        if (!batch_ok(lt_matmul(C, OC, mb, A, B, 0.0f, d + (int64_t)i * up128(OC * C), CUDA_R_32F, C, nb,
+                                up128(OC * C)),
                       "cublasLtMatmul (batched expert wgrad)"))
             return dinp ? 2 : 0;
     }
     k_add_list<<<dim3(ds_cu_blocks(OC * C, 256), (unsigned)bp.c->g), 256, 0, g_cu.stream>>>(
-        (float *const *)weights_list(bp.c, (const float *const *)dw), d, up128e(OC * C), OC * C);
+        (float *const *)weights_list(bp.c, (const float *const *)dw), d, up128(OC * C), OC * C);
     CU_LAUNCHED();
     n_batched += bp.ncls;
     return 1;
@@ -961,8 +961,6 @@ __global__ void k_fp8_gemm_own(float *D, int64_t ldd, own_operand A, own_operand
 
 int fp8_own_only = -1;   /* -1: not read from DSV3_CUDA_FP8 yet */
 int64_t n_lt, n_own;
-
-int64_t up128(int64_t x) { return (x + 127) / 128 * 128; }
 
 /* One block-scaled product; A and B as above.  cuBLASLt first unless told
  * otherwise, over K padded to the 128-block's end where both operands carry
