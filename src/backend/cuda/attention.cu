@@ -340,8 +340,9 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *l
  * warp owns 16 of them, and the other side streams through shared memory in
  * tiles of TK.  Accumulators (O, dq, dk, dv) live in shared memory in FP32
  * (the forward rescales O's rows as the max moves); the element-wise work
- * goes a row at a time with the lanes across the row (no bank conflicts).  No atomics: dq has its own kernel,
- * so the result does not depend on scheduling.  Taken where the head dims
+ * goes a row at a time with the lanes across the row (no bank conflicts).
+ * No atomics: dq has its own kernel, so the result does not depend on
+ * scheduling.  Taken where the head dims
  * are multiples of 16 and the tiles fit in shared memory, else the FP32
  * kernels above.  Opt-in (DSV3_CUDA_ATTN=bf16): the CPU's BF16 table keeps
  * attention in FP32, and the GPU's BF16 and FP8 training is held to that run
@@ -357,18 +358,30 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> frag_b
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
 struct __align__(128) tc_smem { float v[32]; };
 
-__device__ __forceinline__ bf16 to_bf(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return __ushort_as_bfloat16((unsigned short)((u >> 16) | 0x40));
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return __ushort_as_bfloat16((unsigned short)(u >> 16));
-}
+__device__ __forceinline__ bf16 to_bf(float f) { return __ushort_as_bfloat16(ds_cu_f32_to_bf16(f)); }
 /* rows r0.. (n of them; rows from T on as zeros) of x (B, T, NH, D), head h, as BF16: sh[r*D + d] */
 __device__ void tc_load(bf16 *sh, const float *x, int64_t b, int64_t r0, int64_t T, int64_t NH, int64_t h, int D,
                         int n) {
     for (int e = threadIdx.x; e < n * D; e += blockDim.x) {
         int64_t t = r0 + e / D;
         sh[e] = to_bf(t < T ? x[((b * T + t) * NH + h) * D + e % D] : 0.0f);
+    }
+}
+/* rows r0.. (n of them, those from T on left out) of x (B, T, NH, D), head h, = scale · sh[r*D + d] */
+__device__ void tc_store(float *x, const float *sh, float scale, int64_t b, int64_t r0, int64_t T, int64_t NH,
+                         int64_t h, int D, int n) {
+    for (int e = threadIdx.x; e < n * D; e += blockDim.x) {
+        int64_t t = r0 + e / D;
+        if (t < T) x[((b * T + t) * NH + h) * D + e % D] = scale * sh[e];
+    }
+}
+/* lq, dl [n] = lse, delta (B, NH, T) of rows r0.. (0 from T on) */
+__device__ void tc_load_stats(float *lq, float *dl, const float *lse, const float *delta, int64_t b, int64_t r0,
+                              int64_t T, int64_t NH, int64_t h, int n) {
+    for (int e = threadIdx.x; e < n; e += blockDim.x) {
+        int64_t t = r0 + e;
+        lq[e] = t < T ? lse[(b * NH + h) * T + t] : 0.0f;
+        dl[e] = t < T ? delta[(b * NH + h) * T + t] : 0.0f;
     }
 }
 /* the warp's 16 rows of C (ldc floats, shared) = A (16 x K, row-major, lda) · B (K x ncol), or (acc)
@@ -482,11 +495,7 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
         __syncthreads();
         tc_load(qs, q, b, i0, T, NH, h, DQ, TK);
         tc_load(dos, dout, b, i0, T, NH, h, DV, TK);
-        for (int e = threadIdx.x; e < TK; e += blockDim.x) {
-            int64_t i = i0 + e;
-            lq[e] = i < T ? lse[(b * NH + h) * T + i] : 0.0f;
-            dl[e] = i < T ? delta[(b * NH + h) * T + i] : 0.0f;
-        }
+        tc_load_stats(lq, dl, lse, delta, b, i0, T, NH, h, TK);
         __syncthreads();
         tc_abt(st + 16 * w * TK, TK, ks + 16 * w * DQ, DQ, qs, DQ, TK, DQ);  /* Sᵀ = K Qᵀ */
         tc_abt(dpt + 16 * w * TK, TK, vs + 16 * w * DV, DV, dos, DV, TK, DV); /* dPᵀ = V dOᵀ */
@@ -507,10 +516,8 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
         __syncwarp();
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < TB * DV; e += blockDim.x)
-        if (j0 + e / DV < T) dv[((b * T + j0 + e / DV) * NH + h) * DV + e % DV] = dvs[e];
-    for (int e = threadIdx.x; e < TB * DQ; e += blockDim.x)
-        if (j0 + e / DQ < T) dk[((b * T + j0 + e / DQ) * NH + h) * DQ + e % DQ] = scale * dks[e];
+    tc_store(dv, dvs, 1.0f, b, j0, T, NH, h, DV, TB);
+    tc_store(dk, dks, scale, b, j0, T, NH, h, DQ, TB);
 }
 
 /* grid (ceil(T/TB), NH, B): a block's TB queries, key tiles up to the last
@@ -527,11 +534,7 @@ __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, 
     tc_load(qs, q, b, i0, T, NH, h, DQ, TB);
     tc_load(dos, dout, b, i0, T, NH, h, DV, TB);
     for (int e = threadIdx.x; e < TB * DQ; e += blockDim.x) dqs[e] = 0.0f;
-    for (int e = threadIdx.x; e < TB; e += blockDim.x) {
-        int64_t t = i0 + e;
-        lq[e] = t < T ? lse[(b * NH + h) * T + t] : 0.0f;
-        dl[e] = t < T ? delta[(b * NH + h) * T + t] : 0.0f;
-    }
+    tc_load_stats(lq, dl, lse, delta, b, i0, T, NH, h, TB);
     for (int64_t j0 = 0; j0 <= imax; j0 += TK) {
         __syncthreads();
         tc_load(ks, k, b, j0, T, NH, h, DQ, TK);
@@ -554,8 +557,7 @@ __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, 
         __syncwarp();
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < TB * DQ; e += blockDim.x)
-        if (i0 + e / DQ < T) dq[((b * T + i0 + e / DQ) * NH + h) * DQ + e % DQ] = scale * dqs[e];
+    tc_store(dq, dqs, scale, b, i0, T, NH, h, DQ, TB);
 }
 
 size_t tc_fwd_smem(int64_t DQ, int64_t DV) {
@@ -569,13 +571,16 @@ size_t tc_q_smem(int64_t DQ, int64_t DV) {
     return (size_t)(TB * DQ + TB * DV + TK * DQ + TK * DV + TB * TK) * 2 + (size_t)(2 * TB * TK + TB * DQ + 2 * TB) * 4;
 }
 int tc_env; /* 0: not read, 1: tensor cores (DSV3_CUDA_ATTN=bf16), -1: the FP32 kernels (the default) */
-/* the tensor-core kernels take these dims: multiples of 16, tiles within the device's shared memory */
-int tc_fits(int64_t DQ, int64_t DV) {
+int tc_on(void) {
     if (!tc_env) {
         const char *e = getenv("DSV3_CUDA_ATTN");
         tc_env = e && !strcmp(e, "bf16") ? 1 : -1;
     }
-    if (tc_env < 0 || DQ % 16 || DV % 16 || DQ > 256 || DV > 256) return 0;
+    return tc_env > 0;
+}
+/* the tensor-core kernels take these dims: multiples of 16, tiles within the device's shared memory */
+int tc_fits(int64_t DQ, int64_t DV) {
+    if (!tc_on() || DQ % 16 || DV % 16 || DQ > 256 || DV > 256) return 0;
     size_t most = tc_fwd_smem(DQ, DV);
     if (tc_kv_smem(DQ, DV) > most) most = tc_kv_smem(DQ, DV);
     if (tc_q_smem(DQ, DV) > most) most = tc_q_smem(DQ, DV);
@@ -585,7 +590,7 @@ int tc_fits(int64_t DQ, int64_t DV) {
 } // namespace
 
 extern "C" int ds_cuda_attention_tc_set(int on) {
-    int prev = tc_env > 0 || (!tc_env && getenv("DSV3_CUDA_ATTN") && !strcmp(getenv("DSV3_CUDA_ATTN"), "bf16"));
+    int prev = tc_on();
     tc_env = on ? 1 : -1;
     return prev;
 }

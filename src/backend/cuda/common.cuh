@@ -89,6 +89,16 @@ static inline unsigned ds_cu_blocks(int64_t n, int threads) {
 #define GRID_STRIDE(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
                                i += (int64_t)gridDim.x * blockDim.x)
 
+/* FP32 <-> BF16 as ds_f32_to_bf16 / ds_bf16_to_f32: NaN kept quiet, else round to nearest even;
+ * widening is exact */
+__device__ __forceinline__ uint16_t ds_cu_f32_to_bf16(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+__device__ __forceinline__ float ds_cu_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
 /* block-wide sums / maxima (blockDim.x a multiple of 32, at most 1024) */
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -89,26 +89,20 @@ namespace {
 struct adamw_k {
     float gs, b2, omb1, omb2, wd_mul, step, bc2s, eps;
 };
-__device__ __forceinline__ float bf16_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
-__device__ __forceinline__ uint16_t f32_bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    uint32_t r = (u + 0x7fff + ((u >> 16) & 1)) >> 16, q = (u >> 16) | 0x40;
-    return (uint16_t)((u & 0x7fffffff) > 0x7f800000 ? q : r);
-}
 __global__ void k_adamw(float *p, const float *g, void *m, void *v, int bf16, int64_t off, int64_t n, adamw_k k) {
     GRID_STRIDE(j, n) {
         int64_t i = off + j;
         float gi = g[i] * k.gs;
-        float mi = bf16 ? bf16_f32(((uint16_t *)m)[i]) : ((float *)m)[i];
-        float vi = bf16 ? bf16_f32(((uint16_t *)v)[i]) : ((float *)v)[i];
+        float mi = bf16 ? ds_cu_bf16_to_f32(((uint16_t *)m)[i]) : ((float *)m)[i];
+        float vi = bf16 ? ds_cu_bf16_to_f32(((uint16_t *)v)[i]) : ((float *)v)[i];
         float pi = p[i] * k.wd_mul;
         mi = mi + k.omb1 * (gi - mi);
         vi = vi * k.b2 + k.omb2 * gi * gi;
         float denom = sqrtf(vi) / k.bc2s + k.eps;
         p[i] = pi - k.step * (mi / denom);
         if (bf16) {
-            ((uint16_t *)m)[i] = f32_bf16(mi);
-            ((uint16_t *)v)[i] = f32_bf16(vi);
+            ((uint16_t *)m)[i] = ds_cu_f32_to_bf16(mi);
+            ((uint16_t *)v)[i] = ds_cu_f32_to_bf16(vi);
         } else {
             ((float *)m)[i] = mi;
             ((float *)v)[i] = vi;
@@ -170,7 +164,7 @@ namespace {
 __global__ void k_embedding_bf16(float *out, const int32_t *ids, const uint16_t *wte, int64_t N, int64_t C) {
     GRID_STRIDE(e, N * C) {
         int64_t n = e / C, c = e % C;
-        out[e] = bf16_f32(wte[(int64_t)ids[n] * C + c]);
+        out[e] = ds_cu_bf16_to_f32(wte[(int64_t)ids[n] * C + c]);
     }
 }
 __global__ void k_mla_kv_bwd_dkv(float *dkv, const float *dk, const float *dv, int64_t NH, int64_t dn, int64_t dv_,
@@ -214,8 +208,8 @@ __global__ void k_kv_append(float *ckv, float *kpe, const float *c, const float 
 __global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H) {
     GRID_STRIDE(e, n * H) dst[e] = src[(int64_t)idx[e / H] * H + e % H];
 }
-__global__ void k_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = f32_bf16(src[i]); }
-__global__ void k_cast_bf16_f32(float *dst, const uint16_t *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = bf16_f32(src[i]); }
+__global__ void k_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = ds_cu_f32_to_bf16(src[i]); }
+__global__ void k_cast_bf16_f32(float *dst, const uint16_t *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = ds_cu_bf16_to_f32(src[i]); }
 } // namespace
 
 extern "C" void ds_cu_embedding_bf16_forward(float *out, const int32_t *ids, const uint16_t *wte, int64_t N, int64_t C) {

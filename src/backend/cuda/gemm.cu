@@ -289,14 +289,7 @@ __global__ void k_dbias_inplace(float *dbias, const float *dout, int64_t N, int6
 }
 __global__ void k_add(float *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] += src[i]; }
 
-/* FP32 -> BF16 as ds_f32_to_bf16: NaN kept quiet, else round to nearest even */
-__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-__global__ void k_to_bf16(uint16_t *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = f32_to_bf16(src[i]); }
+__global__ void k_to_bf16(uint16_t *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = ds_cu_f32_to_bf16(src[i]); }
 __global__ void k_widen_bf16(float *dst, const uint16_t *src, int64_t n) {
     GRID_STRIDE(i, n) dst[i] = __uint_as_float((uint32_t)src[i] << 16);
 }
@@ -449,7 +442,7 @@ int bf16_grouped_pays(int64_t rows, int64_t g, int64_t C, int64_t OC) {
     return 2.0 * (double)rows / (double)g * (double)C * (double)OC <= 0.5e9;
 }
 
-__device__ __forceinline__ float round_bf16(float f) { return __uint_as_float((uint32_t)f32_to_bf16(f) << 16); }
+__device__ __forceinline__ float round_bf16(float f) { return ds_cu_bf16_to_f32(ds_cu_f32_to_bf16(f)); }
 __global__ void k_round_bf16(float *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = round_bf16(src[i]); }
 __global__ void k_round_bf16_list(float *dst, const float *const *src, int64_t n, int64_t cnt) {
     GRID_STRIDE(i, n * cnt) dst[i] = round_bf16(src[i / n][i % n]);
@@ -614,7 +607,7 @@ __global__ void k_batch_gather(uint16_t *dst, const float *src, int64_t cols, co
     const batch_job jb = jobs[blockIdx.y];
     GRID_STRIDE(i, jb.mb * cols) {
         int64_t r = i / cols;
-        dst[(jb.p + r) * cols + i % cols] = r < jb.n ? f32_to_bf16(src[(jb.o + r) * cols + i % cols]) : 0;
+        dst[(jb.p + r) * cols + i % cols] = r < jb.n ? ds_cu_f32_to_bf16(src[(jb.o + r) * cols + i % cols]) : 0;
     }
 }
 /* the expert's first n rows of src (padded blocks) to dst's rows o..: set, or added (acc) */
@@ -631,7 +624,7 @@ __global__ void k_batch_scatter(float *dst, const float *src, int64_t cols, cons
 __global__ void k_to_bf16_list(uint16_t *dst, int64_t stride, const float *const *src, int64_t n) {
     const float *s = src[blockIdx.y];
     uint16_t *d = dst + blockIdx.y * stride;
-    GRID_STRIDE(i, n) d[i] = f32_to_bf16(s[i]);
+    GRID_STRIDE(i, n) d[i] = ds_cu_f32_to_bf16(s[i]);
 }
 /* dst[z] (n) += src + z * stride */
 __global__ void k_add_list(float *const *dst, const float *src, int64_t stride, int64_t n) {
