@@ -1,8 +1,10 @@
 /* gemm_cuda.c — GPU GEMM benchmark (tools/gpu_check.sh): TFLOPS of the CUDA
  * backend's FP8 block-scaled GEMM (1x128 activations x 128x128 weights, E4M3,
- * FP32 out: cuBLASLt, and dsv3's own kernel) against cuBLASLt BF16 (FP32
- * accumulation and output) and FP32 on DeepSeek-V3's shapes, M = 4096 tokens:
- * N x K = 7168x2048, 2048x7168, 24576x1536, 7168x16384.  Prints one JSON object.
+ * FP32 out: cuBLASLt, dsv3's CUDA-core kernel and its tensor-core kernel)
+ * against cuBLASLt BF16 (FP32 accumulation and output) and FP32 on
+ * DeepSeek-V3's shapes, M = 4096 tokens: N x K = 7168x2048, 2048x7168,
+ * 24576x1536, 7168x16384; then the routed experts' products, one cuBLASLt GEMM
+ * an expert against one tensor-core launch for all.  Prints one JSON object.
  *   gemm_cuda [--probe] [--iters N] [--m M]
  * --probe prints {"gpu": true|false, ...} and exits 0 (GPU) or 3 (none).
  * Exit 3 without a GPU, with {"gpu": false, "error": "..."}. */
@@ -51,7 +53,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     static const int64_t shapes[][2] = {{7168, 2048}, {2048, 7168}, {24576, 1536}, {7168, 16384}};
-    static const char *kinds[] = {"fp8", "fp8-own", "bf16", "fp32"};
+    static const char *kinds[] = {"fp8", "fp8-own", "bf16", "fp32", "fp8-mma"};
     printf("{\"gpu\": true, \"device\": ");
     json_str(ds_cuda_device_name());
     printf(", \"M\": %lld, \"iters\": %d, \"peak_tflops\": {\"fp8\": %g, \"bf16\": %g, \"fp32\": %g}, \"results\": [",
@@ -59,11 +61,11 @@ int main(int argc, char **argv) {
     int rc = 0;
     for (int s = 0; s < 4; s++) {
         int64_t N = shapes[s][0], K = shapes[s][1];
-        double t[4] = {0, 0, 0, 0};
-        const char *path[4] = {"", "", "", ""};
-        for (int k = 0; k < 4; k++) {
-            /* the own kernel and FP32 are slow: fewer launches */
-            int it = k == 0 || k == 2 ? iters : (iters + 9) / 10;
+        double t[5] = {0, 0, 0, 0, 0};
+        const char *path[5] = {"", "", "", "", ""};
+        for (int k = 0; k < 5; k++) {
+            /* the CUDA-core kernel and FP32 are slow: fewer launches */
+            int it = k == 1 || k == 3 ? (iters + 9) / 10 : iters;
             if (ds_cuda_gemm_bench(kinds[k], M, N, K, it, &t[k], &path[k])) {
                 fprintf(stderr, "gemm_cuda: %s %lldx%lldx%lld: %s\n", kinds[k], (long long)M, (long long)N,
                         (long long)K, ds_errmsg());
@@ -71,12 +73,35 @@ int main(int argc, char **argv) {
             }
         }
         printf("%s\n  {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"fp8_tflops\": %.1f, \"fp8_path\": \"%s\", "
-               "\"fp8_own_tflops\": %.1f, \"bf16_tflops\": %.1f, \"fp32_tflops\": %.1f, \"fp8_over_bf16\": %.2f, "
-               "\"fp8_of_peak\": %.3f, \"bf16_of_peak\": %.3f}",
-               s ? "," : "", (long long)M, (long long)N, (long long)K, t[0], path[0], t[1], t[2], t[3],
+               "\"fp8_own_tflops\": %.1f, \"fp8_mma_tflops\": %.1f, \"bf16_tflops\": %.1f, \"fp32_tflops\": %.1f, "
+               "\"fp8_over_bf16\": %.2f, \"fp8_of_peak\": %.3f, \"bf16_of_peak\": %.3f}",
+               s ? "," : "", (long long)M, (long long)N, (long long)K, t[0], path[0], t[1], t[4], t[2], t[3],
                t[2] > 0 ? t[0] / t[2] : 0.0, t[0] / PEAK_FP8, t[2] / PEAK_BF16);
-        fprintf(stderr, "M=%lld N=%lld K=%lld: fp8 %.1f TFLOPS (%s), fp8 own %.1f, bf16 %.1f, fp32 %.1f\n",
-                (long long)M, (long long)N, (long long)K, t[0], path[0], t[1], t[2], t[3]);
+        fprintf(stderr, "M=%lld N=%lld K=%lld: fp8 %.1f TFLOPS (%s), fp8 CUDA cores %.1f, fp8 tensor-core kernel %.1f, "
+                        "bf16 %.1f, fp32 %.1f\n",
+                (long long)M, (long long)N, (long long)K, t[0], path[0], t[1], t[4], t[2], t[3]);
+    }
+    /* the routed experts' FP8 forward products: one cuBLASLt GEMM each against
+     * one launch of the tensor-core kernel (G experts of `rows` rows; the ~1B
+     * preset's gate/up and down, then DeepSeek-V3's with 32 experts a GPU) */
+    static const int64_t ex[][4] = {{32, 768, 512, 1536}, {32, 768, 1536, 512}, {32, 512, 2048, 7168}, {32, 512, 7168, 2048}};
+    printf("\n], \"experts\": [");
+    for (int s = 0; s < 4; s++) {
+        double lt = 0, mm = 0;
+        const char *pl = "", *pm = "";
+        if (ds_cuda_gemm_bench_experts("lt", ex[s][0], ex[s][1], ex[s][2], ex[s][3], iters, &lt, &pl) ||
+            ds_cuda_gemm_bench_experts("mma", ex[s][0], ex[s][1], ex[s][2], ex[s][3], iters, &mm, &pm)) {
+            fprintf(stderr, "gemm_cuda: experts %lld x %lld rows, %lldx%lld: %s\n", (long long)ex[s][0],
+                    (long long)ex[s][1], (long long)ex[s][2], (long long)ex[s][3], ds_errmsg());
+            rc = 1;
+        }
+        printf("%s\n  {\"G\": %lld, \"rows\": %lld, \"N\": %lld, \"K\": %lld, \"lt_tflops\": %.1f, \"lt_path\": \"%s\", "
+               "\"mma_tflops\": %.1f, \"mma_over_lt\": %.2f}",
+               s ? "," : "", (long long)ex[s][0], (long long)ex[s][1], (long long)ex[s][2], (long long)ex[s][3], lt, pl,
+               mm, lt > 0 ? mm / lt : 0.0);
+        fprintf(stderr, "experts %lld x %lld rows, N=%lld K=%lld: one cuBLASLt GEMM each %.1f TFLOPS (%s), "
+                        "one tensor-core launch %.1f\n",
+                (long long)ex[s][0], (long long)ex[s][1], (long long)ex[s][2], (long long)ex[s][3], lt, pl, mm);
     }
     printf("\n]}\n");
     return rc;

@@ -508,6 +508,9 @@ TEST(cuda_ops_linear_fp8w) {
     ds_rng r;
     ds_rng_seed(&r, 7);
     const int64_t shapes[][3] = {{1, 64, 32}, {5, 300, 130}, {33, 512, 256}};
+    int64_t j0, j1;
+    int mma = ds_cuda_fp8_mma_set(1);
+    ds_cuda_fp8_mma_counts(&j0, NULL);
     for (int s = 0; s < 3; s++)
         for (int own = 1; own >= 0; own--) {
             int64_t N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2], ns = ds_ceil_div(OC, 128) * ds_ceil_div(C, 128);
@@ -538,6 +541,10 @@ TEST(cuda_ops_linear_fp8w) {
             ds_cuda_free(dX), ds_cuda_free(dB), ds_cuda_free(dY);
             free(x), free(w), free(b), free(y), free(sc), free(q), free(b16);
         }
+    /* C = 300: codes 300 bytes a row, which cuBLASLt refuses; the tensor-core kernel runs it */
+    ds_cuda_fp8_mma_counts(&j1, NULL);
+    CHECK_MSG(j1 > j0, "no FP8 GEMM fell back to the tensor-core kernel");
+    ds_cuda_fp8_mma_set(mma);
 }
 
 /* Every entry the CPU table has, the CUDA tables have (the missing ones are named). */
@@ -624,7 +631,51 @@ TEST(cuda_ops_grouped_linear) {
     grouped_case(DS_PREC_BF16, 700, 4, 150, 130, &r, TOL);
     CHECK(ds_cuda_batched_calls() == b0);
     ds_cuda_batched_set(was);
+    /* FP8: every expert's product in one launch of the tensor-core kernel (a
+     * launch for the forward, two for each backward), or one GEMM each */
+    int64_t j0, l0, j1, l1;
+    int mma = ds_cuda_fp8_mma_set(1);
+    ds_cuda_fp8_mma_counts(&j0, &l0);
     grouped_case(DS_PREC_FP8, 700, 4, 150, 130, &r, 1e-6);
+    ds_cuda_fp8_mma_counts(&j1, &l1);
+    fprintf(stderr, "  fp8 experts: %lld products in %lld tensor-core launches\n", (long long)(j1 - j0),
+            (long long)(l1 - l0));
+    CHECK_MSG(l1 == l0 + 5 && j1 == j0 + 5 * 3, "FP8 experts: %lld launches, %lld products on the tensor-core kernel",
+              (long long)(l1 - l0), (long long)(j1 - j0));
+    ds_cuda_fp8_mma_set(0);
+    grouped_case(DS_PREC_FP8, 300, 3, 200, 70, &r, 1e-6);
+    ds_cuda_fp8_mma_counts(&j0, &l0);
+    CHECK(l0 == l1 && j0 == j1);
+    ds_cuda_fp8_mma_set(mma);
+}
+
+/* The FP8 tensor-core kernel's self-check turns it off when the instruction
+ * gives wrong sums: cudamock's stand-in told to swap its output rows
+ * (CUDAMOCK_MMA_BROKEN=1); the experts then run one GEMM each, still right.
+ * Only under tools/cudamock (a GPU's instruction cannot be broken). */
+TEST(cuda_fp8_mma_selfcheck) {
+    NEED_GPU();
+    if (strncmp(ds_cuda_device_name(), "cudamock", 8)) {
+        SKIP("needs tools/cudamock (a GPU runs the self-check at first use instead)");
+        return;
+    }
+    ds_rng r;
+    ds_rng_seed(&r, 32);
+    int mma = ds_cuda_fp8_mma_set(0);
+    setenv("CUDAMOCK_MMA_BROKEN", "1", 1);
+    ds_cuda_fp8_mma_set(1); /* checked again at its next use */
+    int64_t j0, l0, j1, l1;
+    ds_cuda_fp8_mma_counts(&j0, &l0);
+    grouped_case(DS_PREC_FP8, 300, 3, 200, 70, &r, 1e-6);
+    ds_cuda_fp8_mma_counts(&j1, &l1);
+    CHECK_MSG(l1 == l0 + 1, "the self-check's launch alone: %lld launches", (long long)(l1 - l0));
+    CHECK(ds_cuda_fp8_mma_set(1) == 0);
+    unsetenv("CUDAMOCK_MMA_BROKEN");
+    ds_cuda_fp8_mma_counts(&j0, &l0);
+    grouped_case(DS_PREC_FP8, 300, 3, 200, 70, &r, 1e-6);
+    ds_cuda_fp8_mma_counts(&j1, &l1);
+    CHECK_MSG(l1 == l0 + 1 + 5, "checked again and on: %lld launches", (long long)(l1 - l0));
+    ds_cuda_fp8_mma_set(mma);
 }
 
 TEST(cuda_ops_engine) {

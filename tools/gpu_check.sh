@@ -227,7 +227,9 @@ for p in fp32 bf16 fp8; do
   run "train_$p" 40 ./dsv3 --threads "$TH" bench-train --config small --random 8,512 --iters 3 --device cuda --precision "$p"
   TRAIN="$TRAIN${TRAIN:+, }\"$p\": $(lastj "train_$p")"
 done
-# A/B runs against the defaults above: the FP8 expert GEMMs one by one (DSV3_CUDA_GROUPED=0);
+# A/B runs against the defaults above: the FP8 expert GEMMs one by one (DSV3_CUDA_GROUPED=0: each
+# expert quantized and multiplied on its own); the FP8 experts' products one cuBLASLt GEMM each
+# instead of one launch of the tensor-core kernel (DSV3_CUDA_FP8_MMA=0);
 # the BF16 experts without the strided-batched cuBLASLt calls (DSV3_CUDA_BATCHED=0: cuBLAS's
 # grouped call on the CUDA cores); the BF16 attention on the tensor cores (DSV3_CUDA_ATTN=bf16)
 ab() { # NAME KEY ENV...
@@ -237,6 +239,7 @@ ab() { # NAME KEY ENV...
   TRAIN="$TRAIN, \"$key\": $(lastj "$name")"
 }
 ab train_fp8_loop fp8_experts_one_by_one fp8 DSV3_CUDA_GROUPED=0
+ab train_fp8_nomma fp8_experts_cublaslt fp8 DSV3_CUDA_FP8_MMA=0
 ab train_bf16_unbatched bf16_experts_not_batched bf16 DSV3_CUDA_BATCHED=0
 ab train_bf16_attn bf16_attention_tensor_cores bf16 DSV3_CUDA_ATTN=bf16
 TMPM=$(mktemp -d)
@@ -283,11 +286,11 @@ for p in bf16 fp8; do
     --device cuda --precision "$p"
   BIG="$BIG${BIG:+, }\"$p\": $(lastj "train1b_$p")"
 done
-for ab in "unbatched DSV3_CUDA_BATCHED=0" "attn DSV3_CUDA_ATTN=bf16"; do
+for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn DSV3_CUDA_ATTN=bf16" "fp8 nomma DSV3_CUDA_FP8_MMA=0"; do
   set -- $ab
-  run "train1b_bf16_$1" 60 env "$2" ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
-    --random 8,512 --iters 2 --device cuda --precision bf16
-  BIG="$BIG, \"bf16_$1\": $(lastj "train1b_bf16_$1")"
+  run "train1b_$1_$2" 60 env "$3" ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
+    --random 8,512 --iters 2 --device cuda --precision "$1"
+  BIG="$BIG, \"$1_$2\": $(lastj "train1b_$1_$2")"
 done
 if [ "$HAVE_TORCH" = 1 ]; then
   run peer1b_bf16 75 env BENCH_DEVICE=cuda BENCH_AUTOCAST=bf16 python3 tools/bench_train_torch.py \

@@ -111,6 +111,37 @@ uint64_t cudamock_shfl(uint64_t bits, int src) {
     return r;
 }
 
+/* The warp's fragments gathered (two barriers, as a shuffle), then each lane
+ * its four sums of 32 products in k order.  PTX ISA, m16n8k32 with 8-bit
+ * types, g = lane / 4, t = lane % 4: A(r, k) in lane (r % 8) * 4 + (k % 16) / 4,
+ * register (r >= 8) + 2 (k >= 16), byte k % 4; B(k, c) in lane c * 4 +
+ * (k % 16) / 4, register k >= 16, byte k % 4; D(r, c) in lane (r % 8) * 4 +
+ * c / 2, register 2 (r >= 8) + c % 2. */
+void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
+    if (warp_bar.empty()) not_sequential("mma.sync");
+    static uint32_t frag[32 * 32 * 6]; /* blocks run one at a time */
+    int w = my_tid / 32, lane = my_tid % 32;
+    uint32_t *f = frag + (size_t)w * 32 * 6;
+    for (int i = 0; i < 4; i++) f[lane * 6 + i] = a[i];
+    f[lane * 6 + 4] = b[0], f[lane * 6 + 5] = b[1];
+    warp_bar[w]->arrive_and_wait();
+    auto byte = [&](int ln, int reg, int k) {
+        return ds_fp8_to_f32((uint8_t)(f[ln * 6 + reg] >> (8 * (k % 4))), DS_FP8_E4M3);
+    };
+    float out[4];
+    for (int i = 0; i < 4; i++) {
+        int r = lane / 4 + (i / 2) * 8, c = (lane % 4) * 2 + i % 2;
+        float s = 0.0f;
+        for (int k = 0; k < 32; k++)
+            s += byte((r % 8) * 4 + (k % 16) / 4, (r >= 8) + 2 * (k >= 16), k) *
+                 byte(c * 4 + (k % 16) / 4, 4 + (k >= 16), k);
+        out[i] = s;
+    }
+    warp_bar[w]->arrive_and_wait();
+    const char *br = getenv("CUDAMOCK_MMA_BROKEN"); /* the self-check's test: rows g and g+8 swapped */
+    for (int i = 0; i < 4; i++) d[i] += out[br && *br == '1' ? i ^ 2 : i];
+}
+
 /* ---- runtime ---------------------------------------------------------------------- */
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }

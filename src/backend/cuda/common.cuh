@@ -77,7 +77,7 @@ void ds_cu_fail(const char *what, const char *why, const char *file, int line);
 #define CU_LAUNCHED() CU_CHECK(cudaGetLastError())
 
 /* Grow-only device scratch, one buffer per slot (contents not kept). */
-enum { SCR_A, SCR_B, SCR_C, SCR_D, SCR_SA, SCR_SB, SCR_SC, SCR_SD, SCR_F32, SCR_STAGE, SCR_PTRS, SCR_PTRS2, SCR_OFFS, SCR_JOBS, SCR_COUNT };
+enum { SCR_A, SCR_B, SCR_C, SCR_D, SCR_SA, SCR_SB, SCR_SC, SCR_SD, SCR_F32, SCR_STAGE, SCR_PTRS, SCR_PTRS2, SCR_OFFS, SCR_JOBS, SCR_MMA_JOBS, SCR_COUNT };
 void *ds_cu_scratch(int slot, size_t bytes);
 
 static inline unsigned ds_cu_blocks(int64_t n, int threads) {
@@ -169,6 +169,44 @@ __device__ __forceinline__ int64_t block_argmax(const float *x, int64_t n, float
     __syncthreads();
     return *at;
 }
+
+/* ---- FP8 block-scaled GEMM operands (gemm.cu, fp8mma.cu) ----
+ * rows of K-major E4M3 codes at q[r * kld + k] (kld >= K; where kld >=
+ * up128(K) the codes beyond K to the 128-block's end are zero), with scales
+ * blk 1: BLK128x128, s[(r / 128) * ld + kb]; blk 0: VEC128, s[kb * R + r] for
+ * an operand of R rows */
+struct fp8_operand {
+    const uint8_t *q;
+    const float *s;
+    int blk;
+    int64_t ld;
+    int64_t kld;
+};
+__device__ __forceinline__ float fp8_scale(const fp8_operand &o, int64_t r, int64_t kb, int64_t R) {
+    return o.blk ? o.s[(r / 128) * o.ld + kb] : o.s[kb * R + r];
+}
+/* one product of a grouped FP8 GEMM: D (m x n col-major, ldd) = Σ_kb
+ * fma(Σ_{k in kb} a·b, sA(r, kb)·sB(c, kb), D), D starting at 0 or (beta) at
+ * its contents; A has m rows, B n rows */
+struct fp8_job {
+    float *D;
+    int64_t ldd;
+    fp8_operand a, b;
+    int64_t m, n, K;
+    int beta;
+    int vec;          /* set by ds_cu_fp8_mma: 16-byte loads of whole 128-blocks */
+    int64_t tile0, mt;/* set by ds_cu_fp8_mma: first tile, tiles along m */
+};
+/* fp8mma.cu: the FP8 tensor-core kernel (mma.sync E4M3, FP32 promotion every
+ * 128) over a list of products in one launch.  ds_cu_fp8_mma_ready: the
+ * device has it and it passed its self-check (once per process, against a
+ * double-precision host reference; DSV3_CUDA_FP8_MMA=0 turns it off).  Call it
+ * before taking scratch: the check allocates its own buffers.
+ * ds_cu_fp8_mma: enqueue the jobs (host array, at most nj of them; jobs of
+ * no rows are skipped) on g_cu.stream. */
+int ds_cu_fp8_mma_ready(void);
+void ds_cu_fp8_mma(fp8_job *jobs, int nj);
+extern int64_t g_cu_fp8_mma_launches;
 
 /* ---- entries, by file (signatures as struct ds_ops) ---- */
 extern "C" {

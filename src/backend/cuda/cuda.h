@@ -58,6 +58,16 @@ int ds_cuda_fp8_force_own(int on);
 /* How many FP8 GEMMs ran on cuBLASLt and on the own kernel since start. */
 void ds_cuda_fp8_counts(int64_t *lt, int64_t *own);
 
+/* The FP8 tensor-core kernel (fp8mma.cu: mma.sync E4M3, FP32 promotion every
+ * 128), which runs all experts' FP8 products in one launch and the FP8 GEMMs
+ * cuBLASLt takes no algorithm for: on (1, the default where the device has
+ * FP8 tensor cores and the kernel passes its self-check at first use; off with
+ * DSV3_CUDA_FP8_MMA=0) or off (0: one cuBLASLt GEMM per expert, the CUDA-core
+ * kernel as the fallback).  Returns the previous state.  Counts: the products
+ * it ran, and in how many launches, since start. */
+int ds_cuda_fp8_mma_set(int on);
+void ds_cuda_fp8_mma_counts(int64_t *jobs, int64_t *launches);
+
 /* How many strided-batched cuBLASLt calls the BF16 expert GEMMs made since
  * start (one per class of row counts and product; gemm.cu). */
 int64_t ds_cuda_batched_calls(void);
@@ -74,9 +84,15 @@ int ds_cuda_attention_tc_set(int on);
  * E4M3, FP32 out: D (M, N) = X (M, K) · W (N, K)ᵀ), "fp8-own" (own kernel),
  * "bf16" (BF16 in, FP32 accumulate, BF16 out), "fp32".  Runs `iters` timed
  * launches after warm-up; *tflops = 2·M·N·K / mean time.  *path gets
- * "cublaslt" or "own".  0, or -1 with ds_err. */
+ * "cublaslt", "own" or (kind "fp8-mma": the tensor-core kernel) "mma".
+ * 0, or -1 with ds_err. */
 int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
                        const char **path);
+/* G experts' FP8 products W_g (N, K) · X_g (rows, K)ᵀ: how "lt" (one cuBLASLt
+ * block-scaled GEMM each) or "mma" (one launch of the tensor-core kernel);
+ * *tflops over all G, host gaps included. */
+int ds_cuda_gemm_bench_experts(const char *how, int64_t G, int64_t rows, int64_t N, int64_t K, int iters,
+                               double *tflops, const char **path);
 
 #ifdef __cplusplus
 }

@@ -913,19 +913,9 @@ __global__ void k_restride(float *dst, int64_t ld_out, const float *src, int64_t
  * D (m x n col-major, ldd) = Σ_kb fma(bsum, sA(r, kb)·sB(c, kb), D) with D
  * starting at 0 or (beta) at its contents; bsum = Σ_{k in kb} a·b in k order
  * (exact products: the same bits as ds_gemm_blocked_).  A: m rows, B: n rows,
- * both K-major codes with ld = K. */
+ * both K-major codes (fp8_operand, common.cuh). */
 enum { OT = 16 };
-struct own_operand {
-    const uint8_t *q;
-    const float *s;
-    int blk;          /* 1: BLK128x128 with ld; 0: VEC128 */
-    int64_t ld;
-    int64_t kld;      /* codes' row stride: >= K; beyond K (to the 128-block's end) zero codes */
-};
-__device__ __forceinline__ float own_scale(const own_operand &o, int64_t r, int64_t kb, int64_t R) {
-    return o.blk ? o.s[(r / 128) * o.ld + kb] : o.s[kb * R + r];
-}
-__global__ void k_fp8_gemm_own(float *D, int64_t ldd, own_operand A, own_operand B, int64_t m, int64_t n, int64_t K,
+__global__ void k_fp8_gemm_own(float *D, int64_t ldd, fp8_operand A, fp8_operand B, int64_t m, int64_t n, int64_t K,
                                int beta) {
     __shared__ float ta[OT][129], tb[OT][129];
     int tx = threadIdx.x, ty = threadIdx.y, tid = ty * OT + tx;
@@ -946,25 +936,32 @@ __global__ void k_fp8_gemm_own(float *D, int64_t ldd, own_operand A, own_operand
         if (r < m && c < n) {
             float bsum = 0.0f;
             for (int kk = 0; kk < nk; kk++) bsum = fmaf(ta[tx][kk], tb[ty][kk], bsum);
-            acc = fmaf(bsum, own_scale(A, r, kb, m) * own_scale(B, c, kb, n), acc);
+            acc = fmaf(bsum, fp8_scale(A, r, kb, m) * fp8_scale(B, c, kb, n), acc);
         }
     }
     if (r < m && c < n) D[c * ldd + r] = acc;
 }
 
 int fp8_own_only = -1;   /* -1: not read from DSV3_CUDA_FP8 yet */
-int64_t n_lt, n_own;
+int64_t n_lt, n_own, n_mma; /* FP8 GEMMs on cuBLASLt, the CUDA-core kernel, the tensor-core one (fp8mma.cu) */
 
 /* One block-scaled product; A and B as above.  cuBLASLt first unless told
  * otherwise, over K padded to the 128-block's end where both operands carry
  * the zero pad (the sums are the same: the pad's codes are 0), so a K that is
- * not a multiple of 16 (an expert's row count in wgrad) still runs there. */
-void fp8_gemm(float *D, int64_t ldd, const own_operand &A, const own_operand &B, int64_t m, int64_t n, int64_t K,
-              int beta) {
+ * not a multiple of 16 (an expert's row count in wgrad) still runs there.
+ * Where it has no algorithm: the tensor-core kernel (fp8mma.cu) if on, else
+ * the CUDA-core one; DSV3_CUDA_FP8=own: the CUDA-core one always (the CPU's
+ * bits). */
+int fp8_own(void) {
     if (fp8_own_only < 0) {
         const char *e = getenv("DSV3_CUDA_FP8");
         fp8_own_only = e && !strcmp(e, "own");
     }
+    return fp8_own_only;
+}
+void fp8_gemm(float *D, int64_t ldd, const fp8_operand &A, const fp8_operand &B, int64_t m, int64_t n, int64_t K,
+              int beta) {
+    fp8_own();
     int64_t Kg = A.kld >= up128(K) && B.kld >= up128(K) ? up128(K) : K;
     if (!fp8_own_only && Kg % 16 == 0 && A.kld % 16 == 0 && B.kld % 16 == 0) {
         lt_operand a = {A.q, CUDA_R_8F_E4M3, 1, A.kld, A.s,
@@ -975,6 +972,12 @@ void fp8_gemm(float *D, int64_t ldd, const own_operand &A, const own_operand &B,
             n_lt++;
             return;
         }
+    }
+    if (!fp8_own_only && m < INT32_MAX && n < INT32_MAX && K < INT32_MAX && ds_cu_fp8_mma_ready()) {
+        fp8_job j = {D, ldd, A, B, m, n, K, beta, 0, 0, 0};
+        ds_cu_fp8_mma(&j, 1);
+        n_mma++;
+        return;
     }
     n_own++;
     dim3 grid((unsigned)((m + OT - 1) / OT), (unsigned)((n + OT - 1) / OT)), block(OT, OT);
@@ -987,27 +990,27 @@ int64_t up4(int64_t x) { return (x + 3) / 4 * 4; }
 /* The operands quantized here carry K padded with zero codes to the 128-block's
  * end (row stride up128(K)), so fp8_gemm may hand cuBLASLt any K. */
 /* activation (R, Cc) -> codes (R, up128(Cc)) + VEC128 scales, in scratch slots */
-own_operand quant_1x128(int slot_q, int slot_s, const float *x, int64_t R, int64_t Cc) {
+fp8_operand quant_1x128(int slot_q, int slot_s, const float *x, int64_t R, int64_t Cc) {
     int64_t KB = (Cc + 127) / 128, kld = up128(Cc);
     uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(R * kld));
     float *s = (float *)ds_cu_scratch(slot_s, (size_t)(R * KB) * sizeof(float));
     int64_t threads = R * KB * 32;
     k_quant_1x128<<<ds_cu_blocks(threads, 256), 256, 0, g_cu.stream>>>(q, kld, s, x, R, Cc);
     CU_LAUNCHED();
-    return own_operand{q, s, 0, 0, kld};
+    return fp8_operand{q, s, 0, 0, kld};
 }
 /* (R, Cc) -> transposed codes (Cc, up128(R)) with 128x1 tiles = VEC128 along R */
-own_operand quant_128x1_t(int slot_q, int slot_s, const float *x, int64_t R, int64_t Cc) {
+fp8_operand quant_128x1_t(int slot_q, int slot_s, const float *x, int64_t R, int64_t Cc) {
     int64_t RB = (R + 127) / 128, kld = up128(R);
     uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(kld * Cc));
     float *s = (float *)ds_cu_scratch(slot_s, (size_t)(RB * Cc) * sizeof(float));
     k_quant_128x1_t<<<ds_cu_blocks(RB * Cc, 128), 128, 0, g_cu.stream>>>(q, kld, s, x, R, Cc);
     CU_LAUNCHED();
-    return own_operand{q, s, 0, 0, kld};
+    return fp8_operand{q, s, 0, 0, kld};
 }
 /* weight (R, Cc) 128x128: codes as stored (R, up128(Cc)) (trans 0) or
  * transposed (Cc, up128(R)) (trans 1) */
-own_operand quant_128x128(int slot_q, int slot_s, const float *w, int64_t R, int64_t Cc, int trans) {
+fp8_operand quant_128x128(int slot_q, int slot_s, const float *w, int64_t R, int64_t Cc, int trans) {
     int64_t RB = (R + 127) / 128, CB = (Cc + 127) / 128;
     int64_t ld = trans ? up4(RB) : up4(CB), nblk_rows = trans ? CB : RB;
     int64_t kld = trans ? up128(R) : up128(Cc), rows = trans ? Cc : R;
@@ -1017,7 +1020,7 @@ own_operand quant_128x128(int slot_q, int slot_s, const float *w, int64_t R, int
     if (trans) k_quant_128x128<<<grid, 256, 0, g_cu.stream>>>(NULL, q, kld, NULL, 0, s, ld, w, R, Cc);
     else k_quant_128x128<<<grid, 256, 0, g_cu.stream>>>(q, NULL, kld, s, ld, NULL, 0, w, R, Cc);
     CU_LAUNCHED();
-    return own_operand{q, s, 1, ld, kld};
+    return fp8_operand{q, s, 1, ld, kld};
 }
 
 } // namespace
@@ -1039,14 +1042,18 @@ extern "C" void ds_cuda_fp8_counts(int64_t *lt, int64_t *own) {
     if (lt) *lt = n_lt;
     if (own) *own = n_own;
 }
+extern "C" void ds_cuda_fp8_mma_counts(int64_t *jobs, int64_t *launches) {
+    if (jobs) *jobs = n_mma;
+    if (launches) *launches = g_cu_fp8_mma_launches;
+}
 
 /* ---- FP8: the linear entries -------------------------------------------------- */
 extern "C" void ds_cu_linear_forward_fp8(float *out, const float *inp, const float *w, const float *bias, int64_t N,
                                          int64_t C, int64_t OC) {
     CU_ENTRY();
     if (empty_product(out, bias, N, C, OC)) return;
-    own_operand x = quant_1x128(SCR_A, SCR_SA, inp, N, C);
-    own_operand wq = quant_128x128(SCR_B, SCR_SB, w, OC, C, 0);
+    fp8_operand x = quant_1x128(SCR_A, SCR_SA, inp, N, C);
+    fp8_operand wq = quant_128x128(SCR_B, SCR_SB, w, OC, C, 0);
     fp8_gemm(out, OC, wq, x, OC, N, C, 0);   /* outᵀ (OC x N) = W (OC rows) · X (N rows) */
     add_bias(out, bias, N, OC);
 }
@@ -1058,8 +1065,8 @@ extern "C" void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, 
     if (C > 0 && OC > 0) {
         if (dinp) {
             /* dXᵀ (C x N) = Wᵀ (C rows, inner OC) · dY (N rows, inner OC) */
-            own_operand dy = quant_1x128(SCR_A, SCR_SA, dout, N, OC);
-            own_operand wt = quant_128x128(SCR_B, SCR_SB, w, OC, C, 1);
+            fp8_operand dy = quant_1x128(SCR_A, SCR_SA, dout, N, OC);
+            fp8_operand wt = quant_128x128(SCR_B, SCR_SB, w, OC, C, 1);
             float *dx = acc ? (float *)ds_cu_scratch(SCR_F32, (size_t)(N * C) * sizeof(float)) : dinp;
             fp8_gemm(dx, C, wt, dy, C, N, OC, 0);
             if (acc) {
@@ -1069,8 +1076,8 @@ extern "C" void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, 
         }
         if (dw) {
             /* dWᵀ (C x OC) += Xᵀ (C rows, inner N) · dYᵀ (OC rows, inner N) */
-            own_operand xt = quant_128x1_t(SCR_C, SCR_SC, inp, N, C);
-            own_operand dyt = quant_128x1_t(SCR_D, SCR_SD, dout, N, OC);
+            fp8_operand xt = quant_128x1_t(SCR_C, SCR_SC, inp, N, C);
+            fp8_operand dyt = quant_128x1_t(SCR_D, SCR_SD, dout, N, OC);
             fp8_gemm(dw, C, xt, dyt, C, OC, N, 1);
         }
     } else if (dinp && !acc && C > 0) {
@@ -1086,8 +1093,10 @@ extern "C" void ds_cu_linear_backward_fp8(float *dinp, float *dw, float *dbias, 
  * the whole permuted buffer at once gives each expert's codes and scales;
  * the weights' 128x128 blocks by one kernel over the pointer list; the
  * weight gradient's 128x1 bands per expert by one kernel over a job list), in
- * the per-expert layouts, then one block-scaled GEMM per expert (cuBLASLt has
- * no grouped FP8 call): the same codes, scales and products as the loop. */
+ * the per-expert layouts, then all experts' products in one launch of the
+ * tensor-core kernel (fp8mma.cu; cuBLASLt has no grouped FP8 call), or where
+ * that is off one block-scaled GEMM per expert: the same codes, scales and
+ * products as the loop. */
 namespace {
 /* E+1 offsets to the device */
 const int64_t *offsets_dev(const int64_t *offsets, int64_t E) {
@@ -1097,7 +1106,7 @@ const int64_t *offsets_dev(const int64_t *offsets, int64_t E) {
 }
 /* the listed experts' weights (R, Cc) as 128x128 codes: as stored
  * ((R, up128(Cc)) each) or transposed ((Cc, up128(R)) each), like quant_128x128 */
-own_operand weights_128x128(int slot_q, int slot_s, const grouped_call *c, const float *const *w, int64_t R,
+fp8_operand weights_128x128(int slot_q, int slot_s, const grouped_call *c, const float *const *w, int64_t R,
                             int64_t Cc, int trans, int64_t *qstride, int64_t *sstride) {
     int64_t RB = (R + 127) / 128, CB = (Cc + 127) / 128;
     int64_t ld = trans ? up4(RB) : up4(CB), nblk_rows = trans ? CB : RB;
@@ -1110,34 +1119,47 @@ own_operand weights_128x128(int slot_q, int slot_s, const grouped_call *c, const
     if (trans) k_quant_128x128_list<<<grid, 256, 0, g_cu.stream>>>(NULL, q, kld, *qstride, NULL, 0, s, ld, *sstride, dsrc, R, Cc);
     else k_quant_128x128_list<<<grid, 256, 0, g_cu.stream>>>(q, NULL, kld, *qstride, s, ld, NULL, 0, *sstride, dsrc, R, Cc);
     CU_LAUNCHED();
-    return own_operand{q, s, 1, ld, kld};
+    return fp8_operand{q, s, 1, ld, kld};
 }
 /* the experts' rows of x (N, Cc) as 1x128 codes (N, up128(Cc)), scales per expert */
-own_operand rows_1x128(int slot_q, int slot_s, const float *x, int64_t N, int64_t Cc, const int64_t *doff, int64_t E) {
+fp8_operand rows_1x128(int slot_q, int slot_s, const float *x, int64_t N, int64_t Cc, const int64_t *doff, int64_t E) {
     int64_t KB = (Cc + 127) / 128, kld = up128(Cc);
     uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(N * kld));
     float *s = (float *)ds_cu_scratch(slot_s, (size_t)(N * KB) * sizeof(float));
     k_quant_1x128_experts<<<ds_cu_blocks(N * KB * 32, 256), 256, 0, g_cu.stream>>>(q, kld, s, x, N, Cc, doff, E);
     CU_LAUNCHED();
-    return own_operand{q, s, 0, 0, kld};
+    return fp8_operand{q, s, 0, 0, kld};
 }
 /* expert i's part of rows_1x128's operand */
-own_operand rows_of(const own_operand &a, int64_t o, int64_t Cc) {
-    return own_operand{a.q + o * a.kld, a.s + ((Cc + 127) / 128) * o, 0, 0, a.kld};
+fp8_operand rows_of(const fp8_operand &a, int64_t o, int64_t Cc) {
+    return fp8_operand{a.q + o * a.kld, a.s + ((Cc + 127) / 128) * o, 0, 0, a.kld};
+}
+
+/* The experts' products: one launch of the tensor-core kernel (fp8mma.cu)
+ * where it is on, else one fp8_gemm each. */
+fp8_job gj[GMAX]; /* guarded by the entry lock */
+void fp8_products(fp8_job *j, int nj) {
+    if (!fp8_own() && ds_cu_fp8_mma_ready()) {
+        ds_cu_fp8_mma(j, nj);
+        n_mma += nj;
+        return;
+    }
+    for (int i = 0; i < nj; i++) fp8_gemm(j[i].D, j[i].ldd, j[i].a, j[i].b, j[i].m, j[i].n, j[i].K, j[i].beta);
 }
 
 int fp8_grouped_forward(float *out, const float *inp, const float *const *w, const int64_t *counts,
                         const int64_t *offsets, int64_t E, int64_t C, int64_t OC) {
     grouped_call *c = &gc_host;
     if (!grouped_enabled() || !grouped_list(c, counts, E)) return 0;
-    own_operand x = rows_1x128(SCR_A, SCR_SA, inp, offsets[E], C, offsets_dev(offsets, E), E);
+    fp8_operand x = rows_1x128(SCR_A, SCR_SA, inp, offsets[E], C, offsets_dev(offsets, E), E);
     int64_t qs, ss;
-    own_operand wq = weights_128x128(SCR_B, SCR_SB, c, w, OC, C, 0, &qs, &ss);
+    fp8_operand wq = weights_128x128(SCR_B, SCR_SB, c, w, OC, C, 0, &qs, &ss);
     for (int i = 0; i < c->g; i++) {
         int64_t e = c->e[i], o = offsets[e];
-        own_operand we = {wq.q + i * qs, wq.s + i * ss, 1, wq.ld, wq.kld};
-        fp8_gemm(out + o * OC, OC, we, rows_of(x, o, C), OC, counts[e], C, 0);
+        fp8_operand we = {wq.q + i * qs, wq.s + i * ss, 1, wq.ld, wq.kld};
+        gj[i] = fp8_job{out + o * OC, OC, we, rows_of(x, o, C), OC, counts[e], C, 0, 0, 0, 0};
     }
+    fp8_products(gj, c->g);
     return 1;
 }
 
@@ -1149,15 +1171,16 @@ int fp8_grouped_backward(float *dinp, float *const *dw, const float *dout, const
     const int64_t *doff = offsets_dev(offsets, E);
     if (dinp) {
         /* dXᵀ (C x n) = Wᵀ (C rows, inner OC) · dY (n rows, inner OC), per expert */
-        own_operand dy = rows_1x128(SCR_A, SCR_SA, dout, N, OC, doff, E);
+        fp8_operand dy = rows_1x128(SCR_A, SCR_SA, dout, N, OC, doff, E);
         int64_t qs, ss;
-        own_operand wt = weights_128x128(SCR_B, SCR_SB, c, w, OC, C, 1, &qs, &ss);
+        fp8_operand wt = weights_128x128(SCR_B, SCR_SB, c, w, OC, C, 1, &qs, &ss);
         float *dx = acc ? (float *)ds_cu_scratch(SCR_F32, (size_t)(N * C) * sizeof(float)) : dinp;
         for (int i = 0; i < c->g; i++) {
             int64_t e = c->e[i], o = offsets[e];
-            own_operand we = {wt.q + i * qs, wt.s + i * ss, 1, wt.ld, wt.kld};
-            fp8_gemm(dx + o * C, C, we, rows_of(dy, o, OC), C, counts[e], OC, 0);
+            fp8_operand we = {wt.q + i * qs, wt.s + i * ss, 1, wt.ld, wt.kld};
+            gj[i] = fp8_job{dx + o * C, C, we, rows_of(dy, o, OC), C, counts[e], OC, 0, 0, 0, 0};
         }
+        fp8_products(gj, c->g);
         if (acc) {
             k_add<<<ds_cu_blocks(N * C, 256), 256, 0, g_cu.stream>>>(dinp, dx, N * C);
             CU_LAUNCHED();
@@ -1185,10 +1208,11 @@ int fp8_grouped_backward(float *dinp, float *const *dw, const float *dout, const
     CU_LAUNCHED();
     for (int i = 0; i < c->g; i++) {
         int64_t e = c->e[i], n = counts[e];
-        own_operand xt = {xq + jobs[i].qo, xs + jobs[i].so, 0, 0, up128(n)};
-        own_operand dyt = {yq + jobs[c->g + i].qo, ys + jobs[c->g + i].so, 0, 0, up128(n)};
-        fp8_gemm(dw[e], C, xt, dyt, C, OC, n, 1);
+        fp8_operand xt = {xq + jobs[i].qo, xs + jobs[i].so, 0, 0, up128(n)};
+        fp8_operand dyt = {yq + jobs[c->g + i].qo, ys + jobs[c->g + i].so, 0, 0, up128(n)};
+        gj[i] = fp8_job{dw[e], C, xt, dyt, C, OC, n, 1, 0, 0, 0};
     }
+    fp8_products(gj, c->g);
     return 1;
 }
 } // namespace
@@ -1285,8 +1309,8 @@ extern "C" void ds_cu_linear_fp8w_forward(float *out, const float *inp, const ds
             CU_LAUNCHED();
             s = p;
         }
-        own_operand x = quant_1x128(SCR_A, SCR_SA, inp, N, C);
-        own_operand wq = {w->q, s, 1, ld, C}; /* stored codes: no pad (cuBLASLt where C % 16 == 0) */
+        fp8_operand x = quant_1x128(SCR_A, SCR_SA, inp, N, C);
+        fp8_operand wq = {w->q, s, 1, ld, C}; /* stored codes: no pad (cuBLASLt where C % 16 == 0) */
         fp8_gemm(out, OC, wq, x, OC, N, C, 0);
     }
     add_bias(out, bias, N, OC);
@@ -1311,7 +1335,11 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
     if (!g_cu.ok) return ds_err("gemm bench: no CUDA device");
     CU_ENTRY();
     int fp8 = !strcmp(kind, "fp8") || !strcmp(kind, "fp8-own"), bf16 = !strcmp(kind, "bf16"), f32 = !strcmp(kind, "fp32");
-    if (!fp8 && !bf16 && !f32) return ds_err("gemm bench: unknown kind %s (fp8, fp8-own, bf16, fp32)", ds_quote(kind));
+    int mma = !strcmp(kind, "fp8-mma");
+    if (!fp8 && !bf16 && !f32 && !mma)
+        return ds_err("gemm bench: unknown kind %s (fp8, fp8-own, fp8-mma, bf16, fp32)", ds_quote(kind));
+    if (mma && !ds_cu_fp8_mma_ready()) return ds_err("gemm bench: the FP8 tensor-core kernel is off on this device");
+    fp8 |= mma;
     size_t esz = fp8 ? 1 : bf16 ? 2 : 4;
     int64_t KB = (K + 127) / 128, NB = (N + 127) / 128;
     void *a = NULL, *b = NULL;
@@ -1333,8 +1361,13 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
     int64_t lt0 = n_lt;
     auto once = [&]() {
         if (fp8) {
-            own_operand A = {(const uint8_t *)a, sa, 1, up4(KB), K}, B = {(const uint8_t *)b, sb, 0, 0, K};
-            fp8_gemm(d, N, A, B, N, M, K, 0);
+            fp8_operand A = {(const uint8_t *)a, sa, 1, up4(KB), K}, B = {(const uint8_t *)b, sb, 0, 0, K};
+            if (mma) {
+                fp8_job j = {d, N, A, B, N, M, K, 0, 0, 0, 0};
+                ds_cu_fp8_mma(&j, 1);
+            } else {
+                fp8_gemm(d, N, A, B, N, M, K, 0);
+            }
         } else {
             gemm_fwd(d, b, a, bf16 ? CUDA_R_16BF : CUDA_R_32F, M, K, N);
         }
@@ -1351,10 +1384,68 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
     float ms = 0;
     CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
     *tflops = 2.0 * (double)M * N * K / ((double)ms / 1e3 / iters) / 1e12;
-    if (path) *path = !fp8 ? "cublaslt" : n_lt > lt0 ? "cublaslt" : "own";
+    if (path) *path = mma ? "mma" : !fp8 ? "cublaslt" : n_lt > lt0 ? "cublaslt" : "own";
     fp8_own_only = prev;
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     cudaFree(a), cudaFree(b), cudaFree(d), cudaFree(sa), cudaFree(sb);
+    return 0;
+}
+
+/* G experts' FP8 products of the same shape, each W_g (N, K) · X_g (rows, K)ᵀ
+ * (the routed experts' forward): how "lt", one fp8_gemm each (cuBLASLt), or
+ * "mma", one launch of the tensor-core kernel.  The operands are quantized
+ * before the timing; the time is the device's from the first product's
+ * enqueue to the last one's end, host gaps included. */
+extern "C" int ds_cuda_gemm_bench_experts(const char *how, int64_t G, int64_t rows, int64_t N, int64_t K, int iters,
+                                          double *tflops, const char **path) {
+    if (!g_cu.ok) return ds_err("gemm bench: no CUDA device");
+    const int mma = !strcmp(how, "mma");
+    if (!mma && strcmp(how, "lt")) return ds_err("gemm bench: unknown expert path %s (lt, mma)", ds_quote(how));
+    if (G < 1 || G > GMAX || rows < 1 || N < 1 || K < 1) return ds_err("gemm bench: bad expert shape");
+    CU_ENTRY();
+    if (mma && !ds_cu_fp8_mma_ready()) return ds_err("gemm bench: the FP8 tensor-core kernel is off on this device");
+    const int64_t KB = (K + 127) / 128, NB = (N + 127) / 128, ws = NB * up4(KB);
+    uint8_t *w = NULL, *x = NULL;
+    float *d = NULL, *sw = NULL, *sx = NULL;
+    CU_CHECK(cudaMalloc((void **)&w, (size_t)(G * N * K)));
+    CU_CHECK(cudaMalloc((void **)&x, (size_t)(G * rows * K)));
+    CU_CHECK(cudaMalloc((void **)&d, (size_t)(G * rows * N) * sizeof(float)));
+    CU_CHECK(cudaMalloc((void **)&sw, (size_t)(G * ws) * sizeof(float)));
+    CU_CHECK(cudaMalloc((void **)&sx, (size_t)(G * rows * KB) * sizeof(float)));
+    k_rand_codes<<<1024, 256, 0, g_cu.stream>>>(w, G * N * K, 3u);
+    k_rand_codes<<<1024, 256, 0, g_cu.stream>>>(x, G * rows * K, 4u);
+    k_fill<<<256, 256, 0, g_cu.stream>>>(sw, G * ws, 0.01f);
+    k_fill<<<256, 256, 0, g_cu.stream>>>(sx, G * rows * KB, 0.01f);
+    CU_LAUNCHED();
+    int prev = fp8_own_only;
+    fp8_own_only = 0;
+    const int64_t lt0 = n_lt;
+    auto once = [&]() {
+        for (int64_t g = 0; g < G; g++) {
+            fp8_operand A = {w + g * N * K, sw + g * ws, 1, up4(KB), K}, B = {x + g * rows * K, sx + g * rows * KB, 0, 0, K};
+            gj[g] = fp8_job{d + g * rows * N, N, A, B, N, rows, K, 0, 0, 0, 0};
+        }
+        if (mma) ds_cu_fp8_mma(gj, (int)G);
+        else
+            for (int64_t g = 0; g < G; g++) fp8_gemm(gj[g].D, gj[g].ldd, gj[g].a, gj[g].b, gj[g].m, gj[g].n, gj[g].K, 0);
+    };
+    once();
+    once();
+    cudaEvent_t e0, e1;
+    CU_CHECK(cudaEventCreate(&e0));
+    CU_CHECK(cudaEventCreate(&e1));
+    CU_CHECK(cudaEventRecord(e0, g_cu.stream));
+    for (int i = 0; i < iters; i++) once();
+    CU_CHECK(cudaEventRecord(e1, g_cu.stream));
+    CU_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    *tflops = 2.0 * (double)G * rows * N * K / ((double)ms / 1e3 / iters) / 1e12;
+    if (path) *path = mma ? "mma" : n_lt - lt0 == (iters + 2) * G ? "cublaslt" : "cublaslt+fallback";
+    fp8_own_only = prev;
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(w), cudaFree(x), cudaFree(d), cudaFree(sw), cudaFree(sx);
     return 0;
 }

@@ -34,6 +34,14 @@ void ds_cuda_fp8_counts(int64_t *lt, int64_t *own) {
     if (lt) *lt = 0;
     if (own) *own = 0;
 }
+void ds_cuda_fp8_mma_counts(int64_t *jobs, int64_t *launches) {
+    if (jobs) *jobs = 0;
+    if (launches) *launches = 0;
+}
+int ds_cuda_fp8_mma_set(int on) {
+    (void)on;
+    return 0;
+}
 int64_t ds_cuda_batched_calls(void) { return 0; }
 int ds_cuda_attention_tc_set(int on) {
     (void)on;
@@ -46,5 +54,10 @@ int ds_cuda_batched_set(int on) {
 int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
                        const char **path) {
     (void)kind, (void)M, (void)N, (void)K, (void)iters, (void)tflops, (void)path;
+    return ds_err("gemm bench: this dsv3 was built without CUDA");
+}
+int ds_cuda_gemm_bench_experts(const char *how, int64_t G, int64_t rows, int64_t N, int64_t K, int iters,
+                               double *tflops, const char **path) {
+    (void)how, (void)G, (void)rows, (void)N, (void)K, (void)iters, (void)tflops, (void)path;
     return ds_err("gemm bench: this dsv3 was built without CUDA");
 }

@@ -51,12 +51,14 @@ void prof_print(void) {
             "calls", "total ms", "us/call", "share");
     int64_t se, hi, ch;
     ds_cu_lt_stats(&se, &hi, &ch);
-    int64_t lt8, own8;
+    int64_t lt8, own8, mma8, mmal;
     ds_cuda_fp8_counts(&lt8, &own8);
+    ds_cuda_fp8_mma_counts(&mma8, &mmal);
     fprintf(stderr, "cuBLASLt: %lld algorithm searches, %lld cached answers (%lld checked for another problem of the class); "
-                    "%lld batched BF16 expert calls; FP8 GEMMs %lld on cuBLASLt, %lld on the own kernel\n",
+                    "%lld batched BF16 expert calls; FP8 GEMMs %lld on cuBLASLt, %lld on the CUDA-core kernel, "
+                    "%lld on the tensor-core kernel in %lld launches\n",
             (long long)se, (long long)hi, (long long)ch, (long long)ds_cuda_batched_calls(), (long long)lt8,
-            (long long)own8);
+            (long long)own8, (long long)mma8, (long long)mmal);
     for (int i = 0; i < prof_n; i++)
         fprintf(stderr, "%-34s %10lld %10.2f %10.1f %5.1f%%\n", prof_rows[i].name, (long long)prof_rows[i].calls,
                 1e3 * prof_rows[i].s, 1e6 * prof_rows[i].s / (double)prof_rows[i].calls,

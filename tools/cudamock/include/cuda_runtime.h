@@ -13,11 +13,16 @@
 #define __host__
 #define __forceinline__ inline
 #define __align__(n) alignas(n)
+#define __launch_bounds__(...)
 
 struct dim3 {
     unsigned x, y, z;
     dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
+struct uint4 {
+    unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 extern thread_local dim3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 
@@ -65,6 +70,9 @@ extern unsigned char *cudamock_smem;
 void __syncthreads(void);
 void __syncwarp(unsigned mask = 0xffffffffu); /* a barrier over the calling thread's warp */
 uint64_t cudamock_shfl(uint64_t bits, int src_lane);
+/* mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 over the warp: d += A·B
+ * with each lane's fragments laid out as the PTX ISA says (fp8mma.cu) */
+void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b);
 template <typename T>
 T __shfl_sync(unsigned mask, T v, int src) {
     uint64_t b = 0;
