@@ -252,7 +252,12 @@ int main(int argc, char **argv) {
             int want = 0;
             char id[512];
             snprintf(id, sizeof id, "%s:%s", t->file, t->name);
-            for (int a = 1; a < argc; a++) if (strstr(id, argv[a])) want = 1;
+            for (int a = 1; a < argc; a++) {
+                /* a substring of "file:name"; a trailing '$': the end of it */
+                size_t n = strlen(argv[a]), m = strlen(id);
+                if (n && argv[a][n - 1] == '$') want |= m >= n - 1 && !strncmp(id + m - (n - 1), argv[a], n - 1);
+                else if (strstr(id, argv[a])) want = 1;
+            }
             if (!want) continue;
         }
         const char *base = strrchr(t->file, '/');

@@ -800,22 +800,51 @@ __global__ void k_quant_1x128(uint8_t *q, int64_t kld, float *s, const float *x,
 }
 
 /* 128x1 tiles (128 rows of one column) of x (R, Cc), codes written transposed:
- * qt (Cc, kld) row-major (kld >= R, the pad as 0), so the tile runs along qt's
- * rows; scale s[rb * Cc + c] (the CPU's 128x1 layout, which is VEC128 for qt).
- * Thread per (band, column). */
+ * qt (Cc, kld) row-major (kld = up128(R); the pad as 0), so the tile runs
+ * along qt's rows; scale s[rb * Cc + c] (the CPU's 128x1 layout, which is
+ * VEC128 for qt).  A block of 8 warps per (band of 128 rows, 32 columns): the
+ * band's rows read whole (coalesced) into shared memory, then a warp per
+ * column, a lane 4 rows of it: 4 codes in one 32-bit store, the warp's 128
+ * bytes one row of qt (a thread per column wrote a byte a row apart). */
+struct band_job { int64_t o, n, qo, so; }; /* rows x + o * Cc (n), codes at qt + qo, scales at s + so */
 __device__ __forceinline__ void quant_band(uint8_t *qt, int64_t kld, float *s, const float *x, int64_t R, int64_t Cc,
-                                           int64_t rb, int64_t c) {
-    int64_t r0 = rb * 128, nr = R - r0 < 128 ? R - r0 : 128;
-    float a = 0.0f;
-    for (int64_t r = 0; r < nr; r++) a = fmaxf(a, fabsf(x[(r0 + r) * Cc + c]));
-    float sc = group_scale(a);
-    s[rb * Cc + c] = sc;
-    for (int64_t r = 0; r < nr; r++) qt[c * kld + r0 + r] = e4m3(x[(r0 + r) * Cc + c] / sc);
-    for (int64_t r = r0 + nr; r < kld && r < r0 + 128; r++) qt[c * kld + r] = 0;
+                                           int64_t rb, int64_t c0, float (*sh)[33]) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int64_t r0 = rb * 128;
+    __syncthreads(); /* the previous band's reads are done */
+    for (int r = w; r < 128; r += 8) {
+        int64_t gr = r0 + r, gc = c0 + lane;
+        sh[r][lane] = gr < R && gc < Cc ? x[gr * Cc + gc] : 0.0f;
+    }
+    __syncthreads();
+    for (int col = w; col < 32; col += 8) {
+        const int64_t c = c0 + col;
+        float v[4], a = 0.0f;
+        for (int i = 0; i < 4; i++) {
+            v[i] = sh[lane * 4 + i][col];
+            a = fmaxf(a, fabsf(v[i])); /* fmaxf skips NaN, as the CPU's amax; the pad's zeros change nothing */
+        }
+        a = warp_max(a);
+        if (c >= Cc) continue; /* the whole warp */
+        float sc = group_scale(a);
+        if (lane == 0) s[rb * Cc + c] = sc;
+        uint32_t word = 0;
+        for (int i = 0; i < 4; i++)
+            if (r0 + lane * 4 + i < R) word |= (uint32_t)e4m3(v[i] / sc) << (8 * i);
+        *(uint32_t *)(qt + c * kld + r0 + lane * 4) = word;
+    }
 }
-__global__ void k_quant_128x1_t(uint8_t *qt, int64_t kld, float *s, const float *x, int64_t R, int64_t Cc) {
-    int64_t RB = (R + 127) / 128;
-    GRID_STRIDE(i, RB * Cc) quant_band(qt, kld, s, x, R, Cc, i / Cc, i % Cc);
+/* the listed row blocks (blockIdx.z: list entry, or `one` when jobs is NULL),
+ * each expert's codes (Cc, up128(n)) at qt + qo */
+__global__ void k_quant_128x1_t(uint8_t *qt, float *s, const float *x, int64_t Cc, const band_job *jobs, band_job one) {
+    __shared__ float sh[128][33];
+    const band_job jb = jobs ? jobs[blockIdx.z] : one;
+    const int64_t RB = (jb.n + 127) / 128;
+    for (int64_t rb = blockIdx.y; rb < RB; rb += gridDim.y)
+        quant_band(qt + jb.qo, RB * 128, s + jb.so, x + jb.o * Cc, jb.n, Cc, rb, (int64_t)blockIdx.x * 32, sh);
+}
+dim3 band_grid(int64_t Cc, int64_t RB, int64_t jobs) {
+    return dim3((unsigned)((Cc + 31) / 32), (unsigned)(RB < 65535 ? (RB > 0 ? RB : 1) : 65535), (unsigned)jobs);
 }
 
 /* 128x128 blocks of w (R, Cc): block per (rb, cb).  q (R, kld) and/or qt (Cc,
@@ -894,15 +923,6 @@ __global__ void k_quant_1x128_experts(uint8_t *q, int64_t kld, float *s, const f
     }
 }
 
-/* 128x1 tiles of each listed expert's rows (blockIdx.y: list entry i), codes
- * transposed as k_quant_128x1_t: expert i's rows x + o_i * Cc (n_i of them),
- * its codes at qt + qo_i ((Cc, up128(n_i))), scales at s + so_i */
-struct band_job { int64_t o, n, qo, so; };
-__global__ void k_quant_128x1_t_experts(uint8_t *qt, float *s, const float *x, int64_t Cc, const band_job *jobs) {
-    const band_job jb = jobs[blockIdx.y];
-    const int64_t R = jb.n, RB = (R + 127) / 128;
-    GRID_STRIDE(i, RB * Cc) quant_band(qt + jb.qo, RB * 128, s + jb.so, x + jb.o * Cc, R, Cc, i / Cc, i % Cc);
-}
 
 /* copy (rows, cols) scales with row stride ld_in to row stride ld_out */
 __global__ void k_restride(float *dst, int64_t ld_out, const float *src, int64_t ld_in, int64_t rows, int64_t cols) {
@@ -1004,7 +1024,7 @@ fp8_operand quant_128x1_t(int slot_q, int slot_s, const float *x, int64_t R, int
     int64_t RB = (R + 127) / 128, kld = up128(R);
     uint8_t *q = (uint8_t *)ds_cu_scratch(slot_q, (size_t)(kld * Cc));
     float *s = (float *)ds_cu_scratch(slot_s, (size_t)(RB * Cc) * sizeof(float));
-    k_quant_128x1_t<<<ds_cu_blocks(RB * Cc, 128), 128, 0, g_cu.stream>>>(q, kld, s, x, R, Cc);
+    k_quant_128x1_t<<<band_grid(Cc, RB, 1), 256, 0, g_cu.stream>>>(q, s, x, Cc, NULL, band_job{0, R, 0, 0});
     CU_LAUNCHED();
     return fp8_operand{q, s, 0, 0, kld};
 }
@@ -1201,10 +1221,9 @@ int fp8_grouped_backward(float *dinp, float *const *dw, const float *dout, const
     uint8_t *xq = (uint8_t *)ds_cu_scratch(SCR_C, (size_t)qx), *yq = (uint8_t *)ds_cu_scratch(SCR_D, (size_t)qy);
     float *xs = (float *)ds_cu_scratch(SCR_SC, (size_t)sx * sizeof(float));
     float *ys = (float *)ds_cu_scratch(SCR_SD, (size_t)sy * sizeof(float));
-    k_quant_128x1_t_experts<<<dim3(ds_cu_blocks(most * C, 128), (unsigned)c->g), 128, 0, g_cu.stream>>>(xq, xs, inp, C, dj);
+    k_quant_128x1_t<<<band_grid(C, most, c->g), 256, 0, g_cu.stream>>>(xq, xs, inp, C, dj, band_job{});
     CU_LAUNCHED();
-    k_quant_128x1_t_experts<<<dim3(ds_cu_blocks(most * OC, 128), (unsigned)c->g), 128, 0, g_cu.stream>>>(yq, ys, dout, OC,
-                                                                                                       dj + c->g);
+    k_quant_128x1_t<<<band_grid(OC, most, c->g), 256, 0, g_cu.stream>>>(yq, ys, dout, OC, dj + c->g, band_job{});
     CU_LAUNCHED();
     for (int i = 0; i < c->g; i++) {
         int64_t e = c->e[i], n = counts[e];
