@@ -848,10 +848,14 @@ dim3 band_grid(int64_t Cc, int64_t RB, int64_t jobs) {
 }
 
 /* 128x128 blocks of w (R, Cc): block per (rb, cb).  q (R, kld) and/or qt (Cc,
- * kld) codes (kld >= Cc or >= R: the pad of the block as 0); scale
- * s[rb * ld + cb] and/or st[cb * ldt + rb]. */
+ * kld) codes (kld >= Cc, or for qt kld = up128(R): the pad of the block as
+ * 0); scale s[rb * ld + cb] and/or st[cb * ldt + rb].  qt's codes go through
+ * shared memory (tq, 128 x TQ bytes) and out a 32-bit word (4 rows) a thread,
+ * a warp 128 contiguous bytes of a qt row (a thread per code wrote bytes a row
+ * apart). */
+enum { TQ = 132 };
 __device__ void quant_128x128_block(uint8_t *q, uint8_t *qt, int64_t kld, float *s, int64_t ld, float *st, int64_t ldt,
-                                    const float *w, int64_t R, int64_t Cc, float *sh) {
+                                    const float *w, int64_t R, int64_t Cc, float *sh, uint8_t *tq) {
     int64_t rb = blockIdx.y, cb = blockIdx.x, r0 = rb * 128, c0 = cb * 128;
     int64_t nr = R - r0 < 128 ? R - r0 : 128, nc = Cc - c0 < 128 ? Cc - c0 : 128;
     float a = 0.0f;
@@ -863,10 +867,10 @@ __device__ void quant_128x128_block(uint8_t *q, uint8_t *qt, int64_t kld, float 
         if (st) st[cb * ldt + rb] = sc;
     }
     for (int64_t i = threadIdx.x; i < nr * nc; i += blockDim.x) {
-        int64_t r = r0 + i / nc, c = c0 + i % nc;
-        uint8_t code = e4m3(w[r * Cc + c] / sc);
-        if (q) q[r * kld + c] = code;
-        if (qt) qt[c * kld + r] = code;
+        int64_t r = i / nc, c = i % nc;
+        uint8_t code = e4m3(w[(r0 + r) * Cc + c0 + c] / sc);
+        if (q) q[(r0 + r) * kld + c0 + c] = code;
+        if (qt) tq[c * TQ + r] = code;
     }
     /* the K pad inside this block: columns Cc.. of q's rows (last column block),
      * rows R.. of qt's rows (last row block) */
@@ -875,17 +879,21 @@ __device__ void quant_128x128_block(uint8_t *q, uint8_t *qt, int64_t kld, float 
             int64_t r = r0 + i / (128 - nc), c = c0 + nc + i % (128 - nc);
             if (c < kld) q[r * kld + c] = 0;
         }
-    if (qt && r0 + nr < kld && nr < 128)
-        for (int64_t i = threadIdx.x; i < nc * (128 - nr); i += blockDim.x) {
-            int64_t c = c0 + i / (128 - nr), r = r0 + nr + i % (128 - nr);
-            if (r < kld) qt[c * kld + r] = 0;
+    if (qt) {
+        for (int64_t i = threadIdx.x; i < nc * (128 - nr); i += blockDim.x) tq[(i / (128 - nr)) * TQ + nr + i % (128 - nr)] = 0;
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < nc * 32; i += blockDim.x) {
+            int64_t c = i / 32, wd = i % 32;
+            *(uint32_t *)(qt + (c0 + c) * kld + r0 + wd * 4) = *(const uint32_t *)(tq + c * TQ + wd * 4);
         }
+    }
 }
 
 __global__ void k_quant_128x128(uint8_t *q, uint8_t *qt, int64_t kld, float *s, int64_t ld, float *st, int64_t ldt,
                                 const float *w, int64_t R, int64_t Cc) {
     __shared__ float sh[32];
-    quant_128x128_block(q, qt, kld, s, ld, st, ldt, w, R, Cc, sh);
+    __shared__ uint32_t tq[128 * TQ / 4];
+    quant_128x128_block(q, qt, kld, s, ld, st, ldt, w, R, Cc, sh, (uint8_t *)tq);
 }
 /* the same over a list of weights (blockIdx.z): weight z's codes at
  * q + z * qstride (or qt), its scales at s + z * sstride (or st) */
@@ -893,9 +901,10 @@ __global__ void k_quant_128x128_list(uint8_t *q, uint8_t *qt, int64_t kld, int64
                                      float *st, int64_t ldt, int64_t sstride, const float *const *wl, int64_t R,
                                      int64_t Cc) {
     __shared__ float sh[32];
+    __shared__ uint32_t tq[128 * TQ / 4];
     const int64_t z = blockIdx.z;
     quant_128x128_block(q ? q + z * qstride : NULL, qt ? qt + z * qstride : NULL, kld, s ? s + z * sstride : NULL, ld,
-                        st ? st + z * sstride : NULL, ldt, wl[z], R, Cc, sh);
+                        st ? st + z * sstride : NULL, ldt, wl[z], R, Cc, sh, (uint8_t *)tq);
 }
 
 /* 1x128 tiles of the rows of the experts' permuted activations x (N, Cc),
