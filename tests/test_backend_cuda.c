@@ -649,6 +649,27 @@ TEST(cuda_ops_grouped_linear) {
     ds_cuda_fp8_mma_set(mma);
 }
 
+/* gemm_cuda's benchmarks (tools/gpu_check.sh) run every kind and both expert
+ * paths on small shapes, on the path they name */
+TEST(cuda_gemm_bench_kinds) {
+    NEED_GPU();
+    static const char *kinds[] = {"fp8", "fp8-mma", "fp8-own", "bf16", "fp32"};
+    static const char *paths[] = {"cublaslt", "mma", "own", "cublaslt", "cublaslt"};
+    for (int k = 0; k < 5; k++) {
+        double t = 0;
+        const char *path = "";
+        CHECK_MSG(ds_cuda_gemm_bench(kinds[k], 128, 128, 256, 1, &t, &path) == 0, "%s: %s", kinds[k], ds_errmsg());
+        CHECK_MSG(t > 0 && !strcmp(path, paths[k]), "%s: %g TFLOPS on %s", kinds[k], t, path);
+    }
+    double t = 0;
+    const char *path = "";
+    CHECK(ds_cuda_gemm_bench("fp9", 128, 128, 128, 1, &t, &path) != 0);
+    for (int m = 0; m < 2; m++) {
+        CHECK_MSG(ds_cuda_gemm_bench_experts(m ? "mma" : "lt", 3, 40, 128, 256, 1, &t, &path) == 0, "%s", ds_errmsg());
+        CHECK_MSG(t > 0 && !strcmp(path, m ? "mma" : "cublaslt"), "experts: %g TFLOPS on %s", t, path);
+    }
+}
+
 /* The FP8 tensor-core kernel's self-check turns it off when the instruction
  * gives wrong sums: cudamock's stand-in told to swap its output rows
  * (CUDAMOCK_MMA_BROKEN=1); the experts then run one GEMM each, still right.
@@ -1211,7 +1232,8 @@ TEST(cuda_model_logits_grads_vs_cpu) {
         } else {
             /* FP8 (E4M3 steps of 6%): a code that flips moves its product by a
              * step; the loss stays within DeepSeek's 0.25%.  Measured under
-             * cudamock: logits 5.1e-7, gradients 7.2e-4, loss 1.4e-8 */
+             * cudamock: logits 5.1e-7, gradients 7.2e-4, loss 1.4e-8 (the experts one
+             * cuBLASLt GEMM each); 5.1e-7, 2.3e-4, 2.8e-9 (the tensor-core kernel) */
             CHECK_MSG(el < 0.1 && ls < 2.5e-3, "fp8: logits %.3g loss %.3g", el, ls);
         }
         run_free(&a), run_free(&b);

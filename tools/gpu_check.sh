@@ -36,13 +36,16 @@
 #                 ids and text equal, real numbers within 1e-4 (BF16 1e-3)
 #        staged   the host-staged table and the fakedev device-resident paths
 #                 (CPU only, the same as make test)
-#   4. GEMM TFLOPS: FP8 block-scaled (cuBLASLt, and dsv3's own kernel) vs
-#      cuBLASLt BF16 and FP32 on DeepSeek-V3 shapes, M = 4096
+#   4. GEMM TFLOPS: FP8 block-scaled (cuBLASLt, dsv3's CUDA-core kernel and
+#      its tensor-core kernel) vs cuBLASLt BF16 and FP32 on DeepSeek-V3
+#      shapes, M = 4096; the routed experts' FP8 products (32 experts), one
+#      cuBLASLt GEMM each vs one launch of the tensor-core kernel
 #   5. training tokens/s of `small` on the GPU: fp32, bf16, fp8
 #      (bench-train --device cuda, batch 8 x 512, device-resident), and of
 #      PyTorch transformers on the same GPU (tools/bench_train_torch.py,
 #      BENCH_DEVICE=cuda: FP32 with TF32 off, and BF16 autocast) when torch is there;
-#      A/B runs: FP8 experts one by one, BF16 experts without the batched
+#      A/B runs: FP8 experts one by one, FP8 experts one cuBLASLt GEMM each
+#      instead of the tensor-core kernel (DSV3_CUDA_FP8_MMA=0), BF16 experts without the batched
 #      cuBLASLt calls (DSV3_CUDA_BATCHED=0), BF16 attention on the tensor
 #      cores (DSV3_CUDA_ATTN=bf16)
 #   6. decode tokens/s of `small` at batch 1 (generate --device cuda,
@@ -50,7 +53,8 @@
 #      batch 32 (bench-decode: serve's batching engine), and of transformers'
 #      generate on the same GPU at both
 #   7. training tokens/s of the ~1B-parameter config bench/configs/v3-1b.json
-#      (BF16, FP8; BF16 with DSV3_CUDA_BATCHED=0 and with DSV3_CUDA_ATTN=bf16),
+#      (BF16, FP8; BF16 with DSV3_CUDA_BATCHED=0 and with DSV3_CUDA_ATTN=bf16,
+#      FP8 with DSV3_CUDA_FP8_MMA=0),
 #      batch 8 x 512
 #   8. bench-train --profile (each entry's share of the timed steps) with
 #      DSV3_CUDA_PROFILE=1 on BF16 and FP8 steps of it (profile1b_bf16.log,

@@ -1356,6 +1356,24 @@ __global__ void k_rand_codes(uint8_t *q, int64_t n, uint32_t seed) {
     }
 }
 __global__ void k_fill(float *x, int64_t n, float v) { GRID_STRIDE(i, n) x[i] = v; }
+/* the device's mean milliseconds per call of once() over iters calls, after two */
+template <typename F>
+double bench_ms(F once, int iters) {
+    once();
+    once();
+    cudaEvent_t e0, e1;
+    CU_CHECK(cudaEventCreate(&e0));
+    CU_CHECK(cudaEventCreate(&e1));
+    CU_CHECK(cudaEventRecord(e0, g_cu.stream));
+    for (int i = 0; i < iters; i++) once();
+    CU_CHECK(cudaEventRecord(e1, g_cu.stream));
+    CU_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return (double)ms / iters;
+}
 } // namespace
 
 extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
@@ -1400,22 +1418,10 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
             gemm_fwd(d, b, a, bf16 ? CUDA_R_16BF : CUDA_R_32F, M, K, N);
         }
     };
-    once();
-    once();
-    cudaEvent_t e0, e1;
-    CU_CHECK(cudaEventCreate(&e0));
-    CU_CHECK(cudaEventCreate(&e1));
-    CU_CHECK(cudaEventRecord(e0, g_cu.stream));
-    for (int i = 0; i < iters; i++) once();
-    CU_CHECK(cudaEventRecord(e1, g_cu.stream));
-    CU_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    *tflops = 2.0 * (double)M * N * K / ((double)ms / 1e3 / iters) / 1e12;
+    const double ms = bench_ms(once, iters);
+    *tflops = 2.0 * (double)M * N * K / (ms / 1e3) / 1e12;
     if (path) *path = mma ? "mma" : !fp8 ? "cublaslt" : n_lt > lt0 ? "cublaslt" : "own";
     fp8_own_only = prev;
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
     cudaFree(a), cudaFree(b), cudaFree(d), cudaFree(sa), cudaFree(sb);
     return 0;
 }
@@ -1458,22 +1464,10 @@ extern "C" int ds_cuda_gemm_bench_experts(const char *how, int64_t G, int64_t ro
         else
             for (int64_t g = 0; g < G; g++) fp8_gemm(gj[g].D, gj[g].ldd, gj[g].a, gj[g].b, gj[g].m, gj[g].n, gj[g].K, 0);
     };
-    once();
-    once();
-    cudaEvent_t e0, e1;
-    CU_CHECK(cudaEventCreate(&e0));
-    CU_CHECK(cudaEventCreate(&e1));
-    CU_CHECK(cudaEventRecord(e0, g_cu.stream));
-    for (int i = 0; i < iters; i++) once();
-    CU_CHECK(cudaEventRecord(e1, g_cu.stream));
-    CU_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    *tflops = 2.0 * (double)G * rows * N * K / ((double)ms / 1e3 / iters) / 1e12;
+    const double ms = bench_ms(once, iters);
+    *tflops = 2.0 * (double)G * rows * N * K / (ms / 1e3) / 1e12;
     if (path) *path = mma ? "mma" : n_lt - lt0 == (iters + 2) * G ? "cublaslt" : "cublaslt+fallback";
     fp8_own_only = prev;
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
     cudaFree(w), cudaFree(x), cudaFree(d), cudaFree(sw), cudaFree(sx);
     return 0;
 }
