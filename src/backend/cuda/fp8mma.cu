@@ -15,9 +15,10 @@
  * the fallback where cuBLASLt takes no algorithm.
  *
  * The tile: 128 x 128 outputs a block of 16 warps (4 x 4, each 32 x 32: 2 x 4
- * m16n8 fragments; 64 accumulators a thread, the block sums and the totals), one 128-wide K block at a time staged in shared memory
- * (rows padded to 144 bytes: the fragment loads of 8 rows x 4 lanes hit 32
- * distinct banks), 4 k32 steps, then the promotion.  The mma.sync fragment
+ * m16n8 fragments; 64 accumulators a thread, the block sums and the totals),
+ * one 128-wide K block at a time staged in shared memory (rows padded to 144
+ * bytes: the fragment loads of 8 rows x 4 lanes hit 32 distinct banks), 4 k32
+ * steps, then the promotion.  Single-buffered, no cp.async or wgmma yet.  The mma.sync fragment
  * layout (PTX ISA, m16n8k32 with 8-bit types; g = lane / 4, t = lane % 4):
  * A: a0 (row g, k 4t..4t+3), a1 (row g+8, same k), a2 (row g, k 16+4t..),
  * a3 (row g+8, k 16+4t..); B: b0 (col g, k 4t..4t+3), b1 (col g, k 16+4t..);
