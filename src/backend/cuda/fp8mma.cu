@@ -185,7 +185,13 @@ int mma_state; /* 0: not checked, 1: on, -1: off */
  * (1x128 tiles) with the codes padded to 384 (16-byte loads), and the same
  * operands read with K = 300 rows as stored (byte loads, the pad ignored)
  * added to a D of ones.  Random codes (no NaN), scales of mixed sizes. */
-int self_check(double *err, double *scale) {
+struct check_report {
+    double err, scale;               /* the largest difference; the largest reference value */
+    int64_t outputs, bad[2], worst_r, worst_c; /* outputs a product, those off by more than the bound; the worst */
+    int worst_j;
+    double got, want;
+};
+int self_check(check_report *rep) {
     const int64_t m = 150, n = 70, K = 300, kld = 384, KB = 3, ld = 4;
     std::vector<uint8_t> qa((size_t)(m * kld), 0), qb((size_t)(n * kld), 0);
     std::vector<float> sa((size_t)(2 * ld)), sb((size_t)(KB * n)), d0((size_t)(m * n)), d1((size_t)(m * n), 1.0f);
@@ -223,22 +229,31 @@ int self_check(double *err, double *scale) {
     CU_CHECK(cudaMemcpyAsync(d1.data(), dd + d0.size(), d1.size() * 4, cudaMemcpyDeviceToHost, g_cu.stream));
     CU_CHECK(cudaStreamSynchronize(g_cu.stream));
     cudaFree(dqa), cudaFree(dqb), cudaFree(dsa), cudaFree(dsb), cudaFree(dd);
-    int ok = jobs[0].vec && !jobs[1].vec;
-    *err = 0, *scale = 0;
+    std::vector<double> want(2 * d0.size());
+    *rep = check_report{};
     for (int64_t r = 0; r < m; r++)
         for (int64_t c = 0; c < n; c++) {
-            double e0 = ref_at(qa.data(), sa.data(), A, qb.data(), sb.data(), B, m, n, K, r, c);
-            double e1 = 1.0 + ref_at(qa.data(), sa.data(), A2, qb.data(), sb.data(), B2, m, n, K, r, c);
-            double g0 = d0[(size_t)(c * m + r)], g1 = d1[(size_t)(c * m + r)];
-            if (!(g0 == g0) || !(g1 == g1)) ok = 0;
-            *err = fmax(*err, fmax(fabs(g0 - e0), fabs(g1 - e1)));
-            *scale = fmax(*scale, fmax(fabs(e0), fabs(e1)));
+            want[(size_t)(c * m + r)] = ref_at(qa.data(), sa.data(), A, qb.data(), sb.data(), B, m, n, K, r, c);
+            want[d0.size() + (size_t)(c * m + r)] =
+                1.0 + ref_at(qa.data(), sa.data(), A2, qb.data(), sb.data(), B2, m, n, K, r, c);
         }
+    for (double v : want) rep->scale = fmax(rep->scale, fabs(v));
+    rep->outputs = m * n;
     /* the tensor cores' sums of 32 exact products keep fewer bits than FP32
      * (DeepSeek-V3 §3.3.2: about 14, below the largest term: ~1e-4 of a block's
      * largest product, a few blocks and scales of up to 16 a side); a wrong
      * fragment layout, row, scale or block is off by O(1) of the largest value */
-    return ok && *err <= 1e-2 * *scale;
+    const double bound = 1e-2 * rep->scale;
+    for (int j = 0; j < 2; j++)
+        for (size_t i = 0; i < d0.size(); i++) {
+            double g = (j ? d1 : d0)[i], w = want[j * d0.size() + i], e = g == g ? fabs(g - w) : INFINITY;
+            if (e > bound) rep->bad[j]++;
+            if (e > rep->err) {
+                rep->err = e, rep->worst_j = j, rep->worst_r = (int64_t)i % m, rep->worst_c = (int64_t)i / m;
+                rep->got = g, rep->want = w;
+            }
+        }
+    return jobs[0].vec && !jobs[1].vec && !rep->bad[0] && !rep->bad[1];
 }
 
 } // namespace
@@ -251,13 +266,15 @@ int ds_cu_fp8_mma_ready(void) {
         mma_state = -1;
         return 0;
     }
-    double err, scale;
-    mma_state = self_check(&err, &scale) ? 1 : -1;
+    check_report r;
+    mma_state = self_check(&r) ? 1 : -1;
     if (mma_state < 0)
         fprintf(stderr,
-                "dsv3: cuda: the FP8 tensor-core kernel failed its self-check (max error %.3g of values up to %.3g); "
-                "FP8 experts run one cuBLASLt GEMM each\n",
-                err, scale);
+                "dsv3: cuda: the FP8 tensor-core kernel failed its self-check (%lld and %lld of %lld outputs off by more "
+                "than 1e-2 of the largest value %.3g; the worst: product %d row %lld col %lld, %.6g for %.6g); FP8 "
+                "experts run one cuBLASLt GEMM each\n",
+                (long long)r.bad[0], (long long)r.bad[1], (long long)r.outputs, r.scale, r.worst_j, (long long)r.worst_r,
+                (long long)r.worst_c, r.got, r.want);
     return mma_state > 0;
 }
 
