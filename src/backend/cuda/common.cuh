@@ -170,6 +170,9 @@ __device__ __forceinline__ int64_t block_argmax(const float *x, int64_t n, float
     return *at;
 }
 
+/* x rounded up to the 128-block's end (FP8 blocks, padded code rows) */
+static inline int64_t up128(int64_t x) { return (x + 127) / 128 * 128; }
+
 /* ---- FP8 block-scaled GEMM operands (gemm.cu, fp8mma.cu) ----
  * rows of K-major E4M3 codes at q[r * kld + k] (kld >= K; where kld >=
  * up128(K) the codes beyond K to the 128-block's end are zero), with scales

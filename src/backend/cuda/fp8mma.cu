@@ -31,6 +31,9 @@
  */
 #include "backend/cuda/common.cuh"
 #include <cuda_fp8.h>
+extern "C" {
+#include "num/fp8.h"
+}
 #include <math.h>
 #include <string.h>
 #include <vector>
@@ -153,17 +156,12 @@ __global__ void __launch_bounds__(TTHREADS) k_fp8_mma(const fp8_job *jobs, int n
             }
 }
 
-int64_t up128(int64_t x) { return (x + 127) / 128 * 128; }
 int vec_ok(const fp8_operand &o, int64_t K) {
     return o.kld % 16 == 0 && ((uintptr_t)o.q & 15) == 0 && o.kld >= up128(K);
 }
 
 /* ---- the self-check --------------------------------------------------------------- */
-float e4m3_host(uint8_t c) {
-    int s = c >> 7, e = (c >> 3) & 15, m = c & 7;
-    float v = e ? ldexpf(1.0f + m / 8.0f, e - 7) : ldexpf(m / 8.0f, -6);
-    return s ? -v : v;
-}
+float e4m3_host(uint8_t c) { return ds_fp8_to_f32(c, DS_FP8_E4M3); } /* the CPU's codec */
 /* D = Σ_kb Σ_k a·b · sA·sB in double, the operands' layouts read as the kernel reads them */
 double ref_at(const uint8_t *qa, const float *sa, const fp8_operand &A, const uint8_t *qb, const float *sb,
               const fp8_operand &B, int64_t m, int64_t n, int64_t K, int64_t r, int64_t c) {

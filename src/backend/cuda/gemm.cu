@@ -556,7 +556,6 @@ int batched_refused;      /* cuBLASLt refused a batched BF16 call once: off from
 int64_t n_batched;        /* batched calls made (ds_cuda_batched_calls) */
 
 int64_t batch_rows(int64_t n) { return n <= 64 ? (n + 15) / 16 * 16 : lt_bucket(n); }
-int64_t up128(int64_t x) { return (x + 127) / 128 * 128; }
 
 /* a listed expert's place: its rows o.. (n of them) in the permuted buffer,
  * its block of mb rows from row p in the padded copies */
