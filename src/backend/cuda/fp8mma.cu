@@ -14,9 +14,9 @@
  * (fp8_job): every block looks its product up by its tile index.  It is also
  * the fallback where cuBLASLt takes no algorithm.
  *
- * The tile: 128 x 128 outputs a block of 16 warps (4 x 4, each 32 x 32: 2 x 4
- * m16n8 fragments; 64 accumulators a thread, the block sums and the totals),
- * one 128-wide K block at a time staged in shared memory (rows padded to 144
+ * The tile: 128 x 64 outputs a block of 8 warps (4 x 2, each 32 x 32: 2 x 4
+ * m16n8 fragments; 64 accumulators a thread, the block sums and the totals;
+ * two blocks an SM), one 128-wide K block at a time staged in shared memory (rows padded to 144
  * bytes: the fragment loads of 8 rows x 4 lanes hit 32 distinct banks), 4 k32
  * steps, then the promotion.  Single-buffered, no cp.async or wgmma yet.  The mma.sync fragment
  * layout (PTX ISA, m16n8k32 with 8-bit types; g = lane / 4, t = lane % 4):
@@ -45,8 +45,10 @@ int64_t g_cu_fp8_mma_launches;
 
 namespace {
 
-/* 16 warps, 4 x 4, each 32 x 32 outputs: FM x FN m16n8 fragments */
-enum { TB = 128, TLD = 128 + 16, TTHREADS = 512, FM = 2, FN = 4 };
+/* a TM x TN output tile a block: 8 warps, 4 x 2, each 32 x 32 outputs (FM x FN
+ * m16n8 fragments); two blocks an SM (128 registers a thread), so one block's
+ * staging overlaps the other's products */
+enum { TM = 128, TN = 64, TLD = 128 + 16, TTHREADS = 256, FM = 2, FN = 4 };
 
 /* d += A (16 x 32) · B (32 x 8), E4M3 in, FP32 out */
 __device__ __forceinline__ void mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
@@ -65,12 +67,13 @@ __device__ __forceinline__ void mma_e4m3(float *d, const uint32_t *a, const uint
 #endif
 }
 
-/* rows r0.. of one 128-wide K block of an operand into a (TB x TLD) tile,
- * zero beyond its rows (and, vec 0, beyond K) */
-__device__ __forceinline__ void stage(uint8_t *t, const fp8_operand &o, int r0, int R, int kb, int K, int vec) {
+/* rows r0.. r0+rows-1 of one 128-wide K block of an operand into a (rows x
+ * TLD) tile, zero beyond its rows (and, vec 0, beyond K) */
+__device__ __forceinline__ void stage(uint8_t *t, const fp8_operand &o, int r0, int rows, int R, int kb, int K,
+                                      int vec) {
     const int tid = threadIdx.x;
     if (vec) {
-        for (int i = tid; i < TB * 8; i += TTHREADS) {
+        for (int i = tid; i < rows * 8; i += TTHREADS) {
             int row = i >> 3, ch = i & 7;
             uint4 v = make_uint4(0, 0, 0, 0);
             if (r0 + row < R) v = *(const uint4 *)(o.q + (int64_t)(r0 + row) * o.kld + kb * 128 + ch * 16);
@@ -78,17 +81,17 @@ __device__ __forceinline__ void stage(uint8_t *t, const fp8_operand &o, int r0, 
         }
     } else {
 #pragma unroll 1
-        for (int i = tid; i < TB * 128; i += TTHREADS) {
+        for (int i = tid; i < rows * 128; i += TTHREADS) {
             int row = i >> 7, kk = i & 127, k = kb * 128 + kk;
             t[row * TLD + kk] = r0 + row < R && k < K ? o.q[(int64_t)(r0 + row) * o.kld + k] : 0;
         }
     }
 }
 
-__global__ void __launch_bounds__(TTHREADS) k_fp8_mma(const fp8_job *jobs, int nj) {
-    __shared__ uint4 ta16[TB * TLD / 16], tb16[TB * TLD / 16]; /* 16-byte aligned */
+__global__ void __launch_bounds__(TTHREADS, 2) k_fp8_mma(const fp8_job *jobs, int nj) {
+    __shared__ uint4 ta16[TM * TLD / 16], tb16[TN * TLD / 16]; /* 16-byte aligned */
     uint8_t *ta = (uint8_t *)ta16, *tb = (uint8_t *)tb16;
-    __shared__ float sa[TB], sb[TB];
+    __shared__ float sa[TM], sb[TN];
     __shared__ fp8_job J;  /* in shared memory: the registers hold the sums */
     if (threadIdx.x == 0) {
         int lo = 0, hi = nj;   /* the job holding this tile: the last with tile0 <= blockIdx.x */
@@ -102,7 +105,7 @@ __global__ void __launch_bounds__(TTHREADS) k_fp8_mma(const fp8_job *jobs, int n
     __syncthreads();
     /* row and column counts below 2^31 (ds_cu_fp8_mma checks) */
     const int64_t rel = (int64_t)blockIdx.x - J.tile0;
-    const int r0 = (int)(rel % J.mt) * TB, c0 = (int)(rel / J.mt) * TB, m = (int)J.m, n = (int)J.n, K = (int)J.K;
+    const int r0 = (int)(rel % J.mt) * TM, c0 = (int)(rel / J.mt) * TN, m = (int)J.m, n = (int)J.n, K = (int)J.K;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int wr = (warp & 3) * 32, wc = (warp >> 2) * 32;
     float tot[FM][FN][4], part[FM][FN][4];
@@ -115,10 +118,10 @@ __global__ void __launch_bounds__(TTHREADS) k_fp8_mma(const fp8_job *jobs, int n
     const int KB = (K + 127) / 128;
     for (int kb = 0; kb < KB; kb++) {
         __syncthreads();
-        stage(ta, J.a, r0, m, kb, K, J.vec);
-        stage(tb, J.b, c0, n, kb, K, J.vec);
-        if (tid < TB) sa[tid] = r0 + tid < m ? fp8_scale(J.a, r0 + tid, kb, m) : 0.0f;
-        else if (tid < 2 * TB) sb[tid - TB] = c0 + tid - TB < n ? fp8_scale(J.b, c0 + tid - TB, kb, n) : 0.0f;
+        stage(ta, J.a, r0, TM, m, kb, K, J.vec);
+        stage(tb, J.b, c0, TN, n, kb, K, J.vec);
+        if (tid < TM) sa[tid] = r0 + tid < m ? fp8_scale(J.a, r0 + tid, kb, m) : 0.0f;
+        else if (tid < TM + TN) sb[tid - TM] = c0 + tid - TM < n ? fp8_scale(J.b, c0 + tid - TM, kb, n) : 0.0f;
         __syncthreads();
         for (int mi = 0; mi < FM; mi++)
             for (int ni = 0; ni < FN; ni++)
@@ -281,9 +284,11 @@ void ds_cu_fp8_mma(fp8_job *jobs, int nj) {
     for (int i = 0; i < nj; i++) {
         fp8_job &j = jobs[i];
         j.vec = vec_ok(j.a, j.K) && vec_ok(j.b, j.K);
-        j.mt = (j.m + TB - 1) / TB;
+        if (j.m >= INT32_MAX || j.n >= INT32_MAX || j.K >= INT32_MAX)
+            ds_cu_fail("ds_cu_fp8_mma", "a product with a dimension of 2^31 or more", __FILE__, __LINE__);
+        j.mt = (j.m + TM - 1) / TM;
         j.tile0 = tiles;
-        if (j.m > 0 && j.n > 0 && j.K >= 0) tiles += j.mt * ((j.n + TB - 1) / TB);
+        if (j.m > 0 && j.n > 0 && j.K >= 0) tiles += j.mt * ((j.n + TN - 1) / TN);
     }
     if (!tiles) return;
     fp8_job *dj = (fp8_job *)ds_cu_scratch(SCR_MMA_JOBS, (size_t)nj * sizeof(fp8_job));
