@@ -88,6 +88,11 @@ __device__ __forceinline__ void stage(uint8_t *t, const fp8_operand &o, int r0, 
     }
 }
 
+/* the tile row and column of accumulator i of fragment (mi, ni) of the warp at
+ * (wr, wc): the D layout (d0, d1 row g; d2, d3 row g+8; columns 2t, 2t+1) */
+__device__ __forceinline__ int frag_row(int wr, int mi, int g, int i) { return wr + mi * 16 + g + (i >> 1) * 8; }
+__device__ __forceinline__ int frag_col(int wc, int ni, int t, int i) { return wc + ni * 8 + t * 2 + (i & 1); }
+
 __global__ void __launch_bounds__(TTHREADS, 2) k_fp8_mma(const fp8_job *jobs, int nj) {
     __shared__ uint4 ta16[TM * TLD / 16], tb16[TN * TLD / 16]; /* 16-byte aligned */
     uint8_t *ta = (uint8_t *)ta16, *tb = (uint8_t *)tb16;
@@ -112,7 +117,7 @@ __global__ void __launch_bounds__(TTHREADS, 2) k_fp8_mma(const fp8_job *jobs, in
     for (int mi = 0; mi < FM; mi++)
         for (int ni = 0; ni < FN; ni++)
             for (int i = 0; i < 4; i++) {
-                int r = r0 + wr + mi * 16 + g + (i >> 1) * 8, c = c0 + wc + ni * 8 + t * 2 + (i & 1);
+                int r = r0 + frag_row(wr, mi, g, i), c = c0 + frag_col(wc, ni, t, i);
                 tot[mi][ni][i] = J.beta && r < m && c < n ? J.D[c * J.ldd + r] : 0.0f;
             }
     const int KB = (K + 127) / 128;
@@ -147,14 +152,14 @@ __global__ void __launch_bounds__(TTHREADS, 2) k_fp8_mma(const fp8_job *jobs, in
         for (int mi = 0; mi < FM; mi++)
             for (int ni = 0; ni < FN; ni++)
                 for (int i = 0; i < 4; i++) {
-                    int rr = wr + mi * 16 + g + (i >> 1) * 8, cc = wc + ni * 8 + t * 2 + (i & 1);
+                    int rr = frag_row(wr, mi, g, i), cc = frag_col(wc, ni, t, i);
                     tot[mi][ni][i] = fmaf(part[mi][ni][i], sa[rr] * sb[cc], tot[mi][ni][i]);
                 }
     }
     for (int mi = 0; mi < FM; mi++)
         for (int ni = 0; ni < FN; ni++)
             for (int i = 0; i < 4; i++) {
-                int r = r0 + wr + mi * 16 + g + (i >> 1) * 8, c = c0 + wc + ni * 8 + t * 2 + (i & 1);
+                int r = r0 + frag_row(wr, mi, g, i), c = c0 + frag_col(wc, ni, t, i);
                 if (r < m && c < n) J.D[c * J.ldd + r] = tot[mi][ni][i];
             }
 }
@@ -164,7 +169,6 @@ int vec_ok(const fp8_operand &o, int64_t K) {
 }
 
 /* ---- the self-check --------------------------------------------------------------- */
-float e4m3_host(uint8_t c) { return ds_fp8_to_f32(c, DS_FP8_E4M3); } /* the CPU's codec */
 /* D = Σ_kb Σ_k a·b · sA·sB in double, the operands' layouts read as the kernel reads them */
 double ref_at(const uint8_t *qa, const float *sa, const fp8_operand &A, const uint8_t *qb, const float *sb,
               const fp8_operand &B, int64_t m, int64_t n, int64_t K, int64_t r, int64_t c) {
@@ -172,7 +176,7 @@ double ref_at(const uint8_t *qa, const float *sa, const fp8_operand &A, const ui
     for (int64_t kb = 0; kb * 128 < K; kb++) {
         double s = 0;
         for (int64_t k = kb * 128; k < K && k < kb * 128 + 128; k++)
-            s += (double)e4m3_host(qa[r * A.kld + k]) * e4m3_host(qb[c * B.kld + k]);
+            s += (double)ds_fp8_to_f32(qa[r * A.kld + k], DS_FP8_E4M3) * ds_fp8_to_f32(qb[c * B.kld + k], DS_FP8_E4M3);
         double fa = A.blk ? sa[(r / 128) * A.ld + kb] : sa[kb * m + r];
         double fb = B.blk ? sb[(c / 128) * B.ld + kb] : sb[kb * n + c];
         d += s * fa * fb;
@@ -288,7 +292,7 @@ void ds_cu_fp8_mma(fp8_job *jobs, int nj) {
             ds_cu_fail("ds_cu_fp8_mma", "a product with a dimension of 2^31 or more", __FILE__, __LINE__);
         j.mt = (j.m + TM - 1) / TM;
         j.tile0 = tiles;
-        if (j.m > 0 && j.n > 0 && j.K >= 0) tiles += j.mt * ((j.n + TN - 1) / TN);
+        if (j.m > 0 && j.n > 0) tiles += j.mt * ((j.n + TN - 1) / TN);
     }
     if (!tiles) return;
     fp8_job *dj = (fp8_job *)ds_cu_scratch(SCR_MMA_JOBS, (size_t)nj * sizeof(fp8_job));
