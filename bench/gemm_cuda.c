@@ -4,7 +4,8 @@
  * against cuBLASLt BF16 (FP32 accumulation and output) and FP32 on
  * DeepSeek-V3's shapes, M = 4096 tokens: N x K = 7168x2048, 2048x7168,
  * 24576x1536, 7168x16384; then the routed experts' products, one cuBLASLt GEMM
- * an expert against one tensor-core launch for all.  Prints one JSON object.
+ * an expert against one tensor-core launch for all (its fragments by ldmatrix
+ * and by 32-bit loads).  Prints one JSON object.
  *   gemm_cuda [--probe] [--iters N] [--m M]
  * --probe prints {"gpu": true|false, ...} and exits 0 (GPU) or 3 (none).
  * Exit 3 without a GPU, with {"gpu": false, "error": "..."}. */
@@ -87,21 +88,22 @@ int main(int argc, char **argv) {
     static const int64_t ex[][4] = {{32, 768, 512, 1536}, {32, 768, 1536, 512}, {32, 512, 2048, 7168}, {32, 512, 7168, 2048}};
     printf("\n], \"experts\": [");
     for (int s = 0; s < 4; s++) {
-        double lt = 0, mm = 0;
-        const char *pl = "", *pm = "";
+        double lt = 0, mm = 0, mp = 0;
+        const char *pl = "", *pm = "", *pp = "";
         if (ds_cuda_gemm_bench_experts("lt", ex[s][0], ex[s][1], ex[s][2], ex[s][3], iters, &lt, &pl) ||
-            ds_cuda_gemm_bench_experts("mma", ex[s][0], ex[s][1], ex[s][2], ex[s][3], iters, &mm, &pm)) {
+            ds_cuda_gemm_bench_experts("mma", ex[s][0], ex[s][1], ex[s][2], ex[s][3], iters, &mm, &pm) ||
+            ds_cuda_gemm_bench_experts("mma-plain", ex[s][0], ex[s][1], ex[s][2], ex[s][3], iters, &mp, &pp)) {
             fprintf(stderr, "gemm_cuda: experts %lld x %lld rows, %lldx%lld: %s\n", (long long)ex[s][0],
                     (long long)ex[s][1], (long long)ex[s][2], (long long)ex[s][3], ds_errmsg());
             rc = 1;
         }
         printf("%s\n  {\"G\": %lld, \"rows\": %lld, \"N\": %lld, \"K\": %lld, \"lt_tflops\": %.1f, \"lt_path\": \"%s\", "
-               "\"mma_tflops\": %.1f, \"mma_over_lt\": %.2f}",
+               "\"mma_tflops\": %.1f, \"mma_over_lt\": %.2f, \"mma_plain_tflops\": %.1f}",
                s ? "," : "", (long long)ex[s][0], (long long)ex[s][1], (long long)ex[s][2], (long long)ex[s][3], lt, pl,
-               mm, lt > 0 ? mm / lt : 0.0);
+               mm, lt > 0 ? mm / lt : 0.0, mp);
         fprintf(stderr, "experts %lld x %lld rows, N=%lld K=%lld: one cuBLASLt GEMM each %.1f TFLOPS (%s), "
-                        "one tensor-core launch %.1f\n",
-                (long long)ex[s][0], (long long)ex[s][1], (long long)ex[s][2], (long long)ex[s][3], lt, pl, mm);
+                        "one tensor-core launch %.1f (ldmatrix), %.1f (32-bit fragment loads)\n",
+                (long long)ex[s][0], (long long)ex[s][1], (long long)ex[s][2], (long long)ex[s][3], lt, pl, mm, mp);
     }
     printf("\n]}\n");
     return rc;

@@ -649,8 +649,8 @@ TEST(cuda_ops_grouped_linear) {
     ds_cuda_fp8_mma_set(mma);
 }
 
-/* gemm_cuda's benchmarks (tools/gpu_check.sh) run every kind and both expert
- * paths on small shapes, on the path they name */
+/* gemm_cuda's benchmarks (tools/gpu_check.sh) run every kind and the three
+ * expert paths on small shapes, on the path they name */
 TEST(cuda_gemm_bench_kinds) {
     NEED_GPU();
     static const char *kinds[] = {"fp8", "fp8-mma", "fp8-own", "bf16", "fp32"};
@@ -664,16 +664,21 @@ TEST(cuda_gemm_bench_kinds) {
     double t = 0;
     const char *path = "";
     CHECK(ds_cuda_gemm_bench("fp9", 128, 128, 128, 1, &t, &path) != 0);
-    for (int m = 0; m < 2; m++) {
-        CHECK_MSG(ds_cuda_gemm_bench_experts(m ? "mma" : "lt", 3, 40, 128, 256, 1, &t, &path) == 0, "%s", ds_errmsg());
-        CHECK_MSG(t > 0 && !strcmp(path, m ? "mma" : "cublaslt"), "experts: %g TFLOPS on %s", t, path);
+    static const char *how[] = {"lt", "mma", "mma-plain"}, *ran[] = {"cublaslt", "mma", "mma-plain"};
+    for (int m = 0; m < 3; m++) {
+        CHECK_MSG(ds_cuda_gemm_bench_experts(how[m], 3, 40, 128, 256, 1, &t, &path) == 0, "%s", ds_errmsg());
+        CHECK_MSG(t > 0 && !strcmp(path, ran[m]), "experts %s: %g TFLOPS on %s", how[m], t, path);
     }
+    CHECK_MSG(ds_cuda_fp8_mma_loads() == 1, "the benchmark left the fragment loads at %d", ds_cuda_fp8_mma_loads());
+    CHECK(ds_cuda_gemm_bench_experts("mma-fast", 3, 40, 128, 256, 1, &t, &path) != 0);
 }
 
 /* The FP8 tensor-core kernel's self-check turns it off when the instruction
  * gives wrong sums: cudamock's stand-in told to swap its output rows
  * (CUDAMOCK_MMA_BROKEN=1); the experts then run one GEMM each, still right.
- * Only under tools/cudamock (a GPU's instruction cannot be broken). */
+ * Where only ldmatrix is wrong (CUDAMOCK_LDSM_BROKEN=1: two of its matrices
+ * swapped), the kernel stays on with 32-bit fragment loads.  Only under
+ * tools/cudamock (a GPU's instructions cannot be broken). */
 TEST(cuda_fp8_mma_selfcheck) {
     NEED_GPU();
     if (strncmp(ds_cuda_device_name(), "cudamock", 8)) {
@@ -689,13 +694,26 @@ TEST(cuda_fp8_mma_selfcheck) {
     ds_cuda_fp8_mma_counts(&j0, &l0);
     grouped_case(DS_PREC_FP8, 300, 3, 200, 70, &r, 1e-6);
     ds_cuda_fp8_mma_counts(&j1, &l1);
-    CHECK_MSG(l1 == l0 + 1, "the self-check's launch alone: %lld launches", (long long)(l1 - l0));
-    CHECK(ds_cuda_fp8_mma_set(1) == 0);
+    /* the ldmatrix build's check, then the 32-bit loads' */
+    CHECK_MSG(l1 == l0 + 2, "the self-checks' launches alone: %lld launches", (long long)(l1 - l0));
+    CHECK(ds_cuda_fp8_mma_loads() == -1);
     unsetenv("CUDAMOCK_MMA_BROKEN");
+    /* ldmatrix broken alone: the kernel stays on with 32-bit fragment loads */
+    CHECK(ds_cuda_fp8_mma_set(1) == 0);
+    setenv("CUDAMOCK_LDSM_BROKEN", "1", 1);
+    ds_cuda_fp8_mma_counts(&j0, &l0);
+    grouped_case(DS_PREC_FP8, 300, 3, 200, 70, &r, 1e-6);
+    ds_cuda_fp8_mma_counts(&j1, &l1);
+    CHECK_MSG(l1 == l0 + 2 + 5, "two checks and the products on 32-bit loads: %lld launches", (long long)(l1 - l0));
+    CHECK(ds_cuda_fp8_mma_loads() == 0);
+    unsetenv("CUDAMOCK_LDSM_BROKEN");
+    ds_cuda_fp8_mma_set(0);
+    ds_cuda_fp8_mma_set(1);
     ds_cuda_fp8_mma_counts(&j0, &l0);
     grouped_case(DS_PREC_FP8, 300, 3, 200, 70, &r, 1e-6);
     ds_cuda_fp8_mma_counts(&j1, &l1);
     CHECK_MSG(l1 == l0 + 1 + 5, "checked again and on: %lld launches", (long long)(l1 - l0));
+    CHECK(ds_cuda_fp8_mma_loads() == 1);
     ds_cuda_fp8_mma_set(mma);
 }
 

@@ -142,6 +142,30 @@ void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
     for (int i = 0; i < 4; i++) d[i] += out[br && *br == '1' ? i ^ 2 : i];
 }
 
+/* ldmatrix m8n8 .x4 .b16 (fp8mma.cu): each lane's row address gathered over
+ * the warp (two barriers, as a shuffle); register j of lane l is 4 bytes at
+ * 4 (l % 4) of the row that lane 8 j + l / 4 named.  A row address that is
+ * not 16-byte aligned aborts (the instruction requires it).
+ * CUDAMOCK_LDSM_BROKEN=1 swaps matrices 1 and 2 (cuda_fp8_mma_selfcheck: the
+ * self-check must fall back to the 32-bit loads). */
+void cudamock_ldmatrix_x4(uint32_t *r, const void *p) {
+    if (warp_bar.empty()) not_sequential("ldmatrix");
+    if ((uintptr_t)p & 15) {
+        std::fprintf(stderr, "cudamock: ldmatrix row address %p not 16-byte aligned\n", p);
+        std::abort();
+    }
+    int w = my_tid / 32, lane = my_tid % 32;
+    warp_slot[(size_t)w * 32 + lane] = (uint64_t)(uintptr_t)p;
+    warp_bar[w]->arrive_and_wait();
+    const char *br = getenv("CUDAMOCK_LDSM_BROKEN"); /* the self-check's test: matrices 1 and 2 swapped */
+    for (int j = 0; j < 4; j++) {
+        int jj = br && *br == '1' && (j == 1 || j == 2) ? 3 - j : j;
+        const unsigned char *row = (const unsigned char *)(uintptr_t)warp_slot[(size_t)w * 32 + jj * 8 + lane / 4];
+        std::memcpy(&r[j], row + (lane % 4) * 4, 4);
+    }
+    warp_bar[w]->arrive_and_wait();
+}
+
 /* ---- runtime ---------------------------------------------------------------------- */
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }

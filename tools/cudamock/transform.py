@@ -14,7 +14,7 @@ src = open(sys.argv[1]).read()
 common = os.path.join(os.path.dirname(sys.argv[1]), 'common.cuh')
 lib = src + (open(common).read() if os.path.exists(common) else '')
 
-SYNC = re.compile(r'__syncthreads|__shfl\w*|__syncwarp|__ballot\w*|__any_sync|__all_sync|__activemask|cudamock_shfl|cudamock_mma')
+SYNC = re.compile(r'__syncthreads|__shfl\w*|__syncwarp|__ballot\w*|__any_sync|__all_sync|__activemask|cudamock_shfl|cudamock_mma|cudamock_ldmatrix')
 
 def bodies(text):
     """name -> the bodies of its __global__/__device__ definitions (all overloads)"""

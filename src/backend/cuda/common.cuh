@@ -209,6 +209,9 @@ struct fp8_job {
  * no rows are skipped) on g_cu.stream. */
 int ds_cu_fp8_mma_ready(void);
 void ds_cu_fp8_mma(fp8_job *jobs, int nj);
+/* its fragment loads from now on (1 ldmatrix, 0 32-bit loads; the benchmark's
+ * A/B), the previous returned */
+int ds_cu_fp8_mma_ldsm(int ldsm);
 extern int64_t g_cu_fp8_mma_launches;
 
 /* ---- entries, by file (signatures as struct ds_ops) ---- */

@@ -67,6 +67,10 @@ void ds_cuda_fp8_counts(int64_t *lt, int64_t *own);
  * it ran, and in how many launches, since start. */
 int ds_cuda_fp8_mma_set(int on);
 void ds_cuda_fp8_mma_counts(int64_t *jobs, int64_t *launches);
+/* its fragment loads where it is on: 1 ldmatrix (the default), 0 32-bit
+ * shared-memory loads (where the ldmatrix build fails the self-check, or
+ * DSV3_CUDA_FP8_MMA=plain); -1 off */
+int ds_cuda_fp8_mma_loads(void);
 
 /* How many strided-batched cuBLASLt calls the BF16 expert GEMMs made since
  * start (one per class of row counts and product; gemm.cu). */

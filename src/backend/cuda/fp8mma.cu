@@ -16,18 +16,23 @@
  *
  * The tile: 128 x 64 outputs a block of 8 warps (4 x 2, each 32 x 32: 2 x 4
  * m16n8 fragments; 64 accumulators a thread, the block sums and the totals;
- * two blocks an SM), one 128-wide K block at a time staged in shared memory (rows padded to 144
- * bytes: the fragment loads of 8 rows x 4 lanes hit 32 distinct banks), 4 k32
- * steps, then the promotion.  Single-buffered, no cp.async or wgmma yet.  The mma.sync fragment
- * layout (PTX ISA, m16n8k32 with 8-bit types; g = lane / 4, t = lane % 4):
+ * two blocks an SM).  K goes by 128-wide blocks through two stages of shared
+ * memory (55.5 KB): while the warps multiply block kb out of one, block kb+1's
+ * codes arrive in the other by cp.async (16 bytes a copy, past the registers),
+ * with its scales.  Rows are padded to 144 bytes, so the fragment loads
+ * (ldmatrix .x4: four 8-row x 16-byte matrices, one instruction for a whole A
+ * fragment or two B ones) hit 32 distinct banks; 4 k32 steps, then the
+ * promotion.  No wgmma yet.  The mma.sync fragment layout (PTX ISA, m16n8k32
+ * with 8-bit types; g = lane / 4, t = lane % 4), which ldmatrix's b16 layout
+ * (lane l: bytes 4 (l % 4).. of row l / 4) gives as is:
  * A: a0 (row g, k 4t..4t+3), a1 (row g+8, same k), a2 (row g, k 16+4t..),
  * a3 (row g+8, k 16+4t..); B: b0 (col g, k 4t..4t+3), b1 (col g, k 16+4t..);
  * D: d0, d1 (row g, cols 2t, 2t+1), d2, d3 (row g+8, same cols).
  *
  * Not run on a GPU yet: a self-check at first use (ds_cu_fp8_mma_ready)
  * compares it with a double-precision host reference and turns it off, with a
- * line on stderr, if it disagrees.  tools/cudamock runs it over a warp-wide
- * stand-in for the instruction (cudamock_mma_e4m3).
+ * line on stderr, if it disagrees.  tools/cudamock runs it over warp-wide
+ * stand-ins for the two instructions (cudamock_mma_e4m3, cudamock_ldmatrix_x4).
  */
 #include "backend/cuda/common.cuh"
 #include <cuda_fp8.h>
@@ -38,17 +43,19 @@ extern "C" {
 #include <string.h>
 #include <vector>
 
-/* the CPU stand-in for mma.sync (tools/cudamock/mock.cpp); never called on a GPU */
+/* the CPU stand-ins for mma.sync and ldmatrix (tools/cudamock/mock.cpp); never called on a GPU */
 __device__ void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b);
+__device__ void cudamock_ldmatrix_x4(uint32_t *r, const void *p);
 
 int64_t g_cu_fp8_mma_launches;
 
 namespace {
 
 /* a TM x TN output tile a block: 8 warps, 4 x 2, each 32 x 32 outputs (FM x FN
- * m16n8 fragments); two blocks an SM (128 registers a thread), so one block's
- * staging overlaps the other's products */
+ * m16n8 fragments); two blocks an SM (128 registers a thread) */
 enum { TM = 128, TN = 64, TLD = 128 + 16, TTHREADS = 256, FM = 2, FN = 4 };
+/* the dynamic shared memory: two stages, each A's and B's slab and scales */
+enum { STAGE_BYTES = (TM + TN) * TLD + (TM + TN) * 4, SMEM_BYTES = 2 * STAGE_BYTES };
 
 /* d += A (16 x 32) · B (32 x 8), E4M3 in, FP32 out */
 __device__ __forceinline__ void mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
@@ -67,17 +74,53 @@ __device__ __forceinline__ void mma_e4m3(float *d, const uint32_t *a, const uint
 #endif
 }
 
+/* four 8 x 16-byte matrices from shared memory: lane l gives the address of
+ * row l % 8 of matrix l / 8 (16-byte aligned); register j of lane l gets
+ * bytes 4 (l % 4).. of row l / 4 of matrix j (ldmatrix m8n8 .b16: the
+ * mma.sync 8-bit fragments' layout) */
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const uint8_t *p) {
+#if defined(__CUDA_ARCH__)
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+#else
+    cudamock_ldmatrix_x4(r, p);
+#endif
+}
+
+/* 16 bytes global -> shared without the registers (cp.async, sm_80 and up),
+ * waited for by cp_wait */
+__device__ __forceinline__ void cp16(uint8_t *s, const uint8_t *g) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned a = (unsigned)__cvta_generic_to_shared(s);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(g));
+#else
+    *(uint4 *)s = *(const uint4 *)g;
+#endif
+}
+__device__ __forceinline__ void cp_commit(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+/* every group but the newest done (this thread's copies; a barrier after it for the block's) */
+__device__ __forceinline__ void cp_wait1(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
+}
+
 /* rows r0.. r0+rows-1 of one 128-wide K block of an operand into a (rows x
- * TLD) tile, zero beyond its rows (and, vec 0, beyond K) */
+ * TLD) tile, zero beyond its rows (and, vec 0, beyond K); vec: cp.async */
 __device__ __forceinline__ void stage(uint8_t *t, const fp8_operand &o, int r0, int rows, int R, int kb, int K,
                                       int vec) {
     const int tid = threadIdx.x;
     if (vec) {
         for (int i = tid; i < rows * 8; i += TTHREADS) {
             int row = i >> 3, ch = i & 7;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (r0 + row < R) v = *(const uint4 *)(o.q + (int64_t)(r0 + row) * o.kld + kb * 128 + ch * 16);
-            *(uint4 *)(t + row * TLD + ch * 16) = v;
+            if (r0 + row < R) cp16(t + row * TLD + ch * 16, o.q + (int64_t)(r0 + row) * o.kld + kb * 128 + ch * 16);
+            else *(uint4 *)(t + row * TLD + ch * 16) = make_uint4(0, 0, 0, 0);
         }
     } else {
 #pragma unroll 1
@@ -93,10 +136,14 @@ __device__ __forceinline__ void stage(uint8_t *t, const fp8_operand &o, int r0, 
 __device__ __forceinline__ int frag_row(int wr, int mi, int g, int i) { return wr + mi * 16 + g + (i >> 1) * 8; }
 __device__ __forceinline__ int frag_col(int wc, int ni, int t, int i) { return wc + ni * 8 + t * 2 + (i & 1); }
 
+/* One block per output tile of a job.  Two stages in shared memory: while the
+ * warps multiply K block kb out of one, block kb+1's codes arrive in the other
+ * (cp.async) with its scales.  LDSM: the fragments by ldmatrix (1), or by
+ * 32-bit shared-memory loads (0: the fallback where the ldmatrix build fails
+ * the self-check, and DSV3_CUDA_FP8_MMA=plain). */
+template <int LDSM>
 __global__ void __launch_bounds__(TTHREADS, 2) k_fp8_mma(const fp8_job *jobs, int nj) {
-    __shared__ uint4 ta16[TM * TLD / 16], tb16[TN * TLD / 16]; /* 16-byte aligned */
-    uint8_t *ta = (uint8_t *)ta16, *tb = (uint8_t *)tb16;
-    __shared__ float sa[TM], sb[TN];
+    extern __shared__ uint4 smem16[]; /* SMEM_BYTES, 16-byte aligned */
     __shared__ fp8_job J;  /* in shared memory: the registers hold the sums */
     if (threadIdx.x == 0) {
         int lo = 0, hi = nj;   /* the job holding this tile: the last with tile0 <= blockIdx.x */
@@ -113,6 +160,18 @@ __global__ void __launch_bounds__(TTHREADS, 2) k_fp8_mma(const fp8_job *jobs, in
     const int r0 = (int)(rel % J.mt) * TM, c0 = (int)(rel / J.mt) * TN, m = (int)J.m, n = (int)J.n, K = (int)J.K;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int wr = (warp & 3) * 32, wc = (warp >> 2) * 32;
+    /* stage s: A's slab, B's, A's scales, B's */
+    auto ta = [&](int s) { return (uint8_t *)smem16 + s * STAGE_BYTES; };
+    auto tb = [&](int s) { return ta(s) + TM * TLD; };
+    auto sa = [&](int s) { return (float *)(ta(s) + (TM + TN) * TLD); };
+    auto sb = [&](int s) { return sa(s) + TM; };
+    auto load = [&](int kb, int s) {
+        stage(ta(s), J.a, r0, TM, m, kb, K, J.vec);
+        stage(tb(s), J.b, c0, TN, n, kb, K, J.vec);
+        if (tid < TM) sa(s)[tid] = r0 + tid < m ? fp8_scale(J.a, r0 + tid, kb, m) : 0.0f;
+        else if (tid < TM + TN) sb(s)[tid - TM] = c0 + tid - TM < n ? fp8_scale(J.b, c0 + tid - TM, kb, n) : 0.0f;
+        cp_commit();
+    };
     float tot[FM][FN][4], part[FM][FN][4];
     for (int mi = 0; mi < FM; mi++)
         for (int ni = 0; ni < FN; ni++)
@@ -121,40 +180,57 @@ __global__ void __launch_bounds__(TTHREADS, 2) k_fp8_mma(const fp8_job *jobs, in
                 tot[mi][ni][i] = J.beta && r < m && c < n ? J.D[c * J.ldd + r] : 0.0f;
             }
     const int KB = (K + 127) / 128;
+    load(0, 0);
+    /* the lanes' ldmatrix rows: matrix l / 8, its row l % 8 */
+    const int lm = lane >> 3, lr = lane & 7;
     for (int kb = 0; kb < KB; kb++) {
+        const int s = kb & 1;
+        if (kb + 1 < KB) load(kb + 1, s ^ 1); /* stage s ^ 1 was last read before the barrier ending kb - 1 */
+        else cp_commit();                      /* an empty group: "all but the newest" is stage s */
+        cp_wait1();
         __syncthreads();
-        stage(ta, J.a, r0, TM, m, kb, K, J.vec);
-        stage(tb, J.b, c0, TN, n, kb, K, J.vec);
-        if (tid < TM) sa[tid] = r0 + tid < m ? fp8_scale(J.a, r0 + tid, kb, m) : 0.0f;
-        else if (tid < TM + TN) sb[tid - TM] = c0 + tid - TM < n ? fp8_scale(J.b, c0 + tid - TM, kb, n) : 0.0f;
-        __syncthreads();
+        const uint8_t *A = ta(s), *B = tb(s);
         for (int mi = 0; mi < FM; mi++)
             for (int ni = 0; ni < FN; ni++)
                 for (int i = 0; i < 4; i++) part[mi][ni][i] = 0.0f;
 #pragma unroll 1 /* unrolled, the fragment loads of all four steps are hoisted: spills */
         for (int ks = 0; ks < 4; ks++) {
             uint32_t af[FM][4], bf[FN][2];
-            for (int mi = 0; mi < FM; mi++) {
-                const uint8_t *p = ta + (wr + mi * 16 + g) * TLD + ks * 32 + t * 4;
-                af[mi][0] = *(const uint32_t *)p;
-                af[mi][1] = *(const uint32_t *)(p + 8 * TLD);
-                af[mi][2] = *(const uint32_t *)(p + 16);
-                af[mi][3] = *(const uint32_t *)(p + 8 * TLD + 16);
-            }
-            for (int ni = 0; ni < FN; ni++) {
-                const uint8_t *p = tb + (wc + ni * 8 + g) * TLD + ks * 32 + t * 4;
-                bf[ni][0] = *(const uint32_t *)p;
-                bf[ni][1] = *(const uint32_t *)(p + 16);
+            if (LDSM) {
+                /* A: matrices (rows 0-7, k 0-15), (rows 8-15, k 0-15), (0-7, 16-31), (8-15, 16-31) = a0..a3 */
+                for (int mi = 0; mi < FM; mi++)
+                    ldsm_x4(af[mi], A + (wr + mi * 16 + (lm & 1) * 8 + lr) * TLD + ks * 32 + (lm >> 1) * 16);
+                /* B, two fragments at once: (cols of ni, k 0-15), (ni, 16-31), (ni+1, 0-15), (ni+1, 16-31) */
+                for (int ni = 0; ni < FN; ni += 2) {
+                    uint32_t r4[4];
+                    ldsm_x4(r4, B + (wc + (ni + (lm >> 1)) * 8 + lr) * TLD + ks * 32 + (lm & 1) * 16);
+                    bf[ni][0] = r4[0], bf[ni][1] = r4[1], bf[ni + 1][0] = r4[2], bf[ni + 1][1] = r4[3];
+                }
+            } else {
+                for (int mi = 0; mi < FM; mi++) {
+                    const uint8_t *p = A + (wr + mi * 16 + g) * TLD + ks * 32 + t * 4;
+                    af[mi][0] = *(const uint32_t *)p;
+                    af[mi][1] = *(const uint32_t *)(p + 8 * TLD);
+                    af[mi][2] = *(const uint32_t *)(p + 16);
+                    af[mi][3] = *(const uint32_t *)(p + 8 * TLD + 16);
+                }
+                for (int ni = 0; ni < FN; ni++) {
+                    const uint8_t *p = B + (wc + ni * 8 + g) * TLD + ks * 32 + t * 4;
+                    bf[ni][0] = *(const uint32_t *)p;
+                    bf[ni][1] = *(const uint32_t *)(p + 16);
+                }
             }
             for (int mi = 0; mi < FM; mi++)
                 for (int ni = 0; ni < FN; ni++) mma_e4m3(part[mi][ni], af[mi], bf[ni]);
         }
+        const float *SA = sa(s), *SB = sb(s);
         for (int mi = 0; mi < FM; mi++)
             for (int ni = 0; ni < FN; ni++)
                 for (int i = 0; i < 4; i++) {
                     int rr = frag_row(wr, mi, g, i), cc = frag_col(wc, ni, t, i);
-                    tot[mi][ni][i] = fmaf(part[mi][ni][i], sa[rr] * sb[cc], tot[mi][ni][i]);
+                    tot[mi][ni][i] = fmaf(part[mi][ni][i], SA[rr] * SB[cc], tot[mi][ni][i]);
                 }
+        __syncthreads(); /* stage s is free for block kb + 2 */
     }
     for (int mi = 0; mi < FM; mi++)
         for (int ni = 0; ni < FN; ni++)
@@ -185,6 +261,8 @@ double ref_at(const uint8_t *qa, const float *sa, const fp8_operand &A, const ui
 }
 
 int mma_state; /* 0: not checked, 1: on, -1: off */
+int mma_ldsm;  /* the fragment loads the kernel runs with: 1 ldmatrix, 0 32-bit loads */
+const char *mma_loads_name(int ldsm) { return ldsm ? "ldmatrix" : "32-bit shared-memory"; }
 
 /* Two products in one launch: A 150 x 300 (128x128 blocks) by B 70 x 300
  * (1x128 tiles) with the codes padded to 384 (16-byte loads), and the same
@@ -264,6 +342,18 @@ int self_check(check_report *rep) {
 } // namespace
 
 
+void say_failed(const check_report &r, int ldsm, const char *then) {
+    fprintf(stderr,
+            "dsv3: cuda: the FP8 tensor-core kernel with %s fragment loads failed its self-check (%lld and %lld of %lld "
+            "outputs off by more than 1e-2 of the largest value %.3g; the worst: product %d row %lld col %lld, %.6g for "
+            "%.6g); %s\n",
+            mma_loads_name(ldsm), (long long)r.bad[0], (long long)r.bad[1], (long long)r.outputs, r.scale, r.worst_j,
+            (long long)r.worst_r, (long long)r.worst_c, r.got, r.want, then);
+}
+
+/* on where the device has FP8 tensor cores and a build passes the self-check:
+ * the ldmatrix one, else the one with 32-bit fragment loads (each failure said
+ * on stderr), else off */
 int ds_cu_fp8_mma_ready(void) {
     if (mma_state) return mma_state > 0;
     const char *e = getenv("DSV3_CUDA_FP8_MMA");
@@ -272,14 +362,14 @@ int ds_cu_fp8_mma_ready(void) {
         return 0;
     }
     check_report r;
-    mma_state = self_check(&r) ? 1 : -1;
-    if (mma_state < 0)
-        fprintf(stderr,
-                "dsv3: cuda: the FP8 tensor-core kernel failed its self-check (%lld and %lld of %lld outputs off by more "
-                "than 1e-2 of the largest value %.3g; the worst: product %d row %lld col %lld, %.6g for %.6g); FP8 "
-                "experts run one cuBLASLt GEMM each\n",
-                (long long)r.bad[0], (long long)r.bad[1], (long long)r.outputs, r.scale, r.worst_j, (long long)r.worst_r,
-                (long long)r.worst_c, r.got, r.want);
+    mma_state = -1;
+    for (mma_ldsm = e && !strcmp(e, "plain") ? 0 : 1; mma_ldsm >= 0; mma_ldsm--) {
+        if (self_check(&r)) {
+            mma_state = 1;
+            break;
+        }
+        say_failed(r, mma_ldsm, mma_ldsm ? "trying 32-bit loads" : "FP8 experts run one cuBLASLt GEMM each");
+    }
     return mma_state > 0;
 }
 
@@ -297,9 +387,21 @@ void ds_cu_fp8_mma(fp8_job *jobs, int nj) {
     if (!tiles) return;
     fp8_job *dj = (fp8_job *)ds_cu_scratch(SCR_MMA_JOBS, (size_t)nj * sizeof(fp8_job));
     CU_CHECK(cudaMemcpyAsync(dj, jobs, (size_t)nj * sizeof(fp8_job), cudaMemcpyHostToDevice, g_cu.stream));
-    k_fp8_mma<<<(unsigned)tiles, TTHREADS, 0, g_cu.stream>>>(dj, nj);
+    static int attr; /* more than the 48 KB a block gets unasked */
+    if (!attr++) {
+        CU_CHECK(cudaFuncSetAttribute(k_fp8_mma<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES));
+        CU_CHECK(cudaFuncSetAttribute(k_fp8_mma<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES));
+    }
+    if (mma_ldsm) k_fp8_mma<1><<<(unsigned)tiles, TTHREADS, SMEM_BYTES, g_cu.stream>>>(dj, nj);
+    else k_fp8_mma<0><<<(unsigned)tiles, TTHREADS, SMEM_BYTES, g_cu.stream>>>(dj, nj);
     CU_LAUNCHED();
     g_cu_fp8_mma_launches++;
+}
+
+int ds_cu_fp8_mma_ldsm(int ldsm) {
+    int prev = mma_ldsm;
+    mma_ldsm = ldsm;
+    return prev;
 }
 
 /* the state before (checked first if it was not yet); on from off: checked again at its next use */
@@ -311,4 +413,12 @@ extern "C" int ds_cuda_fp8_mma_set(int on) {
     if (!on) mma_state = -1;
     else if (mma_state < 0) mma_state = 0;
     return prev;
+}
+
+/* the fragment loads of the kernel where it is on: 1 ldmatrix, 0 32-bit loads; -1 off */
+extern "C" int ds_cuda_fp8_mma_loads(void) {
+    if (!g_cu.ok) return -1;
+    ds_cu_bind();
+    std::lock_guard<std::mutex> g(g_cu_lock);
+    return ds_cu_fp8_mma_ready() ? mma_ldsm : -1;
 }

@@ -1433,8 +1433,9 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
 extern "C" int ds_cuda_gemm_bench_experts(const char *how, int64_t G, int64_t rows, int64_t N, int64_t K, int iters,
                                           double *tflops, const char **path) {
     if (!g_cu.ok) return ds_err("gemm bench: no CUDA device");
-    const int mma = !strcmp(how, "mma");
-    if (!mma && strcmp(how, "lt")) return ds_err("gemm bench: unknown expert path %s (lt, mma)", ds_quote(how));
+    const int plain = !strcmp(how, "mma-plain"), mma = plain || !strcmp(how, "mma");
+    if (!mma && strcmp(how, "lt"))
+        return ds_err("gemm bench: unknown expert path %s (lt, mma, mma-plain)", ds_quote(how));
     if (G < 1 || G > GMAX || rows < 1 || N < 1 || K < 1) return ds_err("gemm bench: bad expert shape");
     CU_ENTRY();
     if (mma && !ds_cu_fp8_mma_ready()) return ds_err("gemm bench: the FP8 tensor-core kernel is off on this device");
@@ -1463,9 +1464,11 @@ extern "C" int ds_cuda_gemm_bench_experts(const char *how, int64_t G, int64_t ro
         else
             for (int64_t g = 0; g < G; g++) fp8_gemm(gj[g].D, gj[g].ldd, gj[g].a, gj[g].b, gj[g].m, gj[g].n, gj[g].K, 0);
     };
+    const int ldsm = mma ? ds_cu_fp8_mma_ldsm(!plain) : 0;
     const double ms = bench_ms(once, iters);
+    if (mma) ds_cu_fp8_mma_ldsm(ldsm);
     *tflops = 2.0 * (double)G * rows * N * K / (ms / 1e3) / 1e12;
-    if (path) *path = mma ? "mma" : n_lt - lt0 == (iters + 2) * G ? "cublaslt" : "cublaslt+fallback";
+    if (path) *path = mma ? how : n_lt - lt0 == (iters + 2) * G ? "cublaslt" : "cublaslt+fallback";
     fp8_own_only = prev;
     cudaFree(w), cudaFree(x), cudaFree(d), cudaFree(sw), cudaFree(sx);
     return 0;
