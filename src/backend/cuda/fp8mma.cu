@@ -387,11 +387,12 @@ void ds_cu_fp8_mma(fp8_job *jobs, int nj) {
     if (!tiles) return;
     fp8_job *dj = (fp8_job *)ds_cu_scratch(SCR_MMA_JOBS, (size_t)nj * sizeof(fp8_job));
     CU_CHECK(cudaMemcpyAsync(dj, jobs, (size_t)nj * sizeof(fp8_job), cudaMemcpyHostToDevice, g_cu.stream));
-    static int attr; /* more than the 48 KB a block gets unasked */
-    if (!attr++) {
-        CU_CHECK(cudaFuncSetAttribute(k_fp8_mma<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES));
-        CU_CHECK(cudaFuncSetAttribute(k_fp8_mma<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES));
-    }
+    static int attr; /* more than the 48 KB a block gets unasked; the SM's memory as shared memory, two blocks' worth */
+    if (!attr++)
+        for (auto k : {k_fp8_mma<1>, k_fp8_mma<0>}) {
+            CU_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES));
+            CU_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+        }
     if (mma_ldsm) k_fp8_mma<1><<<(unsigned)tiles, TTHREADS, SMEM_BYTES, g_cu.stream>>>(dj, nj);
     else k_fp8_mma<0><<<(unsigned)tiles, TTHREADS, SMEM_BYTES, g_cu.stream>>>(dj, nj);
     CU_LAUNCHED();
