@@ -12,7 +12,7 @@
  *
  *   make && gcc -O1 -fopenmp -Isrc tools/attn_bf16_emulate.c build/libdsv3.a \
  *       $(make -s print-ldlibs | tail -1) -lm -o /tmp/attn_bf16_emulate
- *   /tmp/attn_bf16_emulate [../shared/data/tinyshakespeare/input.txt]
+ *   /tmp/attn_bf16_emulate [../shared/data/tinyshakespeare/input.txt] [bf16|fp16|bitsN] [seeds (3)]
  */
 #include <math.h>
 #include <stdio.h>
@@ -34,9 +34,34 @@ static struct ds_ops base;
 static unsigned char *text;
 static long ntext;
 
+/* how q, k, v, dout are rounded before the attention entries: BF16 (the
+ * tensor-core kernels), FP16 (10 mantissa bits; the tensor scaled by a power
+ * of two first so that its largest magnitude lands in [2^14, 2^15), then
+ * scaled back), or FP32 with the mantissa rounded to `bits` (a control: how
+ * far a rounding of that size alone moves the run) */
+enum { MODE_BF16, MODE_FP16, MODE_BITS };
+static int mode = MODE_BF16, bits = 16;
+static float round_bits(float x, int keep) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    int drop = 23 - keep;
+    uint32_t half = 1u << (drop - 1), mask = (1u << drop) - 1;
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    u = (u + half - 1 + ((u >> drop) & 1)) & ~mask; /* to nearest, ties to even */
+    memcpy(&x, &u, 4);
+    return x;
+}
 static float *rounded(const float *x, int64_t n) {
     float *y = ds_malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) y[i] = ds_bf16_to_f32(ds_f32_to_bf16(x[i]));
+    float amax = 0;
+    for (int64_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    int e = 0;
+    if (amax > 0) frexpf(amax, &e); /* amax in [2^(e-1), 2^e) */
+    float up = ldexpf(1.0f, 15 - e), down = ldexpf(1.0f, e - 15);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = mode == MODE_BF16   ? ds_bf16_to_f32(ds_f32_to_bf16(x[i]))
+               : mode == MODE_FP16 ? ds_f16_to_f32(ds_f32_to_f16(x[i] * up)) * down
+                                   : round_bits(x[i], bits);
     return y;
 }
 static void fwd_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B, int64_t T,
@@ -77,7 +102,7 @@ static double train(const struct ds_ops *ops, int seed, double *val) {
     float *mom = calloc((size_t)g.n, 4), *vel = calloc((size_t)g.n, 4);
     ds_loss_opts o = ds_loss_opts_default();
     ds_loss_terms t;
-    ds_adamw_hparams h = ds_adamw_default(3e-3);
+    ds_adamw_hparams h = ds_adamw_default(getenv("EMU_LR") ? atof(getenv("EMU_LR")) : 3e-3);
     ds_rng r;
     ds_rng_seed(&r, (uint64_t)(100 + seed));
     int32_t ids[B * T];
@@ -107,6 +132,10 @@ static double train(const struct ds_ops *ops, int seed, double *val) {
 
 int main(int argc, char **argv) {
     const char *path = argc > 1 ? argv[1] : "../shared/data/tinyshakespeare/input.txt";
+    const char *how = argc > 2 ? argv[2] : "bf16";
+    if (!strcmp(how, "fp16")) mode = MODE_FP16;
+    else if (!strncmp(how, "bits", 4) && atoi(how + 4) >= 8 && atoi(how + 4) <= 22) mode = MODE_BITS, bits = atoi(how + 4);
+    else if (strcmp(how, "bf16")) return fprintf(stderr, "attn_bf16_emulate: rounding %s: bf16, fp16 or bitsN (8..22)\n", how), 2;
     FILE *f = fopen(path, "rb");
     if (!f) return fprintf(stderr, "attn_bf16_emulate: cannot open %s\n", path), 2;
     fseek(f, 0, SEEK_END);
@@ -118,13 +147,15 @@ int main(int argc, char **argv) {
     if (ds_backend_table(&base, "cpu", DS_PREC_BF16)) return 1;
     struct ds_ops mod = base;
     mod.attention_forward = fwd_bf16, mod.attention_backward = bwd_bf16;
+    const int nseed = argc > 3 ? atoi(argv[3]) : 3;
+    if (nseed < 1 || nseed > 64) return fprintf(stderr, "attn_bf16_emulate: seeds %s: 1..64\n", argv[3]), 2;
     double ta = 0, tb = 0, va = 0, vb = 0;
-    for (int seed = 7; seed <= 9; seed++) {
+    for (int seed = 7; seed < 7 + nseed; seed++) {
         double v1, v2, l1 = train(&base, seed, &v1), l2 = train(&mod, seed, &v2);
         printf("seed %d: train %.5f vs %.5f, val %.5f vs %.5f (%.3f%%)\n", seed, l1, l2, v1, v2,
                100 * fabs(v2 - v1) / v1);
-        ta += l1 / 3, tb += l2 / 3, va += v1 / 3, vb += v2 / 3;
+        ta += l1 / nseed, tb += l2 / nseed, va += v1 / nseed, vb += v2 / nseed;
     }
-    printf("seed means: train %.3f%%, val %.3f%% apart\n", 100 * fabs(tb - ta) / ta, 100 * fabs(vb - va) / va);
+    printf("%s: seed means: train %.3f%%, val %.3f%% apart\n", how, 100 * fabs(tb - ta) / ta, 100 * fabs(vb - va) / va);
     return 0;
 }
