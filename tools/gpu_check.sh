@@ -46,23 +46,21 @@
 #      BENCH_DEVICE=cuda: FP32 with TF32 off, and BF16 autocast) when torch is there;
 #      A/B runs: FP8 experts one by one, FP8 experts one cuBLASLt GEMM each
 #      instead of the tensor-core kernel (DSV3_CUDA_FP8_MMA=0), BF16 experts without the batched
-#      cuBLASLt calls (DSV3_CUDA_BATCHED=0), BF16 attention on the tensor
-#      cores (DSV3_CUDA_ATTN=bf16)
+#      cuBLASLt calls (DSV3_CUDA_BATCHED=0), BF16 attention on the FP32 kernels
+#      instead of the tensor cores (DSV3_CUDA_ATTN=fp32)
 #   6. decode tokens/s of `small` at batch 1 (generate --device cuda,
 #      device-resident: weights and latent KV cache in device memory) and at
 #      batch 32 (bench-decode: serve's batching engine), and of transformers'
 #      generate on the same GPU at both
 #   7. training tokens/s of the ~1B-parameter config bench/configs/v3-1b.json
-#      (BF16, FP8; BF16 with DSV3_CUDA_BATCHED=0 and with DSV3_CUDA_ATTN=bf16,
+#      (BF16, FP8; BF16 with DSV3_CUDA_BATCHED=0 and with DSV3_CUDA_ATTN=fp32,
 #      FP8 with DSV3_CUDA_FP8_MMA=0),
 #      batch 8 x 512
 #   8. bench-train --profile (each entry's share of the timed steps) with
 #      DSV3_CUDA_PROFILE=1 on BF16 and FP8 steps of it (profile1b_bf16.log,
 #      profile1b_fp8.log), and on FP32 and BF16 steps of `small`
 #      (profile_small_fp32.log, profile_small_bf16.log)
-#   9. the BF16 and FP8 training parity again with DSV3_CUDA_ATTN=bf16
-#      (tests_train_attn: whether the tensor-core attention can be the default)
-#  10. compute-sanitizer's racecheck over the FP8 tensor-core kernel (race_fp8mma)
+#   9. compute-sanitizer's racecheck over the FP8 tensor-core kernel (race_fp8mma)
 # Results: JSON under $OUT (or the folder given as the first argument;
 # default ./gpu_check), summarised in gpu_check.json; each step's log and
 # exit status beside it (NAME.log, NAME.rc; 124: its time limit).
@@ -238,7 +236,8 @@ done
 # expert quantized and multiplied on its own); the FP8 experts' products one cuBLASLt GEMM each
 # instead of one launch of the tensor-core kernel (DSV3_CUDA_FP8_MMA=0);
 # the BF16 experts without the strided-batched cuBLASLt calls (DSV3_CUDA_BATCHED=0: cuBLAS's
-# grouped call on the CUDA cores); the BF16 attention on the tensor cores (DSV3_CUDA_ATTN=bf16)
+# grouped call on the CUDA cores); the BF16 table's attention on the FP32 kernels instead of the
+# tensor cores (DSV3_CUDA_ATTN=fp32)
 ab() { # NAME KEY ENV...
   local name=$1 key=$2 p=$3; shift 3
   run "$name" 40 env "$@" ./dsv3 --threads "$TH" bench-train --config small --random 8,512 --iters 3 --device cuda \
@@ -248,7 +247,7 @@ ab() { # NAME KEY ENV...
 ab train_fp8_loop fp8_experts_one_by_one fp8 DSV3_CUDA_GROUPED=0
 ab train_fp8_nomma fp8_experts_cublaslt fp8 DSV3_CUDA_FP8_MMA=0
 ab train_bf16_unbatched bf16_experts_not_batched bf16 DSV3_CUDA_BATCHED=0
-ab train_bf16_attn bf16_attention_tensor_cores bf16 DSV3_CUDA_ATTN=bf16
+ab train_bf16_attn32 bf16_attention_fp32 bf16 DSV3_CUDA_ATTN=fp32
 TMPM=$(mktemp -d)
 trap 'rm -rf "$TMPM"' EXIT
 ./dsv3 init --config small --out "$TMPM/cfg" --config-only >/dev/null 2>&1
@@ -293,7 +292,7 @@ for p in bf16 fp8; do
     --device cuda --precision "$p"
   BIG="$BIG${BIG:+, }\"$p\": $(lastj "train1b_$p")"
 done
-for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn DSV3_CUDA_ATTN=bf16" "fp8 nomma DSV3_CUDA_FP8_MMA=0"; do
+for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn32 DSV3_CUDA_ATTN=fp32" "fp8 nomma DSV3_CUDA_FP8_MMA=0"; do
   set -- $ab
   run "train1b_$1_$2" 60 env "$3" ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
     --random 8,512 --iters 2 --device cuda --precision "$1"
@@ -319,11 +318,7 @@ for p in fp32 bf16; do
     --random 8,512 --iters 2 --device cuda --precision "$p" --profile
 done
 
-# ---- 9. the BF16 and FP8 training parity once more with attention on the tensor cores
-# (DSV3_CUDA_ATTN=bf16, opt-in until this passes: docs/gpu.md, Speed item 5)
-run tests_train_attn 120 env DSV3_CUDA_ATTN=bf16 $TEST cuda_train_vs_cpu
-
-# ---- 10. shared-memory hazards of the FP8 tensor-core kernel (two cp.async stages, ldmatrix):
+# ---- 9. shared-memory hazards of the FP8 tensor-core kernel (two cp.async stages, ldmatrix):
 # racecheck over its self-check and the C = 300 fallback products (its exit code 9 on a hazard)
 if command -v compute-sanitizer >/dev/null; then
   run race_fp8mma 45 compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 4 $TEST cuda_ops_linear_fp8w
@@ -336,9 +331,9 @@ run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_r
 {
   printf '{"gpu": true, "probe": %s, "nvidia_smi": %s,\n' "$PROBE" "$SMI"
   printf ' "build": {"rc": 0, "banner": %s, "seconds": %s},\n' "$BANNER" "$BUILD_S"
-  printf ' "tests": {"ops": %s,\n  "models": %s,\n  "train": %s,\n  "train_attention_bf16": %s,\n  "cli": %s,\n  "staged": %s,\n  "racecheck_fp8mma_rc": %s},\n' \
-    "$(testj tests_ops)" "$(testj tests_models)" "$(testj tests_train)" "$(testj tests_train_attn)" "$(testj tests_cli)" \
-    "$(testj tests_staged)" "$(rcof race_fp8mma)"
+  printf ' "tests": {"ops": %s,\n  "models": %s,\n  "train": %s,\n  "cli": %s,\n  "staged": %s,\n  "racecheck_fp8mma_rc": %s},\n' \
+    "$(testj tests_ops)" "$(testj tests_models)" "$(testj tests_train)" "$(testj tests_cli)" "$(testj tests_staged)" \
+    "$(rcof race_fp8mma)"
   printf ' "tolerances": "ops: NMSE <= 1e-10 FP32 (CPU bits where the arithmetic is the same), FP8 GEMM NMSE <= 1e-6; models FP32: logits <= 1e-5, gradients <= 1e-4, loss <= 1e-5 (max diff / max magnitude); BF16 logits <= 2e-2, loss <= 2.5e-4; FP8 loss <= 2.5e-3; train FP32 20 steps losses <= 1e-4 relative, BF16/FP8 over seeds 7, 8, 9: mean last-10 train loss within 0.25%% of the CPU BF16 run, mean val within 0.4%%, each seed val within 1%%",\n'
   printf ' "gemm": %s,\n' "$(cat "$OUTDIR/gemm.json")"
   printf ' "train_small_8x512": {%s},\n' "$TRAIN"

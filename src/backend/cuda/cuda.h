@@ -79,9 +79,11 @@ int64_t ds_cuda_batched_calls(void);
  * grouped call or the loop); returns the previous state */
 int ds_cuda_batched_set(int on);
 
-/* The BF16 and FP8 tables' attention on the tensor cores (1; the default
- * with DSV3_CUDA_ATTN=bf16) or with the FP32 kernels (0, the default);
- * returns the previous state (attention.cu). */
+/* The BF16 and FP8 tables' attention on the tensor cores (1, the default:
+ * BF16 operands, FP32 accumulation, self-checked against the FP32 kernels at
+ * first use) or on the FP32 kernels (0; DSV3_CUDA_ATTN=fp32, or a failed
+ * self-check); returns the previous state (checked first where it was not
+ * yet; on from off or failed: checked again at its next use; attention.cu). */
 int ds_cuda_attention_tc_set(int on);
 
 /* GEMM benchmark on device buffers: kind "fp8" (1x128 x 128x128 block-scaled

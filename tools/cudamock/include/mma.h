@@ -9,6 +9,7 @@
 #include "cuda_bf16.h"
 #include "cuda_runtime.h"
 
+#include <cstdlib>
 namespace nvcuda {
 namespace wmma {
 struct row_major {};
@@ -55,10 +56,13 @@ template <typename T, typename LA, typename LB>
 void mma_sync(fragment<accumulator, 16, 16, 16, float> &d, const fragment<matrix_a, 16, 16, 16, T, LA> &a,
               const fragment<matrix_b, 16, 16, 16, T, LB> &b, const fragment<accumulator, 16, 16, 16, float> &c) {
     float out[256];
+    /* CUDAMOCK_WMMA_BROKEN=1: B read transposed (cuda_attention_tc_selfcheck: the self-check must turn it off) */
+    const char *br = getenv("CUDAMOCK_WMMA_BROKEN");
+    const bool bt = br && *br == '1';
     for (int r = 0; r < 16; r++)
         for (int n = 0; n < 16; n++) {
             float s = c.x[r * 16 + n];
-            for (int k = 0; k < 16; k++) s += a.x[r * 16 + k] * b.x[k * 16 + n];
+            for (int k = 0; k < 16; k++) s += a.x[r * 16 + k] * b.x[bt ? n * 16 + k : k * 16 + n];
             out[r * 16 + n] = s;
         }
     for (int i = 0; i < 256; i++) d.x[i] = out[i];
