@@ -620,8 +620,7 @@ void bwd_tc(float *dq, float *dk, float *dv, const float *dout, const float *out
 }
 
 /* ---- the tensor-core path's switch and self-check ------------------------------------ */
-int tc_env;   /* 0: not read, 1: on (the default), -1: off (DSV3_CUDA_ATTN=fp32 or 0, ds_cuda_attention_tc_set(0)) */
-int tc_state; /* its self-check: 0 not run, 1 passed, -1 failed (off) */
+int tc_state; /* 0: not checked, 1: on (the default), -1: off (DSV3_CUDA_ATTN=fp32 or 0, its self-check failed, turned off) */
 
 /* Σ (a-b)² / Σ b² over n values */
 double nmse(const std::vector<float> &a, const std::vector<float> &b) {
@@ -683,15 +682,11 @@ int tc_self_check(double err[5]) {
 
 /* on (checked at first use) or off */
 int tc_ready(void) {
-    if (!tc_env) {
-        const char *e = getenv("DSV3_CUDA_ATTN");
-        tc_env = e && (!strcmp(e, "fp32") || !strcmp(e, "0")) ? -1 : 1;
-    }
-    if (tc_env < 0) return 0;
     if (!tc_state) {
+        const char *e = getenv("DSV3_CUDA_ATTN");
         double err[5];
-        tc_state = tc_self_check(err) ? 1 : -1;
-        if (tc_state < 0)
+        if (e && (!strcmp(e, "fp32") || !strcmp(e, "0"))) tc_state = -1;
+        else if ((tc_state = tc_self_check(err) ? 1 : -1) < 0)
             fprintf(stderr,
                     "dsv3: cuda: the tensor-core attention failed its self-check against the FP32 kernels (NMSE out %.3g, "
                     "lse %.3g, dq %.3g, dk %.3g, dv %.3g; bound 1e-4); the BF16 and FP8 tables run attention on the FP32 "
@@ -712,16 +707,7 @@ int tc_fits(int64_t DQ, int64_t DV) {
 
 } // namespace
 
-/* the state before (checked first where it was not yet); on from off: checked again at its next use */
-extern "C" int ds_cuda_attention_tc_set(int on) {
-    if (!g_cu.ok) return 0;
-    ds_cu_bind();
-    std::lock_guard<std::mutex> g(g_cu_lock);
-    int prev = tc_ready();
-    if (!on) tc_env = -1;
-    else if (tc_env < 0 || tc_state < 0) tc_env = 1, tc_state = 0;
-    return prev;
-}
+extern "C" int ds_cuda_attention_tc_set(int on) { return ds_cu_checked_set(&tc_state, tc_ready, on); }
 
 extern "C" void ds_cu_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v,
                                              int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {

@@ -44,6 +44,13 @@ extern std::mutex g_cu_lock;
  * module's device first (a process on device 1 of a node otherwise launches
  * on device 0's context) */
 void ds_cu_bind(void);
+/* A path that is on once its self-check at first use passes (fp8mma.cu's
+ * tensor-core GEMM, attention.cu's tensor-core attention): *state 0 (not
+ * checked yet), 1 (on), -1 (off: its environment variable, a failed check, or
+ * turned off).  Its setter: the state before (ready() checks it first where it
+ * was not yet), off, or from off back to "not checked" (checked again, the
+ * environment read again, at its next use); under the entry lock. */
+int ds_cu_checked_set(int *state, int (*ready)(void), int on);
 /* DSV3_CUDA_PROFILE=1: each entry's wall time, the stream synchronised
  * before and after it (launch overhead and device time together; no overlap
  * between entries), summed per entry and printed as a table on stderr at exit */

@@ -522,3 +522,13 @@ extern "C" void ds_cu_token_logprobs(float *logprob, uint8_t *greedy, const floa
     CU_CHECK(cudaMemcpyAsync(greedy, dg, (size_t)N, cudaMemcpyDeviceToHost, g_cu.stream));
     CU_CHECK(cudaStreamSynchronize(g_cu.stream));
 }
+
+int ds_cu_checked_set(int *state, int (*ready)(void), int on) {
+    if (!g_cu.ok) return 0;
+    ds_cu_bind();
+    std::lock_guard<std::mutex> g(g_cu_lock);
+    int prev = ready();
+    if (!on) *state = -1;
+    else if (*state < 0) *state = 0;
+    return prev;
+}

@@ -405,16 +405,7 @@ int ds_cu_fp8_mma_ldsm(int ldsm) {
     return prev;
 }
 
-/* the state before (checked first if it was not yet); on from off: checked again at its next use */
-extern "C" int ds_cuda_fp8_mma_set(int on) {
-    if (!g_cu.ok) return 0;
-    ds_cu_bind();
-    std::lock_guard<std::mutex> g(g_cu_lock);
-    int prev = ds_cu_fp8_mma_ready();
-    if (!on) mma_state = -1;
-    else if (mma_state < 0) mma_state = 0;
-    return prev;
-}
+extern "C" int ds_cuda_fp8_mma_set(int on) { return ds_cu_checked_set(&mma_state, ds_cu_fp8_mma_ready, on); }
 
 /* the fragment loads of the kernel where it is on: 1 ldmatrix, 0 32-bit loads; -1 off */
 extern "C" int ds_cuda_fp8_mma_loads(void) {
