@@ -342,6 +342,8 @@ run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_r
   printf ' "decode_small_batch1": %s,\n' "$DEC"
   printf ' "decode_small_batch32": %s,\n' "$DEC32"
   printf ' "peer_decode_small": {%s},\n' "$PEERDEC"
+  # the tensor-core paths that turned themselves off (fp8mma.cu, attention.cu: "failed its self-check")
+  printf ' "self_check_failures": %s,\n' "$(grep -h 'failed its self-check' "$OUTDIR"/*.log 2>/dev/null | sort -u | head -8 | jstr)"
   printf ' "prebuilt": "%s",\n' "$PREBUILT"
   printf ' "note": "bench-train and generate --device cuda run device-resident (the CUDA table itself, device memory; docs/engine.md 2.5): the figures are the device kernels plus the per-MoE-layer count copies; moe_sort, balance_loss and sampling are device kernels",\n'
   printf ' "budget_s": %s, "seconds": %s}\n' "$BUDGET" "$(( $(date +%s) - T0 ))"
