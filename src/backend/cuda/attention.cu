@@ -642,11 +642,11 @@ int tc_self_check(double err[5]) {
     const float scale = 1.0f / sqrtf((float)DQ);
     std::vector<float> h[4] = {std::vector<float>(nq), std::vector<float>(nq), std::vector<float>(nv),
                                std::vector<float>(nv)}; /* q, k, v, dout */
-    uint32_t x = 2463534242u;
+    ds_rng rng;
+    ds_rng_seed(&rng, 2463534242u);
     for (int t = 0; t < 4; t++)
         for (float &f : h[t]) {
-            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-            float u = (float)(x >> 8) / 16777216.0f * 2.0f - 1.0f; /* [-1, 1) */
+            float u = (float)(2.0 * ds_rng_uniform(&rng) - 1.0); /* [-1, 1) */
             f = ds_bf16_to_f32(ds_f32_to_bf16(t < 2 ? 3.0f * u : t == 2 ? u : 0.01f * u));
         }
     /* device: q k v dout | out lse dq dk dv (tensor cores) | the same (FP32) */

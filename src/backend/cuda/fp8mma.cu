@@ -262,7 +262,6 @@ double ref_at(const uint8_t *qa, const float *sa, const fp8_operand &A, const ui
 
 int mma_state; /* 0: not checked, 1: on, -1: off */
 int mma_ldsm;  /* the fragment loads the kernel runs with: 1 ldmatrix, 0 32-bit loads */
-const char *mma_loads_name(int ldsm) { return ldsm ? "ldmatrix" : "32-bit shared-memory"; }
 
 /* Two products in one launch: A 150 x 300 (128x128 blocks) by B 70 x 300
  * (1x128 tiles) with the codes padded to 384 (16-byte loads), and the same
@@ -278,8 +277,9 @@ int self_check(check_report *rep) {
     const int64_t m = 150, n = 70, K = 300, kld = 384, KB = 3, ld = 4;
     std::vector<uint8_t> qa((size_t)(m * kld), 0), qb((size_t)(n * kld), 0);
     std::vector<float> sa((size_t)(2 * ld)), sb((size_t)(KB * n)), d0((size_t)(m * n)), d1((size_t)(m * n), 1.0f);
-    uint32_t h = 12345;
-    auto next = [&]() { h ^= h << 13, h ^= h >> 17, h ^= h << 5; return h; };
+    ds_rng rng;
+    ds_rng_seed(&rng, 12345);
+    auto next = [&]() { return (uint32_t)ds_rng_u64(&rng); };
     for (int64_t r = 0; r < m; r++)
         for (int64_t k = 0; k < K; k++) {
             uint8_t c = (uint8_t)next();
@@ -339,17 +339,16 @@ int self_check(check_report *rep) {
     return jobs[0].vec && !jobs[1].vec && !rep->bad[0] && !rep->bad[1];
 }
 
-} // namespace
-
-
 void say_failed(const check_report &r, int ldsm, const char *then) {
     fprintf(stderr,
             "dsv3: cuda: the FP8 tensor-core kernel with %s fragment loads failed its self-check (%lld and %lld of %lld "
             "outputs off by more than 1e-2 of the largest value %.3g; the worst: product %d row %lld col %lld, %.6g for "
             "%.6g); %s\n",
-            mma_loads_name(ldsm), (long long)r.bad[0], (long long)r.bad[1], (long long)r.outputs, r.scale, r.worst_j,
+            ldsm ? "ldmatrix" : "32-bit shared-memory", (long long)r.bad[0], (long long)r.bad[1], (long long)r.outputs, r.scale, r.worst_j,
             (long long)r.worst_r, (long long)r.worst_c, r.got, r.want, then);
 }
+
+} // namespace
 
 /* on where the device has FP8 tensor cores and a build passes the self-check:
  * the ldmatrix one, else the one with 32-bit fragment loads (each failure said
