@@ -361,17 +361,22 @@ TEST(cuda_ops_attention_bf16) {
     int was = ds_cuda_attention_tc_set(1); /* the default (DSV3_CUDA_ATTN=fp32 turns it off) */
     CHECK_MSG(was == 1, "the tensor-core attention is off (DSV3_CUDA_ATTN=fp32, or its self-check failed)");
     /* B, T, NH, DQ, DV, tensor cores: one token; ragged tiles of 64 rows; DeepSeek-V3's head dims;
-     * `small`'s (96, 64); dims not multiples of 16 (the FP32 kernels) */
+     * `small`'s (96, 64); dims not multiples of 16 (the FP32 kernels).  The tensor-core shapes at
+     * the key (query) tile the kernels pick (64, or 32 for the forward at (192, 128)), then at 32
+     * and 64 forced. */
     const int64_t shapes[][6] = {{1, 1, 1, 16, 16, 1}, {2, 70, 3, 32, 16, 1}, {1, 130, 2, 192, 128, 1},
                                  {1, 65, 1, 96, 64, 1}, {2, 45, 4, 48, 32, 1}, {2, 37, 3, 24, 16, 0}};
-    for (int s = 0; s < 6; s++) {
+    const int tiles[] = {0, 32, 64};
+    for (int run = 0; run < 6 + 4 * 2; run++) {
+        const int s = run < 6 ? run : 1 + (run - 6) % 4, tile = run < 6 ? 0 : tiles[1 + (run - 6) / 4];
         int64_t B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], DQ = shapes[s][3], DV = shapes[s][4];
         const int tc = (int)shapes[s][5];
         int64_t nq = B * T * NH * DQ, nv = B * T * NH * DV, nl = B * NH * T;
         float scale = 1.0f / sqrtf((float)DQ);
         char sh[96];
-        snprintf(sh, sizeof sh, "bf16 B=%lld T=%lld NH=%lld DQ=%lld DV=%lld", (long long)B, (long long)T,
-                 (long long)NH, (long long)DQ, (long long)DV);
+        ds_cuda_attention_tc_tile(tile);
+        snprintf(sh, sizeof sh, "bf16 B=%lld T=%lld NH=%lld DQ=%lld DV=%lld tile=%d", (long long)B, (long long)T,
+                 (long long)NH, (long long)DQ, (long long)DV, tile);
         float *q = randv(&r, nq, 1), *k = randv(&r, nq, 1), *v = randv(&r, nv, 1), *dy = randv(&r, nv, 1);
         float *qr = tc ? bf16_rounded(q, nq) : q, *kr = tc ? bf16_rounded(k, nq) : k;
         float *vr = tc ? bf16_rounded(v, nv) : v, *dyr = tc ? bf16_rounded(dy, nv) : dy;
@@ -410,6 +415,7 @@ TEST(cuda_ops_attention_bf16) {
         if (tc) free(qr), free(kr), free(vr), free(dyr);
         free(q), free(k), free(v), free(dy), free(o), free(o32), free(l), free(dq), free(dk), free(dv);
     }
+    ds_cuda_attention_tc_tile(0);
     /* turned off: the FP32 kernels, the CPU's result within 1e-10 */
     ds_cuda_attention_tc_set(0);
     {

@@ -237,7 +237,8 @@ done
 # instead of one launch of the tensor-core kernel (DSV3_CUDA_FP8_MMA=0);
 # the BF16 experts without the strided-batched cuBLASLt calls (DSV3_CUDA_BATCHED=0: cuBLAS's
 # grouped call on the CUDA cores); the BF16 table's attention on the FP32 kernels instead of the
-# tensor cores (DSV3_CUDA_ATTN=fp32)
+# tensor cores (DSV3_CUDA_ATTN=fp32); the tensor-core attention at a key (query) tile of 64 in every
+# kernel (DSV3_CUDA_ATTN_TILE=64; `small`'s dk/dv kernel picks 32, the ~1B config's forward too)
 ab() { # NAME KEY ENV...
   local name=$1 key=$2 p=$3; shift 3
   run "$name" 40 env "$@" ./dsv3 --threads "$TH" bench-train --config small --random 8,512 --iters 3 --device cuda \
@@ -248,6 +249,7 @@ ab train_fp8_loop fp8_experts_one_by_one fp8 DSV3_CUDA_GROUPED=0
 ab train_fp8_nomma fp8_experts_cublaslt fp8 DSV3_CUDA_FP8_MMA=0
 ab train_bf16_unbatched bf16_experts_not_batched bf16 DSV3_CUDA_BATCHED=0
 ab train_bf16_attn32 bf16_attention_fp32 bf16 DSV3_CUDA_ATTN=fp32
+ab train_bf16_tile64 bf16_attention_tile64 bf16 DSV3_CUDA_ATTN_TILE=64
 TMPM=$(mktemp -d)
 trap 'rm -rf "$TMPM"' EXIT
 ./dsv3 init --config small --out "$TMPM/cfg" --config-only >/dev/null 2>&1
@@ -292,7 +294,7 @@ for p in bf16 fp8; do
     --device cuda --precision "$p"
   BIG="$BIG${BIG:+, }\"$p\": $(lastj "train1b_$p")"
 done
-for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn32 DSV3_CUDA_ATTN=fp32" "fp8 nomma DSV3_CUDA_FP8_MMA=0"; do
+for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn32 DSV3_CUDA_ATTN=fp32" "bf16 tile64 DSV3_CUDA_ATTN_TILE=64" "fp8 nomma DSV3_CUDA_FP8_MMA=0"; do
   set -- $ab
   run "train1b_$1_$2" 60 env "$3" ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
     --random 8,512 --iters 2 --device cuda --precision "$1"

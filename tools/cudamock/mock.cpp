@@ -11,6 +11,7 @@
 #include <barrier>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -41,9 +42,26 @@ static thread_local int my_tid;
 static void launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn, bool seq) {
     static std::mutex one;
     std::lock_guard<std::mutex> g(one);
+    /* dynamic shared memory: 256-byte aligned, NaN-filled (all bits set) at each
+     * block's start so that a read before a write shows, and followed by a
+     * canary that a write past the launch's size breaks */
+    constexpr size_t CANARY = 4096;
+    if (smem > 227 * 1024) {
+        std::fprintf(stderr, "cudamock: a launch asks for %zu bytes of dynamic shared memory (the most: 227 KiB)\n", smem);
+        std::abort();
+    }
     static std::vector<unsigned char> sm;
-    if (sm.size() < smem + 64) sm.resize(smem + 64);
-    cudamock_smem = sm.data();
+    if (sm.size() < smem + CANARY + 256) sm.resize(smem + CANARY + 256);
+    cudamock_smem = sm.data() + (256 - (uintptr_t)sm.data() % 256) % 256;
+    std::memset(cudamock_smem + smem, 0xA5, CANARY);
+    auto block_start = [&] { std::memset(cudamock_smem, 0xFF, smem); };
+    auto block_end = [&] {
+        for (size_t i = 0; i < CANARY; i++)
+            if (cudamock_smem[smem + i] != 0xA5) {
+                std::fprintf(stderr, "cudamock: a kernel wrote shared memory %zu bytes past its launch's %zu\n", i, smem);
+                std::abort();
+            }
+    };
     gridDim = grid;
     blockDim = block;
     int nt = (int)(block.x * block.y * block.z), nw = (nt + 31) / 32;
@@ -56,10 +74,12 @@ static void launch(dim3 grid, dim3 block, size_t smem, const std::function<void(
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
+                block_start();
                 if (seq) {
                     block_bar = nullptr;
                     warp_bar.clear();
                     for (int t = 0; t < nt; t++) as_thread(t, x, y, z);
+                    block_end();
                     continue;
                 }
                 std::barrier<> bb(nt);
@@ -77,6 +97,7 @@ static void launch(dim3 grid, dim3 block, size_t smem, const std::function<void(
                         block_bar->arrive_and_drop();
                     });
                 for (auto &t : th) t.join();
+                block_end();
             }
 }
 void cudamock_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &fn) {
@@ -173,6 +194,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
     std::snprintf(p->name, sizeof p->name, "cudamock CPU");
     p->major = 9, p->minor = 0, p->multiProcessorCount = 1;
     p->sharedMemPerBlockOptin = 227 * 1024; /* an H100's / H200's */
+    p->sharedMemPerMultiprocessor = 228 * 1024, p->reservedSharedMemPerBlock = 1024;
     return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {

@@ -85,6 +85,11 @@ int ds_cuda_batched_set(int on);
  * self-check); returns the previous state (checked first where it was not
  * yet; on from off or failed: checked again at its next use; attention.cu). */
 int ds_cuda_attention_tc_set(int on);
+/* The tensor-core attention's key (query) tile: 0 (the default) picks 64, or
+ * 32 where that lets two blocks share an SM and 64 does not; 32 or 64 forces
+ * it for every kernel (tests, A/B runs; also DSV3_CUDA_ATTN_TILE=32|64 at the
+ * first use).  Returns the previous setting. */
+int ds_cuda_attention_tc_tile(int tk);
 
 /* GEMM benchmark on device buffers: kind "fp8" (1x128 x 128x128 block-scaled
  * E4M3, FP32 out: D (M, N) = X (M, K) · W (N, K)ᵀ), "fp8-own" (own kernel),

@@ -36,7 +36,7 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8, cudaFu
 struct cudaDeviceProp {
     char name[256];
     int major, minor, multiProcessorCount;
-    size_t sharedMemPerBlockOptin;
+    size_t sharedMemPerBlockOptin, sharedMemPerMultiprocessor, reservedSharedMemPerBlock;
 };
 
 cudaError_t cudaGetDeviceCount(int *n);

@@ -9,6 +9,8 @@
 #include "cuda_bf16.h"
 #include "cuda_runtime.h"
 
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 namespace nvcuda {
 namespace wmma {
@@ -28,21 +30,36 @@ struct fragment {
 inline float cudamock_wmma_in(__nv_bfloat16 v) { return __bfloat162float(v); }
 inline float cudamock_wmma_in(float v) { return v; }
 
+/* WMMA's rules for memory operands: the pointer 256-bit aligned, ldm a
+ * multiple of 16 bytes (8 BF16 elements, 4 floats) */
+template <typename T>
+void cudamock_wmma_operand(const T *p, unsigned ld, const char *what) {
+    if ((uintptr_t)p % 32 || ld * sizeof(T) % 16) {
+        std::fprintf(stderr, "cudamock: wmma::%s at %p with ldm %u: the pointer must be 32-byte aligned and ldm a "
+                     "multiple of 16 bytes\n", what, (const void *)p, ld);
+        std::abort();
+    }
+}
+
 template <typename Use, typename T>
 void load_matrix_sync(fragment<Use, 16, 16, 16, T, row_major> &f, const T *p, unsigned ld) {
+    cudamock_wmma_operand(p, ld, "load_matrix_sync");
     for (int r = 0; r < 16; r++)
         for (int c = 0; c < 16; c++) f.x[r * 16 + c] = cudamock_wmma_in(p[(size_t)r * ld + c]);
 }
 template <typename Use, typename T>
 void load_matrix_sync(fragment<Use, 16, 16, 16, T, col_major> &f, const T *p, unsigned ld) {
+    cudamock_wmma_operand(p, ld, "load_matrix_sync");
     for (int r = 0; r < 16; r++)
         for (int c = 0; c < 16; c++) f.x[r * 16 + c] = cudamock_wmma_in(p[(size_t)c * ld + r]);
 }
 inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p, unsigned ld, layout_t l) {
+    cudamock_wmma_operand(p, ld, "load_matrix_sync");
     for (int r = 0; r < 16; r++)
         for (int c = 0; c < 16; c++) f.x[r * 16 + c] = l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r];
 }
 inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f, unsigned ld, layout_t l) {
+    cudamock_wmma_operand(p, ld, "store_matrix_sync");
     if ((threadIdx.x & 31) == 0)
         for (int r = 0; r < 16; r++)
             for (int c = 0; c < 16; c++) (l == mem_row_major ? p[(size_t)r * ld + c] : p[(size_t)c * ld + r]) = f.x[r * 16 + c];
