@@ -361,22 +361,24 @@ TEST(cuda_ops_attention_bf16) {
     int was = ds_cuda_attention_tc_set(1); /* the default (DSV3_CUDA_ATTN=fp32 turns it off) */
     CHECK_MSG(was == 1, "the tensor-core attention is off (DSV3_CUDA_ATTN=fp32, or its self-check failed)");
     /* B, T, NH, DQ, DV, tensor cores: one token; ragged tiles of 64 rows; DeepSeek-V3's head dims;
-     * `small`'s (96, 64); dims not multiples of 16 (the FP32 kernels).  The tensor-core shapes at
-     * the key (query) tile the kernels pick (64, or 32 for the forward at (192, 128)), then at 32
-     * and 64 forced. */
+     * `small`'s (96, 64); dims not multiples of 16 (the FP32 kernels).  The tensor-core shapes in
+     * the variants the kernels pick (key/query tiles of 64 or 32, the backward's accumulators in
+     * registers at (192, 128)), then in each variant forced: tiles of 32 and 64, the backward's
+     * accumulators in shared memory and in registers. */
     const int64_t shapes[][6] = {{1, 1, 1, 16, 16, 1}, {2, 70, 3, 32, 16, 1}, {1, 130, 2, 192, 128, 1},
                                  {1, 65, 1, 96, 64, 1}, {2, 45, 4, 48, 32, 1}, {2, 37, 3, 24, 16, 0}};
-    const int tiles[] = {0, 32, 64};
-    for (int run = 0; run < 6 + 4 * 2; run++) {
-        const int s = run < 6 ? run : 1 + (run - 6) % 4, tile = run < 6 ? 0 : tiles[1 + (run - 6) / 4];
+    for (int run = 0; run < 6 + 4 * 4; run++) {
+        const int s = run < 6 ? run : 1 + (run - 6) % 4, var = run < 6 ? -1 : (run - 6) / 4;
+        const int tile = var < 0 ? 0 : var % 2 ? 64 : 32, regs = var < 0 ? -1 : var / 2;
         int64_t B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], DQ = shapes[s][3], DV = shapes[s][4];
         const int tc = (int)shapes[s][5];
         int64_t nq = B * T * NH * DQ, nv = B * T * NH * DV, nl = B * NH * T;
         float scale = 1.0f / sqrtf((float)DQ);
         char sh[96];
         ds_cuda_attention_tc_tile(tile);
-        snprintf(sh, sizeof sh, "bf16 B=%lld T=%lld NH=%lld DQ=%lld DV=%lld tile=%d", (long long)B, (long long)T,
-                 (long long)NH, (long long)DQ, (long long)DV, tile);
+        ds_cuda_attention_tc_regs(regs);
+        snprintf(sh, sizeof sh, "bf16 B=%lld T=%lld NH=%lld DQ=%lld DV=%lld tile=%d regs=%d", (long long)B,
+                 (long long)T, (long long)NH, (long long)DQ, (long long)DV, tile, regs);
         float *q = randv(&r, nq, 1), *k = randv(&r, nq, 1), *v = randv(&r, nv, 1), *dy = randv(&r, nv, 1);
         float *qr = tc ? bf16_rounded(q, nq) : q, *kr = tc ? bf16_rounded(k, nq) : k;
         float *vr = tc ? bf16_rounded(v, nv) : v, *dyr = tc ? bf16_rounded(dy, nv) : dy;
@@ -416,6 +418,7 @@ TEST(cuda_ops_attention_bf16) {
         free(q), free(k), free(v), free(dy), free(o), free(o32), free(l), free(dq), free(dk), free(dv);
     }
     ds_cuda_attention_tc_tile(0);
+    ds_cuda_attention_tc_regs(-1);
     /* turned off: the FP32 kernels, the CPU's result within 1e-10 */
     ds_cuda_attention_tc_set(0);
     {

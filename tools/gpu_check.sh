@@ -238,7 +238,8 @@ done
 # the BF16 experts without the strided-batched cuBLASLt calls (DSV3_CUDA_BATCHED=0: cuBLAS's
 # grouped call on the CUDA cores); the BF16 table's attention on the FP32 kernels instead of the
 # tensor cores (DSV3_CUDA_ATTN=fp32); the tensor-core attention at a key (query) tile of 64 in every
-# kernel (DSV3_CUDA_ATTN_TILE=64; `small`'s dk/dv kernel picks 32, the ~1B config's forward too)
+# kernel (DSV3_CUDA_ATTN_TILE=64; `small`'s dk/dv kernel picks 32, the ~1B config's forward too); for
+# the ~1B config also the backward's accumulators in shared memory (DSV3_CUDA_ATTN_REGS=0)
 ab() { # NAME KEY ENV...
   local name=$1 key=$2 p=$3; shift 3
   run "$name" 40 env "$@" ./dsv3 --threads "$TH" bench-train --config small --random 8,512 --iters 3 --device cuda \
@@ -294,7 +295,7 @@ for p in bf16 fp8; do
     --device cuda --precision "$p"
   BIG="$BIG${BIG:+, }\"$p\": $(lastj "train1b_$p")"
 done
-for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn32 DSV3_CUDA_ATTN=fp32" "bf16 tile64 DSV3_CUDA_ATTN_TILE=64" "fp8 nomma DSV3_CUDA_FP8_MMA=0"; do
+for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn32 DSV3_CUDA_ATTN=fp32" "bf16 tile64 DSV3_CUDA_ATTN_TILE=64" "bf16 smemacc DSV3_CUDA_ATTN_REGS=0" "fp8 nomma DSV3_CUDA_FP8_MMA=0"; do
   set -- $ab
   run "train1b_$1_$2" 60 env "$3" ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
     --random 8,512 --iters 2 --device cuda --precision "$1"

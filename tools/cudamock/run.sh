@@ -10,7 +10,7 @@
 #   CUDAMOCK_LT_FP8=0  cuBLASLt mock refuses FP8 (dsv3's own FP8 kernel runs)
 set -eu
 cd "$(dirname "$0")/../.."
-B=build-cudamock
+B=${CUDAMOCK_BUILD:-build-cudamock}
 mkdir -p $B/mock
 make -s CUDA=0 BUILD=$B $B/libdsv3.a $(for f in tests/*.c src/cli/*.c; do echo "$B/${f%.c}.o"; done) >/dev/null
 objs=""

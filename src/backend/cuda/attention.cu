@@ -342,11 +342,13 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *l
  * to BF16 for their products.  A block has TW warps and TB = 16·TW rows
  * (queries in the forward and dq kernels, keys in the dk/dv kernel); each
  * warp owns 16 of them, and the other side streams through shared memory in
- * tiles of TK (64, or 32 where that lets two blocks share an SM and 64 does
- * not: tc_pick).  Accumulators (O, dq, dk, dv) live in shared memory in FP32
- * (the forward rescales O's rows as the max moves); a product keeps four of
- * its 16x16 output tiles in registers at a time, so an A fragment is loaded
- * once for four B fragments.  Every shared tile's rows are padded by 16
+ * tiles of TK (64 or 32).  Accumulators (O, dq, dk, dv) live in shared
+ * memory in FP32 (the forward rescales O's rows as the max moves), or the
+ * backward's in registers, as WMMA fragments (head dims up to (192, 128));
+ * tc_pick takes the first variant that lets two blocks share an SM.  A
+ * product keeps four of its 16x16 output tiles in registers at a time (with
+ * the accumulators in registers: all of them), so an A fragment is loaded
+ * once for four (all) B fragments.  Every shared tile's rows are padded by 16
  * bytes (ldh, ldf), so the 8 rows that one phase of a fragment load reads
  * start in 8 different banks.  The element-wise work goes a row at a time
  * with the lanes across the row.  No atomics: dq has its own kernel, so the
@@ -354,7 +356,7 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *l
  * multiples of 16 and the tiles fit in shared memory, else the FP32 kernels
  * above.  The default of the BF16 and FP8 tables (DSV3_CUDA_ATTN=fp32 turns
  * it off), after a self-check at first use against the FP32 kernels
- * (tc_self_check, both tile widths: off, with a line on stderr, where it
+ * (tc_self_check, every variant: off, with a line on stderr, where it
  * disagrees).  The CPU's BF16 table keeps attention in FP32; BF16 attention
  * moves BF16 training no further than rounding away FP32's last mantissa bit
  * does (tools/attn_bf16_emulate.c, 12 seeds: at a peak lr of 1e-3 0.047% /
@@ -454,6 +456,50 @@ __device__ __forceinline__ void tc_ab_acc(float *C, int ldc, const bf16 *A, int 
     tc_mma<0>(C, ldc, A, lda, B, ldb, ncol, K, 1);
 }
 
+/* The backward kernels' accumulators in registers (RQ, RV > 0: where the FP32
+ * tiles in shared memory would keep two blocks off an SM): the warp's 16 rows
+ * of dK (dQ) and dV as nt <= R tiles of 16 columns, each A fragment loaded
+ * once for all of them.  acc[n] += A (16 x K) · B[:, 16n..] (B row-major, ldb). */
+constexpr int RQ = 12, RV = 8; /* head dims up to 192 and 128 (DeepSeek-V3's) */
+template <int R>
+__device__ void tc_ab_acc_regs(frag_c (&acc)[R], int nt, const bf16 *A, int lda, const bf16 *B, int ldb, int K) {
+    for (int kk = 0; kk < K / 16; kk++) {
+        frag_a a;
+        wmma::load_matrix_sync(a, A + 16 * kk, lda);
+#pragma unroll
+        for (int n = 0; n < R; n++)
+            if (n < nt) {
+                frag_b bb;
+                wmma::load_matrix_sync(bb, B + (int64_t)16 * kk * ldb + 16 * n, ldb);
+                wmma::mma_sync(acc[n], a, bb, acc[n]);
+            }
+    }
+}
+template <int R>
+__device__ void tc_zero_regs(frag_c (&acc)[R]) {
+#pragma unroll
+    for (int n = 0; n < R; n++) wmma::fill_fragment(acc[n], 0.0f);
+}
+/* rows r0.. (16, those from T on left out) of x (B, T, NH, D), head h, = scale · acc, a tile at a
+ * time through the warp's stage (16 x 16 floats, ld lds, shared) */
+template <int R>
+__device__ void tc_store_regs(float *x, frag_c (&acc)[R], int nt, float *stage, int lds, float scale, int64_t b,
+                              int64_t r0, int64_t T, int64_t NH, int64_t h, int D) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int n = 0; n < R; n++)
+        if (n < nt) {
+            wmma::store_matrix_sync(stage, acc[n], lds, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {
+                const int r = e >> 4, c = e & 15;
+                const int64_t t = r0 + r;
+                if (t < T) x[((b * T + t) * NH + h) * D + 16 * n + c] = scale * stage[r * lds + c];
+            }
+            __syncwarp();
+        }
+}
+
 /* grid (ceil(T/TB), NH, B), TW warps.  smem: qs[TB][DQ], ks[TK][DQ], vs[TK][DV], ps[TB][TK] (BF16);
  * ss[TB][TK], os[TB][DV] (FP32), rows padded (ldh, ldf) */
 template <int TK>
@@ -520,8 +566,9 @@ __global__ void k_attn_fwd_tc(float *out, float *lse, const float *q, const floa
 /* grid (ceil(T/TB), NH, B): a block's TB keys j0.., each query tile from the
  * one holding j0 on (causal).  smem: ks[TB][DQ], vs[TB][DV], qs[TK][DQ],
  * dos[TK][DV], pt[TB][TK], dst[TB][TK] (BF16); st[TB][TK], dpt[TB][TK],
- * dks[TB][DQ], dvs[TB][DV], lq[TK], dl[TK] (FP32), rows padded */
-template <int TK>
+ * dks[TB][DQ], dvs[TB][DV] (not with REG: in registers), lq[TK], dl[TK]
+ * (FP32), rows padded */
+template <int TK, bool REG>
 __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const float *lse, const float *delta,
                                  const float *q, const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV,
                                  float scale) {
@@ -529,14 +576,15 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
     const int hq = ldh(DQ), hv = ldh(DV), hp = ldh(TK), fs = ldf(TK), fq = ldf(DQ), fv = ldf(DV);
     bf16 *ks = (bf16 *)sm_tc, *vs = ks + TB * hq, *qs = vs + TB * hv, *dos = qs + TK * hq, *pt = dos + TK * hv,
          *dst = pt + TB * hp;
-    float *st = (float *)(dst + TB * hp), *dpt = st + TB * fs, *dks = dpt + TB * fs, *dvs = dks + TB * fq,
-          *lq = dvs + TB * fv, *dl = lq + TK;
+    float *st = (float *)(dst + TB * hp), *dpt = st + TB * fs, *dks = dpt + TB * fs, *dvs = dks + (REG ? 0 : TB * fq),
+          *lq = dvs + (REG ? 0 : TB * fv), *dl = lq + TK;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t b = blockIdx.z, h = blockIdx.y, j0 = (int64_t)blockIdx.x * TB;
+    frag_c accq[REG ? RQ : 1], accv[REG ? RV : 1];
     tc_load(ks, hq, k, b, j0, T, NH, h, DQ, TB);
     tc_load(vs, hv, v, b, j0, T, NH, h, DV, TB);
-    tc_zero(dks, fq, DQ, TB);
-    tc_zero(dvs, fv, DV, TB);
+    if (REG) tc_zero_regs(accq), tc_zero_regs(accv);
+    else tc_zero(dks, fq, DQ, TB), tc_zero(dvs, fv, DV, TB);
     for (int64_t i0 = j0 / TK * TK; i0 < T; i0 += TK) {
         __syncthreads();
         tc_load(qs, hq, q, b, i0, T, NH, h, DQ, TK);
@@ -557,9 +605,19 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
             }
         }
         __syncwarp();
-        tc_ab_acc(dvs + 16 * w * fv, fv, pt + 16 * w * hp, hp, dos, hv, DV, TK); /* dV += Pᵀ dO */
-        tc_ab_acc(dks + 16 * w * fq, fq, dst + 16 * w * hp, hp, qs, hq, DQ, TK); /* dK += dSᵀ Q */
+        if (REG) {
+            tc_ab_acc_regs(accv, DV / 16, pt + 16 * w * hp, hp, dos, hv, TK);
+            tc_ab_acc_regs(accq, DQ / 16, dst + 16 * w * hp, hp, qs, hq, TK);
+        } else {
+            tc_ab_acc(dvs + 16 * w * fv, fv, pt + 16 * w * hp, hp, dos, hv, DV, TK); /* dV += Pᵀ dO */
+            tc_ab_acc(dks + 16 * w * fq, fq, dst + 16 * w * hp, hp, qs, hq, DQ, TK); /* dK += dSᵀ Q */
+        }
         __syncwarp();
+    }
+    if (REG) { /* through the warp's own rows of st */
+        tc_store_regs(dv, accv, DV / 16, st + 16 * w * fs, fs, 1.0f, b, j0 + 16 * w, T, NH, h, DV);
+        tc_store_regs(dk, accq, DQ / 16, st + 16 * w * fs, fs, scale, b, j0 + 16 * w, T, NH, h, DQ);
+        return;
     }
     __syncthreads();
     tc_store(dv, dvs, fv, 1.0f, b, j0, T, NH, h, DV, TB);
@@ -568,20 +626,24 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
 
 /* grid (ceil(T/TB), NH, B): a block's TB queries, key tiles up to the last
  * query.  smem: qs[TB][DQ], dos[TB][DV], ks[TK][DQ], vs[TK][DV], dsb[TB][TK]
- * (BF16); s[TB][TK], dp[TB][TK], dqs[TB][DQ], lq[TB], dl[TB] (FP32), rows padded */
-template <int TK>
+ * (BF16); s[TB][TK], dp[TB][TK], dqs[TB][DQ] (not with REG: in registers),
+ * lq[TB], dl[TB] (FP32), rows padded */
+template <int TK, bool REG>
 __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, const float *delta, const float *q,
                                 const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV, float scale) {
     extern __shared__ tc_smem sm_tc[];
     const int hq = ldh(DQ), hv = ldh(DV), hp = ldh(TK), fs = ldf(TK), fq = ldf(DQ);
     bf16 *qs = (bf16 *)sm_tc, *dos = qs + TB * hq, *ks = dos + TB * hv, *vs = ks + TK * hq, *dsb = vs + TK * hv;
-    float *s = (float *)(dsb + TB * hp), *dp = s + TB * fs, *dqs = dp + TB * fs, *lq = dqs + TB * fq, *dl = lq + TB;
+    float *s = (float *)(dsb + TB * hp), *dp = s + TB * fs, *dqs = dp + TB * fs, *lq = dqs + (REG ? 0 : TB * fq),
+          *dl = lq + TB;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * TB;
     const int64_t imax = (i0 + TB < T ? i0 + TB : T) - 1;
+    frag_c accq[REG ? RQ : 1];
     tc_load(qs, hq, q, b, i0, T, NH, h, DQ, TB);
     tc_load(dos, hv, dout, b, i0, T, NH, h, DV, TB);
-    tc_zero(dqs, fq, DQ, TB);
+    if (REG) tc_zero_regs(accq);
+    else tc_zero(dqs, fq, DQ, TB);
     tc_load_stats(lq, dl, lse, delta, b, i0, T, NH, h, TB);
     for (int64_t j0 = 0; j0 <= imax; j0 += TK) {
         __syncthreads();
@@ -601,44 +663,66 @@ __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, 
             }
         }
         __syncwarp();
-        tc_ab_acc(dqs + 16 * w * fq, fq, dsb + 16 * w * hp, hp, ks, hq, DQ, TK); /* dQ += dS K */
+        if (REG) tc_ab_acc_regs(accq, DQ / 16, dsb + 16 * w * hp, hp, ks, hq, TK);
+        else tc_ab_acc(dqs + 16 * w * fq, fq, dsb + 16 * w * hp, hp, ks, hq, DQ, TK); /* dQ += dS K */
         __syncwarp();
+    }
+    if (REG) { /* through the warp's own rows of s */
+        tc_store_regs(dq, accq, DQ / 16, s + 16 * w * fs, fs, scale, b, i0 + 16 * w, T, NH, h, DQ);
+        return;
     }
     __syncthreads();
     tc_store(dq, dqs, fq, scale, b, i0, T, NH, h, DQ, TB);
 }
 
-/* the kernels' shared memory at a key (query) tile of tk */
-size_t tc_fwd_smem(int64_t DQ, int64_t DV, int tk) {
+/* the kernels' shared memory at a key (query) tile of tk, the backward's
+ * accumulators in registers (reg) or shared memory */
+size_t tc_fwd_smem(int64_t DQ, int64_t DV, int tk, int) {
     return (size_t)(TB * ldh(DQ) + tk * ldh(DQ) + tk * ldh(DV) + TB * ldh(tk)) * 2 +
            (size_t)(TB * ldf(tk) + TB * ldf(DV)) * 4;
 }
-size_t tc_kv_smem(int64_t DQ, int64_t DV, int tk) {
+size_t tc_kv_smem(int64_t DQ, int64_t DV, int tk, int reg) {
     return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + 2 * TB * ldh(tk)) * 2 +
-           (size_t)(2 * TB * ldf(tk) + TB * ldf(DQ) + TB * ldf(DV) + 2 * tk) * 4;
+           (size_t)(2 * TB * ldf(tk) + (reg ? 0 : TB * ldf(DQ) + TB * ldf(DV)) + 2 * tk) * 4;
 }
-size_t tc_q_smem(int64_t DQ, int64_t DV, int tk) {
+size_t tc_q_smem(int64_t DQ, int64_t DV, int tk, int reg) {
     return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + TB * ldh(tk)) * 2 +
-           (size_t)(2 * TB * ldf(tk) + TB * ldf(DQ) + 2 * TB) * 4;
+           (size_t)(2 * TB * ldf(tk) + (reg ? 0 : TB * ldf(DQ)) + 2 * TB) * 4;
 }
-/* A kernel's tile: 64, or 32 where that lets two blocks share an SM and 64
- * does not (the forward at head dims (192, 128): 126 KiB at 64, 93 KiB at 32);
- * 0 where neither fits the device.  One block of TW warps an SM leaves the
- * tensor cores waiting on each block's loads and barriers. */
+/* A kernel's variant: its key (query) tile, and (backward) whether its
+ * accumulators live in registers.  The first of 64, 32, 64 in registers, 32
+ * in registers that lets two blocks share an SM (one block of TW warps an SM
+ * leaves the tensor cores waiting on each block's loads and barriers), else
+ * the first that fits the device at all; tk 0 where none does.  At `small`'s
+ * head dims (96, 64): the forward and dq at 64, dk/dv at 32 (138.5 KiB at
+ * 64, 103 at 32); at DeepSeek-V3's (192, 128): the forward at 32 (126 KiB
+ * at 64, 93 at 32), dk/dv and dq at 32 in registers (91 and 86.5 KiB; in
+ * shared memory 173 and 135.5 at 32).  tc_tile and tc_regs force the tile
+ * and the registers (tests, A/B runs). */
+struct tc_var { int tk, reg; };
 int tc_tile = -1; /* 0: picked, 32 or 64: forced; -1: DSV3_CUDA_ATTN_TILE not read yet */
-int tc_pick(size_t (*smem)(int64_t, int64_t, int), int64_t DQ, int64_t DV) {
+int tc_regs = -2; /* -1: picked, 0 never, 1 wherever the dims allow; -2: DSV3_CUDA_ATTN_REGS not read yet */
+tc_var tc_pick(size_t (*smem)(int64_t, int64_t, int, int), int64_t DQ, int64_t DV, int backward) {
     const cudaDeviceProp &p = g_cu.prop;
     if (tc_tile < 0) {
         const char *e = getenv("DSV3_CUDA_ATTN_TILE");
         tc_tile = e && (!strcmp(e, "32") || !strcmp(e, "64")) ? atoi(e) : 0;
     }
-    if (tc_tile) return smem(DQ, DV, tc_tile) <= p.sharedMemPerBlockOptin ? tc_tile : 0;
-    auto two = [&](size_t s) { return 2 * (s + p.reservedSharedMemPerBlock) <= p.sharedMemPerMultiprocessor; };
-    size_t s64 = smem(DQ, DV, 64), s32 = smem(DQ, DV, 32);
-    if (two(s64)) return 64;
-    if (two(s32)) return 32;
-    if (s64 <= p.sharedMemPerBlockOptin) return 64;
-    return s32 <= p.sharedMemPerBlockOptin ? 32 : 0;
+    if (tc_regs < -1) {
+        const char *e = getenv("DSV3_CUDA_ATTN_REGS");
+        tc_regs = e && (!strcmp(e, "0") || !strcmp(e, "1")) ? atoi(e) : -1;
+    }
+    const int can_reg = backward && DQ <= 16 * RQ && DV <= 16 * RV && tc_regs != 0;
+    const tc_var order[4] = {{64, 0}, {32, 0}, {64, 1}, {32, 1}};
+    auto allowed = [&](const tc_var &v) {
+        return (!tc_tile || v.tk == tc_tile) && (v.reg ? can_reg : !(can_reg && tc_regs == 1));
+    };
+    for (const tc_var &v : order)
+        if (allowed(v) && 2 * (smem(DQ, DV, v.tk, v.reg) + p.reservedSharedMemPerBlock) <= p.sharedMemPerMultiprocessor)
+            return v;
+    for (const tc_var &v : order)
+        if (allowed(v) && smem(DQ, DV, v.tk, v.reg) <= p.sharedMemPerBlockOptin) return v;
+    return tc_var{0, 0};
 }
 
 /* ---- the paths, under the entry lock ------------------------------------------------ */
@@ -661,48 +745,57 @@ void bwd_fp32(float *dq, float *dk, float *dv, const float *dout, const float *o
     if (DQ <= 128 && DV <= 128) attn_bwd<4>(dq, dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
     else attn_bwd<2>(dq, dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
 }
-/* tk 0: tc_pick's tile for these dims */
-void fwd_tc(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B, int64_t T, int64_t NH,
-            int64_t DQ, int64_t DV, float scale, int tk = 0) {
-    if (!tk) tk = tc_pick(tc_fwd_smem, DQ, DV);
-    size_t sm = tc_fwd_smem(DQ, DV, tk);
+template <int TK>
+void launch_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B, int64_t T,
+                int64_t NH, int64_t DQ, int64_t DV, float scale) {
+    size_t sm = tc_fwd_smem(DQ, DV, TK, 0);
+    set_smem(k_attn_fwd_tc<TK>, sm);
     dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
-    if (tk == 32) {
-        set_smem(k_attn_fwd_tc<32>, sm);
-        k_attn_fwd_tc<32><<<grid, TW * 32, sm, g_cu.stream>>>(out, lse, q, k, v, T, NH, (int)DQ, (int)DV, scale);
-    } else {
-        set_smem(k_attn_fwd_tc<64>, sm);
-        k_attn_fwd_tc<64><<<grid, TW * 32, sm, g_cu.stream>>>(out, lse, q, k, v, T, NH, (int)DQ, (int)DV, scale);
-    }
+    k_attn_fwd_tc<TK><<<grid, TW * 32, sm, g_cu.stream>>>(out, lse, q, k, v, T, NH, (int)DQ, (int)DV, scale);
     CU_LAUNCHED();
+}
+template <int TK, bool REG>
+void launch_bwd_q(float *dq, const float *dout, const float *lse, const float *delta, const float *q, const float *k,
+                  const float *v, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
+    size_t sm = tc_q_smem(DQ, DV, TK, REG);
+    set_smem(k_attn_bwd_q_tc<TK, REG>, sm);
+    dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
+    k_attn_bwd_q_tc<TK, REG><<<grid, TW * 32, sm, g_cu.stream>>>(dq, dout, lse, delta, q, k, v, T, NH, (int)DQ,
+                                                                  (int)DV, scale);
+    CU_LAUNCHED();
+}
+template <int TK, bool REG>
+void launch_bwd_kv(float *dk, float *dv, const float *dout, const float *lse, const float *delta, const float *q,
+                   const float *k, const float *v, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV,
+                   float scale) {
+    size_t sm = tc_kv_smem(DQ, DV, TK, REG);
+    set_smem(k_attn_bwd_kv_tc<TK, REG>, sm);
+    dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
+    k_attn_bwd_kv_tc<TK, REG><<<grid, TW * 32, sm, g_cu.stream>>>(dk, dv, dout, lse, delta, q, k, v, T, NH, (int)DQ,
+                                                                   (int)DV, scale);
+    CU_LAUNCHED();
+}
+/* force: the variant of every kernel (the self-check); NULL: tc_pick's */
+void fwd_tc(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B, int64_t T, int64_t NH,
+            int64_t DQ, int64_t DV, float scale, const tc_var *force = NULL) {
+    const tc_var f = force ? *force : tc_pick(tc_fwd_smem, DQ, DV, 0);
+    if (f.tk == 32) launch_fwd<32>(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+    else launch_fwd<64>(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
 }
 void bwd_tc(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
             const float *k, const float *v, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale,
-            int tk = 0) {
+            const tc_var *force = NULL) {
     const float *delta = attn_delta(dout, out, B, T, NH, DV);
-    dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
-    const int tq = tk ? tk : tc_pick(tc_q_smem, DQ, DV), tkv = tk ? tk : tc_pick(tc_kv_smem, DQ, DV);
-    size_t sq = tc_q_smem(DQ, DV, tq), skv = tc_kv_smem(DQ, DV, tkv);
-    if (tq == 32) {
-        set_smem(k_attn_bwd_q_tc<32>, sq);
-        k_attn_bwd_q_tc<32><<<grid, TW * 32, sq, g_cu.stream>>>(dq, dout, lse, delta, q, k, v, T, NH, (int)DQ, (int)DV,
-                                                                 scale);
-    } else {
-        set_smem(k_attn_bwd_q_tc<64>, sq);
-        k_attn_bwd_q_tc<64><<<grid, TW * 32, sq, g_cu.stream>>>(dq, dout, lse, delta, q, k, v, T, NH, (int)DQ, (int)DV,
-                                                                 scale);
-    }
-    CU_LAUNCHED();
-    if (tkv == 32) {
-        set_smem(k_attn_bwd_kv_tc<32>, skv);
-        k_attn_bwd_kv_tc<32><<<grid, TW * 32, skv, g_cu.stream>>>(dk, dv, dout, lse, delta, q, k, v, T, NH, (int)DQ,
-                                                                   (int)DV, scale);
-    } else {
-        set_smem(k_attn_bwd_kv_tc<64>, skv);
-        k_attn_bwd_kv_tc<64><<<grid, TW * 32, skv, g_cu.stream>>>(dk, dv, dout, lse, delta, q, k, v, T, NH, (int)DQ,
-                                                                   (int)DV, scale);
-    }
-    CU_LAUNCHED();
+    const tc_var fq = force ? *force : tc_pick(tc_q_smem, DQ, DV, 1);
+    const tc_var fkv = force ? *force : tc_pick(tc_kv_smem, DQ, DV, 1);
+    if (fq.tk == 32 && fq.reg) launch_bwd_q<32, true>(dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    else if (fq.tk == 32) launch_bwd_q<32, false>(dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    else if (fq.reg) launch_bwd_q<64, true>(dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    else launch_bwd_q<64, false>(dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    if (fkv.tk == 32 && fkv.reg) launch_bwd_kv<32, true>(dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    else if (fkv.tk == 32) launch_bwd_kv<32, false>(dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    else if (fkv.reg) launch_bwd_kv<64, true>(dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    else launch_bwd_kv<64, false>(dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
 }
 
 /* ---- the tensor-core path's switch and self-check ------------------------------------ */
@@ -721,9 +814,10 @@ double nmse(const std::vector<float> &a, const std::vector<float> &b) {
 /* The tensor-core kernels against the FP32 ones on inputs that are BF16
  * values already (so both see the same operands): one sequence of 80 tokens
  * (a full tile and a ragged one), 2 heads, `tiny`'s head dims (48, 32),
- * forward and backward, at both key (query) tiles, 32 and 64.  P's and dS's BF16 rounding leave NMSE ~1e-6; a wrong
+ * forward and backward, in every variant (tiles of 32 and 64, the backward's
+ * accumulators in shared memory and in registers).  P's and dS's BF16 rounding leave NMSE ~1e-6; a wrong
  * fragment layout, tile or rescale O(1).  Bound 1e-4 on out, lse, dq, dk, dv. */
-int tc_self_check(double err[5]) {
+int tc_self_check(double err[5], char *which, size_t cap) {
     const int64_t B = 1, T = 80, NH = 2, DQ = 48, DV = 32, nq = B * T * NH * DQ, nv = B * T * NH * DV, nl = B * NH * T;
     const float scale = 1.0f / sqrtf((float)DQ);
     std::vector<float> h[4] = {std::vector<float>(nq), std::vector<float>(nq), std::vector<float>(nv),
@@ -753,9 +847,10 @@ int tc_self_check(double err[5]) {
     const int64_t len[5] = {nv, nl, nq, nq, nv};
     int ok = 1;
     for (int i = 0; i < 5; i++) err[i] = 0;
-    for (int tk = 32; tk <= 64; tk += 32) { /* both tile widths; err the worse */
-        fwd_tc(o[0][0], o[0][1], q, k, v, B, T, NH, DQ, DV, scale, tk);
-        bwd_tc(o[0][2], o[0][3], o[0][4], dout, o[0][0], o[0][1], q, k, v, B, T, NH, DQ, DV, scale, tk);
+    const tc_var vars[4] = {{32, 0}, {64, 0}, {32, 1}, {64, 1}};
+    for (const tc_var &f : vars) { /* every variant; err the worst */
+        fwd_tc(o[0][0], o[0][1], q, k, v, B, T, NH, DQ, DV, scale, &f);
+        bwd_tc(o[0][2], o[0][3], o[0][4], dout, o[0][0], o[0][1], q, k, v, B, T, NH, DQ, DV, scale, &f);
         for (int i = 0; i < 5; i++) {
             std::vector<float> a((size_t)len[i]), b((size_t)len[i]);
             CU_CHECK(cudaMemcpyAsync(a.data(), o[0][i], a.size() * sizeof(float), cudaMemcpyDeviceToHost, g_cu.stream));
@@ -763,6 +858,8 @@ int tc_self_check(double err[5]) {
             CU_CHECK(cudaStreamSynchronize(g_cu.stream));
             double e = nmse(a, b);
             if (!(e <= err[i])) err[i] = e;
+            if (!(e <= 1e-4) && ok) /* the first variant that failed */
+                snprintf(which, cap, "tile %d, backward accumulators in %s", f.tk, f.reg ? "registers" : "shared memory");
             ok &= e <= 1e-4;
         }
     }
@@ -775,13 +872,14 @@ int tc_ready(void) {
     if (!tc_state) {
         const char *e = getenv("DSV3_CUDA_ATTN");
         double err[5];
+        char which[64] = "";
         if (e && (!strcmp(e, "fp32") || !strcmp(e, "0"))) tc_state = -1;
-        else if ((tc_state = tc_self_check(err) ? 1 : -1) < 0)
+        else if ((tc_state = tc_self_check(err, which, sizeof which) ? 1 : -1) < 0)
             fprintf(stderr,
-                    "dsv3: cuda: the tensor-core attention failed its self-check against the FP32 kernels (NMSE out %.3g, "
-                    "lse %.3g, dq %.3g, dk %.3g, dv %.3g; bound 1e-4); the BF16 and FP8 tables run attention on the FP32 "
-                    "kernels\n",
-                    err[0], err[1], err[2], err[3], err[4]);
+                    "dsv3: cuda: the tensor-core attention failed its self-check against the FP32 kernels (first at %s; "
+                    "worst NMSE out %.3g, lse %.3g, dq %.3g, dk %.3g, dv %.3g; bound 1e-4); the BF16 and FP8 tables run "
+                    "attention on the FP32 kernels\n",
+                    which, err[0], err[1], err[2], err[3], err[4]);
     }
     return tc_state > 0;
 }
@@ -789,7 +887,8 @@ int tc_ready(void) {
  * device's shared memory) and are on */
 int tc_fits(int64_t DQ, int64_t DV) {
     if (DQ % 16 || DV % 16 || DQ > 256 || DV > 256) return 0;
-    return tc_pick(tc_fwd_smem, DQ, DV) && tc_pick(tc_kv_smem, DQ, DV) && tc_pick(tc_q_smem, DQ, DV) && tc_ready();
+    return tc_pick(tc_fwd_smem, DQ, DV, 0).tk && tc_pick(tc_kv_smem, DQ, DV, 1).tk && tc_pick(tc_q_smem, DQ, DV, 1).tk &&
+           tc_ready();
 }
 
 } // namespace
@@ -799,6 +898,12 @@ extern "C" int ds_cuda_attention_tc_tile(int tk) {
     std::lock_guard<std::mutex> g(g_cu_lock);
     int was = tc_tile < 0 ? 0 : tc_tile;
     tc_tile = tk == 32 || tk == 64 ? tk : 0;
+    return was;
+}
+extern "C" int ds_cuda_attention_tc_regs(int on) {
+    std::lock_guard<std::mutex> g(g_cu_lock);
+    int was = tc_regs < -1 ? -1 : tc_regs;
+    tc_regs = on == 0 || on == 1 ? on : -1;
     return was;
 }
 

@@ -90,6 +90,11 @@ int ds_cuda_attention_tc_set(int on);
  * it for every kernel (tests, A/B runs; also DSV3_CUDA_ATTN_TILE=32|64 at the
  * first use).  Returns the previous setting. */
 int ds_cuda_attention_tc_tile(int tk);
+/* Its backward kernels' accumulators: -1 (the default) in registers where
+ * that lets two blocks share an SM and shared memory does not (head dims up to
+ * (192, 128)); 1 in registers wherever the dims allow; 0 never (also
+ * DSV3_CUDA_ATTN_REGS=0|1 at the first use).  Returns the previous setting. */
+int ds_cuda_attention_tc_regs(int on);
 
 /* GEMM benchmark on device buffers: kind "fp8" (1x128 x 128x128 block-scaled
  * E4M3, FP32 out: D (M, N) = X (M, K) · W (N, K)ᵀ), "fp8-own" (own kernel),

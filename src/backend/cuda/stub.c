@@ -52,6 +52,10 @@ int ds_cuda_attention_tc_tile(int tk) {
     (void)tk;
     return 0;
 }
+int ds_cuda_attention_tc_regs(int on) {
+    (void)on;
+    return -1;
+}
 int ds_cuda_batched_set(int on) {
     (void)on;
     return 0;
