@@ -673,6 +673,20 @@ TEST(cuda_ops_grouped_linear) {
     grouped_case(DS_PREC_BF16, 700, 4, 150, 130, &r, TOL);
     CHECK(ds_cuda_batched_calls() >= b0 + 2 * 3);
     grouped_case(DS_PREC_BF16, 90, 5, 33, 70, &r, TOL); /* few rows: classes of 16, 32, ... */
+    /* decode-sized (fewer than 16 rows an expert on average): the forward in one launch of the
+     * few-rows kernel (an expert with more rows than it stages at once, slices of C with a ragged
+     * one, experts without rows), or with it off the loop */
+    int64_t f0 = ds_cuda_fewrows_calls();
+    grouped_case(DS_PREC_FP32, 40, 4, 600, 70, &r, TOL);
+    grouped_case(DS_PREC_BF16, 40, 4, 600, 70, &r, TOL);
+    grouped_case(DS_PREC_FP32, 20, 8, 33, 130, &r, TOL);
+    CHECK_MSG(ds_cuda_fewrows_calls() == f0 + 3, "few-rows launches: %lld", (long long)(ds_cuda_fewrows_calls() - f0));
+    int few = ds_cuda_fewrows_set(0);
+    CHECK(few == 1);
+    f0 = ds_cuda_fewrows_calls();
+    grouped_case(DS_PREC_FP32, 40, 4, 600, 70, &r, TOL);
+    CHECK(ds_cuda_fewrows_calls() == f0);
+    ds_cuda_fewrows_set(few);
     int was = ds_cuda_batched_set(0);
     b0 = ds_cuda_batched_calls();
     grouped_case(DS_PREC_BF16, 700, 4, 150, 130, &r, TOL);

@@ -273,6 +273,12 @@ run decode 40 ./dsv3 --threads "$TH" generate --model "$TMPM/small" --ids --prom
 DEC=$(lastj decode)
 run decode_b32 40 ./dsv3 --threads "$TH" bench-decode --config small --batch 32 --prompt 33 --new 32 --device cuda
 DEC32=$(lastj decode_b32)
+# A/B: the decode-sized expert products one cuBLASLt call each instead of one few-rows launch
+run decode_loop 40 env DSV3_CUDA_FEWROWS=0 ./dsv3 --threads "$TH" generate --model "$TMPM/small" --ids \
+  --prompt "$PROMPT" --max-new-tokens 32 --ignore-eos --json --device cuda
+run decode_b32_loop 40 env DSV3_CUDA_FEWROWS=0 ./dsv3 --threads "$TH" bench-decode --config small --batch 32 \
+  --prompt 33 --new 32 --device cuda
+DECLOOP="\"batch1\": $(lastj decode_loop), \"batch32\": $(lastj decode_b32_loop)"
 PEERDEC=""
 if [ "$HAVE_TORCH" = 1 ]; then
   run peer_decode 45 env BENCH_DEVICE=cuda python3 tools/bench_generate_torch.py --config "$TMPM/cfg/config.json" \
@@ -344,6 +350,7 @@ run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_r
   printf ' "train_1b_8x512": {%s},\n' "$BIG"
   printf ' "decode_small_batch1": %s,\n' "$DEC"
   printf ' "decode_small_batch32": %s,\n' "$DEC32"
+  printf ' "decode_small_experts_loop": {%s},\n' "$DECLOOP"
   printf ' "peer_decode_small": {%s},\n' "$PEERDEC"
   # the tensor-core paths that turned themselves off (fp8mma.cu, attention.cu: "failed its self-check")
   printf ' "self_check_failures": %s,\n' "$(grep -h 'failed its self-check' "$OUTDIR"/*.log 2>/dev/null | sort -u | head -8 | jstr)"

@@ -72,6 +72,14 @@ void ds_cuda_fp8_mma_counts(int64_t *jobs, int64_t *launches);
  * DSV3_CUDA_FP8_MMA=plain); -1 off */
 int ds_cuda_fp8_mma_loads(void);
 
+/* The decode-sized expert forward (fewer than 16 rows an expert on average;
+ * FP32 and BF16 tables) in one launch of gemm.cu's few-rows kernel: on (1,
+ * the default; DSV3_CUDA_FEWROWS=0 turns it off) or off (0: a cuBLASLt call
+ * per expert with rows).  Returns the previous state.  Calls: its launches
+ * since start. */
+int ds_cuda_fewrows_set(int on);
+int64_t ds_cuda_fewrows_calls(void);
+
 /* How many strided-batched cuBLASLt calls the BF16 expert GEMMs made since
  * start (one per class of row counts and product; gemm.cu). */
 int64_t ds_cuda_batched_calls(void);

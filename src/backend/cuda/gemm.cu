@@ -459,9 +459,9 @@ struct grouped_call {
 };
 grouped_call gc_host;   /* guarded by the entry lock */
 
-/* the experts with rows; 0 (the loop) when there are none, too many, or too
- * few rows an expert for one call to pay */
-int grouped_list(grouped_call *c, const int64_t *counts, int64_t E) {
+/* the experts with rows; 0 (the loop) when there are none, too many, or
+ * fewer than min_rows rows an expert on average (too few for one call to pay) */
+int grouped_list(grouped_call *c, const int64_t *counts, int64_t E, int64_t min_rows = GROUPED_MIN_ROWS) {
     c->g = 0;
     int64_t rows = 0;
     for (int64_t e = 0; e < E; e++)
@@ -470,7 +470,7 @@ int grouped_list(grouped_call *c, const int64_t *counts, int64_t E) {
             c->e[c->g++] = e;
             rows += counts[e];
         }
-    if (rows < (int64_t)GROUPED_MIN_ROWS * c->g) c->g = 0;
+    if (rows < min_rows * c->g) c->g = 0;
     return c->g;
 }
 void grouped_set(grouped_call *c, int i, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
@@ -531,6 +531,96 @@ const float *rounded_weights(int slot, const grouped_call *c, const float *const
     k_round_bf16_list<<<ds_cu_blocks(n * c->g, 256), 256, 0, g_cu.stream>>>(d, dsrc, n, c->g);
     CU_LAUNCHED();
     return d;
+}
+
+/* ---- decode-sized expert GEMMs (FP32, BF16): one launch ------------------------------
+ * With fewer than GROUPED_MIN_ROWS rows an expert on average (decode: a token's
+ * or a batch's few rows spread over the experts) the forward ran the loop: a
+ * cuBLASLt call per expert with rows, each with its host time (descriptors,
+ * algorithm check, launch: tens of microseconds) for a product that reads the
+ * expert's weights once.  Here one launch runs them all: a block of FR_W warps
+ * per (FR_W·FR_CW output columns, expert with rows); the expert's rows, FR_R at
+ * a time, staged in shared memory by FR_KC-wide slices of C (rounded to BF16
+ * in the BF16 table, and its weights as they are read: the BF16 linear's
+ * products, exact in FP32), each warp's FR_CW weight rows read once per FR_R
+ * rows, coalesced, the lanes' partial sums added across the warp.  FP32 sums
+ * in another order than the CPU's (within the tables' bounds).  Off with
+ * DSV3_CUDA_FEWROWS=0 (the loop). */
+constexpr int FR_W = 8, FR_CW = 4, FR_R = 8, FR_KC = 256;
+struct fewrows_job { int64_t o, n; }; /* an expert's rows o.. (n of them); its weights: list entry blockIdx.y */
+int fewrows_env;  /* 0: not read, 1: on, -1: off */
+int64_t n_fewrows; /* launches (ds_cuda_fewrows_calls) */
+
+__global__ void k_experts_fewrows(float *out, const float *x, const float *const *wl, const fewrows_job *jobs,
+                                  int64_t C, int64_t OC, int bf) {
+    __shared__ float xs[FR_R][FR_KC];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const fewrows_job jb = jobs[blockIdx.y];
+    const float *W = wl[blockIdx.y];
+    const int64_t j0 = ((int64_t)blockIdx.x * FR_W + w) * FR_CW; /* the warp's first output column */
+    for (int64_t r0 = 0; r0 < jb.n; r0 += FR_R) {
+        const int nr = jb.n - r0 < FR_R ? (int)(jb.n - r0) : FR_R;
+        float acc[FR_CW][FR_R];
+#pragma unroll
+        for (int cw = 0; cw < FR_CW; cw++)
+#pragma unroll
+            for (int r = 0; r < FR_R; r++) acc[cw][r] = 0.0f;
+        for (int64_t c0 = 0; c0 < C; c0 += FR_KC) {
+            const int kc = C - c0 < FR_KC ? (int)(C - c0) : FR_KC;
+            __syncthreads(); /* the last slice's readers are done */
+            for (int e = threadIdx.x; e < FR_R * FR_KC; e += blockDim.x) {
+                const int r = e / FR_KC, k = e % FR_KC;
+                const float v = r < nr && k < kc ? x[(jb.o + r0 + r) * C + c0 + k] : 0.0f;
+                xs[r][k] = bf ? round_bf16(v) : v;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int cw = 0; cw < FR_CW; cw++) {
+                const int64_t j = j0 + cw;
+                if (j < OC) {
+                    const float *wr = W + j * C + c0;
+                    for (int k = lane; k < kc; k += 32) {
+                        const float wv = bf ? round_bf16(wr[k]) : wr[k];
+#pragma unroll
+                        for (int r = 0; r < FR_R; r++) acc[cw][r] = fmaf(wv, xs[r][k], acc[cw][r]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int cw = 0; cw < FR_CW; cw++)
+#pragma unroll
+            for (int r = 0; r < FR_R; r++) {
+                const float sum = warp_sum(acc[cw][r]);
+                if (lane == 0 && r < nr && j0 + cw < OC) out[(jb.o + r0 + r) * OC + j0 + cw] = sum;
+            }
+    }
+}
+
+int fewrows_on(void) {
+    if (!fewrows_env) {
+        const char *e = getenv("DSV3_CUDA_FEWROWS");
+        fewrows_env = e && !strcmp(e, "0") ? -1 : 1;
+    }
+    return fewrows_env > 0;
+}
+
+/* out (N, OC) = each expert's rows · W_eᵀ in one launch; 0 where it does not
+ * run (off, no rows, or not decode-sized: the grouped paths) */
+int fewrows_forward(float *out, const float *inp, const float *const *w, const int64_t *counts, const int64_t *offsets,
+                    int64_t E, int64_t C, int64_t OC, int bf) {
+    grouped_call *c = &gc_host;
+    if (!fewrows_on() || !grouped_list(c, counts, E, 0) || offsets[E] >= (int64_t)GROUPED_MIN_ROWS * c->g) return 0;
+    fewrows_job jobs[GMAX];
+    for (int i = 0; i < c->g; i++) jobs[i] = fewrows_job{offsets[c->e[i]], counts[c->e[i]]};
+    fewrows_job *dj = (fewrows_job *)ds_cu_scratch(SCR_JOBS, (size_t)c->g * sizeof(fewrows_job));
+    CU_CHECK(cudaMemcpyAsync(dj, jobs, (size_t)c->g * sizeof(fewrows_job), cudaMemcpyHostToDevice, g_cu.stream));
+    const float *const *wl = weights_list(c, w);
+    dim3 grid((unsigned)((OC + FR_W * FR_CW - 1) / (FR_W * FR_CW)), (unsigned)c->g);
+    k_experts_fewrows<<<grid, FR_W * 32, 0, g_cu.stream>>>(out, inp, wl, dj, C, OC, bf);
+    CU_LAUNCHED();
+    n_fewrows++;
+    return 1;
 }
 
 /* ---- BF16 expert GEMMs on the tensor cores: strided-batched cuBLASLt, a call per class ----
@@ -1053,6 +1143,13 @@ fp8_operand quant_128x128(int slot_q, int slot_s, const float *w, int64_t R, int
 
 } // namespace
 
+extern "C" int64_t ds_cuda_fewrows_calls(void) { return n_fewrows; }
+extern "C" int ds_cuda_fewrows_set(int on) {
+    std::lock_guard<std::mutex> g(g_cu_lock);
+    int was = fewrows_on();
+    fewrows_env = on ? 1 : -1;
+    return was;
+}
 extern "C" int64_t ds_cuda_batched_calls(void) { return n_batched; }
 extern "C" int ds_cuda_batched_set(int on) {
     int prev = batched_on();
@@ -1253,6 +1350,7 @@ extern "C" void ds_cu_grouped_linear_forward(const struct ds_ops *self, float *o
         if (fp8_grouped_forward(out, inp, w, counts, offsets, E, C, OC)) return;
     } else if (bf >= 0 && C > 0 && OC > 0) {
         CU_ENTRY();
+        if (fewrows_forward(out, inp, w, counts, offsets, E, C, OC, bf)) return;
         if (bf == 1 && bf16_batched_forward(out, inp, w, counts, offsets, E, C, OC)) return;
         grouped_call *c = &gc_host;
         if (grouped_on(bf) && grouped_list(c, counts, E) && (!bf || bf16_grouped_pays(offsets[E], c->g, C, OC))) {

@@ -44,6 +44,11 @@ int ds_cuda_fp8_mma_set(int on) {
 }
 int ds_cuda_fp8_mma_loads(void) { return -1; }
 int64_t ds_cuda_batched_calls(void) { return 0; }
+int64_t ds_cuda_fewrows_calls(void) { return 0; }
+int ds_cuda_fewrows_set(int on) {
+    (void)on;
+    return 0;
+}
 int ds_cuda_attention_tc_set(int on) {
     (void)on;
     return 0;
