@@ -779,8 +779,7 @@ void launch_bwd_kv(float *dk, float *dv, const float *dout, const float *lse, co
 void fwd_tc(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B, int64_t T, int64_t NH,
             int64_t DQ, int64_t DV, float scale, const tc_var *force = NULL) {
     const tc_var f = force ? *force : tc_pick(tc_fwd_smem, DQ, DV, 0);
-    if (f.tk == 32) launch_fwd<32>(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
-    else launch_fwd<64>(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+    (f.tk == 32 ? launch_fwd<32> : launch_fwd<64>)(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
 }
 void bwd_tc(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
             const float *k, const float *v, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale,
@@ -788,14 +787,13 @@ void bwd_tc(float *dq, float *dk, float *dv, const float *dout, const float *out
     const float *delta = attn_delta(dout, out, B, T, NH, DV);
     const tc_var fq = force ? *force : tc_pick(tc_q_smem, DQ, DV, 1);
     const tc_var fkv = force ? *force : tc_pick(tc_kv_smem, DQ, DV, 1);
-    if (fq.tk == 32 && fq.reg) launch_bwd_q<32, true>(dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
-    else if (fq.tk == 32) launch_bwd_q<32, false>(dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
-    else if (fq.reg) launch_bwd_q<64, true>(dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
-    else launch_bwd_q<64, false>(dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
-    if (fkv.tk == 32 && fkv.reg) launch_bwd_kv<32, true>(dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
-    else if (fkv.tk == 32) launch_bwd_kv<32, false>(dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
-    else if (fkv.reg) launch_bwd_kv<64, true>(dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
-    else launch_bwd_kv<64, false>(dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    /* [tile 32][registers] */
+    static decltype(&launch_bwd_q<64, false>) const lq[2][2] = {{launch_bwd_q<64, false>, launch_bwd_q<64, true>},
+                                                               {launch_bwd_q<32, false>, launch_bwd_q<32, true>}};
+    static decltype(&launch_bwd_kv<64, false>) const lkv[2][2] = {{launch_bwd_kv<64, false>, launch_bwd_kv<64, true>},
+                                                                 {launch_bwd_kv<32, false>, launch_bwd_kv<32, true>}};
+    lq[fq.tk == 32][fq.reg != 0](dq, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
+    lkv[fkv.tk == 32][fkv.reg != 0](dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
 }
 
 /* ---- the tensor-core path's switch and self-check ------------------------------------ */
