@@ -5,7 +5,8 @@
  * DeepSeek-V3's shapes, M = 4096 tokens: N x K = 7168x2048, 2048x7168,
  * 24576x1536, 7168x16384; then the routed experts' products, one cuBLASLt GEMM
  * an expert against one tensor-core launch for all (its fragments by ldmatrix
- * and by 32-bit loads).  Prints one JSON object.
+ * and by 32-bit loads); then attention's forward and backward (the FP32
+ * kernels and the tensor-core variants).  Prints one JSON object.
  *   gemm_cuda [--probe] [--iters N] [--m M]
  * --probe prints {"gpu": true|false, ...} and exits 0 (GPU) or 3 (none).
  * Exit 3 without a GPU, with {"gpu": false, "error": "..."}. */
@@ -104,6 +105,32 @@ int main(int argc, char **argv) {
         fprintf(stderr, "experts %lld x %lld rows, N=%lld K=%lld: one cuBLASLt GEMM each %.1f TFLOPS (%s), "
                         "one tensor-core launch %.1f (ldmatrix), %.1f (32-bit fragment loads)\n",
                 (long long)ex[s][0], (long long)ex[s][1], (long long)ex[s][2], (long long)ex[s][3], lt, pl, mm, mp);
+    }
+    /* attention forward and backward, causal: the FP32 kernels against the
+     * tensor-core ones in the variants they pick, at a tile of 64 everywhere,
+     * and with the backward's accumulators in shared memory (`small`'s head
+     * dims, the ~1B preset's and DeepSeek-V3's at 8 x 512, and at 4096 tokens) */
+    static const int64_t at[][5] = {{8, 512, 8, 96, 64}, {8, 512, 12, 192, 128}, {1, 4096, 16, 192, 128}};
+    static const char *hows[] = {"fp32", "tc", "tc-tile64", "tc-smem"};
+    printf("\n], \"attention\": [");
+    for (int s = 0; s < 3; s++) {
+        double f[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
+        for (int h = 0; h < 4; h++)
+            if (ds_cuda_attention_bench(hows[h], at[s][0], at[s][1], at[s][2], at[s][3], at[s][4],
+                                        h ? iters : (iters + 9) / 10, &f[h], &b[h])) {
+                fprintf(stderr, "gemm_cuda: attention %s B=%lld T=%lld NH=%lld dims (%lld, %lld): %s\n", hows[h],
+                        (long long)at[s][0], (long long)at[s][1], (long long)at[s][2], (long long)at[s][3],
+                        (long long)at[s][4], ds_errmsg());
+                rc = 1;
+            }
+        printf("%s\n  {\"B\": %lld, \"T\": %lld, \"NH\": %lld, \"DQ\": %lld, \"DV\": %lld", s ? "," : "",
+               (long long)at[s][0], (long long)at[s][1], (long long)at[s][2], (long long)at[s][3], (long long)at[s][4]);
+        for (int h = 0; h < 4; h++) printf(", \"%s_fwd_tflops\": %.1f, \"%s_bwd_tflops\": %.1f", hows[h], f[h], hows[h], b[h]);
+        printf("}");
+        fprintf(stderr, "attention B=%lld T=%lld NH=%lld dims (%lld, %lld), TFLOPS fwd / bwd: fp32 %.1f / %.1f, "
+                        "tensor cores %.1f / %.1f, tile 64 %.1f / %.1f, shared accumulators %.1f / %.1f\n",
+                (long long)at[s][0], (long long)at[s][1], (long long)at[s][2], (long long)at[s][3], (long long)at[s][4],
+                f[0], b[0], f[1], b[1], f[2], b[2], f[3], b[3]);
     }
     printf("\n]}\n");
     return rc;

@@ -732,6 +732,16 @@ TEST(cuda_gemm_bench_kinds) {
     }
     CHECK_MSG(ds_cuda_fp8_mma_loads() == 1, "the benchmark left the fragment loads at %d", ds_cuda_fp8_mma_loads());
     CHECK(ds_cuda_gemm_bench_experts("mma-fast", 3, 40, 128, 256, 1, &t, &path) != 0);
+    static const char *att[] = {"fp32", "tc", "tc-tile64", "tc-smem"};
+    for (int h = 0; h < 4; h++) {
+        double f = 0, b = 0;
+        CHECK_MSG(ds_cuda_attention_bench(att[h], 1, 40, 1, 32, 16, 1, &f, &b) == 0, "attention %s: %s", att[h],
+                  ds_errmsg());
+        CHECK_MSG(f > 0 && b > 0, "attention %s: %g / %g TFLOPS", att[h], f, b);
+    }
+    double f = 0, b = 0;
+    CHECK(ds_cuda_attention_bench("tc", 1, 40, 1, 24, 16, 1, &f, &b) != 0); /* dims not multiples of 16 */
+    CHECK(ds_cuda_attention_bench("tc-fast", 1, 40, 1, 32, 16, 1, &f, &b) != 0);
 }
 
 /* The FP8 tensor-core kernel's self-check turns it off when the instruction

@@ -889,7 +889,64 @@ int tc_fits(int64_t DQ, int64_t DV) {
            tc_ready();
 }
 
+/* uniform values in [-1, 1) from a hash of the index */
+__global__ void k_bench_fill(float *x, int64_t n, uint32_t seed) {
+    GRID_STRIDE(i, n) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+        x[i] = (float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f;
+    }
+}
+
 } // namespace
+
+/* Attention forward and backward (the entries' paths, causal) on random
+ * inputs: how "fp32" (the FP32 kernels), "tc" (the tensor-core kernels in the
+ * variants tc_pick takes), "tc-tile64" (a tile of 64 everywhere), "tc-smem"
+ * (the backward's accumulators in shared memory).  TFLOPS of the products
+ * over the B·NH·T(T+1)/2 causal pairs: forward 2·(DQ + DV) a pair (S, O),
+ * backward 2·(3·DQ + 2·DV) (S, dP, dV, dQ, dK; the recomputations left
+ * out); the backward's time includes its Δ. */
+extern "C" int ds_cuda_attention_bench(const char *how, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV,
+                                       int iters, double *fwd_tflops, double *bwd_tflops) {
+    if (!g_cu.ok) return ds_err("attention bench: no CUDA device");
+    const int fp32 = !strcmp(how, "fp32"), t64 = !strcmp(how, "tc-tile64"), smem = !strcmp(how, "tc-smem");
+    if (!fp32 && !t64 && !smem && strcmp(how, "tc"))
+        return ds_err("attention bench: unknown path %s (fp32, tc, tc-tile64, tc-smem)", ds_quote(how));
+    if (B < 1 || T < 1 || NH < 1 || DQ < 1 || DV < 1 || DQ > 256 || DV > 256 || B > 65535 || NH > 65535)
+        return ds_err("attention bench: bad shape");
+    CU_ENTRY();
+    const int tile = tc_tile, regs = tc_regs;
+    if (t64) tc_tile = 64;
+    if (smem) tc_regs = 0;
+    if (!fp32 && !tc_fits(DQ, DV)) {
+        tc_tile = tile, tc_regs = regs;
+        return ds_err("attention bench: the tensor-core kernels are off or do not take head dims (%lld, %lld)",
+                      (long long)DQ, (long long)DV);
+    }
+    const int64_t nq = B * T * NH * DQ, nv = B * T * NH * DV, nl = B * NH * T;
+    float *d;
+    CU_CHECK(cudaMalloc((void **)&d, (size_t)(4 * nq + 4 * nv + nl) * sizeof(float)));
+    float *q = d, *k = q + nq, *v = k + nq, *dout = v + nv, *out = dout + nv, *lse = out + nv, *dq = lse + nl,
+          *dk = dq + nq, *dv = dk + nq;
+    k_bench_fill<<<256, 256, 0, g_cu.stream>>>(d, 2 * nq + 2 * nv, 7u); /* q, k, v, dout */
+    CU_LAUNCHED();
+    const float scale = 1.0f / sqrtf((float)DQ);
+    const double fms = ds_cu_bench_ms([&]() {
+        if (fp32) fwd_fp32(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+        else fwd_tc(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+    }, iters);
+    const double bms = ds_cu_bench_ms([&]() {
+        if (fp32) bwd_fp32(dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+        else bwd_tc(dq, dk, dv, dout, out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+    }, iters);
+    tc_tile = tile, tc_regs = regs;
+    CU_CHECK(cudaFree(d));
+    const double pairs = (double)B * NH * T * (T + 1) / 2;
+    *fwd_tflops = 2.0 * pairs * (double)(DQ + DV) / (fms / 1e3) / 1e12;
+    *bwd_tflops = 2.0 * pairs * (double)(3 * DQ + 2 * DV) / (bms / 1e3) / 1e12;
+    return 0;
+}
 
 extern "C" int ds_cuda_attention_tc_set(int on) { return ds_cu_checked_set(&tc_state, tc_ready, on); }
 extern "C" int ds_cuda_attention_tc_tile(int tk) {

@@ -96,6 +96,26 @@ static inline unsigned ds_cu_blocks(int64_t n, int threads) {
 #define GRID_STRIDE(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
                                i += (int64_t)gridDim.x * blockDim.x)
 
+/* the benchmarks (gemm.cu, attention.cu): the device's mean milliseconds per
+ * call of once() over iters calls, after two */
+template <typename F>
+double ds_cu_bench_ms(F once, int iters) {
+    once();
+    once();
+    cudaEvent_t e0, e1;
+    CU_CHECK(cudaEventCreate(&e0));
+    CU_CHECK(cudaEventCreate(&e1));
+    CU_CHECK(cudaEventRecord(e0, g_cu.stream));
+    for (int i = 0; i < iters; i++) once();
+    CU_CHECK(cudaEventRecord(e1, g_cu.stream));
+    CU_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return (double)ms / iters;
+}
+
 /* FP32 <-> BF16 as ds_f32_to_bf16 / ds_bf16_to_f32: NaN kept quiet, else round to nearest even;
  * widening is exact */
 __device__ __forceinline__ uint16_t ds_cu_f32_to_bf16(float f) {

@@ -104,6 +104,15 @@ int ds_cuda_attention_tc_tile(int tk);
  * DSV3_CUDA_ATTN_REGS=0|1 at the first use).  Returns the previous setting. */
 int ds_cuda_attention_tc_regs(int on);
 
+/* Attention benchmark (attention.cu) on random device inputs, causal: how
+ * "fp32" (the FP32 kernels), "tc" (the tensor-core kernels, the variants
+ * they pick), "tc-tile64" (a key/query tile of 64 everywhere), "tc-smem" (the
+ * backward's accumulators in shared memory).  TFLOPS of the forward's and
+ * the backward's products (2·(DQ+DV) and 2·(3·DQ+2·DV) a causal pair) after
+ * warm-up, iters timed calls each.  0, or -1 with ds_err. */
+int ds_cuda_attention_bench(const char *how, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, int iters,
+                            double *fwd_tflops, double *bwd_tflops);
+
 /* GEMM benchmark on device buffers: kind "fp8" (1x128 x 128x128 block-scaled
  * E4M3, FP32 out: D (M, N) = X (M, K) · W (N, K)ᵀ), "fp8-own" (own kernel),
  * "bf16" (BF16 in, FP32 accumulate, BF16 out), "fp32".  Runs `iters` timed

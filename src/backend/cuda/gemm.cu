@@ -1453,24 +1453,6 @@ __global__ void k_rand_codes(uint8_t *q, int64_t n, uint32_t seed) {
     }
 }
 __global__ void k_fill(float *x, int64_t n, float v) { GRID_STRIDE(i, n) x[i] = v; }
-/* the device's mean milliseconds per call of once() over iters calls, after two */
-template <typename F>
-double bench_ms(F once, int iters) {
-    once();
-    once();
-    cudaEvent_t e0, e1;
-    CU_CHECK(cudaEventCreate(&e0));
-    CU_CHECK(cudaEventCreate(&e1));
-    CU_CHECK(cudaEventRecord(e0, g_cu.stream));
-    for (int i = 0; i < iters; i++) once();
-    CU_CHECK(cudaEventRecord(e1, g_cu.stream));
-    CU_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    return (double)ms / iters;
-}
 } // namespace
 
 extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
@@ -1515,7 +1497,7 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
             gemm_fwd(d, b, a, bf16 ? CUDA_R_16BF : CUDA_R_32F, M, K, N);
         }
     };
-    const double ms = bench_ms(once, iters);
+    const double ms = ds_cu_bench_ms(once, iters);
     *tflops = 2.0 * (double)M * N * K / (ms / 1e3) / 1e12;
     if (path) *path = mma ? "mma" : !fp8 ? "cublaslt" : n_lt > lt0 ? "cublaslt" : "own";
     fp8_own_only = prev;
@@ -1563,7 +1545,7 @@ extern "C" int ds_cuda_gemm_bench_experts(const char *how, int64_t G, int64_t ro
             for (int64_t g = 0; g < G; g++) fp8_gemm(gj[g].D, gj[g].ldd, gj[g].a, gj[g].b, gj[g].m, gj[g].n, gj[g].K, 0);
     };
     const int ldsm = plain ? ds_cu_fp8_mma_ldsm(0) : -1; /* "mma": the loads the self-check chose */
-    const double ms = bench_ms(once, iters);
+    const double ms = ds_cu_bench_ms(once, iters);
     if (plain) ds_cu_fp8_mma_ldsm(ldsm);
     *tflops = 2.0 * (double)G * rows * N * K / (ms / 1e3) / 1e12;
     if (path) *path = mma ? how : n_lt - lt0 == (iters + 2) * G ? "cublaslt" : "cublaslt+fallback";

@@ -65,6 +65,11 @@ int ds_cuda_batched_set(int on) {
     (void)on;
     return 0;
 }
+int ds_cuda_attention_bench(const char *how, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, int iters,
+                            double *fwd_tflops, double *bwd_tflops) {
+    (void)how, (void)B, (void)T, (void)NH, (void)DQ, (void)DV, (void)iters, (void)fwd_tflops, (void)bwd_tflops;
+    return ds_err("attention bench: this dsv3 was built without CUDA");
+}
 int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
                        const char **path) {
     (void)kind, (void)M, (void)N, (void)K, (void)iters, (void)tflops, (void)path;
