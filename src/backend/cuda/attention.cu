@@ -412,38 +412,44 @@ __device__ void tc_load_stats(float *lq, float *dl, const float *lse, const floa
         dl[e] = t < T ? delta[(b * NH + h) * T + t] : 0.0f;
     }
 }
-/* the warp's 16 rows of C (ldc floats, shared) = A (16 x K, row-major, lda) · B (K x ncol), or (acc)
- * C += that; B row-major (ldb), or (BT) given as its transpose Bᵀ (ncol x K) row-major (ldb);
- * ncol and K multiples of 16.  TG output tiles at a time in registers: each A fragment is
- * loaded once for them. */
+/* acc[n] += A (16 x K, row-major, lda) · B's column tile n (n < nt <= R): B row-major
+ * (K x 16·nt, ldb), or (BT) given as its transpose (16·nt x K, row-major, ldb); each A
+ * fragment loaded once for the nt tiles, held in registers */
+template <int R, int BT = 0>
+__device__ void tc_mma_regs(frag_c (&acc)[R], int nt, const bf16 *A, int lda, const bf16 *B, int ldb, int K) {
+    typedef typename std::conditional<BT != 0, frag_bt, frag_b>::type frag_bb;
+    for (int kk = 0; kk < K / 16; kk++) {
+        frag_a a;
+        wmma::load_matrix_sync(a, A + 16 * kk, lda);
+#pragma unroll
+        for (int n = 0; n < R; n++)
+            if (n < nt) {
+                frag_bb bb;
+                wmma::load_matrix_sync(bb, BT ? B + (int64_t)16 * n * ldb + 16 * kk : B + (int64_t)16 * kk * ldb + 16 * n,
+                                       ldb);
+                wmma::mma_sync(acc[n], a, bb, acc[n]);
+            }
+    }
+}
+/* the warp's 16 rows of C (ldc floats, shared) = A (16 x K) · B (K x ncol), or (acc) C += that,
+ * B as tc_mma_regs takes it; ncol and K multiples of 16.  TG output tiles at a time in
+ * registers. */
 template <int BT>
 __device__ void tc_mma(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int ncol, int K, int acc) {
-    typedef typename std::conditional<BT != 0, frag_bt, frag_b>::type frag_bb;
     const int nt = ncol / 16;
     for (int n0 = 0; n0 < nt; n0 += TG) {
+        const int ng = nt - n0 < TG ? nt - n0 : TG;
         frag_c c[TG];
 #pragma unroll
         for (int g = 0; g < TG; g++)
-            if (n0 + g < nt) {
+            if (g < ng) {
                 if (acc) wmma::load_matrix_sync(c[g], C + 16 * (n0 + g), ldc, wmma::mem_row_major);
                 else wmma::fill_fragment(c[g], 0.0f);
             }
-        for (int kk = 0; kk < K / 16; kk++) {
-            frag_a a;
-            wmma::load_matrix_sync(a, A + 16 * kk, lda);
-#pragma unroll
-            for (int g = 0; g < TG; g++)
-                if (n0 + g < nt) {
-                    const int n = n0 + g;
-                    frag_bb bb;
-                    wmma::load_matrix_sync(bb, BT ? B + (int64_t)16 * n * ldb + 16 * kk : B + (int64_t)16 * kk * ldb + 16 * n,
-                                           ldb);
-                    wmma::mma_sync(c[g], a, bb, c[g]);
-                }
-        }
+        tc_mma_regs<TG, BT>(c, ng, A, lda, BT ? B + (int64_t)16 * n0 * ldb : B + 16 * n0, ldb, K);
 #pragma unroll
         for (int g = 0; g < TG; g++)
-            if (n0 + g < nt) wmma::store_matrix_sync(C + 16 * (n0 + g), c[g], ldc, wmma::mem_row_major);
+            if (g < ng) wmma::store_matrix_sync(C + 16 * (n0 + g), c[g], ldc, wmma::mem_row_major);
     }
 }
 /* C = A · Bᵀ (B given row-major (ncol x K)); C += A · B (B row-major (K x ncol)) */
@@ -456,25 +462,10 @@ __device__ __forceinline__ void tc_ab_acc(float *C, int ldc, const bf16 *A, int 
     tc_mma<0>(C, ldc, A, lda, B, ldb, ncol, K, 1);
 }
 
-/* The backward kernels' accumulators in registers (RQ, RV > 0: where the FP32
- * tiles in shared memory would keep two blocks off an SM): the warp's 16 rows
- * of dK (dQ) and dV as nt <= R tiles of 16 columns, each A fragment loaded
- * once for all of them.  acc[n] += A (16 x K) · B[:, 16n..] (B row-major, ldb). */
+/* The backward kernels' accumulators in registers (where the FP32 tiles in
+ * shared memory would keep two blocks off an SM): the warp's 16 rows of dK
+ * (dQ) and dV as DQ/16 <= RQ and DV/16 <= RV tiles (tc_mma_regs). */
 constexpr int RQ = 12, RV = 8; /* head dims up to 192 and 128 (DeepSeek-V3's) */
-template <int R>
-__device__ void tc_ab_acc_regs(frag_c (&acc)[R], int nt, const bf16 *A, int lda, const bf16 *B, int ldb, int K) {
-    for (int kk = 0; kk < K / 16; kk++) {
-        frag_a a;
-        wmma::load_matrix_sync(a, A + 16 * kk, lda);
-#pragma unroll
-        for (int n = 0; n < R; n++)
-            if (n < nt) {
-                frag_b bb;
-                wmma::load_matrix_sync(bb, B + (int64_t)16 * kk * ldb + 16 * n, ldb);
-                wmma::mma_sync(acc[n], a, bb, acc[n]);
-            }
-    }
-}
 template <int R>
 __device__ void tc_zero_regs(frag_c (&acc)[R]) {
 #pragma unroll
@@ -606,8 +597,8 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
         }
         __syncwarp();
         if (REG) {
-            tc_ab_acc_regs(accv, DV / 16, pt + 16 * w * hp, hp, dos, hv, TK);
-            tc_ab_acc_regs(accq, DQ / 16, dst + 16 * w * hp, hp, qs, hq, TK);
+            tc_mma_regs(accv, DV / 16, pt + 16 * w * hp, hp, dos, hv, TK);
+            tc_mma_regs(accq, DQ / 16, dst + 16 * w * hp, hp, qs, hq, TK);
         } else {
             tc_ab_acc(dvs + 16 * w * fv, fv, pt + 16 * w * hp, hp, dos, hv, DV, TK); /* dV += Pᵀ dO */
             tc_ab_acc(dks + 16 * w * fq, fq, dst + 16 * w * hp, hp, qs, hq, DQ, TK); /* dK += dSᵀ Q */
@@ -663,7 +654,7 @@ __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, 
             }
         }
         __syncwarp();
-        if (REG) tc_ab_acc_regs(accq, DQ / 16, dsb + 16 * w * hp, hp, ks, hq, TK);
+        if (REG) tc_mma_regs(accq, DQ / 16, dsb + 16 * w * hp, hp, ks, hq, TK);
         else tc_ab_acc(dqs + 16 * w * fq, fq, dsb + 16 * w * hp, hp, ks, hq, DQ, TK); /* dQ += dS K */
         __syncwarp();
     }
