@@ -361,14 +361,16 @@ TEST(cuda_ops_attention_bf16) {
     int was = ds_cuda_attention_tc_set(1); /* the default (DSV3_CUDA_ATTN=fp32 turns it off) */
     CHECK_MSG(was == 1, "the tensor-core attention is off (DSV3_CUDA_ATTN=fp32, or its self-check failed)");
     /* B, T, NH, DQ, DV, tensor cores: one token; ragged tiles of 64 rows; DeepSeek-V3's head dims;
-     * `small`'s (96, 64); dims not multiples of 16 (the FP32 kernels).  The tensor-core shapes in
-     * the variants the kernels pick (key/query tiles of 64 or 32, the backward's accumulators in
-     * registers at (192, 128)), then in each variant forced: tiles of 32 and 64, the backward's
-     * accumulators in shared memory and in registers. */
-    const int64_t shapes[][6] = {{1, 1, 1, 16, 16, 1}, {2, 70, 3, 32, 16, 1}, {1, 130, 2, 192, 128, 1},
-                                 {1, 65, 1, 96, 64, 1}, {2, 45, 4, 48, 32, 1}, {2, 37, 3, 24, 16, 0}};
-    for (int run = 0; run < 6 + 4 * 4; run++) {
-        const int s = run < 6 ? run : 1 + (run - 6) % 4, var = run < 6 ? -1 : (run - 6) / 4;
+     * `small`'s (96, 64); DV above 128 (O too wide for the forward's registers: its WMMA kernel);
+     * dims not multiples of 16 (the FP32 kernels).  The tensor-core shapes in the variants the
+     * kernels pick (the forward's O in registers up to DV 128; key/query tiles of 64 or 32, the
+     * backward's accumulators in registers at (192, 128)), then in each variant forced: tiles of
+     * 32 and 64, accumulators in shared memory and in registers. */
+    const int64_t shapes[][6] = {{1, 1, 1, 16, 16, 1},      {2, 70, 3, 32, 16, 1}, {1, 130, 2, 192, 128, 1},
+                                 {1, 65, 1, 96, 64, 1},     {2, 45, 4, 48, 32, 1}, {1, 50, 1, 32, 144, 1},
+                                 {2, 37, 3, 24, 16, 0}};
+    for (int run = 0; run < 7 + 4 * 4; run++) {
+        const int s = run < 7 ? run : 1 + (run - 7) % 4, var = run < 7 ? -1 : (run - 7) / 4;
         const int tile = var < 0 ? 0 : var % 2 ? 64 : 32, regs = var < 0 ? -1 : var / 2;
         int64_t B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], DQ = shapes[s][3], DV = shapes[s][4];
         const int tc = (int)shapes[s][5];
@@ -419,6 +421,10 @@ TEST(cuda_ops_attention_bf16) {
     }
     ds_cuda_attention_tc_tile(0);
     ds_cuda_attention_tc_regs(-1);
+    /* every variant passed its self-check (one left out would let the others pass the runs above) */
+    for (int kern = 0; kern < 3; kern++)
+        CHECK_MSG(ds_cuda_attention_tc_off(kern) == 0, "attention kernel %d: variants %#x failed the self-check", kern,
+                  ds_cuda_attention_tc_off(kern));
     /* turned off: the FP32 kernels, the CPU's result within 1e-10 */
     ds_cuda_attention_tc_set(0);
     {
@@ -437,8 +443,11 @@ TEST(cuda_ops_attention_bf16) {
 
 /* The tensor-core attention's self-check (first use) turns it off when the
  * tensor cores give wrong sums: cudamock's WMMA told to read B transposed
- * (CUDAMOCK_WMMA_BROKEN=1); the BF16 table then runs the FP32 kernels (the
- * CPU's result on the unrounded inputs).  Only under tools/cudamock. */
+ * (CUDAMOCK_WMMA_BROKEN=1: every backward variant fails); the BF16 table then
+ * runs the FP32 kernels (the CPU's result on the unrounded inputs).  Where
+ * only mma.sync is wrong (CUDAMOCK_MMA_BROKEN=1: its output rows swapped),
+ * only the forward's variants with O in registers fail: they are left out and
+ * the WMMA forward runs (the BF16 result).  Only under tools/cudamock. */
 TEST(cuda_attention_tc_selfcheck) {
     NEED_GPU();
     if (strncmp(ds_cuda_device_name(), "cudamock", 8)) {
@@ -454,18 +463,26 @@ TEST(cuda_attention_tc_selfcheck) {
     float *o = ds_malloc((size_t)nv * 4), *l = ds_malloc((size_t)nl * 4);
     float *dQ = upf(q, nq), *dK = upf(k, nq), *dV = upf(v, nv), *dO = nanbuf(nv), *dL = nanbuf(nl);
     c->attention_forward(o, l, q, k, v, B, T, NH, DQ, DV, 0.25f);
-    for (int broken = 1; broken >= 0; broken--) {
-        if (broken) setenv("CUDAMOCK_WMMA_BROKEN", "1", 1);
+    /* broken: 2 WMMA, 1 mma.sync, 0 neither */
+    for (int broken = 2; broken >= 0; broken--) {
+        if (broken == 2) setenv("CUDAMOCK_WMMA_BROKEN", "1", 1);
         else unsetenv("CUDAMOCK_WMMA_BROKEN");
+        if (broken == 1) setenv("CUDAMOCK_MMA_BROKEN", "1", 1);
+        else unsetenv("CUDAMOCK_MMA_BROKEN");
         ds_cuda_attention_tc_set(0);
         ds_cuda_attention_tc_set(1); /* checked again at its next use */
         g->attention_forward(dO, dL, dQ, dK, dV, B, T, NH, DQ, DV, 0.25f);
         float *got = down(dO, nv);
         double e = nmse(got, o, nv);
         free(got);
-        if (broken) CHECK_MSG(e <= TOL, "broken tensor cores: NMSE %g from the FP32 result (the self-check let it run)", e);
+        if (broken == 2)
+            CHECK_MSG(e <= TOL, "broken tensor cores: NMSE %g from the FP32 result (the self-check let it run)", e);
         else CHECK_MSG(e > 1e-9 && e <= 1e-3, "tensor cores: NMSE %g from the FP32 result (not the BF16 path?)", e);
-        CHECK(ds_cuda_attention_tc_set(1) == !broken);
+        CHECK(ds_cuda_attention_tc_set(1) == (broken != 2));
+        /* left out: the forward's tiles 64 and 32 with O in registers (bits 1, 3) where mma.sync is broken */
+        CHECK_MSG(ds_cuda_attention_tc_off(0) == (broken == 1 ? 0xa : 0), "forward variants off: %#x",
+                  ds_cuda_attention_tc_off(0));
+        CHECK(ds_cuda_attention_tc_off(1) == 0 && ds_cuda_attention_tc_off(2) == 0);
     }
     ds_cuda_free(dQ), ds_cuda_free(dK), ds_cuda_free(dV), ds_cuda_free(dO), ds_cuda_free(dL);
     free(q), free(k), free(v), free(o), free(l);

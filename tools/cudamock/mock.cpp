@@ -163,6 +163,37 @@ void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
     for (int i = 0; i < 4; i++) d[i] += out[br && *br == '1' ? i ^ 2 : i];
 }
 
+/* m16n8k16 with BF16 inputs (attention.cu's forward), gathered as above; each
+ * lane its four sums of 16 products in k order.  PTX ISA, g = lane / 4,
+ * t = lane % 4, the lower-numbered element in a register's low 16 bits:
+ * A(r, k) in lane (r % 8) * 4 + (k % 8) / 2, register (r >= 8) + 2 (k >= 8),
+ * half k % 2; B(k, c) in lane c * 4 + (k % 8) / 2, register k >= 8, half
+ * k % 2; D as m16n8k32's.  CUDAMOCK_MMA_BROKEN=1 swaps the output rows here
+ * too. */
+void cudamock_mma_bf16(float *d, const uint32_t *a, const uint32_t *b) {
+    if (warp_bar.empty()) not_sequential("mma.sync");
+    static uint32_t frag[32 * 32 * 6]; /* blocks run one at a time */
+    int w = my_tid / 32, lane = my_tid % 32;
+    uint32_t *f = frag + (size_t)w * 32 * 6;
+    for (int i = 0; i < 4; i++) f[lane * 6 + i] = a[i];
+    f[lane * 6 + 4] = b[0], f[lane * 6 + 5] = b[1];
+    warp_bar[w]->arrive_and_wait();
+    auto half = [&](int ln, int reg, int k) {
+        return ds_bf16_to_f32((uint16_t)(f[ln * 6 + reg] >> (16 * (k % 2))));
+    };
+    float out[4];
+    for (int i = 0; i < 4; i++) {
+        int r = lane / 4 + (i / 2) * 8, c = (lane % 4) * 2 + i % 2;
+        float s = 0.0f;
+        for (int k = 0; k < 16; k++)
+            s += half((r % 8) * 4 + (k % 8) / 2, (r >= 8) + 2 * (k >= 8), k) * half(c * 4 + (k % 8) / 2, 4 + (k >= 8), k);
+        out[i] = s;
+    }
+    warp_bar[w]->arrive_and_wait();
+    const char *br = getenv("CUDAMOCK_MMA_BROKEN");
+    for (int i = 0; i < 4; i++) d[i] += out[br && *br == '1' ? i ^ 2 : i];
+}
+
 /* ldmatrix m8n8 .x4 .b16 (fp8mma.cu): each lane's row address gathered over
  * the warp (two barriers, as a shuffle); register j of lane l is 4 bytes at
  * 4 (l % 4) of the row that lane 8 j + l / 4 named.  A row address that is

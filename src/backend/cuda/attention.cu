@@ -27,6 +27,9 @@ extern "C" {
 
 using namespace nvcuda;
 
+/* the CPU stand-in for mma.sync m16n8k16 BF16 (tools/cudamock/mock.cpp); never called on a GPU */
+__device__ void cudamock_mma_bf16(float *d, const uint32_t *a, const uint32_t *b);
+
 namespace {
 
 /* WARPS warps a block; a warp owns P queries (forward, dq) or P keys (dk,
@@ -342,10 +345,12 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *l
  * to BF16 for their products.  A block has TW warps and TB = 16·TW rows
  * (queries in the forward and dq kernels, keys in the dk/dv kernel); each
  * warp owns 16 of them, and the other side streams through shared memory in
- * tiles of TK (64 or 32).  Accumulators (O, dq, dk, dv) live in shared
- * memory in FP32 (the forward rescales O's rows as the max moves), or the
- * backward's in registers, as WMMA fragments (head dims up to (192, 128));
- * tc_pick takes the first variant that lets two blocks share an SM.  A
+ * tiles of TK (64 or 32).  The forward holds O in registers on mma.sync
+ * (k_attn_fwd_mma, DV up to 128), else in shared memory in FP32 (WMMA: the
+ * forward rescales O's rows as the max moves); the backward's accumulators
+ * (dq, dk, dv) live in shared memory, or in registers as WMMA fragments
+ * (head dims up to (192, 128)); tc_pick takes the first variant that lets
+ * two blocks share an SM, leaving out any that failed the self-check.  A
  * product keeps four of its 16x16 output tiles in registers at a time (with
  * the accumulators in registers: all of them), so an A fragment is loaded
  * once for four (all) B fragments.  Every shared tile's rows are padded by 16
@@ -489,6 +494,150 @@ __device__ void tc_store_regs(float *x, frag_c (&acc)[R], int nt, float *stage, 
             }
             __syncwarp();
         }
+}
+
+/* ---- the forward with O in registers: mma.sync m16n8k16 (BF16 in, FP32 out) ----
+ * WMMA leaves a fragment's element-to-lane map unspecified, so the forward
+ * above keeps O in shared memory, where the online softmax can rescale its
+ * rows.  mma.sync's fragments have the PTX ISA's layout (g = lane / 4,
+ * t = lane % 4; a register's low 16 bits hold the lower-numbered element):
+ *   A (16 x 16): a0 row g, k 2t..2t+1; a1 row g+8, same k; a2 row g,
+ *     k 2t+8..2t+9; a3 row g+8, k 2t+8..;
+ *   B (16 x 8): b0 k 2t..2t+1, column g; b1 k 2t+8..2t+9, column g;
+ *   C, D (16 x 8): d0, d1 row g, columns 2t, 2t+1; d2, d3 row g+8.
+ * So a lane holds two rows of the warp's 16 (g, g+8) and knows which: the
+ * running max and sum are two registers, a row's max and sum over its keys
+ * are two shuffles across the 4 lanes that share it, the rescale of O is a
+ * multiply in registers, and two adjacent 16 x 8 score tiles, rounded to
+ * BF16 and paired, are the A fragment of P·V as they stand.  B fragments
+ * read 32-bit pairs along k: K's rows (k = head dim) as loaded, V transposed
+ * as it is loaded (vt[d][key]).  With the padded rows (ldh: an odd multiple
+ * of 4 banks) the 32 lanes' 32-bit reads hit 32 banks. */
+constexpr int OV = 16; /* O's 16 x 8 tiles a warp holds: DV up to 128 (DeepSeek-V3's) */
+
+/* d += A · B (16 x 16 by 16 x 8), BF16 in, FP32 out */
+__device__ __forceinline__ void mma_bf16(float *d, const uint32_t *a, const uint32_t *b) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    cudamock_mma_bf16(d, a, b);
+#endif
+}
+/* two BF16 values at p (4-byte aligned) as one register */
+__device__ __forceinline__ uint32_t ld_pair(const bf16 *p) { return *(const uint32_t *)p; }
+/* lo, hi rounded to BF16, lo in the low half */
+__device__ __forceinline__ uint32_t pack_bf(float lo, float hi) {
+    return (uint32_t)ds_cu_f32_to_bf16(lo) | (uint32_t)ds_cu_f32_to_bf16(hi) << 16;
+}
+/* rows r0.. (n of them; from T on as zeros) of x (B, T, NH, D), head h, transposed, as BF16:
+ * sh[d*ld + r]; a warp a row, the lanes across it */
+__device__ void tc_load_t(bf16 *sh, int ld, const float *x, int64_t b, int64_t r0, int64_t T, int64_t NH, int64_t h,
+                          int D, int n) {
+    for (int r = threadIdx.x >> 5; r < n; r += blockDim.x >> 5) {
+        const int64_t t = r0 + r;
+        for (int c = threadIdx.x & 31; c < D; c += 32)
+            sh[c * ld + r] = to_bf(t < T ? x[((b * T + t) * NH + h) * D + c] : 0.0f);
+    }
+}
+
+/* grid (ceil(T/TB), NH, B), TW warps, DV <= 8·OV.  smem: qs[TB][DQ], ks[TK][DQ], vt[DV][TK]
+ * (BF16), rows padded (ldh).  The WMMA forward's arithmetic: the scores in FP32 from BF16
+ * products, P = exp(s − m) summed in FP32 and rounded to BF16 for P·V. */
+template <int TK>
+__global__ void k_attn_fwd_mma(float *out, float *lse, const float *q, const float *k, const float *v, int64_t T,
+                               int64_t NH, int DQ, int DV, float scale) {
+    extern __shared__ tc_smem sm_tc[];
+    const int lq = ldh(DQ), lt = ldh(TK), nv = DV / 8;
+    bf16 *qs = (bf16 *)sm_tc, *ks = qs + TB * lq, *vt = ks + TK * lq;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * TB;
+    const int64_t imax = (i0 + TB < T ? i0 + TB : T) - 1;
+    const int64_t ir[2] = {i0 + 16 * w + g, i0 + 16 * w + g + 8}; /* the lane's two rows */
+    tc_load(qs, lq, q, b, i0, T, NH, h, DQ, TB);
+    float o[OV][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < OV; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    const bf16 *qa = qs + (16 * w + g) * lq + 2 * t; /* a0's pair at k = 0 */
+    for (int64_t j0 = 0; j0 <= imax; j0 += TK) {
+        __syncthreads(); /* the last tile's readers are done (and qs is written) */
+        tc_load(ks, lq, k, b, j0, T, NH, h, DQ, TK);
+        tc_load_t(vt, lt, v, b, j0, T, NH, h, DV, TK);
+        __syncthreads();
+        float s[TK / 8][4]; /* S = Q Kᵀ: the warp's 16 rows, TK keys */
+#pragma unroll
+        for (int n = 0; n < TK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        for (int kk = 0; kk < DQ / 16; kk++) {
+            const bf16 *ap = qa + 16 * kk;
+            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * lq), ld_pair(ap + 8), ld_pair(ap + 8 * lq + 8)};
+#pragma unroll
+            for (int n = 0; n < TK / 8; n++) {
+                const bf16 *bp = ks + (8 * n + g) * lq + 16 * kk + 2 * t;
+                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                mma_bf16(s[n], a, bb);
+            }
+        }
+        /* the online softmax: element e of tile n is row ir[e / 2], key j0 + 8n + 2t + e % 2 */
+        float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.0f, 0.0f}, corr[2];
+#pragma unroll
+        for (int n = 0; n < TK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int64_t i = ir[e >> 1], j = j0 + 8 * n + 2 * t + (e & 1);
+                s[n][e] = i < T && j <= i ? s[n][e] * scale : -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+            }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float mn = fmaxf(m[r], mx[r]);
+            corr[r] = mn == -INFINITY ? 1.0f : expf(m[r] - mn);
+            m[r] = mn;
+        }
+        uint32_t p[TK / 16][4]; /* P (BF16) as the A fragments of P·V */
+#pragma unroll
+        for (int n = 0; n < TK / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[n][e] = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[e >> 1]);
+                sum[e >> 1] += s[n][e];
+            }
+            p[n / 2][(n & 1) * 2] = pack_bf(s[n][0], s[n][1]);
+            p[n / 2][(n & 1) * 2 + 1] = pack_bf(s[n][2], s[n][3]);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+            l[r] = l[r] * corr[r] + sum[r];
+        }
+#pragma unroll
+        for (int n = 0; n < OV; n++)
+            if (n < nv) o[n][0] *= corr[0], o[n][1] *= corr[0], o[n][2] *= corr[1], o[n][3] *= corr[1];
+#pragma unroll
+        for (int kk = 0; kk < TK / 16; kk++)
+#pragma unroll
+            for (int n = 0; n < OV; n++)
+                if (n < nv) { /* O += P V */
+                    const bf16 *bp = vt + (8 * n + g) * lt + 16 * kk + 2 * t;
+                    const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                    mma_bf16(o[n], p[kk], bb);
+                }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int64_t i = ir[r];
+        if (i >= T) continue;
+        const float inv = 1.0f / l[r];
+        float *y = out + ((b * T + i) * NH + h) * DV + 2 * t;
+#pragma unroll
+        for (int n = 0; n < OV; n++)
+            if (n < nv) y[8 * n] = o[n][2 * r] * inv, y[8 * n + 1] = o[n][2 * r + 1] * inv;
+        if (lse && t == 0) lse[(b * NH + h) * T + i] = m[r] + logf(l[r]);
+    }
 }
 
 /* grid (ceil(T/TB), NH, B), TW warps.  smem: qs[TB][DQ], ks[TK][DQ], vs[TK][DV], ps[TB][TK] (BF16);
@@ -668,7 +817,8 @@ __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, 
 
 /* the kernels' shared memory at a key (query) tile of tk, the backward's
  * accumulators in registers (reg) or shared memory */
-size_t tc_fwd_smem(int64_t DQ, int64_t DV, int tk, int) {
+size_t tc_fwd_smem(int64_t DQ, int64_t DV, int tk, int reg) {
+    if (reg) return (size_t)(TB * ldh(DQ) + tk * ldh(DQ) + DV * ldh(tk)) * 2;
     return (size_t)(TB * ldh(DQ) + tk * ldh(DQ) + tk * ldh(DV) + TB * ldh(tk)) * 2 +
            (size_t)(TB * ldf(tk) + TB * ldf(DV)) * 4;
 }
@@ -680,20 +830,29 @@ size_t tc_q_smem(int64_t DQ, int64_t DV, int tk, int reg) {
     return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + TB * ldh(tk)) * 2 +
            (size_t)(2 * TB * ldf(tk) + (reg ? 0 : TB * ldf(DQ)) + 2 * TB) * 4;
 }
-/* A kernel's variant: its key (query) tile, and (backward) whether its
- * accumulators live in registers.  The first of 64, 32, 64 in registers, 32
- * in registers that lets two blocks share an SM (one block of TW warps an SM
- * leaves the tensor cores waiting on each block's loads and barriers), else
- * the first that fits the device at all; tk 0 where none does.  At `small`'s
- * head dims (96, 64): the forward and dq at 64, dk/dv at 32 (138.5 KiB at
- * 64, 103 at 32); at DeepSeek-V3's (192, 128): the forward at 32 (126 KiB
- * at 64, 93 at 32), dk/dv and dq at 32 in registers (91 and 86.5 KiB; in
- * shared memory 173 and 135.5 at 32).  tc_tile and tc_regs force the tile
- * and the registers (tests, A/B runs). */
+/* A kernel's variant: its key (query) tile, and whether its accumulators
+ * live in registers (the forward: O, on mma.sync; the backward: dK, dV, dQ
+ * as WMMA fragments).  The forward takes O in registers wherever DV allows
+ * (<= 8·OV), at 64, else 32, else the WMMA kernels.  The backward kernels
+ * take the first of 64, 32, 64 in registers, 32 in registers that lets two
+ * blocks share an SM (one block of TW warps an SM leaves the tensor cores
+ * waiting on each block's loads and barriers), else the first that fits the
+ * device at all; tk 0 where none does.  At `small`'s head dims (96, 64): dq
+ * at 64, dk/dv at 32 (138.5 KiB at 64, 103 at 32); at DeepSeek-V3's (192,
+ * 128): dk/dv and dq at 32 in registers (91 and 86.5 KiB; in shared memory
+ * 173 and 135.5 at 32); the forward in registers at 64 (68 KiB; the WMMA
+ * one 126 at 64, 93 at 32).  A variant that failed the self-check
+ * (tc_off) is never taken.  tc_tile and tc_regs force the tile and the
+ * registers (tests, A/B runs). */
 struct tc_var { int tk, reg; };
+enum { K_FWD, K_Q, K_KV };
+const char *const tc_kname[3] = {"forward", "dq", "dk/dv"};
+size_t (*const tc_smem_of[3])(int64_t, int64_t, int, int) = {tc_fwd_smem, tc_q_smem, tc_kv_smem};
+int tc_bit(const tc_var &v) { return 1 << (2 * (v.tk == 32) + (v.reg != 0)); }
 int tc_tile = -1; /* 0: picked, 32 or 64: forced; -1: DSV3_CUDA_ATTN_TILE not read yet */
 int tc_regs = -2; /* -1: picked, 0 never, 1 wherever the dims allow; -2: DSV3_CUDA_ATTN_REGS not read yet */
-tc_var tc_pick(size_t (*smem)(int64_t, int64_t, int, int), int64_t DQ, int64_t DV, int backward) {
+int tc_off[3];    /* per kernel, the variants (tc_bit) that failed the self-check */
+tc_var tc_pick(int kern, int64_t DQ, int64_t DV) {
     const cudaDeviceProp &p = g_cu.prop;
     if (tc_tile < 0) {
         const char *e = getenv("DSV3_CUDA_ATTN_TILE");
@@ -703,16 +862,20 @@ tc_var tc_pick(size_t (*smem)(int64_t, int64_t, int, int), int64_t DQ, int64_t D
         const char *e = getenv("DSV3_CUDA_ATTN_REGS");
         tc_regs = e && (!strcmp(e, "0") || !strcmp(e, "1")) ? atoi(e) : -1;
     }
-    const int can_reg = backward && DQ <= 16 * RQ && DV <= 16 * RV && tc_regs != 0;
-    const tc_var order[4] = {{64, 0}, {32, 0}, {64, 1}, {32, 1}};
+    const int can_reg = tc_regs != 0 && (kern == K_FWD ? DV <= 8 * OV : DQ <= 16 * RQ && DV <= 16 * RV);
+    const tc_var fwd[4] = {{64, 1}, {32, 1}, {64, 0}, {32, 0}}, bwd[4] = {{64, 0}, {32, 0}, {64, 1}, {32, 1}};
+    const tc_var *order = kern == K_FWD ? fwd : bwd;
+    size_t (*smem)(int64_t, int64_t, int, int) = tc_smem_of[kern];
     auto allowed = [&](const tc_var &v) {
-        return (!tc_tile || v.tk == tc_tile) && (v.reg ? can_reg : !(can_reg && tc_regs == 1));
+        return (!tc_tile || v.tk == tc_tile) && (v.reg ? can_reg : !(can_reg && tc_regs == 1)) &&
+               !(tc_off[kern] & tc_bit(v));
     };
-    for (const tc_var &v : order)
-        if (allowed(v) && 2 * (smem(DQ, DV, v.tk, v.reg) + p.reservedSharedMemPerBlock) <= p.sharedMemPerMultiprocessor)
-            return v;
-    for (const tc_var &v : order)
-        if (allowed(v) && smem(DQ, DV, v.tk, v.reg) <= p.sharedMemPerBlockOptin) return v;
+    for (int i = 0; i < 4; i++)
+        if (allowed(order[i]) &&
+            2 * (smem(DQ, DV, order[i].tk, order[i].reg) + p.reservedSharedMemPerBlock) <= p.sharedMemPerMultiprocessor)
+            return order[i];
+    for (int i = 0; i < 4; i++)
+        if (allowed(order[i]) && smem(DQ, DV, order[i].tk, order[i].reg) <= p.sharedMemPerBlockOptin) return order[i];
     return tc_var{0, 0};
 }
 
@@ -736,13 +899,14 @@ void bwd_fp32(float *dq, float *dk, float *dv, const float *dout, const float *o
     if (DQ <= 128 && DV <= 128) attn_bwd<4>(dq, dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
     else attn_bwd<2>(dq, dk, dv, dout, lse, delta, q, k, v, B, T, NH, DQ, DV, scale);
 }
-template <int TK>
+template <int TK, bool REG>
 void launch_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B, int64_t T,
                 int64_t NH, int64_t DQ, int64_t DV, float scale) {
-    size_t sm = tc_fwd_smem(DQ, DV, TK, 0);
-    set_smem(k_attn_fwd_tc<TK>, sm);
+    size_t sm = tc_fwd_smem(DQ, DV, TK, REG);
+    auto kernel = REG ? k_attn_fwd_mma<TK> : k_attn_fwd_tc<TK>;
+    set_smem(kernel, sm);
     dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
-    k_attn_fwd_tc<TK><<<grid, TW * 32, sm, g_cu.stream>>>(out, lse, q, k, v, T, NH, (int)DQ, (int)DV, scale);
+    kernel<<<grid, TW * 32, sm, g_cu.stream>>>(out, lse, q, k, v, T, NH, (int)DQ, (int)DV, scale);
     CU_LAUNCHED();
 }
 template <int TK, bool REG>
@@ -769,15 +933,18 @@ void launch_bwd_kv(float *dk, float *dv, const float *dout, const float *lse, co
 /* force: the variant of every kernel (the self-check); NULL: tc_pick's */
 void fwd_tc(float *out, float *lse, const float *q, const float *k, const float *v, int64_t B, int64_t T, int64_t NH,
             int64_t DQ, int64_t DV, float scale, const tc_var *force = NULL) {
-    const tc_var f = force ? *force : tc_pick(tc_fwd_smem, DQ, DV, 0);
-    (f.tk == 32 ? launch_fwd<32> : launch_fwd<64>)(out, lse, q, k, v, B, T, NH, DQ, DV, scale);
+    const tc_var f = force ? *force : tc_pick(K_FWD, DQ, DV);
+    /* [tile 32][registers] */
+    static decltype(&launch_fwd<64, false>) const lf[2][2] = {{launch_fwd<64, false>, launch_fwd<64, true>},
+                                                             {launch_fwd<32, false>, launch_fwd<32, true>}};
+    lf[f.tk == 32][f.reg != 0](out, lse, q, k, v, B, T, NH, DQ, DV, scale);
 }
 void bwd_tc(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q,
             const float *k, const float *v, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale,
             const tc_var *force = NULL) {
     const float *delta = attn_delta(dout, out, B, T, NH, DV);
-    const tc_var fq = force ? *force : tc_pick(tc_q_smem, DQ, DV, 1);
-    const tc_var fkv = force ? *force : tc_pick(tc_kv_smem, DQ, DV, 1);
+    const tc_var fq = force ? *force : tc_pick(K_Q, DQ, DV);
+    const tc_var fkv = force ? *force : tc_pick(K_KV, DQ, DV);
     /* [tile 32][registers] */
     static decltype(&launch_bwd_q<64, false>) const lq[2][2] = {{launch_bwd_q<64, false>, launch_bwd_q<64, true>},
                                                                {launch_bwd_q<32, false>, launch_bwd_q<32, true>}};
@@ -802,11 +969,15 @@ double nmse(const std::vector<float> &a, const std::vector<float> &b) {
 }
 /* The tensor-core kernels against the FP32 ones on inputs that are BF16
  * values already (so both see the same operands): one sequence of 80 tokens
- * (a full tile and a ragged one), 2 heads, `tiny`'s head dims (48, 32),
- * forward and backward, in every variant (tiles of 32 and 64, the backward's
- * accumulators in shared memory and in registers).  P's and dS's BF16 rounding leave NMSE ~1e-6; a wrong
- * fragment layout, tile or rescale O(1).  Bound 1e-4 on out, lse, dq, dk, dv. */
-int tc_self_check(double err[5], char *which, size_t cap) {
+ * (a full tile and a ragged one), 2 heads, `tiny`'s head dims (48, 32), every
+ * kernel in every variant (tiles of 32 and 64, accumulators in shared memory
+ * and in registers).  The backward runs from the FP32 forward's out and lse,
+ * so each kernel is judged on its own outputs: the forward on out and lse,
+ * dq's on dq, dk/dv's on dk and dv.  P's and dS's BF16 rounding leave NMSE
+ * ~1e-6; a wrong fragment layout, tile or rescale O(1).  Bound 1e-4.  off[]:
+ * the variants (tc_bit) that failed, per kernel; err the worst NMSE of out,
+ * lse, dq, dk, dv. */
+void tc_self_check(double err[5], int off[3]) {
     const int64_t B = 1, T = 80, NH = 2, DQ = 48, DV = 32, nq = B * T * NH * DQ, nv = B * T * NH * DV, nl = B * NH * T;
     const float scale = 1.0f / sqrtf((float)DQ);
     std::vector<float> h[4] = {std::vector<float>(nq), std::vector<float>(nq), std::vector<float>(nv),
@@ -834,12 +1005,13 @@ int tc_self_check(double err[5], char *which, size_t cap) {
     fwd_fp32(o[1][0], o[1][1], q, k, v, B, T, NH, DQ, DV, scale);
     bwd_fp32(o[1][2], o[1][3], o[1][4], dout, o[1][0], o[1][1], q, k, v, B, T, NH, DQ, DV, scale);
     const int64_t len[5] = {nv, nl, nq, nq, nv};
-    int ok = 1;
+    const int kern[5] = {K_FWD, K_FWD, K_Q, K_KV, K_KV};
     for (int i = 0; i < 5; i++) err[i] = 0;
+    off[K_FWD] = off[K_Q] = off[K_KV] = 0;
     const tc_var vars[4] = {{32, 0}, {64, 0}, {32, 1}, {64, 1}};
-    for (const tc_var &f : vars) { /* every variant; err the worst */
+    for (const tc_var &f : vars) {
         fwd_tc(o[0][0], o[0][1], q, k, v, B, T, NH, DQ, DV, scale, &f);
-        bwd_tc(o[0][2], o[0][3], o[0][4], dout, o[0][0], o[0][1], q, k, v, B, T, NH, DQ, DV, scale, &f);
+        bwd_tc(o[0][2], o[0][3], o[0][4], dout, o[1][0], o[1][1], q, k, v, B, T, NH, DQ, DV, scale, &f);
         for (int i = 0; i < 5; i++) {
             std::vector<float> a((size_t)len[i]), b((size_t)len[i]);
             CU_CHECK(cudaMemcpyAsync(a.data(), o[0][i], a.size() * sizeof(float), cudaMemcpyDeviceToHost, g_cu.stream));
@@ -847,37 +1019,51 @@ int tc_self_check(double err[5], char *which, size_t cap) {
             CU_CHECK(cudaStreamSynchronize(g_cu.stream));
             double e = nmse(a, b);
             if (!(e <= err[i])) err[i] = e;
-            if (!(e <= 1e-4) && ok) /* the first variant that failed */
-                snprintf(which, cap, "tile %d, backward accumulators in %s", f.tk, f.reg ? "registers" : "shared memory");
-            ok &= e <= 1e-4;
+            if (!(e <= 1e-4)) off[kern[i]] |= tc_bit(f);
         }
     }
     CU_CHECK(cudaFree(d));
-    return ok;
 }
 
-/* on (checked at first use) or off */
+/* on (checked at first use) or off.  A variant that fails the self-check is
+ * left out (tc_off) while each kernel keeps one that passed; where a kernel
+ * has none, the path is off.  Either way a line on stderr names them. */
 int tc_ready(void) {
     if (!tc_state) {
         const char *e = getenv("DSV3_CUDA_ATTN");
+        tc_off[K_FWD] = tc_off[K_Q] = tc_off[K_KV] = 0;
+        if (e && (!strcmp(e, "fp32") || !strcmp(e, "0"))) {
+            tc_state = -1;
+            return 0;
+        }
         double err[5];
-        char which[64] = "";
-        if (e && (!strcmp(e, "fp32") || !strcmp(e, "0"))) tc_state = -1;
-        else if ((tc_state = tc_self_check(err, which, sizeof which) ? 1 : -1) < 0)
+        tc_self_check(err, tc_off);
+        char which[256] = "";
+        size_t len = 0;
+        int dead = 0;
+        for (int kn = 0; kn < 3; kn++) {
+            dead |= tc_off[kn] == 15;
+            for (int vi = 0; vi < 4; vi++)
+                if (tc_off[kn] >> vi & 1 && len < sizeof which)
+                    len += (size_t)snprintf(which + len, sizeof which - len, "%s%s tile %d %s", len ? ", " : "",
+                                            tc_kname[kn], vi & 2 ? 32 : 64, vi & 1 ? "registers" : "shared");
+        }
+        tc_state = dead ? -1 : 1;
+        if (len)
             fprintf(stderr,
-                    "dsv3: cuda: the tensor-core attention failed its self-check against the FP32 kernels (first at %s; "
-                    "worst NMSE out %.3g, lse %.3g, dq %.3g, dk %.3g, dv %.3g; bound 1e-4); the BF16 and FP8 tables run "
-                    "attention on the FP32 kernels\n",
-                    which, err[0], err[1], err[2], err[3], err[4]);
+                    "dsv3: cuda: the tensor-core attention failed its self-check against the FP32 kernels in %s "
+                    "(worst NMSE out %.3g, lse %.3g, dq %.3g, dk %.3g, dv %.3g; bound 1e-4); %s\n",
+                    which, err[0], err[1], err[2], err[3], err[4],
+                    dead ? "the BF16 and FP8 tables run attention on the FP32 kernels"
+                         : "those variants are left out, the others run");
     }
     return tc_state > 0;
 }
 /* the tensor-core kernels take these dims (multiples of 16, tiles within the
  * device's shared memory) and are on */
 int tc_fits(int64_t DQ, int64_t DV) {
-    if (DQ % 16 || DV % 16 || DQ > 256 || DV > 256) return 0;
-    return tc_pick(tc_fwd_smem, DQ, DV, 0).tk && tc_pick(tc_kv_smem, DQ, DV, 1).tk && tc_pick(tc_q_smem, DQ, DV, 1).tk &&
-           tc_ready();
+    if (DQ % 16 || DV % 16 || DQ > 256 || DV > 256 || !tc_ready()) return 0;
+    return tc_pick(K_FWD, DQ, DV).tk && tc_pick(K_KV, DQ, DV).tk && tc_pick(K_Q, DQ, DV).tk;
 }
 
 /* uniform values in [-1, 1) from a hash of the index */
@@ -894,7 +1080,7 @@ __global__ void k_bench_fill(float *x, int64_t n, uint32_t seed) {
 /* Attention forward and backward (the entries' paths, causal) on random
  * inputs: how "fp32" (the FP32 kernels), "tc" (the tensor-core kernels in the
  * variants tc_pick takes), "tc-tile64" (a tile of 64 everywhere), "tc-smem"
- * (the backward's accumulators in shared memory).  TFLOPS of the products
+ * (every accumulator in shared memory: the forward's WMMA kernel).  TFLOPS of the products
  * over the B·NH·T(T+1)/2 causal pairs: forward 2·(DQ + DV) a pair (S, O),
  * backward 2·(3·DQ + 2·DV) (S, dP, dV, dQ, dK; the recomputations left
  * out); the backward's time includes its Δ. */
@@ -945,6 +1131,10 @@ extern "C" int ds_cuda_attention_tc_tile(int tk) {
     int was = tc_tile < 0 ? 0 : tc_tile;
     tc_tile = tk == 32 || tk == 64 ? tk : 0;
     return was;
+}
+extern "C" int ds_cuda_attention_tc_off(int kern) {
+    std::lock_guard<std::mutex> g(g_cu_lock);
+    return kern >= 0 && kern < 3 && tc_state > 0 ? tc_off[kern] : 0;
 }
 extern "C" int ds_cuda_attention_tc_regs(int on) {
     std::lock_guard<std::mutex> g(g_cu_lock);

@@ -98,16 +98,21 @@ int ds_cuda_attention_tc_set(int on);
  * it for every kernel (tests, A/B runs; also DSV3_CUDA_ATTN_TILE=32|64 at the
  * first use).  Returns the previous setting. */
 int ds_cuda_attention_tc_tile(int tk);
-/* Its backward kernels' accumulators: -1 (the default) in registers where
- * that lets two blocks share an SM and shared memory does not (head dims up to
- * (192, 128)); 1 in registers wherever the dims allow; 0 never (also
- * DSV3_CUDA_ATTN_REGS=0|1 at the first use).  Returns the previous setting. */
+/* Its accumulators: -1 (the default) the forward's O in registers (mma.sync)
+ * wherever DV <= 128, the backward's in registers where that lets two blocks
+ * share an SM and shared memory does not (head dims up to (192, 128)); 1 in
+ * registers wherever the dims allow; 0 never (also DSV3_CUDA_ATTN_REGS=0|1 at
+ * the first use).  Returns the previous setting. */
 int ds_cuda_attention_tc_regs(int on);
+/* The variants of kernel kern (0 forward, 1 dq, 2 dk/dv) that failed the
+ * self-check and are left out: bit 2·(tile 32) + (accumulators in registers);
+ * 0 before the check and while the path is off. */
+int ds_cuda_attention_tc_off(int kern);
 
 /* Attention benchmark (attention.cu) on random device inputs, causal: how
  * "fp32" (the FP32 kernels), "tc" (the tensor-core kernels, the variants
- * they pick), "tc-tile64" (a key/query tile of 64 everywhere), "tc-smem" (the
- * backward's accumulators in shared memory).  TFLOPS of the forward's and
+ * they pick), "tc-tile64" (a key/query tile of 64 everywhere), "tc-smem" (every
+ * accumulator in shared memory: the forward on WMMA, O in shared memory).  TFLOPS of the forward's and
  * the backward's products (2·(DQ+DV) and 2·(3·DQ+2·DV) a causal pair) after
  * warm-up, iters timed calls each.  0, or -1 with ds_err. */
 int ds_cuda_attention_bench(const char *how, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, int iters,

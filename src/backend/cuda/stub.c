@@ -61,6 +61,10 @@ int ds_cuda_attention_tc_regs(int on) {
     (void)on;
     return -1;
 }
+int ds_cuda_attention_tc_off(int kern) {
+    (void)kern;
+    return 0;
+}
 int ds_cuda_batched_set(int on) {
     (void)on;
     return 0;

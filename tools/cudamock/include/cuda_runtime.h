@@ -73,6 +73,8 @@ uint64_t cudamock_shfl(uint64_t bits, int src_lane);
 /* mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 over the warp: d += A·B
  * with each lane's fragments laid out as the PTX ISA says (fp8mma.cu) */
 void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b);
+/* mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 over the warp (attention.cu) */
+void cudamock_mma_bf16(float *d, const uint32_t *a, const uint32_t *b);
 template <typename T>
 T __shfl_sync(unsigned mask, T v, int src) {
     uint64_t b = 0;
