@@ -441,13 +441,15 @@ TEST(cuda_ops_attention_bf16) {
     ds_cuda_attention_tc_set(was);
 }
 
-/* The tensor-core attention's self-check (first use) turns it off when the
- * tensor cores give wrong sums: cudamock's WMMA told to read B transposed
- * (CUDAMOCK_WMMA_BROKEN=1: every backward variant fails); the BF16 table then
- * runs the FP32 kernels (the CPU's result on the unrounded inputs).  Where
- * only mma.sync is wrong (CUDAMOCK_MMA_BROKEN=1: its output rows swapped),
- * only the forward's variants with O in registers fail: they are left out and
- * the WMMA forward runs (the BF16 result).  Only under tools/cudamock. */
+/* The tensor-core attention's self-check (first use) leaves out the kernel
+ * variants that give wrong sums and turns the path off where a kernel has
+ * none left.  cudamock's WMMA told to read B transposed
+ * (CUDAMOCK_WMMA_BROKEN=1) fails the variants with accumulators in shared
+ * memory; its mma.sync told to swap its output rows (CUDAMOCK_MMA_BROKEN=1)
+ * the ones with accumulators in registers: with one of the two broken the
+ * other variants run (the BF16 result); with both, the BF16 table runs the
+ * FP32 kernels (the CPU's result on the unrounded inputs).  Only under
+ * tools/cudamock. */
 TEST(cuda_attention_tc_selfcheck) {
     NEED_GPU();
     if (strncmp(ds_cuda_device_name(), "cudamock", 8)) {
@@ -463,11 +465,11 @@ TEST(cuda_attention_tc_selfcheck) {
     float *o = ds_malloc((size_t)nv * 4), *l = ds_malloc((size_t)nl * 4);
     float *dQ = upf(q, nq), *dK = upf(k, nq), *dV = upf(v, nv), *dO = nanbuf(nv), *dL = nanbuf(nl);
     c->attention_forward(o, l, q, k, v, B, T, NH, DQ, DV, 0.25f);
-    /* broken: 2 WMMA, 1 mma.sync, 0 neither */
-    for (int broken = 2; broken >= 0; broken--) {
-        if (broken == 2) setenv("CUDAMOCK_WMMA_BROKEN", "1", 1);
+    /* broken: bit 1 WMMA, bit 0 mma.sync */
+    for (int broken = 3; broken >= 0; broken--) {
+        if (broken & 2) setenv("CUDAMOCK_WMMA_BROKEN", "1", 1);
         else unsetenv("CUDAMOCK_WMMA_BROKEN");
-        if (broken == 1) setenv("CUDAMOCK_MMA_BROKEN", "1", 1);
+        if (broken & 1) setenv("CUDAMOCK_MMA_BROKEN", "1", 1);
         else unsetenv("CUDAMOCK_MMA_BROKEN");
         ds_cuda_attention_tc_set(0);
         ds_cuda_attention_tc_set(1); /* checked again at its next use */
@@ -475,14 +477,16 @@ TEST(cuda_attention_tc_selfcheck) {
         float *got = down(dO, nv);
         double e = nmse(got, o, nv);
         free(got);
-        if (broken == 2)
+        if (broken == 3)
             CHECK_MSG(e <= TOL, "broken tensor cores: NMSE %g from the FP32 result (the self-check let it run)", e);
-        else CHECK_MSG(e > 1e-9 && e <= 1e-3, "tensor cores: NMSE %g from the FP32 result (not the BF16 path?)", e);
-        CHECK(ds_cuda_attention_tc_set(1) == (broken != 2));
-        /* left out: the forward's tiles 64 and 32 with O in registers (bits 1, 3) where mma.sync is broken */
-        CHECK_MSG(ds_cuda_attention_tc_off(0) == (broken == 1 ? 0xa : 0), "forward variants off: %#x",
-                  ds_cuda_attention_tc_off(0));
-        CHECK(ds_cuda_attention_tc_off(1) == 0 && ds_cuda_attention_tc_off(2) == 0);
+        else CHECK_MSG(e > 1e-9 && e <= 1e-3, "broken %d: NMSE %g from the FP32 result (not the BF16 path?)", broken, e);
+        /* left out, per kernel: tiles 64 and 32 in shared memory (bits 0, 2) where WMMA is broken,
+         * in registers (bits 1, 3) where mma.sync is */
+        const int off = (broken & 2 ? 0x5 : 0) | (broken & 1 ? 0xa : 0);
+        for (int kern = 0; kern < 3; kern++)
+            CHECK_MSG(ds_cuda_attention_tc_off(kern) == (broken == 3 ? 0 : off), "broken %d: kernel %d variants off %#x",
+                      broken, kern, ds_cuda_attention_tc_off(kern));
+        CHECK(ds_cuda_attention_tc_set(1) == (broken != 3));
     }
     ds_cuda_free(dQ), ds_cuda_free(dK), ds_cuda_free(dV), ds_cuda_free(dO), ds_cuda_free(dL);
     free(q), free(k), free(v), free(o), free(l);

@@ -348,15 +348,16 @@ void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *l
  * tiles of TK (64 or 32).  The forward holds O in registers on mma.sync
  * (k_attn_fwd_mma, DV up to 128), else in shared memory in FP32 (WMMA: the
  * forward rescales O's rows as the max moves); the backward's accumulators
- * (dq, dk, dv) live in shared memory, or in registers as WMMA fragments
- * (head dims up to (192, 128)); tc_pick takes the first variant that lets
- * two blocks share an SM, leaving out any that failed the self-check.  A
- * product keeps four of its 16x16 output tiles in registers at a time (with
- * the accumulators in registers: all of them), so an A fragment is loaded
- * once for four (all) B fragments.  Every shared tile's rows are padded by 16
- * bytes (ldh, ldf), so the 8 rows that one phase of a fragment load reads
- * start in 8 different banks.  The element-wise work goes a row at a time
- * with the lanes across the row.  No atomics: dq has its own kernel, so the
+ * (dq, dk, dv) in registers on mma.sync too (k_attn_bwd_q_mma,
+ * k_attn_bwd_kv_mma: head dims up to (192, 128)), else in shared memory
+ * (WMMA); tc_pick takes the first variant that lets two blocks share an SM,
+ * leaving out any that failed the self-check.  A WMMA
+ * product keeps four of its 16x16 output tiles in registers at a time, so an
+ * A fragment is loaded once for four B fragments.  Every shared tile's rows
+ * are padded by 16 bytes (ldh, ldf), so the 8 rows that one phase of a
+ * fragment load reads start in 8 different banks.  The WMMA kernels' element-wise
+ * work goes a row at a time with the lanes across the row (the mma.sync
+ * kernels': in registers).  No atomics: dq has its own kernel, so the
  * result does not depend on scheduling.  Taken where the head dims are
  * multiples of 16 and the tiles fit in shared memory, else the FP32 kernels
  * above.  The default of the BF16 and FP8 tables (DSV3_CUDA_ATTN=fp32 turns
@@ -467,36 +468,7 @@ __device__ __forceinline__ void tc_ab_acc(float *C, int ldc, const bf16 *A, int 
     tc_mma<0>(C, ldc, A, lda, B, ldb, ncol, K, 1);
 }
 
-/* The backward kernels' accumulators in registers (where the FP32 tiles in
- * shared memory would keep two blocks off an SM): the warp's 16 rows of dK
- * (dQ) and dV as DQ/16 <= RQ and DV/16 <= RV tiles (tc_mma_regs). */
-constexpr int RQ = 12, RV = 8; /* head dims up to 192 and 128 (DeepSeek-V3's) */
-template <int R>
-__device__ void tc_zero_regs(frag_c (&acc)[R]) {
-#pragma unroll
-    for (int n = 0; n < R; n++) wmma::fill_fragment(acc[n], 0.0f);
-}
-/* rows r0.. (16, those from T on left out) of x (B, T, NH, D), head h, = scale · acc, a tile at a
- * time through the warp's stage (16 x 16 floats, ld lds, shared) */
-template <int R>
-__device__ void tc_store_regs(float *x, frag_c (&acc)[R], int nt, float *stage, int lds, float scale, int64_t b,
-                              int64_t r0, int64_t T, int64_t NH, int64_t h, int D) {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int n = 0; n < R; n++)
-        if (n < nt) {
-            wmma::store_matrix_sync(stage, acc[n], lds, wmma::mem_row_major);
-            __syncwarp();
-            for (int e = lane; e < 256; e += 32) {
-                const int r = e >> 4, c = e & 15;
-                const int64_t t = r0 + r;
-                if (t < T) x[((b * T + t) * NH + h) * D + 16 * n + c] = scale * stage[r * lds + c];
-            }
-            __syncwarp();
-        }
-}
-
-/* ---- the forward with O in registers: mma.sync m16n8k16 (BF16 in, FP32 out) ----
+/* ---- accumulators in registers: mma.sync m16n8k16 (BF16 in, FP32 out) ----
  * WMMA leaves a fragment's element-to-lane map unspecified, so the forward
  * above keeps O in shared memory, where the online softmax can rescale its
  * rows.  mma.sync's fragments have the PTX ISA's layout (g = lane / 4,
@@ -509,10 +481,13 @@ __device__ void tc_store_regs(float *x, frag_c (&acc)[R], int nt, float *stage, 
  * running max and sum are two registers, a row's max and sum over its keys
  * are two shuffles across the 4 lanes that share it, the rescale of O is a
  * multiply in registers, and two adjacent 16 x 8 score tiles, rounded to
- * BF16 and paired, are the A fragment of P·V as they stand.  B fragments
- * read 32-bit pairs along k: K's rows (k = head dim) as loaded, V transposed
- * as it is loaded (vt[d][key]).  With the padded rows (ldh: an odd multiple
- * of 4 banks) the 32 lanes' 32-bit reads hit 32 banks. */
+ * BF16 and paired, are the A fragment of P·V as they stand (the backward's
+ * dS and P likewise for dS·K, Pᵀ·dO and dSᵀ·Q): scores never touch shared
+ * memory.  B fragments read 32-bit pairs along k: a tile's rows where k is
+ * the head dim (K for S = Q·Kᵀ), its transpose, made as it loads, where k
+ * runs over keys or queries (V for P·V: vt[d][key]).  With the padded rows
+ * (ldh: an odd multiple of 4 banks) the 32 lanes' 32-bit reads hit 32
+ * banks. */
 constexpr int OV = 16; /* O's 16 x 8 tiles a warp holds: DV up to 128 (DeepSeek-V3's) */
 
 /* d += A · B (16 x 16 by 16 x 8), BF16 in, FP32 out */
@@ -706,9 +681,9 @@ __global__ void k_attn_fwd_tc(float *out, float *lse, const float *q, const floa
 /* grid (ceil(T/TB), NH, B): a block's TB keys j0.., each query tile from the
  * one holding j0 on (causal).  smem: ks[TB][DQ], vs[TB][DV], qs[TK][DQ],
  * dos[TK][DV], pt[TB][TK], dst[TB][TK] (BF16); st[TB][TK], dpt[TB][TK],
- * dks[TB][DQ], dvs[TB][DV] (not with REG: in registers), lq[TK], dl[TK]
- * (FP32), rows padded */
-template <int TK, bool REG>
+ * dks[TB][DQ], dvs[TB][DV], lq[TK], dl[TK] (FP32), rows padded.  (dK, dV in
+ * registers: k_attn_bwd_kv_mma.) */
+template <int TK>
 __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const float *lse, const float *delta,
                                  const float *q, const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV,
                                  float scale) {
@@ -716,15 +691,13 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
     const int hq = ldh(DQ), hv = ldh(DV), hp = ldh(TK), fs = ldf(TK), fq = ldf(DQ), fv = ldf(DV);
     bf16 *ks = (bf16 *)sm_tc, *vs = ks + TB * hq, *qs = vs + TB * hv, *dos = qs + TK * hq, *pt = dos + TK * hv,
          *dst = pt + TB * hp;
-    float *st = (float *)(dst + TB * hp), *dpt = st + TB * fs, *dks = dpt + TB * fs, *dvs = dks + (REG ? 0 : TB * fq),
-          *lq = dvs + (REG ? 0 : TB * fv), *dl = lq + TK;
+    float *st = (float *)(dst + TB * hp), *dpt = st + TB * fs, *dks = dpt + TB * fs, *dvs = dks + TB * fq,
+          *lq = dvs + TB * fv, *dl = lq + TK;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t b = blockIdx.z, h = blockIdx.y, j0 = (int64_t)blockIdx.x * TB;
-    frag_c accq[REG ? RQ : 1], accv[REG ? RV : 1];
     tc_load(ks, hq, k, b, j0, T, NH, h, DQ, TB);
     tc_load(vs, hv, v, b, j0, T, NH, h, DV, TB);
-    if (REG) tc_zero_regs(accq), tc_zero_regs(accv);
-    else tc_zero(dks, fq, DQ, TB), tc_zero(dvs, fv, DV, TB);
+    tc_zero(dks, fq, DQ, TB), tc_zero(dvs, fv, DV, TB);
     for (int64_t i0 = j0 / TK * TK; i0 < T; i0 += TK) {
         __syncthreads();
         tc_load(qs, hq, q, b, i0, T, NH, h, DQ, TK);
@@ -745,19 +718,9 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
             }
         }
         __syncwarp();
-        if (REG) {
-            tc_mma_regs(accv, DV / 16, pt + 16 * w * hp, hp, dos, hv, TK);
-            tc_mma_regs(accq, DQ / 16, dst + 16 * w * hp, hp, qs, hq, TK);
-        } else {
-            tc_ab_acc(dvs + 16 * w * fv, fv, pt + 16 * w * hp, hp, dos, hv, DV, TK); /* dV += Pᵀ dO */
-            tc_ab_acc(dks + 16 * w * fq, fq, dst + 16 * w * hp, hp, qs, hq, DQ, TK); /* dK += dSᵀ Q */
-        }
+        tc_ab_acc(dvs + 16 * w * fv, fv, pt + 16 * w * hp, hp, dos, hv, DV, TK); /* dV += Pᵀ dO */
+        tc_ab_acc(dks + 16 * w * fq, fq, dst + 16 * w * hp, hp, qs, hq, DQ, TK); /* dK += dSᵀ Q */
         __syncwarp();
-    }
-    if (REG) { /* through the warp's own rows of st */
-        tc_store_regs(dv, accv, DV / 16, st + 16 * w * fs, fs, 1.0f, b, j0 + 16 * w, T, NH, h, DV);
-        tc_store_regs(dk, accq, DQ / 16, st + 16 * w * fs, fs, scale, b, j0 + 16 * w, T, NH, h, DQ);
-        return;
     }
     __syncthreads();
     tc_store(dv, dvs, fv, 1.0f, b, j0, T, NH, h, DV, TB);
@@ -766,24 +729,21 @@ __global__ void k_attn_bwd_kv_tc(float *dk, float *dv, const float *dout, const 
 
 /* grid (ceil(T/TB), NH, B): a block's TB queries, key tiles up to the last
  * query.  smem: qs[TB][DQ], dos[TB][DV], ks[TK][DQ], vs[TK][DV], dsb[TB][TK]
- * (BF16); s[TB][TK], dp[TB][TK], dqs[TB][DQ] (not with REG: in registers),
- * lq[TB], dl[TB] (FP32), rows padded */
-template <int TK, bool REG>
+ * (BF16); s[TB][TK], dp[TB][TK], dqs[TB][DQ], lq[TB], dl[TB] (FP32), rows
+ * padded.  (dQ in registers: k_attn_bwd_q_mma.) */
+template <int TK>
 __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, const float *delta, const float *q,
                                 const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV, float scale) {
     extern __shared__ tc_smem sm_tc[];
     const int hq = ldh(DQ), hv = ldh(DV), hp = ldh(TK), fs = ldf(TK), fq = ldf(DQ);
     bf16 *qs = (bf16 *)sm_tc, *dos = qs + TB * hq, *ks = dos + TB * hv, *vs = ks + TK * hq, *dsb = vs + TK * hv;
-    float *s = (float *)(dsb + TB * hp), *dp = s + TB * fs, *dqs = dp + TB * fs, *lq = dqs + (REG ? 0 : TB * fq),
-          *dl = lq + TB;
+    float *s = (float *)(dsb + TB * hp), *dp = s + TB * fs, *dqs = dp + TB * fs, *lq = dqs + TB * fq, *dl = lq + TB;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * TB;
     const int64_t imax = (i0 + TB < T ? i0 + TB : T) - 1;
-    frag_c accq[REG ? RQ : 1];
     tc_load(qs, hq, q, b, i0, T, NH, h, DQ, TB);
     tc_load(dos, hv, dout, b, i0, T, NH, h, DV, TB);
-    if (REG) tc_zero_regs(accq);
-    else tc_zero(dqs, fq, DQ, TB);
+    tc_zero(dqs, fq, DQ, TB);
     tc_load_stats(lq, dl, lse, delta, b, i0, T, NH, h, TB);
     for (int64_t j0 = 0; j0 <= imax; j0 += TK) {
         __syncthreads();
@@ -803,16 +763,213 @@ __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, 
             }
         }
         __syncwarp();
-        if (REG) tc_mma_regs(accq, DQ / 16, dsb + 16 * w * hp, hp, ks, hq, TK);
-        else tc_ab_acc(dqs + 16 * w * fq, fq, dsb + 16 * w * hp, hp, ks, hq, DQ, TK); /* dQ += dS K */
+        tc_ab_acc(dqs + 16 * w * fq, fq, dsb + 16 * w * hp, hp, ks, hq, DQ, TK); /* dQ += dS K */
         __syncwarp();
-    }
-    if (REG) { /* through the warp's own rows of s */
-        tc_store_regs(dq, accq, DQ / 16, s + 16 * w * fs, fs, scale, b, i0 + 16 * w, T, NH, h, DQ);
-        return;
     }
     __syncthreads();
     tc_store(dq, dqs, fq, scale, b, i0, T, NH, h, DQ, TB);
+}
+
+/* grid (ceil(T/TB), NH, B), TW warps, DQ <= 8·QV: dq on mma.sync, the k_attn_fwd_mma way.  A
+ * lane's two rows (g, g+8) keep their lse and Δ in registers; S = Q Kᵀ and dP = dO Vᵀ in
+ * registers; dS = P ∘ (dP − Δ), rounded to BF16 and paired, is dQ += dS K's A fragment in
+ * place, K's B fragments read from its transpose (kt[d][key], loaded beside ks).  smem: qs[TB][DQ],
+ * dos[TB][DV], ks[TK][DQ], vs[TK][DV], kt[DQ][TK] (BF16), rows padded.  The WMMA dq kernel's
+ * arithmetic. */
+constexpr int QV = 24; /* dQ's 16 x 8 tiles a warp holds: DQ up to 192 (DeepSeek-V3's) */
+template <int TK>
+__global__ void k_attn_bwd_q_mma(float *dq, const float *dout, const float *lse, const float *delta, const float *q,
+                                 const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV, float scale) {
+    extern __shared__ tc_smem sm_tc[];
+    const int hq = ldh(DQ), hv = ldh(DV), lt = ldh(TK), nq = DQ / 8;
+    bf16 *qs = (bf16 *)sm_tc, *dos = qs + TB * hq, *ks = dos + TB * hv, *vs = ks + TK * hq, *kt = vs + TK * hv;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * TB;
+    const int64_t imax = (i0 + TB < T ? i0 + TB : T) - 1;
+    const int64_t ir[2] = {i0 + 16 * w + g, i0 + 16 * w + g + 8};
+    float lq[2], dl[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        lq[r] = ir[r] < T ? lse[(b * NH + h) * T + ir[r]] : 0.0f;
+        dl[r] = ir[r] < T ? delta[(b * NH + h) * T + ir[r]] : 0.0f;
+    }
+    tc_load(qs, hq, q, b, i0, T, NH, h, DQ, TB);
+    tc_load(dos, hv, dout, b, i0, T, NH, h, DV, TB);
+    float acc[QV][4];
+#pragma unroll
+    for (int n = 0; n < QV; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    const bf16 *qa = qs + (16 * w + g) * hq + 2 * t, *da = dos + (16 * w + g) * hv + 2 * t;
+    for (int64_t j0 = 0; j0 <= imax; j0 += TK) {
+        __syncthreads();
+        tc_load(ks, hq, k, b, j0, T, NH, h, DQ, TK);
+        tc_load(vs, hv, v, b, j0, T, NH, h, DV, TK);
+        tc_load_t(kt, lt, k, b, j0, T, NH, h, DQ, TK);
+        __syncthreads();
+        float s[TK / 8][4], dp[TK / 8][4]; /* S = Q Kᵀ, dP = dO Vᵀ */
+#pragma unroll
+        for (int n = 0; n < TK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
+        for (int kk = 0; kk < DQ / 16; kk++) {
+            const bf16 *ap = qa + 16 * kk;
+            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * hq), ld_pair(ap + 8), ld_pair(ap + 8 * hq + 8)};
+#pragma unroll
+            for (int n = 0; n < TK / 8; n++) {
+                const bf16 *bp = ks + (8 * n + g) * hq + 16 * kk + 2 * t;
+                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                mma_bf16(s[n], a, bb);
+            }
+        }
+        for (int kk = 0; kk < DV / 16; kk++) {
+            const bf16 *ap = da + 16 * kk;
+            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * hv), ld_pair(ap + 8), ld_pair(ap + 8 * hv + 8)};
+#pragma unroll
+            for (int n = 0; n < TK / 8; n++) {
+                const bf16 *bp = vs + (8 * n + g) * hv + 16 * kk + 2 * t;
+                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                mma_bf16(dp[n], a, bb);
+            }
+        }
+        uint32_t ds[TK / 16][4]; /* dS (BF16) as the A fragments of dS K */
+#pragma unroll
+        for (int n = 0; n < TK / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int64_t i = ir[e >> 1], j = j0 + 8 * n + 2 * t + (e & 1);
+                const float p = i < T && j <= i ? expf(s[n][e] * scale - lq[e >> 1]) : 0.0f;
+                s[n][e] = p * (dp[n][e] - dl[e >> 1]);
+            }
+            ds[n / 2][(n & 1) * 2] = pack_bf(s[n][0], s[n][1]);
+            ds[n / 2][(n & 1) * 2 + 1] = pack_bf(s[n][2], s[n][3]);
+        }
+#pragma unroll
+        for (int kk = 0; kk < TK / 16; kk++)
+#pragma unroll
+            for (int n = 0; n < QV; n++)
+                if (n < nq) { /* dQ += dS K */
+                    const bf16 *bp = kt + (8 * n + g) * lt + 16 * kk + 2 * t;
+                    const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                    mma_bf16(acc[n], ds[kk], bb);
+                }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int64_t i = ir[r];
+        if (i >= T) continue;
+        float *y = dq + ((b * T + i) * NH + h) * DQ + 2 * t;
+#pragma unroll
+        for (int n = 0; n < QV; n++)
+            if (n < nq) y[8 * n] = scale * acc[n][2 * r], y[8 * n + 1] = scale * acc[n][2 * r + 1];
+    }
+}
+
+/* grid (ceil(T/TB), NH, B), TW warps, DQ <= 8·KQ, DV <= 8·KV: dk, dv on mma.sync.  A warp's 16
+ * keys are the rows: Sᵀ = K Qᵀ and dPᵀ = V dOᵀ in registers (B fragments from Q's and dO's
+ * rows), Pᵀ and dSᵀ = Pᵀ ∘ (dPᵀ − Δ) rounded to BF16 and paired as the A fragments of dV += Pᵀ dO
+ * and dK += dSᵀ Q (B fragments from dO's and Q's transposes, qt[d][query], dot[d][query]); a
+ * column's lse and Δ from shared memory.  smem: ks[TB][DQ], vs[TB][DV], qs[TK][DQ],
+ * dos[TK][DV], qt[DQ][TK], dot[DV][TK] (BF16), lq[TK], dl[TK] (FP32), rows padded.  The WMMA
+ * dk/dv kernel's arithmetic. */
+constexpr int KQ = 24, KV = 16; /* dK's and dV's 16 x 8 tiles a warp holds: (192, 128) */
+template <int TK>
+__global__ void k_attn_bwd_kv_mma(float *dk, float *dv, const float *dout, const float *lse, const float *delta,
+                                  const float *q, const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV,
+                                  float scale) {
+    extern __shared__ tc_smem sm_tc[];
+    const int hq = ldh(DQ), hv = ldh(DV), lt = ldh(TK), nq = DQ / 8, nv = DV / 8;
+    bf16 *ks = (bf16 *)sm_tc, *vs = ks + TB * hq, *qs = vs + TB * hv, *dos = qs + TK * hq, *qt = dos + TK * hv,
+         *dot = qt + DQ * lt;
+    float *lq = (float *)(dot + DV * lt), *dl = lq + TK;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t b = blockIdx.z, h = blockIdx.y, j0 = (int64_t)blockIdx.x * TB;
+    const int64_t jr[2] = {j0 + 16 * w + g, j0 + 16 * w + g + 8};
+    tc_load(ks, hq, k, b, j0, T, NH, h, DQ, TB);
+    tc_load(vs, hv, v, b, j0, T, NH, h, DV, TB);
+    float ak[KQ][4], av[KV][4];
+#pragma unroll
+    for (int n = 0; n < KQ; n++) ak[n][0] = ak[n][1] = ak[n][2] = ak[n][3] = 0.0f;
+#pragma unroll
+    for (int n = 0; n < KV; n++) av[n][0] = av[n][1] = av[n][2] = av[n][3] = 0.0f;
+    const bf16 *ka = ks + (16 * w + g) * hq + 2 * t, *va = vs + (16 * w + g) * hv + 2 * t;
+    for (int64_t i0 = j0 / TK * TK; i0 < T; i0 += TK) {
+        __syncthreads();
+        tc_load(qs, hq, q, b, i0, T, NH, h, DQ, TK);
+        tc_load(dos, hv, dout, b, i0, T, NH, h, DV, TK);
+        tc_load_t(qt, lt, q, b, i0, T, NH, h, DQ, TK);
+        tc_load_t(dot, lt, dout, b, i0, T, NH, h, DV, TK);
+        tc_load_stats(lq, dl, lse, delta, b, i0, T, NH, h, TK);
+        __syncthreads();
+        float st[TK / 8][4], dpt[TK / 8][4]; /* Sᵀ = K Qᵀ, dPᵀ = V dOᵀ */
+#pragma unroll
+        for (int n = 0; n < TK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) st[n][e] = dpt[n][e] = 0.0f;
+        for (int kk = 0; kk < DQ / 16; kk++) {
+            const bf16 *ap = ka + 16 * kk;
+            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * hq), ld_pair(ap + 8), ld_pair(ap + 8 * hq + 8)};
+#pragma unroll
+            for (int n = 0; n < TK / 8; n++) {
+                const bf16 *bp = qs + (8 * n + g) * hq + 16 * kk + 2 * t;
+                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                mma_bf16(st[n], a, bb);
+            }
+        }
+        for (int kk = 0; kk < DV / 16; kk++) {
+            const bf16 *ap = va + 16 * kk;
+            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * hv), ld_pair(ap + 8), ld_pair(ap + 8 * hv + 8)};
+#pragma unroll
+            for (int n = 0; n < TK / 8; n++) {
+                const bf16 *bp = dos + (8 * n + g) * hv + 16 * kk + 2 * t;
+                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                mma_bf16(dpt[n], a, bb);
+            }
+        }
+        uint32_t pt[TK / 16][4], dst[TK / 16][4]; /* Pᵀ, dSᵀ (BF16) as A fragments */
+#pragma unroll
+        for (int n = 0; n < TK / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int c = 8 * n + 2 * t + (e & 1);
+                const int64_t j = jr[e >> 1], i = i0 + c;
+                const float p = i < T && j <= i ? expf(st[n][e] * scale - lq[c]) : 0.0f;
+                st[n][e] = p;
+                dpt[n][e] = p * (dpt[n][e] - dl[c]);
+            }
+            pt[n / 2][(n & 1) * 2] = pack_bf(st[n][0], st[n][1]);
+            pt[n / 2][(n & 1) * 2 + 1] = pack_bf(st[n][2], st[n][3]);
+            dst[n / 2][(n & 1) * 2] = pack_bf(dpt[n][0], dpt[n][1]);
+            dst[n / 2][(n & 1) * 2 + 1] = pack_bf(dpt[n][2], dpt[n][3]);
+        }
+#pragma unroll
+        for (int kk = 0; kk < TK / 16; kk++) {
+#pragma unroll
+            for (int n = 0; n < KV; n++)
+                if (n < nv) { /* dV += Pᵀ dO */
+                    const bf16 *bp = dot + (8 * n + g) * lt + 16 * kk + 2 * t;
+                    const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                    mma_bf16(av[n], pt[kk], bb);
+                }
+#pragma unroll
+            for (int n = 0; n < KQ; n++)
+                if (n < nq) { /* dK += dSᵀ Q */
+                    const bf16 *bp = qt + (8 * n + g) * lt + 16 * kk + 2 * t;
+                    const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                    mma_bf16(ak[n], dst[kk], bb);
+                }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int64_t j = jr[r];
+        if (j >= T) continue;
+        float *yk = dk + ((b * T + j) * NH + h) * DQ + 2 * t, *yv = dv + ((b * T + j) * NH + h) * DV + 2 * t;
+#pragma unroll
+        for (int n = 0; n < KQ; n++)
+            if (n < nq) yk[8 * n] = scale * ak[n][2 * r], yk[8 * n + 1] = scale * ak[n][2 * r + 1];
+#pragma unroll
+        for (int n = 0; n < KV; n++)
+            if (n < nv) yv[8 * n] = av[n][2 * r], yv[8 * n + 1] = av[n][2 * r + 1];
+    }
 }
 
 /* the kernels' shared memory at a key (query) tile of tk, the backward's
@@ -823,27 +980,30 @@ size_t tc_fwd_smem(int64_t DQ, int64_t DV, int tk, int reg) {
            (size_t)(TB * ldf(tk) + TB * ldf(DV)) * 4;
 }
 size_t tc_kv_smem(int64_t DQ, int64_t DV, int tk, int reg) {
+    if (reg)
+        return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + (DQ + DV) * ldh(tk)) * 2 +
+               (size_t)(2 * tk) * 4;
     return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + 2 * TB * ldh(tk)) * 2 +
-           (size_t)(2 * TB * ldf(tk) + (reg ? 0 : TB * ldf(DQ) + TB * ldf(DV)) + 2 * tk) * 4;
+           (size_t)(2 * TB * ldf(tk) + TB * ldf(DQ) + TB * ldf(DV) + 2 * tk) * 4;
 }
 size_t tc_q_smem(int64_t DQ, int64_t DV, int tk, int reg) {
+    if (reg) return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + DQ * ldh(tk)) * 2;
     return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + TB * ldh(tk)) * 2 +
-           (size_t)(2 * TB * ldf(tk) + (reg ? 0 : TB * ldf(DQ)) + 2 * TB) * 4;
+           (size_t)(2 * TB * ldf(tk) + TB * ldf(DQ) + 2 * TB) * 4;
 }
 /* A kernel's variant: its key (query) tile, and whether its accumulators
- * live in registers (the forward: O, on mma.sync; the backward: dK, dV, dQ
- * as WMMA fragments).  The forward takes O in registers wherever DV allows
- * (<= 8·OV), at 64, else 32, else the WMMA kernels.  The backward kernels
- * take the first of 64, 32, 64 in registers, 32 in registers that lets two
- * blocks share an SM (one block of TW warps an SM leaves the tensor cores
- * waiting on each block's loads and barriers), else the first that fits the
- * device at all; tk 0 where none does.  At `small`'s head dims (96, 64): dq
- * at 64, dk/dv at 32 (138.5 KiB at 64, 103 at 32); at DeepSeek-V3's (192,
- * 128): dk/dv and dq at 32 in registers (91 and 86.5 KiB; in shared memory
- * 173 and 135.5 at 32); the forward in registers at 64 (68 KiB; the WMMA
- * one 126 at 64, 93 at 32).  A variant that failed the self-check
- * (tc_off) is never taken.  tc_tile and tc_regs force the tile and the
- * registers (tests, A/B runs). */
+ * live in registers (the mma.sync kernels: O; dQ; dK and dV) or in shared
+ * memory (the WMMA kernels).  Each kernel takes the first of: registers at
+ * 64, registers at 32 (dk/dv: 32 before 64), shared at 64, shared at 32,
+ * that lets two blocks share an SM (one block of TW warps an SM leaves the
+ * tensor cores waiting on each block's loads and barriers), else the first
+ * that fits the device at all; tk 0 where none does.  Registers hold head
+ * dims up to (192, 128) (DeepSeek-V3's; O: DV up to 128).  Shared memory
+ * with registers: at `small`'s (96, 64) the forward 35 KiB at 64, dq 57.5 at
+ * 64, dk/dv 45.75 at 32; at (192, 128) 68, 111 and 88.25 KiB (the WMMA
+ * kernels there: 126, 176.5 and 218.5 KiB at 64).  A variant that failed
+ * the self-check (tc_off) is never taken.  tc_tile and tc_regs force the
+ * tile and the registers (tests, A/B runs). */
 struct tc_var { int tk, reg; };
 enum { K_FWD, K_Q, K_KV };
 const char *const tc_kname[3] = {"forward", "dq", "dk/dv"};
@@ -862,9 +1022,12 @@ tc_var tc_pick(int kern, int64_t DQ, int64_t DV) {
         const char *e = getenv("DSV3_CUDA_ATTN_REGS");
         tc_regs = e && (!strcmp(e, "0") || !strcmp(e, "1")) ? atoi(e) : -1;
     }
-    const int can_reg = tc_regs != 0 && (kern == K_FWD ? DV <= 8 * OV : DQ <= 16 * RQ && DV <= 16 * RV);
-    const tc_var fwd[4] = {{64, 1}, {32, 1}, {64, 0}, {32, 0}}, bwd[4] = {{64, 0}, {32, 0}, {64, 1}, {32, 1}};
-    const tc_var *order = kern == K_FWD ? fwd : bwd;
+    const int can_reg = tc_regs != 0 && (kern == K_FWD ? DV <= 8 * OV
+                                         : kern == K_Q ? DQ <= 8 * QV
+                                                       : DQ <= 8 * KQ && DV <= 8 * KV);
+    /* dk/dv's register kernel spills a little at 64 (ptxas: 20 bytes), so 32 first */
+    const tc_var mma[4] = {{64, 1}, {32, 1}, {64, 0}, {32, 0}}, kv[4] = {{32, 1}, {64, 1}, {64, 0}, {32, 0}};
+    const tc_var *order = kern == K_KV ? kv : mma;
     size_t (*smem)(int64_t, int64_t, int, int) = tc_smem_of[kern];
     auto allowed = [&](const tc_var &v) {
         return (!tc_tile || v.tk == tc_tile) && (v.reg ? can_reg : !(can_reg && tc_regs == 1)) &&
@@ -913,10 +1076,10 @@ template <int TK, bool REG>
 void launch_bwd_q(float *dq, const float *dout, const float *lse, const float *delta, const float *q, const float *k,
                   const float *v, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, float scale) {
     size_t sm = tc_q_smem(DQ, DV, TK, REG);
-    set_smem(k_attn_bwd_q_tc<TK, REG>, sm);
+    auto kernel = REG ? k_attn_bwd_q_mma<TK> : k_attn_bwd_q_tc<TK>;
+    set_smem(kernel, sm);
     dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
-    k_attn_bwd_q_tc<TK, REG><<<grid, TW * 32, sm, g_cu.stream>>>(dq, dout, lse, delta, q, k, v, T, NH, (int)DQ,
-                                                                  (int)DV, scale);
+    kernel<<<grid, TW * 32, sm, g_cu.stream>>>(dq, dout, lse, delta, q, k, v, T, NH, (int)DQ, (int)DV, scale);
     CU_LAUNCHED();
 }
 template <int TK, bool REG>
@@ -924,10 +1087,10 @@ void launch_bwd_kv(float *dk, float *dv, const float *dout, const float *lse, co
                    const float *k, const float *v, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV,
                    float scale) {
     size_t sm = tc_kv_smem(DQ, DV, TK, REG);
-    set_smem(k_attn_bwd_kv_tc<TK, REG>, sm);
+    auto kernel = REG ? k_attn_bwd_kv_mma<TK> : k_attn_bwd_kv_tc<TK>;
+    set_smem(kernel, sm);
     dim3 grid((unsigned)((T + TB - 1) / TB), (unsigned)NH, (unsigned)B);
-    k_attn_bwd_kv_tc<TK, REG><<<grid, TW * 32, sm, g_cu.stream>>>(dk, dv, dout, lse, delta, q, k, v, T, NH, (int)DQ,
-                                                                   (int)DV, scale);
+    kernel<<<grid, TW * 32, sm, g_cu.stream>>>(dk, dv, dout, lse, delta, q, k, v, T, NH, (int)DQ, (int)DV, scale);
     CU_LAUNCHED();
 }
 /* force: the variant of every kernel (the self-check); NULL: tc_pick's */
