@@ -61,6 +61,7 @@
 #      profile1b_fp8.log), and on FP32 and BF16 steps of `small`
 #      (profile_small_fp32.log, profile_small_bf16.log)
 #   9. compute-sanitizer's racecheck over the FP8 tensor-core kernel (race_fp8mma)
+#      and the tensor-core attention's kernels (race_attention)
 # Results: JSON under $OUT (or the folder given as the first argument;
 # default ./gpu_check), summarised in gpu_check.json; each step's log and
 # exit status beside it (NAME.log, NAME.rc; 124: its time limit).
@@ -331,6 +332,9 @@ done
 # racecheck over its self-check and the C = 300 fallback products (its exit code 9 on a hazard)
 if command -v compute-sanitizer >/dev/null; then
   run race_fp8mma 45 compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 4 $TEST cuda_ops_linear_fp8w
+  # the attention's tiles reused across iterations behind barriers: its op test (every variant)
+  run race_attention 45 compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 4 $TEST \
+    'cuda_ops_attention_bf16$'
 fi
 
 # ---- 3d. the staged table and the device-resident paths on the CPU (last: no GPU figures) ----
@@ -340,9 +344,9 @@ run tests_staged 60 $TEST cuda_staged backend_tables backend_device_cli device_r
 {
   printf '{"gpu": true, "probe": %s, "nvidia_smi": %s,\n' "$PROBE" "$SMI"
   printf ' "build": {"rc": 0, "banner": %s, "seconds": %s},\n' "$BANNER" "$BUILD_S"
-  printf ' "tests": {"ops": %s,\n  "models": %s,\n  "train": %s,\n  "cli": %s,\n  "staged": %s,\n  "racecheck_fp8mma_rc": %s},\n' \
+  printf ' "tests": {"ops": %s,\n  "models": %s,\n  "train": %s,\n  "cli": %s,\n  "staged": %s,\n  "racecheck_fp8mma_rc": %s,\n  "racecheck_attention_rc": %s},\n' \
     "$(testj tests_ops)" "$(testj tests_models)" "$(testj tests_train)" "$(testj tests_cli)" "$(testj tests_staged)" \
-    "$(rcof race_fp8mma)"
+    "$(rcof race_fp8mma)" "$(rcof race_attention)"
   printf ' "tolerances": "ops: NMSE <= 1e-10 FP32 (CPU bits where the arithmetic is the same), FP8 GEMM NMSE <= 1e-6; models FP32: logits <= 1e-5, gradients <= 1e-4, loss <= 1e-5 (max diff / max magnitude); BF16 logits <= 2e-2, loss <= 2.5e-4; FP8 loss <= 2.5e-3; train FP32 20 steps losses <= 1e-4 relative, BF16/FP8 over seeds 7, 8, 9: mean last-10 train loss within 0.25%% of the CPU BF16 run, mean val within 0.4%%, each seed val within 1%%",\n'
   printf ' "gemm": %s,\n' "$(cat "$OUTDIR/gemm.json")"
   printf ' "train_small_8x512": {%s},\n' "$TRAIN"

@@ -93,16 +93,17 @@ int ds_cuda_batched_set(int on);
  * self-check); returns the previous state (checked first where it was not
  * yet; on from off or failed: checked again at its next use; attention.cu). */
 int ds_cuda_attention_tc_set(int on);
-/* The tensor-core attention's key (query) tile: 0 (the default) picks 64, or
- * 32 where that lets two blocks share an SM and 64 does not; 32 or 64 forces
+/* The tensor-core attention's key (query) tile: 0 (the default) picks per
+ * kernel (attention.cu's tc_pick: 64 or 32, whichever lets two blocks share
+ * an SM, dk/dv's register kernel 32 first); 32 or 64 forces
  * it for every kernel (tests, A/B runs; also DSV3_CUDA_ATTN_TILE=32|64 at the
  * first use).  Returns the previous setting. */
 int ds_cuda_attention_tc_tile(int tk);
-/* Its accumulators: -1 (the default) the forward's O in registers (mma.sync)
- * wherever DV <= 128, the backward's in registers where that lets two blocks
- * share an SM and shared memory does not (head dims up to (192, 128)); 1 in
- * registers wherever the dims allow; 0 never (also DSV3_CUDA_ATTN_REGS=0|1 at
- * the first use).  Returns the previous setting. */
+/* Its accumulators: -1 (the default) in registers (the mma.sync kernels)
+ * wherever the dims allow (head dims up to (192, 128)) and two blocks fit an
+ * SM, else in shared memory (WMMA); 1 in registers wherever the dims allow;
+ * 0 never (also DSV3_CUDA_ATTN_REGS=0|1 at the first use).  Returns the
+ * previous setting. */
 int ds_cuda_attention_tc_regs(int on);
 /* The variants of kernel kern (0 forward, 1 dq, 2 dk/dv) that failed the
  * self-check and are left out: bit 2·(tile 32) + (accumulators in registers);
