@@ -507,6 +507,48 @@ __device__ __forceinline__ uint32_t ld_pair(const bf16 *p) { return *(const uint
 __device__ __forceinline__ uint32_t pack_bf(float lo, float hi) {
     return (uint32_t)ds_cu_f32_to_bf16(lo) | (uint32_t)ds_cu_f32_to_bf16(hi) << 16;
 }
+/* c[n] = A · Bᵀ's 16 x 8 tile n (n < N): A the warp's 16 rows (K wide, lda), B's rows 8n..8n+7
+ * (ldb), given at a = &A[g][2t] and b = &B[g][2t]; K a multiple of 16 */
+template <int N>
+__device__ __forceinline__ void mma_abt(float (&c)[N][4], const bf16 *a, int lda, const bf16 *b, int ldb, int K) {
+#pragma unroll
+    for (int n = 0; n < N; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+    for (int kk = 0; kk < K / 16; kk++) {
+        const bf16 *ap = a + 16 * kk;
+        const uint32_t af[4] = {ld_pair(ap), ld_pair(ap + 8 * lda), ld_pair(ap + 8), ld_pair(ap + 8 * lda + 8)};
+#pragma unroll
+        for (int n = 0; n < N; n++) {
+            const bf16 *bp = b + 8 * n * ldb + 16 * kk;
+            const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+            mma_bf16(c[n], af, bb);
+        }
+    }
+}
+/* c[n] += A · Bᵀ's tile n (n < nt <= N), A as KT A fragments in registers (16 rows, 16·KT wide),
+ * B's rows given at b = &B[g][2t] (ldb) */
+template <int N, int KT>
+__device__ __forceinline__ void mma_frags_abt(float (&c)[N][4], int nt, const uint32_t (&af)[KT][4], const bf16 *b,
+                                              int ldb) {
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++)
+#pragma unroll
+        for (int n = 0; n < N; n++)
+            if (n < nt) {
+                const bf16 *bp = b + 8 * n * ldb + 16 * kk;
+                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
+                mma_bf16(c[n], af[kk], bb);
+            }
+}
+/* 16 x 8 result tiles (N of them, FP32) as the A fragments of their 16 x 8N product, BF16:
+ * tiles 2kk and 2kk+1 are fragment kk (c0 c1 | c2 c3 of each, pairs along k) */
+template <int N>
+__device__ __forceinline__ void frags_of(uint32_t (&af)[N / 2][4], const float (&c)[N][4]) {
+#pragma unroll
+    for (int n = 0; n < N; n++) {
+        af[n / 2][(n & 1) * 2] = pack_bf(c[n][0], c[n][1]);
+        af[n / 2][(n & 1) * 2 + 1] = pack_bf(c[n][2], c[n][3]);
+    }
+}
 /* rows r0.. (n of them; from T on as zeros) of x (B, T, NH, D), head h, transposed, as BF16:
  * sh[d*ld + r]; a warp a row, the lanes across it */
 __device__ void tc_load_t(bf16 *sh, int ld, const float *x, int64_t b, int64_t r0, int64_t T, int64_t NH, int64_t h,
@@ -542,18 +584,7 @@ __global__ void k_attn_fwd_mma(float *out, float *lse, const float *q, const flo
         tc_load_t(vt, lt, v, b, j0, T, NH, h, DV, TK);
         __syncthreads();
         float s[TK / 8][4]; /* S = Q Kᵀ: the warp's 16 rows, TK keys */
-#pragma unroll
-        for (int n = 0; n < TK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-        for (int kk = 0; kk < DQ / 16; kk++) {
-            const bf16 *ap = qa + 16 * kk;
-            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * lq), ld_pair(ap + 8), ld_pair(ap + 8 * lq + 8)};
-#pragma unroll
-            for (int n = 0; n < TK / 8; n++) {
-                const bf16 *bp = ks + (8 * n + g) * lq + 16 * kk + 2 * t;
-                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                mma_bf16(s[n], a, bb);
-            }
-        }
+        mma_abt(s, qa, lq, ks + g * lq + 2 * t, lq, DQ);
         /* the online softmax: element e of tile n is row ir[e / 2], key j0 + 8n + 2t + e % 2 */
         float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.0f, 0.0f}, corr[2];
 #pragma unroll
@@ -572,17 +603,15 @@ __global__ void k_attn_fwd_mma(float *out, float *lse, const float *q, const flo
             corr[r] = mn == -INFINITY ? 1.0f : expf(m[r] - mn);
             m[r] = mn;
         }
-        uint32_t p[TK / 16][4]; /* P (BF16) as the A fragments of P·V */
 #pragma unroll
-        for (int n = 0; n < TK / 8; n++) {
+        for (int n = 0; n < TK / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 s[n][e] = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[e >> 1]);
                 sum[e >> 1] += s[n][e];
             }
-            p[n / 2][(n & 1) * 2] = pack_bf(s[n][0], s[n][1]);
-            p[n / 2][(n & 1) * 2 + 1] = pack_bf(s[n][2], s[n][3]);
-        }
+        uint32_t p[TK / 16][4]; /* P (BF16) as the A fragments of P·V */
+        frags_of(p, s);
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
@@ -592,15 +621,7 @@ __global__ void k_attn_fwd_mma(float *out, float *lse, const float *q, const flo
 #pragma unroll
         for (int n = 0; n < OV; n++)
             if (n < nv) o[n][0] *= corr[0], o[n][1] *= corr[0], o[n][2] *= corr[1], o[n][3] *= corr[1];
-#pragma unroll
-        for (int kk = 0; kk < TK / 16; kk++)
-#pragma unroll
-            for (int n = 0; n < OV; n++)
-                if (n < nv) { /* O += P V */
-                    const bf16 *bp = vt + (8 * n + g) * lt + 16 * kk + 2 * t;
-                    const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                    mma_bf16(o[n], p[kk], bb);
-                }
+        mma_frags_abt(o, nv, p, vt + g * lt + 2 * t, lt); /* O += P V */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -806,51 +827,19 @@ __global__ void k_attn_bwd_q_mma(float *dq, const float *dout, const float *lse,
         tc_load_t(kt, lt, k, b, j0, T, NH, h, DQ, TK);
         __syncthreads();
         float s[TK / 8][4], dp[TK / 8][4]; /* S = Q Kᵀ, dP = dO Vᵀ */
+        mma_abt(s, qa, hq, ks + g * hq + 2 * t, hq, DQ);
+        mma_abt(dp, da, hv, vs + g * hv + 2 * t, hv, DV);
 #pragma unroll
         for (int n = 0; n < TK / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
-        for (int kk = 0; kk < DQ / 16; kk++) {
-            const bf16 *ap = qa + 16 * kk;
-            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * hq), ld_pair(ap + 8), ld_pair(ap + 8 * hq + 8)};
-#pragma unroll
-            for (int n = 0; n < TK / 8; n++) {
-                const bf16 *bp = ks + (8 * n + g) * hq + 16 * kk + 2 * t;
-                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                mma_bf16(s[n], a, bb);
-            }
-        }
-        for (int kk = 0; kk < DV / 16; kk++) {
-            const bf16 *ap = da + 16 * kk;
-            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * hv), ld_pair(ap + 8), ld_pair(ap + 8 * hv + 8)};
-#pragma unroll
-            for (int n = 0; n < TK / 8; n++) {
-                const bf16 *bp = vs + (8 * n + g) * hv + 16 * kk + 2 * t;
-                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                mma_bf16(dp[n], a, bb);
-            }
-        }
-        uint32_t ds[TK / 16][4]; /* dS (BF16) as the A fragments of dS K */
-#pragma unroll
-        for (int n = 0; n < TK / 8; n++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int64_t i = ir[e >> 1], j = j0 + 8 * n + 2 * t + (e & 1);
                 const float p = i < T && j <= i ? expf(s[n][e] * scale - lq[e >> 1]) : 0.0f;
                 s[n][e] = p * (dp[n][e] - dl[e >> 1]);
             }
-            ds[n / 2][(n & 1) * 2] = pack_bf(s[n][0], s[n][1]);
-            ds[n / 2][(n & 1) * 2 + 1] = pack_bf(s[n][2], s[n][3]);
-        }
-#pragma unroll
-        for (int kk = 0; kk < TK / 16; kk++)
-#pragma unroll
-            for (int n = 0; n < QV; n++)
-                if (n < nq) { /* dQ += dS K */
-                    const bf16 *bp = kt + (8 * n + g) * lt + 16 * kk + 2 * t;
-                    const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                    mma_bf16(acc[n], ds[kk], bb);
-                }
+        uint32_t ds[TK / 16][4]; /* dS (BF16) as the A fragments of dS K */
+        frags_of(ds, s);
+        mma_frags_abt(acc, nq, ds, kt + g * lt + 2 * t, lt); /* dQ += dS K */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -900,33 +889,10 @@ __global__ void k_attn_bwd_kv_mma(float *dk, float *dv, const float *dout, const
         tc_load_stats(lq, dl, lse, delta, b, i0, T, NH, h, TK);
         __syncthreads();
         float st[TK / 8][4], dpt[TK / 8][4]; /* Sᵀ = K Qᵀ, dPᵀ = V dOᵀ */
+        mma_abt(st, ka, hq, qs + g * hq + 2 * t, hq, DQ);
+        mma_abt(dpt, va, hv, dos + g * hv + 2 * t, hv, DV);
 #pragma unroll
         for (int n = 0; n < TK / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) st[n][e] = dpt[n][e] = 0.0f;
-        for (int kk = 0; kk < DQ / 16; kk++) {
-            const bf16 *ap = ka + 16 * kk;
-            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * hq), ld_pair(ap + 8), ld_pair(ap + 8 * hq + 8)};
-#pragma unroll
-            for (int n = 0; n < TK / 8; n++) {
-                const bf16 *bp = qs + (8 * n + g) * hq + 16 * kk + 2 * t;
-                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                mma_bf16(st[n], a, bb);
-            }
-        }
-        for (int kk = 0; kk < DV / 16; kk++) {
-            const bf16 *ap = va + 16 * kk;
-            const uint32_t a[4] = {ld_pair(ap), ld_pair(ap + 8 * hv), ld_pair(ap + 8), ld_pair(ap + 8 * hv + 8)};
-#pragma unroll
-            for (int n = 0; n < TK / 8; n++) {
-                const bf16 *bp = dos + (8 * n + g) * hv + 16 * kk + 2 * t;
-                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                mma_bf16(dpt[n], a, bb);
-            }
-        }
-        uint32_t pt[TK / 16][4], dst[TK / 16][4]; /* Pᵀ, dSᵀ (BF16) as A fragments */
-#pragma unroll
-        for (int n = 0; n < TK / 8; n++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int c = 8 * n + 2 * t + (e & 1);
@@ -935,28 +901,11 @@ __global__ void k_attn_bwd_kv_mma(float *dk, float *dv, const float *dout, const
                 st[n][e] = p;
                 dpt[n][e] = p * (dpt[n][e] - dl[c]);
             }
-            pt[n / 2][(n & 1) * 2] = pack_bf(st[n][0], st[n][1]);
-            pt[n / 2][(n & 1) * 2 + 1] = pack_bf(st[n][2], st[n][3]);
-            dst[n / 2][(n & 1) * 2] = pack_bf(dpt[n][0], dpt[n][1]);
-            dst[n / 2][(n & 1) * 2 + 1] = pack_bf(dpt[n][2], dpt[n][3]);
-        }
-#pragma unroll
-        for (int kk = 0; kk < TK / 16; kk++) {
-#pragma unroll
-            for (int n = 0; n < KV; n++)
-                if (n < nv) { /* dV += Pᵀ dO */
-                    const bf16 *bp = dot + (8 * n + g) * lt + 16 * kk + 2 * t;
-                    const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                    mma_bf16(av[n], pt[kk], bb);
-                }
-#pragma unroll
-            for (int n = 0; n < KQ; n++)
-                if (n < nq) { /* dK += dSᵀ Q */
-                    const bf16 *bp = qt + (8 * n + g) * lt + 16 * kk + 2 * t;
-                    const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                    mma_bf16(ak[n], dst[kk], bb);
-                }
-        }
+        uint32_t pt[TK / 16][4], dst[TK / 16][4]; /* Pᵀ, dSᵀ (BF16) as A fragments */
+        frags_of(pt, st);
+        frags_of(dst, dpt);
+        mma_frags_abt(av, nv, pt, dot + g * lt + 2 * t, lt);  /* dV += Pᵀ dO */
+        mma_frags_abt(ak, nq, dst, qt + g * lt + 2 * t, lt); /* dK += dSᵀ Q */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
