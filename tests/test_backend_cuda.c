@@ -348,6 +348,16 @@ TEST(cuda_ops_attention) {
  * rounding of P and dS (NMSE bound 1e-5; the log-sum-exp, from FP32 sums,
  * within 1e-10); and far from the unrounded inputs' result (the path ran).
  * Other dims fall back to the FP32 kernels: the CPU's within 1e-10. */
+/* n floats on the device at off floats past an allocation (off 1: 4 bytes past a 16-byte
+ * boundary); free with ds_cuda_free(p - off) */
+static float *upf_at(const float *h, int64_t n, int off) {
+    float *t = ds_malloc((size_t)(n + off) * sizeof(float));
+    memset(t, 0, (size_t)off * sizeof(float));
+    memcpy(t + off, h, (size_t)n * sizeof(float));
+    float *d = upf(t, n + off);
+    free(t);
+    return d + off;
+}
 static float *bf16_rounded(const float *x, int64_t n) {
     float *y = ds_malloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) y[i] = ds_bf16_to_f32(ds_f32_to_bf16(x[i]));
@@ -365,12 +375,14 @@ TEST(cuda_ops_attention_bf16) {
      * dims not multiples of 16 (the FP32 kernels).  The tensor-core shapes in the variants the
      * kernels pick (the forward's O in registers up to DV 128; key/query tiles of 64 or 32, the
      * backward's accumulators in registers at (192, 128)), then in each variant forced: tiles of
-     * 32 and 64, accumulators in shared memory and in registers. */
+     * 32 and 64, accumulators in shared memory and in registers; last, inputs 4 bytes past a
+     * 16-byte boundary (the tiles' scalar loads). */
     const int64_t shapes[][6] = {{1, 1, 1, 16, 16, 1},      {2, 70, 3, 32, 16, 1}, {1, 130, 2, 192, 128, 1},
                                  {1, 65, 1, 96, 64, 1},     {2, 45, 4, 48, 32, 1}, {1, 50, 1, 32, 144, 1},
                                  {2, 37, 3, 24, 16, 0}};
-    for (int run = 0; run < 7 + 4 * 4; run++) {
-        const int s = run < 7 ? run : 1 + (run - 7) % 4, var = run < 7 ? -1 : (run - 7) / 4;
+    for (int run = 0; run < 7 + 4 * 4 + 1; run++) {
+        const int mis = run == 7 + 4 * 4;
+        const int s = run < 7 ? run : mis ? 1 : 1 + (run - 7) % 4, var = run < 7 || mis ? -1 : (run - 7) / 4;
         const int tile = var < 0 ? 0 : var % 2 ? 64 : 32, regs = var < 0 ? -1 : var / 2;
         int64_t B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], DQ = shapes[s][3], DV = shapes[s][4];
         const int tc = (int)shapes[s][5];
@@ -379,15 +391,15 @@ TEST(cuda_ops_attention_bf16) {
         char sh[96];
         ds_cuda_attention_tc_tile(tile);
         ds_cuda_attention_tc_regs(regs);
-        snprintf(sh, sizeof sh, "bf16 B=%lld T=%lld NH=%lld DQ=%lld DV=%lld tile=%d regs=%d", (long long)B,
-                 (long long)T, (long long)NH, (long long)DQ, (long long)DV, tile, regs);
+        snprintf(sh, sizeof sh, "bf16 B=%lld T=%lld NH=%lld DQ=%lld DV=%lld tile=%d regs=%d%s", (long long)B,
+                 (long long)T, (long long)NH, (long long)DQ, (long long)DV, tile, regs, mis ? " misaligned" : "");
         float *q = randv(&r, nq, 1), *k = randv(&r, nq, 1), *v = randv(&r, nv, 1), *dy = randv(&r, nv, 1);
         float *qr = tc ? bf16_rounded(q, nq) : q, *kr = tc ? bf16_rounded(k, nq) : k;
         float *vr = tc ? bf16_rounded(v, nv) : v, *dyr = tc ? bf16_rounded(dy, nv) : dy;
         float *o = ds_malloc((size_t)nv * 4), *l = ds_malloc((size_t)nl * 4), *o32 = ds_malloc((size_t)nv * 4);
         float *dq = ds_malloc((size_t)nq * 4), *dk = ds_malloc((size_t)nq * 4), *dv = ds_malloc((size_t)nv * 4);
-        float *dQ = upf(q, nq), *dK = upf(k, nq), *dV = upf(v, nv), *dDy = upf(dy, nv), *dO = nanbuf(nv), *dL = nanbuf(nl);
-        float *dDq = nanbuf(nq), *dDk = nanbuf(nq), *dDv = nanbuf(nv);
+        float *dQ = upf_at(q, nq, mis), *dK = upf_at(k, nq, mis), *dV = upf_at(v, nv, mis), *dDy = upf_at(dy, nv, mis);
+        float *dO = nanbuf(nv), *dL = nanbuf(nl), *dDq = nanbuf(nq), *dDk = nanbuf(nq), *dDv = nanbuf(nv);
         c->attention_forward(o, l, qr, kr, vr, B, T, NH, DQ, DV, scale);
         c->attention_forward(o32, NULL, q, k, v, B, T, NH, DQ, DV, scale);
         g->attention_forward(dO, dL, dQ, dK, dV, B, T, NH, DQ, DV, scale);
@@ -414,7 +426,8 @@ TEST(cuda_ops_attention_bf16) {
             free(gq), free(gk);
         }
         check_dev("attention_backward dv", sh, dDv, dv, nv, tc ? 1e-5 : TOL);
-        ds_cuda_free(dQ), ds_cuda_free(dK), ds_cuda_free(dV), ds_cuda_free(dDy), ds_cuda_free(dO), ds_cuda_free(dL);
+        ds_cuda_free(dQ - mis), ds_cuda_free(dK - mis), ds_cuda_free(dV - mis), ds_cuda_free(dDy - mis);
+        ds_cuda_free(dO), ds_cuda_free(dL);
         ds_cuda_free(dDq), ds_cuda_free(dDk), ds_cuda_free(dDv), ds_cuda_free(dOc), ds_cuda_free(dLc);
         if (tc) free(qr), free(kr), free(vr), free(dyr);
         free(q), free(k), free(v), free(dy), free(o), free(o32), free(l), free(dq), free(dk), free(dv);

@@ -194,13 +194,16 @@ void cudamock_mma_bf16(float *d, const uint32_t *a, const uint32_t *b) {
     for (int i = 0; i < 4; i++) d[i] += out[br && *br == '1' ? i ^ 2 : i];
 }
 
-/* ldmatrix m8n8 .x4 .b16 (fp8mma.cu): each lane's row address gathered over
- * the warp (two barriers, as a shuffle); register j of lane l is 4 bytes at
- * 4 (l % 4) of the row that lane 8 j + l / 4 named.  A row address that is
- * not 16-byte aligned aborts (the instruction requires it).
- * CUDAMOCK_LDSM_BROKEN=1 swaps matrices 1 and 2 (cuda_fp8_mma_selfcheck: the
- * self-check must fall back to the 32-bit loads). */
-void cudamock_ldmatrix_x4(uint32_t *r, const void *p) {
+/* ldmatrix m8n8 .x4 .b16 (fp8mma.cu), and .trans (attention.cu): each lane's
+ * row address gathered over the warp (two barriers, as a shuffle).  Without
+ * .trans register j of lane l is 4 bytes at 4 (l % 4) of the row that lane
+ * 8 j + l / 4 named; with it, the 2-byte elements of column l / 4 in rows
+ * 2 (l % 4) and 2 (l % 4) + 1 of matrix j (the rows lanes 8 j.. named), the
+ * first in the low half.  A row address that is not 16-byte aligned aborts
+ * (the instruction requires it).  CUDAMOCK_LDSM_BROKEN=1 swaps matrices 1
+ * and 2 (cuda_fp8_mma_selfcheck: the self-check must fall back to the
+ * 32-bit loads). */
+static void ldmatrix_x4(uint32_t *r, const void *p, bool trans) {
     if (warp_bar.empty()) not_sequential("ldmatrix");
     if ((uintptr_t)p & 15) {
         std::fprintf(stderr, "cudamock: ldmatrix row address %p not 16-byte aligned\n", p);
@@ -210,13 +213,22 @@ void cudamock_ldmatrix_x4(uint32_t *r, const void *p) {
     warp_slot[(size_t)w * 32 + lane] = (uint64_t)(uintptr_t)p;
     warp_bar[w]->arrive_and_wait();
     const char *br = getenv("CUDAMOCK_LDSM_BROKEN"); /* the self-check's test: matrices 1 and 2 swapped */
+    auto row = [&](int j, int i) { return (const unsigned char *)(uintptr_t)warp_slot[(size_t)w * 32 + j * 8 + i]; };
     for (int j = 0; j < 4; j++) {
         int jj = br && *br == '1' && (j == 1 || j == 2) ? 3 - j : j;
-        const unsigned char *row = (const unsigned char *)(uintptr_t)warp_slot[(size_t)w * 32 + jj * 8 + lane / 4];
-        std::memcpy(&r[j], row + (lane % 4) * 4, 4);
+        if (!trans) {
+            std::memcpy(&r[j], row(jj, lane / 4) + (lane % 4) * 4, 4);
+            continue;
+        }
+        uint16_t lo, hi;
+        std::memcpy(&lo, row(jj, 2 * (lane % 4)) + (lane / 4) * 2, 2);
+        std::memcpy(&hi, row(jj, 2 * (lane % 4) + 1) + (lane / 4) * 2, 2);
+        r[j] = (uint32_t)lo | (uint32_t)hi << 16;
     }
     warp_bar[w]->arrive_and_wait();
 }
+void cudamock_ldmatrix_x4(uint32_t *r, const void *p) { ldmatrix_x4(r, p, false); }
+void cudamock_ldmatrix_x4_trans(uint32_t *r, const void *p) { ldmatrix_x4(r, p, true); }
 
 /* ---- runtime ---------------------------------------------------------------------- */
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }

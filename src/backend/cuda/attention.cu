@@ -27,8 +27,10 @@ extern "C" {
 
 using namespace nvcuda;
 
-/* the CPU stand-in for mma.sync m16n8k16 BF16 (tools/cudamock/mock.cpp); never called on a GPU */
+/* the CPU stand-ins for mma.sync m16n8k16 BF16 and ldmatrix .x4 .trans (tools/cudamock/mock.cpp);
+ * never called on a GPU */
 __device__ void cudamock_mma_bf16(float *d, const uint32_t *a, const uint32_t *b);
+__device__ void cudamock_ldmatrix_x4_trans(uint32_t *r, const void *p);
 
 namespace {
 
@@ -385,10 +387,31 @@ __host__ __device__ constexpr int ldh(int D) { return D + 8; }
 __host__ __device__ constexpr int ldf(int D) { return D + 4; }
 
 __device__ __forceinline__ bf16 to_bf(float f) { return __ushort_as_bfloat16(ds_cu_f32_to_bf16(f)); }
-/* rows r0.. (n of them; rows from T on as zeros) of x (B, T, NH, D), head h, as BF16: sh[r*ld + d];
- * a warp a row, the lanes across it */
+/* two BF16 values at p (4-byte aligned) as one register */
+__device__ __forceinline__ uint32_t ld_pair(const bf16 *p) { return *(const uint32_t *)p; }
+/* lo, hi rounded to BF16, lo in the low half */
+__device__ __forceinline__ uint32_t pack_bf(float lo, float hi) {
+    return (uint32_t)ds_cu_f32_to_bf16(lo) | (uint32_t)ds_cu_f32_to_bf16(hi) << 16;
+}
+struct __align__(16) f32x4 { float v[4]; };
+struct __align__(8) bf16x4 { uint32_t lo, hi; };
+/* rows r0.. (n of them; rows from T on as zeros) of x (B, T, NH, D), head h, as BF16: sh[r*ld + d].
+ * With x 16-byte aligned (D a multiple of 16: so is every row) 4 values a thread at a time, the
+ * block's threads across the tile (coalesced, 8-byte shared stores); else a warp a row, the
+ * lanes across it */
 __device__ void tc_load(bf16 *sh, int ld, const float *x, int64_t b, int64_t r0, int64_t T, int64_t NH, int64_t h,
                         int D, int n) {
+    if (((uintptr_t)x & 15) == 0) {
+        const int d4 = D / 4;
+        for (int e = threadIdx.x; e < n * d4; e += blockDim.x) {
+            const int r = e / d4, c = 4 * (e - r * d4);
+            const int64_t t = r0 + r;
+            f32x4 f = {{0.0f, 0.0f, 0.0f, 0.0f}};
+            if (t < T) f = *(const f32x4 *)(x + ((b * T + t) * NH + h) * D + c);
+            *(bf16x4 *)(sh + r * ld + c) = bf16x4{pack_bf(f.v[0], f.v[1]), pack_bf(f.v[2], f.v[3])};
+        }
+        return;
+    }
     for (int r = threadIdx.x >> 5; r < n; r += blockDim.x >> 5) {
         const int64_t t = r0 + r;
         for (int c = threadIdx.x & 31; c < D; c += 32)
@@ -483,11 +506,13 @@ __device__ __forceinline__ void tc_ab_acc(float *C, int ldc, const bf16 *A, int 
  * multiply in registers, and two adjacent 16 x 8 score tiles, rounded to
  * BF16 and paired, are the A fragment of P·V as they stand (the backward's
  * dS and P likewise for dS·K, Pᵀ·dO and dSᵀ·Q): scores never touch shared
- * memory.  B fragments read 32-bit pairs along k: a tile's rows where k is
- * the head dim (K for S = Q·Kᵀ), its transpose, made as it loads, where k
- * runs over keys or queries (V for P·V: vt[d][key]).  With the padded rows
- * (ldh: an odd multiple of 4 banks) the 32 lanes' 32-bit reads hit 32
- * banks. */
+ * memory.  B fragments: 32-bit pairs along a tile's rows where k is the
+ * head dim (K for S = Q·Kᵀ); where k runs over the tile's rows (V for P·V,
+ * K for dS·K, dO and Q for Pᵀ·dO and dSᵀ·Q) ldmatrix .trans, which reads
+ * 8 x 8 blocks of the row-major tile and hands each lane its column pairs,
+ * two tiles' fragments an instruction.  With the padded rows (ldh: an odd
+ * multiple of 4 banks) the 32 lanes' 32-bit reads, and each 8-row block of
+ * ldmatrix, hit 32 banks. */
 constexpr int OV = 16; /* O's 16 x 8 tiles a warp holds: DV up to 128 (DeepSeek-V3's) */
 
 /* d += A · B (16 x 16 by 16 x 8), BF16 in, FP32 out */
@@ -500,12 +525,6 @@ __device__ __forceinline__ void mma_bf16(float *d, const uint32_t *a, const uint
 #else
     cudamock_mma_bf16(d, a, b);
 #endif
-}
-/* two BF16 values at p (4-byte aligned) as one register */
-__device__ __forceinline__ uint32_t ld_pair(const bf16 *p) { return *(const uint32_t *)p; }
-/* lo, hi rounded to BF16, lo in the low half */
-__device__ __forceinline__ uint32_t pack_bf(float lo, float hi) {
-    return (uint32_t)ds_cu_f32_to_bf16(lo) | (uint32_t)ds_cu_f32_to_bf16(hi) << 16;
 }
 /* c[n] = A · Bᵀ's 16 x 8 tile n (n < N): A the warp's 16 rows (K wide, lda), B's rows 8n..8n+7
  * (ldb), given at a = &A[g][2t] and b = &B[g][2t]; K a multiple of 16 */
@@ -524,21 +543,6 @@ __device__ __forceinline__ void mma_abt(float (&c)[N][4], const bf16 *a, int lda
         }
     }
 }
-/* c[n] += A · Bᵀ's tile n (n < nt <= N), A as KT A fragments in registers (16 rows, 16·KT wide),
- * B's rows given at b = &B[g][2t] (ldb) */
-template <int N, int KT>
-__device__ __forceinline__ void mma_frags_abt(float (&c)[N][4], int nt, const uint32_t (&af)[KT][4], const bf16 *b,
-                                              int ldb) {
-#pragma unroll
-    for (int kk = 0; kk < KT; kk++)
-#pragma unroll
-        for (int n = 0; n < N; n++)
-            if (n < nt) {
-                const bf16 *bp = b + 8 * n * ldb + 16 * kk;
-                const uint32_t bb[2] = {ld_pair(bp), ld_pair(bp + 8)};
-                mma_bf16(c[n], af[kk], bb);
-            }
-}
 /* 16 x 8 result tiles (N of them, FP32) as the A fragments of their 16 x 8N product, BF16:
  * tiles 2kk and 2kk+1 are fragment kk (c0 c1 | c2 c3 of each, pairs along k) */
 template <int N>
@@ -549,26 +553,49 @@ __device__ __forceinline__ void frags_of(uint32_t (&af)[N / 2][4], const float (
         af[n / 2][(n & 1) * 2 + 1] = pack_bf(c[n][2], c[n][3]);
     }
 }
-/* rows r0.. (n of them; from T on as zeros) of x (B, T, NH, D), head h, transposed, as BF16:
- * sh[d*ld + r]; a warp a row, the lanes across it */
-__device__ void tc_load_t(bf16 *sh, int ld, const float *x, int64_t b, int64_t r0, int64_t T, int64_t NH, int64_t h,
-                          int D, int n) {
-    for (int r = threadIdx.x >> 5; r < n; r += blockDim.x >> 5) {
-        const int64_t t = r0 + r;
-        for (int c = threadIdx.x & 31; c < D; c += 32)
-            sh[c * ld + r] = to_bf(t < T ? x[((b * T + t) * NH + h) * D + c] : 0.0f);
-    }
+/* four 8 x 8 BF16 matrices from shared memory, transposed: lane l names row l % 8 of matrix
+ * l / 8 (16-byte aligned); register j of lane l gets column l / 4, rows 2 (l % 4) and
+ * 2 (l % 4) + 1 of matrix j, the first in the low half (ldmatrix .trans: the B fragment of a
+ * row-major [k][n] tile) */
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const bf16 *p) {
+#if defined(__CUDA_ARCH__)
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+#else
+    cudamock_ldmatrix_x4_trans(r, p);
+#endif
+}
+/* c[n] += A · B's tile n (n < nt <= N, nt even), A as KT A fragments in registers (16 rows,
+ * 16·KT wide), B (16·KT x 8·nt) row-major at b (ldb, rows 16-byte aligned): one ldmatrix
+ * .trans a pair of tiles, matrices (k 0-7, tile n), (k 8-15, n), (k 0-7, n+1), (k 8-15, n+1) */
+template <int N, int KT>
+__device__ __forceinline__ void mma_frags_ab(float (&c)[N][4], int nt, const uint32_t (&af)[KT][4], const bf16 *b,
+                                             int ldb) {
+    const int lane = threadIdx.x & 31;
+    const bf16 *bl = b + ((lane & 7) + 8 * ((lane >> 3) & 1)) * ldb + 8 * (lane >> 4);
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++)
+#pragma unroll
+        for (int n = 0; n < N; n += 2)
+            if (n < nt) {
+                uint32_t bb[4];
+                ldsm_x4_t(bb, bl + 16 * kk * ldb + 8 * n);
+                mma_bf16(c[n], af[kk], bb);
+                mma_bf16(c[n + 1], af[kk], bb + 2);
+            }
 }
 
-/* grid (ceil(T/TB), NH, B), TW warps, DV <= 8·OV.  smem: qs[TB][DQ], ks[TK][DQ], vt[DV][TK]
+/* grid (ceil(T/TB), NH, B), TW warps, DV <= 8·OV.  smem: qs[TB][DQ], ks[TK][DQ], vs[TK][DV]
  * (BF16), rows padded (ldh).  The WMMA forward's arithmetic: the scores in FP32 from BF16
  * products, P = exp(s − m) summed in FP32 and rounded to BF16 for P·V. */
 template <int TK>
 __global__ void k_attn_fwd_mma(float *out, float *lse, const float *q, const float *k, const float *v, int64_t T,
                                int64_t NH, int DQ, int DV, float scale) {
     extern __shared__ tc_smem sm_tc[];
-    const int lq = ldh(DQ), lt = ldh(TK), nv = DV / 8;
-    bf16 *qs = (bf16 *)sm_tc, *ks = qs + TB * lq, *vt = ks + TK * lq;
+    const int lq = ldh(DQ), lv = ldh(DV), nv = DV / 8;
+    bf16 *qs = (bf16 *)sm_tc, *ks = qs + TB * lq, *vs = ks + TK * lq;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * TB;
     const int64_t imax = (i0 + TB < T ? i0 + TB : T) - 1;
@@ -581,7 +608,7 @@ __global__ void k_attn_fwd_mma(float *out, float *lse, const float *q, const flo
     for (int64_t j0 = 0; j0 <= imax; j0 += TK) {
         __syncthreads(); /* the last tile's readers are done (and qs is written) */
         tc_load(ks, lq, k, b, j0, T, NH, h, DQ, TK);
-        tc_load_t(vt, lt, v, b, j0, T, NH, h, DV, TK);
+        tc_load(vs, lv, v, b, j0, T, NH, h, DV, TK);
         __syncthreads();
         float s[TK / 8][4]; /* S = Q Kᵀ: the warp's 16 rows, TK keys */
         mma_abt(s, qa, lq, ks + g * lq + 2 * t, lq, DQ);
@@ -621,7 +648,7 @@ __global__ void k_attn_fwd_mma(float *out, float *lse, const float *q, const flo
 #pragma unroll
         for (int n = 0; n < OV; n++)
             if (n < nv) o[n][0] *= corr[0], o[n][1] *= corr[0], o[n][2] *= corr[1], o[n][3] *= corr[1];
-        mma_frags_abt(o, nv, p, vt + g * lt + 2 * t, lt); /* O += P V */
+        mma_frags_ab(o, nv, p, vs, lv); /* O += P V */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -794,16 +821,16 @@ __global__ void k_attn_bwd_q_tc(float *dq, const float *dout, const float *lse, 
 /* grid (ceil(T/TB), NH, B), TW warps, DQ <= 8·QV: dq on mma.sync, the k_attn_fwd_mma way.  A
  * lane's two rows (g, g+8) keep their lse and Δ in registers; S = Q Kᵀ and dP = dO Vᵀ in
  * registers; dS = P ∘ (dP − Δ), rounded to BF16 and paired, is dQ += dS K's A fragment in
- * place, K's B fragments read from its transpose (kt[d][key], loaded beside ks).  smem: qs[TB][DQ],
- * dos[TB][DV], ks[TK][DQ], vs[TK][DV], kt[DQ][TK] (BF16), rows padded.  The WMMA dq kernel's
+ * place (K's B fragments by ldmatrix .trans).  smem: qs[TB][DQ], dos[TB][DV], ks[TK][DQ],
+ * vs[TK][DV] (BF16), rows padded.  The WMMA dq kernel's
  * arithmetic. */
 constexpr int QV = 24; /* dQ's 16 x 8 tiles a warp holds: DQ up to 192 (DeepSeek-V3's) */
 template <int TK>
 __global__ void k_attn_bwd_q_mma(float *dq, const float *dout, const float *lse, const float *delta, const float *q,
                                  const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV, float scale) {
     extern __shared__ tc_smem sm_tc[];
-    const int hq = ldh(DQ), hv = ldh(DV), lt = ldh(TK), nq = DQ / 8;
-    bf16 *qs = (bf16 *)sm_tc, *dos = qs + TB * hq, *ks = dos + TB * hv, *vs = ks + TK * hq, *kt = vs + TK * hv;
+    const int hq = ldh(DQ), hv = ldh(DV), nq = DQ / 8;
+    bf16 *qs = (bf16 *)sm_tc, *dos = qs + TB * hq, *ks = dos + TB * hv, *vs = ks + TK * hq;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * TB;
     const int64_t imax = (i0 + TB < T ? i0 + TB : T) - 1;
@@ -824,7 +851,6 @@ __global__ void k_attn_bwd_q_mma(float *dq, const float *dout, const float *lse,
         __syncthreads();
         tc_load(ks, hq, k, b, j0, T, NH, h, DQ, TK);
         tc_load(vs, hv, v, b, j0, T, NH, h, DV, TK);
-        tc_load_t(kt, lt, k, b, j0, T, NH, h, DQ, TK);
         __syncthreads();
         float s[TK / 8][4], dp[TK / 8][4]; /* S = Q Kᵀ, dP = dO Vᵀ */
         mma_abt(s, qa, hq, ks + g * hq + 2 * t, hq, DQ);
@@ -839,7 +865,7 @@ __global__ void k_attn_bwd_q_mma(float *dq, const float *dout, const float *lse,
             }
         uint32_t ds[TK / 16][4]; /* dS (BF16) as the A fragments of dS K */
         frags_of(ds, s);
-        mma_frags_abt(acc, nq, ds, kt + g * lt + 2 * t, lt); /* dQ += dS K */
+        mma_frags_ab(acc, nq, ds, ks, hq); /* dQ += dS K */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -855,9 +881,9 @@ __global__ void k_attn_bwd_q_mma(float *dq, const float *dout, const float *lse,
 /* grid (ceil(T/TB), NH, B), TW warps, DQ <= 8·KQ, DV <= 8·KV: dk, dv on mma.sync.  A warp's 16
  * keys are the rows: Sᵀ = K Qᵀ and dPᵀ = V dOᵀ in registers (B fragments from Q's and dO's
  * rows), Pᵀ and dSᵀ = Pᵀ ∘ (dPᵀ − Δ) rounded to BF16 and paired as the A fragments of dV += Pᵀ dO
- * and dK += dSᵀ Q (B fragments from dO's and Q's transposes, qt[d][query], dot[d][query]); a
+ * and dK += dSᵀ Q (B fragments from dO's and Q's tiles by ldmatrix .trans); a
  * column's lse and Δ from shared memory.  smem: ks[TB][DQ], vs[TB][DV], qs[TK][DQ],
- * dos[TK][DV], qt[DQ][TK], dot[DV][TK] (BF16), lq[TK], dl[TK] (FP32), rows padded.  The WMMA
+ * dos[TK][DV] (BF16), lq[TK], dl[TK] (FP32), rows padded.  The WMMA
  * dk/dv kernel's arithmetic. */
 constexpr int KQ = 24, KV = 16; /* dK's and dV's 16 x 8 tiles a warp holds: (192, 128) */
 template <int TK>
@@ -865,10 +891,9 @@ __global__ void k_attn_bwd_kv_mma(float *dk, float *dv, const float *dout, const
                                   const float *q, const float *k, const float *v, int64_t T, int64_t NH, int DQ, int DV,
                                   float scale) {
     extern __shared__ tc_smem sm_tc[];
-    const int hq = ldh(DQ), hv = ldh(DV), lt = ldh(TK), nq = DQ / 8, nv = DV / 8;
-    bf16 *ks = (bf16 *)sm_tc, *vs = ks + TB * hq, *qs = vs + TB * hv, *dos = qs + TK * hq, *qt = dos + TK * hv,
-         *dot = qt + DQ * lt;
-    float *lq = (float *)(dot + DV * lt), *dl = lq + TK;
+    const int hq = ldh(DQ), hv = ldh(DV), nq = DQ / 8, nv = DV / 8;
+    bf16 *ks = (bf16 *)sm_tc, *vs = ks + TB * hq, *qs = vs + TB * hv, *dos = qs + TK * hq;
+    float *lq = (float *)(dos + TK * hv), *dl = lq + TK;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t b = blockIdx.z, h = blockIdx.y, j0 = (int64_t)blockIdx.x * TB;
     const int64_t jr[2] = {j0 + 16 * w + g, j0 + 16 * w + g + 8};
@@ -884,8 +909,6 @@ __global__ void k_attn_bwd_kv_mma(float *dk, float *dv, const float *dout, const
         __syncthreads();
         tc_load(qs, hq, q, b, i0, T, NH, h, DQ, TK);
         tc_load(dos, hv, dout, b, i0, T, NH, h, DV, TK);
-        tc_load_t(qt, lt, q, b, i0, T, NH, h, DQ, TK);
-        tc_load_t(dot, lt, dout, b, i0, T, NH, h, DV, TK);
         tc_load_stats(lq, dl, lse, delta, b, i0, T, NH, h, TK);
         __syncthreads();
         float st[TK / 8][4], dpt[TK / 8][4]; /* Sᵀ = K Qᵀ, dPᵀ = V dOᵀ */
@@ -904,8 +927,8 @@ __global__ void k_attn_bwd_kv_mma(float *dk, float *dv, const float *dout, const
         uint32_t pt[TK / 16][4], dst[TK / 16][4]; /* Pᵀ, dSᵀ (BF16) as A fragments */
         frags_of(pt, st);
         frags_of(dst, dpt);
-        mma_frags_abt(av, nv, pt, dot + g * lt + 2 * t, lt);  /* dV += Pᵀ dO */
-        mma_frags_abt(ak, nq, dst, qt + g * lt + 2 * t, lt); /* dK += dSᵀ Q */
+        mma_frags_ab(av, nv, pt, dos, hv); /* dV += Pᵀ dO */
+        mma_frags_ab(ak, nq, dst, qs, hq); /* dK += dSᵀ Q */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -924,19 +947,17 @@ __global__ void k_attn_bwd_kv_mma(float *dk, float *dv, const float *dout, const
 /* the kernels' shared memory at a key (query) tile of tk, the backward's
  * accumulators in registers (reg) or shared memory */
 size_t tc_fwd_smem(int64_t DQ, int64_t DV, int tk, int reg) {
-    if (reg) return (size_t)(TB * ldh(DQ) + tk * ldh(DQ) + DV * ldh(tk)) * 2;
+    if (reg) return (size_t)(TB * ldh(DQ) + tk * ldh(DQ) + tk * ldh(DV)) * 2;
     return (size_t)(TB * ldh(DQ) + tk * ldh(DQ) + tk * ldh(DV) + TB * ldh(tk)) * 2 +
            (size_t)(TB * ldf(tk) + TB * ldf(DV)) * 4;
 }
 size_t tc_kv_smem(int64_t DQ, int64_t DV, int tk, int reg) {
-    if (reg)
-        return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + (DQ + DV) * ldh(tk)) * 2 +
-               (size_t)(2 * tk) * 4;
+    if (reg) return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV)) * 2 + (size_t)(2 * tk) * 4;
     return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + 2 * TB * ldh(tk)) * 2 +
            (size_t)(2 * TB * ldf(tk) + TB * ldf(DQ) + TB * ldf(DV) + 2 * tk) * 4;
 }
 size_t tc_q_smem(int64_t DQ, int64_t DV, int tk, int reg) {
-    if (reg) return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + DQ * ldh(tk)) * 2;
+    if (reg) return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV)) * 2;
     return (size_t)(TB * ldh(DQ) + TB * ldh(DV) + tk * ldh(DQ) + tk * ldh(DV) + TB * ldh(tk)) * 2 +
            (size_t)(2 * TB * ldf(tk) + TB * ldf(DQ) + 2 * TB) * 4;
 }
