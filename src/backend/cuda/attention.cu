@@ -393,6 +393,12 @@ __device__ __forceinline__ uint32_t ld_pair(const bf16 *p) { return *(const uint
 __device__ __forceinline__ uint32_t pack_bf(float lo, float hi) {
     return (uint32_t)ds_cu_f32_to_bf16(lo) | (uint32_t)ds_cu_f32_to_bf16(hi) << 16;
 }
+/* the causal mask of a tile in columns: row i (a query) sees the tile's keys j0 + c for
+ * c < lim (0 for a row from T on), as one int per row, so the elements test c alone */
+__device__ __forceinline__ int keys_seen(int64_t i, int64_t j0, int64_t T, int TK) {
+    const int64_t n = i - j0 + 1;
+    return i >= T || n <= 0 ? 0 : n < TK ? (int)n : TK;
+}
 struct __align__(16) f32x4 { float v[4]; };
 struct __align__(8) bf16x4 { uint32_t lo, hi; };
 /* rows r0.. (n of them; rows from T on as zeros) of x (B, T, NH, D), head h, as BF16: sh[r*ld + d].
@@ -610,16 +616,17 @@ __global__ void k_attn_fwd_mma(float *out, float *lse, const float *q, const flo
         tc_load(ks, lq, k, b, j0, T, NH, h, DQ, TK);
         tc_load(vs, lv, v, b, j0, T, NH, h, DV, TK);
         __syncthreads();
+        if (j0 > i0 + 16 * w + 15) continue; /* every key after the warp's rows: nothing to add */
         float s[TK / 8][4]; /* S = Q Kᵀ: the warp's 16 rows, TK keys */
         mma_abt(s, qa, lq, ks + g * lq + 2 * t, lq, DQ);
         /* the online softmax: element e of tile n is row ir[e / 2], key j0 + 8n + 2t + e % 2 */
         float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.0f, 0.0f}, corr[2];
+        const int lim[2] = {keys_seen(ir[0], j0, T, TK), keys_seen(ir[1], j0, T, TK)};
 #pragma unroll
         for (int n = 0; n < TK / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int64_t i = ir[e >> 1], j = j0 + 8 * n + 2 * t + (e & 1);
-                s[n][e] = i < T && j <= i ? s[n][e] * scale : -INFINITY;
+                s[n][e] = 8 * n + 2 * t + (e & 1) < lim[e >> 1] ? s[n][e] * scale : -INFINITY;
                 mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
             }
 #pragma unroll
@@ -852,15 +859,16 @@ __global__ void k_attn_bwd_q_mma(float *dq, const float *dout, const float *lse,
         tc_load(ks, hq, k, b, j0, T, NH, h, DQ, TK);
         tc_load(vs, hv, v, b, j0, T, NH, h, DV, TK);
         __syncthreads();
+        if (j0 > i0 + 16 * w + 15) continue; /* every key after the warp's rows */
         float s[TK / 8][4], dp[TK / 8][4]; /* S = Q Kᵀ, dP = dO Vᵀ */
         mma_abt(s, qa, hq, ks + g * hq + 2 * t, hq, DQ);
         mma_abt(dp, da, hv, vs + g * hv + 2 * t, hv, DV);
+        const int lim[2] = {keys_seen(ir[0], j0, T, TK), keys_seen(ir[1], j0, T, TK)};
 #pragma unroll
         for (int n = 0; n < TK / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int64_t i = ir[e >> 1], j = j0 + 8 * n + 2 * t + (e & 1);
-                const float p = i < T && j <= i ? expf(s[n][e] * scale - lq[e >> 1]) : 0.0f;
+                const float p = 8 * n + 2 * t + (e & 1) < lim[e >> 1] ? expf(s[n][e] * scale - lq[e >> 1]) : 0.0f;
                 s[n][e] = p * (dp[n][e] - dl[e >> 1]);
             }
         uint32_t ds[TK / 16][4]; /* dS (BF16) as the A fragments of dS K */
@@ -911,16 +919,25 @@ __global__ void k_attn_bwd_kv_mma(float *dk, float *dv, const float *dout, const
         tc_load(dos, hv, dout, b, i0, T, NH, h, DV, TK);
         tc_load_stats(lq, dl, lse, delta, b, i0, T, NH, h, TK);
         __syncthreads();
+        if (i0 + TK <= j0 + 16 * w) continue; /* every query before the warp's keys */
         float st[TK / 8][4], dpt[TK / 8][4]; /* Sᵀ = K Qᵀ, dPᵀ = V dOᵀ */
         mma_abt(st, ka, hq, qs + g * hq + 2 * t, hq, DQ);
         mma_abt(dpt, va, hv, dos + g * hv + 2 * t, hv, DV);
+        /* key j is seen by the tile's queries i0 + c for lo <= c < hi */
+        const int64_t hl = T - i0;
+        const int hi = hl < TK ? (int)hl : TK;
+        int lo[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int64_t d = jr[r] - i0;
+            lo[r] = d < 0 ? 0 : d > TK ? TK : (int)d;
+        }
 #pragma unroll
         for (int n = 0; n < TK / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int c = 8 * n + 2 * t + (e & 1);
-                const int64_t j = jr[e >> 1], i = i0 + c;
-                const float p = i < T && j <= i ? expf(st[n][e] * scale - lq[c]) : 0.0f;
+                const float p = c >= lo[e >> 1] && c < hi ? expf(st[n][e] * scale - lq[c]) : 0.0f;
                 st[n][e] = p;
                 dpt[n][e] = p * (dpt[n][e] - dl[c]);
             }
@@ -969,9 +986,9 @@ size_t tc_q_smem(int64_t DQ, int64_t DV, int tk, int reg) {
  * tensor cores waiting on each block's loads and barriers), else the first
  * that fits the device at all; tk 0 where none does.  Registers hold head
  * dims up to (192, 128) (DeepSeek-V3's; O: DV up to 128).  Shared memory
- * with registers: at `small`'s (96, 64) the forward 35 KiB at 64, dq 57.5 at
- * 64, dk/dv 45.75 at 32; at (192, 128) 68, 111 and 88.25 KiB (the WMMA
- * kernels there: 126, 176.5 and 218.5 KiB at 64).  A variant that failed
+ * with registers, at 64 (dk/dv 32): `small`'s (96, 64) the forward 35 KiB,
+ * dq 44, dk/dv 33.25; (192, 128) 67, 84 and 63.25 KiB (the WMMA kernels
+ * there, at 64: 126, 176.5 and 218.5 KiB).  A variant that failed
  * the self-check (tc_off) is never taken.  tc_tile and tc_regs force the
  * tile and the registers (tests, A/B runs). */
 struct tc_var { int tk, reg; };
@@ -995,7 +1012,7 @@ tc_var tc_pick(int kern, int64_t DQ, int64_t DV) {
     const int can_reg = tc_regs != 0 && (kern == K_FWD ? DV <= 8 * OV
                                          : kern == K_Q ? DQ <= 8 * QV
                                                        : DQ <= 8 * KQ && DV <= 8 * KV);
-    /* dk/dv's register kernel spills a little at 64 (ptxas: 20 bytes), so 32 first */
+    /* dk/dv's register kernel fills the register file at 64 (255: ptxas spills a few bytes), so 32 first */
     const tc_var mma[4] = {{64, 1}, {32, 1}, {64, 0}, {32, 0}}, kv[4] = {{32, 1}, {64, 1}, {64, 0}, {32, 0}};
     const tc_var *order = kern == K_KV ? kv : mma;
     size_t (*smem)(int64_t, int64_t, int, int) = tc_smem_of[kern];
