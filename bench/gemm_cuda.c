@@ -108,7 +108,7 @@ int main(int argc, char **argv) {
     }
     /* attention forward and backward, causal: the FP32 kernels against the
      * tensor-core ones in the variants they pick, at a tile of 64 everywhere,
-     * and with every accumulator in shared memory (the forward's WMMA kernel) (`small`'s head
+     * and with every accumulator in shared memory (the WMMA kernels) (`small`'s head
      * dims, the ~1B preset's and DeepSeek-V3's at 8 x 512, and at 4096 tokens) */
     static const int64_t at[][5] = {{8, 512, 8, 96, 64}, {8, 512, 12, 192, 128}, {1, 4096, 16, 192, 128}};
     static const char *hows[] = {"fp32", "tc", "tc-tile64", "tc-smem"};

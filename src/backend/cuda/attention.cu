@@ -1188,7 +1188,7 @@ int tc_ready(void) {
         }
         double err[5];
         tc_self_check(err, tc_off);
-        char which[256] = "";
+        char which[512] = "";
         size_t len = 0;
         int dead = 0;
         for (int kn = 0; kn < 3; kn++) {
@@ -1230,8 +1230,8 @@ __global__ void k_bench_fill(float *x, int64_t n, uint32_t seed) {
 /* Attention forward and backward (the entries' paths, causal) on random
  * inputs: how "fp32" (the FP32 kernels), "tc" (the tensor-core kernels in the
  * variants tc_pick takes), "tc-tile64" (a tile of 64 everywhere), "tc-smem"
- * (every accumulator in shared memory: the forward's WMMA kernel).  TFLOPS of the products
- * over the B·NH·T(T+1)/2 causal pairs: forward 2·(DQ + DV) a pair (S, O),
+ * (every accumulator in shared memory: the WMMA kernels).  TFLOPS of the
+ * products over the B·NH·T(T+1)/2 causal pairs: forward 2·(DQ + DV) a pair (S, O),
  * backward 2·(3·DQ + 2·DV) (S, dP, dV, dQ, dK; the recomputations left
  * out); the backward's time includes its Δ. */
 extern "C" int ds_cuda_attention_bench(const char *how, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV,

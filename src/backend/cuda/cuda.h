@@ -113,7 +113,7 @@ int ds_cuda_attention_tc_off(int kern);
 /* Attention benchmark (attention.cu) on random device inputs, causal: how
  * "fp32" (the FP32 kernels), "tc" (the tensor-core kernels, the variants
  * they pick), "tc-tile64" (a key/query tile of 64 everywhere), "tc-smem" (every
- * accumulator in shared memory: the forward on WMMA, O in shared memory).  TFLOPS of the forward's and
+ * accumulator in shared memory: the WMMA kernels).  TFLOPS of the forward's and
  * the backward's products (2·(DQ+DV) and 2·(3·DQ+2·DV) a causal pair) after
  * warm-up, iters timed calls each.  0, or -1 with ds_err. */
 int ds_cuda_attention_bench(const char *how, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, int iters,
