@@ -132,13 +132,15 @@ uint64_t cudamock_shfl(uint64_t bits, int src) {
     return r;
 }
 
-/* The warp's fragments gathered (two barriers, as a shuffle), then each lane
- * its four sums of 32 products in k order.  PTX ISA, m16n8k32 with 8-bit
- * types, g = lane / 4, t = lane % 4: A(r, k) in lane (r % 8) * 4 + (k % 16) / 4,
- * register (r >= 8) + 2 (k >= 16), byte k % 4; B(k, c) in lane c * 4 +
- * (k % 16) / 4, register k >= 16, byte k % 4; D(r, c) in lane (r % 8) * 4 +
- * c / 2, register 2 (r >= 8) + c % 2. */
-void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
+/* mma.sync over the warp: each lane's A (4 registers) and B (2) fragments
+ * gathered for every lane to read (a barrier, as a shuffle); the lane's row
+ * r and column c of output i by the PTX ISA's D layout (g = lane / 4,
+ * t = lane % 4: d0, d1 row g, columns 2t, 2t+1; d2, d3 row g+8); sum(f, r, c)
+ * gives that output from the gathered fragments f (lane l's register j at
+ * f[l * 6 + j]); then another barrier and d += the sums.
+ * CUDAMOCK_MMA_BROKEN=1 swaps rows g and g+8 (the self-checks' tests). */
+template <typename F>
+static void mma_warp(float *d, const uint32_t *a, const uint32_t *b, F sum) {
     if (warp_bar.empty()) not_sequential("mma.sync");
     static uint32_t frag[32 * 32 * 6]; /* blocks run one at a time */
     int w = my_tid / 32, lane = my_tid % 32;
@@ -146,52 +148,43 @@ void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
     for (int i = 0; i < 4; i++) f[lane * 6 + i] = a[i];
     f[lane * 6 + 4] = b[0], f[lane * 6 + 5] = b[1];
     warp_bar[w]->arrive_and_wait();
-    auto byte = [&](int ln, int reg, int k) {
-        return ds_fp8_to_f32((uint8_t)(f[ln * 6 + reg] >> (8 * (k % 4))), DS_FP8_E4M3);
-    };
     float out[4];
-    for (int i = 0; i < 4; i++) {
-        int r = lane / 4 + (i / 2) * 8, c = (lane % 4) * 2 + i % 2;
+    for (int i = 0; i < 4; i++) out[i] = sum(f, lane / 4 + (i / 2) * 8, (lane % 4) * 2 + i % 2);
+    warp_bar[w]->arrive_and_wait();
+    const char *br = getenv("CUDAMOCK_MMA_BROKEN");
+    for (int i = 0; i < 4; i++) d[i] += out[br && *br == '1' ? i ^ 2 : i];
+}
+
+/* m16n8k32 with 8-bit types (fp8mma.cu): 32 products in k order.  A(r, k)
+ * in lane (r % 8) * 4 + (k % 16) / 4, register (r >= 8) + 2 (k >= 16), byte
+ * k % 4; B(k, c) in lane c * 4 + (k % 16) / 4, register k >= 16, byte k % 4. */
+void cudamock_mma_e4m3(float *d, const uint32_t *a, const uint32_t *b) {
+    mma_warp(d, a, b, [](const uint32_t *f, int r, int c) {
+        auto byte = [&](int ln, int reg, int k) {
+            return ds_fp8_to_f32((uint8_t)(f[ln * 6 + reg] >> (8 * (k % 4))), DS_FP8_E4M3);
+        };
         float s = 0.0f;
         for (int k = 0; k < 32; k++)
             s += byte((r % 8) * 4 + (k % 16) / 4, (r >= 8) + 2 * (k >= 16), k) *
                  byte(c * 4 + (k % 16) / 4, 4 + (k >= 16), k);
-        out[i] = s;
-    }
-    warp_bar[w]->arrive_and_wait();
-    const char *br = getenv("CUDAMOCK_MMA_BROKEN"); /* the self-check's test: rows g and g+8 swapped */
-    for (int i = 0; i < 4; i++) d[i] += out[br && *br == '1' ? i ^ 2 : i];
+        return s;
+    });
 }
 
-/* m16n8k16 with BF16 inputs (attention.cu's forward), gathered as above; each
- * lane its four sums of 16 products in k order.  PTX ISA, g = lane / 4,
- * t = lane % 4, the lower-numbered element in a register's low 16 bits:
- * A(r, k) in lane (r % 8) * 4 + (k % 8) / 2, register (r >= 8) + 2 (k >= 8),
- * half k % 2; B(k, c) in lane c * 4 + (k % 8) / 2, register k >= 8, half
- * k % 2; D as m16n8k32's.  CUDAMOCK_MMA_BROKEN=1 swaps the output rows here
- * too. */
+/* m16n8k16 with BF16 inputs (attention.cu): 16 products in k order, the
+ * lower-numbered element in a register's low 16 bits.  A(r, k) in lane
+ * (r % 8) * 4 + (k % 8) / 2, register (r >= 8) + 2 (k >= 8), half k % 2;
+ * B(k, c) in lane c * 4 + (k % 8) / 2, register k >= 8, half k % 2. */
 void cudamock_mma_bf16(float *d, const uint32_t *a, const uint32_t *b) {
-    if (warp_bar.empty()) not_sequential("mma.sync");
-    static uint32_t frag[32 * 32 * 6]; /* blocks run one at a time */
-    int w = my_tid / 32, lane = my_tid % 32;
-    uint32_t *f = frag + (size_t)w * 32 * 6;
-    for (int i = 0; i < 4; i++) f[lane * 6 + i] = a[i];
-    f[lane * 6 + 4] = b[0], f[lane * 6 + 5] = b[1];
-    warp_bar[w]->arrive_and_wait();
-    auto half = [&](int ln, int reg, int k) {
-        return ds_bf16_to_f32((uint16_t)(f[ln * 6 + reg] >> (16 * (k % 2))));
-    };
-    float out[4];
-    for (int i = 0; i < 4; i++) {
-        int r = lane / 4 + (i / 2) * 8, c = (lane % 4) * 2 + i % 2;
+    mma_warp(d, a, b, [](const uint32_t *f, int r, int c) {
+        auto half = [&](int ln, int reg, int k) {
+            return ds_bf16_to_f32((uint16_t)(f[ln * 6 + reg] >> (16 * (k % 2))));
+        };
         float s = 0.0f;
         for (int k = 0; k < 16; k++)
             s += half((r % 8) * 4 + (k % 8) / 2, (r >= 8) + 2 * (k >= 8), k) * half(c * 4 + (k % 8) / 2, 4 + (k >= 8), k);
-        out[i] = s;
-    }
-    warp_bar[w]->arrive_and_wait();
-    const char *br = getenv("CUDAMOCK_MMA_BROKEN");
-    for (int i = 0; i < 4; i++) d[i] += out[br && *br == '1' ? i ^ 2 : i];
+        return s;
+    });
 }
 
 /* ldmatrix m8n8 .x4 .b16 (fp8mma.cu), and .trans (attention.cu): each lane's
