@@ -386,12 +386,27 @@ struct __align__(128) tc_smem { float v[32]; };
 __host__ __device__ constexpr int ldh(int D) { return D + 8; }
 __host__ __device__ constexpr int ldf(int D) { return D + 4; }
 
-__device__ __forceinline__ bf16 to_bf(float f) { return __ushort_as_bfloat16(ds_cu_f32_to_bf16(f)); }
+/* FP32 -> BF16, round to nearest even: on the GPU one cvt (sm_80 and up), two values a cvt in
+ * pack_bf; a NaN comes out as the hardware's NaN where ds_cu_f32_to_bf16 keeps its payload, the
+ * only difference (cudamock: ds_cu_f32_to_bf16) */
+__device__ __forceinline__ bf16 to_bf(float f) {
+#if defined(__CUDA_ARCH__)
+    return __float2bfloat16_rn(f);
+#else
+    return __ushort_as_bfloat16(ds_cu_f32_to_bf16(f));
+#endif
+}
 /* two BF16 values at p (4-byte aligned) as one register */
 __device__ __forceinline__ uint32_t ld_pair(const bf16 *p) { return *(const uint32_t *)p; }
-/* lo, hi rounded to BF16, lo in the low half */
+/* lo, hi rounded to BF16, lo in the low half (__floats2bfloat162_rn: .x, the low half, from its
+ * first argument) */
 __device__ __forceinline__ uint32_t pack_bf(float lo, float hi) {
+#if defined(__CUDA_ARCH__)
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(const uint32_t *)&v;
+#else
     return (uint32_t)ds_cu_f32_to_bf16(lo) | (uint32_t)ds_cu_f32_to_bf16(hi) << 16;
+#endif
 }
 /* the causal mask of a tile in columns: row i (a query) sees the tile's keys j0 + c for
  * c < lim (0 for a row from T on), as one int per row, so the elements test c alone */
@@ -1012,7 +1027,7 @@ tc_var tc_pick(int kern, int64_t DQ, int64_t DV) {
     const int can_reg = tc_regs != 0 && (kern == K_FWD ? DV <= 8 * OV
                                          : kern == K_Q ? DQ <= 8 * QV
                                                        : DQ <= 8 * KQ && DV <= 8 * KV);
-    /* dk/dv's register kernel fills the register file at 64 (255: ptxas spills a few bytes), so 32 first */
+    /* dk/dv's register kernel fills the register file at 64 (255 registers), so 32 first */
     const tc_var mma[4] = {{64, 1}, {32, 1}, {64, 0}, {32, 0}}, kv[4] = {{32, 1}, {64, 1}, {64, 0}, {32, 0}};
     const tc_var *order = kern == K_KV ? kv : mma;
     size_t (*smem)(int64_t, int64_t, int, int) = tc_smem_of[kern];
