@@ -462,30 +462,13 @@ __device__ void tc_load_stats(float *lq, float *dl, const float *lse, const floa
         dl[e] = t < T ? delta[(b * NH + h) * T + t] : 0.0f;
     }
 }
-/* acc[n] += A (16 x K, row-major, lda) · B's column tile n (n < nt <= R): B row-major
- * (K x 16·nt, ldb), or (BT) given as its transpose (16·nt x K, row-major, ldb); each A
- * fragment loaded once for the nt tiles, held in registers */
-template <int R, int BT = 0>
-__device__ void tc_mma_regs(frag_c (&acc)[R], int nt, const bf16 *A, int lda, const bf16 *B, int ldb, int K) {
-    typedef typename std::conditional<BT != 0, frag_bt, frag_b>::type frag_bb;
-    for (int kk = 0; kk < K / 16; kk++) {
-        frag_a a;
-        wmma::load_matrix_sync(a, A + 16 * kk, lda);
-#pragma unroll
-        for (int n = 0; n < R; n++)
-            if (n < nt) {
-                frag_bb bb;
-                wmma::load_matrix_sync(bb, BT ? B + (int64_t)16 * n * ldb + 16 * kk : B + (int64_t)16 * kk * ldb + 16 * n,
-                                       ldb);
-                wmma::mma_sync(acc[n], a, bb, acc[n]);
-            }
-    }
-}
-/* the warp's 16 rows of C (ldc floats, shared) = A (16 x K) · B (K x ncol), or (acc) C += that,
- * B as tc_mma_regs takes it; ncol and K multiples of 16.  TG output tiles at a time in
- * registers. */
+/* the warp's 16 rows of C (ldc floats, shared) = A (16 x K, row-major, lda) · B (K x ncol), or
+ * (acc) C += that: B row-major (ldb), or (BT) given as its transpose (ncol x K, row-major, ldb);
+ * ncol and K multiples of 16.  TG output tiles at a time in registers, each A fragment loaded
+ * once for them. */
 template <int BT>
 __device__ void tc_mma(float *C, int ldc, const bf16 *A, int lda, const bf16 *B, int ldb, int ncol, int K, int acc) {
+    typedef typename std::conditional<BT != 0, frag_bt, frag_b>::type frag_bb;
     const int nt = ncol / 16;
     for (int n0 = 0; n0 < nt; n0 += TG) {
         const int ng = nt - n0 < TG ? nt - n0 : TG;
@@ -496,7 +479,18 @@ __device__ void tc_mma(float *C, int ldc, const bf16 *A, int lda, const bf16 *B,
                 if (acc) wmma::load_matrix_sync(c[g], C + 16 * (n0 + g), ldc, wmma::mem_row_major);
                 else wmma::fill_fragment(c[g], 0.0f);
             }
-        tc_mma_regs<TG, BT>(c, ng, A, lda, BT ? B + (int64_t)16 * n0 * ldb : B + 16 * n0, ldb, K);
+        for (int kk = 0; kk < K / 16; kk++) {
+            frag_a a;
+            wmma::load_matrix_sync(a, A + 16 * kk, lda);
+#pragma unroll
+            for (int g = 0; g < TG; g++)
+                if (g < ng) {
+                    const int64_t n = n0 + g;
+                    frag_bb bb;
+                    wmma::load_matrix_sync(bb, BT ? B + 16 * n * ldb + 16 * kk : B + (int64_t)16 * kk * ldb + 16 * n, ldb);
+                    wmma::mma_sync(c[g], a, bb, c[g]);
+                }
+        }
 #pragma unroll
         for (int g = 0; g < TG; g++)
             if (g < ng) wmma::store_matrix_sync(C + 16 * (n0 + g), c[g], ldc, wmma::mem_row_major);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 extern "C" {
 #include "backend/cuda/cuda.h"
@@ -51,6 +52,15 @@ void ds_cu_bind(void);
  * was not yet), off, or from off back to "not checked" (checked again, the
  * environment read again, at its next use); under the entry lock. */
 int ds_cu_checked_set(int *state, int (*ready)(void), int on);
+/* a path's switch from the environment, read at first use: *state 0 (not read yet) becomes -1
+ * where the variable is "0", else 1; on (1) or off (0) */
+inline int ds_cu_env_on(int *state, const char *name) {
+    if (!*state) {
+        const char *e = getenv(name);
+        *state = e && !strcmp(e, "0") ? -1 : 1;
+    }
+    return *state > 0;
+}
 /* DSV3_CUDA_PROFILE=1: each entry's wall time, the stream synchronised
  * before and after it (launch overhead and device time together; no overlap
  * between entries), summed per entry and printed as a table on stderr at exit */

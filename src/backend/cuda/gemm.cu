@@ -415,9 +415,7 @@ int fast16_refused;     /* the BF16 tensor-core compute type refused once */
 
 int grouped_enabled(void) {
     if (!grouped_env) {
-        const char *e = getenv("DSV3_CUDA_GROUPED");
-        grouped_env = e && !strcmp(e, "0") ? -1 : 1;
-        if (grouped_env > 0 &&
+        if (ds_cu_env_on(&grouped_env, "DSV3_CUDA_GROUPED") &&
             (cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(g_blas, g_cu.stream) != CUBLAS_STATUS_SUCCESS ||
              cublasSetMathMode(g_blas, CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS)) {
             fprintf(stderr, "dsv3: cuda: cuBLAS did not start; the expert GEMMs run one by one\n");
@@ -597,13 +595,7 @@ __global__ void k_experts_fewrows(float *out, const float *x, const float *const
     }
 }
 
-int fewrows_on(void) {
-    if (!fewrows_env) {
-        const char *e = getenv("DSV3_CUDA_FEWROWS");
-        fewrows_env = e && !strcmp(e, "0") ? -1 : 1;
-    }
-    return fewrows_env > 0;
-}
+int fewrows_on(void) { return ds_cu_env_on(&fewrows_env, "DSV3_CUDA_FEWROWS"); }
 
 /* out (N, OC) = each expert's rows · W_eᵀ in one launch; 0 where it does not
  * run (off, no rows, or not decode-sized: the grouped paths) */
@@ -658,13 +650,7 @@ struct batch_plan {
     int64_t P, most;        /* padded rows in all; the largest class's row count */
 };
 
-int batched_on(void) {
-    if (!batched_env) {
-        const char *e = getenv("DSV3_CUDA_BATCHED");
-        batched_env = e && !strcmp(e, "0") ? -1 : 1;
-    }
-    return batched_env > 0 && !batched_refused;
-}
+int batched_on(void) { return ds_cu_env_on(&batched_env, "DSV3_CUDA_BATCHED") && !batched_refused; }
 
 /* the plan for counts; 0 where the batched path does not run (off, no rows,
  * decode-sized calls: fewer than GROUPED_MIN_ROWS rows an expert on average) */
