@@ -42,6 +42,18 @@ namespace {
  * row's causal end are exact zeros (p = 0), as they were within its last tile. */
 constexpr int WARPS = 8, KT = 32, MAXR = 8; /* warps per block, tile, registers per lane (256/32) */
 
+/* rows r0 .. r0+rows-1 of head h, batch b of a (B, T, NH, D) tensor into a
+ * shared tile of row length ld, rows from T on zero; the block's threads
+ * across the tile */
+__device__ __forceinline__ void ld_rows(float *dst, int ld, const float *src, int64_t b, int64_t h, int64_t r0,
+                                        int rows, int64_t T, int64_t NH, int D) {
+    for (int e = threadIdx.x; e < rows * D; e += blockDim.x) {
+        const int rr = e / D, d = e % D;
+        const int64_t r = r0 + rr;
+        dst[rr * ld + d] = r < T ? src[((b * T + r) * NH + h) * D + d] : 0.0f;
+    }
+}
+
 /* grid (ceil(T/(WARPS·P)), NH, B).  smem: qs[WARPS·P][DQ], ks[KT][DQ+1], vs[KT][DV] */
 template <int P>
 __global__ void k_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int64_t T,
@@ -52,10 +64,7 @@ __global__ void k_attn_fwd(float *out, float *lse, const float *q, const float *
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * QB, iw = i0 + (int64_t)w * P;
     int64_t imax = i0 + QB - 1 < T - 1 ? i0 + QB - 1 : T - 1, wlast = iw + P - 1 < T - 1 ? iw + P - 1 : T - 1;
-    for (int e = threadIdx.x; e < QB * DQ; e += blockDim.x) {
-        int64_t i = i0 + e / DQ;
-        qs[e] = i < T ? q[((b * T + i) * NH + h) * DQ + e % DQ] : 0.0f;
-    }
+    ld_rows(qs, DQ, q, b, h, i0, QB, T, NH, DQ);
     float m[P], l[P], pq[P], acc[P][MAXR];
     for (int a = 0; a < P; a++) {
         m[a] = -INFINITY, l[a] = 0.0f;
@@ -63,16 +72,8 @@ __global__ void k_attn_fwd(float *out, float *lse, const float *q, const float *
     }
     for (int64_t j0 = 0; j0 <= imax; j0 += KT) {
         __syncthreads();
-        for (int e = threadIdx.x; e < KT * DQ; e += blockDim.x) {
-            int jj = e / DQ, d = e % DQ;
-            int64_t j = j0 + jj;
-            ks[jj * (DQ + 1) + d] = j < T ? k[((b * T + j) * NH + h) * DQ + d] : 0.0f;
-        }
-        for (int e = threadIdx.x; e < KT * DV; e += blockDim.x) {
-            int jj = e / DV, c = e % DV;
-            int64_t j = j0 + jj;
-            vs[jj * DV + c] = j < T ? v[((b * T + j) * NH + h) * DV + c] : 0.0f;
-        }
+        ld_rows(ks, DQ + 1, k, b, h, j0, KT, T, NH, DQ);
+        ld_rows(vs, DV, v, b, h, j0, KT, T, NH, DV);
         __syncthreads();
         if (iw >= T || j0 > wlast) continue;
         int64_t j = j0 + lane;
@@ -140,14 +141,8 @@ __global__ void k_attn_bwd_dq(float *dq, const float *dout, const float *lse, co
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t b = blockIdx.z, h = blockIdx.y, i0 = (int64_t)blockIdx.x * QB, iw = i0 + (int64_t)w * P;
     int64_t imax = i0 + QB - 1 < T - 1 ? i0 + QB - 1 : T - 1, wlast = iw + P - 1 < T - 1 ? iw + P - 1 : T - 1;
-    for (int e = threadIdx.x; e < QB * DQ; e += blockDim.x) {
-        int64_t i = i0 + e / DQ;
-        qs[e] = i < T ? q[((b * T + i) * NH + h) * DQ + e % DQ] : 0.0f;
-    }
-    for (int e = threadIdx.x; e < QB * DV; e += blockDim.x) {
-        int64_t i = i0 + e / DV;
-        dos[e] = i < T ? dout[((b * T + i) * NH + h) * DV + e % DV] : 0.0f;
-    }
+    ld_rows(qs, DQ, q, b, h, i0, QB, T, NH, DQ);
+    ld_rows(dos, DV, dout, b, h, i0, QB, T, NH, DV);
     float L[P], D[P], acc[P][MAXR];
     for (int a = 0; a < P; a++) {
         int64_t i = iw + a;
@@ -157,16 +152,8 @@ __global__ void k_attn_bwd_dq(float *dq, const float *dout, const float *lse, co
     }
     for (int64_t j0 = 0; j0 <= imax; j0 += KT) {
         __syncthreads();
-        for (int e = threadIdx.x; e < KT * DQ; e += blockDim.x) {
-            int jj = e / DQ, d = e % DQ;
-            int64_t j = j0 + jj;
-            ks[jj * (DQ + 1) + d] = j < T ? k[((b * T + j) * NH + h) * DQ + d] : 0.0f;
-        }
-        for (int e = threadIdx.x; e < KT * DV; e += blockDim.x) {
-            int jj = e / DV, c = e % DV;
-            int64_t j = j0 + jj;
-            vs[jj * (DV + 1) + c] = j < T ? v[((b * T + j) * NH + h) * DV + c] : 0.0f;
-        }
+        ld_rows(ks, DQ + 1, k, b, h, j0, KT, T, NH, DQ);
+        ld_rows(vs, DV + 1, v, b, h, j0, KT, T, NH, DV);
         __syncthreads();
         if (iw >= T || j0 > wlast) continue;
         int64_t j = j0 + lane;
@@ -219,29 +206,15 @@ __global__ void k_attn_bwd_dkv(float *dk, float *dv, const float *dout, const fl
     float *ls = dos + KT * (DV + 1), *dl = ls + KT;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t b = blockIdx.z, h = blockIdx.y, j0b = (int64_t)blockIdx.x * KB, jw = j0b + (int64_t)w * P;
-    for (int e = threadIdx.x; e < KB * DQ; e += blockDim.x) {
-        int64_t j = j0b + e / DQ;
-        kr[e] = j < T ? k[((b * T + j) * NH + h) * DQ + e % DQ] : 0.0f;
-    }
-    for (int e = threadIdx.x; e < KB * DV; e += blockDim.x) {
-        int64_t j = j0b + e / DV;
-        vr[e] = j < T ? v[((b * T + j) * NH + h) * DV + e % DV] : 0.0f;
-    }
+    ld_rows(kr, DQ, k, b, h, j0b, KB, T, NH, DQ);
+    ld_rows(vr, DV, v, b, h, j0b, KB, T, NH, DV);
     float ak[P][MAXR], av[P][MAXR];
     for (int a = 0; a < P; a++)
         for (int r = 0; r < MAXR; r++) ak[a][r] = av[a][r] = 0.0f;
     for (int64_t it = j0b; it < T; it += KT) {
         __syncthreads();
-        for (int e = threadIdx.x; e < KT * DQ; e += blockDim.x) {
-            int ii = e / DQ, d = e % DQ;
-            int64_t i = it + ii;
-            qs[ii * (DQ + 1) + d] = i < T ? q[((b * T + i) * NH + h) * DQ + d] : 0.0f;
-        }
-        for (int e = threadIdx.x; e < KT * DV; e += blockDim.x) {
-            int ii = e / DV, c = e % DV;
-            int64_t i = it + ii;
-            dos[ii * (DV + 1) + c] = i < T ? dout[((b * T + i) * NH + h) * DV + c] : 0.0f;
-        }
+        ld_rows(qs, DQ + 1, q, b, h, it, KT, T, NH, DQ);
+        ld_rows(dos, DV + 1, dout, b, h, it, KT, T, NH, DV);
         for (int e = threadIdx.x; e < KT; e += blockDim.x) {
             int64_t i = it + e;
             ls[e] = i < T ? lse[(b * NH + h) * T + i] : 0.0f;
