@@ -7,7 +7,10 @@
  * an expert against one tensor-core launch for all (its fragments by ldmatrix
  * and by 32-bit loads); then attention's forward and backward (the FP32
  * kernels and the tensor-core variants).  Prints one JSON object.
- *   gemm_cuda [--probe] [--iters N] [--m M]
+ *   gemm_cuda [--probe] [--iters N] [--m M] [--json FILE]
+ * --json FILE writes the JSON there (stdout otherwise; the progress lines go
+ * to stderr either way).  The GEMM rows also time cuBLASLt tuned (the fastest
+ * of its heuristic's first 8 algorithms, ds_cuda_lt_tune) for FP8 and BF16.
  * --probe prints {"gpu": true|false, ...} and exits 0 (GPU) or 3 (none).
  * Exit 3 without a GPU, with {"gpu": false, "error": "..."}. */
 #include <stdio.h>
@@ -32,15 +35,21 @@ static void json_str(const char *s) {
 
 int main(int argc, char **argv) {
     int probe = 0, iters = 20;
+    const char *json = NULL;
     int64_t M = 4096;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--probe")) probe = 1;
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--m") && i + 1 < argc) M = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else {
-            fprintf(stderr, "usage: gemm_cuda [--probe] [--iters N] [--m M]\n");
+            fprintf(stderr, "usage: gemm_cuda [--probe] [--iters N] [--m M] [--json FILE]\n");
             return 2;
         }
+    }
+    if (json && !freopen(json, "w", stdout)) {
+        fprintf(stderr, "gemm_cuda: cannot write %s\n", json);
+        return 2;
     }
     if (!ds_cuda_built() || ds_cuda_init()) {
         printf("{\"gpu\": false, \"cuda_built\": %s, \"error\": ", ds_cuda_built() ? "true" : "false");
@@ -55,7 +64,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     static const int64_t shapes[][2] = {{7168, 2048}, {2048, 7168}, {24576, 1536}, {7168, 16384}};
-    static const char *kinds[] = {"fp8", "fp8-own", "bf16", "fp32", "fp8-mma"};
+    static const char *kinds[] = {"fp8", "fp8-own", "bf16", "fp32", "fp8-mma", "fp8-tuned", "bf16-tuned"};
+    enum { NK = 7 };
     printf("{\"gpu\": true, \"device\": ");
     json_str(ds_cuda_device_name());
     printf(", \"M\": %lld, \"iters\": %d, \"peak_tflops\": {\"fp8\": %g, \"bf16\": %g, \"fp32\": %g}, \"results\": [",
@@ -63,9 +73,11 @@ int main(int argc, char **argv) {
     int rc = 0;
     for (int s = 0; s < 4; s++) {
         int64_t N = shapes[s][0], K = shapes[s][1];
-        double t[5] = {0, 0, 0, 0, 0};
-        const char *path[5] = {"", "", "", "", ""};
-        for (int k = 0; k < 5; k++) {
+        double t[NK] = {0};
+        const char *path[NK] = {""};
+        static char pbuf[NK][128];
+        for (int k = 0; k < NK; k++) {
+            path[k] = "";
             /* the CUDA-core kernel and FP32 are slow: fewer launches */
             int it = k == 1 || k == 3 ? (iters + 9) / 10 : iters;
             if (ds_cuda_gemm_bench(kinds[k], M, N, K, it, &t[k], &path[k])) {
@@ -73,15 +85,23 @@ int main(int argc, char **argv) {
                         (long long)K, ds_errmsg());
                 rc = 1;
             }
+            snprintf(pbuf[k], sizeof pbuf[k], "%s", path[k]); /* the tuned kinds' text is reused */
+            path[k] = pbuf[k];
         }
         printf("%s\n  {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"fp8_tflops\": %.1f, \"fp8_path\": \"%s\", "
                "\"fp8_own_tflops\": %.1f, \"fp8_mma_tflops\": %.1f, \"bf16_tflops\": %.1f, \"fp32_tflops\": %.1f, "
-               "\"fp8_over_bf16\": %.2f, \"fp8_of_peak\": %.3f, \"bf16_of_peak\": %.3f}",
+               "\"fp8_over_bf16\": %.2f, \"fp8_of_peak\": %.3f, \"bf16_of_peak\": %.3f, ",
                s ? "," : "", (long long)M, (long long)N, (long long)K, t[0], path[0], t[1], t[4], t[2], t[3],
                t[2] > 0 ? t[0] / t[2] : 0.0, t[0] / PEAK_FP8, t[2] / PEAK_BF16);
+        printf("\"fp8_tuned_tflops\": %.1f, \"fp8_tuned_path\": ", t[5]);
+        json_str(path[5]);
+        printf(", \"bf16_tuned_tflops\": %.1f, \"bf16_tuned_path\": ", t[6]);
+        json_str(path[6]);
+        printf(", \"fp8_tuned_over_bf16_tuned\": %.2f}", t[6] > 0 ? t[5] / t[6] : 0.0);
         fprintf(stderr, "M=%lld N=%lld K=%lld: fp8 %.1f TFLOPS (%s), fp8 CUDA cores %.1f, fp8 tensor-core kernel %.1f, "
-                        "bf16 %.1f, fp32 %.1f\n",
-                (long long)M, (long long)N, (long long)K, t[0], path[0], t[1], t[4], t[2], t[3]);
+                        "bf16 %.1f, fp32 %.1f; tuned: fp8 %.1f (%s), bf16 %.1f (%s)\n",
+                (long long)M, (long long)N, (long long)K, t[0], path[0], t[1], t[4], t[2], t[3], t[5], path[5], t[6],
+                path[6]);
     }
     /* the routed experts' FP8 forward products: one cuBLASLt GEMM each against
      * one launch of the tensor-core kernel (G experts of `rows` rows; the ~1B

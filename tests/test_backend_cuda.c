@@ -266,6 +266,32 @@ TEST(cuda_ops_rows) {
 }
 
 /* ---- the MoE router ------------------------------------------------------------------- */
+/* The embedding's weight gradient with ids over three bytes (the host's
+ * grouping sorts them a byte at a time) that repeat out of order, and
+ * addends of many magnitudes (a sum in another order would differ): the
+ * CPU's bits, the rows of each id added in token order. */
+TEST(cuda_ops_embedding_backward_ids) {
+    NEED_GPU();
+    const struct ds_ops *g = ds_cuda_table(DS_PREC_FP32), *c = &ds_ops_cpu;
+    ds_rng r;
+    ds_rng_seed(&r, 41);
+    const int64_t N = 600, H = 5, V = 70001;
+    int32_t *ids = ds_malloc((size_t)N * 4);
+    for (int64_t i = 0; i < N; i++) { /* 40 ids, from 0 to 70,000, each about 15 times */
+        const int64_t k = (int64_t)ds_rng_below(&r, 40);
+        ids[i] = (int32_t)(k == 0 ? 0 : k == 39 ? V - 1 : (k * 1777 + (k % 3) * 256) % V);
+    }
+    float *d = randv(&r, N * H, 1), *dwte = randv(&r, V * H, 1);
+    for (int64_t i = 0; i < N * H; i++) d[i] *= ldexpf(1.0f, (int)ds_rng_below(&r, 40) - 20);
+    float *dD = upf(d, N * H), *dDwte = upf(dwte, V * H);
+    int32_t *dIds = upi(ids, N);
+    c->embedding_backward(dwte, d, ids, N, H);
+    g->embedding_backward(dDwte, dD, dIds, N, H);
+    check_dev("embedding_backward", "N=600 H=5 V=70001", dDwte, dwte, V * H, 0);
+    ds_cuda_free(dD), ds_cuda_free(dDwte), ds_cuda_free(dIds);
+    free(ids), free(d), free(dwte);
+}
+
 TEST(cuda_ops_moe_route) {
     NEED_GPU();
     const struct ds_ops *g = ds_cuda_table(DS_PREC_FP32), *c = &ds_ops_cpu;
@@ -776,6 +802,50 @@ TEST(cuda_gemm_bench_kinds) {
     double f = 0, b = 0;
     CHECK(ds_cuda_attention_bench("tc", 1, 40, 1, 24, 16, 1, &f, &b) != 0); /* dims not multiples of 16 */
     CHECK(ds_cuda_attention_bench("tc-fast", 1, 40, 1, 32, 16, 1, &f, &b) != 0);
+}
+
+/* cuBLASLt's algorithm tuned (ds_cuda_lt_tune): each class of problems timed
+ * over the heuristic's candidates, the fastest kept.  The products stay the
+ * CPU's (the backward's acc = 1 included: the timed launches must not add
+ * into dweight or dinp), every search of a class is tuned, and the benchmark
+ * names the winner.  Under tools/cudamock the heuristic gives 3 candidates
+ * (CUDAMOCK_LT_ALGOS=3) and the first runs slower (CUDAMOCK_LT_SLOW_FIRST=1):
+ * the second must win, and be the one the benchmark reports. */
+TEST(cuda_lt_tune) {
+    NEED_GPU();
+    const int mock = !strncmp(ds_cuda_device_name(), "cudamock", 8);
+    if (mock) setenv("CUDAMOCK_LT_ALGOS", "3", 1), setenv("CUDAMOCK_LT_SLOW_FIRST", "1", 1);
+    const int was = ds_cuda_lt_tune(1);
+    int64_t t0, m0, t1, m1;
+    ds_cuda_lt_tune_stats(&t0, &m0, NULL);
+    ds_rng r;
+    ds_rng_seed(&r, 31);
+    /* shapes of their own (the cache is per class: tuned answers apart from untuned) */
+    gemm_case(DS_PREC_FP32, 0, 96, 160, 48, &r, TOL);
+    gemm_case(DS_PREC_BF16, 1, 40, 192, 80, &r, TOL);
+    ds_cuda_lt_tune_info last;
+    ds_cuda_lt_tune_stats(&t1, &m1, &last);
+    CHECK_MSG(t1 >= t0 + 4, "%lld tuned searches for two forward, dgrad and wgrad shapes", (long long)(t1 - t0));
+    CHECK_MSG(last.candidates >= 1 && last.best >= 0 && last.best < last.candidates && last.best_ms > 0 &&
+                  last.best_ms <= last.first_ms,
+              "last tuned search: #%d of %d, %g ms against the first's %g", last.best, last.candidates, last.best_ms,
+              last.first_ms);
+    if (mock) {
+        CHECK_MSG(last.candidates == 3 && last.best == 1, "the slower first algorithm won: #%d of %d", last.best,
+                  last.candidates);
+        CHECK_MSG(m1 - m0 == t1 - t0, "%lld of %lld tuned searches moved off the first", (long long)(m1 - m0),
+                  (long long)(t1 - t0));
+    }
+    ds_cuda_lt_tune(0);
+    for (int k = 0; k < 2; k++) {
+        double t = 0;
+        const char *path = "", *kind = k ? "bf16-tuned" : "fp8-tuned";
+        CHECK_MSG(ds_cuda_gemm_bench(kind, 128, 256, 384, 1, &t, &path) == 0, "%s: %s", kind, ds_errmsg());
+        CHECK_MSG(t > 0 && !strncmp(path, "cublaslt tuned: #", 17), "%s: %g TFLOPS on %s", kind, t, path);
+        if (mock) CHECK_MSG(!strncmp(path, "cublaslt tuned: #1 of 3", 23), "%s: %s", kind, path);
+    }
+    CHECK_MSG(ds_cuda_lt_tune(was) == 0, "the benchmark left tuning on");
+    if (mock) unsetenv("CUDAMOCK_LT_ALGOS"), unsetenv("CUDAMOCK_LT_SLOW_FIRST");
 }
 
 /* The FP8 tensor-core kernel's self-check turns it off when the instruction

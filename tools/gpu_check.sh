@@ -210,8 +210,9 @@ TEST="env DSV3=./dsv3 OMP_NUM_THREADS=$TH ./$BUILD/test_dsv3"
 run tests_ops 75 $TEST cuda_ops cuda_table
 
 # ---- 4. GEMMs ------------------------------------------------------------------------
-run gemm 60 "./$BUILD/gemm_cuda" --iters 20
-sed -n '/^{/,$p' "$OUTDIR/gemm.log" | grep -v '^M=' > "$OUTDIR/gemm.json"
+# the JSON in its own file: the progress lines on stderr (and any self-check
+# line) would otherwise land inside it once stdout's buffer flushes mid-run
+run gemm 60 "./$BUILD/gemm_cuda" --iters 20 --json "$OUTDIR/gemm.json"
 python3 -c "import json; json.load(open('$OUTDIR/gemm.json'))" 2>/dev/null || echo "{\"error\": $(tailj "$OUTDIR/gemm.log")}" > "$OUTDIR/gemm.json"
 
 # ---- 3b. whole models against the CPU --------------------------------------------------
@@ -302,7 +303,10 @@ for p in bf16 fp8; do
     --device cuda --precision "$p"
   BIG="$BIG${BIG:+, }\"$p\": $(lastj "train1b_$p")"
 done
-for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn32 DSV3_CUDA_ATTN=fp32" "bf16 tile64 DSV3_CUDA_ATTN_TILE=64" "bf16 smemacc DSV3_CUDA_ATTN_REGS=0" "fp8 nomma DSV3_CUDA_FP8_MMA=0"; do
+# the A/B runs of `small` above, and cuBLASLt's algorithms tuned (the fastest of the heuristic's
+# first 8 timed on each class of problems, DSV3_CUDA_LT_TUNE=1) against its first (the default)
+for ab in "bf16 unbatched DSV3_CUDA_BATCHED=0" "bf16 attn32 DSV3_CUDA_ATTN=fp32" "bf16 tile64 DSV3_CUDA_ATTN_TILE=64" "bf16 smemacc DSV3_CUDA_ATTN_REGS=0" "fp8 nomma DSV3_CUDA_FP8_MMA=0" \
+          "bf16 tuned DSV3_CUDA_LT_TUNE=1" "fp8 tuned DSV3_CUDA_LT_TUNE=1"; do
   set -- $ab
   run "train1b_$1_$2" 60 env "$3" ./dsv3 --threads "$TH" bench-train --config bench/configs/v3-1b.json \
     --random 8,512 --iters 2 --device cuda --precision "$1"

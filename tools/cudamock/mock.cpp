@@ -8,6 +8,7 @@
  * FP8 block-scale layouts the backend assumes (gemm.cu): it checks the
  * backend's use of them, not cuBLASLt itself.
  */
+#include <atomic>
 #include <barrier>
 #include <cstdio>
 #include <cstdlib>
@@ -255,11 +256,19 @@ cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) { std::memse
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) { return e ? "cudamock error" : "no error"; }
-cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = nullptr; return cudaSuccess; }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+/* Time is a counter: cuBLASLt matmuls advance it (1 a launch, 2 for the
+ * heuristic's first algorithm under CUDAMOCK_LT_SLOW_FIRST=1); an event
+ * holds its value when recorded, and an elapsed time is 1 ms plus the
+ * difference (never 0: the benchmarks divide by it). */
+static std::atomic<long> mock_clock{0};
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = new long(0); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) { *(long *)e = mock_clock.load(); return cudaSuccess; }
 cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) { *ms = 1; return cudaSuccess; }
-cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = 1.0f + (float)(*(long *)b - *(long *)a);
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { delete (long *)e; return cudaSuccess; }
 
 /* ---- FP8 ---------------------------------------------------------------------------------- */
 __nv_fp8_storage_t __nv_cvt_float_to_fp8(float v, __nv_saturation_t, __nv_fp8_interpretation_t) {
@@ -352,9 +361,14 @@ static int supported(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtM
 }
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
-                                              cublasLtMatrixLayout_t, cublasLtMatmulPreference_t, int,
-                                              cublasLtMatmulHeuristicResult_t *, int *nres) {
-    *nres = supported(d, a, b, c);
+                                              cublasLtMatrixLayout_t, cublasLtMatmulPreference_t, int want,
+                                              cublasLtMatmulHeuristicResult_t *res, int *nres) {
+    /* CUDAMOCK_LT_ALGOS=n: up to n algorithms (numbered in .dummy; all the same arithmetic), else one */
+    const char *e = std::getenv("CUDAMOCK_LT_ALGOS");
+    int n = e ? std::atoi(e) : 1;
+    n = n < 1 ? 1 : n > want ? want : n;
+    *nres = supported(d, a, b, c) ? n : 0;
+    for (int i = 0; i < *nres; i++) res[i].algo.dummy = i, res[i].workspaceSize = 0;
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -374,8 +388,10 @@ static double scl(const float *s, int mode, int64_t r, int64_t kb, int64_t R, in
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
                               cublasLtMatrixLayout_t la, const void *B, cublasLtMatrixLayout_t lb, const void *beta,
                               const void *C, cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ldd,
-                              const cublasLtMatmulAlgo_t *, void *, size_t, cudaStream_t) {
+                              const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t) {
     if (!supported(d, la, lb, lc)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const char *slow = std::getenv("CUDAMOCK_LT_SLOW_FIRST");
+    mock_clock += algo && algo->dummy == 0 && slow && !std::strcmp(slow, "1") ? 2 : 1;
     int64_t m = lc->rows, n = lc->cols, k = d->ta ? la->rows : la->cols;
     if ((d->ta ? la->cols : la->rows) != m || (d->tb ? lb->rows : lb->cols) != n || (d->tb ? lb->cols : lb->rows) != k)
         return CUBLAS_STATUS_INVALID_VALUE;

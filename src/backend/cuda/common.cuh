@@ -94,7 +94,7 @@ void ds_cu_fail(const char *what, const char *why, const char *file, int line);
 #define CU_LAUNCHED() CU_CHECK(cudaGetLastError())
 
 /* Grow-only device scratch, one buffer per slot (contents not kept). */
-enum { SCR_A, SCR_B, SCR_C, SCR_D, SCR_SA, SCR_SB, SCR_SC, SCR_SD, SCR_F32, SCR_STAGE, SCR_PTRS, SCR_PTRS2, SCR_OFFS, SCR_JOBS, SCR_MMA_JOBS, SCR_COUNT };
+enum { SCR_A, SCR_B, SCR_C, SCR_D, SCR_SA, SCR_SB, SCR_SC, SCR_SD, SCR_F32, SCR_STAGE, SCR_PTRS, SCR_PTRS2, SCR_OFFS, SCR_JOBS, SCR_MMA_JOBS, SCR_TUNE, SCR_COUNT };
 void *ds_cu_scratch(int slot, size_t bytes);
 
 static inline unsigned ds_cu_blocks(int64_t n, int threads) {

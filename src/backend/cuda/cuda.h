@@ -119,12 +119,25 @@ int ds_cuda_attention_tc_off(int kern);
 int ds_cuda_attention_bench(const char *how, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, int iters,
                             double *fwd_tflops, double *bwd_tflops);
 
+/* cuBLASLt's algorithm per class of problems: the heuristic's first (0, the
+ * default) or, tuned (1; DSV3_CUDA_LT_TUNE=1), the fastest of its first 8
+ * timed on the problem (runs may then pick differently and differ in the last
+ * bits).  Returns the previous state.  Stats: tuned searches, those won by
+ * another than the heuristic's first, and the last one's figures. */
+typedef struct {
+    int candidates, best;      /* how many the heuristic gave; the winner's rank (0: its first) */
+    double first_ms, best_ms;  /* a launch of its first, of the winner */
+} ds_cuda_lt_tune_info;
+int ds_cuda_lt_tune(int on);
+void ds_cuda_lt_tune_stats(int64_t *tuned, int64_t *moved, ds_cuda_lt_tune_info *last);
+
 /* GEMM benchmark on device buffers: kind "fp8" (1x128 x 128x128 block-scaled
  * E4M3, FP32 out: D (M, N) = X (M, K) · W (N, K)ᵀ), "fp8-own" (own kernel),
- * "bf16" (BF16 in, FP32 accumulate, BF16 out), "fp32".  Runs `iters` timed
- * launches after warm-up; *tflops = 2·M·N·K / mean time.  *path gets
- * "cublaslt", "own" or (kind "fp8-mma": the tensor-core kernel) "mma".
- * 0, or -1 with ds_err. */
+ * "bf16" (BF16 in, FP32 accumulation and out), "fp32"; "fp8-tuned" and
+ * "bf16-tuned" with cuBLASLt's algorithm tuned (ds_cuda_lt_tune).  Runs
+ * `iters` timed launches after warm-up; *tflops = 2·M·N·K / mean time.
+ * *path gets "cublaslt", "own" or (kind "fp8-mma": the tensor-core kernel)
+ * "mma".  0, or -1 with ds_err. */
 int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_t K, int iters, double *tflops,
                        const char **path);
 /* G experts' FP8 products W_g (N, K) · X_g (rows, K)ᵀ: how "lt" (one cuBLASLt

@@ -5,9 +5,9 @@
  * the MLA K/V split, cross-entropy.  Forward and backward side by side.
  *
  * Reductions that the CPU runs in row order (embedding and dbias-like column
- * sums) run in the same order here (a thread per column), so they give the
- * same bits; block reductions (RMSNorm, cross-entropy, dot products) differ
- * from the CPU in summation order only.
+ * sums) run in the same order here (a thread per column, or per token id and
+ * column), so they give the same bits; block reductions (RMSNorm,
+ * cross-entropy, dot products) differ from the CPU in summation order only.
  */
 #include "backend/cuda/common.cuh"
 
@@ -212,12 +212,50 @@ namespace {
 __global__ void k_embed_fwd(float *out, const int32_t *ids, const float *wte, int64_t BT, int64_t C) {
     GRID_STRIDE(i, BT * C) out[i] = wte[(int64_t)ids[i / C] * C + i % C];
 }
-/* dwte[ids[n], c] += dout[n, c], rows in order per column (the CPU's order) */
-__global__ void k_embed_bwd(float *dwte, const float *dout, const int32_t *ids, int64_t BT, int64_t C) {
-    GRID_STRIDE(c, C)
-        for (int64_t n = 0; n < BT; n++) dwte[(int64_t)ids[n] * C + c] += dout[n * C + c];
+/* dwte[ids[n], c] += dout[n, c] with the rows grouped by id: grp holds the
+ * rows of every id in token order (rows[0..BT)), then the groups' starts
+ * (nseg + 1) and ids (nseg).  A thread per (group, column) adds its rows in
+ * token order, the CPU's order for each element: the same bits, in parallel
+ * over ids as well as columns (a thread per column walking every row ran
+ * 1.6 ms for `small` at 4,096 tokens, its read-add-writes one after another). */
+__global__ void k_embed_bwd(float *dwte, const float *dout, const int32_t *grp, int64_t BT, int64_t nseg, int64_t C) {
+    const int32_t *rows = grp, *start = grp + BT, *id = start + nseg + 1;
+    GRID_STRIDE(i, nseg * C) {
+        const int64_t g = i / C, c = i % C;
+        float *dst = dwte + (int64_t)id[g] * C + c;
+        float acc = *dst;
+        for (int32_t r = start[g]; r < start[g + 1]; r++) acc += dout[(int64_t)rows[r] * C + c];
+        *dst = acc;
+    }
 }
 } // namespace
+
+/* the rows of ids grouped by id, in token order within a group (a stable LSD
+ * radix sort by bytes, only as many passes as the largest id needs), laid out
+ * as k_embed_bwd reads it: rows (BT), group starts (nseg + 1), group ids
+ * (nseg); returns nseg.  out has room for 3·BT + 1. */
+static int64_t group_rows(int32_t *out, const int32_t *ids, int64_t BT) {
+    uint32_t *const buf = (uint32_t *)ds_malloc((size_t)BT * 2 * sizeof(uint32_t)), *a = buf, *b = buf + BT;
+    uint32_t top = 0;
+    for (int64_t n = 0; n < BT; n++) a[n] = (uint32_t)n, top |= (uint32_t)ids[n];
+    for (int sh = 0; sh < 32 && (top >> sh); sh += 8) {
+        int64_t cnt[257] = {0};
+        for (int64_t n = 0; n < BT; n++) cnt[(((uint32_t)ids[a[n]] >> sh) & 255) + 1]++;
+        for (int d = 0; d < 256; d++) cnt[d + 1] += cnt[d];
+        for (int64_t n = 0; n < BT; n++) b[cnt[((uint32_t)ids[a[n]] >> sh) & 255]++] = a[n];
+        uint32_t *t = a;
+        a = b, b = t;
+    }
+    int64_t nseg = 0;
+    for (int64_t n = 0; n < BT; n++) {
+        out[n] = (int32_t)a[n];
+        if (!n || ids[a[n]] != ids[a[n - 1]]) out[BT + nseg++] = (int32_t)n;
+    }
+    out[BT + nseg] = (int32_t)BT;
+    for (int64_t g = 0; g < nseg; g++) out[BT + nseg + 1 + g] = ids[out[out[BT + g]]];
+    free(buf);
+    return nseg;
+}
 
 extern "C" void ds_cu_embedding_forward(float *out, const int32_t *ids, const float *wte, int64_t BT, int64_t C) {
     CU_ENTRY();
@@ -228,7 +266,15 @@ extern "C" void ds_cu_embedding_forward(float *out, const int32_t *ids, const fl
 extern "C" void ds_cu_embedding_backward(float *dwte, const float *dout, const int32_t *ids, int64_t BT, int64_t C) {
     CU_ENTRY();
     if (BT * C <= 0) return;
-    k_embed_bwd<<<ds_cu_blocks(C, 64), 64, 0, g_cu.stream>>>(dwte, dout, ids, BT, C);
+    int32_t *h = (int32_t *)ds_malloc((size_t)(4 * BT + 1) * sizeof(int32_t)), *hid = h + 3 * BT + 1;
+    CU_CHECK(cudaMemcpyAsync(hid, ids, (size_t)BT * sizeof(int32_t), cudaMemcpyDeviceToHost, g_cu.stream));
+    CU_CHECK(cudaStreamSynchronize(g_cu.stream));
+    const int64_t nseg = group_rows(h, hid, BT), len = BT + 2 * nseg + 1;
+    int32_t *grp = (int32_t *)ds_cu_scratch(SCR_JOBS, (size_t)len * sizeof(int32_t));
+    CU_CHECK(cudaMemcpyAsync(grp, h, (size_t)len * sizeof(int32_t), cudaMemcpyHostToDevice, g_cu.stream));
+    CU_CHECK(cudaStreamSynchronize(g_cu.stream)); /* the host buffer goes away */
+    free(h);
+    k_embed_bwd<<<ds_cu_blocks(nseg * C, 256), 256, 0, g_cu.stream>>>(dwte, dout, grp, BT, nseg, C);
     CU_LAUNCHED();
 }
 

@@ -66,7 +66,7 @@ struct lt_operand {
  * the entry lock. */
 struct lt_key {
     int64_t m, n, k, lda, ldb, ldd;
-    int32_t ta, tb, tya, tyb, tyd, sa, sb, ala, alb, ald, batch;
+    int32_t ta, tb, tya, tyb, tyd, sa, sb, ala, alb, ald, batch, tuned;
 };
 struct lt_slot {
     lt_key key;        /* bucketed */
@@ -77,6 +77,25 @@ struct lt_slot {
 enum { LT_SLOTS = 4096 };
 lt_slot lt_cache[LT_SLOTS];
 int64_t lt_searches, lt_hits, lt_checks;
+
+/* DSV3_CUDA_LT_TUNE=1 (or ds_cuda_lt_tune): a search asks the heuristic for
+ * up to LT_TUNE_MAX algorithms and keeps the one that runs the problem
+ * fastest (a launch to warm up, then LT_TUNE_REPS timed, into scratch where
+ * beta is not 0 so D keeps its sum), where the default keeps the heuristic's
+ * first.  Off by default: the timing picks, so two runs may take different
+ * algorithms and sum in another order (results then differ in the last
+ * bits).  Tuned and untuned answers are cached apart (the key's `tuned`). */
+enum { LT_TUNE_MAX = 8, LT_TUNE_REPS = 3 };
+int lt_tune_state; /* 0 not read yet, 1 on, -1 off (off unless the variable is set and not "0") */
+int64_t lt_tuned, lt_tune_moved;   /* tuned searches; those whose winner was not the heuristic's first */
+ds_cuda_lt_tune_info lt_last;      /* the last tuned search */
+int lt_tune_on(void) {
+    if (!lt_tune_state) {
+        const char *e = getenv("DSV3_CUDA_LT_TUNE");
+        lt_tune_state = e && *e && strcmp(e, "0") ? 1 : -1;
+    }
+    return lt_tune_state > 0;
+}
 /* x itself up to 64 (decode's few rows get their own algorithm, searched
  * for them: one shared with 16 rows ran decode 1.4x slower), else rounded up
  * to 2 significant bits */
@@ -120,7 +139,62 @@ lt_slot *lt_lookup(const lt_key &k, int *fresh) {
 void ds_cu_lt_stats(int64_t *searches, int64_t *hits, int64_t *checks) {
     *searches = lt_searches, *hits = lt_hits, *checks = lt_checks;
 }
+extern "C" int ds_cuda_lt_tune(int on) {
+    const int prev = lt_tune_on();
+    lt_tune_state = on ? 1 : -1;
+    return prev;
+}
+extern "C" void ds_cuda_lt_tune_stats(int64_t *tuned, int64_t *moved, ds_cuda_lt_tune_info *last) {
+    if (tuned) *tuned = lt_tuned;
+    if (moved) *moved = lt_tune_moved;
+    if (last) *last = lt_last;
+}
 namespace {
+
+/* the fastest of nres candidates on the problem (index into cand): each
+ * launched once, then timed over LT_TUNE_REPS launches; a candidate whose
+ * launch fails is passed over (the first stands if all do).  D's extent is
+ * ldd·n (+ sd a matrix of the batch); with beta ≠ 0 the launches write
+ * scratch of that size instead of D. */
+int lt_pick(const cublasLtMatmulHeuristicResult_t *cand, int nres, cublasLtMatmulDesc_t op,
+            cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, const void *a,
+            const void *b, float beta, void *D, cudaDataType dtype, int64_t ldd, int64_t n, int batch, int64_t sd) {
+    const float alpha = 1.0f;
+    void *out = D;
+    if (beta != 0.0f) {
+        const size_t bytes = (size_t)(ldd * n + (int64_t)(batch - 1) * sd) * (size_t)type_bytes(dtype);
+        out = ds_cu_scratch(SCR_TUNE, bytes);
+        CU_CHECK(cudaMemsetAsync(out, 0, bytes, g_cu.stream));
+    }
+    cudaEvent_t e0, e1;
+    CU_CHECK(cudaEventCreate(&e0));
+    CU_CHECK(cudaEventCreate(&e1));
+    int best = 0;
+    float best_ms = -1, first_ms = -1;
+    for (int i = 0; i < nres; i++) {
+        const cublasLtMatmulAlgo_t *al = &cand[i].algo;
+        if (cand[i].workspaceSize > g_cu.lt_ws_bytes ||
+            cublasLtMatmul(g_cu.lt, op, &alpha, a, la, b, lb, &beta, out, lc, out, lc, al, g_cu.lt_ws,
+                           g_cu.lt_ws_bytes, g_cu.stream) != CUBLAS_STATUS_SUCCESS)
+            continue;
+        CU_CHECK(cudaEventRecord(e0, g_cu.stream));
+        for (int r = 0; r < LT_TUNE_REPS; r++)
+            LT_CHECK(cublasLtMatmul(g_cu.lt, op, &alpha, a, la, b, lb, &beta, out, lc, out, lc, al, g_cu.lt_ws,
+                                       g_cu.lt_ws_bytes, g_cu.stream));
+        CU_CHECK(cudaEventRecord(e1, g_cu.stream));
+        CU_CHECK(cudaEventSynchronize(e1));
+        float ms;
+        CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i == 0) first_ms = ms;
+        if (best_ms < 0 || ms < best_ms) best_ms = ms, best = i;
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    lt_tuned++;
+    lt_tune_moved += best != 0;
+    lt_last.candidates = nres, lt_last.best = best;
+    lt_last.first_ms = first_ms / LT_TUNE_REPS, lt_last.best_ms = best_ms / LT_TUNE_REPS;
+    return best;
+}
 
 /* D (m x n col-major, ldd) = op(A) op(B) + beta D.  Returns the cuBLAS status
  * of the algorithm search or the launch; nothing is launched on failure.
@@ -178,6 +252,7 @@ cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, c
             exact.ald = min_align(exact.ald, sd * type_bytes(dtype));
         }
         exact.batch = batch;
+        exact.tuned = lt_tune_on();
         key = exact;
         key.m = lt_bucket(m), key.n = lt_bucket(n), key.k = lt_bucket(k);
         key.lda = lt_bucket(A.ld), key.ldb = lt_bucket(B.ld), key.ldd = lt_bucket(ldd);
@@ -204,7 +279,13 @@ cublasStatus_t lt_matmul(int64_t m, int64_t n, int64_t k, const lt_operand &A, c
             TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof al[1]));
             TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof al[2]));
             TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof al[2]));
-            TRY(cublasLtMatmulAlgoGetHeuristic(g_cu.lt, op, la, lb, lc, lc, pref, 1, &res, &nres));
+            if (exact.tuned) {
+                cublasLtMatmulHeuristicResult_t cand[LT_TUNE_MAX];
+                TRY(cublasLtMatmulAlgoGetHeuristic(g_cu.lt, op, la, lb, lc, lc, pref, LT_TUNE_MAX, cand, &nres));
+                if (nres >= 1) res = cand[lt_pick(cand, nres, op, la, lb, lc, A.p, B.p, beta, D, dtype, ldd, n, batch, sd)];
+            } else {
+                TRY(cublasLtMatmulAlgoGetHeuristic(g_cu.lt, op, la, lb, lc, lc, pref, 1, &res, &nres));
+            }
             if (slot) slot->key = key, slot->exact = exact, slot->found = nres >= 1, slot->algo = res.algo, slot->used = 1;
         } else {
             lt_hits++;
@@ -1445,10 +1526,13 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
                                   const char **path) {
     if (!g_cu.ok) return ds_err("gemm bench: no CUDA device");
     CU_ENTRY();
-    int fp8 = !strcmp(kind, "fp8") || !strcmp(kind, "fp8-own"), bf16 = !strcmp(kind, "bf16"), f32 = !strcmp(kind, "fp32");
+    const int tuned = !strcmp(kind, "fp8-tuned") || !strcmp(kind, "bf16-tuned");
+    int fp8 = !strcmp(kind, "fp8") || !strcmp(kind, "fp8-own") || !strcmp(kind, "fp8-tuned");
+    int bf16 = !strcmp(kind, "bf16") || !strcmp(kind, "bf16-tuned"), f32 = !strcmp(kind, "fp32");
     int mma = !strcmp(kind, "fp8-mma");
     if (!fp8 && !bf16 && !f32 && !mma)
-        return ds_err("gemm bench: unknown kind %s (fp8, fp8-own, fp8-mma, bf16, fp32)", ds_quote(kind));
+        return ds_err("gemm bench: unknown kind %s (fp8, fp8-own, fp8-mma, fp8-tuned, bf16, bf16-tuned, fp32)",
+                      ds_quote(kind));
     if (mma && !ds_cu_fp8_mma_ready()) return ds_err("gemm bench: the FP8 tensor-core kernel is off on this device");
     fp8 |= mma;
     size_t esz = fp8 ? 1 : bf16 ? 2 : 4;
@@ -1469,7 +1553,9 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
     CU_LAUNCHED();
     int prev = fp8_own_only;
     if (fp8) fp8_own_only = !strcmp(kind, "fp8-own");
-    int64_t lt0 = n_lt;
+    const int tune_prev = lt_tune_on();
+    lt_tune_state = tuned ? 1 : -1; /* the plain kinds: the heuristic's first, whatever the environment says */
+    const int64_t lt0 = n_lt, tuned0 = lt_tuned;
     auto once = [&]() {
         if (fp8) {
             fp8_operand A = {(const uint8_t *)a, sa, 1, up4(KB), K}, B = {(const uint8_t *)b, sb, 0, 0, K};
@@ -1485,7 +1571,14 @@ extern "C" int ds_cuda_gemm_bench(const char *kind, int64_t M, int64_t N, int64_
     };
     const double ms = ds_cu_bench_ms(once, iters);
     *tflops = 2.0 * (double)M * N * K / (ms / 1e3) / 1e12;
-    if (path) *path = mma ? "mma" : !fp8 ? "cublaslt" : n_lt > lt0 ? "cublaslt" : "own";
+    static char tpath[96];
+    if (tuned && lt_tuned > tuned0)
+        snprintf(tpath, sizeof tpath, "cublaslt tuned: #%d of %d (first %.3f ms, winner %.3f)", lt_last.best,
+                 lt_last.candidates, lt_last.first_ms, lt_last.best_ms);
+    else if (tuned)
+        snprintf(tpath, sizeof tpath, "%s (no search)", fp8 && n_lt == lt0 ? "own" : "cublaslt");
+    if (path) *path = tuned ? tpath : mma ? "mma" : !fp8 ? "cublaslt" : n_lt > lt0 ? "cublaslt" : "own";
+    lt_tune_state = tune_prev ? 1 : -1;
     fp8_own_only = prev;
     cudaFree(a), cudaFree(b), cudaFree(d), cudaFree(sa), cudaFree(sb);
     return 0;

@@ -3,6 +3,8 @@
  * entry point says so.  The Makefile leaves this file out when it builds the
  * .cu files.
  */
+#include <string.h>
+
 #include "backend/cuda/cuda.h"
 
 #include "base/base.h"
@@ -68,6 +70,15 @@ int ds_cuda_attention_tc_off(int kern) {
 int ds_cuda_batched_set(int on) {
     (void)on;
     return 0;
+}
+int ds_cuda_lt_tune(int on) {
+    (void)on;
+    return 0;
+}
+void ds_cuda_lt_tune_stats(int64_t *tuned, int64_t *moved, ds_cuda_lt_tune_info *last) {
+    if (tuned) *tuned = 0;
+    if (moved) *moved = 0;
+    if (last) memset(last, 0, sizeof *last);
 }
 int ds_cuda_attention_bench(const char *how, int64_t B, int64_t T, int64_t NH, int64_t DQ, int64_t DV, int iters,
                             double *fwd_tflops, double *bwd_tflops) {

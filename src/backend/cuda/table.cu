@@ -54,10 +54,13 @@ void prof_print(void) {
     int64_t lt8, own8, mma8, mmal;
     ds_cuda_fp8_counts(&lt8, &own8);
     ds_cuda_fp8_mma_counts(&mma8, &mmal);
-    fprintf(stderr, "cuBLASLt: %lld algorithm searches, %lld cached answers (%lld checked for another problem of the class); "
+    int64_t tu, mv;
+    ds_cuda_lt_tune_stats(&tu, &mv, NULL);
+    fprintf(stderr, "cuBLASLt: %lld algorithm searches (%lld tuned, %lld of them won by another than the heuristic's "
+                    "first), %lld cached answers (%lld checked for another problem of the class); "
                     "%lld batched BF16 expert calls; FP8 GEMMs %lld on cuBLASLt, %lld on the CUDA-core kernel, "
                     "%lld on the tensor-core kernel in %lld launches\n",
-            (long long)se, (long long)hi, (long long)ch, (long long)ds_cuda_batched_calls(), (long long)lt8,
+            (long long)se, (long long)tu, (long long)mv, (long long)hi, (long long)ch, (long long)ds_cuda_batched_calls(), (long long)lt8,
             (long long)own8, (long long)mma8, (long long)mmal);
     for (int i = 0; i < prof_n; i++)
         fprintf(stderr, "%-34s %10lld %10.2f %10.1f %5.1f%%\n", prof_rows[i].name, (long long)prof_rows[i].calls,
