@@ -13,6 +13,7 @@
  * beyond rounding).
  */
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/route_select.h"
 #include "backend/cpu/vmath.h"
 
 #include <math.h>
@@ -24,7 +25,7 @@
 /* One token.  sel (E) scratch; work done in `double` when dbl (reference). */
 static void route_one(float *w, int32_t *idx, float *s, const float *logit, const float *bias,
                       const ds_route_params *p, float *sel, float *gs, int dbl) {
-    int64_t E = p->E, K = p->K, G = p->G > 0 ? p->G : 1, Gk = p->Gk > 0 ? p->Gk : G;
+    const int64_t E = p->E, K = p->K;
     if (p->sigmoid) {
         if (dbl)
             for (int64_t e = 0; e < E; e++) s[e] = (float)(1.0 / (1.0 + exp(-(double)logit[e])));
@@ -44,50 +45,7 @@ static void route_one(float *w, int32_t *idx, float *s, const float *logit, cons
         }
     }
     for (int64_t e = 0; e < E; e++) sel[e] = s[e] + (bias ? bias[e] : 0.0f);
-    if (G > 1 && Gk < G) {
-        int64_t per = E / G;
-        for (int64_t g = 0; g < G; g++) {
-            const float *x = sel + g * per;
-            if (p->group_top2_sum) {
-                float a = -INFINITY, b = -INFINITY; /* a >= b: the two largest */
-                for (int64_t i = 0; i < per; i++) {
-                    if (x[i] > a) { b = a; a = x[i]; }
-                    else if (x[i] > b) b = x[i];
-                }
-                gs[g] = per >= 2 ? a + b : a;
-            } else {
-                float a = -INFINITY;
-                for (int64_t i = 0; i < per; i++) a = x[i] > a ? x[i] : a;
-                gs[g] = a;
-            }
-        }
-        /* drop the G - Gk weakest groups (ties: the later group is dropped
-         * first, matching a stable top-Gk that prefers lower indices) */
-        for (int64_t r = 0; r < G - Gk; r++) {
-            int64_t worst = -1;
-            for (int64_t g = 0; g < G; g++)
-                if (gs[g] != INFINITY && (worst < 0 || gs[g] <= gs[worst])) worst = g;
-            gs[worst] = INFINITY; /* marked dropped */
-            for (int64_t i = 0; i < per; i++) sel[worst * per + i] = -INFINITY;
-        }
-    }
-    /* top-K by repeated arg-max (K is small); a pick is never taken twice */
-    for (int64_t k = 0; k < K; k++) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < E; e++) {
-            int taken = 0;
-            for (int64_t j = 0; j < k; j++) taken |= idx[j] == e;
-            if (!taken && (best < 0 || sel[e] > sel[best])) best = e;
-        }
-        idx[k] = (int32_t)best;
-    }
-    /* sort the K picks by expert id (insertion sort) */
-    for (int64_t i = 1; i < K; i++) {
-        int32_t x = idx[i];
-        int64_t j = i - 1;
-        while (j >= 0 && idx[j] > x) { idx[j + 1] = idx[j]; j--; }
-        idx[j + 1] = x;
-    }
+    ds_route_select(idx, sel, gs, p);
     if (dbl) {
         double sum = 0;
         for (int64_t k = 0; k < K; k++) sum += s[idx[k]];

@@ -1,16 +1,11 @@
 /*
  * optim.c — gradient sum of squares, AdamW with the clip coefficient folded
- * in, and the balancing bias update (backend/cpu/optim.h).
- *
- * The AdamW update per element is the one of torch.optim.AdamW, with the
- * scalars rounded to float once as torch's CPU kernels see them:
- *   g <- g * gscale
- *   p <- p * (1 - lr*wd)                    (decay segments only)
- *   m <- m + (1-b1) (g - m)
- *   v <- b2 v + (1-b2) g^2
- *   p <- p - (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
+ * in, and the balancing bias update (backend/cpu/optim.h).  AdamW's update of
+ * an element and its scalars are optim_step.h's (shared with the CUDA
+ * backend).
  */
 #include "backend/cpu/optim.h"
+#include "backend/cpu/optim_step.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,24 +14,6 @@
 #include "base/base.h"
 #include "backend/cpu/wcache.h"
 #include "num/dtype.h"
-
-typedef struct {
-    float gs, b2, omb1, omb2, wd_mul, step, bc2s, eps;
-} adamw_k;
-
-static adamw_k adamw_consts(const ds_adamw_hparams *h, int64_t t, float gscale, int decay) {
-    const double bc1 = 1.0 - pow(h->beta1, (double)t), bc2 = 1.0 - pow(h->beta2, (double)t);
-    adamw_k k;
-    k.gs = gscale;
-    k.b2 = (float)h->beta2;
-    k.omb1 = (float)(1.0 - h->beta1);
-    k.omb2 = (float)(1.0 - h->beta2);
-    k.wd_mul = decay ? (float)(1.0 - h->lr * h->weight_decay) : 1.0f;
-    k.step = (float)(h->lr / bc1);
-    k.bc2s = (float)sqrt(bc2);
-    k.eps = (float)h->eps;
-    return k;
-}
 
 /* ---- references ------------------------------------------------------------ */
 
@@ -49,36 +26,24 @@ double ds_sumsq_ref(const float *x, int64_t n) {
 void ds_adamw_ref(float *p, const float *g, void *m, void *v, int bf16_moments, const ds_optim_seg *seg,
                   int64_t nseg, int64_t t, const ds_adamw_hparams *h, float gscale) {
     for (int64_t s = 0; s < nseg; s++) {
-        adamw_k k = adamw_consts(h, t, gscale, seg[s].decay);
+        const ds_adamw_k k = ds_adamw_consts(h, t, gscale, seg[s].decay);
         for (int64_t i = seg[s].off; i < seg[s].off + seg[s].n; i++) {
-            float gi = g[i] * k.gs;
             float mi = bf16_moments ? ds_bf16_to_f32(((uint16_t *)m)[i]) : ((float *)m)[i];
             float vi = bf16_moments ? ds_bf16_to_f32(((uint16_t *)v)[i]) : ((float *)v)[i];
-            float pi = p[i] * k.wd_mul;
-            mi = mi + k.omb1 * (gi - mi);
-            vi = vi * k.b2 + k.omb2 * gi * gi;
-            float denom = sqrtf(vi) / k.bc2s + k.eps;
-            p[i] = pi - k.step * (mi / denom);
+            const ds_adamw_pmv r = ds_adamw_step(p[i], g[i], mi, vi, k);
+            p[i] = r.p;
             if (bf16_moments) {
-                ((uint16_t *)m)[i] = ds_f32_to_bf16(mi);
-                ((uint16_t *)v)[i] = ds_f32_to_bf16(vi);
+                ((uint16_t *)m)[i] = ds_f32_to_bf16(r.m);
+                ((uint16_t *)v)[i] = ds_f32_to_bf16(r.v);
             } else {
-                ((float *)m)[i] = mi;
-                ((float *)v)[i] = vi;
+                ((float *)m)[i] = r.m;
+                ((float *)v)[i] = r.v;
             }
         }
     }
 }
 
-void ds_bias_update(float *bias, const int64_t *load, int64_t E, float gamma) {
-    double mean = 0;
-    for (int64_t i = 0; i < E; i++) mean += (double)load[i];
-    mean /= (double)E;
-    for (int64_t i = 0; i < E; i++) {
-        double d = mean - (double)load[i];
-        bias[i] += d > 0 ? gamma : d < 0 ? -gamma : 0.0f;
-    }
-}
+void ds_bias_update(float *bias, const int64_t *load, int64_t E, float gamma) { ds_bias_step(bias, load, E, gamma); }
 
 /* ---- fast versions ----------------------------------------------------------- */
 
@@ -115,17 +80,10 @@ double ds_sumsq(const float *x, int64_t n) {
 }
 
 static void adamw_f32(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
-                      const adamw_k k) {
+                      const ds_adamw_k k) {
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * k.gs;
-        float mi = m[i], vi = v[i];
-        float pi = p[i] * k.wd_mul;
-        mi = mi + k.omb1 * (gi - mi);
-        vi = vi * k.b2 + k.omb2 * gi * gi;
-        float denom = sqrtf(vi) / k.bc2s + k.eps;
-        p[i] = pi - k.step * (mi / denom);
-        m[i] = mi;
-        v[i] = vi;
+        const ds_adamw_pmv r = ds_adamw_step(p[i], g[i], m[i], v[i], k);
+        p[i] = r.p, m[i] = r.m, v[i] = r.v;
     }
 }
 
@@ -145,17 +103,10 @@ static inline uint16_t f32_bf16(float f) {
 }
 
 static void adamw_bf16(float *restrict p, const float *restrict g, uint16_t *restrict m, uint16_t *restrict v,
-                       int64_t n, const adamw_k k) {
+                       int64_t n, const ds_adamw_k k) {
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * k.gs;
-        float mi = bf16_f32(m[i]), vi = bf16_f32(v[i]);
-        float pi = p[i] * k.wd_mul;
-        mi = mi + k.omb1 * (gi - mi);
-        vi = vi * k.b2 + k.omb2 * gi * gi;
-        float denom = sqrtf(vi) / k.bc2s + k.eps;
-        p[i] = pi - k.step * (mi / denom);
-        m[i] = f32_bf16(mi);
-        v[i] = f32_bf16(vi);
+        const ds_adamw_pmv r = ds_adamw_step(p[i], g[i], bf16_f32(m[i]), bf16_f32(v[i]), k);
+        p[i] = r.p, m[i] = f32_bf16(r.m), v[i] = f32_bf16(r.v);
     }
 }
 
@@ -168,7 +119,7 @@ void ds_adamw(float *p, const float *g, void *m, void *v, int bf16_moments, cons
     first[0] = 0;
     for (int64_t s = 0; s < nseg; s++) first[s + 1] = first[s] + (seg[s].n + DS_OPTIM_BLOCK - 1) / DS_OPTIM_BLOCK;
     const int64_t nb = first[nseg];
-    const adamw_k kk[2] = {adamw_consts(h, t, gscale, 0), adamw_consts(h, t, gscale, 1)};
+    const ds_adamw_k kk[2] = {ds_adamw_consts(h, t, gscale, 0), ds_adamw_consts(h, t, gscale, 1)};
 #pragma omp parallel for schedule(static) if (nb > 8)
     for (int64_t b = 0; b < nb; b++) {
         int64_t lo = 0, hi = nseg - 1; /* the segment holding block b: first[s] <= b < first[s+1] */
@@ -180,7 +131,7 @@ void ds_adamw(float *p, const float *g, void *m, void *v, int bf16_moments, cons
         const ds_optim_seg *sg = &seg[lo];
         int64_t o = (b - first[lo]) * DS_OPTIM_BLOCK, len = sg->n - o < DS_OPTIM_BLOCK ? sg->n - o : DS_OPTIM_BLOCK;
         int64_t i = sg->off + o;
-        const adamw_k k = kk[sg->decay != 0];
+        const ds_adamw_k k = kk[sg->decay != 0];
         if (bf16_moments) adamw_bf16(p + i, g + i, (uint16_t *)m + i, (uint16_t *)v + i, len, k);
         else adamw_f32(p + i, g + i, (float *)m + i, (float *)v + i, len, k);
         ds_wcache_refresh(p + i, len); /* the BF16 weight copies, while the block is in cache */

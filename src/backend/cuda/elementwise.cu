@@ -11,6 +11,10 @@
  */
 #include "backend/cuda/common.cuh"
 
+extern "C" {
+#include "backend/cpu/route_select.h"
+}
+
 #include <math.h>
 #include <string.h>
 
@@ -422,7 +426,7 @@ __global__ void k_route_fwd(float *w, int32_t *idx, float *scores, const float *
                             ds_route_params p) {
     extern __shared__ float smem[];
     __shared__ float red[32];
-    int64_t E = p.E, K = p.K, G = p.G > 0 ? p.G : 1, Gk = p.Gk > 0 ? p.Gk : G, n = blockIdx.x;
+    int64_t E = p.E, K = p.K, n = blockIdx.x;
     float *s = smem, *sel = smem + E, *gs = smem + 2 * E;
     const float *lg = logits + n * E;
     if (p.sigmoid) {
@@ -445,46 +449,7 @@ __global__ void k_route_fwd(float *w, int32_t *idx, float *scores, const float *
     __syncthreads();
     if (threadIdx.x != 0) return;
     int32_t *ix = idx + n * K;
-    if (G > 1 && Gk < G) {
-        int64_t per = E / G;
-        for (int64_t g = 0; g < G; g++) {
-            const float *x = sel + g * per;
-            if (p.group_top2_sum) {
-                float a = -INFINITY, b = -INFINITY;
-                for (int64_t i = 0; i < per; i++) {
-                    if (x[i] > a) { b = a; a = x[i]; }
-                    else if (x[i] > b) b = x[i];
-                }
-                gs[g] = per >= 2 ? a + b : a;
-            } else {
-                float a = -INFINITY;
-                for (int64_t i = 0; i < per; i++) a = x[i] > a ? x[i] : a;
-                gs[g] = a;
-            }
-        }
-        for (int64_t r = 0; r < G - Gk; r++) {
-            int64_t worst = -1;
-            for (int64_t g = 0; g < G; g++)
-                if (gs[g] != INFINITY && (worst < 0 || gs[g] <= gs[worst])) worst = g;
-            gs[worst] = INFINITY;
-            for (int64_t i = 0; i < per; i++) sel[worst * per + i] = -INFINITY;
-        }
-    }
-    for (int64_t k = 0; k < K; k++) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < E; e++) {
-            int taken = 0;
-            for (int64_t j = 0; j < k; j++) taken |= ix[j] == e;
-            if (!taken && (best < 0 || sel[e] > sel[best])) best = e;
-        }
-        ix[k] = (int32_t)best;
-    }
-    for (int64_t i = 1; i < K; i++) {
-        int32_t x = ix[i];
-        int64_t j = i - 1;
-        while (j >= 0 && ix[j] > x) { ix[j + 1] = ix[j]; j--; }
-        ix[j + 1] = x;
-    }
+    ds_route_select(ix, sel, gs, &p);
     float sum = 0;
     for (int64_t k = 0; k < K; k++) sum += s[ix[k]];
     for (int64_t k = 0; k < K; k++) {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 extern "C" {
+#include "backend/cpu/optim_step.h"
 #include "backend/cpu/balance_loss.h"
 #include "backend/cpu/decode.h"
 #include "backend/cpu/kernels.h"
@@ -86,45 +87,23 @@ extern "C" double ds_cu_sumsq(const float *x, int64_t n) {
 
 /* ---- AdamW ------------------------------------------------------------------------------- */
 namespace {
-struct adamw_k {
-    float gs, b2, omb1, omb2, wd_mul, step, bc2s, eps;
-};
-__global__ void k_adamw(float *p, const float *g, void *m, void *v, int bf16, int64_t off, int64_t n, adamw_k k) {
+__global__ void k_adamw(float *p, const float *g, void *m, void *v, int bf16, int64_t off, int64_t n, ds_adamw_k k) {
     GRID_STRIDE(j, n) {
         int64_t i = off + j;
-        float gi = g[i] * k.gs;
         float mi = bf16 ? ds_cu_bf16_to_f32(((uint16_t *)m)[i]) : ((float *)m)[i];
         float vi = bf16 ? ds_cu_bf16_to_f32(((uint16_t *)v)[i]) : ((float *)v)[i];
-        float pi = p[i] * k.wd_mul;
-        mi = mi + k.omb1 * (gi - mi);
-        vi = vi * k.b2 + k.omb2 * gi * gi;
-        float denom = sqrtf(vi) / k.bc2s + k.eps;
-        p[i] = pi - k.step * (mi / denom);
+        const ds_adamw_pmv r = ds_adamw_step(p[i], g[i], mi, vi, k);
+        p[i] = r.p;
         if (bf16) {
-            ((uint16_t *)m)[i] = ds_cu_f32_to_bf16(mi);
-            ((uint16_t *)v)[i] = ds_cu_f32_to_bf16(vi);
+            ((uint16_t *)m)[i] = ds_cu_f32_to_bf16(r.m);
+            ((uint16_t *)v)[i] = ds_cu_f32_to_bf16(r.v);
         } else {
-            ((float *)m)[i] = mi;
-            ((float *)v)[i] = vi;
+            ((float *)m)[i] = r.m;
+            ((float *)v)[i] = r.v;
         }
     }
 }
 } // namespace
-
-/* the scalars as backend/cpu/optim.c rounds them */
-static adamw_k adamw_consts(const ds_adamw_hparams *h, int64_t t, float gscale, int decay) {
-    const double bc1 = 1.0 - pow(h->beta1, (double)t), bc2 = 1.0 - pow(h->beta2, (double)t);
-    adamw_k k;
-    k.gs = gscale;
-    k.b2 = (float)h->beta2;
-    k.omb1 = (float)(1.0 - h->beta1);
-    k.omb2 = (float)(1.0 - h->beta2);
-    k.wd_mul = decay ? (float)(1.0 - h->lr * h->weight_decay) : 1.0f;
-    k.step = (float)(h->lr / bc1);
-    k.bc2s = (float)sqrt(bc2);
-    k.eps = (float)h->eps;
-    return k;
-}
 
 extern "C" void ds_cu_adamw(float *p, const float *g, void *m, void *v, int bf16_moments, const ds_optim_seg *seg,
                             int64_t nseg, int64_t t, const ds_adamw_hparams *h, float gscale) {
@@ -132,7 +111,7 @@ extern "C" void ds_cu_adamw(float *p, const float *g, void *m, void *v, int bf16
     for (int64_t s = 0; s < nseg; s++) {
         if (seg[s].n <= 0) continue;
         k_adamw<<<ds_cu_blocks(seg[s].n, 256), 256, 0, g_cu.stream>>>(p, g, m, v, bf16_moments, seg[s].off, seg[s].n,
-                                                                      adamw_consts(h, t, gscale, seg[s].decay));
+                                                                      ds_adamw_consts(h, t, gscale, seg[s].decay));
         CU_LAUNCHED();
     }
 }
@@ -140,14 +119,7 @@ extern "C" void ds_cu_adamw(float *p, const float *g, void *m, void *v, int bf16
 /* ---- bias update ------------------------------------------------------------------------- */
 namespace {
 __global__ void k_bias_update(float *bias, const int64_t *load, int64_t E, float gamma) {
-    if (blockIdx.x || threadIdx.x) return;
-    double mean = 0;
-    for (int64_t i = 0; i < E; i++) mean += (double)load[i];
-    mean /= (double)E;
-    for (int64_t i = 0; i < E; i++) {
-        double d = mean - (double)load[i];
-        bias[i] += d > 0 ? gamma : d < 0 ? -gamma : 0.0f;
-    }
+    if (!blockIdx.x && !threadIdx.x) ds_bias_step(bias, load, E, gamma);
 }
 } // namespace
 
