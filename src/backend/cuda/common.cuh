@@ -105,6 +105,24 @@ static inline unsigned ds_cu_blocks(int64_t n, int threads) {
 }
 #define GRID_STRIDE(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
                                i += (int64_t)gridDim.x * blockDim.x)
+/* R rows of C columns without a division per element: a block of 256
+ * threads holds 256 / x rows (threadIdx.y; the grid strides over the rest),
+ * its x threads go along a row's columns (coalesced), x the least of 32, 64,
+ * 128, 256 that covers C; launched <<<ds_cu_row_grid(R, C),
+ * ds_cu_row_block(C)>>>.  A division by a 64-bit value is a subroutine of
+ * dozens of instructions on the GPU: with one flat index (i / C and i % C an
+ * element) the copies and gathers ran compute-bound. */
+#define ROWS(r, R) for (int64_t r = (int64_t)blockIdx.x * blockDim.y + threadIdx.y; r < (R); \
+                        r += (int64_t)gridDim.x * blockDim.y)
+#define COLS(c, C) for (int64_t c = threadIdx.x; c < (C); c += blockDim.x)
+static inline dim3 ds_cu_row_block(int64_t C) {
+    const unsigned x = C > 128 ? 256 : C > 64 ? 128 : C > 32 ? 64 : 32;
+    return dim3(x, 256 / x);
+}
+static inline unsigned ds_cu_row_grid(int64_t R, int64_t C) {
+    const int64_t per = 256 / ds_cu_row_block(C).x, b = (R + per - 1) / per;
+    return (unsigned)(b < 1 ? 1 : b > 65536 ? 65536 : b);
+}
 
 /* the benchmarks (gemm.cu, attention.cu): the device's mean milliseconds per
  * call of once() over iters calls, after two */

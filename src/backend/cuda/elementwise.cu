@@ -66,12 +66,14 @@ __global__ void k_rmsnorm_bwd_dx(float *dinp, float *rs, const float *dout, cons
 constexpr int64_t DW_CHUNK = 64;
 __global__ void k_rmsnorm_bwd_dw_part(float *part, const float *dout, const float *inp, const float *rs, int64_t N,
                                       int64_t C, int64_t ld_dout, int64_t ld_in, int64_t chunk) {
-    int64_t NC = (N + chunk - 1) / chunk;
-    GRID_STRIDE(i, NC * C) {
-        int64_t j = i / C, c = i % C, n1 = (j + 1) * chunk < N ? (j + 1) * chunk : N;
-        float acc = 0;
-        for (int64_t n = j * chunk; n < n1; n++) acc += dout[n * ld_dout + c] * inp[n * ld_in + c] * rs[n];
-        part[i] = acc;
+    const int64_t NC = (N + chunk - 1) / chunk;
+    ROWS(j, NC) {
+        const int64_t n1 = (j + 1) * chunk < N ? (j + 1) * chunk : N;
+        COLS(c, C) {
+            float acc = 0;
+            for (int64_t n = j * chunk; n < n1; n++) acc += dout[n * ld_dout + c] * inp[n * ld_in + c] * rs[n];
+            part[j * C + c] = acc;
+        }
     }
 }
 __global__ void k_col_chunks_add(float *dw, const float *part, int64_t NC, int64_t C) {
@@ -105,8 +107,8 @@ extern "C" void ds_cu_rmsnorm_backward(float *dinp, float *dw, const float *dout
     if (dw) {
         int64_t chunk = N <= 4 * DW_CHUNK ? N : DW_CHUNK, NC = (N + chunk - 1) / chunk;
         float *part = (float *)ds_cu_scratch(SCR_A, (size_t)(NC * C) * sizeof(float));
-        k_rmsnorm_bwd_dw_part<<<ds_cu_blocks(NC * C, 256), 256, 0, g_cu.stream>>>(part, dout, inp, rs, N, C, ld_dout,
-                                                                                  ld_in, chunk);
+        k_rmsnorm_bwd_dw_part<<<ds_cu_row_grid(NC, C), ds_cu_row_block(C), 0, g_cu.stream>>>(part, dout, inp, rs, N, C,
+                                                                                            ld_dout, ld_in, chunk);
         CU_LAUNCHED();
         k_col_chunks_add<<<ds_cu_blocks(C, 128), 128, 0, g_cu.stream>>>(dw, part, NC, C);
         CU_LAUNCHED();
@@ -115,20 +117,22 @@ extern "C" void ds_cu_rmsnorm_backward(float *dinp, float *dw, const float *dout
 
 /* ---- RoPE ---------------------------------------------------------------------------- */
 namespace {
-/* thread per (vector, pair); pairs (2i, 2i+1), or (i, i+h) with halves */
+/* a row per vector, a thread per pair; pairs (2i, 2i+1), or (i, i+h) with halves */
 __global__ void k_rope(float *x, const float *cos_t, const float *sin_t, int64_t BT, int64_t T, int64_t nv,
                        int64_t ld, int64_t off, int64_t h, int halves, int backward) {
-    GRID_STRIDE(e, BT * nv * h) {
-        int64_t i = e % h, vec = e / h, t = (vec / nv) % T;
+    ROWS(vec, BT * nv) {
+        const int64_t t = (vec / nv) % T;
         float *p = x + vec * ld + off;
-        int64_t i0 = halves ? i : 2 * i, i1 = halves ? i + h : 2 * i + 1;
-        float c = cos_t[t * h + i], s = sin_t[t * h + i], x0 = p[i0], x1 = p[i1];
-        if (!backward) {
-            p[i0] = x0 * c - x1 * s;
-            p[i1] = x1 * c + x0 * s;
-        } else {
-            p[i0] = c * x0 + s * x1;
-            p[i1] = c * x1 - s * x0;
+        COLS(i, h) {
+            int64_t i0 = halves ? i : 2 * i, i1 = halves ? i + h : 2 * i + 1;
+            float c = cos_t[t * h + i], s = sin_t[t * h + i], x0 = p[i0], x1 = p[i1];
+            if (!backward) {
+                p[i0] = x0 * c - x1 * s;
+                p[i1] = x1 * c + x0 * s;
+            } else {
+                p[i0] = c * x0 + s * x1;
+                p[i1] = c * x1 - s * x0;
+            }
         }
     }
 }
@@ -137,17 +141,17 @@ __global__ void k_rope(float *x, const float *cos_t, const float *sin_t, int64_t
 extern "C" void ds_cu_rope_forward(float *x, const float *cos_t, const float *sin_t, int64_t B, int64_t T, int64_t nv,
                                    int64_t ld, int64_t off, int64_t dr, int halves) {
     CU_ENTRY();
-    int64_t n = B * T * nv * (dr / 2);
-    if (n <= 0) return;
-    k_rope<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(x, cos_t, sin_t, B * T, T, nv, ld, off, dr / 2, halves, 0);
+    if (B * T * nv * (dr / 2) <= 0) return;
+    k_rope<<<ds_cu_row_grid(B * T * nv, dr / 2), ds_cu_row_block(dr / 2), 0, g_cu.stream>>>(x, cos_t, sin_t, B * T, T,
+                                                                                          nv, ld, off, dr / 2, halves, 0);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int64_t B, int64_t T,
                                     int64_t nv, int64_t ld, int64_t off, int64_t dr, int halves) {
     CU_ENTRY();
-    int64_t n = B * T * nv * (dr / 2);
-    if (n <= 0) return;
-    k_rope<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(dx, cos_t, sin_t, B * T, T, nv, ld, off, dr / 2, halves, 1);
+    if (B * T * nv * (dr / 2) <= 0) return;
+    k_rope<<<ds_cu_row_grid(B * T * nv, dr / 2), ds_cu_row_block(dr / 2), 0, g_cu.stream>>>(dx, cos_t, sin_t, B * T, T,
+                                                                                          nv, ld, off, dr / 2, halves, 1);
     CU_LAUNCHED();
 }
 
@@ -214,7 +218,10 @@ extern "C" void ds_cu_residual_forward(float *out, const float *a, const float *
 /* ---- embedding ------------------------------------------------------------------------ */
 namespace {
 __global__ void k_embed_fwd(float *out, const int32_t *ids, const float *wte, int64_t BT, int64_t C) {
-    GRID_STRIDE(i, BT * C) out[i] = wte[(int64_t)ids[i / C] * C + i % C];
+    ROWS(n, BT) {
+        const float *src = wte + (int64_t)ids[n] * C;
+        COLS(c, C) out[n * C + c] = src[c];
+    }
 }
 /* dwte[ids[n], c] += dout[n, c] with the rows grouped by id: grp holds the
  * rows of every id in token order (rows[0..BT)), then the groups' starts
@@ -224,12 +231,14 @@ __global__ void k_embed_fwd(float *out, const int32_t *ids, const float *wte, in
  * 1.6 ms for `small` at 4,096 tokens, its read-add-writes one after another). */
 __global__ void k_embed_bwd(float *dwte, const float *dout, const int32_t *grp, int64_t BT, int64_t nseg, int64_t C) {
     const int32_t *rows = grp, *start = grp + BT, *id = start + nseg + 1;
-    GRID_STRIDE(i, nseg * C) {
-        const int64_t g = i / C, c = i % C;
-        float *dst = dwte + (int64_t)id[g] * C + c;
-        float acc = *dst;
-        for (int32_t r = start[g]; r < start[g + 1]; r++) acc += dout[(int64_t)rows[r] * C + c];
-        *dst = acc;
+    ROWS(g, nseg) {
+        float *dst = dwte + (int64_t)id[g] * C;
+        const int32_t r0 = start[g], r1 = start[g + 1];
+        COLS(c, C) {
+            float acc = dst[c];
+            for (int32_t r = r0; r < r1; r++) acc += dout[(int64_t)rows[r] * C + c];
+            dst[c] = acc;
+        }
     }
 }
 } // namespace
@@ -264,7 +273,7 @@ static int64_t group_rows(int32_t *out, const int32_t *ids, int64_t BT) {
 extern "C" void ds_cu_embedding_forward(float *out, const int32_t *ids, const float *wte, int64_t BT, int64_t C) {
     CU_ENTRY();
     if (BT * C <= 0) return;
-    k_embed_fwd<<<ds_cu_blocks(BT * C, 256), 256, 0, g_cu.stream>>>(out, ids, wte, BT, C);
+    k_embed_fwd<<<ds_cu_row_grid(BT, C), ds_cu_row_block(C), 0, g_cu.stream>>>(out, ids, wte, BT, C);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_embedding_backward(float *dwte, const float *dout, const int32_t *ids, int64_t BT, int64_t C) {
@@ -278,23 +287,25 @@ extern "C" void ds_cu_embedding_backward(float *dwte, const float *dout, const i
     CU_CHECK(cudaMemcpyAsync(grp, h, (size_t)len * sizeof(int32_t), cudaMemcpyHostToDevice, g_cu.stream));
     CU_CHECK(cudaStreamSynchronize(g_cu.stream)); /* the host buffer goes away */
     free(h);
-    k_embed_bwd<<<ds_cu_blocks(nseg * C, 256), 256, 0, g_cu.stream>>>(dwte, dout, grp, BT, nseg, C);
+    k_embed_bwd<<<ds_cu_row_grid(nseg, C), ds_cu_row_block(C), 0, g_cu.stream>>>(dwte, dout, grp, BT, nseg, C);
     CU_LAUNCHED();
 }
 
 /* ---- MoE rows ----------------------------------------------------------------------- */
 namespace {
 __global__ void k_permute(float *xs, const float *x, const int32_t *order, int64_t S, int64_t K, int64_t H) {
-    GRID_STRIDE(i, S * H) xs[i] = x[(int64_t)(order[i / H] / K) * H + i % H];
+    ROWS(s, S) {
+        const float *src = x + (int64_t)(order[s] / K) * H;
+        COLS(c, H) xs[s * H + c] = src[c];
+    }
 }
 /* y[n] = Σ_k w[n,k]·e_out[pos[n,k]], k from 0 (the CPU's order) */
 __global__ void k_combine(float *y, const float *e_out, const float *w, const int32_t *pos, int64_t N, int64_t K,
                           int64_t H) {
-    GRID_STRIDE(i, N * H) {
-        int64_t n = i / H, c = i % H;
+    ROWS(n, N) COLS(c, H) {
         float acc = 0;
         for (int64_t k = 0; k < K; k++) acc += w[n * K + k] * e_out[(int64_t)pos[n * K + k] * H + c];
-        y[i] = acc;
+        y[n * H + c] = acc;
     }
 }
 /* block per (n, k): de_out row = w·dy, dw = dy·e_out */
@@ -314,14 +325,14 @@ __global__ void k_combine_bwd(float *de_out, float *dw, const float *dy, const f
 extern "C" void ds_cu_moe_permute(float *xs, const float *x, const int32_t *order, int64_t N, int64_t K, int64_t H) {
     CU_ENTRY();
     if (N * K * H <= 0) return;
-    k_permute<<<ds_cu_blocks(N * K * H, 256), 256, 0, g_cu.stream>>>(xs, x, order, N * K, K, H);
+    k_permute<<<ds_cu_row_grid(N * K, H), ds_cu_row_block(H), 0, g_cu.stream>>>(xs, x, order, N * K, K, H);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_moe_combine_forward(float *y, const float *e_out, const float *w, const int32_t *pos, int64_t N,
                                           int64_t K, int64_t H) {
     CU_ENTRY();
     if (N * H <= 0) return;
-    k_combine<<<ds_cu_blocks(N * H, 256), 256, 0, g_cu.stream>>>(y, e_out, w, pos, N, K, H);
+    k_combine<<<ds_cu_row_grid(N, H), ds_cu_row_block(H), 0, g_cu.stream>>>(y, e_out, w, pos, N, K, H);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_moe_combine_backward(float *de_out, float *dw, const float *dy, const float *e_out,
@@ -336,13 +347,15 @@ extern "C" void ds_cu_moe_combine_backward(float *de_out, float *dw, const float
 namespace {
 __global__ void k_mla_kv(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh, int64_t dn,
                          int64_t dv, int64_t rkv, int64_t dr) {
-    int64_t dq = dn + dr, w = dq + dv;   /* one thread per element of [k | v] of a head */
-    GRID_STRIDE(e, N * nh * w) {
-        int64_t nhh = e / w, i = e % w, n = nhh / nh;
+    const int64_t dq = dn + dr, w = dq + dv;   /* a row per (token, head), a thread per element of [k | v] */
+    ROWS(nhh, N * nh) {
+        const int64_t n = nhh / nh;
         const float *src = kv + nhh * (dn + dv);
-        if (i < dn) k[nhh * dq + i] = src[i];
-        else if (i < dq) k[nhh * dq + i] = kva[n * (rkv + dr) + rkv + (i - dn)];
-        else v[nhh * dv + (i - dq)] = src[dn + (i - dq)];
+        COLS(i, w) {
+            if (i < dn) k[nhh * dq + i] = src[i];
+            else if (i < dq) k[nhh * dq + i] = kva[n * (rkv + dr) + rkv + (i - dn)];
+            else v[nhh * dv + (i - dq)] = src[dn + (i - dq)];
+        }
     }
 }
 } // namespace
@@ -350,9 +363,9 @@ __global__ void k_mla_kv(float *k, float *v, const float *kv, const float *kva, 
 extern "C" void ds_cu_mla_kv_assemble(float *k, float *v, const float *kv, const float *kva, int64_t N, int64_t nh,
                                       int64_t dn, int64_t dv, int64_t rkv, int64_t dr) {
     CU_ENTRY();
-    int64_t n = N * nh * (dn + dr + dv);
-    if (n <= 0) return;
-    k_mla_kv<<<ds_cu_blocks(n, 256), 256, 0, g_cu.stream>>>(k, v, kv, kva, N, nh, dn, dv, rkv, dr);
+    if (N * nh * (dn + dr + dv) <= 0) return;
+    k_mla_kv<<<ds_cu_row_grid(N * nh, dn + dr + dv), ds_cu_row_block(dn + dr + dv), 0, g_cu.stream>>>(k, v, kv, kva, N, nh,
+                                                                                                   dn, dv, rkv, dr);
     CU_LAUNCHED();
 }
 

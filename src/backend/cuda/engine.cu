@@ -134,51 +134,51 @@ extern "C" void ds_cu_bias_update(float *bias, const int64_t *load, int64_t E, f
 /* ---- row moves ------------------------------------------------------------------------------ */
 namespace {
 __global__ void k_embedding_bf16(float *out, const int32_t *ids, const uint16_t *wte, int64_t N, int64_t C) {
-    GRID_STRIDE(e, N * C) {
-        int64_t n = e / C, c = e % C;
-        out[e] = ds_cu_bf16_to_f32(wte[(int64_t)ids[n] * C + c]);
+    ROWS(n, N) {
+        const uint16_t *src = wte + (int64_t)ids[n] * C;
+        COLS(c, C) out[n * C + c] = ds_cu_bf16_to_f32(src[c]);
     }
 }
 __global__ void k_mla_kv_bwd_dkv(float *dkv, const float *dk, const float *dv, int64_t NH, int64_t dn, int64_t dv_,
                                  int64_t dr) {
     const int64_t w = dn + dv_;
-    GRID_STRIDE(e, NH * w) {
-        int64_t nh = e / w, i = e % w;
-        dkv[e] = i < dn ? dk[nh * (dn + dr) + i] : dv[nh * dv_ + (i - dn)];
-    }
+    ROWS(nh, NH) COLS(i, w) dkv[nh * w + i] = i < dn ? dk[nh * (dn + dr) + i] : dv[nh * dv_ + (i - dn)];
 }
 /* dkva (N, rkv+dr): latent part 0, k_pe part Σ over heads in head order */
 __global__ void k_mla_kv_bwd_dkva(float *dkva, const float *dk, int64_t N, int64_t nh, int64_t dn, int64_t rkv,
                                   int64_t dr) {
     const int64_t w = rkv + dr, dq = dn + dr;
-    GRID_STRIDE(e, N * w) {
-        int64_t n = e / w, i = e % w;
+    ROWS(n, N) COLS(i, w) {
         float acc = 0;
         if (i >= rkv)
             for (int64_t h = 0; h < nh; h++) acc += dk[(n * nh + h) * dq + dn + (i - rkv)];
-        dkva[e] = acc;
+        dkva[n * w + i] = acc;
     }
 }
 __global__ void k_moe_permute_bwd(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K, int64_t H) {
-    GRID_STRIDE(e, N * H) {
-        int64_t n = e / H, i = e % H;
-        float d = dx[e];
+    ROWS(n, N) COLS(i, H) {
+        float d = dx[n * H + i];
         for (int64_t k = 0; k < K; k++) d += dxs[(int64_t)pos[n * K + k] * H + i];
-        dx[e] = d;
+        dx[n * H + i] = d;
     }
 }
 /* t0[b]: the cache slot (row·Lmax + first position) of sequence b */
 __global__ void k_kv_append(float *ckv, float *kpe, const float *c, const float *kva, const int64_t *t0, int64_t B,
                             int64_t n, int64_t rkv, int64_t dr) {
     const int64_t w = rkv + dr;
-    GRID_STRIDE(e, B * n * w) {
-        int64_t r = e / w, j = e % w, b = r / n, i = r % n, t = t0[b] + i;
-        if (j < rkv) ckv[t * rkv + j] = c[r * rkv + j];
-        else kpe[t * dr + (j - rkv)] = kva[r * w + j];
+    ROWS(r, B * n) {
+        const int64_t t = t0[r / n] + r % n;
+        COLS(j, w) {
+            if (j < rkv) ckv[t * rkv + j] = c[r * rkv + j];
+            else kpe[t * dr + (j - rkv)] = kva[r * w + j];
+        }
     }
 }
 __global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H) {
-    GRID_STRIDE(e, n * H) dst[e] = src[(int64_t)idx[e / H] * H + e % H];
+    ROWS(r, n) {
+        const float *s = src + (int64_t)idx[r] * H;
+        COLS(c, H) dst[r * H + c] = s[c];
+    }
 }
 __global__ void k_cast_f32_bf16(uint16_t *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = ds_cu_f32_to_bf16(src[i]); }
 __global__ void k_cast_bf16_f32(float *dst, const uint16_t *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = ds_cu_bf16_to_f32(src[i]); }
@@ -187,7 +187,7 @@ __global__ void k_cast_bf16_f32(float *dst, const uint16_t *src, int64_t n) { GR
 extern "C" void ds_cu_embedding_bf16_forward(float *out, const int32_t *ids, const uint16_t *wte, int64_t N, int64_t C) {
     CU_ENTRY();
     if (N * C <= 0) return;
-    k_embedding_bf16<<<ds_cu_blocks(N * C, 256), 256, 0, g_cu.stream>>>(out, ids, wte, N, C);
+    k_embedding_bf16<<<ds_cu_row_grid(N, C), ds_cu_row_block(C), 0, g_cu.stream>>>(out, ids, wte, N, C);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_mla_kv_assemble_backward(float *dkv, float *dkva, const float *dk, const float *dv, int64_t N,
@@ -195,17 +195,17 @@ extern "C" void ds_cu_mla_kv_assemble_backward(float *dkv, float *dkva, const fl
     CU_ENTRY();
     if (N <= 0) return;
     if (N * nh * (dn + dv_) > 0) {
-        k_mla_kv_bwd_dkv<<<ds_cu_blocks(N * nh * (dn + dv_), 256), 256, 0, g_cu.stream>>>(dkv, dk, dv, N * nh, dn, dv_, dr);
+        k_mla_kv_bwd_dkv<<<ds_cu_row_grid(N * nh, dn + dv_), ds_cu_row_block(dn + dv_), 0, g_cu.stream>>>(dkv, dk, dv, N * nh, dn, dv_, dr);
         CU_LAUNCHED();
     }
-    k_mla_kv_bwd_dkva<<<ds_cu_blocks(N * (rkv + dr), 256), 256, 0, g_cu.stream>>>(dkva, dk, N, nh, dn, rkv, dr);
+    k_mla_kv_bwd_dkva<<<ds_cu_row_grid(N, rkv + dr), ds_cu_row_block(rkv + dr), 0, g_cu.stream>>>(dkva, dk, N, nh, dn, rkv, dr);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_moe_permute_backward(float *dx, const float *dxs, const int32_t *pos, int64_t N, int64_t K,
                                            int64_t H) {
     CU_ENTRY();
     if (N * H <= 0) return;
-    k_moe_permute_bwd<<<ds_cu_blocks(N * H, 256), 256, 0, g_cu.stream>>>(dx, dxs, pos, N, K, H);
+    k_moe_permute_bwd<<<ds_cu_row_grid(N, H), ds_cu_row_block(H), 0, g_cu.stream>>>(dx, dxs, pos, N, K, H);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_kv_append(float *ckv, float *kpe, const float *c, const float *kva, int64_t B, int64_t n,
@@ -217,14 +217,14 @@ extern "C" void ds_cu_kv_append(float *ckv, float *kpe, const float *c, const fl
     for (int64_t b = 0; b < B; b++) h[b] = (row_b ? row_b[b] : b) * Lmax + (pos_b ? pos_b[b] : pos);
     const int64_t *t0 = (const int64_t *)tmp_up(SCR_SB, h, (size_t)B * sizeof(int64_t));
     free(h);
-    k_kv_append<<<ds_cu_blocks(B * n * (rkv + dr), 256), 256, 0, g_cu.stream>>>(ckv, kpe, c, kva, t0, B, n, rkv, dr);
+    k_kv_append<<<ds_cu_row_grid(B * n, rkv + dr), ds_cu_row_block(rkv + dr), 0, g_cu.stream>>>(ckv, kpe, c, kva, t0, B, n, rkv, dr);
     CU_LAUNCHED();
 }
 extern "C" void ds_cu_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t n, int64_t H) {
     CU_ENTRY();
     if (n * H <= 0) return;
     const int32_t *di = (const int32_t *)tmp_up(SCR_A, idx, (size_t)n * sizeof(int32_t)); /* idx is [host] */
-    k_gather_rows<<<ds_cu_blocks(n * H, 256), 256, 0, g_cu.stream>>>(dst, src, di, n, H);
+    k_gather_rows<<<ds_cu_row_grid(n, H), ds_cu_row_block(H), 0, g_cu.stream>>>(dst, src, di, n, H);
     CU_LAUNCHED();
 }
 namespace {
@@ -319,11 +319,8 @@ __global__ void k_act_quant(uint8_t *q, float *s, const float *x, int64_t R, int
     }
 }
 __global__ void k_act_dequant(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C) {
-    int64_t KB = (C + 127) / 128;
-    GRID_STRIDE(e, R * C) {
-        int64_t r = e / C, c = e % C;
-        x[e] = e4m3_f32(q[e]) * s[r * KB + c / 128];
-    }
+    const int64_t KB = (C + 127) / 128;
+    ROWS(r, R) COLS(c, C) x[r * C + c] = e4m3_f32(q[r * C + c]) * s[r * KB + c / 128];
 }
 } // namespace
 
@@ -336,7 +333,7 @@ extern "C" void ds_cu_act_quant_1x128(uint8_t *q, float *s, const float *x, int6
 extern "C" void ds_cu_act_dequant_1x128(float *x, const uint8_t *q, const float *s, int64_t R, int64_t C) {
     CU_ENTRY();
     if (R <= 0 || C <= 0) return;
-    k_act_dequant<<<ds_cu_blocks(R * C, 256), 256, 0, g_cu.stream>>>(x, q, s, R, C);
+    k_act_dequant<<<ds_cu_row_grid(R, C), ds_cu_row_block(C), 0, g_cu.stream>>>(x, q, s, R, C);
     CU_LAUNCHED();
 }
 

@@ -350,10 +350,10 @@ void lt_or_plain(int64_t m, int64_t n, int64_t k, const lt_operand &A, const lt_
 
 /* ---- small kernels --------------------------------------------------------------- */
 __global__ void k_add_bias(float *out, const float *bias, int64_t N, int64_t OC) {
-    GRID_STRIDE(i, N * OC) out[i] += bias[i % OC];
+    ROWS(n, N) COLS(c, OC) out[n * OC + c] += bias[c];
 }
 __global__ void k_fill_bias(float *out, const float *bias, int64_t N, int64_t OC) {
-    GRID_STRIDE(i, N * OC) out[i] = bias ? bias[i % OC] : 0.0f;
+    ROWS(n, N) COLS(c, OC) out[n * OC + c] = bias ? bias[c] : 0.0f;
 }
 /* dbias[o] += Σ_n dout[n, o], rows in order (the CPU's float sum, same bits) */
 __global__ void k_dbias(float *dbias, const float *dout, int64_t N, int64_t OC) {
@@ -407,13 +407,13 @@ static void gemm_wgrad(float *dw, const void *dout, const void *inp, cudaDataTyp
 static int empty_product(float *out, const float *bias, int64_t N, int64_t C, int64_t OC) {
     if (N <= 0 || OC <= 0) return 1;
     if (C > 0) return 0;
-    k_fill_bias<<<ds_cu_blocks(N * OC, 256), 256, 0, g_cu.stream>>>(out, bias, N, OC);
+    k_fill_bias<<<ds_cu_row_grid(N, OC), ds_cu_row_block(OC), 0, g_cu.stream>>>(out, bias, N, OC);
     CU_LAUNCHED();
     return 1;
 }
 static void add_bias(float *out, const float *bias, int64_t N, int64_t OC) {
     if (!bias) return;
-    k_add_bias<<<ds_cu_blocks(N * OC, 256), 256, 0, g_cu.stream>>>(out, bias, N, OC);
+    k_add_bias<<<ds_cu_row_grid(N, OC), ds_cu_row_block(OC), 0, g_cu.stream>>>(out, bias, N, OC);
     CU_LAUNCHED();
 }
 /* inplace: the BF16/FP8 order (each row added into dbias), else the FP32 one
@@ -523,8 +523,11 @@ int bf16_grouped_pays(int64_t rows, int64_t g, int64_t C, int64_t OC) {
 
 __device__ __forceinline__ float round_bf16(float f) { return ds_cu_bf16_to_f32(ds_cu_f32_to_bf16(f)); }
 __global__ void k_round_bf16(float *dst, const float *src, int64_t n) { GRID_STRIDE(i, n) dst[i] = round_bf16(src[i]); }
-__global__ void k_round_bf16_list(float *dst, const float *const *src, int64_t n, int64_t cnt) {
-    GRID_STRIDE(i, n * cnt) dst[i] = round_bf16(src[i / n][i % n]);
+/* blockIdx.y = z: list entry z (n values) rounded to BF16 at dst + z n */
+__global__ void k_round_bf16_list(float *dst, const float *const *src, int64_t n) {
+    const float *s = src[blockIdx.y];
+    float *d = dst + blockIdx.y * n;
+    GRID_STRIDE(i, n) d[i] = round_bf16(s[i]);
 }
 
 enum { GMAX = 1024, GROUPED_MIN_ROWS = 16 };
@@ -607,7 +610,7 @@ const float *const *weights_list(const grouped_call *c, const float *const *w) {
 const float *rounded_weights(int slot, const grouped_call *c, const float *const *w, int64_t n) {
     const float *const *dsrc = weights_list(c, w);
     float *d = (float *)ds_cu_scratch(slot, (size_t)(n * c->g) * sizeof(float));
-    k_round_bf16_list<<<ds_cu_blocks(n * c->g, 256), 256, 0, g_cu.stream>>>(d, dsrc, n, c->g);
+    k_round_bf16_list<<<dim3(ds_cu_blocks(n, 256), (unsigned)c->g), 256, 0, g_cu.stream>>>(d, dsrc, n);
     CU_LAUNCHED();
     return d;
 }
@@ -761,16 +764,12 @@ int batch_plan_make(batch_plan *bp, const int64_t *counts, const int64_t *offset
  * them src's rows o.. rounded to BF16, the rest zero; rows of cols values */
 __global__ void k_batch_gather(uint16_t *dst, const float *src, int64_t cols, const batch_job *jobs) {
     const batch_job jb = jobs[blockIdx.y];
-    GRID_STRIDE(i, jb.mb * cols) {
-        int64_t r = i / cols;
-        dst[(jb.p + r) * cols + i % cols] = r < jb.n ? ds_cu_f32_to_bf16(src[(jb.o + r) * cols + i % cols]) : 0;
-    }
+    ROWS(r, jb.mb) COLS(c, cols) dst[(jb.p + r) * cols + c] = r < jb.n ? ds_cu_f32_to_bf16(src[(jb.o + r) * cols + c]) : 0;
 }
 /* the expert's first n rows of src (padded blocks) to dst's rows o..: set, or added (acc) */
 __global__ void k_batch_scatter(float *dst, const float *src, int64_t cols, const batch_job *jobs, int acc) {
     const batch_job jb = jobs[blockIdx.y];
-    GRID_STRIDE(i, jb.n * cols) {
-        int64_t r = i / cols, j = i % cols;
+    ROWS(r, jb.n) COLS(j, cols) {
         float v = src[(jb.p + r) * cols + j];
         if (acc) dst[(jb.o + r) * cols + j] += v;
         else dst[(jb.o + r) * cols + j] = v;
@@ -797,8 +796,8 @@ const batch_job *batch_jobs_dev(const batch_plan *bp) {
 /* the plan's experts' rows of x (N, cols) in padded BF16 blocks */
 const uint16_t *batch_rows_bf16(int slot, const batch_plan *bp, const batch_job *dj, const float *x, int64_t cols) {
     uint16_t *d = (uint16_t *)ds_cu_scratch(slot, (size_t)(bp->P * cols) * sizeof(uint16_t));
-    k_batch_gather<<<dim3(ds_cu_blocks(bp->most * cols, 256), (unsigned)bp->c->g), 256, 0, g_cu.stream>>>(d, x, cols,
-                                                                                                         dj);
+    k_batch_gather<<<dim3(ds_cu_row_grid(bp->most, cols), (unsigned)bp->c->g), ds_cu_row_block(cols), 0, g_cu.stream>>>(
+        d, x, cols, dj);
     CU_LAUNCHED();
     return d;
 }
@@ -811,7 +810,7 @@ const uint16_t *batch_weights_bf16(int slot, const batch_plan *bp, const float *
     return d;
 }
 void batch_scatter(float *dst, const float *src, int64_t cols, const batch_plan *bp, const batch_job *dj, int acc) {
-    k_batch_scatter<<<dim3(ds_cu_blocks(bp->most * cols, 256), (unsigned)bp->c->g), 256, 0, g_cu.stream>>>(
+    k_batch_scatter<<<dim3(ds_cu_row_grid(bp->most, cols), (unsigned)bp->c->g), ds_cu_row_block(cols), 0, g_cu.stream>>>(
         dst, src, cols, dj, acc);
     CU_LAUNCHED();
 }
@@ -1091,7 +1090,7 @@ __global__ void k_quant_1x128_experts(uint8_t *q, int64_t kld, float *s, const f
 
 /* copy (rows, cols) scales with row stride ld_in to row stride ld_out */
 __global__ void k_restride(float *dst, int64_t ld_out, const float *src, int64_t ld_in, int64_t rows, int64_t cols) {
-    GRID_STRIDE(i, rows * cols) dst[(i / cols) * ld_out + i % cols] = src[(i / cols) * ld_in + i % cols];
+    ROWS(r, rows) COLS(c, cols) dst[r * ld_out + c] = src[r * ld_in + c];
 }
 
 /* ---- FP8: dsv3's own block-scaled GEMM ------------------------------------------
@@ -1497,7 +1496,7 @@ extern "C" void ds_cu_linear_fp8w_forward(float *out, const float *inp, const ds
         const float *s = w->scale;
         if (ld != KB) {
             float *p = (float *)ds_cu_scratch(SCR_SB, (size_t)(OB * ld) * sizeof(float));
-            k_restride<<<ds_cu_blocks(OB * KB, 128), 128, 0, g_cu.stream>>>(p, ld, w->scale, KB, OB, KB);
+            k_restride<<<ds_cu_row_grid(OB, KB), ds_cu_row_block(KB), 0, g_cu.stream>>>(p, ld, w->scale, KB, OB, KB);
             CU_LAUNCHED();
             s = p;
         }
